@@ -1,0 +1,158 @@
+//! Reading, resolving and validating a config file.
+
+use crate::{Config, PasswordSource};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid { path: PathBuf, key: String, message: String },
+}
+
+/// Loads a config file; relative paths inside it are resolved against the file's directory.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut config = parse(&text, path)?;
+    resolve_paths(&mut config, &base);
+    Ok(config)
+}
+
+/// Parses and validates config text; `origin` names it in errors.
+pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+    let config: Config =
+        toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.into(), message: e.to_string() })?;
+    validate(&config, origin)?;
+    Ok(config)
+}
+
+fn resolve_paths(config: &mut Config, base: &Path) {
+    let fix = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    fix(&mut config.server.state_dir);
+    config.server.master_key_file.as_mut().map(fix);
+    config.postgres.tls_cert.as_mut().map(fix);
+    config.postgres.tls_key.as_mut().map(fix);
+    for conn in config.connections.values_mut() {
+        conn.ca_file.as_mut().map(fix);
+        if let Ok(PasswordSource::File(p)) = conn.password_source() {
+            if p.is_relative() {
+                conn.password = format!("file:{}", base.join(p).display());
+            }
+        }
+    }
+}
+
+fn validate(config: &Config, origin: &Path) -> Result<(), ConfigError> {
+    let invalid = |key: String, message: String| ConfigError::Invalid { path: origin.into(), key, message };
+    let pg = &config.postgres;
+    if pg.listen.parse::<std::net::SocketAddr>().is_err() {
+        return Err(invalid("postgres.listen".into(), format!("{:?} is not an address:port", pg.listen)));
+    }
+    if pg.tls_cert.is_some() != pg.tls_key.is_some() {
+        return Err(invalid("postgres.tls_cert".into(), "tls_cert and tls_key go together".into()));
+    }
+    if pg.max_message_bytes < 1024 {
+        return Err(invalid("postgres.max_message_bytes".into(), "must be at least 1024".into()));
+    }
+    if pg.max_sessions == 0 {
+        return Err(invalid("postgres.max_sessions".into(), "must be at least 1".into()));
+    }
+    for (name, conn) in &config.connections {
+        let key = |k: &str| format!("connections.{name}.{k}");
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            return Err(invalid(
+                format!("connections.{name}"),
+                "a connection name uses letters, digits, `_` and `-`".into(),
+            ));
+        }
+        if conn.protocol != "postgres" {
+            return Err(invalid(key("protocol"), format!("{:?} is not supported yet (only postgres)", conn.protocol)));
+        }
+        if conn.host.is_empty() {
+            return Err(invalid(key("host"), "must not be empty".into()));
+        }
+        if conn.user.is_empty() {
+            return Err(invalid(key("user"), "must not be empty".into()));
+        }
+        conn.password_source().map_err(|m| invalid(key("password"), m))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ClientTls, UpstreamTls};
+
+    fn parse_str(text: &str) -> Result<Config, ConfigError> {
+        parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse_str(
+            r#"
+            [connections.shop]
+            host = "127.0.0.1"
+            user = "app"
+            password = "env:SHOP_PW"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.postgres.listen, "127.0.0.1:6432");
+        assert_eq!(c.postgres.tls, ClientTls::Allow);
+        let shop = &c.connections["shop"];
+        assert_eq!(shop.port, 5432);
+        assert_eq!(shop.database_or("shop"), "shop");
+        assert_eq!(shop.tls, UpstreamTls::Prefer);
+        assert_eq!(shop.password_source().unwrap(), PasswordSource::Env("SHOP_PW".into()));
+    }
+
+    #[test]
+    fn literal_passwords_are_refused_with_the_key_named() {
+        let err = parse_str(
+            r#"
+            [connections.shop]
+            host = "h"
+            user = "u"
+            password = "s3cret"
+            "#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("connections.shop.password"), "{err}");
+        assert!(!err.contains("s3cret"), "the error must not echo the value: {err}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_addresses_are_errors() {
+        assert!(parse_str("[postgres]\nlisten = \"nowhere\"").is_err());
+        assert!(parse_str("[postgres]\nlisen = \"127.0.0.1:1\"").is_err());
+        assert!(parse_str("[connections.\"a b\"]\nhost=\"h\"\nuser=\"u\"").is_err());
+    }
+
+    #[test]
+    fn access_lists() {
+        let c = parse_str(
+            r#"
+            [connections.shop]
+            host = "h"
+            user = "u"
+            allow_groups = ["agents"]
+            "#,
+        )
+        .unwrap();
+        let shop = &c.connections["shop"];
+        assert!(shop.permits("x", &["agents".into()]));
+        assert!(!shop.permits("x", &["other".into()]));
+    }
+}

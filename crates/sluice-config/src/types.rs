@@ -1,0 +1,203 @@
+//! The configuration types. Every key has a default except what cannot be guessed (a connection's
+//! upstream); docs/configuration.md documents each one.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub postgres: PostgresListener,
+    #[serde(default)]
+    pub connections: BTreeMap<String, ConnectionConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Where sluice keeps its state: the SQLite store, the generated TLS certificate, the master key.
+    pub state_dir: PathBuf,
+    /// The master key that seals stored credentials: a file holding 64 hex digits. When neither this
+    /// file exists nor `SLUICE_MASTER_KEY` is set, `sluice serve` creates it (mode 0600).
+    pub master_key_file: Option<PathBuf>,
+    /// `text` or `json` log lines on stderr.
+    pub log_format: LogFormat,
+    /// A tracing filter such as `info` or `sluice_pg=debug,info`.
+    pub log_level: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            state_dir: PathBuf::from(".sluice"),
+            master_key_file: None,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn store_path(&self) -> PathBuf {
+        self.state_dir.join("sluice.db")
+    }
+    pub fn master_key_path(&self) -> PathBuf {
+        self.master_key_file.clone().unwrap_or_else(|| self.state_dir.join("master.key"))
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresListener {
+    /// Whether the PostgreSQL listener runs at all.
+    pub enabled: bool,
+    pub listen: String,
+    /// TLS towards clients: `disable` (plaintext only), `allow` (TLS offered, plaintext accepted),
+    /// `require` (plaintext refused).
+    pub tls: ClientTls,
+    /// PEM certificate chain and key; when absent a self-signed pair is generated in `state_dir` at
+    /// first start and reused after.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The largest message a client may send (bytes); larger ones end the session with an error.
+    pub max_message_bytes: u32,
+    /// How long to wait for an upstream to accept a connection and authenticate.
+    pub connect_timeout_secs: u64,
+    /// How long a client has to finish TLS, startup and authentication.
+    pub handshake_timeout_secs: u64,
+    /// The most client sessions served at once; further ones are refused with SQLSTATE 53300.
+    pub max_sessions: usize,
+}
+
+impl Default for PostgresListener {
+    fn default() -> Self {
+        PostgresListener {
+            enabled: true,
+            listen: "127.0.0.1:6432".into(),
+            tls: ClientTls::Allow,
+            tls_cert: None,
+            tls_key: None,
+            max_message_bytes: 64 * 1024 * 1024,
+            connect_timeout_secs: 10,
+            handshake_timeout_secs: 30,
+            max_sessions: 1000,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientTls {
+    Disable,
+    Allow,
+    Require,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    pub host: String,
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    /// The upstream database; defaults to the connection's name.
+    pub database: Option<String>,
+    pub user: String,
+    /// Where the upstream password comes from: `env:VAR`, `file:PATH`, `stored` (sealed in the state
+    /// store by `sluice credential set`), or `none` (the server trusts the user). A literal password
+    /// is refused: it would end up in backups and diffs of this file.
+    #[serde(default = "default_password_ref")]
+    pub password: String,
+    /// TLS towards the upstream, with libpq's meanings: `disable`, `prefer`, `require` (encrypted, not
+    /// verified), `verify-ca`, `verify-full`.
+    #[serde(default)]
+    pub tls: UpstreamTls,
+    /// PEM bundle of CAs trusted for `verify-ca` / `verify-full` (default: the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// The name checked against the upstream certificate; defaults to `host`.
+    pub tls_server_name: Option<String>,
+    /// Who may open sessions on this connection. Both empty: every authenticated identity.
+    #[serde(default)]
+    pub allow_identities: Vec<String>,
+    #[serde(default)]
+    pub allow_groups: Vec<String>,
+}
+
+fn default_protocol() -> String {
+    "postgres".into()
+}
+fn default_pg_port() -> u16 {
+    5432
+}
+fn default_password_ref() -> String {
+    "stored".into()
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTls {
+    Disable,
+    #[default]
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+/// Where a held credential lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PasswordSource {
+    Env(String),
+    File(PathBuf),
+    Stored,
+    None,
+}
+
+impl ConnectionConfig {
+    pub fn database_or<'a>(&'a self, name: &'a str) -> &'a str {
+        self.database.as_deref().unwrap_or(name)
+    }
+
+    pub fn password_source(&self) -> Result<PasswordSource, String> {
+        let value = self.password.trim();
+        if let Some(var) = value.strip_prefix("env:") {
+            if var.is_empty() {
+                return Err("`env:` needs a variable name".into());
+            }
+            return Ok(PasswordSource::Env(var.to_string()));
+        }
+        if let Some(path) = value.strip_prefix("file:") {
+            if path.is_empty() {
+                return Err("`file:` needs a path".into());
+            }
+            return Ok(PasswordSource::File(PathBuf::from(path)));
+        }
+        match value {
+            "stored" => Ok(PasswordSource::Stored),
+            "none" => Ok(PasswordSource::None),
+            _ => Err("must be `env:VAR`, `file:PATH`, `stored` or `none`; a literal password is not accepted \
+                      (store it with `sluice credential set`)"
+                .into()),
+        }
+    }
+
+    pub fn permits(&self, identity: &str, groups: &[String]) -> bool {
+        if self.allow_identities.is_empty() && self.allow_groups.is_empty() {
+            return true;
+        }
+        self.allow_identities.iter().any(|i| i == identity)
+            || groups.iter().any(|g| self.allow_groups.contains(g))
+    }
+}

@@ -1,0 +1,94 @@
+//! Everything the gateway records: authentication attempts, sessions and the statements in them.
+//! Events are plain data; the store decides how to keep them.
+
+use crate::Protocol;
+use serde::Serialize;
+use std::sync::Arc;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthOutcome {
+    Success,
+    UnknownToken,
+    RevokedToken,
+    ExpiredToken,
+    IdentityMismatch,
+    Malformed,
+    UnknownConnection,
+    NotPermitted,
+    /// Authenticated, but the upstream could not be opened.
+    UpstreamUnavailable,
+}
+
+impl AuthOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthOutcome::Success => "success",
+            AuthOutcome::UnknownToken => "unknown_token",
+            AuthOutcome::RevokedToken => "revoked_token",
+            AuthOutcome::ExpiredToken => "expired_token",
+            AuthOutcome::IdentityMismatch => "identity_mismatch",
+            AuthOutcome::Malformed => "malformed",
+            AuthOutcome::UnknownConnection => "unknown_connection",
+            AuthOutcome::NotPermitted => "not_permitted",
+            AuthOutcome::UpstreamUnavailable => "upstream_unavailable",
+        }
+    }
+}
+
+/// One finished statement. Times are microseconds since the Unix epoch.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatementRecord {
+    pub session_id: Arc<str>,
+    pub seq: u64,
+    /// `simple` (Query message) or `extended` (Parse/Bind/Execute).
+    pub path: &'static str,
+    pub text: Arc<str>,
+    pub started_at_us: i64,
+    pub duration_us: i64,
+    pub rows: u64,
+    /// The command tag (`SELECT 3`, `INSERT 0 1`) of the last completed command.
+    pub tag: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    /// Set when the gateway itself refused the statement.
+    pub refused_by: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum AuditEvent {
+    Auth {
+        at_us: i64,
+        protocol: Protocol,
+        client_addr: String,
+        user: String,
+        connection: String,
+        outcome: AuthOutcome,
+        credential_id: Option<String>,
+    },
+    SessionStarted {
+        session_id: String,
+        at_us: i64,
+        protocol: Protocol,
+        identity: String,
+        credential_id: String,
+        connection: String,
+        client_addr: String,
+        client_tls: bool,
+        application_name: Option<String>,
+    },
+    SessionEnded {
+        session_id: String,
+        at_us: i64,
+        reason: String,
+    },
+    Statement(StatementRecord),
+}
+
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}

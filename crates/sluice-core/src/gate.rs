@@ -1,0 +1,59 @@
+//! The one seam between a protocol adapter and the rest of the gateway. An adapter translates bytes
+//! into calls on a `Gate` and applies what comes back; the binary provides the implementation that
+//! ties configuration, policy and the store together.
+
+use crate::{Action, AuditEvent, AuthOutcome, Decision, Identity, Secret};
+use std::future::Future;
+use thiserror::Error;
+
+/// What a client presented when it asked to open a session.
+#[derive(Debug)]
+pub struct OpenRequest<'a> {
+    pub user: &'a str,
+    pub secret: &'a Secret,
+    /// The connection name the client asked for (the database name, for PostgreSQL).
+    pub connection: &'a str,
+    pub client_addr: &'a str,
+}
+
+/// A session the gateway agreed to open: who, where, and how to reach the upstream (`E` is the
+/// adapter's own description of an upstream endpoint, including the held credential).
+#[derive(Debug)]
+pub struct Grant<E> {
+    pub identity: Identity,
+    pub connection: String,
+    pub endpoint: E,
+}
+
+/// Why a session was not opened. The client is told only that authentication failed; the outcome
+/// goes to the audit trail.
+#[derive(Debug, Error)]
+pub enum OpenError {
+    #[error("authentication failed ({})", .0.as_str())]
+    Auth(AuthOutcome),
+    #[error("connection {connection:?} is misconfigured: {reason}")]
+    Misconfigured { connection: String, reason: String },
+    #[error("state store unavailable: {0}")]
+    Store(String),
+}
+
+pub type AuthError = OpenError;
+
+/// Session-wide context the adapter passes back on every decision.
+#[derive(Debug)]
+pub struct SessionInfo<'a> {
+    pub session_id: &'a str,
+    pub identity: &'a Identity,
+    pub connection: &'a str,
+}
+
+pub trait Gate<E>: Send + Sync + 'static {
+    /// Authenticates the caller and resolves the connection it asked for.
+    fn open(&self, request: OpenRequest<'_>) -> impl Future<Output = Result<Grant<E>, OpenError>> + Send;
+
+    /// Decides one action within an open session. May wait (a human review), hence the future.
+    fn decide(&self, session: &SessionInfo<'_>, action: &Action<'_>) -> impl Future<Output = Decision> + Send;
+
+    /// Hands an event to the recorder. Must not block the caller.
+    fn record(&self, event: AuditEvent);
+}

@@ -1,0 +1,17 @@
+//! The protocol-free heart of sluice: who is calling, what they want to do, what was decided, and
+//! what gets recorded. Nothing here does I/O; adapters and the store build on these types.
+#![forbid(unsafe_code)]
+
+pub mod action;
+pub mod audit;
+pub mod gate;
+pub mod identity;
+pub mod ids;
+pub mod secret;
+pub mod token;
+
+pub use action::{Action, ActionKind, Decision, Protocol, Refusal};
+pub use audit::{AuditEvent, AuthOutcome, StatementRecord};
+pub use gate::{AuthError, Gate, Grant, OpenError, OpenRequest, SessionInfo};
+pub use identity::Identity;
+pub use secret::Secret;

@@ -1,0 +1,20 @@
+//! The PostgreSQL adapter: speaks the wire protocol to clients and servers, authenticates callers
+//! through the `Gate`, opens upstream sessions with held credentials, and relays traffic frame by
+//! frame, decoding only what the gateway needs to see.
+#![forbid(unsafe_code)]
+
+pub mod cancel;
+pub mod codec;
+pub mod error;
+pub mod listener;
+mod relay;
+mod scram;
+mod session;
+mod startup;
+mod stream;
+pub mod tls;
+pub mod upstream;
+
+pub use error::PgError;
+pub use listener::{serve, ListenerConfig, ServerTls};
+pub use upstream::{PgEndpoint, UpstreamTlsMode};

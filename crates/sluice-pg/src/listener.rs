@@ -1,0 +1,91 @@
+//! The PostgreSQL listener: accepts clients, bounds how many are served at once, and on shutdown
+//! stops accepting, tells every session, and waits for them to finish recording.
+
+use crate::cancel::CancelRegistry;
+use crate::error::{sqlstate, PgError};
+use crate::session;
+use crate::upstream::PgEndpoint;
+use sluice_core::Gate;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+pub struct ListenerConfig {
+    /// TLS offered to clients; `None` answers SSLRequest with `N`.
+    pub tls: Option<ServerTls>,
+    /// Refuse clients that did not negotiate TLS.
+    pub require_tls: bool,
+    pub max_message_bytes: usize,
+    pub connect_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub max_sessions: usize,
+}
+
+pub type ServerTls = Arc<rustls::ServerConfig>;
+
+pub(crate) struct Shared<G> {
+    pub gate: Arc<G>,
+    pub config: ListenerConfig,
+    pub cancel: Arc<CancelRegistry>,
+}
+
+/// Resolves once shutdown is signalled (never, if the sender is gone without signalling).
+pub(crate) async fn shutdown_signalled(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Serves clients from `listener` until `shutdown` turns true, then waits (up to `drain`) for the
+/// open sessions to end.
+pub async fn serve<G: Gate<PgEndpoint>>(
+    listener: TcpListener,
+    config: ListenerConfig,
+    gate: Arc<G>,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let max_sessions = config.max_sessions;
+    let slots = Arc::new(Semaphore::new(max_sessions));
+    let shared = Arc::new(Shared { gate, config, cancel: Arc::new(CancelRegistry::default()) });
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown_signalled(&mut shutdown) => break,
+        };
+        let (mut tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: pause instead of spinning.
+                tracing::error!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!(%peer, max_sessions, "refusing a client: too many sessions");
+            tokio::spawn(async move {
+                let e = PgError::fatal(
+                    sqlstate::TOO_MANY_CONNECTIONS,
+                    format!("sluice is serving its maximum of {max_sessions} sessions"),
+                )
+                .with_hint("try again later, or raise postgres.max_sessions");
+                let _ = tcp.write_all(&e.to_bytes()).await;
+            });
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        let rx = shutdown.clone();
+        tokio::spawn(async move {
+            session::run(tcp, peer, shared, rx).await;
+            drop(permit);
+        });
+    }
+    tracing::info!("PostgreSQL listener stopped accepting; waiting for sessions to end");
+    let all = u32::try_from(max_sessions).unwrap_or(u32::MAX);
+    if tokio::time::timeout(drain, slots.acquire_many(all)).await.is_err() {
+        tracing::warn!("some sessions did not end within {drain:?}");
+    }
+}

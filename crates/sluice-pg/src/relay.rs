@@ -1,0 +1,486 @@
+//! The relay between an authenticated client and its upstream session. Bytes flow through as slices
+//! of one read buffer per direction; only the messages the gateway must see are decoded: Query,
+//! Parse, Bind, Execute, Sync and Close from the client, and CommandComplete, ErrorResponse,
+//! ParseComplete and ReadyForQuery from the server. Every statement is decided before it is
+//! forwarded and recorded when its result is complete.
+//!
+//! A refused message is replaced, in place, by one the server rejects at parse time (see
+//! `REFUSAL_MARKER`); the server's error is then swapped for sluice's own. That keeps every response
+//! in order and gives exactly PostgreSQL's semantics after an error: the rest of the pipeline up to
+//! Sync is skipped and an open transaction is aborted.
+
+use crate::codec::{self, peek_frame, put_cstr, put_message, tag_rows, FrameError, Reader, HEADER_LEN};
+use crate::error::{sqlstate, PgError, ServerMessage};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use sluice_core::audit::now_us;
+use sluice_core::{Action, ActionKind, AuditEvent, Decision, Gate, Protocol, SessionInfo, StatementRecord};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Text the server cannot parse; sent in place of a refused statement.
+const REFUSAL_MARKER: &str = "sluice refused this statement";
+/// The server's own frames are trusted up to PostgreSQL's 1 GiB field limit.
+const MAX_SERVER_FRAME: usize = (1 << 30) + 1024;
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Why a relay ended.
+#[derive(Debug)]
+pub enum RelayEnd {
+    /// The client sent Terminate.
+    ClientTerminated,
+    /// The client's socket closed or failed without Terminate.
+    ClientGone(String),
+    /// The client broke the protocol; it is told so.
+    ClientProtocol(PgError),
+    /// The upstream closed or failed.
+    UpstreamGone(String),
+    /// The upstream ended the session with a FATAL error, already passed to the client.
+    UpstreamFatal(String),
+}
+
+impl RelayEnd {
+    pub fn describe(&self) -> String {
+        match self {
+            RelayEnd::ClientTerminated => "client terminated".into(),
+            RelayEnd::ClientGone(why) => format!("client disconnected: {why}"),
+            RelayEnd::ClientProtocol(e) => format!("client protocol error: {}", e.message),
+            RelayEnd::UpstreamGone(why) => format!("upstream lost: {why}"),
+            RelayEnd::UpstreamFatal(why) => format!("upstream ended the session: {why}"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Simple,
+    Parse,
+    Execute,
+    Sync,
+}
+
+/// A message whose response the relay is waiting for, in the order the server will answer.
+struct Pending {
+    kind: Kind,
+    text: Arc<str>,
+    started: Instant,
+    started_at_us: i64,
+    rows: u64,
+    tag: Option<String>,
+    error: Option<ServerMessage>,
+    /// Set when sluice refused this message: the error to show instead of the server's, and the rule.
+    refusal: Option<(Bytes, String)>,
+}
+
+impl Pending {
+    fn new(kind: Kind, text: Arc<str>) -> Self {
+        Pending {
+            kind,
+            text,
+            started: Instant::now(),
+            started_at_us: now_us(),
+            rows: 0,
+            tag: None,
+            error: None,
+            refusal: None,
+        }
+    }
+}
+
+/// State shared by the two directions: what the server still owes, in order.
+pub struct Tracker {
+    pending: VecDeque<Pending>,
+    /// After an error in an extended-protocol pipeline the server skips everything up to Sync.
+    skipping: bool,
+    seq: u64,
+}
+
+impl Tracker {
+    pub fn new() -> Self {
+        Tracker { pending: VecDeque::with_capacity(16), skipping: false, seq: 0 }
+    }
+}
+
+pub struct Context<'a, G> {
+    pub gate: &'a G,
+    pub info: SessionInfo<'a>,
+    pub session_id: Arc<str>,
+    pub max_message_bytes: usize,
+}
+
+impl<G> Context<'_, G> {
+    fn record(&self, tracker: &mut Tracker, p: Pending, path_override: Option<&str>)
+    where
+        G: Gate<crate::PgEndpoint>,
+    {
+        tracker.seq += 1;
+        let (error_code, error_message, refused_by) = match (&p.refusal, &p.error) {
+            (Some((_, rule)), _) => (Some(sqlstate::INSUFFICIENT_PRIVILEGE.to_string()), None, Some(rule.clone())),
+            (None, Some(e)) => (Some(e.code.clone()), Some(e.message.clone()), None),
+            (None, None) => (None, path_override.map(str::to_string), None),
+        };
+        self.gate.record(AuditEvent::Statement(StatementRecord {
+            session_id: Arc::clone(&self.session_id),
+            seq: tracker.seq,
+            path: if p.kind == Kind::Simple { "simple" } else { "extended" },
+            text: p.text,
+            started_at_us: p.started_at_us,
+            duration_us: p.started.elapsed().as_micros() as i64,
+            rows: p.rows,
+            tag: p.tag,
+            error_code,
+            error_message,
+            refused_by,
+        }));
+    }
+
+    /// Records whatever the server still owed when the session ended.
+    pub fn record_interrupted(&self, tracker: &Mutex<Tracker>, why: &str)
+    where
+        G: Gate<crate::PgEndpoint>,
+    {
+        let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
+        let note = format!("interrupted: {why}");
+        while let Some(p) = t.pending.pop_front() {
+            if p.kind != Kind::Sync {
+                self.record(&mut t, p, Some(&note));
+            }
+        }
+    }
+}
+
+/// Client → upstream.
+pub async fn client_to_upstream<G, R, W>(
+    ctx: &Context<'_, G>,
+    tracker: &Mutex<Tracker>,
+    client: &mut R,
+    upstream: &mut W,
+) -> RelayEnd
+where
+    G: Gate<crate::PgEndpoint>,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = BytesMut::new();
+    let mut statements: HashMap<Bytes, Arc<str>> = HashMap::new();
+    let mut portals: HashMap<Bytes, Arc<str>> = HashMap::new();
+    loop {
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_CHUNK);
+        }
+        match client.read_buf(&mut buf).await {
+            Ok(0) => return RelayEnd::ClientGone("connection closed without Terminate".into()),
+            Ok(_) => {}
+            Err(e) => return RelayEnd::ClientGone(e.to_string()),
+        }
+        // `consumed` bytes at the front of `buf` are whole frames already handled; those not yet
+        // written to `out` start at `pass_from`.
+        let mut consumed = 0;
+        let mut terminated = false;
+        out.clear();
+        let mut pass_from = 0;
+        loop {
+            let head = match peek_frame(&buf[consumed..], ctx.max_message_bytes) {
+                Ok(Some(head)) => head,
+                Ok(None) => {
+                    if let Some(len) = codec::declared_len(&buf[consumed..]) {
+                        buf.reserve(len.saturating_sub(buf.len() - consumed));
+                    }
+                    break;
+                }
+                Err(FrameError::TooLarge { tag, len, max }) => {
+                    return RelayEnd::ClientProtocol(
+                        PgError::fatal(
+                            sqlstate::PROGRAM_LIMIT,
+                            format!("message {:?} of {len} bytes is over sluice's limit of {max} bytes", tag as char),
+                        )
+                        .with_hint("raise postgres.max_message_bytes in sluice's configuration, or send less at once"),
+                    );
+                }
+                Err(FrameError::BadLength(n)) => {
+                    return RelayEnd::ClientProtocol(PgError::fatal(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        format!("invalid message length {n}"),
+                    ));
+                }
+            };
+            let frame = &buf[consumed..consumed + head.len];
+            let body = &frame[HEADER_LEN..];
+            let mut replacement: Option<(BytesMut, Pending)> = None;
+            match head.tag {
+                b'Q' => {
+                    let text: Arc<str> = Arc::from(String::from_utf8_lossy(cstr_prefix(body)).as_ref());
+                    let decision = decide(ctx, &text).await;
+                    let mut pending = Pending::new(Kind::Simple, text);
+                    match decision {
+                        Decision::Allow => lock(tracker).pending.push_back(pending),
+                        Decision::Deny(refusal) => {
+                            let mut marker = BytesMut::new();
+                            codec::query(&mut marker, REFUSAL_MARKER);
+                            pending.refusal = Some(refusal_bytes(&refusal));
+                            replacement = Some((marker, pending));
+                        }
+                    }
+                }
+                b'P' => {
+                    let mut r = Reader::new(body);
+                    let (Some(name), Some(query)) = (r.cstr(), r.cstr()) else {
+                        return malformed("Parse");
+                    };
+                    let text: Arc<str> = Arc::from(String::from_utf8_lossy(query).as_ref());
+                    let decision = decide(ctx, &text).await;
+                    let mut pending = Pending::new(Kind::Parse, Arc::clone(&text));
+                    statements.insert(Bytes::copy_from_slice(name), text);
+                    match decision {
+                        Decision::Allow => lock(tracker).pending.push_back(pending),
+                        Decision::Deny(refusal) => {
+                            let mut marker = BytesMut::new();
+                            put_message(&mut marker, b'P', |b| {
+                                put_cstr(b, name);
+                                put_cstr(b, REFUSAL_MARKER.as_bytes());
+                                b.put_i16(0);
+                            });
+                            pending.refusal = Some(refusal_bytes(&refusal));
+                            replacement = Some((marker, pending));
+                        }
+                    }
+                }
+                b'B' => {
+                    let mut r = Reader::new(body);
+                    let (Some(portal), Some(statement)) = (r.cstr(), r.cstr()) else {
+                        return malformed("Bind");
+                    };
+                    let text = statements.get(statement).cloned().unwrap_or_else(|| Arc::from("<unknown statement>"));
+                    portals.insert(Bytes::copy_from_slice(portal), text);
+                }
+                b'E' => {
+                    let Some(portal) = Reader::new(body).cstr() else { return malformed("Execute") };
+                    let text = portals.get(portal).cloned().unwrap_or_else(|| Arc::from("<unknown portal>"));
+                    lock(tracker).pending.push_back(Pending::new(Kind::Execute, text));
+                }
+                b'S' => lock(tracker).pending.push_back(Pending::new(Kind::Sync, Arc::from(""))),
+                b'C' => {
+                    let mut r = Reader::new(body);
+                    let (Some(which), Some(name)) = (r.u8(), r.cstr()) else { return malformed("Close") };
+                    match which {
+                        b'S' => statements.remove(name),
+                        _ => portals.remove(name),
+                    };
+                }
+                b'F' => {
+                    // The fast-path interface calls a function by OID, beyond what policy can read.
+                    let refusal = PgError::error(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        "sluice refuses fast-path function calls (FunctionCall messages)",
+                    )
+                    .with_hint("call the function with a SELECT statement instead");
+                    let mut marker = BytesMut::new();
+                    codec::query(&mut marker, REFUSAL_MARKER);
+                    let mut pending = Pending::new(Kind::Simple, Arc::from("<fast-path function call>"));
+                    pending.refusal = Some((refusal.to_bytes().freeze(), "fast-path".into()));
+                    replacement = Some((marker, pending));
+                }
+                b'X' => terminated = true,
+                b'D' | b'H' | b'd' | b'c' | b'f' => {}
+                other => {
+                    return RelayEnd::ClientProtocol(PgError::fatal(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        format!("invalid frontend message type {:?}", other as char),
+                    ));
+                }
+            }
+            if let Some((marker, pending)) = replacement {
+                out.extend_from_slice(&buf[pass_from..consumed]);
+                out.extend_from_slice(&marker);
+                lock(tracker).pending.push_back(pending);
+                pass_from = consumed + head.len;
+            }
+            consumed += head.len;
+            if terminated {
+                break;
+            }
+        }
+        let written = if out.is_empty() {
+            upstream.write_all(&buf[..consumed]).await
+        } else {
+            out.extend_from_slice(&buf[pass_from..consumed]);
+            upstream.write_all(&out).await
+        };
+        if let Err(e) = written.and(upstream.flush().await) {
+            return RelayEnd::UpstreamGone(e.to_string());
+        }
+        buf.advance(consumed);
+        if terminated {
+            return RelayEnd::ClientTerminated;
+        }
+    }
+}
+
+/// Upstream → client.
+pub async fn upstream_to_client<G, R, W>(
+    ctx: &Context<'_, G>,
+    tracker: &Mutex<Tracker>,
+    upstream: &mut R,
+    mut buf: BytesMut,
+    client: &mut W,
+) -> RelayEnd
+where
+    G: Gate<crate::PgEndpoint>,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut out = BytesMut::new();
+    let mut fatal: Option<String> = None;
+    loop {
+        let mut consumed = 0;
+        let mut pass_from = 0;
+        out.clear();
+        loop {
+            let head = match peek_frame(&buf[consumed..], MAX_SERVER_FRAME) {
+                Ok(Some(head)) => head,
+                Ok(None) => {
+                    if let Some(len) = codec::declared_len(&buf[consumed..]) {
+                        buf.reserve(len.saturating_sub(buf.len() - consumed));
+                    }
+                    break;
+                }
+                Err(e) => return RelayEnd::UpstreamGone(format!("invalid frame from the server: {e:?}")),
+            };
+            let body = &buf[consumed + HEADER_LEN..consumed + head.len];
+            match head.tag {
+                b'C' => {
+                    let tag = cstr_prefix(body);
+                    let mut t = lock(tracker);
+                    if let Some(front) = t.pending.front_mut() {
+                        front.rows += tag_rows(tag);
+                        front.tag = Some(String::from_utf8_lossy(tag).into_owned());
+                        if front.kind == Kind::Execute {
+                            let p = t.pending.pop_front().expect("front exists");
+                            ctx.record(&mut t, p, None);
+                        }
+                    }
+                }
+                b'I' | b's' => {
+                    let mut t = lock(tracker);
+                    if t.pending.front().is_some_and(|p| p.kind == Kind::Execute) {
+                        let p = t.pending.pop_front().expect("front exists");
+                        ctx.record(&mut t, p, None);
+                    }
+                }
+                b'1' => {
+                    let mut t = lock(tracker);
+                    if t.pending.front().is_some_and(|p| p.kind == Kind::Parse) {
+                        t.pending.pop_front();
+                    }
+                }
+                b'E' => {
+                    let message = ServerMessage::parse(body);
+                    let mut t = lock(tracker);
+                    if message.is_fatal() {
+                        fatal = Some(format!("{} ({})", message.message, message.code));
+                    }
+                    let substitute = t.pending.front().and_then(|p| p.refusal.as_ref()).map(|(b, _)| b.clone());
+                    if let Some(substitute) = substitute {
+                        out.extend_from_slice(&buf[pass_from..consumed]);
+                        out.extend_from_slice(&substitute);
+                        pass_from = consumed + head.len;
+                    }
+                    match t.pending.front().map(|p| p.kind) {
+                        Some(Kind::Simple) => {
+                            if let Some(front) = t.pending.front_mut() {
+                                front.error.get_or_insert(message);
+                            }
+                        }
+                        Some(Kind::Parse | Kind::Execute) => {
+                            let mut p = t.pending.pop_front().expect("front exists");
+                            p.error = Some(message);
+                            ctx.record(&mut t, p, None);
+                            t.skipping = true;
+                        }
+                        Some(Kind::Sync) | None => {}
+                    }
+                }
+                b'Z' => {
+                    let mut t = lock(tracker);
+                    let skipped = std::mem::take(&mut t.skipping);
+                    while let Some(p) = t.pending.pop_front() {
+                        match p.kind {
+                            Kind::Sync => break,
+                            Kind::Simple => {
+                                ctx.record(&mut t, p, None);
+                                break;
+                            }
+                            Kind::Parse | Kind::Execute => {
+                                let note = if p.refusal.is_some() || !skipped {
+                                    None
+                                } else {
+                                    Some("not executed: an earlier message in the same pipeline failed")
+                                };
+                                if p.refusal.is_some() || p.kind == Kind::Execute {
+                                    ctx.record(&mut t, p, note);
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            consumed += head.len;
+        }
+        if consumed > 0 {
+            let written = if pass_from == 0 && out.is_empty() {
+                client.write_all(&buf[..consumed]).await
+            } else {
+                out.extend_from_slice(&buf[pass_from..consumed]);
+                client.write_all(&out).await
+            };
+            if let Err(e) = written.and(client.flush().await) {
+                return RelayEnd::ClientGone(e.to_string());
+            }
+            buf.advance(consumed);
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_CHUNK);
+        }
+        match upstream.read_buf(&mut buf).await {
+            Ok(0) => {
+                return match fatal {
+                    Some(why) => RelayEnd::UpstreamFatal(why),
+                    None => RelayEnd::UpstreamGone("connection closed".into()),
+                };
+            }
+            Ok(_) => {}
+            Err(e) => return RelayEnd::UpstreamGone(e.to_string()),
+        }
+    }
+}
+
+async fn decide<G: Gate<crate::PgEndpoint>>(ctx: &Context<'_, G>, text: &str) -> Decision {
+    let action = Action { protocol: Protocol::Postgres, kind: ActionKind::Statement { text } };
+    ctx.gate.decide(&ctx.info, &action).await
+}
+
+fn refusal_bytes(refusal: &sluice_core::Refusal) -> (Bytes, String) {
+    let mut error = PgError::error(
+        sqlstate::INSUFFICIENT_PRIVILEGE,
+        format!("sluice: refused by rule \"{}\": {}", refusal.rule, refusal.reason),
+    );
+    error.detail = refusal.detail.clone();
+    error.hint = refusal.hint.clone();
+    (error.to_bytes().freeze(), refusal.rule.clone())
+}
+
+fn malformed(what: &str) -> RelayEnd {
+    RelayEnd::ClientProtocol(PgError::fatal(sqlstate::PROTOCOL_VIOLATION, format!("malformed {what} message")))
+}
+
+/// The bytes before the first NUL (a whole body when there is none).
+fn cstr_prefix(body: &[u8]) -> &[u8] {
+    body.iter().position(|&b| b == 0).map_or(body, |end| &body[..end])
+}
+
+fn lock(tracker: &Mutex<Tracker>) -> std::sync::MutexGuard<'_, Tracker> {
+    tracker.lock().unwrap_or_else(|p| p.into_inner())
+}

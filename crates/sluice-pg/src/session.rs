@@ -1,0 +1,351 @@
+//! One client connection from first byte to last: TLS negotiation, startup, authentication through
+//! the Gate, the upstream session with the held credential, then the relay until either side ends.
+
+use crate::cancel::UpstreamKey;
+use crate::codec::{self, auth, peek_frame, HEADER_LEN};
+use crate::error::{sqlstate, PgError};
+use crate::listener::{shutdown_signalled, Shared};
+use crate::relay::{self, Context, RelayEnd, Tracker};
+use crate::startup::{read_startup, StartupError, StartupPacket};
+use crate::stream::PgStream;
+use crate::upstream::{self, PgEndpoint, UpstreamError};
+use bytes::BytesMut;
+use sluice_core::audit::now_us;
+use sluice_core::{ids, AuditEvent, AuthOutcome, Gate, OpenError, OpenRequest, Protocol, Secret, SessionInfo};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// Startup parameters that would let a client change what the gateway relies on, or that name a
+/// mode sluice does not relay.
+const REFUSED_PARAMETERS: &[&str] = &[
+    "options",
+    "replication",
+    "role",
+    "session_authorization",
+    "standard_conforming_strings",
+    "default_transaction_read_only",
+    "transaction_read_only",
+];
+
+pub async fn run<G: Gate<PgEndpoint>>(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared<G>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let handshake = tokio::time::timeout(shared.config.handshake_timeout, handshake(tcp, peer, &shared));
+    let opened = tokio::select! {
+        result = handshake => match result {
+            Ok(opened) => opened,
+            Err(_) => {
+                tracing::info!(%peer, "client did not finish the handshake in time");
+                return;
+            }
+        },
+        _ = shutdown_signalled(&mut shutdown) => return,
+    };
+    let Some(opened) = opened else { return };
+    relay_session(opened, peer, &shared, shutdown).await;
+}
+
+/// A session ready to relay.
+struct Opened {
+    client: PgStream,
+    upstream: upstream::Upstream,
+    identity: sluice_core::Identity,
+    connection: String,
+    endpoint: Arc<PgEndpoint>,
+    application_name: Option<String>,
+}
+
+/// Everything before the relay. Returns `None` when the connection ended (answered or not).
+async fn handshake<G: Gate<PgEndpoint>>(tcp: TcpStream, peer: SocketAddr, shared: &Shared<G>) -> Option<Opened> {
+    let config = &shared.config;
+    let mut client = PgStream::Plain(tcp);
+    let params = loop {
+        let packet = match read_startup(&mut client).await {
+            Ok(packet) => packet,
+            Err(StartupError::Closed) => return None,
+            Err(StartupError::Protocol(e)) => return fail(&mut client, &e).await,
+        };
+        match packet {
+            StartupPacket::SslRequest if !client.is_tls() => {
+                let Some(tls) = config.tls.clone() else {
+                    client.write_all(b"N").await.ok()?;
+                    continue;
+                };
+                client.write_all(b"S").await.ok()?;
+                let PgStream::Plain(tcp) = client else { return None };
+                match tokio_rustls::TlsAcceptor::from(tls).accept(tcp).await {
+                    Ok(stream) => client = PgStream::Tls(Box::new(tokio_rustls::TlsStream::Server(stream))),
+                    Err(e) => {
+                        tracing::info!(%peer, error = %e, "TLS handshake with client failed");
+                        return None;
+                    }
+                }
+            }
+            StartupPacket::GssEncRequest if !client.is_tls() => client.write_all(b"N").await.ok()?,
+            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+                let e = PgError::fatal(sqlstate::PROTOCOL_VIOLATION, "encryption requested twice");
+                return fail(&mut client, &e).await;
+            }
+            StartupPacket::Cancel { pid, secret } => {
+                forward_cancel(shared, pid, secret).await;
+                return None;
+            }
+            StartupPacket::Startup { minor, params, .. } => {
+                let unsupported: Vec<String> =
+                    params.iter().filter(|(n, _)| n.starts_with("_pq_.")).map(|(n, _)| n.clone()).collect();
+                if minor > 0 || !unsupported.is_empty() {
+                    let mut out = BytesMut::new();
+                    codec::negotiate_protocol_version(&mut out, 0, &unsupported);
+                    client.write_all(&out).await.ok()?;
+                }
+                break params;
+            }
+        }
+    };
+    if config.require_tls && !client.is_tls() {
+        let e = PgError::fatal(sqlstate::INVALID_AUTHORIZATION, "sluice accepts only TLS connections")
+            .with_hint("connect with sslmode=require");
+        return fail(&mut client, &e).await;
+    }
+    let param = |name: &str| params.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    let Some(user) = param("user").filter(|u| !u.is_empty()) else {
+        let e = PgError::fatal(sqlstate::INVALID_AUTHORIZATION, "no user name given (the user is your sluice identity)");
+        return fail(&mut client, &e).await;
+    };
+    let connection = param("database").filter(|d| !d.is_empty()).unwrap_or_else(|| user.clone());
+    if let Some((name, _)) = params.iter().find(|(n, _)| REFUSED_PARAMETERS.contains(&n.to_ascii_lowercase().as_str())) {
+        let e = PgError::fatal(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!("sluice does not accept the startup parameter \"{name}\""),
+        )
+        .with_hint("connect without it (check PGOPTIONS); settings the gateway allows can be changed with SET");
+        return fail(&mut client, &e).await;
+    }
+
+    // Ask for the token in clear: over TLS that is what PostgreSQL's own `password` method does, and
+    // it lets sluice keep only a digest of each token.
+    let mut out = BytesMut::new();
+    codec::authentication(&mut out, auth::CLEARTEXT);
+    client.write_all(&out).await.ok()?;
+    client.flush().await.ok()?;
+    let secret = match read_password(&mut client).await {
+        Ok(Some(secret)) => secret,
+        // psql hangs up here to prompt for a password, then connects again.
+        Ok(None) => return None,
+        Err(e) => return fail(&mut client, &e).await,
+    };
+
+    let client_addr = peer.to_string();
+    let request = OpenRequest { user: &user, secret: &secret, connection: &connection, client_addr: &client_addr };
+    let grant = match shared.gate.open(request).await {
+        Ok(grant) => grant,
+        Err(OpenError::Auth(outcome)) => {
+            tracing::info!(%peer, user, connection, outcome = outcome.as_str(), "authentication failed");
+            let e = PgError::fatal(
+                sqlstate::INVALID_PASSWORD,
+                format!("password authentication failed for user \"{user}\""),
+            )
+            .with_hint("the user is your sluice identity, the password a sluice token, the database a connection name");
+            return fail(&mut client, &e).await;
+        }
+        Err(OpenError::Misconfigured { connection, reason }) => {
+            tracing::error!(%peer, connection, reason, "connection is misconfigured");
+            let e = PgError::fatal(
+                sqlstate::CANNOT_CONNECT,
+                format!("sluice: connection \"{connection}\" is not usable right now"),
+            )
+            .with_detail(reason)
+            .with_hint("an operator must fix this connection in sluice's configuration");
+            return fail(&mut client, &e).await;
+        }
+        Err(OpenError::Store(reason)) => {
+            tracing::error!(%peer, reason, "state store unavailable during authentication");
+            let e = PgError::fatal(sqlstate::CANNOT_CONNECT, "sluice cannot check credentials right now")
+                .with_hint("try again shortly; an operator should check sluice's state store");
+            return fail(&mut client, &e).await;
+        }
+    };
+
+    let forwarded: Vec<(String, String)> = params
+        .iter()
+        .filter(|(n, _)| n != "user" && n != "database" && !n.starts_with("_pq_."))
+        .cloned()
+        .collect();
+    let endpoint = Arc::new(grant.endpoint);
+    let upstream = match upstream::connect(&endpoint, &forwarded, config.connect_timeout).await {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            tracing::warn!(%peer, connection = grant.connection, host = endpoint.host, port = endpoint.port, error = %e,
+                "cannot open the upstream session");
+            shared.gate.record(AuditEvent::Auth {
+                at_us: now_us(),
+                protocol: Protocol::Postgres,
+                client_addr,
+                user: grant.identity.name.clone(),
+                connection: grant.connection.clone(),
+                outcome: AuthOutcome::UpstreamUnavailable,
+                credential_id: Some(grant.identity.credential_id.clone()),
+            });
+            return fail(&mut client, &upstream_error(&grant.connection, &e)).await;
+        }
+    };
+    Some(Opened {
+        client,
+        upstream,
+        identity: grant.identity,
+        connection: grant.connection,
+        endpoint,
+        application_name: param("application_name"),
+    })
+}
+
+/// What the client is told when its upstream cannot be opened. The upstream's own words are passed
+/// on where they help (a refused role, a missing database), never the held credential.
+fn upstream_error(connection: &str, e: &UpstreamError) -> PgError {
+    let (code, hint) = match e {
+        UpstreamError::Unreachable { .. } | UpstreamError::Timeout(_) | UpstreamError::Io(_) => {
+            (sqlstate::CANNOT_CONNECT, "the upstream server may be down; try again later or ask an operator")
+        }
+        UpstreamError::Refused(_) | UpstreamError::NoPassword | UpstreamError::UnsupportedAuth(_) => {
+            (sqlstate::SERVER_REJECTED, "an operator must check the connection's upstream user and credential")
+        }
+        UpstreamError::Tls(_) | UpstreamError::Protocol(_) => {
+            (sqlstate::CANNOT_CONNECT, "an operator must check the connection's upstream TLS settings")
+        }
+    };
+    let detail = match e {
+        UpstreamError::Unreachable { source, .. } => source.to_string(),
+        other => other.to_string(),
+    };
+    PgError::fatal(code, format!("sluice: the upstream of connection \"{connection}\" is unavailable"))
+        .with_detail(detail)
+        .with_hint(hint)
+}
+
+async fn read_password(client: &mut PgStream) -> Result<Option<Secret>, PgError> {
+    let mut header = [0u8; HEADER_LEN];
+    if client.read_exact(&mut header).await.is_err() {
+        return Ok(None);
+    }
+    let head = peek_frame(&header, 8 * 1024).map_err(|_| {
+        PgError::fatal(sqlstate::PROTOCOL_VIOLATION, "invalid password message length")
+    })?;
+    let len = match head {
+        Some(head) => head.len,
+        None => codec::declared_len(&header).unwrap_or(HEADER_LEN),
+    };
+    if header[0] != b'p' {
+        return Err(PgError::fatal(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("expected a password message, got message type {:?}", header[0] as char),
+        ));
+    }
+    let mut body = vec![0u8; len - HEADER_LEN];
+    if client.read_exact(&mut body).await.is_err() {
+        return Ok(None);
+    }
+    let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+    let text = std::str::from_utf8(&body[..end])
+        .map_err(|_| PgError::fatal(sqlstate::INVALID_PASSWORD, "the password is not valid UTF-8"))?;
+    Ok(Some(Secret::new(text)))
+}
+
+async fn fail<T>(client: &mut PgStream, error: &PgError) -> Option<T> {
+    let _ = client.write_all(&error.to_bytes()).await;
+    let _ = client.flush().await;
+    let _ = client.shutdown().await;
+    None
+}
+
+async fn forward_cancel<G: Gate<PgEndpoint>>(shared: &Shared<G>, pid: i32, secret: i32) {
+    let Some(key) = shared.cancel.lookup(pid, secret) else {
+        tracing::info!(pid, "cancel request with an unknown key ignored");
+        return;
+    };
+    if let Err(e) = upstream::cancel(&key.endpoint, key.pid, key.secret, shared.config.connect_timeout).await {
+        tracing::warn!(error = %e, "could not forward a cancel request upstream");
+    }
+}
+
+async fn relay_session<G: Gate<PgEndpoint>>(
+    opened: Opened,
+    peer: SocketAddr,
+    shared: &Shared<G>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Opened { mut client, upstream, identity, connection, endpoint, application_name } = opened;
+    let session_id: Arc<str> = Arc::from(ids::new_id("s_"));
+    let cancel_key =
+        shared.cancel.register(UpstreamKey { endpoint, pid: upstream.pid, secret: upstream.secret });
+
+    let mut hello = BytesMut::with_capacity(512);
+    codec::authentication(&mut hello, auth::OK);
+    for status in &upstream.parameter_status {
+        hello.extend_from_slice(status);
+    }
+    codec::backend_key_data(&mut hello, cancel_key.pid, cancel_key.secret);
+    codec::ready_for_query(&mut hello, b'I');
+    if client.write_all(&hello).await.is_err() || client.flush().await.is_err() {
+        return;
+    }
+    shared.gate.record(AuditEvent::SessionStarted {
+        session_id: session_id.to_string(),
+        at_us: now_us(),
+        protocol: Protocol::Postgres,
+        identity: identity.name.clone(),
+        credential_id: identity.credential_id.clone(),
+        connection: connection.clone(),
+        client_addr: peer.to_string(),
+        client_tls: client.is_tls(),
+        application_name,
+    });
+    tracing::info!(session = %session_id, identity = identity.name, connection, %peer, "session started");
+
+    let ctx = Context {
+        gate: &*shared.gate,
+        info: SessionInfo { session_id: &session_id, identity: &identity, connection: &connection },
+        session_id: Arc::clone(&session_id),
+        max_message_bytes: shared.config.max_message_bytes,
+    };
+    let tracker = Mutex::new(Tracker::new());
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream.stream);
+    let end = tokio::select! {
+        end = relay::client_to_upstream(&ctx, &tracker, &mut client_read, &mut upstream_write) => end,
+        end = relay::upstream_to_client(&ctx, &tracker, &mut upstream_read, upstream.leftover, &mut client_write) => end,
+        _ = shutdown_signalled(&mut shutdown) => RelayEnd::UpstreamGone("sluice is shutting down".into()),
+    };
+    let reason = end.describe();
+    ctx.record_interrupted(&tracker, &reason);
+    let farewell = match &end {
+        RelayEnd::ClientProtocol(e) => Some(e.clone()),
+        RelayEnd::UpstreamGone(why) if *shutdown.borrow() => Some(
+            PgError::fatal(sqlstate::ADMIN_SHUTDOWN, "sluice is shutting down")
+                .with_hint(format!("reconnect in a moment ({why})")),
+        ),
+        RelayEnd::UpstreamGone(why) => Some(
+            PgError::fatal(sqlstate::CONNECTION_FAILURE, format!("sluice: lost the upstream of connection \"{connection}\""))
+                .with_detail(why.clone())
+                .with_hint("reconnect; statements in flight may or may not have completed"),
+        ),
+        _ => None,
+    };
+    if let Some(e) = farewell {
+        let _ = client_write.write_all(&e.to_bytes()).await;
+        let _ = client_write.flush().await;
+    }
+    let _ = client_write.shutdown().await;
+    let _ = upstream_write.shutdown().await;
+    match &end {
+        RelayEnd::ClientTerminated => tracing::info!(session = %session_id, "session ended: {reason}"),
+        _ => tracing::warn!(session = %session_id, "session ended: {reason}"),
+    }
+    shared.gate.record(AuditEvent::SessionEnded { session_id: session_id.to_string(), at_us: now_us(), reason });
+}

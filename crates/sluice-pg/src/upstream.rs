@@ -1,0 +1,255 @@
+//! Opening a session on the real server: TCP, optional TLS (libpq's sslmodes), the startup
+//! message, and authentication with the held credential (SCRAM-SHA-256, MD5 or cleartext).
+
+use crate::codec::{self, auth, peek_frame, put_cstr, Reader};
+use crate::error::ServerMessage;
+use crate::scram::{md5_password, ScramClient};
+use crate::stream::PgStream;
+use bytes::{BufMut, Bytes, BytesMut};
+use sluice_core::Secret;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Everything needed to reach one upstream server as one user.
+#[derive(Clone, Debug)]
+pub struct PgEndpoint {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: Option<Secret>,
+    pub tls: UpstreamTls,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamTlsMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+#[derive(Clone, Debug)]
+pub struct UpstreamTls {
+    pub mode: UpstreamTlsMode,
+    /// Built once per connection at start-up; `None` only with `Disable`.
+    pub config: Option<Arc<rustls::ClientConfig>>,
+    pub server_name: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot reach {addr}: {source}")]
+    Unreachable { addr: String, source: std::io::Error },
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("the server refused: {} ({})", .0.message, .0.code)]
+    Refused(ServerMessage),
+    #[error("the server wants a password and none is held for this connection")]
+    NoPassword,
+    #[error("the server asked for an authentication method sluice does not support: {0}")]
+    UnsupportedAuth(String),
+    #[error("protocol error from the server: {0}")]
+    Protocol(String),
+    #[error("connection lost: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// An authenticated upstream session, ready for queries.
+pub struct Upstream {
+    pub stream: PgStream,
+    /// ParameterStatus messages as the server sent them, to replay to the client.
+    pub parameter_status: Vec<Bytes>,
+    pub pid: i32,
+    pub secret: i32,
+    /// Bytes that arrived after ReadyForQuery (normally none).
+    pub leftover: BytesMut,
+}
+
+const STARTUP_MAX_FRAME: usize = 1 << 20;
+
+pub async fn connect(
+    endpoint: &PgEndpoint,
+    params: &[(String, String)],
+    timeout: Duration,
+) -> Result<Upstream, UpstreamError> {
+    tokio::time::timeout(timeout, connect_inner(endpoint, params))
+        .await
+        .map_err(|_| UpstreamError::Timeout(timeout))?
+}
+
+async fn connect_inner(endpoint: &PgEndpoint, params: &[(String, String)]) -> Result<Upstream, UpstreamError> {
+    let mut stream = open_stream(endpoint).await?;
+
+    let mut startup = BytesMut::with_capacity(256);
+    startup.put_i32(0);
+    startup.put_i32(196608);
+    for (name, value) in [("user", endpoint.user.as_str()), ("database", endpoint.database.as_str())]
+        .into_iter()
+        .chain(params.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+    {
+        put_cstr(&mut startup, name.as_bytes());
+        put_cstr(&mut startup, value.as_bytes());
+    }
+    startup.put_u8(0);
+    let len = startup.len() as i32;
+    startup[0..4].copy_from_slice(&len.to_be_bytes());
+    stream.write_all(&startup).await?;
+    stream.flush().await?;
+
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut scram: Option<ScramClient> = None;
+    let mut parameter_status = Vec::new();
+    let mut key = (0, 0);
+    loop {
+        let frame = read_frame(&mut stream, &mut buf).await?;
+        let body = &frame[codec::HEADER_LEN..];
+        match frame[0] {
+            b'R' => {
+                let mut r = Reader::new(body);
+                let code = r.i32().ok_or_else(|| UpstreamError::Protocol("short authentication request".into()))?;
+                let reply = authenticate(endpoint, code, r.rest(), &mut scram)?;
+                if let Some(reply) = reply {
+                    stream.write_all(&reply).await?;
+                    stream.flush().await?;
+                }
+            }
+            b'S' => parameter_status.push(frame.clone()),
+            b'K' => {
+                let mut r = Reader::new(body);
+                key = (
+                    r.i32().ok_or_else(|| UpstreamError::Protocol("short BackendKeyData".into()))?,
+                    r.i32().ok_or_else(|| UpstreamError::Protocol("short BackendKeyData".into()))?,
+                );
+            }
+            b'E' => return Err(UpstreamError::Refused(ServerMessage::parse(body))),
+            b'N' | b'v' => {}
+            b'Z' => {
+                return Ok(Upstream { stream, parameter_status, pid: key.0, secret: key.1, leftover: buf });
+            }
+            other => {
+                return Err(UpstreamError::Protocol(format!("unexpected message {:?} during startup", other as char)))
+            }
+        }
+    }
+}
+
+/// Answers one authentication request; `None` when no reply is due (Ok, SASL final).
+fn authenticate(
+    endpoint: &PgEndpoint,
+    code: i32,
+    data: &[u8],
+    scram: &mut Option<ScramClient>,
+) -> Result<Option<BytesMut>, UpstreamError> {
+    let password = || endpoint.password.as_ref().map(Secret::expose).ok_or(UpstreamError::NoPassword);
+    let mut out = BytesMut::new();
+    match code {
+        auth::OK => return Ok(None),
+        auth::CLEARTEXT => {
+            let mut payload = BytesMut::new();
+            put_cstr(&mut payload, password()?.as_bytes());
+            codec::password_message(&mut out, &payload);
+        }
+        auth::MD5 => {
+            let salt = data.get(..4).ok_or_else(|| UpstreamError::Protocol("short MD5 salt".into()))?;
+            let mut payload = BytesMut::new();
+            put_cstr(&mut payload, md5_password(&endpoint.user, password()?, salt).as_bytes());
+            codec::password_message(&mut out, &payload);
+        }
+        auth::SASL => {
+            let mut r = Reader::new(data);
+            let mut offered = Vec::new();
+            while let Some(m) = r.cstr().filter(|m| !m.is_empty()) {
+                offered.push(String::from_utf8_lossy(m).into_owned());
+            }
+            if !offered.iter().any(|m| m == "SCRAM-SHA-256") {
+                return Err(UpstreamError::UnsupportedAuth(format!("SASL {}", offered.join(", "))));
+            }
+            let client = ScramClient::new(password()?);
+            let first = client.client_first();
+            let mut payload = BytesMut::new();
+            put_cstr(&mut payload, b"SCRAM-SHA-256");
+            payload.put_i32(first.len() as i32);
+            payload.put_slice(first.as_bytes());
+            codec::password_message(&mut out, &payload);
+            *scram = Some(client);
+        }
+        auth::SASL_CONTINUE => {
+            let client = scram.as_mut().ok_or_else(|| UpstreamError::Protocol("SASL continue before start".into()))?;
+            let reply = client.client_final(data).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+            codec::password_message(&mut out, reply.as_bytes());
+        }
+        auth::SASL_FINAL => {
+            let client = scram.as_ref().ok_or_else(|| UpstreamError::Protocol("SASL final before start".into()))?;
+            client.verify_server_final(data).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+            return Ok(None);
+        }
+        other => return Err(UpstreamError::UnsupportedAuth(format!("authentication request {other}"))),
+    }
+    Ok(Some(out))
+}
+
+/// TCP plus, per the TLS mode, the SSLRequest exchange and handshake.
+async fn open_stream(endpoint: &PgEndpoint) -> Result<PgStream, UpstreamError> {
+    let addr = format!("{}:{}", endpoint.host, endpoint.port);
+    let tcp = TcpStream::connect(&addr).await.map_err(|source| UpstreamError::Unreachable { addr, source })?;
+    let _ = tcp.set_nodelay(true);
+    let tls = &endpoint.tls;
+    let Some(config) = tls.config.clone().filter(|_| tls.mode != UpstreamTlsMode::Disable) else {
+        return Ok(PgStream::Plain(tcp));
+    };
+    let mut tcp = tcp;
+    tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await?;
+    let answer = tcp.read_u8().await?;
+    match answer {
+        b'S' => {
+            let name = rustls::pki_types::ServerName::try_from(tls.server_name.clone())
+                .map_err(|e| UpstreamError::Tls(format!("bad server name {:?}: {e}", tls.server_name)))?;
+            let connector = tokio_rustls::TlsConnector::from(config);
+            let stream = connector.connect(name, tcp).await.map_err(|e| UpstreamError::Tls(e.to_string()))?;
+            Ok(PgStream::Tls(Box::new(tokio_rustls::TlsStream::Client(stream))))
+        }
+        b'N' if tls.mode == UpstreamTlsMode::Prefer => Ok(PgStream::Plain(tcp)),
+        b'N' => Err(UpstreamError::Tls("the server does not accept TLS connections".into())),
+        other => Err(UpstreamError::Protocol(format!("unexpected answer {other:#x} to SSLRequest"))),
+    }
+}
+
+async fn read_frame(stream: &mut PgStream, buf: &mut BytesMut) -> Result<Bytes, UpstreamError> {
+    loop {
+        match peek_frame(buf, STARTUP_MAX_FRAME) {
+            Ok(Some(head)) => return Ok(buf.split_to(head.len).freeze()),
+            Ok(None) => {
+                buf.reserve(4096);
+                if stream.read_buf(buf).await? == 0 {
+                    return Err(UpstreamError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+            }
+            Err(e) => return Err(UpstreamError::Protocol(format!("{e:?}"))),
+        }
+    }
+}
+
+/// Sends a CancelRequest for an upstream backend.
+pub async fn cancel(endpoint: &PgEndpoint, pid: i32, secret: i32, timeout: Duration) -> Result<(), UpstreamError> {
+    let send = async {
+        let mut stream = open_stream(endpoint).await?;
+        let mut packet = BytesMut::with_capacity(16);
+        packet.put_i32(16);
+        packet.put_i32(80877102);
+        packet.put_i32(pid);
+        packet.put_i32(secret);
+        stream.write_all(&packet).await?;
+        stream.flush().await?;
+        // The server closes the connection when done; wait for that so the cancel is delivered.
+        let mut sink = [0u8; 16];
+        let _ = stream.read(&mut sink).await;
+        Ok(())
+    };
+    tokio::time::timeout(timeout, send).await.map_err(|_| UpstreamError::Timeout(timeout))?
+}

@@ -1,0 +1,26 @@
+//! sluice's state store: tokens (as digests), sealed upstream credentials, and the record of sessions,
+//! statements and authentication attempts. SQLite, embedded, is the default; the types here are what a
+//! PostgreSQL-backed store for several instances will implement too.
+#![forbid(unsafe_code)]
+
+mod recorder;
+mod schema;
+mod sqlite;
+pub mod vault;
+
+pub use recorder::{Recorder, RecorderTask};
+pub use sqlite::{AuthRow, SessionRow, StatementRow, Store, TokenRow};
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("state store: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("state store: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Vault(String),
+    #[error("{0}")]
+    NotFound(String),
+}

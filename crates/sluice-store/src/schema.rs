@@ -1,0 +1,59 @@
+//! The store's schema, applied in order and tracked with SQLite's `user_version`.
+
+pub const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE tokens (
+    id            TEXT PRIMARY KEY,
+    identity      TEXT NOT NULL,
+    groups_json   TEXT NOT NULL,
+    digest        TEXT NOT NULL,
+    description   TEXT,
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER,
+    revoked_at    INTEGER,
+    last_used_at  INTEGER
+);
+CREATE TABLE credentials (
+    connection    TEXT PRIMARY KEY,
+    nonce         BLOB NOT NULL,
+    sealed        BLOB NOT NULL,
+    updated_at    INTEGER NOT NULL
+);
+CREATE TABLE sessions (
+    id               TEXT PRIMARY KEY,
+    protocol         TEXT NOT NULL,
+    identity         TEXT NOT NULL,
+    credential_id    TEXT NOT NULL,
+    connection       TEXT NOT NULL,
+    client_addr      TEXT NOT NULL,
+    client_tls       INTEGER NOT NULL,
+    application_name TEXT,
+    started_at       INTEGER NOT NULL,
+    ended_at         INTEGER,
+    end_reason       TEXT
+);
+CREATE INDEX sessions_started ON sessions(started_at);
+CREATE TABLE statements (
+    session_id     TEXT NOT NULL,
+    seq            INTEGER NOT NULL,
+    path           TEXT NOT NULL,
+    text           TEXT NOT NULL,
+    started_at     INTEGER NOT NULL,
+    duration_us    INTEGER NOT NULL,
+    rows           INTEGER NOT NULL,
+    tag            TEXT,
+    error_code     TEXT,
+    error_message  TEXT,
+    refused_by     TEXT,
+    PRIMARY KEY (session_id, seq)
+);
+CREATE TABLE auth_events (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    at             INTEGER NOT NULL,
+    protocol       TEXT NOT NULL,
+    client_addr    TEXT NOT NULL,
+    user           TEXT NOT NULL,
+    connection     TEXT NOT NULL,
+    outcome        TEXT NOT NULL,
+    credential_id  TEXT
+);
+"#];

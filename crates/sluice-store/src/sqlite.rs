@@ -1,0 +1,459 @@
+//! The embedded SQLite store (WAL mode; one writer, many readers, including the CLI while the
+//! gateway runs).
+
+use crate::schema::MIGRATIONS;
+use crate::StoreError;
+use serde::Serialize;
+use sluice_core::AuditEvent;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::Row;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TokenRow {
+    pub id: String,
+    pub identity: String,
+    pub groups: Vec<String>,
+    #[serde(skip)]
+    pub digest: String,
+    pub description: Option<String>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SessionRow {
+    pub id: String,
+    pub protocol: String,
+    pub identity: String,
+    pub credential_id: String,
+    pub connection: String,
+    pub client_addr: String,
+    pub client_tls: bool,
+    pub application_name: Option<String>,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub end_reason: Option<String>,
+    pub statements: i64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StatementRow {
+    pub seq: i64,
+    pub path: String,
+    pub text: String,
+    pub started_at: i64,
+    pub duration_us: i64,
+    pub rows: i64,
+    pub tag: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub refused_by: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AuthRow {
+    pub at: i64,
+    pub protocol: String,
+    pub client_addr: String,
+    pub user: String,
+    pub connection: String,
+    pub outcome: String,
+    pub credential_id: Option<String>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let store = Store { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let version: i64 = sqlx::query("PRAGMA user_version").fetch_one(&mut *conn).await?.try_get(0)?;
+        for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            sqlx::raw_sql(*migration).execute(&mut *tx).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PRAGMA user_version = {}", index + 1))).execute(&mut *tx).await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    pub async fn insert_token(&self, token: &TokenRow, digest: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tokens (id, identity, groups_json, digest, description, created_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&token.id)
+        .bind(&token.identity)
+        .bind(serde_json::to_string(&token.groups).unwrap_or_else(|_| "[]".into()))
+        .bind(digest)
+        .bind(&token.description)
+        .bind(token.created_at)
+        .bind(token.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn token(&self, id: &str) -> Result<Option<TokenRow>, StoreError> {
+        let row = sqlx::query("SELECT * FROM tokens WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        row.map(|r| token_row(&r)).transpose()
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM tokens ORDER BY created_at").fetch_all(&self.pool).await?;
+        rows.iter().map(token_row).collect()
+    }
+
+    /// Marks a token revoked; false when no such token exists.
+    pub async fn revoke_token(&self, id: &str, at: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
+            .bind(at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn touch_token(&self, id: &str, at: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE tokens SET last_used_at = ? WHERE id = ?").bind(at).bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn put_credential(&self, connection: &str, nonce: &[u8], sealed: &[u8], at: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO credentials (connection, nonce, sealed, updated_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT(connection) DO UPDATE SET nonce = excluded.nonce, sealed = excluded.sealed, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(connection)
+        .bind(nonce)
+        .bind(sealed)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The sealed credential of a connection as (nonce, sealed bytes).
+    pub async fn credential(&self, connection: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let row = sqlx::query("SELECT nonce, sealed FROM credentials WHERE connection = ?")
+            .bind(connection)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some((r.try_get("nonce")?, r.try_get("sealed")?)),
+            None => None,
+        })
+    }
+
+    pub async fn delete_credential(&self, connection: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM credentials WHERE connection = ?").bind(connection).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Sessions a previous run left open (it was killed): closed now with that reason.
+    pub async fn close_orphaned_sessions(&self, at: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sessions SET ended_at = ?, end_reason = 'gateway stopped before the session ended' \
+             WHERE ended_at IS NULL",
+        )
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Writes a batch of events in one transaction.
+    pub async fn write_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for event in events {
+            match event {
+                AuditEvent::Auth { at_us, protocol, client_addr, user, connection, outcome, credential_id } => {
+                    sqlx::query(
+                        "INSERT INTO auth_events (at, protocol, client_addr, user, connection, outcome, credential_id) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(at_us)
+                    .bind(protocol.as_str())
+                    .bind(client_addr)
+                    .bind(user)
+                    .bind(connection)
+                    .bind(outcome.as_str())
+                    .bind(credential_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                AuditEvent::SessionStarted {
+                    session_id,
+                    at_us,
+                    protocol,
+                    identity,
+                    credential_id,
+                    connection,
+                    client_addr,
+                    client_tls,
+                    application_name,
+                } => {
+                    sqlx::query(
+                        "INSERT INTO sessions (id, protocol, identity, credential_id, connection, client_addr, \
+                         client_tls, application_name, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(session_id)
+                    .bind(protocol.as_str())
+                    .bind(identity)
+                    .bind(credential_id)
+                    .bind(connection)
+                    .bind(client_addr)
+                    .bind(client_tls)
+                    .bind(application_name)
+                    .bind(at_us)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                AuditEvent::SessionEnded { session_id, at_us, reason } => {
+                    sqlx::query("UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ?")
+                        .bind(at_us)
+                        .bind(reason)
+                        .bind(session_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                AuditEvent::Statement(s) => {
+                    sqlx::query(
+                        "INSERT INTO statements (session_id, seq, path, text, started_at, duration_us, rows, tag, \
+                         error_code, error_message, refused_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(&*s.session_id)
+                    .bind(s.seq as i64)
+                    .bind(s.path)
+                    .bind(&*s.text)
+                    .bind(s.started_at_us)
+                    .bind(s.duration_us)
+                    .bind(s.rows as i64)
+                    .bind(&s.tag)
+                    .bind(&s.error_code)
+                    .bind(&s.error_message)
+                    .bind(&s.refused_by)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn sessions(&self, limit: i64) -> Result<Vec<SessionRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.*, (SELECT COUNT(*) FROM statements t WHERE t.session_id = s.id) AS statement_count \
+             FROM sessions s ORDER BY s.started_at DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(session_row).collect()
+    }
+
+    pub async fn session(&self, id: &str) -> Result<Option<(SessionRow, Vec<StatementRow>)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT s.*, (SELECT COUNT(*) FROM statements t WHERE t.session_id = s.id) AS statement_count \
+             FROM sessions s WHERE s.id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let session = session_row(&row)?;
+        let rows = sqlx::query("SELECT * FROM statements WHERE session_id = ? ORDER BY seq")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        let statements = rows
+            .iter()
+            .map(|r| {
+                Ok(StatementRow {
+                    seq: r.try_get("seq")?,
+                    path: r.try_get("path")?,
+                    text: r.try_get("text")?,
+                    started_at: r.try_get("started_at")?,
+                    duration_us: r.try_get("duration_us")?,
+                    rows: r.try_get("rows")?,
+                    tag: r.try_get("tag")?,
+                    error_code: r.try_get("error_code")?,
+                    error_message: r.try_get("error_message")?,
+                    refused_by: r.try_get("refused_by")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(Some((session, statements)))
+    }
+
+    pub async fn auth_events(&self, limit: i64) -> Result<Vec<AuthRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM auth_events ORDER BY id DESC LIMIT ?")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuthRow {
+                    at: r.try_get("at")?,
+                    protocol: r.try_get("protocol")?,
+                    client_addr: r.try_get("client_addr")?,
+                    user: r.try_get("user")?,
+                    connection: r.try_get("connection")?,
+                    outcome: r.try_get("outcome")?,
+                    credential_id: r.try_get("credential_id")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn token_row(r: &sqlx::sqlite::SqliteRow) -> Result<TokenRow, StoreError> {
+    let groups_json: String = r.try_get("groups_json")?;
+    Ok(TokenRow {
+        id: r.try_get("id")?,
+        identity: r.try_get("identity")?,
+        groups: serde_json::from_str(&groups_json).unwrap_or_default(),
+        digest: r.try_get("digest")?,
+        description: r.try_get("description")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+        last_used_at: r.try_get("last_used_at")?,
+    })
+}
+
+fn session_row(r: &sqlx::sqlite::SqliteRow) -> Result<SessionRow, StoreError> {
+    Ok(SessionRow {
+        id: r.try_get("id")?,
+        protocol: r.try_get("protocol")?,
+        identity: r.try_get("identity")?,
+        credential_id: r.try_get("credential_id")?,
+        connection: r.try_get("connection")?,
+        client_addr: r.try_get("client_addr")?,
+        client_tls: r.try_get("client_tls")?,
+        application_name: r.try_get("application_name")?,
+        started_at: r.try_get("started_at")?,
+        ended_at: r.try_get("ended_at")?,
+        end_reason: r.try_get("end_reason")?,
+        statements: r.try_get("statement_count")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::{AuthOutcome, Protocol, StatementRecord};
+
+    async fn temp_store() -> (Store, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(sluice_core::ids::new_id("sluice-store-test-"));
+        let store = Store::open(&dir.join("s.db")).await.unwrap();
+        (store, dir)
+    }
+
+    #[tokio::test]
+    async fn records_sessions_statements_and_auth() {
+        let (store, dir) = temp_store().await;
+        let events = vec![
+            AuditEvent::Auth {
+                at_us: 1,
+                protocol: Protocol::Postgres,
+                client_addr: "127.0.0.1:1".into(),
+                user: "mallory".into(),
+                connection: "shop".into(),
+                outcome: AuthOutcome::UnknownToken,
+                credential_id: None,
+            },
+            AuditEvent::SessionStarted {
+                session_id: "s1".into(),
+                at_us: 2,
+                protocol: Protocol::Postgres,
+                identity: "agent".into(),
+                credential_id: "t1".into(),
+                connection: "shop".into(),
+                client_addr: "127.0.0.1:2".into(),
+                client_tls: true,
+                application_name: Some("psql".into()),
+            },
+            AuditEvent::Statement(StatementRecord {
+                session_id: "s1".into(),
+                seq: 1,
+                path: "simple",
+                text: "select 1".into(),
+                started_at_us: 3,
+                duration_us: 10,
+                rows: 1,
+                tag: Some("SELECT 1".into()),
+                error_code: None,
+                error_message: None,
+                refused_by: None,
+            }),
+            AuditEvent::SessionEnded { session_id: "s1".into(), at_us: 4, reason: "client terminated".into() },
+        ];
+        store.write_events(&events).await.unwrap();
+        let sessions = store.sessions(10).await.unwrap();
+        assert_eq!(sessions.len(), 1);
+        assert_eq!(sessions[0].statements, 1);
+        assert_eq!(sessions[0].end_reason.as_deref(), Some("client terminated"));
+        let (_, statements) = store.session("s1").await.unwrap().unwrap();
+        assert_eq!(statements[0].text, "select 1");
+        assert_eq!(statements[0].rows, 1);
+        let auth = store.auth_events(10).await.unwrap();
+        assert_eq!(auth[0].outcome, "unknown_token");
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn tokens_can_be_listed_and_revoked() {
+        let (store, dir) = temp_store().await;
+        let row = TokenRow {
+            id: "abc".into(),
+            identity: "agent".into(),
+            groups: vec!["agents".into()],
+            digest: String::new(),
+            description: None,
+            created_at: 1,
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        };
+        store.insert_token(&row, "d1").await.unwrap();
+        assert_eq!(store.token("abc").await.unwrap().unwrap().digest, "d1");
+        assert!(store.revoke_token("abc", 5).await.unwrap());
+        assert!(!store.revoke_token("nope", 5).await.unwrap());
+        assert_eq!(store.tokens().await.unwrap()[0].revoked_at, Some(5));
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,78 @@
+//! Human-readable output for the CLI: timestamps, durations and aligned tables.
+
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+pub fn timestamp(us: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+        .ok()
+        .and_then(|t| t.replace_nanosecond((t.nanosecond() / 1_000_000) * 1_000_000).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| us.to_string())
+}
+
+pub fn duration(us: i64) -> String {
+    match us {
+        ..1_000 => format!("{us}µs"),
+        1_000..1_000_000 => format!("{:.1}ms", us as f64 / 1e3),
+        _ => format!("{:.2}s", us as f64 / 1e6),
+    }
+}
+
+/// Prints rows under a header, each column as wide as its widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// Parses `30d`, `12h`, `45m` or `90s` into microseconds.
+pub fn parse_ttl(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let split = text.len().checked_sub(1)?;
+    let (number, unit) = text.split_at(split);
+    let n: i64 = number.parse().ok().filter(|n| *n > 0)?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(seconds)?.checked_mul(1_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls() {
+        assert_eq!(parse_ttl("90s"), Some(90_000_000));
+        assert_eq!(parse_ttl("2h"), Some(7_200_000_000));
+        assert_eq!(parse_ttl("1d"), Some(86_400_000_000));
+        for bad in ["", "d", "0d", "-1h", "3w", "1.5h"] {
+            assert_eq!(parse_ttl(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn timestamps_and_durations() {
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(timestamp(1_500_000), "1970-01-01T00:00:01.5Z");
+        assert_eq!(duration(500), "500µs");
+        assert_eq!(duration(2_500), "2.5ms");
+        assert_eq!(duration(3_000_000), "3.00s");
+    }
+}

@@ -1,0 +1,172 @@
+//! The gateway's `Gate`: tokens from the store, connections from the configuration, held
+//! credentials resolved at each session, and every event handed to the recorder.
+
+use anyhow::{Context as _, Result};
+use sluice_config::{Config, ConnectionConfig, PasswordSource, UpstreamTls as TlsSetting};
+use sluice_core::audit::now_us;
+use sluice_core::{
+    token, Action, AuditEvent, AuthOutcome, Decision, Gate, Grant, Identity, OpenError, OpenRequest, Protocol,
+    Secret, SessionInfo,
+};
+use sluice_pg::tls::{client_config, Verification};
+use sluice_pg::upstream::UpstreamTls;
+use sluice_pg::{PgEndpoint, UpstreamTlsMode};
+use sluice_store::vault::MasterKey;
+use sluice_store::{Recorder, Store};
+use std::collections::HashMap;
+
+pub struct Gateway {
+    store: Store,
+    recorder: Recorder,
+    key: MasterKey,
+    connections: HashMap<String, Prepared>,
+}
+
+/// A configured connection with its TLS client configuration built once.
+struct Prepared {
+    config: ConnectionConfig,
+    tls: UpstreamTls,
+}
+
+impl Gateway {
+    pub fn new(config: &Config, store: Store, recorder: Recorder, key: MasterKey) -> Result<Gateway> {
+        let mut connections = HashMap::new();
+        for (name, conn) in &config.connections {
+            let tls = upstream_tls(conn).with_context(|| format!("connection {name}: upstream TLS"))?;
+            connections.insert(name.clone(), Prepared { config: conn.clone(), tls });
+        }
+        Ok(Gateway { store, recorder, key, connections })
+    }
+
+    async fn identify(&self, request: &OpenRequest<'_>) -> Result<Identity, (AuthOutcome, Option<String>)> {
+        let Some((id, secret)) = token::parse(request.secret.expose()) else {
+            return Err((AuthOutcome::Malformed, None));
+        };
+        let row = match self.store.token(id).await {
+            Ok(Some(row)) => row,
+            Ok(None) => return Err((AuthOutcome::UnknownToken, None)),
+            Err(e) => {
+                tracing::error!(error = %e, "token lookup failed");
+                return Err((AuthOutcome::UnknownToken, None));
+            }
+        };
+        let known = Some(row.id.clone());
+        if !token::verify(secret, &row.digest) {
+            return Err((AuthOutcome::UnknownToken, known));
+        }
+        if row.revoked_at.is_some() {
+            return Err((AuthOutcome::RevokedToken, known));
+        }
+        if row.expires_at.is_some_and(|at| at <= now_us()) {
+            return Err((AuthOutcome::ExpiredToken, known));
+        }
+        if row.identity != request.user {
+            return Err((AuthOutcome::IdentityMismatch, known));
+        }
+        Ok(Identity { name: row.identity, groups: row.groups, credential_id: row.id })
+    }
+
+    async fn password(&self, name: &str, conn: &ConnectionConfig) -> Result<Option<Secret>, String> {
+        let source = conn.password_source()?;
+        match source {
+            PasswordSource::None => Ok(None),
+            PasswordSource::Env(var) => std::env::var(&var)
+                .map(|v| Some(Secret::new(v)))
+                .map_err(|_| format!("its password variable {var} is not set in sluice's environment")),
+            PasswordSource::File(path) => std::fs::read_to_string(&path)
+                .map(|v| Some(Secret::new(v.trim_end_matches(['\n', '\r']))))
+                .map_err(|e| format!("its password file {} cannot be read: {e}", path.display())),
+            PasswordSource::Stored => {
+                let sealed = self.store.credential(name).await.map_err(|e| e.to_string())?;
+                let (nonce, sealed) =
+                    sealed.ok_or_else(|| "no password is stored for it (run `sluice credential set`)".to_string())?;
+                let clear = self.key.open(name, &nonce, &sealed).map_err(|e| e.to_string())?;
+                String::from_utf8(clear).map(|v| Some(Secret::new(v))).map_err(|_| "its stored password is not UTF-8".into())
+            }
+        }
+    }
+
+    fn audit_auth(&self, request: &OpenRequest<'_>, outcome: AuthOutcome, credential_id: Option<String>) {
+        self.recorder.record(AuditEvent::Auth {
+            at_us: now_us(),
+            protocol: Protocol::Postgres,
+            client_addr: request.client_addr.to_string(),
+            user: request.user.to_string(),
+            connection: request.connection.to_string(),
+            outcome,
+            credential_id,
+        });
+    }
+}
+
+impl Gate<PgEndpoint> for Gateway {
+    async fn open(&self, request: OpenRequest<'_>) -> Result<Grant<PgEndpoint>, OpenError> {
+        let identity = match self.identify(&request).await {
+            Ok(identity) => identity,
+            Err((outcome, credential_id)) => {
+                self.audit_auth(&request, outcome, credential_id);
+                return Err(OpenError::Auth(outcome));
+            }
+        };
+        let credential_id = Some(identity.credential_id.clone());
+        let Some(prepared) = self.connections.get(request.connection) else {
+            self.audit_auth(&request, AuthOutcome::UnknownConnection, credential_id);
+            return Err(OpenError::Auth(AuthOutcome::UnknownConnection));
+        };
+        if !prepared.config.permits(&identity.name, &identity.groups) {
+            self.audit_auth(&request, AuthOutcome::NotPermitted, credential_id);
+            return Err(OpenError::Auth(AuthOutcome::NotPermitted));
+        }
+        let password = match self.password(request.connection, &prepared.config).await {
+            Ok(password) => password,
+            Err(reason) => {
+                return Err(OpenError::Misconfigured { connection: request.connection.to_string(), reason });
+            }
+        };
+        self.audit_auth(&request, AuthOutcome::Success, credential_id);
+        let store = self.store.clone();
+        let token_id = identity.credential_id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_token(&token_id, now_us()).await {
+                tracing::warn!(error = %e, "could not note the token's last use");
+            }
+        });
+        let conn = &prepared.config;
+        Ok(Grant {
+            identity,
+            connection: request.connection.to_string(),
+            endpoint: PgEndpoint {
+                host: conn.host.clone(),
+                port: conn.port,
+                database: conn.database_or(request.connection).to_string(),
+                user: conn.user.clone(),
+                password,
+                tls: prepared.tls.clone(),
+            },
+        })
+    }
+
+    async fn decide(&self, _session: &SessionInfo<'_>, _action: &Action<'_>) -> Decision {
+        Decision::Allow
+    }
+
+    fn record(&self, event: AuditEvent) {
+        self.recorder.record(event);
+    }
+}
+
+fn upstream_tls(conn: &ConnectionConfig) -> Result<UpstreamTls> {
+    let (mode, verification) = match conn.tls {
+        TlsSetting::Disable => (UpstreamTlsMode::Disable, None),
+        TlsSetting::Prefer => (UpstreamTlsMode::Prefer, Some(Verification::None)),
+        TlsSetting::Require => (UpstreamTlsMode::Require, Some(Verification::None)),
+        TlsSetting::VerifyCa => (UpstreamTlsMode::VerifyCa, Some(Verification::Chain)),
+        TlsSetting::VerifyFull => (UpstreamTlsMode::VerifyFull, Some(Verification::Full)),
+    };
+    let config = verification.map(|v| client_config(v, conn.ca_file.as_deref())).transpose()?;
+    Ok(UpstreamTls {
+        mode,
+        config,
+        server_name: conn.tls_server_name.clone().unwrap_or_else(|| conn.host.clone()),
+    })
+}

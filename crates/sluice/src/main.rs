@@ -1,0 +1,55 @@
+//! The `sluice` command: serve the gateway, and manage its tokens, credentials and recordings.
+
+mod commands;
+mod display;
+mod gateway;
+mod serve;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "A policy gateway in the data path between AI agents and infrastructure")]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, global = true, env = "SLUICE_CONFIG", default_value = "sluice.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve,
+    /// Mint, list and revoke the tokens agents authenticate with.
+    #[command(subcommand)]
+    Token(commands::TokenCommand),
+    /// Store a connection's upstream password, sealed under the master key.
+    #[command(subcommand)]
+    Credential(commands::CredentialCommand),
+    /// Recorded sessions and their statements.
+    #[command(subcommand)]
+    Sessions(commands::SessionsCommand),
+    /// Recorded authentication attempts, successful or not.
+    #[command(subcommand)]
+    Auth(commands::AuthCommand),
+    /// Check a configuration file and print what it resolves to.
+    Check,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => serve::run(&cli.config).await,
+            Command::Token(cmd) => commands::token(&cli.config, cmd).await,
+            Command::Credential(cmd) => commands::credential(&cli.config, cmd).await,
+            Command::Sessions(cmd) => commands::sessions(&cli.config, cmd).await,
+            Command::Auth(cmd) => commands::auth(&cli.config, cmd).await,
+            Command::Check => commands::check(&cli.config),
+        }
+    })
+}

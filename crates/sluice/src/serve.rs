@@ -1,0 +1,117 @@
+//! `sluice serve`: load the configuration, open the store, start the listeners, and shut down
+//! cleanly on SIGINT/SIGTERM with every recorded event written.
+
+use crate::gateway::Gateway;
+use anyhow::{Context, Result};
+use sluice_config::{ClientTls, Config, LogFormat};
+use sluice_pg::{tls, ListenerConfig};
+use sluice_store::vault::{write_private, MasterKey};
+use sluice_store::{Recorder, Store};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+const DRAIN: Duration = Duration::from_secs(10);
+
+pub async fn run(config_path: &Path) -> Result<()> {
+    let config = sluice_config::load(config_path)?;
+    init_logging(&config);
+    let store = Store::open(&config.server.store_path()).await?;
+    let orphaned = store.close_orphaned_sessions(sluice_core::audit::now_us()).await?;
+    if orphaned > 0 {
+        tracing::warn!(orphaned, "closed sessions left open by a previous run");
+    }
+    let key = MasterKey::load(&config.server.master_key_path(), true)?;
+    let (recorder, recorder_task) = Recorder::spawn(store.clone());
+    let gateway = Arc::new(Gateway::new(&config, store.clone(), recorder, key)?);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut listeners = Vec::new();
+    if config.postgres.enabled {
+        let listener = TcpListener::bind(&config.postgres.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.postgres.listen))?;
+        let addr = listener.local_addr()?;
+        let listener_config = pg_listener_config(&config)?;
+        tracing::info!(%addr, tls = ?config.postgres.tls, connections = config.connections.len(), "PostgreSQL listener ready");
+        // A line on stdout that scripts and tests wait for (the port is real even when 0 was asked).
+        println!("sluice: postgres listening on {addr}");
+        listeners.push(tokio::spawn(sluice_pg::serve(listener, listener_config, Arc::clone(&gateway), stop_rx.clone(), DRAIN)));
+    }
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    for listener in listeners {
+        let _ = listener.await;
+    }
+    drop(gateway);
+    if tokio::time::timeout(DRAIN, recorder_task.finish()).await.is_err() {
+        tracing::error!("the recorder did not finish writing within {DRAIN:?}");
+    }
+    store.close().await;
+    Ok(())
+}
+
+fn pg_listener_config(config: &Config) -> Result<ListenerConfig> {
+    let pg = &config.postgres;
+    let tls = match pg.tls {
+        ClientTls::Disable => None,
+        ClientTls::Allow | ClientTls::Require => {
+            let (cert, key) = match (&pg.tls_cert, &pg.tls_key) {
+                (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+                _ => ensure_self_signed(&config.server.state_dir)?,
+            };
+            Some(tls::server_config(&cert, &key)?)
+        }
+    };
+    Ok(ListenerConfig {
+        tls,
+        require_tls: pg.tls == ClientTls::Require,
+        max_message_bytes: pg.max_message_bytes as usize,
+        connect_timeout: Duration::from_secs(pg.connect_timeout_secs),
+        handshake_timeout: Duration::from_secs(pg.handshake_timeout_secs),
+        max_sessions: pg.max_sessions,
+    })
+}
+
+/// The generated certificate and key in the state directory, created on first start.
+fn ensure_self_signed(state_dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let cert = state_dir.join("tls-cert.pem");
+    let key = state_dir.join("tls-key.pem");
+    if !cert.exists() || !key.exists() {
+        std::fs::create_dir_all(state_dir)?;
+        let (cert_pem, key_pem) = tls::self_signed_pem()?;
+        write_private(&key, key_pem.as_bytes())?;
+        std::fs::write(&cert, cert_pem)?;
+        tracing::info!(cert = %cert.display(), "generated a self-signed TLS certificate for client connections");
+    }
+    Ok((cert, key))
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.server.log_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.server.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
