@@ -1,13 +1,13 @@
 //! Human-readable output for the CLI: timestamps, durations and aligned tables.
 
-use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
 use time::OffsetDateTime;
 
 pub fn timestamp(us: i64) -> String {
+    let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
         .ok()
-        .and_then(|t| t.replace_nanosecond((t.nanosecond() / 1_000_000) * 1_000_000).ok())
-        .and_then(|t| t.format(&Rfc3339).ok())
+        .and_then(|t| t.format(&format).ok())
         .unwrap_or_else(|| us.to_string())
 }
 
@@ -69,8 +69,8 @@ mod tests {
 
     #[test]
     fn timestamps_and_durations() {
-        assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
-        assert_eq!(timestamp(1_500_000), "1970-01-01T00:00:01.5Z");
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(timestamp(1_500_000), "1970-01-01T00:00:01.500Z");
         assert_eq!(duration(500), "500µs");
         assert_eq!(duration(2_500), "2.5ms");
         assert_eq!(duration(3_000_000), "3.00s");

@@ -94,7 +94,11 @@ fn ensure_self_signed(state_dir: &Path) -> Result<(std::path::PathBuf, std::path
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.server.log_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match config.server.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -1,0 +1,280 @@
+"""Fixtures for sluice's end-to-end tests: a real PostgreSQL started by scripts/pg.sh and real sluice
+processes in front of it, driven with the clients agents use (psql, psycopg, asyncpg, pgbench)."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sluice_binary() -> Path:
+    if os.environ.get("SLUICE_BIN"):
+        return Path(os.environ["SLUICE_BIN"])
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    return target / "debug" / "sluice"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
+    """Polls until predicate() returns something truthy; returns it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+class Postgres:
+    def __init__(self, directory: Path, port: int):
+        self.dir = directory
+        self.port = port
+        env = {}
+        for line in (directory / "passwords.env").read_text().splitlines():
+            key, _, value = line.partition("=")
+            env[key] = value
+        self.superuser_password = env["PG_SUPERUSER_PASSWORD"]
+        self.app_password = env["PG_APP_PASSWORD"]
+        self.md5_password = env["PG_MD5_PASSWORD"]
+        self.tls_only_password = env["PG_TLS_ONLY_PASSWORD"]
+        self.ca_file = directory / "ca.crt"
+
+    def dsn(self, dbname="shop", user="postgres", password=None):
+        password = password or self.superuser_password
+        return f"postgresql://{user}:{password}@127.0.0.1:{self.port}/{dbname}?sslmode=disable"
+
+    def connect(self, dbname="shop", **kw):
+        return psycopg.connect(self.dsn(dbname), autocommit=True, **kw)
+
+    def query(self, sql, params=None, dbname="shop"):
+        """Runs one statement directly (not through sluice); its rows, or None if it returns none."""
+        with self.connect(dbname) as conn:
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description else None
+
+
+@pytest.fixture(scope="session")
+def pg():
+    directory = Path(tempfile.mkdtemp(prefix="sluice-test-pg-"))
+    os.chmod(directory, 0o755)
+    port = free_port()
+    subprocess.run([str(ROOT / "scripts" / "pg.sh"), "start", str(directory), str(port)], check=True)
+    server = Postgres(directory, port)
+    with server.connect("postgres") as conn:
+        conn.execute("CREATE DATABASE bench OWNER app")
+    subprocess.run(
+        ["pgbench", "-i", "-q", "-s", "1", server.dsn("bench", "app", server.app_password)],
+        check=True, capture_output=True,
+    )
+    yield server
+    subprocess.run([str(ROOT / "scripts" / "pg.sh"), "stop", str(directory)], check=False)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+class Sluice:
+    """A `sluice serve` process with its own config and state directory."""
+
+    def __init__(self, pg: Postgres, extra_postgres="", extra_connections="", env=None):
+        self.pg = pg
+        self.dir = Path(tempfile.mkdtemp(prefix="sluice-test-gw-"))
+        self.config = self.dir / "sluice.toml"
+        self.password_file = self.dir / "app.pw"
+        self.password_file.write_text(pg.app_password + "\n")
+        self.env = dict(os.environ, SHOP_PG_PASSWORD=pg.app_password, RUST_LOG="info", **(env or {}))
+        self.config.write_text(f"""
+[server]
+state_dir = "state"
+
+[postgres]
+listen = "127.0.0.1:0"
+{extra_postgres}
+
+[connections.shop]
+host = "127.0.0.1"
+port = {pg.port}
+user = "app"
+password = "stored"
+
+[connections.shop_env]
+host = "127.0.0.1"
+port = {pg.port}
+database = "shop"
+user = "app"
+password = "env:SHOP_PG_PASSWORD"
+tls = "disable"
+
+[connections.shop_file]
+host = "127.0.0.1"
+port = {pg.port}
+database = "shop"
+user = "app"
+password = "file:app.pw"
+tls = "require"
+
+[connections.shop_md5]
+host = "127.0.0.1"
+port = {pg.port}
+database = "shop"
+user = "legacy_md5"
+password = "env:MD5_PG_PASSWORD"
+tls = "disable"
+
+[connections.shop_verified]
+host = "localhost"
+port = {pg.port}
+database = "shop"
+user = "tls_only"
+password = "env:TLS_ONLY_PG_PASSWORD"
+tls = "verify-full"
+ca_file = "{pg.ca_file}"
+
+[connections.bench]
+host = "127.0.0.1"
+port = {pg.port}
+user = "app"
+password = "env:SHOP_PG_PASSWORD"
+
+[connections.nowhere]
+host = "127.0.0.1"
+port = {free_port()}
+user = "app"
+password = "env:SHOP_PG_PASSWORD"
+
+[connections.ops_only]
+host = "127.0.0.1"
+port = {pg.port}
+database = "shop"
+user = "app"
+password = "env:SHOP_PG_PASSWORD"
+allow_groups = ["ops"]
+{extra_connections}
+""")
+        self.env["MD5_PG_PASSWORD"] = pg.md5_password
+        self.env["TLS_ONLY_PG_PASSWORD"] = pg.tls_only_password
+        self.stderr_path = self.dir / "sluice.log"
+        self.proc = None
+        self.port = None
+        self.cli("credential", "set", "--connection", "shop", input=pg.app_password + "\n")
+
+    def cli(self, *args, input=None, check=True):
+        result = subprocess.run(
+            [str(sluice_binary()), "--config", str(self.config), *args],
+            input=input, capture_output=True, text=True, env=self.env, timeout=60,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"sluice {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def start(self):
+        self.stderr = open(self.stderr_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(sluice_binary()), "--config", str(self.config), "serve"],
+            stdout=subprocess.PIPE, stderr=self.stderr, env=self.env, text=True,
+        )
+        line = self.proc.stdout.readline()
+        if "listening on" not in line:
+            self.proc.kill()
+            raise AssertionError(f"sluice did not start: {line!r}\n{self.log()}")
+        self.port = int(line.rsplit(":", 1)[1])
+        return self
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "stderr", None):
+            self.stderr.close()
+        return self.proc.returncode if self.proc else None
+
+    def log(self):
+        return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+
+    def token(self, identity="agent", groups="agents", ttl=None):
+        args = ["token", "create", "--identity", identity, "--groups", groups]
+        if ttl:
+            args += ["--ttl", ttl]
+        return self.cli(*args).stdout.strip()
+
+    def dsn(self, token, connection="shop", user="agent", sslmode="require", **params):
+        query = "&".join([f"sslmode={sslmode}"] + [f"{k}={v}" for k, v in params.items()])
+        return f"postgresql://{user}:{token}@127.0.0.1:{self.port}/{connection}?{query}"
+
+    def sessions(self):
+        return json.loads(self.cli("sessions", "list", "--json", "--limit", "1000").stdout)
+
+    def session(self, session_id):
+        return json.loads(self.cli("sessions", "show", session_id, "--json").stdout)
+
+    def auth_events(self):
+        return json.loads(self.cli("auth", "list", "--json", "--limit", "1000").stdout)
+
+    def session_with(self, predicate, timeout=10.0):
+        """The first recorded session (with its statements) for which predicate(details) holds."""
+
+        def find():
+            for s in self.sessions():
+                details = self.session(s["id"])
+                if predicate(details):
+                    return details
+            return None
+
+        return wait_for(find, timeout=timeout, what="a matching recorded session")
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def gateway(pg):
+    gw = Sluice(pg).start()
+    yield gw
+    code = gw.stop()
+    log = gw.log()
+    assert "panicked" not in log, log
+    assert code == 0, f"sluice exited with {code}\n{log[-3000:]}"
+    shutil.rmtree(gw.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def token(gateway):
+    return gateway.token()
+
+
+@pytest.fixture
+def make_gateway(pg):
+    """Starts extra sluice instances with their own settings; stops them after the test."""
+    started = []
+
+    def make(**kw):
+        gw = Sluice(pg, **kw)
+        started.append(gw)
+        return gw.start()
+
+    yield make
+    for gw in started:
+        code = gw.stop()
+        assert "panicked" not in gw.log(), gw.log()
+        assert code == 0, f"sluice exited with {code}\n{gw.log()[-3000:]}"
+        shutil.rmtree(gw.dir, ignore_errors=True)

@@ -1,0 +1,111 @@
+"""psql through sluice: the simple query protocol, TLS, COPY, notices and the recording."""
+
+import subprocess
+
+from conftest import wait_for
+
+
+def psql(dsn, *args, input=None, check=True):
+    result = subprocess.run(
+        ["psql", dsn, "-X", "-v", "ON_ERROR_STOP=1", "-At", *args],
+        input=input, capture_output=True, text=True, timeout=60,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"psql failed ({result.returncode}): {result.stderr}")
+    return result
+
+
+def test_psql_over_tls_sees_the_real_data(gateway, token):
+    out = psql(gateway.dsn(token), "-c", "SELECT name FROM customers ORDER BY id LIMIT 2",
+               "-c", "SHOW ssl").stdout
+    assert out.splitlines()[:2] == ["Ada Lovelace", "Alan Turing"]
+    # The TLS psql sees is sluice's; the upstream hop is separate (this connection uses prefer).
+    info = psql(gateway.dsn(token), "-c", "\\conninfo").stdout
+    assert "SSL connection" in info
+
+
+def test_upstream_password_never_reaches_the_client(gateway, token, pg):
+    out = psql(gateway.dsn(token), "-c", "SELECT current_user, current_database()").stdout.strip()
+    assert out == "app|shop"
+    assert pg.app_password not in out
+
+
+def test_errors_keep_the_session_usable_and_are_recorded(gateway, token):
+    result = psql(gateway.dsn(token, application_name="err-check"), "-v", "ON_ERROR_STOP=0",
+                  "-c", "SELECT 1/0", "-c", "SELECT 'still here'")
+    assert "division by zero" in result.stderr
+    assert "still here" in result.stdout
+    details = gateway.session_with(lambda d: d["session"]["application_name"] == "err-check")
+    texts = [(s["text"], s["error_code"], s["path"]) for s in details["statements"]]
+    assert ("SELECT 1/0", "22012", "simple") in texts
+    assert ("SELECT 'still here'", None, "simple") in texts
+    assert details["session"]["end_reason"] == "client terminated"
+    assert details["session"]["client_tls"] is True
+
+
+def test_multi_statement_query_and_row_counts_are_recorded(gateway, token):
+    psql(gateway.dsn(token, application_name="multi"),
+         "-c", "SELECT id FROM products ORDER BY id LIMIT 7; SELECT 1")
+    details = gateway.session_with(lambda d: d["session"]["application_name"] == "multi")
+    [stmt] = [s for s in details["statements"] if "products" in s["text"]]
+    assert stmt["rows"] == 8  # 7 + 1 across both statements of the one message
+    assert stmt["tag"] == "SELECT 1"
+
+
+def test_copy_from_stdin_and_to_stdout(gateway, token, pg):
+    pg.query("CREATE TABLE IF NOT EXISTS copy_target (id int, label text)")
+    pg.query("GRANT ALL ON copy_target TO app")
+    pg.query("TRUNCATE copy_target")
+    rows = "".join(f"{i}\tlabel {i}\n" for i in range(1, 1001))
+    psql(gateway.dsn(token), "-c", "\\copy copy_target FROM STDIN", input=rows)
+    assert pg.query("SELECT count(*), sum(id) FROM copy_target") == [(1000, 500500)]
+    out = psql(gateway.dsn(token), "-c", "\\copy (SELECT * FROM copy_target ORDER BY id) TO STDOUT").stdout
+    assert out == rows
+    csv = psql(gateway.dsn(token), "-c", "COPY (SELECT id, label FROM copy_target WHERE id <= 2 ORDER BY id) TO STDOUT WITH (FORMAT csv)").stdout
+    assert csv == "1,label 1\n2,label 2\n"
+
+
+def test_notices_and_parameter_status_pass_through(gateway, token):
+    result = psql(gateway.dsn(token), "-c", "DO $$BEGIN RAISE NOTICE 'hello from upstream'; END$$",
+                  "-c", "SET application_name = 'renamed'", "-c", "SHOW application_name",
+                  "-c", "SHOW server_version")
+    assert "NOTICE:  hello from upstream" in result.stderr
+    lines = result.stdout.splitlines()
+    assert "renamed" in lines
+    assert any(line.startswith("15") or line[:2].isdigit() for line in lines)
+
+
+def test_plaintext_is_accepted_when_allowed(gateway, token):
+    out = psql(gateway.dsn(token, sslmode="disable"), "-c", "SELECT 42").stdout.strip()
+    assert out == "42"
+    details = gateway.session_with(lambda d: not d["session"]["client_tls"])
+    assert details["session"]["identity"] == "agent"
+
+
+def test_tls_required_refuses_plaintext(make_gateway, pg):
+    gw = make_gateway(extra_postgres='tls = "require"')
+    tok = gw.token()
+    refused = psql(gw.dsn(tok, sslmode="disable"), "-c", "SELECT 1", check=False)
+    assert refused.returncode != 0
+    assert "only TLS connections" in refused.stderr
+    assert psql(gw.dsn(tok, sslmode="require"), "-c", "SELECT 1").stdout.strip() == "1"
+
+
+def test_tls_disabled_answers_sslrequest_with_no(make_gateway):
+    gw = make_gateway(extra_postgres='tls = "disable"')
+    tok = gw.token()
+    refused = psql(gw.dsn(tok, sslmode="require"), "-c", "SELECT 1", check=False)
+    assert refused.returncode != 0
+    assert "SSL" in refused.stderr or "ssl" in refused.stderr
+    assert psql(gw.dsn(tok, sslmode="prefer"), "-c", "SELECT 1").stdout.strip() == "1"
+
+
+def test_listen_notify_reaches_the_listener(gateway, token):
+    import psycopg
+    with psycopg.connect(gateway.dsn(token), autocommit=True) as listener, \
+            psycopg.connect(gateway.dsn(token), autocommit=True) as notifier:
+        listener.execute("LISTEN sluice_channel")
+        notifier.execute("NOTIFY sluice_channel, 'payload-1'")
+        notes = wait_for(lambda: list(listener.notifies(timeout=1, stop_after=1)), what="a notification")
+        assert notes[0].channel == "sluice_channel"
+        assert notes[0].payload == "payload-1"
