@@ -333,6 +333,8 @@ where
 {
     let mut out = BytesMut::new();
     let mut fatal: Option<String> = None;
+    // DataRows of the command in progress; counted here so a row costs no lock.
+    let mut data_rows: u64 = 0;
     loop {
         let mut consumed = 0;
         let mut pass_from = 0;
@@ -350,11 +352,14 @@ where
             };
             let body = &buf[consumed + HEADER_LEN..consumed + head.len];
             match head.tag {
+                b'D' => data_rows += 1,
                 b'C' => {
                     let tag = cstr_prefix(body);
+                    let rows = if data_rows > 0 { data_rows } else { tag_rows(tag) };
+                    data_rows = 0;
                     let mut t = lock(tracker);
                     if let Some(front) = t.pending.front_mut() {
-                        front.rows += tag_rows(tag);
+                        front.rows += rows;
                         front.tag = Some(String::from_utf8_lossy(tag).into_owned());
                         if front.kind == Kind::Execute {
                             let p = t.pending.pop_front().expect("front exists");
@@ -365,7 +370,8 @@ where
                 b'I' | b's' => {
                     let mut t = lock(tracker);
                     if t.pending.front().is_some_and(|p| p.kind == Kind::Execute) {
-                        let p = t.pending.pop_front().expect("front exists");
+                        let mut p = t.pending.pop_front().expect("front exists");
+                        p.rows += std::mem::take(&mut data_rows);
                         ctx.record(&mut t, p, None);
                     }
                 }
@@ -377,6 +383,7 @@ where
                 }
                 b'E' => {
                     let message = ServerMessage::parse(body);
+                    let partial_rows = std::mem::take(&mut data_rows);
                     let mut t = lock(tracker);
                     if message.is_fatal() {
                         fatal = Some(format!("{} ({})", message.message, message.code));
@@ -390,11 +397,13 @@ where
                     match t.pending.front().map(|p| p.kind) {
                         Some(Kind::Simple) => {
                             if let Some(front) = t.pending.front_mut() {
+                                front.rows += partial_rows;
                                 front.error.get_or_insert(message);
                             }
                         }
                         Some(Kind::Parse | Kind::Execute) => {
                             let mut p = t.pending.pop_front().expect("front exists");
+                            p.rows += partial_rows;
                             p.error = Some(message);
                             ctx.record(&mut t, p, None);
                             t.skipping = true;
