@@ -57,10 +57,16 @@ start)
     [ "$(id -u)" = 0 ] && chown postgres "$dir/superuser.pw"
     as_owner "'$bin/initdb' -D '$data' -U postgres --auth-local=trust --auth-host=scram-sha-256 --pwfile='$dir/superuser.pw' -E UTF8 --locale=C.UTF-8 >'$dir/initdb.log' 2>&1"
     rm -f "$dir/superuser.pw"
-    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=localhost" \
-      -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-      -keyout "$data/server.key" -out "$data/server.crt" >/dev/null 2>&1
-    cp "$data/server.crt" "$dir/ca.crt"
+    # A private CA and a server certificate it signs, so clients can verify (verify-full).
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=sluice scratch CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -keyout "$dir/ca.key" -out "$dir/ca.crt" >/dev/null 2>&1
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+      -keyout "$data/server.key" -out "$dir/server.csr" >/dev/null 2>&1
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$dir/server.ext"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
+      -days 3650 -extfile "$dir/server.ext" -out "$data/server.crt" >/dev/null 2>&1
+    rm -f "$dir/server.csr" "$dir/server.ext" "$dir/ca.key" "$dir/ca.srl"
     chmod 600 "$data/server.key"
     [ "$(id -u)" = 0 ] && chown postgres "$data/server.key" "$data/server.crt"
     cat >> "$data/postgresql.conf" <<CONF
