@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The quick start: a local demo PostgreSQL with a small fictional `shop` database, and sluice in
+# front of it with an embedded SQLite store. Prints the psql command an agent would use, then runs
+# sluice in the foreground until Ctrl-C (which also stops the demo database).
+#
+# Environment (all optional):
+#   SLUICE_DEMO_DIR   where the demo lives (default /tmp/sluice-demo; reused if it exists)
+#   SLUICE_DEMO_PORT  sluice's PostgreSQL port (default 6432)
+#   DEMO_PG_PORT      the demo PostgreSQL's port (default 55432)
+#   SLUICE_BIN        a sluice binary to use instead of building one
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+demo=${SLUICE_DEMO_DIR:-/tmp/sluice-demo}
+port=${SLUICE_DEMO_PORT:-6432}
+pg_port=${DEMO_PG_PORT:-55432}
+
+scripts/setup.sh
+if [ -z "${SLUICE_BIN:-}" ]; then
+  echo "== building sluice (release)" >&2
+  cargo build --release --locked -p sluice >&2
+  SLUICE_BIN="${CARGO_TARGET_DIR:-$root/target}/release/sluice"
+fi
+
+mkdir -p "$demo"
+chmod 755 "$demo"
+echo "== starting the demo PostgreSQL on 127.0.0.1:$pg_port" >&2
+scripts/pg.sh start "$demo/pg" "$pg_port"
+# shellcheck disable=SC1091
+source "$demo/pg/passwords.env"
+trap 'scripts/pg.sh stop "$demo/pg"' EXIT
+
+config="$demo/sluice.toml"
+cat > "$config" <<TOML
+# Written by scripts/quickstart.sh. See docs/configuration.md for every key.
+[server]
+state_dir = "state"
+
+[postgres]
+listen = "127.0.0.1:$port"
+tls = "allow"
+
+[connections.shop]
+host = "127.0.0.1"
+port = $pg_port
+database = "shop"
+user = "app"
+password = "stored"
+tls = "prefer"
+TOML
+
+sluice() { "$SLUICE_BIN" --config "$config" "$@"; }
+# sluice holds the upstream password, sealed under its master key; agents never see it.
+printf '%s\n' "$PG_APP_PASSWORD" | sluice credential set --connection shop 2>/dev/null
+token=$(sluice token create --identity agent --groups agents --description "quick start" 2>/dev/null)
+
+cat <<MSG
+
+sluice is starting on 127.0.0.1:$port in front of the demo database.
+An agent connects with its usual client; the user is its identity, the password its token:
+
+  psql "postgresql://agent:$token@127.0.0.1:$port/shop?sslmode=require"
+
+Then look at what was recorded:
+
+  $SLUICE_BIN --config $config sessions list
+  $SLUICE_BIN --config $config sessions show <ID>
+
+Ctrl-C stops sluice and the demo database.
+
+MSG
+sluice serve
