@@ -109,3 +109,44 @@ def test_listen_notify_reaches_the_listener(gateway, token):
         notes = wait_for(lambda: list(listener.notifies(timeout=1, stop_after=1)), what="a notification")
         assert notes[0].channel == "sluice_channel"
         assert notes[0].payload == "payload-1"
+
+
+def test_parameter_status_updates_reach_the_driver(gateway, token):
+    import psycopg
+    with psycopg.connect(gateway.dsn(token), autocommit=True) as conn:
+        assert conn.info.parameter_status("server_version")
+        conn.execute("SET application_name = 'via-parameter-status'")
+        # psycopg reads this from the ParameterStatus message the server sent, relayed by sluice.
+        assert conn.info.parameter_status("application_name") == "via-parameter-status"
+        conn.execute("SET TimeZone = 'Asia/Tokyo'")
+        assert conn.info.parameter_status("TimeZone") == "Asia/Tokyo"
+
+
+def test_generated_certificate_is_persisted_and_verifiable(pg):
+    from conftest import Sluice
+    gw = Sluice(pg).start()
+    try:
+        tok = gw.token()
+        cert = gw.dir / "state" / "tls-cert.pem"
+        first = cert.read_bytes()
+        assert oct((gw.dir / "state" / "tls-key.pem").stat().st_mode & 0o777) == "0o600"
+        gw.stop()
+        gw.start()
+        assert cert.read_bytes() == first, "the certificate must survive a restart"
+        out = psql(gw.dsn(tok, sslmode="verify-full", sslrootcert=str(cert)).replace("127.0.0.1", "localhost"),
+                   "-c", "SELECT 'verified'").stdout.strip()
+        assert out == "verified"
+    finally:
+        gw.cleanup()
+
+
+def test_certificate_from_config(make_gateway, tmp_path):
+    cert, key = tmp_path / "gw.crt", tmp_path / "gw.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=sluice.test", "-addext", "subjectAltName=DNS:sluice.test,IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    gw = make_gateway(extra_postgres=f'tls = "require"\ntls_cert = "{cert}"\ntls_key = "{key}"')
+    tok = gw.token()
+    out = psql(gw.dsn(tok, sslmode="verify-ca", sslrootcert=str(cert)), "-c", "SELECT 'custom cert'").stdout.strip()
+    assert out == "custom cert"
+    assert not (gw.dir / "state" / "tls-cert.pem").exists(), "no certificate is generated when one is configured"

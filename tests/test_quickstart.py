@@ -1,0 +1,37 @@
+"""The README's first command, run as a user would: the demo database comes up, sluice in front of
+it, and the printed psql command works."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+
+from conftest import ROOT, free_port, sluice_binary
+
+
+def test_quickstart_prints_a_working_psql_command():
+    demo = tempfile.mkdtemp(prefix="sluice-quickstart-")
+    env = dict(os.environ, SLUICE_DEMO_DIR=demo, SLUICE_DEMO_PORT=str(free_port()),
+               DEMO_PG_PORT=str(free_port()), SLUICE_BIN=str(sluice_binary()))
+    proc = subprocess.Popen([str(ROOT / "scripts" / "quickstart.sh")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        command = None
+        for line in proc.stdout:
+            if line.strip().startswith("psql "):
+                command = line.strip()
+            if "listening on" in line:
+                break
+        assert command, "the quick start printed no psql command"
+        dsn = re.match(r'psql "(.*)"', command).group(1)
+        out = subprocess.run(["psql", dsn, "-XAt", "-c", "SELECT count(*) FROM customers"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "5"
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=30)
+        shutil.rmtree(demo, ignore_errors=True)
+    assert proc.returncode == 0
