@@ -37,7 +37,6 @@ pub enum OpenError {
     Store(String),
 }
 
-pub type AuthError = OpenError;
 
 /// Session-wide context the adapter passes back on every decision.
 #[derive(Debug)]

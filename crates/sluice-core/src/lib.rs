@@ -12,6 +12,6 @@ pub mod token;
 
 pub use action::{Action, ActionKind, Decision, Protocol, Refusal};
 pub use audit::{AuditEvent, AuthOutcome, StatementRecord};
-pub use gate::{AuthError, Gate, Grant, OpenError, OpenRequest, SessionInfo};
+pub use gate::{Gate, Grant, OpenError, OpenRequest, SessionInfo};
 pub use identity::Identity;
 pub use secret::Secret;
