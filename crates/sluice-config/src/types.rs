@@ -13,7 +13,23 @@ pub struct Config {
     #[serde(default)]
     pub postgres: PostgresListener,
     #[serde(default)]
+    pub recording: RecordingConfig,
+    #[serde(default)]
     pub connections: BTreeMap<String, ConnectionConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingConfig {
+    /// Record every statement (text, timing, rows, outcome). Sessions and authentication attempts
+    /// are always recorded; turning this off is meant for measuring what recording costs.
+    pub statements: bool,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig { statements: true }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -55,4 +55,9 @@ pub trait Gate<E>: Send + Sync + 'static {
 
     /// Hands an event to the recorder. Must not block the caller.
     fn record(&self, event: AuditEvent);
+
+    /// Whether adapters should build statement records at all.
+    fn records_statements(&self) -> bool {
+        true
+    }
 }

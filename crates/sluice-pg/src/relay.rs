@@ -107,6 +107,7 @@ pub struct Context<'a, G> {
     pub info: SessionInfo<'a>,
     pub session_id: Arc<str>,
     pub max_message_bytes: usize,
+    pub record_statements: bool,
 }
 
 impl<G> Context<'_, G> {
@@ -115,6 +116,9 @@ impl<G> Context<'_, G> {
         G: Gate<crate::PgEndpoint>,
     {
         tracker.seq += 1;
+        if !self.record_statements {
+            return;
+        }
         let (error_code, error_message, refused_by) = match (&p.refusal, &p.error) {
             (Some((_, rule)), _) => (Some(sqlstate::INSUFFICIENT_PRIVILEGE.to_string()), None, Some(rule.clone())),
             (None, Some(e)) => (Some(e.code.clone()), Some(e.message.clone()), None),

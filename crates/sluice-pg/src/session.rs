@@ -313,6 +313,7 @@ async fn relay_session<G: Gate<PgEndpoint>>(
         info: SessionInfo { session_id: &session_id, identity: &identity, connection: &connection },
         session_id: Arc::clone(&session_id),
         max_message_bytes: shared.config.max_message_bytes,
+        record_statements: shared.gate.records_statements(),
     };
     let tracker = Mutex::new(Tracker::new());
     let (mut client_read, mut client_write) = tokio::io::split(client);

@@ -20,6 +20,7 @@ pub struct Gateway {
     recorder: Recorder,
     key: MasterKey,
     connections: HashMap<String, Prepared>,
+    record_statements: bool,
 }
 
 /// A configured connection with its TLS client configuration built once.
@@ -35,7 +36,7 @@ impl Gateway {
             let tls = upstream_tls(conn).with_context(|| format!("connection {name}: upstream TLS"))?;
             connections.insert(name.clone(), Prepared { config: conn.clone(), tls });
         }
-        Ok(Gateway { store, recorder, key, connections })
+        Ok(Gateway { store, recorder, key, connections, record_statements: config.recording.statements })
     }
 
     async fn identify(&self, request: &OpenRequest<'_>) -> Result<Identity, (AuthOutcome, Option<String>)> {
@@ -152,6 +153,10 @@ impl Gate<PgEndpoint> for Gateway {
 
     fn record(&self, event: AuditEvent) {
         self.recorder.record(event);
+    }
+
+    fn records_statements(&self) -> bool {
+        self.record_statements
     }
 }
 

@@ -1,0 +1,324 @@
+"""Runs the benchmark matrix and reports it. Called by bench/run.sh, which builds sluice first.
+
+Targets: direct PostgreSQL, pgbouncer (session pooling), sluice bare (statement recording off) and
+sluice full (everything that exists turned on). Workloads: pgbench -S in simple, extended and
+prepared mode, and a 10,000-row result in simple and extended mode. Runs are interleaved (for each
+workload, every target once per round), so a noisy neighbour hits all targets alike; figures are
+reported per run and as medians of per-round ratios."""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+WORKLOADS = {
+    "select-simple": {"args": ["-S", "-M", "simple"], "statements": 1},
+    "select-extended": {"args": ["-S", "-M", "extended"], "statements": 1},
+    "select-prepared": {"args": ["-S", "-M", "prepared"], "statements": 1},
+    "10k-rows-simple": {"args": ["-f", str(ROOT / "bench" / "large.sql"), "-M", "simple"], "statements": 1, "rows": 10000},
+    "10k-rows-extended": {"args": ["-f", str(ROOT / "bench" / "large.sql"), "-M", "extended"], "statements": 1, "rows": 10000},
+}
+TARGETS = ["direct", "pgbouncer", "sluice-bare", "sluice-full"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def peak_rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def as_postgres(cmd):
+    return ["su", "postgres", "-s", "/bin/sh", "-c", cmd] if os.geteuid() == 0 else ["sh", "-c", cmd]
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.work = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
+        os.chmod(self.work, 0o755)
+        self.procs = []
+
+    def start_postgres(self):
+        self.pg_dir = self.work / "pg"
+        self.pg_port = free_port()
+        subprocess.run([str(ROOT / "scripts" / "pg.sh"), "start", str(self.pg_dir), str(self.pg_port)], check=True)
+        env = dict(line.split("=", 1) for line in (self.pg_dir / "passwords.env").read_text().split())
+        self.app_pw = env["PG_APP_PASSWORD"]
+        self.super_pw = env["PG_SUPERUSER_PASSWORD"]
+        su = f"postgresql://postgres:{self.super_pw}@127.0.0.1:{self.pg_port}/postgres?sslmode=disable"
+        subprocess.run(["psql", su, "-qXc", "CREATE DATABASE bench OWNER app"], check=True)
+        print(f"bench: pgbench -i -s {self.args.scale}", file=sys.stderr)
+        subprocess.run(["pgbench", "-i", "-q", "-s", str(self.args.scale), "--unlogged-tables",
+                        f"postgresql://app:{self.app_pw}@127.0.0.1:{self.pg_port}/bench?sslmode=disable"],
+                       check=True, capture_output=True)
+
+    def start_pgbouncer(self):
+        d = self.work / "pgbouncer"
+        d.mkdir()
+        self.bouncer_port = free_port()
+        (d / "userlist.txt").write_text(f'"app" "{self.app_pw}"\n')
+        (d / "pgbouncer.ini").write_text(f"""
+[databases]
+bench = host=127.0.0.1 port={self.pg_port} dbname=bench
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {self.bouncer_port}
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = {d}/userlist.txt
+pool_mode = session
+max_client_conn = 200
+default_pool_size = 50
+pidfile = {d}/pgbouncer.pid
+logfile = {d}/pgbouncer.log
+""")
+        if os.geteuid() == 0:
+            shutil.chown(d, "postgres")
+            for f in d.iterdir():
+                shutil.chown(f, "postgres")
+        proc = subprocess.Popen(as_postgres(f"exec pgbouncer {d}/pgbouncer.ini"), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        self.procs.append(proc)
+        pidfile = d / "pgbouncer.pid"
+        deadline = time.time() + 10
+        while not (pidfile.exists() and pidfile.read_text().strip()):
+            if time.time() > deadline:
+                raise SystemExit("bench: pgbouncer did not start")
+            time.sleep(0.05)
+        self.bouncer_pid = int(pidfile.read_text())
+
+    def start_sluice(self, name, record_statements):
+        d = self.work / name
+        d.mkdir()
+        config = d / "sluice.toml"
+        config.write_text(f"""
+[server]
+state_dir = "state"
+log_level = "warn"
+[postgres]
+listen = "127.0.0.1:0"
+tls = "disable"
+[recording]
+statements = {str(record_statements).lower()}
+[connections.bench]
+host = "127.0.0.1"
+port = {self.pg_port}
+user = "app"
+password = "env:BENCH_PG_PASSWORD"
+tls = "disable"
+""")
+        env = dict(os.environ, BENCH_PG_PASSWORD=self.app_pw)
+        binary = os.environ["SLUICE_BIN"]
+        token = subprocess.run([binary, "--config", str(config), "token", "create", "--identity", "bench"],
+                               capture_output=True, text=True, check=True, env=env).stdout.strip()
+        proc = subprocess.Popen([binary, "--config", str(config), "serve"], stdout=subprocess.PIPE,
+                                stderr=open(d / "sluice.log", "w"), text=True, env=env)
+        self.procs.append(proc)
+        line = proc.stdout.readline()
+        port = int(line.rsplit(":", 1)[1])
+        return {"dsn": f"postgresql://bench:{token}@127.0.0.1:{port}/bench?sslmode=disable", "pid": proc.pid}
+
+    def targets(self):
+        return {
+            "direct": {"dsn": f"postgresql://app:{self.app_pw}@127.0.0.1:{self.pg_port}/bench?sslmode=disable", "pid": None},
+            "pgbouncer": {"dsn": f"postgresql://app:{self.app_pw}@127.0.0.1:{self.bouncer_port}/bench?sslmode=disable",
+                          "pid": self.bouncer_pid},
+            "sluice-bare": self.sluice_bare,
+            "sluice-full": self.sluice_full,
+        }
+
+    def run_one(self, workload, target):
+        spec = WORKLOADS[workload]
+        logdir = self.work / "logs" / f"{workload}-{target['name']}-{time.monotonic_ns()}"
+        logdir.mkdir(parents=True)
+        cmd = ["pgbench", "-n", "-c", str(self.args.clients), "-j", str(self.args.clients), "-T",
+               str(self.args.duration), "-l", "--log-prefix", str(logdir / "tx"), *spec["args"], target["dsn"]]
+        pid = target["pid"]
+        cpu_before = cpu_seconds(pid) if pid else None
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        cpu_after = cpu_seconds(pid) if pid else None
+        if result.returncode != 0:
+            raise SystemExit(f"bench: pgbench failed against {target['name']}:\n{result.stderr}")
+        tps = float(re.search(r"tps = ([\d.]+)", result.stdout).group(1))
+        processed = int(re.search(r"number of transactions actually processed: (\d+)", result.stdout).group(1))
+        failed = re.search(r"number of failed transactions: (\d+)", result.stdout)
+        latencies = []
+        for f in logdir.iterdir():
+            for line in f.read_text().splitlines():
+                parts = line.split()
+                if len(parts) > 2:
+                    latencies.append(int(parts[2]))
+        shutil.rmtree(logdir, ignore_errors=True)
+        latencies.sort()
+        statements = processed * spec["statements"]
+        out = {
+            "workload": workload, "target": target["name"], "tps": tps, "transactions": processed,
+            "failed": int(failed.group(1)) if failed else 0,
+            "latency_mean_ms": statistics.fmean(latencies) / 1000 if latencies else None,
+            "latency_p99_ms": latencies[int(len(latencies) * 0.99) - 1] / 1000 if latencies else None,
+        }
+        if "rows" in spec:
+            out["rows_per_s"] = tps * spec["rows"]
+        if pid:
+            out["proxy_cpu_s"] = cpu_after - cpu_before
+            out["proxy_cpu_us_per_query"] = (cpu_after - cpu_before) / statements * 1e6 if statements else None
+        return out
+
+    def run(self):
+        self.start_postgres()
+        self.start_pgbouncer()
+        self.sluice_bare = self.start_sluice("sluice-bare", record_statements=False)
+        self.sluice_full = self.start_sluice("sluice-full", record_statements=True)
+        targets = self.targets()
+        for name, t in targets.items():
+            t["name"] = name
+        runs = []
+        for workload in self.args.workloads:
+            for round_ in range(self.args.rounds):
+                for name in TARGETS:
+                    r = self.run_one(workload, targets[name])
+                    r["round"] = round_
+                    runs.append(r)
+                    print(f"bench: {workload:18} round {round_} {name:12} {r['tps']:10.1f} tps"
+                          + (f"  {r['proxy_cpu_us_per_query']:.1f} µs CPU/query" if r.get("proxy_cpu_us_per_query") else ""),
+                          file=sys.stderr)
+        rss = {name: peak_rss_kib(targets[name]["pid"]) for name in ("pgbouncer", "sluice-bare", "sluice-full")}
+        return runs, rss
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if hasattr(self, "pg_dir"):
+            subprocess.run([str(ROOT / "scripts" / "pg.sh"), "stop", str(self.pg_dir)], check=False)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def summarise(runs, rounds):
+    """Medians per workload and target, with per-round ratios to direct and to pgbouncer."""
+    summary = {}
+    for workload in dict.fromkeys(r["workload"] for r in runs):
+        rows = [r for r in runs if r["workload"] == workload]
+        by_round = {}
+        for r in rows:
+            by_round.setdefault(r["round"], {})[r["target"]] = r
+        summary[workload] = {}
+        for target in TARGETS:
+            mine = [r for r in rows if r["target"] == target]
+            entry = {
+                "tps": statistics.median(r["tps"] for r in mine),
+                "latency_mean_ms": statistics.median(r["latency_mean_ms"] for r in mine),
+                "latency_p99_ms": statistics.median(r["latency_p99_ms"] for r in mine),
+                "vs_direct": statistics.median(b[target]["tps"] / b["direct"]["tps"] for b in by_round.values()),
+                "vs_pgbouncer": statistics.median(b[target]["tps"] / b["pgbouncer"]["tps"] for b in by_round.values()),
+                "failed": sum(r["failed"] for r in mine),
+            }
+            if "rows_per_s" in mine[0]:
+                entry["rows_per_s"] = statistics.median(r["rows_per_s"] for r in mine)
+            cpu = [r["proxy_cpu_us_per_query"] for r in mine if r.get("proxy_cpu_us_per_query") is not None]
+            if cpu:
+                entry["proxy_cpu_us_per_query"] = statistics.median(cpu)
+                entry["proxy_cpu_s_per_1000"] = entry["proxy_cpu_us_per_query"] / 1000
+            summary[workload][target] = entry
+    return summary
+
+
+def markdown(summary, rss, meta):
+    lines = [
+        f"Run {meta['when']} on {meta['machine']}; `{meta['command']}` "
+        f"({meta['rounds']} rounds × {meta['duration']} s per run, `-c {meta['clients']} -j {meta['clients']}`, "
+        f"scale {meta['scale']}). Medians; ratios are medians of per-round ratios.",
+        "",
+        "| workload | target | TPS | vs direct | vs pgbouncer | mean ms | p99 ms | proxy CPU µs/query | rows/s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for workload, targets in summary.items():
+        for target, e in targets.items():
+            cpu = f"{e['proxy_cpu_us_per_query']:.1f}" if "proxy_cpu_us_per_query" in e else "–"
+            rows = f"{e['rows_per_s']:,.0f}" if "rows_per_s" in e else "–"
+            lines.append(
+                f"| {workload} | {target} | {e['tps']:,.0f} | {e['vs_direct']:.2f} | {e['vs_pgbouncer']:.2f} | "
+                f"{e['latency_mean_ms']:.3f} | {e['latency_p99_ms']:.3f} | {cpu} | {rows} |"
+            )
+    lines += ["", "Peak RSS: " + ", ".join(f"{k} {v / 1024:.1f} MiB" for k, v in rss.items()), ""]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="one short round at scale 1; checks that it all runs")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per pgbench run")
+    parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--scale", type=int, default=10)
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--update-benchmarks-md", action="store_true",
+                        help="replace the results section of BENCHMARKS.md with this run")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.duration, args.scale = 1, 1, 1
+    bench = Bench(args)
+    try:
+        runs, rss = bench.run()
+    finally:
+        bench.stop()
+    summary = summarise(runs, args.rounds)
+    meta = {
+        "when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.release()}",
+        "command": "bench/run.sh " + " ".join(sys.argv[1:]),
+        "rounds": args.rounds, "duration": args.duration, "clients": args.clients, "scale": args.scale,
+    }
+    failed = sum(r["failed"] for r in runs)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"meta": meta, "summary": summary, "peak_rss_kib": rss, "runs": runs}
+    (out / "latest.json").write_text(json.dumps(report, indent=2))
+    table = markdown(summary, rss, meta)
+    (out / "latest.md").write_text(table)
+    print(table)
+    if args.update_benchmarks_md:
+        path = ROOT / "BENCHMARKS.md"
+        text = path.read_text()
+        start, end = "<!-- results:start -->", "<!-- results:end -->"
+        before, _, rest = text.partition(start)
+        _, _, after = rest.partition(end)
+        path.write_text(f"{before}{start}\n{table}\n{end}{after}")
+    if failed:
+        raise SystemExit(f"bench: {failed} failed transactions")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# sluice's benchmark: direct PostgreSQL, pgbouncer and sluice side by side, interleaved, on loopback.
+# See BENCHMARKS.md for the method. `bench/run.sh --quick` runs in seconds and asserts nothing about
+# speed (the test suite runs it so the benchmark never rots).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+quick=0
+for arg in "$@"; do [ "$arg" = "--quick" ] && quick=1; done
+if [ -z "${SLUICE_BIN:-}" ]; then
+  if [ $quick = 1 ]; then
+    cargo build --locked -p sluice >&2
+    export SLUICE_BIN="${CARGO_TARGET_DIR:-$(pwd)/target}/debug/sluice"
+  else
+    cargo build --release --locked -p sluice >&2
+    export SLUICE_BIN="${CARGO_TARGET_DIR:-$(pwd)/target}/release/sluice"
+  fi
+fi
+exec python3 bench/run.py "$@"
