@@ -24,11 +24,14 @@ pub struct RecordingConfig {
     /// Record every statement (text, timing, rows, outcome). Sessions and authentication attempts
     /// are always recorded; turning this off is meant for measuring what recording costs.
     pub statements: bool,
+    /// How long events may gather before they are written together (milliseconds). Shorter makes
+    /// recordings visible sooner; longer costs the store fewer commits.
+    pub flush_interval_ms: u64,
 }
 
 impl Default for RecordingConfig {
     fn default() -> Self {
-        RecordingConfig { statements: true }
+        RecordingConfig { statements: true, flush_interval_ms: 100 }
     }
 }
 

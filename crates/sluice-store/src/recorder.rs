@@ -3,6 +3,7 @@
 
 use crate::Store;
 use sluice_core::AuditEvent;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -18,9 +19,12 @@ pub struct RecorderTask {
 }
 
 impl Recorder {
-    pub fn spawn(store: Store) -> (Recorder, RecorderTask) {
+    /// Starts the writer. Events are gathered for up to `flush_interval` (or until a batch is full)
+    /// and written in one transaction, so a busy gateway costs the store a commit per interval, not
+    /// one per statement.
+    pub fn spawn(store: Store, flush_interval: Duration) -> (Recorder, RecorderTask) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let handle = tokio::spawn(write_loop(store, rx));
+        let handle = tokio::spawn(write_loop(store, rx, flush_interval));
         (Recorder { tx }, RecorderTask { handle })
     }
 
@@ -38,9 +42,17 @@ impl RecorderTask {
     }
 }
 
-async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<AuditEvent>) {
+async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<AuditEvent>, flush_interval: Duration) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let deadline = tokio::time::Instant::now() + flush_interval;
+        while batch.len() < MAX_BATCH {
+            let room = MAX_BATCH - batch.len();
+            match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
         // A failed write is retried: an audit record is not given up because the disk hiccuped.
         let mut attempt = 0u32;
         while let Err(e) = store.write_events(&batch).await {

@@ -4,11 +4,14 @@
 use crate::schema::MIGRATIONS;
 use crate::StoreError;
 use serde::Serialize;
-use sluice_core::AuditEvent;
+use sluice_core::{AuditEvent, StatementRecord};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::Row;
+use sqlx::{QueryBuilder, Row, Sqlite};
 use std::path::Path;
 use std::time::Duration;
+
+/// 11 bound values a row; SQLite allows 32,766 per statement.
+const STATEMENT_ROWS_PER_INSERT: usize = 500;
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -242,26 +245,37 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                 }
-                AuditEvent::Statement(s) => {
-                    sqlx::query(
-                        "INSERT INTO statements (session_id, seq, path, text, started_at, duration_us, rows, tag, \
-                         error_code, error_message, refused_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(&*s.session_id)
-                    .bind(s.seq as i64)
-                    .bind(s.path)
-                    .bind(&*s.text)
-                    .bind(s.started_at_us)
-                    .bind(s.duration_us)
-                    .bind(s.rows as i64)
-                    .bind(&s.tag)
-                    .bind(&s.error_code)
-                    .bind(&s.error_message)
-                    .bind(&s.refused_by)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                AuditEvent::Statement(_) => {}
             }
+        }
+        // Statements are the bulk of the traffic: one multi-row INSERT per chunk instead of one
+        // round trip to SQLite's worker thread per statement.
+        let statements: Vec<&StatementRecord> = events
+            .iter()
+            .filter_map(|e| match e {
+                AuditEvent::Statement(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        for chunk in statements.chunks(STATEMENT_ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO statements (session_id, seq, path, text, started_at, duration_us, rows, tag, \
+                 error_code, error_message, refused_by) ",
+            );
+            insert.push_values(chunk, |mut row, s| {
+                row.push_bind(&*s.session_id)
+                    .push_bind(s.seq as i64)
+                    .push_bind(s.path)
+                    .push_bind(&*s.text)
+                    .push_bind(s.started_at_us)
+                    .push_bind(s.duration_us)
+                    .push_bind(s.rows as i64)
+                    .push_bind(s.tag.as_deref())
+                    .push_bind(s.error_code.as_deref())
+                    .push_bind(s.error_message.as_deref())
+                    .push_bind(s.refused_by.as_deref());
+            });
+            insert.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -24,7 +24,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         tracing::warn!(orphaned, "closed sessions left open by a previous run");
     }
     let key = MasterKey::load(&config.server.master_key_path(), true)?;
-    let (recorder, recorder_task) = Recorder::spawn(store.clone());
+    let (recorder, recorder_task) = Recorder::spawn(store.clone(), Duration::from_millis(config.recording.flush_interval_ms));
     let gateway = Arc::new(Gateway::new(&config, store.clone(), recorder, key)?);
 
     let (stop_tx, stop_rx) = watch::channel(false);
