@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// A tracing filter such as `info` or `sluice_pg=debug,info`.
     pub log_level: String,
+    /// Threads that run client sessions, each a single-threaded runtime; 0 means one per CPU.
+    pub worker_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +58,7 @@ impl Default for ServerConfig {
             master_key_file: None,
             log_format: LogFormat::Text,
             log_level: "info".into(),
+            worker_threads: 0,
         }
     }
 }

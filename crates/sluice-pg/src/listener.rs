@@ -9,7 +9,8 @@ use sluice_core::Gate;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio::sync::{watch, Semaphore};
 
 pub struct ListenerConfig {
@@ -40,13 +41,19 @@ pub(crate) async fn shutdown_signalled(rx: &mut watch::Receiver<bool>) {
 
 /// Serves clients from `listener` until `shutdown` turns true, then waits (up to `drain`) for the
 /// open sessions to end.
+///
+/// Sessions are spread round-robin over `workers` (single-threaded runtimes, one per core) and stay
+/// on theirs for life: a session's two directions then wake each other without crossing threads,
+/// which measurably lowers CPU per query. With no workers, sessions run on the calling runtime.
 pub async fn serve<G: Gate<PgEndpoint>>(
     listener: TcpListener,
     config: ListenerConfig,
     gate: Arc<G>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
+    workers: &[Handle],
 ) {
+    let mut next_worker = 0usize;
     let max_sessions = config.max_sessions;
     let slots = Arc::new(Semaphore::new(max_sessions));
     let shared = Arc::new(Shared { gate, config, cancel: Arc::new(CancelRegistry::default()) });
@@ -78,8 +85,28 @@ pub async fn serve<G: Gate<PgEndpoint>>(
         };
         let shared = Arc::clone(&shared);
         let rx = shutdown.clone();
-        tokio::spawn(async move {
-            session::run(tcp, peer, shared, rx).await;
+        if workers.is_empty() {
+            tokio::spawn(async move {
+                session::run(tcp, peer, shared, rx).await;
+                drop(permit);
+            });
+            continue;
+        }
+        // A socket belongs to the reactor that registered it: hand it over as a std socket and
+        // register it again on the worker.
+        let std_tcp = match tcp.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "could not hand a client to a worker");
+                continue;
+            }
+        };
+        next_worker = (next_worker + 1) % workers.len();
+        workers[next_worker].spawn(async move {
+            match TcpStream::from_std(std_tcp) {
+                Ok(tcp) => session::run(tcp, peer, shared, rx).await,
+                Err(e) => tracing::warn!(%peer, error = %e, "could not register a client on its worker"),
+            }
             drop(permit);
         });
     }

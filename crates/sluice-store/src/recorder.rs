@@ -45,12 +45,13 @@ impl RecorderTask {
 async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<AuditEvent>, flush_interval: Duration) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let deadline = tokio::time::Instant::now() + flush_interval;
+        // Gather for one interval without listening: senders on other threads then leave the
+        // queue without waking this task for every event.
+        tokio::time::sleep(flush_interval).await;
         while batch.len() < MAX_BATCH {
-            let room = MAX_BATCH - batch.len();
-            match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+            match rx.try_recv() {
+                Ok(event) => batch.push(event),
+                Err(_) => break,
             }
         }
         // A failed write is retried: an audit record is not given up because the disk hiccuped.

@@ -4,6 +4,7 @@ mod commands;
 mod display;
 mod gateway;
 mod serve;
+mod workers;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -41,7 +42,9 @@ enum Command {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Sessions run on their own per-core workers (see workers.rs); this runtime only accepts,
+    // records and answers management commands.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
             Command::Serve => serve::run(&cli.config).await,

@@ -2,6 +2,7 @@
 //! cleanly on SIGINT/SIGTERM with every recorded event written.
 
 use crate::gateway::Gateway;
+use crate::workers::Workers;
 use anyhow::{Context, Result};
 use sluice_config::{ClientTls, Config, LogFormat};
 use sluice_pg::{tls, ListenerConfig};
@@ -27,6 +28,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let (recorder, recorder_task) = Recorder::spawn(store.clone(), Duration::from_millis(config.recording.flush_interval_ms));
     let gateway = Arc::new(Gateway::new(&config, store.clone(), recorder, key)?);
 
+    let workers = Workers::start(config.server.worker_threads)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut listeners = Vec::new();
     if config.postgres.enabled {
@@ -38,7 +40,11 @@ pub async fn run(config_path: &Path) -> Result<()> {
         tracing::info!(%addr, tls = ?config.postgres.tls, connections = config.connections.len(), "PostgreSQL listener ready");
         // A line on stdout that scripts and tests wait for (the port is real even when 0 was asked).
         println!("sluice: postgres listening on {addr}");
-        listeners.push(tokio::spawn(sluice_pg::serve(listener, listener_config, Arc::clone(&gateway), stop_rx.clone(), DRAIN)));
+        let gateway = Arc::clone(&gateway);
+        let (stop_rx, handles) = (stop_rx.clone(), workers.handles());
+        listeners.push(tokio::spawn(async move {
+            sluice_pg::serve(listener, listener_config, gateway, stop_rx, DRAIN, &handles).await
+        }));
     }
 
     wait_for_signal().await;
@@ -47,6 +53,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     for listener in listeners {
         let _ = listener.await;
     }
+    workers.stop();
     drop(gateway);
     if tokio::time::timeout(DRAIN, recorder_task.finish()).await.is_err() {
         tracing::error!("the recorder did not finish writing within {DRAIN:?}");
