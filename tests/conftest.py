@@ -230,10 +230,13 @@ allow_groups = ["ops"]
         return json.loads(self.cli("auth", "list", "--json", "--limit", "1000").stdout)
 
     def session_with(self, predicate, timeout=10.0):
-        """The first recorded session (with its statements) for which predicate(details) holds."""
+        """The first ended, recorded session (with its statements) for which predicate(details)
+        holds. Recording is asynchronous, so this polls."""
 
         def find():
             for s in self.sessions():
+                if s["ended_at"] is None:
+                    continue
                 details = self.session(s["id"])
                 if predicate(details):
                     return details

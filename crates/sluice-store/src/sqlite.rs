@@ -449,6 +449,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn large_batches_of_statements_are_written_whole() {
+        let (store, dir) = temp_store().await;
+        let statement = |seq| {
+            AuditEvent::Statement(StatementRecord {
+                session_id: "big".into(),
+                seq,
+                path: "extended",
+                text: format!("select {seq}").into(),
+                started_at_us: seq as i64,
+                duration_us: 1,
+                rows: seq,
+                tag: None,
+                error_code: None,
+                error_message: None,
+                refused_by: None,
+            })
+        };
+        let mut events = vec![AuditEvent::SessionStarted {
+            session_id: "big".into(),
+            at_us: 0,
+            protocol: Protocol::Postgres,
+            identity: "agent".into(),
+            credential_id: "t".into(),
+            connection: "shop".into(),
+            client_addr: "c".into(),
+            client_tls: false,
+            application_name: None,
+        }];
+        events.extend((1..=1234).map(statement));
+        store.write_events(&events).await.unwrap();
+        let (_, statements) = store.session("big").await.unwrap().unwrap();
+        assert_eq!(statements.len(), 1234);
+        assert_eq!(statements[1233].text, "select 1234");
+        assert_eq!(statements[1233].rows, 1234);
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
     async fn tokens_can_be_listed_and_revoked() {
         let (store, dir) = temp_store().await;
         let row = TokenRow {

@@ -1,0 +1,30 @@
+"""The benchmark's --quick mode, so the benchmark never rots. Nothing here is about speed: it checks
+that every target and workload ran, without failures, and that the report has every figure."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT, sluice_binary
+
+
+def test_benchmark_quick_mode_runs_every_target_and_workload(tmp_path):
+    env = dict(os.environ, SLUICE_BIN=str(sluice_binary()))
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--out", str(tmp_path)],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "latest.json").read_text())
+    summary = report["summary"]
+    assert set(summary) == {"select-simple", "select-extended", "select-prepared", "10k-rows-simple", "10k-rows-extended"}
+    for workload, targets in summary.items():
+        assert set(targets) == {"direct", "pgbouncer", "sluice-bare", "sluice-full"}
+        for name, entry in targets.items():
+            assert entry["failed"] == 0
+            assert entry["tps"] > 0 and entry["latency_p99_ms"] > 0
+            if name != "direct":
+                assert entry["proxy_cpu_us_per_query"] > 0
+            if workload.startswith("10k"):
+                assert entry["rows_per_s"] > 0
+    assert all(v > 0 for v in report["peak_rss_kib"].values())
+    assert "| select-simple | sluice-full |" in (tmp_path / "latest.md").read_text()
