@@ -216,3 +216,21 @@ def test_sessions_left_open_by_a_killed_gateway_are_closed_at_restart(pg):
         assert s["end_reason"] == "gateway stopped before the session ended"
     finally:
         gw.cleanup()
+
+
+def test_fast_path_function_call_is_refused_in_place(gateway, token):
+    raw = Raw(gateway.port, token)
+    # FunctionCall for OID 1 with no arguments, text result.
+    raw.send(message(b"F", struct.pack("!ihhh", 1, 0, 0, 0)))
+    replies = raw.until_ready()
+    assert [t for t, _ in replies] == [b"E", b"Z"]
+    err = fields(replies[0][1])
+    assert err["C"] == "0A000" and "fast-path" in err["M"] and "SELECT" in err["H"]
+    raw.query("SELECT 'usable after refusal'")
+    replies = raw.until_ready()
+    assert any(t == b"D" and b"usable after refusal" in body for t, body in replies)
+    raw.send(message(b"X", b""))
+    raw.close()
+    details = gateway.session_with(lambda d: any(s["text"] == "<fast-path function call>" for s in d["statements"]))
+    [call] = [s for s in details["statements"] if s["text"] == "<fast-path function call>"]
+    assert call["refused_by"] == "fast-path"

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-const MAX_BATCH: usize = 2048;
+const MAX_BATCH: usize = 4096;
 
 #[derive(Clone, Debug)]
 pub struct Recorder {
@@ -45,13 +45,15 @@ impl RecorderTask {
 async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<AuditEvent>, flush_interval: Duration) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        // Gather for one interval without listening: senders on other threads then leave the
-        // queue without waking this task for every event.
-        tokio::time::sleep(flush_interval).await;
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(event) => batch.push(event),
-                Err(_) => break,
+        // Unless a backlog already filled the batch, gather for one interval without listening:
+        // senders on other threads then queue events without waking this task for each one.
+        if batch.len() < MAX_BATCH {
+            tokio::time::sleep(flush_interval).await;
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(event) => batch.push(event),
+                    Err(_) => break,
+                }
             }
         }
         // A failed write is retried: an audit record is not given up because the disk hiccuped.
