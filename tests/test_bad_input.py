@@ -1,6 +1,7 @@
 """Bad input and broken peers: each gets a precise error in the PostgreSQL protocol, only the
 session concerned ends, everything else keeps working, and the recording stays complete."""
 
+import errno
 import os
 import random
 import signal
@@ -75,14 +76,19 @@ def test_oversized_message_is_refused_with_the_limit_named(make_gateway):
 def test_garbage_before_startup_gets_an_error_and_the_server_lives(gateway, token):
     for junk in [b"\x00\x00\x00\x03", b"\xff" * 64, struct.pack("!ii", 12, 1234) + b"abcd", b"GET / HTTP/1.1\r\n\r\n"]:
         with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as s:
-            s.sendall(junk)
-            s.shutdown(socket.SHUT_WR)
             answer = b""
+            # sluice answers and closes after the first bad bytes; the rest it never read makes the
+            # kernel reset the connection, which can reach this side at any of these calls.
             try:
+                s.sendall(junk)
+                s.shutdown(socket.SHUT_WR)
                 while chunk := s.recv(4096):
                     answer += chunk
-            except ConnectionResetError:
+            except (ConnectionResetError, BrokenPipeError):
                 pass
+            except OSError as e:
+                if e.errno != errno.ENOTCONN:
+                    raise
             if answer:
                 assert answer[:1] == b"E", answer
     assert still_serving(gateway, token)
@@ -189,7 +195,6 @@ def test_shutdown_tells_clients_and_records_everything(pg):
         assert gw.stop(signal.SIGTERM) == 0
         with pytest.raises(psycopg.OperationalError) as info:
             conn.execute("SELECT 2")
-        print("client saw:", info.value)
         assert "sluice is shutting down" in str(info.value)
         conn.close()
         sessions = gw.sessions()

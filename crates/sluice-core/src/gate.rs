@@ -37,7 +37,6 @@ pub enum OpenError {
     Store(String),
 }
 
-
 /// Session-wide context the adapter passes back on every decision.
 #[derive(Debug)]
 pub struct SessionInfo<'a> {

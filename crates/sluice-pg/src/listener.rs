@@ -85,13 +85,6 @@ pub async fn serve<G: Gate<PgEndpoint>>(
         };
         let shared = Arc::clone(&shared);
         let rx = shutdown.clone();
-        if workers.is_empty() {
-            tokio::spawn(async move {
-                session::run(tcp, peer, shared, rx).await;
-                drop(permit);
-            });
-            continue;
-        }
         // A socket belongs to the reactor that registered it: hand it over as a std socket and
         // register it again on the worker.
         let std_tcp = match tcp.into_std() {
@@ -101,8 +94,13 @@ pub async fn serve<G: Gate<PgEndpoint>>(
                 continue;
             }
         };
-        next_worker = (next_worker + 1) % workers.len();
-        workers[next_worker].spawn(async move {
+        let worker = if workers.is_empty() {
+            Handle::current()
+        } else {
+            next_worker = (next_worker + 1) % workers.len();
+            workers[next_worker].clone()
+        };
+        worker.spawn(async move {
             match TcpStream::from_std(std_tcp) {
                 Ok(tcp) => session::run(tcp, peer, shared, rx).await,
                 Err(e) => tracing::warn!(%peer, error = %e, "could not register a client on its worker"),

@@ -170,6 +170,8 @@ where
     let mut out = BytesMut::new();
     let mut statements: HashMap<Bytes, Arc<str>> = HashMap::new();
     let mut portals: HashMap<Bytes, Arc<str>> = HashMap::new();
+    // Sync carries no text; one shared empty string spares an allocation per Sync.
+    let no_text: Arc<str> = Arc::from("");
     loop {
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_CHUNK);
@@ -217,14 +219,11 @@ where
                 b'Q' => {
                     let text: Arc<str> = Arc::from(String::from_utf8_lossy(cstr_prefix(body)).as_ref());
                     let decision = decide(ctx, &text).await;
-                    let mut pending = Pending::new(Kind::Simple, text);
+                    let pending = Pending::new(Kind::Simple, text);
                     match decision {
                         Decision::Allow => lock(tracker).pending.push_back(pending),
                         Decision::Deny(refusal) => {
-                            let mut marker = BytesMut::new();
-                            codec::query(&mut marker, REFUSAL_MARKER);
-                            pending.refusal = Some(refusal_bytes(&refusal));
-                            replacement = Some((marker, pending));
+                            replacement = Some(refused_simple(pending, refusal_bytes(&refusal)));
                         }
                     }
                 }
@@ -264,7 +263,7 @@ where
                     let text = portals.get(portal).cloned().unwrap_or_else(|| Arc::from("<unknown portal>"));
                     lock(tracker).pending.push_back(Pending::new(Kind::Execute, text));
                 }
-                b'S' => lock(tracker).pending.push_back(Pending::new(Kind::Sync, Arc::from(""))),
+                b'S' => lock(tracker).pending.push_back(Pending::new(Kind::Sync, Arc::clone(&no_text))),
                 b'C' => {
                     let mut r = Reader::new(body);
                     let (Some(which), Some(name)) = (r.u8(), r.cstr()) else { return malformed("Close") };
@@ -280,11 +279,8 @@ where
                         "sluice refuses fast-path function calls (FunctionCall messages)",
                     )
                     .with_hint("call the function with a SELECT statement instead");
-                    let mut marker = BytesMut::new();
-                    codec::query(&mut marker, REFUSAL_MARKER);
-                    let mut pending = Pending::new(Kind::Simple, Arc::from("<fast-path function call>"));
-                    pending.refusal = Some((refusal.to_bytes().freeze(), "fast-path".into()));
-                    replacement = Some((marker, pending));
+                    let pending = Pending::new(Kind::Simple, Arc::from("<fast-path function call>"));
+                    replacement = Some(refused_simple(pending, (refusal.to_bytes().freeze(), "fast-path".into())));
                 }
                 b'X' => terminated = true,
                 b'D' | b'H' | b'd' | b'c' | b'f' => {}
@@ -483,6 +479,15 @@ fn refusal_bytes(refusal: &sluice_core::Refusal) -> (Bytes, String) {
     error.detail = refusal.detail.clone();
     error.hint = refusal.hint.clone();
     (error.to_bytes().freeze(), refusal.rule.clone())
+}
+
+/// A simple-protocol message refused in place: the marker query the server will reject, and the
+/// pending entry whose error replaces the server's.
+fn refused_simple(mut pending: Pending, refusal: (Bytes, String)) -> (BytesMut, Pending) {
+    let mut marker = BytesMut::new();
+    codec::query(&mut marker, REFUSAL_MARKER);
+    pending.refusal = Some(refusal);
+    (marker, pending)
 }
 
 fn malformed(what: &str) -> RelayEnd {
