@@ -1,6 +1,8 @@
 //! What a caller asks to do, protocol by protocol, and what the gateway decided about it.
 
+use crate::sql::SqlAnalysis;
 use serde::Serialize;
+use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -28,15 +30,44 @@ pub struct Action<'a> {
 pub enum ActionKind<'a> {
     /// Opening a session on a connection.
     Connect,
-    /// One SQL message as the client sent it (a simple Query, or the text of a Parse).
-    Statement { text: &'a str },
+    /// One SQL message as the client sent it (a simple Query, or the text of a Parse) and what the
+    /// classifier found it does.
+    Sql { text: &'a str, analysis: &'a SqlAnalysis },
 }
 
-/// The gateway's answer to an Action.
+/// The gateway's answer to an Action. Every answer names the rule that gave it, for the record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    Allow,
+    Allow { rule: Arc<str> },
+    /// Needs a human approval first; until approvals exist it is refused like a deny.
+    Review(Refusal),
     Deny(Refusal),
+}
+
+impl Decision {
+    pub fn effect(&self) -> &'static str {
+        match self {
+            Decision::Allow { .. } => "allow",
+            Decision::Review(_) => "review",
+            Decision::Deny(_) => "deny",
+        }
+    }
+
+    pub fn rule(&self) -> &str {
+        match self {
+            Decision::Allow { rule } => rule,
+            Decision::Review(r) | Decision::Deny(r) => &r.rule,
+        }
+    }
+}
+
+/// What kind of refusal, so an adapter can pick its protocol's error code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalCause {
+    /// A policy rule or a built-in check refused it.
+    Policy,
+    /// The request could not be parsed.
+    Unparseable,
 }
 
 /// Why something was refused, written for the agent that must decide what to do next.
@@ -49,4 +80,5 @@ pub struct Refusal {
     pub detail: Option<String>,
     /// The next step.
     pub hint: Option<String>,
+    pub cause: RefusalCause,
 }

@@ -5,12 +5,15 @@
 pub mod action;
 pub mod audit;
 pub mod gate;
+pub mod glob;
 pub mod identity;
 pub mod ids;
+pub mod policy;
 pub mod secret;
+pub mod sql;
 pub mod token;
 
-pub use action::{Action, ActionKind, Decision, Protocol, Refusal};
+pub use action::{Action, ActionKind, Decision, Protocol, Refusal, RefusalCause};
 pub use audit::{AuditEvent, AuthOutcome, StatementRecord};
 pub use gate::{Gate, Grant, OpenError, OpenRequest, SessionInfo};
 pub use identity::Identity;

@@ -1,0 +1,674 @@
+//! SQL policy: rules as operators write them, compiled once, and the decision for one analysed
+//! message. Every operation of every statement is judged; the message gets the strictest result.
+//! Precedence is by effect only — deny beats review beats allow — so a broad deny can never be
+//! undone by a narrower allow somewhere else in the file.
+
+use crate::glob::glob_match;
+use crate::sql::{Kind, ObjectName, Operation, SqlAnalysis, SqlStatement};
+use crate::{Decision, Identity, Refusal, RefusalCause};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use thiserror::Error;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Effect {
+    Allow,
+    Review,
+    Deny,
+}
+
+impl Effect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Allow => "allow",
+            Effect::Review => "review",
+            Effect::Deny => "deny",
+        }
+    }
+}
+
+impl fmt::Display for Effect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Named rule sets an operator can apply without listing kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// Only statements that cannot change state or have side effects; the upstream session is
+    /// also opened with `default_transaction_read_only=on`.
+    ReadOnly,
+    /// Everything but schema changes, permission changes and server administration.
+    NoDdl,
+}
+
+impl Preset {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Preset::ReadOnly => "read-only",
+            Preset::NoDdl => "no-ddl",
+        }
+    }
+
+    /// The kinds the preset allows; every other kind it denies (dynamic SQL always needs a rule of
+    /// its own).
+    fn allowed(self) -> KindSet {
+        match self {
+            Preset::ReadOnly => KindSet::of(&[
+                Kind::Read,
+                Kind::CopyTo,
+                Kind::Set,
+                Kind::Transaction,
+                Kind::Session,
+                Kind::Listen,
+            ]),
+            Preset::NoDdl => KindSet::ALL
+                .without(&[Kind::Create, Kind::Alter, Kind::Drop, Kind::Truncate, Kind::Grant, Kind::Admin])
+                .without(&[Kind::DynamicSql]),
+        }
+    }
+}
+
+/// A condition on an operation beyond its kind and object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Condition {
+    /// An UPDATE or DELETE without a WHERE clause.
+    NoWhere,
+    /// The message holds more than one statement.
+    MultiStatement,
+}
+
+/// One rule as written in the configuration.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub name: String,
+    /// Required unless `preset` is given (a preset carries its own allow and deny).
+    #[serde(default)]
+    pub effect: Option<Effect>,
+    /// Connection name globs; empty means every connection.
+    #[serde(default)]
+    pub connections: Vec<String>,
+    /// Identity name globs. With `groups`, a caller matching either is in scope; both empty means
+    /// everyone.
+    #[serde(default)]
+    pub identities: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub preset: Option<Preset>,
+    /// Empty means every kind (except `dynamic-sql`, which only a rule naming it matches).
+    #[serde(default)]
+    pub kinds: Vec<Kind>,
+    /// Object globs, `schema.name` or `name` (any schema); empty means any object.
+    #[serde(default)]
+    pub objects: Vec<String>,
+    /// Function name globs: calls of these functions match this rule (and count as operations of
+    /// kind `function` even when they are not on the side-effect list).
+    #[serde(default)]
+    pub functions: Vec<String>,
+    #[serde(default)]
+    pub when: Vec<Condition>,
+    /// Shown to the client when the rule refuses.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The next step, shown as the error's HINT.
+    #[serde(default)]
+    pub hint: Option<String>,
+}
+
+/// The `[policy]` section.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySpec {
+    /// The effect when no rule matches an operation.
+    #[serde(default = "default_effect")]
+    pub default: Effect,
+    /// Functions with side effects beyond the built-in list.
+    #[serde(default)]
+    pub side_effect_functions: Vec<String>,
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+}
+
+fn default_effect() -> Effect {
+    Effect::Allow
+}
+
+impl Default for PolicySpec {
+    fn default() -> Self {
+        PolicySpec { default: default_effect(), side_effect_functions: Vec::new(), rules: Vec::new() }
+    }
+}
+
+/// What policy needs to know about one configured connection.
+#[derive(Clone, Debug)]
+pub struct ConnectionPolicy {
+    pub name: String,
+    /// A preset for everyone on this connection.
+    pub preset: Option<Preset>,
+    /// Overrides the policy-wide default.
+    pub default: Option<Effect>,
+    /// Schemas an unqualified name may resolve to (the connection's search_path, `$user` already
+    /// replaced by the upstream user).
+    pub search_path: Vec<String>,
+}
+
+/// Functions that change state or reach outside the database although a SELECT can call them.
+pub const SIDE_EFFECT_FUNCTIONS: &[&str] = &[
+    "pg_terminate_backend",
+    "pg_cancel_backend",
+    "pg_reload_conf",
+    "pg_rotate_logfile",
+    "pg_read_file",
+    "pg_read_binary_file",
+    "pg_ls_*dir",
+    "pg_stat_file",
+    "pg_file_*",
+    "lo_import",
+    "lo_export",
+    "lo_unlink",
+    "lo_create",
+    "lo_creat",
+    "lo_put",
+    "lo_from_bytea",
+    "lo_truncate*",
+    "lowrite",
+    "lo_open",
+    "dblink*",
+    "set_config",
+    "pg_advisory_*",
+    "pg_try_advisory_*",
+    "nextval",
+    "setval",
+    "pg_switch_wal",
+    "pg_create_restore_point",
+    "pg_create_*_replication_slot",
+    "pg_drop_replication_slot",
+    "pg_copy_*_replication_slot",
+    "pg_replication_slot_advance",
+    "pg_replication_origin_*",
+    "pg_logical_emit_message",
+    "pg_logical_slot_*_changes",
+    "pg_logical_slot_*_binary_changes",
+    "pg_promote",
+    "pg_wal_replay_*",
+    "pg_backup_start",
+    "pg_backup_stop",
+    "pg_start_backup",
+    "pg_stop_backup",
+    "pg_notify",
+    "pg_stat_reset*",
+    "pg_log_backend_memory_contexts",
+    "pg_import_system_collations",
+    "table_to_xml*",
+    "schema_to_xml*",
+    "database_to_xml*",
+    "txid_current",
+    "pg_current_xact_id",
+];
+
+/// Settings the gateway relies on: changing them is always refused.
+pub const PROTECTED_SETTINGS: &[&str] = &[
+    "standard_conforming_strings",
+    "search_path",
+    "role",
+    "session_authorization",
+    "default_transaction_read_only",
+    "transaction_read_only",
+    "backslash_quote",
+    "(computed)",
+];
+
+#[derive(Debug, Error)]
+pub enum PolicyError {
+    #[error("policy rule {rule:?}: {problem}")]
+    Rule { rule: String, problem: String },
+}
+
+/// A set of kinds as a bit mask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct KindSet(u32);
+
+impl KindSet {
+    const ALL: KindSet = KindSet(u32::MAX);
+
+    fn of(kinds: &[Kind]) -> KindSet {
+        KindSet(kinds.iter().fold(0, |m, k| m | (1 << *k as u32)))
+    }
+
+    fn without(self, kinds: &[Kind]) -> KindSet {
+        KindSet(self.0 & !KindSet::of(kinds).0)
+    }
+
+    fn complement(self) -> KindSet {
+        KindSet(!self.0)
+    }
+
+    fn contains(self, kind: Kind) -> bool {
+        self.0 & (1 << kind as u32) != 0
+    }
+}
+
+/// A compiled rule. A preset rule compiles into two: its allow and its deny.
+#[derive(Debug)]
+struct Rule {
+    name: Arc<str>,
+    effect: Effect,
+    connections: Vec<String>,
+    identities: Vec<String>,
+    groups: Vec<String>,
+    /// `None`: every kind but dynamic SQL.
+    kinds: Option<KindSet>,
+    objects: Vec<String>,
+    functions: Vec<String>,
+    when: Vec<Condition>,
+    reason: String,
+    hint: Option<String>,
+    /// Compiled from the read-only preset: its callers get a read-only upstream session too.
+    read_only: bool,
+}
+
+impl Rule {
+    fn in_scope(&self, identity: &Identity, connection: &str) -> bool {
+        let connection_ok = self.connections.is_empty() || self.connections.iter().any(|c| glob_match(c, connection));
+        let caller_ok = (self.identities.is_empty() && self.groups.is_empty())
+            || self.identities.iter().any(|i| glob_match(i, &identity.name))
+            || self.groups.iter().any(|g| identity.groups.iter().any(|have| glob_match(g, have)));
+        connection_ok && caller_ok
+    }
+
+    fn matches(&self, op: &Operation, multi_statement: bool, search_path: &[String]) -> bool {
+        let kind_ok = match op.kind {
+            Kind::Function if !self.functions.is_empty() => {
+                op.object.as_ref().is_some_and(|f| self.functions.iter().any(|p| object_matches(p, f, search_path)))
+            }
+            _ if self.kinds.is_none() && !self.functions.is_empty() => false,
+            Kind::DynamicSql => self.kinds.is_some_and(|k| k.contains(Kind::DynamicSql)),
+            kind => self.kinds.is_none_or(|k| k.contains(kind)),
+        };
+        let object_ok = self.objects.is_empty()
+            || op.object.as_ref().is_some_and(|o| self.objects.iter().any(|p| object_matches(p, o, search_path)));
+        let when_ok = self.when.iter().all(|c| match c {
+            Condition::NoWhere => op.no_where,
+            Condition::MultiStatement => multi_statement,
+        });
+        kind_ok && object_ok && when_ok
+    }
+}
+
+/// Does `pattern` (`schema.name` or `name`, globs allowed) name `object`? An unqualified object is
+/// matched against every schema it could resolve to, so a deny on any of them applies.
+fn object_matches(pattern: &str, object: &ObjectName, search_path: &[String]) -> bool {
+    match pattern.rsplit_once('.') {
+        None => glob_match(pattern, &object.name),
+        Some((schema_pattern, name_pattern)) => {
+            glob_match(name_pattern, &object.name)
+                && match &object.schema {
+                    Some(schema) => glob_match(schema_pattern, schema),
+                    None => implicit_schemas(search_path).any(|s| glob_match(schema_pattern, s)),
+                }
+        }
+    }
+}
+
+/// PostgreSQL looks in pg_temp and pg_catalog before the search_path.
+fn implicit_schemas(search_path: &[String]) -> impl Iterator<Item = &str> {
+    ["pg_temp", "pg_catalog"].into_iter().chain(search_path.iter().map(String::as_str))
+}
+
+#[derive(Debug)]
+struct ConnectionRules {
+    default: Effect,
+    search_path: Vec<String>,
+}
+
+/// The compiled policy.
+#[derive(Debug)]
+pub struct Policy {
+    rules: Vec<Rule>,
+    default: Effect,
+    default_rule: Arc<str>,
+    connections: HashMap<String, ConnectionRules>,
+    side_effect_functions: Vec<String>,
+    /// Function globs named by some rule: calls of them are operations too.
+    ruled_functions: Vec<String>,
+}
+
+/// How one operation was judged.
+#[derive(Clone, Debug, Serialize)]
+pub struct Judgement {
+    pub operation: Operation,
+    pub effect: Effect,
+    pub rule: Arc<str>,
+    #[serde(skip)]
+    reason: String,
+    #[serde(skip)]
+    hint: Option<String>,
+}
+
+impl Policy {
+    pub fn compile(spec: &PolicySpec, connections: &[ConnectionPolicy]) -> Result<Policy, PolicyError> {
+        let mut rules = Vec::new();
+        for conn in connections {
+            if let Some(preset) = conn.preset {
+                let spec = RuleSpec {
+                    name: format!("connection {}: {}", conn.name, preset.as_str()),
+                    connections: vec![conn.name.clone()],
+                    preset: Some(preset),
+                    ..RuleSpec::default()
+                };
+                compile_rule(&spec, &mut rules)?;
+            }
+        }
+        for spec in &spec.rules {
+            compile_rule(spec, &mut rules)?;
+        }
+        let ruled_functions = rules.iter().flat_map(|r| r.functions.iter().cloned()).collect();
+        let side_effect_functions = SIDE_EFFECT_FUNCTIONS
+            .iter()
+            .map(|s| s.to_string())
+            .chain(spec.side_effect_functions.iter().cloned())
+            .collect();
+        let connections = connections
+            .iter()
+            .map(|c| {
+                let rules = ConnectionRules { default: c.default.unwrap_or(spec.default), search_path: c.search_path.clone() };
+                (c.name.clone(), rules)
+            })
+            .collect();
+        Ok(Policy {
+            rules,
+            default: spec.default,
+            default_rule: Arc::from("default"),
+            connections,
+            side_effect_functions,
+            ruled_functions,
+        })
+    }
+
+    /// Whether `identity` may only read on `connection` (a read-only preset applies), in which
+    /// case the upstream session is opened read-only as a second line of defence.
+    pub fn read_only(&self, identity: &Identity, connection: &str) -> bool {
+        self.rules.iter().any(|r| r.read_only && r.in_scope(identity, connection))
+    }
+
+    /// Decides one message.
+    pub fn decide(&self, identity: &Identity, connection: &str, analysis: &SqlAnalysis) -> Decision {
+        let statements = match analysis {
+            SqlAnalysis::Unparseable { message } => {
+                return Decision::Deny(Refusal {
+                    rule: "unparseable".into(),
+                    reason: format!("PostgreSQL's parser rejects this statement: {message}"),
+                    detail: None,
+                    hint: Some("fix the statement; sluice only forwards SQL it can parse".into()),
+                    cause: RefusalCause::Unparseable,
+                });
+            }
+            SqlAnalysis::Parsed { statements } => statements,
+        };
+        let mut worst: Option<Judgement> = None;
+        self.judge_all(identity, connection, statements, |j| {
+            let stricter = worst.as_ref().is_none_or(|w| j.effect > w.effect);
+            if stricter {
+                worst = Some(j);
+            }
+            worst.as_ref().is_some_and(|w| w.effect == Effect::Deny)
+        });
+        match worst {
+            None => Decision::Allow { rule: Arc::clone(&self.default_rule) },
+            Some(j) => j.into_decision(identity, connection),
+        }
+    }
+
+    /// Every operation of a message with its judgement (for `sluice policy explain`).
+    pub fn explain(&self, identity: &Identity, connection: &str, analysis: &SqlAnalysis) -> Vec<Judgement> {
+        let mut all = Vec::new();
+        if let SqlAnalysis::Parsed { statements } = analysis {
+            self.judge_all(identity, connection, statements, |j| {
+                all.push(j);
+                false
+            });
+        }
+        all
+    }
+
+    /// Calls `each` with the judgement of every operation until it returns true.
+    fn judge_all(
+        &self,
+        identity: &Identity,
+        connection: &str,
+        statements: &[SqlStatement],
+        mut each: impl FnMut(Judgement) -> bool,
+    ) {
+        let fallback = ConnectionRules { default: self.default, search_path: Vec::new() };
+        let conn = self.connections.get(connection).unwrap_or(&fallback);
+        let multi = statements.len() > 1;
+        let in_scope: Vec<&Rule> = self.rules.iter().filter(|r| r.in_scope(identity, connection)).collect();
+        for statement in statements {
+            for op in &statement.operations {
+                if each(self.judge(&in_scope, conn, op, multi)) {
+                    return;
+                }
+            }
+            for function in &statement.functions {
+                if self.is_ruled_function(function, &conn.search_path) {
+                    let op = Operation::new(Kind::Function, Some(function.clone()));
+                    if each(self.judge(&in_scope, conn, &op, multi)) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_ruled_function(&self, function: &ObjectName, search_path: &[String]) -> bool {
+        self.side_effect_functions.iter().chain(&self.ruled_functions).any(|p| object_matches(p, function, search_path))
+    }
+
+    fn judge(&self, rules: &[&Rule], conn: &ConnectionRules, op: &Operation, multi: bool) -> Judgement {
+        if op.kind == Kind::Set
+            && let Some(setting) = &op.object
+            && PROTECTED_SETTINGS.contains(&setting.name.as_str())
+        {
+            return Judgement::builtin(
+                op,
+                "protected-setting",
+                format!("sluice pins the setting {} for every session", setting.name),
+                "schema-qualify names instead of changing search_path; the setting cannot be changed through sluice",
+            );
+        }
+        let mut best: Option<&Rule> = None;
+        for rule in rules {
+            if rule.matches(op, multi, &conn.search_path) && best.is_none_or(|b| rule.effect > b.effect) {
+                best = Some(rule);
+                if rule.effect == Effect::Deny {
+                    break;
+                }
+            }
+        }
+        match best {
+            Some(rule) => Judgement {
+                operation: op.clone(),
+                effect: rule.effect,
+                rule: Arc::clone(&rule.name),
+                reason: rule.reason.clone(),
+                hint: rule.hint.clone(),
+            },
+            None if op.kind == Kind::DynamicSql => Judgement::builtin(
+                op,
+                "dynamic-sql",
+                "the SQL it would run is not known before it runs".into(),
+                "run the statements themselves instead of building them at run time, or ask an operator for a rule \
+                 that allows kind \"dynamic-sql\"",
+            ),
+            None => Judgement {
+                operation: op.clone(),
+                effect: conn.default,
+                rule: Arc::clone(&self.default_rule),
+                reason: "no rule allows it and the connection's default is to refuse".into(),
+                hint: None,
+            },
+        }
+    }
+
+    /// Problems an operator should fix: rules that can never decide anything, and rules that
+    /// contradict each other. `connections` are the configured connection names.
+    pub fn check(spec: &PolicySpec, connections: &[String]) -> Vec<String> {
+        let mut findings = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, rule) in spec.rules.iter().enumerate() {
+            if !seen.insert(rule.name.as_str()) {
+                findings.push(format!("rule {:?}: another rule has the same name; refusals would be ambiguous", rule.name));
+            }
+            for c in &rule.connections {
+                if !connections.iter().any(|name| glob_match(c, name)) {
+                    findings.push(format!("rule {:?}: connections pattern {c:?} matches no configured connection", rule.name));
+                }
+            }
+            for earlier in &spec.rules[..i] {
+                if covers(earlier, rule) && covers(rule, earlier) && earlier.effect != rule.effect {
+                    findings.push(format!(
+                        "rules {:?} and {:?} match the same statements with different effects; {} wins",
+                        earlier.name,
+                        rule.name,
+                        earlier.effect.max(rule.effect).map_or("the preset", |e| e.as_str())
+                    ));
+                }
+            }
+            if rule.effect.is_some_and(|e| e < Effect::Deny)
+                && let Some(shadow) = spec.rules.iter().find(|d| {
+                    d.preset.is_none() && d.effect > rule.effect && !std::ptr::eq(*d, rule) && covers(d, rule)
+                })
+            {
+                findings.push(format!(
+                    "rule {:?} is unreachable: rule {:?} ({}) matches everything it matches",
+                    rule.name,
+                    shadow.name,
+                    shadow.effect.map_or("?", Effect::as_str)
+                ));
+            }
+        }
+        findings
+    }
+}
+
+/// Whether rule `a` matches at least everything rule `b` matches (a conservative test: list
+/// patterns must be equal or absent).
+fn covers(a: &RuleSpec, b: &RuleSpec) -> bool {
+    fn wider(a: &[String], b: &[String]) -> bool {
+        a.is_empty() || (!b.is_empty() && b.iter().all(|x| a.iter().any(|p| glob_match(p, x))))
+    }
+    let kinds = a.kinds.is_empty() || (!b.kinds.is_empty() && b.kinds.iter().all(|k| a.kinds.contains(k)));
+    let callers = (a.identities.is_empty() && a.groups.is_empty())
+        || (wider(&a.identities, &b.identities) && wider(&a.groups, &b.groups) && !(b.identities.is_empty() && b.groups.is_empty()));
+    a.preset.is_none()
+        && b.preset.is_none()
+        && wider(&a.connections, &b.connections)
+        && callers
+        && kinds
+        && wider(&a.objects, &b.objects)
+        && a.functions.is_empty() == b.functions.is_empty()
+        && wider(&a.functions, &b.functions)
+        && a.when.iter().all(|c| b.when.contains(c))
+}
+
+fn compile_rule(spec: &RuleSpec, out: &mut Vec<Rule>) -> Result<(), PolicyError> {
+    let problem = |p: &str| PolicyError::Rule { rule: spec.name.clone(), problem: p.to_string() };
+    if spec.name.trim().is_empty() {
+        return Err(problem("every rule needs a name (refusals cite it)"));
+    }
+    let base = |effect: Effect, kinds: Option<KindSet>, reason: String| Rule {
+        name: Arc::from(spec.name.as_str()),
+        effect,
+        connections: spec.connections.clone(),
+        identities: spec.identities.clone(),
+        groups: spec.groups.clone(),
+        kinds,
+        objects: spec.objects.clone(),
+        functions: spec.functions.clone(),
+        when: spec.when.clone(),
+        reason,
+        hint: spec.hint.clone(),
+        read_only: false,
+    };
+    match (spec.preset, spec.effect) {
+        (Some(_), Some(_)) => Err(problem("give either a preset or an effect, not both")),
+        (Some(_), None) if !spec.kinds.is_empty() || !spec.functions.is_empty() || !spec.when.is_empty() => {
+            Err(problem("a preset rule can be scoped (connections, identities, groups, objects) but not given kinds, functions or conditions"))
+        }
+        (Some(preset), None) => {
+            let allowed = preset.allowed();
+            let reason = spec.reason.clone().unwrap_or_else(|| match preset {
+                Preset::ReadOnly => "this session is read-only".into(),
+                Preset::NoDdl => "schema and permission changes are not allowed here".into(),
+            });
+            let mut deny = base(Effect::Deny, Some(allowed.complement()), reason);
+            deny.read_only = preset == Preset::ReadOnly;
+            if deny.hint.is_none() {
+                deny.hint = Some(match preset {
+                    Preset::ReadOnly => "only statements that read are allowed (SELECT, SHOW, EXPLAIN, COPY … TO STDOUT); ask an operator for write access if the task needs it".into(),
+                    Preset::NoDdl => "data statements are allowed, schema changes are not; ask an operator to run the migration".into(),
+                });
+            }
+            let allow = base(Effect::Allow, Some(allowed), String::new());
+            out.push(deny);
+            out.push(allow);
+            Ok(())
+        }
+        (None, None) => Err(problem("give an effect (allow, review or deny) or a preset")),
+        (None, Some(effect)) => {
+            let kinds = if spec.kinds.is_empty() { None } else { Some(KindSet::of(&spec.kinds)) };
+            let reason = spec.reason.clone().unwrap_or_else(|| format!("policy rule {}", spec.name));
+            out.push(base(effect, kinds, reason));
+            Ok(())
+        }
+    }
+}
+
+impl Judgement {
+    fn builtin(op: &Operation, rule: &str, reason: String, hint: &str) -> Judgement {
+        Judgement {
+            operation: op.clone(),
+            effect: Effect::Deny,
+            rule: Arc::from(rule),
+            reason,
+            hint: Some(hint.into()),
+        }
+    }
+
+    fn into_decision(self, identity: &Identity, connection: &str) -> Decision {
+        let detail = Some(format!("{}", self.operation));
+        match self.effect {
+            Effect::Allow => Decision::Allow { rule: self.rule },
+            Effect::Review => Decision::Review(Refusal {
+                rule: self.rule.to_string(),
+                reason: self.reason,
+                detail,
+                hint: Some(self.hint.unwrap_or_else(|| {
+                    "this statement needs a human approval before it runs; it was not run".into()
+                })),
+                cause: RefusalCause::Policy,
+            }),
+            Effect::Deny => Decision::Deny(Refusal {
+                rule: self.rule.to_string(),
+                reason: self.reason,
+                detail,
+                hint: Some(self.hint.unwrap_or_else(|| {
+                    format!(
+                        "the policy does not allow this for \"{}\" on connection \"{connection}\"; \
+                         `sluice policy explain` shows why, an operator can change the rule",
+                        identity.name
+                    )
+                })),
+                cause: RefusalCause::Policy,
+            }),
+        }
+    }
+}

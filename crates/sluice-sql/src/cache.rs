@@ -1,0 +1,114 @@
+//! A bounded cache of classifications by statement text, so a repeated statement costs a hash
+//! lookup instead of a parse. Numeric literals are folded out of the key when the text has no
+//! quotes, comments or non-ASCII (then a number can only be a number), so `… WHERE id = 7` and
+//! `… WHERE id = 8` share one entry; the classifier never lets a number's value matter.
+
+use crate::classify::analyze;
+use sluice_core::sql::SharedAnalysis;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub struct Classifier {
+    entries: Mutex<HashMap<Box<str>, SharedAnalysis>>,
+    capacity: usize,
+}
+
+impl Classifier {
+    /// A cache of at most `capacity` texts (emptied when full: statements that repeat come back
+    /// at once, and no per-entry bookkeeping is paid on the hot path).
+    pub fn new(capacity: usize) -> Self {
+        Classifier { entries: Mutex::new(HashMap::new()), capacity: capacity.max(1) }
+    }
+
+    pub fn classify(&self, text: &str) -> SharedAnalysis {
+        let key = cache_key(text);
+        if let Some(hit) = self.lock().get(key.as_ref()) {
+            return Arc::clone(hit);
+        }
+        let analysis = Arc::new(analyze(text));
+        let mut entries = self.lock();
+        if entries.len() >= self.capacity {
+            entries.clear();
+        }
+        entries.insert(key.into(), Arc::clone(&analysis));
+        analysis
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, SharedAnalysis>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The text with every unsigned decimal literal replaced by `0`, or the text itself when folding
+/// could be unsafe (quotes, dollar signs, backslashes, comments, non-ASCII, or a number run into a
+/// letter such as `1e5`).
+pub fn cache_key(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    if !text.is_ascii()
+        || bytes.iter().any(|b| matches!(b, b'\'' | b'"' | b'$' | b'\\'))
+        || text.contains("--")
+        || text.contains("/*")
+    {
+        return Cow::Borrowed(text);
+    }
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b == b'.';
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let starts_number = bytes[i].is_ascii_digit() && (i == 0 || !word(bytes[i - 1]));
+        if !starts_number {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i + 1 < bytes.len() && bytes[i] == b'.' && bytes[i + 1].is_ascii_digit() {
+            i += 1;
+            while i < bytes.len() && bytes[i].is_ascii_digit() {
+                i += 1;
+            }
+        }
+        if i < bytes.len() && word(bytes[i]) {
+            return Cow::Borrowed(text);
+        }
+        let key = out.get_or_insert_with(|| String::with_capacity(text.len()));
+        key.push_str(&text[copied..start]);
+        key.push('0');
+        copied = i;
+    }
+    match out {
+        Some(mut key) => {
+            key.push_str(&text[copied..]);
+            Cow::Owned(key)
+        }
+        None => Cow::Borrowed(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cache_key;
+
+    #[test]
+    fn numbers_fold_only_where_they_are_plainly_numbers() {
+        assert_eq!(cache_key("SELECT * FROM t WHERE id = 12345;"), "SELECT * FROM t WHERE id = 0;");
+        assert_eq!(cache_key("SELECT 1.5, -2, t1.c FROM t1"), "SELECT 0, -0, t1.c FROM t1");
+        assert_eq!(cache_key("SELECT 1::int"), "SELECT 0::int");
+        // Left alone: literals, comments, exponents, parameters.
+        for text in ["SELECT '1'", "SELECT 1 -- 2", "SELECT /* 1 */ 1", "SELECT 1e5", "SELECT $1", "SELECT 0x1F", "SELECT 1_000"] {
+            assert_eq!(cache_key(text), text);
+        }
+    }
+}

