@@ -84,7 +84,13 @@ fn validate(config: &Config, origin: &Path) -> Result<(), ConfigError> {
             return Err(invalid(key("user"), "must not be empty".into()));
         }
         conn.password_source().map_err(|m| invalid(key("password"), m))?;
+        if conn.search_path.is_empty() || conn.search_path.iter().any(|s| s.is_empty()) {
+            return Err(invalid(key("search_path"), "list at least one schema, none empty".into()));
+        }
     }
+    let connections: Vec<_> = config.connections.iter().map(|(name, c)| c.policy(name)).collect();
+    sluice_core::policy::Policy::compile(&config.policy, &connections)
+        .map_err(|e| invalid("policy.rules".into(), e.to_string()))?;
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! upstream); docs/configuration.md documents each one.
 
 use serde::Deserialize;
+use sluice_core::policy::{ConnectionPolicy, Effect, PolicySpec, Preset};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -16,6 +17,9 @@ pub struct Config {
     pub recording: RecordingConfig,
     #[serde(default)]
     pub connections: BTreeMap<String, ConnectionConfig>,
+    /// SQL policy: rules, the default effect, extra side-effect functions (docs/policy.md).
+    #[serde(default)]
+    pub policy: PolicySpec,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -155,6 +159,39 @@ pub struct ConnectionConfig {
     pub allow_identities: Vec<String>,
     #[serde(default)]
     pub allow_groups: Vec<String>,
+    /// A policy preset for everyone on this connection: `read-only` or `no-ddl`.
+    pub policy: Option<Preset>,
+    /// The effect when no rule matches, overriding `policy.default` for this connection.
+    pub default: Option<Effect>,
+    /// The upstream session's search_path, pinned at connect; unqualified names in statements are
+    /// matched against these schemas (and pg_catalog, pg_temp). `$user` is the upstream user.
+    #[serde(default = "default_search_path")]
+    pub search_path: Vec<String>,
+}
+
+fn default_search_path() -> Vec<String> {
+    vec!["$user".into(), "public".into()]
+}
+
+impl ConnectionConfig {
+    /// What the policy engine needs to know about this connection.
+    pub fn policy(&self, name: &str) -> ConnectionPolicy {
+        ConnectionPolicy {
+            name: name.to_string(),
+            preset: self.policy,
+            default: self.default,
+            search_path: self.search_path.iter().map(|s| if s == "$user" { self.user.clone() } else { s.clone() }).collect(),
+        }
+    }
+
+    /// The search_path as a setting value, each schema quoted as an identifier.
+    pub fn search_path_setting(&self) -> String {
+        self.search_path
+            .iter()
+            .map(|s| if s == "$user" { "\"$user\"".to_string() } else { format!("\"{}\"", s.replace('"', "\"\"")) })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 fn default_protocol() -> String {

@@ -51,8 +51,17 @@ pub struct StatementRecord {
     pub tag: Option<String>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
-    /// Set when the gateway itself refused the statement.
-    pub refused_by: Option<String>,
+    /// What the gateway decided: `allow`, `deny` or `review`.
+    pub decision: &'static str,
+    /// The rule that decided (`default` when none matched).
+    pub rule: Option<Arc<str>>,
+}
+
+impl StatementRecord {
+    /// The deciding rule when the gateway refused the statement.
+    pub fn refused_by(&self) -> Option<&str> {
+        (self.decision != "allow").then_some(self.rule.as_deref()).flatten()
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]

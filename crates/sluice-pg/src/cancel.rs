@@ -70,6 +70,7 @@ mod tests {
                 user: "u".into(),
                 password: None,
                 tls: UpstreamTls { mode: UpstreamTlsMode::Disable, config: None, server_name: "h".into() },
+                settings: Vec::new(),
             }),
             pid: 42,
             secret: 7,

@@ -16,6 +16,7 @@ pub mod sqlstate {
     pub const TOO_MANY_CONNECTIONS: &str = "53300";
     pub const PROGRAM_LIMIT: &str = "54000";
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    pub const SYNTAX_ERROR: &str = "42601";
     pub const ADMIN_SHUTDOWN: &str = "57P01";
 }
 

@@ -6,6 +6,7 @@ use crate::error::{sqlstate, PgError};
 use crate::session;
 use crate::upstream::PgEndpoint;
 use sluice_core::Gate;
+use sluice_sql::Classifier;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -30,7 +31,12 @@ pub(crate) struct Shared<G> {
     pub gate: Arc<G>,
     pub config: ListenerConfig,
     pub cancel: Arc<CancelRegistry>,
+    /// Classifications by statement text, shared by every session.
+    pub classifier: Classifier,
 }
+
+/// Distinct statement texts whose classification is kept.
+const CLASSIFICATION_CACHE_ENTRIES: usize = 10_000;
 
 /// Resolves once shutdown is signalled (never, if the sender is gone without signalling).
 pub(crate) async fn shutdown_signalled(rx: &mut watch::Receiver<bool>) {
@@ -56,7 +62,12 @@ pub async fn serve<G: Gate<PgEndpoint>>(
     let mut next_worker = 0usize;
     let max_sessions = config.max_sessions;
     let slots = Arc::new(Semaphore::new(max_sessions));
-    let shared = Arc::new(Shared { gate, config, cancel: Arc::new(CancelRegistry::default()) });
+    let shared = Arc::new(Shared {
+        gate,
+        config,
+        cancel: Arc::new(CancelRegistry::default()),
+        classifier: Classifier::new(CLASSIFICATION_CACHE_ENTRIES),
+    });
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,

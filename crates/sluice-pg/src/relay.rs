@@ -13,7 +13,8 @@ use crate::codec::{self, peek_frame, put_cstr, put_message, tag_rows, FrameError
 use crate::error::{sqlstate, PgError, ServerMessage};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use sluice_core::audit::now_us;
-use sluice_core::{Action, ActionKind, AuditEvent, Decision, Gate, Protocol, SessionInfo, StatementRecord};
+use sluice_core::{Action, ActionKind, AuditEvent, Decision, Gate, Protocol, RefusalCause, SessionInfo, StatementRecord};
+use sluice_sql::{Classifier, PreparedStatements};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -56,6 +57,8 @@ impl RelayEnd {
 enum Kind {
     Simple,
     Parse,
+    /// Tracked only so that a Bind's error is not taken for the next message's.
+    Bind,
     Execute,
     Sync,
 }
@@ -69,8 +72,11 @@ struct Pending {
     rows: u64,
     tag: Option<String>,
     error: Option<ServerMessage>,
-    /// Set when sluice refused this message: the error to show instead of the server's, and the rule.
-    refusal: Option<(Bytes, String)>,
+    /// What the gateway decided, and by which rule.
+    decision: &'static str,
+    rule: Option<Arc<str>>,
+    /// Set when sluice refused this message: the error to show instead of the server's, and its code.
+    refusal: Option<(Bytes, &'static str)>,
 }
 
 impl Pending {
@@ -83,8 +89,19 @@ impl Pending {
             rows: 0,
             tag: None,
             error: None,
+            decision: "allow",
+            rule: None,
             refusal: None,
         }
+    }
+
+    fn decided(mut self, decision: &Decision) -> Self {
+        self.decision = decision.effect();
+        self.rule = Some(match decision {
+            Decision::Allow { rule } => Arc::clone(rule),
+            Decision::Review(r) | Decision::Deny(r) => Arc::from(r.rule.as_str()),
+        });
+        self
     }
 }
 
@@ -106,6 +123,7 @@ pub struct Context<'a, G> {
     pub gate: &'a G,
     pub info: SessionInfo<'a>,
     pub session_id: Arc<str>,
+    pub classifier: &'a Classifier,
     pub max_message_bytes: usize,
     pub record_statements: bool,
 }
@@ -119,10 +137,10 @@ impl<G> Context<'_, G> {
         if !self.record_statements {
             return;
         }
-        let (error_code, error_message, refused_by) = match (&p.refusal, &p.error) {
-            (Some((_, rule)), _) => (Some(sqlstate::INSUFFICIENT_PRIVILEGE.to_string()), None, Some(rule.clone())),
-            (None, Some(e)) => (Some(e.code.clone()), Some(e.message.clone()), None),
-            (None, None) => (None, path_override.map(str::to_string), None),
+        let (error_code, error_message) = match (&p.refusal, &p.error) {
+            (Some((_, code)), _) => (Some(code.to_string()), None),
+            (None, Some(e)) => (Some(e.code.clone()), Some(e.message.clone())),
+            (None, None) => (None, path_override.map(str::to_string)),
         };
         self.gate.record(AuditEvent::Statement(StatementRecord {
             session_id: Arc::clone(&self.session_id),
@@ -135,7 +153,8 @@ impl<G> Context<'_, G> {
             tag: p.tag,
             error_code,
             error_message,
-            refused_by,
+            decision: p.decision,
+            rule: p.rule,
         }));
     }
 
@@ -147,7 +166,7 @@ impl<G> Context<'_, G> {
         let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
         let note = format!("interrupted: {why}");
         while let Some(p) = t.pending.pop_front() {
-            if p.kind != Kind::Sync {
+            if !matches!(p.kind, Kind::Sync | Kind::Bind) {
                 self.record(&mut t, p, Some(&note));
             }
         }
@@ -168,8 +187,10 @@ where
 {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = BytesMut::new();
-    let mut statements: HashMap<Bytes, Arc<str>> = HashMap::new();
-    let mut portals: HashMap<Bytes, Arc<str>> = HashMap::new();
+    // Text and deciding rule of each prepared statement and portal, for the Executes' records.
+    let mut statements: HashMap<Bytes, (Arc<str>, Option<Arc<str>>)> = HashMap::new();
+    let mut portals: HashMap<Bytes, (Arc<str>, Option<Arc<str>>)> = HashMap::new();
+    let mut prepared = PreparedStatements::default();
     // Sync carries no text; one shared empty string spares an allocation per Sync.
     let no_text: Arc<str> = Arc::from("");
     loop {
@@ -218,13 +239,11 @@ where
             match head.tag {
                 b'Q' => {
                     let text: Arc<str> = Arc::from(String::from_utf8_lossy(cstr_prefix(body)).as_ref());
-                    let decision = decide(ctx, &text).await;
-                    let pending = Pending::new(Kind::Simple, text);
-                    match decision {
-                        Decision::Allow => lock(tracker).pending.push_back(pending),
-                        Decision::Deny(refusal) => {
-                            replacement = Some(refused_simple(pending, refusal_bytes(&refusal)));
-                        }
+                    let decision = decide(ctx, &mut prepared, &text).await;
+                    let pending = Pending::new(Kind::Simple, text).decided(&decision);
+                    match refusal_bytes(&decision) {
+                        None => lock(tracker).pending.push_back(pending),
+                        Some(refusal) => replacement = Some(refused_simple(pending, refusal)),
                     }
                 }
                 b'P' => {
@@ -233,19 +252,19 @@ where
                         return malformed("Parse");
                     };
                     let text: Arc<str> = Arc::from(String::from_utf8_lossy(query).as_ref());
-                    let decision = decide(ctx, &text).await;
-                    let mut pending = Pending::new(Kind::Parse, Arc::clone(&text));
-                    statements.insert(Bytes::copy_from_slice(name), text);
-                    match decision {
-                        Decision::Allow => lock(tracker).pending.push_back(pending),
-                        Decision::Deny(refusal) => {
+                    let decision = decide(ctx, &mut prepared, &text).await;
+                    let mut pending = Pending::new(Kind::Parse, Arc::clone(&text)).decided(&decision);
+                    statements.insert(Bytes::copy_from_slice(name), (text, pending.rule.clone()));
+                    match refusal_bytes(&decision) {
+                        None => lock(tracker).pending.push_back(pending),
+                        Some(refusal) => {
                             let mut marker = BytesMut::new();
                             put_message(&mut marker, b'P', |b| {
                                 put_cstr(b, name);
                                 put_cstr(b, REFUSAL_MARKER.as_bytes());
                                 b.put_i16(0);
                             });
-                            pending.refusal = Some(refusal_bytes(&refusal));
+                            pending.refusal = Some(refusal);
                             replacement = Some((marker, pending));
                         }
                     }
@@ -255,13 +274,19 @@ where
                     let (Some(portal), Some(statement)) = (r.cstr(), r.cstr()) else {
                         return malformed("Bind");
                     };
-                    let text = statements.get(statement).cloned().unwrap_or_else(|| Arc::from("<unknown statement>"));
-                    portals.insert(Bytes::copy_from_slice(portal), text);
+                    let known = statements.get(statement).cloned();
+                    portals.insert(
+                        Bytes::copy_from_slice(portal),
+                        known.unwrap_or_else(|| (Arc::from("<unknown statement>"), None)),
+                    );
+                    lock(tracker).pending.push_back(Pending::new(Kind::Bind, Arc::clone(&no_text)));
                 }
                 b'E' => {
                     let Some(portal) = Reader::new(body).cstr() else { return malformed("Execute") };
-                    let text = portals.get(portal).cloned().unwrap_or_else(|| Arc::from("<unknown portal>"));
-                    lock(tracker).pending.push_back(Pending::new(Kind::Execute, text));
+                    let (text, rule) = portals.get(portal).cloned().unwrap_or_else(|| (Arc::from("<unknown portal>"), None));
+                    let mut pending = Pending::new(Kind::Execute, text);
+                    pending.rule = rule;
+                    lock(tracker).pending.push_back(pending);
                 }
                 b'S' => lock(tracker).pending.push_back(Pending::new(Kind::Sync, Arc::clone(&no_text))),
                 b'C' => {
@@ -279,8 +304,10 @@ where
                         "sluice refuses fast-path function calls (FunctionCall messages)",
                     )
                     .with_hint("call the function with a SELECT statement instead");
-                    let pending = Pending::new(Kind::Simple, Arc::from("<fast-path function call>"));
-                    replacement = Some(refused_simple(pending, (refusal.to_bytes().freeze(), "fast-path".into())));
+                    let mut pending = Pending::new(Kind::Simple, Arc::from("<fast-path function call>"));
+                    pending.decision = "deny";
+                    pending.rule = Some(Arc::from("fast-path"));
+                    replacement = Some(refused_simple(pending, (refusal.to_bytes().freeze(), sqlstate::FEATURE_NOT_SUPPORTED)));
                 }
                 b'X' => terminated = true,
                 b'D' | b'H' | b'd' | b'c' | b'f' => {}
@@ -375,9 +402,10 @@ where
                         ctx.record(&mut t, p, None);
                     }
                 }
-                b'1' => {
+                b'1' | b'2' => {
+                    let expected = if head.tag == b'1' { Kind::Parse } else { Kind::Bind };
                     let mut t = lock(tracker);
-                    if t.pending.front().is_some_and(|p| p.kind == Kind::Parse) {
+                    if t.pending.front().is_some_and(|p| p.kind == expected) {
                         t.pending.pop_front();
                     }
                 }
@@ -388,7 +416,19 @@ where
                     if message.is_fatal() {
                         fatal = Some(format!("{} ({})", message.message, message.code));
                     }
-                    let substitute = t.pending.front().and_then(|p| p.refusal.as_ref()).map(|(b, _)| b.clone());
+                    // A Bind's error (a bad parameter, or a constant folded at planning) belongs to
+                    // the Execute that follows it, never to a later refused message.
+                    let after_bind = t.pending.front().is_some_and(|p| p.kind == Kind::Bind);
+                    if after_bind {
+                        t.pending.pop_front();
+                        t.skipping = true;
+                    }
+                    let substitute = t
+                        .pending
+                        .front()
+                        .filter(|_| !after_bind)
+                        .and_then(|p| p.refusal.as_ref())
+                        .map(|(b, _)| b.clone());
                     if let Some(substitute) = substitute {
                         out.extend_from_slice(&buf[pass_from..consumed]);
                         out.extend_from_slice(&substitute);
@@ -400,6 +440,11 @@ where
                                 front.rows += partial_rows;
                                 front.error.get_or_insert(message);
                             }
+                        }
+                        Some(Kind::Parse) if after_bind => {}
+                        Some(Kind::Bind) => {
+                            t.pending.pop_front();
+                            t.skipping = true;
                         }
                         Some(Kind::Parse | Kind::Execute) => {
                             let mut p = t.pending.pop_front().expect("front exists");
@@ -417,6 +462,7 @@ where
                     while let Some(p) = t.pending.pop_front() {
                         match p.kind {
                             Kind::Sync => break,
+                            Kind::Bind => {}
                             Kind::Simple => {
                                 ctx.record(&mut t, p, None);
                                 break;
@@ -466,24 +512,45 @@ where
     }
 }
 
-async fn decide<G: Gate<crate::PgEndpoint>>(ctx: &Context<'_, G>, text: &str) -> Decision {
-    let action = Action { protocol: Protocol::Postgres, kind: ActionKind::Statement { text } };
-    ctx.gate.decide(&ctx.info, &action).await
+/// Classifies a message (cached by text), resolves SQL-level EXECUTEs against this session's
+/// PREPAREs, and asks the gate.
+async fn decide<G: Gate<crate::PgEndpoint>>(
+    ctx: &Context<'_, G>,
+    prepared: &mut PreparedStatements,
+    text: &str,
+) -> Decision {
+    let analysis = ctx.classifier.classify(text);
+    let decision = {
+        let resolved = prepared.resolve(&analysis);
+        let action = Action { protocol: Protocol::Postgres, kind: ActionKind::Sql { text, analysis: &resolved } };
+        ctx.gate.decide(&ctx.info, &action).await
+    };
+    if matches!(decision, Decision::Allow { .. }) {
+        prepared.note_allowed(&analysis);
+    }
+    decision
 }
 
-fn refusal_bytes(refusal: &sluice_core::Refusal) -> (Bytes, String) {
-    let mut error = PgError::error(
-        sqlstate::INSUFFICIENT_PRIVILEGE,
-        format!("sluice: refused by rule \"{}\": {}", refusal.rule, refusal.reason),
-    );
+/// The client's error for a refusal (`None` when the decision allows).
+fn refusal_bytes(decision: &Decision) -> Option<(Bytes, &'static str)> {
+    let (refusal, what) = match decision {
+        Decision::Allow { .. } => return None,
+        Decision::Deny(r) => (r, "refused by rule"),
+        Decision::Review(r) => (r, "needs approval under rule"),
+    };
+    let code = match refusal.cause {
+        RefusalCause::Policy => sqlstate::INSUFFICIENT_PRIVILEGE,
+        RefusalCause::Unparseable => sqlstate::SYNTAX_ERROR,
+    };
+    let mut error = PgError::error(code, format!("sluice: {what} \"{}\": {}", refusal.rule, refusal.reason));
     error.detail = refusal.detail.clone();
     error.hint = refusal.hint.clone();
-    (error.to_bytes().freeze(), refusal.rule.clone())
+    Some((error.to_bytes().freeze(), code))
 }
 
 /// A simple-protocol message refused in place: the marker query the server will reject, and the
 /// pending entry whose error replaces the server's.
-fn refused_simple(mut pending: Pending, refusal: (Bytes, String)) -> (BytesMut, Pending) {
+fn refused_simple(mut pending: Pending, refusal: (Bytes, &'static str)) -> (BytesMut, Pending) {
     let mut marker = BytesMut::new();
     codec::query(&mut marker, REFUSAL_MARKER);
     pending.refusal = Some(refusal);

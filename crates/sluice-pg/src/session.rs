@@ -28,6 +28,8 @@ const REFUSED_PARAMETERS: &[&str] = &[
     "standard_conforming_strings",
     "default_transaction_read_only",
     "transaction_read_only",
+    "search_path",
+    "backslash_quote",
 ];
 
 pub async fn run<G: Gate<PgEndpoint>>(
@@ -312,6 +314,7 @@ async fn relay_session<G: Gate<PgEndpoint>>(
         gate: &*shared.gate,
         info: SessionInfo { session_id: &session_id, identity: &identity, connection: &connection },
         session_id: Arc::clone(&session_id),
+        classifier: &shared.classifier,
         max_message_bytes: shared.config.max_message_bytes,
         record_statements: shared.gate.records_statements(),
     };

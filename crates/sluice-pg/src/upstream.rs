@@ -21,6 +21,8 @@ pub struct PgEndpoint {
     pub user: String,
     pub password: Option<Secret>,
     pub tls: UpstreamTls,
+    /// Settings sluice pins in every upstream session (sent after the client's startup parameters).
+    pub settings: Vec<(String, String)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +94,7 @@ async fn connect_inner(endpoint: &PgEndpoint, params: &[(String, String)]) -> Re
     for (name, value) in [("user", endpoint.user.as_str()), ("database", endpoint.database.as_str())]
         .into_iter()
         .chain(params.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+        .chain(endpoint.settings.iter().map(|(n, v)| (n.as_str(), v.as_str())))
     {
         put_cstr(&mut startup, name.as_bytes());
         put_cstr(&mut startup, value.as_bytes());

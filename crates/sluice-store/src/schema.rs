@@ -56,4 +56,7 @@ CREATE TABLE auth_events (
     outcome        TEXT NOT NULL,
     credential_id  TEXT
 );
+"#, r#"
+ALTER TABLE statements ADD COLUMN decision TEXT;
+ALTER TABLE statements ADD COLUMN rule TEXT;
 "#];

@@ -10,7 +10,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use std::path::Path;
 use std::time::Duration;
 
-/// 11 bound values a row; SQLite allows 32,766 per statement.
+/// 13 bound values a row; SQLite allows 32,766 per statement.
 const STATEMENT_ROWS_PER_INSERT: usize = 500;
 
 #[derive(Clone, Debug)]
@@ -60,6 +60,8 @@ pub struct StatementRow {
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub refused_by: Option<String>,
+    pub decision: Option<String>,
+    pub rule: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -260,7 +262,7 @@ impl Store {
         for chunk in statements.chunks(STATEMENT_ROWS_PER_INSERT) {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO statements (session_id, seq, path, text, started_at, duration_us, rows, tag, \
-                 error_code, error_message, refused_by) ",
+                 error_code, error_message, refused_by, decision, rule) ",
             );
             insert.push_values(chunk, |mut row, s| {
                 row.push_bind(&*s.session_id)
@@ -273,7 +275,9 @@ impl Store {
                     .push_bind(s.tag.as_deref())
                     .push_bind(s.error_code.as_deref())
                     .push_bind(s.error_message.as_deref())
-                    .push_bind(s.refused_by.as_deref());
+                    .push_bind(s.refused_by())
+                    .push_bind(s.decision)
+                    .push_bind(s.rule.as_deref());
             });
             insert.build().execute(&mut *tx).await?;
         }
@@ -320,6 +324,8 @@ impl Store {
                     error_code: r.try_get("error_code")?,
                     error_message: r.try_get("error_message")?,
                     refused_by: r.try_get("refused_by")?,
+                    decision: r.try_get("decision")?,
+                    rule: r.try_get("rule")?,
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
@@ -430,7 +436,8 @@ mod tests {
                 tag: Some("SELECT 1".into()),
                 error_code: None,
                 error_message: None,
-                refused_by: None,
+                decision: "allow",
+                rule: Some("default".into()),
             }),
             AuditEvent::SessionEnded { session_id: "s1".into(), at_us: 4, reason: "client terminated".into() },
         ];
@@ -442,6 +449,8 @@ mod tests {
         let (_, statements) = store.session("s1").await.unwrap().unwrap();
         assert_eq!(statements[0].text, "select 1");
         assert_eq!(statements[0].rows, 1);
+        assert_eq!(statements[0].decision.as_deref(), Some("allow"));
+        assert_eq!(statements[0].rule.as_deref(), Some("default"));
         let auth = store.auth_events(10).await.unwrap();
         assert_eq!(auth[0].outcome, "unknown_token");
         store.close().await;
@@ -463,7 +472,8 @@ mod tests {
                 tag: None,
                 error_code: None,
                 error_message: None,
-                refused_by: None,
+                decision: "allow",
+                rule: None,
             })
         };
         let mut events = vec![AuditEvent::SessionStarted {

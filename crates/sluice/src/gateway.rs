@@ -5,7 +5,7 @@ use anyhow::{Context as _, Result};
 use sluice_config::{Config, ConnectionConfig, PasswordSource, UpstreamTls as TlsSetting};
 use sluice_core::audit::now_us;
 use sluice_core::{
-    token, Action, AuditEvent, AuthOutcome, Decision, Gate, Grant, Identity, OpenError, OpenRequest, Protocol,
+    token, Action, ActionKind, AuditEvent, AuthOutcome, Decision, Gate, Grant, Identity, OpenError, OpenRequest, Protocol,
     Secret, SessionInfo,
 };
 use sluice_pg::tls::{client_config, Verification};
@@ -13,14 +13,18 @@ use sluice_pg::upstream::UpstreamTls;
 use sluice_pg::{PgEndpoint, UpstreamTlsMode};
 use sluice_store::vault::MasterKey;
 use sluice_store::{Recorder, Store};
+use sluice_core::policy::Policy;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 pub struct Gateway {
     store: Store,
     recorder: Recorder,
     key: MasterKey,
     connections: HashMap<String, Prepared>,
+    policy: Policy,
     record_statements: bool,
+    connect_rule: Arc<str>,
 }
 
 /// A configured connection with its TLS client configuration built once.
@@ -36,7 +40,16 @@ impl Gateway {
             let tls = upstream_tls(conn).with_context(|| format!("connection {name}: upstream TLS"))?;
             connections.insert(name.clone(), Prepared { config: conn.clone(), tls });
         }
-        Ok(Gateway { store, recorder, key, connections, record_statements: config.recording.statements })
+        let policy = compile_policy(config)?;
+        Ok(Gateway {
+            store,
+            recorder,
+            key,
+            connections,
+            policy,
+            record_statements: config.recording.statements,
+            connect_rule: Arc::from("connect"),
+        })
     }
 
     async fn identify(&self, request: &OpenRequest<'_>) -> Result<Identity, (AuthOutcome, Option<String>)> {
@@ -133,6 +146,13 @@ impl Gate<PgEndpoint> for Gateway {
             }
         });
         let conn = &prepared.config;
+        let mut settings = vec![
+            ("standard_conforming_strings".to_string(), "on".to_string()),
+            ("search_path".to_string(), conn.search_path_setting()),
+        ];
+        if self.policy.read_only(&identity, request.connection) {
+            settings.push(("default_transaction_read_only".into(), "on".into()));
+        }
         Ok(Grant {
             identity,
             connection: request.connection.to_string(),
@@ -143,12 +163,16 @@ impl Gate<PgEndpoint> for Gateway {
                 user: conn.user.clone(),
                 password,
                 tls: prepared.tls.clone(),
+                settings,
             },
         })
     }
 
-    async fn decide(&self, _session: &SessionInfo<'_>, _action: &Action<'_>) -> Decision {
-        Decision::Allow
+    async fn decide(&self, session: &SessionInfo<'_>, action: &Action<'_>) -> Decision {
+        match &action.kind {
+            ActionKind::Connect => Decision::Allow { rule: Arc::clone(&self.connect_rule) },
+            ActionKind::Sql { analysis, .. } => self.policy.decide(session.identity, session.connection, analysis),
+        }
     }
 
     fn record(&self, event: AuditEvent) {
@@ -158,6 +182,12 @@ impl Gate<PgEndpoint> for Gateway {
     fn records_statements(&self) -> bool {
         self.record_statements
     }
+}
+
+/// The policy from the `[policy]` section and each connection's preset and default.
+pub fn compile_policy(config: &Config) -> Result<Policy> {
+    let connections: Vec<_> = config.connections.iter().map(|(name, c)| c.policy(name)).collect();
+    Ok(Policy::compile(&config.policy, &connections)?)
 }
 
 fn upstream_tls(conn: &ConnectionConfig) -> Result<UpstreamTls> {
