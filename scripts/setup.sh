@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing sluice needs on a fresh Debian machine: PostgreSQL server and
-# client tools (pgbench among them), openssl, pgbouncer for the benchmarks, and the Python drivers
+# client tools (pgbench among them), openssl, pgbouncer for the benchmarks, libclang (to build
+# libpg_query's bindings), and the Python drivers
 # the end-to-end tests use. Skips whatever is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,10 @@ command -v pgbench >/dev/null || missing+=(postgresql-contrib)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v pgbouncer >/dev/null || missing+=(pgbouncer)
+# libpg_query's Rust bindings are generated with bindgen, which needs libclang and a C compiler.
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 \
+  || missing+=(libclang-dev)
+command -v cc >/dev/null || missing+=(build-essential)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   sudo_ apt-get update -qq

@@ -477,11 +477,19 @@ impl Policy {
             && let Some(setting) = &op.object
             && PROTECTED_SETTINGS.contains(&setting.name.as_str())
         {
+            let hint = match setting.name.as_str() {
+                "search_path" => "schema-qualify names instead (the connection's search_path is set in sluice's configuration)",
+                "role" | "session_authorization" => {
+                    "sessions run as the connection's upstream user; ask an operator for a connection with the access you need"
+                }
+                "(computed)" => "call set_config() with the setting's name as a literal so it can be checked",
+                _ => "sluice relies on this setting's value and does not let a session change it",
+            };
             return Judgement::builtin(
                 op,
                 "protected-setting",
                 format!("sluice pins the setting {} for every session", setting.name),
-                "schema-qualify names instead of changing search_path; the setting cannot be changed through sluice",
+                hint,
             );
         }
         let mut best: Option<&Rule> = None;
@@ -669,6 +677,170 @@ impl Judgement {
                 })),
                 cause: RefusalCause::Policy,
             }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::SqlStatement;
+
+    fn identity(name: &str, groups: &[&str]) -> Identity {
+        Identity { name: name.into(), groups: groups.iter().map(|g| g.to_string()).collect(), credential_id: "t".into() }
+    }
+
+    fn conn(name: &str, preset: Option<Preset>) -> ConnectionPolicy {
+        ConnectionPolicy { name: name.into(), preset, default: None, search_path: vec!["app".into(), "public".into()] }
+    }
+
+    fn statement(ops: Vec<Operation>) -> SqlAnalysis {
+        SqlAnalysis::Parsed { statements: vec![SqlStatement { operations: ops, ..SqlStatement::default() }] }
+    }
+
+    fn op(kind: Kind, object: Option<&str>) -> Operation {
+        let object = object.map(|o| match o.split_once('.') {
+            Some((s, n)) => ObjectName { schema: Some(s.into()), name: n.into() },
+            None => ObjectName::bare(o),
+        });
+        Operation::new(kind, object)
+    }
+
+    fn rule(name: &str, effect: Effect) -> RuleSpec {
+        RuleSpec { name: name.into(), effect: Some(effect), ..RuleSpec::default() }
+    }
+
+    fn effect(policy: &Policy, who: &Identity, connection: &str, analysis: &SqlAnalysis) -> &'static str {
+        policy.decide(who, connection, analysis).effect()
+    }
+
+    #[test]
+    fn deny_beats_review_beats_allow() {
+        let spec = PolicySpec {
+            default: Effect::Deny,
+            rules: vec![
+                RuleSpec { kinds: vec![Kind::Delete], ..rule("allow-deletes", Effect::Allow) },
+                RuleSpec { kinds: vec![Kind::Delete], objects: vec!["public.orders".into()], ..rule("no-order-deletes", Effect::Deny) },
+                RuleSpec { kinds: vec![Kind::Delete], when: vec![Condition::NoWhere], ..rule("bulk", Effect::Review) },
+            ],
+            ..PolicySpec::default()
+        };
+        let policy = Policy::compile(&spec, &[conn("shop", None)]).unwrap();
+        let me = identity("agent", &[]);
+        assert_eq!(effect(&policy, &me, "shop", &statement(vec![op(Kind::Delete, Some("public.carts"))])), "allow");
+        // Unqualified `orders` may resolve to public.orders: the deny applies.
+        assert_eq!(effect(&policy, &me, "shop", &statement(vec![op(Kind::Delete, Some("orders"))])), "deny");
+        let mut bulk = op(Kind::Delete, Some("public.carts"));
+        bulk.no_where = true;
+        assert_eq!(effect(&policy, &me, "shop", &statement(vec![bulk])), "review");
+        // Nothing matches a read: the default applies, and the rule is named "default".
+        let read = statement(vec![op(Kind::Read, Some("public.carts"))]);
+        assert_eq!(policy.decide(&me, "shop", &read).rule(), "default");
+        assert_eq!(effect(&policy, &me, "shop", &read), "deny");
+    }
+
+    #[test]
+    fn every_operation_must_pass() {
+        let policy = Policy::compile(&PolicySpec::default(), &[conn("ro", Some(Preset::ReadOnly))]).unwrap();
+        let me = identity("agent", &[]);
+        let mixed = statement(vec![op(Kind::Read, Some("t")), op(Kind::Delete, Some("t"))]);
+        match policy.decide(&me, "ro", &mixed) {
+            Decision::Deny(r) => {
+                assert_eq!(r.rule, "connection ro: read-only");
+                assert_eq!(r.detail.as_deref(), Some("DELETE on t"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(policy.read_only(&me, "ro"));
+        assert!(!policy.read_only(&me, "other"));
+    }
+
+    #[test]
+    fn scope_by_identity_group_and_connection() {
+        let spec = PolicySpec {
+            rules: vec![RuleSpec {
+                connections: vec!["prod-*".into()],
+                groups: vec!["interns".into()],
+                preset: Some(Preset::NoDdl),
+                ..RuleSpec::default()
+            }
+            .named("interns")],
+            ..PolicySpec::default()
+        };
+        let policy = Policy::compile(&spec, &[conn("prod-eu", None), conn("dev", None)]).unwrap();
+        let drop = statement(vec![op(Kind::Drop, Some("public.t"))]);
+        assert_eq!(effect(&policy, &identity("ann", &["interns"]), "prod-eu", &drop), "deny");
+        assert_eq!(effect(&policy, &identity("ann", &["interns"]), "dev", &drop), "allow");
+        assert_eq!(effect(&policy, &identity("bob", &["dba"]), "prod-eu", &drop), "allow");
+    }
+
+    #[test]
+    fn built_in_refusals_cannot_be_allowed_by_accident() {
+        let spec = PolicySpec { rules: vec![rule("anything", Effect::Allow)], ..PolicySpec::default() };
+        let policy = Policy::compile(&spec, &[conn("c", None)]).unwrap();
+        let me = identity("a", &[]);
+        let set = statement(vec![op(Kind::Set, Some("standard_conforming_strings"))]);
+        assert_eq!(policy.decide(&me, "c", &set).rule(), "protected-setting");
+        let dynamic = statement(vec![op(Kind::DynamicSql, None)]);
+        assert_eq!(policy.decide(&me, "c", &dynamic).rule(), "dynamic-sql");
+        let spec = PolicySpec {
+            rules: vec![RuleSpec { kinds: vec![Kind::DynamicSql], ..rule("dyn", Effect::Allow) }],
+            ..PolicySpec::default()
+        };
+        let policy = Policy::compile(&spec, &[conn("c", None)]).unwrap();
+        assert_eq!(effect(&policy, &me, "c", &dynamic), "allow");
+        let bad = SqlAnalysis::Unparseable { message: "syntax error".into() };
+        assert_eq!(policy.decide(&me, "c", &bad).rule(), "unparseable");
+    }
+
+    #[test]
+    fn side_effect_functions_are_operations() {
+        let policy = Policy::compile(&PolicySpec::default(), &[conn("ro", Some(Preset::ReadOnly))]).unwrap();
+        let call = SqlAnalysis::Parsed {
+            statements: vec![SqlStatement {
+                operations: vec![op(Kind::Read, None)],
+                functions: vec![ObjectName::bare("now"), ObjectName { schema: Some("pg_catalog".into()), name: "pg_terminate_backend".into() }],
+                ..SqlStatement::default()
+            }],
+        };
+        match policy.decide(&identity("a", &[]), "ro", &call) {
+            Decision::Deny(r) => assert_eq!(r.detail.as_deref(), Some("call of pg_catalog.pg_terminate_backend()")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn check_finds_shadowed_and_conflicting_rules() {
+        let spec = PolicySpec {
+            rules: vec![
+                RuleSpec { kinds: vec![Kind::Delete], ..rule("no-deletes", Effect::Deny) },
+                RuleSpec { kinds: vec![Kind::Delete], objects: vec!["public.tmp".into()], ..rule("tmp-deletes", Effect::Allow) },
+                RuleSpec { connections: vec!["nowhere".into()], ..rule("ghost", Effect::Deny) },
+                RuleSpec { kinds: vec![Kind::Delete], ..rule("no-deletes", Effect::Allow) },
+            ],
+            ..PolicySpec::default()
+        };
+        let findings = Policy::check(&spec, &["shop".to_string()]);
+        let text = findings.join("\n");
+        assert!(text.contains("\"tmp-deletes\" is unreachable"), "{text}");
+        assert!(text.contains("\"nowhere\" matches no configured connection"), "{text}");
+        assert!(text.contains("same name"), "{text}");
+        assert!(text.contains("different effects"), "{text}");
+    }
+
+    #[test]
+    fn rules_must_say_what_they_do() {
+        let spec = PolicySpec { rules: vec![RuleSpec { name: "x".into(), ..RuleSpec::default() }], ..PolicySpec::default() };
+        assert!(Policy::compile(&spec, &[]).is_err());
+        let both = RuleSpec { preset: Some(Preset::ReadOnly), ..rule("y", Effect::Allow) };
+        let spec = PolicySpec { rules: vec![both], ..PolicySpec::default() };
+        assert!(Policy::compile(&spec, &[]).is_err());
+    }
+
+    impl RuleSpec {
+        fn named(mut self, name: &str) -> Self {
+            self.name = name.into();
+            self
         }
     }
 }

@@ -1,8 +1,10 @@
-//! The `sluice` command: serve the gateway, and manage its tokens, credentials and recordings.
+//! The `sluice` command: serve the gateway, manage its tokens, credentials and recordings, and
+//! explain its policy.
 
 mod commands;
 mod display;
 mod gateway;
+mod policy_cmd;
 mod serve;
 mod workers;
 
@@ -36,6 +38,9 @@ enum Command {
     /// Recorded authentication attempts, successful or not.
     #[command(subcommand)]
     Auth(commands::AuthCommand),
+    /// Explain what SQL policy decides on a statement, or check the policy for mistakes.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCommand),
     /// Check a configuration file and print what it resolves to.
     Check,
 }
@@ -52,6 +57,7 @@ fn main() -> Result<()> {
             Command::Credential(cmd) => commands::credential(&cli.config, cmd).await,
             Command::Sessions(cmd) => commands::sessions(&cli.config, cmd).await,
             Command::Auth(cmd) => commands::auth(&cli.config, cmd).await,
+            Command::Policy(cmd) => policy_cmd::run(&cli.config, cmd),
             Command::Check => commands::check(&cli.config),
         }
     })

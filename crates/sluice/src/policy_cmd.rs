@@ -1,0 +1,118 @@
+//! `sluice policy explain` and `sluice policy check`: what policy makes of a statement, and what is
+//! wrong with a policy, with no server running.
+
+use crate::gateway::compile_policy;
+use anyhow::Result;
+use clap::Subcommand;
+use serde_json::json;
+use sluice_core::policy::Policy;
+use sluice_core::sql::SqlAnalysis;
+use sluice_core::{Decision, Identity};
+use sluice_sql::PreparedStatements;
+use std::path::Path;
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Classify a SQL message and show the decision policy makes on it, and why.
+    Explain {
+        /// The identity to decide for.
+        #[arg(long)]
+        identity: String,
+        /// Its groups, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// The connection the statement would be sent on.
+        #[arg(long)]
+        connection: String,
+        #[arg(long)]
+        json: bool,
+        /// The SQL, as the client would send it in one message.
+        sql: String,
+    },
+    /// Validate the policy and report unreachable or conflicting rules (exit status 1 if any).
+    Check,
+}
+
+pub fn run(config_path: &Path, cmd: PolicyCommand) -> Result<()> {
+    let config = sluice_config::load(config_path)?;
+    let policy = compile_policy(&config)?;
+    match cmd {
+        PolicyCommand::Explain { identity, groups, connection, json, sql } => {
+            if !config.connections.contains_key(&connection) {
+                anyhow::bail!("no connection named {connection:?} in {}", config_path.display());
+            }
+            let identity = Identity { name: identity, groups, credential_id: "policy-explain".into() };
+            explain(&policy, &identity, &connection, &sql, json)
+        }
+        PolicyCommand::Check => {
+            let names: Vec<String> = config.connections.keys().cloned().collect();
+            let findings = Policy::check(&config.policy, &names);
+            if findings.is_empty() {
+                println!("{}: policy is valid ({} rules)", config_path.display(), config.policy.rules.len());
+                return Ok(());
+            }
+            for finding in &findings {
+                println!("{finding}");
+            }
+            std::process::exit(1);
+        }
+    }
+}
+
+fn explain(policy: &Policy, identity: &Identity, connection: &str, sql: &str, json: bool) -> Result<()> {
+    let analysis = sluice_sql::analyze(sql);
+    let resolved = PreparedStatements::default().resolve(&analysis).into_owned();
+    let judgements = policy.explain(identity, connection, &resolved);
+    let decision = policy.decide(identity, connection, &resolved);
+    let read_only = policy.read_only(identity, connection);
+    if json {
+        let refusal = match &decision {
+            Decision::Allow { .. } => None,
+            Decision::Review(r) | Decision::Deny(r) => Some(r),
+        };
+        let out = json!({
+            "analysis": resolved,
+            "operations": judgements,
+            "decision": {
+                "effect": decision.effect(),
+                "rule": decision.rule(),
+                "reason": refusal.map(|r| &r.reason),
+                "detail": refusal.and_then(|r| r.detail.as_ref()),
+                "hint": refusal.and_then(|r| r.hint.as_ref()),
+            },
+            "read_only_session": read_only,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    match &resolved {
+        SqlAnalysis::Unparseable { message } => println!("unparseable: {message}"),
+        SqlAnalysis::Parsed { statements } => {
+            for (i, statement) in statements.iter().enumerate() {
+                println!("statement {} ({})", i + 1, statement.statement);
+                if !statement.functions.is_empty() {
+                    let names: Vec<String> = statement.functions.iter().map(ToString::to_string).collect();
+                    println!("  functions called: {}", names.join(", "));
+                }
+            }
+            println!("operations:");
+            for j in &judgements {
+                println!("  {:<7} {:<60} rule {:?}", j.effect.as_str(), j.operation.to_string(), &*j.rule);
+            }
+        }
+    }
+    match &decision {
+        Decision::Allow { rule } => println!("decision: allow (rule {:?})", &**rule),
+        Decision::Review(r) | Decision::Deny(r) => {
+            println!("decision: {} by rule {:?}: {}", decision.effect(), r.rule, r.reason);
+            if let Some(detail) = &r.detail {
+                println!("  detail: {detail}");
+            }
+            if let Some(hint) = &r.hint {
+                println!("  hint: {hint}");
+            }
+        }
+    }
+    println!("read-only session: {}", if read_only { "yes" } else { "no" });
+    Ok(())
+}
