@@ -184,11 +184,15 @@ impl ConnectionConfig {
         }
     }
 
-    /// The search_path as a setting value, each schema quoted as an identifier.
+    /// The search_path as a setting value: plain lower-case names as they are, others quoted.
     pub fn search_path_setting(&self) -> String {
+        let plain = |s: &str| {
+            s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        };
         self.search_path
             .iter()
-            .map(|s| if s == "$user" { "\"$user\"".to_string() } else { format!("\"{}\"", s.replace('"', "\"\"")) })
+            .map(|s| if plain(s) { s.clone() } else { format!("\"{}\"", s.replace('"', "\"\"")) })
             .collect::<Vec<_>>()
             .join(", ")
     }
