@@ -1,7 +1,8 @@
 """Runs the benchmark matrix and reports it. Called by bench/run.sh, which builds sluice first.
 
-Targets: direct PostgreSQL, pgbouncer (session pooling), sluice bare (statement recording off) and
-sluice full (everything that exists turned on). Workloads: pgbench -S in simple, extended and
+Targets: direct PostgreSQL, pgbouncer (session pooling), sluice bare (statement recording off, an
+empty SQL policy, so statements are still classified) and sluice full (everything that exists
+turned on, with the policy in FULL_POLICY). Workloads: pgbench -S in simple, extended and
 prepared mode, and a 10,000-row result in simple and extended mode. Runs are interleaved (for each
 workload, every target once per round), so a noisy neighbour hits all targets alike; figures are
 reported per run and as medians of per-round ratios."""
@@ -33,6 +34,26 @@ WORKLOADS = {
     "10k-rows-extended": {"args": ["-f", str(ROOT / "bench" / "large.sql"), "-M", "extended"], "statements": 1, "rows": 10000},
 }
 TARGETS = ["direct", "pgbouncer", "sluice-bare", "sluice-full"]
+
+# sluice-full decides every statement against a policy of the shape operators write: a default
+# deny, reads allowed, a schema that is off limits, writes under review. (sluice-bare classifies
+# against an empty policy.)
+FULL_POLICY = """
+[policy]
+default = "deny"
+[[policy.rules]]
+name = "reads"
+effect = "allow"
+kinds = ["read", "set", "transaction"]
+[[policy.rules]]
+name = "no-secrets"
+effect = "deny"
+objects = ["secret.*", "*.credentials"]
+[[policy.rules]]
+name = "writes-reviewed"
+effect = "review"
+kinds = ["insert", "update", "delete"]
+"""
 
 
 def free_port():
@@ -132,6 +153,7 @@ port = {self.pg_port}
 user = "app"
 password = "env:BENCH_PG_PASSWORD"
 tls = "disable"
+{FULL_POLICY if record_statements else ""}
 """)
         env = dict(os.environ, BENCH_PG_PASSWORD=self.app_pw)
         binary = os.environ["SLUICE_BIN"]

@@ -48,6 +48,22 @@ database = "shop"
 user = "app"
 password = "stored"
 tls = "prefer"
+
+# SQL policy (docs/policy.md): decided on what PostgreSQL would run, with its own parser.
+[[policy.rules]]
+name = "orders-append-only"
+effect = "deny"
+kinds = ["update", "delete", "truncate", "drop"]
+objects = ["public.orders"]
+reason = "orders are append-only"
+hint = "insert a correcting order instead"
+
+[[policy.rules]]
+name = "bulk-changes"
+effect = "review"
+kinds = ["update", "delete"]
+when = ["no-where"]
+reason = "changing every row of a table needs a human approval"
 TOML
 
 sluice() { "$SLUICE_BIN" --config "$config" "$@"; }
@@ -61,6 +77,13 @@ sluice is starting on 127.0.0.1:$port in front of the demo database.
 An agent connects with its usual client; the user is its identity, the password its token:
 
   psql "postgresql://agent:$token@127.0.0.1:$port/shop?sslmode=require"
+
+Try what the policy refuses, however it is written:
+
+  DELETE FROM orders WHERE id = 1;
+  WITH d AS (DELETE FROM orders WHERE id = 1 RETURNING *) SELECT * FROM d;
+  UPDATE products SET price_cents = 0;
+  $SLUICE_BIN --config $config policy explain --identity agent --connection shop "DROP/**/TABLE orders"
 
 Then look at what was recorded:
 

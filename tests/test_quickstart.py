@@ -30,6 +30,11 @@ def test_quickstart_prints_a_working_psql_command():
                              capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "5"
+        # The demo's policy refuses what it promises to, the session's other statements run.
+        out = subprocess.run(["psql", dsn, "-XAt", "-c", "WITH d AS (DELETE FROM orders RETURNING *) SELECT 1"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode != 0
+        assert 'refused by rule "orders-append-only"' in out.stderr, out.stderr
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=30)
