@@ -30,7 +30,7 @@ fn statements(text: &str) -> Result<Vec<SqlStatement>, String> {
     let parsed = parse(text, 0)?;
     let mut out = Vec::with_capacity(parsed.len());
     for (statement, tree) in parsed {
-        let mut walker = Walker::new(statement_text(text, &statement), 0);
+        let mut walker = Walker::new(statement_text(text, &statement)?, 0);
         let name = tree_statement_name(&tree);
         walker.walk(&tree);
         if let Some(e) = walker.error {
@@ -80,9 +80,10 @@ fn parse(text: &str, mode: i32) -> Result<Vec<(Location, Value)>, String> {
     Ok(out)
 }
 
-fn statement_text<'t>(text: &'t str, at: &Location) -> &'t str {
+/// One statement's text; a body inside it is parsed again from exactly this text.
+fn statement_text<'t>(text: &'t str, at: &Location) -> Result<&'t str, String> {
     let end = if at.len == 0 { text.len() } else { at.start.saturating_add(at.len) };
-    text.get(at.start..end).unwrap_or(text)
+    text.get(at.start..end).ok_or_else(|| "the parser reported a statement outside the message".to_string())
 }
 
 /// `{"node": {"SelectStmt": {…}}}` → `SelectStmt`.
@@ -552,7 +553,11 @@ impl<'t> Walker<'t> {
             Err(message) => self.fail(format!("{context}: {message}")),
             Ok(statements) => {
                 for (at, tree) in statements {
-                    let mut inner = Walker::new(statement_text(query, &at), self.depth + 1);
+                    let Ok(inner_text) = statement_text(query, &at) else {
+                        self.fail(format!("{context}: the parser reported a statement outside the body"));
+                        return;
+                    };
+                    let mut inner = Walker::new(inner_text, self.depth + 1);
                     inner.contexts = self.contexts.clone();
                     inner.plan_only = self.plan_only;
                     inner.walk(&tree);
