@@ -254,10 +254,14 @@ where
                     let text: Arc<str> = Arc::from(String::from_utf8_lossy(query).as_ref());
                     let decision = decide(ctx, &mut prepared, &text).await;
                     let mut pending = Pending::new(Kind::Parse, Arc::clone(&text)).decided(&decision);
-                    statements.insert(Bytes::copy_from_slice(name), (text, pending.rule.clone()));
                     match refusal_bytes(&decision) {
-                        None => lock(tracker).pending.push_back(pending),
+                        None => {
+                            statements.insert(Bytes::copy_from_slice(name), (text, pending.rule.clone()));
+                            lock(tracker).pending.push_back(pending);
+                        }
                         Some(refusal) => {
+                            // Never prepared upstream, so nothing can be bound to it.
+                            statements.remove(name);
                             let mut marker = BytesMut::new();
                             put_message(&mut marker, b'P', |b| {
                                 put_cstr(b, name);
@@ -442,10 +446,6 @@ where
                             }
                         }
                         Some(Kind::Parse) if after_bind => {}
-                        Some(Kind::Bind) => {
-                            t.pending.pop_front();
-                            t.skipping = true;
-                        }
                         Some(Kind::Parse | Kind::Execute) => {
                             let mut p = t.pending.pop_front().expect("front exists");
                             p.rows += partial_rows;
@@ -453,7 +453,7 @@ where
                             ctx.record(&mut t, p, None);
                             t.skipping = true;
                         }
-                        Some(Kind::Sync) | None => {}
+                        Some(Kind::Sync | Kind::Bind) | None => {}
                     }
                 }
                 b'Z' => {
