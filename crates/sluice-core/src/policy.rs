@@ -574,8 +574,11 @@ fn covers(a: &RuleSpec, b: &RuleSpec) -> bool {
         a.is_empty() || (!b.is_empty() && b.iter().all(|x| a.iter().any(|p| glob_match(p, x))))
     }
     let kinds = a.kinds.is_empty() || (!b.kinds.is_empty() && b.kinds.iter().all(|k| a.kinds.contains(k)));
-    let callers = (a.identities.is_empty() && a.groups.is_empty())
-        || (wider(&a.identities, &b.identities) && wider(&a.groups, &b.groups) && !(b.identities.is_empty() && b.groups.is_empty()));
+    // Callers: an empty pair of lists means everyone; otherwise every identity and group pattern
+    // of `b` must be covered by one of `a`'s (an empty list of `a` then covers nothing).
+    let subset = |a: &[String], b: &[String]| b.iter().all(|x| a.iter().any(|p| glob_match(p, x)));
+    let everyone = |r: &RuleSpec| r.identities.is_empty() && r.groups.is_empty();
+    let callers = everyone(a) || (!everyone(b) && subset(&a.identities, &b.identities) && subset(&a.groups, &b.groups));
     a.preset.is_none()
         && b.preset.is_none()
         && wider(&a.connections, &b.connections)
@@ -826,6 +829,21 @@ mod tests {
         assert!(text.contains("\"nowhere\" matches no configured connection"), "{text}");
         assert!(text.contains("same name"), "{text}");
         assert!(text.contains("different effects"), "{text}");
+    }
+
+    #[test]
+    fn a_narrower_caller_scope_does_not_shadow() {
+        let spec = PolicySpec {
+            rules: vec![
+                RuleSpec { identities: vec!["bob".into()], ..rule("no-bob", Effect::Deny) },
+                RuleSpec { identities: vec!["bob".into()], groups: vec!["agents".into()], ..rule("agents", Effect::Allow) },
+                RuleSpec { groups: vec!["agents".into()], kinds: vec![Kind::Read], ..rule("reads", Effect::Review) },
+            ],
+            ..PolicySpec::default()
+        };
+        let text = Policy::check(&spec, &[]).join("\n");
+        assert!(!text.contains("\"agents\" is unreachable"), "{text}");
+        assert!(!text.contains("\"reads\" is unreachable"), "{text}");
     }
 
     #[test]
