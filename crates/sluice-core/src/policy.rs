@@ -323,6 +323,12 @@ fn implicit_schemas(search_path: &[String]) -> impl Iterator<Item = &str> {
     ["pg_temp", "pg_catalog"].into_iter().chain(search_path.iter().map(String::as_str))
 }
 
+/// Who is asking, and where.
+struct Scope<'a> {
+    identity: &'a Identity,
+    connection: &'a str,
+}
+
 #[derive(Debug)]
 struct ConnectionRules {
     default: Effect,
@@ -450,17 +456,17 @@ impl Policy {
         let fallback = ConnectionRules { default: self.default, search_path: Vec::new() };
         let conn = self.connections.get(connection).unwrap_or(&fallback);
         let multi = statements.len() > 1;
-        let in_scope: Vec<&Rule> = self.rules.iter().filter(|r| r.in_scope(identity, connection)).collect();
+        let scope = Scope { identity, connection };
         for statement in statements {
             for op in &statement.operations {
-                if each(self.judge(&in_scope, conn, op, multi)) {
+                if each(self.judge(&scope, conn, op, multi)) {
                     return;
                 }
             }
             for function in &statement.functions {
                 if self.is_ruled_function(function, &conn.search_path) {
                     let op = Operation::new(Kind::Function, Some(function.clone()));
-                    if each(self.judge(&in_scope, conn, &op, multi)) {
+                    if each(self.judge(&scope, conn, &op, multi)) {
                         return;
                     }
                 }
@@ -472,7 +478,7 @@ impl Policy {
         self.side_effect_functions.iter().chain(&self.ruled_functions).any(|p| object_matches(p, function, search_path))
     }
 
-    fn judge(&self, rules: &[&Rule], conn: &ConnectionRules, op: &Operation, multi: bool) -> Judgement {
+    fn judge(&self, scope: &Scope<'_>, conn: &ConnectionRules, op: &Operation, multi: bool) -> Judgement {
         if op.kind == Kind::Set
             && let Some(setting) = &op.object
             && PROTECTED_SETTINGS.contains(&setting.name.as_str())
@@ -493,7 +499,9 @@ impl Policy {
             );
         }
         let mut best: Option<&Rule> = None;
-        for rule in rules {
+        // Scope is checked per operation rather than collected once: a message has few operations,
+        // and this keeps a decision free of allocation.
+        for rule in self.rules.iter().filter(|r| r.in_scope(scope.identity, scope.connection)) {
             if rule.matches(op, multi, &conn.search_path) && best.is_none_or(|b| rule.effect > b.effect) {
                 best = Some(rule);
                 if rule.effect == Effect::Deny {
