@@ -88,9 +88,7 @@ fn validate(config: &Config, origin: &Path) -> Result<(), ConfigError> {
             return Err(invalid(key("search_path"), "list at least one schema, none empty".into()));
         }
     }
-    let connections: Vec<_> = config.connections.iter().map(|(name, c)| c.policy(name)).collect();
-    sluice_core::policy::Policy::compile(&config.policy, &connections)
-        .map_err(|e| invalid("policy.rules".into(), e.to_string()))?;
+    config.compile_policy().map_err(|e| invalid("policy.rules".into(), e.to_string()))?;
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! upstream); docs/configuration.md documents each one.
 
 use serde::Deserialize;
-use sluice_core::policy::{ConnectionPolicy, Effect, PolicySpec, Preset};
+use sluice_core::policy::{ConnectionPolicy, Effect, Policy, PolicyError, PolicySpec, Preset};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -20,6 +20,14 @@ pub struct Config {
     /// SQL policy: rules, the default effect, extra side-effect functions (docs/policy.md).
     #[serde(default)]
     pub policy: PolicySpec,
+}
+
+impl Config {
+    /// The SQL policy: the `[policy]` section with each connection's preset, default and search_path.
+    pub fn compile_policy(&self) -> Result<Policy, PolicyError> {
+        let connections: Vec<_> = self.connections.iter().map(|(name, c)| c.policy(name)).collect();
+        Policy::compile(&self.policy, &connections)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -12,25 +12,21 @@ use crate::upstream::{self, PgEndpoint, UpstreamError};
 use bytes::BytesMut;
 use sluice_core::audit::now_us;
 use sluice_core::{ids, AuditEvent, AuthOutcome, Gate, OpenError, OpenRequest, Protocol, Secret, SessionInfo};
+use sluice_core::policy::PROTECTED_SETTINGS;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-/// Startup parameters that would let a client change what the gateway relies on, or that name a
-/// mode sluice does not relay.
-const REFUSED_PARAMETERS: &[&str] = &[
-    "options",
-    "replication",
-    "role",
-    "session_authorization",
-    "standard_conforming_strings",
-    "default_transaction_read_only",
-    "transaction_read_only",
-    "search_path",
-    "backslash_quote",
-];
+/// Startup parameters that name a mode sluice does not relay, or smuggle settings past it. The
+/// settings policy protects (`PROTECTED_SETTINGS`) are refused as startup parameters too.
+const REFUSED_PARAMETERS: &[&str] = &["options", "replication"];
+
+fn refused_parameter(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    REFUSED_PARAMETERS.contains(&name.as_str()) || PROTECTED_SETTINGS.contains(&name.as_str())
+}
 
 pub async fn run<G: Gate<PgEndpoint>>(
     tcp: TcpStream,
@@ -122,7 +118,7 @@ async fn handshake<G: Gate<PgEndpoint>>(tcp: TcpStream, peer: SocketAddr, shared
         return fail(&mut client, &e).await;
     };
     let connection = param("database").filter(|d| !d.is_empty()).unwrap_or_else(|| user.clone());
-    if let Some((name, _)) = params.iter().find(|(n, _)| REFUSED_PARAMETERS.contains(&n.to_ascii_lowercase().as_str())) {
+    if let Some((name, _)) = params.iter().find(|(n, _)| refused_parameter(n)) {
         let e = PgError::fatal(
             sqlstate::FEATURE_NOT_SUPPORTED,
             format!("sluice does not accept the startup parameter \"{name}\""),

@@ -40,7 +40,7 @@ impl Gateway {
             let tls = upstream_tls(conn).with_context(|| format!("connection {name}: upstream TLS"))?;
             connections.insert(name.clone(), Prepared { config: conn.clone(), tls });
         }
-        let policy = compile_policy(config)?;
+        let policy = config.compile_policy()?;
         Ok(Gateway {
             store,
             recorder,
@@ -182,12 +182,6 @@ impl Gate<PgEndpoint> for Gateway {
     fn records_statements(&self) -> bool {
         self.record_statements
     }
-}
-
-/// The policy from the `[policy]` section and each connection's preset and default.
-pub fn compile_policy(config: &Config) -> Result<Policy> {
-    let connections: Vec<_> = config.connections.iter().map(|(name, c)| c.policy(name)).collect();
-    Ok(Policy::compile(&config.policy, &connections)?)
 }
 
 fn upstream_tls(conn: &ConnectionConfig) -> Result<UpstreamTls> {

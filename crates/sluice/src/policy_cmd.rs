@@ -1,7 +1,6 @@
 //! `sluice policy explain` and `sluice policy check`: what policy makes of a statement, and what is
 //! wrong with a policy, with no server running.
 
-use crate::gateway::compile_policy;
 use anyhow::Result;
 use clap::Subcommand;
 use serde_json::json;
@@ -35,7 +34,7 @@ pub enum PolicyCommand {
 
 pub fn run(config_path: &Path, cmd: PolicyCommand) -> Result<()> {
     let config = sluice_config::load(config_path)?;
-    let policy = compile_policy(&config)?;
+    let policy = config.compile_policy()?;
     match cmd {
         PolicyCommand::Explain { identity, groups, connection, json, sql } => {
             if !config.connections.contains_key(&connection) {
