@@ -1,0 +1,756 @@
+//! Content detectors: one aho-corasick pass finds anchors (digits, `@`, key prefixes such as
+//! `AKIA` or `-----BEGIN `), each anchor is confirmed by an anchored regex-automata search or a
+//! small scanner, and validators (Luhn, SSN rules, IBAN mod-97) drop what only looks right.
+
+use crate::validate;
+use aho_corasick::{AhoCorasick, MatchKind};
+use regex_automata::meta::Regex;
+use regex_automata::{Anchored, Input};
+use std::fmt;
+
+/// The detectors sluice ships. Each has a stable kebab-case name used in configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Builtin {
+    CreditCard,
+    Ssn,
+    Email,
+    Phone,
+    Iban,
+    AwsAccessKey,
+    GithubToken,
+    SlackToken,
+    StripeKey,
+    GoogleApiKey,
+    OpenaiKey,
+    Jwt,
+    PrivateKey,
+}
+
+impl Builtin {
+    pub const ALL: [Builtin; 13] = [
+        Builtin::CreditCard,
+        Builtin::Ssn,
+        Builtin::Email,
+        Builtin::Phone,
+        Builtin::Iban,
+        Builtin::AwsAccessKey,
+        Builtin::GithubToken,
+        Builtin::SlackToken,
+        Builtin::StripeKey,
+        Builtin::GoogleApiKey,
+        Builtin::OpenaiKey,
+        Builtin::Jwt,
+        Builtin::PrivateKey,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Builtin::CreditCard => "credit-card",
+            Builtin::Ssn => "ssn",
+            Builtin::Email => "email",
+            Builtin::Phone => "phone",
+            Builtin::Iban => "iban",
+            Builtin::AwsAccessKey => "aws-access-key",
+            Builtin::GithubToken => "github-token",
+            Builtin::SlackToken => "slack-token",
+            Builtin::StripeKey => "stripe-key",
+            Builtin::GoogleApiKey => "google-api-key",
+            Builtin::OpenaiKey => "openai-key",
+            Builtin::Jwt => "jwt",
+            Builtin::PrivateKey => "private-key",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Builtin> {
+        Builtin::ALL.into_iter().find(|b| b.name() == name)
+    }
+
+    /// What the detector looks for, for `sluice mask test` and the docs.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Builtin::CreditCard => "payment card numbers, 13–19 digits with spaces or dashes, Luhn-checked",
+            Builtin::Ssn => "US social security numbers written 123-45-6789 or 123 45 6789, SSA validity rules",
+            Builtin::Email => "email addresses",
+            Builtin::Phone => "phone numbers: +country forms and North American (555) 123-4567 / 555-123-4567",
+            Builtin::Iban => "IBANs, with or without spaces, country length and mod-97 checked",
+            Builtin::AwsAccessKey => "AWS access key ids (AKIA…, ASIA…)",
+            Builtin::GithubToken => "GitHub tokens (ghp_, gho_, ghu_, ghs_, ghr_, github_pat_)",
+            Builtin::SlackToken => "Slack tokens (xoxb-, xoxp-…) and webhook URLs",
+            Builtin::StripeKey => "Stripe secret and restricted keys (sk_live_, rk_live_, sk_test_…)",
+            Builtin::GoogleApiKey => "Google API keys (AIza…)",
+            Builtin::OpenaiKey => "sk-… API keys (OpenAI, Anthropic and the like)",
+            Builtin::Jwt => "JSON Web Tokens (eyJ….eyJ….signature)",
+            Builtin::PrivateKey => "PEM private keys, from BEGIN to END",
+        }
+    }
+}
+
+impl fmt::Display for Builtin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One detector as configured: a built-in or an operator's regular expression.
+#[derive(Clone, Debug)]
+pub enum DetectorKind {
+    Builtin(Builtin),
+    Custom(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScannerError {
+    #[error("detector {name:?}: invalid pattern: {message}")]
+    Pattern { name: String, message: String },
+    #[error("detector {name:?} matches the empty string; it would mask nothing or everything")]
+    EmptyMatch { name: String },
+}
+
+/// A detected span of a value: `detector` indexes the list the scanner was built from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub detector: usize,
+    pub start: usize,
+    pub end: usize,
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// Finds the next digit or `@` eight bytes at a time: most text has neither for long stretches,
+/// and where it has them (numbers in log lines and JSON) there is no per-match restart cost.
+#[derive(Clone, Copy, Debug)]
+struct Triggers {
+    /// `HIGH` when digits start something, else 0; the same for `@`.
+    digits: u64,
+    at: u64,
+}
+
+impl Triggers {
+    fn any(self) -> bool {
+        self.digits | self.at != 0
+    }
+
+    /// The high bit of each byte of `w` that is a trigger. Only the lowest set bit is exact (the
+    /// subtraction can borrow into higher bytes), which is the only one used.
+    fn mask(self, w: u64) -> u64 {
+        let digit = w ^ (ONES * 0x30);
+        let digits = digit.wrapping_sub(ONES * 10) & !digit & self.digits;
+        let at = w ^ (ONES * u64::from(b'@'));
+        let ats = at.wrapping_sub(ONES) & !at & self.at;
+        digits | ats
+    }
+
+    fn is_trigger(self, b: u8) -> bool {
+        (b.is_ascii_digit() && self.digits != 0) || (b == b'@' && self.at != 0)
+    }
+
+    fn next(self, hay: &[u8], mut i: usize) -> Option<usize> {
+        while let Some(chunk) = hay.get(i..i + 8) {
+            let w = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+            let m = self.mask(w);
+            if m != 0 {
+                return Some(i + (m.trailing_zeros() / 8) as usize);
+            }
+            i += 8;
+        }
+        (i..hay.len()).find(|&k| self.is_trigger(hay[k]))
+    }
+}
+
+/// The literal prefixes that start a secret, per built-in.
+const TOKEN_ANCHORS: &[(&str, Builtin)] = &[
+    ("AKIA", Builtin::AwsAccessKey),
+    ("ASIA", Builtin::AwsAccessKey),
+    ("ABIA", Builtin::AwsAccessKey),
+    ("ACCA", Builtin::AwsAccessKey),
+    ("ghp_", Builtin::GithubToken),
+    ("gho_", Builtin::GithubToken),
+    ("ghu_", Builtin::GithubToken),
+    ("ghs_", Builtin::GithubToken),
+    ("ghr_", Builtin::GithubToken),
+    ("github_pat_", Builtin::GithubToken),
+    ("xoxa-", Builtin::SlackToken),
+    ("xoxb-", Builtin::SlackToken),
+    ("xoxe-", Builtin::SlackToken),
+    ("xoxo-", Builtin::SlackToken),
+    ("xoxp-", Builtin::SlackToken),
+    ("xoxr-", Builtin::SlackToken),
+    ("xoxs-", Builtin::SlackToken),
+    ("hooks.slack.com/services/", Builtin::SlackToken),
+    ("sk_live_", Builtin::StripeKey),
+    ("sk_test_", Builtin::StripeKey),
+    ("rk_live_", Builtin::StripeKey),
+    ("rk_test_", Builtin::StripeKey),
+    ("AIza", Builtin::GoogleApiKey),
+    ("sk-", Builtin::OpenaiKey),
+    ("eyJ", Builtin::Jwt),
+    ("-----BEGIN ", Builtin::PrivateKey),
+];
+
+/// The whole shape of each key, matched anchored at its prefix. ASCII classes only.
+fn token_pattern(b: Builtin) -> Option<&'static str> {
+    Some(match b {
+        Builtin::AwsAccessKey => r"(?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}",
+        Builtin::GithubToken => r"gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{22,255}",
+        Builtin::SlackToken => r"xox[abeoprs]-[A-Za-z0-9-]{10,250}|hooks\.slack\.com/services/[A-Za-z0-9_/]{20,200}",
+        Builtin::StripeKey => r"[rs]k_(?:live|test)_[A-Za-z0-9]{16,247}",
+        Builtin::GoogleApiKey => r"AIza[0-9A-Za-z_-]{35}",
+        Builtin::OpenaiKey => r"sk-[A-Za-z0-9_-]{20,250}",
+        Builtin::Jwt => r"eyJ[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_=-]*",
+        Builtin::PrivateKey => r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----",
+        _ => return None,
+    })
+}
+
+/// Finds sensitive spans in bytes. Built once from the configuration, shared by every session.
+pub struct Scanner {
+    names: Vec<String>,
+    /// Index of each enabled built-in in `names`.
+    builtin: [Option<usize>; Builtin::ALL.len()],
+    /// Key prefixes (`AKIA`, `ghp_`, `-----BEGIN `…); pattern `i` starts built-in `anchor_kinds[i]`.
+    anchors: Option<AhoCorasick>,
+    anchor_kinds: Vec<Builtin>,
+    /// Which single bytes start a number or an email address, for the word-at-a-time pass.
+    triggers: Triggers,
+    token_regexes: Vec<(Builtin, Regex)>,
+    /// All custom patterns as one multi-pattern regex; pattern `i` is detector `custom_ids[i]`.
+    custom: Option<Regex>,
+    custom_ids: Vec<usize>,
+    /// The shortest span any detector can report: shorter values are never scanned.
+    min_len: usize,
+}
+
+impl fmt::Debug for Scanner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scanner").field("detectors", &self.names).finish()
+    }
+}
+
+impl Scanner {
+    pub fn new(detectors: &[(String, DetectorKind)]) -> Result<Scanner, ScannerError> {
+        let mut builtin = [None; Builtin::ALL.len()];
+        let mut custom_patterns = Vec::new();
+        let mut custom_ids = Vec::new();
+        let mut min_len = usize::MAX;
+        for (i, (name, kind)) in detectors.iter().enumerate() {
+            match kind {
+                DetectorKind::Builtin(b) => {
+                    builtin[*b as usize] = Some(i);
+                    min_len = min_len.min(min_span(*b));
+                }
+                DetectorKind::Custom(pattern) => {
+                    let re = Regex::new(pattern)
+                        .map_err(|e| ScannerError::Pattern { name: name.clone(), message: e.to_string() })?;
+                    if re.is_match("") {
+                        return Err(ScannerError::EmptyMatch { name: name.clone() });
+                    }
+                    custom_patterns.push(pattern.as_str());
+                    custom_ids.push(i);
+                    min_len = 1;
+                }
+            }
+        }
+        let on = |b: Builtin| builtin[b as usize].is_some();
+        let mut literals: Vec<&str> = Vec::new();
+        let mut anchor_kinds = Vec::new();
+        for &(literal, b) in TOKEN_ANCHORS {
+            if on(b) {
+                literals.push(literal);
+                anchor_kinds.push(b);
+            }
+        }
+        let mut token_regexes = Vec::new();
+        for b in Builtin::ALL {
+            if let (true, Some(pattern)) = (on(b), token_pattern(b)) {
+                let re = Regex::new(pattern).expect("built-in patterns compile");
+                token_regexes.push((b, re));
+            }
+        }
+        let anchors = (!literals.is_empty()).then(|| {
+            AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostFirst)
+                .build(&literals)
+                .expect("built-in anchors compile")
+        });
+        let numbers = [Builtin::CreditCard, Builtin::Ssn, Builtin::Phone, Builtin::Iban].into_iter().any(on);
+        let triggers = Triggers { digits: if numbers { HIGH } else { 0 }, at: if on(Builtin::Email) { HIGH } else { 0 } };
+        let custom = if custom_patterns.is_empty() {
+            None
+        } else {
+            Some(Regex::new_many(&custom_patterns).map_err(|e| ScannerError::Pattern {
+                name: "custom detectors".into(),
+                message: e.to_string(),
+            })?)
+        };
+        Ok(Scanner {
+            names: detectors.iter().map(|(n, _)| n.clone()).collect(),
+            builtin,
+            anchors,
+            anchor_kinds,
+            triggers,
+            token_regexes,
+            custom,
+            custom_ids,
+            min_len,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    pub fn name(&self, detector: usize) -> &str {
+        self.names.get(detector).map_or("?", String::as_str)
+    }
+
+    /// Appends the sensitive spans of `hay` to `out`, sorted and merged where they overlap.
+    pub fn scan(&self, hay: &[u8], out: &mut Vec<Finding>) {
+        let first = out.len();
+        if hay.len() < self.min_len {
+            return;
+        }
+        if let Some(ac) = &self.anchors {
+            let mut pos = 0;
+            while let Some(m) = ac.find(aho_corasick::Input::new(hay).span(pos..hay.len())) {
+                let resume = self.token(hay, m.start(), self.anchor_kinds[m.pattern().as_usize()], out);
+                pos = resume.max(m.end());
+            }
+        }
+        if self.triggers.any() {
+            let mut pos = 0;
+            while let Some(at) = self.triggers.next(hay, pos) {
+                pos = if hay[at] == b'@' { self.email(hay, at, out) } else { self.digits(hay, at, out) };
+            }
+        }
+        if let Some(custom) = &self.custom {
+            for m in custom.find_iter(hay) {
+                if m.is_empty() {
+                    continue;
+                }
+                let detector = self.custom_ids[m.pattern().as_usize()];
+                out.push(Finding { detector, start: m.start(), end: m.end() });
+            }
+        }
+        normalize(&mut out[first..]);
+        merge_from(out, first);
+    }
+
+    fn id(&self, b: Builtin) -> Option<usize> {
+        self.builtin[b as usize]
+    }
+
+    fn token(&self, hay: &[u8], at: usize, b: Builtin, out: &mut Vec<Finding>) -> usize {
+        let Some(detector) = self.id(b) else { return at + 1 };
+        let standalone = b == Builtin::PrivateKey || b == Builtin::SlackToken && hay[at] == b'h';
+        if !standalone && at > 0 && is_word(hay[at - 1]) {
+            return at + 1;
+        }
+        let Some((_, re)) = self.token_regexes.iter().find(|(t, _)| *t == b) else { return at + 1 };
+        let Some(m) = re.search(&Input::new(hay).range(at..).anchored(Anchored::Yes)) else { return at + 1 };
+        let mut end = m.end();
+        if b == Builtin::PrivateKey {
+            // Everything up to the end marker's closing dashes; to the end of the value without one.
+            end = find(&hay[end..], b"-----END ")
+                .and_then(|i| find(&hay[end + i + 9..], b"-----").map(|j| end + i + 9 + j + 5))
+                .unwrap_or(hay.len());
+        } else if hay.get(end).is_some_and(|&c| c.is_ascii_alphanumeric()) {
+            // The key's alphabet continues: a longer identifier, not this kind of key.
+            return end;
+        }
+        out.push(Finding { detector, start: at, end });
+        end
+    }
+
+    /// `local@domain.tld` around an `@`.
+    fn email(&self, hay: &[u8], at: usize, out: &mut Vec<Finding>) -> usize {
+        let Some(detector) = self.id(Builtin::Email) else { return at + 1 };
+        let local = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-');
+        let mut start = at;
+        while start > 0 && local(hay[start - 1]) && at - start < 64 {
+            start -= 1;
+        }
+        while start < at && hay[start] == b'.' {
+            start += 1;
+        }
+        if start == at || hay[at - 1] == b'.' {
+            return at + 1;
+        }
+        // Domain: labels of letters, digits and inner hyphens; at least two; an alphabetic TLD.
+        let mut end = at + 1;
+        let mut labels = 0;
+        let mut last_label = (end, end);
+        loop {
+            let label_start = end;
+            while end < hay.len() && (hay[end].is_ascii_alphanumeric() || hay[end] == b'-') && end - label_start < 63 {
+                end += 1;
+            }
+            if end == label_start || hay[label_start] == b'-' || hay[end - 1] == b'-' {
+                break;
+            }
+            labels += 1;
+            last_label = (label_start, end);
+            if end + 1 < hay.len() && hay[end] == b'.' && hay[end + 1].is_ascii_alphanumeric() {
+                end += 1;
+            } else {
+                break;
+            }
+        }
+        let tld = &hay[last_label.0..last_label.1];
+        if labels < 2 || tld.len() < 2 || !tld.iter().all(u8::is_ascii_alphabetic) {
+            return at + 1;
+        }
+        out.push(Finding { detector, start, end: last_label.1 });
+        last_label.1
+    }
+
+    /// Numbers written in groups: card numbers, SSNs, phone numbers, and IBANs (whose check digits
+    /// follow the country letters). Returns where the run of groups ends.
+    fn digits(&self, hay: &[u8], start: usize, out: &mut Vec<Finding>) -> usize {
+        if let (Some(detector), true) = (self.id(Builtin::Iban), start >= 2) {
+            let word_start = start == 2 || !is_word(hay[start - 3]);
+            if word_start && hay[start - 2].is_ascii_uppercase() && hay[start - 1].is_ascii_uppercase() {
+                if let Some(end) = iban_at(hay, start - 2) {
+                    out.push(Finding { detector, start: start - 2, end });
+                    return end;
+                }
+            }
+        }
+        let before = start.checked_sub(1).map(|i| hay[i]);
+        if before.is_some_and(|c| is_word(c) || c == b'.' || c == b',') {
+            // Inside a word or a decimal: skip this run of digits only.
+            return start + hay[start..].iter().take_while(|c| c.is_ascii_digit()).count();
+        }
+        let (end, digits, groups) = Groups::extent(hay, start);
+        // One group without a `+` before it can only be a card number.
+        let fewest = if groups == 1 && before != Some(b'+') { 13 } else { MIN_DIGITS };
+        if digits < fewest {
+            return end;
+        }
+        let groups = Groups::read(hay, start);
+        let after = hay.get(end).copied();
+        let after_next = hay.get(end + 1).copied();
+        let ends_cleanly = !after.is_some_and(|c| is_word(c) || (matches!(c, b'.' | b',') && after_next.is_some_and(|d| d.is_ascii_digit())));
+        if !ends_cleanly {
+            return end;
+        }
+        let n = groups.len;
+        let len = |k: usize| groups.spans[k].1 - groups.spans[k].0;
+        let mut i = 0;
+        'windows: while i < n {
+            let last = n.min(i + MAX_WINDOW);
+            let mut digits: usize = (i..last).map(len).sum();
+            for j in (i..last).rev() {
+                let fits = (MIN_DIGITS..=19).contains(&digits);
+                digits -= len(j);
+                if !fits {
+                    continue;
+                }
+                if let Some(finding) = self.window(hay, &groups, i, j) {
+                    out.push(finding);
+                    i = j + 1;
+                    continue 'windows;
+                }
+            }
+            i += 1;
+        }
+        end
+    }
+
+    /// Tries the detectors on groups `i..=j`, longest windows first.
+    fn window(&self, hay: &[u8], g: &Groups, i: usize, j: usize) -> Option<Finding> {
+        let len = |k: usize| g.spans[k].1 - g.spans[k].0;
+        let digits: usize = (i..=j).map(len).sum();
+        let seps = &g.seps[i..j];
+        let same_sep = seps.windows(2).all(|w| w[0] == w[1]);
+        let span = (g.spans[i].0, g.spans[j].1);
+        let plus_before = i == 0 && span.0 > 0 && hay[span.0 - 1] == b'+';
+        if let Some(detector) = self.id(Builtin::Phone) {
+            if plus_before && (8..=15).contains(&digits) && seps.iter().all(|&s| s != b')') && same_sep {
+                return Some(Finding { detector, start: span.0 - 1, end: span.1 });
+            }
+            if j == i + 2 && len(i) == 3 && len(i + 1) == 3 && len(i + 2) == 4 {
+                let area_ok = matches!(hay[g.spans[i].0], b'2'..=b'9') && matches!(hay[g.spans[i + 1].0], b'2'..=b'9');
+                let paren = seps[0] == b')' && matches!(seps[1], b' ' | b'-' | b'.');
+                if area_ok && paren {
+                    return Some(Finding { detector, start: span.0 - 1, end: span.1 });
+                }
+                if area_ok && same_sep && matches!(seps[0], b' ' | b'-' | b'.') && !plus_before {
+                    return Some(Finding { detector, start: span.0, end: span.1 });
+                }
+            }
+        }
+        if let Some(detector) = self.id(Builtin::Ssn) {
+            if j == i + 2 && len(i) == 3 && len(i + 1) == 2 && len(i + 2) == 4 && same_sep && matches!(seps[0], b'-' | b' ') {
+                let part = |k: usize| &hay[g.spans[k].0..g.spans[k].1];
+                if validate::ssn(part(i), part(i + 1), part(i + 2)) {
+                    return Some(Finding { detector, start: span.0, end: span.1 });
+                }
+            }
+        }
+        if let Some(detector) = self.id(Builtin::CreditCard) {
+            let grouped = i == j
+                || (same_sep
+                    && matches!(seps[0], b' ' | b'-')
+                    && (i..j).all(|k| (3..=6).contains(&len(k)))
+                    && (1..=6).contains(&len(j)));
+            if grouped && (13..=19).contains(&digits) {
+                let mut buf = [0u8; 19];
+                let mut n = 0;
+                for k in i..=j {
+                    for &d in &hay[g.spans[k].0..g.spans[k].1] {
+                        buf[n] = d;
+                        n += 1;
+                    }
+                }
+                if validate::card(&buf[..n]) {
+                    return Some(Finding { detector, start: span.0, end: span.1 });
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The fewest digits any number detector reports (a `+` phone number).
+const MIN_DIGITS: usize = 8;
+/// The most digit groups one finding may span (`+1 555 123 4567`, `4111 1111 1111 1111 111`).
+const MAX_WINDOW: usize = 6;
+/// Groups read at once; a longer run is read in several calls.
+const MAX_GROUPS: usize = 12;
+
+/// Runs of digits separated by one space, dash or dot (or `) ` after a parenthesised area code).
+struct Groups {
+    spans: [(usize, usize); MAX_GROUPS],
+    /// `seps[k]` lies between group `k` and `k + 1`; `)` stands for a closing parenthesis.
+    seps: [u8; MAX_GROUPS],
+    len: usize,
+}
+
+impl Groups {
+    /// Where the groups `read` would return end, how many digits and groups, without keeping
+    /// them: most numbers are too short to be anything, and this is all they cost.
+    fn extent(hay: &[u8], start: usize) -> (usize, usize, usize) {
+        let (mut i, mut digits, mut groups) = (start, 0, 0);
+        loop {
+            let run = hay[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+            i += run;
+            digits += run;
+            groups += 1;
+            match separator(hay, start, i, groups) {
+                Some((_, skip)) if groups < MAX_GROUPS => i += skip,
+                _ => return (i, digits, groups),
+            }
+        }
+    }
+
+    fn read(hay: &[u8], start: usize) -> Groups {
+        let mut g = Groups { spans: [(0, 0); MAX_GROUPS], seps: [0; MAX_GROUPS], len: 0 };
+        let mut i = start;
+        loop {
+            let run = hay[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+            g.spans[g.len] = (i, i + run);
+            i += run;
+            g.len += 1;
+            match separator(hay, start, i, g.len) {
+                Some((sep, skip)) if g.len < MAX_GROUPS => {
+                    g.seps[g.len - 1] = sep;
+                    i += skip;
+                }
+                _ => return g,
+            }
+        }
+    }
+}
+
+/// The separator at `i` after group number `groups` of a run that began at `start`, and how many
+/// bytes it takes, when another group follows it.
+fn separator(hay: &[u8], start: usize, i: usize, groups: usize) -> Option<(u8, usize)> {
+    let digit_at = |k: usize| hay.get(k).is_some_and(u8::is_ascii_digit);
+    match hay.get(i).copied() {
+        Some(sep @ (b' ' | b'-' | b'.')) if digit_at(i + 1) => Some((sep, 1)),
+        Some(b')') if groups == 1 && start > 0 && hay[start - 1] == b'(' => {
+            let skip = if matches!(hay.get(i + 1), Some(b' ' | b'-')) { 2 } else { 1 };
+            digit_at(i + skip).then_some((b')', skip))
+        }
+        _ => None,
+    }
+}
+
+/// An IBAN starting at `at` (country letters), printed whole or in groups of four.
+fn iban_at(hay: &[u8], at: usize) -> Option<usize> {
+    let expected = validate::iban_length(&hay[at..at + 2])?;
+    let mut chars = [0u8; 34];
+    let mut n = 0;
+    let mut i = at;
+    while n < expected {
+        let c = *hay.get(i)?;
+        if c.is_ascii_digit() || c.is_ascii_uppercase() {
+            chars[n] = c;
+            n += 1;
+            i += 1;
+        } else if c == b' ' && n % 4 == 0 && n > 0 && hay.get(i + 1).is_some_and(u8::is_ascii_alphanumeric) {
+            i += 1;
+        } else {
+            return None;
+        }
+    }
+    if hay.get(i).is_some_and(|&c| is_word(c)) || !validate::iban(&chars[..n]) {
+        return None;
+    }
+    Some(i)
+}
+
+/// The shortest value each built-in can match, so short values skip scanning.
+fn min_span(b: Builtin) -> usize {
+    match b {
+        Builtin::Email => 6,
+        Builtin::Phone => 9,
+        Builtin::Ssn => 11,
+        Builtin::CreditCard => 13,
+        Builtin::Iban => 15,
+        Builtin::Jwt => 15,
+        Builtin::AwsAccessKey => 20,
+        _ => 20,
+    }
+}
+
+fn is_word(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn normalize(findings: &mut [Finding]) {
+    findings.sort_unstable_by_key(|f| (f.start, std::cmp::Reverse(f.end)));
+}
+
+/// Merges overlapping findings from index `first` on; the earlier one names the merged span.
+fn merge_from(out: &mut Vec<Finding>, first: usize) {
+    let mut w = first;
+    for r in first..out.len() {
+        let f = out[r];
+        if w > first && f.start < out[w - 1].end {
+            out[w - 1].end = out[w - 1].end.max(f.end);
+        } else {
+            out[w] = f;
+            w += 1;
+        }
+    }
+    out.truncate(w);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all() -> Scanner {
+        let list: Vec<_> = Builtin::ALL.iter().map(|b| (b.name().to_string(), DetectorKind::Builtin(*b))).collect();
+        Scanner::new(&list).unwrap()
+    }
+
+    fn found(text: &str) -> Vec<(String, String)> {
+        let s = all();
+        let mut out = Vec::new();
+        s.scan(text.as_bytes(), &mut out);
+        out.iter().map(|f| (s.name(f.detector).to_string(), text[f.start..f.end].to_string())).collect()
+    }
+
+    fn one(text: &str, detector: &str, what: &str) {
+        assert_eq!(found(text), vec![(detector.to_string(), what.to_string())], "in {text:?}");
+    }
+
+    #[test]
+    fn finds_each_kind_in_context() {
+        one("card 4111 1111 1111 1111 exp 12/28", "credit-card", "4111 1111 1111 1111");
+        one("card=4111-1111-1111-1111;", "credit-card", "4111-1111-1111-1111");
+        one("amex 3782 822463 10005", "credit-card", "3782 822463 10005");
+        one("4111111111111111", "credit-card", "4111111111111111");
+        one("Ref 2024 4111 1111 1111 1111", "credit-card", "4111 1111 1111 1111");
+        one("ssn: 123-45-6789.", "ssn", "123-45-6789");
+        one("SSN 123 45 6789 on file", "ssn", "123 45 6789");
+        one("write to jane.doe+x@mail.example.co.uk today", "email", "jane.doe+x@mail.example.co.uk");
+        one("call (415) 555-2671", "phone", "(415) 555-2671");
+        one("call 415-555-2671 now", "phone", "415-555-2671");
+        one("tel +44 20 7946 0958", "phone", "+44 20 7946 0958");
+        one("tel:+14155552671", "phone", "+14155552671");
+        one("IBAN DE89 3704 0044 0532 0130 00.", "iban", "DE89 3704 0044 0532 0130 00");
+        one("iban=GB82WEST12345698765432", "iban", "GB82WEST12345698765432");
+        one("key AKIAIOSFODNN7EXAMPLE here", "aws-access-key", "AKIAIOSFODNN7EXAMPLE");
+        one("token ghp_abcdefghijklmnopqrstuvwxyz0123456789", "github-token", "ghp_abcdefghijklmnopqrstuvwxyz0123456789");
+        one("xoxb-123456789012-abcdefghijkl", "slack-token", "xoxb-123456789012-abcdefghijkl");
+        one("sk_live_4eC39HqLyjWDarjtT1zdp7dc", "stripe-key", "sk_live_4eC39HqLyjWDarjtT1zdp7dc");
+        one("AIzaSyA-abcdefghijklmnopqrstuvwxyz01234", "google-api-key", "AIzaSyA-abcdefghijklmnopqrstuvwxyz01234");
+        one("OPENAI=sk-proj-abcdefghijklmnopqrstuv123", "openai-key", "sk-proj-abcdefghijklmnopqrstuv123");
+        one(
+            "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.dBjftJeZ4CVPmB92K27uhbUJU1p1r_wW1gFWFOEjXk",
+            "jwt",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.dBjftJeZ4CVPmB92K27uhbUJU1p1r_wW1gFWFOEjXk",
+        );
+        let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----";
+        one(&format!("key: {pem}\nrest"), "private-key", pem);
+        one("-----BEGIN PRIVATE KEY-----\nMIIEvQ", "private-key", "-----BEGIN PRIVATE KEY-----\nMIIEvQ");
+    }
+
+    #[test]
+    fn leaves_look_alikes_alone() {
+        for text in [
+            "order 1234567812345678",                       // fails Luhn
+            "order ORD-2024-000123",                        // order id
+            "at 2026-11-24 12:34:56.789+00",                // timestamp
+            "id 550e8400-e29b-41d4-a716-446655440000",      // UUID
+            "4111111111111112",                             // one digit off
+            "000-12-3456 and 666-12-3456 and 123-00-4567",  // invalid SSNs
+            "version 1.2.3 build 20261124",                 // numbers
+            "ip 192.168.100.200",                           // address
+            "pi 3.14159265358979323846",                    // decimals
+            "user@localhost",                               // no TLD
+            "hash a3f4111111111111111111aa",                // digits inside a word
+            "DE89370400440532013001",                       // IBAN with a bad checksum
+            "task-abcdefghijklmnopqrstuvwxyz",              // sk- inside a word
+            "AKIA is a prefix",                             // anchor without a key
+            "-----BEGIN CERTIFICATE-----",                  // not a private key
+            "phone 123-456-7890",                           // area code cannot start with 1
+            "amount 1,234,567,890,123.45",                  // money
+        ] {
+            assert_eq!(found(text), vec![], "in {text:?}");
+        }
+    }
+
+    #[test]
+    fn several_findings_in_one_value_in_order() {
+        let f = found(r#"{"email": "a@b.io", "ssn": "123-45-6789", "card": 4111111111111111}"#);
+        let names: Vec<_> = f.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["email", "ssn", "credit-card"]);
+    }
+
+    #[test]
+    fn custom_detectors_and_empty_patterns() {
+        let s = Scanner::new(&[("employee-id".into(), DetectorKind::Custom(r"EMP-\d{6}".into()))]).unwrap();
+        let mut out = Vec::new();
+        s.scan(b"owner EMP-004211, EMP-12", &mut out);
+        assert_eq!(out, vec![Finding { detector: 0, start: 6, end: 16 }]);
+        assert!(matches!(
+            Scanner::new(&[("bad".into(), DetectorKind::Custom("x*".into()))]),
+            Err(ScannerError::EmptyMatch { .. })
+        ));
+        assert!(matches!(
+            Scanner::new(&[("bad".into(), DetectorKind::Custom("(".into()))]),
+            Err(ScannerError::Pattern { .. })
+        ));
+    }
+
+    #[test]
+    fn overlapping_findings_merge() {
+        let mut v = vec![
+            Finding { detector: 0, start: 5, end: 10 },
+            Finding { detector: 1, start: 0, end: 6 },
+            Finding { detector: 2, start: 20, end: 22 },
+        ];
+        normalize(&mut v);
+        merge_from(&mut v, 0);
+        assert_eq!(v, vec![Finding { detector: 1, start: 0, end: 10 }, Finding { detector: 2, start: 20, end: 22 }]);
+    }
+}

@@ -1,0 +1,132 @@
+//! Masking of secrets and personal data before they leave the gateway: content detectors over
+//! every value, column rules for what detectors cannot recognise, and the actions that replace
+//! what they find. Protocol-free: adapters decide which values to hand over and in what form.
+#![forbid(unsafe_code)]
+
+pub mod action;
+pub mod detect;
+pub mod spec;
+pub mod validate;
+pub mod value;
+
+pub use action::{MaskAction, TokenKey};
+pub use detect::{Builtin, DetectorKind, Finding, Scanner};
+pub use spec::{MaskError, MaskingSpec};
+pub use value::{mask_whole, type_class, ColumnMask, ContentMasker, Masked, TypeClass};
+
+use sluice_core::glob::glob_match;
+use sluice_core::Identity;
+use std::sync::Arc;
+
+/// A column rule compiled: who it applies to, which columns, and what it does.
+#[derive(Debug)]
+struct ColumnRule {
+    name: Arc<str>,
+    /// `(schema, table, column)` globs; `*` where the pattern left a part out.
+    columns: Vec<[String; 3]>,
+    action: MaskAction,
+    connections: Vec<String>,
+    identities: Vec<String>,
+    groups: Vec<String>,
+}
+
+impl ColumnRule {
+    fn in_scope(&self, identity: &Identity, connection: &str) -> bool {
+        let connection_ok = self.connections.is_empty() || self.connections.iter().any(|c| glob_match(c, connection));
+        let caller_ok = (self.identities.is_empty() && self.groups.is_empty())
+            || self.identities.iter().any(|i| glob_match(i, &identity.name))
+            || self.groups.iter().any(|g| identity.groups.iter().any(|have| glob_match(g, have)));
+        connection_ok && caller_ok
+    }
+
+    fn covers(&self, schema: &str, table: &str, column: &str) -> bool {
+        self.columns.iter().any(|[s, t, c]| glob_match(s, schema) && glob_match(t, table) && glob_match(c, column))
+    }
+}
+
+/// The masking configuration compiled once; shared by every session.
+#[derive(Debug)]
+pub struct Masking {
+    scanner: Scanner,
+    /// The action of each detector, by the scanner's detector index.
+    actions: Vec<MaskAction>,
+    columns: Vec<ColumnRule>,
+    key: TokenKey,
+}
+
+impl Masking {
+    /// Masking that does nothing (`[masking] enabled = false`).
+    pub fn off() -> Masking {
+        Masking {
+            scanner: Scanner::new(&[]).expect("an empty scanner builds"),
+            actions: Vec::new(),
+            columns: Vec::new(),
+            key: TokenKey::new([0; 32]),
+        }
+    }
+
+    /// What applies to one caller on one connection.
+    pub fn for_session(self: &Arc<Self>, identity: &Identity, connection: &str) -> SessionMasking {
+        let columns = (0..self.columns.len()).filter(|&i| self.columns[i].in_scope(identity, connection)).collect();
+        SessionMasking { masking: Arc::clone(self), columns }
+    }
+
+    pub fn scanner(&self) -> &Scanner {
+        &self.scanner
+    }
+
+    pub fn content(&self) -> ContentMasker<'_> {
+        ContentMasker { scanner: &self.scanner, actions: &self.actions, key: &self.key }
+    }
+
+    pub fn key(&self) -> &TokenKey {
+        &self.key
+    }
+
+    /// Masks free text (an error message, a recorded statement); `None` when nothing was found.
+    pub fn mask_text(&self, text: &str) -> Option<String> {
+        self.content().mask_text(text, &mut Vec::new())
+    }
+}
+
+/// Masking as it applies to one session: every detector, and the column rules in its scope.
+#[derive(Clone, Debug)]
+pub struct SessionMasking {
+    masking: Arc<Masking>,
+    columns: Vec<usize>,
+}
+
+impl SessionMasking {
+    pub fn masking(&self) -> &Masking {
+        &self.masking
+    }
+
+    /// Whether anything can be masked at all; when not, results pass through untouched.
+    pub fn active(&self) -> bool {
+        !self.masking.scanner.is_empty() || !self.columns.is_empty()
+    }
+
+    pub fn has_column_rules(&self) -> bool {
+        !self.columns.is_empty()
+    }
+
+    /// The first column rule in scope that covers this column.
+    pub fn column(&self, schema: &str, table: &str, column: &str) -> Option<ColumnMask> {
+        self.columns.iter().map(|&i| &self.masking.columns[i]).find(|r| r.covers(schema, table, column)).map(|r| {
+            ColumnMask { label: Arc::clone(&r.name), action: r.action }
+        })
+    }
+
+    /// Whether any rule in scope could cover a column of this table (by name, before columns are
+    /// known); used to find expressions over masked columns in a query.
+    pub fn covers_table(&self, schema: Option<&str>, table: &str) -> bool {
+        self.columns.iter().map(|&i| &self.masking.columns[i]).any(|r| {
+            r.columns.iter().any(|[s, t, _]| schema.is_none_or(|schema| glob_match(s, schema)) && glob_match(t, table))
+        })
+    }
+
+    /// Whether a column name could be masked in any table in scope (by name alone).
+    pub fn covers_column_name(&self, column: &str) -> bool {
+        self.columns.iter().map(|&i| &self.masking.columns[i]).any(|r| r.columns.iter().any(|[_, _, c]| glob_match(c, column)))
+    }
+}

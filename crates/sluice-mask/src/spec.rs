@@ -1,0 +1,229 @@
+//! The `[masking]` section of the configuration and its compilation (docs/masking.md).
+
+use crate::action::{ActionName, MaskAction, TokenKey};
+use crate::detect::{Builtin, DetectorKind, Scanner, ScannerError};
+use crate::{ColumnRule, Masking};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaskingSpec {
+    /// Off turns every detector and column rule off.
+    pub enabled: bool,
+    /// The built-in detectors that run, by name; all of them unless listed.
+    pub detectors: Vec<String>,
+    /// What a detector's finding becomes, unless `detector_actions` says otherwise.
+    pub action: ActionName,
+    /// For `partial`: how many trailing letters and digits stay visible.
+    pub keep_last: usize,
+    /// Per-detector actions, by detector name (built-in or custom).
+    pub detector_actions: BTreeMap<String, ActionName>,
+    pub custom_detectors: Vec<CustomDetectorSpec>,
+    pub columns: Vec<ColumnRuleSpec>,
+}
+
+impl Default for MaskingSpec {
+    fn default() -> Self {
+        MaskingSpec {
+            enabled: true,
+            detectors: Builtin::ALL.iter().map(|b| b.name().to_string()).collect(),
+            action: ActionName::Redact,
+            keep_last: 4,
+            detector_actions: BTreeMap::new(),
+            custom_detectors: Vec::new(),
+            columns: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomDetectorSpec {
+    pub name: String,
+    /// A regular expression (Rust `regex` syntax).
+    pub pattern: String,
+    pub action: Option<ActionName>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnRuleSpec {
+    pub name: String,
+    /// `schema.table.column`, `table.column` (any schema) or `column` (any table); globs.
+    pub columns: Vec<String>,
+    #[serde(default = "default_column_action")]
+    pub action: ActionName,
+    pub keep_last: Option<usize>,
+    /// Connection name globs; all connections when empty.
+    #[serde(default)]
+    pub connections: Vec<String>,
+    /// Identity name and group globs; everyone when both are empty.
+    #[serde(default)]
+    pub identities: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+fn default_column_action() -> ActionName {
+    ActionName::Redact
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MaskError {
+    #[error("masking: unknown detector {0:?} (built-in detectors: {1})")]
+    UnknownDetector(String, String),
+    #[error("masking: detector name {0:?} is used twice")]
+    DuplicateDetector(String),
+    #[error("masking: column rule {rule:?}: {problem}")]
+    ColumnRule { rule: String, problem: String },
+    #[error("masking: {0}")]
+    Scanner(#[from] ScannerError),
+}
+
+impl MaskingSpec {
+    pub fn compile(&self, key: TokenKey) -> Result<Masking, MaskError> {
+        if !self.enabled {
+            return Ok(Masking::off());
+        }
+        let mut detectors: Vec<(String, DetectorKind)> = Vec::new();
+        for name in &self.detectors {
+            let builtin = Builtin::from_name(name).ok_or_else(|| {
+                let known: Vec<_> = Builtin::ALL.iter().map(|b| b.name()).collect();
+                MaskError::UnknownDetector(name.clone(), known.join(", "))
+            })?;
+            if detectors.iter().any(|(n, _)| n == name) {
+                return Err(MaskError::DuplicateDetector(name.clone()));
+            }
+            detectors.push((name.clone(), DetectorKind::Builtin(builtin)));
+        }
+        for custom in &self.custom_detectors {
+            if detectors.iter().any(|(n, _)| *n == custom.name) || Builtin::from_name(&custom.name).is_some() {
+                return Err(MaskError::DuplicateDetector(custom.name.clone()));
+            }
+            detectors.push((custom.name.clone(), DetectorKind::Custom(custom.pattern.clone())));
+        }
+        for name in self.detector_actions.keys() {
+            if !detectors.iter().any(|(n, _)| n == name) {
+                let known: Vec<_> = detectors.iter().map(|(n, _)| n.as_str()).collect();
+                return Err(MaskError::UnknownDetector(name.clone(), known.join(", ")));
+            }
+        }
+        let actions = detectors
+            .iter()
+            .map(|(name, _)| {
+                let custom = self.custom_detectors.iter().find(|c| &c.name == name).and_then(|c| c.action);
+                let chosen = self.detector_actions.get(name).copied().or(custom).unwrap_or(self.action);
+                chosen.with_keep_last(self.keep_last)
+            })
+            .collect();
+        let mut columns = Vec::new();
+        for rule in &self.columns {
+            columns.push(compile_column_rule(rule, self.keep_last)?);
+        }
+        Ok(Masking { scanner: Scanner::new(&detectors)?, actions, columns, key })
+    }
+}
+
+fn compile_column_rule(spec: &ColumnRuleSpec, keep_last: usize) -> Result<ColumnRule, MaskError> {
+    let problem = |problem: String| MaskError::ColumnRule { rule: spec.name.clone(), problem };
+    if spec.name.trim().is_empty() {
+        return Err(problem("a column rule needs a name".into()));
+    }
+    if spec.columns.is_empty() {
+        return Err(problem("`columns` is empty: name at least one schema.table.column pattern".into()));
+    }
+    let mut columns = Vec::new();
+    for pattern in &spec.columns {
+        let parts: Vec<&str> = pattern.split('.').collect();
+        let any = "*".to_string();
+        let triple = match parts.as_slice() {
+            [c] => [any.clone(), any, c.to_string()],
+            [t, c] => [any, t.to_string(), c.to_string()],
+            [s, t, c] => [s.to_string(), t.to_string(), c.to_string()],
+            _ => return Err(problem(format!("{pattern:?} is not schema.table.column, table.column or column"))),
+        };
+        if triple.iter().any(String::is_empty) {
+            return Err(problem(format!("{pattern:?} has an empty part")));
+        }
+        columns.push(triple);
+    }
+    let action: MaskAction = spec.action.with_keep_last(spec.keep_last.unwrap_or(keep_last));
+    Ok(ColumnRule {
+        name: Arc::from(spec.name.as_str()),
+        columns,
+        action,
+        connections: spec.connections.clone(),
+        identities: spec.identities.clone(),
+        groups: spec.groups.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::Identity;
+
+    fn compile(text: &str) -> Result<Masking, MaskError> {
+        let spec: MaskingSpec = toml::from_str(text).unwrap();
+        spec.compile(TokenKey::new([3; 32]))
+    }
+
+    fn who(name: &str, groups: &[&str]) -> Identity {
+        Identity { name: name.into(), groups: groups.iter().map(|g| g.to_string()).collect(), credential_id: "t".into() }
+    }
+
+    #[test]
+    fn defaults_turn_every_builtin_on() {
+        let m = Arc::new(compile("").unwrap());
+        assert_eq!(m.mask_text("mail a@b.io").as_deref(), Some("mail [redacted:email]"));
+        assert!(m.for_session(&who("x", &[]), "prod").active());
+        let off = Arc::new(compile("enabled = false").unwrap());
+        assert!(!off.for_session(&who("x", &[]), "prod").active());
+    }
+
+    #[test]
+    fn column_rules_scope_and_patterns() {
+        let m = Arc::new(
+            compile(
+                r#"
+                detectors = ["email"]
+                detector_actions = { email = "partial" }
+                [[custom_detectors]]
+                name = "employee-id"
+                pattern = 'EMP-\d{6}'
+                [[columns]]
+                name = "pii"
+                columns = ["public.customers.ssn", "notes.body", "salary"]
+                action = "null"
+                groups = ["agents"]
+                connections = ["prod*"]
+                "#,
+            )
+            .unwrap(),
+        );
+        assert_eq!(m.mask_text("jane@ex.io EMP-123456").as_deref(), Some("****@ex.io [redacted:employee-id]"));
+        let agent = m.for_session(&who("bot", &["agents"]), "prod-eu");
+        assert!(agent.column("public", "customers", "ssn").is_some());
+        assert!(agent.column("other", "customers", "ssn").is_none());
+        assert!(agent.column("any", "notes", "body").is_some());
+        assert!(agent.column("x", "y", "salary").is_some());
+        assert!(agent.covers_table(Some("public"), "customers") && agent.covers_table(None, "notes"));
+        assert!(agent.covers_column_name("ssn") && !agent.covers_column_name("id"));
+        assert!(m.for_session(&who("bot", &["humans"]), "prod-eu").column("public", "customers", "ssn").is_none());
+        assert!(m.for_session(&who("bot", &["agents"]), "staging").column("public", "customers", "ssn").is_none());
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        assert!(matches!(compile(r#"detectors = ["cc"]"#), Err(MaskError::UnknownDetector(..))));
+        assert!(matches!(compile(r#"detector_actions = { nope = "null" }"#), Err(MaskError::UnknownDetector(..))));
+        let e = compile("[[columns]]\nname = \"x\"\ncolumns = [\"a.b.c.d\"]").unwrap_err();
+        assert!(e.to_string().contains("column rule \"x\""), "{e}");
+        let e = compile("[[custom_detectors]]\nname = \"email\"\npattern = \"x\"").unwrap_err();
+        assert!(matches!(e, MaskError::DuplicateDetector(_)));
+        let e = compile("[[custom_detectors]]\nname = \"y\"\npattern = \"(\"").unwrap_err();
+        assert!(e.to_string().contains("detector \"y\""), "{e}");
+    }
+}

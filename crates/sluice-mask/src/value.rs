@@ -1,0 +1,344 @@
+//! Masking one value of a result the way its type allows: in place inside strings, JSON and text
+//! arrays; as a whole (NULL) for every type where a placeholder would not parse. A value is never
+//! passed through in clear because its type is unfamiliar.
+
+use crate::action::{redaction, render, MaskAction, TokenKey};
+use crate::detect::{Finding, Scanner};
+use std::sync::Arc;
+
+/// How a PostgreSQL type is scanned and masked. Known by type OID (pg_type.h); every OID not
+/// listed here — user types, domains, composites, arrays of non-text — is `Opaque`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TypeClass {
+    /// Cannot hold what detectors look for (booleans, short integers, dates, UUIDs…).
+    Skip,
+    /// A string: placeholders go in place.
+    Text,
+    /// An array of strings in text form: placeholders in place unless a finding crosses elements.
+    TextArray,
+    Json,
+    /// jsonb: binary form carries a version byte before the JSON text.
+    Jsonb,
+    Bytea,
+    Int8,
+    Numeric,
+    /// Scanned as it comes; any finding makes the value NULL.
+    Opaque,
+}
+
+pub fn type_class(oid: u32) -> TypeClass {
+    match oid {
+        16 | 21 | 23 | 26 | 27 | 28 | 29 | 700 | 701 | 1082 | 1083 | 1114 | 1184 | 1186 | 1266 | 2950 | 869
+        | 650 | 829 | 774 | 3220 | 5069 | 24 | 2202 | 2203 | 2204 | 2205 | 2206 | 3734 | 3769 | 4089
+        | 4096 | 1000 | 1005 | 1007 | 1028 | 1021 | 1022 | 1182 | 1115 | 1185 | 2951 => TypeClass::Skip,
+        25 | 1043 | 1042 | 19 | 705 | 142 => TypeClass::Text,
+        1009 | 1015 | 1014 | 1003 => TypeClass::TextArray,
+        114 => TypeClass::Json,
+        3802 => TypeClass::Jsonb,
+        17 => TypeClass::Bytea,
+        20 => TypeClass::Int8,
+        1700 => TypeClass::Numeric,
+        _ => TypeClass::Opaque,
+    }
+}
+
+/// What happened to a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Masked {
+    /// Nothing found: send the original bytes.
+    Clear,
+    /// Send what was written to `out`.
+    Replaced,
+    /// Send NULL.
+    Null,
+}
+
+/// A whole-value mask from a column rule.
+#[derive(Clone, Debug)]
+pub struct ColumnMask {
+    pub label: Arc<str>,
+    pub action: MaskAction,
+}
+
+/// Applies a column rule to a whole value. Only strings and JSON can carry a placeholder; every
+/// other type becomes NULL.
+pub fn mask_whole(class: TypeClass, binary: bool, value: &[u8], mask: &ColumnMask, key: &TokenKey, out: &mut Vec<u8>) -> Masked {
+    out.clear();
+    match class {
+        TypeClass::Text => {
+            if render(mask.action, &mask.label, value, key, out) {
+                Masked::Replaced
+            } else {
+                Masked::Null
+            }
+        }
+        TypeClass::Json | TypeClass::Jsonb => {
+            let body = if class == TypeClass::Jsonb && binary { value.get(1..).unwrap_or_default() } else { value };
+            if class == TypeClass::Jsonb && binary {
+                out.push(1);
+            }
+            out.push(b'"');
+            if !render(mask.action, &mask.label, body, key, out) {
+                out.clear();
+                return Masked::Null;
+            }
+            out.push(b'"');
+            Masked::Replaced
+        }
+        _ => Masked::Null,
+    }
+}
+
+/// Runs the detectors over a value. `actions[d]` is detector `d`'s action.
+pub struct ContentMasker<'a> {
+    pub scanner: &'a Scanner,
+    pub actions: &'a [MaskAction],
+    pub key: &'a TokenKey,
+}
+
+impl ContentMasker<'_> {
+    pub fn mask(&self, class: TypeClass, binary: bool, value: &[u8], findings: &mut Vec<Finding>, out: &mut Vec<u8>) -> Masked {
+        findings.clear();
+        out.clear();
+        match class {
+            TypeClass::Skip => Masked::Clear,
+            TypeClass::Text => self.in_place(value, findings, out, Context::Plain),
+            TypeClass::TextArray if binary => self.any(value, findings),
+            TypeClass::TextArray => self.in_place(value, findings, out, Context::Array),
+            TypeClass::Json => self.in_place(value, findings, out, Context::Json),
+            TypeClass::Jsonb if binary => {
+                let Some((&version, body)) = value.split_first() else { return Masked::Clear };
+                out.push(version);
+                let masked = self.in_place(body, findings, out, Context::Json);
+                if masked == Masked::Clear {
+                    out.clear();
+                }
+                masked
+            }
+            TypeClass::Jsonb => self.in_place(value, findings, out, Context::Json),
+            TypeClass::Bytea if !binary => match decode_bytea_hex(value) {
+                Some(raw) => self.any(&raw, findings),
+                // The escape output format: its printable bytes are the data.
+                None => self.any(value, findings),
+            },
+            TypeClass::Int8 if binary => match <[u8; 8]>::try_from(value) {
+                Ok(b) => self.any(i64::from_be_bytes(b).to_string().as_bytes(), findings),
+                Err(_) => Masked::Null,
+            },
+            TypeClass::Numeric if binary => match numeric_integer_digits(value) {
+                Some(digits) => self.any(digits.as_bytes(), findings),
+                None => Masked::Null,
+            },
+            TypeClass::Bytea | TypeClass::Int8 | TypeClass::Numeric | TypeClass::Opaque => self.any(value, findings),
+        }
+    }
+
+    /// Text masked where NULL cannot stand (an error message, a recorded statement, a COPY line):
+    /// findings whose action is NULL are redacted instead. `None` when nothing was found.
+    pub fn mask_line(&self, text: &[u8], findings: &mut Vec<Finding>) -> Option<Vec<u8>> {
+        findings.clear();
+        self.scanner.scan(text, findings);
+        if findings.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(text.len());
+        let mut at = 0;
+        for f in findings.iter() {
+            out.extend_from_slice(&text[at..f.start]);
+            let label = self.scanner.name(f.detector);
+            if !render(self.action(f.detector), label, &text[f.start..f.end], self.key, &mut out) {
+                redaction(label, &mut out);
+            }
+            at = f.end;
+        }
+        out.extend_from_slice(&text[at..]);
+        Some(out)
+    }
+
+    pub fn mask_text(&self, text: &str, findings: &mut Vec<Finding>) -> Option<String> {
+        self.mask_line(text.as_bytes(), findings).map(|out| String::from_utf8_lossy(&out).into_owned())
+    }
+
+    fn action(&self, detector: usize) -> MaskAction {
+        self.actions.get(detector).copied().unwrap_or(MaskAction::Null)
+    }
+
+    /// NULL when anything is found.
+    fn any(&self, value: &[u8], findings: &mut Vec<Finding>) -> Masked {
+        self.scanner.scan(value, findings);
+        if findings.is_empty() {
+            Masked::Clear
+        } else {
+            Masked::Null
+        }
+    }
+
+    fn in_place(&self, value: &[u8], findings: &mut Vec<Finding>, out: &mut Vec<u8>, context: Context) -> Masked {
+        self.scanner.scan(value, findings);
+        if findings.is_empty() {
+            return Masked::Clear;
+        }
+        let mut strings = JsonStrings::default();
+        let mut at = 0;
+        for f in findings.iter() {
+            let matched = &value[f.start..f.end];
+            let quote = match context {
+                Context::Plain => false,
+                // A finding that crosses an element or a string's end cannot be replaced in place.
+                Context::Array if matched.iter().any(|b| matches!(b, b'"' | b',' | b'{' | b'}' | b'\\')) => {
+                    return Masked::Null;
+                }
+                Context::Array => false,
+                Context::Json if matched.contains(&b'"') => return Masked::Null,
+                Context::Json => !strings.inside_at(value, f.start),
+            };
+            out.extend_from_slice(&value[at..f.start]);
+            if quote {
+                out.push(b'"');
+            }
+            let label = self.scanner.name(f.detector);
+            if !render(self.action(f.detector), label, matched, self.key, out) {
+                return Masked::Null;
+            }
+            if quote {
+                out.push(b'"');
+            }
+            at = f.end;
+        }
+        out.extend_from_slice(&value[at..]);
+        Masked::Replaced
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Context {
+    Plain,
+    Array,
+    Json,
+}
+
+/// Whether a position of a JSON text lies inside a string; findings come in order, so the scan
+/// carries on from the last position asked about.
+#[derive(Default)]
+struct JsonStrings {
+    pos: usize,
+    inside: bool,
+    escaped: bool,
+}
+
+impl JsonStrings {
+    fn inside_at(&mut self, json: &[u8], at: usize) -> bool {
+        while self.pos < at {
+            let c = json[self.pos];
+            if self.escaped {
+                self.escaped = false;
+            } else if self.inside && c == b'\\' {
+                self.escaped = true;
+            } else if c == b'"' {
+                self.inside = !self.inside;
+            }
+            self.pos += 1;
+        }
+        self.inside
+    }
+}
+
+/// `\x4142…` (bytea_output = hex) as raw bytes.
+fn decode_bytea_hex(text: &[u8]) -> Option<Vec<u8>> {
+    hex::decode(text.strip_prefix(b"\\x")?).ok()
+}
+
+/// The integer part of a binary numeric (the digits a card number would be), as decimal text.
+fn numeric_integer_digits(value: &[u8]) -> Option<String> {
+    let header = value.get(..8)?;
+    let ndigits = i16::from_be_bytes([header[0], header[1]]);
+    let weight = i16::from_be_bytes([header[2], header[3]]);
+    let groups = value.get(8..8 + 2 * usize::try_from(ndigits).ok()?)?;
+    let group = |k: i32| -> u16 {
+        usize::try_from(k)
+            .ok()
+            .and_then(|k| groups.get(2 * k..2 * k + 2))
+            .map_or(0, |g| u16::from_be_bytes([g[0], g[1]]))
+    };
+    let mut text = String::new();
+    for k in 0..=i32::from(weight) {
+        let g = group(k);
+        if text.is_empty() {
+            if g != 0 {
+                text.push_str(&g.to_string());
+            }
+        } else {
+            text.push_str(&format!("{g:04}"));
+        }
+    }
+    Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::{Builtin, DetectorKind};
+
+    fn masker_parts() -> (Scanner, Vec<MaskAction>, TokenKey) {
+        let list: Vec<_> = Builtin::ALL.iter().map(|b| (b.name().to_string(), DetectorKind::Builtin(*b))).collect();
+        let actions = vec![MaskAction::Redact; list.len()];
+        (Scanner::new(&list).unwrap(), actions, TokenKey::new([1; 32]))
+    }
+
+    fn run(class: TypeClass, binary: bool, value: &[u8]) -> (Masked, Vec<u8>) {
+        let (scanner, actions, key) = masker_parts();
+        let m = ContentMasker { scanner: &scanner, actions: &actions, key: &key };
+        let mut out = Vec::new();
+        let masked = m.mask(class, binary, value, &mut Vec::new(), &mut out);
+        (masked, out)
+    }
+
+    #[test]
+    fn strings_json_and_arrays_in_place() {
+        let (m, out) = run(TypeClass::Text, false, b"mail jane@example.com now");
+        assert_eq!((m, out.as_slice()), (Masked::Replaced, &b"mail [redacted:email] now"[..]));
+        let (m, out) = run(TypeClass::Json, false, br#"{"card": 4111111111111111, "note": "ssn 123-45-6789"}"#);
+        assert_eq!(m, Masked::Replaced);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"card": "[redacted:credit-card]", "note": "ssn [redacted:ssn]"}"#
+        );
+        let (m, out) = run(TypeClass::Jsonb, true, b"\x01{\"e\": \"a@b.io\"}");
+        assert_eq!((m, out.as_slice()), (Masked::Replaced, &b"\x01{\"e\": \"[redacted:email]\"}"[..]));
+        let (m, out) = run(TypeClass::TextArray, false, b"{a@b.io,\"x y\"}");
+        assert_eq!((m, out.as_slice()), (Masked::Replaced, &b"{[redacted:email],\"x y\"}"[..]));
+        assert_eq!(run(TypeClass::Text, false, b"nothing here 42").0, Masked::Clear);
+    }
+
+    #[test]
+    fn other_types_become_null_when_anything_is_found() {
+        assert_eq!(run(TypeClass::Int8, false, b"4111111111111111").0, Masked::Null);
+        assert_eq!(run(TypeClass::Int8, true, &4111111111111111i64.to_be_bytes()).0, Masked::Null);
+        assert_eq!(run(TypeClass::Int8, true, &42i64.to_be_bytes()).0, Masked::Clear);
+        assert_eq!(run(TypeClass::Bytea, false, b"\\x6a616e65406578616d706c652e636f6d").0, Masked::Null);
+        assert_eq!(run(TypeClass::Opaque, false, b"(1,jane@example.com)").0, Masked::Null);
+        assert_eq!(run(TypeClass::TextArray, true, b"....jane@example.com").0, Masked::Null);
+        assert_eq!(run(TypeClass::Skip, false, b"4111111111111111").0, Masked::Clear);
+        // 4111111111111111 as a binary numeric: base-10000 groups 4111 1111 1111 1111, weight 3.
+        let mut numeric = vec![0, 4, 0, 3, 0, 0, 0, 0];
+        for g in [4111u16, 1111, 1111, 1111] {
+            numeric.extend_from_slice(&g.to_be_bytes());
+        }
+        assert_eq!(numeric_integer_digits(&numeric).as_deref(), Some("4111111111111111"));
+        assert_eq!(run(TypeClass::Numeric, true, &numeric).0, Masked::Null);
+        assert_eq!(run(TypeClass::Numeric, true, &[0, 9]).0, Masked::Null, "malformed: never in clear");
+    }
+
+    #[test]
+    fn whole_value_masks_stay_type_correct() {
+        let key = TokenKey::new([1; 32]);
+        let mask = &ColumnMask { label: Arc::from("ssn"), action: MaskAction::Partial { keep_last: 4 } };
+        let mut out = Vec::new();
+        assert_eq!(mask_whole(TypeClass::Text, false, b"123-45-6789", mask, &key, &mut out), Masked::Replaced);
+        assert_eq!(out, b"***-**-6789");
+        assert_eq!(mask_whole(TypeClass::Jsonb, true, b"\x01{}", mask, &key, &mut out), Masked::Replaced);
+        assert_eq!(out, b"\x01\"**\"");
+        assert_eq!(mask_whole(TypeClass::Int8, false, b"123456789", mask, &key, &mut out), Masked::Null);
+        assert_eq!(mask_whole(TypeClass::Skip, false, b"2020-01-01", mask, &key, &mut out), Masked::Null);
+    }
+}
