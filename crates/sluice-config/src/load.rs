@@ -89,6 +89,7 @@ fn validate(config: &Config, origin: &Path) -> Result<(), ConfigError> {
         }
     }
     config.compile_policy().map_err(|e| invalid("policy.rules".into(), e.to_string()))?;
+    config.compile_masking([0; 32]).map_err(|e| invalid("masking".into(), e.to_string()))?;
     Ok(())
 }
 

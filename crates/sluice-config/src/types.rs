@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 use sluice_core::policy::{ConnectionPolicy, Effect, Policy, PolicyError, PolicySpec, Preset};
+use sluice_mask::{MaskError, Masking, MaskingSpec, TokenKey};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -20,6 +21,9 @@ pub struct Config {
     /// SQL policy: rules, the default effect, extra side-effect functions (docs/policy.md).
     #[serde(default)]
     pub policy: PolicySpec,
+    /// Masking of secrets and personal data in results (docs/masking.md).
+    #[serde(default)]
+    pub masking: MaskingSpec,
 }
 
 impl Config {
@@ -27,6 +31,11 @@ impl Config {
     pub fn compile_policy(&self) -> Result<Policy, PolicyError> {
         let connections: Vec<_> = self.connections.iter().map(|(name, c)| c.policy(name)).collect();
         Policy::compile(&self.policy, &connections)
+    }
+
+    /// The masking configuration, with the key that deterministic tokens are made with.
+    pub fn compile_masking(&self, token_key: [u8; 32]) -> Result<Masking, MaskError> {
+        self.masking.compile(TokenKey::new(token_key))
     }
 }
 

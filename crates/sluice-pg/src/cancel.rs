@@ -71,6 +71,7 @@ mod tests {
                 password: None,
                 tls: UpstreamTls { mode: UpstreamTlsMode::Disable, config: None, server_name: "h".into() },
                 settings: Vec::new(),
+                masking: None,
             }),
             pid: 42,
             secret: 7,

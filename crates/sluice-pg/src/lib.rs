@@ -7,6 +7,7 @@ pub mod cancel;
 pub mod codec;
 pub mod error;
 pub mod listener;
+mod mask;
 mod relay;
 mod scram;
 mod session;

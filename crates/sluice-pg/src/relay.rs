@@ -11,9 +11,11 @@
 
 use crate::codec::{self, peek_frame, put_cstr, put_message, tag_rows, FrameError, Reader, HEADER_LEN};
 use crate::error::{sqlstate, PgError, ServerMessage};
+use crate::mask::{self, CopyFormat, Field, ResponseMasker, RowPlan};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use sluice_core::audit::now_us;
 use sluice_core::{Action, ActionKind, AuditEvent, Decision, Gate, Protocol, RefusalCause, SessionInfo, StatementRecord};
+use sluice_mask::SessionMasking;
 use sluice_sql::{Classifier, PreparedStatements};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -59,6 +61,8 @@ enum Kind {
     Parse,
     /// Tracked only so that a Bind's error is not taken for the next message's.
     Bind,
+    /// Tracked only while masking, to learn result shapes.
+    Describe,
     Execute,
     Sync,
 }
@@ -77,6 +81,23 @@ struct Pending {
     rule: Option<Arc<str>>,
     /// Set when sluice refused this message: the error to show instead of the server's, and its code.
     refusal: Option<(Bytes, &'static str)>,
+    /// Only while masking: which statement or portal this message concerns, to follow result shapes.
+    shape: ShapeRef,
+}
+
+/// What a message tells the masker about the shape of results to come.
+#[derive(Clone, Debug, Default)]
+enum ShapeRef {
+    #[default]
+    None,
+    /// ParseComplete: whatever was described under this statement name is stale.
+    Parse(Bytes),
+    /// BindComplete: the portal's rows have the statement's shape in these formats.
+    Bind { portal: Bytes, statement: Bytes, formats: Arc<[i16]> },
+    DescribeStatement(Bytes),
+    DescribePortal(Bytes),
+    /// The rows of this Execute have the portal's shape.
+    Execute(Bytes),
 }
 
 impl Pending {
@@ -92,7 +113,13 @@ impl Pending {
             decision: "allow",
             rule: None,
             refusal: None,
+            shape: ShapeRef::None,
         }
+    }
+
+    fn with_shape(mut self, shape: ShapeRef) -> Self {
+        self.shape = shape;
+        self
     }
 
     fn decided(mut self, decision: &Decision) -> Self {
@@ -111,11 +138,21 @@ pub struct Tracker {
     /// After an error in an extended-protocol pipeline the server skips everything up to Sync.
     skipping: bool,
     seq: u64,
+    /// Only while masking: the described columns of each prepared statement, and the row plan of
+    /// each bound portal, as the server confirmed them in order.
+    statement_shapes: HashMap<Bytes, Arc<[Field]>>,
+    portal_plans: HashMap<Bytes, Arc<RowPlan>>,
 }
 
 impl Tracker {
     pub fn new() -> Self {
-        Tracker { pending: VecDeque::with_capacity(16), skipping: false, seq: 0 }
+        Tracker {
+            pending: VecDeque::with_capacity(16),
+            skipping: false,
+            seq: 0,
+            statement_shapes: HashMap::new(),
+            portal_plans: HashMap::new(),
+        }
     }
 }
 
@@ -126,6 +163,9 @@ pub struct Context<'a, G> {
     pub classifier: &'a Classifier,
     pub max_message_bytes: usize,
     pub record_statements: bool,
+    /// Masking obligations for this session's responses (and its recording); `None` when there
+    /// is nothing to mask.
+    pub masking: Option<SessionMasking>,
 }
 
 impl<G> Context<'_, G> {
@@ -142,11 +182,16 @@ impl<G> Context<'_, G> {
             (None, Some(e)) => (Some(e.code.clone()), Some(e.message.clone())),
             (None, None) => (None, path_override.map(str::to_string)),
         };
+        // The recording keeps statements masked like results (errors arrive masked already).
+        let text = match &self.masking {
+            Some(m) => m.masking().mask_text(&p.text).map_or(p.text, Arc::from),
+            None => p.text,
+        };
         self.gate.record(AuditEvent::Statement(StatementRecord {
             session_id: Arc::clone(&self.session_id),
             seq: tracker.seq,
             path: if p.kind == Kind::Simple { "simple" } else { "extended" },
-            text: p.text,
+            text,
             started_at_us: p.started_at_us,
             duration_us: p.started.elapsed().as_micros() as i64,
             rows: p.rows,
@@ -166,7 +211,7 @@ impl<G> Context<'_, G> {
         let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
         let note = format!("interrupted: {why}");
         while let Some(p) = t.pending.pop_front() {
-            if !matches!(p.kind, Kind::Sync | Kind::Bind) {
+            if !matches!(p.kind, Kind::Sync | Kind::Bind | Kind::Describe) {
                 self.record(&mut t, p, Some(&note));
             }
         }
@@ -193,6 +238,7 @@ where
     let mut prepared = PreparedStatements::default();
     // Sync carries no text; one shared empty string spares an allocation per Sync.
     let no_text: Arc<str> = Arc::from("");
+    let masking = ctx.masking.is_some();
     loop {
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_CHUNK);
@@ -256,7 +302,11 @@ where
                     let mut pending = Pending::new(Kind::Parse, Arc::clone(&text)).decided(&decision);
                     match refusal_bytes(&decision) {
                         None => {
-                            statements.insert(Bytes::copy_from_slice(name), (text, pending.rule.clone()));
+                            let name = Bytes::copy_from_slice(name);
+                            if masking {
+                                pending.shape = ShapeRef::Parse(name.clone());
+                            }
+                            statements.insert(name, (text, pending.rule.clone()));
                             lock(tracker).pending.push_back(pending);
                         }
                         Some(refusal) => {
@@ -283,13 +333,33 @@ where
                         Bytes::copy_from_slice(portal),
                         known.unwrap_or_else(|| (Arc::from("<unknown statement>"), None)),
                     );
-                    lock(tracker).pending.push_back(Pending::new(Kind::Bind, Arc::clone(&no_text)));
+                    let mut pending = Pending::new(Kind::Bind, Arc::clone(&no_text));
+                    if masking {
+                        let formats = mask::bind_result_formats(body).unwrap_or_else(|| Arc::from([]));
+                        pending.shape = ShapeRef::Bind {
+                            portal: Bytes::copy_from_slice(portal),
+                            statement: Bytes::copy_from_slice(statement),
+                            formats,
+                        };
+                    }
+                    lock(tracker).pending.push_back(pending);
+                }
+                b'D' if masking => {
+                    let mut r = Reader::new(body);
+                    let (Some(which), Some(name)) = (r.u8(), r.cstr()) else { return malformed("Describe") };
+                    let name = Bytes::copy_from_slice(name);
+                    let shape =
+                        if which == b'S' { ShapeRef::DescribeStatement(name) } else { ShapeRef::DescribePortal(name) };
+                    lock(tracker).pending.push_back(Pending::new(Kind::Describe, Arc::clone(&no_text)).with_shape(shape));
                 }
                 b'E' => {
                     let Some(portal) = Reader::new(body).cstr() else { return malformed("Execute") };
                     let (text, rule) = portals.get(portal).cloned().unwrap_or_else(|| (Arc::from("<unknown portal>"), None));
                     let mut pending = Pending::new(Kind::Execute, text);
                     pending.rule = rule;
+                    if masking {
+                        pending.shape = ShapeRef::Execute(Bytes::copy_from_slice(portal));
+                    }
                     lock(tracker).pending.push_back(pending);
                 }
                 b'S' => lock(tracker).pending.push_back(Pending::new(Kind::Sync, Arc::clone(&no_text))),
@@ -366,6 +436,11 @@ where
     let mut fatal: Option<String> = None;
     // DataRows of the command in progress; counted here so a row costs no lock.
     let mut data_rows: u64 = 0;
+    // Masking: the plan for the rows in progress, the COPY OUT in progress, and a frame rewritten.
+    let mut masker = ctx.masking.clone().map(ResponseMasker::new);
+    let mut plan: Option<Arc<RowPlan>> = None;
+    let mut copy: Option<CopyFormat> = None;
+    let mut rewritten = BytesMut::new();
     loop {
         let mut consumed = 0;
         let mut pass_from = 0;
@@ -382,6 +457,76 @@ where
                 Err(e) => return RelayEnd::UpstreamGone(format!("invalid frame from the server: {e:?}")),
             };
             let body = &buf[consumed + HEADER_LEN..consumed + head.len];
+            rewritten.clear();
+            if let Some(m) = masker.as_mut() {
+                match head.tag {
+                    b'D' => {
+                        let plan = plan.get_or_insert_with(|| execute_plan(&lock(tracker)));
+                        if plan.is_active() {
+                            m.data_row(plan, body, &mut rewritten);
+                        }
+                    }
+                    b'T' => {
+                        let fields = mask::row_description(body);
+                        let new_plan = || Arc::new(fields.as_deref().map_or_else(RowPlan::unknown, |f| RowPlan::new(f, None, |_| None)));
+                        let mut t = lock(tracker);
+                        match t.pending.front().map(|p| p.shape.clone()) {
+                            Some(ShapeRef::DescribeStatement(name)) => {
+                                t.pending.pop_front();
+                                match fields {
+                                    Some(f) => t.statement_shapes.insert(name, Arc::from(f)),
+                                    None => t.statement_shapes.remove(&name),
+                                };
+                            }
+                            Some(ShapeRef::DescribePortal(name)) => {
+                                t.pending.pop_front();
+                                let p = new_plan();
+                                t.portal_plans.insert(name, p);
+                            }
+                            _ => plan = Some(new_plan()),
+                        }
+                    }
+                    b'n' => {
+                        let mut t = lock(tracker);
+                        if t.pending.front().is_some_and(|p| p.kind == Kind::Describe) {
+                            t.pending.pop_front();
+                        }
+                    }
+                    b'1' | b'2' => {
+                        let mut t = lock(tracker);
+                        let shape = t.pending.front().map(|p| p.shape.clone());
+                        match shape {
+                            Some(ShapeRef::Parse(name)) => {
+                                t.statement_shapes.remove(&name);
+                            }
+                            Some(ShapeRef::Bind { portal, statement, formats }) => {
+                                let p = match t.statement_shapes.get(&statement) {
+                                    Some(fields) => RowPlan::new(fields, Some(&formats), |_| None),
+                                    None => RowPlan::unknown(),
+                                };
+                                t.portal_plans.insert(portal, Arc::new(p));
+                            }
+                            _ => {}
+                        }
+                    }
+                    b'H' => copy = Some(mask::copy_format(body)),
+                    b'd' => {
+                        if let Some(format) = copy {
+                            m.copy_data(format, body, &mut rewritten);
+                        }
+                    }
+                    b'E' | b'N' => {
+                        m.notice(head.tag, body, &mut rewritten);
+                    }
+                    _ => {}
+                }
+                if matches!(head.tag, b'C' | b'E' | b's' | b'I' | b'Z' | b'c') {
+                    plan = None;
+                    copy = None;
+                }
+            }
+            // The body the gateway reads is what the client will see.
+            let body = if rewritten.is_empty() { body } else { &rewritten[HEADER_LEN..] };
             match head.tag {
                 b'D' => data_rows += 1,
                 b'C' => {
@@ -425,6 +570,10 @@ where
                     let after_bind = t.pending.front().is_some_and(|p| p.kind == Kind::Bind);
                     if after_bind {
                         t.pending.pop_front();
+                        // A Describe between Bind and Execute is skipped with the rest.
+                        while t.pending.front().is_some_and(|p| p.kind == Kind::Describe) {
+                            t.pending.pop_front();
+                        }
                         t.skipping = true;
                     }
                     let substitute = t
@@ -434,9 +583,8 @@ where
                         .and_then(|p| p.refusal.as_ref())
                         .map(|(b, _)| b.clone());
                     if let Some(substitute) = substitute {
-                        out.extend_from_slice(&buf[pass_from..consumed]);
-                        out.extend_from_slice(&substitute);
-                        pass_from = consumed + head.len;
+                        rewritten.clear();
+                        rewritten.extend_from_slice(&substitute);
                     }
                     match t.pending.front().map(|p| p.kind) {
                         Some(Kind::Simple) => {
@@ -453,7 +601,7 @@ where
                             ctx.record(&mut t, p, None);
                             t.skipping = true;
                         }
-                        Some(Kind::Sync | Kind::Bind) | None => {}
+                        Some(Kind::Sync | Kind::Bind | Kind::Describe) | None => {}
                     }
                 }
                 b'Z' => {
@@ -462,7 +610,7 @@ where
                     while let Some(p) = t.pending.pop_front() {
                         match p.kind {
                             Kind::Sync => break,
-                            Kind::Bind => {}
+                            Kind::Bind | Kind::Describe => {}
                             Kind::Simple => {
                                 ctx.record(&mut t, p, None);
                                 break;
@@ -481,6 +629,11 @@ where
                     }
                 }
                 _ => {}
+            }
+            if !rewritten.is_empty() {
+                out.extend_from_slice(&buf[pass_from..consumed]);
+                out.extend_from_slice(&rewritten);
+                pass_from = consumed + head.len;
             }
             consumed += head.len;
         }
@@ -510,6 +663,16 @@ where
             Err(e) => return RelayEnd::UpstreamGone(e.to_string()),
         }
     }
+}
+
+/// The plan for rows that arrive without a RowDescription of their own: those of the Execute at
+/// the front, shaped by its portal. Unknown shapes are masked as opaque values.
+fn execute_plan(t: &Tracker) -> Arc<RowPlan> {
+    match t.pending.front().map(|p| &p.shape) {
+        Some(ShapeRef::Execute(portal)) => t.portal_plans.get(portal).cloned(),
+        _ => None,
+    }
+    .unwrap_or_else(|| Arc::new(RowPlan::unknown()))
 }
 
 /// Classifies a message (cached by text), resolves SQL-level EXECUTEs against this session's

@@ -279,6 +279,7 @@ async fn relay_session<G: Gate<PgEndpoint>>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let Opened { mut client, upstream, identity, connection, endpoint, application_name } = opened;
+    let endpoint_masking = endpoint.masking.clone();
     let session_id: Arc<str> = Arc::from(ids::new_id("s_"));
     let cancel_key =
         shared.cancel.register(UpstreamKey { endpoint, pid: upstream.pid, secret: upstream.secret });
@@ -313,6 +314,7 @@ async fn relay_session<G: Gate<PgEndpoint>>(
         classifier: &shared.classifier,
         max_message_bytes: shared.config.max_message_bytes,
         record_statements: shared.gate.records_statements(),
+        masking: endpoint_masking,
     };
     let tracker = Mutex::new(Tracker::new());
     let (mut client_read, mut client_write) = tokio::io::split(client);

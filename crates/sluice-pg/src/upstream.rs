@@ -23,6 +23,8 @@ pub struct PgEndpoint {
     pub tls: UpstreamTls,
     /// Settings sluice pins in every upstream session (sent after the client's startup parameters).
     pub settings: Vec<(String, String)>,
+    /// Masking obligations on this session's responses; `None` when nothing is to be masked.
+    pub masking: Option<sluice_mask::SessionMasking>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

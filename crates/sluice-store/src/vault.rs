@@ -8,7 +8,11 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::Rng;
 use std::path::Path;
 
-pub struct MasterKey(XChaCha20Poly1305);
+pub struct MasterKey {
+    cipher: XChaCha20Poly1305,
+    /// The key itself, only ever used to derive keys for other purposes.
+    raw: [u8; 32],
+}
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -23,7 +27,17 @@ impl MasterKey {
         let key: [u8; 32] = bytes
             .try_into()
             .map_err(|_| StoreError::Vault("the master key must be 64 hex digits (32 bytes)".into()))?;
-        Ok(MasterKey(XChaCha20Poly1305::new(&key.into())))
+        Ok(MasterKey { cipher: XChaCha20Poly1305::new(&key.into()), raw: key })
+    }
+
+    /// A key for another purpose (HMAC-SHA-256 of the purpose under the master key), so that no
+    /// second secret has to be kept: e.g. the key of masking tokens.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.raw).expect("HMAC takes any key length");
+        mac.update(b"sluice/");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     /// Reads the key from `SLUICE_MASTER_KEY`, else from `path`; creates `path` (mode 0600) with a
@@ -54,7 +68,7 @@ impl MasterKey {
         let nonce_bytes: [u8; 24] = rand::rng().random();
         let nonce = XNonce::from(nonce_bytes);
         let sealed = self
-            .0
+            .cipher
             .encrypt(&nonce, Payload { msg: plaintext, aad: context.as_bytes() })
             .map_err(|_| StoreError::Vault("sealing failed".into()))?;
         Ok((nonce_bytes.to_vec(), sealed))
@@ -63,7 +77,7 @@ impl MasterKey {
     pub fn open(&self, context: &str, nonce: &[u8], sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
         let nonce: [u8; 24] =
             nonce.try_into().map_err(|_| StoreError::Vault("stored credential is corrupt (nonce)".into()))?;
-        self.0
+        self.cipher
             .decrypt(&XNonce::from(nonce), Payload { msg: sealed, aad: context.as_bytes() })
             .map_err(|_| {
                 StoreError::Vault(format!(
@@ -107,6 +121,13 @@ mod tests {
         assert!(key().open("billing", &nonce, &sealed).is_err());
         let other = MasterKey::from_hex(&"22".repeat(32)).unwrap();
         assert!(other.open("shop", &nonce, &sealed).is_err());
+    }
+
+    #[test]
+    fn derived_keys_differ_by_purpose_and_master_key() {
+        assert_eq!(key().derive("mask-token"), key().derive("mask-token"));
+        assert_ne!(key().derive("mask-token"), key().derive("other"));
+        assert_ne!(MasterKey::from_hex(&"22".repeat(32)).unwrap().derive("mask-token"), key().derive("mask-token"));
     }
 
     #[test]

@@ -14,8 +14,12 @@ use sluice_pg::{PgEndpoint, UpstreamTlsMode};
 use sluice_store::vault::MasterKey;
 use sluice_store::{Recorder, Store};
 use sluice_core::policy::Policy;
+use sluice_mask::Masking;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// What the masking token key is derived for (from the master key; see `MasterKey::derive`).
+pub const MASK_TOKEN_PURPOSE: &str = "mask-token";
 
 pub struct Gateway {
     store: Store,
@@ -23,6 +27,7 @@ pub struct Gateway {
     key: MasterKey,
     connections: HashMap<String, Prepared>,
     policy: Policy,
+    masking: Arc<Masking>,
     record_statements: bool,
     connect_rule: Arc<str>,
 }
@@ -41,12 +46,14 @@ impl Gateway {
             connections.insert(name.clone(), Prepared { config: conn.clone(), tls });
         }
         let policy = config.compile_policy()?;
+        let masking = Arc::new(config.compile_masking(key.derive(MASK_TOKEN_PURPOSE))?);
         Ok(Gateway {
             store,
             recorder,
             key,
             connections,
             policy,
+            masking,
             record_statements: config.recording.statements,
             connect_rule: Arc::from("connect"),
         })
@@ -153,6 +160,7 @@ impl Gate<PgEndpoint> for Gateway {
         if self.policy.read_only(&identity, request.connection) {
             settings.push(("default_transaction_read_only".into(), "on".into()));
         }
+        let masking = Some(self.masking.for_session(&identity, request.connection)).filter(|m| m.active());
         Ok(Grant {
             identity,
             connection: request.connection.to_string(),
@@ -164,6 +172,7 @@ impl Gate<PgEndpoint> for Gateway {
                 password,
                 tls: prepared.tls.clone(),
                 settings,
+                masking,
             },
         })
     }

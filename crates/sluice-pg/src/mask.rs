@@ -1,0 +1,442 @@
+//! Masking applied to what the server sends: a plan per result (from RowDescription, or from the
+//! statement's described shape and the Bind's result formats), DataRows rewritten value by value,
+//! error and notice texts, and COPY rows. A result with nothing to mask passes byte for byte.
+
+use crate::codec::{put_message, Reader};
+use bytes::{BufMut, BytesMut};
+use sluice_mask::{mask_whole, type_class, ColumnMask, Finding, Masked, SessionMasking, TypeClass};
+use std::sync::Arc;
+
+/// One column of a RowDescription, as far as masking cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Field {
+    pub table_oid: u32,
+    pub column: i16,
+    pub type_oid: u32,
+    pub format: i16,
+}
+
+/// The fields of a RowDescription body; `None` when it is malformed.
+pub fn row_description(body: &[u8]) -> Option<Vec<Field>> {
+    let mut r = Reader::new(body);
+    let count = usize::try_from(r.i16()?).ok()?;
+    let mut fields = Vec::with_capacity(count);
+    for _ in 0..count {
+        r.cstr()?;
+        let table_oid = r.i32()? as u32;
+        let column = r.i16()?;
+        let type_oid = r.i32()? as u32;
+        r.i16()?;
+        r.i32()?;
+        let format = r.i16()?;
+        fields.push(Field { table_oid, column, type_oid, format });
+    }
+    Some(fields)
+}
+
+/// The result format codes of a Bind message (after its parameters); `None` when malformed.
+pub fn bind_result_formats(body: &[u8]) -> Option<Arc<[i16]>> {
+    let mut r = Reader::new(body);
+    r.cstr()?;
+    r.cstr()?;
+    let param_formats = usize::try_from(r.i16()?).ok()?;
+    r.bytes(2 * param_formats)?;
+    let params = usize::try_from(r.i16()?).ok()?;
+    for _ in 0..params {
+        let len = r.i32()?;
+        if len > 0 {
+            r.bytes(len as usize)?;
+        }
+    }
+    let count = usize::try_from(r.i16()?).ok()?;
+    (0..count).map(|_| r.i16()).collect()
+}
+
+/// The format of column `i` under a Bind's result format codes (none: text; one: all columns).
+fn format_of(formats: &[i16], i: usize) -> i16 {
+    match formats {
+        [] => 0,
+        [one] => *one,
+        many => many.get(i).copied().unwrap_or(0),
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ColumnPlan {
+    class: TypeClass,
+    binary: bool,
+    rule: Option<ColumnMask>,
+}
+
+impl ColumnPlan {
+    fn idle(&self) -> bool {
+        self.class == TypeClass::Skip && self.rule.is_none()
+    }
+}
+
+/// What to do with each column of the result in progress.
+#[derive(Clone, Debug, Default)]
+pub struct RowPlan {
+    columns: Vec<ColumnPlan>,
+    /// False when no column needs anything: rows pass untouched.
+    active: bool,
+}
+
+impl RowPlan {
+    /// A plan from described fields. `formats` (a Bind's) overrides the fields' own format codes,
+    /// which a statement's description leaves at zero. `rule` resolves column rules.
+    pub fn new(fields: &[Field], formats: Option<&[i16]>, rule: impl Fn(&Field) -> Option<ColumnMask>) -> RowPlan {
+        let columns: Vec<ColumnPlan> = fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let format = formats.map_or(f.format, |fmts| format_of(fmts, i));
+                ColumnPlan { class: type_class(f.type_oid), binary: format == 1, rule: rule(f) }
+            })
+            .collect();
+        let active = columns.iter().any(|c| !c.idle());
+        RowPlan { columns, active }
+    }
+
+    /// For rows whose shape sluice does not know: every value is scanned as an opaque one (found
+    /// ⇒ NULL), which is right in either format.
+    pub fn unknown() -> RowPlan {
+        RowPlan { columns: Vec::new(), active: true }
+    }
+
+    fn opaque(count: usize) -> RowPlan {
+        let columns = (0..count).map(|_| ColumnPlan { class: TypeClass::Opaque, binary: false, rule: None }).collect();
+        RowPlan { columns, active: true }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+}
+
+/// Masks one session's responses; owns the scratch space so a row costs no allocation.
+pub struct ResponseMasker {
+    session: SessionMasking,
+    findings: Vec<Finding>,
+    value: Vec<u8>,
+    /// Replaced values of the row in progress, back to back; `changes` index into it.
+    replaced: Vec<u8>,
+    changes: Vec<(usize, Masked, usize, usize)>,
+}
+
+/// The COPY OUT in progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyFormat {
+    Text,
+    Binary,
+}
+
+const COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+impl ResponseMasker {
+    pub fn new(session: SessionMasking) -> Self {
+        ResponseMasker { session, findings: Vec::new(), value: Vec::new(), replaced: Vec::new(), changes: Vec::new() }
+    }
+
+    /// Masks a DataRow. Writes the rewritten frame to `out` and returns true when anything changed;
+    /// false means the original frame goes as it is. A row that does not match its plan is masked
+    /// as if its shape were unknown.
+    pub fn data_row(&mut self, plan: &RowPlan, body: &[u8], out: &mut BytesMut) -> bool {
+        let Some(values) = split_row(body) else {
+            // Malformed from the server: nothing of it is passed on.
+            put_message(out, b'D', |b| b.put_i16(0));
+            return true;
+        };
+        let fallback;
+        let plan = if plan.columns.len() == values.len() {
+            plan
+        } else {
+            fallback = RowPlan::opaque(values.len());
+            &fallback
+        };
+        self.changes.clear();
+        self.replaced.clear();
+        let masking = self.session.masking();
+        let content = masking.content();
+        for (i, (value, column)) in values.iter().zip(&plan.columns).enumerate() {
+            let Some(value) = value else { continue };
+            if column.idle() {
+                continue;
+            }
+            let masked = match &column.rule {
+                Some(rule) => mask_whole(column.class, column.binary, value, rule, masking.key(), &mut self.value),
+                None => content.mask(column.class, column.binary, value, &mut self.findings, &mut self.value),
+            };
+            if masked != Masked::Clear {
+                let start = self.replaced.len();
+                self.replaced.extend_from_slice(&self.value);
+                self.changes.push((i, masked, start, self.replaced.len()));
+            }
+        }
+        if self.changes.is_empty() {
+            return false;
+        }
+        put_message(out, b'D', |b| {
+            b.put_i16(values.len() as i16);
+            let mut changes = self.changes.iter().peekable();
+            for (i, value) in values.iter().enumerate() {
+                let change = changes.next_if(|c| c.0 == i);
+                match (change, value) {
+                    (Some((_, Masked::Null, _, _)), _) | (None, None) => b.put_i32(-1),
+                    (Some(&(_, _, start, end)), _) => {
+                        b.put_i32((end - start) as i32);
+                        b.put_slice(&self.replaced[start..end]);
+                    }
+                    (None, Some(v)) => {
+                        b.put_i32(v.len() as i32);
+                        b.put_slice(v);
+                    }
+                }
+            }
+        });
+        true
+    }
+
+    /// Masks the text fields of an ErrorResponse or NoticeResponse (message, detail, hint,
+    /// context, internal query): errors echo values. Returns true when it wrote a new frame.
+    pub fn notice(&mut self, tag: u8, body: &[u8], out: &mut BytesMut) -> bool {
+        let content = self.session.masking().content();
+        let mut fields: Vec<(u8, &[u8], Option<Vec<u8>>)> = Vec::new();
+        let mut r = Reader::new(body);
+        while let Some(kind) = r.u8() {
+            if kind == 0 {
+                break;
+            }
+            let Some(value) = r.cstr() else { break };
+            let masked = if matches!(kind, b'M' | b'D' | b'H' | b'W' | b'q') {
+                content.mask_line(value, &mut self.findings)
+            } else {
+                None
+            };
+            fields.push((kind, value, masked));
+        }
+        if fields.iter().all(|(_, _, m)| m.is_none()) {
+            return false;
+        }
+        put_message(out, tag, |b| {
+            for (kind, value, masked) in &fields {
+                b.put_u8(*kind);
+                crate::codec::put_cstr(b, masked.as_deref().unwrap_or(value));
+            }
+            b.put_u8(0);
+        });
+        true
+    }
+
+    /// Masks one CopyData message of a COPY OUT. Text and CSV rows are masked in place; binary
+    /// tuples lose (to NULL) each field where anything is found. Returns true when it wrote a frame.
+    pub fn copy_data(&mut self, format: CopyFormat, body: &[u8], out: &mut BytesMut) -> bool {
+        let content = self.session.masking().content();
+        match format {
+            CopyFormat::Text => match content.mask_line(body, &mut self.findings) {
+                Some(line) => {
+                    put_message(out, b'd', |b| b.put_slice(&line));
+                    true
+                }
+                None => false,
+            },
+            CopyFormat::Binary => {
+                self.value.clear();
+                let Some(changed) = mask_binary_copy(body, &mut self.value, |field, findings| {
+                    findings.clear();
+                    content.scanner.scan(field, findings);
+                    !findings.is_empty()
+                }, &mut self.findings) else {
+                    // Not a tuple sluice can read: nothing of it is passed on.
+                    put_message(out, b'd', |_| {});
+                    return true;
+                };
+                if changed {
+                    put_message(out, b'd', |b| b.put_slice(&self.value));
+                }
+                changed
+            }
+        }
+    }
+}
+
+/// The values of a DataRow body (`None` for SQL NULL); `None` when malformed.
+fn split_row(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
+    let mut r = Reader::new(body);
+    let count = usize::try_from(r.i16()?).ok()?;
+    let mut values = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = r.i32()?;
+        values.push(if len < 0 { None } else { Some(r.bytes(len as usize)?) });
+    }
+    (r.remaining() == 0).then_some(values)
+}
+
+/// Rewrites a binary COPY message (an optional file header, then one tuple or the trailer) into
+/// `out`, with every field `sensitive` says yes to set to NULL. `None` when it cannot be read.
+fn mask_binary_copy(
+    body: &[u8],
+    out: &mut Vec<u8>,
+    mut sensitive: impl FnMut(&[u8], &mut Vec<Finding>) -> bool,
+    findings: &mut Vec<Finding>,
+) -> Option<bool> {
+    let mut r = Reader::new(body);
+    if body.starts_with(COPY_SIGNATURE) {
+        r.bytes(COPY_SIGNATURE.len() + 4)?;
+        let extension = usize::try_from(r.i32()?).ok()?;
+        r.bytes(extension)?;
+        out.extend_from_slice(&body[..body.len() - r.remaining()]);
+        if r.remaining() == 0 {
+            return Some(false);
+        }
+    }
+    let count = r.i16()?;
+    out.extend_from_slice(&count.to_be_bytes());
+    let mut changed = false;
+    for _ in 0..count.max(0) {
+        let len = r.i32()?;
+        if len < 0 {
+            out.extend_from_slice(&len.to_be_bytes());
+            continue;
+        }
+        let field = r.bytes(len as usize)?;
+        if sensitive(field, findings) {
+            changed = true;
+            out.extend_from_slice(&(-1i32).to_be_bytes());
+        } else {
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(field);
+        }
+    }
+    (r.remaining() == 0).then_some(changed)
+}
+
+/// The overall format of a CopyOutResponse body.
+pub fn copy_format(body: &[u8]) -> CopyFormat {
+    if body.first() == Some(&1) {
+        CopyFormat::Binary
+    } else {
+        CopyFormat::Text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::Identity;
+    use sluice_mask::{MaskingSpec, TokenKey};
+
+    fn masker() -> ResponseMasker {
+        let masking = Arc::new(MaskingSpec::default().compile(TokenKey::new([5; 32])).unwrap());
+        let who = Identity { name: "a".into(), groups: vec![], credential_id: "t".into() };
+        ResponseMasker::new(masking.for_session(&who, "c"))
+    }
+
+    fn row(values: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&(values.len() as i16).to_be_bytes());
+        for v in values {
+            match v {
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+                Some(v) => {
+                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    b.extend_from_slice(v);
+                }
+            }
+        }
+        b
+    }
+
+    fn field(type_oid: u32, format: i16) -> Field {
+        Field { table_oid: 0, column: 0, type_oid, format }
+    }
+
+    #[test]
+    fn data_rows_are_masked_by_type_and_format() {
+        let mut m = masker();
+        let plan = RowPlan::new(&[field(23, 0), field(25, 0), field(20, 1), field(25, 0)], None, |_| None);
+        assert!(plan.is_active());
+        let card = 4111111111111111i64.to_be_bytes();
+        let body = row(&[Some(b"42"), Some(b"mail a@b.io"), Some(&card), None]);
+        let mut out = BytesMut::new();
+        assert!(m.data_row(&plan, &body, &mut out));
+        assert_eq!(&out[5..], &row(&[Some(b"42"), Some(b"mail [redacted:email]"), None, None])[..]);
+
+        let clean = row(&[Some(b"1"), Some(b"hello"), Some(&7i64.to_be_bytes()), None]);
+        out.clear();
+        assert!(!m.data_row(&plan, &clean, &mut out));
+        assert!(out.is_empty());
+
+        let ints = RowPlan::new(&[field(23, 0)], None, |_| None);
+        assert!(!ints.is_active(), "an int4 result needs no work");
+    }
+
+    #[test]
+    fn a_row_that_does_not_fit_its_plan_is_masked_as_unknown() {
+        let mut m = masker();
+        let plan = RowPlan::new(&[field(23, 0)], None, |_| None);
+        let mut out = BytesMut::new();
+        assert!(m.data_row(&plan, &row(&[Some(b"1"), Some(b"x 123-45-6789")]), &mut out));
+        assert_eq!(&out[5..], &row(&[Some(b"1"), None])[..]);
+        out.clear();
+        assert!(m.data_row(&plan, b"\x00\x01\x00\x00\x00\x09abc", &mut out), "truncated row is dropped");
+        assert_eq!(&out[5..], &[0, 0]);
+    }
+
+    #[test]
+    fn bind_formats_and_row_descriptions_parse() {
+        let mut bind = Vec::new();
+        bind.extend_from_slice(b"p\0s\0");
+        bind.extend_from_slice(&1i16.to_be_bytes());
+        bind.extend_from_slice(&1i16.to_be_bytes());
+        bind.extend_from_slice(&1i16.to_be_bytes());
+        bind.extend_from_slice(&4i32.to_be_bytes());
+        bind.extend_from_slice(&42i32.to_be_bytes());
+        bind.extend_from_slice(&2i16.to_be_bytes());
+        bind.extend_from_slice(&0i16.to_be_bytes());
+        bind.extend_from_slice(&1i16.to_be_bytes());
+        assert_eq!(bind_result_formats(&bind).as_deref(), Some(&[0i16, 1][..]));
+        assert_eq!(bind_result_formats(&bind[..bind.len() - 1]), None);
+        assert_eq!(format_of(&[], 3), 0);
+        assert_eq!(format_of(&[1], 3), 1);
+
+        let mut rd = Vec::new();
+        rd.extend_from_slice(&1i16.to_be_bytes());
+        rd.extend_from_slice(b"ssn\0");
+        rd.extend_from_slice(&16384i32.to_be_bytes());
+        rd.extend_from_slice(&3i16.to_be_bytes());
+        rd.extend_from_slice(&25i32.to_be_bytes());
+        rd.extend_from_slice(&(-1i16).to_be_bytes());
+        rd.extend_from_slice(&(-1i32).to_be_bytes());
+        rd.extend_from_slice(&0i16.to_be_bytes());
+        assert_eq!(row_description(&rd), Some(vec![Field { table_oid: 16384, column: 3, type_oid: 25, format: 0 }]));
+        assert_eq!(row_description(&rd[..rd.len() - 1]), None);
+    }
+
+    #[test]
+    fn errors_and_copy_rows_are_masked() {
+        let mut m = masker();
+        let mut out = BytesMut::new();
+        let body = b"SERROR\0C22P02\0Minvalid input syntax for type integer: \"123-45-6789\"\0\0";
+        assert!(m.notice(b'E', body, &mut out));
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("[redacted:ssn]") && !text.contains("6789") && text.contains("22P02"), "{text}");
+        out.clear();
+        assert!(!m.notice(b'N', b"SNOTICE\0Mall fine\0\0", &mut out));
+
+        assert!(m.copy_data(CopyFormat::Text, b"1\tjane@example.com\t\\N\n", &mut out));
+        assert_eq!(&out[5..], b"1\t[redacted:email]\t\\N\n");
+
+        let mut tuple = Vec::new();
+        tuple.extend_from_slice(COPY_SIGNATURE);
+        tuple.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+        tuple.extend_from_slice(&row(&[Some(&7i32.to_be_bytes()), Some(b"4111 1111 1111 1111")]));
+        out.clear();
+        assert!(m.copy_data(CopyFormat::Binary, &tuple, &mut out));
+        let mut expected = tuple[..19].to_vec();
+        expected.extend_from_slice(&row(&[Some(&7i32.to_be_bytes()), None]));
+        assert_eq!(&out[5..], &expected[..]);
+        out.clear();
+        assert!(!m.copy_data(CopyFormat::Binary, &(-1i16).to_be_bytes(), &mut out), "trailer passes");
+    }
+}
