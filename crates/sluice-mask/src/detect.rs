@@ -417,9 +417,13 @@ impl Scanner {
             }
         }
         let before = start.checked_sub(1).map(|i| hay[i]);
-        if before.is_some_and(|c| is_word(c) || c == b'.' || c == b',') {
-            // Inside a word or a decimal: skip this run of digits only.
-            return start + hay[start..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let after_digit = start >= 2 && hay[start - 2].is_ascii_digit();
+        let run = hay[start..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let decimals = before == Some(b'.') && after_digit;
+        let thousands = before == Some(b',') && after_digit && run == 3;
+        if before.is_some_and(is_word) || decimals || thousands {
+            // Inside a word or a number (`3.14159…`, `1,234,567`): skip this run of digits only.
+            return start + run;
         }
         let (end, digits, groups) = Groups::extent(hay, start);
         // One group without a `+` before it can only be a card number.
@@ -430,7 +434,9 @@ impl Scanner {
         let groups = Groups::read(hay, start);
         let after = hay.get(end).copied();
         let after_next = hay.get(end + 1).copied();
-        let ends_cleanly = !after.is_some_and(|c| is_word(c) || (matches!(c, b'.' | b',') && after_next.is_some_and(|d| d.is_ascii_digit())));
+        // A decimal point after the digits makes them part of a larger number; a comma does not
+        // (it separates CSV fields and list items as often as thousands).
+        let ends_cleanly = !after.is_some_and(|c| is_word(c) || (c == b'.' && after_next.is_some_and(|d| d.is_ascii_digit())));
         if !ends_cleanly {
             return end;
         }
@@ -669,6 +675,10 @@ mod tests {
         one("amex 3782 822463 10005", "credit-card", "3782 822463 10005");
         one("4111111111111111", "credit-card", "4111111111111111");
         one("Ref 2024 4111 1111 1111 1111", "credit-card", "4111 1111 1111 1111");
+        let csv = found("1,Jane,123-45-6789,4111111111111111,x");
+        assert_eq!(csv.iter().map(|(d, _)| d.as_str()).collect::<Vec<_>>(), ["ssn", "credit-card"]);
+        one("x,4111111111111111,7", "credit-card", "4111111111111111");
+        assert_eq!(found("6789,4111 1111 1111 1111").len(), 1);
         one("ssn: 123-45-6789.", "ssn", "123-45-6789");
         one("SSN 123 45 6789 on file", "ssn", "123 45 6789");
         one("write to jane.doe+x@mail.example.co.uk today", "email", "jane.doe+x@mail.example.co.uk");

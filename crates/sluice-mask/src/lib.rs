@@ -87,6 +87,43 @@ impl Masking {
     pub fn mask_text(&self, text: &str) -> Option<String> {
         self.content().mask_text(text, &mut Vec::new())
     }
+
+    /// Every finding in a text with what replaces it, for `sluice mask test`.
+    pub fn explain(&self, text: &str) -> Vec<Explained> {
+        let mut findings = Vec::new();
+        self.scanner.scan(text.as_bytes(), &mut findings);
+        findings
+            .iter()
+            .map(|f| {
+                let detector = self.scanner.name(f.detector).to_string();
+                let action = self.actions.get(f.detector).copied().unwrap_or(MaskAction::Null);
+                let matched = &text.as_bytes()[f.start..f.end];
+                let mut out = Vec::new();
+                let replacement = if action::render(action, &detector, matched, &self.key, &mut out) {
+                    String::from_utf8_lossy(&out).into_owned()
+                } else {
+                    "NULL (the whole value; in text: a redaction)".into()
+                };
+                Explained {
+                    detector,
+                    start: f.start,
+                    end: f.end,
+                    matched: String::from_utf8_lossy(matched).into_owned(),
+                    replacement,
+                }
+            })
+            .collect()
+    }
+}
+
+/// One finding as `sluice mask test` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Explained {
+    pub detector: String,
+    pub start: usize,
+    pub end: usize,
+    pub matched: String,
+    pub replacement: String,
 }
 
 /// Masking as it applies to one session: every detector, and the column rules in its scope.

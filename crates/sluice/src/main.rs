@@ -4,6 +4,7 @@
 mod commands;
 mod display;
 mod gateway;
+mod mask_cmd;
 mod policy_cmd;
 mod serve;
 mod workers;
@@ -41,6 +42,9 @@ enum Command {
     /// Explain what SQL policy decides on a statement, or check the policy for mistakes.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
+    /// Try the masking detectors on a text.
+    #[command(subcommand)]
+    Mask(mask_cmd::MaskCommand),
     /// Check a configuration file and print what it resolves to.
     Check,
 }
@@ -58,6 +62,7 @@ fn main() -> Result<()> {
             Command::Sessions(cmd) => commands::sessions(&cli.config, cmd).await,
             Command::Auth(cmd) => commands::auth(&cli.config, cmd).await,
             Command::Policy(cmd) => policy_cmd::run(&cli.config, cmd),
+            Command::Mask(cmd) => mask_cmd::run(&cli.config, cmd),
             Command::Check => commands::check(&cli.config),
         }
     })

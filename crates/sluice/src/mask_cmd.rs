@@ -1,0 +1,55 @@
+//! `sluice mask test`: what each detector finds in a text and what an agent would receive, with
+//! no server running.
+
+use crate::gateway::MASK_TOKEN_PURPOSE;
+use anyhow::Result;
+use clap::Subcommand;
+use serde_json::json;
+use sluice_store::vault::MasterKey;
+use std::io::Read;
+use std::path::Path;
+
+#[derive(Subcommand)]
+pub enum MaskCommand {
+    /// Run the configured detectors over a text (`-` reads standard input).
+    Test {
+        #[arg(long)]
+        json: bool,
+        text: String,
+    },
+}
+
+pub fn run(config_path: &Path, cmd: MaskCommand) -> Result<()> {
+    let config = sluice_config::load(config_path)?;
+    let MaskCommand::Test { json, text } = cmd;
+    let text = if text == "-" {
+        let mut buf = String::new();
+        std::io::stdin().read_to_string(&mut buf)?;
+        buf
+    } else {
+        text
+    };
+    // Tokens match the gateway's only under its master key; without one they are illustrative.
+    let (key, tokens_note) = match MasterKey::load(&config.server.master_key_path(), false) {
+        Ok(key) => (key.derive(MASK_TOKEN_PURPOSE), None),
+        Err(_) => ([0; 32], Some("no master key found: tokens shown here differ from the gateway's")),
+    };
+    let masking = config.compile_masking(key)?;
+    let findings = masking.explain(&text);
+    let masked = masking.mask_text(&text).unwrap_or_else(|| text.clone());
+    if json {
+        println!("{}", json!({ "findings": findings, "masked": masked, "note": tokens_note }));
+        return Ok(());
+    }
+    if findings.is_empty() {
+        println!("nothing found");
+    }
+    for f in &findings {
+        println!("{:<16} {:>5}..{:<5} {:?} -> {}", f.detector, f.start, f.end, f.matched, f.replacement);
+    }
+    println!("the agent gets: {masked}");
+    if let Some(note) = tokens_note.filter(|_| findings.iter().any(|f| f.replacement.starts_with("tok_"))) {
+        println!("({note})");
+    }
+    Ok(())
+}

@@ -1,0 +1,269 @@
+"""Masking end to end: a table of realistic personal data and secrets (in plain columns, inside free
+text, inside jsonb, as a bigint) read through psql, psycopg in text and binary, asyncpg and COPY in
+every format. No sensitive value may reach the client or the recording; everything else must arrive
+untouched and typed as the server sent it."""
+
+import asyncio
+import datetime
+import json
+import subprocess
+import uuid
+
+import asyncpg
+import psycopg
+import pytest
+
+from conftest import sluice_binary
+
+PEM = (
+    "-----BEGIN RSA PRIVATE KEY-----\n"
+    "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n"
+    "-----END RSA PRIVATE KEY-----"
+)
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dBjftJeZ4CVPmB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+
+# Every one of these must be absent from everything the client receives.
+SENSITIVE = [
+    "4111 1111 1111 1111", "4111111111111111", "5500-0055-5555-5559", "5500005555555559",
+    "123-45-6789", "078-05-1120",
+    "jane.doe@example.com", "j.smith+billing@corp.example.org",
+    "(415) 555-2671", "+44 20 7946 0958",
+    "DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432",
+    "AKIAIOSFODNN7EXAMPLE", "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+    "sk_live_4eC39HqLyjWDarjtT1zdp7dc", "xoxb-123456789012-abcdefghijkl",
+    "AIzaSyA-abcdefghijklmnopqrstuvwxyz01234", "sk-proj-abcdefghijklmnopqrstuv123",
+    JWT, "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun",
+]
+
+# Look-alikes and ordinary values that must arrive exactly as stored.
+UNTOUCHED = [
+    "Jane Doe", "John Smith", "ORD-2026-000123", "order 1234567812345678", "4111111111111112",
+    "550e8400-e29b-41d4-a716-446655440000", "2026-11-24 12:34:56", "version 1.2.3", "192.168.100.200",
+    "call back on Monday",
+]
+
+SCHEMA = f"""
+DROP TABLE IF EXISTS people;
+CREATE TABLE people (
+    id int PRIMARY KEY,
+    name text NOT NULL,
+    email text,
+    ssn varchar(11),
+    card char(19),
+    phone text,
+    iban text,
+    notes text,
+    profile jsonb,
+    card_number bigint,
+    tags text[],
+    ref uuid,
+    created_at timestamptz,
+    order_ref text
+);
+INSERT INTO people VALUES
+ (1, 'Jane Doe', 'jane.doe@example.com', '123-45-6789', '4111 1111 1111 1111', '(415) 555-2671',
+  'DE89 3704 0044 0532 0130 00',
+  'call back on Monday; card on file 5500-0055-5555-5559, key AKIAIOSFODNN7EXAMPLE',
+  '{{"contact": {{"email": "j.smith+billing@corp.example.org", "phone": "+44 20 7946 0958"}},
+    "tokens": ["ghp_abcdefghijklmnopqrstuvwxyz0123456789", "sk_live_4eC39HqLyjWDarjtT1zdp7dc"],
+    "card": 4111111111111111, "plan": "pro", "seats": 12}}',
+  5500005555555559, ARRAY['xoxb-123456789012-abcdefghijkl', 'vip'],
+  '550e8400-e29b-41d4-a716-446655440000', '2026-11-24 12:34:56+00', 'ORD-2026-000123'),
+ (2, 'John Smith', NULL, '078-05-1120', NULL, NULL, 'GB82WEST12345698765432',
+  $$deploy key {PEM} and jwt {JWT} and AIzaSyA-abcdefghijklmnopqrstuvwxyz01234 sk-proj-abcdefghijklmnopqrstuv123$$,
+  '{{"note": "order 1234567812345678", "version": "version 1.2.3", "ip": "192.168.100.200"}}',
+  4111111111111112, ARRAY['4111111111111112'], NULL, '2026-11-24 12:34:56+00', 'order 1234567812345678');
+GRANT SELECT ON people TO app;
+"""
+
+QUERY = "SELECT * FROM people ORDER BY id"
+
+
+@pytest.fixture(scope="module")
+def people(pg):
+    with pg.connect() as conn:
+        conn.execute(SCHEMA)
+    yield
+    pg.query("DROP TABLE IF EXISTS people")
+
+
+def assert_clean(text):
+    leaked = [s for s in SENSITIVE if s in text]
+    assert not leaked, f"leaked {leaked} in:\n{text}"
+
+
+def assert_untouched(text, typed=False):
+    """`typed`: the text is a repr of driver values, where timestamps are datetime objects."""
+    expected = [s for s in UNTOUCHED if not (typed and s == "2026-11-24 12:34:56")]
+    missing = [s for s in expected if s not in text]
+    assert not missing, f"lost {missing} in:\n{text}"
+
+
+def psql(gw, token, *args, sql=None):
+    cmd = ["psql", gw.dsn(token), "-X", "-v", "ON_ERROR_STOP=1", *args]
+    if sql:
+        cmd += ["-c", sql]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+def test_psql_simple_protocol(gateway, token, people):
+    result = psql(gateway, token, "-A", sql=QUERY)
+    assert result.returncode == 0, result.stderr
+    assert_clean(result.stdout)
+    assert_untouched(result.stdout)
+    assert "[redacted:credit-card]" in result.stdout and "[redacted:private-key]" in result.stdout
+
+
+def test_without_masking_the_same_query_leaks(make_gateway, people):
+    """The control: the same fixture through a gateway with masking off shows the values, so the
+    assertions above are about sluice's masking and nothing else."""
+    gw = make_gateway(extra_connections="[masking]\nenabled = false\n")
+    result = psql(gw, gw.token(), "-A", sql=QUERY)
+    assert result.returncode == 0, result.stderr
+    assert "123-45-6789" in result.stdout and "jane.doe@example.com" in result.stdout
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
+def test_psycopg_text_and_binary(gateway, token, people, binary):
+    with psycopg.connect(gateway.dsn(token), autocommit=True) as conn:
+        cur = conn.cursor(binary=binary)
+        cur.execute("SELECT * FROM people WHERE id = ANY(%s) ORDER BY id", [[1, 2]])
+        rows = cur.fetchall()
+        assert cur.pgresult.fformat(0) == (1 if binary else 0)
+    jane, john = rows
+    assert_clean(repr(rows))
+    assert_untouched(repr(rows), typed=True)
+    assert jane[12] == datetime.datetime(2026, 11, 24, 12, 34, 56, tzinfo=datetime.timezone.utc)
+    # Types survive: ints, uuid, timestamps, jsonb as a dict, arrays as lists.
+    assert jane[0] == 1 and isinstance(jane[11], uuid.UUID) and isinstance(jane[12], datetime.datetime)
+    assert jane[1] == "Jane Doe" and jane[13] == "ORD-2026-000123"
+    assert jane[2] == "[redacted:email]" and jane[3] == "[redacted:ssn]"
+    profile = jane[8]
+    assert isinstance(profile, dict), profile
+    assert profile["contact"]["email"] == "[redacted:email]"
+    assert profile["card"] == "[redacted:credit-card]"
+    assert profile["plan"] == "pro" and profile["seats"] == 12
+    assert jane[9] is None, "a card number stored as bigint becomes NULL"
+    assert jane[10] == ["[redacted:slack-token]", "vip"] or (binary and jane[10] is None)
+    assert john[9] == 4111111111111112, "a number that fails Luhn is left alone"
+    assert john[8] == {"note": "order 1234567812345678", "version": "version 1.2.3", "ip": "192.168.100.200"}
+
+
+def test_psycopg_server_side_prepared_statement(gateway, token, people):
+    with psycopg.connect(gateway.dsn(token), autocommit=True) as conn:
+        for _ in range(3):
+            rows = conn.execute("SELECT name, email, notes FROM people WHERE id = %s", [1], prepare=True).fetchall()
+            assert rows[0][0] == "Jane Doe"
+            assert_clean(repr(rows))
+
+
+def test_asyncpg_binary_with_described_statements(gateway, token, people):
+    async def main():
+        conn = await asyncpg.connect(gateway.dsn(token, sslmode="disable"))
+        try:
+            rows = await conn.fetch(QUERY)
+            stmt = await conn.prepare("SELECT email, card_number, profile, ssn FROM people WHERE id = $1")
+            one = await stmt.fetchrow(1)
+            again = await stmt.fetchrow(1)
+            return rows, one, again
+        finally:
+            await conn.close()
+
+    rows, one, again = asyncio.run(main())
+    text = repr([dict(r) for r in rows]) + repr(dict(one)) + repr(dict(again))
+    assert_clean(text)
+    assert_untouched(text, typed=True)
+    assert one["email"] == "[redacted:email]" and one["card_number"] is None
+    assert json.loads(one["profile"])["plan"] == "pro"
+
+
+@pytest.mark.parametrize("fmt", ["text", "csv"])
+def test_copy_out_text_and_csv(gateway, token, people, fmt):
+    result = psql(gateway, token, sql=f"COPY (SELECT * FROM people ORDER BY id) TO STDOUT WITH (FORMAT {fmt})")
+    assert result.returncode == 0, result.stderr
+    assert_clean(result.stdout)
+    assert "Jane Doe" in result.stdout and "ORD-2026-000123" in result.stdout
+    table = psql(gateway, token, sql=f"COPY people TO STDOUT WITH (FORMAT {fmt})")
+    assert table.returncode == 0, table.stderr
+    assert_clean(table.stdout)
+
+
+def test_copy_out_binary(gateway, token, people):
+    with psycopg.connect(gateway.dsn(token), autocommit=True) as conn:
+        with conn.cursor().copy("COPY (SELECT id, name, ssn, notes FROM people ORDER BY id) TO STDOUT (FORMAT binary)") as copy:
+            copy.set_types(["int4", "text", "varchar", "text"])
+            rows = list(copy.rows())
+    assert rows[0][:2] == (1, "Jane Doe") and rows[1][:2] == (2, "John Smith")
+    assert rows[0][2] is None and rows[0][3] is None, "fields with findings become NULL"
+    assert_clean(repr(rows))
+
+
+def test_errors_that_echo_values_are_masked(gateway, token, people):
+    result = psql(gateway, token, sql="SELECT '123-45-6789'::int")
+    assert result.returncode != 0
+    # psql echoes its own query text after the server's message ("LINE 1: …"); only the server's
+    # words came through sluice.
+    server_line = result.stderr.splitlines()[0]
+    assert "invalid input syntax for type integer" in server_line
+    assert "123-45-6789" not in server_line and "[redacted:ssn]" in server_line, server_line
+    with psycopg.connect(gateway.dsn(token), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation) as err:
+            conn.execute("SELECT %s::int", ["jane.doe@example.com"])
+        assert "jane.doe@example.com" not in str(err.value)
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        notices = []
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+        conn.execute("DO $$ BEGIN RAISE NOTICE 'card %', '4111 1111 1111 1111'; END $$")
+        assert notices and "4111" not in notices[0] and "[redacted:credit-card]" in notices[0]
+
+
+def test_recording_keeps_statements_masked(gateway, token, people):
+    marker = "recording-mask-check"
+    with psycopg.connect(gateway.dsn(token, application_name=marker), autocommit=True) as conn:
+        conn.execute("SELECT id FROM people WHERE email = 'jane.doe@example.com' OR ssn = '123-45-6789'")
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+            conn.execute("SELECT 'AKIAIOSFODNN7EXAMPLE'::int")
+    details = gateway.session_with(lambda d: d["session"]["application_name"] == marker)
+    recorded = json.dumps(details)
+    assert_clean(recorded)
+    assert "WHERE email = '[redacted:email]' OR ssn = '[redacted:ssn]'" in recorded
+    assert "[redacted:aws-access-key]" in recorded
+
+
+def test_mask_test_shows_findings_and_result(gateway):
+    result = gateway.cli("mask", "test", "--json", "card 4111-1111-1111-1111 for ORD-2026-000123, mail jane.doe@example.com")
+    report = json.loads(result.stdout)
+    assert [f["detector"] for f in report["findings"]] == ["credit-card", "email"]
+    assert report["masked"] == "card [redacted:credit-card] for ORD-2026-000123, mail [redacted:email]"
+    plain = gateway.cli("mask", "test", "nothing 1234567812345678 here").stdout
+    assert "nothing found" in plain
+
+
+def test_detector_choice_and_actions_from_config(make_gateway, people):
+    gw = make_gateway(extra_connections="""
+[masking]
+detectors = ["credit-card", "email"]
+detector_actions = { credit-card = "partial", email = "token" }
+
+[[masking.custom_detectors]]
+name = "order-ref"
+pattern = 'ORD-\\d{4}-\\d{6}'
+""")
+    result = psql(gw, gw.token(), "-A", "-t", sql="SELECT card, email, ssn, order_ref FROM people WHERE id = 1")
+    assert result.returncode == 0, result.stderr
+    card, email, ssn, order_ref = result.stdout.strip().split("|")
+    assert card == "**** **** **** 1111"
+    assert email.startswith("tok_") and len(email) == 20
+    assert ssn == "123-45-6789", "the ssn detector is off in this configuration"
+    assert order_ref == "[redacted:order-ref]"
+    again = psql(gw, gw.token(), "-A", "-t", sql="SELECT email FROM people WHERE id = 1").stdout.strip()
+    assert again == email, "tokens are deterministic, so values stay joinable"
+
+
+def test_a_bad_masking_config_stops_the_gateway(tmp_path):
+    config = tmp_path / "sluice.toml"
+    config.write_text('[server]\nstate_dir = "state"\n[masking]\ndetectors = ["credit-cards"]\n')
+    result = subprocess.run([str(sluice_binary()), "--config", str(config), "serve"], capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode != 0
+    assert 'unknown detector "credit-cards"' in result.stderr and "credit-card, ssn" in result.stderr
