@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cancel;
+mod catalog;
 pub mod codec;
 pub mod error;
 pub mod listener;

@@ -1,6 +1,7 @@
 //! The PostgreSQL listener: accepts clients, bounds how many are served at once, and on shutdown
 //! stops accepting, tells every session, and waits for them to finish recording.
 
+use crate::catalog::Catalog;
 use crate::cancel::CancelRegistry;
 use crate::error::{sqlstate, PgError};
 use crate::session;
@@ -33,6 +34,8 @@ pub(crate) struct Shared<G> {
     pub cancel: Arc<CancelRegistry>,
     /// Classifications by statement text, shared by every session.
     pub classifier: Classifier,
+    /// Table and column names by OID per upstream database, for masking rules.
+    pub catalog: Catalog,
 }
 
 /// Distinct statement texts whose classification is kept.
@@ -67,6 +70,7 @@ pub async fn serve<G: Gate<PgEndpoint>>(
         config,
         cancel: Arc::new(CancelRegistry::default()),
         classifier: Classifier::new(CLASSIFICATION_CACHE_ENTRIES),
+        catalog: Catalog::default(),
     });
     loop {
         let accepted = tokio::select! {

@@ -4,7 +4,7 @@
 
 use crate::codec::{put_message, Reader};
 use bytes::{BufMut, BytesMut};
-use sluice_mask::{mask_whole, type_class, ColumnMask, Finding, Masked, SessionMasking, TypeClass};
+use sluice_mask::{mask_whole, type_class, ColumnMask, Finding, MaskAction, Masked, SessionMasking, TypeClass};
 use std::sync::Arc;
 
 /// One column of a RowDescription, as far as masking cares.
@@ -80,33 +80,53 @@ pub struct RowPlan {
     columns: Vec<ColumnPlan>,
     /// False when no column needs anything: rows pass untouched.
     active: bool,
+    /// Rows that do not fit the plan lose every value (see `unknown`).
+    strict: bool,
 }
 
 impl RowPlan {
     /// A plan from described fields. `formats` (a Bind's) overrides the fields' own format codes,
-    /// which a statement's description leaves at zero. `rule` resolves column rules.
-    pub fn new(fields: &[Field], formats: Option<&[i16]>, rule: impl Fn(&Field) -> Option<ColumnMask>) -> RowPlan {
-        let columns: Vec<ColumnPlan> = fields
+    /// which a statement's description leaves at zero; `masks[i]` is column `i`'s rule, if any.
+    pub fn new(fields: &[Field], formats: Option<&[i16]>, masks: &[Option<ColumnMask>]) -> RowPlan {
+        let columns = fields
             .iter()
             .enumerate()
             .map(|(i, f)| {
                 let format = formats.map_or(f.format, |fmts| format_of(fmts, i));
-                ColumnPlan { class: type_class(f.type_oid), binary: format == 1, rule: rule(f) }
+                let rule = masks.get(i).cloned().flatten();
+                ColumnPlan { class: type_class(f.type_oid), binary: format == 1, rule }
             })
             .collect();
-        let active = columns.iter().any(|c| !c.idle());
-        RowPlan { columns, active }
+        RowPlan::of(columns, false)
+    }
+
+    /// The same columns in the formats a Bind asked for.
+    pub fn with_formats(&self, formats: &[i16]) -> RowPlan {
+        let columns = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ColumnPlan { binary: format_of(formats, i) == 1, ..c.clone() })
+            .collect();
+        RowPlan::of(columns, self.strict)
     }
 
     /// For rows whose shape sluice does not know: every value is scanned as an opaque one (found
-    /// ⇒ NULL), which is right in either format.
-    pub fn unknown() -> RowPlan {
-        RowPlan { columns: Vec::new(), active: true }
+    /// ⇒ NULL), which is right in either format. `strict` (the session has column rules, which
+    /// cannot be matched without a shape) makes every value NULL.
+    pub fn unknown(strict: bool) -> RowPlan {
+        RowPlan { columns: Vec::new(), active: true, strict }
     }
 
-    fn opaque(count: usize) -> RowPlan {
-        let columns = (0..count).map(|_| ColumnPlan { class: TypeClass::Opaque, binary: false, rule: None }).collect();
-        RowPlan { columns, active: true }
+    fn of(columns: Vec<ColumnPlan>, strict: bool) -> RowPlan {
+        let active = strict || columns.iter().any(|c| !c.idle());
+        RowPlan { columns, active, strict }
+    }
+
+    fn opaque(count: usize, strict: bool) -> RowPlan {
+        let rule = strict.then(|| ColumnMask { label: Arc::from("unknown-shape"), action: MaskAction::Null });
+        let columns = (0..count).map(|_| ColumnPlan { class: TypeClass::Opaque, binary: false, rule: rule.clone() }).collect();
+        RowPlan::of(columns, strict)
     }
 
     pub fn is_active(&self) -> bool {
@@ -138,6 +158,10 @@ impl ResponseMasker {
         ResponseMasker { session, findings: Vec::new(), value: Vec::new(), replaced: Vec::new(), changes: Vec::new() }
     }
 
+    pub fn session(&self) -> &SessionMasking {
+        &self.session
+    }
+
     /// Masks a DataRow. Writes the rewritten frame to `out` and returns true when anything changed;
     /// false means the original frame goes as it is. A row that does not match its plan is masked
     /// as if its shape were unknown.
@@ -151,7 +175,7 @@ impl ResponseMasker {
         let plan = if plan.columns.len() == values.len() {
             plan
         } else {
-            fallback = RowPlan::opaque(values.len());
+            fallback = RowPlan::opaque(values.len(), plan.strict);
             &fallback
         };
         self.changes.clear();
@@ -354,7 +378,7 @@ mod tests {
     #[test]
     fn data_rows_are_masked_by_type_and_format() {
         let mut m = masker();
-        let plan = RowPlan::new(&[field(23, 0), field(25, 0), field(20, 1), field(25, 0)], None, |_| None);
+        let plan = RowPlan::new(&[field(23, 0), field(25, 0), field(20, 1), field(25, 0)], None, &[]);
         assert!(plan.is_active());
         let card = 4111111111111111i64.to_be_bytes();
         let body = row(&[Some(b"42"), Some(b"mail a@b.io"), Some(&card), None]);
@@ -367,20 +391,35 @@ mod tests {
         assert!(!m.data_row(&plan, &clean, &mut out));
         assert!(out.is_empty());
 
-        let ints = RowPlan::new(&[field(23, 0)], None, |_| None);
+        let ints = RowPlan::new(&[field(23, 0)], None, &[]);
         assert!(!ints.is_active(), "an int4 result needs no work");
     }
 
     #[test]
     fn a_row_that_does_not_fit_its_plan_is_masked_as_unknown() {
         let mut m = masker();
-        let plan = RowPlan::new(&[field(23, 0)], None, |_| None);
+        let plan = RowPlan::new(&[field(23, 0)], None, &[]);
         let mut out = BytesMut::new();
         assert!(m.data_row(&plan, &row(&[Some(b"1"), Some(b"x 123-45-6789")]), &mut out));
         assert_eq!(&out[5..], &row(&[Some(b"1"), None])[..]);
         out.clear();
+        assert!(m.data_row(&RowPlan::unknown(true), &row(&[Some(b"1"), Some(b"x")]), &mut out));
+        assert_eq!(&out[5..], &row(&[None, None])[..], "strict: column rules cannot be matched, so nothing passes");
+        out.clear();
         assert!(m.data_row(&plan, b"\x00\x01\x00\x00\x00\x09abc", &mut out), "truncated row is dropped");
         assert_eq!(&out[5..], &[0, 0]);
+    }
+
+    #[test]
+    fn column_rules_mask_whole_values_and_formats_follow_the_bind() {
+        let mut m = masker();
+        let ssn = Some(ColumnMask { label: Arc::from("pii"), action: MaskAction::Partial { keep_last: 4 } });
+        let described = RowPlan::new(&[field(23, 0), field(25, 0), field(23, 0)], None, &[None, ssn.clone(), ssn]);
+        let plan = described.with_formats(&[1]);
+        let mut out = BytesMut::new();
+        let body = row(&[Some(&1i32.to_be_bytes()), Some(b"123456789"), Some(&5i32.to_be_bytes())]);
+        assert!(m.data_row(&plan, &body, &mut out));
+        assert_eq!(&out[5..], &row(&[Some(&1i32.to_be_bytes()), Some(b"*****6789"), None])[..]);
     }
 
     #[test]

@@ -15,7 +15,9 @@ use crate::mask::{self, CopyFormat, Field, ResponseMasker, RowPlan};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use sluice_core::audit::now_us;
 use sluice_core::{Action, ActionKind, AuditEvent, Decision, Gate, Protocol, RefusalCause, SessionInfo, StatementRecord};
-use sluice_mask::SessionMasking;
+use crate::catalog::Catalog;
+use crate::upstream::PgEndpoint;
+use sluice_mask::{ColumnMask, MaskAction, SessionMasking};
 use sluice_sql::{Classifier, PreparedStatements};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -140,7 +142,7 @@ pub struct Tracker {
     seq: u64,
     /// Only while masking: the described columns of each prepared statement, and the row plan of
     /// each bound portal, as the server confirmed them in order.
-    statement_shapes: HashMap<Bytes, Arc<[Field]>>,
+    statement_shapes: HashMap<Bytes, Arc<RowPlan>>,
     portal_plans: HashMap<Bytes, Arc<RowPlan>>,
 }
 
@@ -166,6 +168,10 @@ pub struct Context<'a, G> {
     /// Masking obligations for this session's responses (and its recording); `None` when there
     /// is nothing to mask.
     pub masking: Option<SessionMasking>,
+    /// Where column names are looked up for masking rules, and how long that may take.
+    pub catalog: &'a Catalog,
+    pub endpoint: &'a PgEndpoint,
+    pub lookup_timeout: std::time::Duration,
 }
 
 impl<G> Context<'_, G> {
@@ -461,27 +467,31 @@ where
             if let Some(m) = masker.as_mut() {
                 match head.tag {
                     b'D' => {
-                        let plan = plan.get_or_insert_with(|| execute_plan(&lock(tracker)));
+                        let strict = m.session().has_column_rules();
+                        let plan = plan.get_or_insert_with(|| execute_plan(&lock(tracker), strict));
                         if plan.is_active() {
                             m.data_row(plan, body, &mut rewritten);
                         }
                     }
                     b'T' => {
                         let fields = mask::row_description(body);
-                        let new_plan = || Arc::new(fields.as_deref().map_or_else(RowPlan::unknown, |f| RowPlan::new(f, None, |_| None)));
+                        let session = m.session();
+                        let masks = match &fields {
+                            Some(f) if session.has_column_rules() => column_masks(ctx, session, f).await,
+                            _ => Vec::new(),
+                        };
+                        let strict = session.has_column_rules();
+                        let new_plan =
+                            || Arc::new(fields.as_deref().map_or_else(|| RowPlan::unknown(strict), |f| RowPlan::new(f, None, &masks)));
                         let mut t = lock(tracker);
                         match t.pending.front().map(|p| p.shape.clone()) {
                             Some(ShapeRef::DescribeStatement(name)) => {
                                 t.pending.pop_front();
-                                match fields {
-                                    Some(f) => t.statement_shapes.insert(name, Arc::from(f)),
-                                    None => t.statement_shapes.remove(&name),
-                                };
+                                t.statement_shapes.insert(name, new_plan());
                             }
                             Some(ShapeRef::DescribePortal(name)) => {
                                 t.pending.pop_front();
-                                let p = new_plan();
-                                t.portal_plans.insert(name, p);
+                                t.portal_plans.insert(name, new_plan());
                             }
                             _ => plan = Some(new_plan()),
                         }
@@ -501,8 +511,8 @@ where
                             }
                             Some(ShapeRef::Bind { portal, statement, formats }) => {
                                 let p = match t.statement_shapes.get(&statement) {
-                                    Some(fields) => RowPlan::new(fields, Some(&formats), |_| None),
-                                    None => RowPlan::unknown(),
+                                    Some(described) => described.with_formats(&formats),
+                                    None => RowPlan::unknown(m.session().has_column_rules()),
                                 };
                                 t.portal_plans.insert(portal, Arc::new(p));
                             }
@@ -667,12 +677,36 @@ where
 
 /// The plan for rows that arrive without a RowDescription of their own: those of the Execute at
 /// the front, shaped by its portal. Unknown shapes are masked as opaque values.
-fn execute_plan(t: &Tracker) -> Arc<RowPlan> {
+fn execute_plan(t: &Tracker, strict: bool) -> Arc<RowPlan> {
     match t.pending.front().map(|p| &p.shape) {
         Some(ShapeRef::Execute(portal)) => t.portal_plans.get(portal).cloned(),
         _ => None,
     }
-    .unwrap_or_else(|| Arc::new(RowPlan::unknown()))
+    .unwrap_or_else(|| Arc::new(RowPlan::unknown(strict)))
+}
+
+/// The column rule of each described field: table and column names looked up by OID, matched
+/// against the session's rules. When the names cannot be looked up, every column that comes from
+/// a table is masked to NULL (fail closed).
+async fn column_masks<G>(ctx: &Context<'_, G>, session: &SessionMasking, fields: &[Field]) -> Vec<Option<ColumnMask>> {
+    let oids: Vec<u32> = fields.iter().map(|f| f.table_oid).filter(|&oid| oid != 0).collect();
+    if oids.is_empty() {
+        return Vec::new();
+    }
+    match ctx.catalog.tables(ctx.endpoint, &oids, ctx.lookup_timeout).await {
+        Ok(tables) => fields
+            .iter()
+            .map(|f| {
+                let table = tables.get(&f.table_oid)?;
+                session.column(&table.schema, &table.name, table.column(f.column)?)
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(session = %ctx.session_id, error = %e, "cannot look up column names for masking; masking every table column");
+            let unresolved = ColumnMask { label: Arc::from("unresolved-column"), action: MaskAction::Null };
+            fields.iter().map(|f| (f.table_oid != 0).then(|| unresolved.clone())).collect()
+        }
+    }
 }
 
 /// Classifies a message (cached by text), resolves SQL-level EXECUTEs against this session's

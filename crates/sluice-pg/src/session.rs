@@ -279,10 +279,9 @@ async fn relay_session<G: Gate<PgEndpoint>>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let Opened { mut client, upstream, identity, connection, endpoint, application_name } = opened;
-    let endpoint_masking = endpoint.masking.clone();
     let session_id: Arc<str> = Arc::from(ids::new_id("s_"));
     let cancel_key =
-        shared.cancel.register(UpstreamKey { endpoint, pid: upstream.pid, secret: upstream.secret });
+        shared.cancel.register(UpstreamKey { endpoint: Arc::clone(&endpoint), pid: upstream.pid, secret: upstream.secret });
 
     let mut hello = BytesMut::with_capacity(512);
     codec::authentication(&mut hello, auth::OK);
@@ -314,7 +313,10 @@ async fn relay_session<G: Gate<PgEndpoint>>(
         classifier: &shared.classifier,
         max_message_bytes: shared.config.max_message_bytes,
         record_statements: shared.gate.records_statements(),
-        masking: endpoint_masking,
+        masking: endpoint.masking.clone(),
+        catalog: &shared.catalog,
+        endpoint: &endpoint,
+        lookup_timeout: shared.config.connect_timeout,
     };
     let tracker = Mutex::new(Tracker::new());
     let (mut client_read, mut client_write) = tokio::io::split(client);

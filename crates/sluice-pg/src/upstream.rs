@@ -240,6 +240,51 @@ async fn read_frame(stream: &mut PgStream, buf: &mut BytesMut) -> Result<Bytes, 
     }
 }
 
+/// Opens a session of its own, runs one simple query, and returns its rows as text (`None` for
+/// NULL). For sluice's own lookups, never for client traffic.
+pub async fn query_once(endpoint: &PgEndpoint, sql: &str, timeout: Duration) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
+    let run = async {
+        let mut upstream = connect_inner(endpoint, &[]).await?;
+        let mut out = BytesMut::new();
+        codec::query(&mut out, sql);
+        codec::put_message(&mut out, b'X', |_| {});
+        upstream.stream.write_all(&out).await?;
+        upstream.stream.flush().await?;
+        let mut buf = upstream.leftover;
+        let mut rows = Vec::new();
+        let mut failure = None;
+        loop {
+            let frame = read_frame(&mut upstream.stream, &mut buf).await?;
+            let mut r = Reader::new(&frame[codec::HEADER_LEN..]);
+            match frame[0] {
+                b'D' => {
+                    let count = r.i16().unwrap_or(0).max(0) as usize;
+                    let mut row = Vec::with_capacity(count);
+                    for _ in 0..count {
+                        let len = r.i32().ok_or_else(|| UpstreamError::Protocol("short DataRow".into()))?;
+                        row.push(match len {
+                            n if n < 0 => None,
+                            n => Some(String::from_utf8_lossy(
+                                r.bytes(n as usize).ok_or_else(|| UpstreamError::Protocol("short DataRow".into()))?,
+                            )
+                            .into_owned()),
+                        });
+                    }
+                    rows.push(row);
+                }
+                b'E' => failure = Some(ServerMessage::parse(&frame[codec::HEADER_LEN..])),
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        match failure {
+            Some(e) => Err(UpstreamError::Refused(e)),
+            None => Ok(rows),
+        }
+    };
+    tokio::time::timeout(timeout, run).await.map_err(|_| UpstreamError::Timeout(timeout))?
+}
+
 /// Sends a CancelRequest for an upstream backend.
 pub async fn cancel(endpoint: &PgEndpoint, pid: i32, secret: i32, timeout: Duration) -> Result<(), UpstreamError> {
     let send = async {
