@@ -348,3 +348,40 @@ def test_column_rules_are_scoped_to_callers(rules_gw):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "185000|chronic migraine|**71", "hr-private applies to agents only"
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT upper(diagnosis) FROM staff",
+    "SELECT diagnosis || '' FROM staff",
+    "SELECT substr(diagnosis, 1, 3) AS d FROM staff",
+    "SELECT salary::text FROM staff",
+    "SELECT row_to_json(s) FROM staff s",
+    "SELECT to_jsonb(staff.*) FROM staff",
+    "SELECT (SELECT diagnosis FROM staff LIMIT 1) AS x",
+    "SELECT upper(x) FROM (SELECT diagnosis AS x FROM staff) t",
+    "WITH t AS (SELECT diagnosis FROM staff) SELECT md5(diagnosis) FROM t",
+    "CREATE TEMP TABLE leak AS SELECT diagnosis FROM staff",
+    "COPY staff TO STDOUT",
+    "COPY (SELECT id, diagnosis FROM staff) TO STDOUT",
+])
+def test_masked_columns_cannot_leave_through_expressions_copies_or_copy(rules_gw, sql):
+    token = rules_gw.token(groups="agents")
+    out = subprocess.run(["psql", rules_gw.dsn(token), "-X", "-v", "VERBOSITY=verbose", "-c", sql],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0, out.stdout
+    assert "42501" in out.stderr and 'refused by rule "masking"' in out.stderr, out.stderr
+    assert "HINT:" in out.stderr
+    assert "migraine" not in out.stdout + out.stderr and "185000" not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("sql, expected", [
+    ("SELECT count(*) FROM staff", "2"),
+    ("SELECT upper(name) FROM staff WHERE id = 1", "ANN LEE"),
+    ("SELECT s.name FROM staff s WHERE id = 1", "Ann Lee"),
+    ("SELECT x FROM (SELECT diagnosis AS x FROM staff WHERE id = 1) t", "[redacted:hr-private]"),
+])
+def test_plain_references_and_other_columns_still_work(rules_gw, sql, expected):
+    token = rules_gw.token(groups="agents")
+    out = psql(rules_gw, token, "-A", "-t", sql=sql)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected

@@ -244,6 +244,24 @@ pub struct SqlStatement {
     /// `DEALLOCATE name` (`Some("")` for DEALLOCATE ALL / DISCARD ALL).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deallocates: Option<String>,
+    /// Every output column (SELECT lists, RETURNING, UPDATE SET) at any depth, for masking lineage.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<Target>,
+    /// Relation aliases (`FROM customers c`): alias, relation.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<(String, ObjectName)>,
+}
+
+/// One output column as written: the column names its expression refers to (the last part of
+/// each reference, `*` for a star) and whether it is nothing but one plain column reference.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Target {
+    pub refs: Vec<String>,
+    /// A plain reference (`ssn`, `c.ssn`, `c.*`): the server reports where it comes from.
+    pub bare: bool,
+    /// `AS name`, or the SET column of an UPDATE.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
 }
 
 /// What a whole message (one simple Query, or the text of one Parse) does.

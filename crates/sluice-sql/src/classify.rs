@@ -9,7 +9,7 @@
 
 use pg_query::protobuf::{DiscardMode, ObjectType, OnConflictAction, VariableSetKind};
 use serde_json::{Map, Value};
-use sluice_core::sql::{Kind, ObjectName, Operation, SqlAnalysis, SqlStatement};
+use sluice_core::sql::{Target, Kind, ObjectName, Operation, SqlAnalysis, SqlStatement};
 
 /// How deep bodies may nest (a DO block holding SQL holding a function body…).
 const MAX_BODY_DEPTH: usize = 8;
@@ -50,6 +50,8 @@ fn statements(text: &str) -> Result<Vec<SqlStatement>, String> {
             prepares: walker.prepares,
             executes: walker.executes,
             deallocates: walker.deallocates,
+            targets: walker.targets,
+            aliases: walker.aliases,
         });
     }
     Ok(out)
@@ -113,6 +115,8 @@ struct Walker<'t> {
     prepares: Option<String>,
     executes: Option<String>,
     deallocates: Option<String>,
+    targets: Vec<Target>,
+    aliases: Vec<(String, ObjectName)>,
     error: Option<String>,
 }
 
@@ -130,6 +134,8 @@ impl<'t> Walker<'t> {
             prepares: None,
             executes: None,
             deallocates: None,
+            targets: Vec::new(),
+            aliases: Vec::new(),
             error: None,
         }
     }
@@ -234,6 +240,10 @@ impl<'t> Walker<'t> {
             "GrantStmt" | "GrantRoleStmt" | "AlterDefaultPrivilegesStmt" => self.accessing(Kind::Grant, body),
             "DropStmt" => self.drop(map),
             "FuncCall" => self.func_call(map),
+            "ResTarget" => {
+                self.target(map);
+                self.walk(body);
+            }
             statement if statement.ends_with("Stmt") => {
                 let kind = ddl_kind(statement);
                 self.accessing(kind, body);
@@ -278,8 +288,24 @@ impl<'t> Walker<'t> {
         }
     }
 
+    /// Notes an output column for masking lineage.
+    fn target(&mut self, map: &Map<String, Value>) {
+        let Some(val) = map.get("val") else { return };
+        let bare = val.pointer("/node/ColumnRef").is_some();
+        let mut refs = Vec::new();
+        column_refs(val, &mut refs);
+        let alias = Some(str_field(map, "name")).filter(|n| !n.is_empty()).map(str::to_string);
+        let target = Target { refs, bare, alias };
+        if !self.targets.contains(&target) {
+            self.targets.push(target);
+        }
+    }
+
     fn range_var(&mut self, map: &Map<String, Value>) {
         let name = relation_name(map);
+        if let Some(alias) = map.get("alias").and_then(|a| a.get("aliasname")).and_then(Value::as_str) {
+            self.aliases.push((alias.to_string(), name.clone()));
+        }
         if name.schema.is_none() && self.ctes.contains(&name.name) {
             return;
         }
@@ -581,6 +607,27 @@ impl<'t> Walker<'t> {
 }
 
 /// Statement types not handled one by one, by what their name says they do.
+/// The last part of every column reference in an expression, subqueries included (`*` for stars).
+fn column_refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(fields) = map.get("ColumnRef").and_then(|c| c.get("fields")).and_then(Value::as_array) {
+                let last = fields.last().map(|f| match f.pointer("/node/String/sval").and_then(Value::as_str) {
+                    Some(name) => name.to_string(),
+                    None => "*".to_string(),
+                });
+                if let Some(last) = last.filter(|l| !out.contains(l)) {
+                    out.push(last);
+                }
+                return;
+            }
+            map.values().for_each(|v| column_refs(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| column_refs(v, out)),
+        _ => {}
+    }
+}
+
 fn ddl_kind(statement: &str) -> Kind {
     const CREATE: &[&str] =
         &["Create", "Define", "ViewStmt", "IndexStmt", "CompositeTypeStmt", "RuleStmt", "ImportForeignSchemaStmt"];

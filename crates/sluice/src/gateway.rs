@@ -6,7 +6,7 @@ use sluice_config::{Config, ConnectionConfig, PasswordSource, UpstreamTls as Tls
 use sluice_core::audit::now_us;
 use sluice_core::{
     token, Action, ActionKind, AuditEvent, AuthOutcome, Decision, Gate, Grant, Identity, OpenError, OpenRequest, Protocol,
-    Secret, SessionInfo,
+    Refusal, RefusalCause, Secret, SessionInfo,
 };
 use sluice_pg::tls::{client_config, Verification};
 use sluice_pg::upstream::UpstreamTls;
@@ -180,7 +180,27 @@ impl Gate<PgEndpoint> for Gateway {
     async fn decide(&self, session: &SessionInfo<'_>, action: &Action<'_>) -> Decision {
         match &action.kind {
             ActionKind::Connect => Decision::Allow { rule: Arc::clone(&self.connect_rule) },
-            ActionKind::Sql { analysis, .. } => self.policy.decide(session.identity, session.connection, analysis),
+            ActionKind::Sql { analysis, .. } => {
+                let decision = self.policy.decide(session.identity, session.connection, analysis);
+                if !matches!(decision, Decision::Allow { .. }) || !self.masking.has_column_rules() {
+                    return decision;
+                }
+                let masking = self.masking.for_session(session.identity, session.connection);
+                match masking.lineage_problem(analysis) {
+                    None => decision,
+                    Some(reason) => Decision::Deny(Refusal {
+                        rule: "masking".into(),
+                        reason,
+                        detail: None,
+                        hint: Some(
+                            "select masked columns directly (they come back masked) and compute on the client, \
+                             or ask an operator to change the masking rules"
+                                .into(),
+                        ),
+                        cause: RefusalCause::Policy,
+                    }),
+                }
+            }
         }
     }
 
