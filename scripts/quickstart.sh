@@ -64,6 +64,15 @@ effect = "review"
 kinds = ["update", "delete"]
 when = ["no-where"]
 reason = "changing every row of a table needs a human approval"
+
+# Masking (docs/masking.md): every built-in detector runs on every result; card numbers keep their
+# last four digits, and the free-text notes column is masked whole.
+[masking]
+detector_actions = { credit-card = "partial" }
+
+[[masking.columns]]
+name = "customer-notes"
+columns = ["public.customers.notes"]
 TOML
 
 sluice() { "$SLUICE_BIN" --config "$config" "$@"; }
@@ -77,6 +86,12 @@ sluice is starting on 127.0.0.1:$port in front of the demo database.
 An agent connects with its usual client; the user is its identity, the password its token:
 
   psql "postgresql://agent:$token@127.0.0.1:$port/shop?sslmode=require"
+
+See what masking does to the customers' personal data:
+
+  SELECT name, email, phone, ssn, card_number, notes FROM customers;
+  SELECT upper(notes) FROM customers;          -- refused: an expression over a masked column
+  $SLUICE_BIN --config $config mask test "card 4111 1111 1111 1111, order ORD-2026-000123"
 
 Try what the policy refuses, however it is written:
 

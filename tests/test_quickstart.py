@@ -35,6 +35,13 @@ def test_quickstart_prints_a_working_psql_command():
                              capture_output=True, text=True, timeout=30)
         assert out.returncode != 0
         assert 'refused by rule "orders-append-only"' in out.stderr, out.stderr
+        # Masking is on: personal data comes back masked, the rest untouched.
+        out = subprocess.run(["psql", dsn, "-XAt", "-c",
+                              "SELECT name, email, ssn, card_number, notes FROM customers WHERE id = 1"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == ("Ada Lovelace|[redacted:email]|[redacted:ssn]|**** **** **** 1111|"
+                                      "[redacted:customer-notes]")
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=30)
