@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a table's names are trusted before they are looked up again (a renamed column).
-const FRESH_FOR: Duration = Duration::from_secs(60);
+pub const FRESH_FOR: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 pub struct Table {

@@ -3,7 +3,9 @@
 //! error and notice texts, and COPY rows. A result with nothing to mask passes byte for byte.
 
 use crate::codec::{put_message, Reader};
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 use sluice_mask::{mask_whole, type_class, ColumnMask, Finding, MaskAction, Masked, SessionMasking, TypeClass};
 use std::sync::Arc;
 
@@ -100,15 +102,14 @@ impl RowPlan {
         RowPlan::of(columns, false)
     }
 
-    /// The same columns in the formats a Bind asked for.
-    pub fn with_formats(&self, formats: &[i16]) -> RowPlan {
-        let columns = self
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| ColumnPlan { binary: format_of(formats, i) == 1, ..c.clone() })
-            .collect();
-        RowPlan::of(columns, self.strict)
+    /// The same columns in the formats a Bind asked for (the same plan when nothing changes).
+    pub fn with_formats(self: &Arc<Self>, formats: &[i16]) -> Arc<RowPlan> {
+        let binary = |i: usize| format_of(formats, i) == 1;
+        if self.columns.iter().enumerate().all(|(i, c)| c.binary == binary(i)) {
+            return Arc::clone(self);
+        }
+        let columns = self.columns.iter().enumerate().map(|(i, c)| ColumnPlan { binary: binary(i), ..c.clone() }).collect();
+        Arc::new(RowPlan::of(columns, self.strict))
     }
 
     /// For rows whose shape sluice does not know: every value is scanned as an opaque one (found
@@ -142,6 +143,10 @@ pub struct ResponseMasker {
     /// Replaced values of the row in progress, back to back; `changes` index into it.
     replaced: Vec<u8>,
     changes: Vec<(usize, Masked, usize, usize)>,
+    /// Byte ranges of the values of the row in progress.
+    spans: Vec<Option<(usize, usize)>>,
+    /// Plans by RowDescription, so a repeated query costs a lookup (see `plan_for`).
+    plans: HashMap<Bytes, (Instant, Arc<RowPlan>)>,
 }
 
 /// The COPY OUT in progress.
@@ -152,68 +157,93 @@ pub enum CopyFormat {
 }
 
 const COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+/// Distinct result shapes a session remembers plans for.
+const MAX_CACHED_PLANS: usize = 256;
+const PLAN_FRESH_FOR: Duration = crate::catalog::FRESH_FOR;
 
 impl ResponseMasker {
     pub fn new(session: SessionMasking) -> Self {
-        ResponseMasker { session, findings: Vec::new(), value: Vec::new(), replaced: Vec::new(), changes: Vec::new() }
+        ResponseMasker {
+            session,
+            findings: Vec::new(),
+            value: Vec::new(),
+            replaced: Vec::new(),
+            changes: Vec::new(),
+            spans: Vec::new(),
+            plans: HashMap::new(),
+        }
     }
 
     pub fn session(&self) -> &SessionMasking {
         &self.session
     }
 
+    /// The plan made earlier for the same RowDescription, while it is fresh (column names can be
+    /// renamed, so no longer than the catalog trusts them).
+    pub fn cached_plan(&self, description: &[u8]) -> Option<Arc<RowPlan>> {
+        self.plans.get(description).filter(|(at, _)| at.elapsed() < PLAN_FRESH_FOR).map(|(_, p)| Arc::clone(p))
+    }
+
+    pub fn remember_plan(&mut self, description: &[u8], plan: &Arc<RowPlan>) {
+        if self.plans.len() >= MAX_CACHED_PLANS {
+            self.plans.clear();
+        }
+        self.plans.insert(Bytes::copy_from_slice(description), (Instant::now(), Arc::clone(plan)));
+    }
+
     /// Masks a DataRow. Writes the rewritten frame to `out` and returns true when anything changed;
     /// false means the original frame goes as it is. A row that does not match its plan is masked
     /// as if its shape were unknown.
     pub fn data_row(&mut self, plan: &RowPlan, body: &[u8], out: &mut BytesMut) -> bool {
-        let Some(values) = split_row(body) else {
+        if !split_row(body, &mut self.spans) {
             // Malformed from the server: nothing of it is passed on.
             put_message(out, b'D', |b| b.put_i16(0));
             return true;
-        };
+        }
+        let count = self.spans.len();
         let fallback;
-        let plan = if plan.columns.len() == values.len() {
+        let plan = if plan.columns.len() == count {
             plan
         } else {
-            fallback = RowPlan::opaque(values.len(), plan.strict);
+            fallback = RowPlan::opaque(count, plan.strict);
             &fallback
         };
         self.changes.clear();
         self.replaced.clear();
         let masking = self.session.masking();
         let content = masking.content();
-        for (i, (value, column)) in values.iter().zip(&plan.columns).enumerate() {
-            let Some(value) = value else { continue };
+        for (i, (span, column)) in self.spans.iter().zip(&plan.columns).enumerate() {
+            let Some((start, end)) = *span else { continue };
             if column.idle() {
                 continue;
             }
+            let value = &body[start..end];
             let masked = match &column.rule {
                 Some(rule) => mask_whole(column.class, column.binary, value, rule, masking.key(), &mut self.value),
                 None => content.mask(column.class, column.binary, value, &mut self.findings, &mut self.value),
             };
             if masked != Masked::Clear {
-                let start = self.replaced.len();
+                let from = self.replaced.len();
                 self.replaced.extend_from_slice(&self.value);
-                self.changes.push((i, masked, start, self.replaced.len()));
+                self.changes.push((i, masked, from, self.replaced.len()));
             }
         }
         if self.changes.is_empty() {
             return false;
         }
         put_message(out, b'D', |b| {
-            b.put_i16(values.len() as i16);
+            b.put_i16(count as i16);
             let mut changes = self.changes.iter().peekable();
-            for (i, value) in values.iter().enumerate() {
-                let change = changes.next_if(|c| c.0 == i);
-                match (change, value) {
+            for (i, span) in self.spans.iter().enumerate() {
+                match (changes.next_if(|c| c.0 == i), span) {
                     (Some((_, Masked::Null, _, _)), _) | (None, None) => b.put_i32(-1),
-                    (Some(&(_, _, start, end)), _) => {
-                        b.put_i32((end - start) as i32);
-                        b.put_slice(&self.replaced[start..end]);
+                    (Some(&(_, _, from, to)), _) => {
+                        b.put_i32((to - from) as i32);
+                        b.put_slice(&self.replaced[from..to]);
                     }
-                    (None, Some(v)) => {
-                        b.put_i32(v.len() as i32);
-                        b.put_slice(v);
+                    (None, Some((start, end))) => {
+                        b.put_i32((end - start) as i32);
+                        b.put_slice(&body[*start..*end]);
                     }
                 }
             }
@@ -284,16 +314,25 @@ impl ResponseMasker {
     }
 }
 
-/// The values of a DataRow body (`None` for SQL NULL); `None` when malformed.
-fn split_row(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
+/// The byte ranges of a DataRow body's values (`None` for SQL NULL), into `spans`; false when the
+/// body is malformed.
+fn split_row(body: &[u8], spans: &mut Vec<Option<(usize, usize)>>) -> bool {
+    spans.clear();
     let mut r = Reader::new(body);
-    let count = usize::try_from(r.i16()?).ok()?;
-    let mut values = Vec::with_capacity(count);
+    let Some(count) = r.i16().and_then(|c| usize::try_from(c).ok()) else { return false };
     for _ in 0..count {
-        let len = r.i32()?;
-        values.push(if len < 0 { None } else { Some(r.bytes(len as usize)?) });
+        let Some(len) = r.i32() else { return false };
+        if len < 0 {
+            spans.push(None);
+            continue;
+        }
+        let start = body.len() - r.remaining();
+        if r.bytes(len as usize).is_none() {
+            return false;
+        }
+        spans.push(Some((start, start + len as usize)));
     }
-    (r.remaining() == 0).then_some(values)
+    r.remaining() == 0
 }
 
 /// Rewrites a binary COPY message (an optional file header, then one tuple or the trailer) into
@@ -414,7 +453,8 @@ mod tests {
     fn column_rules_mask_whole_values_and_formats_follow_the_bind() {
         let mut m = masker();
         let ssn = Some(ColumnMask { label: Arc::from("pii"), action: MaskAction::Partial { keep_last: 4 } });
-        let described = RowPlan::new(&[field(23, 0), field(25, 0), field(23, 0)], None, &[None, ssn.clone(), ssn]);
+        let described = Arc::new(RowPlan::new(&[field(23, 0), field(25, 0), field(23, 0)], None, &[None, ssn.clone(), ssn]));
+        assert!(Arc::ptr_eq(&described.with_formats(&[]), &described), "text formats: the same plan");
         let plan = described.with_formats(&[1]);
         let mut out = BytesMut::new();
         let body = row(&[Some(&1i32.to_be_bytes()), Some(b"123456789"), Some(&5i32.to_be_bytes())]);

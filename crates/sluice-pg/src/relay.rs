@@ -474,26 +474,25 @@ where
                         }
                     }
                     b'T' => {
-                        let fields = mask::row_description(body);
-                        let session = m.session();
-                        let masks = match &fields {
-                            Some(f) if session.has_column_rules() => column_masks(ctx, session, f).await,
-                            _ => Vec::new(),
+                        let described = match m.cached_plan(body) {
+                            Some(p) => p,
+                            None => {
+                                let p = Arc::new(row_plan(ctx, m.session(), body).await);
+                                m.remember_plan(body, &p);
+                                p
+                            }
                         };
-                        let strict = session.has_column_rules();
-                        let new_plan =
-                            || Arc::new(fields.as_deref().map_or_else(|| RowPlan::unknown(strict), |f| RowPlan::new(f, None, &masks)));
                         let mut t = lock(tracker);
                         match t.pending.front().map(|p| p.shape.clone()) {
                             Some(ShapeRef::DescribeStatement(name)) => {
                                 t.pending.pop_front();
-                                t.statement_shapes.insert(name, new_plan());
+                                t.statement_shapes.insert(name, described);
                             }
                             Some(ShapeRef::DescribePortal(name)) => {
                                 t.pending.pop_front();
-                                t.portal_plans.insert(name, new_plan());
+                                t.portal_plans.insert(name, described);
                             }
-                            _ => plan = Some(new_plan()),
+                            _ => plan = Some(described),
                         }
                     }
                     b'n' => {
@@ -512,9 +511,9 @@ where
                             Some(ShapeRef::Bind { portal, statement, formats }) => {
                                 let p = match t.statement_shapes.get(&statement) {
                                     Some(described) => described.with_formats(&formats),
-                                    None => RowPlan::unknown(m.session().has_column_rules()),
+                                    None => Arc::new(RowPlan::unknown(m.session().has_column_rules())),
                                 };
-                                t.portal_plans.insert(portal, Arc::new(p));
+                                t.portal_plans.insert(portal, p);
                             }
                             _ => {}
                         }
@@ -683,6 +682,14 @@ fn execute_plan(t: &Tracker, strict: bool) -> Arc<RowPlan> {
         _ => None,
     }
     .unwrap_or_else(|| Arc::new(RowPlan::unknown(strict)))
+}
+
+/// The plan for a RowDescription: each column's type class and format, and its column rule.
+async fn row_plan<G>(ctx: &Context<'_, G>, session: &SessionMasking, description: &[u8]) -> RowPlan {
+    let strict = session.has_column_rules();
+    let Some(fields) = mask::row_description(description) else { return RowPlan::unknown(strict) };
+    let masks = if strict { column_masks(ctx, session, &fields).await } else { Vec::new() };
+    RowPlan::new(&fields, None, &masks)
 }
 
 /// The column rule of each described field: table and column names looked up by OID, matched
