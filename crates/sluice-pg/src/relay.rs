@@ -2,21 +2,23 @@
 //! of one read buffer per direction; only the messages the gateway must see are decoded: Query,
 //! Parse, Bind, Execute, Sync and Close from the client, and CommandComplete, ErrorResponse,
 //! ParseComplete and ReadyForQuery from the server. Every statement is decided before it is
-//! forwarded and recorded when its result is complete.
+//! forwarded and recorded when its result is complete. With masking on, Describe, RowDescription,
+//! BindComplete, DataRow, CopyData and notices are read too, and a frame is rewritten only when
+//! something in it must be masked (see `mask`).
 //!
 //! A refused message is replaced, in place, by one the server rejects at parse time (see
 //! `REFUSAL_MARKER`); the server's error is then swapped for sluice's own. That keeps every response
 //! in order and gives exactly PostgreSQL's semantics after an error: the rest of the pipeline up to
 //! Sync is skipped and an open transaction is aborted.
 
+use crate::catalog::Catalog;
 use crate::codec::{self, peek_frame, put_cstr, put_message, tag_rows, FrameError, Reader, HEADER_LEN};
 use crate::error::{sqlstate, PgError, ServerMessage};
 use crate::mask::{self, CopyFormat, Field, ResponseMasker, RowPlan};
+use crate::upstream::PgEndpoint;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use sluice_core::audit::now_us;
 use sluice_core::{Action, ActionKind, AuditEvent, Decision, Gate, Protocol, RefusalCause, SessionInfo, StatementRecord};
-use crate::catalog::Catalog;
-use crate::upstream::PgEndpoint;
 use sluice_mask::{ColumnMask, MaskAction, SessionMasking};
 use sluice_sql::{Classifier, PreparedStatements};
 use std::collections::{HashMap, VecDeque};
@@ -29,6 +31,9 @@ const REFUSAL_MARKER: &str = "sluice refused this statement";
 /// The server's own frames are trusted up to PostgreSQL's 1 GiB field limit.
 const MAX_SERVER_FRAME: usize = (1 << 30) + 1024;
 const READ_CHUNK: usize = 16 * 1024;
+/// Described statements and bound portals whose plans a session keeps. Past this the maps start
+/// over: a plan that is gone makes its rows masked as of unknown shape, never passed in clear.
+const MAX_SHAPES: usize = 4096;
 
 /// Why a relay ended.
 #[derive(Debug)]
@@ -486,11 +491,11 @@ where
                         match t.pending.front().map(|p| p.shape.clone()) {
                             Some(ShapeRef::DescribeStatement(name)) => {
                                 t.pending.pop_front();
-                                t.statement_shapes.insert(name, described);
+                                bounded_insert(&mut t.statement_shapes, name, described);
                             }
                             Some(ShapeRef::DescribePortal(name)) => {
                                 t.pending.pop_front();
-                                t.portal_plans.insert(name, described);
+                                bounded_insert(&mut t.portal_plans, name, described);
                             }
                             _ => plan = Some(described),
                         }
@@ -513,7 +518,7 @@ where
                                     Some(described) => described.with_formats(&formats),
                                     None => Arc::new(RowPlan::unknown(m.session().has_column_rules())),
                                 };
-                                t.portal_plans.insert(portal, p);
+                                bounded_insert(&mut t.portal_plans, portal, p);
                             }
                             _ => {}
                         }
@@ -682,6 +687,13 @@ fn execute_plan(t: &Tracker, strict: bool) -> Arc<RowPlan> {
         _ => None,
     }
     .unwrap_or_else(|| Arc::new(RowPlan::unknown(strict)))
+}
+
+fn bounded_insert(map: &mut HashMap<Bytes, Arc<RowPlan>>, name: Bytes, plan: Arc<RowPlan>) {
+    if map.len() >= MAX_SHAPES && !map.contains_key(&name) {
+        map.clear();
+    }
+    map.insert(name, plan);
 }
 
 /// The plan for a RowDescription: each column's type class and format, and its column rule.

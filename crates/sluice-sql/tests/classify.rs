@@ -147,3 +147,27 @@ fn prepare_and_execute() {
     assert_eq!(statements[1].executes.as_deref(), Some("p"));
     assert_eq!(statements[2].deallocates.as_deref(), Some("p"));
 }
+
+#[test]
+fn output_columns_and_aliases_are_reported_for_masking_lineage() {
+    let SqlAnalysis::Parsed { statements } =
+        analyze("SELECT c.id, upper(x) AS u, row_to_json(c) FROM (SELECT ssn AS x FROM customers) s, customers c")
+    else {
+        panic!("parses")
+    };
+    let targets: Vec<(Vec<String>, bool, Option<String>)> =
+        statements[0].targets.iter().map(|t| (t.refs.clone(), t.bare, t.alias.clone())).collect();
+    let expect = |refs: &[&str], bare: bool, alias: Option<&str>| {
+        (refs.iter().map(|r| r.to_string()).collect::<Vec<_>>(), bare, alias.map(str::to_string))
+    };
+    assert!(targets.contains(&expect(&["id"], true, None)), "{targets:?}");
+    assert!(targets.contains(&expect(&["x"], false, Some("u"))), "{targets:?}");
+    assert!(targets.contains(&expect(&["c"], false, None)), "{targets:?}");
+    assert!(targets.contains(&expect(&["ssn"], true, Some("x"))), "{targets:?}");
+    assert!(statements[0].aliases.iter().any(|(a, o)| a == "c" && o.name == "customers"));
+    let SqlAnalysis::Parsed { statements } = analyze("SELECT to_jsonb(t.*), (SELECT max(v) FROM w) FROM t") else {
+        panic!("parses")
+    };
+    let refs: Vec<&Vec<String>> = statements[0].targets.iter().map(|t| &t.refs).collect();
+    assert!(refs.contains(&&vec!["*".to_string()]) && refs.contains(&&vec!["v".to_string()]), "{refs:?}");
+}
