@@ -385,3 +385,12 @@ def test_plain_references_and_other_columns_still_work(rules_gw, sql, expected):
     out = psql(rules_gw, token, "-A", "-t", sql=sql)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == expected
+
+
+def test_notification_payloads_are_masked(gateway, token, pg):
+    with psycopg.connect(gateway.dsn(token), autocommit=True) as listener:
+        listener.execute("LISTEN jobs")
+        pg.query("SELECT pg_notify('jobs', 'refund to card 4111 1111 1111 1111 done')")
+        notice = next(listener.notifies(timeout=10, stop_after=1))
+    assert notice.channel == "jobs"
+    assert notice.payload == "refund to card [redacted:credit-card] done"

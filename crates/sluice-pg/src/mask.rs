@@ -282,6 +282,20 @@ impl ResponseMasker {
         true
     }
 
+    /// Masks the payload of a NotificationResponse (`pg_notify` carries any text another session
+    /// chose to send). Returns true when it wrote a new frame.
+    pub fn notification(&mut self, body: &[u8], out: &mut BytesMut) -> bool {
+        let mut r = Reader::new(body);
+        let (Some(pid), Some(channel), Some(payload)) = (r.i32(), r.cstr(), r.cstr()) else { return false };
+        let Some(masked) = self.session.masking().content().mask_line(payload, &mut self.findings) else { return false };
+        put_message(out, b'A', |b| {
+            b.put_i32(pid);
+            crate::codec::put_cstr(b, channel);
+            crate::codec::put_cstr(b, &masked);
+        });
+        true
+    }
+
     /// Masks one CopyData message of a COPY OUT. Text and CSV rows are masked in place; binary
     /// tuples lose (to NULL) each field where anything is found. Returns true when it wrote a frame.
     pub fn copy_data(&mut self, format: CopyFormat, body: &[u8], out: &mut BytesMut) -> bool {
@@ -502,6 +516,9 @@ mod tests {
         assert!(text.contains("[redacted:ssn]") && !text.contains("6789") && text.contains("22P02"), "{text}");
         out.clear();
         assert!(!m.notice(b'N', b"SNOTICE\0Mall fine\0\0", &mut out));
+        assert!(m.notification(b"\0\0\0\x07jobs\0done for jane@example.com\0", &mut out));
+        assert_eq!(&out[5..], b"\0\0\0\x07jobs\0done for [redacted:email]\0");
+        out.clear();
 
         assert!(m.copy_data(CopyFormat::Text, b"1\tjane@example.com\t\\N\n", &mut out));
         assert_eq!(&out[5..], b"1\t[redacted:email]\t\\N\n");

@@ -3,7 +3,7 @@
 //! Parse, Bind, Execute, Sync and Close from the client, and CommandComplete, ErrorResponse,
 //! ParseComplete and ReadyForQuery from the server. Every statement is decided before it is
 //! forwarded and recorded when its result is complete. With masking on, Describe, RowDescription,
-//! BindComplete, DataRow, CopyData and notices are read too, and a frame is rewritten only when
+//! BindComplete, DataRow, CopyData, notices and notifications are read too, and a frame is rewritten only when
 //! something in it must be masked (see `mask`).
 //!
 //! A refused message is replaced, in place, by one the server rejects at parse time (see
@@ -531,6 +531,9 @@ where
                     }
                     b'E' | b'N' => {
                         m.notice(head.tag, body, &mut rewritten);
+                    }
+                    b'A' => {
+                        m.notification(body, &mut rewritten);
                     }
                     _ => {}
                 }
