@@ -158,7 +158,8 @@ impl Triggers {
     }
 }
 
-/// The literal prefixes that start a secret, per built-in.
+/// The literal prefixes that start a secret, per built-in. Each holds one of `A _ - J /`, which
+/// `Scanner::scan` relies on to skip the search (a test checks it).
 const TOKEN_ANCHORS: &[(&str, Builtin)] = &[
     ("AKIA", Builtin::AwsAccessKey),
     ("ASIA", Builtin::AwsAccessKey),
@@ -310,7 +311,9 @@ impl Scanner {
         if hay.len() < self.min_len {
             return;
         }
-        if let Some(ac) = &self.anchors {
+        // Every key prefix holds one of these bytes; most values hold none and skip the search.
+        let maybe_key = || memchr::memchr3(b'A', b'_', b'-', hay).is_some() || memchr::memchr2(b'J', b'/', hay).is_some();
+        if let Some(ac) = self.anchors.as_ref().filter(|_| maybe_key()) {
             let mut pos = 0;
             while let Some(m) = ac.find(aho_corasick::Input::new(hay).span(pos..hay.len())) {
                 let resume = self.token(hay, m.start(), self.anchor_kinds[m.pattern().as_usize()], out);
@@ -750,6 +753,13 @@ mod tests {
             Scanner::new(&[("bad".into(), DetectorKind::Custom("(".into()))]),
             Err(ScannerError::Pattern { .. })
         ));
+    }
+
+    #[test]
+    fn every_key_prefix_holds_a_byte_the_prefilter_looks_for() {
+        for (literal, _) in TOKEN_ANCHORS {
+            assert!(literal.bytes().any(|b| b"A_-J/".contains(&b)), "{literal}");
+        }
     }
 
     #[test]
