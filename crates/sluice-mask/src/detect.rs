@@ -619,7 +619,6 @@ fn min_span(b: Builtin) -> usize {
         Builtin::CreditCard => 13,
         Builtin::Iban => 15,
         Builtin::Jwt => 15,
-        Builtin::AwsAccessKey => 20,
         _ => 20,
     }
 }
