@@ -8,7 +8,7 @@ mod catalog;
 pub mod codec;
 pub mod error;
 pub mod listener;
-mod mask;
+pub mod mask;
 mod relay;
 mod scram;
 mod session;
