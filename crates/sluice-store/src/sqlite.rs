@@ -11,7 +11,15 @@ use std::path::Path;
 use std::time::Duration;
 
 /// 13 bound values a row; SQLite allows 32,766 per statement.
-const STATEMENT_ROWS_PER_INSERT: usize = 500;
+/// Rows per multi-row INSERT of statements. Only these sizes are used: each distinct size is a
+/// distinct SQL text that every pooled connection prepares and caches, and caching one per batch
+/// size (1 to 500) held tens of MiB.
+const INSERT_SIZES: [usize; 6] = [500, 128, 32, 8, 2, 1];
+
+/// The largest allowed INSERT size that fits in `remaining` rows.
+fn insert_rows(remaining: usize) -> usize {
+    INSERT_SIZES.into_iter().find(|&n| n <= remaining).unwrap_or(1)
+}
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -259,7 +267,10 @@ impl Store {
                 _ => None,
             })
             .collect();
-        for chunk in statements.chunks(STATEMENT_ROWS_PER_INSERT) {
+        let mut rest = statements.as_slice();
+        while !rest.is_empty() {
+            let (chunk, after) = rest.split_at(insert_rows(rest.len()));
+            rest = after;
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO statements (session_id, seq, path, text, started_at, duration_us, rows, tag, \
                  error_code, error_message, refused_by, decision, rule) ",
@@ -399,6 +410,21 @@ mod tests {
         let dir = std::env::temp_dir().join(sluice_core::ids::new_id("sluice-store-test-"));
         let store = Store::open(&dir.join("s.db")).await.unwrap();
         (store, dir)
+    }
+
+    #[test]
+    fn batches_split_into_few_insert_sizes() {
+        for total in [1, 7, 499, 500, 1234, 4096] {
+            let (mut rest, mut sizes) = (total, Vec::new());
+            while rest > 0 {
+                let n = insert_rows(rest);
+                assert!(INSERT_SIZES.contains(&n) && n <= rest);
+                sizes.push(n);
+                rest -= n;
+            }
+            assert_eq!(sizes.iter().sum::<usize>(), total);
+            assert!(sizes.len() <= total / 500 + 12, "{total}: {sizes:?}");
+        }
     }
 
     #[tokio::test]
