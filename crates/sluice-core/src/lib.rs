@@ -9,6 +9,7 @@ pub mod glob;
 pub mod identity;
 pub mod ids;
 pub mod policy;
+pub mod scope;
 pub mod secret;
 pub mod sql;
 pub mod token;

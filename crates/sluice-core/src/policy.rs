@@ -4,6 +4,7 @@
 //! undone by a narrower allow somewhere else in the file.
 
 use crate::glob::glob_match;
+use crate::scope::RuleScope;
 use crate::sql::{Kind, ObjectName, Operation, SqlAnalysis, SqlStatement};
 use crate::{Decision, Identity, Refusal, RefusalCause};
 use serde::{Deserialize, Serialize};
@@ -261,9 +262,7 @@ impl KindSet {
 struct Rule {
     name: Arc<str>,
     effect: Effect,
-    connections: Vec<String>,
-    identities: Vec<String>,
-    groups: Vec<String>,
+    scope: RuleScope,
     /// `None`: every kind but dynamic SQL.
     kinds: Option<KindSet>,
     objects: Vec<String>,
@@ -276,14 +275,6 @@ struct Rule {
 }
 
 impl Rule {
-    fn in_scope(&self, identity: &Identity, connection: &str) -> bool {
-        let connection_ok = self.connections.is_empty() || self.connections.iter().any(|c| glob_match(c, connection));
-        let caller_ok = (self.identities.is_empty() && self.groups.is_empty())
-            || self.identities.iter().any(|i| glob_match(i, &identity.name))
-            || self.groups.iter().any(|g| identity.groups.iter().any(|have| glob_match(g, have)));
-        connection_ok && caller_ok
-    }
-
     fn matches(&self, op: &Operation, multi_statement: bool, search_path: &[String]) -> bool {
         let kind_ok = match op.kind {
             Kind::Function if !self.functions.is_empty() => {
@@ -402,7 +393,7 @@ impl Policy {
     /// Whether `identity` may only read on `connection` (a read-only preset applies), in which
     /// case the upstream session is opened read-only as a second line of defence.
     pub fn read_only(&self, identity: &Identity, connection: &str) -> bool {
-        self.rules.iter().any(|r| r.read_only && r.in_scope(identity, connection))
+        self.rules.iter().any(|r| r.read_only && r.scope.contains(identity, connection))
     }
 
     /// Decides one message.
@@ -501,7 +492,7 @@ impl Policy {
         let mut best: Option<&Rule> = None;
         // Scope is checked per operation rather than collected once: a message has few operations,
         // and this keeps a decision free of allocation.
-        for rule in self.rules.iter().filter(|r| r.in_scope(scope.identity, scope.connection)) {
+        for rule in self.rules.iter().filter(|r| r.scope.contains(scope.identity, scope.connection)) {
             if rule.matches(op, multi, &conn.search_path) && best.is_none_or(|b| rule.effect > b.effect) {
                 best = Some(rule);
                 if rule.effect == Effect::Deny {
@@ -606,9 +597,11 @@ fn compile_rule(spec: &RuleSpec, out: &mut Vec<Rule>) -> Result<(), PolicyError>
     let base = |effect: Effect, kinds: Option<KindSet>, reason: String| Rule {
         name: Arc::from(spec.name.as_str()),
         effect,
-        connections: spec.connections.clone(),
-        identities: spec.identities.clone(),
-        groups: spec.groups.clone(),
+        scope: RuleScope {
+            connections: spec.connections.clone(),
+            identities: spec.identities.clone(),
+            groups: spec.groups.clone(),
+        },
         kinds,
         objects: spec.objects.clone(),
         functions: spec.functions.clone(),

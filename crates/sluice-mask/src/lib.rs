@@ -5,6 +5,7 @@
 
 pub mod action;
 pub mod detect;
+mod lineage;
 pub mod spec;
 pub mod validate;
 pub mod value;
@@ -15,7 +16,8 @@ pub use spec::{MaskError, MaskingSpec};
 pub use value::{mask_whole, type_class, ColumnMask, ContentMasker, Masked, TypeClass};
 
 use sluice_core::glob::glob_match;
-use sluice_core::sql::{Kind, ObjectName, SqlAnalysis, SqlStatement};
+use sluice_core::scope::RuleScope;
+use sluice_core::sql::SqlAnalysis;
 use sluice_core::Identity;
 use std::sync::Arc;
 
@@ -26,22 +28,21 @@ struct ColumnRule {
     /// `(schema, table, column)` globs; `*` where the pattern left a part out.
     columns: Vec<[String; 3]>,
     action: MaskAction,
-    connections: Vec<String>,
-    identities: Vec<String>,
-    groups: Vec<String>,
+    scope: RuleScope,
 }
 
 impl ColumnRule {
-    fn in_scope(&self, identity: &Identity, connection: &str) -> bool {
-        let connection_ok = self.connections.is_empty() || self.connections.iter().any(|c| glob_match(c, connection));
-        let caller_ok = (self.identities.is_empty() && self.groups.is_empty())
-            || self.identities.iter().any(|i| glob_match(i, &identity.name))
-            || self.groups.iter().any(|g| identity.groups.iter().any(|have| glob_match(g, have)));
-        connection_ok && caller_ok
-    }
-
     fn covers(&self, schema: &str, table: &str, column: &str) -> bool {
         self.columns.iter().any(|[s, t, c]| glob_match(s, schema) && glob_match(t, table) && glob_match(c, column))
+    }
+
+    /// Whether this rule could cover a column of the table (an unqualified name: in any schema).
+    fn covers_table(&self, schema: Option<&str>, table: &str) -> bool {
+        self.columns.iter().any(|[s, t, _]| schema.is_none_or(|schema| glob_match(s, schema)) && glob_match(t, table))
+    }
+
+    fn covers_column_name(&self, column: &str) -> bool {
+        self.columns.iter().any(|[_, _, c]| glob_match(c, column))
     }
 }
 
@@ -68,12 +69,21 @@ impl Masking {
 
     /// What applies to one caller on one connection.
     pub fn for_session(self: &Arc<Self>, identity: &Identity, connection: &str) -> SessionMasking {
-        let columns = (0..self.columns.len()).filter(|&i| self.columns[i].in_scope(identity, connection)).collect();
+        let columns = (0..self.columns.len()).filter(|&i| self.columns[i].scope.contains(identity, connection)).collect();
         SessionMasking { masking: Arc::clone(self), columns }
     }
 
     pub fn has_column_rules(&self) -> bool {
         !self.columns.is_empty()
+    }
+
+    /// Why a statement would carry a masked column out of reach of masking, if it would: as part of
+    /// an expression (`upper(ssn)`, `row_to_json(c)`, `ssn || ''`, a scalar subquery), copied into
+    /// a table, or exported by COPY. Only the column rules in scope for this caller count, and
+    /// only statements that touch a table one of them covers are looked at. A plain reference is
+    /// fine: the server reports where it comes from and the rule masks it.
+    pub fn lineage_problem(&self, identity: &Identity, connection: &str, analysis: &SqlAnalysis) -> Option<String> {
+        lineage::problem(self.columns.iter().filter(|r| r.scope.contains(identity, connection)), analysis)
     }
 
     pub fn scanner(&self) -> &Scanner {
@@ -154,85 +164,13 @@ impl SessionMasking {
 
     /// The first column rule in scope that covers this column.
     pub fn column(&self, schema: &str, table: &str, column: &str) -> Option<ColumnMask> {
-        self.columns.iter().map(|&i| &self.masking.columns[i]).find(|r| r.covers(schema, table, column)).map(|r| {
-            ColumnMask { label: Arc::clone(&r.name), action: r.action }
+        self.rules().find(|r| r.covers(schema, table, column)).map(|r| ColumnMask {
+            label: Arc::clone(&r.name),
+            action: r.action,
         })
     }
 
-    /// Whether any rule in scope could cover a column of this table (by name, before columns are
-    /// known); used to find expressions over masked columns in a query.
-    pub fn covers_table(&self, schema: Option<&str>, table: &str) -> bool {
-        self.columns.iter().map(|&i| &self.masking.columns[i]).any(|r| {
-            r.columns.iter().any(|[s, t, _]| schema.is_none_or(|schema| glob_match(s, schema)) && glob_match(t, table))
-        })
-    }
-
-    /// Why a statement would carry a masked column out of reach of masking, if it would: as part of
-    /// an expression (`upper(ssn)`, `row_to_json(c)`, `ssn || ''`, a scalar subquery), copied into
-    /// a table, or exported by COPY. Only statements that touch a table some column rule in scope
-    /// covers are looked at. A plain reference is fine: the server reports where it comes from
-    /// and the rule masks it.
-    pub fn lineage_problem(&self, analysis: &SqlAnalysis) -> Option<String> {
-        let SqlAnalysis::Parsed { statements } = analysis else { return None };
-        if self.columns.is_empty() {
-            return None;
-        }
-        statements.iter().find_map(|s| self.statement_problem(s))
-    }
-
-    fn statement_problem(&self, statement: &SqlStatement) -> Option<String> {
-        let covered: Vec<&ObjectName> = statement
-            .operations
-            .iter()
-            .filter_map(|op| op.object.as_ref().filter(|o| op.kind != Kind::Function && self.covers_table(o.schema.as_deref(), &o.name)))
-            .collect();
-        if covered.is_empty() {
-            return None;
-        }
-        if statement.operations.iter().any(|op| op.kind == Kind::CopyTo) {
-            return Some(format!("COPY … TO of {} would bypass its masked columns", covered[0]));
-        }
-        // Names that stand for a masked column: the columns themselves, their aliases in
-        // subqueries, and the covered tables and their aliases (whole-row references).
-        let mut tainted: Vec<&str> = Vec::new();
-        for t in &statement.targets {
-            tainted.extend(t.refs.iter().map(String::as_str).filter(|r| self.covers_column_name(r)));
-        }
-        tainted.extend(covered.iter().map(|o| o.name.as_str()));
-        tainted.extend(
-            statement.aliases.iter().filter(|(_, o)| covered.iter().any(|c| c.name == o.name)).map(|(a, _)| a.as_str()),
-        );
-        loop {
-            let before = tainted.len();
-            for t in statement.targets.iter().filter(|t| t.bare) {
-                if let (Some(alias), true) = (&t.alias, t.refs.iter().any(|r| tainted.contains(&r.as_str()))) {
-                    if !tainted.contains(&alias.as_str()) {
-                        tainted.push(alias);
-                    }
-                }
-            }
-            if tainted.len() == before {
-                break;
-            }
-        }
-        let writes = statement.operations.iter().any(|op| {
-            matches!(op.kind, Kind::Insert | Kind::Update | Kind::Merge | Kind::Create)
-        });
-        for t in &statement.targets {
-            let hit = t.refs.iter().find(|r| *r == "*" && !t.bare || tainted.contains(&r.as_str()));
-            let Some(hit) = hit else { continue };
-            if !t.bare {
-                return Some(format!("\"{hit}\" is (or may be) a masked column of {}, used inside an expression whose result sluice cannot mask", covered[0]));
-            }
-            if writes {
-                return Some(format!("\"{hit}\" is (or may be) a masked column of {}; copying it into a table would take it out of reach of masking", covered[0]));
-            }
-        }
-        None
-    }
-
-    /// Whether a column name could be masked in any table in scope (by name alone).
-    pub fn covers_column_name(&self, column: &str) -> bool {
-        self.columns.iter().map(|&i| &self.masking.columns[i]).any(|r| r.columns.iter().any(|[_, _, c]| glob_match(c, column)))
+    fn rules(&self) -> impl Iterator<Item = &ColumnRule> + Clone {
+        self.columns.iter().map(|&i| &self.masking.columns[i])
     }
 }

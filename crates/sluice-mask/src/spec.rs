@@ -3,6 +3,7 @@
 use crate::action::{ActionName, MaskAction, TokenKey};
 use crate::detect::{Builtin, DetectorKind, Scanner, ScannerError};
 use crate::{ColumnRule, Masking};
+use sluice_core::scope::RuleScope;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -154,15 +155,18 @@ fn compile_column_rule(spec: &ColumnRuleSpec, keep_last: usize) -> Result<Column
         name: Arc::from(spec.name.as_str()),
         columns,
         action,
-        connections: spec.connections.clone(),
-        identities: spec.identities.clone(),
-        groups: spec.groups.clone(),
+        scope: RuleScope {
+            connections: spec.connections.clone(),
+            identities: spec.identities.clone(),
+            groups: spec.groups.clone(),
+        },
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_core::sql::{Kind, ObjectName, Operation, SqlAnalysis, SqlStatement, Target};
     use sluice_core::Identity;
 
     fn compile(text: &str) -> Result<Masking, MaskError> {
@@ -209,8 +213,20 @@ mod tests {
         assert!(agent.column("other", "customers", "ssn").is_none());
         assert!(agent.column("any", "notes", "body").is_some());
         assert!(agent.column("x", "y", "salary").is_some());
-        assert!(agent.covers_table(Some("public"), "customers") && agent.covers_table(None, "notes"));
-        assert!(agent.covers_column_name("ssn") && !agent.covers_column_name("id"));
+        let bot = who("bot", &["agents"]);
+        let select = |table: &str, refs: &[&str], bare: bool| SqlAnalysis::Parsed {
+            statements: vec![SqlStatement {
+                operations: vec![Operation::new(Kind::Read, Some(ObjectName::bare(table)))],
+                targets: vec![Target { refs: refs.iter().map(|r| r.to_string()).collect(), bare, alias: None }],
+                ..SqlStatement::default()
+            }],
+        };
+        let read = |table: &str, refs: &[&str]| select(table, refs, false);
+        assert!(m.lineage_problem(&bot, "prod-eu", &read("notes", &["body"])).is_some(), "upper(body) FROM notes");
+        assert!(m.lineage_problem(&bot, "prod-eu", &read("customers", &["ssn"])).is_some());
+        assert!(m.lineage_problem(&bot, "prod-eu", &read("customers", &["id"])).is_none(), "not a masked column");
+        assert!(m.lineage_problem(&bot, "prod-eu", &select("customers", &["ssn"], true)).is_none(), "a plain reference");
+        assert!(m.lineage_problem(&bot, "staging", &read("notes", &["body"])).is_none(), "rule out of scope");
         assert!(m.for_session(&who("bot", &["humans"]), "prod-eu").column("public", "customers", "ssn").is_none());
         assert!(m.for_session(&who("bot", &["agents"]), "staging").column("public", "customers", "ssn").is_none());
     }

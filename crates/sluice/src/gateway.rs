@@ -185,8 +185,7 @@ impl Gate<PgEndpoint> for Gateway {
                 if !matches!(decision, Decision::Allow { .. }) || !self.masking.has_column_rules() {
                     return decision;
                 }
-                let masking = self.masking.for_session(session.identity, session.connection);
-                match masking.lineage_problem(analysis) {
+                match self.masking.lineage_problem(session.identity, session.connection, analysis) {
                     None => decision,
                     Some(reason) => Decision::Deny(Refusal {
                         rule: "masking".into(),
