@@ -39,16 +39,30 @@ pub enum ActionKind<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     Allow { rule: Arc<str> },
-    /// Needs a human approval first; until approvals exist it is refused like a deny.
+    /// Needs a human approval first: refused now (the refusal names the review and the next step).
     Review(Refusal),
     Deny(Refusal),
+    /// Held until review `id` is decided: the adapter tells the client, then asks the gate for the
+    /// outcome (`Gate::await_review`), which is never `Hold` again.
+    Hold(Hold),
+}
+
+/// A statement held for a review.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hold {
+    pub review_id: i64,
+    pub rule: String,
+    /// What the client is told while it waits (a notice in its own protocol).
+    pub notice: String,
+    pub hint: String,
+    pub timeout: std::time::Duration,
 }
 
 impl Decision {
     pub fn effect(&self) -> &'static str {
         match self {
             Decision::Allow { .. } => "allow",
-            Decision::Review(_) => "review",
+            Decision::Review(_) | Decision::Hold(_) => "review",
             Decision::Deny(_) => "deny",
         }
     }
@@ -57,6 +71,7 @@ impl Decision {
         match self {
             Decision::Allow { rule } => rule,
             Decision::Review(r) | Decision::Deny(r) => &r.rule,
+            Decision::Hold(h) => &h.rule,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! into calls on a `Gate` and applies what comes back; the binary provides the implementation that
 //! ties configuration, policy and the store together.
 
-use crate::{Action, AuditEvent, AuthOutcome, Decision, Identity, Secret};
+use crate::{Action, AuditEvent, AuthOutcome, Decision, Hold, Identity, Secret};
 use std::future::Future;
 use thiserror::Error;
 
@@ -51,6 +51,11 @@ pub trait Gate<E>: Send + Sync + 'static {
 
     /// Decides one action within an open session. May wait (a human review), hence the future.
     fn decide(&self, session: &SessionInfo<'_>, action: &Action<'_>) -> impl Future<Output = Decision> + Send;
+
+    /// Waits for the review a `Decision::Hold` named and answers with what to do now: allow (the
+    /// approval is used up), or refuse (denied, or not decided within the hold's timeout). Dropping
+    /// the future stops the wait and leaves the review open.
+    fn await_review(&self, session: &SessionInfo<'_>, hold: &Hold) -> impl Future<Output = Decision> + Send;
 
     /// Hands an event to the recorder. Must not block the caller.
     fn record(&self, event: AuditEvent);

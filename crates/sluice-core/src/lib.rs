@@ -9,12 +9,14 @@ pub mod glob;
 pub mod identity;
 pub mod ids;
 pub mod policy;
+pub mod review;
 pub mod scope;
 pub mod secret;
+pub mod span;
 pub mod sql;
 pub mod token;
 
-pub use action::{Action, ActionKind, Decision, Protocol, Refusal, RefusalCause};
+pub use action::{Action, ActionKind, Decision, Hold, Protocol, Refusal, RefusalCause};
 pub use audit::{AuditEvent, AuthOutcome, StatementRecord};
 pub use gate::{Gate, Grant, OpenError, OpenRequest, SessionInfo};
 pub use identity::Identity;

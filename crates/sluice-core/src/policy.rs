@@ -4,6 +4,7 @@
 //! undone by a narrower allow somewhere else in the file.
 
 use crate::glob::glob_match;
+use crate::review::ReviewRules;
 use crate::scope::RuleScope;
 use crate::sql::{Kind, ObjectName, Operation, SqlAnalysis, SqlStatement};
 use crate::{Decision, Identity, Refusal, RefusalCause};
@@ -122,6 +123,9 @@ pub struct RuleSpec {
     /// The next step, shown as the error's HINT.
     #[serde(default)]
     pub hint: Option<String>,
+    /// How reviews of this rule work (effect `review` only): mode, approvers, quorum, timeouts.
+    #[serde(default)]
+    pub review: Option<ReviewRules>,
 }
 
 /// The `[policy]` section.
@@ -272,6 +276,7 @@ struct Rule {
     hint: Option<String>,
     /// Compiled from the read-only preset: its callers get a read-only upstream session too.
     read_only: bool,
+    review: Option<Arc<ReviewRules>>,
 }
 
 impl Rule {
@@ -422,6 +427,15 @@ impl Policy {
             None => Decision::Allow { rule: Arc::clone(&self.default_rule) },
             Some(j) => j.into_decision(identity, connection),
         }
+    }
+
+    /// How reviews asked for by the rule named `rule` work (the defaults when it sets none).
+    pub fn review_rules(&self, rule: &str) -> Arc<ReviewRules> {
+        self.rules
+            .iter()
+            .find(|r| &*r.name == rule)
+            .and_then(|r| r.review.clone())
+            .unwrap_or_else(|| Arc::new(ReviewRules::default()))
     }
 
     /// Every operation of a message with its judgement (for `sluice policy explain`).
@@ -609,6 +623,7 @@ fn compile_rule(spec: &RuleSpec, out: &mut Vec<Rule>) -> Result<(), PolicyError>
         reason,
         hint: spec.hint.clone(),
         read_only: false,
+        review: None,
     };
     match (spec.preset, spec.effect) {
         (Some(_), Some(_)) => Err(problem("give either a preset or an effect, not both")),
@@ -638,7 +653,18 @@ fn compile_rule(spec: &RuleSpec, out: &mut Vec<Rule>) -> Result<(), PolicyError>
         (None, Some(effect)) => {
             let kinds = if spec.kinds.is_empty() { None } else { Some(KindSet::of(&spec.kinds)) };
             let reason = spec.reason.clone().unwrap_or_else(|| format!("policy rule {}", spec.name));
-            out.push(base(effect, kinds, reason));
+            let mut rule = base(effect, kinds, reason);
+            match (&spec.review, effect) {
+                (Some(_), Effect::Allow | Effect::Deny) => {
+                    return Err(problem("only a rule with effect \"review\" can have review settings"));
+                }
+                (Some(review), Effect::Review) => {
+                    review.check().map_err(|p| problem(&format!("review: {p}")))?;
+                    rule.review = Some(Arc::new(review.clone()));
+                }
+                (None, _) => {}
+            }
+            out.push(rule);
             Ok(())
         }
     }

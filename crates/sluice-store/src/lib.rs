@@ -4,11 +4,13 @@
 #![forbid(unsafe_code)]
 
 mod recorder;
+mod reviews;
 mod schema;
 mod sqlite;
 pub mod vault;
 
 pub use recorder::{Recorder, RecorderTask};
+pub use reviews::{ReviewEvent, ReviewFilter};
 pub use sqlite::{AuthRow, SessionRow, StatementRow, Store, TokenRow};
 
 use thiserror::Error;
@@ -23,4 +25,6 @@ pub enum StoreError {
     Vault(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("state store: a stored review cannot be read: {0}")]
+    Corrupt(String),
 }

@@ -59,4 +59,27 @@ CREATE TABLE auth_events (
 "#, r#"
 ALTER TABLE statements ADD COLUMN decision TEXT;
 ALTER TABLE statements ADD COLUMN rule TEXT;
+"#, r#"
+CREATE TABLE reviews (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind            TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    requester       TEXT NOT NULL,
+    connection      TEXT NOT NULL,
+    statement_hash  TEXT,
+    created_at      INTEGER NOT NULL,
+    version         INTEGER NOT NULL DEFAULT 0,
+    body            TEXT NOT NULL
+);
+CREATE INDEX reviews_match ON reviews(requester, connection, statement_hash, status);
+CREATE INDEX reviews_status ON reviews(status, kind);
+CREATE TABLE review_events (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    review_id  INTEGER NOT NULL REFERENCES reviews(id),
+    at         INTEGER NOT NULL,
+    actor      TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    comment    TEXT
+);
+CREATE INDEX review_events_review ON review_events(review_id);
 "#];

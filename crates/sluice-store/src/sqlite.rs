@@ -23,7 +23,7 @@ fn insert_rows(remaining: usize) -> usize {
 
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 #[derive(Clone, Debug, Serialize)]
