@@ -89,6 +89,27 @@ fn validate(config: &Config, origin: &Path) -> Result<(), ConfigError> {
         }
     }
     config.compile_policy().map_err(|e| invalid("policy.rules".into(), e.to_string()))?;
+    let mut names = std::collections::HashSet::new();
+    for access in &config.access.policies {
+        if access.name.trim().is_empty() || !names.insert(access.name.as_str()) {
+            return Err(invalid("access.policies".into(), format!("every access policy needs a name of its own ({:?})", access.name)));
+        }
+    }
+    config.compile_access().map_err(|e| invalid("access.policies".into(), e.to_string()))?;
+    if config.api.enabled && config.api.listen.parse::<std::net::SocketAddr>().is_err() {
+        return Err(invalid("api.listen".into(), format!("{:?} is not an address:port", config.api.listen)));
+    }
+    for (i, hook) in config.approvals.webhooks.iter().enumerate() {
+        if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
+            return Err(invalid(format!("approvals.webhooks[{i}].url"), "must be an http:// or https:// URL".into()));
+        }
+        if let Some(e) = hook.events.iter().find(|e| !crate::WEBHOOK_EVENTS.contains(&e.as_str())) {
+            return Err(invalid(
+                format!("approvals.webhooks[{i}].events"),
+                format!("{e:?} is not one of {}", crate::WEBHOOK_EVENTS.join(", ")),
+            ));
+        }
+    }
     config.compile_masking([0; 32]).map_err(|e| invalid("masking".into(), e.to_string()))?;
     Ok(())
 }

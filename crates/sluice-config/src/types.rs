@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 use sluice_core::policy::{ConnectionPolicy, Effect, Policy, PolicyError, PolicySpec, Preset};
+use crate::{AccessConfig, AccessPolicy, ApiConfig, ApprovalsConfig};
 use sluice_mask::{MaskError, Masking, MaskingSpec, TokenKey};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,6 +25,15 @@ pub struct Config {
     /// Masking of secrets and personal data in results (docs/masking.md).
     #[serde(default)]
     pub masking: MaskingSpec,
+    /// The REST API (reviews and access grants; later the console).
+    #[serde(default)]
+    pub api: ApiConfig,
+    /// Where reviews are announced (docs/approvals.md).
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
+    /// Named policies a just-in-time access grant switches to.
+    #[serde(default)]
+    pub access: AccessConfig,
 }
 
 impl Config {
@@ -31,6 +41,12 @@ impl Config {
     pub fn compile_policy(&self) -> Result<Policy, PolicyError> {
         let connections: Vec<_> = self.connections.iter().map(|(name, c)| c.policy(name)).collect();
         Policy::compile(&self.policy, &connections)
+    }
+
+    /// The access policies, by name.
+    pub fn compile_access(&self) -> Result<Vec<AccessPolicy>, PolicyError> {
+        let connections: Vec<_> = self.connections.iter().map(|(name, c)| c.policy(name)).collect();
+        self.access.policies.iter().map(|a| a.compile(&connections, &self.policy.side_effect_functions)).collect()
     }
 
     /// The masking configuration, with the key that deterministic tokens are made with.

@@ -83,6 +83,8 @@ pub enum RefusalCause {
     Policy,
     /// The request could not be parsed.
     Unparseable,
+    /// The client withdrew it (cancelled while it was held for a review).
+    Cancelled,
 }
 
 /// Why something was refused, written for the agent that must decide what to do next.

@@ -12,6 +12,8 @@ pub struct UpstreamKey {
     pub endpoint: Arc<PgEndpoint>,
     pub pid: i32,
     pub secret: i32,
+    /// Wakes the session when it holds a statement for a review: a cancel withdraws it.
+    pub hold: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Default)]
@@ -75,6 +77,7 @@ mod tests {
             }),
             pid: 42,
             secret: 7,
+            hold: Arc::default(),
         }
     }
 

@@ -18,6 +18,8 @@ pub mod sqlstate {
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     pub const SYNTAX_ERROR: &str = "42601";
     pub const ADMIN_SHUTDOWN: &str = "57P01";
+    pub const QUERY_CANCELED: &str = "57014";
+    pub const SUCCESSFUL_COMPLETION: &str = "00000";
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +41,11 @@ impl PgError {
         PgError { severity: "ERROR", code, message: message.into(), detail: None, hint: None }
     }
 
+    /// A NoticeResponse: information that neither fails nor ends anything.
+    pub fn notice(message: impl Into<String>) -> Self {
+        PgError { severity: "NOTICE", code: sqlstate::SUCCESSFUL_COMPLETION, message: message.into(), detail: None, hint: None }
+    }
+
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
         self
@@ -50,7 +57,8 @@ impl PgError {
     }
 
     pub fn encode(&self, out: &mut BytesMut) {
-        put_message(out, b'E', |b| {
+        let tag = if self.severity == "NOTICE" { b'N' } else { b'E' };
+        put_message(out, tag, |b| {
             for (field, value) in [(b'S', self.severity), (b'V', self.severity), (b'C', self.code)] {
                 b.put_u8(field);
                 put_cstr(b, value.as_bytes());

@@ -18,13 +18,16 @@ use crate::mask::{self, CopyFormat, Field, ResponseMasker, RowPlan};
 use crate::upstream::PgEndpoint;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use sluice_core::audit::now_us;
-use sluice_core::{Action, ActionKind, AuditEvent, Decision, Gate, Protocol, RefusalCause, SessionInfo, StatementRecord};
+use sluice_core::{
+    Action, ActionKind, AuditEvent, Decision, Gate, Protocol, Refusal, RefusalCause, SessionInfo, StatementRecord,
+};
 use sluice_mask::{ColumnMask, MaskAction, SessionMasking};
 use sluice_sql::{Classifier, PreparedStatements};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, Notify};
 
 /// Text the server cannot parse; sent in place of a refused statement.
 const REFUSAL_MARKER: &str = "sluice refused this statement";
@@ -133,7 +136,7 @@ impl Pending {
         self.decision = decision.effect();
         self.rule = Some(match decision {
             Decision::Allow { rule } => Arc::clone(rule),
-            Decision::Review(r) | Decision::Deny(r) => Arc::from(r.rule.as_str()),
+            other => Arc::from(other.rule()),
         });
         self
     }
@@ -149,6 +152,8 @@ pub struct Tracker {
     /// each bound portal, as the server confirmed them in order.
     statement_shapes: HashMap<Bytes, Arc<RowPlan>>,
     portal_plans: HashMap<Bytes, Arc<RowPlan>>,
+    /// The statement held for a review, if one is (recorded as interrupted if the session ends).
+    holding: Option<(i64, Pending)>,
 }
 
 impl Tracker {
@@ -159,6 +164,7 @@ impl Tracker {
             seq: 0,
             statement_shapes: HashMap::new(),
             portal_plans: HashMap::new(),
+            holding: None,
         }
     }
 }
@@ -177,6 +183,10 @@ pub struct Context<'a, G> {
     pub catalog: &'a Catalog,
     pub endpoint: &'a PgEndpoint,
     pub lookup_timeout: std::time::Duration,
+    /// Messages for the client that do not answer anything it sent (a held statement's notice).
+    pub notices: mpsc::UnboundedSender<Bytes>,
+    /// Woken by the client's cancel request.
+    pub cancel: Arc<Notify>,
 }
 
 impl<G> Context<'_, G> {
@@ -214,6 +224,11 @@ impl<G> Context<'_, G> {
         }));
     }
 
+    /// The review a statement of this session is held for right now.
+    pub fn holding(tracker: &Mutex<Tracker>) -> Option<i64> {
+        lock(tracker).holding.as_ref().map(|(id, _)| *id)
+    }
+
     /// Records whatever the server still owed when the session ended.
     pub fn record_interrupted(&self, tracker: &Mutex<Tracker>, why: &str)
     where
@@ -221,6 +236,11 @@ impl<G> Context<'_, G> {
     {
         let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
         let note = format!("interrupted: {why}");
+        if let Some((id, mut p)) = t.holding.take() {
+            p.decision = "review";
+            p.rule = Some(Arc::from(format!("review #{id}")));
+            self.record(&mut t, p, Some(&format!("{note} (held for review #{id})")));
+        }
         while let Some(p) = t.pending.pop_front() {
             if !matches!(p.kind, Kind::Sync | Kind::Bind | Kind::Describe) {
                 self.record(&mut t, p, Some(&note));
@@ -250,14 +270,21 @@ where
     // Sync carries no text; one shared empty string spares an allocation per Sync.
     let no_text: Arc<str> = Arc::from("");
     let masking = ctx.masking.is_some();
+    // Bytes the client sent while a statement was held; they follow what is in `buf`.
+    let mut early = BytesMut::new();
     loop {
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(READ_CHUNK);
-        }
-        match client.read_buf(&mut buf).await {
-            Ok(0) => return RelayEnd::ClientGone("connection closed without Terminate".into()),
-            Ok(_) => {}
-            Err(e) => return RelayEnd::ClientGone(e.to_string()),
+        if !early.is_empty() {
+            buf.extend_from_slice(&early);
+            early.clear();
+        } else {
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(READ_CHUNK);
+            }
+            match client.read_buf(&mut buf).await {
+                Ok(0) => return RelayEnd::ClientGone("connection closed without Terminate".into()),
+                Ok(_) => {}
+                Err(e) => return RelayEnd::ClientGone(e.to_string()),
+            }
         }
         // `consumed` bytes at the front of `buf` are whole frames already handled; those not yet
         // written to `out` start at `pass_from`.
@@ -296,7 +323,11 @@ where
             match head.tag {
                 b'Q' => {
                     let text: Arc<str> = Arc::from(String::from_utf8_lossy(cstr_prefix(body)).as_ref());
-                    let decision = decide(ctx, &mut prepared, &text).await;
+                    let held = Held { tracker, kind: Kind::Simple, client: &mut *client, early: &mut early };
+                    let decision = match decide(ctx, &mut prepared, &text, held).await {
+                        Ok(decision) => decision,
+                        Err(end) => return end,
+                    };
                     let pending = Pending::new(Kind::Simple, text).decided(&decision);
                     match refusal_bytes(&decision) {
                         None => lock(tracker).pending.push_back(pending),
@@ -309,7 +340,11 @@ where
                         return malformed("Parse");
                     };
                     let text: Arc<str> = Arc::from(String::from_utf8_lossy(query).as_ref());
-                    let decision = decide(ctx, &mut prepared, &text).await;
+                    let held = Held { tracker, kind: Kind::Parse, client: &mut *client, early: &mut early };
+                    let decision = match decide(ctx, &mut prepared, &text, held).await {
+                        Ok(decision) => decision,
+                        Err(end) => return end,
+                    };
                     let mut pending = Pending::new(Kind::Parse, Arc::clone(&text)).decided(&decision);
                     match refusal_bytes(&decision) {
                         None => {
@@ -437,6 +472,7 @@ pub async fn upstream_to_client<G, R, W>(
     upstream: &mut R,
     mut buf: BytesMut,
     client: &mut W,
+    notices: &mut mpsc::UnboundedReceiver<Bytes>,
 ) -> RelayEnd
 where
     G: Gate<crate::PgEndpoint>,
@@ -669,7 +705,18 @@ where
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_CHUNK);
         }
-        match upstream.read_buf(&mut buf).await {
+        let read = tokio::select! {
+            biased;
+            read = upstream.read_buf(&mut buf) => read,
+            Some(notice) = notices.recv() => {
+                // Between two whole batches of the server's messages, so never inside one.
+                if let Err(e) = client.write_all(&notice).await.and(client.flush().await) {
+                    return RelayEnd::ClientGone(e.to_string());
+                }
+                continue;
+            }
+        };
+        match read {
             Ok(0) => {
                 return match fatal {
                     Some(why) => RelayEnd::UpstreamFatal(why),
@@ -732,22 +779,83 @@ async fn column_masks<G>(ctx: &Context<'_, G>, session: &SessionMasking, fields:
 }
 
 /// Classifies a message (cached by text), resolves SQL-level EXECUTEs against this session's
-/// PREPAREs, and asks the gate.
-async fn decide<G: Gate<crate::PgEndpoint>>(
+/// PREPAREs, and asks the gate; a statement held for a review is waited for here (see `hold`).
+async fn decide<G, R>(
     ctx: &Context<'_, G>,
     prepared: &mut PreparedStatements,
     text: &str,
-) -> Decision {
+    held: Held<'_, R>,
+) -> Result<Decision, RelayEnd>
+where
+    G: Gate<crate::PgEndpoint>,
+    R: AsyncRead + Unpin,
+{
     let analysis = ctx.classifier.classify(text);
     let decision = {
         let resolved = prepared.resolve(&analysis);
         let action = Action { protocol: Protocol::Postgres, kind: ActionKind::Sql { text, analysis: &resolved } };
         ctx.gate.decide(&ctx.info, &action).await
     };
+    let decision = match decision {
+        Decision::Hold(h) => hold(ctx, text, &h, held).await?,
+        decision => decision,
+    };
     if matches!(decision, Decision::Allow { .. }) {
         prepared.note_allowed(&analysis);
     }
-    decision
+    Ok(decision)
+}
+
+/// What holding a statement needs besides the gate: the tracker (to name the review if the session
+/// ends), and the client, which is still read so that a hang-up ends the wait.
+struct Held<'a, R> {
+    tracker: &'a Mutex<Tracker>,
+    kind: Kind,
+    client: &'a mut R,
+    /// What the client sent while it waited, handled once the held statement is.
+    early: &'a mut BytesMut,
+}
+
+/// Holds a statement for its review: tells the client (a NoticeResponse), then waits for the
+/// gate's answer, a cancel request, or the client hanging up.
+async fn hold<G, R>(
+    ctx: &Context<'_, G>,
+    text: &str,
+    hold: &sluice_core::Hold,
+    held: Held<'_, R>,
+) -> Result<Decision, RelayEnd>
+where
+    G: Gate<crate::PgEndpoint>,
+    R: AsyncRead + Unpin,
+{
+    let notice = PgError::notice(hold.notice.clone()).with_hint(hold.hint.clone());
+    // The session's other direction writes it between two of the server's messages.
+    let _ = ctx.notices.send(notice.to_bytes().freeze());
+    lock(held.tracker).holding = Some((hold.review_id, Pending::new(held.kind, Arc::from(text))));
+    let cancelled = ctx.cancel.notified();
+    tokio::pin!(cancelled);
+    let waited = ctx.gate.await_review(&ctx.info, hold);
+    tokio::pin!(waited);
+    let outcome = loop {
+        let room = ctx.max_message_bytes.saturating_sub(held.early.len());
+        tokio::select! {
+            decision = &mut waited => break Ok(decision),
+            _ = &mut cancelled => break Ok(Decision::Deny(Refusal {
+                rule: hold.rule.clone(),
+                reason: format!("canceling statement due to user request (review #{} stays open)", hold.review_id),
+                detail: None,
+                hint: Some(format!("once review #{} is approved, re-run exactly the same statement: it runs once", hold.review_id)),
+                cause: RefusalCause::Cancelled,
+            })),
+            read = held.client.read_buf(held.early), if room > 0 => match read {
+                Ok(0) => break Err(RelayEnd::ClientGone(format!("hung up while review #{} was pending", hold.review_id))),
+                Ok(_) => {}
+                Err(e) => break Err(RelayEnd::ClientGone(e.to_string())),
+            },
+        }
+    };
+    lock(held.tracker).holding = None;
+    outcome
 }
 
 /// The client's error for a refusal (`None` when the decision allows).
@@ -756,10 +864,17 @@ fn refusal_bytes(decision: &Decision) -> Option<(Bytes, &'static str)> {
         Decision::Allow { .. } => return None,
         Decision::Deny(r) => (r, "refused by rule"),
         Decision::Review(r) => (r, "needs approval under rule"),
+        // Resolved by `decide` before anything asks for bytes; refused if it ever gets here.
+        Decision::Hold(h) => {
+            let error = PgError::error(sqlstate::INSUFFICIENT_PRIVILEGE, format!("sluice: review #{} is still open", h.review_id))
+                .with_hint(h.hint.clone());
+            return Some((error.to_bytes().freeze(), sqlstate::INSUFFICIENT_PRIVILEGE));
+        }
     };
     let code = match refusal.cause {
         RefusalCause::Policy => sqlstate::INSUFFICIENT_PRIVILEGE,
         RefusalCause::Unparseable => sqlstate::SYNTAX_ERROR,
+        RefusalCause::Cancelled => sqlstate::QUERY_CANCELED,
     };
     let mut error = PgError::error(code, format!("sluice: {what} \"{}\": {}", refusal.rule, refusal.reason));
     error.detail = refusal.detail.clone();

@@ -267,6 +267,8 @@ async fn forward_cancel<G: Gate<PgEndpoint>>(shared: &Shared<G>, pid: i32, secre
         tracing::info!(pid, "cancel request with an unknown key ignored");
         return;
     };
+    // A statement held for a review is not upstream yet: the cancel withdraws it here.
+    key.hold.notify_waiters();
     if let Err(e) = upstream::cancel(&key.endpoint, key.pid, key.secret, shared.config.connect_timeout).await {
         tracing::warn!(error = %e, "could not forward a cancel request upstream");
     }
@@ -280,8 +282,13 @@ async fn relay_session<G: Gate<PgEndpoint>>(
 ) {
     let Opened { mut client, upstream, identity, connection, endpoint, application_name } = opened;
     let session_id: Arc<str> = Arc::from(ids::new_id("s_"));
-    let cancel_key =
-        shared.cancel.register(UpstreamKey { endpoint: Arc::clone(&endpoint), pid: upstream.pid, secret: upstream.secret });
+    let hold = Arc::new(tokio::sync::Notify::new());
+    let cancel_key = shared.cancel.register(UpstreamKey {
+        endpoint: Arc::clone(&endpoint),
+        pid: upstream.pid,
+        secret: upstream.secret,
+        hold: Arc::clone(&hold),
+    });
 
     let mut hello = BytesMut::with_capacity(512);
     codec::authentication(&mut hello, auth::OK);
@@ -306,6 +313,7 @@ async fn relay_session<G: Gate<PgEndpoint>>(
     });
     tracing::info!(session = %session_id, identity = identity.name, connection, %peer, "session started");
 
+    let (notices_tx, mut notices_rx) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Context {
         gate: &*shared.gate,
         info: SessionInfo { session_id: &session_id, identity: &identity, connection: &connection },
@@ -317,23 +325,33 @@ async fn relay_session<G: Gate<PgEndpoint>>(
         catalog: &shared.catalog,
         endpoint: &endpoint,
         lookup_timeout: shared.config.connect_timeout,
+        notices: notices_tx,
+        cancel: hold,
     };
     let tracker = Mutex::new(Tracker::new());
     let (mut client_read, mut client_write) = tokio::io::split(client);
     let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream.stream);
     let end = tokio::select! {
         end = relay::client_to_upstream(&ctx, &tracker, &mut client_read, &mut upstream_write) => end,
-        end = relay::upstream_to_client(&ctx, &tracker, &mut upstream_read, upstream.leftover, &mut client_write) => end,
+        end = relay::upstream_to_client(&ctx, &tracker, &mut upstream_read, upstream.leftover, &mut client_write, &mut notices_rx) => end,
         _ = shutdown_signalled(&mut shutdown) => RelayEnd::UpstreamGone("sluice is shutting down".into()),
     };
     let reason = end.describe();
+    let held_for = Context::<G>::holding(&tracker);
     ctx.record_interrupted(&tracker, &reason);
     let farewell = match &end {
         RelayEnd::ClientProtocol(e) => Some(e.clone()),
-        RelayEnd::UpstreamGone(why) if *shutdown.borrow() => Some(
-            PgError::fatal(sqlstate::ADMIN_SHUTDOWN, "sluice is shutting down")
+        RelayEnd::UpstreamGone(why) if *shutdown.borrow() => Some(match held_for {
+            Some(id) => PgError::fatal(
+                sqlstate::ADMIN_SHUTDOWN,
+                format!("sluice is shutting down while this statement was held for review #{id}"),
+            )
+            .with_hint(format!(
+                "review #{id} stays open: once it is approved, reconnect and re-run exactly the same statement (it runs once)"
+            )),
+            None => PgError::fatal(sqlstate::ADMIN_SHUTDOWN, "sluice is shutting down")
                 .with_hint(format!("reconnect in a moment ({why})")),
-        ),
+        }),
         RelayEnd::UpstreamGone(why) => Some(
             PgError::fatal(sqlstate::CONNECTION_FAILURE, format!("sluice: lost the upstream of connection \"{connection}\""))
                 .with_detail(why.clone())

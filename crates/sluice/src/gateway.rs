@@ -5,9 +5,11 @@ use anyhow::{Context as _, Result};
 use sluice_config::{Config, ConnectionConfig, PasswordSource, UpstreamTls as TlsSetting};
 use sluice_core::audit::now_us;
 use sluice_core::{
-    token, Action, ActionKind, AuditEvent, AuthOutcome, Decision, Gate, Grant, Identity, OpenError, OpenRequest, Protocol,
-    Refusal, RefusalCause, Secret, SessionInfo,
+    Action, ActionKind, AuditEvent, AuthOutcome, Decision, Gate, Grant, Hold, Identity, OpenError, OpenRequest,
+    Protocol, Refusal, RefusalCause, Secret, SessionInfo,
 };
+use sluice_core::sql::SqlAnalysis;
+use sluice_approvals::{Approvals, StatementReview};
 use sluice_pg::tls::{client_config, Verification};
 use sluice_pg::upstream::UpstreamTls;
 use sluice_pg::{PgEndpoint, UpstreamTlsMode};
@@ -28,6 +30,7 @@ pub struct Gateway {
     connections: HashMap<String, Prepared>,
     policy: Policy,
     masking: Arc<Masking>,
+    approvals: Arc<Approvals>,
     record_statements: bool,
     connect_rule: Arc<str>,
 }
@@ -39,14 +42,20 @@ struct Prepared {
 }
 
 impl Gateway {
-    pub fn new(config: &Config, store: Store, recorder: Recorder, key: MasterKey) -> Result<Gateway> {
+    pub fn new(
+        config: &Config,
+        store: Store,
+        recorder: Recorder,
+        key: MasterKey,
+        masking: Arc<Masking>,
+        approvals: Arc<Approvals>,
+    ) -> Result<Gateway> {
         let mut connections = HashMap::new();
         for (name, conn) in &config.connections {
             let tls = upstream_tls(conn).with_context(|| format!("connection {name}: upstream TLS"))?;
             connections.insert(name.clone(), Prepared { config: conn.clone(), tls });
         }
         let policy = config.compile_policy()?;
-        let masking = Arc::new(config.compile_masking(key.derive(MASK_TOKEN_PURPOSE))?);
         Ok(Gateway {
             store,
             recorder,
@@ -54,37 +63,18 @@ impl Gateway {
             connections,
             policy,
             masking,
+            approvals,
             record_statements: config.recording.statements,
             connect_rule: Arc::from("connect"),
         })
     }
 
     async fn identify(&self, request: &OpenRequest<'_>) -> Result<Identity, (AuthOutcome, Option<String>)> {
-        let Some((id, secret)) = token::parse(request.secret.expose()) else {
-            return Err((AuthOutcome::Malformed, None));
-        };
-        let row = match self.store.token(id).await {
-            Ok(Some(row)) => row,
-            Ok(None) => return Err((AuthOutcome::UnknownToken, None)),
-            Err(e) => {
-                tracing::error!(error = %e, "token lookup failed");
-                return Err((AuthOutcome::UnknownToken, None));
-            }
-        };
-        let known = Some(row.id.clone());
-        if !token::verify(secret, &row.digest) {
-            return Err((AuthOutcome::UnknownToken, known));
+        let identity = self.store.identify(request.secret.expose()).await?;
+        if identity.name != request.user {
+            return Err((AuthOutcome::IdentityMismatch, Some(identity.credential_id)));
         }
-        if row.revoked_at.is_some() {
-            return Err((AuthOutcome::RevokedToken, known));
-        }
-        if row.expires_at.is_some_and(|at| at <= now_us()) {
-            return Err((AuthOutcome::ExpiredToken, known));
-        }
-        if row.identity != request.user {
-            return Err((AuthOutcome::IdentityMismatch, known));
-        }
-        Ok(Identity { name: row.identity, groups: row.groups, credential_id: row.id })
+        Ok(identity)
     }
 
     async fn password(&self, name: &str, conn: &ConnectionConfig) -> Result<Option<Secret>, String> {
@@ -157,7 +147,8 @@ impl Gate<PgEndpoint> for Gateway {
             ("standard_conforming_strings".to_string(), "on".to_string()),
             ("search_path".to_string(), conn.search_path_setting()),
         ];
-        if self.policy.read_only(&identity, request.connection) {
+        let granted = self.approvals.grant_for(&identity, request.connection).is_some();
+        if !granted && self.policy.read_only(&identity, request.connection) {
             settings.push(("default_transaction_read_only".into(), "on".into()));
         }
         let masking = Some(self.masking.for_session(&identity, request.connection)).filter(|m| m.active());
@@ -180,27 +171,39 @@ impl Gate<PgEndpoint> for Gateway {
     async fn decide(&self, session: &SessionInfo<'_>, action: &Action<'_>) -> Decision {
         match &action.kind {
             ActionKind::Connect => Decision::Allow { rule: Arc::clone(&self.connect_rule) },
-            ActionKind::Sql { analysis, .. } => {
-                let decision = self.policy.decide(session.identity, session.connection, analysis);
-                if !matches!(decision, Decision::Allow { .. }) || !self.masking.has_column_rules() {
-                    return decision;
-                }
-                match self.masking.lineage_problem(session.identity, session.connection, analysis) {
-                    None => decision,
-                    Some(reason) => Decision::Deny(Refusal {
-                        rule: "masking".into(),
-                        reason,
-                        detail: None,
-                        hint: Some(
-                            "select masked columns directly (they come back masked) and compute on the client, \
-                             or ask an operator to change the masking rules"
-                                .into(),
-                        ),
-                        cause: RefusalCause::Policy,
-                    }),
+            ActionKind::Sql { text, analysis } => {
+                // An access grant in force replaces the normal policy for its holder.
+                let grant = self.approvals.grant_for(session.identity, session.connection);
+                let policy = grant.as_ref().map_or(&self.policy, |(_, access)| &access.policy);
+                let decision = policy.decide(session.identity, session.connection, analysis);
+                let decision = match decision {
+                    Decision::Allow { .. } | Decision::Review(_) => self.lineage_check(session, analysis, decision),
+                    other => other,
+                };
+                match decision {
+                    Decision::Review(refusal) => {
+                        let rules = policy.review_rules(&refusal.rule);
+                        let ask = StatementReview {
+                            identity: session.identity,
+                            connection: session.connection,
+                            session_id: session.session_id,
+                            text,
+                            refusal: &refusal,
+                            rules: &rules,
+                        };
+                        self.approvals.review_statement(ask).await
+                    }
+                    Decision::Allow { rule } if let Some((grant, _)) = grant => {
+                        Decision::Allow { rule: Arc::from(format!("grant #{}: {rule}", grant.review_id)) }
+                    }
+                    other => other,
                 }
             }
         }
+    }
+
+    async fn await_review(&self, session: &SessionInfo<'_>, hold: &Hold) -> Decision {
+        self.approvals.await_review(session.session_id, hold).await
     }
 
     fn record(&self, event: AuditEvent) {
@@ -209,6 +212,30 @@ impl Gate<PgEndpoint> for Gateway {
 
     fn records_statements(&self) -> bool {
         self.record_statements
+    }
+}
+
+impl Gateway {
+    /// With masking rules in scope, a statement that would carry a masked column out through an
+    /// expression is refused before anything else happens to it (a review included).
+    fn lineage_check(&self, session: &SessionInfo<'_>, analysis: &SqlAnalysis, decision: Decision) -> Decision {
+        if !self.masking.has_column_rules() {
+            return decision;
+        }
+        match self.masking.lineage_problem(session.identity, session.connection, analysis) {
+            None => decision,
+            Some(reason) => Decision::Deny(Refusal {
+                rule: "masking".into(),
+                reason,
+                detail: None,
+                hint: Some(
+                    "select masked columns directly (they come back masked) and compute on the client, \
+                     or ask an operator to change the masking rules"
+                        .into(),
+                ),
+                cause: RefusalCause::Policy,
+            }),
+        }
     }
 }
 

@@ -51,6 +51,9 @@ enum Command {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    // One TLS implementation for everything that speaks TLS without choosing (the webhook and
+    // API clients); the PostgreSQL paths pass theirs explicitly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // Sessions run on their own per-core workers (see workers.rs); this runtime only accepts,
     // records and answers management commands.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;

@@ -66,7 +66,7 @@ fn explain(policy: &Policy, identity: &Identity, connection: &str, sql: &str, js
     let read_only = policy.read_only(identity, connection);
     if json {
         let refusal = match &decision {
-            Decision::Allow { .. } => None,
+            Decision::Allow { .. } | Decision::Hold(_) => None,
             Decision::Review(r) | Decision::Deny(r) => Some(r),
         };
         let out = json!({
@@ -110,7 +110,19 @@ fn explain(policy: &Policy, identity: &Identity, connection: &str, sql: &str, js
             if let Some(hint) = &r.hint {
                 println!("  hint: {hint}");
             }
+            if matches!(decision, Decision::Review(_)) {
+                let review = policy.review_rules(&r.rule);
+                println!(
+                    "  review: mode {}, approved by {} of groups {:?}, wait timeout {}, approval valid for {}",
+                    review.mode.as_str(),
+                    review.approvals,
+                    review.approvers,
+                    review.timeout,
+                    review.valid_for
+                );
+            }
         }
+        Decision::Hold(h) => println!("decision: held for review #{} (rule {:?})", h.review_id, h.rule),
     }
     println!("read-only session: {}", if read_only { "yes" } else { "no" });
     Ok(())

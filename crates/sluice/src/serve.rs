@@ -1,7 +1,9 @@
 //! `sluice serve`: load the configuration, open the store, start the listeners, and shut down
 //! cleanly on SIGINT/SIGTERM with every recorded event written.
 
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, MASK_TOKEN_PURPOSE};
+use sluice_approvals::{Approvals, Notifier};
+use sluice_web::Api;
 use crate::workers::Workers;
 use anyhow::{Context, Result};
 use sluice_config::{ClientTls, Config, LogFormat};
@@ -26,7 +28,12 @@ pub async fn run(config_path: &Path) -> Result<()> {
     }
     let key = MasterKey::load(&config.server.master_key_path(), true)?;
     let (recorder, recorder_task) = Recorder::spawn(store.clone(), Duration::from_millis(config.recording.flush_interval_ms));
-    let gateway = Arc::new(Gateway::new(&config, store.clone(), recorder, key)?);
+    let masking = Arc::new(config.compile_masking(key.derive(MASK_TOKEN_PURPOSE))?);
+    let base_url = config.api.base_url();
+    let notifier = Notifier::new(config.approvals.webhooks.clone(), base_url, Arc::clone(&masking));
+    let approvals = Arc::new(Approvals::new(store.clone(), config.compile_access()?, notifier).await?);
+    let gateway =
+        Arc::new(Gateway::new(&config, store.clone(), recorder, key, masking, Arc::clone(&approvals))?);
 
     let workers = Workers::start(config.server.worker_threads)?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -47,11 +54,34 @@ pub async fn run(config_path: &Path) -> Result<()> {
         }));
     }
 
+    let mut api_task = None;
+    if config.api.enabled {
+        let listener = TcpListener::bind(&config.api.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} for the API", config.api.listen))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "REST API ready");
+        println!("sluice: api listening on http://{addr}");
+        let api = Arc::new(Api { store: store.clone(), approvals: Arc::clone(&approvals) });
+        let mut stop_rx = stop_rx.clone();
+        api_task = Some(tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            };
+            if let Err(e) = sluice_web::serve(listener, api, stopped).await {
+                tracing::error!(error = %e, "the API stopped");
+            }
+        }));
+    }
+
     wait_for_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     for listener in listeners {
         let _ = listener.await;
+    }
+    if let Some(task) = api_task {
+        let _ = tokio::time::timeout(DRAIN, task).await;
     }
     workers.stop();
     drop(gateway);

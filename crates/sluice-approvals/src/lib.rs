@@ -1,0 +1,441 @@
+//! Reviews in motion: turning a policy's `review` into a held statement or a refusal that names
+//! the review, using an approval exactly once, deciding reviews for the API, and the just-in-time
+//! access grants that switch an identity to a more permissive policy for a while. The state
+//! machine is `sluice_core::review`; everything durable is in the store.
+#![forbid(unsafe_code)]
+
+mod grants;
+mod notify;
+mod waiters;
+
+pub use grants::ActiveGrant;
+pub use notify::Notifier;
+
+use grants::Grants;
+use sluice_config::AccessPolicy;
+use sluice_core::audit::now_us;
+use sluice_core::review::{
+    statement_hash, NewReview, Outcome, Review, ReviewError, ReviewMode, ReviewRules, Status, Subject,
+};
+use sluice_core::span::Span;
+use sluice_core::{Decision, Hold, Identity, Refusal, RefusalCause};
+use sluice_store::{ReviewEvent, ReviewFilter, Store, StoreError};
+use std::sync::Arc;
+use thiserror::Error;
+use waiters::Waiters;
+
+#[derive(Debug, Error)]
+pub enum ApprovalError {
+    #[error("there is no review #{0}")]
+    NotFound(i64),
+    #[error(transparent)]
+    Refused(#[from] ReviewError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Reviews and grants, shared by the gateway (which asks and waits) and the API (which decides).
+pub struct Approvals {
+    store: Store,
+    access: Vec<AccessPolicy>,
+    waiters: Arc<Waiters>,
+    grants: Grants,
+    notifier: Notifier,
+}
+
+/// The statement a review was asked for, and where it came from.
+pub struct StatementReview<'a> {
+    pub identity: &'a Identity,
+    pub connection: &'a str,
+    pub session_id: &'a str,
+    pub text: &'a str,
+    /// The policy's refusal: rule, reason, what matched.
+    pub refusal: &'a Refusal,
+    pub rules: &'a ReviewRules,
+}
+
+impl Approvals {
+    /// Loads the grants in force from the store.
+    pub async fn new(store: Store, access: Vec<AccessPolicy>, notifier: Notifier) -> Result<Approvals, StoreError> {
+        let grants = Grants::default();
+        let now = now_us();
+        grants.reset(&store.active_grants(now).await?, now);
+        Ok(Approvals { store, access, waiters: Arc::new(Waiters::default()), grants, notifier })
+    }
+
+    pub fn access_policies(&self) -> &[AccessPolicy] {
+        &self.access
+    }
+
+    pub fn access_policy(&self, name: &str) -> Option<&AccessPolicy> {
+        self.access.iter().find(|a| a.name == name)
+    }
+
+    /// The access grant in force for `identity` on `connection`, with its compiled policy.
+    pub fn grant_for(&self, identity: &Identity, connection: &str) -> Option<(ActiveGrant, &AccessPolicy)> {
+        let grant = self.grants.find(identity, connection, now_us())?;
+        let policy = self.access_policy(&grant.policy)?;
+        Some((grant, policy))
+    }
+
+    /// What happens to a statement the policy sent to review: an approved review of the exact
+    /// statement is used up and the statement runs; otherwise the open review (or a new one) is
+    /// named in a refusal (`retry`) or the statement is held (`wait`).
+    pub async fn review_statement(&self, ask: StatementReview<'_>) -> Decision {
+        match self.try_review_statement(&ask).await {
+            Ok(decision) => decision,
+            Err(e) => {
+                tracing::error!(error = %e, "review store unavailable; refusing the statement");
+                Decision::Deny(Refusal {
+                    rule: ask.refusal.rule.clone(),
+                    reason: format!("{} — and sluice cannot reach its review store to ask for approval", ask.refusal.reason),
+                    detail: Some(e.to_string()),
+                    hint: Some("try again in a moment; if it persists, tell an operator (sluice's state store is failing)".into()),
+                    cause: RefusalCause::Policy,
+                })
+            }
+        }
+    }
+
+    async fn try_review_statement(&self, ask: &StatementReview<'_>) -> Result<Decision, ApprovalError> {
+        let now = now_us();
+        let hash = statement_hash(ask.text);
+        let open = self.store.open_reviews_of(&ask.identity.name, ask.connection, &hash, now).await?;
+        // Oldest approval first: it runs out first.
+        for review in open.iter().rev().filter(|r| r.status_at(now) == Status::Approved) {
+            if self.consume(review.id, ask.session_id).await?.is_some() {
+                return Ok(Decision::Allow { rule: Arc::from(format!("{} (review #{})", review.rule, review.id)) });
+            }
+        }
+        let review = match open.into_iter().find(|r| r.status_at(now) == Status::Pending) {
+            Some(review) => review,
+            None => {
+                let new = NewReview {
+                    subject: Subject::Statement { text: ask.text.to_string(), hash },
+                    requester: ask.identity.name.clone(),
+                    connection: ask.connection.to_string(),
+                    rule: ask.refusal.rule.clone(),
+                    reason: ask.refusal.reason.clone(),
+                    rules: ask.rules.clone(),
+                };
+                let review = self.store.insert_review(new, now).await?;
+                tracing::info!(review = review.id, requester = %review.requester, rule = %review.rule, "review requested");
+                self.notifier.send("requested", &review, &review.requester);
+                review
+            }
+        };
+        Ok(match review.mode {
+            ReviewMode::Retry => Decision::Review(self.pending_refusal(&review, ask.refusal)),
+            ReviewMode::Wait => {
+                Decision::Hold(Hold {
+                    review_id: review.id,
+                    rule: review.rule.clone(),
+                    notice: format!(
+                        "sluice: review #{} requested under rule \"{}\" ({}); holding the statement for up to {}",
+                        review.id,
+                        review.rule,
+                        review.reason,
+                        Span(ask.rules.timeout.0)
+                    ),
+                    hint: format!(
+                        "a member of {} approves with `sluice review approve {}` ({}); cancel the query to stop waiting",
+                        groups(&review.approvers),
+                        review.id,
+                        self.notifier.review_url(review.id)
+                    ),
+                    timeout: ask.rules.timeout.0,
+                })
+            }
+        })
+    }
+
+    /// The refusal of a statement whose review is pending, with the next step.
+    fn pending_refusal(&self, review: &Review, refusal: &Refusal) -> Refusal {
+        let quorum = match review.approvals_needed {
+            1 => String::new(),
+            n => format!(" ({n} approvals needed, {} so far)", review.votes.len()),
+        };
+        Refusal {
+            rule: review.rule.clone(),
+            reason: format!("{} — approval #{} pending{quorum}", review.reason, review.id),
+            detail: refusal.detail.clone(),
+            hint: Some(format!(
+                "ask a member of {} to approve review #{} (`sluice review approve {}`, or {}); then re-run exactly the \
+                 same statement on this connection: it runs once, within {} of the approval",
+                groups(&review.approvers),
+                review.id,
+                review.id,
+                self.notifier.review_url(review.id),
+                review.valid_for
+            )),
+            cause: RefusalCause::Policy,
+        }
+    }
+
+    /// Uses up an approved statement review for `session_id`; `None` when it is no longer
+    /// approved (another session used it, it ran out).
+    async fn consume(&self, id: i64, session_id: &str) -> Result<Option<Review>, ApprovalError> {
+        let now = now_us();
+        let used = self
+            .store
+            .update_review(id, session_id, now, |r| {
+                let status = r.status_at(now);
+                if status != Status::Approved || !matches!(r.subject, Subject::Statement { .. }) {
+                    return Err(ReviewError::NotPending { id: r.id, status });
+                }
+                r.status = Status::Consumed;
+                r.ended_at_us = Some(now);
+                r.ended_by = Some(session_id.to_string());
+                Ok(((), "ran", None))
+            })
+            .await?;
+        Ok(used.ok().map(|((), review)| review))
+    }
+
+    /// Waits for the review a hold named; see `Gate::await_review`.
+    pub async fn await_review(&self, session_id: &str, hold: &Hold) -> Decision {
+        let mut waiting = self.waiters.watch(hold.review_id);
+        // It may have been decided between the hold and now (or before a restart).
+        let stored = match self.store.review(hold.review_id).await {
+            Ok(Some(r)) if r.status_at(now_us()) != Status::Pending => Some(r),
+            Ok(_) => None,
+            Err(e) => return store_failure(hold, &e.to_string()),
+        };
+        let decided = match stored {
+            Some(review) => review,
+            None => {
+                let rx = &mut waiting.rx;
+                let waited = tokio::time::timeout(hold.timeout, async move { rx.wait_for(Option::is_some).await.map(|r| r.clone()) });
+                match waited.await {
+                    Ok(Ok(Some(review))) => review,
+                    Ok(Ok(None)) => return store_failure(hold, "the review registry woke without a decision"),
+                    Ok(Err(_)) => return store_failure(hold, "the review registry closed"),
+                    Err(_) => return self.timed_out(session_id, hold).await,
+                }
+            }
+        };
+        drop(waiting);
+        let now = now_us();
+        match decided.status_at(now) {
+            Status::Approved => match self.consume(decided.id, session_id).await {
+                Ok(Some(_)) => Decision::Allow { rule: Arc::from(format!("{} (review #{})", decided.rule, decided.id)) },
+                Ok(None) => Decision::Deny(self.ended(&decided, "its approval was already used by another session")),
+                Err(e) => store_failure(hold, &e.to_string()),
+            },
+            Status::Denied => Decision::Deny(Refusal {
+                rule: decided.rule.clone(),
+                reason: format!(
+                    "review #{} was denied by {}: {}",
+                    decided.id,
+                    decided.denied_by.as_deref().unwrap_or("an approver"),
+                    decided.denial_reason.as_deref().unwrap_or("no reason given")
+                ),
+                detail: None,
+                hint: Some("do not retry the same statement; address the reason, or ask the approver".into()),
+                cause: RefusalCause::Policy,
+            }),
+            status => Decision::Deny(self.ended(&decided, &format!("it is {status}"))),
+        }
+    }
+
+    fn ended(&self, review: &Review, why: &str) -> Refusal {
+        Refusal {
+            rule: review.rule.clone(),
+            reason: format!("review #{} cannot release this statement: {why}", review.id),
+            detail: None,
+            hint: Some("re-run the statement to ask for a new review".into()),
+            cause: RefusalCause::Policy,
+        }
+    }
+
+    async fn timed_out(&self, session_id: &str, hold: &Hold) -> Decision {
+        let note = format!("stopped waiting after {}", Span(hold.timeout));
+        if let Err(e) = self.store.add_review_event(hold.review_id, now_us(), session_id, "wait-timed-out", Some(&note)).await {
+            tracing::warn!(error = %e, review = hold.review_id, "could not record a wait that timed out");
+        }
+        let expires = match self.store.review(hold.review_id).await {
+            Ok(Some(r)) => format!(" (it stays open until it expires, {} after it was requested)", expires_after(&r)),
+            _ => String::new(),
+        };
+        Decision::Deny(Refusal {
+            rule: hold.rule.clone(),
+            reason: format!("review #{} was not decided within {}{expires}", hold.review_id, Span(hold.timeout)),
+            detail: None,
+            hint: Some(format!(
+                "once review #{} is approved, re-run exactly the same statement: it runs once without waiting",
+                hold.review_id
+            )),
+            cause: RefusalCause::Policy,
+        })
+    }
+
+    /// Approves review `id` as `who`; a statement held for it is released when the quorum is met.
+    pub async fn approve(&self, who: &Identity, id: i64, comment: Option<String>) -> Result<(Outcome, Review), ApprovalError> {
+        let now = now_us();
+        let (outcome, review) = self
+            .store
+            .update_review(id, &who.name, now, |r| {
+                let outcome = r.approve(who, comment.clone(), now)?;
+                let action = if outcome == Outcome::Approved { "approved" } else { "approval-counted" };
+                Ok((outcome, action, comment.clone()))
+            })
+            .await
+            .map_err(|e| not_found(id, e))??;
+        if outcome == Outcome::Approved {
+            self.decided(&review, "approved", &who.name, now);
+        }
+        Ok((outcome, review))
+    }
+
+    pub async fn deny(&self, who: &Identity, id: i64, reason: &str) -> Result<Review, ApprovalError> {
+        let now = now_us();
+        let ((), review) = self
+            .store
+            .update_review(id, &who.name, now, |r| {
+                r.deny(who, reason, now)?;
+                Ok(((), "denied", Some(reason.to_string())))
+            })
+            .await
+            .map_err(|e| not_found(id, e))??;
+        self.decided(&review, "denied", &who.name, now);
+        Ok(review)
+    }
+
+    /// Ends an access grant early (or withdraws a pending access request).
+    pub async fn revoke(&self, who: &Identity, id: i64) -> Result<Review, ApprovalError> {
+        let now = now_us();
+        let ((), review) = self
+            .store
+            .update_review(id, &who.name, now, |r| {
+                r.revoke(who, now)?;
+                Ok(((), "revoked", None))
+            })
+            .await
+            .map_err(|e| not_found(id, e))??;
+        self.decided(&review, "revoked", &who.name, now);
+        Ok(review)
+    }
+
+    fn decided(&self, review: &Review, event: &'static str, actor: &str, now: i64) {
+        tracing::info!(review = review.id, actor, "review {event}");
+        self.waiters.decided(review);
+        if matches!(review.subject, Subject::Access { .. }) {
+            self.grants.update(review, now);
+        }
+        self.notifier.send(event, review, actor);
+    }
+
+    /// Asks for access under an access policy on a connection for `duration`.
+    pub async fn request_access(
+        &self,
+        who: &Identity,
+        connection: &str,
+        policy: Option<&str>,
+        duration: Span,
+        reason: &str,
+    ) -> Result<Review, ApprovalError> {
+        if reason.trim().is_empty() {
+            return Err(ApprovalError::Invalid("say why you need the access (--reason)".into()));
+        }
+        let usable: Vec<&AccessPolicy> = self.access.iter().filter(|a| a.scope.contains(who, connection)).collect();
+        let chosen = match policy {
+            Some(name) => match self.access_policy(name) {
+                None => return Err(ApprovalError::Invalid(format!("there is no access policy {name:?}{}", choices(&usable)))),
+                Some(a) if !a.scope.contains(who, connection) => {
+                    return Err(ApprovalError::Invalid(format!(
+                        "access policy {name:?} cannot be granted to {:?} on connection {connection:?}{}",
+                        who.name,
+                        choices(&usable)
+                    )));
+                }
+                Some(a) => a,
+            },
+            None => match usable.as_slice() {
+                [only] => *only,
+                [] => {
+                    return Err(ApprovalError::Invalid(format!(
+                        "no access policy can be granted to {:?} on connection {connection:?}; an operator defines them \
+                         under [[access.policies]]",
+                        who.name
+                    )));
+                }
+                _ => return Err(ApprovalError::Invalid(format!("name the access policy (--policy){}", choices(&usable)))),
+            },
+        };
+        if duration.0.is_zero() || duration > chosen.max_duration {
+            return Err(ApprovalError::Invalid(format!(
+                "access policy {:?} can be granted for up to {}",
+                chosen.name, chosen.max_duration
+            )));
+        }
+        let new = NewReview {
+            subject: Subject::Access { policy: chosen.name.clone(), duration },
+            requester: who.name.clone(),
+            connection: connection.to_string(),
+            rule: chosen.name.clone(),
+            reason: reason.to_string(),
+            rules: chosen.review.clone(),
+        };
+        let review = self.store.insert_review(new, now_us()).await?;
+        tracing::info!(review = review.id, requester = %review.requester, policy = %chosen.name, "access requested");
+        self.notifier.send("requested", &review, &who.name);
+        Ok(review)
+    }
+
+    pub async fn list(&self, filter: &ReviewFilter) -> Result<Vec<Review>, ApprovalError> {
+        Ok(self.store.reviews(filter, now_us()).await?)
+    }
+
+    pub async fn show(&self, id: i64) -> Result<(Review, Vec<ReviewEvent>), ApprovalError> {
+        let review = self.store.review(id).await?.ok_or(ApprovalError::NotFound(id))?;
+        let events = self.store.review_events(id).await?;
+        Ok((review, events))
+    }
+
+    /// How many sessions hold a statement for review `id` right now.
+    pub fn holding(&self, id: i64) -> usize {
+        self.waiters.holding(id)
+    }
+
+    pub fn review_url(&self, id: i64) -> String {
+        self.notifier.review_url(id)
+    }
+}
+
+fn not_found(id: i64, e: StoreError) -> ApprovalError {
+    match e {
+        StoreError::NotFound(_) => ApprovalError::NotFound(id),
+        e => ApprovalError::Store(e),
+    }
+}
+
+fn store_failure(hold: &Hold, why: &str) -> Decision {
+    Decision::Deny(Refusal {
+        rule: hold.rule.clone(),
+        reason: format!("sluice lost track of review #{} while holding the statement", hold.review_id),
+        detail: Some(why.to_string()),
+        hint: Some(format!("once review #{} is approved, re-run exactly the same statement", hold.review_id)),
+        cause: RefusalCause::Policy,
+    })
+}
+
+fn expires_after(review: &Review) -> Span {
+    Span::secs(u64::try_from((review.expires_at_us - review.created_at_us) / 1_000_000).unwrap_or(0))
+}
+
+fn groups(list: &[String]) -> String {
+    match list {
+        [one] => format!("group \"{one}\""),
+        many => format!("groups {}", many.iter().map(|g| format!("\"{g}\"")).collect::<Vec<_>>().join(" or ")),
+    }
+}
+
+fn choices(usable: &[&AccessPolicy]) -> String {
+    if usable.is_empty() {
+        return String::new();
+    }
+    let names: Vec<&str> = usable.iter().map(|a| a.name.as_str()).collect();
+    format!(" (you can ask for: {})", names.join(", "))
+}
