@@ -157,6 +157,8 @@ logfile = {d}/pgbouncer.log
 [server]
 state_dir = "state"
 log_level = "warn"
+[api]
+enabled = false
 [postgres]
 listen = "127.0.0.1:0"
 tls = "disable"

@@ -91,9 +91,10 @@ def pg():
 class Sluice:
     """A `sluice serve` process with its own config and state directory."""
 
-    def __init__(self, pg: Postgres, extra_postgres="", extra_connections="", env=None):
+    def __init__(self, pg: Postgres, extra_postgres="", extra_connections="", env=None, extra_api=""):
         self.pg = pg
         self.dir = Path(tempfile.mkdtemp(prefix="sluice-test-gw-"))
+        self.extra_api = extra_api
         self.config = self.dir / "sluice.toml"
         self.password_file = self.dir / "app.pw"
         self.password_file.write_text(pg.app_password + "\n")
@@ -101,6 +102,10 @@ class Sluice:
         self.config.write_text(f"""
 [server]
 state_dir = "state"
+
+[api]
+listen = "127.0.0.1:0"
+{extra_api}
 
 [postgres]
 listen = "127.0.0.1:0"
@@ -193,6 +198,13 @@ allow_groups = ["ops"]
             self.proc.kill()
             raise AssertionError(f"sluice did not start: {line!r}\n{self.log()}")
         self.port = int(line.rsplit(":", 1)[1])
+        self.api_url = None
+        if "enabled = false" not in self.extra_api:
+            line = self.proc.stdout.readline()
+            if "api listening on" not in line:
+                self.proc.kill()
+                raise AssertionError(f"sluice's API did not start: {line!r}\n{self.log()}")
+            self.api_url = line.split("listening on", 1)[1].strip()
         return self
 
     def stop(self, sig=signal.SIGTERM):

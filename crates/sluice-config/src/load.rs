@@ -167,6 +167,32 @@ mod tests {
     }
 
     #[test]
+    fn review_settings_and_access_policies_are_checked() {
+        let base = "[connections.shop]\nhost = \"h\"\nuser = \"u\"\n";
+        let err = |extra: &str| parse_str(&format!("{base}{extra}")).unwrap_err().to_string();
+        let e = err("[[policy.rules]]\nname = \"r\"\neffect = \"deny\"\nreview = { approvers = [\"dba\"] }\n");
+        assert!(e.contains("only a rule with effect"), "{e}");
+        let e = err("[[policy.rules]]\nname = \"r\"\neffect = \"review\"\nreview = { approvers = [] }\n");
+        assert!(e.contains("approver"), "{e}");
+        let e = err("[[policy.rules]]\nname = \"r\"\neffect = \"review\"\nreview = { timeout = \"soon\" }\n");
+        assert!(e.contains("not a length of time"), "{e}");
+        let e = err("[[access.policies]]\nname = \"a\"\n[[access.policies]]\nname = \"a\"\n");
+        assert!(e.contains("access.policies"), "{e}");
+        let e = err("[approvals]\nwebhooks = [{ url = \"ftp://x\" }]\n");
+        assert!(e.contains("approvals.webhooks[0].url"), "{e}");
+        let ok = parse_str(&format!(
+            "{base}[[policy.rules]]\nname = \"r\"\neffect = \"review\"\nreview = {{ mode = \"wait\", timeout = \"90s\", approvals = 2 }}\n\
+             [[access.policies]]\nname = \"writer\"\nmax_duration = \"2h\"\n"
+        ))
+        .unwrap();
+        let policy = ok.compile_policy().unwrap();
+        let rules = policy.review_rules("r");
+        assert_eq!((rules.mode.as_str(), rules.timeout.as_secs(), rules.approvals), ("wait", 90, 2));
+        assert_eq!(rules.approvers, ["approvers"], "the default approver group");
+        assert_eq!(ok.compile_access().unwrap()[0].max_duration.as_secs(), 7200);
+    }
+
+    #[test]
     fn access_lists() {
         let c = parse_str(
             r#"

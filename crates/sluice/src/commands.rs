@@ -1,7 +1,8 @@
 //! The management commands: tokens, credentials, recorded sessions and authentication attempts,
 //! and configuration checks. They work on the same state store as a running gateway.
 
-use crate::display::{duration, parse_ttl, table, timestamp};
+use crate::display::{duration, table, timestamp};
+use sluice_core::span::Span;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use sluice_config::{Config, PasswordSource};
@@ -95,7 +96,13 @@ pub async fn token(config_path: &Path, cmd: TokenCommand) -> Result<()> {
             }
             let now = now_us();
             let expires_at = match ttl {
-                Some(ttl) => Some(now + parse_ttl(&ttl).with_context(|| format!("--ttl {ttl:?}: use e.g. 30d, 12h, 45m"))?),
+                Some(ttl) => {
+                    let span = Span::parse(&ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+                    if span.0.is_zero() {
+                        bail!("--ttl must be longer than 0s");
+                    }
+                    Some(now + span.as_us())
+                }
                 None => None,
             };
             let minted = token::mint();

@@ -37,35 +37,9 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-/// Parses `30d`, `12h`, `45m` or `90s` into microseconds.
-pub fn parse_ttl(text: &str) -> Option<i64> {
-    let text = text.trim();
-    let split = text.len().checked_sub(1)?;
-    let (number, unit) = text.split_at(split);
-    let n: i64 = number.parse().ok().filter(|n| *n > 0)?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return None,
-    };
-    n.checked_mul(seconds)?.checked_mul(1_000_000)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ttls() {
-        assert_eq!(parse_ttl("90s"), Some(90_000_000));
-        assert_eq!(parse_ttl("2h"), Some(7_200_000_000));
-        assert_eq!(parse_ttl("1d"), Some(86_400_000_000));
-        for bad in ["", "d", "0d", "-1h", "3w", "1.5h"] {
-            assert_eq!(parse_ttl(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn timestamps_and_durations() {

@@ -6,6 +6,7 @@ mod display;
 mod gateway;
 mod mask_cmd;
 mod policy_cmd;
+mod review_cmd;
 mod serve;
 mod workers;
 
@@ -45,6 +46,12 @@ enum Command {
     /// Try the masking detectors on a text.
     #[command(subcommand)]
     Mask(mask_cmd::MaskCommand),
+    /// Reviews of held or refused statements: list, show, approve, deny (via a running sluice).
+    #[command(subcommand)]
+    Review(review_cmd::ReviewCommand),
+    /// Just-in-time access: request, list and revoke time-boxed grants (via a running sluice).
+    #[command(subcommand)]
+    Access(review_cmd::AccessCommand),
     /// Check a configuration file and print what it resolves to.
     Check,
 }
@@ -66,6 +73,8 @@ fn main() -> Result<()> {
             Command::Auth(cmd) => commands::auth(&cli.config, cmd).await,
             Command::Policy(cmd) => policy_cmd::run(&cli.config, cmd),
             Command::Mask(cmd) => mask_cmd::run(&cli.config, cmd),
+            Command::Review(cmd) => review_cmd::review(&cli.config, cmd).await,
+            Command::Access(cmd) => review_cmd::access(&cli.config, cmd).await,
             Command::Check => commands::check(&cli.config),
         }
     })

@@ -29,7 +29,19 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let key = MasterKey::load(&config.server.master_key_path(), true)?;
     let (recorder, recorder_task) = Recorder::spawn(store.clone(), Duration::from_millis(config.recording.flush_interval_ms));
     let masking = Arc::new(config.compile_masking(key.derive(MASK_TOKEN_PURPOSE))?);
-    let base_url = config.api.base_url();
+    // The API is bound first so that links in notifications carry its real port.
+    let api_listener = match config.api.enabled {
+        false => None,
+        true => Some(
+            TcpListener::bind(&config.api.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} for the API", config.api.listen))?,
+        ),
+    };
+    let base_url = match (&config.api.public_url, &api_listener) {
+        (None, Some(listener)) => format!("http://{}", listener.local_addr()?),
+        _ => config.api.base_url(),
+    };
     let notifier = Notifier::new(config.approvals.webhooks.clone(), base_url, Arc::clone(&masking));
     let approvals = Arc::new(Approvals::new(store.clone(), config.compile_access()?, notifier).await?);
     let gateway =
@@ -55,10 +67,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     }
 
     let mut api_task = None;
-    if config.api.enabled {
-        let listener = TcpListener::bind(&config.api.listen)
-            .await
-            .with_context(|| format!("cannot listen on {} for the API", config.api.listen))?;
+    if let Some(listener) = api_listener {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "REST API ready");
         println!("sluice: api listening on http://{addr}");

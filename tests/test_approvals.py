@@ -1,0 +1,461 @@
+"""Just-in-time approval against a real PostgreSQL: statements held until a second process approves
+(psql and psycopg's extended protocol), denial, wait timeout, cancel, retry mode bound to identity +
+connection + exact statement and used once, self-approval refused, a quorum of two, access grants
+that work and then end, webhooks received by a local HTTP server, and reviews that survive a
+restart of sluice."""
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import psycopg
+import pytest
+
+from conftest import Sluice, free_port, wait_for
+
+RULES = """
+[connections.apv]
+host = "127.0.0.1"
+port = {port}
+database = "shop"
+user = "app"
+password = "env:SHOP_PG_PASSWORD"
+tls = "disable"
+
+[connections.apv2]
+host = "127.0.0.1"
+port = {port}
+database = "shop"
+user = "app"
+password = "env:SHOP_PG_PASSWORD"
+tls = "disable"
+
+[[policy.rules]]
+name = "held-deletes"
+effect = "review"
+connections = ["apv"]
+kinds = ["delete"]
+objects = ["apv_items"]
+reason = "deleting items needs a human"
+review = {{ mode = "wait", approvers = ["dba"], timeout = "30s" }}
+
+[[policy.rules]]
+name = "reviewed-updates"
+effect = "review"
+connections = ["apv", "apv2"]
+kinds = ["update"]
+objects = ["apv_items"]
+reason = "changing items needs a human"
+review = {{ approvers = ["dba"], valid_for = "10m" }}
+
+[[policy.rules]]
+name = "two-eyes-truncate"
+effect = "review"
+connections = ["apv"]
+kinds = ["truncate"]
+reason = "truncation needs two approvers"
+review = {{ approvers = ["dba"], approvals = 2 }}
+
+[[policy.rules]]
+name = "short-wait"
+effect = "review"
+connections = ["apv"]
+kinds = ["insert"]
+objects = ["apv_log"]
+reason = "log writes are reviewed"
+review = {{ mode = "wait", approvers = ["dba"], timeout = "2s" }}
+
+[[policy.rules]]
+name = "no-ddl"
+effect = "deny"
+connections = ["apv"]
+kinds = ["create", "drop", "alter"]
+reason = "schema changes need an access grant"
+hint = "ask for one: sluice access request --connection apv --duration 30m --reason ..."
+
+[[access.policies]]
+name = "apv-migration"
+description = "schema changes on apv"
+connections = ["apv"]
+max_duration = "1h"
+default = "allow"
+review = {{ approvers = ["dba"] }}
+
+[approvals]
+webhooks = [
+  {{ url = "http://127.0.0.1:{hook_port}/generic", format = "json" }},
+  {{ url = "http://127.0.0.1:{hook_port}/slack", format = "slack", events = ["requested"] }},
+]
+"""
+
+
+class Hooks:
+    """A local webhook receiver: every POST body, by path."""
+
+    def __init__(self):
+        self.received = []
+        hooks = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                hooks.received.append((self.path, json.loads(body)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def find(self, path, predicate, timeout=10):
+        return wait_for(lambda: next((b for p, b in self.received if p == path and predicate(b)), None),
+                        timeout=timeout, what=f"a webhook on {path}")
+
+
+@pytest.fixture(scope="module")
+def hooks():
+    h = Hooks()
+    yield h
+    h.server.shutdown()
+
+
+def reset_tables(pg):
+    pg.query("DROP TABLE IF EXISTS apv_items, apv_log, apv_scratch, apv_tmp")
+    pg.query("CREATE TABLE apv_items (id int PRIMARY KEY, note text)")
+    pg.query("INSERT INTO apv_items SELECT g, 'item ' || g FROM generate_series(1, 20) g")
+    pg.query("CREATE TABLE apv_log (line text)")
+    pg.query("CREATE TABLE apv_scratch (x int)")
+    pg.query("INSERT INTO apv_scratch VALUES (1), (2)")
+    pg.query("GRANT ALL ON apv_items, apv_log, apv_scratch TO app")
+    pg.query("GRANT CREATE ON SCHEMA public TO app")
+
+
+def start_gateway(pg, hooks, state_from=None):
+    gw = Sluice(pg, extra_connections=RULES.format(port=pg.port, hook_port=hooks.port))
+    if state_from is not None:
+        shutil.rmtree(gw.dir / "state", ignore_errors=True)
+        shutil.copytree(state_from, gw.dir / "state")
+    return gw.start()
+
+
+@pytest.fixture(scope="module")
+def apv(pg, hooks):
+    reset_tables(pg)
+    gw = start_gateway(pg, hooks)
+    gw.tokens = {
+        "agent": gw.token(identity="agent", groups="agents"),
+        "agent2": gw.token(identity="agent2", groups="agents"),
+        "alice": gw.token(identity="alice", groups="dba"),
+        "bob": gw.token(identity="bob", groups="dba,ops"),
+        "dev": gw.token(identity="dev", groups="dba,agents"),
+    }
+    yield gw
+    code = gw.stop()
+    assert "panicked" not in gw.log(), gw.log()
+    assert code == 0, gw.log()[-3000:]
+    shutil.rmtree(gw.dir, ignore_errors=True)
+
+
+def dsn(gw, who="agent", connection="apv"):
+    return gw.dsn(gw.tokens[who], connection=connection, user=who, sslmode="disable")
+
+
+def cli(gw, who, *args, check=True):
+    """Runs a review/access command as `who` (SLUICE_TOKEN) against the running gateway's API."""
+    env = dict(gw.env, SLUICE_TOKEN=gw.tokens[who], SLUICE_URL=gw.api_url)
+    result = subprocess.run([str(gw_binary()), "--config", str(gw.config), *args],
+                            capture_output=True, text=True, env=env, timeout=60)
+    if check and result.returncode != 0:
+        raise AssertionError(f"sluice {' '.join(args)} as {who} failed: {result.stderr}")
+    return result
+
+
+def gw_binary():
+    from conftest import sluice_binary
+    return sluice_binary()
+
+
+def api(gw, who, method, path, body=None):
+    request = urllib.request.Request(gw.api_url + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    if who is not None:
+        request.add_header("Authorization", f"Bearer {gw.tokens[who]}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def pending_review(gw, requester, text_contains, holding=None):
+    """Waits for the pending review of `requester` whose statement contains `text_contains`."""
+
+    def find():
+        _, body = api(gw, "alice", "GET", "/api/v1/reviews?status=pending")
+        for r in body["reviews"]:
+            if r["requester"] == requester and text_contains in r["subject"].get("text", ""):
+                if holding is None:
+                    return r
+                _, full = api(gw, "alice", "GET", f"/api/v1/reviews/{r['id']}")
+                if full["holding_sessions"] >= holding:
+                    return full
+        return None
+
+    return wait_for(find, timeout=15, what=f"a pending review of {text_contains!r}")
+
+
+def start_psql(gw, *commands, who="agent", connection="apv"):
+    args = ["psql", dsn(gw, who, connection), "-X", "-At"]
+    for c in commands:
+        args += ["-c", c]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def psql(gw, *commands, who="agent", connection="apv"):
+    p = start_psql(gw, *commands, who=who, connection=connection)
+    out, err = p.communicate(timeout=60)
+    return p.returncode, out, err
+
+
+def test_the_api_wants_a_token(apv):
+    status, body = api(apv, None, "GET", "/api/v1/reviews")
+    assert status == 401 and "Bearer" in body["error"]
+    status, body = api(apv, "alice", "GET", "/api/v1/whoami")
+    assert status == 200 and body["identity"] == "alice" and body["groups"] == ["dba"]
+
+
+def test_psql_waits_until_a_second_process_approves(apv, pg, hooks):
+    held = start_psql(apv, "DELETE FROM apv_items WHERE id = 1", "SELECT 'still usable'")
+    review = pending_review(apv, "agent", "DELETE FROM apv_items WHERE id = 1", holding=1)
+    assert held.poll() is None, "psql must be held, not answered"
+    assert pg.query("SELECT count(*) FROM apv_items WHERE id = 1") == [(1,)]
+    assert review["rule"] == "held-deletes" and review["mode"] == "wait"
+    assert review["subject"]["text"] == "DELETE FROM apv_items WHERE id = 1"
+    out = cli(apv, "alice", "review", "approve", str(review["id"]), "--comment", "ok for the test")
+    assert f"review #{review['id']}: approved" in out.stdout
+    stdout, stderr = held.communicate(timeout=30)
+    assert held.returncode == 0, stderr
+    assert stdout.splitlines() == ["DELETE 1", "still usable"]
+    assert f"review #{review['id']} requested" in stderr, "psql shows the notice naming the review"
+    assert "sluice review approve" in stderr
+    assert pg.query("SELECT count(*) FROM apv_items WHERE id = 1") == [(0,)]
+    shown = cli(apv, "bob", "review", "show", str(review["id"])).stdout
+    assert "consumed" in shown and "approved" in shown and "ok for the test" in shown and "ran" in shown
+    # The recording shows the statement ran under the review.
+    session = apv.session_with(lambda s: any("DELETE FROM apv_items WHERE id = 1" in st["text"]
+                                             for st in s["statements"]))
+    st = next(s for s in session["statements"] if "DELETE FROM apv_items WHERE id = 1" in s["text"])
+    assert st["decision"] == "allow" and f"review #{review['id']}" in st["rule"]
+    hook = hooks.find("/generic", lambda b: b["event"] == "approved" and b["review"]["id"] == review["id"])
+    assert hook["actor"] == "alice"
+
+
+def test_a_denied_statement_gets_the_reason(apv, pg):
+    held = start_psql(apv, "DELETE FROM apv_items WHERE id = 2", "SELECT 'still usable'")
+    review = pending_review(apv, "agent", "WHERE id = 2", holding=1)
+    denied = cli(apv, "alice", "review", "deny", str(review["id"]), check=False)
+    assert denied.returncode != 0, "a denial without a reason is refused"
+    cli(apv, "alice", "review", "deny", str(review["id"]), "--reason", "item 2 is still referenced")
+    stdout, stderr = held.communicate(timeout=30)
+    assert f"review #{review['id']} was denied by alice: item 2 is still referenced" in stderr
+    assert stdout.splitlines() == ["still usable"]
+    assert pg.query("SELECT count(*) FROM apv_items WHERE id = 2") == [(1,)]
+
+
+def test_a_wait_times_out_and_the_approval_still_works_for_a_retry(apv, pg):
+    statement = "INSERT INTO apv_log VALUES ('timeout test')"
+    started = time.monotonic()
+    code, out, err = psql(apv, statement, "SELECT 'still usable'")
+    assert time.monotonic() - started >= 1.5
+    assert "was not decided within 2s" in err, err
+    assert "re-run exactly the same statement" in err
+    assert out.splitlines() == ["still usable"]
+    review = pending_review(apv, "agent", statement)
+    cli(apv, "alice", "review", "approve", str(review["id"]))
+    code, out, err = psql(apv, statement)
+    assert code == 0 and "INSERT 0 1" in out, err
+    assert pg.query("SELECT count(*) FROM apv_log WHERE line = 'timeout test'") == [(1,)]
+
+
+def test_a_cancel_withdraws_a_held_statement(apv, pg):
+    conn = psycopg.connect(dsn(apv), autocommit=True)
+    errors = []
+
+    def run():
+        try:
+            conn.execute("DELETE FROM apv_items WHERE id = 3")
+        except psycopg.Error as e:
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    review = pending_review(apv, "agent", "WHERE id = 3", holding=1)
+    conn.cancel()
+    t.join(timeout=15)
+    assert not t.is_alive()
+    assert errors and errors[0].sqlstate == "57014", errors
+    assert f"review #{review['id']} stays open" in str(errors[0])
+    assert conn.execute("SELECT 'usable'").fetchone() == ("usable",)
+    conn.close()
+    assert pg.query("SELECT count(*) FROM apv_items WHERE id = 3") == [(1,)]
+
+
+def test_extended_protocol_is_held_and_released(apv, pg):
+    conn = psycopg.connect(dsn(apv), autocommit=True)
+    results = []
+    t = threading.Thread(target=lambda: results.append(
+        conn.execute("DELETE FROM apv_items WHERE id = %s", (4,)).rowcount))
+    t.start()
+    review = pending_review(apv, "agent", "DELETE FROM apv_items WHERE id = $1", holding=1)
+    cli(apv, "bob", "review", "approve", str(review["id"]))
+    t.join(timeout=15)
+    assert results == [1]
+    assert conn.execute("SELECT count(*) FROM apv_items WHERE id = 4").fetchone() == (0,)
+    conn.close()
+
+
+def test_retry_mode_is_bound_to_identity_connection_and_statement_and_used_once(apv, pg, hooks):
+    statement = "UPDATE apv_items SET note = 'mail dana@example.com' WHERE id = 5"
+    code, _, err = psql(apv, statement)
+    assert code != 0
+    assert 'needs approval under rule "reviewed-updates"' in err
+    review = pending_review(apv, "agent", statement)
+    assert f"approval #{review['id']} pending" in err
+    assert f"sluice review approve {review['id']}" in err
+    # The same statement again names the same review; nothing new is asked.
+    _, _, err = psql(apv, statement)
+    assert f"approval #{review['id']} pending" in err
+    # Webhooks: the generic document links the review and masks the statement; Slack got a message.
+    generic = hooks.find("/generic", lambda b: b["event"] == "requested" and b["review"]["id"] == review["id"])
+    assert generic["url"].endswith(f"/api/v1/reviews/{review['id']}")
+    assert "dana@example.com" not in json.dumps(generic)
+    assert generic["review"]["subject"]["hash"] == review["subject"]["hash"]
+    slack = hooks.find("/slack", lambda b: f"Review #{review['id']}" in b["text"])
+    assert "blocks" in slack and "dana@example.com" not in json.dumps(slack)
+
+    cli(apv, "alice", "review", "approve", str(review["id"]))
+    # Bound to the exact statement, the identity and the connection.
+    code, _, err = psql(apv, statement + " ")
+    assert code != 0 and "pending" in err
+    code, _, err = psql(apv, statement, who="agent2")
+    assert code != 0 and "pending" in err
+    code, _, err = psql(apv, statement, connection="apv2")
+    assert code != 0 and "pending" in err
+    assert pg.query("SELECT note FROM apv_items WHERE id = 5") == [("item 5",)]
+    code, out, err = psql(apv, statement)
+    assert code == 0 and "UPDATE 1" in out, err
+    assert pg.query("SELECT note FROM apv_items WHERE id = 5") == [("mail dana@example.com",)]
+    # Used once: the next run asks again.
+    code, _, err = psql(apv, statement)
+    assert code != 0
+    again = pending_review(apv, "agent", statement)
+    assert again["id"] != review["id"]
+    status, body = api(apv, "alice", "GET", f"/api/v1/reviews/{review['id']}")
+    assert body["status"] == "consumed"
+
+
+def test_nobody_approves_their_own_request_and_only_approvers_decide(apv):
+    statement = "UPDATE apv_items SET note = 'x' WHERE id = 6"
+    psql(apv, statement, who="dev")
+    review = pending_review(apv, "dev", statement)
+    own = cli(apv, "dev", "review", "approve", str(review["id"]), check=False)
+    assert own.returncode != 0 and "you requested review" in own.stderr
+    outsider = cli(apv, "agent", "review", "approve", str(review["id"]), check=False)
+    assert outsider.returncode != 0 and '"dba"' in outsider.stderr
+    status, body = api(apv, "agent2", "POST", f"/api/v1/reviews/{review['id']}/approve", {})
+    assert status == 403
+    assert api(apv, "alice", "GET", f"/api/v1/reviews/{review['id']}")[1]["status"] == "pending"
+
+
+def test_a_quorum_of_two(apv, pg):
+    statement = "TRUNCATE apv_scratch"
+    code, _, err = psql(apv, statement)
+    review = pending_review(apv, "agent", statement)
+    assert "2 approvals needed, 0 so far" in err
+    out = cli(apv, "alice", "review", "approve", str(review["id"])).stdout
+    assert "1 of 2" in out
+    again = cli(apv, "alice", "review", "approve", str(review["id"]), check=False)
+    assert again.returncode != 0 and "already approved" in again.stderr
+    code, _, err = psql(apv, statement)
+    assert code != 0 and "1 so far" in err
+    assert pg.query("SELECT count(*) FROM apv_scratch") == [(2,)]
+    cli(apv, "bob", "review", "approve", str(review["id"]))
+    code, out, err = psql(apv, statement)
+    assert code == 0 and "TRUNCATE TABLE" in out, err
+    assert pg.query("SELECT count(*) FROM apv_scratch") == [(0,)]
+
+
+def test_an_access_grant_works_and_then_expires(apv, pg):
+    ddl = "CREATE TABLE apv_tmp (x int)"
+    code, _, err = psql(apv, ddl)
+    assert code != 0 and 'refused by rule "no-ddl"' in err
+    out = cli(apv, "agent", "access", "request", "--connection", "apv", "--duration", "4s",
+              "--reason", "add a scratch table", "--json").stdout
+    request = json.loads(out)
+    assert request["status"] == "pending" and request["subject"]["policy"] == "apv-migration"
+    too_long = cli(apv, "agent", "access", "request", "--connection", "apv", "--duration", "2h",
+                   "--reason", "x", check=False)
+    assert too_long.returncode != 0 and "up to 1h" in too_long.stderr
+    code, _, err = psql(apv, ddl)
+    assert code != 0, "no grant before approval"
+    cli(apv, "alice", "review", "approve", str(request["id"]))
+    listed = json.loads(cli(apv, "agent", "access", "list", "--json").stdout)
+    assert [g["id"] for g in listed["grants"]] == [request["id"]]
+    code, out, err = psql(apv, ddl, "DROP TABLE apv_tmp")
+    assert code == 0, err
+    # Other identities and connections keep the normal policy.
+    code, _, err = psql(apv, ddl, who="agent2")
+    assert code != 0 and "no-ddl" in err
+    time.sleep(4.5)
+    code, _, err = psql(apv, ddl)
+    assert code != 0 and 'refused by rule "no-ddl"' in err
+    assert json.loads(cli(apv, "agent", "access", "list", "--json").stdout)["grants"] == []
+
+
+def test_an_access_grant_can_be_revoked(apv):
+    request = json.loads(cli(apv, "agent", "access", "request", "--connection", "apv", "--duration", "30m",
+                             "--reason", "migration", "--json").stdout)
+    cli(apv, "bob", "review", "approve", str(request["id"]))
+    code, _, err = psql(apv, "CREATE TABLE apv_tmp2 (x int)", "DROP TABLE apv_tmp2")
+    assert code == 0, err
+    outsider = cli(apv, "agent2", "access", "revoke", str(request["id"]), check=False)
+    assert outsider.returncode != 0
+    cli(apv, "agent", "access", "revoke", str(request["id"]))
+    code, _, err = psql(apv, "CREATE TABLE apv_tmp2 (x int)")
+    assert code != 0 and "no-ddl" in err
+
+
+def test_a_held_client_is_told_on_restart_and_its_approval_still_works(pg, hooks):
+    reset_tables(pg)
+    gw = start_gateway(pg, hooks)
+    gw.tokens = {"agent": gw.token(identity="agent", groups="agents"),
+                 "alice": gw.token(identity="alice", groups="dba")}
+    statement = "DELETE FROM apv_items WHERE id = 7"
+    held = start_psql(gw, statement)
+    review = pending_review(gw, "agent", statement, holding=1)
+    assert gw.stop() == 0
+    _, err = held.communicate(timeout=30)
+    assert held.returncode != 0
+    assert f"held for review #{review['id']}" in err and "stays open" in err, err
+    # Same state directory, new process: the review is still there, its approval works for a retry.
+    again = start_gateway(pg, hooks, state_from=gw.dir / "state")
+    again.tokens = gw.tokens
+    try:
+        assert api(again, "alice", "GET", f"/api/v1/reviews/{review['id']}")[1]["status"] == "pending"
+        cli(again, "alice", "review", "approve", str(review["id"]))
+        code, out, err = psql(again, statement)
+        assert code == 0 and "DELETE 1" in out, err
+        assert pg.query("SELECT count(*) FROM apv_items WHERE id = 7") == [(0,)]
+    finally:
+        assert again.stop() == 0
+        assert "panicked" not in again.log()
+        shutil.rmtree(gw.dir, ignore_errors=True)
+        shutil.rmtree(again.dir, ignore_errors=True)
