@@ -3,6 +3,7 @@ sluice (not by the server) through psql's simple protocol and psycopg's extended
 look-alikes run, and the database is unchanged afterwards."""
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -228,13 +229,17 @@ def test_refusal_names_rule_match_and_next_step(policy_gw):
         assert conn.execute("SELECT count(*) FROM products").fetchone() == (50,)
 
 
-def test_review_decision_is_refused_until_approvals_exist(policy_gw):
+def test_review_decision_is_refused_with_the_review_to_approve(policy_gw):
+    """A review rule without settings: retry mode, approved by the group "approvers" (approvals
+    themselves are tested in test_approvals.py)."""
     with psycopg.connect(policy_gw.dsn(policy_gw.agent_token, connection="guarded"), autocommit=True) as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as held:
             conn.execute("UPDATE products SET price_cents = price_cents")
         assert 'needs approval under rule "bulk-changes"' in held.value.diag.message_primary
+        assert re.search(r"approval #\d+ pending", held.value.diag.message_primary)
         assert held.value.diag.message_detail == "UPDATE on products without a WHERE clause"
-        assert "human approval" in held.value.diag.message_hint
+        assert 'ask a member of group "approvers"' in held.value.diag.message_hint
+        assert "re-run exactly the same statement" in held.value.diag.message_hint
 
 
 def test_refusal_inside_a_transaction_aborts_it_like_an_error(policy_gw):
