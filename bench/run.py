@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import approvals
+
 ROOT = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -248,7 +250,10 @@ tls = "disable"
                           + (f"  {r['proxy_cpu_us_per_query']:.1f} µs CPU/query" if r.get("proxy_cpu_us_per_query") else ""),
                           file=sys.stderr)
         rss = {name: peak_rss_kib(targets[name]["pid"]) for name in ("pgbouncer", "sluice-bare", "sluice-full")}
-        return runs, rss
+        approval = approvals.measure(os.environ["SLUICE_BIN"], self.work / "sluice-approvals", self.pg_port, self.app_pw,
+                                     self.args.approval_samples)
+        print(f"bench: approve → release p50 {approval['p50_ms']:.1f} ms, p99 {approval['p99_ms']:.1f} ms", file=sys.stderr)
+        return runs, rss, approval
 
     def stop(self):
         for p in self.procs:
@@ -293,7 +298,7 @@ def summarise(runs, rounds):
     return summary
 
 
-def markdown(summary, rss, meta):
+def markdown(summary, rss, meta, approval):
     lines = [
         f"Run {meta['when']} on {meta['machine']}; `{meta['command']}` "
         f"({meta['rounds']} rounds × {meta['duration']} s per run, `-c {meta['clients']} -j {meta['clients']}`, "
@@ -311,6 +316,13 @@ def markdown(summary, rss, meta):
                 f"{e['latency_mean_ms']:.3f} | {e['latency_p99_ms']:.3f} | {cpu} | {rows} |"
             )
     lines += ["", "Peak RSS: " + ", ".join(f"{k} {v / 1024:.1f} MiB" for k, v in rss.items()), ""]
+    lines += [
+        f"Approve → release ({approval['samples']} statements held in `wait` mode, from the approve API call to the "
+        f"client's result): p50 {approval['p50_ms']:.1f} ms, p95 {approval['p95_ms']:.1f} ms, "
+        f"p99 {approval['p99_ms']:.1f} ms, max {approval['max_ms']:.1f} ms (the approve call alone: p50 "
+        f"{approval['approve_call_p50_ms']:.1f} ms).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -323,14 +335,15 @@ def main():
     parser.add_argument("--scale", type=int, default=10)
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--approval-samples", type=int, default=200, help="held statements approved for approve → release")
     parser.add_argument("--update-benchmarks-md", action="store_true",
                         help="replace the results section of BENCHMARKS.md with this run")
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.duration, args.scale = 1, 1, 1
+        args.rounds, args.duration, args.scale, args.approval_samples = 1, 1, 1, 5
     bench = Bench(args)
     try:
-        runs, rss = bench.run()
+        runs, rss, approval = bench.run()
     finally:
         bench.stop()
     summary = summarise(runs, args.rounds)
@@ -343,9 +356,9 @@ def main():
     failed = sum(r["failed"] for r in runs)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"meta": meta, "summary": summary, "peak_rss_kib": rss, "runs": runs}
+    report = {"meta": meta, "summary": summary, "peak_rss_kib": rss, "approval_release": approval, "runs": runs}
     (out / "latest.json").write_text(json.dumps(report, indent=2))
-    table = markdown(summary, rss, meta)
+    table = markdown(summary, rss, meta, approval)
     (out / "latest.md").write_text(table)
     print(table)
     if args.update_benchmarks_md:

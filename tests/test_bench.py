@@ -27,4 +27,7 @@ def test_benchmark_quick_mode_runs_every_target_and_workload(tmp_path):
             if workload.startswith("10k"):
                 assert entry["rows_per_s"] > 0
     assert all(v > 0 for v in report["peak_rss_kib"].values())
+    approval = report["approval_release"]
+    assert approval["samples"] == 5 and 0 < approval["p50_ms"] <= approval["p99_ms"] <= approval["max_ms"]
     assert "| select-simple | sluice-full |" in (tmp_path / "latest.md").read_text()
+    assert "Approve → release" in (tmp_path / "latest.md").read_text()
