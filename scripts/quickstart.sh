@@ -6,6 +6,7 @@
 # Environment (all optional):
 #   SLUICE_DEMO_DIR   where the demo lives (default /tmp/sluice-demo; reused if it exists)
 #   SLUICE_DEMO_PORT  sluice's PostgreSQL port (default 6432)
+#   SLUICE_DEMO_API_PORT  sluice's REST API port (default 6433)
 #   DEMO_PG_PORT      the demo PostgreSQL's port (default 55432)
 #   SLUICE_BIN        a sluice binary to use instead of building one
 set -euo pipefail
@@ -14,6 +15,7 @@ root=$(pwd)
 
 demo=${SLUICE_DEMO_DIR:-/tmp/sluice-demo}
 port=${SLUICE_DEMO_PORT:-6432}
+api_port=${SLUICE_DEMO_API_PORT:-6433}
 pg_port=${DEMO_PG_PORT:-55432}
 
 scripts/setup.sh
@@ -41,6 +43,10 @@ state_dir = "state"
 listen = "127.0.0.1:$port"
 tls = "allow"
 
+# The REST API: reviews and access grants (docs/approvals.md).
+[api]
+listen = "127.0.0.1:$api_port"
+
 [connections.shop]
 host = "127.0.0.1"
 port = $pg_port
@@ -64,6 +70,8 @@ effect = "review"
 kinds = ["update", "delete"]
 when = ["no-where"]
 reason = "changing every row of a table needs a human approval"
+# Held until a member of "approvers" approves it (or for 5 minutes), then run or refused.
+review = { mode = "wait", approvers = ["approvers"], timeout = "5m" }
 
 # Masking (docs/masking.md): every built-in detector runs on every result; card numbers keep their
 # last four digits, and the free-text notes column is masked whole.
@@ -79,6 +87,7 @@ sluice() { "$SLUICE_BIN" --config "$config" "$@"; }
 # sluice holds the upstream password, sealed under its master key; agents never see it.
 printf '%s\n' "$PG_APP_PASSWORD" | sluice credential set --connection shop 2>/dev/null
 token=$(sluice token create --identity agent --groups agents --description "quick start" 2>/dev/null)
+approver=$(sluice token create --identity you --groups approvers --description "quick start approver" 2>/dev/null)
 
 cat <<MSG
 
@@ -99,6 +108,16 @@ Try what the policy refuses, however it is written:
   WITH d AS (DELETE FROM orders WHERE id = 1 RETURNING *) SELECT * FROM d;
   UPDATE products SET price_cents = 0;
   $SLUICE_BIN --config $config policy explain --identity agent --connection shop "DROP/**/TABLE orders"
+
+Risky statements wait for a human. In psql:
+
+  UPDATE products SET price_cents = price_cents + 1;    -- held: psql shows the review and waits
+
+and in another terminal, as an approver (the requester can never approve their own):
+
+  export SLUICE_TOKEN=$approver
+  $SLUICE_BIN --config $config review list
+  $SLUICE_BIN --config $config review approve <ID>       # or: review deny <ID> --reason "…"
 
 Then look at what was recorded:
 
