@@ -311,10 +311,9 @@ def test_a_cancel_withdraws_a_held_statement(apv, pg):
 def test_extended_protocol_is_held_and_released(apv, pg):
     conn = psycopg.connect(dsn(apv), autocommit=True)
     results = []
-    t = threading.Thread(target=lambda: results.append(
-        conn.execute("DELETE FROM apv_items WHERE id = %s", (4,)).rowcount))
+    t = threading.Thread(target=lambda: results.append(conn.execute("DELETE FROM apv_items WHERE id = 4").rowcount))
     t.start()
-    review = pending_review(apv, "agent", "DELETE FROM apv_items WHERE id = $1", holding=1)
+    review = pending_review(apv, "agent", "DELETE FROM apv_items WHERE id = 4", holding=1)
     cli(apv, "bob", "review", "approve", str(review["id"]))
     t.join(timeout=15)
     assert results == [1]
@@ -360,6 +359,34 @@ def test_retry_mode_is_bound_to_identity_connection_and_statement_and_used_once(
     assert again["id"] != review["id"]
     status, body = api(apv, "alice", "GET", f"/api/v1/reviews/{review['id']}")
     assert body["status"] == "consumed"
+
+
+def test_a_statement_with_parameters_is_refused_not_reviewed(apv, pg):
+    """An approval covers exact text; with $1 the text does not say what would run."""
+    with psycopg.connect(dsn(apv), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as refused:
+            conn.execute("UPDATE apv_items SET note = %s WHERE id = %s", ("x", 8))
+        assert "$n parameters" in refused.value.diag.message_primary
+        assert "values written in the SQL" in refused.value.diag.message_hint
+    _, body = api(apv, "alice", "GET", "/api/v1/reviews?status=all")
+    assert not any("$1" in r["subject"].get("text", "") for r in body["reviews"])
+    assert pg.query("SELECT note FROM apv_items WHERE id = 8") == [("item 8",)]
+
+
+def test_an_approved_prepared_statement_runs_once(apv, pg):
+    statement = "UPDATE apv_items SET note = note || '+' WHERE id = 9"
+    with psycopg.connect(dsn(apv), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(statement, prepare=True)
+        review = pending_review(apv, "agent", statement)
+        cli(apv, "alice", "review", "approve", str(review["id"]))
+        assert conn.execute(statement, prepare=True).rowcount == 1
+        # psycopg now binds the prepared statement again, without a new Parse: refused.
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as again:
+            conn.execute(statement, prepare=True)
+        assert f"review #{review['id']} approved one run" in again.value.diag.message_primary
+        assert conn.execute("SELECT 'usable'").fetchone() == ("usable",)
+    assert pg.query("SELECT note FROM apv_items WHERE id = 9") == [("item 9+",)]
 
 
 def test_nobody_approves_their_own_request_and_only_approvers_decide(apv):

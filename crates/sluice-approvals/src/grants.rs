@@ -1,10 +1,10 @@
 //! The access grants in force, kept in memory so that a statement pays one atomic load when there
 //! are none and a short read lock when there are.
 
-use sluice_core::review::{Review, Subject};
 use sluice_core::Identity;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use sluice_core::review::{Review, Subject};
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A grant in force: who, where, under which access policy, until when.
 #[derive(Clone, Debug)]
@@ -39,9 +39,14 @@ impl Grants {
         self.count.store(slot.len(), Ordering::Release);
     }
 
+    /// Whether any grant may be in force (one atomic load: the hot path's whole cost without grants).
+    pub fn any(&self) -> bool {
+        self.count.load(Ordering::Acquire) > 0
+    }
+
     /// The newest grant in force for `identity` on `connection`.
     pub fn find(&self, identity: &Identity, connection: &str, now_us: i64) -> Option<ActiveGrant> {
-        if self.count.load(Ordering::Acquire) == 0 {
+        if !self.any() {
             return None;
         }
         let slot = self.active.read().unwrap_or_else(|p| p.into_inner());
@@ -53,7 +58,9 @@ impl Grants {
 }
 
 fn grant_of(review: &Review, now_us: i64) -> Option<ActiveGrant> {
-    let Subject::Access { policy, .. } = &review.subject else { return None };
+    let Subject::Access { policy, .. } = &review.subject else {
+        return None;
+    };
     review.grants_access(now_us).then(|| ActiveGrant {
         review_id: review.id,
         requester: review.requester.clone(),
@@ -61,4 +68,48 @@ fn grant_of(review: &Review, now_us: i64) -> Option<ActiveGrant> {
         policy: policy.clone(),
         until_us: review.valid_until_us.unwrap_or(0),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::review::{NewReview, ReviewRules};
+    use sluice_core::span::Span;
+
+    fn who(name: &str, groups: &[&str]) -> Identity {
+        Identity {
+            name: name.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            credential_id: "t".into(),
+        }
+    }
+
+    fn approved_grant(id: i64, requester: &str, seconds: u64) -> Review {
+        let mut review = NewReview {
+            subject: Subject::Access { policy: "writer".into(), duration: Span::secs(seconds) },
+            requester: requester.into(),
+            connection: "shop".into(),
+            rule: "writer".into(),
+            reason: "r".into(),
+            rules: ReviewRules { approvers: vec!["dba".into()], ..ReviewRules::default() },
+        }
+        .into_review(id, 0);
+        review.approve(&who("bob", &["dba"]), None, 0).expect("bob approves");
+        review
+    }
+
+    #[test]
+    fn grants_apply_to_their_requester_and_connection_until_they_end() {
+        let grants = Grants::default();
+        assert!(grants.find(&who("agent", &[]), "shop", 1).is_none());
+        grants.reset(&[approved_grant(1, "agent", 60)], 1);
+        assert_eq!(grants.find(&who("agent", &[]), "shop", 1).map(|g| g.review_id), Some(1));
+        assert!(grants.find(&who("other", &[]), "shop", 1).is_none());
+        assert!(grants.find(&who("agent", &[]), "elsewhere", 1).is_none());
+        assert!(grants.find(&who("agent", &[]), "shop", 60_000_000).is_none(), "over after its duration");
+        let mut revoked = approved_grant(1, "agent", 60);
+        revoked.revoke(&who("agent", &[]), 2).expect("the requester may revoke");
+        grants.update(&revoked, 2);
+        assert!(grants.find(&who("agent", &[]), "shop", 3).is_none());
+    }
 }

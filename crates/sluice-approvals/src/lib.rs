@@ -15,7 +15,7 @@ use grants::Grants;
 use sluice_config::AccessPolicy;
 use sluice_core::audit::now_us;
 use sluice_core::review::{
-    statement_hash, NewReview, Outcome, Review, ReviewError, ReviewMode, ReviewRules, Status, Subject,
+    NewReview, Outcome, Review, ReviewError, ReviewMode, ReviewRules, Status, Subject, statement_hash,
 };
 use sluice_core::span::Span;
 use sluice_core::{Decision, Hold, Identity, Refusal, RefusalCause};
@@ -51,6 +51,8 @@ pub struct StatementReview<'a> {
     pub connection: &'a str,
     pub session_id: &'a str,
     pub text: &'a str,
+    /// It takes bound parameters (`$1`): an approval of its text would not say what runs.
+    pub parameters: bool,
     /// The policy's refusal: rule, reason, what matched.
     pub refusal: &'a Refusal,
     pub rules: &'a ReviewRules,
@@ -75,6 +77,9 @@ impl Approvals {
 
     /// The access grant in force for `identity` on `connection`, with its compiled policy.
     pub fn grant_for(&self, identity: &Identity, connection: &str) -> Option<(ActiveGrant, &AccessPolicy)> {
+        if !self.grants.any() {
+            return None;
+        }
         let grant = self.grants.find(identity, connection, now_us())?;
         let policy = self.access_policy(&grant.policy)?;
         Some((grant, policy))
@@ -90,9 +95,15 @@ impl Approvals {
                 tracing::error!(error = %e, "review store unavailable; refusing the statement");
                 Decision::Deny(Refusal {
                     rule: ask.refusal.rule.clone(),
-                    reason: format!("{} — and sluice cannot reach its review store to ask for approval", ask.refusal.reason),
+                    reason: format!(
+                        "{} — and sluice cannot reach its review store to ask for approval",
+                        ask.refusal.reason
+                    ),
                     detail: Some(e.to_string()),
-                    hint: Some("try again in a moment; if it persists, tell an operator (sluice's state store is failing)".into()),
+                    hint: Some(
+                        "try again in a moment; if it persists, tell an operator (sluice's state store is failing)"
+                            .into(),
+                    ),
                     cause: RefusalCause::Policy,
                 })
             }
@@ -100,13 +111,29 @@ impl Approvals {
     }
 
     async fn try_review_statement(&self, ask: &StatementReview<'_>) -> Result<Decision, ApprovalError> {
+        if ask.parameters {
+            return Ok(Decision::Deny(Refusal {
+                rule: ask.refusal.rule.clone(),
+                reason: format!(
+                    "{} — and a statement under review must carry its values in its text: it has $n parameters",
+                    ask.refusal.reason
+                ),
+                detail: ask.refusal.detail.clone(),
+                hint: Some(
+                    "send it with the values written in the SQL (no $1 placeholders; e.g. psycopg's ClientCursor), so \
+                     the approver sees exactly what will run"
+                        .into(),
+                ),
+                cause: RefusalCause::Policy,
+            }));
+        }
         let now = now_us();
         let hash = statement_hash(ask.text);
         let open = self.store.open_reviews_of(&ask.identity.name, ask.connection, &hash, now).await?;
         // Oldest approval first: it runs out first.
         for review in open.iter().rev().filter(|r| r.status_at(now) == Status::Approved) {
             if self.consume(review.id, ask.session_id).await?.is_some() {
-                return Ok(Decision::Allow { rule: Arc::from(format!("{} (review #{})", review.rule, review.id)) });
+                return Ok(approved(review));
             }
         }
         let review = match open.into_iter().find(|r| r.status_at(now) == Status::Pending) {
@@ -128,26 +155,24 @@ impl Approvals {
         };
         Ok(match review.mode {
             ReviewMode::Retry => Decision::Review(self.pending_refusal(&review, ask.refusal)),
-            ReviewMode::Wait => {
-                Decision::Hold(Hold {
-                    review_id: review.id,
-                    rule: review.rule.clone(),
-                    notice: format!(
-                        "sluice: review #{} requested under rule \"{}\" ({}); holding the statement for up to {}",
-                        review.id,
-                        review.rule,
-                        review.reason,
-                        Span(ask.rules.timeout.0)
-                    ),
-                    hint: format!(
-                        "a member of {} approves with `sluice review approve {}` ({}); cancel the query to stop waiting",
-                        groups(&review.approvers),
-                        review.id,
-                        self.notifier.review_url(review.id)
-                    ),
-                    timeout: ask.rules.timeout.0,
-                })
-            }
+            ReviewMode::Wait => Decision::Hold(Hold {
+                review_id: review.id,
+                rule: review.rule.clone(),
+                notice: format!(
+                    "sluice: review #{} requested under rule \"{}\" ({}); holding the statement for up to {}",
+                    review.id,
+                    review.rule,
+                    review.reason,
+                    Span(ask.rules.timeout.0)
+                ),
+                hint: format!(
+                    "a member of {} approves with `sluice review approve {}` ({}); cancel the query to stop waiting",
+                    groups(&review.approvers),
+                    review.id,
+                    self.notifier.review_url(review.id)
+                ),
+                timeout: ask.rules.timeout.0,
+            }),
         })
     }
 
@@ -203,24 +228,29 @@ impl Approvals {
             Ok(_) => None,
             Err(e) => return store_failure(hold, &e.to_string()),
         };
-        let decided = match stored {
-            Some(review) => review,
-            None => {
-                let rx = &mut waiting.rx;
-                let waited = tokio::time::timeout(hold.timeout, async move { rx.wait_for(Option::is_some).await.map(|r| r.clone()) });
-                match waited.await {
-                    Ok(Ok(Some(review))) => review,
-                    Ok(Ok(None)) => return store_failure(hold, "the review registry woke without a decision"),
-                    Ok(Err(_)) => return store_failure(hold, "the review registry closed"),
-                    Err(_) => return self.timed_out(session_id, hold).await,
+        let decided =
+            match stored {
+                Some(review) => review,
+                None => {
+                    let rx = &mut waiting.rx;
+                    let waited = tokio::time::timeout(hold.timeout, async move {
+                        rx.wait_for(Option::is_some).await.map(|r| r.clone())
+                    });
+                    match waited.await {
+                        Ok(Ok(Some(review))) => review,
+                        Ok(Ok(None)) => {
+                            return store_failure(hold, "the review registry woke without a decision");
+                        }
+                        Ok(Err(_)) => return store_failure(hold, "the review registry closed"),
+                        Err(_) => return self.timed_out(session_id, hold).await,
+                    }
                 }
-            }
-        };
+            };
         drop(waiting);
         let now = now_us();
         match decided.status_at(now) {
             Status::Approved => match self.consume(decided.id, session_id).await {
-                Ok(Some(_)) => Decision::Allow { rule: Arc::from(format!("{} (review #{})", decided.rule, decided.id)) },
+                Ok(Some(_)) => approved(&decided),
                 Ok(None) => Decision::Deny(self.ended(&decided, "its approval was already used by another session")),
                 Err(e) => store_failure(hold, &e.to_string()),
             },
@@ -252,7 +282,9 @@ impl Approvals {
 
     async fn timed_out(&self, session_id: &str, hold: &Hold) -> Decision {
         let note = format!("stopped waiting after {}", Span(hold.timeout));
-        if let Err(e) = self.store.add_review_event(hold.review_id, now_us(), session_id, "wait-timed-out", Some(&note)).await {
+        if let Err(e) =
+            self.store.add_review_event(hold.review_id, now_us(), session_id, "wait-timed-out", Some(&note)).await
+        {
             tracing::warn!(error = %e, review = hold.review_id, "could not record a wait that timed out");
         }
         let expires = match self.store.review(hold.review_id).await {
@@ -272,7 +304,12 @@ impl Approvals {
     }
 
     /// Approves review `id` as `who`; a statement held for it is released when the quorum is met.
-    pub async fn approve(&self, who: &Identity, id: i64, comment: Option<String>) -> Result<(Outcome, Review), ApprovalError> {
+    pub async fn approve(
+        &self,
+        who: &Identity,
+        id: i64,
+        comment: Option<String>,
+    ) -> Result<(Outcome, Review), ApprovalError> {
         let now = now_us();
         let (outcome, review) = self
             .store
@@ -342,7 +379,12 @@ impl Approvals {
         let usable: Vec<&AccessPolicy> = self.access.iter().filter(|a| a.scope.contains(who, connection)).collect();
         let chosen = match policy {
             Some(name) => match self.access_policy(name) {
-                None => return Err(ApprovalError::Invalid(format!("there is no access policy {name:?}{}", choices(&usable)))),
+                None => {
+                    return Err(ApprovalError::Invalid(format!(
+                        "there is no access policy {name:?}{}",
+                        choices(&usable)
+                    )));
+                }
                 Some(a) if !a.scope.contains(who, connection) => {
                     return Err(ApprovalError::Invalid(format!(
                         "access policy {name:?} cannot be granted to {:?} on connection {connection:?}{}",
@@ -361,7 +403,12 @@ impl Approvals {
                         who.name
                     )));
                 }
-                _ => return Err(ApprovalError::Invalid(format!("name the access policy (--policy){}", choices(&usable)))),
+                _ => {
+                    return Err(ApprovalError::Invalid(format!(
+                        "name the access policy (--policy){}",
+                        choices(&usable)
+                    )));
+                }
             },
         };
         if duration.0.is_zero() || duration > chosen.max_duration {
@@ -402,6 +449,11 @@ impl Approvals {
     pub fn review_url(&self, id: i64) -> String {
         self.notifier.review_url(id)
     }
+}
+
+/// The decision for a statement whose approval was just used up.
+fn approved(review: &Review) -> Decision {
+    Decision::Approved { rule: Arc::from(format!("{} (review #{})", review.rule, review.id)), review_id: review.id }
 }
 
 fn not_found(id: i64, e: StoreError) -> ApprovalError {

@@ -3,9 +3,9 @@
 #![forbid(unsafe_code)]
 
 mod approvals;
-mod types;
 mod load;
+mod types;
 
-pub use load::{load, parse, ConfigError};
 pub use approvals::*;
+pub use load::{ConfigError, load, parse};
 pub use types::*;

@@ -92,7 +92,10 @@ fn validate(config: &Config, origin: &Path) -> Result<(), ConfigError> {
     let mut names = std::collections::HashSet::new();
     for access in &config.access.policies {
         if access.name.trim().is_empty() || !names.insert(access.name.as_str()) {
-            return Err(invalid("access.policies".into(), format!("every access policy needs a name of its own ({:?})", access.name)));
+            return Err(invalid(
+                "access.policies".into(),
+                format!("every access policy needs a name of its own ({:?})", access.name),
+            ));
         }
     }
     config.compile_access().map_err(|e| invalid("access.policies".into(), e.to_string()))?;

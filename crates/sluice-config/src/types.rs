@@ -1,9 +1,9 @@
 //! The configuration types. Every key has a default except what cannot be guessed (a connection's
 //! upstream); docs/configuration.md documents each one.
 
+use crate::{AccessConfig, AccessPolicy, ApiConfig, ApprovalsConfig};
 use serde::Deserialize;
 use sluice_core::policy::{ConnectionPolicy, Effect, Policy, PolicyError, PolicySpec, Preset};
-use crate::{AccessConfig, AccessPolicy, ApiConfig, ApprovalsConfig};
 use sluice_mask::{MaskError, Masking, MaskingSpec, TokenKey};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -213,7 +213,11 @@ impl ConnectionConfig {
             name: name.to_string(),
             preset: self.policy,
             default: self.default,
-            search_path: self.search_path.iter().map(|s| if s == "$user" { self.user.clone() } else { s.clone() }).collect(),
+            search_path: self
+                .search_path
+                .iter()
+                .map(|s| if s == "$user" { self.user.clone() } else { s.clone() })
+                .collect(),
         }
     }
 
@@ -293,7 +297,6 @@ impl ConnectionConfig {
         if self.allow_identities.is_empty() && self.allow_groups.is_empty() {
             return true;
         }
-        self.allow_identities.iter().any(|i| i == identity)
-            || groups.iter().any(|g| self.allow_groups.contains(g))
+        self.allow_identities.iter().any(|i| i == identity) || groups.iter().any(|g| self.allow_groups.contains(g))
     }
 }

@@ -38,7 +38,15 @@ pub enum ActionKind<'a> {
 /// The gateway's answer to an Action. Every answer names the rule that gave it, for the record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    Allow { rule: Arc<str> },
+    Allow {
+        rule: Arc<str>,
+    },
+    /// Allowed by an approved review, for one run: the adapter must not let the approved statement
+    /// run again (a prepared statement bound a second time is refused).
+    Approved {
+        rule: Arc<str>,
+        review_id: i64,
+    },
     /// Needs a human approval first: refused now (the refusal names the review and the next step).
     Review(Refusal),
     Deny(Refusal),
@@ -59,9 +67,14 @@ pub struct Hold {
 }
 
 impl Decision {
+    /// Whether the action may go ahead (once, for `Approved`).
+    pub fn allows(&self) -> bool {
+        matches!(self, Decision::Allow { .. } | Decision::Approved { .. })
+    }
+
     pub fn effect(&self) -> &'static str {
         match self {
-            Decision::Allow { .. } => "allow",
+            Decision::Allow { .. } | Decision::Approved { .. } => "allow",
             Decision::Review(_) | Decision::Hold(_) => "review",
             Decision::Deny(_) => "deny",
         }
@@ -69,7 +82,7 @@ impl Decision {
 
     pub fn rule(&self) -> &str {
         match self {
-            Decision::Allow { rule } => rule,
+            Decision::Allow { rule } | Decision::Approved { rule, .. } => rule,
             Decision::Review(r) | Decision::Deny(r) => &r.rule,
             Decision::Hold(h) => &h.rule,
         }

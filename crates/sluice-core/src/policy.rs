@@ -61,14 +61,9 @@ impl Preset {
     /// its own).
     fn allowed(self) -> KindSet {
         match self {
-            Preset::ReadOnly => KindSet::of(&[
-                Kind::Read,
-                Kind::CopyTo,
-                Kind::Set,
-                Kind::Transaction,
-                Kind::Session,
-                Kind::Listen,
-            ]),
+            Preset::ReadOnly => {
+                KindSet::of(&[Kind::Read, Kind::CopyTo, Kind::Set, Kind::Transaction, Kind::Session, Kind::Listen])
+            }
             Preset::NoDdl => KindSet::ALL
                 .without(&[Kind::Create, Kind::Alter, Kind::Drop, Kind::Truncate, Kind::Grant, Kind::Admin])
                 .without(&[Kind::DynamicSql]),
@@ -381,7 +376,8 @@ impl Policy {
         let connections = connections
             .iter()
             .map(|c| {
-                let rules = ConnectionRules { default: c.default.unwrap_or(spec.default), search_path: c.search_path.clone() };
+                let rules =
+                    ConnectionRules { default: c.default.unwrap_or(spec.default), search_path: c.search_path.clone() };
                 (c.name.clone(), rules)
             })
             .collect();
@@ -489,7 +485,9 @@ impl Policy {
             && PROTECTED_SETTINGS.contains(&setting.name.as_str())
         {
             let hint = match setting.name.as_str() {
-                "search_path" => "schema-qualify names instead (the connection's search_path is set in sluice's configuration)",
+                "search_path" => {
+                    "schema-qualify names instead (the connection's search_path is set in sluice's configuration)"
+                }
                 "role" | "session_authorization" => {
                     "sessions run as the connection's upstream user; ask an operator for a connection with the access you need"
                 }
@@ -546,11 +544,15 @@ impl Policy {
         let mut seen = std::collections::HashSet::new();
         for (i, rule) in spec.rules.iter().enumerate() {
             if !seen.insert(rule.name.as_str()) {
-                findings.push(format!("rule {:?}: another rule has the same name; refusals would be ambiguous", rule.name));
+                findings
+                    .push(format!("rule {:?}: another rule has the same name; refusals would be ambiguous", rule.name));
             }
             for c in &rule.connections {
                 if !connections.iter().any(|name| glob_match(c, name)) {
-                    findings.push(format!("rule {:?}: connections pattern {c:?} matches no configured connection", rule.name));
+                    findings.push(format!(
+                        "rule {:?}: connections pattern {c:?} matches no configured connection",
+                        rule.name
+                    ));
                 }
             }
             for earlier in &spec.rules[..i] {
@@ -628,7 +630,9 @@ fn compile_rule(spec: &RuleSpec, out: &mut Vec<Rule>) -> Result<(), PolicyError>
     match (spec.preset, spec.effect) {
         (Some(_), Some(_)) => Err(problem("give either a preset or an effect, not both")),
         (Some(_), None) if !spec.kinds.is_empty() || !spec.functions.is_empty() || !spec.when.is_empty() => {
-            Err(problem("a preset rule can be scoped (connections, identities, groups, objects) but not given kinds, functions or conditions"))
+            Err(problem(
+                "a preset rule can be scoped (connections, identities, groups, objects) but not given kinds, functions or conditions",
+            ))
         }
         (Some(preset), None) => {
             let allowed = preset.allowed();
@@ -685,15 +689,17 @@ impl Judgement {
         let detail = Some(format!("{}", self.operation));
         match self.effect {
             Effect::Allow => Decision::Allow { rule: self.rule },
-            Effect::Review => Decision::Review(Refusal {
-                rule: self.rule.to_string(),
-                reason: self.reason,
-                detail,
-                hint: Some(self.hint.unwrap_or_else(|| {
-                    "this statement needs a human approval before it runs; it was not run".into()
-                })),
-                cause: RefusalCause::Policy,
-            }),
+            Effect::Review => {
+                Decision::Review(Refusal {
+                    rule: self.rule.to_string(),
+                    reason: self.reason,
+                    detail,
+                    hint: Some(self.hint.unwrap_or_else(|| {
+                        "this statement needs a human approval before it runs; it was not run".into()
+                    })),
+                    cause: RefusalCause::Policy,
+                })
+            }
             Effect::Deny => Decision::Deny(Refusal {
                 rule: self.rule.to_string(),
                 reason: self.reason,
@@ -717,7 +723,11 @@ mod tests {
     use crate::sql::SqlStatement;
 
     fn identity(name: &str, groups: &[&str]) -> Identity {
-        Identity { name: name.into(), groups: groups.iter().map(|g| g.to_string()).collect(), credential_id: "t".into() }
+        Identity {
+            name: name.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            credential_id: "t".into(),
+        }
     }
 
     fn conn(name: &str, preset: Option<Preset>) -> ConnectionPolicy {
@@ -750,7 +760,11 @@ mod tests {
             default: Effect::Deny,
             rules: vec![
                 RuleSpec { kinds: vec![Kind::Delete], ..rule("allow-deletes", Effect::Allow) },
-                RuleSpec { kinds: vec![Kind::Delete], objects: vec!["public.orders".into()], ..rule("no-order-deletes", Effect::Deny) },
+                RuleSpec {
+                    kinds: vec![Kind::Delete],
+                    objects: vec!["public.orders".into()],
+                    ..rule("no-order-deletes", Effect::Deny)
+                },
                 RuleSpec { kinds: vec![Kind::Delete], when: vec![Condition::NoWhere], ..rule("bulk", Effect::Review) },
             ],
             ..PolicySpec::default()
@@ -788,13 +802,15 @@ mod tests {
     #[test]
     fn scope_by_identity_group_and_connection() {
         let spec = PolicySpec {
-            rules: vec![RuleSpec {
-                connections: vec!["prod-*".into()],
-                groups: vec!["interns".into()],
-                preset: Some(Preset::NoDdl),
-                ..RuleSpec::default()
-            }
-            .named("interns")],
+            rules: vec![
+                RuleSpec {
+                    connections: vec!["prod-*".into()],
+                    groups: vec!["interns".into()],
+                    preset: Some(Preset::NoDdl),
+                    ..RuleSpec::default()
+                }
+                .named("interns"),
+            ],
             ..PolicySpec::default()
         };
         let policy = Policy::compile(&spec, &[conn("prod-eu", None), conn("dev", None)]).unwrap();
@@ -829,7 +845,10 @@ mod tests {
         let call = SqlAnalysis::Parsed {
             statements: vec![SqlStatement {
                 operations: vec![op(Kind::Read, None)],
-                functions: vec![ObjectName::bare("now"), ObjectName { schema: Some("pg_catalog".into()), name: "pg_terminate_backend".into() }],
+                functions: vec![
+                    ObjectName::bare("now"),
+                    ObjectName { schema: Some("pg_catalog".into()), name: "pg_terminate_backend".into() },
+                ],
                 ..SqlStatement::default()
             }],
         };
@@ -844,7 +863,11 @@ mod tests {
         let spec = PolicySpec {
             rules: vec![
                 RuleSpec { kinds: vec![Kind::Delete], ..rule("no-deletes", Effect::Deny) },
-                RuleSpec { kinds: vec![Kind::Delete], objects: vec!["public.tmp".into()], ..rule("tmp-deletes", Effect::Allow) },
+                RuleSpec {
+                    kinds: vec![Kind::Delete],
+                    objects: vec!["public.tmp".into()],
+                    ..rule("tmp-deletes", Effect::Allow)
+                },
                 RuleSpec { connections: vec!["nowhere".into()], ..rule("ghost", Effect::Deny) },
                 RuleSpec { kinds: vec![Kind::Delete], ..rule("no-deletes", Effect::Allow) },
             ],
@@ -863,7 +886,11 @@ mod tests {
         let spec = PolicySpec {
             rules: vec![
                 RuleSpec { identities: vec!["bob".into()], ..rule("no-bob", Effect::Deny) },
-                RuleSpec { identities: vec!["bob".into()], groups: vec!["agents".into()], ..rule("agents", Effect::Allow) },
+                RuleSpec {
+                    identities: vec!["bob".into()],
+                    groups: vec!["agents".into()],
+                    ..rule("agents", Effect::Allow)
+                },
                 RuleSpec { groups: vec!["agents".into()], kinds: vec![Kind::Read], ..rule("reads", Effect::Review) },
             ],
             ..PolicySpec::default()
@@ -875,7 +902,8 @@ mod tests {
 
     #[test]
     fn rules_must_say_what_they_do() {
-        let spec = PolicySpec { rules: vec![RuleSpec { name: "x".into(), ..RuleSpec::default() }], ..PolicySpec::default() };
+        let spec =
+            PolicySpec { rules: vec![RuleSpec { name: "x".into(), ..RuleSpec::default() }], ..PolicySpec::default() };
         assert!(Policy::compile(&spec, &[]).is_err());
         let both = RuleSpec { preset: Some(Preset::ReadOnly), ..rule("y", Effect::Allow) };
         let spec = PolicySpec { rules: vec![both], ..PolicySpec::default() };

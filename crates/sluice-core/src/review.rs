@@ -2,8 +2,8 @@
 //! permissive policy. This is the state machine only — who may approve, when a review is decided,
 //! when an approval may be used — the store keeps reviews and the gateway acts on them.
 
-use crate::span::Span;
 use crate::Identity;
+use crate::span::Span;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -247,7 +247,10 @@ pub enum ReviewError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// An approval was counted; more are needed.
-    Counted { have: u32, need: u32 },
+    Counted {
+        have: u32,
+        need: u32,
+    },
     Approved,
     Denied,
 }
@@ -343,7 +346,11 @@ mod tests {
     use super::*;
 
     fn who(name: &str, groups: &[&str]) -> Identity {
-        Identity { name: name.into(), groups: groups.iter().map(|g| g.to_string()).collect(), credential_id: "t".into() }
+        Identity {
+            name: name.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            credential_id: "t".into(),
+        }
     }
 
     fn review(approvals: u32) -> Review {

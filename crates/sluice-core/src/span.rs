@@ -32,7 +32,8 @@ impl Span {
         let mut number: Option<u64> = None;
         for c in text.chars() {
             if let Some(d) = c.to_digit(10) {
-                number = Some(number.unwrap_or(0).checked_mul(10).and_then(|n| n.checked_add(d.into())).ok_or_else(bad)?);
+                number =
+                    Some(number.unwrap_or(0).checked_mul(10).and_then(|n| n.checked_add(d.into())).ok_or_else(bad)?);
                 continue;
             }
             let unit = match c {

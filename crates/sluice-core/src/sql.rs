@@ -250,6 +250,9 @@ pub struct SqlStatement {
     /// Relation aliases (`FROM customers c`): alias, relation.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<(String, ObjectName)>,
+    /// It takes bound parameters (`$1`): its text alone does not say what it will do.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub parameters: bool,
 }
 
 /// One output column as written: the column names its expression refers to (the last part of
@@ -268,9 +271,20 @@ pub struct Target {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", rename_all = "lowercase")]
 pub enum SqlAnalysis {
-    Parsed { statements: Vec<SqlStatement> },
+    Parsed {
+        statements: Vec<SqlStatement>,
+    },
     /// The parser rejected it (or a body inside it): refused, with the parser's words.
-    Unparseable { message: String },
+    Unparseable {
+        message: String,
+    },
+}
+
+impl SqlAnalysis {
+    /// Whether any statement takes bound parameters (`$1`).
+    pub fn takes_parameters(&self) -> bool {
+        matches!(self, SqlAnalysis::Parsed { statements } if statements.iter().any(|s| s.parameters))
+    }
 }
 
 /// A shared analysis, as the classifier's cache hands it out.

@@ -1,7 +1,7 @@
 //! Errors as PostgreSQL clients expect them: ErrorResponse messages with severity, SQLSTATE,
 //! message, detail and hint. Also the reading of the fields an upstream error carries.
 
-use crate::codec::{put_cstr, put_message, Reader};
+use crate::codec::{Reader, put_cstr, put_message};
 use bytes::{BufMut, BytesMut};
 
 /// SQLSTATE codes sluice uses itself.
@@ -43,7 +43,13 @@ impl PgError {
 
     /// A NoticeResponse: information that neither fails nor ends anything.
     pub fn notice(message: impl Into<String>) -> Self {
-        PgError { severity: "NOTICE", code: sqlstate::SUCCESSFUL_COMPLETION, message: message.into(), detail: None, hint: None }
+        PgError {
+            severity: "NOTICE",
+            code: sqlstate::SUCCESSFUL_COMPLETION,
+            message: message.into(),
+            detail: None,
+            hint: None,
+        }
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {

@@ -12,8 +12,8 @@
 //! Sync is skipped and an open transaction is aborted.
 
 use crate::catalog::Catalog;
-use crate::codec::{self, peek_frame, put_cstr, put_message, tag_rows, FrameError, Reader, HEADER_LEN};
-use crate::error::{sqlstate, PgError, ServerMessage};
+use crate::codec::{self, FrameError, HEADER_LEN, Reader, peek_frame, put_cstr, put_message, tag_rows};
+use crate::error::{PgError, ServerMessage, sqlstate};
 use crate::mask::{self, CopyFormat, Field, ResponseMasker, RowPlan};
 use crate::upstream::PgEndpoint;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -27,7 +27,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{Notify, mpsc};
 
 /// Text the server cannot parse; sent in place of a refused statement.
 const REFUSAL_MARKER: &str = "sluice refused this statement";
@@ -103,7 +103,11 @@ enum ShapeRef {
     /// ParseComplete: whatever was described under this statement name is stale.
     Parse(Bytes),
     /// BindComplete: the portal's rows have the statement's shape in these formats.
-    Bind { portal: Bytes, statement: Bytes, formats: Arc<[i16]> },
+    Bind {
+        portal: Bytes,
+        statement: Bytes,
+        formats: Arc<[i16]>,
+    },
     DescribeStatement(Bytes),
     DescribePortal(Bytes),
     /// The rows of this Execute have the portal's shape.
@@ -266,6 +270,8 @@ where
     // Text and deciding rule of each prepared statement and portal, for the Executes' records.
     let mut statements: HashMap<Bytes, (Arc<str>, Option<Arc<str>>)> = HashMap::new();
     let mut portals: HashMap<Bytes, (Arc<str>, Option<Arc<str>>)> = HashMap::new();
+    // Prepared statements approved by a review for one run: the review, and whether it was bound.
+    let mut approved_once: HashMap<Bytes, (i64, bool)> = HashMap::new();
     let mut prepared = PreparedStatements::default();
     // Sync carries no text; one shared empty string spares an allocation per Sync.
     let no_text: Arc<str> = Arc::from("");
@@ -352,12 +358,19 @@ where
                             if masking {
                                 pending.shape = ShapeRef::Parse(name.clone());
                             }
+                            match decision {
+                                Decision::Approved { review_id, .. } => {
+                                    approved_once.insert(name.clone(), (review_id, false))
+                                }
+                                _ => approved_once.remove(&name),
+                            };
                             statements.insert(name, (text, pending.rule.clone()));
                             lock(tracker).pending.push_back(pending);
                         }
                         Some(refusal) => {
                             // Never prepared upstream, so nothing can be bound to it.
                             statements.remove(name);
+                            approved_once.remove(name);
                             let mut marker = BytesMut::new();
                             put_message(&mut marker, b'P', |b| {
                                 put_cstr(b, name);
@@ -380,27 +393,46 @@ where
                         known.unwrap_or_else(|| (Arc::from("<unknown statement>"), None)),
                     );
                     let mut pending = Pending::new(Kind::Bind, Arc::clone(&no_text));
-                    if masking {
-                        let formats = mask::bind_result_formats(body).unwrap_or_else(|| Arc::from([]));
-                        pending.shape = ShapeRef::Bind {
-                            portal: Bytes::copy_from_slice(portal),
-                            statement: Bytes::copy_from_slice(statement),
-                            formats,
-                        };
+                    let rerun = match approved_once.get_mut(statement) {
+                        Some((review_id, bound)) if *bound => Some(*review_id),
+                        Some((_, bound)) => {
+                            *bound = true;
+                            None
+                        }
+                        None => None,
+                    };
+                    if let Some(review_id) = rerun {
+                        replacement = Some(refused_rebind(portal, review_id, pending));
+                    } else {
+                        if masking {
+                            let formats = mask::bind_result_formats(body).unwrap_or_else(|| Arc::from([]));
+                            pending.shape = ShapeRef::Bind {
+                                portal: Bytes::copy_from_slice(portal),
+                                statement: Bytes::copy_from_slice(statement),
+                                formats,
+                            };
+                        }
+                        lock(tracker).pending.push_back(pending);
                     }
-                    lock(tracker).pending.push_back(pending);
                 }
                 b'D' if masking => {
                     let mut r = Reader::new(body);
-                    let (Some(which), Some(name)) = (r.u8(), r.cstr()) else { return malformed("Describe") };
+                    let (Some(which), Some(name)) = (r.u8(), r.cstr()) else {
+                        return malformed("Describe");
+                    };
                     let name = Bytes::copy_from_slice(name);
                     let shape =
                         if which == b'S' { ShapeRef::DescribeStatement(name) } else { ShapeRef::DescribePortal(name) };
-                    lock(tracker).pending.push_back(Pending::new(Kind::Describe, Arc::clone(&no_text)).with_shape(shape));
+                    lock(tracker)
+                        .pending
+                        .push_back(Pending::new(Kind::Describe, Arc::clone(&no_text)).with_shape(shape));
                 }
                 b'E' => {
-                    let Some(portal) = Reader::new(body).cstr() else { return malformed("Execute") };
-                    let (text, rule) = portals.get(portal).cloned().unwrap_or_else(|| (Arc::from("<unknown portal>"), None));
+                    let Some(portal) = Reader::new(body).cstr() else {
+                        return malformed("Execute");
+                    };
+                    let (text, rule) =
+                        portals.get(portal).cloned().unwrap_or_else(|| (Arc::from("<unknown portal>"), None));
                     let mut pending = Pending::new(Kind::Execute, text);
                     pending.rule = rule;
                     if masking {
@@ -411,9 +443,14 @@ where
                 b'S' => lock(tracker).pending.push_back(Pending::new(Kind::Sync, Arc::clone(&no_text))),
                 b'C' => {
                     let mut r = Reader::new(body);
-                    let (Some(which), Some(name)) = (r.u8(), r.cstr()) else { return malformed("Close") };
+                    let (Some(which), Some(name)) = (r.u8(), r.cstr()) else {
+                        return malformed("Close");
+                    };
                     match which {
-                        b'S' => statements.remove(name),
+                        b'S' => {
+                            approved_once.remove(name);
+                            statements.remove(name)
+                        }
                         _ => portals.remove(name),
                     };
                 }
@@ -427,7 +464,8 @@ where
                     let mut pending = Pending::new(Kind::Simple, Arc::from("<fast-path function call>"));
                     pending.decision = "deny";
                     pending.rule = Some(Arc::from("fast-path"));
-                    replacement = Some(refused_simple(pending, (refusal.to_bytes().freeze(), sqlstate::FEATURE_NOT_SUPPORTED)));
+                    replacement =
+                        Some(refused_simple(pending, (refusal.to_bytes().freeze(), sqlstate::FEATURE_NOT_SUPPORTED)));
                 }
                 b'X' => terminated = true,
                 b'D' | b'H' | b'd' | b'c' | b'f' => {}
@@ -501,7 +539,9 @@ where
                     }
                     break;
                 }
-                Err(e) => return RelayEnd::UpstreamGone(format!("invalid frame from the server: {e:?}")),
+                Err(e) => {
+                    return RelayEnd::UpstreamGone(format!("invalid frame from the server: {e:?}"));
+                }
             };
             let body = &buf[consumed + HEADER_LEN..consumed + head.len];
             rewritten.clear();
@@ -621,20 +661,22 @@ where
                     // A Bind's error (a bad parameter, or a constant folded at planning) belongs to
                     // the Execute that follows it, never to a later refused message.
                     let after_bind = t.pending.front().is_some_and(|p| p.kind == Kind::Bind);
+                    let mut bind_refusal = None;
                     if after_bind {
-                        t.pending.pop_front();
+                        bind_refusal = t.pending.pop_front().and_then(|b| b.refusal).map(|(bytes, _)| bytes);
                         // A Describe between Bind and Execute is skipped with the rest.
                         while t.pending.front().is_some_and(|p| p.kind == Kind::Describe) {
                             t.pending.pop_front();
                         }
                         t.skipping = true;
                     }
-                    let substitute = t
-                        .pending
-                        .front()
-                        .filter(|_| !after_bind)
-                        .and_then(|p| p.refusal.as_ref())
-                        .map(|(b, _)| b.clone());
+                    let substitute = bind_refusal.or_else(|| {
+                        t.pending
+                            .front()
+                            .filter(|_| !after_bind)
+                            .and_then(|p| p.refusal.as_ref())
+                            .map(|(b, _)| b.clone())
+                    });
                     if let Some(substitute) = substitute {
                         rewritten.clear();
                         rewritten.extend_from_slice(&substitute);
@@ -749,7 +791,9 @@ fn bounded_insert(map: &mut HashMap<Bytes, Arc<RowPlan>>, name: Bytes, plan: Arc
 /// The plan for a RowDescription: each column's type class and format, and its column rule.
 async fn row_plan<G>(ctx: &Context<'_, G>, session: &SessionMasking, description: &[u8]) -> RowPlan {
     let strict = session.has_column_rules();
-    let Some(fields) = mask::row_description(description) else { return RowPlan::unknown(strict) };
+    let Some(fields) = mask::row_description(description) else {
+        return RowPlan::unknown(strict);
+    };
     let masks = if strict { column_masks(ctx, session, &fields).await } else { Vec::new() };
     RowPlan::new(&fields, None, &masks)
 }
@@ -800,7 +844,7 @@ where
         Decision::Hold(h) => hold(ctx, text, &h, held).await?,
         decision => decision,
     };
-    if matches!(decision, Decision::Allow { .. }) {
+    if decision.allows() {
         prepared.note_allowed(&analysis);
     }
     Ok(decision)
@@ -861,13 +905,16 @@ where
 /// The client's error for a refusal (`None` when the decision allows).
 fn refusal_bytes(decision: &Decision) -> Option<(Bytes, &'static str)> {
     let (refusal, what) = match decision {
-        Decision::Allow { .. } => return None,
+        Decision::Allow { .. } | Decision::Approved { .. } => return None,
         Decision::Deny(r) => (r, "refused by rule"),
         Decision::Review(r) => (r, "needs approval under rule"),
         // Resolved by `decide` before anything asks for bytes; refused if it ever gets here.
         Decision::Hold(h) => {
-            let error = PgError::error(sqlstate::INSUFFICIENT_PRIVILEGE, format!("sluice: review #{} is still open", h.review_id))
-                .with_hint(h.hint.clone());
+            let error = PgError::error(
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                format!("sluice: review #{} is still open", h.review_id),
+            )
+            .with_hint(h.hint.clone());
             return Some((error.to_bytes().freeze(), sqlstate::INSUFFICIENT_PRIVILEGE));
         }
     };
@@ -888,6 +935,26 @@ fn refused_simple(mut pending: Pending, refusal: (Bytes, &'static str)) -> (Byte
     let mut marker = BytesMut::new();
     codec::query(&mut marker, REFUSAL_MARKER);
     pending.refusal = Some(refusal);
+    (marker, pending)
+}
+
+/// A second Bind of a prepared statement a review approved for one run: replaced by a Bind of a
+/// statement that does not exist, so the server refuses it in order and sluice's error replaces its.
+fn refused_rebind(portal: &[u8], review_id: i64, mut pending: Pending) -> (BytesMut, Pending) {
+    let error = PgError::error(
+        sqlstate::INSUFFICIENT_PRIVILEGE,
+        format!("sluice: review #{review_id} approved one run of this prepared statement, and it has run"),
+    )
+    .with_hint("send the statement again (Parse) to ask for a new review");
+    let mut marker = BytesMut::new();
+    put_message(&mut marker, b'B', |b| {
+        put_cstr(b, portal);
+        put_cstr(b, REFUSAL_MARKER.as_bytes());
+        b.put_i16(0);
+        b.put_i16(0);
+        b.put_i16(0);
+    });
+    pending.refusal = Some((error.to_bytes().freeze(), sqlstate::INSUFFICIENT_PRIVILEGE));
     (marker, pending)
 }
 

@@ -2,17 +2,17 @@
 //! the Gate, the upstream session with the held credential, then the relay until either side ends.
 
 use crate::cancel::UpstreamKey;
-use crate::codec::{self, auth, peek_frame, HEADER_LEN};
-use crate::error::{sqlstate, PgError};
-use crate::listener::{shutdown_signalled, Shared};
+use crate::codec::{self, HEADER_LEN, auth, peek_frame};
+use crate::error::{PgError, sqlstate};
+use crate::listener::{Shared, shutdown_signalled};
 use crate::relay::{self, Context, RelayEnd, Tracker};
-use crate::startup::{read_startup, StartupError, StartupPacket};
+use crate::startup::{StartupError, StartupPacket, read_startup};
 use crate::stream::PgStream;
 use crate::upstream::{self, PgEndpoint, UpstreamError};
 use bytes::BytesMut;
 use sluice_core::audit::now_us;
-use sluice_core::{ids, AuditEvent, AuthOutcome, Gate, OpenError, OpenRequest, Protocol, Secret, SessionInfo};
 use sluice_core::policy::PROTECTED_SETTINGS;
+use sluice_core::{AuditEvent, AuthOutcome, Gate, OpenError, OpenRequest, Protocol, Secret, SessionInfo, ids};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -77,7 +77,9 @@ async fn handshake<G: Gate<PgEndpoint>>(tcp: TcpStream, peer: SocketAddr, shared
                     continue;
                 };
                 client.write_all(b"S").await.ok()?;
-                let PgStream::Plain(tcp) = client else { return None };
+                let PgStream::Plain(tcp) = client else {
+                    return None;
+                };
                 match tokio_rustls::TlsAcceptor::from(tls).accept(tcp).await {
                     Ok(stream) => client = PgStream::Tls(Box::new(tokio_rustls::TlsStream::Server(stream))),
                     Err(e) => {
@@ -114,7 +116,8 @@ async fn handshake<G: Gate<PgEndpoint>>(tcp: TcpStream, peer: SocketAddr, shared
     }
     let param = |name: &str| params.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
     let Some(user) = param("user").filter(|u| !u.is_empty()) else {
-        let e = PgError::fatal(sqlstate::INVALID_AUTHORIZATION, "no user name given (the user is your sluice identity)");
+        let e =
+            PgError::fatal(sqlstate::INVALID_AUTHORIZATION, "no user name given (the user is your sluice identity)");
         return fail(&mut client, &e).await;
     };
     let connection = param("database").filter(|d| !d.is_empty()).unwrap_or_else(|| user.clone());
@@ -171,11 +174,8 @@ async fn handshake<G: Gate<PgEndpoint>>(tcp: TcpStream, peer: SocketAddr, shared
         }
     };
 
-    let forwarded: Vec<(String, String)> = params
-        .iter()
-        .filter(|(n, _)| n != "user" && n != "database" && !n.starts_with("_pq_."))
-        .cloned()
-        .collect();
+    let forwarded: Vec<(String, String)> =
+        params.iter().filter(|(n, _)| n != "user" && n != "database" && !n.starts_with("_pq_.")).cloned().collect();
     let endpoint = Arc::new(grant.endpoint);
     let upstream = match upstream::connect(&endpoint, &forwarded, config.connect_timeout).await {
         Ok(upstream) => upstream,
@@ -232,9 +232,8 @@ async fn read_password(client: &mut PgStream) -> Result<Option<Secret>, PgError>
     if client.read_exact(&mut header).await.is_err() {
         return Ok(None);
     }
-    let head = peek_frame(&header, 8 * 1024).map_err(|_| {
-        PgError::fatal(sqlstate::PROTOCOL_VIOLATION, "invalid password message length")
-    })?;
+    let head = peek_frame(&header, 8 * 1024)
+        .map_err(|_| PgError::fatal(sqlstate::PROTOCOL_VIOLATION, "invalid password message length"))?;
     let len = match head {
         Some(head) => head.len,
         None => codec::declared_len(&header).unwrap_or(HEADER_LEN),
@@ -366,7 +365,9 @@ async fn relay_session<G: Gate<PgEndpoint>>(
     let _ = client_write.shutdown().await;
     let _ = upstream_write.shutdown().await;
     match &end {
-        RelayEnd::ClientTerminated => tracing::info!(session = %session_id, "session ended: {reason}"),
+        RelayEnd::ClientTerminated => {
+            tracing::info!(session = %session_id, "session ended: {reason}")
+        }
         _ => tracing::warn!(session = %session_id, "session ended: {reason}"),
     }
     shared.gate.record(AuditEvent::SessionEnded { session_id: session_id.to_string(), at_us: now_us(), reason });

@@ -9,7 +9,7 @@
 
 use pg_query::protobuf::{DiscardMode, ObjectType, OnConflictAction, VariableSetKind};
 use serde_json::{Map, Value};
-use sluice_core::sql::{Target, Kind, ObjectName, Operation, SqlAnalysis, SqlStatement};
+use sluice_core::sql::{Kind, ObjectName, Operation, SqlAnalysis, SqlStatement, Target};
 
 /// How deep bodies may nest (a DO block holding SQL holding a function body…).
 const MAX_BODY_DEPTH: usize = 8;
@@ -52,6 +52,7 @@ fn statements(text: &str) -> Result<Vec<SqlStatement>, String> {
             deallocates: walker.deallocates,
             targets: walker.targets,
             aliases: walker.aliases,
+            parameters: walker.parameters,
         });
     }
     Ok(out)
@@ -117,6 +118,7 @@ struct Walker<'t> {
     deallocates: Option<String>,
     targets: Vec<Target>,
     aliases: Vec<(String, ObjectName)>,
+    parameters: bool,
     error: Option<String>,
 }
 
@@ -136,6 +138,7 @@ impl<'t> Walker<'t> {
             deallocates: None,
             targets: Vec::new(),
             aliases: Vec::new(),
+            parameters: false,
             error: None,
         }
     }
@@ -240,6 +243,7 @@ impl<'t> Walker<'t> {
             "GrantStmt" | "GrantRoleStmt" | "AlterDefaultPrivilegesStmt" => self.accessing(Kind::Grant, body),
             "DropStmt" => self.drop(map),
             "FuncCall" => self.func_call(map),
+            "ParamRef" => self.parameters = true,
             "ResTarget" => {
                 self.target(map);
                 self.walk(body);
@@ -316,12 +320,16 @@ impl<'t> Walker<'t> {
     /// restore when the statement ends.
     fn with_clause(&mut self, map: &Map<String, Value>) -> usize {
         let mark = self.ctes.len();
-        let Some(with) = map.get("with_clause").and_then(Value::as_object) else { return mark };
+        let Some(with) = map.get("with_clause").and_then(Value::as_object) else {
+            return mark;
+        };
         let recursive = with.get("recursive").and_then(Value::as_bool).unwrap_or(false);
         let ctes: Vec<&Map<String, Value>> = with
             .get("ctes")
             .and_then(Value::as_array)
-            .map(|items| items.iter().filter_map(|c| c.pointer("/node/CommonTableExpr").and_then(Value::as_object)).collect())
+            .map(|items| {
+                items.iter().filter_map(|c| c.pointer("/node/CommonTableExpr").and_then(Value::as_object)).collect()
+            })
             .unwrap_or_default();
         if recursive {
             self.ctes.extend(ctes.iter().map(|c| str_field(c, "ctename").to_string()));
@@ -359,8 +367,8 @@ impl<'t> Walker<'t> {
     fn modify(&mut self, map: &Map<String, Value>, kind: Kind) {
         let mark = self.with_clause(map);
         if let Some(target) = map.get("relation").and_then(Value::as_object) {
-            let no_where = matches!(kind, Kind::Update | Kind::Delete)
-                && map.get("where_clause").is_none_or(Value::is_null);
+            let no_where =
+                matches!(kind, Kind::Update | Kind::Delete) && map.get("where_clause").is_none_or(Value::is_null);
             self.op_with(kind, Some(relation_name(target)), no_where);
             let upsert = map
                 .get("on_conflict_clause")
@@ -400,9 +408,10 @@ impl<'t> Walker<'t> {
     /// may fold are still counted).
     fn explain(&mut self, map: &Map<String, Value>) {
         let analyze = map.get("options").and_then(Value::as_array).is_some_and(|options| {
-            options.iter().filter_map(|o| o.pointer("/node/DefElem")).any(|d| {
-                d.get("defname").and_then(Value::as_str) == Some("analyze") && !is_false(d.get("arg"))
-            })
+            options
+                .iter()
+                .filter_map(|o| o.pointer("/node/DefElem"))
+                .any(|d| d.get("defname").and_then(Value::as_str) == Some("analyze") && !is_false(d.get("arg")))
         });
         if analyze {
             self.within("inside EXPLAIN ANALYZE".into(), |w| w.walk_field(map, "query"));
@@ -432,7 +441,9 @@ impl<'t> Walker<'t> {
         let items = map.get("options").or_else(|| map.get("args")).and_then(Value::as_array);
         for def in items.into_iter().flatten().filter_map(|o| o.pointer("/node/DefElem")) {
             if def.get("defname").and_then(Value::as_str) == Some("transaction_read_only") && is_false(def.get("arg")) {
-                self.within("as READ WRITE".into(), |w| w.op(Kind::Set, Some(ObjectName::bare("transaction_read_only"))));
+                self.within("as READ WRITE".into(), |w| {
+                    w.op(Kind::Set, Some(ObjectName::bare("transaction_read_only")))
+                });
             }
         }
     }
@@ -510,7 +521,9 @@ impl<'t> Walker<'t> {
                 let bodies = def_elem(map.get("options"), "as")
                     .and_then(|a| a.pointer("/node/List/items"))
                     .and_then(Value::as_array)
-                    .map(|items| items.iter().filter_map(|i| i.pointer("/node/String/sval")?.as_str()).collect::<Vec<_>>())
+                    .map(|items| {
+                        items.iter().filter_map(|i| i.pointer("/node/String/sval")?.as_str()).collect::<Vec<_>>()
+                    })
                     .unwrap_or_default();
                 for body in bodies {
                     self.nested_sql(body, 0, &context);
@@ -552,7 +565,9 @@ impl<'t> Walker<'t> {
                             self.walk_plpgsql(child);
                         }
                         "dynquery" if !child.is_null() => {
-                            self.within("as a query string opened at run time".into(), |w| w.op(Kind::DynamicSql, None));
+                            self.within("as a query string opened at run time".into(), |w| {
+                                w.op(Kind::DynamicSql, None)
+                            });
                             self.walk_plpgsql(child);
                         }
                         "PLpgSQL_expr" => {
@@ -645,10 +660,7 @@ fn ddl_kind(statement: &str) -> Kind {
 
 fn relation_name(map: &Map<String, Value>) -> ObjectName {
     let schema = str_field(map, "schemaname");
-    ObjectName {
-        schema: (!schema.is_empty()).then(|| schema.to_string()),
-        name: str_field(map, "relname").to_string(),
-    }
+    ObjectName { schema: (!schema.is_empty()).then(|| schema.to_string()), name: str_field(map, "relname").to_string() }
 }
 
 /// A name given as a list of String nodes (`["public", "orders"]`).
@@ -660,10 +672,7 @@ fn qualified_name(list: Option<&Value>) -> Option<ObjectName> {
         .filter_map(Value::as_str)
         .collect();
     let (name, qualifiers) = parts.split_last()?;
-    Some(ObjectName {
-        schema: qualifiers.last().map(|s| s.to_string()),
-        name: name.to_string(),
-    })
+    Some(ObjectName { schema: qualifiers.last().map(|s| s.to_string()), name: name.to_string() })
 }
 
 fn str_field<'v>(map: &'v Map<String, Value>, field: &str) -> &'v str {
@@ -691,7 +700,9 @@ fn def_elem_str<'v>(list: Option<&'v Value>, name: &str) -> Option<&'v str> {
 /// argument means yes; a number other than the keyword's 0 also counts as yes, which keeps the
 /// result independent of literal values.
 fn is_false(arg: Option<&Value>) -> bool {
-    let Some(node) = arg.and_then(|a| a.get("node")) else { return false };
+    let Some(node) = arg.and_then(|a| a.get("node")) else {
+        return false;
+    };
     if let Some(s) = node.pointer("/String/sval").and_then(Value::as_str) {
         return matches!(s.to_ascii_lowercase().as_str(), "false" | "off" | "no");
     }
@@ -699,5 +710,7 @@ fn is_false(arg: Option<&Value>) -> bool {
         return !b;
     }
     node.pointer("/AConst/val/Ival").is_some_and(|i| i.get("ival").and_then(Value::as_i64).unwrap_or(0) == 0)
-        || node.pointer("/AConst/val/Boolval").is_some_and(|b| !b.get("boolval").and_then(Value::as_bool).unwrap_or(false))
+        || node
+            .pointer("/AConst/val/Boolval")
+            .is_some_and(|b| !b.get("boolval").and_then(Value::as_bool).unwrap_or(false))
 }

@@ -127,13 +127,15 @@ impl Store {
                 Err(e) => return Ok(Err(e)),
             };
             let mut tx = self.pool.begin().await?;
-            let updated = sqlx::query("UPDATE reviews SET body = ?, status = ?, version = version + 1 WHERE id = ? AND version = ?")
-                .bind(body(&review)?)
-                .bind(review.status.as_str())
-                .bind(id)
-                .bind(version)
-                .execute(&mut *tx)
-                .await?;
+            let updated = sqlx::query(
+                "UPDATE reviews SET body = ?, status = ?, version = version + 1 WHERE id = ? AND version = ?",
+            )
+            .bind(body(&review)?)
+            .bind(review.status.as_str())
+            .bind(id)
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
             if updated.rows_affected() == 1 {
                 insert_event(&mut tx, id, now_us, actor, action, comment.as_deref()).await?;
                 tx.commit().await?;
@@ -208,7 +210,12 @@ impl Store {
             .await?;
         rows.iter()
             .map(|r| {
-                Ok(ReviewEvent { at: r.try_get(0)?, actor: r.try_get(1)?, action: r.try_get(2)?, comment: r.try_get(3)? })
+                Ok(ReviewEvent {
+                    at: r.try_get(0)?,
+                    actor: r.try_get(1)?,
+                    action: r.try_get(2)?,
+                    comment: r.try_get(3)?,
+                })
             })
             .collect()
     }
@@ -244,11 +251,15 @@ fn parse(body: &str) -> Result<Review, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_core::review::{ReviewRules, Subject};
     use sluice_core::Identity;
+    use sluice_core::review::{ReviewRules, Subject};
 
     fn who(name: &str, groups: &[&str]) -> Identity {
-        Identity { name: name.into(), groups: groups.iter().map(|g| g.to_string()).collect(), credential_id: "t".into() }
+        Identity {
+            name: name.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            credential_id: "t".into(),
+        }
     }
 
     async fn store() -> (Store, std::path::PathBuf) {
@@ -272,8 +283,11 @@ mod tests {
         let (store, dir) = store().await;
         let review = store.insert_review(new("DELETE FROM t"), 1_000).await.unwrap();
         let bob = who("bob", &["dba"]);
-        let (_, approved) =
-            store.update_review(review.id, "bob", 2_000, |r| Ok((r.approve(&bob, None, 2_000)?, "approved", None))).await.unwrap().unwrap();
+        let (_, approved) = store
+            .update_review(review.id, "bob", 2_000, |r| Ok((r.approve(&bob, None, 2_000)?, "approved", None)))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(approved.status, Status::Approved);
         store.close().await;
         let store = Store::open(&dir.join("s.db")).await.unwrap();
@@ -291,8 +305,9 @@ mod tests {
         let (store, dir) = store().await;
         let review = store.insert_review(new("DELETE FROM t"), 1_000).await.unwrap();
         let agent = who("agent", &["dba"]);
-        let refused =
-            store.update_review(review.id, "agent", 2_000, |r| Ok((r.approve(&agent, None, 2_000)?, "approved", None))).await;
+        let refused = store
+            .update_review(review.id, "agent", 2_000, |r| Ok((r.approve(&agent, None, 2_000)?, "approved", None)))
+            .await;
         assert_eq!(refused.unwrap().unwrap_err(), ReviewError::OwnRequest(review.id));
         assert_eq!(store.review(review.id).await.unwrap().unwrap().status, Status::Pending);
         assert_eq!(store.review_events(review.id).await.unwrap().len(), 1);

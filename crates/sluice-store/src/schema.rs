@@ -1,6 +1,7 @@
 //! The store's schema, applied in order and tracked with SQLite's `user_version`.
 
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tokens (
     id            TEXT PRIMARY KEY,
     identity      TEXT NOT NULL,
@@ -56,10 +57,12 @@ CREATE TABLE auth_events (
     outcome        TEXT NOT NULL,
     credential_id  TEXT
 );
-"#, r#"
+"#,
+    r#"
 ALTER TABLE statements ADD COLUMN decision TEXT;
 ALTER TABLE statements ADD COLUMN rule TEXT;
-"#, r#"
+"#,
+    r#"
 CREATE TABLE reviews (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     kind            TEXT NOT NULL,
@@ -82,4 +85,5 @@ CREATE TABLE review_events (
     comment    TEXT
 );
 CREATE INDEX review_events_review ON review_events(review_id);
-"#];
+"#,
+];

@@ -1,10 +1,10 @@
 //! The embedded SQLite store (WAL mode; one writer, many readers, including the CLI while the
 //! gateway runs).
 
-use crate::schema::MIGRATIONS;
 use crate::StoreError;
+use crate::schema::MIGRATIONS;
 use serde::Serialize;
-use sluice_core::{token, AuditEvent, AuthOutcome, Identity, StatementRecord};
+use sluice_core::{AuditEvent, AuthOutcome, Identity, StatementRecord, token};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite};
 use std::path::Path;
@@ -108,7 +108,9 @@ impl Store {
         for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
             sqlx::raw_sql(*migration).execute(&mut *tx).await?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PRAGMA user_version = {}", index + 1))).execute(&mut *tx).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PRAGMA user_version = {}", index + 1)))
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
         }
         Ok(())
@@ -156,7 +158,13 @@ impl Store {
         Ok(())
     }
 
-    pub async fn put_credential(&self, connection: &str, nonce: &[u8], sealed: &[u8], at: i64) -> Result<(), StoreError> {
+    pub async fn put_credential(
+        &self,
+        connection: &str,
+        nonce: &[u8],
+        sealed: &[u8],
+        at: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO credentials (connection, nonce, sealed, updated_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT(connection) DO UPDATE SET nonce = excluded.nonce, sealed = excluded.sealed, \
@@ -184,7 +192,8 @@ impl Store {
     }
 
     pub async fn delete_credential(&self, connection: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM credentials WHERE connection = ?").bind(connection).execute(&self.pool).await?;
+        let done =
+            sqlx::query("DELETE FROM credentials WHERE connection = ?").bind(connection).execute(&self.pool).await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -344,10 +353,8 @@ impl Store {
     }
 
     pub async fn auth_events(&self, limit: i64) -> Result<Vec<AuthRow>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM auth_events ORDER BY id DESC LIMIT ?")
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM auth_events ORDER BY id DESC LIMIT ?").bind(limit).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 Ok(AuthRow {

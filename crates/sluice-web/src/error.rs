@@ -1,8 +1,8 @@
 //! API errors as JSON (`{"error": …, "hint": …}`) with the HTTP status that says what kind.
 
+use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::json;
 use sluice_approvals::ApprovalError;
 use sluice_core::review::ReviewError;

@@ -13,14 +13,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use error::ApiError;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use sluice_approvals::Approvals;
+use sluice_core::Identity;
 use sluice_core::review::{Outcome, Status};
 use sluice_core::span::Span;
-use sluice_core::Identity;
 use sluice_store::{ReviewFilter, Store};
 use std::sync::Arc;
-use views::{review_view, Now};
+use views::{Now, review_view};
 
 pub struct Api {
     pub store: Store,
@@ -87,11 +87,17 @@ struct ListQuery {
     limit: Option<i64>,
 }
 
-async fn list_reviews(State(api): Shared, Caller(who): Caller, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+async fn list_reviews(
+    State(api): Shared,
+    Caller(who): Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
     let status = match q.status.as_deref() {
         None | Some("all") => None,
         Some(s) => Some(Status::parse(s).ok_or_else(|| {
-            ApiError::bad_request(&format!("status {s:?} is not one of pending, approved, denied, expired, consumed, revoked, all"))
+            ApiError::bad_request(&format!(
+                "status {s:?} is not one of pending, approved, denied, expired, consumed, revoked, all"
+            ))
         })?),
     };
     if q.kind.as_deref().is_some_and(|k| k != "statement" && k != "access") {
@@ -132,7 +138,9 @@ async fn approve(
     let (outcome, review) = api.approvals.approve(&who, id, comment).await?;
     let outcome = match outcome {
         Outcome::Approved => json!({"result": "approved"}),
-        Outcome::Counted { have, need } => json!({"result": "counted", "approvals": have, "needed": need}),
+        Outcome::Counted { have, need } => {
+            json!({"result": "counted", "approvals": have, "needed": need})
+        }
         Outcome::Denied => json!({"result": "denied"}),
     };
     Ok(Json(json!({"outcome": outcome, "review": review_view(&api.approvals, &review, Now::get())})))
@@ -168,7 +176,8 @@ async fn request_access(
     Json(req): Json<AccessRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let duration = Span::parse(&req.duration).map_err(|e| ApiError::bad_request(&e))?;
-    let review = api.approvals.request_access(&who, &req.connection, req.policy.as_deref(), duration, &req.reason).await?;
+    let review =
+        api.approvals.request_access(&who, &req.connection, req.policy.as_deref(), duration, &req.reason).await?;
     Ok(Json(review_view(&api.approvals, &review, Now::get())))
 }
 
@@ -179,7 +188,11 @@ struct GrantsQuery {
 }
 
 /// Access grants in force (with `all=true`: every access request, whatever its state).
-async fn list_grants(State(api): Shared, Caller(_): Caller, Query(q): Query<GrantsQuery>) -> Result<Json<Value>, ApiError> {
+async fn list_grants(
+    State(api): Shared,
+    Caller(_): Caller,
+    Query(q): Query<GrantsQuery>,
+) -> Result<Json<Value>, ApiError> {
     let filter = ReviewFilter {
         status: (!q.all).then_some(Status::Approved),
         kind: Some("access".into()),

@@ -1,6 +1,6 @@
 //! Reviews as the API shows them: the stored review with its status as of now and its link.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use sluice_approvals::Approvals;
 use sluice_core::review::Review;
 

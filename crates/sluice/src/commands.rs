@@ -2,11 +2,11 @@
 //! and configuration checks. They work on the same state store as a running gateway.
 
 use crate::display::{duration, table, timestamp};
-use sluice_core::span::Span;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use sluice_config::{Config, PasswordSource};
 use sluice_core::audit::now_us;
+use sluice_core::span::Span;
 use sluice_core::token;
 use sluice_store::vault::MasterKey;
 use sluice_store::{Store, TokenRow};
@@ -106,7 +106,8 @@ pub async fn token(config_path: &Path, cmd: TokenCommand) -> Result<()> {
                 None => None,
             };
             let minted = token::mint();
-            let groups: Vec<String> = groups.into_iter().map(|g| g.trim().to_string()).filter(|g| !g.is_empty()).collect();
+            let groups: Vec<String> =
+                groups.into_iter().map(|g| g.trim().to_string()).filter(|g| !g.is_empty()).collect();
             let row = TokenRow {
                 id: minted.id.clone(),
                 identity,
@@ -242,11 +243,9 @@ pub async fn sessions(config_path: &Path, cmd: SessionsCommand) -> Result<()> {
                 );
                 println!("started     {}", timestamp(session.started_at));
                 match session.ended_at {
-                    Some(at) => println!(
-                        "ended       {} ({})",
-                        timestamp(at),
-                        session.end_reason.as_deref().unwrap_or("")
-                    ),
+                    Some(at) => {
+                        println!("ended       {} ({})", timestamp(at), session.end_reason.as_deref().unwrap_or(""))
+                    }
                     None => println!("ended       (still open)"),
                 }
                 println!();
@@ -329,9 +328,5 @@ pub fn check(config_path: &Path) -> Result<()> {
 
 fn one_line(text: &str, max: usize) -> String {
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() <= max {
-        flat
-    } else {
-        format!("{}…", flat.chars().take(max - 1).collect::<String>())
-    }
+    if flat.chars().count() <= max { flat } else { format!("{}…", flat.chars().take(max - 1).collect::<String>()) }
 }

@@ -1,7 +1,7 @@
 //! Human-readable output for the CLI: timestamps, durations and aligned tables.
 
-use time::macros::format_description;
 use time::OffsetDateTime;
+use time::macros::format_description;
 
 pub fn timestamp(us: i64) -> String {
     let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");

@@ -2,21 +2,21 @@
 //! credentials resolved at each session, and every event handed to the recorder.
 
 use anyhow::{Context as _, Result};
+use sluice_approvals::{Approvals, StatementReview};
 use sluice_config::{Config, ConnectionConfig, PasswordSource, UpstreamTls as TlsSetting};
 use sluice_core::audit::now_us;
+use sluice_core::policy::Policy;
+use sluice_core::sql::SqlAnalysis;
 use sluice_core::{
     Action, ActionKind, AuditEvent, AuthOutcome, Decision, Gate, Grant, Hold, Identity, OpenError, OpenRequest,
     Protocol, Refusal, RefusalCause, Secret, SessionInfo,
 };
-use sluice_core::sql::SqlAnalysis;
-use sluice_approvals::{Approvals, StatementReview};
-use sluice_pg::tls::{client_config, Verification};
+use sluice_mask::Masking;
+use sluice_pg::tls::{Verification, client_config};
 use sluice_pg::upstream::UpstreamTls;
 use sluice_pg::{PgEndpoint, UpstreamTlsMode};
 use sluice_store::vault::MasterKey;
 use sluice_store::{Recorder, Store};
-use sluice_core::policy::Policy;
-use sluice_mask::Masking;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -92,7 +92,9 @@ impl Gateway {
                 let (nonce, sealed) =
                     sealed.ok_or_else(|| "no password is stored for it (run `sluice credential set`)".to_string())?;
                 let clear = self.key.open(name, &nonce, &sealed).map_err(|e| e.to_string())?;
-                String::from_utf8(clear).map(|v| Some(Secret::new(v))).map_err(|_| "its stored password is not UTF-8".into())
+                String::from_utf8(clear)
+                    .map(|v| Some(Secret::new(v)))
+                    .map_err(|_| "its stored password is not UTF-8".into())
             }
         }
     }
@@ -188,6 +190,7 @@ impl Gate<PgEndpoint> for Gateway {
                             connection: session.connection,
                             session_id: session.session_id,
                             text,
+                            parameters: analysis.takes_parameters(),
                             refusal: &refusal,
                             rules: &rules,
                         };
@@ -248,9 +251,5 @@ fn upstream_tls(conn: &ConnectionConfig) -> Result<UpstreamTls> {
         TlsSetting::VerifyFull => (UpstreamTlsMode::VerifyFull, Some(Verification::Full)),
     };
     let config = verification.map(|v| client_config(v, conn.ca_file.as_deref())).transpose()?;
-    Ok(UpstreamTls {
-        mode,
-        config,
-        server_name: conn.tls_server_name.clone().unwrap_or_else(|| conn.host.clone()),
-    })
+    Ok(UpstreamTls { mode, config, server_name: conn.tls_server_name.clone().unwrap_or_else(|| conn.host.clone()) })
 }

@@ -66,7 +66,7 @@ fn explain(policy: &Policy, identity: &Identity, connection: &str, sql: &str, js
     let read_only = policy.read_only(identity, connection);
     if json {
         let refusal = match &decision {
-            Decision::Allow { .. } | Decision::Hold(_) => None,
+            Decision::Allow { .. } | Decision::Approved { .. } | Decision::Hold(_) => None,
             Decision::Review(r) | Decision::Deny(r) => Some(r),
         };
         let out = json!({
@@ -101,7 +101,9 @@ fn explain(policy: &Policy, identity: &Identity, connection: &str, sql: &str, js
         }
     }
     match &decision {
-        Decision::Allow { rule } => println!("decision: allow (rule {:?})", &**rule),
+        Decision::Allow { rule } | Decision::Approved { rule, .. } => {
+            println!("decision: allow (rule {:?})", &**rule)
+        }
         Decision::Review(r) | Decision::Deny(r) => {
             println!("decision: {} by rule {:?}: {}", decision.effect(), r.rule, r.reason);
             if let Some(detail) = &r.detail {

@@ -2,9 +2,9 @@
 //! identity of the token in `SLUICE_TOKEN`.
 
 use crate::display::{table, timestamp};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::path::Path;
 
 #[derive(Args)]

@@ -2,14 +2,14 @@
 //! cleanly on SIGINT/SIGTERM with every recorded event written.
 
 use crate::gateway::{Gateway, MASK_TOKEN_PURPOSE};
-use sluice_approvals::{Approvals, Notifier};
-use sluice_web::Api;
 use crate::workers::Workers;
 use anyhow::{Context, Result};
+use sluice_approvals::{Approvals, Notifier};
 use sluice_config::{ClientTls, Config, LogFormat};
-use sluice_pg::{tls, ListenerConfig};
-use sluice_store::vault::{write_private, MasterKey};
+use sluice_pg::{ListenerConfig, tls};
+use sluice_store::vault::{MasterKey, write_private};
 use sluice_store::{Recorder, Store};
+use sluice_web::Api;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +27,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
         tracing::warn!(orphaned, "closed sessions left open by a previous run");
     }
     let key = MasterKey::load(&config.server.master_key_path(), true)?;
-    let (recorder, recorder_task) = Recorder::spawn(store.clone(), Duration::from_millis(config.recording.flush_interval_ms));
+    let (recorder, recorder_task) =
+        Recorder::spawn(store.clone(), Duration::from_millis(config.recording.flush_interval_ms));
     let masking = Arc::new(config.compile_masking(key.derive(MASK_TOKEN_PURPOSE))?);
     // The API is bound first so that links in notifications carry its real port.
     let api_listener = match config.api.enabled {
@@ -44,8 +45,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     };
     let notifier = Notifier::new(config.approvals.webhooks.clone(), base_url, Arc::clone(&masking));
     let approvals = Arc::new(Approvals::new(store.clone(), config.compile_access()?, notifier).await?);
-    let gateway =
-        Arc::new(Gateway::new(&config, store.clone(), recorder, key, masking, Arc::clone(&approvals))?);
+    let gateway = Arc::new(Gateway::new(&config, store.clone(), recorder, key, masking, Arc::clone(&approvals))?);
 
     let workers = Workers::start(config.server.worker_threads)?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -152,7 +152,7 @@ fn init_logging(config: &Config) {
 }
 
 async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
         Err(_) => {
