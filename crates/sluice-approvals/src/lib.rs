@@ -163,7 +163,7 @@ impl Approvals {
                     review.id,
                     review.rule,
                     review.reason,
-                    Span(ask.rules.timeout.0)
+                    ask.rules.timeout
                 ),
                 hint: format!(
                     "a member of {} approves with `sluice review approve {}` ({}); cancel the query to stop waiting",

@@ -898,7 +898,10 @@ where
             },
         }
     };
-    lock(held.tracker).holding = None;
+    if outcome.is_ok() {
+        // Decided: the statement is the relay's again. (A client gone keeps it, to be recorded.)
+        lock(held.tracker).holding = None;
+    }
     outcome
 }
 
