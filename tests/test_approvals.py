@@ -486,3 +486,34 @@ def test_a_held_client_is_told_on_restart_and_its_approval_still_works(pg, hooks
         assert "panicked" not in again.log()
         shutil.rmtree(gw.dir, ignore_errors=True)
         shutil.rmtree(again.dir, ignore_errors=True)
+
+
+def test_another_instance_on_the_same_store_releases_and_grants(apv, pg, hooks):
+    """Two sluice processes sharing one state store: an approval through the second releases a
+    statement held by the first, and a grant approved there applies here."""
+    other = Sluice(pg, extra_connections=RULES.format(port=pg.port, hook_port=hooks.port))
+    config = other.config.read_text().replace('state_dir = "state"', f'state_dir = "{apv.dir / "state"}"')
+    other.config.write_text(config)
+    other.start()
+    other.tokens = apv.tokens
+    try:
+        statement = "DELETE FROM apv_items WHERE id = 10"
+        held = start_psql(apv, statement)
+        review = pending_review(apv, "agent", statement, holding=1)
+        started = time.monotonic()
+        status, _ = api(other, "alice", "POST", f"/api/v1/reviews/{review['id']}/approve", {})
+        assert status == 200
+        stdout, stderr = held.communicate(timeout=30)
+        assert held.returncode == 0 and "DELETE 1" in stdout, stderr
+        assert time.monotonic() - started < 5, "released by the held session's next look at the store"
+
+        request = json.loads(cli(other, "agent", "access", "request", "--connection", "apv", "--duration", "10m",
+                                 "--reason", "cross-instance", "--json").stdout)
+        cli(other, "bob", "review", "approve", str(request["id"]))
+        wait_for(lambda: psql(apv, "CREATE TABLE apv_tmp3 (x int)", "DROP TABLE apv_tmp3")[0] == 0, timeout=15,
+                 interval=0.5, what="the grant to reach the first instance")
+        cli(other, "agent", "access", "revoke", str(request["id"]))
+    finally:
+        assert other.stop() == 0
+        assert "panicked" not in other.log()
+        shutil.rmtree(other.dir, ignore_errors=True)

@@ -36,6 +36,9 @@ pub enum ApprovalError {
     Store(#[from] StoreError),
 }
 
+/// How often a held statement looks at the store for a decision made outside this process.
+const STORE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Reviews and grants, shared by the gateway (which asks and waits) and the API (which decides).
 pub struct Approvals {
     store: Store,
@@ -65,6 +68,15 @@ impl Approvals {
         let now = now_us();
         grants.reset(&store.active_grants(now).await?, now);
         Ok(Approvals { store, access, waiters: Arc::new(Waiters::default()), grants, notifier })
+    }
+
+    /// Reloads the grants in force from the store (grants decided by another instance, and
+    /// grants run out), so that the in-memory set never lags the store by more than one call.
+    pub async fn refresh_grants(&self) -> Result<(), StoreError> {
+        let now = now_us();
+        let active = self.store.active_grants(now).await?;
+        self.grants.reset(&active, now);
+        Ok(())
     }
 
     pub fn access_policies(&self) -> &[AccessPolicy] {
@@ -222,30 +234,29 @@ impl Approvals {
     /// Waits for the review a hold named; see `Gate::await_review`.
     pub async fn await_review(&self, session_id: &str, hold: &Hold) -> Decision {
         let mut waiting = self.waiters.watch(hold.review_id);
-        // It may have been decided between the hold and now (or before a restart).
-        let stored = match self.store.review(hold.review_id).await {
-            Ok(Some(r)) if r.status_at(now_us()) != Status::Pending => Some(r),
-            Ok(_) => None,
-            Err(e) => return store_failure(hold, &e.to_string()),
-        };
-        let decided =
-            match stored {
-                Some(review) => review,
-                None => {
-                    let rx = &mut waiting.rx;
-                    let waited = tokio::time::timeout(hold.timeout, async move {
-                        rx.wait_for(Option::is_some).await.map(|r| r.clone())
-                    });
-                    match waited.await {
-                        Ok(Ok(Some(review))) => review,
-                        Ok(Ok(None)) => {
-                            return store_failure(hold, "the review registry woke without a decision");
-                        }
-                        Ok(Err(_)) => return store_failure(hold, "the review registry closed"),
-                        Err(_) => return self.timed_out(session_id, hold).await,
+        let deadline = tokio::time::Instant::now() + hold.timeout;
+        // A decision made in this process wakes the wait at once; one made elsewhere (another
+        // instance on the same store, or this one before a restart) is seen at the next look.
+        let decided = loop {
+            match self.store.review(hold.review_id).await {
+                Ok(Some(review)) if review.status_at(now_us()) != Status::Pending => break review,
+                Ok(Some(_)) => {}
+                Ok(None) => return store_failure(hold, "the review is no longer in the store"),
+                Err(e) => return store_failure(hold, &e.to_string()),
+            }
+            let next_look = (tokio::time::Instant::now() + STORE_POLL).min(deadline);
+            match tokio::time::timeout_at(next_look, waiting.rx.changed()).await {
+                Ok(Ok(())) => {
+                    let woken = waiting.rx.borrow_and_update().clone();
+                    if let Some(review) = woken {
+                        break review;
                     }
                 }
-            };
+                Ok(Err(_)) => return store_failure(hold, "the review registry closed"),
+                Err(_) if tokio::time::Instant::now() >= deadline => return self.timed_out(session_id, hold).await,
+                Err(_) => {}
+            }
+        };
         drop(waiting);
         let now = now_us();
         match decided.status_at(now) {

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 const DRAIN: Duration = Duration::from_secs(10);
+const GRANT_REFRESH: Duration = Duration::from_secs(5);
 
 pub async fn run(config_path: &Path) -> Result<()> {
     let config = sluice_config::load(config_path)?;
@@ -66,6 +67,22 @@ pub async fn run(config_path: &Path) -> Result<()> {
         }));
     }
 
+    // Grants decided by another instance sharing the store, and grants that ran out, are picked
+    // up within GRANT_REFRESH.
+    let refresher = {
+        let (approvals, mut stop_rx) = (Arc::clone(&approvals), stop_rx.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(GRANT_REFRESH) => {}
+                    _ = stop_rx.wait_for(|stop| *stop) => return,
+                }
+                if let Err(e) = approvals.refresh_grants().await {
+                    tracing::warn!(error = %e, "could not reload access grants from the store");
+                }
+            }
+        })
+    };
     let mut api_task = None;
     if let Some(listener) = api_listener {
         let addr = listener.local_addr()?;
@@ -89,6 +106,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     for listener in listeners {
         let _ = listener.await;
     }
+    refresher.abort();
     if let Some(task) = api_task {
         let _ = tokio::time::timeout(DRAIN, task).await;
     }
