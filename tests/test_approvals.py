@@ -6,6 +6,7 @@ restart of sluice."""
 
 import json
 import shutil
+import struct
 import subprocess
 import threading
 import time
@@ -16,6 +17,7 @@ import psycopg
 import pytest
 
 from conftest import Sluice, free_port, wait_for
+from pgwire import Raw, fields, message
 
 RULES = """
 [connections.apv]
@@ -339,6 +341,11 @@ def test_retry_mode_is_bound_to_identity_connection_and_statement_and_used_once(
     assert generic["review"]["subject"]["hash"] == review["subject"]["hash"]
     slack = hooks.find("/slack", lambda b: f"Review #{review['id']}" in b["text"])
     assert "blocks" in slack and "dana@example.com" not in json.dumps(slack)
+    # Through the API the requester and approvers read the exact text; other callers get it masked.
+    assert api(apv, "alice", "GET", f"/api/v1/reviews/{review['id']}")[1]["subject"]["text"] == statement
+    assert api(apv, "agent", "GET", f"/api/v1/reviews/{review['id']}")[1]["subject"]["text"] == statement
+    seen_by_other = api(apv, "agent2", "GET", f"/api/v1/reviews/{review['id']}")[1]["subject"]["text"]
+    assert "dana@example.com" not in seen_by_other and "[redacted:email]" in seen_by_other
 
     cli(apv, "alice", "review", "approve", str(review["id"]))
     # Bound to the exact statement, the identity and the connection.
@@ -513,7 +520,64 @@ def test_another_instance_on_the_same_store_releases_and_grants(apv, pg, hooks):
         wait_for(lambda: psql(apv, "CREATE TABLE apv_tmp3 (x int)", "DROP TABLE apv_tmp3")[0] == 0, timeout=15,
                  interval=0.5, what="the grant to reach the first instance")
         cli(other, "agent", "access", "revoke", str(request["id"]))
+        wait_for(lambda: "no-ddl" in psql(apv, "CREATE TABLE apv_tmp3 (x int)", "DROP TABLE apv_tmp3")[2],
+                 timeout=15, interval=0.5, what="the revocation to reach the first instance")
     finally:
         assert other.stop() == 0
         assert "panicked" not in other.log()
         shutil.rmtree(other.dir, ignore_errors=True)
+
+
+def parse(name, sql):
+    return message(b"P", name.encode() + b"\0" + sql.encode() + b"\0" + struct.pack("!h", 0))
+
+
+def bind(portal, statement):
+    return message(b"B", portal.encode() + b"\0" + statement.encode() + b"\0" + struct.pack("!hhh", 0, 0, 0))
+
+
+EXECUTE, SYNC = message(b"E", b"\0" + struct.pack("!i", 0)), message(b"S", b"")
+
+
+def approved(gw, statement):
+    """Gets `statement` approved for the agent on apv (retry mode)."""
+    code, _, err = psql(gw, statement)
+    assert code != 0 and "pending" in err, err
+    review = pending_review(gw, "agent", statement)
+    cli(gw, "alice", "review", "approve", str(review["id"]))
+    return review["id"]
+
+
+def test_an_approved_statement_cannot_be_run_again_at_the_protocol_level(apv, pg):
+    """Raw extended-protocol pipelines a driver would not send: bind the approved statement again
+    after it ran, after a Parse the server refuses, from SQL with EXECUTE, or twice in one pipeline."""
+    statement = "UPDATE apv_items SET note = note || '!' WHERE id = 11"
+    review_id = approved(apv, statement)
+    raw = Raw(apv.port, apv.tokens["agent"], connection="apv")
+    # It runs once, alone in its pipeline (and commits); everything pipelined behind it tries again.
+    raw.send(parse("s1", statement) + bind("", "s1") + EXECUTE + SYNC
+             + bind("", "s1") + EXECUTE + SYNC
+             + parse("s1", "SELECT 1") + SYNC + bind("", "s1") + EXECUTE + SYNC)
+    answers = [raw.until_ready() for _ in range(4)]
+    raw.query("EXECUTE s1")
+    answers.append(raw.until_ready())
+    tags = [[t for t, _ in a] for a in answers]
+    assert tags[0] == [b"1", b"2", b"C", b"Z"], tags[0]
+    assert f"review #{review_id} approved one run" in fields(answers[1][0][1])["M"], answers[1]
+    # A new Parse under the freed name is a new statement, decided on its own.
+    assert tags[2] == [b"1", b"Z"] and b"D" in tags[3], answers[2:4]
+    assert b"E" in tags[4], "EXECUTE of the approved statement from SQL is refused"
+    assert b"3" not in [t for a in tags for t in a], "sluice's own CloseComplete is not passed on"
+    assert pg.query("SELECT note FROM apv_items WHERE id = 11") == [("item 11!",)], "ran exactly once"
+
+    # Bound twice in one pipeline: the second Bind is refused, which aborts the pipeline.
+    statement = "UPDATE apv_items SET note = note || '?' WHERE id = 12"
+    review_id = approved(apv, statement)
+    raw.send(parse("s2", statement) + bind("", "s2") + EXECUTE + bind("", "s2") + EXECUTE + SYNC)
+    answer = raw.until_ready()
+    assert [t for t, _ in answer] == [b"1", b"2", b"C", b"E", b"Z"], answer
+    assert f"review #{review_id} approved one run" in fields(answer[3][1])["M"]
+    assert pg.query("SELECT note FROM apv_items WHERE id = 12") == [("item 12",)], "rolled back with the pipeline"
+    raw.query("SELECT 'still usable'")
+    assert any(t == b"D" for t, _ in raw.until_ready())
+    raw.close()

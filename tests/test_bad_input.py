@@ -239,3 +239,24 @@ def test_fast_path_function_call_is_refused_in_place(gateway, token):
     details = gateway.session_with(lambda d: any(s["text"] == "<fast-path function call>" for s in d["statements"]))
     [call] = [s for s in details["statements"] if s["text"] == "<fast-path function call>"]
     assert call["refused_by"] == "fast-path"
+
+
+def test_statements_are_utf8_and_the_encoding_is_pinned(gateway, token):
+    """sluice parses statements as UTF-8; a client may not make the server read them otherwise (a
+    multi-byte encoding such as SJIS can hide a quote from one reader and not the other)."""
+    raw = Raw(gateway.port, token)
+    assert raw.params["client_encoding"] == "UTF8"
+    raw.send(message(b"Q", b"SELECT 'caf\xe9'\0"))
+    answer = raw.until_ready()
+    err = fields(answer[0][1])
+    assert answer[0][0] == b"E" and err["C"] == "42601" and "not valid UTF-8" in err["M"], err
+    for change in ["SET client_encoding = 'SJIS'", "SET NAMES 'LATIN1'", "SELECT set_config('client_encoding', 'SJIS', false)"]:
+        raw.query(change)
+        answer = raw.until_ready()
+        assert answer[0][0] == b"E" and "protected-setting" in fields(answer[0][1])["M"], (change, answer)
+    raw.query("SELECT 'still usable'")
+    assert any(t == b"D" for t, _ in raw.until_ready())
+    raw.close()
+    # A driver asking for another encoding at startup gets UTF-8 (the request is dropped, not refused).
+    with psycopg.connect(gateway.dsn(token, client_encoding="LATIN1"), autocommit=True) as conn:
+        assert conn.execute("SHOW client_encoding").fetchone() == ("UTF8",)

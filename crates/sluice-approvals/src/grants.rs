@@ -4,7 +4,7 @@
 use sluice_core::Identity;
 use sluice_core::review::{Review, Subject};
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// A grant in force: who, where, under which access policy, until when.
 #[derive(Clone, Debug)]
@@ -19,14 +19,25 @@ pub struct ActiveGrant {
 #[derive(Default)]
 pub struct Grants {
     count: AtomicUsize,
+    /// Bumped by every change made here, so a reload read before it cannot undo it.
+    generation: AtomicU64,
     active: RwLock<Vec<ActiveGrant>>,
 }
 
 impl Grants {
-    /// Replaces the set with the grants among `reviews` in force at `now_us`.
-    pub fn reset(&self, reviews: &[Review], now_us: i64) {
+    /// The generation to pass to `reset` with the reviews read after it.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Replaces the set with the grants among `reviews` in force at `now_us`, unless a change was
+    /// made here since `generation` was taken (the reviews may predate it; the next reload won't).
+    pub fn reset(&self, generation: u64, reviews: &[Review], now_us: i64) {
         let active: Vec<ActiveGrant> = reviews.iter().filter_map(|r| grant_of(r, now_us)).collect();
         let mut slot = self.active.write().unwrap_or_else(|p| p.into_inner());
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
         self.count.store(active.len(), Ordering::Release);
         *slot = active;
     }
@@ -37,6 +48,7 @@ impl Grants {
         slot.retain(|g| g.review_id != review.id && g.until_us > now_us);
         slot.extend(grant_of(review, now_us));
         self.count.store(slot.len(), Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Whether any grant may be in force (one atomic load: the hot path's whole cost without grants).
@@ -102,7 +114,7 @@ mod tests {
     fn grants_apply_to_their_requester_and_connection_until_they_end() {
         let grants = Grants::default();
         assert!(grants.find(&who("agent", &[]), "shop", 1).is_none());
-        grants.reset(&[approved_grant(1, "agent", 60)], 1);
+        grants.reset(grants.generation(), &[approved_grant(1, "agent", 60)], 1);
         assert_eq!(grants.find(&who("agent", &[]), "shop", 1).map(|g| g.review_id), Some(1));
         assert!(grants.find(&who("other", &[]), "shop", 1).is_none());
         assert!(grants.find(&who("agent", &[]), "elsewhere", 1).is_none());
@@ -111,5 +123,9 @@ mod tests {
         revoked.revoke(&who("agent", &[]), 2).expect("the requester may revoke");
         grants.update(&revoked, 2);
         assert!(grants.find(&who("agent", &[]), "shop", 3).is_none());
+        // A reload read before the revocation does not bring the grant back.
+        let stale = grants.generation() - 1;
+        grants.reset(stale, &[approved_grant(1, "agent", 60)], 4);
+        assert!(grants.find(&who("agent", &[]), "shop", 5).is_none());
     }
 }

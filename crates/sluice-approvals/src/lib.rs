@@ -66,16 +66,17 @@ impl Approvals {
     pub async fn new(store: Store, access: Vec<AccessPolicy>, notifier: Notifier) -> Result<Approvals, StoreError> {
         let grants = Grants::default();
         let now = now_us();
-        grants.reset(&store.active_grants(now).await?, now);
+        grants.reset(grants.generation(), &store.active_grants(now).await?, now);
         Ok(Approvals { store, access, waiters: Arc::new(Waiters::default()), grants, notifier })
     }
 
     /// Reloads the grants in force from the store (grants decided by another instance, and
     /// grants run out), so that the in-memory set never lags the store by more than one call.
     pub async fn refresh_grants(&self) -> Result<(), StoreError> {
+        let generation = self.grants.generation();
         let now = now_us();
         let active = self.store.active_grants(now).await?;
-        self.grants.reset(&active, now);
+        self.grants.reset(generation, &active, now);
         Ok(())
     }
 
@@ -459,6 +460,11 @@ impl Approvals {
 
     pub fn review_url(&self, id: i64) -> String {
         self.notifier.review_url(id)
+    }
+
+    /// Statement text as a caller who may not see it exactly gets it (masked like a recording).
+    pub fn masked(&self, text: &str) -> String {
+        self.notifier.masked(text)
     }
 }
 

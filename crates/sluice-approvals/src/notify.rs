@@ -70,7 +70,7 @@ impl Notifier {
         }
     }
 
-    fn masked(&self, text: &str) -> String {
+    pub fn masked(&self, text: &str) -> String {
         self.masking.mask_text(text).unwrap_or_else(|| text.to_string())
     }
 

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 use sluice_core::policy::{ConnectionPolicy, Effect, Policy, PolicyError, PolicySpec, RuleSpec};
-use sluice_core::review::ReviewRules;
+use sluice_core::review::{ReviewRules, MAX_SPAN};
 use sluice_core::scope::RuleScope;
 use sluice_core::span::Span;
 
@@ -119,8 +119,8 @@ impl AccessPolicySpec {
     ) -> Result<AccessPolicy, PolicyError> {
         let problem = |p: String| PolicyError::Rule { rule: format!("access policy {}", self.name), problem: p };
         self.review.check().map_err(|p| problem(format!("review: {p}")))?;
-        if self.max_duration.0.is_zero() {
-            return Err(problem("max_duration must be longer than 0s".into()));
+        if self.max_duration.0.is_zero() || self.max_duration > MAX_SPAN {
+            return Err(problem(format!("max_duration must be longer than 0s and at most {MAX_SPAN}")));
         }
         let spec = PolicySpec {
             default: self.default,

@@ -223,6 +223,7 @@ pub const PROTECTED_SETTINGS: &[&str] = &[
     "default_transaction_read_only",
     "transaction_read_only",
     "backslash_quote",
+    "client_encoding",
     "(computed)",
 ];
 
@@ -429,7 +430,7 @@ impl Policy {
     pub fn review_rules(&self, rule: &str) -> Arc<ReviewRules> {
         self.rules
             .iter()
-            .find(|r| &*r.name == rule)
+            .find(|r| &*r.name == rule && r.effect == Effect::Review)
             .and_then(|r| r.review.clone())
             .unwrap_or_else(|| Arc::new(ReviewRules::default()))
     }

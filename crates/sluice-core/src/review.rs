@@ -47,6 +47,9 @@ pub struct ReviewRules {
     pub valid_for: Span,
 }
 
+/// The longest any review setting or grant may last.
+pub const MAX_SPAN: Span = Span::secs(366 * 86_400);
+
 /// The group allowed to approve when a rule names none.
 pub const DEFAULT_APPROVER_GROUP: &str = "approvers";
 
@@ -73,6 +76,9 @@ impl ReviewRules {
         }
         if self.timeout.0.is_zero() || self.expires_after.0.is_zero() || self.valid_for.0.is_zero() {
             return Err("timeout, expires_after and valid_for must be longer than 0s".into());
+        }
+        if [self.timeout, self.expires_after, self.valid_for].iter().any(|s| *s > MAX_SPAN) {
+            return Err(format!("timeout, expires_after and valid_for can be at most {MAX_SPAN}"));
         }
         Ok(())
     }

@@ -75,6 +75,10 @@ enum Kind {
     Describe,
     Execute,
     Sync,
+    /// A Close and a Sync sluice itself sent after a statement approved for one run: their
+    /// CloseComplete and ReadyForQuery are not the client's and are dropped.
+    SluiceClose,
+    SluiceSync,
 }
 
 /// A message whose response the relay is waiting for, in the order the server will answer.
@@ -246,7 +250,7 @@ impl<G> Context<'_, G> {
             self.record(&mut t, p, Some(&format!("{note} (held for review #{id})")));
         }
         while let Some(p) = t.pending.pop_front() {
-            if !matches!(p.kind, Kind::Sync | Kind::Bind | Kind::Describe) {
+            if !matches!(p.kind, Kind::Sync | Kind::Bind | Kind::Describe | Kind::SluiceClose | Kind::SluiceSync) {
                 self.record(&mut t, p, Some(&note));
             }
         }
@@ -270,8 +274,15 @@ where
     // Text and deciding rule of each prepared statement and portal, for the Executes' records.
     let mut statements: HashMap<Bytes, (Arc<str>, Option<Arc<str>>)> = HashMap::new();
     let mut portals: HashMap<Bytes, (Arc<str>, Option<Arc<str>>)> = HashMap::new();
-    // Prepared statements approved by a review for one run: the review, and whether it was bound.
+    // Prepared statements a review approved for one run: the review, and whether the statement was
+    // bound. At the first Sync after its Bind sluice closes it upstream, so nothing can bind it
+    // again (see `close_approved`). A Parse or Close from the client does not clear an entry: the
+    // server may skip or refuse either.
     let mut approved_once: HashMap<Bytes, (i64, bool)> = HashMap::new();
+    let mut close_at_sync: Vec<Bytes> = Vec::new();
+    // Statements sluice closed that way, until the client prepares the name again: binding one is
+    // refused with sluice's reason rather than the server's "does not exist".
+    let mut closed_by_sluice: HashMap<Bytes, i64> = HashMap::new();
     let mut prepared = PreparedStatements::default();
     // Sync carries no text; one shared empty string spares an allocation per Sync.
     let no_text: Arc<str> = Arc::from("");
@@ -326,11 +337,21 @@ where
             let frame = &buf[consumed..consumed + head.len];
             let body = &frame[HEADER_LEN..];
             let mut replacement: Option<(BytesMut, Pending)> = None;
+            // Messages sluice sends after this one (already tracked).
+            let mut injected: Option<BytesMut> = None;
             match head.tag {
                 b'Q' => {
                     let text: Arc<str> = Arc::from(String::from_utf8_lossy(cstr_prefix(body)).as_ref());
-                    let held = Held { tracker, kind: Kind::Simple, client: &mut *client, early: &mut early };
-                    let decision = match decide(ctx, &mut prepared, &text, held).await {
+                    let utf8 = std::str::from_utf8(cstr_prefix(body)).is_ok();
+                    let held = Held {
+                        tracker,
+                        kind: Kind::Simple,
+                        approved_once: &approved_once,
+                        client: &mut *client,
+                        early: &mut early,
+                    };
+                    let decided = if utf8 { decide(ctx, &mut prepared, &text, held).await } else { Ok(not_utf8()) };
+                    let decision = match decided {
                         Ok(decision) => decision,
                         Err(end) => return end,
                     };
@@ -346,31 +367,38 @@ where
                         return malformed("Parse");
                     };
                     let text: Arc<str> = Arc::from(String::from_utf8_lossy(query).as_ref());
-                    let held = Held { tracker, kind: Kind::Parse, client: &mut *client, early: &mut early };
-                    let decision = match decide(ctx, &mut prepared, &text, held).await {
+                    let utf8 = std::str::from_utf8(query).is_ok();
+                    let held = Held {
+                        tracker,
+                        kind: Kind::Parse,
+                        approved_once: &approved_once,
+                        client: &mut *client,
+                        early: &mut early,
+                    };
+                    let decided = if utf8 { decide(ctx, &mut prepared, &text, held).await } else { Ok(not_utf8()) };
+                    let decision = match decided {
                         Ok(decision) => decision,
                         Err(end) => return end,
                     };
                     let mut pending = Pending::new(Kind::Parse, Arc::clone(&text)).decided(&decision);
+                    closed_by_sluice.remove(name);
                     match refusal_bytes(&decision) {
                         None => {
                             let name = Bytes::copy_from_slice(name);
                             if masking {
                                 pending.shape = ShapeRef::Parse(name.clone());
                             }
-                            match decision {
-                                Decision::Approved { review_id, .. } => {
-                                    approved_once.insert(name.clone(), (review_id, false))
-                                }
-                                _ => approved_once.remove(&name),
-                            };
+                            // Another Parse under the name does not clear it: the server may
+                            // refuse that Parse, and the approved statement would stay bindable.
+                            if let Decision::Approved { review_id, .. } = decision {
+                                approved_once.insert(name.clone(), (review_id, false));
+                            }
                             statements.insert(name, (text, pending.rule.clone()));
                             lock(tracker).pending.push_back(pending);
                         }
                         Some(refusal) => {
                             // Never prepared upstream, so nothing can be bound to it.
                             statements.remove(name);
-                            approved_once.remove(name);
                             let mut marker = BytesMut::new();
                             put_message(&mut marker, b'P', |b| {
                                 put_cstr(b, name);
@@ -397,9 +425,10 @@ where
                         Some((review_id, bound)) if *bound => Some(*review_id),
                         Some((_, bound)) => {
                             *bound = true;
+                            close_at_sync.push(Bytes::copy_from_slice(statement));
                             None
                         }
-                        None => None,
+                        None => closed_by_sluice.get(statement).copied(),
                     };
                     if let Some(review_id) = rerun {
                         replacement = Some(refused_rebind(portal, review_id, pending));
@@ -440,7 +469,26 @@ where
                     }
                     lock(tracker).pending.push_back(pending);
                 }
-                b'S' => lock(tracker).pending.push_back(Pending::new(Kind::Sync, Arc::clone(&no_text))),
+                b'S' => {
+                    let mut t = lock(tracker);
+                    t.pending.push_back(Pending::new(Kind::Sync, Arc::clone(&no_text)));
+                    if !close_at_sync.is_empty() {
+                        let mut closing = BytesMut::new();
+                        close_approved(&mut closing, &close_at_sync);
+                        for _ in &close_at_sync {
+                            t.pending.push_back(Pending::new(Kind::SluiceClose, Arc::clone(&no_text)));
+                        }
+                        t.pending.push_back(Pending::new(Kind::SluiceSync, Arc::clone(&no_text)));
+                        drop(t);
+                        for name in close_at_sync.drain(..) {
+                            if let Some((review_id, _)) = approved_once.remove(&name) {
+                                closed_by_sluice.insert(name, review_id);
+                            }
+                        }
+                        // The client's Sync, then sluice's Close messages and Sync.
+                        injected = Some(closing);
+                    }
+                }
                 b'C' => {
                     let mut r = Reader::new(body);
                     let (Some(which), Some(name)) = (r.u8(), r.cstr()) else {
@@ -448,7 +496,6 @@ where
                     };
                     match which {
                         b'S' => {
-                            approved_once.remove(name);
                             statements.remove(name)
                         }
                         _ => portals.remove(name),
@@ -480,6 +527,11 @@ where
                 out.extend_from_slice(&buf[pass_from..consumed]);
                 out.extend_from_slice(&marker);
                 lock(tracker).pending.push_back(pending);
+                pass_from = consumed + head.len;
+            }
+            if let Some(extra) = injected {
+                out.extend_from_slice(&buf[pass_from..consumed + head.len]);
+                out.extend_from_slice(&extra);
                 pass_from = consumed + head.len;
             }
             consumed += head.len;
@@ -620,6 +672,7 @@ where
             }
             // The body the gateway reads is what the client will see.
             let body = if rewritten.is_empty() { body } else { &rewritten[HEADER_LEN..] };
+            let mut drop_frame = false;
             match head.tag {
                 b'D' => data_rows += 1,
                 b'C' => {
@@ -650,6 +703,31 @@ where
                     if t.pending.front().is_some_and(|p| p.kind == expected) {
                         t.pending.pop_front();
                     }
+                }
+                // The answers to sluice's own Close and Sync are not the client's.
+                b'3' | b'Z' | b'E' if front_is_sluices(tracker) => {
+                    let mut t = lock(tracker);
+                    match head.tag {
+                        b'3' => {
+                            t.pending.pop_front();
+                        }
+                        b'E' => {
+                            tracing::warn!(session = %ctx.session_id, error = %ServerMessage::parse(body).message,
+                                "closing a statement approved for one run failed");
+                            // The server skips the other Closes up to sluice's Sync.
+                            while t.pending.front().is_some_and(|p| p.kind == Kind::SluiceClose) {
+                                t.pending.pop_front();
+                            }
+                        }
+                        _ => {
+                            while let Some(p) = t.pending.pop_front() {
+                                if p.kind == Kind::SluiceSync {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    drop_frame = true;
                 }
                 b'E' => {
                     let message = ServerMessage::parse(body);
@@ -696,7 +774,7 @@ where
                             ctx.record(&mut t, p, None);
                             t.skipping = true;
                         }
-                        Some(Kind::Sync | Kind::Bind | Kind::Describe) | None => {}
+                        Some(Kind::Sync | Kind::Bind | Kind::Describe | Kind::SluiceClose | Kind::SluiceSync) | None => {}
                     }
                 }
                 b'Z' => {
@@ -705,7 +783,7 @@ where
                     while let Some(p) = t.pending.pop_front() {
                         match p.kind {
                             Kind::Sync => break,
-                            Kind::Bind | Kind::Describe => {}
+                            Kind::Bind | Kind::Describe | Kind::SluiceClose | Kind::SluiceSync => {}
                             Kind::Simple => {
                                 ctx.record(&mut t, p, None);
                                 break;
@@ -725,9 +803,11 @@ where
                 }
                 _ => {}
             }
-            if !rewritten.is_empty() {
+            if !rewritten.is_empty() || drop_frame {
                 out.extend_from_slice(&buf[pass_from..consumed]);
-                out.extend_from_slice(&rewritten);
+                if !drop_frame {
+                    out.extend_from_slice(&rewritten);
+                }
                 pass_from = consumed + head.len;
             }
             consumed += head.len;
@@ -779,6 +859,11 @@ fn execute_plan(t: &Tracker, strict: bool) -> Arc<RowPlan> {
         _ => None,
     }
     .unwrap_or_else(|| Arc::new(RowPlan::unknown(strict)))
+}
+
+/// Whether the server is answering a message sluice sent itself (see `close_approved`).
+fn front_is_sluices(tracker: &Mutex<Tracker>) -> bool {
+    lock(tracker).pending.front().is_some_and(|p| matches!(p.kind, Kind::SluiceClose | Kind::SluiceSync))
 }
 
 fn bounded_insert(map: &mut HashMap<Bytes, Arc<RowPlan>>, name: Bytes, plan: Arc<RowPlan>) {
@@ -835,13 +920,18 @@ where
     R: AsyncRead + Unpin,
 {
     let analysis = ctx.classifier.classify(text);
+    if let Some(refusal) = executes_approved(&analysis, held.approved_once) {
+        return Ok(Decision::Deny(refusal));
+    }
+    // Listening for a cancel from here on: one sent while the review is being created counts too.
+    let cancelled = ctx.cancel.notified();
     let decision = {
         let resolved = prepared.resolve(&analysis);
         let action = Action { protocol: Protocol::Postgres, kind: ActionKind::Sql { text, analysis: &resolved } };
         ctx.gate.decide(&ctx.info, &action).await
     };
     let decision = match decision {
-        Decision::Hold(h) => hold(ctx, text, &h, held).await?,
+        Decision::Hold(h) => hold(ctx, text, &h, held, cancelled).await?,
         decision => decision,
     };
     if decision.allows() {
@@ -850,11 +940,44 @@ where
     Ok(decision)
 }
 
+/// Statements are parsed, decided and approved as UTF-8 text; bytes that are not UTF-8 would be
+/// judged on a lossy reading of what the server runs.
+fn not_utf8() -> Decision {
+    Decision::Deny(Refusal {
+        rule: "encoding".into(),
+        reason: "the statement is not valid UTF-8".into(),
+        detail: None,
+        hint: Some("send statements in UTF-8 (sluice sets client_encoding to UTF8 for every session)".into()),
+        cause: RefusalCause::Unparseable,
+    })
+}
+
+/// SQL `EXECUTE name` of a prepared statement a review approved for one run (Parse and SQL
+/// PREPARE share one namespace): refused, so the run stays the one Bind sluice counts.
+fn executes_approved(analysis: &sluice_core::sql::SqlAnalysis, approved_once: &HashMap<Bytes, (i64, bool)>) -> Option<Refusal> {
+    let sluice_core::sql::SqlAnalysis::Parsed { statements } = analysis else { return None };
+    if approved_once.is_empty() {
+        return None;
+    }
+    let (name, (review_id, _)) = statements.iter().filter_map(|s| s.executes.as_deref()).find_map(|name| {
+        approved_once.get_key_value(name.as_bytes()).map(|(_, v)| (name, v))
+    })?;
+    Some(Refusal {
+        rule: format!("review #{review_id}"),
+        reason: format!("review #{review_id} approved one run of prepared statement \"{name}\" through the protocol"),
+        detail: None,
+        hint: Some("bind it (Bind/Execute) once, or send the statement itself to ask for a new review".into()),
+        cause: RefusalCause::Policy,
+    })
+}
+
 /// What holding a statement needs besides the gate: the tracker (to name the review if the session
 /// ends), and the client, which is still read so that a hang-up ends the wait.
 struct Held<'a, R> {
     tracker: &'a Mutex<Tracker>,
     kind: Kind,
+    /// Statements approved for one run (SQL `EXECUTE` of them is refused).
+    approved_once: &'a HashMap<Bytes, (i64, bool)>,
     client: &'a mut R,
     /// What the client sent while it waited, handled once the held statement is.
     early: &'a mut BytesMut,
@@ -867,6 +990,7 @@ async fn hold<G, R>(
     text: &str,
     hold: &sluice_core::Hold,
     held: Held<'_, R>,
+    cancelled: tokio::sync::futures::Notified<'_>,
 ) -> Result<Decision, RelayEnd>
 where
     G: Gate<crate::PgEndpoint>,
@@ -876,7 +1000,6 @@ where
     // The session's other direction writes it between two of the server's messages.
     let _ = ctx.notices.send(notice.to_bytes().freeze());
     lock(held.tracker).holding = Some((hold.review_id, Pending::new(held.kind, Arc::from(text))));
-    let cancelled = ctx.cancel.notified();
     tokio::pin!(cancelled);
     let waited = ctx.gate.await_review(&ctx.info, hold);
     tokio::pin!(waited);
@@ -939,6 +1062,19 @@ fn refused_simple(mut pending: Pending, refusal: (Bytes, &'static str)) -> (Byte
     codec::query(&mut marker, REFUSAL_MARKER);
     pending.refusal = Some(refusal);
     (marker, pending)
+}
+
+/// Close messages for the prepared statements a review approved for one run, and a Sync: sent right
+/// after the client's Sync that ends their pipeline, so no later message can bind them again (a
+/// Close of a statement that does not exist is not an error).
+fn close_approved(out: &mut BytesMut, names: &[Bytes]) {
+    for name in names {
+        put_message(out, b'C', |b| {
+            b.put_u8(b'S');
+            put_cstr(b, name);
+        });
+    }
+    put_message(out, b'S', |_| {});
 }
 
 /// A second Bind of a prepared statement a review approved for one run: replaced by a Bind of a

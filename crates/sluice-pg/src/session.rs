@@ -23,9 +23,23 @@ use tokio::sync::watch;
 /// settings policy protects (`PROTECTED_SETTINGS`) are refused as startup parameters too.
 const REFUSED_PARAMETERS: &[&str] = &["options", "replication"];
 
+/// Startup parameters sluice sets itself whatever the client asks: every session speaks UTF-8, the
+/// encoding sluice parses statements in (a client's other encoding is dropped, not refused, as
+/// drivers send one by default).
+const OVERRIDDEN_PARAMETERS: &[&str] = &["client_encoding"];
+
 fn refused_parameter(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    REFUSED_PARAMETERS.contains(&name.as_str()) || PROTECTED_SETTINGS.contains(&name.as_str())
+    !OVERRIDDEN_PARAMETERS.contains(&name.as_str())
+        && (REFUSED_PARAMETERS.contains(&name.as_str()) || PROTECTED_SETTINGS.contains(&name.as_str()))
+}
+
+/// Whether a client's startup parameter goes on to the upstream.
+fn forwarded_parameter(name: &str) -> bool {
+    name != "user"
+        && name != "database"
+        && !name.starts_with("_pq_.")
+        && !OVERRIDDEN_PARAMETERS.contains(&name.to_ascii_lowercase().as_str())
 }
 
 pub async fn run<G: Gate<PgEndpoint>>(
@@ -175,7 +189,7 @@ async fn handshake<G: Gate<PgEndpoint>>(tcp: TcpStream, peer: SocketAddr, shared
     };
 
     let forwarded: Vec<(String, String)> =
-        params.iter().filter(|(n, _)| n != "user" && n != "database" && !n.starts_with("_pq_.")).cloned().collect();
+        params.iter().filter(|(n, _)| forwarded_parameter(n)).cloned().collect();
     let endpoint = Arc::new(grant.endpoint);
     let upstream = match upstream::connect(&endpoint, &forwarded, config.connect_timeout).await {
         Ok(upstream) => upstream,

@@ -111,12 +111,12 @@ async fn list_reviews(
     };
     let reviews = api.approvals.list(&filter).await?;
     let now = Now::get();
-    Ok(Json(json!({"reviews": reviews.iter().map(|r| review_view(&api.approvals, r, now)).collect::<Vec<_>>()})))
+    Ok(Json(json!({"reviews": reviews.iter().map(|r| review_view(&api.approvals, &who, r, now)).collect::<Vec<_>>()})))
 }
 
-async fn show_review(State(api): Shared, Caller(_): Caller, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+async fn show_review(State(api): Shared, Caller(who): Caller, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
     let (review, events) = api.approvals.show(id).await?;
-    let mut view = review_view(&api.approvals, &review, Now::get());
+    let mut view = review_view(&api.approvals, &who, &review, Now::get());
     view["events"] = json!(events);
     view["holding_sessions"] = json!(api.approvals.holding(id));
     Ok(Json(view))
@@ -143,7 +143,7 @@ async fn approve(
         }
         Outcome::Denied => json!({"result": "denied"}),
     };
-    Ok(Json(json!({"outcome": outcome, "review": review_view(&api.approvals, &review, Now::get())})))
+    Ok(Json(json!({"outcome": outcome, "review": review_view(&api.approvals, &who, &review, Now::get())})))
 }
 
 async fn deny(
@@ -154,12 +154,12 @@ async fn deny(
 ) -> Result<Json<Value>, ApiError> {
     let reason = body.and_then(|Json(b)| b.reason).unwrap_or_default();
     let review = api.approvals.deny(&who, id, &reason).await?;
-    Ok(Json(json!({"outcome": {"result": "denied"}, "review": review_view(&api.approvals, &review, Now::get())})))
+    Ok(Json(json!({"outcome": {"result": "denied"}, "review": review_view(&api.approvals, &who, &review, Now::get())})))
 }
 
 async fn revoke(State(api): Shared, Caller(who): Caller, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
     let review = api.approvals.revoke(&who, id).await?;
-    Ok(Json(json!({"outcome": {"result": "revoked"}, "review": review_view(&api.approvals, &review, Now::get())})))
+    Ok(Json(json!({"outcome": {"result": "revoked"}, "review": review_view(&api.approvals, &who, &review, Now::get())})))
 }
 
 #[derive(Deserialize)]
@@ -178,7 +178,7 @@ async fn request_access(
     let duration = Span::parse(&req.duration).map_err(|e| ApiError::bad_request(&e))?;
     let review =
         api.approvals.request_access(&who, &req.connection, req.policy.as_deref(), duration, &req.reason).await?;
-    Ok(Json(review_view(&api.approvals, &review, Now::get())))
+    Ok(Json(review_view(&api.approvals, &who, &review, Now::get())))
 }
 
 #[derive(Deserialize)]
@@ -190,7 +190,7 @@ struct GrantsQuery {
 /// Access grants in force (with `all=true`: every access request, whatever its state).
 async fn list_grants(
     State(api): Shared,
-    Caller(_): Caller,
+    Caller(who): Caller,
     Query(q): Query<GrantsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let filter = ReviewFilter {
@@ -201,7 +201,7 @@ async fn list_grants(
     };
     let grants = api.approvals.list(&filter).await?;
     let now = Now::get();
-    Ok(Json(json!({"grants": grants.iter().map(|r| review_view(&api.approvals, r, now)).collect::<Vec<_>>()})))
+    Ok(Json(json!({"grants": grants.iter().map(|r| review_view(&api.approvals, &who, r, now)).collect::<Vec<_>>()})))
 }
 
 async fn access_policies(State(api): Shared, Caller(who): Caller) -> Json<Value> {

@@ -147,6 +147,8 @@ impl Gate<PgEndpoint> for Gateway {
         let conn = &prepared.config;
         let mut settings = vec![
             ("standard_conforming_strings".to_string(), "on".to_string()),
+            // Statements are parsed as UTF-8: the server must read them the same way.
+            ("client_encoding".to_string(), "UTF8".to_string()),
             ("search_path".to_string(), conn.search_path_setting()),
         ];
         let granted = self.approvals.grant_for(&identity, request.connection).is_some();
