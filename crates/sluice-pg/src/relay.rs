@@ -24,6 +24,7 @@ use sluice_core::{
 use sluice_mask::{ColumnMask, MaskAction, SessionMasking};
 use sluice_sql::{Classifier, PreparedStatements};
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -195,6 +196,8 @@ pub struct Context<'a, G> {
     pub notices: mpsc::UnboundedSender<Bytes>,
     /// Woken by the client's cancel request.
     pub cancel: Arc<Notify>,
+    /// Answers the server owes to messages sluice sent itself (see `close_approved`).
+    pub sluice_owed: AtomicUsize,
 }
 
 impl<G> Context<'_, G> {
@@ -479,6 +482,7 @@ where
                             t.pending.push_back(Pending::new(Kind::SluiceClose, Arc::clone(&no_text)));
                         }
                         t.pending.push_back(Pending::new(Kind::SluiceSync, Arc::clone(&no_text)));
+                        ctx.sluice_owed.fetch_add(close_at_sync.len() + 1, Ordering::AcqRel);
                         drop(t);
                         for name in close_at_sync.drain(..) {
                             if let Some((review_id, _)) = approved_once.remove(&name) {
@@ -705,11 +709,14 @@ where
                     }
                 }
                 // The answers to sluice's own Close and Sync are not the client's.
-                b'3' | b'Z' | b'E' if front_is_sluices(tracker) => {
+                // (Checked without the lock first: almost always nothing of sluice's is owed.)
+                b'3' | b'Z' | b'E' if ctx.sluice_owed.load(Ordering::Acquire) > 0 && front_is_sluices(tracker) => {
                     let mut t = lock(tracker);
+                    let mut answered = 0;
                     match head.tag {
                         b'3' => {
                             t.pending.pop_front();
+                            answered = 1;
                         }
                         b'E' => {
                             tracing::warn!(session = %ctx.session_id, error = %ServerMessage::parse(body).message,
@@ -717,16 +724,19 @@ where
                             // The server skips the other Closes up to sluice's Sync.
                             while t.pending.front().is_some_and(|p| p.kind == Kind::SluiceClose) {
                                 t.pending.pop_front();
+                                answered += 1;
                             }
                         }
                         _ => {
                             while let Some(p) = t.pending.pop_front() {
+                                answered += 1;
                                 if p.kind == Kind::SluiceSync {
                                     break;
                                 }
                             }
                         }
                     }
+                    ctx.sluice_owed.fetch_sub(answered, Ordering::AcqRel);
                     drop_frame = true;
                 }
                 b'E' => {

@@ -340,6 +340,7 @@ async fn relay_session<G: Gate<PgEndpoint>>(
         lookup_timeout: shared.config.connect_timeout,
         notices: notices_tx,
         cancel: hold,
+        sluice_owed: Default::default(),
     };
     let tracker = Mutex::new(Tracker::new());
     let (mut client_read, mut client_write) = tokio::io::split(client);
