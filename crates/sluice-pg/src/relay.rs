@@ -424,14 +424,16 @@ where
                         known.unwrap_or_else(|| (Arc::from("<unknown statement>"), None)),
                     );
                     let mut pending = Pending::new(Kind::Bind, Arc::clone(&no_text));
-                    let rerun = match approved_once.get_mut(statement) {
+                    let once = !approved_once.is_empty() || !closed_by_sluice.is_empty();
+                    let rerun = match approved_once.get_mut(statement).filter(|_| once) {
                         Some((review_id, bound)) if *bound => Some(*review_id),
                         Some((_, bound)) => {
                             *bound = true;
                             close_at_sync.push(Bytes::copy_from_slice(statement));
                             None
                         }
-                        None => closed_by_sluice.get(statement).copied(),
+                        None if once => closed_by_sluice.get(statement).copied(),
+                        None => None,
                     };
                     if let Some(review_id) = rerun {
                         replacement = Some(refused_rebind(portal, review_id, pending));
