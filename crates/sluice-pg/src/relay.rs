@@ -344,8 +344,6 @@ where
             let mut injected: Option<BytesMut> = None;
             match head.tag {
                 b'Q' => {
-                    let text: Arc<str> = Arc::from(String::from_utf8_lossy(cstr_prefix(body)).as_ref());
-                    let utf8 = std::str::from_utf8(cstr_prefix(body)).is_ok();
                     let held = Held {
                         tracker,
                         kind: Kind::Simple,
@@ -353,9 +351,8 @@ where
                         client: &mut *client,
                         early: &mut early,
                     };
-                    let decided = if utf8 { decide(ctx, &mut prepared, &text, held).await } else { Ok(not_utf8()) };
-                    let decision = match decided {
-                        Ok(decision) => decision,
+                    let (text, decision) = match decide_message(ctx, &mut prepared, cstr_prefix(body), held).await {
+                        Ok(decided) => decided,
                         Err(end) => return end,
                     };
                     let pending = Pending::new(Kind::Simple, text).decided(&decision);
@@ -369,8 +366,6 @@ where
                     let (Some(name), Some(query)) = (r.cstr(), r.cstr()) else {
                         return malformed("Parse");
                     };
-                    let text: Arc<str> = Arc::from(String::from_utf8_lossy(query).as_ref());
-                    let utf8 = std::str::from_utf8(query).is_ok();
                     let held = Held {
                         tracker,
                         kind: Kind::Parse,
@@ -378,9 +373,8 @@ where
                         client: &mut *client,
                         early: &mut early,
                     };
-                    let decided = if utf8 { decide(ctx, &mut prepared, &text, held).await } else { Ok(not_utf8()) };
-                    let decision = match decided {
-                        Ok(decision) => decision,
+                    let (text, decision) = match decide_message(ctx, &mut prepared, query, held).await {
+                        Ok(decided) => decided,
                         Err(end) => return end,
                     };
                     let mut pending = Pending::new(Kind::Parse, Arc::clone(&text)).decided(&decision);
@@ -501,9 +495,7 @@ where
                         return malformed("Close");
                     };
                     match which {
-                        b'S' => {
-                            statements.remove(name)
-                        }
+                        b'S' => statements.remove(name),
                         _ => portals.remove(name),
                     };
                 }
@@ -786,7 +778,8 @@ where
                             ctx.record(&mut t, p, None);
                             t.skipping = true;
                         }
-                        Some(Kind::Sync | Kind::Bind | Kind::Describe | Kind::SluiceClose | Kind::SluiceSync) | None => {}
+                        Some(Kind::Sync | Kind::Bind | Kind::Describe | Kind::SluiceClose | Kind::SluiceSync)
+                        | None => {}
                     }
                 }
                 b'Z' => {
@@ -919,6 +912,26 @@ async fn column_masks<G>(ctx: &Context<'_, G>, session: &SessionMasking, fields:
     }
 }
 
+/// The text of a Query or Parse and the decision on it. Statements are decided as UTF-8 text; bytes
+/// that are not UTF-8 would be judged on a lossy reading of what the server runs, so they are refused.
+async fn decide_message<G, R>(
+    ctx: &Context<'_, G>,
+    prepared: &mut PreparedStatements,
+    query: &[u8],
+    held: Held<'_, R>,
+) -> Result<(Arc<str>, Decision), RelayEnd>
+where
+    G: Gate<crate::PgEndpoint>,
+    R: AsyncRead + Unpin,
+{
+    let Ok(text) = std::str::from_utf8(query) else {
+        return Ok((Arc::from(String::from_utf8_lossy(query).as_ref()), not_utf8()));
+    };
+    let text: Arc<str> = Arc::from(text);
+    let decision = decide(ctx, prepared, &text, held).await?;
+    Ok((text, decision))
+}
+
 /// Classifies a message (cached by text), resolves SQL-level EXECUTEs against this session's
 /// PREPAREs, and asks the gate; a statement held for a review is waited for here (see `hold`).
 async fn decide<G, R>(
@@ -952,8 +965,6 @@ where
     Ok(decision)
 }
 
-/// Statements are parsed, decided and approved as UTF-8 text; bytes that are not UTF-8 would be
-/// judged on a lossy reading of what the server runs.
 fn not_utf8() -> Decision {
     Decision::Deny(Refusal {
         rule: "encoding".into(),
@@ -966,14 +977,18 @@ fn not_utf8() -> Decision {
 
 /// SQL `EXECUTE name` of a prepared statement a review approved for one run (Parse and SQL
 /// PREPARE share one namespace): refused, so the run stays the one Bind sluice counts.
-fn executes_approved(analysis: &sluice_core::sql::SqlAnalysis, approved_once: &HashMap<Bytes, (i64, bool)>) -> Option<Refusal> {
+fn executes_approved(
+    analysis: &sluice_core::sql::SqlAnalysis,
+    approved_once: &HashMap<Bytes, (i64, bool)>,
+) -> Option<Refusal> {
     let sluice_core::sql::SqlAnalysis::Parsed { statements } = analysis else { return None };
     if approved_once.is_empty() {
         return None;
     }
-    let (name, (review_id, _)) = statements.iter().filter_map(|s| s.executes.as_deref()).find_map(|name| {
-        approved_once.get_key_value(name.as_bytes()).map(|(_, v)| (name, v))
-    })?;
+    let (name, (review_id, _)) = statements
+        .iter()
+        .filter_map(|s| s.executes.as_deref())
+        .find_map(|name| approved_once.get_key_value(name.as_bytes()).map(|(_, v)| (name, v)))?;
     Some(Refusal {
         rule: format!("review #{review_id}"),
         reason: format!("review #{review_id} approved one run of prepared statement \"{name}\" through the protocol"),

@@ -188,8 +188,7 @@ async fn handshake<G: Gate<PgEndpoint>>(tcp: TcpStream, peer: SocketAddr, shared
         }
     };
 
-    let forwarded: Vec<(String, String)> =
-        params.iter().filter(|(n, _)| forwarded_parameter(n)).cloned().collect();
+    let forwarded: Vec<(String, String)> = params.iter().filter(|(n, _)| forwarded_parameter(n)).cloned().collect();
     let endpoint = Arc::new(grant.endpoint);
     let upstream = match upstream::connect(&endpoint, &forwarded, config.connect_timeout).await {
         Ok(upstream) => upstream,
