@@ -4,6 +4,7 @@ connection + exact statement and used once, self-approval refused, a quorum of t
 that work and then end, webhooks received by a local HTTP server, and reviews that survive a
 restart of sluice."""
 
+import asyncio
 import json
 import shutil
 import struct
@@ -13,6 +14,7 @@ import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import asyncpg
 import psycopg
 import pytest
 
@@ -366,6 +368,30 @@ def test_retry_mode_is_bound_to_identity_connection_and_statement_and_used_once(
     assert again["id"] != review["id"]
     status, body = api(apv, "alice", "GET", f"/api/v1/reviews/{review['id']}")
     assert body["status"] == "consumed"
+
+
+def test_asyncpg_is_held_and_released_and_its_cached_statement_runs_once(apv, pg):
+    """asyncpg prepares (Parse, Describe, Sync) before it binds, and caches the statement."""
+    statement = "DELETE FROM apv_items WHERE id = 13 RETURNING id"
+
+    async def run():
+        conn = await asyncpg.connect(dsn(apv))
+        try:
+            first = asyncio.ensure_future(conn.fetch(statement))
+            review = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: pending_review(apv, "agent", statement, holding=1))
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: cli(apv, "bob", "review", "approve", str(review["id"])))
+            rows = await asyncio.wait_for(first, 30)
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match=f"review #{review['id']} approved one run"):
+                await conn.fetch(statement)
+            assert await conn.fetchval("SELECT 'usable'") == "usable"
+            return rows
+        finally:
+            await conn.close()
+
+    assert [r["id"] for r in asyncio.run(run())] == [13]
+    assert pg.query("SELECT count(*) FROM apv_items WHERE id = 13") == [(0,)]
 
 
 def test_a_statement_with_parameters_is_refused_not_reviewed(apv, pg):
