@@ -99,6 +99,28 @@ impl Gateway {
         }
     }
 
+    /// With masking rules in scope, a statement that would carry a masked column out through an
+    /// expression is refused before anything else happens to it (a review included).
+    fn lineage_check(&self, session: &SessionInfo<'_>, analysis: &SqlAnalysis, decision: Decision) -> Decision {
+        if !self.masking.has_column_rules() {
+            return decision;
+        }
+        match self.masking.lineage_problem(session.identity, session.connection, analysis) {
+            None => decision,
+            Some(reason) => Decision::Deny(Refusal {
+                rule: "masking".into(),
+                reason,
+                detail: None,
+                hint: Some(
+                    "select masked columns directly (they come back masked) and compute on the client, \
+                     or ask an operator to change the masking rules"
+                        .into(),
+                ),
+                cause: RefusalCause::Policy,
+            }),
+        }
+    }
+
     fn audit_auth(&self, request: &OpenRequest<'_>, outcome: AuthOutcome, credential_id: Option<String>) {
         self.recorder.record(AuditEvent::Auth {
             at_us: now_us(),
@@ -217,30 +239,6 @@ impl Gate<PgEndpoint> for Gateway {
 
     fn records_statements(&self) -> bool {
         self.record_statements
-    }
-}
-
-impl Gateway {
-    /// With masking rules in scope, a statement that would carry a masked column out through an
-    /// expression is refused before anything else happens to it (a review included).
-    fn lineage_check(&self, session: &SessionInfo<'_>, analysis: &SqlAnalysis, decision: Decision) -> Decision {
-        if !self.masking.has_column_rules() {
-            return decision;
-        }
-        match self.masking.lineage_problem(session.identity, session.connection, analysis) {
-            None => decision,
-            Some(reason) => Decision::Deny(Refusal {
-                rule: "masking".into(),
-                reason,
-                detail: None,
-                hint: Some(
-                    "select masked columns directly (they come back masked) and compute on the client, \
-                     or ask an operator to change the masking rules"
-                        .into(),
-                ),
-                cause: RefusalCause::Policy,
-            }),
-        }
     }
 }
 
