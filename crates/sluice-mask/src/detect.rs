@@ -428,7 +428,7 @@ impl Scanner {
             // Inside a word or a number (`3.14159…`, `1,234,567`): skip this run of digits only.
             return start + run;
         }
-        let (end, digits, groups) = Groups::extent(hay, start);
+        let (end, digits, groups) = Groups::extent(hay, start, run);
         // One group without a `+` before it can only be a card number.
         let fewest = if groups == 1 && before != Some(b'+') { 13 } else { MIN_DIGITS };
         if digits < fewest {
@@ -444,18 +444,20 @@ impl Scanner {
             return end;
         }
         let n = groups.len;
-        let len = |k: usize| groups.spans[k].1 - groups.spans[k].0;
+        // Digits before group k, so a window's count is one subtraction.
+        let mut digits_before = [0usize; MAX_GROUPS + 1];
+        for k in 0..n {
+            digits_before[k + 1] = digits_before[k] + groups.spans[k].1 - groups.spans[k].0;
+        }
         let mut i = 0;
         'windows: while i < n {
             let last = n.min(i + MAX_WINDOW);
-            let mut digits: usize = (i..last).map(len).sum();
             for j in (i..last).rev() {
-                let fits = (MIN_DIGITS..=19).contains(&digits);
-                digits -= len(j);
-                if !fits {
+                let digits = digits_before[j + 1] - digits_before[i];
+                if !(MIN_DIGITS..=19).contains(&digits) {
                     continue;
                 }
-                if let Some(finding) = self.window(hay, &groups, i, j) {
+                if let Some(finding) = self.window(hay, &groups, i, j, digits) {
                     out.push(finding);
                     i = j + 1;
                     continue 'windows;
@@ -467,9 +469,8 @@ impl Scanner {
     }
 
     /// Tries the detectors on groups `i..=j`, longest windows first.
-    fn window(&self, hay: &[u8], g: &Groups, i: usize, j: usize) -> Option<Finding> {
+    fn window(&self, hay: &[u8], g: &Groups, i: usize, j: usize, digits: usize) -> Option<Finding> {
         let len = |k: usize| g.spans[k].1 - g.spans[k].0;
-        let digits: usize = (i..=j).map(len).sum();
         let seps = &g.seps[i..j];
         let same_sep = seps.windows(2).all(|w| w[0] == w[1]);
         let span = (g.spans[i].0, g.spans[j].1);
@@ -539,10 +540,11 @@ struct Groups {
 impl Groups {
     /// Where the groups `read` would return end, how many digits and groups, without keeping
     /// them: most numbers are too short to be anything, and this is all they cost.
-    fn extent(hay: &[u8], start: usize) -> (usize, usize, usize) {
+    /// `first` is the length of the first run of digits, which the caller has read already.
+    fn extent(hay: &[u8], start: usize, first: usize) -> (usize, usize, usize) {
         let (mut i, mut digits, mut groups) = (start, 0, 0);
+        let mut run = first;
         loop {
-            let run = hay[i..].iter().take_while(|c| c.is_ascii_digit()).count();
             i += run;
             digits += run;
             groups += 1;
@@ -550,6 +552,7 @@ impl Groups {
                 Some((_, skip)) if groups < MAX_GROUPS => i += skip,
                 _ => return (i, digits, groups),
             }
+            run = hay[i..].iter().take_while(|c| c.is_ascii_digit()).count();
         }
     }
 
@@ -623,8 +626,20 @@ fn min_span(b: Builtin) -> usize {
     }
 }
 
+/// Letters, digits and `_`: the bytes a match may not touch on either side.
+const WORD: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        table[c] = b.is_ascii_alphanumeric() || b == b'_';
+        c += 1;
+    }
+    table
+};
+
 fn is_word(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_'
+    WORD[c as usize]
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
