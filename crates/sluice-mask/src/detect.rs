@@ -410,9 +410,10 @@ impl Scanner {
     /// Numbers written in groups: card numbers, SSNs, phone numbers, and IBANs (whose check digits
     /// follow the country letters). Returns where the run of groups ends.
     fn digits(&self, hay: &[u8], start: usize, out: &mut Vec<Finding>) -> usize {
-        if let (Some(detector), true) = (self.id(Builtin::Iban), start >= 2) {
+        // Two capital letters right before the digits are the rarest condition: tested first.
+        if start >= 2 && hay[start - 1].is_ascii_uppercase() && let Some(detector) = self.id(Builtin::Iban) {
             let word_start = start == 2 || !is_word(hay[start - 3]);
-            if word_start && hay[start - 2].is_ascii_uppercase() && hay[start - 1].is_ascii_uppercase() {
+            if word_start && hay[start - 2].is_ascii_uppercase() {
                 if let Some(end) = iban_at(hay, start - 2) {
                     out.push(Finding { detector, start: start - 2, end });
                     return end;
