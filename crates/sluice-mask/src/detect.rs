@@ -422,7 +422,7 @@ impl Scanner {
         }
         let before = start.checked_sub(1).map(|i| hay[i]);
         let after_digit = start >= 2 && hay[start - 2].is_ascii_digit();
-        let run = hay[start..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let run = digit_run(hay, start);
         let decimals = before == Some(b'.') && after_digit;
         let thousands = before == Some(b',') && after_digit && run == 3;
         if before.is_some_and(is_word) || decimals || thousands {
@@ -553,7 +553,7 @@ impl Groups {
                 Some((_, skip)) if groups < MAX_GROUPS => i += skip,
                 _ => return (i, digits, groups),
             }
-            run = hay[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+            run = digit_run(hay, i);
         }
     }
 
@@ -561,7 +561,7 @@ impl Groups {
         let mut g = Groups { spans: [(0, 0); MAX_GROUPS], seps: [0; MAX_GROUPS], len: 0 };
         let mut i = start;
         loop {
-            let run = hay[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+            let run = digit_run(hay, i);
             g.spans[g.len] = (i, i + run);
             i += run;
             g.len += 1;
@@ -627,6 +627,23 @@ fn min_span(b: Builtin) -> usize {
     }
 }
 
+/// How many ASCII digits start at `i`, eight bytes at a time.
+fn digit_run(hay: &[u8], i: usize) -> usize {
+    let mut n = 0;
+    while let Some(chunk) = hay.get(i + n..i + n + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        // Per byte x = b ^ '0' (0..=9 for a digit): the high bit ends up set exactly when x >= 10,
+        // with no carry between bytes ((x & 0x7f) + 0x76 < 0x100).
+        let x = w ^ (ONES * 0x30);
+        let not_digit = (((x & !HIGH) + ONES * 0x76) | x) & HIGH;
+        if not_digit != 0 {
+            return n + (not_digit.trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    n + hay[i + n..].iter().take_while(|c| c.is_ascii_digit()).count()
+}
+
 /// Letters, digits and `_`: the bytes a match may not touch on either side.
 const WORD: [bool; 256] = {
     let mut table = [false; 256];
@@ -684,6 +701,20 @@ mod tests {
 
     fn one(text: &str, detector: &str, what: &str) {
         assert_eq!(found(text), vec![(detector.to_string(), what.to_string())], "in {text:?}");
+    }
+
+    #[test]
+    fn digit_runs_are_counted_exactly() {
+        let hay = b"x0123456789012345678/9:09/ 8 0a1b";
+        for i in 0..hay.len() {
+            let slow = hay[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+            assert_eq!(digit_run(hay, i), slow, "at {i}");
+        }
+        let every_byte: Vec<u8> = (0..=255u8).collect();
+        for i in 0..every_byte.len() {
+            let slow = every_byte[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+            assert_eq!(digit_run(&every_byte, i), slow, "at {i}");
+        }
     }
 
     #[test]
