@@ -18,7 +18,7 @@ import asyncpg
 import psycopg
 import pytest
 
-from conftest import Sluice, free_port, wait_for
+from conftest import Sluice, sluice_binary, wait_for
 from pgwire import Raw, fields, message
 
 RULES = """
@@ -174,16 +174,11 @@ def dsn(gw, who="agent", connection="apv"):
 def cli(gw, who, *args, check=True):
     """Runs a review/access command as `who` (SLUICE_TOKEN) against the running gateway's API."""
     env = dict(gw.env, SLUICE_TOKEN=gw.tokens[who], SLUICE_URL=gw.api_url)
-    result = subprocess.run([str(gw_binary()), "--config", str(gw.config), *args],
+    result = subprocess.run([str(sluice_binary()), "--config", str(gw.config), *args],
                             capture_output=True, text=True, env=env, timeout=60)
     if check and result.returncode != 0:
         raise AssertionError(f"sluice {' '.join(args)} as {who} failed: {result.stderr}")
     return result
-
-
-def gw_binary():
-    from conftest import sluice_binary
-    return sluice_binary()
 
 
 def api(gw, who, method, path, body=None):

@@ -17,9 +17,13 @@ pub struct RuleScope {
 impl RuleScope {
     pub fn contains(&self, identity: &Identity, connection: &str) -> bool {
         let connection_ok = self.connections.is_empty() || self.connections.iter().any(|c| glob_match(c, connection));
-        let caller_ok = (self.identities.is_empty() && self.groups.is_empty())
+        connection_ok && self.covers_caller(identity)
+    }
+
+    /// Whether `identity` is in scope on some connection.
+    pub fn covers_caller(&self, identity: &Identity) -> bool {
+        (self.identities.is_empty() && self.groups.is_empty())
             || self.identities.iter().any(|i| glob_match(i, &identity.name))
-            || self.groups.iter().any(|g| identity.groups.iter().any(|have| glob_match(g, have)));
-        connection_ok && caller_ok
+            || self.groups.iter().any(|g| identity.groups.iter().any(|have| glob_match(g, have)))
     }
 }

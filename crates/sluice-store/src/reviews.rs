@@ -59,7 +59,7 @@ impl Store {
 
     pub async fn review(&self, id: i64) -> Result<Option<Review>, StoreError> {
         let row = sqlx::query("SELECT body FROM reviews WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
-        row.map(|r| parse(&r.try_get::<String, _>(0)?)).transpose()
+        row.as_ref().map(parse_row).transpose()
     }
 
     /// Reviews newest first.
@@ -91,17 +91,13 @@ impl Store {
         }
         sql.push(" ORDER BY id DESC");
         let rows = sql.build().fetch_all(&self.pool).await?;
-        let mut out = Vec::new();
-        for row in rows {
-            let review = parse(&row.try_get::<String, _>(0)?)?;
-            if filter.status.is_none_or(|s| review.status_at(now_us) == s) {
-                out.push(review);
-                if filter.limit > 0 && out.len() as i64 >= filter.limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
+        let limit = usize::try_from(filter.limit).ok().filter(|&n| n > 0).unwrap_or(usize::MAX);
+        // Parsed only up to the limit (newest first).
+        rows.iter()
+            .map(parse_row)
+            .filter(|r| r.as_ref().map_or(true, |r| filter.status.is_none_or(|s| r.status_at(now_us) == s)))
+            .take(limit)
+            .collect()
     }
 
     /// Applies `change` to review `id` and stores the result with an event, unless another
@@ -121,7 +117,7 @@ impl Store {
                 .await?
                 .ok_or_else(|| StoreError::NotFound(format!("there is no review #{id}")))?;
             let version: i64 = row.try_get(1)?;
-            let mut review = parse(&row.try_get::<String, _>(0)?)?;
+            let mut review = parse_row(&row)?;
             let (value, action, comment) = match change(&mut review) {
                 Ok(done) => done,
                 Err(e) => return Ok(Err(e)),
@@ -163,14 +159,9 @@ impl Store {
         .bind(hash)
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::new();
-        for row in rows {
-            let review = parse(&row.try_get::<String, _>(0)?)?;
-            if matches!(review.status_at(now_us), Status::Pending | Status::Approved) {
-                out.push(review);
-            }
-        }
-        Ok(out)
+        let mut reviews = parse_rows(&rows)?;
+        reviews.retain(|r| matches!(r.status_at(now_us), Status::Pending | Status::Approved));
+        Ok(reviews)
     }
 
     /// Access grants approved and not yet over.
@@ -178,14 +169,9 @@ impl Store {
         let rows = sqlx::query("SELECT body FROM reviews WHERE kind = 'access' AND status = 'approved'")
             .fetch_all(&self.pool)
             .await?;
-        let mut out = Vec::new();
-        for row in rows {
-            let review = parse(&row.try_get::<String, _>(0)?)?;
-            if review.grants_access(now_us) {
-                out.push(review);
-            }
-        }
-        Ok(out)
+        let mut reviews = parse_rows(&rows)?;
+        reviews.retain(|r| r.grants_access(now_us));
+        Ok(reviews)
     }
 
     /// Records a transition that does not change the review itself (a wait that timed out).
@@ -242,6 +228,15 @@ async fn insert_event(
 
 fn body(review: &Review) -> Result<String, StoreError> {
     serde_json::to_string(review).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Reviews from rows whose first column is the stored body.
+fn parse_rows(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<Review>, StoreError> {
+    rows.iter().map(parse_row).collect()
+}
+
+fn parse_row(row: &sqlx::sqlite::SqliteRow) -> Result<Review, StoreError> {
+    parse(&row.try_get::<String, _>(0)?)
 }
 
 fn parse(body: &str) -> Result<Review, StoreError> {

@@ -217,9 +217,7 @@ async fn access_policies(State(api): Shared, Caller(who): Caller) -> Json<Value>
                 "max_duration": a.max_duration,
                 "approvers": a.review.approvers,
                 "approvals": a.review.approvals,
-                "you_may_request": a.scope.identities.is_empty() && a.scope.groups.is_empty()
-                    || a.scope.identities.iter().any(|p| sluice_core::glob::glob_match(p, &who.name))
-                    || a.scope.groups.iter().any(|p| who.groups.iter().any(|g| sluice_core::glob::glob_match(p, g))),
+                "you_may_request": a.scope.covers_caller(&who),
             })
         })
         .collect();
