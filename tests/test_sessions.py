@@ -82,3 +82,52 @@ def test_pgbench_select_only_through_sluice(gateway, token, mode):
     assert failed and failed.group(1) == "0", result.stdout
     processed = int(re.search(r"number of transactions actually processed: (\d+)", result.stdout).group(1))
     assert processed > 100, result.stdout
+
+
+LARGE_RESULT = ("SELECT g, 'row ' || g || ' ' || repeat('x', g % 300) AS t"
+                " FROM generate_series(1, 40000) g ORDER BY g")
+
+
+def test_large_results_arrive_whole_and_in_order(gateway, token, pg):
+    """A result of ~6 MB, far beyond the relay's buffers, in the simple protocol (psql) and the
+    extended one (psycopg), two sessions at once: byte for byte what a direct read returns."""
+    direct = subprocess.run(["psql", pg.dsn(), "-XAtc", LARGE_RESULT], capture_output=True, text=True, check=True)
+    expected_rows = pg.query(LARGE_RESULT)
+    assert len(expected_rows) == 40000
+
+    def psql():
+        return subprocess.run(["psql", gateway.dsn(token), "-XAtc", LARGE_RESULT], capture_output=True, text=True,
+                              check=True, timeout=60).stdout
+
+    results = {}
+    reader = threading.Thread(target=lambda: results.update(psql=psql()))
+    reader.start()
+    with psycopg.connect(gateway.dsn(token), autocommit=True) as conn:
+        assert conn.execute(LARGE_RESULT, prepare=False).fetchall() == expected_rows
+    reader.join(timeout=60)
+    assert results["psql"] == direct.stdout
+
+
+def test_rows_of_a_slow_query_are_not_held_back(gateway, token, pg):
+    """The relay gathers a streamed result into large writes, but never waits long for the rest of
+    a message: here the server flushes its 8 KiB buffer twice, each time inside a row, then spends
+    3 s on the last row; the rows it sent must reach the client long before that."""
+    sql = ("SELECT i, repeat('x', 100), CASE WHEN i = 200 THEN pg_sleep(3) END"
+           " FROM generate_series(1, 200) i")
+
+    def first_row_after(dsn):
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            started = time.monotonic()
+            rows = conn.cursor().stream(sql)
+            first = next(rows)
+            first_at = time.monotonic() - started
+            rest = list(rows)
+            total = time.monotonic() - started
+        assert first[0] == 1 and [r[0] for r in rest] == list(range(2, 201))
+        assert total >= 3
+        return first_at
+
+    assert first_row_after(pg.dsn()) < 1.5, "direct: the premise of this test (rows flushed early) holds"
+    for connection, sslmode in (("shop", "require"), ("shop_env", "disable")):
+        first_at = first_row_after(gateway.dsn(token, connection=connection, sslmode=sslmode))
+        assert first_at < 1.5, f"through sluice ({connection}) the first row waited {first_at:.1f} s"

@@ -35,6 +35,12 @@ const REFUSAL_MARKER: &str = "sluice refused this statement";
 /// The server's own frames are trusted up to PostgreSQL's 1 GiB field limit.
 const MAX_SERVER_FRAME: usize = (1 << 30) + 1024;
 const READ_CHUNK: usize = 16 * 1024;
+/// How much of a large response the relay gathers before writing (see `defer_write`).
+const COALESCE_BYTES: usize = 256 * 1024;
+/// How long frames may wait for the rest of a message that ends a read (see `defer_write`).
+const MAX_DEFER: std::time::Duration = std::time::Duration::from_millis(1);
+/// A read buffer larger than this is given back once the session is idle.
+const KEEP_BUFFER_BYTES: usize = 64 * 1024;
 /// Described statements and bound portals whose plans a session keeps. Past this the maps start
 /// over: a plan that is gone makes its rows masked as of unknown shape, never passed in clear.
 const MAX_SHAPES: usize = 4096;
@@ -576,10 +582,15 @@ where
     let mut plan: Option<Arc<RowPlan>> = None;
     let mut copy: Option<CopyFormat> = None;
     let mut rewritten = BytesMut::new();
+    // `consumed` bytes at the front of `buf` are whole frames already handled, not yet written;
+    // those not yet copied to `out` start at `pass_from`. They survive a read when the write is
+    // deferred (see `defer_write`).
+    let mut consumed = 0;
+    let mut pass_from = 0;
+    // While frames are deferred: when they must go out even if the server sends nothing more.
+    let mut flush_by = Box::pin(tokio::time::sleep(std::time::Duration::ZERO));
+    let mut deferring = false;
     loop {
-        let mut consumed = 0;
-        let mut pass_from = 0;
-        out.clear();
         loop {
             let head = match peek_frame(&buf[consumed..], MAX_SERVER_FRAME) {
                 Ok(Some(head)) => head,
@@ -818,16 +829,24 @@ where
             consumed += head.len;
         }
         if consumed > 0 {
-            let written = if pass_from == 0 && out.is_empty() {
-                client.write_all(&buf[..consumed]).await
+            if defer_write(&buf, consumed) {
+                if !deferring {
+                    deferring = true;
+                    flush_by.as_mut().reset(tokio::time::Instant::now() + MAX_DEFER);
+                }
             } else {
-                out.extend_from_slice(&buf[pass_from..consumed]);
-                client.write_all(&out).await
-            };
-            if let Err(e) = written.and(client.flush().await) {
-                return RelayEnd::ClientGone(e.to_string());
+                deferring = false;
+                if let Err(e) = write_frames(client, &buf, consumed, pass_from, &mut out).await {
+                    return RelayEnd::ClientGone(e.to_string());
+                }
+                buf.advance(consumed);
+                consumed = 0;
+                pass_from = 0;
+                if buf.is_empty() && buf.capacity() > KEEP_BUFFER_BYTES {
+                    // A large result grew the buffer; an idle session does not keep it.
+                    buf = BytesMut::with_capacity(READ_CHUNK);
+                }
             }
-            buf.advance(consumed);
         }
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_CHUNK);
@@ -835,14 +854,36 @@ where
         let read = tokio::select! {
             biased;
             read = upstream.read_buf(&mut buf) => read,
+            () = &mut flush_by, if deferring => {
+                deferring = false;
+                if let Err(e) = write_frames(client, &buf, consumed, pass_from, &mut out).await {
+                    return RelayEnd::ClientGone(e.to_string());
+                }
+                buf.advance(consumed);
+                consumed = 0;
+                pass_from = 0;
+                continue;
+            }
             Some(notice) = notices.recv() => {
                 // Between two whole batches of the server's messages, so never inside one.
-                if let Err(e) = client.write_all(&notice).await.and(client.flush().await) {
+                let mut written = Ok(());
+                deferring = false;
+                if consumed > 0 {
+                    written = write_frames(client, &buf, consumed, pass_from, &mut out).await;
+                    buf.advance(consumed);
+                    consumed = 0;
+                    pass_from = 0;
+                }
+                if let Err(e) = written.and(client.write_all(&notice).await).and(client.flush().await) {
                     return RelayEnd::ClientGone(e.to_string());
                 }
                 continue;
             }
         };
+        if !matches!(read, Ok(n) if n > 0) && consumed > 0 {
+            // The whole frames gathered before the server went away are still the client's.
+            let _ = write_frames(client, &buf, consumed, pass_from, &mut out).await;
+        }
         match read {
             Ok(0) => {
                 return match fatal {
@@ -854,6 +895,38 @@ where
             Err(e) => return RelayEnd::UpstreamGone(e.to_string()),
         }
     }
+}
+
+/// Whether to read more before writing the `consumed` bytes of whole frames at the front of `buf`.
+/// When the server's bytes end inside a message, it is streaming a large response: PostgreSQL
+/// flushes mid-message when its 8 KiB send buffer is full. Writing what is whole at once would
+/// wake the client for every 8 KiB, twice the wake-ups of a direct connection, which on a busy
+/// host costs more than the relay itself; gathering up to `COALESCE_BYTES` first lets the client
+/// take the result in a few large reads. The rest of the split message usually follows within
+/// microseconds, but a server producing rows slowly may keep it for a long time, so frames never
+/// wait more than `MAX_DEFER`.
+fn defer_write(buf: &[u8], consumed: usize) -> bool {
+    buf.len() > consumed && consumed < COALESCE_BYTES
+}
+
+/// Writes the frames handled so far: `out` holds what was rewritten up to `pass_from`, and the
+/// rest up to `consumed` goes as it came. Leaves `out` empty.
+async fn write_frames<W: AsyncWrite + Unpin>(
+    client: &mut W,
+    buf: &[u8],
+    consumed: usize,
+    pass_from: usize,
+    out: &mut BytesMut,
+) -> std::io::Result<()> {
+    let written = if out.is_empty() {
+        client.write_all(&buf[pass_from..consumed]).await
+    } else {
+        out.extend_from_slice(&buf[pass_from..consumed]);
+        client.write_all(out).await
+    };
+    out.clear();
+    written?;
+    client.flush().await
 }
 
 /// The plan for rows that arrive without a RowDescription of their own: those of the Execute at
