@@ -9,6 +9,7 @@ use crate::scope::RuleScope;
 use crate::sql::{Kind, ObjectName, Operation, SqlAnalysis, SqlStatement};
 use crate::{Decision, Identity, Refusal, RefusalCause};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -339,16 +340,17 @@ pub struct Policy {
     ruled_functions: Vec<String>,
 }
 
-/// How one operation was judged.
+/// How one operation was judged. It borrows from the policy and the statement, so that judging
+/// a statement the policy allows allocates nothing.
 #[derive(Clone, Debug, Serialize)]
-pub struct Judgement {
-    pub operation: Operation,
+pub struct Judgement<'a> {
+    pub operation: Cow<'a, Operation>,
     pub effect: Effect,
     pub rule: Arc<str>,
     #[serde(skip)]
-    reason: String,
+    reason: Cow<'a, str>,
     #[serde(skip)]
-    hint: Option<String>,
+    hint: Option<Cow<'a, str>>,
 }
 
 impl Policy {
@@ -436,7 +438,7 @@ impl Policy {
     }
 
     /// Every operation of a message with its judgement (for `sluice policy explain`).
-    pub fn explain(&self, identity: &Identity, connection: &str, analysis: &SqlAnalysis) -> Vec<Judgement> {
+    pub fn explain<'a>(&'a self, identity: &Identity, connection: &str, analysis: &'a SqlAnalysis) -> Vec<Judgement<'a>> {
         let mut all = Vec::new();
         if let SqlAnalysis::Parsed { statements } = analysis {
             self.judge_all(identity, connection, statements, |j| {
@@ -448,12 +450,12 @@ impl Policy {
     }
 
     /// Calls `each` with the judgement of every operation until it returns true.
-    fn judge_all(
-        &self,
+    fn judge_all<'a>(
+        &'a self,
         identity: &Identity,
         connection: &str,
-        statements: &[SqlStatement],
-        mut each: impl FnMut(Judgement) -> bool,
+        statements: &'a [SqlStatement],
+        mut each: impl FnMut(Judgement<'a>) -> bool,
     ) {
         let fallback = ConnectionRules { default: self.default, search_path: Vec::new() };
         let conn = self.connections.get(connection).unwrap_or(&fallback);
@@ -461,14 +463,14 @@ impl Policy {
         let scope = Scope { identity, connection };
         for statement in statements {
             for op in &statement.operations {
-                if each(self.judge(&scope, conn, op, multi)) {
+                if each(self.judge(&scope, conn, Cow::Borrowed(op), multi)) {
                     return;
                 }
             }
             for function in &statement.functions {
                 if self.is_ruled_function(function, &conn.search_path) {
                     let op = Operation::new(Kind::Function, Some(function.clone()));
-                    if each(self.judge(&scope, conn, &op, multi)) {
+                    if each(self.judge(&scope, conn, Cow::Owned(op), multi)) {
                         return;
                     }
                 }
@@ -480,7 +482,7 @@ impl Policy {
         self.side_effect_functions.iter().chain(&self.ruled_functions).any(|p| object_matches(p, function, search_path))
     }
 
-    fn judge(&self, scope: &Scope<'_>, conn: &ConnectionRules, op: &Operation, multi: bool) -> Judgement {
+    fn judge<'a>(&'a self, scope: &Scope<'_>, conn: &ConnectionRules, op: Cow<'a, Operation>, multi: bool) -> Judgement<'a> {
         if op.kind == Kind::Set
             && let Some(setting) = &op.object
             && PROTECTED_SETTINGS.contains(&setting.name.as_str())
@@ -495,18 +497,14 @@ impl Policy {
                 "(computed)" => "call set_config() with the setting's name as a literal so it can be checked",
                 _ => "sluice relies on this setting's value and does not let a session change it",
             };
-            return Judgement::builtin(
-                op,
-                "protected-setting",
-                format!("sluice pins the setting {} for every session", setting.name),
-                hint,
-            );
+            let reason = format!("sluice pins the setting {} for every session", setting.name);
+            return Judgement::builtin(op, "protected-setting", reason, hint);
         }
         let mut best: Option<&Rule> = None;
         // Scope is checked per operation rather than collected once: a message has few operations,
         // and this keeps a decision free of allocation.
         for rule in self.rules.iter().filter(|r| r.scope.contains(scope.identity, scope.connection)) {
-            if rule.matches(op, multi, &conn.search_path) && best.is_none_or(|b| rule.effect > b.effect) {
+            if rule.matches(&op, multi, &conn.search_path) && best.is_none_or(|b| rule.effect > b.effect) {
                 best = Some(rule);
                 if rule.effect == Effect::Deny {
                     break;
@@ -515,11 +513,11 @@ impl Policy {
         }
         match best {
             Some(rule) => Judgement {
-                operation: op.clone(),
+                operation: op,
                 effect: rule.effect,
                 rule: Arc::clone(&rule.name),
-                reason: rule.reason.clone(),
-                hint: rule.hint.clone(),
+                reason: Cow::Borrowed(&rule.reason),
+                hint: rule.hint.as_deref().map(Cow::Borrowed),
             },
             None if op.kind == Kind::DynamicSql => Judgement::builtin(
                 op,
@@ -529,10 +527,10 @@ impl Policy {
                  that allows kind \"dynamic-sql\"",
             ),
             None => Judgement {
-                operation: op.clone(),
+                operation: op,
                 effect: conn.default,
                 rule: Arc::clone(&self.default_rule),
-                reason: "no rule allows it and the connection's default is to refuse".into(),
+                reason: Cow::Borrowed("no rule allows it and the connection's default is to refuse"),
                 hint: None,
             },
         }
@@ -675,46 +673,36 @@ fn compile_rule(spec: &RuleSpec, out: &mut Vec<Rule>) -> Result<(), PolicyError>
     }
 }
 
-impl Judgement {
-    fn builtin(op: &Operation, rule: &str, reason: String, hint: &str) -> Judgement {
+impl<'a> Judgement<'a> {
+    fn builtin(op: Cow<'a, Operation>, rule: &str, reason: String, hint: &'static str) -> Judgement<'a> {
         Judgement {
-            operation: op.clone(),
+            operation: op,
             effect: Effect::Deny,
             rule: Arc::from(rule),
-            reason,
-            hint: Some(hint.into()),
+            reason: Cow::Owned(reason),
+            hint: Some(Cow::Borrowed(hint)),
         }
     }
 
     fn into_decision(self, identity: &Identity, connection: &str) -> Decision {
-        let detail = Some(format!("{}", self.operation));
-        match self.effect {
-            Effect::Allow => Decision::Allow { rule: self.rule },
-            Effect::Review => {
-                Decision::Review(Refusal {
-                    rule: self.rule.to_string(),
-                    reason: self.reason,
-                    detail,
-                    hint: Some(self.hint.unwrap_or_else(|| {
-                        "this statement needs a human approval before it runs; it was not run".into()
-                    })),
-                    cause: RefusalCause::Policy,
-                })
-            }
-            Effect::Deny => Decision::Deny(Refusal {
-                rule: self.rule.to_string(),
-                reason: self.reason,
-                detail,
-                hint: Some(self.hint.unwrap_or_else(|| {
-                    format!(
-                        "the policy does not allow this for \"{}\" on connection \"{connection}\"; \
-                         `sluice policy explain` shows why, an operator can change the rule",
-                        identity.name
-                    )
-                })),
-                cause: RefusalCause::Policy,
-            }),
-        }
+        let hint = match (self.effect, self.hint) {
+            (Effect::Allow, _) => return Decision::Allow { rule: self.rule },
+            (_, Some(hint)) => hint.into_owned(),
+            (Effect::Review, None) => "this statement needs a human approval before it runs; it was not run".into(),
+            (Effect::Deny, None) => format!(
+                "the policy does not allow this for \"{}\" on connection \"{connection}\"; \
+                 `sluice policy explain` shows why, an operator can change the rule",
+                identity.name
+            ),
+        };
+        let refusal = Refusal {
+            rule: self.rule.to_string(),
+            reason: self.reason.into_owned(),
+            detail: Some(self.operation.to_string()),
+            hint: Some(hint),
+            cause: RefusalCause::Policy,
+        };
+        if self.effect == Effect::Review { Decision::Review(refusal) } else { Decision::Deny(refusal) }
     }
 }
 

@@ -127,11 +127,16 @@ enum ShapeRef {
 
 impl Pending {
     fn new(kind: Kind, text: Arc<str>) -> Self {
+        // Only statements are recorded; the messages tracked for order alone need no clock.
+        let (started, started_at_us) = match kind {
+            Kind::Simple | Kind::Parse | Kind::Execute => (Instant::now(), now_us()),
+            _ => (untimed(), 0),
+        };
         Pending {
             kind,
             text,
-            started: Instant::now(),
-            started_at_us: now_us(),
+            started,
+            started_at_us,
             rows: 0,
             tag: None,
             error: None,
@@ -155,6 +160,12 @@ impl Pending {
         });
         self
     }
+}
+
+/// The start time of messages that are never recorded.
+fn untimed() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 /// State shared by the two directions: what the server still owes, in order.

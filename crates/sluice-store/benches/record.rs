@@ -1,0 +1,52 @@
+//! Micro-benchmark of statement recording (`cargo bench -p sluice-store`, divan): what writing a
+//! batch of 500 pgbench-like statement records costs the store, per record. Recording runs off
+//! the sessions' threads, but its CPU is the gateway's all the same.
+
+use divan::Bencher;
+use sluice_core::{AuditEvent, StatementRecord};
+use sluice_store::Store;
+use std::sync::Arc;
+
+fn main() {
+    divan::main();
+}
+
+const BATCH: usize = 500;
+
+fn batch(session: &Arc<str>, from: u64) -> Vec<AuditEvent> {
+    (from..from + BATCH as u64)
+        .map(|seq| {
+            AuditEvent::Statement(StatementRecord {
+                session_id: Arc::clone(session),
+                seq,
+                path: "simple",
+                text: Arc::from(format!("SELECT abalance FROM pgbench_accounts WHERE aid = {};", seq * 7919 % 1_000_000)),
+                started_at_us: 1_764_000_000_000_000 + seq as i64 * 90,
+                duration_us: 85,
+                rows: 1,
+                tag: Some("SELECT 1".into()),
+                error_code: None,
+                error_message: None,
+                decision: "allow",
+                rule: Some(Arc::from("reads")),
+            })
+        })
+        .collect()
+}
+
+#[divan::bench(sample_count = 20)]
+fn write_500_statements(bencher: Bencher) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let dir = std::env::temp_dir().join(format!("sluice-record-bench-{}", std::process::id()));
+    let store = runtime.block_on(Store::open(&dir.join("state.db"))).expect("store");
+    let session: Arc<str> = Arc::from("0b9c6a52-7d1e-4c52-9a1e-3f1f6d2f8e11");
+    let mut seq = 0;
+    bencher
+        .counter(divan::counter::ItemsCount::new(BATCH))
+        .with_inputs(|| {
+            seq += BATCH as u64;
+            batch(&session, seq)
+        })
+        .bench_local_values(|events| runtime.block_on(store.write_events(&events)).expect("write"));
+    let _ = std::fs::remove_dir_all(dir);
+}
