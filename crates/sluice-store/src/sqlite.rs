@@ -6,8 +6,10 @@ use crate::schema::MIGRATIONS;
 use serde::Serialize;
 use sluice_core::{AuditEvent, AuthOutcome, Identity, StatementRecord, token};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::sqlite::SqliteArguments;
+use sqlx::{Arguments, Row};
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// 13 bound values a row; SQLite allows 32,766 per statement.
@@ -19,6 +21,48 @@ const INSERT_SIZES: [usize; 6] = [500, 128, 32, 8, 2, 1];
 /// The largest allowed INSERT size that fits in `remaining` rows.
 fn insert_rows(remaining: usize) -> usize {
     INSERT_SIZES.into_iter().find(|&n| n <= remaining).unwrap_or(1)
+}
+
+/// The INSERT of `rows` statement records, `rows` one of `INSERT_SIZES`; each built once.
+fn insert_sql(rows: usize) -> &'static str {
+    static SQL: OnceLock<Vec<String>> = OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        INSERT_SIZES
+            .iter()
+            .map(|&n| {
+                let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+                format!(
+                    "INSERT INTO statements (session_id, seq, path, text, started_at, duration_us, rows, tag, \
+                     error_code, error_message, refused_by, decision, rule) VALUES {}",
+                    vec![row; n].join(", ")
+                )
+            })
+            .collect()
+    });
+    let at = INSERT_SIZES.iter().position(|&n| n == rows).unwrap_or(INSERT_SIZES.len() - 1);
+    &all[at]
+}
+
+/// The bound values of `insert_sql` for these records. Shared texts (session id, statement,
+/// rule) are bound by reference count, not copied.
+fn statement_values(records: &[&StatementRecord]) -> Result<SqliteArguments, sqlx::error::BoxDynError> {
+    let mut args = SqliteArguments::default();
+    for s in records {
+        args.add(Arc::clone(&s.session_id))?;
+        args.add(s.seq as i64)?;
+        args.add(s.path)?;
+        args.add(Arc::clone(&s.text))?;
+        args.add(s.started_at_us)?;
+        args.add(s.duration_us)?;
+        args.add(s.rows as i64)?;
+        args.add(s.tag.as_deref())?;
+        args.add(s.error_code.as_deref())?;
+        args.add(s.error_message.as_deref())?;
+        args.add(s.refused_by())?;
+        args.add(s.decision)?;
+        args.add(s.rule.clone())?;
+    }
+    Ok(args)
 }
 
 #[derive(Clone, Debug)]
@@ -280,26 +324,8 @@ impl Store {
         while !rest.is_empty() {
             let (chunk, after) = rest.split_at(insert_rows(rest.len()));
             rest = after;
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO statements (session_id, seq, path, text, started_at, duration_us, rows, tag, \
-                 error_code, error_message, refused_by, decision, rule) ",
-            );
-            insert.push_values(chunk, |mut row, s| {
-                row.push_bind(&*s.session_id)
-                    .push_bind(s.seq as i64)
-                    .push_bind(s.path)
-                    .push_bind(&*s.text)
-                    .push_bind(s.started_at_us)
-                    .push_bind(s.duration_us)
-                    .push_bind(s.rows as i64)
-                    .push_bind(s.tag.as_deref())
-                    .push_bind(s.error_code.as_deref())
-                    .push_bind(s.error_message.as_deref())
-                    .push_bind(s.refused_by())
-                    .push_bind(s.decision)
-                    .push_bind(s.rule.as_deref());
-            });
-            insert.build().execute(&mut *tx).await?;
+            let values = statement_values(chunk).map_err(sqlx::Error::Encode)?;
+            sqlx::query_with(insert_sql(chunk.len()), values).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
