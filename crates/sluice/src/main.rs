@@ -14,11 +14,6 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
-/// A proxy allocates a little per statement (texts, records, plans) on every worker thread;
-/// mimalloc's per-thread free lists make that cheaper than glibc's malloc (see BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "A policy gateway in the data path between AI agents and infrastructure")]
 struct Cli {
