@@ -847,12 +847,9 @@ where
                 }
             } else {
                 deferring = false;
-                if let Err(e) = write_frames(client, &buf, consumed, pass_from, &mut out).await {
+                if let Err(e) = write_frames(client, &mut buf, &mut consumed, &mut pass_from, &mut out).await {
                     return RelayEnd::ClientGone(e.to_string());
                 }
-                buf.advance(consumed);
-                consumed = 0;
-                pass_from = 0;
                 if buf.is_empty() && buf.capacity() > KEEP_BUFFER_BYTES {
                     // A large result grew the buffer; an idle session does not keep it.
                     buf = BytesMut::with_capacity(READ_CHUNK);
@@ -867,24 +864,15 @@ where
             read = upstream.read_buf(&mut buf) => read,
             () = &mut flush_by, if deferring => {
                 deferring = false;
-                if let Err(e) = write_frames(client, &buf, consumed, pass_from, &mut out).await {
+                if let Err(e) = write_frames(client, &mut buf, &mut consumed, &mut pass_from, &mut out).await {
                     return RelayEnd::ClientGone(e.to_string());
                 }
-                buf.advance(consumed);
-                consumed = 0;
-                pass_from = 0;
                 continue;
             }
             Some(notice) = notices.recv() => {
                 // Between two whole batches of the server's messages, so never inside one.
-                let mut written = Ok(());
                 deferring = false;
-                if consumed > 0 {
-                    written = write_frames(client, &buf, consumed, pass_from, &mut out).await;
-                    buf.advance(consumed);
-                    consumed = 0;
-                    pass_from = 0;
-                }
+                let written = write_frames(client, &mut buf, &mut consumed, &mut pass_from, &mut out).await;
                 if let Err(e) = written.and(client.write_all(&notice).await).and(client.flush().await) {
                     return RelayEnd::ClientGone(e.to_string());
                 }
@@ -893,7 +881,7 @@ where
         };
         if !matches!(read, Ok(n) if n > 0) && consumed > 0 {
             // The whole frames gathered before the server went away are still the client's.
-            let _ = write_frames(client, &buf, consumed, pass_from, &mut out).await;
+            let _ = write_frames(client, &mut buf, &mut consumed, &mut pass_from, &mut out).await;
         }
         match read {
             Ok(0) => {
@@ -920,22 +908,28 @@ fn defer_write(buf: &[u8], consumed: usize) -> bool {
     buf.len() > consumed && consumed < COALESCE_BYTES
 }
 
-/// Writes the frames handled so far: `out` holds what was rewritten up to `pass_from`, and the
-/// rest up to `consumed` goes as it came. Leaves `out` empty.
+/// Writes the frames handled so far and drops them from `buf`: `out` holds what was rewritten up to
+/// `pass_from`, and the rest up to `consumed` goes as it came. Leaves `out` empty and both marks at 0.
 async fn write_frames<W: AsyncWrite + Unpin>(
     client: &mut W,
-    buf: &[u8],
-    consumed: usize,
-    pass_from: usize,
+    buf: &mut BytesMut,
+    consumed: &mut usize,
+    pass_from: &mut usize,
     out: &mut BytesMut,
 ) -> std::io::Result<()> {
+    if *consumed == 0 {
+        return Ok(());
+    }
     let written = if out.is_empty() {
-        client.write_all(&buf[pass_from..consumed]).await
+        client.write_all(&buf[*pass_from..*consumed]).await
     } else {
-        out.extend_from_slice(&buf[pass_from..consumed]);
+        out.extend_from_slice(&buf[*pass_from..*consumed]);
         client.write_all(out).await
     };
     out.clear();
+    buf.advance(*consumed);
+    *consumed = 0;
+    *pass_from = 0;
     written?;
     client.flush().await
 }
