@@ -879,7 +879,7 @@ where
                 continue;
             }
         };
-        if !matches!(read, Ok(n) if n > 0) && consumed > 0 {
+        if !matches!(read, Ok(n) if n > 0) {
             // The whole frames gathered before the server went away are still the client's.
             let _ = write_frames(client, &mut buf, &mut consumed, &mut pass_from, &mut out).await;
         }

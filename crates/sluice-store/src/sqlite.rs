@@ -18,13 +18,9 @@ use std::time::Duration;
 /// size (1 to 500) held tens of MiB.
 const INSERT_SIZES: [usize; 6] = [500, 128, 32, 8, 2, 1];
 
-/// The largest allowed INSERT size that fits in `remaining` rows.
-fn insert_rows(remaining: usize) -> usize {
-    INSERT_SIZES.into_iter().find(|&n| n <= remaining).unwrap_or(1)
-}
-
-/// The INSERT of `rows` statement records, `rows` one of `INSERT_SIZES`; each built once.
-fn insert_sql(rows: usize) -> &'static str {
+/// The largest allowed INSERT that fits in `remaining` rows: how many rows it takes, and its SQL
+/// (each size built once).
+fn insert_for(remaining: usize) -> (usize, &'static str) {
     static SQL: OnceLock<Vec<String>> = OnceLock::new();
     let all = SQL.get_or_init(|| {
         INSERT_SIZES
@@ -39,11 +35,11 @@ fn insert_sql(rows: usize) -> &'static str {
             })
             .collect()
     });
-    let at = INSERT_SIZES.iter().position(|&n| n == rows).unwrap_or(INSERT_SIZES.len() - 1);
-    &all[at]
+    let at = INSERT_SIZES.iter().position(|&n| n <= remaining).unwrap_or(INSERT_SIZES.len() - 1);
+    (INSERT_SIZES[at], &all[at])
 }
 
-/// The bound values of `insert_sql` for these records. Shared texts (session id, statement,
+/// The bound values of an `insert_for` INSERT for these records. Shared texts (session id, statement,
 /// rule) are bound by reference count, not copied.
 fn statement_values(records: &[&StatementRecord]) -> Result<SqliteArguments, sqlx::error::BoxDynError> {
     let mut args = SqliteArguments::default();
@@ -322,10 +318,11 @@ impl Store {
             .collect();
         let mut rest = statements.as_slice();
         while !rest.is_empty() {
-            let (chunk, after) = rest.split_at(insert_rows(rest.len()));
+            let (rows, sql) = insert_for(rest.len());
+            let (chunk, after) = rest.split_at(rows);
             rest = after;
             let values = statement_values(chunk).map_err(sqlx::Error::Encode)?;
-            sqlx::query_with(insert_sql(chunk.len()), values).execute(&mut *tx).await?;
+            sqlx::query_with(sql, values).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -450,8 +447,9 @@ mod tests {
         for total in [1, 7, 499, 500, 1234, 4096] {
             let (mut rest, mut sizes) = (total, Vec::new());
             while rest > 0 {
-                let n = insert_rows(rest);
+                let (n, sql) = insert_for(rest);
                 assert!(INSERT_SIZES.contains(&n) && n <= rest);
+                assert_eq!(sql.matches("(?,").count(), n, "the SQL takes as many rows as it says");
                 sizes.push(n);
                 rest -= n;
             }
