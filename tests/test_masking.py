@@ -298,8 +298,26 @@ def staff(pg):
     pg.query("DROP TABLE IF EXISTS staff")
 
 
+STAFF_VIEWS = """
+    CREATE VIEW staff_public AS SELECT id, name, upper(diagnosis) AS condition, salary AS pay, phone_ext FROM staff;
+    CREATE VIEW staff_notes AS SELECT id, 'dx: ' || condition AS note FROM staff_public;
+    CREATE MATERIALIZED VIEW staff_snapshot AS SELECT id, substr(diagnosis, 1, 5) AS dx_head FROM staff;
+    GRANT SELECT ON staff_public, staff_notes, staff_snapshot TO app;
+"""
+
+
 @pytest.fixture(scope="module")
-def rules_gw(pg, staff):
+def staff_views(pg, staff):
+    """Views an operator made over the masked columns (not through sluice)."""
+    with pg.connect() as conn:
+        conn.execute(STAFF_VIEWS)
+    yield
+    with pg.connect() as conn:
+        conn.execute("DROP VIEW IF EXISTS staff_notes, staff_public; DROP MATERIALIZED VIEW IF EXISTS staff_snapshot")
+
+
+@pytest.fixture(scope="module")
+def rules_gw(pg, staff, staff_views):
     from conftest import Sluice
 
     gw = Sluice(pg, extra_connections=COLUMN_RULES).start()
@@ -363,6 +381,14 @@ def test_column_rules_are_scoped_to_callers(rules_gw):
     "CREATE TEMP TABLE leak AS SELECT diagnosis FROM staff",
     "COPY staff TO STDOUT",
     "COPY (SELECT id, diagnosis FROM staff) TO STDOUT",
+    "CREATE FUNCTION leak() RETURNS SETOF text LANGUAGE sql AS $$ SELECT reverse(diagnosis) FROM staff $$",
+    "CREATE FUNCTION leak2() RETURNS text LANGUAGE plpgsql AS $$ DECLARE d text; "
+    "BEGIN SELECT diagnosis INTO d FROM staff LIMIT 1; RETURN reverse(d); END $$",
+    "DO $$ BEGIN RAISE NOTICE '%', (SELECT reverse(diagnosis) FROM staff LIMIT 1); END $$",
+    "SELECT lower(condition) FROM staff_public",
+    "SELECT note || '' FROM staff_notes",
+    "SELECT row_to_json(s) FROM staff_snapshot s",
+    "CREATE TEMP TABLE leak AS SELECT condition FROM staff_public",
 ])
 def test_masked_columns_cannot_leave_through_expressions_copies_or_copy(rules_gw, sql):
     token = rules_gw.token(groups="agents")
@@ -379,6 +405,8 @@ def test_masked_columns_cannot_leave_through_expressions_copies_or_copy(rules_gw
     ("SELECT upper(name) FROM staff WHERE id = 1", "ANN LEE"),
     ("SELECT s.name FROM staff s WHERE id = 1", "Ann Lee"),
     ("SELECT x FROM (SELECT diagnosis AS x FROM staff WHERE id = 1) t", "[redacted:hr-private]"),
+    ("SELECT upper(name) FROM staff_public WHERE id = 1", "ANN LEE"),
+    ("SELECT count(*) FROM staff_notes", "2"),
 ])
 def test_plain_references_and_other_columns_still_work(rules_gw, sql, expected):
     token = rules_gw.token(groups="agents")
@@ -394,3 +422,38 @@ def test_notification_payloads_are_masked(gateway, token, pg):
         notice = next(listener.notifies(timeout=10, stop_after=1))
     assert notice.channel == "jobs"
     assert notice.payload == "refund to card [redacted:credit-card] done"
+
+
+def test_view_columns_carry_the_rules_of_the_columns_they_are_computed_from(rules_gw):
+    token = rules_gw.token(groups="agents")
+    out = psql(rules_gw, token, "-A", "-t", sql="SELECT id, name, condition, pay, phone_ext FROM staff_public ORDER BY id")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["1|Ann Lee|[redacted:hr-private]||**71", "2|Bo Chan|||**72"]
+    notes = psql(rules_gw, token, "-A", "-t", sql="SELECT note FROM staff_notes WHERE id = 1")
+    assert notes.stdout.strip() == "[redacted:hr-private]", "a view over a view"
+    snapshot = psql(rules_gw, token, "-A", "-t", sql="SELECT dx_head FROM staff_snapshot WHERE id = 1")
+    assert snapshot.stdout.strip() == "[redacted:hr-private]", "a materialized view keeps its own copy"
+    with psycopg.connect(rules_gw.dsn(token), autocommit=True) as conn:
+        row = conn.cursor(binary=True).execute("SELECT condition, pay FROM staff_public WHERE id = %s", [1]).fetchone()
+    assert row == ("[redacted:hr-private]", None)
+    # Scoped like the rule: hr-private is for agents, staff-phone for everyone.
+    hr = rules_gw.token(identity="hr-bot", groups="hr")
+    clear = subprocess.run(["psql", rules_gw.dsn(hr, user="hr-bot"), "-X", "-A", "-t", "-c",
+                            "SELECT condition, phone_ext FROM staff_public WHERE id = 1"],
+                           capture_output=True, text=True, timeout=60)
+    assert clear.stdout.strip() == "CHRONIC MIGRAINE|**71", clear.stderr
+
+
+def test_a_view_made_while_sluice_runs_is_read_when_first_seen(rules_gw, pg):
+    pg.query("CREATE VIEW staff_late AS SELECT id, lower(diagnosis) AS dx FROM staff")
+    pg.query("GRANT SELECT ON staff_late TO app")
+    try:
+        token = rules_gw.token(groups="agents")
+        out = psql(rules_gw, token, "-A", "-t", sql="SELECT id, dx FROM staff_late WHERE id = 1")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "1|[redacted:hr-private]"
+        refused = psql(rules_gw, token, sql="SELECT md5(dx) FROM staff_late")
+        assert refused.returncode != 0 and 'refused by rule "masking"' in refused.stderr, refused.stderr
+        assert "staff_late" in refused.stderr
+    finally:
+        pg.query("DROP VIEW staff_late")

@@ -265,6 +265,10 @@ pub struct Target {
     /// `AS name`, or the SET column of an UPDATE.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alias: Option<String>,
+    /// Where it is written when that is inside a body run later (`inside the body of function f`,
+    /// `inside a DO block`): what such an output becomes is out of sight of masking.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
 }
 
 /// What a whole message (one simple Query, or the text of one Parse) does.

@@ -9,16 +9,18 @@ mod lineage;
 pub mod spec;
 pub mod validate;
 pub mod value;
+mod views;
 
 pub use action::{MaskAction, TokenKey};
 pub use detect::{Builtin, DetectorKind, Finding, Scanner};
 pub use spec::{MaskError, MaskingSpec};
 pub use value::{mask_whole, type_class, ColumnMask, ContentMasker, Masked, TypeClass};
+pub use views::{View, ViewRules};
 
 use sluice_core::glob::glob_match;
 use sluice_core::scope::RuleScope;
 use sluice_core::sql::SqlAnalysis;
-use sluice_core::Identity;
+use sluice_core::{Identity, Refusal, RefusalCause};
 use std::sync::Arc;
 
 /// A column rule compiled: who it applies to, which columns, and what it does.
@@ -43,6 +45,10 @@ impl ColumnRule {
 
     fn covers_column_name(&self, column: &str) -> bool {
         self.columns.iter().any(|[_, _, c]| glob_match(c, column))
+    }
+
+    fn mask(&self) -> ColumnMask {
+        ColumnMask { label: Arc::clone(&self.name), action: self.action }
     }
 }
 
@@ -131,6 +137,22 @@ impl Masking {
     }
 }
 
+/// The refusal of a statement that would carry a masked column out of reach of masking (`reason`
+/// says how; see `Masking::lineage_problem`).
+pub fn lineage_refusal(reason: String) -> Refusal {
+    Refusal {
+        rule: "masking".into(),
+        reason,
+        detail: None,
+        hint: Some(
+            "select masked columns directly (they come back masked) and compute on the client, \
+             or ask an operator to change the masking rules"
+                .into(),
+        ),
+        cause: RefusalCause::Policy,
+    }
+}
+
 /// One finding as `sluice mask test` shows it.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Explained {
@@ -164,13 +186,24 @@ impl SessionMasking {
 
     /// The first column rule in scope that covers this column.
     pub fn column(&self, schema: &str, table: &str, column: &str) -> Option<ColumnMask> {
-        self.rules().find(|r| r.covers(schema, table, column)).map(|r| ColumnMask {
-            label: Arc::clone(&r.name),
-            action: r.action,
-        })
+        self.rules().find(|r| r.covers(schema, table, column)).map(ColumnRule::mask)
+    }
+
+    /// The rule a view column carries from a masked column it is computed from, if in scope.
+    pub fn view_column(&self, views: &ViewRules, schema: &str, view: &str, column: &str) -> Option<ColumnMask> {
+        self.view_rules(views).find(|r| r.covers(schema, view, column)).map(ColumnRule::mask)
+    }
+
+    /// Like `Masking::lineage_problem`, for the view columns that carry a masked column.
+    pub fn view_lineage_problem(&self, views: &ViewRules, analysis: &SqlAnalysis) -> Option<String> {
+        lineage::problem(self.view_rules(views), analysis)
     }
 
     fn rules(&self) -> impl Iterator<Item = &ColumnRule> + Clone {
         self.columns.iter().map(|&i| &self.masking.columns[i])
+    }
+
+    fn view_rules<'a>(&'a self, views: &'a ViewRules) -> impl Iterator<Item = &'a ColumnRule> + Clone {
+        views.rules.iter().filter(|(base, _)| self.columns.contains(base)).map(|(_, rule)| rule)
     }
 }

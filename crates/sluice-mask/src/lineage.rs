@@ -54,6 +54,12 @@ fn statement_problem<'a>(rules: impl Iterator<Item = &'a ColumnRule> + Clone, st
     for t in &statement.targets {
         let hit = t.refs.iter().find(|r| *r == "*" && !t.bare || tainted.contains(&r.as_str()));
         let Some(hit) = hit else { continue };
+        if let Some(body) = &t.body {
+            return Some(format!(
+                "\"{hit}\" is (or may be) a masked column of {}, read {body}: what a body returns, stores or raises is out of reach of masking",
+                covered[0]
+            ));
+        }
         if !t.bare {
             return Some(format!(
                 "\"{hit}\" is (or may be) a masked column of {}, used inside an expression whose result sluice cannot mask",

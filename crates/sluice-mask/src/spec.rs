@@ -217,7 +217,7 @@ mod tests {
         let select = |table: &str, refs: &[&str], bare: bool| SqlAnalysis::Parsed {
             statements: vec![SqlStatement {
                 operations: vec![Operation::new(Kind::Read, Some(ObjectName::bare(table)))],
-                targets: vec![Target { refs: refs.iter().map(|r| r.to_string()).collect(), bare, alias: None }],
+                targets: vec![Target { refs: refs.iter().map(|r| r.to_string()).collect(), bare, alias: None, body: None }],
                 ..SqlStatement::default()
             }],
         };
@@ -227,6 +227,12 @@ mod tests {
         assert!(m.lineage_problem(&bot, "prod-eu", &read("customers", &["id"])).is_none(), "not a masked column");
         assert!(m.lineage_problem(&bot, "prod-eu", &select("customers", &["ssn"], true)).is_none(), "a plain reference");
         assert!(m.lineage_problem(&bot, "staging", &read("notes", &["body"])).is_none(), "rule out of scope");
+        let mut in_body = select("customers", &["ssn"], true);
+        if let SqlAnalysis::Parsed { statements } = &mut in_body {
+            statements[0].targets[0].body = Some("inside the body of function f".into());
+        }
+        let why = m.lineage_problem(&bot, "prod-eu", &in_body).expect("a plain reference inside a body escapes");
+        assert!(why.contains("inside the body of function f"), "{why}");
         assert!(m.for_session(&who("bot", &["humans"]), "prod-eu").column("public", "customers", "ssn").is_none());
         assert!(m.for_session(&who("bot", &["agents"]), "staging").column("public", "customers", "ssn").is_none());
     }

@@ -1,8 +1,10 @@
 //! Names of tables and columns by OID, as masking rules need them: a RowDescription identifies a
-//! column only by its table's OID and column number. Looked up on the upstream server through a
-//! short side connection with the session's own credential, cached per upstream database.
+//! column only by its table's OID and column number; and the views whose columns carry a masked
+//! column. Looked up on the upstream server through a short side connection with the session's
+//! own credential, cached per upstream database.
 
 use crate::upstream::{self, PgEndpoint, UpstreamError};
+use sluice_mask::{Masking, View, ViewRules};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +16,8 @@ pub const FRESH_FOR: Duration = Duration::from_secs(60);
 pub struct Table {
     pub schema: String,
     pub name: String,
+    /// A view or materialized view.
+    pub view: bool,
     columns: HashMap<i16, String>,
 }
 
@@ -28,9 +32,58 @@ type Cached = HashMap<u32, (Instant, Arc<Table>)>;
 #[derive(Default)]
 pub struct Catalog {
     databases: Mutex<HashMap<String, Cached>>,
+    /// Per database: when read, for which masking configuration (its address), what it gave.
+    views: Mutex<HashMap<String, (Instant, usize, Arc<ViewRules>)>>,
 }
 
+/// Every view and materialized view outside the system schemas: one row per view (`v`), per
+/// column (`c`) and per relation its definition reads (`r`), told apart by the first value.
+const VIEWS_SQL: &str = "\
+    SELECT 'v', v.oid::text, n.nspname::text, v.relname::text, pg_catalog.pg_get_viewdef(v.oid) \
+      FROM pg_catalog.pg_class v JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace \
+     WHERE v.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+    UNION ALL \
+    SELECT 'c', v.oid::text, a.attnum::text, a.attname::text, NULL \
+      FROM pg_catalog.pg_class v JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace \
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = v.oid AND a.attnum > 0 AND NOT a.attisdropped \
+     WHERE v.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+    UNION ALL \
+    SELECT DISTINCT 'r', v.oid::text, tn.nspname::text, t.relname::text, NULL \
+      FROM pg_catalog.pg_class v JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace \
+      JOIN pg_catalog.pg_rewrite r ON r.ev_class = v.oid \
+      JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
+           AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+      JOIN pg_catalog.pg_class t ON t.oid = d.refobjid AND t.oid <> v.oid \
+      JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace \
+     WHERE v.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')";
+
 impl Catalog {
+    /// The view columns that carry a masked column under `masking` (see `Masking::view_rules`), and
+    /// when they were read. `again`: read them now even if the last reading is fresh (it misses
+    /// a view).
+    pub async fn view_rules(
+        &self,
+        endpoint: &PgEndpoint,
+        masking: &Masking,
+        timeout: Duration,
+        again: bool,
+    ) -> Result<(Instant, Arc<ViewRules>), UpstreamError> {
+        let key = format!("{}:{}/{}", endpoint.host, endpoint.port, endpoint.database);
+        let config = masking as *const Masking as usize;
+        if !again {
+            let cached = self.views.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, _, rules)) = cached.get(&key).filter(|(at, c, _)| *c == config && at.elapsed() < FRESH_FOR) {
+                return Ok((*at, Arc::clone(rules)));
+            }
+        }
+        let rows = upstream::query_once(endpoint, VIEWS_SQL, timeout).await?;
+        let rules = Arc::new(masking.view_rules(&views_from_rows(rows)));
+        let now = Instant::now();
+        let mut cached = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        cached.insert(key, (now, config, Arc::clone(&rules)));
+        Ok((now, rules))
+    }
+
     /// The tables among `oids`; those the server does not know (a dropped table) are absent.
     pub async fn tables(
         &self,
@@ -59,7 +112,7 @@ impl Catalog {
         }
         let list: Vec<String> = missing.iter().map(u32::to_string).collect();
         let sql = format!(
-            "SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname \
+            "SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname, c.relkind IN ('v', 'm') \
              FROM pg_catalog.pg_class c \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid \
@@ -69,7 +122,8 @@ impl Catalog {
         let rows = upstream::query_once(endpoint, &sql, timeout).await?;
         let mut fetched: HashMap<u32, Table> = HashMap::new();
         for row in rows {
-            let [Some(oid), Some(schema), Some(name), Some(number), Some(column)] = <[Option<String>; 5]>::try_from(row)
+            let [Some(oid), Some(schema), Some(name), Some(number), Some(column), Some(view)] =
+                <[Option<String>; 6]>::try_from(row)
                 .map_err(|_| UpstreamError::Protocol("catalog query returned an unexpected row".into()))?
             else {
                 continue;
@@ -77,7 +131,7 @@ impl Catalog {
             let (Ok(oid), Ok(number)) = (oid.parse::<u32>(), number.parse::<i16>()) else { continue };
             fetched
                 .entry(oid)
-                .or_insert_with(|| Table { schema, name, columns: HashMap::new() })
+                .or_insert_with(|| Table { schema, name, view: view == "t", columns: HashMap::new() })
                 .columns
                 .insert(number, column);
         }
@@ -91,4 +145,42 @@ impl Catalog {
         }
         Ok(found)
     }
+}
+
+/// The views in the rows of `VIEWS_SQL`, their definitions classified.
+fn views_from_rows(rows: Vec<Vec<Option<String>>>) -> Vec<View> {
+    let mut views: HashMap<String, View> = HashMap::new();
+    let mut columns: Vec<(String, i16, String)> = Vec::new();
+    let mut reads: Vec<(String, String, String)> = Vec::new();
+    for row in rows {
+        let Ok([Some(kind), Some(oid), Some(a), Some(b), definition]) = <[Option<String>; 5]>::try_from(row) else { continue };
+        match kind.as_str() {
+            "v" => {
+                let definition = definition.unwrap_or_default();
+                let view = View {
+                    schema: a,
+                    name: b,
+                    columns: Vec::new(),
+                    reads: Vec::new(),
+                    outputs: sluice_sql::output_refs(&definition),
+                    definition: sluice_sql::analyze(&definition),
+                };
+                views.insert(oid, view);
+            }
+            "c" => columns.push((oid, a.parse().unwrap_or(i16::MAX), b)),
+            _ => reads.push((oid, a, b)),
+        }
+    }
+    columns.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
+    for (oid, _, name) in columns {
+        if let Some(view) = views.get_mut(&oid) {
+            view.columns.push(name);
+        }
+    }
+    for (oid, schema, name) in reads {
+        if let Some(view) = views.get_mut(&oid) {
+            view.reads.push((schema, name));
+        }
+    }
+    views.into_values().collect()
 }

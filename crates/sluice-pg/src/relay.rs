@@ -15,13 +15,14 @@ use crate::catalog::Catalog;
 use crate::codec::{self, FrameError, HEADER_LEN, Reader, peek_frame, put_cstr, put_message, tag_rows};
 use crate::error::{PgError, ServerMessage, sqlstate};
 use crate::mask::{self, CopyFormat, Field, ResponseMasker, RowPlan};
-use crate::upstream::PgEndpoint;
+use crate::upstream::{PgEndpoint, UpstreamError};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use sluice_core::audit::now_us;
+use sluice_core::sql::SqlAnalysis;
 use sluice_core::{
     Action, ActionKind, AuditEvent, Decision, Gate, Protocol, Refusal, RefusalCause, SessionInfo, StatementRecord,
 };
-use sluice_mask::{ColumnMask, MaskAction, SessionMasking};
+use sluice_mask::{ColumnMask, MaskAction, SessionMasking, ViewRules};
 use sluice_sql::{Classifier, PreparedStatements};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -215,9 +216,24 @@ pub struct Context<'a, G> {
     pub cancel: Arc<Notify>,
     /// Answers the server owes to messages sluice sent itself (see `close_approved`).
     pub sluice_owed: AtomicUsize,
+    /// The view columns that carry a masked column, as last read (see `view_rules`).
+    pub views: Mutex<Option<(Instant, Arc<ViewRules>)>>,
 }
 
 impl<G> Context<'_, G> {
+    /// The view columns in this session's database that carry a masked column; read through the
+    /// shared catalog, remembered here for as long as the catalog trusts it (`again`: read anew).
+    async fn view_rules(&self, masking: &SessionMasking, again: bool) -> Result<Arc<ViewRules>, UpstreamError> {
+        if let Some((at, rules)) = &*self.views.lock().unwrap_or_else(|p| p.into_inner()) {
+            if !again && at.elapsed() < crate::catalog::FRESH_FOR {
+                return Ok(Arc::clone(rules));
+            }
+        }
+        let (at, rules) = self.catalog.view_rules(self.endpoint, masking.masking(), self.lookup_timeout, again).await?;
+        *self.views.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, Arc::clone(&rules)));
+        Ok(rules)
+    }
+
     fn record(&self, tracker: &mut Tracker, p: Pending, path_override: Option<&str>)
     where
         G: Gate<crate::PgEndpoint>,
@@ -974,12 +990,30 @@ async fn column_masks<G>(ctx: &Context<'_, G>, session: &SessionMasking, fields:
     if oids.is_empty() {
         return Vec::new();
     }
-    match ctx.catalog.tables(ctx.endpoint, &oids, ctx.lookup_timeout).await {
-        Ok(tables) => fields
+    let looked_up = match ctx.catalog.tables(ctx.endpoint, &oids, ctx.lookup_timeout).await {
+        Ok(tables) => {
+            // A view created since the views were last read is read now: its columns may carry one.
+            let unknown_view = |views: &ViewRules| {
+                let system = |schema: &str| matches!(schema, "pg_catalog" | "information_schema");
+                tables.values().any(|t| t.view && !system(&t.schema) && !views.knows(&t.schema, &t.name))
+            };
+            let mut views = ctx.view_rules(session, false).await;
+            if views.as_deref().is_ok_and(unknown_view) {
+                views = ctx.view_rules(session, true).await;
+            }
+            views.map(|views| (tables, views))
+        }
+        Err(e) => Err(e),
+    };
+    match looked_up {
+        Ok((tables, views)) => fields
             .iter()
             .map(|f| {
                 let table = tables.get(&f.table_oid)?;
-                session.column(&table.schema, &table.name, table.column(f.column)?)
+                let column = table.column(f.column)?;
+                session
+                    .column(&table.schema, &table.name, column)
+                    .or_else(|| session.view_column(&views, &table.schema, &table.name, column))
             })
             .collect(),
         Err(e) => {
@@ -1030,8 +1064,13 @@ where
     let cancelled = ctx.cancel.notified();
     let decision = {
         let resolved = prepared.resolve(&analysis);
-        let action = Action { protocol: Protocol::Postgres, kind: ActionKind::Sql { text, analysis: &resolved } };
-        ctx.gate.decide(&ctx.info, &action).await
+        match through_masked_views(ctx, &resolved).await {
+            Some(refusal) => Decision::Deny(refusal),
+            None => {
+                let action = Action { protocol: Protocol::Postgres, kind: ActionKind::Sql { text, analysis: &resolved } };
+                ctx.gate.decide(&ctx.info, &action).await
+            }
+        }
     };
     let decision = match decision {
         Decision::Hold(h) => hold(ctx, text, &h, held, cancelled).await?,
@@ -1041,6 +1080,27 @@ where
         prepared.note_allowed(&analysis);
     }
     Ok(decision)
+}
+
+/// With column rules in scope, a statement that computes on (or copies) view columns carrying a
+/// masked column is refused as one doing so with the column itself is (the gateway checks the
+/// columns of tables). When the views cannot be read, that cannot be ruled out: refused.
+async fn through_masked_views<G>(ctx: &Context<'_, G>, analysis: &SqlAnalysis) -> Option<Refusal> {
+    let session = ctx.masking.as_ref().filter(|m| m.has_column_rules())?;
+    if !matches!(analysis, SqlAnalysis::Parsed { .. }) {
+        return None;
+    }
+    match ctx.view_rules(session, false).await {
+        Ok(views) if views.is_empty() => None,
+        Ok(views) => session.view_lineage_problem(&views, analysis).map(sluice_mask::lineage_refusal),
+        Err(e) => Some(Refusal {
+            rule: "masking".into(),
+            reason: format!("sluice cannot read the server's views to check them for masked columns: {e}"),
+            detail: None,
+            hint: Some("retry in a moment; if it persists, the upstream server is unreachable or refuses catalog reads".into()),
+            cause: RefusalCause::Policy,
+        }),
+    }
 }
 
 fn not_utf8() -> Decision {
@@ -1056,7 +1116,7 @@ fn not_utf8() -> Decision {
 /// SQL `EXECUTE name` of a prepared statement a review approved for one run (Parse and SQL
 /// PREPARE share one namespace): refused, so the run stays the one Bind sluice counts.
 fn executes_approved(
-    analysis: &sluice_core::sql::SqlAnalysis,
+    analysis: &SqlAnalysis,
     approved_once: &HashMap<Bytes, (i64, bool)>,
 ) -> Option<Refusal> {
     let sluice_core::sql::SqlAnalysis::Parsed { statements } = analysis else { return None };

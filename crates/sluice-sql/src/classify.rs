@@ -58,6 +58,39 @@ fn statements(text: &str) -> Result<Vec<SqlStatement>, String> {
     Ok(out)
 }
 
+/// The column names each output column of a query refers to, in output order (the branches of a
+/// UNION merged column by column), as masking reads a view's definition. `None` when `text` is
+/// not a single query.
+pub fn output_refs(text: &str) -> Option<Vec<Vec<String>>> {
+    let parsed = parse(text, 0).ok()?;
+    let [(_, tree)] = parsed.as_slice() else { return None };
+    select_outputs(tree.pointer("/node/SelectStmt")?)
+}
+
+fn select_outputs(select: &Value) -> Option<Vec<Vec<String>>> {
+    let targets = select.get("target_list").and_then(Value::as_array).filter(|t| !t.is_empty());
+    let Some(targets) = targets else {
+        // A set operation: each output column reads what either branch puts there.
+        let mut left = select_outputs(select.get("larg")?)?;
+        let right = select_outputs(select.get("rarg")?)?;
+        if left.len() != right.len() {
+            return None;
+        }
+        for (l, r) in left.iter_mut().zip(right) {
+            l.extend(r.into_iter().filter(|name| !l.contains(name)).collect::<Vec<_>>());
+        }
+        return Some(left);
+    };
+    targets
+        .iter()
+        .map(|t| {
+            let mut refs = Vec::new();
+            column_refs(t.pointer("/node/ResTarget/val")?, &mut refs);
+            Some(refs)
+        })
+        .collect()
+}
+
 /// Where one statement sits in the message (byte offsets, as PostgreSQL reports them).
 struct Location {
     start: usize,
@@ -120,6 +153,8 @@ struct Walker<'t> {
     aliases: Vec<(String, ObjectName)>,
     parameters: bool,
     error: Option<String>,
+    /// Inside a function body or DO block: where, for the outputs met (see `Target::body`).
+    body: Option<String>,
 }
 
 impl<'t> Walker<'t> {
@@ -140,6 +175,7 @@ impl<'t> Walker<'t> {
             aliases: Vec::new(),
             parameters: false,
             error: None,
+            body: None,
         }
     }
 
@@ -274,6 +310,13 @@ impl<'t> Walker<'t> {
         self.contexts.pop();
     }
 
+    /// Walks what runs later, inside a function body or DO block (`where_` names it).
+    fn in_body(&mut self, where_: String, f: impl FnOnce(&mut Self)) {
+        let outer = self.body.replace(where_);
+        f(self);
+        self.body = outer;
+    }
+
     fn walk_field(&mut self, map: &Map<String, Value>, field: &str) {
         if let Some(v) = map.get(field) {
             self.walk(v);
@@ -299,7 +342,7 @@ impl<'t> Walker<'t> {
         let mut refs = Vec::new();
         column_refs(val, &mut refs);
         let alias = Some(str_field(map, "name")).filter(|n| !n.is_empty()).map(str::to_string);
-        let target = Target { refs, bare, alias };
+        let target = Target { refs, bare, alias, body: self.body.clone() };
         if !self.targets.contains(&target) {
             self.targets.push(target);
         }
@@ -502,7 +545,7 @@ impl<'t> Walker<'t> {
             self.within(context, |w| w.op(Kind::DynamicSql, None));
             return;
         }
-        self.plpgsql("inside a DO block".into());
+        self.in_body("inside a DO block".into(), |w| w.plpgsql("inside a DO block".into()));
     }
 
     fn create_function(&mut self, map: &Map<String, Value>) {
@@ -510,6 +553,10 @@ impl<'t> Walker<'t> {
         let shown = name.as_ref().map_or_else(|| "?".to_string(), ToString::to_string);
         self.op(Kind::Create, name);
         let context = format!("inside the body of function {shown}");
+        self.in_body(context.clone(), |w| w.function_body(map, &shown, context));
+    }
+
+    fn function_body(&mut self, map: &Map<String, Value>, shown: &str, context: String) {
         let language = def_elem_str(map.get("options"), "language").unwrap_or("sql").to_ascii_lowercase();
         if let Some(body) = map.get("sql_body").filter(|b| !b.is_null()) {
             self.within(context, |w| w.walk(body));
@@ -601,6 +648,7 @@ impl<'t> Walker<'t> {
                     let mut inner = Walker::new(inner_text, self.depth + 1);
                     inner.contexts = self.contexts.clone();
                     inner.plan_only = self.plan_only;
+                    inner.body = self.body.clone();
                     inner.walk(&tree);
                     if let Some(e) = inner.error {
                         self.fail(e);
@@ -615,6 +663,12 @@ impl<'t> Walker<'t> {
                             self.functions.push(f);
                         }
                     }
+                    for t in inner.targets {
+                        if !self.targets.contains(&t) {
+                            self.targets.push(t);
+                        }
+                    }
+                    self.aliases.extend(inner.aliases);
                 }
             }
         }

@@ -7,5 +7,5 @@ pub mod classify;
 pub mod prepared;
 
 pub use cache::Classifier;
-pub use classify::analyze;
+pub use classify::{analyze, output_refs};
 pub use prepared::PreparedStatements;

@@ -171,3 +171,39 @@ fn output_columns_and_aliases_are_reported_for_masking_lineage() {
     let refs: Vec<&Vec<String>> = statements[0].targets.iter().map(|t| &t.refs).collect();
     assert!(refs.contains(&&vec!["*".to_string()]) && refs.contains(&&vec!["v".to_string()]), "{refs:?}");
 }
+
+#[test]
+fn outputs_inside_bodies_say_which_body() {
+    let cases = [
+        ("CREATE FUNCTION f() RETURNS SETOF text LANGUAGE sql AS $$ SELECT reverse(ssn) FROM customers $$", "function f"),
+        (
+            "CREATE FUNCTION g() RETURNS void LANGUAGE plpgsql AS $$ DECLARE v text; \
+             BEGIN SELECT ssn INTO v FROM customers LIMIT 1; RAISE NOTICE '%', v; END $$",
+            "function g",
+        ),
+        ("DO $$ BEGIN RAISE NOTICE '%', (SELECT max(ssn) FROM customers); END $$", "a DO block"),
+        ("CREATE FUNCTION h() RETURNS text LANGUAGE sql BEGIN ATOMIC SELECT ssn FROM customers; END", "function h"),
+    ];
+    for (sql, body) in cases {
+        let SqlAnalysis::Parsed { statements } = analyze(sql) else { panic!("parses: {sql}") };
+        let ssn = statements[0].targets.iter().find(|t| t.refs.contains(&"ssn".to_string()));
+        let within = ssn.and_then(|t| t.body.as_deref());
+        assert!(within.is_some_and(|w| w.ends_with(body)), "{sql}: {:?}", statements[0].targets);
+    }
+    let SqlAnalysis::Parsed { statements } = analyze("SELECT ssn FROM customers") else { panic!() };
+    assert_eq!(statements[0].targets[0].body, None, "a plain query's outputs are not in a body");
+}
+
+#[test]
+fn output_refs_follow_output_order() {
+    let refs = sluice_sql::output_refs(
+        "SELECT s.id, upper(s.diagnosis) AS d, (SELECT max(x.ssn) FROM x) AS m, row_to_json(s.*) AS j FROM staff s",
+    );
+    let strings = |v: &[&[&str]]| v.iter().map(|r| r.iter().map(|s| s.to_string()).collect()).collect::<Vec<Vec<String>>>();
+    assert_eq!(refs, Some(strings(&[&["id"], &["diagnosis"], &["ssn"], &["*"]])));
+    let union = sluice_sql::output_refs("SELECT a, 1 FROM t UNION ALL SELECT 2, b FROM u");
+    assert_eq!(union, Some(strings(&[&["a"], &["b"]])));
+    assert_eq!(sluice_sql::output_refs("SELECT 1; SELECT 2"), None);
+    assert_eq!(sluice_sql::output_refs("DELETE FROM t"), None);
+    assert_eq!(sluice_sql::output_refs("VALUES (1)"), None, "no target list and no branches: unknown");
+}

@@ -9,7 +9,7 @@ use sluice_core::policy::Policy;
 use sluice_core::sql::SqlAnalysis;
 use sluice_core::{
     Action, ActionKind, AuditEvent, AuthOutcome, Decision, Gate, Grant, Hold, Identity, OpenError, OpenRequest,
-    Protocol, Refusal, RefusalCause, Secret, SessionInfo,
+    Protocol, Secret, SessionInfo,
 };
 use sluice_mask::Masking;
 use sluice_pg::tls::{Verification, client_config};
@@ -107,17 +107,7 @@ impl Gateway {
         }
         match self.masking.lineage_problem(session.identity, session.connection, analysis) {
             None => decision,
-            Some(reason) => Decision::Deny(Refusal {
-                rule: "masking".into(),
-                reason,
-                detail: None,
-                hint: Some(
-                    "select masked columns directly (they come back masked) and compute on the client, \
-                     or ask an operator to change the masking rules"
-                        .into(),
-                ),
-                cause: RefusalCause::Policy,
-            }),
+            Some(reason) => Decision::Deny(sluice_mask::lineage_refusal(reason)),
         }
     }
 
