@@ -303,17 +303,20 @@ STAFF_VIEWS = """
     CREATE VIEW staff_notes AS SELECT id, 'dx: ' || condition AS note FROM staff_public;
     CREATE MATERIALIZED VIEW staff_snapshot AS SELECT id, substr(diagnosis, 1, 5) AS dx_head FROM staff;
     GRANT SELECT ON staff_public, staff_notes, staff_snapshot TO app;
+    CREATE FUNCTION staff_dx() RETURNS SETOF text LANGUAGE sql STABLE AS $$ SELECT reverse(diagnosis) FROM staff $$;
+    CREATE FUNCTION staff_count() RETURNS bigint LANGUAGE sql STABLE AS $$ SELECT count(*) FROM staff $$;
 """
 
 
 @pytest.fixture(scope="module")
 def staff_views(pg, staff):
-    """Views an operator made over the masked columns (not through sluice)."""
+    """Views and functions an operator made over the masked columns (not through sluice)."""
     with pg.connect() as conn:
         conn.execute(STAFF_VIEWS)
     yield
     with pg.connect() as conn:
-        conn.execute("DROP VIEW IF EXISTS staff_notes, staff_public; DROP MATERIALIZED VIEW IF EXISTS staff_snapshot")
+        conn.execute("DROP VIEW IF EXISTS staff_notes, staff_public; DROP MATERIALIZED VIEW IF EXISTS staff_snapshot; "
+                     "DROP FUNCTION IF EXISTS staff_dx(), staff_count()")
 
 
 @pytest.fixture(scope="module")
@@ -389,6 +392,8 @@ def test_column_rules_are_scoped_to_callers(rules_gw):
     "SELECT note || '' FROM staff_notes",
     "SELECT row_to_json(s) FROM staff_snapshot s",
     "CREATE TEMP TABLE leak AS SELECT condition FROM staff_public",
+    "SELECT staff_dx()",
+    "SELECT * FROM public.staff_dx() AS d",
 ])
 def test_masked_columns_cannot_leave_through_expressions_copies_or_copy(rules_gw, sql):
     token = rules_gw.token(groups="agents")
@@ -407,6 +412,7 @@ def test_masked_columns_cannot_leave_through_expressions_copies_or_copy(rules_gw
     ("SELECT x FROM (SELECT diagnosis AS x FROM staff WHERE id = 1) t", "[redacted:hr-private]"),
     ("SELECT upper(name) FROM staff_public WHERE id = 1", "ANN LEE"),
     ("SELECT count(*) FROM staff_notes", "2"),
+    ("SELECT staff_count()", "2"),
 ])
 def test_plain_references_and_other_columns_still_work(rules_gw, sql, expected):
     token = rules_gw.token(groups="agents")
@@ -444,16 +450,22 @@ def test_view_columns_carry_the_rules_of_the_columns_they_are_computed_from(rule
     assert clear.stdout.strip() == "CHRONIC MIGRAINE|**71", clear.stderr
 
 
-def test_a_view_made_while_sluice_runs_is_read_when_first_seen(rules_gw, pg):
+def test_views_and_functions_made_while_sluice_runs_are_read_when_first_used(rules_gw, pg):
+    token = rules_gw.token(groups="agents")
+    assert psql(rules_gw, token, sql="SELECT 1").returncode == 0, "the catalog has been read before these exist"
     pg.query("CREATE VIEW staff_late AS SELECT id, lower(diagnosis) AS dx FROM staff")
     pg.query("GRANT SELECT ON staff_late TO app")
+    pg.query("CREATE FUNCTION staff_late_dx() RETURNS SETOF text LANGUAGE sql AS $$ SELECT md5(diagnosis) FROM staff $$")
     try:
-        token = rules_gw.token(groups="agents")
         out = psql(rules_gw, token, "-A", "-t", sql="SELECT id, dx FROM staff_late WHERE id = 1")
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "1|[redacted:hr-private]"
         refused = psql(rules_gw, token, sql="SELECT md5(dx) FROM staff_late")
         assert refused.returncode != 0 and 'refused by rule "masking"' in refused.stderr, refused.stderr
         assert "staff_late" in refused.stderr
+        called = psql(rules_gw, token, sql="SELECT staff_late_dx()")
+        assert called.returncode != 0 and 'refused by rule "masking"' in called.stderr, called.stderr
+        assert "public.staff_late_dx" in called.stderr
     finally:
         pg.query("DROP VIEW staff_late")
+        pg.query("DROP FUNCTION staff_late_dx()")

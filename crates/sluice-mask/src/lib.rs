@@ -9,13 +9,13 @@ mod lineage;
 pub mod spec;
 pub mod validate;
 pub mod value;
-mod views;
+mod objects;
 
 pub use action::{MaskAction, TokenKey};
 pub use detect::{Builtin, DetectorKind, Finding, Scanner};
 pub use spec::{MaskError, MaskingSpec};
 pub use value::{mask_whole, type_class, ColumnMask, ContentMasker, Masked, TypeClass};
-pub use views::{View, ViewRules};
+pub use objects::{CatalogRules, Function, View};
 
 use sluice_core::glob::glob_match;
 use sluice_core::scope::RuleScope;
@@ -190,20 +190,31 @@ impl SessionMasking {
     }
 
     /// The rule a view column carries from a masked column it is computed from, if in scope.
-    pub fn view_column(&self, views: &ViewRules, schema: &str, view: &str, column: &str) -> Option<ColumnMask> {
-        self.view_rules(views).find(|r| r.covers(schema, view, column)).map(ColumnRule::mask)
+    pub fn view_column(&self, reached: &CatalogRules, schema: &str, view: &str, column: &str) -> Option<ColumnMask> {
+        self.view_rules(reached).find(|r| r.covers(schema, view, column)).map(ColumnRule::mask)
     }
 
-    /// Like `Masking::lineage_problem`, for the view columns that carry a masked column.
-    pub fn view_lineage_problem(&self, views: &ViewRules, analysis: &SqlAnalysis) -> Option<String> {
-        lineage::problem(self.view_rules(views), analysis)
+    /// Like `Masking::lineage_problem`, through the server's objects: a statement computing on
+    /// view columns that carry a masked column, or calling a function whose body reads one.
+    pub fn catalog_problem(&self, reached: &CatalogRules, analysis: &SqlAnalysis) -> Option<String> {
+        if let Some(problem) = lineage::problem(self.view_rules(reached), analysis) {
+            return Some(problem);
+        }
+        let SqlAnalysis::Parsed { statements } = analysis else { return None };
+        statements.iter().flat_map(|s| &s.functions).find_map(|f| {
+            let defined = reached.functions.iter().filter(|d| d.name == f.name && f.schema.as_ref().is_none_or(|s| *s == d.schema));
+            defined.into_iter().find_map(|d| {
+                let problem = lineage::problem(self.rules().chain(self.view_rules(reached)), &d.definition)?;
+                Some(format!("it calls {}.{}, whose body reads a masked column: {problem}", d.schema, d.name))
+            })
+        })
     }
 
     fn rules(&self) -> impl Iterator<Item = &ColumnRule> + Clone {
         self.columns.iter().map(|&i| &self.masking.columns[i])
     }
 
-    fn view_rules<'a>(&'a self, views: &'a ViewRules) -> impl Iterator<Item = &'a ColumnRule> + Clone {
+    fn view_rules<'a>(&'a self, views: &'a CatalogRules) -> impl Iterator<Item = &'a ColumnRule> + Clone {
         views.rules.iter().filter(|(base, _)| self.columns.contains(base)).map(|(_, rule)| rule)
     }
 }

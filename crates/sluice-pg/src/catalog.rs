@@ -1,10 +1,10 @@
 //! Names of tables and columns by OID, as masking rules need them: a RowDescription identifies a
-//! column only by its table's OID and column number; and the views whose columns carry a masked
-//! column. Looked up on the upstream server through a short side connection with the session's
+//! column only by its table's OID and column number; and the views and functions a masked column
+//! reaches (see `sluice_mask::CatalogRules`). Looked up on the upstream server through a short side connection with the session's
 //! own credential, cached per upstream database.
 
 use crate::upstream::{self, PgEndpoint, UpstreamError};
-use sluice_mask::{Masking, View, ViewRules};
+use sluice_mask::{CatalogRules, Function, Masking, View};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,13 +32,18 @@ type Cached = HashMap<u32, (Instant, Arc<Table>)>;
 #[derive(Default)]
 pub struct Catalog {
     databases: Mutex<HashMap<String, Cached>>,
-    /// Per database: when read, for which masking configuration (its address), what it gave.
-    views: Mutex<HashMap<String, (Instant, usize, Arc<ViewRules>)>>,
+    /// Per database: what the column rules reach through its views and functions.
+    reached: Mutex<HashMap<String, Reached>>,
 }
 
+/// When read, for which masking configuration (its address), what it gave.
+type Reached = (Instant, usize, Arc<CatalogRules>);
+
 /// Every view and materialized view outside the system schemas: one row per view (`v`), per
-/// column (`c`) and per relation its definition reads (`r`), told apart by the first value.
-const VIEWS_SQL: &str = "\
+/// column (`c`) and per relation its definition reads (`r`); and every function or procedure in
+/// SQL or PL/pgSQL (`f`), with its definition; and the name of every function there is (`n`).
+/// Told apart by the first value.
+const OBJECTS_SQL: &str = "\
     SELECT 'v', v.oid::text, n.nspname::text, v.relname::text, pg_catalog.pg_get_viewdef(v.oid) \
       FROM pg_catalog.pg_class v JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace \
      WHERE v.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
@@ -55,31 +60,40 @@ const VIEWS_SQL: &str = "\
            AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
       JOIN pg_catalog.pg_class t ON t.oid = d.refobjid AND t.oid <> v.oid \
       JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace \
-     WHERE v.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')";
+     WHERE v.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+    UNION ALL \
+    SELECT 'f', p.oid::text, n.nspname::text, p.proname::text, pg_catalog.pg_get_functiondef(p.oid) \
+      FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+      JOIN pg_catalog.pg_language l ON l.oid = p.prolang \
+     WHERE p.prokind IN ('f', 'p') AND l.lanname IN ('sql', 'plpgsql') \
+       AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+    UNION ALL \
+    SELECT DISTINCT 'n', '', '', p.proname::text, NULL FROM pg_catalog.pg_proc p";
 
 impl Catalog {
-    /// The view columns that carry a masked column under `masking` (see `Masking::view_rules`), and
-    /// when they were read. `again`: read them now even if the last reading is fresh (it misses
-    /// a view).
-    pub async fn view_rules(
+    /// What the column rules of `masking` reach through the database's views and functions (see
+    /// `Masking::catalog_rules`), and when that was read; read again when the last reading is
+    /// older than `fresh_for`.
+    pub async fn reached(
         &self,
         endpoint: &PgEndpoint,
         masking: &Masking,
         timeout: Duration,
-        again: bool,
-    ) -> Result<(Instant, Arc<ViewRules>), UpstreamError> {
+        fresh_for: Duration,
+    ) -> Result<(Instant, Arc<CatalogRules>), UpstreamError> {
         let key = format!("{}:{}/{}", endpoint.host, endpoint.port, endpoint.database);
         let config = masking as *const Masking as usize;
-        if !again {
-            let cached = self.views.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((at, _, rules)) = cached.get(&key).filter(|(at, c, _)| *c == config && at.elapsed() < FRESH_FOR) {
+        {
+            let cached = self.reached.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, _, rules)) = cached.get(&key).filter(|(at, c, _)| *c == config && at.elapsed() < fresh_for) {
                 return Ok((*at, Arc::clone(rules)));
             }
         }
-        let rows = upstream::query_once(endpoint, VIEWS_SQL, timeout).await?;
-        let rules = Arc::new(masking.view_rules(&views_from_rows(rows)));
+        let rows = upstream::query_once(endpoint, OBJECTS_SQL, timeout).await?;
+        let (views, functions, names) = objects_from_rows(rows);
+        let rules = Arc::new(masking.catalog_rules(&views, functions, names));
         let now = Instant::now();
-        let mut cached = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cached = self.reached.lock().unwrap_or_else(|p| p.into_inner());
         cached.insert(key, (now, config, Arc::clone(&rules)));
         Ok((now, rules))
     }
@@ -147,9 +161,11 @@ impl Catalog {
     }
 }
 
-/// The views in the rows of `VIEWS_SQL`, their definitions classified.
-fn views_from_rows(rows: Vec<Vec<Option<String>>>) -> Vec<View> {
+/// The views and functions in the rows of `OBJECTS_SQL`, their definitions classified.
+fn objects_from_rows(rows: Vec<Vec<Option<String>>>) -> (Vec<View>, Vec<Function>, Vec<String>) {
     let mut views: HashMap<String, View> = HashMap::new();
+    let mut functions = Vec::new();
+    let mut names = Vec::new();
     let mut columns: Vec<(String, i16, String)> = Vec::new();
     let mut reads: Vec<(String, String, String)> = Vec::new();
     for row in rows {
@@ -168,6 +184,12 @@ fn views_from_rows(rows: Vec<Vec<Option<String>>>) -> Vec<View> {
                 views.insert(oid, view);
             }
             "c" => columns.push((oid, a.parse().unwrap_or(i16::MAX), b)),
+            "f" => functions.push(Function {
+                schema: a,
+                name: b,
+                definition: sluice_sql::analyze(definition.as_deref().unwrap_or_default()),
+            }),
+            "n" => names.push(b),
             _ => reads.push((oid, a, b)),
         }
     }
@@ -182,5 +204,5 @@ fn views_from_rows(rows: Vec<Vec<Option<String>>>) -> Vec<View> {
             view.reads.push((schema, name));
         }
     }
-    views.into_values().collect()
+    (views.into_values().collect(), functions, names)
 }

@@ -11,7 +11,7 @@
 //! in order and gives exactly PostgreSQL's semantics after an error: the rest of the pipeline up to
 //! Sync is skipped and an open transaction is aborted.
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, FRESH_FOR};
 use crate::codec::{self, FrameError, HEADER_LEN, Reader, peek_frame, put_cstr, put_message, tag_rows};
 use crate::error::{PgError, ServerMessage, sqlstate};
 use crate::mask::{self, CopyFormat, Field, ResponseMasker, RowPlan};
@@ -22,12 +22,12 @@ use sluice_core::sql::SqlAnalysis;
 use sluice_core::{
     Action, ActionKind, AuditEvent, Decision, Gate, Protocol, Refusal, RefusalCause, SessionInfo, StatementRecord,
 };
-use sluice_mask::{ColumnMask, MaskAction, SessionMasking, ViewRules};
+use sluice_mask::{ColumnMask, MaskAction, SessionMasking, CatalogRules};
 use sluice_sql::{Classifier, PreparedStatements};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc};
 
@@ -216,21 +216,22 @@ pub struct Context<'a, G> {
     pub cancel: Arc<Notify>,
     /// Answers the server owes to messages sluice sent itself (see `close_approved`).
     pub sluice_owed: AtomicUsize,
-    /// The view columns that carry a masked column, as last read (see `view_rules`).
-    pub views: Mutex<Option<(Instant, Arc<ViewRules>)>>,
+    /// What the column rules reach through the server's views and functions, as last read (see
+    /// `reached`).
+    pub reached: Mutex<Option<(Instant, Arc<CatalogRules>)>>,
 }
 
 impl<G> Context<'_, G> {
-    /// The view columns in this session's database that carry a masked column; read through the
-    /// shared catalog, remembered here for as long as the catalog trusts it (`again`: read anew).
-    async fn view_rules(&self, masking: &SessionMasking, again: bool) -> Result<Arc<ViewRules>, UpstreamError> {
-        if let Some((at, rules)) = &*self.views.lock().unwrap_or_else(|p| p.into_inner()) {
-            if !again && at.elapsed() < crate::catalog::FRESH_FOR {
+    /// What the column rules reach through this session's database's views and functions; read
+    /// through the shared catalog, remembered here while younger than `fresh_for`.
+    async fn reached(&self, masking: &SessionMasking, fresh_for: Duration) -> Result<Arc<CatalogRules>, UpstreamError> {
+        if let Some((at, rules)) = &*self.reached.lock().unwrap_or_else(|p| p.into_inner()) {
+            if at.elapsed() < fresh_for {
                 return Ok(Arc::clone(rules));
             }
         }
-        let (at, rules) = self.catalog.view_rules(self.endpoint, masking.masking(), self.lookup_timeout, again).await?;
-        *self.views.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, Arc::clone(&rules)));
+        let (at, rules) = self.catalog.reached(self.endpoint, masking.masking(), self.lookup_timeout, fresh_for).await?;
+        *self.reached.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, Arc::clone(&rules)));
         Ok(rules)
     }
 
@@ -993,13 +994,13 @@ async fn column_masks<G>(ctx: &Context<'_, G>, session: &SessionMasking, fields:
     let looked_up = match ctx.catalog.tables(ctx.endpoint, &oids, ctx.lookup_timeout).await {
         Ok(tables) => {
             // A view created since the views were last read is read now: its columns may carry one.
-            let unknown_view = |views: &ViewRules| {
+            let unknown_view = |views: &CatalogRules| {
                 let system = |schema: &str| matches!(schema, "pg_catalog" | "information_schema");
                 tables.values().any(|t| t.view && !system(&t.schema) && !views.knows(&t.schema, &t.name))
             };
-            let mut views = ctx.view_rules(session, false).await;
+            let mut views = ctx.reached(session, FRESH_FOR).await;
             if views.as_deref().is_ok_and(unknown_view) {
-                views = ctx.view_rules(session, true).await;
+                views = ctx.reached(session, Duration::ZERO).await;
             }
             views.map(|views| (tables, views))
         }
@@ -1064,7 +1065,7 @@ where
     let cancelled = ctx.cancel.notified();
     let decision = {
         let resolved = prepared.resolve(&analysis);
-        match through_masked_views(ctx, &resolved).await {
+        match through_server_objects(ctx, &resolved).await {
             Some(refusal) => Decision::Deny(refusal),
             None => {
                 let action = Action { protocol: Protocol::Postgres, kind: ActionKind::Sql { text, analysis: &resolved } };
@@ -1084,18 +1085,25 @@ where
 
 /// With column rules in scope, a statement that computes on (or copies) view columns carrying a
 /// masked column is refused as one doing so with the column itself is (the gateway checks the
-/// columns of tables). When the views cannot be read, that cannot be ruled out: refused.
-async fn through_masked_views<G>(ctx: &Context<'_, G>, analysis: &SqlAnalysis) -> Option<Refusal> {
+/// columns of tables), and so is one calling a function whose body reads a masked column. When
+/// the catalog cannot be read, that cannot be ruled out: refused.
+async fn through_server_objects<G>(ctx: &Context<'_, G>, analysis: &SqlAnalysis) -> Option<Refusal> {
     let session = ctx.masking.as_ref().filter(|m| m.has_column_rules())?;
     if !matches!(analysis, SqlAnalysis::Parsed { .. }) {
         return None;
     }
-    match ctx.view_rules(session, false).await {
-        Ok(views) if views.is_empty() => None,
-        Ok(views) => session.view_lineage_problem(&views, analysis).map(sluice_mask::lineage_refusal),
+    let mut reached = ctx.reached(session, FRESH_FOR).await;
+    // A function made since the last reading is read now: its body may read a masked column. (A
+    // name that exists nowhere costs a reading each time; the server will refuse it anyway.)
+    if reached.as_deref().is_ok_and(|r| r.calls_unknown_function(analysis)) {
+        reached = ctx.reached(session, Duration::ZERO).await;
+    }
+    match reached {
+        Ok(reached) if reached.is_empty() => None,
+        Ok(reached) => session.catalog_problem(&reached, analysis).map(sluice_mask::lineage_refusal),
         Err(e) => Some(Refusal {
             rule: "masking".into(),
-            reason: format!("sluice cannot read the server's views to check them for masked columns: {e}"),
+            reason: format!("sluice cannot read the server's views and functions to check them for masked columns: {e}"),
             detail: None,
             hint: Some("retry in a moment; if it persists, the upstream server is unreachable or refuses catalog reads".into()),
             cause: RefusalCause::Policy,

@@ -340,7 +340,7 @@ async fn relay_session<G: Gate<PgEndpoint>>(
         notices: notices_tx,
         cancel: hold,
         sluice_owed: Default::default(),
-        views: Default::default(),
+        reached: Default::default(),
     };
     let tracker = Mutex::new(Tracker::new());
     let (mut client_read, mut client_write) = tokio::io::split(client);

@@ -1,6 +1,7 @@
-//! Column rules carried through views: a view column computed from a masked column (plainly, or
-//! inside an expression) is masked like that column, by the same rule. Worked out by name from
-//! each view's definition as the catalog gives it, through views of views.
+//! Column rules carried through the server's own objects: a view column computed from a masked
+//! column (plainly, or inside an expression) is masked like that column, by the same rule; a
+//! function whose body reads a masked column is known, so a statement calling it can be refused.
+//! Worked out by name from definitions as the catalog gives them, through views of views.
 
 use crate::{ColumnRule, Masking};
 use sluice_core::sql::{SqlAnalysis, SqlStatement};
@@ -23,27 +24,45 @@ pub struct View {
     pub outputs: Option<Vec<Vec<String>>>,
 }
 
-/// The view columns that carry a masked column, each with the configured rule it carries.
+/// A function (or procedure) in a language sluice reads, as the catalog describes it.
+#[derive(Clone, Debug)]
+pub struct Function {
+    pub schema: String,
+    pub name: String,
+    /// Its `CREATE FUNCTION` statement, classified.
+    pub definition: SqlAnalysis,
+}
+
+/// What the column rules reach in one database: view columns that carry a masked column, each
+/// with the configured rule it carries, and functions whose bodies read one.
 #[derive(Debug, Default)]
-pub struct ViewRules {
+pub struct CatalogRules {
     /// `(index of the configured rule, the rule restated for the view column)`.
     pub(crate) rules: Vec<(usize, ColumnRule)>,
     /// Every view looked at, `(schema, name)`, sorted: one not among them is newer than these rules.
     known: Vec<(String, String)>,
+    /// Functions whose body reads a masked column under some rule (whether it does for one caller
+    /// is decided with that caller's rules).
+    pub(crate) functions: Vec<Function>,
+    /// The name of every function in the database, sorted: one not among them is newer than these.
+    function_names: Vec<String>,
 }
 
-impl ViewRules {
+impl CatalogRules {
     /// Whether these rules were worked out with this view in the catalog.
     pub fn knows(&self, schema: &str, view: &str) -> bool {
         self.known.binary_search_by(|(s, v)| (s.as_str(), v.as_str()).cmp(&(schema, view))).is_ok()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+    /// Whether a statement calls a function these rules were worked out without.
+    pub fn calls_unknown_function(&self, analysis: &SqlAnalysis) -> bool {
+        let SqlAnalysis::Parsed { statements } = analysis else { return false };
+        let known = |name: &str| self.function_names.binary_search_by(|n| n.as_str().cmp(name)).is_ok();
+        statements.iter().flat_map(|s| &s.functions).any(|f| !known(&f.name))
     }
 
-    pub fn len(&self) -> usize {
-        self.rules.len()
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.functions.is_empty()
     }
 }
 
@@ -51,12 +70,16 @@ impl ViewRules {
 const MAX_VIEW_DEPTH: usize = 16;
 
 impl Masking {
-    /// The view columns the column rules reach, for all callers (each keeps its rule's scope).
-    pub fn view_rules(&self, views: &[View]) -> ViewRules {
+    /// What the column rules reach through these views and functions, for all callers (each view
+    /// column keeps its rule's scope).
+    /// `function_names`: of every function in the database, to tell one made later.
+    pub fn catalog_rules(&self, views: &[View], functions: Vec<Function>, mut function_names: Vec<String>) -> CatalogRules {
         let mut known: Vec<(String, String)> = views.iter().map(|v| (v.schema.clone(), v.name.clone())).collect();
         known.sort_unstable();
+        function_names.sort_unstable();
+        function_names.dedup();
         if self.columns.is_empty() {
-            return ViewRules { rules: Vec::new(), known };
+            return CatalogRules { known, function_names, ..CatalogRules::default() };
         }
         // (view, column) → the configured rule it carries.
         let mut carried: HashMap<(usize, usize), usize> = HashMap::new();
@@ -109,7 +132,13 @@ impl Masking {
                 (rule, restated)
             })
             .collect();
-        ViewRules { rules, known }
+        let mut reached = CatalogRules { rules, known, functions: Vec::new(), function_names };
+        let every_rule = self.columns.iter().chain(reached.rules.iter().map(|(_, r)| r));
+        reached.functions = functions
+            .into_iter()
+            .filter(|f| crate::lineage::problem(every_rule.clone(), &f.definition).is_some())
+            .collect();
+        reached
     }
 
     /// The names in a view's definition that stand for a masked column, each with its rule: masked
@@ -185,6 +214,10 @@ mod tests {
         }
     }
 
+    fn function(name: &str, definition: &str) -> Function {
+        Function { schema: "public".into(), name: name.into(), definition: sluice_sql::analyze(definition) }
+    }
+
     fn masking() -> Arc<Masking> {
         let spec: MaskingSpec = toml::from_str(
             r#"
@@ -216,7 +249,13 @@ mod tests {
             view("other_v", &["other"], &["diagnosis"], "SELECT other.diagnosis FROM other"),
             view("bad", &["staff"], &["a", "b"], "SELECT nonsense FROM"),
         ];
-        let rules = m.view_rules(&views);
+        let functions = vec![
+            function("staff_dx", "CREATE FUNCTION public.staff_dx() RETURNS SETOF text LANGUAGE sql AS $$ SELECT reverse(diagnosis) FROM staff $$"),
+            function("via_view", "CREATE FUNCTION public.via_view() RETURNS SETOF text LANGUAGE sql AS $$ SELECT lower(d) FROM staff_v $$"),
+            function("harmless", "CREATE FUNCTION public.harmless() RETURNS bigint LANGUAGE sql AS $$ SELECT count(*) FROM staff $$"),
+        ];
+        let names = ["staff_dx", "via_view", "harmless", "upper"].map(String::from).to_vec();
+        let rules = m.catalog_rules(&views, functions, names);
         let agent = m.for_session(&Identity { name: "a".into(), groups: vec!["agents".into()], credential_id: "t".into() }, "c");
         let human = m.for_session(&Identity { name: "h".into(), groups: vec![], credential_id: "t".into() }, "c");
         let carried = |s: &crate::SessionMasking, v: &str, c: &str| s.view_column(&rules, "public", v, c).map(|m| m.label.to_string());
@@ -236,12 +275,21 @@ mod tests {
         let action = agent.view_column(&rules, "public", "staff_v", "pay").map(|m| m.action);
         assert_eq!(action, Some(MaskAction::Null));
 
-        let select = |sql: &str| sluice_sql::analyze(sql);
-        assert!(agent.view_lineage_problem(&rules, &select("SELECT lower(d) FROM staff_v")).is_some());
-        assert!(agent.view_lineage_problem(&rules, &select("SELECT d, id FROM staff_v")).is_none(), "plain: masked by rule");
-        assert!(agent.view_lineage_problem(&rules, &select("SELECT lower(name) FROM staff_v")).is_none());
-        assert!(human.view_lineage_problem(&rules, &select("SELECT lower(d) FROM staff_v")).is_none());
-        assert!(masking().view_rules(&[]).is_empty());
+        let problem = |s: &crate::SessionMasking, sql: &str| s.catalog_problem(&rules, &sluice_sql::analyze(sql));
+        assert!(problem(&agent, "SELECT lower(d) FROM staff_v").is_some());
+        assert!(problem(&agent, "SELECT d, id FROM staff_v").is_none(), "plain: masked by rule");
+        assert!(problem(&agent, "SELECT lower(name) FROM staff_v").is_none());
+        assert!(problem(&human, "SELECT lower(d) FROM staff_v").is_none());
+        let called = problem(&agent, "SELECT x FROM staff_dx() x").expect("a function reading a masked column");
+        assert!(called.contains("public.staff_dx") && called.contains("diagnosis"), "{called}");
+        assert!(problem(&agent, "SELECT public.via_view()").is_some(), "through a view's carried column");
+        assert!(problem(&human, "SELECT staff_dx()").is_none(), "hr is scoped to agents");
+        assert!(problem(&agent, "SELECT harmless()").is_none());
+        assert!(problem(&agent, "SELECT other.staff_dx()").is_none(), "another schema's function of that name");
+        assert_eq!(rules.functions.len(), 2, "only functions that read a masked column are kept");
+        assert!(masking().catalog_rules(&[], Vec::new(), Vec::new()).is_empty());
+        assert!(!rules.calls_unknown_function(&sluice_sql::analyze("SELECT upper(name), harmless() FROM t")));
+        assert!(rules.calls_unknown_function(&sluice_sql::analyze("SELECT made_later()")));
         assert!(rules.knows("public", "other_v") && !rules.knows("public", "staff"));
     }
 }
