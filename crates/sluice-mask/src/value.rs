@@ -103,7 +103,7 @@ impl ContentMasker<'_> {
         match class {
             TypeClass::Skip => Masked::Clear,
             TypeClass::Text => self.in_place(value, findings, out, Context::Plain),
-            TypeClass::TextArray if binary => self.any(value, findings),
+            TypeClass::TextArray if binary => self.binary_text_array(value, findings, out),
             TypeClass::TextArray => self.in_place(value, findings, out, Context::Array),
             TypeClass::Json => self.in_place(value, findings, out, Context::Json),
             TypeClass::Jsonb if binary => {
@@ -129,8 +129,75 @@ impl ContentMasker<'_> {
                 Some(digits) => self.any(digits.as_bytes(), findings),
                 None => Masked::Null,
             },
+            TypeClass::Opaque if binary => self.binary_opaque(value, findings),
             TypeClass::Bytea | TypeClass::Int8 | TypeClass::Numeric | TypeClass::Opaque => self.any(value, findings),
         }
+    }
+
+    /// A text array in binary form, masked element by element in place (an element a NULL action
+    /// applies to becomes a NULL element). Each element is scanned on its own: scanned whole, the
+    /// 4-byte length before an element can read as a digit or letter glued to what it holds.
+    fn binary_text_array(&self, value: &[u8], findings: &mut Vec<Finding>, out: &mut Vec<u8>) -> Masked {
+        let Some((header, elements)) = binary_array(value) else { return self.any(value, findings) };
+        out.extend_from_slice(&value[..header]);
+        let mut changed = false;
+        for element in elements {
+            let Some((start, end)) = element else {
+                out.extend_from_slice(&(-1i32).to_be_bytes());
+                continue;
+            };
+            let at = out.len();
+            out.extend_from_slice(&[0; 4]);
+            findings.clear();
+            let masked = self.in_place(&value[start..end], findings, out, Context::Plain);
+            if masked == Masked::Clear {
+                out.extend_from_slice(&value[start..end]);
+            }
+            match masked {
+                Masked::Clear | Masked::Replaced => {
+                    let Ok(len) = i32::try_from(out.len() - at - 4) else { return Masked::Null };
+                    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+                    changed |= masked == Masked::Replaced;
+                }
+                Masked::Null => {
+                    out.truncate(at);
+                    out.extend_from_slice(&(-1i32).to_be_bytes());
+                    // The array now has a NULL element: say so in its flags.
+                    out[4..8].copy_from_slice(&1i32.to_be_bytes());
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            Masked::Replaced
+        } else {
+            out.clear();
+            Masked::Clear
+        }
+    }
+
+    /// A binary value of a type sluice does not know: NULL when anything is found in it.
+    fn binary_opaque(&self, value: &[u8], findings: &mut Vec<Finding>) -> Masked {
+        if self.finds_in_binary(value, findings) {
+            Masked::Null
+        } else {
+            Masked::Clear
+        }
+    }
+
+    /// Whether anything is found in a binary value, read whole or, if it reads as an array or a
+    /// record (composite), in any element or field on its own.
+    pub fn finds_in_binary(&self, value: &[u8], findings: &mut Vec<Finding>) -> bool {
+        let mut found = |part: &[u8]| {
+            findings.clear();
+            self.any(part, findings) == Masked::Null
+        };
+        if found(value) {
+            return true;
+        }
+        let mut any_part = false;
+        for_each_part(value, 0, &mut |part| any_part = any_part || found(part));
+        any_part
     }
 
     /// Text masked where NULL cannot stand (an error message, a recorded statement, a COPY line):
@@ -243,6 +310,73 @@ impl JsonStrings {
     }
 }
 
+/// How deep arrays of records of arrays… are opened.
+const MAX_NESTING: usize = 4;
+
+/// Calls `f` with every element of `value` if it reads exactly as a binary array, or every field
+/// if it reads exactly as a binary record, and so on inside those.
+fn for_each_part(value: &[u8], depth: usize, f: &mut impl FnMut(&[u8])) {
+    if depth >= MAX_NESTING {
+        return;
+    }
+    let parts = binary_array(value).map(|(_, elements)| elements).or_else(|| binary_record(value));
+    for (start, end) in parts.into_iter().flatten().flatten() {
+        f(&value[start..end]);
+        for_each_part(&value[start..end], depth + 1, f);
+    }
+}
+
+/// A binary array (`array_send`): the length of what precedes the elements, and each element's
+/// byte range (`None` for NULL). `None` unless the value is exactly that.
+fn binary_array(value: &[u8]) -> Option<(usize, Vec<Option<(usize, usize)>>)> {
+    let int = |at: usize| value.get(at..at + 4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    let ndim = usize::try_from(int(0)?).ok().filter(|&n| n <= 6)?;
+    let flags = int(4)?;
+    if !(0..=1).contains(&flags) {
+        return None;
+    }
+    let mut count: usize = if ndim == 0 { 0 } else { 1 };
+    for d in 0..ndim {
+        count = count.checked_mul(usize::try_from(int(12 + 8 * d)?).ok()?)?;
+    }
+    let header = 12 + 8 * ndim;
+    let mut at = header;
+    let mut elements = Vec::with_capacity(count.min(value.len() / 4));
+    for _ in 0..count {
+        let len = int(at)?;
+        at += 4;
+        if len < 0 {
+            elements.push(None);
+            continue;
+        }
+        let end = at.checked_add(usize::try_from(len).ok()?).filter(|&e| e <= value.len())?;
+        elements.push(Some((at, end)));
+        at = end;
+    }
+    (at == value.len()).then_some((header, elements))
+}
+
+/// A binary record (`record_send`): each field's byte range (`None` for NULL), or `None` unless
+/// the value is exactly that.
+fn binary_record(value: &[u8]) -> Option<Vec<Option<(usize, usize)>>> {
+    let int = |at: usize| value.get(at..at + 4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    let count = usize::try_from(int(0)?).ok().filter(|&c| c <= 1664)?;
+    let mut at = 4;
+    let mut fields = Vec::with_capacity(count.min(value.len() / 8));
+    for _ in 0..count {
+        let len = int(at + 4)?;
+        at += 8;
+        if len < 0 {
+            fields.push(None);
+            continue;
+        }
+        let end = at.checked_add(usize::try_from(len).ok()?).filter(|&e| e <= value.len())?;
+        fields.push(Some((at, end)));
+        at = end;
+    }
+    (at == value.len()).then_some(fields)
+}
+
 /// `\x4142…` (bytea_output = hex) as raw bytes.
 fn decode_bytea_hex(text: &[u8]) -> Option<Vec<u8>> {
     hex::decode(text.strip_prefix(b"\\x")?).ok()
@@ -327,6 +461,54 @@ mod tests {
         assert_eq!(numeric_integer_digits(&numeric).as_deref(), Some("4111111111111111"));
         assert_eq!(run(TypeClass::Numeric, true, &numeric).0, Masked::Null);
         assert_eq!(run(TypeClass::Numeric, true, &[0, 9]).0, Masked::Null, "malformed: never in clear");
+    }
+
+    /// A binary array of text (`array_send`): one dimension, lower bound 1.
+    fn text_array(elements: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&1i32.to_be_bytes());
+        b.extend_from_slice(&i32::from(elements.contains(&None)).to_be_bytes());
+        b.extend_from_slice(&25u32.to_be_bytes());
+        b.extend_from_slice(&(elements.len() as i32).to_be_bytes());
+        b.extend_from_slice(&1i32.to_be_bytes());
+        for e in elements {
+            match e {
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+                Some(e) => {
+                    b.extend_from_slice(&(e.len() as i32).to_be_bytes());
+                    b.extend_from_slice(e);
+                }
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn binary_arrays_and_records_are_read_element_by_element() {
+        // 49 bytes: the length's last byte is '1', glued to the card number when scanned whole.
+        let card = format!("4111 1111 1111 1111 {}", "x".repeat(29));
+        assert_eq!(card.len(), 49);
+        let array = text_array(&[Some(b"fine"), None, Some(card.as_bytes())]);
+        let (m, out) = run(TypeClass::TextArray, true, &array);
+        assert_eq!(m, Masked::Replaced);
+        let masked = format!("[redacted:credit-card] {}", "x".repeat(29));
+        assert_eq!(out, text_array(&[Some(b"fine"), None, Some(masked.as_bytes())]));
+        assert_eq!(run(TypeClass::TextArray, true, &text_array(&[Some(b"a"), Some(b"b")])).0, Masked::Clear);
+
+        // The same inside a record (an anonymous ROW, a composite): its field becomes NULL whole.
+        let mut record = Vec::new();
+        record.extend_from_slice(&2i32.to_be_bytes());
+        record.extend_from_slice(&23u32.to_be_bytes());
+        record.extend_from_slice(&4i32.to_be_bytes());
+        record.extend_from_slice(&7i32.to_be_bytes());
+        record.extend_from_slice(&1009u32.to_be_bytes());
+        record.extend_from_slice(&(array.len() as i32).to_be_bytes());
+        record.extend_from_slice(&array);
+        assert_eq!(run(TypeClass::Opaque, true, &record).0, Masked::Null, "a card inside an array inside a record");
+        let clean = text_array(&[Some(b"fine")]);
+        assert_eq!(run(TypeClass::Opaque, true, &clean).0, Masked::Clear);
+        assert!(binary_array(&array[..array.len() - 1]).is_none(), "truncated: not an array");
+        assert!(binary_record(b"\0\0\0\x01abc").is_none());
     }
 
     #[test]

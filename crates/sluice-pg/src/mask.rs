@@ -310,11 +310,8 @@ impl ResponseMasker {
             },
             CopyFormat::Binary => {
                 self.value.clear();
-                let Some(changed) = mask_binary_copy(body, &mut self.value, |field, findings| {
-                    findings.clear();
-                    content.scanner.scan(field, findings);
-                    !findings.is_empty()
-                }, &mut self.findings) else {
+                let sensitive = |field: &[u8], findings: &mut Vec<Finding>| content.finds_in_binary(field, findings);
+                let Some(changed) = mask_binary_copy(body, &mut self.value, sensitive, &mut self.findings) else {
                     // Not a tuple sluice can read: nothing of it is passed on.
                     put_message(out, b'd', |_| {});
                     return true;
