@@ -39,6 +39,7 @@ fn write_500_statements(bencher: Bencher) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let dir = std::env::temp_dir().join(format!("sluice-record-bench-{}", std::process::id()));
     let store = runtime.block_on(Store::open(&dir.join("state.db"))).expect("store");
+    let mut writer = store.event_writer().expect("writer");
     let session: Arc<str> = Arc::from("0b9c6a52-7d1e-4c52-9a1e-3f1f6d2f8e11");
     let mut seq = 0;
     bencher
@@ -47,6 +48,6 @@ fn write_500_statements(bencher: Bencher) {
             seq += BATCH as u64;
             batch(&session, seq)
         })
-        .bench_local_values(|events| runtime.block_on(store.write_events(&events)).expect("write"));
+        .bench_local_values(|events| writer.write(&events).expect("write"));
     let _ = std::fs::remove_dir_all(dir);
 }

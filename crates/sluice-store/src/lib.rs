@@ -3,12 +3,14 @@
 //! PostgreSQL-backed store for several instances will implement too.
 #![forbid(unsafe_code)]
 
+mod events;
 mod recorder;
 mod reviews;
 mod schema;
 mod sqlite;
 pub mod vault;
 
+pub use events::EventWriter;
 pub use recorder::{Recorder, RecorderTask};
 pub use reviews::{ReviewEvent, ReviewFilter};
 pub use sqlite::{AuthRow, SessionRow, StatementRow, Store, TokenRow};
@@ -19,6 +21,8 @@ use thiserror::Error;
 pub enum StoreError {
     #[error("state store: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("state store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("state store: {0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]

@@ -2,68 +2,20 @@
 //! gateway runs).
 
 use crate::StoreError;
+use crate::events::EventWriter;
 use crate::schema::MIGRATIONS;
 use serde::Serialize;
-use sluice_core::{AuditEvent, AuthOutcome, Identity, StatementRecord, token};
+use sluice_core::{AuthOutcome, Identity, token};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::sqlite::SqliteArguments;
-use sqlx::{Arguments, Row};
+use sqlx::Row;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
-
-/// 13 bound values a row; SQLite allows 32,766 per statement.
-/// Rows per multi-row INSERT of statements. Only these sizes are used: each distinct size is a
-/// distinct SQL text that every pooled connection prepares and caches, and caching one per batch
-/// size (1 to 500) held tens of MiB.
-const INSERT_SIZES: [usize; 6] = [500, 128, 32, 8, 2, 1];
-
-/// The largest allowed INSERT that fits in `remaining` rows: how many rows it takes, and its SQL
-/// (each size built once).
-fn insert_for(remaining: usize) -> (usize, &'static str) {
-    static SQL: OnceLock<Vec<String>> = OnceLock::new();
-    let all = SQL.get_or_init(|| {
-        INSERT_SIZES
-            .iter()
-            .map(|&n| {
-                let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-                format!(
-                    "INSERT INTO statements (session_id, seq, path, text, started_at, duration_us, rows, tag, \
-                     error_code, error_message, refused_by, decision, rule) VALUES {}",
-                    vec![row; n].join(", ")
-                )
-            })
-            .collect()
-    });
-    let at = INSERT_SIZES.iter().position(|&n| n <= remaining).unwrap_or(INSERT_SIZES.len() - 1);
-    (INSERT_SIZES[at], &all[at])
-}
-
-/// The bound values of an `insert_for` INSERT for these records. Shared texts (session id, statement,
-/// rule) are bound by reference count, not copied.
-fn statement_values(records: &[&StatementRecord]) -> Result<SqliteArguments, sqlx::error::BoxDynError> {
-    let mut args = SqliteArguments::default();
-    for s in records {
-        args.add(Arc::clone(&s.session_id))?;
-        args.add(s.seq as i64)?;
-        args.add(s.path)?;
-        args.add(Arc::clone(&s.text))?;
-        args.add(s.started_at_us)?;
-        args.add(s.duration_us)?;
-        args.add(s.rows as i64)?;
-        args.add(s.tag.as_deref())?;
-        args.add(s.error_code.as_deref())?;
-        args.add(s.error_message.as_deref())?;
-        args.add(s.refused_by())?;
-        args.add(s.decision)?;
-        args.add(s.rule.clone())?;
-    }
-    Ok(args)
-}
 
 #[derive(Clone, Debug)]
 pub struct Store {
     pub(crate) pool: SqlitePool,
+    path: Arc<Path>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -137,7 +89,7 @@ impl Store {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        let store = Store { pool };
+        let store = Store { pool, path: Arc::from(path) };
         store.migrate().await?;
         Ok(store)
     }
@@ -249,83 +201,9 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Writes a batch of events in one transaction.
-    pub async fn write_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for event in events {
-            match event {
-                AuditEvent::Auth { at_us, protocol, client_addr, user, connection, outcome, credential_id } => {
-                    sqlx::query(
-                        "INSERT INTO auth_events (at, protocol, client_addr, user, connection, outcome, credential_id) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(at_us)
-                    .bind(protocol.as_str())
-                    .bind(client_addr)
-                    .bind(user)
-                    .bind(connection)
-                    .bind(outcome.as_str())
-                    .bind(credential_id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                AuditEvent::SessionStarted {
-                    session_id,
-                    at_us,
-                    protocol,
-                    identity,
-                    credential_id,
-                    connection,
-                    client_addr,
-                    client_tls,
-                    application_name,
-                } => {
-                    sqlx::query(
-                        "INSERT INTO sessions (id, protocol, identity, credential_id, connection, client_addr, \
-                         client_tls, application_name, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(session_id)
-                    .bind(protocol.as_str())
-                    .bind(identity)
-                    .bind(credential_id)
-                    .bind(connection)
-                    .bind(client_addr)
-                    .bind(client_tls)
-                    .bind(application_name)
-                    .bind(at_us)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                AuditEvent::SessionEnded { session_id, at_us, reason } => {
-                    sqlx::query("UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ?")
-                        .bind(at_us)
-                        .bind(reason)
-                        .bind(session_id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                AuditEvent::Statement(_) => {}
-            }
-        }
-        // Statements are the bulk of the traffic: one multi-row INSERT per chunk instead of one
-        // round trip to SQLite's worker thread per statement.
-        let statements: Vec<&StatementRecord> = events
-            .iter()
-            .filter_map(|e| match e {
-                AuditEvent::Statement(s) => Some(s),
-                _ => None,
-            })
-            .collect();
-        let mut rest = statements.as_slice();
-        while !rest.is_empty() {
-            let (rows, sql) = insert_for(rest.len());
-            let (chunk, after) = rest.split_at(rows);
-            rest = after;
-            let values = statement_values(chunk).map_err(sqlx::Error::Encode)?;
-            sqlx::query_with(sql, values).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+    /// A connection of its own for writing audit events (see `EventWriter`).
+    pub fn event_writer(&self) -> Result<EventWriter, StoreError> {
+        EventWriter::open(&self.path)
     }
 
     pub async fn sessions(&self, limit: i64) -> Result<Vec<SessionRow>, StoreError> {
@@ -434,28 +312,12 @@ fn session_row(r: &sqlx::sqlite::SqliteRow) -> Result<SessionRow, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_core::{AuthOutcome, Protocol, StatementRecord};
+    use sluice_core::{AuditEvent, AuthOutcome, Protocol, StatementRecord};
 
     async fn temp_store() -> (Store, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(sluice_core::ids::new_id("sluice-store-test-"));
         let store = Store::open(&dir.join("s.db")).await.unwrap();
         (store, dir)
-    }
-
-    #[test]
-    fn batches_split_into_few_insert_sizes() {
-        for total in [1, 7, 499, 500, 1234, 4096] {
-            let (mut rest, mut sizes) = (total, Vec::new());
-            while rest > 0 {
-                let (n, sql) = insert_for(rest);
-                assert!(INSERT_SIZES.contains(&n) && n <= rest);
-                assert_eq!(sql.matches("(?,").count(), n, "the SQL takes as many rows as it says");
-                sizes.push(n);
-                rest -= n;
-            }
-            assert_eq!(sizes.iter().sum::<usize>(), total);
-            assert!(sizes.len() <= total / 500 + 12, "{total}: {sizes:?}");
-        }
     }
 
     #[tokio::test]
@@ -498,7 +360,7 @@ mod tests {
             }),
             AuditEvent::SessionEnded { session_id: "s1".into(), at_us: 4, reason: "client terminated".into() },
         ];
-        store.write_events(&events).await.unwrap();
+        store.event_writer().unwrap().write(&events).unwrap();
         let sessions = store.sessions(10).await.unwrap();
         assert_eq!(sessions.len(), 1);
         assert_eq!(sessions[0].statements, 1);
@@ -545,7 +407,7 @@ mod tests {
             application_name: None,
         }];
         events.extend((1..=1234).map(statement));
-        store.write_events(&events).await.unwrap();
+        store.event_writer().unwrap().write(&events).unwrap();
         let (_, statements) = store.session("big").await.unwrap().unwrap();
         assert_eq!(statements.len(), 1234);
         assert_eq!(statements[1233].text, "select 1234");
