@@ -33,6 +33,8 @@ WORKLOADS = {
     "select-simple": {"args": ["-S", "-M", "simple"], "statements": 1},
     "select-extended": {"args": ["-S", "-M", "extended"], "statements": 1},
     "select-prepared": {"args": ["-S", "-M", "prepared"], "statements": 1},
+    # A new connection for every statement, as an agent running `psql -c` per command does.
+    "connect-select": {"args": ["-S", "-M", "simple", "-C"], "statements": 1},
     "10k-rows-simple": {"args": ["-f", str(ROOT / "bench" / "large.sql"), "-M", "simple"], "statements": 1, "rows": 10000},
     "10k-rows-extended": {"args": ["-f", str(ROOT / "bench" / "large.sql"), "-M", "extended"], "statements": 1, "rows": 10000},
 }
