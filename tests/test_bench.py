@@ -16,7 +16,8 @@ def test_benchmark_quick_mode_runs_every_target_and_workload(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "latest.json").read_text())
     summary = report["summary"]
-    assert set(summary) == {"select-simple", "select-extended", "select-prepared", "10k-rows-simple", "10k-rows-extended"}
+    assert set(summary) == {"select-simple", "select-extended", "select-prepared", "connect-select", "10k-rows-simple",
+                            "10k-rows-extended"}
     for workload, targets in summary.items():
         assert set(targets) == {"direct", "pgbouncer", "sluice-bare", "sluice-full"}
         for name, entry in targets.items():

@@ -329,52 +329,46 @@ fn for_each_part(value: &[u8], depth: usize, f: &mut impl FnMut(&[u8])) {
 /// A binary array (`array_send`): the length of what precedes the elements, and each element's
 /// byte range (`None` for NULL). `None` unless the value is exactly that.
 fn binary_array(value: &[u8]) -> Option<(usize, Vec<Option<(usize, usize)>>)> {
-    let int = |at: usize| value.get(at..at + 4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-    let ndim = usize::try_from(int(0)?).ok().filter(|&n| n <= 6)?;
-    let flags = int(4)?;
-    if !(0..=1).contains(&flags) {
+    let ndim = usize::try_from(be_i32(value, 0)?).ok().filter(|&n| n <= 6)?;
+    if !(0..=1).contains(&be_i32(value, 4)?) {
         return None;
     }
     let mut count: usize = if ndim == 0 { 0 } else { 1 };
     for d in 0..ndim {
-        count = count.checked_mul(usize::try_from(int(12 + 8 * d)?).ok()?)?;
+        count = count.checked_mul(usize::try_from(be_i32(value, 12 + 8 * d)?).ok()?)?;
     }
     let header = 12 + 8 * ndim;
-    let mut at = header;
-    let mut elements = Vec::with_capacity(count.min(value.len() / 4));
-    for _ in 0..count {
-        let len = int(at)?;
-        at += 4;
-        if len < 0 {
-            elements.push(None);
-            continue;
-        }
-        let end = at.checked_add(usize::try_from(len).ok()?).filter(|&e| e <= value.len())?;
-        elements.push(Some((at, end)));
-        at = end;
-    }
-    (at == value.len()).then_some((header, elements))
+    Some((header, length_prefixed(value, header, count, 0)?))
 }
 
 /// A binary record (`record_send`): each field's byte range (`None` for NULL), or `None` unless
 /// the value is exactly that.
 fn binary_record(value: &[u8]) -> Option<Vec<Option<(usize, usize)>>> {
-    let int = |at: usize| value.get(at..at + 4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-    let count = usize::try_from(int(0)?).ok().filter(|&c| c <= 1664)?;
-    let mut at = 4;
-    let mut fields = Vec::with_capacity(count.min(value.len() / 8));
+    let count = usize::try_from(be_i32(value, 0)?).ok().filter(|&c| c <= 1664)?;
+    // Each field's type OID comes before its length.
+    length_prefixed(value, 4, count, 4)
+}
+
+/// `count` values from `at` on, each `skip` bytes, a 4-byte length (-1: NULL) and its bytes: their
+/// byte ranges, or `None` unless they end exactly where the value does.
+fn length_prefixed(value: &[u8], mut at: usize, count: usize, skip: usize) -> Option<Vec<Option<(usize, usize)>>> {
+    let mut ranges = Vec::with_capacity(count.min(value.len() / 4));
     for _ in 0..count {
-        let len = int(at + 4)?;
-        at += 8;
+        let len = be_i32(value, at + skip)?;
+        at += skip + 4;
         if len < 0 {
-            fields.push(None);
+            ranges.push(None);
             continue;
         }
         let end = at.checked_add(usize::try_from(len).ok()?).filter(|&e| e <= value.len())?;
-        fields.push(Some((at, end)));
+        ranges.push(Some((at, end)));
         at = end;
     }
-    (at == value.len()).then_some(fields)
+    (at == value.len()).then_some(ranges)
+}
+
+fn be_i32(value: &[u8], at: usize) -> Option<i32> {
+    value.get(at..at.checked_add(4)?).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// `\x4142…` (bytea_output = hex) as raw bytes.
