@@ -22,7 +22,7 @@ use sluice_core::sql::SqlAnalysis;
 use sluice_core::{
     Action, ActionKind, AuditEvent, Decision, Gate, Protocol, Refusal, RefusalCause, SessionInfo, StatementRecord,
 };
-use sluice_mask::{ColumnMask, MaskAction, SessionMasking, CatalogRules};
+use sluice_mask::{CatalogRules, ColumnMask, MaskAction, SessionMasking};
 use sluice_sql::{Classifier, PreparedStatements};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
