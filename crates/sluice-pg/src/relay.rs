@@ -181,6 +181,9 @@ pub struct Tracker {
     portal_plans: HashMap<Bytes, Arc<RowPlan>>,
     /// The statement held for a review, if one is (recorded as interrupted if the session ends).
     holding: Option<(i64, Pending)>,
+    /// The last statement text recorded and what was recorded for it (masked): a prepared or
+    /// repeated statement is not scanned again for each run.
+    last_recorded: Option<(Arc<str>, Arc<str>)>,
 }
 
 impl Tracker {
@@ -192,6 +195,7 @@ impl Tracker {
             statement_shapes: HashMap::new(),
             portal_plans: HashMap::new(),
             holding: None,
+            last_recorded: None,
         }
     }
 }
@@ -249,9 +253,14 @@ impl<G> Context<'_, G> {
             (None, None) => (None, path_override.map(str::to_string)),
         };
         // The recording keeps statements masked like results (errors arrive masked already).
-        let text = match &self.masking {
-            Some(m) => m.masking().mask_text(&p.text).map_or(p.text, Arc::from),
-            None => p.text,
+        let text = match (&self.masking, &tracker.last_recorded) {
+            (None, _) => p.text,
+            (Some(_), Some((last, recorded))) if Arc::ptr_eq(last, &p.text) || **last == *p.text => Arc::clone(recorded),
+            (Some(m), _) => {
+                let recorded = m.masking().mask_text(&p.text).map_or_else(|| Arc::clone(&p.text), Arc::from);
+                tracker.last_recorded = Some((p.text, Arc::clone(&recorded)));
+                recorded
+            }
         };
         self.gate.record(AuditEvent::Statement(StatementRecord {
             session_id: Arc::clone(&self.session_id),
