@@ -6,16 +6,16 @@
 pub mod action;
 pub mod detect;
 mod lineage;
+mod objects;
 pub mod spec;
 pub mod validate;
 pub mod value;
-mod objects;
 
 pub use action::{MaskAction, TokenKey};
 pub use detect::{Builtin, DetectorKind, Finding, Scanner};
+pub use objects::{CatalogRules, Function, View};
 pub use spec::{MaskError, MaskingSpec};
 pub use value::{mask_whole, type_class, ColumnMask, ContentMasker, Masked, TypeClass};
-pub use objects::{CatalogRules, Function, View};
 
 use sluice_core::glob::glob_match;
 use sluice_core::scope::RuleScope;

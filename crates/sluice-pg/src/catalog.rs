@@ -1,7 +1,7 @@
 //! Names of tables and columns by OID, as masking rules need them: a RowDescription identifies a
 //! column only by its table's OID and column number; and the views and functions a masked column
-//! reaches (see `sluice_mask::CatalogRules`). Looked up on the upstream server through a short side connection with the session's
-//! own credential, cached per upstream database.
+//! reaches (see `sluice_mask::CatalogRules`). Looked up on the upstream server through a short
+//! side connection with the session's own credential, cached per upstream database.
 
 use crate::upstream::{self, PgEndpoint, UpstreamError};
 use sluice_mask::{CatalogRules, Function, Masking, View};
