@@ -497,3 +497,27 @@ def test_views_and_functions_made_while_sluice_runs_are_read_when_first_used(rul
     finally:
         pg.query("DROP VIEW staff_late")
         pg.query("DROP FUNCTION staff_late_dx()")
+
+
+def test_when_the_catalog_cannot_be_read_masking_fails_closed(rules_gw, pg):
+    """New side connections refused (the database's connection limit at 0) while a session stays open: a statement that
+    needs the catalog is refused, and a result whose column names cannot be looked up loses every
+    table column (NULL), rather than either passing in clear."""
+    pg.query("DROP TABLE IF EXISTS unseen")
+    pg.query("CREATE TABLE unseen (id int, note text)")
+    pg.query("INSERT INTO unseen VALUES (1, 'visible only by name')")
+    pg.query("GRANT SELECT ON unseen TO app")
+    token = rules_gw.token(groups="agents")
+    try:
+        with psycopg.connect(rules_gw.dsn(token), autocommit=True) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+            pg.query("ALTER DATABASE shop WITH CONNECTION LIMIT 0")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege) as refused:
+                conn.execute("SELECT made_while_blind()")
+            message = str(refused.value)
+            assert 'refused by rule "masking"' in message
+            assert "cannot read the server's views and functions" in message, message
+            assert conn.execute("SELECT id, note, 2 AS two FROM unseen").fetchone() == (None, None, 2)
+    finally:
+        pg.query("ALTER DATABASE shop WITH CONNECTION LIMIT -1")
+        pg.query("DROP TABLE IF EXISTS unseen")
