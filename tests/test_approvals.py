@@ -488,6 +488,31 @@ def test_an_access_grant_can_be_revoked(apv):
     assert code != 0 and "no-ddl" in err
 
 
+def test_one_session_follows_a_grant_as_it_starts_and_ends(apv):
+    """A session keeps the allows it was given for statements it repeats (the policy is not asked
+    again); none of them may outlive the grant it came from, nor hide one that arrives."""
+    conn = psycopg.connect(dsn(apv), autocommit=True)
+    read, ddl = "SELECT count(*) FROM apv_items", "CREATE TABLE apv_tmp5 (x int)"
+    try:
+        for _ in range(3):
+            conn.execute(read).fetchone()
+        with pytest.raises(psycopg.Error, match="no-ddl"):
+            conn.execute(ddl)
+        request = json.loads(cli(apv, "agent", "access", "request", "--connection", "apv", "--duration", "30m",
+                                 "--reason", "one session", "--json").stdout)
+        cli(apv, "bob", "review", "approve", str(request["id"]))
+        for _ in range(3):
+            conn.execute(ddl)
+            conn.execute("DROP TABLE apv_tmp5")
+            conn.execute(read).fetchone()
+        cli(apv, "agent", "access", "revoke", str(request["id"]))
+        with pytest.raises(psycopg.Error, match="no-ddl"):
+            conn.execute(ddl)
+        conn.execute(read).fetchone()
+    finally:
+        conn.close()
+
+
 def test_a_held_client_is_told_on_restart_and_its_approval_still_works(pg, hooks):
     reset_tables(pg)
     gw = start_gateway(pg, hooks)

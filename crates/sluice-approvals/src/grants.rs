@@ -19,7 +19,8 @@ pub struct ActiveGrant {
 #[derive(Default)]
 pub struct Grants {
     count: AtomicUsize,
-    /// Bumped by every change made here, so a reload read before it cannot undo it.
+    /// Bumped by every change to the set, so a reload read before it cannot undo it (and so that
+    /// decisions kept while it stayed the same can tell).
     generation: AtomicU64,
     active: RwLock<Vec<ActiveGrant>>,
 }
@@ -38,8 +39,14 @@ impl Grants {
         if self.generation.load(Ordering::Acquire) != generation {
             return;
         }
+        let same = slot.len() == active.len()
+            && slot.iter().zip(&active).all(|(a, b)| a.review_id == b.review_id && a.until_us == b.until_us);
         self.count.store(active.len(), Ordering::Release);
         *slot = active;
+        // Decisions kept while no grant was in force must not outlive a grant that arrives here.
+        if !same {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// Adds or removes one review's grant after it changed.
@@ -127,5 +134,20 @@ mod tests {
         let stale = grants.generation() - 1;
         grants.reset(stale, &[approved_grant(1, "agent", 60)], 4);
         assert!(grants.find(&who("agent", &[]), "shop", 5).is_none());
+    }
+
+    #[test]
+    fn the_generation_moves_with_every_change_to_the_set_and_only_then() {
+        let grants = Grants::default();
+        let start = grants.generation();
+        grants.reset(start, &[], 1);
+        assert_eq!(grants.generation(), start, "a reload that finds what was there changes nothing");
+        grants.reset(start, &[approved_grant(1, "agent", 60)], 1);
+        let loaded = grants.generation();
+        assert_ne!(loaded, start, "a grant a reload brings in moves it");
+        grants.reset(loaded, &[approved_grant(1, "agent", 60)], 2);
+        assert_eq!(grants.generation(), loaded);
+        grants.reset(loaded, &[], 3);
+        assert_ne!(grants.generation(), loaded, "so does one a reload finds gone");
     }
 }

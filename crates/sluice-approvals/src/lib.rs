@@ -88,6 +88,11 @@ impl Approvals {
         self.access.iter().find(|a| a.name == name)
     }
 
+    /// A number that changes whenever the set of grants does.
+    pub fn grants_generation(&self) -> u64 {
+        self.grants.generation()
+    }
+
     /// The access grant in force for `identity` on `connection`, with its compiled policy.
     pub fn grant_for(&self, identity: &Identity, connection: &str) -> Option<(ActiveGrant, &AccessPolicy)> {
         if !self.grants.any() {

@@ -57,6 +57,15 @@ pub trait Gate<E>: Send + Sync + 'static {
     /// the future stops the wait and leaves the review open.
     fn await_review(&self, session: &SessionInfo<'_>, hold: &Hold) -> impl Future<Output = Decision> + Send;
 
+    /// Lets an adapter skip the policy for actions a session repeats. While this returns the
+    /// same `Some(epoch)`, the gate's `Allow` for an action stays its answer for the same action
+    /// in the same session, so an adapter may keep it: an allow decided between two calls that
+    /// returned the same epoch may be given again whenever the call returns that epoch. `None`:
+    /// keep nothing now.
+    fn decision_epoch(&self, _session: &SessionInfo<'_>) -> Option<u64> {
+        None
+    }
+
     /// Hands an event to the recorder. Must not block the caller.
     fn record(&self, event: AuditEvent);
 

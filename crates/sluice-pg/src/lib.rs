@@ -13,6 +13,7 @@ mod relay;
 mod scram;
 mod session;
 mod startup;
+mod stop;
 mod stream;
 pub mod tls;
 pub mod upstream;

@@ -5,6 +5,7 @@ use crate::catalog::Catalog;
 use crate::cancel::CancelRegistry;
 use crate::error::{sqlstate, PgError};
 use crate::session;
+use crate::stop::Stops;
 use crate::upstream::PgEndpoint;
 use sluice_core::Gate;
 use sluice_sql::Classifier;
@@ -42,7 +43,7 @@ pub(crate) struct Shared<G> {
 const CLASSIFICATION_CACHE_ENTRIES: usize = 10_000;
 
 /// Resolves once shutdown is signalled (never, if the sender is gone without signalling).
-pub(crate) async fn shutdown_signalled(rx: &mut watch::Receiver<bool>) {
+async fn shutdown_signalled(rx: &mut watch::Receiver<bool>) {
     if rx.wait_for(|stop| *stop).await.is_err() {
         std::future::pending::<()>().await;
     }
@@ -72,6 +73,7 @@ pub async fn serve<G: Gate<PgEndpoint>>(
         classifier: Classifier::new(CLASSIFICATION_CACHE_ENTRIES),
         catalog: Catalog::default(),
     });
+    let stops = Stops::default();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -99,7 +101,7 @@ pub async fn serve<G: Gate<PgEndpoint>>(
             continue;
         };
         let shared = Arc::clone(&shared);
-        let rx = shutdown.clone();
+        let stop = stops.register();
         // A socket belongs to the reactor that registered it: hand it over as a std socket and
         // register it again on the worker.
         let std_tcp = match tcp.into_std() {
@@ -117,13 +119,14 @@ pub async fn serve<G: Gate<PgEndpoint>>(
         };
         worker.spawn(async move {
             match TcpStream::from_std(std_tcp) {
-                Ok(tcp) => session::run(tcp, peer, shared, rx).await,
+                Ok(tcp) => session::run(tcp, peer, shared, stop).await,
                 Err(e) => tracing::warn!(%peer, error = %e, "could not register a client on its worker"),
             }
             drop(permit);
         });
     }
     tracing::info!("PostgreSQL listener stopped accepting; waiting for sessions to end");
+    stops.signal_all();
     let all = u32::try_from(max_sessions).unwrap_or(u32::MAX);
     if tokio::time::timeout(drain, slots.acquire_many(all)).await.is_err() {
         tracing::warn!("some sessions did not end within {drain:?}");

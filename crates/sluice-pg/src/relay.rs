@@ -18,12 +18,14 @@ use crate::mask::{self, CopyFormat, Field, ResponseMasker, RowPlan};
 use crate::upstream::{PgEndpoint, UpstreamError};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use sluice_core::audit::now_us;
-use sluice_core::sql::SqlAnalysis;
+use sluice_core::sql::{SharedAnalysis, SqlAnalysis};
 use sluice_core::{
     Action, ActionKind, AuditEvent, Decision, Gate, Protocol, Refusal, RefusalCause, SessionInfo, StatementRecord,
 };
 use sluice_mask::{CatalogRules, ColumnMask, MaskAction, SessionMasking};
+use sluice_sql::cache::SessionClassifier;
 use sluice_sql::{Classifier, PreparedStatements};
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -184,6 +186,9 @@ pub struct Tracker {
     /// The last statement text recorded and what was recorded for it (masked): a prepared or
     /// repeated statement is not scanned again for each run.
     last_recorded: Option<(Arc<str>, Arc<str>)>,
+    /// Statements whose result is complete, recorded once the client has been sent it (recording
+    /// is then off the statement's round trip), with a note on what happened to them.
+    finished: VecDeque<(Pending, Option<&'static str>)>,
 }
 
 impl Tracker {
@@ -196,6 +201,7 @@ impl Tracker {
             portal_plans: HashMap::new(),
             holding: None,
             last_recorded: None,
+            finished: VecDeque::new(),
         }
     }
 }
@@ -283,12 +289,24 @@ impl<G> Context<'_, G> {
         lock(tracker).holding.as_ref().map(|(id, _)| *id)
     }
 
-    /// Records whatever the server still owed when the session ended.
+    /// Records the statements whose results went out (see `Tracker::finished`).
+    fn record_finished(&self, t: &mut Tracker)
+    where
+        G: Gate<crate::PgEndpoint>,
+    {
+        while let Some((p, note)) = t.finished.pop_front() {
+            self.record(t, p, note);
+        }
+    }
+
+    /// Records the statements that finished, then whatever the server still owed when the
+    /// session ended.
     pub fn record_interrupted(&self, tracker: &Mutex<Tracker>, why: &str)
     where
         G: Gate<crate::PgEndpoint>,
     {
         let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
+        self.record_finished(&mut t);
         let note = format!("interrupted: {why}");
         if let Some((id, mut p)) = t.holding.take() {
             p.decision = "review";
@@ -329,7 +347,7 @@ where
     // Statements sluice closed that way, until the client prepares the name again: binding one is
     // refused with sluice's reason rather than the server's "does not exist".
     let mut closed_by_sluice: HashMap<Bytes, i64> = HashMap::new();
-    let mut prepared = PreparedStatements::default();
+    let mut sql = SessionSql::default();
     // Sync carries no text; one shared empty string spares an allocation per Sync.
     let no_text: Arc<str> = Arc::from("");
     let masking = ctx.masking.is_some();
@@ -394,7 +412,7 @@ where
                         client: &mut *client,
                         early: &mut early,
                     };
-                    let (text, decision) = match decide_message(ctx, &mut prepared, cstr_prefix(body), held).await {
+                    let (text, decision) = match decide_message(ctx, &mut sql, cstr_prefix(body), held).await {
                         Ok(decided) => decided,
                         Err(end) => return end,
                     };
@@ -416,7 +434,7 @@ where
                         client: &mut *client,
                         early: &mut early,
                     };
-                    let (text, decision) = match decide_message(ctx, &mut prepared, query, held).await {
+                    let (text, decision) = match decide_message(ctx, &mut sql, query, held).await {
                         Ok(decided) => decided,
                         Err(end) => return end,
                     };
@@ -731,7 +749,7 @@ where
                         front.tag = Some(String::from_utf8_lossy(tag).into_owned());
                         if front.kind == Kind::Execute {
                             let p = t.pending.pop_front().expect("front exists");
-                            ctx.record(&mut t, p, None);
+                            t.finished.push_back((p, None));
                         }
                     }
                 }
@@ -740,7 +758,7 @@ where
                     if t.pending.front().is_some_and(|p| p.kind == Kind::Execute) {
                         let mut p = t.pending.pop_front().expect("front exists");
                         p.rows += std::mem::take(&mut data_rows);
-                        ctx.record(&mut t, p, None);
+                        t.finished.push_back((p, None));
                     }
                 }
                 b'1' | b'2' => {
@@ -823,7 +841,7 @@ where
                             let mut p = t.pending.pop_front().expect("front exists");
                             p.rows += partial_rows;
                             p.error = Some(message);
-                            ctx.record(&mut t, p, None);
+                            t.finished.push_back((p, None));
                             t.skipping = true;
                         }
                         Some(Kind::Sync | Kind::Bind | Kind::Describe | Kind::SluiceClose | Kind::SluiceSync)
@@ -838,7 +856,7 @@ where
                             Kind::Sync => break,
                             Kind::Bind | Kind::Describe | Kind::SluiceClose | Kind::SluiceSync => {}
                             Kind::Simple => {
-                                ctx.record(&mut t, p, None);
+                                t.finished.push_back((p, None));
                                 break;
                             }
                             Kind::Parse | Kind::Execute => {
@@ -848,7 +866,7 @@ where
                                     Some("not executed: an earlier message in the same pipeline failed")
                                 };
                                 if p.refusal.is_some() || p.kind == Kind::Execute {
-                                    ctx.record(&mut t, p, note);
+                                    t.finished.push_back((p, note));
                                 }
                             }
                         }
@@ -880,6 +898,12 @@ where
                     // A large result grew the buffer; an idle session does not keep it.
                     buf = BytesMut::with_capacity(READ_CHUNK);
                 }
+            }
+        }
+        if !deferring {
+            let mut t = lock(tracker);
+            if !t.finished.is_empty() {
+                ctx.record_finished(&mut t);
             }
         }
         if buf.capacity() - buf.len() < 1024 {
@@ -1038,7 +1062,7 @@ async fn column_masks<G>(ctx: &Context<'_, G>, session: &SessionMasking, fields:
 /// that are not UTF-8 would be judged on a lossy reading of what the server runs, so they are refused.
 async fn decide_message<G, R>(
     ctx: &Context<'_, G>,
-    prepared: &mut PreparedStatements,
+    sql: &mut SessionSql,
     query: &[u8],
     held: Held<'_, R>,
 ) -> Result<(Arc<str>, Decision), RelayEnd>
@@ -1050,15 +1074,51 @@ where
         return Ok((Arc::from(String::from_utf8_lossy(query).as_ref()), not_utf8()));
     };
     let text: Arc<str> = Arc::from(text);
-    let decision = decide(ctx, prepared, &text, held).await?;
+    let decision = decide(ctx, sql, &text, held).await?;
     Ok((text, decision))
+}
+
+/// What a session keeps of SQL between its statements.
+#[derive(Default)]
+struct SessionSql {
+    classified: SessionClassifier,
+    /// Statements prepared with SQL's PREPARE, for the EXECUTEs that run them.
+    prepared: PreparedStatements,
+    /// Allows the gate gave for statements this session repeats (see `Gate::decision_epoch`), by
+    /// the address of their analysis, which the entry holds so that no other analysis can take it.
+    allowed: HashMap<usize, KeptAllow>,
+}
+
+struct KeptAllow {
+    _analysis: SharedAnalysis,
+    epoch: u64,
+    /// The session's own copy: cloning the policy's would write memory every session shares.
+    rule: Arc<str>,
+}
+
+/// Allows a session keeps; past this it starts over.
+const MAX_KEPT_ALLOWS: usize = 256;
+
+impl SessionSql {
+    fn kept_allow(&self, analysis: &SharedAnalysis, epoch: u64) -> Option<Decision> {
+        let kept = self.allowed.get(&Arc::as_ptr(analysis).addr()).filter(|k| k.epoch == epoch)?;
+        Some(Decision::Allow { rule: Arc::clone(&kept.rule) })
+    }
+
+    fn keep_allow(&mut self, analysis: &SharedAnalysis, epoch: u64, rule: &str) {
+        if self.allowed.len() >= MAX_KEPT_ALLOWS {
+            self.allowed.clear();
+        }
+        let kept = KeptAllow { _analysis: Arc::clone(analysis), epoch, rule: Arc::from(rule) };
+        self.allowed.insert(Arc::as_ptr(analysis).addr(), kept);
+    }
 }
 
 /// Classifies a message (cached by text), resolves SQL-level EXECUTEs against this session's
 /// PREPAREs, and asks the gate; a statement held for a review is waited for here (see `hold`).
 async fn decide<G, R>(
     ctx: &Context<'_, G>,
-    prepared: &mut PreparedStatements,
+    sql: &mut SessionSql,
     text: &str,
     held: Held<'_, R>,
 ) -> Result<Decision, RelayEnd>
@@ -1066,20 +1126,35 @@ where
     G: Gate<crate::PgEndpoint>,
     R: AsyncRead + Unpin,
 {
-    let analysis = ctx.classifier.classify(text);
+    let analysis = sql.classified.classify(ctx.classifier, text);
     if let Some(refusal) = executes_approved(&analysis, held.approved_once) {
         return Ok(Decision::Deny(refusal));
     }
     // Listening for a cancel from here on: one sent while the review is being created counts too.
     let cancelled = ctx.cancel.notified();
     let decision = {
-        let resolved = prepared.resolve(&analysis);
+        let resolved = sql.prepared.resolve(&analysis);
+        // What an EXECUTE runs is resolved afresh each time: nothing to keep it by.
+        let epoch = match resolved {
+            Cow::Borrowed(_) => ctx.gate.decision_epoch(&ctx.info),
+            Cow::Owned(_) => None,
+        };
         match through_server_objects(ctx, &resolved).await {
             Some(refusal) => Decision::Deny(refusal),
-            None => {
-                let action = Action { protocol: Protocol::Postgres, kind: ActionKind::Sql { text, analysis: &resolved } };
-                ctx.gate.decide(&ctx.info, &action).await
-            }
+            None => match epoch.and_then(|e| sql.kept_allow(&analysis, e)) {
+                Some(kept) => kept,
+                None => {
+                    let action =
+                        Action { protocol: Protocol::Postgres, kind: ActionKind::Sql { text, analysis: &resolved } };
+                    let decision = ctx.gate.decide(&ctx.info, &action).await;
+                    if let (Some(e), Decision::Allow { rule }) = (epoch, &decision)
+                        && ctx.gate.decision_epoch(&ctx.info) == Some(e)
+                    {
+                        sql.keep_allow(&analysis, e, rule);
+                    }
+                    decision
+                }
+            },
         }
     };
     let decision = match decision {
@@ -1087,7 +1162,7 @@ where
         decision => decision,
     };
     if decision.allows() {
-        prepared.note_allowed(&analysis);
+        sql.prepared.note_allowed(&analysis);
     }
     Ok(decision)
 }

@@ -4,7 +4,8 @@
 use crate::cancel::UpstreamKey;
 use crate::codec::{self, HEADER_LEN, auth, peek_frame};
 use crate::error::{PgError, sqlstate};
-use crate::listener::{Shared, shutdown_signalled};
+use crate::listener::Shared;
+use crate::stop::Stop;
 use crate::relay::{self, Context, RelayEnd, Tracker};
 use crate::startup::{StartupError, StartupPacket, read_startup};
 use crate::stream::PgStream;
@@ -17,7 +18,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 /// Startup parameters that name a mode sluice does not relay, or smuggle settings past it. The
 /// settings policy protects (`PROTECTED_SETTINGS`) are refused as startup parameters too.
@@ -46,7 +46,7 @@ pub async fn run<G: Gate<PgEndpoint>>(
     tcp: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared<G>>,
-    mut shutdown: watch::Receiver<bool>,
+    mut stop: Stop,
 ) {
     let _ = tcp.set_nodelay(true);
     let handshake = tokio::time::timeout(shared.config.handshake_timeout, handshake(tcp, peer, &shared));
@@ -58,10 +58,10 @@ pub async fn run<G: Gate<PgEndpoint>>(
                 return;
             }
         },
-        _ = shutdown_signalled(&mut shutdown) => return,
+        _ = stop.signalled() => return,
     };
     let Some(opened) = opened else { return };
-    relay_session(opened, peer, &shared, shutdown).await;
+    relay_session(opened, peer, &shared, stop).await;
 }
 
 /// A session ready to relay.
@@ -290,7 +290,7 @@ async fn relay_session<G: Gate<PgEndpoint>>(
     opened: Opened,
     peer: SocketAddr,
     shared: &Shared<G>,
-    mut shutdown: watch::Receiver<bool>,
+    mut stop: Stop,
 ) {
     let Opened { mut client, upstream, identity, connection, endpoint, application_name } = opened;
     let session_id: Arc<str> = Arc::from(ids::new_id("s_"));
@@ -348,14 +348,14 @@ async fn relay_session<G: Gate<PgEndpoint>>(
     let end = tokio::select! {
         end = relay::client_to_upstream(&ctx, &tracker, &mut client_read, &mut upstream_write) => end,
         end = relay::upstream_to_client(&ctx, &tracker, &mut upstream_read, upstream.leftover, &mut client_write, &mut notices_rx) => end,
-        _ = shutdown_signalled(&mut shutdown) => RelayEnd::UpstreamGone("sluice is shutting down".into()),
+        _ = stop.signalled() => RelayEnd::UpstreamGone("sluice is shutting down".into()),
     };
     let reason = end.describe();
     let held_for = Context::<G>::holding(&tracker);
     ctx.record_interrupted(&tracker, &reason);
     let farewell = match &end {
         RelayEnd::ClientProtocol(e) => Some(e.clone()),
-        RelayEnd::UpstreamGone(why) if *shutdown.borrow() => Some(match held_for {
+        RelayEnd::UpstreamGone(why) if stop.is_signalled() => Some(match held_for {
             Some(id) => PgError::fatal(
                 sqlstate::ADMIN_SHUTDOWN,
                 format!("sluice is shutting down while this statement was held for review #{id}"),

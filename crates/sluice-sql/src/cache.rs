@@ -4,7 +4,7 @@
 //! `… WHERE id = 8` share one entry; the classifier never lets a number's value matter.
 
 use crate::classify::analyze;
-use sluice_core::sql::SharedAnalysis;
+use sluice_core::sql::{SharedAnalysis, SqlAnalysis};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,23 +19,21 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    /// A cache of at most `capacity` texts (emptied when full: statements that repeat come back
-    /// at once, and no per-entry bookkeeping is paid on the hot path).
+    /// A cache of at most `capacity` texts (emptied when full, see `insert_bounded`).
     pub fn new(capacity: usize) -> Self {
         Classifier { entries: Mutex::new(Entries::default()), capacity: capacity.max(1) }
     }
 
     pub fn classify(&self, text: &str) -> SharedAnalysis {
-        let key = cache_key(text);
+        self.classify_keyed(text, cache_key(text))
+    }
+
+    fn classify_keyed(&self, text: &str, key: Cow<'_, str>) -> SharedAnalysis {
         if let Some(hit) = self.lock().get(key.as_ref()) {
             return Arc::clone(hit);
         }
         let analysis = Arc::new(analyze(text));
-        let mut entries = self.lock();
-        if entries.len() >= self.capacity {
-            entries.clear();
-        }
-        entries.insert(key.into(), Arc::clone(&analysis));
+        insert_bounded(&mut self.lock(), key, &analysis, self.capacity);
         analysis
     }
 
@@ -50,6 +48,38 @@ impl Classifier {
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Texts a session keeps its own classifications of.
+const SESSION_ENTRIES: usize = 256;
+
+/// A session's own copies of the classifications it used lately, in front of the shared
+/// `Classifier`: a statement the session repeats then takes no lock and touches no memory that
+/// sessions on other cores write (a shared entry's reference count is such memory).
+#[derive(Default)]
+pub struct SessionClassifier {
+    entries: Entries,
+}
+
+impl SessionClassifier {
+    pub fn classify(&mut self, shared: &Classifier, text: &str) -> SharedAnalysis {
+        let key = cache_key(text);
+        if let Some(hit) = self.entries.get(key.as_ref()) {
+            return Arc::clone(hit);
+        }
+        let own = Arc::new(SqlAnalysis::clone(&shared.classify_keyed(text, key.clone())));
+        insert_bounded(&mut self.entries, key, &own, SESSION_ENTRIES);
+        own
+    }
+}
+
+/// Inserts, emptying the map first when it is full: statements that repeat come back at once, and
+/// no per-entry bookkeeping is paid on the hot path.
+fn insert_bounded(entries: &mut Entries, key: Cow<'_, str>, analysis: &SharedAnalysis, capacity: usize) {
+    if entries.len() >= capacity {
+        entries.clear();
+    }
+    entries.insert(key.into(), Arc::clone(analysis));
 }
 
 /// What a byte means to `cache_key`.

@@ -223,6 +223,14 @@ impl Gate<PgEndpoint> for Gateway {
         self.approvals.await_review(session.session_id, hold).await
     }
 
+    /// The policy, the masking rules and the configuration do not change while sluice runs; an
+    /// access grant replaces the policy while in force, so nothing is kept then, and a grant that
+    /// arrives changes the epoch. (Read before the check: a grant added after it moves the epoch.)
+    fn decision_epoch(&self, session: &SessionInfo<'_>) -> Option<u64> {
+        let epoch = self.approvals.grants_generation();
+        self.approvals.grant_for(session.identity, session.connection).is_none().then_some(epoch)
+    }
+
     fn record(&self, event: AuditEvent) {
         self.recorder.record(event);
     }
