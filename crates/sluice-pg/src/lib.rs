@@ -19,5 +19,9 @@ pub mod tls;
 pub mod upstream;
 
 pub use error::PgError;
+
+/// The maps a session keeps per message (statement and portal names, result shapes): foldhash,
+/// several times cheaper than SipHash on short keys, and seeded per process.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub use listener::{serve, ListenerConfig, ServerTls};
 pub use upstream::{PgEndpoint, UpstreamTlsMode};

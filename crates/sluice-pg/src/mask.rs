@@ -3,8 +3,8 @@
 //! error and notice texts, and COPY rows. A result with nothing to mask passes byte for byte.
 
 use crate::codec::{put_message, Reader};
+use crate::FastMap;
 use bytes::{BufMut, Bytes, BytesMut};
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use sluice_mask::{mask_whole, type_class, ColumnMask, Finding, MaskAction, Masked, SessionMasking, TypeClass};
 use std::sync::Arc;
@@ -146,7 +146,7 @@ pub struct ResponseMasker {
     /// Byte ranges of the values of the row in progress.
     spans: Vec<Option<(usize, usize)>>,
     /// Plans by RowDescription, so a repeated query costs a lookup (see `plan_for`).
-    plans: HashMap<Bytes, (Instant, Arc<RowPlan>)>,
+    plans: FastMap<Bytes, (Instant, Arc<RowPlan>)>,
 }
 
 /// The COPY OUT in progress.
@@ -170,7 +170,7 @@ impl ResponseMasker {
             replaced: Vec::new(),
             changes: Vec::new(),
             spans: Vec::new(),
-            plans: HashMap::new(),
+            plans: FastMap::default(),
         }
     }
 

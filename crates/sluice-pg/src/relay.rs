@@ -16,6 +16,7 @@ use crate::codec::{self, FrameError, HEADER_LEN, Reader, peek_frame, put_cstr, p
 use crate::error::{PgError, ServerMessage, sqlstate};
 use crate::mask::{self, CopyFormat, Field, ResponseMasker, RowPlan};
 use crate::upstream::{PgEndpoint, UpstreamError};
+use crate::FastMap;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use sluice_core::audit::now_us;
 use sluice_core::sql::{SharedAnalysis, SqlAnalysis};
@@ -26,7 +27,7 @@ use sluice_mask::{CatalogRules, ColumnMask, MaskAction, SessionMasking};
 use sluice_sql::cache::SessionClassifier;
 use sluice_sql::{Classifier, PreparedStatements};
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -179,8 +180,8 @@ pub struct Tracker {
     seq: u64,
     /// Only while masking: the described columns of each prepared statement, and the row plan of
     /// each bound portal, as the server confirmed them in order.
-    statement_shapes: HashMap<Bytes, Arc<RowPlan>>,
-    portal_plans: HashMap<Bytes, Arc<RowPlan>>,
+    statement_shapes: FastMap<Bytes, Arc<RowPlan>>,
+    portal_plans: FastMap<Bytes, Arc<RowPlan>>,
     /// The statement held for a review, if one is (recorded as interrupted if the session ends).
     holding: Option<(i64, Pending)>,
     /// The last statement text recorded and what was recorded for it (masked): a prepared or
@@ -197,8 +198,8 @@ impl Tracker {
             pending: VecDeque::with_capacity(16),
             skipping: false,
             seq: 0,
-            statement_shapes: HashMap::new(),
-            portal_plans: HashMap::new(),
+            statement_shapes: FastMap::default(),
+            portal_plans: FastMap::default(),
             holding: None,
             last_recorded: None,
             finished: VecDeque::new(),
@@ -336,17 +337,17 @@ where
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = BytesMut::new();
     // Text and deciding rule of each prepared statement and portal, for the Executes' records.
-    let mut statements: HashMap<Bytes, (Arc<str>, Option<Arc<str>>)> = HashMap::new();
-    let mut portals: HashMap<Bytes, (Arc<str>, Option<Arc<str>>)> = HashMap::new();
+    let mut statements: FastMap<Bytes, (Arc<str>, Option<Arc<str>>)> = FastMap::default();
+    let mut portals: FastMap<Bytes, (Arc<str>, Option<Arc<str>>)> = FastMap::default();
     // Prepared statements a review approved for one run: the review, and whether the statement was
     // bound. At the first Sync after its Bind sluice closes it upstream, so nothing can bind it
     // again (see `close_approved`). A Parse or Close from the client does not clear an entry: the
     // server may skip or refuse either.
-    let mut approved_once: HashMap<Bytes, (i64, bool)> = HashMap::new();
+    let mut approved_once: FastMap<Bytes, (i64, bool)> = FastMap::default();
     let mut close_at_sync: Vec<Bytes> = Vec::new();
     // Statements sluice closed that way, until the client prepares the name again: binding one is
     // refused with sluice's reason rather than the server's "does not exist".
-    let mut closed_by_sluice: HashMap<Bytes, i64> = HashMap::new();
+    let mut closed_by_sluice: FastMap<Bytes, i64> = FastMap::default();
     let mut sql = SessionSql::default();
     // Sync carries no text; one shared empty string spares an allocation per Sync.
     let no_text: Arc<str> = Arc::from("");
@@ -999,7 +1000,7 @@ fn front_is_sluices(tracker: &Mutex<Tracker>) -> bool {
     lock(tracker).pending.front().is_some_and(|p| matches!(p.kind, Kind::SluiceClose | Kind::SluiceSync))
 }
 
-fn bounded_insert(map: &mut HashMap<Bytes, Arc<RowPlan>>, name: Bytes, plan: Arc<RowPlan>) {
+fn bounded_insert(map: &mut FastMap<Bytes, Arc<RowPlan>>, name: Bytes, plan: Arc<RowPlan>) {
     if map.len() >= MAX_SHAPES && !map.contains_key(&name) {
         map.clear();
     }
@@ -1086,7 +1087,7 @@ struct SessionSql {
     prepared: PreparedStatements,
     /// Allows the gate gave for statements this session repeats (see `Gate::decision_epoch`), by
     /// the address of their analysis, which the entry holds so that no other analysis can take it.
-    allowed: HashMap<usize, KeptAllow>,
+    allowed: FastMap<usize, KeptAllow>,
 }
 
 struct KeptAllow {
@@ -1209,7 +1210,7 @@ fn not_utf8() -> Decision {
 /// PREPARE share one namespace): refused, so the run stays the one Bind sluice counts.
 fn executes_approved(
     analysis: &SqlAnalysis,
-    approved_once: &HashMap<Bytes, (i64, bool)>,
+    approved_once: &FastMap<Bytes, (i64, bool)>,
 ) -> Option<Refusal> {
     let sluice_core::sql::SqlAnalysis::Parsed { statements } = analysis else { return None };
     if approved_once.is_empty() {
@@ -1234,7 +1235,7 @@ struct Held<'a, R> {
     tracker: &'a Mutex<Tracker>,
     kind: Kind,
     /// Statements approved for one run (SQL `EXECUTE` of them is refused).
-    approved_once: &'a HashMap<Bytes, (i64, bool)>,
+    approved_once: &'a FastMap<Bytes, (i64, bool)>,
     client: &'a mut R,
     /// What the client sent while it waited, handled once the held statement is.
     early: &'a mut BytesMut,
