@@ -48,7 +48,7 @@ pub struct StatementRecord {
     pub duration_us: i64,
     pub rows: u64,
     /// The command tag (`SELECT 3`, `INSERT 0 1`) of the last completed command.
-    pub tag: Option<String>,
+    pub tag: Option<Arc<str>>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     /// What the gateway decided: `allow`, `deny` or `review`.

@@ -37,7 +37,9 @@ pub fn row_description(body: &[u8]) -> Option<Vec<Field>> {
 }
 
 /// The result format codes of a Bind message (after its parameters); `None` when malformed.
-pub fn bind_result_formats(body: &[u8]) -> Option<Arc<[i16]>> {
+/// `last` is what the session's previous Bind asked for: given again when the same (sessions
+/// mostly bind alike), so that a Bind allocates nothing; replaced otherwise.
+pub fn bind_result_formats(body: &[u8], last: &mut Arc<[i16]>) -> Option<Arc<[i16]>> {
     let mut r = Reader::new(body);
     r.cstr()?;
     r.cstr()?;
@@ -51,7 +53,11 @@ pub fn bind_result_formats(body: &[u8]) -> Option<Arc<[i16]>> {
         }
     }
     let count = usize::try_from(r.i16()?).ok()?;
-    (0..count).map(|_| r.i16()).collect()
+    let codes = r.bytes(2 * count)?.chunks_exact(2).map(|b| i16::from_be_bytes([b[0], b[1]]));
+    if !codes.clone().eq(last.iter().copied()) {
+        *last = codes.collect();
+    }
+    Some(Arc::clone(last))
 }
 
 /// The format of column `i` under a Bind's result format codes (none: text; one: all columns).
@@ -485,8 +491,15 @@ mod tests {
         bind.extend_from_slice(&2i16.to_be_bytes());
         bind.extend_from_slice(&0i16.to_be_bytes());
         bind.extend_from_slice(&1i16.to_be_bytes());
-        assert_eq!(bind_result_formats(&bind).as_deref(), Some(&[0i16, 1][..]));
-        assert_eq!(bind_result_formats(&bind[..bind.len() - 1]), None);
+        let mut last: Arc<[i16]> = Arc::from([]);
+        let first = bind_result_formats(&bind, &mut last);
+        assert_eq!(first.as_deref(), Some(&[0i16, 1][..]));
+        let again = bind_result_formats(&bind, &mut last).expect("well formed");
+        assert!(Arc::ptr_eq(first.as_ref().expect("well formed"), &again), "the same codes are not allocated again");
+        assert_eq!(bind_result_formats(&bind[..bind.len() - 1], &mut last), None);
+        let mut text_only = bind[..bind.len() - 6].to_vec();
+        text_only.extend_from_slice(&0i16.to_be_bytes());
+        assert_eq!(bind_result_formats(&text_only, &mut last).as_deref(), Some(&[][..]));
         assert_eq!(format_of(&[], 3), 0);
         assert_eq!(format_of(&[1], 3), 1);
 

@@ -99,7 +99,7 @@ struct Pending {
     started: Instant,
     started_at_us: i64,
     rows: u64,
-    tag: Option<String>,
+    tag: Option<Arc<str>>,
     error: Option<ServerMessage>,
     /// What the gateway decided, and by which rule.
     decision: &'static str,
@@ -352,6 +352,8 @@ where
     // Sync carries no text; one shared empty string spares an allocation per Sync.
     let no_text: Arc<str> = Arc::from("");
     let masking = ctx.masking.is_some();
+    // The result formats of the last Bind (see `bind_result_formats`).
+    let mut last_formats: Arc<[i16]> = Arc::from([]);
     // Bytes the client sent while a statement was held; they follow what is in `buf`.
     let mut early = BytesMut::new();
     loop {
@@ -495,7 +497,8 @@ where
                         replacement = Some(refused_rebind(portal, review_id, pending));
                     } else {
                         if masking {
-                            let formats = mask::bind_result_formats(body).unwrap_or_else(|| Arc::from([]));
+                            let formats =
+                                mask::bind_result_formats(body, &mut last_formats).unwrap_or_else(|| Arc::from([]));
                             pending.shape = ShapeRef::Bind {
                                 portal: Bytes::copy_from_slice(portal),
                                 statement: Bytes::copy_from_slice(statement),
@@ -633,6 +636,7 @@ where
     let mut fatal: Option<String> = None;
     // DataRows of the command in progress; counted here so a row costs no lock.
     let mut data_rows: u64 = 0;
+    let mut last_tag: Option<Arc<str>> = None;
     // Masking: the plan for the rows in progress, the COPY OUT in progress, and a frame rewritten.
     let mut masker = ctx.masking.clone().map(ResponseMasker::new);
     let mut plan: Option<Arc<RowPlan>> = None;
@@ -747,7 +751,7 @@ where
                     let mut t = lock(tracker);
                     if let Some(front) = t.pending.front_mut() {
                         front.rows += rows;
-                        front.tag = Some(String::from_utf8_lossy(tag).into_owned());
+                        front.tag = Some(same_tag(&mut last_tag, tag));
                         if front.kind == Kind::Execute {
                             let p = t.pending.pop_front().expect("front exists");
                             t.finished.push_back((p, None));
@@ -944,6 +948,15 @@ where
             Ok(_) => {}
             Err(e) => return RelayEnd::UpstreamGone(e.to_string()),
         }
+    }
+}
+
+/// A command tag as recorded: the previous one again when it is the same (a session mostly
+/// repeats `SELECT 1` and the like), so that recording it costs no allocation.
+fn same_tag(last: &mut Option<Arc<str>>, tag: &[u8]) -> Arc<str> {
+    match last {
+        Some(same) if same.as_bytes() == tag => Arc::clone(same),
+        _ => Arc::clone(last.insert(Arc::from(String::from_utf8_lossy(tag)))),
     }
 }
 
