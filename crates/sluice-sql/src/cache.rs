@@ -59,16 +59,18 @@ const SESSION_ENTRIES: usize = 256;
 #[derive(Default)]
 pub struct SessionClassifier {
     entries: Entries,
+    /// Where a folded key is built: one buffer for the session, not an allocation per statement.
+    folded: String,
 }
 
 impl SessionClassifier {
     pub fn classify(&mut self, shared: &Classifier, text: &str) -> SharedAnalysis {
-        let key = cache_key(text);
-        if let Some(hit) = self.entries.get(key.as_ref()) {
+        let key = if fold_literals(text, &mut self.folded) { self.folded.as_str() } else { text };
+        if let Some(hit) = self.entries.get(key) {
             return Arc::clone(hit);
         }
-        let own = Arc::new(SqlAnalysis::clone(&shared.classify_keyed(text, key.clone())));
-        insert_bounded(&mut self.entries, key, &own, SESSION_ENTRIES);
+        let own = Arc::new(SqlAnalysis::clone(&shared.classify_keyed(text, Cow::Borrowed(key))));
+        insert_bounded(&mut self.entries, Cow::Borrowed(key), &own, SESSION_ENTRIES);
         own
     }
 }
@@ -109,11 +111,20 @@ static BYTE_CLASS: [u8; 256] = {
 /// could be unsafe (quotes, dollar signs, backslashes, comments, non-ASCII, or a number run into a
 /// letter such as `1e5`).
 pub fn cache_key(text: &str) -> Cow<'_, str> {
+    let mut folded = String::new();
+    if fold_literals(text, &mut folded) { Cow::Owned(folded) } else { Cow::Borrowed(text) }
+}
+
+/// Writes into `out` the text with every unsigned decimal literal replaced by `0` and returns
+/// true, or returns false when there is nothing to fold or folding could be unsafe (see
+/// `cache_key`); `out` is then left in no particular state.
+fn fold_literals(text: &str, out: &mut String) -> bool {
     // One pass with a table lookup per byte: this runs for every simple-protocol statement, most
     // of which it leaves as they are.
     let bytes = text.as_bytes();
     let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b == b'.';
-    let mut out: Option<String> = None;
+    out.clear();
+    let mut folded = false;
     let mut copied = 0;
     let mut i = 0;
     while i < bytes.len() {
@@ -123,10 +134,10 @@ pub fn cache_key(text: &str) -> Cow<'_, str> {
                 i += 1;
                 continue;
             }
-            UNSAFE => return Cow::Borrowed(text),
+            UNSAFE => return false,
             DASH_OR_SLASH => {
                 if matches!((b, bytes.get(i + 1)), (b'-', Some(b'-')) | (b'/', Some(b'*'))) {
-                    return Cow::Borrowed(text);
+                    return false;
                 }
                 i += 1;
                 continue;
@@ -148,20 +159,17 @@ pub fn cache_key(text: &str) -> Cow<'_, str> {
             }
         }
         if i < bytes.len() && word(bytes[i]) {
-            return Cow::Borrowed(text);
+            return false;
         }
-        let key = out.get_or_insert_with(|| String::with_capacity(text.len()));
-        key.push_str(&text[copied..start]);
-        key.push('0');
+        out.push_str(&text[copied..start]);
+        out.push('0');
         copied = i;
+        folded = true;
     }
-    match out {
-        Some(mut key) => {
-            key.push_str(&text[copied..]);
-            Cow::Owned(key)
-        }
-        None => Cow::Borrowed(text),
+    if folded {
+        out.push_str(&text[copied..]);
     }
+    folded
 }
 
 #[cfg(test)]
