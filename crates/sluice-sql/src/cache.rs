@@ -174,7 +174,23 @@ fn fold_literals(text: &str, out: &mut String) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::cache_key;
+    use super::{cache_key, Classifier, SessionClassifier};
+    use std::sync::Arc;
+
+    #[test]
+    fn a_session_classifies_through_copies_of_its_own() {
+        let shared = Classifier::new(10);
+        let mut session = SessionClassifier::default();
+        let first = session.classify(&shared, "SELECT * FROM t WHERE id = 1");
+        let again = session.classify(&shared, "SELECT * FROM t WHERE id = 2");
+        assert!(Arc::ptr_eq(&first, &again), "folded literals share the session's entry");
+        let from_shared = shared.classify("SELECT * FROM t WHERE id = 3");
+        assert!(!Arc::ptr_eq(&first, &from_shared), "the session's entry is its own copy");
+        assert_eq!(*first, *from_shared);
+        assert_eq!(shared.len(), 1, "the shared cache classified the text once");
+        let other = session.classify(&shared, "SELECT * FROM u");
+        assert_ne!(*other, *first);
+    }
 
     #[test]
     fn numbers_fold_only_where_they_are_plainly_numbers() {
