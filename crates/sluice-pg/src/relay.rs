@@ -184,9 +184,6 @@ pub struct Tracker {
     portal_plans: FastMap<Bytes, Arc<RowPlan>>,
     /// The statement held for a review, if one is (recorded as interrupted if the session ends).
     holding: Option<(i64, Pending)>,
-    /// The last statement text recorded and what was recorded for it (masked): a prepared or
-    /// repeated statement is not scanned again for each run.
-    last_recorded: Option<(Arc<str>, Arc<str>)>,
     /// Statements whose result is complete, recorded once the client has been sent it (recording
     /// is then off the statement's round trip), with a note on what happened to them.
     finished: VecDeque<(Pending, Option<&'static str>)>,
@@ -201,7 +198,6 @@ impl Tracker {
             statement_shapes: FastMap::default(),
             portal_plans: FastMap::default(),
             holding: None,
-            last_recorded: None,
             finished: VecDeque::new(),
         }
     }
@@ -259,21 +255,12 @@ impl<G> Context<'_, G> {
             (None, Some(e)) => (Some(e.code.clone()), Some(e.message.clone())),
             (None, None) => (None, path_override.map(str::to_string)),
         };
-        // The recording keeps statements masked like results (errors arrive masked already).
-        let text = match (&self.masking, &tracker.last_recorded) {
-            (None, _) => p.text,
-            (Some(_), Some((last, recorded))) if Arc::ptr_eq(last, &p.text) || **last == *p.text => Arc::clone(recorded),
-            (Some(m), _) => {
-                let recorded = m.masking().mask_text(&p.text).map_or_else(|| Arc::clone(&p.text), Arc::from);
-                tracker.last_recorded = Some((p.text, Arc::clone(&recorded)));
-                recorded
-            }
-        };
+        // The text is masked on the recorder's thread (errors arrive masked already).
         self.gate.record(AuditEvent::Statement(StatementRecord {
             session_id: Arc::clone(&self.session_id),
             seq: tracker.seq,
             path: if p.kind == Kind::Simple { "simple" } else { "extended" },
-            text,
+            text: p.text,
             started_at_us: p.started_at_us,
             duration_us: p.started.elapsed().as_micros() as i64,
             rows: p.rows,

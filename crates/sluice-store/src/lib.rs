@@ -11,7 +11,7 @@ mod sqlite;
 pub mod vault;
 
 pub use events::EventWriter;
-pub use recorder::{Recorder, RecorderTask};
+pub use recorder::{Recorder, RecorderTask, TextFilter};
 pub use reviews::{ReviewEvent, ReviewFilter};
 pub use sqlite::{AuthRow, SessionRow, StatementRow, Store, TokenRow};
 

@@ -4,7 +4,12 @@
 use crate::{EventWriter, Store, StoreError};
 use sluice_core::AuditEvent;
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// What a statement's text becomes before it is written (masking, in practice; `None`: as it
+/// is). Run on the recorder's thread over whole batches, so a session does not pay for it.
+pub type TextFilter = Box<dyn FnMut(&str) -> Option<String> + Send>;
 
 const MAX_BATCH: usize = 4096;
 
@@ -21,12 +26,17 @@ impl Recorder {
     /// Starts the writer. Events are gathered for up to `flush_interval` (or until a batch is full)
     /// and written in one transaction, so a busy gateway costs the store a commit per interval, not
     /// one per statement.
-    pub fn spawn(store: &Store, flush_interval: Duration) -> Result<(Recorder, RecorderTask), StoreError> {
+    /// Every statement's text goes through `texts` before it is written.
+    pub fn spawn(
+        store: &Store,
+        flush_interval: Duration,
+        texts: TextFilter,
+    ) -> Result<(Recorder, RecorderTask), StoreError> {
         let writer = store.event_writer()?;
         let (tx, rx) = mpsc::channel();
         let (done_tx, done) = tokio::sync::oneshot::channel();
         std::thread::Builder::new().name("sluice-recorder".into()).spawn(move || {
-            write_loop(writer, rx, flush_interval);
+            write_loop(writer, rx, flush_interval, texts);
             let _ = done_tx.send(());
         })?;
         Ok((Recorder { tx }, RecorderTask { done }))
@@ -46,9 +56,10 @@ impl RecorderTask {
     }
 }
 
-fn write_loop(mut writer: EventWriter, rx: mpsc::Receiver<AuditEvent>, flush_interval: Duration) {
+fn write_loop(mut writer: EventWriter, rx: mpsc::Receiver<AuditEvent>, flush_interval: Duration, mut texts: TextFilter) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut behind = false;
+    let mut last_text = None;
     while let Ok(first) = rx.recv() {
         batch.push(first);
         // Unless a backlog filled the last batch, gather for one interval without listening:
@@ -58,6 +69,7 @@ fn write_loop(mut writer: EventWriter, rx: mpsc::Receiver<AuditEvent>, flush_int
         }
         batch.extend(rx.try_iter().take(MAX_BATCH - 1));
         behind = batch.len() == MAX_BATCH;
+        filter_texts(&mut batch, &mut texts, &mut last_text);
         // A failed write is retried: an audit record is not given up because the disk hiccuped.
         let mut attempt = 0u32;
         while let Err(e) = writer.write(&batch) {
@@ -66,5 +78,80 @@ fn write_loop(mut writer: EventWriter, rx: mpsc::Receiver<AuditEvent>, flush_int
             std::thread::sleep(Duration::from_millis(200 * u64::from(attempt.min(25))));
         }
         batch.clear();
+    }
+}
+
+/// Puts every statement's text through the filter. `last` is the previous text and what it became:
+/// a text recorded again (a prepared statement's runs, a repeated query) is not filtered again.
+fn filter_texts(batch: &mut [AuditEvent], texts: &mut TextFilter, last: &mut Option<(Arc<str>, Arc<str>)>) {
+    for event in batch {
+        let AuditEvent::Statement(s) = event else { continue };
+        let recorded = match last {
+            Some((raw, filtered)) if Arc::ptr_eq(raw, &s.text) || **raw == *s.text => Arc::clone(filtered),
+            _ => {
+                let filtered = texts(&s.text).map_or_else(|| Arc::clone(&s.text), Arc::from);
+                *last = Some((Arc::clone(&s.text), Arc::clone(&filtered)));
+                filtered
+            }
+        };
+        s.text = recorded;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{filter_texts, TextFilter};
+    use sluice_core::{AuditEvent, StatementRecord};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    fn statement(text: &Arc<str>) -> AuditEvent {
+        AuditEvent::Statement(StatementRecord {
+            session_id: "s1".into(),
+            seq: 1,
+            path: "simple",
+            text: Arc::clone(text),
+            started_at_us: 0,
+            duration_us: 0,
+            rows: 0,
+            tag: None,
+            error_code: None,
+            error_message: None,
+            decision: "allow",
+            rule: None,
+        })
+    }
+
+    fn text_of(event: &AuditEvent) -> &str {
+        match event {
+            AuditEvent::Statement(s) => &s.text,
+            _ => "",
+        }
+    }
+
+    #[test]
+    fn statement_texts_are_filtered_once_per_distinct_run_of_text() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let mut filter: TextFilter = Box::new(move |text| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            text.contains("secret").then(|| text.replace("secret", "[redacted]"))
+        });
+        let (secret, plain): (Arc<str>, Arc<str>) = ("SELECT 'secret'".into(), "SELECT 1".into());
+        let mut batch = vec![
+            statement(&secret),
+            statement(&secret),
+            AuditEvent::SessionEnded { session_id: "s1".into(), at_us: 1, reason: "secret".into() },
+            statement(&Arc::from("SELECT 'secret'")),
+            statement(&plain),
+        ];
+        let mut last = None;
+        filter_texts(&mut batch, &mut filter, &mut last);
+        let texts: Vec<&str> = batch.iter().map(text_of).collect();
+        assert_eq!(texts, ["SELECT '[redacted]'", "SELECT '[redacted]'", "", "SELECT '[redacted]'", "SELECT 1"]);
+        assert_eq!(calls.load(Ordering::Relaxed), 2, "a text equal to the last one is not filtered again");
+        let mut next = vec![statement(&plain)];
+        filter_texts(&mut next, &mut filter, &mut last);
+        assert_eq!(calls.load(Ordering::Relaxed), 2, "nor in the next batch");
     }
 }

@@ -28,9 +28,15 @@ pub async fn run(config_path: &Path) -> Result<()> {
         tracing::warn!(orphaned, "closed sessions left open by a previous run");
     }
     let key = MasterKey::load(&config.server.master_key_path(), true)?;
-    let (recorder, recorder_task) = Recorder::spawn(&store, Duration::from_millis(config.recording.flush_interval_ms))
-        .context("cannot start the audit recorder")?;
     let masking = Arc::new(config.compile_masking(key.derive(MASK_TOKEN_PURPOSE))?);
+    // Recorded statements are masked like results (by the detectors, which apply to every session).
+    let recorded_text = Arc::clone(&masking);
+    let (recorder, recorder_task) = Recorder::spawn(
+        &store,
+        Duration::from_millis(config.recording.flush_interval_ms),
+        Box::new(move |text| recorded_text.mask_text(text)),
+    )
+    .context("cannot start the audit recorder")?;
     // The API is bound first so that links in notifications carry its real port.
     let api_listener = match config.api.enabled {
         false => None,
