@@ -326,9 +326,12 @@ fn for_each_part(value: &[u8], depth: usize, f: &mut impl FnMut(&[u8])) {
     }
 }
 
+/// The byte range of each element or field of a binary array or record (`None` for NULL).
+type Parts = Vec<Option<(usize, usize)>>;
+
 /// A binary array (`array_send`): the length of what precedes the elements, and each element's
-/// byte range (`None` for NULL). `None` unless the value is exactly that.
-fn binary_array(value: &[u8]) -> Option<(usize, Vec<Option<(usize, usize)>>)> {
+/// byte range. `None` unless the value is exactly that.
+fn binary_array(value: &[u8]) -> Option<(usize, Parts)> {
     let ndim = usize::try_from(be_i32(value, 0)?).ok().filter(|&n| n <= 6)?;
     if !(0..=1).contains(&be_i32(value, 4)?) {
         return None;
@@ -343,7 +346,7 @@ fn binary_array(value: &[u8]) -> Option<(usize, Vec<Option<(usize, usize)>>)> {
 
 /// A binary record (`record_send`): each field's byte range (`None` for NULL), or `None` unless
 /// the value is exactly that.
-fn binary_record(value: &[u8]) -> Option<Vec<Option<(usize, usize)>>> {
+fn binary_record(value: &[u8]) -> Option<Parts> {
     let count = usize::try_from(be_i32(value, 0)?).ok().filter(|&c| c <= 1664)?;
     // Each field's type OID comes before its length.
     length_prefixed(value, 4, count, 4)
@@ -351,7 +354,7 @@ fn binary_record(value: &[u8]) -> Option<Vec<Option<(usize, usize)>>> {
 
 /// `count` values from `at` on, each `skip` bytes, a 4-byte length (-1: NULL) and its bytes: their
 /// byte ranges, or `None` unless they end exactly where the value does.
-fn length_prefixed(value: &[u8], mut at: usize, count: usize, skip: usize) -> Option<Vec<Option<(usize, usize)>>> {
+fn length_prefixed(value: &[u8], mut at: usize, count: usize, skip: usize) -> Option<Parts> {
     let mut ranges = Vec::with_capacity(count.min(value.len() / 4));
     for _ in 0..count {
         let len = be_i32(value, at + skip)?;

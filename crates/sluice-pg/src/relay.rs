@@ -229,13 +229,25 @@ pub struct Context<'a, G> {
 }
 
 impl<G> Context<'_, G> {
+    /// What the column rules reach through this session's database's views and functions, as read
+    /// within `FRESH_FOR` — or read again at once when `lacks` says that reading lacks an object
+    /// the statement or result names (one made since may carry a masked column).
+    async fn reached_knowing(
+        &self,
+        masking: &SessionMasking,
+        lacks: impl Fn(&CatalogRules) -> bool,
+    ) -> Result<Arc<CatalogRules>, UpstreamError> {
+        let reached = self.reached(masking, FRESH_FOR).await?;
+        if lacks(&reached) { self.reached(masking, Duration::ZERO).await } else { Ok(reached) }
+    }
+
     /// What the column rules reach through this session's database's views and functions; read
     /// through the shared catalog, remembered here while younger than `fresh_for`.
     async fn reached(&self, masking: &SessionMasking, fresh_for: Duration) -> Result<Arc<CatalogRules>, UpstreamError> {
-        if let Some((at, rules)) = &*self.reached.lock().unwrap_or_else(|p| p.into_inner()) {
-            if at.elapsed() < fresh_for {
-                return Ok(Arc::clone(rules));
-            }
+        if let Some((at, rules)) = &*self.reached.lock().unwrap_or_else(|p| p.into_inner())
+            && at.elapsed() < fresh_for
+        {
+            return Ok(Arc::clone(rules));
         }
         let (at, rules) = self.catalog.reached(self.endpoint, masking.masking(), self.lookup_timeout, fresh_for).await?;
         *self.reached.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, Arc::clone(&rules)));
@@ -1027,16 +1039,11 @@ async fn column_masks<G>(ctx: &Context<'_, G>, session: &SessionMasking, fields:
     }
     let looked_up = match ctx.catalog.tables(ctx.endpoint, &oids, ctx.lookup_timeout).await {
         Ok(tables) => {
-            // A view created since the views were last read is read now: its columns may carry one.
+            let system = |schema: &str| matches!(schema, "pg_catalog" | "information_schema");
             let unknown_view = |views: &CatalogRules| {
-                let system = |schema: &str| matches!(schema, "pg_catalog" | "information_schema");
                 tables.values().any(|t| t.view && !system(&t.schema) && !views.knows(&t.schema, &t.name))
             };
-            let mut views = ctx.reached(session, FRESH_FOR).await;
-            if views.as_deref().is_ok_and(unknown_view) {
-                views = ctx.reached(session, Duration::ZERO).await;
-            }
-            views.map(|views| (tables, views))
+            ctx.reached_knowing(session, unknown_view).await.map(|views| (tables, views))
         }
         Err(e) => Err(e),
     };
@@ -1177,13 +1184,8 @@ async fn through_server_objects<G>(ctx: &Context<'_, G>, analysis: &SqlAnalysis)
     if !matches!(analysis, SqlAnalysis::Parsed { .. }) {
         return None;
     }
-    let mut reached = ctx.reached(session, FRESH_FOR).await;
-    // A function made since the last reading is read now: its body may read a masked column. (A
-    // name that exists nowhere costs a reading each time; the server will refuse it anyway.)
-    if reached.as_deref().is_ok_and(|r| r.calls_unknown_function(analysis)) {
-        reached = ctx.reached(session, Duration::ZERO).await;
-    }
-    match reached {
+    // (A function name that exists nowhere costs a reading each time; the server refuses it anyway.)
+    match ctx.reached_knowing(session, |r| r.calls_unknown_function(analysis)).await {
         Ok(reached) if reached.is_empty() => None,
         Ok(reached) => session.catalog_problem(&reached, analysis).map(sluice_mask::lineage_refusal),
         Err(e) => Some(Refusal {
