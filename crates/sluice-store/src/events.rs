@@ -28,8 +28,9 @@ const END_SESSION: &str = "UPDATE sessions SET ended_at = ?1, end_reason = ?2 WH
 const STATEMENT_COLUMNS: usize = 13;
 
 /// Rows per multi-row INSERT of statements. Only these sizes are used: each is a distinct SQL
-/// text the connection prepares once and keeps.
-const INSERT_SIZES: [usize; 6] = [500, 128, 32, 8, 2, 1];
+/// text the connection prepares once and keeps. At most 32 rows, so that SQLite's copies of the
+/// bound texts (~6 per row) fit in the connection's lookaside slots (`.cargo/config.toml`).
+const INSERT_SIZES: [usize; 4] = [32, 8, 2, 1];
 
 /// The largest allowed INSERT that fits in `remaining` rows: how many rows it takes, and its SQL
 /// (each size built once).
