@@ -343,8 +343,8 @@ async fn relay_session<G: Gate<PgEndpoint>>(
         reached: Default::default(),
     };
     let tracker = Mutex::new(Tracker::new());
-    let (mut client_read, mut client_write) = tokio::io::split(client);
-    let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream.stream);
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut upstream_read, mut upstream_write) = upstream.stream.into_split();
     let end = tokio::select! {
         end = relay::client_to_upstream(&ctx, &tracker, &mut client_read, &mut upstream_write) => end,
         end = relay::upstream_to_client(&ctx, &tracker, &mut upstream_read, upstream.leftover, &mut client_write, &mut notices_rx) => end,
