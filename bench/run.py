@@ -1,6 +1,8 @@
 """Runs the benchmark matrix and reports it. Called by bench/run.sh, which builds sluice first.
 
-Targets: direct PostgreSQL, pgbouncer (session pooling), sluice bare (statement recording and
+Targets: direct PostgreSQL, pgbouncer (session pooling), tokio-relay (a relay on sluice's runtime
+layout that only copies bytes, `crates/sluice/examples/plain_relay.rs`: the floor any tokio proxy
+starts from on this machine), sluice bare (statement recording and
 masking off, an empty SQL policy, so statements are still classified) and sluice full (everything
 that exists turned on: recording, the policy in FULL_POLICY, masking with every detector and a
 column rule, in FULL_MASKING). Workloads: pgbench -S in simple, extended and
@@ -38,7 +40,8 @@ WORKLOADS = {
     "10k-rows-simple": {"args": ["-f", str(ROOT / "bench" / "large.sql"), "-M", "simple"], "statements": 1, "rows": 10000},
     "10k-rows-extended": {"args": ["-f", str(ROOT / "bench" / "large.sql"), "-M", "extended"], "statements": 1, "rows": 10000},
 }
-TARGETS = ["direct", "pgbouncer", "sluice-bare", "sluice-full"]
+TARGETS = ["direct", "pgbouncer", "tokio-relay", "sluice-bare", "sluice-full"]
+PROXIES = TARGETS[1:]
 
 # sluice-full decides every statement against a policy of the shape operators write: a default
 # deny, reads allowed, a schema that is off limits, writes under review. (sluice-bare classifies
@@ -82,8 +85,9 @@ def free_port():
 
 
 def cpu_seconds(pid):
+    """The process's CPU time so far, (user, system), in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def peak_rss_kib(pid):
@@ -187,11 +191,25 @@ tls = "disable"
         port = int(line.rsplit(":", 1)[1])
         return {"dsn": f"postgresql://bench:{token}@127.0.0.1:{port}/bench?sslmode=disable", "pid": proc.pid}
 
+    def start_relay(self):
+        """The floor: crates/sluice/examples/plain_relay.rs, built beside the sluice binary."""
+        binary = os.environ.get("RELAY_BIN") or str(Path(os.environ["SLUICE_BIN"]).parent / "examples" / "plain_relay")
+        if not Path(binary).exists():
+            raise SystemExit(f"bench: {binary} is missing; build it with `cargo build -p sluice --example plain_relay`")
+        port = free_port()
+        proc = subprocess.Popen([binary, f"127.0.0.1:{port}", f"127.0.0.1:{self.pg_port}"], stdout=subprocess.PIPE,
+                                text=True)
+        self.procs.append(proc)
+        if proc.stdout.readline().strip() != "listening":
+            raise SystemExit("bench: plain_relay did not start")
+        return {"dsn": f"postgresql://app:{self.app_pw}@127.0.0.1:{port}/bench?sslmode=disable", "pid": proc.pid}
+
     def targets(self):
         return {
             "direct": {"dsn": f"postgresql://app:{self.app_pw}@127.0.0.1:{self.pg_port}/bench?sslmode=disable", "pid": None},
             "pgbouncer": {"dsn": f"postgresql://app:{self.app_pw}@127.0.0.1:{self.bouncer_port}/bench?sslmode=disable",
                           "pid": self.bouncer_pid},
+            "tokio-relay": self.relay,
             "sluice-bare": self.sluice_bare,
             "sluice-full": self.sluice_full,
         }
@@ -228,14 +246,18 @@ tls = "disable"
         }
         if "rows" in spec:
             out["rows_per_s"] = tps * spec["rows"]
-        if pid:
-            out["proxy_cpu_s"] = cpu_after - cpu_before
-            out["proxy_cpu_us_per_query"] = (cpu_after - cpu_before) / statements * 1e6 if statements else None
+        if pid and statements:
+            (user_before, sys_before), (user_after, sys_after) = cpu_before, cpu_after
+            out["proxy_cpu_s"] = (user_after - user_before) + (sys_after - sys_before)
+            out["proxy_cpu_us_per_query"] = out["proxy_cpu_s"] / statements * 1e6
+            out["proxy_user_us_per_query"] = (user_after - user_before) / statements * 1e6
+            out["proxy_sys_us_per_query"] = (sys_after - sys_before) / statements * 1e6
         return out
 
     def run(self):
         self.start_postgres()
         self.start_pgbouncer()
+        self.relay = self.start_relay()
         self.sluice_bare = self.start_sluice("sluice-bare", record_statements=False)
         self.sluice_full = self.start_sluice("sluice-full", record_statements=True)
         targets = self.targets()
@@ -251,7 +273,7 @@ tls = "disable"
                     print(f"bench: {workload:18} round {round_} {name:12} {r['tps']:10.1f} tps"
                           + (f"  {r['proxy_cpu_us_per_query']:.1f} µs CPU/query" if r.get("proxy_cpu_us_per_query") else ""),
                           file=sys.stderr)
-        rss = {name: peak_rss_kib(targets[name]["pid"]) for name in ("pgbouncer", "sluice-bare", "sluice-full")}
+        rss = {name: peak_rss_kib(targets[name]["pid"]) for name in PROXIES}
         approval = approvals.measure(os.environ["SLUICE_BIN"], self.work / "sluice-approvals", self.pg_port, self.app_pw,
                                      self.args.approval_samples)
         print(f"bench: approve → release p50 {approval['p50_ms']:.1f} ms, p99 {approval['p99_ms']:.1f} ms", file=sys.stderr)
@@ -292,9 +314,11 @@ def summarise(runs, rounds):
             }
             if "rows_per_s" in mine[0]:
                 entry["rows_per_s"] = statistics.median(r["rows_per_s"] for r in mine)
-            cpu = [r["proxy_cpu_us_per_query"] for r in mine if r.get("proxy_cpu_us_per_query") is not None]
-            if cpu:
-                entry["proxy_cpu_us_per_query"] = statistics.median(cpu)
+            for key in ("proxy_cpu_us_per_query", "proxy_user_us_per_query", "proxy_sys_us_per_query"):
+                values = [r[key] for r in mine if key in r]
+                if values:
+                    entry[key] = statistics.median(values)
+            if "proxy_cpu_us_per_query" in entry:
                 entry["proxy_cpu_s_per_1000"] = entry["proxy_cpu_us_per_query"] / 1000
             summary[workload][target] = entry
     return summary
@@ -306,16 +330,18 @@ def markdown(summary, rss, meta, approval):
         f"({meta['rounds']} rounds × {meta['duration']} s per run, `-c {meta['clients']} -j {meta['clients']}`, "
         f"scale {meta['scale']}). Medians; ratios are medians of per-round ratios.",
         "",
-        "| workload | target | TPS | vs direct | vs pgbouncer | mean ms | p99 ms | proxy CPU µs/query | rows/s |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| workload | target | TPS | vs direct | vs pgbouncer | mean ms | p99 ms | proxy CPU µs/query | user + sys µs | rows/s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for workload, targets in summary.items():
         for target, e in targets.items():
             cpu = f"{e['proxy_cpu_us_per_query']:.1f}" if "proxy_cpu_us_per_query" in e else "–"
+            split = (f"{e['proxy_user_us_per_query']:.1f} + {e['proxy_sys_us_per_query']:.1f}"
+                     if "proxy_user_us_per_query" in e else "–")
             rows = f"{e['rows_per_s']:,.0f}" if "rows_per_s" in e else "–"
             lines.append(
                 f"| {workload} | {target} | {e['tps']:,.0f} | {e['vs_direct']:.2f} | {e['vs_pgbouncer']:.2f} | "
-                f"{e['latency_mean_ms']:.3f} | {e['latency_p99_ms']:.3f} | {cpu} | {rows} |"
+                f"{e['latency_mean_ms']:.3f} | {e['latency_p99_ms']:.3f} | {cpu} | {split} | {rows} |"
             )
     lines += ["", "Peak RSS: " + ", ".join(f"{k} {v / 1024:.1f} MiB" for k, v in rss.items()), ""]
     lines += [

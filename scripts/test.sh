@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 echo "== build" >&2
-cargo build --workspace --locked
+cargo build --workspace --locked --bins --examples
 echo "== unit tests" >&2
 cargo test --workspace --locked
 echo "== end-to-end tests" >&2

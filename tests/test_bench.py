@@ -19,16 +19,18 @@ def test_benchmark_quick_mode_runs_every_target_and_workload(tmp_path):
     assert set(summary) == {"select-simple", "select-extended", "select-prepared", "connect-select", "10k-rows-simple",
                             "10k-rows-extended"}
     for workload, targets in summary.items():
-        assert set(targets) == {"direct", "pgbouncer", "sluice-bare", "sluice-full"}
+        assert set(targets) == {"direct", "pgbouncer", "tokio-relay", "sluice-bare", "sluice-full"}
         for name, entry in targets.items():
             assert entry["failed"] == 0
             assert entry["tps"] > 0 and entry["latency_p99_ms"] > 0
             if name != "direct":
                 assert entry["proxy_cpu_us_per_query"] > 0
+                assert entry["proxy_user_us_per_query"] >= 0 and entry["proxy_sys_us_per_query"] >= 0
             if workload.startswith("10k"):
                 assert entry["rows_per_s"] > 0
     assert all(v > 0 for v in report["peak_rss_kib"].values())
     approval = report["approval_release"]
     assert approval["samples"] == 5 and 0 < approval["p50_ms"] <= approval["p99_ms"] <= approval["max_ms"]
+    assert set(report["peak_rss_kib"]) == {"pgbouncer", "tokio-relay", "sluice-bare", "sluice-full"}
     assert "| select-simple | sluice-full |" in (tmp_path / "latest.md").read_text()
     assert "Approve → release" in (tmp_path / "latest.md").read_text()
