@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 /// The listener's side: one sender per open session.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub(crate) struct Stops {
     open: Arc<Mutex<Open>>,
 }
