@@ -2,7 +2,7 @@
 //! upstream); docs/configuration.md documents each one.
 
 use crate::{AccessConfig, AccessPolicy, ApiConfig, ApprovalsConfig};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sluice_core::policy::{ConnectionPolicy, Effect, Policy, PolicyError, PolicySpec, Preset};
 use sluice_mask::{MaskError, Masking, MaskingSpec, TokenKey};
 use std::collections::BTreeMap;
@@ -155,7 +155,7 @@ impl Default for PostgresListener {
     }
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientTls {
     Disable,
@@ -245,7 +245,7 @@ fn default_password_ref() -> String {
     "stored".into()
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum UpstreamTls {
     Disable,

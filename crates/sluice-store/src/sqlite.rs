@@ -48,6 +48,26 @@ pub struct SessionRow {
     pub statements: i64,
 }
 
+/// Which recorded sessions to list.
+#[derive(Clone, Debug)]
+pub struct SessionFilter {
+    /// Started at or after this time (µs since the epoch).
+    pub since_us: Option<i64>,
+    /// Started strictly after this time: what `--follow` has not shown yet.
+    pub after_us: Option<i64>,
+    pub identity: Option<String>,
+    pub connection: Option<String>,
+    /// Only sessions with at least one statement decided so (`allow`, `review`, `deny`).
+    pub verdict: Option<String>,
+    pub limit: i64,
+}
+
+impl SessionFilter {
+    pub fn latest(limit: i64) -> SessionFilter {
+        SessionFilter { since_us: None, after_us: None, identity: None, connection: None, verdict: None, limit }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct StatementRow {
     pub seq: i64,
@@ -206,14 +226,32 @@ impl Store {
         EventWriter::open(&self.path)
     }
 
-    pub async fn sessions(&self, limit: i64) -> Result<Vec<SessionRow>, StoreError> {
-        let rows = sqlx::query(
+    /// Recorded sessions that match `filter`, newest first.
+    pub async fn sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionRow>, StoreError> {
+        let mut query = sqlx::QueryBuilder::new(
             "SELECT s.*, (SELECT COUNT(*) FROM statements t WHERE t.session_id = s.id) AS statement_count \
-             FROM sessions s ORDER BY s.started_at DESC LIMIT ?",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+             FROM sessions s WHERE 1 = 1",
+        );
+        if let Some(since) = filter.since_us {
+            query.push(" AND s.started_at >= ").push_bind(since);
+        }
+        if let Some(after) = filter.after_us {
+            query.push(" AND s.started_at > ").push_bind(after);
+        }
+        if let Some(identity) = &filter.identity {
+            query.push(" AND s.identity = ").push_bind(identity);
+        }
+        if let Some(connection) = &filter.connection {
+            query.push(" AND s.connection = ").push_bind(connection);
+        }
+        if let Some(verdict) = &filter.verdict {
+            query
+                .push(" AND EXISTS (SELECT 1 FROM statements v WHERE v.session_id = s.id AND v.decision = ")
+                .push_bind(verdict)
+                .push(")");
+        }
+        query.push(" ORDER BY s.started_at DESC LIMIT ").push_bind(filter.limit);
+        let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(session_row).collect()
     }
 
@@ -361,7 +399,7 @@ mod tests {
             AuditEvent::SessionEnded { session_id: "s1".into(), at_us: 4, reason: "client terminated".into() },
         ];
         store.event_writer().unwrap().write(&events).unwrap();
-        let sessions = store.sessions(10).await.unwrap();
+        let sessions = store.sessions(&SessionFilter::latest(10)).await.unwrap();
         assert_eq!(sessions.len(), 1);
         assert_eq!(sessions[0].statements, 1);
         assert_eq!(sessions[0].end_reason.as_deref(), Some("client terminated"));

@@ -1,7 +1,7 @@
 //! The management commands: tokens, credentials, recorded sessions and authentication attempts,
 //! and configuration checks. They work on the same state store as a running gateway.
 
-use crate::display::{duration, table, timestamp};
+use crate::display::{duration, one_line, out, print_json, print_json_line, table, timestamp};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use sluice_config::{Config, PasswordSource};
@@ -9,9 +9,13 @@ use sluice_core::audit::now_us;
 use sluice_core::span::Span;
 use sluice_core::token;
 use sluice_store::vault::MasterKey;
-use sluice_store::{Store, TokenRow};
+use sluice_store::{SessionFilter, SessionRow, Store, TokenRow};
 use std::io::Read;
 use std::path::Path;
+use std::time::Duration;
+
+/// How often `sessions list --follow` looks for new sessions.
+const FOLLOW_POLL: Duration = Duration::from_secs(1);
 
 #[derive(Subcommand)]
 pub enum TokenCommand {
@@ -32,22 +36,31 @@ pub enum TokenCommand {
     },
     /// List tokens (never their secrets).
     List {
+        /// Print JSON (timestamps in RFC 3339, UTC, with microseconds).
         #[arg(long)]
         json: bool,
     },
     /// Revoke a token by id; sessions it opens from now on are refused.
-    Revoke { id: String },
+    Revoke {
+        /// The token's id (as `token list` shows it), or the whole token.
+        id: String,
+    },
+    /// Check a token read from standard input (never from the command line, where other users
+    /// can see it): prints whose it is and whether it can be used; exit status 1 if not.
+    Verify,
 }
 
 #[derive(Subcommand)]
 pub enum CredentialCommand {
     /// Read a connection's upstream password from stdin and store it sealed.
     Set {
+        /// The connection's name in the configuration (`[connections.NAME]`).
         #[arg(long)]
         connection: String,
     },
     /// Remove a connection's stored password.
     Delete {
+        /// The connection's name in the configuration (`[connections.NAME]`).
         #[arg(long)]
         connection: String,
     },
@@ -57,14 +70,34 @@ pub enum CredentialCommand {
 pub enum SessionsCommand {
     /// Recent sessions, newest first.
     List {
+        /// Print JSON (timestamps in RFC 3339, UTC, with microseconds); with --follow, one object
+        /// per line.
         #[arg(long)]
         json: bool,
+        /// At most this many sessions.
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// Only sessions started within this span (e.g. 30m, 2h, 7d) or since this RFC 3339 time.
+        #[arg(long, value_name = "SPAN|TIME")]
+        since: Option<String>,
+        /// Only sessions of this identity.
+        #[arg(long)]
+        identity: Option<String>,
+        /// Only sessions on this connection.
+        #[arg(long)]
+        connection: Option<String>,
+        /// Only sessions with at least one statement decided so.
+        #[arg(long, value_parser = ["allow", "review", "deny"])]
+        verdict: Option<String>,
+        /// After the listing, keep printing sessions as they start, until interrupted.
+        #[arg(long)]
+        follow: bool,
     },
     /// One session with every statement in it.
     Show {
+        /// The session's id, as `sessions list` shows it.
         id: String,
+        /// Print JSON (timestamps in RFC 3339, UTC, with microseconds).
         #[arg(long)]
         json: bool,
     },
@@ -74,8 +107,10 @@ pub enum SessionsCommand {
 pub enum AuthCommand {
     /// Recent authentication attempts, newest first.
     List {
+        /// Print JSON (timestamps in RFC 3339, UTC, with microseconds).
         #[arg(long)]
         json: bool,
+        /// At most this many attempts.
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
@@ -121,12 +156,12 @@ pub async fn token(config_path: &Path, cmd: TokenCommand) -> Result<()> {
             };
             store.insert_token(&row, &minted.digest).await?;
             eprintln!("token {} created for {}; it is shown only once", row.id, row.identity);
-            println!("{}", minted.clear);
+            out!("{}", minted.clear);
         }
         TokenCommand::List { json } => {
             let tokens = store.tokens().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&tokens)?);
+                print_json(&tokens)?;
             } else {
                 let rows: Vec<Vec<String>> = tokens
                     .iter()
@@ -159,6 +194,20 @@ pub async fn token(config_path: &Path, cmd: TokenCommand) -> Result<()> {
                 bail!("no token with id {id}");
             }
             eprintln!("token {id} revoked");
+        }
+        TokenCommand::Verify => {
+            let mut presented = String::new();
+            std::io::stdin().read_to_string(&mut presented)?;
+            match store.identify(presented.trim()).await {
+                Ok(who) => {
+                    let groups = if who.groups.is_empty() { "no groups".into() } else { who.groups.join(",") };
+                    out!("token {}: active, identity {} ({groups})", who.credential_id, who.name);
+                }
+                Err((outcome, id)) => {
+                    store.close().await;
+                    bail!("token {}: {}", id.as_deref().unwrap_or("(unknown)"), outcome.as_str());
+                }
+            }
         }
     }
     store.close().await;
@@ -201,27 +250,34 @@ pub async fn credential(config_path: &Path, cmd: CredentialCommand) -> Result<()
 pub async fn sessions(config_path: &Path, cmd: SessionsCommand) -> Result<()> {
     let (_, store) = open_store(config_path).await?;
     match cmd {
-        SessionsCommand::List { json, limit } => {
-            let sessions = store.sessions(limit).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&sessions)?);
-            } else {
-                let rows: Vec<Vec<String>> = sessions
-                    .iter()
-                    .map(|s| {
-                        vec![
-                            s.id.clone(),
-                            s.identity.clone(),
-                            s.connection.clone(),
-                            s.client_addr.clone(),
-                            timestamp(s.started_at),
-                            s.ended_at.map(|e| duration(e - s.started_at)).unwrap_or_else(|| "open".into()),
-                            s.statements.to_string(),
-                            s.end_reason.clone().unwrap_or_default(),
-                        ]
-                    })
-                    .collect();
-                table(&["ID", "IDENTITY", "CONNECTION", "CLIENT", "STARTED", "LASTED", "STATEMENTS", "END"], &rows);
+        SessionsCommand::List { json, limit, since, identity, connection, verdict, follow } => {
+            let since_us = since.as_deref().map(since_to_us).transpose()?;
+            let mut filter = SessionFilter { since_us, after_us: None, identity, connection, verdict, limit };
+            let sessions = store.sessions(&filter).await?;
+            match (json, follow) {
+                (true, false) => print_json(&sessions)?,
+                (true, true) => sessions.iter().rev().try_for_each(print_json_line)?,
+                (false, _) => print_sessions(&sessions, true),
+            }
+            if follow {
+                // Newest first from the store; printed oldest first as they arrive.
+                filter.after_us = sessions.iter().map(|s| s.started_at).max().or(Some(now_us()));
+                filter.limit = 1_000;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(FOLLOW_POLL) => {}
+                        _ = tokio::signal::ctrl_c() => break,
+                    }
+                    let new = store.sessions(&filter).await?;
+                    if let Some(latest) = new.iter().map(|s| s.started_at).max() {
+                        filter.after_us = Some(latest);
+                    }
+                    if json {
+                        new.iter().rev().try_for_each(print_json_line)?;
+                    } else if !new.is_empty() {
+                        print_sessions(&new.into_iter().rev().collect::<Vec<_>>(), false);
+                    }
+                }
             }
         }
         SessionsCommand::Show { id, json } => {
@@ -229,26 +285,25 @@ pub async fn sessions(config_path: &Path, cmd: SessionsCommand) -> Result<()> {
                 bail!("no session {id}");
             };
             if json {
-                let value = serde_json::json!({ "session": session, "statements": statements });
-                println!("{}", serde_json::to_string_pretty(&value)?);
+                print_json(&serde_json::json!({ "session": session, "statements": statements }))?;
             } else {
-                println!("session     {}", session.id);
-                println!("identity    {} (token {})", session.identity, session.credential_id);
-                println!("connection  {} ({})", session.connection, session.protocol);
-                println!(
+                out!("session     {}", session.id);
+                out!("identity    {} (token {})", session.identity, session.credential_id);
+                out!("connection  {} ({})", session.connection, session.protocol);
+                out!(
                     "client      {}{}{}",
                     session.client_addr,
                     if session.client_tls { ", TLS" } else { ", plaintext" },
                     session.application_name.as_deref().map(|a| format!(", {a}")).unwrap_or_default()
                 );
-                println!("started     {}", timestamp(session.started_at));
+                out!("started     {}", timestamp(session.started_at));
                 match session.ended_at {
                     Some(at) => {
-                        println!("ended       {} ({})", timestamp(at), session.end_reason.as_deref().unwrap_or(""))
+                        out!("ended       {} ({})", timestamp(at), session.end_reason.as_deref().unwrap_or(""))
                     }
-                    None => println!("ended       (still open)"),
+                    None => out!("ended       (still open)"),
                 }
-                println!();
+                out!();
                 let rows: Vec<Vec<String>> = statements
                     .iter()
                     .map(|s| {
@@ -283,7 +338,7 @@ pub async fn auth(config_path: &Path, cmd: AuthCommand) -> Result<()> {
     let AuthCommand::List { json, limit } = cmd;
     let events = store.auth_events(limit).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&events)?);
+        print_json(&events)?;
     } else {
         let rows: Vec<Vec<String>> = events
             .iter()
@@ -305,28 +360,161 @@ pub async fn auth(config_path: &Path, cmd: AuthCommand) -> Result<()> {
     Ok(())
 }
 
-pub fn check(config_path: &Path) -> Result<()> {
+/// `sluice check`: the file is valid (policy and masking compile too) and what it sets, in a few
+/// lines or as JSON.
+pub fn check(config_path: &Path, json: bool) -> Result<()> {
     let config = sluice_config::load(config_path)?;
-    println!("{}: valid", config_path.display());
-    println!("state directory: {}", config.server.state_dir.display());
+    config.compile_policy()?;
+    config.compile_access()?;
+    config.compile_masking([0; 32])?;
+    let summary = summary(&config);
+    if json {
+        let doc = serde_json::json!({ "config": config_path, "valid": true, "summary": summary });
+        out!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    out!("{}: valid", config_path.display());
+    let none = ["none".to_string()];
+    let section = |title: &str, lines: &[String]| {
+        let lines = if lines.is_empty() { &none[..] } else { lines };
+        for (i, line) in lines.iter().enumerate() {
+            out!("  {:<16} {line}", if i == 0 { title } else { "" });
+        }
+    };
+    let s = &summary;
+    section("state", &[format!("{} (store sluice.db)", config.server.state_dir.display())]);
+    let mut listeners = Vec::new();
     if config.postgres.enabled {
-        println!("postgres listener: {} (client TLS {:?})", config.postgres.listen, config.postgres.tls);
+        listeners.push(format!("postgres {} (client TLS {})", config.postgres.listen, s["postgres"]["tls"].as_str().unwrap_or("")));
     }
-    for (name, conn) in &config.connections {
-        println!(
-            "connection {name}: {}@{}:{}/{} (upstream TLS {:?}, password {})",
-            conn.user,
-            conn.host,
-            conn.port,
-            conn.database_or(name),
-            conn.tls,
-            conn.password
-        );
+    if config.api.enabled {
+        listeners.push(format!("api {}", config.api.listen));
     }
+    section("listeners", &listeners);
+    let connections: Vec<String> = config
+        .connections
+        .iter()
+        .map(|(name, c)| {
+            let who = match (c.allow_identities.is_empty(), c.allow_groups.is_empty()) {
+                (true, true) => "every identity".to_string(),
+                _ => [c.allow_identities.join(","), c.allow_groups.iter().map(|g| format!("group {g}")).collect::<Vec<_>>().join(",")]
+                    .into_iter()
+                    .filter(|p| !p.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            let preset = c.policy.map(|p| format!(", preset {}", p.as_str())).unwrap_or_default();
+            format!(
+                "{name}: {}@{}:{}/{} (upstream TLS {}, password {}{preset}; for {who})",
+                c.user,
+                c.host,
+                c.port,
+                c.database_or(name),
+                s["connections"][name]["tls"].as_str().unwrap_or(""),
+                c.password
+            )
+        })
+        .collect();
+    section("connections", &connections);
+    let mut rules = vec![format!("default {}, {} rules", config.policy.default, config.policy.rules.len())];
+    rules.extend(config.policy.rules.iter().map(|r| {
+        let effect = r.effect.map(|e| e.as_str()).unwrap_or("allow");
+        format!("{}: {effect}{}", r.name, r.reason.as_deref().map(|why| format!(" ({why})")).unwrap_or_default())
+    }));
+    section("policy", &rules);
+    let m = &config.masking;
+    let mut masking = vec![match m.enabled {
+        true => format!("on: {} detectors, action {}", m.detectors.len(), s["masking"]["action"].as_str().unwrap_or("")),
+        false => "off".into(),
+    }];
+    masking.extend(m.columns.iter().map(|c| format!("columns {}: {}", c.name, c.columns.join(", "))));
+    section("masking", &masking);
+    let access: Vec<String> = config.access.policies.iter().map(|a| format!("{} (up to {})", a.name, a.max_duration)).collect();
+    section("access policies", &access);
+    section("webhooks", &[config.approvals.webhooks.len().to_string()]);
     Ok(())
 }
 
-fn one_line(text: &str, max: usize) -> String {
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() <= max { flat } else { format!("{}…", flat.chars().take(max - 1).collect::<String>()) }
+/// What a configuration sets, as plain data (no secrets: a password is shown as its source).
+fn summary(config: &Config) -> serde_json::Value {
+    use serde_json::json;
+    let connections: serde_json::Map<String, serde_json::Value> = config
+        .connections
+        .iter()
+        .map(|(name, c)| {
+            let value = json!({
+                "protocol": c.protocol,
+                "host": c.host,
+                "port": c.port,
+                "database": c.database_or(name),
+                "user": c.user,
+                "password": c.password,
+                "tls": c.tls,
+                "allow_identities": c.allow_identities,
+                "allow_groups": c.allow_groups,
+                "preset": c.policy,
+                "default": c.default,
+            });
+            (name.clone(), value)
+        })
+        .collect();
+    let rules: Vec<serde_json::Value> = config
+        .policy
+        .rules
+        .iter()
+        .map(|r| json!({ "name": r.name, "effect": r.effect.unwrap_or(sluice_core::policy::Effect::Allow), "kinds": r.kinds, "objects": r.objects, "reason": r.reason }))
+        .collect();
+    json!({
+        "state_dir": config.server.state_dir,
+        "postgres": config.postgres.enabled.then(|| json!({ "listen": config.postgres.listen, "tls": config.postgres.tls, "max_sessions": config.postgres.max_sessions })),
+        "api": config.api.enabled.then(|| json!({ "listen": config.api.listen, "public_url": config.api.public_url })),
+        "connections": connections,
+        "policy": { "default": config.policy.default, "rules": rules },
+        "masking": {
+            "enabled": config.masking.enabled,
+            "detectors": config.masking.detectors,
+            "action": config.masking.action,
+            "column_rules": config.masking.columns.iter().map(|c| json!({ "name": c.name, "columns": c.columns, "action": c.action })).collect::<Vec<_>>(),
+        },
+        "access_policies": config.access.policies.iter().map(|a| &a.name).collect::<Vec<_>>(),
+        "webhooks": config.approvals.webhooks.len(),
+    })
+}
+
+
+fn print_sessions(sessions: &[SessionRow], header: bool) {
+    let rows: Vec<Vec<String>> = sessions
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.clone(),
+                s.identity.clone(),
+                s.connection.clone(),
+                s.client_addr.clone(),
+                timestamp(s.started_at),
+                s.ended_at.map(|e| duration(e - s.started_at)).unwrap_or_else(|| "open".into()),
+                s.statements.to_string(),
+                s.end_reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let columns = ["ID", "IDENTITY", "CONNECTION", "CLIENT", "STARTED", "LASTED", "STATEMENTS", "END"];
+    if header {
+        table(&columns, &rows);
+    } else {
+        // Following: the same columns, without a header line for each batch.
+        for row in rows {
+            out!("{}", row.join("  "));
+        }
+    }
+}
+
+/// `--since`: a span back from now (`30m`, `2h`, `7d`) or an RFC 3339 time.
+fn since_to_us(since: &str) -> Result<i64> {
+    if let Ok(span) = Span::parse(since) {
+        return Ok(now_us() - span.as_us());
+    }
+    let at = time::OffsetDateTime::parse(since, &time::format_description::well_known::Rfc3339)
+        .with_context(|| format!("--since {since:?}: neither a span such as 2h nor an RFC 3339 time"))?;
+    Ok((at.unix_timestamp_nanos() / 1000) as i64)
 }

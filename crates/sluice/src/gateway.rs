@@ -1,7 +1,9 @@
 //! The gateway's `Gate`: tokens from the store, connections from the configuration, held
-//! credentials resolved at each session, and every event handed to the recorder.
+//! credentials resolved at each session, and every event handed to the recorder. What the
+//! configuration sets (connections, policy, masking) can be replaced while sluice runs (`reload`).
 
 use anyhow::{Context as _, Result};
+use arc_swap::ArcSwap;
 use sluice_approvals::{Approvals, StatementReview};
 use sluice_config::{Config, ConnectionConfig, PasswordSource, UpstreamTls as TlsSetting};
 use sluice_core::audit::now_us;
@@ -19,6 +21,7 @@ use sluice_store::vault::MasterKey;
 use sluice_store::{Recorder, Store};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What the masking token key is derived for (from the master key; see `MasterKey::derive`).
 pub const MASK_TOKEN_PURPOSE: &str = "mask-token";
@@ -27,12 +30,35 @@ pub struct Gateway {
     store: Store,
     recorder: Recorder,
     key: MasterKey,
+    settings: ArcSwap<Settings>,
+    /// Shared with the recorder, which masks recorded texts with the same rules.
+    masking: Arc<ArcSwap<Masking>>,
+    /// Moves at every reload, so that allows a session kept are decided again.
+    generation: AtomicU64,
+    approvals: Arc<Approvals>,
+    connect_rule: Arc<str>,
+}
+
+/// What the configuration file sets for sessions, replaced whole by a reload.
+struct Settings {
     connections: HashMap<String, Prepared>,
     policy: Policy,
-    masking: Arc<Masking>,
-    approvals: Arc<Approvals>,
     record_statements: bool,
-    connect_rule: Arc<str>,
+}
+
+impl Settings {
+    fn compile(config: &Config) -> Result<Settings> {
+        let mut connections = HashMap::new();
+        for (name, conn) in &config.connections {
+            let tls = upstream_tls(conn).with_context(|| format!("connection {name}: upstream TLS"))?;
+            connections.insert(name.clone(), Prepared { config: conn.clone(), tls });
+        }
+        Ok(Settings {
+            connections,
+            policy: config.compile_policy()?,
+            record_statements: config.recording.statements,
+        })
+    }
 }
 
 /// A configured connection with its TLS client configuration built once.
@@ -47,26 +73,31 @@ impl Gateway {
         store: Store,
         recorder: Recorder,
         key: MasterKey,
-        masking: Arc<Masking>,
+        masking: Arc<ArcSwap<Masking>>,
         approvals: Arc<Approvals>,
     ) -> Result<Gateway> {
-        let mut connections = HashMap::new();
-        for (name, conn) in &config.connections {
-            let tls = upstream_tls(conn).with_context(|| format!("connection {name}: upstream TLS"))?;
-            connections.insert(name.clone(), Prepared { config: conn.clone(), tls });
-        }
-        let policy = config.compile_policy()?;
         Ok(Gateway {
             store,
             recorder,
             key,
-            connections,
-            policy,
+            settings: ArcSwap::from_pointee(Settings::compile(config)?),
             masking,
+            generation: AtomicU64::new(0),
             approvals,
-            record_statements: config.recording.statements,
             connect_rule: Arc::from("connect"),
         })
+    }
+
+    /// Replaces connections, policy and masking with what `config` sets, all at once, or nothing
+    /// when any of it does not compile. Open sessions decide their next statement under the new
+    /// policy; connections and masking apply to sessions opened from now on.
+    pub fn reload(&self, config: &Config) -> Result<()> {
+        let settings = Settings::compile(config)?;
+        let masking = config.compile_masking(self.key.derive(MASK_TOKEN_PURPOSE))?;
+        self.settings.store(Arc::new(settings));
+        self.masking.store(Arc::new(masking));
+        self.generation.fetch_add(1, Ordering::Release);
+        Ok(())
     }
 
     async fn identify(&self, request: &OpenRequest<'_>) -> Result<Identity, (AuthOutcome, Option<String>)> {
@@ -102,10 +133,11 @@ impl Gateway {
     /// With masking rules in scope, a statement that would carry a masked column out through an
     /// expression is refused before anything else happens to it (a review included).
     fn lineage_check(&self, session: &SessionInfo<'_>, analysis: &SqlAnalysis, decision: Decision) -> Decision {
-        if !self.masking.has_column_rules() {
+        let masking = self.masking.load();
+        if !masking.has_column_rules() {
             return decision;
         }
-        match self.masking.lineage_problem(session.identity, session.connection, analysis) {
+        match masking.lineage_problem(session.identity, session.connection, analysis) {
             None => decision,
             Some(reason) => Decision::Deny(sluice_mask::lineage_refusal(reason)),
         }
@@ -134,7 +166,8 @@ impl Gate<PgEndpoint> for Gateway {
             }
         };
         let credential_id = Some(identity.credential_id.clone());
-        let Some(prepared) = self.connections.get(request.connection) else {
+        let settings = self.settings.load_full();
+        let Some(prepared) = settings.connections.get(request.connection) else {
             self.audit_auth(&request, AuthOutcome::UnknownConnection, credential_id);
             return Err(OpenError::Auth(AuthOutcome::UnknownConnection));
         };
@@ -157,17 +190,17 @@ impl Gate<PgEndpoint> for Gateway {
             }
         });
         let conn = &prepared.config;
-        let mut settings = vec![
+        let mut upstream_settings = vec![
             ("standard_conforming_strings".to_string(), "on".to_string()),
             // Statements are parsed as UTF-8: the server must read them the same way.
             ("client_encoding".to_string(), "UTF8".to_string()),
             ("search_path".to_string(), conn.search_path_setting()),
         ];
         let granted = self.approvals.grant_for(&identity, request.connection).is_some();
-        if !granted && self.policy.read_only(&identity, request.connection) {
-            settings.push(("default_transaction_read_only".into(), "on".into()));
+        if !granted && settings.policy.read_only(&identity, request.connection) {
+            upstream_settings.push(("default_transaction_read_only".into(), "on".into()));
         }
-        let masking = Some(self.masking.for_session(&identity, request.connection)).filter(|m| m.active());
+        let masking = Some(self.masking.load().for_session(&identity, request.connection)).filter(|m| m.active());
         Ok(Grant {
             identity,
             connection: request.connection.to_string(),
@@ -178,7 +211,7 @@ impl Gate<PgEndpoint> for Gateway {
                 user: conn.user.clone(),
                 password,
                 tls: prepared.tls.clone(),
-                settings,
+                settings: upstream_settings,
                 masking,
             },
         })
@@ -190,7 +223,8 @@ impl Gate<PgEndpoint> for Gateway {
             ActionKind::Sql { text, analysis } => {
                 // An access grant in force replaces the normal policy for its holder.
                 let grant = self.approvals.grant_for(session.identity, session.connection);
-                let policy = grant.as_ref().map_or(&self.policy, |(_, access)| &access.policy);
+                let settings = self.settings.load_full();
+                let policy = grant.as_ref().map_or(&settings.policy, |(_, access)| &access.policy);
                 let decision = policy.decide(session.identity, session.connection, analysis);
                 let decision = match decision {
                     Decision::Allow { .. } | Decision::Review(_) => self.lineage_check(session, analysis, decision),
@@ -223,11 +257,12 @@ impl Gate<PgEndpoint> for Gateway {
         self.approvals.await_review(session.session_id, hold).await
     }
 
-    /// The policy, the masking rules and the configuration do not change while sluice runs; an
-    /// access grant replaces the policy while in force, so nothing is kept then, and a grant that
-    /// arrives changes the epoch. (Read before the check: a grant added after it moves the epoch.)
+    /// The policy, the masking rules and the configuration change only at a reload, which moves
+    /// the epoch; an access grant replaces the policy while in force, so nothing is kept then, and
+    /// a grant that arrives changes the epoch. (Both read before the check: a grant added or a
+    /// reload made after it moves the epoch.)
     fn decision_epoch(&self, session: &SessionInfo<'_>) -> Option<u64> {
-        let epoch = self.approvals.grants_generation();
+        let epoch = self.approvals.grants_generation() ^ (self.generation.load(Ordering::Acquire) << 40);
         self.approvals.grant_for(session.identity, session.connection).is_none().then_some(epoch)
     }
 
@@ -236,7 +271,7 @@ impl Gate<PgEndpoint> for Gateway {
     }
 
     fn records_statements(&self) -> bool {
-        self.record_statements
+        self.settings.load().record_statements
     }
 }
 

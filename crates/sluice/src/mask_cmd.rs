@@ -2,6 +2,7 @@
 //! no server running.
 
 use crate::gateway::MASK_TOKEN_PURPOSE;
+use crate::display::out;
 use anyhow::Result;
 use clap::Subcommand;
 use serde_json::json;
@@ -38,18 +39,18 @@ pub fn run(config_path: &Path, cmd: MaskCommand) -> Result<()> {
     let findings = masking.explain(&text);
     let masked = masking.mask_text(&text).unwrap_or_else(|| text.clone());
     if json {
-        println!("{}", json!({ "findings": findings, "masked": masked, "note": tokens_note }));
+        out!("{}", json!({ "findings": findings, "masked": masked, "note": tokens_note }));
         return Ok(());
     }
     if findings.is_empty() {
-        println!("nothing found");
+        out!("nothing found");
     }
     for f in &findings {
-        println!("{:<16} {:>5}..{:<5} {:?} -> {}", f.detector, f.start, f.end, f.matched, f.replacement);
+        out!("{:<16} {:>5}..{:<5} {:?} -> {}", f.detector, f.start, f.end, f.matched, f.replacement);
     }
-    println!("the agent gets: {masked}");
+    out!("the agent gets: {masked}");
     if let Some(note) = tokens_note.filter(|_| findings.iter().any(|f| f.replacement.starts_with("tok_"))) {
-        println!("({note})");
+        out!("({note})");
     }
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! `sluice policy explain` and `sluice policy check`: what policy makes of a statement, and what is
 //! wrong with a policy, with no server running.
 
+use crate::display::out;
 use anyhow::Result;
+use std::process::ExitCode;
 use clap::Subcommand;
 use serde_json::json;
 use sluice_core::policy::Policy;
@@ -12,7 +14,8 @@ use std::path::Path;
 
 #[derive(Subcommand)]
 pub enum PolicyCommand {
-    /// Classify a SQL message and show the decision policy makes on it, and why.
+    /// Classify a SQL message and show the decision policy makes on it, and why. Exit status: 0
+    /// allow, 3 review, 4 deny (unparseable statements are denied), 1 an error.
     Explain {
         /// The identity to decide for.
         #[arg(long)]
@@ -23,16 +26,26 @@ pub enum PolicyCommand {
         /// The connection the statement would be sent on.
         #[arg(long)]
         connection: String,
+        /// Print the analysis and decision as JSON.
         #[arg(long)]
         json: bool,
         /// The SQL, as the client would send it in one message.
         sql: String,
     },
     /// Validate the policy and report unreachable or conflicting rules (exit status 1 if any).
-    Check,
+    Check {
+        /// Print the findings as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-pub fn run(config_path: &Path, cmd: PolicyCommand) -> Result<()> {
+/// `policy explain`'s exit status when the decision is review (held or refused pending approval).
+pub const EXIT_REVIEW: u8 = 3;
+/// `policy explain`'s exit status when the decision is deny.
+pub const EXIT_DENY: u8 = 4;
+
+pub fn run(config_path: &Path, cmd: PolicyCommand) -> Result<ExitCode> {
     let config = sluice_config::load(config_path)?;
     let policy = config.compile_policy()?;
     match cmd {
@@ -43,22 +56,31 @@ pub fn run(config_path: &Path, cmd: PolicyCommand) -> Result<()> {
             let identity = Identity { name: identity, groups, credential_id: "policy-explain".into() };
             explain(&policy, &identity, &connection, &sql, json)
         }
-        PolicyCommand::Check => {
+        PolicyCommand::Check { json } => {
             let names: Vec<String> = config.connections.keys().cloned().collect();
             let findings = Policy::check(&config.policy, &names);
-            if findings.is_empty() {
-                println!("{}: policy is valid ({} rules)", config_path.display(), config.policy.rules.len());
-                return Ok(());
+            if json {
+                let findings: Vec<String> = findings.iter().map(ToString::to_string).collect();
+                let doc = json!({
+                    "config": config_path,
+                    "rules": config.policy.rules.len(),
+                    "valid": findings.is_empty(),
+                    "findings": findings,
+                });
+                out!("{}", serde_json::to_string_pretty(&doc)?);
+            } else if findings.is_empty() {
+                out!("{}: policy is valid ({} rules)", config_path.display(), config.policy.rules.len());
+            } else {
+                for finding in &findings {
+                    out!("{finding}");
+                }
             }
-            for finding in &findings {
-                println!("{finding}");
-            }
-            std::process::exit(1);
+            Ok(if findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(crate::EXIT_FAILURE) })
         }
     }
 }
 
-fn explain(policy: &Policy, identity: &Identity, connection: &str, sql: &str, json: bool) -> Result<()> {
+fn explain(policy: &Policy, identity: &Identity, connection: &str, sql: &str, json: bool) -> Result<ExitCode> {
     let analysis = sluice_sql::analyze(sql);
     let resolved = PreparedStatements::default().resolve(&analysis).into_owned();
     let judgements = policy.explain(identity, connection, &resolved);
@@ -81,40 +103,40 @@ fn explain(policy: &Policy, identity: &Identity, connection: &str, sql: &str, js
             },
             "read_only_session": read_only,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
+        out!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(exit_status(&decision));
     }
     match &resolved {
-        SqlAnalysis::Unparseable { message } => println!("unparseable: {message}"),
+        SqlAnalysis::Unparseable { message } => out!("unparseable: {message}"),
         SqlAnalysis::Parsed { statements } => {
             for (i, statement) in statements.iter().enumerate() {
-                println!("statement {} ({})", i + 1, statement.statement);
+                out!("statement {} ({})", i + 1, statement.statement);
                 if !statement.functions.is_empty() {
                     let names: Vec<String> = statement.functions.iter().map(ToString::to_string).collect();
-                    println!("  functions called: {}", names.join(", "));
+                    out!("  functions called: {}", names.join(", "));
                 }
             }
-            println!("operations:");
+            out!("operations:");
             for j in &judgements {
-                println!("  {:<7} {:<60} rule {:?}", j.effect.as_str(), j.operation.to_string(), &*j.rule);
+                out!("  {:<7} {:<60} rule {:?}", j.effect.as_str(), j.operation.to_string(), &*j.rule);
             }
         }
     }
     match &decision {
         Decision::Allow { rule } | Decision::Approved { rule, .. } => {
-            println!("decision: allow (rule {:?})", &**rule)
+            out!("decision: allow (rule {:?})", &**rule)
         }
         Decision::Review(r) | Decision::Deny(r) => {
-            println!("decision: {} by rule {:?}: {}", decision.effect(), r.rule, r.reason);
+            out!("decision: {} by rule {:?}: {}", decision.effect(), r.rule, r.reason);
             if let Some(detail) = &r.detail {
-                println!("  detail: {detail}");
+                out!("  detail: {detail}");
             }
             if let Some(hint) = &r.hint {
-                println!("  hint: {hint}");
+                out!("  hint: {hint}");
             }
             if matches!(decision, Decision::Review(_)) {
                 let review = policy.review_rules(&r.rule);
-                println!(
+                out!(
                     "  review: mode {}, approved by {} of groups {:?}, wait timeout {}, approval valid for {}",
                     review.mode.as_str(),
                     review.approvals,
@@ -124,8 +146,16 @@ fn explain(policy: &Policy, identity: &Identity, connection: &str, sql: &str, js
                 );
             }
         }
-        Decision::Hold(h) => println!("decision: held for review #{} (rule {:?})", h.review_id, h.rule),
+        Decision::Hold(h) => out!("decision: held for review #{} (rule {:?})", h.review_id, h.rule),
     }
-    println!("read-only session: {}", if read_only { "yes" } else { "no" });
-    Ok(())
+    out!("read-only session: {}", if read_only { "yes" } else { "no" });
+    Ok(exit_status(&decision))
+}
+
+fn exit_status(decision: &Decision) -> ExitCode {
+    match decision {
+        Decision::Allow { .. } | Decision::Approved { .. } => ExitCode::SUCCESS,
+        Decision::Review(_) | Decision::Hold(_) => ExitCode::from(EXIT_REVIEW),
+        Decision::Deny(_) => ExitCode::from(EXIT_DENY),
+    }
 }

@@ -1,7 +1,7 @@
 //! `sluice review …` and `sluice access …`: clients of a running sluice's REST API, acting as the
 //! identity of the token in `SLUICE_TOKEN`.
 
-use crate::display::{table, timestamp};
+use crate::display::{one_line, out, print_json, table, timestamp};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
@@ -102,9 +102,12 @@ struct Client {
 
 impl Client {
     fn new(config_path: &Path, args: &ApiArgs) -> Result<Client> {
-        let base = match &args.url {
-            Some(url) => url.trim_end_matches('/').to_string(),
-            None => sluice_config::load(config_path)
+        // The running instance of this configuration knows its API's real address (its port may
+        // have been chosen by the system); otherwise the configuration says where it listens.
+        let base = match (&args.url, crate::instance::of_config(config_path).and_then(|i| i.api)) {
+            (Some(url), _) => url.trim_end_matches('/').to_string(),
+            (None, Some(api)) => api,
+            (None, None) => sluice_config::load(config_path)
                 .map(|c| c.api.base_url())
                 .with_context(|| "cannot tell where the API is: pass --url or SLUICE_URL, or a readable --config")?,
         };
@@ -169,11 +172,11 @@ pub async fn review(config_path: &Path, cmd: ReviewCommand) -> Result<()> {
                 return print_json(&value);
             }
             match value["outcome"]["result"].as_str() {
-                Some("counted") => println!(
+                Some("counted") => out!(
                     "review #{id}: approval counted ({} of {} needed)",
                     value["outcome"]["approvals"], value["outcome"]["needed"]
                 ),
-                _ => println!("review #{id}: approved"),
+                _ => out!("review #{id}: approved"),
             }
         }
         ReviewCommand::Deny { id, reason, api } => {
@@ -182,7 +185,7 @@ pub async fn review(config_path: &Path, cmd: ReviewCommand) -> Result<()> {
             if api.json {
                 return print_json(&value);
             }
-            println!("review #{id}: denied");
+            out!("review #{id}: denied");
         }
     }
     Ok(())
@@ -197,7 +200,7 @@ pub async fn access(config_path: &Path, cmd: AccessCommand) -> Result<()> {
             if api.json {
                 return print_json(&value);
             }
-            println!(
+            out!(
                 "access request #{} for policy {} on {} ({}) is pending; an approver runs `sluice review approve {}`",
                 value["id"],
                 value["subject"]["policy"].as_str().unwrap_or("?"),
@@ -219,7 +222,7 @@ pub async fn access(config_path: &Path, cmd: AccessCommand) -> Result<()> {
             if api.json {
                 return print_json(&value);
             }
-            println!("access grant #{id}: revoked");
+            out!("access grant #{id}: revoked");
         }
         AccessCommand::Policies { api } => {
             let value = Client::new(config_path, &api)?.get("/api/v1/access/policies").await?;
@@ -248,11 +251,6 @@ pub async fn access(config_path: &Path, cmd: AccessCommand) -> Result<()> {
     Ok(())
 }
 
-fn print_json(value: &Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
-}
-
 fn print_reviews(reviews: &[Value]) {
     let rows: Vec<Vec<String>> = reviews
         .iter()
@@ -272,38 +270,38 @@ fn print_reviews(reviews: &[Value]) {
 }
 
 fn print_review(r: &Value) {
-    println!("review #{} ({})", r["id"], text(&r["status"]));
-    println!("  requester:  {} on connection {}", text(&r["requester"]), text(&r["connection"]));
-    println!("  rule:       {} — {}", text(&r["rule"]), text(&r["reason"]));
+    out!("review #{} ({})", r["id"], text(&r["status"]));
+    out!("  requester:  {} on connection {}", text(&r["requester"]), text(&r["connection"]));
+    out!("  rule:       {} — {}", text(&r["rule"]), text(&r["reason"]));
     match r["subject"]["kind"].as_str() {
         Some("statement") => {
-            println!("  statement ({}):", text(&r["subject"]["hash"]));
+            out!("  statement ({}):", text(&r["subject"]["hash"]));
             for line in text(&r["subject"]["text"]).lines() {
-                println!("    {line}");
+                out!("    {line}");
             }
         }
-        _ => println!("  access:     policy {} for {}", text(&r["subject"]["policy"]), text(&r["subject"]["duration"])),
+        _ => out!("  access:     policy {} for {}", text(&r["subject"]["policy"]), text(&r["subject"]["duration"])),
     }
-    println!(
+    out!(
         "  approvers:  {} of groups {} ({} so far)",
         r["approvals_needed"],
         list(&r["approvers"]),
         r["votes"].as_array().map_or(0, Vec::len)
     );
     if let Some(at) = r["expires_at_us"].as_i64() {
-        println!("  expires:    {}", timestamp(at));
+        out!("  expires:    {}", timestamp(at));
     }
     if let Some(until) = r["valid_until_us"].as_i64() {
-        println!("  valid until {}", timestamp(until));
+        out!("  valid until {}", timestamp(until));
     }
     if let Some(reason) = r["denial_reason"].as_str() {
-        println!("  denied by {}: {reason}", text(&r["denied_by"]));
+        out!("  denied by {}: {reason}", text(&r["denied_by"]));
     }
-    println!("  link:       {}", text(&r["url"]));
-    println!("  history:");
+    out!("  link:       {}", text(&r["url"]));
+    out!("  history:");
     for e in r["events"].as_array().map(Vec::as_slice).unwrap_or_default() {
         let comment = e["comment"].as_str().map(|c| format!(" — {c}")).unwrap_or_default();
-        println!(
+        out!(
             "    {}  {:<16} {}{comment}",
             e["at"].as_i64().map(timestamp).unwrap_or_default(),
             text(&e["action"]),
@@ -331,10 +329,3 @@ fn list(v: &Value) -> String {
     v.as_array().map(|a| a.iter().map(text).collect::<Vec<_>>().join(",")).unwrap_or_default()
 }
 
-fn one_line(s: &str, max: usize) -> String {
-    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() <= max {
-        return flat;
-    }
-    flat.chars().take(max.saturating_sub(1)).chain(std::iter::once('…')).collect()
-}

@@ -1,9 +1,12 @@
-//! `sluice serve`: load the configuration, open the store, start the listeners, and shut down
-//! cleanly on SIGINT/SIGTERM with every recorded event written.
+//! `sluice serve`: load the configuration, open the store, start the listeners, reload on SIGHUP,
+//! and shut down cleanly on SIGINT/SIGTERM with every recorded event written.
 
+use crate::display::announce;
 use crate::gateway::{Gateway, MASK_TOKEN_PURPOSE};
+use crate::instance;
 use crate::workers::Workers;
 use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
 use sluice_approvals::{Approvals, Notifier};
 use sluice_config::{ClientTls, Config, LogFormat};
 use sluice_pg::{ListenerConfig, tls};
@@ -29,12 +32,14 @@ pub async fn run(config_path: &Path) -> Result<()> {
     }
     let key = MasterKey::load(&config.server.master_key_path(), true)?;
     let masking = Arc::new(config.compile_masking(key.derive(MASK_TOKEN_PURPOSE))?);
-    // Recorded statements are masked like results (by the detectors, which apply to every session).
-    let recorded_text = Arc::clone(&masking);
+    let live_masking = Arc::new(ArcSwap::new(Arc::clone(&masking)));
+    // Recorded statements are masked like results (by the detectors, which apply to every session),
+    // with the rules of the latest reload.
+    let recorded_text = Arc::clone(&live_masking);
     let (recorder, recorder_task) = Recorder::spawn(
         &store,
         Duration::from_millis(config.recording.flush_interval_ms),
-        Box::new(move |text| recorded_text.mask_text(text)),
+        Box::new(move |text| recorded_text.load().mask_text(text)),
     )
     .context("cannot start the audit recorder")?;
     // The API is bound first so that links in notifications carry its real port.
@@ -52,11 +57,12 @@ pub async fn run(config_path: &Path) -> Result<()> {
     };
     let notifier = Notifier::new(config.approvals.webhooks.clone(), base_url, Arc::clone(&masking));
     let approvals = Arc::new(Approvals::new(store.clone(), config.compile_access()?, notifier).await?);
-    let gateway = Arc::new(Gateway::new(&config, store.clone(), recorder, key, masking, Arc::clone(&approvals))?);
+    let gateway = Arc::new(Gateway::new(&config, store.clone(), recorder, key, live_masking, Arc::clone(&approvals))?);
 
     let workers = Workers::start(config.server.worker_threads)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut listeners = Vec::new();
+    let mut postgres_addr = None;
     if config.postgres.enabled {
         let listener = TcpListener::bind(&config.postgres.listen)
             .await
@@ -65,7 +71,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
         let listener_config = pg_listener_config(&config)?;
         tracing::info!(%addr, tls = ?config.postgres.tls, connections = config.connections.len(), "PostgreSQL listener ready");
         // A line on stdout that scripts and tests wait for (the port is real even when 0 was asked).
-        println!("sluice: postgres listening on {addr}");
+        announce(format_args!("sluice: postgres listening on {addr}"));
+        postgres_addr = Some(addr.to_string());
         let gateway = Arc::clone(&gateway);
         let (stop_rx, handles) = (stop_rx.clone(), workers.handles());
         listeners.push(tokio::spawn(async move {
@@ -90,10 +97,12 @@ pub async fn run(config_path: &Path) -> Result<()> {
         })
     };
     let mut api_task = None;
+    let mut api_url = None;
     if let Some(listener) = api_listener {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "REST API ready");
-        println!("sluice: api listening on http://{addr}");
+        api_url = Some(format!("http://{addr}"));
+        announce(format_args!("sluice: api listening on http://{addr}"));
         let api = Arc::new(Api { store: store.clone(), approvals: Arc::clone(&approvals) });
         let mut stop_rx = stop_rx.clone();
         api_task = Some(tokio::spawn(async move {
@@ -106,7 +115,12 @@ pub async fn run(config_path: &Path) -> Result<()> {
         }));
     }
 
-    wait_for_signal().await;
+    // The CLI finds this instance without --config (instance.rs); not being able to say so is no
+    // reason to stop serving.
+    let _registration = instance::register(config_path, api_url, postgres_addr)
+        .inspect_err(|e| tracing::warn!(error = %e, "could not register this instance for the CLI"))
+        .ok();
+    serve_until_stopped(config_path, &config, &gateway).await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     for listener in listeners {
@@ -175,17 +189,67 @@ fn init_logging(config: &Config) {
     }
 }
 
-async fn wait_for_signal() {
+/// Runs until SIGINT or SIGTERM; each SIGHUP reloads the configuration file.
+async fn serve_until_stopped(config_path: &Path, running: &Config, gateway: &Gateway) {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+        tracing::warn!("cannot watch SIGTERM/SIGHUP; stopping on Ctrl-C only");
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => reload(config_path, running, gateway),
+        }
+    }
+}
+
+/// A reload replaces connections, policy and masking all at once, or changes nothing: a file that
+/// does not load or compile is refused with its error and the running configuration stays.
+fn reload(config_path: &Path, running: &Config, gateway: &Gateway) {
+    let config = match sluice_config::load(config_path) {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "reload refused: the configuration file is invalid; nothing changed");
             return;
         }
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    if let Err(e) = gateway.reload(&config) {
+        tracing::error!(error = %format!("{e:#}"), "reload refused: the configuration does not compile; nothing changed");
+        return;
     }
+    let fixed = restart_only_changes(running, &config);
+    if !fixed.is_empty() {
+        tracing::warn!(settings = %fixed.join(", "), "these settings changed in the file but take effect only at a restart");
+    }
+    tracing::info!(
+        connections = config.connections.len(),
+        rules = config.policy.rules.len(),
+        column_rules = config.masking.columns.len(),
+        "configuration reloaded"
+    );
+}
+
+/// Settings a reload cannot apply (sockets, the state directory, the API, workers, recording
+/// cadence, access policies and webhooks), named when the file changed them.
+fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let mut note = |differs: bool, name: &'static str| {
+        if differs {
+            changed.push(name);
+        }
+    };
+    note(running.server.state_dir != new.server.state_dir, "server.state_dir");
+    note(running.server.worker_threads != new.server.worker_threads, "server.worker_threads");
+    note(running.postgres.listen != new.postgres.listen, "postgres.listen");
+    note(running.postgres.enabled != new.postgres.enabled, "postgres.enabled");
+    note(running.postgres.tls != new.postgres.tls, "postgres.tls");
+    note(running.postgres.max_sessions != new.postgres.max_sessions, "postgres.max_sessions");
+    note(running.api.listen != new.api.listen || running.api.enabled != new.api.enabled, "api");
+    note(running.recording.flush_interval_ms != new.recording.flush_interval_ms, "recording.flush_interval_ms");
+    note(running.access.policies.len() != new.access.policies.len(), "access.policies");
+    note(running.approvals.webhooks.len() != new.approvals.webhooks.len(), "approvals.webhooks");
+    changed
 }
