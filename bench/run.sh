@@ -4,7 +4,7 @@
 # speed (the test suite runs it so the benchmark never rots).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh bench
 quick=0
 for arg in "$@"; do [ "$arg" = "--quick" ] && quick=1; done
 if [ -z "${SLUICE_BIN:-}" ]; then

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what it needs, builds, runs the unit tests, then the end-to-end
-# tests against a real PostgreSQL that the suite starts itself on 127.0.0.1.
+# The whole test suite: installs what it needs (scripts/setup.sh test), builds, runs the unit tests,
+# then the end-to-end tests against a real PostgreSQL that the suite starts itself on 127.0.0.1.
+# Arguments are passed to pytest (e.g. `scripts/test.sh -k masking -x`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/setup.sh
-echo "== build" >&2
+scripts/setup.sh test
+target=${CARGO_TARGET_DIR:-target}
+if [ ! -x "$target/debug/sluice" ]; then
+  echo "== building sluice and its tests: the first build takes about 15 minutes on 2 cores" >&2
+else
+  echo "== build" >&2
+fi
 cargo build --workspace --locked --bins --examples
 echo "== unit tests" >&2
 cargo test --workspace --locked
 echo "== end-to-end tests" >&2
-python3 -m pytest tests "$@"
+exec .venv/bin/python -m pytest tests "$@"

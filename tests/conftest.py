@@ -98,7 +98,9 @@ class Sluice:
         self.config = self.dir / "sluice.toml"
         self.password_file = self.dir / "app.pw"
         self.password_file.write_text(pg.app_password + "\n")
-        self.env = dict(os.environ, SHOP_PG_PASSWORD=pg.app_password, RUST_LOG="info", **(env or {}))
+        # Each gateway registers itself for the CLI's discovery (instance.rs) in a place of its own.
+        self.env = dict(os.environ, SHOP_PG_PASSWORD=pg.app_password, RUST_LOG="info",
+                        XDG_STATE_HOME=str(self.dir / "xdg"), **(env or {}))
         self.config.write_text(f"""
 [server]
 state_dir = "state"
