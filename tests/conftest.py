@@ -100,7 +100,8 @@ class Sluice:
         self.password_file.write_text(pg.app_password + "\n")
         # Each gateway registers itself for the CLI's discovery (instance.rs) in a place of its own.
         self.env = dict(os.environ, SHOP_PG_PASSWORD=pg.app_password, RUST_LOG="info",
-                        XDG_STATE_HOME=str(self.dir / "xdg"), **(env or {}))
+                        XDG_STATE_HOME=str(self.dir / "xdg"))
+        self.env.update(env or {})
         self.config.write_text(f"""
 [server]
 state_dir = "state"

@@ -14,8 +14,10 @@ use std::path::Path;
 pub enum MaskCommand {
     /// Run the configured detectors over a text (`-` reads standard input).
     Test {
+        /// Print the findings and the masked text as JSON.
         #[arg(long)]
         json: bool,
+        /// The text to scan, or `-` to read it from standard input.
         text: String,
     },
 }

@@ -35,13 +35,16 @@ pub enum ReviewCommand {
     },
     /// One review: the exact statement, who asked, the votes and its history.
     Show {
+        /// The review's number (#N in notices and listings).
         id: i64,
         #[command(flatten)]
         api: ApiArgs,
     },
     /// Approve a review (a held statement is released once enough approvers agree).
     Approve {
+        /// The review's number (#N in notices and listings).
         id: i64,
+        /// A note kept in the review's history.
         #[arg(long)]
         comment: Option<String>,
         #[command(flatten)]
@@ -49,7 +52,9 @@ pub enum ReviewCommand {
     },
     /// Deny a review; the reason is shown to the requester.
     Deny {
+        /// The review's number (#N in notices and listings).
         id: i64,
+        /// Why: shown to the requester in their refusal.
         #[arg(long)]
         reason: String,
         #[command(flatten)]
@@ -61,6 +66,7 @@ pub enum ReviewCommand {
 pub enum AccessCommand {
     /// Ask for time-boxed access under an access policy; an approver decides it like any review.
     Request {
+        /// The connection to get access to.
         #[arg(long)]
         connection: String,
         /// The access policy (needed only when more than one could apply).
@@ -69,6 +75,7 @@ pub enum AccessCommand {
         /// How long, e.g. 30m or 2h.
         #[arg(long)]
         duration: String,
+        /// Why: shown to the approvers.
         #[arg(long)]
         reason: String,
         #[command(flatten)]
@@ -76,6 +83,7 @@ pub enum AccessCommand {
     },
     /// Access grants in force (with --all: every access request).
     List {
+        /// Every access request, whatever its state, not only grants in force.
         #[arg(long)]
         all: bool,
         #[command(flatten)]
@@ -83,6 +91,7 @@ pub enum AccessCommand {
     },
     /// End a grant early (the requester or an approver).
     Revoke {
+        /// The grant's number (its review's #N).
         id: i64,
         #[command(flatten)]
         api: ApiArgs,
