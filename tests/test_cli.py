@@ -37,11 +37,18 @@ def test_every_command_and_argument_has_help_text():
     while todo:
         path = todo.pop()
         todo.extend(path + [c] for c in subcommands(path))
-        text = run(*path, "-h").stdout
+        lines = run(*path, "-h").stdout.splitlines()
         seen += 1
-        for line in text.splitlines():
+        for i, line in enumerate(lines):
             entry = line.strip()
-            if line.startswith("  ") and entry[:1] in "-<[" and not re.search(r"\S  +\S", entry):
+            indent = len(line) - len(line.lstrip())
+            # An argument's line (descriptions that wrap are indented further).
+            if not (2 <= indent <= 6 and entry[:1] in "-<["):
+                continue
+            # Help on the same line, or (on a narrow terminal) on the next, indented further.
+            following = lines[i + 1] if i + 1 < len(lines) else ""
+            below = following.strip() and len(following) - len(following.lstrip()) > indent + 2
+            if not re.search(r"\S  +\S", entry) and not below:
                 bare.append(f"sluice {' '.join(path)}: {entry}")
     assert seen > 20
     assert not bare, "\n".join(bare)

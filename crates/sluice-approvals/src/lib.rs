@@ -54,8 +54,13 @@ pub struct StatementReview<'a> {
     pub connection: &'a str,
     pub session_id: &'a str,
     pub text: &'a str,
+    /// The statement as its protocol's parser reads it (for SQL: the same tokens, whatever the
+    /// spacing, comments, trailing semicolons or keyword case): what an approval is bound to.
+    pub canonical: &'a str,
     /// It takes bound parameters (`$1`): an approval of its text would not say what runs.
     pub parameters: bool,
+    /// The client program as it names itself, for advice that fits it.
+    pub client_program: Option<&'a str>,
     /// The policy's refusal: rule, reason, what matched.
     pub refusal: &'a Refusal,
     pub rules: &'a ReviewRules,
@@ -137,16 +142,12 @@ impl Approvals {
                     ask.refusal.reason
                 ),
                 detail: ask.refusal.detail.clone(),
-                hint: Some(
-                    "send it with the values written in the SQL (no $1 placeholders; e.g. psycopg's ClientCursor), so \
-                     the approver sees exactly what will run"
-                        .into(),
-                ),
+                hint: Some(values_in_text_hint(ask.client_program)),
                 cause: RefusalCause::Policy,
             }));
         }
         let now = now_us();
-        let hash = statement_hash(ask.text);
+        let hash = statement_hash(ask.canonical);
         let open = self.store.open_reviews_of(&ask.identity.name, ask.connection, &hash, now).await?;
         // Oldest approval first: it runs out first.
         for review in open.iter().rev().filter(|r| r.status_at(now) == Status::Approved) {
@@ -154,8 +155,8 @@ impl Approvals {
                 return Ok(approved(review));
             }
         }
-        let review = match open.into_iter().find(|r| r.status_at(now) == Status::Pending) {
-            Some(review) => review,
+        let (review, asked_before) = match open.into_iter().find(|r| r.status_at(now) == Status::Pending) {
+            Some(review) => (review, true),
             None => {
                 let new = NewReview {
                     subject: Subject::Statement { text: ask.text.to_string(), hash },
@@ -168,20 +169,24 @@ impl Approvals {
                 let review = self.store.insert_review(new, now).await?;
                 tracing::info!(review = review.id, requester = %review.requester, rule = %review.rule, "review requested");
                 self.notifier.send("requested", &review, &review.requester);
-                review
+                (review, false)
+            }
+        };
+        let state = match asked_before {
+            false => "requested (pending approval)".to_string(),
+            true => {
+                let waited = u64::try_from((now - review.created_at_us) / 1_000_000).unwrap_or(0);
+                format!("still pending (requested {} ago)", Span::secs(waited))
             }
         };
         Ok(match review.mode {
-            ReviewMode::Retry => Decision::Review(self.pending_refusal(&review, ask.refusal)),
+            ReviewMode::Retry => Decision::Review(self.pending_refusal(&review, ask.refusal, &state)),
             ReviewMode::Wait => Decision::Hold(Hold {
                 review_id: review.id,
                 rule: review.rule.clone(),
                 notice: format!(
-                    "sluice: review #{} requested under rule \"{}\" ({}); holding the statement for up to {}",
-                    review.id,
-                    review.rule,
-                    review.reason,
-                    ask.rules.timeout
+                    "sluice: review #{} {state} under rule \"{}\" ({}); holding the statement for up to {}",
+                    review.id, review.rule, review.reason, ask.rules.timeout
                 ),
                 hint: format!(
                     "a member of {} approves with `sluice review approve {}` ({}); cancel the query to stop waiting",
@@ -195,18 +200,19 @@ impl Approvals {
     }
 
     /// The refusal of a statement whose review is pending, with the next step.
-    fn pending_refusal(&self, review: &Review, refusal: &Refusal) -> Refusal {
+    fn pending_refusal(&self, review: &Review, refusal: &Refusal, state: &str) -> Refusal {
         let quorum = match review.approvals_needed {
             1 => String::new(),
             n => format!(" ({n} approvals needed, {} so far)", review.votes.len()),
         };
         Refusal {
             rule: review.rule.clone(),
-            reason: format!("{} — approval #{} pending{quorum}", review.reason, review.id),
+            reason: format!("{} — review #{} {state}{quorum}", review.reason, review.id),
             detail: refusal.detail.clone(),
             hint: Some(format!(
-                "ask a member of {} to approve review #{} (`sluice review approve {}`, or {}); then re-run exactly the \
-                 same statement on this connection: it runs once, within {} of the approval",
+                "ask a member of {} to approve review #{} (`sluice review approve {}`, or {}); then re-run the same \
+                 statement (spacing, comments and keyword case may differ; values may not) on this connection: it \
+                 runs once, within {} of the approval",
                 groups(&review.approvers),
                 review.id,
                 review.id,
@@ -313,7 +319,7 @@ impl Approvals {
             reason: format!("review #{} was not decided within {}{expires}", hold.review_id, Span(hold.timeout)),
             detail: None,
             hint: Some(format!(
-                "once review #{} is approved, re-run exactly the same statement: it runs once without waiting",
+                "once review #{} is approved, re-run the same statement (spacing, comments and keyword case may differ; values may not): it runs once without waiting",
                 hold.review_id
             )),
             cause: RefusalCause::Policy,
@@ -490,7 +496,10 @@ fn store_failure(hold: &Hold, why: &str) -> Decision {
         rule: hold.rule.clone(),
         reason: format!("sluice lost track of review #{} while holding the statement", hold.review_id),
         detail: Some(why.to_string()),
-        hint: Some(format!("once review #{} is approved, re-run exactly the same statement", hold.review_id)),
+        hint: Some(format!(
+            "once review #{} is approved, re-run the same statement (spacing, comments and keyword case may differ; values may not)",
+            hold.review_id
+        )),
         cause: RefusalCause::Policy,
     })
 }
@@ -512,4 +521,25 @@ fn choices(usable: &[&AccessPolicy]) -> String {
     }
     let names: Vec<&str> = usable.iter().map(|a| a.name.as_str()).collect();
     format!(" (you can ask for: {})", names.join(", "))
+}
+
+/// The next step for a statement under review that carries `$n` parameters: the general fix, and
+/// the way to do it in the client when the client names itself.
+fn values_in_text_hint(client_program: Option<&str>) -> String {
+    let general = "send it with its values written in the SQL text instead of $1 placeholders, so the approver \
+                   sees exactly what will run";
+    let program = client_program.unwrap_or_default().to_ascii_lowercase();
+    let specific = [
+        ("postgresql jdbc", "with pgjdbc: a java.sql.Statement, or preferQueryMode=simple on the connection"),
+        ("psycopg", "with psycopg 3: a ClientCursor (conn.cursor(psycopg.ClientCursor)), which quotes the values into the text"),
+        ("asyncpg", "asyncpg always sends parameters separately: run this one statement through psql or a driver with client-side binding"),
+        ("node-postgres", "with node-postgres: build the text with client.escapeLiteral() for each value"),
+        ("psql", "in psql: write the values in the statement instead of using \\bind"),
+    ]
+    .into_iter()
+    .find(|(name, _)| program.starts_with(name));
+    match specific {
+        Some((_, how)) => format!("{general}; {how}"),
+        None => format!("{general} (most drivers have a mode that binds values on the client side)"),
+    }
 }

@@ -43,6 +43,9 @@ pub struct SessionInfo<'a> {
     pub session_id: &'a str,
     pub identity: &'a Identity,
     pub connection: &'a str,
+    /// The client program as it names itself (PostgreSQL's `application_name`), when it does:
+    /// lets a refusal give advice for that client.
+    pub client_program: Option<&'a str>,
 }
 
 pub trait Gate<E>: Send + Sync + 'static {

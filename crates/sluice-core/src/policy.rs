@@ -422,10 +422,44 @@ impl Policy {
             }
             worst.as_ref().is_some_and(|w| w.effect == Effect::Deny)
         });
+        if worst.as_ref().is_none_or(|w| w.effect != Effect::Deny)
+            && let Some(refusal) = self.planned_refusal(identity, connection, statements)
+        {
+            return Decision::Deny(refusal);
+        }
         match worst {
             None => Decision::Allow { rule: Arc::clone(&self.default_rule) },
             Some(j) => j.into_decision(identity, connection),
         }
+    }
+
+    /// A plain EXPLAIN of a statement policy would refuse is refused with that refusal: its plan
+    /// would otherwise read as "this would work". (One under review may be explained: the plan is
+    /// what an approver wants to see.)
+    fn planned_refusal(&self, identity: &Identity, connection: &str, statements: &[SqlStatement]) -> Option<Refusal> {
+        if statements.iter().all(|s| s.planned.is_empty()) {
+            return None;
+        }
+        let planned: Vec<SqlStatement> = statements
+            .iter()
+            .map(|s| SqlStatement { operations: s.planned.clone(), ..SqlStatement::default() })
+            .collect();
+        let mut denied = None;
+        self.judge_all(identity, connection, &planned, |j| {
+            if j.effect == Effect::Deny {
+                denied = Some(j.into_decision(identity, connection));
+            }
+            denied.is_some()
+        });
+        let Some(Decision::Deny(refusal)) = denied else { return None };
+        Some(Refusal {
+            reason: format!("EXPLAIN of a statement the policy refuses: {}", refusal.reason),
+            hint: Some(format!(
+                "the plan is not shown because running the statement would be refused; {}",
+                refusal.hint.unwrap_or_default()
+            )),
+            ..refusal
+        })
     }
 
     /// How reviews asked for by the rule named `rule` work (the defaults when it sets none).
@@ -438,7 +472,12 @@ impl Policy {
     }
 
     /// Every operation of a message with its judgement (for `sluice policy explain`).
-    pub fn explain<'a>(&'a self, identity: &Identity, connection: &str, analysis: &'a SqlAnalysis) -> Vec<Judgement<'a>> {
+    pub fn explain<'a>(
+        &'a self,
+        identity: &Identity,
+        connection: &str,
+        analysis: &'a SqlAnalysis,
+    ) -> Vec<Judgement<'a>> {
         let mut all = Vec::new();
         if let SqlAnalysis::Parsed { statements } = analysis {
             self.judge_all(identity, connection, statements, |j| {
@@ -482,7 +521,13 @@ impl Policy {
         self.side_effect_functions.iter().chain(&self.ruled_functions).any(|p| object_matches(p, function, search_path))
     }
 
-    fn judge<'a>(&'a self, scope: &Scope<'_>, conn: &ConnectionRules, op: Cow<'a, Operation>, multi: bool) -> Judgement<'a> {
+    fn judge<'a>(
+        &'a self,
+        scope: &Scope<'_>,
+        conn: &ConnectionRules,
+        op: Cow<'a, Operation>,
+        multi: bool,
+    ) -> Judgement<'a> {
         if op.kind == Kind::Set
             && let Some(setting) = &op.object
             && PROTECTED_SETTINGS.contains(&setting.name.as_str())

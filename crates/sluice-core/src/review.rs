@@ -107,7 +107,8 @@ impl Subject {
     }
 }
 
-/// The SHA-256 (hex) that binds an approval to the exact bytes of a statement.
+/// The SHA-256 (hex) that binds an approval to a statement: of its canonical form (for SQL, its
+/// tokens as the server's lexer reads them; see `StatementReview::canonical`).
 pub fn statement_hash(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }

@@ -253,6 +253,11 @@ pub struct SqlStatement {
     /// It takes bound parameters (`$1`): its text alone does not say what it will do.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub parameters: bool,
+    /// What a plain EXPLAIN plans without running it (`operations` holds reads in their place):
+    /// policy refuses the EXPLAIN of a statement it would refuse, so a plan never reads as "this
+    /// would work".
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub planned: Vec<Operation>,
 }
 
 /// One output column as written: the column names its expression refers to (the last part of

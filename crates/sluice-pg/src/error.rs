@@ -30,15 +30,17 @@ pub struct PgError {
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
+    /// Where in the statement the error is: a 1-based character position (field `P`).
+    pub position: Option<u32>,
 }
 
 impl PgError {
     pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {
-        PgError { severity: "FATAL", code, message: message.into(), detail: None, hint: None }
+        PgError { severity: "FATAL", code, message: message.into(), detail: None, hint: None, position: None }
     }
 
     pub fn error(code: &'static str, message: impl Into<String>) -> Self {
-        PgError { severity: "ERROR", code, message: message.into(), detail: None, hint: None }
+        PgError { severity: "ERROR", code, message: message.into(), detail: None, hint: None, position: None }
     }
 
     /// A NoticeResponse: information that neither fails nor ends anything.
@@ -49,6 +51,7 @@ impl PgError {
             message: message.into(),
             detail: None,
             hint: None,
+            position: None,
         }
     }
 
@@ -78,6 +81,10 @@ impl PgError {
             if let Some(hint) = &self.hint {
                 b.put_u8(b'H');
                 put_cstr(b, hint.as_bytes());
+            }
+            if let Some(position) = self.position {
+                b.put_u8(b'P');
+                put_cstr(b, position.to_string().as_bytes());
             }
             b.put_u8(0);
         });

@@ -11,12 +11,12 @@
 //! in order and gives exactly PostgreSQL's semantics after an error: the rest of the pipeline up to
 //! Sync is skipped and an open transaction is aborted.
 
+use crate::FastMap;
 use crate::catalog::{Catalog, FRESH_FOR};
 use crate::codec::{self, FrameError, HEADER_LEN, Reader, peek_frame, put_cstr, put_message, tag_rows};
 use crate::error::{PgError, ServerMessage, sqlstate};
 use crate::mask::{self, CopyFormat, Field, ResponseMasker, RowPlan};
 use crate::upstream::{PgEndpoint, UpstreamError};
-use crate::FastMap;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use sluice_core::audit::now_us;
 use sluice_core::sql::{SharedAnalysis, SqlAnalysis};
@@ -249,7 +249,8 @@ impl<G> Context<'_, G> {
         {
             return Ok(Arc::clone(rules));
         }
-        let (at, rules) = self.catalog.reached(self.endpoint, masking.masking(), self.lookup_timeout, fresh_for).await?;
+        let (at, rules) =
+            self.catalog.reached(self.endpoint, masking.masking(), self.lookup_timeout, fresh_for).await?;
         *self.reached.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, Arc::clone(&rules)));
         Ok(rules)
     }
@@ -418,8 +419,9 @@ where
                         Ok(decided) => decided,
                         Err(end) => return end,
                     };
+                    let refusal = refusal_bytes(&decision, &text);
                     let pending = Pending::new(Kind::Simple, text).decided(&decision);
-                    match refusal_bytes(&decision) {
+                    match refusal {
                         None => lock(tracker).pending.push_back(pending),
                         Some(refusal) => replacement = Some(refused_simple(pending, refusal)),
                     }
@@ -442,7 +444,7 @@ where
                     };
                     let mut pending = Pending::new(Kind::Parse, Arc::clone(&text)).decided(&decision);
                     closed_by_sluice.remove(name);
-                    match refusal_bytes(&decision) {
+                    match refusal_bytes(&decision, &text) {
                         None => {
                             let name = Bytes::copy_from_slice(name);
                             if masking {
@@ -1190,9 +1192,13 @@ async fn through_server_objects<G>(ctx: &Context<'_, G>, analysis: &SqlAnalysis)
         Ok(reached) => session.catalog_problem(&reached, analysis).map(sluice_mask::lineage_refusal),
         Err(e) => Some(Refusal {
             rule: "masking".into(),
-            reason: format!("sluice cannot read the server's views and functions to check them for masked columns: {e}"),
+            reason: format!(
+                "sluice cannot read the server's views and functions to check them for masked columns: {e}"
+            ),
             detail: None,
-            hint: Some("retry in a moment; if it persists, the upstream server is unreachable or refuses catalog reads".into()),
+            hint: Some(
+                "retry in a moment; if it persists, the upstream server is unreachable or refuses catalog reads".into(),
+            ),
             cause: RefusalCause::Policy,
         }),
     }
@@ -1210,10 +1216,7 @@ fn not_utf8() -> Decision {
 
 /// SQL `EXECUTE name` of a prepared statement a review approved for one run (Parse and SQL
 /// PREPARE share one namespace): refused, so the run stays the one Bind sluice counts.
-fn executes_approved(
-    analysis: &SqlAnalysis,
-    approved_once: &FastMap<Bytes, (i64, bool)>,
-) -> Option<Refusal> {
+fn executes_approved(analysis: &SqlAnalysis, approved_once: &FastMap<Bytes, (i64, bool)>) -> Option<Refusal> {
     let sluice_core::sql::SqlAnalysis::Parsed { statements } = analysis else { return None };
     if approved_once.is_empty() {
         return None;
@@ -1271,7 +1274,7 @@ where
                 rule: hold.rule.clone(),
                 reason: format!("canceling statement due to user request (review #{} stays open)", hold.review_id),
                 detail: None,
-                hint: Some(format!("once review #{} is approved, re-run exactly the same statement: it runs once", hold.review_id)),
+                hint: Some(format!("once review #{} is approved, re-run the same statement (spacing, comments and keyword case may differ; values may not): it runs once", hold.review_id)),
                 cause: RefusalCause::Cancelled,
             })),
             read = held.client.read_buf(held.early), if room > 0 => match read {
@@ -1288,8 +1291,9 @@ where
     outcome
 }
 
-/// The client's error for a refusal (`None` when the decision allows).
-fn refusal_bytes(decision: &Decision) -> Option<(Bytes, &'static str)> {
+/// The client's error for a refusal of `text` (`None` when the decision allows). A statement refused
+/// as unparseable carries the parser's error position, as the server's own syntax error would.
+fn refusal_bytes(decision: &Decision, text: &str) -> Option<(Bytes, &'static str)> {
     let (refusal, what) = match decision {
         Decision::Allow { .. } | Decision::Approved { .. } => return None,
         Decision::Deny(r) => (r, "refused by rule"),
@@ -1312,6 +1316,9 @@ fn refusal_bytes(decision: &Decision) -> Option<(Bytes, &'static str)> {
     let mut error = PgError::error(code, format!("sluice: {what} \"{}\": {}", refusal.rule, refusal.reason));
     error.detail = refusal.detail.clone();
     error.hint = refusal.hint.clone();
+    if refusal.cause == RefusalCause::Unparseable {
+        error.position = sluice_sql::error_position(text);
+    }
     Some((error.to_bytes().freeze(), code))
 }
 

@@ -5,9 +5,9 @@ use crate::cancel::UpstreamKey;
 use crate::codec::{self, HEADER_LEN, auth, peek_frame};
 use crate::error::{PgError, sqlstate};
 use crate::listener::Shared;
-use crate::stop::Stop;
 use crate::relay::{self, Context, RelayEnd, Tracker};
 use crate::startup::{StartupError, StartupPacket, read_startup};
+use crate::stop::Stop;
 use crate::stream::PgStream;
 use crate::upstream::{self, PgEndpoint, UpstreamError};
 use bytes::BytesMut;
@@ -42,12 +42,7 @@ fn forwarded_parameter(name: &str) -> bool {
         && !OVERRIDDEN_PARAMETERS.contains(&name.to_ascii_lowercase().as_str())
 }
 
-pub async fn run<G: Gate<PgEndpoint>>(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared<G>>,
-    mut stop: Stop,
-) {
+pub async fn run<G: Gate<PgEndpoint>>(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared<G>>, mut stop: Stop) {
     let _ = tcp.set_nodelay(true);
     let handshake = tokio::time::timeout(shared.config.handshake_timeout, handshake(tcp, peer, &shared));
     let opened = tokio::select! {
@@ -286,12 +281,7 @@ async fn forward_cancel<G: Gate<PgEndpoint>>(shared: &Shared<G>, pid: i32, secre
     }
 }
 
-async fn relay_session<G: Gate<PgEndpoint>>(
-    opened: Opened,
-    peer: SocketAddr,
-    shared: &Shared<G>,
-    mut stop: Stop,
-) {
+async fn relay_session<G: Gate<PgEndpoint>>(opened: Opened, peer: SocketAddr, shared: &Shared<G>, mut stop: Stop) {
     let Opened { mut client, upstream, identity, connection, endpoint, application_name } = opened;
     let session_id: Arc<str> = Arc::from(ids::new_id("s_"));
     let hold = Arc::new(tokio::sync::Notify::new());
@@ -321,14 +311,19 @@ async fn relay_session<G: Gate<PgEndpoint>>(
         connection: connection.clone(),
         client_addr: peer.to_string(),
         client_tls: client.is_tls(),
-        application_name,
+        application_name: application_name.clone(),
     });
     tracing::info!(session = %session_id, identity = identity.name, connection, %peer, "session started");
 
     let (notices_tx, mut notices_rx) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Context {
         gate: &*shared.gate,
-        info: SessionInfo { session_id: &session_id, identity: &identity, connection: &connection },
+        info: SessionInfo {
+            session_id: &session_id,
+            identity: &identity,
+            connection: &connection,
+            client_program: application_name.as_deref(),
+        },
         session_id: Arc::clone(&session_id),
         classifier: &shared.classifier,
         max_message_bytes: shared.config.max_message_bytes,
@@ -361,7 +356,7 @@ async fn relay_session<G: Gate<PgEndpoint>>(
                 format!("sluice is shutting down while this statement was held for review #{id}"),
             )
             .with_hint(format!(
-                "review #{id} stays open: once it is approved, reconnect and re-run exactly the same statement (it runs once)"
+                "review #{id} stays open: once it is approved, reconnect and re-run the same statement (spacing, comments and keyword case may differ; values may not): it runs once"
             )),
             None => PgError::fatal(sqlstate::ADMIN_SHUTDOWN, "sluice is shutting down")
                 .with_hint(format!("reconnect in a moment ({why})")),

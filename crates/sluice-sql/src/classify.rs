@@ -53,6 +53,7 @@ fn statements(text: &str) -> Result<Vec<SqlStatement>, String> {
             targets: walker.targets,
             aliases: walker.aliases,
             parameters: walker.parameters,
+            planned: walker.planned,
         });
     }
     Ok(out)
@@ -146,6 +147,8 @@ struct Walker<'t> {
     access: Kind,
     /// Inside a plain EXPLAIN: relations are planned, not touched.
     plan_only: bool,
+    /// What the plain EXPLAIN plans (see `SqlStatement::planned`).
+    planned: Vec<Operation>,
     prepares: Option<String>,
     executes: Option<String>,
     deallocates: Option<String>,
@@ -168,6 +171,7 @@ impl<'t> Walker<'t> {
             ctes: Vec::new(),
             access: Kind::Read,
             plan_only: false,
+            planned: Vec::new(),
             prepares: None,
             executes: None,
             deallocates: None,
@@ -188,13 +192,18 @@ impl<'t> Walker<'t> {
     }
 
     fn op_with(&mut self, kind: Kind, object: Option<ObjectName>, no_where: bool) {
-        let kind = if self.plan_only && kind.is_data_or_ddl() { Kind::Read } else { kind };
         let context = (!self.contexts.is_empty()).then(|| {
             let mut inner_first = self.contexts.clone();
             inner_first.reverse();
             inner_first.join(", ")
         });
-        let op = Operation { kind, object, context, no_where };
+        let mut op = Operation { kind, object, context, no_where };
+        if self.plan_only && kind.is_data_or_ddl() {
+            if kind != Kind::Read && !self.planned.contains(&op) {
+                self.planned.push(op.clone());
+            }
+            op.kind = Kind::Read;
+        }
         if !self.ops.contains(&op) {
             self.ops.push(op);
         }
@@ -656,6 +665,11 @@ impl<'t> Walker<'t> {
                     for op in inner.ops {
                         if !self.ops.contains(&op) {
                             self.ops.push(op);
+                        }
+                    }
+                    for op in inner.planned {
+                        if !self.planned.contains(&op) {
+                            self.planned.push(op);
                         }
                     }
                     for f in inner.functions {

@@ -3,9 +3,13 @@
 //! parse is reported unparseable, never guessed at.
 
 pub mod cache;
+pub mod canonical;
 pub mod classify;
+pub mod position;
 pub mod prepared;
 
 pub use cache::Classifier;
+pub use canonical::canonical;
 pub use classify::{analyze, output_refs};
+pub use position::error_position;
 pub use prepared::PreparedStatements;

@@ -385,7 +385,11 @@ pub fn check(config_path: &Path, json: bool) -> Result<()> {
     section("state", &[format!("{} (store sluice.db)", config.server.state_dir.display())]);
     let mut listeners = Vec::new();
     if config.postgres.enabled {
-        listeners.push(format!("postgres {} (client TLS {})", config.postgres.listen, s["postgres"]["tls"].as_str().unwrap_or("")));
+        listeners.push(format!(
+            "postgres {} (client TLS {})",
+            config.postgres.listen,
+            s["postgres"]["tls"].as_str().unwrap_or("")
+        ));
     }
     if config.api.enabled {
         listeners.push(format!("api {}", config.api.listen));
@@ -397,11 +401,14 @@ pub fn check(config_path: &Path, json: bool) -> Result<()> {
         .map(|(name, c)| {
             let who = match (c.allow_identities.is_empty(), c.allow_groups.is_empty()) {
                 (true, true) => "every identity".to_string(),
-                _ => [c.allow_identities.join(","), c.allow_groups.iter().map(|g| format!("group {g}")).collect::<Vec<_>>().join(",")]
-                    .into_iter()
-                    .filter(|p| !p.is_empty())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                _ => [
+                    c.allow_identities.join(","),
+                    c.allow_groups.iter().map(|g| format!("group {g}")).collect::<Vec<_>>().join(","),
+                ]
+                .into_iter()
+                .filter(|p| !p.is_empty())
+                .collect::<Vec<_>>()
+                .join(", "),
             };
             let preset = c.policy.map(|p| format!(", preset {}", p.as_str())).unwrap_or_default();
             format!(
@@ -424,12 +431,15 @@ pub fn check(config_path: &Path, json: bool) -> Result<()> {
     section("policy", &rules);
     let m = &config.masking;
     let mut masking = vec![match m.enabled {
-        true => format!("on: {} detectors, action {}", m.detectors.len(), s["masking"]["action"].as_str().unwrap_or("")),
+        true => {
+            format!("on: {} detectors, action {}", m.detectors.len(), s["masking"]["action"].as_str().unwrap_or(""))
+        }
         false => "off".into(),
     }];
     masking.extend(m.columns.iter().map(|c| format!("columns {}: {}", c.name, c.columns.join(", "))));
     section("masking", &masking);
-    let access: Vec<String> = config.access.policies.iter().map(|a| format!("{} (up to {})", a.name, a.max_duration)).collect();
+    let access: Vec<String> =
+        config.access.policies.iter().map(|a| format!("{} (up to {})", a.name, a.max_duration)).collect();
     section("access policies", &access);
     section("webhooks", &[config.approvals.webhooks.len().to_string()]);
     Ok(())
@@ -480,7 +490,6 @@ fn summary(config: &Config) -> serde_json::Value {
         "webhooks": config.approvals.webhooks.len(),
     })
 }
-
 
 fn print_sessions(sessions: &[SessionRow], header: bool) {
     let rows: Vec<Vec<String>> = sessions

@@ -53,11 +53,7 @@ impl Settings {
             let tls = upstream_tls(conn).with_context(|| format!("connection {name}: upstream TLS"))?;
             connections.insert(name.clone(), Prepared { config: conn.clone(), tls });
         }
-        Ok(Settings {
-            connections,
-            policy: config.compile_policy()?,
-            record_statements: config.recording.statements,
-        })
+        Ok(Settings { connections, policy: config.compile_policy()?, record_statements: config.recording.statements })
     }
 }
 
@@ -233,11 +229,14 @@ impl Gate<PgEndpoint> for Gateway {
                 match decision {
                     Decision::Review(refusal) => {
                         let rules = policy.review_rules(&refusal.rule);
+                        let canonical = sluice_sql::canonical(text);
                         let ask = StatementReview {
                             identity: session.identity,
                             connection: session.connection,
                             session_id: session.session_id,
                             text,
+                            canonical: &canonical,
+                            client_program: session.client_program,
                             parameters: analysis.takes_parameters(),
                             refusal: &refusal,
                             rules: &rules,

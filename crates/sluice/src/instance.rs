@@ -104,9 +104,7 @@ pub fn resolve_config(given: Option<PathBuf>, may_discover: bool) -> Result<Path
         return Ok(local);
     }
     match running().as_slice() {
-        [] => bail!(
-            "no sluice.toml here and no running sluice found\nhint: pass --config FILE (or set SLUICE_CONFIG)"
-        ),
+        [] => bail!("no sluice.toml here and no running sluice found\nhint: pass --config FILE (or set SLUICE_CONFIG)"),
         [one] => Ok(one.config.clone()),
         several => {
             let names: Vec<String> =

@@ -1,8 +1,8 @@
 //! `sluice mask test`: what each detector finds in a text and what an agent would receive, with
 //! no server running.
 
-use crate::gateway::MASK_TOKEN_PURPOSE;
 use crate::display::out;
+use crate::gateway::MASK_TOKEN_PURPOSE;
 use anyhow::Result;
 use clap::Subcommand;
 use serde_json::json;

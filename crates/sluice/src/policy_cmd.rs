@@ -3,7 +3,6 @@
 
 use crate::display::out;
 use anyhow::Result;
-use std::process::ExitCode;
 use clap::Subcommand;
 use serde_json::json;
 use sluice_core::policy::Policy;
@@ -11,6 +10,7 @@ use sluice_core::sql::SqlAnalysis;
 use sluice_core::{Decision, Identity};
 use sluice_sql::PreparedStatements;
 use std::path::Path;
+use std::process::ExitCode;
 
 #[derive(Subcommand)]
 pub enum PolicyCommand {

@@ -183,7 +183,8 @@ pub async fn review(config_path: &Path, cmd: ReviewCommand) -> Result<()> {
             match value["outcome"]["result"].as_str() {
                 Some("counted") => out!(
                     "review #{id}: approval counted ({} of {} needed)",
-                    value["outcome"]["approvals"], value["outcome"]["needed"]
+                    value["outcome"]["approvals"],
+                    value["outcome"]["needed"]
                 ),
                 _ => out!("review #{id}: approved"),
             }
@@ -337,4 +338,3 @@ fn text(v: &Value) -> String {
 fn list(v: &Value) -> String {
     v.as_array().map(|a| a.iter().map(text).collect::<Vec<_>>().join(",")).unwrap_or_default()
 }
-
