@@ -144,7 +144,7 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 
-cat <<MSG | tee "$demo/README.txt"
+cat >"$demo/README.txt" <<MSG
 
 sluice is running on 127.0.0.1:$port in front of the demo database; its log is $log.
 (This text is also in $demo/README.txt.)
@@ -183,4 +183,5 @@ and look around:
 
 Ctrl-C here stops sluice and the demo database.
 MSG
+cat "$demo/README.txt"
 wait "$serve_pid"

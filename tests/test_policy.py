@@ -333,8 +333,9 @@ def test_search_path_startup_parameter_is_refused(policy_gw):
 def test_policy_explain_needs_no_server(policy_gw):
     explained = policy_gw.cli(
         "policy", "explain", "--identity", "agent", "--connection", "ro", "--json",
-        "SELECT 1; EXPLAIN ANALYZE DELETE FROM orders",
+        "SELECT 1; EXPLAIN ANALYZE DELETE FROM orders", check=False,
     )
+    assert explained.returncode == 4  # the exit status says deny
     out = json.loads(explained.stdout)
     assert out["decision"]["effect"] == "deny"
     assert out["decision"]["rule"] == "connection ro: read-only"

@@ -2,6 +2,7 @@
 //! into calls on a `Gate` and applies what comes back; the binary provides the implementation that
 //! ties configuration, policy and the store together.
 
+use crate::advice::{Explanation, Permissions};
 use crate::{Action, AuditEvent, AuthOutcome, Decision, Hold, Identity, Secret};
 use std::future::Future;
 use thiserror::Error;
@@ -68,6 +69,13 @@ pub trait Gate<E>: Send + Sync + 'static {
     fn decision_epoch(&self, _session: &SessionInfo<'_>) -> Option<u64> {
         None
     }
+
+    /// What the session's caller may do on its connection: rules, masking, reviews. For an agent
+    /// that asks before acting.
+    fn permissions(&self, session: &SessionInfo<'_>) -> Permissions;
+
+    /// The decision `action` would get, without running it, opening a review or using an approval.
+    fn explain(&self, session: &SessionInfo<'_>, action: &Action<'_>) -> Explanation;
 
     /// Hands an event to the recorder. Must not block the caller.
     fn record(&self, event: AuditEvent);

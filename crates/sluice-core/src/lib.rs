@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod action;
+pub mod advice;
 pub mod audit;
 pub mod gate;
 pub mod glob;

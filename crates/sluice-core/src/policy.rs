@@ -462,6 +462,37 @@ impl Policy {
         })
     }
 
+    /// The rules that apply to `identity` on `connection`, as it may read them.
+    pub fn rules_for(&self, identity: &Identity, connection: &str) -> Vec<crate::advice::RuleView> {
+        self.rules
+            .iter()
+            .filter(|r| r.scope.contains(identity, connection))
+            .map(|r| crate::advice::RuleView {
+                name: r.name.to_string(),
+                effect: r.effect,
+                // A rule that names functions and no kinds is about calls of them only.
+                kinds: match r.kinds {
+                    None if !r.functions.is_empty() => vec![Kind::Function.as_str()],
+                    kinds => Kind::ALL
+                        .iter()
+                        .filter(|k| kinds.map_or(**k != Kind::DynamicSql, |set| set.contains(**k)))
+                        .map(|k| k.as_str())
+                        .collect(),
+                },
+                objects: r.objects.clone(),
+                functions: r.functions.clone(),
+                when: r.when.clone(),
+                reason: r.reason.clone(),
+                review: r.review.as_deref().cloned(),
+            })
+            .collect()
+    }
+
+    /// What happens on `connection` to an operation no rule covers.
+    pub fn default_for(&self, connection: &str) -> Effect {
+        self.connections.get(connection).map_or(self.default, |c| c.default)
+    }
+
     /// How reviews asked for by the rule named `rule` work (the defaults when it sets none).
     pub fn review_rules(&self, rule: &str) -> Arc<ReviewRules> {
         self.rules

@@ -17,6 +17,18 @@ pub enum MaskAction {
     Null,
 }
 
+impl MaskAction {
+    /// What it does, in a few words (`partial (last 4 kept)`).
+    pub fn describe(self) -> String {
+        match self {
+            MaskAction::Redact => "redact".into(),
+            MaskAction::Partial { keep_last } => format!("partial (last {keep_last} kept)"),
+            MaskAction::Token => "token".into(),
+            MaskAction::Null => "null".into(),
+        }
+    }
+}
+
 /// The action names used in configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -20,6 +20,7 @@ pub use value::{mask_whole, type_class, ColumnMask, ContentMasker, Masked, TypeC
 use sluice_core::glob::glob_match;
 use sluice_core::scope::RuleScope;
 use sluice_core::sql::SqlAnalysis;
+use sluice_core::advice::{DetectorView, MaskedColumns};
 use sluice_core::{Identity, Refusal, RefusalCause};
 use std::sync::Arc;
 
@@ -77,6 +78,25 @@ impl Masking {
     pub fn for_session(self: &Arc<Self>, identity: &Identity, connection: &str) -> SessionMasking {
         let columns = (0..self.columns.len()).filter(|&i| self.columns[i].scope.contains(identity, connection)).collect();
         SessionMasking { masking: Arc::clone(self), columns }
+    }
+
+    /// The column rules and detectors that apply to one caller on one connection, as it may read
+    /// them (`sluice.policy()`).
+    pub fn views_for(&self, identity: &Identity, connection: &str) -> (Vec<MaskedColumns>, Vec<DetectorView>) {
+        let columns = self
+            .columns
+            .iter()
+            .filter(|r| r.scope.contains(identity, connection))
+            .map(|r| MaskedColumns {
+                rule: r.name.to_string(),
+                columns: r.columns.iter().map(|parts| parts.join(".")).collect(),
+                action: r.action.describe(),
+            })
+            .collect();
+        let detectors = (0..self.actions.len())
+            .map(|i| DetectorView { name: self.scanner.name(i).to_string(), action: self.actions[i].describe() })
+            .collect();
+        (columns, detectors)
     }
 
     pub fn has_column_rules(&self) -> bool {

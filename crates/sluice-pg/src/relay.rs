@@ -25,7 +25,8 @@ use sluice_core::{
 };
 use sluice_mask::{CatalogRules, ColumnMask, MaskAction, SessionMasking};
 use sluice_sql::cache::SessionClassifier;
-use sluice_sql::{Classifier, PreparedStatements};
+use sluice_core::advice::Explanation;
+use sluice_sql::{BuiltinCall, Classifier, PreparedStatements};
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -415,15 +416,21 @@ where
                         client: &mut *client,
                         early: &mut early,
                     };
-                    let (text, decision) = match decide_message(ctx, &mut sql, cstr_prefix(body), held).await {
-                        Ok(decided) => decided,
-                        Err(end) => return end,
-                    };
+                    let (text, decision, answer) =
+                        match decide_message(ctx, &mut sql, cstr_prefix(body), held).await {
+                            Ok(decided) => decided,
+                            Err(end) => return end,
+                        };
                     let refusal = refusal_bytes(&decision, &text);
                     let pending = Pending::new(Kind::Simple, text).decided(&decision);
-                    match refusal {
-                        None => lock(tracker).pending.push_back(pending),
-                        Some(refusal) => replacement = Some(refused_simple(pending, refusal)),
+                    match (refusal, answer) {
+                        (Some(refusal), _) => replacement = Some(refused_simple(pending, refusal)),
+                        (None, Some(answer)) => {
+                            let mut query = BytesMut::new();
+                            codec::query(&mut query, &answer);
+                            replacement = Some((query, pending));
+                        }
+                        (None, None) => lock(tracker).pending.push_back(pending),
                     }
                 }
                 b'P' => {
@@ -438,7 +445,7 @@ where
                         client: &mut *client,
                         early: &mut early,
                     };
-                    let (text, decision) = match decide_message(ctx, &mut sql, query, held).await {
+                    let (text, decision, answer) = match decide_message(ctx, &mut sql, query, held).await {
                         Ok(decided) => decided,
                         Err(end) => return end,
                     };
@@ -455,8 +462,19 @@ where
                             if let Decision::Approved { review_id, .. } = decision {
                                 approved_once.insert(name.clone(), (review_id, false));
                             }
-                            statements.insert(name, (text, pending.rule.clone()));
-                            lock(tracker).pending.push_back(pending);
+                            statements.insert(name.clone(), (text, pending.rule.clone()));
+                            match answer {
+                                Some(answer) => {
+                                    let mut parse = BytesMut::new();
+                                    put_message(&mut parse, b'P', |b| {
+                                        put_cstr(b, &name);
+                                        put_cstr(b, answer.as_bytes());
+                                        b.put_i16(0);
+                                    });
+                                    replacement = Some((parse, pending));
+                                }
+                                None => lock(tracker).pending.push_back(pending),
+                            }
                         }
                         Some(refusal) => {
                             // Never prepared upstream, so nothing can be bound to it.
@@ -1075,17 +1093,62 @@ async fn decide_message<G, R>(
     sql: &mut SessionSql,
     query: &[u8],
     held: Held<'_, R>,
-) -> Result<(Arc<str>, Decision), RelayEnd>
+) -> Result<(Arc<str>, Decision, Option<String>), RelayEnd>
 where
     G: Gate<crate::PgEndpoint>,
     R: AsyncRead + Unpin,
 {
     let Ok(text) = std::str::from_utf8(query) else {
-        return Ok((Arc::from(String::from_utf8_lossy(query).as_ref()), not_utf8()));
+        return Ok((Arc::from(String::from_utf8_lossy(query).as_ref()), not_utf8(), None));
     };
     let text: Arc<str> = Arc::from(text);
-    let decision = decide(ctx, sql, &text, held).await?;
-    Ok((text, decision))
+    let analysis = sql.classified.classify(ctx.classifier, &text);
+    if sluice_sql::calls_builtin(&analysis) {
+        let (decision, answer) = answer_builtin(ctx, sql, &text).await;
+        return Ok((text, decision, answer));
+    }
+    let decision = decide(ctx, sql, &text, analysis, held).await?;
+    Ok((text, decision, None))
+}
+
+/// sluice's own functions, `sluice.policy()` and `sluice.explain('…')`: answered by the gateway,
+/// never by the server. The answer travels as a query of constant rows that replaces the message,
+/// so the client gets it in whatever protocol, pipeline and format it asked for (and masked like
+/// any result).
+async fn answer_builtin<G: Gate<crate::PgEndpoint>>(
+    ctx: &Context<'_, G>,
+    sql: &mut SessionSql,
+    text: &str,
+) -> (Decision, Option<String>) {
+    let call = match sluice_sql::builtin_call(text) {
+        Ok(call) => call,
+        Err(usage) => {
+            let refusal = Refusal {
+                rule: "sluice-functions".into(),
+                reason: usage,
+                detail: None,
+                hint: Some("SELECT sluice.policy() lists what applies to you on this connection".into()),
+                cause: RefusalCause::Policy,
+            };
+            return (Decision::Deny(refusal), None);
+        }
+    };
+    let (rule, rows) = match call {
+        BuiltinCall::Policy => ("sluice.policy()", ctx.gate.permissions(&ctx.info).rows()),
+        BuiltinCall::Explain(statement) => {
+            let analysis = sql.classified.classify(ctx.classifier, &statement);
+            let resolved = sql.prepared.resolve(&analysis);
+            let explanation = match through_server_objects(ctx, &resolved).await {
+                Some(refusal) => Explanation::refused(&refusal),
+                None => {
+                    let kind = ActionKind::Sql { text: &statement, analysis: &resolved };
+                    ctx.gate.explain(&ctx.info, &Action { protocol: Protocol::Postgres, kind })
+                }
+            };
+            ("sluice.explain()", explanation.rows())
+        }
+    };
+    (Decision::Allow { rule: Arc::from(rule) }, Some(sluice_sql::answer_query(&rows)))
 }
 
 /// What a session keeps of SQL between its statements.
@@ -1124,19 +1187,19 @@ impl SessionSql {
     }
 }
 
-/// Classifies a message (cached by text), resolves SQL-level EXECUTEs against this session's
-/// PREPAREs, and asks the gate; a statement held for a review is waited for here (see `hold`).
+/// Decides a classified message: resolves SQL-level EXECUTEs against this session's PREPAREs and
+/// asks the gate; a statement held for a review is waited for here (see `hold`).
 async fn decide<G, R>(
     ctx: &Context<'_, G>,
     sql: &mut SessionSql,
     text: &str,
+    analysis: SharedAnalysis,
     held: Held<'_, R>,
 ) -> Result<Decision, RelayEnd>
 where
     G: Gate<crate::PgEndpoint>,
     R: AsyncRead + Unpin,
 {
-    let analysis = sql.classified.classify(ctx.classifier, text);
     if let Some(refusal) = executes_approved(&analysis, held.approved_once) {
         return Ok(Decision::Deny(refusal));
     }

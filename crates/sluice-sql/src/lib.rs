@@ -2,12 +2,14 @@
 //! text, and the per-session memory of SQL-level prepared statements. Fails closed: what does not
 //! parse is reported unparseable, never guessed at.
 
+pub mod builtin;
 pub mod cache;
 pub mod canonical;
 pub mod classify;
 pub mod position;
 pub mod prepared;
 
+pub use builtin::{BuiltinCall, answer_query, builtin_call, calls_builtin};
 pub use cache::Classifier;
 pub use canonical::canonical;
 pub use classify::{analyze, output_refs};

@@ -22,6 +22,10 @@ impl ApiError {
         }
     }
 
+    pub fn not_found(message: &str, hint: &str) -> ApiError {
+        ApiError { status: StatusCode::NOT_FOUND, message: message.into(), hint: Some(hint.into()) }
+    }
+
     pub fn bad_request(message: &str) -> ApiError {
         ApiError { status: StatusCode::BAD_REQUEST, message: message.into(), hint: None }
     }

@@ -1,7 +1,8 @@
 //! sluice's REST API: JSON over HTTP, every call authenticated by a sluice token
 //! (`Authorization: Bearer …`) and acting as that token's identity. Reviews can be listed, read,
-//! approved and denied; access grants requested, listed and revoked. The web console will be
-//! served from here on the same API.
+//! approved and denied; access grants requested, listed and revoked; and an agent may ask, with
+//! its own token, what applies to it on a connection and whether a statement would pass. The web
+//! console will be served from here on the same API.
 #![forbid(unsafe_code)]
 
 mod error;
@@ -16,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_approvals::Approvals;
 use sluice_core::Identity;
+use sluice_core::advice::{Explanation, Permissions};
 use sluice_core::review::{Outcome, Status};
 use sluice_core::span::Span;
 use sluice_store::{ReviewFilter, Store};
@@ -25,6 +27,15 @@ use views::{Now, review_view};
 pub struct Api {
     pub store: Store,
     pub approvals: Arc<Approvals>,
+    pub advisor: Arc<dyn Advisor>,
+}
+
+/// What the API asks the running gateway on an agent's behalf (see `sluice_core::advice`).
+pub trait Advisor: Send + Sync {
+    /// `None` when there is no such connection or the identity may not use it.
+    fn permissions(&self, identity: &Identity, connection: &str) -> Option<Permissions>;
+    /// The decision a statement would get on `connection`, without running it. `None` as above.
+    fn explain(&self, identity: &Identity, connection: &str, statement: &str) -> Option<Explanation>;
 }
 
 type Shared = State<Arc<Api>>;
@@ -40,6 +51,8 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/reviews/{id}/revoke", post(revoke))
         .route("/api/v1/access", get(list_grants).post(request_access))
         .route("/api/v1/access/policies", get(access_policies))
+        .route("/api/v1/connections/{name}/policy", get(connection_policy))
+        .route("/api/v1/connections/{name}/explain", post(explain_statement))
         .with_state(api)
 }
 
@@ -222,4 +235,36 @@ async fn access_policies(State(api): Shared, Caller(who): Caller) -> Json<Value>
         })
         .collect();
     Json(json!({"policies": policies}))
+}
+
+fn no_such_connection(name: &str) -> ApiError {
+    // The same answer whether the connection is missing or not the caller's: nothing to enumerate.
+    ApiError::not_found(
+        &format!("no connection {name:?} that this token may use"),
+        "connections are named in sluice's configuration; an operator can add you to one",
+    )
+}
+
+/// What applies to the caller on a connection: rules, masked columns, detectors, reviews.
+async fn connection_policy(
+    State(api): Shared,
+    Caller(who): Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Permissions>, ApiError> {
+    api.advisor.permissions(&who, &name).map(Json).ok_or_else(|| no_such_connection(&name))
+}
+
+#[derive(Deserialize)]
+struct ExplainRequest {
+    sql: String,
+}
+
+/// The decision a statement would get for the caller on a connection, without running it.
+async fn explain_statement(
+    State(api): Shared,
+    Caller(who): Caller,
+    Path(name): Path<String>,
+    Json(req): Json<ExplainRequest>,
+) -> Result<Json<Explanation>, ApiError> {
+    api.advisor.explain(&who, &name, &req.sql).map(Json).ok_or_else(|| no_such_connection(&name))
 }

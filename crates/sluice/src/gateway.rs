@@ -2,12 +2,16 @@
 //! credentials resolved at each session, and every event handed to the recorder. What the
 //! configuration sets (connections, policy, masking) can be replaced while sluice runs (`reload`).
 
+use crate::display::rfc3339;
 use anyhow::{Context as _, Result};
 use arc_swap::ArcSwap;
 use sluice_approvals::{Approvals, StatementReview};
 use sluice_config::{Config, ConnectionConfig, PasswordSource, UpstreamTls as TlsSetting};
 use sluice_core::audit::now_us;
-use sluice_core::policy::Policy;
+use sluice_approvals::ActiveGrant;
+use sluice_config::AccessPolicy;
+use sluice_core::advice::{Explanation, Permissions};
+use sluice_core::policy::{PROTECTED_SETTINGS, Policy};
 use sluice_core::sql::SqlAnalysis;
 use sluice_core::{
     Action, ActionKind, AuditEvent, AuthOutcome, Decision, Gate, Grant, Hold, Identity, OpenError, OpenRequest,
@@ -128,15 +132,108 @@ impl Gateway {
 
     /// With masking rules in scope, a statement that would carry a masked column out through an
     /// expression is refused before anything else happens to it (a review included).
-    fn lineage_check(&self, session: &SessionInfo<'_>, analysis: &SqlAnalysis, decision: Decision) -> Decision {
+    fn lineage_check(&self, identity: &Identity, connection: &str, analysis: &SqlAnalysis, decision: Decision) -> Decision {
         let masking = self.masking.load();
         if !masking.has_column_rules() {
             return decision;
         }
-        match masking.lineage_problem(session.identity, session.connection, analysis) {
+        match masking.lineage_problem(identity, connection, analysis) {
             None => decision,
             Some(reason) => Decision::Deny(sluice_mask::lineage_refusal(reason)),
         }
+    }
+
+    /// Policy's decision on a statement, before any review: under the access grant in force for
+    /// the caller if there is one (it replaces the normal policy), then the masking lineage check.
+    fn judge<'s>(
+        &'s self,
+        settings: &'s Settings,
+        identity: &Identity,
+        connection: &str,
+        analysis: &SqlAnalysis,
+    ) -> (Decision, Option<(ActiveGrant, &'s AccessPolicy)>) {
+        let grant = self.approvals.grant_for(identity, connection);
+        let policy = grant.as_ref().map_or(&settings.policy, |(_, access)| &access.policy);
+        let decision = match policy.decide(identity, connection, analysis) {
+            decision @ (Decision::Allow { .. } | Decision::Review(_)) => {
+                self.lineage_check(identity, connection, analysis, decision)
+            }
+            other => other,
+        };
+        (decision, grant)
+    }
+
+    /// Whether `identity` may open sessions on `connection`.
+    fn may_use(&self, identity: &Identity, connection: &str) -> bool {
+        self.settings.load().connections.get(connection).is_some_and(|c| c.config.permits(&identity.name, &identity.groups))
+    }
+
+    /// What applies to `identity` on `connection` (see `Gate::permissions`); also what the API
+    /// answers an agent that asks with its token.
+    pub fn permissions_for(&self, identity: &Identity, connection: &str) -> Permissions {
+        let settings = self.settings.load();
+        let grant = self.approvals.grant_for(identity, connection);
+        let policy = grant.as_ref().map_or(&settings.policy, |(_, access)| &access.policy);
+        let (masked_columns, detectors) = self.masking.load().views_for(identity, connection);
+        Permissions {
+            identity: identity.name.clone(),
+            groups: identity.groups.clone(),
+            connection: connection.to_string(),
+            default: policy.default_for(connection),
+            read_only: grant.is_none() && settings.policy.read_only(identity, connection),
+            grant: grant.as_ref().map(|(g, access)| {
+                format!("#{} under access policy {} until {}", g.review_id, access.name, rfc3339(g.until_us))
+            }),
+            rules: policy.rules_for(identity, connection),
+            masked_columns,
+            detectors,
+            pinned_settings: PROTECTED_SETTINGS.iter().copied().filter(|s| !s.starts_with('(')).collect(),
+            access_policies: self
+                .approvals
+                .access_policies()
+                .iter()
+                .filter(|a| a.scope.contains(identity, connection))
+                .map(|a| a.name.clone())
+                .collect(),
+        }
+    }
+
+    /// The decision a statement would get (see `Gate::explain`).
+    pub fn explain_for(&self, identity: &Identity, connection: &str, analysis: &SqlAnalysis) -> Explanation {
+        let settings = self.settings.load();
+        let (decision, grant) = self.judge(&settings, identity, connection, analysis);
+        let policy = grant.as_ref().map_or(&settings.policy, |(_, access)| &access.policy);
+        let operations = policy
+            .explain(identity, connection, analysis)
+            .iter()
+            .map(|j| format!("{}: {} (rule {})", j.operation, j.effect, j.rule))
+            .collect();
+        let (reason, detail, hint) = match &decision {
+            Decision::Review(r) | Decision::Deny(r) => (Some(r.reason.clone()), r.detail.clone(), r.hint.clone()),
+            _ => (None, None, None),
+        };
+        let next_step = match &decision {
+            Decision::Review(r) => {
+                let review = policy.review_rules(&r.rule);
+                let how = match review.mode.as_str() {
+                    "wait" => format!("the statement is held up to {} until it is decided", review.timeout),
+                    _ => "it is refused with the review's number; re-run it once approved".to_string(),
+                };
+                let values = if analysis.takes_parameters() {
+                    "; it must be sent with its values in the text (no $1 parameters)"
+                } else {
+                    ""
+                };
+                Some(format!(
+                    "running it opens a review that {} of group {} must approve; {how}{values}",
+                    review.approvals,
+                    review.approvers.join(", ")
+                ))
+            }
+            Decision::Deny(_) => hint,
+            _ => Some("run it".into()),
+        };
+        Explanation { decision: decision.effect(), rule: decision.rule().to_string(), reason, detail, next_step, operations }
     }
 
     fn audit_auth(&self, request: &OpenRequest<'_>, outcome: AuthOutcome, credential_id: Option<String>) {
@@ -217,15 +314,9 @@ impl Gate<PgEndpoint> for Gateway {
         match &action.kind {
             ActionKind::Connect => Decision::Allow { rule: Arc::clone(&self.connect_rule) },
             ActionKind::Sql { text, analysis } => {
-                // An access grant in force replaces the normal policy for its holder.
-                let grant = self.approvals.grant_for(session.identity, session.connection);
                 let settings = self.settings.load_full();
+                let (decision, grant) = self.judge(&settings, session.identity, session.connection, analysis);
                 let policy = grant.as_ref().map_or(&settings.policy, |(_, access)| &access.policy);
-                let decision = policy.decide(session.identity, session.connection, analysis);
-                let decision = match decision {
-                    Decision::Allow { .. } | Decision::Review(_) => self.lineage_check(session, analysis, decision),
-                    other => other,
-                };
                 match decision {
                     Decision::Review(refusal) => {
                         let rules = policy.review_rules(&refusal.rule);
@@ -252,6 +343,24 @@ impl Gate<PgEndpoint> for Gateway {
         }
     }
 
+    fn permissions(&self, session: &SessionInfo<'_>) -> Permissions {
+        self.permissions_for(session.identity, session.connection)
+    }
+
+    fn explain(&self, session: &SessionInfo<'_>, action: &Action<'_>) -> Explanation {
+        match &action.kind {
+            ActionKind::Sql { analysis, .. } => self.explain_for(session.identity, session.connection, analysis),
+            ActionKind::Connect => Explanation {
+                decision: "allow",
+                rule: self.connect_rule.to_string(),
+                reason: None,
+                detail: None,
+                next_step: None,
+                operations: Vec::new(),
+            },
+        }
+    }
+
     async fn await_review(&self, session: &SessionInfo<'_>, hold: &Hold) -> Decision {
         self.approvals.await_review(session.session_id, hold).await
     }
@@ -271,6 +380,17 @@ impl Gate<PgEndpoint> for Gateway {
 
     fn records_statements(&self) -> bool {
         self.settings.load().record_statements
+    }
+}
+
+impl sluice_web::Advisor for Gateway {
+    fn permissions(&self, identity: &Identity, connection: &str) -> Option<Permissions> {
+        self.may_use(identity, connection).then(|| self.permissions_for(identity, connection))
+    }
+
+    fn explain(&self, identity: &Identity, connection: &str, statement: &str) -> Option<Explanation> {
+        let analysis = sluice_sql::analyze(statement);
+        self.may_use(identity, connection).then(|| self.explain_for(identity, connection, &analysis))
     }
 }
 
