@@ -9,6 +9,8 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psycopg
@@ -22,6 +24,20 @@ def sluice_binary() -> Path:
         return Path(os.environ["SLUICE_BIN"])
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     return target / "debug" / "sluice"
+
+
+def api_request(base_url, token, method, path, body=None):
+    """One call of sluice's REST API as the holder of `token` (None: no credentials): (status, JSON)."""
+    request = urllib.request.Request(base_url + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
 
 
 def free_port() -> int:

@@ -4,17 +4,14 @@ statements that do not parse, advice that fits the client it uses, EXPLAIN that 
 own client (sluice.policy(), sluice.explain('…')) or the API with its own token."""
 
 import asyncio
-import json
 import subprocess
-import urllib.error
-import urllib.request
 
 import asyncpg
 
 import psycopg
 import pytest
 
-from conftest import Sluice
+from conftest import Sluice, api_request
 
 RULES = """
 [[policy.rules]]
@@ -208,14 +205,7 @@ def test_asking_is_recorded_like_any_statement(agent_gw):
 
 
 def api_call(gw, token, method, path, body=None):
-    request = urllib.request.Request(gw.api_url + path, method=method,
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+    return api_request(gw.api_url, token, method, path, body)
 
 
 def test_the_same_answers_through_the_api_with_the_agents_own_token(agent_gw):

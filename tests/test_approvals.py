@@ -11,14 +11,13 @@ import struct
 import subprocess
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import asyncpg
 import psycopg
 import pytest
 
-from conftest import Sluice, sluice_binary, wait_for
+from conftest import Sluice, api_request, sluice_binary, wait_for
 from pgwire import Raw, fields, message
 
 RULES = """
@@ -182,16 +181,7 @@ def cli(gw, who, *args, check=True):
 
 
 def api(gw, who, method, path, body=None):
-    request = urllib.request.Request(gw.api_url + path, method=method,
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-    if who is not None:
-        request.add_header("Authorization", f"Bearer {gw.tokens[who]}")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+    return api_request(gw.api_url, None if who is None else gw.tokens[who], method, path, body)
 
 
 def pending_review(gw, requester, text_contains, holding=None):
