@@ -27,7 +27,7 @@ if [ -z "${SLUICE_BIN:-}" ]; then
   if [ -x "$SLUICE_BIN" ]; then
     echo "== building sluice (release)" >&2
   else
-    echo "== building sluice (release): the first build takes about 15 minutes on 2 cores" >&2
+    echo "== building sluice (release): the first build takes 5 to 10 minutes on 2 cores" >&2
   fi
   cargo build --release --locked -p sluice >&2
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what one of sluice's commands needs on a Debian or Ubuntu machine, and nothing more:
 #
-#   scripts/setup.sh quickstart   Rust check, a C compiler, libclang (libpg_query's bindings are made
+#   scripts/setup.sh quickstart   Rust check, a C compiler, CA certificates, libclang (libpg_query's bindings are made
 #                                 with bindgen), PostgreSQL server and client, openssl
 #   scripts/setup.sh test         the above, pgbouncer (the benchmark's peer), and a Python virtual
 #                                 environment in .venv with the end-to-end tests' drivers and pytest
@@ -58,7 +58,7 @@ fi
 # --- Debian packages ---------------------------------------------------------------------------------
 installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
 
-packages=(build-essential libclang-dev postgresql postgresql-client openssl)
+packages=(build-essential ca-certificates libclang-dev postgresql postgresql-client openssl)
 case "$what" in
 test) packages+=(pgbouncer python3 python3-venv) ;;
 bench) packages+=(pgbouncer) ;;

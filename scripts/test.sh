@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh test
 target=${CARGO_TARGET_DIR:-target}
 if [ ! -x "$target/debug/sluice" ]; then
-  echo "== building sluice and its tests: the first build takes about 15 minutes on 2 cores" >&2
+  echo "== building sluice and its tests: the first build takes about 5 minutes on 2 cores" >&2
 else
   echo "== build" >&2
 fi
