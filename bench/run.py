@@ -40,8 +40,8 @@ WORKLOADS = {
     "10k-rows-simple": {"args": ["-f", str(ROOT / "bench" / "large.sql"), "-M", "simple"], "statements": 1, "rows": 10000},
     "10k-rows-extended": {"args": ["-f", str(ROOT / "bench" / "large.sql"), "-M", "extended"], "statements": 1, "rows": 10000},
 }
+# The targets of every run, in the order each round visits them (`--baseline` adds baseline-full).
 TARGETS = ["direct", "pgbouncer", "tokio-relay", "sluice-bare", "sluice-full"]
-PROXIES = TARGETS[1:]
 
 # sluice-full decides every statement against a policy of the shape operators write: a default
 # deny, reads allowed, a schema that is off limits, writes under review. (sluice-bare classifies
@@ -157,7 +157,7 @@ logfile = {d}/pgbouncer.log
             time.sleep(0.05)
         self.bouncer_pid = int(pidfile.read_text())
 
-    def start_sluice(self, name, record_statements):
+    def start_sluice(self, name, record_statements, binary=None):
         d = self.work / name
         d.mkdir()
         config = d / "sluice.toml"
@@ -181,7 +181,7 @@ tls = "disable"
 {FULL_POLICY + FULL_MASKING if record_statements else BARE_MASKING}
 """)
         env = dict(os.environ, BENCH_PG_PASSWORD=self.app_pw)
-        binary = os.environ["SLUICE_BIN"]
+        binary = binary or os.environ["SLUICE_BIN"]
         token = subprocess.run([binary, "--config", str(config), "token", "create", "--identity", "bench"],
                                capture_output=True, text=True, check=True, env=env).stdout.strip()
         proc = subprocess.Popen([binary, "--config", str(config), "serve"], stdout=subprocess.PIPE,
@@ -205,6 +205,7 @@ tls = "disable"
         return {"dsn": f"postgresql://app:{self.app_pw}@127.0.0.1:{port}/bench?sslmode=disable", "pid": proc.pid}
 
     def targets(self):
+        """TARGETS by name (and baseline-full with --baseline)."""
         return {
             "direct": {"dsn": f"postgresql://app:{self.app_pw}@127.0.0.1:{self.pg_port}/bench?sslmode=disable", "pid": None},
             "pgbouncer": {"dsn": f"postgresql://app:{self.app_pw}@127.0.0.1:{self.bouncer_port}/bench?sslmode=disable",
@@ -212,6 +213,7 @@ tls = "disable"
             "tokio-relay": self.relay,
             "sluice-bare": self.sluice_bare,
             "sluice-full": self.sluice_full,
+            **({"baseline-full": self.baseline_full} if self.args.baseline else {}),
         }
 
     def run_one(self, workload, target):
@@ -260,20 +262,22 @@ tls = "disable"
         self.relay = self.start_relay()
         self.sluice_bare = self.start_sluice("sluice-bare", record_statements=False)
         self.sluice_full = self.start_sluice("sluice-full", record_statements=True)
+        if self.args.baseline:
+            self.baseline_full = self.start_sluice("baseline-full", record_statements=True, binary=self.args.baseline)
         targets = self.targets()
         for name, t in targets.items():
             t["name"] = name
         runs = []
         for workload in self.args.workloads:
             for round_ in range(self.args.rounds):
-                for name in TARGETS:
+                for name in targets:
                     r = self.run_one(workload, targets[name])
                     r["round"] = round_
                     runs.append(r)
                     print(f"bench: {workload:18} round {round_} {name:12} {r['tps']:10.1f} tps"
                           + (f"  {r['proxy_cpu_us_per_query']:.1f} µs CPU/query" if r.get("proxy_cpu_us_per_query") else ""),
                           file=sys.stderr)
-        rss = {name: peak_rss_kib(targets[name]["pid"]) for name in PROXIES}
+        rss = {name: peak_rss_kib(targets[name]["pid"]) for name in targets if name != "direct"}
         approval = approvals.measure(os.environ["SLUICE_BIN"], self.work / "sluice-approvals", self.pg_port, self.app_pw,
                                      self.args.approval_samples)
         print(f"bench: approve → release p50 {approval['p50_ms']:.1f} ms, p99 {approval['p99_ms']:.1f} ms", file=sys.stderr)
@@ -302,7 +306,7 @@ def summarise(runs, rounds):
         for r in rows:
             by_round.setdefault(r["round"], {})[r["target"]] = r
         summary[workload] = {}
-        for target in TARGETS:
+        for target in dict.fromkeys(r["target"] for r in rows):
             mine = [r for r in rows if r["target"] == target]
             entry = {
                 "tps": statistics.median(r["tps"] for r in mine),
@@ -363,6 +367,9 @@ def main():
     parser.add_argument("--scale", type=int, default=10)
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--baseline", metavar="SLUICE_BINARY",
+                        help="another sluice build (e.g. the one before a change), run as target baseline-full with "
+                             "sluice-full's settings in the same interleaved rounds: an A/B")
     parser.add_argument("--approval-samples", type=int, default=200, help="held statements approved for approve → release")
     parser.add_argument("--update-benchmarks-md", action="store_true",
                         help="replace the results section of BENCHMARKS.md with this run")

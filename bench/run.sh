@@ -16,4 +16,4 @@ if [ -z "${SLUICE_BIN:-}" ]; then
     export SLUICE_BIN="${CARGO_TARGET_DIR:-$(pwd)/target}/release/sluice"
   fi
 fi
-exec python3 bench/run.py "$@"
+exec .venv/bin/python bench/run.py "$@"

@@ -5,7 +5,8 @@
 #                                 with bindgen), PostgreSQL server and client, openssl
 #   scripts/setup.sh test         the above, pgbouncer (the benchmark's peer), and a Python virtual
 #                                 environment in .venv with the end-to-end tests' drivers and pytest
-#   scripts/setup.sh bench        the quick start's needs and pgbouncer
+#   scripts/setup.sh bench        the quick start's needs, pgbouncer, and the same .venv (the
+#                                 approval measurement drives psycopg)
 #
 # A Debian package is judged present by asking dpkg for it (never by globbing for files that merely
 # look like it); what is missing is installed with apt-get, as root or through sudo. The Rust
@@ -61,7 +62,7 @@ installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok
 packages=(build-essential ca-certificates libclang-dev postgresql postgresql-client openssl)
 case "$what" in
 test) packages+=(pgbouncer python3 python3-venv) ;;
-bench) packages+=(pgbouncer) ;;
+bench) packages+=(pgbouncer python3 python3-venv) ;;
 esac
 
 if command -v dpkg-query >/dev/null; then
@@ -84,7 +85,7 @@ fi
 # --- Python test drivers, in a virtual environment of the repository's own ---------------------------
 # Debian's python3 refuses `pip install` outside a virtual environment (PEP 668), and a user's own
 # Python should not be changed by a test suite either.
-if [ "$what" = test ]; then
+if [ "$what" != quickstart ]; then
   venv=.venv
   stamp="$venv/.requirements.sha256"
   want=$(sha256sum tests/requirements.txt | cut -d' ' -f1)

@@ -15,7 +15,7 @@ use grants::Grants;
 use sluice_config::AccessPolicy;
 use sluice_core::audit::now_us;
 use sluice_core::review::{
-    NewReview, Outcome, Review, ReviewError, ReviewMode, ReviewRules, Status, Subject, statement_hash,
+    NewReview, Outcome, Review, ReviewError, ReviewMode, ReviewRules, SAME_STATEMENT, Status, Subject, statement_hash,
 };
 use sluice_core::span::Span;
 use sluice_core::{Decision, Hold, Identity, Refusal, RefusalCause};
@@ -210,9 +210,8 @@ impl Approvals {
             reason: format!("{} — review #{} {state}{quorum}", review.reason, review.id),
             detail: refusal.detail.clone(),
             hint: Some(format!(
-                "ask a member of {} to approve review #{} (`sluice review approve {}`, or {}); then re-run the same \
-                 statement (spacing, comments and keyword case may differ; values may not) on this connection: it \
-                 runs once, within {} of the approval",
+                "ask a member of {} to approve review #{} (`sluice review approve {}`, or {}); then re-run \
+                 {SAME_STATEMENT} on this connection: it runs once, within {} of the approval",
                 groups(&review.approvers),
                 review.id,
                 review.id,
@@ -319,7 +318,7 @@ impl Approvals {
             reason: format!("review #{} was not decided within {}{expires}", hold.review_id, Span(hold.timeout)),
             detail: None,
             hint: Some(format!(
-                "once review #{} is approved, re-run the same statement (spacing, comments and keyword case may differ; values may not): it runs once without waiting",
+                "once review #{} is approved, re-run {SAME_STATEMENT}: it runs once without waiting",
                 hold.review_id
             )),
             cause: RefusalCause::Policy,
@@ -497,7 +496,7 @@ fn store_failure(hold: &Hold, why: &str) -> Decision {
         reason: format!("sluice lost track of review #{} while holding the statement", hold.review_id),
         detail: Some(why.to_string()),
         hint: Some(format!(
-            "once review #{} is approved, re-run the same statement (spacing, comments and keyword case may differ; values may not)",
+            "once review #{} is approved, re-run {SAME_STATEMENT}",
             hold.review_id
         )),
         cause: RefusalCause::Policy,

@@ -107,6 +107,9 @@ impl Subject {
     }
 }
 
+/// How refusals and notices name what an approval releases, so that every message says the same.
+pub const SAME_STATEMENT: &str = "the same statement (spacing, comments and keyword case may differ; values may not)";
+
 /// The SHA-256 (hex) that binds an approval to a statement: of its canonical form (for SQL, its
 /// tokens as the server's lexer reads them; see `StatementReview::canonical`).
 pub fn statement_hash(text: &str) -> String {

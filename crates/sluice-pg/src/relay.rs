@@ -19,6 +19,7 @@ use crate::mask::{self, CopyFormat, Field, ResponseMasker, RowPlan};
 use crate::upstream::{PgEndpoint, UpstreamError};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use sluice_core::audit::now_us;
+use sluice_core::review::SAME_STATEMENT;
 use sluice_core::sql::{SharedAnalysis, SqlAnalysis};
 use sluice_core::{
     Action, ActionKind, AuditEvent, Decision, Gate, Protocol, Refusal, RefusalCause, SessionInfo, StatementRecord,
@@ -1337,7 +1338,7 @@ where
                 rule: hold.rule.clone(),
                 reason: format!("canceling statement due to user request (review #{} stays open)", hold.review_id),
                 detail: None,
-                hint: Some(format!("once review #{} is approved, re-run the same statement (spacing, comments and keyword case may differ; values may not): it runs once", hold.review_id)),
+                hint: Some(format!("once review #{} is approved, re-run {SAME_STATEMENT}: it runs once", hold.review_id)),
                 cause: RefusalCause::Cancelled,
             })),
             read = held.client.read_buf(held.early), if room > 0 => match read {

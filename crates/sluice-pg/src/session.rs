@@ -13,6 +13,7 @@ use crate::upstream::{self, PgEndpoint, UpstreamError};
 use bytes::BytesMut;
 use sluice_core::audit::now_us;
 use sluice_core::policy::PROTECTED_SETTINGS;
+use sluice_core::review::SAME_STATEMENT;
 use sluice_core::{AuditEvent, AuthOutcome, Gate, OpenError, OpenRequest, Protocol, Secret, SessionInfo, ids};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -356,7 +357,7 @@ async fn relay_session<G: Gate<PgEndpoint>>(opened: Opened, peer: SocketAddr, sh
                 format!("sluice is shutting down while this statement was held for review #{id}"),
             )
             .with_hint(format!(
-                "review #{id} stays open: once it is approved, reconnect and re-run the same statement (spacing, comments and keyword case may differ; values may not): it runs once"
+                "review #{id} stays open: once it is approved, reconnect and re-run {SAME_STATEMENT}: it runs once"
             )),
             None => PgError::fatal(sqlstate::ADMIN_SHUTDOWN, "sluice is shutting down")
                 .with_hint(format!("reconnect in a moment ({why})")),
