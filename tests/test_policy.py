@@ -391,3 +391,19 @@ def test_refusals_are_recorded_with_their_rule(policy_gw):
 
     st = wait_for(recorded, what="the refused DROP in the recording")
     assert (st["decision"], st["rule"], st["error_code"]) == ("deny", "connection ro: read-only", "42501")
+
+
+@pytest.mark.parametrize("sql", [
+    "MERGE INTO orders o USING (SELECT 8 AS id) s ON o.id = s.id WHEN MATCHED THEN DELETE",
+    "MERGE INTO orders o USING (SELECT 8 AS id) s ON o.id = s.id WHEN MATCHED AND o.quantity > 0 "
+    "THEN UPDATE SET quantity = 0 WHEN NOT MATCHED THEN DO NOTHING",
+    "merge into public.orders using orders s on orders.id = s.id when matched then delete",
+])
+def test_merge_is_judged_as_the_operations_it_performs(policy_gw, pg, sql):
+    """A rule on delete/update (orders-append-only) covers MERGE's WHEN … THEN DELETE/UPDATE."""
+    before = pg.query("SELECT count(*), sum(quantity) FROM orders")
+    result = psql(policy_gw, sql, connection="guarded")
+    assert result.returncode != 0, result.stdout
+    assert 'refused by rule "orders-append-only"' in result.stderr, result.stderr
+    assert "as an action of MERGE" in result.stderr, result.stderr
+    assert pg.query("SELECT count(*), sum(quantity) FROM orders") == before

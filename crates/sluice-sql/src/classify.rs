@@ -7,7 +7,7 @@
 //!
 //! Invariant the cache relies on: the value of a numeric literal never changes the result.
 
-use pg_query::protobuf::{DiscardMode, ObjectType, OnConflictAction, VariableSetKind};
+use pg_query::protobuf::{CmdType, DiscardMode, ObjectType, OnConflictAction, VariableSetKind};
 use serde_json::{Map, Value};
 use sluice_core::sql::{Kind, ObjectName, Operation, SqlAnalysis, SqlStatement, Target};
 
@@ -430,6 +430,23 @@ impl<'t> Walker<'t> {
                 self.within("as INSERT … ON CONFLICT DO UPDATE".into(), |w| {
                     w.op(Kind::Update, Some(relation_name(target)))
                 });
+            }
+            // A MERGE is also each operation its WHEN clauses perform on the target, so that a
+            // rule on `delete` or `update` covers `MERGE … WHEN MATCHED THEN DELETE`.
+            let actions = map.get("merge_when_clauses").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+            for action in actions.iter().filter_map(|a| a.pointer("/node/MergeWhenClause").and_then(Value::as_object)) {
+                let performs = match int_field(action, "command_type") {
+                    c if c == CmdType::CmdUpdate as i64 => Kind::Update,
+                    c if c == CmdType::CmdDelete as i64 => Kind::Delete,
+                    c if c == CmdType::CmdInsert as i64 => Kind::Insert,
+                    c if c == CmdType::CmdNothing as i64 => continue,
+                    // An action this code does not know: fail closed.
+                    _ => {
+                        self.fail("a MERGE action sluice cannot classify".into());
+                        continue;
+                    }
+                };
+                self.within("as an action of MERGE".into(), |w| w.op(performs, Some(relation_name(target))));
             }
         }
         let saved = std::mem::replace(&mut self.access, Kind::Read);

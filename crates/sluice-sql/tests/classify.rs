@@ -51,7 +51,17 @@ fn writes_hidden_in_reads_are_found() {
     has("SELECT * FROM (SELECT * FROM (SELECT * FROM secret.keys) a) b", &["read secret.keys"]);
     has("SELECT (SELECT max(x) FROM (WITH w AS (UPDATE t SET x = 1 RETURNING x) SELECT * FROM w) s)", &["update t"]);
     has("INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET v = 2", &["insert t", "update t"]);
-    has("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE", &["merge t", "read s"]);
+    has("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE", &["merge t", "read s", "delete t"]);
+    has(
+        "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED AND s.x THEN UPDATE SET v = 1 \
+         WHEN NOT MATCHED THEN INSERT VALUES (1) WHEN NOT MATCHED BY SOURCE THEN DO NOTHING",
+        &["merge t", "update t", "insert t"],
+    );
+    has(
+        "WITH m AS (MERGE INTO public.orders o USING (SELECT 8 AS id) s ON o.id = s.id WHEN MATCHED THEN DELETE \
+         RETURNING *) SELECT * FROM m",
+        &["delete public.orders"],
+    );
     has("CREATE TABLE x AS SELECT * FROM secret.keys", &["create x", "read secret.keys"]);
     has(r#"DELETE FROM U&"\0064ata""#, &["delete data"]);
     has("DELETE FROM orders", &["delete orders"]);
