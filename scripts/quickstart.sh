@@ -130,6 +130,8 @@ export PATH="$demo/bin:\$PATH"
 export SLUICE_TOKEN=$APPROVER_TOKEN
 ENV
 
+# A state directory left by an older quick start may be readable by others, which sluice refuses.
+chmod 700 "$demo/state" && chmod 600 "$demo/state"/* 2>/dev/null || true
 log="$demo/sluice.log"
 echo "== starting sluice on 127.0.0.1:$port (log: $log)" >&2
 "$SLUICE_BIN" --config "$config" serve >"$demo/serve.out" 2>>"$log" &

@@ -2,10 +2,13 @@
 upstream; verified upstream TLS. The upstream password must appear in no log line and no recording."""
 
 import sqlite3
+import stat
 import subprocess
 
 import psycopg
 import pytest
+
+from conftest import Sluice, sluice_binary
 
 
 @pytest.mark.parametrize("connection", ["shop", "shop_env", "shop_file", "shop_md5", "shop_verified"])
@@ -96,3 +99,34 @@ def test_no_log_line_or_recording_contains_the_upstream_password(gateway, token,
         out = gateway.cli(*args).stdout
         for secret in secrets:
             assert secret not in out
+
+
+def test_state_is_private_and_serve_refuses_state_others_can_read(pg):
+    gw = Sluice(pg)  # `credential set` has created the state directory, the store and the master key
+    state = gw.dir / "state"
+    try:
+        gw.start()
+        agent = gw.token()
+        with psycopg.connect(gw.dsn(agent), autocommit=True) as conn:
+            conn.execute("SELECT 1")
+        assert stat.S_IMODE(state.stat().st_mode) == 0o700
+        files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in state.iterdir() if p.is_file()}
+        assert {"sluice.db", "sluice.db-wal", "master.key", "tls-key.pem"} <= set(files), files
+        assert all(mode & 0o077 == 0 for mode in files.values()), files
+        assert gw.stop() == 0
+        # Readable by others: refused, naming what and how to fix it.
+        state.chmod(0o755)
+        (state / "sluice.db").chmod(0o644)
+        refused = subprocess.run([str(sluice_binary()), "--config", str(gw.config), "serve"], capture_output=True,
+                                 text=True, env=gw.env, timeout=30)
+        assert refused.returncode == 1
+        assert "sluice: error: other users can read sluice's state" in refused.stderr, refused.stderr
+        assert "(mode 755)" in refused.stderr and "sluice.db (mode 644)" in refused.stderr
+        assert "sluice: hint: chmod 700" in refused.stderr
+        # The operator's explicit choice: start, with a warning.
+        gw.config.write_text(gw.config.read_text().replace('state_dir = "state"',
+                                                           'state_dir = "state"\nallow_readable_state = true'))
+        gw.start()
+        assert "other users can read sluice's state" in gw.log()
+    finally:
+        gw.cleanup()

@@ -86,6 +86,8 @@ pub struct ServerConfig {
     pub log_level: String,
     /// Threads that run client sessions, each a single-threaded runtime; 0 means one per CPU.
     pub worker_threads: usize,
+    /// Start even when other users can read the state directory or its files (only warn).
+    pub allow_readable_state: bool,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +98,7 @@ impl Default for ServerConfig {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             worker_threads: 0,
+            allow_readable_state: false,
         }
     }
 }

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod events;
+pub mod private;
 mod recorder;
 mod reviews;
 mod schema;

@@ -99,8 +99,9 @@ impl Store {
     /// Opens (creating if needed) the store at `path` and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            crate::private::ensure_dir(dir)?;
         }
+        crate::private::ensure_file(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)

@@ -51,7 +51,7 @@ impl MasterKey {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
                 let key: [u8; 32] = rand::rng().random();
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)?;
+                    crate::private::ensure_dir(dir)?;
                 }
                 write_private(path, hex::encode(key).as_bytes())?;
                 Self::from_hex(&hex::encode(key))

@@ -49,7 +49,7 @@ impl Drop for Registration {
 /// Registers this process as a running instance of `config`.
 pub fn register(config: &Path, api: Option<String>, postgres: Option<String>) -> Result<Registration> {
     let dir = directory().context("neither XDG_STATE_HOME nor HOME is set")?;
-    create_private_dir(&dir)?;
+    sluice_store::private::ensure_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let pid = std::process::id();
     let instance = Instance {
         pid,
@@ -59,18 +59,9 @@ pub fn register(config: &Path, api: Option<String>, postgres: Option<String>) ->
         postgres,
     };
     let path = dir.join(format!("{pid}.json"));
-    std::fs::write(&path, serde_json::to_vec_pretty(&instance)?)
+    sluice_store::vault::write_private(&path, &serde_json::to_vec_pretty(&instance)?)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(Registration(path))
-}
-
-fn create_private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create {}", dir.display()))
 }
 
 /// The instances running now, oldest pid first.

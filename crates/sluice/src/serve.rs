@@ -26,6 +26,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let config = sluice_config::load(config_path)?;
     init_logging(&config);
     let store = Store::open(&config.server.store_path()).await?;
+    check_state_is_private(&config)?;
     let orphaned = store.close_orphaned_sessions(sluice_core::audit::now_us()).await?;
     if orphaned > 0 {
         tracing::warn!(orphaned, "closed sessions left open by a previous run");
@@ -140,6 +141,27 @@ pub async fn run(config_path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Refuses to serve when other users can read or change the state directory or its files (review
+/// texts, recordings, the master key), unless `server.allow_readable_state` says to only warn.
+fn check_state_is_private(config: &Config) -> Result<()> {
+    let dir = &config.server.state_dir;
+    let exposed = sluice_store::private::exposed(dir).with_context(|| format!("cannot inspect {}", dir.display()))?;
+    if exposed.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = exposed.iter().map(|(path, mode)| format!("{} (mode {mode:o})", path.display())).collect();
+    if config.server.allow_readable_state {
+        tracing::warn!(paths = %list.join(", "), "other users can read sluice's state; server.allow_readable_state is set");
+        return Ok(());
+    }
+    anyhow::bail!(
+        "other users can read sluice's state: {}\nhint: chmod 700 {} and chmod 600 the files in it (or set \
+         server.allow_readable_state = true to only warn)",
+        list.join(", "),
+        dir.display()
+    )
+}
+
 fn pg_listener_config(config: &Config) -> Result<ListenerConfig> {
     let pg = &config.postgres;
     let tls = match pg.tls {
@@ -167,10 +189,10 @@ fn ensure_self_signed(state_dir: &Path) -> Result<(std::path::PathBuf, std::path
     let cert = state_dir.join("tls-cert.pem");
     let key = state_dir.join("tls-key.pem");
     if !cert.exists() || !key.exists() {
-        std::fs::create_dir_all(state_dir)?;
+        sluice_store::private::ensure_dir(state_dir)?;
         let (cert_pem, key_pem) = tls::self_signed_pem()?;
         write_private(&key, key_pem.as_bytes())?;
-        std::fs::write(&cert, cert_pem)?;
+        write_private(&cert, cert_pem.as_bytes())?;
         tracing::info!(cert = %cert.display(), "generated a self-signed TLS certificate for client connections");
     }
     Ok((cert, key))
