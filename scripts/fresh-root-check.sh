@@ -5,6 +5,10 @@
 #
 #   scripts/fresh-root-check.sh           the three checks below (CI runs this; ~4 minutes on 2
 #                                         cores, a minute more the first time on a machine)
+#   scripts/fresh-root-check.sh --quickstart
+#                                         then the README's first command, scripts/quickstart.sh, in
+#                                         the root, as a user runs it (below; ~6 minutes more on 2
+#                                         cores, nearly all of it the release build; on demand only)
 #   scripts/fresh-root-check.sh --full    then the whole test suite, scripts/test.sh, in the root
 #                                         (a cold build of everything: long; on demand only)
 #   scripts/fresh-root-check.sh --keep    leave the root on disk afterwards, for inspection
@@ -18,6 +22,18 @@
 #      again, it installs nothing.
 #   3. `cargo build --locked -p pg_query` then works: bindgen finds libclang, cc compiles
 #      libpg_query's C code.
+# With --quickstart (and before --full's suite when both are given):
+#   4. `scripts/quickstart.sh`, with no SLUICE_BIN, makes its own cold release build of sluice and
+#      prints its banner (a limit of 20 minutes). Then, in the same root: the banner's
+#      `psql "postgresql://agent:…@127.0.0.1:PORT/shop?sslmode=require"` finds the 5 customers; the
+#      banner's `DELETE FROM orders WHERE id = 1;` fails, refused by rule "orders-append-only", and
+#      the row is still there; `. /tmp/sluice-demo/env.sh && sluice review list` works from a
+#      directory without a sluice.toml; its README.txt holds the banner. Ctrl-C (SIGINT to its
+#      process group, as a terminal sends it) stops it with status 0, and neither sluice nor the
+#      demo PostgreSQL is left running. The one difference from a user's run: its three ports
+#      (defaults 6432, 6433, 55432) are free ones this script picks, since the root shares the
+#      host's network. It runs after check 2 installed the packages, so setup.sh installs nothing
+#      more here; check 2 proves the installing.
 #
 # The pristine base root is made once per machine and cached as a tarball outside the repository
 # ($SLUICE_FRESH_ROOT_CACHE, default /var/cache/sluice/debian12-minbase.tar.zst; delete it to
@@ -36,17 +52,19 @@ suite=bookworm
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${SLUICE_FRESH_ROOT_CACHE:-/var/cache/sluice/debian12-minbase.tar.zst}
 full=0
+quickstart=0
 keep=0
 for arg in "$@"; do
   case "$arg" in
   --full) full=1 ;;
+  --quickstart) quickstart=1 ;;
   --keep) keep=1 ;;
   -h | --help)
     sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
     exit 0
     ;;
   *)
-    echo "usage: $0 [--full] [--keep]" >&2
+    echo "usage: $0 [--quickstart] [--full] [--keep]" >&2
     exit 2
     ;;
   esac
@@ -426,11 +444,146 @@ check_pg_query() {
   step_done
 }
 
+# --- Optional: the README's first command, scripts/quickstart.sh -------------------------------------------
+# free_ports N: N distinct TCP ports that no socket on this machine uses (IPv4 or IPv6), below Linux's
+# usual ephemeral range (32768 and up), so no outgoing connection takes one meanwhile.
+free_ports() {
+  local n=$1 picked=" " p hex tries=0 files=()
+  for p in /proc/net/tcp /proc/net/tcp6; do
+    if [ -r "$p" ]; then files+=("$p"); fi
+  done
+  while [ "$(echo "$picked" | wc -w)" -lt "$n" ]; do
+    tries=$((tries + 1))
+    [ "$tries" -le 500 ] || die "found no free TCP ports"
+    p=$((20000 + RANDOM % 12000))
+    case "$picked" in *" $p "*) continue ;; esac
+    hex=$(printf ':%04X' "$p")
+    # In use: a socket whose local address (field 2, hex IP:PORT) has this port.
+    if [ ${#files[@]} -gt 0 ] && awk -v h="$hex" 'FNR > 1 && substr($2, length($2) - 4) == h { f = 1 } END { exit !f }' "${files[@]}"; then
+      continue
+    fi
+    picked="$picked$p "
+  done
+  echo "$picked"
+}
+
+# The program run in the root: quickstart.sh in the background, as a user starts it in a terminal; the
+# banner awaited; what it says tried; then Ctrl-C. Prints "ok: ..." and "FAIL: ..." lines; exits 1 on
+# any FAIL.
+# shellcheck disable=SC2016 # expanded in the root
+quickstart_program='
+set -m # job control: its own process group, and SIGINT not ignored (a plain background job ignores it)
+demo=$SLUICE_DEMO_DIR out=/tmp/fresh-root-quickstart.out err=/tmp/fresh-root-psql.err
+end="Ctrl-C here stops sluice and the demo database."
+bad=0
+fail() { echo "FAIL: $*"; bad=1; }
+echo "fresh-root: scripts/quickstart.sh: sluice on 127.0.0.1:$SLUICE_DEMO_PORT (API :$SLUICE_DEMO_API_PORT), the demo PostgreSQL on :$DEMO_PG_PORT, in $demo"
+scripts/quickstart.sh >"$out" &
+qs=$!
+waited=0
+until grep -qxF "$end" "$out" 2>/dev/null; do
+  if ! kill -0 "$qs" 2>/dev/null; then
+    s=0
+    wait "$qs" || s=$?
+    echo "FAIL: scripts/quickstart.sh ended (status $s) without printing its banner; its standard output:"
+    cat "$out"
+    exit 1
+  fi
+  if [ "$waited" -ge 1200 ]; then
+    echo "FAIL: no banner from scripts/quickstart.sh after $waited s; its standard output:"
+    cat "$out"
+    exit 1
+  fi
+  sleep 5
+  waited=$((waited + 5))
+done
+echo "ok: the banner, $waited s after the start (build included):"
+sed "s/^/    | /" "$out"
+if cmp -s "$out" "$demo/README.txt"; then echo "ok: $demo/README.txt holds the same banner"
+else fail "$demo/README.txt is not the banner printed"; fi
+
+shape="postgresql://agent:…@127.0.0.1:$SLUICE_DEMO_PORT/shop?sslmode=require"
+dsn=$(sed -n "s/^  psql \"\(.*\)\"\$/\1/p" "$out" | head -n 1)
+case "$dsn" in
+"postgresql://agent:"?*"@127.0.0.1:$SLUICE_DEMO_PORT/shop?sslmode=require") echo "ok: the banner says: psql \"$shape\"" ;;
+*) fail "the banner has no line psql \"$shape\" (found: ${dsn:-none})"; dsn= ;;
+esac
+if [ -n "$dsn" ]; then
+  s=0
+  n=$(psql "$dsn" -XAt -c "SELECT count(*) FROM customers" 2>"$err") || s=$?
+  if [ "$s" = 0 ] && [ "$n" = 5 ]; then echo "ok: psql as the agent: SELECT count(*) FROM customers is 5"
+  else fail "psql as the agent: SELECT count(*) FROM customers printed \"$n\" (status $s; expected 5): $(cat "$err")"; fi
+  stmt="DELETE FROM orders WHERE id = 1;"
+  if grep -qxF "  $stmt" "$out"; then
+    s=0
+    psql "$dsn" -XAt -c "$stmt" >"$err" 2>&1 || s=$?
+    if [ "$s" != 0 ] && grep -qF "refused by rule \"orders-append-only\"" "$err"; then
+      echo "ok: psql as the agent: $stmt fails (status $s): $(grep -m 1 ERROR "$err")"
+    else fail "psql as the agent: $stmt: status $s, not a failure naming rule \"orders-append-only\": $(cat "$err")"; fi
+    s=0
+    n=$(psql "$dsn" -XAt -c "SELECT count(*) FROM orders WHERE id = 1" 2>"$err") || s=$?
+    if [ "$s" = 0 ] && [ "$n" = 1 ]; then echo "ok: order 1 is still there"
+    else fail "after the refused DELETE, SELECT count(*) FROM orders WHERE id = 1 printed \"$n\" (status $s; expected 1): $(cat "$err")"; fi
+  else fail "the banner does not list \"$stmt\" among the refused statements"; fi
+fi
+
+if grep -qxF "  . $demo/env.sh" "$out"; then
+  elsewhere=$(mktemp -d)
+  s=0
+  (cd "$elsewhere" && [ ! -e sluice.toml ] && bash -c ". $demo/env.sh && sluice review list") >"$err" 2>&1 || s=$?
+  sed "s/^/    | /" "$err"
+  if [ "$s" = 0 ]; then echo "ok: . $demo/env.sh && sluice review list, in $elsewhere (no sluice.toml): exit status 0"
+  else fail ". $demo/env.sh && sluice review list, in $elsewhere (no sluice.toml): exit status $s"; fi
+else fail "the banner does not say \". $demo/env.sh\""; fi
+
+# Ctrl-C: SIGINT to the process group, as a terminal sends it.
+kill -INT -- "-$qs"
+(sleep 120 && kill -KILL -- "-$qs") 2>/dev/null &
+watchdog=$!
+disown "$watchdog" # no job notice in the log when it is ended below
+s=0
+wait "$qs" || s=$?
+kill -- "-$watchdog" 2>/dev/null || true
+if [ "$s" = 0 ]; then echo "ok: Ctrl-C (SIGINT) stopped scripts/quickstart.sh with exit status 0"
+else fail "after Ctrl-C (SIGINT), scripts/quickstart.sh exited with status $s, not 0"; fi
+left=$(for c in /proc/[0-9]*/comm; do
+  read -r n <"$c" 2>/dev/null || continue
+  case "$n" in sluice | postgres) echo "${c#/proc/}" ;; esac
+done)
+if [ -z "$left" ] && [ ! -e "$demo/pg/data/postmaster.pid" ]; then echo "ok: neither sluice nor the demo PostgreSQL is left running"
+else fail "still running after Ctrl-C: $(echo "$left" | tr "\n" " ")$([ ! -e "$demo/pg/data/postmaster.pid" ] || echo "(and $demo/pg/data/postmaster.pid exists)")"; fi
+if [ "$bad" != 0 ]; then
+  echo "fresh-root: the end of $demo/sluice.log:"
+  tail -n 20 "$demo/sluice.log" 2>/dev/null | sed "s/^/    | /"
+fi
+exit $bad'
+
+run_quickstart() {
+  step "quickstart: scripts/quickstart.sh in the root as the README says (its own release build: ~6 minutes), its banner's psql, a refusal, sluice review list, then Ctrl-C"
+  wait_for_builds
+  local log=$logs/5-quickstart.log ports port api_port pg_port rc=0 why
+  ports=$(free_ports 3)
+  read -r port api_port pg_port <<<"$ports"
+  in_root "$log" 1800 1 "export SLUICE_DEMO_DIR=/tmp/sluice-demo SLUICE_DEMO_PORT=$port SLUICE_DEMO_API_PORT=$api_port DEMO_PG_PORT=$pg_port
+$quickstart_program" || rc=$?
+  if [ "$rc" != 0 ]; then
+    why=$(sed -n 's/^FAIL: //p' "$log" | head -n 1)
+    [ "$rc" != 124 ] || why="timed out after 1800 s${why:+; $why}"
+    fail "quickstart (scripts/quickstart.sh)" "$log" "${why:-it failed (status $rc)}"
+  fi
+  if grep -q '^FAIL:' "$log"; then
+    fail "quickstart (scripts/quickstart.sh)" "$log" "$(sed -n 's/^FAIL: //p' "$log" | head -n 1)"
+  fi
+  local built
+  built=$(sed -n 's/^ *Finished .* in \(.*\)$/\1/p' "$log" | tail -n 1)
+  step_done "$(grep -c '^ok:' "$log") assertions; banner after $(sed -n 's/^ok: the banner, \([0-9]*\) s after.*/\1/p' "$log") s (release build ${built:-?})"
+}
+
 # --- Optional: the whole test suite ------------------------------------------------------------------------
 run_full() {
   step "full: scripts/test.sh in the root (a cold build of everything, then all tests: long)"
   wait_for_builds
-  local log=$logs/5-full-test.log
+  local log=$logs/6-full-test.log
   in_root "$log" 14400 1 'scripts/test.sh' || fail "full test suite (scripts/test.sh)" "$log" "scripts/test.sh failed (status $?)"
   step_done "$(tail -n 1 "$log")"
 }
@@ -459,5 +612,6 @@ copy_repo
 check_no_rust
 check_setup_test
 check_pg_query
+[ "$quickstart" = 0 ] || run_quickstart
 [ "$full" = 0 ] || run_full
 say "passed ($((SECONDS - started)) s)"
