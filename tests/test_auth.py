@@ -94,3 +94,36 @@ def test_token_create_prints_only_the_token(gateway):
     lines = result.stdout.splitlines()
     assert len(lines) == 1 and lines[0].startswith("slu_")
     assert "shown only once" in result.stderr
+
+
+def test_a_revoked_or_expired_token_ends_its_open_sessions_within_5_seconds(gateway):
+    def ended_now(conn):
+        try:
+            conn.execute("SELECT 1")
+            return None
+        except psycopg.OperationalError as e:
+            return e
+
+    revokee = gateway.token("revokee", "agents")
+    token_id = revokee.split("_")[1]
+    with psycopg.connect(gateway.dsn(revokee, user="revokee"), autocommit=True) as conn:
+        # Run often enough that psycopg prepares it: later runs are a Bind of a statement decided
+        # before the revocation, which must not outlive it either.
+        for _ in range(8):
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        # Revoked by another process on the same store (the CLI), not by this sluice.
+        gateway.cli("token", "revoke", token_id)
+        started = time.monotonic()
+        ended = wait_for(lambda: ended_now(conn), timeout=5, interval=0.1, what="the revoked token's session to end")
+        assert time.monotonic() - started < 5
+        assert f"the token this session was opened with ({token_id}) has been revoked or has expired" in str(ended)
+        assert ended.diag.sqlstate == "28000" and "reconnect with a valid token" in ended.diag.message_hint
+    recorded = gateway.session_with(lambda d: d["session"]["identity"] == "revokee"
+                                    and d["session"]["end_reason"] == "its token was revoked or expired")
+    assert recorded["statements"]
+    # A token that expires: its open session ends once it has.
+    short = gateway.token("shortlived", "agents", ttl="3s")
+    with psycopg.connect(gateway.dsn(short, user="shortlived"), autocommit=True) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        ended = wait_for(lambda: ended_now(conn), timeout=10, interval=0.2, what="the expired token's session to end")
+        assert "has been revoked or has expired" in str(ended)

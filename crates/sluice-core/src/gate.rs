@@ -77,6 +77,14 @@ pub trait Gate<E>: Send + Sync + 'static {
     /// The decision `action` would get, without running it, opening a review or using an approval.
     fn explain(&self, session: &SessionInfo<'_>, action: &Action<'_>) -> Explanation;
 
+    /// Whether the session may go on: false once the credential it was opened with has been
+    /// revoked or has expired. Adapters ask before relaying each batch of a client's messages and
+    /// end the session when it says no, whatever the messages are (a Bind of a statement prepared
+    /// earlier as much as a new one).
+    fn session_valid(&self, _session: &SessionInfo<'_>) -> bool {
+        true
+    }
+
     /// Hands an event to the recorder. Must not block the caller.
     fn record(&self, event: AuditEvent);
 

@@ -60,6 +60,8 @@ pub enum RelayEnd {
     ClientGone(String),
     /// The client broke the protocol; it is told so.
     ClientProtocol(PgError),
+    /// The credential the session was opened with was revoked or expired; the client is told so.
+    CredentialEnded(PgError),
     /// The upstream closed or failed.
     UpstreamGone(String),
     /// The upstream ended the session with a FATAL error, already passed to the client.
@@ -72,6 +74,7 @@ impl RelayEnd {
             RelayEnd::ClientTerminated => "client terminated".into(),
             RelayEnd::ClientGone(why) => format!("client disconnected: {why}"),
             RelayEnd::ClientProtocol(e) => format!("client protocol error: {}", e.message),
+            RelayEnd::CredentialEnded(_) => "its token was revoked or expired".into(),
             RelayEnd::UpstreamGone(why) => format!("upstream lost: {why}"),
             RelayEnd::UpstreamFatal(why) => format!("upstream ended the session: {why}"),
         }
@@ -371,6 +374,17 @@ where
                 Ok(_) => {}
                 Err(e) => return RelayEnd::ClientGone(e.to_string()),
             }
+        }
+        if !ctx.gate.session_valid(&ctx.info) {
+            let e = PgError::fatal(
+                sqlstate::INVALID_AUTHORIZATION,
+                format!(
+                    "sluice: the token this session was opened with ({}) has been revoked or has expired",
+                    ctx.info.identity.credential_id
+                ),
+            )
+            .with_hint("reconnect with a valid token; `sluice token list` shows each token's state");
+            return RelayEnd::CredentialEnded(e);
         }
         // `consumed` bytes at the front of `buf` are whole frames already handled; those not yet
         // written to `out` start at `pass_from`.

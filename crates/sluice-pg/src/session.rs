@@ -350,7 +350,7 @@ async fn relay_session<G: Gate<PgEndpoint>>(opened: Opened, peer: SocketAddr, sh
     let held_for = Context::<G>::holding(&tracker);
     ctx.record_interrupted(&tracker, &reason);
     let farewell = match &end {
-        RelayEnd::ClientProtocol(e) => Some(e.clone()),
+        RelayEnd::ClientProtocol(e) | RelayEnd::CredentialEnded(e) => Some(e.clone()),
         RelayEnd::UpstreamGone(why) if stop.is_signalled() => Some(match held_for {
             Some(id) => PgError::fatal(
                 sqlstate::ADMIN_SHUTDOWN,

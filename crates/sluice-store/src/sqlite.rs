@@ -146,6 +146,17 @@ impl Store {
         Ok(())
     }
 
+    /// The ids of tokens that can no longer be used at `now`: revoked, or past their expiry.
+    pub async fn unusable_tokens(&self, now: i64) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query_scalar(
+            "SELECT id FROM tokens WHERE revoked_at IS NOT NULL OR (expires_at IS NOT NULL AND expires_at <= ?)",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
     pub async fn token(&self, id: &str) -> Result<Option<TokenRow>, StoreError> {
         let row = sqlx::query("SELECT * FROM tokens WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
         row.map(|r| token_row(&r)).transpose()

@@ -40,7 +40,7 @@ pub enum TokenCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Revoke a token by id; sessions it opens from now on are refused.
+    /// Revoke a token by id: new sessions are refused and open ones end within 2 seconds.
     Revoke {
         /// The token's id (as `token list` shows it), or the whole token.
         id: String,

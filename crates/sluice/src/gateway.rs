@@ -23,7 +23,7 @@ use sluice_pg::upstream::UpstreamTls;
 use sluice_pg::{PgEndpoint, UpstreamTlsMode};
 use sluice_store::vault::MasterKey;
 use sluice_store::{Recorder, Store};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -39,6 +39,9 @@ pub struct Gateway {
     masking: Arc<ArcSwap<Masking>>,
     /// Moves at every reload, so that allows a session kept are decided again.
     generation: AtomicU64,
+    /// Tokens revoked or expired (by id), as last read from the store: sessions opened with one
+    /// end at their next message (see `Gate::session_valid`).
+    unusable_tokens: ArcSwap<HashSet<String>>,
     approvals: Arc<Approvals>,
     connect_rule: Arc<str>,
 }
@@ -83,6 +86,7 @@ impl Gateway {
             settings: ArcSwap::from_pointee(Settings::compile(config)?),
             masking,
             generation: AtomicU64::new(0),
+            unusable_tokens: ArcSwap::from_pointee(HashSet::new()),
             approvals,
             connect_rule: Arc::from("connect"),
         })
@@ -97,6 +101,16 @@ impl Gateway {
         self.settings.store(Arc::new(settings));
         self.masking.store(Arc::new(masking));
         self.generation.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Reads which tokens were revoked or expired (here or by another instance on the same store);
+    /// sessions opened with one end at their next message.
+    pub async fn refresh_unusable_tokens(&self) -> Result<(), sluice_store::StoreError> {
+        let now: HashSet<String> = self.store.unusable_tokens(now_us()).await?.into_iter().collect();
+        if **self.unusable_tokens.load() != now {
+            self.unusable_tokens.store(Arc::new(now));
+        }
         Ok(())
     }
 
@@ -372,6 +386,10 @@ impl Gate<PgEndpoint> for Gateway {
     fn decision_epoch(&self, session: &SessionInfo<'_>) -> Option<u64> {
         let epoch = self.approvals.grants_generation() ^ (self.generation.load(Ordering::Acquire) << 40);
         self.approvals.grant_for(session.identity, session.connection).is_none().then_some(epoch)
+    }
+
+    fn session_valid(&self, session: &SessionInfo<'_>) -> bool {
+        !self.unusable_tokens.load().contains(&session.identity.credential_id)
     }
 
     fn record(&self, event: AuditEvent) {

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 const DRAIN: Duration = Duration::from_secs(10);
 const GRANT_REFRESH: Duration = Duration::from_secs(5);
+const TOKEN_REFRESH: Duration = Duration::from_secs(2);
 
 pub async fn run(config_path: &Path) -> Result<()> {
     let config = sluice_config::load(config_path)?;
@@ -97,6 +98,22 @@ pub async fn run(config_path: &Path) -> Result<()> {
             }
         })
     };
+    // Revoked and expired tokens, here or by another instance, end their sessions' use within
+    // TOKEN_REFRESH (their next statement is refused).
+    let token_watch = {
+        let (gateway, mut stop_rx) = (Arc::clone(&gateway), stop_rx.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = gateway.refresh_unusable_tokens().await {
+                    tracing::warn!(error = %e, "could not read revoked and expired tokens from the store");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(TOKEN_REFRESH) => {}
+                    _ = stop_rx.wait_for(|stop| *stop) => return,
+                }
+            }
+        })
+    };
     let mut api_task = None;
     let mut api_url = None;
     if let Some(listener) = api_listener {
@@ -129,6 +146,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         let _ = listener.await;
     }
     refresher.abort();
+    token_watch.abort();
     if let Some(task) = api_task {
         let _ = tokio::time::timeout(DRAIN, task).await;
     }
