@@ -157,24 +157,26 @@ impl Gateway {
         }
     }
 
-    /// Policy's decision on a statement, before any review: under the access grant in force for
-    /// the caller if there is one (it replaces the normal policy), then the masking lineage check.
-    fn judge<'s>(
+    /// The policy in force for a caller on a connection, and the access grant it comes from: while
+    /// a grant is in force its policy replaces the configured one.
+    fn in_force<'s>(
         &'s self,
         settings: &'s Settings,
         identity: &Identity,
         connection: &str,
-        analysis: &SqlAnalysis,
-    ) -> (Decision, Option<(ActiveGrant, &'s AccessPolicy)>) {
+    ) -> (&'s Policy, Option<(ActiveGrant, &'s AccessPolicy)>) {
         let grant = self.approvals.grant_for(identity, connection);
-        let policy = grant.as_ref().map_or(&settings.policy, |(_, access)| &access.policy);
-        let decision = match policy.decide(identity, connection, analysis) {
+        (grant.as_ref().map_or(&settings.policy, |(_, access)| &access.policy), grant)
+    }
+
+    /// `policy`'s decision on a statement, before any review, then the masking lineage check.
+    fn judge(&self, policy: &Policy, identity: &Identity, connection: &str, analysis: &SqlAnalysis) -> Decision {
+        match policy.decide(identity, connection, analysis) {
             decision @ (Decision::Allow { .. } | Decision::Review(_)) => {
                 self.lineage_check(identity, connection, analysis, decision)
             }
             other => other,
-        };
-        (decision, grant)
+        }
     }
 
     /// Whether `identity` may open sessions on `connection`.
@@ -186,8 +188,7 @@ impl Gateway {
     /// answers an agent that asks with its token.
     pub fn permissions_for(&self, identity: &Identity, connection: &str) -> Permissions {
         let settings = self.settings.load();
-        let grant = self.approvals.grant_for(identity, connection);
-        let policy = grant.as_ref().map_or(&settings.policy, |(_, access)| &access.policy);
+        let (policy, grant) = self.in_force(&settings, identity, connection);
         let (masked_columns, detectors) = self.masking.load().views_for(identity, connection);
         Permissions {
             identity: identity.name.clone(),
@@ -215,8 +216,8 @@ impl Gateway {
     /// The decision a statement would get (see `Gate::explain`).
     pub fn explain_for(&self, identity: &Identity, connection: &str, analysis: &SqlAnalysis) -> Explanation {
         let settings = self.settings.load();
-        let (decision, grant) = self.judge(&settings, identity, connection, analysis);
-        let policy = grant.as_ref().map_or(&settings.policy, |(_, access)| &access.policy);
+        let (policy, _) = self.in_force(&settings, identity, connection);
+        let decision = self.judge(policy, identity, connection, analysis);
         let operations = policy
             .explain(identity, connection, analysis)
             .iter()
@@ -329,9 +330,8 @@ impl Gate<PgEndpoint> for Gateway {
             ActionKind::Connect => Decision::Allow { rule: Arc::clone(&self.connect_rule) },
             ActionKind::Sql { text, analysis } => {
                 let settings = self.settings.load_full();
-                let (decision, grant) = self.judge(&settings, session.identity, session.connection, analysis);
-                let policy = grant.as_ref().map_or(&settings.policy, |(_, access)| &access.policy);
-                match decision {
+                let (policy, grant) = self.in_force(&settings, session.identity, session.connection);
+                match self.judge(policy, session.identity, session.connection, analysis) {
                     Decision::Review(refusal) => {
                         let rules = policy.review_rules(&refusal.rule);
                         let canonical = sluice_sql::canonical(text);
