@@ -175,6 +175,15 @@ pub fn query(out: &mut BytesMut, text: &str) {
     put_message(out, b'Q', |b| put_cstr(b, text.as_bytes()));
 }
 
+/// A Parse of `text` under the statement `name`, with no parameter types.
+pub fn parse(out: &mut BytesMut, name: &[u8], text: &str) {
+    put_message(out, b'P', |b| {
+        put_cstr(b, name);
+        put_cstr(b, text.as_bytes());
+        b.put_i16(0);
+    });
+}
+
 /// The row count at the end of a command tag (`SELECT 3`, `INSERT 0 5`, `COPY 10`), if any.
 pub fn tag_rows(tag: &[u8]) -> u64 {
     let digits = tag.iter().rev().take_while(|b| b.is_ascii_digit()).count();

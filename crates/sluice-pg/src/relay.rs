@@ -481,11 +481,7 @@ where
                             match answer {
                                 Some(answer) => {
                                     let mut parse = BytesMut::new();
-                                    put_message(&mut parse, b'P', |b| {
-                                        put_cstr(b, &name);
-                                        put_cstr(b, answer.as_bytes());
-                                        b.put_i16(0);
-                                    });
+                                    codec::parse(&mut parse, &name, &answer);
                                     replacement = Some((parse, pending));
                                 }
                                 None => lock(tracker).pending.push_back(pending),
@@ -495,11 +491,7 @@ where
                             // Never prepared upstream, so nothing can be bound to it.
                             statements.remove(name);
                             let mut marker = BytesMut::new();
-                            put_message(&mut marker, b'P', |b| {
-                                put_cstr(b, name);
-                                put_cstr(b, REFUSAL_MARKER.as_bytes());
-                                b.put_i16(0);
-                            });
+                            codec::parse(&mut marker, name, REFUSAL_MARKER);
                             pending.refusal = Some(refusal);
                             replacement = Some((marker, pending));
                         }
