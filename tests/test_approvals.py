@@ -622,3 +622,37 @@ def test_an_approved_statement_cannot_be_run_again_at_the_protocol_level(apv, pg
     raw.query("SELECT 'still usable'")
     assert any(t == b"D" for t, _ in raw.until_ready())
     raw.close()
+
+
+def test_a_sql_prepared_statement_bound_through_the_protocol_is_decided_each_time(apv, pg):
+    """An approved `PREPARE d AS UPDATE …` ran once; every way to run d again (SQL EXECUTE, a
+    protocol Bind of the SQL-prepared name, in a pipeline or alone) is decided as what d runs, so
+    each needs an approval of its own."""
+    statement = "PREPARE upd AS UPDATE apv_items SET note = note || '#' WHERE id = 16"
+    approved(apv, statement)
+    raw = Raw(apv.port, apv.tokens["agent"], connection="apv")
+    raw.query(statement)
+    assert [t for t, _ in raw.until_ready()][-2:] == [b"C", b"Z"]
+    for attempt in (bind("", "upd") + EXECUTE + SYNC,
+                    bind("p1", "upd") + message(b"E", b"p1\0" + struct.pack("!i", 0)) + SYNC,
+                    message(b"Q", b"EXECUTE upd\0")):
+        raw.send(attempt)
+        answer = raw.until_ready()
+        errors = [fields(b) for t, b in answer if t == b"E"]
+        assert errors and errors[0]["C"] == "42501", answer
+        assert "reviewed-updates" in errors[0]["M"], errors
+    assert pg.query("SELECT note FROM apv_items WHERE id = 16") == [("item 16",)], "PREPARE itself ran nothing"
+
+    # A Bind of a name no Parse or PREPARE of this session made is refused with the reason.
+    raw.send(bind("", "never_prepared") + EXECUTE + SYNC)
+    answer = raw.until_ready()
+    error = fields(answer[0][1])
+    assert answer[0][0] == b"E" and error["C"] == "26000" and "was not prepared in this session" in error["M"], answer
+
+    # Once DEALLOCATE is confirmed, the name is free for a Parse, bound as that Parse decided.
+    raw.query("DEALLOCATE upd")
+    raw.until_ready()
+    raw.send(parse("upd", "SELECT note FROM apv_items WHERE id = 16") + bind("", "upd") + EXECUTE + SYNC)
+    answer = raw.until_ready()
+    assert [t for t, _ in answer] == [b"1", b"2", b"D", b"C", b"Z"], answer
+    raw.close()

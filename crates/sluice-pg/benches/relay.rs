@@ -50,7 +50,7 @@ fn mask_rows_every_detector(bencher: Bencher) {
     let who = Identity { name: "bench".into(), groups: vec![], credential_id: "t".into() };
     let mut masker = ResponseMasker::new(masking.for_session(&who, "bench"));
     let field = |type_oid| Field { table_oid: 16390, column: 1, type_oid, format: 0 };
-    let plan = RowPlan::new(&[field(23), field(23), field(23), field(1042)], None, &[]);
+    let plan = RowPlan::new(&[field(23), field(23), field(23), field(1042)], &[]);
     let mut out = BytesMut::new();
     bencher.counter(BytesCount::new(buf.len())).bench_local(|| {
         let (mut at, mut changed) = (0, 0);

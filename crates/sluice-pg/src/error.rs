@@ -17,6 +17,7 @@ pub mod sqlstate {
     pub const PROGRAM_LIMIT: &str = "54000";
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     pub const SYNTAX_ERROR: &str = "42601";
+    pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     pub const QUERY_CANCELED: &str = "57014";
     pub const SUCCESSFUL_COMPLETION: &str = "00000";

@@ -1,5 +1,5 @@
-//! Masking applied to what the server sends: a plan per result (from RowDescription, or from the
-//! statement's described shape and the Bind's result formats), DataRows rewritten value by value,
+//! Masking applied to what the server sends: a plan per result (from its RowDescription, or the
+//! portal's description sluice asks for before an Execute), DataRows rewritten value by value,
 //! error and notice texts, and COPY rows. A result with nothing to mask passes byte for byte.
 
 use crate::codec::{put_message, Reader};
@@ -36,39 +36,6 @@ pub fn row_description(body: &[u8]) -> Option<Vec<Field>> {
     Some(fields)
 }
 
-/// The result format codes of a Bind message (after its parameters); `None` when malformed.
-/// `last` is what the session's previous Bind asked for: given again when the same (sessions
-/// mostly bind alike), so that a Bind allocates nothing; replaced otherwise.
-pub fn bind_result_formats(body: &[u8], last: &mut Arc<[i16]>) -> Option<Arc<[i16]>> {
-    let mut r = Reader::new(body);
-    r.cstr()?;
-    r.cstr()?;
-    let param_formats = usize::try_from(r.i16()?).ok()?;
-    r.bytes(2 * param_formats)?;
-    let params = usize::try_from(r.i16()?).ok()?;
-    for _ in 0..params {
-        let len = r.i32()?;
-        if len > 0 {
-            r.bytes(len as usize)?;
-        }
-    }
-    let count = usize::try_from(r.i16()?).ok()?;
-    let codes = r.bytes(2 * count)?.chunks_exact(2).map(|b| i16::from_be_bytes([b[0], b[1]]));
-    if !codes.clone().eq(last.iter().copied()) {
-        *last = codes.collect();
-    }
-    Some(Arc::clone(last))
-}
-
-/// The format of column `i` under a Bind's result format codes (none: text; one: all columns).
-fn format_of(formats: &[i16], i: usize) -> i16 {
-    match formats {
-        [] => 0,
-        [one] => *one,
-        many => many.get(i).copied().unwrap_or(0),
-    }
-}
-
 #[derive(Clone, Debug)]
 struct ColumnPlan {
     class: TypeClass,
@@ -93,29 +60,18 @@ pub struct RowPlan {
 }
 
 impl RowPlan {
-    /// A plan from described fields. `formats` (a Bind's) overrides the fields' own format codes,
-    /// which a statement's description leaves at zero; `masks[i]` is column `i`'s rule, if any.
-    pub fn new(fields: &[Field], formats: Option<&[i16]>, masks: &[Option<ColumnMask>]) -> RowPlan {
+    /// A plan from described fields (a portal's description carries its result formats);
+    /// `masks[i]` is column `i`'s rule, if any.
+    pub fn new(fields: &[Field], masks: &[Option<ColumnMask>]) -> RowPlan {
         let columns = fields
             .iter()
             .enumerate()
             .map(|(i, f)| {
-                let format = formats.map_or(f.format, |fmts| format_of(fmts, i));
                 let rule = masks.get(i).cloned().flatten();
-                ColumnPlan { class: type_class(f.type_oid), binary: format == 1, rule }
+                ColumnPlan { class: type_class(f.type_oid), binary: f.format == 1, rule }
             })
             .collect();
         RowPlan::of(columns, false)
-    }
-
-    /// The same columns in the formats a Bind asked for (the same plan when nothing changes).
-    pub fn with_formats(self: &Arc<Self>, formats: &[i16]) -> Arc<RowPlan> {
-        let binary = |i: usize| format_of(formats, i) == 1;
-        if self.columns.iter().enumerate().all(|(i, c)| c.binary == binary(i)) {
-            return Arc::clone(self);
-        }
-        let columns = self.columns.iter().enumerate().map(|(i, c)| ColumnPlan { binary: binary(i), ..c.clone() }).collect();
-        Arc::new(RowPlan::of(columns, self.strict))
     }
 
     /// For rows whose shape sluice does not know: every value is scanned as an opaque one (found
@@ -434,7 +390,7 @@ mod tests {
     #[test]
     fn data_rows_are_masked_by_type_and_format() {
         let mut m = masker();
-        let plan = RowPlan::new(&[field(23, 0), field(25, 0), field(20, 1), field(25, 0)], None, &[]);
+        let plan = RowPlan::new(&[field(23, 0), field(25, 0), field(20, 1), field(25, 0)], &[]);
         assert!(plan.is_active());
         let card = 4111111111111111i64.to_be_bytes();
         let body = row(&[Some(b"42"), Some(b"mail a@b.io"), Some(&card), None]);
@@ -447,14 +403,14 @@ mod tests {
         assert!(!m.data_row(&plan, &clean, &mut out));
         assert!(out.is_empty());
 
-        let ints = RowPlan::new(&[field(23, 0)], None, &[]);
+        let ints = RowPlan::new(&[field(23, 0)], &[]);
         assert!(!ints.is_active(), "an int4 result needs no work");
     }
 
     #[test]
     fn a_row_that_does_not_fit_its_plan_is_masked_as_unknown() {
         let mut m = masker();
-        let plan = RowPlan::new(&[field(23, 0)], None, &[]);
+        let plan = RowPlan::new(&[field(23, 0)], &[]);
         let mut out = BytesMut::new();
         assert!(m.data_row(&plan, &row(&[Some(b"1"), Some(b"x 123-45-6789")]), &mut out));
         assert_eq!(&out[5..], &row(&[Some(b"1"), None])[..]);
@@ -467,12 +423,10 @@ mod tests {
     }
 
     #[test]
-    fn column_rules_mask_whole_values_and_formats_follow_the_bind() {
+    fn column_rules_mask_whole_values_in_either_format() {
         let mut m = masker();
         let ssn = Some(ColumnMask { label: Arc::from("pii"), action: MaskAction::Partial { keep_last: 4 } });
-        let described = Arc::new(RowPlan::new(&[field(23, 0), field(25, 0), field(23, 0)], None, &[None, ssn.clone(), ssn]));
-        assert!(Arc::ptr_eq(&described.with_formats(&[]), &described), "text formats: the same plan");
-        let plan = described.with_formats(&[1]);
+        let plan = RowPlan::new(&[field(23, 1), field(25, 1), field(23, 1)], &[None, ssn.clone(), ssn]);
         let mut out = BytesMut::new();
         let body = row(&[Some(&1i32.to_be_bytes()), Some(b"123456789"), Some(&5i32.to_be_bytes())]);
         assert!(m.data_row(&plan, &body, &mut out));
@@ -480,29 +434,7 @@ mod tests {
     }
 
     #[test]
-    fn bind_formats_and_row_descriptions_parse() {
-        let mut bind = Vec::new();
-        bind.extend_from_slice(b"p\0s\0");
-        bind.extend_from_slice(&1i16.to_be_bytes());
-        bind.extend_from_slice(&1i16.to_be_bytes());
-        bind.extend_from_slice(&1i16.to_be_bytes());
-        bind.extend_from_slice(&4i32.to_be_bytes());
-        bind.extend_from_slice(&42i32.to_be_bytes());
-        bind.extend_from_slice(&2i16.to_be_bytes());
-        bind.extend_from_slice(&0i16.to_be_bytes());
-        bind.extend_from_slice(&1i16.to_be_bytes());
-        let mut last: Arc<[i16]> = Arc::from([]);
-        let first = bind_result_formats(&bind, &mut last);
-        assert_eq!(first.as_deref(), Some(&[0i16, 1][..]));
-        let again = bind_result_formats(&bind, &mut last).expect("well formed");
-        assert!(Arc::ptr_eq(first.as_ref().expect("well formed"), &again), "the same codes are not allocated again");
-        assert_eq!(bind_result_formats(&bind[..bind.len() - 1], &mut last), None);
-        let mut text_only = bind[..bind.len() - 6].to_vec();
-        text_only.extend_from_slice(&0i16.to_be_bytes());
-        assert_eq!(bind_result_formats(&text_only, &mut last).as_deref(), Some(&[][..]));
-        assert_eq!(format_of(&[], 3), 0);
-        assert_eq!(format_of(&[1], 3), 1);
-
+    fn row_descriptions_parse() {
         let mut rd = Vec::new();
         rd.extend_from_slice(&1i16.to_be_bytes());
         rd.extend_from_slice(b"ssn\0");

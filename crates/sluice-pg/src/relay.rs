@@ -1,10 +1,15 @@
 //! The relay between an authenticated client and its upstream session. Bytes flow through as slices
 //! of one read buffer per direction; only the messages the gateway must see are decoded: Query,
-//! Parse, Bind, Execute, Sync and Close from the client, and CommandComplete, ErrorResponse,
-//! ParseComplete and ReadyForQuery from the server. Every statement is decided before it is
-//! forwarded and recorded when its result is complete. With masking on, Describe, RowDescription,
-//! BindComplete, DataRow, CopyData, notices and notifications are read too, and a frame is rewritten only when
-//! something in it must be masked (see `mask`).
+//! Parse, Bind, Describe, Execute, Close and Sync from the client, and every answer to them from the
+//! server (the reply queue follows PostgreSQL exactly, including the skip to Sync after an error).
+//! Every statement is decided before it is forwarded and recorded when its result is complete.
+//! With masking on, RowDescription, DataRow, CopyData, notices and notifications are read too, and
+//! a frame is rewritten only when something in it must be masked (see `mask`).
+//!
+//! Masking never relies on a remembered shape: rows are masked by the RowDescription that
+//! immediately precedes them. A simple query sends its own; before every Execute, sluice sends a
+//! Describe of the portal and consumes the answer (unless the client described that portal just
+//! before), so SQL PREPARE, DECLARE, CLOSE, transaction ends and name reuse cannot make a plan stale.
 //!
 //! A refused message is replaced, in place, by one the server rejects at parse time (see
 //! `REFUSAL_MARKER`); the server's error is then swapped for sluice's own. That keeps every response
@@ -47,9 +52,6 @@ const COALESCE_BYTES: usize = 256 * 1024;
 const MAX_DEFER: std::time::Duration = std::time::Duration::from_millis(1);
 /// A read buffer larger than this is given back once the session is idle.
 const KEEP_BUFFER_BYTES: usize = 64 * 1024;
-/// Described statements and bound portals whose plans a session keeps. Past this the maps start
-/// over: a plan that is gone makes its rows masked as of unknown shape, never passed in clear.
-const MAX_SHAPES: usize = 4096;
 
 /// Why a relay ended.
 #[derive(Debug)]
@@ -85,12 +87,14 @@ impl RelayEnd {
 enum Kind {
     Simple,
     Parse,
-    /// Tracked only so that a Bind's error is not taken for the next message's.
     Bind,
-    /// Tracked only while masking, to learn result shapes.
     Describe,
     Execute,
+    Close,
     Sync,
+    /// The Describe of a portal sluice sends before an Execute: its answer sets the plan for the
+    /// rows and is not the client's.
+    SluiceDescribe,
     /// A Close and a Sync sluice itself sent after a statement approved for one run: their
     /// CloseComplete and ReadyForQuery are not the client's and are dropped.
     SluiceClose,
@@ -111,27 +115,48 @@ struct Pending {
     rule: Option<Arc<str>>,
     /// Set when sluice refused this message: the error to show instead of the server's, and its code.
     refusal: Option<(Bytes, &'static str)>,
-    /// Only while masking: which statement or portal this message concerns, to follow result shapes.
-    shape: ShapeRef,
+    /// What the message does to SQL-prepared statement names, in statement order, applied as the
+    /// server confirms each (see `Tracker::sql_named`).
+    effects: Vec<NameEffect>,
 }
 
-/// What a message tells the masker about the shape of results to come.
-#[derive(Clone, Debug, Default)]
-enum ShapeRef {
-    #[default]
-    None,
-    /// ParseComplete: whatever was described under this statement name is stale.
-    Parse(Bytes),
-    /// BindComplete: the portal's rows have the statement's shape in these formats.
-    Bind {
-        portal: Bytes,
-        statement: Bytes,
-        formats: Arc<[i16]>,
-    },
-    DescribeStatement(Bytes),
-    DescribePortal(Bytes),
-    /// The rows of this Execute have the portal's shape.
-    Execute(Bytes),
+/// What a message does to the session's prepared statement names once the server confirms it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum NameEffect {
+    /// SQL `PREPARE name` (its CommandComplete).
+    Prepare(Bytes),
+    /// SQL `DEALLOCATE name` (its CommandComplete), or a protocol Close of the statement (CloseComplete).
+    Deallocate(Bytes),
+    /// `DEALLOCATE ALL` or `DISCARD ALL`.
+    DeallocateAll,
+}
+
+impl NameEffect {
+    /// The effects of a statement text's PREPAREs and DEALLOCATEs, in order (usually none).
+    fn of(analysis: &SqlAnalysis) -> Vec<NameEffect> {
+        let SqlAnalysis::Parsed { statements } = analysis else { return Vec::new() };
+        let mut effects = Vec::new();
+        for s in statements {
+            if let Some(name) = &s.prepares {
+                effects.push(NameEffect::Prepare(Bytes::copy_from_slice(name.as_bytes())));
+            }
+            match s.deallocates.as_deref() {
+                Some("") => effects.push(NameEffect::DeallocateAll),
+                Some(name) => effects.push(NameEffect::Deallocate(Bytes::copy_from_slice(name.as_bytes()))),
+                None => {}
+            }
+        }
+        effects
+    }
+
+    /// Whether a CommandComplete tag confirms this effect.
+    fn confirmed_by(&self, tag: &[u8]) -> bool {
+        match self {
+            NameEffect::Prepare(_) => tag == b"PREPARE",
+            NameEffect::Deallocate(_) => tag == b"DEALLOCATE",
+            NameEffect::DeallocateAll => tag == b"DEALLOCATE ALL" || tag == b"DISCARD ALL",
+        }
+    }
 }
 
 impl Pending {
@@ -152,13 +177,8 @@ impl Pending {
             decision: "allow",
             rule: None,
             refusal: None,
-            shape: ShapeRef::None,
+            effects: Vec::new(),
         }
-    }
-
-    fn with_shape(mut self, shape: ShapeRef) -> Self {
-        self.shape = shape;
-        self
     }
 
     fn decided(mut self, decision: &Decision) -> Self {
@@ -180,13 +200,13 @@ fn untimed() -> Instant {
 /// State shared by the two directions: what the server still owes, in order.
 pub struct Tracker {
     pending: VecDeque<Pending>,
-    /// After an error in an extended-protocol pipeline the server skips everything up to Sync.
+    /// After an error in an extended-protocol pipeline the server skips every message up to Sync,
+    /// a simple Query included.
     skipping: bool,
     seq: u64,
-    /// Only while masking: the described columns of each prepared statement, and the row plan of
-    /// each bound portal, as the server confirmed them in order.
-    statement_shapes: FastMap<Bytes, Arc<RowPlan>>,
-    portal_plans: FastMap<Bytes, Arc<RowPlan>>,
+    /// The statement names the server holds from SQL PREPARE, as it confirmed them: a protocol
+    /// Bind of one runs what was prepared, so it is decided as an EXECUTE of it.
+    sql_named: FastMap<Bytes, ()>,
     /// The statement held for a review, if one is (recorded as interrupted if the session ends).
     holding: Option<(i64, Pending)>,
     /// Statements whose result is complete, recorded once the client has been sent it (recording
@@ -200,12 +220,42 @@ impl Tracker {
             pending: VecDeque::with_capacity(16),
             skipping: false,
             seq: 0,
-            statement_shapes: FastMap::default(),
-            portal_plans: FastMap::default(),
+            sql_named: FastMap::default(),
             holding: None,
             finished: VecDeque::new(),
         }
     }
+
+    /// Applies the name effect of the front message that a CommandComplete `tag` confirms.
+    fn confirm(&mut self, tag: &[u8]) {
+        let Some(front) = self.pending.front_mut() else { return };
+        if front.effects.first().is_some_and(|e| e.confirmed_by(tag)) {
+            let effect = front.effects.remove(0);
+            self.apply(effect);
+        }
+    }
+
+    fn apply(&mut self, effect: NameEffect) {
+        match effect {
+            NameEffect::Prepare(name) => {
+                self.sql_named.insert(name, ());
+            }
+            NameEffect::Deallocate(name) => {
+                self.sql_named.remove(&name);
+            }
+            NameEffect::DeallocateAll => self.sql_named.clear(),
+        }
+    }
+}
+
+/// What the client prepared or bound under a name: the text and deciding rule, for the records
+/// of the Executes that run it, and what running it does to statement names.
+#[derive(Clone)]
+struct Named {
+    text: Arc<str>,
+    decision: &'static str,
+    rule: Option<Arc<str>>,
+    effects: Vec<NameEffect>,
 }
 
 pub struct Context<'a, G> {
@@ -341,9 +391,9 @@ where
 {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = BytesMut::new();
-    // Text and deciding rule of each prepared statement and portal, for the Executes' records.
-    let mut statements: FastMap<Bytes, (Arc<str>, Option<Arc<str>>)> = FastMap::default();
-    let mut portals: FastMap<Bytes, (Arc<str>, Option<Arc<str>>)> = FastMap::default();
+    // Text, deciding rule and name effects of each prepared statement and portal, for the Executes.
+    let mut statements: FastMap<Bytes, Named> = FastMap::default();
+    let mut portals: FastMap<Bytes, Named> = FastMap::default();
     // Prepared statements a review approved for one run: the review, and whether the statement was
     // bound. At the first Sync after its Bind sluice closes it upstream, so nothing can bind it
     // again (see `close_approved`). A Parse or Close from the client does not clear an entry: the
@@ -357,8 +407,9 @@ where
     // Sync carries no text; one shared empty string spares an allocation per Sync.
     let no_text: Arc<str> = Arc::from("");
     let masking = ctx.masking.is_some();
-    // The result formats of the last Bind (see `bind_result_formats`).
-    let mut last_formats: Arc<[i16]> = Arc::from([]);
+    // The portal the client's previous message described: an Execute of it right after needs no
+    // Describe from sluice (the client's own answer precedes the rows).
+    let mut described_portal: Option<Bytes> = None;
     // Bytes the client sent while a statement was held; they follow what is in `buf`.
     let mut early = BytesMut::new();
     loop {
@@ -422,6 +473,11 @@ where
             let mut replacement: Option<(BytesMut, Pending)> = None;
             // Messages sluice sends after this one (already tracked).
             let mut injected: Option<BytesMut> = None;
+            // A message sluice sends before this one (already tracked).
+            let mut before: Option<BytesMut> = None;
+            // Only a Describe of a portal directly before its Execute spares sluice's own (a Flush
+            // between them sends nothing the server answers).
+            let described = if head.tag == b'H' { described_portal.clone() } else { described_portal.take() };
             match head.tag {
                 b'Q' => {
                     let held = Held {
@@ -431,21 +487,23 @@ where
                         client: &mut *client,
                         early: &mut early,
                     };
-                    let (text, decision, answer) =
-                        match decide_message(ctx, &mut sql, cstr_prefix(body), held).await {
-                            Ok(decided) => decided,
-                            Err(end) => return end,
-                        };
-                    let refusal = refusal_bytes(&decision, &text);
-                    let pending = Pending::new(Kind::Simple, text).decided(&decision);
-                    match (refusal, answer) {
+                    let decided = match decide_message(ctx, &mut sql, cstr_prefix(body), held).await {
+                        Ok(decided) => decided,
+                        Err(end) => return end,
+                    };
+                    let refusal = refusal_bytes(&decided.decision, &decided.text);
+                    let mut pending = Pending::new(Kind::Simple, decided.text).decided(&decided.decision);
+                    match (refusal, decided.answer) {
                         (Some(refusal), _) => replacement = Some(refused_simple(pending, refusal)),
                         (None, Some(answer)) => {
                             let mut query = BytesMut::new();
                             codec::query(&mut query, &answer);
                             replacement = Some((query, pending));
                         }
-                        (None, None) => lock(tracker).pending.push_back(pending),
+                        (None, None) => {
+                            pending.effects = decided.effects;
+                            lock(tracker).pending.push_back(pending);
+                        }
                     }
                 }
                 b'P' => {
@@ -460,24 +518,23 @@ where
                         client: &mut *client,
                         early: &mut early,
                     };
-                    let (text, decision, answer) = match decide_message(ctx, &mut sql, query, held).await {
-                        Ok(decided) => decided,
-                        Err(end) => return end,
-                    };
+                    let Decided { text, decision, answer, effects } =
+                        match decide_message(ctx, &mut sql, query, held).await {
+                            Ok(decided) => decided,
+                            Err(end) => return end,
+                        };
                     let mut pending = Pending::new(Kind::Parse, Arc::clone(&text)).decided(&decision);
                     closed_by_sluice.remove(name);
                     match refusal_bytes(&decision, &text) {
                         None => {
                             let name = Bytes::copy_from_slice(name);
-                            if masking {
-                                pending.shape = ShapeRef::Parse(name.clone());
-                            }
                             // Another Parse under the name does not clear it: the server may
                             // refuse that Parse, and the approved statement would stay bindable.
                             if let Decision::Approved { review_id, .. } = decision {
                                 approved_once.insert(name.clone(), (review_id, false));
                             }
-                            statements.insert(name.clone(), (text, pending.rule.clone()));
+                            let named = Named { text, decision: pending.decision, rule: pending.rule.clone(), effects };
+                            statements.insert(name.clone(), named);
                             match answer {
                                 Some(answer) => {
                                     let mut parse = BytesMut::new();
@@ -502,62 +559,97 @@ where
                     let (Some(portal), Some(statement)) = (r.cstr(), r.cstr()) else {
                         return malformed("Bind");
                     };
-                    let known = statements.get(statement).cloned();
-                    portals.insert(
-                        Bytes::copy_from_slice(portal),
-                        known.unwrap_or_else(|| (Arc::from("<unknown statement>"), None)),
-                    );
-                    let mut pending = Pending::new(Kind::Bind, Arc::clone(&no_text));
-                    let once = !approved_once.is_empty() || !closed_by_sluice.is_empty();
-                    let rerun = match approved_once.get_mut(statement).filter(|_| once) {
-                        Some((review_id, bound)) if *bound => Some(*review_id),
-                        Some((_, bound)) => {
-                            *bound = true;
-                            close_at_sync.push(Bytes::copy_from_slice(statement));
-                            None
+                    let pending = Pending::new(Kind::Bind, Arc::clone(&no_text));
+                    let portal_name = Bytes::copy_from_slice(portal);
+                    // A name the server holds (or will hold) from SQL PREPARE runs what was prepared:
+                    // decided as an EXECUTE of it, every time, like one sent as SQL.
+                    let sql_prepared = sql.prepared.ever_prepared()
+                        && (sql.prepared.contains(statement) || lock(tracker).sql_named.contains_key(statement));
+                    if sql_prepared {
+                        let text: Arc<str> = Arc::from(sluice_sql::execute_text(&String::from_utf8_lossy(statement)));
+                        let analysis = sql.classified.classify(ctx.classifier, &text);
+                        let held = Held {
+                            tracker,
+                            kind: Kind::Execute,
+                            approved_once: &approved_once,
+                            client: &mut *client,
+                            early: &mut early,
+                        };
+                        let decision = match decide(ctx, &mut sql, &text, analysis, held).await {
+                            Ok(decision) => decision,
+                            Err(end) => return end,
+                        };
+                        let refusal = refusal_bytes(&decision, &text);
+                        let pending = pending.decided(&decision);
+                        let named = Named { text, decision: pending.decision, rule: pending.rule.clone(), effects: Vec::new() };
+                        portals.insert(portal_name, named);
+                        match refusal {
+                            Some(refusal) => replacement = Some(refused_bind(portal, refusal, pending)),
+                            None => lock(tracker).pending.push_back(pending),
                         }
-                        None if once => closed_by_sluice.get(statement).copied(),
-                        None => None,
-                    };
-                    if let Some(review_id) = rerun {
-                        replacement = Some(refused_rebind(portal, review_id, pending));
                     } else {
-                        if masking {
-                            let formats =
-                                mask::bind_result_formats(body, &mut last_formats).unwrap_or_else(|| Arc::from([]));
-                            pending.shape = ShapeRef::Bind {
-                                portal: Bytes::copy_from_slice(portal),
-                                statement: Bytes::copy_from_slice(statement),
-                                formats,
-                            };
+                        let rerun = match statements.get(statement).cloned() {
+                            Some(named) => {
+                                portals.insert(portal_name, named);
+                                let once = !approved_once.is_empty() || !closed_by_sluice.is_empty();
+                                match approved_once.get_mut(statement).filter(|_| once) {
+                                    Some((review_id, bound)) if *bound => Some(once_only_refusal(*review_id)),
+                                    Some((_, bound)) => {
+                                        *bound = true;
+                                        close_at_sync.push(Bytes::copy_from_slice(statement));
+                                        None
+                                    }
+                                    None if once => closed_by_sluice.get(statement).map(|id| once_only_refusal(*id)),
+                                    None => None,
+                                }
+                            }
+                            None => {
+                                portals.remove(portal);
+                                Some(not_prepared(statement))
+                            }
+                        };
+                        match rerun {
+                            Some(refusal) => replacement = Some(refused_bind(portal, refusal, pending)),
+                            None => lock(tracker).pending.push_back(pending),
                         }
-                        lock(tracker).pending.push_back(pending);
                     }
                 }
-                b'D' if masking => {
+                b'D' => {
                     let mut r = Reader::new(body);
                     let (Some(which), Some(name)) = (r.u8(), r.cstr()) else {
                         return malformed("Describe");
                     };
-                    let name = Bytes::copy_from_slice(name);
-                    let shape =
-                        if which == b'S' { ShapeRef::DescribeStatement(name) } else { ShapeRef::DescribePortal(name) };
-                    lock(tracker)
-                        .pending
-                        .push_back(Pending::new(Kind::Describe, Arc::clone(&no_text)).with_shape(shape));
+                    if which == b'P' {
+                        described_portal = Some(Bytes::copy_from_slice(name));
+                    }
+                    lock(tracker).pending.push_back(Pending::new(Kind::Describe, Arc::clone(&no_text)));
                 }
                 b'E' => {
                     let Some(portal) = Reader::new(body).cstr() else {
                         return malformed("Execute");
                     };
-                    let (text, rule) =
-                        portals.get(portal).cloned().unwrap_or_else(|| (Arc::from("<unknown portal>"), None));
-                    let mut pending = Pending::new(Kind::Execute, text);
-                    pending.rule = rule;
-                    if masking {
-                        pending.shape = ShapeRef::Execute(Bytes::copy_from_slice(portal));
+                    let pending = match portals.get(portal) {
+                        Some(named) => {
+                            let mut pending = Pending::new(Kind::Execute, Arc::clone(&named.text));
+                            pending.decision = named.decision;
+                            pending.rule = named.rule.clone();
+                            pending.effects = named.effects.clone();
+                            pending
+                        }
+                        // A cursor SQL's DECLARE opened: what it runs was decided then.
+                        None => Pending::new(Kind::Execute, Arc::from(format!("<portal {}>", String::from_utf8_lossy(portal)))),
+                    };
+                    let mut t = lock(tracker);
+                    if masking && described.as_deref() != Some(portal) {
+                        let mut describe = BytesMut::new();
+                        put_message(&mut describe, b'D', |b| {
+                            b.put_u8(b'P');
+                            put_cstr(b, portal);
+                        });
+                        t.pending.push_back(Pending::new(Kind::SluiceDescribe, Arc::clone(&no_text)));
+                        before = Some(describe);
                     }
-                    lock(tracker).pending.push_back(pending);
+                    t.pending.push_back(pending);
                 }
                 b'S' => {
                     let mut t = lock(tracker);
@@ -585,10 +677,17 @@ where
                     let (Some(which), Some(name)) = (r.u8(), r.cstr()) else {
                         return malformed("Close");
                     };
+                    let mut pending = Pending::new(Kind::Close, Arc::clone(&no_text));
                     match which {
-                        b'S' => statements.remove(name),
-                        _ => portals.remove(name),
-                    };
+                        b'S' => {
+                            statements.remove(name);
+                            pending.effects.push(NameEffect::Deallocate(Bytes::copy_from_slice(name)));
+                        }
+                        _ => {
+                            portals.remove(name);
+                        }
+                    }
+                    lock(tracker).pending.push_back(pending);
                 }
                 b'F' => {
                     // The fast-path interface calls a function by OID, beyond what policy can read.
@@ -604,13 +703,18 @@ where
                         Some(refused_simple(pending, (refusal.to_bytes().freeze(), sqlstate::FEATURE_NOT_SUPPORTED)));
                 }
                 b'X' => terminated = true,
-                b'D' | b'H' | b'd' | b'c' | b'f' => {}
+                b'H' | b'd' | b'c' | b'f' => {}
                 other => {
                     return RelayEnd::ClientProtocol(PgError::fatal(
                         sqlstate::PROTOCOL_VIOLATION,
                         format!("invalid frontend message type {:?}", other as char),
                     ));
                 }
+            }
+            if let Some(extra) = before {
+                out.extend_from_slice(&buf[pass_from..consumed]);
+                out.extend_from_slice(&extra);
+                pass_from = consumed;
             }
             if let Some((marker, pending)) = replacement {
                 out.extend_from_slice(&buf[pass_from..consumed]);
@@ -695,56 +799,25 @@ where
             if let Some(m) = masker.as_mut() {
                 match head.tag {
                     b'D' => {
-                        let strict = m.session().has_column_rules();
-                        let plan = plan.get_or_insert_with(|| execute_plan(&lock(tracker), strict));
+                        // Rows always follow the RowDescription that shapes them: the result's own
+                        // (simple protocol) or the portal's, described right before its Execute.
+                        let plan = plan.get_or_insert_with(|| {
+                            tracing::warn!(session = %ctx.session_id, "a row arrived with no description; masking it as of unknown shape");
+                            Arc::new(RowPlan::unknown(m.session().has_column_rules()))
+                        });
                         if plan.is_active() {
                             m.data_row(plan, body, &mut rewritten);
                         }
                     }
                     b'T' => {
-                        let described = match m.cached_plan(body) {
+                        plan = Some(match m.cached_plan(body) {
                             Some(p) => p,
                             None => {
                                 let p = Arc::new(row_plan(ctx, m.session(), body).await);
                                 m.remember_plan(body, &p);
                                 p
                             }
-                        };
-                        let mut t = lock(tracker);
-                        match t.pending.front().map(|p| p.shape.clone()) {
-                            Some(ShapeRef::DescribeStatement(name)) => {
-                                t.pending.pop_front();
-                                bounded_insert(&mut t.statement_shapes, name, described);
-                            }
-                            Some(ShapeRef::DescribePortal(name)) => {
-                                t.pending.pop_front();
-                                bounded_insert(&mut t.portal_plans, name, described);
-                            }
-                            _ => plan = Some(described),
-                        }
-                    }
-                    b'n' => {
-                        let mut t = lock(tracker);
-                        if t.pending.front().is_some_and(|p| p.kind == Kind::Describe) {
-                            t.pending.pop_front();
-                        }
-                    }
-                    b'1' | b'2' => {
-                        let mut t = lock(tracker);
-                        let shape = t.pending.front().map(|p| p.shape.clone());
-                        match shape {
-                            Some(ShapeRef::Parse(name)) => {
-                                t.statement_shapes.remove(&name);
-                            }
-                            Some(ShapeRef::Bind { portal, statement, formats }) => {
-                                let p = match t.statement_shapes.get(&statement) {
-                                    Some(described) => described.with_formats(&formats),
-                                    None => Arc::new(RowPlan::unknown(m.session().has_column_rules())),
-                                };
-                                bounded_insert(&mut t.portal_plans, portal, p);
-                            }
-                            _ => {}
-                        }
+                        });
                     }
                     b'H' => copy = Some(mask::copy_format(body)),
                     b'd' => {
@@ -760,7 +833,7 @@ where
                     }
                     _ => {}
                 }
-                if matches!(head.tag, b'C' | b'E' | b's' | b'I' | b'Z' | b'c') {
+                if matches!(head.tag, b'n' | b'C' | b'E' | b's' | b'I' | b'Z' | b'c') {
                     plan = None;
                     copy = None;
                 }
@@ -775,6 +848,7 @@ where
                     let rows = if data_rows > 0 { data_rows } else { tag_rows(tag) };
                     data_rows = 0;
                     let mut t = lock(tracker);
+                    t.confirm(tag);
                     if let Some(front) = t.pending.front_mut() {
                         front.rows += rows;
                         front.tag = Some(same_tag(&mut last_tag, tag));
@@ -797,6 +871,21 @@ where
                     let mut t = lock(tracker);
                     if t.pending.front().is_some_and(|p| p.kind == expected) {
                         t.pending.pop_front();
+                    }
+                }
+                // A Describe is answered by a RowDescription or NoData (a statement's after its
+                // ParameterDescription); the answer to sluice's own is not the client's.
+                b'T' | b'n' => {
+                    let mut t = lock(tracker);
+                    match t.pending.front().map(|p| p.kind) {
+                        Some(Kind::Describe) => {
+                            t.pending.pop_front();
+                        }
+                        Some(Kind::SluiceDescribe) => {
+                            t.pending.pop_front();
+                            drop_frame = true;
+                        }
+                        _ => {}
                     }
                 }
                 // The answers to sluice's own Close and Sync are not the client's.
@@ -830,6 +919,16 @@ where
                     ctx.sluice_owed.fetch_sub(answered, Ordering::AcqRel);
                     drop_frame = true;
                 }
+                b'3' => {
+                    let mut t = lock(tracker);
+                    if t.pending.front().is_some_and(|p| p.kind == Kind::Close)
+                        && let Some(mut close) = t.pending.pop_front()
+                    {
+                        for effect in close.effects.drain(..) {
+                            t.apply(effect);
+                        }
+                    }
+                }
                 b'E' => {
                     let message = ServerMessage::parse(body);
                     let partial_rows = std::mem::take(&mut data_rows);
@@ -837,69 +936,50 @@ where
                     if message.is_fatal() {
                         fatal = Some(format!("{} ({})", message.message, message.code));
                     }
-                    // A Bind's error (a bad parameter, or a constant folded at planning) belongs to
-                    // the Execute that follows it, never to a later refused message.
-                    let after_bind = t.pending.front().is_some_and(|p| p.kind == Kind::Bind);
-                    let mut bind_refusal = None;
-                    if after_bind {
-                        bind_refusal = t.pending.pop_front().and_then(|b| b.refusal).map(|(bytes, _)| bytes);
-                        // A Describe between Bind and Execute is skipped with the rest.
-                        while t.pending.front().is_some_and(|p| p.kind == Kind::Describe) {
-                            t.pending.pop_front();
-                        }
-                        t.skipping = true;
-                    }
-                    let substitute = bind_refusal.or_else(|| {
-                        t.pending
-                            .front()
-                            .filter(|_| !after_bind)
-                            .and_then(|p| p.refusal.as_ref())
-                            .map(|(b, _)| b.clone())
-                    });
-                    if let Some(substitute) = substitute {
-                        rewritten.clear();
-                        rewritten.extend_from_slice(&substitute);
-                    }
                     match t.pending.front().map(|p| p.kind) {
+                        // A simple query's error ends it; its ReadyForQuery follows.
                         Some(Kind::Simple) => {
                             if let Some(front) = t.pending.front_mut() {
                                 front.rows += partial_rows;
+                                if let Some((substitute, _)) = &front.refusal {
+                                    rewritten.clear();
+                                    rewritten.extend_from_slice(substitute);
+                                }
                                 front.error.get_or_insert(message);
                             }
                         }
-                        Some(Kind::Parse) if after_bind => {}
-                        Some(Kind::Parse | Kind::Execute) => {
-                            let mut p = t.pending.pop_front().expect("front exists");
-                            p.rows += partial_rows;
-                            p.error = Some(message);
-                            t.finished.push_back((p, None));
-                            t.skipping = true;
+                        // An error at Sync (a deferred constraint at commit), or one no message
+                        // asked for (the server shutting down).
+                        Some(Kind::Sync | Kind::SluiceClose | Kind::SluiceSync) | None => {}
+                        // An extended-protocol message failed: the server skips everything up to
+                        // Sync. A Bind's error (a bad parameter, a constant folded at planning), or
+                        // that of sluice's Describe, is the Execute's that follows it.
+                        Some(_) => {
+                            if let Some(failed) = t.pending.pop_front() {
+                                let partial = (partial_rows, message);
+                                pipeline_failed(&mut t, failed, partial, &mut rewritten);
+                            }
                         }
-                        Some(Kind::Sync | Kind::Bind | Kind::Describe | Kind::SluiceClose | Kind::SluiceSync)
-                        | None => {}
                     }
                 }
                 b'Z' => {
                     let mut t = lock(tracker);
                     let skipped = std::mem::take(&mut t.skipping);
                     while let Some(p) = t.pending.pop_front() {
+                        let note = (skipped && p.refusal.is_none())
+                            .then_some("not executed: an earlier message in the same pipeline failed");
                         match p.kind {
                             Kind::Sync => break,
-                            Kind::Bind | Kind::Describe | Kind::SluiceClose | Kind::SluiceSync => {}
-                            Kind::Simple => {
+                            // A simple query ends with its own ReadyForQuery, unless an error
+                            // before it in a pipeline made the server skip it.
+                            Kind::Simple if !skipped => {
                                 t.finished.push_back((p, None));
                                 break;
                             }
-                            Kind::Parse | Kind::Execute => {
-                                let note = if p.refusal.is_some() || !skipped {
-                                    None
-                                } else {
-                                    Some("not executed: an earlier message in the same pipeline failed")
-                                };
-                                if p.refusal.is_some() || p.kind == Kind::Execute {
-                                    t.finished.push_back((p, note));
-                                }
-                            }
+                            Kind::Simple => t.finished.push_back((p, note)),
+                            Kind::Parse if p.refusal.is_some() => t.finished.push_back((p, None)),
+                            Kind::Execute => t.finished.push_back((p, note)),
+                            _ => {}
                         }
                     }
                 }
@@ -1024,26 +1104,39 @@ async fn write_frames<W: AsyncWrite + Unpin>(
     client.flush().await
 }
 
-/// The plan for rows that arrive without a RowDescription of their own: those of the Execute at
-/// the front, shaped by its portal. Unknown shapes are masked as opaque values.
-fn execute_plan(t: &Tracker, strict: bool) -> Arc<RowPlan> {
-    match t.pending.front().map(|p| &p.shape) {
-        Some(ShapeRef::Execute(portal)) => t.portal_plans.get(portal).cloned(),
-        _ => None,
+/// An extended-protocol message failed: the server skips everything up to Sync. The error goes to
+/// the client as sluice's own when sluice refused the message, and into the record of the statement
+/// it belongs to: a Bind's (a bad parameter, a constant folded at planning), or that of sluice's
+/// Describe, is the error of the Execute that follows.
+fn pipeline_failed(t: &mut Tracker, failed: Pending, (rows, message): (u64, ServerMessage), rewritten: &mut BytesMut) {
+    if let Some((substitute, _)) = &failed.refusal {
+        rewritten.clear();
+        rewritten.extend_from_slice(substitute);
     }
-    .unwrap_or_else(|| Arc::new(RowPlan::unknown(strict)))
+    let owner = match failed.kind {
+        Kind::Bind | Kind::SluiceDescribe => {
+            while t.pending.front().is_some_and(|p| matches!(p.kind, Kind::Describe | Kind::SluiceDescribe)) {
+                t.pending.pop_front();
+            }
+            match t.pending.front().map(|p| p.kind) {
+                Some(Kind::Execute) => t.pending.pop_front().map(|p| Pending { refusal: failed.refusal, ..p }),
+                _ => None,
+            }
+        }
+        Kind::Parse | Kind::Execute => Some(failed),
+        _ => None,
+    };
+    if let Some(mut p) = owner {
+        p.rows += rows;
+        p.error = Some(message);
+        t.finished.push_back((p, None));
+    }
+    t.skipping = true;
 }
 
 /// Whether the server is answering a message sluice sent itself (see `close_approved`).
 fn front_is_sluices(tracker: &Mutex<Tracker>) -> bool {
     lock(tracker).pending.front().is_some_and(|p| matches!(p.kind, Kind::SluiceClose | Kind::SluiceSync))
-}
-
-fn bounded_insert(map: &mut FastMap<Bytes, Arc<RowPlan>>, name: Bytes, plan: Arc<RowPlan>) {
-    if map.len() >= MAX_SHAPES && !map.contains_key(&name) {
-        map.clear();
-    }
-    map.insert(name, plan);
 }
 
 /// The plan for a RowDescription: each column's type class and format, and its column rule.
@@ -1053,7 +1146,7 @@ async fn row_plan<G>(ctx: &Context<'_, G>, session: &SessionMasking, description
         return RowPlan::unknown(strict);
     };
     let masks = if strict { column_masks(ctx, session, &fields).await } else { Vec::new() };
-    RowPlan::new(&fields, None, &masks)
+    RowPlan::new(&fields, &masks)
 }
 
 /// The column rule of each described field: table and column names looked up by OID, matched
@@ -1093,6 +1186,16 @@ async fn column_masks<G>(ctx: &Context<'_, G>, session: &SessionMasking, fields:
     }
 }
 
+/// A Query's or Parse's text and what the gateway made of it.
+struct Decided {
+    text: Arc<str>,
+    decision: Decision,
+    /// The query that answers a call of sluice's own functions instead (see `answer_builtin`).
+    answer: Option<String>,
+    /// What running it does to prepared statement names.
+    effects: Vec<NameEffect>,
+}
+
 /// The text of a Query or Parse and the decision on it. Statements are decided as UTF-8 text; bytes
 /// that are not UTF-8 would be judged on a lossy reading of what the server runs, so they are refused.
 async fn decide_message<G, R>(
@@ -1100,22 +1203,24 @@ async fn decide_message<G, R>(
     sql: &mut SessionSql,
     query: &[u8],
     held: Held<'_, R>,
-) -> Result<(Arc<str>, Decision, Option<String>), RelayEnd>
+) -> Result<Decided, RelayEnd>
 where
     G: Gate<crate::PgEndpoint>,
     R: AsyncRead + Unpin,
 {
     let Ok(text) = std::str::from_utf8(query) else {
-        return Ok((Arc::from(String::from_utf8_lossy(query).as_ref()), not_utf8(), None));
+        let text = Arc::from(String::from_utf8_lossy(query).as_ref());
+        return Ok(Decided { text, decision: not_utf8(), answer: None, effects: Vec::new() });
     };
     let text: Arc<str> = Arc::from(text);
     let analysis = sql.classified.classify(ctx.classifier, &text);
     if sluice_sql::calls_builtin(&analysis) {
         let (decision, answer) = answer_builtin(ctx, sql, &text).await;
-        return Ok((text, decision, answer));
+        return Ok(Decided { text, decision, answer, effects: Vec::new() });
     }
+    let effects = NameEffect::of(&analysis);
     let decision = decide(ctx, sql, &text, analysis, held).await?;
-    Ok((text, decision, None))
+    Ok(Decided { text, decision, answer: None, effects })
 }
 
 /// sluice's own functions, `sluice.policy()` and `sluice.explain('…')`: answered by the gateway,
@@ -1414,14 +1519,29 @@ fn close_approved(out: &mut BytesMut, names: &[Bytes]) {
     put_message(out, b'S', |_| {});
 }
 
-/// A second Bind of a prepared statement a review approved for one run: replaced by a Bind of a
-/// statement that does not exist, so the server refuses it in order and sluice's error replaces its.
-fn refused_rebind(portal: &[u8], review_id: i64, mut pending: Pending) -> (BytesMut, Pending) {
+/// The refusal of a second Bind of a prepared statement a review approved for one run.
+fn once_only_refusal(review_id: i64) -> (Bytes, &'static str) {
     let error = PgError::error(
         sqlstate::INSUFFICIENT_PRIVILEGE,
         format!("sluice: review #{review_id} approved one run of this prepared statement, and it has run"),
     )
     .with_hint("send the statement again (Parse) to ask for a new review");
+    (error.to_bytes().freeze(), sqlstate::INSUFFICIENT_PRIVILEGE)
+}
+
+/// The refusal of a Bind of a name sluice saw no statement prepared under.
+fn not_prepared(statement: &[u8]) -> (Bytes, &'static str) {
+    let error = PgError::error(
+        sqlstate::INVALID_SQL_STATEMENT_NAME,
+        format!("sluice: prepared statement \"{}\" was not prepared in this session", String::from_utf8_lossy(statement)),
+    )
+    .with_hint("prepare it first (Parse, or SQL PREPARE), then bind it");
+    (error.to_bytes().freeze(), sqlstate::INVALID_SQL_STATEMENT_NAME)
+}
+
+/// A refused Bind: replaced by a Bind of a statement that does not exist, so the server refuses it
+/// in order (and skips the rest up to Sync) and sluice's error replaces its.
+fn refused_bind(portal: &[u8], refusal: (Bytes, &'static str), mut pending: Pending) -> (BytesMut, Pending) {
     let mut marker = BytesMut::new();
     put_message(&mut marker, b'B', |b| {
         put_cstr(b, portal);
@@ -1430,7 +1550,7 @@ fn refused_rebind(portal: &[u8], review_id: i64, mut pending: Pending) -> (Bytes
         b.put_i16(0);
         b.put_i16(0);
     });
-    pending.refusal = Some((error.to_bytes().freeze(), sqlstate::INSUFFICIENT_PRIVILEGE));
+    pending.refusal = Some(refusal);
     (marker, pending)
 }
 

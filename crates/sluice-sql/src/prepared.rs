@@ -9,9 +9,20 @@ use std::collections::HashMap;
 #[derive(Debug, Default)]
 pub struct PreparedStatements {
     by_name: HashMap<String, SqlStatement>,
+    /// Whether the session ever had a PREPARE let through (until then no name can be SQL's).
+    ever: bool,
 }
 
 impl PreparedStatements {
+    pub fn ever_prepared(&self) -> bool {
+        self.ever
+    }
+
+    /// Whether `name` was prepared with SQL's PREPARE (and not deallocated since, as sent).
+    pub fn contains(&self, name: &[u8]) -> bool {
+        std::str::from_utf8(name).is_ok_and(|name| self.by_name.contains_key(name))
+    }
+
     /// The analysis with every `EXECUTE name` replaced by what the named statement does.
     pub fn resolve<'a>(&self, analysis: &'a SqlAnalysis) -> Cow<'a, SqlAnalysis> {
         let SqlAnalysis::Parsed { statements } = analysis else { return Cow::Borrowed(analysis) };
@@ -57,6 +68,7 @@ impl PreparedStatements {
         let SqlAnalysis::Parsed { statements } = analysis else { return };
         for statement in statements {
             if let Some(name) = &statement.prepares {
+                self.ever = true;
                 self.by_name.insert(name.clone(), statement.clone());
             }
             match statement.deallocates.as_deref() {
@@ -68,4 +80,9 @@ impl PreparedStatements {
             }
         }
     }
+}
+
+/// The SQL that runs the prepared statement `name`: `EXECUTE "name"`.
+pub fn execute_text(name: &str) -> String {
+    format!("EXECUTE \"{}\"", name.replace('"', "\"\""))
 }
