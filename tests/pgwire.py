@@ -23,6 +23,21 @@ class Raw:
         tag, body = self.read()
         assert tag == b"R" and struct.unpack("!i", body)[0] == 3, (tag, body)
         self.sock.sendall(message(b"p", token.encode() + b"\0"))
+        self._until_started()
+
+    @classmethod
+    def direct(cls, socket_dir, port, user, database, timeout=10):
+        """A session straight to PostgreSQL over its Unix socket (trusted there), not through sluice."""
+        raw = cls.__new__(cls)
+        raw.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        raw.sock.settimeout(timeout)
+        raw.sock.connect(f"{socket_dir}/.s.PGSQL.{port}")
+        raw.buf = b""
+        raw.sock.sendall(startup(user, database))
+        raw._until_started()
+        return raw
+
+    def _until_started(self):
         self.params = {}
         while True:
             tag, body = self.read()

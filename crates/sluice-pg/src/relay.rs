@@ -25,7 +25,7 @@ use crate::upstream::{PgEndpoint, UpstreamError};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use sluice_core::audit::now_us;
 use sluice_core::review::SAME_STATEMENT;
-use sluice_core::sql::{SharedAnalysis, SqlAnalysis};
+use sluice_core::sql::{SharedAnalysis, SqlAnalysis, SqlStatement};
 use sluice_core::{
     Action, ActionKind, AuditEvent, Decision, Gate, Protocol, Refusal, RefusalCause, SessionInfo, StatementRecord,
 };
@@ -115,16 +115,17 @@ struct Pending {
     rule: Option<Arc<str>>,
     /// Set when sluice refused this message: the error to show instead of the server's, and its code.
     refusal: Option<(Bytes, &'static str)>,
-    /// What the message does to SQL-prepared statement names, in statement order, applied as the
-    /// server confirms each (see `Tracker::sql_named`).
+    /// What the message does to prepared statement names, in statement order, applied as the
+    /// server confirms each (see `Tracker::statements`) to the names as they were when it was sent.
     effects: Vec<NameEffect>,
+    sent_at_generation: u64,
 }
 
 /// What a message does to the session's prepared statement names once the server confirms it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum NameEffect {
-    /// SQL `PREPARE name` (its CommandComplete).
-    Prepare(Bytes),
+    /// SQL `PREPARE name` (its CommandComplete), and what it prepared.
+    Prepare(Bytes, Arc<SqlStatement>),
     /// SQL `DEALLOCATE name` (its CommandComplete), or a protocol Close of the statement (CloseComplete).
     Deallocate(Bytes),
     /// `DEALLOCATE ALL` or `DISCARD ALL`.
@@ -138,7 +139,7 @@ impl NameEffect {
         let mut effects = Vec::new();
         for s in statements {
             if let Some(name) = &s.prepares {
-                effects.push(NameEffect::Prepare(Bytes::copy_from_slice(name.as_bytes())));
+                effects.push(NameEffect::Prepare(Bytes::copy_from_slice(name.as_bytes()), Arc::new(s.clone())));
             }
             match s.deallocates.as_deref() {
                 Some("") => effects.push(NameEffect::DeallocateAll),
@@ -152,7 +153,7 @@ impl NameEffect {
     /// Whether a CommandComplete tag confirms this effect.
     fn confirmed_by(&self, tag: &[u8]) -> bool {
         match self {
-            NameEffect::Prepare(_) => tag == b"PREPARE",
+            NameEffect::Prepare(..) => tag == b"PREPARE",
             NameEffect::Deallocate(_) => tag == b"DEALLOCATE",
             NameEffect::DeallocateAll => tag == b"DEALLOCATE ALL" || tag == b"DISCARD ALL",
         }
@@ -178,6 +179,7 @@ impl Pending {
             rule: None,
             refusal: None,
             effects: Vec::new(),
+            sent_at_generation: 0,
         }
     }
 
@@ -204,9 +206,13 @@ pub struct Tracker {
     /// a simple Query included.
     skipping: bool,
     seq: u64,
-    /// The statement names the server holds from SQL PREPARE, as it confirmed them: a protocol
-    /// Bind of one runs what was prepared, so it is decided as an EXECUTE of it.
-    sql_named: FastMap<Bytes, ()>,
+    /// The prepared statements the server holds, by name: each protocol Parse as sent (a Bind
+    /// pipelined behind it needs it), each SQL PREPARE once confirmed; removed as the server
+    /// confirms a Close, DEALLOCATE or DISCARD sent after them. A Bind of a name not here is refused.
+    statements: FastMap<Bytes, Named>,
+    /// Counts the Parses sent, so that a removal confirmed later spares a statement prepared
+    /// again under the name after it was sent.
+    generation: u64,
     /// The statement held for a review, if one is (recorded as interrupted if the session ends).
     holding: Option<(i64, Pending)>,
     /// Statements whose result is complete, recorded once the client has been sent it (recording
@@ -220,7 +226,8 @@ impl Tracker {
             pending: VecDeque::with_capacity(16),
             skipping: false,
             seq: 0,
-            sql_named: FastMap::default(),
+            statements: FastMap::default(),
+            generation: 0,
             holding: None,
             finished: VecDeque::new(),
         }
@@ -231,20 +238,41 @@ impl Tracker {
         let Some(front) = self.pending.front_mut() else { return };
         if front.effects.first().is_some_and(|e| e.confirmed_by(tag)) {
             let effect = front.effects.remove(0);
-            self.apply(effect);
+            let sent_at = front.sent_at_generation;
+            self.apply(effect, sent_at);
         }
     }
 
-    fn apply(&mut self, effect: NameEffect) {
+    /// Applies a confirmed effect of a message sent when `generation` Parses had been.
+    fn apply(&mut self, effect: NameEffect, sent_at: u64) {
         match effect {
-            NameEffect::Prepare(name) => {
-                self.sql_named.insert(name, ());
+            NameEffect::Prepare(name, prepared) => {
+                let text = Arc::from(sluice_sql::execute_text(&String::from_utf8_lossy(&name)));
+                self.statements.insert(name, Named { generation: sent_at, ..Named::sql(text, prepared) });
             }
             NameEffect::Deallocate(name) => {
-                self.sql_named.remove(&name);
+                if let Some(named) = self.statements.get_mut(&name) {
+                    if named.generation <= sent_at {
+                        self.statements.remove(&name);
+                    } else {
+                        named.sql = None;
+                    }
+                }
             }
-            NameEffect::DeallocateAll => self.sql_named.clear(),
+            // The unnamed statement is not one of "all".
+            NameEffect::DeallocateAll => {
+                self.statements.retain(|name, n| name.is_empty() || n.generation > sent_at);
+                self.statements.values_mut().for_each(|n| n.sql = None);
+            }
         }
+    }
+
+    /// Puts a message in the reply queue, noting when it was sent relative to Parses.
+    fn push(&mut self, mut pending: Pending) {
+        if !pending.effects.is_empty() {
+            pending.sent_at_generation = self.generation;
+        }
+        self.pending.push_back(pending);
     }
 }
 
@@ -256,6 +284,19 @@ struct Named {
     decision: &'static str,
     rule: Option<Arc<str>>,
     effects: Vec<NameEffect>,
+    /// For prepared statements: the Parse's count (see `Tracker::generation`).
+    generation: u64,
+    /// What SQL's PREPARE put under the name, if the name may run it: a Bind is then decided as
+    /// an EXECUTE of it. (A Parse sent while SQL's statement holds the name keeps it: the server
+    /// refuses that Parse unless a removal sent before it lands first, which clears it.)
+    sql: Option<Arc<SqlStatement>>,
+}
+
+impl Named {
+    /// A statement SQL's PREPARE made: bound, it runs as `EXECUTE name`.
+    fn sql(text: Arc<str>, prepared: Arc<SqlStatement>) -> Named {
+        Named { text, decision: "allow", rule: None, effects: Vec::new(), generation: 0, sql: Some(prepared) }
+    }
 }
 
 pub struct Context<'a, G> {
@@ -392,7 +433,6 @@ where
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = BytesMut::new();
     // Text, deciding rule and name effects of each prepared statement and portal, for the Executes.
-    let mut statements: FastMap<Bytes, Named> = FastMap::default();
     let mut portals: FastMap<Bytes, Named> = FastMap::default();
     // Prepared statements a review approved for one run: the review, and whether the statement was
     // bound. At the first Sync after its Bind sluice closes it upstream, so nothing can bind it
@@ -502,7 +542,7 @@ where
                         }
                         (None, None) => {
                             pending.effects = decided.effects;
-                            lock(tracker).pending.push_back(pending);
+                            lock(tracker).push(pending);
                         }
                     }
                 }
@@ -533,20 +573,33 @@ where
                             if let Decision::Approved { review_id, .. } = decision {
                                 approved_once.insert(name.clone(), (review_id, false));
                             }
-                            let named = Named { text, decision: pending.decision, rule: pending.rule.clone(), effects };
-                            statements.insert(name.clone(), named);
+                            let mut t = lock(tracker);
+                            t.generation += 1;
+                            let sql = t.statements.get(&name).and_then(|n| n.sql.clone());
+                            let named = Named {
+                                text,
+                                decision: pending.decision,
+                                rule: pending.rule.clone(),
+                                effects,
+                                generation: t.generation,
+                                sql,
+                            };
+                            t.statements.insert(name.clone(), named);
                             match answer {
                                 Some(answer) => {
                                     let mut parse = BytesMut::new();
                                     codec::parse(&mut parse, &name, &answer);
                                     replacement = Some((parse, pending));
                                 }
-                                None => lock(tracker).pending.push_back(pending),
+                                None => t.push(pending),
                             }
                         }
                         Some(refusal) => {
-                            // Never prepared upstream, so nothing can be bound to it.
-                            statements.remove(name);
+                            // The server drops its unnamed statement before it parses a new one (so
+                            // once it rejects this one, nothing is left under ""); a named one stays.
+                            if name.is_empty() {
+                                pending.effects.push(NameEffect::Deallocate(Bytes::new()));
+                            }
                             let mut marker = BytesMut::new();
                             codec::parse(&mut marker, name, REFUSAL_MARKER);
                             pending.refusal = Some(refusal);
@@ -561,13 +614,23 @@ where
                     };
                     let pending = Pending::new(Kind::Bind, Arc::clone(&no_text));
                     let portal_name = Bytes::copy_from_slice(portal);
-                    // A name the server holds (or will hold) from SQL PREPARE runs what was prepared:
-                    // decided as an EXECUTE of it, every time, like one sent as SQL.
-                    let sql_prepared = sql.prepared.ever_prepared()
-                        && (sql.prepared.contains(statement) || lock(tracker).sql_named.contains_key(statement));
-                    if sql_prepared {
+                    let named = lock(tracker).statements.get(statement).cloned();
+                    // A name the server holds (or may hold, or will once a PREPARE sent before
+                    // this Bind runs) from SQL PREPARE runs what was prepared: decided as an
+                    // EXECUTE of it, every time, like one sent as SQL.
+                    let sql_prepared = named.as_ref().and_then(|n| n.sql.clone()).or_else(|| {
+                        sql.prepared.ever_prepared().then(|| sql.prepared.get(statement).cloned().map(Arc::new)).flatten()
+                    });
+                    if let Some(prepared) = sql_prepared {
                         let text: Arc<str> = Arc::from(sluice_sql::execute_text(&String::from_utf8_lossy(statement)));
                         let analysis = sql.classified.classify(ctx.classifier, &text);
+                        // Resolved against what the name holds on the server, not what the
+                        // session last sent under it.
+                        let mut resolved = sluice_sql::resolve_by(&analysis, |_| Some(&*prepared)).into_owned();
+                        if let SqlAnalysis::Parsed { statements } = &mut resolved {
+                            statements.iter_mut().for_each(|s| s.executes = None);
+                        }
+                        let analysis: SharedAnalysis = Arc::new(resolved);
                         let held = Held {
                             tracker,
                             kind: Kind::Execute,
@@ -575,20 +638,30 @@ where
                             client: &mut *client,
                             early: &mut early,
                         };
-                        let decision = match decide(ctx, &mut sql, &text, analysis, held).await {
-                            Ok(decision) => decision,
-                            Err(end) => return end,
+                        let decision = match approved_once.get(statement).map(|(id, _)| id).or(closed_by_sluice.get(statement)) {
+                            // A name a review approved one run of through the protocol, and SQL's too.
+                            Some(&review_id) => Decision::Deny(Refusal {
+                                rule: format!("review #{review_id}"),
+                                reason: format!("review #{review_id} approved one run of this prepared statement"),
+                                detail: None,
+                                hint: Some("send the statement again to ask for a new review".into()),
+                                cause: RefusalCause::Policy,
+                            }),
+                            None => match decide(ctx, &mut sql, &text, analysis, held).await {
+                                Ok(decision) => decision,
+                                Err(end) => return end,
+                            },
                         };
                         let refusal = refusal_bytes(&decision, &text);
                         let pending = pending.decided(&decision);
-                        let named = Named { text, decision: pending.decision, rule: pending.rule.clone(), effects: Vec::new() };
+                        let named = Named { decision: pending.decision, rule: pending.rule.clone(), ..Named::sql(text, prepared) };
                         portals.insert(portal_name, named);
                         match refusal {
                             Some(refusal) => replacement = Some(refused_bind(portal, refusal, pending)),
-                            None => lock(tracker).pending.push_back(pending),
+                            None => lock(tracker).push(pending),
                         }
                     } else {
-                        let rerun = match statements.get(statement).cloned() {
+                        let refused = match named {
                             Some(named) => {
                                 portals.insert(portal_name, named);
                                 let once = !approved_once.is_empty() || !closed_by_sluice.is_empty();
@@ -608,9 +681,9 @@ where
                                 Some(not_prepared(statement))
                             }
                         };
-                        match rerun {
+                        match refused {
                             Some(refusal) => replacement = Some(refused_bind(portal, refusal, pending)),
-                            None => lock(tracker).pending.push_back(pending),
+                            None => lock(tracker).push(pending),
                         }
                     }
                 }
@@ -649,7 +722,7 @@ where
                         t.pending.push_back(Pending::new(Kind::SluiceDescribe, Arc::clone(&no_text)));
                         before = Some(describe);
                     }
-                    t.pending.push_back(pending);
+                    t.push(pending);
                 }
                 b'S' => {
                     let mut t = lock(tracker);
@@ -679,15 +752,12 @@ where
                     };
                     let mut pending = Pending::new(Kind::Close, Arc::clone(&no_text));
                     match which {
-                        b'S' => {
-                            statements.remove(name);
-                            pending.effects.push(NameEffect::Deallocate(Bytes::copy_from_slice(name)));
-                        }
+                        b'S' => pending.effects.push(NameEffect::Deallocate(Bytes::copy_from_slice(name))),
                         _ => {
                             portals.remove(name);
                         }
                     }
-                    lock(tracker).pending.push_back(pending);
+                    lock(tracker).push(pending);
                 }
                 b'F' => {
                     // The fast-path interface calls a function by OID, beyond what policy can read.
@@ -719,7 +789,7 @@ where
             if let Some((marker, pending)) = replacement {
                 out.extend_from_slice(&buf[pass_from..consumed]);
                 out.extend_from_slice(&marker);
-                lock(tracker).pending.push_back(pending);
+                lock(tracker).push(pending);
                 pass_from = consumed + head.len;
             }
             if let Some(extra) = injected {
@@ -925,7 +995,7 @@ where
                         && let Some(mut close) = t.pending.pop_front()
                     {
                         for effect in close.effects.drain(..) {
-                            t.apply(effect);
+                            t.apply(effect, close.sent_at_generation);
                         }
                     }
                 }
@@ -1126,6 +1196,13 @@ fn pipeline_failed(t: &mut Tracker, failed: Pending, (rows, message): (u64, Serv
         Kind::Parse | Kind::Execute => Some(failed),
         _ => None,
     };
+    let mut owner = owner;
+    if let Some(p) = owner.as_mut().filter(|p| p.kind == Kind::Parse) {
+        let sent_at = p.sent_at_generation;
+        for effect in std::mem::take(&mut p.effects) {
+            t.apply(effect, sent_at);
+        }
+    }
     if let Some(mut p) = owner {
         p.rows += rows;
         p.error = Some(message);

@@ -14,4 +14,4 @@ pub use cache::Classifier;
 pub use canonical::canonical;
 pub use classify::{analyze, output_refs};
 pub use position::error_position;
-pub use prepared::{PreparedStatements, execute_text};
+pub use prepared::{PreparedStatements, execute_text, resolve_by};

@@ -18,49 +18,15 @@ impl PreparedStatements {
         self.ever
     }
 
-    /// Whether `name` was prepared with SQL's PREPARE (and not deallocated since, as sent).
-    pub fn contains(&self, name: &[u8]) -> bool {
-        std::str::from_utf8(name).is_ok_and(|name| self.by_name.contains_key(name))
-    }
 
     /// The analysis with every `EXECUTE name` replaced by what the named statement does.
     pub fn resolve<'a>(&self, analysis: &'a SqlAnalysis) -> Cow<'a, SqlAnalysis> {
-        let SqlAnalysis::Parsed { statements } = analysis else { return Cow::Borrowed(analysis) };
-        if statements.iter().all(|s| s.executes.is_none()) {
-            return Cow::Borrowed(analysis);
-        }
-        let statements = statements
-            .iter()
-            .map(|s| match &s.executes {
-                None => s.clone(),
-                Some(name) => self.resolve_execute(s, name),
-            })
-            .collect();
-        Cow::Owned(SqlAnalysis::Parsed { statements })
+        resolve_by(analysis, |name| self.by_name.get(name))
     }
 
-    fn resolve_execute(&self, statement: &SqlStatement, name: &str) -> SqlStatement {
-        let mut resolved = statement.clone();
-        match self.by_name.get(name) {
-            Some(prepared) => {
-                for op in &prepared.operations {
-                    let mut op = op.clone();
-                    let through = format!("through EXECUTE {name}");
-                    op.context = Some(match op.context.take() {
-                        Some(inner) => format!("{inner}, {through}"),
-                        None => through,
-                    });
-                    resolved.operations.push(op);
-                }
-                resolved.functions.extend(prepared.functions.iter().cloned());
-            }
-            None => {
-                let mut op = Operation::new(Kind::DynamicSql, None);
-                op.context = Some(format!("as EXECUTE {name}, a statement sluice did not see prepared in this session"));
-                resolved.operations.push(op);
-            }
-        }
-        resolved
+    /// What this session's PREPARE of `name` runs, as sent.
+    pub fn get(&self, name: &[u8]) -> Option<&SqlStatement> {
+        std::str::from_utf8(name).ok().and_then(|name| self.by_name.get(name))
     }
 
     /// Takes note of the PREPAREs and DEALLOCATEs of a message the gateway let through.
@@ -80,6 +46,50 @@ impl PreparedStatements {
             }
         }
     }
+}
+
+/// The analysis with every `EXECUTE name` replaced by what `prepared(name)` does (a name it does
+/// not know runs SQL sluice cannot know).
+pub fn resolve_by<'a, 'p>(
+    analysis: &'a SqlAnalysis,
+    prepared: impl Fn(&str) -> Option<&'p SqlStatement>,
+) -> Cow<'a, SqlAnalysis> {
+    let SqlAnalysis::Parsed { statements } = analysis else { return Cow::Borrowed(analysis) };
+    if statements.iter().all(|s| s.executes.is_none()) {
+        return Cow::Borrowed(analysis);
+    }
+    let statements = statements
+        .iter()
+        .map(|s| match &s.executes {
+            None => s.clone(),
+            Some(name) => resolve_execute(s, name, prepared(name)),
+        })
+        .collect();
+    Cow::Owned(SqlAnalysis::Parsed { statements })
+}
+
+fn resolve_execute(statement: &SqlStatement, name: &str, prepared: Option<&SqlStatement>) -> SqlStatement {
+    let mut resolved = statement.clone();
+    match prepared {
+        Some(prepared) => {
+            for op in &prepared.operations {
+                let mut op = op.clone();
+                let through = format!("through EXECUTE {name}");
+                op.context = Some(match op.context.take() {
+                    Some(inner) => format!("{inner}, {through}"),
+                    None => through,
+                });
+                resolved.operations.push(op);
+            }
+            resolved.functions.extend(prepared.functions.iter().cloned());
+        }
+        None => {
+            let mut op = Operation::new(Kind::DynamicSql, None);
+            op.context = Some(format!("as EXECUTE {name}, a statement sluice did not see prepared in this session"));
+            resolved.operations.push(op);
+        }
+    }
+    resolved
 }
 
 /// The SQL that runs the prepared statement `name`: `EXECUTE "name"`.
