@@ -3,8 +3,9 @@
 #
 #   scripts/setup.sh quickstart   Rust check, a C compiler, CA certificates, libclang (libpg_query's bindings are made
 #                                 with bindgen), PostgreSQL server and client, openssl
-#   scripts/setup.sh test         the above, pgbouncer (the benchmark's peer), and a Python virtual
-#                                 environment in .venv with the end-to-end tests' drivers and pytest
+#   scripts/setup.sh test         the above, pgbouncer (the benchmark's peer), a Python virtual
+#                                 environment in .venv with the end-to-end tests' drivers and pytest,
+#                                 pgjdbc with a JDK, and node-postgres (npm ci in tests/drivers/node)
 #   scripts/setup.sh bench        the quick start's needs, pgbouncer, and the same .venv (the
 #                                 approval measurement drives psycopg)
 #
@@ -61,7 +62,13 @@ installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok
 
 packages=(build-essential ca-certificates libclang-dev postgresql postgresql-client openssl)
 case "$what" in
-test) packages+=(pgbouncer python3 python3-venv) ;;
+test)
+  # pgjdbc and node-postgres join the driver tests; a JDK or Node.js already here (from elsewhere
+  # than Debian, say) is used as it is.
+  packages+=(pgbouncer python3 python3-venv libpostgresql-jdbc-java)
+  command -v javac >/dev/null || packages+=(default-jdk-headless)
+  command -v npm >/dev/null || packages+=(nodejs npm)
+  ;;
 bench) packages+=(pgbouncer python3 python3-venv) ;;
 esac
 
@@ -93,6 +100,18 @@ if [ "$what" != quickstart ]; then
     say "creating the test environment in $venv (pytest, psycopg, asyncpg)"
     python3 -m venv "$venv" || die "python3 -m venv failed" "on Debian/Ubuntu: apt-get install python3-venv"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/requirements.txt
+    echo "$want" >"$stamp"
+  fi
+fi
+
+# --- node-postgres, from the lock file ----------------------------------------------------------------
+if [ "$what" = test ]; then
+  node_dir=tests/drivers/node
+  stamp="$node_dir/node_modules/.lock.sha256"
+  want=$(sha256sum "$node_dir/package-lock.json" | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    say "installing node-postgres for the driver tests (npm ci)"
+    npm ci --prefix "$node_dir" --no-audit --no-fund --loglevel=error >/dev/null
     echo "$want" >"$stamp"
   fi
 fi
