@@ -17,7 +17,8 @@
 #   1. Without Rust, `setup.sh quickstart` stops with an error that names rustup and sluice's
 #      minimum Rust version (Cargo.toml's rust-version), and installs nothing.
 #   2. With Rust (the host's toolchain, mounted read-only at /opt/rust), `setup.sh test` installs the
-#      Debian packages (libclang-dev, postgresql, pgbouncer, python3-venv, ...) and a .venv with the
+#      Debian packages (libclang-dev, postgresql, pgbouncer, python3-venv, a JDK with pgjdbc, Node.js,
+#      ...), node-postgres and a .venv with the
 #      end-to-end tests' drivers, although Debian's own python3 refuses `pip install` (PEP 668); run
 #      again, it installs nothing.
 #   3. `cargo build --locked -p pg_query` then works: bindgen finds libclang, cc compiles
@@ -411,7 +412,8 @@ check_setup_test() {
   # shellcheck disable=SC2016 # expanded in the root
   in_root "$log" 300 1 '
     bad=0
-    for p in build-essential ca-certificates libclang-dev postgresql postgresql-client openssl pgbouncer python3 python3-venv; do
+    for p in build-essential ca-certificates libclang-dev postgresql postgresql-client openssl pgbouncer python3 python3-venv \
+        libpostgresql-jdbc-java default-jdk-headless nodejs npm; do
       s=$(dpkg-query -W -f="\${Status} \${Version}" "$p" 2>/dev/null || true)
       case "$s" in
       "install ok installed "*) echo "ok: $p ${s##* }" ;;
@@ -425,6 +427,10 @@ check_setup_test() {
     else echo "FAIL: $em is missing: the PEP 668 part of this check proves nothing"; bad=1; fi
     if /usr/bin/python3 -c "import psycopg" 2>/dev/null; then echo "FAIL: psycopg is importable by the system python3 (installed outside the venv?)"; bad=1
     else echo "ok: the system python3 has no psycopg (nothing installed outside the venv)"; fi
+    if javac -version >/dev/null 2>&1 && [ -f /usr/share/java/postgresql.jar ]; then echo "ok: javac and pgjdbc"
+    else echo "FAIL: no javac, or no /usr/share/java/postgresql.jar (pgjdbc)"; bad=1; fi
+    if (cd /src/tests/drivers/node && node -e "require(\"pg\")"); then echo "ok: node-postgres in tests/drivers/node"
+    else echo "FAIL: node cannot load node-postgres in /src/tests/drivers/node"; bad=1; fi
     initdb=$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | head -n 1)
     if [ -x "$initdb" ]; then echo "ok: $initdb"; else echo "FAIL: no /usr/lib/postgresql/*/bin/initdb"; bad=1; fi
     exit $bad' || fail "check 2 (setup.sh test)" "$log" "what setup.sh test installed is incomplete"
