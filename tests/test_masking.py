@@ -245,6 +245,26 @@ def test_errors_that_echo_values_are_masked(gateway, token, people):
         assert notices and "4111" not in notices[0] and "[redacted:credit-card]" in notices[0]
 
 
+
+def test_every_field_of_errors_and_parameter_status_is_masked(gateway, token, people):
+    """RAISE … USING sets schema, table, column, datatype and constraint fields to any text, and
+    set_config('application_name', …) reports its value in a ParameterStatus: both from a table."""
+    with psycopg.connect(gateway.dsn(token), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.RaiseException) as err:
+            conn.execute("DO $$BEGIN RAISE EXCEPTION 'x' USING COLUMN = (SELECT email FROM people WHERE id = 1), "
+                         "TABLE = (SELECT ssn FROM people WHERE id = 1), SCHEMA = (SELECT card FROM people LIMIT 1), "
+                         "DATATYPE = (SELECT email FROM people WHERE id = 1), "
+                         "CONSTRAINT = (SELECT ssn FROM people WHERE id = 1); END$$")
+        diag = err.value.diag
+        fields = [diag.column_name, diag.table_name, diag.schema_name, diag.datatype_name, diag.constraint_name]
+        assert all(fields), fields
+        assert_clean(repr(fields))
+        assert "[redacted:email]" in diag.column_name and "[redacted:ssn]" in diag.table_name, fields
+        conn.execute("SELECT set_config('application_name', (SELECT email FROM people WHERE id = 1), false)")
+        reported = conn.info.parameter_status("application_name")
+        assert reported == "[redacted:email]", reported
+        assert conn.execute("SHOW server_version_num").fetchone()[0].isdigit(), "other parameters pass"
+
 def test_recording_keeps_statements_masked(gateway, token, people):
     marker = "recording-mask-check"
     with psycopg.connect(gateway.dsn(token, application_name=marker), autocommit=True) as conn:

@@ -213,8 +213,11 @@ impl ResponseMasker {
         true
     }
 
-    /// Masks the text fields of an ErrorResponse or NoticeResponse (message, detail, hint,
-    /// context, internal query): errors echo values. Returns true when it wrote a new frame.
+    /// Masks the fields of an ErrorResponse or NoticeResponse that can carry data: every one but
+    /// severity, code, positions and the server's source location (message, detail, hint, context
+    /// and internal query echo values; schema, table, column, datatype and constraint names can be
+    /// set to anything by `RAISE … USING`; a field PostgreSQL adds later is masked too). Returns
+    /// true when it wrote a new frame.
     pub fn notice(&mut self, tag: u8, body: &[u8], out: &mut BytesMut) -> bool {
         let content = self.session.masking().content();
         let mut fields: Vec<(u8, &[u8], Option<Vec<u8>>)> = Vec::new();
@@ -224,10 +227,10 @@ impl ResponseMasker {
                 break;
             }
             let Some(value) = r.cstr() else { break };
-            let masked = if matches!(kind, b'M' | b'D' | b'H' | b'W' | b'q') {
-                content.mask_line(value, &mut self.findings)
-            } else {
+            let masked = if matches!(kind, b'S' | b'V' | b'C' | b'P' | b'p' | b'F' | b'L' | b'R') {
                 None
+            } else {
+                content.mask_line(value, &mut self.findings)
             };
             fields.push((kind, value, masked));
         }
@@ -240,6 +243,19 @@ impl ResponseMasker {
                 crate::codec::put_cstr(b, masked.as_deref().unwrap_or(value));
             }
             b.put_u8(0);
+        });
+        true
+    }
+
+    /// Masks the value of a ParameterStatus (`set_config('application_name', …)` reports whatever
+    /// text it was given). Returns true when it wrote a new frame.
+    pub fn parameter_status(&mut self, body: &[u8], out: &mut BytesMut) -> bool {
+        let mut r = Reader::new(body);
+        let (Some(name), Some(value)) = (r.cstr(), r.cstr()) else { return false };
+        let Some(masked) = self.session.masking().content().mask_line(value, &mut self.findings) else { return false };
+        put_message(out, b'S', |b| {
+            crate::codec::put_cstr(b, name);
+            crate::codec::put_cstr(b, &masked);
         });
         true
     }
@@ -458,6 +474,15 @@ mod tests {
         assert!(text.contains("[redacted:ssn]") && !text.contains("6789") && text.contains("22P02"), "{text}");
         out.clear();
         assert!(!m.notice(b'N', b"SNOTICE\0Mall fine\0\0", &mut out));
+        let raised = b"SERROR\0CP0001\0Mx\0cjane@example.com\0tnote 123-45-6789\0Fpl_exec.c\0\0";
+        assert!(m.notice(b'E', raised, &mut out));
+        let text = String::from_utf8_lossy(&out);
+        assert!(!text.contains("jane@") && !text.contains("6789") && text.contains("pl_exec.c"), "{text}");
+        out.clear();
+        assert!(m.parameter_status(b"application_name\0jane@example.com\0", &mut out));
+        assert_eq!(&out[5..], b"application_name\0[redacted:email]\0");
+        out.clear();
+        assert!(!m.parameter_status(b"TimeZone\0UTC\0", &mut out));
         assert!(m.notification(b"\0\0\0\x07jobs\0done for jane@example.com\0", &mut out));
         assert_eq!(&out[5..], b"\0\0\0\x07jobs\0done for [redacted:email]\0");
         out.clear();

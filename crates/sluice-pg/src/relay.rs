@@ -411,7 +411,7 @@ impl<G> Context<'_, G> {
             self.record(&mut t, p, Some(&format!("{note} (held for review #{id})")));
         }
         while let Some(p) = t.pending.pop_front() {
-            if !matches!(p.kind, Kind::Sync | Kind::Bind | Kind::Describe | Kind::SluiceClose | Kind::SluiceSync) {
+            if matches!(p.kind, Kind::Simple | Kind::Parse | Kind::Execute) {
                 self.record(&mut t, p, Some(&note));
             }
         }
@@ -900,6 +900,9 @@ where
                     }
                     b'A' => {
                         m.notification(body, &mut rewritten);
+                    }
+                    b'S' => {
+                        m.parameter_status(body, &mut rewritten);
                     }
                     _ => {}
                 }
