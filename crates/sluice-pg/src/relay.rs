@@ -267,6 +267,13 @@ impl Tracker {
         }
     }
 
+    /// Applies every effect of a message the server has processed (a Close, or a failed Parse).
+    fn apply_all(&mut self, message: &mut Pending) {
+        for effect in std::mem::take(&mut message.effects) {
+            self.apply(effect, message.sent_at_generation);
+        }
+    }
+
     /// Puts a message in the reply queue, noting when it was sent relative to Parses.
     fn push(&mut self, mut pending: Pending) {
         if !pending.effects.is_empty() {
@@ -997,9 +1004,7 @@ where
                     if t.pending.front().is_some_and(|p| p.kind == Kind::Close)
                         && let Some(mut close) = t.pending.pop_front()
                     {
-                        for effect in close.effects.drain(..) {
-                            t.apply(effect, close.sent_at_generation);
-                        }
+                        t.apply_all(&mut close);
                     }
                 }
                 b'E' => {
@@ -1181,10 +1186,13 @@ async fn write_frames<W: AsyncWrite + Unpin>(
 /// the client as sluice's own when sluice refused the message, and into the record of the statement
 /// it belongs to: a Bind's (a bad parameter, a constant folded at planning), or that of sluice's
 /// Describe, is the error of the Execute that follows.
-fn pipeline_failed(t: &mut Tracker, failed: Pending, (rows, message): (u64, ServerMessage), rewritten: &mut BytesMut) {
+fn pipeline_failed(t: &mut Tracker, mut failed: Pending, (rows, message): (u64, ServerMessage), rewritten: &mut BytesMut) {
     if let Some((substitute, _)) = &failed.refusal {
         rewritten.clear();
         rewritten.extend_from_slice(substitute);
+    }
+    if failed.kind == Kind::Parse {
+        t.apply_all(&mut failed);
     }
     let owner = match failed.kind {
         Kind::Bind | Kind::SluiceDescribe => {
@@ -1199,13 +1207,6 @@ fn pipeline_failed(t: &mut Tracker, failed: Pending, (rows, message): (u64, Serv
         Kind::Parse | Kind::Execute => Some(failed),
         _ => None,
     };
-    let mut owner = owner;
-    if let Some(p) = owner.as_mut().filter(|p| p.kind == Kind::Parse) {
-        let sent_at = p.sent_at_generation;
-        for effect in std::mem::take(&mut p.effects) {
-            t.apply(effect, sent_at);
-        }
-    }
     if let Some(mut p) = owner {
         p.rows += rows;
         p.error = Some(message);
