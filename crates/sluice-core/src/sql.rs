@@ -250,6 +250,13 @@ pub struct SqlStatement {
     /// Relation aliases (`FROM customers c`): alias, relation.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<(String, ObjectName)>,
+    /// Every column reference (and star) at any depth, with what becomes of its value: what masking
+    /// needs to prove that a masked value reaches the client only where the rule masks it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub uses: Vec<ColumnUse>,
+    /// Names given to what a subquery, CTE, function in FROM or join produces.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub derived: Vec<Derived>,
     /// It takes bound parameters (`$1`): its text alone does not say what it will do.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub parameters: bool,
@@ -274,6 +281,52 @@ pub struct Target {
     /// `inside a DO block`): what such an output becomes is out of sight of masking.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+}
+
+/// One column reference (`ssn`, `c.ssn`, `c.*`, `*`), or a column named by a join's USING.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ColumnUse {
+    /// The last part of the reference (`*` for a star). A reference may also name a whole row
+    /// (`c`, `row_to_json(c)`): the parser alone cannot tell which.
+    pub name: String,
+    /// The part before the last (`c` in `c.ssn`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qualifier: Option<String>,
+    pub place: Place,
+    /// `AS name` of a plain output column.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// Inside a function body or DO block: where (see `Target::body`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// What becomes of a referenced column's value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "place", content = "how")]
+pub enum Place {
+    /// A plain output column of a query (or RETURNING): the value leaves as it is, and the server
+    /// reports the column it comes from.
+    Output,
+    /// An operand of a comparison (`=`, `<`, LIKE, IN, BETWEEN, IS NULL…) or a sort or grouping
+    /// key: only a true/false or an order comes of it.
+    Compared,
+    /// Anything else: the value goes into an expression, a set operation, a VALUES list, a
+    /// subquery's value… (the text says where), and what comes out has no column of origin.
+    Computed(String),
+    /// Merged by a join's USING or NATURAL into a column the server reports without origin.
+    Merged,
+}
+
+/// A name given to what a subquery, CTE, function in FROM or join produces (`(…) s(x, y)`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Derived {
+    pub name: String,
+    /// Its column alias list, if any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
+    /// Every column, relation and alias name met inside it.
+    pub sources: Vec<String>,
 }
 
 /// What a whole message (one simple Query, or the text of one Parse) does.

@@ -1,9 +1,12 @@
-//! Whether a statement would carry a masked column out of reach of masking: inside an output
-//! expression, into a table, or through COPY. Read from the parsed statement, by name, against the
-//! column rules in scope.
+//! Whether a statement would carry a masked column out of reach of masking. A masked value may
+//! reach the client only as a plain output column, which the server reports with its table and
+//! column so the rule masks it, and may otherwise only be compared (a filter, a join condition, a
+//! sort key). Any other use — inside an expression, a set operation, a VALUES list, a subquery's
+//! value, a whole row, a function body, a copy into a table, COPY — is refused. Read from the
+//! parsed statement (see `sluice_sql`'s flow), by name, against the column rules in scope.
 
 use crate::ColumnRule;
-use sluice_core::sql::{Kind, ObjectName, SqlAnalysis, SqlStatement};
+use sluice_core::sql::{ColumnUse, Kind, ObjectName, Place, SqlAnalysis, SqlStatement};
 
 pub(crate) fn problem<'a>(rules: impl Iterator<Item = &'a ColumnRule> + Clone, analysis: &SqlAnalysis) -> Option<String> {
     let SqlAnalysis::Parsed { statements } = analysis else { return None };
@@ -15,7 +18,6 @@ pub(crate) fn problem<'a>(rules: impl Iterator<Item = &'a ColumnRule> + Clone, a
 
 fn statement_problem<'a>(rules: impl Iterator<Item = &'a ColumnRule> + Clone, statement: &SqlStatement) -> Option<String> {
     let covers_table = |o: &ObjectName| rules.clone().any(|r| r.covers_table(o.schema.as_deref(), &o.name));
-    let covers_column_name = |c: &str| rules.clone().any(|r| r.covers_column_name(c));
     let covered: Vec<&ObjectName> = statement
         .operations
         .iter()
@@ -27,51 +29,212 @@ fn statement_problem<'a>(rules: impl Iterator<Item = &'a ColumnRule> + Clone, st
     if statement.operations.iter().any(|op| op.kind == Kind::CopyTo) {
         return Some(format!("COPY … TO of {} would bypass its masked columns", covered[0]));
     }
-    // Names that stand for a masked column: the columns themselves, their aliases in
-    // subqueries, and the covered tables and their aliases (whole-row references).
-    let mut tainted: Vec<&str> = Vec::new();
-    for t in &statement.targets {
-        tainted.extend(t.refs.iter().map(String::as_str).filter(|r| covers_column_name(r)));
-    }
-    tainted.extend(covered.iter().map(|o| o.name.as_str()));
-    tainted.extend(
-        statement.aliases.iter().filter(|(_, o)| covered.iter().any(|c| c.name == o.name)).map(|(a, _)| a.as_str()),
-    );
-    loop {
-        let before = tainted.len();
-        for t in statement.targets.iter().filter(|t| t.bare) {
-            if let (Some(alias), true) = (&t.alias, t.refs.iter().any(|r| tainted.contains(&r.as_str()))) {
-                if !tainted.contains(&alias.as_str()) {
-                    tainted.push(alias);
+    let carriers = Carriers::of(rules, statement, &covered);
+    let writes = statement.operations.iter().any(|op| matches!(op.kind, Kind::Insert | Kind::Update | Kind::Merge | Kind::Create));
+    let table = covered[0];
+    for used in statement.uses.iter().filter(|u| carriers.carries(u)) {
+        let shown = shown(used);
+        match &used.place {
+            Place::Compared => {}
+            Place::Output if carriers.is_row(used) => {
+                return Some(format!(
+                    "{shown} is a whole row of {table} (or of a query over it), which the server sends as one value \
+                     without its columns' origin, so its masked columns could not be masked"
+                ));
+            }
+            Place::Output => {
+                if let Some(body) = &used.body {
+                    return Some(format!(
+                        "{shown} is (or may be) a masked column of {table}, read {body}: what a body returns, stores \
+                         or raises is out of reach of masking"
+                    ));
+                }
+                if writes {
+                    return Some(format!(
+                        "{shown} is (or may be) a masked column of {table}; copying it into a table would take it \
+                         out of reach of masking"
+                    ));
                 }
             }
-        }
-        if tainted.len() == before {
-            break;
-        }
-    }
-    let writes = statement.operations.iter().any(|op| matches!(op.kind, Kind::Insert | Kind::Update | Kind::Merge | Kind::Create));
-    for t in &statement.targets {
-        let hit = t.refs.iter().find(|r| *r == "*" && !t.bare || tainted.contains(&r.as_str()));
-        let Some(hit) = hit else { continue };
-        if let Some(body) = &t.body {
-            return Some(format!(
-                "\"{hit}\" is (or may be) a masked column of {}, read {body}: what a body returns, stores or raises is out of reach of masking",
-                covered[0]
-            ));
-        }
-        if !t.bare {
-            return Some(format!(
-                "\"{hit}\" is (or may be) a masked column of {}, used inside an expression whose result sluice cannot mask",
-                covered[0]
-            ));
-        }
-        if writes {
-            return Some(format!(
-                "\"{hit}\" is (or may be) a masked column of {}; copying it into a table would take it out of reach of masking",
-                covered[0]
-            ));
+            Place::Computed(where_) => {
+                let inside = used.body.as_ref().map(|b| format!(" {b}")).unwrap_or_default();
+                return Some(format!(
+                    "{shown} is (or may be) a masked column of {table}, or a row holding one, used {where_}{inside}: \
+                     what comes out of that has no column of origin, so sluice could not mask it"
+                ));
+            }
+            Place::Merged => {
+                return Some(format!(
+                    "{shown} is (or may be) a masked column of {table}, merged by a join's USING or NATURAL into a \
+                     column the server reports without origin; join with ON instead"
+                ));
+            }
         }
     }
     None
+}
+
+/// The names in a statement that stand for a masked value: the masked columns themselves, the
+/// covered relations and their aliases (whole rows), and every name given to something computed
+/// or selected from these — an output column's alias, a subquery's or CTE's name and column
+/// aliases, a function in FROM — followed until nothing new is found. By name, so a column of
+/// another table with the same name counts too: that errs towards refusing.
+struct Carriers<'s> {
+    names: Vec<&'s str>,
+    rows: Vec<&'s str>,
+}
+
+impl<'s> Carriers<'s> {
+    fn of<'a>(
+        rules: impl Iterator<Item = &'a ColumnRule> + Clone,
+        statement: &'s SqlStatement,
+        covered: &[&'s ObjectName],
+    ) -> Self {
+        let covers_column_name = |c: &str| rules.clone().any(|r| r.covers_column_name(c));
+        let mut rows: Vec<&str> = covered.iter().map(|o| o.name.as_str()).collect();
+        let mut names: Vec<&str> = statement.uses.iter().map(|u| u.name.as_str()).filter(|n| covers_column_name(n)).collect();
+        loop {
+            let before = (names.len(), rows.len());
+            for (alias, relation) in &statement.aliases {
+                if rows.contains(&relation.name.as_str()) {
+                    add(&mut rows, alias);
+                }
+            }
+            for derived in &statement.derived {
+                let carried = |n: &String| names.contains(&n.as_str()) || rows.contains(&n.as_str());
+                if derived.sources.iter().any(carried) {
+                    add(&mut rows, &derived.name);
+                    derived.columns.iter().for_each(|c| add(&mut names, c));
+                }
+            }
+            let carriers = Carriers { names: names.clone(), rows: rows.clone() };
+            for used in statement.uses.iter().filter(|u| u.place == Place::Output && carriers.carries(u)) {
+                if let Some(alias) = &used.alias {
+                    add(&mut names, alias);
+                }
+            }
+            if (names.len(), rows.len()) == before {
+                return Carriers { names, rows };
+            }
+        }
+    }
+
+    fn carries(&self, used: &ColumnUse) -> bool {
+        if used.name == "*" {
+            return used.qualifier.as_deref().is_none_or(|q| self.rows.contains(&q));
+        }
+        self.names.contains(&used.name.as_str()) || self.is_row(used)
+    }
+
+    /// Whether the reference may name a whole row that holds a masked column.
+    fn is_row(&self, used: &ColumnUse) -> bool {
+        used.name != "*" && self.rows.contains(&used.name.as_str())
+    }
+}
+
+fn add<'s>(names: &mut Vec<&'s str>, name: &'s str) {
+    if !names.contains(&name) {
+        names.push(name);
+    }
+}
+
+/// A reference as written (`c.ssn`, `c.*`).
+fn shown(used: &ColumnUse) -> String {
+    match &used.qualifier {
+        Some(q) => format!("\"{q}.{}\"", used.name),
+        None => format!("\"{}\"", used.name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{MaskingSpec, TokenKey};
+    use sluice_core::Identity;
+
+    /// The review's set-up: column rules on customers' ssn, card and api_key.
+    fn problem(sql: &str) -> Option<String> {
+        let spec: MaskingSpec = toml::from_str(
+            r#"
+            [[columns]]
+            name = "pii"
+            columns = ["public.customers.ssn", "public.customers.card", "public.customers.api_key"]
+            action = "redact"
+            "#,
+        )
+        .unwrap();
+        let masking = spec.compile(TokenKey::new([7; 32])).unwrap();
+        let who = Identity { name: "agent".into(), groups: vec![], credential_id: "t".into() };
+        masking.lineage_problem(&who, "prod", &sluice_sql::analyze(sql))
+    }
+
+    #[track_caller]
+    fn refused(sql: &str, says: &str) {
+        let why = problem(sql).unwrap_or_else(|| panic!("not refused: {sql}"));
+        assert!(why.contains(says), "{sql}: {why}");
+    }
+
+    #[track_caller]
+    fn allowed(sql: &str) {
+        assert_eq!(problem(sql), None, "{sql}");
+    }
+
+    #[test]
+    fn every_shape_that_computes_on_a_masked_value_is_refused() {
+        // The review's examples.
+        refused("SELECT reverse(x) FROM (SELECT ssn FROM customers) s(x)", "inside an expression");
+        refused("WITH s(x) AS (SELECT card FROM customers) SELECT translate(x,'0123456789','abcdefghij') FROM s", "\"x\"");
+        refused("SELECT v.x FROM customers c, LATERAL (VALUES (reverse(c.ssn))) v(x)", "\"c.ssn\"");
+        refused("VALUES (reverse((SELECT api_key FROM customers WHERE id=1)))", "api_key");
+        refused("SELECT * FROM reverse((SELECT ssn FROM customers WHERE id=2)) t", "ssn");
+        refused("SELECT translate(row_to_json(s)::text, 'a', 'b') FROM (SELECT * FROM customers) s", "\"s\"");
+        refused("SELECT api_key FROM customers UNION ALL SELECT NULL WHERE false", "UNION");
+        refused("SELECT 1 FROM customers WHERE translate(ssn,'-','x')::int = 0", "inside an expression");
+        // Variants.
+        refused("SELECT x FROM customers c, LATERAL (VALUES (c.ssn)) v(x)", "VALUES");
+        refused("SELECT y FROM (SELECT x AS y FROM (SELECT ssn AS x FROM customers) a) b WHERE length(y) > 3", "\"y\"");
+        refused("SELECT (SELECT ssn FROM customers LIMIT 1)", "subquery");
+        refused("SELECT ARRAY(SELECT card FROM customers)", "subquery");
+        refused("SELECT s FROM (SELECT ssn FROM customers) s", "whole row");
+        refused("SELECT c FROM customers c", "whole row");
+        refused("SELECT row_to_json(c.*) FROM customers c", "\"c.*\"");
+        refused("SELECT t.a FROM customers c, LATERAL (SELECT c.ssn) t(a) WHERE t.a::int = 1", "\"t.a\"");
+        refused("SELECT * FROM customers a FULL JOIN customers b USING (ssn)", "USING");
+        refused("SELECT * FROM customers NATURAL JOIN other", "NATURAL");
+        refused("SELECT ssn FROM customers INTERSECT SELECT ssn FROM customers", "INTERSECT");
+        refused("SELECT ssn FROM customers WHERE ssn ~ '^1'", "inside an expression");
+        refused("SELECT CASE WHEN ssn LIKE '1%' THEN 1 END FROM customers", "inside an expression");
+        refused("SELECT id FROM customers ORDER BY reverse(ssn)", "inside an expression");
+        refused("SELECT min(card) FROM customers", "inside an expression");
+        refused("SELECT * FROM customers WHERE ssn OPERATOR(pg_catalog.=) '1'", "inside an expression");
+        refused("SELECT f.x FROM customers c, LATERAL unnest(ARRAY[c.ssn]) f(x)", "function in FROM");
+        refused(
+            "WITH RECURSIVE t(ssn) AS (SELECT ssn FROM customers) SEARCH DEPTH FIRST BY ssn SET o SELECT o FROM t",
+            "SEARCH",
+        );
+        refused("INSERT INTO copy SELECT ssn FROM customers", "copying it into a table");
+        refused("UPDATE customers SET name = ssn", "copying it into a table");
+        refused("COPY customers TO STDOUT", "COPY");
+        refused("SELECT * FROM customers WHERE (SELECT ssn FROM customers LIMIT 1)::int = 1", "subquery");
+        refused("PREPARE p AS SELECT upper(card) FROM customers", "inside an expression");
+        refused("DECLARE c CURSOR FOR SELECT md5(api_key) FROM customers", "inside an expression");
+    }
+
+    #[test]
+    fn plain_outputs_and_comparisons_are_allowed() {
+        allowed("SELECT ssn, card, api_key FROM customers");
+        allowed("SELECT * FROM customers");
+        allowed("SELECT c.* FROM customers c");
+        allowed("SELECT x FROM (SELECT ssn FROM customers) s(x)");
+        allowed("WITH s AS (SELECT card AS k FROM customers) SELECT k FROM s");
+        allowed("SELECT id, ssn FROM customers WHERE ssn = $1 AND card LIKE '4%' AND api_key IS NOT NULL");
+        allowed("SELECT id FROM customers WHERE ssn IN ('1', '2') OR card BETWEEN 'a' AND 'b' ORDER BY ssn");
+        allowed("SELECT a.id FROM customers a JOIN customers b ON a.ssn = b.ssn");
+        allowed("SELECT id FROM customers c WHERE EXISTS (SELECT ssn FROM customers d WHERE d.card = c.card)");
+        allowed("SELECT id FROM customers WHERE ssn IN (SELECT ssn FROM customers WHERE id < 3)");
+        allowed("SELECT ssn, count(*) FROM customers GROUP BY ssn");
+        allowed("SELECT upper(name), length(email) FROM customers");
+        allowed("SELECT reverse(ssn) FROM other");
+        allowed("DELETE FROM customers WHERE ssn = '1' RETURNING id, ssn");
+        allowed("SELECT id FROM customers WHERE ssn IS DISTINCT FROM card");
+    }
 }

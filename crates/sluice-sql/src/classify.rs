@@ -9,7 +9,8 @@
 
 use pg_query::protobuf::{CmdType, DiscardMode, ObjectType, OnConflictAction, VariableSetKind};
 use serde_json::{Map, Value};
-use sluice_core::sql::{Kind, ObjectName, Operation, SqlAnalysis, SqlStatement, Target};
+use crate::flow::Flow;
+use sluice_core::sql::{ColumnUse, Derived, Kind, ObjectName, Operation, SqlAnalysis, SqlStatement, Target};
 
 /// How deep bodies may nest (a DO block holding SQL holding a function body…).
 const MAX_BODY_DEPTH: usize = 8;
@@ -33,6 +34,7 @@ fn statements(text: &str) -> Result<Vec<SqlStatement>, String> {
         let mut walker = Walker::new(statement_text(text, &statement)?, 0);
         let name = tree_statement_name(&tree);
         walker.walk(&tree);
+        walker.flow(&tree);
         if let Some(e) = walker.error {
             return Err(e);
         }
@@ -52,6 +54,8 @@ fn statements(text: &str) -> Result<Vec<SqlStatement>, String> {
             deallocates: walker.deallocates,
             targets: walker.targets,
             aliases: walker.aliases,
+            uses: walker.uses,
+            derived: walker.derived,
             parameters: walker.parameters,
             planned: walker.planned,
         });
@@ -154,6 +158,8 @@ struct Walker<'t> {
     deallocates: Option<String>,
     targets: Vec<Target>,
     aliases: Vec<(String, ObjectName)>,
+    uses: Vec<ColumnUse>,
+    derived: Vec<Derived>,
     parameters: bool,
     error: Option<String>,
     /// Inside a function body or DO block: where, for the outputs met (see `Target::body`).
@@ -177,10 +183,24 @@ impl<'t> Walker<'t> {
             deallocates: None,
             targets: Vec::new(),
             aliases: Vec::new(),
+            uses: Vec::new(),
+            derived: Vec::new(),
             parameters: false,
             error: None,
             body: None,
         }
+    }
+
+    /// Adds where the values of this tree's column references go (see `flow`).
+    fn flow(&mut self, tree: &Value) {
+        let mut flow = Flow::new(self.body.clone());
+        flow.statement(tree);
+        for used in flow.uses {
+            if !self.uses.contains(&used) {
+                self.uses.push(used);
+            }
+        }
+        self.derived.extend(flow.derived);
     }
 
     fn fail(&mut self, message: String) {
@@ -676,6 +696,7 @@ impl<'t> Walker<'t> {
                     inner.plan_only = self.plan_only;
                     inner.body = self.body.clone();
                     inner.walk(&tree);
+                    inner.flow(&tree);
                     if let Some(e) = inner.error {
                         self.fail(e);
                     }
@@ -700,6 +721,12 @@ impl<'t> Walker<'t> {
                         }
                     }
                     self.aliases.extend(inner.aliases);
+                    for used in inner.uses {
+                        if !self.uses.contains(&used) {
+                            self.uses.push(used);
+                        }
+                    }
+                    self.derived.extend(inner.derived);
                 }
             }
         }
@@ -749,7 +776,7 @@ fn relation_name(map: &Map<String, Value>) -> ObjectName {
 }
 
 /// A name given as a list of String nodes (`["public", "orders"]`).
-fn qualified_name(list: Option<&Value>) -> Option<ObjectName> {
+pub(crate) fn qualified_name(list: Option<&Value>) -> Option<ObjectName> {
     let parts: Vec<&str> = list?
         .as_array()?
         .iter()

@@ -6,6 +6,7 @@ pub mod builtin;
 pub mod cache;
 pub mod canonical;
 pub mod classify;
+mod flow;
 pub mod position;
 pub mod prepared;
 
