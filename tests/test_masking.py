@@ -353,6 +353,9 @@ STAFF_VIEWS = """
     GRANT SELECT ON staff_public, staff_notes, staff_snapshot TO app;
     CREATE FUNCTION staff_dx() RETURNS SETOF text LANGUAGE sql STABLE AS $$ SELECT reverse(diagnosis) FROM staff $$;
     CREATE FUNCTION staff_count() RETURNS bigint LANGUAGE sql STABLE AS $$ SELECT count(*) FROM staff $$;
+    CREATE FUNCTION staff_row(int) RETURNS SETOF staff LANGUAGE sql STABLE AS $$ SELECT * FROM staff WHERE id = $1 $$;
+    CREATE FUNCTION staff_ids(text) RETURNS SETOF int LANGUAGE sql STABLE
+        AS $$ SELECT id FROM staff WHERE diagnosis = $1 $$;
 """
 
 
@@ -364,7 +367,7 @@ def staff_views(pg, staff):
     yield
     with pg.connect() as conn:
         conn.execute("DROP VIEW IF EXISTS staff_notes, staff_public; DROP MATERIALIZED VIEW IF EXISTS staff_snapshot; "
-                     "DROP FUNCTION IF EXISTS staff_dx(), staff_count()")
+                     "DROP FUNCTION IF EXISTS staff_dx(), staff_count(), staff_row(int), staff_ids(text)")
 
 
 @pytest.fixture(scope="module")
@@ -442,6 +445,26 @@ def test_column_rules_are_scoped_to_callers(rules_gw):
     "CREATE TEMP TABLE leak AS SELECT condition FROM staff_public",
     "SELECT staff_dx()",
     "SELECT * FROM public.staff_dx() AS d",
+    # Every query shape, not only the select list (issue #22, item 2).
+    "SELECT reverse(x) FROM (SELECT diagnosis FROM staff) s(x)",
+    "WITH s(x) AS (SELECT diagnosis FROM staff) SELECT translate(x, 'aeiou', '12345') FROM s",
+    "SELECT v.x FROM staff c, LATERAL (VALUES (reverse(c.diagnosis))) v(x)",
+    "SELECT v.x FROM staff c, LATERAL (VALUES (c.diagnosis)) v(x)",
+    "VALUES (reverse((SELECT diagnosis FROM staff WHERE id = 1)))",
+    "SELECT * FROM reverse((SELECT diagnosis FROM staff WHERE id = 1)) t",
+    "SELECT translate(row_to_json(s)::text, 'aeiou', '12345') FROM (SELECT * FROM staff) s",
+    "SELECT diagnosis FROM staff UNION ALL SELECT NULL WHERE false",
+    "SELECT salary FROM staff INTERSECT SELECT salary FROM staff",
+    "SELECT 1 FROM staff WHERE translate(diagnosis, ' ', 'x')::int = 0",
+    "SELECT 1 FROM staff WHERE salary::text::int / 0 = 1",
+    "SELECT reverse(diagnosis) FROM staff_row(1)",
+    "SELECT * FROM staff_row(1)",
+    "SELECT f.x FROM staff c, LATERAL unnest(ARRAY[c.diagnosis]) f(x)",
+    "SELECT s FROM (SELECT diagnosis FROM staff) s",
+    "SELECT * FROM staff a FULL JOIN staff b USING (diagnosis)",
+    "WITH RECURSIVE t(d) AS (SELECT diagnosis FROM staff) SEARCH DEPTH FIRST BY d SET o SELECT o FROM t",
+    "SELECT id FROM staff ORDER BY reverse(diagnosis)",
+    "SELECT max(salary) FROM staff",
 ])
 def test_masked_columns_cannot_leave_through_expressions_copies_or_copy(rules_gw, sql):
     token = rules_gw.token(groups="agents")
@@ -461,6 +484,12 @@ def test_masked_columns_cannot_leave_through_expressions_copies_or_copy(rules_gw
     ("SELECT upper(name) FROM staff_public WHERE id = 1", "ANN LEE"),
     ("SELECT count(*) FROM staff_notes", "2"),
     ("SELECT staff_count()", "2"),
+    # Compared, not computed on: allowed (a blind oracle, see docs/masking.md).
+    ("SELECT id FROM staff WHERE diagnosis LIKE 'chronic%' AND salary > 100000", "1"),
+    ("SELECT a.id FROM staff a JOIN staff b ON a.diagnosis = b.diagnosis", "1"),
+    ("SELECT id FROM staff WHERE diagnosis IS NULL ORDER BY salary", "2"),
+    ("SELECT staff_ids('chronic migraine')", "1"),
+    ("WITH s(x) AS (SELECT diagnosis FROM staff WHERE id = 1) SELECT x FROM s", "[redacted:hr-private]"),
 ])
 def test_plain_references_and_other_columns_still_work(rules_gw, sql, expected):
     token = rules_gw.token(groups="agents")
