@@ -208,14 +208,13 @@ pub const SIDE_EFFECT_FUNCTIONS: &[&str] = &[
     "pg_stat_reset*",
     "pg_log_backend_memory_contexts",
     "pg_import_system_collations",
-    "table_to_xml*",
-    "schema_to_xml*",
-    "database_to_xml*",
     "txid_current",
     "pg_current_xact_id",
 ];
 
-/// Settings the gateway relies on: changing them is always refused.
+/// Settings no session may change (patterns, as in rules), by SET, set_config() or a startup
+/// parameter: those the gateway relies on, the server's own logging and auditing of the session,
+/// and those that load server libraries (`LOAD` is refused; these would do the same).
 pub const PROTECTED_SETTINGS: &[&str] = &[
     "standard_conforming_strings",
     "search_path",
@@ -226,7 +225,60 @@ pub const PROTECTED_SETTINGS: &[&str] = &[
     "backslash_quote",
     "client_encoding",
     "(computed)",
+    // Logging and auditing: what the database records of this session is the operator's.
+    "log_*",
+    "debug_print_*",
+    "track_*",
+    "compute_query_id",
+    "pgaudit.*",
+    "session_replication_role",
+    // Library loading.
+    "*_preload_libraries",
+    "dynamic_library_path",
+    "jit_provider",
 ];
+
+/// System relations no session may read, whatever the rules say: `(schema, name pattern, what it
+/// holds)`. Credentials (the held upstream credential's SCRAM verifier among them), sample values
+/// of every column (`most_common_vals`, histograms: for a small table, every value, of denied
+/// tables and masked columns alike), and TOAST relations (the out-of-line values of any table,
+/// denied ones included).
+const PROTECTED_CATALOGS: &[(&str, &str, &str)] = &[
+    ("pg_catalog", "pg_authid", "password verifiers"),
+    ("pg_catalog", "pg_shadow", "password verifiers"),
+    ("pg_catalog", "pg_user_mapping", "credentials for foreign servers"),
+    ("pg_catalog", "pg_user_mappings", "credentials for foreign servers"),
+    ("information_schema", "user_mapping_options", "credentials for foreign servers"),
+    ("information_schema", "_pg_user_mappings", "credentials for foreign servers"),
+    ("pg_catalog", "pg_statistic", "sample values of every column"),
+    ("pg_catalog", "pg_statistic_ext_data", "sample values of every column"),
+    ("pg_catalog", "pg_stats", "sample values of every column"),
+    ("pg_catalog", "pg_stats_ext", "sample values of every column"),
+    ("pg_catalog", "pg_stats_ext_exprs", "sample values of every column"),
+    ("pg_toast", "*", "the out-of-line values of a table"),
+    ("*", "pg_toast_*", "the out-of-line values of a table"),
+];
+
+/// What a protected system relation holds, if `object` may be one. An unqualified name counts:
+/// `pg_catalog` comes first in every search path unless placed later, and the search path is
+/// pinned.
+fn protected_catalog(object: &ObjectName) -> Option<&'static str> {
+    let name = object.name.to_ascii_lowercase();
+    let schema = object.schema.as_deref().map(str::to_ascii_lowercase);
+    PROTECTED_CATALOGS.iter().find_map(|&(s, n, holds)| {
+        // A whole schema is protected only where the name says so.
+        let schema_fits = match schema.as_deref() {
+            Some(schema) => glob_match(s, schema),
+            None => n != "*",
+        };
+        (schema_fits && glob_match(n, &name)).then_some(holds)
+    })
+}
+
+/// Whether a setting (by its lower-case name) is one no session may change.
+pub fn is_protected_setting(name: &str) -> bool {
+    PROTECTED_SETTINGS.iter().any(|p| glob_match(p, name))
+}
 
 #[derive(Debug, Error)]
 pub enum PolicyError {
@@ -561,9 +613,18 @@ impl Policy {
     ) -> Judgement<'a> {
         if op.kind == Kind::Set
             && let Some(setting) = &op.object
-            && PROTECTED_SETTINGS.contains(&setting.name.as_str())
+            && is_protected_setting(&setting.name)
         {
             let hint = match setting.name.as_str() {
+                s if s.ends_with("_preload_libraries") || s == "dynamic_library_path" || s == "jit_provider" => {
+                    "loading server libraries is an operator's job, as LOAD is"
+                }
+                s if ["log_", "debug_print_", "track_", "pgaudit."].iter().any(|p| s.starts_with(p))
+                    || s == "compute_query_id"
+                    || s == "session_replication_role" =>
+                {
+                    "what the database logs and audits of a session (and whether its triggers fire) is set by an operator"
+                }
                 "search_path" => {
                     "schema-qualify names instead (the connection's search_path is set in sluice's configuration)"
                 }
@@ -575,6 +636,13 @@ impl Policy {
             };
             let reason = format!("sluice pins the setting {} for every session", setting.name);
             return Judgement::builtin(op, "protected-setting", reason, hint);
+        }
+        let relation = !matches!(op.kind, Kind::Function | Kind::Set | Kind::CopyFile | Kind::CopyProgram | Kind::Call);
+        if relation && let Some(holds) = op.object.as_ref().and_then(protected_catalog) {
+            let reason = format!("{} holds {holds}, which no session reads through sluice", op.object.as_ref().map_or_else(String::new, ToString::to_string));
+            let hint = "for sizes and row estimates use EXPLAIN or pg_class.reltuples; credentials and sample \
+                        values stay with the operator";
+            return Judgement::builtin(op, "protected-catalog", reason, hint);
         }
         let mut best: Option<&Rule> = None;
         // Scope is checked per operation rather than collected once: a message has few operations,
@@ -892,6 +960,19 @@ mod tests {
         let me = identity("a", &[]);
         let set = statement(vec![op(Kind::Set, Some("standard_conforming_strings"))]);
         assert_eq!(policy.decide(&me, "c", &set).rule(), "protected-setting");
+        for setting in ["log_statement", "log_min_duration_statement", "session_preload_libraries", "pgaudit.log"] {
+            let set = statement(vec![Operation::new(Kind::Set, Some(ObjectName::bare(setting)))]);
+            assert_eq!(policy.decide(&me, "c", &set).rule(), "protected-setting", "{setting}");
+        }
+        assert_eq!(effect(&policy, &me, "c", &statement(vec![op(Kind::Set, Some("work_mem"))])), "allow");
+        for relation in ["pg_authid", "pg_catalog.pg_shadow", "pg_stats", "pg_catalog.pg_statistic", "pg_toast.pg_toast_16384",
+                         "pg_toast_16384", "information_schema.user_mapping_options", "pg_user_mappings"] {
+            let read = statement(vec![op(Kind::Read, Some(relation))]);
+            assert_eq!(policy.decide(&me, "c", &read).rule(), "protected-catalog", "{relation}");
+        }
+        for relation in ["customers", "public.pg_stats", "pg_class", "pg_roles"] {
+            assert_eq!(effect(&policy, &me, "c", &statement(vec![op(Kind::Read, Some(relation))])), "allow", "{relation}");
+        }
         let dynamic = statement(vec![op(Kind::DynamicSql, None)]);
         assert_eq!(policy.decide(&me, "c", &dynamic).rule(), "dynamic-sql");
         let spec = PolicySpec {

@@ -12,7 +12,7 @@ use crate::stream::PgStream;
 use crate::upstream::{self, PgEndpoint, UpstreamError};
 use bytes::BytesMut;
 use sluice_core::audit::now_us;
-use sluice_core::policy::PROTECTED_SETTINGS;
+use sluice_core::policy::is_protected_setting;
 use sluice_core::review::SAME_STATEMENT;
 use sluice_core::{AuditEvent, AuthOutcome, Gate, OpenError, OpenRequest, Protocol, Secret, SessionInfo, ids};
 use std::net::SocketAddr;
@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Startup parameters that name a mode sluice does not relay, or smuggle settings past it. The
-/// settings policy protects (`PROTECTED_SETTINGS`) are refused as startup parameters too.
+/// settings policy protects (`is_protected_setting`) are refused as startup parameters too.
 const REFUSED_PARAMETERS: &[&str] = &["options", "replication"];
 
 /// Startup parameters sluice sets itself whatever the client asks: every session speaks UTF-8, the
@@ -32,7 +32,7 @@ const OVERRIDDEN_PARAMETERS: &[&str] = &["client_encoding"];
 fn refused_parameter(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     !OVERRIDDEN_PARAMETERS.contains(&name.as_str())
-        && (REFUSED_PARAMETERS.contains(&name.as_str()) || PROTECTED_SETTINGS.contains(&name.as_str()))
+        && (REFUSED_PARAMETERS.contains(&name.as_str()) || is_protected_setting(&name))
 }
 
 /// Whether a client's startup parameter goes on to the upstream.

@@ -10,14 +10,39 @@
 use pg_query::protobuf::{CmdType, DiscardMode, ObjectType, OnConflictAction, VariableSetKind};
 use serde_json::{Map, Value};
 use crate::flow::Flow;
-use sluice_core::sql::{ColumnUse, Derived, Kind, ObjectName, Operation, SqlAnalysis, SqlStatement, Target};
+use sluice_core::sql::{ColumnUse, Derived, Kind, ObjectName, Operation, Place, SqlAnalysis, SqlStatement, Target};
 
 /// How deep bodies may nest (a DO block holding SQL holding a function body…).
 const MAX_BODY_DEPTH: usize = 8;
 
-/// Functions that run SQL handed to them as a string.
-const SQL_STRING_FUNCTIONS: &[&str] =
-    &["query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema", "cursor_to_xml", "cursor_to_xmlschema"];
+/// Built-in functions that run SQL handed to them as a string (PostgreSQL 13–17; see
+/// `scripts/pg-function-lists.py`): `(name, which argument holds the SQL, how many arguments the
+/// form that runs SQL takes, 0 for every form)`. A literal string is classified as SQL written
+/// there would be, as a body whose results have no origin; anything else is dynamic SQL.
+const SQL_STRING_FUNCTIONS: &[(&str, usize, usize)] = &[
+    ("query_to_xml", 0, 0),
+    ("query_to_xmlschema", 0, 0),
+    ("query_to_xml_and_xmlschema", 0, 0),
+    ("ts_stat", 0, 0),
+    ("ts_rewrite", 1, 2),
+];
+
+/// Built-in functions that read a whole relation named by their first argument: a literal name
+/// is a read of that relation, whose every column goes out computed; anything else is dynamic.
+const TABLE_BY_NAME_FUNCTIONS: &[&str] = &["table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema"];
+
+/// Built-in functions that read what sluice cannot name before they run: every table of a schema
+/// or database, or the rows of an open cursor (as text without column origin).
+const UNNAMED_READ_FUNCTIONS: &[&str] = &[
+    "cursor_to_xml",
+    "cursor_to_xmlschema",
+    "schema_to_xml",
+    "schema_to_xmlschema",
+    "schema_to_xml_and_xmlschema",
+    "database_to_xml",
+    "database_to_xmlschema",
+    "database_to_xml_and_xmlschema",
+];
 
 /// Classifies a message as PostgreSQL (with `standard_conforming_strings=on`) would parse it.
 pub fn analyze(text: &str) -> SqlAnalysis {
@@ -572,15 +597,46 @@ impl<'t> Walker<'t> {
                     .map_or_else(|| "(computed)".to_string(), str::to_ascii_lowercase);
                 self.within("through set_config()".into(), |w| w.op(Kind::Set, Some(ObjectName::bare(setting))));
             }
-            if SQL_STRING_FUNCTIONS.contains(&name.name.as_str()) {
-                let context = format!("through {}(), which runs SQL given as a string", name.name);
-                self.within(context, |w| w.op(Kind::DynamicSql, None));
-            }
+            self.reading_function(&name.name, map);
             if !self.functions.contains(&name) {
                 self.functions.push(name);
             }
         }
         self.walk_except(map, &["funcname"]);
+    }
+
+    /// Functions that run a SQL string or read a relation they are given by name (see
+    /// `SQL_STRING_FUNCTIONS`, `TABLE_BY_NAME_FUNCTIONS`, `UNNAMED_READ_FUNCTIONS`).
+    fn reading_function(&mut self, function: &str, map: &Map<String, Value>) {
+        let args = map.get("args").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        let literal = |at: usize| args.get(at).and_then(|a| a.pointer("/node/AConst/val/Sval/sval")).and_then(Value::as_str);
+        let dynamic = |w: &mut Self, what: &str| {
+            let context = format!("through {function}(), which {what}");
+            w.within(context, |w| w.op(Kind::DynamicSql, None));
+        };
+        let runs_sql = SQL_STRING_FUNCTIONS.iter().find(|(f, _, forms)| *f == function && (*forms == 0 || *forms == args.len()));
+        if let Some(&(_, at, _)) = runs_sql {
+            match literal(at) {
+                Some(query) => {
+                    let context = format!("inside the query string of {function}()");
+                    self.in_body(context.clone(), |w| w.within(context.clone(), |w| w.nested_sql(query, 0, &context)));
+                }
+                None => dynamic(self, "runs SQL built at run time"),
+            }
+        } else if TABLE_BY_NAME_FUNCTIONS.contains(&function) {
+            match literal(0).and_then(relation_from_text) {
+                Some(relation) => {
+                    let context = format!("through {function}()");
+                    let qualifier = Some(relation.name.clone());
+                    self.within(context.clone(), |w| w.op(Kind::Read, Some(relation)));
+                    let place = Place::Computed(format!("as a whole table read {context}"));
+                    self.uses.push(ColumnUse { name: "*".into(), qualifier, place, alias: None, body: None });
+                }
+                None => dynamic(self, "reads a table named at run time"),
+            }
+        } else if UNNAMED_READ_FUNCTIONS.contains(&function) {
+            dynamic(self, "reads tables or a cursor sluice cannot name before it runs");
+        }
     }
 
     fn do_block(&mut self, map: &Map<String, Value>) {
@@ -752,6 +808,48 @@ fn column_refs(value: &Value, out: &mut Vec<String>) {
         }
         Value::Array(items) => items.iter().for_each(|v| column_refs(v, out)),
         _ => {}
+    }
+}
+
+/// A relation named in a string, as a `regclass` input reads it (`public.t`, `"Odd Name"`); `None`
+/// when it is not a plain one- or two-part name.
+fn relation_from_text(text: &str) -> Option<ObjectName> {
+    let mut parts = Vec::new();
+    let mut rest = text.trim();
+    loop {
+        let (part, after) = if let Some(quoted) = rest.strip_prefix('"') {
+            let mut name = String::new();
+            let mut chars = quoted.char_indices();
+            let end = loop {
+                match chars.next()? {
+                    (i, '"') if quoted[i + 1..].starts_with('"') => {
+                        name.push('"');
+                        chars.next();
+                    }
+                    (i, '"') => break i + 1,
+                    (_, c) => name.push(c),
+                }
+            };
+            (name, &quoted[end..])
+        } else {
+            let end = rest.find('.').unwrap_or(rest.len());
+            let word = &rest[..end];
+            if word.is_empty() || !word.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '$') {
+                return None;
+            }
+            (word.to_lowercase(), &rest[end..])
+        };
+        parts.push(part);
+        match after.strip_prefix('.') {
+            Some(next) => rest = next,
+            None if after.is_empty() => break,
+            None => return None,
+        }
+    }
+    match parts.as_slice() {
+        [name] => Some(ObjectName::bare(name)),
+        [schema, name] => Some(ObjectName { schema: Some(schema.clone()), name: name.clone() }),
+        _ => None,
     }
 }
 
