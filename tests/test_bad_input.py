@@ -7,6 +7,7 @@ import random
 import signal
 import socket
 import struct
+import sys
 import threading
 import time
 
@@ -170,6 +171,42 @@ def test_session_limit_refuses_with_53300(make_gateway):
     held[0].close()
     wait_for(lambda: _connects(gw.dsn(tok)), what="a free session slot")
     held[1].close()
+
+
+def test_idle_unauthenticated_sockets_cannot_lock_out_a_login(make_gateway):
+    """1,000 sockets that each sent two bytes (issue #22, item 9): they hold no session slot, the
+    handshake budget evicts the oldest of them, and a real login gets in at once."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    gw = make_gateway(extra_postgres="max_sessions = 200\nmax_unauthenticated = 128\nmax_unauthenticated_per_source = 64")
+    tok = gw.token()
+    idle = []
+    try:
+        for _ in range(1000):
+            s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+            s.sendall(b"\x00\x00")
+            idle.append(s)
+        started = time.monotonic()
+        with psycopg.connect(gw.dsn(tok), connect_timeout=10) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert time.monotonic() - started < 5, "the login waited for the idle sockets"
+        # The gateway closed all but the newest of them (one address: its budget of 64).
+        closed = 0
+        for s in idle:
+            s.settimeout(0.2)
+            try:
+                closed += s.recv(1) == b""
+            except (socket.timeout, ConnectionResetError):
+                closed += isinstance(sys.exc_info()[1], ConnectionResetError)
+        assert closed >= 1000 - 64, closed
+        assert "evicting the oldest unauthenticated connection" in gw.log()
+    finally:
+        for s in idle:
+            s.close()
+    assert still_serving(gw, tok)
 
 
 def _connects(dsn):

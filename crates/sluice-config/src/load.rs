@@ -66,6 +66,9 @@ fn validate(config: &Config, origin: &Path) -> Result<(), ConfigError> {
     if pg.max_sessions == 0 {
         return Err(invalid("postgres.max_sessions".into(), "must be at least 1".into()));
     }
+    if pg.max_unauthenticated == 0 || pg.max_unauthenticated_per_source == 0 {
+        return Err(invalid("postgres.max_unauthenticated".into(), "the handshake budgets must be at least 1".into()));
+    }
     for (name, conn) in &config.connections {
         let key = |k: &str| format!("connections.{name}.{k}");
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {

@@ -138,8 +138,14 @@ pub struct PostgresListener {
     pub connect_timeout_secs: u64,
     /// How long a client has to finish TLS, startup and authentication.
     pub handshake_timeout_secs: u64,
-    /// The most client sessions served at once; further ones are refused with SQLSTATE 53300.
+    /// The most authenticated client sessions served at once; further ones are refused with
+    /// SQLSTATE 53300. Clients still authenticating do not count.
     pub max_sessions: usize,
+    /// The most clients authenticating at once; when full, the oldest handshake of the address
+    /// holding the most is closed to admit a new one.
+    pub max_unauthenticated: usize,
+    /// The most clients authenticating at once from one address (its oldest is closed beyond).
+    pub max_unauthenticated_per_source: usize,
 }
 
 impl Default for PostgresListener {
@@ -152,8 +158,10 @@ impl Default for PostgresListener {
             tls_key: None,
             max_message_bytes: 64 * 1024 * 1024,
             connect_timeout_secs: 10,
-            handshake_timeout_secs: 30,
+            handshake_timeout_secs: 10,
             max_sessions: 1000,
+            max_unauthenticated: 256,
+            max_unauthenticated_per_source: 64,
         }
     }
 }

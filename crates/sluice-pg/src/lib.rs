@@ -3,6 +3,7 @@
 //! frame, decoding only what the gateway needs to see.
 #![forbid(unsafe_code)]
 
+mod admission;
 pub mod cancel;
 mod catalog;
 pub mod codec;

@@ -1,9 +1,10 @@
-//! The PostgreSQL listener: accepts clients, bounds how many are served at once, and on shutdown
+//! The PostgreSQL listener: accepts clients (authenticated sessions and handshakes each have their
+//! own budget: see `admission`), and on shutdown
 //! stops accepting, tells every session, and waits for them to finish recording.
 
+use crate::admission::Admission;
 use crate::catalog::Catalog;
 use crate::cancel::CancelRegistry;
-use crate::error::{sqlstate, PgError};
 use crate::session;
 use crate::stop::Stops;
 use crate::upstream::PgEndpoint;
@@ -11,7 +12,6 @@ use sluice_core::Gate;
 use sluice_sql::Classifier;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::{watch, Semaphore};
@@ -23,14 +23,22 @@ pub struct ListenerConfig {
     pub require_tls: bool,
     pub max_message_bytes: usize,
     pub connect_timeout: Duration,
+    /// How long a client has to authenticate.
     pub handshake_timeout: Duration,
     pub max_sessions: usize,
+    /// Clients authenticating at once, in all and from one address (see `admission`).
+    pub max_unauthenticated: usize,
+    pub max_unauthenticated_per_source: usize,
 }
 
 pub type ServerTls = Arc<rustls::ServerConfig>;
 
 pub(crate) struct Shared<G> {
     pub gate: Arc<G>,
+    /// One per authenticated session (`max_sessions`).
+    pub slots: Arc<Semaphore>,
+    /// Clients still authenticating.
+    pub admission: Arc<Admission>,
     pub config: ListenerConfig,
     pub cancel: Arc<CancelRegistry>,
     /// Classifications by statement text, shared by every session.
@@ -68,6 +76,8 @@ pub async fn serve<G: Gate<PgEndpoint>>(
     let slots = Arc::new(Semaphore::new(max_sessions));
     let shared = Arc::new(Shared {
         gate,
+        slots: Arc::clone(&slots),
+        admission: Arc::new(Admission::new(config.max_unauthenticated, config.max_unauthenticated_per_source)),
         config,
         cancel: Arc::new(CancelRegistry::default()),
         classifier: Classifier::new(CLASSIFICATION_CACHE_ENTRIES),
@@ -79,7 +89,7 @@ pub async fn serve<G: Gate<PgEndpoint>>(
             accepted = listener.accept() => accepted,
             _ = shutdown_signalled(&mut shutdown) => break,
         };
-        let (mut tcp, peer) = match accepted {
+        let (tcp, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
                 // Out of file descriptors and the like: pause instead of spinning.
@@ -87,18 +97,6 @@ pub async fn serve<G: Gate<PgEndpoint>>(
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
-        };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(%peer, max_sessions, "refusing a client: too many sessions");
-            tokio::spawn(async move {
-                let e = PgError::fatal(
-                    sqlstate::TOO_MANY_CONNECTIONS,
-                    format!("sluice is serving its maximum of {max_sessions} sessions"),
-                )
-                .with_hint("try again later, or raise postgres.max_sessions");
-                let _ = tcp.write_all(&e.to_bytes()).await;
-            });
-            continue;
         };
         let shared = Arc::clone(&shared);
         let stop = stops.register();
@@ -122,7 +120,6 @@ pub async fn serve<G: Gate<PgEndpoint>>(
                 Ok(tcp) => session::run(tcp, peer, shared, stop).await,
                 Err(e) => tracing::warn!(%peer, error = %e, "could not register a client on its worker"),
             }
-            drop(permit);
         });
     }
     tracing::info!("PostgreSQL listener stopped accepting; waiting for sessions to end");

@@ -14,11 +14,13 @@ use bytes::BytesMut;
 use sluice_core::audit::now_us;
 use sluice_core::policy::is_protected_setting;
 use sluice_core::review::SAME_STATEMENT;
-use sluice_core::{AuditEvent, AuthOutcome, Gate, OpenError, OpenRequest, Protocol, Secret, SessionInfo, ids};
+use crate::admission::Ticket;
+use sluice_core::{AuditEvent, AuthOutcome, Gate, Grant, OpenError, OpenRequest, Protocol, Secret, SessionInfo, ids};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Startup parameters that name a mode sluice does not relay, or smuggle settings past it. The
 /// settings policy protects (`is_protected_setting`) are refused as startup parameters too.
@@ -45,15 +47,9 @@ fn forwarded_parameter(name: &str) -> bool {
 
 pub async fn run<G: Gate<PgEndpoint>>(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared<G>>, mut stop: Stop) {
     let _ = tcp.set_nodelay(true);
-    let handshake = tokio::time::timeout(shared.config.handshake_timeout, handshake(tcp, peer, &shared));
+    let ticket = shared.admission.admit(peer.ip());
     let opened = tokio::select! {
-        result = handshake => match result {
-            Ok(opened) => opened,
-            Err(_) => {
-                tracing::info!(%peer, "client did not finish the handshake in time");
-                return;
-            }
-        },
+        opened = handshake(tcp, peer, &shared, ticket) => opened,
         _ = stop.signalled() => return,
     };
     let Some(opened) = opened else { return };
@@ -62,6 +58,8 @@ pub async fn run<G: Gate<PgEndpoint>>(tcp: TcpStream, peer: SocketAddr, shared: 
 
 /// A session ready to relay.
 struct Opened {
+    /// Its place among `postgres.max_sessions`, for as long as it lives.
+    _slot: OwnedSemaphorePermit,
     client: PgStream,
     upstream: upstream::Upstream,
     identity: sluice_core::Identity,
@@ -71,7 +69,51 @@ struct Opened {
 }
 
 /// Everything before the relay. Returns `None` when the connection ended (answered or not).
-async fn handshake<G: Gate<PgEndpoint>>(tcp: TcpStream, peer: SocketAddr, shared: &Shared<G>) -> Option<Opened> {
+/// Until it authenticates, the client holds only its admission `ticket` (which a newer one may
+/// evict) and has `handshake_timeout`; a session slot is taken once it has.
+async fn handshake<G: Gate<PgEndpoint>>(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared<G>,
+    ticket: Ticket,
+) -> Option<Opened> {
+    let authenticated = tokio::select! {
+        result = tokio::time::timeout(shared.config.handshake_timeout, authenticate(tcp, peer, shared)) => match result {
+            Ok(authenticated) => authenticated?,
+            Err(_) => {
+                tracing::info!(%peer, "client did not authenticate in time");
+                return None;
+            }
+        },
+        _ = ticket.evicted() => {
+            tracing::info!(%peer, "unauthenticated connection evicted to admit a newer one");
+            return None;
+        }
+    };
+    drop(ticket);
+    let Authenticated { mut client, params, grant } = authenticated;
+    let max_sessions = shared.config.max_sessions;
+    let Ok(slot) = Arc::clone(&shared.slots).try_acquire_owned() else {
+        tracing::warn!(%peer, max_sessions, "refusing a client: too many sessions");
+        let e = PgError::fatal(
+            sqlstate::TOO_MANY_CONNECTIONS,
+            format!("sluice is serving its maximum of {max_sessions} sessions"),
+        )
+        .with_hint("try again later, or raise postgres.max_sessions");
+        return fail(&mut client, &e).await;
+    };
+    open_upstream(client, params, grant, slot, peer, shared).await
+}
+
+/// A client that proved who it is, with what it asked for.
+struct Authenticated {
+    client: PgStream,
+    params: Vec<(String, String)>,
+    grant: Grant<PgEndpoint>,
+}
+
+/// TLS, the startup packet and the token. `None` when the connection ended (answered or not).
+async fn authenticate<G: Gate<PgEndpoint>>(tcp: TcpStream, peer: SocketAddr, shared: &Shared<G>) -> Option<Authenticated> {
     let config = &shared.config;
     let mut client = PgStream::Plain(tcp);
     let params = loop {
@@ -183,7 +225,21 @@ async fn handshake<G: Gate<PgEndpoint>>(tcp: TcpStream, peer: SocketAddr, shared
             return fail(&mut client, &e).await;
         }
     };
+    Some(Authenticated { client, params, grant })
+}
 
+/// Opens the upstream session of an authenticated client.
+async fn open_upstream<G: Gate<PgEndpoint>>(
+    mut client: PgStream,
+    params: Vec<(String, String)>,
+    grant: Grant<PgEndpoint>,
+    slot: OwnedSemaphorePermit,
+    peer: SocketAddr,
+    shared: &Shared<G>,
+) -> Option<Opened> {
+    let config = &shared.config;
+    let client_addr = peer.to_string();
+    let param = |name: &str| params.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
     let forwarded: Vec<(String, String)> = params.iter().filter(|(n, _)| forwarded_parameter(n)).cloned().collect();
     let endpoint = Arc::new(grant.endpoint);
     let upstream = match upstream::connect(&endpoint, &forwarded, config.connect_timeout).await {
@@ -204,6 +260,7 @@ async fn handshake<G: Gate<PgEndpoint>>(tcp: TcpStream, peer: SocketAddr, shared
         }
     };
     Some(Opened {
+        _slot: slot,
         client,
         upstream,
         identity: grant.identity,
@@ -283,7 +340,7 @@ async fn forward_cancel<G: Gate<PgEndpoint>>(shared: &Shared<G>, pid: i32, secre
 }
 
 async fn relay_session<G: Gate<PgEndpoint>>(opened: Opened, peer: SocketAddr, shared: &Shared<G>, mut stop: Stop) {
-    let Opened { mut client, upstream, identity, connection, endpoint, application_name } = opened;
+    let Opened { _slot, mut client, upstream, identity, connection, endpoint, application_name } = opened;
     let session_id: Arc<str> = Arc::from(ids::new_id("s_"));
     let hold = Arc::new(tokio::sync::Notify::new());
     let cancel_key = shared.cancel.register(UpstreamKey {

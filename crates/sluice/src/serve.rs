@@ -199,6 +199,8 @@ fn pg_listener_config(config: &Config) -> Result<ListenerConfig> {
         connect_timeout: Duration::from_secs(pg.connect_timeout_secs),
         handshake_timeout: Duration::from_secs(pg.handshake_timeout_secs),
         max_sessions: pg.max_sessions,
+        max_unauthenticated: pg.max_unauthenticated,
+        max_unauthenticated_per_source: pg.max_unauthenticated_per_source,
     })
 }
 
