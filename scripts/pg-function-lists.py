@@ -130,12 +130,14 @@ def arg_list(row):
     modes = row.get("proargmodes", "").strip("{}")
     modes = modes.split(",") if modes else []
     if modes:  # names then cover all arguments, including OUT ones
-        alltypes = row.get("proallargtypes", "").strip("{}").split(",")
+        alltypes = row.get("proallargtypes", "").strip("{}")
+        alltypes = alltypes.split(",") if alltypes else types  # only IN/VARIADIC args
         out, pos = [], 0
         for idx, mode in enumerate(modes):
             if mode in ("i", "b", "v"):
                 pos += 1
-                out.append((pos, names[idx] if idx < len(names) else "", alltypes[idx]))
+                typ = alltypes[idx] if idx < len(alltypes) else types[pos - 1]
+                out.append((pos, names[idx] if idx < len(names) else "", typ))
         return out
     return [(p + 1, names[p] if p < len(names) else "", t) for p, t in enumerate(types)]
 

@@ -6,6 +6,8 @@ restart of sluice."""
 
 import asyncio
 import json
+import urllib.error
+import urllib.request
 import shutil
 import struct
 import subprocess
@@ -656,3 +658,37 @@ def test_a_sql_prepared_statement_bound_through_the_protocol_is_decided_each_tim
     answer = raw.until_ready()
     assert [t for t, _ in answer] == [b"1", b"2", b"D", b"C", b"Z"], answer
     raw.close()
+
+
+def test_access_requests_have_bounded_fields_and_a_rate_limit(apv):
+    """Issue #22, item 9: a 1.5 MB reason, or a flood of requests, cannot bury approvers."""
+    huge = "x" * 1_500_000
+    request = urllib.request.Request(apv.api_url + "/api/v1/access", method="POST",
+                                     data=json.dumps({"connection": "apv", "duration": "10m", "reason": huge}).encode(),
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"Bearer {apv.tokens['dev']}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 413  # the body limit, before any parsing
+    status, body = api(apv, "dev", "POST", "/api/v1/access",
+                       {"connection": "apv", "duration": "10m", "reason": "y" * 2001})
+    assert status == 400 and "at most 2000" in body["error"], body
+    made = []
+    for i in range(10):
+        status, body = api(apv, "dev", "POST", "/api/v1/access",
+                           {"connection": "apv", "duration": "10m", "reason": f"request {i}"})
+        assert status == 200, body
+        made.append(body["id"])
+    status, body = api(apv, "dev", "POST", "/api/v1/access",
+                       {"connection": "apv", "duration": "10m", "reason": "one too many"})
+    assert status == 429 and "10 access requests" in body["error"], body
+    # Other identities are not held back by it.
+    status, body = api(apv, "agent2", "POST", "/api/v1/access",
+                       {"connection": "apv", "duration": "10m", "reason": "mine"})
+    assert status == 200, body
+    made.append(body["id"])
+    status, body = api(apv, "alice", "POST", f"/api/v1/reviews/{made[0]}/deny", {"reason": "z" * 2001})
+    assert status == 400 and "at most 2000" in body["error"], body
+    for review in made:
+        status, body = api(apv, "alice", "POST", f"/api/v1/reviews/{review}/deny", {"reason": "cleaning up"})
+        assert status == 200, body

@@ -32,6 +32,8 @@ pub enum ApprovalError {
     Refused(#[from] ReviewError),
     #[error("{0}")]
     Invalid(String),
+    #[error("{0}")]
+    TooMany(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -46,6 +48,27 @@ pub struct Approvals {
     waiters: Arc<Waiters>,
     grants: Grants,
     notifier: Notifier,
+    /// When each identity last asked for access, newest last (see `ACCESS_REQUESTS_PER_WINDOW`).
+    asked: std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<std::time::Instant>>>,
+}
+
+/// The longest reason or comment a person may write (characters): an approver reads it whole.
+pub const MAX_TEXT_CHARS: usize = 2000;
+
+/// How many access requests one identity may make in `ACCESS_REQUEST_WINDOW`: enough for honest
+/// retries, too few to bury approvers.
+pub const ACCESS_REQUESTS_PER_WINDOW: usize = 10;
+pub const ACCESS_REQUEST_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Refuses a text longer than `MAX_TEXT_CHARS`.
+fn bounded(what: &str, text: &str) -> Result<(), ApprovalError> {
+    let chars = text.chars().count();
+    if chars > MAX_TEXT_CHARS {
+        return Err(ApprovalError::Invalid(format!(
+            "the {what} is {chars} characters long; write at most {MAX_TEXT_CHARS} (link to details instead)"
+        )));
+    }
+    Ok(())
 }
 
 /// The statement a review was asked for, and where it came from.
@@ -72,7 +95,14 @@ impl Approvals {
         let grants = Grants::default();
         let now = now_us();
         grants.reset(grants.generation(), &store.active_grants(now).await?, now);
-        Ok(Approvals { store, access, waiters: Arc::new(Waiters::default()), grants, notifier })
+        Ok(Approvals {
+            store,
+            access,
+            waiters: Arc::new(Waiters::default()),
+            grants,
+            notifier,
+            asked: std::sync::Mutex::default(),
+        })
     }
 
     /// Reloads the grants in force from the store (grants decided by another instance, and
@@ -332,6 +362,7 @@ impl Approvals {
         id: i64,
         comment: Option<String>,
     ) -> Result<(Outcome, Review), ApprovalError> {
+        bounded("comment", comment.as_deref().unwrap_or_default())?;
         let now = now_us();
         let (outcome, review) = self
             .store
@@ -349,6 +380,7 @@ impl Approvals {
     }
 
     pub async fn deny(&self, who: &Identity, id: i64, reason: &str) -> Result<Review, ApprovalError> {
+        bounded("reason", reason)?;
         let now = now_us();
         let ((), review) = self
             .store
@@ -387,6 +419,29 @@ impl Approvals {
     }
 
     /// Asks for access under an access policy on a connection for `duration`.
+    /// Counts an access request against the identity's allowance (in this process).
+    fn count_access_request(&self, who: &Identity) -> Result<(), ApprovalError> {
+        let now = std::time::Instant::now();
+        let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
+        asked.retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) < ACCESS_REQUEST_WINDOW));
+        let times = asked.entry(who.name.clone()).or_default();
+        while times.front().is_some_and(|t| now.duration_since(*t) >= ACCESS_REQUEST_WINDOW) {
+            times.pop_front();
+        }
+        if times.len() >= ACCESS_REQUESTS_PER_WINDOW {
+            let wait = times.front().map_or(ACCESS_REQUEST_WINDOW, |t| ACCESS_REQUEST_WINDOW - now.duration_since(*t));
+            return Err(ApprovalError::TooMany(format!(
+                "{} made {ACCESS_REQUESTS_PER_WINDOW} access requests in the last {} minutes; try again in {} s, \
+                 or ask an approver about the requests already open",
+                who.name,
+                ACCESS_REQUEST_WINDOW.as_secs() / 60,
+                wait.as_secs() + 1
+            )));
+        }
+        times.push_back(now);
+        Ok(())
+    }
+
     pub async fn request_access(
         &self,
         who: &Identity,
@@ -398,6 +453,7 @@ impl Approvals {
         if reason.trim().is_empty() {
             return Err(ApprovalError::Invalid("say why you need the access (--reason)".into()));
         }
+        bounded("reason", reason)?;
         let usable: Vec<&AccessPolicy> = self.access.iter().filter(|a| a.scope.contains(who, connection)).collect();
         let chosen = match policy {
             Some(name) => match self.access_policy(name) {
@@ -439,6 +495,7 @@ impl Approvals {
                 chosen.name, chosen.max_duration
             )));
         }
+        self.count_access_request(who)?;
         let new = NewReview {
             subject: Subject::Access { policy: chosen.name.clone(), duration },
             requester: who.name.clone(),

@@ -36,6 +36,7 @@ impl From<ApprovalError> for ApiError {
         let status = match &e {
             ApprovalError::NotFound(_) => StatusCode::NOT_FOUND,
             ApprovalError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApprovalError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApprovalError::Refused(r) => match r {
                 ReviewError::OwnRequest(_) | ReviewError::NotAnApprover { .. } | ReviewError::NotAllowedToRevoke(_) => {
                     StatusCode::FORBIDDEN

@@ -8,7 +8,7 @@
 mod error;
 mod views;
 
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -40,6 +40,9 @@ pub trait Advisor: Send + Sync {
 
 type Shared = State<Arc<Api>>;
 
+/// The largest request body accepted (a statement to explain is the largest thing sent).
+const MAX_BODY_BYTES: usize = 256 * 1024;
+
 pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -53,6 +56,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/access/policies", get(access_policies))
         .route("/api/v1/connections/{name}/policy", get(connection_policy))
         .route("/api/v1/connections/{name}/explain", post(explain_statement))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api)
 }
 
