@@ -5,60 +5,11 @@ use divan::counter::BytesCount;
 use divan::{black_box, Bencher};
 use sluice_mask::{Builtin, DetectorKind, MaskAction, Scanner, TokenKey, TypeClass};
 
+#[path = "corpus.rs"]
+mod corpus;
+
 fn main() {
     divan::main();
-}
-
-/// Values like those of real results: prose, log lines, JSON documents, ids, timestamps, UUIDs
-/// and amounts, with one value in 25 carrying something sensitive.
-fn corpus() -> Vec<Vec<u8>> {
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
-    let words = [
-        "the", "order", "shipped", "customer", "asked", "about", "invoice", "delivery", "refund", "status", "warehouse",
-        "payment", "received", "pending", "review", "account", "updated", "note", "call", "back",
-    ];
-    let sensitive = [
-        "card 4111 1111 1111 1111",
-        "ssn 123-45-6789",
-        "mail jane.doe@example.com",
-        "tel +44 20 7946 0958",
-        "key AKIAIOSFODNN7EXAMPLE",
-        "iban DE89 3704 0044 0532 0130 00",
-    ];
-    let mut values = Vec::new();
-    for i in 0..20_000u64 {
-        let r = next();
-        let mut v = String::new();
-        match i % 4 {
-            0 => {
-                for _ in 0..(8 + r % 20) {
-                    v.push_str(words[(next() % words.len() as u64) as usize]);
-                    v.push(' ');
-                }
-            }
-            1 => v.push_str(&format!(
-                "2026-11-{:02} 12:{:02}:{:02}.{:06}+00 INFO request {} took {} ms from 10.0.{}.{}",
-                1 + r % 28, r % 60, (r >> 8) % 60, r % 1_000_000, r % 100_000, r % 900, r % 256, (r >> 16) % 256
-            )),
-            2 => v.push_str(&format!(
-                r#"{{"id": {}, "order": "ORD-2026-{:06}", "amount": {}.{:02}, "uuid": "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}", "items": [{}, {}]}}"#,
-                r % 10_000_000, r % 1_000_000, r % 10_000, r % 100, r as u32, (r >> 32) as u16, r % 4096,
-                (r >> 12) % 4096, r % (1 << 48), r % 1000, (r >> 10) % 1000
-            )),
-            _ => v.push_str(&format!("{}", r % 100_000_000)),
-        }
-        if next() % 25 == 0 {
-            v.push_str(sensitive[(next() % sensitive.len() as u64) as usize]);
-        }
-        values.push(v.into_bytes());
-    }
-    values
 }
 
 /// The detectors of one family: `numbers`, `email`, `tokens` (key prefixes), or `all`.
@@ -82,7 +33,7 @@ fn subset(which: &str) -> Scanner {
 
 #[divan::bench]
 fn mask_text_values(bencher: Bencher) {
-    let values = corpus();
+    let values = corpus::values(true);
     let bytes: usize = values.iter().map(Vec::len).sum();
     let scanner = subset("all");
     let actions = vec![MaskAction::Redact; Builtin::ALL.len()];
@@ -116,7 +67,7 @@ fn scan_blank_filler(bencher: Bencher, which: &str) {
 /// Scanning only, by detector family (`all` is every detector).
 #[divan::bench(args = ["all", "tokens", "numbers", "email"])]
 fn scan(bencher: Bencher, which: &str) {
-    let values = corpus();
+    let values = corpus::values(true);
     let bytes: usize = values.iter().map(Vec::len).sum();
     let scanner = subset(which);
     let mut findings = Vec::new();

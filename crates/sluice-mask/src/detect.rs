@@ -24,10 +24,11 @@ pub enum Builtin {
     OpenaiKey,
     Jwt,
     PrivateKey,
+    Credential,
 }
 
 impl Builtin {
-    pub const ALL: [Builtin; 13] = [
+    pub const ALL: [Builtin; 14] = [
         Builtin::CreditCard,
         Builtin::Ssn,
         Builtin::Email,
@@ -41,6 +42,7 @@ impl Builtin {
         Builtin::OpenaiKey,
         Builtin::Jwt,
         Builtin::PrivateKey,
+        Builtin::Credential,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +60,7 @@ impl Builtin {
             Builtin::OpenaiKey => "openai-key",
             Builtin::Jwt => "jwt",
             Builtin::PrivateKey => "private-key",
+            Builtin::Credential => "credential",
         }
     }
 
@@ -73,14 +76,18 @@ impl Builtin {
             Builtin::Email => "email addresses",
             Builtin::Phone => "phone numbers: +country forms and North American (555) 123-4567 / 555-123-4567",
             Builtin::Iban => "IBANs, with or without spaces, country length and mod-97 checked",
-            Builtin::AwsAccessKey => "AWS access key ids (AKIA…, ASIA…)",
+            Builtin::AwsAccessKey => "AWS access key ids (AKIA…, ASIA…, A3T…: 16 more letters or digits)",
             Builtin::GithubToken => "GitHub tokens (ghp_, gho_, ghu_, ghs_, ghr_, github_pat_)",
-            Builtin::SlackToken => "Slack tokens (xoxb-, xoxp-…) and webhook URLs",
-            Builtin::StripeKey => "Stripe secret and restricted keys (sk_live_, rk_live_, sk_test_…)",
+            Builtin::SlackToken => "Slack tokens (xoxb-, xoxp-, xapp-…) and webhook, workflow and trigger URLs",
+            Builtin::StripeKey => "Stripe secret and restricted keys (sk_live_, rk_live_, sk_test_, sk_prod_…)",
             Builtin::GoogleApiKey => "Google API keys (AIza…)",
             Builtin::OpenaiKey => "sk-… API keys (OpenAI, Anthropic and the like)",
             Builtin::Jwt => "JSON Web Tokens (eyJ….eyJ….signature)",
             Builtin::PrivateKey => "PEM private keys, from BEGIN to END",
+            Builtin::Credential => {
+                "credentials assigned in text (password=…, secret: …, api_key = \"…\", token => …; the value only, \
+                 when it is 8+ characters of enough entropy) and passwords in URLs (scheme://user:password@host)"
+            }
         }
     }
 }
@@ -162,6 +169,7 @@ impl Triggers {
 /// `Scanner::scan` relies on to skip the search (a test checks it).
 const TOKEN_ANCHORS: &[(&str, Builtin)] = &[
     ("AKIA", Builtin::AwsAccessKey),
+    ("A3T", Builtin::AwsAccessKey),
     ("ASIA", Builtin::AwsAccessKey),
     ("ABIA", Builtin::AwsAccessKey),
     ("ACCA", Builtin::AwsAccessKey),
@@ -178,27 +186,41 @@ const TOKEN_ANCHORS: &[(&str, Builtin)] = &[
     ("xoxp-", Builtin::SlackToken),
     ("xoxr-", Builtin::SlackToken),
     ("xoxs-", Builtin::SlackToken),
+    ("xapp-", Builtin::SlackToken),
     ("hooks.slack.com/services/", Builtin::SlackToken),
+    ("hooks.slack.com/workflows/", Builtin::SlackToken),
+    ("hooks.slack.com/triggers/", Builtin::SlackToken),
     ("sk_live_", Builtin::StripeKey),
     ("sk_test_", Builtin::StripeKey),
     ("rk_live_", Builtin::StripeKey),
     ("rk_test_", Builtin::StripeKey),
+    ("sk_prod_", Builtin::StripeKey),
+    ("rk_prod_", Builtin::StripeKey),
     ("AIza", Builtin::GoogleApiKey),
     ("sk-", Builtin::OpenaiKey),
     ("eyJ", Builtin::Jwt),
     ("-----BEGIN ", Builtin::PrivateKey),
 ];
 
+/// Words that name a credential in an assignment (`db_password = …`), matched case-insensitively
+/// anywhere in an identifier; and `://`, for a password in a URL (the last pattern).
+const CREDENTIAL_KEYWORDS: &[&str] = &[
+    "password", "passwd", "passphrase", "pwd", "secret", "token", "apikey", "api_key", "api-key", "access_key",
+    "accesskey", "auth_key", "authkey", "credential", "private_key", "://",
+];
+
 /// The whole shape of each key, matched anchored at its prefix. ASCII classes only.
 fn token_pattern(b: Builtin) -> Option<&'static str> {
     Some(match b {
-        Builtin::AwsAccessKey => r"(?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}",
+        Builtin::AwsAccessKey => r"(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}",
         Builtin::GithubToken => r"gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{22,255}",
-        Builtin::SlackToken => r"xox[abeoprs]-[A-Za-z0-9-]{10,250}|hooks\.slack\.com/services/[A-Za-z0-9_/]{20,200}",
-        Builtin::StripeKey => r"[rs]k_(?:live|test)_[A-Za-z0-9]{16,247}",
+        Builtin::SlackToken => {
+            r"xox[abeoprs]-[A-Za-z0-9-]{10,250}|xapp-[A-Za-z0-9-]{10,250}|hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/+]{20,200}"
+        }
+        Builtin::StripeKey => r"[rs]k_(?:live|test|prod)_[A-Za-z0-9]{10,247}",
         Builtin::GoogleApiKey => r"AIza[0-9A-Za-z_-]{35}",
         Builtin::OpenaiKey => r"sk-[A-Za-z0-9_-]{20,250}",
-        Builtin::Jwt => r"eyJ[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_=-]*",
+        Builtin::Jwt => r"eyJ[A-Za-z0-9_/+-]{2,}\.eyJ[A-Za-z0-9_/+-]{2,}\.[A-Za-z0-9_/+=-]*",
         Builtin::PrivateKey => r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----",
         _ => return None,
     })
@@ -212,6 +234,8 @@ pub struct Scanner {
     /// Key prefixes (`AKIA`, `ghp_`, `-----BEGIN `…); pattern `i` starts built-in `anchor_kinds[i]`.
     anchors: Option<AhoCorasick>,
     anchor_kinds: Vec<Builtin>,
+    /// `CREDENTIAL_KEYWORDS`, when the credential detector is on.
+    keywords: Option<AhoCorasick>,
     /// Which single bytes start a number or an email address, for the word-at-a-time pass.
     triggers: Triggers,
     token_regexes: Vec<(Builtin, Regex)>,
@@ -274,6 +298,13 @@ impl Scanner {
                 .build(&literals)
                 .expect("built-in anchors compile")
         });
+        let keywords = on(Builtin::Credential).then(|| {
+            AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::LeftmostFirst)
+                .build(CREDENTIAL_KEYWORDS)
+                .expect("built-in keywords compile")
+        });
         let numbers = [Builtin::CreditCard, Builtin::Ssn, Builtin::Phone, Builtin::Iban].into_iter().any(on);
         let triggers = Triggers { digits: if numbers { HIGH } else { 0 }, at: if on(Builtin::Email) { HIGH } else { 0 } };
         let custom = if custom_patterns.is_empty() {
@@ -289,6 +320,7 @@ impl Scanner {
             builtin,
             anchors,
             anchor_kinds,
+            keywords,
             triggers,
             token_regexes,
             custom,
@@ -340,6 +372,10 @@ impl Scanner {
                 pos = resume.max(m.end());
             }
         }
+        // An assignment needs `=` or `:`; most values have neither.
+        if let Some(keywords) = self.keywords.as_ref().filter(|_| memchr::memchr2(b'=', b':', hay).is_some()) {
+            self.credentials(keywords, hay, out);
+        }
         if self.triggers.any() {
             let mut pos = 0;
             while let Some(at) = self.triggers.next(hay, pos) {
@@ -372,6 +408,23 @@ impl Scanner {
         }
         out.push(Finding { detector, start: at, end });
         end
+    }
+
+    /// Values assigned to a credential's name, and passwords in URLs.
+    fn credentials(&self, keywords: &AhoCorasick, hay: &[u8], out: &mut Vec<Finding>) {
+        let Some(detector) = self.id(Builtin::Credential) else { return };
+        let url = CREDENTIAL_KEYWORDS.len() - 1;
+        let mut pos = 0;
+        while let Some(m) = keywords.find(aho_corasick::Input::new(hay).span(pos..hay.len())) {
+            let found = if m.pattern().as_usize() == url { url_password(hay, m.end()) } else { assigned_value(hay, m.end()) };
+            pos = match found {
+                Some((start, end)) => {
+                    out.push(Finding { detector, start, end });
+                    end
+                }
+                None => m.end(),
+            };
+        }
     }
 
     /// `local@domain.tld` around an `@`.
@@ -626,6 +679,7 @@ fn iban_at(hay: &[u8], at: usize) -> Option<usize> {
 /// The shortest value each built-in can match, so short values skip scanning.
 fn min_span(b: Builtin) -> usize {
     match b {
+        Builtin::Credential => 8,
         Builtin::Email => 6,
         Builtin::Phone => 9,
         Builtin::Ssn => 11,
@@ -667,6 +721,115 @@ const WORD: [bool; 256] = {
 
 fn is_word(c: u8) -> bool {
     WORD[c as usize]
+}
+
+/// After a credential's name (at `i`): the rest of the identifier, a closing quote, a separator
+/// (`=`, `:`, `:=`, `=>`), an opening quote, then the value — if it looks like a secret.
+fn assigned_value(hay: &[u8], mut i: usize) -> Option<(usize, usize)> {
+    let ident = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.');
+    let name_end = (i + 24).min(hay.len());
+    while i < name_end && ident(hay[i]) {
+        i += 1;
+    }
+    if matches!(hay.get(i), Some(b'"' | b'\'')) {
+        i += 1;
+    }
+    i = skip_blanks(hay, i);
+    i += match hay.get(i..)? {
+        [b':', b'=', ..] | [b'=', b'>', ..] => 2,
+        [b'=' | b':', ..] => 1,
+        _ => return None,
+    };
+    i = skip_blanks(hay, i);
+    if matches!(hay.get(i), Some(b'"' | b'\'' | b'`')) {
+        i += 1;
+    }
+    let start = i;
+    let stop = |c: u8| c.is_ascii_whitespace() || matches!(c, b'"' | b'\'' | b'`' | b';' | b',' | b'&' | b')' | b'}' | b']' | b'<' | b'>');
+    while i < hay.len() && !stop(hay[i]) && i - start < 150 {
+        i += 1;
+    }
+    looks_secret(&hay[start..i]).then_some((start, i))
+}
+
+/// The password of `scheme://user:password@host` (`i` just after `://`).
+fn url_password(hay: &[u8], mut i: usize) -> Option<(usize, usize)> {
+    let user_start = i;
+    while i < hay.len() && !matches!(hay[i], b':' | b'/' | b'@' | b'?' | b'#') && !hay[i].is_ascii_whitespace() {
+        i += 1;
+        if i - user_start > 128 {
+            return None;
+        }
+    }
+    if i == user_start || hay.get(i) != Some(&b':') {
+        return None;
+    }
+    i += 1;
+    let start = i;
+    while i < hay.len() && !matches!(hay[i], b'/' | b'@' | b'?' | b'#') && !hay[i].is_ascii_whitespace() {
+        i += 1;
+        if i - start > 256 {
+            return None;
+        }
+    }
+    let password = &hay[start..i];
+    let placeholder = password.first().is_some_and(|c| matches!(c, b'$' | b'%' | b'{' | b'<' | b'*' | b'['));
+    (hay.get(i) == Some(&b'@') && !password.is_empty() && !password.iter().all(u8::is_ascii_digit) && !placeholder)
+        .then_some((start, i))
+}
+
+/// Whether an assigned value reads as a secret rather than a word, number, date, path, URL or
+/// placeholder: 8+ bytes, and either two kinds of character (lower, upper, digit, other) with
+/// nearly as much entropy as its length allows (3 bits per byte, or 90% of log2(length) for
+/// short ones), or 16+ bytes with 3.5 bits.
+fn looks_secret(value: &[u8]) -> bool {
+    if value.len() < 8 || matches!(value[0], b'$' | b'%' | b'{' | b'<' | b'*' | b'[' | b'/' | b'(') {
+        return false;
+    }
+    if find(value, b"://").is_some() || find(value, b"xxx").is_some() || find(value, b"XXX").is_some() {
+        return false;
+    }
+    // Numbers, dates, times, versions, addresses.
+    if value.iter().all(|c| c.is_ascii_digit() || matches!(c, b'-' | b':' | b'.' | b'/' | b'+' | b'T' | b'Z')) {
+        return false;
+    }
+    let mut kinds = [false; 4];
+    for &c in value {
+        kinds[if c.is_ascii_lowercase() {
+            0
+        } else if c.is_ascii_uppercase() {
+            1
+        } else if c.is_ascii_digit() {
+            2
+        } else {
+            3
+        }] = true;
+    }
+    let kinds = kinds.iter().filter(|k| **k).count();
+    let bits = entropy(value);
+    let enough = 3.0f64.min(0.9 * (value.len() as f64).log2());
+    (kinds >= 2 && bits >= enough) || (value.len() >= 16 && bits >= 3.5)
+}
+
+/// Shannon entropy in bits per byte.
+fn entropy(value: &[u8]) -> f64 {
+    let mut counts = [0u32; 256];
+    for &c in value {
+        counts[c as usize] += 1;
+    }
+    let n = value.len() as f64;
+    counts.iter().filter(|&&k| k > 0).map(|&k| {
+        let p = f64::from(k) / n;
+        -p * p.log2()
+    }).sum()
+}
+
+fn skip_blanks(hay: &[u8], mut i: usize) -> usize {
+    let end = (i + 3).min(hay.len());
+    while i < end && matches!(hay[i], b' ' | b'\t') {
+        i += 1;
+    }
+    i
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -799,6 +962,56 @@ mod tests {
         let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----";
         one(&format!("key: {pem}\nrest"), "private-key", pem);
         one("-----BEGIN PRIVATE KEY-----\nMIIEvQ", "private-key", "-----BEGIN PRIVATE KEY-----\nMIIEvQ");
+    }
+
+    #[test]
+    fn detectors_are_as_broad_as_the_well_known_rule_sets() {
+        one("id AKIA1234567890ABCDEF in text", "aws-access-key", "AKIA1234567890ABCDEF");
+        one("id A3TX1234567890ABCDEF", "aws-access-key", "A3TX1234567890ABCDEF");
+        one("ASIAY34FZKBOKMUTVV7A", "aws-access-key", "ASIAY34FZKBOKMUTVV7A");
+        one("xapp-1-A0123456789-1234567890123-abcdef0123456789", "slack-token", "xapp-1-A0123456789-1234567890123-abcdef0123456789");
+        one("xoxe.xoxp-1-Mi0yLTE3Nzc2MjQ1", "slack-token", "xoxp-1-Mi0yLTE3Nzc2MjQ1");
+        let hook = "hooks.slack.com/workflows/T01234567/A0123456789/123456789012345678/abcdefghij";
+        one(&format!("https://{hook}"), "slack-token", hook);
+        one("sk_prod_0123456789abc", "stripe-key", "sk_prod_0123456789abc");
+    }
+
+    #[test]
+    fn credentials_assigned_in_text() {
+        one("password=Tr0ub4dor&3x", "credential", "Tr0ub4dor");
+        one("DB_PASSWORD = 'hK9#mQ2$vL7p'", "credential", "hK9#mQ2$vL7p");
+        one("secret: 9f8e7d6c5b4a3210ffee", "credential", "9f8e7d6c5b4a3210ffee");
+        one(r#"{"api_key": "Zx81-Qw7e-Rt6y-Ui5o"}"#, "credential", "Zx81-Qw7e-Rt6y-Ui5o");
+        one("export AUTH_TOKEN=\"dGhpcyBpcyBhIHRva2Vu\"", "credential", "dGhpcyBpcyBhIHRva2Vu");
+        one("client_secret => 'a1B2c3D4e5F6g7H8'", "credential", "a1B2c3D4e5F6g7H8");
+        one("spring.datasource.password:=Sup3rS3cret!", "credential", "Sup3rS3cret!");
+        one("db at postgres://app:s3cr3t-pw@db:5432/shop", "credential", "s3cr3t-pw");
+        // With a host that reads as a mail domain, the email detector's wider span covers it.
+        let both = found("postgres://app:s3cr3t-pw@db.internal:5432/shop");
+        assert!(both.len() == 1 && both[0].1.starts_with("s3cr3t-pw"), "{both:?}");
+        let both = found("https://deploy:ghX2aa@git.example.com/repo.git");
+        assert!(both.len() == 1 && both[0].1.starts_with("ghX2aa"), "{both:?}");
+    }
+
+    #[test]
+    fn credential_look_alikes_are_left_alone() {
+        for text in [
+            "password: hunter2",                           // too short to tell
+            "the password is stored hashed",               // no assignment
+            "password=${DB_PASSWORD}",                     // a placeholder
+            "token: undefined",                            // a word
+            "tokenizer: wordpiece",                        // a word
+            "token_expiry: 2026-11-01T12:00:00Z",          // a timestamp
+            "secret_url: https://vault.example.com/v1",    // a URL
+            "password_file: /etc/sluice/app.pw",           // a path
+            "api_key = [redacted:credential]",             // already masked
+            "https://example.com:8443/path",               // a port, no user
+            "see ftp://anonymous@mirror/",                 // a user, no password
+            "password = xxxxxxxxxxxx",                     // a placeholder
+            "tokens: 1234567890",                          // a number
+        ] {
+            assert_eq!(found(text), vec![], "in {text:?}");
+        }
     }
 
     #[test]
