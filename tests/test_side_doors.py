@@ -190,3 +190,44 @@ def test_audit_and_library_settings_cannot_come_in_the_startup_packet(doors_gw, 
         assert conn.execute("SHOW log_statement").fetchone() == tuple(pg.query("SHOW log_statement")[0])
         conn.execute("SET work_mem = '16MB'")
         assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'app'").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("sql, function", [
+    ("SELECT brin_summarize_new_values('vault_brin')", "brin_summarize_new_values"),
+    ("SELECT brin_desummarize_range('vault_brin', 0)", "brin_desummarize_range"),
+    ("SELECT pg_catalog.gin_clean_pending_list('vault_brin')", "gin_clean_pending_list"),
+    ("SELECT setseed(0.5)", "setseed"),
+    ("SELECT pg_export_snapshot()", "pg_export_snapshot"),
+    ("SELECT 1 FROM vault WHERE pg_advisory_xact_lock(id) IS NULL", "pg_advisory_xact_lock"),
+])
+def test_read_only_calls_only_functions_free_of_side_effects(doors_gw, pg, sql, function):
+    before = pg.query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+    stderr = refused_by(doors_gw, sql, "connection su_ro: read-only", connection="su_ro")
+    assert f"{function}()" in stderr, stderr
+    assert "ask an operator for write access" not in stderr, "the hint must fit a function, not a write"
+    assert pg.query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == before
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT random() < 2, gen_random_uuid() IS NOT NULL, clock_timestamp() > now()",
+    "SELECT now() AT TIME ZONE 'UTC' IS NOT NULL",
+    "SELECT pg_sleep(0) IS NOT NULL",
+    "SELECT pg_relation_size('vault') >= 0",
+    "SELECT count(*) >= 0 FROM vault TABLESAMPLE system (50)",
+    "SELECT lower(label) = label FROM vault WHERE id = 1",
+])
+def test_read_only_still_runs_harmless_volatile_functions(doors_gw, sql):
+    out = run(doors_gw, sql, connection="su_ro")
+    assert out.returncode == 0, out.stderr
+    assert set(out.stdout.strip().split("|")) == {"t"}
+
+
+def test_read_only_refusals_say_what_to_do_instead(doors_gw):
+    lock = refused_by(doors_gw, "LOCK TABLE vault IN ACCESS EXCLUSIVE MODE", "connection su_ro: read-only", connection="su_ro")
+    assert "lock on vault" in lock and "row lock" not in lock and "without locking" in lock
+    copy = refused_by(doors_gw, "COPY vault TO '/tmp/sluice-vault-copy'", "connection su_ro: read-only", connection="su_ro")
+    assert "TO STDOUT" in copy
+
+
+def test_currtid2_names_a_table(doors_gw):
+    refused_by(doors_gw, "SELECT currtid2('secrets', '(0,1)'::tid)", "no-secrets")

@@ -16,6 +16,7 @@ pub mod secret;
 pub mod span;
 pub mod sql;
 pub mod token;
+pub mod volatile;
 
 pub use action::{Action, ActionKind, Decision, Hold, Protocol, Refusal, RefusalCause};
 pub use audit::{AuditEvent, AuthOutcome, StatementRecord};

@@ -275,6 +275,27 @@ fn protected_catalog(object: &ObjectName) -> Option<&'static str> {
     })
 }
 
+/// What a read-only session should do instead of an operation that is not a write, where "ask for
+/// write access" would mislead.
+fn read_only_hint(op: &Operation) -> Option<String> {
+    let name = op.object.as_ref().map_or_else(String::new, ToString::to_string);
+    Some(match op.kind {
+        Kind::Function => format!(
+            "{name}() has effects beyond reading (PostgreSQL marks it volatile, or it is a known side-effect \
+             function); a read-only session calls only functions free of them. Leave it out, or ask an operator \
+             for a connection where it is allowed"
+        ),
+        Kind::CopyFile | Kind::CopyProgram => "sluice never lets COPY reach the database server's files or programs; \
+             use COPY … TO STDOUT (psql's \\copy) to read a table"
+            .into(),
+        Kind::Lock => "read without locking (drop FOR UPDATE/FOR SHARE, or LOCK TABLE): a read-only session takes \
+             no locks that block writers"
+            .into(),
+        Kind::Do | Kind::Call => "run the statements themselves: a read-only session runs no DO blocks or procedures".into(),
+        _ => return None,
+    })
+}
+
 /// Whether a setting (by its lower-case name) is one no session may change.
 pub fn is_protected_setting(name: &str) -> bool {
     PROTECTED_SETTINGS.iter().any(|p| glob_match(p, name))
@@ -600,8 +621,12 @@ impl Policy {
         }
     }
 
+    /// Whether a call counts as an operation: a side-effect function (built-in list and
+    /// configured), one a rule names, or a volatile built-in not known to be free of effects.
     fn is_ruled_function(&self, function: &ObjectName, search_path: &[String]) -> bool {
-        self.side_effect_functions.iter().chain(&self.ruled_functions).any(|p| object_matches(p, function, search_path))
+        let builtin = function.schema.as_deref().is_none_or(|s| s == "pg_catalog");
+        (builtin && crate::volatile::is_unsafe_volatile(&function.name))
+            || self.side_effect_functions.iter().chain(&self.ruled_functions).any(|p| object_matches(p, function, search_path))
     }
 
     fn judge<'a>(
@@ -656,13 +681,16 @@ impl Policy {
             }
         }
         match best {
-            Some(rule) => Judgement {
-                operation: op,
-                effect: rule.effect,
-                rule: Arc::clone(&rule.name),
-                reason: Cow::Borrowed(&rule.reason),
-                hint: rule.hint.as_deref().map(Cow::Borrowed),
-            },
+            Some(rule) => {
+                let read_only_hint = if rule.read_only { read_only_hint(&op) } else { None };
+                Judgement {
+                    effect: rule.effect,
+                    rule: Arc::clone(&rule.name),
+                    reason: Cow::Borrowed(&rule.reason),
+                    hint: read_only_hint.map(Cow::Owned).or_else(|| rule.hint.as_deref().map(Cow::Borrowed)),
+                    operation: op,
+                }
+            }
             None if op.kind == Kind::DynamicSql => Judgement::builtin(
                 op,
                 "dynamic-sql",

@@ -126,7 +126,7 @@ impl Kind {
     fn verb(self) -> &'static str {
         match self {
             Kind::Read => "read",
-            Kind::Lock => "row lock",
+            Kind::Lock => "lock",
             Kind::Insert => "INSERT",
             Kind::Update => "UPDATE",
             Kind::Delete => "DELETE",

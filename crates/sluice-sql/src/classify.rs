@@ -29,7 +29,7 @@ const SQL_STRING_FUNCTIONS: &[(&str, usize, usize)] = &[
 
 /// Built-in functions that read a whole relation named by their first argument: a literal name
 /// is a read of that relation, whose every column goes out computed; anything else is dynamic.
-const TABLE_BY_NAME_FUNCTIONS: &[&str] = &["table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema"];
+const TABLE_BY_NAME_FUNCTIONS: &[&str] = &["table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema", "currtid2"];
 
 /// Built-in functions that read what sluice cannot name before they run: every table of a schema
 /// or database, or the rows of an open cursor (as text without column origin).
