@@ -31,6 +31,15 @@ user = "app"
 password = "env:SHOP_PG_PASSWORD"
 tls = "disable"
 
+[connections.apv_ro]
+host = "127.0.0.1"
+port = {port}
+database = "shop"
+user = "app"
+password = "env:SHOP_PG_PASSWORD"
+tls = "disable"
+policy = "read-only"
+
 [connections.apv2]
 host = "127.0.0.1"
 port = {port}
@@ -86,6 +95,14 @@ hint = "ask for one: sluice access request --connection apv --duration 30m --rea
 name = "apv-migration"
 description = "schema changes on apv"
 connections = ["apv"]
+max_duration = "1h"
+default = "allow"
+review = {{ approvers = ["dba"] }}
+
+[[access.policies]]
+name = "apv-ro-write"
+description = "writes on the read-only apv_ro"
+connections = ["apv_ro"]
 max_duration = "1h"
 default = "allow"
 review = {{ approvers = ["dba"] }}
@@ -692,3 +709,39 @@ def test_access_requests_have_bounded_fields_and_a_rate_limit(apv):
     for review in made:
         status, body = api(apv, "alice", "POST", f"/api/v1/reviews/{review}/deny", {"reason": "cleaning up"})
         assert status == 200, body
+
+
+def test_a_session_opened_under_a_grant_ends_with_it(apv, pg):
+    """Issue #22, item 6: a session opened with write access on a read-only connection has an
+    upstream that is not read-only; when the grant ends it must not go on (a SECURITY DEFINER
+    function would still write through it)."""
+    pg.query("DROP FUNCTION IF EXISTS apv_sneaky_write()")
+    pg.query("CREATE FUNCTION apv_sneaky_write() RETURNS int LANGUAGE sql SECURITY DEFINER "
+             "AS 'INSERT INTO apv_scratch VALUES (99) RETURNING x'")
+    pg.query("GRANT EXECUTE ON FUNCTION apv_sneaky_write() TO app")
+    try:
+        before = psycopg.connect(dsn(apv, connection="apv_ro"), autocommit=True)
+        assert before.execute("SHOW default_transaction_read_only").fetchone() == ("on",)
+        request = json.loads(cli(apv, "agent", "access", "request", "--connection", "apv_ro", "--duration", "30m",
+                                 "--reason", "one write", "--json").stdout)
+        cli(apv, "bob", "review", "approve", str(request["id"]))
+        granted = psycopg.connect(dsn(apv, connection="apv_ro"), autocommit=True)
+        assert granted.execute("SHOW default_transaction_read_only").fetchone() == ("off",)
+        assert granted.execute("SELECT apv_sneaky_write()").fetchone() == (99,)
+        cli(apv, "agent", "access", "revoke", str(request["id"]))
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError) as ended:
+            granted.execute("SELECT apv_sneaky_write()")
+        assert "write access this session was opened with has ended" in str(ended.value)
+        assert time.monotonic() - started < 5
+        granted.close()
+        # The session opened read-only goes on, and a new session is read-only again.
+        assert before.execute("SELECT count(*) FROM apv_scratch WHERE x = 99").fetchone() == (1,)
+        before.close()
+        after = psycopg.connect(dsn(apv, connection="apv_ro"), autocommit=True)
+        assert after.execute("SHOW default_transaction_read_only").fetchone() == ("on",)
+        after.close()
+        assert pg.query("SELECT count(*) FROM apv_scratch WHERE x = 99") == [(1,)]
+    finally:
+        pg.query("DELETE FROM apv_scratch WHERE x = 99")
+        pg.query("DROP FUNCTION IF EXISTS apv_sneaky_write()")

@@ -141,8 +141,8 @@ pub struct PostgresListener {
     /// The most authenticated client sessions served at once; further ones are refused with
     /// SQLSTATE 53300. Clients still authenticating do not count.
     pub max_sessions: usize,
-    /// The most clients authenticating at once; when full, the oldest handshake of the address
-    /// holding the most is closed to admit a new one.
+    /// The most clients authenticating at once; when full, the oldest idle handshake of the
+    /// address holding the most is closed to admit a new one (see `sluice_pg`'s admission).
     pub max_unauthenticated: usize,
     /// The most clients authenticating at once from one address (its oldest is closed beyond).
     pub max_unauthenticated_per_source: usize,
@@ -160,8 +160,8 @@ impl Default for PostgresListener {
             connect_timeout_secs: 10,
             handshake_timeout_secs: 10,
             max_sessions: 1000,
-            max_unauthenticated: 256,
-            max_unauthenticated_per_source: 64,
+            max_unauthenticated: 512,
+            max_unauthenticated_per_source: 128,
         }
     }
 }

@@ -47,6 +47,19 @@ pub struct SessionInfo<'a> {
     /// The client program as it names itself (PostgreSQL's `application_name`), when it does:
     /// lets a refusal give advice for that client.
     pub client_program: Option<&'a str>,
+    /// The upstream session was opened read-only (`default_transaction_read_only=on`).
+    pub upstream_read_only: bool,
+}
+
+/// Whether an open session may go on (see `Gate::session_standing`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    Valid,
+    /// The credential it was opened with was revoked or has expired.
+    CredentialEnded,
+    /// It was opened with write access (an access grant, or a policy since changed) that it no
+    /// longer has, and its upstream session is not read-only.
+    AccessEnded,
 }
 
 pub trait Gate<E>: Send + Sync + 'static {
@@ -77,12 +90,13 @@ pub trait Gate<E>: Send + Sync + 'static {
     /// The decision `action` would get, without running it, opening a review or using an approval.
     fn explain(&self, session: &SessionInfo<'_>, action: &Action<'_>) -> Explanation;
 
-    /// Whether the session may go on: false once the credential it was opened with has been
-    /// revoked or has expired. Adapters ask before relaying each batch of a client's messages and
-    /// end the session when it says no, whatever the messages are (a Bind of a statement prepared
-    /// earlier as much as a new one).
-    fn session_valid(&self, _session: &SessionInfo<'_>) -> bool {
-        true
+    /// Whether the session may go on: not once the credential it was opened with has been
+    /// revoked or has expired, nor once the write access its upstream session was opened with has
+    /// ended. Adapters ask before relaying each batch of a client's messages and end the session
+    /// when it is not `Valid`, whatever the messages are (a Bind of a statement prepared earlier as
+    /// much as a new one).
+    fn session_standing(&self, _session: &SessionInfo<'_>) -> Standing {
+        Standing::Valid
     }
 
     /// Hands an event to the recorder. Must not block the caller.

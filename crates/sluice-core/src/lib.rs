@@ -20,6 +20,6 @@ pub mod volatile;
 
 pub use action::{Action, ActionKind, Decision, Hold, Protocol, Refusal, RefusalCause};
 pub use audit::{AuditEvent, AuthOutcome, StatementRecord};
-pub use gate::{Gate, Grant, OpenError, OpenRequest, SessionInfo};
+pub use gate::{Gate, Grant, OpenError, OpenRequest, SessionInfo, Standing};
 pub use identity::Identity;
 pub use secret::Secret;

@@ -27,7 +27,7 @@ use sluice_core::audit::now_us;
 use sluice_core::review::SAME_STATEMENT;
 use sluice_core::sql::{SharedAnalysis, SqlAnalysis, SqlStatement};
 use sluice_core::{
-    Action, ActionKind, AuditEvent, Decision, Gate, Protocol, Refusal, RefusalCause, SessionInfo, StatementRecord,
+    Action, ActionKind, AuditEvent, Decision, Gate, Protocol, Refusal, RefusalCause, SessionInfo, Standing, StatementRecord,
 };
 use sluice_mask::{CatalogRules, ColumnMask, MaskAction, SessionMasking};
 use sluice_sql::cache::SessionClassifier;
@@ -64,6 +64,8 @@ pub enum RelayEnd {
     ClientProtocol(PgError),
     /// The credential the session was opened with was revoked or expired; the client is told so.
     CredentialEnded(PgError),
+    /// The write access the session was opened with ended; the client is told so.
+    AccessEnded(PgError),
     /// The upstream closed or failed.
     UpstreamGone(String),
     /// The upstream ended the session with a FATAL error, already passed to the client.
@@ -77,6 +79,7 @@ impl RelayEnd {
             RelayEnd::ClientGone(why) => format!("client disconnected: {why}"),
             RelayEnd::ClientProtocol(e) => format!("client protocol error: {}", e.message),
             RelayEnd::CredentialEnded(_) => "its token was revoked or expired".into(),
+            RelayEnd::AccessEnded(_) => "the write access it was opened with ended".into(),
             RelayEnd::UpstreamGone(why) => format!("upstream lost: {why}"),
             RelayEnd::UpstreamFatal(why) => format!("upstream ended the session: {why}"),
         }
@@ -473,16 +476,30 @@ where
                 Err(e) => return RelayEnd::ClientGone(e.to_string()),
             }
         }
-        if !ctx.gate.session_valid(&ctx.info) {
-            let e = PgError::fatal(
-                sqlstate::INVALID_AUTHORIZATION,
-                format!(
-                    "sluice: the token this session was opened with ({}) has been revoked or has expired",
-                    ctx.info.identity.credential_id
-                ),
-            )
-            .with_hint("reconnect with a valid token; `sluice token list` shows each token's state");
-            return RelayEnd::CredentialEnded(e);
+        match ctx.gate.session_standing(&ctx.info) {
+            Standing::Valid => {}
+            Standing::CredentialEnded => {
+                let e = PgError::fatal(
+                    sqlstate::INVALID_AUTHORIZATION,
+                    format!(
+                        "sluice: the token this session was opened with ({}) has been revoked or has expired",
+                        ctx.info.identity.credential_id
+                    ),
+                )
+                .with_hint("reconnect with a valid token; `sluice token list` shows each token's state");
+                return RelayEnd::CredentialEnded(e);
+            }
+            Standing::AccessEnded => {
+                let e = PgError::fatal(
+                    sqlstate::INVALID_AUTHORIZATION,
+                    "sluice: the write access this session was opened with has ended (its access grant expired \
+                     or was revoked, or the policy changed), and its upstream session is not read-only",
+                )
+                .with_hint(
+                    "reconnect: a new session is read-only; `sluice access request` asks for write access again",
+                );
+                return RelayEnd::AccessEnded(e);
+            }
         }
         // `consumed` bytes at the front of `buf` are whole frames already handled; those not yet
         // written to `out` start at `pass_from`.

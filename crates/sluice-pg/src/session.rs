@@ -381,6 +381,10 @@ async fn relay_session<G: Gate<PgEndpoint>>(opened: Opened, peer: SocketAddr, sh
             identity: &identity,
             connection: &connection,
             client_program: application_name.as_deref(),
+            upstream_read_only: endpoint
+                .settings
+                .iter()
+                .any(|(name, value)| name == "default_transaction_read_only" && value == "on"),
         },
         session_id: Arc::clone(&session_id),
         classifier: &shared.classifier,
@@ -407,7 +411,7 @@ async fn relay_session<G: Gate<PgEndpoint>>(opened: Opened, peer: SocketAddr, sh
     let held_for = Context::<G>::holding(&tracker);
     ctx.record_interrupted(&tracker, &reason);
     let farewell = match &end {
-        RelayEnd::ClientProtocol(e) | RelayEnd::CredentialEnded(e) => Some(e.clone()),
+        RelayEnd::ClientProtocol(e) | RelayEnd::CredentialEnded(e) | RelayEnd::AccessEnded(e) => Some(e.clone()),
         RelayEnd::UpstreamGone(why) if stop.is_signalled() => Some(match held_for {
             Some(id) => PgError::fatal(
                 sqlstate::ADMIN_SHUTDOWN,

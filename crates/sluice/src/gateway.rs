@@ -15,7 +15,7 @@ use sluice_core::policy::{PROTECTED_SETTINGS, Policy};
 use sluice_core::sql::SqlAnalysis;
 use sluice_core::{
     Action, ActionKind, AuditEvent, AuthOutcome, Decision, Gate, Grant, Hold, Identity, OpenError, OpenRequest,
-    Protocol, Secret, SessionInfo,
+    Protocol, Secret, SessionInfo, Standing,
 };
 use sluice_mask::Masking;
 use sluice_pg::tls::{Verification, client_config};
@@ -388,10 +388,21 @@ impl Gate<PgEndpoint> for Gateway {
         self.approvals.grant_for(session.identity, session.connection).is_none().then_some(epoch)
     }
 
-    fn session_valid(&self, session: &SessionInfo<'_>) -> bool {
+    fn session_standing(&self, session: &SessionInfo<'_>) -> Standing {
         // Asked before every batch of a client's messages: almost always nothing has been revoked.
         let unusable = self.unusable_tokens.load();
-        unusable.is_empty() || !unusable.contains(&session.identity.credential_id)
+        if !unusable.is_empty() && unusable.contains(&session.identity.credential_id) {
+            return Standing::CredentialEnded;
+        }
+        // A session opened with write access keeps an upstream that writes: once the policy in
+        // force says read-only (its grant ended, or a reload), it must not go on.
+        if !session.upstream_read_only
+            && self.approvals.grant_for(session.identity, session.connection).is_none()
+            && self.settings.load().policy.read_only(session.identity, session.connection)
+        {
+            return Standing::AccessEnded;
+        }
+        Standing::Valid
     }
 
     fn record(&self, event: AuditEvent) {
