@@ -476,6 +476,21 @@ def test_masked_columns_cannot_leave_through_expressions_copies_or_copy(rules_gw
     assert "migraine" not in out.stdout + out.stderr and "185000" not in out.stdout + out.stderr
 
 
+def test_masking_refusals_name_the_rules_and_what_to_run_instead(rules_gw):
+    token = rules_gw.token(groups="agents")
+    copy = subprocess.run(["psql", rules_gw.dsn(token), "-X", "-c", "COPY staff TO STDOUT"],
+                          capture_output=True, text=True, timeout=60)
+    assert "DETAIL:  masked columns in scope: public.staff.salary, *.staff.diagnosis (rule hr-private); " \
+           "public.staff.phone_ext (rule staff-phone)" in copy.stderr, copy.stderr
+    assert "HINT:  run SELECT * FROM staff instead" in copy.stderr, copy.stderr
+    # The rows of that SELECT do come back masked.
+    out = psql(rules_gw, token, "-A", "-t", sql="SELECT * FROM staff ORDER BY id")
+    assert out.returncode == 0 and "migraine" not in out.stdout and "[redacted:hr-private]" in out.stdout
+    computed = subprocess.run(["psql", rules_gw.dsn(token), "-X", "-c", "SELECT upper(diagnosis) FROM staff"],
+                              capture_output=True, text=True, timeout=60)
+    assert "DETAIL:  masked columns in scope:" in computed.stderr and "compute on the client" in computed.stderr
+
+
 @pytest.mark.parametrize("sql, expected", [
     ("SELECT count(*) FROM staff", "2"),
     ("SELECT upper(name) FROM staff WHERE id = 1", "ANN LEE"),

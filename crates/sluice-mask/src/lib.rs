@@ -6,6 +6,7 @@
 pub mod action;
 pub mod detect;
 mod lineage;
+pub use lineage::Problem as LineageProblem;
 mod objects;
 pub mod spec;
 pub mod validate;
@@ -108,7 +109,7 @@ impl Masking {
     /// a table, or exported by COPY. Only the column rules in scope for this caller count, and
     /// only statements that touch a table one of them covers are looked at. A plain reference is
     /// fine: the server reports where it comes from and the rule masks it.
-    pub fn lineage_problem(&self, identity: &Identity, connection: &str, analysis: &SqlAnalysis) -> Option<String> {
+    pub fn lineage_problem(&self, identity: &Identity, connection: &str, analysis: &SqlAnalysis) -> Option<LineageProblem> {
         lineage::problem(self.columns.iter().filter(|r| r.scope.contains(identity, connection)), analysis)
     }
 
@@ -157,18 +158,23 @@ impl Masking {
     }
 }
 
-/// The refusal of a statement that would carry a masked column out of reach of masking (`reason`
-/// says how; see `Masking::lineage_problem`).
-pub fn lineage_refusal(reason: String) -> Refusal {
+/// The refusal of a statement that would carry a masked column out of reach of masking (see
+/// `Masking::lineage_problem`).
+pub fn lineage_refusal(problem: LineageProblem) -> Refusal {
+    let hint = match &problem.copied {
+        Some(table) => format!(
+            "run SELECT * FROM {table} instead: its rows come back with the masked columns masked \
+             (psql --csv -c 'SELECT …' writes CSV)"
+        ),
+        None => "select masked columns directly (they come back masked) and compute on the client, \
+                 or ask an operator to change the masking rules"
+            .into(),
+    };
     Refusal {
         rule: "masking".into(),
-        reason,
-        detail: None,
-        hint: Some(
-            "select masked columns directly (they come back masked) and compute on the client, \
-             or ask an operator to change the masking rules"
-                .into(),
-        ),
+        reason: problem.reason,
+        detail: Some(problem.detail),
+        hint: Some(hint),
         cause: RefusalCause::Policy,
     }
 }
@@ -216,7 +222,7 @@ impl SessionMasking {
 
     /// Like `Masking::lineage_problem`, through the server's objects: a statement computing on
     /// view columns that carry a masked column, or calling a function whose body reads one.
-    pub fn catalog_problem(&self, reached: &CatalogRules, analysis: &SqlAnalysis) -> Option<String> {
+    pub fn catalog_problem(&self, reached: &CatalogRules, analysis: &SqlAnalysis) -> Option<LineageProblem> {
         if let Some(problem) = lineage::problem(self.view_rules(reached), analysis) {
             return Some(problem);
         }
@@ -224,8 +230,9 @@ impl SessionMasking {
         statements.iter().flat_map(|s| &s.functions).find_map(|f| {
             let defined = reached.functions.iter().filter(|d| d.name == f.name && f.schema.as_ref().is_none_or(|s| *s == d.schema));
             defined.into_iter().find_map(|d| {
-                let problem = lineage::problem(self.rules().chain(self.view_rules(reached)), &d.definition)?;
-                Some(format!("it calls {}.{}, whose body reads a masked column: {problem}", d.schema, d.name))
+                let mut problem = lineage::problem(self.rules().chain(self.view_rules(reached)), &d.definition)?;
+                problem.reason = format!("it calls {}.{}, whose body reads a masked column: {}", d.schema, d.name, problem.reason);
+                Some(problem)
             })
         })
     }

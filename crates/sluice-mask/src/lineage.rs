@@ -8,7 +8,17 @@
 use crate::ColumnRule;
 use sluice_core::sql::{ColumnUse, Kind, ObjectName, Place, SqlAnalysis, SqlStatement};
 
-pub(crate) fn problem<'a>(rules: impl Iterator<Item = &'a ColumnRule> + Clone, analysis: &SqlAnalysis) -> Option<String> {
+/// Why a statement would carry a masked column out of reach of masking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: String,
+    /// The column rules in scope on the table concerned.
+    pub detail: String,
+    /// The table, when the statement is a COPY … TO of it (which a SELECT can replace).
+    pub copied: Option<String>,
+}
+
+pub(crate) fn problem<'a>(rules: impl Iterator<Item = &'a ColumnRule> + Clone, analysis: &SqlAnalysis) -> Option<Problem> {
     let SqlAnalysis::Parsed { statements } = analysis else { return None };
     if rules.clone().next().is_none() {
         return None;
@@ -16,7 +26,7 @@ pub(crate) fn problem<'a>(rules: impl Iterator<Item = &'a ColumnRule> + Clone, a
     statements.iter().find_map(|s| statement_problem(rules.clone(), s))
 }
 
-fn statement_problem<'a>(rules: impl Iterator<Item = &'a ColumnRule> + Clone, statement: &SqlStatement) -> Option<String> {
+fn statement_problem<'a>(rules: impl Iterator<Item = &'a ColumnRule> + Clone, statement: &SqlStatement) -> Option<Problem> {
     let covers_table = |o: &ObjectName| rules.clone().any(|r| r.covers_table(o.schema.as_deref(), &o.name));
     let covered: Vec<&ObjectName> = statement
         .operations
@@ -26,48 +36,57 @@ fn statement_problem<'a>(rules: impl Iterator<Item = &'a ColumnRule> + Clone, st
     if covered.is_empty() {
         return None;
     }
-    if statement.operations.iter().any(|op| op.kind == Kind::CopyTo) {
-        return Some(format!("COPY … TO of {} would bypass its masked columns", covered[0]));
-    }
-    let carriers = Carriers::of(rules, statement, &covered);
-    let writes = statement.operations.iter().any(|op| matches!(op.kind, Kind::Insert | Kind::Update | Kind::Merge | Kind::Create));
     let table = covered[0];
+    let problem = |reason: String, copied: Option<String>| {
+        let in_scope: Vec<String> = rules
+            .clone()
+            .filter(|r| r.covers_table(table.schema.as_deref(), &table.name))
+            .map(|r| format!("{} (rule {})", r.columns.iter().map(|c| c.join(".")).collect::<Vec<_>>().join(", "), r.name))
+            .collect();
+        Some(Problem { reason, detail: format!("masked columns in scope: {}", in_scope.join("; ")), copied })
+    };
+    if statement.operations.iter().any(|op| op.kind == Kind::CopyTo) {
+        let reason = format!("COPY … TO of {table} would bypass its masked columns: COPY rows carry no column origin");
+        return problem(reason, Some(table.to_string()));
+    }
+    let carriers = Carriers::of(rules.clone(), statement, &covered);
+    let writes = statement.operations.iter().any(|op| matches!(op.kind, Kind::Insert | Kind::Update | Kind::Merge | Kind::Create));
     for used in statement.uses.iter().filter(|u| carriers.carries(u)) {
         let shown = shown(used);
         match &used.place {
             Place::Compared => {}
             Place::Output if carriers.is_row(used) => {
-                return Some(format!(
+                return problem(format!(
                     "{shown} is a whole row of {table} (or of a query over it), which the server sends as one value \
                      without its columns' origin, so its masked columns could not be masked"
-                ));
+                ), None);
             }
             Place::Output => {
                 if let Some(body) = &used.body {
-                    return Some(format!(
+                    return problem(format!(
                         "{shown} is (or may be) a masked column of {table}, read {body}: what a body returns, stores \
                          or raises is out of reach of masking"
-                    ));
+                    ), None);
                 }
                 if writes {
-                    return Some(format!(
+                    return problem(format!(
                         "{shown} is (or may be) a masked column of {table}; copying it into a table would take it \
                          out of reach of masking"
-                    ));
+                    ), None);
                 }
             }
             Place::Computed(where_) => {
                 let inside = used.body.as_ref().map(|b| format!(" {b}")).unwrap_or_default();
-                return Some(format!(
+                return problem(format!(
                     "{shown} is (or may be) a masked column of {table}, or a row holding one, used {where_}{inside}: \
                      what comes out of that has no column of origin, so sluice could not mask it"
-                ));
+                ), None);
             }
             Place::Merged => {
-                return Some(format!(
+                return problem(format!(
                     "{shown} is (or may be) a masked column of {table}, merged by a join's USING or NATURAL into a \
                      column the server reports without origin; join with ON instead"
-                ));
+                ), None);
             }
         }
     }
@@ -153,6 +172,10 @@ mod tests {
 
     /// The review's set-up: column rules on customers' ssn, card and api_key.
     fn problem(sql: &str) -> Option<String> {
+        full(sql).map(|p| p.reason)
+    }
+
+    fn full(sql: &str) -> Option<super::Problem> {
         let spec: MaskingSpec = toml::from_str(
             r#"
             [[columns]]
@@ -236,5 +259,16 @@ mod tests {
         allowed("SELECT reverse(ssn) FROM other");
         allowed("DELETE FROM customers WHERE ssn = '1' RETURNING id, ssn");
         allowed("SELECT id FROM customers WHERE ssn IS DISTINCT FROM card");
+    }
+
+    #[test]
+    fn a_problem_names_the_rules_and_whether_a_select_would_do() {
+        let p = full("SELECT upper(ssn) FROM public.customers").unwrap();
+        assert_eq!(
+            p.detail,
+            "masked columns in scope: public.customers.ssn, public.customers.card, public.customers.api_key (rule pii)"
+        );
+        assert_eq!(p.copied, None);
+        assert_eq!(full("COPY public.customers TO STDOUT").unwrap().copied.as_deref(), Some("public.customers"));
     }
 }

@@ -275,7 +275,8 @@ mod tests {
         let action = agent.view_column(&rules, "public", "staff_v", "pay").map(|m| m.action);
         assert_eq!(action, Some(MaskAction::Null));
 
-        let problem = |s: &crate::SessionMasking, sql: &str| s.catalog_problem(&rules, &sluice_sql::analyze(sql));
+        let problem =
+            |s: &crate::SessionMasking, sql: &str| s.catalog_problem(&rules, &sluice_sql::analyze(sql)).map(|p| p.reason);
         assert!(problem(&agent, "SELECT lower(d) FROM staff_v").is_some());
         assert!(problem(&agent, "SELECT d, id FROM staff_v").is_none(), "plain: masked by rule");
         assert!(problem(&agent, "SELECT lower(name) FROM staff_v").is_none());

@@ -213,7 +213,8 @@ mod tests {
         assert!(agent.column("any", "notes", "body").is_some());
         assert!(agent.column("x", "y", "salary").is_some());
         let bot = who("bot", &["agents"]);
-        let problem = |connection: &str, sql: &str| m.lineage_problem(&bot, connection, &sluice_sql::analyze(sql));
+        let problem =
+            |connection: &str, sql: &str| m.lineage_problem(&bot, connection, &sluice_sql::analyze(sql)).map(|p| p.reason);
         assert!(problem("prod-eu", "SELECT upper(body) FROM notes").is_some());
         assert!(problem("prod-eu", "SELECT ssn || '' FROM customers").is_some());
         assert!(problem("prod-eu", "SELECT upper(name) FROM customers").is_none(), "not a masked column");

@@ -153,7 +153,7 @@ impl Gateway {
         }
         match masking.lineage_problem(identity, connection, analysis) {
             None => decision,
-            Some(reason) => Decision::Deny(sluice_mask::lineage_refusal(reason)),
+            Some(problem) => Decision::Deny(sluice_mask::lineage_refusal(problem)),
         }
     }
 
