@@ -745,3 +745,20 @@ def test_a_session_opened_under_a_grant_ends_with_it(apv, pg):
     finally:
         pg.query("DELETE FROM apv_scratch WHERE x = 99")
         pg.query("DROP FUNCTION IF EXISTS apv_sneaky_write()")
+
+
+def test_a_held_statement_never_runs_once_its_token_is_revoked(apv, pg):
+    """Issue #22, item 6: revocation ends a session even while its statement waits for a review."""
+    apv.tokens["revokee"] = apv.token(identity="revokee", groups="agents")
+    token_id = apv.tokens["revokee"].split("_")[1]
+    held = start_psql(apv, "DELETE FROM apv_items WHERE id = 17", who="revokee")
+    review = pending_review(apv, "revokee", "WHERE id = 17", holding=1)
+    apv.cli("token", "revoke", token_id)
+    started = time.monotonic()
+    _, stderr = held.communicate(timeout=15)
+    assert time.monotonic() - started < 5
+    assert held.returncode != 0 and "has been revoked or has expired" in stderr, stderr
+    # Approving now runs nothing: the session that asked is gone.
+    cli(apv, "alice", "review", "approve", str(review["id"]))
+    time.sleep(1)
+    assert pg.query("SELECT count(*) FROM apv_items WHERE id = 17") == [(1,)]

@@ -476,30 +476,8 @@ where
                 Err(e) => return RelayEnd::ClientGone(e.to_string()),
             }
         }
-        match ctx.gate.session_standing(&ctx.info) {
-            Standing::Valid => {}
-            Standing::CredentialEnded => {
-                let e = PgError::fatal(
-                    sqlstate::INVALID_AUTHORIZATION,
-                    format!(
-                        "sluice: the token this session was opened with ({}) has been revoked or has expired",
-                        ctx.info.identity.credential_id
-                    ),
-                )
-                .with_hint("reconnect with a valid token; `sluice token list` shows each token's state");
-                return RelayEnd::CredentialEnded(e);
-            }
-            Standing::AccessEnded => {
-                let e = PgError::fatal(
-                    sqlstate::INVALID_AUTHORIZATION,
-                    "sluice: the write access this session was opened with has ended (its access grant expired \
-                     or was revoked, or the policy changed), and its upstream session is not read-only",
-                )
-                .with_hint(
-                    "reconnect: a new session is read-only; `sluice access request` asks for write access again",
-                );
-                return RelayEnd::AccessEnded(e);
-            }
+        if let Some(end) = standing_end(ctx) {
+            return end;
         }
         // `consumed` bytes at the front of `buf` are whole frames already handled; those not yet
         // written to `out` start at `pass_from`.
@@ -1521,6 +1499,36 @@ struct Held<'a, R> {
 
 /// Holds a statement for its review: tells the client (a NoticeResponse), then waits for the
 /// gate's answer, a cancel request, or the client hanging up.
+/// How the session ends if it may not go on (see `Gate::session_standing`).
+fn standing_end<G: Gate<crate::PgEndpoint>>(ctx: &Context<'_, G>) -> Option<RelayEnd> {
+    match ctx.gate.session_standing(&ctx.info) {
+        Standing::Valid => None,
+        Standing::CredentialEnded => {
+            let e = PgError::fatal(
+                sqlstate::INVALID_AUTHORIZATION,
+                format!(
+                    "sluice: the token this session was opened with ({}) has been revoked or has expired",
+                    ctx.info.identity.credential_id
+                ),
+            )
+            .with_hint("reconnect with a valid token; `sluice token list` shows each token's state");
+            Some(RelayEnd::CredentialEnded(e))
+        }
+        Standing::AccessEnded => {
+            let e = PgError::fatal(
+                sqlstate::INVALID_AUTHORIZATION,
+                "sluice: the write access this session was opened with has ended (its access grant expired \
+                 or was revoked, or the policy changed), and its upstream session is not read-only",
+            )
+            .with_hint("reconnect: a new session is read-only; `sluice access request` asks for write access again");
+            Some(RelayEnd::AccessEnded(e))
+        }
+    }
+}
+
+/// How often a held statement's session checks that it may still go on.
+const HOLD_STANDING_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn hold<G, R>(
     ctx: &Context<'_, G>,
     text: &str,
@@ -1539,10 +1547,15 @@ where
     tokio::pin!(cancelled);
     let waited = ctx.gate.await_review(&ctx.info, hold);
     tokio::pin!(waited);
+    let mut standing = tokio::time::interval(HOLD_STANDING_CHECK);
     let outcome = loop {
         let room = ctx.max_message_bytes.saturating_sub(held.early.len());
         tokio::select! {
             decision = &mut waited => break Ok(decision),
+            // A token revoked (or write access ended) while the statement waits: it never runs.
+            _ = standing.tick() => if let Some(end) = standing_end(ctx) {
+                break Err(end);
+            },
             _ = &mut cancelled => break Ok(Decision::Deny(Refusal {
                 rule: hold.rule.clone(),
                 reason: format!("canceling statement due to user request (review #{} stays open)", hold.review_id),
