@@ -203,11 +203,14 @@ const TOKEN_ANCHORS: &[(&str, Builtin)] = &[
 ];
 
 /// Words that name a credential in an assignment (`db_password = …`), matched case-insensitively
-/// anywhere in an identifier; and `://`, for a password in a URL (the last pattern).
-const CREDENTIAL_KEYWORDS: &[&str] = &[
-    "password", "passwd", "passphrase", "pwd", "secret", "token", "apikey", "api_key", "api-key", "access_key",
-    "accesskey", "auth_key", "authkey", "credential", "private_key", "://",
+/// anywhere in the name before the separator.
+const CREDENTIAL_KEYWORDS: &[&[u8]] = &[
+    b"password", b"passwd", b"passphrase", b"pwd", b"secret", b"token", b"apikey", b"api_key", b"api-key",
+    b"access_key", b"accesskey", b"auth_key", b"authkey", b"credential", b"private_key",
 ];
+
+/// The longest name before a separator that is read for a keyword.
+const MAX_CREDENTIAL_NAME: usize = 64;
 
 /// The whole shape of each key, matched anchored at its prefix. ASCII classes only.
 fn token_pattern(b: Builtin) -> Option<&'static str> {
@@ -234,8 +237,6 @@ pub struct Scanner {
     /// Key prefixes (`AKIA`, `ghp_`, `-----BEGIN `…); pattern `i` starts built-in `anchor_kinds[i]`.
     anchors: Option<AhoCorasick>,
     anchor_kinds: Vec<Builtin>,
-    /// `CREDENTIAL_KEYWORDS`, when the credential detector is on.
-    keywords: Option<AhoCorasick>,
     /// Which single bytes start a number or an email address, for the word-at-a-time pass.
     triggers: Triggers,
     token_regexes: Vec<(Builtin, Regex)>,
@@ -298,13 +299,6 @@ impl Scanner {
                 .build(&literals)
                 .expect("built-in anchors compile")
         });
-        let keywords = on(Builtin::Credential).then(|| {
-            AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::LeftmostFirst)
-                .build(CREDENTIAL_KEYWORDS)
-                .expect("built-in keywords compile")
-        });
         let numbers = [Builtin::CreditCard, Builtin::Ssn, Builtin::Phone, Builtin::Iban].into_iter().any(on);
         let triggers = Triggers { digits: if numbers { HIGH } else { 0 }, at: if on(Builtin::Email) { HIGH } else { 0 } };
         let custom = if custom_patterns.is_empty() {
@@ -320,7 +314,6 @@ impl Scanner {
             builtin,
             anchors,
             anchor_kinds,
-            keywords,
             triggers,
             token_regexes,
             custom,
@@ -372,9 +365,8 @@ impl Scanner {
                 pos = resume.max(m.end());
             }
         }
-        // An assignment needs `=` or `:`; most values have neither.
-        if let Some(keywords) = self.keywords.as_ref().filter(|_| memchr::memchr2(b'=', b':', hay).is_some()) {
-            self.credentials(keywords, hay, out);
+        if self.id(Builtin::Credential).is_some() {
+            self.credentials(hay, out);
         }
         if self.triggers.any() {
             let mut pos = 0;
@@ -410,20 +402,26 @@ impl Scanner {
         end
     }
 
-    /// Values assigned to a credential's name, and passwords in URLs.
-    fn credentials(&self, keywords: &AhoCorasick, hay: &[u8], out: &mut Vec<Finding>) {
+    /// Values assigned to a credential's name, and passwords in URLs. Found from the separators
+    /// (`=`, `:`), which most values have few of, by reading the name just before each.
+    fn credentials(&self, hay: &[u8], out: &mut Vec<Finding>) {
         let Some(detector) = self.id(Builtin::Credential) else { return };
-        let url = CREDENTIAL_KEYWORDS.len() - 1;
         let mut pos = 0;
-        while let Some(m) = keywords.find(aho_corasick::Input::new(hay).span(pos..hay.len())) {
-            let found = if m.pattern().as_usize() == url { url_password(hay, m.end()) } else { assigned_value(hay, m.end()) };
-            pos = match found {
-                Some((start, end)) => {
-                    out.push(Finding { detector, start, end });
-                    end
-                }
-                None => m.end(),
+        for sep in memchr::memchr2_iter(b'=', b':', hay) {
+            if sep < pos {
+                continue;
+            }
+            let found = if hay[sep..].starts_with(b"://") {
+                url_password(hay, sep + 3)
+            } else if names_credential(hay, sep) {
+                assigned_value(hay, sep)
+            } else {
+                None
             };
+            if let Some((start, end)) = found {
+                out.push(Finding { detector, start, end });
+                pos = end;
+            }
         }
     }
 
@@ -723,20 +721,48 @@ fn is_word(c: u8) -> bool {
     WORD[c as usize]
 }
 
-/// After a credential's name (at `i`): the rest of the identifier, a closing quote, a separator
-/// (`=`, `:`, `:=`, `=>`), an opening quote, then the value — if it looks like a secret.
+/// Whether the name just before the separator at `sep` (past blanks and a closing quote) holds
+/// a credential keyword, in any case: `DB_PASSWORD =`, `"client_secret":`, `auth-token:`.
+fn names_credential(hay: &[u8], sep: usize) -> bool {
+    let mut end = sep;
+    while end > 0 && sep - end < 3 && matches!(hay[end - 1], b' ' | b'\t') {
+        end -= 1;
+    }
+    if end > 0 && matches!(hay[end - 1], b'"' | b'\'') {
+        end -= 1;
+    }
+    // Every keyword is 3+ letters and holds a `p`, `s`, `t` or `y` (`apikey`): most names fail
+    // on that, checked on the way back.
+    let mut start = end;
+    let mut hinted = false;
+    while start > 0 && end - start < MAX_CREDENTIAL_NAME {
+        let c = hay[start - 1];
+        if !(c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.')) {
+            break;
+        }
+        hinted |= matches!(c | 0x20, b'p' | b's' | b't' | b'y');
+        start -= 1;
+    }
+    if !hinted || end - start < 3 {
+        return false;
+    }
+    let mut lower = [0u8; MAX_CREDENTIAL_NAME];
+    let name = &mut lower[..end - start];
+    name.copy_from_slice(&hay[start..end]);
+    name.make_ascii_lowercase();
+    // Names are short: a plain search, starting only where a keyword's first letter is.
+    (0..name.len()).any(|i| {
+        matches!(name[i], b'p' | b's' | b't' | b'a' | b'c')
+            && CREDENTIAL_KEYWORDS.iter().any(|k| k[0] == name[i] && name[i..].starts_with(k))
+    })
+}
+
+/// From the separator at `i` (`=`, `:`, `:=`, `=>`; not `==`): an opening quote, then the value —
+/// if it looks like a secret.
 fn assigned_value(hay: &[u8], mut i: usize) -> Option<(usize, usize)> {
-    let ident = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.');
-    let name_end = (i + 24).min(hay.len());
-    while i < name_end && ident(hay[i]) {
-        i += 1;
-    }
-    if matches!(hay.get(i), Some(b'"' | b'\'')) {
-        i += 1;
-    }
-    i = skip_blanks(hay, i);
     i += match hay.get(i..)? {
         [b':', b'=', ..] | [b'=', b'>', ..] => 2,
+        [b'=', b'=', ..] => return None,
         [b'=' | b':', ..] => 1,
         _ => return None,
     };
