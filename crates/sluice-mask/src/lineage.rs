@@ -7,6 +7,7 @@
 
 use crate::ColumnRule;
 use sluice_core::sql::{ColumnUse, Kind, ObjectName, Place, SqlAnalysis, SqlStatement};
+use std::collections::{HashMap, HashSet};
 
 /// Why a statement would carry a masked column out of reach of masking.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,61 +100,73 @@ fn statement_problem<'a>(rules: impl Iterator<Item = &'a ColumnRule> + Clone, st
 /// aliases, a function in FROM — followed until nothing new is found. By name, so a column of
 /// another table with the same name counts too: that errs towards refusing.
 struct Carriers<'s> {
-    names: Vec<&'s str>,
-    rows: Vec<&'s str>,
+    names: HashSet<&'s str>,
+    rows: HashSet<&'s str>,
 }
 
 impl<'s> Carriers<'s> {
+    /// Follows the names from the masked columns and covered relations along every edge the
+    /// statement has (an alias, a derived name, a relation alias), once each: linear in the size
+    /// of the statement, whatever order its names come in.
     fn of<'a>(
         rules: impl Iterator<Item = &'a ColumnRule> + Clone,
         statement: &'s SqlStatement,
         covered: &[&'s ObjectName],
     ) -> Self {
         let covers_column_name = |c: &str| rules.clone().any(|r| r.covers_column_name(c));
-        let mut rows: Vec<&str> = covered.iter().map(|o| o.name.as_str()).collect();
-        let mut names: Vec<&str> = statement.uses.iter().map(|u| u.name.as_str()).filter(|n| covers_column_name(n)).collect();
-        loop {
-            let before = (names.len(), rows.len());
-            for (alias, relation) in &statement.aliases {
-                if rows.contains(&relation.name.as_str()) {
-                    add(&mut rows, alias);
-                }
-            }
-            for derived in &statement.derived {
-                let carried = |n: &String| names.contains(&n.as_str()) || rows.contains(&n.as_str());
-                if derived.sources.iter().any(carried) {
-                    add(&mut rows, &derived.name);
-                    derived.columns.iter().for_each(|c| add(&mut names, c));
-                }
-            }
-            let carriers = Carriers { names: names.clone(), rows: rows.clone() };
-            for used in statement.uses.iter().filter(|u| u.place == Place::Output && carriers.carries(u)) {
-                if let Some(alias) = &used.alias {
-                    add(&mut names, alias);
-                }
-            }
-            if (names.len(), rows.len()) == before {
-                return Carriers { names, rows };
+        // name → (name it gives its value to, whether that one is a whole row).
+        let mut edges: HashMap<&str, Vec<(&str, bool)>> = HashMap::new();
+        for used in statement.uses.iter().filter(|u| u.place == Place::Output) {
+            if let Some(alias) = &used.alias {
+                edges.entry(used.name.as_str()).or_default().push((alias, false));
             }
         }
+        for derived in &statement.derived {
+            for source in &derived.sources {
+                let to = edges.entry(source.as_str()).or_default();
+                to.push((&derived.name, true));
+                to.extend(derived.columns.iter().map(|c| (c.as_str(), false)));
+            }
+        }
+        for (alias, relation) in &statement.aliases {
+            edges.entry(relation.name.as_str()).or_default().push((alias, true));
+        }
+        let mut carriers = Carriers { names: HashSet::new(), rows: HashSet::new() };
+        let mut queue: Vec<&str> = Vec::new();
+        for object in covered {
+            carriers.rows.insert(&object.name);
+            if carriers.names.insert(&object.name) {
+                queue.push(&object.name);
+            }
+        }
+        for used in &statement.uses {
+            if covers_column_name(&used.name) && carriers.names.insert(&used.name) {
+                queue.push(&used.name);
+            }
+        }
+        while let Some(name) = queue.pop() {
+            for &(to, row) in edges.get(name).map(Vec::as_slice).unwrap_or_default() {
+                if row {
+                    carriers.rows.insert(to);
+                }
+                if carriers.names.insert(to) {
+                    queue.push(to);
+                }
+            }
+        }
+        carriers
     }
 
     fn carries(&self, used: &ColumnUse) -> bool {
         if used.name == "*" {
-            return used.qualifier.as_deref().is_none_or(|q| self.rows.contains(&q));
+            return used.qualifier.as_deref().is_none_or(|q| self.rows.contains(q));
         }
-        self.names.contains(&used.name.as_str()) || self.is_row(used)
+        self.names.contains(used.name.as_str())
     }
 
     /// Whether the reference may name a whole row that holds a masked column.
     fn is_row(&self, used: &ColumnUse) -> bool {
-        used.name != "*" && self.rows.contains(&used.name.as_str())
-    }
-}
-
-fn add<'s>(names: &mut Vec<&'s str>, name: &'s str) {
-    if !names.contains(&name) {
-        names.push(name);
+        used.name != "*" && self.rows.contains(used.name.as_str())
     }
 }
 
@@ -216,6 +229,8 @@ mod tests {
         refused("SELECT x FROM customers c, LATERAL (VALUES (c.ssn)) v(x)", "VALUES");
         refused("SELECT y FROM (SELECT x AS y FROM (SELECT ssn AS x FROM customers) a) b WHERE length(y) > 3", "\"y\"");
         refused("SELECT (SELECT ssn FROM customers LIMIT 1)", "subquery");
+        // Names followed whatever order they come in.
+        refused("SELECT upper(c) FROM (SELECT b AS c, a AS b, ssn AS a FROM customers) t", "\"c\"");
         refused("SELECT ARRAY(SELECT card FROM customers)", "subquery");
         refused("SELECT s FROM (SELECT ssn FROM customers) s", "whole row");
         refused("SELECT c FROM customers c", "whole row");

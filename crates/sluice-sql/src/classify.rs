@@ -220,11 +220,7 @@ impl<'t> Walker<'t> {
     fn flow(&mut self, tree: &Value) {
         let mut flow = Flow::new(self.body.clone());
         flow.statement(tree);
-        for used in flow.uses {
-            if !self.uses.contains(&used) {
-                self.uses.push(used);
-            }
-        }
+        self.uses.extend(flow.uses);
         self.derived.extend(flow.derived);
     }
 
@@ -777,11 +773,7 @@ impl<'t> Walker<'t> {
                         }
                     }
                     self.aliases.extend(inner.aliases);
-                    for used in inner.uses {
-                        if !self.uses.contains(&used) {
-                            self.uses.push(used);
-                        }
-                    }
+                    self.uses.extend(inner.uses);
                     self.derived.extend(inner.derived);
                 }
             }

@@ -380,9 +380,7 @@ impl Flow {
     }
 
     fn push(&mut self, used: ColumnUse) {
-        if !self.uses.contains(&used) {
-            self.uses.push(used);
-        }
+        self.uses.push(used);
     }
 
     fn relation(&mut self, map: &Map<String, Value>) {
@@ -400,15 +398,14 @@ impl Flow {
 
     /// Every name met since `start` (see `mark`).
     fn sources(&self, start: Mark) -> Vec<String> {
-        let mut sources: Vec<String> = Vec::new();
+        let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
         let met = self.uses[start.uses..].iter().flat_map(|u| std::iter::once(&u.name).chain(&u.qualifier));
         let derived = self.derived[start.derived..].iter().map(|d| &d.name);
-        for name in met.chain(&self.relations[start.relations..]).chain(derived) {
-            if !sources.contains(name) {
-                sources.push(name.clone());
-            }
-        }
-        sources
+        met.chain(&self.relations[start.relations..])
+            .chain(derived)
+            .filter(|name| seen.insert(name.as_str()))
+            .cloned()
+            .collect()
     }
 
     /// Records the name an alias gives to what was walked since `start`.
