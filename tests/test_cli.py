@@ -249,6 +249,47 @@ reason = "reloaded"
         assert conn.execute("SELECT count(*) FROM products").fetchone()[0] > 0
 
 
+def test_sighup_reaches_statements_prepared_before_it(make_gateway):
+    """A statement Parsed (named, server-side) before a reload is decided again at its next Bind
+    after it: a prepared statement does not keep an allow the policy no longer gives."""
+    import asyncio
+
+    import asyncpg
+
+    gw = make_gateway()
+    agent = gw.token()
+    original = gw.config.read_text()
+
+    async def main():
+        conn = await asyncpg.connect(gw.dsn(agent, sslmode="disable"))
+        try:
+            stmt = await conn.prepare("SELECT count(*) FROM products WHERE id > $1")
+            assert await stmt.fetchval(0) > 0
+            gw.config.write_text(original + """
+[[policy.rules]]
+name = "no-products"
+effect = "deny"
+objects = ["public.products"]
+reason = "reloaded"
+""")
+            gw.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: "configuration reloaded" in gw.log(), what="the reload")
+            with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError, match="no-products"):
+                await stmt.fetchval(0)
+            gw.config.write_text(original)
+            gw.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: gw.log().count("configuration reloaded") == 2, what="the second reload")
+            # Allowed again, by the same prepared statement, which the refusal did not destroy.
+            assert await stmt.fetchval(0) > 0
+        finally:
+            await conn.close()
+
+    asyncio.run(main())
+    with psycopg.connect(gw.dsn(agent), autocommit=True) as conn:
+        for _ in range(3):
+            assert conn.execute("SELECT count(*) FROM products", prepare=True).fetchone()[0] > 0
+
+
 def test_sighup_applies_new_masking_rules_to_new_sessions(make_gateway):
     gw = make_gateway()
     agent = gw.token()

@@ -300,12 +300,15 @@ struct Named {
     /// an EXECUTE of it. (A Parse sent while SQL's statement holds the name keeps it: the server
     /// refuses that Parse unless a removal sent before it lands first, which clears it.)
     sql: Option<Arc<SqlStatement>>,
+    /// The gate's decision epoch its allow was given in (see `Gate::decision_epoch`): a Bind in
+    /// another epoch (a reload, a grant begun or ended) decides the statement again.
+    epoch: Option<u64>,
 }
 
 impl Named {
     /// A statement SQL's PREPARE made: bound, it runs as `EXECUTE name`.
     fn sql(text: Arc<str>, prepared: Arc<SqlStatement>) -> Named {
-        Named { text, decision: "allow", rule: None, effects: Vec::new(), generation: 0, sql: Some(prepared) }
+        Named { text, decision: "allow", rule: None, effects: Vec::new(), generation: 0, sql: Some(prepared), epoch: None }
     }
 }
 
@@ -560,11 +563,15 @@ where
                         client: &mut *client,
                         early: &mut early,
                     };
+                    let epoch = ctx.gate.decision_epoch(&ctx.info);
                     let Decided { text, decision, answer, effects } =
                         match decide_message(ctx, &mut sql, query, held).await {
                             Ok(decided) => decided,
                             Err(end) => return end,
                         };
+                    // Kept only if nothing changed while it was decided, and only for a plain allow.
+                    let epoch = epoch
+                        .filter(|e| matches!(decision, Decision::Allow { .. }) && ctx.gate.decision_epoch(&ctx.info) == Some(*e));
                     let mut pending = Pending::new(Kind::Parse, Arc::clone(&text)).decided(&decision);
                     closed_by_sluice.remove(name);
                     match refusal_bytes(&decision, &text) {
@@ -585,6 +592,7 @@ where
                                 effects,
                                 generation: t.generation,
                                 sql,
+                                epoch,
                             };
                             t.statements.insert(name.clone(), named);
                             match answer {
@@ -663,8 +671,53 @@ where
                             None => lock(tracker).push(pending),
                         }
                     } else {
-                        let refused = match named {
-                            Some(named) => {
+                        // Allowed in another epoch (a reload, a grant begun or ended since): decided
+                        // again, as the same text sent now would be. An approved run is the
+                        // once-only bookkeeping's below.
+                        let stale = named.as_ref().is_some_and(|n| {
+                            n.decision == "allow"
+                                && !approved_once.contains_key(statement)
+                                && !closed_by_sluice.contains_key(statement)
+                                && (n.epoch.is_none() || n.epoch != ctx.gate.decision_epoch(&ctx.info))
+                        });
+                        let (mut named, mut pending) = (named, pending);
+                        let mut redecided_refusal = None;
+                        if let Some(n) = named.as_mut().filter(|_| stale) {
+                            let epoch = ctx.gate.decision_epoch(&ctx.info);
+                            let analysis = sql.classified.classify(ctx.classifier, &n.text);
+                            let held = Held {
+                                tracker,
+                                kind: Kind::Bind,
+                                approved_once: &approved_once,
+                                client: &mut *client,
+                                early: &mut early,
+                            };
+                            let text = Arc::clone(&n.text);
+                            let decision = match decide(ctx, &mut sql, &text, analysis, held).await {
+                                Ok(decision) => decision,
+                                Err(end) => return end,
+                            };
+                            match refusal_bytes(&decision, &text) {
+                                Some(refusal) => {
+                                    pending = Pending::new(Kind::Bind, text).decided(&decision);
+                                    redecided_refusal = Some(refusal);
+                                }
+                                None => {
+                                    let keep = matches!(decision, Decision::Allow { .. })
+                                        && ctx.gate.decision_epoch(&ctx.info) == epoch;
+                                    n.epoch = epoch.filter(|_| keep);
+                                    if let Some(kept) = lock(tracker).statements.get_mut(statement) {
+                                        kept.epoch = n.epoch;
+                                    }
+                                }
+                            }
+                        }
+                        let refused = match (redecided_refusal, named) {
+                            (Some(refusal), _) => {
+                                portals.remove(portal);
+                                Some(refusal)
+                            }
+                            (None, Some(named)) => {
                                 portals.insert(portal_name, named);
                                 let once = !approved_once.is_empty() || !closed_by_sluice.is_empty();
                                 match approved_once.get_mut(statement).filter(|_| once) {
@@ -678,7 +731,7 @@ where
                                     None => None,
                                 }
                             }
-                            None => {
+                            (None, None) => {
                                 portals.remove(portal);
                                 Some(not_prepared(statement))
                             }
