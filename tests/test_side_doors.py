@@ -231,3 +231,16 @@ def test_read_only_refusals_say_what_to_do_instead(doors_gw):
 
 def test_currtid2_names_a_table(doors_gw):
     refused_by(doors_gw, "SELECT currtid2('secrets', '(0,1)'::tid)", "no-secrets")
+
+
+def test_raw_pages_of_a_denied_table_are_refused(doors_gw, pg):
+    pg.query("CREATE EXTENSION IF NOT EXISTS pageinspect")
+    try:
+        raw = pg.query("SELECT encode(get_raw_page('secrets', 0), 'escape')")[0][0]
+        assert "short-secret-zz9" in raw, "control: the page holds the secret"
+        for sql in ("SELECT encode(get_raw_page('secrets', 0), 'escape')",
+                    "SELECT t_data FROM heap_page_items(get_raw_page('public.secrets', 'main', 0))",
+                    "SELECT data FROM bt_page_items('secrets_pkey', 1)"):
+            refused_by(doors_gw, sql, "dynamic-sql")
+    finally:
+        pg.query("DROP EXTENSION IF EXISTS pageinspect")

@@ -31,6 +31,10 @@ const SQL_STRING_FUNCTIONS: &[(&str, usize, usize)] = &[
 /// is a read of that relation, whose every column goes out computed; anything else is dynamic.
 const TABLE_BY_NAME_FUNCTIONS: &[&str] = &["table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema", "currtid2"];
 
+/// Functions of the `pageinspect` extension that read a relation's raw pages by name — a table's,
+/// its TOAST relation's or an index's, whatever a rule denies — and hand back its values.
+const RAW_PAGE_FUNCTIONS: &[&str] = &["get_raw_page", "bt_page_items"];
+
 /// Built-in functions that read what sluice cannot name before they run: every table of a schema
 /// or database, or the rows of an open cursor (as text without column origin).
 const UNNAMED_READ_FUNCTIONS: &[&str] = &[
@@ -632,6 +636,8 @@ impl<'t> Walker<'t> {
             }
         } else if UNNAMED_READ_FUNCTIONS.contains(&function) {
             dynamic(self, "reads tables or a cursor sluice cannot name before it runs");
+        } else if RAW_PAGE_FUNCTIONS.contains(&function) {
+            dynamic(self, "reads a relation's raw pages, past every rule on its table");
         }
     }
 
