@@ -217,19 +217,23 @@ def test_the_cli_finds_the_one_running_instance_without_config(pg, make_gateway,
     assert run("token", "list", env=env, cwd=tmp_path).returncode == 0
 
 
+# A rule a reload adds in the SIGHUP tests.
+NO_PRODUCTS = """
+[[policy.rules]]
+name = "no-products"
+effect = "deny"
+objects = ["public.products"]
+reason = "reloaded"
+"""
+
+
 def test_sighup_reloads_policy_for_open_sessions_and_refuses_a_bad_file(make_gateway):
     gw = make_gateway()
     agent = gw.token()
     with psycopg.connect(gw.dsn(agent), autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM products").fetchone()[0] > 0
         original = gw.config.read_text()
-        gw.config.write_text(original + """
-[[policy.rules]]
-name = "no-products"
-effect = "deny"
-objects = ["public.products"]
-reason = "reloaded"
-""")
+        gw.config.write_text(original + NO_PRODUCTS)
         gw.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: "configuration reloaded" in gw.log(), what="the reload")
         # The open session's next statement (the same text it ran before) is decided anew.
@@ -265,13 +269,7 @@ def test_sighup_reaches_statements_prepared_before_it(make_gateway):
         try:
             stmt = await conn.prepare("SELECT count(*) FROM products WHERE id > $1")
             assert await stmt.fetchval(0) > 0
-            gw.config.write_text(original + """
-[[policy.rules]]
-name = "no-products"
-effect = "deny"
-objects = ["public.products"]
-reason = "reloaded"
-""")
+            gw.config.write_text(original + NO_PRODUCTS)
             gw.proc.send_signal(signal.SIGHUP)
             wait_for(lambda: "configuration reloaded" in gw.log(), what="the reload")
             with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError, match="no-products"):
