@@ -244,3 +244,35 @@ def test_raw_pages_of_a_denied_table_are_refused(doors_gw, pg):
             refused_by(doors_gw, sql, "dynamic-sql")
     finally:
         pg.query("DROP EXTENSION IF EXISTS pageinspect")
+
+
+def test_read_only_refuses_volatile_user_functions(doors_gw, pg):
+    """A user-defined function PostgreSQL marks VOLATILE may have effects the read-only
+    transaction does not stop (here an advisory lock that outlives the statement): refused in a
+    read-only session, naming it; a STABLE one runs; one made after sluice read the catalog too."""
+    pg.query("CREATE OR REPLACE FUNCTION side_lock() RETURNS int LANGUAGE plpgsql "
+             "AS $$BEGIN PERFORM pg_advisory_lock(4242); RETURN 1; END$$")
+    pg.query("CREATE OR REPLACE FUNCTION vault_rows() RETURNS bigint LANGUAGE sql STABLE "
+             "AS 'SELECT count(*) FROM vault'")
+    locks = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242"
+    try:
+        with psycopg.connect(pg.dsn(), autocommit=True) as direct:
+            assert direct.execute("SELECT side_lock()").fetchone() == (1,), "control: it runs"
+            assert direct.execute(locks).fetchone() == (1,), "control: and leaves a lock behind"
+        assert pg.query(locks) == [(0,)]
+        for sql in ("SELECT side_lock()", "SELECT public.side_lock()", "SELECT * FROM side_lock()"):
+            stderr = refused_by(doors_gw, sql, "read-only", connection="su_ro")
+            assert "side_lock() is a user-defined function PostgreSQL marks VOLATILE" in stderr, stderr
+            assert "ALTER FUNCTION" in stderr
+        assert pg.query(locks) == [(0,)]
+        out = run(doors_gw, "SELECT vault_rows()", connection="su_ro")
+        assert out.returncode == 0 and out.stdout.strip() == "2", out.stderr
+        # Made after sluice last read the functions: read again, and refused as well.
+        pg.query("CREATE OR REPLACE FUNCTION side_lock_later() RETURNS void LANGUAGE sql "
+                 "AS 'SELECT pg_advisory_lock(4243)'")
+        refused_by(doors_gw, "SELECT side_lock_later()", "read-only", connection="su_ro")
+        # Not read-only: policy decides as before (default allow).
+        out = run(doors_gw, "SELECT vault_rows(), 1", connection="su")
+        assert out.returncode == 0, out.stderr
+    finally:
+        pg.query("DROP FUNCTION IF EXISTS side_lock(), vault_rows(), side_lock_later()")

@@ -34,7 +34,37 @@ pub struct Catalog {
     databases: Mutex<HashMap<String, Cached>>,
     /// Per database: what the column rules reach through its views and functions.
     reached: Mutex<HashMap<String, Reached>>,
+    /// Per database: its functions by volatility, and when they were read.
+    functions: Mutex<HashMap<String, (Instant, Arc<Functions>)>>,
 }
+
+/// The functions of one database, for read-only sessions: which user-defined ones PostgreSQL marks
+/// VOLATILE (they may have effects beyond reading; `pg_catalog`'s are sluice-core's list).
+#[derive(Debug, Default)]
+pub struct Functions {
+    /// Every function name there is, to tell one made since.
+    names: std::collections::HashSet<String>,
+    /// `(schema, name)` of every volatile function outside the system schemas.
+    volatile: Vec<(String, String)>,
+}
+
+impl Functions {
+    pub fn knows(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
+    /// Whether a call may reach a volatile user-defined function (an unqualified name: one of any
+    /// schema, since the search path decides).
+    pub fn volatile(&self, schema: Option<&str>, name: &str) -> bool {
+        self.volatile.iter().any(|(s, n)| n == name && schema.is_none_or(|schema| schema == s))
+    }
+}
+
+/// Every function's name, schema, and whether it is a volatile one outside the system schemas.
+const FUNCTIONS_SQL: &str = "\
+    SELECT p.proname::text, n.nspname::text, \
+           (p.provolatile = 'v' AND n.nspname NOT IN ('pg_catalog', 'information_schema'))::text \
+      FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace";
 
 /// When read, for which masking configuration (its address), what it gave.
 type Reached = (Instant, usize, Arc<CatalogRules>);
@@ -96,6 +126,34 @@ impl Catalog {
         let mut cached = self.reached.lock().unwrap_or_else(|p| p.into_inner());
         cached.insert(key, (now, config, Arc::clone(&rules)));
         Ok((now, rules))
+    }
+
+    /// The database's functions by volatility, read again when older than `fresh_for`.
+    pub async fn functions(
+        &self,
+        endpoint: &PgEndpoint,
+        timeout: Duration,
+        fresh_for: Duration,
+    ) -> Result<Arc<Functions>, UpstreamError> {
+        let key = format!("{}:{}/{}", endpoint.host, endpoint.port, endpoint.database);
+        {
+            let cached = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, functions)) = cached.get(&key).filter(|(at, _)| at.elapsed() < fresh_for) {
+                return Ok(Arc::clone(functions));
+            }
+        }
+        let rows = upstream::query_once(endpoint, FUNCTIONS_SQL, timeout).await?;
+        let mut functions = Functions::default();
+        for row in rows {
+            let Ok([Some(name), Some(schema), Some(volatile)]) = <[Option<String>; 3]>::try_from(row) else { continue };
+            if volatile == "true" {
+                functions.volatile.push((schema, name.clone()));
+            }
+            functions.names.insert(name);
+        }
+        let functions = Arc::new(functions);
+        self.functions.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (Instant::now(), Arc::clone(&functions)));
+        Ok(functions)
     }
 
     /// The tables among `oids`; those the server does not know (a dropped table) are absent.

@@ -25,7 +25,7 @@ use crate::upstream::{PgEndpoint, UpstreamError};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use sluice_core::audit::now_us;
 use sluice_core::review::SAME_STATEMENT;
-use sluice_core::sql::{SharedAnalysis, SqlAnalysis, SqlStatement};
+use sluice_core::sql::{ObjectName, SharedAnalysis, SqlAnalysis, SqlStatement};
 use sluice_core::{
     Action, ActionKind, AuditEvent, Decision, Gate, Protocol, Refusal, RefusalCause, SessionInfo, Standing, StatementRecord,
 };
@@ -1485,7 +1485,12 @@ where
 /// masked column is refused as one doing so with the column itself is (the gateway checks the
 /// columns of tables), and so is one calling a function whose body reads a masked column. When
 /// the catalog cannot be read, that cannot be ruled out: refused.
+/// A read-only session's call of a volatile user-defined function is refused first (see
+/// `volatile_user_function`).
 async fn through_server_objects<G>(ctx: &Context<'_, G>, analysis: &SqlAnalysis) -> Option<Refusal> {
+    if let Some(refusal) = volatile_user_function(ctx, analysis).await {
+        return Some(refusal);
+    }
     let session = ctx.masking.as_ref().filter(|m| m.has_column_rules())?;
     if !matches!(analysis, SqlAnalysis::Parsed { .. }) {
         return None;
@@ -1503,6 +1508,47 @@ async fn through_server_objects<G>(ctx: &Context<'_, G>, analysis: &SqlAnalysis)
             hint: Some(
                 "retry in a moment; if it persists, the upstream server is unreachable or refuses catalog reads".into(),
             ),
+            cause: RefusalCause::Policy,
+        }),
+    }
+}
+
+/// In a session whose upstream is read-only: a call of a user-defined function PostgreSQL marks
+/// VOLATILE (it may have effects the read-only transaction does not stop: an advisory lock, a
+/// dblink call), refused naming it.
+async fn volatile_user_function<G>(ctx: &Context<'_, G>, analysis: &SqlAnalysis) -> Option<Refusal> {
+    if !ctx.info.upstream_read_only {
+        return None;
+    }
+    let SqlAnalysis::Parsed { statements } = analysis else { return None };
+    let called: Vec<&ObjectName> =
+        statements.iter().flat_map(|s| &s.functions).filter(|f| f.schema.as_deref() != Some("pg_catalog")).collect();
+    if called.is_empty() {
+        return None;
+    }
+    let read = |fresh_for| ctx.catalog.functions(ctx.endpoint, ctx.lookup_timeout, fresh_for);
+    // A name the last reading does not know may be a function made since.
+    let functions = match read(FRESH_FOR).await {
+        Ok(known) if called.iter().any(|c| !known.knows(&c.name)) => read(Duration::ZERO).await,
+        other => other,
+    };
+    let hint = |what: &str| Some(format!("{what}; otherwise leave it out, or ask an operator for a connection where it is allowed"));
+    match functions {
+        Ok(functions) => called.iter().find(|c| functions.volatile(c.schema.as_deref(), &c.name)).map(|f| Refusal {
+            rule: "read-only".into(),
+            reason: format!(
+                "this session is read-only, and {f}() is a user-defined function PostgreSQL marks VOLATILE: \
+                 it may have effects beyond reading"
+            ),
+            detail: Some(format!("call of {f}()")),
+            hint: hint("if it only reads, its owner can say so with ALTER FUNCTION … STABLE"),
+            cause: RefusalCause::Policy,
+        }),
+        Err(e) => Some(Refusal {
+            rule: "read-only".into(),
+            reason: format!("sluice cannot read the server's functions to tell whether a call has side effects: {e}"),
+            detail: None,
+            hint: Some("retry in a moment; if it persists, the upstream server refuses catalog reads".into()),
             cause: RefusalCause::Policy,
         }),
     }
