@@ -7,6 +7,7 @@ import random
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -220,7 +221,25 @@ def _connects(dsn):
 def test_refused_startup_parameters(gateway, token):
     with pytest.raises(psycopg.OperationalError) as info:
         psycopg.connect(gateway.dsn(token), options="-c standard_conforming_strings=off")
-    assert 'does not accept the startup parameter "options"' in str(info.value)
+    assert 'does not accept the startup parameter "standard_conforming_strings"' in str(info.value)
+    for options, named in [("-c search_path=evil", "search_path"), ("--log-statement=none", "log_statement"),
+                           ("-c work_mem=8MB -d 5", '"-d" in the startup options')]:
+        with pytest.raises(psycopg.OperationalError) as info:
+            psycopg.connect(gateway.dsn(token), options=options)
+        assert named in str(info.value), (options, str(info.value))
+
+
+def test_startup_options_carry_settings_sluice_does_not_control(gateway, token):
+    """pg_regress and many tools export PGOPTIONS (issue #23): its `-c` settings reach the server."""
+    options = r"-c intervalstyle=postgres_verbose --work-mem=8MB -c application_name=with\ space"
+    with psycopg.connect(gateway.dsn(token), options=options, autocommit=True) as conn:
+        assert conn.execute("SHOW intervalstyle").fetchone() == ("postgres_verbose",)
+        assert conn.execute("SHOW work_mem").fetchone() == ("8MB",)
+        assert conn.execute("SHOW application_name").fetchone() == ("with space",)
+    env = dict(os.environ, PGOPTIONS="-c intervalstyle=sql_standard")
+    out = subprocess.run(["psql", gateway.dsn(token), "-X", "-At", "-c", "SHOW intervalstyle"],
+                         capture_output=True, text=True, env=env, timeout=30)
+    assert out.returncode == 0 and out.stdout.strip() == "sql_standard", out.stderr
 
 
 def test_shutdown_tells_clients_and_records_everything(pg):

@@ -22,9 +22,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
-/// Startup parameters that name a mode sluice does not relay, or smuggle settings past it. The
-/// settings policy protects (`is_protected_setting`) are refused as startup parameters too.
-const REFUSED_PARAMETERS: &[&str] = &["options", "replication"];
+/// Startup parameters that name a mode sluice does not relay. The settings policy protects
+/// (`is_protected_setting`) are refused as startup parameters too, also inside `options`.
+const REFUSED_PARAMETERS: &[&str] = &["replication"];
 
 /// Startup parameters sluice sets itself whatever the client asks: every session speaks UTF-8, the
 /// encoding sluice parses statements in (a client's other encoding is dropped, not refused, as
@@ -165,6 +165,22 @@ async fn authenticate<G: Gate<PgEndpoint>>(tcp: TcpStream, peer: SocketAddr, sha
         let e = PgError::fatal(sqlstate::INVALID_AUTHORIZATION, "sluice accepts only TLS connections")
             .with_hint("connect with sslmode=require");
         return fail(&mut client, &e).await;
+    }
+    // `options` (PGOPTIONS) becomes the settings it holds, each judged like a startup parameter.
+    let mut params = params;
+    if let Some(at) = params.iter().position(|(n, _)| n == "options") {
+        let (_, options) = params.remove(at);
+        match crate::startup::options_settings(&options) {
+            Ok(settings) => params.extend(settings),
+            Err(word) => {
+                let e = PgError::fatal(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    format!("sluice does not accept \"{word}\" in the startup options"),
+                )
+                .with_hint("pass settings as -c name=value (check PGOPTIONS); other server switches are not relayed");
+                return fail(&mut client, &e).await;
+            }
+        }
     }
     let param = |name: &str| params.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
     let Some(user) = param("user").filter(|u| !u.is_empty()) else {

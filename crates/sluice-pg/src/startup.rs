@@ -76,8 +76,79 @@ pub fn parse_startup(body: &[u8]) -> Result<StartupPacket, PgError> {
     Ok(StartupPacket::Startup { major, minor, params })
 }
 
+/// The settings of a startup `options` parameter (libpq's `PGOPTIONS`), split as the server splits
+/// it — on whitespace, a backslash taking the next character literally — and read as its
+/// `-c name=value` / `-cname=value` / `--name=value` switches, names lower-cased with `-` as `_`.
+/// Any other switch (`-d 5` sets the server's debug level, `-e` the date style…) is `Err`, with
+/// the word as the server would read it: sluice passes on only what it can name.
+pub fn options_settings(options: &str) -> Result<Vec<(String, String)>, String> {
+    let mut words: Vec<String> = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_ascii_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            '\\' => {
+                in_word = true;
+                if let Some(next) = chars.next() {
+                    word.push(next);
+                }
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    let mut settings = Vec::new();
+    let mut words = words.into_iter();
+    while let Some(word) = words.next() {
+        let assignment = if word == "-c" {
+            words.next().ok_or_else(|| "-c without a setting".to_string())?
+        } else if let Some(rest) = word.strip_prefix("--").or_else(|| word.strip_prefix("-c")) {
+            rest.to_string()
+        } else {
+            return Err(word);
+        };
+        let Some((name, value)) = assignment.split_once('=') else { return Err(assignment) };
+        if name.is_empty() {
+            return Err(assignment);
+        }
+        settings.push((name.to_ascii_lowercase().replace('-', "_"), value.to_string()));
+    }
+    Ok(settings)
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn options_are_read_as_the_server_reads_them() {
+        let ok = |o: &str| super::options_settings(o).unwrap();
+        assert_eq!(ok("-c intervalstyle=postgres_verbose"), [("intervalstyle".into(), "postgres_verbose".into())]);
+        assert_eq!(
+            ok("  -cwork_mem=8MB --Statement-Timeout=5s -c application_name=a\\ b\\\\c "),
+            [
+                ("work_mem".to_string(), "8MB".to_string()),
+                ("statement_timeout".into(), "5s".into()),
+                ("application_name".into(), "a b\\c".into())
+            ]
+        );
+        assert_eq!(ok(""), []);
+        assert_eq!(super::options_settings("-d 5"), Err("-d".into()));
+        assert_eq!(super::options_settings("-c"), Err("-c without a setting".into()));
+        assert_eq!(super::options_settings("-c nonsense"), Err("nonsense".into()));
+        assert_eq!(super::options_settings("-e"), Err("-e".into()));
+    }
     use super::*;
 
     fn packet(code: i32, rest: &[u8]) -> Vec<u8> {
