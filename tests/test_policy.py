@@ -407,3 +407,19 @@ def test_merge_is_judged_as_the_operations_it_performs(policy_gw, pg, sql):
     assert 'refused by rule "orders-append-only"' in result.stderr, result.stderr
     assert "as an action of MERGE" in result.stderr, result.stderr
     assert pg.query("SELECT count(*), sum(quantity) FROM orders") == before
+
+
+def test_read_write_and_utf8_are_not_pinned_where_nothing_depends_on_them(policy_gw):
+    """Issue #23, item 7: a caller who is not read-only may say READ WRITE; setting client_encoding
+    to the UTF8 sluice pins anyway is a no-op, not a refusal."""
+    for sql in ("BEGIN; SET TRANSACTION READ WRITE; SELECT 1; COMMIT",
+                "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+                "BEGIN READ WRITE; COMMIT",
+                "SET default_transaction_read_only = off",
+                "SET client_encoding TO UTF8", "SET NAMES 'utf8'", "SET client_encoding = 'unicode'"):
+        result = psql(policy_gw, sql, connection="guarded")
+        assert result.returncode == 0, (sql, result.stderr)
+    assert psql(policy_gw, "SET client_encoding TO UTF8").returncode == 0, "a no-op on read-only too"
+    for sql in ("SET client_encoding TO LATIN1", "BEGIN READ WRITE", "SET default_transaction_read_only = off"):
+        result = psql(policy_gw, sql)
+        assert result.returncode != 0 and "protected-setting" in result.stderr, (sql, result.stderr)

@@ -296,6 +296,9 @@ fn read_only_hint(op: &Operation) -> Option<String> {
     })
 }
 
+/// Settings that make a session read-only or not: protected only where a `read-only` preset applies.
+const READ_ONLY_SETTINGS: &[&str] = &["default_transaction_read_only", "transaction_read_only"];
+
 /// Whether a setting (by its lower-case name) is one no session may change.
 pub fn is_protected_setting(name: &str) -> bool {
     PROTECTED_SETTINGS.iter().any(|p| glob_match(p, name))
@@ -639,6 +642,8 @@ impl Policy {
         if op.kind == Kind::Set
             && let Some(setting) = &op.object
             && is_protected_setting(&setting.name)
+            // Read-only state is the gateway's to keep only where a read-only preset applies.
+            && (!READ_ONLY_SETTINGS.contains(&setting.name.as_str()) || self.read_only(scope.identity, scope.connection))
         {
             let hint = match setting.name.as_str() {
                 s if s.ends_with("_preload_libraries") || s == "dynamic_library_path" || s == "jit_provider" => {

@@ -545,6 +545,9 @@ impl<'t> Walker<'t> {
             // SET TRANSACTION / SESSION CHARACTERISTICS: the options are what changes.
             self.op(Kind::Set, Some(ObjectName::bare(name)));
             self.read_write_options(map);
+        } else if name == "client_encoding" && sets_utf8(map) {
+            // What sluice pins already: no change (libraries send it by default).
+            self.within("to UTF8, which it already is".into(), |w| w.op(Kind::Set, None));
         } else {
             self.op(Kind::Set, Some(ObjectName::bare(name)));
         }
@@ -902,6 +905,16 @@ fn def_elem<'v>(list: Option<&'v Value>, name: &str) -> Option<&'v Value> {
 
 fn def_elem_str<'v>(list: Option<&'v Value>, name: &str) -> Option<&'v str> {
     def_elem(list, name)?.pointer("/node/String/sval")?.as_str()
+}
+
+/// Whether a SET's value is UTF8 under one of the names PostgreSQL accepts for it.
+fn sets_utf8(map: &Map<String, Value>) -> bool {
+    let args = map.get("args").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let [only] = args else { return false };
+    only.pointer("/node/AConst/val/Sval/sval").and_then(Value::as_str).is_some_and(|v| {
+        let v: String = v.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_lowercase();
+        v == "utf8" || v == "unicode"
+    })
 }
 
 /// Whether an option's argument explicitly says no (`false`, `off`, `READ WRITE`'s 0). A missing
