@@ -68,6 +68,8 @@ def test_a_syntax_error_keeps_postgresqls_position(pg, agent_gw, sql):
     through = error_of(agent_gw.dsn(agent_gw.agent_token), sql)
     assert through.sqlstate == direct.sqlstate == "42601"
     assert through.statement_position == direct.statement_position and direct.statement_position
+    # Word for word the server's error: no mention of sluice (the recording has the refusal).
+    assert through.message_primary == direct.message_primary and through.message_hint is None
     # The same in psql: the LINE/caret lines are PostgreSQL's own.
     direct_psql = subprocess.run(["psql", pg.dsn(), "-X", "-c", sql], capture_output=True, text=True)
     through_psql = subprocess.run(["psql", agent_gw.dsn(agent_gw.agent_token), "-X", "-c", sql],

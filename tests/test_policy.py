@@ -186,7 +186,9 @@ def psql(gw, sql, connection="ro"):
 def test_refused_over_simple_protocol(policy_gw, sql, code):
     result = psql(policy_gw, sql)
     assert result.returncode != 0, result.stdout
-    assert f"ERROR:  {code}: sluice: refused by rule" in result.stderr, result.stderr
+    # A syntax error is the server's own, word for word; every other refusal names its rule.
+    expected = f"ERROR:  {code}: " if code == "42601" else f"ERROR:  {code}: sluice: refused by rule"
+    assert expected in result.stderr and (code != "42601" or "sluice" not in result.stderr), result.stderr
     # Nothing of the message ran: no result of an earlier statement of it was printed either.
     assert result.stdout.strip() == "", result.stdout
 
@@ -197,7 +199,7 @@ def test_refused_over_extended_protocol(policy_gw, sql, code):
         with pytest.raises(psycopg.Error) as refused:
             conn.execute(sql, prepare=True)
         assert refused.value.sqlstate == code
-        assert str(refused.value).startswith("sluice: refused by rule"), str(refused.value)
+        assert str(refused.value).startswith("sluice: refused by rule") != (code == "42601"), str(refused.value)
         # The session stays usable.
         assert conn.execute("SELECT 41 + 1", prepare=True).fetchone() == (42,)
 

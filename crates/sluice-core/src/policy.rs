@@ -482,7 +482,8 @@ impl Policy {
             SqlAnalysis::Unparseable { message } => {
                 return Decision::Deny(Refusal {
                     rule: "unparseable".into(),
-                    reason: format!("PostgreSQL's parser rejects this statement: {message}"),
+                    // The parser's own words: the client is told exactly what the server would say.
+                    reason: message.clone(),
                     detail: None,
                     hint: Some("fix the statement; sluice only forwards SQL it can parse".into()),
                     cause: RefusalCause::Unparseable,

@@ -1677,7 +1677,8 @@ where
 }
 
 /// The client's error for a refusal of `text` (`None` when the decision allows). A statement refused
-/// as unparseable carries the parser's error position, as the server's own syntax error would.
+/// as unparseable gets exactly the server's syntax error — its message and position, no word of
+/// sluice — so clients fix their SQL as usual; that sluice refused it is in the recording.
 fn refusal_bytes(decision: &Decision, text: &str) -> Option<(Bytes, &'static str)> {
     let (refusal, what) = match decision {
         Decision::Allow { .. } | Decision::Approved { .. } => return None,
@@ -1698,12 +1699,14 @@ fn refusal_bytes(decision: &Decision, text: &str) -> Option<(Bytes, &'static str
         RefusalCause::Unparseable => sqlstate::SYNTAX_ERROR,
         RefusalCause::Cancelled => sqlstate::QUERY_CANCELED,
     };
+    if refusal.cause == RefusalCause::Unparseable {
+        let mut error = PgError::error(code, refusal.reason.clone());
+        error.position = sluice_sql::error_position(text);
+        return Some((error.to_bytes().freeze(), code));
+    }
     let mut error = PgError::error(code, format!("sluice: {what} \"{}\": {}", refusal.rule, refusal.reason));
     error.detail = refusal.detail.clone();
     error.hint = refusal.hint.clone();
-    if refusal.cause == RefusalCause::Unparseable {
-        error.position = sluice_sql::error_position(text);
-    }
     Some((error.to_bytes().freeze(), code))
 }
 
