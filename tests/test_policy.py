@@ -425,3 +425,15 @@ def test_read_write_and_utf8_are_not_pinned_where_nothing_depends_on_them(policy
     for sql in ("SET client_encoding TO LATIN1", "BEGIN READ WRITE", "SET default_transaction_read_only = off"):
         result = psql(policy_gw, sql)
         assert result.returncode != 0 and "protected-setting" in result.stderr, (sql, result.stderr)
+
+
+def test_returning_to_the_connections_own_user_is_not_refused(policy_gw):
+    """Issue #23, cause 2: RESET ROLE and friends go back to where the session started; only
+    assuming another role stays protected."""
+    for sql in ("RESET ROLE", "SET ROLE NONE", "SET LOCAL ROLE NONE", "SET SESSION AUTHORIZATION DEFAULT",
+                "RESET SESSION AUTHORIZATION"):
+        result = psql(policy_gw, sql)
+        assert result.returncode == 0, (sql, result.stderr)
+    assert psql(policy_gw, "SELECT current_user").stdout.strip() == "app"
+    result = psql(policy_gw, "SET ROLE app")
+    assert result.returncode != 0 and "protected-setting" in result.stderr

@@ -545,6 +545,10 @@ impl<'t> Walker<'t> {
             // SET TRANSACTION / SESSION CHARACTERISTICS: the options are what changes.
             self.op(Kind::Set, Some(ObjectName::bare(name)));
             self.read_write_options(map);
+        } else if matches!(name.as_str(), "role" | "session_authorization") && back_to_own_user(map, kind) {
+            // `RESET ROLE`, `SET ROLE NONE`, `SET SESSION AUTHORIZATION DEFAULT`: back to the user
+            // the session was opened as, which is where it starts.
+            self.within("back to the connection's own user".into(), |w| w.op(Kind::Set, None));
         } else if name == "client_encoding" && sets_utf8(map) {
             // What sluice pins already: no change (libraries send it by default).
             self.within("to UTF8, which it already is".into(), |w| w.op(Kind::Set, None));
@@ -905,6 +909,19 @@ fn def_elem<'v>(list: Option<&'v Value>, name: &str) -> Option<&'v Value> {
 
 fn def_elem_str<'v>(list: Option<&'v Value>, name: &str) -> Option<&'v str> {
     def_elem(list, name)?.pointer("/node/String/sval")?.as_str()
+}
+
+/// Whether a SET of `role` or `session_authorization` returns to the session's own user.
+fn back_to_own_user(map: &Map<String, Value>, kind: i64) -> bool {
+    if kind == VariableSetKind::VarReset as i64 || kind == VariableSetKind::VarSetDefault as i64 {
+        return true;
+    }
+    let args = map.get("args").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let none = args.first().and_then(|a| a.pointer("/node/AConst/val/Sval/sval")).and_then(Value::as_str);
+    kind == VariableSetKind::VarSetValue as i64
+        && str_field(map, "name").eq_ignore_ascii_case("role")
+        && args.len() == 1
+        && none.is_some_and(|v| v.eq_ignore_ascii_case("none"))
 }
 
 /// Whether a SET's value is UTF8 under one of the names PostgreSQL accepts for it.
