@@ -150,3 +150,28 @@ def test_certificate_from_config(make_gateway, tmp_path):
     out = psql(gw.dsn(tok, sslmode="verify-ca", sslrootcert=str(cert)), "-c", "SELECT 'custom cert'").stdout.strip()
     assert out == "custom cert"
     assert not (gw.dir / "state" / "tls-cert.pem").exists(), "no certificate is generated when one is configured"
+
+
+def test_an_agent_can_create_and_fire_a_plpgsql_trigger(gateway, token, pg):
+    """Issue #23, cause 5: every PL/pgSQL trigger function used to be refused as unparseable."""
+    pg.query("GRANT CREATE ON SCHEMA public TO app")
+    script = """
+        CREATE TABLE trig_items (id int PRIMARY KEY, note text);
+        CREATE TABLE trig_log (op text, id int);
+        CREATE FUNCTION trig_note() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO trig_log VALUES (TG_OP, COALESCE(NEW.id, OLD.id));
+            IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER trig_items_note AFTER INSERT OR DELETE ON trig_items
+            FOR EACH ROW EXECUTE FUNCTION trig_note();
+        INSERT INTO trig_items VALUES (1, 'a');
+        DELETE FROM trig_items WHERE id = 1;
+        SELECT string_agg(op || ':' || id, ',' ORDER BY op DESC) FROM trig_log;
+    """
+    try:
+        out = psql(gateway.dsn(token), input=script)
+        assert out.stdout.strip().splitlines()[-1] == "INSERT:1,DELETE:1", out.stdout
+    finally:
+        pg.query("DROP TABLE IF EXISTS trig_items, trig_log; DROP FUNCTION IF EXISTS trig_note()")

@@ -252,3 +252,15 @@ fn functions_that_run_a_query_string_or_read_a_table_by_name_are_read_through() 
     assert!(dynamic("SELECT schema_to_xml('public', true, false, '')"));
     assert!(dynamic("SELECT cursor_to_xml('c', 10, true, false, '')"));
 }
+
+#[test]
+fn trigger_functions_parse() {
+    // A trigger function's TG_* variables once made libpg_query's PL/pgSQL JSON invalid (see
+    // vendor/pg_query/PATCHED.md): every trigger function was refused as unparseable.
+    let body = "CREATE FUNCTION trg() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                IF TG_OP = 'DELETE' THEN DELETE FROM audit_log WHERE id = OLD.id; RETURN OLD; END IF; \
+                RETURN NEW; END $$";
+    let SqlAnalysis::Parsed { statements } = analyze(body) else { panic!("{body} does not parse") };
+    let ops: Vec<String> = statements[0].operations.iter().map(|o| o.to_string()).collect();
+    assert!(ops.iter().any(|o| o.starts_with("DELETE on audit_log")), "{ops:?}");
+}
