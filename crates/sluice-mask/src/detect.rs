@@ -799,7 +799,7 @@ fn url_password(hay: &[u8], mut i: usize) -> Option<(usize, usize)> {
         }
     }
     let password = &hay[start..i];
-    let placeholder = password.first().is_some_and(|c| matches!(c, b'$' | b'%' | b'{' | b'<' | b'*' | b'['));
+    let placeholder = password.first().is_some_and(|&c| starts_placeholder(c));
     (hay.get(i) == Some(&b'@') && !password.is_empty() && !password.iter().all(u8::is_ascii_digit) && !placeholder)
         .then_some((start, i))
 }
@@ -809,7 +809,7 @@ fn url_password(hay: &[u8], mut i: usize) -> Option<(usize, usize)> {
 /// nearly as much entropy as its length allows (3 bits per byte, or 90% of log2(length) for
 /// short ones), or 16+ bytes with 3.5 bits.
 fn looks_secret(value: &[u8]) -> bool {
-    if value.len() < 8 || matches!(value[0], b'$' | b'%' | b'{' | b'<' | b'*' | b'[' | b'/' | b'(') {
+    if value.len() < 8 || starts_placeholder(value[0]) || matches!(value[0], b'/' | b'(') {
         return false;
     }
     if find(value, b"://").is_some() || find(value, b"xxx").is_some() || find(value, b"XXX").is_some() {
@@ -835,6 +835,12 @@ fn looks_secret(value: &[u8]) -> bool {
     let bits = entropy(value);
     let enough = 3.0f64.min(0.9 * (value.len() as f64).log2());
     (kinds >= 2 && bits >= enough) || (value.len() >= 16 && bits >= 3.5)
+}
+
+/// Whether a value starting with `c` reads as a placeholder or a redaction (`${…}`, `%s`, `{{…}}`,
+/// `<…>`, `****`, `[redacted…]`) rather than a secret.
+fn starts_placeholder(c: u8) -> bool {
+    matches!(c, b'$' | b'%' | b'{' | b'<' | b'*' | b'[')
 }
 
 /// Shannon entropy in bits per byte.

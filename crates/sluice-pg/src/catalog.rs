@@ -111,7 +111,7 @@ impl Catalog {
         timeout: Duration,
         fresh_for: Duration,
     ) -> Result<(Instant, Arc<CatalogRules>), UpstreamError> {
-        let key = format!("{}:{}/{}", endpoint.host, endpoint.port, endpoint.database);
+        let key = database_key(endpoint);
         let config = masking as *const Masking as usize;
         {
             let cached = self.reached.lock().unwrap_or_else(|p| p.into_inner());
@@ -135,7 +135,7 @@ impl Catalog {
         timeout: Duration,
         fresh_for: Duration,
     ) -> Result<Arc<Functions>, UpstreamError> {
-        let key = format!("{}:{}/{}", endpoint.host, endpoint.port, endpoint.database);
+        let key = database_key(endpoint);
         {
             let cached = self.functions.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((_, functions)) = cached.get(&key).filter(|(at, _)| at.elapsed() < fresh_for) {
@@ -163,7 +163,7 @@ impl Catalog {
         oids: &[u32],
         timeout: Duration,
     ) -> Result<HashMap<u32, Arc<Table>>, UpstreamError> {
-        let key = format!("{}:{}/{}", endpoint.host, endpoint.port, endpoint.database);
+        let key = database_key(endpoint);
         let mut found = HashMap::new();
         let mut missing = Vec::new();
         {
@@ -217,6 +217,11 @@ impl Catalog {
         }
         Ok(found)
     }
+}
+
+/// Which upstream database a cached reading is of.
+fn database_key(endpoint: &PgEndpoint) -> String {
+    format!("{}:{}/{}", endpoint.host, endpoint.port, endpoint.database)
 }
 
 /// The views and functions in the rows of `OBJECTS_SQL`, their definitions classified.

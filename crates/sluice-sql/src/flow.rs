@@ -328,11 +328,10 @@ impl Flow {
         self.visit_field(map, "rarg", &Slot::Output);
         self.visit_field(map, "quals", &Slot::Filter);
         for name in names(map.get("using_clause")) {
-            self.push(ColumnUse { name, qualifier: None, place: Place::Merged, alias: None, body: self.body.clone() });
+            self.push(name, None, Place::Merged, None);
         }
         if map.get("is_natural").and_then(Value::as_bool).unwrap_or(false) {
-            let name = "*".to_string();
-            self.push(ColumnUse { name, qualifier: None, place: Place::Merged, alias: None, body: self.body.clone() });
+            self.push("*".to_string(), None, Place::Merged, None);
         }
         self.derive(map.get("alias"), &[], start);
         self.derive(map.get("join_using_alias"), &[], start);
@@ -345,8 +344,7 @@ impl Flow {
         for (clause, list) in [("search_clause", "search_col_list"), ("cycle_clause", "cycle_col_list")] {
             let Some(clause) = map.get(clause).filter(|c| !c.is_null()) else { continue };
             for name in names(clause.get(list)) {
-                let place = Place::Computed(IN_CTE_SEARCH.into());
-                self.push(ColumnUse { name, qualifier: None, place, alias: None, body: self.body.clone() });
+                self.push(name, None, Place::Computed(IN_CTE_SEARCH.into()), None);
             }
             for column in ["search_seq_column", "cycle_mark_column", "cycle_path_column"] {
                 if let Some(name) = clause.get(column).and_then(Value::as_str).filter(|n| !n.is_empty()) {
@@ -376,11 +374,12 @@ impl Flow {
         let name = part(last);
         let qualifier = before.last().map(part);
         let alias = alias.map(str::to_string);
-        self.push(ColumnUse { name, qualifier, place, alias, body: self.body.clone() });
+        self.push(name, qualifier, place, alias);
     }
 
-    fn push(&mut self, used: ColumnUse) {
-        self.uses.push(used);
+    /// Records a use, inside the body being walked if any.
+    fn push(&mut self, name: String, qualifier: Option<String>, place: Place, alias: Option<String>) {
+        self.uses.push(ColumnUse { name, qualifier, place, alias, body: self.body.clone() });
     }
 
     fn relation(&mut self, map: &Map<String, Value>) {
