@@ -229,6 +229,9 @@ mod tests {
         refused("SELECT x FROM customers c, LATERAL (VALUES (c.ssn)) v(x)", "VALUES");
         refused("SELECT y FROM (SELECT x AS y FROM (SELECT ssn AS x FROM customers) a) b WHERE length(y) > 3", "\"y\"");
         refused("SELECT (SELECT ssn FROM customers LIMIT 1)", "subquery");
+        refused("SELECT ssn COLLATE \"C\" FROM customers", "inside an expression");
+        refused("SELECT (SELECT c.ssn) FROM customers c", "subquery");
+        refused("SELECT id FROM customers WHERE ssn = ANY (SELECT reverse(ssn) FROM customers)", "inside an expression");
         // Names followed whatever order they come in.
         refused("SELECT upper(c) FROM (SELECT b AS c, a AS b, ssn AS a FROM customers) t", "\"c\"");
         refused("SELECT ARRAY(SELECT card FROM customers)", "subquery");
