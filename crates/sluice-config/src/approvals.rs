@@ -126,6 +126,8 @@ impl AccessPolicySpec {
             default: self.default,
             side_effect_functions: side_effect_functions.to_vec(),
             rules: self.rules.clone(),
+            // Built-in rules stay on under a grant, whatever the main policy turns off.
+            builtin: Default::default(),
         };
         let plain: Vec<ConnectionPolicy> =
             connections.iter().map(|c| ConnectionPolicy { preset: None, default: None, ..c.clone() }).collect();

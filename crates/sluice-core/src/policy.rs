@@ -67,7 +67,7 @@ impl Preset {
             }
             Preset::NoDdl => KindSet::ALL
                 .without(&[Kind::Create, Kind::Alter, Kind::Drop, Kind::Truncate, Kind::Grant, Kind::Admin])
-                .without(&[Kind::DynamicSql]),
+                .without(&[Kind::DynamicSql, Kind::AssumeRole]),
         }
     }
 }
@@ -136,6 +136,9 @@ pub struct PolicySpec {
     pub side_effect_functions: Vec<String>,
     #[serde(default)]
     pub rules: Vec<RuleSpec>,
+    /// Built-in rules an operator may turn off (`[policy.builtin]`).
+    #[serde(default)]
+    pub builtin: BuiltinRules,
 }
 
 fn default_effect() -> Effect {
@@ -144,7 +147,31 @@ fn default_effect() -> Effect {
 
 impl Default for PolicySpec {
     fn default() -> Self {
-        PolicySpec { default: default_effect(), side_effect_functions: Vec::new(), rules: Vec::new() }
+        PolicySpec {
+            default: default_effect(),
+            side_effect_functions: Vec::new(),
+            rules: Vec::new(),
+            builtin: BuiltinRules::default(),
+        }
+    }
+}
+
+/// The built-in rules that guard what belongs to the operator rather than to sluice's own
+/// analysis; both on unless turned off. (What sluice's analysis relies on is pinned only where the
+/// policy in scope enforces something, and cannot be turned off: see `Policy::enforces_anything`.)
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct BuiltinRules {
+    /// `protected-setting`: the server's logging and auditing of the session, and library loading.
+    pub protected_setting: bool,
+    /// `protected-catalog`: password verifiers, foreign-server credentials, column statistics and
+    /// TOAST relations.
+    pub protected_catalog: bool,
+}
+
+impl Default for BuiltinRules {
+    fn default() -> Self {
+        BuiltinRules { protected_setting: true, protected_catalog: true }
     }
 }
 
@@ -225,7 +252,9 @@ pub const PROTECTED_SETTINGS: &[&str] = &[
     "backslash_quote",
     "client_encoding",
     "(computed)",
-    // Logging and auditing: what the database records of this session is the operator's.
+    // Logging and auditing: what the database records of this session is the operator's (these
+    // and the library settings below are the built-in rule `protected-setting`, which an operator
+    // may turn off).
     "log_*",
     "debug_print_*",
     "track_*",
@@ -299,6 +328,17 @@ fn read_only_hint(op: &Operation) -> Option<String> {
 /// Settings that make a session read-only or not: protected only where a `read-only` preset applies.
 const READ_ONLY_SETTINGS: &[&str] = &["default_transaction_read_only", "transaction_read_only"];
 
+/// Settings sluice's analysis of later statements depends on: how names resolve (`search_path`,
+/// `role` through `$user`) and how text lexes. Pinned only where the policy in scope enforces
+/// something (`Policy::enforces_anything`): where it enforces nothing, a misread statement changes
+/// no decision.
+const ANALYSIS_SETTINGS: &[&str] =
+    &["search_path", "standard_conforming_strings", "backslash_quote", "role", "session_authorization"];
+
+/// Settings sluice pins whatever the policy: the encoding it parses in, and a setting whose name
+/// is only known at run time.
+const ALWAYS_PINNED: &[&str] = &["client_encoding", "(computed)"];
+
 /// Whether a setting (by its lower-case name) is one no session may change.
 pub fn is_protected_setting(name: &str) -> bool {
     PROTECTED_SETTINGS.iter().any(|p| glob_match(p, name))
@@ -359,7 +399,8 @@ impl Rule {
                 op.object.as_ref().is_some_and(|f| self.functions.iter().any(|p| object_matches(p, f, search_path)))
             }
             _ if self.kinds.is_none() && !self.functions.is_empty() => false,
-            Kind::DynamicSql => self.kinds.is_some_and(|k| k.contains(Kind::DynamicSql)),
+            // Only a rule naming these kinds decides them.
+            Kind::DynamicSql | Kind::AssumeRole => self.kinds.is_some_and(|k| k.contains(op.kind)),
             kind => self.kinds.is_none_or(|k| k.contains(kind)),
         };
         let object_ok = self.objects.is_empty()
@@ -414,6 +455,9 @@ pub struct Policy {
     side_effect_functions: Vec<String>,
     /// Function globs named by some rule: calls of them are operations too.
     ruled_functions: Vec<String>,
+    builtin: BuiltinRules,
+    /// Where column masking applies (the scopes of the masking configuration's column rules).
+    masked: Vec<RuleScope>,
 }
 
 /// How one operation was judged. It borrows from the policy and the statement, so that judging
@@ -467,7 +511,54 @@ impl Policy {
             connections,
             side_effect_functions,
             ruled_functions,
+            builtin: spec.builtin,
+            masked: Vec::new(),
         })
+    }
+
+    /// Tells the policy where column masking applies: there a session keeps its role, and dynamic
+    /// SQL (which could read a masked column unseen) needs a rule.
+    pub fn with_column_masking(mut self, scopes: Vec<RuleScope>) -> Policy {
+        self.masked = scopes;
+        self
+    }
+
+    fn masks_columns(&self, identity: &Identity, connection: &str) -> bool {
+        self.masked.iter().any(|s| s.contains(identity, connection))
+    }
+
+    /// Whether anything the policy does for `identity` on `connection` could be bypassed by a
+    /// statement sluice misreads or cannot read: a rule that refuses or reviews, a default that is
+    /// not allow, a read-only preset, or column masking. Where nothing is enforced, sluice follows
+    /// the session instead of pinning it (search_path, role, string lexing) and lets dynamic SQL
+    /// through: there is nothing it could get around.
+    pub fn enforces_anything(&self, identity: &Identity, connection: &str) -> bool {
+        self.default_for(connection) != Effect::Allow
+            || self.masks_columns(identity, connection)
+            || self.rules.iter().any(|r| r.effect != Effect::Allow && r.scope.contains(identity, connection))
+    }
+
+    /// The settings no statement of `identity` on `connection` may change.
+    pub fn pinned_settings(&self, identity: &Identity, connection: &str) -> Vec<&'static str> {
+        PROTECTED_SETTINGS
+            .iter()
+            .copied()
+            .filter(|s| !s.starts_with('('))
+            .filter(|s| self.pins(s, identity, connection))
+            .collect()
+    }
+
+    /// Whether a change of `setting` (lower case) is refused for `identity` on `connection`.
+    fn pins(&self, setting: &str, identity: &Identity, connection: &str) -> bool {
+        if ALWAYS_PINNED.contains(&setting) {
+            true
+        } else if READ_ONLY_SETTINGS.contains(&setting) {
+            self.read_only(identity, connection)
+        } else if ANALYSIS_SETTINGS.contains(&setting) {
+            self.enforces_anything(identity, connection)
+        } else {
+            self.builtin.protected_setting && is_protected_setting(setting)
+        }
     }
 
     /// Whether `identity` may only read on `connection` (a read-only preset applies), in which
@@ -552,7 +643,7 @@ impl Policy {
                     None if !r.functions.is_empty() => vec![Kind::Function.as_str()],
                     kinds => Kind::ALL
                         .iter()
-                        .filter(|k| kinds.map_or(**k != Kind::DynamicSql, |set| set.contains(**k)))
+                        .filter(|k| kinds.map_or(!matches!(k, Kind::DynamicSql | Kind::AssumeRole), |set| set.contains(**k)))
                         .map(|k| k.as_str())
                         .collect(),
                 },
@@ -642,9 +733,7 @@ impl Policy {
     ) -> Judgement<'a> {
         if op.kind == Kind::Set
             && let Some(setting) = &op.object
-            && is_protected_setting(&setting.name)
-            // Read-only state is the gateway's to keep only where a read-only preset applies.
-            && (!READ_ONLY_SETTINGS.contains(&setting.name.as_str()) || self.read_only(scope.identity, scope.connection))
+            && self.pins(&setting.name, scope.identity, scope.connection)
         {
             let hint = match setting.name.as_str() {
                 s if s.ends_with("_preload_libraries") || s == "dynamic_library_path" || s == "jit_provider" => {
@@ -657,10 +746,16 @@ impl Policy {
                     "what the database logs and audits of a session (and whether its triggers fire) is set by an operator"
                 }
                 "search_path" => {
-                    "schema-qualify names instead (the connection's search_path is set in sluice's configuration)"
+                    "schema-qualify names instead: the policy names objects, and sluice resolves unqualified names \
+                     under the connection's search_path (set in sluice's configuration)"
+                }
+                "standard_conforming_strings" | "backslash_quote" => {
+                    "write strings in the standard form (E'…' where a backslash escape is meant): sluice's policy \
+                     reads every statement as the server's standard lexing does"
                 }
                 "role" | "session_authorization" => {
-                    "sessions run as the connection's upstream user; ask an operator for a connection with the access you need"
+                    "sessions run as the connection's upstream user; ask an operator for a rule that allows kind \
+                     \"assume-role\" for the role"
                 }
                 "(computed)" => "call set_config() with the setting's name as a literal so it can be checked",
                 _ => "sluice relies on this setting's value and does not let a session change it",
@@ -668,8 +763,14 @@ impl Policy {
             let reason = format!("sluice pins the setting {} for every session", setting.name);
             return Judgement::builtin(op, "protected-setting", reason, hint);
         }
-        let relation = !matches!(op.kind, Kind::Function | Kind::Set | Kind::CopyFile | Kind::CopyProgram | Kind::Call);
-        if relation && let Some(holds) = op.object.as_ref().and_then(protected_catalog) {
+        let relation = !matches!(
+            op.kind,
+            Kind::Function | Kind::Set | Kind::AssumeRole | Kind::CopyFile | Kind::CopyProgram | Kind::Call
+        );
+        if relation
+            && self.builtin.protected_catalog
+            && let Some(holds) = op.object.as_ref().and_then(protected_catalog)
+        {
             let reason = format!("{} holds {holds}, which no session reads through sluice", op.object.as_ref().map_or_else(String::new, ToString::to_string));
             let hint = "for sizes and row estimates use EXPLAIN or pg_class.reltuples; credentials and sample \
                         values stay with the operator";
@@ -697,13 +798,27 @@ impl Policy {
                     operation: op,
                 }
             }
-            None if op.kind == Kind::DynamicSql => Judgement::builtin(
-                op,
-                "dynamic-sql",
-                "the SQL it would run is not known before it runs".into(),
-                "run the statements themselves instead of building them at run time, or ask an operator for a rule \
-                 that allows kind \"dynamic-sql\"",
-            ),
+            None if op.kind == Kind::DynamicSql && self.enforces_anything(scope.identity, scope.connection) => {
+                Judgement::builtin(
+                    op,
+                    "dynamic-sql",
+                    "the SQL it would run is not known before it runs".into(),
+                    "run the statements themselves instead of building them at run time, or ask an operator for a \
+                     rule that allows kind \"dynamic-sql\"",
+                )
+            }
+            None if op.kind == Kind::AssumeRole
+                && (self.read_only(scope.identity, scope.connection)
+                    || self.masks_columns(scope.identity, scope.connection)) =>
+            {
+                let role = op.object.as_ref().map_or_else(String::new, |o| o.name.clone());
+                let reason = format!(
+                    "this session runs as the connection's upstream user, which {} relies on; no rule lets it switch to role {role}",
+                    if self.read_only(scope.identity, scope.connection) { "its read-only protection" } else { "column masking" }
+                );
+                let hint = "leave the role as it is, or ask an operator for a rule that allows kind \"assume-role\" for this role";
+                Judgement::builtin(op, "assume-role", reason, hint)
+            }
             None => Judgement {
                 operation: op,
                 effect: conn.default,

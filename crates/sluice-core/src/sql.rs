@@ -33,6 +33,9 @@ pub enum Kind {
     CopyProgram,
     /// SET / RESET of a run-time setting.
     Set,
+    /// SET ROLE or SET SESSION AUTHORIZATION to another role (the object): only a rule naming this
+    /// kind decides it, as for dynamic SQL.
+    AssumeRole,
     /// BEGIN, COMMIT, ROLLBACK, SAVEPOINT, PREPARE TRANSACTION…
     Transaction,
     /// CALL of a procedure.
@@ -86,6 +89,7 @@ impl Kind {
         Kind::Admin,
         Kind::Function,
         Kind::DynamicSql,
+        Kind::AssumeRole,
         Kind::Other,
     ];
 
@@ -118,6 +122,7 @@ impl Kind {
             Kind::Admin => "admin",
             Kind::Function => "function",
             Kind::DynamicSql => "dynamic-sql",
+            Kind::AssumeRole => "assume-role",
             Kind::Other => "other",
         }
     }
@@ -151,13 +156,14 @@ impl Kind {
             Kind::Admin => "server administration",
             Kind::Function => "call of",
             Kind::DynamicSql => "dynamic SQL",
+            Kind::AssumeRole => "switch to role",
             Kind::Other => "statement",
         }
     }
 
     /// Operations that act on rows or relations, which a plain EXPLAIN only plans.
     pub fn is_data_or_ddl(self) -> bool {
-        !matches!(self, Kind::Function | Kind::DynamicSql | Kind::Set)
+        !matches!(self, Kind::Function | Kind::DynamicSql | Kind::Set | Kind::AssumeRole)
     }
 }
 

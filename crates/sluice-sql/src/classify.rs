@@ -549,6 +549,8 @@ impl<'t> Walker<'t> {
             // `RESET ROLE`, `SET ROLE NONE`, `SET SESSION AUTHORIZATION DEFAULT`: back to the user
             // the session was opened as, which is where it starts.
             self.within("back to the connection's own user".into(), |w| w.op(Kind::Set, None));
+        } else if let Some(role) = assumed_role(map, &name, kind) {
+            self.op(Kind::AssumeRole, Some(ObjectName::bare(role)));
         } else if name == "client_encoding" && sets_utf8(map) {
             // What sluice pins already: no change (libraries send it by default).
             self.within("to UTF8, which it already is".into(), |w| w.op(Kind::Set, None));
@@ -922,6 +924,17 @@ fn back_to_own_user(map: &Map<String, Value>, kind: i64) -> bool {
         && str_field(map, "name").eq_ignore_ascii_case("role")
         && args.len() == 1
         && none.is_some_and(|v| v.eq_ignore_ascii_case("none"))
+}
+
+/// The role a `SET [LOCAL] ROLE name` or `SET SESSION AUTHORIZATION name` switches to (a name or
+/// a string; the parser has already folded an unquoted name to lower case).
+fn assumed_role(map: &Map<String, Value>, name: &str, kind: i64) -> Option<String> {
+    if !matches!(name, "role" | "session_authorization") || kind != VariableSetKind::VarSetValue as i64 {
+        return None;
+    }
+    let args = map.get("args").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let [only] = args else { return None };
+    only.pointer("/node/AConst/val/Sval/sval").and_then(Value::as_str).map(str::to_string)
 }
 
 /// Whether a SET's value is UTF8 under one of the names PostgreSQL accepts for it.

@@ -11,7 +11,7 @@ use sluice_core::audit::now_us;
 use sluice_approvals::ActiveGrant;
 use sluice_config::AccessPolicy;
 use sluice_core::advice::{Explanation, Permissions};
-use sluice_core::policy::{PROTECTED_SETTINGS, Policy};
+use sluice_core::policy::Policy;
 use sluice_core::sql::SqlAnalysis;
 use sluice_core::{
     Action, ActionKind, AuditEvent, AuthOutcome, Decision, Gate, Grant, Hold, Identity, OpenError, OpenRequest,
@@ -202,7 +202,7 @@ impl Gateway {
             rules: policy.rules_for(identity, connection),
             masked_columns,
             detectors,
-            pinned_settings: PROTECTED_SETTINGS.iter().copied().filter(|s| !s.starts_with('(')).collect(),
+            pinned_settings: policy.pinned_settings(identity, connection),
             access_policies: self
                 .approvals
                 .access_policies()
