@@ -111,6 +111,8 @@ pub struct ServerMessage {
     pub code: String,
     pub message: String,
     pub detail: Option<String>,
+    /// The server source file that raised it (`F`).
+    pub file: Option<String>,
 }
 
 impl ServerMessage {
@@ -129,10 +131,17 @@ impl ServerMessage {
                 b'C' => fields.code = value,
                 b'M' => fields.message = value,
                 b'D' => fields.detail = Some(value),
+                b'F' => fields.file = Some(value),
                 _ => {}
             }
         }
         fields
+    }
+
+    /// Whether the server's raw parser raised it (its lexer, grammar or the token filter between
+    /// them): the text does not parse, before any name is looked up or anything runs.
+    pub fn from_raw_parser(&self) -> bool {
+        matches!(self.file.as_deref(), Some("scan.l" | "gram.y" | "parser.c" | "scansup.c"))
     }
 
     pub fn is_fatal(&self) -> bool {

@@ -122,6 +122,18 @@ struct Pending {
     /// server confirms each (see `Tracker::statements`) to the names as they were when it was sent.
     effects: Vec<NameEffect>,
     sent_at_generation: u64,
+    probe: Probe,
+}
+
+/// Where a statement sluice cannot parse stands in the server's own parse of it (see `probe`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Probe {
+    None,
+    /// Sent: the server's error, if its raw parser raised it, is the client's as it is.
+    Sent,
+    /// The server parsed it (its ParseComplete and CloseComplete are dropped): sluice's own
+    /// refusal replaces the marker's error that follows.
+    Parsed,
 }
 
 /// What a message does to the session's prepared statement names once the server confirms it.
@@ -183,7 +195,14 @@ impl Pending {
             refusal: None,
             effects: Vec::new(),
             sent_at_generation: 0,
+            probe: Probe::None,
         }
+    }
+
+    /// Whether sluice's refusal replaces the server's `error`: not where a probe of a statement
+    /// sluice cannot parse met the server's own syntax error, which the client gets exactly.
+    fn replaces(&self, error: &ServerMessage) -> bool {
+        self.refusal.is_some() && !(self.probe == Probe::Sent && error.from_raw_parser())
     }
 
     fn decided(mut self, decision: &Decision) -> Self {
@@ -539,6 +558,12 @@ where
                     let refusal = refusal_bytes(&decided.decision, &decided.text);
                     let mut pending = Pending::new(Kind::Simple, decided.text).decided(&decided.decision);
                     match (refusal, decided.answer) {
+                        (Some(refusal), _) if unparseable(&decided.decision) => {
+                            lock(tracker).statements.remove(&b""[..]);
+                            pending.refusal = Some(refusal);
+                            pending.probe = Probe::Sent;
+                            replacement = Some((probe(b"", &pending.text, true), pending));
+                        }
                         (Some(refusal), _) => replacement = Some(refused_simple(pending, refusal)),
                         (None, Some(answer)) => {
                             let mut query = BytesMut::new();
@@ -610,8 +635,14 @@ where
                             if name.is_empty() {
                                 pending.effects.push(NameEffect::Deallocate(Bytes::new()));
                             }
-                            let mut marker = BytesMut::new();
-                            codec::parse(&mut marker, name, REFUSAL_MARKER);
+                            let marker = if unparseable(&decision) {
+                                pending.probe = Probe::Sent;
+                                probe(name, &text, false)
+                            } else {
+                                let mut marker = BytesMut::new();
+                                codec::parse(&mut marker, name, REFUSAL_MARKER);
+                                marker
+                            };
                             pending.refusal = Some(refusal);
                             replacement = Some((marker, pending));
                         }
@@ -997,7 +1028,13 @@ where
                 b'1' | b'2' => {
                     let expected = if head.tag == b'1' { Kind::Parse } else { Kind::Bind };
                     let mut t = lock(tracker);
-                    if t.pending.front().is_some_and(|p| p.kind == expected) {
+                    if let Some(front) = t.pending.front_mut()
+                        && front.probe != Probe::None
+                        && head.tag == b'1'
+                    {
+                        front.probe = Probe::Parsed;
+                        drop_frame = true;
+                    } else if t.pending.front().is_some_and(|p| p.kind == expected) {
                         t.pending.pop_front();
                     }
                 }
@@ -1049,7 +1086,9 @@ where
                 }
                 b'3' => {
                     let mut t = lock(tracker);
-                    if t.pending.front().is_some_and(|p| p.kind == Kind::Close)
+                    if t.pending.front().is_some_and(|p| p.probe != Probe::None) {
+                        drop_frame = true;
+                    } else if t.pending.front().is_some_and(|p| p.kind == Kind::Close)
                         && let Some(mut close) = t.pending.pop_front()
                     {
                         t.apply_all(&mut close);
@@ -1067,7 +1106,9 @@ where
                         Some(Kind::Simple) => {
                             if let Some(front) = t.pending.front_mut() {
                                 front.rows += partial_rows;
-                                if let Some((substitute, _)) = &front.refusal {
+                                if front.replaces(&message)
+                                    && let Some((substitute, _)) = &front.refusal
+                                {
                                     rewritten.clear();
                                     rewritten.extend_from_slice(substitute);
                                 }
@@ -1235,7 +1276,9 @@ async fn write_frames<W: AsyncWrite + Unpin>(
 /// it belongs to: a Bind's (a bad parameter, a constant folded at planning), or that of sluice's
 /// Describe, is the error of the Execute that follows.
 fn pipeline_failed(t: &mut Tracker, mut failed: Pending, (rows, message): (u64, ServerMessage), rewritten: &mut BytesMut) {
-    if let Some((substitute, _)) = &failed.refusal {
+    if failed.replaces(&message)
+        && let Some((substitute, _)) = &failed.refusal
+    {
         rewritten.clear();
         rewritten.extend_from_slice(substitute);
     }
@@ -1708,6 +1751,33 @@ fn refusal_bytes(decision: &Decision, text: &str) -> Option<(Bytes, &'static str
     error.detail = refusal.detail.clone();
     error.hint = refusal.hint.clone();
     Some((error.to_bytes().freeze(), code))
+}
+
+/// Whether a decision refuses a statement sluice's parser rejects.
+fn unparseable(decision: &Decision) -> bool {
+    matches!(decision, Decision::Deny(r) if r.cause == RefusalCause::Unparseable)
+}
+
+/// What sluice sends in place of a statement its parser rejects, so that the client gets the
+/// server's own syntax error (message, position, hint: its grammar, which may differ from
+/// libpg_query's): a Parse of the text under `name`, which runs nothing, then a Close of it and
+/// a Parse of the refusal marker. Where the server's raw parser rejects the text, it skips the
+/// rest up to Sync and its error goes to the client as it is. Where the server parses it, the
+/// statement is closed again (nothing can bind it) and sluice's refusal replaces the marker's
+/// error. Either way the server's transaction fails, as it would have. `sync` ends a simple
+/// Query's stand-in.
+fn probe(name: &[u8], text: &str, sync: bool) -> BytesMut {
+    let mut out = BytesMut::new();
+    codec::parse(&mut out, name, text);
+    put_message(&mut out, b'C', |b| {
+        b.put_u8(b'S');
+        put_cstr(b, name);
+    });
+    codec::parse(&mut out, name, REFUSAL_MARKER);
+    if sync {
+        put_message(&mut out, b'S', |_| {});
+    }
+    out
 }
 
 /// A simple-protocol message refused in place: the marker query the server will reject, and the

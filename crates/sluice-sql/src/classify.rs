@@ -1,6 +1,7 @@
 //! Classification of one SQL message with libpg_query: the parse tree is walked in full (CTEs,
 //! subqueries, EXPLAIN, PREPARE, DO and function bodies), so what is found is what PostgreSQL would
-//! run. Anything that does not parse — the message or a body inside it — is unparseable.
+//! run. A message that does not parse is unparseable; a body inside it that does not parse is
+//! dynamic SQL (what it runs is unknown).
 //!
 //! The walk works on the tree's serde form, keyed by PostgreSQL's node names, so a node type this
 //! code does not name is still descended into: nothing is skipped by omission.
@@ -696,6 +697,13 @@ impl<'t> Walker<'t> {
         }
     }
 
+    /// A body sluice's parser rejects: the server may still accept it (its checks need the
+    /// catalog, as `%TYPE` does, or its grammar differs), so what it runs is unknown, as for a
+    /// body in C. The server's own error, if it has one, reaches the client when the statement runs.
+    fn unreadable_body(&mut self, context: &str, message: &str) {
+        self.within(format!("{context}, which sluice cannot read ({message})"), |w| w.op(Kind::DynamicSql, None));
+    }
+
     /// Parses this statement's PL/pgSQL and classifies every SQL statement and expression in it.
     fn plpgsql(&mut self, context: String) {
         let text = self.text;
@@ -709,7 +717,7 @@ impl<'t> Walker<'t> {
             });
         match parsed {
             Ok(tree) => self.within(context, |w| w.walk_plpgsql(&tree)),
-            Err(message) => self.fail(format!("{context}: {message}")),
+            Err(message) => self.unreadable_body(&context, &message),
         }
     }
 
@@ -751,7 +759,7 @@ impl<'t> Walker<'t> {
             return;
         }
         match parse(query, mode) {
-            Err(message) => self.fail(format!("{context}: {message}")),
+            Err(message) => self.unreadable_body(context, &message),
             Ok(statements) => {
                 for (at, tree) in statements {
                     let Ok(inner_text) = statement_text(query, &at) else {
