@@ -1104,7 +1104,14 @@ mod tests {
 
     #[test]
     fn built_in_refusals_cannot_be_allowed_by_accident() {
-        let spec = PolicySpec { rules: vec![rule("anything", Effect::Allow)], ..PolicySpec::default() };
+        // A policy that enforces something (here: no DROP), and an allow rule for everything else.
+        let spec = PolicySpec {
+            rules: vec![
+                rule("anything", Effect::Allow),
+                RuleSpec { kinds: vec![Kind::Drop], ..rule("no-drops", Effect::Deny) },
+            ],
+            ..PolicySpec::default()
+        };
         let policy = Policy::compile(&spec, &[conn("c", None)]).unwrap();
         let me = identity("a", &[]);
         let set = statement(vec![op(Kind::Set, Some("standard_conforming_strings"))]);
@@ -1132,6 +1139,64 @@ mod tests {
         assert_eq!(effect(&policy, &me, "c", &dynamic), "allow");
         let bad = SqlAnalysis::Unparseable { message: "syntax error".into() };
         assert_eq!(policy.decide(&me, "c", &bad).rule(), "unparseable");
+    }
+
+    #[test]
+    fn where_nothing_is_enforced_the_session_is_followed_not_pinned() {
+        let me = identity("a", &[]);
+        let allow_all = Policy::compile(&PolicySpec::default(), &[conn("c", None)]).unwrap();
+        let set = |name: &str| statement(vec![op(Kind::Set, Some(name))]);
+        let role = statement(vec![Operation::new(Kind::AssumeRole, Some(ObjectName::bare("reporting")))]);
+        let dynamic = statement(vec![op(Kind::DynamicSql, None)]);
+        assert!(!allow_all.enforces_anything(&me, "c"));
+        for setting in ["search_path", "standard_conforming_strings", "role"] {
+            assert_eq!(effect(&allow_all, &me, "c", &set(setting)), "allow", "{setting}");
+        }
+        assert_eq!(effect(&allow_all, &me, "c", &role), "allow");
+        assert_eq!(effect(&allow_all, &me, "c", &dynamic), "allow");
+        // Pinned whatever the policy: the encoding sluice parses in, and the operator's logging.
+        assert_eq!(allow_all.decide(&me, "c", &set("client_encoding")).rule(), "protected-setting");
+        assert_eq!(allow_all.decide(&me, "c", &set("log_statement")).rule(), "protected-setting");
+        assert!(!allow_all.pinned_settings(&me, "c").contains(&"search_path"));
+
+        // Column masking in scope: the role stays, dynamic SQL needs a rule, names are pinned.
+        let masked = Policy::compile(&PolicySpec::default(), &[conn("c", None)])
+            .unwrap()
+            .with_column_masking(vec![RuleScope::default()]);
+        assert_eq!(masked.decide(&me, "c", &role).rule(), "assume-role");
+        assert_eq!(masked.decide(&me, "c", &dynamic).rule(), "dynamic-sql");
+        assert_eq!(masked.decide(&me, "c", &set("search_path")).rule(), "protected-setting");
+        // A rule naming the kind decides which roles may be assumed.
+        let spec = PolicySpec {
+            rules: vec![RuleSpec {
+                kinds: vec![Kind::AssumeRole],
+                objects: vec!["report*".into()],
+                ..rule("reporting-role", Effect::Allow)
+            }],
+            ..PolicySpec::default()
+        };
+        let ruled = Policy::compile(&spec, &[conn("c", None)]).unwrap().with_column_masking(vec![RuleScope::default()]);
+        assert_eq!(effect(&ruled, &me, "c", &role), "allow");
+        let admin = statement(vec![Operation::new(Kind::AssumeRole, Some(ObjectName::bare("postgres")))]);
+        assert_eq!(ruled.decide(&me, "c", &admin).rule(), "assume-role");
+        // A read-only preset keeps the role whatever the rules say.
+        let ro = Policy::compile(&spec, &[conn("ro", Some(Preset::ReadOnly))]).unwrap();
+        assert_eq!(effect(&ro, &me, "ro", &role), "deny");
+    }
+
+    #[test]
+    fn operators_can_turn_off_the_built_in_rules_for_their_own_things() {
+        let me = identity("a", &[]);
+        let spec = PolicySpec {
+            builtin: BuiltinRules { protected_setting: false, protected_catalog: false },
+            ..PolicySpec::default()
+        };
+        let policy = Policy::compile(&spec, &[conn("c", None)]).unwrap();
+        let set = |name: &str| statement(vec![op(Kind::Set, Some(name))]);
+        assert_eq!(effect(&policy, &me, "c", &set("log_statement")), "allow");
+        assert_eq!(effect(&policy, &me, "c", &statement(vec![op(Kind::Read, Some("pg_authid"))])), "allow");
+        // What sluice itself relies on stays.
+        assert_eq!(policy.decide(&me, "c", &set("client_encoding")).rule(), "protected-setting");
     }
 
     #[test]

@@ -156,6 +156,25 @@ impl Catalog {
         Ok(functions)
     }
 
+    /// The schema, name and number of arguments of the function with `oid` (a fast-path call names
+    /// its function so), or `None` when the server has none.
+    pub async fn function_by_oid(
+        &self,
+        endpoint: &PgEndpoint,
+        oid: u32,
+        timeout: Duration,
+    ) -> Result<Option<(String, String, usize)>, UpstreamError> {
+        let sql = format!(
+            "SELECT n.nspname, p.proname, p.pronargs FROM pg_catalog.pg_proc p \
+             JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = {oid}"
+        );
+        let rows = upstream::query_once(endpoint, &sql, timeout).await?;
+        Ok(rows.into_iter().next().and_then(|row| match <[Option<String>; 3]>::try_from(row) {
+            Ok([Some(schema), Some(name), Some(args)]) => Some((schema, name, args.parse().ok()?)),
+            _ => None,
+        }))
+    }
+
     /// The tables among `oids`; those the server does not know (a dropped table) are absent.
     pub async fn tables(
         &self,

@@ -215,6 +215,62 @@ impl Pending {
     }
 }
 
+/// A fast-path FunctionCall, decided as the `SELECT schema.function($1, …)` it amounts to: the
+/// catalog names the function by its OID. Its result is a bare value that detectors cannot be
+/// run on in this form, so where detectors are on the call is refused with the SELECT to use.
+async fn decide_fast_path<G, R>(
+    ctx: &Context<'_, G>,
+    sql: &mut SessionSql,
+    calls: &mut FastMap<u32, Arc<str>>,
+    oid: u32,
+    held: Held<'_, R>,
+) -> Result<(Pending, Option<(Bytes, &'static str)>), RelayEnd>
+where
+    G: Gate<crate::PgEndpoint>,
+    R: AsyncRead + Unpin,
+{
+    let refused = |text: Arc<str>, message: String, hint: String| {
+        let mut pending = Pending::new(Kind::Simple, text);
+        pending.decision = "deny";
+        pending.rule = Some(Arc::from("fast-path"));
+        let error = PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, message).with_hint(hint);
+        (pending, Some((error.to_bytes().freeze(), sqlstate::FEATURE_NOT_SUPPORTED)))
+    };
+    let text = match calls.get(&oid) {
+        Some(text) => Arc::clone(text),
+        None => {
+            let unknown: Arc<str> = Arc::from(format!("<fast-path call of function {oid}>"));
+            let (schema, name, args) = match ctx.catalog.function_by_oid(ctx.endpoint, oid, ctx.lookup_timeout).await {
+                Ok(Some(found)) => found,
+                Ok(None) => {
+                    let message = format!("sluice: fast-path call of function {oid}, which the database does not have");
+                    return Ok(refused(unknown, message, "call the function by name with SELECT".into()));
+                }
+                Err(e) => {
+                    let message = format!("sluice could not look up fast-path function {oid} in the catalog: {e}");
+                    return Ok(refused(unknown, message, "try again, or call the function by name with SELECT".into()));
+                }
+            };
+            let params: Vec<String> = (1..=args).map(|n| format!("${n}")).collect();
+            let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+            let text: Arc<str> = Arc::from(format!("SELECT {}.{}({})", quote(&schema), quote(&name), params.join(", ")));
+            calls.insert(oid, Arc::clone(&text));
+            text
+        }
+    };
+    if ctx.masking.as_ref().is_some_and(|m| !m.masking().scanner().is_empty()) {
+        let message = "sluice: a fast-path function call's result cannot be masked".to_string();
+        return Ok(refused(text.clone(), message, format!("run it as a query instead: {text}")));
+    }
+    let decided = decide_message(ctx, sql, text.as_bytes(), held).await?;
+    if decided.answer.is_some() {
+        let message = "sluice: this function is answered by sluice, which a fast-path call cannot be".to_string();
+        return Ok(refused(decided.text, message, "call it with SELECT".into()));
+    }
+    let refusal = refusal_bytes(&decided.decision, &decided.text);
+    Ok((Pending::new(Kind::Simple, decided.text).decided(&decided.decision), refusal))
+}
+
 /// The start time of messages that are never recorded.
 fn untimed() -> Instant {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -240,6 +296,9 @@ pub struct Tracker {
     /// Statements whose result is complete, recorded once the client has been sent it (recording
     /// is then off the statement's round trip), with a note on what happened to them.
     finished: VecDeque<(Pending, Option<&'static str>)>,
+    /// The server reported `standard_conforming_strings` off: plain literals take backslash
+    /// escapes, and statements are read accordingly (see `sluice_sql::lexing`).
+    backslash_strings: bool,
 }
 
 impl Tracker {
@@ -252,6 +311,7 @@ impl Tracker {
             generation: 0,
             holding: None,
             finished: VecDeque::new(),
+            backslash_strings: false,
         }
     }
 
@@ -476,6 +536,8 @@ where
     // refused with sluice's reason rather than the server's "does not exist".
     let mut closed_by_sluice: FastMap<Bytes, i64> = FastMap::default();
     let mut sql = SessionSql::default();
+    // The statement each fast-path function OID amounts to, as the catalog named it.
+    let mut fast_path_calls: FastMap<u32, Arc<str>> = FastMap::default();
     // Sync carries no text; one shared empty string spares an allocation per Sync.
     let no_text: Arc<str> = Arc::from("");
     let masking = ctx.masking.is_some();
@@ -846,17 +908,21 @@ where
                     lock(tracker).push(pending);
                 }
                 b'F' => {
-                    // The fast-path interface calls a function by OID, beyond what policy can read.
-                    let refusal = PgError::error(
-                        sqlstate::FEATURE_NOT_SUPPORTED,
-                        "sluice refuses fast-path function calls (FunctionCall messages)",
-                    )
-                    .with_hint("call the function with a SELECT statement instead");
-                    let mut pending = Pending::new(Kind::Simple, Arc::from("<fast-path function call>"));
-                    pending.decision = "deny";
-                    pending.rule = Some(Arc::from("fast-path"));
-                    replacement =
-                        Some(refused_simple(pending, (refusal.to_bytes().freeze(), sqlstate::FEATURE_NOT_SUPPORTED)));
+                    let Some(oid) = Reader::new(body).i32() else { return malformed("FunctionCall") };
+                    let held = Held {
+                        tracker,
+                        kind: Kind::Simple,
+                        approved_once: &approved_once,
+                        client: &mut *client,
+                        early: &mut early,
+                    };
+                    // Answered by a FunctionCallResponse (or an error) and ReadyForQuery, as a
+                    // simple query is.
+                    match decide_fast_path(ctx, &mut sql, &mut fast_path_calls, oid as u32, held).await {
+                        Ok((pending, Some(refusal))) => replacement = Some(refused_simple(pending, refusal)),
+                        Ok((pending, None)) => lock(tracker).push(pending),
+                        Err(end) => return end,
+                    }
                 }
                 b'X' => terminated = true,
                 b'H' | b'd' | b'c' | b'f' => {}
@@ -1023,6 +1089,12 @@ where
                         let mut p = t.pending.pop_front().expect("front exists");
                         p.rows += std::mem::take(&mut data_rows);
                         t.finished.push_back((p, None));
+                    }
+                }
+                b'S' => {
+                    let mut r = Reader::new(body);
+                    if r.cstr() == Some(b"standard_conforming_strings") {
+                        lock(tracker).backslash_strings = r.cstr() == Some(b"off");
                     }
                 }
                 b'1' | b'2' => {
@@ -1385,7 +1457,8 @@ where
         return Ok(Decided { text, decision: not_utf8(), answer: None, effects: Vec::new() });
     };
     let text: Arc<str> = Arc::from(text);
-    let analysis = sql.classified.classify(ctx.classifier, &text);
+    let standard = if lock(held.tracker).backslash_strings { sluice_sql::with_standard_strings(&text) } else { None };
+    let analysis = sql.classified.classify(ctx.classifier, standard.as_deref().unwrap_or(&text));
     if sluice_sql::calls_builtin(&analysis) {
         let (decision, answer) = answer_builtin(ctx, sql, &text).await;
         return Ok(Decided { text, decision, answer, effects: Vec::new() });

