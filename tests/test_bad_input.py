@@ -279,22 +279,38 @@ def test_sessions_left_open_by_a_killed_gateway_are_closed_at_restart(pg):
         gw.cleanup()
 
 
-def test_fast_path_function_call_is_refused_in_place(gateway, token):
+def test_a_fast_path_call_of_an_unknown_function_is_refused_in_place(gateway, token):
     raw = Raw(gateway.port, token)
-    # FunctionCall for OID 1 with no arguments, text result.
+    # FunctionCall for OID 1 (no function has it) with no arguments, text result.
     raw.send(message(b"F", struct.pack("!ihhh", 1, 0, 0, 0)))
     replies = raw.until_ready()
     assert [t for t, _ in replies] == [b"E", b"Z"]
     err = fields(replies[0][1])
-    assert err["C"] == "0A000" and "fast-path" in err["M"] and "SELECT" in err["H"]
+    assert err["C"] == "0A000" and "fast-path" in err["M"] and "does not have" in err["M"], err
+    assert "SELECT" in err["H"]
     raw.query("SELECT 'usable after refusal'")
     replies = raw.until_ready()
     assert any(t == b"D" and b"usable after refusal" in body for t, body in replies)
     raw.send(message(b"X", b""))
     raw.close()
-    details = gateway.session_with(lambda d: any(s["text"] == "<fast-path function call>" for s in d["statements"]))
-    [call] = [s for s in details["statements"] if s["text"] == "<fast-path function call>"]
+    text = "<fast-path call of function 1>"
+    details = gateway.session_with(lambda d: any(s["text"] == text for s in d["statements"]))
+    [call] = [s for s in details["statements"] if s["text"] == text]
     assert call["refused_by"] == "fast-path"
+
+
+def test_a_fast_path_call_is_refused_where_detectors_would_have_to_read_its_result(gateway, token, pg):
+    """The gateway's detectors are on: a fast-path result is a bare value sluice does not mask,
+    so the call is refused with the SELECT it amounts to."""
+    oid = pg.query("SELECT 'pg_catalog.lower(text)'::regprocedure::oid")[0][0]
+    raw = Raw(gateway.port, token)
+    raw.send(message(b"F", struct.pack("!ihhi", oid, 0, 1, 2) + b"AB" + struct.pack("!h", 0)))
+    replies = raw.until_ready()
+    assert [t for t, _ in replies] == [b"E", b"Z"]
+    err = fields(replies[0][1])
+    assert err["C"] == "0A000" and "cannot be masked" in err["M"], err
+    assert 'SELECT "pg_catalog"."lower"($1)' in err["H"], err
+    raw.close()
 
 
 def test_statements_are_utf8_and_the_encoding_is_pinned(gateway, token):

@@ -435,5 +435,7 @@ def test_returning_to_the_connections_own_user_is_not_refused(policy_gw):
         result = psql(policy_gw, sql)
         assert result.returncode == 0, (sql, result.stderr)
     assert psql(policy_gw, "SELECT current_user").stdout.strip() == "app"
+    # Assuming a role is kind assume-role, which a read-only preset refuses, saying what to do.
     result = psql(policy_gw, "SET ROLE app")
-    assert result.returncode != 0 and "protected-setting" in result.stderr
+    assert result.returncode != 0 and "read-only" in result.stderr, result.stderr
+    assert "switch to role app" in result.stderr and "leave the role as it is" in result.stderr, result.stderr

@@ -321,6 +321,9 @@ fn read_only_hint(op: &Operation) -> Option<String> {
              no locks that block writers"
             .into(),
         Kind::Do | Kind::Call => "run the statements themselves: a read-only session runs no DO blocks or procedures".into(),
+        Kind::AssumeRole => "a read-only session keeps the connection's upstream user, which its protection relies on: \
+             leave the role as it is"
+            .into(),
         _ => return None,
     })
 }

@@ -220,6 +220,7 @@ impl fmt::Display for Operation {
         match (&self.kind, &self.object) {
             (Kind::Function, Some(o)) => write!(f, "call of {o}()")?,
             (Kind::Set, Some(o)) => write!(f, "change of setting {o}")?,
+            (Kind::AssumeRole, Some(o)) => write!(f, "switch to role {o}")?,
             (kind, Some(o)) => write!(f, "{} on {o}", kind.verb())?,
             (kind, None) => f.write_str(kind.verb())?,
         }

@@ -544,6 +544,9 @@ where
     // The portal the client's previous message described: an Execute of it right after needs no
     // Describe from sluice (the client's own answer precedes the rows).
     let mut described_portal: Option<Bytes> = None;
+    // Extended-protocol messages sent since the last Sync: the server may be skipping to the
+    // next Sync after an error among them, and a probe's own Sync would end that early.
+    let mut unsynced = false;
     // Bytes the client sent while a statement was held; they follow what is in `buf`.
     let mut early = BytesMut::new();
     loop {
@@ -620,7 +623,7 @@ where
                     let refusal = refusal_bytes(&decided.decision, &decided.text);
                     let mut pending = Pending::new(Kind::Simple, decided.text).decided(&decided.decision);
                     match (refusal, decided.answer) {
-                        (Some(refusal), _) if unparseable(&decided.decision) => {
+                        (Some(refusal), _) if unparseable(&decided.decision) && !unsynced => {
                             lock(tracker).statements.remove(&b""[..]);
                             pending.refusal = Some(refusal);
                             pending.probe = Probe::Sent;
@@ -948,6 +951,11 @@ where
                 out.extend_from_slice(&buf[pass_from..consumed + head.len]);
                 out.extend_from_slice(&extra);
                 pass_from = consumed + head.len;
+            }
+            match head.tag {
+                b'S' => unsynced = false,
+                b'P' | b'B' | b'D' | b'E' | b'C' => unsynced = true,
+                _ => {}
             }
             consumed += head.len;
             if terminated {

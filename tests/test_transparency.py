@@ -1,0 +1,139 @@
+"""Issue #23: with nothing in the policy that needs it, sluice is invisible to ordinary sessions;
+where the policy does need a setting pinned, it says so. Run with real psql against the real server."""
+import os
+import subprocess
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from conftest import sluice_binary
+from test_psql import psql
+
+ROOT = Path(__file__).resolve().parent.parent
+
+ALLOW_ALL_NO_MASKING = """
+[policy]
+default = "allow"
+
+[masking]
+enabled = false
+
+[connections.shop_ro]
+host = "127.0.0.1"
+port = {port}
+database = "shop"
+user = "app"
+password = "env:SHOP_PG_PASSWORD"
+policy = "read-only"
+"""
+
+COLUMN_RULE = """
+[[masking.columns]]
+name = "notes"
+columns = ["public.customers.notes"]
+"""
+
+
+def test_a_syntax_error_is_the_servers_own(gateway, token):
+    """Cause 4: the server's message, position and hint, so psql shows LINE 1 and the caret."""
+    out = psql(gateway.dsn(token), "-c", "SELECT 123abc", check=False)
+    assert out.returncode != 0
+    assert "ERROR:  trailing junk after numeric literal at or near \"123abc\"" in out.stderr, out.stderr
+    assert "LINE 1: SELECT 123abc" in out.stderr, out.stderr
+    assert "sluice" not in out.stderr, out.stderr
+    # The extended protocol gets the same: the server's message and position.
+    with psycopg.connect(gateway.dsn(token)) as conn:
+        with pytest.raises(psycopg.errors.SyntaxError) as raised:
+            conn.execute("SELECT 1 FRM t WHERE x = %s", (1,))
+        diag = raised.value.diag
+        assert diag.message_primary == 'syntax error at or near "t"', diag.message_primary
+        assert diag.statement_position == "14"
+        conn.rollback()
+        assert conn.execute("SELECT 'still usable'").fetchone() == ("still usable",)
+
+
+def test_a_statement_only_the_server_parses_is_refused_and_not_run(gateway, token, pg):
+    """PostgreSQL 15's grammar takes any word as a partitioning strategy, sluice's does not: the
+    server's parse succeeds, yet the statement never runs, and the transaction fails as a syntax
+    error would have made it."""
+    script = """
+        BEGIN;
+        CREATE TABLE only_the_server_parses (a int) PARTITION BY MAGIC (a);
+        SELECT 1;
+        ROLLBACK;
+    """
+    out = psql(gateway.dsn(token), "-v", "ON_ERROR_STOP=0", input=script, check=False)
+    # sluice's parser's words (PostgreSQL 18 checks the strategy in its grammar; 15 when it runs).
+    assert 'unrecognized partitioning strategy "magic"' in out.stderr, out.stderr
+    assert "current transaction is aborted" in out.stderr, out.stderr
+    assert pg.query("SELECT to_regclass('public.only_the_server_parses') IS NULL")[0][0]
+
+
+def test_where_the_policy_enforces_nothing_role_search_path_and_strings_follow_the_session(make_gateway, pg):
+    gw = make_gateway(extra_connections=ALLOW_ALL_NO_MASKING.format(port=pg.port))
+    tok = gw.token()
+    pg.query("DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'transparency_reader') THEN "
+             "CREATE ROLE transparency_reader; END IF; END$$")
+    pg.query("GRANT transparency_reader TO app")
+    script = r"""
+        SET search_path = pg_catalog;
+        SHOW search_path;
+        SET ROLE transparency_reader;
+        SELECT current_user;
+        RESET ROLE;
+        SET standard_conforming_strings = off;
+        SELECT 'it\'s' AS quoted;
+        CREATE TEMP TABLE notes (t text) ON COMMIT DROP;
+        DO $$ BEGIN EXECUTE 'SELECT 1'; END $$;
+    """
+    out = psql(gw.dsn(tok), input=script)
+    lines = out.stdout.split()
+    assert lines[:4] == ["SET", "pg_catalog", "SET", "transparency_reader"], out.stdout
+    assert "it's" in lines, out.stdout
+
+
+def test_column_masking_keeps_the_role_and_says_why(make_gateway, pg):
+    gw = make_gateway(extra_connections=COLUMN_RULE)
+    tok = gw.token()
+    out = psql(gw.dsn(tok), "-c", "SET ROLE transparency_reader", check=False)
+    assert out.returncode != 0
+    assert 'refused by rule "assume-role"' in out.stderr, out.stderr
+    assert "column masking" in out.stderr and "assume-role" in out.stderr, out.stderr
+    out = psql(gw.dsn(tok), "-c", "SET search_path = other", check=False)
+    assert 'refused by rule "protected-setting"' in out.stderr, out.stderr
+
+
+def test_large_objects_through_the_fast_path(make_gateway, pg, tmp_path):
+    """Cause 8: psql's \\lo_import and \\lo_unlink use fast-path FunctionCalls: decided like the
+    SELECT they amount to, allowed under an allow policy, refused on a read-only connection."""
+    gw = make_gateway(extra_connections=ALLOW_ALL_NO_MASKING.format(port=pg.port))
+    tok = gw.token()
+    source = tmp_path / "blob.txt"
+    source.write_text("a large object through sluice\n")
+    out = psql(gw.dsn(tok), "-c", f"\\lo_import {source}")
+    oid = int(out.stdout.split()[-1])
+    try:
+        assert pg.query(f"SELECT convert_from(lo_get({oid}), 'UTF8')")[0][0] == source.read_text()
+        out = psql(gw.dsn(tok, connection="shop_ro"), "-c", f"\\lo_import {source}", check=False)
+        assert out.returncode != 0
+        assert "read-only" in out.stderr, out.stderr
+        psql(gw.dsn(tok), "-c", f"\\lo_unlink {oid}")
+        assert pg.query(f"SELECT count(*) FROM pg_largeobject_metadata WHERE oid = {oid}")[0][0] == 0
+    finally:
+        pg.query(f"SELECT lo_unlink(oid) FROM pg_largeobject_metadata WHERE oid = {oid}")
+
+
+@pytest.mark.slow
+def test_postgresql_regression_suite_passes_through_sluice():
+    """The bar of issue #23: every test of PostgreSQL's own parallel schedule that passes straight
+    to the server passes through sluice with an allow-all policy and masking off, and with a column
+    rule elsewhere. The script prints the counts; it fails when any test is lost."""
+    env = dict(os.environ, SLUICE_BIN=str(sluice_binary()))
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "pg-regress.sh")], capture_output=True, text=True,
+                            env=env, timeout=1800)
+    print(result.stdout)
+    print(result.stderr[-4000:])
+    assert result.returncode == 0, result.stderr[-4000:]
+    counts = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
+    assert set(counts) == {"direct", "allow-all", "masked"}, result.stdout
