@@ -2,6 +2,7 @@
 where the policy does need a setting pinned, it says so. Run with real psql against the real server."""
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import psycopg
@@ -102,6 +103,38 @@ def test_column_masking_keeps_the_role_and_says_why(make_gateway, pg):
     assert "column masking" in out.stderr and "assume-role" in out.stderr, out.stderr
     out = psql(gw.dsn(tok), "-c", "SET search_path = other", check=False)
     assert 'refused by rule "protected-setting"' in out.stderr, out.stderr
+
+
+def test_a_column_rule_on_a_table_this_database_lacks_costs_nothing_until_it_exists(make_gateway, pg):
+    """A column rule elsewhere: with no column it covers in the database, the session is followed
+    as if there were no rule. Once such a column exists, a session that changed its role or ran
+    dynamic SQL meanwhile cannot go on (masking reads statements under the connection's state),
+    and a new one keeps the role."""
+    gw = make_gateway(extra_connections="""
+[[masking.columns]]
+name = "vault"
+columns = ["public.transparency_vault.secret"]
+""")
+    tok = gw.token()
+    pg.query("DROP TABLE IF EXISTS transparency_vault")
+    pg.query("GRANT transparency_reader TO app")
+    with psycopg.connect(gw.dsn(tok), autocommit=True) as conn:
+        assert conn.execute("SET ROLE transparency_reader").statusmessage == "SET"
+        conn.execute("RESET ROLE")
+        conn.execute("DO $$ BEGIN EXECUTE 'SELECT 1'; END $$")
+        pg.query("CREATE TABLE transparency_vault (secret text)")
+        # sluice trusts a reading of the catalog for a second (docs/policy.md).
+        time.sleep(1.2)
+        try:
+            with pytest.raises(psycopg.OperationalError) as ended:
+                conn.execute("SELECT 1")
+            assert "now exists in this database" in str(ended.value), ended.value
+        finally:
+            with psycopg.connect(gw.dsn(tok), autocommit=True) as again:
+                with pytest.raises(psycopg.errors.InsufficientPrivilege) as refused:
+                    again.execute("SET ROLE transparency_reader")
+                assert "assume-role" in str(refused.value)
+            pg.query("DROP TABLE transparency_vault")
 
 
 def test_large_objects_through_the_fast_path(make_gateway, pg, tmp_path):

@@ -39,7 +39,7 @@ pub enum OpenError {
 }
 
 /// Session-wide context the adapter passes back on every decision.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct SessionInfo<'a> {
     pub session_id: &'a str,
     pub identity: &'a Identity,
@@ -49,6 +49,9 @@ pub struct SessionInfo<'a> {
     pub client_program: Option<&'a str>,
     /// The upstream session was opened read-only (`default_transaction_read_only=on`).
     pub upstream_read_only: bool,
+    /// Whether the database may hold a column that a column rule in scope covers: `false` only
+    /// where the adapter read its catalog and found none (see `Policy::decide_where`).
+    pub masked_columns_here: bool,
 }
 
 /// Whether an open session may go on (see `Gate::session_standing`).

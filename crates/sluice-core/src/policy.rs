@@ -338,6 +338,18 @@ const READ_ONLY_SETTINGS: &[&str] = &["default_transaction_read_only", "transact
 const ANALYSIS_SETTINGS: &[&str] =
     &["search_path", "standard_conforming_strings", "backslash_quote", "role", "session_authorization"];
 
+/// Whether deciding `analysis` depends on whether column masking is in force (dynamic SQL, a role
+/// to assume, a setting sluice's analysis relies on): only then is it worth an adapter's while to
+/// find out (see `Policy::decide_where`).
+pub fn depends_on_column_masking(analysis: &SqlAnalysis) -> bool {
+    let SqlAnalysis::Parsed { statements } = analysis else { return false };
+    statements.iter().flat_map(|s| &s.operations).any(|op| match op.kind {
+        Kind::DynamicSql | Kind::AssumeRole => true,
+        Kind::Set => op.object.as_ref().is_some_and(|o| ANALYSIS_SETTINGS.contains(&o.name.as_str())),
+        _ => false,
+    })
+}
+
 /// Settings sluice pins whatever the policy: the encoding it parses in, and a setting whose name
 /// is only known at run time.
 const ALWAYS_PINNED: &[&str] = &["client_encoding", "(computed)"];
@@ -440,6 +452,9 @@ fn implicit_schemas(search_path: &[String]) -> impl Iterator<Item = &str> {
 struct Scope<'a> {
     identity: &'a Identity,
     connection: &'a str,
+    /// Column masking is in force: a column rule is in scope, and the database may hold a column
+    /// it covers (see `Policy::decide_where`).
+    masking: bool,
 }
 
 #[derive(Debug)]
@@ -536,29 +551,29 @@ impl Policy {
     /// the session instead of pinning it (search_path, role, string lexing) and lets dynamic SQL
     /// through: there is nothing it could get around.
     pub fn enforces_anything(&self, identity: &Identity, connection: &str) -> bool {
-        self.default_for(connection) != Effect::Allow
-            || self.masks_columns(identity, connection)
-            || self.rules.iter().any(|r| r.effect != Effect::Allow && r.scope.contains(identity, connection))
+        self.enforces(&Scope { identity, connection, masking: self.masks_columns(identity, connection) })
+    }
+
+    fn enforces(&self, scope: &Scope<'_>) -> bool {
+        self.default_for(scope.connection) != Effect::Allow
+            || scope.masking
+            || self.rules.iter().any(|r| r.effect != Effect::Allow && r.scope.contains(scope.identity, scope.connection))
     }
 
     /// The settings no statement of `identity` on `connection` may change.
     pub fn pinned_settings(&self, identity: &Identity, connection: &str) -> Vec<&'static str> {
-        PROTECTED_SETTINGS
-            .iter()
-            .copied()
-            .filter(|s| !s.starts_with('('))
-            .filter(|s| self.pins(s, identity, connection))
-            .collect()
+        let scope = Scope { identity, connection, masking: self.masks_columns(identity, connection) };
+        PROTECTED_SETTINGS.iter().copied().filter(|s| !s.starts_with('(')).filter(|s| self.pins(s, &scope)).collect()
     }
 
-    /// Whether a change of `setting` (lower case) is refused for `identity` on `connection`.
-    fn pins(&self, setting: &str, identity: &Identity, connection: &str) -> bool {
+    /// Whether a change of `setting` (lower case) is refused in `scope`.
+    fn pins(&self, setting: &str, scope: &Scope<'_>) -> bool {
         if ALWAYS_PINNED.contains(&setting) {
             true
         } else if READ_ONLY_SETTINGS.contains(&setting) {
-            self.read_only(identity, connection)
+            self.read_only(scope.identity, scope.connection)
         } else if ANALYSIS_SETTINGS.contains(&setting) {
-            self.enforces_anything(identity, connection)
+            self.enforces(scope)
         } else {
             self.builtin.protected_setting && is_protected_setting(setting)
         }
@@ -572,6 +587,21 @@ impl Policy {
 
     /// Decides one message.
     pub fn decide(&self, identity: &Identity, connection: &str, analysis: &SqlAnalysis) -> Decision {
+        self.decide_where(identity, connection, analysis, true)
+    }
+
+    /// Decides one message where the adapter knows whether the database may hold a column that a
+    /// column rule in scope covers: `false` only when it read the catalog and found none, so that a
+    /// column rule elsewhere costs the session nothing (it is then followed, not pinned: see
+    /// `enforces_anything`).
+    pub fn decide_where(
+        &self,
+        identity: &Identity,
+        connection: &str,
+        analysis: &SqlAnalysis,
+        masked_columns_here: bool,
+    ) -> Decision {
+        let scope = Scope { identity, connection, masking: masked_columns_here && self.masks_columns(identity, connection) };
         let statements = match analysis {
             SqlAnalysis::Unparseable { message } => {
                 return Decision::Deny(Refusal {
@@ -586,7 +616,7 @@ impl Policy {
             SqlAnalysis::Parsed { statements } => statements,
         };
         let mut worst: Option<Judgement> = None;
-        self.judge_all(identity, connection, statements, |j| {
+        self.judge_all(&scope, statements, |j| {
             let stricter = worst.as_ref().is_none_or(|w| j.effect > w.effect);
             if stricter {
                 worst = Some(j);
@@ -594,7 +624,7 @@ impl Policy {
             worst.as_ref().is_some_and(|w| w.effect == Effect::Deny)
         });
         if worst.as_ref().is_none_or(|w| w.effect != Effect::Deny)
-            && let Some(refusal) = self.planned_refusal(identity, connection, statements)
+            && let Some(refusal) = self.planned_refusal(&scope, statements)
         {
             return Decision::Deny(refusal);
         }
@@ -607,7 +637,7 @@ impl Policy {
     /// A plain EXPLAIN of a statement policy would refuse is refused with that refusal: its plan
     /// would otherwise read as "this would work". (One under review may be explained: the plan is
     /// what an approver wants to see.)
-    fn planned_refusal(&self, identity: &Identity, connection: &str, statements: &[SqlStatement]) -> Option<Refusal> {
+    fn planned_refusal(&self, scope: &Scope<'_>, statements: &[SqlStatement]) -> Option<Refusal> {
         if statements.iter().all(|s| s.planned.is_empty()) {
             return None;
         }
@@ -616,9 +646,9 @@ impl Policy {
             .map(|s| SqlStatement { operations: s.planned.clone(), ..SqlStatement::default() })
             .collect();
         let mut denied = None;
-        self.judge_all(identity, connection, &planned, |j| {
+        self.judge_all(scope, &planned, |j| {
             if j.effect == Effect::Deny {
-                denied = Some(j.into_decision(identity, connection));
+                denied = Some(j.into_decision(scope.identity, scope.connection));
             }
             denied.is_some()
         });
@@ -682,7 +712,8 @@ impl Policy {
     ) -> Vec<Judgement<'a>> {
         let mut all = Vec::new();
         if let SqlAnalysis::Parsed { statements } = analysis {
-            self.judge_all(identity, connection, statements, |j| {
+            let scope = Scope { identity, connection, masking: self.masks_columns(identity, connection) };
+            self.judge_all(&scope, statements, |j| {
                 all.push(j);
                 false
             });
@@ -693,25 +724,23 @@ impl Policy {
     /// Calls `each` with the judgement of every operation until it returns true.
     fn judge_all<'a>(
         &'a self,
-        identity: &Identity,
-        connection: &str,
+        scope: &Scope<'_>,
         statements: &'a [SqlStatement],
         mut each: impl FnMut(Judgement<'a>) -> bool,
     ) {
         let fallback = ConnectionRules { default: self.default, search_path: Vec::new() };
-        let conn = self.connections.get(connection).unwrap_or(&fallback);
+        let conn = self.connections.get(scope.connection).unwrap_or(&fallback);
         let multi = statements.len() > 1;
-        let scope = Scope { identity, connection };
         for statement in statements {
             for op in &statement.operations {
-                if each(self.judge(&scope, conn, Cow::Borrowed(op), multi)) {
+                if each(self.judge(scope, conn, Cow::Borrowed(op), multi)) {
                     return;
                 }
             }
             for function in &statement.functions {
                 if self.is_ruled_function(function, &conn.search_path) {
                     let op = Operation::new(Kind::Function, Some(function.clone()));
-                    if each(self.judge(&scope, conn, Cow::Owned(op), multi)) {
+                    if each(self.judge(scope, conn, Cow::Owned(op), multi)) {
                         return;
                     }
                 }
@@ -736,7 +765,7 @@ impl Policy {
     ) -> Judgement<'a> {
         if op.kind == Kind::Set
             && let Some(setting) = &op.object
-            && self.pins(&setting.name, scope.identity, scope.connection)
+            && self.pins(&setting.name, scope)
         {
             let hint = match setting.name.as_str() {
                 s if s.ends_with("_preload_libraries") || s == "dynamic_library_path" || s == "jit_provider" => {
@@ -801,7 +830,7 @@ impl Policy {
                     operation: op,
                 }
             }
-            None if op.kind == Kind::DynamicSql && self.enforces_anything(scope.identity, scope.connection) => {
+            None if op.kind == Kind::DynamicSql && self.enforces(scope) => {
                 Judgement::builtin(
                     op,
                     "dynamic-sql",
@@ -810,9 +839,7 @@ impl Policy {
                      rule that allows kind \"dynamic-sql\"",
                 )
             }
-            None if op.kind == Kind::AssumeRole
-                && (self.read_only(scope.identity, scope.connection)
-                    || self.masks_columns(scope.identity, scope.connection)) =>
+            None if op.kind == Kind::AssumeRole && (self.read_only(scope.identity, scope.connection) || scope.masking) =>
             {
                 let role = op.object.as_ref().map_or_else(String::new, |o| o.name.clone());
                 let reason = format!(

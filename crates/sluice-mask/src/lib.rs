@@ -241,6 +241,28 @@ impl SessionMasking {
         self.columns.iter().map(|&i| &self.masking.columns[i])
     }
 
+    /// The column-name patterns of the rules in scope, as SQL `LIKE` patterns (`*` is `%`, `?` is
+    /// `_`), sorted: what a catalog query narrows candidate columns by.
+    pub fn column_name_likes(&self) -> Vec<String> {
+        let mut likes: Vec<String> = self
+            .rules()
+            .flat_map(|r| r.columns.iter().map(|[_, _, c]| c))
+            .map(|c| {
+                c.chars()
+                    .map(|ch| match ch {
+                        '*' => "%".to_string(),
+                        '?' => "_".to_string(),
+                        '%' | '_' | '\\' => format!("\\{ch}"),
+                        other => other.to_string(),
+                    })
+                    .collect()
+            })
+            .collect();
+        likes.sort_unstable();
+        likes.dedup();
+        likes
+    }
+
     fn view_rules<'a>(&'a self, views: &'a CatalogRules) -> impl Iterator<Item = &'a ColumnRule> + Clone {
         views.rules.iter().filter(|(base, _)| self.columns.contains(base)).map(|(_, rule)| rule)
     }

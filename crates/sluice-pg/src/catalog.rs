@@ -4,7 +4,7 @@
 //! side connection with the session's own credential, cached per upstream database.
 
 use crate::upstream::{self, PgEndpoint, UpstreamError};
-use sluice_mask::{CatalogRules, Function, Masking, View};
+use sluice_mask::{CatalogRules, Function, Masking, SessionMasking, View};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,7 +36,14 @@ pub struct Catalog {
     reached: Mutex<HashMap<String, Reached>>,
     /// Per database: its functions by volatility, and when they were read.
     functions: Mutex<HashMap<String, (Instant, Arc<Functions>)>>,
+    /// Per database and column-name patterns: the columns whose names match, as
+    /// `(schema, relation, column)`, and when they were read.
+    candidates: Mutex<HashMap<(String, Vec<String>), (Instant, Arc<Vec<[String; 3]>>)>>,
 }
+
+/// How long the columns a column rule may cover are trusted: briefly, since a decision that lets
+/// dynamic SQL through rests on there being none.
+const CANDIDATES_FRESH_FOR: Duration = Duration::from_secs(1);
 
 /// The functions of one database, for read-only sessions: which user-defined ones PostgreSQL marks
 /// VOLATILE (they may have effects beyond reading; `pg_catalog`'s are sluice-core's list).
@@ -119,7 +126,7 @@ impl Catalog {
                 return Ok((*at, Arc::clone(rules)));
             }
         }
-        let rows = upstream::query_once(endpoint, OBJECTS_SQL, timeout).await?;
+        let rows = query_retrying(endpoint, OBJECTS_SQL, timeout).await?;
         let (views, functions, names) = objects_from_rows(rows);
         let rules = Arc::new(masking.catalog_rules(&views, functions, names));
         let now = Instant::now();
@@ -142,7 +149,7 @@ impl Catalog {
                 return Ok(Arc::clone(functions));
             }
         }
-        let rows = upstream::query_once(endpoint, FUNCTIONS_SQL, timeout).await?;
+        let rows = query_retrying(endpoint, FUNCTIONS_SQL, timeout).await?;
         let mut functions = Functions::default();
         for row in rows {
             let Ok([Some(name), Some(schema), Some(volatile)]) = <[Option<String>; 3]>::try_from(row) else { continue };
@@ -154,6 +161,48 @@ impl Catalog {
         let functions = Arc::new(functions);
         self.functions.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (Instant::now(), Arc::clone(&functions)));
         Ok(functions)
+    }
+
+    /// Whether this database has a column (of a table, view or foreign table) that a column rule
+    /// of `masking` covers.
+    pub async fn has_masked_columns(
+        &self,
+        endpoint: &PgEndpoint,
+        masking: &SessionMasking,
+        timeout: Duration,
+    ) -> Result<bool, UpstreamError> {
+        let likes = masking.column_name_likes();
+        let key = (database_key(endpoint), likes);
+        let cached = {
+            let cache = self.candidates.lock().unwrap_or_else(|p| p.into_inner());
+            cache.get(&key).filter(|(at, _)| at.elapsed() < CANDIDATES_FRESH_FOR).map(|(_, c)| Arc::clone(c))
+        };
+        let candidates = match cached {
+            Some(candidates) => candidates,
+            None => {
+                let quoted: Vec<String> = key.1.iter().map(|l| format!("'{}'", l.replace('\'', "''"))).collect();
+                let sql = format!(
+                    "SELECT n.nspname, c.relname, a.attname FROM pg_catalog.pg_attribute a \
+                     JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+                       AND a.attname::text LIKE ANY (ARRAY[{}]::text[])",
+                    quoted.join(", ")
+                );
+                let rows = query_retrying(endpoint, &sql, timeout).await?;
+                let found: Vec<[String; 3]> = rows
+                    .into_iter()
+                    .filter_map(|row| match <[Option<String>; 3]>::try_from(row) {
+                        Ok([Some(schema), Some(relation), Some(column)]) => Some([schema, relation, column]),
+                        _ => None,
+                    })
+                    .collect();
+                let found = Arc::new(found);
+                self.candidates.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (Instant::now(), Arc::clone(&found)));
+                found
+            }
+        };
+        Ok(candidates.iter().any(|[schema, relation, column]| masking.column(schema, relation, column).is_some()))
     }
 
     /// The schema, name and number of arguments of the function with `oid` (a fast-path call names
@@ -239,6 +288,26 @@ impl Catalog {
 }
 
 /// Which upstream database a cached reading is of.
+/// `upstream::query_once`, run again (up to three times in all) when DDL of another session made
+/// the catalog change under it: a relation dropped between the query's snapshot and the
+/// server's reading of its definition ("could not open relation with OID …", "cache lookup
+/// failed …").
+async fn query_retrying(endpoint: &PgEndpoint, sql: &str, timeout: Duration) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
+    let mut attempt = 1;
+    loop {
+        match upstream::query_once(endpoint, sql, timeout).await {
+            Err(UpstreamError::Refused(e))
+                if attempt < 3
+                    && (e.message.starts_with("could not open relation with OID")
+                        || e.message.starts_with("cache lookup failed")) =>
+            {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 fn database_key(endpoint: &PgEndpoint) -> String {
     format!("{}:{}/{}", endpoint.host, endpoint.port, endpoint.database)
 }

@@ -24,6 +24,7 @@ use crate::mask::{self, CopyFormat, Field, ResponseMasker, RowPlan};
 use crate::upstream::{PgEndpoint, UpstreamError};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use sluice_core::audit::now_us;
+use sluice_core::policy::depends_on_column_masking;
 use sluice_core::review::SAME_STATEMENT;
 use sluice_core::sql::{ObjectName, SharedAnalysis, SqlAnalysis, SqlStatement};
 use sluice_core::{
@@ -66,6 +67,9 @@ pub enum RelayEnd {
     CredentialEnded(PgError),
     /// The write access the session was opened with ended; the client is told so.
     AccessEnded(PgError),
+    /// The session changed state sluice follows only where no column rule reaches the database,
+    /// and now one does; the client is told so.
+    MaskingArrived(PgError),
     /// The upstream closed or failed.
     UpstreamGone(String),
     /// The upstream ended the session with a FATAL error, already passed to the client.
@@ -80,6 +84,7 @@ impl RelayEnd {
             RelayEnd::ClientProtocol(e) => format!("client protocol error: {}", e.message),
             RelayEnd::CredentialEnded(_) => "its token was revoked or expired".into(),
             RelayEnd::AccessEnded(_) => "the write access it was opened with ended".into(),
+            RelayEnd::MaskingArrived(_) => "a column rule came to reach its database after it changed its role, search_path or string mode".into(),
             RelayEnd::UpstreamGone(why) => format!("upstream lost: {why}"),
             RelayEnd::UpstreamFatal(why) => format!("upstream ended the session: {why}"),
         }
@@ -1525,6 +1530,10 @@ struct SessionSql {
     /// Allows the gate gave for statements this session repeats (see `Gate::decision_epoch`), by
     /// the address of their analysis, which the entry holds so that no other analysis can take it.
     allowed: FastMap<usize, KeptAllow>,
+    /// A statement was allowed only because no column rule in scope reached the database (a role
+    /// assumed, the search_path or string mode changed, dynamic SQL): should one reach it later,
+    /// the session cannot go on (see `masked_columns_here`).
+    relied_on_no_masking: bool,
 }
 
 struct KeptAllow {
@@ -1572,10 +1581,13 @@ where
     let cancelled = ctx.cancel.notified();
     let decision = {
         let resolved = sql.prepared.resolve(&analysis);
-        // What an EXECUTE runs is resolved afresh each time: nothing to keep it by.
+        let masked_here = masked_columns_here(ctx, sql, &resolved).await?;
+        let info = SessionInfo { masked_columns_here: masked_here, ..ctx.info };
+        // What an EXECUTE runs is resolved afresh each time, and a decision that rested on there
+        // being no masked column stands only as long as that holds: nothing to keep either by.
         let epoch = match resolved {
-            Cow::Borrowed(_) => ctx.gate.decision_epoch(&ctx.info),
-            Cow::Owned(_) => None,
+            Cow::Borrowed(_) if masked_here => ctx.gate.decision_epoch(&ctx.info),
+            _ => None,
         };
         match through_server_objects(ctx, &resolved).await {
             Some(refusal) => Decision::Deny(refusal),
@@ -1584,7 +1596,8 @@ where
                 None => {
                     let action =
                         Action { protocol: Protocol::Postgres, kind: ActionKind::Sql { text, analysis: &resolved } };
-                    let decision = ctx.gate.decide(&ctx.info, &action).await;
+                    let decision = ctx.gate.decide(&info, &action).await;
+                    sql.relied_on_no_masking |= !masked_here && decision.allows();
                     if let (Some(e), Decision::Allow { rule }) = (epoch, &decision)
                         && ctx.gate.decision_epoch(&ctx.info) == Some(e)
                     {
@@ -1832,6 +1845,29 @@ fn refusal_bytes(decision: &Decision, text: &str) -> Option<(Bytes, &'static str
     error.detail = refusal.detail.clone();
     error.hint = refusal.hint.clone();
     Some((error.to_bytes().freeze(), code))
+}
+
+/// Whether the database may hold a column that a column rule in scope covers, as the decision of
+/// `analysis` should assume: read from the catalog (cached for a second) only when the session has
+/// column rules and the decision depends on it, or the session relied on there being none before
+/// (then a column that has come to exist since ends the session: what it set is not what sluice's
+/// masking reads under). Anything unknown counts as yes.
+async fn masked_columns_here<G>(ctx: &Context<'_, G>, sql: &SessionSql, analysis: &SqlAnalysis) -> Result<bool, RelayEnd> {
+    let Some(masking) = ctx.masking.as_ref().filter(|m| m.has_column_rules()) else { return Ok(true) };
+    if !sql.relied_on_no_masking && !depends_on_column_masking(analysis) {
+        return Ok(true);
+    }
+    let here = ctx.catalog.has_masked_columns(ctx.endpoint, masking, ctx.lookup_timeout).await.unwrap_or(true);
+    if here && sql.relied_on_no_masking {
+        let e = PgError::fatal(
+            sqlstate::INVALID_AUTHORIZATION,
+            "sluice: a column that a masking rule covers now exists in this database, and this session changed its \
+             role, search_path or string mode (or ran dynamic SQL) while none did",
+        )
+        .with_hint("reconnect: in a new session those stay as the connection sets them, so masking can read every statement");
+        return Err(RelayEnd::MaskingArrived(e));
+    }
+    Ok(here)
 }
 
 /// Whether a decision refuses a statement sluice's parser rejects.

@@ -401,6 +401,7 @@ async fn relay_session<G: Gate<PgEndpoint>>(opened: Opened, peer: SocketAddr, sh
                 .settings
                 .iter()
                 .any(|(name, value)| name == "default_transaction_read_only" && value == "on"),
+            masked_columns_here: true,
         },
         session_id: Arc::clone(&session_id),
         classifier: &shared.classifier,
@@ -427,7 +428,10 @@ async fn relay_session<G: Gate<PgEndpoint>>(opened: Opened, peer: SocketAddr, sh
     let held_for = Context::<G>::holding(&tracker);
     ctx.record_interrupted(&tracker, &reason);
     let farewell = match &end {
-        RelayEnd::ClientProtocol(e) | RelayEnd::CredentialEnded(e) | RelayEnd::AccessEnded(e) => Some(e.clone()),
+        RelayEnd::ClientProtocol(e)
+        | RelayEnd::CredentialEnded(e)
+        | RelayEnd::AccessEnded(e)
+        | RelayEnd::MaskingArrived(e) => Some(e.clone()),
         RelayEnd::UpstreamGone(why) if stop.is_signalled() => Some(match held_for {
             Some(id) => PgError::fatal(
                 sqlstate::ADMIN_SHUTDOWN,

@@ -170,8 +170,15 @@ impl Gateway {
     }
 
     /// `policy`'s decision on a statement, before any review, then the masking lineage check.
-    fn judge(&self, policy: &Policy, identity: &Identity, connection: &str, analysis: &SqlAnalysis) -> Decision {
-        match policy.decide(identity, connection, analysis) {
+    fn judge(
+        &self,
+        policy: &Policy,
+        identity: &Identity,
+        connection: &str,
+        analysis: &SqlAnalysis,
+        masked_columns_here: bool,
+    ) -> Decision {
+        match policy.decide_where(identity, connection, analysis, masked_columns_here) {
             decision @ (Decision::Allow { .. } | Decision::Review(_)) => {
                 self.lineage_check(identity, connection, analysis, decision)
             }
@@ -217,7 +224,7 @@ impl Gateway {
     pub fn explain_for(&self, identity: &Identity, connection: &str, analysis: &SqlAnalysis) -> Explanation {
         let settings = self.settings.load();
         let (policy, _) = self.in_force(&settings, identity, connection);
-        let decision = self.judge(policy, identity, connection, analysis);
+        let decision = self.judge(policy, identity, connection, analysis, true);
         let operations = policy
             .explain(identity, connection, analysis)
             .iter()
@@ -331,7 +338,7 @@ impl Gate<PgEndpoint> for Gateway {
             ActionKind::Sql { text, analysis } => {
                 let settings = self.settings.load_full();
                 let (policy, grant) = self.in_force(&settings, session.identity, session.connection);
-                match self.judge(policy, session.identity, session.connection, analysis) {
+                match self.judge(policy, session.identity, session.connection, analysis, session.masked_columns_here) {
                     Decision::Review(refusal) => {
                         let rules = policy.review_rules(&refusal.rule);
                         let canonical = sluice_sql::canonical(text);
