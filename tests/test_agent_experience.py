@@ -146,7 +146,7 @@ def test_an_agent_asks_what_it_may_do_from_its_own_client(pg, agent_gw):
     assert any(r.startswith("bulk-changes: review update, delete without a WHERE clause") and "group dba" in r
                for r in rules), rules
     assert answer["masked columns"] == ["public.customers.notes (customer-notes: redact); expressions over them are refused"]
-    assert "credit-card" in answer["detectors"][0] and "search_path" in answer["pinned settings"][0]
+    assert "credit-card" in answer["detectors"][0] and "standard_conforming_strings" in answer["pinned settings"][0]
     assert "sluice.explain" in answer["ask"][0]
     # psql over the simple protocol gets the same rows.
     out = subprocess.run(["psql", dsn, "-XAt", "-F", "|", "-c", "SELECT sluice.policy()"], capture_output=True, text=True)

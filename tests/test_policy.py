@@ -78,7 +78,6 @@ REFUSED = [
     ("SET SESSION AUTHORIZATION postgres", "42501"),
     ("SET standard_conforming_strings = off", "42501"),
     ("SELECT set_config('standard_conforming_strings', 'off', false)", "42501"),
-    ("SET search_path = pg_temp, public", "42501"),
     ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'canary'", "42501"),
     ("SELECT pg_read_file('/etc/hostname')", "42501"),
     ("SELECT lo_import('/etc/hostname')", "42501"),

@@ -101,8 +101,32 @@ def test_column_masking_keeps_the_role_and_says_why(make_gateway, pg):
     assert out.returncode != 0
     assert 'refused by rule "assume-role"' in out.stderr, out.stderr
     assert "column masking" in out.stderr and "assume-role" in out.stderr, out.stderr
-    out = psql(gw.dsn(tok), "-c", "SET search_path = other", check=False)
+    out = psql(gw.dsn(tok), "-c", "SET standard_conforming_strings = off", check=False)
     assert 'refused by rule "protected-setting"' in out.stderr, out.stderr
+    # Masking reads an unqualified name in every schema, so the search_path is the session's.
+    assert psql(gw.dsn(tok), "-c", "SET search_path = other, public").stdout.strip() == "SET"
+
+
+def test_the_search_path_is_kept_only_where_an_allow_rule_names_schemas_and_the_refusal_says_which(make_gateway):
+    gw = make_gateway(extra_connections="""
+[policy]
+default = "deny"
+
+[[policy.rules]]
+name = "app-schema"
+effect = "allow"
+objects = ["public.*"]
+
+[[policy.rules]]
+name = "sessions"
+effect = "allow"
+kinds = ["set", "read", "transaction"]
+""")
+    tok = gw.token()
+    out = psql(gw.dsn(tok), "-c", "SET search_path = other, public", check=False)
+    assert out.returncode != 0
+    assert 'rule "app-schema" allows objects by schema' in out.stderr, out.stderr
+    assert "schema-qualify names instead" in out.stderr, out.stderr
 
 
 def test_a_column_rule_on_a_table_this_database_lacks_costs_nothing_until_it_exists(make_gateway, pg):

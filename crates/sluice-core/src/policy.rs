@@ -331,12 +331,12 @@ fn read_only_hint(op: &Operation) -> Option<String> {
 /// Settings that make a session read-only or not: protected only where a `read-only` preset applies.
 const READ_ONLY_SETTINGS: &[&str] = &["default_transaction_read_only", "transaction_read_only"];
 
-/// Settings sluice's analysis of later statements depends on: how names resolve (`search_path`,
-/// `role` through `$user`) and how text lexes. Pinned only where the policy in scope enforces
+/// Settings sluice's analysis of later statements depends on: the role (through `set_config`; `SET
+/// ROLE` is kind `assume-role`) and how text lexes. (`search_path` is pinned only where an allow
+/// rule names objects by schema: see `Policy::pins_search_path`.) Pinned only where the policy in scope enforces
 /// something (`Policy::enforces_anything`): where it enforces nothing, a misread statement changes
 /// no decision.
-const ANALYSIS_SETTINGS: &[&str] =
-    &["search_path", "standard_conforming_strings", "backslash_quote", "role", "session_authorization"];
+const ANALYSIS_SETTINGS: &[&str] = &["standard_conforming_strings", "backslash_quote", "role", "session_authorization"];
 
 /// Whether deciding `analysis` depends on whether column masking is in force (dynamic SQL, a role
 /// to assume, a setting sluice's analysis relies on): only then is it worth an adapter's while to
@@ -409,6 +409,11 @@ struct Rule {
 
 impl Rule {
     fn matches(&self, op: &Operation, multi_statement: bool, search_path: &[String]) -> bool {
+        // An unqualified name is matched as it resolves under the connection's search_path only
+        // by an allow rule (which sluice then keeps pinned: see `Policy::pins_search_path`). For a
+        // rule that refuses or reviews it matches in whatever schema: the session's search_path
+        // cannot take a name out of its reach, so sluice need not pin it.
+        let search_path = (self.effect == Effect::Allow).then_some(search_path);
         let kind_ok = match op.kind {
             Kind::Function if !self.functions.is_empty() => {
                 op.object.as_ref().is_some_and(|f| self.functions.iter().any(|p| object_matches(p, f, search_path)))
@@ -429,15 +434,17 @@ impl Rule {
 }
 
 /// Does `pattern` (`schema.name` or `name`, globs allowed) name `object`? An unqualified object is
-/// matched against every schema it could resolve to, so a deny on any of them applies.
-fn object_matches(pattern: &str, object: &ObjectName, search_path: &[String]) -> bool {
+/// matched against every schema it could resolve to under `search_path`; with none given, in any
+/// schema at all.
+fn object_matches(pattern: &str, object: &ObjectName, search_path: Option<&[String]>) -> bool {
     match pattern.rsplit_once('.') {
         None => glob_match(pattern, &object.name),
         Some((schema_pattern, name_pattern)) => {
             glob_match(name_pattern, &object.name)
-                && match &object.schema {
-                    Some(schema) => glob_match(schema_pattern, schema),
-                    None => implicit_schemas(search_path).any(|s| glob_match(schema_pattern, s)),
+                && match (&object.schema, search_path) {
+                    (Some(schema), _) => glob_match(schema_pattern, schema),
+                    (None, Some(path)) => implicit_schemas(path).any(|s| glob_match(schema_pattern, s)),
+                    (None, None) => true,
                 }
         }
     }
@@ -560,6 +567,16 @@ impl Policy {
             || self.rules.iter().any(|r| r.effect != Effect::Allow && r.scope.contains(scope.identity, scope.connection))
     }
 
+    /// The rule that makes the search_path matter, if one does: an allow rule in scope that names
+    /// objects or functions by schema (`app.*`) decides an unqualified name by where the
+    /// connection's search_path resolves it, which the session must then not change. (Rules that
+    /// refuse or review match an unqualified name in any schema, and masking reads names so too.)
+    fn pins_search_path(&self, scope: &Scope<'_>) -> Option<&Rule> {
+        self.rules.iter().filter(|r| r.effect == Effect::Allow && r.scope.contains(scope.identity, scope.connection)).find(
+            |r| r.objects.iter().chain(&r.functions).any(|p| p.contains('.')),
+        )
+    }
+
     /// The settings no statement of `identity` on `connection` may change.
     pub fn pinned_settings(&self, identity: &Identity, connection: &str) -> Vec<&'static str> {
         let scope = Scope { identity, connection, masking: self.masks_columns(identity, connection) };
@@ -574,6 +591,8 @@ impl Policy {
             self.read_only(scope.identity, scope.connection)
         } else if ANALYSIS_SETTINGS.contains(&setting) {
             self.enforces(scope)
+        } else if setting == "search_path" {
+            self.pins_search_path(scope).is_some()
         } else {
             self.builtin.protected_setting && is_protected_setting(setting)
         }
@@ -738,7 +757,7 @@ impl Policy {
                 }
             }
             for function in &statement.functions {
-                if self.is_ruled_function(function, &conn.search_path) {
+                if self.is_ruled_function(function) {
                     let op = Operation::new(Kind::Function, Some(function.clone()));
                     if each(self.judge(scope, conn, Cow::Owned(op), multi)) {
                         return;
@@ -750,10 +769,10 @@ impl Policy {
 
     /// Whether a call counts as an operation: a side-effect function (built-in list and
     /// configured), one a rule names, or a volatile built-in not known to be free of effects.
-    fn is_ruled_function(&self, function: &ObjectName, search_path: &[String]) -> bool {
+    fn is_ruled_function(&self, function: &ObjectName) -> bool {
         let builtin = function.schema.as_deref().is_none_or(|s| s == "pg_catalog");
         (builtin && crate::volatile::is_unsafe_volatile(&function.name))
-            || self.side_effect_functions.iter().chain(&self.ruled_functions).any(|p| object_matches(p, function, search_path))
+            || self.side_effect_functions.iter().chain(&self.ruled_functions).any(|p| object_matches(p, function, None))
     }
 
     fn judge<'a>(
@@ -777,10 +796,7 @@ impl Policy {
                 {
                     "what the database logs and audits of a session (and whether its triggers fire) is set by an operator"
                 }
-                "search_path" => {
-                    "schema-qualify names instead: the policy names objects, and sluice resolves unqualified names \
-                     under the connection's search_path (set in sluice's configuration)"
-                }
+                "search_path" => "schema-qualify names instead",
                 "standard_conforming_strings" | "backslash_quote" => {
                     "write strings in the standard form (E'…' where a backslash escape is meant): sluice's policy \
                      reads every statement as the server's standard lexing does"
@@ -792,7 +808,15 @@ impl Policy {
                 "(computed)" => "call set_config() with the setting's name as a literal so it can be checked",
                 _ => "sluice relies on this setting's value and does not let a session change it",
             };
-            let reason = format!("sluice pins the setting {} for every session", setting.name);
+            let reason = match self.pins_search_path(scope).filter(|_| setting.name == "search_path") {
+                Some(rule) => format!(
+                    "rule \"{}\" allows objects by schema, and sluice resolves an unqualified name under the \
+                     connection's search_path ({}), which this session therefore keeps",
+                    rule.name,
+                    conn.search_path.join(", ")
+                ),
+                None => format!("sluice pins the setting {} for this session", setting.name),
+            };
             return Judgement::builtin(op, "protected-setting", reason, hint);
         }
         let relation = !matches!(
@@ -1195,7 +1219,7 @@ mod tests {
             .with_column_masking(vec![RuleScope::default()]);
         assert_eq!(masked.decide(&me, "c", &role).rule(), "assume-role");
         assert_eq!(masked.decide(&me, "c", &dynamic).rule(), "dynamic-sql");
-        assert_eq!(masked.decide(&me, "c", &set("search_path")).rule(), "protected-setting");
+        assert_eq!(masked.decide(&me, "c", &set("standard_conforming_strings")).rule(), "protected-setting");
         // A rule naming the kind decides which roles may be assumed.
         let spec = PolicySpec {
             rules: vec![RuleSpec {
@@ -1212,6 +1236,39 @@ mod tests {
         // A read-only preset keeps the role whatever the rules say.
         let ro = Policy::compile(&spec, &[conn("ro", Some(Preset::ReadOnly))]).unwrap();
         assert_eq!(effect(&ro, &me, "ro", &role), "deny");
+    }
+
+    #[test]
+    fn the_search_path_is_pinned_only_where_an_allow_rule_names_objects_by_schema() {
+        let me = identity("a", &[]);
+        let set_path = statement(vec![op(Kind::Set, Some("search_path"))]);
+        // A deny on public.secrets reaches an unqualified name in any schema: the session's
+        // search_path cannot take it out of reach, so it is the session's to set.
+        let spec = PolicySpec {
+            rules: vec![RuleSpec { objects: vec!["public.secrets".into()], ..rule("no-secrets", Effect::Deny) }],
+            ..PolicySpec::default()
+        };
+        let deny = Policy::compile(&spec, &[conn("c", None)]).unwrap();
+        assert_eq!(effect(&deny, &me, "c", &set_path), "allow");
+        assert_eq!(effect(&deny, &me, "c", &statement(vec![op(Kind::Read, Some("secrets"))])), "deny");
+        let elsewhere = ConnectionPolicy { search_path: vec!["other".into()], ..conn("c", None) };
+        let deny_elsewhere = Policy::compile(&spec, &[elsewhere]).unwrap();
+        assert_eq!(effect(&deny_elsewhere, &me, "c", &statement(vec![op(Kind::Read, Some("secrets"))])), "deny");
+        // An allow rule by schema decides an unqualified name where the search_path resolves it.
+        let spec = PolicySpec {
+            default: Effect::Deny,
+            rules: vec![RuleSpec { objects: vec!["app.*".into()], ..rule("app-only", Effect::Allow) }],
+            ..PolicySpec::default()
+        };
+        let allow = Policy::compile(&spec, &[conn("c", None)]).unwrap();
+        match allow.decide(&me, "c", &set_path) {
+            Decision::Deny(r) => {
+                assert_eq!(r.rule, "protected-setting");
+                assert!(r.reason.contains("rule \"app-only\" allows objects by schema"), "{}", r.reason);
+                assert!(r.reason.contains("app, public"), "{}", r.reason);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
