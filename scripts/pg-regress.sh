@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # PostgreSQL's own regression suite, straight to the server and through sluice (issue #23).
 #
-#   scripts/pg-regress.sh [direct|allow-all|masked ...]   (default: all three, in that order)
+#   scripts/pg-regress.sh [direct|allow-all|masked|guarded ...]   (default: the first three)
 #
 # Fetches the suite from Debian's source package for the server's major version (apt-get source,
 # adding the deb-src entries it needs), builds regress.so (and contrib/spi's autoinc.so and
@@ -9,7 +9,8 @@
 # as upstream runs it (pg_regress sets PGOPTIONS, PGTZ and PGDATESTYLE itself):
 #   direct     straight to a fresh PostgreSQL cluster;
 #   allow-all  through sluice with a policy that allows everything and masking off;
-#   masked     through sluice with one column rule on a table the suite does not use, detectors off.
+#   masked     through sluice with one column rule on a table the suite does not use, detectors off;
+#   guarded    (only when asked for) with one deny rule on a table the suite does not use.
 # Each run gets its own fresh cluster. Prints, per run, how many tests passed, and exits non-zero
 # when a test that passed direct fails through sluice (but for the known differences it lists). Results (regression.diffs, the sluice log)
 # stay under $SLUICE_REGRESS_DIR (default /tmp/sluice-regress).
@@ -193,8 +194,20 @@ detectors = []
 name = "elsewhere"
 columns = ["public.sluice_regress_secrets.token"]'
     run_suite "$run" "$sluice_port" regress "$token" ;;
+  guarded)
+    # Not run by default: what an enforcing policy (one deny rule elsewhere) costs the suite.
+    [ -x "$sluice_bin" ] || { say "no sluice binary at $sluice_bin (cargo build, or set SLUICE_BIN)"; exit 2; }
+    start_sluice "$run" '
+[[policy.rules]]
+name = "elsewhere"
+effect = "deny"
+objects = ["public.sluice_regress_secrets"]
+
+[masking]
+enabled = false'
+    run_suite "$run" "$sluice_port" regress "$token" ;;
   *)
-    say "unknown run $run (direct, allow-all or masked)"; exit 2 ;;
+    say "unknown run $run (direct, allow-all, masked or guarded)"; exit 2 ;;
   esac
   stop_all
 done

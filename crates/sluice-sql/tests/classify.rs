@@ -265,3 +265,23 @@ fn trigger_functions_parse() {
     let ops: Vec<String> = statements[0].operations.iter().map(|o| o.to_string()).collect();
     assert!(ops.iter().any(|o| o.starts_with("DELETE on audit_log")), "{ops:?}");
 }
+
+#[test]
+fn plpgsql_whose_types_need_the_catalog_is_read() {
+    // libpg_query compiles a body against a catalog of built-in types only; these failed before
+    // (vendor/pg_query/PATCHED.md) and were dynamic SQL. What the body runs is found instead.
+    for body in [
+        "CREATE FUNCTION f(VARIADIC ids int[]) RETURNS void LANGUAGE plpgsql AS $$ \
+         BEGIN DELETE FROM audit_log WHERE id = ANY(ids); END $$",
+        "CREATE FUNCTION f(x audit_log.id%TYPE) RETURNS SETOF audit_log.id%TYPE LANGUAGE plpgsql AS $$ \
+         BEGIN DELETE FROM audit_log WHERE id = x; RETURN; END $$",
+        "CREATE FUNCTION f(a anyarray) RETURNS void LANGUAGE plpgsql AS $$ DECLARE x xy_tuple[]; \
+         BEGIN FOREACH x SLICE 1 IN ARRAY a LOOP DELETE FROM audit_log; END LOOP; END $$",
+        "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$ DECLARE v app.money_amount; \
+         BEGIN DELETE FROM audit_log WHERE amount = v; END $$",
+    ] {
+        let found = ops(body);
+        assert!(found.iter().any(|o| o == "delete audit_log"), "{body}: {found:?}");
+        assert!(!found.iter().any(|o| o.starts_with("dynamic-sql")), "{body}: {found:?}");
+    }
+}

@@ -959,7 +959,12 @@ LookupExplicitNamespace(const char *nspname, bool missing_ok)
     if (strcmp(nspname, "public") == 0)
         return PG_PUBLIC_NAMESPACE;
 
-    elog(ERROR, "Not implemented (LookupExplicitNamespace only supports pg_catalog and public)");
+    /*
+     * CHANGED (sluice): any other schema reads as public, so that a type it
+     * holds (myschema.mytype) is, like public's unknown types, a row type
+     * rather than an error.
+     */
+    return PG_PUBLIC_NAMESPACE;
 
 	/*namespaceId = get_namespace_oid(nspname, missing_ok);
 	if (missing_ok && !OidIsValid(namespaceId))

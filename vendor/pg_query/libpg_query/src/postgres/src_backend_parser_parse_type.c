@@ -103,7 +103,9 @@ LookupTypeNameExtended(ParseState *pstate,
 	else if (typeName->pct_type)
 	{
         // CHANGED: Not currently implemented, requires us to get type mappings from caller
-        elog(ERROR, "Not implemented");
+        // CHANGED (sluice): a column's %TYPE reads as text rather than failing: what a body runs
+        // does not depend on it, and the server checks the real type.
+        typoid = TEXTOID;
 		/* Handle %TYPE reference to type of an existing field */
 		//RangeVar   *rel = makeRangeVar(NULL, NULL, typeName->location);
 		//char	   *field = NULL;

@@ -1608,6 +1608,13 @@ build_datatype(HeapTuple typeTup, int32 typmod,
 		case TYPTYPE_PSEUDO:
 			if (typ->typoid == RECORDOID)
 				typ->ttype = PLPGSQL_TTYPE_REC;
+			/*
+			 * CHANGED (sluice): the mock catalog reads every type it does not
+			 * know as record, so an array of one (a composite type's array) is
+			 * record[]: read it as the array (a scalar) it is on the server.
+			 */
+			else if (typ->typoid == RECORDARRAYOID)
+				typ->ttype = PLPGSQL_TTYPE_SCALAR;
 			else
 				typ->ttype = PLPGSQL_TTYPE_PSEUDO;
 			break;
