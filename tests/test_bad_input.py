@@ -299,18 +299,22 @@ def test_a_fast_path_call_of_an_unknown_function_is_refused_in_place(gateway, to
     assert call["refused_by"] == "fast-path"
 
 
-def test_a_fast_path_call_is_refused_where_detectors_would_have_to_read_its_result(gateway, token, pg):
-    """The gateway's detectors are on: a fast-path result is a bare value sluice does not mask,
-    so the call is refused with the SELECT it amounts to."""
-    oid = pg.query("SELECT 'pg_catalog.lower(text)'::regprocedure::oid")[0][0]
+def test_a_fast_path_result_goes_through_the_detectors(gateway, token, pg):
+    """A fast-path result is masked as a value of the type the function returns."""
+    oid = pg.query("SELECT 'pg_catalog.btrim(text)'::regprocedure::oid")[0][0]
+    secret = b"  write to ada@example.com  "
     raw = Raw(gateway.port, token)
-    raw.send(message(b"F", struct.pack("!ihhi", oid, 0, 1, 2) + b"AB" + struct.pack("!h", 0)))
+    raw.send(message(b"F", struct.pack("!ihhi", oid, 0, 1, len(secret)) + secret + struct.pack("!h", 0)))
     replies = raw.until_ready()
-    assert [t for t, _ in replies] == [b"E", b"Z"]
-    err = fields(replies[0][1])
-    assert err["C"] == "0A000" and "cannot be masked" in err["M"], err
-    assert 'SELECT "pg_catalog"."lower"($1)' in err["H"], err
+    assert [t for t, _ in replies] == [b"V", b"Z"], replies
+    value = replies[0][1][4:]
+    assert struct.unpack("!i", replies[0][1][:4])[0] == len(value)
+    assert value.startswith(b"write to ") and b"ada@example.com" not in value, value
     raw.close()
+    text = 'SELECT "pg_catalog"."btrim"($1)'
+    details = gateway.session_with(lambda d: any(s["text"] == text for s in d["statements"]))
+    [call] = [s for s in details["statements"] if s["text"] == text]
+    assert call["decision"] == "allow"
 
 
 def test_statements_are_utf8_and_the_encoding_is_pinned(gateway, token):

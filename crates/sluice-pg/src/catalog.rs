@@ -45,6 +45,16 @@ pub struct Catalog {
 /// dynamic SQL through rests on there being none.
 const CANDIDATES_FRESH_FOR: Duration = Duration::from_secs(1);
 
+/// A function as a fast-path call needs it: its name, how many arguments it takes, the OID of the
+/// type it returns.
+#[derive(Debug)]
+pub struct FunctionByOid {
+    pub schema: String,
+    pub name: String,
+    pub args: usize,
+    pub returns: u32,
+}
+
 /// The functions of one database, for read-only sessions: which user-defined ones PostgreSQL marks
 /// VOLATILE (they may have effects beyond reading; `pg_catalog`'s are sluice-core's list).
 #[derive(Debug, Default)]
@@ -205,21 +215,26 @@ impl Catalog {
         Ok(candidates.iter().any(|[schema, relation, column]| masking.column(schema, relation, column).is_some()))
     }
 
-    /// The schema, name and number of arguments of the function with `oid` (a fast-path call names
-    /// its function so), or `None` when the server has none.
+    /// The function with `oid` (a fast-path call names its function so), or `None` when the
+    /// server has none.
     pub async fn function_by_oid(
         &self,
         endpoint: &PgEndpoint,
         oid: u32,
         timeout: Duration,
-    ) -> Result<Option<(String, String, usize)>, UpstreamError> {
+    ) -> Result<Option<FunctionByOid>, UpstreamError> {
         let sql = format!(
-            "SELECT n.nspname, p.proname, p.pronargs FROM pg_catalog.pg_proc p \
+            "SELECT n.nspname, p.proname, p.pronargs, p.prorettype FROM pg_catalog.pg_proc p \
              JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = {oid}"
         );
         let rows = upstream::query_once(endpoint, &sql, timeout).await?;
-        Ok(rows.into_iter().next().and_then(|row| match <[Option<String>; 3]>::try_from(row) {
-            Ok([Some(schema), Some(name), Some(args)]) => Some((schema, name, args.parse().ok()?)),
+        Ok(rows.into_iter().next().and_then(|row| match <[Option<String>; 4]>::try_from(row) {
+            Ok([Some(schema), Some(name), Some(args), Some(returns)]) => Some(FunctionByOid {
+                schema,
+                name,
+                args: args.parse().ok()?,
+                returns: returns.parse().ok()?,
+            }),
             _ => None,
         }))
     }

@@ -2,7 +2,7 @@
 //! portal's description sluice asks for before an Execute), DataRows rewritten value by value,
 //! error and notice texts, and COPY rows. A result with nothing to mask passes byte for byte.
 
-use crate::codec::{put_message, Reader};
+use crate::codec::{put_message, Reader, HEADER_LEN};
 use crate::FastMap;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::time::{Duration, Instant};
@@ -209,6 +209,44 @@ impl ResponseMasker {
                     }
                 }
             }
+        });
+        true
+    }
+
+    /// Masks a FunctionCallResponse (the result of a fast-path call) as the one column of a row
+    /// of type `type_oid` in `format`: detectors only, since a function's result is no table's
+    /// column. Writes the rewritten frame to `out` and returns true when anything changed.
+    ///
+    /// A masked result keeps the original's length, cut or filled with `*`: libpq reads a fast-path
+    /// result into the caller's buffer (`lo_read`'s) trusting the server's length, so a longer one
+    /// would overrun it, and NULL would read as a failed call.
+    pub fn function_result(&mut self, type_oid: u32, format: i16, body: &[u8], out: &mut BytesMut) -> bool {
+        let field = Field { table_oid: 0, column: 0, type_oid, format };
+        let plan = RowPlan::new(&[field], &[]);
+        if !plan.is_active() {
+            return false;
+        }
+        // The value as a one-column DataRow: the same length-prefixed value after a count.
+        let mut row = BytesMut::with_capacity(body.len() + 2);
+        row.put_i16(1);
+        row.put_slice(body);
+        let mut masked = BytesMut::new();
+        if !self.data_row(&plan, &row, &mut masked) {
+            return false;
+        }
+        // Back from a DataRow frame (tag, length, count) to a FunctionCallResponse.
+        let original = Reader::new(body).i32().unwrap_or(-1);
+        let Ok(length) = usize::try_from(original) else {
+            // NULL, or malformed from the server: nothing of it is passed on.
+            put_message(out, b'V', |b| b.put_i32(-1));
+            return true;
+        };
+        // The masked value's bytes (none where it became NULL), at the original length.
+        let mut value = masked.get(HEADER_LEN + 6..).unwrap_or_default().to_vec();
+        value.resize(length, b'*');
+        put_message(out, b'V', |b| {
+            b.put_i32(original);
+            b.put_slice(&value);
         });
         true
     }

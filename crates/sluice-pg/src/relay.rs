@@ -128,6 +128,8 @@ struct Pending {
     effects: Vec<NameEffect>,
     sent_at_generation: u64,
     probe: Probe,
+    /// For a fast-path call: the type its result has, and the format asked for, to mask it in.
+    fast_path: Option<(u32, i16)>,
 }
 
 /// Where a statement sluice cannot parse stands in the server's own parse of it (see `probe`).
@@ -201,6 +203,7 @@ impl Pending {
             effects: Vec::new(),
             sent_at_generation: 0,
             probe: Probe::None,
+            fast_path: None,
         }
     }
 
@@ -220,14 +223,14 @@ impl Pending {
     }
 }
 
-/// A fast-path FunctionCall, decided as the `SELECT schema.function($1, …)` it amounts to: the
-/// catalog names the function by its OID. Its result is a bare value that detectors cannot be
-/// run on in this form, so where detectors are on the call is refused with the SELECT to use.
+/// A fast-path FunctionCall (`body`), decided as the `SELECT schema.function($1, …)` it amounts
+/// to: the catalog names the function by its OID. Its result is masked as a value of the type the
+/// function returns.
 async fn decide_fast_path<G, R>(
     ctx: &Context<'_, G>,
     sql: &mut SessionSql,
-    calls: &mut FastMap<u32, Arc<str>>,
-    oid: u32,
+    calls: &mut FastMap<u32, (Arc<str>, u32)>,
+    body: &[u8],
     held: Held<'_, R>,
 ) -> Result<(Pending, Option<(Bytes, &'static str)>), RelayEnd>
 where
@@ -241,11 +244,17 @@ where
         let error = PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, message).with_hint(hint);
         (pending, Some((error.to_bytes().freeze(), sqlstate::FEATURE_NOT_SUPPORTED)))
     };
-    let text = match calls.get(&oid) {
-        Some(text) => Arc::clone(text),
+    let mut r = Reader::new(body);
+    let (Some(oid), Some(format)) = (r.i32(), body.len().checked_sub(2).and_then(|at| Reader::new(&body[at..]).i16()))
+    else {
+        return Err(malformed("FunctionCall"));
+    };
+    let oid = oid as u32;
+    let (text, returns) = match calls.get(&oid) {
+        Some((text, returns)) => (Arc::clone(text), *returns),
         None => {
             let unknown: Arc<str> = Arc::from(format!("<fast-path call of function {oid}>"));
-            let (schema, name, args) = match ctx.catalog.function_by_oid(ctx.endpoint, oid, ctx.lookup_timeout).await {
+            let function = match ctx.catalog.function_by_oid(ctx.endpoint, oid, ctx.lookup_timeout).await {
                 Ok(Some(found)) => found,
                 Ok(None) => {
                     let message = format!("sluice: fast-path call of function {oid}, which the database does not have");
@@ -256,24 +265,23 @@ where
                     return Ok(refused(unknown, message, "try again, or call the function by name with SELECT".into()));
                 }
             };
-            let params: Vec<String> = (1..=args).map(|n| format!("${n}")).collect();
+            let params: Vec<String> = (1..=function.args).map(|n| format!("${n}")).collect();
             let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-            let text: Arc<str> = Arc::from(format!("SELECT {}.{}({})", quote(&schema), quote(&name), params.join(", ")));
-            calls.insert(oid, Arc::clone(&text));
-            text
+            let text = format!("SELECT {}.{}({})", quote(&function.schema), quote(&function.name), params.join(", "));
+            let text: Arc<str> = Arc::from(text);
+            calls.insert(oid, (Arc::clone(&text), function.returns));
+            (text, function.returns)
         }
     };
-    if ctx.masking.as_ref().is_some_and(|m| !m.masking().scanner().is_empty()) {
-        let message = "sluice: a fast-path function call's result cannot be masked".to_string();
-        return Ok(refused(text.clone(), message, format!("run it as a query instead: {text}")));
-    }
     let decided = decide_message(ctx, sql, text.as_bytes(), held).await?;
     if decided.answer.is_some() {
         let message = "sluice: this function is answered by sluice, which a fast-path call cannot be".to_string();
         return Ok(refused(decided.text, message, "call it with SELECT".into()));
     }
     let refusal = refusal_bytes(&decided.decision, &decided.text);
-    Ok((Pending::new(Kind::Simple, decided.text).decided(&decided.decision), refusal))
+    let mut pending = Pending::new(Kind::Simple, decided.text).decided(&decided.decision);
+    pending.fast_path = Some((returns, format));
+    Ok((pending, refusal))
 }
 
 /// The start time of messages that are never recorded.
@@ -541,8 +549,9 @@ where
     // refused with sluice's reason rather than the server's "does not exist".
     let mut closed_by_sluice: FastMap<Bytes, i64> = FastMap::default();
     let mut sql = SessionSql::default();
-    // The statement each fast-path function OID amounts to, as the catalog named it.
-    let mut fast_path_calls: FastMap<u32, Arc<str>> = FastMap::default();
+    // The statement each fast-path function OID amounts to, as the catalog named it, and the
+    // type it returns.
+    let mut fast_path_calls: FastMap<u32, (Arc<str>, u32)> = FastMap::default();
     // Sync carries no text; one shared empty string spares an allocation per Sync.
     let no_text: Arc<str> = Arc::from("");
     let masking = ctx.masking.is_some();
@@ -916,7 +925,6 @@ where
                     lock(tracker).push(pending);
                 }
                 b'F' => {
-                    let Some(oid) = Reader::new(body).i32() else { return malformed("FunctionCall") };
                     let held = Held {
                         tracker,
                         kind: Kind::Simple,
@@ -926,7 +934,7 @@ where
                     };
                     // Answered by a FunctionCallResponse (or an error) and ReadyForQuery, as a
                     // simple query is.
-                    match decide_fast_path(ctx, &mut sql, &mut fast_path_calls, oid as u32, held).await {
+                    match decide_fast_path(ctx, &mut sql, &mut fast_path_calls, body, held).await {
                         Ok((pending, Some(refusal))) => replacement = Some(refused_simple(pending, refusal)),
                         Ok((pending, None)) => lock(tracker).push(pending),
                         Err(end) => return end,
@@ -1065,6 +1073,11 @@ where
                     }
                     b'A' => {
                         m.notification(body, &mut rewritten);
+                    }
+                    b'V' => {
+                        // A fast-path call's result; a type sluice does not know is scanned whole.
+                        let (type_oid, format) = lock(tracker).pending.front().and_then(|p| p.fast_path).unwrap_or((0, 0));
+                        m.function_result(type_oid, format, body, &mut rewritten);
                     }
                     b'S' => {
                         m.parameter_status(body, &mut rewritten);
