@@ -54280,11 +54280,14 @@ parsePartitionStrategy(char *strategy, int location, core_yyscan_t yyscanner)
 	else if (pg_strcasecmp(strategy, "hash") == 0)
 		return PARTITION_STRATEGY_HASH;
 
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("unrecognized partitioning strategy \"%s\"", strategy),
-			 parser_errposition(location)));
-	return PARTITION_STRATEGY_LIST; /* keep compiler quiet */
+	/*
+	 * CHANGED (sluice): PostgreSQL 15 takes any word here and checks it when
+	 * the statement runs; 16 and later check it in the grammar. Read an
+	 * unknown one as LIST (the statement does the same either way) and let
+	 * the server say, so that sluice parses what every server it fronts
+	 * parses.
+	 */
+	return PARTITION_STRATEGY_LIST;
 
 }
 
