@@ -1483,8 +1483,12 @@ where
         return Ok(Decided { text, decision: not_utf8(), answer: None, effects: Vec::new() });
     };
     let text: Arc<str> = Arc::from(text);
-    let standard = if lock(held.tracker).backslash_strings { sluice_sql::with_standard_strings(&text) } else { None };
-    let analysis = sql.classified.classify(ctx.classifier, standard.as_deref().unwrap_or(&text));
+    // With standard_conforming_strings off (where the policy enforces nothing, or changed where
+    // sluice could not see it), plain literals are read with backslash escapes, as the server
+    // reads them. (Where the policy enforces something the setting stays on: a statement
+    // pipelined behind a change would be read before the server reports it.)
+    let escaped = if lock(held.tracker).backslash_strings { sluice_sql::with_standard_strings(&text) } else { None };
+    let analysis = sql.classified.classify(ctx.classifier, escaped.as_deref().unwrap_or(&text));
     if sluice_sql::calls_builtin(&analysis) {
         let (decision, answer) = answer_builtin(ctx, sql, &text).await;
         return Ok(Decided { text, decision, answer, effects: Vec::new() });

@@ -1,18 +1,19 @@
-//! Reading a statement written for `standard_conforming_strings = off`: libpg_query lexes with it
-//! on, so before analysis each backslash escape of a quote inside a plain string literal is
-//! rewritten to the standard form of the same length. Token boundaries and every offset stay
-//! where the server sees them; escapes other than `\'` keep their characters (the literal's value
-//! may then read differently, which only matters where policy depends on it, and there the
-//! setting stays pinned).
+//! Reading a statement written for `standard_conforming_strings = off`. libpg_query lexes with it
+//! on; with it off, the server reads a plain literal (`'…'`, `N'…'`) the way it reads an escape
+//! string (`E'…'`): a backslash escapes the next character, `\'` included. So before analysis,
+//! each plain literal that holds a backslash is made an escape string (`E` put before it, or
+//! `N` turned into `E`): libpg_query then reads its end and its value exactly as the server does.
+//! The text grows by a byte per such literal; offsets into it are not the client's.
 
-/// The text as the standard lexer should see it, or `None` when it already reads the same.
+/// The text as libpg_query should read it under `standard_conforming_strings = off`, or `None`
+/// when it reads the same either way (no plain literal holds a backslash).
 pub fn with_standard_strings(text: &str) -> Option<String> {
     if !text.contains('\\') {
         return None;
     }
     let bytes = text.as_bytes();
-    let mut out = bytes.to_vec();
-    let mut changed = false;
+    // Where `E` goes in (or `N` becomes `E`), and whether a space must separate it from a name.
+    let mut edits: Vec<(usize, Edit)> = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
@@ -20,27 +21,74 @@ pub fn with_standard_strings(text: &str) -> Option<String> {
                 i = bytes[i..].iter().position(|&b| b == b'\n').map_or(bytes.len(), |n| i + n + 1);
             }
             b'/' if bytes.get(i + 1) == Some(&b'*') => i = block_comment_end(bytes, i),
-            b'"' => i = closing(bytes, i + 1, b'"'),
+            b'"' => i = quoted_end(bytes, i + 1, b'"'),
             b'$' if starts_token(bytes, i) => i = dollar_quote_end(bytes, i),
             b'\'' => {
                 let prefix = i.checked_sub(1).map(|p| bytes[p].to_ascii_lowercase());
-                let standalone_prefix = i < 2 || !is_ident_byte(bytes[i - 2]);
-                match prefix {
-                    // E'…' lexes the same either way; B'…', X'…' and U&'…' have no escapes.
-                    Some(b'e' | b'b' | b'x') if standalone_prefix => i = escaped_string_end(bytes, i + 1),
-                    Some(b'&') => i = closing(bytes, i + 1, b'\''),
-                    _ => {
-                        let (end, rewrote) = rewrite_plain_string(bytes, i + 1, &mut out);
-                        changed |= rewrote;
-                        i = end;
+                let prefix_starts_token = i >= 1 && starts_token(bytes, i - 1);
+                let end = match prefix {
+                    // A bit string ends at the next quote, a U&'…' string at a quote not doubled.
+                    Some(b'b' | b'x') if prefix_starts_token => {
+                        bytes[i + 1..].iter().position(|&b| b == b'\'').map_or(bytes.len(), |n| i + n + 2)
                     }
+                    Some(b'&') => quoted_end(bytes, i + 1, b'\''),
+                    _ => escape_string_end(bytes, i + 1),
+                };
+                match prefix {
+                    // Escape strings read the same either way; B'…' and X'…' have no escapes;
+                    // U&'…' under backslash escapes is an error the server raises itself.
+                    Some(b'e' | b'b' | b'x') if prefix_starts_token => {}
+                    Some(b'&') => {}
+                    Some(b'n') if prefix_starts_token => {
+                        if bytes[i..end].contains(&b'\\') {
+                            edits.push((i - 1, Edit::NationalToEscape));
+                        }
+                    }
+                    _ if bytes[i..end].contains(&b'\\') => {
+                        // `date'…'` (a typed literal) keeps its type name apart from the `E`.
+                        let after_name = i >= 1 && is_ident_byte(bytes[i - 1]);
+                        edits.push((i, if after_name { Edit::SpaceAndE } else { Edit::E }));
+                    }
+                    _ => {}
                 }
+                i = end;
             }
             _ => i += 1,
         }
     }
-    // Only ASCII bytes were exchanged for ASCII bytes, so the text is still UTF-8.
-    changed.then(|| String::from_utf8(out).ok()).flatten()
+    if edits.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len() + 2 * edits.len());
+    let mut from = 0;
+    for (at, edit) in edits {
+        match edit {
+            Edit::E => {
+                out.push_str(&text[from..at]);
+                out.push('E');
+                from = at;
+            }
+            Edit::SpaceAndE => {
+                out.push_str(&text[from..at]);
+                out.push_str(" E");
+                from = at;
+            }
+            Edit::NationalToEscape => {
+                out.push_str(&text[from..at]);
+                out.push('E');
+                from = at + 1;
+            }
+        }
+    }
+    out.push_str(&text[from..]);
+    Some(out)
+}
+
+#[derive(Clone, Copy)]
+enum Edit {
+    E,
+    SpaceAndE,
+    NationalToEscape,
 }
 
 fn is_ident_byte(b: u8) -> bool {
@@ -51,9 +99,9 @@ fn starts_token(bytes: &[u8], i: usize) -> bool {
     i == 0 || !is_ident_byte(bytes[i - 1])
 }
 
-/// The index after the quote that closes a literal whose body starts at `i`, doubled quotes
-/// being part of the body.
-fn closing(bytes: &[u8], mut i: usize, quote: u8) -> usize {
+/// The index after the `quote` that closes a quoted name or U&'…' string whose body starts at
+/// `i` (a doubled quote is part of it).
+fn quoted_end(bytes: &[u8], mut i: usize, quote: u8) -> usize {
     while i < bytes.len() {
         if bytes[i] == quote {
             if bytes.get(i + 1) == Some(&quote) {
@@ -67,8 +115,9 @@ fn closing(bytes: &[u8], mut i: usize, quote: u8) -> usize {
     bytes.len()
 }
 
-/// The end of an E'…' literal: a backslash escapes the byte after it.
-fn escaped_string_end(bytes: &[u8], mut i: usize) -> usize {
+/// The index after the quote that closes a literal whose body starts at `i`, read with backslash
+/// escapes (as the server reads escape strings, and plain ones with the setting off).
+fn escape_string_end(bytes: &[u8], mut i: usize) -> usize {
     while i < bytes.len() {
         match bytes[i] {
             b'\\' => i += 2,
@@ -78,26 +127,6 @@ fn escaped_string_end(bytes: &[u8], mut i: usize) -> usize {
         }
     }
     bytes.len()
-}
-
-/// A plain literal under backslash escapes: `\'` becomes `''` in `out`; returns the index after
-/// the closing quote and whether anything changed.
-fn rewrite_plain_string(bytes: &[u8], mut i: usize, out: &mut [u8]) -> (usize, bool) {
-    let mut changed = false;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' if bytes.get(i + 1) == Some(&b'\'') => {
-                out[i] = b'\'';
-                changed = true;
-                i += 2;
-            }
-            b'\\' => i += 2,
-            b'\'' if bytes.get(i + 1) == Some(&b'\'') => i += 2,
-            b'\'' => return (i + 1, changed),
-            _ => i += 1,
-        }
-    }
-    (bytes.len(), changed)
 }
 
 fn block_comment_end(bytes: &[u8], mut i: usize) -> usize {
@@ -124,7 +153,7 @@ fn block_comment_end(bytes: &[u8], mut i: usize) -> usize {
 /// The end of `$tag$…$tag$` starting at `i`, or just past the `$` when it opens no quote (a
 /// parameter such as `$1`).
 fn dollar_quote_end(bytes: &[u8], i: usize) -> usize {
-    let tag_len = bytes[i + 1..].iter().take_while(|&&b| b != b'$' && (b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80)).count();
+    let tag_len = bytes[i + 1..].iter().take_while(|&&b| b != b'$' && is_ident_byte(b)).count();
     let close = i + 1 + tag_len;
     if bytes.get(close) != Some(&b'$') || bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
         return i + 1;
@@ -139,18 +168,42 @@ fn dollar_quote_end(bytes: &[u8], i: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_core::sql::SqlAnalysis;
 
-    #[test]
-    fn an_escaped_quote_in_a_plain_literal_becomes_a_doubled_one() {
-        let text = r"SELECT 'a\'b' AS x, 'c\\' AS y";
-        let standard = with_standard_strings(text).expect("rewritten");
-        assert_eq!(standard, r"SELECT 'a''b' AS x, 'c\\' AS y");
-        assert_eq!(standard.len(), text.len());
-        assert!(matches!(crate::analyze(&standard), sluice_core::sql::SqlAnalysis::Parsed { .. }));
+    fn ops(text: &str) -> Vec<String> {
+        match crate::analyze(text) {
+            SqlAnalysis::Parsed { statements } => statements
+                .iter()
+                .flat_map(|s| &s.operations)
+                .map(|o| format!("{} {}", o.kind, o.object.as_ref().map_or("-".into(), |n| n.to_string())))
+                .collect(),
+            SqlAnalysis::Unparseable { message } => vec![format!("unparseable: {message}")],
+        }
     }
 
     #[test]
-    fn escape_strings_identifiers_comments_and_dollar_quotes_are_left_alone() {
+    fn a_plain_literal_with_a_backslash_becomes_an_escape_string() {
+        assert_eq!(with_standard_strings(r"SELECT 'a\'b' AS x").as_deref(), Some(r"SELECT E'a\'b' AS x"));
+        assert_eq!(with_standard_strings(r"SELECT N'a\'b'").as_deref(), Some(r"SELECT E'a\'b'"));
+        assert_eq!(with_standard_strings(r"SELECT date'2020\-01-01'").as_deref(), Some(r"SELECT date E'2020\-01-01'"));
+    }
+
+    #[test]
+    fn what_the_server_runs_with_the_setting_off_is_what_is_found() {
+        // Standard lexing ends the literal at `\'` and hides the DELETE in a second literal;
+        // with backslash escapes the first literal runs on and the DELETE is a statement.
+        let text = r"SELECT 'x\''; DELETE FROM orders; --'";
+        assert!(!ops(text).contains(&"delete orders".to_string()), "{:?}", ops(text));
+        let off = with_standard_strings(text).expect("rewritten");
+        assert!(ops(&off).contains(&"delete orders".to_string()), "{:?}", ops(&off));
+        // And a value read through: query_to_xml's SQL, with an escaped quote in it.
+        let text = r"SELECT query_to_xml('DELETE FROM orders WHERE note = \'x\'', true, true, '')";
+        let off = with_standard_strings(text).expect("rewritten");
+        assert!(ops(&off).contains(&"delete orders".to_string()), "{:?}", ops(&off));
+    }
+
+    #[test]
+    fn escape_strings_names_comments_and_dollar_quotes_are_left_alone() {
         for text in [
             r"SELECT E'a\'b', 'plain'",
             r#"SELECT "a\" FROM t"#,
@@ -158,14 +211,9 @@ mod tests {
             r"SELECT $q$ it\'s $q$",
             r"SELECT 'no backslash'",
             r"/* a \' */ SELECT 1",
+            r"SELECT B'101', X'1F'",
         ] {
             assert_eq!(with_standard_strings(text), None, "{text}");
         }
-    }
-
-    #[test]
-    fn a_name_ending_in_e_does_not_make_an_escape_string() {
-        // `somee` is a name; the literal after it is plain.
-        assert_eq!(with_standard_strings(r"SELECT 1 AS somee'\'x'").as_deref(), Some(r"SELECT 1 AS somee'''x'"));
     }
 }
