@@ -426,6 +426,17 @@ def test_read_write_and_utf8_are_not_pinned_where_nothing_depends_on_them(policy
         assert result.returncode != 0 and "protected-setting" in result.stderr, (sql, result.stderr)
 
 
+def test_the_search_path_is_the_sessions_unless_a_rule_names_objects_by_schema(policy_gw):
+    """Issue #23, cause 3: on "ro" no rule names a schema, so the session sets its search_path;
+    on "guarded" orders-append-only names public.orders, which an unqualified `orders` reaches
+    only through the connection's search_path: kept, and the refusal names the rule."""
+    out = psql(policy_gw, "SET search_path = pg_catalog, public")
+    assert out.returncode == 0, out.stderr
+    out = psql(policy_gw, "SET search_path = pg_catalog, public", connection="guarded")
+    assert out.returncode != 0
+    assert 'rule "orders-append-only" names objects by schema' in out.stderr, out.stderr
+
+
 def test_returning_to_the_connections_own_user_is_not_refused(policy_gw):
     """Issue #23, cause 2: RESET ROLE and friends go back to where the session started; only
     assuming another role stays protected."""

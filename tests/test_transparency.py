@@ -108,7 +108,7 @@ def test_column_masking_keeps_the_role_and_says_why(make_gateway, pg):
     assert psql(gw.dsn(tok), "-c", "SET search_path = other, public").stdout.strip() == "SET"
 
 
-def test_the_search_path_is_kept_only_where_an_allow_rule_names_schemas_and_the_refusal_says_which(make_gateway):
+def test_the_search_path_is_kept_only_where_a_rule_names_schemas_and_the_refusal_says_which(make_gateway):
     gw = make_gateway(extra_connections="""
 [policy]
 default = "deny"
@@ -126,7 +126,7 @@ kinds = ["set", "read", "transaction"]
     tok = gw.token()
     out = psql(gw.dsn(tok), "-c", "SET search_path = other, public", check=False)
     assert out.returncode != 0
-    assert 'rule "app-schema" allows objects by schema' in out.stderr, out.stderr
+    assert 'rule "app-schema" names objects by schema' in out.stderr, out.stderr
     assert "schema-qualify names instead" in out.stderr, out.stderr
 
 

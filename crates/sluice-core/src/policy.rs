@@ -332,10 +332,10 @@ fn read_only_hint(op: &Operation) -> Option<String> {
 const READ_ONLY_SETTINGS: &[&str] = &["default_transaction_read_only", "transaction_read_only"];
 
 /// Settings sluice's analysis of later statements depends on: the role (through `set_config`; `SET
-/// ROLE` is kind `assume-role`) and how text lexes. (`search_path` is pinned only where an allow
-/// rule names objects by schema: see `Policy::pins_search_path`.) Pinned only where the policy in scope enforces
+/// ROLE` is kind `assume-role`) and how text lexes. Pinned only where the policy in scope enforces
 /// something (`Policy::enforces_anything`): where it enforces nothing, a misread statement changes
-/// no decision.
+/// no decision. (`search_path` is pinned only where a rule names objects by schema: see
+/// `Policy::pins_search_path`.)
 const ANALYSIS_SETTINGS: &[&str] = &["standard_conforming_strings", "backslash_quote", "role", "session_authorization"];
 
 /// Whether deciding `analysis` depends on whether column masking is in force (dynamic SQL, a role
@@ -409,11 +409,9 @@ struct Rule {
 
 impl Rule {
     fn matches(&self, op: &Operation, multi_statement: bool, search_path: &[String]) -> bool {
-        // An unqualified name is matched as it resolves under the connection's search_path only
-        // by an allow rule (which sluice then keeps pinned: see `Policy::pins_search_path`). For a
-        // rule that refuses or reviews it matches in whatever schema: the session's search_path
-        // cannot take a name out of its reach, so sluice need not pin it.
-        let search_path = (self.effect == Effect::Allow).then_some(search_path);
+        // An unqualified name matches where the connection's search_path resolves it (which
+        // sluice then keeps: see `Policy::pins_search_path`).
+        let search_path = Some(search_path);
         let kind_ok = match op.kind {
             Kind::Function if !self.functions.is_empty() => {
                 op.object.as_ref().is_some_and(|f| self.functions.iter().any(|p| object_matches(p, f, search_path)))
@@ -567,14 +565,15 @@ impl Policy {
             || self.rules.iter().any(|r| r.effect != Effect::Allow && r.scope.contains(scope.identity, scope.connection))
     }
 
-    /// The rule that makes the search_path matter, if one does: an allow rule in scope that names
-    /// objects or functions by schema (`app.*`) decides an unqualified name by where the
-    /// connection's search_path resolves it, which the session must then not change. (Rules that
-    /// refuse or review match an unqualified name in any schema, and masking reads names so too.)
+    /// The rule that makes the search_path matter, if one does: a rule in scope that names objects
+    /// or functions by schema (`public.orders`, `app.*`) decides an unqualified name by where the
+    /// connection's search_path resolves it, which the session must then not change. (Masking
+    /// reads an unqualified name in any schema.)
     fn pins_search_path(&self, scope: &Scope<'_>) -> Option<&Rule> {
-        self.rules.iter().filter(|r| r.effect == Effect::Allow && r.scope.contains(scope.identity, scope.connection)).find(
-            |r| r.objects.iter().chain(&r.functions).any(|p| p.contains('.')),
-        )
+        self.rules
+            .iter()
+            .filter(|r| r.scope.contains(scope.identity, scope.connection))
+            .find(|r| r.objects.iter().chain(&r.functions).any(|p| p.contains('.')))
     }
 
     /// The settings no statement of `identity` on `connection` may change.
@@ -810,7 +809,7 @@ impl Policy {
             };
             let reason = match self.pins_search_path(scope).filter(|_| setting.name == "search_path") {
                 Some(rule) => format!(
-                    "rule \"{}\" allows objects by schema, and sluice resolves an unqualified name under the \
+                    "rule \"{}\" names objects by schema, and sluice resolves an unqualified name under the \
                      connection's search_path ({}), which this session therefore keeps",
                     rule.name,
                     conn.search_path.join(", ")
@@ -1239,35 +1238,34 @@ mod tests {
     }
 
     #[test]
-    fn the_search_path_is_pinned_only_where_an_allow_rule_names_objects_by_schema() {
+    fn the_search_path_is_pinned_only_where_a_rule_names_objects_by_schema() {
         let me = identity("a", &[]);
         let set_path = statement(vec![op(Kind::Set, Some("search_path"))]);
-        // A deny on public.secrets reaches an unqualified name in any schema: the session's
-        // search_path cannot take it out of reach, so it is the session's to set.
+        // Rules by kind alone, or by unqualified name, do not depend on where a name resolves.
         let spec = PolicySpec {
-            rules: vec![RuleSpec { objects: vec!["public.secrets".into()], ..rule("no-secrets", Effect::Deny) }],
+            rules: vec![
+                RuleSpec { kinds: vec![Kind::Drop], ..rule("no-drops", Effect::Deny) },
+                RuleSpec { objects: vec!["secrets".into()], ..rule("no-secrets", Effect::Deny) },
+            ],
             ..PolicySpec::default()
         };
-        let deny = Policy::compile(&spec, &[conn("c", None)]).unwrap();
-        assert_eq!(effect(&deny, &me, "c", &set_path), "allow");
-        assert_eq!(effect(&deny, &me, "c", &statement(vec![op(Kind::Read, Some("secrets"))])), "deny");
-        let elsewhere = ConnectionPolicy { search_path: vec!["other".into()], ..conn("c", None) };
-        let deny_elsewhere = Policy::compile(&spec, &[elsewhere]).unwrap();
-        assert_eq!(effect(&deny_elsewhere, &me, "c", &statement(vec![op(Kind::Read, Some("secrets"))])), "deny");
-        // An allow rule by schema decides an unqualified name where the search_path resolves it.
-        let spec = PolicySpec {
-            default: Effect::Deny,
-            rules: vec![RuleSpec { objects: vec!["app.*".into()], ..rule("app-only", Effect::Allow) }],
-            ..PolicySpec::default()
-        };
-        let allow = Policy::compile(&spec, &[conn("c", None)]).unwrap();
-        match allow.decide(&me, "c", &set_path) {
-            Decision::Deny(r) => {
-                assert_eq!(r.rule, "protected-setting");
-                assert!(r.reason.contains("rule \"app-only\" allows objects by schema"), "{}", r.reason);
-                assert!(r.reason.contains("app, public"), "{}", r.reason);
+        let by_kind = Policy::compile(&spec, &[conn("c", None)]).unwrap();
+        assert_eq!(effect(&by_kind, &me, "c", &set_path), "allow");
+        // A rule by schema does: the refusal names it and the search_path kept.
+        for (name, effect_of_rule, pattern) in [("app-only", Effect::Allow, "app.*"), ("no-secrets", Effect::Deny, "public.secrets")] {
+            let spec = PolicySpec {
+                rules: vec![RuleSpec { objects: vec![pattern.into()], ..rule(name, effect_of_rule) }],
+                ..PolicySpec::default()
+            };
+            let policy = Policy::compile(&spec, &[conn("c", None)]).unwrap();
+            match policy.decide(&me, "c", &set_path) {
+                Decision::Deny(r) => {
+                    assert_eq!(r.rule, "protected-setting");
+                    assert!(r.reason.contains(&format!("rule \"{name}\" names objects by schema")), "{}", r.reason);
+                    assert!(r.reason.contains("app, public"), "{}", r.reason);
+                }
+                other => panic!("{other:?}"),
             }
-            other => panic!("{other:?}"),
         }
     }
 

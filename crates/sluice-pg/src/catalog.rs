@@ -43,7 +43,7 @@ pub struct Catalog {
 
 /// How long the columns a column rule may cover are trusted: briefly, since a decision that lets
 /// dynamic SQL through rests on there being none.
-const CANDIDATES_FRESH_FOR: Duration = Duration::from_secs(1);
+pub const CANDIDATES_FRESH_FOR: Duration = Duration::from_secs(1);
 
 /// A function as a fast-path call needs it: its name, how many arguments it takes, the OID of the
 /// type it returns.

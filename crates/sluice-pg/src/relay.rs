@@ -17,7 +17,7 @@
 //! Sync is skipped and an open transaction is aborted.
 
 use crate::FastMap;
-use crate::catalog::{Catalog, FRESH_FOR};
+use crate::catalog::{CANDIDATES_FRESH_FOR, Catalog, FRESH_FOR};
 use crate::codec::{self, FrameError, HEADER_LEN, Reader, peek_frame, put_cstr, put_message, tag_rows};
 use crate::error::{PgError, ServerMessage, sqlstate};
 use crate::mask::{self, CopyFormat, Field, ResponseMasker, RowPlan};
@@ -427,6 +427,9 @@ pub struct Context<'a, G> {
     /// What the column rules reach through the server's views and functions, as last read (see
     /// `reached`).
     pub reached: Mutex<Option<(Instant, Arc<CatalogRules>)>>,
+    /// Whether the database has a column a column rule in scope covers, and when that was read
+    /// (see `has_masked_columns`).
+    pub masked_columns: Mutex<Option<(Instant, bool)>>,
 }
 
 impl<G> Context<'_, G> {
@@ -440,6 +443,21 @@ impl<G> Context<'_, G> {
     ) -> Result<Arc<CatalogRules>, UpstreamError> {
         let reached = self.reached(masking, FRESH_FOR).await?;
         if lacks(&reached) { self.reached(masking, Duration::ZERO).await } else { Ok(reached) }
+    }
+
+    /// Whether this session's database has a column that a column rule in scope covers, as read
+    /// within the last second; yes when the catalog cannot be read. Where it has none, nothing a
+    /// statement reads can be masked: the views and functions need not be read (which would lock,
+    /// for an instant, every table a view reads) and policy may follow the session.
+    async fn has_masked_columns(&self, masking: &SessionMasking) -> bool {
+        if let Some((at, found)) = *self.masked_columns.lock().unwrap_or_else(|p| p.into_inner())
+            && at.elapsed() < CANDIDATES_FRESH_FOR
+        {
+            return found;
+        }
+        let found = self.catalog.has_masked_columns(self.endpoint, masking, self.lookup_timeout).await.unwrap_or(true);
+        *self.masked_columns.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), found));
+        found
     }
 
     /// What the column rules reach through this session's database's views and functions; read
@@ -1433,7 +1451,12 @@ async fn column_masks<G>(ctx: &Context<'_, G>, session: &SessionMasking, fields:
             let unknown_view = |views: &CatalogRules| {
                 tables.values().any(|t| t.view && !system(&t.schema) && !views.knows(&t.schema, &t.name))
             };
-            ctx.reached_knowing(session, unknown_view).await.map(|views| (tables, views))
+            let views = if tables.values().any(|t| t.view) && ctx.has_masked_columns(session).await {
+                ctx.reached_knowing(session, unknown_view).await
+            } else {
+                Ok(Arc::default())
+            };
+            views.map(|views| (tables, views))
         }
         Err(e) => Err(e),
     };
@@ -1646,7 +1669,7 @@ async fn through_server_objects<G>(ctx: &Context<'_, G>, analysis: &SqlAnalysis)
         return Some(refusal);
     }
     let session = ctx.masking.as_ref().filter(|m| m.has_column_rules())?;
-    if !matches!(analysis, SqlAnalysis::Parsed { .. }) {
+    if !matches!(analysis, SqlAnalysis::Parsed { .. }) || !ctx.has_masked_columns(session).await {
         return None;
     }
     // (A function name that exists nowhere costs a reading each time; the server refuses it anyway.)
@@ -1874,7 +1897,7 @@ async fn masked_columns_here<G>(ctx: &Context<'_, G>, sql: &SessionSql, analysis
     if !sql.relied_on_no_masking && !depends_on_column_masking(analysis) {
         return Ok(true);
     }
-    let here = ctx.catalog.has_masked_columns(ctx.endpoint, masking, ctx.lookup_timeout).await.unwrap_or(true);
+    let here = ctx.has_masked_columns(masking).await;
     if here && sql.relied_on_no_masking {
         let e = PgError::fatal(
             sqlstate::INVALID_AUTHORIZATION,
