@@ -457,9 +457,9 @@ fn implicit_schemas(search_path: &[String]) -> impl Iterator<Item = &str> {
 struct Scope<'a> {
     identity: &'a Identity,
     connection: &'a str,
-    /// Column masking is in force: a column rule is in scope, and the database may hold a column
-    /// it covers (see `Policy::decide_where`).
-    masking: bool,
+    /// The database may hold a column that a column rule covers (see `Policy::decide_where`);
+    /// whether one in scope does is asked only where a judgement depends on it (`masking`).
+    masked_here: bool,
 }
 
 #[derive(Debug)]
@@ -556,13 +556,19 @@ impl Policy {
     /// the session instead of pinning it (search_path, role, string lexing) and lets dynamic SQL
     /// through: there is nothing it could get around.
     pub fn enforces_anything(&self, identity: &Identity, connection: &str) -> bool {
-        self.enforces(&Scope { identity, connection, masking: self.masks_columns(identity, connection) })
+        self.enforces(&Scope { identity, connection, masked_here: true })
     }
 
     fn enforces(&self, scope: &Scope<'_>) -> bool {
         self.default_for(scope.connection) != Effect::Allow
-            || scope.masking
+            || self.masking(scope)
             || self.rules.iter().any(|r| r.effect != Effect::Allow && r.scope.contains(scope.identity, scope.connection))
+    }
+
+    /// Whether column masking is in force in `scope`: a column rule is in scope, and the database
+    /// may hold a column it covers.
+    fn masking(&self, scope: &Scope<'_>) -> bool {
+        scope.masked_here && self.masks_columns(scope.identity, scope.connection)
     }
 
     /// The rule that makes the search_path matter, if one does: a rule in scope that names objects
@@ -578,7 +584,7 @@ impl Policy {
 
     /// The settings no statement of `identity` on `connection` may change.
     pub fn pinned_settings(&self, identity: &Identity, connection: &str) -> Vec<&'static str> {
-        let scope = Scope { identity, connection, masking: self.masks_columns(identity, connection) };
+        let scope = Scope { identity, connection, masked_here: true };
         PROTECTED_SETTINGS.iter().copied().filter(|s| !s.starts_with('(')).filter(|s| self.pins(s, &scope)).collect()
     }
 
@@ -619,7 +625,7 @@ impl Policy {
         analysis: &SqlAnalysis,
         masked_columns_here: bool,
     ) -> Decision {
-        let scope = Scope { identity, connection, masking: masked_columns_here && self.masks_columns(identity, connection) };
+        let scope = Scope { identity, connection, masked_here: masked_columns_here };
         let statements = match analysis {
             SqlAnalysis::Unparseable { message } => {
                 return Decision::Deny(Refusal {
@@ -730,7 +736,7 @@ impl Policy {
     ) -> Vec<Judgement<'a>> {
         let mut all = Vec::new();
         if let SqlAnalysis::Parsed { statements } = analysis {
-            let scope = Scope { identity, connection, masking: self.masks_columns(identity, connection) };
+            let scope = Scope { identity, connection, masked_here: true };
             self.judge_all(&scope, statements, |j| {
                 all.push(j);
                 false
@@ -862,7 +868,7 @@ impl Policy {
                      rule that allows kind \"dynamic-sql\"",
                 )
             }
-            None if op.kind == Kind::AssumeRole && (self.read_only(scope.identity, scope.connection) || scope.masking) =>
+            None if op.kind == Kind::AssumeRole && (self.read_only(scope.identity, scope.connection) || self.masking(scope)) =>
             {
                 let role = op.object.as_ref().map_or_else(String::new, |o| o.name.clone());
                 let reason = format!(

@@ -36,7 +36,7 @@ use sluice_core::advice::Explanation;
 use sluice_sql::{BuiltinCall, Classifier, PreparedStatements};
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -309,9 +309,6 @@ pub struct Tracker {
     /// Statements whose result is complete, recorded once the client has been sent it (recording
     /// is then off the statement's round trip), with a note on what happened to them.
     finished: VecDeque<(Pending, Option<&'static str>)>,
-    /// The server reported `standard_conforming_strings` off: plain literals take backslash
-    /// escapes, and statements are read accordingly (see `sluice_sql::lexing`).
-    backslash_strings: bool,
 }
 
 impl Tracker {
@@ -324,7 +321,6 @@ impl Tracker {
             generation: 0,
             holding: None,
             finished: VecDeque::new(),
-            backslash_strings: false,
         }
     }
 
@@ -430,6 +426,9 @@ pub struct Context<'a, G> {
     /// Whether the database has a column a column rule in scope covers, and when that was read
     /// (see `has_masked_columns`).
     pub masked_columns: Mutex<Option<(Instant, bool)>>,
+    /// The server reported `standard_conforming_strings` off: plain literals take backslash
+    /// escapes, and statements are read accordingly (see `sluice_sql::lexing`).
+    pub backslash_strings: AtomicBool,
 }
 
 impl<G> Context<'_, G> {
@@ -1138,7 +1137,7 @@ where
                 b'S' => {
                     let mut r = Reader::new(body);
                     if r.cstr() == Some(b"standard_conforming_strings") {
-                        lock(tracker).backslash_strings = r.cstr() == Some(b"off");
+                        ctx.backslash_strings.store(r.cstr() == Some(b"off"), Ordering::Release);
                     }
                 }
                 b'1' | b'2' => {
@@ -1510,7 +1509,8 @@ where
     // sluice could not see it), plain literals are read with backslash escapes, as the server
     // reads them. (Where the policy enforces something the setting stays on: a statement
     // pipelined behind a change would be read before the server reports it.)
-    let escaped = if lock(held.tracker).backslash_strings { sluice_sql::with_standard_strings(&text) } else { None };
+    let escaped =
+        if ctx.backslash_strings.load(Ordering::Acquire) { sluice_sql::with_standard_strings(&text) } else { None };
     let analysis = sql.classified.classify(ctx.classifier, escaped.as_deref().unwrap_or(&text));
     if sluice_sql::calls_builtin(&analysis) {
         let (decision, answer) = answer_builtin(ctx, sql, &text).await;

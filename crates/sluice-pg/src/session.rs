@@ -416,6 +416,7 @@ async fn relay_session<G: Gate<PgEndpoint>>(opened: Opened, peer: SocketAddr, sh
         sluice_owed: Default::default(),
         reached: Default::default(),
         masked_columns: Default::default(),
+        backslash_strings: Default::default(),
     };
     let tracker = Mutex::new(Tracker::new());
     let (mut client_read, mut client_write) = client.into_split();
