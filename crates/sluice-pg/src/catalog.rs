@@ -302,7 +302,6 @@ impl Catalog {
     }
 }
 
-/// Which upstream database a cached reading is of.
 /// `upstream::query_once`, run again (up to three times in all) when DDL of another session made
 /// the catalog change under it: a relation dropped between the query's snapshot and the
 /// server's reading of its definition ("could not open relation with OID …", "cache lookup
@@ -323,6 +322,7 @@ async fn query_retrying(endpoint: &PgEndpoint, sql: &str, timeout: Duration) -> 
     }
 }
 
+/// Which upstream database a cached reading is of.
 fn database_key(endpoint: &PgEndpoint) -> String {
     format!("{}:{}/{}", endpoint.host, endpoint.port, endpoint.database)
 }

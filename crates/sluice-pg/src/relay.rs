@@ -1910,9 +1910,10 @@ async fn masked_columns_here<G>(ctx: &Context<'_, G>, sql: &SessionSql, analysis
     Ok(here)
 }
 
-/// Whether a decision refuses a statement sluice's parser rejects.
+/// Whether a decision refuses a statement sluice's parser rejects (not one that is not UTF-8: the
+/// server would be asked about a reading of it that is not what the client sent).
 fn unparseable(decision: &Decision) -> bool {
-    matches!(decision, Decision::Deny(r) if r.cause == RefusalCause::Unparseable)
+    matches!(decision, Decision::Deny(r) if r.cause == RefusalCause::Unparseable && r.rule == "unparseable")
 }
 
 /// What sluice sends in place of a statement its parser rejects, so that the client gets the
