@@ -322,10 +322,12 @@ def test_statements_are_utf8_and_the_encoding_is_pinned(gateway, token):
     multi-byte encoding such as SJIS can hide a quote from one reader and not the other)."""
     raw = Raw(gateway.port, token)
     assert raw.params["client_encoding"] == "UTF8"
-    raw.send(message(b"Q", b"SELECT 'caf\xe9'\0"))
-    answer = raw.until_ready()
-    err = fields(answer[0][1])
-    assert answer[0][0] == b"E" and err["C"] == "42601" and "not valid UTF-8" in err["M"], err
+    for statement in [b"SELECT 'caf\xe9'\0", b"SELEC 'caf\xe9'\0"]:
+        # Also where it would not parse either: the server is not asked about a lossy reading.
+        raw.send(message(b"Q", statement))
+        answer = raw.until_ready()
+        err = fields(answer[0][1])
+        assert answer[0][0] == b"E" and err["C"] == "42601" and "not valid UTF-8" in err["M"], err
     for change in ["SET client_encoding = 'SJIS'", "SET NAMES 'LATIN1'", "SELECT set_config('client_encoding', 'SJIS', false)"]:
         raw.query(change)
         answer = raw.until_ready()
