@@ -411,7 +411,6 @@ impl Rule {
     fn matches(&self, op: &Operation, multi_statement: bool, search_path: &[String]) -> bool {
         // An unqualified name matches where the connection's search_path resolves it (which
         // sluice then keeps: see `Policy::pins_search_path`).
-        let search_path = Some(search_path);
         let kind_ok = match op.kind {
             Kind::Function if !self.functions.is_empty() => {
                 op.object.as_ref().is_some_and(|f| self.functions.iter().any(|p| object_matches(p, f, search_path)))
@@ -432,17 +431,15 @@ impl Rule {
 }
 
 /// Does `pattern` (`schema.name` or `name`, globs allowed) name `object`? An unqualified object is
-/// matched against every schema it could resolve to under `search_path`; with none given, in any
-/// schema at all.
-fn object_matches(pattern: &str, object: &ObjectName, search_path: Option<&[String]>) -> bool {
+/// matched against every schema it could resolve to, so a deny on any of them applies.
+fn object_matches(pattern: &str, object: &ObjectName, search_path: &[String]) -> bool {
     match pattern.rsplit_once('.') {
         None => glob_match(pattern, &object.name),
         Some((schema_pattern, name_pattern)) => {
             glob_match(name_pattern, &object.name)
-                && match (&object.schema, search_path) {
-                    (Some(schema), _) => glob_match(schema_pattern, schema),
-                    (None, Some(path)) => implicit_schemas(path).any(|s| glob_match(schema_pattern, s)),
-                    (None, None) => true,
+                && match &object.schema {
+                    Some(schema) => glob_match(schema_pattern, schema),
+                    None => implicit_schemas(search_path).any(|s| glob_match(schema_pattern, s)),
                 }
         }
     }
@@ -762,7 +759,7 @@ impl Policy {
                 }
             }
             for function in &statement.functions {
-                if self.is_ruled_function(function) {
+                if self.is_ruled_function(function, &conn.search_path) {
                     let op = Operation::new(Kind::Function, Some(function.clone()));
                     if each(self.judge(scope, conn, Cow::Owned(op), multi)) {
                         return;
@@ -774,10 +771,10 @@ impl Policy {
 
     /// Whether a call counts as an operation: a side-effect function (built-in list and
     /// configured), one a rule names, or a volatile built-in not known to be free of effects.
-    fn is_ruled_function(&self, function: &ObjectName) -> bool {
+    fn is_ruled_function(&self, function: &ObjectName, search_path: &[String]) -> bool {
         let builtin = function.schema.as_deref().is_none_or(|s| s == "pg_catalog");
         (builtin && crate::volatile::is_unsafe_volatile(&function.name))
-            || self.side_effect_functions.iter().chain(&self.ruled_functions).any(|p| object_matches(p, function, None))
+            || self.side_effect_functions.iter().chain(&self.ruled_functions).any(|p| object_matches(p, function, search_path))
     }
 
     fn judge<'a>(
