@@ -184,6 +184,18 @@ pub fn parse(out: &mut BytesMut, name: &[u8], text: &str) {
     });
 }
 
+/// A Close of the prepared statement `name`.
+pub fn close_statement(out: &mut BytesMut, name: &[u8]) {
+    put_message(out, b'C', |b| {
+        b.put_u8(b'S');
+        put_cstr(b, name);
+    });
+}
+
+pub fn sync(out: &mut BytesMut) {
+    put_message(out, b'S', |_| {});
+}
+
 /// The row count at the end of a command tag (`SELECT 3`, `INSERT 0 5`, `COPY 10`), if any.
 pub fn tag_rows(tag: &[u8]) -> u64 {
     let digits = tag.iter().rev().take_while(|b| b.is_ascii_digit()).count();

@@ -1927,13 +1927,10 @@ fn unparseable(decision: &Decision) -> bool {
 fn probe(name: &[u8], text: &str, sync: bool) -> BytesMut {
     let mut out = BytesMut::new();
     codec::parse(&mut out, name, text);
-    put_message(&mut out, b'C', |b| {
-        b.put_u8(b'S');
-        put_cstr(b, name);
-    });
+    codec::close_statement(&mut out, name);
     codec::parse(&mut out, name, REFUSAL_MARKER);
     if sync {
-        put_message(&mut out, b'S', |_| {});
+        codec::sync(&mut out);
     }
     out
 }
@@ -1952,12 +1949,9 @@ fn refused_simple(mut pending: Pending, refusal: (Bytes, &'static str)) -> (Byte
 /// Close of a statement that does not exist is not an error).
 fn close_approved(out: &mut BytesMut, names: &[Bytes]) {
     for name in names {
-        put_message(out, b'C', |b| {
-            b.put_u8(b'S');
-            put_cstr(b, name);
-        });
+        codec::close_statement(out, name);
     }
-    put_message(out, b'S', |_| {});
+    codec::sync(out);
 }
 
 /// The refusal of a second Bind of a prepared statement a review approved for one run.
