@@ -550,7 +550,7 @@ impl Policy {
     /// Whether anything the policy does for `identity` on `connection` could be bypassed by a
     /// statement sluice misreads or cannot read: a rule that refuses or reviews, a default that is
     /// not allow, a read-only preset, or column masking. Where nothing is enforced, sluice follows
-    /// the session instead of pinning it (search_path, role, string lexing) and lets dynamic SQL
+    /// the session instead of pinning it (role, string lexing) and lets dynamic SQL
     /// through: there is nothing it could get around.
     pub fn enforces_anything(&self, identity: &Identity, connection: &str) -> bool {
         self.enforces(&Scope { identity, connection, masked_here: true })
@@ -803,9 +803,11 @@ impl Policy {
                     "write strings in the standard form (E'…' where a backslash escape is meant): sluice's policy \
                      reads every statement as the server's standard lexing does"
                 }
+                // Reached through set_config(), whose value sluice does not read as a role: SET ROLE
+                // is the form a rule of kind assume-role can allow.
                 "role" | "session_authorization" => {
-                    "sessions run as the connection's upstream user; ask an operator for a rule that allows kind \
-                     \"assume-role\" for the role"
+                    "use SET ROLE name instead of set_config(), and ask an operator for a rule that allows kind \
+                     \"assume-role\" for the role if it is refused"
                 }
                 "(computed)" => "call set_config() with the setting's name as a literal so it can be checked",
                 _ => "sluice relies on this setting's value and does not let a session change it",
