@@ -1,6 +1,6 @@
-//! What a caller asks to do, protocol by protocol, and what the gateway decided about it.
+//! The protocols sluice speaks, and what the gateway decides about an action (the actions
+//! themselves are the adapters' vocabulary: see `sluice-gate`).
 
-use crate::sql::SqlAnalysis;
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -8,31 +8,22 @@ use std::sync::Arc;
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Postgres,
+    Http,
+    Ssh,
+    Kube,
+    Mcp,
 }
 
 impl Protocol {
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Postgres => "postgres",
+            Protocol::Http => "http",
+            Protocol::Ssh => "ssh",
+            Protocol::Kube => "kube",
+            Protocol::Mcp => "mcp",
         }
     }
-}
-
-/// A request reduced to what policy needs to know. The statement text is borrowed from the wire buffer
-/// so that deciding costs no copy.
-#[derive(Clone, Debug)]
-pub struct Action<'a> {
-    pub protocol: Protocol,
-    pub kind: ActionKind<'a>,
-}
-
-#[derive(Clone, Debug)]
-pub enum ActionKind<'a> {
-    /// Opening a session on a connection.
-    Connect,
-    /// One SQL message as the client sent it (a simple Query, or the text of a Parse) and what the
-    /// classifier found it does.
-    Sql { text: &'a str, analysis: &'a SqlAnalysis },
 }
 
 /// The gateway's answer to an Action. Every answer names the rule that gave it, for the record.
@@ -51,7 +42,7 @@ pub enum Decision {
     Review(Refusal),
     Deny(Refusal),
     /// Held until review `id` is decided: the adapter tells the client, then asks the gate for the
-    /// outcome (`Gate::await_review`), which is never `Hold` again.
+    /// outcome (`SessionGate::await_review`), which is never `Hold` again.
     Hold(Hold),
 }
 

@@ -18,6 +18,8 @@ pub enum AuthOutcome {
     NotPermitted,
     /// Authenticated, but the upstream could not be opened.
     UpstreamUnavailable,
+    /// The state store could not be read, so the credential could not be checked.
+    StoreUnavailable,
 }
 
 impl AuthOutcome {
@@ -32,6 +34,7 @@ impl AuthOutcome {
             AuthOutcome::UnknownConnection => "unknown_connection",
             AuthOutcome::NotPermitted => "not_permitted",
             AuthOutcome::UpstreamUnavailable => "upstream_unavailable",
+            AuthOutcome::StoreUnavailable => "store_unavailable",
         }
     }
 }
@@ -93,6 +96,11 @@ pub enum AuditEvent {
         reason: String,
     },
     Statement(StatementRecord),
+}
+
+/// Where audit events go. Must not block the caller.
+pub trait AuditSink: Send + Sync + 'static {
+    fn record(&self, event: AuditEvent);
 }
 
 pub fn now_us() -> i64 {

@@ -5,7 +5,6 @@
 pub mod action;
 pub mod advice;
 pub mod audit;
-pub mod gate;
 pub mod glob;
 pub mod identity;
 pub mod ids;
@@ -18,8 +17,7 @@ pub mod sql;
 pub mod token;
 pub mod volatile;
 
-pub use action::{Action, ActionKind, Decision, Hold, Protocol, Refusal, RefusalCause};
-pub use audit::{AuditEvent, AuthOutcome, StatementRecord};
-pub use gate::{Gate, Grant, OpenError, OpenRequest, SessionInfo, Standing};
+pub use action::{Decision, Hold, Protocol, Refusal, RefusalCause};
+pub use audit::{AuditEvent, AuditSink, AuthOutcome, StatementRecord};
 pub use identity::Identity;
 pub use secret::Secret;

@@ -655,6 +655,29 @@ impl Policy {
         }
     }
 
+    /// Decides an action of a kind no rule can match yet (`kind`: `exec`, `http`, `kube`, `tool`;
+    /// `summary` names it): the connection's default applies, under the rule name `default`.
+    pub fn decide_unmatched(&self, identity: &Identity, connection: &str, kind: &str, summary: &str) -> Decision {
+        let effect = self.default_for(connection);
+        let hint = match effect {
+            Effect::Allow => return Decision::Allow { rule: Arc::clone(&self.default_rule) },
+            Effect::Review => "this needs a human approval before it runs; it was not run".to_string(),
+            Effect::Deny => format!(
+                "no rule covers {kind} requests for \"{}\" on connection \"{connection}\", and its default is deny; \
+                 an operator can add a rule",
+                identity.name
+            ),
+        };
+        let refusal = Refusal {
+            rule: self.default_rule.to_string(),
+            reason: format!("the default for connection \"{connection}\" is {}", effect.as_str()),
+            detail: Some(summary.to_string()),
+            hint: Some(hint),
+            cause: RefusalCause::Policy,
+        };
+        if effect == Effect::Review { Decision::Review(refusal) } else { Decision::Deny(refusal) }
+    }
+
     /// A plain EXPLAIN of a statement policy would refuse is refused with that refusal: its plan
     /// would otherwise read as "this would work". (One under review may be explained: the plan is
     /// what an approver wants to see.)
@@ -1072,6 +1095,19 @@ mod tests {
 
     fn conn(name: &str, preset: Option<Preset>) -> ConnectionPolicy {
         ConnectionPolicy { name: name.into(), preset, default: None, search_path: vec!["app".into(), "public".into()] }
+    }
+
+    #[test]
+    fn an_action_no_rule_can_match_gets_the_connection_default() {
+        let spec = PolicySpec { default: Effect::Deny, ..PolicySpec::default() };
+        let open = ConnectionPolicy { default: Some(Effect::Allow), ..conn("open", None) };
+        let policy = Policy::compile(&spec, &[conn("shop", None), open]).unwrap();
+        let me = identity("ann", &[]);
+        let denied = policy.decide_unmatched(&me, "shop", "http", "DELETE /users/1");
+        let Decision::Deny(refusal) = &denied else { panic!("{denied:?}") };
+        assert_eq!((refusal.rule.as_str(), refusal.detail.as_deref()), ("default", Some("DELETE /users/1")));
+        assert!(refusal.hint.as_deref().is_some_and(|h| h.contains("no rule covers http requests")), "{refusal:?}");
+        assert_eq!(policy.decide_unmatched(&me, "open", "kube", "get pods"), Decision::Allow { rule: "default".into() });
     }
 
     fn statement(ops: Vec<Operation>) -> SqlAnalysis {

@@ -1,5 +1,5 @@
 //! The PostgreSQL adapter: speaks the wire protocol to clients and servers, authenticates callers
-//! through the `Gate`, opens upstream sessions with held credentials, and relays traffic frame by
+//! through the engine (`sluice_gate::Gate`), opens upstream sessions with held credentials, and relays traffic frame by
 //! frame, decoding only what the gateway needs to see.
 #![forbid(unsafe_code)]
 
@@ -25,4 +25,4 @@ pub use error::PgError;
 /// several times cheaper than SipHash on short keys, and seeded per process.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub use listener::{serve, ListenerConfig, ServerTls};
-pub use upstream::{PgEndpoint, UpstreamTlsMode};
+pub use upstream::{PgEndpoint, PgTarget, PgTargetOptions, UpstreamTlsMode};

@@ -7,8 +7,7 @@ use crate::catalog::Catalog;
 use crate::cancel::CancelRegistry;
 use crate::session;
 use crate::stop::Stops;
-use crate::upstream::PgEndpoint;
-use sluice_core::Gate;
+use sluice_gate::Gate;
 use sluice_sql::Classifier;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,7 +62,7 @@ async fn shutdown_signalled(rx: &mut watch::Receiver<bool>) {
 /// Sessions are spread round-robin over `workers` (single-threaded runtimes, one per core) and stay
 /// on theirs for life: a session's two directions then wake each other without crossing threads,
 /// which measurably lowers CPU per query. With no workers, sessions run on the calling runtime.
-pub async fn serve<G: Gate<PgEndpoint>>(
+pub async fn serve<G: Gate>(
     listener: TcpListener,
     config: ListenerConfig,
     gate: Arc<G>,

@@ -27,9 +27,8 @@ use sluice_core::audit::now_us;
 use sluice_core::policy::depends_on_column_masking;
 use sluice_core::review::SAME_STATEMENT;
 use sluice_core::sql::{ObjectName, SharedAnalysis, SqlAnalysis, SqlStatement};
-use sluice_core::{
-    Action, ActionKind, AuditEvent, Decision, Gate, Protocol, Refusal, RefusalCause, SessionInfo, Standing, StatementRecord,
-};
+use sluice_core::{Decision, Refusal, RefusalCause};
+use sluice_gate::{Action, Outcome, OutcomeDetail, SessionGate, SessionLog, SqlAction, Standing};
 use sluice_mask::{CatalogRules, ColumnMask, MaskAction, SessionMasking};
 use sluice_sql::cache::SessionClassifier;
 use sluice_core::advice::Explanation;
@@ -226,15 +225,15 @@ impl Pending {
 /// A fast-path FunctionCall (`body`), decided as the `SELECT schema.function($1, …)` it amounts
 /// to: the catalog names the function by its OID. Its result is masked as a value of the type the
 /// function returns.
-async fn decide_fast_path<G, R>(
-    ctx: &Context<'_, G>,
-    sql: &mut SessionSql,
+async fn decide_fast_path<S, R>(
+    ctx: &Context<'_, S>,
+    sql: &mut SessionSql<'_, S>,
     calls: &mut FastMap<u32, (Arc<str>, u32)>,
     body: &[u8],
     held: Held<'_, R>,
 ) -> Result<(Pending, Option<(Bytes, &'static str)>), RelayEnd>
 where
-    G: Gate<crate::PgEndpoint>,
+    S: SessionGate,
     R: AsyncRead + Unpin,
 {
     let refused = |text: Arc<str>, message: String, hint: String| {
@@ -400,13 +399,14 @@ impl Named {
     }
 }
 
-pub struct Context<'a, G> {
-    pub gate: &'a G,
-    pub info: SessionInfo<'a>,
+pub struct Context<'a, S: SessionGate> {
+    /// Where what became of each statement goes.
+    pub log: S::Log,
     pub session_id: Arc<str>,
+    /// The upstream session was opened read-only (see `Obligations::read_only`).
+    pub upstream_read_only: bool,
     pub classifier: &'a Classifier,
     pub max_message_bytes: usize,
-    pub record_statements: bool,
     /// Masking obligations for this session's responses (and its recording); `None` when there
     /// is nothing to mask.
     pub masking: Option<SessionMasking>,
@@ -431,7 +431,7 @@ pub struct Context<'a, G> {
     pub backslash_strings: AtomicBool,
 }
 
-impl<G> Context<'_, G> {
+impl<S: SessionGate> Context<'_, S> {
     /// What the column rules reach through this session's database's views and functions, as read
     /// within `FRESH_FOR` — or read again at once when `lacks` says that reading lacks an object
     /// the statement or result names (one made since may carry a masked column).
@@ -473,12 +473,9 @@ impl<G> Context<'_, G> {
         Ok(rules)
     }
 
-    fn record(&self, tracker: &mut Tracker, p: Pending, path_override: Option<&str>)
-    where
-        G: Gate<crate::PgEndpoint>,
-    {
+    fn record(&self, tracker: &mut Tracker, p: Pending, path_override: Option<&str>) {
         tracker.seq += 1;
-        if !self.record_statements {
+        if !self.log.records_outcomes() {
             return;
         }
         let (error_code, error_message) = match (&p.refusal, &p.error) {
@@ -486,21 +483,18 @@ impl<G> Context<'_, G> {
             (None, Some(e)) => (Some(e.code.clone()), Some(e.message.clone())),
             (None, None) => (None, path_override.map(str::to_string)),
         };
-        // The text is masked on the recorder's thread (errors arrive masked already).
-        self.gate.record(AuditEvent::Statement(StatementRecord {
-            session_id: Arc::clone(&self.session_id),
-            seq: tracker.seq,
-            path: if p.kind == Kind::Simple { "simple" } else { "extended" },
-            text: p.text,
-            started_at_us: p.started_at_us,
-            duration_us: p.started.elapsed().as_micros() as i64,
-            rows: p.rows,
-            tag: p.tag,
-            error_code,
-            error_message,
-            decision: p.decision,
-            rule: p.rule,
-        }));
+        let path = if p.kind == Kind::Simple { "simple" } else { "extended" };
+        self.log.finish(
+            tracker.seq,
+            Outcome {
+                text: p.text,
+                started_at_us: p.started_at_us,
+                duration_us: p.started.elapsed().as_micros() as i64,
+                decision: p.decision,
+                rule: p.rule,
+                detail: OutcomeDetail::Sql { path, rows: p.rows, tag: p.tag, error_code, error_message },
+            },
+        );
     }
 
     /// The review a statement of this session is held for right now.
@@ -509,10 +503,7 @@ impl<G> Context<'_, G> {
     }
 
     /// Records the statements whose results went out (see `Tracker::finished`).
-    fn record_finished(&self, t: &mut Tracker)
-    where
-        G: Gate<crate::PgEndpoint>,
-    {
+    fn record_finished(&self, t: &mut Tracker) {
         while let Some((p, note)) = t.finished.pop_front() {
             self.record(t, p, note);
         }
@@ -520,10 +511,7 @@ impl<G> Context<'_, G> {
 
     /// Records the statements that finished, then whatever the server still owed when the
     /// session ended.
-    pub fn record_interrupted(&self, tracker: &Mutex<Tracker>, why: &str)
-    where
-        G: Gate<crate::PgEndpoint>,
-    {
+    pub fn record_interrupted(&self, tracker: &Mutex<Tracker>, why: &str) {
         let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
         self.record_finished(&mut t);
         let note = format!("interrupted: {why}");
@@ -541,14 +529,15 @@ impl<G> Context<'_, G> {
 }
 
 /// Client → upstream.
-pub async fn client_to_upstream<G, R, W>(
-    ctx: &Context<'_, G>,
+pub async fn client_to_upstream<S, R, W>(
+    ctx: &Context<'_, S>,
+    gate: &mut S,
     tracker: &Mutex<Tracker>,
     client: &mut R,
     upstream: &mut W,
 ) -> RelayEnd
 where
-    G: Gate<crate::PgEndpoint>,
+    S: SessionGate,
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
@@ -565,7 +554,7 @@ where
     // Statements sluice closed that way, until the client prepares the name again: binding one is
     // refused with sluice's reason rather than the server's "does not exist".
     let mut closed_by_sluice: FastMap<Bytes, i64> = FastMap::default();
-    let mut sql = SessionSql::default();
+    let mut sql = SessionSql::new(gate);
     // The statement each fast-path function OID amounts to, as the catalog named it, and the
     // type it returns.
     let mut fast_path_calls: FastMap<u32, (Arc<str>, u32)> = FastMap::default();
@@ -594,7 +583,7 @@ where
                 Err(e) => return RelayEnd::ClientGone(e.to_string()),
             }
         }
-        if let Some(end) = standing_end(ctx) {
+        if let Some(end) = standing_end(&*sql.gate) {
             return end;
         }
         // `consumed` bytes at the front of `buf` are whole frames already handled; those not yet
@@ -684,7 +673,7 @@ where
                         client: &mut *client,
                         early: &mut early,
                     };
-                    let epoch = ctx.gate.decision_epoch(&ctx.info);
+                    let epoch = sql.gate.decision_epoch();
                     let Decided { text, decision, answer, effects } =
                         match decide_message(ctx, &mut sql, query, held).await {
                             Ok(decided) => decided,
@@ -692,7 +681,7 @@ where
                         };
                     // Kept only if nothing changed while it was decided, and only for a plain allow.
                     let epoch = epoch
-                        .filter(|e| matches!(decision, Decision::Allow { .. }) && ctx.gate.decision_epoch(&ctx.info) == Some(*e));
+                        .filter(|e| matches!(decision, Decision::Allow { .. }) && sql.gate.decision_epoch() == Some(*e));
                     let mut pending = Pending::new(Kind::Parse, Arc::clone(&text)).decided(&decision);
                     closed_by_sluice.remove(name);
                     match refusal_bytes(&decision, &text) {
@@ -805,12 +794,12 @@ where
                             n.decision == "allow"
                                 && !approved_once.contains_key(statement)
                                 && !closed_by_sluice.contains_key(statement)
-                                && (n.epoch.is_none() || n.epoch != ctx.gate.decision_epoch(&ctx.info))
+                                && (n.epoch.is_none() || n.epoch != sql.gate.decision_epoch())
                         });
                         let (mut named, mut pending) = (named, pending);
                         let mut redecided_refusal = None;
                         if let Some(n) = named.as_mut().filter(|_| stale) {
-                            let epoch = ctx.gate.decision_epoch(&ctx.info);
+                            let epoch = sql.gate.decision_epoch();
                             let analysis = sql.classified.classify(ctx.classifier, &n.text);
                             let held = Held {
                                 tracker,
@@ -831,7 +820,7 @@ where
                                 }
                                 None => {
                                     let keep = matches!(decision, Decision::Allow { .. })
-                                        && ctx.gate.decision_epoch(&ctx.info) == epoch;
+                                        && sql.gate.decision_epoch() == epoch;
                                     n.epoch = epoch.filter(|_| keep);
                                     if let Some(kept) = lock(tracker).statements.get_mut(statement) {
                                         kept.epoch = n.epoch;
@@ -1009,8 +998,8 @@ where
 }
 
 /// Upstream → client.
-pub async fn upstream_to_client<G, R, W>(
-    ctx: &Context<'_, G>,
+pub async fn upstream_to_client<S, R, W>(
+    ctx: &Context<'_, S>,
     tracker: &Mutex<Tracker>,
     upstream: &mut R,
     mut buf: BytesMut,
@@ -1018,7 +1007,7 @@ pub async fn upstream_to_client<G, R, W>(
     notices: &mut mpsc::UnboundedReceiver<Bytes>,
 ) -> RelayEnd
 where
-    G: Gate<crate::PgEndpoint>,
+    S: SessionGate,
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
@@ -1427,7 +1416,7 @@ fn front_is_sluices(tracker: &Mutex<Tracker>) -> bool {
 }
 
 /// The plan for a RowDescription: each column's type class and format, and its column rule.
-async fn row_plan<G>(ctx: &Context<'_, G>, session: &SessionMasking, description: &[u8]) -> RowPlan {
+async fn row_plan<S: SessionGate>(ctx: &Context<'_, S>, session: &SessionMasking, description: &[u8]) -> RowPlan {
     let strict = session.has_column_rules();
     let Some(fields) = mask::row_description(description) else {
         return RowPlan::unknown(strict);
@@ -1439,7 +1428,7 @@ async fn row_plan<G>(ctx: &Context<'_, G>, session: &SessionMasking, description
 /// The column rule of each described field: table and column names looked up by OID, matched
 /// against the session's rules. When the names cannot be looked up, every column that comes from
 /// a table is masked to NULL (fail closed).
-async fn column_masks<G>(ctx: &Context<'_, G>, session: &SessionMasking, fields: &[Field]) -> Vec<Option<ColumnMask>> {
+async fn column_masks<S: SessionGate>(ctx: &Context<'_, S>, session: &SessionMasking, fields: &[Field]) -> Vec<Option<ColumnMask>> {
     let oids: Vec<u32> = fields.iter().map(|f| f.table_oid).filter(|&oid| oid != 0).collect();
     if oids.is_empty() {
         return Vec::new();
@@ -1490,14 +1479,14 @@ struct Decided {
 
 /// The text of a Query or Parse and the decision on it. Statements are decided as UTF-8 text; bytes
 /// that are not UTF-8 would be judged on a lossy reading of what the server runs, so they are refused.
-async fn decide_message<G, R>(
-    ctx: &Context<'_, G>,
-    sql: &mut SessionSql,
+async fn decide_message<S, R>(
+    ctx: &Context<'_, S>,
+    sql: &mut SessionSql<'_, S>,
     query: &[u8],
     held: Held<'_, R>,
 ) -> Result<Decided, RelayEnd>
 where
-    G: Gate<crate::PgEndpoint>,
+    S: SessionGate,
     R: AsyncRead + Unpin,
 {
     let Ok(text) = std::str::from_utf8(query) else {
@@ -1525,9 +1514,9 @@ where
 /// never by the server. The answer travels as a query of constant rows that replaces the message,
 /// so the client gets it in whatever protocol, pipeline and format it asked for (and masked like
 /// any result).
-async fn answer_builtin<G: Gate<crate::PgEndpoint>>(
-    ctx: &Context<'_, G>,
-    sql: &mut SessionSql,
+async fn answer_builtin<S: SessionGate>(
+    ctx: &Context<'_, S>,
+    sql: &mut SessionSql<'_, S>,
     text: &str,
 ) -> (Decision, Option<String>) {
     let call = match sluice_sql::builtin_call(text) {
@@ -1544,16 +1533,18 @@ async fn answer_builtin<G: Gate<crate::PgEndpoint>>(
         }
     };
     let (rule, rows) = match call {
-        BuiltinCall::Policy => ("sluice.policy()", ctx.gate.permissions(&ctx.info).rows()),
+        BuiltinCall::Policy => ("sluice.policy()", sql.gate.permissions().rows()),
         BuiltinCall::Explain(statement) => {
             let analysis = sql.classified.classify(ctx.classifier, &statement);
             let resolved = sql.prepared.resolve(&analysis);
             let explanation = match through_server_objects(ctx, &resolved).await {
                 Some(refusal) => Explanation::refused(&refusal),
-                None => {
-                    let kind = ActionKind::Sql { text: &statement, analysis: &resolved };
-                    ctx.gate.explain(&ctx.info, &Action { protocol: Protocol::Postgres, kind })
-                }
+                None => sql.gate.explain(&Action::Sql(SqlAction {
+                    text: &statement,
+                    analysis: &resolved,
+                    shared: None,
+                    masked_columns_here: true,
+                })),
             };
             ("sluice.explain()", explanation.rows())
         }
@@ -1561,57 +1552,40 @@ async fn answer_builtin<G: Gate<crate::PgEndpoint>>(
     (Decision::Allow { rule: Arc::from(rule) }, Some(sluice_sql::answer_query(&rows)))
 }
 
-/// What a session keeps of SQL between its statements.
-#[derive(Default)]
-struct SessionSql {
+/// What a session keeps of SQL between its statements, and the engine's session it asks.
+struct SessionSql<'g, S> {
+    gate: &'g mut S,
     classified: SessionClassifier,
     /// Statements prepared with SQL's PREPARE, for the EXECUTEs that run them.
     prepared: PreparedStatements,
-    /// Allows the gate gave for statements this session repeats (see `Gate::decision_epoch`), by
-    /// the address of their analysis, which the entry holds so that no other analysis can take it.
-    allowed: FastMap<usize, KeptAllow>,
     /// A statement was allowed only because no column rule in scope reached the database (a role
     /// assumed, the search_path or string mode changed, dynamic SQL): should one reach it later,
     /// the session cannot go on (see `masked_columns_here`).
     relied_on_no_masking: bool,
 }
 
-struct KeptAllow {
-    _analysis: SharedAnalysis,
-    epoch: u64,
-    /// The session's own copy: cloning the policy's would write memory every session shares.
-    rule: Arc<str>,
-}
-
-/// Allows a session keeps; past this it starts over.
-const MAX_KEPT_ALLOWS: usize = 256;
-
-impl SessionSql {
-    fn kept_allow(&self, analysis: &SharedAnalysis, epoch: u64) -> Option<Decision> {
-        let kept = self.allowed.get(&Arc::as_ptr(analysis).addr()).filter(|k| k.epoch == epoch)?;
-        Some(Decision::Allow { rule: Arc::clone(&kept.rule) })
-    }
-
-    fn keep_allow(&mut self, analysis: &SharedAnalysis, epoch: u64, rule: &str) {
-        if self.allowed.len() >= MAX_KEPT_ALLOWS {
-            self.allowed.clear();
+impl<'g, S> SessionSql<'g, S> {
+    fn new(gate: &'g mut S) -> Self {
+        SessionSql {
+            gate,
+            classified: SessionClassifier::default(),
+            prepared: PreparedStatements::default(),
+            relied_on_no_masking: false,
         }
-        let kept = KeptAllow { _analysis: Arc::clone(analysis), epoch, rule: Arc::from(rule) };
-        self.allowed.insert(Arc::as_ptr(analysis).addr(), kept);
     }
 }
 
 /// Decides a classified message: resolves SQL-level EXECUTEs against this session's PREPAREs and
 /// asks the gate; a statement held for a review is waited for here (see `hold`).
-async fn decide<G, R>(
-    ctx: &Context<'_, G>,
-    sql: &mut SessionSql,
+async fn decide<S, R>(
+    ctx: &Context<'_, S>,
+    sql: &mut SessionSql<'_, S>,
     text: &str,
     analysis: SharedAnalysis,
     held: Held<'_, R>,
 ) -> Result<Decision, RelayEnd>
 where
-    G: Gate<crate::PgEndpoint>,
+    S: SessionGate,
     R: AsyncRead + Unpin,
 {
     if let Some(refusal) = executes_approved(&analysis, held.approved_once) {
@@ -1622,34 +1596,20 @@ where
     let decision = {
         let resolved = sql.prepared.resolve(&analysis);
         let masked_here = masked_columns_here(ctx, sql, &resolved).await?;
-        let info = SessionInfo { masked_columns_here: masked_here, ..ctx.info };
-        // What an EXECUTE runs is resolved afresh each time, and a decision that rested on there
-        // being no masked column stands only as long as that holds: nothing to keep either by.
-        let epoch = match resolved {
-            Cow::Borrowed(_) if masked_here => ctx.gate.decision_epoch(&ctx.info),
-            _ => None,
-        };
         match through_server_objects(ctx, &resolved).await {
             Some(refusal) => Decision::Deny(refusal),
-            None => match epoch.and_then(|e| sql.kept_allow(&analysis, e)) {
-                Some(kept) => kept,
-                None => {
-                    let action =
-                        Action { protocol: Protocol::Postgres, kind: ActionKind::Sql { text, analysis: &resolved } };
-                    let decision = ctx.gate.decide(&info, &action).await;
-                    sql.relied_on_no_masking |= !masked_here && decision.allows();
-                    if let (Some(e), Decision::Allow { rule }) = (epoch, &decision)
-                        && ctx.gate.decision_epoch(&ctx.info) == Some(e)
-                    {
-                        sql.keep_allow(&analysis, e, rule);
-                    }
-                    decision
-                }
-            },
+            None => {
+                // What an EXECUTE runs is resolved afresh each time: no allow is kept for it.
+                let shared = matches!(resolved, Cow::Borrowed(_)).then_some(&analysis);
+                let action = Action::Sql(SqlAction { text, analysis: &resolved, shared, masked_columns_here: masked_here });
+                let decision = sql.gate.decide(&action).await;
+                sql.relied_on_no_masking |= !masked_here && decision.allows();
+                decision
+            }
         }
     };
     let decision = match decision {
-        Decision::Hold(h) => hold(ctx, text, &h, held, cancelled).await?,
+        Decision::Hold(h) => hold(ctx, &*sql.gate, text, &h, held, cancelled).await?,
         decision => decision,
     };
     if decision.allows() {
@@ -1664,7 +1624,7 @@ where
 /// the catalog cannot be read, that cannot be ruled out: refused.
 /// A read-only session's call of a volatile user-defined function is refused first (see
 /// `volatile_user_function`).
-async fn through_server_objects<G>(ctx: &Context<'_, G>, analysis: &SqlAnalysis) -> Option<Refusal> {
+async fn through_server_objects<S: SessionGate>(ctx: &Context<'_, S>, analysis: &SqlAnalysis) -> Option<Refusal> {
     if let Some(refusal) = volatile_user_function(ctx, analysis).await {
         return Some(refusal);
     }
@@ -1693,8 +1653,8 @@ async fn through_server_objects<G>(ctx: &Context<'_, G>, analysis: &SqlAnalysis)
 /// In a session whose upstream is read-only: a call of a user-defined function PostgreSQL marks
 /// VOLATILE (it may have effects the read-only transaction does not stop: an advisory lock, a
 /// dblink call), refused naming it.
-async fn volatile_user_function<G>(ctx: &Context<'_, G>, analysis: &SqlAnalysis) -> Option<Refusal> {
-    if !ctx.info.upstream_read_only {
+async fn volatile_user_function<S: SessionGate>(ctx: &Context<'_, S>, analysis: &SqlAnalysis) -> Option<Refusal> {
+    if !ctx.upstream_read_only {
         return None;
     }
     let SqlAnalysis::Parsed { statements } = analysis else { return None };
@@ -1776,15 +1736,15 @@ struct Held<'a, R> {
 /// Holds a statement for its review: tells the client (a NoticeResponse), then waits for the
 /// gate's answer, a cancel request, or the client hanging up.
 /// How the session ends if it may not go on (see `Gate::session_standing`).
-fn standing_end<G: Gate<crate::PgEndpoint>>(ctx: &Context<'_, G>) -> Option<RelayEnd> {
-    match ctx.gate.session_standing(&ctx.info) {
+fn standing_end<S: SessionGate>(gate: &S) -> Option<RelayEnd> {
+    match gate.standing() {
         Standing::Valid => None,
         Standing::CredentialEnded => {
             let e = PgError::fatal(
                 sqlstate::INVALID_AUTHORIZATION,
                 format!(
                     "sluice: the token this session was opened with ({}) has been revoked or has expired",
-                    ctx.info.identity.credential_id
+                    gate.principal().credential_id
                 ),
             )
             .with_hint("reconnect with a valid token; `sluice token list` shows each token's state");
@@ -1805,15 +1765,16 @@ fn standing_end<G: Gate<crate::PgEndpoint>>(ctx: &Context<'_, G>) -> Option<Rela
 /// How often a held statement's session checks that it may still go on.
 const HOLD_STANDING_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
-async fn hold<G, R>(
-    ctx: &Context<'_, G>,
+async fn hold<S, R>(
+    ctx: &Context<'_, S>,
+    gate: &S,
     text: &str,
     hold: &sluice_core::Hold,
     held: Held<'_, R>,
     cancelled: tokio::sync::futures::Notified<'_>,
 ) -> Result<Decision, RelayEnd>
 where
-    G: Gate<crate::PgEndpoint>,
+    S: SessionGate,
     R: AsyncRead + Unpin,
 {
     let notice = PgError::notice(hold.notice.clone()).with_hint(hold.hint.clone());
@@ -1821,7 +1782,7 @@ where
     let _ = ctx.notices.send(notice.to_bytes().freeze());
     lock(held.tracker).holding = Some((hold.review_id, Pending::new(held.kind, Arc::from(text))));
     tokio::pin!(cancelled);
-    let waited = ctx.gate.await_review(&ctx.info, hold);
+    let waited = gate.await_review(hold);
     tokio::pin!(waited);
     let mut standing = tokio::time::interval(HOLD_STANDING_CHECK);
     let outcome = loop {
@@ -1829,7 +1790,7 @@ where
         tokio::select! {
             decision = &mut waited => break Ok(decision),
             // A token revoked (or write access ended) while the statement waits: it never runs.
-            _ = standing.tick() => if let Some(end) = standing_end(ctx) {
+            _ = standing.tick() => if let Some(end) = standing_end(gate) {
                 break Err(end);
             },
             _ = &mut cancelled => break Ok(Decision::Deny(Refusal {
@@ -1892,7 +1853,7 @@ fn refusal_bytes(decision: &Decision, text: &str) -> Option<(Bytes, &'static str
 /// column rules and the decision depends on it, or the session relied on there being none before
 /// (then a column that has come to exist since ends the session: what it set is not what sluice's
 /// masking reads under). Anything unknown counts as yes.
-async fn masked_columns_here<G>(ctx: &Context<'_, G>, sql: &SessionSql, analysis: &SqlAnalysis) -> Result<bool, RelayEnd> {
+async fn masked_columns_here<S: SessionGate>(ctx: &Context<'_, S>, sql: &SessionSql<'_, S>, analysis: &SqlAnalysis) -> Result<bool, RelayEnd> {
     let Some(masking) = ctx.masking.as_ref().filter(|m| m.has_column_rules()) else { return Ok(true) };
     if !sql.relied_on_no_masking && !depends_on_column_masking(analysis) {
         return Ok(true);

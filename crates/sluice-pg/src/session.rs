@@ -9,13 +9,13 @@ use crate::relay::{self, Context, RelayEnd, Tracker};
 use crate::startup::{StartupError, StartupPacket, read_startup};
 use crate::stop::Stop;
 use crate::stream::PgStream;
-use crate::upstream::{self, PgEndpoint, UpstreamError};
+use crate::upstream::{self, PgEndpoint, PgTarget, UpstreamError};
 use bytes::BytesMut;
-use sluice_core::audit::now_us;
 use sluice_core::policy::is_protected_setting;
 use sluice_core::review::SAME_STATEMENT;
 use crate::admission::Ticket;
-use sluice_core::{AuditEvent, AuthOutcome, Gate, Grant, OpenError, OpenRequest, Protocol, Secret, SessionInfo, ids};
+use sluice_core::{Protocol, Secret};
+use sluice_gate::{ClientInfo, Gate, OpenError, OpenRequest, Presented, SessionGate, SessionGrant};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -45,7 +45,7 @@ fn forwarded_parameter(name: &str) -> bool {
         && !OVERRIDDEN_PARAMETERS.contains(&name.to_ascii_lowercase().as_str())
 }
 
-pub async fn run<G: Gate<PgEndpoint>>(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared<G>>, mut stop: Stop) {
+pub async fn run<G: Gate>(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared<G>>, mut stop: Stop) {
     let _ = tcp.set_nodelay(true);
     let ticket = shared.admission.admit(peer.ip());
     let opened = tokio::select! {
@@ -57,26 +57,25 @@ pub async fn run<G: Gate<PgEndpoint>>(tcp: TcpStream, peer: SocketAddr, shared: 
 }
 
 /// A session ready to relay.
-struct Opened {
+struct Opened<S> {
     /// Its place among `postgres.max_sessions`, for as long as it lives.
     _slot: OwnedSemaphorePermit,
     client: PgStream,
     upstream: upstream::Upstream,
-    identity: sluice_core::Identity,
+    session: S,
     connection: String,
     endpoint: Arc<PgEndpoint>,
-    application_name: Option<String>,
 }
 
 /// Everything before the relay. Returns `None` when the connection ended (answered or not).
 /// Until it authenticates, the client holds only its admission `ticket` (which a newer one may
 /// evict) and has `handshake_timeout`; a session slot is taken once it has.
-async fn handshake<G: Gate<PgEndpoint>>(
+async fn handshake<G: Gate>(
     tcp: TcpStream,
     peer: SocketAddr,
     shared: &Shared<G>,
     ticket: Ticket,
-) -> Option<Opened> {
+) -> Option<Opened<G::Session>> {
     let authenticated = tokio::select! {
         result = tokio::time::timeout(shared.config.handshake_timeout, authenticate(tcp, peer, shared)) => match result {
             Ok(authenticated) => authenticated?,
@@ -91,7 +90,7 @@ async fn handshake<G: Gate<PgEndpoint>>(
         }
     };
     drop(ticket);
-    let Authenticated { mut client, params, grant } = authenticated;
+    let Authenticated { mut client, params, grant, session } = authenticated;
     let max_sessions = shared.config.max_sessions;
     let Ok(slot) = Arc::clone(&shared.slots).try_acquire_owned() else {
         tracing::warn!(%peer, max_sessions, "refusing a client: too many sessions");
@@ -102,18 +101,23 @@ async fn handshake<G: Gate<PgEndpoint>>(
         .with_hint("try again later, or raise postgres.max_sessions");
         return fail(&mut client, &e).await;
     };
-    open_upstream(client, params, grant, slot, peer, shared).await
+    open_upstream(client, params, grant, session, slot, shared).await
 }
 
 /// A client that proved who it is, with what it asked for.
-struct Authenticated {
+struct Authenticated<S> {
     client: PgStream,
     params: Vec<(String, String)>,
-    grant: Grant<PgEndpoint>,
+    grant: SessionGrant,
+    session: S,
 }
 
 /// TLS, the startup packet and the token. `None` when the connection ended (answered or not).
-async fn authenticate<G: Gate<PgEndpoint>>(tcp: TcpStream, peer: SocketAddr, shared: &Shared<G>) -> Option<Authenticated> {
+async fn authenticate<G: Gate>(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared<G>,
+) -> Option<Authenticated<G::Session>> {
     let config = &shared.config;
     let mut client = PgStream::Plain(tcp);
     let params = loop {
@@ -212,9 +216,13 @@ async fn authenticate<G: Gate<PgEndpoint>>(tcp: TcpStream, peer: SocketAddr, sha
     };
 
     let client_addr = peer.to_string();
-    let request = OpenRequest { user: &user, secret: &secret, connection: &connection, client_addr: &client_addr };
-    let grant = match shared.gate.open(request).await {
-        Ok(grant) => grant,
+    let program = param("application_name");
+    let client_info =
+        ClientInfo { protocol: Protocol::Postgres, addr: &client_addr, tls: client.is_tls(), program: program.as_deref() };
+    let presented = Presented::Token { user: &user, secret: &secret };
+    let request = OpenRequest { presented, target: &connection, client: client_info };
+    let (grant, session) = match shared.gate.open(request).await {
+        Ok(opened) => opened,
         Err(OpenError::Auth(outcome)) => {
             tracing::info!(%peer, user, connection, outcome = outcome.as_str(), "authentication failed");
             let e = PgError::fatal(
@@ -241,49 +249,40 @@ async fn authenticate<G: Gate<PgEndpoint>>(tcp: TcpStream, peer: SocketAddr, sha
             return fail(&mut client, &e).await;
         }
     };
-    Some(Authenticated { client, params, grant })
+    Some(Authenticated { client, params, grant, session })
 }
 
 /// Opens the upstream session of an authenticated client.
-async fn open_upstream<G: Gate<PgEndpoint>>(
+async fn open_upstream<G: Gate>(
     mut client: PgStream,
     params: Vec<(String, String)>,
-    grant: Grant<PgEndpoint>,
+    grant: SessionGrant,
+    session: G::Session,
     slot: OwnedSemaphorePermit,
-    peer: SocketAddr,
     shared: &Shared<G>,
-) -> Option<Opened> {
+) -> Option<Opened<G::Session>> {
     let config = &shared.config;
-    let client_addr = peer.to_string();
-    let param = |name: &str| params.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
     let forwarded: Vec<(String, String)> = params.iter().filter(|(n, _)| forwarded_parameter(n)).cloned().collect();
-    let endpoint = Arc::new(grant.endpoint);
+    let SessionGrant { target, credential, obligations, .. } = grant;
+    let connection = target.name.clone();
+    let Some(pg) = target.options::<PgTarget>() else {
+        tracing::error!(connection, protocol = target.protocol.as_str(), "not a PostgreSQL target");
+        session.upstream_failed();
+        let e = PgError::fatal(sqlstate::CANNOT_CONNECT, format!("sluice: connection \"{connection}\" is not a PostgreSQL target"))
+            .with_hint("connect to it with its own protocol's client");
+        return fail(&mut client, &e).await;
+    };
+    let endpoint = Arc::new(pg.endpoint(credential, obligations));
     let upstream = match upstream::connect(&endpoint, &forwarded, config.connect_timeout).await {
         Ok(upstream) => upstream,
         Err(e) => {
-            tracing::warn!(%peer, connection = grant.connection, host = endpoint.host, port = endpoint.port, error = %e,
+            tracing::warn!(session = %session.id(), connection, host = endpoint.host, port = endpoint.port, error = %e,
                 "cannot open the upstream session");
-            shared.gate.record(AuditEvent::Auth {
-                at_us: now_us(),
-                protocol: Protocol::Postgres,
-                client_addr,
-                user: grant.identity.name.clone(),
-                connection: grant.connection.clone(),
-                outcome: AuthOutcome::UpstreamUnavailable,
-                credential_id: Some(grant.identity.credential_id.clone()),
-            });
-            return fail(&mut client, &upstream_error(&grant.connection, &e)).await;
+            session.upstream_failed();
+            return fail(&mut client, &upstream_error(&connection, &e)).await;
         }
     };
-    Some(Opened {
-        _slot: slot,
-        client,
-        upstream,
-        identity: grant.identity,
-        connection: grant.connection,
-        endpoint,
-        application_name: param("application_name"),
-    })
+    Some(Opened { _slot: slot, client, upstream, session, connection, endpoint })
 }
 
 /// What the client is told when its upstream cannot be opened. The upstream's own words are passed
@@ -343,7 +342,7 @@ async fn fail<T>(client: &mut PgStream, error: &PgError) -> Option<T> {
     None
 }
 
-async fn forward_cancel<G: Gate<PgEndpoint>>(shared: &Shared<G>, pid: i32, secret: i32) {
+async fn forward_cancel<G: Gate>(shared: &Shared<G>, pid: i32, secret: i32) {
     let Some(key) = shared.cancel.lookup(pid, secret) else {
         tracing::info!(pid, "cancel request with an unknown key ignored");
         return;
@@ -355,9 +354,9 @@ async fn forward_cancel<G: Gate<PgEndpoint>>(shared: &Shared<G>, pid: i32, secre
     }
 }
 
-async fn relay_session<G: Gate<PgEndpoint>>(opened: Opened, peer: SocketAddr, shared: &Shared<G>, mut stop: Stop) {
-    let Opened { _slot, mut client, upstream, identity, connection, endpoint, application_name } = opened;
-    let session_id: Arc<str> = Arc::from(ids::new_id("s_"));
+async fn relay_session<G: Gate>(opened: Opened<G::Session>, peer: SocketAddr, shared: &Shared<G>, mut stop: Stop) {
+    let Opened { _slot, mut client, upstream, mut session, connection, endpoint } = opened;
+    let session_id = Arc::clone(session.id());
     let hold = Arc::new(tokio::sync::Notify::new());
     let cancel_key = shared.cancel.register(UpstreamKey {
         endpoint: Arc::clone(&endpoint),
@@ -376,37 +375,19 @@ async fn relay_session<G: Gate<PgEndpoint>>(opened: Opened, peer: SocketAddr, sh
     if client.write_all(&hello).await.is_err() || client.flush().await.is_err() {
         return;
     }
-    shared.gate.record(AuditEvent::SessionStarted {
-        session_id: session_id.to_string(),
-        at_us: now_us(),
-        protocol: Protocol::Postgres,
-        identity: identity.name.clone(),
-        credential_id: identity.credential_id.clone(),
-        connection: connection.clone(),
-        client_addr: peer.to_string(),
-        client_tls: client.is_tls(),
-        application_name: application_name.clone(),
-    });
-    tracing::info!(session = %session_id, identity = identity.name, connection, %peer, "session started");
+    session.started();
+    tracing::info!(session = %session_id, identity = session.principal().name, connection, %peer, "session started");
 
     let (notices_tx, mut notices_rx) = tokio::sync::mpsc::unbounded_channel();
-    let ctx = Context {
-        gate: &*shared.gate,
-        info: SessionInfo {
-            session_id: &session_id,
-            identity: &identity,
-            connection: &connection,
-            client_program: application_name.as_deref(),
-            upstream_read_only: endpoint
-                .settings
-                .iter()
-                .any(|(name, value)| name == "default_transaction_read_only" && value == "on"),
-            masked_columns_here: true,
-        },
+    let ctx = Context::<G::Session> {
+        log: session.log(),
         session_id: Arc::clone(&session_id),
+        upstream_read_only: endpoint
+            .settings
+            .iter()
+            .any(|(name, value)| name == "default_transaction_read_only" && value == "on"),
         classifier: &shared.classifier,
         max_message_bytes: shared.config.max_message_bytes,
-        record_statements: shared.gate.records_statements(),
         masking: endpoint.masking.clone(),
         catalog: &shared.catalog,
         endpoint: &endpoint,
@@ -422,12 +403,12 @@ async fn relay_session<G: Gate<PgEndpoint>>(opened: Opened, peer: SocketAddr, sh
     let (mut client_read, mut client_write) = client.into_split();
     let (mut upstream_read, mut upstream_write) = upstream.stream.into_split();
     let end = tokio::select! {
-        end = relay::client_to_upstream(&ctx, &tracker, &mut client_read, &mut upstream_write) => end,
+        end = relay::client_to_upstream(&ctx, &mut session, &tracker, &mut client_read, &mut upstream_write) => end,
         end = relay::upstream_to_client(&ctx, &tracker, &mut upstream_read, upstream.leftover, &mut client_write, &mut notices_rx) => end,
         _ = stop.signalled() => RelayEnd::UpstreamGone("sluice is shutting down".into()),
     };
     let reason = end.describe();
-    let held_for = Context::<G>::holding(&tracker);
+    let held_for = Context::<G::Session>::holding(&tracker);
     ctx.record_interrupted(&tracker, &reason);
     let farewell = match &end {
         RelayEnd::ClientProtocol(e)
@@ -464,5 +445,5 @@ async fn relay_session<G: Gate<PgEndpoint>>(opened: Opened, peer: SocketAddr, sh
         }
         _ => tracing::warn!(session = %session_id, "session ended: {reason}"),
     }
-    shared.gate.record(AuditEvent::SessionEnded { session_id: session_id.to_string(), at_us: now_us(), reason });
+    session.end(reason);
 }

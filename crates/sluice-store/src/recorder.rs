@@ -49,6 +49,12 @@ impl Recorder {
     }
 }
 
+impl sluice_core::AuditSink for Recorder {
+    fn record(&self, event: AuditEvent) {
+        Recorder::record(self, event);
+    }
+}
+
 impl RecorderTask {
     /// Waits until every event sent before all `Recorder` handles were dropped has been written.
     pub async fn finish(self) {

@@ -502,7 +502,7 @@ impl Store {
             Ok(None) => return Err((AuthOutcome::UnknownToken, None)),
             Err(e) => {
                 tracing::error!(error = %e, "token lookup failed");
-                return Err((AuthOutcome::UnknownToken, None));
+                return Err((AuthOutcome::StoreUnavailable, None));
             }
         };
         let known = Some(row.id.clone());

@@ -38,6 +38,16 @@ pub trait Advisor: Send + Sync {
     fn explain(&self, identity: &Identity, connection: &str, statement: &str) -> Option<Explanation>;
 }
 
+impl Advisor for sluice_engine::Engine {
+    fn permissions(&self, identity: &Identity, connection: &str) -> Option<Permissions> {
+        sluice_engine::Engine::permissions(self, identity, connection)
+    }
+
+    fn explain(&self, identity: &Identity, connection: &str, statement: &str) -> Option<Explanation> {
+        self.explain_statement(identity, connection, statement)
+    }
+}
+
 type Shared = State<Arc<Api>>;
 
 /// The largest request body accepted (a statement to explain is the largest thing sent).

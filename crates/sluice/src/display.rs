@@ -79,13 +79,7 @@ pub fn with_rfc3339_times(value: serde_json::Value) -> serde_json::Value {
 }
 
 /// A microsecond timestamp as RFC 3339 with microseconds, for JSON output.
-pub fn rfc3339(us: i64) -> String {
-    let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
-        .ok()
-        .and_then(|t| t.format(&format).ok())
-        .unwrap_or_else(|| us.to_string())
-}
+pub use sluice_engine::rfc3339;
 
 pub fn timestamp(us: i64) -> String {
     let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");

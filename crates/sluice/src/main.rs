@@ -3,12 +3,12 @@
 
 mod commands;
 mod display;
-mod gateway;
 mod instance;
 mod mask_cmd;
 mod policy_cmd;
 mod review_cmd;
 mod serve;
+mod targets;
 mod workers;
 
 use anyhow::Result;

@@ -2,7 +2,7 @@
 //! no server running.
 
 use crate::display::out;
-use crate::gateway::MASK_TOKEN_PURPOSE;
+use sluice_engine::MASK_TOKEN_PURPOSE;
 use anyhow::Result;
 use clap::Subcommand;
 use serde_json::json;

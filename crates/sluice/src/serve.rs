@@ -2,12 +2,13 @@
 //! and shut down cleanly on SIGINT/SIGTERM with every recorded event written.
 
 use crate::display::announce;
-use crate::gateway::{Gateway, MASK_TOKEN_PURPOSE};
+use crate::targets::Targets;
 use crate::instance;
 use crate::workers::Workers;
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use sluice_approvals::{Approvals, Notifier};
+use sluice_engine::{Engine, MASK_TOKEN_PURPOSE, Parts};
 use sluice_config::{ClientTls, Config, LogFormat};
 use sluice_pg::{ListenerConfig, tls};
 use sluice_store::vault::{MasterKey, write_private};
@@ -59,7 +60,15 @@ pub async fn run(config_path: &Path) -> Result<()> {
     };
     let notifier = Notifier::new(config.approvals.webhooks.clone(), base_url, Arc::clone(&masking));
     let approvals = Arc::new(Approvals::new(store.clone(), config.compile_access()?, notifier).await?);
-    let gateway = Arc::new(Gateway::new(&config, store.clone(), recorder, key, live_masking, Arc::clone(&approvals))?);
+    let parts = Parts {
+        store: store.clone(),
+        audit: Arc::new(recorder),
+        key,
+        masking: live_masking,
+        approvals: Arc::clone(&approvals),
+        targets: Arc::new(Targets),
+    };
+    let gateway = Arc::new(Engine::new(&config, parts)?);
 
     let workers = Workers::start(config.server.worker_threads)?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -233,7 +242,7 @@ fn init_logging(config: &Config) {
 }
 
 /// Runs until SIGINT or SIGTERM; each SIGHUP reloads the configuration file.
-async fn serve_until_stopped(config_path: &Path, running: &Config, gateway: &Gateway) {
+async fn serve_until_stopped(config_path: &Path, running: &Config, gateway: &Engine) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
         tracing::warn!("cannot watch SIGTERM/SIGHUP; stopping on Ctrl-C only");
@@ -251,7 +260,7 @@ async fn serve_until_stopped(config_path: &Path, running: &Config, gateway: &Gat
 
 /// A reload replaces connections, policy and masking all at once, or changes nothing: a file that
 /// does not load or compile is refused with its error and the running configuration stays.
-fn reload(config_path: &Path, running: &Config, gateway: &Gateway) {
+fn reload(config_path: &Path, running: &Config, gateway: &Engine) {
     let config = match sluice_config::load(config_path) {
         Ok(config) => config,
         Err(e) => {

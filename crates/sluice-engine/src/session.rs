@@ -1,0 +1,281 @@
+//! One open session as the engine keeps it: who, on which target, the allows it may reuse, and the
+//! audit events of its life (start, actions, end).
+
+use crate::{EngineCore, explanation};
+use sluice_approvals::StatementReview;
+use sluice_core::advice::{Explanation, Permissions};
+use sluice_core::audit::now_us;
+use sluice_core::policy::Policy;
+use sluice_core::sql::SharedAnalysis;
+use sluice_core::{AuditEvent, AuditSink, AuthOutcome, Decision, Hold, Identity, Protocol, Refusal, StatementRecord, ids};
+use sluice_gate::{Action, ClientInfo, OpenRequest, Outcome, OutcomeDetail, SessionGate, SessionLog, SqlAction, Standing};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Allows a session keeps; past this it starts over.
+const MAX_KEPT_ALLOWS: usize = 256;
+
+pub struct EngineSession {
+    core: Arc<EngineCore>,
+    id: Arc<str>,
+    identity: Identity,
+    target: String,
+    protocol: Protocol,
+    client_addr: String,
+    client_tls: bool,
+    client_program: Option<String>,
+    /// The upstream session was opened read-only (see `Obligations::read_only`).
+    upstream_read_only: bool,
+    /// Allows given for statements this session repeats, by the address of their shared analysis,
+    /// which the entry holds so that no other analysis can take the address.
+    kept: HashMap<usize, KeptAllow>,
+    started: bool,
+    ended: bool,
+}
+
+struct KeptAllow {
+    _analysis: SharedAnalysis,
+    epoch: u64,
+    /// The session's own copy: cloning the policy's would write memory every session shares.
+    rule: Arc<str>,
+}
+
+impl EngineSession {
+    pub(crate) fn new(core: Arc<EngineCore>, identity: &Identity, request: &OpenRequest<'_>, read_only: bool) -> Self {
+        let ClientInfo { protocol, addr, tls, program } = request.client;
+        EngineSession {
+            core,
+            id: Arc::from(ids::new_id("s_")),
+            identity: identity.clone(),
+            target: request.target.to_string(),
+            protocol,
+            client_addr: addr.to_string(),
+            client_tls: tls,
+            client_program: program.map(str::to_string),
+            upstream_read_only: read_only,
+            kept: HashMap::new(),
+            started: false,
+            ended: false,
+        }
+    }
+
+    async fn decide_sql(&mut self, sql: &SqlAction<'_>) -> Decision {
+        // A decision that rested on there being no masked column stands only as long as that
+        // holds, and one on a resolution made for this run (an EXECUTE) is not the text's: neither
+        // is kept.
+        let keep = sql.shared.filter(|_| sql.masked_columns_here);
+        let epoch = keep.and_then(|_| self.core.decision_epoch(&self.identity, &self.target));
+        if let (Some(shared), Some(e)) = (keep, epoch)
+            && let Some(kept) = self.kept.get(&Arc::as_ptr(shared).addr()).filter(|k| k.epoch == e)
+        {
+            return Decision::Allow { rule: Arc::clone(&kept.rule) };
+        }
+        let settings = self.core.settings.load_full();
+        let (policy, grant) = self.core.in_force(&settings, &self.identity, &self.target);
+        let decision =
+            match self.core.judge(policy, &self.identity, &self.target, sql.analysis, sql.masked_columns_here) {
+                Decision::Review(refusal) => {
+                    let canonical = sluice_sql::canonical(sql.text);
+                    self.review(policy, &refusal, sql.text, &canonical, sql.analysis.takes_parameters()).await
+                }
+                Decision::Allow { rule } if let Some((grant, _)) = grant => {
+                    Decision::Allow { rule: Arc::from(format!("grant #{}: {rule}", grant.review_id)) }
+                }
+                other => other,
+            };
+        if let (Some(shared), Some(e), Decision::Allow { rule }) = (keep, epoch, &decision)
+            && self.core.decision_epoch(&self.identity, &self.target) == Some(e)
+        {
+            if self.kept.len() >= MAX_KEPT_ALLOWS {
+                self.kept.clear();
+            }
+            let kept = KeptAllow { _analysis: Arc::clone(shared), epoch: e, rule: Arc::from(&**rule) };
+            self.kept.insert(Arc::as_ptr(shared).addr(), kept);
+        }
+        decision
+    }
+
+    /// An action of a kind no policy rule can match yet: the target's default decides.
+    async fn decide_unmatched(&mut self, action: &Action<'_>) -> Decision {
+        let settings = self.core.settings.load_full();
+        let (policy, _) = self.core.in_force(&settings, &self.identity, &self.target);
+        let summary = action.summary();
+        match policy.decide_unmatched(&self.identity, &self.target, action.kind(), &summary) {
+            Decision::Review(refusal) => self.review(policy, &refusal, &summary, &summary, false).await,
+            other => other,
+        }
+    }
+
+    /// Opens (or finds) the review a `review` decision asks for.
+    async fn review(&self, policy: &Policy, refusal: &Refusal, text: &str, canonical: &str, parameters: bool) -> Decision {
+        let rules = policy.review_rules(&refusal.rule);
+        let ask = StatementReview {
+            identity: &self.identity,
+            connection: &self.target,
+            session_id: &self.id,
+            text,
+            canonical,
+            client_program: self.client_program.as_deref(),
+            parameters,
+            refusal,
+            rules: &rules,
+        };
+        self.core.approvals.review_statement(ask).await
+    }
+
+    fn record(&self, event: AuditEvent) {
+        self.core.audit.record(event);
+    }
+
+    fn record_end(&mut self, reason: String) {
+        self.ended = true;
+        if self.started {
+            self.record(AuditEvent::SessionEnded { session_id: self.id.to_string(), at_us: now_us(), reason });
+        }
+    }
+}
+
+impl SessionGate for EngineSession {
+    type Log = EngineLog;
+
+    fn id(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    fn principal(&self) -> &Identity {
+        &self.identity
+    }
+
+    fn upstream_failed(mut self) {
+        self.ended = true;
+        self.record(AuditEvent::Auth {
+            at_us: now_us(),
+            protocol: self.protocol,
+            client_addr: self.client_addr.clone(),
+            user: self.identity.name.clone(),
+            connection: self.target.clone(),
+            outcome: AuthOutcome::UpstreamUnavailable,
+            credential_id: Some(self.identity.credential_id.clone()),
+        });
+    }
+
+    fn started(&mut self) {
+        self.started = true;
+        self.record(AuditEvent::SessionStarted {
+            session_id: self.id.to_string(),
+            at_us: now_us(),
+            protocol: self.protocol,
+            identity: self.identity.name.clone(),
+            credential_id: self.identity.credential_id.clone(),
+            connection: self.target.clone(),
+            client_addr: self.client_addr.clone(),
+            client_tls: self.client_tls,
+            application_name: self.client_program.clone(),
+        });
+    }
+
+    async fn decide(&mut self, action: &Action<'_>) -> Decision {
+        match action {
+            Action::Sql(sql) => self.decide_sql(sql).await,
+            other => self.decide_unmatched(other).await,
+        }
+    }
+
+    async fn await_review(&self, hold: &Hold) -> Decision {
+        self.core.approvals.await_review(&self.id, hold).await
+    }
+
+    fn decision_epoch(&self) -> Option<u64> {
+        self.core.decision_epoch(&self.identity, &self.target)
+    }
+
+    fn standing(&self) -> Standing {
+        // Asked before every batch of a client's messages: almost always nothing has been revoked.
+        let unusable = self.core.unusable_tokens.load();
+        if !unusable.is_empty() && unusable.contains(&self.identity.credential_id) {
+            return Standing::CredentialEnded;
+        }
+        // A session opened with write access keeps an upstream that writes: once the policy in
+        // force says read-only (its grant ended, or a reload), it must not go on.
+        if !self.upstream_read_only
+            && self.core.approvals.grant_for(&self.identity, &self.target).is_none()
+            && self.core.settings.load().policy.read_only(&self.identity, &self.target)
+        {
+            return Standing::AccessEnded;
+        }
+        Standing::Valid
+    }
+
+    fn permissions(&self) -> Permissions {
+        self.core.permissions_for(&self.identity, &self.target)
+    }
+
+    fn explain(&self, action: &Action<'_>) -> Explanation {
+        match action {
+            Action::Sql(sql) => self.core.explain_sql(&self.identity, &self.target, sql.analysis),
+            other => {
+                let settings = self.core.settings.load();
+                let (policy, _) = self.core.in_force(&settings, &self.identity, &self.target);
+                let decision = policy.decide_unmatched(&self.identity, &self.target, other.kind(), &other.summary());
+                explanation(policy, &decision, false, Vec::new())
+            }
+        }
+    }
+
+    fn log(&self) -> EngineLog {
+        EngineLog {
+            audit: Arc::clone(&self.core.audit),
+            session_id: Arc::clone(&self.id),
+            records: self.core.settings.load().record_statements,
+        }
+    }
+
+    fn end(mut self, reason: String) {
+        self.record_end(reason);
+    }
+}
+
+impl Drop for EngineSession {
+    /// A session an adapter let go of without ending it still ends in the audit trail.
+    fn drop(&mut self) {
+        if !self.ended {
+            self.record_end("the adapter dropped the session without ending it".into());
+        }
+    }
+}
+
+/// Where an adapter hands what became of a session's actions.
+#[derive(Clone)]
+pub struct EngineLog {
+    audit: Arc<dyn AuditSink>,
+    session_id: Arc<str>,
+    records: bool,
+}
+
+impl SessionLog for EngineLog {
+    fn records_outcomes(&self) -> bool {
+        self.records
+    }
+
+    fn finish(&self, seq: u64, outcome: Outcome) {
+        if !self.records {
+            return;
+        }
+        let OutcomeDetail::Sql { path, rows, tag, error_code, error_message } = outcome.detail;
+        // The text is masked on the recorder's thread (errors arrive masked already).
+        self.audit.record(AuditEvent::Statement(StatementRecord {
+            session_id: Arc::clone(&self.session_id),
+            seq,
+            path,
+            text: outcome.text,
+            started_at_us: outcome.started_at_us,
+            duration_us: outcome.duration_us,
+            rows,
+            tag,
+            error_code,
+            error_message,
+            decision: outcome.decision,
+            rule: outcome.rule,
+        }));
+    }
+}

@@ -1,0 +1,392 @@
+//! Scenarios: a fake adapter drives sessions of actions through the real engine (a real SQLite
+//! store in a temporary directory, the real policy, approvals and masking; no sockets) and checks
+//! the verdicts it gets and the audit events the engine emits, in order.
+
+use arc_swap::ArcSwap;
+use sluice_approvals::{Approvals, Notifier};
+use sluice_config::{Config, ConnectionConfig};
+use sluice_core::review::Outcome as ReviewOutcome;
+use sluice_core::span::Span;
+use sluice_core::sql::SharedAnalysis;
+use sluice_core::{AuditEvent, AuditSink, AuthOutcome, Decision, Identity, Protocol, Secret, ids, token};
+use sluice_engine::{Engine, EngineSession, MASK_TOKEN_PURPOSE, Parts, TargetPreparer};
+use sluice_gate::{
+    Action, ClientInfo, Gate, HttpAction, OpenError, OpenRequest, Outcome, OutcomeDetail, Presented, SessionGate,
+    SessionGrant, SessionLog, SqlAction, Standing, Target,
+};
+use sluice_store::vault::MasterKey;
+use sluice_store::{Store, TokenRow};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+const CONFIG: &str = r#"
+[connections.shop]
+host = "127.0.0.1"
+user = "app"
+password = "none"
+
+[connections.reports]
+host = "127.0.0.1"
+user = "app"
+password = "none"
+policy = "read-only"
+
+[[policy.rules]]
+name = "no-drops"
+effect = "deny"
+kinds = ["drop"]
+reason = "tables are not dropped through sluice"
+
+[[policy.rules]]
+name = "deletes-need-review"
+effect = "review"
+kinds = ["delete"]
+reason = "deletes need a second pair of eyes"
+review = { approvers = ["dba"] }
+
+[[policy.rules]]
+name = "truncates-wait"
+effect = "review"
+kinds = ["truncate"]
+reason = "truncates are held until approved"
+review = { mode = "wait", approvers = ["dba"], timeout = "30s" }
+
+[masking]
+enabled = true
+
+[[masking.columns]]
+name = "customer-ssn"
+columns = ["public.customers.ssn"]
+action = "redact"
+connections = ["shop"]
+
+[[access.policies]]
+name = "backfill"
+connections = ["reports"]
+max_duration = "1h"
+default = "allow"
+rules = [{ name = "never-drop", effect = "deny", kinds = ["drop"] }]
+review = { approvers = ["dba"] }
+"#;
+
+/// The audit trail as the engine emitted it.
+#[derive(Default)]
+struct Trail(Mutex<Vec<AuditEvent>>);
+
+impl AuditSink for Trail {
+    fn record(&self, event: AuditEvent) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+impl Trail {
+    fn take(&self) -> Vec<AuditEvent> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// The fake adapter's targets: no options of its own.
+struct NoOptions;
+
+impl TargetPreparer for NoOptions {
+    fn prepare(&self, name: &str, _config: &ConnectionConfig) -> Result<Target, String> {
+        Ok(Target::new(name, Protocol::Postgres, Arc::new(())))
+    }
+}
+
+struct Harness {
+    engine: Engine,
+    approvals: Arc<Approvals>,
+    store: Store,
+    trail: Arc<Trail>,
+    dir: PathBuf,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn config(text: &str) -> Config {
+    sluice_config::parse(text, "scenario.toml".as_ref()).expect("the scenario's configuration is valid")
+}
+
+async fn harness() -> Harness {
+    let dir = std::env::temp_dir().join(ids::new_id("sluice-engine-scenario-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = Store::open(&dir.join("state.db")).await.unwrap();
+    let config = config(CONFIG);
+    let key = MasterKey::from_hex(&"ab".repeat(32)).unwrap();
+    let masking = Arc::new(config.compile_masking(key.derive(MASK_TOKEN_PURPOSE)).unwrap());
+    let notifier = Notifier::new(Vec::new(), "http://127.0.0.1:1".into(), Arc::clone(&masking));
+    let approvals = Arc::new(Approvals::new(store.clone(), config.compile_access().unwrap(), notifier).await.unwrap());
+    let trail = Arc::new(Trail::default());
+    let parts = Parts {
+        store: store.clone(),
+        audit: Arc::clone(&trail) as Arc<dyn AuditSink>,
+        key,
+        masking: Arc::new(ArcSwap::new(masking)),
+        approvals: Arc::clone(&approvals),
+        targets: Arc::new(NoOptions),
+    };
+    let engine = Engine::new(&config, parts).unwrap();
+    Harness { engine, approvals, store, trail, dir }
+}
+
+impl Harness {
+    /// Mints a token for `identity` in `groups`, as `sluice token create` does.
+    async fn token(&self, identity: &str, groups: &[&str]) -> Secret {
+        let minted = token::mint();
+        let row = TokenRow {
+            id: minted.id.clone(),
+            identity: identity.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            digest: String::new(),
+            description: None,
+            created_at: sluice_core::audit::now_us(),
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        };
+        self.store.insert_token(&row, &minted.digest).await.unwrap();
+        Secret::new(minted.clear)
+    }
+
+    async fn open(&self, user: &str, secret: &Secret, target: &str) -> Result<(SessionGrant, EngineSession), OpenError> {
+        let client = ClientInfo { protocol: Protocol::Postgres, addr: "127.0.0.1:5000", tls: false, program: Some("psql") };
+        let request = OpenRequest { presented: Presented::Token { user, secret }, target, client };
+        self.engine.open(request).await
+    }
+
+    /// A session of `identity` on `target`, started.
+    async fn session(&self, identity: &str, groups: &[&str], target: &str) -> (SessionGrant, EngineSession) {
+        let secret = self.token(identity, groups).await;
+        let (grant, mut session) = self.open(identity, &secret, target).await.expect("the session opens");
+        session.started();
+        (grant, session)
+    }
+}
+
+fn approver() -> Identity {
+    Identity { name: "dana".into(), groups: vec!["dba".into()], credential_id: "t_dana".into() }
+}
+
+/// An SQL action as the adapter builds it for a statement the classifier read (and shares).
+fn sql(text: &str) -> (String, SharedAnalysis) {
+    (text.to_string(), Arc::new(sluice_sql::analyze(text)))
+}
+
+async fn decide<S: SessionGate>(session: &mut S, (text, analysis): &(String, SharedAnalysis)) -> Decision {
+    let action = SqlAction { text, analysis, shared: Some(analysis), masked_columns_here: true };
+    session.decide(&Action::Sql(action)).await
+}
+
+fn review_id(decision: &Decision) -> i64 {
+    let Decision::Review(refusal) = decision else { panic!("expected a review, got {decision:?}") };
+    let at = refusal.reason.find("review #").unwrap_or_else(|| panic!("the refusal names no review: {refusal:?}"));
+    refusal.reason[at + 8..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap()
+}
+
+fn kinds(events: &[AuditEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| match e {
+            AuditEvent::Auth { outcome, .. } => format!("auth:{}", outcome.as_str()),
+            AuditEvent::SessionStarted { .. } => "started".into(),
+            AuditEvent::SessionEnded { .. } => "ended".into(),
+            AuditEvent::Statement(s) => format!("statement:{}:{}", s.decision, s.rule.as_deref().unwrap_or("-")),
+        })
+        .collect()
+}
+
+fn outcome(text: &str, decision: &Decision) -> Outcome {
+    Outcome {
+        text: Arc::from(text),
+        started_at_us: 1,
+        duration_us: 2,
+        decision: decision.effect(),
+        rule: Some(Arc::from(decision.rule())),
+        detail: OutcomeDetail::Sql { path: "simple", rows: 1, tag: Some(Arc::from("SELECT 1")), error_code: None, error_message: None },
+    }
+}
+
+#[tokio::test]
+async fn an_allowed_session_is_audited_from_authentication_to_its_end_in_order() {
+    let h = harness().await;
+    let (grant, mut session) = h.session("ann", &["agents"], "shop").await;
+    assert_eq!((grant.principal.name.as_str(), grant.target.name.as_str()), ("ann", "shop"));
+    assert!(grant.credential.is_none(), "the connection holds no credential (password = \"none\")");
+    let select = sql("SELECT id FROM orders");
+    let decision = decide(&mut session, &select).await;
+    assert_eq!(decision, Decision::Allow { rule: "default".into() });
+    let log = session.log();
+    assert!(log.records_outcomes());
+    log.finish(1, outcome(&select.0, &decision));
+    let id = session.id().to_string();
+    session.end("client terminated".into());
+
+    let events = h.trail.take();
+    assert_eq!(kinds(&events), ["auth:success", "started", "statement:allow:default", "ended"]);
+    let AuditEvent::Statement(record) = &events[2] else { unreachable!() };
+    assert_eq!((&*record.session_id, record.seq, &*record.text, record.rows), (id.as_str(), 1, "SELECT id FROM orders", 1));
+    let AuditEvent::SessionEnded { session_id, reason, .. } = &events[3] else { unreachable!() };
+    assert_eq!((session_id.as_str(), reason.as_str()), (id.as_str(), "client terminated"));
+}
+
+#[tokio::test]
+async fn a_denied_statement_names_its_rule_what_matched_and_the_next_step() {
+    let h = harness().await;
+    let (_, mut session) = h.session("ann", &["agents"], "shop").await;
+    let Decision::Deny(refusal) = decide(&mut session, &sql("DROP TABLE orders")).await else { panic!("not denied") };
+    assert_eq!(refusal.rule, "no-drops");
+    assert_eq!(refusal.reason, "tables are not dropped through sluice");
+    assert!(refusal.detail.as_deref().is_some_and(|d| d.contains("orders")), "{refusal:?}");
+    assert!(refusal.hint.as_deref().is_some_and(|h| h.contains("sluice policy explain")), "{refusal:?}");
+}
+
+#[tokio::test]
+async fn authentication_failures_are_refused_and_audited_with_their_outcome() {
+    let h = harness().await;
+    let secret = h.token("ann", &[]).await;
+    let wrong_user = h.open("bob", &secret, "shop").await.err().expect("refused");
+    assert!(matches!(wrong_user, OpenError::Auth(AuthOutcome::IdentityMismatch)), "{wrong_user:?}");
+    let unknown = h.open("ann", &Secret::new(token::mint().clear), "shop").await.err().expect("refused");
+    assert!(matches!(unknown, OpenError::Auth(AuthOutcome::UnknownToken)), "{unknown:?}");
+    let malformed = h.open("ann", &Secret::new("hunter2"), "shop").await.err().expect("refused");
+    assert!(matches!(malformed, OpenError::Auth(AuthOutcome::Malformed)), "{malformed:?}");
+    let nowhere = h.open("ann", &secret, "nowhere").await.err().expect("refused");
+    assert!(matches!(nowhere, OpenError::Auth(AuthOutcome::UnknownConnection)), "{nowhere:?}");
+    assert_eq!(
+        kinds(&h.trail.take()),
+        ["auth:identity_mismatch", "auth:unknown_token", "auth:malformed", "auth:unknown_connection"]
+    );
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_be_read_is_a_store_failure_not_a_bad_token() {
+    let h = harness().await;
+    let secret = h.token("ann", &[]).await;
+    h.store.close().await;
+    let failed = h.open("ann", &secret, "shop").await.err().expect("refused");
+    assert!(matches!(failed, OpenError::Store(_)), "{failed:?}");
+    assert_eq!(kinds(&h.trail.take()), ["auth:store_unavailable"]);
+}
+
+#[tokio::test]
+async fn a_review_in_retry_mode_refuses_until_approved_then_allows_exactly_one_run() {
+    let h = harness().await;
+    let (_, mut session) = h.session("ann", &["agents"], "shop").await;
+    let delete = sql("DELETE FROM orders WHERE id = 7");
+    let first = decide(&mut session, &delete).await;
+    let id = review_id(&first);
+    // Asking again before a decision names the same review.
+    assert_eq!(review_id(&decide(&mut session, &delete).await), id);
+
+    let (approved, _) = h.approvals.approve(&approver(), id, None).await.unwrap();
+    assert_eq!(approved, ReviewOutcome::Approved);
+    let run = decide(&mut session, &delete).await;
+    assert!(matches!(run, Decision::Approved { review_id, .. } if review_id == id), "{run:?}");
+    // The approval is used up: the same statement asks for a new review.
+    let again = decide(&mut session, &delete).await;
+    assert_ne!(review_id(&again), id);
+}
+
+#[tokio::test]
+async fn a_review_in_wait_mode_holds_the_statement_until_an_approver_decides() {
+    let h = harness().await;
+    let (_, mut session) = h.session("ann", &["agents"], "shop").await;
+    let Decision::Hold(hold) = decide(&mut session, &sql("TRUNCATE orders")).await else { panic!("not held") };
+    assert_eq!(hold.rule, "truncates-wait");
+    assert!(hold.notice.contains(&format!("#{}", hold.review_id)), "{hold:?}");
+    let approvals = Arc::clone(&h.approvals);
+    let review_id = hold.review_id;
+    let approving = tokio::spawn(async move { approvals.approve(&approver(), review_id, None).await.map(|(o, _)| o) });
+    let released = session.await_review(&hold).await;
+    assert!(matches!(released, Decision::Approved { review_id: id, .. } if id == review_id), "{released:?}");
+    assert_eq!(approving.await.unwrap().unwrap(), ReviewOutcome::Approved);
+}
+
+#[tokio::test]
+async fn an_access_grant_replaces_the_policy_while_in_force_and_lifts_read_only() {
+    let h = harness().await;
+    let secret = h.token("ann", &["agents"]).await;
+    let (before, mut session) = h.open("ann", &secret, "reports").await.unwrap();
+    session.started();
+    assert!(before.obligations.read_only, "the read-only preset opens the upstream read-only");
+    let insert = sql("INSERT INTO totals VALUES (1)");
+    let Decision::Deny(refusal) = decide(&mut session, &insert).await else { panic!("a read-only preset allowed a write") };
+    assert_eq!(refusal.rule, "connection reports: read-only");
+
+    let ann = Identity { name: "ann".into(), groups: vec!["agents".into()], credential_id: "t".into() };
+    let asked = h.approvals.request_access(&ann, "reports", None, Span::parse("30m").unwrap(), "backfill").await.unwrap();
+    h.approvals.approve(&approver(), asked.id, None).await.unwrap();
+    let granted = decide(&mut session, &insert).await;
+    assert_eq!(granted, Decision::Allow { rule: format!("grant #{}: default", asked.id).into() });
+    let Decision::Deny(refusal) = decide(&mut session, &sql("DROP TABLE totals")).await else { panic!("allowed") };
+    assert_eq!(refusal.rule, "never-drop", "the access policy's own rules apply under the grant");
+    // The session was opened read-only: its upstream stays so, and it may go on.
+    assert_eq!(session.standing(), Standing::Valid);
+    let (after, _) = h.open("ann", &secret, "reports").await.unwrap();
+    assert!(!after.obligations.read_only, "a session opened under the grant may write");
+}
+
+#[tokio::test]
+async fn masking_obligations_are_handed_out_where_a_column_rule_is_in_scope() {
+    let h = harness().await;
+    let (shop, _) = h.session("ann", &[], "shop").await;
+    let masking = shop.obligations.masking.expect("the column rule's connection gets masking obligations");
+    assert!(masking.has_column_rules());
+    let (reports, _) = h.session("ann", &[], "reports").await;
+    let masking = reports.obligations.masking.expect("content detectors apply everywhere");
+    assert!(!masking.has_column_rules(), "the column rule is scoped to shop");
+}
+
+#[tokio::test]
+async fn a_kept_allow_is_decided_again_after_a_reload_changes_the_policy() {
+    let h = harness().await;
+    let (_, mut session) = h.session("ann", &[], "shop").await;
+    let select = sql("SELECT id FROM orders");
+    for _ in 0..2 {
+        assert_eq!(decide(&mut session, &select).await, Decision::Allow { rule: "default".into() });
+    }
+    let stricter = CONFIG.replace("kinds = [\"drop\"]\nreason", "kinds = [\"drop\", \"read\"]\nreason");
+    h.engine.reload(&config(&stricter)).unwrap();
+    let Decision::Deny(refusal) = decide(&mut session, &select).await else { panic!("a kept allow outlived a reload") };
+    assert_eq!(refusal.rule, "no-drops");
+}
+
+#[tokio::test]
+async fn a_revoked_token_ends_the_standing_of_sessions_opened_with_it() {
+    let h = harness().await;
+    let secret = h.token("ann", &[]).await;
+    let (_, session) = h.open("ann", &secret, "shop").await.unwrap();
+    assert_eq!(session.standing(), Standing::Valid);
+    let (id, _) = token::parse(secret.expose()).unwrap();
+    h.store.revoke_token(id, sluice_core::audit::now_us()).await.unwrap();
+    h.engine.refresh_unusable_tokens().await.unwrap();
+    assert_eq!(session.standing(), Standing::CredentialEnded);
+}
+
+#[tokio::test]
+async fn actions_no_matcher_understands_yet_get_the_targets_default() {
+    let h = harness().await;
+    let (_, mut session) = h.session("ann", &[], "shop").await;
+    let http = Action::Http(HttpAction::new("DELETE", "/users/7").unwrap());
+    assert_eq!(session.decide(&http).await, Decision::Allow { rule: "default".into() });
+    let denying = CONFIG.replacen("password = \"none\"\n", "password = \"none\"\ndefault = \"deny\"\n", 1);
+    h.engine.reload(&config(&denying)).unwrap();
+    let Decision::Deny(refusal) = session.decide(&http).await else { panic!("allowed under a deny default") };
+    assert_eq!((refusal.rule.as_str(), refusal.detail.as_deref()), ("default", Some("DELETE /users/7")));
+    assert_eq!(session.explain(&http).decision, "deny");
+}
+
+#[tokio::test]
+async fn a_session_dropped_without_ending_still_ends_in_the_audit_trail() {
+    let h = harness().await;
+    let (_, session) = h.session("ann", &[], "shop").await;
+    drop(session);
+    let (_, unstarted) = h.open("ann", &h.token("ann", &[]).await, "shop").await.unwrap();
+    unstarted.upstream_failed();
+    assert_eq!(kinds(&h.trail.take()), ["auth:success", "started", "ended", "auth:success", "auth:upstream_unavailable"]);
+}

@@ -1,0 +1,174 @@
+//! An HTTP request as policy sees it: the method, the path in one canonical form, the query, the
+//! headers policy may look at and what the body is. Normalising is where HTTP gateways are
+//! bypassed (`/a/../admin`, `%2e%2e`, `//admin`, `/admin;x`), so a path that two servers could read
+//! two ways is refused rather than guessed at.
+
+use thiserror::Error;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpAction {
+    /// Upper case, as sent (`GET`, `POST`).
+    pub method: String,
+    /// Percent-decoded, dot segments resolved, empty segments dropped; always starts with `/`.
+    pub path: String,
+    /// The query's pairs, decoded, in order.
+    pub query: Vec<(String, String)>,
+    /// Headers policy may match on, names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: BodySummary,
+}
+
+/// What the body is, without its bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BodySummary {
+    pub content_type: Option<String>,
+    pub length: Option<u64>,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum HttpTargetError {
+    #[error("the method {0:?} is not an HTTP token")]
+    Method(String),
+    #[error("the request target must be a path starting with '/'")]
+    NotAPath,
+    #[error("the path has an invalid percent escape")]
+    BadEscape,
+    #[error("the path decodes to something that is not UTF-8")]
+    NotUtf8,
+    #[error("the path holds {0}, which servers read in different ways")]
+    Ambiguous(&'static str),
+    #[error("the path climbs above the root with '..'")]
+    AboveRoot,
+}
+
+impl HttpAction {
+    /// The action for `method` on `target` (origin form: `/path?query`), with no headers or body.
+    pub fn new(method: &str, target: &str) -> Result<HttpAction, HttpTargetError> {
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+            return Err(HttpTargetError::Method(method.to_string()));
+        }
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        Ok(HttpAction {
+            method: method.to_ascii_uppercase(),
+            path: normalise_path(path)?,
+            query: parse_query(query)?,
+            headers: Vec::new(),
+            body: BodySummary::default(),
+        })
+    }
+
+    pub fn summary(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
+/// The canonical form of a request path (see `HttpAction::path`).
+pub fn normalise_path(path: &str) -> Result<String, HttpTargetError> {
+    if !path.starts_with('/') {
+        return Err(HttpTargetError::NotAPath);
+    }
+    let mut segments: Vec<String> = Vec::new();
+    for raw in path.split('/').skip(1) {
+        if raw.contains('\\') {
+            return Err(HttpTargetError::Ambiguous("a backslash"));
+        }
+        if raw.contains(';') {
+            return Err(HttpTargetError::Ambiguous("a ';' path parameter"));
+        }
+        let decoded = percent_decode(raw, false)?;
+        if decoded.contains('/') || decoded.contains('\\') {
+            return Err(HttpTargetError::Ambiguous("an encoded slash"));
+        }
+        if decoded.chars().any(char::is_control) {
+            return Err(HttpTargetError::Ambiguous("a control character"));
+        }
+        match decoded.as_str() {
+            "" | "." => {}
+            ".." => {
+                segments.pop().ok_or(HttpTargetError::AboveRoot)?;
+            }
+            _ => segments.push(decoded),
+        }
+    }
+    Ok(format!("/{}", segments.join("/")))
+}
+
+fn parse_query(query: &str) -> Result<Vec<(String, String)>, HttpTargetError> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((percent_decode(name, true)?, percent_decode(value, true)?))
+        })
+        .collect()
+}
+
+/// Decodes `%XX` escapes (and `+` as a space in a query).
+fn percent_decode(s: &str, plus_is_space: bool) -> Result<String, HttpTargetError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).ok_or(HttpTargetError::BadEscape)?;
+                let hex = std::str::from_utf8(hex).map_err(|_| HttpTargetError::BadEscape)?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| HttpTargetError::BadEscape)?);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| HttpTargetError::NotUtf8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_and_repeated_slashes_resolve_to_one_path() {
+        for path in ["/admin/users", "//admin//users", "/x/../admin/users", "/admin/./users", "/%61dmin/users", "/x/%2e%2e/admin/users"] {
+            assert_eq!(normalise_path(path).unwrap(), "/admin/users", "{path}");
+        }
+    }
+
+    #[test]
+    fn paths_servers_read_differently_are_refused() {
+        assert_eq!(normalise_path("/admin%2fusers"), Err(HttpTargetError::Ambiguous("an encoded slash")));
+        assert_eq!(normalise_path("/admin%5cusers"), Err(HttpTargetError::Ambiguous("an encoded slash")));
+        assert_eq!(normalise_path("/admin\\users"), Err(HttpTargetError::Ambiguous("a backslash")));
+        assert_eq!(normalise_path("/admin;jsessionid=1/users"), Err(HttpTargetError::Ambiguous("a ';' path parameter")));
+        assert_eq!(normalise_path("/admin%00"), Err(HttpTargetError::Ambiguous("a control character")));
+        assert_eq!(normalise_path("/../etc"), Err(HttpTargetError::AboveRoot));
+        assert_eq!(normalise_path("/a%zz"), Err(HttpTargetError::BadEscape));
+        assert_eq!(normalise_path("/a%e2%28"), Err(HttpTargetError::NotUtf8));
+        assert_eq!(normalise_path("admin"), Err(HttpTargetError::NotAPath));
+    }
+
+    #[test]
+    fn the_query_is_decoded_pair_by_pair() {
+        let action = HttpAction::new("get", "/search?q=a+b&tag=%41&flag").unwrap();
+        assert_eq!(action.method, "GET");
+        assert_eq!(action.path, "/search");
+        assert_eq!(
+            action.query,
+            [("q".into(), "a b".into()), ("tag".into(), "A".into()), ("flag".into(), String::new())]
+        );
+        assert_eq!(action.summary(), "GET /search");
+    }
+
+    #[test]
+    fn a_method_must_be_a_token() {
+        assert_eq!(HttpAction::new("GE T", "/").unwrap_err(), HttpTargetError::Method("GE T".into()));
+        assert_eq!(HttpAction::new("", "/").unwrap_err(), HttpTargetError::Method(String::new()));
+    }
+}

@@ -1,0 +1,18 @@
+//! What a protocol adapter sees of sluice, and all it may depend on besides the parsing and masking
+//! libraries: the actions it reduces requests to, the verdicts it applies, the grant a session opens
+//! with, and the traits the engine implements. No bytes of any protocol live here.
+#![forbid(unsafe_code)]
+
+pub mod action;
+pub mod grant;
+pub mod http;
+pub mod outcome;
+pub mod session;
+
+pub use action::{Action, ExecAction, KubeAction, SqlAction, ToolAction};
+pub use grant::{Obligations, SessionGrant, Target};
+pub use http::{HttpAction, HttpTargetError};
+pub use outcome::{Outcome, OutcomeDetail};
+pub use session::{ClientInfo, Gate, OpenError, OpenRequest, Presented, SessionGate, SessionLog, Standing};
+pub use sluice_core::advice::{Explanation, Permissions};
+pub use sluice_core::{AuthOutcome, Decision, Hold, Identity, Protocol, Refusal, RefusalCause, Secret};
