@@ -57,6 +57,13 @@ if [ "$(printf '%s\n%s\n' "$need_rust" "$have_rust" | sort -V | head -n 1)" != "
   die "rustc $have_rust is older than sluice's minimum, Rust $need_rust" "${rustup_hint[@]}"
 fi
 
+# The test command checks formatting and lints: rustup installs both with the toolchain's
+# default profile; a minimal profile lacks them.
+if [ "$what" = test ] && ! { cargo fmt --version && cargo clippy --version; } >/dev/null 2>&1; then
+  command -v rustup >/dev/null && die "cargo fmt or cargo clippy is missing" "run: rustup component add rustfmt clippy"
+  die "cargo fmt or cargo clippy is missing from this Rust installation" "install Rust with rustup's default profile (https://rustup.rs)"
+fi
+
 # --- Debian packages ---------------------------------------------------------------------------------
 installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what it needs (scripts/setup.sh test), builds, runs the unit tests,
-# then the end-to-end tests against a real PostgreSQL that the suite starts itself on 127.0.0.1.
+# The whole test suite: installs what it needs (scripts/setup.sh test), builds, checks formatting and
+# lints, runs the unit tests, then the end-to-end tests against a real PostgreSQL that the suite
+# starts itself on 127.0.0.1.
 # Arguments are passed to pytest (e.g. `scripts/test.sh -k masking -x`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,9 @@ else
   echo "== build" >&2
 fi
 cargo build --workspace --locked --bins --examples
+echo "== format and lints (cargo fmt --check, cargo clippy -D warnings)" >&2
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== unit tests" >&2
 cargo test --workspace --locked
 echo "== end-to-end tests" >&2

@@ -2,7 +2,6 @@
 //! the review, using an approval exactly once, deciding reviews for the API, and the just-in-time
 //! access grants that switch an identity to a more permissive policy for a while. The state
 //! machine is `sluice_core::review`; everything durable is in the store.
-#![forbid(unsafe_code)]
 
 mod grants;
 mod notify;
@@ -552,10 +551,7 @@ fn store_failure(hold: &Hold, why: &str) -> Decision {
         rule: hold.rule.clone(),
         reason: format!("sluice lost track of review #{} while holding the statement", hold.review_id),
         detail: Some(why.to_string()),
-        hint: Some(format!(
-            "once review #{} is approved, re-run {SAME_STATEMENT}",
-            hold.review_id
-        )),
+        hint: Some(format!("once review #{} is approved, re-run {SAME_STATEMENT}", hold.review_id)),
         cause: RefusalCause::Policy,
     })
 }

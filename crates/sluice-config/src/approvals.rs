@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 use sluice_core::policy::{ConnectionPolicy, Effect, Policy, PolicyError, PolicySpec, RuleSpec};
-use sluice_core::review::{ReviewRules, MAX_SPAN};
+use sluice_core::review::{MAX_SPAN, ReviewRules};
 use sluice_core::scope::RuleScope;
 use sluice_core::span::Span;
 

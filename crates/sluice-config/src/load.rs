@@ -43,10 +43,10 @@ fn resolve_paths(config: &mut Config, base: &Path) {
     config.postgres.tls_key.as_mut().map(fix);
     for conn in config.connections.values_mut() {
         conn.ca_file.as_mut().map(fix);
-        if let Ok(PasswordSource::File(p)) = conn.password_source() {
-            if p.is_relative() {
-                conn.password = format!("file:{}", base.join(p).display());
-            }
+        if let Ok(PasswordSource::File(p)) = conn.password_source()
+            && p.is_relative()
+        {
+            conn.password = format!("file:{}", base.join(p).display());
         }
     }
 }

@@ -52,7 +52,11 @@ impl Config {
         self.masking
             .columns
             .iter()
-            .map(|c| RuleScope { connections: c.connections.clone(), identities: c.identities.clone(), groups: c.groups.clone() })
+            .map(|c| RuleScope {
+                connections: c.connections.clone(),
+                identities: c.identities.clone(),
+                groups: c.groups.clone(),
+            })
             .collect()
     }
 

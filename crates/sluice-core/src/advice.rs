@@ -99,7 +99,12 @@ impl Permissions {
         for masked in &self.masked_columns {
             rows.push((
                 "masked columns".into(),
-                format!("{} ({}: {}); expressions over them are refused", masked.columns.join(", "), masked.rule, masked.action),
+                format!(
+                    "{} ({}: {}); expressions over them are refused",
+                    masked.columns.join(", "),
+                    masked.rule,
+                    masked.action
+                ),
             ));
         }
         if !self.detectors.is_empty() {

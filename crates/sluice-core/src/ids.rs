@@ -5,10 +5,7 @@ use rand::Rng;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub fn new_id(prefix: &str) -> String {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let millis = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let random: u32 = rand::rng().random();
     format!("{prefix}{:012x}{random:08x}", millis & 0xffff_ffff_ffff)
 }

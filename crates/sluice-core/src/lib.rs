@@ -1,6 +1,5 @@
 //! The protocol-free heart of sluice: who is calling, what they want to do, what was decided, and
 //! what gets recorded. Nothing here does I/O; adapters and the store build on these types.
-#![forbid(unsafe_code)]
 
 pub mod action;
 pub mod advice;

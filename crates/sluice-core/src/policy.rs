@@ -320,10 +320,14 @@ fn read_only_hint(op: &Operation) -> Option<String> {
         Kind::Lock => "read without locking (drop FOR UPDATE/FOR SHARE, or LOCK TABLE): a read-only session takes \
              no locks that block writers"
             .into(),
-        Kind::Do | Kind::Call => "run the statements themselves: a read-only session runs no DO blocks or procedures".into(),
-        Kind::AssumeRole => "a read-only session keeps the connection's upstream user, which its protection relies on: \
+        Kind::Do | Kind::Call => {
+            "run the statements themselves: a read-only session runs no DO blocks or procedures".into()
+        }
+        Kind::AssumeRole => {
+            "a read-only session keeps the connection's upstream user, which its protection relies on: \
              leave the role as it is"
-            .into(),
+                .into()
+        }
         _ => return None,
     })
 }
@@ -559,7 +563,10 @@ impl Policy {
     fn enforces(&self, scope: &Scope<'_>) -> bool {
         self.default_for(scope.connection) != Effect::Allow
             || self.masking(scope)
-            || self.rules.iter().any(|r| r.effect != Effect::Allow && r.scope.contains(scope.identity, scope.connection))
+            || self
+                .rules
+                .iter()
+                .any(|r| r.effect != Effect::Allow && r.scope.contains(scope.identity, scope.connection))
     }
 
     /// Whether column masking is in force in `scope`: a column rule is in scope, and the database
@@ -720,7 +727,9 @@ impl Policy {
                     None if !r.functions.is_empty() => vec![Kind::Function.as_str()],
                     kinds => Kind::ALL
                         .iter()
-                        .filter(|k| kinds.map_or(!matches!(k, Kind::DynamicSql | Kind::AssumeRole), |set| set.contains(**k)))
+                        .filter(|k| {
+                            kinds.map_or(!matches!(k, Kind::DynamicSql | Kind::AssumeRole), |set| set.contains(**k))
+                        })
                         .map(|k| k.as_str())
                         .collect(),
                 },
@@ -797,7 +806,11 @@ impl Policy {
     fn is_ruled_function(&self, function: &ObjectName, search_path: &[String]) -> bool {
         let builtin = function.schema.as_deref().is_none_or(|s| s == "pg_catalog");
         (builtin && crate::volatile::is_unsafe_volatile(&function.name))
-            || self.side_effect_functions.iter().chain(&self.ruled_functions).any(|p| object_matches(p, function, search_path))
+            || self
+                .side_effect_functions
+                .iter()
+                .chain(&self.ruled_functions)
+                .any(|p| object_matches(p, function, search_path))
     }
 
     fn judge<'a>(
@@ -854,7 +867,10 @@ impl Policy {
             && self.builtin.protected_catalog
             && let Some(holds) = op.object.as_ref().and_then(protected_catalog)
         {
-            let reason = format!("{} holds {holds}, which no session reads through sluice", op.object.as_ref().map_or_else(String::new, ToString::to_string));
+            let reason = format!(
+                "{} holds {holds}, which no session reads through sluice",
+                op.object.as_ref().map_or_else(String::new, ToString::to_string)
+            );
             let hint = "for sizes and row estimates use EXPLAIN or pg_class.reltuples; credentials and sample \
                         values stay with the operator";
             return Judgement::builtin(op, "protected-catalog", reason, hint);
@@ -881,21 +897,24 @@ impl Policy {
                     operation: op,
                 }
             }
-            None if op.kind == Kind::DynamicSql && self.enforces(scope) => {
-                Judgement::builtin(
-                    op,
-                    "dynamic-sql",
-                    "the SQL it would run is not known before it runs".into(),
-                    "run the statements themselves instead of building them at run time, or ask an operator for a \
+            None if op.kind == Kind::DynamicSql && self.enforces(scope) => Judgement::builtin(
+                op,
+                "dynamic-sql",
+                "the SQL it would run is not known before it runs".into(),
+                "run the statements themselves instead of building them at run time, or ask an operator for a \
                      rule that allows kind \"dynamic-sql\"",
-                )
-            }
-            None if op.kind == Kind::AssumeRole && (self.read_only(scope.identity, scope.connection) || self.masking(scope)) =>
+            ),
+            None if op.kind == Kind::AssumeRole
+                && (self.read_only(scope.identity, scope.connection) || self.masking(scope)) =>
             {
                 let role = op.object.as_ref().map_or_else(String::new, |o| o.name.clone());
                 let reason = format!(
                     "this session runs as the connection's upstream user, which {} relies on; no rule lets it switch to role {role}",
-                    if self.read_only(scope.identity, scope.connection) { "its read-only protection" } else { "column masking" }
+                    if self.read_only(scope.identity, scope.connection) {
+                        "its read-only protection"
+                    } else {
+                        "column masking"
+                    }
                 );
                 let hint = "leave the role as it is, or ask an operator for a rule that allows kind \"assume-role\" for this role";
                 Judgement::builtin(op, "assume-role", reason, hint)
@@ -1107,7 +1126,10 @@ mod tests {
         let Decision::Deny(refusal) = &denied else { panic!("{denied:?}") };
         assert_eq!((refusal.rule.as_str(), refusal.detail.as_deref()), ("default", Some("DELETE /users/1")));
         assert!(refusal.hint.as_deref().is_some_and(|h| h.contains("no rule covers http requests")), "{refusal:?}");
-        assert_eq!(policy.decide_unmatched(&me, "open", "kube", "get pods"), Decision::Allow { rule: "default".into() });
+        assert_eq!(
+            policy.decide_unmatched(&me, "open", "kube", "get pods"),
+            Decision::Allow { rule: "default".into() }
+        );
     }
 
     fn statement(ops: Vec<Operation>) -> SqlAnalysis {
@@ -1215,13 +1237,25 @@ mod tests {
             assert_eq!(policy.decide(&me, "c", &set).rule(), "protected-setting", "{setting}");
         }
         assert_eq!(effect(&policy, &me, "c", &statement(vec![op(Kind::Set, Some("work_mem"))])), "allow");
-        for relation in ["pg_authid", "pg_catalog.pg_shadow", "pg_stats", "pg_catalog.pg_statistic", "pg_toast.pg_toast_16384",
-                         "pg_toast_16384", "information_schema.user_mapping_options", "pg_user_mappings"] {
+        for relation in [
+            "pg_authid",
+            "pg_catalog.pg_shadow",
+            "pg_stats",
+            "pg_catalog.pg_statistic",
+            "pg_toast.pg_toast_16384",
+            "pg_toast_16384",
+            "information_schema.user_mapping_options",
+            "pg_user_mappings",
+        ] {
             let read = statement(vec![op(Kind::Read, Some(relation))]);
             assert_eq!(policy.decide(&me, "c", &read).rule(), "protected-catalog", "{relation}");
         }
         for relation in ["customers", "public.pg_stats", "pg_class", "pg_roles"] {
-            assert_eq!(effect(&policy, &me, "c", &statement(vec![op(Kind::Read, Some(relation))])), "allow", "{relation}");
+            assert_eq!(
+                effect(&policy, &me, "c", &statement(vec![op(Kind::Read, Some(relation))])),
+                "allow",
+                "{relation}"
+            );
         }
         let dynamic = statement(vec![op(Kind::DynamicSql, None)]);
         assert_eq!(policy.decide(&me, "c", &dynamic).rule(), "dynamic-sql");
@@ -1293,7 +1327,9 @@ mod tests {
         let by_kind = Policy::compile(&spec, &[conn("c", None)]).unwrap();
         assert_eq!(effect(&by_kind, &me, "c", &set_path), "allow");
         // A rule by schema does: the refusal names it and the search_path kept.
-        for (name, effect_of_rule, pattern) in [("app-only", Effect::Allow, "app.*"), ("no-secrets", Effect::Deny, "public.secrets")] {
+        for (name, effect_of_rule, pattern) in
+            [("app-only", Effect::Allow, "app.*"), ("no-secrets", Effect::Deny, "public.secrets")]
+        {
             let spec = PolicySpec {
                 rules: vec![RuleSpec { objects: vec![pattern.into()], ..rule(name, effect_of_rule) }],
                 ..PolicySpec::default()

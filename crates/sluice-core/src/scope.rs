@@ -1,8 +1,8 @@
 //! Who and where a rule applies: connection, identity and group globs, shared by policy rules and
 //! masking rules so that both read a scope the same way.
 
-use crate::glob::glob_match;
 use crate::Identity;
+use crate::glob::glob_match;
 
 #[derive(Clone, Debug, Default)]
 pub struct RuleScope {

@@ -21,11 +21,7 @@ pub fn mint() -> MintedToken {
     let secret_bytes: [u8; 32] = rng.random();
     let id = hex::encode(id_bytes);
     let secret = hex::encode(secret_bytes);
-    MintedToken {
-        clear: format!("{PREFIX}{id}_{secret}"),
-        digest: digest(&secret),
-        id,
-    }
+    MintedToken { clear: format!("{PREFIX}{id}_{secret}"), digest: digest(&secret), id }
 }
 
 /// Splits a presented token into (id, secret); `None` when it is not shaped like one of ours.

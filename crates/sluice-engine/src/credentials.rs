@@ -26,7 +26,9 @@ pub(crate) async fn resolve(
             let (nonce, sealed) =
                 sealed.ok_or_else(|| "no password is stored for it (run `sluice credential set`)".to_string())?;
             let clear = key.open(name, &nonce, &sealed).map_err(|e| e.to_string())?;
-            String::from_utf8(clear).map(|v| Some(Secret::new(v))).map_err(|_| "its stored password is not UTF-8".into())
+            String::from_utf8(clear)
+                .map(|v| Some(Secret::new(v)))
+                .map_err(|_| "its stored password is not UTF-8".into())
         }
     }
 }

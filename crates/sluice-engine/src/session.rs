@@ -7,8 +7,12 @@ use sluice_core::advice::{Explanation, Permissions};
 use sluice_core::audit::now_us;
 use sluice_core::policy::Policy;
 use sluice_core::sql::SharedAnalysis;
-use sluice_core::{AuditEvent, AuditSink, AuthOutcome, Decision, Hold, Identity, Protocol, Refusal, StatementRecord, ids};
-use sluice_gate::{Action, ClientInfo, OpenRequest, Outcome, OutcomeDetail, SessionGate, SessionLog, SqlAction, Standing};
+use sluice_core::{
+    AuditEvent, AuditSink, AuthOutcome, Decision, Hold, Identity, Protocol, Refusal, StatementRecord, ids,
+};
+use sluice_gate::{
+    Action, ClientInfo, OpenRequest, Outcome, OutcomeDetail, SessionGate, SessionLog, SqlAction, Standing,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -107,7 +111,14 @@ impl EngineSession {
     }
 
     /// Opens (or finds) the review a `review` decision asks for.
-    async fn review(&self, policy: &Policy, refusal: &Refusal, text: &str, canonical: &str, parameters: bool) -> Decision {
+    async fn review(
+        &self,
+        policy: &Policy,
+        refusal: &Refusal,
+        text: &str,
+        canonical: &str,
+        parameters: bool,
+    ) -> Decision {
         let rules = policy.review_rules(&refusal.rule);
         let ask = StatementReview {
             identity: &self.identity,

@@ -153,8 +153,14 @@ impl Harness {
         Secret::new(minted.clear)
     }
 
-    async fn open(&self, user: &str, secret: &Secret, target: &str) -> Result<(SessionGrant, EngineSession), OpenError> {
-        let client = ClientInfo { protocol: Protocol::Postgres, addr: "127.0.0.1:5000", tls: false, program: Some("psql") };
+    async fn open(
+        &self,
+        user: &str,
+        secret: &Secret,
+        target: &str,
+    ) -> Result<(SessionGrant, EngineSession), OpenError> {
+        let client =
+            ClientInfo { protocol: Protocol::Postgres, addr: "127.0.0.1:5000", tls: false, program: Some("psql") };
         let request = OpenRequest { presented: Presented::Token { user, secret }, target, client };
         self.engine.open(request).await
     }
@@ -207,7 +213,13 @@ fn outcome(text: &str, decision: &Decision) -> Outcome {
         duration_us: 2,
         decision: decision.effect(),
         rule: Some(Arc::from(decision.rule())),
-        detail: OutcomeDetail::Sql { path: "simple", rows: 1, tag: Some(Arc::from("SELECT 1")), error_code: None, error_message: None },
+        detail: OutcomeDetail::Sql {
+            path: "simple",
+            rows: 1,
+            tag: Some(Arc::from("SELECT 1")),
+            error_code: None,
+            error_message: None,
+        },
     }
 }
 
@@ -229,7 +241,10 @@ async fn an_allowed_session_is_audited_from_authentication_to_its_end_in_order()
     let events = h.trail.take();
     assert_eq!(kinds(&events), ["auth:success", "started", "statement:allow:default", "ended"]);
     let AuditEvent::Statement(record) = &events[2] else { unreachable!() };
-    assert_eq!((&*record.session_id, record.seq, &*record.text, record.rows), (id.as_str(), 1, "SELECT id FROM orders", 1));
+    assert_eq!(
+        (&*record.session_id, record.seq, &*record.text, record.rows),
+        (id.as_str(), 1, "SELECT id FROM orders", 1)
+    );
     let AuditEvent::SessionEnded { session_id, reason, .. } = &events[3] else { unreachable!() };
     assert_eq!((session_id.as_str(), reason.as_str()), (id.as_str(), "client terminated"));
 }
@@ -315,11 +330,14 @@ async fn an_access_grant_replaces_the_policy_while_in_force_and_lifts_read_only(
     session.started();
     assert!(before.obligations.read_only, "the read-only preset opens the upstream read-only");
     let insert = sql("INSERT INTO totals VALUES (1)");
-    let Decision::Deny(refusal) = decide(&mut session, &insert).await else { panic!("a read-only preset allowed a write") };
+    let Decision::Deny(refusal) = decide(&mut session, &insert).await else {
+        panic!("a read-only preset allowed a write")
+    };
     assert_eq!(refusal.rule, "connection reports: read-only");
 
     let ann = Identity { name: "ann".into(), groups: vec!["agents".into()], credential_id: "t".into() };
-    let asked = h.approvals.request_access(&ann, "reports", None, Span::parse("30m").unwrap(), "backfill").await.unwrap();
+    let asked =
+        h.approvals.request_access(&ann, "reports", None, Span::parse("30m").unwrap(), "backfill").await.unwrap();
     h.approvals.approve(&approver(), asked.id, None).await.unwrap();
     let granted = decide(&mut session, &insert).await;
     assert_eq!(granted, Decision::Allow { rule: format!("grant #{}: default", asked.id).into() });
@@ -388,5 +406,8 @@ async fn a_session_dropped_without_ending_still_ends_in_the_audit_trail() {
     drop(session);
     let (_, unstarted) = h.open("ann", &h.token("ann", &[]).await, "shop").await.unwrap();
     unstarted.upstream_failed();
-    assert_eq!(kinds(&h.trail.take()), ["auth:success", "started", "ended", "auth:success", "auth:upstream_unavailable"]);
+    assert_eq!(
+        kinds(&h.trail.take()),
+        ["auth:success", "started", "ended", "auth:success", "auth:upstream_unavailable"]
+    );
 }

@@ -126,7 +126,8 @@ mod tests {
     #[test]
     fn each_action_names_its_kind() {
         let analysis = SqlAnalysis::Unparseable { message: "x".into() };
-        let sql = Action::Sql(SqlAction { text: "select 1", analysis: &analysis, shared: None, masked_columns_here: true });
+        let sql =
+            Action::Sql(SqlAction { text: "select 1", analysis: &analysis, shared: None, masked_columns_here: true });
         let exec = Action::Exec(ExecAction { command_line: "ls -l".into(), argv: vec!["ls".into(), "-l".into()] });
         let tool = Action::Tool(ToolAction { name: "query".into(), arguments: serde_json::json!({"q": 1}) });
         assert_eq!([sql.kind(), exec.kind(), tool.kind()], ["sql", "exec", "tool"]);

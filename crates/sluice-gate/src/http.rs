@@ -136,7 +136,14 @@ mod tests {
 
     #[test]
     fn dot_segments_and_repeated_slashes_resolve_to_one_path() {
-        for path in ["/admin/users", "//admin//users", "/x/../admin/users", "/admin/./users", "/%61dmin/users", "/x/%2e%2e/admin/users"] {
+        for path in [
+            "/admin/users",
+            "//admin//users",
+            "/x/../admin/users",
+            "/admin/./users",
+            "/%61dmin/users",
+            "/x/%2e%2e/admin/users",
+        ] {
             assert_eq!(normalise_path(path).unwrap(), "/admin/users", "{path}");
         }
     }
@@ -146,7 +153,10 @@ mod tests {
         assert_eq!(normalise_path("/admin%2fusers"), Err(HttpTargetError::Ambiguous("an encoded slash")));
         assert_eq!(normalise_path("/admin%5cusers"), Err(HttpTargetError::Ambiguous("an encoded slash")));
         assert_eq!(normalise_path("/admin\\users"), Err(HttpTargetError::Ambiguous("a backslash")));
-        assert_eq!(normalise_path("/admin;jsessionid=1/users"), Err(HttpTargetError::Ambiguous("a ';' path parameter")));
+        assert_eq!(
+            normalise_path("/admin;jsessionid=1/users"),
+            Err(HttpTargetError::Ambiguous("a ';' path parameter"))
+        );
         assert_eq!(normalise_path("/admin%00"), Err(HttpTargetError::Ambiguous("a control character")));
         assert_eq!(normalise_path("/../etc"), Err(HttpTargetError::AboveRoot));
         assert_eq!(normalise_path("/a%zz"), Err(HttpTargetError::BadEscape));

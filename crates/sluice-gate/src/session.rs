@@ -75,7 +75,10 @@ pub trait Gate: Send + Sync + 'static {
 
     /// Authenticates the caller and opens a session on the target it asked for. Every attempt is
     /// recorded, whatever its outcome.
-    fn open(&self, request: OpenRequest<'_>) -> impl Future<Output = Result<(SessionGrant, Self::Session), OpenError>> + Send;
+    fn open(
+        &self,
+        request: OpenRequest<'_>,
+    ) -> impl Future<Output = Result<(SessionGrant, Self::Session), OpenError>> + Send;
 }
 
 /// One open session. Owned by the adapter's task that reads the client: `&mut self` keeps the

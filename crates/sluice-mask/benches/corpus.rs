@@ -12,8 +12,26 @@ pub fn values(sensitive: bool) -> Vec<Vec<u8>> {
         seed
     };
     let words = [
-        "the", "order", "shipped", "customer", "asked", "about", "invoice", "delivery", "refund", "status", "warehouse",
-        "payment", "received", "pending", "review", "account", "updated", "note", "call", "back",
+        "the",
+        "order",
+        "shipped",
+        "customer",
+        "asked",
+        "about",
+        "invoice",
+        "delivery",
+        "refund",
+        "status",
+        "warehouse",
+        "payment",
+        "received",
+        "pending",
+        "review",
+        "account",
+        "updated",
+        "note",
+        "call",
+        "back",
     ];
     let samples = [
         "card 4111 1111 1111 1111",
@@ -53,4 +71,3 @@ pub fn values(sensitive: bool) -> Vec<Vec<u8>> {
     }
     values
 }
-

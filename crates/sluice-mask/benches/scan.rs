@@ -2,7 +2,7 @@
 //! scan alone and for scanning plus in-place masking, value by value as a result would arrive.
 
 use divan::counter::BytesCount;
-use divan::{black_box, Bencher};
+use divan::{Bencher, black_box};
 use sluice_mask::{Builtin, DetectorKind, MaskAction, Scanner, TokenKey, TypeClass};
 
 #[path = "corpus.rs"]
@@ -30,7 +30,6 @@ fn subset(which: &str) -> Scanner {
     Scanner::new(&list).expect("built-ins compile")
 }
 
-
 #[divan::bench]
 fn mask_text_values(bencher: Bencher) {
     let values = corpus::values(true);
@@ -43,7 +42,8 @@ fn mask_text_values(bencher: Bencher) {
     bencher.counter(BytesCount::new(bytes)).bench_local(|| {
         let mut changed = 0;
         for v in &values {
-            if masker.mask(TypeClass::Text, false, black_box(v), &mut findings, &mut out) != sluice_mask::Masked::Clear {
+            if masker.mask(TypeClass::Text, false, black_box(v), &mut findings, &mut out) != sluice_mask::Masked::Clear
+            {
                 changed += 1;
             }
         }

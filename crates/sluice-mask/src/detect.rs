@@ -205,8 +205,21 @@ const TOKEN_ANCHORS: &[(&str, Builtin)] = &[
 /// Words that name a credential in an assignment (`db_password = …`), matched case-insensitively
 /// anywhere in the name before the separator.
 const CREDENTIAL_KEYWORDS: &[&[u8]] = &[
-    b"password", b"passwd", b"passphrase", b"pwd", b"secret", b"token", b"apikey", b"api_key", b"api-key",
-    b"access_key", b"accesskey", b"auth_key", b"authkey", b"credential", b"private_key",
+    b"password",
+    b"passwd",
+    b"passphrase",
+    b"pwd",
+    b"secret",
+    b"token",
+    b"apikey",
+    b"api_key",
+    b"api-key",
+    b"access_key",
+    b"accesskey",
+    b"auth_key",
+    b"authkey",
+    b"credential",
+    b"private_key",
 ];
 
 /// The longest name before a separator that is read for a keyword.
@@ -300,14 +313,15 @@ impl Scanner {
                 .expect("built-in anchors compile")
         });
         let numbers = [Builtin::CreditCard, Builtin::Ssn, Builtin::Phone, Builtin::Iban].into_iter().any(on);
-        let triggers = Triggers { digits: if numbers { HIGH } else { 0 }, at: if on(Builtin::Email) { HIGH } else { 0 } };
+        let triggers =
+            Triggers { digits: if numbers { HIGH } else { 0 }, at: if on(Builtin::Email) { HIGH } else { 0 } };
         let custom = if custom_patterns.is_empty() {
             None
         } else {
-            Some(Regex::new_many(&custom_patterns).map_err(|e| ScannerError::Pattern {
-                name: "custom detectors".into(),
-                message: e.to_string(),
-            })?)
+            Some(
+                Regex::new_many(&custom_patterns)
+                    .map_err(|e| ScannerError::Pattern { name: "custom detectors".into(), message: e.to_string() })?,
+            )
         };
         Ok(Scanner {
             names: detectors.iter().map(|(n, _)| n.clone()).collect(),
@@ -357,7 +371,8 @@ impl Scanner {
 
     fn scan_builtin(&self, hay: &[u8], out: &mut Vec<Finding>) {
         // Every key prefix holds one of these bytes; most values hold none and skip the search.
-        let maybe_key = || memchr::memchr3(b'A', b'_', b'-', hay).is_some() || memchr::memchr2(b'J', b'/', hay).is_some();
+        let maybe_key =
+            || memchr::memchr3(b'A', b'_', b'-', hay).is_some() || memchr::memchr2(b'J', b'/', hay).is_some();
         if let Some(ac) = self.anchors.as_ref().filter(|_| maybe_key()) {
             let mut pos = 0;
             while let Some(m) = ac.find(aho_corasick::Input::new(hay).span(pos..hay.len())) {
@@ -471,13 +486,17 @@ impl Scanner {
     /// follow the country letters). Returns where the run of groups ends.
     fn digits(&self, hay: &[u8], start: usize, out: &mut Vec<Finding>) -> usize {
         // Two capital letters right before the digits are the rarest condition: tested first.
-        if start >= 2 && hay[start - 1].is_ascii_uppercase() && let Some(detector) = self.id(Builtin::Iban) {
+        if start >= 2
+            && hay[start - 1].is_ascii_uppercase()
+            && let Some(detector) = self.id(Builtin::Iban)
+        {
             let word_start = start == 2 || !is_word(hay[start - 3]);
-            if word_start && hay[start - 2].is_ascii_uppercase() {
-                if let Some(end) = iban_at(hay, start - 2) {
-                    out.push(Finding { detector, start: start - 2, end });
-                    return end;
-                }
+            if word_start
+                && hay[start - 2].is_ascii_uppercase()
+                && let Some(end) = iban_at(hay, start - 2)
+            {
+                out.push(Finding { detector, start: start - 2, end });
+                return end;
             }
         }
         let before = start.checked_sub(1).map(|i| hay[i]);
@@ -500,7 +519,8 @@ impl Scanner {
         let after_next = hay.get(end + 1).copied();
         // A decimal point after the digits makes them part of a larger number; a comma does not
         // (it separates CSV fields and list items as often as thousands).
-        let ends_cleanly = !after.is_some_and(|c| is_word(c) || (c == b'.' && after_next.is_some_and(|d| d.is_ascii_digit())));
+        let ends_cleanly =
+            !after.is_some_and(|c| is_word(c) || (c == b'.' && after_next.is_some_and(|d| d.is_ascii_digit())));
         if !ends_cleanly {
             return end;
         }
@@ -551,12 +571,17 @@ impl Scanner {
                 }
             }
         }
-        if let Some(detector) = self.id(Builtin::Ssn) {
-            if j == i + 2 && len(i) == 3 && len(i + 1) == 2 && len(i + 2) == 4 && same_sep && matches!(seps[0], b'-' | b' ') {
-                let part = |k: usize| &hay[g.spans[k].0..g.spans[k].1];
-                if validate::ssn(part(i), part(i + 1), part(i + 2)) {
-                    return Some(Finding { detector, start: span.0, end: span.1 });
-                }
+        if let Some(detector) = self.id(Builtin::Ssn)
+            && j == i + 2
+            && len(i) == 3
+            && len(i + 1) == 2
+            && len(i + 2) == 4
+            && same_sep
+            && matches!(seps[0], b'-' | b' ')
+        {
+            let part = |k: usize| &hay[g.spans[k].0..g.spans[k].1];
+            if validate::ssn(part(i), part(i + 1), part(i + 2)) {
+                return Some(Finding { detector, start: span.0, end: span.1 });
             }
         }
         if let Some(detector) = self.id(Builtin::CreditCard) {
@@ -771,7 +796,10 @@ fn assigned_value(hay: &[u8], mut i: usize) -> Option<(usize, usize)> {
         i += 1;
     }
     let start = i;
-    let stop = |c: u8| c.is_ascii_whitespace() || matches!(c, b'"' | b'\'' | b'`' | b';' | b',' | b'&' | b')' | b'}' | b']' | b'<' | b'>');
+    let stop = |c: u8| {
+        c.is_ascii_whitespace()
+            || matches!(c, b'"' | b'\'' | b'`' | b';' | b',' | b'&' | b')' | b'}' | b']' | b'<' | b'>')
+    };
     while i < hay.len() && !stop(hay[i]) && i - start < 150 {
         i += 1;
     }
@@ -850,10 +878,14 @@ fn entropy(value: &[u8]) -> f64 {
         counts[c as usize] += 1;
     }
     let n = value.len() as f64;
-    counts.iter().filter(|&&k| k > 0).map(|&k| {
-        let p = f64::from(k) / n;
-        -p * p.log2()
-    }).sum()
+    counts
+        .iter()
+        .filter(|&&k| k > 0)
+        .map(|&k| {
+            let p = f64::from(k) / n;
+            -p * p.log2()
+        })
+        .sum()
 }
 
 fn skip_blanks(hay: &[u8], mut i: usize) -> usize {
@@ -981,7 +1013,11 @@ mod tests {
         one("IBAN DE89 3704 0044 0532 0130 00.", "iban", "DE89 3704 0044 0532 0130 00");
         one("iban=GB82WEST12345698765432", "iban", "GB82WEST12345698765432");
         one("key AKIAIOSFODNN7EXAMPLE here", "aws-access-key", "AKIAIOSFODNN7EXAMPLE");
-        one("token ghp_abcdefghijklmnopqrstuvwxyz0123456789", "github-token", "ghp_abcdefghijklmnopqrstuvwxyz0123456789");
+        one(
+            "token ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+            "github-token",
+            "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+        );
         one("xoxb-123456789012-abcdefghijkl", "slack-token", "xoxb-123456789012-abcdefghijkl");
         one("sk_live_4eC39HqLyjWDarjtT1zdp7dc", "stripe-key", "sk_live_4eC39HqLyjWDarjtT1zdp7dc");
         one("AIzaSyA-abcdefghijklmnopqrstuvwxyz01234", "google-api-key", "AIzaSyA-abcdefghijklmnopqrstuvwxyz01234");
@@ -1001,7 +1037,11 @@ mod tests {
         one("id AKIA1234567890ABCDEF in text", "aws-access-key", "AKIA1234567890ABCDEF");
         one("id A3TX1234567890ABCDEF", "aws-access-key", "A3TX1234567890ABCDEF");
         one("ASIAY34FZKBOKMUTVV7A", "aws-access-key", "ASIAY34FZKBOKMUTVV7A");
-        one("xapp-1-A0123456789-1234567890123-abcdef0123456789", "slack-token", "xapp-1-A0123456789-1234567890123-abcdef0123456789");
+        one(
+            "xapp-1-A0123456789-1234567890123-abcdef0123456789",
+            "slack-token",
+            "xapp-1-A0123456789-1234567890123-abcdef0123456789",
+        );
         one("xoxe.xoxp-1-Mi0yLTE3Nzc2MjQ1", "slack-token", "xoxp-1-Mi0yLTE3Nzc2MjQ1");
         let hook = "hooks.slack.com/workflows/T01234567/A0123456789/123456789012345678/abcdefghij";
         one(&format!("https://{hook}"), "slack-token", hook);
@@ -1028,19 +1068,19 @@ mod tests {
     #[test]
     fn credential_look_alikes_are_left_alone() {
         for text in [
-            "password: hunter2",                           // too short to tell
-            "the password is stored hashed",               // no assignment
-            "password=${DB_PASSWORD}",                     // a placeholder
-            "token: undefined",                            // a word
-            "tokenizer: wordpiece",                        // a word
-            "token_expiry: 2026-11-01T12:00:00Z",          // a timestamp
-            "secret_url: https://vault.example.com/v1",    // a URL
-            "password_file: /etc/sluice/app.pw",           // a path
-            "api_key = [redacted:credential]",             // already masked
-            "https://example.com:8443/path",               // a port, no user
-            "see ftp://anonymous@mirror/",                 // a user, no password
-            "password = xxxxxxxxxxxx",                     // a placeholder
-            "tokens: 1234567890",                          // a number
+            "password: hunter2",                        // too short to tell
+            "the password is stored hashed",            // no assignment
+            "password=${DB_PASSWORD}",                  // a placeholder
+            "token: undefined",                         // a word
+            "tokenizer: wordpiece",                     // a word
+            "token_expiry: 2026-11-01T12:00:00Z",       // a timestamp
+            "secret_url: https://vault.example.com/v1", // a URL
+            "password_file: /etc/sluice/app.pw",        // a path
+            "api_key = [redacted:credential]",          // already masked
+            "https://example.com:8443/path",            // a port, no user
+            "see ftp://anonymous@mirror/",              // a user, no password
+            "password = xxxxxxxxxxxx",                  // a placeholder
+            "tokens: 1234567890",                       // a number
         ] {
             assert_eq!(found(text), vec![], "in {text:?}");
         }
@@ -1049,23 +1089,23 @@ mod tests {
     #[test]
     fn leaves_look_alikes_alone() {
         for text in [
-            "order 1234567812345678",                       // fails Luhn
-            "order ORD-2024-000123",                        // order id
-            "at 2026-11-24 12:34:56.789+00",                // timestamp
-            "id 550e8400-e29b-41d4-a716-446655440000",      // UUID
-            "4111111111111112",                             // one digit off
-            "000-12-3456 and 666-12-3456 and 123-00-4567",  // invalid SSNs
-            "version 1.2.3 build 20261124",                 // numbers
-            "ip 192.168.100.200",                           // address
-            "pi 3.14159265358979323846",                    // decimals
-            "user@localhost",                               // no TLD
-            "hash a3f4111111111111111111aa",                // digits inside a word
-            "DE89370400440532013001",                       // IBAN with a bad checksum
-            "task-abcdefghijklmnopqrstuvwxyz",              // sk- inside a word
-            "AKIA is a prefix",                             // anchor without a key
-            "-----BEGIN CERTIFICATE-----",                  // not a private key
-            "phone 123-456-7890",                           // area code cannot start with 1
-            "amount 1,234,567,890,123.45",                  // money
+            "order 1234567812345678",                      // fails Luhn
+            "order ORD-2024-000123",                       // order id
+            "at 2026-11-24 12:34:56.789+00",               // timestamp
+            "id 550e8400-e29b-41d4-a716-446655440000",     // UUID
+            "4111111111111112",                            // one digit off
+            "000-12-3456 and 666-12-3456 and 123-00-4567", // invalid SSNs
+            "version 1.2.3 build 20261124",                // numbers
+            "ip 192.168.100.200",                          // address
+            "pi 3.14159265358979323846",                   // decimals
+            "user@localhost",                              // no TLD
+            "hash a3f4111111111111111111aa",               // digits inside a word
+            "DE89370400440532013001",                      // IBAN with a bad checksum
+            "task-abcdefghijklmnopqrstuvwxyz",             // sk- inside a word
+            "AKIA is a prefix",                            // anchor without a key
+            "-----BEGIN CERTIFICATE-----",                 // not a private key
+            "phone 123-456-7890",                          // area code cannot start with 1
+            "amount 1,234,567,890,123.45",                 // money
         ] {
             assert_eq!(found(text), vec![], "in {text:?}");
         }

@@ -1,7 +1,6 @@
 //! Masking of secrets and personal data before they leave the gateway: content detectors over
 //! every value, column rules for what detectors cannot recognise, and the actions that replace
 //! what they find. Protocol-free: adapters decide which values to hand over and in what form.
-#![forbid(unsafe_code)]
 
 pub mod action;
 pub mod detect;
@@ -16,12 +15,12 @@ pub use action::{MaskAction, TokenKey};
 pub use detect::{Builtin, DetectorKind, Finding, Scanner};
 pub use objects::{CatalogRules, Function, View};
 pub use spec::{MaskError, MaskingSpec};
-pub use value::{mask_whole, type_class, ColumnMask, ContentMasker, Masked, TypeClass};
+pub use value::{ColumnMask, ContentMasker, Masked, TypeClass, mask_whole, type_class};
 
+use sluice_core::advice::{DetectorView, MaskedColumns};
 use sluice_core::glob::glob_match;
 use sluice_core::scope::RuleScope;
 use sluice_core::sql::SqlAnalysis;
-use sluice_core::advice::{DetectorView, MaskedColumns};
 use sluice_core::{Identity, Refusal, RefusalCause};
 use std::sync::Arc;
 
@@ -77,7 +76,8 @@ impl Masking {
 
     /// What applies to one caller on one connection.
     pub fn for_session(self: &Arc<Self>, identity: &Identity, connection: &str) -> SessionMasking {
-        let columns = (0..self.columns.len()).filter(|&i| self.columns[i].scope.contains(identity, connection)).collect();
+        let columns =
+            (0..self.columns.len()).filter(|&i| self.columns[i].scope.contains(identity, connection)).collect();
         SessionMasking { masking: Arc::clone(self), columns }
     }
 
@@ -109,7 +109,12 @@ impl Masking {
     /// a table, or exported by COPY. Only the column rules in scope for this caller count, and
     /// only statements that touch a table one of them covers are looked at. A plain reference is
     /// fine: the server reports where it comes from and the rule masks it.
-    pub fn lineage_problem(&self, identity: &Identity, connection: &str, analysis: &SqlAnalysis) -> Option<LineageProblem> {
+    pub fn lineage_problem(
+        &self,
+        identity: &Identity,
+        connection: &str,
+        analysis: &SqlAnalysis,
+    ) -> Option<LineageProblem> {
         lineage::problem(self.columns.iter().filter(|r| r.scope.contains(identity, connection)), analysis)
     }
 
@@ -228,10 +233,14 @@ impl SessionMasking {
         }
         let SqlAnalysis::Parsed { statements } = analysis else { return None };
         statements.iter().flat_map(|s| &s.functions).find_map(|f| {
-            let defined = reached.functions.iter().filter(|d| d.name == f.name && f.schema.as_ref().is_none_or(|s| *s == d.schema));
+            let defined = reached
+                .functions
+                .iter()
+                .filter(|d| d.name == f.name && f.schema.as_ref().is_none_or(|s| *s == d.schema));
             defined.into_iter().find_map(|d| {
                 let mut problem = lineage::problem(self.rules().chain(self.view_rules(reached)), &d.definition)?;
-                problem.reason = format!("it calls {}.{}, whose body reads a masked column: {}", d.schema, d.name, problem.reason);
+                problem.reason =
+                    format!("it calls {}.{}, whose body reads a masked column: {}", d.schema, d.name, problem.reason);
                 Some(problem)
             })
         })

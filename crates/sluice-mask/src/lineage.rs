@@ -19,15 +19,19 @@ pub struct Problem {
     pub copied: Option<String>,
 }
 
-pub(crate) fn problem<'a>(rules: impl Iterator<Item = &'a ColumnRule> + Clone, analysis: &SqlAnalysis) -> Option<Problem> {
+pub(crate) fn problem<'a>(
+    rules: impl Iterator<Item = &'a ColumnRule> + Clone,
+    analysis: &SqlAnalysis,
+) -> Option<Problem> {
     let SqlAnalysis::Parsed { statements } = analysis else { return None };
-    if rules.clone().next().is_none() {
-        return None;
-    }
+    rules.clone().next()?;
     statements.iter().find_map(|s| statement_problem(rules.clone(), s))
 }
 
-fn statement_problem<'a>(rules: impl Iterator<Item = &'a ColumnRule> + Clone, statement: &SqlStatement) -> Option<Problem> {
+fn statement_problem<'a>(
+    rules: impl Iterator<Item = &'a ColumnRule> + Clone,
+    statement: &SqlStatement,
+) -> Option<Problem> {
     let covers_table = |o: &ObjectName| rules.clone().any(|r| r.covers_table(o.schema.as_deref(), &o.name));
     let covered: Vec<&ObjectName> = statement
         .operations
@@ -42,7 +46,9 @@ fn statement_problem<'a>(rules: impl Iterator<Item = &'a ColumnRule> + Clone, st
         let in_scope: Vec<String> = rules
             .clone()
             .filter(|r| r.covers_table(table.schema.as_deref(), &table.name))
-            .map(|r| format!("{} (rule {})", r.columns.iter().map(|c| c.join(".")).collect::<Vec<_>>().join(", "), r.name))
+            .map(|r| {
+                format!("{} (rule {})", r.columns.iter().map(|c| c.join(".")).collect::<Vec<_>>().join(", "), r.name)
+            })
             .collect();
         Some(Problem { reason, detail: format!("masked columns in scope: {}", in_scope.join("; ")), copied })
     };
@@ -51,43 +57,61 @@ fn statement_problem<'a>(rules: impl Iterator<Item = &'a ColumnRule> + Clone, st
         return problem(reason, Some(table.to_string()));
     }
     let carriers = Carriers::of(rules.clone(), statement, &covered);
-    let writes = statement.operations.iter().any(|op| matches!(op.kind, Kind::Insert | Kind::Update | Kind::Merge | Kind::Create));
+    let writes = statement
+        .operations
+        .iter()
+        .any(|op| matches!(op.kind, Kind::Insert | Kind::Update | Kind::Merge | Kind::Create));
     for used in statement.uses.iter().filter(|u| carriers.carries(u)) {
         let shown = shown(used);
         match &used.place {
             Place::Compared => {}
             Place::Output if carriers.is_row(used) => {
-                return problem(format!(
-                    "{shown} is a whole row of {table} (or of a query over it), which the server sends as one value \
+                return problem(
+                    format!(
+                        "{shown} is a whole row of {table} (or of a query over it), which the server sends as one value \
                      without its columns' origin, so its masked columns could not be masked"
-                ), None);
+                    ),
+                    None,
+                );
             }
             Place::Output => {
                 if let Some(body) = &used.body {
-                    return problem(format!(
-                        "{shown} is (or may be) a masked column of {table}, read {body}: what a body returns, stores \
+                    return problem(
+                        format!(
+                            "{shown} is (or may be) a masked column of {table}, read {body}: what a body returns, stores \
                          or raises is out of reach of masking"
-                    ), None);
+                        ),
+                        None,
+                    );
                 }
                 if writes {
-                    return problem(format!(
-                        "{shown} is (or may be) a masked column of {table}; copying it into a table would take it \
+                    return problem(
+                        format!(
+                            "{shown} is (or may be) a masked column of {table}; copying it into a table would take it \
                          out of reach of masking"
-                    ), None);
+                        ),
+                        None,
+                    );
                 }
             }
             Place::Computed(where_) => {
                 let inside = used.body.as_ref().map(|b| format!(" {b}")).unwrap_or_default();
-                return problem(format!(
-                    "{shown} is (or may be) a masked column of {table}, or a row holding one, used {where_}{inside}: \
+                return problem(
+                    format!(
+                        "{shown} is (or may be) a masked column of {table}, or a row holding one, used {where_}{inside}: \
                      what comes out of that has no column of origin, so sluice could not mask it"
-                ), None);
+                    ),
+                    None,
+                );
             }
             Place::Merged => {
-                return problem(format!(
-                    "{shown} is (or may be) a masked column of {table}, merged by a join's USING or NATURAL into a \
+                return problem(
+                    format!(
+                        "{shown} is (or may be) a masked column of {table}, merged by a join's USING or NATURAL into a \
                      column the server reports without origin; join with ON instead"
-                ), None);
+                    ),
+                    None,
+                );
             }
         }
     }
@@ -218,7 +242,10 @@ mod tests {
     fn every_shape_that_computes_on_a_masked_value_is_refused() {
         // The review's examples.
         refused("SELECT reverse(x) FROM (SELECT ssn FROM customers) s(x)", "inside an expression");
-        refused("WITH s(x) AS (SELECT card FROM customers) SELECT translate(x,'0123456789','abcdefghij') FROM s", "\"x\"");
+        refused(
+            "WITH s(x) AS (SELECT card FROM customers) SELECT translate(x,'0123456789','abcdefghij') FROM s",
+            "\"x\"",
+        );
         refused("SELECT v.x FROM customers c, LATERAL (VALUES (reverse(c.ssn))) v(x)", "\"c.ssn\"");
         refused("VALUES (reverse((SELECT api_key FROM customers WHERE id=1)))", "api_key");
         refused("SELECT * FROM reverse((SELECT ssn FROM customers WHERE id=2)) t", "ssn");
@@ -231,7 +258,10 @@ mod tests {
         refused("SELECT (SELECT ssn FROM customers LIMIT 1)", "subquery");
         refused("SELECT ssn COLLATE \"C\" FROM customers", "inside an expression");
         refused("SELECT (SELECT c.ssn) FROM customers c", "subquery");
-        refused("SELECT id FROM customers WHERE ssn = ANY (SELECT reverse(ssn) FROM customers)", "inside an expression");
+        refused(
+            "SELECT id FROM customers WHERE ssn = ANY (SELECT reverse(ssn) FROM customers)",
+            "inside an expression",
+        );
         // Names followed whatever order they come in.
         refused("SELECT upper(c) FROM (SELECT b AS c, a AS b, ssn AS a FROM customers) t", "\"c\"");
         refused("SELECT ARRAY(SELECT card FROM customers)", "subquery");

@@ -5,8 +5,8 @@
 
 use crate::{ColumnRule, Masking};
 use sluice_core::sql::{SqlAnalysis, SqlStatement};
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 /// A view (or materialized view) as the catalog describes it.
 #[derive(Clone, Debug)]
@@ -73,7 +73,12 @@ impl Masking {
     /// What the column rules reach through these views and functions, for all callers (each view
     /// column keeps its rule's scope).
     /// `function_names`: of every function in the database, to tell one made later.
-    pub fn catalog_rules(&self, views: &[View], functions: Vec<Function>, mut function_names: Vec<String>) -> CatalogRules {
+    pub fn catalog_rules(
+        &self,
+        views: &[View],
+        functions: Vec<Function>,
+        mut function_names: Vec<String>,
+    ) -> CatalogRules {
         let mut known: Vec<(String, String)> = views.iter().map(|v| (v.schema.clone(), v.name.clone())).collect();
         known.sort_unstable();
         function_names.sort_unstable();
@@ -144,7 +149,12 @@ impl Masking {
     /// The names in a view's definition that stand for a masked column, each with its rule: masked
     /// columns of the relations it reads (tables by the column rules, views by what they carry),
     /// whole-row references to those relations, and names given to expressions over any of these.
-    fn masked_names(&self, view: &View, views: &[View], carried: &HashMap<(usize, usize), usize>) -> HashMap<String, usize> {
+    fn masked_names(
+        &self,
+        view: &View,
+        views: &[View],
+        carried: &HashMap<(usize, usize), usize>,
+    ) -> HashMap<String, usize> {
         let statements: &[SqlStatement] = match &view.definition {
             SqlAnalysis::Parsed { statements } => statements,
             SqlAnalysis::Unparseable { .. } => &[],
@@ -240,25 +250,45 @@ mod tests {
     fn view_columns_carry_the_rules_of_what_they_are_computed_from() {
         let m = masking();
         let views = [
-            view("staff_v", &["staff"], &["id", "d", "pay", "name"],
-                 "SELECT staff.id, upper(staff.diagnosis) AS d, staff.salary AS pay, staff.name FROM staff"),
+            view(
+                "staff_v",
+                &["staff"],
+                &["id", "d", "pay", "name"],
+                "SELECT staff.id, upper(staff.diagnosis) AS d, staff.salary AS pay, staff.name FROM staff",
+            ),
             view("over_v", &["staff_v"], &["dd", "id"], "SELECT (staff_v.d || 'x') AS dd, staff_v.id FROM staff_v"),
             view("whole", &["staff"], &["j"], "SELECT row_to_json(s.*) AS j FROM staff s"),
-            view("sub", &["staff"], &["x", "n"],
-                 "SELECT t.x, t.n FROM (SELECT substr(staff.diagnosis, 1, 3) AS x, staff.name AS n FROM staff) t"),
+            view(
+                "sub",
+                &["staff"],
+                &["x", "n"],
+                "SELECT t.x, t.n FROM (SELECT substr(staff.diagnosis, 1, 3) AS x, staff.name AS n FROM staff) t",
+            ),
             view("other_v", &["other"], &["diagnosis"], "SELECT other.diagnosis FROM other"),
             view("bad", &["staff"], &["a", "b"], "SELECT nonsense FROM"),
         ];
         let functions = vec![
-            function("staff_dx", "CREATE FUNCTION public.staff_dx() RETURNS SETOF text LANGUAGE sql AS $$ SELECT reverse(diagnosis) FROM staff $$"),
-            function("via_view", "CREATE FUNCTION public.via_view() RETURNS SETOF text LANGUAGE sql AS $$ SELECT lower(d) FROM staff_v $$"),
-            function("harmless", "CREATE FUNCTION public.harmless() RETURNS bigint LANGUAGE sql AS $$ SELECT count(*) FROM staff $$"),
+            function(
+                "staff_dx",
+                "CREATE FUNCTION public.staff_dx() RETURNS SETOF text LANGUAGE sql AS $$ SELECT reverse(diagnosis) FROM staff $$",
+            ),
+            function(
+                "via_view",
+                "CREATE FUNCTION public.via_view() RETURNS SETOF text LANGUAGE sql AS $$ SELECT lower(d) FROM staff_v $$",
+            ),
+            function(
+                "harmless",
+                "CREATE FUNCTION public.harmless() RETURNS bigint LANGUAGE sql AS $$ SELECT count(*) FROM staff $$",
+            ),
         ];
         let names = ["staff_dx", "via_view", "harmless", "upper"].map(String::from).to_vec();
         let rules = m.catalog_rules(&views, functions, names);
-        let agent = m.for_session(&Identity { name: "a".into(), groups: vec!["agents".into()], credential_id: "t".into() }, "c");
+        let agent = m
+            .for_session(&Identity { name: "a".into(), groups: vec!["agents".into()], credential_id: "t".into() }, "c");
         let human = m.for_session(&Identity { name: "h".into(), groups: vec![], credential_id: "t".into() }, "c");
-        let carried = |s: &crate::SessionMasking, v: &str, c: &str| s.view_column(&rules, "public", v, c).map(|m| m.label.to_string());
+        let carried = |s: &crate::SessionMasking, v: &str, c: &str| {
+            s.view_column(&rules, "public", v, c).map(|m| m.label.to_string())
+        };
         assert_eq!(carried(&agent, "staff_v", "d").as_deref(), Some("hr"), "an expression over a masked column");
         assert_eq!(carried(&agent, "staff_v", "pay").as_deref(), Some("pay"), "a renamed masked column");
         assert_eq!(carried(&agent, "staff_v", "id"), None);
@@ -269,14 +299,18 @@ mod tests {
         assert_eq!(carried(&agent, "sub", "x").as_deref(), Some("hr"), "through a subquery's column");
         assert_eq!(carried(&agent, "sub", "n"), None);
         assert_eq!(carried(&agent, "other_v", "diagnosis"), None, "another table's column of the same name");
-        assert!(carried(&agent, "bad", "a").is_some() && carried(&agent, "bad", "b").is_some(), "unreadable: all of it");
+        assert!(
+            carried(&agent, "bad", "a").is_some() && carried(&agent, "bad", "b").is_some(),
+            "unreadable: all of it"
+        );
         assert_eq!(carried(&human, "staff_v", "d"), None, "hr is scoped to agents");
         assert_eq!(carried(&human, "staff_v", "pay").as_deref(), Some("pay"));
         let action = agent.view_column(&rules, "public", "staff_v", "pay").map(|m| m.action);
         assert_eq!(action, Some(MaskAction::Null));
 
-        let problem =
-            |s: &crate::SessionMasking, sql: &str| s.catalog_problem(&rules, &sluice_sql::analyze(sql)).map(|p| p.reason);
+        let problem = |s: &crate::SessionMasking, sql: &str| {
+            s.catalog_problem(&rules, &sluice_sql::analyze(sql)).map(|p| p.reason)
+        };
         assert!(problem(&agent, "SELECT lower(d) FROM staff_v").is_some());
         assert!(problem(&agent, "SELECT d, id FROM staff_v").is_none(), "plain: masked by rule");
         assert!(problem(&agent, "SELECT lower(name) FROM staff_v").is_none());

@@ -3,8 +3,8 @@
 use crate::action::{ActionName, MaskAction, TokenKey};
 use crate::detect::{Builtin, DetectorKind, Scanner, ScannerError};
 use crate::{ColumnRule, Masking};
-use sluice_core::scope::RuleScope;
 use serde::Deserialize;
+use sluice_core::scope::RuleScope;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -174,7 +174,11 @@ mod tests {
     }
 
     fn who(name: &str, groups: &[&str]) -> Identity {
-        Identity { name: name.into(), groups: groups.iter().map(|g| g.to_string()).collect(), credential_id: "t".into() }
+        Identity {
+            name: name.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            credential_id: "t".into(),
+        }
     }
 
     #[test]
@@ -213,8 +217,9 @@ mod tests {
         assert!(agent.column("any", "notes", "body").is_some());
         assert!(agent.column("x", "y", "salary").is_some());
         let bot = who("bot", &["agents"]);
-        let problem =
-            |connection: &str, sql: &str| m.lineage_problem(&bot, connection, &sluice_sql::analyze(sql)).map(|p| p.reason);
+        let problem = |connection: &str, sql: &str| {
+            m.lineage_problem(&bot, connection, &sluice_sql::analyze(sql)).map(|p| p.reason)
+        };
         assert!(problem("prod-eu", "SELECT upper(body) FROM notes").is_some());
         assert!(problem("prod-eu", "SELECT ssn || '' FROM customers").is_some());
         assert!(problem("prod-eu", "SELECT upper(name) FROM customers").is_none(), "not a masked column");

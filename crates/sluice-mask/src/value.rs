@@ -2,7 +2,7 @@
 //! arrays; as a whole (NULL) for every type where a placeholder would not parse. A value is never
 //! passed through in clear because its type is unfamiliar.
 
-use crate::action::{redaction, render, MaskAction, TokenKey};
+use crate::action::{MaskAction, TokenKey, redaction, render};
 use crate::detect::{Finding, Scanner};
 use std::sync::Arc;
 
@@ -28,9 +28,9 @@ pub enum TypeClass {
 
 pub fn type_class(oid: u32) -> TypeClass {
     match oid {
-        16 | 21 | 23 | 26 | 27 | 28 | 29 | 700 | 701 | 1082 | 1083 | 1114 | 1184 | 1186 | 1266 | 2950 | 869
-        | 650 | 829 | 774 | 3220 | 5069 | 24 | 2202 | 2203 | 2204 | 2205 | 2206 | 3734 | 3769 | 4089
-        | 4096 | 1000 | 1005 | 1007 | 1028 | 1021 | 1022 | 1182 | 1115 | 1185 | 2951 => TypeClass::Skip,
+        16 | 21 | 23 | 26 | 27 | 28 | 29 | 700 | 701 | 1082 | 1083 | 1114 | 1184 | 1186 | 1266 | 2950 | 869 | 650
+        | 829 | 774 | 3220 | 5069 | 24 | 2202 | 2203 | 2204 | 2205 | 2206 | 3734 | 3769 | 4089 | 4096 | 1000 | 1005
+        | 1007 | 1028 | 1021 | 1022 | 1182 | 1115 | 1185 | 2951 => TypeClass::Skip,
         25 | 1043 | 1042 | 19 | 705 | 142 => TypeClass::Text,
         1009 | 1015 | 1014 | 1003 => TypeClass::TextArray,
         114 => TypeClass::Json,
@@ -62,7 +62,14 @@ pub struct ColumnMask {
 
 /// Applies a column rule to a whole value. Only strings and JSON can carry a placeholder; every
 /// other type becomes NULL.
-pub fn mask_whole(class: TypeClass, binary: bool, value: &[u8], mask: &ColumnMask, key: &TokenKey, out: &mut Vec<u8>) -> Masked {
+pub fn mask_whole(
+    class: TypeClass,
+    binary: bool,
+    value: &[u8],
+    mask: &ColumnMask,
+    key: &TokenKey,
+    out: &mut Vec<u8>,
+) -> Masked {
     out.clear();
     match class {
         TypeClass::Text => {
@@ -97,7 +104,14 @@ pub struct ContentMasker<'a> {
 }
 
 impl ContentMasker<'_> {
-    pub fn mask(&self, class: TypeClass, binary: bool, value: &[u8], findings: &mut Vec<Finding>, out: &mut Vec<u8>) -> Masked {
+    pub fn mask(
+        &self,
+        class: TypeClass,
+        binary: bool,
+        value: &[u8],
+        findings: &mut Vec<Finding>,
+        out: &mut Vec<u8>,
+    ) -> Masked {
         findings.clear();
         out.clear();
         match class {
@@ -178,11 +192,7 @@ impl ContentMasker<'_> {
 
     /// A binary value of a type sluice does not know: NULL when anything is found in it.
     fn binary_opaque(&self, value: &[u8], findings: &mut Vec<Finding>) -> Masked {
-        if self.finds_in_binary(value, findings) {
-            Masked::Null
-        } else {
-            Masked::Clear
-        }
+        if self.finds_in_binary(value, findings) { Masked::Null } else { Masked::Clear }
     }
 
     /// Whether anything is found in a binary value, read whole or, if it reads as an array or a
@@ -233,11 +243,7 @@ impl ContentMasker<'_> {
     /// NULL when anything is found.
     fn any(&self, value: &[u8], findings: &mut Vec<Finding>) -> Masked {
         self.scanner.scan(value, findings);
-        if findings.is_empty() {
-            Masked::Clear
-        } else {
-            Masked::Null
-        }
+        if findings.is_empty() { Masked::Clear } else { Masked::Null }
     }
 
     fn in_place(&self, value: &[u8], findings: &mut Vec<Finding>, out: &mut Vec<u8>, context: Context) -> Masked {

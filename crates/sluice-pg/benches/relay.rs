@@ -4,10 +4,10 @@
 
 use bytes::{BufMut, BytesMut};
 use divan::counter::BytesCount;
-use divan::{black_box, Bencher};
+use divan::{Bencher, black_box};
 use sluice_core::Identity;
 use sluice_mask::{MaskingSpec, TokenKey};
-use sluice_pg::codec::{peek_frame, put_message, HEADER_LEN};
+use sluice_pg::codec::{HEADER_LEN, peek_frame, put_message};
 use sluice_pg::mask::{Field, ResponseMasker, RowPlan};
 use std::sync::Arc;
 

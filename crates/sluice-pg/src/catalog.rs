@@ -29,6 +29,9 @@ impl Table {
 
 type Cached = HashMap<u32, (Instant, Arc<Table>)>;
 
+/// Columns as `(schema, relation, column)`, and when they were read.
+type ColumnsRead = (Instant, Arc<Vec<[String; 3]>>);
+
 #[derive(Default)]
 pub struct Catalog {
     databases: Mutex<HashMap<String, Cached>>,
@@ -38,7 +41,7 @@ pub struct Catalog {
     functions: Mutex<HashMap<String, (Instant, Arc<Functions>)>>,
     /// Per database and column-name patterns: the columns whose names match, as
     /// `(schema, relation, column)`, and when they were read.
-    candidates: Mutex<HashMap<(String, Vec<String>), (Instant, Arc<Vec<[String; 3]>>)>>,
+    candidates: Mutex<HashMap<(String, Vec<String>), ColumnsRead>>,
 }
 
 /// How long the columns a column rule may cover are trusted: briefly, since a decision that lets
@@ -132,7 +135,8 @@ impl Catalog {
         let config = masking as *const Masking as usize;
         {
             let cached = self.reached.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((at, _, rules)) = cached.get(&key).filter(|(at, c, _)| *c == config && at.elapsed() < fresh_for) {
+            if let Some((at, _, rules)) = cached.get(&key).filter(|(at, c, _)| *c == config && at.elapsed() < fresh_for)
+            {
                 return Ok((*at, Arc::clone(rules)));
             }
         }
@@ -208,7 +212,10 @@ impl Catalog {
                     })
                     .collect();
                 let found = Arc::new(found);
-                self.candidates.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (Instant::now(), Arc::clone(&found)));
+                self.candidates
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, (Instant::now(), Arc::clone(&found)));
                 found
             }
         };
@@ -229,12 +236,9 @@ impl Catalog {
         );
         let rows = upstream::query_once(endpoint, &sql, timeout).await?;
         Ok(rows.into_iter().next().and_then(|row| match <[Option<String>; 4]>::try_from(row) {
-            Ok([Some(schema), Some(name), Some(args), Some(returns)]) => Some(FunctionByOid {
-                schema,
-                name,
-                args: args.parse().ok()?,
-                returns: returns.parse().ok()?,
-            }),
+            Ok([Some(schema), Some(name), Some(args), Some(returns)]) => {
+                Some(FunctionByOid { schema, name, args: args.parse().ok()?, returns: returns.parse().ok()? })
+            }
             _ => None,
         }))
     }
@@ -279,7 +283,7 @@ impl Catalog {
         for row in rows {
             let [Some(oid), Some(schema), Some(name), Some(number), Some(column), Some(view)] =
                 <[Option<String>; 6]>::try_from(row)
-                .map_err(|_| UpstreamError::Protocol("catalog query returned an unexpected row".into()))?
+                    .map_err(|_| UpstreamError::Protocol("catalog query returned an unexpected row".into()))?
             else {
                 continue;
             };
@@ -306,7 +310,11 @@ impl Catalog {
 /// the catalog change under it: a relation dropped between the query's snapshot and the
 /// server's reading of its definition ("could not open relation with OID …", "cache lookup
 /// failed …").
-async fn query_retrying(endpoint: &PgEndpoint, sql: &str, timeout: Duration) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
+async fn query_retrying(
+    endpoint: &PgEndpoint,
+    sql: &str,
+    timeout: Duration,
+) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
     let mut attempt = 1;
     loop {
         match upstream::query_once(endpoint, sql, timeout).await {
@@ -335,7 +343,9 @@ fn objects_from_rows(rows: Vec<Vec<Option<String>>>) -> (Vec<View>, Vec<Function
     let mut columns: Vec<(String, i16, String)> = Vec::new();
     let mut reads: Vec<(String, String, String)> = Vec::new();
     for row in rows {
-        let Ok([Some(kind), Some(oid), Some(a), Some(b), definition]) = <[Option<String>; 5]>::try_from(row) else { continue };
+        let Ok([Some(kind), Some(oid), Some(a), Some(b), definition]) = <[Option<String>; 5]>::try_from(row) else {
+            continue;
+        };
         match kind.as_str() {
             "v" => {
                 let definition = definition.unwrap_or_default();

@@ -3,8 +3,8 @@
 //! stops accepting, tells every session, and waits for them to finish recording.
 
 use crate::admission::Admission;
-use crate::catalog::Catalog;
 use crate::cancel::CancelRegistry;
+use crate::catalog::Catalog;
 use crate::session;
 use crate::stop::Stops;
 use sluice_gate::Gate;
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{Semaphore, watch};
 
 pub struct ListenerConfig {
     /// TLS offered to clients; `None` answers SSLRequest with `N`.

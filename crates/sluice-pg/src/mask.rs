@@ -2,12 +2,15 @@
 //! portal's description sluice asks for before an Execute), DataRows rewritten value by value,
 //! error and notice texts, and COPY rows. A result with nothing to mask passes byte for byte.
 
-use crate::codec::{put_message, Reader, HEADER_LEN};
 use crate::FastMap;
+use crate::codec::{HEADER_LEN, Reader, put_message};
 use bytes::{BufMut, Bytes, BytesMut};
-use std::time::{Duration, Instant};
-use sluice_mask::{mask_whole, type_class, ColumnMask, Finding, MaskAction, Masked, SessionMasking, TypeClass};
+use sluice_mask::{ColumnMask, Finding, MaskAction, Masked, SessionMasking, TypeClass, mask_whole, type_class};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A field of an ErrorResponse or NoticeResponse: its type, its value, and the value masked.
+type NoticeField<'a> = (u8, &'a [u8], Option<Vec<u8>>);
 
 /// One column of a RowDescription, as far as masking cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,7 +91,8 @@ impl RowPlan {
 
     fn opaque(count: usize, strict: bool) -> RowPlan {
         let rule = strict.then(|| ColumnMask { label: Arc::from("unknown-shape"), action: MaskAction::Null });
-        let columns = (0..count).map(|_| ColumnPlan { class: TypeClass::Opaque, binary: false, rule: rule.clone() }).collect();
+        let columns =
+            (0..count).map(|_| ColumnPlan { class: TypeClass::Opaque, binary: false, rule: rule.clone() }).collect();
         RowPlan::of(columns, strict)
     }
 
@@ -258,7 +262,7 @@ impl ResponseMasker {
     /// true when it wrote a new frame.
     pub fn notice(&mut self, tag: u8, body: &[u8], out: &mut BytesMut) -> bool {
         let content = self.session.masking().content();
-        let mut fields: Vec<(u8, &[u8], Option<Vec<u8>>)> = Vec::new();
+        let mut fields: Vec<NoticeField<'_>> = Vec::new();
         let mut r = Reader::new(body);
         while let Some(kind) = r.u8() {
             if kind == 0 {
@@ -303,7 +307,9 @@ impl ResponseMasker {
     pub fn notification(&mut self, body: &[u8], out: &mut BytesMut) -> bool {
         let mut r = Reader::new(body);
         let (Some(pid), Some(channel), Some(payload)) = (r.i32(), r.cstr(), r.cstr()) else { return false };
-        let Some(masked) = self.session.masking().content().mask_line(payload, &mut self.findings) else { return false };
+        let Some(masked) = self.session.masking().content().mask_line(payload, &mut self.findings) else {
+            return false;
+        };
         put_message(out, b'A', |b| {
             b.put_i32(pid);
             crate::codec::put_cstr(b, channel);
@@ -403,11 +409,7 @@ fn mask_binary_copy(
 
 /// The overall format of a CopyOutResponse body.
 pub fn copy_format(body: &[u8]) -> CopyFormat {
-    if body.first() == Some(&1) {
-        CopyFormat::Binary
-    } else {
-        CopyFormat::Text
-    }
+    if body.first() == Some(&1) { CopyFormat::Binary } else { CopyFormat::Text }
 }
 
 #[cfg(test)]

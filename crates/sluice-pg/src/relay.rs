@@ -23,6 +23,7 @@ use crate::error::{PgError, ServerMessage, sqlstate};
 use crate::mask::{self, CopyFormat, Field, ResponseMasker, RowPlan};
 use crate::upstream::{PgEndpoint, UpstreamError};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use sluice_core::advice::Explanation;
 use sluice_core::audit::now_us;
 use sluice_core::policy::depends_on_column_masking;
 use sluice_core::review::SAME_STATEMENT;
@@ -31,7 +32,6 @@ use sluice_core::{Decision, Refusal, RefusalCause};
 use sluice_gate::{Action, Outcome, OutcomeDetail, SessionGate, SessionLog, SqlAction, Standing};
 use sluice_mask::{CatalogRules, ColumnMask, MaskAction, SessionMasking};
 use sluice_sql::cache::SessionClassifier;
-use sluice_core::advice::Explanation;
 use sluice_sql::{BuiltinCall, Classifier, PreparedStatements};
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -83,7 +83,9 @@ impl RelayEnd {
             RelayEnd::ClientProtocol(e) => format!("client protocol error: {}", e.message),
             RelayEnd::CredentialEnded(_) => "its token was revoked or expired".into(),
             RelayEnd::AccessEnded(_) => "the write access it was opened with ended".into(),
-            RelayEnd::MaskingArrived(_) => "a column rule came to reach its database after it changed its role, search_path or string mode".into(),
+            RelayEnd::MaskingArrived(_) => {
+                "a column rule came to reach its database after it changed its role, search_path or string mode".into()
+            }
             RelayEnd::UpstreamGone(why) => format!("upstream lost: {why}"),
             RelayEnd::UpstreamFatal(why) => format!("upstream ended the session: {why}"),
         }
@@ -395,7 +397,15 @@ struct Named {
 impl Named {
     /// A statement SQL's PREPARE made: bound, it runs as `EXECUTE name`.
     fn sql(text: Arc<str>, prepared: Arc<SqlStatement>) -> Named {
-        Named { text, decision: "allow", rule: None, effects: Vec::new(), generation: 0, sql: Some(prepared), epoch: None }
+        Named {
+            text,
+            decision: "allow",
+            rule: None,
+            effects: Vec::new(),
+            generation: 0,
+            sql: Some(prepared),
+            epoch: None,
+        }
     }
 }
 
@@ -680,8 +690,9 @@ where
                             Err(end) => return end,
                         };
                     // Kept only if nothing changed while it was decided, and only for a plain allow.
-                    let epoch = epoch
-                        .filter(|e| matches!(decision, Decision::Allow { .. }) && sql.gate.decision_epoch() == Some(*e));
+                    let epoch = epoch.filter(|e| {
+                        matches!(decision, Decision::Allow { .. }) && sql.gate.decision_epoch() == Some(*e)
+                    });
                     let mut pending = Pending::new(Kind::Parse, Arc::clone(&text)).decided(&decision);
                     closed_by_sluice.remove(name);
                     match refusal_bytes(&decision, &text) {
@@ -745,7 +756,10 @@ where
                     // this Bind runs) from SQL PREPARE runs what was prepared: decided as an
                     // EXECUTE of it, every time, like one sent as SQL.
                     let sql_prepared = named.as_ref().and_then(|n| n.sql.clone()).or_else(|| {
-                        sql.prepared.ever_prepared().then(|| sql.prepared.get(statement).cloned().map(Arc::new)).flatten()
+                        sql.prepared
+                            .ever_prepared()
+                            .then(|| sql.prepared.get(statement).cloned().map(Arc::new))
+                            .flatten()
                     });
                     if let Some(prepared) = sql_prepared {
                         let text: Arc<str> = Arc::from(sluice_sql::execute_text(&String::from_utf8_lossy(statement)));
@@ -764,23 +778,28 @@ where
                             client: &mut *client,
                             early: &mut early,
                         };
-                        let decision = match approved_once.get(statement).map(|(id, _)| id).or(closed_by_sluice.get(statement)) {
-                            // A name a review approved one run of through the protocol, and SQL's too.
-                            Some(&review_id) => Decision::Deny(Refusal {
-                                rule: format!("review #{review_id}"),
-                                reason: format!("review #{review_id} approved one run of this prepared statement"),
-                                detail: None,
-                                hint: Some("send the statement again to ask for a new review".into()),
-                                cause: RefusalCause::Policy,
-                            }),
-                            None => match decide(ctx, &mut sql, &text, analysis, held).await {
-                                Ok(decision) => decision,
-                                Err(end) => return end,
-                            },
-                        };
+                        let decision =
+                            match approved_once.get(statement).map(|(id, _)| id).or(closed_by_sluice.get(statement)) {
+                                // A name a review approved one run of through the protocol, and SQL's too.
+                                Some(&review_id) => Decision::Deny(Refusal {
+                                    rule: format!("review #{review_id}"),
+                                    reason: format!("review #{review_id} approved one run of this prepared statement"),
+                                    detail: None,
+                                    hint: Some("send the statement again to ask for a new review".into()),
+                                    cause: RefusalCause::Policy,
+                                }),
+                                None => match decide(ctx, &mut sql, &text, analysis, held).await {
+                                    Ok(decision) => decision,
+                                    Err(end) => return end,
+                                },
+                            };
                         let refusal = refusal_bytes(&decision, &text);
                         let pending = pending.decided(&decision);
-                        let named = Named { decision: pending.decision, rule: pending.rule.clone(), ..Named::sql(text, prepared) };
+                        let named = Named {
+                            decision: pending.decision,
+                            rule: pending.rule.clone(),
+                            ..Named::sql(text, prepared)
+                        };
                         portals.insert(portal_name, named);
                         match refusal {
                             Some(refusal) => replacement = Some(refused_bind(portal, refusal, pending)),
@@ -881,7 +900,10 @@ where
                             pending
                         }
                         // A cursor SQL's DECLARE opened: what it runs was decided then.
-                        None => Pending::new(Kind::Execute, Arc::from(format!("<portal {}>", String::from_utf8_lossy(portal)))),
+                        None => Pending::new(
+                            Kind::Execute,
+                            Arc::from(format!("<portal {}>", String::from_utf8_lossy(portal))),
+                        ),
                     };
                     let mut t = lock(tracker);
                     if masking && described.as_deref() != Some(portal) {
@@ -1082,7 +1104,8 @@ where
                     }
                     b'V' => {
                         // A fast-path call's result; a type sluice does not know is scanned whole.
-                        let (type_oid, format) = lock(tracker).pending.front().and_then(|p| p.fast_path).unwrap_or((0, 0));
+                        let (type_oid, format) =
+                            lock(tracker).pending.front().and_then(|p| p.fast_path).unwrap_or((0, 0));
                         m.function_result(type_oid, format, body, &mut rewritten);
                     }
                     b'S' => {
@@ -1379,7 +1402,12 @@ async fn write_frames<W: AsyncWrite + Unpin>(
 /// the client as sluice's own when sluice refused the message, and into the record of the statement
 /// it belongs to: a Bind's (a bad parameter, a constant folded at planning), or that of sluice's
 /// Describe, is the error of the Execute that follows.
-fn pipeline_failed(t: &mut Tracker, mut failed: Pending, (rows, message): (u64, ServerMessage), rewritten: &mut BytesMut) {
+fn pipeline_failed(
+    t: &mut Tracker,
+    mut failed: Pending,
+    (rows, message): (u64, ServerMessage),
+    rewritten: &mut BytesMut,
+) {
     if failed.replaces(&message)
         && let Some((substitute, _)) = &failed.refusal
     {
@@ -1428,7 +1456,11 @@ async fn row_plan<S: SessionGate>(ctx: &Context<'_, S>, session: &SessionMasking
 /// The column rule of each described field: table and column names looked up by OID, matched
 /// against the session's rules. When the names cannot be looked up, every column that comes from
 /// a table is masked to NULL (fail closed).
-async fn column_masks<S: SessionGate>(ctx: &Context<'_, S>, session: &SessionMasking, fields: &[Field]) -> Vec<Option<ColumnMask>> {
+async fn column_masks<S: SessionGate>(
+    ctx: &Context<'_, S>,
+    session: &SessionMasking,
+    fields: &[Field],
+) -> Vec<Option<ColumnMask>> {
     let oids: Vec<u32> = fields.iter().map(|f| f.table_oid).filter(|&oid| oid != 0).collect();
     if oids.is_empty() {
         return Vec::new();
@@ -1601,7 +1633,8 @@ where
             None => {
                 // What an EXECUTE runs is resolved afresh each time: no allow is kept for it.
                 let shared = matches!(resolved, Cow::Borrowed(_)).then_some(&analysis);
-                let action = Action::Sql(SqlAction { text, analysis: &resolved, shared, masked_columns_here: masked_here });
+                let action =
+                    Action::Sql(SqlAction { text, analysis: &resolved, shared, masked_columns_here: masked_here });
                 let decision = sql.gate.decide(&action).await;
                 sql.relied_on_no_masking |= !masked_here && decision.allows();
                 decision
@@ -1669,7 +1702,9 @@ async fn volatile_user_function<S: SessionGate>(ctx: &Context<'_, S>, analysis: 
         Ok(known) if called.iter().any(|c| !known.knows(&c.name)) => read(Duration::ZERO).await,
         other => other,
     };
-    let hint = |what: &str| Some(format!("{what}; otherwise leave it out, or ask an operator for a connection where it is allowed"));
+    let hint = |what: &str| {
+        Some(format!("{what}; otherwise leave it out, or ask an operator for a connection where it is allowed"))
+    };
     match functions {
         Ok(functions) => called.iter().find(|c| functions.volatile(c.schema.as_deref(), &c.name)).map(|f| Refusal {
             rule: "read-only".into(),
@@ -1853,7 +1888,11 @@ fn refusal_bytes(decision: &Decision, text: &str) -> Option<(Bytes, &'static str
 /// column rules and the decision depends on it, or the session relied on there being none before
 /// (then a column that has come to exist since ends the session: what it set is not what sluice's
 /// masking reads under). Anything unknown counts as yes.
-async fn masked_columns_here<S: SessionGate>(ctx: &Context<'_, S>, sql: &SessionSql<'_, S>, analysis: &SqlAnalysis) -> Result<bool, RelayEnd> {
+async fn masked_columns_here<S: SessionGate>(
+    ctx: &Context<'_, S>,
+    sql: &SessionSql<'_, S>,
+    analysis: &SqlAnalysis,
+) -> Result<bool, RelayEnd> {
     let Some(masking) = ctx.masking.as_ref().filter(|m| m.has_column_rules()) else { return Ok(true) };
     if !sql.relied_on_no_masking && !depends_on_column_masking(analysis) {
         return Ok(true);
@@ -1865,7 +1904,9 @@ async fn masked_columns_here<S: SessionGate>(ctx: &Context<'_, S>, sql: &Session
             "sluice: a column that a masking rule covers now exists in this database, and this session changed its \
              role, search_path or string mode (or ran dynamic SQL) while none did",
         )
-        .with_hint("reconnect: in a new session those stay as the connection sets them, so masking can read every statement");
+        .with_hint(
+            "reconnect: in a new session those stay as the connection sets them, so masking can read every statement",
+        );
         return Err(RelayEnd::MaskingArrived(e));
     }
     Ok(here)
@@ -1929,7 +1970,10 @@ fn once_only_refusal(review_id: i64) -> (Bytes, &'static str) {
 fn not_prepared(statement: &[u8]) -> (Bytes, &'static str) {
     let error = PgError::error(
         sqlstate::INVALID_SQL_STATEMENT_NAME,
-        format!("sluice: prepared statement \"{}\" was not prepared in this session", String::from_utf8_lossy(statement)),
+        format!(
+            "sluice: prepared statement \"{}\" was not prepared in this session",
+            String::from_utf8_lossy(statement)
+        ),
     )
     .with_hint("prepare it first (Parse, or SQL PREPARE), then bind it");
     (error.to_bytes().freeze(), sqlstate::INVALID_SQL_STATEMENT_NAME)

@@ -1,8 +1,8 @@
 //! The client side of SCRAM-SHA-256 (RFC 5802 / 7677, as PostgreSQL uses it, without channel
 //! binding), for authenticating to upstreams with a held password; plus MD5 for old servers.
 
-use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::{Digest, Sha256};
@@ -59,7 +59,9 @@ impl ScramClient {
             match part.split_at_checked(2) {
                 Some(("r=", v)) => nonce = Some(v),
                 Some(("s=", v)) => salt = Some(B64.decode(v).map_err(|_| ScramError::Malformed("salt"))?),
-                Some(("i=", v)) => iterations = Some(v.parse::<u32>().map_err(|_| ScramError::Malformed("iterations"))?),
+                Some(("i=", v)) => {
+                    iterations = Some(v.parse::<u32>().map_err(|_| ScramError::Malformed("iterations"))?)
+                }
                 _ => {}
             }
         }
@@ -89,10 +91,8 @@ impl ScramClient {
     /// Checks server-final-message: the server must prove it knows the password too.
     pub fn verify_server_final(&self, server_final: &[u8]) -> Result<(), ScramError> {
         let text = std::str::from_utf8(server_final).map_err(|_| ScramError::Malformed("not UTF-8"))?;
-        let signature = text
-            .split(',')
-            .find_map(|p| p.strip_prefix("v="))
-            .ok_or(ScramError::Malformed("no server signature"))?;
+        let signature =
+            text.split(',').find_map(|p| p.strip_prefix("v=")).ok_or(ScramError::Malformed("no server signature"))?;
         let signature = B64.decode(signature).map_err(|_| ScramError::Malformed("signature"))?;
         let salted = self.salted.ok_or(ScramError::Malformed("final before continue"))?;
         let server_key = hmac(&salted, b"Server Key");

@@ -1,6 +1,7 @@
 //! One client connection from first byte to last: TLS negotiation, startup, authentication through
 //! the Gate, the upstream session with the held credential, then the relay until either side ends.
 
+use crate::admission::Ticket;
 use crate::cancel::UpstreamKey;
 use crate::codec::{self, HEADER_LEN, auth, peek_frame};
 use crate::error::{PgError, sqlstate};
@@ -13,7 +14,6 @@ use crate::upstream::{self, PgEndpoint, PgTarget, UpstreamError};
 use bytes::BytesMut;
 use sluice_core::policy::is_protected_setting;
 use sluice_core::review::SAME_STATEMENT;
-use crate::admission::Ticket;
 use sluice_core::{Protocol, Secret};
 use sluice_gate::{ClientInfo, Gate, OpenError, OpenRequest, Presented, SessionGate, SessionGrant};
 use std::net::SocketAddr;
@@ -217,8 +217,12 @@ async fn authenticate<G: Gate>(
 
     let client_addr = peer.to_string();
     let program = param("application_name");
-    let client_info =
-        ClientInfo { protocol: Protocol::Postgres, addr: &client_addr, tls: client.is_tls(), program: program.as_deref() };
+    let client_info = ClientInfo {
+        protocol: Protocol::Postgres,
+        addr: &client_addr,
+        tls: client.is_tls(),
+        program: program.as_deref(),
+    };
     let presented = Presented::Token { user: &user, secret: &secret };
     let request = OpenRequest { presented, target: &connection, client: client_info };
     let (grant, session) = match shared.gate.open(request).await {
@@ -268,8 +272,11 @@ async fn open_upstream<G: Gate>(
     let Some(pg) = target.options::<PgTarget>() else {
         tracing::error!(connection, protocol = target.protocol.as_str(), "not a PostgreSQL target");
         session.upstream_failed();
-        let e = PgError::fatal(sqlstate::CANNOT_CONNECT, format!("sluice: connection \"{connection}\" is not a PostgreSQL target"))
-            .with_hint("connect to it with its own protocol's client");
+        let e = PgError::fatal(
+            sqlstate::CANNOT_CONNECT,
+            format!("sluice: connection \"{connection}\" is not a PostgreSQL target"),
+        )
+        .with_hint("connect to it with its own protocol's client");
         return fail(&mut client, &e).await;
     };
     let endpoint = Arc::new(pg.endpoint(credential, obligations));
@@ -427,9 +434,12 @@ async fn relay_session<G: Gate>(opened: Opened<G::Session>, peer: SocketAddr, sh
                 .with_hint(format!("reconnect in a moment ({why})")),
         }),
         RelayEnd::UpstreamGone(why) => Some(
-            PgError::fatal(sqlstate::CONNECTION_FAILURE, format!("sluice: lost the upstream of connection \"{connection}\""))
-                .with_detail(why.clone())
-                .with_hint("reconnect; statements in flight may or may not have completed"),
+            PgError::fatal(
+                sqlstate::CONNECTION_FAILURE,
+                format!("sluice: lost the upstream of connection \"{connection}\""),
+            )
+            .with_detail(why.clone())
+            .with_hint("reconnect; statements in flight may or may not have completed"),
         ),
         _ => None,
     };

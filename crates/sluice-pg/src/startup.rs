@@ -2,7 +2,7 @@
 //! StartupMessage with its parameters.
 
 use crate::codec::Reader;
-use crate::error::{sqlstate, PgError};
+use crate::error::{PgError, sqlstate};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 const SSL_REQUEST: i32 = 80877103;

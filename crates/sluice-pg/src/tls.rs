@@ -1,9 +1,9 @@
 //! TLS on both sides: the certificate sluice presents to clients (from files, or self-signed and
 //! kept in the state directory), and how sluice checks upstream certificates (libpq's sslmodes).
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
@@ -24,7 +24,8 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// The server-side TLS configuration from a PEM certificate chain and key.
 pub fn server_config(cert_path: &Path, key_path: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let file_err = |path: &Path, e: &dyn std::fmt::Display| TlsError::File { path: path.into(), message: e.to_string() };
+    let file_err =
+        |path: &Path, e: &dyn std::fmt::Display| TlsError::File { path: path.into(), message: e.to_string() };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
         .map_err(|e| file_err(cert_path, &e))?
         .collect::<Result<_, _>>()
@@ -79,10 +80,7 @@ pub fn client_config(verification: Verification, ca_file: Option<&Path>) -> Resu
             if verification == Verification::Full {
                 builder.with_webpki_verifier(webpki).with_no_client_auth()
             } else {
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(ChainOnly(webpki)))
-                    .with_no_client_auth()
+                builder.dangerous().with_custom_certificate_verifier(Arc::new(ChainOnly(webpki))).with_no_client_auth()
             }
         }
     };
@@ -97,9 +95,7 @@ fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, TlsError> {
                 .map_err(|e| TlsError::File { path: path.into(), message: e.to_string() })?;
             for cert in certs {
                 let cert = cert.map_err(|e| TlsError::File { path: path.into(), message: e.to_string() })?;
-                roots
-                    .add(cert)
-                    .map_err(|e| TlsError::File { path: path.into(), message: e.to_string() })?;
+                roots.add(cert).map_err(|e| TlsError::File { path: path.into(), message: e.to_string() })?;
             }
         }
         None => {

@@ -1,9 +1,9 @@
 //! Opening a session on the real server: TCP, optional TLS (libpq's sslmodes), the startup
 //! message, and authentication with the held credential (SCRAM-SHA-256, MD5 or cleartext).
 
-use crate::codec::{self, auth, peek_frame, put_cstr, Reader};
+use crate::codec::{self, Reader, auth, peek_frame, put_cstr};
 use crate::error::ServerMessage;
-use crate::scram::{md5_password, ScramClient};
+use crate::scram::{ScramClient, md5_password};
 use crate::stream::PgStream;
 use bytes::{BufMut, Bytes, BytesMut};
 use sluice_core::Secret;
@@ -158,9 +158,7 @@ pub async fn connect(
     params: &[(String, String)],
     timeout: Duration,
 ) -> Result<Upstream, UpstreamError> {
-    tokio::time::timeout(timeout, connect_inner(endpoint, params))
-        .await
-        .map_err(|_| UpstreamError::Timeout(timeout))?
+    tokio::time::timeout(timeout, connect_inner(endpoint, params)).await.map_err(|_| UpstreamError::Timeout(timeout))?
 }
 
 async fn connect_inner(endpoint: &PgEndpoint, params: &[(String, String)]) -> Result<Upstream, UpstreamError> {
@@ -214,7 +212,7 @@ async fn connect_inner(endpoint: &PgEndpoint, params: &[(String, String)]) -> Re
                 return Ok(Upstream { stream, parameter_status, pid: key.0, secret: key.1, leftover: buf });
             }
             other => {
-                return Err(UpstreamError::Protocol(format!("unexpected message {:?} during startup", other as char)))
+                return Err(UpstreamError::Protocol(format!("unexpected message {:?} during startup", other as char)));
             }
         }
     }
@@ -318,7 +316,11 @@ async fn read_frame(stream: &mut PgStream, buf: &mut BytesMut) -> Result<Bytes, 
 
 /// Opens a session of its own, runs one simple query, and returns its rows as text (`None` for
 /// NULL). For sluice's own lookups, never for client traffic.
-pub async fn query_once(endpoint: &PgEndpoint, sql: &str, timeout: Duration) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
+pub async fn query_once(
+    endpoint: &PgEndpoint,
+    sql: &str,
+    timeout: Duration,
+) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
     let run = async {
         let mut upstream = connect_inner(endpoint, &[]).await?;
         let mut out = BytesMut::new();
@@ -340,10 +342,13 @@ pub async fn query_once(endpoint: &PgEndpoint, sql: &str, timeout: Duration) -> 
                         let len = r.i32().ok_or_else(|| UpstreamError::Protocol("short DataRow".into()))?;
                         row.push(match len {
                             n if n < 0 => None,
-                            n => Some(String::from_utf8_lossy(
-                                r.bytes(n as usize).ok_or_else(|| UpstreamError::Protocol("short DataRow".into()))?,
-                            )
-                            .into_owned()),
+                            n => Some(
+                                String::from_utf8_lossy(
+                                    r.bytes(n as usize)
+                                        .ok_or_else(|| UpstreamError::Protocol("short DataRow".into()))?,
+                                )
+                                .into_owned(),
+                            ),
                         });
                     }
                     rows.push(row);

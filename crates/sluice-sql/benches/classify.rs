@@ -2,11 +2,11 @@
 //! parse and walk, a cache hit, a hit whose literal differs, and the policy decision on a cached
 //! analysis.
 
-use divan::{black_box, Bencher};
+use divan::{Bencher, black_box};
+use sluice_core::Identity;
 use sluice_core::policy::{ConnectionPolicy, Effect, Policy, PolicySpec, Preset, RuleSpec};
 use sluice_core::sql::Kind;
-use sluice_core::Identity;
-use sluice_sql::{analyze, Classifier};
+use sluice_sql::{Classifier, analyze};
 
 fn main() {
     divan::main();
@@ -60,19 +60,33 @@ fn policy_decision(bencher: Bencher) {
     let spec = PolicySpec {
         default: Effect::Deny,
         rules: vec![
-            RuleSpec { name: "reads".into(), effect: Some(Effect::Allow), kinds: vec![Kind::Read], ..RuleSpec::default() },
+            RuleSpec {
+                name: "reads".into(),
+                effect: Some(Effect::Allow),
+                kinds: vec![Kind::Read],
+                ..RuleSpec::default()
+            },
             RuleSpec {
                 name: "no-secrets".into(),
                 effect: Some(Effect::Deny),
                 objects: vec!["secret.*".into()],
                 ..RuleSpec::default()
             },
-            RuleSpec { name: "ro".into(), preset: Some(Preset::ReadOnly), groups: vec!["interns".into()], ..RuleSpec::default() },
+            RuleSpec {
+                name: "ro".into(),
+                preset: Some(Preset::ReadOnly),
+                groups: vec!["interns".into()],
+                ..RuleSpec::default()
+            },
         ],
         ..PolicySpec::default()
     };
-    let connection =
-        ConnectionPolicy { name: "shop".into(), preset: None, default: None, search_path: vec!["app".into(), "public".into()] };
+    let connection = ConnectionPolicy {
+        name: "shop".into(),
+        preset: None,
+        default: None,
+        search_path: vec!["app".into(), "public".into()],
+    };
     let policy = Policy::compile(&spec, &[connection]).expect("benchmark policy compiles");
     let identity = Identity { name: "agent".into(), groups: vec!["agents".into()], credential_id: "t".into() };
     let analysis = Classifier::new(10).classify(sql("pgbench select"));

@@ -137,7 +137,10 @@ mod tests {
             builtin_call("SELECT sluice.explain('DELETE FROM t WHERE a = ''x''') AS answer"),
             Ok(BuiltinCall::Explain("DELETE FROM t WHERE a = 'x'".into()))
         );
-        assert_eq!(builtin_call("SELECT * FROM sluice.explain($$DROP TABLE t$$)"), Ok(BuiltinCall::Explain("DROP TABLE t".into())));
+        assert_eq!(
+            builtin_call("SELECT * FROM sluice.explain($$DROP TABLE t$$)"),
+            Ok(BuiltinCall::Explain("DROP TABLE t".into()))
+        );
     }
 
     #[test]

@@ -174,7 +174,7 @@ fn fold_literals(text: &str, out: &mut String) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{cache_key, Classifier, SessionClassifier};
+    use super::{Classifier, SessionClassifier, cache_key};
     use std::sync::Arc;
 
     #[test]

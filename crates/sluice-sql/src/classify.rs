@@ -8,9 +8,9 @@
 //!
 //! Invariant the cache relies on: the value of a numeric literal never changes the result.
 
+use crate::flow::Flow;
 use pg_query::protobuf::{CmdType, DiscardMode, ObjectType, OnConflictAction, VariableSetKind};
 use serde_json::{Map, Value};
-use crate::flow::Flow;
 use sluice_core::sql::{ColumnUse, Derived, Kind, ObjectName, Operation, Place, SqlAnalysis, SqlStatement, Target};
 
 /// How deep bodies may nest (a DO block holding SQL holding a function body…).
@@ -30,7 +30,8 @@ const SQL_STRING_FUNCTIONS: &[(&str, usize, usize)] = &[
 
 /// Built-in functions that read a whole relation named by their first argument: a literal name
 /// is a read of that relation, whose every column goes out computed; anything else is dynamic.
-const TABLE_BY_NAME_FUNCTIONS: &[&str] = &["table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema", "currtid2"];
+const TABLE_BY_NAME_FUNCTIONS: &[&str] =
+    &["table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema", "currtid2"];
 
 /// Functions of the `pageinspect` extension that read a relation's raw pages by name — a table's,
 /// its TOAST relation's or an index's, whatever a rule denies — and hand back its values.
@@ -479,7 +480,8 @@ impl<'t> Walker<'t> {
             }
             // A MERGE is also each operation its WHEN clauses perform on the target, so that a
             // rule on `delete` or `update` covers `MERGE … WHEN MATCHED THEN DELETE`.
-            let actions = map.get("merge_when_clauses").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+            let actions =
+                map.get("merge_when_clauses").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
             for action in actions.iter().filter_map(|a| a.pointer("/node/MergeWhenClause").and_then(Value::as_object)) {
                 let performs = match int_field(action, "command_type") {
                     c if c == CmdType::CmdUpdate as i64 => Kind::Update,
@@ -619,12 +621,14 @@ impl<'t> Walker<'t> {
     /// `SQL_STRING_FUNCTIONS`, `TABLE_BY_NAME_FUNCTIONS`, `UNNAMED_READ_FUNCTIONS`).
     fn reading_function(&mut self, function: &str, map: &Map<String, Value>) {
         let args = map.get("args").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-        let literal = |at: usize| args.get(at).and_then(|a| a.pointer("/node/AConst/val/Sval/sval")).and_then(Value::as_str);
+        let literal =
+            |at: usize| args.get(at).and_then(|a| a.pointer("/node/AConst/val/Sval/sval")).and_then(Value::as_str);
         let dynamic = |w: &mut Self, what: &str| {
             let context = format!("through {function}(), which {what}");
             w.within(context, |w| w.op(Kind::DynamicSql, None));
         };
-        let runs_sql = SQL_STRING_FUNCTIONS.iter().find(|(f, _, forms)| *f == function && (*forms == 0 || *forms == args.len()));
+        let runs_sql =
+            SQL_STRING_FUNCTIONS.iter().find(|(f, _, forms)| *f == function && (*forms == 0 || *forms == args.len()));
         if let Some(&(_, at, _)) = runs_sql {
             match literal(at) {
                 Some(query) => {

@@ -127,7 +127,8 @@ impl Flow {
             // output on; what they do with it is the classifier's business.
             statement if statement.ends_with("Stmt") => {
                 for (key, child) in map {
-                    let inner = if QUERY_FIELDS.contains(&key.as_str()) { slot } else { &Slot::Computed(IN_EXPRESSION) };
+                    let inner =
+                        if QUERY_FIELDS.contains(&key.as_str()) { slot } else { &Slot::Computed(IN_EXPRESSION) };
                     self.visit(child, inner);
                 }
             }
@@ -278,20 +279,22 @@ impl Flow {
 
     fn sublink(&mut self, map: &Map<String, Value>, slot: &Slot) {
         let kind = map.get("sub_link_type").and_then(Value::as_i64).unwrap_or_default();
-        let operator_compares = map
-            .get("oper_name")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .is_none_or(|parts| match parts {
+        let operator_compares =
+            map.get("oper_name").and_then(Value::as_array).map(Vec::as_slice).is_none_or(|parts| match parts {
                 // `IN (SELECT …)` names no operator.
                 [] => true,
-                [only] => only.pointer("/node/String/sval").and_then(Value::as_str).is_some_and(|o| COMPARISONS.contains(&o)),
+                [only] => {
+                    only.pointer("/node/String/sval").and_then(Value::as_str).is_some_and(|o| COMPARISONS.contains(&o))
+                }
                 _ => false,
             });
         let compared = matches!(slot, Slot::Filter);
         let out = match kind {
             k if k == SubLinkType::ExistsSublink as i64 => Slot::Filter,
-            k if compared && operator_compares && (k == SubLinkType::AnySublink as i64 || k == SubLinkType::AllSublink as i64) => {
+            k if compared
+                && operator_compares
+                && (k == SubLinkType::AnySublink as i64 || k == SubLinkType::AllSublink as i64) =>
+            {
                 self.operand(map.get("testexpr"));
                 Slot::Filter
             }
@@ -302,7 +305,9 @@ impl Flow {
                 Slot::Computed(IN_SUBQUERY_VALUE)
             }
         };
-        if let Some(select) = map.get("subselect").and_then(|s| s.pointer("/node/SelectStmt")).and_then(Value::as_object) {
+        if let Some(select) =
+            map.get("subselect").and_then(|s| s.pointer("/node/SelectStmt")).and_then(Value::as_object)
+        {
             self.select(select, &out);
         } else {
             self.visit_field(map, "subselect", &Slot::Computed(IN_SUBQUERY_VALUE));
@@ -436,7 +441,11 @@ struct Mark {
 fn names(list: Option<&Value>) -> Vec<String> {
     list.and_then(Value::as_array)
         .map(|items| {
-            items.iter().filter_map(|i| i.pointer("/node/String/sval").and_then(Value::as_str)).map(str::to_string).collect()
+            items
+                .iter()
+                .filter_map(|i| i.pointer("/node/String/sval").and_then(Value::as_str))
+                .map(str::to_string)
+                .collect()
         })
         .unwrap_or_default()
 }

@@ -39,10 +39,8 @@ pub fn with_standard_strings(text: &str) -> Option<String> {
                     // U&'…' under backslash escapes is an error the server raises itself.
                     Some(b'e' | b'b' | b'x') if prefix_starts_token => {}
                     Some(b'&') => {}
-                    Some(b'n') if prefix_starts_token => {
-                        if bytes[i..end].contains(&b'\\') {
-                            edits.push((i - 1, Edit::NationalToEscape));
-                        }
+                    Some(b'n') if prefix_starts_token && bytes[i..end].contains(&b'\\') => {
+                        edits.push((i - 1, Edit::NationalToEscape));
                     }
                     _ if bytes[i..end].contains(&b'\\') => {
                         // `date'…'` (a typed literal) keeps its type name apart from the `E`.

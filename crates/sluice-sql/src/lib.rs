@@ -6,8 +6,8 @@ pub mod builtin;
 pub mod cache;
 pub mod canonical;
 pub mod classify;
-pub mod lexing;
 mod flow;
+pub mod lexing;
 pub mod position;
 pub mod prepared;
 

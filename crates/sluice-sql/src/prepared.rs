@@ -18,7 +18,6 @@ impl PreparedStatements {
         self.ever
     }
 
-
     /// The analysis with every `EXECUTE name` replaced by what the named statement does.
     pub fn resolve<'a>(&self, analysis: &'a SqlAnalysis) -> Cow<'a, SqlAnalysis> {
         resolve_by(analysis, |name| self.by_name.get(name))

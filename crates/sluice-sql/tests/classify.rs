@@ -85,7 +85,10 @@ fn bodies_are_read() {
         &["create f", "update orders"],
     );
     has("CREATE FUNCTION g() RETURNS void AS 'DELETE FROM orders' LANGUAGE sql", &["create g", "delete orders"]);
-    has("CREATE FUNCTION h() RETURNS int LANGUAGE sql BEGIN ATOMIC DELETE FROM orders; SELECT 1; END", &["delete orders"]);
+    has(
+        "CREATE FUNCTION h() RETURNS int LANGUAGE sql BEGIN ATOMIC DELETE FROM orders; SELECT 1; END",
+        &["delete orders"],
+    );
     has("CREATE FUNCTION c() RETURNS int AS 'x', 'y' LANGUAGE c", &["dynamic-sql -"]);
     has("SELECT query_to_xml('DELETE FROM orders RETURNING 1', true, true, '')", &["delete orders"]);
     has("DO $$BEGIN DO $i$BEGIN DELETE FROM deep; END$i$; END$$", &["delete deep"]);
@@ -93,7 +96,8 @@ fn bodies_are_read() {
 
 #[test]
 fn functions_are_listed() {
-    let SqlAnalysis::Parsed { statements } = analyze("SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_stat_activity")
+    let SqlAnalysis::Parsed { statements } =
+        analyze("SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_stat_activity")
     else {
         panic!()
     };
@@ -135,7 +139,9 @@ fn cte_names_do_not_hide_tables() {
 
 #[test]
 fn no_where_is_noticed() {
-    let SqlAnalysis::Parsed { statements } = analyze("UPDATE t SET x = 1; DELETE FROM u WHERE id = 1") else { panic!() };
+    let SqlAnalysis::Parsed { statements } = analyze("UPDATE t SET x = 1; DELETE FROM u WHERE id = 1") else {
+        panic!()
+    };
     assert!(statements[0].operations[0].no_where);
     assert!(!statements[1].operations[0].no_where);
 }
@@ -151,7 +157,9 @@ fn unparseable_is_reported_with_the_parsers_words() {
 
 #[test]
 fn prepare_and_execute() {
-    let SqlAnalysis::Parsed { statements } = analyze("PREPARE p(int) AS SELECT * FROM t WHERE id = $1; EXECUTE p(1); DEALLOCATE p") else {
+    let SqlAnalysis::Parsed { statements } =
+        analyze("PREPARE p(int) AS SELECT * FROM t WHERE id = $1; EXECUTE p(1); DEALLOCATE p")
+    else {
         panic!()
     };
     assert_eq!(statements[0].prepares.as_deref(), Some("p"));
@@ -186,7 +194,10 @@ fn output_columns_and_aliases_are_reported_for_masking_lineage() {
 #[test]
 fn outputs_inside_bodies_say_which_body() {
     let cases = [
-        ("CREATE FUNCTION f() RETURNS SETOF text LANGUAGE sql AS $$ SELECT reverse(ssn) FROM customers $$", "function f"),
+        (
+            "CREATE FUNCTION f() RETURNS SETOF text LANGUAGE sql AS $$ SELECT reverse(ssn) FROM customers $$",
+            "function f",
+        ),
         (
             "CREATE FUNCTION g() RETURNS void LANGUAGE plpgsql AS $$ DECLARE v text; \
              BEGIN SELECT ssn INTO v FROM customers LIMIT 1; RAISE NOTICE '%', v; END $$",
@@ -210,7 +221,8 @@ fn output_refs_follow_output_order() {
     let refs = sluice_sql::output_refs(
         "SELECT s.id, upper(s.diagnosis) AS d, (SELECT max(x.ssn) FROM x) AS m, row_to_json(s.*) AS j FROM staff s",
     );
-    let strings = |v: &[&[&str]]| v.iter().map(|r| r.iter().map(|s| s.to_string()).collect()).collect::<Vec<Vec<String>>>();
+    let strings =
+        |v: &[&[&str]]| v.iter().map(|r| r.iter().map(|s| s.to_string()).collect()).collect::<Vec<Vec<String>>>();
     assert_eq!(refs, Some(strings(&[&["id"], &["diagnosis"], &["ssn"], &["*"]])));
     let union = sluice_sql::output_refs("SELECT a, 1 FROM t UNION ALL SELECT 2, b FROM u");
     assert_eq!(union, Some(strings(&[&["a"], &["b"]])));
@@ -238,13 +250,19 @@ fn functions_that_run_a_query_string_or_read_a_table_by_name_are_read_through() 
         SqlAnalysis::Parsed { statements } => statements.into_iter().flat_map(|s| s.operations).collect::<Vec<_>>(),
         SqlAnalysis::Unparseable { message } => panic!("{sql}: {message}"),
     };
-    let reads = |sql: &str, table: &str| ops(sql).iter().any(|o| o.kind == Kind::Read && o.object.as_ref().is_some_and(|n| n.name == table));
+    let reads = |sql: &str, table: &str| {
+        ops(sql).iter().any(|o| o.kind == Kind::Read && o.object.as_ref().is_some_and(|n| n.name == table))
+    };
     let dynamic = |sql: &str| ops(sql).iter().any(|o| o.kind == Kind::DynamicSql);
     assert!(reads("SELECT * FROM ts_stat('SELECT body FROM public.secrets')", "secrets"));
     assert!(reads("SELECT ts_rewrite('a'::tsquery, 'SELECT q, s FROM secrets')", "secrets"));
     assert!(!dynamic("SELECT ts_rewrite('a'::tsquery, 'b'::tsquery, 'c'::tsquery)"), "the form without SQL");
     assert!(reads("SELECT query_to_xml('SELECT * FROM secrets', true, false, '')", "secrets"));
-    assert!(ops("SELECT query_to_xml('DELETE FROM orders RETURNING 1', true, false, '')").iter().any(|o| o.kind == Kind::Delete));
+    assert!(
+        ops("SELECT query_to_xml('DELETE FROM orders RETURNING 1', true, false, '')")
+            .iter()
+            .any(|o| o.kind == Kind::Delete)
+    );
     assert!(dynamic("SELECT ts_stat(current_setting('x'))"), "SQL not known before it runs");
     assert!(reads("SELECT table_to_xml('public.secrets', true, false, '')", "secrets"));
     assert!(reads("SELECT table_to_xml('\"Odd\"\"Name\"', true, false, '')", "Odd\"Name"));

@@ -20,7 +20,10 @@ fn batch(session: &Arc<str>, from: u64) -> Vec<AuditEvent> {
                 session_id: Arc::clone(session),
                 seq,
                 path: "simple",
-                text: Arc::from(format!("SELECT abalance FROM pgbench_accounts WHERE aid = {};", seq * 7919 % 1_000_000)),
+                text: Arc::from(format!(
+                    "SELECT abalance FROM pgbench_accounts WHERE aid = {};",
+                    seq * 7919 % 1_000_000
+                )),
                 started_at_us: 1_764_000_000_000_000 + seq as i64 * 90,
                 duration_us: 85,
                 rows: 1,

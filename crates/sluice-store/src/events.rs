@@ -3,7 +3,7 @@
 //! sqlx, binding and worker-thread hand-offs cost more than SQLite's own work per statement.)
 
 use crate::StoreError;
-use rusqlite::{params, Connection};
+use rusqlite::{Connection, params};
 use sluice_core::{AuditEvent, StatementRecord};
 use std::path::Path;
 use std::sync::OnceLock;

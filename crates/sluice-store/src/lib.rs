@@ -1,7 +1,6 @@
 //! sluice's state store: tokens (as digests), sealed upstream credentials, and the record of sessions,
 //! statements and authentication attempts. SQLite, embedded, is the default; the types here are what a
 //! PostgreSQL-backed store for several instances will implement too.
-#![forbid(unsafe_code)]
 
 mod events;
 pub mod private;

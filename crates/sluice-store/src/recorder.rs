@@ -3,8 +3,8 @@
 
 use crate::{EventWriter, Store, StoreError};
 use sluice_core::AuditEvent;
-use std::sync::mpsc;
 use std::sync::Arc;
+use std::sync::mpsc;
 use std::time::Duration;
 
 /// What a statement's text becomes before it is written (masking, in practice; `None`: as it
@@ -62,7 +62,12 @@ impl RecorderTask {
     }
 }
 
-fn write_loop(mut writer: EventWriter, rx: mpsc::Receiver<AuditEvent>, flush_interval: Duration, mut texts: TextFilter) {
+fn write_loop(
+    mut writer: EventWriter,
+    rx: mpsc::Receiver<AuditEvent>,
+    flush_interval: Duration,
+    mut texts: TextFilter,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut behind = false;
     let mut last_text = None;
@@ -106,10 +111,10 @@ fn filter_texts(batch: &mut [AuditEvent], texts: &mut TextFilter, last: &mut Opt
 
 #[cfg(test)]
 mod tests {
-    use super::{filter_texts, TextFilter};
+    use super::{TextFilter, filter_texts};
     use sluice_core::{AuditEvent, StatementRecord};
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn statement(text: &Arc<str>) -> AuditEvent {
         AuditEvent::Statement(StatementRecord {

@@ -6,8 +6,8 @@ use crate::events::EventWriter;
 use crate::schema::MIGRATIONS;
 use serde::Serialize;
 use sluice_core::{AuthOutcome, Identity, token};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -359,6 +359,35 @@ fn session_row(r: &sqlx::sqlite::SqliteRow) -> Result<SessionRow, StoreError> {
     })
 }
 
+impl Store {
+    /// The identity a presented token proves, or why it proves none (with the token id when the
+    /// token exists, for the audit trail).
+    pub async fn identify(&self, presented: &str) -> Result<Identity, (AuthOutcome, Option<String>)> {
+        let Some((id, secret)) = token::parse(presented) else {
+            return Err((AuthOutcome::Malformed, None));
+        };
+        let row = match self.token(id).await {
+            Ok(Some(row)) => row,
+            Ok(None) => return Err((AuthOutcome::UnknownToken, None)),
+            Err(e) => {
+                tracing::error!(error = %e, "token lookup failed");
+                return Err((AuthOutcome::StoreUnavailable, None));
+            }
+        };
+        let known = Some(row.id.clone());
+        if !token::verify(secret, &row.digest) {
+            return Err((AuthOutcome::UnknownToken, known));
+        }
+        if row.revoked_at.is_some() {
+            return Err((AuthOutcome::RevokedToken, known));
+        }
+        if row.expires_at.is_some_and(|at| at <= sluice_core::audit::now_us()) {
+            return Err((AuthOutcome::ExpiredToken, known));
+        }
+        Ok(Identity { name: row.identity, groups: row.groups, credential_id: row.id })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,34 +516,5 @@ mod tests {
         assert_eq!(store.tokens().await.unwrap()[0].revoked_at, Some(5));
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
-    }
-}
-
-impl Store {
-    /// The identity a presented token proves, or why it proves none (with the token id when the
-    /// token exists, for the audit trail).
-    pub async fn identify(&self, presented: &str) -> Result<Identity, (AuthOutcome, Option<String>)> {
-        let Some((id, secret)) = token::parse(presented) else {
-            return Err((AuthOutcome::Malformed, None));
-        };
-        let row = match self.token(id).await {
-            Ok(Some(row)) => row,
-            Ok(None) => return Err((AuthOutcome::UnknownToken, None)),
-            Err(e) => {
-                tracing::error!(error = %e, "token lookup failed");
-                return Err((AuthOutcome::StoreUnavailable, None));
-            }
-        };
-        let known = Some(row.id.clone());
-        if !token::verify(secret, &row.digest) {
-            return Err((AuthOutcome::UnknownToken, known));
-        }
-        if row.revoked_at.is_some() {
-            return Err((AuthOutcome::RevokedToken, known));
-        }
-        if row.expires_at.is_some_and(|at| at <= sluice_core::audit::now_us()) {
-            return Err((AuthOutcome::ExpiredToken, known));
-        }
-        Ok(Identity { name: row.identity, groups: row.groups, credential_id: row.id })
     }
 }

@@ -22,8 +22,8 @@ impl std::fmt::Debug for MasterKey {
 
 impl MasterKey {
     pub fn from_hex(text: &str) -> Result<Self, StoreError> {
-        let bytes = hex::decode(text.trim())
-            .map_err(|_| StoreError::Vault("the master key must be 64 hex digits".into()))?;
+        let bytes =
+            hex::decode(text.trim()).map_err(|_| StoreError::Vault("the master key must be 64 hex digits".into()))?;
         let key: [u8; 32] = bytes
             .try_into()
             .map_err(|_| StoreError::Vault("the master key must be 64 hex digits (32 bytes)".into()))?;
@@ -77,13 +77,11 @@ impl MasterKey {
     pub fn open(&self, context: &str, nonce: &[u8], sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
         let nonce: [u8; 24] =
             nonce.try_into().map_err(|_| StoreError::Vault("stored credential is corrupt (nonce)".into()))?;
-        self.cipher
-            .decrypt(&XNonce::from(nonce), Payload { msg: sealed, aad: context.as_bytes() })
-            .map_err(|_| {
-                StoreError::Vault(format!(
-                    "stored credential for {context:?} cannot be opened: wrong master key or tampered row"
-                ))
-            })
+        self.cipher.decrypt(&XNonce::from(nonce), Payload { msg: sealed, aad: context.as_bytes() }).map_err(|_| {
+            StoreError::Vault(format!(
+                "stored credential for {context:?} cannot be opened: wrong master key or tampered row"
+            ))
+        })
     }
 }
 

@@ -3,7 +3,6 @@
 //! approved and denied; access grants requested, listed and revoked; and an agent may ask, with
 //! its own token, what applies to it on a connection and whether a statement would pass. The web
 //! console will be served from here on the same API.
-#![forbid(unsafe_code)]
 
 mod error;
 mod views;
@@ -186,7 +185,9 @@ async fn deny(
 
 async fn revoke(State(api): Shared, Caller(who): Caller, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
     let review = api.approvals.revoke(&who, id).await?;
-    Ok(Json(json!({"outcome": {"result": "revoked"}, "review": review_view(&api.approvals, &who, &review, Now::get())})))
+    Ok(Json(
+        json!({"outcome": {"result": "revoked"}, "review": review_view(&api.approvals, &who, &review, Now::get())}),
+    ))
 }
 
 #[derive(Deserialize)]

@@ -2,10 +2,10 @@
 //! no server running.
 
 use crate::display::out;
-use sluice_engine::MASK_TOKEN_PURPOSE;
 use anyhow::Result;
 use clap::Subcommand;
 use serde_json::json;
+use sluice_engine::MASK_TOKEN_PURPOSE;
 use sluice_store::vault::MasterKey;
 use std::io::Read;
 use std::path::Path;

@@ -2,14 +2,14 @@
 //! and shut down cleanly on SIGINT/SIGTERM with every recorded event written.
 
 use crate::display::announce;
-use crate::targets::Targets;
 use crate::instance;
+use crate::targets::Targets;
 use crate::workers::Workers;
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use sluice_approvals::{Approvals, Notifier};
-use sluice_engine::{Engine, MASK_TOKEN_PURPOSE, Parts};
 use sluice_config::{ClientTls, Config, LogFormat};
+use sluice_engine::{Engine, MASK_TOKEN_PURPOSE, Parts};
 use sluice_pg::{ListenerConfig, tls};
 use sluice_store::vault::{MasterKey, write_private};
 use sluice_store::{Recorder, Store};
