@@ -1,9 +1,9 @@
 //! The access grants in force, kept in memory so that a statement pays one atomic load when there
 //! are none and a short read lock when there are.
 
+use parking_lot::RwLock;
 use sluice_core::Identity;
 use sluice_core::review::{Review, Subject};
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// A grant in force: who, where, under which access policy, until when.
@@ -35,7 +35,7 @@ impl Grants {
     /// made here since `generation` was taken (the reviews may predate it; the next reload won't).
     pub fn reset(&self, generation: u64, reviews: &[Review], now_us: i64) {
         let active: Vec<ActiveGrant> = reviews.iter().filter_map(|r| grant_of(r, now_us)).collect();
-        let mut slot = self.active.write().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.active.write();
         if self.generation.load(Ordering::Acquire) != generation {
             return;
         }
@@ -51,7 +51,7 @@ impl Grants {
 
     /// Adds or removes one review's grant after it changed.
     pub fn update(&self, review: &Review, now_us: i64) {
-        let mut slot = self.active.write().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.active.write();
         slot.retain(|g| g.review_id != review.id && g.until_us > now_us);
         slot.extend(grant_of(review, now_us));
         self.count.store(slot.len(), Ordering::Release);
@@ -68,7 +68,7 @@ impl Grants {
         if !self.any() {
             return None;
         }
-        let slot = self.active.read().unwrap_or_else(|p| p.into_inner());
+        let slot = self.active.read();
         slot.iter()
             .filter(|g| g.requester == identity.name && g.connection == connection && g.until_us > now_us)
             .max_by_key(|g| g.review_id)

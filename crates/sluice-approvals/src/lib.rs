@@ -48,7 +48,7 @@ pub struct Approvals {
     grants: Grants,
     notifier: Notifier,
     /// When each identity last asked for access, newest last (see `ACCESS_REQUESTS_PER_WINDOW`).
-    asked: std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<std::time::Instant>>>,
+    asked: parking_lot::Mutex<std::collections::HashMap<String, std::collections::VecDeque<std::time::Instant>>>,
 }
 
 /// The longest reason or comment a person may write (characters): an approver reads it whole.
@@ -100,7 +100,7 @@ impl Approvals {
             waiters: Arc::new(Waiters::default()),
             grants,
             notifier,
-            asked: std::sync::Mutex::default(),
+            asked: parking_lot::Mutex::default(),
         })
     }
 
@@ -421,7 +421,7 @@ impl Approvals {
     /// Counts an access request against the identity's allowance (in this process).
     fn count_access_request(&self, who: &Identity) -> Result<(), ApprovalError> {
         let now = std::time::Instant::now();
-        let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
+        let mut asked = self.asked.lock();
         asked.retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) < ACCESS_REQUEST_WINDOW));
         let times = asked.entry(who.name.clone()).or_default();
         while times.front().is_some_and(|t| now.duration_since(*t) >= ACCESS_REQUEST_WINDOW) {

@@ -6,9 +6,10 @@
 //! twice it; past that the oldest goes whatever its age. So idle sockets cannot lock out a login,
 //! and a pool that opens many connections at once is not cut short.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
@@ -50,7 +51,7 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.admission.pending.lock().unwrap_or_else(|p| p.into_inner()).entries.remove(&self.id);
+        self.admission.pending.lock().entries.remove(&self.id);
     }
 }
 
@@ -65,7 +66,7 @@ impl Admission {
     }
 
     fn admit_at(self: &Arc<Self>, source: IpAddr, now: Instant) -> Ticket {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.pending.lock();
         let from_source = pending.entries.values().filter(|e| e.source == source).count();
         let oldest_of = |pending: &Pending, of: Option<IpAddr>, grace: Duration| {
             let mut of_source = pending.entries.iter().filter(|(_, e)| Some(e.source) == of);
@@ -134,7 +135,7 @@ mod tests {
         assert!(is_evicted(&other).await, "ip(2)'s first, idle since the start");
         assert!(!is_evicted(&again[0]).await, "young: admitted beyond the budget instead");
         assert!(!is_evicted(&newcomer).await);
-        assert_eq!(admission.pending.lock().unwrap().entries.len(), 5);
+        assert_eq!(admission.pending.lock().entries.len(), 5);
     }
 
     #[tokio::test]
@@ -148,13 +149,13 @@ mod tests {
         // Past twice the budget the oldest goes, young or not, so a flood cannot lock a login out.
         let login = admission.admit_at(ip(9), now);
         assert!(is_evicted(&burst[0]).await && !is_evicted(&login).await);
-        assert_eq!(admission.pending.lock().unwrap().entries.len(), 8);
+        assert_eq!(admission.pending.lock().entries.len(), 8);
     }
 
     #[tokio::test]
     async fn tickets_leave_the_budget_when_dropped() {
         let admission = Arc::new(Admission::new(2, 2));
         drop((0..10).map(|_| admission.admit(ip(1))).collect::<Vec<_>>());
-        assert!(admission.pending.lock().unwrap().entries.is_empty());
+        assert!(admission.pending.lock().entries.is_empty());
     }
 }

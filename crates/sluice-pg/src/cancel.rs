@@ -3,9 +3,10 @@
 //! upstream process ids or secrets.
 
 use crate::upstream::PgEndpoint;
+use parking_lot::Mutex;
 use rand::Rng;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct UpstreamKey {
@@ -27,7 +28,7 @@ impl CancelRegistry {
     pub fn register(self: &Arc<Self>, key: UpstreamKey) -> CancelGuard {
         let mut rng = rand::rng();
         let secret: i32 = rng.random();
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = self.entries.lock();
         let pid = loop {
             let candidate = rng.random_range(1..i32::MAX);
             if !entries.contains_key(&candidate) {
@@ -40,7 +41,7 @@ impl CancelRegistry {
 
     /// The upstream key for a client's cancel request, if pid and secret both match.
     pub fn lookup(&self, pid: i32, secret: i32) -> Option<UpstreamKey> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let entries = self.entries.lock();
         entries.get(&pid).filter(|(s, _)| *s == secret).map(|(_, key)| key.clone())
     }
 }
@@ -53,7 +54,7 @@ pub struct CancelGuard {
 
 impl Drop for CancelGuard {
     fn drop(&mut self) {
-        let mut entries = self.registry.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = self.registry.entries.lock();
         entries.remove(&self.pid);
     }
 }

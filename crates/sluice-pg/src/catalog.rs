@@ -4,9 +4,10 @@
 //! side connection with the session's own credential, cached per upstream database.
 
 use crate::upstream::{self, PgEndpoint, UpstreamError};
+use parking_lot::Mutex;
 use sluice_mask::{CatalogRules, Function, Masking, SessionMasking, View};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a table's names are trusted before they are looked up again (a renamed column).
@@ -134,7 +135,7 @@ impl Catalog {
         let key = database_key(endpoint);
         let config = masking as *const Masking as usize;
         {
-            let cached = self.reached.lock().unwrap_or_else(|p| p.into_inner());
+            let cached = self.reached.lock();
             if let Some((at, _, rules)) = cached.get(&key).filter(|(at, c, _)| *c == config && at.elapsed() < fresh_for)
             {
                 return Ok((*at, Arc::clone(rules)));
@@ -144,7 +145,7 @@ impl Catalog {
         let (views, functions, names) = objects_from_rows(rows);
         let rules = Arc::new(masking.catalog_rules(&views, functions, names));
         let now = Instant::now();
-        let mut cached = self.reached.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cached = self.reached.lock();
         cached.insert(key, (now, config, Arc::clone(&rules)));
         Ok((now, rules))
     }
@@ -158,7 +159,7 @@ impl Catalog {
     ) -> Result<Arc<Functions>, UpstreamError> {
         let key = database_key(endpoint);
         {
-            let cached = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+            let cached = self.functions.lock();
             if let Some((_, functions)) = cached.get(&key).filter(|(at, _)| at.elapsed() < fresh_for) {
                 return Ok(Arc::clone(functions));
             }
@@ -173,7 +174,7 @@ impl Catalog {
             functions.names.insert(name);
         }
         let functions = Arc::new(functions);
-        self.functions.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (Instant::now(), Arc::clone(&functions)));
+        self.functions.lock().insert(key, (Instant::now(), Arc::clone(&functions)));
         Ok(functions)
     }
 
@@ -188,7 +189,7 @@ impl Catalog {
         let likes = masking.column_name_likes();
         let key = (database_key(endpoint), likes);
         let cached = {
-            let cache = self.candidates.lock().unwrap_or_else(|p| p.into_inner());
+            let cache = self.candidates.lock();
             cache.get(&key).filter(|(at, _)| at.elapsed() < CANDIDATES_FRESH_FOR).map(|(_, c)| Arc::clone(c))
         };
         let candidates = match cached {
@@ -212,10 +213,7 @@ impl Catalog {
                     })
                     .collect();
                 let found = Arc::new(found);
-                self.candidates
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(key, (Instant::now(), Arc::clone(&found)));
+                self.candidates.lock().insert(key, (Instant::now(), Arc::clone(&found)));
                 found
             }
         };
@@ -254,7 +252,7 @@ impl Catalog {
         let mut found = HashMap::new();
         let mut missing = Vec::new();
         {
-            let databases = self.databases.lock().unwrap_or_else(|p| p.into_inner());
+            let databases = self.databases.lock();
             let cached = databases.get(&key);
             for &oid in oids {
                 match cached.and_then(|c| c.get(&oid)).filter(|(at, _)| at.elapsed() < FRESH_FOR) {
@@ -295,7 +293,7 @@ impl Catalog {
                 .insert(number, column);
         }
         let now = Instant::now();
-        let mut databases = self.databases.lock().unwrap_or_else(|p| p.into_inner());
+        let mut databases = self.databases.lock();
         let cached = databases.entry(key).or_default();
         for (oid, table) in fetched {
             let table = Arc::new(table);

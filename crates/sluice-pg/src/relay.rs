@@ -23,6 +23,7 @@ use crate::error::{PgError, ServerMessage, sqlstate};
 use crate::mask::{self, CopyFormat, Field, ResponseMasker, RowPlan};
 use crate::upstream::{PgEndpoint, UpstreamError};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use parking_lot::Mutex;
 use sluice_core::advice::Explanation;
 use sluice_core::audit::now_us;
 use sluice_core::policy::depends_on_column_masking;
@@ -35,8 +36,8 @@ use sluice_sql::cache::SessionClassifier;
 use sluice_sql::{BuiltinCall, Classifier, PreparedStatements};
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc};
@@ -459,27 +460,27 @@ impl<S: SessionGate> Context<'_, S> {
     /// statement reads can be masked: the views and functions need not be read (which would lock,
     /// for an instant, every table a view reads) and policy may follow the session.
     async fn has_masked_columns(&self, masking: &SessionMasking) -> bool {
-        if let Some((at, found)) = *self.masked_columns.lock().unwrap_or_else(|p| p.into_inner())
+        if let Some((at, found)) = *self.masked_columns.lock()
             && at.elapsed() < CANDIDATES_FRESH_FOR
         {
             return found;
         }
         let found = self.catalog.has_masked_columns(self.endpoint, masking, self.lookup_timeout).await.unwrap_or(true);
-        *self.masked_columns.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), found));
+        *self.masked_columns.lock() = Some((Instant::now(), found));
         found
     }
 
     /// What the column rules reach through this session's database's views and functions; read
     /// through the shared catalog, remembered here while younger than `fresh_for`.
     async fn reached(&self, masking: &SessionMasking, fresh_for: Duration) -> Result<Arc<CatalogRules>, UpstreamError> {
-        if let Some((at, rules)) = &*self.reached.lock().unwrap_or_else(|p| p.into_inner())
+        if let Some((at, rules)) = &*self.reached.lock()
             && at.elapsed() < fresh_for
         {
             return Ok(Arc::clone(rules));
         }
         let (at, rules) =
             self.catalog.reached(self.endpoint, masking.masking(), self.lookup_timeout, fresh_for).await?;
-        *self.reached.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, Arc::clone(&rules)));
+        *self.reached.lock() = Some((at, Arc::clone(&rules)));
         Ok(rules)
     }
 
@@ -509,7 +510,7 @@ impl<S: SessionGate> Context<'_, S> {
 
     /// The review a statement of this session is held for right now.
     pub fn holding(tracker: &Mutex<Tracker>) -> Option<i64> {
-        lock(tracker).holding.as_ref().map(|(id, _)| *id)
+        tracker.lock().holding.as_ref().map(|(id, _)| *id)
     }
 
     /// Records the statements whose results went out (see `Tracker::finished`).
@@ -522,7 +523,7 @@ impl<S: SessionGate> Context<'_, S> {
     /// Records the statements that finished, then whatever the server still owed when the
     /// session ended.
     pub fn record_interrupted(&self, tracker: &Mutex<Tracker>, why: &str) {
-        let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = tracker.lock();
         self.record_finished(&mut t);
         let note = format!("interrupted: {why}");
         if let Some((id, mut p)) = t.holding.take() {
@@ -654,7 +655,7 @@ where
                     let mut pending = Pending::new(Kind::Simple, decided.text).decided(&decided.decision);
                     match (refusal, decided.answer) {
                         (Some(refusal), _) if unparseable(&decided.decision) && !unsynced => {
-                            lock(tracker).statements.remove(&b""[..]);
+                            tracker.lock().statements.remove(&b""[..]);
                             pending.refusal = Some(refusal);
                             pending.probe = Probe::Sent;
                             replacement = Some((probe(b"", &pending.text, true), pending));
@@ -667,7 +668,7 @@ where
                         }
                         (None, None) => {
                             pending.effects = decided.effects;
-                            lock(tracker).push(pending);
+                            tracker.lock().push(pending);
                         }
                     }
                 }
@@ -703,7 +704,7 @@ where
                             if let Decision::Approved { review_id, .. } = decision {
                                 approved_once.insert(name.clone(), (review_id, false));
                             }
-                            let mut t = lock(tracker);
+                            let mut t = tracker.lock();
                             t.generation += 1;
                             let sql = t.statements.get(&name).and_then(|n| n.sql.clone());
                             let named = Named {
@@ -751,7 +752,7 @@ where
                     };
                     let pending = Pending::new(Kind::Bind, Arc::clone(&no_text));
                     let portal_name = Bytes::copy_from_slice(portal);
-                    let named = lock(tracker).statements.get(statement).cloned();
+                    let named = tracker.lock().statements.get(statement).cloned();
                     // A name the server holds (or may hold, or will once a PREPARE sent before
                     // this Bind runs) from SQL PREPARE runs what was prepared: decided as an
                     // EXECUTE of it, every time, like one sent as SQL.
@@ -803,7 +804,7 @@ where
                         portals.insert(portal_name, named);
                         match refusal {
                             Some(refusal) => replacement = Some(refused_bind(portal, refusal, pending)),
-                            None => lock(tracker).push(pending),
+                            None => tracker.lock().push(pending),
                         }
                     } else {
                         // Allowed in another epoch (a reload, a grant begun or ended since): decided
@@ -841,7 +842,7 @@ where
                                     let keep = matches!(decision, Decision::Allow { .. })
                                         && sql.gate.decision_epoch() == epoch;
                                     n.epoch = epoch.filter(|_| keep);
-                                    if let Some(kept) = lock(tracker).statements.get_mut(statement) {
+                                    if let Some(kept) = tracker.lock().statements.get_mut(statement) {
                                         kept.epoch = n.epoch;
                                     }
                                 }
@@ -873,7 +874,7 @@ where
                         };
                         match refused {
                             Some(refusal) => replacement = Some(refused_bind(portal, refusal, pending)),
-                            None => lock(tracker).push(pending),
+                            None => tracker.lock().push(pending),
                         }
                     }
                 }
@@ -885,7 +886,7 @@ where
                     if which == b'P' {
                         described_portal = Some(Bytes::copy_from_slice(name));
                     }
-                    lock(tracker).pending.push_back(Pending::new(Kind::Describe, Arc::clone(&no_text)));
+                    tracker.lock().pending.push_back(Pending::new(Kind::Describe, Arc::clone(&no_text)));
                 }
                 b'E' => {
                     let Some(portal) = Reader::new(body).cstr() else {
@@ -905,7 +906,7 @@ where
                             Arc::from(format!("<portal {}>", String::from_utf8_lossy(portal))),
                         ),
                     };
-                    let mut t = lock(tracker);
+                    let mut t = tracker.lock();
                     if masking && described.as_deref() != Some(portal) {
                         let mut describe = BytesMut::new();
                         put_message(&mut describe, b'D', |b| {
@@ -918,7 +919,7 @@ where
                     t.push(pending);
                 }
                 b'S' => {
-                    let mut t = lock(tracker);
+                    let mut t = tracker.lock();
                     t.pending.push_back(Pending::new(Kind::Sync, Arc::clone(&no_text)));
                     if !close_at_sync.is_empty() {
                         let mut closing = BytesMut::new();
@@ -950,7 +951,7 @@ where
                             portals.remove(name);
                         }
                     }
-                    lock(tracker).push(pending);
+                    tracker.lock().push(pending);
                 }
                 b'F' => {
                     let held = Held {
@@ -964,7 +965,7 @@ where
                     // simple query is.
                     match decide_fast_path(ctx, &mut sql, &mut fast_path_calls, body, held).await {
                         Ok((pending, Some(refusal))) => replacement = Some(refused_simple(pending, refusal)),
-                        Ok((pending, None)) => lock(tracker).push(pending),
+                        Ok((pending, None)) => tracker.lock().push(pending),
                         Err(end) => return end,
                     }
                 }
@@ -985,7 +986,7 @@ where
             if let Some((marker, pending)) = replacement {
                 out.extend_from_slice(&buf[pass_from..consumed]);
                 out.extend_from_slice(&marker);
-                lock(tracker).push(pending);
+                tracker.lock().push(pending);
                 pass_from = consumed + head.len;
             }
             if let Some(extra) = injected {
@@ -1105,7 +1106,7 @@ where
                     b'V' => {
                         // A fast-path call's result; a type sluice does not know is scanned whole.
                         let (type_oid, format) =
-                            lock(tracker).pending.front().and_then(|p| p.fast_path).unwrap_or((0, 0));
+                            tracker.lock().pending.front().and_then(|p| p.fast_path).unwrap_or((0, 0));
                         m.function_result(type_oid, format, body, &mut rewritten);
                     }
                     b'S' => {
@@ -1127,7 +1128,7 @@ where
                     let tag = cstr_prefix(body);
                     let rows = if data_rows > 0 { data_rows } else { tag_rows(tag) };
                     data_rows = 0;
-                    let mut t = lock(tracker);
+                    let mut t = tracker.lock();
                     t.confirm(tag);
                     if let Some(front) = t.pending.front_mut() {
                         front.rows += rows;
@@ -1139,7 +1140,7 @@ where
                     }
                 }
                 b'I' | b's' => {
-                    let mut t = lock(tracker);
+                    let mut t = tracker.lock();
                     if t.pending.front().is_some_and(|p| p.kind == Kind::Execute) {
                         let mut p = t.pending.pop_front().expect("front exists");
                         p.rows += std::mem::take(&mut data_rows);
@@ -1154,7 +1155,7 @@ where
                 }
                 b'1' | b'2' => {
                     let expected = if head.tag == b'1' { Kind::Parse } else { Kind::Bind };
-                    let mut t = lock(tracker);
+                    let mut t = tracker.lock();
                     if let Some(front) = t.pending.front_mut()
                         && front.probe != Probe::None
                         && head.tag == b'1'
@@ -1168,7 +1169,7 @@ where
                 // A Describe is answered by a RowDescription or NoData (a statement's after its
                 // ParameterDescription); the answer to sluice's own is not the client's.
                 b'T' | b'n' => {
-                    let mut t = lock(tracker);
+                    let mut t = tracker.lock();
                     match t.pending.front().map(|p| p.kind) {
                         Some(Kind::Describe) => {
                             t.pending.pop_front();
@@ -1183,7 +1184,7 @@ where
                 // The answers to sluice's own Close and Sync are not the client's.
                 // (Checked without the lock first: almost always nothing of sluice's is owed.)
                 b'3' | b'Z' | b'E' if ctx.sluice_owed.load(Ordering::Acquire) > 0 && front_is_sluices(tracker) => {
-                    let mut t = lock(tracker);
+                    let mut t = tracker.lock();
                     let mut answered = 0;
                     match head.tag {
                         b'3' => {
@@ -1212,7 +1213,7 @@ where
                     drop_frame = true;
                 }
                 b'3' => {
-                    let mut t = lock(tracker);
+                    let mut t = tracker.lock();
                     if t.pending.front().is_some_and(|p| p.probe != Probe::None) {
                         drop_frame = true;
                     } else if t.pending.front().is_some_and(|p| p.kind == Kind::Close)
@@ -1224,7 +1225,7 @@ where
                 b'E' => {
                     let message = ServerMessage::parse(body);
                     let partial_rows = std::mem::take(&mut data_rows);
-                    let mut t = lock(tracker);
+                    let mut t = tracker.lock();
                     if message.is_fatal() {
                         fatal = Some(format!("{} ({})", message.message, message.code));
                     }
@@ -1257,7 +1258,7 @@ where
                     }
                 }
                 b'Z' => {
-                    let mut t = lock(tracker);
+                    let mut t = tracker.lock();
                     let skipped = std::mem::take(&mut t.skipping);
                     while let Some(p) = t.pending.pop_front() {
                         let note = (skipped && p.refusal.is_none())
@@ -1306,7 +1307,7 @@ where
             }
         }
         if !deferring {
-            let mut t = lock(tracker);
+            let mut t = tracker.lock();
             if !t.finished.is_empty() {
                 ctx.record_finished(&mut t);
             }
@@ -1440,7 +1441,7 @@ fn pipeline_failed(
 
 /// Whether the server is answering a message sluice sent itself (see `close_approved`).
 fn front_is_sluices(tracker: &Mutex<Tracker>) -> bool {
-    lock(tracker).pending.front().is_some_and(|p| matches!(p.kind, Kind::SluiceClose | Kind::SluiceSync))
+    tracker.lock().pending.front().is_some_and(|p| matches!(p.kind, Kind::SluiceClose | Kind::SluiceSync))
 }
 
 /// The plan for a RowDescription: each column's type class and format, and its column rule.
@@ -1815,7 +1816,7 @@ where
     let notice = PgError::notice(hold.notice.clone()).with_hint(hold.hint.clone());
     // The session's other direction writes it between two of the server's messages.
     let _ = ctx.notices.send(notice.to_bytes().freeze());
-    lock(held.tracker).holding = Some((hold.review_id, Pending::new(held.kind, Arc::from(text))));
+    held.tracker.lock().holding = Some((hold.review_id, Pending::new(held.kind, Arc::from(text))));
     tokio::pin!(cancelled);
     let waited = gate.await_review(hold);
     tokio::pin!(waited);
@@ -1844,7 +1845,7 @@ where
     };
     if outcome.is_ok() {
         // Decided: the statement is the relay's again. (A client gone keeps it, to be recorded.)
-        lock(held.tracker).holding = None;
+        held.tracker.lock().holding = None;
     }
     outcome
 }
@@ -2001,8 +2002,4 @@ fn malformed(what: &str) -> RelayEnd {
 /// The bytes before the first NUL (a whole body when there is none).
 fn cstr_prefix(body: &[u8]) -> &[u8] {
     body.iter().position(|&b| b == 0).map_or(body, |end| &body[..end])
-}
-
-fn lock(tracker: &Mutex<Tracker>) -> std::sync::MutexGuard<'_, Tracker> {
-    tracker.lock().unwrap_or_else(|p| p.into_inner())
 }

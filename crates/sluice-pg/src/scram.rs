@@ -4,10 +4,11 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, Mac};
+use parking_lot::Mutex;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -119,12 +120,12 @@ fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
         .finalize()
         .into();
     let remembered = SALTED.get_or_init(Default::default);
-    if let Some(salted) = remembered.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+    if let Some(salted) = remembered.lock().get(&key) {
         return *salted;
     }
     let mut salted = [0u8; 32];
     pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut salted);
-    let mut remembered = remembered.lock().unwrap_or_else(|p| p.into_inner());
+    let mut remembered = remembered.lock();
     if remembered.len() >= MAX_SALTED {
         remembered.clear();
     }

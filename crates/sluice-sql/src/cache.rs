@@ -4,10 +4,11 @@
 //! `… WHERE id = 8` share one entry; the classifier never lets a number's value matter.
 
 use crate::classify::analyze;
+use parking_lot::Mutex;
 use sluice_core::sql::{SharedAnalysis, SqlAnalysis};
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Keys are statement texts: hashed with foldhash (seeded per process), several times cheaper
 /// than the default SipHash on a short text.
@@ -29,24 +30,20 @@ impl Classifier {
     }
 
     fn classify_keyed(&self, text: &str, key: Cow<'_, str>) -> SharedAnalysis {
-        if let Some(hit) = self.lock().get(key.as_ref()) {
+        if let Some(hit) = self.entries.lock().get(key.as_ref()) {
             return Arc::clone(hit);
         }
         let analysis = Arc::new(analyze(text));
-        insert_bounded(&mut self.lock(), key, &analysis, self.capacity);
+        insert_bounded(&mut self.entries.lock(), key, &analysis, self.capacity);
         analysis
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.entries.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
