@@ -3,15 +3,16 @@
 //! access grants that switch an identity to a more permissive policy for a while. The state
 //! machine is `sluice_core::review`; everything durable is in the store.
 
+mod access;
 mod grants;
 mod notify;
 mod waiters;
 
+pub use access::AccessPolicy;
 pub use grants::ActiveGrant;
 pub use notify::Notifier;
 
 use grants::Grants;
-use sluice_config::AccessPolicy;
 use sluice_core::audit::now_us;
 use sluice_core::review::{
     NewReview, Outcome, Review, ReviewError, ReviewMode, ReviewRules, SAME_STATEMENT, Status, Subject, statement_hash,

@@ -150,7 +150,8 @@ mod tests {
     use sluice_mask::{MaskingSpec, TokenKey};
 
     fn notifier() -> Notifier {
-        let masking = MaskingSpec::default().compile(TokenKey::new([7; 32])).expect("default masking compiles");
+        let masking =
+            sluice_mask::compile(&MaskingSpec::default(), TokenKey::new([7; 32])).expect("default masking compiles");
         Notifier::new(Vec::new(), "https://sluice.example".into(), Arc::new(masking))
     }
 

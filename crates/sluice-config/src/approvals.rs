@@ -2,9 +2,8 @@
 //! grant can switch an identity to.
 
 use serde::Deserialize;
-use sluice_core::policy::{ConnectionPolicy, Effect, Policy, PolicyError, PolicySpec, RuleSpec};
-use sluice_core::review::{MAX_SPAN, ReviewRules};
-use sluice_core::scope::RuleScope;
+use sluice_core::policy::{Effect, RuleSpec};
+use sluice_core::review::ReviewRules;
 use sluice_core::span::Span;
 
 #[derive(Clone, Debug, Deserialize)]
@@ -95,55 +94,6 @@ fn default_max_duration() -> Span {
 
 fn default_access_effect() -> Effect {
     Effect::Allow
-}
-
-/// An access policy ready to decide.
-#[derive(Debug)]
-pub struct AccessPolicy {
-    pub name: String,
-    pub description: Option<String>,
-    /// Who may ask for it, where.
-    pub scope: RuleScope,
-    pub max_duration: Span,
-    pub review: ReviewRules,
-    pub policy: Policy,
-}
-
-impl AccessPolicySpec {
-    /// Compiles it against the configured connections. Connection presets and defaults do not
-    /// apply under a grant: the access policy replaces the normal one.
-    pub fn compile(
-        &self,
-        connections: &[ConnectionPolicy],
-        side_effect_functions: &[String],
-    ) -> Result<AccessPolicy, PolicyError> {
-        let problem = |p: String| PolicyError::Rule { rule: format!("access policy {}", self.name), problem: p };
-        self.review.check().map_err(|p| problem(format!("review: {p}")))?;
-        if self.max_duration.0.is_zero() || self.max_duration > MAX_SPAN {
-            return Err(problem(format!("max_duration must be longer than 0s and at most {MAX_SPAN}")));
-        }
-        let spec = PolicySpec {
-            default: self.default,
-            side_effect_functions: side_effect_functions.to_vec(),
-            rules: self.rules.clone(),
-            // Built-in rules stay on under a grant, whatever the main policy turns off.
-            builtin: Default::default(),
-        };
-        let plain: Vec<ConnectionPolicy> =
-            connections.iter().map(|c| ConnectionPolicy { preset: None, default: None, ..c.clone() }).collect();
-        Ok(AccessPolicy {
-            name: self.name.clone(),
-            description: self.description.clone(),
-            scope: RuleScope {
-                connections: self.connections.clone(),
-                identities: self.identities.clone(),
-                groups: self.groups.clone(),
-            },
-            max_duration: self.max_duration,
-            review: self.review.clone(),
-            policy: Policy::compile(&spec, &plain)?,
-        })
-    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

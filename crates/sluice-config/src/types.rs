@@ -1,11 +1,10 @@
 //! The configuration types. Every key has a default except what cannot be guessed (a connection's
 //! upstream); docs/configuration.md documents each one.
 
-use crate::{AccessConfig, AccessPolicy, ApiConfig, ApprovalsConfig};
+use crate::{AccessConfig, ApiConfig, ApprovalsConfig};
 use serde::{Deserialize, Serialize};
-use sluice_core::policy::{ConnectionPolicy, Effect, Policy, PolicyError, PolicySpec, Preset};
-use sluice_core::scope::RuleScope;
-use sluice_mask::{MaskError, Masking, MaskingSpec, TokenKey};
+use sluice_core::mask_spec::MaskingSpec;
+use sluice_core::policy::{ConnectionPolicy, Effect, PolicySpec, Preset};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -38,45 +37,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// The SQL policy: the `[policy]` section with each connection's preset, default and search_path.
-    pub fn compile_policy(&self) -> Result<Policy, PolicyError> {
-        let connections: Vec<_> = self.connections.iter().map(|(name, c)| c.policy(name)).collect();
-        Ok(Policy::compile(&self.policy, &connections)?.with_column_masking(self.masked_scopes()))
-    }
-
-    /// Where column masking applies: every column rule's scope (none when masking is off).
-    fn masked_scopes(&self) -> Vec<RuleScope> {
-        if !self.masking.enabled {
-            return Vec::new();
-        }
-        self.masking
-            .columns
-            .iter()
-            .map(|c| RuleScope {
-                connections: c.connections.clone(),
-                identities: c.identities.clone(),
-                groups: c.groups.clone(),
-            })
-            .collect()
-    }
-
-    /// The access policies, by name.
-    pub fn compile_access(&self) -> Result<Vec<AccessPolicy>, PolicyError> {
-        let connections: Vec<_> = self.connections.iter().map(|(name, c)| c.policy(name)).collect();
-        self.access
-            .policies
-            .iter()
-            .map(|a| {
-                let mut access = a.compile(&connections, &self.policy.side_effect_functions)?;
-                access.policy = access.policy.with_column_masking(self.masked_scopes());
-                Ok(access)
-            })
-            .collect()
-    }
-
-    /// The masking configuration, with the key that deterministic tokens are made with.
-    pub fn compile_masking(&self, token_key: [u8; 32]) -> Result<Masking, MaskError> {
-        self.masking.compile(TokenKey::new(token_key))
+    /// What the policy engine needs to know about each connection.
+    pub fn connection_policies(&self) -> Vec<ConnectionPolicy> {
+        self.connections.iter().map(|(name, c)| c.policy(name)).collect()
     }
 }
 

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod glob;
 pub mod identity;
 pub mod ids;
+pub mod mask_spec;
 pub mod policy;
 pub mod review;
 pub mod scope;

@@ -3,14 +3,15 @@
 //! through `sluice_gate::Gate`; it knows no bytes of any protocol. What the configuration sets
 //! (targets, policy, masking) can be replaced while sluice runs (`Engine::reload`).
 
+pub mod compile;
 mod credentials;
 mod session;
 
 pub use session::{EngineLog, EngineSession};
 
 use arc_swap::ArcSwap;
-use sluice_approvals::{ActiveGrant, Approvals};
-use sluice_config::{AccessPolicy, Config, ConnectionConfig};
+use sluice_approvals::{AccessPolicy, ActiveGrant, Approvals};
+use sluice_config::{Config, ConnectionConfig};
 use sluice_core::advice::{Explanation, Permissions};
 use sluice_core::audit::now_us;
 use sluice_core::policy::Policy;
@@ -96,7 +97,7 @@ impl Settings {
                 targets.prepare(name, conn).map_err(|reason| EngineError::Target { name: name.clone(), reason })?;
             connections.insert(name.clone(), Prepared { config: conn.clone(), target });
         }
-        Ok(Settings { connections, policy: config.compile_policy()?, record_statements: config.recording.statements })
+        Ok(Settings { connections, policy: compile::policy(config)?, record_statements: config.recording.statements })
     }
 }
 
@@ -124,7 +125,7 @@ impl Engine {
     pub fn reload(&self, config: &Config) -> Result<(), EngineError> {
         let core = &self.core;
         let settings = Settings::compile(config, &*core.targets)?;
-        let masking = config.compile_masking(core.key.derive(MASK_TOKEN_PURPOSE))?;
+        let masking = compile::masking(config, core.key.derive(MASK_TOKEN_PURPOSE))?;
         core.settings.store(Arc::new(settings));
         core.masking.store(Arc::new(masking));
         core.generation.fetch_add(1, Ordering::Release);

@@ -109,7 +109,9 @@ impl Drop for Harness {
 }
 
 fn config(text: &str) -> Config {
-    sluice_config::parse(text, "scenario.toml".as_ref()).expect("the scenario's configuration is valid")
+    let config = sluice_config::parse(text, "scenario.toml".as_ref()).expect("the scenario's configuration is valid");
+    sluice_engine::compile::check(&config, "scenario.toml".as_ref()).expect("the scenario's configuration compiles");
+    config
 }
 
 async fn harness() -> Harness {
@@ -118,9 +120,11 @@ async fn harness() -> Harness {
     let store = Store::open(&dir.join("state.db")).await.unwrap();
     let config = config(CONFIG);
     let key = MasterKey::from_hex(&"ab".repeat(32)).unwrap();
-    let masking = Arc::new(config.compile_masking(key.derive(MASK_TOKEN_PURPOSE)).unwrap());
+    let masking = Arc::new(sluice_engine::compile::masking(&config, key.derive(MASK_TOKEN_PURPOSE)).unwrap());
     let notifier = Notifier::new(Vec::new(), "http://127.0.0.1:1".into(), Arc::clone(&masking));
-    let approvals = Arc::new(Approvals::new(store.clone(), config.compile_access().unwrap(), notifier).await.unwrap());
+    let approvals = Arc::new(
+        Approvals::new(store.clone(), sluice_engine::compile::access(&config).unwrap(), notifier).await.unwrap(),
+    );
     let trail = Arc::new(Trail::default());
     let parts = Parts {
         store: store.clone(),

@@ -3,7 +3,7 @@
 
 use divan::counter::BytesCount;
 use divan::{Bencher, black_box};
-use sluice_mask::{Builtin, DetectorKind, MaskAction, Scanner, TokenKey, TypeClass};
+use sluice_mask::{Builtin, DetectorKind, Layout, MaskAction, Scanner, TokenKey};
 
 #[path = "corpus.rs"]
 mod corpus;
@@ -42,8 +42,8 @@ fn mask_text_values(bencher: Bencher) {
     bencher.counter(BytesCount::new(bytes)).bench_local(|| {
         let mut changed = 0;
         for v in &values {
-            if masker.mask(TypeClass::Text, false, black_box(v), &mut findings, &mut out) != sluice_mask::Masked::Clear
-            {
+            out.clear();
+            if masker.in_place(black_box(v), &mut findings, &mut out, Layout::Plain) != sluice_mask::Masked::Clear {
                 changed += 1;
             }
         }

@@ -2,8 +2,8 @@
 //! keyed deterministic token (equal values stay joinable; the key never leaves sluice), or NULL.
 
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use sluice_core::mask_spec::ActionName;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MaskAction {
@@ -29,24 +29,13 @@ impl MaskAction {
     }
 }
 
-/// The action names used in configuration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ActionName {
-    Redact,
-    Partial,
-    Token,
-    Null,
-}
-
-impl ActionName {
-    pub fn with_keep_last(self, keep_last: usize) -> MaskAction {
-        match self {
-            ActionName::Redact => MaskAction::Redact,
-            ActionName::Partial => MaskAction::Partial { keep_last },
-            ActionName::Token => MaskAction::Token,
-            ActionName::Null => MaskAction::Null,
-        }
+/// The action a configured action name stands for (`keep_last` for `partial`).
+pub fn action_for(name: ActionName, keep_last: usize) -> MaskAction {
+    match name {
+        ActionName::Redact => MaskAction::Redact,
+        ActionName::Partial => MaskAction::Partial { keep_last },
+        ActionName::Token => MaskAction::Token,
+        ActionName::Null => MaskAction::Null,
     }
 }
 

@@ -14,8 +14,9 @@ pub mod value;
 pub use action::{MaskAction, TokenKey};
 pub use detect::{Builtin, DetectorKind, Finding, Scanner};
 pub use objects::{CatalogRules, Function, View};
-pub use spec::{MaskError, MaskingSpec};
-pub use value::{ColumnMask, ContentMasker, Masked, TypeClass, mask_whole, type_class};
+pub use sluice_core::mask_spec::MaskingSpec;
+pub use spec::{MaskError, compile};
+pub use value::{ColumnMask, ContentMasker, Layout, Masked};
 
 use sluice_core::advice::{DetectorView, MaskedColumns};
 use sluice_core::glob::glob_match;

@@ -222,7 +222,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        let masking = spec.compile(TokenKey::new([7; 32])).unwrap();
+        let masking = crate::compile(&spec, TokenKey::new([7; 32])).unwrap();
         let who = Identity { name: "agent".into(), groups: vec![], credential_id: "t".into() };
         masking.lineage_problem(&who, "prod", &sluice_sql::analyze(sql))
     }

@@ -243,7 +243,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        Arc::new(spec.compile(TokenKey::new([1; 32])).unwrap())
+        Arc::new(crate::compile(&spec, TokenKey::new([1; 32])).unwrap())
     }
 
     #[test]

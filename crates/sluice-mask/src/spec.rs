@@ -1,75 +1,12 @@
-//! The `[masking]` section of the configuration and its compilation (docs/masking.md).
+//! Compiling the `[masking]` section of the configuration (`sluice_core::mask_spec`) into masking
+//! ready to run (docs/masking.md).
 
-use crate::action::{ActionName, MaskAction, TokenKey};
+use crate::action::{MaskAction, TokenKey, action_for};
 use crate::detect::{Builtin, DetectorKind, Scanner, ScannerError};
 use crate::{ColumnRule, Masking};
-use serde::Deserialize;
+use sluice_core::mask_spec::{ColumnRuleSpec, MaskingSpec};
 use sluice_core::scope::RuleScope;
-use std::collections::BTreeMap;
 use std::sync::Arc;
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MaskingSpec {
-    /// Off turns every detector and column rule off.
-    pub enabled: bool,
-    /// The built-in detectors that run, by name; all of them unless listed.
-    pub detectors: Vec<String>,
-    /// What a detector's finding becomes, unless `detector_actions` says otherwise.
-    pub action: ActionName,
-    /// For `partial`: how many trailing letters and digits stay visible.
-    pub keep_last: usize,
-    /// Per-detector actions, by detector name (built-in or custom).
-    pub detector_actions: BTreeMap<String, ActionName>,
-    pub custom_detectors: Vec<CustomDetectorSpec>,
-    pub columns: Vec<ColumnRuleSpec>,
-}
-
-impl Default for MaskingSpec {
-    fn default() -> Self {
-        MaskingSpec {
-            enabled: true,
-            detectors: Builtin::ALL.iter().map(|b| b.name().to_string()).collect(),
-            action: ActionName::Redact,
-            keep_last: 4,
-            detector_actions: BTreeMap::new(),
-            custom_detectors: Vec::new(),
-            columns: Vec::new(),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CustomDetectorSpec {
-    pub name: String,
-    /// A regular expression (Rust `regex` syntax).
-    pub pattern: String,
-    pub action: Option<ActionName>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ColumnRuleSpec {
-    pub name: String,
-    /// `schema.table.column`, `table.column` (any schema) or `column` (any table); globs.
-    pub columns: Vec<String>,
-    #[serde(default = "default_column_action")]
-    pub action: ActionName,
-    pub keep_last: Option<usize>,
-    /// Connection name globs; all connections when empty.
-    #[serde(default)]
-    pub connections: Vec<String>,
-    /// Identity name and group globs; everyone when both are empty.
-    #[serde(default)]
-    pub identities: Vec<String>,
-    #[serde(default)]
-    pub groups: Vec<String>,
-}
-
-fn default_column_action() -> ActionName {
-    ActionName::Redact
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaskError {
@@ -83,48 +20,47 @@ pub enum MaskError {
     Scanner(#[from] ScannerError),
 }
 
-impl MaskingSpec {
-    pub fn compile(&self, key: TokenKey) -> Result<Masking, MaskError> {
-        if !self.enabled {
-            return Ok(Masking::off());
-        }
-        let mut detectors: Vec<(String, DetectorKind)> = Vec::new();
-        for name in &self.detectors {
-            let builtin = Builtin::from_name(name).ok_or_else(|| {
-                let known: Vec<_> = Builtin::ALL.iter().map(|b| b.name()).collect();
-                MaskError::UnknownDetector(name.clone(), known.join(", "))
-            })?;
-            if detectors.iter().any(|(n, _)| n == name) {
-                return Err(MaskError::DuplicateDetector(name.clone()));
-            }
-            detectors.push((name.clone(), DetectorKind::Builtin(builtin)));
-        }
-        for custom in &self.custom_detectors {
-            if detectors.iter().any(|(n, _)| *n == custom.name) || Builtin::from_name(&custom.name).is_some() {
-                return Err(MaskError::DuplicateDetector(custom.name.clone()));
-            }
-            detectors.push((custom.name.clone(), DetectorKind::Custom(custom.pattern.clone())));
-        }
-        for name in self.detector_actions.keys() {
-            if !detectors.iter().any(|(n, _)| n == name) {
-                let known: Vec<_> = detectors.iter().map(|(n, _)| n.as_str()).collect();
-                return Err(MaskError::UnknownDetector(name.clone(), known.join(", ")));
-            }
-        }
-        let actions = detectors
-            .iter()
-            .map(|(name, _)| {
-                let custom = self.custom_detectors.iter().find(|c| &c.name == name).and_then(|c| c.action);
-                let chosen = self.detector_actions.get(name).copied().or(custom).unwrap_or(self.action);
-                chosen.with_keep_last(self.keep_last)
-            })
-            .collect();
-        let mut columns = Vec::new();
-        for rule in &self.columns {
-            columns.push(compile_column_rule(rule, self.keep_last)?);
-        }
-        Ok(Masking { scanner: Scanner::new(&detectors)?, actions, columns, key })
+/// Masking as `spec` sets it, with the key deterministic tokens are made with.
+pub fn compile(spec: &MaskingSpec, key: TokenKey) -> Result<Masking, MaskError> {
+    if !spec.enabled {
+        return Ok(Masking::off());
     }
+    let mut detectors: Vec<(String, DetectorKind)> = Vec::new();
+    for name in &spec.detectors {
+        let builtin = Builtin::from_name(name).ok_or_else(|| {
+            let known: Vec<_> = Builtin::ALL.iter().map(|b| b.name()).collect();
+            MaskError::UnknownDetector(name.clone(), known.join(", "))
+        })?;
+        if detectors.iter().any(|(n, _)| n == name) {
+            return Err(MaskError::DuplicateDetector(name.clone()));
+        }
+        detectors.push((name.clone(), DetectorKind::Builtin(builtin)));
+    }
+    for custom in &spec.custom_detectors {
+        if detectors.iter().any(|(n, _)| *n == custom.name) || Builtin::from_name(&custom.name).is_some() {
+            return Err(MaskError::DuplicateDetector(custom.name.clone()));
+        }
+        detectors.push((custom.name.clone(), DetectorKind::Custom(custom.pattern.clone())));
+    }
+    for name in spec.detector_actions.keys() {
+        if !detectors.iter().any(|(n, _)| n == name) {
+            let known: Vec<_> = detectors.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(MaskError::UnknownDetector(name.clone(), known.join(", ")));
+        }
+    }
+    let actions = detectors
+        .iter()
+        .map(|(name, _)| {
+            let custom = spec.custom_detectors.iter().find(|c| &c.name == name).and_then(|c| c.action);
+            let chosen = spec.detector_actions.get(name).copied().or(custom).unwrap_or(spec.action);
+            action_for(chosen, spec.keep_last)
+        })
+        .collect();
+    let mut columns = Vec::new();
+    for rule in &spec.columns {
+        columns.push(compile_column_rule(rule, spec.keep_last)?);
+    }
+    Ok(Masking { scanner: Scanner::new(&detectors)?, actions, columns, key })
 }
 
 fn compile_column_rule(spec: &ColumnRuleSpec, keep_last: usize) -> Result<ColumnRule, MaskError> {
@@ -150,7 +86,7 @@ fn compile_column_rule(spec: &ColumnRuleSpec, keep_last: usize) -> Result<Column
         }
         columns.push(triple);
     }
-    let action: MaskAction = spec.action.with_keep_last(spec.keep_last.unwrap_or(keep_last));
+    let action: MaskAction = action_for(spec.action, spec.keep_last.unwrap_or(keep_last));
     Ok(ColumnRule {
         name: Arc::from(spec.name.as_str()),
         columns,
@@ -170,7 +106,7 @@ mod tests {
 
     fn compile(text: &str) -> Result<Masking, MaskError> {
         let spec: MaskingSpec = toml::from_str(text).unwrap();
-        spec.compile(TokenKey::new([3; 32]))
+        super::compile(&spec, TokenKey::new([3; 32]))
     }
 
     fn who(name: &str, groups: &[&str]) -> Identity {
@@ -179,6 +115,12 @@ mod tests {
             groups: groups.iter().map(|g| g.to_string()).collect(),
             credential_id: "t".into(),
         }
+    }
+
+    #[test]
+    fn the_configurations_list_of_builtin_detectors_is_the_detectors_sluice_has() {
+        let names: Vec<&str> = Builtin::ALL.iter().map(|b| b.name()).collect();
+        assert_eq!(names, sluice_core::mask_spec::BUILTIN_DETECTORS);
     }
 
     #[test]

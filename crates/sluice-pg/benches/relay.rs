@@ -46,7 +46,8 @@ fn split_frames(bencher: Bencher) {
 #[divan::bench]
 fn mask_rows_every_detector(bencher: Bencher) {
     let buf = rows();
-    let masking = Arc::new(MaskingSpec::default().compile(TokenKey::new([1; 32])).expect("defaults compile"));
+    let masking =
+        Arc::new(sluice_mask::compile(&MaskingSpec::default(), TokenKey::new([1; 32])).expect("defaults compile"));
     let who = Identity { name: "bench".into(), groups: vec![], credential_id: "t".into() };
     let mut masker = ResponseMasker::new(masking.for_session(&who, "bench"));
     let field = |type_oid| Field { table_oid: 16390, column: 1, type_oid, format: 0 };

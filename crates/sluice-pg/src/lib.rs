@@ -2,7 +2,6 @@
 //! through the engine (`sluice_gate::Gate`), opens upstream sessions with held credentials, and relays traffic frame by
 //! frame, decoding only what the gateway needs to see.
 
-mod admission;
 pub mod cancel;
 mod catalog;
 pub mod codec;
@@ -13,15 +12,15 @@ mod relay;
 mod scram;
 mod session;
 mod startup;
-mod stop;
 mod stream;
 pub mod tls;
 pub mod upstream;
+pub mod value;
 
 pub use error::PgError;
 
 /// The maps a session keeps per message (statement and portal names, result shapes): foldhash,
 /// several times cheaper than SipHash on short keys, and seeded per process.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-pub use listener::{ListenerConfig, ServerTls, serve};
+pub use listener::{ListenerConfig, PgAdapter, ServerTls};
 pub use upstream::{PgEndpoint, PgTarget, PgTargetOptions, UpstreamTlsMode};

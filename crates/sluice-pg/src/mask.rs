@@ -4,8 +4,9 @@
 
 use crate::FastMap;
 use crate::codec::{HEADER_LEN, Reader, put_message};
+use crate::value::{TypeClass, finds_in_binary, mask_value, mask_whole, type_class};
 use bytes::{BufMut, Bytes, BytesMut};
-use sluice_mask::{ColumnMask, Finding, MaskAction, Masked, SessionMasking, TypeClass, mask_whole, type_class};
+use sluice_mask::{ColumnMask, Finding, MaskAction, Masked, SessionMasking};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -186,7 +187,7 @@ impl ResponseMasker {
             let value = &body[start..end];
             let masked = match &column.rule {
                 Some(rule) => mask_whole(column.class, column.binary, value, rule, masking.key(), &mut self.value),
-                None => content.mask(column.class, column.binary, value, &mut self.findings, &mut self.value),
+                None => mask_value(&content, column.class, column.binary, value, &mut self.findings, &mut self.value),
             };
             if masked != Masked::Clear {
                 let from = self.replaced.len();
@@ -332,7 +333,7 @@ impl ResponseMasker {
             },
             CopyFormat::Binary => {
                 self.value.clear();
-                let sensitive = |field: &[u8], findings: &mut Vec<Finding>| content.finds_in_binary(field, findings);
+                let sensitive = |field: &[u8], findings: &mut Vec<Finding>| finds_in_binary(&content, field, findings);
                 let Some(changed) = mask_binary_copy(body, &mut self.value, sensitive, &mut self.findings) else {
                     // Not a tuple sluice can read: nothing of it is passed on.
                     put_message(out, b'd', |_| {});
@@ -419,7 +420,7 @@ mod tests {
     use sluice_mask::{MaskingSpec, TokenKey};
 
     fn masker() -> ResponseMasker {
-        let masking = Arc::new(MaskingSpec::default().compile(TokenKey::new([5; 32])).unwrap());
+        let masking = Arc::new(sluice_mask::compile(&MaskingSpec::default(), TokenKey::new([5; 32])).unwrap());
         let who = Identity { name: "a".into(), groups: vec![], credential_id: "t".into() };
         ResponseMasker::new(masking.for_session(&who, "c"))
     }

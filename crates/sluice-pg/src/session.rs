@@ -1,14 +1,12 @@
 //! One client connection from first byte to last: TLS negotiation, startup, authentication through
 //! the Gate, the upstream session with the held credential, then the relay until either side ends.
 
-use crate::admission::Ticket;
 use crate::cancel::UpstreamKey;
 use crate::codec::{self, HEADER_LEN, auth, peek_frame};
 use crate::error::{PgError, sqlstate};
 use crate::listener::Shared;
 use crate::relay::{self, Context, RelayEnd, Tracker};
 use crate::startup::{StartupError, StartupPacket, read_startup};
-use crate::stop::Stop;
 use crate::stream::PgStream;
 use crate::upstream::{self, PgEndpoint, PgTarget, UpstreamError};
 use bytes::BytesMut;
@@ -17,6 +15,7 @@ use sluice_core::policy::is_protected_setting;
 use sluice_core::review::SAME_STATEMENT;
 use sluice_core::{Protocol, Secret};
 use sluice_gate::{ClientInfo, Gate, OpenError, OpenRequest, Presented, SessionGate, SessionGrant};
+use sluice_runtime::{Accepted, SessionSlots, Stop, Ticket};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,11 +45,11 @@ fn forwarded_parameter(name: &str) -> bool {
         && !OVERRIDDEN_PARAMETERS.contains(&name.to_ascii_lowercase().as_str())
 }
 
-pub async fn run<G: Gate>(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared<G>>, mut stop: Stop) {
+pub async fn run<G: Gate>(accepted: Accepted, shared: Arc<Shared<G>>) {
+    let Accepted { tcp, peer, ticket, mut stop, slots } = accepted;
     let _ = tcp.set_nodelay(true);
-    let ticket = shared.admission.admit(peer.ip());
     let opened = tokio::select! {
-        opened = handshake(tcp, peer, &shared, ticket) => opened,
+        opened = handshake(tcp, peer, &shared, ticket, slots) => opened,
         _ = stop.signalled() => return,
     };
     let Some(opened) = opened else { return };
@@ -76,6 +75,7 @@ async fn handshake<G: Gate>(
     peer: SocketAddr,
     shared: &Shared<G>,
     ticket: Ticket,
+    slots: SessionSlots,
 ) -> Option<Opened<G::Session>> {
     let authenticated = tokio::select! {
         result = tokio::time::timeout(shared.config.handshake_timeout, authenticate(tcp, peer, shared)) => match result {
@@ -93,7 +93,7 @@ async fn handshake<G: Gate>(
     drop(ticket);
     let Authenticated { mut client, params, grant, session } = authenticated;
     let max_sessions = shared.config.max_sessions;
-    let Ok(slot) = Arc::clone(&shared.slots).try_acquire_owned() else {
+    let Some(slot) = slots.take() else {
         tracing::warn!(%peer, max_sessions, "refusing a client: too many sessions");
         let e = PgError::fatal(
             sqlstate::TOO_MANY_CONNECTIONS,

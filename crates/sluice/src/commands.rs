@@ -117,7 +117,7 @@ pub enum AuthCommand {
 }
 
 async fn open_store(config_path: &Path) -> Result<(Config, Store)> {
-    let config = sluice_config::load(config_path)?;
+    let config = sluice_engine::compile::load(config_path)?;
     let store = Store::open(&config.server.store_path()).await?;
     Ok((config, store))
 }
@@ -363,10 +363,7 @@ pub async fn auth(config_path: &Path, cmd: AuthCommand) -> Result<()> {
 /// `sluice check`: the file is valid (policy and masking compile too) and what it sets, in a few
 /// lines or as JSON.
 pub fn check(config_path: &Path, json: bool) -> Result<()> {
-    let config = sluice_config::load(config_path)?;
-    config.compile_policy()?;
-    config.compile_access()?;
-    config.compile_masking([0; 32])?;
+    let config = sluice_engine::compile::load(config_path)?;
     let summary = summary(&config);
     if json {
         let doc = serde_json::json!({ "config": config_path, "valid": true, "summary": summary });

@@ -9,7 +9,6 @@ mod policy_cmd;
 mod review_cmd;
 mod serve;
 mod targets;
-mod workers;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

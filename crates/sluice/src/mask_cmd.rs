@@ -23,7 +23,7 @@ pub enum MaskCommand {
 }
 
 pub fn run(config_path: &Path, cmd: MaskCommand) -> Result<()> {
-    let config = sluice_config::load(config_path)?;
+    let config = sluice_engine::compile::load(config_path)?;
     let MaskCommand::Test { json, text } = cmd;
     let text = if text == "-" {
         let mut buf = String::new();
@@ -37,7 +37,7 @@ pub fn run(config_path: &Path, cmd: MaskCommand) -> Result<()> {
         Ok(key) => (key.derive(MASK_TOKEN_PURPOSE), None),
         Err(_) => ([0; 32], Some("no master key found: tokens shown here differ from the gateway's")),
     };
-    let masking = config.compile_masking(key)?;
+    let masking = sluice_engine::compile::masking(&config, key)?;
     let findings = masking.explain(&text);
     let masked = masking.mask_text(&text).unwrap_or_else(|| text.clone());
     if json {

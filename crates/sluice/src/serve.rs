@@ -4,13 +4,13 @@
 use crate::display::announce;
 use crate::instance;
 use crate::targets::Targets;
-use crate::workers::Workers;
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use sluice_approvals::{Approvals, Notifier};
 use sluice_config::{ClientTls, Config, LogFormat};
 use sluice_engine::{Engine, MASK_TOKEN_PURPOSE, Parts};
-use sluice_pg::{ListenerConfig, tls};
+use sluice_pg::{ListenerConfig, PgAdapter, tls};
+use sluice_runtime::{Adapter, Runtime, Workers};
 use sluice_store::vault::{MasterKey, write_private};
 use sluice_store::{Recorder, Store};
 use sluice_web::Api;
@@ -25,7 +25,7 @@ const GRANT_REFRESH: Duration = Duration::from_secs(5);
 const TOKEN_REFRESH: Duration = Duration::from_secs(2);
 
 pub async fn run(config_path: &Path) -> Result<()> {
-    let config = sluice_config::load(config_path)?;
+    let config = sluice_engine::compile::load(config_path)?;
     init_logging(&config);
     let store = Store::open(&config.server.store_path()).await?;
     check_state_is_private(&config)?;
@@ -34,7 +34,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         tracing::warn!(orphaned, "closed sessions left open by a previous run");
     }
     let key = MasterKey::load(&config.server.master_key_path(), true)?;
-    let masking = Arc::new(config.compile_masking(key.derive(MASK_TOKEN_PURPOSE))?);
+    let masking = Arc::new(sluice_engine::compile::masking(&config, key.derive(MASK_TOKEN_PURPOSE))?);
     let live_masking = Arc::new(ArcSwap::new(Arc::clone(&masking)));
     // Recorded statements are masked like results (by the detectors, which apply to every session),
     // with the rules of the latest reload.
@@ -59,7 +59,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         _ => config.api.base_url(),
     };
     let notifier = Notifier::new(config.approvals.webhooks.clone(), base_url, Arc::clone(&masking));
-    let approvals = Arc::new(Approvals::new(store.clone(), config.compile_access()?, notifier).await?);
+    let approvals = Arc::new(Approvals::new(store.clone(), sluice_engine::compile::access(&config)?, notifier).await?);
     let parts = Parts {
         store: store.clone(),
         audit: Arc::new(recorder),
@@ -70,25 +70,23 @@ pub async fn run(config_path: &Path) -> Result<()> {
     };
     let gateway = Arc::new(Engine::new(&config, parts)?);
 
-    let workers = Workers::start(config.server.worker_threads)?;
+    let workers = Workers::start(config.server.worker_threads).context("cannot start the session workers")?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let runtime = Runtime::new(workers.handles(), stop_rx.clone(), DRAIN);
     let mut listeners = Vec::new();
     let mut postgres_addr = None;
-    if config.postgres.enabled {
-        let listener = TcpListener::bind(&config.postgres.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.postgres.listen))?;
+    for (adapter, listen) in adapters(&config, &gateway)? {
+        let name = adapter.name();
+        let listener =
+            TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen} for {name}"))?;
         let addr = listener.local_addr()?;
-        let listener_config = pg_listener_config(&config)?;
-        tracing::info!(%addr, tls = ?config.postgres.tls, connections = config.connections.len(), "PostgreSQL listener ready");
+        tracing::info!(%addr, targets = config.connections.len(), "{} listener ready", adapter.title());
         // A line on stdout that scripts and tests wait for (the port is real even when 0 was asked).
-        announce(format_args!("sluice: postgres listening on {addr}"));
-        postgres_addr = Some(addr.to_string());
-        let gateway = Arc::clone(&gateway);
-        let (stop_rx, handles) = (stop_rx.clone(), workers.handles());
-        listeners.push(tokio::spawn(async move {
-            sluice_pg::serve(listener, listener_config, gateway, stop_rx, DRAIN, &handles).await
-        }));
+        announce(format_args!("sluice: {name} listening on {addr}"));
+        if name == "postgres" {
+            postgres_addr = Some(addr.to_string());
+        }
+        listeners.push(tokio::spawn(adapter.serve(listener, runtime.clone())));
     }
 
     // Grants decided by another instance sharing the store, and grants that ran out, are picked
@@ -189,6 +187,16 @@ fn check_state_is_private(config: &Config) -> Result<()> {
     )
 }
 
+/// The adapters the configuration enables, each with the address it listens on.
+fn adapters(config: &Config, engine: &Arc<Engine>) -> Result<Vec<(Arc<dyn Adapter>, String)>> {
+    let mut adapters: Vec<(Arc<dyn Adapter>, String)> = Vec::new();
+    if config.postgres.enabled {
+        let pg = PgAdapter::new(Arc::clone(engine), pg_listener_config(config)?);
+        adapters.push((Arc::new(pg), config.postgres.listen.clone()));
+    }
+    Ok(adapters)
+}
+
 fn pg_listener_config(config: &Config) -> Result<ListenerConfig> {
     let pg = &config.postgres;
     let tls = match pg.tls {
@@ -261,7 +269,7 @@ async fn serve_until_stopped(config_path: &Path, running: &Config, gateway: &Eng
 /// A reload replaces connections, policy and masking all at once, or changes nothing: a file that
 /// does not load or compile is refused with its error and the running configuration stays.
 fn reload(config_path: &Path, running: &Config, gateway: &Engine) {
-    let config = match sluice_config::load(config_path) {
+    let config = match sluice_engine::compile::load(config_path) {
         Ok(config) => config,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "reload refused: the configuration file is invalid; nothing changed");

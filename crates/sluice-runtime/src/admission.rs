@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 /// How long a handshake is left alone before a newcomer may evict it.
 const GRACE: Duration = Duration::from_millis(500);
 
-pub(crate) struct Admission {
+pub struct Admission {
     max_total: usize,
     max_per_source: usize,
     pending: Mutex<Pending>,
@@ -36,7 +36,7 @@ struct Pending {
 }
 
 /// One admitted handshake; leaves the budget when dropped.
-pub(crate) struct Ticket {
+pub struct Ticket {
     admission: Arc<Admission>,
     id: u64,
     evicted: Arc<Notify>,

@@ -1,7 +1,6 @@
 //! Per-core session workers: single-threaded tokio runtimes, each on its own thread, that listeners
 //! hand sessions to. A session never migrates, so its two directions wake each other on one thread.
 
-use anyhow::{Context, Result};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
@@ -13,7 +12,7 @@ pub struct Workers {
 
 impl Workers {
     /// Starts `count` workers (0: one per CPU).
-    pub fn start(count: usize) -> Result<Workers> {
+    pub fn start(count: usize) -> std::io::Result<Workers> {
         let count = match count {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             n => n,
@@ -22,20 +21,14 @@ impl Workers {
         let mut handles = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
         for index in 0..count {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start a session worker")?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             handles.push(runtime.handle().clone());
             let mut stopped = stop.subscribe();
-            let thread = std::thread::Builder::new()
-                .name(format!("sluice-worker-{index}"))
-                .spawn(move || {
-                    runtime.block_on(async move {
-                        let _ = stopped.wait_for(|s| *s).await;
-                    });
-                })
-                .context("cannot start a session worker thread")?;
+            let thread = std::thread::Builder::new().name(format!("sluice-worker-{index}")).spawn(move || {
+                runtime.block_on(async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                });
+            })?;
             threads.push(thread);
         }
         Ok(Workers { handles, threads, stop })

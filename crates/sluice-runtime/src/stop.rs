@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 
 /// The listener's side: one sender per open session.
 #[derive(Default)]
-pub(crate) struct Stops {
+pub struct Stops {
     open: Arc<Mutex<Open>>,
 }
 
@@ -39,7 +39,7 @@ impl Stops {
 }
 
 /// A session's side.
-pub(crate) struct Stop {
+pub struct Stop {
     rx: oneshot::Receiver<()>,
     fired: bool,
     id: u64,

@@ -1,0 +1,139 @@
+//! The configuration (plain data) compiled into what decides: the policy, the access policies and
+//! the masking. Done when the engine is built or reloaded, and by `load` so that a configuration
+//! that would not compile is refused when it is read, naming the section at fault.
+
+use sluice_approvals::AccessPolicy;
+use sluice_config::{AccessPolicySpec, Config, ConfigError};
+use sluice_core::policy::{ConnectionPolicy, Policy, PolicyError, PolicySpec};
+use sluice_core::review::MAX_SPAN;
+use sluice_core::scope::RuleScope;
+use sluice_mask::{MaskError, Masking, TokenKey};
+use std::path::Path;
+
+/// Reads the configuration file and checks that everything in it compiles.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let config = sluice_config::load(path)?;
+    check(&config, path)?;
+    Ok(config)
+}
+
+/// Checks that the policy, the access policies and the masking compile.
+pub fn check(config: &Config, origin: &Path) -> Result<(), ConfigError> {
+    let invalid = |key: &str, message: String| ConfigError::Invalid { path: origin.into(), key: key.into(), message };
+    policy(config).map_err(|e| invalid("policy.rules", e.to_string()))?;
+    access(config).map_err(|e| invalid("access.policies", e.to_string()))?;
+    masking(config, [0; 32]).map_err(|e| invalid("masking", e.to_string()))?;
+    Ok(())
+}
+
+/// The SQL policy: the `[policy]` section with each connection's preset, default and search_path.
+pub fn policy(config: &Config) -> Result<Policy, PolicyError> {
+    Ok(Policy::compile(&config.policy, &config.connection_policies())?.with_column_masking(masked_scopes(config)))
+}
+
+/// The access policies, in the order the configuration lists them.
+pub fn access(config: &Config) -> Result<Vec<AccessPolicy>, PolicyError> {
+    let connections = config.connection_policies();
+    config
+        .access
+        .policies
+        .iter()
+        .map(|spec| {
+            let mut access = access_policy(spec, &connections, &config.policy.side_effect_functions)?;
+            access.policy = access.policy.with_column_masking(masked_scopes(config));
+            Ok(access)
+        })
+        .collect()
+}
+
+/// The masking, with the key deterministic tokens are made with.
+pub fn masking(config: &Config, token_key: [u8; 32]) -> Result<Masking, MaskError> {
+    sluice_mask::compile(&config.masking, TokenKey::new(token_key))
+}
+
+/// Where column masking applies: every column rule's scope (none when masking is off).
+fn masked_scopes(config: &Config) -> Vec<RuleScope> {
+    if !config.masking.enabled {
+        return Vec::new();
+    }
+    let scope = |c: &sluice_core::mask_spec::ColumnRuleSpec| RuleScope {
+        connections: c.connections.clone(),
+        identities: c.identities.clone(),
+        groups: c.groups.clone(),
+    };
+    config.masking.columns.iter().map(scope).collect()
+}
+
+/// One access policy, compiled against the configured connections. Connection presets and
+/// defaults do not apply under a grant: the access policy replaces the normal one.
+fn access_policy(
+    spec: &AccessPolicySpec,
+    connections: &[ConnectionPolicy],
+    side_effect_functions: &[String],
+) -> Result<AccessPolicy, PolicyError> {
+    let problem = |p: String| PolicyError::Rule { rule: format!("access policy {}", spec.name), problem: p };
+    spec.review.check().map_err(|p| problem(format!("review: {p}")))?;
+    if spec.max_duration.0.is_zero() || spec.max_duration > MAX_SPAN {
+        return Err(problem(format!("max_duration must be longer than 0s and at most {MAX_SPAN}")));
+    }
+    let policy = PolicySpec {
+        default: spec.default,
+        side_effect_functions: side_effect_functions.to_vec(),
+        rules: spec.rules.clone(),
+        // Built-in rules stay on under a grant, whatever the main policy turns off.
+        builtin: Default::default(),
+    };
+    let plain: Vec<ConnectionPolicy> =
+        connections.iter().map(|c| ConnectionPolicy { preset: None, default: None, ..c.clone() }).collect();
+    Ok(AccessPolicy {
+        name: spec.name.clone(),
+        description: spec.description.clone(),
+        scope: RuleScope {
+            connections: spec.connections.clone(),
+            identities: spec.identities.clone(),
+            groups: spec.groups.clone(),
+        },
+        max_duration: spec.max_duration,
+        review: spec.review.clone(),
+        policy: Policy::compile(&policy, &plain)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checked(text: &str) -> Result<Config, ConfigError> {
+        let origin = Path::new("test.toml");
+        let config = sluice_config::parse(text, origin)?;
+        check(&config, origin)?;
+        Ok(config)
+    }
+
+    #[test]
+    fn review_settings_and_access_policies_are_checked_naming_the_section() {
+        let base = "[connections.shop]\nhost = \"h\"\nuser = \"u\"\n";
+        let err = |extra: &str| checked(&format!("{base}{extra}")).unwrap_err().to_string();
+        let e = err("[[policy.rules]]\nname = \"r\"\neffect = \"deny\"\nreview = { approvers = [\"dba\"] }\n");
+        assert!(e.contains("policy.rules") && e.contains("only a rule with effect"), "{e}");
+        let e = err("[[policy.rules]]\nname = \"r\"\neffect = \"review\"\nreview = { approvers = [] }\n");
+        assert!(e.contains("approver"), "{e}");
+        let e = err("[[policy.rules]]\nname = \"r\"\neffect = \"review\"\nreview = { timeout = \"soon\" }\n");
+        assert!(e.contains("not a length of time"), "{e}");
+        let e = err("[[access.policies]]\nname = \"a\"\n[[access.policies]]\nname = \"a\"\n");
+        assert!(e.contains("access.policies"), "{e}");
+        let e = err("[[access.policies]]\nname = \"a\"\nmax_duration = \"0s\"\n");
+        assert!(e.contains("access.policies") && e.contains("max_duration"), "{e}");
+        let e = err("[masking]\ndetectors = [\"cc\"]\n");
+        assert!(e.contains("masking") && e.contains("unknown detector"), "{e}");
+        let ok = checked(&format!(
+            "{base}[[policy.rules]]\nname = \"r\"\neffect = \"review\"\nreview = {{ mode = \"wait\", timeout = \"90s\", approvals = 2 }}\n\
+             [[access.policies]]\nname = \"writer\"\nmax_duration = \"2h\"\n"
+        ))
+        .unwrap();
+        let rules = policy(&ok).unwrap().review_rules("r");
+        assert_eq!((rules.mode.as_str(), rules.timeout.as_secs(), rules.approvals), ("wait", 90, 2));
+        assert_eq!(rules.approvers, ["approvers"], "the default approver group");
+        assert_eq!(access(&ok).unwrap()[0].max_duration.as_secs(), 7200);
+    }
+}
