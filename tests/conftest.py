@@ -13,8 +13,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import tomllib
+
 import psycopg
 import pytest
+import tomli_w
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,6 +41,18 @@ def api_request(base_url, token, method, path, body=None):
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
+
+
+def psql(dsn, *args, sql=None, input=None, check=False, timeout=60, env=None):
+    """psql as an agent runs it against `dsn`: no psqlrc, stopping at the first error, with `args`
+    (`-At`, `-c …`) and then `sql` as one more command. `check`: fail unless psql succeeds."""
+    command = ["psql", dsn, "-X", "-v", "ON_ERROR_STOP=1", *args]
+    if sql is not None:
+        command += ["-c", sql]
+    result = subprocess.run(command, input=input, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"psql failed ({result.returncode}): {result.stderr}")
+    return result
 
 
 def free_port() -> int:
@@ -104,13 +119,50 @@ def pg():
     shutil.rmtree(directory, ignore_errors=True)
 
 
-class Sluice:
-    """A `sluice serve` process with its own config and state directory."""
+def pg_target(pg: Postgres, user="app", password="env:SHOP_PG_PASSWORD", **options) -> dict:
+    """A PostgreSQL target of the test server, as `[connections.NAME]` holds it."""
+    return {"host": "127.0.0.1", "port": pg.port, "user": user, "password": password, **options}
 
-    def __init__(self, pg: Postgres, extra_postgres="", extra_connections="", env=None, extra_api=""):
+
+def merged(base: dict, extra: dict) -> dict:
+    """`extra` laid over `base`, table by table (a key in both takes extra's value)."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def base_settings(pg: Postgres) -> dict:
+    """The configuration every test gateway starts from: its listeners on free ports, and targets
+    of the test server that each use one way of holding the credential, one TLS mode or one
+    access list."""
+    return {
+        "server": {"state_dir": "state"},
+        "api": {"listen": "127.0.0.1:0"},
+        "postgres": {"listen": "127.0.0.1:0"},
+        "connections": {
+            "shop": pg_target(pg, password="stored"),
+            "shop_env": pg_target(pg, database="shop", tls="disable"),
+            "shop_file": pg_target(pg, database="shop", password="file:app.pw", tls="require"),
+            "shop_md5": pg_target(pg, database="shop", user="legacy_md5", password="env:MD5_PG_PASSWORD",
+                                  tls="disable"),
+            "shop_verified": {**pg_target(pg, database="shop", user="tls_only", password="env:TLS_ONLY_PG_PASSWORD",
+                                          tls="verify-full", ca_file=str(pg.ca_file)), "host": "localhost"},
+            "bench": pg_target(pg),
+            "nowhere": {**pg_target(pg), "port": free_port()},
+            "ops_only": pg_target(pg, database="shop", allow_groups=["ops"]),
+        },
+    }
+
+
+class Sluice:
+    """A `sluice serve` process with its own config and state directory. Its configuration is
+    built as data: `base_settings`, then `extra_toml` (TOML text, such as a test's rules, read
+    into data), then `settings`, each laid over what came before."""
+
+    def __init__(self, pg: Postgres, extra_toml="", env=None, settings=None):
         self.pg = pg
         self.dir = Path(tempfile.mkdtemp(prefix="sluice-test-gw-"))
-        self.extra_api = extra_api
         self.config = self.dir / "sluice.toml"
         self.password_file = self.dir / "app.pw"
         self.password_file.write_text(pg.app_password + "\n")
@@ -118,78 +170,10 @@ class Sluice:
         self.env = dict(os.environ, SHOP_PG_PASSWORD=pg.app_password, RUST_LOG="info",
                         XDG_STATE_HOME=str(self.dir / "xdg"))
         self.env.update(env or {})
-        self.config.write_text(f"""
-[server]
-state_dir = "state"
-
-[api]
-listen = "127.0.0.1:0"
-{extra_api}
-
-[postgres]
-listen = "127.0.0.1:0"
-{extra_postgres}
-
-[connections.shop]
-host = "127.0.0.1"
-port = {pg.port}
-user = "app"
-password = "stored"
-
-[connections.shop_env]
-host = "127.0.0.1"
-port = {pg.port}
-database = "shop"
-user = "app"
-password = "env:SHOP_PG_PASSWORD"
-tls = "disable"
-
-[connections.shop_file]
-host = "127.0.0.1"
-port = {pg.port}
-database = "shop"
-user = "app"
-password = "file:app.pw"
-tls = "require"
-
-[connections.shop_md5]
-host = "127.0.0.1"
-port = {pg.port}
-database = "shop"
-user = "legacy_md5"
-password = "env:MD5_PG_PASSWORD"
-tls = "disable"
-
-[connections.shop_verified]
-host = "localhost"
-port = {pg.port}
-database = "shop"
-user = "tls_only"
-password = "env:TLS_ONLY_PG_PASSWORD"
-tls = "verify-full"
-ca_file = "{pg.ca_file}"
-
-[connections.bench]
-host = "127.0.0.1"
-port = {pg.port}
-user = "app"
-password = "env:SHOP_PG_PASSWORD"
-
-[connections.nowhere]
-host = "127.0.0.1"
-port = {free_port()}
-user = "app"
-password = "env:SHOP_PG_PASSWORD"
-
-[connections.ops_only]
-host = "127.0.0.1"
-port = {pg.port}
-database = "shop"
-user = "app"
-password = "env:SHOP_PG_PASSWORD"
-allow_groups = ["ops"]
-{extra_connections}
-""")
+        self.settings = base_settings(pg)
+        for extra in (tomllib.loads(extra_toml), settings or {}):
+            self.settings = merged(self.settings, extra)
+        self.config.write_text(tomli_w.dumps(self.settings))
         self.env["MD5_PG_PASSWORD"] = pg.md5_password
         self.env["TLS_ONLY_PG_PASSWORD"] = pg.tls_only_password
         self.stderr_path = self.dir / "sluice.log"
@@ -218,7 +202,7 @@ allow_groups = ["ops"]
             raise AssertionError(f"sluice did not start: {line!r}\n{self.log()}")
         self.port = int(line.rsplit(":", 1)[1])
         self.api_url = None
-        if "enabled = false" not in self.extra_api:
+        if self.settings["api"].get("enabled", True):
             line = self.proc.stdout.readline()
             if "api listening on" not in line:
                 self.proc.kill()

@@ -4,14 +4,13 @@ statements that do not parse, advice that fits the client it uses, EXPLAIN that 
 own client (sluice.policy(), sluice.explain('…')) or the API with its own token."""
 
 import asyncio
-import subprocess
 
 import asyncpg
 
 import psycopg
 import pytest
 
-from conftest import Sluice, api_request
+from conftest import Sluice, api_request, psql
 
 RULES = """
 [[policy.rules]]
@@ -47,7 +46,7 @@ UNPARSEABLE = [
 
 @pytest.fixture(scope="module")
 def agent_gw(pg):
-    gw = Sluice(pg, extra_connections=RULES).start()
+    gw = Sluice(pg, extra_toml=RULES).start()
     gw.agent_token = gw.token()
     yield gw
     assert gw.stop() == 0
@@ -71,9 +70,8 @@ def test_a_syntax_error_keeps_postgresqls_position(pg, agent_gw, sql):
     # Word for word the server's error: no mention of sluice (the recording has the refusal).
     assert through.message_primary == direct.message_primary and through.message_hint is None
     # The same in psql: the LINE/caret lines are PostgreSQL's own.
-    direct_psql = subprocess.run(["psql", pg.dsn(), "-X", "-c", sql], capture_output=True, text=True)
-    through_psql = subprocess.run(["psql", agent_gw.dsn(agent_gw.agent_token), "-X", "-c", sql],
-                                  capture_output=True, text=True)
+    direct_psql = psql(pg.dsn(), sql=sql)
+    through_psql = psql(agent_gw.dsn(agent_gw.agent_token), sql=sql)
     caret = [line for line in direct_psql.stderr.splitlines() if line.startswith("LINE") or line.strip() == "^"]
     assert caret and all(line in through_psql.stderr.splitlines() for line in caret), through_psql.stderr
 
@@ -149,7 +147,7 @@ def test_an_agent_asks_what_it_may_do_from_its_own_client(pg, agent_gw):
     assert "credit-card" in answer["detectors"][0] and "standard_conforming_strings" in answer["pinned settings"][0]
     assert "sluice.explain" in answer["ask"][0]
     # psql over the simple protocol gets the same rows.
-    out = subprocess.run(["psql", dsn, "-XAt", "-F", "|", "-c", "SELECT sluice.policy()"], capture_output=True, text=True)
+    out = psql(dsn, "-At", "-F", "|", sql="SELECT sluice.policy()")
     assert out.returncode == 0 and "orders-append-only: deny" in out.stdout, out.stderr
 
 

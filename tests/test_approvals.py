@@ -160,7 +160,7 @@ def reset_tables(pg):
 
 
 def start_gateway(pg, hooks, state_from=None):
-    gw = Sluice(pg, extra_connections=RULES.format(port=pg.port, hook_port=hooks.port))
+    gw = Sluice(pg, extra_toml=RULES.format(port=pg.port, hook_port=hooks.port))
     if state_from is not None:
         shutil.rmtree(gw.dir / "state", ignore_errors=True)
         shutil.copytree(state_from, gw.dir / "state")
@@ -558,7 +558,7 @@ def test_a_held_client_is_told_on_restart_and_its_approval_still_works(pg, hooks
 def test_another_instance_on_the_same_store_releases_and_grants(apv, pg, hooks):
     """Two sluice processes sharing one state store: an approval through the second releases a
     statement held by the first, and a grant approved there applies here."""
-    other = Sluice(pg, extra_connections=RULES.format(port=pg.port, hook_port=hooks.port))
+    other = Sluice(pg, extra_toml=RULES.format(port=pg.port, hook_port=hooks.port))
     config = other.config.read_text().replace('state_dir = "state"', f'state_dir = "{apv.dir / "state"}"')
     other.config.write_text(config)
     other.start()

@@ -7,7 +7,6 @@ import random
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -15,7 +14,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import Sluice, wait_for
+from conftest import Sluice, psql, wait_for
 from pgwire import Raw, fields, message, startup
 
 
@@ -59,7 +58,7 @@ def test_unknown_message_type_is_a_protocol_violation(gateway, token):
 
 
 def test_oversized_message_is_refused_with_the_limit_named(make_gateway):
-    gw = make_gateway(extra_postgres="max_message_bytes = 4096")
+    gw = make_gateway(settings={"postgres": {"max_message_bytes": 4096}})
     tok = gw.token()
     raw = Raw(gw.port, tok)
     raw.query("SELECT '" + "x" * 10_000 + "'")
@@ -152,7 +151,7 @@ def test_upstream_dying_mid_query(gateway, token, pg):
 
 
 def test_client_that_never_finishes_the_handshake_is_dropped(make_gateway):
-    gw = make_gateway(extra_postgres="handshake_timeout_secs = 1")
+    gw = make_gateway(settings={"postgres": {"handshake_timeout_secs": 1}})
     with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
         s.sendall(startup("agent", "shop"))
         started = time.monotonic()
@@ -163,7 +162,7 @@ def test_client_that_never_finishes_the_handshake_is_dropped(make_gateway):
 
 
 def test_session_limit_refuses_with_53300(make_gateway):
-    gw = make_gateway(extra_postgres="max_sessions = 2")
+    gw = make_gateway(settings={"postgres": {"max_sessions": 2}})
     tok = gw.token()
     held = [psycopg.connect(gw.dsn(tok)) for _ in range(2)]
     with pytest.raises(psycopg.OperationalError) as info:
@@ -182,7 +181,8 @@ def test_idle_unauthenticated_sockets_cannot_lock_out_a_login(make_gateway):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 1200:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
-    gw = make_gateway(extra_postgres="max_sessions = 200\nmax_unauthenticated = 128\nmax_unauthenticated_per_source = 64")
+    gw = make_gateway(settings={"postgres": {"max_sessions": 200, "max_unauthenticated": 128,
+                                        "max_unauthenticated_per_source": 64}})
     tok = gw.token()
     idle = []
     try:
@@ -237,8 +237,7 @@ def test_startup_options_carry_settings_sluice_does_not_control(gateway, token):
         assert conn.execute("SHOW work_mem").fetchone() == ("8MB",)
         assert conn.execute("SHOW application_name").fetchone() == ("with space",)
     env = dict(os.environ, PGOPTIONS="-c intervalstyle=sql_standard")
-    out = subprocess.run(["psql", gateway.dsn(token), "-X", "-At", "-c", "SHOW intervalstyle"],
-                         capture_output=True, text=True, env=env, timeout=30)
+    out = psql(gateway.dsn(token), "-At", sql="SHOW intervalstyle", env=env)
     assert out.returncode == 0 and out.stdout.strip() == "sql_standard", out.stderr
 
 

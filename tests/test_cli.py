@@ -12,7 +12,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import Sluice, sluice_binary, wait_for
+from conftest import Sluice, api_request, sluice_binary, wait_for
 
 RFC3339_US = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -70,7 +70,7 @@ def test_errors_are_one_line_without_a_backtrace_whatever_the_environment(tmp_pa
 
 
 def test_policy_explain_exit_status_says_the_decision(make_gateway):
-    gw = make_gateway(extra_connections="""
+    gw = make_gateway(extra_toml="""
 [[policy.rules]]
 name = "no-deletes"
 effect = "deny"
@@ -106,7 +106,7 @@ def test_check_summarises_the_file_and_speaks_json(gateway):
 
 
 def test_sessions_list_filters_follows_and_prints_rfc3339_times(make_gateway):
-    gw = make_gateway(extra_connections="""
+    gw = make_gateway(extra_toml="""
 [[policy.rules]]
 name = "no-deletes"
 effect = "deny"
@@ -302,3 +302,30 @@ columns = ["public.products.name"]
     wait_for(lambda: "configuration reloaded" in gw.log(), what="the reload")
     with psycopg.connect(gw.dsn(agent), autocommit=True) as conn:
         assert conn.execute("SELECT name FROM products ORDER BY id LIMIT 1").fetchone()[0] == "[redacted:names]"
+
+
+def test_tokens_credentials_and_refused_api_calls_are_in_the_admin_audit_trail(make_gateway, pg):
+    gw = make_gateway()
+    minted = gw.token(identity="ops-bot", groups="ops")
+    token_id = minted.split("_")[1]
+    gw.cli("token", "revoke", token_id)
+    gw.cli("credential", "set", "--connection", "shop", input=pg.app_password + "\n")
+    assert api_request(gw.api_url, minted, "GET", "/api/v1/whoami")[0] == 401
+    assert api_request(gw.api_url, "not-a-token", "GET", "/api/v1/reviews")[0] == 401
+
+    def trail():
+        events = json.loads(gw.cli("audit", "admin", "--json").stdout)
+        return events if sum(e["action"] == "api-authentication-failed" for e in events) == 2 else None
+
+    events = list(reversed(wait_for(trail, what="the refused API calls in the admin trail")))
+    mine = [(e["actor"].split(":")[0], e["action"], e["subject"], e["detail"]) for e in events][-5:]
+    assert mine == [
+        ("cli", "token-minted", token_id, "for ops-bot (ops)"),
+        ("cli", "token-revoked", token_id, None),
+        ("cli", "credential-set", "shop", None),
+        (f"token {token_id}", "api-authentication-failed", "GET /api/v1/whoami", "revoked_token"),
+        ("unknown", "api-authentication-failed", "GET /api/v1/reviews", "malformed"),
+    ], events
+    assert all(re.match(r"\d{4}-\d\d-\d\dT", e["at"]) for e in events)
+    text = gw.cli("audit", "admin").stdout
+    assert minted not in text and pg.app_password not in text and "token-revoked" in text

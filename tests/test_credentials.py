@@ -24,7 +24,7 @@ def test_each_credential_source_and_method_opens_the_upstream(gateway, token, co
 
 
 def test_verify_full_refuses_a_certificate_for_another_name(make_gateway, pg):
-    gw = make_gateway(extra_connections=f'''
+    gw = make_gateway(extra_toml=f'''
 [connections.wrong_name]
 host = "127.0.0.1"
 port = {pg.port}
@@ -44,7 +44,7 @@ ca_file = "{pg.ca_file}"
 
 
 def test_missing_env_credential_is_reported_to_the_operator_not_leaked(make_gateway, pg):
-    gw = make_gateway(extra_connections=f'''
+    gw = make_gateway(extra_toml=f'''
 [connections.no_secret]
 host = "127.0.0.1"
 port = {pg.port}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, psql
 from test_protocol_model import SECRETS, model_gw, tables  # noqa: F401 (fixtures)
 
 QUERIES = [
@@ -26,8 +26,7 @@ def expected(gw, token):
     for query in QUERIES:
         for run in range(12):
             sql = query.replace("$1", str(run % 2 + 1))
-            out = subprocess.run(["psql", gw.dsn(token), "-X", "-A", "-t", "-c", sql],
-                                 capture_output=True, text=True, timeout=60, check=True)
+            out = psql(gw.dsn(token), "-At", sql=sql, check=True)
             lines += [f"{run}:{row}" for row in out.stdout.splitlines()]
     # psql prints NULL as an empty field; the drivers print "null".
     return [line.split(":", 1)[0] + ":" + "|".join(v or "null" for v in line.split(":", 1)[1].split("|"))

@@ -13,7 +13,7 @@ import asyncpg
 import psycopg
 import pytest
 
-from conftest import sluice_binary
+from conftest import psql, sluice_binary
 
 PEM = (
     "-----BEGIN RSA PRIVATE KEY-----\n"
@@ -99,15 +99,8 @@ def assert_untouched(text, typed=False):
     assert not missing, f"lost {missing} in:\n{text}"
 
 
-def psql(gw, token, *args, sql=None):
-    cmd = ["psql", gw.dsn(token), "-X", "-v", "ON_ERROR_STOP=1", *args]
-    if sql:
-        cmd += ["-c", sql]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-
-
 def test_psql_simple_protocol(gateway, token, people):
-    result = psql(gateway, token, "-A", sql=QUERY)
+    result = psql(gateway.dsn(token), "-A", sql=QUERY)
     assert result.returncode == 0, result.stderr
     assert_clean(result.stdout)
     assert_untouched(result.stdout)
@@ -117,8 +110,8 @@ def test_psql_simple_protocol(gateway, token, people):
 def test_without_masking_the_same_query_leaks(make_gateway, people):
     """The control: the same fixture through a gateway with masking off shows the values, so the
     assertions above are about sluice's masking and nothing else."""
-    gw = make_gateway(extra_connections="[masking]\nenabled = false\n")
-    result = psql(gw, gw.token(), "-A", sql=QUERY)
+    gw = make_gateway(extra_toml="[masking]\nenabled = false\n")
+    result = psql(gw.dsn(gw.token()), "-A", sql=QUERY)
     assert result.returncode == 0, result.stderr
     assert "123-45-6789" in result.stdout and "jane.doe@example.com" in result.stdout
 
@@ -207,11 +200,11 @@ def test_binary_arrays_and_records_are_read_element_by_element(gateway, token):
 
 @pytest.mark.parametrize("fmt", ["text", "csv"])
 def test_copy_out_text_and_csv(gateway, token, people, fmt):
-    result = psql(gateway, token, sql=f"COPY (SELECT * FROM people ORDER BY id) TO STDOUT WITH (FORMAT {fmt})")
+    result = psql(gateway.dsn(token), sql=f"COPY (SELECT * FROM people ORDER BY id) TO STDOUT WITH (FORMAT {fmt})")
     assert result.returncode == 0, result.stderr
     assert_clean(result.stdout)
     assert "Jane Doe" in result.stdout and "ORD-2026-000123" in result.stdout
-    table = psql(gateway, token, sql=f"COPY people TO STDOUT WITH (FORMAT {fmt})")
+    table = psql(gateway.dsn(token), sql=f"COPY people TO STDOUT WITH (FORMAT {fmt})")
     assert table.returncode == 0, table.stderr
     assert_clean(table.stdout)
 
@@ -227,7 +220,7 @@ def test_copy_out_binary(gateway, token, people):
 
 
 def test_errors_that_echo_values_are_masked(gateway, token, people):
-    result = psql(gateway, token, sql="SELECT '123-45-6789'::int")
+    result = psql(gateway.dsn(token), sql="SELECT '123-45-6789'::int")
     assert result.returncode != 0
     # psql echoes its own query text after the server's message ("LINE 1: …"); only the server's
     # words came through sluice.
@@ -288,7 +281,7 @@ def test_mask_test_shows_findings_and_result(gateway):
 
 
 def test_detector_choice_and_actions_from_config(make_gateway, people):
-    gw = make_gateway(extra_connections="""
+    gw = make_gateway(extra_toml="""
 [masking]
 detectors = ["credit-card", "email"]
 detector_actions = { credit-card = "partial", email = "token" }
@@ -297,14 +290,14 @@ detector_actions = { credit-card = "partial", email = "token" }
 name = "order-ref"
 pattern = 'ORD-\\d{4}-\\d{6}'
 """)
-    result = psql(gw, gw.token(), "-A", "-t", sql="SELECT card, email, ssn, order_ref FROM people WHERE id = 1")
+    result = psql(gw.dsn(gw.token()), "-A", "-t", sql="SELECT card, email, ssn, order_ref FROM people WHERE id = 1")
     assert result.returncode == 0, result.stderr
     card, email, ssn, order_ref = result.stdout.strip().split("|")
     assert card == "**** **** **** 1111"
     assert email.startswith("tok_") and len(email) == 20
     assert ssn == "123-45-6789", "the ssn detector is off in this configuration"
     assert order_ref == "[redacted:order-ref]"
-    again = psql(gw, gw.token(), "-A", "-t", sql="SELECT email FROM people WHERE id = 1").stdout.strip()
+    again = psql(gw.dsn(gw.token()), "-A", "-t", sql="SELECT email FROM people WHERE id = 1").stdout.strip()
     assert again == email, "tokens are deterministic, so values stay joinable"
 
 
@@ -374,7 +367,7 @@ def staff_views(pg, staff):
 def rules_gw(pg, staff, staff_views):
     from conftest import Sluice
 
-    gw = Sluice(pg, extra_connections=COLUMN_RULES).start()
+    gw = Sluice(pg, extra_toml=COLUMN_RULES).start()
     yield gw
     assert gw.stop() == 0 and "panicked" not in gw.log(), gw.log()
     gw.cleanup()
@@ -382,13 +375,13 @@ def rules_gw(pg, staff, staff_views):
 
 def test_column_rules_by_catalog_lineage(rules_gw):
     token = rules_gw.token(groups="agents")
-    out = psql(rules_gw, token, "-A", "-t", sql="SELECT id, name, salary, diagnosis, phone_ext FROM staff ORDER BY id")
+    out = psql(rules_gw.dsn(token), "-A", "-t", sql="SELECT id, name, salary, diagnosis, phone_ext FROM staff ORDER BY id")
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["1|Ann Lee||[redacted:hr-private]|**71", "2|Bo Chan|||**72"]
     # Aliases, subqueries and * keep the column's origin, so the rule follows it.
-    aliased = psql(rules_gw, token, "-A", "-t", sql="SELECT d FROM (SELECT diagnosis AS d FROM staff WHERE id = 1) s")
+    aliased = psql(rules_gw.dsn(token), "-A", "-t", sql="SELECT d FROM (SELECT diagnosis AS d FROM staff WHERE id = 1) s")
     assert aliased.stdout.strip() == "[redacted:hr-private]"
-    star = psql(rules_gw, token, "-A", "-t", sql="SELECT * FROM staff WHERE id = 1")
+    star = psql(rules_gw.dsn(token), "-A", "-t", sql="SELECT * FROM staff WHERE id = 1")
     assert "185000" not in star.stdout and "migraine" not in star.stdout
 
 
@@ -415,9 +408,7 @@ def test_column_rules_over_the_extended_protocol(rules_gw):
 
 def test_column_rules_are_scoped_to_callers(rules_gw):
     token = rules_gw.token(identity="hr-bot", groups="hr")
-    out = subprocess.run(["psql", rules_gw.dsn(token, user="hr-bot"), "-X", "-A", "-t", "-c",
-                          "SELECT salary, diagnosis, phone_ext FROM staff WHERE id = 1"],
-                         capture_output=True, text=True, timeout=60)
+    out = psql(rules_gw.dsn(token, user="hr-bot"), "-At", sql="SELECT salary, diagnosis, phone_ext FROM staff WHERE id = 1")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "185000|chronic migraine|**71", "hr-private applies to agents only"
 
@@ -468,8 +459,7 @@ def test_column_rules_are_scoped_to_callers(rules_gw):
 ])
 def test_masked_columns_cannot_leave_through_expressions_copies_or_copy(rules_gw, sql):
     token = rules_gw.token(groups="agents")
-    out = subprocess.run(["psql", rules_gw.dsn(token), "-X", "-v", "VERBOSITY=verbose", "-c", sql],
-                         capture_output=True, text=True, timeout=60)
+    out = psql(rules_gw.dsn(token), "-v", "VERBOSITY=verbose", sql=sql)
     assert out.returncode != 0, out.stdout
     assert "42501" in out.stderr and 'refused by rule "masking"' in out.stderr, out.stderr
     assert "HINT:" in out.stderr
@@ -478,16 +468,14 @@ def test_masked_columns_cannot_leave_through_expressions_copies_or_copy(rules_gw
 
 def test_masking_refusals_name_the_rules_and_what_to_run_instead(rules_gw):
     token = rules_gw.token(groups="agents")
-    copy = subprocess.run(["psql", rules_gw.dsn(token), "-X", "-c", "COPY staff TO STDOUT"],
-                          capture_output=True, text=True, timeout=60)
+    copy = psql(rules_gw.dsn(token), sql="COPY staff TO STDOUT")
     assert "DETAIL:  masked columns in scope: public.staff.salary, *.staff.diagnosis (rule hr-private); " \
            "public.staff.phone_ext (rule staff-phone)" in copy.stderr, copy.stderr
     assert "HINT:  run SELECT * FROM staff instead" in copy.stderr, copy.stderr
     # The rows of that SELECT do come back masked.
-    out = psql(rules_gw, token, "-A", "-t", sql="SELECT * FROM staff ORDER BY id")
+    out = psql(rules_gw.dsn(token), "-A", "-t", sql="SELECT * FROM staff ORDER BY id")
     assert out.returncode == 0 and "migraine" not in out.stdout and "[redacted:hr-private]" in out.stdout
-    computed = subprocess.run(["psql", rules_gw.dsn(token), "-X", "-c", "SELECT upper(diagnosis) FROM staff"],
-                              capture_output=True, text=True, timeout=60)
+    computed = psql(rules_gw.dsn(token), sql="SELECT upper(diagnosis) FROM staff")
     assert "DETAIL:  masked columns in scope:" in computed.stderr and "compute on the client" in computed.stderr
 
 
@@ -508,7 +496,7 @@ def test_masking_refusals_name_the_rules_and_what_to_run_instead(rules_gw):
 ])
 def test_plain_references_and_other_columns_still_work(rules_gw, sql, expected):
     token = rules_gw.token(groups="agents")
-    out = psql(rules_gw, token, "-A", "-t", sql=sql)
+    out = psql(rules_gw.dsn(token), "-A", "-t", sql=sql)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == expected
 
@@ -524,38 +512,36 @@ def test_notification_payloads_are_masked(gateway, token, pg):
 
 def test_view_columns_carry_the_rules_of_the_columns_they_are_computed_from(rules_gw):
     token = rules_gw.token(groups="agents")
-    out = psql(rules_gw, token, "-A", "-t", sql="SELECT id, name, condition, pay, phone_ext FROM staff_public ORDER BY id")
+    out = psql(rules_gw.dsn(token), "-A", "-t", sql="SELECT id, name, condition, pay, phone_ext FROM staff_public ORDER BY id")
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["1|Ann Lee|[redacted:hr-private]||**71", "2|Bo Chan|||**72"]
-    notes = psql(rules_gw, token, "-A", "-t", sql="SELECT note FROM staff_notes WHERE id = 1")
+    notes = psql(rules_gw.dsn(token), "-A", "-t", sql="SELECT note FROM staff_notes WHERE id = 1")
     assert notes.stdout.strip() == "[redacted:hr-private]", "a view over a view"
-    snapshot = psql(rules_gw, token, "-A", "-t", sql="SELECT dx_head FROM staff_snapshot WHERE id = 1")
+    snapshot = psql(rules_gw.dsn(token), "-A", "-t", sql="SELECT dx_head FROM staff_snapshot WHERE id = 1")
     assert snapshot.stdout.strip() == "[redacted:hr-private]", "a materialized view keeps its own copy"
     with psycopg.connect(rules_gw.dsn(token), autocommit=True) as conn:
         row = conn.cursor(binary=True).execute("SELECT condition, pay FROM staff_public WHERE id = %s", [1]).fetchone()
     assert row == ("[redacted:hr-private]", None)
     # Scoped like the rule: hr-private is for agents, staff-phone for everyone.
     hr = rules_gw.token(identity="hr-bot", groups="hr")
-    clear = subprocess.run(["psql", rules_gw.dsn(hr, user="hr-bot"), "-X", "-A", "-t", "-c",
-                            "SELECT condition, phone_ext FROM staff_public WHERE id = 1"],
-                           capture_output=True, text=True, timeout=60)
+    clear = psql(rules_gw.dsn(hr, user="hr-bot"), "-At", sql="SELECT condition, phone_ext FROM staff_public WHERE id = 1")
     assert clear.stdout.strip() == "CHRONIC MIGRAINE|**71", clear.stderr
 
 
 def test_views_and_functions_made_while_sluice_runs_are_read_when_first_used(rules_gw, pg):
     token = rules_gw.token(groups="agents")
-    assert psql(rules_gw, token, sql="SELECT 1").returncode == 0, "the catalog has been read before these exist"
+    assert psql(rules_gw.dsn(token), sql="SELECT 1").returncode == 0, "the catalog has been read before these exist"
     pg.query("CREATE VIEW staff_late AS SELECT id, lower(diagnosis) AS dx FROM staff")
     pg.query("GRANT SELECT ON staff_late TO app")
     pg.query("CREATE FUNCTION staff_late_dx() RETURNS SETOF text LANGUAGE sql AS $$ SELECT md5(diagnosis) FROM staff $$")
     try:
-        out = psql(rules_gw, token, "-A", "-t", sql="SELECT id, dx FROM staff_late WHERE id = 1")
+        out = psql(rules_gw.dsn(token), "-A", "-t", sql="SELECT id, dx FROM staff_late WHERE id = 1")
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "1|[redacted:hr-private]"
-        refused = psql(rules_gw, token, sql="SELECT md5(dx) FROM staff_late")
+        refused = psql(rules_gw.dsn(token), sql="SELECT md5(dx) FROM staff_late")
         assert refused.returncode != 0 and 'refused by rule "masking"' in refused.stderr, refused.stderr
         assert "staff_late" in refused.stderr
-        called = psql(rules_gw, token, sql="SELECT staff_late_dx()")
+        called = psql(rules_gw.dsn(token), sql="SELECT staff_late_dx()")
         assert called.returncode != 0 and 'refused by rule "masking"' in called.stderr, called.stderr
         assert "public.staff_late_dx" in called.stderr
     finally:

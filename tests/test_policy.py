@@ -6,12 +6,11 @@ import json
 import re
 import os
 import shutil
-import subprocess
 
 import psycopg
 import pytest
 
-from conftest import Sluice, wait_for
+from conftest import Sluice, psql, wait_for
 
 POLICY = """
 [connections.ro]
@@ -157,7 +156,7 @@ def database_state(pg):
 
 @pytest.fixture(scope="module")
 def policy_gw(pg):
-    gw = Sluice(pg, extra_connections=POLICY.format(port=pg.port)).start()
+    gw = Sluice(pg, extra_toml=POLICY.format(port=pg.port)).start()
     gw.agent_token = gw.token(identity="agent", groups="agents")
     # A backend the refused pg_terminate_backend must leave alone.
     canary = psycopg.connect(pg.dsn(), application_name="canary", autocommit=True)
@@ -173,17 +172,14 @@ def policy_gw(pg):
     shutil.rmtree(gw.dir, ignore_errors=True)
 
 
-def psql(gw, sql, connection="ro"):
-    dsn = gw.dsn(gw.agent_token, connection=connection)
-    return subprocess.run(
-        ["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", "\\set VERBOSITY verbose", "-c", sql, dsn],
-        capture_output=True, text=True, timeout=30,
-    )
+def agent_psql(gw, sql, connection="ro"):
+    """`sql` run by the policy gateway's agent, with errors in full (VERBOSITY verbose)."""
+    return psql(gw.dsn(gw.agent_token, connection=connection), "-At", "-v", "VERBOSITY=verbose", sql=sql)
 
 
 @pytest.mark.parametrize("sql,code", REFUSED, ids=[s for s, _ in REFUSED])
 def test_refused_over_simple_protocol(policy_gw, sql, code):
-    result = psql(policy_gw, sql)
+    result = agent_psql(policy_gw, sql)
     assert result.returncode != 0, result.stdout
     # A syntax error is the server's own, word for word; every other refusal names its rule.
     expected = f"ERROR:  {code}: " if code == "42601" else f"ERROR:  {code}: sluice: refused by rule"
@@ -205,7 +201,7 @@ def test_refused_over_extended_protocol(policy_gw, sql, code):
 
 @pytest.mark.parametrize("sql,first,simple_only", ALLOWED, ids=[s for s, _, _ in ALLOWED])
 def test_look_alikes_run_over_simple_protocol(policy_gw, sql, first, simple_only):
-    result = psql(policy_gw, sql)
+    result = agent_psql(policy_gw, sql)
     assert result.returncode == 0, result.stderr
     if first is not None:
         assert result.stdout.splitlines()[0].split("|")[0] == first, result.stdout
@@ -312,11 +308,11 @@ def test_asyncpg_prepare_of_a_refused_statement_fails(policy_gw):
 
 
 def test_read_only_session_is_read_only_upstream_too(policy_gw):
-    assert psql(policy_gw, "SHOW default_transaction_read_only").stdout.strip() == "on"
-    assert psql(policy_gw, "SHOW default_transaction_read_only", connection="guarded").stdout.strip() == "off"
+    assert agent_psql(policy_gw, "SHOW default_transaction_read_only").stdout.strip() == "on"
+    assert agent_psql(policy_gw, "SHOW default_transaction_read_only", connection="guarded").stdout.strip() == "off"
     # The pinned lexing setting and search_path reach the upstream session.
-    assert psql(policy_gw, "SHOW standard_conforming_strings", connection="guarded").stdout.strip() == "on"
-    assert psql(policy_gw, "SHOW search_path", connection="guarded").stdout.strip() == '"$user", public'
+    assert agent_psql(policy_gw, "SHOW standard_conforming_strings", connection="guarded").stdout.strip() == "on"
+    assert agent_psql(policy_gw, "SHOW search_path", connection="guarded").stdout.strip() == '"$user", public'
 
 
 def test_search_path_startup_parameter_is_refused(policy_gw):
@@ -349,7 +345,7 @@ def test_policy_explain_needs_no_server(policy_gw):
 
 
 def test_policy_check_reports_shadowed_rules(pg, tmp_path):
-    gw = Sluice(pg, extra_connections=POLICY.format(port=pg.port) + """
+    gw = Sluice(pg, extra_toml=POLICY.format(port=pg.port) + """
 [[policy.rules]]
 name = "let-agents-delete-orders"
 effect = "allow"
@@ -369,7 +365,7 @@ objects = ["public.orders"]
 def test_a_policy_error_stops_the_gateway_from_starting(pg):
     # The test harness stores a credential first, which loads (and so validates) the config.
     with pytest.raises(AssertionError) as failed:
-        Sluice(pg, extra_connections="""
+        Sluice(pg, extra_toml="""
 [[policy.rules]]
 name = "vague"
 connections = ["shop"]
@@ -378,7 +374,7 @@ connections = ["shop"]
 
 
 def test_refusals_are_recorded_with_their_rule(policy_gw):
-    result = psql(policy_gw, "DROP TABLE orders", connection="ro")
+    result = agent_psql(policy_gw, "DROP TABLE orders", connection="ro")
     assert result.returncode != 0
 
     def recorded():
@@ -403,7 +399,7 @@ def test_refusals_are_recorded_with_their_rule(policy_gw):
 def test_merge_is_judged_as_the_operations_it_performs(policy_gw, pg, sql):
     """A rule on delete/update (orders-append-only) covers MERGE's WHEN … THEN DELETE/UPDATE."""
     before = pg.query("SELECT count(*), sum(quantity) FROM orders")
-    result = psql(policy_gw, sql, connection="guarded")
+    result = agent_psql(policy_gw, sql, connection="guarded")
     assert result.returncode != 0, result.stdout
     assert 'refused by rule "orders-append-only"' in result.stderr, result.stderr
     assert "as an action of MERGE" in result.stderr, result.stderr
@@ -418,11 +414,11 @@ def test_read_write_and_utf8_are_not_pinned_where_nothing_depends_on_them(policy
                 "BEGIN READ WRITE; COMMIT",
                 "SET default_transaction_read_only = off",
                 "SET client_encoding TO UTF8", "SET NAMES 'utf8'", "SET client_encoding = 'unicode'"):
-        result = psql(policy_gw, sql, connection="guarded")
+        result = agent_psql(policy_gw, sql, connection="guarded")
         assert result.returncode == 0, (sql, result.stderr)
-    assert psql(policy_gw, "SET client_encoding TO UTF8").returncode == 0, "a no-op on read-only too"
+    assert agent_psql(policy_gw, "SET client_encoding TO UTF8").returncode == 0, "a no-op on read-only too"
     for sql in ("SET client_encoding TO LATIN1", "BEGIN READ WRITE", "SET default_transaction_read_only = off"):
-        result = psql(policy_gw, sql)
+        result = agent_psql(policy_gw, sql)
         assert result.returncode != 0 and "protected-setting" in result.stderr, (sql, result.stderr)
 
 
@@ -430,9 +426,9 @@ def test_the_search_path_is_the_sessions_unless_a_rule_names_objects_by_schema(p
     """Issue #23, cause 3: on "ro" no rule names a schema, so the session sets its search_path;
     on "guarded" orders-append-only names public.orders, which an unqualified `orders` reaches
     only through the connection's search_path: kept, and the refusal names the rule."""
-    out = psql(policy_gw, "SET search_path = pg_catalog, public")
+    out = agent_psql(policy_gw, "SET search_path = pg_catalog, public")
     assert out.returncode == 0, out.stderr
-    out = psql(policy_gw, "SET search_path = pg_catalog, public", connection="guarded")
+    out = agent_psql(policy_gw, "SET search_path = pg_catalog, public", connection="guarded")
     assert out.returncode != 0
     assert 'rule "orders-append-only" names objects by schema' in out.stderr, out.stderr
 
@@ -442,10 +438,10 @@ def test_returning_to_the_connections_own_user_is_not_refused(policy_gw):
     assuming another role stays protected."""
     for sql in ("RESET ROLE", "SET ROLE NONE", "SET LOCAL ROLE NONE", "SET SESSION AUTHORIZATION DEFAULT",
                 "RESET SESSION AUTHORIZATION"):
-        result = psql(policy_gw, sql)
+        result = agent_psql(policy_gw, sql)
         assert result.returncode == 0, (sql, result.stderr)
-    assert psql(policy_gw, "SELECT current_user").stdout.strip() == "app"
+    assert agent_psql(policy_gw, "SELECT current_user").stdout.strip() == "app"
     # Assuming a role is kind assume-role, which a read-only preset refuses, saying what to do.
-    result = psql(policy_gw, "SET ROLE app")
+    result = agent_psql(policy_gw, "SET ROLE app")
     assert result.returncode != 0 and "read-only" in result.stderr, result.stderr
     assert "switch to role app" in result.stderr and "leave the role as it is" in result.stderr, result.stderr

@@ -77,7 +77,7 @@ def tables(pg):
 def model_gw(pg, tables):
     from conftest import Sluice
 
-    gw = Sluice(pg, extra_connections=CONFIG).start()
+    gw = Sluice(pg, extra_toml=CONFIG).start()
     gw.agent_token = gw.token()
     yield gw
     assert gw.stop() == 0 and "panicked" not in gw.log(), gw.log()[-3000:]

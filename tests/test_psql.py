@@ -2,37 +2,27 @@
 
 import subprocess
 
-from conftest import wait_for
-
-
-def psql(dsn, *args, input=None, check=True):
-    result = subprocess.run(
-        ["psql", dsn, "-X", "-v", "ON_ERROR_STOP=1", "-At", *args],
-        input=input, capture_output=True, text=True, timeout=60,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"psql failed ({result.returncode}): {result.stderr}")
-    return result
+from conftest import psql, wait_for
 
 
 def test_psql_over_tls_sees_the_real_data(gateway, token):
-    out = psql(gateway.dsn(token), "-c", "SELECT name FROM customers ORDER BY id LIMIT 2",
-               "-c", "SHOW ssl").stdout
+    out = psql(gateway.dsn(token), "-At", "-c", "SELECT name FROM customers ORDER BY id LIMIT 2",
+               "-c", "SHOW ssl", check=True).stdout
     assert out.splitlines()[:2] == ["Ada Lovelace", "Alan Turing"]
     # The TLS psql sees is sluice's; the upstream hop is separate (this connection uses prefer).
-    info = psql(gateway.dsn(token), "-c", "\\conninfo").stdout
+    info = psql(gateway.dsn(token), "-At", "-c", "\\conninfo", check=True).stdout
     assert "SSL connection" in info
 
 
 def test_upstream_password_never_reaches_the_client(gateway, token, pg):
-    out = psql(gateway.dsn(token), "-c", "SELECT current_user, current_database()").stdout.strip()
+    out = psql(gateway.dsn(token), "-At", "-c", "SELECT current_user, current_database()", check=True).stdout.strip()
     assert out == "app|shop"
     assert pg.app_password not in out
 
 
 def test_errors_keep_the_session_usable_and_are_recorded(gateway, token):
-    result = psql(gateway.dsn(token, application_name="err-check"), "-v", "ON_ERROR_STOP=0",
-                  "-c", "SELECT 1/0", "-c", "SELECT 'still here'")
+    result = psql(gateway.dsn(token, application_name="err-check"), "-At", "-v", "ON_ERROR_STOP=0",
+                  "-c", "SELECT 1/0", "-c", "SELECT 'still here'", check=True)
     assert "division by zero" in result.stderr
     assert "still here" in result.stdout
     details = gateway.session_with(lambda d: d["session"]["application_name"] == "err-check")
@@ -44,8 +34,8 @@ def test_errors_keep_the_session_usable_and_are_recorded(gateway, token):
 
 
 def test_multi_statement_query_and_row_counts_are_recorded(gateway, token):
-    psql(gateway.dsn(token, application_name="multi"),
-         "-c", "SELECT id FROM products ORDER BY id LIMIT 7; SELECT 1")
+    psql(gateway.dsn(token, application_name="multi"), "-At",
+         "-c", "SELECT id FROM products ORDER BY id LIMIT 7; SELECT 1", check=True)
     details = gateway.session_with(lambda d: d["session"]["application_name"] == "multi")
     [stmt] = [s for s in details["statements"] if "products" in s["text"]]
     assert stmt["rows"] == 8  # 7 + 1 across both statements of the one message
@@ -57,18 +47,18 @@ def test_copy_from_stdin_and_to_stdout(gateway, token, pg):
     pg.query("GRANT ALL ON copy_target TO app")
     pg.query("TRUNCATE copy_target")
     rows = "".join(f"{i}\tlabel {i}\n" for i in range(1, 1001))
-    psql(gateway.dsn(token), "-c", "\\copy copy_target FROM STDIN", input=rows)
+    psql(gateway.dsn(token), "-At", "-c", "\\copy copy_target FROM STDIN", input=rows, check=True)
     assert pg.query("SELECT count(*), sum(id) FROM copy_target") == [(1000, 500500)]
-    out = psql(gateway.dsn(token), "-c", "\\copy (SELECT * FROM copy_target ORDER BY id) TO STDOUT").stdout
+    out = psql(gateway.dsn(token), "-At", "-c", "\\copy (SELECT * FROM copy_target ORDER BY id) TO STDOUT", check=True).stdout
     assert out == rows
-    csv = psql(gateway.dsn(token), "-c", "COPY (SELECT id, label FROM copy_target WHERE id <= 2 ORDER BY id) TO STDOUT WITH (FORMAT csv)").stdout
+    csv = psql(gateway.dsn(token), "-At", "-c", "COPY (SELECT id, label FROM copy_target WHERE id <= 2 ORDER BY id) TO STDOUT WITH (FORMAT csv)", check=True).stdout
     assert csv == "1,label 1\n2,label 2\n"
 
 
 def test_notices_and_parameter_status_pass_through(gateway, token):
-    result = psql(gateway.dsn(token), "-c", "DO $$BEGIN RAISE NOTICE 'hello from upstream'; END$$",
+    result = psql(gateway.dsn(token), "-At", "-c", "DO $$BEGIN RAISE NOTICE 'hello from upstream'; END$$",
                   "-c", "SET application_name = 'renamed'", "-c", "SHOW application_name",
-                  "-c", "SHOW server_version")
+                  "-c", "SHOW server_version", check=True)
     assert "NOTICE:  hello from upstream" in result.stderr
     lines = result.stdout.splitlines()
     assert "renamed" in lines
@@ -76,28 +66,28 @@ def test_notices_and_parameter_status_pass_through(gateway, token):
 
 
 def test_plaintext_is_accepted_when_allowed(gateway, token):
-    out = psql(gateway.dsn(token, sslmode="disable"), "-c", "SELECT 42").stdout.strip()
+    out = psql(gateway.dsn(token, sslmode="disable"), "-At", "-c", "SELECT 42", check=True).stdout.strip()
     assert out == "42"
     details = gateway.session_with(lambda d: not d["session"]["client_tls"])
     assert details["session"]["identity"] == "agent"
 
 
 def test_tls_required_refuses_plaintext(make_gateway, pg):
-    gw = make_gateway(extra_postgres='tls = "require"')
+    gw = make_gateway(settings={"postgres": {"tls": "require"}})
     tok = gw.token()
-    refused = psql(gw.dsn(tok, sslmode="disable"), "-c", "SELECT 1", check=False)
+    refused = psql(gw.dsn(tok, sslmode="disable"), "-At", "-c", "SELECT 1", check=False)
     assert refused.returncode != 0
     assert "only TLS connections" in refused.stderr
-    assert psql(gw.dsn(tok, sslmode="require"), "-c", "SELECT 1").stdout.strip() == "1"
+    assert psql(gw.dsn(tok, sslmode="require"), "-At", "-c", "SELECT 1", check=True).stdout.strip() == "1"
 
 
 def test_tls_disabled_answers_sslrequest_with_no(make_gateway):
-    gw = make_gateway(extra_postgres='tls = "disable"')
+    gw = make_gateway(settings={"postgres": {"tls": "disable"}})
     tok = gw.token()
-    refused = psql(gw.dsn(tok, sslmode="require"), "-c", "SELECT 1", check=False)
+    refused = psql(gw.dsn(tok, sslmode="require"), "-At", "-c", "SELECT 1", check=False)
     assert refused.returncode != 0
     assert "SSL" in refused.stderr or "ssl" in refused.stderr
-    assert psql(gw.dsn(tok, sslmode="prefer"), "-c", "SELECT 1").stdout.strip() == "1"
+    assert psql(gw.dsn(tok, sslmode="prefer"), "-At", "-c", "SELECT 1", check=True).stdout.strip() == "1"
 
 
 def test_listen_notify_reaches_the_listener(gateway, token):
@@ -133,8 +123,8 @@ def test_generated_certificate_is_persisted_and_verifiable(pg):
         gw.stop()
         gw.start()
         assert cert.read_bytes() == first, "the certificate must survive a restart"
-        out = psql(gw.dsn(tok, sslmode="verify-full", sslrootcert=str(cert)).replace("127.0.0.1", "localhost"),
-                   "-c", "SELECT 'verified'").stdout.strip()
+        out = psql(gw.dsn(tok, sslmode="verify-full", sslrootcert=str(cert)).replace("127.0.0.1", "localhost"), "-At",
+                   "-c", "SELECT 'verified'", check=True).stdout.strip()
         assert out == "verified"
     finally:
         gw.cleanup()
@@ -145,9 +135,9 @@ def test_certificate_from_config(make_gateway, tmp_path):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                     "-subj", "/CN=sluice.test", "-addext", "subjectAltName=DNS:sluice.test,IP:127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    gw = make_gateway(extra_postgres=f'tls = "require"\ntls_cert = "{cert}"\ntls_key = "{key}"')
+    gw = make_gateway(settings={"postgres": {"tls": "require", "tls_cert": str(cert), "tls_key": str(key)}})
     tok = gw.token()
-    out = psql(gw.dsn(tok, sslmode="verify-ca", sslrootcert=str(cert)), "-c", "SELECT 'custom cert'").stdout.strip()
+    out = psql(gw.dsn(tok, sslmode="verify-ca", sslrootcert=str(cert)), "-At", "-c", "SELECT 'custom cert'", check=True).stdout.strip()
     assert out == "custom cert"
     assert not (gw.dir / "state" / "tls-cert.pem").exists(), "no certificate is generated when one is configured"
 
@@ -171,7 +161,7 @@ def test_an_agent_can_create_and_fire_a_plpgsql_trigger(gateway, token, pg):
         SELECT string_agg(op || ':' || id, ',' ORDER BY op DESC) FROM trig_log;
     """
     try:
-        out = psql(gateway.dsn(token), input=script)
+        out = psql(gateway.dsn(token), "-At", input=script, check=True)
         assert out.stdout.strip().splitlines()[-1] == "INSERT:1,DELETE:1", out.stdout
     finally:
         pg.query("DROP TABLE IF EXISTS trig_items, trig_log; DROP FUNCTION IF EXISTS trig_note()")

@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from conftest import ROOT, free_port, sluice_binary
+from conftest import ROOT, free_port, psql, sluice_binary
 
 BANNER_END = "Ctrl-C here stops sluice and the demo database."
 
@@ -42,10 +42,6 @@ class QuickStart:
         return self.proc.returncode
 
 
-def psql(dsn, sql, **kw):
-    return subprocess.run(["psql", dsn, "-XAt", "-c", sql], capture_output=True, text=True, timeout=30, **kw)
-
-
 def test_quickstart_does_what_its_banner_says_and_reuses_its_tokens_on_a_second_run():
     demo = Path(tempfile.mkdtemp(prefix="sluice-quickstart-"))
     elsewhere = Path(tempfile.mkdtemp(prefix="sluice-quickstart-cwd-"))
@@ -63,7 +59,7 @@ def test_quickstart_does_what_its_banner_says_and_reuses_its_tokens_on_a_second_
 
         # Masking: personal data comes back masked, the rest untouched.
         [masked_query] = run.section("Personal data comes back masked", "Refused")
-        out = psql(run.psql, masked_query.replace(";", " WHERE id = 1;"))
+        out = psql(run.psql, "-At", sql=masked_query.replace(";", " WHERE id = 1;"))
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == ("Ada Lovelace|[redacted:email]|[redacted:phone]|[redacted:ssn]|"
                                       "**** **** **** 1111|[redacted:customer-notes]")
@@ -72,11 +68,11 @@ def test_quickstart_does_what_its_banner_says_and_reuses_its_tokens_on_a_second_
         refused = run.section("Refused, however it is written", "Held for a human")
         assert len(refused) == 4, refused
         for statement in refused:
-            out = psql(run.psql, statement)
+            out = psql(run.psql, "-At", sql=statement)
             assert out.returncode != 0, statement
             assert re.search(r'ERROR:  sluice: refused by rule "[a-z-]+"', out.stderr), (statement, out.stderr)
             assert "HINT:" in out.stderr, (statement, out.stderr)
-        assert psql(run.psql, "SELECT count(*) FROM orders").stdout.strip() != "0"
+        assert psql(run.psql, "-At", sql="SELECT count(*) FROM orders").stdout.strip() != "0"
 
         # The held statement waits; the command its NOTICE names works as pasted once env.sh is
         # sourced, from a directory without a sluice.toml and with no --config.
@@ -112,7 +108,7 @@ def test_quickstart_does_what_its_banner_says_and_reuses_its_tokens_on_a_second_
     again = QuickStart(demo, env)
     try:
         assert again.psql == run.psql
-        out = psql(again.psql, "SELECT count(*) FROM customers")
+        out = psql(again.psql, "-At", sql="SELECT count(*) FROM customers")
         assert out.returncode == 0 and out.stdout.strip() == "5", out.stderr
     finally:
         assert again.stop() == 0

@@ -11,7 +11,7 @@ import asyncpg
 import psycopg
 import pytest
 
-from conftest import wait_for
+from conftest import psql
 
 
 def test_cancel_stops_the_query_upstream(gateway, token, pg):
@@ -91,16 +91,15 @@ LARGE_RESULT = ("SELECT g, 'row ' || g || ' ' || repeat('x', g % 300) AS t"
 def test_large_results_arrive_whole_and_in_order(gateway, token, pg):
     """A result of ~6 MB, far beyond the relay's buffers, in the simple protocol (psql) and the
     extended one (psycopg), two sessions at once: byte for byte what a direct read returns."""
-    direct = subprocess.run(["psql", pg.dsn(), "-XAtc", LARGE_RESULT], capture_output=True, text=True, check=True)
+    direct = psql(pg.dsn(), "-At", sql=LARGE_RESULT, check=True)
     expected_rows = pg.query(LARGE_RESULT)
     assert len(expected_rows) == 40000
 
-    def psql():
-        return subprocess.run(["psql", gateway.dsn(token), "-XAtc", LARGE_RESULT], capture_output=True, text=True,
-                              check=True, timeout=60).stdout
+    def read_through_sluice():
+        return psql(gateway.dsn(token), "-At", sql=LARGE_RESULT, check=True).stdout
 
     results = {}
-    reader = threading.Thread(target=lambda: results.update(psql=psql()))
+    reader = threading.Thread(target=lambda: results.update(psql=read_through_sluice()))
     reader.start()
     with psycopg.connect(gateway.dsn(token), autocommit=True) as conn:
         assert conn.execute(LARGE_RESULT, prepare=False).fetchall() == expected_rows

@@ -5,13 +5,12 @@ name, settings that switch off the database's own logging or load libraries, and
 functions under read-only. Each refusal must be sluice's (rule named), and the same statement
 straight to the server must show what it would have given away."""
 import asyncio
-import subprocess
 
 import asyncpg
 import psycopg
 import pytest
 
-from conftest import Sluice
+from conftest import Sluice, psql
 
 SECRET = "s3cr3t-" + "".join(f"{i:04x}" for i in range(900))  # ~3.6 kB, stored out of line
 
@@ -65,7 +64,7 @@ def doors_gw(pg):
         """)
         conn.execute("INSERT INTO secrets VALUES (1, %s), (2, 'short-secret-zz9')", [SECRET])
         conn.execute("ANALYZE secrets; ANALYZE vault")
-    gw = Sluice(pg, extra_connections=SIDE_DOORS.format(port=pg.port),
+    gw = Sluice(pg, extra_toml=SIDE_DOORS.format(port=pg.port),
                 env={"PG_SUPERUSER_PASSWORD": pg.superuser_password}).start()
     gw.agent = gw.token(identity="agent", groups="agents")
     yield gw
@@ -82,8 +81,7 @@ def toast_of(pg, table):
 
 
 def run(gw, sql, connection="su"):
-    return subprocess.run(["psql", gw.dsn(gw.agent, connection=connection), "-X", "-At", "-v", "VERBOSITY=verbose",
-                           "-c", sql], capture_output=True, text=True, timeout=60)
+    return psql(gw.dsn(gw.agent, connection=connection), "-At", "-v", "VERBOSITY=verbose", sql=sql)
 
 
 def refused_by(gw, sql, rule, connection="su"):

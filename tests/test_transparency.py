@@ -8,8 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import sluice_binary
-from test_psql import psql
+from conftest import psql, sluice_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,7 +37,7 @@ columns = ["public.customers.notes"]
 
 def test_a_syntax_error_is_the_servers_own(gateway, token):
     """Cause 4: the server's message, position and hint, so psql shows LINE 1 and the caret."""
-    out = psql(gateway.dsn(token), "-c", "SELECT 123abc", check=False)
+    out = psql(gateway.dsn(token), "-At", "-c", "SELECT 123abc", check=False)
     assert out.returncode != 0
     assert "ERROR:  trailing junk after numeric literal at or near \"123abc\"" in out.stderr, out.stderr
     assert "LINE 1: SELECT 123abc" in out.stderr, out.stderr
@@ -64,7 +63,7 @@ def test_a_statement_only_the_server_parses_is_refused_and_not_run(gateway, toke
         SELECT 1;
         ROLLBACK;
     """
-    out = psql(gateway.dsn(token), "-v", "ON_ERROR_STOP=0", input=script, check=False)
+    out = psql(gateway.dsn(token), "-At", "-v", "ON_ERROR_STOP=0", input=script, check=False)
     # sluice's parser's words, with its position.
     assert 'syntax error at or near "system_user"' in out.stderr, out.stderr
     assert "LINE 1: CREATE TABLE only_the_server_parses (system_user int);" in out.stderr, out.stderr
@@ -73,7 +72,7 @@ def test_a_statement_only_the_server_parses_is_refused_and_not_run(gateway, toke
 
 
 def test_where_the_policy_enforces_nothing_role_search_path_and_strings_follow_the_session(make_gateway, pg):
-    gw = make_gateway(extra_connections=ALLOW_ALL_NO_MASKING.format(port=pg.port))
+    gw = make_gateway(extra_toml=ALLOW_ALL_NO_MASKING.format(port=pg.port))
     tok = gw.token()
     pg.query("DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'transparency_reader') THEN "
              "CREATE ROLE transparency_reader; END IF; END$$")
@@ -89,27 +88,27 @@ def test_where_the_policy_enforces_nothing_role_search_path_and_strings_follow_t
         CREATE TEMP TABLE notes (t text) ON COMMIT DROP;
         DO $$ BEGIN EXECUTE 'SELECT 1'; END $$;
     """
-    out = psql(gw.dsn(tok), input=script)
+    out = psql(gw.dsn(tok), "-At", input=script, check=True)
     lines = out.stdout.split()
     assert lines[:4] == ["SET", "pg_catalog", "SET", "transparency_reader"], out.stdout
     assert "it's" in lines, out.stdout
 
 
 def test_column_masking_keeps_the_role_and_says_why(make_gateway, pg):
-    gw = make_gateway(extra_connections=COLUMN_RULE)
+    gw = make_gateway(extra_toml=COLUMN_RULE)
     tok = gw.token()
-    out = psql(gw.dsn(tok), "-c", "SET ROLE transparency_reader", check=False)
+    out = psql(gw.dsn(tok), "-At", "-c", "SET ROLE transparency_reader", check=False)
     assert out.returncode != 0
     assert 'refused by rule "assume-role"' in out.stderr, out.stderr
     assert "column masking" in out.stderr and "assume-role" in out.stderr, out.stderr
-    out = psql(gw.dsn(tok), "-c", "SET standard_conforming_strings = off", check=False)
+    out = psql(gw.dsn(tok), "-At", "-c", "SET standard_conforming_strings = off", check=False)
     assert 'refused by rule "protected-setting"' in out.stderr, out.stderr
     # Masking reads an unqualified name in every schema, so the search_path is the session's.
-    assert psql(gw.dsn(tok), "-c", "SET search_path = other, public").stdout.strip() == "SET"
+    assert psql(gw.dsn(tok), "-At", "-c", "SET search_path = other, public", check=True).stdout.strip() == "SET"
 
 
 def test_the_search_path_is_kept_only_where_a_rule_names_schemas_and_the_refusal_says_which(make_gateway):
-    gw = make_gateway(extra_connections="""
+    gw = make_gateway(extra_toml="""
 [policy]
 default = "deny"
 
@@ -124,7 +123,7 @@ effect = "allow"
 kinds = ["set", "read", "transaction"]
 """)
     tok = gw.token()
-    out = psql(gw.dsn(tok), "-c", "SET search_path = other, public", check=False)
+    out = psql(gw.dsn(tok), "-At", "-c", "SET search_path = other, public", check=False)
     assert out.returncode != 0
     assert 'rule "app-schema" names objects by schema' in out.stderr, out.stderr
     assert "schema-qualify names instead" in out.stderr, out.stderr
@@ -135,7 +134,7 @@ def test_a_column_rule_on_a_table_this_database_lacks_costs_nothing_until_it_exi
     as if there were no rule. Once such a column exists, a session that changed its role or ran
     dynamic SQL meanwhile cannot go on (masking reads statements under the connection's state),
     and a new one keeps the role."""
-    gw = make_gateway(extra_connections="""
+    gw = make_gateway(extra_toml="""
 [[masking.columns]]
 name = "vault"
 columns = ["public.transparency_vault.secret"]
@@ -165,18 +164,18 @@ columns = ["public.transparency_vault.secret"]
 def test_large_objects_through_the_fast_path(make_gateway, pg, tmp_path):
     """Cause 8: psql's \\lo_import and \\lo_unlink use fast-path FunctionCalls: decided like the
     SELECT they amount to, allowed under an allow policy, refused on a read-only connection."""
-    gw = make_gateway(extra_connections=ALLOW_ALL_NO_MASKING.format(port=pg.port))
+    gw = make_gateway(extra_toml=ALLOW_ALL_NO_MASKING.format(port=pg.port))
     tok = gw.token()
     source = tmp_path / "blob.txt"
     source.write_text("a large object through sluice\n")
-    out = psql(gw.dsn(tok), "-c", f"\\lo_import {source}")
+    out = psql(gw.dsn(tok), "-At", "-c", f"\\lo_import {source}", check=True)
     oid = int(out.stdout.split()[-1])
     try:
         assert pg.query(f"SELECT convert_from(lo_get({oid}), 'UTF8')")[0][0] == source.read_text()
-        out = psql(gw.dsn(tok, connection="shop_ro"), "-c", f"\\lo_import {source}", check=False)
+        out = psql(gw.dsn(tok, connection="shop_ro"), "-At", "-c", f"\\lo_import {source}", check=False)
         assert out.returncode != 0
         assert "read-only" in out.stderr, out.stderr
-        psql(gw.dsn(tok), "-c", f"\\lo_unlink {oid}")
+        psql(gw.dsn(tok), "-At", "-c", f"\\lo_unlink {oid}", check=True)
         assert pg.query(f"SELECT count(*) FROM pg_largeobject_metadata WHERE oid = {oid}")[0][0] == 0
     finally:
         pg.query(f"SELECT lo_unlink(oid) FROM pg_largeobject_metadata WHERE oid = {oid}")
@@ -189,7 +188,7 @@ def test_a_large_object_read_through_the_fast_path_is_masked(gateway, token, pg,
     pg.query(f"ALTER LARGE OBJECT {oid} OWNER TO app")
     target = tmp_path / "exported.txt"
     try:
-        psql(gateway.dsn(token), "-c", f"\\lo_export {oid} {target}")
+        psql(gateway.dsn(token), "-At", "-c", f"\\lo_export {oid} {target}", check=True)
         exported = target.read_text()
         # A bytea value with a finding is withheld whole (docs/masking.md); over the fast path
         # it keeps its length, as libpq reads it into a buffer of the size it asked for.

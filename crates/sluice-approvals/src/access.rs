@@ -1,9 +1,9 @@
 //! An access policy ready to decide: what a just-in-time grant switches its holder to.
 
-use sluice_core::policy::Policy;
 use sluice_core::review::ReviewRules;
 use sluice_core::scope::RuleScope;
 use sluice_core::span::Span;
+use sluice_policy::Policy;
 
 #[derive(Debug)]
 pub struct AccessPolicy {

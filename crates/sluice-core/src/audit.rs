@@ -20,6 +20,8 @@ pub enum AuthOutcome {
     UpstreamUnavailable,
     /// The state store could not be read, so the credential could not be checked.
     StoreUnavailable,
+    /// Authenticated, but the target's held credential cannot be had (see the gateway's log).
+    TargetMisconfigured,
 }
 
 impl AuthOutcome {
@@ -35,6 +37,7 @@ impl AuthOutcome {
             AuthOutcome::NotPermitted => "not_permitted",
             AuthOutcome::UpstreamUnavailable => "upstream_unavailable",
             AuthOutcome::StoreUnavailable => "store_unavailable",
+            AuthOutcome::TargetMisconfigured => "target_misconfigured",
         }
     }
 }
@@ -67,6 +70,45 @@ impl StatementRecord {
     }
 }
 
+/// What an operator or a caller did to sluice itself rather than through it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdminAction {
+    TokenMinted,
+    TokenRevoked,
+    CredentialSet,
+    CredentialDeleted,
+    /// A call of the REST API whose token proved nothing.
+    ApiAuthenticationFailed,
+}
+
+impl AdminAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminAction::TokenMinted => "token-minted",
+            AdminAction::TokenRevoked => "token-revoked",
+            AdminAction::CredentialSet => "credential-set",
+            AdminAction::CredentialDeleted => "credential-deleted",
+            AdminAction::ApiAuthenticationFailed => "api-authentication-failed",
+        }
+    }
+}
+
+/// One administrative event. Times are microseconds since the Unix epoch.
+#[derive(Clone, Debug, Serialize)]
+pub struct AdminRecord {
+    pub at_us: i64,
+    /// Who did it: `cli:<os user>` for the command line, an identity for the API, `unknown` for
+    /// a caller that proved none.
+    pub actor: String,
+    pub action: AdminAction,
+    /// What it was done to: a token id, a connection, an API path.
+    pub subject: String,
+    /// Anything else worth keeping (the identity a token was minted for, why a call was refused);
+    /// never a secret.
+    pub detail: Option<String>,
+}
+
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum AuditEvent {
@@ -96,6 +138,7 @@ pub enum AuditEvent {
         reason: String,
     },
     Statement(StatementRecord),
+    Admin(AdminRecord),
 }
 
 /// Where audit events go. Must not block the caller.

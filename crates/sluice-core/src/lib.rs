@@ -15,9 +15,8 @@ pub mod secret;
 pub mod span;
 pub mod sql;
 pub mod token;
-pub mod volatile;
 
 pub use action::{Decision, Hold, Protocol, Refusal, RefusalCause};
-pub use audit::{AuditEvent, AuditSink, AuthOutcome, StatementRecord};
+pub use audit::{AdminAction, AdminRecord, AuditEvent, AuditSink, AuthOutcome, StatementRecord};
 pub use identity::Identity;
 pub use secret::Secret;

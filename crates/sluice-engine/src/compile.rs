@@ -4,10 +4,10 @@
 
 use sluice_approvals::AccessPolicy;
 use sluice_config::{AccessPolicySpec, Config, ConfigError};
-use sluice_core::policy::{ConnectionPolicy, Policy, PolicyError, PolicySpec};
 use sluice_core::review::MAX_SPAN;
 use sluice_core::scope::RuleScope;
 use sluice_mask::{MaskError, Masking, TokenKey};
+use sluice_policy::{ConnectionPolicy, Policy, PolicyError, PolicySpec};
 use std::path::Path;
 
 /// Reads the configuration file and checks that everything in it compiles.

@@ -14,11 +14,11 @@ use sluice_approvals::{AccessPolicy, ActiveGrant, Approvals};
 use sluice_config::{Config, ConnectionConfig};
 use sluice_core::advice::{Explanation, Permissions};
 use sluice_core::audit::now_us;
-use sluice_core::policy::Policy;
 use sluice_core::sql::SqlAnalysis;
 use sluice_core::{AuditEvent, AuditSink, AuthOutcome, Decision, Identity};
 use sluice_gate::{Gate, Obligations, OpenError, OpenRequest, Presented, SessionGrant, Target};
 use sluice_mask::Masking;
+use sluice_policy::Policy;
 use sluice_store::Store;
 use sluice_store::vault::MasterKey;
 use std::collections::{HashMap, HashSet};
@@ -40,7 +40,7 @@ pub enum EngineError {
     #[error("connection {name}: {reason}")]
     Target { name: String, reason: String },
     #[error(transparent)]
-    Policy(#[from] sluice_core::policy::PolicyError),
+    Policy(#[from] sluice_policy::PolicyError),
     #[error(transparent)]
     Masking(#[from] sluice_mask::MaskError),
 }
@@ -172,9 +172,13 @@ impl Gate for Engine {
             core.audit_auth(&request, AuthOutcome::NotPermitted, credential_id);
             return Err(OpenError::Auth(AuthOutcome::NotPermitted));
         }
-        let credential = credentials::resolve(&core.store, &core.key, request.target, &prepared.config)
-            .await
-            .map_err(|reason| OpenError::Misconfigured { connection: request.target.to_string(), reason })?;
+        let credential = match credentials::resolve(&core.store, &core.key, request.target, &prepared.config).await {
+            Ok(credential) => credential,
+            Err(reason) => {
+                core.audit_auth(&request, AuthOutcome::TargetMisconfigured, credential_id);
+                return Err(OpenError::Misconfigured { connection: request.target.to_string(), reason });
+            }
+        };
         core.audit_auth(&request, AuthOutcome::Success, credential_id);
         core.note_token_used(&identity.credential_id);
         let granted = core.approvals.grant_for(&identity, request.target).is_some();

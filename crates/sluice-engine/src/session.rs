@@ -5,7 +5,6 @@ use crate::{EngineCore, explanation};
 use sluice_approvals::StatementReview;
 use sluice_core::advice::{Explanation, Permissions};
 use sluice_core::audit::now_us;
-use sluice_core::policy::Policy;
 use sluice_core::sql::SharedAnalysis;
 use sluice_core::{
     AuditEvent, AuditSink, AuthOutcome, Decision, Hold, Identity, Protocol, Refusal, StatementRecord, ids,
@@ -13,8 +12,13 @@ use sluice_core::{
 use sluice_gate::{
     Action, ClientInfo, OpenRequest, Outcome, OutcomeDetail, SessionGate, SessionLog, SqlAction, Standing,
 };
+use sluice_policy::Policy;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// Kept allows by address: looked up on every statement, so hashed with foldhash (several times
+/// cheaper than SipHash on a word) and seeded per process.
+type KeptAllows = HashMap<usize, KeptAllow, foldhash::fast::RandomState>;
 
 /// Allows a session keeps; past this it starts over.
 const MAX_KEPT_ALLOWS: usize = 256;
@@ -32,7 +36,7 @@ pub struct EngineSession {
     upstream_read_only: bool,
     /// Allows given for statements this session repeats, by the address of their shared analysis,
     /// which the entry holds so that no other analysis can take the address.
-    kept: HashMap<usize, KeptAllow>,
+    kept: KeptAllows,
     started: bool,
     ended: bool,
 }
@@ -57,7 +61,7 @@ impl EngineSession {
             client_tls: tls,
             client_program: program.map(str::to_string),
             upstream_read_only: read_only,
-            kept: HashMap::new(),
+            kept: KeptAllows::default(),
             started: false,
             ended: false,
         }

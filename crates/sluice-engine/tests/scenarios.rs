@@ -31,6 +31,11 @@ user = "app"
 password = "none"
 policy = "read-only"
 
+[connections.broken]
+host = "127.0.0.1"
+user = "app"
+password = "env:SLUICE_SCENARIO_VARIABLE_NOBODY_SETS"
+
 [[policy.rules]]
 name = "no-drops"
 effect = "deny"
@@ -206,6 +211,7 @@ fn kinds(events: &[AuditEvent]) -> Vec<String> {
             AuditEvent::SessionStarted { .. } => "started".into(),
             AuditEvent::SessionEnded { .. } => "ended".into(),
             AuditEvent::Statement(s) => format!("statement:{}:{}", s.decision, s.rule.as_deref().unwrap_or("-")),
+            AuditEvent::Admin(a) => format!("admin:{}", a.action.as_str()),
         })
         .collect()
 }
@@ -280,6 +286,18 @@ async fn authentication_failures_are_refused_and_audited_with_their_outcome() {
         kinds(&h.trail.take()),
         ["auth:identity_mismatch", "auth:unknown_token", "auth:malformed", "auth:unknown_connection"]
     );
+}
+
+#[tokio::test]
+async fn a_target_whose_credential_cannot_be_had_is_refused_naming_why_and_audited() {
+    let h = harness().await;
+    let secret = h.token("ann", &[]).await;
+    let Err(OpenError::Misconfigured { connection, reason }) = h.open("ann", &secret, "broken").await else {
+        panic!("a session opened without its credential")
+    };
+    assert_eq!(connection, "broken");
+    assert!(reason.contains("SLUICE_SCENARIO_VARIABLE_NOBODY_SETS"), "{reason}");
+    assert_eq!(kinds(&h.trail.take()), ["auth:target_misconfigured"]);
 }
 
 #[tokio::test]

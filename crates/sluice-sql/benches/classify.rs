@@ -4,8 +4,8 @@
 
 use divan::{Bencher, black_box};
 use sluice_core::Identity;
-use sluice_core::policy::{ConnectionPolicy, Effect, Policy, PolicySpec, Preset, RuleSpec};
 use sluice_core::sql::Kind;
+use sluice_policy::{ConnectionPolicy, Effect, Policy, PolicySpec, Preset, RuleSpec};
 use sluice_sql::{Classifier, analyze};
 
 fn main() {

@@ -24,6 +24,8 @@ const INSERT_AUTH: &str = "INSERT INTO auth_events (at, protocol, client_addr, u
 const INSERT_SESSION: &str = "INSERT INTO sessions (id, protocol, identity, credential_id, connection, client_addr, \
      client_tls, application_name, started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 const END_SESSION: &str = "UPDATE sessions SET ended_at = ?1, end_reason = ?2 WHERE id = ?3";
+pub(crate) const INSERT_ADMIN: &str =
+    "INSERT INTO admin_events (at, actor, action, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5)";
 /// Bound values per statement row; SQLite allows 32,766 per statement.
 const STATEMENT_COLUMNS: usize = 13;
 
@@ -105,6 +107,15 @@ impl EventWriter {
                 }
                 AuditEvent::SessionEnded { session_id, at_us, reason } => {
                     tx.prepare_cached(END_SESSION)?.execute(params![at_us, reason, session_id])?;
+                }
+                AuditEvent::Admin(a) => {
+                    tx.prepare_cached(INSERT_ADMIN)?.execute(params![
+                        a.at_us,
+                        a.actor,
+                        a.action.as_str(),
+                        a.subject,
+                        a.detail
+                    ])?;
                 }
                 AuditEvent::Statement(_) => {}
             }

@@ -13,7 +13,7 @@ pub mod vault;
 pub use events::EventWriter;
 pub use recorder::{Recorder, RecorderTask, TextFilter};
 pub use reviews::{ReviewEvent, ReviewFilter};
-pub use sqlite::{AuthRow, SessionFilter, SessionRow, StatementRow, Store, TokenRow};
+pub use sqlite::{AdminRow, AuthRow, SessionFilter, SessionRow, StatementRow, Store, TokenRow};
 
 use thiserror::Error;
 

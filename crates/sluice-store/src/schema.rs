@@ -86,4 +86,14 @@ CREATE TABLE review_events (
 );
 CREATE INDEX review_events_review ON review_events(review_id);
 "#,
+    r#"
+CREATE TABLE admin_events (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    at       INTEGER NOT NULL,
+    actor    TEXT NOT NULL,
+    action   TEXT NOT NULL,
+    subject  TEXT NOT NULL,
+    detail   TEXT
+);
+"#,
 ];

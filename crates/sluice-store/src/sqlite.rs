@@ -5,7 +5,7 @@ use crate::StoreError;
 use crate::events::EventWriter;
 use crate::schema::MIGRATIONS;
 use serde::Serialize;
-use sluice_core::{AuthOutcome, Identity, token};
+use sluice_core::{AdminRecord, AuthOutcome, Identity, token};
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::path::Path;
@@ -93,6 +93,15 @@ pub struct AuthRow {
     pub connection: String,
     pub outcome: String,
     pub credential_id: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AdminRow {
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    pub detail: Option<String>,
 }
 
 impl Store {
@@ -316,6 +325,39 @@ impl Store {
                     connection: r.try_get("connection")?,
                     outcome: r.try_get("outcome")?,
                     credential_id: r.try_get("credential_id")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// Records an administrative event at once (for the command line, which runs no recorder).
+    pub async fn record_admin(&self, event: &AdminRecord) -> Result<(), StoreError> {
+        sqlx::query(crate::events::INSERT_ADMIN)
+            .bind(event.at_us)
+            .bind(&event.actor)
+            .bind(event.action.as_str())
+            .bind(&event.subject)
+            .bind(&event.detail)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Recent administrative events, newest first.
+    pub async fn admin_events(&self, limit: i64) -> Result<Vec<AdminRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM admin_events ORDER BY id DESC LIMIT ?")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AdminRow {
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    subject: r.try_get("subject")?,
+                    detail: r.try_get("detail")?,
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()

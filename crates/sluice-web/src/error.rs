@@ -26,6 +26,10 @@ impl ApiError {
         ApiError { status: StatusCode::NOT_FOUND, message: message.into(), hint: Some(hint.into()) }
     }
 
+    pub fn unavailable(message: &str, hint: &str) -> ApiError {
+        ApiError { status: StatusCode::SERVICE_UNAVAILABLE, message: message.into(), hint: Some(hint.into()) }
+    }
+
     pub fn bad_request(message: &str) -> ApiError {
         ApiError { status: StatusCode::BAD_REQUEST, message: message.into(), hint: None }
     }

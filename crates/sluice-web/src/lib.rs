@@ -15,10 +15,11 @@ use error::ApiError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_approvals::Approvals;
-use sluice_core::Identity;
 use sluice_core::advice::{Explanation, Permissions};
+use sluice_core::audit::now_us;
 use sluice_core::review::{Outcome, Status};
 use sluice_core::span::Span;
+use sluice_core::{AdminAction, AdminRecord, AuditEvent, AuditSink, AuthOutcome, Identity};
 use sluice_store::{ReviewFilter, Store};
 use std::sync::Arc;
 use views::{Now, review_view};
@@ -27,6 +28,8 @@ pub struct Api {
     pub store: Store,
     pub approvals: Arc<Approvals>,
     pub advisor: Arc<dyn Advisor>,
+    /// Where refused calls are recorded.
+    pub audit: Arc<dyn AuditSink>,
 }
 
 /// What the API asks the running gateway on an agent's behalf (see `sluice_core::advice`).
@@ -91,8 +94,19 @@ impl FromRequestParts<Arc<Api>> for Caller {
         };
         match api.store.identify(token.trim()).await {
             Ok(identity) => Ok(Caller(identity)),
-            Err((outcome, _)) => {
+            Err((AuthOutcome::StoreUnavailable, _)) => Err(ApiError::unavailable(
+                "sluice cannot check tokens right now (its state store is failing)",
+                "try again shortly; an operator should check sluice's state store",
+            )),
+            Err((outcome, token_id)) => {
                 tracing::warn!(outcome = outcome.as_str(), "API call with a token that proves nothing");
+                api.audit.record(AuditEvent::Admin(AdminRecord {
+                    at_us: now_us(),
+                    actor: token_id.map_or_else(|| "unknown".into(), |id| format!("token {id}")),
+                    action: AdminAction::ApiAuthenticationFailed,
+                    subject: format!("{} {}", parts.method, parts.uri.path()),
+                    detail: Some(outcome.as_str().into()),
+                }));
                 Err(ApiError::unauthorized(&format!("the token was not accepted ({})", outcome.as_str())))
             }
         }

@@ -8,6 +8,7 @@ use sluice_config::{Config, PasswordSource};
 use sluice_core::audit::now_us;
 use sluice_core::span::Span;
 use sluice_core::token;
+use sluice_core::{AdminAction, AdminRecord};
 use sluice_store::vault::MasterKey;
 use sluice_store::{SessionFilter, SessionRow, Store, TokenRow};
 use std::io::Read;
@@ -155,6 +156,8 @@ pub async fn token(config_path: &Path, cmd: TokenCommand) -> Result<()> {
                 last_used_at: None,
             };
             store.insert_token(&row, &minted.digest).await?;
+            let detail = format!("for {} ({})", row.identity, row.groups.join(","));
+            record_admin(&store, AdminAction::TokenMinted, &row.id, Some(detail)).await?;
             eprintln!("token {} created for {}; it is shown only once", row.id, row.identity);
             out!("{}", minted.clear);
         }
@@ -193,6 +196,7 @@ pub async fn token(config_path: &Path, cmd: TokenCommand) -> Result<()> {
             if !store.revoke_token(&id, now_us()).await? {
                 bail!("no token with id {id}");
             }
+            record_admin(&store, AdminAction::TokenRevoked, &id, None).await?;
             eprintln!("token {id} revoked");
         }
         TokenCommand::Verify => {
@@ -212,6 +216,13 @@ pub async fn token(config_path: &Path, cmd: TokenCommand) -> Result<()> {
     }
     store.close().await;
     Ok(())
+}
+
+/// Records what the command line did to sluice, as the operating-system user who ran it.
+async fn record_admin(store: &Store, action: AdminAction, subject: &str, detail: Option<String>) -> Result<()> {
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let event = AdminRecord { at_us: now_us(), actor: format!("cli:{user}"), action, subject: subject.into(), detail };
+    store.record_admin(&event).await.context("cannot record the change in the audit trail")
 }
 
 pub async fn credential(config_path: &Path, cmd: CredentialCommand) -> Result<()> {
@@ -234,12 +245,14 @@ pub async fn credential(config_path: &Path, cmd: CredentialCommand) -> Result<()
             let key = MasterKey::load(&config.server.master_key_path(), true)?;
             let (nonce, sealed) = key.seal(&connection, password.as_bytes())?;
             store.put_credential(&connection, &nonce, &sealed, now_us()).await?;
+            record_admin(&store, AdminAction::CredentialSet, &connection, None).await?;
             eprintln!("password for {connection} stored, sealed under the master key");
         }
         CredentialCommand::Delete { connection } => {
             if !store.delete_credential(&connection).await? {
                 bail!("no stored password for {connection}");
             }
+            record_admin(&store, AdminAction::CredentialDeleted, &connection, None).await?;
             eprintln!("stored password for {connection} deleted");
         }
     }
@@ -328,6 +341,40 @@ pub async fn sessions(config_path: &Path, cmd: SessionsCommand) -> Result<()> {
                 table(&["#", "AT", "PATH", "TOOK", "ROWS", "OUTCOME", "STATEMENT"], &rows);
             }
         }
+    }
+    store.close().await;
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Recent administrative events, newest first: tokens minted and revoked, credentials set
+    /// and deleted, API calls refused for their token.
+    Admin {
+        /// Print JSON (timestamps in RFC 3339, UTC, with microseconds).
+        #[arg(long)]
+        json: bool,
+        /// At most this many events.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+}
+
+pub async fn audit(config_path: &Path, cmd: AuditCommand) -> Result<()> {
+    let (_, store) = open_store(config_path).await?;
+    let AuditCommand::Admin { json, limit } = cmd;
+    let events = store.admin_events(limit).await?;
+    if json {
+        print_json(&events)?;
+    } else {
+        let rows: Vec<Vec<String>> = events
+            .iter()
+            .map(|e| {
+                let detail = e.detail.clone().unwrap_or_else(|| "-".into());
+                vec![timestamp(e.at), e.actor.clone(), e.action.clone(), e.subject.clone(), detail]
+            })
+            .collect();
+        table(&["AT", "ACTOR", "ACTION", "SUBJECT", "DETAIL"], &rows);
     }
     store.close().await;
     Ok(())

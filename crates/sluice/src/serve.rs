@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use sluice_approvals::{Approvals, Notifier};
 use sluice_config::{ClientTls, Config, LogFormat};
+use sluice_core::AuditSink;
 use sluice_engine::{Engine, MASK_TOKEN_PURPOSE, Parts};
 use sluice_pg::{ListenerConfig, PgAdapter, tls};
 use sluice_runtime::{Adapter, Runtime, Workers};
@@ -60,9 +61,10 @@ pub async fn run(config_path: &Path) -> Result<()> {
     };
     let notifier = Notifier::new(config.approvals.webhooks.clone(), base_url, Arc::clone(&masking));
     let approvals = Arc::new(Approvals::new(store.clone(), sluice_engine::compile::access(&config)?, notifier).await?);
+    let audit: Arc<dyn AuditSink> = Arc::new(recorder);
     let parts = Parts {
         store: store.clone(),
-        audit: Arc::new(recorder),
+        audit: Arc::clone(&audit),
         key,
         masking: live_masking,
         approvals: Arc::clone(&approvals),
@@ -129,7 +131,12 @@ pub async fn run(config_path: &Path) -> Result<()> {
         api_url = Some(format!("http://{addr}"));
         announce(format_args!("sluice: api listening on http://{addr}"));
         let advisor: Arc<dyn sluice_web::Advisor> = Arc::clone(&gateway) as _;
-        let api = Arc::new(Api { store: store.clone(), approvals: Arc::clone(&approvals), advisor });
+        let api = Arc::new(Api {
+            store: store.clone(),
+            approvals: Arc::clone(&approvals),
+            advisor,
+            audit: Arc::clone(&audit),
+        });
         let mut stop_rx = stop_rx.clone();
         api_task = Some(tokio::spawn(async move {
             let stopped = async move {
@@ -159,6 +166,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     }
     workers.stop();
     drop(gateway);
+    drop(audit);
     if tokio::time::timeout(DRAIN, recorder_task.finish()).await.is_err() {
         tracing::error!("the recorder did not finish writing within {DRAIN:?}");
     }

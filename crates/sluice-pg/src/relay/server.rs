@@ -1,0 +1,410 @@
+//! Upstream → client: the server's replies matched to what is pending, masked where the result's
+//! shape says so, and the finished statements recorded.
+
+use super::*;
+
+/// Upstream → client.
+///
+/// Long, on purpose for now: one loop over the server's frames, matching each to what is pending
+/// (`tracker`) and rewriting it only where masking or a refusal says so; row plans are in this
+/// module's helpers, write coalescing in `coalesce`. As with the client side, a handler per message
+/// group is the next step.
+pub async fn upstream_to_client<S, R, W>(
+    ctx: &Context<'_, S>,
+    tracker: &Mutex<Tracker>,
+    upstream: &mut R,
+    mut buf: BytesMut,
+    client: &mut W,
+    notices: &mut mpsc::UnboundedReceiver<Bytes>,
+) -> RelayEnd
+where
+    S: SessionGate,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut out = BytesMut::new();
+    let mut fatal: Option<String> = None;
+    // DataRows of the command in progress; counted here so a row costs no lock.
+    let mut data_rows: u64 = 0;
+    let mut last_tag: Option<Arc<str>> = None;
+    // Masking: the plan for the rows in progress, the COPY OUT in progress, and a frame rewritten.
+    let mut masker = ctx.masking.clone().map(ResponseMasker::new);
+    let mut plan: Option<Arc<RowPlan>> = None;
+    let mut copy: Option<CopyFormat> = None;
+    let mut rewritten = BytesMut::new();
+    // `consumed` bytes at the front of `buf` are whole frames already handled, not yet written;
+    // those not yet copied to `out` start at `pass_from`. They survive a read when the write is
+    // deferred (see `defer_write`).
+    let mut consumed = 0;
+    let mut pass_from = 0;
+    // While frames are deferred: when they must go out even if the server sends nothing more.
+    let mut flush_by = Box::pin(tokio::time::sleep(std::time::Duration::ZERO));
+    let mut deferring = false;
+    loop {
+        loop {
+            let head = match peek_frame(&buf[consumed..], MAX_SERVER_FRAME) {
+                Ok(Some(head)) => head,
+                Ok(None) => {
+                    if let Some(len) = codec::declared_len(&buf[consumed..]) {
+                        buf.reserve(len.saturating_sub(buf.len() - consumed));
+                    }
+                    break;
+                }
+                Err(e) => {
+                    return RelayEnd::UpstreamGone(format!("invalid frame from the server: {e:?}"));
+                }
+            };
+            let body = &buf[consumed + HEADER_LEN..consumed + head.len];
+            rewritten.clear();
+            if let Some(m) = masker.as_mut() {
+                match head.tag {
+                    b'D' => {
+                        // Rows always follow the RowDescription that shapes them: the result's own
+                        // (simple protocol) or the portal's, described right before its Execute.
+                        let plan = plan.get_or_insert_with(|| {
+                            tracing::warn!(session = %ctx.session_id, "a row arrived with no description; masking it as of unknown shape");
+                            Arc::new(RowPlan::unknown(m.session().has_column_rules()))
+                        });
+                        if plan.is_active() {
+                            m.data_row(plan, body, &mut rewritten);
+                        }
+                    }
+                    b'T' => {
+                        plan = Some(match m.cached_plan(body) {
+                            Some(p) => p,
+                            None => {
+                                let p = Arc::new(row_plan(ctx, m.session(), body).await);
+                                m.remember_plan(body, &p);
+                                p
+                            }
+                        });
+                    }
+                    b'H' => copy = Some(mask::copy_format(body)),
+                    b'd' => {
+                        if let Some(format) = copy {
+                            m.copy_data(format, body, &mut rewritten);
+                        }
+                    }
+                    b'E' | b'N' => {
+                        m.notice(head.tag, body, &mut rewritten);
+                    }
+                    b'A' => {
+                        m.notification(body, &mut rewritten);
+                    }
+                    b'V' => {
+                        // A fast-path call's result; a type sluice does not know is scanned whole.
+                        let (type_oid, format) =
+                            tracker.lock().pending.front().and_then(|p| p.fast_path).unwrap_or((0, 0));
+                        m.function_result(type_oid, format, body, &mut rewritten);
+                    }
+                    b'S' => {
+                        m.parameter_status(body, &mut rewritten);
+                    }
+                    _ => {}
+                }
+                if matches!(head.tag, b'n' | b'C' | b'E' | b's' | b'I' | b'Z' | b'c') {
+                    plan = None;
+                    copy = None;
+                }
+            }
+            // The body the gateway reads is what the client will see.
+            let body = if rewritten.is_empty() { body } else { &rewritten[HEADER_LEN..] };
+            let mut drop_frame = false;
+            match head.tag {
+                b'D' => data_rows += 1,
+                b'C' => {
+                    let tag = cstr_prefix(body);
+                    let rows = if data_rows > 0 { data_rows } else { tag_rows(tag) };
+                    data_rows = 0;
+                    let mut t = tracker.lock();
+                    t.confirm(tag);
+                    if let Some(front) = t.pending.front_mut() {
+                        front.rows += rows;
+                        front.tag = Some(same_tag(&mut last_tag, tag));
+                        if front.kind == Kind::Execute {
+                            let p = t.pending.pop_front().expect("front exists");
+                            t.finished.push_back((p, None));
+                        }
+                    }
+                }
+                b'I' | b's' => {
+                    let mut t = tracker.lock();
+                    if t.pending.front().is_some_and(|p| p.kind == Kind::Execute) {
+                        let mut p = t.pending.pop_front().expect("front exists");
+                        p.rows += std::mem::take(&mut data_rows);
+                        t.finished.push_back((p, None));
+                    }
+                }
+                b'S' => {
+                    let mut r = Reader::new(body);
+                    if r.cstr() == Some(b"standard_conforming_strings") {
+                        ctx.backslash_strings.store(r.cstr() == Some(b"off"), Ordering::Release);
+                    }
+                }
+                b'1' | b'2' => {
+                    let expected = if head.tag == b'1' { Kind::Parse } else { Kind::Bind };
+                    let mut t = tracker.lock();
+                    if let Some(front) = t.pending.front_mut()
+                        && front.probe != Probe::None
+                        && head.tag == b'1'
+                    {
+                        front.probe = Probe::Parsed;
+                        drop_frame = true;
+                    } else if t.pending.front().is_some_and(|p| p.kind == expected) {
+                        t.pending.pop_front();
+                    }
+                }
+                // A Describe is answered by a RowDescription or NoData (a statement's after its
+                // ParameterDescription); the answer to sluice's own is not the client's.
+                b'T' | b'n' => {
+                    let mut t = tracker.lock();
+                    match t.pending.front().map(|p| p.kind) {
+                        Some(Kind::Describe) => {
+                            t.pending.pop_front();
+                        }
+                        Some(Kind::SluiceDescribe) => {
+                            t.pending.pop_front();
+                            drop_frame = true;
+                        }
+                        _ => {}
+                    }
+                }
+                // The answers to sluice's own Close and Sync are not the client's.
+                // (Checked without the lock first: almost always nothing of sluice's is owed.)
+                b'3' | b'Z' | b'E' if ctx.sluice_owed.load(Ordering::Acquire) > 0 && front_is_sluices(tracker) => {
+                    let mut t = tracker.lock();
+                    let mut answered = 0;
+                    match head.tag {
+                        b'3' => {
+                            t.pending.pop_front();
+                            answered = 1;
+                        }
+                        b'E' => {
+                            tracing::warn!(session = %ctx.session_id, error = %ServerMessage::parse(body).message,
+                                "closing a statement approved for one run failed");
+                            // The server skips the other Closes up to sluice's Sync.
+                            while t.pending.front().is_some_and(|p| p.kind == Kind::SluiceClose) {
+                                t.pending.pop_front();
+                                answered += 1;
+                            }
+                        }
+                        _ => {
+                            while let Some(p) = t.pending.pop_front() {
+                                answered += 1;
+                                if p.kind == Kind::SluiceSync {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    ctx.sluice_owed.fetch_sub(answered, Ordering::AcqRel);
+                    drop_frame = true;
+                }
+                b'3' => {
+                    let mut t = tracker.lock();
+                    if t.pending.front().is_some_and(|p| p.probe != Probe::None) {
+                        drop_frame = true;
+                    } else if t.pending.front().is_some_and(|p| p.kind == Kind::Close)
+                        && let Some(mut close) = t.pending.pop_front()
+                    {
+                        t.apply_all(&mut close);
+                    }
+                }
+                b'E' => {
+                    let message = ServerMessage::parse(body);
+                    let partial_rows = std::mem::take(&mut data_rows);
+                    let mut t = tracker.lock();
+                    if message.is_fatal() {
+                        fatal = Some(format!("{} ({})", message.message, message.code));
+                    }
+                    match t.pending.front().map(|p| p.kind) {
+                        // A simple query's error ends it; its ReadyForQuery follows.
+                        Some(Kind::Simple) => {
+                            if let Some(front) = t.pending.front_mut() {
+                                front.rows += partial_rows;
+                                if front.replaces(&message)
+                                    && let Some((substitute, _)) = &front.refusal
+                                {
+                                    rewritten.clear();
+                                    rewritten.extend_from_slice(substitute);
+                                }
+                                front.error.get_or_insert(message);
+                            }
+                        }
+                        // An error at Sync (a deferred constraint at commit), or one no message
+                        // asked for (the server shutting down).
+                        Some(Kind::Sync | Kind::SluiceClose | Kind::SluiceSync) | None => {}
+                        // An extended-protocol message failed: the server skips everything up to
+                        // Sync. A Bind's error (a bad parameter, a constant folded at planning), or
+                        // that of sluice's Describe, is the Execute's that follows it.
+                        Some(_) => {
+                            if let Some(failed) = t.pending.pop_front() {
+                                let partial = (partial_rows, message);
+                                pipeline_failed(&mut t, failed, partial, &mut rewritten);
+                            }
+                        }
+                    }
+                }
+                b'Z' => {
+                    let mut t = tracker.lock();
+                    let skipped = std::mem::take(&mut t.skipping);
+                    while let Some(p) = t.pending.pop_front() {
+                        let note = (skipped && p.refusal.is_none())
+                            .then_some("not executed: an earlier message in the same pipeline failed");
+                        match p.kind {
+                            Kind::Sync => break,
+                            // A simple query ends with its own ReadyForQuery, unless an error
+                            // before it in a pipeline made the server skip it.
+                            Kind::Simple if !skipped => {
+                                t.finished.push_back((p, None));
+                                break;
+                            }
+                            Kind::Simple => t.finished.push_back((p, note)),
+                            Kind::Parse if p.refusal.is_some() => t.finished.push_back((p, None)),
+                            Kind::Execute => t.finished.push_back((p, note)),
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if !rewritten.is_empty() || drop_frame {
+                out.extend_from_slice(&buf[pass_from..consumed]);
+                if !drop_frame {
+                    out.extend_from_slice(&rewritten);
+                }
+                pass_from = consumed + head.len;
+            }
+            consumed += head.len;
+        }
+        if consumed > 0 {
+            if defer_write(&buf, consumed) {
+                if !deferring {
+                    deferring = true;
+                    flush_by.as_mut().reset(tokio::time::Instant::now() + MAX_DEFER);
+                }
+            } else {
+                deferring = false;
+                if let Err(e) = write_frames(client, &mut buf, &mut consumed, &mut pass_from, &mut out).await {
+                    return RelayEnd::ClientGone(e.to_string());
+                }
+                if buf.is_empty() && buf.capacity() > KEEP_BUFFER_BYTES {
+                    // A large result grew the buffer; an idle session does not keep it.
+                    buf = BytesMut::with_capacity(READ_CHUNK);
+                }
+            }
+        }
+        if !deferring {
+            let mut t = tracker.lock();
+            if !t.finished.is_empty() {
+                ctx.record_finished(&mut t);
+            }
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_CHUNK);
+        }
+        let read = tokio::select! {
+            biased;
+            read = upstream.read_buf(&mut buf) => read,
+            () = &mut flush_by, if deferring => {
+                deferring = false;
+                if let Err(e) = write_frames(client, &mut buf, &mut consumed, &mut pass_from, &mut out).await {
+                    return RelayEnd::ClientGone(e.to_string());
+                }
+                continue;
+            }
+            Some(notice) = notices.recv() => {
+                // Between two whole batches of the server's messages, so never inside one.
+                deferring = false;
+                let written = write_frames(client, &mut buf, &mut consumed, &mut pass_from, &mut out).await;
+                if let Err(e) = written.and(client.write_all(&notice).await).and(client.flush().await) {
+                    return RelayEnd::ClientGone(e.to_string());
+                }
+                continue;
+            }
+        };
+        if !matches!(read, Ok(n) if n > 0) {
+            // The whole frames gathered before the server went away are still the client's.
+            let _ = write_frames(client, &mut buf, &mut consumed, &mut pass_from, &mut out).await;
+        }
+        match read {
+            Ok(0) => {
+                return match fatal {
+                    Some(why) => RelayEnd::UpstreamFatal(why),
+                    None => RelayEnd::UpstreamGone("connection closed".into()),
+                };
+            }
+            Ok(_) => {}
+            Err(e) => return RelayEnd::UpstreamGone(e.to_string()),
+        }
+    }
+}
+
+/// A command tag as recorded: the previous one again when it is the same (a session mostly
+/// repeats `SELECT 1` and the like), so that recording it costs no allocation.
+pub(super) fn same_tag(last: &mut Option<Arc<str>>, tag: &[u8]) -> Arc<str> {
+    match last {
+        Some(same) if same.as_bytes() == tag => Arc::clone(same),
+        _ => Arc::clone(last.insert(Arc::from(String::from_utf8_lossy(tag)))),
+    }
+}
+
+/// The plan for a RowDescription: each column's type class and format, and its column rule.
+pub(super) async fn row_plan<S: SessionGate>(
+    ctx: &Context<'_, S>,
+    session: &SessionMasking,
+    description: &[u8],
+) -> RowPlan {
+    let strict = session.has_column_rules();
+    let Some(fields) = mask::row_description(description) else {
+        return RowPlan::unknown(strict);
+    };
+    let masks = if strict { column_masks(ctx, session, &fields).await } else { Vec::new() };
+    RowPlan::new(&fields, &masks)
+}
+
+/// The column rule of each described field: table and column names looked up by OID, matched
+/// against the session's rules. When the names cannot be looked up, every column that comes from
+/// a table is masked to NULL (fail closed).
+pub(super) async fn column_masks<S: SessionGate>(
+    ctx: &Context<'_, S>,
+    session: &SessionMasking,
+    fields: &[Field],
+) -> Vec<Option<ColumnMask>> {
+    let oids: Vec<u32> = fields.iter().map(|f| f.table_oid).filter(|&oid| oid != 0).collect();
+    if oids.is_empty() {
+        return Vec::new();
+    }
+    let looked_up = match ctx.catalog.tables(ctx.endpoint, &oids, ctx.lookup_timeout).await {
+        Ok(tables) => {
+            let system = |schema: &str| matches!(schema, "pg_catalog" | "information_schema");
+            let unknown_view = |views: &CatalogRules| {
+                tables.values().any(|t| t.view && !system(&t.schema) && !views.knows(&t.schema, &t.name))
+            };
+            let views = if tables.values().any(|t| t.view) && ctx.has_masked_columns(session).await {
+                ctx.reached_knowing(session, unknown_view).await
+            } else {
+                Ok(Arc::default())
+            };
+            views.map(|views| (tables, views))
+        }
+        Err(e) => Err(e),
+    };
+    match looked_up {
+        Ok((tables, views)) => fields
+            .iter()
+            .map(|f| {
+                let table = tables.get(&f.table_oid)?;
+                let column = table.column(f.column)?;
+                session
+                    .column(&table.schema, &table.name, column)
+                    .or_else(|| session.view_column(&views, &table.schema, &table.name, column))
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(session = %ctx.session_id, error = %e, "cannot look up column names for masking; masking every table column");
+            let unresolved = ColumnMask { label: Arc::from("unresolved-column"), action: MaskAction::Null };
+            fields.iter().map(|f| (f.table_oid != 0).then(|| unresolved.clone())).collect()
+        }
+    }
+}

@@ -1,0 +1,873 @@
+//! The compiled policy and its evaluation: scope, the connection's default and search_path, the
+//! built-in checks, presets and rules, pinned settings, and explanations.
+
+use crate::PolicyError;
+use crate::pg::{
+    ALWAYS_PINNED, ANALYSIS_SETTINGS, PROTECTED_SETTINGS, READ_ONLY_SETTINGS, SIDE_EFFECT_FUNCTIONS,
+    is_protected_setting, protected_catalog, read_only_hint,
+};
+use crate::rule::{Rule, compile_rule, object_matches};
+use serde::Serialize;
+use sluice_core::policy::{BuiltinRules, ConnectionPolicy, Effect, PolicySpec, RuleSpec};
+use sluice_core::review::ReviewRules;
+use sluice_core::scope::RuleScope;
+use sluice_core::sql::{Kind, ObjectName, Operation, SqlAnalysis, SqlStatement};
+use sluice_core::{Decision, Identity, Refusal, RefusalCause};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Who is asking, and where.
+struct Scope<'a> {
+    identity: &'a Identity,
+    connection: &'a str,
+    /// The database may hold a column that a column rule covers (see `Policy::decide_where`);
+    /// whether one in scope does is asked only where a judgement depends on it (`masking`).
+    masked_here: bool,
+}
+
+#[derive(Debug)]
+struct ConnectionRules {
+    default: Effect,
+    search_path: Vec<String>,
+}
+
+/// The compiled policy.
+#[derive(Debug)]
+pub struct Policy {
+    rules: Vec<Rule>,
+    default: Effect,
+    default_rule: Arc<str>,
+    connections: HashMap<String, ConnectionRules>,
+    side_effect_functions: Vec<String>,
+    /// Function globs named by some rule: calls of them are operations too.
+    ruled_functions: Vec<String>,
+    builtin: BuiltinRules,
+    /// Where column masking applies (the scopes of the masking configuration's column rules).
+    masked: Vec<RuleScope>,
+}
+
+/// How one operation was judged. It borrows from the policy and the statement, so that judging
+/// a statement the policy allows allocates nothing.
+#[derive(Clone, Debug, Serialize)]
+pub struct Judgement<'a> {
+    pub operation: Cow<'a, Operation>,
+    pub effect: Effect,
+    pub rule: Arc<str>,
+    #[serde(skip)]
+    reason: Cow<'a, str>,
+    #[serde(skip)]
+    hint: Option<Cow<'a, str>>,
+}
+
+impl Policy {
+    pub fn compile(spec: &PolicySpec, connections: &[ConnectionPolicy]) -> Result<Policy, PolicyError> {
+        let mut rules = Vec::new();
+        for conn in connections {
+            if let Some(preset) = conn.preset {
+                let spec = RuleSpec {
+                    name: format!("connection {}: {}", conn.name, preset.as_str()),
+                    connections: vec![conn.name.clone()],
+                    preset: Some(preset),
+                    ..RuleSpec::default()
+                };
+                compile_rule(&spec, &mut rules)?;
+            }
+        }
+        for spec in &spec.rules {
+            compile_rule(spec, &mut rules)?;
+        }
+        let ruled_functions = rules.iter().flat_map(|r| r.functions.iter().cloned()).collect();
+        let side_effect_functions = SIDE_EFFECT_FUNCTIONS
+            .iter()
+            .map(|s| s.to_string())
+            .chain(spec.side_effect_functions.iter().cloned())
+            .collect();
+        let connections = connections
+            .iter()
+            .map(|c| {
+                let rules =
+                    ConnectionRules { default: c.default.unwrap_or(spec.default), search_path: c.search_path.clone() };
+                (c.name.clone(), rules)
+            })
+            .collect();
+        Ok(Policy {
+            rules,
+            default: spec.default,
+            default_rule: Arc::from("default"),
+            connections,
+            side_effect_functions,
+            ruled_functions,
+            builtin: spec.builtin,
+            masked: Vec::new(),
+        })
+    }
+
+    /// Tells the policy where column masking applies: there a session keeps its role, and dynamic
+    /// SQL (which could read a masked column unseen) needs a rule.
+    pub fn with_column_masking(mut self, scopes: Vec<RuleScope>) -> Policy {
+        self.masked = scopes;
+        self
+    }
+
+    fn masks_columns(&self, identity: &Identity, connection: &str) -> bool {
+        self.masked.iter().any(|s| s.contains(identity, connection))
+    }
+
+    /// Whether anything the policy does for `identity` on `connection` could be bypassed by a
+    /// statement sluice misreads or cannot read: a rule that refuses or reviews, a default that is
+    /// not allow, a read-only preset, or column masking. Where nothing is enforced, sluice follows
+    /// the session instead of pinning it (role, string lexing) and lets dynamic SQL
+    /// through: there is nothing it could get around.
+    pub fn enforces_anything(&self, identity: &Identity, connection: &str) -> bool {
+        self.enforces(&Scope { identity, connection, masked_here: true })
+    }
+
+    fn enforces(&self, scope: &Scope<'_>) -> bool {
+        self.default_for(scope.connection) != Effect::Allow
+            || self.masking(scope)
+            || self
+                .rules
+                .iter()
+                .any(|r| r.effect != Effect::Allow && r.scope.contains(scope.identity, scope.connection))
+    }
+
+    /// Whether column masking is in force in `scope`: a column rule is in scope, and the database
+    /// may hold a column it covers.
+    fn masking(&self, scope: &Scope<'_>) -> bool {
+        scope.masked_here && self.masks_columns(scope.identity, scope.connection)
+    }
+
+    /// The rule that makes the search_path matter, if one does: a rule in scope that names objects
+    /// or functions by schema (`public.orders`, `app.*`) decides an unqualified name by where the
+    /// connection's search_path resolves it, which the session must then not change. (Masking
+    /// reads an unqualified name in any schema.)
+    fn pins_search_path(&self, scope: &Scope<'_>) -> Option<&Rule> {
+        self.rules
+            .iter()
+            .filter(|r| r.scope.contains(scope.identity, scope.connection))
+            .find(|r| r.objects.iter().chain(&r.functions).any(|p| p.contains('.')))
+    }
+
+    /// The settings no statement of `identity` on `connection` may change.
+    pub fn pinned_settings(&self, identity: &Identity, connection: &str) -> Vec<&'static str> {
+        let scope = Scope { identity, connection, masked_here: true };
+        PROTECTED_SETTINGS.iter().copied().filter(|s| !s.starts_with('(')).filter(|s| self.pins(s, &scope)).collect()
+    }
+
+    /// Whether a change of `setting` (lower case) is refused in `scope`.
+    fn pins(&self, setting: &str, scope: &Scope<'_>) -> bool {
+        if ALWAYS_PINNED.contains(&setting) {
+            true
+        } else if READ_ONLY_SETTINGS.contains(&setting) {
+            self.read_only(scope.identity, scope.connection)
+        } else if ANALYSIS_SETTINGS.contains(&setting) {
+            self.enforces(scope)
+        } else if setting == "search_path" {
+            self.pins_search_path(scope).is_some()
+        } else {
+            self.builtin.protected_setting && is_protected_setting(setting)
+        }
+    }
+
+    /// Whether `identity` may only read on `connection` (a read-only preset applies), in which
+    /// case the upstream session is opened read-only as a second line of defence.
+    pub fn read_only(&self, identity: &Identity, connection: &str) -> bool {
+        self.rules.iter().any(|r| r.read_only && r.scope.contains(identity, connection))
+    }
+
+    /// Decides one message.
+    pub fn decide(&self, identity: &Identity, connection: &str, analysis: &SqlAnalysis) -> Decision {
+        self.decide_where(identity, connection, analysis, true)
+    }
+
+    /// Decides one message where the adapter knows whether the database may hold a column that a
+    /// column rule in scope covers: `false` only when it read the catalog and found none, so that a
+    /// column rule elsewhere costs the session nothing (it is then followed, not pinned: see
+    /// `enforces_anything`).
+    pub fn decide_where(
+        &self,
+        identity: &Identity,
+        connection: &str,
+        analysis: &SqlAnalysis,
+        masked_columns_here: bool,
+    ) -> Decision {
+        let scope = Scope { identity, connection, masked_here: masked_columns_here };
+        let statements = match analysis {
+            SqlAnalysis::Unparseable { message } => {
+                return Decision::Deny(Refusal {
+                    rule: "unparseable".into(),
+                    // The parser's own words: the client is told exactly what the server would say.
+                    reason: message.clone(),
+                    detail: None,
+                    hint: Some("fix the statement; sluice only forwards SQL it can parse".into()),
+                    cause: RefusalCause::Unparseable,
+                });
+            }
+            SqlAnalysis::Parsed { statements } => statements,
+        };
+        let mut worst: Option<Judgement> = None;
+        self.judge_all(&scope, statements, |j| {
+            let stricter = worst.as_ref().is_none_or(|w| j.effect > w.effect);
+            if stricter {
+                worst = Some(j);
+            }
+            worst.as_ref().is_some_and(|w| w.effect == Effect::Deny)
+        });
+        if worst.as_ref().is_none_or(|w| w.effect != Effect::Deny)
+            && let Some(refusal) = self.planned_refusal(&scope, statements)
+        {
+            return Decision::Deny(refusal);
+        }
+        match worst {
+            None => Decision::Allow { rule: Arc::clone(&self.default_rule) },
+            Some(j) => j.into_decision(identity, connection),
+        }
+    }
+
+    /// Decides an action of a kind no rule can match yet (`kind`: `exec`, `http`, `kube`, `tool`;
+    /// `summary` names it): the connection's default applies, under the rule name `default`.
+    pub fn decide_unmatched(&self, identity: &Identity, connection: &str, kind: &str, summary: &str) -> Decision {
+        let effect = self.default_for(connection);
+        let hint = match effect {
+            Effect::Allow => return Decision::Allow { rule: Arc::clone(&self.default_rule) },
+            Effect::Review => "this needs a human approval before it runs; it was not run".to_string(),
+            Effect::Deny => format!(
+                "no rule covers {kind} requests for \"{}\" on connection \"{connection}\", and its default is deny; \
+                 an operator can add a rule",
+                identity.name
+            ),
+        };
+        let refusal = Refusal {
+            rule: self.default_rule.to_string(),
+            reason: format!("the default for connection \"{connection}\" is {}", effect.as_str()),
+            detail: Some(summary.to_string()),
+            hint: Some(hint),
+            cause: RefusalCause::Policy,
+        };
+        if effect == Effect::Review { Decision::Review(refusal) } else { Decision::Deny(refusal) }
+    }
+
+    /// A plain EXPLAIN of a statement policy would refuse is refused with that refusal: its plan
+    /// would otherwise read as "this would work". (One under review may be explained: the plan is
+    /// what an approver wants to see.)
+    fn planned_refusal(&self, scope: &Scope<'_>, statements: &[SqlStatement]) -> Option<Refusal> {
+        if statements.iter().all(|s| s.planned.is_empty()) {
+            return None;
+        }
+        let planned: Vec<SqlStatement> = statements
+            .iter()
+            .map(|s| SqlStatement { operations: s.planned.clone(), ..SqlStatement::default() })
+            .collect();
+        let mut denied = None;
+        self.judge_all(scope, &planned, |j| {
+            if j.effect == Effect::Deny {
+                denied = Some(j.into_decision(scope.identity, scope.connection));
+            }
+            denied.is_some()
+        });
+        let Some(Decision::Deny(refusal)) = denied else { return None };
+        Some(Refusal {
+            reason: format!("EXPLAIN of a statement the policy refuses: {}", refusal.reason),
+            hint: Some(format!(
+                "the plan is not shown because running the statement would be refused; {}",
+                refusal.hint.unwrap_or_default()
+            )),
+            ..refusal
+        })
+    }
+
+    /// The rules that apply to `identity` on `connection`, as it may read them.
+    pub fn rules_for(&self, identity: &Identity, connection: &str) -> Vec<sluice_core::advice::RuleView> {
+        self.rules
+            .iter()
+            .filter(|r| r.scope.contains(identity, connection))
+            .map(|r| sluice_core::advice::RuleView {
+                name: r.name.to_string(),
+                effect: r.effect,
+                // A rule that names functions and no kinds is about calls of them only.
+                kinds: match r.kinds {
+                    None if !r.functions.is_empty() => vec![Kind::Function.as_str()],
+                    kinds => Kind::ALL
+                        .iter()
+                        .filter(|k| {
+                            kinds.map_or(!matches!(k, Kind::DynamicSql | Kind::AssumeRole), |set| set.contains(**k))
+                        })
+                        .map(|k| k.as_str())
+                        .collect(),
+                },
+                objects: r.objects.clone(),
+                functions: r.functions.clone(),
+                when: r.when.clone(),
+                reason: r.reason.clone(),
+                review: r.review.as_deref().cloned(),
+            })
+            .collect()
+    }
+
+    /// What happens on `connection` to an operation no rule covers.
+    pub fn default_for(&self, connection: &str) -> Effect {
+        self.connections.get(connection).map_or(self.default, |c| c.default)
+    }
+
+    /// How reviews asked for by the rule named `rule` work (the defaults when it sets none).
+    pub fn review_rules(&self, rule: &str) -> Arc<ReviewRules> {
+        self.rules
+            .iter()
+            .find(|r| &*r.name == rule && r.effect == Effect::Review)
+            .and_then(|r| r.review.clone())
+            .unwrap_or_else(|| Arc::new(ReviewRules::default()))
+    }
+
+    /// Every operation of a message with its judgement (for `sluice policy explain`).
+    pub fn explain<'a>(
+        &'a self,
+        identity: &Identity,
+        connection: &str,
+        analysis: &'a SqlAnalysis,
+    ) -> Vec<Judgement<'a>> {
+        let mut all = Vec::new();
+        if let SqlAnalysis::Parsed { statements } = analysis {
+            let scope = Scope { identity, connection, masked_here: true };
+            self.judge_all(&scope, statements, |j| {
+                all.push(j);
+                false
+            });
+        }
+        all
+    }
+
+    /// Calls `each` with the judgement of every operation until it returns true.
+    fn judge_all<'a>(
+        &'a self,
+        scope: &Scope<'_>,
+        statements: &'a [SqlStatement],
+        mut each: impl FnMut(Judgement<'a>) -> bool,
+    ) {
+        let fallback = ConnectionRules { default: self.default, search_path: Vec::new() };
+        let conn = self.connections.get(scope.connection).unwrap_or(&fallback);
+        let multi = statements.len() > 1;
+        for statement in statements {
+            for op in &statement.operations {
+                if each(self.judge(scope, conn, Cow::Borrowed(op), multi)) {
+                    return;
+                }
+            }
+            for function in &statement.functions {
+                if self.is_ruled_function(function, &conn.search_path) {
+                    let op = Operation::new(Kind::Function, Some(function.clone()));
+                    if each(self.judge(scope, conn, Cow::Owned(op), multi)) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether a call counts as an operation: a side-effect function (built-in list and
+    /// configured), one a rule names, or a volatile built-in not known to be free of effects.
+    fn is_ruled_function(&self, function: &ObjectName, search_path: &[String]) -> bool {
+        let builtin = function.schema.as_deref().is_none_or(|s| s == "pg_catalog");
+        (builtin && crate::volatile::is_unsafe_volatile(&function.name))
+            || self
+                .side_effect_functions
+                .iter()
+                .chain(&self.ruled_functions)
+                .any(|p| object_matches(p, function, search_path))
+    }
+
+    fn judge<'a>(
+        &'a self,
+        scope: &Scope<'_>,
+        conn: &ConnectionRules,
+        op: Cow<'a, Operation>,
+        multi: bool,
+    ) -> Judgement<'a> {
+        if op.kind == Kind::Set
+            && let Some(setting) = &op.object
+            && self.pins(&setting.name, scope)
+        {
+            let hint = match setting.name.as_str() {
+                s if s.ends_with("_preload_libraries") || s == "dynamic_library_path" || s == "jit_provider" => {
+                    "loading server libraries is an operator's job, as LOAD is"
+                }
+                s if ["log_", "debug_print_", "track_", "pgaudit."].iter().any(|p| s.starts_with(p))
+                    || s == "compute_query_id"
+                    || s == "session_replication_role" =>
+                {
+                    "what the database logs and audits of a session (and whether its triggers fire) is set by an operator"
+                }
+                "search_path" => "schema-qualify names instead",
+                "standard_conforming_strings" | "backslash_quote" => {
+                    "write strings in the standard form (E'…' where a backslash escape is meant): sluice's policy \
+                     reads every statement as the server's standard lexing does"
+                }
+                // Reached through set_config(), whose value sluice does not read as a role: SET ROLE
+                // is the form a rule of kind assume-role can allow.
+                "role" | "session_authorization" => {
+                    "use SET ROLE name instead of set_config(), and ask an operator for a rule that allows kind \
+                     \"assume-role\" for the role if it is refused"
+                }
+                "(computed)" => "call set_config() with the setting's name as a literal so it can be checked",
+                _ => "sluice relies on this setting's value and does not let a session change it",
+            };
+            let reason = match self.pins_search_path(scope).filter(|_| setting.name == "search_path") {
+                Some(rule) => format!(
+                    "rule \"{}\" names objects by schema, and sluice resolves an unqualified name under the \
+                     connection's search_path ({}), which this session therefore keeps",
+                    rule.name,
+                    conn.search_path.join(", ")
+                ),
+                None => format!("sluice pins the setting {} for this session", setting.name),
+            };
+            return Judgement::builtin(op, "protected-setting", reason, hint);
+        }
+        let relation = !matches!(
+            op.kind,
+            Kind::Function | Kind::Set | Kind::AssumeRole | Kind::CopyFile | Kind::CopyProgram | Kind::Call
+        );
+        if relation
+            && self.builtin.protected_catalog
+            && let Some(holds) = op.object.as_ref().and_then(protected_catalog)
+        {
+            let reason = format!(
+                "{} holds {holds}, which no session reads through sluice",
+                op.object.as_ref().map_or_else(String::new, ToString::to_string)
+            );
+            let hint = "for sizes and row estimates use EXPLAIN or pg_class.reltuples; credentials and sample \
+                        values stay with the operator";
+            return Judgement::builtin(op, "protected-catalog", reason, hint);
+        }
+        let mut best: Option<&Rule> = None;
+        // Scope is checked per operation rather than collected once: a message has few operations,
+        // and this keeps a decision free of allocation.
+        for rule in self.rules.iter().filter(|r| r.scope.contains(scope.identity, scope.connection)) {
+            if rule.matches(&op, multi, &conn.search_path) && best.is_none_or(|b| rule.effect > b.effect) {
+                best = Some(rule);
+                if rule.effect == Effect::Deny {
+                    break;
+                }
+            }
+        }
+        match best {
+            Some(rule) => {
+                let read_only_hint = if rule.read_only { read_only_hint(&op) } else { None };
+                Judgement {
+                    effect: rule.effect,
+                    rule: Arc::clone(&rule.name),
+                    reason: Cow::Borrowed(&rule.reason),
+                    hint: read_only_hint.map(Cow::Owned).or_else(|| rule.hint.as_deref().map(Cow::Borrowed)),
+                    operation: op,
+                }
+            }
+            None if op.kind == Kind::DynamicSql && self.enforces(scope) => Judgement::builtin(
+                op,
+                "dynamic-sql",
+                "the SQL it would run is not known before it runs".into(),
+                "run the statements themselves instead of building them at run time, or ask an operator for a \
+                     rule that allows kind \"dynamic-sql\"",
+            ),
+            None if op.kind == Kind::AssumeRole
+                && (self.read_only(scope.identity, scope.connection) || self.masking(scope)) =>
+            {
+                let role = op.object.as_ref().map_or_else(String::new, |o| o.name.clone());
+                let reason = format!(
+                    "this session runs as the connection's upstream user, which {} relies on; no rule lets it switch to role {role}",
+                    if self.read_only(scope.identity, scope.connection) {
+                        "its read-only protection"
+                    } else {
+                        "column masking"
+                    }
+                );
+                let hint = "leave the role as it is, or ask an operator for a rule that allows kind \"assume-role\" for this role";
+                Judgement::builtin(op, "assume-role", reason, hint)
+            }
+            None => Judgement {
+                operation: op,
+                effect: conn.default,
+                rule: Arc::clone(&self.default_rule),
+                reason: Cow::Borrowed("no rule allows it and the connection's default is to refuse"),
+                hint: None,
+            },
+        }
+    }
+}
+
+impl<'a> Judgement<'a> {
+    fn builtin(op: Cow<'a, Operation>, rule: &str, reason: String, hint: &'static str) -> Judgement<'a> {
+        Judgement {
+            operation: op,
+            effect: Effect::Deny,
+            rule: Arc::from(rule),
+            reason: Cow::Owned(reason),
+            hint: Some(Cow::Borrowed(hint)),
+        }
+    }
+
+    fn into_decision(self, identity: &Identity, connection: &str) -> Decision {
+        let hint = match (self.effect, self.hint) {
+            (Effect::Allow, _) => return Decision::Allow { rule: self.rule },
+            (_, Some(hint)) => hint.into_owned(),
+            (Effect::Review, None) => "this statement needs a human approval before it runs; it was not run".into(),
+            (Effect::Deny, None) => format!(
+                "the policy does not allow this for \"{}\" on connection \"{connection}\"; \
+                 `sluice policy explain` shows why, an operator can change the rule",
+                identity.name
+            ),
+        };
+        let refusal = Refusal {
+            rule: self.rule.to_string(),
+            reason: self.reason.into_owned(),
+            detail: Some(self.operation.to_string()),
+            hint: Some(hint),
+            cause: RefusalCause::Policy,
+        };
+        if self.effect == Effect::Review { Decision::Review(refusal) } else { Decision::Deny(refusal) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::policy::{Condition, Preset};
+    use sluice_core::sql::SqlStatement;
+
+    fn identity(name: &str, groups: &[&str]) -> Identity {
+        Identity {
+            name: name.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            credential_id: "t".into(),
+        }
+    }
+
+    fn conn(name: &str, preset: Option<Preset>) -> ConnectionPolicy {
+        ConnectionPolicy { name: name.into(), preset, default: None, search_path: vec!["app".into(), "public".into()] }
+    }
+
+    #[test]
+    fn an_action_no_rule_can_match_gets_the_connection_default() {
+        let spec = PolicySpec { default: Effect::Deny, ..PolicySpec::default() };
+        let open = ConnectionPolicy { default: Some(Effect::Allow), ..conn("open", None) };
+        let policy = Policy::compile(&spec, &[conn("shop", None), open]).unwrap();
+        let me = identity("ann", &[]);
+        let denied = policy.decide_unmatched(&me, "shop", "http", "DELETE /users/1");
+        let Decision::Deny(refusal) = &denied else { panic!("{denied:?}") };
+        assert_eq!((refusal.rule.as_str(), refusal.detail.as_deref()), ("default", Some("DELETE /users/1")));
+        assert!(refusal.hint.as_deref().is_some_and(|h| h.contains("no rule covers http requests")), "{refusal:?}");
+        assert_eq!(
+            policy.decide_unmatched(&me, "open", "kube", "get pods"),
+            Decision::Allow { rule: "default".into() }
+        );
+    }
+
+    fn statement(ops: Vec<Operation>) -> SqlAnalysis {
+        SqlAnalysis::Parsed { statements: vec![SqlStatement { operations: ops, ..SqlStatement::default() }] }
+    }
+
+    fn op(kind: Kind, object: Option<&str>) -> Operation {
+        let object = object.map(|o| match o.split_once('.') {
+            Some((s, n)) => ObjectName { schema: Some(s.into()), name: n.into() },
+            None => ObjectName::bare(o),
+        });
+        Operation::new(kind, object)
+    }
+
+    fn rule(name: &str, effect: Effect) -> RuleSpec {
+        RuleSpec { name: name.into(), effect: Some(effect), ..RuleSpec::default() }
+    }
+
+    fn effect(policy: &Policy, who: &Identity, connection: &str, analysis: &SqlAnalysis) -> &'static str {
+        policy.decide(who, connection, analysis).effect()
+    }
+
+    #[test]
+    fn deny_beats_review_beats_allow() {
+        let spec = PolicySpec {
+            default: Effect::Deny,
+            rules: vec![
+                RuleSpec { kinds: vec![Kind::Delete], ..rule("allow-deletes", Effect::Allow) },
+                RuleSpec {
+                    kinds: vec![Kind::Delete],
+                    objects: vec!["public.orders".into()],
+                    ..rule("no-order-deletes", Effect::Deny)
+                },
+                RuleSpec { kinds: vec![Kind::Delete], when: vec![Condition::NoWhere], ..rule("bulk", Effect::Review) },
+            ],
+            ..PolicySpec::default()
+        };
+        let policy = Policy::compile(&spec, &[conn("shop", None)]).unwrap();
+        let me = identity("agent", &[]);
+        assert_eq!(effect(&policy, &me, "shop", &statement(vec![op(Kind::Delete, Some("public.carts"))])), "allow");
+        // Unqualified `orders` may resolve to public.orders: the deny applies.
+        assert_eq!(effect(&policy, &me, "shop", &statement(vec![op(Kind::Delete, Some("orders"))])), "deny");
+        let mut bulk = op(Kind::Delete, Some("public.carts"));
+        bulk.no_where = true;
+        assert_eq!(effect(&policy, &me, "shop", &statement(vec![bulk])), "review");
+        // Nothing matches a read: the default applies, and the rule is named "default".
+        let read = statement(vec![op(Kind::Read, Some("public.carts"))]);
+        assert_eq!(policy.decide(&me, "shop", &read).rule(), "default");
+        assert_eq!(effect(&policy, &me, "shop", &read), "deny");
+    }
+
+    #[test]
+    fn every_operation_must_pass() {
+        let policy = Policy::compile(&PolicySpec::default(), &[conn("ro", Some(Preset::ReadOnly))]).unwrap();
+        let me = identity("agent", &[]);
+        let mixed = statement(vec![op(Kind::Read, Some("t")), op(Kind::Delete, Some("t"))]);
+        match policy.decide(&me, "ro", &mixed) {
+            Decision::Deny(r) => {
+                assert_eq!(r.rule, "connection ro: read-only");
+                assert_eq!(r.detail.as_deref(), Some("DELETE on t"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(policy.read_only(&me, "ro"));
+        assert!(!policy.read_only(&me, "other"));
+    }
+
+    #[test]
+    fn scope_by_identity_group_and_connection() {
+        let spec = PolicySpec {
+            rules: vec![
+                RuleSpec {
+                    connections: vec!["prod-*".into()],
+                    groups: vec!["interns".into()],
+                    preset: Some(Preset::NoDdl),
+                    ..RuleSpec::default()
+                }
+                .named("interns"),
+            ],
+            ..PolicySpec::default()
+        };
+        let policy = Policy::compile(&spec, &[conn("prod-eu", None), conn("dev", None)]).unwrap();
+        let drop = statement(vec![op(Kind::Drop, Some("public.t"))]);
+        assert_eq!(effect(&policy, &identity("ann", &["interns"]), "prod-eu", &drop), "deny");
+        assert_eq!(effect(&policy, &identity("ann", &["interns"]), "dev", &drop), "allow");
+        assert_eq!(effect(&policy, &identity("bob", &["dba"]), "prod-eu", &drop), "allow");
+    }
+
+    #[test]
+    fn built_in_refusals_cannot_be_allowed_by_accident() {
+        // A policy that enforces something (here: no DROP), and an allow rule for everything else.
+        let spec = PolicySpec {
+            rules: vec![
+                rule("anything", Effect::Allow),
+                RuleSpec { kinds: vec![Kind::Drop], ..rule("no-drops", Effect::Deny) },
+            ],
+            ..PolicySpec::default()
+        };
+        let policy = Policy::compile(&spec, &[conn("c", None)]).unwrap();
+        let me = identity("a", &[]);
+        let set = statement(vec![op(Kind::Set, Some("standard_conforming_strings"))]);
+        assert_eq!(policy.decide(&me, "c", &set).rule(), "protected-setting");
+        for setting in ["log_statement", "log_min_duration_statement", "session_preload_libraries", "pgaudit.log"] {
+            let set = statement(vec![Operation::new(Kind::Set, Some(ObjectName::bare(setting)))]);
+            assert_eq!(policy.decide(&me, "c", &set).rule(), "protected-setting", "{setting}");
+        }
+        assert_eq!(effect(&policy, &me, "c", &statement(vec![op(Kind::Set, Some("work_mem"))])), "allow");
+        for relation in [
+            "pg_authid",
+            "pg_catalog.pg_shadow",
+            "pg_stats",
+            "pg_catalog.pg_statistic",
+            "pg_toast.pg_toast_16384",
+            "pg_toast_16384",
+            "information_schema.user_mapping_options",
+            "pg_user_mappings",
+        ] {
+            let read = statement(vec![op(Kind::Read, Some(relation))]);
+            assert_eq!(policy.decide(&me, "c", &read).rule(), "protected-catalog", "{relation}");
+        }
+        for relation in ["customers", "public.pg_stats", "pg_class", "pg_roles"] {
+            assert_eq!(
+                effect(&policy, &me, "c", &statement(vec![op(Kind::Read, Some(relation))])),
+                "allow",
+                "{relation}"
+            );
+        }
+        let dynamic = statement(vec![op(Kind::DynamicSql, None)]);
+        assert_eq!(policy.decide(&me, "c", &dynamic).rule(), "dynamic-sql");
+        let spec = PolicySpec {
+            rules: vec![RuleSpec { kinds: vec![Kind::DynamicSql], ..rule("dyn", Effect::Allow) }],
+            ..PolicySpec::default()
+        };
+        let policy = Policy::compile(&spec, &[conn("c", None)]).unwrap();
+        assert_eq!(effect(&policy, &me, "c", &dynamic), "allow");
+        let bad = SqlAnalysis::Unparseable { message: "syntax error".into() };
+        assert_eq!(policy.decide(&me, "c", &bad).rule(), "unparseable");
+    }
+
+    #[test]
+    fn where_nothing_is_enforced_the_session_is_followed_not_pinned() {
+        let me = identity("a", &[]);
+        let allow_all = Policy::compile(&PolicySpec::default(), &[conn("c", None)]).unwrap();
+        let set = |name: &str| statement(vec![op(Kind::Set, Some(name))]);
+        let role = statement(vec![Operation::new(Kind::AssumeRole, Some(ObjectName::bare("reporting")))]);
+        let dynamic = statement(vec![op(Kind::DynamicSql, None)]);
+        assert!(!allow_all.enforces_anything(&me, "c"));
+        for setting in ["search_path", "standard_conforming_strings", "role"] {
+            assert_eq!(effect(&allow_all, &me, "c", &set(setting)), "allow", "{setting}");
+        }
+        assert_eq!(effect(&allow_all, &me, "c", &role), "allow");
+        assert_eq!(effect(&allow_all, &me, "c", &dynamic), "allow");
+        // Pinned whatever the policy: the encoding sluice parses in, and the operator's logging.
+        assert_eq!(allow_all.decide(&me, "c", &set("client_encoding")).rule(), "protected-setting");
+        assert_eq!(allow_all.decide(&me, "c", &set("log_statement")).rule(), "protected-setting");
+        assert!(!allow_all.pinned_settings(&me, "c").contains(&"search_path"));
+
+        // Column masking in scope: the role stays, dynamic SQL needs a rule, names are pinned.
+        let masked = Policy::compile(&PolicySpec::default(), &[conn("c", None)])
+            .unwrap()
+            .with_column_masking(vec![RuleScope::default()]);
+        assert_eq!(masked.decide(&me, "c", &role).rule(), "assume-role");
+        assert_eq!(masked.decide(&me, "c", &dynamic).rule(), "dynamic-sql");
+        assert_eq!(masked.decide(&me, "c", &set("standard_conforming_strings")).rule(), "protected-setting");
+        // A rule naming the kind decides which roles may be assumed.
+        let spec = PolicySpec {
+            rules: vec![RuleSpec {
+                kinds: vec![Kind::AssumeRole],
+                objects: vec!["report*".into()],
+                ..rule("reporting-role", Effect::Allow)
+            }],
+            ..PolicySpec::default()
+        };
+        let ruled = Policy::compile(&spec, &[conn("c", None)]).unwrap().with_column_masking(vec![RuleScope::default()]);
+        assert_eq!(effect(&ruled, &me, "c", &role), "allow");
+        let admin = statement(vec![Operation::new(Kind::AssumeRole, Some(ObjectName::bare("postgres")))]);
+        assert_eq!(ruled.decide(&me, "c", &admin).rule(), "assume-role");
+        // A read-only preset keeps the role whatever the rules say.
+        let ro = Policy::compile(&spec, &[conn("ro", Some(Preset::ReadOnly))]).unwrap();
+        assert_eq!(effect(&ro, &me, "ro", &role), "deny");
+    }
+
+    #[test]
+    fn the_search_path_is_pinned_only_where_a_rule_names_objects_by_schema() {
+        let me = identity("a", &[]);
+        let set_path = statement(vec![op(Kind::Set, Some("search_path"))]);
+        // Rules by kind alone, or by unqualified name, do not depend on where a name resolves.
+        let spec = PolicySpec {
+            rules: vec![
+                RuleSpec { kinds: vec![Kind::Drop], ..rule("no-drops", Effect::Deny) },
+                RuleSpec { objects: vec!["secrets".into()], ..rule("no-secrets", Effect::Deny) },
+            ],
+            ..PolicySpec::default()
+        };
+        let by_kind = Policy::compile(&spec, &[conn("c", None)]).unwrap();
+        assert_eq!(effect(&by_kind, &me, "c", &set_path), "allow");
+        // A rule by schema does: the refusal names it and the search_path kept.
+        for (name, effect_of_rule, pattern) in
+            [("app-only", Effect::Allow, "app.*"), ("no-secrets", Effect::Deny, "public.secrets")]
+        {
+            let spec = PolicySpec {
+                rules: vec![RuleSpec { objects: vec![pattern.into()], ..rule(name, effect_of_rule) }],
+                ..PolicySpec::default()
+            };
+            let policy = Policy::compile(&spec, &[conn("c", None)]).unwrap();
+            match policy.decide(&me, "c", &set_path) {
+                Decision::Deny(r) => {
+                    assert_eq!(r.rule, "protected-setting");
+                    assert!(r.reason.contains(&format!("rule \"{name}\" names objects by schema")), "{}", r.reason);
+                    assert!(r.reason.contains("app, public"), "{}", r.reason);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn operators_can_turn_off_the_built_in_rules_for_their_own_things() {
+        let me = identity("a", &[]);
+        let spec = PolicySpec {
+            builtin: BuiltinRules { protected_setting: false, protected_catalog: false },
+            ..PolicySpec::default()
+        };
+        let policy = Policy::compile(&spec, &[conn("c", None)]).unwrap();
+        let set = |name: &str| statement(vec![op(Kind::Set, Some(name))]);
+        assert_eq!(effect(&policy, &me, "c", &set("log_statement")), "allow");
+        assert_eq!(effect(&policy, &me, "c", &statement(vec![op(Kind::Read, Some("pg_authid"))])), "allow");
+        // What sluice itself relies on stays.
+        assert_eq!(policy.decide(&me, "c", &set("client_encoding")).rule(), "protected-setting");
+    }
+
+    #[test]
+    fn side_effect_functions_are_operations() {
+        let policy = Policy::compile(&PolicySpec::default(), &[conn("ro", Some(Preset::ReadOnly))]).unwrap();
+        let call = SqlAnalysis::Parsed {
+            statements: vec![SqlStatement {
+                operations: vec![op(Kind::Read, None)],
+                functions: vec![
+                    ObjectName::bare("now"),
+                    ObjectName { schema: Some("pg_catalog".into()), name: "pg_terminate_backend".into() },
+                ],
+                ..SqlStatement::default()
+            }],
+        };
+        match policy.decide(&identity("a", &[]), "ro", &call) {
+            Decision::Deny(r) => assert_eq!(r.detail.as_deref(), Some("call of pg_catalog.pg_terminate_backend()")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn check_finds_shadowed_and_conflicting_rules() {
+        let spec = PolicySpec {
+            rules: vec![
+                RuleSpec { kinds: vec![Kind::Delete], ..rule("no-deletes", Effect::Deny) },
+                RuleSpec {
+                    kinds: vec![Kind::Delete],
+                    objects: vec!["public.tmp".into()],
+                    ..rule("tmp-deletes", Effect::Allow)
+                },
+                RuleSpec { connections: vec!["nowhere".into()], ..rule("ghost", Effect::Deny) },
+                RuleSpec { kinds: vec![Kind::Delete], ..rule("no-deletes", Effect::Allow) },
+            ],
+            ..PolicySpec::default()
+        };
+        let findings = Policy::check(&spec, &["shop".to_string()]);
+        let text = findings.join("\n");
+        assert!(text.contains("\"tmp-deletes\" is unreachable"), "{text}");
+        assert!(text.contains("\"nowhere\" matches no configured connection"), "{text}");
+        assert!(text.contains("same name"), "{text}");
+        assert!(text.contains("different effects"), "{text}");
+    }
+
+    #[test]
+    fn a_narrower_caller_scope_does_not_shadow() {
+        let spec = PolicySpec {
+            rules: vec![
+                RuleSpec { identities: vec!["bob".into()], ..rule("no-bob", Effect::Deny) },
+                RuleSpec {
+                    identities: vec!["bob".into()],
+                    groups: vec!["agents".into()],
+                    ..rule("agents", Effect::Allow)
+                },
+                RuleSpec { groups: vec!["agents".into()], kinds: vec![Kind::Read], ..rule("reads", Effect::Review) },
+            ],
+            ..PolicySpec::default()
+        };
+        let text = Policy::check(&spec, &[]).join("\n");
+        assert!(!text.contains("\"agents\" is unreachable"), "{text}");
+        assert!(!text.contains("\"reads\" is unreachable"), "{text}");
+    }
+
+    #[test]
+    fn rules_must_say_what_they_do() {
+        let spec =
+            PolicySpec { rules: vec![RuleSpec { name: "x".into(), ..RuleSpec::default() }], ..PolicySpec::default() };
+        assert!(Policy::compile(&spec, &[]).is_err());
+        let both = RuleSpec { preset: Some(Preset::ReadOnly), ..rule("y", Effect::Allow) };
+        let spec = PolicySpec { rules: vec![both], ..PolicySpec::default() };
+        assert!(Policy::compile(&spec, &[]).is_err());
+    }
+
+    trait Named {
+        fn named(self, name: &str) -> Self;
+    }
+
+    impl Named for RuleSpec {
+        fn named(mut self, name: &str) -> Self {
+            self.name = name.into();
+            self
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Rules compiled from their specification, and how one rule matches one SQL operation: kinds
+//! (as a bit set), objects and functions by glob under the connection's search_path, conditions.
+
+use crate::PolicyError;
+use crate::pg::implicit_schemas;
+use sluice_core::glob::glob_match;
+use sluice_core::policy::{Condition, Effect, Preset, RuleSpec};
+use sluice_core::review::ReviewRules;
+use sluice_core::scope::RuleScope;
+use sluice_core::sql::{Kind, ObjectName, Operation};
+use std::sync::Arc;
+
+/// A set of kinds as a bit mask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KindSet(u32);
+
+impl KindSet {
+    pub(crate) const ALL: KindSet = KindSet(u32::MAX);
+
+    pub(crate) fn of(kinds: &[Kind]) -> KindSet {
+        KindSet(kinds.iter().fold(0, |m, k| m | (1 << *k as u32)))
+    }
+
+    pub(crate) fn without(self, kinds: &[Kind]) -> KindSet {
+        KindSet(self.0 & !KindSet::of(kinds).0)
+    }
+
+    pub(crate) fn complement(self) -> KindSet {
+        KindSet(!self.0)
+    }
+
+    pub(crate) fn contains(self, kind: Kind) -> bool {
+        self.0 & (1 << kind as u32) != 0
+    }
+}
+
+/// A compiled rule. A preset rule compiles into two: its allow and its deny.
+#[derive(Debug)]
+pub(crate) struct Rule {
+    pub(crate) name: Arc<str>,
+    pub(crate) effect: Effect,
+    pub(crate) scope: RuleScope,
+    /// `None`: every kind but dynamic SQL.
+    pub(crate) kinds: Option<KindSet>,
+    pub(crate) objects: Vec<String>,
+    pub(crate) functions: Vec<String>,
+    pub(crate) when: Vec<Condition>,
+    pub(crate) reason: String,
+    pub(crate) hint: Option<String>,
+    /// Compiled from the read-only preset: its callers get a read-only upstream session too.
+    pub(crate) read_only: bool,
+    pub(crate) review: Option<Arc<ReviewRules>>,
+}
+
+impl Rule {
+    pub(crate) fn matches(&self, op: &Operation, multi_statement: bool, search_path: &[String]) -> bool {
+        // An unqualified name matches where the connection's search_path resolves it (which
+        // sluice then keeps: see `Policy::pins_search_path`).
+        let kind_ok = match op.kind {
+            Kind::Function if !self.functions.is_empty() => {
+                op.object.as_ref().is_some_and(|f| self.functions.iter().any(|p| object_matches(p, f, search_path)))
+            }
+            _ if self.kinds.is_none() && !self.functions.is_empty() => false,
+            // Only a rule naming these kinds decides them.
+            Kind::DynamicSql | Kind::AssumeRole => self.kinds.is_some_and(|k| k.contains(op.kind)),
+            kind => self.kinds.is_none_or(|k| k.contains(kind)),
+        };
+        let object_ok = self.objects.is_empty()
+            || op.object.as_ref().is_some_and(|o| self.objects.iter().any(|p| object_matches(p, o, search_path)));
+        let when_ok = self.when.iter().all(|c| match c {
+            Condition::NoWhere => op.no_where,
+            Condition::MultiStatement => multi_statement,
+        });
+        kind_ok && object_ok && when_ok
+    }
+}
+
+/// Does `pattern` (`schema.name` or `name`, globs allowed) name `object`? An unqualified object is
+/// matched against every schema it could resolve to, so a deny on any of them applies.
+pub(crate) fn object_matches(pattern: &str, object: &ObjectName, search_path: &[String]) -> bool {
+    match pattern.rsplit_once('.') {
+        None => glob_match(pattern, &object.name),
+        Some((schema_pattern, name_pattern)) => {
+            glob_match(name_pattern, &object.name)
+                && match &object.schema {
+                    Some(schema) => glob_match(schema_pattern, schema),
+                    None => implicit_schemas(search_path).any(|s| glob_match(schema_pattern, s)),
+                }
+        }
+    }
+}
+
+/// The kinds a preset allows; every other kind it denies (dynamic SQL and assuming a role always
+/// need a rule of their own).
+pub(crate) fn preset_allows(preset: Preset) -> KindSet {
+    match preset {
+        Preset::ReadOnly => {
+            KindSet::of(&[Kind::Read, Kind::CopyTo, Kind::Set, Kind::Transaction, Kind::Session, Kind::Listen])
+        }
+        Preset::NoDdl => KindSet::ALL
+            .without(&[Kind::Create, Kind::Alter, Kind::Drop, Kind::Truncate, Kind::Grant, Kind::Admin])
+            .without(&[Kind::DynamicSql, Kind::AssumeRole]),
+    }
+}
+
+pub(crate) fn compile_rule(spec: &RuleSpec, out: &mut Vec<Rule>) -> Result<(), PolicyError> {
+    let problem = |p: &str| PolicyError::Rule { rule: spec.name.clone(), problem: p.to_string() };
+    if spec.name.trim().is_empty() {
+        return Err(problem("every rule needs a name (refusals cite it)"));
+    }
+    let base = |effect: Effect, kinds: Option<KindSet>, reason: String| Rule {
+        name: Arc::from(spec.name.as_str()),
+        effect,
+        scope: RuleScope {
+            connections: spec.connections.clone(),
+            identities: spec.identities.clone(),
+            groups: spec.groups.clone(),
+        },
+        kinds,
+        objects: spec.objects.clone(),
+        functions: spec.functions.clone(),
+        when: spec.when.clone(),
+        reason,
+        hint: spec.hint.clone(),
+        read_only: false,
+        review: None,
+    };
+    match (spec.preset, spec.effect) {
+        (Some(_), Some(_)) => Err(problem("give either a preset or an effect, not both")),
+        (Some(_), None) if !spec.kinds.is_empty() || !spec.functions.is_empty() || !spec.when.is_empty() => {
+            Err(problem(
+                "a preset rule can be scoped (connections, identities, groups, objects) but not given kinds, functions or conditions",
+            ))
+        }
+        (Some(preset), None) => {
+            let allowed = preset_allows(preset);
+            let reason = spec.reason.clone().unwrap_or_else(|| match preset {
+                Preset::ReadOnly => "this session is read-only".into(),
+                Preset::NoDdl => "schema and permission changes are not allowed here".into(),
+            });
+            let mut deny = base(Effect::Deny, Some(allowed.complement()), reason);
+            deny.read_only = preset == Preset::ReadOnly;
+            if deny.hint.is_none() {
+                deny.hint = Some(match preset {
+                    Preset::ReadOnly => "only statements that read are allowed (SELECT, SHOW, EXPLAIN, COPY … TO STDOUT); ask an operator for write access if the task needs it".into(),
+                    Preset::NoDdl => "data statements are allowed, schema changes are not; ask an operator to run the migration".into(),
+                });
+            }
+            let allow = base(Effect::Allow, Some(allowed), String::new());
+            out.push(deny);
+            out.push(allow);
+            Ok(())
+        }
+        (None, None) => Err(problem("give an effect (allow, review or deny) or a preset")),
+        (None, Some(effect)) => {
+            let kinds = if spec.kinds.is_empty() { None } else { Some(KindSet::of(&spec.kinds)) };
+            let reason = spec.reason.clone().unwrap_or_else(|| format!("policy rule {}", spec.name));
+            let mut rule = base(effect, kinds, reason);
+            match (&spec.review, effect) {
+                (Some(_), Effect::Allow | Effect::Deny) => {
+                    return Err(problem("only a rule with effect \"review\" can have review settings"));
+                }
+                (Some(review), Effect::Review) => {
+                    review.check().map_err(|p| problem(&format!("review: {p}")))?;
+                    rule.review = Some(Arc::new(review.clone()));
+                }
+                (None, _) => {}
+            }
+            out.push(rule);
+            Ok(())
+        }
+    }
+}
