@@ -211,3 +211,18 @@ def test_postgresql_regression_suite_passes_through_sluice(capsys):
     assert result.returncode == 0, result.stderr[-4000:]
     counts = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
     assert set(counts) == {"direct", "allow-all", "masked"}, result.stdout
+
+
+def test_a_number_the_grammar_rejects_does_not_refuse_the_same_statement_with_another(gateway, token, pg):
+    """The classification cache folds numbers out of its keys; a rejection is kept for its own text
+    only (the regression suite's alter_table found this)."""
+    pg.query("CREATE TABLE IF NOT EXISTS folded_numbers (a int, d float8, e float8)")
+    pg.query("CREATE INDEX IF NOT EXISTS folded_numbers_idx ON folded_numbers (a, (d + e))")
+    pg.query("ALTER TABLE folded_numbers OWNER TO app")
+    script = ("ALTER INDEX folded_numbers_idx ALTER COLUMN 0 SET STATISTICS 100;\n"
+              "ALTER INDEX folded_numbers_idx ALTER COLUMN 2 SET STATISTICS 100;\n")
+    out = psql(gateway.dsn(token), "-At", "-v", "ON_ERROR_STOP=0", input=script)
+    assert "LINE 1: ALTER INDEX folded_numbers_idx ALTER COLUMN 0" in out.stderr, out.stderr
+    assert out.stdout.strip() == "ALTER INDEX", (out.stdout, out.stderr)
+    assert pg.query("SELECT attstattarget FROM pg_attribute WHERE attrelid = 'folded_numbers_idx'::regclass "
+                    "AND attnum = 2")[0][0] == 100

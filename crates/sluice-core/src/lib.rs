@@ -1,5 +1,6 @@
-//! The protocol-free heart of sluice: who is calling, what they want to do, what was decided, and
-//! what gets recorded. Nothing here does I/O; adapters and the store build on these types.
+//! sluice's shared vocabulary: who is calling, what an SQL statement does, what was decided and
+//! why, what gets recorded, and the configuration's policy and masking sections as plain data.
+//! Nothing here does I/O; every other crate builds on these types.
 
 pub mod action;
 pub mod advice;

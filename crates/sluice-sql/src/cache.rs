@@ -1,7 +1,9 @@
 //! A bounded cache of classifications by statement text, so a repeated statement costs a hash
 //! lookup instead of a parse. Numeric literals are folded out of the key when the text has no
 //! quotes, comments or non-ASCII (then a number can only be a number), so `… WHERE id = 7` and
-//! `… WHERE id = 8` share one entry; the classifier never lets a number's value matter.
+//! `… WHERE id = 8` share one entry: a number's value never changes what a statement does. It can
+//! change whether the grammar accepts it (`ALTER INDEX i ALTER COLUMN 0` is a syntax error, column 1
+//! is not), so a text the parser rejects is kept under its own text, never under the folded key.
 
 use crate::classify::analyze;
 use parking_lot::Mutex;
@@ -34,7 +36,7 @@ impl Classifier {
             return Arc::clone(hit);
         }
         let analysis = Arc::new(analyze(text));
-        insert_bounded(&mut self.entries.lock(), key, &analysis, self.capacity);
+        insert_bounded(&mut self.entries.lock(), entry_key(text, key, &analysis), &analysis, self.capacity);
         analysis
     }
 
@@ -67,8 +69,18 @@ impl SessionClassifier {
             return Arc::clone(hit);
         }
         let own = Arc::new(SqlAnalysis::clone(&shared.classify_keyed(text, Cow::Borrowed(key))));
-        insert_bounded(&mut self.entries, Cow::Borrowed(key), &own, SESSION_ENTRIES);
+        insert_bounded(&mut self.entries, entry_key(text, Cow::Borrowed(key), &own), &own, SESSION_ENTRIES);
         own
+    }
+}
+
+/// Where an analysis of `text` is kept: under the folded `key`, unless the parser rejected the
+/// text — another value in the same place may be accepted, so the rejection is kept for this text
+/// alone.
+fn entry_key<'a>(text: &'a str, key: Cow<'a, str>, analysis: &SqlAnalysis) -> Cow<'a, str> {
+    match analysis {
+        SqlAnalysis::Unparseable { .. } => Cow::Borrowed(text),
+        SqlAnalysis::Parsed { .. } => key,
     }
 }
 
@@ -172,6 +184,7 @@ fn fold_literals(text: &str, out: &mut String) -> bool {
 #[cfg(test)]
 mod tests {
     use super::{Classifier, SessionClassifier, cache_key};
+    use sluice_core::sql::SqlAnalysis;
     use std::sync::Arc;
 
     #[test]
@@ -187,6 +200,26 @@ mod tests {
         assert_eq!(shared.len(), 1, "the shared cache classified the text once");
         let other = session.classify(&shared, "SELECT * FROM u");
         assert_ne!(*other, *first);
+    }
+
+    #[test]
+    fn a_number_the_grammar_rejects_does_not_refuse_the_same_text_with_another() {
+        let zero = "ALTER INDEX i ALTER COLUMN 0 SET STATISTICS 1000";
+        let one = "ALTER INDEX i ALTER COLUMN 1 SET STATISTICS 1000";
+        assert_eq!(cache_key(zero), cache_key(one), "both fold to one key");
+        let parsed = |a: &SqlAnalysis| matches!(a, SqlAnalysis::Parsed { .. });
+        // Through a session's cache and through the shared one alone.
+        for through_session in [true, false] {
+            let shared = Classifier::new(10);
+            let mut session = SessionClassifier::default();
+            let mut classify =
+                |text: &str| if through_session { session.classify(&shared, text) } else { shared.classify(text) };
+            assert!(!parsed(&classify(zero)), "column 0 is a syntax error");
+            assert!(parsed(&classify(one)), "column 1 is not, although column 0 was seen first");
+            // The other way round is harmless: the accepted analysis stands for the rejected text
+            // too (same kinds, same objects), and the server rejects that text with its own error.
+            assert!(parsed(&classify(zero)));
+        }
     }
 
     #[test]
