@@ -15,7 +15,12 @@
 //! `REFUSAL_MARKER`); the server's error is then swapped for sluice's own. That keeps every response
 //! in order and gives exactly PostgreSQL's semantics after an error: the rest of the pipeline up to
 //! Sync is skipped and an open transaction is aborted.
+//!
+//! The modules: `client` and `server` (the two directions), `decide` (what is asked of the engine
+//! and checked against the catalog), `hold` (waiting on a review), `refusal` (refusals on the wire),
+//! `tracker` (what the server still owes), `coalesce` (writes of large responses).
 
+// The relay's prelude: every module below starts with `use super::*`.
 use crate::FastMap;
 use crate::catalog::{CANDIDATES_FRESH_FOR, Catalog, FRESH_FOR};
 use crate::codec::{self, FrameError, HEADER_LEN, Reader, peek_frame, put_cstr, put_message, tag_rows};
