@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use sluice_core::policy::{Effect, RuleSpec};
 use sluice_core::review::ReviewRules;
+use sluice_core::scope::RuleScope;
 use sluice_core::span::Span;
 
 #[derive(Clone, Debug, Deserialize)]
@@ -86,6 +87,17 @@ pub struct AccessPolicySpec {
     /// Who approves a grant, and how many must.
     #[serde(default)]
     pub review: ReviewRules,
+}
+
+impl AccessPolicySpec {
+    /// Who may ask for it, where.
+    pub fn scope(&self) -> RuleScope {
+        RuleScope {
+            connections: self.connections.clone(),
+            identities: self.identities.clone(),
+            groups: self.groups.clone(),
+        }
+    }
 }
 
 fn default_max_duration() -> Span {

@@ -1,6 +1,7 @@
 //! The `[masking]` section of the configuration, as plain data (docs/masking.md); `sluice-mask`
 //! compiles it.
 
+use crate::scope::RuleScope;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -93,4 +94,15 @@ pub struct ColumnRuleSpec {
 
 fn default_column_action() -> ActionName {
     ActionName::Redact
+}
+
+impl ColumnRuleSpec {
+    /// Who and where the rule applies to.
+    pub fn scope(&self) -> RuleScope {
+        RuleScope {
+            connections: self.connections.clone(),
+            identities: self.identities.clone(),
+            groups: self.groups.clone(),
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! effects, presets and conditions they name. `sluice-policy` compiles and evaluates them.
 
 use crate::review::ReviewRules;
+use crate::scope::RuleScope;
 use crate::sql::Kind;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -100,6 +101,17 @@ pub struct RuleSpec {
     /// How reviews of this rule work (effect `review` only): mode, approvers, quorum, timeouts.
     #[serde(default)]
     pub review: Option<ReviewRules>,
+}
+
+impl RuleSpec {
+    /// Who and where the rule applies to.
+    pub fn scope(&self) -> RuleScope {
+        RuleScope {
+            connections: self.connections.clone(),
+            identities: self.identities.clone(),
+            groups: self.groups.clone(),
+        }
+    }
 }
 
 /// The `[policy]` section.

@@ -56,12 +56,7 @@ fn masked_scopes(config: &Config) -> Vec<RuleScope> {
     if !config.masking.enabled {
         return Vec::new();
     }
-    let scope = |c: &sluice_core::mask_spec::ColumnRuleSpec| RuleScope {
-        connections: c.connections.clone(),
-        identities: c.identities.clone(),
-        groups: c.groups.clone(),
-    };
-    config.masking.columns.iter().map(scope).collect()
+    config.masking.columns.iter().map(|c| c.scope()).collect()
 }
 
 /// One access policy, compiled against the configured connections. Connection presets and
@@ -88,11 +83,7 @@ fn access_policy(
     Ok(AccessPolicy {
         name: spec.name.clone(),
         description: spec.description.clone(),
-        scope: RuleScope {
-            connections: spec.connections.clone(),
-            identities: spec.identities.clone(),
-            groups: spec.groups.clone(),
-        },
+        scope: spec.scope(),
         max_duration: spec.max_duration,
         review: spec.review.clone(),
         policy: Policy::compile(&policy, &plain)?,

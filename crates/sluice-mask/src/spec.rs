@@ -5,7 +5,6 @@ use crate::action::{MaskAction, TokenKey, action_for};
 use crate::detect::{Builtin, DetectorKind, Scanner, ScannerError};
 use crate::{ColumnRule, Masking};
 use sluice_core::mask_spec::{ColumnRuleSpec, MaskingSpec};
-use sluice_core::scope::RuleScope;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -87,16 +86,7 @@ fn compile_column_rule(spec: &ColumnRuleSpec, keep_last: usize) -> Result<Column
         columns.push(triple);
     }
     let action: MaskAction = action_for(spec.action, spec.keep_last.unwrap_or(keep_last));
-    Ok(ColumnRule {
-        name: Arc::from(spec.name.as_str()),
-        columns,
-        action,
-        scope: RuleScope {
-            connections: spec.connections.clone(),
-            identities: spec.identities.clone(),
-            groups: spec.groups.clone(),
-        },
-    })
+    Ok(ColumnRule { name: Arc::from(spec.name.as_str()), columns, action, scope: spec.scope() })
 }
 
 #[cfg(test)]

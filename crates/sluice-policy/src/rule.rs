@@ -111,11 +111,7 @@ pub(crate) fn compile_rule(spec: &RuleSpec, out: &mut Vec<Rule>) -> Result<(), P
     let base = |effect: Effect, kinds: Option<KindSet>, reason: String| Rule {
         name: Arc::from(spec.name.as_str()),
         effect,
-        scope: RuleScope {
-            connections: spec.connections.clone(),
-            identities: spec.identities.clone(),
-            groups: spec.groups.clone(),
-        },
+        scope: spec.scope(),
         kinds,
         objects: spec.objects.clone(),
         functions: spec.functions.clone(),
