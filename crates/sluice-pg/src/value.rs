@@ -88,7 +88,6 @@ pub fn mask_value(
     findings: &mut Vec<Finding>,
     out: &mut Vec<u8>,
 ) -> Masked {
-    findings.clear();
     out.clear();
     match class {
         TypeClass::Skip => Masked::Clear,
@@ -145,7 +144,6 @@ fn binary_text_array(
         };
         let at = out.len();
         out.extend_from_slice(&[0; 4]);
-        findings.clear();
         let masked = content.in_place(&value[start..end], findings, out, Layout::Plain);
         if masked == Masked::Clear {
             out.extend_from_slice(&value[start..end]);

@@ -1,7 +1,7 @@
 //! The management commands: tokens, credentials, recorded sessions and authentication attempts,
 //! and configuration checks. They work on the same state store as a running gateway.
 
-use crate::display::{duration, one_line, out, print_json, print_json_line, table, timestamp};
+use crate::display::{duration, one_line, out, print_json, print_json_line, print_list, table, timestamp};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use sluice_config::{Config, PasswordSource};
@@ -162,34 +162,26 @@ pub async fn token(config_path: &Path, cmd: TokenCommand) -> Result<()> {
             out!("{}", minted.clear);
         }
         TokenCommand::List { json } => {
-            let tokens = store.tokens().await?;
-            if json {
-                print_json(&tokens)?;
-            } else {
-                let rows: Vec<Vec<String>> = tokens
-                    .iter()
-                    .map(|t| {
-                        let state = if t.revoked_at.is_some() {
-                            "revoked"
-                        } else if t.expires_at.is_some_and(|e| e <= now_us()) {
-                            "expired"
-                        } else {
-                            "active"
-                        };
-                        vec![
-                            t.id.clone(),
-                            t.identity.clone(),
-                            t.groups.join(","),
-                            state.into(),
-                            timestamp(t.created_at),
-                            t.expires_at.map(timestamp).unwrap_or_else(|| "never".into()),
-                            t.last_used_at.map(timestamp).unwrap_or_else(|| "-".into()),
-                            t.description.clone().unwrap_or_default(),
-                        ]
-                    })
-                    .collect();
-                table(&["ID", "IDENTITY", "GROUPS", "STATE", "CREATED", "EXPIRES", "LAST USED", "DESCRIPTION"], &rows);
-            }
+            let header = ["ID", "IDENTITY", "GROUPS", "STATE", "CREATED", "EXPIRES", "LAST USED", "DESCRIPTION"];
+            print_list(&store.tokens().await?, json, &header, |t| {
+                let state = if t.revoked_at.is_some() {
+                    "revoked"
+                } else if t.expires_at.is_some_and(|e| e <= now_us()) {
+                    "expired"
+                } else {
+                    "active"
+                };
+                vec![
+                    t.id.clone(),
+                    t.identity.clone(),
+                    t.groups.join(","),
+                    state.into(),
+                    timestamp(t.created_at),
+                    t.expires_at.map(timestamp).unwrap_or_else(|| "never".into()),
+                    t.last_used_at.map(timestamp).unwrap_or_else(|| "-".into()),
+                    t.description.clone().unwrap_or_default(),
+                ]
+            })?;
         }
         TokenCommand::Revoke { id } => {
             let id = token::parse(&id).map(|(id, _)| id.to_string()).unwrap_or(id);
@@ -363,19 +355,10 @@ pub enum AuditCommand {
 pub async fn audit(config_path: &Path, cmd: AuditCommand) -> Result<()> {
     let (_, store) = open_store(config_path).await?;
     let AuditCommand::Admin { json, limit } = cmd;
-    let events = store.admin_events(limit).await?;
-    if json {
-        print_json(&events)?;
-    } else {
-        let rows: Vec<Vec<String>> = events
-            .iter()
-            .map(|e| {
-                let detail = e.detail.clone().unwrap_or_else(|| "-".into());
-                vec![timestamp(e.at), e.actor.clone(), e.action.clone(), e.subject.clone(), detail]
-            })
-            .collect();
-        table(&["AT", "ACTOR", "ACTION", "SUBJECT", "DETAIL"], &rows);
-    }
+    print_list(&store.admin_events(limit).await?, json, &["AT", "ACTOR", "ACTION", "SUBJECT", "DETAIL"], |e| {
+        let detail = e.detail.clone().unwrap_or_else(|| "-".into());
+        vec![timestamp(e.at), e.actor.clone(), e.action.clone(), e.subject.clone(), detail]
+    })?;
     store.close().await;
     Ok(())
 }
@@ -383,26 +366,18 @@ pub async fn audit(config_path: &Path, cmd: AuditCommand) -> Result<()> {
 pub async fn auth(config_path: &Path, cmd: AuthCommand) -> Result<()> {
     let (_, store) = open_store(config_path).await?;
     let AuthCommand::List { json, limit } = cmd;
-    let events = store.auth_events(limit).await?;
-    if json {
-        print_json(&events)?;
-    } else {
-        let rows: Vec<Vec<String>> = events
-            .iter()
-            .map(|e| {
-                vec![
-                    timestamp(e.at),
-                    e.protocol.clone(),
-                    e.user.clone(),
-                    e.connection.clone(),
-                    e.client_addr.clone(),
-                    e.outcome.clone(),
-                    e.credential_id.clone().unwrap_or_else(|| "-".into()),
-                ]
-            })
-            .collect();
-        table(&["AT", "PROTOCOL", "USER", "CONNECTION", "CLIENT", "OUTCOME", "TOKEN"], &rows);
-    }
+    let header = ["AT", "PROTOCOL", "USER", "CONNECTION", "CLIENT", "OUTCOME", "TOKEN"];
+    print_list(&store.auth_events(limit).await?, json, &header, |e| {
+        vec![
+            timestamp(e.at),
+            e.protocol.clone(),
+            e.user.clone(),
+            e.connection.clone(),
+            e.client_addr.clone(),
+            e.outcome.clone(),
+            e.credential_id.clone().unwrap_or_else(|| "-".into()),
+        ]
+    })?;
     store.close().await;
     Ok(())
 }

@@ -97,6 +97,20 @@ pub fn duration(us: i64) -> String {
     }
 }
 
+/// Prints `items` as JSON when `json`, else as a table: `header` over one `row` of cells each.
+pub fn print_list<T: serde::Serialize>(
+    items: &[T],
+    json: bool,
+    header: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> anyhow::Result<()> {
+    if json {
+        return print_json(&items);
+    }
+    table(header, &items.iter().map(row).collect::<Vec<_>>());
+    Ok(())
+}
+
 /// Prints rows under a header, each column as wide as its widest cell.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
