@@ -20,6 +20,7 @@ use sluice_core::audit::now_us;
 use sluice_core::review::{Outcome, Status};
 use sluice_core::span::Span;
 use sluice_core::{AdminAction, AdminRecord, AuditEvent, AuditSink, AuthOutcome, Identity};
+use sluice_engine::Engine;
 use sluice_store::{ReviewFilter, Store};
 use std::sync::Arc;
 use views::{Now, review_view};
@@ -27,27 +28,10 @@ use views::{Now, review_view};
 pub struct Api {
     pub store: Store,
     pub approvals: Arc<Approvals>,
-    pub advisor: Arc<dyn Advisor>,
+    /// Answers what an agent may ask before acting (its policy, explain).
+    pub engine: Arc<Engine>,
     /// Where refused calls are recorded.
     pub audit: Arc<dyn AuditSink>,
-}
-
-/// What the API asks the running gateway on an agent's behalf (see `sluice_core::advice`).
-pub trait Advisor: Send + Sync {
-    /// `None` when there is no such connection or the identity may not use it.
-    fn permissions(&self, identity: &Identity, connection: &str) -> Option<Permissions>;
-    /// The decision a statement would get on `connection`, without running it. `None` as above.
-    fn explain(&self, identity: &Identity, connection: &str, statement: &str) -> Option<Explanation>;
-}
-
-impl Advisor for sluice_engine::Engine {
-    fn permissions(&self, identity: &Identity, connection: &str) -> Option<Permissions> {
-        sluice_engine::Engine::permissions(self, identity, connection)
-    }
-
-    fn explain(&self, identity: &Identity, connection: &str, statement: &str) -> Option<Explanation> {
-        self.explain_statement(identity, connection, statement)
-    }
 }
 
 type Shared = State<Arc<Api>>;
@@ -280,7 +264,7 @@ async fn connection_policy(
     Caller(who): Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Permissions>, ApiError> {
-    api.advisor.permissions(&who, &name).map(Json).ok_or_else(|| no_such_connection(&name))
+    api.engine.permissions(&who, &name).map(Json).ok_or_else(|| no_such_connection(&name))
 }
 
 #[derive(Deserialize)]
@@ -295,5 +279,5 @@ async fn explain_statement(
     Path(name): Path<String>,
     Json(req): Json<ExplainRequest>,
 ) -> Result<Json<Explanation>, ApiError> {
-    api.advisor.explain(&who, &name, &req.sql).map(Json).ok_or_else(|| no_such_connection(&name))
+    api.engine.explain_statement(&who, &name, &req.sql).map(Json).ok_or_else(|| no_such_connection(&name))
 }

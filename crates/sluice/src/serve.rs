@@ -130,11 +130,10 @@ pub async fn run(config_path: &Path) -> Result<()> {
         tracing::info!(%addr, "REST API ready");
         api_url = Some(format!("http://{addr}"));
         announce(format_args!("sluice: api listening on http://{addr}"));
-        let advisor: Arc<dyn sluice_web::Advisor> = Arc::clone(&gateway) as _;
         let api = Arc::new(Api {
             store: store.clone(),
             approvals: Arc::clone(&approvals),
-            advisor,
+            engine: Arc::clone(&gateway),
             audit: Arc::clone(&audit),
         });
         let mut stop_rx = stop_rx.clone();
