@@ -19,7 +19,7 @@ use sluice_core::review::{
 };
 use sluice_core::span::Span;
 use sluice_core::{Decision, Hold, Identity, Refusal, RefusalCause};
-use sluice_store::{ReviewEvent, ReviewFilter, Store, StoreError};
+use sluice_store::{ReviewEvent, ReviewFilter, ReviewStore, StoreError, update_review};
 use std::sync::Arc;
 use thiserror::Error;
 use waiters::Waiters;
@@ -38,12 +38,9 @@ pub enum ApprovalError {
     Store(#[from] StoreError),
 }
 
-/// How often a held statement looks at the store for a decision made outside this process.
-const STORE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// Reviews and grants, shared by the gateway (which asks and waits) and the API (which decides).
 pub struct Approvals {
-    store: Store,
+    store: Arc<dyn ReviewStore>,
     access: Vec<AccessPolicy>,
     waiters: Arc<Waiters>,
     grants: Grants,
@@ -91,7 +88,11 @@ pub struct StatementReview<'a> {
 
 impl Approvals {
     /// Loads the grants in force from the store.
-    pub async fn new(store: Store, access: Vec<AccessPolicy>, notifier: Notifier) -> Result<Approvals, StoreError> {
+    pub async fn new(
+        store: Arc<dyn ReviewStore>,
+        access: Vec<AccessPolicy>,
+        notifier: Notifier,
+    ) -> Result<Approvals, StoreError> {
         let grants = Grants::default();
         let now = now_us();
         grants.reset(grants.generation(), &store.active_grants(now).await?, now);
@@ -256,19 +257,17 @@ impl Approvals {
     /// approved (another session used it, it ran out).
     async fn consume(&self, id: i64, session_id: &str) -> Result<Option<Review>, ApprovalError> {
         let now = now_us();
-        let used = self
-            .store
-            .update_review(id, session_id, now, |r| {
-                let status = r.status_at(now);
-                if status != Status::Approved || !matches!(r.subject, Subject::Statement { .. }) {
-                    return Err(ReviewError::NotPending { id: r.id, status });
-                }
-                r.status = Status::Consumed;
-                r.ended_at_us = Some(now);
-                r.ended_by = Some(session_id.to_string());
-                Ok(((), "ran", None))
-            })
-            .await?;
+        let used = update_review(&*self.store, id, session_id, now, |r| {
+            let status = r.status_at(now);
+            if status != Status::Approved || !matches!(r.subject, Subject::Statement { .. }) {
+                return Err(ReviewError::NotPending { id: r.id, status });
+            }
+            r.status = Status::Consumed;
+            r.ended_at_us = Some(now);
+            r.ended_by = Some(session_id.to_string());
+            Ok(((), "ran", None))
+        })
+        .await?;
         Ok(used.ok().map(|((), review)| review))
     }
 
@@ -285,17 +284,25 @@ impl Approvals {
                 Ok(None) => return store_failure(hold, "the review is no longer in the store"),
                 Err(e) => return store_failure(hold, &e.to_string()),
             }
-            let next_look = (tokio::time::Instant::now() + STORE_POLL).min(deadline);
-            match tokio::time::timeout_at(next_look, waiting.rx.changed()).await {
-                Ok(Ok(())) => {
-                    let woken = waiting.rx.borrow_and_update().clone();
-                    if let Some(review) = woken {
-                        break review;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return self.timed_out(session_id, hold).await;
+            }
+            tokio::select! {
+                woken = waiting.rx.changed() => match woken {
+                    Ok(()) => {
+                        let woken = waiting.rx.borrow_and_update().clone();
+                        if let Some(review) = woken {
+                            break review;
+                        }
+                    }
+                    Err(_) => return store_failure(hold, "the review registry closed"),
+                },
+                watched = self.store.watch_review(hold.review_id, left) => {
+                    if let Err(e) = watched {
+                        return store_failure(hold, &e.to_string());
                     }
                 }
-                Ok(Err(_)) => return store_failure(hold, "the review registry closed"),
-                Err(_) if tokio::time::Instant::now() >= deadline => return self.timed_out(session_id, hold).await,
-                Err(_) => {}
             }
         };
         drop(waiting);
@@ -334,8 +341,18 @@ impl Approvals {
 
     async fn timed_out(&self, session_id: &str, hold: &Hold) -> Decision {
         let note = format!("stopped waiting after {}", Span(hold.timeout));
-        if let Err(e) =
-            self.store.add_review_event(hold.review_id, now_us(), session_id, "wait-timed-out", Some(&note)).await
+        if let Err(e) = self
+            .store
+            .add_review_event(
+                hold.review_id,
+                &ReviewEvent {
+                    at: now_us(),
+                    actor: session_id.to_string(),
+                    action: "wait-timed-out".into(),
+                    comment: Some(note),
+                },
+            )
+            .await
         {
             tracing::warn!(error = %e, review = hold.review_id, "could not record a wait that timed out");
         }
@@ -364,15 +381,13 @@ impl Approvals {
     ) -> Result<(Outcome, Review), ApprovalError> {
         bounded("comment", comment.as_deref().unwrap_or_default())?;
         let now = now_us();
-        let (outcome, review) = self
-            .store
-            .update_review(id, &who.name, now, |r| {
-                let outcome = r.approve(who, comment.clone(), now)?;
-                let action = if outcome == Outcome::Approved { "approved" } else { "approval-counted" };
-                Ok((outcome, action, comment.clone()))
-            })
-            .await
-            .map_err(|e| not_found(id, e))??;
+        let (outcome, review) = update_review(&*self.store, id, &who.name, now, |r| {
+            let outcome = r.approve(who, comment.clone(), now)?;
+            let action = if outcome == Outcome::Approved { "approved" } else { "approval-counted" };
+            Ok((outcome, action, comment.clone()))
+        })
+        .await
+        .map_err(|e| not_found(id, e))??;
         if outcome == Outcome::Approved {
             self.decided(&review, "approved", &who.name, now);
         }
@@ -382,14 +397,12 @@ impl Approvals {
     pub async fn deny(&self, who: &Identity, id: i64, reason: &str) -> Result<Review, ApprovalError> {
         bounded("reason", reason)?;
         let now = now_us();
-        let ((), review) = self
-            .store
-            .update_review(id, &who.name, now, |r| {
-                r.deny(who, reason, now)?;
-                Ok(((), "denied", Some(reason.to_string())))
-            })
-            .await
-            .map_err(|e| not_found(id, e))??;
+        let ((), review) = update_review(&*self.store, id, &who.name, now, |r| {
+            r.deny(who, reason, now)?;
+            Ok(((), "denied", Some(reason.to_string())))
+        })
+        .await
+        .map_err(|e| not_found(id, e))??;
         self.decided(&review, "denied", &who.name, now);
         Ok(review)
     }
@@ -397,14 +410,12 @@ impl Approvals {
     /// Ends an access grant early (or withdraws a pending access request).
     pub async fn revoke(&self, who: &Identity, id: i64) -> Result<Review, ApprovalError> {
         let now = now_us();
-        let ((), review) = self
-            .store
-            .update_review(id, &who.name, now, |r| {
-                r.revoke(who, now)?;
-                Ok(((), "revoked", None))
-            })
-            .await
-            .map_err(|e| not_found(id, e))??;
+        let ((), review) = update_review(&*self.store, id, &who.name, now, |r| {
+            r.revoke(who, now)?;
+            Ok(((), "revoked", None))
+        })
+        .await
+        .map_err(|e| not_found(id, e))??;
         self.decided(&review, "revoked", &who.name, now);
         Ok(review)
     }

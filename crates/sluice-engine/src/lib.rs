@@ -7,6 +7,7 @@ pub mod compile;
 mod credentials;
 mod session;
 
+use credentials::CredentialError;
 pub use session::{EngineLog, EngineSession};
 
 use arc_swap::ArcSwap;
@@ -19,8 +20,8 @@ use sluice_core::{AuditEvent, AuditSink, AuthOutcome, Decision, Identity};
 use sluice_gate::{Gate, Obligations, OpenError, OpenRequest, Presented, SessionGrant, Target};
 use sluice_mask::Masking;
 use sluice_policy::Policy;
-use sluice_store::Store;
 use sluice_store::vault::MasterKey;
+use sluice_store::{CredentialVault, TokenStore};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,7 +48,8 @@ pub enum EngineError {
 
 /// Everything the engine is built from besides the configuration.
 pub struct Parts {
-    pub store: Store,
+    pub tokens: Arc<dyn TokenStore>,
+    pub vault: Arc<dyn CredentialVault>,
     pub audit: Arc<dyn AuditSink>,
     pub key: MasterKey,
     /// Shared with the recorder, which masks recorded texts with the same rules.
@@ -62,7 +64,8 @@ pub struct Engine {
 }
 
 pub(crate) struct EngineCore {
-    store: Store,
+    tokens: Arc<dyn TokenStore>,
+    vault: Arc<dyn CredentialVault>,
     audit: Arc<dyn AuditSink>,
     key: MasterKey,
     targets: Arc<dyn TargetPreparer>,
@@ -106,7 +109,8 @@ impl Engine {
         let settings = Settings::compile(config, &*parts.targets)?;
         Ok(Engine {
             core: Arc::new(EngineCore {
-                store: parts.store,
+                tokens: parts.tokens,
+                vault: parts.vault,
                 audit: parts.audit,
                 key: parts.key,
                 targets: parts.targets,
@@ -136,7 +140,7 @@ impl Engine {
     /// sessions opened with one end at their next message.
     pub async fn refresh_unusable_tokens(&self) -> Result<(), sluice_store::StoreError> {
         let core = &self.core;
-        let now: HashSet<String> = core.store.unusable_tokens(now_us()).await?.into_iter().collect();
+        let now: HashSet<String> = core.tokens.unusable_tokens(now_us()).await?.into_iter().collect();
         if **core.unusable_tokens.load() != now {
             core.unusable_tokens.store(Arc::new(now));
         }
@@ -172,9 +176,13 @@ impl Gate for Engine {
             core.audit_auth(&request, AuthOutcome::NotPermitted, credential_id);
             return Err(OpenError::Auth(AuthOutcome::NotPermitted));
         }
-        let credential = match credentials::resolve(&core.store, &core.key, request.target, &prepared.config).await {
+        let credential = match credentials::resolve(&*core.vault, &core.key, request.target, &prepared.config).await {
             Ok(credential) => credential,
-            Err(reason) => {
+            Err(CredentialError::Store(reason)) => {
+                core.audit_auth(&request, AuthOutcome::StoreUnavailable, credential_id);
+                return Err(OpenError::Store(format!("the held credential could not be read: {reason}")));
+            }
+            Err(CredentialError::Missing(reason)) => {
                 core.audit_auth(&request, AuthOutcome::TargetMisconfigured, credential_id);
                 return Err(OpenError::Misconfigured { connection: request.target.to_string(), reason });
             }
@@ -196,7 +204,7 @@ impl EngineCore {
     /// The identity the presented credential proves, or the recorded reason it proves none.
     async fn authenticate(&self, request: &OpenRequest<'_>) -> Result<Identity, OpenError> {
         let Presented::Token { user, secret } = &request.presented;
-        match self.store.identify(secret.expose()).await {
+        match self.tokens.identify(secret.expose()).await {
             Ok(identity) if identity.name == *user => Ok(identity),
             Ok(identity) => Err(self.refuse(request, AuthOutcome::IdentityMismatch, Some(identity.credential_id))),
             Err((outcome, id)) => Err(self.refuse(request, outcome, id)),
@@ -226,9 +234,9 @@ impl EngineCore {
 
     /// Notes the token's last use, off the session's path.
     fn note_token_used(&self, token_id: &str) {
-        let (store, token_id) = (self.store.clone(), token_id.to_string());
+        let (tokens, token_id) = (Arc::clone(&self.tokens), token_id.to_string());
         tokio::spawn(async move {
-            if let Err(e) = store.touch_token(&token_id, now_us()).await {
+            if let Err(e) = tokens.touch_token(&token_id, now_us()).await {
                 tracing::warn!(error = %e, "could not note the token's last use");
             }
         });

@@ -15,7 +15,8 @@ use sluice_gate::{
     SessionGrant, SessionLog, SqlAction, Standing, Target,
 };
 use sluice_store::vault::MasterKey;
-use sluice_store::{Store, TokenRow};
+use sluice_store::{ReviewStore, TokenRow, TokenStore};
+use sluice_store_sqlite::SqliteStore;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -102,7 +103,7 @@ impl TargetPreparer for NoOptions {
 struct Harness {
     engine: Engine,
     approvals: Arc<Approvals>,
-    store: Store,
+    store: Arc<SqliteStore>,
     trail: Arc<Trail>,
     dir: PathBuf,
 }
@@ -122,17 +123,24 @@ fn config(text: &str) -> Config {
 async fn harness() -> Harness {
     let dir = std::env::temp_dir().join(ids::new_id("sluice-engine-scenario-"));
     std::fs::create_dir_all(&dir).unwrap();
-    let store = Store::open(&dir.join("state.db")).await.unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.join("state.db")).await.unwrap());
     let config = config(CONFIG);
     let key = MasterKey::from_hex(&"ab".repeat(32)).unwrap();
     let masking = Arc::new(sluice_engine::compile::masking(&config, key.derive(MASK_TOKEN_PURPOSE)).unwrap());
     let notifier = Notifier::new(Vec::new(), "http://127.0.0.1:1".into(), Arc::clone(&masking));
     let approvals = Arc::new(
-        Approvals::new(store.clone(), sluice_engine::compile::access(&config).unwrap(), notifier).await.unwrap(),
+        Approvals::new(
+            store.clone() as Arc<dyn ReviewStore>,
+            sluice_engine::compile::access(&config).unwrap(),
+            notifier,
+        )
+        .await
+        .unwrap(),
     );
     let trail = Arc::new(Trail::default());
     let parts = Parts {
-        store: store.clone(),
+        tokens: store.clone(),
+        vault: store.clone(),
         audit: Arc::clone(&trail) as Arc<dyn AuditSink>,
         key,
         masking: Arc::new(ArcSwap::new(masking)),
@@ -151,14 +159,14 @@ impl Harness {
             id: minted.id.clone(),
             identity: identity.into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
-            digest: String::new(),
+            digest: minted.digest,
             description: None,
             created_at: sluice_core::audit::now_us(),
             expires_at: None,
             revoked_at: None,
             last_used_at: None,
         };
-        self.store.insert_token(&row, &minted.digest).await.unwrap();
+        self.store.insert_token(&row).await.unwrap();
         Secret::new(minted.clear)
     }
 

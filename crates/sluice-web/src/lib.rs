@@ -21,12 +21,13 @@ use sluice_core::review::{Outcome, Status};
 use sluice_core::span::Span;
 use sluice_core::{AdminAction, AdminRecord, AuditEvent, AuditSink, AuthOutcome, Identity};
 use sluice_engine::Engine;
-use sluice_store::{ReviewFilter, Store};
+use sluice_store::{ReviewFilter, TokenStore};
 use std::sync::Arc;
 use views::{Now, review_view};
 
 pub struct Api {
-    pub store: Store,
+    /// Checks the tokens API callers present.
+    pub tokens: Arc<dyn TokenStore>,
     pub approvals: Arc<Approvals>,
     /// Answers what an agent may ask before acting (its policy, explain).
     pub engine: Arc<Engine>,
@@ -76,7 +77,7 @@ impl FromRequestParts<Arc<Api>> for Caller {
         let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
             return Err(ApiError::unauthorized("send a sluice token as `Authorization: Bearer <token>`"));
         };
-        match api.store.identify(token.trim()).await {
+        match api.tokens.identify(token.trim()).await {
             Ok(identity) => Ok(Caller(identity)),
             Err((AuthOutcome::StoreUnavailable, _)) => Err(ApiError::unavailable(
                 "sluice cannot check tokens right now (its state store is failing)",

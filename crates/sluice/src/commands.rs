@@ -10,7 +10,8 @@ use sluice_core::span::Span;
 use sluice_core::token;
 use sluice_core::{AdminAction, AdminRecord};
 use sluice_store::vault::MasterKey;
-use sluice_store::{SessionFilter, SessionRow, Store, TokenRow};
+use sluice_store::{CredentialVault, TokenRow, TokenStore};
+use sluice_store_sqlite::{SessionFilter, SessionRow, SqliteStore};
 use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
@@ -117,9 +118,9 @@ pub enum AuthCommand {
     },
 }
 
-async fn open_store(config_path: &Path) -> Result<(Config, Store)> {
+async fn open_store(config_path: &Path) -> Result<(Config, SqliteStore)> {
     let config = sluice_engine::compile::load(config_path)?;
-    let store = Store::open(&config.server.store_path()).await?;
+    let store = SqliteStore::open(&config.server.store_path()).await?;
     Ok((config, store))
 }
 
@@ -148,14 +149,14 @@ pub async fn token(config_path: &Path, cmd: TokenCommand) -> Result<()> {
                 id: minted.id.clone(),
                 identity,
                 groups,
-                digest: String::new(),
+                digest: minted.digest.clone(),
                 description,
                 created_at: now,
                 expires_at,
                 revoked_at: None,
                 last_used_at: None,
             };
-            store.insert_token(&row, &minted.digest).await?;
+            store.insert_token(&row).await?;
             let detail = format!("for {} ({})", row.identity, row.groups.join(","));
             record_admin(&store, AdminAction::TokenMinted, &row.id, Some(detail)).await?;
             eprintln!("token {} created for {}; it is shown only once", row.id, row.identity);
@@ -211,7 +212,7 @@ pub async fn token(config_path: &Path, cmd: TokenCommand) -> Result<()> {
 }
 
 /// Records what the command line did to sluice, as the operating-system user who ran it.
-async fn record_admin(store: &Store, action: AdminAction, subject: &str, detail: Option<String>) -> Result<()> {
+async fn record_admin(store: &SqliteStore, action: AdminAction, subject: &str, detail: Option<String>) -> Result<()> {
     let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
     let event = AdminRecord { at_us: now_us(), actor: format!("cli:{user}"), action, subject: subject.into(), detail };
     store.record_admin(&event).await.context("cannot record the change in the audit trail")

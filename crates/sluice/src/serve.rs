@@ -12,8 +12,9 @@ use sluice_core::AuditSink;
 use sluice_engine::{Engine, MASK_TOKEN_PURPOSE, Parts};
 use sluice_pg::{ListenerConfig, PgAdapter, tls};
 use sluice_runtime::{Adapter, Runtime, Workers};
+use sluice_store::ReviewStore;
 use sluice_store::vault::{MasterKey, write_private};
-use sluice_store::{Recorder, Store};
+use sluice_store_sqlite::{Recorder, SqliteStore};
 use sluice_web::Api;
 use std::path::Path;
 use std::sync::Arc;
@@ -28,7 +29,7 @@ const TOKEN_REFRESH: Duration = Duration::from_secs(2);
 pub async fn run(config_path: &Path) -> Result<()> {
     let config = sluice_engine::compile::load(config_path)?;
     init_logging(&config);
-    let store = Store::open(&config.server.store_path()).await?;
+    let store = Arc::new(SqliteStore::open(&config.server.store_path()).await?);
     check_state_is_private(&config)?;
     let orphaned = store.close_orphaned_sessions(sluice_core::audit::now_us()).await?;
     if orphaned > 0 {
@@ -60,10 +61,14 @@ pub async fn run(config_path: &Path) -> Result<()> {
         _ => config.api.base_url(),
     };
     let notifier = Notifier::new(config.approvals.webhooks.clone(), base_url, Arc::clone(&masking));
-    let approvals = Arc::new(Approvals::new(store.clone(), sluice_engine::compile::access(&config)?, notifier).await?);
+    let approvals = Arc::new(
+        Approvals::new(store.clone() as Arc<dyn ReviewStore>, sluice_engine::compile::access(&config)?, notifier)
+            .await?,
+    );
     let audit: Arc<dyn AuditSink> = Arc::new(recorder);
     let parts = Parts {
-        store: store.clone(),
+        tokens: store.clone(),
+        vault: store.clone(),
         audit: Arc::clone(&audit),
         key,
         masking: live_masking,
@@ -131,7 +136,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         api_url = Some(format!("http://{addr}"));
         announce(format_args!("sluice: api listening on http://{addr}"));
         let api = Arc::new(Api {
-            store: store.clone(),
+            tokens: store.clone(),
             approvals: Arc::clone(&approvals),
             engine: Arc::clone(&gateway),
             audit: Arc::clone(&audit),

@@ -2,12 +2,12 @@
 //! recorder's thread: each batch is one transaction of single-row INSERTs prepared once. (Through
 //! sqlx, binding and worker-thread hand-offs cost more than SQLite's own work per statement.)
 
-use crate::StoreError;
+use crate::sqlite::{configure, unavailable};
 use rusqlite::{Connection, params};
 use sluice_core::{AuditEvent, StatementRecord};
+use sluice_store::StoreResult;
 use std::path::Path;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 pub struct EventWriter {
     conn: Connection,
@@ -56,18 +56,20 @@ fn insert_for(remaining: usize) -> (usize, &'static str) {
 }
 
 impl EventWriter {
-    /// Opens the store's file (its schema already in place: `Store::open` migrates it).
-    pub(crate) fn open(path: &Path) -> Result<EventWriter, StoreError> {
-        let conn = Connection::open(path)?;
+    /// Opens the store's file (its schema already in place: `SqliteStore::open` migrates it).
+    pub(crate) fn open(path: &Path) -> StoreResult<EventWriter> {
+        let conn = Connection::open(path).map_err(unavailable)?;
         conn.set_prepared_statement_cache_capacity(INSERT_SIZES.len() + 4);
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "wal")?;
-        conn.pragma_update(None, "synchronous", "normal")?;
+        configure(&conn).map_err(unavailable)?;
         Ok(EventWriter { conn })
     }
 
     /// Writes a batch of events in one transaction.
-    pub fn write(&mut self, events: &[AuditEvent]) -> Result<(), StoreError> {
+    pub fn write(&mut self, events: &[AuditEvent]) -> StoreResult<()> {
+        self.write_batch(events).map_err(unavailable)
+    }
+
+    fn write_batch(&mut self, events: &[AuditEvent]) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
         for event in events {
             match event {

@@ -4,7 +4,7 @@
 
 use divan::Bencher;
 use sluice_core::{AuditEvent, StatementRecord};
-use sluice_store::Store;
+use sluice_store_sqlite::SqliteStore;
 use std::sync::Arc;
 
 fn main() {
@@ -41,7 +41,7 @@ fn batch(session: &Arc<str>, from: u64) -> Vec<AuditEvent> {
 fn write_500_statements(bencher: Bencher) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let dir = std::env::temp_dir().join(format!("sluice-record-bench-{}", std::process::id()));
-    let store = runtime.block_on(Store::open(&dir.join("state.db"))).expect("store");
+    let store = runtime.block_on(SqliteStore::open(&dir.join("state.db"))).expect("store");
     let mut writer = store.event_writer().expect("writer");
     let session: Arc<str> = Arc::from("0b9c6a52-7d1e-4c52-9a1e-3f1f6d2f8e11");
     let mut seq = 0;

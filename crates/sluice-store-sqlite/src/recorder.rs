@@ -1,8 +1,9 @@
 //! Keeps recording off the hot path: sessions hand events to an unbounded queue (never blocking,
 //! never dropping), and one thread of its own writes whatever has gathered in a single transaction.
 
-use crate::{EventWriter, Store, StoreError};
+use crate::{EventWriter, SqliteStore};
 use sluice_core::AuditEvent;
+use sluice_store::StoreError;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -28,7 +29,7 @@ impl Recorder {
     /// one per statement.
     /// Every statement's text goes through `texts` before it is written.
     pub fn spawn(
-        store: &Store,
+        store: &SqliteStore,
         flush_interval: Duration,
         texts: TextFilter,
     ) -> Result<(Recorder, RecorderTask), StoreError> {
