@@ -105,6 +105,30 @@ def test_check_summarises_the_file_and_speaks_json(gateway):
     assert findings["valid"] is True and findings["findings"] == []
 
 
+def test_each_protocols_options_are_checked_by_its_adapter_naming_the_key(tmp_path):
+    """A connection's protocol options (host, user, tls, ... for PostgreSQL) are read by the
+    adapter for its protocol: a misspelt option, a bad value or an unknown protocol is refused
+    when the file is read, naming the connection and the key."""
+    def check(connection):
+        path = tmp_path / "sluice.toml"
+        path.write_text(f"[server]\nstate_dir = \"{tmp_path}/state\"\n[connections.shop]\n{connection}\n")
+        return run("--config", str(path), "check")
+
+    good = check('host = "db.internal"\nuser = "app"\npassword = "none"\ntls = "verify-full"')
+    assert good.returncode == 0, good.stderr
+    assert "shop: app@db.internal:5432/shop (upstream TLS verify-full" in good.stdout, good.stdout
+    for options, expected in [
+        ('host = "db"\nuser = "app"\nhots = "db2"', "unknown field `hots`"),
+        ('host = "db"\nuser = "app"\ntls = "maybe"', "unknown variant `maybe`"),
+        ('host = "db"', "missing field `user`"),
+        ('host = "db"\nuser = "app"\nsearch_path = []', "search_path: list at least one schema"),
+        ('protocol = "gopher"\nhost = "db"\nuser = "app"', 'protocol: "gopher" is not one sluice serves'),
+    ]:
+        out = check(options)
+        assert out.returncode == 1, (options, out.stdout)
+        assert "connections.shop" in out.stderr and expected in out.stderr, (options, out.stderr)
+
+
 def test_sessions_list_filters_follows_and_prints_rfc3339_times(make_gateway):
     gw = make_gateway(extra_toml="""
 [[policy.rules]]

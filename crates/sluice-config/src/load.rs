@@ -42,7 +42,14 @@ fn resolve_paths(config: &mut Config, base: &Path) {
     config.postgres.tls_cert.as_mut().map(fix);
     config.postgres.tls_key.as_mut().map(fix);
     for conn in config.connections.values_mut() {
-        conn.ca_file.as_mut().map(fix);
+        // Every protocol's file options (`ca_file`, later key files) are relative to this file.
+        for (key, value) in conn.options.iter_mut() {
+            if let (true, toml::Value::String(path)) = (key.ends_with("_file"), &mut *value)
+                && Path::new(path.as_str()).is_relative()
+            {
+                *path = base.join(&*path).display().to_string();
+            }
+        }
         if let Ok(PasswordSource::File(p)) = conn.password_source()
             && p.is_relative()
         {
@@ -77,19 +84,7 @@ fn validate(config: &Config, origin: &Path) -> Result<(), ConfigError> {
                 "a connection name uses letters, digits, `_` and `-`".into(),
             ));
         }
-        if conn.protocol != "postgres" {
-            return Err(invalid(key("protocol"), format!("{:?} is not supported yet (only postgres)", conn.protocol)));
-        }
-        if conn.host.is_empty() {
-            return Err(invalid(key("host"), "must not be empty".into()));
-        }
-        if conn.user.is_empty() {
-            return Err(invalid(key("user"), "must not be empty".into()));
-        }
         conn.password_source().map_err(|m| invalid(key("password"), m))?;
-        if conn.search_path.is_empty() || conn.search_path.iter().any(|s| s.is_empty()) {
-            return Err(invalid(key("search_path"), "list at least one schema, none empty".into()));
-        }
     }
     let mut names = std::collections::HashSet::new();
     for access in &config.access.policies {
@@ -120,7 +115,7 @@ fn validate(config: &Config, origin: &Path) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ClientTls, UpstreamTls};
+    use crate::ClientTls;
 
     fn parse_str(text: &str) -> Result<Config, ConfigError> {
         parse(text, Path::new("test.toml"))
@@ -140,10 +135,29 @@ mod tests {
         assert_eq!(c.postgres.listen, "127.0.0.1:6432");
         assert_eq!(c.postgres.tls, ClientTls::Allow);
         let shop = &c.connections["shop"];
-        assert_eq!(shop.port, 5432);
-        assert_eq!(shop.database_or("shop"), "shop");
-        assert_eq!(shop.tls, UpstreamTls::Prefer);
+        assert_eq!(shop.protocol, "postgres");
         assert_eq!(shop.password_source().unwrap(), PasswordSource::Env("SHOP_PW".into()));
+        // The protocol's own options are left for its adapter to check.
+        assert_eq!(shop.options["host"].as_str(), Some("127.0.0.1"));
+        assert_eq!(shop.options["user"].as_str(), Some("app"));
+        assert!(!shop.options.contains_key("password"));
+    }
+
+    #[test]
+    fn file_options_of_every_protocol_are_relative_to_the_file() {
+        let dir = std::env::temp_dir().join(format!("sluice-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sluice.toml");
+        let text = "[connections.shop]\nhost = \"h\"\nuser = \"u\"\nca_file = \"ca.pem\"\nkey_file = \"/abs/k\"\n\
+                    note = \"ca.pem\"\npassword = \"file:pw\"\n";
+        std::fs::write(&path, text).unwrap();
+        let config = load(&path).unwrap();
+        let shop = &config.connections["shop"];
+        assert_eq!(shop.options["ca_file"].as_str(), Some(dir.join("ca.pem").to_str().unwrap()));
+        assert_eq!(shop.options["key_file"].as_str(), Some("/abs/k"));
+        assert_eq!(shop.options["note"].as_str(), Some("ca.pem"), "only *_file options are paths");
+        assert_eq!(shop.password_source().unwrap(), PasswordSource::File(dir.join("pw")));
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use crate::{AccessConfig, ApiConfig, ApprovalsConfig};
 use serde::{Deserialize, Serialize};
 use sluice_core::mask_spec::MaskingSpec;
-use sluice_core::policy::{ConnectionPolicy, Effect, PolicySpec, Preset};
+use sluice_core::policy::{Effect, PolicySpec, Preset};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -34,13 +34,6 @@ pub struct Config {
     /// Named policies a just-in-time access grant switches to.
     #[serde(default)]
     pub access: AccessConfig,
-}
-
-impl Config {
-    /// What the policy engine needs to know about each connection.
-    pub fn connection_policies(&self) -> Vec<ConnectionPolicy> {
-        self.connections.iter().map(|(name, c)| c.policy(name)).collect()
-    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -162,30 +155,19 @@ pub enum ClientTls {
     Require,
 }
 
+/// A target sluice serves: sluice's own keys here, the protocol's options (host, user, TLS… for
+/// PostgreSQL) in `options`, which the protocol's adapter checks (a key it does not know is an
+/// error there, naming the key).
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ConnectionConfig {
+    /// Which adapter serves it: `postgres` (the default).
     #[serde(default = "default_protocol")]
     pub protocol: String,
-    pub host: String,
-    #[serde(default = "default_pg_port")]
-    pub port: u16,
-    /// The upstream database; defaults to the connection's name.
-    pub database: Option<String>,
-    pub user: String,
     /// Where the upstream password comes from: `env:VAR`, `file:PATH`, `stored` (sealed in the state
     /// store by `sluice credential set`), or `none` (the server trusts the user). A literal password
     /// is refused: it would end up in backups and diffs of this file.
     #[serde(default = "default_password_ref")]
     pub password: String,
-    /// TLS towards the upstream, with libpq's meanings: `disable`, `prefer`, `require` (encrypted, not
-    /// verified), `verify-ca`, `verify-full`.
-    #[serde(default)]
-    pub tls: UpstreamTls,
-    /// PEM bundle of CAs trusted for `verify-ca` / `verify-full` (default: the system's roots).
-    pub ca_file: Option<PathBuf>,
-    /// The name checked against the upstream certificate; defaults to `host`.
-    pub tls_server_name: Option<String>,
     /// Who may open sessions on this connection. Both empty: every authenticated identity.
     #[serde(default)]
     pub allow_identities: Vec<String>,
@@ -195,64 +177,20 @@ pub struct ConnectionConfig {
     pub policy: Option<Preset>,
     /// The effect when no rule matches, overriding `policy.default` for this connection.
     pub default: Option<Effect>,
-    /// The upstream session's search_path, pinned at connect; unqualified names in statements are
-    /// matched against these schemas (and pg_catalog, pg_temp). `$user` is the upstream user.
-    #[serde(default = "default_search_path")]
-    pub search_path: Vec<String>,
+    /// The protocol's own options, for its adapter to check and use. A path in an option whose
+    /// name ends in `_file` is relative to the configuration file.
+    #[serde(flatten)]
+    pub options: toml::Table,
 }
 
-fn default_search_path() -> Vec<String> {
-    vec!["$user".into(), "public".into()]
-}
-
-impl ConnectionConfig {
-    /// What the policy engine needs to know about this connection.
-    pub fn policy(&self, name: &str) -> ConnectionPolicy {
-        ConnectionPolicy {
-            name: name.to_string(),
-            preset: self.policy,
-            default: self.default,
-            search_path: self
-                .search_path
-                .iter()
-                .map(|s| if s == "$user" { self.user.clone() } else { s.clone() })
-                .collect(),
-        }
-    }
-
-    /// The search_path as a setting value: plain lower-case names as they are, others quoted.
-    pub fn search_path_setting(&self) -> String {
-        let plain = |s: &str| {
-            s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-                && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        };
-        self.search_path
-            .iter()
-            .map(|s| if plain(s) { s.clone() } else { format!("\"{}\"", s.replace('"', "\"\"")) })
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
+/// The keys of a connection that are sluice's own, whatever its protocol.
+const CONNECTION_KEYS: [&str; 6] = ["protocol", "password", "allow_identities", "allow_groups", "policy", "default"];
 
 fn default_protocol() -> String {
     "postgres".into()
 }
-fn default_pg_port() -> u16 {
-    5432
-}
 fn default_password_ref() -> String {
     "stored".into()
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum UpstreamTls {
-    Disable,
-    #[default]
-    Prefer,
-    Require,
-    VerifyCa,
-    VerifyFull,
 }
 
 /// Where a held credential lives.
@@ -265,8 +203,16 @@ pub enum PasswordSource {
 }
 
 impl ConnectionConfig {
-    pub fn database_or<'a>(&'a self, name: &'a str) -> &'a str {
-        self.database.as_deref().unwrap_or(name)
+    /// The protocol's options read as its adapter's type (which refuses keys it does not know);
+    /// the error is serde's, naming the key.
+    pub fn options_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        toml::Value::Table(self.options.clone()).try_into().map_err(|e: toml::de::Error| {
+            let message = e.message().trim_end();
+            match message.starts_with("unknown field") {
+                true => format!("{message}, or one of sluice's own: {}", CONNECTION_KEYS.join(", ")),
+                false => message.to_string(),
+            }
+        })
     }
 
     pub fn password_source(&self) -> Result<PasswordSource, String> {

@@ -2,6 +2,7 @@
 //! the masking. Done when the engine is built or reloaded, and by `load` so that a configuration
 //! that would not compile is refused when it is read, naming the section at fault.
 
+use crate::TargetPreparer;
 use sluice_approvals::AccessPolicy;
 use sluice_config::{AccessPolicySpec, Config, ConfigError};
 use sluice_core::review::MAX_SPAN;
@@ -11,29 +12,54 @@ use sluice_policy::{ConnectionPolicy, Policy, PolicyError, PolicySpec};
 use std::path::Path;
 
 /// Reads the configuration file and checks that everything in it compiles.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+pub fn load(path: &Path, targets: &dyn TargetPreparer) -> Result<Config, ConfigError> {
     let config = sluice_config::load(path)?;
-    check(&config, path)?;
+    check(&config, path, targets)?;
     Ok(config)
 }
 
-/// Checks that the policy, the access policies and the masking compile.
-pub fn check(config: &Config, origin: &Path) -> Result<(), ConfigError> {
+/// Checks that every connection's protocol options are what its adapter accepts, and that the
+/// policy, the access policies and the masking compile.
+pub fn check(config: &Config, origin: &Path, targets: &dyn TargetPreparer) -> Result<(), ConfigError> {
     let invalid = |key: &str, message: String| ConfigError::Invalid { path: origin.into(), key: key.into(), message };
-    policy(config).map_err(|e| invalid("policy.rules", e.to_string()))?;
-    access(config).map_err(|e| invalid("access.policies", e.to_string()))?;
+    for (name, conn) in &config.connections {
+        targets.describe(name, conn).map_err(|e| invalid(&format!("connections.{name}"), e))?;
+    }
+    policy(config, targets).map_err(|e| invalid("policy.rules", e.to_string()))?;
+    access(config, targets).map_err(|e| invalid("access.policies", e.to_string()))?;
     masking(config, [0; 32]).map_err(|e| invalid("masking", e.to_string()))?;
     Ok(())
 }
 
 /// The SQL policy: the `[policy]` section with each connection's preset, default and search_path.
-pub fn policy(config: &Config) -> Result<Policy, PolicyError> {
-    Ok(Policy::compile(&config.policy, &config.connection_policies())?.with_column_masking(masked_scopes(config)))
+pub fn policy(config: &Config, targets: &dyn TargetPreparer) -> Result<Policy, PolicyError> {
+    let connections = connection_policies(config, targets)?;
+    Ok(Policy::compile(&config.policy, &connections)?.with_column_masking(masked_scopes(config)))
+}
+
+/// What the policy needs to know of each connection: sluice's keys (preset, default) and, from
+/// its adapter, the schemas unqualified names resolve to.
+fn connection_policies(config: &Config, targets: &dyn TargetPreparer) -> Result<Vec<ConnectionPolicy>, PolicyError> {
+    config
+        .connections
+        .iter()
+        .map(|(name, conn)| {
+            let facts = targets
+                .describe(name, conn)
+                .map_err(|problem| PolicyError::Rule { rule: format!("connections.{name}"), problem })?;
+            Ok(ConnectionPolicy {
+                name: name.clone(),
+                preset: conn.policy,
+                default: conn.default,
+                search_path: facts.sql_search_path,
+            })
+        })
+        .collect()
 }
 
 /// The access policies, in the order the configuration lists them.
-pub fn access(config: &Config) -> Result<Vec<AccessPolicy>, PolicyError> {
-    let connections = config.connection_policies();
+pub fn access(config: &Config, targets: &dyn TargetPreparer) -> Result<Vec<AccessPolicy>, PolicyError> {
+    let connections = connection_policies(config, targets)?;
     config
         .access
         .policies
@@ -93,11 +119,31 @@ fn access_policy(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::TargetFacts;
+    use sluice_config::ConnectionConfig;
+    use sluice_core::Protocol;
+    use sluice_gate::Target;
+
+    /// Every connection is a SQL target with `public` as its search_path.
+    struct Plain;
+
+    impl TargetPreparer for Plain {
+        fn describe(&self, name: &str, _: &ConnectionConfig) -> Result<TargetFacts, String> {
+            Ok(TargetFacts {
+                protocol: Protocol::Postgres,
+                sql_search_path: vec!["public".into()],
+                summary: name.into(),
+            })
+        }
+        fn prepare(&self, name: &str, _: &ConnectionConfig) -> Result<Target, String> {
+            Ok(Target::new(name, Protocol::Postgres, std::sync::Arc::new(())))
+        }
+    }
 
     fn checked(text: &str) -> Result<Config, ConfigError> {
         let origin = Path::new("test.toml");
         let config = sluice_config::parse(text, origin)?;
-        check(&config, origin)?;
+        check(&config, origin, &Plain)?;
         Ok(config)
     }
 
@@ -122,9 +168,9 @@ mod tests {
              [[access.policies]]\nname = \"writer\"\nmax_duration = \"2h\"\n"
         ))
         .unwrap();
-        let rules = policy(&ok).unwrap().review_rules("r");
+        let rules = policy(&ok, &Plain).unwrap().review_rules("r");
         assert_eq!((rules.mode.as_str(), rules.timeout.as_secs(), rules.approvals), ("wait", 90, 2));
         assert_eq!(rules.approvers, ["approvers"], "the default approver group");
-        assert_eq!(access(&ok).unwrap()[0].max_duration.as_secs(), 7200);
+        assert_eq!(access(&ok, &Plain).unwrap()[0].max_duration.as_secs(), 7200);
     }
 }

@@ -16,7 +16,7 @@ use sluice_config::{Config, ConnectionConfig};
 use sluice_core::advice::{Explanation, Permissions};
 use sluice_core::audit::now_us;
 use sluice_core::sql::SqlAnalysis;
-use sluice_core::{AuditEvent, AuditSink, AuthOutcome, Decision, Identity};
+use sluice_core::{AuditEvent, AuditSink, AuthOutcome, Decision, Identity, Protocol};
 use sluice_gate::{Gate, Obligations, OpenError, OpenRequest, Presented, SessionGrant, Target};
 use sluice_mask::Masking;
 use sluice_policy::Policy;
@@ -30,9 +30,25 @@ use thiserror::Error;
 /// What the masking token key is derived for (from the master key; see `MasterKey::derive`).
 pub const MASK_TOKEN_PURPOSE: &str = "mask-token";
 
-/// Turns a configured connection into the target its adapter serves: checks the options and
-/// builds, once per reload, what every session on it needs (a TLS client configuration, say).
+/// What the engine knows of a target's protocol options, from its adapter.
+#[derive(Clone, Debug)]
+pub struct TargetFacts {
+    pub protocol: Protocol,
+    /// The schemas unqualified SQL names resolve to, for the SQL policy (empty for protocols
+    /// without SQL).
+    pub sql_search_path: Vec<String>,
+    /// One line for an operator (`sluice check`): where the target is and how it is reached.
+    pub summary: String,
+}
+
+/// The adapters' view of configured connections: each protocol's options are checked by its own
+/// adapter, never by the configuration crate or the engine.
 pub trait TargetPreparer: Send + Sync + 'static {
+    /// Checks a connection's protocol options, reading no file and no network; the error names
+    /// the option at fault.
+    fn describe(&self, name: &str, config: &ConnectionConfig) -> Result<TargetFacts, String>;
+    /// Builds, once per reload, what every session on the target needs (a TLS client
+    /// configuration, say).
     fn prepare(&self, name: &str, config: &ConnectionConfig) -> Result<Target, String>;
 }
 
@@ -100,7 +116,11 @@ impl Settings {
                 targets.prepare(name, conn).map_err(|reason| EngineError::Target { name: name.clone(), reason })?;
             connections.insert(name.clone(), Prepared { config: conn.clone(), target });
         }
-        Ok(Settings { connections, policy: compile::policy(config)?, record_statements: config.recording.statements })
+        Ok(Settings {
+            connections,
+            policy: compile::policy(config, targets)?,
+            record_statements: config.recording.statements,
+        })
     }
 }
 

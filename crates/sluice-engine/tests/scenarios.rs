@@ -9,7 +9,7 @@ use sluice_core::review::Outcome as ReviewOutcome;
 use sluice_core::span::Span;
 use sluice_core::sql::SharedAnalysis;
 use sluice_core::{AuditEvent, AuditSink, AuthOutcome, Decision, Identity, Protocol, Secret, ids, token};
-use sluice_engine::{Engine, EngineSession, MASK_TOKEN_PURPOSE, Parts, TargetPreparer};
+use sluice_engine::{Engine, EngineSession, MASK_TOKEN_PURPOSE, Parts, TargetFacts, TargetPreparer};
 use sluice_gate::{
     Action, ClientInfo, Gate, HttpAction, OpenError, OpenRequest, Outcome, OutcomeDetail, Presented, SessionGate,
     SessionGrant, SessionLog, SqlAction, Standing, Target,
@@ -95,6 +95,10 @@ impl Trail {
 struct NoOptions;
 
 impl TargetPreparer for NoOptions {
+    fn describe(&self, name: &str, _config: &ConnectionConfig) -> Result<TargetFacts, String> {
+        Ok(TargetFacts { protocol: Protocol::Postgres, sql_search_path: vec!["public".into()], summary: name.into() })
+    }
+
     fn prepare(&self, name: &str, _config: &ConnectionConfig) -> Result<Target, String> {
         Ok(Target::new(name, Protocol::Postgres, Arc::new(())))
     }
@@ -116,7 +120,8 @@ impl Drop for Harness {
 
 fn config(text: &str) -> Config {
     let config = sluice_config::parse(text, "scenario.toml".as_ref()).expect("the scenario's configuration is valid");
-    sluice_engine::compile::check(&config, "scenario.toml".as_ref()).expect("the scenario's configuration compiles");
+    sluice_engine::compile::check(&config, "scenario.toml".as_ref(), &NoOptions)
+        .expect("the scenario's configuration compiles");
     config
 }
 
@@ -131,7 +136,7 @@ async fn harness() -> Harness {
     let approvals = Arc::new(
         Approvals::new(
             store.clone() as Arc<dyn ReviewStore>,
-            sluice_engine::compile::access(&config).unwrap(),
+            sluice_engine::compile::access(&config, &NoOptions).unwrap(),
             notifier,
         )
         .await

@@ -13,6 +13,7 @@ mod scram;
 mod session;
 mod startup;
 mod stream;
+mod target;
 pub mod tls;
 pub mod upstream;
 pub mod value;
@@ -23,4 +24,5 @@ pub use error::PgError;
 /// several times cheaper than SipHash on short keys, and seeded per process.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub use listener::{ListenerConfig, PgAdapter, ServerTls};
-pub use upstream::{PgEndpoint, PgTarget, PgTargetOptions, UpstreamTlsMode};
+pub use target::{PgConnectionOptions, PgTarget};
+pub use upstream::{PgEndpoint, UpstreamTlsMode};

@@ -27,89 +27,28 @@ pub struct PgEndpoint {
     pub masking: Option<sluice_mask::SessionMasking>,
 }
 
-/// A PostgreSQL target as configured, prepared once per reload (its TLS client configuration
-/// built): what every session on it needs besides the grant.
-#[derive(Clone, Debug)]
-pub struct PgTarget {
-    pub host: String,
-    pub port: u16,
-    pub database: String,
-    pub user: String,
-    pub tls: UpstreamTls,
-    /// The search_path pinned in every session, as a setting value.
-    pub search_path: String,
-}
-
-/// A PostgreSQL target's options as the configuration gives them.
-#[derive(Clone, Copy, Debug)]
-pub struct PgTargetOptions<'a> {
-    pub host: &'a str,
-    pub port: u16,
-    pub database: &'a str,
-    pub user: &'a str,
-    pub tls: UpstreamTlsMode,
-    /// CAs trusted for `verify-ca` / `verify-full` (default: the system's roots).
-    pub ca_file: Option<&'a std::path::Path>,
-    /// The name checked against the server's certificate; defaults to `host`.
-    pub tls_server_name: Option<&'a str>,
-    /// The search_path pinned in every session, as a setting value.
-    pub search_path: &'a str,
-}
-
-impl PgTarget {
-    /// Checks a target's TLS options and builds its client configuration.
-    pub fn prepare(options: PgTargetOptions<'_>) -> Result<PgTarget, crate::tls::TlsError> {
-        use crate::tls::{Verification, client_config};
-        let verification = match options.tls {
-            UpstreamTlsMode::Disable => None,
-            UpstreamTlsMode::Prefer | UpstreamTlsMode::Require => Some(Verification::None),
-            UpstreamTlsMode::VerifyCa => Some(Verification::Chain),
-            UpstreamTlsMode::VerifyFull => Some(Verification::Full),
-        };
-        let config = verification.map(|v| client_config(v, options.ca_file)).transpose()?;
-        let server_name = options.tls_server_name.unwrap_or(options.host).to_string();
-        Ok(PgTarget {
-            host: options.host.to_string(),
-            port: options.port,
-            database: options.database.to_string(),
-            user: options.user.to_string(),
-            tls: UpstreamTls { mode: options.tls, config, server_name },
-            search_path: options.search_path.to_string(),
-        })
-    }
-
-    /// The endpoint of one session: this target, the credential sluice holds for it (`password`),
-    /// the settings sluice pins, and the grant's obligations.
-    pub fn endpoint(&self, password: Option<Secret>, obligations: sluice_gate::Obligations) -> PgEndpoint {
-        let mut settings = vec![
-            ("standard_conforming_strings".to_string(), "on".to_string()),
-            // Statements are parsed as UTF-8: the server must read them the same way.
-            ("client_encoding".to_string(), "UTF8".to_string()),
-            ("search_path".to_string(), self.search_path.clone()),
-        ];
-        if obligations.read_only {
-            settings.push(("default_transaction_read_only".into(), "on".into()));
-        }
-        PgEndpoint {
-            host: self.host.clone(),
-            port: self.port,
-            database: self.database.clone(),
-            user: self.user.clone(),
-            password,
-            tls: self.tls.clone(),
-            settings,
-            masking: obligations.masking,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// TLS towards the upstream, with libpq's `sslmode` meanings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum UpstreamTlsMode {
     Disable,
+    #[default]
     Prefer,
     Require,
     VerifyCa,
     VerifyFull,
+}
+
+impl UpstreamTlsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamTlsMode::Disable => "disable",
+            UpstreamTlsMode::Prefer => "prefer",
+            UpstreamTlsMode::Require => "require",
+            UpstreamTlsMode::VerifyCa => "verify-ca",
+            UpstreamTlsMode::VerifyFull => "verify-full",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -9,6 +9,7 @@ use sluice_core::audit::now_us;
 use sluice_core::span::Span;
 use sluice_core::token;
 use sluice_core::{AdminAction, AdminRecord};
+use sluice_engine::TargetPreparer;
 use sluice_store::vault::MasterKey;
 use sluice_store::{CredentialVault, TokenRow, TokenStore};
 use sluice_store_sqlite::{SessionFilter, SessionRow, SqliteStore};
@@ -119,7 +120,7 @@ pub enum AuthCommand {
 }
 
 async fn open_store(config_path: &Path) -> Result<(Config, SqliteStore)> {
-    let config = sluice_engine::compile::load(config_path)?;
+    let config = crate::targets::load_config(config_path)?;
     let store = SqliteStore::open(&config.server.store_path()).await?;
     Ok((config, store))
 }
@@ -386,7 +387,7 @@ pub async fn auth(config_path: &Path, cmd: AuthCommand) -> Result<()> {
 /// `sluice check`: the file is valid (policy and masking compile too) and what it sets, in a few
 /// lines or as JSON.
 pub fn check(config_path: &Path, json: bool) -> Result<()> {
-    let config = sluice_engine::compile::load(config_path)?;
+    let config = crate::targets::load_config(config_path)?;
     let summary = summary(&config);
     if json {
         let doc = serde_json::json!({ "config": config_path, "valid": true, "summary": summary });
@@ -431,15 +432,8 @@ pub fn check(config_path: &Path, json: bool) -> Result<()> {
                 .join(", "),
             };
             let preset = c.policy.map(|p| format!(", preset {}", p.as_str())).unwrap_or_default();
-            format!(
-                "{name}: {}@{}:{}/{} (upstream TLS {}, password {}{preset}; for {who})",
-                c.user,
-                c.host,
-                c.port,
-                c.database_or(name),
-                s["connections"][name]["tls"].as_str().unwrap_or(""),
-                c.password
-            )
+            let upstream = s["connections"][name]["upstream"].as_str().unwrap_or("");
+            format!("{name}: {upstream} (password {}{preset}; for {who})", c.password)
         })
         .collect();
     section("connections", &connections);
@@ -472,19 +466,24 @@ fn summary(config: &Config) -> serde_json::Value {
         .connections
         .iter()
         .map(|(name, c)| {
-            let value = json!({
+            let upstream = crate::targets::Targets.describe(name, c).map(|f| f.summary).unwrap_or_default();
+            let mut value = json!({
                 "protocol": c.protocol,
-                "host": c.host,
-                "port": c.port,
-                "database": c.database_or(name),
-                "user": c.user,
+                "upstream": upstream,
                 "password": c.password,
-                "tls": c.tls,
                 "allow_identities": c.allow_identities,
                 "allow_groups": c.allow_groups,
                 "preset": c.policy,
                 "default": c.default,
             });
+            // The protocol's own options, as written (host, user, tls, … for PostgreSQL).
+            if let (Some(value), Ok(serde_json::Value::Object(options))) =
+                (value.as_object_mut(), serde_json::to_value(&c.options))
+            {
+                for (key, option) in options {
+                    value.entry(key).or_insert(option);
+                }
+            }
             (name.clone(), value)
         })
         .collect();

@@ -23,7 +23,7 @@ pub enum MaskCommand {
 }
 
 pub fn run(config_path: &Path, cmd: MaskCommand) -> Result<()> {
-    let config = sluice_engine::compile::load(config_path)?;
+    let config = crate::targets::load_config(config_path)?;
     let MaskCommand::Test { json, text } = cmd;
     let text = if text == "-" {
         let mut buf = String::new();

@@ -46,8 +46,8 @@ pub const EXIT_REVIEW: u8 = 3;
 pub const EXIT_DENY: u8 = 4;
 
 pub fn run(config_path: &Path, cmd: PolicyCommand) -> Result<ExitCode> {
-    let config = sluice_engine::compile::load(config_path)?;
-    let policy = sluice_engine::compile::policy(&config)?;
+    let config = crate::targets::load_config(config_path)?;
+    let policy = sluice_engine::compile::policy(&config, &crate::targets::Targets)?;
     match cmd {
         PolicyCommand::Explain { identity, groups, connection, json, sql } => {
             if !config.connections.contains_key(&connection) {

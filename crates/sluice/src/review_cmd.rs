@@ -116,7 +116,7 @@ impl Client {
         let base = match (&args.url, crate::instance::of_config(config_path).and_then(|i| i.api)) {
             (Some(url), _) => url.trim_end_matches('/').to_string(),
             (None, Some(api)) => api,
-            (None, None) => sluice_engine::compile::load(config_path)
+            (None, None) => crate::targets::load_config(config_path)
                 .map(|c| c.api.base_url())
                 .with_context(|| "cannot tell where the API is: pass --url or SLUICE_URL, or a readable --config")?,
         };

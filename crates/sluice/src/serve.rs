@@ -27,7 +27,7 @@ const GRANT_REFRESH: Duration = Duration::from_secs(5);
 const TOKEN_REFRESH: Duration = Duration::from_secs(2);
 
 pub async fn run(config_path: &Path) -> Result<()> {
-    let config = sluice_engine::compile::load(config_path)?;
+    let config = crate::targets::load_config(config_path)?;
     init_logging(&config);
     let store = Arc::new(SqliteStore::open(&config.server.store_path()).await?);
     check_state_is_private(&config)?;
@@ -62,8 +62,12 @@ pub async fn run(config_path: &Path) -> Result<()> {
     };
     let notifier = Notifier::new(config.approvals.webhooks.clone(), base_url, Arc::clone(&masking));
     let approvals = Arc::new(
-        Approvals::new(store.clone() as Arc<dyn ReviewStore>, sluice_engine::compile::access(&config)?, notifier)
-            .await?,
+        Approvals::new(
+            store.clone() as Arc<dyn ReviewStore>,
+            sluice_engine::compile::access(&config, &crate::targets::Targets)?,
+            notifier,
+        )
+        .await?,
     );
     let audit: Arc<dyn AuditSink> = Arc::new(recorder);
     let parts = Parts {
@@ -281,7 +285,7 @@ async fn serve_until_stopped(config_path: &Path, running: &Config, gateway: &Eng
 /// A reload replaces connections, policy and masking all at once, or changes nothing: a file that
 /// does not load or compile is refused with its error and the running configuration stays.
 fn reload(config_path: &Path, running: &Config, gateway: &Engine) {
-    let config = match sluice_engine::compile::load(config_path) {
+    let config = match crate::targets::load_config(config_path) {
         Ok(config) => config,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "reload refused: the configuration file is invalid; nothing changed");

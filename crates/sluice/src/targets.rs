@@ -1,39 +1,58 @@
-//! Wiring: each configured connection becomes the target of the adapter for its protocol.
+//! Wiring: each configured connection becomes the target of the adapter for its protocol, which
+//! checks its options.
 
-use sluice_config::{ConnectionConfig, UpstreamTls};
+use sluice_config::ConnectionConfig;
 use sluice_core::Protocol;
-use sluice_engine::TargetPreparer;
+use sluice_engine::{TargetFacts, TargetPreparer};
 use sluice_gate::Target;
-use sluice_pg::{PgTarget, PgTargetOptions, UpstreamTlsMode};
+use sluice_pg::{PgConnectionOptions, PgTarget};
 use std::sync::Arc;
 
 /// The adapters sluice has, as the engine prepares targets for them.
 pub struct Targets;
 
+/// The protocols sluice serves, as `protocol = "…"` names them.
+const PROTOCOLS: &str = "postgres";
+
 impl TargetPreparer for Targets {
+    fn describe(&self, name: &str, conn: &ConnectionConfig) -> Result<TargetFacts, String> {
+        match conn.protocol.as_str() {
+            "postgres" => {
+                let options = pg_options(conn)?;
+                Ok(TargetFacts {
+                    protocol: Protocol::Postgres,
+                    sql_search_path: options.schemas(),
+                    summary: options.summary(name),
+                })
+            }
+            other => Err(unserved(other)),
+        }
+    }
+
     fn prepare(&self, name: &str, conn: &ConnectionConfig) -> Result<Target, String> {
         match conn.protocol.as_str() {
             "postgres" => {
-                let options = PgTargetOptions {
-                    host: &conn.host,
-                    port: conn.port,
-                    database: conn.database_or(name),
-                    user: &conn.user,
-                    tls: match conn.tls {
-                        UpstreamTls::Disable => UpstreamTlsMode::Disable,
-                        UpstreamTls::Prefer => UpstreamTlsMode::Prefer,
-                        UpstreamTls::Require => UpstreamTlsMode::Require,
-                        UpstreamTls::VerifyCa => UpstreamTlsMode::VerifyCa,
-                        UpstreamTls::VerifyFull => UpstreamTlsMode::VerifyFull,
-                    },
-                    ca_file: conn.ca_file.as_deref(),
-                    tls_server_name: conn.tls_server_name.as_deref(),
-                    search_path: &conn.search_path_setting(),
-                };
-                let target = PgTarget::prepare(options).map_err(|e| format!("upstream TLS: {e}"))?;
+                let target = PgTarget::prepare(name, &pg_options(conn)?)?;
                 Ok(Target::new(name, Protocol::Postgres, Arc::new(target)))
             }
-            other => Err(format!("protocol {other:?} is not one sluice serves (it serves: postgres)")),
+            other => Err(unserved(other)),
         }
     }
+}
+
+fn unserved(protocol: &str) -> String {
+    format!("protocol: {protocol:?} is not one sluice serves (it serves: {PROTOCOLS})")
+}
+
+/// The PostgreSQL options of a connection, as the adapter reads and checks them.
+fn pg_options(conn: &ConnectionConfig) -> Result<PgConnectionOptions, String> {
+    let options: PgConnectionOptions = conn.options_as()?;
+    options.check()?;
+    Ok(options)
+}
+
+/// Reads the configuration file and checks everything in it, each connection's options by its
+/// adapter.
+pub fn load_config(path: &std::path::Path) -> Result<sluice_config::Config, sluice_config::ConfigError> {
+    sluice_engine::compile::load(path, &Targets)
 }
