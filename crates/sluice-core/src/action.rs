@@ -89,6 +89,9 @@ pub enum RefusalCause {
     Unparseable,
     /// The client withdrew it (cancelled while it was held for a review).
     Cancelled,
+    /// sluice understands the request but cannot carry it out the way it was sent (the hint
+    /// says the way that works).
+    Unsupported,
 }
 
 /// Why something was refused, written for the agent that must decide what to do next.

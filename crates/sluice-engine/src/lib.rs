@@ -214,7 +214,7 @@ impl Gate for Engine {
             masking: Some(core.masking.load().for_session(&identity, request.target)).filter(|m| m.active()),
             read_only: !granted && settings.policy.read_only(&identity, request.target),
         };
-        let session = EngineSession::new(Arc::clone(core), &identity, &request, obligations.read_only);
+        let session = EngineSession::new(Arc::clone(core), &identity, &request, &obligations);
         let grant = SessionGrant { principal: identity, target: prepared.target.clone(), credential, obligations };
         Ok((grant, session))
     }

@@ -5,13 +5,14 @@ use crate::{EngineCore, explanation};
 use sluice_approvals::StatementReview;
 use sluice_core::advice::{Explanation, Permissions};
 use sluice_core::audit::now_us;
-use sluice_core::sql::SharedAnalysis;
+use sluice_core::sql::{SharedAnalysis, SqlAnalysis};
 use sluice_core::{
     AuditEvent, AuditSink, AuthOutcome, Decision, Hold, Identity, Protocol, Refusal, StatementRecord, ids,
 };
 use sluice_gate::{
-    Action, ClientInfo, OpenRequest, Outcome, OutcomeDetail, SessionGate, SessionLog, SqlAction, Standing,
+    Action, ClientInfo, Obligations, OpenRequest, Outcome, OutcomeDetail, SessionGate, SessionLog, SqlAction, Standing,
 };
+use sluice_mask::SessionMasking;
 use sluice_policy::Policy;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +20,9 @@ use std::sync::Arc;
 /// Kept allows by address: looked up on every statement, so hashed with foldhash (several times
 /// cheaper than SipHash on a word) and seeded per process.
 type KeptAllows = HashMap<usize, KeptAllow, foldhash::fast::RandomState>;
+
+/// Why a check that needs the database server could not be made.
+const NO_SERVER: &str = "the adapter gave no way to ask the server";
 
 /// Allows a session keeps; past this it starts over.
 const MAX_KEPT_ALLOWS: usize = 256;
@@ -34,6 +38,9 @@ pub struct EngineSession {
     client_program: Option<String>,
     /// The upstream session was opened read-only (see `Obligations::read_only`).
     upstream_read_only: bool,
+    /// The masking the session was opened with: its column rules decide what the lineage check
+    /// of views and functions looks for.
+    masking: Option<SessionMasking>,
     /// Allows given for statements this session repeats, by the address of their shared analysis,
     /// which the entry holds so that no other analysis can take the address.
     kept: KeptAllows,
@@ -46,10 +53,17 @@ struct KeptAllow {
     epoch: u64,
     /// The session's own copy: cloning the policy's would write memory every session shares.
     rule: Arc<str>,
+    /// The allow rested on the server's catalog too: it is asked again each time.
+    asked_server: bool,
 }
 
 impl EngineSession {
-    pub(crate) fn new(core: Arc<EngineCore>, identity: &Identity, request: &OpenRequest<'_>, read_only: bool) -> Self {
+    pub(crate) fn new(
+        core: Arc<EngineCore>,
+        identity: &Identity,
+        request: &OpenRequest<'_>,
+        obligations: &Obligations,
+    ) -> Self {
         let ClientInfo { protocol, addr, tls, program } = request.client;
         EngineSession {
             core,
@@ -60,7 +74,8 @@ impl EngineSession {
             client_addr: addr.to_string(),
             client_tls: tls,
             client_program: program.map(str::to_string),
-            upstream_read_only: read_only,
+            upstream_read_only: obligations.read_only,
+            masking: obligations.masking.clone(),
             kept: KeptAllows::default(),
             started: false,
             ended: false,
@@ -76,31 +91,82 @@ impl EngineSession {
         if let (Some(shared), Some(e)) = (keep, epoch)
             && let Some(kept) = self.kept.get(&Arc::as_ptr(shared).addr()).filter(|k| k.epoch == e)
         {
-            return Decision::Allow { rule: Arc::clone(&kept.rule) };
+            let (rule, asked_server) = (Arc::clone(&kept.rule), kept.asked_server);
+            // The server's catalog may have changed since: asked again (its readings are cached).
+            return match asked_server {
+                false => Decision::Allow { rule },
+                true => match self.server_checks(sql).await {
+                    Ok(_) => Decision::Allow { rule },
+                    Err(refusal) => Decision::Deny(refusal),
+                },
+            };
         }
         let settings = self.core.settings.load_full();
         let (policy, grant) = self.core.in_force(&settings, &self.identity, &self.target);
-        let decision =
-            match self.core.judge(policy, &self.identity, &self.target, sql.analysis, sql.masked_columns_here) {
-                Decision::Review(refusal) => {
-                    let canonical = sluice_sql::canonical(sql.text);
-                    self.review(policy, &refusal, sql.text, &canonical, sql.analysis.takes_parameters()).await
-                }
-                Decision::Allow { rule } if let Some((grant, _)) = grant => {
-                    Decision::Allow { rule: Arc::from(format!("grant #{}: {rule}", grant.review_id)) }
-                }
-                other => other,
-            };
+        let judged = self.core.judge(policy, &self.identity, &self.target, sql.analysis, sql.masked_columns_here);
+        // What only the server can tell is asked once the policy would let the statement through
+        // (or review it).
+        let (judged, asked_server) = match judged {
+            judged @ (Decision::Allow { .. } | Decision::Review(_)) => match self.server_checks(sql).await {
+                Ok(asked) => (judged, asked),
+                Err(refusal) => (Decision::Deny(refusal), true),
+            },
+            other => (other, false),
+        };
+        let decision = match judged {
+            Decision::Review(refusal) => {
+                let canonical = sluice_sql::canonical(sql.text);
+                self.review(policy, &refusal, sql.text, &canonical, sql.analysis.takes_parameters()).await
+            }
+            Decision::Allow { rule } if let Some((grant, _)) = grant => {
+                Decision::Allow { rule: Arc::from(format!("grant #{}: {rule}", grant.review_id)) }
+            }
+            other => other,
+        };
         if let (Some(shared), Some(e), Decision::Allow { rule }) = (keep, epoch, &decision)
             && self.core.decision_epoch(&self.identity, &self.target) == Some(e)
         {
             if self.kept.len() >= MAX_KEPT_ALLOWS {
                 self.kept.clear();
             }
-            let kept = KeptAllow { _analysis: Arc::clone(shared), epoch: e, rule: Arc::from(&**rule) };
+            let kept = KeptAllow { _analysis: Arc::clone(shared), epoch: e, rule: Arc::from(&**rule), asked_server };
             self.kept.insert(Arc::as_ptr(shared).addr(), kept);
         }
         decision
+    }
+
+    /// The checks of a statement only the database server can answer, made after policy, for
+    /// tables, views and functions alike (tables were checked with the policy, from the statement
+    /// itself): in a read-only session, a call of a user function the server says may write; with
+    /// column rules, a view or function that carries a masked column into a computation. `Ok(true)`
+    /// when the server was asked. What cannot be asked is refused.
+    async fn server_checks(&self, sql: &SqlAction<'_>) -> Result<bool, Refusal> {
+        let mut asked = false;
+        if self.upstream_read_only {
+            let called = sluice_policy::user_functions(sql.analysis);
+            if !called.is_empty() {
+                asked = true;
+                let server = sql.server.ok_or_else(|| sluice_policy::volatility_unknown(NO_SERVER))?;
+                match server.may_write(&called).await {
+                    Ok(None) => {}
+                    Ok(Some(function)) => return Err(sluice_policy::volatile_call_refusal(&function)),
+                    Err(e) => return Err(sluice_policy::volatility_unknown(&e)),
+                }
+            }
+        }
+        let Some(masking) = self.masking.as_ref().filter(|m| m.has_column_rules()) else { return Ok(asked) };
+        if !matches!(sql.analysis, SqlAnalysis::Parsed { .. }) {
+            return Ok(asked);
+        }
+        let server = sql.server.ok_or_else(|| sluice_mask::lineage_unknown(NO_SERVER))?;
+        match server.reached(sql.analysis).await {
+            Ok(None) => Ok(true),
+            Ok(Some(reached)) => match masking.catalog_problem(&reached, sql.analysis) {
+                None => Ok(true),
+                Some(problem) => Err(sluice_mask::lineage_refusal(problem)),
+            },
+            Err(e) => Err(sluice_mask::lineage_unknown(&e)),
+        }
     }
 
     /// An action of a kind no policy rule can match yet: the target's default decides.
@@ -225,9 +291,20 @@ impl SessionGate for EngineSession {
         self.core.permissions_for(&self.identity, &self.target)
     }
 
-    fn explain(&self, action: &Action<'_>) -> Explanation {
+    async fn explain(&self, action: &Action<'_>) -> Explanation {
         match action {
-            Action::Sql(sql) => self.core.explain_sql(&self.identity, &self.target, sql.analysis),
+            Action::Sql(sql) => {
+                let explanation = self.core.explain_sql(&self.identity, &self.target, sql.analysis);
+                if explanation.decision == "deny" {
+                    return explanation;
+                }
+                match self.server_checks(sql).await {
+                    Ok(_) => explanation,
+                    Err(refusal) => {
+                        Explanation { operations: explanation.operations, ..Explanation::refused(&refusal) }
+                    }
+                }
+            }
             other => {
                 let settings = self.core.settings.load();
                 let (policy, _) = self.core.in_force(&settings, &self.identity, &self.target);

@@ -7,17 +7,19 @@ use sluice_approvals::{Approvals, Notifier};
 use sluice_config::{Config, ConnectionConfig};
 use sluice_core::review::Outcome as ReviewOutcome;
 use sluice_core::span::Span;
-use sluice_core::sql::SharedAnalysis;
+use sluice_core::sql::{ObjectName, SharedAnalysis, SqlAnalysis};
 use sluice_core::{AuditEvent, AuditSink, AuthOutcome, Decision, Identity, Protocol, Secret, ids, token};
 use sluice_engine::{Engine, EngineSession, MASK_TOKEN_PURPOSE, Parts, TargetFacts, TargetPreparer};
 use sluice_gate::{
-    Action, ClientInfo, Gate, HttpAction, OpenError, OpenRequest, Outcome, OutcomeDetail, Presented, SessionGate,
-    SessionGrant, SessionLog, SqlAction, Standing, Target,
+    Action, ClientInfo, Gate, HttpAction, OpenError, OpenRequest, Outcome, OutcomeDetail, Presented, ServerAnswer,
+    SessionGate, SessionGrant, SessionLog, SqlAction, SqlServer, Standing, Target,
 };
+use sluice_mask::{CatalogRules, Masking, View};
 use sluice_store::vault::MasterKey;
 use sluice_store::{ReviewStore, TokenRow, TokenStore};
 use sluice_store_sqlite::SqliteStore;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 const CONFIG: &str = r#"
@@ -205,9 +207,47 @@ fn sql(text: &str) -> (String, SharedAnalysis) {
     (text.to_string(), Arc::new(sluice_sql::analyze(text)))
 }
 
-async fn decide<S: SessionGate>(session: &mut S, (text, analysis): &(String, SharedAnalysis)) -> Decision {
-    let action = SqlAction { text, analysis, shared: Some(analysis), masked_columns_here: true };
+async fn decide<S: SessionGate>(session: &mut S, statement: &(String, SharedAnalysis)) -> Decision {
+    decide_on(session, statement, &Server::default()).await
+}
+
+/// Decides a statement with `server` answering what only the database server knows.
+async fn decide_on<S: SessionGate>(
+    session: &mut S,
+    (text, analysis): &(String, SharedAnalysis),
+    server: &Server,
+) -> Decision {
+    let action = SqlAction { text, analysis, shared: Some(analysis), masked_columns_here: true, server: Some(server) };
     session.decide(&Action::Sql(action)).await
+}
+
+/// The database server as the fake adapter answers for it: the views and functions column rules
+/// reach (`None`: no masked column in the database), the functions that may write, or no answer at
+/// all; counts how often the engine asked.
+#[derive(Default)]
+struct Server {
+    reached: Option<Arc<CatalogRules>>,
+    writes: Vec<&'static str>,
+    unreachable: bool,
+    asked: AtomicUsize,
+}
+
+impl Server {
+    fn answer<T: Send + 'static>(&self, answer: T) -> ServerAnswer<'_, T> {
+        self.asked.fetch_add(1, Ordering::Relaxed);
+        let answer = if self.unreachable { Err("the catalog could not be read".to_string()) } else { Ok(answer) };
+        Box::pin(async move { answer })
+    }
+}
+
+impl SqlServer for Server {
+    fn reached<'a>(&'a self, _: &'a SqlAnalysis) -> ServerAnswer<'a, Option<Arc<CatalogRules>>> {
+        self.answer(self.reached.clone())
+    }
+
+    fn may_write<'a>(&'a self, called: &'a [&'a ObjectName]) -> ServerAnswer<'a, Option<ObjectName>> {
+        self.answer(called.iter().find(|f| self.writes.contains(&f.name.as_str())).map(|f| (*f).clone()))
+    }
 }
 
 fn review_id(decision: &Decision) -> i64 {
@@ -398,10 +438,13 @@ async fn masking_obligations_are_handed_out_where_a_column_rule_is_in_scope() {
 #[tokio::test]
 async fn a_kept_allow_is_decided_again_after_a_reload_changes_the_policy() {
     let h = harness().await;
-    let (_, mut session) = h.session("ann", &[], "shop").await;
+    let (_, mut session) = h.session("ann", &[], "reports").await;
     let select = sql("SELECT id FROM orders");
     for _ in 0..2 {
-        assert_eq!(decide(&mut session, &select).await, Decision::Allow { rule: "default".into() });
+        assert_eq!(
+            decide(&mut session, &select).await,
+            Decision::Allow { rule: "connection reports: read-only".into() }
+        );
     }
     let stricter = CONFIG.replace("kinds = [\"drop\"]\nreason", "kinds = [\"drop\", \"read\"]\nreason");
     h.engine.reload(&config(&stricter)).unwrap();
@@ -431,7 +474,7 @@ async fn actions_no_matcher_understands_yet_get_the_targets_default() {
     h.engine.reload(&config(&denying)).unwrap();
     let Decision::Deny(refusal) = session.decide(&http).await else { panic!("allowed under a deny default") };
     assert_eq!((refusal.rule.as_str(), refusal.detail.as_deref()), ("default", Some("DELETE /users/7")));
-    assert_eq!(session.explain(&http).decision, "deny");
+    assert_eq!(session.explain(&http).await.decision, "deny");
 }
 
 #[tokio::test]
@@ -445,4 +488,90 @@ async fn a_session_dropped_without_ending_still_ends_in_the_audit_trail() {
         kinds(&h.trail.take()),
         ["auth:success", "started", "ended", "auth:success", "auth:upstream_unavailable"]
     );
+}
+
+/// A view over `public.customers` (whose `ssn` column rule applies on shop), as the server's
+/// catalog describes it.
+fn customer_view(masking: &Masking) -> Arc<CatalogRules> {
+    let view = View {
+        schema: "public".into(),
+        name: "customer_view".into(),
+        columns: vec!["id".into(), "ssn".into()],
+        reads: vec![("public".into(), "customers".into())],
+        definition: sluice_sql::analyze("SELECT id, ssn FROM public.customers"),
+        outputs: None,
+    };
+    Arc::new(masking.catalog_rules(&[view], Vec::new(), Vec::new()))
+}
+
+#[tokio::test]
+async fn views_are_checked_for_masked_columns_after_policy_with_the_servers_catalog() {
+    let h = harness().await;
+    let (grant, mut session) = h.session("ann", &[], "shop").await;
+    let masking = grant.obligations.masking.expect("shop has a column rule");
+    let server = Server { reached: Some(customer_view(masking.masking())), ..Server::default() };
+    // The policy refuses first: the server is not asked.
+    let Decision::Deny(refusal) = decide_on(&mut session, &sql("DROP TABLE customer_view"), &server).await else {
+        panic!("a drop was not refused")
+    };
+    assert_eq!(refusal.rule, "no-drops");
+    assert_eq!(server.asked.load(Ordering::Relaxed), 0, "a statement the policy refuses costs no catalog read");
+    // Computing on a view column that carries a masked column is refused like doing so on the table.
+    let computed = sql("SELECT upper(ssn) FROM customer_view");
+    let Decision::Deny(refusal) = decide_on(&mut session, &computed, &server).await else {
+        panic!("a computation on a masked view column was allowed")
+    };
+    assert_eq!(refusal.rule, "masking");
+    assert!(server.asked.load(Ordering::Relaxed) >= 1);
+    // Reading it as it is (masked on the way out) is allowed, and so is the same on the table.
+    let plain = sql("SELECT id, ssn FROM customer_view");
+    assert_eq!(decide_on(&mut session, &plain, &server).await, Decision::Allow { rule: "default".into() });
+    let Decision::Deny(on_table) = decide(&mut session, &sql("SELECT upper(ssn) FROM customers")).await else {
+        panic!("a computation on the masked table column was allowed")
+    };
+    assert_eq!(on_table.rule, "masking");
+    // A catalog that cannot be read refuses rather than lets through what it could not check,
+    // even a statement allowed (and kept) before.
+    let unreachable = Server { unreachable: true, ..Server::default() };
+    let Decision::Deny(refusal) = decide_on(&mut session, &plain, &unreachable).await else {
+        panic!("allowed although the views could not be checked")
+    };
+    assert!(refusal.reason.contains("cannot read the server's views"), "{refusal:?}");
+    // explain asks the same questions.
+    let action = SqlAction {
+        text: &computed.0,
+        analysis: &computed.1,
+        shared: None,
+        masked_columns_here: true,
+        server: Some(&server),
+    };
+    assert_eq!(session.explain(&Action::Sql(action)).await.rule, "masking");
+}
+
+#[tokio::test]
+async fn a_read_only_session_may_not_call_a_function_the_server_says_may_write() {
+    let h = harness().await;
+    let (grant, mut session) = h.session("ann", &[], "reports").await;
+    assert!(grant.obligations.read_only);
+    let server = Server { writes: vec!["touch_audit"], ..Server::default() };
+    let Decision::Deny(refusal) = decide_on(&mut session, &sql("SELECT touch_audit()"), &server).await else {
+        panic!("a volatile function ran in a read-only session")
+    };
+    assert_eq!((refusal.rule.as_str(), refusal.detail.as_deref()), ("read-only", Some("call of touch_audit()")));
+    assert!(refusal.hint.as_deref().is_some_and(|h| h.contains("STABLE")), "{refusal:?}");
+    let stable = sql("SELECT lower(name) FROM orders");
+    assert!(decide_on(&mut session, &stable, &server).await.allows());
+    // PostgreSQL's own functions need no asking; in a session that may write, nothing is asked.
+    let asked = server.asked.load(Ordering::Relaxed);
+    decide_on(&mut session, &sql("SELECT pg_catalog.now()"), &server).await;
+    assert_eq!(server.asked.load(Ordering::Relaxed), asked);
+    let (_, mut writer) = h.session("ann", &[], "shop").await;
+    let writes_ok = Server { writes: vec!["touch_audit"], ..Server::default() };
+    let called = sql("SELECT touch_audit()");
+    assert!(decide_on(&mut writer, &called, &writes_ok).await.allows());
+    let unreachable = Server { unreachable: true, ..Server::default() };
+    let Decision::Deny(refusal) = decide_on(&mut session, &called, &unreachable).await else {
+        panic!("allowed although the function could not be checked")
+    };
+    assert!(refusal.reason.contains("cannot read the server's functions"), "{refusal:?}");
 }

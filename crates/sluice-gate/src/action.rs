@@ -2,6 +2,7 @@
 //! sluice understands. Adapters build them; the engine decides on them.
 
 use crate::http::HttpAction;
+use crate::server::SqlServer;
 use sluice_core::sql::{SharedAnalysis, SqlAnalysis};
 use std::borrow::Cow;
 
@@ -56,6 +57,10 @@ pub struct SqlAction<'a> {
     /// the adapter read its catalog and found none. Policy checks that exist only to keep masking
     /// sound are then not needed.
     pub masked_columns_here: bool,
+    /// Where the engine asks what only the server knows of the objects the statement reaches
+    /// (see `SqlServer`); `None` where the adapter has no server to ask (then a check that needs
+    /// one refuses).
+    pub server: Option<&'a dyn SqlServer>,
 }
 
 /// A command line, as the program and the arguments it will receive.
@@ -126,8 +131,13 @@ mod tests {
     #[test]
     fn each_action_names_its_kind() {
         let analysis = SqlAnalysis::Unparseable { message: "x".into() };
-        let sql =
-            Action::Sql(SqlAction { text: "select 1", analysis: &analysis, shared: None, masked_columns_here: true });
+        let sql = Action::Sql(SqlAction {
+            text: "select 1",
+            analysis: &analysis,
+            shared: None,
+            masked_columns_here: true,
+            server: None,
+        });
         let exec = Action::Exec(ExecAction { command_line: "ls -l".into(), argv: vec!["ls".into(), "-l".into()] });
         let tool = Action::Tool(ToolAction { name: "query".into(), arguments: serde_json::json!({"q": 1}) });
         assert_eq!([sql.kind(), exec.kind(), tool.kind()], ["sql", "exec", "tool"]);

@@ -6,12 +6,14 @@ pub mod action;
 pub mod grant;
 pub mod http;
 pub mod outcome;
+pub mod server;
 pub mod session;
 
 pub use action::{Action, ExecAction, KubeAction, SqlAction, ToolAction};
 pub use grant::{Obligations, SessionGrant, Target};
 pub use http::{HttpAction, HttpTargetError};
 pub use outcome::{Outcome, OutcomeDetail};
+pub use server::{ServerAnswer, SqlServer};
 pub use session::{ClientInfo, Gate, OpenError, OpenRequest, Presented, SessionGate, SessionLog, Standing};
 pub use sluice_core::advice::{Explanation, Permissions};
 pub use sluice_core::{AuthOutcome, Decision, Hold, Identity, Protocol, Refusal, RefusalCause, Secret};

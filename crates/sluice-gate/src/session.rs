@@ -121,7 +121,7 @@ pub trait SessionGate: Send + Sync + 'static {
     fn permissions(&self) -> Permissions;
 
     /// The decision `action` would get, without running it, opening a review or using an approval.
-    fn explain(&self, action: &Action<'_>) -> Explanation;
+    fn explain(&self, action: &Action<'_>) -> impl Future<Output = Explanation> + Send;
 
     /// Where the adapter's other task hands what became of the actions.
     fn log(&self) -> Self::Log;

@@ -185,6 +185,20 @@ pub fn lineage_refusal(problem: LineageProblem) -> Refusal {
     }
 }
 
+/// The refusal of a statement whose views and functions could not be checked for masked columns
+/// because the server's catalog could not be read: what cannot be checked is not allowed.
+pub fn lineage_unknown(why: &str) -> Refusal {
+    Refusal {
+        rule: "masking".into(),
+        reason: format!("sluice cannot read the server's views and functions to check them for masked columns: {why}"),
+        detail: None,
+        hint: Some(
+            "retry in a moment; if it persists, the upstream server is unreachable or refuses catalog reads".into(),
+        ),
+        cause: RefusalCause::Policy,
+    }
+}
+
 /// One finding as `sluice mask test` shows it.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Explained {

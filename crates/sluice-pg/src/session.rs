@@ -391,10 +391,6 @@ async fn relay_session<G: Gate>(opened: Opened<G::Session>, peer: SocketAddr, sh
     let ctx = Context::<G::Session> {
         log: session.log(),
         session_id: Arc::clone(&session_id),
-        upstream_read_only: endpoint
-            .settings
-            .iter()
-            .any(|(name, value)| name == "default_transaction_read_only" && value == "on"),
         classifier: &shared.classifier,
         max_message_bytes: shared.config.max_message_bytes,
         masking: endpoint.masking.clone(),

@@ -12,7 +12,10 @@ mod policy;
 mod rule;
 mod volatile;
 
-pub use pg::{PROTECTED_SETTINGS, SIDE_EFFECT_FUNCTIONS, depends_on_column_masking, is_protected_setting};
+pub use pg::{
+    PROTECTED_SETTINGS, SIDE_EFFECT_FUNCTIONS, depends_on_column_masking, is_protected_setting, user_functions,
+    volatile_call_refusal, volatility_unknown,
+};
 pub use policy::{Judgement, Policy};
 pub use sluice_core::policy::*;
 

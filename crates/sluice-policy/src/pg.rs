@@ -3,6 +3,7 @@
 
 use sluice_core::glob::glob_match;
 use sluice_core::sql::{Kind, ObjectName, Operation, SqlAnalysis};
+use sluice_core::{Refusal, RefusalCause};
 
 /// Functions that change state or reach outside the database although a SELECT can call them.
 pub const SIDE_EFFECT_FUNCTIONS: &[&str] = &[
@@ -183,4 +184,39 @@ pub fn is_protected_setting(name: &str) -> bool {
 /// PostgreSQL looks in pg_temp and pg_catalog before the search_path.
 pub(crate) fn implicit_schemas(search_path: &[String]) -> impl Iterator<Item = &str> {
     ["pg_temp", "pg_catalog"].into_iter().chain(search_path.iter().map(String::as_str))
+}
+
+/// The functions a statement calls that are not PostgreSQL's own (`pg_catalog`): in a read-only
+/// session, only the server's catalog can tell whether one of them writes.
+pub fn user_functions(analysis: &SqlAnalysis) -> Vec<&ObjectName> {
+    let SqlAnalysis::Parsed { statements } = analysis else { return Vec::new() };
+    statements.iter().flat_map(|s| &s.functions).filter(|f| f.schema.as_deref() != Some("pg_catalog")).collect()
+}
+
+fn read_only_refusal(reason: String, detail: Option<String>, hint: String) -> Refusal {
+    Refusal { rule: "read-only".into(), reason, detail, hint: Some(hint), cause: RefusalCause::Policy }
+}
+
+/// A read-only session's call of a user-defined function PostgreSQL marks VOLATILE: it may have
+/// effects the read-only transaction does not stop (an advisory lock, a dblink call).
+pub fn volatile_call_refusal(function: &ObjectName) -> Refusal {
+    read_only_refusal(
+        format!(
+            "this session is read-only, and {function}() is a user-defined function PostgreSQL marks VOLATILE: \
+             it may have effects beyond reading"
+        ),
+        Some(format!("call of {function}()")),
+        "if it only reads, its owner can say so with ALTER FUNCTION … STABLE; otherwise leave it out, or ask an \
+         operator for a connection where it is allowed"
+            .into(),
+    )
+}
+
+/// A read-only session's call of user-defined functions whose volatility could not be read.
+pub fn volatility_unknown(why: &str) -> Refusal {
+    read_only_refusal(
+        format!("sluice cannot read the server's functions to tell whether a call has side effects: {why}"),
+        None,
+        "retry in a moment; if it persists, the upstream server refuses catalog reads".into(),
+    )
 }

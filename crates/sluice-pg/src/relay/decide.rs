@@ -1,6 +1,6 @@
 //! Deciding a Query's, Parse's, Bind's or fast-path call's statement: classified, resolved against
-//! the session's PREPAREs, checked against what only the server's catalog can tell (views and
-//! functions carrying masked columns, volatile functions), then asked of the engine's session.
+//! the session's PREPAREs, and asked of the engine's session, which asks back what only the
+//! server's catalog can tell (views and functions carrying masked columns, volatile functions).
 
 use super::*;
 
@@ -18,12 +18,16 @@ where
     S: SessionGate,
     R: AsyncRead + Unpin,
 {
-    let refused = |text: Arc<str>, message: String, hint: String| {
-        let mut pending = Pending::new(Kind::Simple, text);
-        pending.decision = "deny";
-        pending.rule = Some(Arc::from("fast-path"));
-        let error = PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, message).with_hint(hint);
-        (pending, Some((error.to_bytes().freeze(), sqlstate::FEATURE_NOT_SUPPORTED)))
+    let refused = |text: Arc<str>, reason: String, hint: &str| {
+        let decision = Decision::Deny(Refusal {
+            rule: "fast-path".into(),
+            reason,
+            detail: None,
+            hint: Some(hint.into()),
+            cause: RefusalCause::Unsupported,
+        });
+        let refusal = refusal_bytes(&decision, &text);
+        (Pending::new(Kind::Simple, text).decided(&decision), refusal)
     };
     let mut r = Reader::new(body);
     let (Some(oid), Some(format)) = (r.i32(), body.len().checked_sub(2).and_then(|at| Reader::new(&body[at..]).i16()))
@@ -38,12 +42,12 @@ where
             let function = match ctx.catalog.function_by_oid(ctx.endpoint, oid, ctx.lookup_timeout).await {
                 Ok(Some(found)) => found,
                 Ok(None) => {
-                    let message = format!("sluice: fast-path call of function {oid}, which the database does not have");
-                    return Ok(refused(unknown, message, "call the function by name with SELECT".into()));
+                    let reason = format!("fast-path call of function {oid}, which the database does not have");
+                    return Ok(refused(unknown, reason, "call the function by name with SELECT"));
                 }
                 Err(e) => {
-                    let message = format!("sluice could not look up fast-path function {oid} in the catalog: {e}");
-                    return Ok(refused(unknown, message, "try again, or call the function by name with SELECT".into()));
+                    let reason = format!("sluice could not look up fast-path function {oid} in the catalog: {e}");
+                    return Ok(refused(unknown, reason, "try again, or call the function by name with SELECT"));
                 }
             };
             let params: Vec<String> = (1..=function.args).map(|n| format!("${n}")).collect();
@@ -56,8 +60,8 @@ where
     };
     let decided = decide_message(ctx, sql, text.as_bytes(), held).await?;
     if decided.answer.is_some() {
-        let message = "sluice: this function is answered by sluice, which a fast-path call cannot be".to_string();
-        return Ok(refused(decided.text, message, "call it with SELECT".into()));
+        let reason = "this function is answered by sluice, which a fast-path call cannot be".to_string();
+        return Ok(refused(decided.text, reason, "call it with SELECT"));
     }
     let refusal = refusal_bytes(&decided.decision, &decided.text);
     let mut pending = Pending::new(Kind::Simple, decided.text).decided(&decided.decision);
@@ -135,15 +139,15 @@ pub(super) async fn answer_builtin<S: SessionGate>(
         BuiltinCall::Explain(statement) => {
             let analysis = sql.classified.classify(ctx.classifier, &statement);
             let resolved = sql.prepared.resolve(&analysis);
-            let explanation = match through_server_objects(ctx, &resolved).await {
-                Some(refusal) => Explanation::refused(&refusal),
-                None => sql.gate.explain(&Action::Sql(SqlAction {
-                    text: &statement,
-                    analysis: &resolved,
-                    shared: None,
-                    masked_columns_here: true,
-                })),
-            };
+            let server = ServerCatalog(ctx);
+            let action = Action::Sql(SqlAction {
+                text: &statement,
+                analysis: &resolved,
+                shared: None,
+                masked_columns_here: true,
+                server: Some(&server),
+            });
+            let explanation = sql.gate.explain(&action).await;
             ("sluice.explain()", explanation.rows())
         }
     };
@@ -194,18 +198,19 @@ where
     let decision = {
         let resolved = sql.prepared.resolve(&analysis);
         let masked_here = masked_columns_here(ctx, sql, &resolved).await?;
-        match through_server_objects(ctx, &resolved).await {
-            Some(refusal) => Decision::Deny(refusal),
-            None => {
-                // What an EXECUTE runs is resolved afresh each time: no allow is kept for it.
-                let shared = matches!(resolved, Cow::Borrowed(_)).then_some(&analysis);
-                let action =
-                    Action::Sql(SqlAction { text, analysis: &resolved, shared, masked_columns_here: masked_here });
-                let decision = sql.gate.decide(&action).await;
-                sql.relied_on_no_masking |= !masked_here && decision.allows();
-                decision
-            }
-        }
+        // What an EXECUTE runs is resolved afresh each time: no allow is kept for it.
+        let shared = matches!(resolved, Cow::Borrowed(_)).then_some(&analysis);
+        let server = ServerCatalog(ctx);
+        let action = Action::Sql(SqlAction {
+            text,
+            analysis: &resolved,
+            shared,
+            masked_columns_here: masked_here,
+            server: Some(&server),
+        });
+        let decision = sql.gate.decide(&action).await;
+        sql.relied_on_no_masking |= !masked_here && decision.allows();
+        decision
     };
     let decision = match decision {
         Decision::Hold(h) => hold(ctx, &*sql.gate, text, &h, held, cancelled).await?,
@@ -217,84 +222,37 @@ where
     Ok(decision)
 }
 
-/// With column rules in scope, a statement that computes on (or copies) view columns carrying a
-/// masked column is refused as one doing so with the column itself is (the gateway checks the
-/// columns of tables), and so is one calling a function whose body reads a masked column. When
-/// the catalog cannot be read, that cannot be ruled out: refused.
-/// A read-only session's call of a volatile user-defined function is refused first (see
-/// `volatile_user_function`).
-pub(super) async fn through_server_objects<S: SessionGate>(
-    ctx: &Context<'_, S>,
-    analysis: &SqlAnalysis,
-) -> Option<Refusal> {
-    if let Some(refusal) = volatile_user_function(ctx, analysis).await {
-        return Some(refusal);
-    }
-    let session = ctx.masking.as_ref().filter(|m| m.has_column_rules())?;
-    if !matches!(analysis, SqlAnalysis::Parsed { .. }) || !ctx.has_masked_columns(session).await {
-        return None;
-    }
-    // (A function name that exists nowhere costs a reading each time; the server refuses it anyway.)
-    match ctx.reached_knowing(session, |r| r.calls_unknown_function(analysis)).await {
-        Ok(reached) if reached.is_empty() => None,
-        Ok(reached) => session.catalog_problem(&reached, analysis).map(sluice_mask::lineage_refusal),
-        Err(e) => Some(Refusal {
-            rule: "masking".into(),
-            reason: format!(
-                "sluice cannot read the server's views and functions to check them for masked columns: {e}"
-            ),
-            detail: None,
-            hint: Some(
-                "retry in a moment; if it persists, the upstream server is unreachable or refuses catalog reads".into(),
-            ),
-            cause: RefusalCause::Policy,
-        }),
-    }
-}
+/// The server's catalog as the engine asks it, after policy (see `sluice_gate::SqlServer`): which
+/// views and functions carry a masked column, and which called functions PostgreSQL marks
+/// VOLATILE. Both readings are shared by the sessions on the database and kept for a second; a
+/// name the last reading does not know is read afresh (it may be new).
+pub(super) struct ServerCatalog<'c, 'a, S: SessionGate>(pub(super) &'c Context<'a, S>);
 
-/// In a session whose upstream is read-only: a call of a user-defined function PostgreSQL marks
-/// VOLATILE (it may have effects the read-only transaction does not stop: an advisory lock, a
-/// dblink call), refused naming it.
-pub(super) async fn volatile_user_function<S: SessionGate>(
-    ctx: &Context<'_, S>,
-    analysis: &SqlAnalysis,
-) -> Option<Refusal> {
-    if !ctx.upstream_read_only {
-        return None;
+impl<S: SessionGate> SqlServer for ServerCatalog<'_, '_, S> {
+    fn reached<'x>(&'x self, analysis: &'x SqlAnalysis) -> ServerAnswer<'x, Option<Arc<CatalogRules>>> {
+        Box::pin(async move {
+            let ctx = self.0;
+            let Some(session) = ctx.masking.as_ref().filter(|m| m.has_column_rules()) else { return Ok(None) };
+            if !ctx.has_masked_columns(session).await {
+                return Ok(None);
+            }
+            // (A function name that exists nowhere costs a reading each time; the server refuses it anyway.)
+            let reached = ctx.reached_knowing(session, |r| r.calls_unknown_function(analysis)).await;
+            reached.map(Some).map_err(|e| e.to_string())
+        })
     }
-    let SqlAnalysis::Parsed { statements } = analysis else { return None };
-    let called: Vec<&ObjectName> =
-        statements.iter().flat_map(|s| &s.functions).filter(|f| f.schema.as_deref() != Some("pg_catalog")).collect();
-    if called.is_empty() {
-        return None;
-    }
-    let read = |fresh_for| ctx.catalog.functions(ctx.endpoint, ctx.lookup_timeout, fresh_for);
-    // A name the last reading does not know may be a function made since.
-    let functions = match read(FRESH_FOR).await {
-        Ok(known) if called.iter().any(|c| !known.knows(&c.name)) => read(Duration::ZERO).await,
-        other => other,
-    };
-    let hint = |what: &str| {
-        Some(format!("{what}; otherwise leave it out, or ask an operator for a connection where it is allowed"))
-    };
-    match functions {
-        Ok(functions) => called.iter().find(|c| functions.volatile(c.schema.as_deref(), &c.name)).map(|f| Refusal {
-            rule: "read-only".into(),
-            reason: format!(
-                "this session is read-only, and {f}() is a user-defined function PostgreSQL marks VOLATILE: \
-                 it may have effects beyond reading"
-            ),
-            detail: Some(format!("call of {f}()")),
-            hint: hint("if it only reads, its owner can say so with ALTER FUNCTION … STABLE"),
-            cause: RefusalCause::Policy,
-        }),
-        Err(e) => Some(Refusal {
-            rule: "read-only".into(),
-            reason: format!("sluice cannot read the server's functions to tell whether a call has side effects: {e}"),
-            detail: None,
-            hint: Some("retry in a moment; if it persists, the upstream server refuses catalog reads".into()),
-            cause: RefusalCause::Policy,
-        }),
+
+    fn may_write<'x>(&'x self, called: &'x [&'x ObjectName]) -> ServerAnswer<'x, Option<ObjectName>> {
+        Box::pin(async move {
+            let ctx = self.0;
+            let read = |fresh_for| ctx.catalog.functions(ctx.endpoint, ctx.lookup_timeout, fresh_for);
+            let functions = match read(FRESH_FOR).await {
+                Ok(known) if called.iter().any(|c| !known.knows(&c.name)) => read(Duration::ZERO).await,
+                other => other,
+            };
+            let functions = functions.map_err(|e| e.to_string())?;
+            Ok(called.iter().find(|c| functions.volatile(c.schema.as_deref(), &c.name)).map(|c| (*c).clone()))
+        })
     }
 }
 

@@ -29,12 +29,13 @@ use crate::mask::{self, CopyFormat, Field, ResponseMasker, RowPlan};
 use crate::upstream::{PgEndpoint, UpstreamError};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
-use sluice_core::advice::Explanation;
 use sluice_core::audit::now_us;
 use sluice_core::review::SAME_STATEMENT;
 use sluice_core::sql::{ObjectName, SharedAnalysis, SqlAnalysis, SqlStatement};
 use sluice_core::{Decision, Refusal, RefusalCause};
-use sluice_gate::{Action, Outcome, OutcomeDetail, SessionGate, SessionLog, SqlAction, Standing};
+use sluice_gate::{
+    Action, Outcome, OutcomeDetail, ServerAnswer, SessionGate, SessionLog, SqlAction, SqlServer, Standing,
+};
 use sluice_mask::{CatalogRules, ColumnMask, MaskAction, SessionMasking};
 use sluice_policy::depends_on_column_masking;
 use sluice_sql::cache::SessionClassifier;
@@ -116,8 +117,6 @@ pub struct Context<'a, S: SessionGate> {
     /// Where what became of each statement goes.
     pub log: S::Log,
     pub session_id: Arc<str>,
-    /// The upstream session was opened read-only (see `Obligations::read_only`).
-    pub upstream_read_only: bool,
     pub classifier: &'a Classifier,
     pub max_message_bytes: usize,
     /// Masking obligations for this session's responses (and its recording); `None` when there

@@ -29,6 +29,7 @@ pub(super) fn refusal_bytes(decision: &Decision, text: &str) -> Option<(Bytes, &
         RefusalCause::Policy => sqlstate::INSUFFICIENT_PRIVILEGE,
         RefusalCause::Unparseable => sqlstate::SYNTAX_ERROR,
         RefusalCause::Cancelled => sqlstate::QUERY_CANCELED,
+        RefusalCause::Unsupported => sqlstate::FEATURE_NOT_SUPPORTED,
     };
     if refusal.cause == RefusalCause::Unparseable {
         let mut error = PgError::error(code, refusal.reason.clone());
