@@ -51,6 +51,53 @@ impl Preset {
     }
 }
 
+/// The kind of request a rule is about, as one matcher per kind reads its match keys: `sql`
+/// (statements for a database: PostgreSQL now, MySQL later), `http`, `ssh`, `kube`, `mcp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleProtocol {
+    Sql,
+    Http,
+    Ssh,
+    Kube,
+    Mcp,
+}
+
+impl RuleProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleProtocol::Sql => "sql",
+            RuleProtocol::Http => "http",
+            RuleProtocol::Ssh => "ssh",
+            RuleProtocol::Kube => "kube",
+            RuleProtocol::Mcp => "mcp",
+        }
+    }
+
+    /// The matcher that reads actions of `kind` (as `sluice_gate::Action::kind` names them).
+    pub fn of_action(kind: &str) -> Option<RuleProtocol> {
+        Some(match kind {
+            "sql" => RuleProtocol::Sql,
+            "http" => RuleProtocol::Http,
+            "exec" => RuleProtocol::Ssh,
+            "kube" => RuleProtocol::Kube,
+            "tool" => RuleProtocol::Mcp,
+            _ => return None,
+        })
+    }
+
+    /// The matcher that reads requests a target of `protocol` serves.
+    pub fn serving(protocol: crate::Protocol) -> RuleProtocol {
+        match protocol {
+            crate::Protocol::Postgres => RuleProtocol::Sql,
+            crate::Protocol::Http => RuleProtocol::Http,
+            crate::Protocol::Ssh => RuleProtocol::Ssh,
+            crate::Protocol::Kube => RuleProtocol::Kube,
+            crate::Protocol::Mcp => RuleProtocol::Mcp,
+        }
+    }
+}
+
 /// A condition on an operation beyond its kind and object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -66,6 +113,11 @@ pub enum Condition {
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
     pub name: String,
+    /// The kind of request the rule is about. Unset: the kind its match keys belong to (`kinds`,
+    /// `objects`, `functions`, `when` and the presets are SQL's), or, with none, every kind: a
+    /// rule of scope only (`connections`, `identities`, `groups`) applies to every request there.
+    #[serde(default)]
+    pub protocol: Option<RuleProtocol>,
     /// Required unless `preset` is given (a preset carries its own allow and deny).
     #[serde(default)]
     pub effect: Option<Effect>,
@@ -104,6 +156,35 @@ pub struct RuleSpec {
 }
 
 impl RuleSpec {
+    /// The SQL matcher's keys this rule uses.
+    pub fn sql_keys(&self) -> Vec<&'static str> {
+        let used = [
+            ("preset", self.preset.is_some()),
+            ("kinds", !self.kinds.is_empty()),
+            ("objects", !self.objects.is_empty()),
+            ("functions", !self.functions.is_empty()),
+            ("when", !self.when.is_empty()),
+        ];
+        used.into_iter().filter_map(|(key, set)| set.then_some(key)).collect()
+    }
+
+    /// The kind of request the rule applies to (`None`: every kind), or why its keys contradict
+    /// its `protocol`.
+    pub fn applies_to(&self) -> Result<Option<RuleProtocol>, String> {
+        let sql_keys = self.sql_keys();
+        match (self.protocol, sql_keys.is_empty()) {
+            (Some(RuleProtocol::Sql) | None, false) => Ok(Some(RuleProtocol::Sql)),
+            (protocol, true) => Ok(protocol),
+            (Some(other), false) => Err(format!(
+                "{} {} SQL's, and this rule is for protocol {}; SQL rules and {} rules are written separately",
+                sql_keys.join(", "),
+                if sql_keys.len() == 1 { "is" } else { "are" },
+                other.as_str(),
+                other.as_str()
+            )),
+        }
+    }
+
     /// Who and where the rule applies to.
     pub fn scope(&self) -> RuleScope {
         RuleScope {

@@ -3,21 +3,38 @@
 
 use crate::Policy;
 use sluice_core::glob::glob_match;
-use sluice_core::policy::{Effect, PolicySpec, RuleSpec};
+use sluice_core::policy::{Effect, PolicySpec, RuleProtocol, RuleSpec};
 
 impl Policy {
     /// Problems an operator should fix: rules that can never decide anything, and rules that
-    /// contradict each other. `connections` are the configured connection names.
-    pub fn check(spec: &PolicySpec, connections: &[String]) -> Vec<String> {
+    /// contradict each other. `connections` are the configured connections with the kind of
+    /// request each serves.
+    pub fn check(spec: &PolicySpec, connections: &[(String, RuleProtocol)]) -> Vec<String> {
         let mut findings = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (i, rule) in spec.rules.iter().enumerate() {
+            match rule.applies_to() {
+                Err(problem) => findings.push(format!("rule {:?}: {problem}", rule.name)),
+                Ok(Some(protocol))
+                    if !connections.iter().any(|(name, serves)| {
+                        *serves == protocol
+                            && (rule.connections.is_empty() || rule.connections.iter().any(|c| glob_match(c, name)))
+                    }) =>
+                {
+                    findings.push(format!(
+                        "rule {:?} can never apply: it is about {} requests, and no connection it covers serves them",
+                        rule.name,
+                        protocol.as_str()
+                    ));
+                }
+                Ok(_) => {}
+            }
             if !seen.insert(rule.name.as_str()) {
                 findings
                     .push(format!("rule {:?}: another rule has the same name; refusals would be ambiguous", rule.name));
             }
             for c in &rule.connections {
-                if !connections.iter().any(|name| glob_match(c, name)) {
+                if !connections.iter().any(|(name, _)| glob_match(c, name)) {
                     findings.push(format!(
                         "rule {:?}: connections pattern {c:?} matches no configured connection",
                         rule.name
@@ -63,7 +80,8 @@ fn covers(a: &RuleSpec, b: &RuleSpec) -> bool {
     let subset = |a: &[String], b: &[String]| b.iter().all(|x| a.iter().any(|p| glob_match(p, x)));
     let everyone = |r: &RuleSpec| r.identities.is_empty() && r.groups.is_empty();
     let callers = everyone(a) || (!everyone(b) && subset(&a.identities, &b.identities) && subset(&a.groups, &b.groups));
-    a.preset.is_none()
+    a.applies_to().ok() == b.applies_to().ok()
+        && a.preset.is_none()
         && b.preset.is_none()
         && wider(&a.connections, &b.connections)
         && callers

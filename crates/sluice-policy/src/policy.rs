@@ -8,7 +8,7 @@ use crate::pg::{
 };
 use crate::rule::{Rule, compile_rule, object_matches};
 use serde::Serialize;
-use sluice_core::policy::{BuiltinRules, ConnectionPolicy, Effect, PolicySpec, RuleSpec};
+use sluice_core::policy::{BuiltinRules, ConnectionPolicy, Effect, PolicySpec, RuleProtocol, RuleSpec};
 use sluice_core::review::ReviewRules;
 use sluice_core::scope::RuleScope;
 use sluice_core::sql::{Kind, ObjectName, Operation, SqlAnalysis, SqlStatement};
@@ -35,7 +35,10 @@ struct ConnectionRules {
 /// The compiled policy.
 #[derive(Debug)]
 pub struct Policy {
+    /// The rules SQL statements are judged by: SQL's own and those of scope only.
     rules: Vec<Rule>,
+    /// Rules for the other kinds of request (HTTP, SSH, …), judged by `decide_unmatched`.
+    other_rules: Vec<Rule>,
     default: Effect,
     default_rule: Arc<str>,
     connections: HashMap<String, ConnectionRules>,
@@ -77,6 +80,8 @@ impl Policy {
         for spec in &spec.rules {
             compile_rule(spec, &mut rules)?;
         }
+        let (rules, other_rules): (Vec<Rule>, Vec<Rule>) =
+            rules.into_iter().partition(|r| r.protocol.is_none_or(|p| p == RuleProtocol::Sql));
         let ruled_functions = rules.iter().flat_map(|r| r.functions.iter().cloned()).collect();
         let side_effect_functions = SIDE_EFFECT_FUNCTIONS
             .iter()
@@ -93,6 +98,7 @@ impl Policy {
             .collect();
         Ok(Policy {
             rules,
+            other_rules,
             default: spec.default,
             default_rule: Arc::from("default"),
             connections,
@@ -225,9 +231,34 @@ impl Policy {
         }
     }
 
-    /// Decides an action of a kind no rule can match yet (`kind`: `exec`, `http`, `kube`, `tool`;
-    /// `summary` names it): the connection's default applies, under the rule name `default`.
+    /// Decides an action of a kind other than SQL (`kind`: `exec`, `http`, `kube`, `tool`;
+    /// `summary` names it) by the rules for its protocol and the rules of scope only; where none
+    /// is in scope, the connection's default applies, under the rule name `default`.
     pub fn decide_unmatched(&self, identity: &Identity, connection: &str, kind: &str, summary: &str) -> Decision {
+        // The rules for this kind of request and those of scope only; their matchers have no
+        // match keys yet, so each matches every such request in its scope. The strictest wins.
+        let protocol = RuleProtocol::of_action(kind);
+        let mut best: Option<&Rule> = None;
+        let candidates = self.other_rules.iter().filter(|r| r.protocol == protocol);
+        for rule in candidates.chain(self.rules.iter().filter(|r| r.protocol.is_none())) {
+            if rule.scope.contains(identity, connection) && best.is_none_or(|b| rule.effect > b.effect) {
+                best = Some(rule);
+            }
+        }
+        if let Some(rule) = best {
+            let refusal = || Refusal {
+                rule: rule.name.to_string(),
+                reason: rule.reason.clone(),
+                detail: Some(summary.to_string()),
+                hint: rule.hint.clone(),
+                cause: RefusalCause::Policy,
+            };
+            return match rule.effect {
+                Effect::Allow => Decision::Allow { rule: Arc::clone(&rule.name) },
+                Effect::Review => Decision::Review(refusal()),
+                Effect::Deny => Decision::Deny(refusal()),
+            };
+        }
         let effect = self.default_for(connection);
         let hint = match effect {
             Effect::Allow => return Decision::Allow { rule: Arc::clone(&self.default_rule) },
@@ -314,6 +345,7 @@ impl Policy {
     pub fn review_rules(&self, rule: &str) -> Arc<ReviewRules> {
         self.rules
             .iter()
+            .chain(&self.other_rules)
             .find(|r| &*r.name == rule && r.effect == Effect::Review)
             .and_then(|r| r.review.clone())
             .unwrap_or_else(|| Arc::new(ReviewRules::default()))
@@ -558,6 +590,62 @@ mod tests {
             policy.decide_unmatched(&me, "open", "kube", "get pods"),
             Decision::Allow { rule: "default".into() }
         );
+    }
+
+    #[test]
+    fn each_rule_applies_to_its_protocol_and_a_rule_of_scope_only_to_all() {
+        let spec = PolicySpec {
+            rules: vec![
+                RuleSpec { protocol: Some(RuleProtocol::Http), ..rule("http-reviewed", Effect::Review) },
+                RuleSpec { kinds: vec![Kind::Read], ..rule("sql-reads-denied", Effect::Deny) },
+                RuleSpec { groups: vec!["interns".into()], ..rule("interns-nowhere", Effect::Deny) },
+            ],
+            ..PolicySpec::default()
+        };
+        let policy = Policy::compile(&spec, &[conn("shop", None)]).unwrap();
+        let (ann, intern) = (identity("ann", &[]), identity("ivy", &["interns"]));
+        // HTTP: the HTTP rule, not the SQL one; the scope-only rule beats it for interns.
+        let Decision::Review(r) = policy.decide_unmatched(&ann, "shop", "http", "GET /v1/x") else { panic!() };
+        assert_eq!((r.rule.as_str(), r.detail.as_deref()), ("http-reviewed", Some("GET /v1/x")));
+        let Decision::Deny(r) = policy.decide_unmatched(&intern, "shop", "http", "GET /v1/x") else { panic!() };
+        assert_eq!(r.rule, "interns-nowhere");
+        assert_eq!(policy.review_rules("http-reviewed").approvers, ["approvers"]);
+        // SSH: neither the HTTP nor the SQL rule applies.
+        assert_eq!(policy.decide_unmatched(&ann, "shop", "exec", "ls"), Decision::Allow { rule: "default".into() });
+        // SQL: the HTTP rule never applies; the SQL and scope-only ones do.
+        let read = statement(vec![op(Kind::Read, Some("orders"))]);
+        assert_eq!(policy.decide(&ann, "shop", &read).rule(), "sql-reads-denied");
+        let write = statement(vec![op(Kind::Update, Some("orders"))]);
+        assert_eq!(effect(&policy, &ann, "shop", &write), "allow");
+        assert_eq!(policy.decide(&intern, "shop", &write).rule(), "interns-nowhere");
+    }
+
+    #[test]
+    fn a_rule_is_validated_by_its_protocols_matcher() {
+        let mixed =
+            RuleSpec { protocol: Some(RuleProtocol::Http), kinds: vec![Kind::Delete], ..rule("m", Effect::Deny) };
+        let spec = PolicySpec { rules: vec![mixed], ..PolicySpec::default() };
+        let err = Policy::compile(&spec, &[]).unwrap_err().to_string();
+        assert!(err.contains("kinds is SQL's, and this rule is for protocol http"), "{err}");
+        let preset =
+            RuleSpec { protocol: Some(RuleProtocol::Ssh), preset: Some(Preset::ReadOnly), ..rule("p", Effect::Deny) };
+        assert_eq!(preset.applies_to().unwrap_err().split(" is").next(), Some("preset"));
+        // The linter: a rule about a kind of request no connection in its scope serves.
+        let spec = PolicySpec {
+            rules: vec![
+                RuleSpec { protocol: Some(RuleProtocol::Http), ..rule("api", Effect::Deny) },
+                RuleSpec {
+                    protocol: Some(RuleProtocol::Sql),
+                    connections: vec!["billing".into()],
+                    ..rule("db", Effect::Deny)
+                },
+            ],
+            ..PolicySpec::default()
+        };
+        let text = Policy::check(&spec, &[("shop".into(), RuleProtocol::Sql), ("billing".into(), RuleProtocol::Http)])
+            .join("\n");
+        assert!(text.contains("rule \"db\" can never apply: it is about sql requests"), "{text}");
+        assert!(!text.contains("rule \"api\" can never apply"), "{text}");
     }
 
     fn statement(ops: Vec<Operation>) -> SqlAnalysis {
@@ -823,7 +911,7 @@ mod tests {
             ],
             ..PolicySpec::default()
         };
-        let findings = Policy::check(&spec, &["shop".to_string()]);
+        let findings = Policy::check(&spec, &[("shop".to_string(), RuleProtocol::Sql)]);
         let text = findings.join("\n");
         assert!(text.contains("\"tmp-deletes\" is unreachable"), "{text}");
         assert!(text.contains("\"nowhere\" matches no configured connection"), "{text}");
@@ -845,7 +933,7 @@ mod tests {
             ],
             ..PolicySpec::default()
         };
-        let text = Policy::check(&spec, &[]).join("\n");
+        let text = Policy::check(&spec, &[("shop".into(), RuleProtocol::Sql)]).join("\n");
         assert!(!text.contains("\"agents\" is unreachable"), "{text}");
         assert!(!text.contains("\"reads\" is unreachable"), "{text}");
     }

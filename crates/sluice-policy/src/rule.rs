@@ -4,7 +4,7 @@
 use crate::PolicyError;
 use crate::pg::implicit_schemas;
 use sluice_core::glob::glob_match;
-use sluice_core::policy::{Condition, Effect, Preset, RuleSpec};
+use sluice_core::policy::{Condition, Effect, Preset, RuleProtocol, RuleSpec};
 use sluice_core::review::ReviewRules;
 use sluice_core::scope::RuleScope;
 use sluice_core::sql::{Kind, ObjectName, Operation};
@@ -39,6 +39,8 @@ impl KindSet {
 pub(crate) struct Rule {
     pub(crate) name: Arc<str>,
     pub(crate) effect: Effect,
+    /// The kind of request it is about; `None`: every kind (a rule of scope only).
+    pub(crate) protocol: Option<RuleProtocol>,
     pub(crate) scope: RuleScope,
     /// `None`: every kind but dynamic SQL.
     pub(crate) kinds: Option<KindSet>,
@@ -108,9 +110,11 @@ pub(crate) fn compile_rule(spec: &RuleSpec, out: &mut Vec<Rule>) -> Result<(), P
     if spec.name.trim().is_empty() {
         return Err(problem("every rule needs a name (refusals cite it)"));
     }
+    let protocol = spec.applies_to().map_err(|p| problem(&p))?;
     let base = |effect: Effect, kinds: Option<KindSet>, reason: String| Rule {
         name: Arc::from(spec.name.as_str()),
         effect,
+        protocol,
         scope: spec.scope(),
         kinds,
         objects: spec.objects.clone(),

@@ -2,12 +2,14 @@
 //! wrong with a policy, with no server running.
 
 use crate::display::out;
+use crate::targets::Targets;
 use anyhow::Result;
 use clap::Subcommand;
 use serde_json::json;
 use sluice_core::sql::SqlAnalysis;
 use sluice_core::{Decision, Identity};
-use sluice_policy::Policy;
+use sluice_engine::TargetPreparer;
+use sluice_policy::{Policy, RuleProtocol};
 use sluice_sql::PreparedStatements;
 use std::path::Path;
 use std::process::ExitCode;
@@ -57,8 +59,15 @@ pub fn run(config_path: &Path, cmd: PolicyCommand) -> Result<ExitCode> {
             explain(&policy, &identity, &connection, &sql, json)
         }
         PolicyCommand::Check { json } => {
-            let names: Vec<String> = config.connections.keys().cloned().collect();
-            let findings = Policy::check(&config.policy, &names);
+            let connections: Vec<(String, RuleProtocol)> = config
+                .connections
+                .iter()
+                .map(|(name, conn)| {
+                    let facts = Targets.describe(name, conn).map_err(anyhow::Error::msg)?;
+                    Ok((name.clone(), RuleProtocol::serving(facts.protocol)))
+                })
+                .collect::<Result<_>>()?;
+            let findings = Policy::check(&config.policy, &connections);
             if json {
                 let findings: Vec<String> = findings.iter().map(ToString::to_string).collect();
                 let doc = json!({
