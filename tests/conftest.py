@@ -220,6 +220,10 @@ class Sluice:
                 self.proc.wait()
         if getattr(self, "stderr", None):
             self.stderr.close()
+        if sig == signal.SIGTERM and self.proc:
+            # A clean stop writes every audit record before exiting; one that gave up waiting for
+            # the recorder may have lost some.
+            assert "the recorder did not finish writing" not in self.log(), self.log()[-2000:]
         return self.proc.returncode if self.proc else None
 
     def log(self):

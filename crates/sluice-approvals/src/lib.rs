@@ -18,7 +18,7 @@ use sluice_core::review::{
     NewReview, Outcome, Review, ReviewError, ReviewMode, ReviewRules, SAME_STATEMENT, Status, Subject, statement_hash,
 };
 use sluice_core::span::Span;
-use sluice_core::{Decision, Hold, Identity, Refusal, RefusalCause};
+use sluice_core::{AuditEvent, AuditRecord, AuditSink, Decision, Hold, Identity, Principal, Refusal, RefusalCause};
 use sluice_store::{ReviewEvent, ReviewFilter, ReviewStore, StoreError, update_review};
 use std::sync::Arc;
 use thiserror::Error;
@@ -45,6 +45,8 @@ pub struct Approvals {
     waiters: Arc<Waiters>,
     grants: Grants,
     notifier: Notifier,
+    /// Where every transition of a review is recorded (the store keeps them with the review too).
+    audit: Arc<dyn AuditSink>,
     /// When each identity last asked for access, newest last (see `ACCESS_REQUESTS_PER_WINDOW`).
     asked: parking_lot::Mutex<std::collections::HashMap<String, std::collections::VecDeque<std::time::Instant>>>,
 }
@@ -92,6 +94,7 @@ impl Approvals {
         store: Arc<dyn ReviewStore>,
         access: Vec<AccessPolicy>,
         notifier: Notifier,
+        audit: Arc<dyn AuditSink>,
     ) -> Result<Approvals, StoreError> {
         let grants = Grants::default();
         let now = now_us();
@@ -102,6 +105,7 @@ impl Approvals {
             waiters: Arc::new(Waiters::default()),
             grants,
             notifier,
+            audit,
             asked: parking_lot::Mutex::default(),
         })
     }
@@ -198,6 +202,13 @@ impl Approvals {
                     rules: ask.rules.clone(),
                 };
                 let review = self.store.insert_review(new, now).await?;
+                self.recorded(
+                    &review,
+                    Some(ask.identity),
+                    Some(ask.session_id),
+                    "requested",
+                    Some(review.reason.clone()),
+                );
                 tracing::info!(review = review.id, requester = %review.requester, rule = %review.rule, "review requested");
                 self.notifier.send("requested", &review, &review.requester);
                 (review, false)
@@ -257,17 +268,18 @@ impl Approvals {
     /// approved (another session used it, it ran out).
     async fn consume(&self, id: i64, session_id: &str) -> Result<Option<Review>, ApprovalError> {
         let now = now_us();
-        let used = update_review(&*self.store, id, session_id, now, |r| {
-            let status = r.status_at(now);
-            if status != Status::Approved || !matches!(r.subject, Subject::Statement { .. }) {
-                return Err(ReviewError::NotPending { id: r.id, status });
-            }
-            r.status = Status::Consumed;
-            r.ended_at_us = Some(now);
-            r.ended_by = Some(session_id.to_string());
-            Ok(((), "ran", None))
-        })
-        .await?;
+        let used = self
+            .transition(id, None, Some(session_id), now, |r| {
+                let status = r.status_at(now);
+                if status != Status::Approved || !matches!(r.subject, Subject::Statement { .. }) {
+                    return Err(ReviewError::NotPending { id: r.id, status });
+                }
+                r.status = Status::Consumed;
+                r.ended_at_us = Some(now);
+                r.ended_by = Some(session_id.to_string());
+                Ok(((), "ran", None))
+            })
+            .await?;
         Ok(used.ok().map(|((), review)| review))
     }
 
@@ -341,22 +353,20 @@ impl Approvals {
 
     async fn timed_out(&self, session_id: &str, hold: &Hold) -> Decision {
         let note = format!("stopped waiting after {}", Span(hold.timeout));
-        if let Err(e) = self
-            .store
-            .add_review_event(
-                hold.review_id,
-                &ReviewEvent {
-                    at: now_us(),
-                    actor: session_id.to_string(),
-                    action: "wait-timed-out".into(),
-                    comment: Some(note),
-                },
-            )
-            .await
-        {
+        let event = ReviewEvent {
+            at: now_us(),
+            actor: session_id.to_string(),
+            action: "wait-timed-out".into(),
+            comment: Some(note.clone()),
+        };
+        if let Err(e) = self.store.add_review_event(hold.review_id, &event).await {
             tracing::warn!(error = %e, review = hold.review_id, "could not record a wait that timed out");
         }
-        let expires = match self.store.review(hold.review_id).await {
+        let review = self.store.review(hold.review_id).await;
+        if let Ok(Some(review)) = &review {
+            self.recorded(review, None, Some(session_id), "wait-timed-out", Some(note));
+        }
+        let expires = match review {
             Ok(Some(r)) => format!(" (it stays open until it expires, {} after it was requested)", expires_after(&r)),
             _ => String::new(),
         };
@@ -381,13 +391,14 @@ impl Approvals {
     ) -> Result<(Outcome, Review), ApprovalError> {
         bounded("comment", comment.as_deref().unwrap_or_default())?;
         let now = now_us();
-        let (outcome, review) = update_review(&*self.store, id, &who.name, now, |r| {
-            let outcome = r.approve(who, comment.clone(), now)?;
-            let action = if outcome == Outcome::Approved { "approved" } else { "approval-counted" };
-            Ok((outcome, action, comment.clone()))
-        })
-        .await
-        .map_err(|e| not_found(id, e))??;
+        let (outcome, review) = self
+            .transition(id, Some(who), None, now, |r| {
+                let outcome = r.approve(who, comment.clone(), now)?;
+                let action = if outcome == Outcome::Approved { "approved" } else { "approval-counted" };
+                Ok((outcome, action, comment.clone()))
+            })
+            .await
+            .map_err(|e| not_found(id, e))??;
         if outcome == Outcome::Approved {
             self.decided(&review, "approved", &who.name, now);
         }
@@ -397,12 +408,13 @@ impl Approvals {
     pub async fn deny(&self, who: &Identity, id: i64, reason: &str) -> Result<Review, ApprovalError> {
         bounded("reason", reason)?;
         let now = now_us();
-        let ((), review) = update_review(&*self.store, id, &who.name, now, |r| {
-            r.deny(who, reason, now)?;
-            Ok(((), "denied", Some(reason.to_string())))
-        })
-        .await
-        .map_err(|e| not_found(id, e))??;
+        let ((), review) = self
+            .transition(id, Some(who), None, now, |r| {
+                r.deny(who, reason, now)?;
+                Ok(((), "denied", Some(reason.to_string())))
+            })
+            .await
+            .map_err(|e| not_found(id, e))??;
         self.decided(&review, "denied", &who.name, now);
         Ok(review)
     }
@@ -410,14 +422,58 @@ impl Approvals {
     /// Ends an access grant early (or withdraws a pending access request).
     pub async fn revoke(&self, who: &Identity, id: i64) -> Result<Review, ApprovalError> {
         let now = now_us();
-        let ((), review) = update_review(&*self.store, id, &who.name, now, |r| {
-            r.revoke(who, now)?;
-            Ok(((), "revoked", None))
-        })
-        .await
-        .map_err(|e| not_found(id, e))??;
+        let ((), review) = self
+            .transition(id, Some(who), None, now, |r| {
+                r.revoke(who, now)?;
+                Ok(((), "revoked", None))
+            })
+            .await
+            .map_err(|e| not_found(id, e))??;
         self.decided(&review, "revoked", &who.name, now);
         Ok(review)
+    }
+
+    /// Applies `change` to review `id` as `actor` (`None`: a session of the requester's, named
+    /// `session`), through the store's compare-and-swap (`sluice_store::update_review`), and
+    /// records the transition.
+    async fn transition<T>(
+        &self,
+        id: i64,
+        actor: Option<&Identity>,
+        session: Option<&str>,
+        now: i64,
+        mut change: impl FnMut(&mut Review) -> Result<(T, &'static str, Option<String>), ReviewError>,
+    ) -> Result<Result<(T, Review), ReviewError>, StoreError> {
+        let mut made = None;
+        let name = actor.map_or_else(|| session.unwrap_or("sluice"), |who| who.name.as_str());
+        let changed = update_review(&*self.store, id, name, now, |r| {
+            let (value, action, comment) = change(r)?;
+            made = Some((action, comment.clone()));
+            Ok((value, action, comment))
+        })
+        .await?;
+        if let (Ok((_, review)), Some((action, comment))) = (&changed, made) {
+            self.recorded(review, actor, session, action, comment);
+        }
+        Ok(changed)
+    }
+
+    /// The audit record of a review's transition: by `actor`, or (`None`) by a session of the
+    /// review's requester.
+    fn recorded(
+        &self,
+        review: &Review,
+        actor: Option<&Identity>,
+        session: Option<&str>,
+        transition: &str,
+        comment: Option<String>,
+    ) {
+        let principal = match actor {
+            Some(who) => Principal::new(&who.name, Some(who.credential_id.clone())),
+            None => Principal::new(&review.requester, None),
+        };
+        let event = AuditEvent::Review { review_id: review.id, transition: transition.to_string(), comment };
+        self.audit.record(AuditRecord::now(principal, session.map(Arc::from), event));
     }
 
     fn decided(&self, review: &Review, event: &'static str, actor: &str, now: i64) {
@@ -516,6 +572,7 @@ impl Approvals {
             rules: chosen.review.clone(),
         };
         let review = self.store.insert_review(new, now_us()).await?;
+        self.recorded(&review, Some(who), None, "requested", Some(review.reason.clone()));
         tracing::info!(review = review.id, requester = %review.requester, policy = %chosen.name, "access requested");
         self.notifier.send("requested", &review, &who.name);
         Ok(review)

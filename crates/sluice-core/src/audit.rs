@@ -1,5 +1,8 @@
-//! Everything the gateway records: authentication attempts, sessions and the statements in them.
-//! Events are plain data; the store decides how to keep them.
+//! Everything sluice records, in one envelope: when, who, in which session, and what happened —
+//! an authentication attempt, a session's start and end, an action with its verdict and outcome,
+//! a review's transition, an administrative change. The engine builds every record (adapters
+//! describe outcomes; they never build events); the log that keeps them numbers them in its
+//! instance's order. Records are plain data; the store decides how to keep them.
 
 use crate::Protocol;
 use serde::Serialize;
@@ -42,32 +45,115 @@ impl AuthOutcome {
     }
 }
 
-/// One finished statement. Times are microseconds since the Unix epoch.
-#[derive(Clone, Debug, Serialize)]
-pub struct StatementRecord {
-    pub session_id: Arc<str>,
-    pub seq: u64,
-    /// `simple` (Query message) or `extended` (Parse/Bind/Execute).
-    pub path: &'static str,
-    pub text: Arc<str>,
-    pub started_at_us: i64,
-    pub duration_us: i64,
-    pub rows: u64,
-    /// The command tag (`SELECT 3`, `INSERT 0 1`) of the last completed command.
-    pub tag: Option<Arc<str>>,
-    pub error_code: Option<String>,
-    pub error_message: Option<String>,
-    /// What the gateway decided: `allow`, `deny` or `review`.
-    pub decision: &'static str,
-    /// The rule that decided (`default` when none matched).
-    pub rule: Option<Arc<str>>,
+/// Who an event is about: an identity and the credential it proved itself with; for a failed
+/// authentication, the name the caller claimed (and the token's id when the token exists); for the
+/// command line, `cli:<os user>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Principal {
+    pub name: String,
+    pub credential_id: Option<String>,
 }
 
-impl StatementRecord {
-    /// The deciding rule when the gateway refused the statement.
-    pub fn refused_by(&self) -> Option<&str> {
-        (self.decision != "allow").then_some(self.rule.as_deref()).flatten()
+impl Principal {
+    pub fn new(name: impl Into<String>, credential_id: Option<String>) -> Arc<Principal> {
+        Arc::new(Principal { name: name.into(), credential_id })
     }
+}
+
+/// One audit event in its envelope. Times are microseconds since the Unix epoch.
+#[derive(Clone, Debug, Serialize)]
+pub struct AuditRecord {
+    pub at_us: i64,
+    /// Shared by a session's records.
+    pub principal: Arc<Principal>,
+    /// The session it happened in, if any.
+    pub session: Option<Arc<str>>,
+    #[serde(flatten)]
+    pub event: AuditEvent,
+}
+
+impl AuditRecord {
+    /// A record of `event`, happening now.
+    pub fn now(principal: Arc<Principal>, session: Option<Arc<str>>, event: AuditEvent) -> AuditRecord {
+        AuditRecord { at_us: now_us(), principal, session, event }
+    }
+}
+
+/// What happened, with its kind's own detail.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AuditEvent {
+    /// A credential presented to open a session on a target, whatever came of it.
+    Authentication {
+        protocol: Protocol,
+        client_addr: String,
+        target: String,
+        outcome: AuthOutcome,
+    },
+    SessionStarted {
+        protocol: Protocol,
+        target: String,
+        client_addr: String,
+        client_tls: bool,
+        /// The program the client says it is (PostgreSQL's `application_name`).
+        client_program: Option<String>,
+    },
+    SessionEnded {
+        reason: String,
+    },
+    /// An action decided and, when allowed, carried out.
+    Action(ActionRecord),
+    /// A review requested, approved, denied, used, revoked, or waited on in vain.
+    Review {
+        review_id: i64,
+        transition: String,
+        comment: Option<String>,
+    },
+    /// A change to sluice itself rather than through it.
+    Admin {
+        action: AdminAction,
+        subject: String,
+        detail: Option<String>,
+    },
+}
+
+/// One finished action: the record's `at_us` is when it started.
+#[derive(Clone, Debug, Serialize)]
+pub struct ActionRecord {
+    /// Its place in its session.
+    pub seq: u64,
+    /// The action in one line (a statement's text), masked on the way to the store.
+    pub text: Arc<str>,
+    pub duration_us: i64,
+    /// What the gateway decided: `allow`, `deny` or `review`.
+    pub verdict: &'static str,
+    /// The rule that decided (`default` when none matched).
+    pub rule: Option<Arc<str>>,
+    pub detail: ActionDetail,
+}
+
+impl ActionRecord {
+    /// The deciding rule when the gateway refused the action.
+    pub fn refused_by(&self) -> Option<&str> {
+        (self.verdict != "allow").then_some(self.rule.as_deref()).flatten()
+    }
+}
+
+/// The protocol's own account of an action.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "protocol", rename_all = "snake_case")]
+pub enum ActionDetail {
+    /// A SQL statement.
+    Sql {
+        /// `simple` (Query message) or `extended` (Parse/Bind/Execute).
+        path: &'static str,
+        rows: u64,
+        /// The command tag (`SELECT 3`, `INSERT 0 1`) of the last completed command.
+        tag: Option<Arc<str>>,
+        /// The SQLSTATE of the error that ended it, sluice's or the server's.
+        error_code: Option<String>,
+        error_message: Option<String>,
+    },
 }
 
 /// What an operator or a caller did to sluice itself rather than through it.
@@ -94,56 +180,9 @@ impl AdminAction {
     }
 }
 
-/// One administrative event. Times are microseconds since the Unix epoch.
-#[derive(Clone, Debug, Serialize)]
-pub struct AdminRecord {
-    pub at_us: i64,
-    /// Who did it: `cli:<os user>` for the command line, an identity for the API, `unknown` for
-    /// a caller that proved none.
-    pub actor: String,
-    pub action: AdminAction,
-    /// What it was done to: a token id, a connection, an API path.
-    pub subject: String,
-    /// Anything else worth keeping (the identity a token was minted for, why a call was refused);
-    /// never a secret.
-    pub detail: Option<String>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum AuditEvent {
-    Auth {
-        at_us: i64,
-        protocol: Protocol,
-        client_addr: String,
-        user: String,
-        connection: String,
-        outcome: AuthOutcome,
-        credential_id: Option<String>,
-    },
-    SessionStarted {
-        session_id: String,
-        at_us: i64,
-        protocol: Protocol,
-        identity: String,
-        credential_id: String,
-        connection: String,
-        client_addr: String,
-        client_tls: bool,
-        application_name: Option<String>,
-    },
-    SessionEnded {
-        session_id: String,
-        at_us: i64,
-        reason: String,
-    },
-    Statement(StatementRecord),
-    Admin(AdminRecord),
-}
-
 /// Where audit events go. Must not block the caller.
 pub trait AuditSink: Send + Sync + 'static {
-    fn record(&self, event: AuditEvent);
+    fn record(&self, record: AuditRecord);
 }
 
 pub fn now_us() -> i64 {

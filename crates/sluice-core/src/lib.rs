@@ -18,6 +18,6 @@ pub mod sql;
 pub mod token;
 
 pub use action::{Decision, Hold, Protocol, Refusal, RefusalCause};
-pub use audit::{AdminAction, AdminRecord, AuditEvent, AuditSink, AuthOutcome, StatementRecord};
+pub use audit::{ActionDetail, ActionRecord, AdminAction, AuditEvent, AuditRecord, AuditSink, AuthOutcome, Principal};
 pub use identity::Identity;
 pub use secret::Secret;

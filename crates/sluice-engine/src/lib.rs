@@ -16,7 +16,9 @@ use sluice_config::{Config, ConnectionConfig};
 use sluice_core::advice::{Explanation, Permissions};
 use sluice_core::audit::now_us;
 use sluice_core::sql::SqlAnalysis;
-use sluice_core::{AuditEvent, AuditSink, AuthOutcome, Decision, Identity, Protocol};
+use sluice_core::{
+    AdminAction, AuditEvent, AuditRecord, AuditSink, AuthOutcome, Decision, Identity, Principal, Protocol,
+};
 use sluice_gate::{Gate, Obligations, OpenError, OpenRequest, Presented, SessionGrant, Target};
 use sluice_mask::Masking;
 use sluice_policy::Policy;
@@ -60,6 +62,13 @@ pub enum EngineError {
     Policy(#[from] sluice_policy::PolicyError),
     #[error(transparent)]
     Masking(#[from] sluice_mask::MaskError),
+}
+
+/// The record of an administrative change made outside a running engine (the command line's
+/// token and credential commands), by `actor` (`cli:<os user>`).
+pub fn admin_record(actor: &str, action: AdminAction, subject: &str, detail: Option<String>) -> AuditRecord {
+    let event = AuditEvent::Admin { action, subject: subject.to_string(), detail };
+    AuditRecord::now(Principal::new(actor, None), None, event)
 }
 
 /// Everything the engine is built from besides the configuration.
@@ -167,6 +176,14 @@ impl Engine {
         Ok(())
     }
 
+    /// Records a call of the REST API whose token proved nothing (`request`: its method and path).
+    pub fn record_api_refusal(&self, token_id: Option<String>, request: String, outcome: AuthOutcome) {
+        let actor = token_id.as_ref().map_or_else(|| "unknown".to_string(), |id| format!("token {id}"));
+        let detail = Some(outcome.as_str().to_string());
+        let event = AuditEvent::Admin { action: AdminAction::ApiAuthenticationFailed, subject: request, detail };
+        self.core.audit.record(AuditRecord::now(Principal::new(actor, token_id), None, event));
+    }
+
     /// What `identity` may do on `connection`, when it may use it at all: what an agent that asks
     /// with its token is told.
     pub fn permissions(&self, identity: &Identity, connection: &str) -> Option<Permissions> {
@@ -241,15 +258,17 @@ impl EngineCore {
     }
 
     fn audit_auth(&self, request: &OpenRequest<'_>, outcome: AuthOutcome, credential_id: Option<String>) {
-        self.audit.record(AuditEvent::Auth {
-            at_us: now_us(),
-            protocol: request.client.protocol,
-            client_addr: request.client.addr.to_string(),
-            user: request.presented.user().to_string(),
-            connection: request.target.to_string(),
-            outcome,
-            credential_id,
-        });
+        let principal = Principal::new(request.presented.user(), credential_id);
+        self.audit.record(AuditRecord::now(
+            principal,
+            None,
+            AuditEvent::Authentication {
+                protocol: request.client.protocol,
+                client_addr: request.client.addr.to_string(),
+                target: request.target.to_string(),
+                outcome,
+            },
+        ));
     }
 
     /// Notes the token's last use, off the session's path.

@@ -4,13 +4,13 @@
 use crate::{EngineCore, explanation};
 use sluice_approvals::StatementReview;
 use sluice_core::advice::{Explanation, Permissions};
-use sluice_core::audit::now_us;
 use sluice_core::sql::{SharedAnalysis, SqlAnalysis};
 use sluice_core::{
-    AuditEvent, AuditSink, AuthOutcome, Decision, Hold, Identity, Protocol, Refusal, StatementRecord, ids,
+    ActionRecord, AuditEvent, AuditRecord, AuditSink, AuthOutcome, Decision, Hold, Identity, Principal, Protocol,
+    Refusal, ids,
 };
 use sluice_gate::{
-    Action, ClientInfo, Obligations, OpenRequest, Outcome, OutcomeDetail, SessionGate, SessionLog, SqlAction, Standing,
+    Action, ClientInfo, Obligations, OpenRequest, Outcome, SessionGate, SessionLog, SqlAction, Standing,
 };
 use sluice_mask::SessionMasking;
 use sluice_policy::Policy;
@@ -31,6 +31,8 @@ pub struct EngineSession {
     core: Arc<EngineCore>,
     id: Arc<str>,
     identity: Identity,
+    /// Who the session's audit records are about (shared by them all).
+    principal: Arc<Principal>,
     target: String,
     protocol: Protocol,
     client_addr: String,
@@ -69,6 +71,7 @@ impl EngineSession {
             core,
             id: Arc::from(ids::new_id("s_")),
             identity: identity.clone(),
+            principal: Principal::new(&identity.name, Some(identity.credential_id.clone())),
             target: request.target.to_string(),
             protocol,
             client_addr: addr.to_string(),
@@ -205,13 +208,14 @@ impl EngineSession {
     }
 
     fn record(&self, event: AuditEvent) {
-        self.core.audit.record(event);
+        let session = Some(Arc::clone(&self.id));
+        self.core.audit.record(AuditRecord::now(Arc::clone(&self.principal), session, event));
     }
 
     fn record_end(&mut self, reason: String) {
         self.ended = true;
         if self.started {
-            self.record(AuditEvent::SessionEnded { session_id: self.id.to_string(), at_us: now_us(), reason });
+            self.record(AuditEvent::SessionEnded { reason });
         }
     }
 }
@@ -229,29 +233,22 @@ impl SessionGate for EngineSession {
 
     fn upstream_failed(mut self) {
         self.ended = true;
-        self.record(AuditEvent::Auth {
-            at_us: now_us(),
+        self.record(AuditEvent::Authentication {
             protocol: self.protocol,
             client_addr: self.client_addr.clone(),
-            user: self.identity.name.clone(),
-            connection: self.target.clone(),
+            target: self.target.clone(),
             outcome: AuthOutcome::UpstreamUnavailable,
-            credential_id: Some(self.identity.credential_id.clone()),
         });
     }
 
     fn started(&mut self) {
         self.started = true;
         self.record(AuditEvent::SessionStarted {
-            session_id: self.id.to_string(),
-            at_us: now_us(),
             protocol: self.protocol,
-            identity: self.identity.name.clone(),
-            credential_id: self.identity.credential_id.clone(),
-            connection: self.target.clone(),
+            target: self.target.clone(),
             client_addr: self.client_addr.clone(),
             client_tls: self.client_tls,
-            application_name: self.client_program.clone(),
+            client_program: self.client_program.clone(),
         });
     }
 
@@ -318,6 +315,7 @@ impl SessionGate for EngineSession {
         EngineLog {
             audit: Arc::clone(&self.core.audit),
             session_id: Arc::clone(&self.id),
+            principal: Arc::clone(&self.principal),
             records: self.core.settings.load().record_statements,
         }
     }
@@ -341,6 +339,7 @@ impl Drop for EngineSession {
 pub struct EngineLog {
     audit: Arc<dyn AuditSink>,
     session_id: Arc<str>,
+    principal: Arc<Principal>,
     records: bool,
 }
 
@@ -353,21 +352,18 @@ impl SessionLog for EngineLog {
         if !self.records {
             return;
         }
-        let OutcomeDetail::Sql { path, rows, tag, error_code, error_message } = outcome.detail;
         // The text is masked on the recorder's thread (errors arrive masked already).
-        self.audit.record(AuditEvent::Statement(StatementRecord {
-            session_id: Arc::clone(&self.session_id),
+        let action = ActionRecord {
             seq,
-            path,
             text: outcome.text,
-            started_at_us: outcome.started_at_us,
             duration_us: outcome.duration_us,
-            rows,
-            tag,
-            error_code,
-            error_message,
-            decision: outcome.decision,
+            verdict: outcome.decision,
             rule: outcome.rule,
-        }));
+            detail: outcome.detail,
+        };
+        let session = Some(Arc::clone(&self.session_id));
+        let principal = Arc::clone(&self.principal);
+        let at_us = outcome.started_at_us;
+        self.audit.record(AuditRecord { at_us, principal, session, event: AuditEvent::Action(action) });
     }
 }

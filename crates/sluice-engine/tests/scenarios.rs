@@ -8,10 +8,10 @@ use sluice_config::{Config, ConnectionConfig};
 use sluice_core::review::Outcome as ReviewOutcome;
 use sluice_core::span::Span;
 use sluice_core::sql::{ObjectName, SharedAnalysis, SqlAnalysis};
-use sluice_core::{AuditEvent, AuditSink, AuthOutcome, Decision, Identity, Protocol, Secret, ids, token};
+use sluice_core::{AuditEvent, AuditRecord, AuditSink, AuthOutcome, Decision, Identity, Protocol, Secret, ids, token};
 use sluice_engine::{Engine, EngineSession, MASK_TOKEN_PURPOSE, Parts, TargetFacts, TargetPreparer};
 use sluice_gate::{
-    Action, ClientInfo, Gate, HttpAction, OpenError, OpenRequest, Outcome, OutcomeDetail, Presented, ServerAnswer,
+    Action, ActionDetail, ClientInfo, Gate, HttpAction, OpenError, OpenRequest, Outcome, Presented, ServerAnswer,
     SessionGate, SessionGrant, SessionLog, SqlAction, SqlServer, Standing, Target,
 };
 use sluice_mask::{CatalogRules, Masking, View};
@@ -79,16 +79,16 @@ review = { approvers = ["dba"] }
 
 /// The audit trail as the engine emitted it.
 #[derive(Default)]
-struct Trail(Mutex<Vec<AuditEvent>>);
+struct Trail(Mutex<Vec<AuditRecord>>);
 
 impl AuditSink for Trail {
-    fn record(&self, event: AuditEvent) {
-        self.0.lock().unwrap().push(event);
+    fn record(&self, record: AuditRecord) {
+        self.0.lock().unwrap().push(record);
     }
 }
 
 impl Trail {
-    fn take(&self) -> Vec<AuditEvent> {
+    fn take(&self) -> Vec<AuditRecord> {
         std::mem::take(&mut *self.0.lock().unwrap())
     }
 }
@@ -135,16 +135,17 @@ async fn harness() -> Harness {
     let key = MasterKey::from_hex(&"ab".repeat(32)).unwrap();
     let masking = Arc::new(sluice_engine::compile::masking(&config, key.derive(MASK_TOKEN_PURPOSE)).unwrap());
     let notifier = Notifier::new(Vec::new(), "http://127.0.0.1:1".into(), Arc::clone(&masking));
+    let trail = Arc::new(Trail::default());
     let approvals = Arc::new(
         Approvals::new(
             store.clone() as Arc<dyn ReviewStore>,
             sluice_engine::compile::access(&config, &NoOptions).unwrap(),
             notifier,
+            Arc::clone(&trail) as Arc<dyn AuditSink>,
         )
         .await
         .unwrap(),
     );
-    let trail = Arc::new(Trail::default());
     let parts = Parts {
         tokens: store.clone(),
         vault: store.clone(),
@@ -256,15 +257,16 @@ fn review_id(decision: &Decision) -> i64 {
     refusal.reason[at + 8..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap()
 }
 
-fn kinds(events: &[AuditEvent]) -> Vec<String> {
-    events
+fn kinds(records: &[AuditRecord]) -> Vec<String> {
+    records
         .iter()
-        .map(|e| match e {
-            AuditEvent::Auth { outcome, .. } => format!("auth:{}", outcome.as_str()),
+        .map(|r| match &r.event {
+            AuditEvent::Authentication { outcome, .. } => format!("auth:{}", outcome.as_str()),
             AuditEvent::SessionStarted { .. } => "started".into(),
             AuditEvent::SessionEnded { .. } => "ended".into(),
-            AuditEvent::Statement(s) => format!("statement:{}:{}", s.decision, s.rule.as_deref().unwrap_or("-")),
-            AuditEvent::Admin(a) => format!("admin:{}", a.action.as_str()),
+            AuditEvent::Action(a) => format!("statement:{}:{}", a.verdict, a.rule.as_deref().unwrap_or("-")),
+            AuditEvent::Review { review_id, transition, .. } => format!("review #{review_id}:{transition}"),
+            AuditEvent::Admin { action, .. } => format!("admin:{}", action.as_str()),
         })
         .collect()
 }
@@ -276,7 +278,7 @@ fn outcome(text: &str, decision: &Decision) -> Outcome {
         duration_us: 2,
         decision: decision.effect(),
         rule: Some(Arc::from(decision.rule())),
-        detail: OutcomeDetail::Sql {
+        detail: ActionDetail::Sql {
             path: "simple",
             rows: 1,
             tag: Some(Arc::from("SELECT 1")),
@@ -303,13 +305,19 @@ async fn an_allowed_session_is_audited_from_authentication_to_its_end_in_order()
 
     let events = h.trail.take();
     assert_eq!(kinds(&events), ["auth:success", "started", "statement:allow:default", "ended"]);
-    let AuditEvent::Statement(record) = &events[2] else { unreachable!() };
-    assert_eq!(
-        (&*record.session_id, record.seq, &*record.text, record.rows),
-        (id.as_str(), 1, "SELECT id FROM orders", 1)
-    );
-    let AuditEvent::SessionEnded { session_id, reason, .. } = &events[3] else { unreachable!() };
-    assert_eq!((session_id.as_str(), reason.as_str()), (id.as_str(), "client terminated"));
+    // One envelope: who (the identity and its token), in which session, when; then the kind's detail.
+    let token_id = events[0].principal.credential_id.clone().expect("the token is named");
+    for record in &events {
+        assert_eq!((record.principal.name.as_str(), record.principal.credential_id.as_ref()), ("ann", Some(&token_id)));
+        assert!(record.at_us > 0);
+    }
+    assert_eq!(events[0].session, None, "authentication comes before the session");
+    assert!(events[1..].iter().all(|r| r.session.as_deref() == Some(id.as_str())));
+    let AuditEvent::Action(action) = &events[2].event else { unreachable!() };
+    let ActionDetail::Sql { rows, .. } = action.detail;
+    assert_eq!((action.seq, &*action.text, rows), (1, "SELECT id FROM orders", 1));
+    let AuditEvent::SessionEnded { reason } = &events[3].event else { unreachable!() };
+    assert_eq!(reason, "client terminated");
 }
 
 #[tokio::test]
@@ -379,7 +387,32 @@ async fn a_review_in_retry_mode_refuses_until_approved_then_allows_exactly_one_r
     assert!(matches!(run, Decision::Approved { review_id, .. } if review_id == id), "{run:?}");
     // The approval is used up: the same statement asks for a new review.
     let again = decide(&mut session, &delete).await;
-    assert_ne!(review_id(&again), id);
+    let next = review_id(&again);
+    assert_ne!(next, id);
+    // Every transition is an audit record: who asked, who approved, which session ran it.
+    let reviews: Vec<(String, String, Option<String>)> = h
+        .trail
+        .take()
+        .into_iter()
+        .filter(|r| matches!(r.event, AuditEvent::Review { .. }))
+        .map(|r| {
+            (
+                kinds(std::slice::from_ref(&r)).remove(0),
+                r.principal.name.clone(),
+                r.session.as_deref().map(str::to_string),
+            )
+        })
+        .collect();
+    let session_id = Some(session.id().to_string());
+    assert_eq!(
+        reviews,
+        [
+            (format!("review #{id}:requested"), "ann".to_string(), session_id.clone()),
+            (format!("review #{id}:approved"), "dana".to_string(), None),
+            (format!("review #{id}:ran"), "ann".to_string(), session_id.clone()),
+            (format!("review #{next}:requested"), "ann".to_string(), session_id),
+        ]
+    );
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ pub mod session;
 pub use action::{Action, ExecAction, KubeAction, SqlAction, ToolAction};
 pub use grant::{Obligations, SessionGrant, Target};
 pub use http::{HttpAction, HttpTargetError};
-pub use outcome::{Outcome, OutcomeDetail};
+pub use outcome::{ActionDetail, Outcome};
 pub use server::{ServerAnswer, SqlServer};
 pub use session::{ClientInfo, Gate, OpenError, OpenRequest, Presented, SessionGate, SessionLog, Standing};
 pub use sluice_core::advice::{Explanation, Permissions};

@@ -1,7 +1,9 @@
 //! What became of an action once the adapter relayed (or refused) it: handed to the session's log,
-//! which turns it into the audit event. Adapters describe; they never build events.
+//! which turns it into the audit record. Adapters describe; they never build records.
 
 use std::sync::Arc;
+
+pub use sluice_core::ActionDetail;
 
 /// One finished action. Times are microseconds since the Unix epoch.
 #[derive(Clone, Debug)]
@@ -14,20 +16,6 @@ pub struct Outcome {
     pub decision: &'static str,
     /// The rule that decided.
     pub rule: Option<Arc<str>>,
-    pub detail: OutcomeDetail,
-}
-
-/// The protocol's own account of what happened.
-#[derive(Clone, Debug)]
-pub enum OutcomeDetail {
-    Sql {
-        /// `simple` (Query message) or `extended` (Parse/Bind/Execute).
-        path: &'static str,
-        rows: u64,
-        /// The command tag (`SELECT 3`, `INSERT 0 1`) of the last completed command.
-        tag: Option<Arc<str>>,
-        /// The SQLSTATE of the error that ended it, sluice's or the server's.
-        error_code: Option<String>,
-        error_message: Option<String>,
-    },
+    /// The protocol's own account of what happened.
+    pub detail: ActionDetail,
 }

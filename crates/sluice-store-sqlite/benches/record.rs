@@ -1,9 +1,9 @@
-//! Micro-benchmark of statement recording (`cargo bench -p sluice-store`, divan): what writing a
+//! Micro-benchmark of statement recording (`cargo bench -p sluice-store-sqlite`, divan): what writing a
 //! batch of 500 pgbench-like statement records costs the store, per record. Recording runs off
 //! the sessions' threads, but its CPU is the gateway's all the same.
 
 use divan::Bencher;
-use sluice_core::{AuditEvent, StatementRecord};
+use sluice_core::{ActionDetail, ActionRecord, AuditEvent, AuditRecord, Principal};
 use sluice_store_sqlite::SqliteStore;
 use std::sync::Arc;
 
@@ -13,26 +13,30 @@ fn main() {
 
 const BATCH: usize = 500;
 
-fn batch(session: &Arc<str>, from: u64) -> Vec<AuditEvent> {
+fn batch(session: &Arc<str>, from: u64) -> Vec<AuditRecord> {
+    let principal = Principal::new("agent", Some("t1".into()));
     (from..from + BATCH as u64)
-        .map(|seq| {
-            AuditEvent::Statement(StatementRecord {
-                session_id: Arc::clone(session),
+        .map(|seq| AuditRecord {
+            at_us: 1_764_000_000_000_000 + seq as i64 * 90,
+            principal: Arc::clone(&principal),
+            session: Some(Arc::clone(session)),
+            event: AuditEvent::Action(ActionRecord {
                 seq,
-                path: "simple",
                 text: Arc::from(format!(
                     "SELECT abalance FROM pgbench_accounts WHERE aid = {};",
                     seq * 7919 % 1_000_000
                 )),
-                started_at_us: 1_764_000_000_000_000 + seq as i64 * 90,
                 duration_us: 85,
-                rows: 1,
-                tag: Some("SELECT 1".into()),
-                error_code: None,
-                error_message: None,
-                decision: "allow",
+                verdict: "allow",
                 rule: Some(Arc::from("reads")),
-            })
+                detail: ActionDetail::Sql {
+                    path: "simple",
+                    rows: 1,
+                    tag: Some("SELECT 1".into()),
+                    error_code: None,
+                    error_message: None,
+                },
+            }),
         })
         .collect()
 }

@@ -1,10 +1,11 @@
-//! Writes audit events into the SQLite store through one plain connection of its own, owned by the
-//! recorder's thread: each batch is one transaction of single-row INSERTs prepared once. (Through
-//! sqlx, binding and worker-thread hand-offs cost more than SQLite's own work per statement.)
+//! Writes audit records into the SQLite store through one plain connection of its own, owned by the
+//! recorder's thread: each batch is one transaction, its actions in multi-row INSERTs prepared
+//! once. Each kind of record goes to its table (sessions, statements, authentication attempts,
+//! administrative events).
 
 use crate::sqlite::{configure, unavailable};
 use rusqlite::{Connection, params};
-use sluice_core::{AuditEvent, StatementRecord};
+use sluice_core::{ActionDetail, ActionRecord, AuditEvent, AuditRecord};
 use sluice_store::StoreResult;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -24,8 +25,7 @@ const INSERT_AUTH: &str = "INSERT INTO auth_events (at, protocol, client_addr, u
 const INSERT_SESSION: &str = "INSERT INTO sessions (id, protocol, identity, credential_id, connection, client_addr, \
      client_tls, application_name, started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 const END_SESSION: &str = "UPDATE sessions SET ended_at = ?1, end_reason = ?2 WHERE id = ?3";
-pub(crate) const INSERT_ADMIN: &str =
-    "INSERT INTO admin_events (at, actor, action, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5)";
+const INSERT_ADMIN: &str = "INSERT INTO admin_events (at, actor, action, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5)";
 /// Bound values per statement row; SQLite allows 32,766 per statement.
 const STATEMENT_COLUMNS: usize = 13;
 
@@ -64,94 +64,83 @@ impl EventWriter {
         Ok(EventWriter { conn })
     }
 
-    /// Writes a batch of events in one transaction.
-    pub fn write(&mut self, events: &[AuditEvent]) -> StoreResult<()> {
-        self.write_batch(events).map_err(unavailable)
+    /// Writes a batch of records in one transaction.
+    pub fn write(&mut self, records: &[AuditRecord]) -> StoreResult<()> {
+        self.write_batch(records).map_err(unavailable)
     }
 
-    fn write_batch(&mut self, events: &[AuditEvent]) -> rusqlite::Result<()> {
+    fn write_batch(&mut self, records: &[AuditRecord]) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
-        for event in events {
+        for record in records {
+            let AuditRecord { at_us, principal, session, event } = record;
+            let (who, credential) = (&principal.name, &principal.credential_id);
             match event {
-                AuditEvent::Auth { at_us, protocol, client_addr, user, connection, outcome, credential_id } => {
+                AuditEvent::Authentication { protocol, client_addr, target, outcome } => {
                     tx.prepare_cached(INSERT_AUTH)?.execute(params![
                         at_us,
                         protocol.as_str(),
                         client_addr,
-                        user,
-                        connection,
+                        who,
+                        target,
                         outcome.as_str(),
-                        credential_id
+                        credential
                     ])?;
                 }
-                AuditEvent::SessionStarted {
-                    session_id,
-                    at_us,
-                    protocol,
-                    identity,
-                    credential_id,
-                    connection,
-                    client_addr,
-                    client_tls,
-                    application_name,
-                } => {
+                AuditEvent::SessionStarted { protocol, target, client_addr, client_tls, client_program } => {
                     tx.prepare_cached(INSERT_SESSION)?.execute(params![
-                        session_id,
+                        session.as_deref(),
                         protocol.as_str(),
-                        identity,
-                        credential_id,
-                        connection,
+                        who,
+                        credential.as_deref().unwrap_or_default(),
+                        target,
                         client_addr,
                         client_tls,
-                        application_name,
+                        client_program,
                         at_us
                     ])?;
                 }
-                AuditEvent::SessionEnded { session_id, at_us, reason } => {
-                    tx.prepare_cached(END_SESSION)?.execute(params![at_us, reason, session_id])?;
+                AuditEvent::SessionEnded { reason } => {
+                    tx.prepare_cached(END_SESSION)?.execute(params![at_us, reason, session.as_deref()])?;
                 }
-                AuditEvent::Admin(a) => {
-                    tx.prepare_cached(INSERT_ADMIN)?.execute(params![
-                        a.at_us,
-                        a.actor,
-                        a.action.as_str(),
-                        a.subject,
-                        a.detail
-                    ])?;
+                AuditEvent::Admin { action, subject, detail } => {
+                    tx.prepare_cached(INSERT_ADMIN)?.execute(params![at_us, who, action.as_str(), subject, detail])?;
                 }
-                AuditEvent::Statement(_) => {}
+                // Kept with the review itself, in the transaction that changed it (`review_events`).
+                AuditEvent::Review { .. } => {}
+                AuditEvent::Action(_) => {}
             }
         }
-        // Statements are the bulk of the traffic: one multi-row INSERT per chunk, whose SQLite
+        // Actions are the bulk of the traffic: one multi-row INSERT per chunk, whose SQLite
         // program costs less per row than a one-row INSERT run once per row.
-        let statements: Vec<&StatementRecord> = events
+        let actions: Vec<(&AuditRecord, &ActionRecord)> = records
             .iter()
-            .filter_map(|e| match e {
-                AuditEvent::Statement(s) => Some(s),
+            .filter_map(|r| match &r.event {
+                AuditEvent::Action(a) => Some((r, a)),
                 _ => None,
             })
             .collect();
-        let mut rest = statements.as_slice();
+        let mut rest = actions.as_slice();
         while !rest.is_empty() {
             let (rows, sql) = insert_for(rest.len());
             let (chunk, after) = rest.split_at(rows);
             rest = after;
             let mut insert = tx.prepare_cached(sql)?;
-            for (i, s) in chunk.iter().enumerate() {
+            for (i, (record, a)) in chunk.iter().enumerate() {
+                let ActionDetail::Sql { path, rows, tag, error_code, error_message } = &a.detail;
                 let at = i * STATEMENT_COLUMNS;
-                insert.raw_bind_parameter(at + 1, &*s.session_id)?;
-                insert.raw_bind_parameter(at + 2, s.seq as i64)?;
-                insert.raw_bind_parameter(at + 3, s.path)?;
-                insert.raw_bind_parameter(at + 4, &*s.text)?;
-                insert.raw_bind_parameter(at + 5, s.started_at_us)?;
-                insert.raw_bind_parameter(at + 6, s.duration_us)?;
-                insert.raw_bind_parameter(at + 7, s.rows as i64)?;
-                insert.raw_bind_parameter(at + 8, s.tag.as_deref())?;
-                insert.raw_bind_parameter(at + 9, s.error_code.as_deref())?;
-                insert.raw_bind_parameter(at + 10, s.error_message.as_deref())?;
-                insert.raw_bind_parameter(at + 11, s.refused_by())?;
-                insert.raw_bind_parameter(at + 12, s.decision)?;
-                insert.raw_bind_parameter(at + 13, s.rule.as_deref())?;
+                insert.raw_bind_parameter(at + 1, record.session.as_deref())?;
+                insert.raw_bind_parameter(at + 2, a.seq as i64)?;
+                insert.raw_bind_parameter(at + 3, *path)?;
+                insert.raw_bind_parameter(at + 4, &*a.text)?;
+                insert.raw_bind_parameter(at + 5, record.at_us)?;
+                insert.raw_bind_parameter(at + 6, a.duration_us)?;
+                insert.raw_bind_parameter(at + 7, *rows as i64)?;
+                insert.raw_bind_parameter(at + 8, tag.as_deref())?;
+                insert.raw_bind_parameter(at + 9, error_code.as_deref())?;
+                insert.raw_bind_parameter(at + 10, error_message.as_deref())?;
+                insert.raw_bind_parameter(at + 11, a.refused_by())?;
+                insert.raw_bind_parameter(at + 12, a.verdict)?;
+                insert.raw_bind_parameter(at + 13, a.rule.as_deref())?;
             }
             insert.raw_execute()?;
         }

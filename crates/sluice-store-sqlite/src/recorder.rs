@@ -2,7 +2,7 @@
 //! never dropping), and one thread of its own writes whatever has gathered in a single transaction.
 
 use crate::{EventWriter, SqliteStore};
-use sluice_core::AuditEvent;
+use sluice_core::{AuditEvent, AuditRecord};
 use sluice_store::StoreError;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -16,7 +16,7 @@ const MAX_BATCH: usize = 4096;
 
 #[derive(Clone, Debug)]
 pub struct Recorder {
-    tx: mpsc::Sender<AuditEvent>,
+    tx: mpsc::Sender<AuditRecord>,
 }
 
 pub struct RecorderTask {
@@ -43,16 +43,16 @@ impl Recorder {
         Ok((Recorder { tx }, RecorderTask { done }))
     }
 
-    pub fn record(&self, event: AuditEvent) {
-        if self.tx.send(event).is_err() {
+    pub fn record(&self, record: AuditRecord) {
+        if self.tx.send(record).is_err() {
             tracing::error!("recorder has stopped; an audit event was not recorded");
         }
     }
 }
 
 impl sluice_core::AuditSink for Recorder {
-    fn record(&self, event: AuditEvent) {
-        Recorder::record(self, event);
+    fn record(&self, record: AuditRecord) {
+        Recorder::record(self, record);
     }
 }
 
@@ -65,7 +65,7 @@ impl RecorderTask {
 
 fn write_loop(
     mut writer: EventWriter,
-    rx: mpsc::Receiver<AuditEvent>,
+    rx: mpsc::Receiver<AuditRecord>,
     flush_interval: Duration,
     mut texts: TextFilter,
 ) {
@@ -95,9 +95,9 @@ fn write_loop(
 
 /// Puts every statement's text through the filter. `last` is the previous text and what it became:
 /// a text recorded again (a prepared statement's runs, a repeated query) is not filtered again.
-fn filter_texts(batch: &mut [AuditEvent], texts: &mut TextFilter, last: &mut Option<(Arc<str>, Arc<str>)>) {
-    for event in batch {
-        let AuditEvent::Statement(s) = event else { continue };
+fn filter_texts(batch: &mut [AuditRecord], texts: &mut TextFilter, last: &mut Option<(Arc<str>, Arc<str>)>) {
+    for record in batch {
+        let AuditEvent::Action(s) = &mut record.event else { continue };
         let recorded = match last {
             Some((raw, filtered)) if Arc::ptr_eq(raw, &s.text) || **raw == *s.text => Arc::clone(filtered),
             _ => {
@@ -113,30 +113,28 @@ fn filter_texts(batch: &mut [AuditEvent], texts: &mut TextFilter, last: &mut Opt
 #[cfg(test)]
 mod tests {
     use super::{TextFilter, filter_texts};
-    use sluice_core::{AuditEvent, StatementRecord};
+    use sluice_core::{ActionDetail, ActionRecord, AuditEvent, AuditRecord, Principal};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    fn statement(text: &Arc<str>) -> AuditEvent {
-        AuditEvent::Statement(StatementRecord {
-            session_id: "s1".into(),
-            seq: 1,
-            path: "simple",
-            text: Arc::clone(text),
-            started_at_us: 0,
-            duration_us: 0,
-            rows: 0,
-            tag: None,
-            error_code: None,
-            error_message: None,
-            decision: "allow",
-            rule: None,
-        })
+    fn record(event: AuditEvent) -> AuditRecord {
+        AuditRecord { at_us: 0, principal: Principal::new("agent", None), session: Some("s1".into()), event }
     }
 
-    fn text_of(event: &AuditEvent) -> &str {
-        match event {
-            AuditEvent::Statement(s) => &s.text,
+    fn statement(text: &Arc<str>) -> AuditRecord {
+        record(AuditEvent::Action(ActionRecord {
+            seq: 1,
+            text: Arc::clone(text),
+            duration_us: 0,
+            verdict: "allow",
+            rule: None,
+            detail: ActionDetail::Sql { path: "simple", rows: 0, tag: None, error_code: None, error_message: None },
+        }))
+    }
+
+    fn text_of(record: &AuditRecord) -> &str {
+        match &record.event {
+            AuditEvent::Action(a) => &a.text,
             _ => "",
         }
     }
@@ -153,7 +151,7 @@ mod tests {
         let mut batch = vec![
             statement(&secret),
             statement(&secret),
-            AuditEvent::SessionEnded { session_id: "s1".into(), at_us: 1, reason: "secret".into() },
+            record(AuditEvent::SessionEnded { reason: "secret".into() }),
             statement(&Arc::from("SELECT 'secret'")),
             statement(&plain),
         ];

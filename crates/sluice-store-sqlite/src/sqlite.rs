@@ -9,7 +9,7 @@ use deadpool_sqlite::{Config, Hook, HookError, Pool, PoolConfig, Runtime};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use serde::Serialize;
-use sluice_core::AdminRecord;
+use sluice_core::AuditRecord;
 use sluice_store::{CredentialVault, StoreError, StoreResult, TokenRow, TokenStore};
 use std::path::Path;
 use std::sync::Arc;
@@ -249,17 +249,10 @@ impl SqliteStore {
         .await
     }
 
-    /// Records an administrative event at once (for the command line, which runs no recorder).
-    pub async fn record_admin(&self, event: &AdminRecord) -> StoreResult<()> {
-        let event = event.clone();
-        self.run(move |c| {
-            c.execute(
-                crate::events::INSERT_ADMIN,
-                params![event.at_us, event.actor, event.action.as_str(), event.subject, event.detail],
-            )
-            .map(drop)
-        })
-        .await
+    /// Writes one audit record at once (for the command line, which runs no recorder).
+    pub async fn record(&self, record: AuditRecord) -> StoreResult<()> {
+        let mut writer = self.event_writer()?;
+        tokio::task::spawn_blocking(move || writer.write(&[record])).await.map_err(unavailable)?
     }
 
     /// Recent administrative events, newest first.
@@ -427,7 +420,7 @@ impl CredentialVault for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_core::{AuditEvent, AuthOutcome, Protocol, StatementRecord};
+    use sluice_core::{ActionDetail, ActionRecord, AdminAction, AuditEvent, AuthOutcome, Principal, Protocol};
 
     async fn temp_store() -> (SqliteStore, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(sluice_core::ids::new_id("sluice-store-test-"));
@@ -435,58 +428,76 @@ mod tests {
         (store, dir)
     }
 
-    #[tokio::test]
-    async fn records_sessions_statements_and_auth() {
-        let (store, dir) = temp_store().await;
-        let events = vec![
-            AuditEvent::Auth {
-                at_us: 1,
-                protocol: Protocol::Postgres,
-                client_addr: "127.0.0.1:1".into(),
-                user: "mallory".into(),
-                connection: "shop".into(),
-                outcome: AuthOutcome::UnknownToken,
-                credential_id: None,
-            },
-            AuditEvent::SessionStarted {
-                session_id: "s1".into(),
-                at_us: 2,
-                protocol: Protocol::Postgres,
-                identity: "agent".into(),
-                credential_id: "t1".into(),
-                connection: "shop".into(),
-                client_addr: "127.0.0.1:2".into(),
-                client_tls: true,
-                application_name: Some("psql".into()),
-            },
-            AuditEvent::Statement(StatementRecord {
-                session_id: "s1".into(),
-                seq: 1,
+    fn at(at_us: i64, who: &str, credential: Option<&str>, session: Option<&str>, event: AuditEvent) -> AuditRecord {
+        let principal = Principal::new(who, credential.map(str::to_string));
+        AuditRecord { at_us, principal, session: session.map(Arc::from), event }
+    }
+
+    fn statement(seq: u64, text: String, tag: Option<&str>, rule: Option<&str>) -> AuditEvent {
+        AuditEvent::Action(ActionRecord {
+            seq,
+            text: text.into(),
+            duration_us: 10,
+            verdict: "allow",
+            rule: rule.map(Arc::from),
+            detail: ActionDetail::Sql {
                 path: "simple",
-                text: "select 1".into(),
-                started_at_us: 3,
-                duration_us: 10,
-                rows: 1,
-                tag: Some("SELECT 1".into()),
+                rows: seq,
+                tag: tag.map(Arc::from),
                 error_code: None,
                 error_message: None,
-                decision: "allow",
-                rule: Some("default".into()),
-            }),
-            AuditEvent::SessionEnded { session_id: "s1".into(), at_us: 4, reason: "client terminated".into() },
+            },
+        })
+    }
+
+    fn started(target: &str) -> AuditEvent {
+        AuditEvent::SessionStarted {
+            protocol: Protocol::Postgres,
+            target: target.into(),
+            client_addr: "127.0.0.1:2".into(),
+            client_tls: true,
+            client_program: Some("psql".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn records_sessions_statements_auth_and_admin_events() {
+        let (store, dir) = temp_store().await;
+        let events = vec![
+            at(
+                1,
+                "mallory",
+                None,
+                None,
+                AuditEvent::Authentication {
+                    protocol: Protocol::Postgres,
+                    client_addr: "127.0.0.1:1".into(),
+                    target: "shop".into(),
+                    outcome: AuthOutcome::UnknownToken,
+                },
+            ),
+            at(2, "agent", Some("t1"), Some("s1"), started("shop")),
+            at(3, "agent", Some("t1"), Some("s1"), statement(1, "select 1".into(), Some("SELECT 1"), Some("default"))),
+            at(4, "agent", Some("t1"), Some("s1"), AuditEvent::SessionEnded { reason: "client terminated".into() }),
         ];
         store.event_writer().unwrap().write(&events).unwrap();
+        let admin = AuditEvent::Admin { action: AdminAction::TokenMinted, subject: "t2".into(), detail: None };
+        store.record(at(5, "cli:ops", None, None, admin)).await.unwrap();
         let sessions = store.sessions(&SessionFilter::latest(10)).await.unwrap();
         assert_eq!(sessions.len(), 1);
+        assert_eq!((sessions[0].identity.as_str(), sessions[0].credential_id.as_str()), ("agent", "t1"));
+        assert_eq!(sessions[0].application_name.as_deref(), Some("psql"));
         assert_eq!(sessions[0].statements, 1);
         assert_eq!(sessions[0].end_reason.as_deref(), Some("client terminated"));
         let (_, statements) = store.session("s1").await.unwrap().unwrap();
         assert_eq!(statements[0].text, "select 1");
-        assert_eq!(statements[0].rows, 1);
+        assert_eq!((statements[0].rows, statements[0].started_at), (1, 3));
         assert_eq!(statements[0].decision.as_deref(), Some("allow"));
         assert_eq!(statements[0].rule.as_deref(), Some("default"));
         let auth = store.auth_events(10).await.unwrap();
-        assert_eq!(auth[0].outcome, "unknown_token");
+        assert_eq!((auth[0].user.as_str(), auth[0].outcome.as_str()), ("mallory", "unknown_token"));
+        let admin = store.admin_events(10).await.unwrap();
+        assert_eq!((admin[0].actor.as_str(), admin[0].action.as_str()), ("cli:ops", "token-minted"));
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -494,34 +505,10 @@ mod tests {
     #[tokio::test]
     async fn large_batches_of_statements_are_written_whole() {
         let (store, dir) = temp_store().await;
-        let statement = |seq| {
-            AuditEvent::Statement(StatementRecord {
-                session_id: "big".into(),
-                seq,
-                path: "extended",
-                text: format!("select {seq}").into(),
-                started_at_us: seq as i64,
-                duration_us: 1,
-                rows: seq,
-                tag: None,
-                error_code: None,
-                error_message: None,
-                decision: "allow",
-                rule: None,
-            })
-        };
-        let mut events = vec![AuditEvent::SessionStarted {
-            session_id: "big".into(),
-            at_us: 0,
-            protocol: Protocol::Postgres,
-            identity: "agent".into(),
-            credential_id: "t".into(),
-            connection: "shop".into(),
-            client_addr: "c".into(),
-            client_tls: false,
-            application_name: None,
-        }];
-        events.extend((1..=1234).map(statement));
+        let mut events = vec![at(0, "agent", Some("t"), Some("big"), started("shop"))];
+        events.extend((1..=1234).map(|seq| {
+            at(seq as i64, "agent", Some("t"), Some("big"), statement(seq, format!("select {seq}"), None, None))
+        }));
         store.event_writer().unwrap().write(&events).unwrap();
         let (_, statements) = store.session("big").await.unwrap().unwrap();
         assert_eq!(statements.len(), 1234);

@@ -16,10 +16,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_approvals::Approvals;
 use sluice_core::advice::{Explanation, Permissions};
-use sluice_core::audit::now_us;
 use sluice_core::review::{Outcome, Status};
 use sluice_core::span::Span;
-use sluice_core::{AdminAction, AdminRecord, AuditEvent, AuditSink, AuthOutcome, Identity};
+use sluice_core::{AuthOutcome, Identity};
 use sluice_engine::Engine;
 use sluice_store::{ReviewFilter, TokenStore};
 use std::sync::Arc;
@@ -29,10 +28,8 @@ pub struct Api {
     /// Checks the tokens API callers present.
     pub tokens: Arc<dyn TokenStore>,
     pub approvals: Arc<Approvals>,
-    /// Answers what an agent may ask before acting (its policy, explain).
+    /// Answers what an agent may ask before acting (its policy, explain), and records refused calls.
     pub engine: Arc<Engine>,
-    /// Where refused calls are recorded.
-    pub audit: Arc<dyn AuditSink>,
 }
 
 type Shared = State<Arc<Api>>;
@@ -85,13 +82,7 @@ impl FromRequestParts<Arc<Api>> for Caller {
             )),
             Err((outcome, token_id)) => {
                 tracing::warn!(outcome = outcome.as_str(), "API call with a token that proves nothing");
-                api.audit.record(AuditEvent::Admin(AdminRecord {
-                    at_us: now_us(),
-                    actor: token_id.map_or_else(|| "unknown".into(), |id| format!("token {id}")),
-                    action: AdminAction::ApiAuthenticationFailed,
-                    subject: format!("{} {}", parts.method, parts.uri.path()),
-                    detail: Some(outcome.as_str().into()),
-                }));
+                api.engine.record_api_refusal(token_id, format!("{} {}", parts.method, parts.uri.path()), outcome);
                 Err(ApiError::unauthorized(&format!("the token was not accepted ({})", outcome.as_str())))
             }
         }

@@ -61,15 +61,16 @@ pub async fn run(config_path: &Path) -> Result<()> {
         _ => config.api.base_url(),
     };
     let notifier = Notifier::new(config.approvals.webhooks.clone(), base_url, Arc::clone(&masking));
+    let audit: Arc<dyn AuditSink> = Arc::new(recorder);
     let approvals = Arc::new(
         Approvals::new(
             store.clone() as Arc<dyn ReviewStore>,
             sluice_engine::compile::access(&config, &crate::targets::Targets)?,
             notifier,
+            Arc::clone(&audit),
         )
         .await?,
     );
-    let audit: Arc<dyn AuditSink> = Arc::new(recorder);
     let parts = Parts {
         tokens: store.clone(),
         vault: store.clone(),
@@ -139,12 +140,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
         tracing::info!(%addr, "REST API ready");
         api_url = Some(format!("http://{addr}"));
         announce(format_args!("sluice: api listening on http://{addr}"));
-        let api = Arc::new(Api {
-            tokens: store.clone(),
-            approvals: Arc::clone(&approvals),
-            engine: Arc::clone(&gateway),
-            audit: Arc::clone(&audit),
-        });
+        let api =
+            Arc::new(Api { tokens: store.clone(), approvals: Arc::clone(&approvals), engine: Arc::clone(&gateway) });
         let mut stop_rx = stop_rx.clone();
         api_task = Some(tokio::spawn(async move {
             let stopped = async move {
@@ -169,11 +166,14 @@ pub async fn run(config_path: &Path) -> Result<()> {
     }
     refresher.abort();
     token_watch.abort();
+    let _ = (refresher.await, token_watch.await);
     if let Some(task) = api_task {
         let _ = tokio::time::timeout(DRAIN, task).await;
     }
     workers.stop();
+    // The recorder finishes once every handle on it is gone: the engine's, approvals' and ours.
     drop(gateway);
+    drop(approvals);
     drop(audit);
     if tokio::time::timeout(DRAIN, recorder_task.finish()).await.is_err() {
         tracing::error!("the recorder did not finish writing within {DRAIN:?}");

@@ -34,7 +34,7 @@ use sluice_core::review::SAME_STATEMENT;
 use sluice_core::sql::{ObjectName, SharedAnalysis, SqlAnalysis, SqlStatement};
 use sluice_core::{Decision, Refusal, RefusalCause};
 use sluice_gate::{
-    Action, Outcome, OutcomeDetail, ServerAnswer, SessionGate, SessionLog, SqlAction, SqlServer, Standing,
+    Action, ActionDetail, Outcome, ServerAnswer, SessionGate, SessionLog, SqlAction, SqlServer, Standing,
 };
 use sluice_mask::{CatalogRules, ColumnMask, MaskAction, SessionMasking};
 use sluice_policy::depends_on_column_masking;
@@ -204,7 +204,7 @@ impl<S: SessionGate> Context<'_, S> {
                 duration_us: p.started.elapsed().as_micros() as i64,
                 decision: p.decision,
                 rule: p.rule,
-                detail: OutcomeDetail::Sql { path, rows: p.rows, tag: p.tag, error_code, error_message },
+                detail: ActionDetail::Sql { path, rows: p.rows, tag: p.tag, error_code, error_message },
             },
         );
     }
