@@ -16,9 +16,11 @@
 //! in order and gives exactly PostgreSQL's semantics after an error: the rest of the pipeline up to
 //! Sync is skipped and an open transaction is aborted.
 //!
-//! The modules: `client` and `server` (the two directions), `decide` (what is asked of the engine
-//! and checked against the catalog), `hold` (waiting on a review), `refusal` (refusals on the wire),
-//! `tracker` (what the server still owes), `coalesce` (writes of large responses).
+//! The modules: `client` and `server` (the two directions), the client's messages by group
+//! (`simple`: Query and FunctionCall; `extended`: Parse, Bind, Describe, Execute, Close, Sync),
+//! `decide` (what is asked of the engine, and the catalog it may ask back), `hold` (waiting on a
+//! review), `refusal` (refusals on the wire), `tracker` (what the server still owes), `coalesce`
+//! (writes of large responses).
 
 // The relay's prelude: every module below starts with `use super::*`.
 use crate::FastMap;
@@ -51,9 +53,11 @@ use tokio::sync::{Notify, mpsc};
 mod client;
 mod coalesce;
 mod decide;
+mod extended;
 mod hold;
 mod refusal;
 mod server;
+mod simple;
 mod tracker;
 
 pub use client::client_to_upstream;
