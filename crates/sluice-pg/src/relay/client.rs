@@ -2,7 +2,7 @@
 //! (`simple` for Query and FunctionCall, `extended` for Parse, Bind, Describe, Execute, Sync and
 //! Close), and forwarded as they came or as the handler rewrote them.
 
-use super::extended::{Bind, Close, Describe, Execute, Parse};
+use super::extended::{Bind, Execute, Parse, Subject};
 use super::*;
 
 /// What the relay does with one client message besides passing it on.
@@ -202,10 +202,10 @@ where
             b'F' => self.function_call(body).await?,
             b'P' => self.parse(Parse::read(body)?).await?,
             b'B' => self.bind(Bind::read(body)?).await?,
-            b'D' => self.describe(Describe::read(body)?),
+            b'D' => self.describe(Subject::read(body, "Describe")?),
             b'E' => self.execute(Execute::read(body)?, described.as_deref()),
             b'S' => self.sync(),
-            b'C' => self.close(Close::read(body)?),
+            b'C' => self.close(Subject::read(body, "Close")?),
             b'X' => return Ok(None),
             b'H' | b'd' | b'c' | b'f' => Rewrite::default(),
             other => {

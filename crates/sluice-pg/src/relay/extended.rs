@@ -1,5 +1,5 @@
 //! The extended protocol's messages from the client — Parse, Bind, Describe, Execute, Close and
-//! Sync — read into typed views borrowed from the frame, and what the relay does with each:
+//! Sync — read into typed views borrowed from the frame (`Parse`, `Bind`, `Subject`, `Execute`), and what the relay does with each:
 //! statements are decided at Parse (and again at Bind when the decision may have moved since),
 //! an approval for one run allows one Bind, and every Execute of a masked session is preceded by
 //! sluice's own Describe of the portal.
@@ -19,8 +19,8 @@ pub(super) struct Bind<'a> {
     pub(super) statement: &'a [u8],
 }
 
-/// Describe of a statement (`b'S'`) or a portal (`b'P'`).
-pub(super) struct Describe<'a> {
+/// Describe or Close: of a statement (`b'S'`) or a portal (`b'P'`), by name.
+pub(super) struct Subject<'a> {
     pub(super) which: u8,
     pub(super) name: &'a [u8],
 }
@@ -30,55 +30,34 @@ pub(super) struct Execute<'a> {
     pub(super) portal: &'a [u8],
 }
 
-/// Close of a statement (`b'S'`) or a portal (`b'P'`).
-pub(super) struct Close<'a> {
-    pub(super) which: u8,
-    pub(super) name: &'a [u8],
+/// The two strings a Parse or a Bind starts with.
+fn two_cstrs<'a>(body: &'a [u8], what: &str) -> Result<(&'a [u8], &'a [u8]), RelayEnd> {
+    let mut r = Reader::new(body);
+    r.cstr().zip(r.cstr()).ok_or_else(|| malformed(what))
 }
 
 impl<'a> Parse<'a> {
     pub(super) fn read(body: &'a [u8]) -> Result<Self, RelayEnd> {
-        let mut r = Reader::new(body);
-        match (r.cstr(), r.cstr()) {
-            (Some(name), Some(query)) => Ok(Parse { name, query }),
-            _ => Err(malformed("Parse")),
-        }
+        two_cstrs(body, "Parse").map(|(name, query)| Parse { name, query })
     }
 }
 
 impl<'a> Bind<'a> {
     pub(super) fn read(body: &'a [u8]) -> Result<Self, RelayEnd> {
-        let mut r = Reader::new(body);
-        match (r.cstr(), r.cstr()) {
-            (Some(portal), Some(statement)) => Ok(Bind { portal, statement }),
-            _ => Err(malformed("Bind")),
-        }
+        two_cstrs(body, "Bind").map(|(portal, statement)| Bind { portal, statement })
     }
 }
 
-impl<'a> Describe<'a> {
-    pub(super) fn read(body: &'a [u8]) -> Result<Self, RelayEnd> {
+impl<'a> Subject<'a> {
+    pub(super) fn read(body: &'a [u8], what: &str) -> Result<Self, RelayEnd> {
         let mut r = Reader::new(body);
-        match (r.u8(), r.cstr()) {
-            (Some(which), Some(name)) => Ok(Describe { which, name }),
-            _ => Err(malformed("Describe")),
-        }
+        r.u8().zip(r.cstr()).map(|(which, name)| Subject { which, name }).ok_or_else(|| malformed(what))
     }
 }
 
 impl<'a> Execute<'a> {
     pub(super) fn read(body: &'a [u8]) -> Result<Self, RelayEnd> {
         Reader::new(body).cstr().map(|portal| Execute { portal }).ok_or_else(|| malformed("Execute"))
-    }
-}
-
-impl<'a> Close<'a> {
-    pub(super) fn read(body: &'a [u8]) -> Result<Self, RelayEnd> {
-        let mut r = Reader::new(body);
-        match (r.u8(), r.cstr()) {
-            (Some(which), Some(name)) => Ok(Close { which, name }),
-            _ => Err(malformed("Close")),
-        }
     }
 }
 
@@ -293,7 +272,7 @@ where
 
     /// A Describe: answered by the server; a portal described is one sluice need not describe
     /// again before its Execute.
-    pub(super) fn describe(&mut self, describe: Describe<'_>) -> Rewrite {
+    pub(super) fn describe(&mut self, describe: Subject<'_>) -> Rewrite {
         if describe.which == b'P' {
             self.described_portal = Some(Bytes::copy_from_slice(describe.name));
         }
@@ -356,7 +335,7 @@ where
     }
 
     /// A Close of a statement (its name's effects follow the server's answer) or a portal.
-    pub(super) fn close(&mut self, Close { which, name }: Close<'_>) -> Rewrite {
+    pub(super) fn close(&mut self, Subject { which, name }: Subject<'_>) -> Rewrite {
         let mut pending = Pending::new(Kind::Close, Arc::clone(&self.no_text));
         match which {
             b'S' => pending.effects.push(NameEffect::Deallocate(Bytes::copy_from_slice(name))),

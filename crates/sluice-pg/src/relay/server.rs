@@ -1,14 +1,27 @@
 //! Upstream → client: the server's replies matched to what is pending, masked where the result's
-//! shape says so, and the finished statements recorded.
+//! shape says so, and the finished statements recorded. The loop reads, frames and writes
+//! (deferring small writes, see `coalesce`); `ServerSide` masks each frame (`mask_frame`) and
+//! matches it to what the client is owed (`track`), one method per group of replies.
 
 use super::*;
 
-/// Upstream → client.
-///
-/// Long, on purpose for now: one loop over the server's frames, matching each to what is pending
-/// (`tracker`) and rewriting it only where masking or a refusal says so; row plans are in this
-/// module's helpers, write coalescing in `coalesce`. As with the client side, a handler per message
-/// group is the next step.
+/// What the server side keeps between frames.
+struct ServerSide<'c, 'a, S: SessionGate> {
+    ctx: &'c Context<'a, S>,
+    tracker: &'c Mutex<Tracker>,
+    /// Why the server ended the session, when it sent a FATAL error before closing.
+    fatal: Option<String>,
+    /// DataRows of the command in progress; counted here so a row costs no lock.
+    data_rows: u64,
+    last_tag: Option<Arc<str>>,
+    /// Masking: the masker, the plan for the rows in progress, and the COPY OUT in progress.
+    masker: Option<ResponseMasker>,
+    plan: Option<Arc<RowPlan>>,
+    copy: Option<CopyFormat>,
+}
+
+/// Upstream → client: one loop over the server's frames, each masked and matched to what is
+/// pending, written to the client as it came except where masking or a refusal rewrote it.
 pub async fn upstream_to_client<S, R, W>(
     ctx: &Context<'_, S>,
     tracker: &Mutex<Tracker>,
@@ -22,15 +35,17 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let mut side = ServerSide {
+        ctx,
+        tracker,
+        fatal: None,
+        data_rows: 0,
+        last_tag: None,
+        masker: ctx.masking.clone().map(ResponseMasker::new),
+        plan: None,
+        copy: None,
+    };
     let mut out = BytesMut::new();
-    let mut fatal: Option<String> = None;
-    // DataRows of the command in progress; counted here so a row costs no lock.
-    let mut data_rows: u64 = 0;
-    let mut last_tag: Option<Arc<str>> = None;
-    // Masking: the plan for the rows in progress, the COPY OUT in progress, and a frame rewritten.
-    let mut masker = ctx.masking.clone().map(ResponseMasker::new);
-    let mut plan: Option<Arc<RowPlan>> = None;
-    let mut copy: Option<CopyFormat> = None;
     let mut rewritten = BytesMut::new();
     // `consumed` bytes at the front of `buf` are whole frames already handled, not yet written;
     // those not yet copied to `out` start at `pass_from`. They survive a read when the write is
@@ -56,218 +71,14 @@ where
             };
             let body = &buf[consumed + HEADER_LEN..consumed + head.len];
             rewritten.clear();
-            if let Some(m) = masker.as_mut() {
-                match head.tag {
-                    b'D' => {
-                        // Rows always follow the RowDescription that shapes them: the result's own
-                        // (simple protocol) or the portal's, described right before its Execute.
-                        let plan = plan.get_or_insert_with(|| {
-                            tracing::warn!(session = %ctx.session_id, "a row arrived with no description; masking it as of unknown shape");
-                            Arc::new(RowPlan::unknown(m.session().has_column_rules()))
-                        });
-                        if plan.is_active() {
-                            m.data_row(plan, body, &mut rewritten);
-                        }
-                    }
-                    b'T' => {
-                        plan = Some(match m.cached_plan(body) {
-                            Some(p) => p,
-                            None => {
-                                let p = Arc::new(row_plan(ctx, m.session(), body).await);
-                                m.remember_plan(body, &p);
-                                p
-                            }
-                        });
-                    }
-                    b'H' => copy = Some(mask::copy_format(body)),
-                    b'd' => {
-                        if let Some(format) = copy {
-                            m.copy_data(format, body, &mut rewritten);
-                        }
-                    }
-                    b'E' | b'N' => {
-                        m.notice(head.tag, body, &mut rewritten);
-                    }
-                    b'A' => {
-                        m.notification(body, &mut rewritten);
-                    }
-                    b'V' => {
-                        // A fast-path call's result; a type sluice does not know is scanned whole.
-                        let (type_oid, format) =
-                            tracker.lock().pending.front().and_then(|p| p.fast_path).unwrap_or((0, 0));
-                        m.function_result(type_oid, format, body, &mut rewritten);
-                    }
-                    b'S' => {
-                        m.parameter_status(body, &mut rewritten);
-                    }
-                    _ => {}
-                }
-                if matches!(head.tag, b'n' | b'C' | b'E' | b's' | b'I' | b'Z' | b'c') {
-                    plan = None;
-                    copy = None;
+            if side.masker.is_some() {
+                if head.tag == b'T' {
+                    side.describe_rows(body).await;
+                } else {
+                    side.mask_frame(head.tag, body, &mut rewritten);
                 }
             }
-            // The body the gateway reads is what the client will see.
-            let body = if rewritten.is_empty() { body } else { &rewritten[HEADER_LEN..] };
-            let mut drop_frame = false;
-            match head.tag {
-                b'D' => data_rows += 1,
-                b'C' => {
-                    let tag = cstr_prefix(body);
-                    let rows = if data_rows > 0 { data_rows } else { tag_rows(tag) };
-                    data_rows = 0;
-                    let mut t = tracker.lock();
-                    t.confirm(tag);
-                    if let Some(front) = t.pending.front_mut() {
-                        front.rows += rows;
-                        front.tag = Some(same_tag(&mut last_tag, tag));
-                        if front.kind == Kind::Execute {
-                            let p = t.pending.pop_front().expect("front exists");
-                            t.finished.push_back((p, None));
-                        }
-                    }
-                }
-                b'I' | b's' => {
-                    let mut t = tracker.lock();
-                    if t.pending.front().is_some_and(|p| p.kind == Kind::Execute) {
-                        let mut p = t.pending.pop_front().expect("front exists");
-                        p.rows += std::mem::take(&mut data_rows);
-                        t.finished.push_back((p, None));
-                    }
-                }
-                b'S' => {
-                    let mut r = Reader::new(body);
-                    if r.cstr() == Some(b"standard_conforming_strings") {
-                        ctx.backslash_strings.store(r.cstr() == Some(b"off"), Ordering::Release);
-                    }
-                }
-                b'1' | b'2' => {
-                    let expected = if head.tag == b'1' { Kind::Parse } else { Kind::Bind };
-                    let mut t = tracker.lock();
-                    if let Some(front) = t.pending.front_mut()
-                        && front.probe != Probe::None
-                        && head.tag == b'1'
-                    {
-                        front.probe = Probe::Parsed;
-                        drop_frame = true;
-                    } else if t.pending.front().is_some_and(|p| p.kind == expected) {
-                        t.pending.pop_front();
-                    }
-                }
-                // A Describe is answered by a RowDescription or NoData (a statement's after its
-                // ParameterDescription); the answer to sluice's own is not the client's.
-                b'T' | b'n' => {
-                    let mut t = tracker.lock();
-                    match t.pending.front().map(|p| p.kind) {
-                        Some(Kind::Describe) => {
-                            t.pending.pop_front();
-                        }
-                        Some(Kind::SluiceDescribe) => {
-                            t.pending.pop_front();
-                            drop_frame = true;
-                        }
-                        _ => {}
-                    }
-                }
-                // The answers to sluice's own Close and Sync are not the client's.
-                // (Checked without the lock first: almost always nothing of sluice's is owed.)
-                b'3' | b'Z' | b'E' if ctx.sluice_owed.load(Ordering::Acquire) > 0 && front_is_sluices(tracker) => {
-                    let mut t = tracker.lock();
-                    let mut answered = 0;
-                    match head.tag {
-                        b'3' => {
-                            t.pending.pop_front();
-                            answered = 1;
-                        }
-                        b'E' => {
-                            tracing::warn!(session = %ctx.session_id, error = %ServerMessage::parse(body).message,
-                                "closing a statement approved for one run failed");
-                            // The server skips the other Closes up to sluice's Sync.
-                            while t.pending.front().is_some_and(|p| p.kind == Kind::SluiceClose) {
-                                t.pending.pop_front();
-                                answered += 1;
-                            }
-                        }
-                        _ => {
-                            while let Some(p) = t.pending.pop_front() {
-                                answered += 1;
-                                if p.kind == Kind::SluiceSync {
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    ctx.sluice_owed.fetch_sub(answered, Ordering::AcqRel);
-                    drop_frame = true;
-                }
-                b'3' => {
-                    let mut t = tracker.lock();
-                    if t.pending.front().is_some_and(|p| p.probe != Probe::None) {
-                        drop_frame = true;
-                    } else if t.pending.front().is_some_and(|p| p.kind == Kind::Close)
-                        && let Some(mut close) = t.pending.pop_front()
-                    {
-                        t.apply_all(&mut close);
-                    }
-                }
-                b'E' => {
-                    let message = ServerMessage::parse(body);
-                    let partial_rows = std::mem::take(&mut data_rows);
-                    let mut t = tracker.lock();
-                    if message.is_fatal() {
-                        fatal = Some(format!("{} ({})", message.message, message.code));
-                    }
-                    match t.pending.front().map(|p| p.kind) {
-                        // A simple query's error ends it; its ReadyForQuery follows.
-                        Some(Kind::Simple) => {
-                            if let Some(front) = t.pending.front_mut() {
-                                front.rows += partial_rows;
-                                if front.replaces(&message)
-                                    && let Some((substitute, _)) = &front.refusal
-                                {
-                                    rewritten.clear();
-                                    rewritten.extend_from_slice(substitute);
-                                }
-                                front.error.get_or_insert(message);
-                            }
-                        }
-                        // An error at Sync (a deferred constraint at commit), or one no message
-                        // asked for (the server shutting down).
-                        Some(Kind::Sync | Kind::SluiceClose | Kind::SluiceSync) | None => {}
-                        // An extended-protocol message failed: the server skips everything up to
-                        // Sync. A Bind's error (a bad parameter, a constant folded at planning), or
-                        // that of sluice's Describe, is the Execute's that follows it.
-                        Some(_) => {
-                            if let Some(failed) = t.pending.pop_front() {
-                                let partial = (partial_rows, message);
-                                pipeline_failed(&mut t, failed, partial, &mut rewritten);
-                            }
-                        }
-                    }
-                }
-                b'Z' => {
-                    let mut t = tracker.lock();
-                    let skipped = std::mem::take(&mut t.skipping);
-                    while let Some(p) = t.pending.pop_front() {
-                        let note = (skipped && p.refusal.is_none())
-                            .then_some("not executed: an earlier message in the same pipeline failed");
-                        match p.kind {
-                            Kind::Sync => break,
-                            // A simple query ends with its own ReadyForQuery, unless an error
-                            // before it in a pipeline made the server skip it.
-                            Kind::Simple if !skipped => {
-                                t.finished.push_back((p, None));
-                                break;
-                            }
-                            Kind::Simple => t.finished.push_back((p, note)),
-                            Kind::Parse if p.refusal.is_some() => t.finished.push_back((p, None)),
-                            Kind::Execute => t.finished.push_back((p, note)),
-                            _ => {}
-                        }
-                    }
-                }
-                _ => {}
-            }
+            let drop_frame = side.track(head.tag, body, &mut rewritten);
             if !rewritten.is_empty() || drop_frame {
                 out.extend_from_slice(&buf[pass_from..consumed]);
                 if !drop_frame {
@@ -329,13 +140,273 @@ where
         }
         match read {
             Ok(0) => {
-                return match fatal {
+                return match side.fatal {
                     Some(why) => RelayEnd::UpstreamFatal(why),
                     None => RelayEnd::UpstreamGone("connection closed".into()),
                 };
             }
             Ok(_) => {}
             Err(e) => return RelayEnd::UpstreamGone(e.to_string()),
+        }
+    }
+}
+
+impl<S: SessionGate> ServerSide<'_, '_, S> {
+    /// A RowDescription: the plan its rows are masked by (rows always follow the description that
+    /// shapes them: the result's own, or the portal's, described right before its Execute).
+    async fn describe_rows(&mut self, body: &[u8]) {
+        let Some(m) = self.masker.as_mut() else { return };
+        let plan = match m.cached_plan(body) {
+            Some(plan) => plan,
+            None => {
+                let plan = Arc::new(row_plan(self.ctx, m.session(), body).await);
+                m.remember_plan(body, &plan);
+                plan
+            }
+        };
+        self.plan = Some(plan);
+    }
+
+    /// Masks one frame (other than a RowDescription) into `rewritten` where its shape says so;
+    /// `rewritten` stays empty when the frame goes out as it came.
+    fn mask_frame(&mut self, tag: u8, body: &[u8], rewritten: &mut BytesMut) {
+        let Some(m) = self.masker.as_mut() else { return };
+        match tag {
+            b'D' => {
+                let plan = self.plan.get_or_insert_with(|| {
+                    tracing::warn!(session = %self.ctx.session_id, "a row arrived with no description; masking it as of unknown shape");
+                    Arc::new(RowPlan::unknown(m.session().has_column_rules()))
+                });
+                if plan.is_active() {
+                    m.data_row(plan, body, rewritten);
+                }
+            }
+            b'H' => self.copy = Some(mask::copy_format(body)),
+            b'd' => {
+                if let Some(format) = self.copy {
+                    m.copy_data(format, body, rewritten);
+                }
+            }
+            b'E' | b'N' => {
+                m.notice(tag, body, rewritten);
+            }
+            b'A' => {
+                m.notification(body, rewritten);
+            }
+            b'V' => {
+                // A fast-path call's result; a type sluice does not know is scanned whole.
+                let (type_oid, format) =
+                    self.tracker.lock().pending.front().and_then(|p| p.fast_path).unwrap_or((0, 0));
+                m.function_result(type_oid, format, body, rewritten);
+            }
+            b'S' => {
+                m.parameter_status(body, rewritten);
+            }
+            _ => {}
+        }
+        if matches!(tag, b'n' | b'C' | b'E' | b's' | b'I' | b'Z' | b'c') {
+            self.plan = None;
+            self.copy = None;
+        }
+    }
+
+    /// Matches one frame, as the client will see it (`rewritten` when masking rewrote it), to
+    /// what is pending. True when the frame answers sluice's own message and must not reach the
+    /// client. An error may be swapped, in `rewritten`, for the refusal it stands for.
+    fn track(&mut self, tag: u8, original: &[u8], rewritten: &mut BytesMut) -> bool {
+        let body = if rewritten.is_empty() { original } else { &rewritten[HEADER_LEN..] };
+        match tag {
+            b'D' => self.data_rows += 1,
+            b'C' => self.command_complete(cstr_prefix(body)),
+            b'I' | b's' => self.portal_done(),
+            b'S' => {
+                let mut r = Reader::new(body);
+                if r.cstr() == Some(b"standard_conforming_strings") {
+                    self.ctx.backslash_strings.store(r.cstr() == Some(b"off"), Ordering::Release);
+                }
+            }
+            b'1' | b'2' => return self.parse_or_bind_complete(tag),
+            b'T' | b'n' => return self.described(),
+            // (Checked without the lock first: almost always nothing of sluice's is owed.)
+            b'3' | b'Z' | b'E'
+                if self.ctx.sluice_owed.load(Ordering::Acquire) > 0 && front_is_sluices(self.tracker) =>
+            {
+                let error = (tag == b'E').then(|| ServerMessage::parse(body));
+                self.sluices_answered(tag, error);
+                return true;
+            }
+            b'3' => return self.close_complete(),
+            b'E' => {
+                let message = ServerMessage::parse(body);
+                self.error(message, rewritten);
+            }
+            b'Z' => self.ready_for_query(),
+            _ => {}
+        }
+        false
+    }
+
+    /// CommandComplete: the rows and tag go to the statement in front; an Execute's ends there.
+    fn command_complete(&mut self, tag: &[u8]) {
+        let rows = if self.data_rows > 0 { self.data_rows } else { tag_rows(tag) };
+        self.data_rows = 0;
+        let mut t = self.tracker.lock();
+        t.confirm(tag);
+        if let Some(front) = t.pending.front_mut() {
+            front.rows += rows;
+            front.tag = Some(same_tag(&mut self.last_tag, tag));
+            if front.kind == Kind::Execute {
+                let p = t.pending.pop_front().expect("front exists");
+                t.finished.push_back((p, None));
+            }
+        }
+    }
+
+    /// EmptyQueryResponse or PortalSuspended: an Execute in front ends there.
+    fn portal_done(&mut self) {
+        let mut t = self.tracker.lock();
+        if t.pending.front().is_some_and(|p| p.kind == Kind::Execute) {
+            let mut p = t.pending.pop_front().expect("front exists");
+            p.rows += std::mem::take(&mut self.data_rows);
+            t.finished.push_back((p, None));
+        }
+    }
+
+    /// ParseComplete or BindComplete; the ParseComplete of a probe (see `probe`) is sluice's.
+    fn parse_or_bind_complete(&mut self, tag: u8) -> bool {
+        let expected = if tag == b'1' { Kind::Parse } else { Kind::Bind };
+        let mut t = self.tracker.lock();
+        if let Some(front) = t.pending.front_mut()
+            && front.probe != Probe::None
+            && tag == b'1'
+        {
+            front.probe = Probe::Parsed;
+            return true;
+        }
+        if t.pending.front().is_some_and(|p| p.kind == expected) {
+            t.pending.pop_front();
+        }
+        false
+    }
+
+    /// RowDescription or NoData answering a Describe (a statement's after its
+    /// ParameterDescription); the answer to sluice's own Describe is not the client's.
+    fn described(&mut self) -> bool {
+        let mut t = self.tracker.lock();
+        match t.pending.front().map(|p| p.kind) {
+            Some(Kind::Describe) => {
+                t.pending.pop_front();
+                false
+            }
+            Some(Kind::SluiceDescribe) => {
+                t.pending.pop_front();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// An answer to sluice's own Close and Sync of statements approved for one run (`error`: the
+    /// server refused a Close, and skips the others up to sluice's Sync).
+    fn sluices_answered(&mut self, tag: u8, error: Option<ServerMessage>) {
+        let mut t = self.tracker.lock();
+        let mut answered = 0;
+        match (tag, error) {
+            (b'3', _) => {
+                t.pending.pop_front();
+                answered = 1;
+            }
+            (_, Some(error)) => {
+                tracing::warn!(session = %self.ctx.session_id, error = %error.message,
+                    "closing a statement approved for one run failed");
+                while t.pending.front().is_some_and(|p| p.kind == Kind::SluiceClose) {
+                    t.pending.pop_front();
+                    answered += 1;
+                }
+            }
+            _ => {
+                while let Some(p) = t.pending.pop_front() {
+                    answered += 1;
+                    if p.kind == Kind::SluiceSync {
+                        break;
+                    }
+                }
+            }
+        }
+        self.ctx.sluice_owed.fetch_sub(answered, Ordering::AcqRel);
+    }
+
+    /// CloseComplete: a Close's name effects apply now; a probe's is sluice's.
+    fn close_complete(&mut self) -> bool {
+        let mut t = self.tracker.lock();
+        if t.pending.front().is_some_and(|p| p.probe != Probe::None) {
+            return true;
+        }
+        if t.pending.front().is_some_and(|p| p.kind == Kind::Close)
+            && let Some(mut close) = t.pending.pop_front()
+        {
+            t.apply_all(&mut close);
+        }
+        false
+    }
+
+    /// An ErrorResponse: it ends the statement in front (a simple query's, swapped for sluice's
+    /// refusal where it answers a refusal marker), or the pipeline up to Sync.
+    fn error(&mut self, message: ServerMessage, rewritten: &mut BytesMut) {
+        let partial_rows = std::mem::take(&mut self.data_rows);
+        let mut t = self.tracker.lock();
+        if message.is_fatal() {
+            self.fatal = Some(format!("{} ({})", message.message, message.code));
+        }
+        match t.pending.front().map(|p| p.kind) {
+            // A simple query's error ends it; its ReadyForQuery follows.
+            Some(Kind::Simple) => {
+                if let Some(front) = t.pending.front_mut() {
+                    front.rows += partial_rows;
+                    if front.replaces(&message)
+                        && let Some((substitute, _)) = &front.refusal
+                    {
+                        rewritten.clear();
+                        rewritten.extend_from_slice(substitute);
+                    }
+                    front.error.get_or_insert(message);
+                }
+            }
+            // An error at Sync (a deferred constraint at commit), or one no message asked for
+            // (the server shutting down).
+            Some(Kind::Sync | Kind::SluiceClose | Kind::SluiceSync) | None => {}
+            // An extended-protocol message failed: the server skips everything up to Sync. A
+            // Bind's error (a bad parameter, a constant folded at planning), or that of sluice's
+            // Describe, is the Execute's that follows it.
+            Some(_) => {
+                if let Some(failed) = t.pending.pop_front() {
+                    pipeline_failed(&mut t, failed, (partial_rows, message), rewritten);
+                }
+            }
+        }
+    }
+
+    /// ReadyForQuery: what the server answered up to here is finished (statements it skipped
+    /// after an error in the same pipeline, noted as not executed).
+    fn ready_for_query(&mut self) {
+        let mut t = self.tracker.lock();
+        let skipped = std::mem::take(&mut t.skipping);
+        while let Some(p) = t.pending.pop_front() {
+            let note = (skipped && p.refusal.is_none())
+                .then_some("not executed: an earlier message in the same pipeline failed");
+            match p.kind {
+                Kind::Sync => break,
+                // A simple query ends with its own ReadyForQuery, unless an error before it in a
+                // pipeline made the server skip it.
+                Kind::Simple if !skipped => {
+                    t.finished.push_back((p, None));
+                    break;
+                }
+                Kind::Simple => t.finished.push_back((p, note)),
+                Kind::Parse if p.refusal.is_some() => t.finished.push_back((p, None)),
+                Kind::Execute => t.finished.push_back((p, note)),
+                _ => {}
+            }
         }
     }
 }
