@@ -1,66 +1,50 @@
-//! The compiled policy and its evaluation: scope, the connection's default and search_path, the
-//! built-in checks, presets and rules, pinned settings, and explanations.
+//! The rule engine every protocol shares: rules compiled once (presets expanded, each rule filed
+//! under the kind of request it is about), scope, the connection's default and search_path,
+//! review settings, what a caller is shown of the rules, and the decision on actions of protocols
+//! other than SQL. The SQL matcher's judging of a message is in `sql`.
 
 use crate::PolicyError;
-use crate::pg::{
-    ALWAYS_PINNED, ANALYSIS_SETTINGS, PROTECTED_SETTINGS, READ_ONLY_SETTINGS, SIDE_EFFECT_FUNCTIONS,
-    is_protected_setting, protected_catalog, read_only_hint,
-};
-use crate::rule::{Rule, compile_rule, object_matches};
-use serde::Serialize;
+use crate::pg::SIDE_EFFECT_FUNCTIONS;
+use crate::rule::{Rule, compile_rule};
 use sluice_core::policy::{BuiltinRules, ConnectionPolicy, Effect, PolicySpec, RuleProtocol, RuleSpec};
 use sluice_core::review::ReviewRules;
 use sluice_core::scope::RuleScope;
-use sluice_core::sql::{Kind, ObjectName, Operation, SqlAnalysis, SqlStatement};
+use sluice_core::sql::Kind;
 use sluice_core::{Decision, Identity, Refusal, RefusalCause};
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Who is asking, and where.
-struct Scope<'a> {
-    identity: &'a Identity,
-    connection: &'a str,
+pub(crate) struct Scope<'a> {
+    pub(crate) identity: &'a Identity,
+    pub(crate) connection: &'a str,
     /// The database may hold a column that a column rule covers (see `Policy::decide_where`);
     /// whether one in scope does is asked only where a judgement depends on it (`masking`).
-    masked_here: bool,
+    pub(crate) masked_here: bool,
 }
 
 #[derive(Debug)]
-struct ConnectionRules {
-    default: Effect,
-    search_path: Vec<String>,
+pub(crate) struct ConnectionRules {
+    pub(crate) default: Effect,
+    pub(crate) search_path: Vec<String>,
 }
 
 /// The compiled policy.
 #[derive(Debug)]
 pub struct Policy {
     /// The rules SQL statements are judged by: SQL's own and those of scope only.
-    rules: Vec<Rule>,
+    pub(crate) rules: Vec<Rule>,
     /// Rules for the other kinds of request (HTTP, SSH, …), judged by `decide_unmatched`.
-    other_rules: Vec<Rule>,
-    default: Effect,
-    default_rule: Arc<str>,
-    connections: HashMap<String, ConnectionRules>,
-    side_effect_functions: Vec<String>,
+    pub(crate) other_rules: Vec<Rule>,
+    pub(crate) default: Effect,
+    pub(crate) default_rule: Arc<str>,
+    pub(crate) connections: HashMap<String, ConnectionRules>,
+    pub(crate) side_effect_functions: Vec<String>,
     /// Function globs named by some rule: calls of them are operations too.
-    ruled_functions: Vec<String>,
-    builtin: BuiltinRules,
+    pub(crate) ruled_functions: Vec<String>,
+    pub(crate) builtin: BuiltinRules,
     /// Where column masking applies (the scopes of the masking configuration's column rules).
-    masked: Vec<RuleScope>,
-}
-
-/// How one operation was judged. It borrows from the policy and the statement, so that judging
-/// a statement the policy allows allocates nothing.
-#[derive(Clone, Debug, Serialize)]
-pub struct Judgement<'a> {
-    pub operation: Cow<'a, Operation>,
-    pub effect: Effect,
-    pub rule: Arc<str>,
-    #[serde(skip)]
-    reason: Cow<'a, str>,
-    #[serde(skip)]
-    hint: Option<Cow<'a, str>>,
+    pub(crate) masked: Vec<RuleScope>,
 }
 
 impl Policy {
@@ -116,7 +100,7 @@ impl Policy {
         self
     }
 
-    fn masks_columns(&self, identity: &Identity, connection: &str) -> bool {
+    pub(crate) fn masks_columns(&self, identity: &Identity, connection: &str) -> bool {
         self.masked.iter().any(|s| s.contains(identity, connection))
     }
 
@@ -129,7 +113,7 @@ impl Policy {
         self.enforces(&Scope { identity, connection, masked_here: true })
     }
 
-    fn enforces(&self, scope: &Scope<'_>) -> bool {
+    pub(crate) fn enforces(&self, scope: &Scope<'_>) -> bool {
         self.default_for(scope.connection) != Effect::Allow
             || self.masking(scope)
             || self
@@ -140,95 +124,14 @@ impl Policy {
 
     /// Whether column masking is in force in `scope`: a column rule is in scope, and the database
     /// may hold a column it covers.
-    fn masking(&self, scope: &Scope<'_>) -> bool {
+    pub(crate) fn masking(&self, scope: &Scope<'_>) -> bool {
         scope.masked_here && self.masks_columns(scope.identity, scope.connection)
-    }
-
-    /// The rule that makes the search_path matter, if one does: a rule in scope that names objects
-    /// or functions by schema (`public.orders`, `app.*`) decides an unqualified name by where the
-    /// connection's search_path resolves it, which the session must then not change. (Masking
-    /// reads an unqualified name in any schema.)
-    fn pins_search_path(&self, scope: &Scope<'_>) -> Option<&Rule> {
-        self.rules
-            .iter()
-            .filter(|r| r.scope.contains(scope.identity, scope.connection))
-            .find(|r| r.objects.iter().chain(&r.functions).any(|p| p.contains('.')))
-    }
-
-    /// The settings no statement of `identity` on `connection` may change.
-    pub fn pinned_settings(&self, identity: &Identity, connection: &str) -> Vec<&'static str> {
-        let scope = Scope { identity, connection, masked_here: true };
-        PROTECTED_SETTINGS.iter().copied().filter(|s| !s.starts_with('(')).filter(|s| self.pins(s, &scope)).collect()
-    }
-
-    /// Whether a change of `setting` (lower case) is refused in `scope`.
-    fn pins(&self, setting: &str, scope: &Scope<'_>) -> bool {
-        if ALWAYS_PINNED.contains(&setting) {
-            true
-        } else if READ_ONLY_SETTINGS.contains(&setting) {
-            self.read_only(scope.identity, scope.connection)
-        } else if ANALYSIS_SETTINGS.contains(&setting) {
-            self.enforces(scope)
-        } else if setting == "search_path" {
-            self.pins_search_path(scope).is_some()
-        } else {
-            self.builtin.protected_setting && is_protected_setting(setting)
-        }
     }
 
     /// Whether `identity` may only read on `connection` (a read-only preset applies), in which
     /// case the upstream session is opened read-only as a second line of defence.
     pub fn read_only(&self, identity: &Identity, connection: &str) -> bool {
         self.rules.iter().any(|r| r.read_only && r.scope.contains(identity, connection))
-    }
-
-    /// Decides one message.
-    pub fn decide(&self, identity: &Identity, connection: &str, analysis: &SqlAnalysis) -> Decision {
-        self.decide_where(identity, connection, analysis, true)
-    }
-
-    /// Decides one message where the adapter knows whether the database may hold a column that a
-    /// column rule in scope covers: `false` only when it read the catalog and found none, so that a
-    /// column rule elsewhere costs the session nothing (it is then followed, not pinned: see
-    /// `enforces_anything`).
-    pub fn decide_where(
-        &self,
-        identity: &Identity,
-        connection: &str,
-        analysis: &SqlAnalysis,
-        masked_columns_here: bool,
-    ) -> Decision {
-        let scope = Scope { identity, connection, masked_here: masked_columns_here };
-        let statements = match analysis {
-            SqlAnalysis::Unparseable { message } => {
-                return Decision::Deny(Refusal {
-                    rule: "unparseable".into(),
-                    // The parser's own words: the client is told exactly what the server would say.
-                    reason: message.clone(),
-                    detail: None,
-                    hint: Some("fix the statement; sluice only forwards SQL it can parse".into()),
-                    cause: RefusalCause::Unparseable,
-                });
-            }
-            SqlAnalysis::Parsed { statements } => statements,
-        };
-        let mut worst: Option<Judgement> = None;
-        self.judge_all(&scope, statements, |j| {
-            let stricter = worst.as_ref().is_none_or(|w| j.effect > w.effect);
-            if stricter {
-                worst = Some(j);
-            }
-            worst.as_ref().is_some_and(|w| w.effect == Effect::Deny)
-        });
-        if worst.as_ref().is_none_or(|w| w.effect != Effect::Deny)
-            && let Some(refusal) = self.planned_refusal(&scope, statements)
-        {
-            return Decision::Deny(refusal);
-        }
-        match worst {
-            None => Decision::Allow { rule: Arc::clone(&self.default_rule) },
-            Some(j) => j.into_decision(identity, connection),
-        }
     }
 
     /// Decides an action of a kind other than SQL (`kind`: `exec`, `http`, `kube`, `tool`;
@@ -279,35 +182,6 @@ impl Policy {
         if effect == Effect::Review { Decision::Review(refusal) } else { Decision::Deny(refusal) }
     }
 
-    /// A plain EXPLAIN of a statement policy would refuse is refused with that refusal: its plan
-    /// would otherwise read as "this would work". (One under review may be explained: the plan is
-    /// what an approver wants to see.)
-    fn planned_refusal(&self, scope: &Scope<'_>, statements: &[SqlStatement]) -> Option<Refusal> {
-        if statements.iter().all(|s| s.planned.is_empty()) {
-            return None;
-        }
-        let planned: Vec<SqlStatement> = statements
-            .iter()
-            .map(|s| SqlStatement { operations: s.planned.clone(), ..SqlStatement::default() })
-            .collect();
-        let mut denied = None;
-        self.judge_all(scope, &planned, |j| {
-            if j.effect == Effect::Deny {
-                denied = Some(j.into_decision(scope.identity, scope.connection));
-            }
-            denied.is_some()
-        });
-        let Some(Decision::Deny(refusal)) = denied else { return None };
-        Some(Refusal {
-            reason: format!("EXPLAIN of a statement the policy refuses: {}", refusal.reason),
-            hint: Some(format!(
-                "the plan is not shown because running the statement would be refused; {}",
-                refusal.hint.unwrap_or_default()
-            )),
-            ..refusal
-        })
-    }
-
     /// The rules that apply to `identity` on `connection`, as it may read them.
     pub fn rules_for(&self, identity: &Identity, connection: &str) -> Vec<sluice_core::advice::RuleView> {
         self.rules
@@ -350,219 +224,13 @@ impl Policy {
             .and_then(|r| r.review.clone())
             .unwrap_or_else(|| Arc::new(ReviewRules::default()))
     }
-
-    /// Every operation of a message with its judgement (for `sluice policy explain`).
-    pub fn explain<'a>(
-        &'a self,
-        identity: &Identity,
-        connection: &str,
-        analysis: &'a SqlAnalysis,
-    ) -> Vec<Judgement<'a>> {
-        let mut all = Vec::new();
-        if let SqlAnalysis::Parsed { statements } = analysis {
-            let scope = Scope { identity, connection, masked_here: true };
-            self.judge_all(&scope, statements, |j| {
-                all.push(j);
-                false
-            });
-        }
-        all
-    }
-
-    /// Calls `each` with the judgement of every operation until it returns true.
-    fn judge_all<'a>(
-        &'a self,
-        scope: &Scope<'_>,
-        statements: &'a [SqlStatement],
-        mut each: impl FnMut(Judgement<'a>) -> bool,
-    ) {
-        let fallback = ConnectionRules { default: self.default, search_path: Vec::new() };
-        let conn = self.connections.get(scope.connection).unwrap_or(&fallback);
-        let multi = statements.len() > 1;
-        for statement in statements {
-            for op in &statement.operations {
-                if each(self.judge(scope, conn, Cow::Borrowed(op), multi)) {
-                    return;
-                }
-            }
-            for function in &statement.functions {
-                if self.is_ruled_function(function, &conn.search_path) {
-                    let op = Operation::new(Kind::Function, Some(function.clone()));
-                    if each(self.judge(scope, conn, Cow::Owned(op), multi)) {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Whether a call counts as an operation: a side-effect function (built-in list and
-    /// configured), one a rule names, or a volatile built-in not known to be free of effects.
-    fn is_ruled_function(&self, function: &ObjectName, search_path: &[String]) -> bool {
-        let builtin = function.schema.as_deref().is_none_or(|s| s == "pg_catalog");
-        (builtin && crate::volatile::is_unsafe_volatile(&function.name))
-            || self
-                .side_effect_functions
-                .iter()
-                .chain(&self.ruled_functions)
-                .any(|p| object_matches(p, function, search_path))
-    }
-
-    fn judge<'a>(
-        &'a self,
-        scope: &Scope<'_>,
-        conn: &ConnectionRules,
-        op: Cow<'a, Operation>,
-        multi: bool,
-    ) -> Judgement<'a> {
-        if op.kind == Kind::Set
-            && let Some(setting) = &op.object
-            && self.pins(&setting.name, scope)
-        {
-            let hint = match setting.name.as_str() {
-                s if s.ends_with("_preload_libraries") || s == "dynamic_library_path" || s == "jit_provider" => {
-                    "loading server libraries is an operator's job, as LOAD is"
-                }
-                s if ["log_", "debug_print_", "track_", "pgaudit."].iter().any(|p| s.starts_with(p))
-                    || s == "compute_query_id"
-                    || s == "session_replication_role" =>
-                {
-                    "what the database logs and audits of a session (and whether its triggers fire) is set by an operator"
-                }
-                "search_path" => "schema-qualify names instead",
-                "standard_conforming_strings" | "backslash_quote" => {
-                    "write strings in the standard form (E'…' where a backslash escape is meant): sluice's policy \
-                     reads every statement as the server's standard lexing does"
-                }
-                // Reached through set_config(), whose value sluice does not read as a role: SET ROLE
-                // is the form a rule of kind assume-role can allow.
-                "role" | "session_authorization" => {
-                    "use SET ROLE name instead of set_config(), and ask an operator for a rule that allows kind \
-                     \"assume-role\" for the role if it is refused"
-                }
-                "(computed)" => "call set_config() with the setting's name as a literal so it can be checked",
-                _ => "sluice relies on this setting's value and does not let a session change it",
-            };
-            let reason = match self.pins_search_path(scope).filter(|_| setting.name == "search_path") {
-                Some(rule) => format!(
-                    "rule \"{}\" names objects by schema, and sluice resolves an unqualified name under the \
-                     connection's search_path ({}), which this session therefore keeps",
-                    rule.name,
-                    conn.search_path.join(", ")
-                ),
-                None => format!("sluice pins the setting {} for this session", setting.name),
-            };
-            return Judgement::builtin(op, "protected-setting", reason, hint);
-        }
-        let relation = !matches!(
-            op.kind,
-            Kind::Function | Kind::Set | Kind::AssumeRole | Kind::CopyFile | Kind::CopyProgram | Kind::Call
-        );
-        if relation
-            && self.builtin.protected_catalog
-            && let Some(holds) = op.object.as_ref().and_then(protected_catalog)
-        {
-            let reason = format!(
-                "{} holds {holds}, which no session reads through sluice",
-                op.object.as_ref().map_or_else(String::new, ToString::to_string)
-            );
-            let hint = "for sizes and row estimates use EXPLAIN or pg_class.reltuples; credentials and sample \
-                        values stay with the operator";
-            return Judgement::builtin(op, "protected-catalog", reason, hint);
-        }
-        let mut best: Option<&Rule> = None;
-        // Scope is checked per operation rather than collected once: a message has few operations,
-        // and this keeps a decision free of allocation.
-        for rule in self.rules.iter().filter(|r| r.scope.contains(scope.identity, scope.connection)) {
-            if rule.matches(&op, multi, &conn.search_path) && best.is_none_or(|b| rule.effect > b.effect) {
-                best = Some(rule);
-                if rule.effect == Effect::Deny {
-                    break;
-                }
-            }
-        }
-        match best {
-            Some(rule) => {
-                let read_only_hint = if rule.read_only { read_only_hint(&op) } else { None };
-                Judgement {
-                    effect: rule.effect,
-                    rule: Arc::clone(&rule.name),
-                    reason: Cow::Borrowed(&rule.reason),
-                    hint: read_only_hint.map(Cow::Owned).or_else(|| rule.hint.as_deref().map(Cow::Borrowed)),
-                    operation: op,
-                }
-            }
-            None if op.kind == Kind::DynamicSql && self.enforces(scope) => Judgement::builtin(
-                op,
-                "dynamic-sql",
-                "the SQL it would run is not known before it runs".into(),
-                "run the statements themselves instead of building them at run time, or ask an operator for a \
-                     rule that allows kind \"dynamic-sql\"",
-            ),
-            None if op.kind == Kind::AssumeRole
-                && (self.read_only(scope.identity, scope.connection) || self.masking(scope)) =>
-            {
-                let role = op.object.as_ref().map_or_else(String::new, |o| o.name.clone());
-                let reason = format!(
-                    "this session runs as the connection's upstream user, which {} relies on; no rule lets it switch to role {role}",
-                    if self.read_only(scope.identity, scope.connection) {
-                        "its read-only protection"
-                    } else {
-                        "column masking"
-                    }
-                );
-                let hint = "leave the role as it is, or ask an operator for a rule that allows kind \"assume-role\" for this role";
-                Judgement::builtin(op, "assume-role", reason, hint)
-            }
-            None => Judgement {
-                operation: op,
-                effect: conn.default,
-                rule: Arc::clone(&self.default_rule),
-                reason: Cow::Borrowed("no rule allows it and the connection's default is to refuse"),
-                hint: None,
-            },
-        }
-    }
-}
-
-impl<'a> Judgement<'a> {
-    fn builtin(op: Cow<'a, Operation>, rule: &str, reason: String, hint: &'static str) -> Judgement<'a> {
-        Judgement {
-            operation: op,
-            effect: Effect::Deny,
-            rule: Arc::from(rule),
-            reason: Cow::Owned(reason),
-            hint: Some(Cow::Borrowed(hint)),
-        }
-    }
-
-    fn into_decision(self, identity: &Identity, connection: &str) -> Decision {
-        let hint = match (self.effect, self.hint) {
-            (Effect::Allow, _) => return Decision::Allow { rule: self.rule },
-            (_, Some(hint)) => hint.into_owned(),
-            (Effect::Review, None) => "this statement needs a human approval before it runs; it was not run".into(),
-            (Effect::Deny, None) => format!(
-                "the policy does not allow this for \"{}\" on connection \"{connection}\"; \
-                 `sluice policy explain` shows why, an operator can change the rule",
-                identity.name
-            ),
-        };
-        let refusal = Refusal {
-            rule: self.rule.to_string(),
-            reason: self.reason.into_owned(),
-            detail: Some(self.operation.to_string()),
-            hint: Some(hint),
-            cause: RefusalCause::Policy,
-        };
-        if self.effect == Effect::Review { Decision::Review(refusal) } else { Decision::Deny(refusal) }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use sluice_core::policy::{Condition, Preset};
-    use sluice_core::sql::SqlStatement;
+    use sluice_core::sql::{ObjectName, Operation, SqlAnalysis, SqlStatement};
 
     fn identity(name: &str, groups: &[&str]) -> Identity {
         Identity {
