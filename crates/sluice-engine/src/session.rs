@@ -163,7 +163,9 @@ impl EngineSession {
         }
         let server = sql.server.ok_or_else(|| sluice_mask::lineage_unknown(NO_SERVER))?;
         match server.reached(sql.analysis).await {
+            // No view or function of the database carries a masked column: nothing to check.
             Ok(None) => Ok(true),
+            Ok(Some(reached)) if reached.is_empty() => Ok(true),
             Ok(Some(reached)) => match masking.catalog_problem(&reached, sql.analysis) {
                 None => Ok(true),
                 Some(problem) => Err(sluice_mask::lineage_refusal(problem)),
@@ -204,7 +206,9 @@ impl EngineSession {
             refusal,
             rules: &rules,
         };
-        self.core.approvals.review_statement(ask).await
+        // Boxed: a review is rare, and its future (store calls, notifications) would otherwise
+        // make every decision's larger (futures are moved whole at each await).
+        Box::pin(self.core.approvals.review_statement(ask)).await
     }
 
     fn record(&self, event: AuditEvent) {

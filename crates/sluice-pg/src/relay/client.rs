@@ -22,6 +22,15 @@ impl Rewrite {
     }
 }
 
+/// How far `ClientSide::handle` got with a message.
+pub(super) enum Handled {
+    /// Handled; what to send is in the `Rewrite` given.
+    Done,
+    /// It carries a statement to decide: the loop awaits its handler.
+    Decide,
+    Terminate,
+}
+
 /// What the client side keeps between messages: the session's SQL state, the names it prepared,
 /// and what a review approved for one run.
 pub(super) struct ClientSide<'c, 'a, 'g, S: SessionGate, R> {
@@ -136,14 +145,32 @@ where
                 Err(e) => return frame_error(e),
             };
             let body = &buf[consumed + HEADER_LEN..consumed + head.len];
-            let rewrite = match side.handle(head.tag, body).await {
-                Ok(Some(rewrite)) => rewrite,
-                Ok(None) => {
-                    terminated = true;
-                    Rewrite::default()
+            let mut rewrite = Rewrite::default();
+            match side.handle(head.tag, body, &mut rewrite) {
+                Ok(Handled::Done) => {}
+                // Each awaited on its own: an await moves its future whole, so one wrapper over
+                // all four would move the largest of them for every message.
+                Ok(Handled::Decide) => {
+                    let decided = match head.tag {
+                        b'Q' => side.query(body).await,
+                        b'F' => side.function_call(body).await,
+                        b'P' => match Parse::read(body) {
+                            Ok(parse) => side.parse(parse).await,
+                            Err(end) => Err(end),
+                        },
+                        _ => match Bind::read(body) {
+                            Ok(bind) => side.bind(bind).await,
+                            Err(end) => Err(end),
+                        },
+                    };
+                    match decided {
+                        Ok(decided) => rewrite = decided,
+                        Err(end) => return end,
+                    }
                 }
+                Ok(Handled::Terminate) => terminated = true,
                 Err(end) => return end,
-            };
+            }
             if let Some(extra) = rewrite.before {
                 out.extend_from_slice(&buf[pass_from..consumed]);
                 out.extend_from_slice(&extra);
@@ -191,22 +218,21 @@ where
     S: SessionGate,
     R: AsyncRead + Unpin,
 {
-    /// One message from the client, by its type: what to send instead of it or beside it, or
-    /// `None` for a Terminate.
-    async fn handle(&mut self, tag: u8, body: &[u8]) -> Result<Option<Rewrite>, RelayEnd> {
+    /// One message from the client, by its type, as far as it can be handled without deciding a
+    /// statement: what to send instead of it or beside it (into `rewrite`), or that it needs a
+    /// decision (the loop then awaits its handler), or that it is a Terminate. The common
+    /// messages are handled here, synchronously, so that they build no decision's future.
+    fn handle(&mut self, tag: u8, body: &[u8], rewrite: &mut Rewrite) -> Result<Handled, RelayEnd> {
         // Only a Describe of a portal directly before its Execute spares sluice's own (a Flush
         // between them sends nothing the server answers).
         let described = if tag == b'H' { self.described_portal.clone() } else { self.described_portal.take() };
-        let rewrite = match tag {
-            b'Q' => self.query(body).await?,
-            b'F' => self.function_call(body).await?,
-            b'P' => self.parse(Parse::read(body)?).await?,
-            b'B' => self.bind(Bind::read(body)?).await?,
+        *rewrite = match tag {
+            b'Q' | b'F' | b'P' | b'B' => return Ok(Handled::Decide),
             b'D' => self.describe(Subject::read(body, "Describe")?),
             b'E' => self.execute(Execute::read(body)?, described.as_deref()),
             b'S' => self.sync(),
             b'C' => self.close(Subject::read(body, "Close")?),
-            b'X' => return Ok(None),
+            b'X' => return Ok(Handled::Terminate),
             b'H' | b'd' | b'c' | b'f' => Rewrite::default(),
             other => {
                 return Err(RelayEnd::ClientProtocol(PgError::fatal(
@@ -215,7 +241,7 @@ where
                 )));
             }
         };
-        Ok(Some(rewrite))
+        Ok(Handled::Done)
     }
 }
 

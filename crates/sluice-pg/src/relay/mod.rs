@@ -160,6 +160,19 @@ impl<S: SessionGate> Context<'_, S> {
         if lacks(&reached) { self.reached(masking, Duration::ZERO).await } else { Ok(reached) }
     }
 
+    /// What `reached_knowing` would answer from this session's readings alone, without reading
+    /// the catalog: `None` when a reading is stale or lacks what `analysis` names. (The common
+    /// case, answered without building the future of a catalog read.)
+    fn reached_as_read(&self, analysis: &SqlAnalysis) -> Option<Option<Arc<CatalogRules>>> {
+        let masked = (*self.masked_columns.lock()).filter(|(at, _)| at.elapsed() < CANDIDATES_FRESH_FOR)?;
+        if !masked.1 {
+            return Some(None);
+        }
+        let reached = self.reached.lock();
+        let (_, rules) = reached.as_ref().filter(|(at, _)| at.elapsed() < FRESH_FOR)?;
+        (!rules.calls_unknown_function(analysis)).then(|| Some(Arc::clone(rules)))
+    }
+
     /// Whether this session's database has a column that a column rule in scope covers, as read
     /// within the last second; yes when the catalog cannot be read. Where it has none, nothing a
     /// statement reads can be masked: the views and functions need not be read (which would lock,
