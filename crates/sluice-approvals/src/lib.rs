@@ -201,17 +201,7 @@ impl Approvals {
                     reason: ask.refusal.reason.clone(),
                     rules: ask.rules.clone(),
                 };
-                let review = self.store.insert_review(new, now).await?;
-                self.recorded(
-                    &review,
-                    Some(ask.identity),
-                    Some(ask.session_id),
-                    "requested",
-                    Some(review.reason.clone()),
-                );
-                tracing::info!(review = review.id, requester = %review.requester, rule = %review.rule, "review requested");
-                self.notifier.send("requested", &review, &review.requester);
-                (review, false)
+                (self.request(new, now, ask.identity, Some(ask.session_id)).await?, false)
             }
         };
         let state = match asked_before {
@@ -433,6 +423,22 @@ impl Approvals {
         Ok(review)
     }
 
+    /// Stores a new review asked for by `who` (in `session`, for a statement), records and
+    /// announces it.
+    async fn request(
+        &self,
+        new: NewReview,
+        now: i64,
+        who: &Identity,
+        session: Option<&str>,
+    ) -> Result<Review, StoreError> {
+        let review = self.store.insert_review(new, now).await?;
+        self.recorded(&review, Some(who), session, "requested", Some(review.reason.clone()));
+        tracing::info!(review = review.id, requester = %review.requester, rule = %review.rule, kind = review.subject.kind(), "review requested");
+        self.notifier.send("requested", &review, &who.name);
+        Ok(review)
+    }
+
     /// Applies `change` to review `id` as `actor` (`None`: a session of the requester's, named
     /// `session`), through the store's compare-and-swap (`sluice_store::update_review`), and
     /// records the transition.
@@ -571,11 +577,7 @@ impl Approvals {
             reason: reason.to_string(),
             rules: chosen.review.clone(),
         };
-        let review = self.store.insert_review(new, now_us()).await?;
-        self.recorded(&review, Some(who), None, "requested", Some(review.reason.clone()));
-        tracing::info!(review = review.id, requester = %review.requester, policy = %chosen.name, "access requested");
-        self.notifier.send("requested", &review, &who.name);
-        Ok(review)
+        Ok(self.request(new, now_us(), who, None).await?)
     }
 
     pub async fn list(&self, filter: &ReviewFilter) -> Result<Vec<Review>, ApprovalError> {

@@ -2,7 +2,7 @@
 //! the masking. Done when the engine is built or reloaded, and by `load` so that a configuration
 //! that would not compile is refused when it is read, naming the section at fault.
 
-use crate::TargetPreparer;
+use crate::{TargetError, TargetPreparer};
 use sluice_approvals::AccessPolicy;
 use sluice_config::{AccessPolicySpec, Config, ConfigError};
 use sluice_core::review::MAX_SPAN;
@@ -22,31 +22,32 @@ pub fn load(path: &Path, targets: &dyn TargetPreparer) -> Result<Config, ConfigE
 /// policy, the access policies and the masking compile.
 pub fn check(config: &Config, origin: &Path, targets: &dyn TargetPreparer) -> Result<(), ConfigError> {
     let invalid = |key: &str, message: String| ConfigError::Invalid { path: origin.into(), key: key.into(), message };
-    for (name, conn) in &config.connections {
-        targets.describe(name, conn).map_err(|e| invalid(&format!("connections.{name}"), e))?;
-    }
-    policy(config, targets).map_err(|e| invalid("policy.rules", e.to_string()))?;
-    access(config, targets).map_err(|e| invalid("access.policies", e.to_string()))?;
+    let connections = connection_policies(config, targets)
+        .map_err(|TargetError { name, reason }| invalid(&format!("connections.{name}"), reason))?;
+    policy(config, &connections).map_err(|e| invalid("policy.rules", e.to_string()))?;
+    access(config, &connections).map_err(|e| invalid("access.policies", e.to_string()))?;
     masking(config, [0; 32]).map_err(|e| invalid("masking", e.to_string()))?;
     Ok(())
 }
 
-/// The SQL policy: the `[policy]` section with each connection's preset, default and search_path.
-pub fn policy(config: &Config, targets: &dyn TargetPreparer) -> Result<Policy, PolicyError> {
-    let connections = connection_policies(config, targets)?;
-    Ok(Policy::compile(&config.policy, &connections)?.with_column_masking(masked_scopes(config)))
+/// The SQL policy: the `[policy]` section with each connection's preset, default and search_path
+/// (`connections`, from `connection_policies`).
+pub fn policy(config: &Config, connections: &[ConnectionPolicy]) -> Result<Policy, PolicyError> {
+    Ok(Policy::compile(&config.policy, connections)?.with_column_masking(masked_scopes(config)))
 }
 
 /// What the policy needs to know of each connection: sluice's keys (preset, default) and, from
-/// its adapter, the schemas unqualified names resolve to.
-fn connection_policies(config: &Config, targets: &dyn TargetPreparer) -> Result<Vec<ConnectionPolicy>, PolicyError> {
+/// its adapter (which checks the connection's protocol options on the way), the schemas
+/// unqualified names resolve to.
+pub fn connection_policies(
+    config: &Config,
+    targets: &dyn TargetPreparer,
+) -> Result<Vec<ConnectionPolicy>, TargetError> {
     config
         .connections
         .iter()
         .map(|(name, conn)| {
-            let facts = targets
-                .describe(name, conn)
-                .map_err(|problem| PolicyError::Rule { rule: format!("connections.{name}"), problem })?;
+            let facts = targets.describe(name, conn).map_err(|reason| TargetError { name: name.clone(), reason })?;
             Ok(ConnectionPolicy {
                 name: name.clone(),
                 preset: conn.policy,
@@ -58,14 +59,13 @@ fn connection_policies(config: &Config, targets: &dyn TargetPreparer) -> Result<
 }
 
 /// The access policies, in the order the configuration lists them.
-pub fn access(config: &Config, targets: &dyn TargetPreparer) -> Result<Vec<AccessPolicy>, PolicyError> {
-    let connections = connection_policies(config, targets)?;
+pub fn access(config: &Config, connections: &[ConnectionPolicy]) -> Result<Vec<AccessPolicy>, PolicyError> {
     config
         .access
         .policies
         .iter()
         .map(|spec| {
-            let mut access = access_policy(spec, &connections, &config.policy.side_effect_functions)?;
+            let mut access = access_policy(spec, connections, &config.policy.side_effect_functions)?;
             access.policy = access.policy.with_column_masking(masked_scopes(config));
             Ok(access)
         })
@@ -168,9 +168,10 @@ mod tests {
              [[access.policies]]\nname = \"writer\"\nmax_duration = \"2h\"\n"
         ))
         .unwrap();
-        let rules = policy(&ok, &Plain).unwrap().review_rules("r");
+        let connections = connection_policies(&ok, &Plain).unwrap();
+        let rules = policy(&ok, &connections).unwrap().review_rules("r");
         assert_eq!((rules.mode.as_str(), rules.timeout.as_secs(), rules.approvals), ("wait", 90, 2));
         assert_eq!(rules.approvers, ["approvers"], "the default approver group");
-        assert_eq!(access(&ok, &Plain).unwrap()[0].max_duration.as_secs(), 7200);
+        assert_eq!(access(&ok, &connections).unwrap()[0].max_duration.as_secs(), 7200);
     }
 }

@@ -56,19 +56,27 @@ pub trait TargetPreparer: Send + Sync + 'static {
 
 #[derive(Debug, Error)]
 pub enum EngineError {
-    #[error("connection {name}: {reason}")]
-    Target { name: String, reason: String },
+    #[error(transparent)]
+    Target(#[from] TargetError),
     #[error(transparent)]
     Policy(#[from] sluice_policy::PolicyError),
     #[error(transparent)]
     Masking(#[from] sluice_mask::MaskError),
 }
 
-/// The record of an administrative change made outside a running engine (the command line's
-/// token and credential commands), by `actor` (`cli:<os user>`).
-pub fn admin_record(actor: &str, action: AdminAction, subject: &str, detail: Option<String>) -> AuditRecord {
+/// The record of an administrative change or refusal, by `actor`: the command line's token and
+/// credential commands (`cli:<os user>`, made outside a running engine), the API's refused calls.
+pub fn admin_record(actor: Arc<Principal>, action: AdminAction, subject: &str, detail: Option<String>) -> AuditRecord {
     let event = AuditEvent::Admin { action, subject: subject.to_string(), detail };
-    AuditRecord::now(Principal::new(actor, None), None, event)
+    AuditRecord::now(actor, None, event)
+}
+
+/// A connection whose protocol options its adapter refuses (or cannot prepare).
+#[derive(Debug, Error)]
+#[error("connection {name}: {reason}")]
+pub struct TargetError {
+    pub name: String,
+    pub reason: String,
 }
 
 /// Everything the engine is built from besides the configuration.
@@ -121,13 +129,12 @@ impl Settings {
     fn compile(config: &Config, targets: &dyn TargetPreparer) -> Result<Settings, EngineError> {
         let mut connections = HashMap::new();
         for (name, conn) in &config.connections {
-            let target =
-                targets.prepare(name, conn).map_err(|reason| EngineError::Target { name: name.clone(), reason })?;
+            let target = targets.prepare(name, conn).map_err(|reason| TargetError { name: name.clone(), reason })?;
             connections.insert(name.clone(), Prepared { config: conn.clone(), target });
         }
         Ok(Settings {
             connections,
-            policy: compile::policy(config, targets)?,
+            policy: compile::policy(config, &compile::connection_policies(config, targets)?)?,
             record_statements: config.recording.statements,
         })
     }
@@ -177,11 +184,11 @@ impl Engine {
     }
 
     /// Records a call of the REST API whose token proved nothing (`request`: its method and path).
-    pub fn record_api_refusal(&self, token_id: Option<String>, request: String, outcome: AuthOutcome) {
-        let actor = token_id.as_ref().map_or_else(|| "unknown".to_string(), |id| format!("token {id}"));
+    pub fn record_api_refusal(&self, token_id: Option<String>, request: &str, outcome: AuthOutcome) {
+        let name = token_id.as_ref().map_or_else(|| "unknown".to_string(), |id| format!("token {id}"));
+        let actor = Principal::new(name, token_id);
         let detail = Some(outcome.as_str().to_string());
-        let event = AuditEvent::Admin { action: AdminAction::ApiAuthenticationFailed, subject: request, detail };
-        self.core.audit.record(AuditRecord::now(Principal::new(actor, token_id), None, event));
+        self.core.audit.record(admin_record(actor, AdminAction::ApiAuthenticationFailed, request, detail));
     }
 
     /// What `identity` may do on `connection`, when it may use it at all: what an agent that asks

@@ -139,7 +139,11 @@ async fn harness() -> Harness {
     let approvals = Arc::new(
         Approvals::new(
             store.clone() as Arc<dyn ReviewStore>,
-            sluice_engine::compile::access(&config, &NoOptions).unwrap(),
+            sluice_engine::compile::access(
+                &config,
+                &sluice_engine::compile::connection_policies(&config, &NoOptions).unwrap(),
+            )
+            .unwrap(),
             notifier,
             Arc::clone(&trail) as Arc<dyn AuditSink>,
         )

@@ -82,7 +82,7 @@ impl FromRequestParts<Arc<Api>> for Caller {
             )),
             Err((outcome, token_id)) => {
                 tracing::warn!(outcome = outcome.as_str(), "API call with a token that proves nothing");
-                api.engine.record_api_refusal(token_id, format!("{} {}", parts.method, parts.uri.path()), outcome);
+                api.engine.record_api_refusal(token_id, &format!("{} {}", parts.method, parts.uri.path()), outcome);
                 Err(ApiError::unauthorized(&format!("the token was not accepted ({})", outcome.as_str())))
             }
         }

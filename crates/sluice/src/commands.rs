@@ -5,10 +5,10 @@ use crate::display::{duration, one_line, out, print_json, print_json_line, print
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use sluice_config::{Config, PasswordSource};
-use sluice_core::AdminAction;
 use sluice_core::audit::now_us;
 use sluice_core::span::Span;
 use sluice_core::token;
+use sluice_core::{AdminAction, Principal};
 use sluice_engine::TargetPreparer;
 use sluice_store::vault::MasterKey;
 use sluice_store::{CredentialVault, TokenRow, TokenStore};
@@ -215,7 +215,7 @@ pub async fn token(config_path: &Path, cmd: TokenCommand) -> Result<()> {
 /// Records what the command line did to sluice, as the operating-system user who ran it.
 async fn record_admin(store: &SqliteStore, action: AdminAction, subject: &str, detail: Option<String>) -> Result<()> {
     let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
-    let record = sluice_engine::admin_record(&format!("cli:{user}"), action, subject, detail);
+    let record = sluice_engine::admin_record(Principal::new(format!("cli:{user}"), None), action, subject, detail);
     store.record(record).await.context("cannot record the change in the audit trail")
 }
 

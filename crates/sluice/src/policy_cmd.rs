@@ -49,7 +49,8 @@ pub const EXIT_DENY: u8 = 4;
 
 pub fn run(config_path: &Path, cmd: PolicyCommand) -> Result<ExitCode> {
     let config = crate::targets::load_config(config_path)?;
-    let policy = sluice_engine::compile::policy(&config, &crate::targets::Targets)?;
+    let policy =
+        sluice_engine::compile::policy(&config, &sluice_engine::compile::connection_policies(&config, &Targets)?)?;
     match cmd {
         PolicyCommand::Explain { identity, groups, connection, json, sql } => {
             if !config.connections.contains_key(&connection) {

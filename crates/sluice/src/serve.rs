@@ -65,7 +65,10 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let approvals = Arc::new(
         Approvals::new(
             store.clone() as Arc<dyn ReviewStore>,
-            sluice_engine::compile::access(&config, &crate::targets::Targets)?,
+            sluice_engine::compile::access(
+                &config,
+                &sluice_engine::compile::connection_policies(&config, &crate::targets::Targets)?,
+            )?,
             notifier,
             Arc::clone(&audit),
         )
