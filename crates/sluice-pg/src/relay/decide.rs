@@ -233,15 +233,14 @@ pub(super) struct ServerCatalog<'c, 'a, S: SessionGate>(pub(super) &'c Context<'
 impl<S: SessionGate> SqlServer for ServerCatalog<'_, '_, S> {
     fn reached<'x>(&'x self, analysis: &'x SqlAnalysis) -> ServerAnswer<'x, Option<Arc<CatalogRules>>> {
         let ctx = self.0;
-        if ctx.masking.as_ref().is_none_or(|m| !m.has_column_rules()) {
+        let Some(session) = ctx.masking.as_ref().filter(|m| m.has_column_rules()) else {
             return Box::pin(std::future::ready(Ok(None)));
-        }
+        };
         // Mostly answered from the readings of the last second: a small ready future then.
         if let Some(answer) = ctx.reached_as_read(analysis) {
             return Box::pin(std::future::ready(Ok(answer)));
         }
         Box::pin(async move {
-            let Some(session) = ctx.masking.as_ref().filter(|m| m.has_column_rules()) else { return Ok(None) };
             if !ctx.has_masked_columns(session).await {
                 return Ok(None);
             }

@@ -164,13 +164,21 @@ impl<S: SessionGate> Context<'_, S> {
     /// the catalog: `None` when a reading is stale or lacks what `analysis` names. (The common
     /// case, answered without building the future of a catalog read.)
     fn reached_as_read(&self, analysis: &SqlAnalysis) -> Option<Option<Arc<CatalogRules>>> {
-        let masked = (*self.masked_columns.lock()).filter(|(at, _)| at.elapsed() < CANDIDATES_FRESH_FOR)?;
-        if !masked.1 {
+        if !self.masked_columns_as_read()? {
             return Some(None);
         }
-        let reached = self.reached.lock();
-        let (_, rules) = reached.as_ref().filter(|(at, _)| at.elapsed() < FRESH_FOR)?;
-        (!rules.calls_unknown_function(analysis)).then(|| Some(Arc::clone(rules)))
+        let rules = self.reached_read_within(FRESH_FOR)?;
+        (!rules.calls_unknown_function(analysis)).then_some(Some(rules))
+    }
+
+    /// `has_masked_columns` as last read, while that reading is fresh.
+    fn masked_columns_as_read(&self) -> Option<bool> {
+        (*self.masked_columns.lock()).filter(|(at, _)| at.elapsed() < CANDIDATES_FRESH_FOR).map(|(_, found)| found)
+    }
+
+    /// `reached` as last read, while that reading is younger than `fresh_for`.
+    fn reached_read_within(&self, fresh_for: Duration) -> Option<Arc<CatalogRules>> {
+        self.reached.lock().as_ref().filter(|(at, _)| at.elapsed() < fresh_for).map(|(_, rules)| Arc::clone(rules))
     }
 
     /// Whether this session's database has a column that a column rule in scope covers, as read
@@ -178,9 +186,7 @@ impl<S: SessionGate> Context<'_, S> {
     /// statement reads can be masked: the views and functions need not be read (which would lock,
     /// for an instant, every table a view reads) and policy may follow the session.
     async fn has_masked_columns(&self, masking: &SessionMasking) -> bool {
-        if let Some((at, found)) = *self.masked_columns.lock()
-            && at.elapsed() < CANDIDATES_FRESH_FOR
-        {
+        if let Some(found) = self.masked_columns_as_read() {
             return found;
         }
         let found = self.catalog.has_masked_columns(self.endpoint, masking, self.lookup_timeout).await.unwrap_or(true);
@@ -191,10 +197,8 @@ impl<S: SessionGate> Context<'_, S> {
     /// What the column rules reach through this session's database's views and functions; read
     /// through the shared catalog, remembered here while younger than `fresh_for`.
     async fn reached(&self, masking: &SessionMasking, fresh_for: Duration) -> Result<Arc<CatalogRules>, UpstreamError> {
-        if let Some((at, rules)) = &*self.reached.lock()
-            && at.elapsed() < fresh_for
-        {
-            return Ok(Arc::clone(rules));
+        if let Some(rules) = self.reached_read_within(fresh_for) {
+            return Ok(rules);
         }
         let (at, rules) =
             self.catalog.reached(self.endpoint, masking.masking(), self.lookup_timeout, fresh_for).await?;
