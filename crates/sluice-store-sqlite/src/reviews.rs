@@ -29,7 +29,7 @@ impl ReviewStore for SqliteStore {
                 |r| r.get(0),
             )?;
             let review = new.into_review(id, now_us);
-            tx.execute("UPDATE reviews SET body = ?1 WHERE id = ?2", params![body(&review), id])?;
+            tx.execute("UPDATE reviews SET body = ?1 WHERE id = ?2", params![body(&review)?, id])?;
             let requested = ReviewEvent {
                 at: now_us,
                 actor: review.requester.clone(),
@@ -60,7 +60,8 @@ impl ReviewStore for SqliteStore {
     }
 
     async fn swap_review(&self, review: &Review, version: i64, event: &ReviewEvent) -> StoreResult<bool> {
-        let (id, status, stored, event) = (review.id, review.status.as_str(), body(review), event.clone());
+        let stored = body(review).map_err(|e| StoreError::Corrupt(format!("a review: {e}")))?;
+        let (id, status, event) = (review.id, review.status.as_str(), event.clone());
         self.run(move |c| {
             let tx = c.transaction()?;
             let updated = tx.execute(
@@ -194,9 +195,9 @@ fn insert_event(c: &Connection, id: i64, event: &ReviewEvent) -> rusqlite::Resul
     .map(drop)
 }
 
-fn body(review: &Review) -> String {
-    // A review is plain data (strings, numbers, lists): serialising it cannot fail.
-    serde_json::to_string(review).unwrap_or_default()
+/// A review as stored; one that cannot be written as JSON fails the statement (nothing stored).
+fn body(review: &Review) -> rusqlite::Result<String> {
+    serde_json::to_string(review).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
 
 fn parse_all(bodies: &[String]) -> StoreResult<Vec<Review>> {
