@@ -161,6 +161,27 @@ mod tests {
     }
 
     #[test]
+    fn sluices_own_connection_keys_are_never_handed_to_the_adapter() {
+        let text = r#"
+            [connections.shop]
+            protocol = "postgres"
+            password = "none"
+            allow_identities = ["a"]
+            allow_groups = ["g"]
+            policy = "read-only"
+            default = "deny"
+            host = "h"
+            "#;
+        // Every key the adapter's "unknown field" errors list as sluice's own is set above …
+        for key in crate::types::CONNECTION_KEYS {
+            assert!(text.contains(&format!("\n            {key} = ")), "{key} is not exercised");
+        }
+        // … and none of them reaches the adapter's options.
+        let c = parse_str(text).unwrap();
+        assert_eq!(c.connections["shop"].options.keys().collect::<Vec<_>>(), ["host"]);
+    }
+
+    #[test]
     fn literal_passwords_are_refused_with_the_key_named() {
         let err = parse_str(
             r#"

@@ -184,7 +184,8 @@ pub struct ConnectionConfig {
 }
 
 /// The keys of a connection that are sluice's own, whatever its protocol.
-const CONNECTION_KEYS: [&str; 6] = ["protocol", "password", "allow_identities", "allow_groups", "policy", "default"];
+pub(crate) const CONNECTION_KEYS: [&str; 6] =
+    ["protocol", "password", "allow_identities", "allow_groups", "policy", "default"];
 
 fn default_protocol() -> String {
     "postgres".into()
