@@ -157,7 +157,9 @@ logfile = {d}/pgbouncer.log
             time.sleep(0.05)
         self.bouncer_pid = int(pidfile.read_text())
 
-    def start_sluice(self, name, record_statements, binary=None):
+    def start_sluice(self, name, record_statements, binary=None, wrapper=(), server_extra=""):
+        """sluice bare or full (`record_statements`) on the bench database, started through
+        `wrapper` (a command line prefix such as valgrind's) with `server_extra` in `[server]`."""
         d = self.work / name
         d.mkdir()
         config = d / "sluice.toml"
@@ -165,6 +167,7 @@ logfile = {d}/pgbouncer.log
 [server]
 state_dir = "state"
 log_level = "warn"
+{server_extra}
 [api]
 enabled = false
 [postgres]
@@ -184,12 +187,13 @@ tls = "disable"
         binary = binary or os.environ["SLUICE_BIN"]
         token = subprocess.run([binary, "--config", str(config), "token", "create", "--identity", "bench"],
                                capture_output=True, text=True, check=True, env=env).stdout.strip()
-        proc = subprocess.Popen([binary, "--config", str(config), "serve"], stdout=subprocess.PIPE,
+        proc = subprocess.Popen([*wrapper, binary, "--config", str(config), "serve"], stdout=subprocess.PIPE,
                                 stderr=open(d / "sluice.log", "w"), text=True, env=env)
         self.procs.append(proc)
         line = proc.stdout.readline()
         port = int(line.rsplit(":", 1)[1])
-        return {"dsn": f"postgresql://bench:{token}@127.0.0.1:{port}/bench?sslmode=disable", "pid": proc.pid}
+        return {"dsn": f"postgresql://bench:{token}@127.0.0.1:{port}/bench?sslmode=disable", "pid": proc.pid,
+                "proc": proc, "dir": d}
 
     def start_relay(self):
         """The floor: crates/sluice/examples/plain_relay.rs, built beside the sluice binary."""
