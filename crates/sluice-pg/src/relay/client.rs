@@ -5,26 +5,22 @@
 use super::extended::{Bind, Execute, Parse, Subject};
 use super::*;
 
-/// What the relay does with one client message besides passing it on.
+/// What the relay sends for one client message besides or instead of it; every entry these
+/// messages are answered with is already tracked. Filled in place by the message's handler (a
+/// field of `ClientSide`), so no message moves it around.
 #[derive(Default)]
 pub(super) struct Rewrite {
-    /// Sent instead of the message, with the entry whose answer it is.
-    pub(super) replacement: Option<(BytesMut, Pending)>,
-    /// Sent right before the message (already tracked).
+    /// Sent instead of the message.
+    pub(super) replacement: Option<BytesMut>,
+    /// Sent right before the message.
     pub(super) before: Option<BytesMut>,
-    /// Sent right after the message (already tracked).
+    /// Sent right after the message.
     pub(super) after: Option<BytesMut>,
-}
-
-impl Rewrite {
-    pub(super) fn replaced(marker: BytesMut, pending: Pending) -> Rewrite {
-        Rewrite { replacement: Some((marker, pending)), ..Rewrite::default() }
-    }
 }
 
 /// How far `ClientSide::handle` got with a message.
 pub(super) enum Handled {
-    /// Handled; what to send is in the `Rewrite` given.
+    /// Handled; what to send is in `ClientSide::rewrite`.
     Done,
     /// It carries a statement to decide: the loop awaits its handler.
     Decide,
@@ -62,6 +58,8 @@ pub(super) struct ClientSide<'c, 'a, 'g, S: SessionGate, R> {
     pub(super) unsynced: bool,
     /// Bytes the client sent while a statement was held; they follow what is in the read buffer.
     pub(super) early: BytesMut,
+    /// What to send for the message being handled besides or instead of it.
+    pub(super) rewrite: Rewrite,
 }
 
 /// What the hold of a statement needs from the client side (see `hold`), borrowed field by field
@@ -107,6 +105,7 @@ where
         described_portal: None,
         unsynced: false,
         early: BytesMut::new(),
+        rewrite: Rewrite::default(),
     };
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = BytesMut::new();
@@ -145,8 +144,7 @@ where
                 Err(e) => return frame_error(e),
             };
             let body = &buf[consumed + HEADER_LEN..consumed + head.len];
-            let mut rewrite = Rewrite::default();
-            match side.handle(head.tag, body, &mut rewrite) {
+            match side.handle(head.tag, body) {
                 Ok(Handled::Done) => {}
                 // Each awaited on its own: an await moves its future whole, so one wrapper over
                 // all four would move the largest of them for every message.
@@ -163,26 +161,24 @@ where
                             Err(end) => Err(end),
                         },
                     };
-                    match decided {
-                        Ok(decided) => rewrite = decided,
-                        Err(end) => return end,
+                    if let Err(end) = decided {
+                        return end;
                     }
                 }
                 Ok(Handled::Terminate) => terminated = true,
                 Err(end) => return end,
             }
-            if let Some(extra) = rewrite.before {
+            if let Some(extra) = side.rewrite.before.take() {
                 out.extend_from_slice(&buf[pass_from..consumed]);
                 out.extend_from_slice(&extra);
                 pass_from = consumed;
             }
-            if let Some((marker, pending)) = rewrite.replacement {
+            if let Some(marker) = side.rewrite.replacement.take() {
                 out.extend_from_slice(&buf[pass_from..consumed]);
                 out.extend_from_slice(&marker);
-                tracker.lock().push(pending);
                 pass_from = consumed + head.len;
             }
-            if let Some(extra) = rewrite.after {
+            if let Some(extra) = side.rewrite.after.take() {
                 out.extend_from_slice(&buf[pass_from..consumed + head.len]);
                 out.extend_from_slice(&extra);
                 pass_from = consumed + head.len;
@@ -219,29 +215,36 @@ where
     R: AsyncRead + Unpin,
 {
     /// One message from the client, by its type, as far as it can be handled without deciding a
-    /// statement: what to send instead of it or beside it (into `rewrite`), or that it needs a
-    /// decision (the loop then awaits its handler), or that it is a Terminate. The common
+    /// statement: what to send instead of it or beside it (into `self.rewrite`), or that it needs
+    /// a decision (the loop then awaits its handler), or that it is a Terminate. The common
     /// messages are handled here, synchronously, so that they build no decision's future.
-    fn handle(&mut self, tag: u8, body: &[u8], rewrite: &mut Rewrite) -> Result<Handled, RelayEnd> {
+    fn handle(&mut self, tag: u8, body: &[u8]) -> Result<Handled, RelayEnd> {
         // Only a Describe of a portal directly before its Execute spares sluice's own (a Flush
         // between them sends nothing the server answers).
         let described = if tag == b'H' { self.described_portal.clone() } else { self.described_portal.take() };
-        *rewrite = match tag {
+        match tag {
             b'Q' | b'F' | b'P' | b'B' => return Ok(Handled::Decide),
             b'D' => self.describe(Subject::read(body, "Describe")?),
             b'E' => self.execute(Execute::read(body)?, described.as_deref()),
             b'S' => self.sync(),
             b'C' => self.close(Subject::read(body, "Close")?),
             b'X' => return Ok(Handled::Terminate),
-            b'H' | b'd' | b'c' | b'f' => Rewrite::default(),
+            b'H' | b'd' | b'c' | b'f' => {}
             other => {
                 return Err(RelayEnd::ClientProtocol(PgError::fatal(
                     sqlstate::PROTOCOL_VIOLATION,
                     format!("invalid frontend message type {:?}", other as char),
                 )));
             }
-        };
+        }
         Ok(Handled::Done)
+    }
+
+    /// Sends `marker` instead of the message being handled; `pending` is the entry its answer
+    /// matches.
+    pub(super) fn replace(&mut self, marker: BytesMut, pending: Pending) {
+        self.tracker.lock().push(pending);
+        self.rewrite.replacement = Some(marker);
     }
 }
 

@@ -4,7 +4,7 @@
 //! an approval for one run allows one Bind, and every Execute of a masked session is preceded by
 //! sluice's own Describe of the portal.
 
-use super::client::{ClientSide, Rewrite, held};
+use super::client::{ClientSide, held};
 use super::*;
 
 /// Parse: a statement's text prepared under a name (`""`: the unnamed statement).
@@ -68,7 +68,7 @@ where
 {
     /// A Parse: its statement decided; kept under its name for the Binds (with the epoch of an
     /// allow, so a Bind in another epoch decides it again), or refused in place.
-    pub(super) async fn parse(&mut self, Parse { name, query }: Parse<'_>) -> Result<Rewrite, RelayEnd> {
+    pub(super) async fn parse(&mut self, Parse { name, query }: Parse<'_>) -> Result<(), RelayEnd> {
         let epoch = self.sql.gate.decision_epoch();
         let held = held!(self, Kind::Parse);
         let Decided { text, decision, answer, effects } = decide_message(self.ctx, &mut self.sql, query, held).await?;
@@ -97,17 +97,13 @@ where
                 epoch,
             };
             t.statements.insert(name.clone(), named);
-            return Ok(match answer {
-                Some(answer) => {
-                    let mut parse = BytesMut::new();
-                    codec::parse(&mut parse, &name, &answer);
-                    Rewrite::replaced(parse, pending)
-                }
-                None => {
-                    t.push(pending);
-                    Rewrite::default()
-                }
-            });
+            t.push(pending);
+            if let Some(answer) = answer {
+                let mut parse = BytesMut::new();
+                codec::parse(&mut parse, &name, &answer);
+                self.rewrite.replacement = Some(parse);
+            }
+            return Ok(());
         };
         // The server drops its unnamed statement before it parses a new one (so once it rejects
         // this one, nothing is left under ""); a named one stays.
@@ -123,14 +119,15 @@ where
             marker
         };
         pending.refusal = Some(refusal);
-        Ok(Rewrite::replaced(marker, pending))
+        self.replace(marker, pending);
+        Ok(())
     }
 
     /// A Bind: of a name SQL's PREPARE holds, decided as the EXECUTE it is; of a name a Parse
     /// holds, allowed by that Parse's decision (decided again if it was made in another epoch),
     /// once only where a review approved one run; of a name sluice saw nothing prepared under,
     /// refused.
-    pub(super) async fn bind(&mut self, bind: Bind<'_>) -> Result<Rewrite, RelayEnd> {
+    pub(super) async fn bind(&mut self, bind: Bind<'_>) -> Result<(), RelayEnd> {
         let named = self.tracker.lock().statements.get(bind.statement).cloned();
         // A name the server holds (or may hold, or will once a PREPARE sent before this Bind
         // runs) from SQL PREPARE runs what was prepared: decided as an EXECUTE of it, every
@@ -144,13 +141,11 @@ where
             Some(prepared) => self.bind_sql_prepared(&bind, prepared, pending).await?,
             None => self.bind_parsed(&bind, named, pending).await?,
         };
-        Ok(match refused {
-            Some((refusal, pending)) => {
-                let (marker, pending) = refused_bind(bind.portal, refusal, pending);
-                Rewrite::replaced(marker, pending)
-            }
-            None => Rewrite::default(),
-        })
+        if let Some((refusal, pending)) = refused {
+            let (marker, pending) = refused_bind(bind.portal, refusal, pending);
+            self.replace(marker, pending);
+        }
+        Ok(())
     }
 
     /// A Bind of a statement SQL's PREPARE made: the EXECUTE it amounts to, decided now. The
@@ -272,17 +267,16 @@ where
 
     /// A Describe: answered by the server; a portal described is one sluice need not describe
     /// again before its Execute.
-    pub(super) fn describe(&mut self, describe: Subject<'_>) -> Rewrite {
+    pub(super) fn describe(&mut self, describe: Subject<'_>) {
         if describe.which == b'P' {
             self.described_portal = Some(Bytes::copy_from_slice(describe.name));
         }
         self.tracker.lock().pending.push_back(Pending::new(Kind::Describe, Arc::clone(&self.no_text)));
-        Rewrite::default()
     }
 
     /// An Execute: recorded under the statement its portal was bound from; with masking on,
     /// preceded by sluice's own Describe of the portal unless the client's came right before.
-    pub(super) fn execute(&mut self, Execute { portal }: Execute<'_>, described: Option<&[u8]>) -> Rewrite {
+    pub(super) fn execute(&mut self, Execute { portal }: Execute<'_>, described: Option<&[u8]>) {
         let pending = match self.portals.get(portal) {
             Some(named) => {
                 let mut pending = Pending::new(Kind::Execute, Arc::clone(&named.text));
@@ -294,7 +288,6 @@ where
             // A cursor SQL's DECLARE opened: what it runs was decided then.
             None => Pending::new(Kind::Execute, Arc::from(format!("<portal {}>", String::from_utf8_lossy(portal)))),
         };
-        let mut rewrite = Rewrite::default();
         let mut t = self.tracker.lock();
         if self.ctx.masking.is_some() && described != Some(portal) {
             let mut describe = BytesMut::new();
@@ -303,19 +296,18 @@ where
                 put_cstr(b, portal);
             });
             t.pending.push_back(Pending::new(Kind::SluiceDescribe, Arc::clone(&self.no_text)));
-            rewrite.before = Some(describe);
+            self.rewrite.before = Some(describe);
         }
         t.push(pending);
-        rewrite
     }
 
     /// A Sync: followed by sluice's Close of every statement approved for one run and bound since
     /// the last one, and a Sync of its own.
-    pub(super) fn sync(&mut self) -> Rewrite {
+    pub(super) fn sync(&mut self) {
         let mut t = self.tracker.lock();
         t.pending.push_back(Pending::new(Kind::Sync, Arc::clone(&self.no_text)));
         if self.close_at_sync.is_empty() {
-            return Rewrite::default();
+            return;
         }
         let mut closing = BytesMut::new();
         close_approved(&mut closing, &self.close_at_sync);
@@ -331,11 +323,11 @@ where
             }
         }
         // The client's Sync, then sluice's Close messages and Sync.
-        Rewrite { after: Some(closing), ..Rewrite::default() }
+        self.rewrite.after = Some(closing);
     }
 
     /// A Close of a statement (its name's effects follow the server's answer) or a portal.
-    pub(super) fn close(&mut self, Subject { which, name }: Subject<'_>) -> Rewrite {
+    pub(super) fn close(&mut self, Subject { which, name }: Subject<'_>) {
         let mut pending = Pending::new(Kind::Close, Arc::clone(&self.no_text));
         match which {
             b'S' => pending.effects.push(NameEffect::Deallocate(Bytes::copy_from_slice(name))),
@@ -344,6 +336,5 @@ where
             }
         }
         self.tracker.lock().push(pending);
-        Rewrite::default()
     }
 }
