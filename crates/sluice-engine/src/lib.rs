@@ -64,6 +64,18 @@ pub enum EngineError {
     Masking(#[from] sluice_mask::MaskError),
 }
 
+/// Why a statement cannot be explained on a connection.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ExplainError {
+    /// No such connection, or not one the identity may use (the same answer for both, so that
+    /// nothing can be enumerated).
+    #[error("no such connection that this identity may use")]
+    NotUsable,
+    /// The connection's requests are not SQL.
+    #[error("the connection does not take SQL")]
+    NotSql,
+}
+
 /// The record of an administrative change or refusal, by `actor`: the command line's token and
 /// credential commands (`cli:<os user>`, made outside a running engine), the API's refused calls.
 pub fn admin_record(actor: Arc<Principal>, action: AdminAction, subject: &str, detail: Option<String>) -> AuditRecord {
@@ -197,10 +209,19 @@ impl Engine {
         self.core.may_use(identity, connection).then(|| self.core.permissions_for(identity, connection))
     }
 
-    /// The decision a statement would get on `connection`, when `identity` may use it at all.
-    pub fn explain_statement(&self, identity: &Identity, connection: &str, statement: &str) -> Option<Explanation> {
-        let analysis = sluice_sql::analyze(statement);
-        self.core.may_use(identity, connection).then(|| self.core.explain_sql(identity, connection, &analysis))
+    /// The decision a statement would get on `connection`, read in the connection's SQL dialect.
+    pub fn explain_statement(
+        &self,
+        identity: &Identity,
+        connection: &str,
+        statement: &str,
+    ) -> Result<Explanation, ExplainError> {
+        if !self.core.may_use(identity, connection) {
+            return Err(ExplainError::NotUsable);
+        }
+        let language = self.core.settings.load().connections.get(connection).and_then(|p| p.target.sql().cloned());
+        let language = language.ok_or(ExplainError::NotSql)?;
+        Ok(self.core.explain_sql(identity, connection, &language.analyze(statement)))
     }
 }
 
@@ -238,7 +259,7 @@ impl Gate for Engine {
             masking: Some(core.masking.load().for_session(&identity, request.target)).filter(|m| m.active()),
             read_only: !granted && settings.policy.read_only(&identity, request.target),
         };
-        let session = EngineSession::new(Arc::clone(core), &identity, &request, &obligations);
+        let session = EngineSession::new(Arc::clone(core), &identity, &request, &prepared.target, &obligations);
         let grant = SessionGrant { principal: identity, target: prepared.target.clone(), credential, obligations };
         Ok((grant, session))
     }

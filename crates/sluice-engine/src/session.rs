@@ -10,7 +10,8 @@ use sluice_core::{
     Refusal, ids,
 };
 use sluice_gate::{
-    Action, ClientInfo, Obligations, OpenRequest, Outcome, SessionGate, SessionLog, SqlAction, Standing,
+    Action, ClientInfo, Obligations, OpenRequest, Outcome, SessionGate, SessionLog, SqlAction, SqlLanguage, Standing,
+    Target,
 };
 use sluice_mask::SessionMasking;
 use sluice_policy::Policy;
@@ -40,6 +41,8 @@ pub struct EngineSession {
     client_program: Option<String>,
     /// The upstream session was opened read-only (see `Obligations::read_only`).
     upstream_read_only: bool,
+    /// The target's SQL dialect, for the canonical form a review binds to.
+    sql_language: Option<Arc<dyn SqlLanguage>>,
     /// The masking the session was opened with: its column rules decide what the lineage check
     /// of views and functions looks for.
     masking: Option<SessionMasking>,
@@ -64,6 +67,7 @@ impl EngineSession {
         core: Arc<EngineCore>,
         identity: &Identity,
         request: &OpenRequest<'_>,
+        target: &Target,
         obligations: &Obligations,
     ) -> Self {
         let ClientInfo { protocol, addr, tls, program } = request.client;
@@ -78,6 +82,7 @@ impl EngineSession {
             client_tls: tls,
             client_program: program.map(str::to_string),
             upstream_read_only: obligations.read_only,
+            sql_language: target.sql().cloned(),
             masking: obligations.masking.clone(),
             kept: KeptAllows::default(),
             started: false,
@@ -118,7 +123,11 @@ impl EngineSession {
         };
         let decision = match judged {
             Decision::Review(refusal) => {
-                let canonical = sluice_sql::canonical(sql.text);
+                // A target without a dialect binds the approval to the text exactly.
+                let canonical = match &self.sql_language {
+                    Some(language) => language.canonical(sql.text),
+                    None => sql.text.to_string(),
+                };
                 self.review(policy, &refusal, sql.text, &canonical, sql.analysis.takes_parameters()).await
             }
             Decision::Allow { rule } if let Some((grant, _)) = grant => {

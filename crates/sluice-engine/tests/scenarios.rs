@@ -12,7 +12,7 @@ use sluice_core::{AuditEvent, AuditRecord, AuditSink, AuthOutcome, Decision, Ide
 use sluice_engine::{Engine, EngineSession, MASK_TOKEN_PURPOSE, Parts, TargetFacts, TargetPreparer};
 use sluice_gate::{
     Action, ActionDetail, ClientInfo, Gate, HttpAction, OpenError, OpenRequest, Outcome, Presented, ServerAnswer,
-    SessionGate, SessionGrant, SessionLog, SqlAction, SqlServer, Standing, Target,
+    SessionGate, SessionGrant, SessionLog, SqlAction, SqlLanguage, SqlServer, Standing, Target,
 };
 use sluice_mask::{CatalogRules, Masking, View};
 use sluice_store::vault::MasterKey;
@@ -102,7 +102,20 @@ impl TargetPreparer for NoOptions {
     }
 
     fn prepare(&self, name: &str, _config: &ConnectionConfig) -> Result<Target, String> {
-        Ok(Target::new(name, Protocol::Postgres, Arc::new(())))
+        Ok(Target::new(name, Protocol::Postgres, Arc::new(())).with_sql(Arc::new(PostgresGrammar)))
+    }
+}
+
+/// The adapter's SQL dialect, as sluice-pg supplies it.
+struct PostgresGrammar;
+
+impl SqlLanguage for PostgresGrammar {
+    fn analyze(&self, text: &str) -> SqlAnalysis {
+        sluice_sql::analyze(text)
+    }
+
+    fn canonical(&self, text: &str) -> String {
+        sluice_sql::canonical(text)
     }
 }
 
@@ -384,6 +397,9 @@ async fn a_review_in_retry_mode_refuses_until_approved_then_allows_exactly_one_r
     let id = review_id(&first);
     // Asking again before a decision names the same review.
     assert_eq!(review_id(&decide(&mut session, &delete).await), id);
+    // The review is of the statement, in the target's dialect, not of its spelling.
+    let respelt = sql("delete from ORDERS\n  where id = 7; -- once more");
+    assert_eq!(review_id(&decide(&mut session, &respelt).await), id);
 
     let (approved, _) = h.approvals.approve(&approver(), id, None).await.unwrap();
     assert_eq!(approved, ReviewOutcome::Approved);

@@ -63,6 +63,18 @@ pub struct SqlAction<'a> {
     pub server: Option<&'a dyn SqlServer>,
 }
 
+/// A SQL dialect's grammar, as the engine needs it beyond what an action carries: the adapter
+/// that speaks the dialect supplies it with each target (see `Target::with_sql`), so that the
+/// engine knows no SQL grammar of its own.
+pub trait SqlLanguage: Send + Sync {
+    /// What a statement given as text (not over the wire: `sluice.explain`, the REST API's
+    /// explain) does, as the adapter's classifier would find.
+    fn analyze(&self, text: &str) -> SqlAnalysis;
+    /// The form a review's approval is bound to: the same statement however it is spaced,
+    /// commented or cased where case does not matter, and a different one for any other change.
+    fn canonical(&self, text: &str) -> String;
+}
+
 /// A command line, as the program and the arguments it will receive.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecAction {

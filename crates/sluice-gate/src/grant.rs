@@ -1,6 +1,7 @@
 //! What opening a session gives an adapter: who, on which target, with which held credential, and
 //! what it must do to the responses. The adapter builds its own upstream endpoint from it.
 
+use crate::action::SqlLanguage;
 use sluice_core::{Identity, Protocol, Secret};
 use sluice_mask::SessionMasking;
 use std::any::Any;
@@ -24,11 +25,22 @@ pub struct Target {
     pub name: String,
     pub protocol: Protocol,
     options: Arc<dyn Any + Send + Sync>,
+    sql: Option<Arc<dyn SqlLanguage>>,
 }
 
 impl Target {
     pub fn new(name: impl Into<String>, protocol: Protocol, options: Arc<dyn Any + Send + Sync>) -> Target {
-        Target { name: name.into(), protocol, options }
+        Target { name: name.into(), protocol, options, sql: None }
+    }
+
+    /// A target whose requests are SQL, in the dialect `language` reads.
+    pub fn with_sql(self, language: Arc<dyn SqlLanguage>) -> Target {
+        Target { sql: Some(language), ..self }
+    }
+
+    /// The SQL dialect of the target; `None` when its requests are not SQL.
+    pub fn sql(&self) -> Option<&Arc<dyn SqlLanguage>> {
+        self.sql.as_ref()
     }
 
     /// The options as the adapter prepared them; `None` when they are of another adapter's type.

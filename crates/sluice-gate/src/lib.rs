@@ -9,7 +9,7 @@ pub mod outcome;
 pub mod server;
 pub mod session;
 
-pub use action::{Action, ExecAction, KubeAction, SqlAction, ToolAction};
+pub use action::{Action, ExecAction, KubeAction, SqlAction, SqlLanguage, ToolAction};
 pub use grant::{Obligations, SessionGrant, Target};
 pub use http::{HttpAction, HttpTargetError};
 pub use outcome::{ActionDetail, Outcome};

@@ -24,5 +24,5 @@ pub use error::PgError;
 /// several times cheaper than SipHash on short keys, and seeded per process.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub use listener::{ListenerConfig, PgAdapter, ServerTls};
-pub use target::{PgConnectionOptions, PgTarget};
+pub use target::{PgConnectionOptions, PgTarget, PostgresSql};
 pub use upstream::{PgEndpoint, UpstreamTlsMode};

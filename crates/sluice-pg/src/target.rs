@@ -4,6 +4,8 @@
 use crate::upstream::{PgEndpoint, UpstreamTls, UpstreamTlsMode};
 use serde::Deserialize;
 use sluice_core::Secret;
+use sluice_core::sql::SqlAnalysis;
+use sluice_gate::SqlLanguage;
 use std::path::PathBuf;
 
 /// The PostgreSQL options of a connection; every other key of `[connections.NAME]` is sluice's
@@ -146,6 +148,20 @@ impl PgTarget {
             settings,
             masking: obligations.masking,
         }
+    }
+}
+
+/// PostgreSQL's SQL, as the engine asks for it (see `SqlLanguage`): PostgreSQL's own grammar,
+/// through libpg_query.
+pub struct PostgresSql;
+
+impl SqlLanguage for PostgresSql {
+    fn analyze(&self, text: &str) -> SqlAnalysis {
+        sluice_sql::analyze(text)
+    }
+
+    fn canonical(&self, text: &str) -> String {
+        sluice_sql::canonical(text)
     }
 }
 

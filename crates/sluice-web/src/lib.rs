@@ -19,7 +19,7 @@ use sluice_core::advice::{Explanation, Permissions};
 use sluice_core::review::{Outcome, Status};
 use sluice_core::span::Span;
 use sluice_core::{AuthOutcome, Identity};
-use sluice_engine::Engine;
+use sluice_engine::{Engine, ExplainError};
 use sluice_store::{ReviewFilter, TokenStore};
 use std::sync::Arc;
 use views::{Now, review_view};
@@ -271,5 +271,11 @@ async fn explain_statement(
     Path(name): Path<String>,
     Json(req): Json<ExplainRequest>,
 ) -> Result<Json<Explanation>, ApiError> {
-    api.engine.explain_statement(&who, &name, &req.sql).map(Json).ok_or_else(|| no_such_connection(&name))
+    match api.engine.explain_statement(&who, &name, &req.sql) {
+        Ok(explanation) => Ok(Json(explanation)),
+        Err(ExplainError::NotUsable) => Err(no_such_connection(&name)),
+        Err(ExplainError::NotSql) => Err(ApiError::bad_request(&format!(
+            "connection {name:?} does not take SQL: only statements for a SQL connection can be explained"
+        ))),
+    }
 }

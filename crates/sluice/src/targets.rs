@@ -5,7 +5,7 @@ use sluice_config::ConnectionConfig;
 use sluice_core::Protocol;
 use sluice_engine::{TargetFacts, TargetPreparer};
 use sluice_gate::Target;
-use sluice_pg::{PgConnectionOptions, PgTarget};
+use sluice_pg::{PgConnectionOptions, PgTarget, PostgresSql};
 use std::sync::Arc;
 
 /// The adapters sluice has, as the engine prepares targets for them.
@@ -33,7 +33,7 @@ impl TargetPreparer for Targets {
         match conn.protocol.as_str() {
             "postgres" => {
                 let target = PgTarget::prepare(name, &pg_options(conn)?)?;
-                Ok(Target::new(name, Protocol::Postgres, Arc::new(target)))
+                Ok(Target::new(name, Protocol::Postgres, Arc::new(target)).with_sql(Arc::new(PostgresSql)))
             }
             other => Err(unserved(other)),
         }
