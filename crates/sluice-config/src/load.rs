@@ -39,6 +39,7 @@ fn resolve_paths(config: &mut Config, base: &Path) {
     };
     fix(&mut config.server.state_dir);
     config.server.master_key_file.as_mut().map(fix);
+    config.audit.signing_key_file.as_mut().map(fix);
     config.postgres.tls_cert.as_mut().map(fix);
     config.postgres.tls_key.as_mut().map(fix);
     for conn in config.connections.values_mut() {

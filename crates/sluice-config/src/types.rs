@@ -17,6 +17,10 @@ pub struct Config {
     pub postgres: PostgresListener,
     #[serde(default)]
     pub recording: RecordingConfig,
+    /// The audit log's integrity: its signing key and how often checkpoints are signed
+    /// (docs/audit.md).
+    #[serde(default)]
+    pub audit: AuditConfig,
     #[serde(default)]
     pub connections: BTreeMap<String, ConnectionConfig>,
     /// SQL policy: rules, the default effect, extra side-effect functions (docs/policy.md).
@@ -50,6 +54,32 @@ pub struct RecordingConfig {
 impl Default for RecordingConfig {
     fn default() -> Self {
         RecordingConfig { statements: true, flush_interval_ms: 100 }
+    }
+}
+
+/// The audit log's signed checkpoints.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// The Ed25519 key (a PKCS#8 file) checkpoints are signed with; `sluice serve` creates it
+    /// (mode 0600) when it does not exist. Default: `audit-signing.key` in the state directory.
+    pub signing_key_file: Option<PathBuf>,
+    /// A checkpoint is signed once this many records were appended since the last one...
+    pub checkpoint_every: u64,
+    /// ...or once this many seconds passed since it, if records were appended; and always when
+    /// sluice stops.
+    pub checkpoint_interval_s: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { signing_key_file: None, checkpoint_every: 1000, checkpoint_interval_s: 60 }
+    }
+}
+
+impl AuditConfig {
+    pub fn signing_key_path(&self, server: &ServerConfig) -> PathBuf {
+        self.signing_key_file.clone().unwrap_or_else(|| server.state_dir.join("audit-signing.key"))
     }
 }
 

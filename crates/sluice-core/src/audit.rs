@@ -117,6 +117,20 @@ pub enum AuditEvent {
     },
 }
 
+impl AuditEvent {
+    /// The event's kind, as its `kind` field names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuditEvent::Authentication { .. } => "authentication",
+            AuditEvent::SessionStarted { .. } => "session_started",
+            AuditEvent::SessionEnded { .. } => "session_ended",
+            AuditEvent::Action(_) => "action",
+            AuditEvent::Review { .. } => "review",
+            AuditEvent::Admin { .. } => "admin",
+        }
+    }
+}
+
 /// One finished action: the record's `at_us` is when it started.
 #[derive(Clone, Debug, Serialize)]
 pub struct ActionRecord {

@@ -83,6 +83,13 @@ pub fn admin_record(actor: Arc<Principal>, action: AdminAction, subject: &str, d
     AuditRecord::now(actor, None, event)
 }
 
+/// The record that ends a session a previous run left open: it was killed, so nothing recorded
+/// the end then.
+pub fn orphaned_session_end(principal: Arc<Principal>, session: &str) -> AuditRecord {
+    let reason = "gateway stopped before the session ended".to_string();
+    AuditRecord::now(principal, Some(Arc::from(session)), AuditEvent::SessionEnded { reason })
+}
+
 /// A connection whose protocol options its adapter refuses (or cannot prepare).
 #[derive(Debug, Error)]
 #[error("connection {name}: {reason}")]

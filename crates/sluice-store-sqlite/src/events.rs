@@ -1,10 +1,13 @@
 //! Writes audit records into the SQLite store through one plain connection of its own, owned by the
 //! recorder's thread: each batch is one transaction, its actions in multi-row INSERTs prepared
-//! once. Each kind of record goes to its table (sessions, statements, authentication attempts,
-//! administrative events).
+//! once. Every record is appended to the hash-chained log (`audit_log`), and each kind also goes
+//! to its table (sessions, statements, authentication attempts, administrative events), which
+//! the command line queries.
 
+use crate::audit_log::{self, Signing};
 use crate::sqlite::{configure, unavailable};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, TransactionBehavior, params};
+use sluice_core::audit::now_us;
 use sluice_core::{ActionDetail, ActionRecord, AuditEvent, AuditRecord};
 use sluice_store::StoreResult;
 use std::path::Path;
@@ -12,6 +15,10 @@ use std::sync::OnceLock;
 
 pub struct EventWriter {
     conn: Connection,
+    /// The chain identity of the store's log.
+    instance: String,
+    /// The recorder's key and cadence for signed checkpoints (`None`: the command line's writer).
+    signing: Option<Signing>,
 }
 
 impl std::fmt::Debug for EventWriter {
@@ -61,7 +68,13 @@ impl EventWriter {
         let conn = Connection::open(path).map_err(unavailable)?;
         conn.set_prepared_statement_cache_capacity(INSERT_SIZES.len() + 4);
         configure(&conn).map_err(unavailable)?;
-        Ok(EventWriter { conn })
+        let instance = audit_log::instance(&conn).map_err(unavailable)?;
+        Ok(EventWriter { conn, instance, signing: None })
+    }
+
+    /// The writer signs checkpoints of the chain as `signing` says.
+    pub fn with_signing(self, signing: Signing) -> EventWriter {
+        EventWriter { signing: Some(signing), ..self }
     }
 
     /// Writes a batch of records in one transaction.
@@ -69,8 +82,22 @@ impl EventWriter {
         self.write_batch(records).map_err(unavailable)
     }
 
+    /// Signs a checkpoint of the chain as it stands, unless one covers it already (at shutdown).
+    pub fn checkpoint(&mut self) -> StoreResult<()> {
+        let Some(signing) = &mut self.signing else { return Ok(()) };
+        let signed = (|| {
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let chain = audit_log::append(&tx, &self.instance, &[])?;
+            signing.sign(&tx, &chain, now_us())?;
+            tx.commit()
+        })();
+        signed.map_err(unavailable)
+    }
+
     fn write_batch(&mut self, records: &[AuditRecord]) -> rusqlite::Result<()> {
-        let tx = self.conn.transaction()?;
+        // Immediate: the chain's tail is read and extended under the write lock, so a command line
+        // writing to the same file meanwhile waits instead of forking the chain.
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for record in records {
             let AuditRecord { at_us, principal, session, event } = record;
             let (who, credential) = (&principal.name, &principal.credential_id);
@@ -143,6 +170,14 @@ impl EventWriter {
                 insert.raw_bind_parameter(at + 13, a.rule.as_deref())?;
             }
             insert.raw_execute()?;
+        }
+        let chain = audit_log::append(&tx, &self.instance, records)?;
+        if let Some(signing) = self.signing.as_mut()
+            && signing.due(records.len())
+            && let Err(e) = signing.sign(&tx, &chain, now_us())
+        {
+            // The records matter more than the signature: they are kept, and the next batch signs.
+            tracing::error!(error = %e, "could not sign an audit checkpoint");
         }
         tx.commit()?;
         Ok(())

@@ -2,12 +2,14 @@
 //! credentials, reviews) on SQLite, the record of sessions, statements, authentication attempts
 //! and administrative events, and the recorder that writes audit events off the hot path.
 
+mod audit_log;
 mod events;
 mod recorder;
 mod reviews;
 mod schema;
 mod sqlite;
 
+pub use audit_log::Signing;
 pub use events::EventWriter;
 pub use recorder::{Recorder, RecorderTask, TextFilter};
 pub use sqlite::{AdminRow, AuthRow, SessionFilter, SessionRow, SqliteStore, StatementRow};

@@ -1,7 +1,7 @@
 //! Keeps recording off the hot path: sessions hand events to an unbounded queue (never blocking,
 //! never dropping), and one thread of its own writes whatever has gathered in a single transaction.
 
-use crate::{EventWriter, SqliteStore};
+use crate::{EventWriter, Signing, SqliteStore};
 use sluice_core::{AuditEvent, AuditRecord};
 use sluice_store::StoreError;
 use std::sync::Arc;
@@ -27,13 +27,18 @@ impl Recorder {
     /// Starts the writer. Events are gathered for up to `flush_interval` (or until a batch is full)
     /// and written in one transaction, so a busy gateway costs the store a commit per interval, not
     /// one per statement.
-    /// Every statement's text goes through `texts` before it is written.
+    /// Every statement's text goes through `texts` before it is written. With `signing`, the
+    /// chain is signed at its cadence and once more when the last handle is dropped.
     pub fn spawn(
         store: &SqliteStore,
         flush_interval: Duration,
         texts: TextFilter,
+        signing: Option<Signing>,
     ) -> Result<(Recorder, RecorderTask), StoreError> {
-        let writer = store.event_writer()?;
+        let mut writer = store.event_writer()?;
+        if let Some(signing) = signing {
+            writer = writer.with_signing(signing);
+        }
         let (tx, rx) = mpsc::channel();
         let (done_tx, done) = tokio::sync::oneshot::channel();
         std::thread::Builder::new().name("sluice-recorder".into()).spawn(move || {
@@ -90,6 +95,9 @@ fn write_loop(
             std::thread::sleep(Duration::from_millis(200 * u64::from(attempt.min(25))));
         }
         batch.clear();
+    }
+    if let Err(e) = writer.checkpoint() {
+        tracing::error!(error = %e, "could not sign the audit log's last checkpoint");
     }
 }
 

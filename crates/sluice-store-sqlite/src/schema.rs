@@ -96,4 +96,28 @@ CREATE TABLE admin_events (
     detail   TEXT
 );
 "#,
+    r#"
+CREATE TABLE audit_meta (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
+INSERT INTO audit_meta (key, value) VALUES ('instance', 'i_' || lower(hex(randomblob(8))));
+CREATE TABLE audit_log (
+    seq         INTEGER PRIMARY KEY,
+    at          INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    session_id  TEXT,
+    record      TEXT NOT NULL,
+    hash        BLOB NOT NULL
+);
+CREATE INDEX audit_log_session ON audit_log(session_id) WHERE session_id IS NOT NULL;
+CREATE TABLE audit_checkpoints (
+    seq        INTEGER PRIMARY KEY,
+    hash       BLOB NOT NULL,
+    previous   INTEGER NOT NULL,
+    at         INTEGER NOT NULL,
+    key_id     TEXT NOT NULL,
+    signature  BLOB NOT NULL
+);
+"#,
 ];

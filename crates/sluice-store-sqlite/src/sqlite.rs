@@ -9,7 +9,7 @@ use deadpool_sqlite::{Config, Hook, HookError, Pool, PoolConfig, Runtime};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use serde::Serialize;
-use sluice_core::AuditRecord;
+use sluice_core::{AuditRecord, Principal};
 use sluice_store::{CredentialVault, StoreError, StoreResult, TokenRow, TokenStore};
 use std::path::Path;
 use std::sync::Arc;
@@ -141,18 +141,21 @@ impl SqliteStore {
         conn.interact(work).await.map_err(unavailable)?.map_err(unavailable)
     }
 
-    /// Sessions a previous run left open (it was killed): closed now with that reason.
-    pub async fn close_orphaned_sessions(&self, at: i64) -> StoreResult<u64> {
-        let closed = self
-            .run(move |c| {
-                c.execute(
-                    "UPDATE sessions SET ended_at = ?1, end_reason = 'gateway stopped before the session ended' \
-                     WHERE ended_at IS NULL",
-                    [at],
-                )
-            })
-            .await?;
-        Ok(closed as u64)
+    /// Sessions a previous run left open (it was killed before recording their end): their ids
+    /// and who they were of, for the records that end them.
+    pub async fn orphaned_sessions(&self) -> StoreResult<Vec<(String, Arc<Principal>)>> {
+        self.run(|c| {
+            c.prepare("SELECT id, identity, credential_id FROM sessions WHERE ended_at IS NULL ORDER BY started_at")?
+                .query_map([], |r| Ok((r.get(0)?, Principal::new(r.get::<_, String>(1)?, Some(r.get(2)?)))))?
+                .collect()
+        })
+        .await
+    }
+
+    /// Writes `records` now, in one transaction, chained like the recorder's.
+    pub async fn record_all(&self, records: Vec<AuditRecord>) -> StoreResult<()> {
+        let mut writer = self.event_writer()?;
+        tokio::task::spawn_blocking(move || writer.write(&records)).await.map_err(unavailable)?
     }
 
     /// A connection of its own for writing audit events (see `EventWriter`).
@@ -251,8 +254,7 @@ impl SqliteStore {
 
     /// Writes one audit record at once (for the command line, which runs no recorder).
     pub async fn record(&self, record: AuditRecord) -> StoreResult<()> {
-        let mut writer = self.event_writer()?;
-        tokio::task::spawn_blocking(move || writer.write(&[record])).await.map_err(unavailable)?
+        self.record_all(vec![record]).await
     }
 
     /// Recent administrative events, newest first.

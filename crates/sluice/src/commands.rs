@@ -119,7 +119,7 @@ pub enum AuthCommand {
     },
 }
 
-async fn open_store(config_path: &Path) -> Result<(Config, SqliteStore)> {
+pub async fn open_store(config_path: &Path) -> Result<(Config, SqliteStore)> {
     let config = crate::targets::load_config(config_path)?;
     let store = SqliteStore::open(&config.server.store_path()).await?;
     Ok((config, store))
@@ -336,31 +336,6 @@ pub async fn sessions(config_path: &Path, cmd: SessionsCommand) -> Result<()> {
             }
         }
     }
-    store.close().await;
-    Ok(())
-}
-
-#[derive(Subcommand)]
-pub enum AuditCommand {
-    /// Recent administrative events, newest first: tokens minted and revoked, credentials set
-    /// and deleted, API calls refused for their token.
-    Admin {
-        /// Print JSON (timestamps in RFC 3339, UTC, with microseconds).
-        #[arg(long)]
-        json: bool,
-        /// At most this many events.
-        #[arg(long, default_value_t = 50)]
-        limit: i64,
-    },
-}
-
-pub async fn audit(config_path: &Path, cmd: AuditCommand) -> Result<()> {
-    let (_, store) = open_store(config_path).await?;
-    let AuditCommand::Admin { json, limit } = cmd;
-    print_list(&store.admin_events(limit).await?, json, &["AT", "ACTOR", "ACTION", "SUBJECT", "DETAIL"], |e| {
-        let detail = e.detail.clone().unwrap_or_else(|| "-".into());
-        vec![timestamp(e.at), e.actor.clone(), e.action.clone(), e.subject.clone(), detail]
-    })?;
     store.close().await;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The `sluice` command: serve the gateway, manage its tokens, credentials and recordings, and
 //! explain its policy.
 
+mod audit_cmd;
 mod commands;
 mod display;
 mod instance;
@@ -42,9 +43,9 @@ enum Command {
     /// Recorded authentication attempts, successful or not.
     #[command(subcommand)]
     Auth(commands::AuthCommand),
-    /// The audit trail of sluice itself: tokens, credentials, refused API calls.
+    /// The audit log: sluice's administrative trail, and verifying the hash chain.
     #[command(subcommand)]
-    Audit(commands::AuditCommand),
+    Audit(audit_cmd::AuditCommand),
     /// Explain what SQL policy decides on a statement, or check the policy for mistakes.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
@@ -102,7 +103,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Command::Credential(cmd) => commands::credential(config, cmd).await,
             Command::Sessions(cmd) => commands::sessions(config, cmd).await,
             Command::Auth(cmd) => commands::auth(config, cmd).await,
-            Command::Audit(cmd) => commands::audit(config, cmd).await,
+            Command::Audit(cmd) => audit_cmd::run(config, cmd).await,
             Command::Policy(cmd) => return policy_cmd::run(config, cmd),
             Command::Mask(cmd) => mask_cmd::run(config, cmd),
             Command::Review(cmd) => review_cmd::review(config, cmd).await,

@@ -31,9 +31,11 @@ pub async fn run(config_path: &Path) -> Result<()> {
     init_logging(&config);
     let store = Arc::new(SqliteStore::open(&config.server.store_path()).await?);
     check_state_is_private(&config)?;
-    let orphaned = store.close_orphaned_sessions(sluice_core::audit::now_us()).await?;
-    if orphaned > 0 {
-        tracing::warn!(orphaned, "closed sessions left open by a previous run");
+    let orphaned = store.orphaned_sessions().await?;
+    if !orphaned.is_empty() {
+        tracing::warn!(orphaned = orphaned.len(), "closing sessions left open by a previous run");
+        let ends = orphaned.into_iter().map(|(id, principal)| sluice_engine::orphaned_session_end(principal, &id));
+        store.record_all(ends.collect()).await?;
     }
     let key = MasterKey::load(&config.server.master_key_path(), true)?;
     let masking = Arc::new(sluice_engine::compile::masking(&config, key.derive(MASK_TOKEN_PURPOSE))?);
@@ -45,6 +47,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         &store,
         Duration::from_millis(config.recording.flush_interval_ms),
         Box::new(move |text| recorded_text.load().mask_text(text)),
+        Some(crate::audit_cmd::signing(&config)?),
     )
     .context("cannot start the audit recorder")?;
     // The API is bound first so that links in notifications carry its real port.

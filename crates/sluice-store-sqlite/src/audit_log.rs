@@ -1,0 +1,158 @@
+//! The hash-chained audit log in SQLite: every record appended to `audit_log` with its sequence
+//! number, canonical bytes and chain hash, in the transaction that writes its kind's table; signed
+//! checkpoints in `audit_checkpoints`; and the reads `sluice audit verify` walks.
+
+use crate::SqliteStore;
+use rusqlite::{OptionalExtension, Transaction, params};
+use sluice_audit::{Chain, Checkpoint, CheckpointSigner, GENESIS, Hash, StoredRecord};
+use sluice_core::AuditRecord;
+use sluice_store::StoreResult;
+use std::time::{Duration, Instant};
+
+const APPEND: &str = "INSERT INTO audit_log (seq, at, kind, session_id, record, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+/// The store's chain identity (made when the log's table was created).
+pub(crate) fn instance(conn: &rusqlite::Connection) -> rusqlite::Result<String> {
+    conn.query_row("SELECT value FROM audit_meta WHERE key = 'instance'", [], |r| r.get(0))
+}
+
+/// The chain after the last stored record. Read in the writing transaction (an immediate one), so
+/// that the command line appending to the same file cannot take the same place.
+fn tail(tx: &Transaction<'_>, instance: &str) -> rusqlite::Result<Chain> {
+    let last: Option<(i64, Vec<u8>)> = tx
+        .query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(match last {
+        Some((seq, hash)) => Chain::resume(instance, unsigned(seq), to_hash(&hash)),
+        None => Chain::resume(instance, 0, GENESIS),
+    })
+}
+
+/// SQLite's integers are signed; sequence numbers are not (a negative one, written by hand, reads
+/// as 0, which verification finds out of place).
+fn unsigned(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_hash(bytes: &[u8]) -> Hash {
+    // A stored hash of another length cannot match any computed one: verification names it.
+    bytes.try_into().unwrap_or([0xff; 32])
+}
+
+/// Appends `records` to the chain; the chain as it stands after them.
+pub(crate) fn append(tx: &Transaction<'_>, instance: &str, records: &[AuditRecord]) -> rusqlite::Result<Chain> {
+    let mut chain = tail(tx, instance)?;
+    let mut insert = tx.prepare_cached(APPEND)?;
+    for record in records {
+        let linked = chain.append(record);
+        insert.execute(params![
+            signed(linked.seq),
+            record.at_us,
+            record.event.kind(),
+            record.session.as_deref(),
+            linked.encoded,
+            &linked.hash[..]
+        ])?;
+    }
+    Ok(chain)
+}
+
+/// When the recorder signs checkpoints, and with which key.
+pub struct Signing {
+    signer: CheckpointSigner,
+    every: u64,
+    interval: Duration,
+    appended: u64,
+    last: Instant,
+}
+
+impl Signing {
+    /// Sign a checkpoint once `every` records were appended since the last one, or once
+    /// `interval` passed with any appended.
+    pub fn new(signer: CheckpointSigner, every: u64, interval: Duration) -> Signing {
+        Signing { signer, every: every.max(1), interval, appended: 0, last: Instant::now() }
+    }
+
+    /// `count` more records were appended; whether a checkpoint is due.
+    pub(crate) fn due(&mut self, count: usize) -> bool {
+        self.appended += count as u64;
+        self.appended > 0 && (self.appended >= self.every || self.last.elapsed() >= self.interval)
+    }
+
+    /// Signs the chain's head, unless a checkpoint already covers it.
+    pub(crate) fn sign(&mut self, tx: &Transaction<'_>, chain: &Chain, at_us: i64) -> rusqlite::Result<()> {
+        self.appended = 0;
+        self.last = Instant::now();
+        let previous: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit_checkpoints", [], |r| r.get(0))?;
+        let previous = unsigned(previous);
+        if chain.last_seq() == 0 || previous >= chain.last_seq() {
+            return Ok(());
+        }
+        let checkpoint = self.signer.sign(chain.instance(), chain.last_seq(), chain.head(), previous, at_us);
+        tx.prepare_cached(
+            "INSERT INTO audit_checkpoints (seq, hash, previous, at, key_id, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            signed(checkpoint.seq),
+            &checkpoint.hash[..],
+            signed(checkpoint.previous),
+            checkpoint.at_us,
+            checkpoint.key_id,
+            checkpoint.signature
+        ])?;
+        Ok(())
+    }
+}
+
+impl SqliteStore {
+    /// The chain identity of this store's audit log.
+    pub async fn audit_instance(&self) -> StoreResult<String> {
+        self.run(|c| instance(c)).await
+    }
+
+    /// Every signed checkpoint, in order.
+    pub async fn audit_checkpoints(&self) -> StoreResult<Vec<Checkpoint>> {
+        self.run(|c| {
+            c.prepare("SELECT seq, hash, previous, at, key_id, signature FROM audit_checkpoints ORDER BY seq")?
+                .query_map([], |r| {
+                    Ok(Checkpoint {
+                        seq: unsigned(r.get(0)?),
+                        hash: to_hash(&r.get::<_, Vec<u8>>(1)?),
+                        previous: unsigned(r.get(2)?),
+                        at_us: r.get(3)?,
+                        key_id: r.get(4)?,
+                        signature: r.get(5)?,
+                    })
+                })?
+                .collect()
+        })
+        .await
+    }
+
+    /// Up to `limit` records from sequence number `from` on, in order.
+    pub async fn audit_records(&self, from: u64, limit: u64) -> StoreResult<Vec<StoredRecord>> {
+        self.run(move |c| {
+            c.prepare_cached("SELECT seq, record, hash FROM audit_log WHERE seq >= ?1 ORDER BY seq LIMIT ?2")?
+                .query_map(params![signed(from), signed(limit)], |r| {
+                    let hash = to_hash(&r.get::<_, Vec<u8>>(2)?);
+                    Ok(StoredRecord { seq: unsigned(r.get(0)?), encoded: r.get(1)?, hash })
+                })?
+                .collect()
+        })
+        .await
+    }
+
+    /// The stored hash of record `seq`, if there is one.
+    pub async fn audit_hash(&self, seq: u64) -> StoreResult<Option<Hash>> {
+        self.run(move |c| {
+            c.query_row("SELECT hash FROM audit_log WHERE seq = ?1", [signed(seq)], |r| r.get::<_, Vec<u8>>(0))
+                .optional()
+                .map(|h| h.as_deref().map(to_hash))
+        })
+        .await
+    }
+}

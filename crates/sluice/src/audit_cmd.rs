@@ -1,0 +1,140 @@
+//! `sluice audit`: the administrative trail, the verification of the hash-chained log against its
+//! signed checkpoints, and the key those checkpoints are signed with (created by `serve`).
+
+use crate::commands::open_store;
+use crate::display::{print_list, timestamp};
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use sluice_audit::{CheckpointSigner, GENESIS, PublicKey, Verifier};
+use sluice_config::Config;
+use sluice_store::vault::write_private;
+use sluice_store_sqlite::Signing;
+use std::path::Path;
+use std::time::Duration;
+
+/// Records read per query while verifying.
+const PAGE: u64 = 10_000;
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Recent administrative events, newest first: tokens minted and revoked, credentials set
+    /// and deleted, API calls refused for their token.
+    Admin {
+        /// Print JSON (timestamps in RFC 3339, UTC, with microseconds).
+        #[arg(long)]
+        json: bool,
+        /// At most this many events.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Check the audit log's hash chain and signed checkpoints; exit status 1 naming the first
+    /// record that was modified, deleted, inserted or reordered.
+    Verify {
+        /// Start at this record (its predecessor's stored hash is trusted); default: the first.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// The public key checkpoints must be signed with (64 hex digits, as `sluice audit
+        /// public-key` prints it); default: the key of `[audit] signing_key_file`. Keep a copy
+        /// away from the gateway's host to detect a thief who replaced both log and key.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Print the public key of the audit signing key (to keep with whoever verifies).
+    PublicKey,
+}
+
+pub async fn run(config_path: &Path, cmd: AuditCommand) -> Result<()> {
+    let (config, store) = open_store(config_path).await?;
+    let done = match cmd {
+        AuditCommand::Admin { json, limit } => {
+            print_list(&store.admin_events(limit).await?, json, &["AT", "ACTOR", "ACTION", "SUBJECT", "DETAIL"], |e| {
+                let detail = e.detail.clone().unwrap_or_else(|| "-".into());
+                vec![timestamp(e.at), e.actor.clone(), e.action.clone(), e.subject.clone(), detail]
+            })
+        }
+        AuditCommand::PublicKey => signing_key(&config, false).map(|k| println!("{}", k.public_key().to_hex())),
+        AuditCommand::Verify { from, public_key } => verify(&config, &store, from, public_key).await,
+    };
+    store.close().await;
+    done
+}
+
+async fn verify(
+    config: &Config,
+    store: &sluice_store_sqlite::SqliteStore,
+    from: u64,
+    key: Option<String>,
+) -> Result<()> {
+    let key = match key {
+        Some(hex) => PublicKey::from_hex(&hex)?,
+        None => signing_key(config, false)?.public_key().clone(),
+    };
+    let instance = store.audit_instance().await?;
+    let from = from.max(1);
+    let head_before = match from {
+        1 => GENESIS,
+        n => store.audit_hash(n - 1).await?.with_context(|| format!("the log has no record {}", n - 1))?,
+    };
+    let checkpoints = store.audit_checkpoints().await?;
+    let broken = |b: sluice_audit::Break| anyhow::anyhow!("the audit log is not as it was written: {b}");
+    let mut verifier = Verifier::new(&instance, &key, checkpoints, from, head_before).map_err(broken)?;
+    let mut next = from;
+    loop {
+        let page = store.audit_records(next, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        next = last.seq + 1;
+        for record in &page {
+            verifier.feed(record).map_err(broken)?;
+        }
+    }
+    let verified = verifier.finish().map_err(broken)?;
+    if verified.last < verified.first {
+        println!("audit log of instance {instance}: no records from {from} on");
+        return Ok(());
+    }
+    println!(
+        "audit log of instance {instance}: records {}..={} verified; {} signed checkpoint(s) (key {}), the last at \
+         record {}",
+        verified.first,
+        verified.last,
+        verified.checkpoints,
+        key.key_id(),
+        verified.last_checkpoint.map_or_else(|| "-".into(), |s| s.to_string()),
+    );
+    if verified.unsigned() > 0 {
+        println!(
+            "{} record(s) after the last checkpoint chain correctly but are not signed yet (a checkpoint is signed \
+             every [audit] checkpoint_every records or checkpoint_interval_s seconds, and when sluice stops)",
+            verified.unsigned()
+        );
+    }
+    Ok(())
+}
+
+/// The audit signing key; `serve` (`create`) makes it when it does not exist yet.
+pub fn signing_key(config: &Config, create: bool) -> Result<CheckpointSigner> {
+    let path = config.audit.signing_key_path(&config.server);
+    match std::fs::read(&path) {
+        Ok(document) => CheckpointSigner::from_pkcs8(&document).with_context(|| format!("in {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            let document = CheckpointSigner::generate()?;
+            if let Some(dir) = path.parent() {
+                sluice_store::private::ensure_dir(dir)?;
+            }
+            write_private(&path, &document).with_context(|| format!("cannot write {}", path.display()))?;
+            tracing::info!(path = %path.display(), "created the audit signing key");
+            Ok(CheckpointSigner::from_pkcs8(&document)?)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("there is no audit signing key at {} (sluice serve creates it; or pass --public-key)", path.display())
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// How the recorder signs checkpoints, as `[audit]` says.
+pub fn signing(config: &Config) -> Result<Signing> {
+    let audit = &config.audit;
+    let signer = signing_key(config, true)?;
+    Ok(Signing::new(signer, audit.checkpoint_every, Duration::from_secs(audit.checkpoint_interval_s)))
+}

@@ -1,0 +1,226 @@
+"""The hash-chained audit log: every kind of record is chained in order, `sluice audit verify`
+passes on an untouched log, and names the first bad record when the store is tampered with
+directly (SQLite) — a record modified, deleted, inserted or reordered, the tail cut after a
+checkpoint, the log rewritten wholesale with its hashes recomputed, a checkpoint deleted."""
+
+import hashlib
+import json
+import shutil
+import signal
+import sqlite3
+import time
+
+import psycopg
+import pytest
+
+from conftest import Sluice, psql, wait_for
+
+AUDIT = {"audit": {"checkpoint_every": 4}}
+RULES = """
+[[policy.rules]]
+name = "no-deletes"
+effect = "deny"
+kinds = ["delete"]
+"""
+
+
+def db(gw):
+    return sqlite3.connect(gw.dir / "state" / "sluice.db")
+
+
+def rows(gw, sql, params=()):
+    with db(gw) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def verify(gw, *args):
+    return gw.cli("audit", "verify", *args, check=False)
+
+
+@pytest.fixture(scope="module")
+def recorded(pg):
+    """A stopped gateway whose log holds every kind of record, with checkpoints every 4."""
+    gw = Sluice(pg, extra_toml=RULES, settings=AUDIT).start()
+    token = gw.token()
+    bad = psql(gw.dsn("not-a-token"), "-c", "SELECT 1")
+    assert bad.returncode != 0
+    with psycopg.connect(gw.dsn(token, application_name="audited"), autocommit=True) as conn:
+        for n in range(12):
+            conn.execute(f"SELECT {n} AS n")
+            if n % 3 == 2:
+                # Recorded in batches of at least 4 records (one batch per flush interval).
+                time.sleep(0.3)
+        with pytest.raises(psycopg.Error):
+            conn.execute("DELETE FROM orders WHERE id = 1")
+    wait_for(lambda: [s for s in gw.sessions() if s["application_name"] == "audited" and s["ended_at"]],
+             what="the session's end recorded")
+    assert gw.stop() == 0
+    state = gw.dir / "state"
+    pristine = gw.dir / "pristine"
+    shutil.copytree(state, pristine)
+    yield gw
+    gw.cleanup()
+
+
+@pytest.fixture
+def gw(recorded):
+    """The recorded gateway's store as it was written; a test may tamper with it freely."""
+    state = recorded.dir / "state"
+    shutil.rmtree(state)
+    shutil.copytree(recorded.dir / "pristine", state)
+    return recorded
+
+
+def test_every_kind_of_record_is_chained_in_order_and_the_chain_is_as_documented(gw):
+    records = rows(gw, "SELECT seq, kind, record, hash FROM audit_log ORDER BY seq")
+    kinds = [kind for _, kind, _, _ in records]
+    for kind in ["admin", "authentication", "session_started", "action", "session_ended"]:
+        assert kind in kinds, kinds
+    assert [seq for seq, *_ in records] == list(range(1, len(records) + 1))
+    # h_n = SHA-256(h_{n-1} ‖ the record's canonical bytes), from 32 zero bytes (docs/audit.md).
+    head = bytes(32)
+    for seq, _, record, stored in records:
+        head = hashlib.sha256(head + record.encode()).digest()
+        assert head == stored, seq
+        body = json.loads(record)
+        assert (body["v"], body["seq"]) == (1, seq)
+    [instance] = {json.loads(r)["instance"] for _, _, r, _ in records}
+    refused = [json.loads(r)["event"] for _, k, r, _ in records if k == "action" and "DELETE" in r]
+    assert refused and refused[0]["verdict"] == "deny" and refused[0]["rule"] == "no-deletes", refused
+    # A checkpoint after every batch that brought 4 records or more since the last one, and one
+    # when sluice stopped, each naming the one before.
+    checkpoints = rows(gw, "SELECT seq, previous FROM audit_checkpoints ORDER BY seq")
+    assert len(checkpoints) >= 3, checkpoints
+    assert checkpoints[-1][0] == len(records)
+    assert [p for _, p in checkpoints] == [0] + [s for s, _ in checkpoints[:-1]]
+    done = verify(gw)
+    assert done.returncode == 0, done.stderr
+    assert f"audit log of instance {instance}: records 1..={len(records)} verified" in done.stdout, done.stdout
+
+
+def test_a_modified_record_is_named(gw):
+    [(seq,)] = rows(gw, "SELECT seq FROM audit_log WHERE record LIKE '%SELECT 5 AS n%'")
+    with db(gw) as conn:
+        conn.execute("UPDATE audit_log SET record = replace(record, 'SELECT 5', 'SELECT 6') WHERE seq = ?", (seq,))
+    failed = verify(gw)
+    assert failed.returncode == 1
+    assert f"record {seq}: " in failed.stderr and "modified" in failed.stderr, failed.stderr
+
+
+def test_a_deleted_record_is_named(gw):
+    with db(gw) as conn:
+        conn.execute("DELETE FROM audit_log WHERE seq = 6")
+    failed = verify(gw)
+    assert failed.returncode == 1
+    assert "record 6: missing" in failed.stderr and "deleted" in failed.stderr, failed.stderr
+
+
+def test_an_inserted_record_is_named(gw):
+    # Records from 5 on moved up by one, and a record put in at 5 that links to record 4.
+    with db(gw) as conn:
+        conn.execute("UPDATE audit_log SET seq = seq + 1000000 WHERE seq >= 5")
+        conn.execute("UPDATE audit_log SET seq = seq - 1000000 + 1 WHERE seq > 1000000")
+        [(prev_hash, template)] = conn.execute("SELECT hash, record FROM audit_log WHERE seq = 4").fetchall()
+        body = json.loads(template)
+        body["seq"] = 5
+        forged = json.dumps(body, separators=(",", ":"))
+        digest = hashlib.sha256(prev_hash + forged.encode()).digest()
+        conn.execute("INSERT INTO audit_log (seq, at, kind, session_id, record, hash) VALUES (5, 0, ?, NULL, ?, ?)",
+                     (body["event"]["kind"], forged, digest))
+    failed = verify(gw)
+    assert failed.returncode == 1
+    # Record 5 links correctly; record 6 is the old record 5.
+    assert "record 6: " in failed.stderr and "reordered" in failed.stderr, failed.stderr
+
+
+def test_reordered_records_are_named(gw):
+    with db(gw) as conn:
+        a = conn.execute("SELECT record, hash FROM audit_log WHERE seq = 7").fetchone()
+        b = conn.execute("SELECT record, hash FROM audit_log WHERE seq = 8").fetchone()
+        conn.execute("UPDATE audit_log SET record = ?, hash = ? WHERE seq = 7", b)
+        conn.execute("UPDATE audit_log SET record = ?, hash = ? WHERE seq = 8", a)
+    failed = verify(gw)
+    assert failed.returncode == 1
+    assert "record 7: " in failed.stderr and "reordered" in failed.stderr, failed.stderr
+
+
+def test_a_tail_cut_after_a_checkpoint_is_found(gw):
+    [(last,)] = rows(gw, "SELECT MAX(seq) FROM audit_checkpoints")
+    with db(gw) as conn:
+        conn.execute("DELETE FROM audit_log WHERE seq > ?", (last - 3,))
+    failed = verify(gw)
+    assert failed.returncode == 1
+    assert f"record {last - 2}: missing" in failed.stderr and f"{last - 2}..={last}" in failed.stderr, failed.stderr
+
+
+def test_a_log_rewritten_wholesale_with_recomputed_hashes_fails_at_the_first_checkpoint_it_covers(gw):
+    with db(gw) as conn:
+        records = conn.execute("SELECT seq, record FROM audit_log ORDER BY seq").fetchall()
+        head = bytes(32)
+        for seq, record in records:
+            if seq == 2:
+                record = record.replace('"event":{', '"event":{"forged":true,', 1)
+            head = hashlib.sha256(head + record.encode()).digest()
+            conn.execute("UPDATE audit_log SET record = ?, hash = ? WHERE seq = ?", (record, head, seq))
+        [(first,)] = conn.execute("SELECT MIN(seq) FROM audit_checkpoints WHERE seq >= 2").fetchall()
+    failed = verify(gw)
+    assert failed.returncode == 1
+    assert f"record {first}: " in failed.stderr and "rewritten" in failed.stderr, failed.stderr
+
+
+def test_a_deleted_checkpoint_is_found(gw):
+    with db(gw) as conn:
+        conn.execute("DELETE FROM audit_checkpoints WHERE seq = (SELECT MIN(seq) FROM audit_checkpoints)")
+    failed = verify(gw)
+    assert failed.returncode == 1
+    assert "checkpoint was deleted" in failed.stderr, failed.stderr
+
+
+def test_checkpoints_are_verified_with_the_public_key_kept_elsewhere(gw):
+    public = gw.cli("audit", "public-key").stdout.strip()
+    assert len(public) == 64
+    assert verify(gw, "--public-key", public).returncode == 0
+    # A thief who replaces the key and re-signs cannot match the key the verifier kept.
+    (gw.dir / "state" / "audit-signing.key").unlink()
+    gw.start()
+    with psycopg.connect(gw.dsn(gw.token()), autocommit=True) as conn:
+        conn.execute("SELECT 'signed with the new key'")
+    gw.stop()
+    assert gw.cli("audit", "public-key").stdout.strip() != public
+    failed = verify(gw, "--public-key", public)
+    assert failed.returncode == 1 and "not by the verifying key" in failed.stderr, failed.stderr
+
+
+def test_verification_can_start_at_a_record(gw):
+    [(total,)] = rows(gw, "SELECT COUNT(*) FROM audit_log")
+    done = verify(gw, "--from", "10")
+    assert done.returncode == 0, done.stderr
+    assert f"records 10..={total} verified" in done.stdout, done.stdout
+
+
+def test_the_chain_survives_a_killed_gateway_and_continues_after_restart(pg):
+    gw = Sluice(pg, settings=AUDIT).start()
+    try:
+        token = gw.token()
+        conn = psycopg.connect(gw.dsn(token, application_name="killed"), autocommit=True)
+        for n in range(50):
+            conn.execute(f"SELECT {n}")
+        wait_for(lambda: rows(gw, "SELECT COUNT(*) FROM audit_log WHERE kind = 'action'")[0][0] >= 50,
+                 what="statements recorded")
+        gw.proc.send_signal(signal.SIGKILL)
+        gw.proc.wait()
+        conn.close()
+        gw.stderr.close()
+        assert verify(gw).returncode == 0, verify(gw).stderr
+        gw.start()
+        with psycopg.connect(gw.dsn(token), autocommit=True) as conn:
+            conn.execute("SELECT 'after restart'")
+        assert gw.stop() == 0
+        done = verify(gw)
+        assert done.returncode == 0, done.stderr
+        # The killed session's end is in the chain too, recorded at restart.
+        ended = [json.loads(r)["event"] for (r,) in rows(gw, "SELECT record FROM audit_log WHERE kind = 'session_ended'")]
+        assert any(e["reason"] == "gateway stopped before the session ended" for e in ended), ended
+        assert any("after restart" in r for (r,) in rows(gw, "SELECT record FROM audit_log WHERE kind = 'action'"))
+    finally:
+        gw.cleanup()
