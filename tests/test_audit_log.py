@@ -8,6 +8,7 @@ import json
 import shutil
 import signal
 import sqlite3
+import subprocess
 import time
 
 import psycopg
@@ -223,4 +224,38 @@ def test_the_chain_survives_a_killed_gateway_and_continues_after_restart(pg):
         assert any(e["reason"] == "gateway stopped before the session ended" for e in ended), ended
         assert any("after restart" in r for (r,) in rows(gw, "SELECT record FROM audit_log WHERE kind = 'action'"))
     finally:
+        gw.cleanup()
+
+
+def test_no_change_runs_unrecorded_when_the_gateway_is_killed_in_the_middle_of_a_write_load(pg):
+    """Every UPDATE and INSERT PostgreSQL received through sluice (its own statement log) has its
+    decision in the chain: sluice forwards a change only once that record is durable."""
+    pg.query("ALTER DATABASE bench SET log_statement = 'mod'", dbname="postgres")
+    server_log = pg.dir / "server.log"
+    logged_before = server_log.stat().st_size
+    gw = Sluice(pg).start()
+    try:
+        token = gw.token()
+        load = subprocess.Popen(
+            ["pgbench", "-n", "-N", "-c", "4", "-j", "2", "-T", "60", gw.dsn(token, connection="bench")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        wait_for(lambda: rows(gw, "SELECT COUNT(*) FROM audit_log WHERE kind = 'action_decided'")[0][0] >= 300,
+                 timeout=60, what="a few hundred changes decided")
+        gw.proc.send_signal(signal.SIGKILL)
+        gw.proc.wait()
+        load.communicate(timeout=60)
+        gw.stderr.close()
+        executed = [line.split("statement: ", 1)[1].strip()
+                    for line in server_log.read_text(errors="replace")[logged_before:].splitlines()
+                    if "LOG:  statement: " in line and ("UPDATE " in line or "INSERT " in line)]
+        decided = {json.loads(r)["event"]["text"].strip()
+                   for (r,) in rows(gw, "SELECT record FROM audit_log WHERE kind = 'action_decided'")}
+        assert len(executed) >= 300, len(executed)
+        missing = [s for s in executed if s not in decided]
+        assert not missing, f"{len(missing)} of {len(executed)} changes ran unrecorded, e.g. {missing[:3]}"
+        done = verify(gw)
+        assert done.returncode == 0, done.stderr
+    finally:
+        pg.query("ALTER DATABASE bench RESET log_statement", dbname="postgres")
         gw.cleanup()

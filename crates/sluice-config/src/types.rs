@@ -49,11 +49,16 @@ pub struct RecordingConfig {
     /// How long events may gather before they are written together (milliseconds). Shorter makes
     /// recordings visible sooner; longer costs the store fewer commits.
     pub flush_interval_ms: u64,
+    /// An action that can change state is forwarded only once its decision is durable in the audit
+    /// log (docs/audit.md). Turning this off records changes in batches like reads, so a gateway
+    /// killed at the wrong moment may lose the record of a change; it is meant for measuring what
+    /// the guarantee costs.
+    pub changes_before_forwarding: bool,
 }
 
 impl Default for RecordingConfig {
     fn default() -> Self {
-        RecordingConfig { statements: true, flush_interval_ms: 100 }
+        RecordingConfig { statements: true, flush_interval_ms: 100, changes_before_forwarding: true }
     }
 }
 

@@ -103,6 +103,16 @@ pub enum AuditEvent {
     },
     /// An action decided and, when allowed, carried out.
     Action(ActionRecord),
+    /// An action that can change state, allowed: written durably before it is forwarded, so that
+    /// nothing changes unrecorded (its outcome follows as an `Action`).
+    ActionDecided {
+        /// The kind of action (`sql`, …).
+        action: &'static str,
+        /// The action in one line, masked on the way to the store like an `Action`'s.
+        text: Arc<str>,
+        verdict: &'static str,
+        rule: Option<Arc<str>>,
+    },
     /// A review requested, approved, denied, used, revoked, or waited on in vain.
     Review {
         review_id: i64,
@@ -125,6 +135,7 @@ impl AuditEvent {
             AuditEvent::SessionStarted { .. } => "session_started",
             AuditEvent::SessionEnded { .. } => "session_ended",
             AuditEvent::Action(_) => "action",
+            AuditEvent::ActionDecided { .. } => "action_decided",
             AuditEvent::Review { .. } => "review",
             AuditEvent::Admin { .. } => "admin",
         }
@@ -194,9 +205,17 @@ impl AdminAction {
     }
 }
 
-/// Where audit events go. Must not block the caller.
+/// A durable write under way: resolves once the record is on disk, or with why it cannot be.
+pub type DurableWrite = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+
+/// Where audit events go.
 pub trait AuditSink: Send + Sync + 'static {
+    /// Records `record` in the next batch. Must not block the caller.
     fn record(&self, record: AuditRecord);
+
+    /// Records `record` and resolves once it is durable (sharing the flush with every record
+    /// asked for meanwhile); an error means it was not recorded.
+    fn record_durable(&self, record: AuditRecord) -> DurableWrite;
 }
 
 pub fn now_us() -> i64 {

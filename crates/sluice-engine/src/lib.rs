@@ -136,6 +136,8 @@ struct Settings {
     connections: HashMap<String, Prepared>,
     policy: Policy,
     record_statements: bool,
+    /// Changes are forwarded only once their decision is durable (`[recording]`).
+    changes_before_forwarding: bool,
 }
 
 /// A configured connection with what its adapter prepared for it.
@@ -155,6 +157,7 @@ impl Settings {
             connections,
             policy: compile::policy(config, &compile::connection_policies(config, targets)?)?,
             record_statements: config.recording.statements,
+            changes_before_forwarding: config.recording.changes_before_forwarding,
         })
     }
 }

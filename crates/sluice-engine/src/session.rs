@@ -7,7 +7,7 @@ use sluice_core::advice::{Explanation, Permissions};
 use sluice_core::sql::{SharedAnalysis, SqlAnalysis};
 use sluice_core::{
     ActionRecord, AuditEvent, AuditRecord, AuditSink, AuthOutcome, Decision, Hold, Identity, Principal, Protocol,
-    Refusal, ids,
+    Refusal, RefusalCause, ids,
 };
 use sluice_gate::{
     Action, ClientInfo, Obligations, OpenRequest, Outcome, SessionGate, SessionLog, SqlAction, SqlLanguage, Standing,
@@ -43,6 +43,9 @@ pub struct EngineSession {
     upstream_read_only: bool,
     /// The target's SQL dialect, for the canonical form a review binds to.
     sql_language: Option<Arc<dyn SqlLanguage>>,
+    /// The review a statement that can change state is held for, and its text: recorded durably
+    /// when the approval arrives.
+    held_change: Option<(i64, Arc<str>)>,
     /// The masking the session was opened with: its column rules decide what the lineage check
     /// of views and functions looks for.
     masking: Option<SessionMasking>,
@@ -83,6 +86,7 @@ impl EngineSession {
             client_program: program.map(str::to_string),
             upstream_read_only: obligations.read_only,
             sql_language: target.sql().cloned(),
+            held_change: None,
             masking: obligations.masking.clone(),
             kept: KeptAllows::default(),
             started: false,
@@ -220,6 +224,67 @@ impl EngineSession {
         Box::pin(self.core.approvals.review_statement(ask)).await
     }
 
+    /// "No record, no execution": a statement that can change state is let through only once its
+    /// decision is durable in the audit log (reads are recorded in batches after they ran). A
+    /// held one is recorded when its approval arrives (`await_review`).
+    async fn recorded_before_forwarding(&mut self, sql: &SqlAction<'_>, decision: Decision) -> Decision {
+        let watched = match &decision {
+            Decision::Allow { .. } | Decision::Approved { .. } => None,
+            Decision::Hold(hold) => Some(hold.review_id),
+            Decision::Review(_) | Decision::Deny(_) => return decision,
+        };
+        if !self.core.settings.load().changes_before_forwarding {
+            return decision;
+        }
+        let changes = match sluice_policy::changes_state(sql.analysis) {
+            Some(changes) => changes,
+            None => Box::pin(self.calls_writing_function(sql)).await,
+        };
+        match (changes, watched) {
+            (false, _) => decision,
+            (true, Some(review_id)) => {
+                self.held_change = Some((review_id, Arc::from(sql.text)));
+                decision
+            }
+            (true, None) => Box::pin(self.record_durably(sql.text, decision)).await,
+        }
+    }
+
+    /// Whether the user-defined functions a statement calls may write, as the server says; when
+    /// it cannot say, they may.
+    async fn calls_writing_function(&self, sql: &SqlAction<'_>) -> bool {
+        let called = sluice_policy::user_functions(sql.analysis);
+        match sql.server {
+            Some(server) => !matches!(server.may_write(&called).await, Ok(None)),
+            None => true,
+        }
+    }
+
+    /// Writes an allowed action's decision durably; if it cannot be, the action is refused.
+    async fn record_durably(&self, text: &str, decision: Decision) -> Decision {
+        let event = AuditEvent::ActionDecided {
+            action: "sql",
+            text: Arc::from(text),
+            verdict: decision.effect(),
+            rule: Some(Arc::from(decision.rule())),
+        };
+        let record = AuditRecord::now(Arc::clone(&self.principal), Some(Arc::clone(&self.id)), event);
+        match self.core.audit.record_durable(record).await {
+            Ok(()) => decision,
+            Err(reason) => Decision::Deny(Refusal {
+                rule: "audit".into(),
+                reason: "sluice forwards no change it cannot record, and the audit log cannot be written now".into(),
+                detail: Some(reason),
+                hint: Some(
+                    "send the statement again once the gateway's store is writable (an operator sees why in \
+                     sluice's log); reads still work"
+                        .into(),
+                ),
+                cause: RefusalCause::Policy,
+            }),
+        }
+    }
+
     fn record(&self, event: AuditEvent) {
         let session = Some(Arc::clone(&self.id));
         self.core.audit.record(AuditRecord::now(Arc::clone(&self.principal), session, event));
@@ -267,13 +332,22 @@ impl SessionGate for EngineSession {
 
     async fn decide(&mut self, action: &Action<'_>) -> Decision {
         match action {
-            Action::Sql(sql) => self.decide_sql(sql).await,
+            Action::Sql(sql) => {
+                let decision = self.decide_sql(sql).await;
+                self.recorded_before_forwarding(sql, decision).await
+            }
             other => self.decide_unmatched(other).await,
         }
     }
 
     async fn await_review(&self, hold: &Hold) -> Decision {
-        self.core.approvals.await_review(&self.id, hold).await
+        let decision = self.core.approvals.await_review(&self.id, hold).await;
+        match (&decision, &self.held_change) {
+            (Decision::Approved { .. }, Some((review_id, text))) if *review_id == hold.review_id => {
+                Box::pin(self.record_durably(text, decision)).await
+            }
+            _ => decision,
+        }
     }
 
     fn decision_epoch(&self) -> Option<u64> {

@@ -5,6 +5,7 @@
 use arc_swap::ArcSwap;
 use sluice_approvals::{Approvals, Notifier};
 use sluice_config::{Config, ConnectionConfig};
+use sluice_core::audit::DurableWrite;
 use sluice_core::review::Outcome as ReviewOutcome;
 use sluice_core::span::Span;
 use sluice_core::sql::{ObjectName, SharedAnalysis, SqlAnalysis};
@@ -19,7 +20,7 @@ use sluice_store::vault::MasterKey;
 use sluice_store::{ReviewStore, TokenRow, TokenStore};
 use sluice_store_sqlite::SqliteStore;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 const CONFIG: &str = r#"
@@ -77,19 +78,39 @@ rules = [{ name = "never-drop", effect = "deny", kinds = ["drop"] }]
 review = { approvers = ["dba"] }
 "#;
 
-/// The audit trail as the engine emitted it.
+/// The audit trail as the engine emitted it; durable records are marked, and can be made to fail.
 #[derive(Default)]
-struct Trail(Mutex<Vec<AuditRecord>>);
+struct Trail {
+    records: Mutex<Vec<AuditRecord>>,
+    durable: Mutex<Vec<bool>>,
+    store_broken: AtomicBool,
+}
 
 impl AuditSink for Trail {
     fn record(&self, record: AuditRecord) {
-        self.0.lock().unwrap().push(record);
+        self.records.lock().unwrap().push(record);
+        self.durable.lock().unwrap().push(false);
+    }
+
+    fn record_durable(&self, record: AuditRecord) -> DurableWrite {
+        if self.store_broken.load(Ordering::Relaxed) {
+            return Box::pin(std::future::ready(Err("disk full".to_string())));
+        }
+        self.records.lock().unwrap().push(record);
+        self.durable.lock().unwrap().push(true);
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
 impl Trail {
     fn take(&self) -> Vec<AuditRecord> {
-        std::mem::take(&mut *self.0.lock().unwrap())
+        self.durable.lock().unwrap().clear();
+        std::mem::take(&mut *self.records.lock().unwrap())
+    }
+
+    /// Which of the records since the last `take` were asked for durably.
+    fn durability(&self) -> Vec<bool> {
+        self.durable.lock().unwrap().clone()
     }
 }
 
@@ -282,6 +303,9 @@ fn kinds(records: &[AuditRecord]) -> Vec<String> {
             AuditEvent::SessionStarted { .. } => "started".into(),
             AuditEvent::SessionEnded { .. } => "ended".into(),
             AuditEvent::Action(a) => format!("statement:{}:{}", a.verdict, a.rule.as_deref().unwrap_or("-")),
+            AuditEvent::ActionDecided { verdict, rule, .. } => {
+                format!("decided:{verdict}:{}", rule.as_deref().unwrap_or("-"))
+            }
             AuditEvent::Review { review_id, transition, .. } => format!("review #{review_id}:{transition}"),
             AuditEvent::Admin { action, .. } => format!("admin:{}", action.as_str()),
         })
@@ -627,4 +651,33 @@ async fn a_read_only_session_may_not_call_a_function_the_server_says_may_write()
         panic!("allowed although the function could not be checked")
     };
     assert!(refusal.reason.contains("cannot read the server's functions"), "{refusal:?}");
+}
+
+#[tokio::test]
+async fn a_change_is_allowed_only_once_its_decision_is_durable_and_reads_are_not_waited_on() {
+    let h = harness().await;
+    let (_, mut session) = h.session("ann", &["agents"], "shop").await;
+    h.trail.take();
+    let server = Server { writes: vec!["bump_counter"], ..Server::default() };
+    for read in ["SELECT * FROM orders", "BEGIN", "SELECT count(*) FROM orders", "SELECT harmless(1)"] {
+        assert!(decide_on(&mut session, &sql(read), &server).await.allows(), "{read}");
+    }
+    assert!(h.trail.take().is_empty(), "a read is recorded with its outcome, in a batch, not before it runs");
+
+    for change in ["INSERT INTO orders VALUES (1)", "SELECT bump_counter()", "SELECT nextval('s')"] {
+        assert!(decide_on(&mut session, &sql(change), &server).await.allows(), "{change}");
+        assert_eq!(h.trail.durability(), [true], "{change}");
+        let [record] = &h.trail.take()[..] else { panic!("one record for {change}") };
+        let AuditEvent::ActionDecided { action, text, verdict, .. } = &record.event else { panic!("{record:?}") };
+        assert_eq!((*action, &**text, *verdict), ("sql", change, "allow"));
+        assert_eq!(record.session.as_deref(), Some(&**session.id()));
+    }
+    // No record, no execution: a change that cannot be recorded is refused, saying why and what next.
+    h.trail.store_broken.store(true, Ordering::Relaxed);
+    let refused = decide(&mut session, &sql("UPDATE orders SET total = 0")).await;
+    let Decision::Deny(refusal) = refused else { panic!("{refused:?}") };
+    assert_eq!(refusal.rule, "audit");
+    assert_eq!(refusal.detail.as_deref(), Some("disk full"));
+    assert!(refusal.hint.unwrap().contains("send the statement again"));
+    assert!(decide(&mut session, &sql("SELECT 1")).await.allows(), "reads go on");
 }

@@ -68,6 +68,9 @@ impl EventWriter {
         let conn = Connection::open(path).map_err(unavailable)?;
         conn.set_prepared_statement_cache_capacity(INSERT_SIZES.len() + 4);
         configure(&conn).map_err(unavailable)?;
+        // Every commit reaches the disk before the writer reports it: a durable record is then
+        // durable against a power cut too, not only against the gateway being killed.
+        conn.pragma_update(None, "synchronous", "full").map_err(unavailable)?;
         let instance = audit_log::instance(&conn).map_err(unavailable)?;
         Ok(EventWriter { conn, instance, signing: None })
     }
@@ -134,6 +137,8 @@ impl EventWriter {
                 }
                 // Kept with the review itself, in the transaction that changed it (`review_events`).
                 AuditEvent::Review { .. } => {}
+                // In the chained log only: the action's outcome follows as an `Action`.
+                AuditEvent::ActionDecided { .. } => {}
                 AuditEvent::Action(_) => {}
             }
         }

@@ -1,7 +1,11 @@
 //! Keeps recording off the hot path: sessions hand events to an unbounded queue (never blocking,
 //! never dropping), and one thread of its own writes whatever has gathered in a single transaction.
+//! A record asked for durably (an action that can change state, before it is forwarded) ends the
+//! gathering at once; every durable record asked for while a batch is written shares the next
+//! batch's flush (group commit).
 
 use crate::{EventWriter, Signing, SqliteStore};
+use sluice_core::audit::DurableWrite;
 use sluice_core::{AuditEvent, AuditRecord};
 use sluice_store::StoreError;
 use std::sync::Arc;
@@ -14,9 +18,18 @@ pub type TextFilter = Box<dyn FnMut(&str) -> Option<String> + Send>;
 
 const MAX_BATCH: usize = 4096;
 
+/// Failed writes of a batch after which its durable records are given up (the actions waiting on
+/// them are refused); the rest of the batch is retried until it is written.
+const DURABLE_ATTEMPTS: u32 = 3;
+
+/// Told whether a durable record was written.
+type Waiter = tokio::sync::oneshot::Sender<Result<(), String>>;
+
 #[derive(Clone, Debug)]
 pub struct Recorder {
-    tx: mpsc::Sender<AuditRecord>,
+    /// Records for the next batch; `None` wakes the writer for a durable record.
+    tx: mpsc::Sender<Option<AuditRecord>>,
+    durable: mpsc::Sender<(AuditRecord, Waiter)>,
 }
 
 pub struct RecorderTask {
@@ -24,9 +37,9 @@ pub struct RecorderTask {
 }
 
 impl Recorder {
-    /// Starts the writer. Events are gathered for up to `flush_interval` (or until a batch is full)
-    /// and written in one transaction, so a busy gateway costs the store a commit per interval, not
-    /// one per statement.
+    /// Starts the writer. Events are gathered for up to `flush_interval` (or until a batch is full,
+    /// or a durable record is asked for) and written in one transaction, so a busy gateway costs
+    /// the store a commit per interval, not one per statement.
     /// Every statement's text goes through `texts` before it is written. With `signing`, the
     /// chain is signed at its cadence and once more when the last handle is dropped.
     pub fn spawn(
@@ -40,24 +53,41 @@ impl Recorder {
             writer = writer.with_signing(signing);
         }
         let (tx, rx) = mpsc::channel();
+        let (durable, durable_rx) = mpsc::channel();
         let (done_tx, done) = tokio::sync::oneshot::channel();
         std::thread::Builder::new().name("sluice-recorder".into()).spawn(move || {
-            write_loop(writer, rx, flush_interval, texts);
+            write_loop(writer, rx, durable_rx, flush_interval, texts);
             let _ = done_tx.send(());
         })?;
-        Ok((Recorder { tx }, RecorderTask { done }))
+        Ok((Recorder { tx, durable }, RecorderTask { done }))
     }
 
     pub fn record(&self, record: AuditRecord) {
-        if self.tx.send(record).is_err() {
+        if self.tx.send(Some(record)).is_err() {
             tracing::error!("recorder has stopped; an audit event was not recorded");
         }
+    }
+
+    pub fn record_durable(&self, record: AuditRecord) -> DurableWrite {
+        let (waiter, written) = tokio::sync::oneshot::channel();
+        // Queued first, then the wake-up: the writer finds the record when it wakes.
+        let queued = self.durable.send((record, waiter)).is_ok() && self.tx.send(None).is_ok();
+        Box::pin(async move {
+            if !queued {
+                return Err("the audit recorder has stopped".into());
+            }
+            written.await.unwrap_or_else(|_| Err("the audit recorder stopped before writing the record".into()))
+        })
     }
 }
 
 impl sluice_core::AuditSink for Recorder {
     fn record(&self, record: AuditRecord) {
         Recorder::record(self, record);
+    }
+
+    fn record_durable(&self, record: AuditRecord) -> DurableWrite {
+        Recorder::record_durable(self, record)
     }
 }
 
@@ -70,29 +100,54 @@ impl RecorderTask {
 
 fn write_loop(
     mut writer: EventWriter,
-    rx: mpsc::Receiver<AuditRecord>,
+    rx: mpsc::Receiver<Option<AuditRecord>>,
+    durable: mpsc::Receiver<(AuditRecord, Waiter)>,
     flush_interval: Duration,
     mut texts: TextFilter,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut waiters: Vec<Waiter> = Vec::new();
     let mut behind = false;
     let mut last_text = None;
     while let Ok(first) = rx.recv() {
-        batch.push(first);
-        // Unless a backlog filled the last batch, gather for one interval without listening:
-        // senders then queue events without waking this thread for each one.
-        if !behind {
-            std::thread::sleep(flush_interval);
+        batch.extend(first);
+        let mut durables: Vec<(AuditRecord, Waiter)> = durable.try_iter().collect();
+        if durables.is_empty() {
+            if batch.is_empty() {
+                // The wake-up of a durable record an earlier batch already took.
+                continue;
+            }
+            // Unless a backlog filled the last batch, gather for one interval, listening only
+            // for durable records: senders of the others queue them without waking this thread.
+            if !behind && let Ok(asked) = durable.recv_timeout(flush_interval) {
+                durables.push(asked);
+            }
         }
-        batch.extend(rx.try_iter().take(MAX_BATCH - 1));
-        behind = batch.len() == MAX_BATCH;
+        durables.extend(durable.try_iter());
+        batch.extend(rx.try_iter().take(MAX_BATCH - 1).flatten());
+        behind = batch.len() >= MAX_BATCH;
+        let plain = batch.len();
+        for (record, waiter) in durables {
+            batch.push(record);
+            waiters.push(waiter);
+        }
         filter_texts(&mut batch, &mut texts, &mut last_text);
         // A failed write is retried: an audit record is not given up because the disk hiccuped.
+        // An action waiting on its record is refused after a few attempts rather than held.
         let mut attempt = 0u32;
         while let Err(e) = writer.write(&batch) {
             attempt += 1;
             tracing::error!(error = %e, events = batch.len(), attempt, "cannot write audit events; retrying");
+            if attempt == DURABLE_ATTEMPTS && !waiters.is_empty() {
+                batch.truncate(plain);
+                for waiter in waiters.drain(..) {
+                    let _ = waiter.send(Err(format!("the audit store cannot be written: {e}")));
+                }
+            }
             std::thread::sleep(Duration::from_millis(200 * u64::from(attempt.min(25))));
+        }
+        for waiter in waiters.drain(..) {
+            let _ = waiter.send(Ok(()));
         }
         batch.clear();
     }
@@ -105,16 +160,20 @@ fn write_loop(
 /// a text recorded again (a prepared statement's runs, a repeated query) is not filtered again.
 fn filter_texts(batch: &mut [AuditRecord], texts: &mut TextFilter, last: &mut Option<(Arc<str>, Arc<str>)>) {
     for record in batch {
-        let AuditEvent::Action(s) = &mut record.event else { continue };
+        let text = match &mut record.event {
+            AuditEvent::Action(action) => &mut action.text,
+            AuditEvent::ActionDecided { text, .. } => text,
+            _ => continue,
+        };
         let recorded = match last {
-            Some((raw, filtered)) if Arc::ptr_eq(raw, &s.text) || **raw == *s.text => Arc::clone(filtered),
+            Some((raw, filtered)) if Arc::ptr_eq(raw, text) || **raw == **text => Arc::clone(filtered),
             _ => {
-                let filtered = texts(&s.text).map_or_else(|| Arc::clone(&s.text), Arc::from);
-                *last = Some((Arc::clone(&s.text), Arc::clone(&filtered)));
+                let filtered = texts(text).map_or_else(|| Arc::clone(text), Arc::from);
+                *last = Some((Arc::clone(text), Arc::clone(&filtered)));
                 filtered
             }
         };
-        s.text = recorded;
+        *text = recorded;
     }
 }
 
