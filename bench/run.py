@@ -39,28 +39,33 @@ WORKLOADS = {
     "connect-select": {"args": ["-S", "-M", "simple", "-C"], "statements": 1},
     "10k-rows-simple": {"args": ["-f", str(ROOT / "bench" / "large.sql"), "-M", "simple"], "statements": 1, "rows": 10000},
     "10k-rows-extended": {"args": ["-f", str(ROOT / "bench" / "large.sql"), "-M", "extended"], "statements": 1, "rows": 10000},
+    # pgbench's TPC-B-like transaction without the teller and branch updates: BEGIN, UPDATE, SELECT,
+    # INSERT, END. Its two changes are forwarded by sluice-full only once their decisions are
+    # durable; sluice-batched records them in batches like reads (the cost of the guarantee).
+    "write-tpcb-like": {"args": ["-N", "-M", "simple"], "statements": 5, "writes": True},
 }
-# The targets of every run, in the order each round visits them (`--baseline` adds baseline-full).
+# The targets of every run, in the order each round visits them (`--baseline` adds baseline-full;
+# write workloads add sluice-batched).
 TARGETS = ["direct", "pgbouncer", "tokio-relay", "sluice-bare", "sluice-full"]
 
 # sluice-full decides every statement against a policy of the shape operators write: a default
-# deny, reads allowed, a schema that is off limits, writes under review. (sluice-bare classifies
-# against an empty policy.)
+# deny, reads and writes allowed, a schema that is off limits, deletes under review. (sluice-bare
+# classifies against an empty policy.)
 FULL_POLICY = """
 [policy]
 default = "deny"
 [[policy.rules]]
-name = "reads"
+name = "reads-and-writes"
 effect = "allow"
-kinds = ["read", "set", "transaction"]
+kinds = ["read", "set", "transaction", "insert", "update"]
 [[policy.rules]]
 name = "no-secrets"
 effect = "deny"
 objects = ["secret.*", "*.credentials"]
 [[policy.rules]]
-name = "writes-reviewed"
+name = "deletes-reviewed"
 effect = "review"
-kinds = ["insert", "update", "delete"]
+kinds = ["delete"]
 """
 
 
@@ -157,9 +162,10 @@ logfile = {d}/pgbouncer.log
             time.sleep(0.05)
         self.bouncer_pid = int(pidfile.read_text())
 
-    def start_sluice(self, name, record_statements, binary=None, wrapper=(), server_extra=""):
+    def start_sluice(self, name, record_statements, binary=None, wrapper=(), server_extra="", batched=False):
         """sluice bare or full (`record_statements`) on the bench database, started through
-        `wrapper` (a command line prefix such as valgrind's) with `server_extra` in `[server]`."""
+        `wrapper` (a command line prefix such as valgrind's) with `server_extra` in `[server]`;
+        `batched` (and bare) records changes in batches instead of before forwarding them."""
         d = self.work / name
         d.mkdir()
         config = d / "sluice.toml"
@@ -175,6 +181,7 @@ listen = "127.0.0.1:0"
 tls = "disable"
 [recording]
 statements = {str(record_statements).lower()}
+{"changes_before_forwarding = false" if batched or not record_statements else ""}
 [connections.bench]
 host = "127.0.0.1"
 port = {self.pg_port}
@@ -217,6 +224,7 @@ tls = "disable"
             "tokio-relay": self.relay,
             "sluice-bare": self.sluice_bare,
             "sluice-full": self.sluice_full,
+            **({"sluice-batched": self.sluice_batched} if self.sluice_batched else {}),
             **({"baseline-full": self.baseline_full} if self.args.baseline else {}),
         }
 
@@ -266,6 +274,9 @@ tls = "disable"
         self.relay = self.start_relay()
         self.sluice_bare = self.start_sluice("sluice-bare", record_statements=False)
         self.sluice_full = self.start_sluice("sluice-full", record_statements=True)
+        self.sluice_batched = None
+        if any(WORKLOADS[w].get("writes") for w in self.args.workloads):
+            self.sluice_batched = self.start_sluice("sluice-batched", record_statements=True, batched=True)
         if self.args.baseline:
             self.baseline_full = self.start_sluice("baseline-full", record_statements=True, binary=self.args.baseline)
         targets = self.targets()
@@ -275,6 +286,8 @@ tls = "disable"
         for workload in self.args.workloads:
             for round_ in range(self.args.rounds):
                 for name in targets:
+                    if name == "sluice-batched" and not WORKLOADS[workload].get("writes"):
+                        continue
                     r = self.run_one(workload, targets[name])
                     r["round"] = round_
                     runs.append(r)

@@ -38,6 +38,14 @@ def verify(gw, *args):
     return gw.cli("audit", "verify", *args, check=False)
 
 
+def assert_broken(gw, *phrases, args=()):
+    """`sluice audit verify` fails, saying each of `phrases`."""
+    failed = verify(gw, *args)
+    assert failed.returncode == 1, failed.stdout
+    for phrase in phrases:
+        assert phrase in failed.stderr, failed.stderr
+
+
 @pytest.fixture(scope="module")
 def recorded(pg):
     """A stopped gateway whose log holds every kind of record, with checkpoints every 4."""
@@ -103,17 +111,13 @@ def test_a_modified_record_is_named(gw):
     [(seq,)] = rows(gw, "SELECT seq FROM audit_log WHERE record LIKE '%SELECT 5 AS n%'")
     with db(gw) as conn:
         conn.execute("UPDATE audit_log SET record = replace(record, 'SELECT 5', 'SELECT 6') WHERE seq = ?", (seq,))
-    failed = verify(gw)
-    assert failed.returncode == 1
-    assert f"record {seq}: " in failed.stderr and "modified" in failed.stderr, failed.stderr
+    assert_broken(gw, f"record {seq}: ", "modified")
 
 
 def test_a_deleted_record_is_named(gw):
     with db(gw) as conn:
         conn.execute("DELETE FROM audit_log WHERE seq = 6")
-    failed = verify(gw)
-    assert failed.returncode == 1
-    assert "record 6: missing" in failed.stderr and "deleted" in failed.stderr, failed.stderr
+    assert_broken(gw, "record 6: missing", "deleted")
 
 
 def test_an_inserted_record_is_named(gw):
@@ -128,10 +132,8 @@ def test_an_inserted_record_is_named(gw):
         digest = hashlib.sha256(prev_hash + forged.encode()).digest()
         conn.execute("INSERT INTO audit_log (seq, at, kind, session_id, record, hash) VALUES (5, 0, ?, NULL, ?, ?)",
                      (body["event"]["kind"], forged, digest))
-    failed = verify(gw)
-    assert failed.returncode == 1
     # Record 5 links correctly; record 6 is the old record 5.
-    assert "record 6: " in failed.stderr and "reordered" in failed.stderr, failed.stderr
+    assert_broken(gw, "record 6: ", "reordered")
 
 
 def test_reordered_records_are_named(gw):
@@ -140,18 +142,14 @@ def test_reordered_records_are_named(gw):
         b = conn.execute("SELECT record, hash FROM audit_log WHERE seq = 8").fetchone()
         conn.execute("UPDATE audit_log SET record = ?, hash = ? WHERE seq = 7", b)
         conn.execute("UPDATE audit_log SET record = ?, hash = ? WHERE seq = 8", a)
-    failed = verify(gw)
-    assert failed.returncode == 1
-    assert "record 7: " in failed.stderr and "reordered" in failed.stderr, failed.stderr
+    assert_broken(gw, "record 7: ", "reordered")
 
 
 def test_a_tail_cut_after_a_checkpoint_is_found(gw):
     [(last,)] = rows(gw, "SELECT MAX(seq) FROM audit_checkpoints")
     with db(gw) as conn:
         conn.execute("DELETE FROM audit_log WHERE seq > ?", (last - 3,))
-    failed = verify(gw)
-    assert failed.returncode == 1
-    assert f"record {last - 2}: missing" in failed.stderr and f"{last - 2}..={last}" in failed.stderr, failed.stderr
+    assert_broken(gw, f"record {last - 2}: missing", f"{last - 2}..={last}")
 
 
 def test_a_log_rewritten_wholesale_with_recomputed_hashes_fails_at_the_first_checkpoint_it_covers(gw):
@@ -164,17 +162,13 @@ def test_a_log_rewritten_wholesale_with_recomputed_hashes_fails_at_the_first_che
             head = hashlib.sha256(head + record.encode()).digest()
             conn.execute("UPDATE audit_log SET record = ?, hash = ? WHERE seq = ?", (record, head, seq))
         [(first,)] = conn.execute("SELECT MIN(seq) FROM audit_checkpoints WHERE seq >= 2").fetchall()
-    failed = verify(gw)
-    assert failed.returncode == 1
-    assert f"record {first}: " in failed.stderr and "rewritten" in failed.stderr, failed.stderr
+    assert_broken(gw, f"record {first}: ", "rewritten")
 
 
 def test_a_deleted_checkpoint_is_found(gw):
     with db(gw) as conn:
         conn.execute("DELETE FROM audit_checkpoints WHERE seq = (SELECT MIN(seq) FROM audit_checkpoints)")
-    failed = verify(gw)
-    assert failed.returncode == 1
-    assert "checkpoint was deleted" in failed.stderr, failed.stderr
+    assert_broken(gw, "checkpoint was deleted")
 
 
 def test_checkpoints_are_verified_with_the_public_key_kept_elsewhere(gw):
@@ -188,8 +182,7 @@ def test_checkpoints_are_verified_with_the_public_key_kept_elsewhere(gw):
         conn.execute("SELECT 'signed with the new key'")
     gw.stop()
     assert gw.cli("audit", "public-key").stdout.strip() != public
-    failed = verify(gw, "--public-key", public)
-    assert failed.returncode == 1 and "not by the verifying key" in failed.stderr, failed.stderr
+    assert_broken(gw, "not by the verifying key", args=("--public-key", public))
 
 
 def test_verification_can_start_at_a_record(gw):
