@@ -1,39 +1,22 @@
 //! The canonical encoding of a record and the chain over them: `h_n = SHA-256(h_{n-1} ‖ e_n)`,
 //! where `e_n` is record n's canonical bytes and `h_0` is 32 zero bytes.
 
-use crate::FORMAT_VERSION;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sluice_core::{AuditEvent, AuditRecord, Principal};
+use sluice_core::AuditRecord;
 
 pub type Hash = [u8; 32];
 
 /// What the first record of a chain links to.
 pub const GENESIS: Hash = [0; 32];
 
-/// A record as the chain commits to it: the format version, the instance and the sequence
-/// number, then the envelope, with the event under a key of its own (so that no event field can
-/// ever shadow an envelope field).
-#[derive(Serialize)]
-struct Entry<'a> {
-    v: u32,
-    instance: &'a str,
-    seq: u64,
-    at_us: i64,
-    principal: &'a Principal,
-    session: Option<&'a str>,
-    event: &'a AuditEvent,
-}
-
-/// Record `seq` of `instance` in its canonical form: compact JSON (no whitespace), fields in the
-/// order docs/audit.md lists, strings escaped as `serde_json` escapes them (only what JSON
-/// requires). The bytes are stored as they are, so verification never encodes again.
+/// Record `seq` of `instance` in its canonical form: compact JSON (no whitespace) with the format
+/// version, the instance and the sequence number, then the envelope, the event under a key of its
+/// own (so that no event field can ever shadow an envelope field); fields in the order
+/// docs/audit.md lists; strings escaped only where JSON requires it (`"`, `\`, control
+/// characters), exactly as `serde_json` writes the same values. The bytes are stored as they are,
+/// so verification never encodes again.
 pub fn encode(instance: &str, seq: u64, record: &AuditRecord) -> String {
-    let AuditRecord { at_us, principal, session, event } = record;
-    let entry =
-        Entry { v: FORMAT_VERSION, instance, seq, at_us: *at_us, principal, session: session.as_deref(), event };
-    // Plain structs, strings and numbers with string keys: serializing cannot fail.
-    serde_json::to_string(&entry).unwrap_or_default()
+    crate::encode::record(instance, seq, record)
 }
 
 /// The hash that commits to `encoded` and, through `prev`, to everything before it.
@@ -93,6 +76,7 @@ impl Chain {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_core::{AuditEvent, Principal};
 
     fn ended(reason: &str) -> AuditRecord {
         AuditRecord {

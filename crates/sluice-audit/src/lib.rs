@@ -5,6 +5,7 @@
 
 pub mod chain;
 pub mod checkpoint;
+mod encode;
 pub mod verify;
 
 pub use chain::{Chain, GENESIS, Hash, Linked, encode, link};

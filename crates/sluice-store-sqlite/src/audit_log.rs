@@ -7,9 +7,33 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use sluice_audit::{Chain, Checkpoint, CheckpointSigner, GENESIS, Hash, StoredRecord};
 use sluice_core::AuditRecord;
 use sluice_store::StoreResult;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const APPEND: &str = "INSERT INTO audit_log (seq, at, kind, session_id, record, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+/// Bound values per appended record.
+const COLUMNS: usize = 6;
+
+/// Records per multi-row INSERT. Only these sizes are used: each is a distinct SQL text the
+/// connection prepares once and keeps, and a multi-row INSERT's program costs less per row than a
+/// one-row INSERT run once per row. At most 32 rows, so that SQLite's copies of the bound texts fit
+/// in the connection's lookaside slots (`.cargo/config.toml`).
+pub(crate) const INSERT_SIZES: [usize; 4] = [32, 8, 2, 1];
+
+/// The largest allowed INSERT that fits in `remaining` records: how many it takes, and its SQL.
+fn insert_for(remaining: usize) -> (usize, &'static str) {
+    static SQL: OnceLock<Vec<String>> = OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        INSERT_SIZES
+            .iter()
+            .map(|&n| {
+                let rows = vec!["(?, ?, ?, ?, ?, ?)"; n].join(", ");
+                format!("INSERT INTO audit_log (seq, at, kind, session_id, record, hash) VALUES {rows}")
+            })
+            .collect()
+    });
+    let at = INSERT_SIZES.iter().position(|&n| n <= remaining).unwrap_or(INSERT_SIZES.len() - 1);
+    (INSERT_SIZES[at], &all[at])
+}
 
 /// The store's chain identity (made when the log's table was created).
 pub(crate) fn instance(conn: &rusqlite::Connection) -> rusqlite::Result<String> {
@@ -46,17 +70,23 @@ fn to_hash(bytes: &[u8]) -> Hash {
 /// Appends `records` to the chain; the chain as it stands after them.
 pub(crate) fn append(tx: &Transaction<'_>, instance: &str, records: &[AuditRecord]) -> rusqlite::Result<Chain> {
     let mut chain = tail(tx, instance)?;
-    let mut insert = tx.prepare_cached(APPEND)?;
-    for record in records {
-        let linked = chain.append(record);
-        insert.execute(params![
-            signed(linked.seq),
-            record.at_us,
-            record.event.kind(),
-            record.session.as_deref(),
-            linked.encoded,
-            &linked.hash[..]
-        ])?;
+    let mut rest = records;
+    while !rest.is_empty() {
+        let (rows, sql) = insert_for(rest.len());
+        let (chunk, after) = rest.split_at(rows);
+        rest = after;
+        let mut insert = tx.prepare_cached(sql)?;
+        for (i, record) in chunk.iter().enumerate() {
+            let linked = chain.append(record);
+            let at = i * COLUMNS;
+            insert.raw_bind_parameter(at + 1, signed(linked.seq))?;
+            insert.raw_bind_parameter(at + 2, record.at_us)?;
+            insert.raw_bind_parameter(at + 3, record.event.kind())?;
+            insert.raw_bind_parameter(at + 4, record.session.as_deref())?;
+            insert.raw_bind_parameter(at + 5, linked.encoded)?;
+            insert.raw_bind_parameter(at + 6, &linked.hash[..])?;
+        }
+        insert.raw_execute()?;
     }
     Ok(chain)
 }

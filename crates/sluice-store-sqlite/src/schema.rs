@@ -120,4 +120,30 @@ CREATE TABLE audit_checkpoints (
     signature  BLOB NOT NULL
 );
 "#,
+    // Actions are read from the chained log: the table they were written to before it is kept
+    // (renamed) for what it holds, and `statements` becomes a view over both.
+    r#"
+ALTER TABLE statements RENAME TO statements_before_chain;
+CREATE VIEW statements AS
+SELECT session_id,
+       json_extract(record, '$.event.seq') AS seq,
+       json_extract(record, '$.event.detail.path') AS path,
+       json_extract(record, '$.event.text') AS text,
+       at AS started_at,
+       json_extract(record, '$.event.duration_us') AS duration_us,
+       json_extract(record, '$.event.detail.rows') AS rows,
+       json_extract(record, '$.event.detail.tag') AS tag,
+       json_extract(record, '$.event.detail.error_code') AS error_code,
+       json_extract(record, '$.event.detail.error_message') AS error_message,
+       CASE WHEN json_extract(record, '$.event.verdict') <> 'allow' THEN json_extract(record, '$.event.rule') END
+           AS refused_by,
+       json_extract(record, '$.event.verdict') AS decision,
+       json_extract(record, '$.event.rule') AS rule
+  FROM audit_log
+ WHERE kind = 'action'
+UNION ALL
+SELECT session_id, seq, path, text, started_at, duration_us, rows, tag, error_code, error_message, refused_by,
+       decision, rule
+  FROM statements_before_chain;
+"#,
 ];

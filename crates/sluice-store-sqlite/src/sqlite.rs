@@ -109,6 +109,11 @@ pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "foreign_keys", true)
 }
 
+/// How many statements session `s` recorded, counted in the tables under the `statements` view
+/// (through the view, SQLite would read every recorded action for each session).
+const STATEMENT_COUNT: &str = "((SELECT COUNT(*) FROM audit_log a WHERE a.session_id = s.id AND a.kind = 'action') \
+     + (SELECT COUNT(*) FROM statements_before_chain b WHERE b.session_id = s.id))";
+
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path` and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
@@ -165,10 +170,7 @@ impl SqliteStore {
 
     /// Recorded sessions that match `filter`, newest first.
     pub async fn sessions(&self, filter: &SessionFilter) -> StoreResult<Vec<SessionRow>> {
-        let mut sql = String::from(
-            "SELECT s.*, (SELECT COUNT(*) FROM statements t WHERE t.session_id = s.id) AS statement_count \
-             FROM sessions s WHERE 1 = 1",
-        );
+        let mut sql = format!("SELECT s.*, {STATEMENT_COUNT} AS statement_count FROM sessions s WHERE 1 = 1");
         let mut values: Vec<Value> = Vec::new();
         let mut and = |clause: &str, value: Value| {
             sql.push_str(clause);
@@ -187,8 +189,12 @@ impl SqliteStore {
             and(" AND s.connection = ?", connection.clone().into());
         }
         if let Some(verdict) = &filter.verdict {
+            // From the tables under the `statements` view: through the view, SQLite would read
+            // every recorded action for each session.
             and(
-                " AND EXISTS (SELECT 1 FROM statements v WHERE v.session_id = s.id AND v.decision = ?)",
+                " AND ? IN (SELECT json_extract(a.record, '$.event.verdict') FROM audit_log a \
+                 WHERE a.session_id = s.id AND a.kind = 'action' \
+                 UNION ALL SELECT b.decision FROM statements_before_chain b WHERE b.session_id = s.id)",
                 verdict.clone().into(),
             );
         }
@@ -201,8 +207,7 @@ impl SqliteStore {
         self.run(move |c| {
             let session = c
                 .query_row(
-                    "SELECT s.*, (SELECT COUNT(*) FROM statements t WHERE t.session_id = s.id) AS statement_count \
-                     FROM sessions s WHERE s.id = ?1",
+                    &format!("SELECT s.*, {STATEMENT_COUNT} AS statement_count FROM sessions s WHERE s.id = ?1"),
                     [&id],
                     session_row,
                 )
