@@ -233,10 +233,14 @@ impl EngineSession {
             Decision::Hold(hold) => Some(hold.review_id),
             Decision::Review(_) | Decision::Deny(_) => return decision,
         };
-        if !self.core.settings.load().changes_before_forwarding {
+        let settings = self.core.settings.load();
+        if !settings.changes_before_forwarding {
             return decision;
         }
-        let changes = match sluice_policy::changes_state(sql.analysis) {
+        let (policy, _) = self.core.in_force(&settings, &self.identity, &self.target);
+        let changes = policy.changes_state(sql.analysis, &self.target);
+        drop(settings);
+        let changes = match changes {
             Some(changes) => changes,
             None => Box::pin(self.calls_writing_function(sql)).await,
         };

@@ -664,7 +664,13 @@ async fn a_change_is_allowed_only_once_its_decision_is_durable_and_reads_are_not
     }
     assert!(h.trail.take().is_empty(), "a read is recorded with its outcome, in a batch, not before it runs");
 
-    for change in ["INSERT INTO orders VALUES (1)", "SELECT bump_counter()", "SELECT nextval('s')"] {
+    let changes = [
+        "INSERT INTO orders VALUES (1)",
+        "SELECT bump_counter()",
+        "SELECT nextval('s')",
+        "SELECT pg_catalog.setval('s', 1)",
+    ];
+    for change in changes {
         assert!(decide_on(&mut session, &sql(change), &server).await.allows(), "{change}");
         assert_eq!(h.trail.durability(), [true], "{change}");
         let [record] = &h.trail.take()[..] else { panic!("one record for {change}") };

@@ -16,8 +16,8 @@ mod sql;
 mod volatile;
 
 pub use pg::{
-    PROTECTED_SETTINGS, SIDE_EFFECT_FUNCTIONS, changes_state, depends_on_column_masking, is_protected_setting,
-    user_functions, volatile_call_refusal, volatility_unknown,
+    PROTECTED_SETTINGS, SIDE_EFFECT_FUNCTIONS, depends_on_column_masking, is_protected_setting, user_functions,
+    volatile_call_refusal, volatility_unknown,
 };
 pub use policy::Policy;
 pub use sluice_core::policy::*;

@@ -193,28 +193,6 @@ pub fn user_functions(analysis: &SqlAnalysis) -> Vec<&ObjectName> {
     statements.iter().flat_map(|s| &s.functions).filter(|f| f.schema.as_deref() != Some("pg_catalog")).collect()
 }
 
-/// Whether running `analysis` may change what the database holds or do anything beyond reading
-/// (the audit log then records the decision durably before the statement is forwarded):
-/// `Some(false)` only for reads, COPY out, transaction control, session housekeeping, settings
-/// and LISTEN that call no function with known side effects (`SIDE_EFFECT_FUNCTIONS`: nextval,
-/// set_config, large objects, …) and no user-defined function; `None` when user-defined functions
-/// are called (only the server can tell whether they write, see `user_functions`); `Some(true)`
-/// for everything else, a statement not understood included.
-pub fn changes_state(analysis: &SqlAnalysis) -> Option<bool> {
-    let SqlAnalysis::Parsed { statements } = analysis else { return Some(true) };
-    let beyond_reading = statements.iter().flat_map(|s| &s.operations).any(|op| {
-        !matches!(op.kind, Kind::Read | Kind::CopyTo | Kind::Transaction | Kind::Session | Kind::Set | Kind::Listen)
-    });
-    let side_effects = || {
-        let called = statements.iter().flat_map(|s| &s.functions);
-        called.clone().any(|f| SIDE_EFFECT_FUNCTIONS.iter().any(|p| glob_match(p, &f.name)))
-    };
-    match beyond_reading || side_effects() {
-        true => Some(true),
-        false => user_functions(analysis).is_empty().then_some(false),
-    }
-}
-
 fn read_only_refusal(reason: String, detail: Option<String>, hint: String) -> Refusal {
     Refusal { rule: "read-only".into(), reason, detail, hint: Some(hint), cause: RefusalCause::Policy }
 }

@@ -65,6 +65,33 @@ impl<'a> Judgement<'a> {
 }
 
 impl Policy {
+    /// Whether running `analysis` on `connection` may change what the database holds or do
+    /// anything beyond reading (the audit log then records the decision durably before the
+    /// statement is forwarded): `Some(false)` only for reads, COPY out, transaction control,
+    /// session housekeeping, settings and LISTEN that call no side-effect function (the built-in
+    /// list and the configured one), no volatile built-in not known to be free of effects, and
+    /// no user-defined function; `None` when user-defined functions are called (only the server
+    /// can tell whether they write, see `user_functions`); `Some(true)` for everything else, a
+    /// statement not understood included.
+    pub fn changes_state(&self, analysis: &SqlAnalysis, connection: &str) -> Option<bool> {
+        let SqlAnalysis::Parsed { statements } = analysis else { return Some(true) };
+        let beyond_reading = statements.iter().flat_map(|s| &s.operations).any(|op| {
+            !matches!(op.kind, Kind::Read | Kind::CopyTo | Kind::Transaction | Kind::Session | Kind::Set | Kind::Listen)
+        });
+        let search_path = self.connections.get(connection).map_or(&[][..], |c| c.search_path.as_slice());
+        let side_effects = || {
+            statements.iter().flat_map(|s| &s.functions).any(|f| {
+                let builtin = f.schema.as_deref().is_none_or(|s| s == "pg_catalog");
+                (builtin && crate::volatile::is_unsafe_volatile(&f.name))
+                    || self.side_effect_functions.iter().any(|p| object_matches(p, f, search_path))
+            })
+        };
+        match beyond_reading || side_effects() {
+            true => Some(true),
+            false => crate::user_functions(analysis).is_empty().then_some(false),
+        }
+    }
+
     /// The rule that makes the search_path matter, if one does: a rule in scope that names objects
     /// or functions by schema (`public.orders`, `app.*`) decides an unqualified name by where the
     /// connection's search_path resolves it, which the session must then not change. (Masking

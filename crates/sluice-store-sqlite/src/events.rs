@@ -38,11 +38,26 @@ impl EventWriter {
         let conn = Connection::open(path).map_err(unavailable)?;
         conn.set_prepared_statement_cache_capacity(audit_log::INSERT_SIZES.len() + 6);
         configure(&conn).map_err(unavailable)?;
-        // Every commit reaches the disk before the writer reports it: a durable record is then
-        // durable against a power cut too, not only against the gateway being killed.
+        // Every commit reaches the disk before the writer reports it: the decision journal is
+        // emptied after a batch that holds its records, which must then be on the disk too.
         conn.pragma_update(None, "synchronous", "full").map_err(unavailable)?;
         let instance = audit_log::instance(&conn).map_err(unavailable)?;
         Ok(EventWriter { conn, instance, signing: None })
+    }
+
+    /// The chain identity of the store's log.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Whether the log holds the `action_decided` record of `session` made at `at_us` (the
+    /// journal's recovery asks, so that a record is never chained twice).
+    pub(crate) fn holds_decision(&self, session: Option<&str>, at_us: i64) -> rusqlite::Result<bool> {
+        self.conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM audit_log WHERE session_id IS ?1 AND at = ?2 AND kind = 'action_decided')",
+            )?
+            .query_row(params![session, at_us], |r| r.get(0))
     }
 
     /// The writer signs checkpoints of the chain as `signing` says.

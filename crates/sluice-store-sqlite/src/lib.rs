@@ -4,6 +4,7 @@
 
 mod audit_log;
 mod events;
+mod journal;
 mod recorder;
 mod reviews;
 mod schema;

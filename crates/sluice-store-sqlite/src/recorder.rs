@@ -1,26 +1,23 @@
 //! Keeps recording off the hot path: sessions hand events to an unbounded queue (never blocking,
 //! never dropping), and one thread of its own writes whatever has gathered in a single transaction.
-//! A record asked for durably (an action that can change state, before it is forwarded) ends the
-//! gathering at once; every durable record asked for while a batch is written shares the next
-//! batch's flush (group commit).
+//! A record asked for durably (an action that can change state, before it is forwarded) is
+//! appended to the decision journal at once and flushed with every other one waiting (group
+//! commit), its action released, and the record chained with the batch (see `journal`).
 
+use crate::journal::Journal;
 use crate::{EventWriter, Signing, SqliteStore};
 use sluice_core::audit::DurableWrite;
 use sluice_core::{AuditEvent, AuditRecord};
 use sluice_store::StoreError;
 use std::sync::Arc;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What a statement's text becomes before it is written (masking, in practice; `None`: as it
 /// is). Run on the recorder's thread over whole batches, so a session does not pay for it.
 pub type TextFilter = Box<dyn FnMut(&str) -> Option<String> + Send>;
 
 const MAX_BATCH: usize = 4096;
-
-/// Failed writes of a batch after which its durable records are given up (the actions waiting on
-/// them are refused); the rest of the batch is retried until it is written.
-const DURABLE_ATTEMPTS: u32 = 3;
 
 /// Told whether a durable record was written.
 type Waiter = tokio::sync::oneshot::Sender<Result<(), String>>;
@@ -52,11 +49,16 @@ impl Recorder {
         if let Some(signing) = signing {
             writer = writer.with_signing(signing);
         }
+        let mut journal = Journal::open(store.path())?;
+        let recovered = journal.recover(&mut writer)?;
+        if recovered > 0 {
+            tracing::warn!(recovered, "chained decisions a previous run journaled but had not written to the log");
+        }
         let (tx, rx) = mpsc::channel();
         let (durable, durable_rx) = mpsc::channel();
         let (done_tx, done) = tokio::sync::oneshot::channel();
         std::thread::Builder::new().name("sluice-recorder".into()).spawn(move || {
-            write_loop(writer, rx, durable_rx, flush_interval, texts);
+            write_loop(writer, journal, rx, durable_rx, flush_interval, texts);
             let _ = done_tx.send(());
         })?;
         Ok((Recorder { tx, durable }, RecorderTask { done }))
@@ -100,59 +102,88 @@ impl RecorderTask {
 
 fn write_loop(
     mut writer: EventWriter,
+    mut journal: Journal,
     rx: mpsc::Receiver<Option<AuditRecord>>,
     durable: mpsc::Receiver<(AuditRecord, Waiter)>,
     flush_interval: Duration,
     mut texts: TextFilter,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut waiters: Vec<Waiter> = Vec::new();
     let mut behind = false;
     let mut last_text = None;
     while let Ok(first) = rx.recv() {
         batch.extend(first);
-        let mut durables: Vec<(AuditRecord, Waiter)> = durable.try_iter().collect();
-        if durables.is_empty() {
-            if batch.is_empty() {
-                // The wake-up of a durable record an earlier batch already took.
-                continue;
+        // Unless a backlog filled the last batch, gather for one interval, listening only for
+        // durable records (senders of the others queue them without waking this thread): each is
+        // journaled as it comes, with those that came meanwhile.
+        let deadline = Instant::now() + if behind { Duration::ZERO } else { flush_interval };
+        loop {
+            let mut asked: Vec<(AuditRecord, Waiter)> = durable.try_iter().collect();
+            if asked.is_empty() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match durable.recv_timeout(left) {
+                    Ok(one) => asked.push(one),
+                    Err(_) => break,
+                }
+                asked.extend(durable.try_iter());
             }
-            // Unless a backlog filled the last batch, gather for one interval, listening only
-            // for durable records: senders of the others queue them without waking this thread.
-            if !behind && let Ok(asked) = durable.recv_timeout(flush_interval) {
-                durables.push(asked);
-            }
+            journal_durably(&mut journal, writer.instance(), asked, &mut batch, &mut texts, &mut last_text);
         }
-        durables.extend(durable.try_iter());
         batch.extend(rx.try_iter().take(MAX_BATCH - 1).flatten());
-        behind = batch.len() >= MAX_BATCH;
-        let plain = batch.len();
-        for (record, waiter) in durables {
-            batch.push(record);
-            waiters.push(waiter);
+        if batch.is_empty() {
+            continue;
         }
+        behind = batch.len() >= MAX_BATCH;
         filter_texts(&mut batch, &mut texts, &mut last_text);
-        // A failed write is retried: an audit record is not given up because the disk hiccuped.
-        // An action waiting on its record is refused after a few attempts rather than held.
+        // A failed write is retried: an audit record is not given up because the disk hiccuped
+        // (the journaled ones are safe meanwhile; their actions went ahead).
         let mut attempt = 0u32;
         while let Err(e) = writer.write(&batch) {
             attempt += 1;
             tracing::error!(error = %e, events = batch.len(), attempt, "cannot write audit events; retrying");
-            if attempt == DURABLE_ATTEMPTS && !waiters.is_empty() {
-                batch.truncate(plain);
-                for waiter in waiters.drain(..) {
-                    let _ = waiter.send(Err(format!("the audit store cannot be written: {e}")));
-                }
-            }
             std::thread::sleep(Duration::from_millis(200 * u64::from(attempt.min(25))));
         }
-        for waiter in waiters.drain(..) {
-            let _ = waiter.send(Ok(()));
+        if let Err(e) = journal.clear() {
+            // Harmless: what it holds is in the log, and the next start will not chain it twice.
+            tracing::warn!(error = %e, "could not empty the decision journal");
         }
         batch.clear();
     }
     if let Err(e) = writer.checkpoint() {
         tracing::error!(error = %e, "could not sign the audit log's last checkpoint");
+    }
+}
+
+/// Journals durable records (masked first: the journal is on disk like the log) and tells their
+/// senders; they are then chained with `batch`. If the journal cannot be written, their actions are
+/// refused and the records dropped: what was not recorded does not run.
+fn journal_durably(
+    journal: &mut Journal,
+    instance: &str,
+    asked: Vec<(AuditRecord, Waiter)>,
+    batch: &mut Vec<AuditRecord>,
+    texts: &mut TextFilter,
+    last_text: &mut Option<(Arc<str>, Arc<str>)>,
+) {
+    let (mut records, waiters): (Vec<AuditRecord>, Vec<Waiter>) = asked.into_iter().unzip();
+    filter_texts(&mut records, texts, last_text);
+    let mut lines = Vec::with_capacity(records.len() * 512);
+    for record in &records {
+        lines.extend_from_slice(sluice_audit::encode(instance, 0, record).as_bytes());
+        lines.push(b'\n');
+    }
+    let answer = match journal.append(&lines) {
+        Ok(()) => {
+            batch.extend(records);
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot write the decision journal; refusing the changes waiting on it");
+            Err(format!("the decision journal cannot be written: {e}"))
+        }
+    };
+    for waiter in waiters {
+        let _ = waiter.send(answer.clone());
     }
 }
 

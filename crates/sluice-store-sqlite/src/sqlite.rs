@@ -164,6 +164,11 @@ impl SqliteStore {
     }
 
     /// A connection of its own for writing audit events (see `EventWriter`).
+    /// The store's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn event_writer(&self) -> StoreResult<EventWriter> {
         EventWriter::open(&self.path)
     }

@@ -29,14 +29,11 @@ const TOKEN_REFRESH: Duration = Duration::from_secs(2);
 pub async fn run(config_path: &Path) -> Result<()> {
     let config = crate::targets::load_config(config_path)?;
     init_logging(&config);
+    // Watched before anything is announced: a SIGTERM sent as soon as the listeners are up stops
+    // sluice cleanly instead of killing it.
+    let signals = Signals::watch();
     let store = Arc::new(SqliteStore::open(&config.server.store_path()).await?);
     check_state_is_private(&config)?;
-    let orphaned = store.orphaned_sessions().await?;
-    if !orphaned.is_empty() {
-        tracing::warn!(orphaned = orphaned.len(), "closing sessions left open by a previous run");
-        let ends = orphaned.into_iter().map(|(id, principal)| sluice_engine::orphaned_session_end(principal, &id));
-        store.record_all(ends.collect()).await?;
-    }
     let key = MasterKey::load(&config.server.master_key_path(), true)?;
     let masking = Arc::new(sluice_engine::compile::masking(&config, key.derive(MASK_TOKEN_PURPOSE))?);
     let live_masking = Arc::new(ArcSwap::new(Arc::clone(&masking)));
@@ -50,6 +47,13 @@ pub async fn run(config_path: &Path) -> Result<()> {
         Some(crate::audit_cmd::signing(&config)?),
     )
     .context("cannot start the audit recorder")?;
+    // After the recorder chained what a killed run journaled, so the log keeps the order of events.
+    let orphaned = store.orphaned_sessions().await?;
+    if !orphaned.is_empty() {
+        tracing::warn!(orphaned = orphaned.len(), "closing sessions left open by a previous run");
+        let ends = orphaned.into_iter().map(|(id, principal)| sluice_engine::orphaned_session_end(principal, &id));
+        store.record_all(ends.collect()).await?;
+    }
     // The API is bound first so that links in notifications carry its real port.
     let api_listener = match config.api.enabled {
         false => None,
@@ -164,7 +168,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let _registration = instance::register(config_path, api_url, postgres_addr)
         .inspect_err(|e| tracing::warn!(error = %e, "could not register this instance for the CLI"))
         .ok();
-    serve_until_stopped(config_path, &config, &gateway).await;
+    serve_until_stopped(signals, config_path, &config, &gateway).await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     for listener in listeners {
@@ -271,10 +275,22 @@ fn init_logging(config: &Config) {
     }
 }
 
+/// SIGTERM and SIGHUP, watched from the start (`None` if they cannot be).
+struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    fn watch() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+            (Ok(term), Ok(hup)) => Signals(Some((term, hup))),
+            _ => Signals(None),
+        }
+    }
+}
+
 /// Runs until SIGINT or SIGTERM; each SIGHUP reloads the configuration file.
-async fn serve_until_stopped(config_path: &Path, running: &Config, gateway: &Engine) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+async fn serve_until_stopped(signals: Signals, config_path: &Path, running: &Config, gateway: &Engine) {
+    let Signals(Some((mut term, mut hup))) = signals else {
         tracing::warn!("cannot watch SIGTERM/SIGHUP; stopping on Ctrl-C only");
         let _ = tokio::signal::ctrl_c().await;
         return;
