@@ -130,6 +130,13 @@ fn write_loop(
             journal_durably(&mut journal, writer.instance(), asked, &mut batch, &mut texts, &mut last_text);
         }
         batch.extend(rx.try_iter().take(MAX_BATCH - 1).flatten());
+        // That took the wake-ups of durable records asked for since the loop above: they are
+        // queued before their wake-up, so they are all there now, and each is journaled here or
+        // its wake-up is still to come.
+        let late: Vec<(AuditRecord, Waiter)> = durable.try_iter().collect();
+        if !late.is_empty() {
+            journal_durably(&mut journal, writer.instance(), late, &mut batch, &mut texts, &mut last_text);
+        }
         if batch.is_empty() {
             continue;
         }
