@@ -216,6 +216,61 @@ fn filter_texts(batch: &mut [AuditRecord], texts: &mut TextFilter, last: &mut Op
 }
 
 #[cfg(test)]
+mod durable_tests {
+    use super::Recorder;
+    use crate::SqliteStore;
+    use sluice_core::{AuditEvent, AuditRecord, Principal};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn decided(session: &str, n: usize) -> AuditRecord {
+        AuditRecord::now(
+            Principal::new("agent", None),
+            Some(Arc::from(session)),
+            AuditEvent::ActionDecided {
+                action: "sql",
+                text: Arc::from(format!("UPDATE t SET n = {n}")),
+                verdict: "allow",
+                rule: None,
+            },
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_durable_record_is_answered_and_chained_among_a_stream_of_others() {
+        let dir = std::env::temp_dir().join(sluice_core::ids::new_id("sluice-recorder-test-"));
+        let store = SqliteStore::open(&dir.join("sluice.db")).await.unwrap();
+        let (recorder, task) = Recorder::spawn(&store, Duration::from_millis(2), Box::new(|_| None), None).unwrap();
+        let sessions: Vec<_> = (0..4)
+            .map(|s| {
+                let recorder = recorder.clone();
+                tokio::spawn(async move {
+                    let session = format!("s_{s}");
+                    for n in 0..150 {
+                        let ended = AuditEvent::SessionEnded { reason: format!("{n}") };
+                        recorder.record(AuditRecord::now(Principal::new("agent", None), None, ended));
+                        let written = recorder.record_durable(decided(&session, n));
+                        let answer = tokio::time::timeout(Duration::from_secs(10), written).await;
+                        assert_eq!(answer, Ok(Ok(())), "durable record {n} of {session}");
+                    }
+                })
+            })
+            .collect();
+        for session in sessions {
+            session.await.unwrap();
+        }
+        drop(recorder);
+        task.finish().await;
+        let conn = rusqlite::Connection::open(dir.join("sluice.db")).unwrap();
+        let chained: i64 =
+            conn.query_row("SELECT COUNT(*) FROM audit_log WHERE kind = 'action_decided'", [], |r| r.get(0)).unwrap();
+        assert_eq!(chained, 600);
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::{TextFilter, filter_texts};
     use sluice_core::{ActionDetail, ActionRecord, AuditEvent, AuditRecord, Principal};
