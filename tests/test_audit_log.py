@@ -255,3 +255,33 @@ def test_no_change_runs_unrecorded_when_the_gateway_is_killed_in_the_middle_of_a
     finally:
         pg.query("ALTER DATABASE bench RESET log_statement", dbname="postgres")
         gw.cleanup()
+
+
+def test_every_configuration_put_in_force_or_refused_is_in_the_log_with_its_digest(pg):
+    gw = Sluice(pg).start()
+    try:
+        def configurations():
+            records = [json.loads(r)["event"] for (r,) in rows(gw, "SELECT record FROM audit_log WHERE kind = 'admin'")]
+            return [(e["action"], e["detail"]) for e in records if e["action"].startswith("configuration-")]
+
+        def digest():
+            return "sha256 " + hashlib.sha256(gw.config.read_bytes()).hexdigest()
+
+        started = digest()
+        wait_for(lambda: configurations() == [("configuration-loaded", f"{started}; loaded at start")],
+                 what="the configuration loaded at start recorded")
+        good = gw.config.read_text()
+        gw.config.write_text(good + "\n[policy]\nno_such_key = 1\n")
+        broken = digest()
+        gw.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(configurations()) == 2, what="the refused reload recorded")
+        action, detail = configurations()[1]
+        assert action == "configuration-refused" and detail.startswith(broken) and "no_such_key" in detail, detail
+        gw.config.write_text(good)
+        gw.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(configurations()) == 3, what="the reload recorded")
+        assert configurations()[2] == ("configuration-loaded", f"{started}; reloaded")
+        assert gw.stop() == 0
+        assert verify(gw).returncode == 0
+    finally:
+        gw.cleanup()

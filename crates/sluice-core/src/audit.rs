@@ -191,6 +191,10 @@ pub enum AdminAction {
     CredentialDeleted,
     /// A call of the REST API whose token proved nothing.
     ApiAuthenticationFailed,
+    /// The configuration file was read and put in force (at start or by a reload).
+    ConfigurationLoaded,
+    /// A reload was refused: the file does not load or compile; the running configuration stays.
+    ConfigurationRefused,
 }
 
 impl AdminAction {
@@ -201,6 +205,8 @@ impl AdminAction {
             AdminAction::CredentialSet => "credential-set",
             AdminAction::CredentialDeleted => "credential-deleted",
             AdminAction::ApiAuthenticationFailed => "api-authentication-failed",
+            AdminAction::ConfigurationLoaded => "configuration-loaded",
+            AdminAction::ConfigurationRefused => "configuration-refused",
         }
     }
 }

@@ -213,6 +213,14 @@ impl Engine {
         self.core.audit.record(admin_record(actor, AdminAction::ApiAuthenticationFailed, request, detail));
     }
 
+    /// Records that the configuration file at `path` was put in force, or why a reload of it was
+    /// refused (`refused`); `detail` says which file content (its digest) or what was wrong.
+    pub fn record_configuration(&self, path: &str, refused: bool, detail: String) {
+        let action = if refused { AdminAction::ConfigurationRefused } else { AdminAction::ConfigurationLoaded };
+        let actor = Principal::new("sluice", None);
+        self.core.audit.record(admin_record(actor, action, path, Some(detail)));
+    }
+
     /// What `identity` may do on `connection`, when it may use it at all: what an agent that asks
     /// with its token is told.
     pub fn permissions(&self, identity: &Identity, connection: &str) -> Option<Permissions> {

@@ -91,6 +91,11 @@ pub async fn run(config_path: &Path) -> Result<()> {
         targets: Arc::new(Targets),
     };
     let gateway = Arc::new(Engine::new(&config, parts)?);
+    gateway.record_configuration(
+        &config_path.display().to_string(),
+        false,
+        format!("{}; loaded at start", file_digest(config_path)),
+    );
 
     let workers = Workers::start(config.server.worker_threads).context("cannot start the session workers")?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -304,20 +309,34 @@ async fn serve_until_stopped(signals: Signals, config_path: &Path, running: &Con
     }
 }
 
+/// The audit trail's account of the configuration file as it is now: its SHA-256.
+fn file_digest(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    match std::fs::read(path) {
+        Ok(bytes) => format!("sha256 {}", hex::encode(Sha256::digest(bytes))),
+        Err(e) => format!("unreadable: {e}"),
+    }
+}
+
 /// A reload replaces connections, policy and masking all at once, or changes nothing: a file that
-/// does not load or compile is refused with its error and the running configuration stays.
+/// does not load or compile is refused with its error and the running configuration stays. Either
+/// way the audit log says so.
 fn reload(config_path: &Path, running: &Config, gateway: &Engine) {
+    let path = config_path.display().to_string();
     let config = match crate::targets::load_config(config_path) {
         Ok(config) => config,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "reload refused: the configuration file is invalid; nothing changed");
+            gateway.record_configuration(&path, true, format!("{}; {e:#}", file_digest(config_path)));
             return;
         }
     };
     if let Err(e) = gateway.reload(&config) {
         tracing::error!(error = %format!("{e:#}"), "reload refused: the configuration does not compile; nothing changed");
+        gateway.record_configuration(&path, true, format!("{}; {e:#}", file_digest(config_path)));
         return;
     }
+    gateway.record_configuration(&path, false, format!("{}; reloaded", file_digest(config_path)));
     let fixed = restart_only_changes(running, &config);
     if !fixed.is_empty() {
         tracing::warn!(settings = %fixed.join(", "), "these settings changed in the file but take effect only at a restart");
