@@ -1,6 +1,7 @@
 //! The hash-chained audit log in SQLite: every record appended to `audit_log` with its sequence
-//! number, canonical bytes and chain hash, in the transaction that writes its kind's table; signed
-//! checkpoints in `audit_checkpoints`; and the reads `sluice audit verify` walks.
+//! number, canonical bytes and chain hash, in its batch's transaction (actions are kept here only;
+//! other kinds also go to a table of their own in the same transaction); signed checkpoints in
+//! `audit_checkpoints`; and the reads `sluice audit verify` walks.
 
 use crate::SqliteStore;
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -42,7 +43,7 @@ pub(crate) fn instance(conn: &rusqlite::Connection) -> rusqlite::Result<String> 
 
 /// The chain after the last stored record. Read in the writing transaction (an immediate one), so
 /// that the command line appending to the same file cannot take the same place.
-fn tail(tx: &Transaction<'_>, instance: &str) -> rusqlite::Result<Chain> {
+pub(crate) fn tail(tx: &Transaction<'_>, instance: &str) -> rusqlite::Result<Chain> {
     let last: Option<(i64, Vec<u8>)> = tx
         .query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;

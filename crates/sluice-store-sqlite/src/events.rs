@@ -75,7 +75,7 @@ impl EventWriter {
         let Some(signing) = &mut self.signing else { return Ok(()) };
         let signed = (|| {
             let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let chain = audit_log::append(&tx, &self.instance, &[])?;
+            let chain = audit_log::tail(&tx, &self.instance)?;
             signing.sign(&tx, &chain, now_us())?;
             tx.commit()
         })();

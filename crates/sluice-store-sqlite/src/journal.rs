@@ -27,7 +27,7 @@ impl Journal {
         let mut name = store.as_os_str().to_owned();
         name.push("-decisions");
         let path = PathBuf::from(name);
-        let file = OpenOptions::new().create(true).append(true).read(true).mode(0o600).open(&path)?;
+        let file = OpenOptions::new().create(true).append(true).mode(0o600).open(&path)?;
         Ok(Journal { file, path, holds: true })
     }
 

@@ -112,7 +112,10 @@ fn write_loop(
     let mut behind = false;
     let mut last_text = None;
     while let Ok(first) = rx.recv() {
+        // Texts are masked as records join the batch: the durable ones are masked before they
+        // are journaled, and none is masked twice.
         batch.extend(first);
+        filter_texts(&mut batch, &mut texts, &mut last_text);
         // Unless a backlog filled the last batch, gather for one interval, listening only for
         // durable records (senders of the others queue them without waking this thread): each is
         // journaled as it comes, with those that came meanwhile.
@@ -129,7 +132,9 @@ fn write_loop(
             }
             journal_durably(&mut journal, writer.instance(), asked, &mut batch, &mut texts, &mut last_text);
         }
+        let gathered = batch.len();
         batch.extend(rx.try_iter().take(MAX_BATCH - 1).flatten());
+        filter_texts(&mut batch[gathered..], &mut texts, &mut last_text);
         // That took the wake-ups of durable records asked for since the loop above: they are
         // queued before their wake-up, so they are all there now, and each is journaled here or
         // its wake-up is still to come.
@@ -141,7 +146,6 @@ fn write_loop(
             continue;
         }
         behind = batch.len() >= MAX_BATCH;
-        filter_texts(&mut batch, &mut texts, &mut last_text);
         // A failed write is retried: an audit record is not given up because the disk hiccuped
         // (the journaled ones are safe meanwhile; their actions went ahead).
         let mut attempt = 0u32;
