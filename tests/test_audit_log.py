@@ -288,3 +288,19 @@ def test_every_configuration_put_in_force_or_refused_is_in_the_log_with_its_dige
         assert verify(gw).returncode == 0
     finally:
         gw.cleanup()
+
+
+def test_a_change_is_recorded_masked_before_it_runs(pg):
+    gw = Sluice(pg).start()
+    try:
+        with psycopg.connect(gw.dsn(gw.token()), autocommit=True) as conn:
+            with pytest.raises(psycopg.errors.UndefinedTable):
+                conn.execute("UPDATE no_such_table SET contact = 'jane.roe@example.com', ssn = '123-45-6789'")
+        assert gw.stop() == 0
+        decided = [r for (r,) in rows(gw, "SELECT record FROM audit_log WHERE kind = 'action_decided'")]
+        assert len(decided) == 1, decided
+        assert "contact = '[redacted:email]', ssn = '[redacted:ssn]'" in decided[0], decided[0]
+        stored = b"".join(p.read_bytes() for p in (gw.dir / "state").iterdir() if p.is_file())
+        assert b"jane.roe@example.com" not in stored and b"123-45-6789" not in stored
+    finally:
+        gw.cleanup()
