@@ -3,8 +3,10 @@
 
 mod approvals;
 mod load;
+mod sinks;
 mod types;
 
 pub use approvals::*;
 pub use load::{ConfigError, load, parse};
+pub use sinks::*;
 pub use types::*;

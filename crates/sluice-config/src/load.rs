@@ -1,6 +1,6 @@
 //! Reading, resolving and validating a config file.
 
-use crate::{Config, PasswordSource};
+use crate::{Config, PasswordSource, SinkConfig, SinkKind};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -41,6 +41,17 @@ fn resolve_paths(config: &mut Config, base: &Path) {
     config.server.master_key_file.as_mut().map(fix);
     config.audit.signing_key_file.as_mut().map(fix);
     config.postgres.tls_cert.as_mut().map(fix);
+    for sink in &mut config.audit.sinks {
+        match &mut sink.kind {
+            SinkKind::File(file) => fix(&mut file.path),
+            SinkKind::Syslog(syslog) => _ = syslog.ca_file.as_mut().map(fix),
+            SinkKind::Http(http) => {
+                http.ca_file.as_mut().map(fix);
+                http.bearer_token_file.as_mut().map(fix);
+            }
+            SinkKind::Stdout(_) => {}
+        }
+    }
     config.postgres.tls_key.as_mut().map(fix);
     for conn in config.connections.values_mut() {
         // Every protocol's file options (`ca_file`, later key files) are relative to this file.
@@ -99,6 +110,13 @@ fn validate(config: &Config, origin: &Path) -> Result<(), ConfigError> {
     if config.api.enabled && config.api.listen.parse::<std::net::SocketAddr>().is_err() {
         return Err(invalid("api.listen".into(), format!("{:?} is not an address:port", config.api.listen)));
     }
+    let mut sinks = std::collections::HashSet::new();
+    for (i, sink) in config.audit.sinks.iter().enumerate() {
+        if !sinks.insert(sink.name.as_str()) {
+            return Err(invalid(format!("audit.sinks[{i}].name"), format!("{:?} names two sinks", sink.name)));
+        }
+        validate_sink(sink).map_err(|(key, message)| invalid(format!("audit.sinks[{i}].{key}"), message))?;
+    }
     for (i, hook) in config.approvals.webhooks.iter().enumerate() {
         if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
             return Err(invalid(format!("approvals.webhooks[{i}].url"), "must be an http:// or https:// URL".into()));
@@ -109,6 +127,53 @@ fn validate(config: &Config, origin: &Path) -> Result<(), ConfigError> {
                 format!("{e:?} is not one of {}", crate::WEBHOOK_EVENTS.join(", ")),
             ));
         }
+    }
+    Ok(())
+}
+
+/// A sink's settings that its type cannot check: the setting at fault and what is wrong.
+fn validate_sink(sink: &SinkConfig) -> Result<(), (&'static str, String)> {
+    if sink.name.is_empty() || !sink.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        return Err(("name", "a sink name uses letters, digits, `_` and `-`".into()));
+    }
+    if sink.max_backlog == 0 {
+        return Err(("max_backlog", "must be at least 1".into()));
+    }
+    match &sink.kind {
+        SinkKind::Syslog(syslog) => {
+            if !crate::SYSLOG_FACILITIES.iter().any(|(name, _)| *name == syslog.facility) {
+                let names: Vec<&str> = crate::SYSLOG_FACILITIES.iter().map(|(name, _)| *name).collect();
+                return Err(("facility", format!("{:?} is not one of {}", syslog.facility, names.join(", "))));
+            }
+            if syslog
+                .address
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
+                return Err(("address", format!("{:?} is not host:port", syslog.address)));
+            }
+            if syslog.max_message_bytes < 1024 {
+                return Err(("max_message_bytes", "must be at least 1024".into()));
+            }
+            if syslog.app_name.is_empty()
+                || syslog.app_name.len() > 48
+                || !syslog.app_name.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(("app_name", "1 to 48 printable ASCII characters, no spaces (RFC 5424)".into()));
+            }
+        }
+        SinkKind::Http(http) => {
+            if !(http.url.starts_with("http://") || http.url.starts_with("https://")) {
+                return Err(("url", "must be an http:// or https:// URL".into()));
+            }
+            if http.batch_max == 0 {
+                return Err(("batch_max", "must be at least 1".into()));
+            }
+            if http.timeout_s == 0 {
+                return Err(("timeout_s", "must be at least 1".into()));
+            }
+        }
+        SinkKind::File(_) | SinkKind::Stdout(_) => {}
     }
     Ok(())
 }

@@ -62,7 +62,7 @@ impl Default for RecordingConfig {
     }
 }
 
-/// The audit log's signed checkpoints.
+/// The audit log's signed checkpoints and its exports.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
@@ -74,11 +74,13 @@ pub struct AuditConfig {
     /// ...or once this many seconds passed since it, if records were appended; and always when
     /// sluice stops.
     pub checkpoint_interval_s: u64,
+    /// Where the log is exported, each sink at its own pace (docs/audit.md).
+    pub sinks: Vec<crate::SinkConfig>,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { signing_key_file: None, checkpoint_every: 1000, checkpoint_interval_s: 60 }
+        AuditConfig { signing_key_file: None, checkpoint_every: 1000, checkpoint_interval_s: 60, sinks: Vec::new() }
     }
 }
 

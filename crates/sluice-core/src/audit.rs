@@ -25,6 +25,9 @@ pub enum AuthOutcome {
     StoreUnavailable,
     /// Authenticated, but the target's held credential cannot be had (see the gateway's log).
     TargetMisconfigured,
+    /// Not looked at: the gateway refuses new sessions for now (an audit export's backlog is
+    /// full).
+    SessionsRefused,
 }
 
 impl AuthOutcome {
@@ -41,6 +44,7 @@ impl AuthOutcome {
             AuthOutcome::UpstreamUnavailable => "upstream_unavailable",
             AuthOutcome::StoreUnavailable => "store_unavailable",
             AuthOutcome::TargetMisconfigured => "target_misconfigured",
+            AuthOutcome::SessionsRefused => "sessions_refused",
         }
     }
 }

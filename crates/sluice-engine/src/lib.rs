@@ -129,6 +129,8 @@ pub(crate) struct EngineCore {
     /// end at their next message (see `SessionGate::standing`).
     unusable_tokens: ArcSwap<HashSet<String>>,
     approvals: Arc<Approvals>,
+    /// Why new sessions are refused for now (an audit export's backlog is full), if they are.
+    refusing_sessions: arc_swap::ArcSwapOption<String>,
 }
 
 /// What the configuration file sets for sessions, replaced whole by a reload.
@@ -177,6 +179,7 @@ impl Engine {
                 generation: AtomicU64::new(0),
                 unusable_tokens: ArcSwap::from_pointee(HashSet::new()),
                 approvals: parts.approvals,
+                refusing_sessions: arc_swap::ArcSwapOption::empty(),
             }),
         })
     }
@@ -192,6 +195,11 @@ impl Engine {
         core.masking.store(Arc::new(masking));
         core.generation.fetch_add(1, Ordering::Release);
         Ok(())
+    }
+
+    /// Refuses new sessions, saying `reason`, until called with `None`. Open sessions go on.
+    pub fn refuse_new_sessions(&self, reason: Option<String>) {
+        self.core.refusing_sessions.store(reason.map(Arc::new));
     }
 
     /// Reads which tokens were revoked or expired (here or by another instance on the same store);
@@ -248,6 +256,10 @@ impl Gate for Engine {
 
     async fn open(&self, request: OpenRequest<'_>) -> Result<(SessionGrant, EngineSession), OpenError> {
         let core = &self.core;
+        if let Some(reason) = core.refusing_sessions.load_full() {
+            core.audit_auth(&request, AuthOutcome::SessionsRefused, None);
+            return Err(OpenError::Refused(reason.to_string()));
+        }
         let identity = core.authenticate(&request).await?;
         let credential_id = Some(identity.credential_id.clone());
         let settings = core.settings.load_full();

@@ -56,6 +56,9 @@ pub enum OpenError {
     Misconfigured { connection: String, reason: String },
     #[error("state store unavailable: {0}")]
     Store(String),
+    /// The gateway takes no new sessions for now, for this reason (open sessions go on).
+    #[error("new sessions are refused: {0}")]
+    Refused(String),
 }
 
 /// Whether an open session may go on (see `SessionGate::standing`).

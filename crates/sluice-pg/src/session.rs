@@ -254,6 +254,15 @@ async fn authenticate<G: Gate>(
                 .with_hint("try again shortly; an operator should check sluice's state store");
             return fail(&mut client, &e).await;
         }
+        Err(OpenError::Refused(reason)) => {
+            tracing::warn!(%peer, user, connection, reason, "new session refused");
+            let e = PgError::fatal(sqlstate::CANNOT_CONNECT, "sluice is not accepting new sessions right now")
+                .with_detail(reason)
+                .with_hint(
+                    "sessions already open go on; retry later, and tell an operator: an audit export needs attention",
+                );
+            return fail(&mut client, &e).await;
+        }
     };
     Some(Authenticated { client, params, grant, session })
 }

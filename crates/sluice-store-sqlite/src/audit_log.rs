@@ -7,7 +7,7 @@ use crate::SqliteStore;
 use rusqlite::{OptionalExtension, Transaction, params};
 use sluice_audit::{Chain, Checkpoint, CheckpointSigner, GENESIS, Hash, StoredRecord};
 use sluice_core::AuditRecord;
-use sluice_store::StoreResult;
+use sluice_store::{AuditExportStore, StoreResult};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -185,5 +185,47 @@ impl SqliteStore {
                 .map(|h| h.as_deref().map(to_hash))
         })
         .await
+    }
+}
+
+#[async_trait::async_trait]
+impl AuditExportStore for SqliteStore {
+    async fn audit_records(&self, from: u64, limit: u64) -> StoreResult<Vec<StoredRecord>> {
+        SqliteStore::audit_records(self, from, limit).await
+    }
+
+    async fn audit_head(&self) -> StoreResult<u64> {
+        self.run(|c| c.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit_log", [], |r| r.get(0)).map(unsigned)).await
+    }
+
+    async fn audit_first(&self) -> StoreResult<u64> {
+        self.run(|c| c.query_row("SELECT COALESCE(MIN(seq), 0) FROM audit_log", [], |r| r.get(0)).map(unsigned)).await
+    }
+
+    async fn export_cursor(&self, sink: &str) -> StoreResult<u64> {
+        let sink = sink.to_string();
+        self.run(move |c| {
+            c.query_row("SELECT seq FROM audit_export_cursors WHERE sink = ?1", [sink], |r| r.get(0))
+                .optional()
+                .map(|seq| seq.map_or(0, unsigned))
+        })
+        .await
+    }
+
+    async fn set_export_cursor(&self, sink: &str, seq: u64, now_us: i64) -> StoreResult<()> {
+        let sink = sink.to_string();
+        self.run(move |c| {
+            c.prepare_cached(
+                "INSERT INTO audit_export_cursors (sink, seq, at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (sink) DO UPDATE SET seq = excluded.seq, at = excluded.at",
+            )?
+            .execute(params![sink, signed(seq), now_us])
+            .map(drop)
+        })
+        .await
+    }
+
+    fn appended(&self) -> tokio::sync::watch::Receiver<u64> {
+        SqliteStore::appended(self)
     }
 }

@@ -11,6 +11,8 @@ use sluice_core::audit::now_us;
 use sluice_core::{AuditEvent, AuditRecord};
 use sluice_store::StoreResult;
 use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::watch;
 
 pub struct EventWriter {
     conn: Connection,
@@ -18,6 +20,8 @@ pub struct EventWriter {
     instance: String,
     /// The recorder's key and cadence for signed checkpoints (`None`: the command line's writer).
     signing: Option<Signing>,
+    /// Told the newest sequence number after every commit (the exports wait on it).
+    appended: Arc<watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for EventWriter {
@@ -34,7 +38,7 @@ const END_SESSION: &str = "UPDATE sessions SET ended_at = ?1, end_reason = ?2 WH
 const INSERT_ADMIN: &str = "INSERT INTO admin_events (at, actor, action, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5)";
 impl EventWriter {
     /// Opens the store's file (its schema already in place: `SqliteStore::open` migrates it).
-    pub(crate) fn open(path: &Path) -> StoreResult<EventWriter> {
+    pub(crate) fn open(path: &Path, appended: Arc<watch::Sender<u64>>) -> StoreResult<EventWriter> {
         let conn = Connection::open(path).map_err(unavailable)?;
         conn.set_prepared_statement_cache_capacity(audit_log::INSERT_SIZES.len() + 6);
         configure(&conn).map_err(unavailable)?;
@@ -42,7 +46,7 @@ impl EventWriter {
         // emptied after a batch that holds its records, which must then be on the disk too.
         conn.pragma_update(None, "synchronous", "full").map_err(unavailable)?;
         let instance = audit_log::instance(&conn).map_err(unavailable)?;
-        Ok(EventWriter { conn, instance, signing: None })
+        Ok(EventWriter { conn, instance, signing: None, appended })
     }
 
     /// The chain identity of the store's log.
@@ -135,6 +139,7 @@ impl EventWriter {
             tracing::error!(error = %e, "could not sign an audit checkpoint");
         }
         tx.commit()?;
+        self.appended.send_replace(chain.last_seq());
         Ok(())
     }
 }

@@ -146,4 +146,11 @@ SELECT session_id, seq, path, text, started_at, duration_us, rows, tag, error_co
        decision, rule
   FROM statements_before_chain;
 "#,
+    r#"
+CREATE TABLE audit_export_cursors (
+    sink  TEXT PRIMARY KEY,
+    seq   INTEGER NOT NULL,
+    at    INTEGER NOT NULL
+);
+"#,
 ];

@@ -23,6 +23,8 @@ const POOL_SIZE: usize = 4;
 pub struct SqliteStore {
     pool: Pool,
     path: Arc<Path>,
+    /// The newest sequence number this process appended to the audit log (see `EventWriter`).
+    appended: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -132,7 +134,7 @@ impl SqliteStore {
             }))
             .build()
             .map_err(unavailable)?;
-        let store = SqliteStore { pool, path: Arc::from(path) };
+        let store = SqliteStore { pool, path: Arc::from(path), appended: Arc::new(tokio::sync::watch::Sender::new(0)) };
         store.run(migrate).await?;
         Ok(store)
     }
@@ -163,14 +165,19 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || writer.write(&records)).await.map_err(unavailable)?
     }
 
-    /// A connection of its own for writing audit events (see `EventWriter`).
     /// The store's file.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// A connection of its own for writing audit events (see `EventWriter`).
     pub fn event_writer(&self) -> StoreResult<EventWriter> {
-        EventWriter::open(&self.path)
+        EventWriter::open(&self.path, Arc::clone(&self.appended))
+    }
+
+    /// Changes when this process appends to the audit log (see `AuditExportStore::appended`).
+    pub fn appended(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.appended.subscribe()
     }
 
     /// Recorded sessions that match `filter`, newest first.

@@ -9,6 +9,7 @@ pub mod vault;
 
 use async_trait::async_trait;
 use serde::Serialize;
+use sluice_audit::StoredRecord;
 use sluice_core::review::{NewReview, Review, ReviewError, Status};
 use sluice_core::{AuthOutcome, Identity, token};
 use std::time::Duration;
@@ -150,6 +151,25 @@ pub trait ReviewStore: Send + Sync + 'static {
     /// whichever is first (SQLite looks periodically; a PostgreSQL store will LISTEN).
     /// Decisions made in this process reach waiting sessions sooner, through `sluice-approvals`.
     async fn watch_review(&self, id: i64, within: Duration) -> StoreResult<()>;
+}
+
+/// The audit log as its exports read it: records in order from a sequence number, and each
+/// sink's cursor (the last record it has delivered), kept with the log so that a restart resumes
+/// every sink where it stopped.
+#[async_trait]
+pub trait AuditExportStore: Send + Sync + 'static {
+    /// Up to `limit` records from sequence number `from` on, in order.
+    async fn audit_records(&self, from: u64, limit: u64) -> StoreResult<Vec<StoredRecord>>;
+    /// The sequence number of the newest record (0: none yet).
+    async fn audit_head(&self) -> StoreResult<u64>;
+    /// The sequence number of the oldest record kept (retention drops older ones; 0: none).
+    async fn audit_first(&self) -> StoreResult<u64>;
+    /// The last record `sink` delivered (0: none yet).
+    async fn export_cursor(&self, sink: &str) -> StoreResult<u64>;
+    async fn set_export_cursor(&self, sink: &str, seq: u64, now_us: i64) -> StoreResult<()>;
+    /// Changes when records are appended by this process (its value: the newest sequence number
+    /// it appended); records appended by another process are found by asking `audit_head`.
+    fn appended(&self) -> tokio::sync::watch::Receiver<u64>;
 }
 
 /// Changes of one review are retried this often when another writer got there first.

@@ -30,6 +30,9 @@ pub struct Api {
     pub approvals: Arc<Approvals>,
     /// Answers what an agent may ask before acting (its policy, explain), and records refused calls.
     pub engine: Arc<Engine>,
+    /// The gateway's metrics in Prometheus's text format (`GET /metrics`, like `/healthz` open to
+    /// anyone who can reach the API: counts and backlogs, nothing recorded).
+    pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
 }
 
 type Shared = State<Arc<Api>>;
@@ -40,6 +43,7 @@ const MAX_BODY_BYTES: usize = 256 * 1024;
 pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/reviews", get(list_reviews))
         .route("/api/v1/reviews/{id}", get(show_review))
@@ -61,6 +65,10 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, router(api)).with_graceful_shutdown(shutdown).await
+}
+
+async fn metrics(State(api): Shared) -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], (api.metrics)())
 }
 
 /// The caller, proven by the bearer token.

@@ -10,10 +10,11 @@ use sluice_approvals::{Approvals, Notifier};
 use sluice_config::{ClientTls, Config, LogFormat};
 use sluice_core::AuditSink;
 use sluice_engine::{Engine, MASK_TOKEN_PURPOSE, Parts};
+use sluice_export::Exports;
 use sluice_pg::{ListenerConfig, PgAdapter, tls};
 use sluice_runtime::{Adapter, Runtime, Workers};
-use sluice_store::ReviewStore;
 use sluice_store::vault::{MasterKey, write_private};
+use sluice_store::{AuditExportStore, ReviewStore};
 use sluice_store_sqlite::{Recorder, SqliteStore};
 use sluice_web::Api;
 use std::path::Path;
@@ -97,6 +98,21 @@ pub async fn run(config_path: &Path) -> Result<()> {
         format!("{}; loaded at start", file_digest(config_path)),
     );
 
+    // Exports read the log the recorder writes; a full backlog may have new sessions refused.
+    let refusing = Arc::downgrade(&gateway);
+    let exports = Arc::new(
+        Exports::start(
+            store.clone() as Arc<dyn AuditExportStore>,
+            &config.audit.sinks,
+            Arc::new(move |reason| {
+                if let Some(gateway) = refusing.upgrade() {
+                    gateway.refuse_new_sessions(reason);
+                }
+            }),
+        )
+        .map_err(anyhow::Error::msg)?,
+    );
+
     let workers = Workers::start(config.server.worker_threads).context("cannot start the session workers")?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let runtime = Runtime::new(workers.handles(), stop_rx.clone(), DRAIN);
@@ -155,8 +171,13 @@ pub async fn run(config_path: &Path) -> Result<()> {
         tracing::info!(%addr, "REST API ready");
         api_url = Some(format!("http://{addr}"));
         announce(format_args!("sluice: api listening on http://{addr}"));
-        let api =
-            Arc::new(Api { tokens: store.clone(), approvals: Arc::clone(&approvals), engine: Arc::clone(&gateway) });
+        let exports = Arc::clone(&exports);
+        let api = Arc::new(Api {
+            tokens: store.clone(),
+            approvals: Arc::clone(&approvals),
+            engine: Arc::clone(&gateway),
+            metrics: Arc::new(move || exports.prometheus()),
+        });
         let mut stop_rx = stop_rx.clone();
         api_task = Some(tokio::spawn(async move {
             let stopped = async move {
@@ -192,6 +213,11 @@ pub async fn run(config_path: &Path) -> Result<()> {
     drop(audit);
     if tokio::time::timeout(DRAIN, recorder_task.finish()).await.is_err() {
         tracing::error!("the recorder did not finish writing within {DRAIN:?}");
+    }
+    // Then the exports deliver what the log holds (what they cannot, the next start sends).
+    match Arc::try_unwrap(exports) {
+        Ok(exports) => exports.finish().await,
+        Err(_) => tracing::warn!("the audit exports are still in use; stopping without waiting for them"),
     }
     store.close().await;
     Ok(())

@@ -1,0 +1,74 @@
+//! The HTTP sink: each batch one POST of JSON lines (`application/x-ndjson`), with the batch's
+//! first and last sequence numbers in headers so that a receiver can drop what it has already
+//! seen (delivery is at least once). Anything but a 2xx answer fails the batch, which is sent
+//! again, whole and in order.
+
+use crate::{Document, Transport};
+use sluice_config::HttpSink;
+use std::time::Duration;
+
+pub(crate) struct HttpSender {
+    client: reqwest::Client,
+    url: String,
+    bearer: Option<String>,
+}
+
+impl HttpSender {
+    pub(crate) fn new(settings: &HttpSink) -> Result<HttpSender, String> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_secs(settings.timeout_s))
+            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")));
+        if settings.url.starts_with("https://") {
+            builder = builder.use_preconfigured_tls((*crate::tls::client_config(settings.ca_file.as_deref())?).clone());
+        }
+        let client = builder.build().map_err(|e| e.to_string())?;
+        let bearer = match &settings.bearer_token_file {
+            None => None,
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("bearer_token_file {}: {e}", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+        };
+        Ok(HttpSender { client, url: settings.url.clone(), bearer })
+    }
+}
+
+#[async_trait::async_trait]
+impl Transport for HttpSender {
+    async fn deliver(&mut self, docs: &[Document]) -> Result<(), String> {
+        let (Some(first), Some(last)) = (docs.first(), docs.last()) else { return Ok(()) };
+        let body = crate::document::json_lines(docs);
+        let mut request = self
+            .client
+            .post(&self.url)
+            .header("content-type", "application/x-ndjson")
+            .header("x-sluice-first-seq", first.seq)
+            .header("x-sluice-last-seq", last.seq)
+            .body(body);
+        if let Some(token) = &self.bearer {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| format!("POST {}: {}", self.url, error_chain(&e)))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let said = response.text().await.unwrap_or_default();
+        let said: String = said.chars().take(200).collect();
+        Err(format!("POST {} answered {status}: {said}", self.url))
+    }
+}
+
+/// An error with its causes (reqwest's own message is often just "error sending request").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
