@@ -295,4 +295,55 @@ mod tests {
         assert!(shop.permits("x", &["agents".into()]));
         assert!(!shop.permits("x", &["other".into()]));
     }
+
+    #[test]
+    fn audit_sinks_take_their_own_kinds_settings_and_nothing_else() {
+        let err = |text: &str| parse_str(text).unwrap_err().to_string();
+        let c = parse_str(
+            r#"
+            [[audit.sinks]]
+            name = "siem"
+            kind = "http"
+            url = "https://siem.example/ingest"
+            on_backlog_full = "refuse_sessions"
+
+            [[audit.sinks]]
+            name = "archive"
+            kind = "file"
+            path = "audit.jsonl"
+            format = "sluice"
+
+            [[audit.sinks]]
+            name = "rsyslog"
+            kind = "syslog"
+            transport = "tls"
+            address = "logs.example:6514"
+            "#,
+        )
+        .unwrap();
+        let [siem, archive, rsyslog] = &c.audit.sinks[..] else { panic!("{:?}", c.audit.sinks) };
+        assert_eq!((siem.on_backlog_full, siem.max_backlog), (crate::BacklogFull::RefuseSessions, 1_000_000));
+        let crate::SinkKind::Http(http) = &siem.kind else { panic!("{siem:?}") };
+        assert_eq!((http.batch_max, http.batch_wait_ms, http.timeout_s), (500, 1000, 10));
+        assert_eq!(archive.format, crate::ExportFormat::Sluice);
+        let crate::SinkKind::Syslog(syslog) = &rsyslog.kind else { panic!("{rsyslog:?}") };
+        assert_eq!((syslog.facility.as_str(), syslog.max_message_bytes), ("audit", 8192));
+
+        let sink = |body: &str| err(&format!("[[audit.sinks]]\n{body}\n"));
+        let e = sink("name = \"f\"\nkind = \"file\"\npath = \"a\"\nurl = \"http://x\"");
+        assert!(e.contains("unknown field `url`"), "{e}");
+        let e = sink("kind = \"stdout\"");
+        assert!(e.contains("every sink needs a `name`"), "{e}");
+        let e = sink("name = \"s\"\nkind = \"kafka\"");
+        assert!(e.contains("sink \"s\"") && e.contains("kafka"), "{e}");
+        let e = sink("name = \"s\"\nkind = \"syslog\"\ntransport = \"udp\"\naddress = \"nohost\"");
+        assert!(e.contains("audit.sinks[0].address"), "{e}");
+        let e = sink("name = \"s\"\nkind = \"syslog\"\ntransport = \"udp\"\naddress = \"h:514\"\nfacility = \"mail2\"");
+        assert!(e.contains("audit.sinks[0].facility"), "{e}");
+        let e = sink("name = \"s\"\nkind = \"stdout\"\non_backlog_full = \"panic\"");
+        assert!(e.contains("on_backlog_full"), "{e}");
+        let e =
+            err("[[audit.sinks]]\nname = \"s\"\nkind = \"stdout\"\n[[audit.sinks]]\nname = \"s\"\nkind = \"stdout\"\n");
+        assert!(e.contains("names two sinks"), "{e}");
+    }
 }
