@@ -262,6 +262,12 @@ def test_psql_waits_until_a_second_process_approves(apv, pg, hooks):
                                              for st in s["statements"]))
     st = next(s for s in session["statements"] if "DELETE FROM apv_items WHERE id = 1" in s["text"])
     assert st["decision"] == "allow" and f"review #{review['id']}" in st["rule"]
+    # The replay tells the story in order: held, approved by alice (with her comment), ran.
+    replay = apv.cli("sessions", "replay", session["session"]["id"]).stdout
+    requested = replay.index(f"review #{review['id']} requested")
+    approved = replay.index(f"review #{review['id']} approved by alice: \"ok for the test\"")
+    ran = replay.index("DELETE 1")
+    assert requested < approved < ran, replay
     hook = hooks.find("/generic", lambda b: b["event"] == "approved" and b["review"]["id"] == review["id"])
     assert hook["actor"] == "alice"
 

@@ -29,7 +29,10 @@ pub(crate) fn record(instance: &str, seq: u64, r: &AuditRecord) -> String {
 
 fn text_len(event: &AuditEvent) -> usize {
     match event {
-        AuditEvent::Action(a) => a.text.len(),
+        AuditEvent::Action(a) => {
+            let ActionDetail::Sql { result, .. } = &a.detail;
+            a.text.len() + result.as_ref().map_or(0, |r| r.rows.len() * 64)
+        }
         AuditEvent::ActionDecided { text, .. } => text.len(),
         _ => 0,
     }
@@ -81,7 +84,7 @@ fn action_record(out: &mut Json, a: &ActionRecord) {
     out.number(a.duration_us);
     out.field("verdict", a.verdict);
     out.optional("rule", a.rule.as_deref());
-    let ActionDetail::Sql { path, rows, tag, error_code, error_message } = &a.detail;
+    let ActionDetail::Sql { path, rows, tag, error_code, error_message, result } = &a.detail;
     out.raw(",\"detail\":{\"protocol\":\"sql\"");
     out.field("path", path);
     out.raw(",\"rows\":");
@@ -89,6 +92,26 @@ fn action_record(out: &mut Json, a: &ActionRecord) {
     out.optional("tag", tag.as_deref());
     out.optional("error_code", error_code.as_deref());
     out.optional("error_message", error_message.as_deref());
+    if let Some(result) = result {
+        out.raw(",\"result\":{\"columns\":[");
+        for (i, column) in result.columns.iter().enumerate() {
+            out.raw(if i == 0 { "" } else { "," });
+            out.string(column);
+        }
+        out.raw("],\"rows\":[");
+        for (i, row) in result.rows.iter().enumerate() {
+            out.raw(if i == 0 { "[" } else { ",[" });
+            for (j, value) in row.iter().enumerate() {
+                out.raw(if j == 0 { "" } else { "," });
+                match value {
+                    Some(value) => out.string(value),
+                    None => out.raw("null"),
+                }
+            }
+            out.raw("]");
+        }
+        out.raw(if result.truncated { "],\"truncated\":true}" } else { "],\"truncated\":false}" });
+    }
     out.raw("}");
 }
 
@@ -168,7 +191,7 @@ impl Json {
 mod tests {
     use super::*;
     use serde::Serialize;
-    use sluice_core::{AdminAction, AuthOutcome, Principal, Protocol};
+    use sluice_core::{AdminAction, AuthOutcome, ExcerptLimits, Principal, Protocol, ResultExcerpt};
     use std::sync::Arc;
 
     /// The reference: the same envelope, through serde.
@@ -200,7 +223,7 @@ mod tests {
         "a \"quoted\" \\ back\\slash, tab\t, newline\n, cr\r, \u{8}\u{c}\u{1}\u{1f}\u{7f}, é, 日本, 🦀 /";
 
     fn events() -> Vec<AuditEvent> {
-        let action = |error: Option<&str>| {
+        let action = |error: Option<&str>, result: Option<ResultExcerpt>| {
             AuditEvent::Action(ActionRecord {
                 seq: 3,
                 text: Arc::from(format!("SELECT '{AWKWARD}'")),
@@ -213,9 +236,17 @@ mod tests {
                     tag: error.map(|_| Arc::from("SELECT 1")),
                     error_code: error.map(str::to_string),
                     error_message: error.map(|e| format!("{e}: {AWKWARD}")),
+                    result: result.map(Box::new),
                 },
             })
         };
+        let limits = ExcerptLimits { rows: 2, bytes: 10_000 };
+        let mut excerpt = ResultExcerpt::new(vec!["n".into(), AWKWARD.into()]);
+        for _ in 0..3 {
+            if excerpt.wants_row(limits) {
+                excerpt.push_row(limits, [None, Some(AWKWARD.to_string())]);
+            }
+        }
         vec![
             AuditEvent::Authentication {
                 protocol: Protocol::Postgres,
@@ -238,8 +269,10 @@ mod tests {
                 client_program: None,
             },
             AuditEvent::SessionEnded { reason: AWKWARD.into() },
-            action(None),
-            action(Some("42501")),
+            action(None, None),
+            action(Some("42501"), None),
+            action(None, Some(excerpt)),
+            action(None, Some(ResultExcerpt::default())),
             AuditEvent::ActionDecided { action: "sql", text: Arc::from(AWKWARD), verdict: "allow", rule: None },
             AuditEvent::ActionDecided { action: "sql", text: Arc::from("x"), verdict: "allow", rule: Some("r".into()) },
             AuditEvent::Review { review_id: -7, transition: "approved".into(), comment: Some(AWKWARD.into()) },

@@ -182,7 +182,76 @@ pub enum ActionDetail {
         /// The SQLSTATE of the error that ended it, sluice's or the server's.
         error_code: Option<String>,
         error_message: Option<String>,
+        /// The first rows of its result, as the client received them (`[recording]
+        /// result_rows`); absent when none are kept or it returned none.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result: Option<Box<ResultExcerpt>>,
     },
+}
+
+/// The first rows of an action's result as the client received them (masked), cut to a size:
+/// what `sessions replay` shows of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ResultExcerpt {
+    pub columns: Vec<String>,
+    /// Each row's values as text (`null` for SQL NULL).
+    pub rows: Vec<Vec<Option<String>>>,
+    /// Rows or values were left out to stay within the limits.
+    pub truncated: bool,
+    /// Bytes of values kept so far.
+    #[serde(skip)]
+    kept_bytes: usize,
+}
+
+impl ResultExcerpt {
+    pub fn new(columns: Vec<String>) -> ResultExcerpt {
+        ResultExcerpt { columns, ..ResultExcerpt::default() }
+    }
+
+    /// Whether a row that has arrived should be kept: when not, the excerpt notes that rows were
+    /// left out.
+    pub fn wants_row(&mut self, limits: ExcerptLimits) -> bool {
+        let wanted = self.rows.len() < limits.rows && self.kept_bytes < limits.bytes;
+        self.truncated |= !wanted;
+        wanted
+    }
+
+    /// Keeps a row; values are cut (on a character boundary) where the byte budget runs out.
+    pub fn push_row(&mut self, limits: ExcerptLimits, values: impl IntoIterator<Item = Option<String>>) {
+        let row = values
+            .into_iter()
+            .map(|value| {
+                value.map(|mut value| {
+                    let left = limits.bytes.saturating_sub(self.kept_bytes);
+                    if value.len() > left {
+                        let mut end = left;
+                        while !value.is_char_boundary(end) {
+                            end -= 1;
+                        }
+                        value.truncate(end);
+                        value.push('…');
+                        self.truncated = true;
+                    }
+                    self.kept_bytes += value.len();
+                    value
+                })
+            })
+            .collect();
+        self.rows.push(row);
+    }
+
+    /// Every value kept, for a pass over them (masking them on the way to the store).
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut String> {
+        self.rows.iter_mut().flatten().flatten()
+    }
+}
+
+/// How much of each result is kept for the record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExcerptLimits {
+    pub rows: usize,
+    /// Bytes of values, all rows together; a value that would pass it is cut.
+    pub bytes: usize,
 }
 
 /// What an operator or a caller did to sluice itself rather than through it.

@@ -18,6 +18,9 @@ pub mod sql;
 pub mod token;
 
 pub use action::{Decision, Hold, Protocol, Refusal, RefusalCause};
-pub use audit::{ActionDetail, ActionRecord, AdminAction, AuditEvent, AuditRecord, AuditSink, AuthOutcome, Principal};
+pub use audit::{
+    ActionDetail, ActionRecord, AdminAction, AuditEvent, AuditRecord, AuditSink, AuthOutcome, ExcerptLimits, Principal,
+    ResultExcerpt,
+};
 pub use identity::Identity;
 pub use secret::Secret;

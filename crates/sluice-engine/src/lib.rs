@@ -17,7 +17,8 @@ use sluice_core::advice::{Explanation, Permissions};
 use sluice_core::audit::now_us;
 use sluice_core::sql::SqlAnalysis;
 use sluice_core::{
-    AdminAction, AuditEvent, AuditRecord, AuditSink, AuthOutcome, Decision, Identity, Principal, Protocol,
+    AdminAction, AuditEvent, AuditRecord, AuditSink, AuthOutcome, Decision, ExcerptLimits, Identity, Principal,
+    Protocol,
 };
 use sluice_gate::{Gate, Obligations, OpenError, OpenRequest, Presented, SessionGrant, Target};
 use sluice_mask::Masking;
@@ -138,6 +139,8 @@ struct Settings {
     connections: HashMap<String, Prepared>,
     policy: Policy,
     record_statements: bool,
+    /// How much of each result a recorded action keeps (`[recording] result_rows`).
+    result_excerpt: Option<ExcerptLimits>,
     /// Changes are forwarded only once their decision is durable (`[recording]`).
     changes_before_forwarding: bool,
 }
@@ -159,6 +162,10 @@ impl Settings {
             connections,
             policy: compile::policy(config, &compile::connection_policies(config, targets)?)?,
             record_statements: config.recording.statements,
+            result_excerpt: (config.recording.result_rows > 0).then_some(ExcerptLimits {
+                rows: config.recording.result_rows,
+                bytes: config.recording.result_max_bytes,
+            }),
             changes_before_forwarding: config.recording.changes_before_forwarding,
         })
     }

@@ -6,8 +6,8 @@ use sluice_approvals::StatementReview;
 use sluice_core::advice::{Explanation, Permissions};
 use sluice_core::sql::{SharedAnalysis, SqlAnalysis};
 use sluice_core::{
-    ActionRecord, AuditEvent, AuditRecord, AuditSink, AuthOutcome, Decision, Hold, Identity, Principal, Protocol,
-    Refusal, RefusalCause, ids,
+    ActionRecord, AuditEvent, AuditRecord, AuditSink, AuthOutcome, Decision, ExcerptLimits, Hold, Identity, Principal,
+    Protocol, Refusal, RefusalCause, ids,
 };
 use sluice_gate::{
     Action, ClientInfo, Obligations, OpenRequest, Outcome, SessionGate, SessionLog, SqlAction, SqlLanguage, Standing,
@@ -408,6 +408,7 @@ impl SessionGate for EngineSession {
             session_id: Arc::clone(&self.id),
             principal: Arc::clone(&self.principal),
             records: self.core.settings.load().record_statements,
+            excerpt: self.core.settings.load().result_excerpt,
         }
     }
 
@@ -432,11 +433,16 @@ pub struct EngineLog {
     session_id: Arc<str>,
     principal: Arc<Principal>,
     records: bool,
+    excerpt: Option<ExcerptLimits>,
 }
 
 impl SessionLog for EngineLog {
     fn records_outcomes(&self) -> bool {
         self.records
+    }
+
+    fn result_excerpt(&self) -> Option<ExcerptLimits> {
+        self.excerpt.filter(|_| self.records)
     }
 
     fn finish(&self, seq: u64, outcome: Outcome) {

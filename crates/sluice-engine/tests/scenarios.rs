@@ -325,6 +325,7 @@ fn outcome(text: &str, decision: &Decision) -> Outcome {
             tag: Some(Arc::from("SELECT 1")),
             error_code: None,
             error_message: None,
+            result: None,
         },
     }
 }

@@ -140,4 +140,7 @@ pub trait SessionLog: Clone + Send + Sync + 'static {
 
     /// One action finished (`seq` counts the session's actions from 1).
     fn finish(&self, seq: u64, outcome: Outcome);
+
+    /// How much of each action's result to keep for the record (`None`: none).
+    fn result_excerpt(&self) -> Option<sluice_core::ExcerptLimits>;
 }

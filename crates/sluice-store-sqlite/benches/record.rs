@@ -35,6 +35,7 @@ fn batch(session: &Arc<str>, from: u64) -> Vec<AuditRecord> {
                     tag: Some("SELECT 1".into()),
                     error_code: None,
                     error_message: None,
+                    result: None,
                 },
             }),
         })

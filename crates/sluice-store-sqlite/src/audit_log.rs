@@ -177,6 +177,30 @@ impl SqliteStore {
         .await
     }
 
+    /// A session's records in order, with the transitions of the reviews it asked for (which an
+    /// approver's records carry without the session): what `sessions replay` plays.
+    pub async fn session_records(&self, session: &str) -> StoreResult<Vec<StoredRecord>> {
+        let session = session.to_string();
+        self.run(move |c| {
+            c.prepare_cached(
+                "WITH own AS (SELECT seq, record, hash FROM audit_log WHERE session_id = ?1), \
+                      reviews AS (SELECT DISTINCT json_extract(record, '$.event.review_id') AS id FROM own \
+                                   WHERE json_extract(record, '$.event.kind') = 'review') \
+                 SELECT seq, record, hash FROM own \
+                 UNION \
+                 SELECT seq, record, hash FROM audit_log \
+                  WHERE kind = 'review' AND json_extract(record, '$.event.review_id') IN (SELECT id FROM reviews) \
+                 ORDER BY seq",
+            )?
+            .query_map([session], |r| {
+                let hash = to_hash(&r.get::<_, Vec<u8>>(2)?);
+                Ok(StoredRecord { seq: unsigned(r.get(0)?), encoded: r.get(1)?, hash })
+            })?
+            .collect()
+        })
+        .await
+    }
+
     /// The stored hash of record `seq`, if there is one.
     pub async fn audit_hash(&self, seq: u64) -> StoreResult<Option<Hash>> {
         self.run(move |c| {

@@ -7,7 +7,7 @@
 use crate::journal::Journal;
 use crate::{EventWriter, Signing, SqliteStore};
 use sluice_core::audit::DurableWrite;
-use sluice_core::{AuditEvent, AuditRecord};
+use sluice_core::{ActionDetail, AuditEvent, AuditRecord};
 use sluice_store::StoreError;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -203,7 +203,18 @@ fn journal_durably(
 fn filter_texts(batch: &mut [AuditRecord], texts: &mut TextFilter, last: &mut Option<(Arc<str>, Arc<str>)>) {
     for record in batch {
         let text = match &mut record.event {
-            AuditEvent::Action(action) => &mut action.text,
+            AuditEvent::Action(action) => {
+                // A result's values reach the log as the client got them; the detectors look at
+                // them once more, as at the statement's text.
+                if let ActionDetail::Sql { result: Some(result), .. } = &mut action.detail {
+                    for value in result.values_mut() {
+                        if let Some(masked) = texts(value) {
+                            *value = masked;
+                        }
+                    }
+                }
+                &mut action.text
+            }
             AuditEvent::ActionDecided { text, .. } => text,
             _ => continue,
         };
@@ -292,7 +303,14 @@ mod tests {
             duration_us: 0,
             verdict: "allow",
             rule: None,
-            detail: ActionDetail::Sql { path: "simple", rows: 0, tag: None, error_code: None, error_message: None },
+            detail: ActionDetail::Sql {
+                path: "simple",
+                rows: 0,
+                tag: None,
+                error_code: None,
+                error_message: None,
+                result: None,
+            },
         }))
     }
 

@@ -153,4 +153,9 @@ CREATE TABLE audit_export_cursors (
     at    INTEGER NOT NULL
 );
 "#,
+    // A review's transitions by its approvers carry no session: `sessions replay` finds them by
+    // the review's id among the log's (few) review records.
+    r#"
+CREATE INDEX audit_log_reviews ON audit_log(json_extract(record, '$.event.review_id')) WHERE kind = 'review';
+"#,
 ];

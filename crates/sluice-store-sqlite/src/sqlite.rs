@@ -465,6 +465,7 @@ mod tests {
                 tag: tag.map(Arc::from),
                 error_code: None,
                 error_message: None,
+                result: None,
             },
         })
     }

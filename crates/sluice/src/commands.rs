@@ -104,6 +104,23 @@ pub enum SessionsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A session played back from the audit log: its actions with verdicts, rules, timings,
+    /// errors and the first rows of each result (masked), and the reviews it asked for.
+    Replay {
+        /// The session's id, as `sessions list` shows it.
+        id: String,
+        /// Print the session and its audit records as JSON (with each record's offset from the
+        /// session's start and its chain hash).
+        #[arg(long, conflicts_with = "speed")]
+        json: bool,
+        /// Play it back at N times the recorded pace (2 is twice as fast); without it, print it
+        /// at once.
+        #[arg(long, value_name = "N")]
+        speed: Option<f64>,
+        /// While playing, the longest pause between two events, in seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+        idle_limit: f64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -286,6 +303,11 @@ pub async fn sessions(config_path: &Path, cmd: SessionsCommand) -> Result<()> {
                     }
                 }
             }
+        }
+        SessionsCommand::Replay { id, json, speed, idle_limit } => {
+            let idle_limit = Duration::try_from_secs_f64(idle_limit)
+                .map_err(|_| anyhow::anyhow!("--idle-limit must be a number of seconds, 0 or more"))?;
+            crate::replay::replay(&store, &id, crate::replay::Playback { json, speed, idle_limit }).await?;
         }
         SessionsCommand::Show { id, json } => {
             let Some((session, statements)) = store.session(&id).await? else {

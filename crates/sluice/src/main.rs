@@ -7,6 +7,7 @@ mod display;
 mod instance;
 mod mask_cmd;
 mod policy_cmd;
+mod replay;
 mod review_cmd;
 mod serve;
 mod targets;

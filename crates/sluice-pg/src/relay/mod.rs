@@ -53,6 +53,7 @@ use tokio::sync::{Notify, mpsc};
 mod client;
 mod coalesce;
 mod decide;
+mod excerpt;
 mod extended;
 mod hold;
 mod refusal;
@@ -225,7 +226,14 @@ impl<S: SessionGate> Context<'_, S> {
                 duration_us: p.started.elapsed().as_micros() as i64,
                 decision: p.decision,
                 rule: p.rule,
-                detail: ActionDetail::Sql { path, rows: p.rows, tag: p.tag, error_code, error_message },
+                detail: ActionDetail::Sql {
+                    path,
+                    rows: p.rows,
+                    tag: p.tag,
+                    error_code,
+                    error_message,
+                    result: p.result,
+                },
             },
         );
     }

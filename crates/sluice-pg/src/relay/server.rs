@@ -4,6 +4,7 @@
 //! matches it to what the client is owed (`track`), one method per group of replies.
 
 use super::*;
+use sluice_core::{ExcerptLimits, ResultExcerpt};
 
 /// What the server side keeps between frames.
 struct ServerSide<'c, 'a, S: SessionGate> {
@@ -18,6 +19,11 @@ struct ServerSide<'c, 'a, S: SessionGate> {
     masker: Option<ResponseMasker>,
     plan: Option<Arc<RowPlan>>,
     copy: Option<CopyFormat>,
+    /// The first rows of the result in progress, kept for the record when the log asks for them:
+    /// the limits, the result's columns, and what is kept so far.
+    excerpt_limits: Option<ExcerptLimits>,
+    columns: Vec<(String, bool)>,
+    excerpt: Option<ResultExcerpt>,
 }
 
 /// Upstream → client: one loop over the server's frames, each masked and matched to what is
@@ -44,6 +50,9 @@ where
         masker: ctx.masking.clone().map(ResponseMasker::new),
         plan: None,
         copy: None,
+        excerpt_limits: ctx.log.result_excerpt(),
+        columns: Vec::new(),
+        excerpt: None,
     };
     let mut out = BytesMut::new();
     let mut rewritten = BytesMut::new();
@@ -216,8 +225,21 @@ impl<S: SessionGate> ServerSide<'_, '_, S> {
     fn track(&mut self, tag: u8, original: &[u8], rewritten: &mut BytesMut) -> bool {
         let body = if rewritten.is_empty() { original } else { &rewritten[HEADER_LEN..] };
         match tag {
-            b'D' => self.data_rows += 1,
-            b'C' => self.command_complete(cstr_prefix(body)),
+            b'D' => {
+                self.data_rows += 1;
+                if let Some(limits) = self.excerpt_limits {
+                    let columns = &self.columns;
+                    let excerpt = self.excerpt.get_or_insert_with(|| {
+                        ResultExcerpt::new(columns.iter().map(|(name, _)| name.clone()).collect())
+                    });
+                    excerpt::capture(excerpt, limits, columns, body);
+                }
+            }
+            b'C' => {
+                // The next result is described anew, or its columns go unnamed (never misnamed).
+                self.columns.clear();
+                self.command_complete(cstr_prefix(body));
+            }
             b'I' | b's' => self.portal_done(),
             b'S' => {
                 let mut r = Reader::new(body);
@@ -226,7 +248,13 @@ impl<S: SessionGate> ServerSide<'_, '_, S> {
                 }
             }
             b'1' | b'2' => return self.parse_or_bind_complete(tag),
-            b'T' | b'n' => return self.described(),
+            b'T' | b'n' => {
+                if tag == b'T' && self.excerpt_limits.is_some() {
+                    self.columns = excerpt::columns(body);
+                    self.excerpt = None;
+                }
+                return self.described();
+            }
             // (Checked without the lock first: almost always nothing of sluice's is owed.)
             b'3' | b'Z' | b'E'
                 if self.ctx.sluice_owed.load(Ordering::Acquire) > 0 && front_is_sluices(self.tracker) =>
@@ -250,10 +278,15 @@ impl<S: SessionGate> ServerSide<'_, '_, S> {
     fn command_complete(&mut self, tag: &[u8]) {
         let rows = if self.data_rows > 0 { self.data_rows } else { tag_rows(tag) };
         self.data_rows = 0;
+        let excerpt = self.excerpt.take();
         let mut t = self.tracker.lock();
         t.confirm(tag);
         if let Some(front) = t.pending.front_mut() {
             front.rows += rows;
+            // A query of several statements keeps its first result's rows.
+            if front.result.is_none() {
+                front.result = excerpt.map(Box::new);
+            }
             front.tag = Some(same_tag(&mut self.last_tag, tag));
             if front.kind == Kind::Execute {
                 let p = t.pending.pop_front().expect("front exists");
@@ -268,6 +301,7 @@ impl<S: SessionGate> ServerSide<'_, '_, S> {
         if t.pending.front().is_some_and(|p| p.kind == Kind::Execute) {
             let mut p = t.pending.pop_front().expect("front exists");
             p.rows += std::mem::take(&mut self.data_rows);
+            p.result = self.excerpt.take().map(Box::new);
             t.finished.push_back((p, None));
         }
     }
@@ -354,6 +388,8 @@ impl<S: SessionGate> ServerSide<'_, '_, S> {
     /// refusal where it answers a refusal marker), or the pipeline up to Sync.
     fn error(&mut self, message: ServerMessage, rewritten: &mut BytesMut) {
         let partial_rows = std::mem::take(&mut self.data_rows);
+        self.excerpt = None;
+        self.columns.clear();
         let mut t = self.tracker.lock();
         if message.is_fatal() {
             self.fatal = Some(format!("{} ({})", message.message, message.code));

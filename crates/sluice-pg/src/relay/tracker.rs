@@ -43,6 +43,8 @@ pub(super) struct Pending {
     pub(super) probe: Probe,
     /// For a fast-path call: the type its result has, and the format asked for, to mask it in.
     pub(super) fast_path: Option<(u32, i16)>,
+    /// The first rows of its result, when the record keeps them.
+    pub(super) result: Option<Box<sluice_core::ResultExcerpt>>,
 }
 
 /// Where a statement sluice cannot parse stands in the server's own parse of it (see `probe`).
@@ -117,6 +119,7 @@ impl Pending {
             sent_at_generation: 0,
             probe: Probe::None,
             fast_path: None,
+            result: None,
         }
     }
 
