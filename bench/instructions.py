@@ -7,6 +7,9 @@ within 1-4%.
 
     .venv/bin/python bench/instructions.py base=/tmp/old/sluice new=target/release/sluice
     CG_WORKLOADS="select-extended" .venv/bin/python bench/instructions.py ...
+    .venv/bin/python bench/instructions.py rows0=target/release/sluice,result_rows=0 rows3=target/release/sluice
+
+A build may carry `[recording]` settings after commas (`label=binary,key=value,...`).
 
 Needs valgrind (apt-get install valgrind)."""
 
@@ -29,11 +32,14 @@ b = benchrun.Bench(Args())
 b.start_postgres()
 
 
-def measure(binary, label, workload, n):
-    """Instructions sluice-full (`binary`) executed in all while pgbench ran `n` transactions."""
+def measure(spec, label, workload, n):
+    """Instructions sluice-full (`spec`: a binary, then `[recording]` settings after commas)
+    executed in all while pgbench ran `n` transactions."""
+    binary, *recording = spec.split(",")
     out = b.work / f"{label}-{workload}-{n}.cachegrind"
     wrapper = ["valgrind", "--tool=cachegrind", "--cache-sim=no", f"--cachegrind-out-file={out}"]
-    sluice = b.start_sluice(f"{label}-{workload}-{n}", True, binary, wrapper, server_extra="worker_threads = 1")
+    sluice = b.start_sluice(f"{label}-{workload}-{n}", True, binary, wrapper, server_extra="worker_threads = 1",
+                            recording_extra="\n".join(recording))
     args = benchrun.WORKLOADS[workload]["args"]
     subprocess.run(["pgbench", "-n", "-c", "1", "-t", str(n), *args, sluice["dsn"]], check=True, capture_output=True)
     sluice["proc"].send_signal(signal.SIGTERM)

@@ -162,10 +162,12 @@ logfile = {d}/pgbouncer.log
             time.sleep(0.05)
         self.bouncer_pid = int(pidfile.read_text())
 
-    def start_sluice(self, name, record_statements, binary=None, wrapper=(), server_extra="", batched=False):
+    def start_sluice(self, name, record_statements, binary=None, wrapper=(), server_extra="", batched=False,
+                     recording_extra=""):
         """sluice bare or full (`record_statements`) on the bench database, started through
-        `wrapper` (a command line prefix such as valgrind's) with `server_extra` in `[server]`;
-        `batched` (and bare) records changes in batches instead of before forwarding them."""
+        `wrapper` (a command line prefix such as valgrind's) with `server_extra` in `[server]` and
+        `recording_extra` in `[recording]`; `batched` (and bare) records changes in batches
+        instead of before forwarding them."""
         d = self.work / name
         d.mkdir()
         config = d / "sluice.toml"
@@ -182,6 +184,7 @@ tls = "disable"
 [recording]
 statements = {str(record_statements).lower()}
 {"changes_before_forwarding = false" if batched or not record_statements else ""}
+{recording_extra}
 [connections.bench]
 host = "127.0.0.1"
 port = {self.pg_port}

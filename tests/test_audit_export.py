@@ -75,7 +75,8 @@ def test_a_file_sink_gets_every_record_once_in_order_as_ecs_and_another_the_chai
             assert doc["ecs"]["version"] and doc["@timestamp"].endswith("Z")
         denied = [d for d in docs if d["event"]["action"] == "sql-statement" and "DELETE" in d["sluice"]["action"]["text"]]
         assert denied, docs
-        assert denied[0]["event"]["type"] == ["denied"] and denied[0]["event"]["outcome"] == "failure"
+        assert denied[0]["event"]["type"] == ["access"] and denied[0]["event"]["outcome"] == "failure"
+        assert denied[0]["sluice"]["action"]["verdict"] == "deny"
         assert denied[0]["rule"]["name"] == "no-deletes" and denied[0]["user"]["name"] == "agent"
         selects = [d for d in docs if "ann@example.com" in json.dumps(d)]
         assert not selects, "a statement's text is exported masked, as it is recorded"
@@ -205,7 +206,7 @@ def test_syslog_over_udp_tcp_and_tls_reaches_rsyslog_as_rfc5424(pg, tmp_path):
                 assert m.group(2) == doc["@timestamp"], "the record's own time, not the time of sending"
                 assert len(m.group(0)) <= 8192, "cut to the default max_message_bytes"
             facility = 20 if transport == "tcp" else 13
-            denied = [(int(m.group(1)), d) for m, d in zip(parsed, docs) if d["event"]["type"] == ["denied"]]
+            denied = [(int(m.group(1)), d) for m, d in zip(parsed, docs) if d["sluice"].get("action", {}).get("verdict") == "deny"]
             assert denied and denied[0][0] == facility * 8 + 4, denied
             cut = [d for d in docs if d["sluice"].get("truncated")]
             assert cut and cut[0]["sluice"]["action"]["text"].startswith("SELECT 'xxx"), transport

@@ -304,3 +304,58 @@ def test_a_change_is_recorded_masked_before_it_runs(pg):
         assert b"jane.roe@example.com" not in stored and b"123-45-6789" not in stored
     finally:
         gw.cleanup()
+
+
+def test_retention_keeps_the_newest_records_verifiable_from_a_signed_anchor(pg, tmp_path):
+    """`[audit.retention] max_records`: the oldest records go, a signed anchor at the last one
+    removed carries its hash, and what remains verifies; removing more records, or the anchor, or
+    forging one, is found. A sink's undelivered records are kept."""
+    sink = {"name": "archive", "kind": "file", "path": str(tmp_path / "archive.jsonl")}
+    gw = Sluice(pg, settings={"audit": {"checkpoint_every": 4, "retention": {"max_records": 8}, "sinks": [sink]}})
+    try:
+        gw.start()
+        token = gw.token()
+        for n in range(4):
+            assert psql(gw.dsn(token), "-c", f"SELECT {n}").returncode == 0
+        assert gw.stop() == 0
+        [(head,)] = rows(gw, "SELECT MAX(seq) FROM audit_log")
+        assert head > 16
+        gw.start()  # retention runs at start
+        wait_for(lambda: rows(gw, "SELECT COUNT(*) FROM audit_anchors")[0][0] == 1, what="the retention anchor")
+        [(anchor,)] = rows(gw, "SELECT seq FROM audit_anchors")
+        assert anchor >= head - 8, (anchor, head)
+        wait_for(lambda: rows(gw, "SELECT MIN(seq) FROM audit_log")[0][0] == anchor + 1, what="the records removed")
+        assert gw.stop() == 0
+        assert rows(gw, "SELECT COUNT(*) FROM audit_checkpoints WHERE seq <= ?", (anchor,)) == [(0,)]
+        removal = [json.loads(r)["event"] for (r,) in rows(gw, "SELECT record FROM audit_log WHERE kind = 'admin'")
+                   if "audit-records-removed" in r]
+        assert removal and f"records 1..={anchor} removed" in removal[0]["detail"], removal
+        # The sink had everything before it was removed.
+        exported = [json.loads(line)["event"]["sequence"] for line in (tmp_path / "archive.jsonl").read_text().splitlines()]
+        assert exported[:anchor] == list(range(1, anchor + 1))
+        done = verify(gw)
+        assert done.returncode == 0, done.stderr
+        assert f"records {anchor + 1}..=" in done.stdout and f"records 1..={anchor} were removed by retention" in done.stdout
+        state = gw.dir / "state"
+        pristine = gw.dir / "retained"
+        shutil.copytree(state, pristine)
+
+        def tampered(change, *phrases):
+            shutil.rmtree(state)
+            shutil.copytree(pristine, state)
+            with db(gw) as conn:
+                change(conn)
+            assert_broken(gw, *phrases)
+
+        # More records removed than the anchor says.
+        tampered(lambda c: c.execute("DELETE FROM audit_log WHERE seq <= ?", (anchor + 2,)),
+                 f"record {anchor + 1}: missing")
+        # The anchor removed: the remaining log no longer starts where its chain can be checked.
+        tampered(lambda c: c.execute("DELETE FROM audit_anchors"), f"record 1: missing")
+        # The anchor moved to cover more: its signature no longer matches.
+        tampered(lambda c: c.execute("UPDATE audit_anchors SET seq = seq + 2"), "anchor", "forged")
+        # The first remaining record altered: it no longer chains from the anchor's hash.
+        tampered(lambda c: c.execute("UPDATE audit_log SET record = replace(record, '\"v\":1', '\"v\":1 ') "
+                                     "WHERE seq = ?", (anchor + 1,)), f"record {anchor + 1}: ")
+    finally:
+        gw.cleanup()

@@ -41,6 +41,23 @@ fn message(instance: &str, seq: u64, hash: &Hash, previous: u64, at_us: i64) -> 
     .into_bytes()
 }
 
+/// A signed statement that retention removed the records of `instance` up to `seq`, the last of
+/// them hashing to `hash`: where the chain of what remains starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Anchor {
+    pub seq: u64,
+    pub hash: Hash,
+    pub at_us: i64,
+    pub key_id: String,
+    pub signature: Vec<u8>,
+}
+
+/// The bytes an anchor's signature covers.
+fn anchor_message(instance: &str, seq: u64, hash: &Hash, at_us: i64) -> Vec<u8> {
+    format!("sluice-audit-anchor/1\ninstance={instance}\nseq={seq}\nhash={}\nat_us={at_us}\n", hex::encode(hash))
+        .into_bytes()
+}
+
 /// An Ed25519 public key that checkpoints are verified with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PublicKey([u8; 32]);
@@ -64,6 +81,12 @@ impl PublicKey {
         let Checkpoint { seq, hash, previous, at_us, signature, .. } = checkpoint;
         let signed = message(instance, *seq, hash, *previous, *at_us);
         UnparsedPublicKey::new(&ED25519, self.0).verify(&signed, signature).is_ok()
+    }
+
+    /// Whether `anchor` is this key's signature over what it states about `instance`.
+    pub fn verifies_anchor(&self, instance: &str, anchor: &Anchor) -> bool {
+        let signed = anchor_message(instance, anchor.seq, &anchor.hash, anchor.at_us);
+        UnparsedPublicKey::new(&ED25519, self.0).verify(&signed, &anchor.signature).is_ok()
     }
 }
 
@@ -101,6 +124,11 @@ impl CheckpointSigner {
         let signature = self.key.sign(&message(instance, seq, &hash, previous, at_us)).as_ref().to_vec();
         Checkpoint { seq, hash, previous, at_us, key_id: self.public.key_id(), signature }
     }
+
+    pub fn sign_anchor(&self, instance: &str, seq: u64, hash: Hash, at_us: i64) -> Anchor {
+        let signature = self.key.sign(&anchor_message(instance, seq, &hash, at_us)).as_ref().to_vec();
+        Anchor { seq, hash, at_us, key_id: self.public.key_id(), signature }
+    }
 }
 
 #[cfg(test)]
@@ -126,6 +154,25 @@ mod tests {
         let other = CheckpointSigner::from_pkcs8(&CheckpointSigner::generate().unwrap()).unwrap();
         assert!(!other.public_key().verifies("i_a", &checkpoint));
         assert!(CheckpointSigner::from_pkcs8(b"not a key").is_err());
+        let anchor = signer.sign_anchor("i_a", 10, [7; 32], 5);
+        assert!(key.verifies_anchor("i_a", &anchor));
+        assert!(!key.verifies_anchor("i_b", &anchor));
+        assert!(!key.verifies_anchor("i_a", &Anchor { seq: 9, ..anchor.clone() }));
+        assert!(!key.verifies_anchor("i_a", &Anchor { hash: [1; 32], ..anchor.clone() }));
+        assert!(
+            !key.verifies(
+                "i_a",
+                &Checkpoint {
+                    seq: 10,
+                    hash: [7; 32],
+                    previous: 0,
+                    at_us: 5,
+                    key_id: anchor.key_id.clone(),
+                    signature: anchor.signature.clone()
+                }
+            ),
+            "an anchor's signature is no checkpoint's"
+        );
         assert!(PublicKey::from_hex("abcd").is_err());
     }
 }

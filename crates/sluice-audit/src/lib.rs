@@ -9,7 +9,7 @@ mod encode;
 pub mod verify;
 
 pub use chain::{Chain, GENESIS, Hash, Linked, encode, link};
-pub use checkpoint::{Checkpoint, CheckpointError, CheckpointSigner, PublicKey};
+pub use checkpoint::{Anchor, Checkpoint, CheckpointError, CheckpointSigner, PublicKey};
 pub use verify::{Break, StoredRecord, Verified, Verifier};
 
 /// The version of the canonical encoding, written into every record (`"v"`).

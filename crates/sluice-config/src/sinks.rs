@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 /// One export of the audit log. The settings every sink has are read first; what is left must be
 /// exactly the settings of its `kind`, so a setting of another kind is an error, not ignored.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SinkConfig {
     /// Names the sink in logs and metrics, and keys its place in the log (its cursor) in the
     /// store: renaming a sink starts it again from the oldest record kept.
@@ -38,7 +38,7 @@ pub enum BacklogFull {
     RefuseSessions,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SinkKind {
     File(FileSink),
@@ -59,7 +59,7 @@ impl SinkKind {
 }
 
 /// JSON lines appended to a file, rotated by size and by age.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSink {
     pub path: PathBuf,
@@ -75,7 +75,7 @@ pub struct FileSink {
 }
 
 /// JSON lines on standard output (for a container's log collector).
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StdoutSink {}
 
@@ -91,7 +91,7 @@ pub enum SyslogTransport {
 }
 
 /// RFC 5424 messages to a syslog receiver.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyslogSink {
     /// `host:port` of the receiver.
@@ -114,7 +114,7 @@ pub struct SyslogSink {
 }
 
 /// Batches of JSON lines POSTed to an HTTP endpoint.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSink {
     pub url: String,

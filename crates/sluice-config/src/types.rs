@@ -87,11 +87,30 @@ pub struct AuditConfig {
     pub checkpoint_interval_s: u64,
     /// Where the log is exported, each sink at its own pace (docs/audit.md).
     pub sinks: Vec<crate::SinkConfig>,
+    /// How long records are kept (docs/audit.md).
+    pub retention: RetentionConfig,
+}
+
+/// The oldest records are removed once either limit is passed (and only once every sink has
+/// delivered them); what remains starts from a signed anchor and still verifies.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Records older than this many days are removed (0: kept whatever their age).
+    pub max_age_days: u64,
+    /// The log keeps at most this many records (0: no limit).
+    pub max_records: u64,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { signing_key_file: None, checkpoint_every: 1000, checkpoint_interval_s: 60, sinks: Vec::new() }
+        AuditConfig {
+            signing_key_file: None,
+            checkpoint_every: 1000,
+            checkpoint_interval_s: 60,
+            sinks: Vec::new(),
+            retention: RetentionConfig::default(),
+        }
     }
 }
 

@@ -268,6 +268,8 @@ pub enum AdminAction {
     ConfigurationLoaded,
     /// A reload was refused: the file does not load or compile; the running configuration stays.
     ConfigurationRefused,
+    /// Retention removed the oldest records of the audit log (up to a signed anchor).
+    AuditRecordsRemoved,
 }
 
 impl AdminAction {
@@ -280,6 +282,7 @@ impl AdminAction {
             AdminAction::ApiAuthenticationFailed => "api-authentication-failed",
             AdminAction::ConfigurationLoaded => "configuration-loaded",
             AdminAction::ConfigurationRefused => "configuration-refused",
+            AdminAction::AuditRecordsRemoved => "audit-records-removed",
         }
     }
 }

@@ -236,6 +236,12 @@ impl Engine {
         self.core.audit.record(admin_record(actor, action, path, Some(detail)));
     }
 
+    /// Records that retention removed the oldest audit records (`detail`: which, and why).
+    pub fn record_audit_removal(&self, detail: String) {
+        let actor = Principal::new("sluice", None);
+        self.core.audit.record(admin_record(actor, AdminAction::AuditRecordsRemoved, "audit log", Some(detail)));
+    }
+
     /// What `identity` may do on `connection`, when it may use it at all: what an agent that asks
     /// with its token is told.
     pub fn permissions(&self, identity: &Identity, connection: &str) -> Option<Permissions> {

@@ -56,7 +56,10 @@ pub fn document(record: &StoredRecord, format: ExportFormat) -> Result<Document,
 /// The ECS document of a record that cannot be mapped (kind `pipeline_error`, the record's bytes as
 /// `event.original`): sent in its place, so that a sink neither stalls on it nor skips it silently.
 pub(crate) fn unmapped(record: &StoredRecord, error: &DocumentError) -> Document {
-    let at_us = crate::now_us();
+    let at_us = serde_json::from_str::<Value>(&record.encoded)
+        .ok()
+        .and_then(|r| r["at_us"].as_i64())
+        .unwrap_or_else(crate::now_us);
     let doc = json!({
         "@timestamp": timestamp(at_us),
         "ecs": {"version": ECS_VERSION},
@@ -138,7 +141,7 @@ pub fn timestamp(at_us: i64) -> String {
 /// The RFC 5424 severity of a mapped document.
 fn severity(doc: &Map<String, Value>) -> u8 {
     let event = &doc["event"];
-    if event["outcome"] == "failure" || event["type"].as_array().is_some_and(|t| t.iter().any(|t| t == "denied")) {
+    if event["outcome"] == "failure" {
         4
     } else if event["category"].as_array().is_some_and(|c| c.iter().any(|c| c == "iam" || c == "configuration")) {
         5
@@ -153,6 +156,7 @@ fn ecs(record: &StoredRecord, parsed: &Value, at_us: i64) -> Result<(Map<String,
     let kind = event["kind"].as_str().unwrap_or_default();
     let text = |key: &str| event[key].as_str().unwrap_or_default().to_string();
     let principal = &parsed["principal"];
+    let who = principal["name"].as_str().unwrap_or("?");
     let mut doc = Map::new();
     doc.insert("@timestamp".into(), timestamp(at_us).into());
     doc.insert("ecs".into(), json!({"version": ECS_VERSION}));
@@ -185,7 +189,7 @@ fn ecs(record: &StoredRecord, parsed: &Value, at_us: i64) -> Result<(Map<String,
             source(&mut doc, &text("client_addr"));
             doc.insert("network".into(), json!({"protocol": event["protocol"]}));
             sluice["target"] = event["target"].clone();
-            message = format!("{} authenticating for {}: {result}", principal["name"], text("target"));
+            message = format!("{who} authenticating for {}: {result}", text("target"));
         }
         "session_started" => {
             category = &["session"];
@@ -199,7 +203,7 @@ fn ecs(record: &StoredRecord, parsed: &Value, at_us: i64) -> Result<(Map<String,
                 doc.insert("user_agent".into(), json!({"original": program}));
             }
             sluice["target"] = event["target"].clone();
-            message = format!("session of {} on {} started", principal["name"], text("target"));
+            message = format!("session of {who} on {} started", text("target"));
         }
         "session_ended" => {
             category = &["session"];
@@ -207,17 +211,18 @@ fn ecs(record: &StoredRecord, parsed: &Value, at_us: i64) -> Result<(Map<String,
             outcome = "success";
             action = "session-ended".into();
             extra.insert("event.reason".into(), event["reason"].clone());
-            message = format!("session of {} ended: {}", principal["name"], text("reason"));
+            message = format!("session of {who} ended: {}", text("reason"));
         }
         "action" | "action_decided" => {
             let verdict = text("verdict");
             let decided_only = kind == "action_decided";
             let error_code = &event["detail"]["error_code"];
             category = &["database"];
+            // ECS's expected types for `database` are access, change, info and error: the
+            // verdict is the outcome (and `sluice.action.verdict`).
             kind_of_event = match verdict.as_str() {
-                "allow" => vec!["allowed", "access"],
-                "deny" => vec!["denied"],
-                _ => vec!["info"],
+                "review" => vec!["info"],
+                _ => vec!["access"],
             };
             outcome = match (decided_only, verdict.as_str(), error_code.is_null()) {
                 (true, _, _) => "unknown",
@@ -241,15 +246,13 @@ fn ecs(record: &StoredRecord, parsed: &Value, at_us: i64) -> Result<(Map<String,
                 "seq": event["seq"],
                 "detail": event["detail"],
             });
-            message = format!("{} {}: {}", principal["name"], verdict, text("text"));
+            message = format!("{who} {verdict}: {}", text("text"));
         }
         "review" => {
             let transition = text("transition");
             category = &["iam"];
             kind_of_event = match transition.as_str() {
                 "requested" => vec!["creation"],
-                "denied" | "revoked" | "expired" => vec!["denied", "change"],
-                "approved" => vec!["allowed", "change"],
                 _ => vec!["change"],
             };
             outcome = "success";
@@ -267,11 +270,12 @@ fn ecs(record: &StoredRecord, parsed: &Value, at_us: i64) -> Result<(Map<String,
                 "api-authentication-failed" => (&["authentication"], vec!["start"], "failure"),
                 "configuration-loaded" => (&["configuration"], vec!["change"], "success"),
                 "configuration-refused" => (&["configuration"], vec!["change"], "failure"),
+                "audit-records-removed" => (&["configuration"], vec!["deletion"], "success"),
                 _ => (&["configuration"], vec!["info"], "unknown"),
             };
             action = what.clone();
             sluice["admin"] = json!({"subject": event["subject"], "detail": event["detail"]});
-            message = format!("{} {what} {}", principal["name"], text("subject"));
+            message = format!("{who} {what} {}", text("subject"));
         }
         other => return Err(format!("its kind {other:?} is not one this version knows")),
     }
@@ -331,8 +335,9 @@ mod tests {
         );
         assert_eq!(doc["@timestamp"], "2026-12-02T18:59:16.347007Z");
         assert_eq!(doc["event"]["category"], json!(["database"]));
-        assert_eq!(doc["event"]["type"], json!(["denied"]));
+        assert_eq!(doc["event"]["type"], json!(["access"]));
         assert_eq!(doc["event"]["outcome"], "failure");
+        assert_eq!(doc["message"], "agent deny: DELETE FROM orders");
         assert_eq!(doc["event"]["sequence"], 9);
         assert_eq!(doc["event"]["id"], "i_0011223344556677:9");
         assert_eq!(doc["event"]["duration"], 515_000);
@@ -371,6 +376,7 @@ mod tests {
             ("api-authentication-failed", "authentication", "failure"),
             ("configuration-loaded", "configuration", "success"),
             ("configuration-refused", "configuration", "failure"),
+            ("audit-records-removed", "configuration", "success"),
         ] {
             let doc = ecs_of(&format!(r#"{{"kind":"admin","action":"{action}","subject":"x","detail":null}}"#));
             assert_eq!(doc["event"]["category"], json!([category]), "{action}");

@@ -57,7 +57,9 @@ impl Rotating {
         let Some(open) = self.open.as_mut() else { return Ok(()) };
         let written = open.file.write_all(lines).and_then(|()| open.file.sync_data());
         if written.is_err() {
-            // Reopened for the retry: a file deleted or moved away is written anew.
+            // What part of the batch got in is taken back (the retry writes it whole), and the
+            // file reopened for the retry: one deleted or moved away is written anew.
+            let _ = open.file.set_len(open.size);
             self.open = None;
         } else {
             open.size += lines.len() as u64;

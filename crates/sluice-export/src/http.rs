@@ -17,6 +17,9 @@ impl HttpSender {
     pub(crate) fn new(settings: &HttpSink) -> Result<HttpSender, String> {
         let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(settings.timeout_s))
+            // A redirect would turn the POST into a bodiless GET whose 2xx looks like delivery:
+            // any 3xx fails the batch instead (give the final URL).
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")));
         if settings.url.starts_with("https://") {
             builder = builder.use_preconfigured_tls((*crate::tls::client_config(settings.ca_file.as_deref())?).clone());

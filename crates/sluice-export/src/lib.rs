@@ -200,6 +200,8 @@ struct Progress {
     saved: u64,
     saved_at: Instant,
     failed_in_a_row: u32,
+    /// After a failed delivery: not tried again before this (the backlog is watched meanwhile).
+    retry_at: Option<Instant>,
     /// Set once the gateway stops: deliver what is there until then, then stop.
     stop_by: Option<Instant>,
 }
@@ -212,13 +214,20 @@ impl SinkExport {
             _ => (BATCH, Duration::ZERO),
         };
         let mut appended = self.store.appended();
-        let mut progress =
-            Progress { cursor: 0, saved: 0, saved_at: Instant::now(), failed_in_a_row: 0, stop_by: None };
+        let mut progress = Progress {
+            cursor: 0,
+            saved: 0,
+            saved_at: Instant::now(),
+            failed_in_a_row: 0,
+            retry_at: None,
+            stop_by: None,
+        };
         let within = STOP_WITHIN;
         loop {
             match self.store.export_cursor(&name).await {
                 Ok(cursor) => {
                     (progress.cursor, progress.saved) = (cursor, cursor);
+                    self.status.cursor.store(cursor, Ordering::Relaxed);
                     break;
                 }
                 Err(e) => {
@@ -256,6 +265,11 @@ impl SinkExport {
                 }
                 continue;
             }
+            // Waiting to retry: the backlog (and its cap) is looked at again every POLL meanwhile.
+            if let Some(at) = progress.retry_at.filter(|at| *at > Instant::now()) {
+                pause(&mut stop, &mut progress, (at - Instant::now()).min(POLL), within).await;
+                continue;
+            }
             // A partial batch waits once for more records, unless the gateway is stopping.
             if !gathered && (backlog as usize) < batch_max && !batch_wait.is_zero() && progress.stop_by.is_none() {
                 gathered = true;
@@ -264,7 +278,7 @@ impl SinkExport {
             }
             gathered = false;
             match self.deliver_next(&mut progress, batch_max).await {
-                Ok(()) => {}
+                Ok(()) => progress.retry_at = None,
                 Err(e) => {
                     self.status.failures.fetch_add(1, Ordering::Relaxed);
                     progress.failed_in_a_row += 1;
@@ -276,7 +290,7 @@ impl SinkExport {
                             "cannot deliver audit records; they stay in the log and are sent again"
                         );
                     }
-                    pause(&mut stop, &mut progress, backoff, within).await;
+                    progress.retry_at = Some(Instant::now() + backoff);
                 }
             }
         }
@@ -301,34 +315,40 @@ impl SinkExport {
         let mut backlog = head.saturating_sub(progress.cursor);
         let cap = self.config.max_backlog;
         let full = backlog > cap;
-        let was_full = self.status.full.swap(full, Ordering::Relaxed);
-        match (full, self.config.on_backlog_full) {
-            (true, BacklogFull::DropOldest) => {
-                let skipped = backlog - cap;
-                tracing::error!(
-                    sink = %name, skipped, max_backlog = cap,
-                    "audit export backlog is full: skipping the oldest records this sink has not received (they stay in the log)"
-                );
-                self.status.dropped.fetch_add(skipped, Ordering::Relaxed);
-                progress.cursor = head - cap;
-                backlog = cap;
+        match self.config.on_backlog_full {
+            BacklogFull::DropOldest => {
+                self.status.full.store(full, Ordering::Relaxed);
+                if full {
+                    let skipped = backlog - cap;
+                    tracing::error!(
+                        sink = %name, skipped, max_backlog = cap,
+                        "audit export backlog is full: skipping the oldest records this sink has not received (they \
+                         stay in the log)"
+                    );
+                    self.status.dropped.fetch_add(skipped, Ordering::Relaxed);
+                    progress.cursor = head - cap;
+                    self.status.cursor.store(progress.cursor, Ordering::Relaxed);
+                    backlog = cap;
+                }
             }
-            (true, BacklogFull::RefuseSessions) if !was_full => {
-                tracing::error!(
-                    sink = %name, backlog, max_backlog = cap,
-                    "audit export backlog is full: refusing new sessions until this sink catches up"
-                );
-                let reason = format!(
-                    "audit export {name:?} is {backlog} records behind (its cap is {cap}); new sessions are refused \
-                     until it catches up"
-                );
-                self.holds.set(name, Some(reason));
-            }
-            (false, _) if was_full => {
-                tracing::warn!(sink = %name, backlog, "audit export is below its backlog cap again");
-                self.holds.set(name, None);
-            }
-            _ => {}
+            BacklogFull::RefuseSessions => match (full, self.status.full.swap(full, Ordering::Relaxed)) {
+                (true, false) => {
+                    tracing::error!(
+                        sink = %name, backlog, max_backlog = cap,
+                        "audit export backlog is full: refusing new sessions until this sink catches up"
+                    );
+                    let reason = format!(
+                        "audit export {name:?} is {backlog} records behind (its cap is {cap}); new sessions are \
+                         refused until it catches up"
+                    );
+                    self.holds.set(name, Some(reason));
+                }
+                (false, true) => {
+                    tracing::warn!(sink = %name, backlog, "audit export is below its backlog cap again; new sessions are accepted");
+                    self.holds.set(name, None);
+                }
+                _ => {}
+            },
         }
         self.status.backlog.store(backlog, Ordering::Relaxed);
         Ok(backlog)

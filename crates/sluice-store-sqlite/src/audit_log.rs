@@ -4,10 +4,11 @@
 //! `audit_checkpoints`; and the reads `sluice audit verify` walks.
 
 use crate::SqliteStore;
-use rusqlite::{OptionalExtension, Transaction, params};
-use sluice_audit::{Chain, Checkpoint, CheckpointSigner, GENESIS, Hash, StoredRecord};
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use sluice_audit::{Anchor, Chain, Checkpoint, CheckpointSigner, GENESIS, Hash, StoredRecord};
 use sluice_core::AuditRecord;
 use sluice_store::{AuditExportStore, StoreResult};
+use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -139,7 +140,110 @@ impl Signing {
     }
 }
 
+/// Records removed per transaction, so that the recorder's writes go on between them.
+const REMOVE_CHUNK: i64 = 20_000;
+
+/// What retention asks for: remove records older than `max_age_us` or beyond the newest
+/// `max_records`, but none after `delivered_through` (what every sink has delivered).
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    pub max_age_us: Option<i64>,
+    pub max_records: Option<u64>,
+    pub delivered_through: u64,
+}
+
+/// Records `first..=through` were removed; the chain goes on from the anchor at `through`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Removed {
+    pub first: u64,
+    pub through: u64,
+}
+
 impl SqliteStore {
+    /// Every retention anchor, in order.
+    pub async fn audit_anchors(&self) -> StoreResult<Vec<Anchor>> {
+        self.run(|c| {
+            c.prepare("SELECT seq, hash, at, key_id, signature FROM audit_anchors ORDER BY seq")?
+                .query_map([], |r| {
+                    Ok(Anchor {
+                        seq: unsigned(r.get(0)?),
+                        hash: to_hash(&r.get::<_, Vec<u8>>(1)?),
+                        at_us: r.get(2)?,
+                        key_id: r.get(3)?,
+                        signature: r.get(4)?,
+                    })
+                })?
+                .collect()
+        })
+        .await
+    }
+
+    /// Removes the log's oldest records as `retention` says: first a signed anchor at the last
+    /// record removed (the hash the rest chains from), then the records and checkpoints up to it,
+    /// in chunks; then the sessions, authentication attempts and administrative events older than
+    /// that record. `None` when nothing is due.
+    pub async fn remove_old_records(
+        &self,
+        retention: Retention,
+        signer: Arc<CheckpointSigner>,
+        now_us: i64,
+    ) -> StoreResult<Option<Removed>> {
+        self.run(move |c| {
+            let instance = instance(c)?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (first, head): (i64, i64) =
+                tx.query_row("SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM audit_log", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+            let (first, head) = (unsigned(first), unsigned(head));
+            let mut through = 0;
+            if let Some(keep) = retention.max_records {
+                through = through.max(head.saturating_sub(keep));
+            }
+            if let Some(age) = retention.max_age_us {
+                let young: Option<i64> = tx
+                    .query_row("SELECT seq FROM audit_log WHERE at >= ?1 ORDER BY seq LIMIT 1", [now_us - age], |r| {
+                        r.get(0)
+                    })
+                    .optional()?;
+                through = through.max(young.map_or(head, |seq| unsigned(seq).saturating_sub(1)));
+            }
+            through = through.min(retention.delivered_through);
+            if head == 0 || through < first {
+                return Ok(None);
+            }
+            let (hash, through_at): (Vec<u8>, i64) = tx.query_row(
+                "SELECT hash, at FROM audit_log WHERE seq = ?1",
+                [signed(through)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let anchor = signer.sign_anchor(&instance, through, to_hash(&hash), now_us);
+            tx.execute(
+                "INSERT INTO audit_anchors (seq, hash, at, key_id, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![signed(anchor.seq), &anchor.hash[..], anchor.at_us, anchor.key_id, anchor.signature],
+            )?;
+            tx.commit()?;
+            loop {
+                let removed = c.execute(
+                    "DELETE FROM audit_log WHERE seq IN (SELECT seq FROM audit_log WHERE seq <= ?1 ORDER BY seq LIMIT ?2)",
+                    params![signed(through), REMOVE_CHUNK],
+                )?;
+                if removed == 0 {
+                    break;
+                }
+            }
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM audit_checkpoints WHERE seq <= ?1", [signed(through)])?;
+            tx.execute("DELETE FROM sessions WHERE ended_at IS NOT NULL AND ended_at < ?1", [through_at])?;
+            tx.execute("DELETE FROM statements_before_chain WHERE started_at < ?1", [through_at])?;
+            tx.execute("DELETE FROM auth_events WHERE at < ?1", [through_at])?;
+            tx.execute("DELETE FROM admin_events WHERE at < ?1", [through_at])?;
+            tx.commit()?;
+            Ok(Some(Removed { first, through }))
+        })
+        .await
+    }
+
     /// The chain identity of this store's audit log.
     pub async fn audit_instance(&self) -> StoreResult<String> {
         self.run(|c| instance(c)).await

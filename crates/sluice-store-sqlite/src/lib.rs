@@ -10,7 +10,7 @@ mod reviews;
 mod schema;
 mod sqlite;
 
-pub use audit_log::Signing;
+pub use audit_log::{Removed, Retention, Signing};
 pub use events::EventWriter;
 pub use recorder::{Recorder, RecorderTask, TextFilter};
 pub use sqlite::{AdminRow, AuthRow, SessionFilter, SessionRow, SqliteStore, StatementRow};

@@ -158,4 +158,15 @@ CREATE TABLE audit_export_cursors (
     r#"
 CREATE INDEX audit_log_reviews ON audit_log(json_extract(record, '$.event.review_id')) WHERE kind = 'review';
 "#,
+    // Retention: each removal of the log's oldest records leaves a signed anchor where what
+    // remains starts.
+    r#"
+CREATE TABLE audit_anchors (
+    seq        INTEGER PRIMARY KEY,
+    hash       BLOB NOT NULL,
+    at         INTEGER NOT NULL,
+    key_id     TEXT NOT NULL,
+    signature  BLOB NOT NULL
+);
+"#,
 ];

@@ -70,10 +70,28 @@ async fn verify(
         None => signing_key(config, false)?.public_key().clone(),
     };
     let instance = store.audit_instance().await?;
-    let from = from.max(1);
-    let head_before = match from {
-        1 => GENESIS,
-        n => store.audit_hash(n - 1).await?.with_context(|| format!("the log has no record {}", n - 1))?,
+    // Retention removed the records up to the latest anchor: what remains chains from its hash.
+    let anchors = store.audit_anchors().await?;
+    for anchor in &anchors {
+        if anchor.key_id != key.key_id() || !key.verifies_anchor(&instance, anchor) {
+            bail!(
+                "the audit log is not as it was written: record {}: its retention anchor is not signed by the \
+                 verifying key {}: the anchor was altered or forged",
+                anchor.seq,
+                key.key_id()
+            );
+        }
+    }
+    let anchor = anchors.last();
+    let removed_through = anchor.map_or(0, |a| a.seq);
+    if from != 1 && from <= removed_through {
+        bail!("records up to {removed_through} were removed by retention; verify from {} on", removed_through + 1);
+    }
+    let from = from.max(removed_through + 1);
+    let head_before = match (from, anchor) {
+        (1, _) => GENESIS,
+        (n, Some(anchor)) if n == anchor.seq + 1 => anchor.hash,
+        (n, _) => store.audit_hash(n - 1).await?.with_context(|| format!("the log has no record {}", n - 1))?,
     };
     let checkpoints = store.audit_checkpoints().await?;
     let broken = |b: sluice_audit::Break| anyhow::anyhow!("the audit log is not as it was written: {b}");
@@ -101,6 +119,13 @@ async fn verify(
         key.key_id(),
         verified.last_checkpoint.map_or_else(|| "-".into(), |s| s.to_string()),
     );
+    if let Some(anchor) = anchor {
+        println!(
+            "records 1..={} were removed by retention on {}; the chain goes on from their signed anchor",
+            anchor.seq,
+            timestamp(anchor.at_us)
+        );
+    }
     if verified.unsigned() > 0 {
         println!(
             "{} record(s) after the last checkpoint chain correctly but are not signed yet (a checkpoint is signed \

@@ -7,6 +7,7 @@ use crate::targets::Targets;
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use sluice_approvals::{Approvals, Notifier};
+use sluice_audit::CheckpointSigner;
 use sluice_config::{ClientTls, Config, LogFormat};
 use sluice_core::AuditSink;
 use sluice_engine::{Engine, MASK_TOKEN_PURPOSE, Parts};
@@ -15,7 +16,7 @@ use sluice_pg::{ListenerConfig, PgAdapter, tls};
 use sluice_runtime::{Adapter, Runtime, Workers};
 use sluice_store::vault::{MasterKey, write_private};
 use sluice_store::{AuditExportStore, ReviewStore};
-use sluice_store_sqlite::{Recorder, SqliteStore};
+use sluice_store_sqlite::{Recorder, Removed, Retention, SqliteStore};
 use sluice_web::Api;
 use std::path::Path;
 use std::sync::Arc;
@@ -25,6 +26,8 @@ use tokio::sync::watch;
 
 const DRAIN: Duration = Duration::from_secs(10);
 const GRANT_REFRESH: Duration = Duration::from_secs(5);
+/// How often retention looks for audit records to remove (and once at start).
+const RETENTION_EVERY: Duration = Duration::from_secs(600);
 const TOKEN_REFRESH: Duration = Duration::from_secs(2);
 
 pub async fn run(config_path: &Path) -> Result<()> {
@@ -164,6 +167,20 @@ pub async fn run(config_path: &Path) -> Result<()> {
             }
         })
     };
+    let retention = {
+        let signer = Arc::new(crate::audit_cmd::signing_key(&config, true)?);
+        let (config, store, gateway, mut stop_rx) =
+            (config.clone(), Arc::clone(&store), Arc::clone(&gateway), stop_rx.clone());
+        tokio::spawn(async move {
+            loop {
+                retain(&config, &store, &signer, &gateway).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(RETENTION_EVERY) => {}
+                    _ = stop_rx.wait_for(|stop| *stop) => return,
+                }
+            }
+        })
+    };
     let mut api_task = None;
     let mut api_url = None;
     if let Some(listener) = api_listener {
@@ -202,7 +219,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
     }
     refresher.abort();
     token_watch.abort();
-    let _ = (refresher.await, token_watch.await);
+    retention.abort();
+    let _ = (refresher.await, token_watch.await, retention.await);
     if let Some(task) = api_task {
         let _ = tokio::time::timeout(DRAIN, task).await;
     }
@@ -221,6 +239,39 @@ pub async fn run(config_path: &Path) -> Result<()> {
     }
     store.close().await;
     Ok(())
+}
+
+/// Removes the audit log's oldest records as `[audit.retention]` says, never one a sink has not
+/// delivered yet, and records that it did.
+async fn retain(config: &Config, store: &SqliteStore, signer: &Arc<CheckpointSigner>, gateway: &Engine) {
+    let limits = &config.audit.retention;
+    if limits.max_age_days == 0 && limits.max_records == 0 {
+        return;
+    }
+    let mut delivered_through = u64::MAX;
+    for sink in &config.audit.sinks {
+        match store.export_cursor(&sink.name).await {
+            Ok(cursor) => delivered_through = delivered_through.min(cursor),
+            Err(e) => return tracing::warn!(error = %e, "cannot read the audit exports' cursors; retention waits"),
+        }
+    }
+    let retention = Retention {
+        max_age_us: (limits.max_age_days > 0).then(|| (limits.max_age_days as i64).saturating_mul(86_400_000_000)),
+        max_records: (limits.max_records > 0).then_some(limits.max_records),
+        delivered_through,
+    };
+    match store.remove_old_records(retention, Arc::clone(signer), sluice_core::audit::now_us()).await {
+        Ok(Some(Removed { first, through })) => {
+            tracing::info!(first, through, "retention removed the oldest audit records");
+            gateway.record_audit_removal(format!(
+                "records {first}..={through} removed (max_age_days {}, max_records {}); the chain goes on from the \
+                 signed anchor at record {through}",
+                limits.max_age_days, limits.max_records
+            ));
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "retention could not remove old audit records; it tries again later"),
+    }
 }
 
 /// Refuses to serve when other users can read or change the state directory or its files (review
@@ -394,5 +445,10 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
     note(running.recording.flush_interval_ms != new.recording.flush_interval_ms, "recording.flush_interval_ms");
     note(running.access.policies.len() != new.access.policies.len(), "access.policies");
     note(running.approvals.webhooks.len() != new.approvals.webhooks.len(), "approvals.webhooks");
+    note(running.audit.sinks != new.audit.sinks, "audit.sinks");
+    note(running.audit.retention != new.audit.retention, "audit.retention");
+    let signing =
+        |c: &Config| (c.audit.signing_key_path(&c.server), c.audit.checkpoint_every, c.audit.checkpoint_interval_s);
+    note(signing(running) != signing(new), "audit (signing key and checkpoints)");
     changed
 }
