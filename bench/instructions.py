@@ -11,10 +11,11 @@ within 1-4%.
 
 A build may carry `[recording]` settings after commas (`label=binary,key=value,...`).
 
-Needs valgrind (apt-get install valgrind)."""
+Needs valgrind (apt-get install valgrind). CG_KEEP=DIR keeps each run's cachegrind output there."""
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,6 +45,9 @@ def measure(spec, label, workload, n):
     subprocess.run(["pgbench", "-n", "-c", "1", "-t", str(n), *args, sluice["dsn"]], check=True, capture_output=True)
     sluice["proc"].send_signal(signal.SIGTERM)
     sluice["proc"].wait(timeout=300)
+    if os.environ.get("CG_KEEP"):
+        # For `cg_annotate` (per function, or `--diff` of two builds).
+        shutil.copy(out, Path(os.environ["CG_KEEP"]) / out.name)
     return int(re.search(r"^summary: (\d+)", out.read_text(), re.M).group(1))
 
 

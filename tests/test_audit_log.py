@@ -359,3 +359,30 @@ def test_retention_keeps_the_newest_records_verifiable_from_a_signed_anchor(pg, 
                                      "WHERE seq = ?", (anchor + 1,)), f"record {anchor + 1}: ")
     finally:
         gw.cleanup()
+
+
+def test_a_rotated_signing_key_keeps_the_old_checkpoints_verifiable(pg):
+    gw = Sluice(pg, settings=AUDIT)
+    try:
+        gw.start()
+        token = gw.token()
+        assert psql(gw.dsn(token), "-c", "SELECT 'before rotation'").returncode == 0
+        assert gw.stop() == 0
+        old = gw.cli("audit", "public-key").stdout.strip()
+        rotated = gw.cli("audit", "rotate-key").stdout
+        new = gw.cli("audit", "public-key").stdout.strip()
+        assert new != old and new in rotated, rotated
+        gw.start()
+        assert psql(gw.dsn(token), "-c", "SELECT 'after rotation'").returncode == 0
+        assert gw.stop() == 0
+        key_ids = {k for (k,) in rows(gw, "SELECT DISTINCT key_id FROM audit_checkpoints")}
+        assert len(key_ids) == 2, key_ids
+        # By default: the current key and the one it replaced (kept beside it).
+        done = verify(gw)
+        assert done.returncode == 0, done.stderr
+        assert "keys " in done.stdout, done.stdout
+        # With the public keys kept elsewhere: both are needed.
+        assert verify(gw, "--public-key", old, "--public-key", new).returncode == 0
+        assert_broken(gw, "not by the verifying key", args=("--public-key", new))
+    finally:
+        gw.cleanup()

@@ -10,7 +10,7 @@ pub mod verify;
 
 pub use chain::{Chain, GENESIS, Hash, Linked, encode, link};
 pub use checkpoint::{Anchor, Checkpoint, CheckpointError, CheckpointSigner, PublicKey};
-pub use verify::{Break, StoredRecord, Verified, Verifier};
+pub use verify::{Break, StoredRecord, Verified, Verifier, describe_keys};
 
 /// The version of the canonical encoding, written into every record (`"v"`).
 pub const FORMAT_VERSION: u32 = 1;

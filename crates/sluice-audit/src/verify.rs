@@ -54,6 +54,12 @@ struct Head {
     seq: u64,
 }
 
+/// `key K` or `keys K1, K2` (by id), for messages.
+pub fn describe_keys(keys: &[PublicKey]) -> String {
+    let ids: Vec<String> = keys.iter().map(PublicKey::key_id).collect();
+    format!("key{} {}", if ids.len() == 1 { "" } else { "s" }, ids.join(", "))
+}
+
 /// Checks records fed in sequence order against the chain and the checkpoints.
 pub struct Verifier {
     instance: String,
@@ -69,10 +75,11 @@ pub struct Verifier {
 impl Verifier {
     /// Verification of `instance`'s log from record `from` (1 for the whole log), whose
     /// predecessor hashed to `head_before` (`GENESIS` from record 1). Every checkpoint's signature
-    /// and its link to the one before are checked here, before any record.
+    /// (by the one of `keys` it names: a rotated key's checkpoints by the key of their time) and
+    /// its link to the one before are checked here, before any record.
     pub fn new(
         instance: &str,
-        key: &PublicKey,
+        keys: &[PublicKey],
         mut checkpoints: Vec<Checkpoint>,
         from: u64,
         head_before: Hash,
@@ -81,14 +88,14 @@ impl Verifier {
         let mut previous: Option<u64> = None;
         for checkpoint in &checkpoints {
             let at = checkpoint.seq;
-            if checkpoint.key_id != key.key_id() {
+            let Some(key) = keys.iter().find(|k| k.key_id() == checkpoint.key_id) else {
                 let what = format!(
-                    "its checkpoint was signed by key {}, not by the verifying key {}",
+                    "its checkpoint was signed by key {}, not by the verifying {}",
                     checkpoint.key_id,
-                    key.key_id()
+                    describe_keys(keys)
                 );
                 return Err(Break { seq: at, what });
-            }
+            };
             if !key.verifies(instance, checkpoint) {
                 let what = "its checkpoint's signature does not match what the checkpoint states: the checkpoint \
                             was altered or forged";
@@ -237,7 +244,7 @@ mod tests {
 
     fn verify(log: &Log) -> Result<Verified, Break> {
         let key = log.signer.public_key();
-        let mut verifier = Verifier::new("i_a", key, log.checkpoints.clone(), 1, GENESIS)?;
+        let mut verifier = Verifier::new("i_a", std::slice::from_ref(key), log.checkpoints.clone(), 1, GENESIS)?;
         for record in &log.records {
             verifier.feed(record)?;
         }
@@ -337,13 +344,21 @@ mod tests {
         let stranger = CheckpointSigner::from_pkcs8(&CheckpointSigner::generate().unwrap()).unwrap();
         log.checkpoints[1] = stranger.sign("i_a", 8, log.records[7].hash, 4, 8);
         assert!(verify(&log).unwrap_err().what.contains("not by the verifying key"));
+        // A rotated key: its checkpoints verify with the keys of their time.
+        let keys = [log.signer.public_key().clone(), stranger.public_key().clone()];
+        let mut verifier = Verifier::new("i_a", &keys, log.checkpoints.clone(), 1, GENESIS).unwrap();
+        for record in &log.records {
+            verifier.feed(record).unwrap();
+        }
+        assert_eq!(verifier.finish().unwrap().checkpoints, log.checkpoints.len());
     }
 
     #[test]
     fn verification_from_the_middle_trusts_the_record_before_it() {
         let log = log();
         let key = log.signer.public_key();
-        let mut verifier = Verifier::new("i_a", key, log.checkpoints.clone(), 6, log.records[4].hash).unwrap();
+        let mut verifier =
+            Verifier::new("i_a", std::slice::from_ref(key), log.checkpoints.clone(), 6, log.records[4].hash).unwrap();
         for record in &log.records[5..] {
             verifier.feed(record).unwrap();
         }

@@ -5,8 +5,9 @@ use crate::commands::open_store;
 use crate::display::{print_list, timestamp};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use sluice_audit::{CheckpointSigner, GENESIS, PublicKey, Verifier};
+use sluice_audit::{CheckpointSigner, GENESIS, PublicKey, Verifier, describe_keys};
 use sluice_config::Config;
+use sluice_store::AuditExportStore;
 use sluice_store::vault::write_private;
 use sluice_store_sqlite::Signing;
 use std::path::Path;
@@ -33,14 +34,19 @@ pub enum AuditCommand {
         /// Start at this record (its predecessor's stored hash is trusted); default: the first.
         #[arg(long, default_value_t = 1)]
         from: u64,
-        /// The public key checkpoints must be signed with (64 hex digits, as `sluice audit
-        /// public-key` prints it); default: the key of `[audit] signing_key_file`. Keep a copy
-        /// away from the gateway's host to detect a thief who replaced both log and key.
-        #[arg(long)]
-        public_key: Option<String>,
+        /// A public key checkpoints may be signed with (64 hex digits, as `sluice audit
+        /// public-key` prints it); repeat it for the keys of earlier rotations. Default: the key
+        /// of `[audit] signing_key_file` and the keys it replaced (`rotate-key`). Keep a copy away
+        /// from the gateway's host to detect a thief who replaced both log and key.
+        #[arg(long = "public-key", value_name = "HEX")]
+        public_keys: Vec<String>,
     },
     /// Print the public key of the audit signing key (to keep with whoever verifies).
     PublicKey,
+    /// Replace the audit signing key with a new one. The old key is kept beside it
+    /// (`<key file>.retired-<key id>`) so that `verify` still checks the checkpoints it signed;
+    /// restart `sluice serve` to sign with the new one.
+    RotateKey,
 }
 
 pub async fn run(config_path: &Path, cmd: AuditCommand) -> Result<()> {
@@ -53,7 +59,8 @@ pub async fn run(config_path: &Path, cmd: AuditCommand) -> Result<()> {
             })
         }
         AuditCommand::PublicKey => signing_key(&config, false).map(|k| println!("{}", k.public_key().to_hex())),
-        AuditCommand::Verify { from, public_key } => verify(&config, &store, from, public_key).await,
+        AuditCommand::RotateKey => rotate_key(&config),
+        AuditCommand::Verify { from, public_keys } => verify(&config, &store, from, public_keys).await,
     };
     store.close().await;
     done
@@ -63,22 +70,27 @@ async fn verify(
     config: &Config,
     store: &sluice_store_sqlite::SqliteStore,
     from: u64,
-    key: Option<String>,
+    public_keys: Vec<String>,
 ) -> Result<()> {
-    let key = match key {
-        Some(hex) => PublicKey::from_hex(&hex)?,
-        None => signing_key(config, false)?.public_key().clone(),
+    let keys = match public_keys.is_empty() {
+        false => public_keys.iter().map(|hex| PublicKey::from_hex(hex)).collect::<Result<Vec<_>, _>>()?,
+        true => {
+            let mut keys = vec![signing_key(config, false)?.public_key().clone()];
+            keys.extend(retired_keys(config)?);
+            keys
+        }
     };
     let instance = store.audit_instance().await?;
     // Retention removed the records up to the latest anchor: what remains chains from its hash.
     let anchors = store.audit_anchors().await?;
     for anchor in &anchors {
-        if anchor.key_id != key.key_id() || !key.verifies_anchor(&instance, anchor) {
+        let key = keys.iter().find(|k| k.key_id() == anchor.key_id);
+        if !key.is_some_and(|key| key.verifies_anchor(&instance, anchor)) {
             bail!(
                 "the audit log is not as it was written: record {}: its retention anchor is not signed by the \
-                 verifying key {}: the anchor was altered or forged",
+                 verifying {}: the anchor was altered or forged",
                 anchor.seq,
-                key.key_id()
+                describe_keys(&keys)
             );
         }
     }
@@ -88,6 +100,15 @@ async fn verify(
         bail!("records up to {removed_through} were removed by retention; verify from {} on", removed_through + 1);
     }
     let from = from.max(removed_through + 1);
+    // Records missing from the front, with no anchor to say retention removed them.
+    let first = store.audit_first().await?;
+    if first > from {
+        bail!(
+            "the audit log is not as it was written: record {from}: missing: the log starts at record {first}, and no \
+             retention anchor covers records {from}..={}: they were deleted",
+            first - 1
+        );
+    }
     let head_before = match (from, anchor) {
         (1, _) => GENESIS,
         (n, Some(anchor)) if n == anchor.seq + 1 => anchor.hash,
@@ -95,7 +116,7 @@ async fn verify(
     };
     let checkpoints = store.audit_checkpoints().await?;
     let broken = |b: sluice_audit::Break| anyhow::anyhow!("the audit log is not as it was written: {b}");
-    let mut verifier = Verifier::new(&instance, &key, checkpoints, from, head_before).map_err(broken)?;
+    let mut verifier = Verifier::new(&instance, &keys, checkpoints, from, head_before).map_err(broken)?;
     let mut next = from;
     loop {
         let page = store.audit_records(next, PAGE).await?;
@@ -111,12 +132,12 @@ async fn verify(
         return Ok(());
     }
     println!(
-        "audit log of instance {instance}: records {}..={} verified; {} signed checkpoint(s) (key {}), the last at \
+        "audit log of instance {instance}: records {}..={} verified; {} signed checkpoint(s) ({}), the last at \
          record {}",
         verified.first,
         verified.last,
         verified.checkpoints,
-        key.key_id(),
+        describe_keys(&keys),
         verified.last_checkpoint.map_or_else(|| "-".into(), |s| s.to_string()),
     );
     if let Some(anchor) = anchor {
@@ -155,6 +176,45 @@ pub fn signing_key(config: &Config, create: bool) -> Result<CheckpointSigner> {
         }
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
+}
+
+/// The public keys of the signing keys `rotate-key` replaced, kept beside the current one.
+fn retired_keys(config: &Config) -> Result<Vec<PublicKey>> {
+    let path = config.audit.signing_key_path(&config.server);
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return Ok(Vec::new()) };
+    let prefix = format!("{}.retired-", name.to_string_lossy());
+    let mut keys = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let document =
+                std::fs::read(entry.path()).with_context(|| format!("cannot read {}", entry.path().display()))?;
+            let key =
+                CheckpointSigner::from_pkcs8(&document).with_context(|| format!("in {}", entry.path().display()))?;
+            keys.push(key.public_key().clone());
+        }
+    }
+    Ok(keys)
+}
+
+/// Replaces the signing key, keeping the old one beside it for verification.
+fn rotate_key(config: &Config) -> Result<()> {
+    let path = config.audit.signing_key_path(&config.server);
+    let old = signing_key(config, false)?;
+    let retired = path.with_file_name(format!(
+        "{}.retired-{}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        old.public_key().key_id()
+    ));
+    std::fs::rename(&path, &retired).with_context(|| format!("cannot move {} aside", path.display()))?;
+    let new = signing_key(config, true)?;
+    println!("audit signing key rotated: key {} replaces key {}", new.public_key().key_id(), old.public_key().key_id());
+    println!("new public key (keep it with the old one, away from this host): {}", new.public_key().to_hex());
+    println!(
+        "restart `sluice serve` to sign with it; `audit verify` checks the old checkpoints with {}",
+        retired.display()
+    );
+    Ok(())
 }
 
 /// How the recorder signs checkpoints, as `[audit]` says.
