@@ -31,7 +31,7 @@ fn text_len(event: &AuditEvent) -> usize {
     match event {
         AuditEvent::Action(a) => {
             let ActionDetail::Sql { result, .. } = &a.detail;
-            a.text.len() + result.as_ref().map_or(0, |r| r.rows.len() * 64)
+            a.text.len() + result.as_ref().map_or(0, |r| 64 + r.columns.len() * 16 + r.rows().count() * 48)
         }
         AuditEvent::ActionDecided { text, .. } => text.len(),
         _ => 0,
@@ -99,7 +99,7 @@ fn action_record(out: &mut Json, a: &ActionRecord) {
             out.string(column);
         }
         out.raw("],\"rows\":[");
-        for (i, row) in result.rows.iter().enumerate() {
+        for (i, row) in result.rows().enumerate() {
             out.raw(if i == 0 { "[" } else { ",[" });
             for (j, value) in row.iter().enumerate() {
                 out.raw(if j == 0 { "" } else { "," });
@@ -110,7 +110,7 @@ fn action_record(out: &mut Json, a: &ActionRecord) {
             }
             out.raw("]");
         }
-        out.raw(if result.truncated { "],\"truncated\":true}" } else { "],\"truncated\":false}" });
+        out.raw(if result.truncated { "],\"truncated\":true}" } else { "]}" });
     }
     out.raw("}");
 }
@@ -241,7 +241,7 @@ mod tests {
             })
         };
         let limits = ExcerptLimits { rows: 2, bytes: 10_000 };
-        let mut excerpt = ResultExcerpt::new(vec!["n".into(), AWKWARD.into()]);
+        let mut excerpt = ResultExcerpt::new(vec!["n".into(), AWKWARD.into()].into());
         for _ in 0..3 {
             if excerpt.wants_row(limits) {
                 excerpt.push_row(limits, [None, Some(AWKWARD.to_string())]);

@@ -190,59 +190,79 @@ pub enum ActionDetail {
 }
 
 /// The first rows of an action's result as the client received them (masked), cut to a size:
-/// what `sessions replay` shows of it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+/// what `sessions replay` shows of it. Serialized as `{"columns": [..], "rows": [[..], ..]}`, with
+/// `"truncated": true` when rows or bytes were left out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ResultExcerpt {
-    pub columns: Vec<String>,
-    /// Each row's values as text (`null` for SQL NULL).
-    pub rows: Vec<Vec<Option<String>>>,
-    /// Rows or values were left out to stay within the limits.
+    /// Shared by every result of the same shape (an adapter keeps them between statements).
+    pub columns: Arc<[String]>,
+    /// The kept rows' values, row after row (`None` for SQL NULL): one allocation for them all.
+    values: Vec<Option<String>>,
+    /// Where each row ends in `values`.
+    row_ends: Vec<u32>,
     pub truncated: bool,
     /// Bytes of values kept so far.
-    #[serde(skip)]
     kept_bytes: usize,
 }
 
 impl ResultExcerpt {
-    pub fn new(columns: Vec<String>) -> ResultExcerpt {
+    pub fn new(columns: Arc<[String]>) -> ResultExcerpt {
         ResultExcerpt { columns, ..ResultExcerpt::default() }
     }
 
     /// Whether a row that has arrived should be kept: when not, the excerpt notes that rows were
     /// left out.
     pub fn wants_row(&mut self, limits: ExcerptLimits) -> bool {
-        let wanted = self.rows.len() < limits.rows && self.kept_bytes < limits.bytes;
+        let wanted = self.row_ends.len() < limits.rows && self.kept_bytes < limits.bytes;
         self.truncated |= !wanted;
         wanted
     }
 
     /// Keeps a row; values are cut (on a character boundary) where the byte budget runs out.
     pub fn push_row(&mut self, limits: ExcerptLimits, values: impl IntoIterator<Item = Option<String>>) {
-        let row = values
-            .into_iter()
-            .map(|value| {
-                value.map(|mut value| {
-                    let left = limits.bytes.saturating_sub(self.kept_bytes);
-                    if value.len() > left {
-                        let mut end = left;
-                        while !value.is_char_boundary(end) {
-                            end -= 1;
-                        }
-                        value.truncate(end);
-                        value.push('…');
-                        self.truncated = true;
+        for value in values {
+            let value = value.map(|mut value| {
+                let left = limits.bytes.saturating_sub(self.kept_bytes);
+                if value.len() > left {
+                    let mut end = left;
+                    while !value.is_char_boundary(end) {
+                        end -= 1;
                     }
-                    self.kept_bytes += value.len();
-                    value
-                })
-            })
-            .collect();
-        self.rows.push(row);
+                    value.truncate(end);
+                    value.push('…');
+                    self.truncated = true;
+                }
+                self.kept_bytes += value.len();
+                value
+            });
+            self.values.push(value);
+        }
+        self.row_ends.push(u32::try_from(self.values.len()).unwrap_or(u32::MAX));
+    }
+
+    /// The kept rows, each a slice of its values.
+    pub fn rows(&self) -> impl Iterator<Item = &[Option<String>]> {
+        let starts = std::iter::once(0).chain(self.row_ends.iter().copied());
+        starts.zip(self.row_ends.iter().copied()).map(|(start, end)| &self.values[start as usize..end as usize])
     }
 
     /// Every value kept, for a pass over them (masking them on the way to the store).
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut String> {
-        self.rows.iter_mut().flatten().flatten()
+        self.values.iter_mut().flatten()
+    }
+}
+
+impl Serialize for ResultExcerpt {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let fields = if self.truncated { 3 } else { 2 };
+        let mut out = serializer.serialize_struct("ResultExcerpt", fields)?;
+        out.serialize_field("columns", &self.columns)?;
+        out.serialize_field("rows", &self.rows().collect::<Vec<_>>())?;
+        if self.truncated {
+            out.serialize_field("truncated", &true)?;
+        }
+        out.end()
     }
 }
 

@@ -4,37 +4,50 @@
 use super::*;
 use sluice_core::{ExcerptLimits, ResultExcerpt};
 
-/// The result's columns: each one's name and whether its values come in binary.
-pub(super) fn columns(row_description: &[u8]) -> Vec<(String, bool)> {
+/// A result's columns as a RowDescription gave them: their names (shared with every excerpt of
+/// this shape) and which come in binary.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Shape {
+    description: Box<[u8]>,
+    pub(super) names: Arc<[String]>,
+    binary: Box<[bool]>,
+}
+
+/// The shape a RowDescription gives: the last one again when it is the same (a repeated
+/// statement's), so that repeating costs a comparison, not a parse.
+pub(super) fn shape(row_description: &[u8], last: &mut Option<Arc<Shape>>) -> Arc<Shape> {
+    if let Some(shape) = last.as_ref().filter(|s| *s.description == *row_description) {
+        return Arc::clone(shape);
+    }
     let mut r = Reader::new(row_description);
     let count = r.i16().unwrap_or(0).max(0) as usize;
-    let mut columns = Vec::with_capacity(count.min(64));
+    let (mut names, mut binary) = (Vec::with_capacity(count.min(64)), Vec::with_capacity(count.min(64)));
     for _ in 0..count {
         let Some(name) = r.cstr() else { break };
         // Table OID, column number, type OID, size, modifier: then the format code.
         let format = r.bytes(4 + 2 + 4 + 2 + 4).and_then(|_| r.i16());
-        columns.push((String::from_utf8_lossy(name).into_owned(), format == Some(1)));
+        names.push(String::from_utf8_lossy(name).into_owned());
+        binary.push(format == Some(1));
     }
-    columns
+    let shape = Arc::new(Shape { description: row_description.into(), names: names.into(), binary: binary.into() });
+    *last = Some(Arc::clone(&shape));
+    shape
 }
 
 /// Adds a DataRow to `excerpt` unless the limits are reached. A value is read no further than the
 /// byte budget (a binary one is only described).
-pub(super) fn capture(excerpt: &mut ResultExcerpt, limits: ExcerptLimits, columns: &[(String, bool)], row: &[u8]) {
+pub(super) fn capture(excerpt: &mut ResultExcerpt, limits: ExcerptLimits, shape: Option<&Shape>, row: &[u8]) {
     if !excerpt.wants_row(limits) {
         return;
     }
     let mut r = Reader::new(row);
     let count = r.i16().unwrap_or(0).max(0) as usize;
-    let mut values = Vec::with_capacity(count.min(64));
-    for i in 0..count {
-        let Some(len) = r.i32() else { break };
-        let Ok(len) = usize::try_from(len) else {
-            values.push(None);
-            continue;
-        };
-        let Some(bytes) = r.bytes(len) else { break };
-        values.push(Some(if columns.get(i).is_some_and(|(_, binary)| *binary) {
+    let binary = |i: usize| shape.and_then(|s| s.binary.get(i)).copied().unwrap_or(false);
+    let values = (0..count).map_while(|i| {
+        let len = r.i32()?;
+        let Ok(len) = usize::try_from(len) else { return Some(None) };
+        let bytes = r.bytes(len)?;
+        Some(Some(if binary(i) {
             format!("(binary, {len} bytes)")
         } else {
             let cut = &bytes[..bytes.len().min(limits.bytes + 4)];
@@ -43,8 +56,8 @@ pub(super) fn capture(excerpt: &mut ResultExcerpt, limits: ExcerptLimits, column
                 text.push('…');
             }
             text
-        }));
-    }
+        }))
+    });
     excerpt.push_row(limits, values);
 }
 
@@ -75,16 +88,20 @@ mod tests {
             description.extend([0u8; 16]);
             description.extend(format.to_be_bytes());
         }
-        let columns = columns(&description);
-        assert_eq!(columns, [("id".to_string(), false), ("blob".to_string(), true)]);
+        let mut last = None;
+        let shape = shape(&description, &mut last);
+        assert_eq!(*shape.names, ["id".to_string(), "blob".to_string()]);
+        assert_eq!(*shape.binary, [false, true]);
+        assert!(Arc::ptr_eq(&shape, &super::shape(&description, &mut last)), "the same description, the same shape");
         let limits = ExcerptLimits { rows: 2, bytes: 8 };
-        let mut excerpt = ResultExcerpt::new(vec!["id".into(), "blob".into()]);
-        capture(&mut excerpt, limits, &columns, &row(&[Some(b"42"), None]));
-        capture(&mut excerpt, limits, &columns, &row(&[Some("ééééééé".as_bytes()), Some(b"\x00\x01")]));
-        capture(&mut excerpt, limits, &columns, &row(&[Some(b"3"), None]));
-        assert_eq!(excerpt.rows[0], [Some("42".to_string()), None]);
-        assert_eq!(excerpt.rows[1][0].as_deref(), Some("ééé…"), "cut where the 8 bytes run out");
-        assert_eq!(excerpt.rows.len(), 2);
+        let mut excerpt = ResultExcerpt::new(Arc::clone(&shape.names));
+        capture(&mut excerpt, limits, Some(&shape), &row(&[Some(b"42"), None]));
+        capture(&mut excerpt, limits, Some(&shape), &row(&[Some("ééééééé".as_bytes()), Some(b"\x00\x01")]));
+        capture(&mut excerpt, limits, Some(&shape), &row(&[Some(b"3"), None]));
+        let rows: Vec<_> = excerpt.rows().collect();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0], [Some("42".to_string()), None]);
+        assert_eq!(rows[1][0].as_deref(), Some("ééé…"), "cut where the 8 bytes run out");
         assert!(excerpt.truncated);
     }
 }

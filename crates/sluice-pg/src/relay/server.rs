@@ -22,7 +22,10 @@ struct ServerSide<'c, 'a, S: SessionGate> {
     /// The first rows of the result in progress, kept for the record when the log asks for them:
     /// the limits, the result's columns, and what is kept so far.
     excerpt_limits: Option<ExcerptLimits>,
-    columns: Vec<(String, bool)>,
+    /// The shape of the result in progress, and the last one described (kept for the next
+    /// statement of the same shape).
+    shape: Option<Arc<excerpt::Shape>>,
+    last_shape: Option<Arc<excerpt::Shape>>,
     excerpt: Option<ResultExcerpt>,
 }
 
@@ -51,7 +54,8 @@ where
         plan: None,
         copy: None,
         excerpt_limits: ctx.log.result_excerpt(),
-        columns: Vec::new(),
+        shape: None,
+        last_shape: None,
         excerpt: None,
     };
     let mut out = BytesMut::new();
@@ -228,16 +232,16 @@ impl<S: SessionGate> ServerSide<'_, '_, S> {
             b'D' => {
                 self.data_rows += 1;
                 if let Some(limits) = self.excerpt_limits {
-                    let columns = &self.columns;
+                    let shape = self.shape.as_deref();
                     let excerpt = self.excerpt.get_or_insert_with(|| {
-                        ResultExcerpt::new(columns.iter().map(|(name, _)| name.clone()).collect())
+                        ResultExcerpt::new(shape.map_or_else(|| Arc::from([]), |s| Arc::clone(&s.names)))
                     });
-                    excerpt::capture(excerpt, limits, columns, body);
+                    excerpt::capture(excerpt, limits, shape, body);
                 }
             }
             b'C' => {
                 // The next result is described anew, or its columns go unnamed (never misnamed).
-                self.columns.clear();
+                self.shape = None;
                 self.command_complete(cstr_prefix(body));
             }
             b'I' | b's' => self.portal_done(),
@@ -250,7 +254,7 @@ impl<S: SessionGate> ServerSide<'_, '_, S> {
             b'1' | b'2' => return self.parse_or_bind_complete(tag),
             b'T' | b'n' => {
                 if tag == b'T' && self.excerpt_limits.is_some() {
-                    self.columns = excerpt::columns(body);
+                    self.shape = Some(excerpt::shape(body, &mut self.last_shape));
                     self.excerpt = None;
                 }
                 return self.described();
@@ -389,7 +393,7 @@ impl<S: SessionGate> ServerSide<'_, '_, S> {
     fn error(&mut self, message: ServerMessage, rewritten: &mut BytesMut) {
         let partial_rows = std::mem::take(&mut self.data_rows);
         self.excerpt = None;
-        self.columns.clear();
+        self.shape = None;
         let mut t = self.tracker.lock();
         if message.is_fatal() {
             self.fatal = Some(format!("{} ({})", message.message, message.code));
