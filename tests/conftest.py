@@ -155,6 +155,15 @@ def base_settings(pg: Postgres) -> dict:
     }
 
 
+# A rule the audit tests refuse a statement with.
+NO_DELETES = """
+[[policy.rules]]
+name = "no-deletes"
+effect = "deny"
+kinds = ["delete"]
+"""
+
+
 class Sluice:
     """A `sluice serve` process with its own config and state directory. Its configuration is
     built as data: `base_settings`, then `extra_toml` (TOML text, such as a test's rules, read
@@ -196,19 +205,29 @@ class Sluice:
             [str(sluice_binary()), "--config", str(self.config), "serve"],
             stdout=subprocess.PIPE, stderr=self.stderr, env=self.env, text=True,
         )
-        line = self.proc.stdout.readline()
+        line = self.announcement()
         if "listening on" not in line:
             self.proc.kill()
             raise AssertionError(f"sluice did not start: {line!r}\n{self.log()}")
         self.port = int(line.rsplit(":", 1)[1])
         self.api_url = None
         if self.settings["api"].get("enabled", True):
-            line = self.proc.stdout.readline()
+            line = self.announcement()
             if "api listening on" not in line:
                 self.proc.kill()
                 raise AssertionError(f"sluice's API did not start: {line!r}\n{self.log()}")
             self.api_url = line.split("listening on", 1)[1].strip()
         return self
+
+    def announcement(self):
+        """The next line sluice announces on stdout; the JSON lines of a `stdout` audit sink,
+        which may come before it, are kept in `self.exported`."""
+        self.exported = getattr(self, "exported", [])
+        line = self.proc.stdout.readline()
+        while line.startswith("{"):
+            self.exported.append(line)
+            line = self.proc.stdout.readline()
+        return line
 
     def stop(self, sig=signal.SIGTERM):
         if self.proc and self.proc.poll() is None:

@@ -8,6 +8,7 @@ import hashlib
 import json
 import re
 import shutil
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -19,14 +20,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import Sluice, free_port, psql, wait_for
+from conftest import NO_DELETES, Sluice, free_port, psql, wait_for
 
-RULES = """
-[[policy.rules]]
-name = "no-deletes"
-effect = "deny"
-kinds = ["delete"]
-"""
 
 
 def chained(gw):
@@ -59,7 +54,7 @@ def test_a_file_sink_gets_every_record_once_in_order_as_ecs_and_another_the_chai
         {"name": "ecs-file", "kind": "file", "path": str(tmp_path / "audit.jsonl")},
         {"name": "chain-file", "kind": "file", "path": str(tmp_path / "chain.jsonl"), "format": "sluice"},
     ]
-    gw = Sluice(pg, extra_toml=RULES, settings={"audit": {"sinks": sinks}}).start()
+    gw = Sluice(pg, extra_toml=NO_DELETES, settings={"audit": {"sinks": sinks}}).start()
     try:
         some_traffic(gw, gw.token())
         wait_for(lambda: [s for s in gw.sessions() if s["application_name"] == "exported" and s["ended_at"]],
@@ -89,6 +84,20 @@ def test_a_file_sink_gets_every_record_once_in_order_as_ecs_and_another_the_chai
         for x in lines:
             head = hashlib.sha256(head + x["record"].encode()).digest()
             assert head.hex() == x["hash"]
+    finally:
+        gw.cleanup()
+
+
+def test_a_stdout_sink_writes_json_lines_among_the_announcements(pg):
+    gw = Sluice(pg, settings={"audit": {"sinks": [{"name": "out", "kind": "stdout"}]}}).start()
+    try:
+        assert psql(gw.dsn(gw.token()), "-c", "SELECT 'to stdout'").returncode == 0
+        wait_for(lambda: [s for s in gw.sessions() if s["ended_at"]], what="the session's end recorded")
+        assert gw.stop() == 0
+        lines = gw.exported + gw.proc.stdout.read().splitlines()
+        docs = [json.loads(line) for line in lines if line.strip()]
+        assert [d["event"]["sequence"] for d in docs] == [seq for seq, _, _ in chained(gw)]
+        assert any(d["sluice"].get("action", {}).get("text") == "SELECT 'to stdout'" for d in docs)
     finally:
         gw.cleanup()
 
@@ -164,7 +173,6 @@ ruleset(name="tls") {{ action(type="omfile" file="{directory}/tls.log" template=
 
 
 def _accepts(port):
-    import socket
     try:
         socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
         return True
@@ -186,7 +194,7 @@ def test_syslog_over_udp_tcp_and_tls_reaches_rsyslog_as_rfc5424(pg, tmp_path):
         {"name": "tls", "kind": "syslog", "transport": "tls", "address": f"127.0.0.1:{rsyslog.ports['tls']}",
          "ca_file": str(tmp_path / "ca.pem"), "server_name": "localhost"},
     ]
-    gw = Sluice(pg, extra_toml=RULES, settings={"audit": {"sinks": sinks}}).start()
+    gw = Sluice(pg, extra_toml=NO_DELETES, settings={"audit": {"sinks": sinks}}).start()
     try:
         some_traffic(gw, gw.token())
         long = "x" * 20_000
@@ -298,11 +306,16 @@ def test_an_http_receiver_stopped_mid_run_gets_everything_once_in_order(pg, tmp_
         receiver.stop()
 
 
-def test_a_full_backlog_refuses_new_sessions_until_the_sink_catches_up(pg):
+def behind(pg, name, on_backlog_full):
+    """A gateway whose HTTP sink `name` may fall 3 records behind, and its receiver, not started."""
     receiver = Receiver()
-    sink = {"name": "siem", "kind": "http", "url": f"http://127.0.0.1:{receiver.port}/",
-            "batch_wait_ms": 0, "max_backlog": 3, "on_backlog_full": "refuse_sessions"}
-    gw = Sluice(pg, settings={"audit": {"sinks": [sink]}}).start()
+    sink = {"name": name, "kind": "http", "url": f"http://127.0.0.1:{receiver.port}/",
+            "batch_wait_ms": 0, "max_backlog": 3, "on_backlog_full": on_backlog_full}
+    return receiver, Sluice(pg, settings={"audit": {"sinks": [sink]}}).start()
+
+
+def test_a_full_backlog_refuses_new_sessions_until_the_sink_catches_up(pg):
+    receiver, gw = behind(pg, "siem", "refuse_sessions")
     try:
         token = gw.token()
         with psycopg.connect(gw.dsn(token), autocommit=True) as open_session:
@@ -326,10 +339,7 @@ def test_a_full_backlog_refuses_new_sessions_until_the_sink_catches_up(pg):
 
 
 def test_a_full_backlog_can_instead_skip_the_oldest_records(pg):
-    receiver = Receiver()
-    sink = {"name": "lossy", "kind": "http", "url": f"http://127.0.0.1:{receiver.port}/",
-            "batch_wait_ms": 0, "max_backlog": 3, "on_backlog_full": "drop_oldest"}
-    gw = Sluice(pg, settings={"audit": {"sinks": [sink]}}).start()
+    receiver, gw = behind(pg, "lossy", "drop_oldest")
     try:
         token = gw.token()
         for n in range(3):

@@ -14,15 +14,9 @@ import time
 import psycopg
 import pytest
 
-from conftest import Sluice, psql, wait_for
+from conftest import NO_DELETES, Sluice, psql, wait_for
 
 AUDIT = {"audit": {"checkpoint_every": 4}}
-RULES = """
-[[policy.rules]]
-name = "no-deletes"
-effect = "deny"
-kinds = ["delete"]
-"""
 
 
 def db(gw):
@@ -49,7 +43,7 @@ def assert_broken(gw, *phrases, args=()):
 @pytest.fixture(scope="module")
 def recorded(pg):
     """A stopped gateway whose log holds every kind of record, with checkpoints every 4."""
-    gw = Sluice(pg, extra_toml=RULES, settings=AUDIT).start()
+    gw = Sluice(pg, extra_toml=NO_DELETES, settings=AUDIT).start()
     token = gw.token()
     bad = psql(gw.dsn("not-a-token"), "-c", "SELECT 1")
     assert bad.returncode != 0

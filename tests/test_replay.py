@@ -8,17 +8,11 @@ import sqlite3
 import psycopg
 import pytest
 
-from conftest import Sluice
-
-RULES = """
-[[policy.rules]]
-name = "no-deletes"
-effect = "deny"
-kinds = ["delete"]
-"""
+from conftest import NO_DELETES, Sluice
 
 
-def play(gw, conn_settings=None):
+
+def play(gw):
     """Runs the same three statements in one session; the session's recorded id."""
     token = gw.token()
     with psycopg.connect(gw.dsn(token, application_name="replayed"), autocommit=True) as conn:
@@ -34,7 +28,7 @@ def play(gw, conn_settings=None):
 
 @pytest.fixture(scope="module")
 def replayed(pg):
-    gw = Sluice(pg, extra_toml=RULES).start()
+    gw = Sluice(pg, extra_toml=NO_DELETES).start()
     yield gw, play(gw)
     gw.cleanup()
 
@@ -98,7 +92,7 @@ def test_an_unknown_session_says_where_to_find_one(replayed):
 
 
 def test_no_rows_are_kept_when_result_rows_is_zero(pg):
-    gw = Sluice(pg, extra_toml=RULES, settings={"recording": {"result_rows": 0}}).start()
+    gw = Sluice(pg, extra_toml=NO_DELETES, settings={"recording": {"result_rows": 0}}).start()
     try:
         session = play(gw)
         doc = json.loads(gw.cli("sessions", "replay", session, "--json").stdout)
