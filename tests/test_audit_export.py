@@ -158,8 +158,12 @@ ruleset(name="udp") {{ action(type="omfile" file="{directory}/udp.log" template=
 ruleset(name="tcp") {{ action(type="omfile" file="{directory}/tcp.log" template="raw") }}
 ruleset(name="tls") {{ action(type="omfile" file="{directory}/tls.log" template="raw") }}
 """)
-        self.proc = subprocess.Popen(["rsyslogd", "-n", "-f", str(conf), "-i", str(directory / "rsyslog.pid")],
-                                     stdout=subprocess.DEVNULL, stderr=open(directory / "rsyslogd.log", "wb"))
+        self.conf = conf
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(["rsyslogd", "-n", "-f", str(self.conf), "-i", str(self.dir / "rsyslog.pid")],
+                                     stdout=subprocess.DEVNULL, stderr=open(self.dir / "rsyslogd.log", "ab"))
         for port in (self.ports["tcp"], self.ports["tls"]):
             wait_for(lambda: _accepts(port), what=f"rsyslogd listening on {port}")
 
@@ -181,6 +185,33 @@ def _accepts(port):
 
 
 RFC5424 = re.compile(r"^<(\d+)>1 (\S+) (\S+) sluice (\d+) ([a-z_]+) - (\{.*\})$")
+
+
+def test_a_restarted_syslog_receiver_gets_what_comes_after_over_a_new_connection(pg, tmp_path):
+    rsyslog = Rsyslog(tmp_path)
+    sinks = [{"name": t, "kind": "syslog", "transport": t, "address": f"127.0.0.1:{rsyslog.ports[t]}",
+              "ca_file": str(tmp_path / "ca.pem"), "server_name": "localhost"} for t in ("tcp", "tls")]
+    for sink in sinks[:1]:
+        del sink["ca_file"], sink["server_name"]
+    gw = Sluice(pg, settings={"audit": {"sinks": sinks}}).start()
+    try:
+        token = gw.token()
+        assert psql(gw.dsn(token), "-c", "SELECT 'before the restart'").returncode == 0
+        wait_for(lambda: all("before the restart" in "".join(rsyslog.messages(t)) for t in ("tcp", "tls")),
+                 what="the first session at the receiver")
+        rsyslog.stop()
+        rsyslog.start()
+        assert psql(gw.dsn(token), "-c", "SELECT 'after the restart'").returncode == 0
+        assert gw.stop() == 0
+        expected = [seq for seq, _, _ in chained(gw)]
+        for transport in ("tcp", "tls"):
+            wait_for(lambda: len(rsyslog.messages(transport)) >= len(expected), what=f"every record over {transport}")
+            seqs = [json.loads(RFC5424.match(m).group(6))["event"]["sequence"] for m in rsyslog.messages(transport)]
+            assert seqs == expected, transport
+        assert "the syslog receiver closed the connection; reconnecting" in gw.log()
+    finally:
+        gw.cleanup()
+        rsyslog.stop()
 
 
 def test_syslog_over_udp_tcp_and_tls_reaches_rsyslog_as_rfc5424(pg, tmp_path):

@@ -363,6 +363,10 @@ def test_a_rotated_signing_key_keeps_the_old_checkpoints_verifiable(pg):
         assert psql(gw.dsn(token), "-c", "SELECT 'before rotation'").returncode == 0
         assert gw.stop() == 0
         old = gw.cli("audit", "public-key").stdout.strip()
+        gw.start()
+        refused = gw.cli("audit", "rotate-key", check=False)
+        assert refused.returncode != 0 and "stop it" in refused.stderr, refused.stderr
+        assert gw.stop() == 0
         rotated = gw.cli("audit", "rotate-key").stdout
         new = gw.cli("audit", "public-key").stdout.strip()
         assert new != old and new in rotated, rotated
@@ -378,5 +382,14 @@ def test_a_rotated_signing_key_keeps_the_old_checkpoints_verifiable(pg):
         # With the public keys kept elsewhere: both are needed.
         assert verify(gw, "--public-key", old, "--public-key", new).returncode == 0
         assert_broken(gw, "not by the verifying key", args=("--public-key", new))
+        # Only the old key's public half stays, with the last record it signed for: a signature of
+        # the old key beyond it is refused.
+        state = gw.dir / "state"
+        [retired] = list(state.glob("audit-signing.key.retired-*"))
+        assert retired.name.endswith(".pub") and f"public_key={old}" in retired.read_text()
+        [(last_old,)] = rows(gw, "SELECT MAX(seq) FROM audit_checkpoints WHERE key_id = ?",
+                             (retired.name.split("retired-")[1].removesuffix(".pub"),))
+        retired.write_text(retired.read_text().replace(f"valid_through={last_old}", f"valid_through={last_old - 1}"))
+        assert_broken(gw, f"record {last_old}: ", "retired at record")
     finally:
         gw.cleanup()

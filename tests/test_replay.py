@@ -21,14 +21,17 @@ def play(gw):
             conn.execute("SELECT 1 / 0")
         with pytest.raises(psycopg.Error):
             conn.execute("DELETE FROM orders WHERE id = 1")
+        conn.execute('SELECT 1 AS "jane.roe@example.com"')
+        # Terminal control sequences (clear the screen, retitle the window) in a value.
+        conn.execute("SELECT E'\\x1b[2J\\x1b]0;pwned\\x07' AS title")
     session = gw.session_with(lambda s: s["session"]["application_name"] == "replayed"
-                              and len(s["statements"]) == 3)
+                              and len(s["statements"]) == 5)
     return session["session"]["id"]
 
 
 @pytest.fixture(scope="module")
 def replayed(pg):
-    gw = Sluice(pg, extra_toml=NO_DELETES).start()
+    gw = Sluice(pg, extra_toml=NO_DELETES, settings={"recording": {"result_rows": 3}}).start()
     yield gw, play(gw)
     gw.cleanup()
 
@@ -51,6 +54,9 @@ def test_the_timeline_shows_each_statement_its_outcome_and_its_masked_rows(repla
     assert "#3 DENY (rule no-deletes): DELETE FROM orders WHERE id = 1" in text
     assert "→ error 42501" in text
     assert "session started: replayed from 127.0.0.1:" in text
+    # What the agent sent or got back cannot drive the reader's terminal.
+    assert "\x1b" not in text and "\x07" not in text
+    assert "\\u{1b}]0;pwned\\u{7}" in text, text
     assert "session ended: " in text.splitlines()[-1]
 
 
@@ -60,7 +66,7 @@ def test_json_carries_each_record_with_its_offset_and_chain_hash(replayed):
     assert doc["session"]["id"] == session
     kinds = [e["event"]["kind"] for e in doc["events"]]
     assert kinds[0] == "session_started" and kinds[-1] == "session_ended"
-    assert kinds.count("action") == 3
+    assert kinds.count("action") == 5
     with sqlite3.connect(gw.dir / "state" / "sluice.db") as conn:
         stored = dict(conn.execute("SELECT seq, hash FROM audit_log WHERE session_id = ?", (session,)).fetchall())
     assert {e["seq"]: e["hash"] for e in doc["events"]} == {seq: h.hex() for seq, h in stored.items()}
@@ -71,8 +77,10 @@ def test_json_carries_each_record_with_its_offset_and_chain_hash(replayed):
     assert result["columns"] == ["n", "email"] and result["truncated"] is True
     assert [row[0] for row in result["rows"]] == ["1", "2", "3"]
     assert all("@example.com" not in row[1] for row in result["rows"])
-    refused = [e["event"] for e in doc["events"] if e["event"]["kind"] == "action"][2]
-    assert "result" not in refused["detail"], "a refused statement returned nothing"
+    actions = [e["event"] for e in doc["events"] if e["event"]["kind"] == "action"]
+    assert "result" not in actions[2]["detail"], "a refused statement returned nothing"
+    assert actions[3]["detail"]["result"]["columns"] == ["[redacted:email]"], "column names are masked too"
+    assert "jane.roe" not in json.dumps(doc)
 
 
 def test_playing_at_a_pace_prints_the_same_timeline(replayed):
@@ -91,12 +99,12 @@ def test_an_unknown_session_says_where_to_find_one(replayed):
     assert "no session s_nope" in missing.stderr and "sluice sessions list" in missing.stderr
 
 
-def test_no_rows_are_kept_when_result_rows_is_zero(pg):
-    gw = Sluice(pg, extra_toml=NO_DELETES, settings={"recording": {"result_rows": 0}}).start()
+def test_no_rows_are_kept_unless_result_rows_asks_for_them(pg):
+    gw = Sluice(pg, extra_toml=NO_DELETES).start()
     try:
         session = play(gw)
         doc = json.loads(gw.cli("sessions", "replay", session, "--json").stdout)
         actions = [e["event"] for e in doc["events"] if e["event"]["kind"] == "action"]
-        assert len(actions) == 3 and all("result" not in a["detail"] for a in actions)
+        assert len(actions) == 5 and all("result" not in a["detail"] for a in actions)
     finally:
         gw.cleanup()

@@ -54,8 +54,9 @@ pub struct RecordingConfig {
     /// killed at the wrong moment may lose the record of a change; it is meant for measuring what
     /// the guarantee costs.
     pub changes_before_forwarding: bool,
-    /// The first rows of each statement's result kept with its record, masked as the client got
-    /// them, for `sessions replay` (0: none).
+    /// The first rows of each statement's result kept with its record, as the client got them
+    /// (masked by the detectors, and by the column rules in force for that session), for
+    /// `sessions replay` and the exports. 0 (the default) keeps none.
     pub result_rows: usize,
     /// Bytes of those rows' values kept per statement, at most (a value is cut where it ends).
     pub result_max_bytes: usize,
@@ -67,7 +68,7 @@ impl Default for RecordingConfig {
             statements: true,
             flush_interval_ms: 100,
             changes_before_forwarding: true,
-            result_rows: 3,
+            result_rows: 0,
             result_max_bytes: 1024,
         }
     }

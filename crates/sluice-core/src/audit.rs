@@ -203,6 +203,26 @@ pub struct ResultExcerpt {
     pub truncated: bool,
     /// Bytes of values kept so far.
     kept_bytes: usize,
+    /// Bytes of values the record keeps (`fit_budget`).
+    budget: usize,
+}
+
+/// Bytes read beyond a result's budget, for the masking that runs before it is applied.
+const DETECTION_MARGIN: usize = 256;
+
+/// Cuts `value` to at most `len` bytes on a character boundary, marking the cut with `…`;
+/// whether it was cut.
+fn cut(value: &mut String, len: usize) -> bool {
+    if value.len() <= len {
+        return false;
+    }
+    let mut end = len;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value.truncate(end);
+    value.push('…');
+    true
 }
 
 impl ResultExcerpt {
@@ -218,20 +238,20 @@ impl ResultExcerpt {
         wanted
     }
 
-    /// Keeps a row; values are cut (on a character boundary) where the byte budget runs out.
+    /// How much of a value an adapter need read: the budget and a margin, so that what is masked
+    /// before the values are cut to the budget (`fit_budget`) sees a secret that straddles it whole.
+    pub fn read_limit(limits: ExcerptLimits) -> usize {
+        limits.bytes + DETECTION_MARGIN
+    }
+
+    /// Keeps a row; values are cut (on a character boundary) where the budget and its margin
+    /// run out.
     pub fn push_row(&mut self, limits: ExcerptLimits, values: impl IntoIterator<Item = Option<String>>) {
+        self.budget = limits.bytes;
         for value in values {
             let value = value.map(|mut value| {
-                let left = limits.bytes.saturating_sub(self.kept_bytes);
-                if value.len() > left {
-                    let mut end = left;
-                    while !value.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    value.truncate(end);
-                    value.push('…');
-                    self.truncated = true;
-                }
+                let left = Self::read_limit(limits).saturating_sub(self.kept_bytes);
+                self.truncated |= cut(&mut value, left);
                 self.kept_bytes += value.len();
                 value
             });
@@ -240,15 +260,38 @@ impl ResultExcerpt {
         self.row_ends.push(u32::try_from(self.values.len()).unwrap_or(u32::MAX));
     }
 
+    /// Cuts the values to the byte budget: done once they are masked.
+    pub fn fit_budget(&mut self) {
+        let mut used = 0;
+        for value in self.values.iter_mut().flatten() {
+            self.truncated |= cut(value, self.budget.saturating_sub(used));
+            used += value.len();
+        }
+    }
+
     /// The kept rows, each a slice of its values.
     pub fn rows(&self) -> impl Iterator<Item = &[Option<String>]> {
         let starts = std::iter::once(0).chain(self.row_ends.iter().copied());
         starts.zip(self.row_ends.iter().copied()).map(|(start, end)| &self.values[start as usize..end as usize])
     }
 
-    /// Every value kept, for a pass over them (masking them on the way to the store).
+    /// Every value kept, for a pass over them (masking them on the way to the store, before
+    /// `fit_budget`).
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut String> {
         self.values.iter_mut().flatten()
+    }
+
+    /// Replaces the column names that `rename` changes (the names are shared between excerpts:
+    /// copied only when one changes).
+    pub fn rename_columns(&mut self, mut rename: impl FnMut(&str) -> Option<String>) {
+        let renamed: Vec<(usize, String)> =
+            self.columns.iter().enumerate().filter_map(|(i, name)| rename(name).map(|new| (i, new))).collect();
+        if !renamed.is_empty() {
+            let columns = Arc::make_mut(&mut self.columns);
+            for (i, name) in renamed {
+                columns[i] = name;
+            }
+        }
     }
 }
 

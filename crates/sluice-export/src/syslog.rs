@@ -26,7 +26,24 @@ pub(crate) struct SyslogSender {
 
 enum Connection {
     Udp(UdpSocket),
-    Stream(Box<dyn AsyncWrite + Send + Sync + Unpin>),
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Connection {
+    /// Whether the receiver has closed the connection (or sent something, which a syslog
+    /// receiver never does unless it is closing it): writing into it would only fill the
+    /// kernel's buffer, and the batch would count as delivered and be lost.
+    async fn closed_by_peer(&self) -> bool {
+        let tcp = match self {
+            Connection::Udp(_) => return false,
+            Connection::Tcp(tcp) => tcp,
+            Connection::Tls(tls) => tls.get_ref().0,
+        };
+        let mut byte = [0u8; 1];
+        // Ready at once only if there is something to read: the end of the stream, data, or an error.
+        tokio::time::timeout(Duration::ZERO, tcp.peek(&mut byte)).await.is_ok()
+    }
 }
 
 impl SyslogSender {
@@ -66,13 +83,13 @@ impl SyslogSender {
             .map_err(|e| format!("cannot connect to {address}: {e}"))?;
         tcp.set_nodelay(true).map_err(|e| e.to_string())?;
         match &self.tls {
-            None => Ok(Connection::Stream(Box::new(tcp))),
+            None => Ok(Connection::Tcp(tcp)),
             Some((connector, name)) => {
                 let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), tcp))
                     .await
                     .map_err(|_| within("the TLS handshake with"))?
                     .map_err(|e| format!("TLS with {address}: {e}"))?;
-                Ok(Connection::Stream(Box::new(tls)))
+                Ok(Connection::Tls(Box::new(tls)))
             }
         }
     }
@@ -98,6 +115,12 @@ impl SyslogSender {
 #[async_trait::async_trait]
 impl Transport for SyslogSender {
     async fn deliver(&mut self, docs: &[Document]) -> Result<(), String> {
+        if let Some(conn) = &self.conn
+            && conn.closed_by_peer().await
+        {
+            tracing::info!(address = %self.settings.address, "the syslog receiver closed the connection; reconnecting");
+            self.conn = None;
+        }
         if self.conn.is_none() {
             self.conn = Some(self.connect().await?);
         }
@@ -115,15 +138,18 @@ impl Transport for SyslogSender {
                 }
                 sent
             }
-            Connection::Stream(stream) => {
+            Connection::Tcp(_) | Connection::Tls(_) => {
                 let mut frames = Vec::with_capacity(messages.iter().map(|m| m.len() + 8).sum());
                 for message in messages {
                     frames.extend_from_slice(format!("{} ", message.len()).as_bytes());
                     frames.extend_from_slice(&message);
                 }
                 let write = async {
-                    stream.write_all(&frames).await?;
-                    stream.flush().await
+                    match conn {
+                        Connection::Tcp(tcp) => write_all(tcp, &frames).await,
+                        Connection::Tls(tls) => write_all(tls.as_mut(), &frames).await,
+                        Connection::Udp(_) => Ok(()),
+                    }
                 };
                 match tokio::time::timeout(WRITE_TIMEOUT, write).await {
                     Ok(Ok(())) => Ok(()),
@@ -141,6 +167,11 @@ impl Transport for SyslogSender {
         }
         sent
     }
+}
+
+async fn write_all(stream: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
 
 /// RFC 5424's MSGID: up to 32 printable ASCII characters.

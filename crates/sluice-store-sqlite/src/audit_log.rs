@@ -48,7 +48,15 @@ pub(crate) fn tail(tx: &Transaction<'_>, instance: &str) -> rusqlite::Result<Cha
     let last: Option<(i64, Vec<u8>)> = tx
         .query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    Ok(match last {
+    if let Some((seq, hash)) = last {
+        return Ok(Chain::resume(instance, unsigned(seq), to_hash(&hash)));
+    }
+    // Retention never removes the newest record; should the log be empty all the same, the chain
+    // goes on from the newest anchor rather than starting again at 1.
+    let anchor: Option<(i64, Vec<u8>)> = tx
+        .query_row("SELECT seq, hash FROM audit_anchors ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(match anchor {
         Some((seq, hash)) => Chain::resume(instance, unsigned(seq), to_hash(&hash)),
         None => Chain::resume(instance, 0, GENESIS),
     })
@@ -208,19 +216,31 @@ impl SqliteStore {
                     .optional()?;
                 through = through.max(young.map_or(head, |seq| unsigned(seq).saturating_sub(1)));
             }
-            through = through.min(retention.delivered_through);
-            if head == 0 || through < first {
+            // The newest record always stays: the chain goes on from it, and an empty log would
+            // restart the chain at 1.
+            through = through.min(retention.delivered_through).min(head.saturating_sub(1));
+            // A run cut short (a crash between the anchor and the deletes) is finished first.
+            let anchored: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit_anchors", [], |r| r.get(0))?;
+            let anchored = unsigned(anchored);
+            if head == 0 || (through < first && anchored < first) {
                 return Ok(None);
             }
-            let (hash, through_at): (Vec<u8>, i64) = tx.query_row(
-                "SELECT hash, at FROM audit_log WHERE seq = ?1",
+            if through > anchored {
+                let hash: Vec<u8> =
+                    tx.query_row("SELECT hash FROM audit_log WHERE seq = ?1", [signed(through)], |r| r.get(0))?;
+                let anchor = signer.sign_anchor(&instance, through, to_hash(&hash), now_us);
+                tx.execute(
+                    "INSERT INTO audit_anchors (seq, hash, at, key_id, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![signed(anchor.seq), &anchor.hash[..], anchor.at_us, anchor.key_id, anchor.signature],
+                )?;
+            }
+            let through = through.max(anchored);
+            // (A run cut short may have deleted the record at `through` already.)
+            let through_at: i64 = tx.query_row(
+                "SELECT COALESCE((SELECT at FROM audit_log WHERE seq <= ?1 ORDER BY seq DESC LIMIT 1), \
+                                 (SELECT MIN(at) FROM audit_log), 0)",
                 [signed(through)],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            let anchor = signer.sign_anchor(&instance, through, to_hash(&hash), now_us);
-            tx.execute(
-                "INSERT INTO audit_anchors (seq, hash, at, key_id, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![signed(anchor.seq), &anchor.hash[..], anchor.at_us, anchor.key_id, anchor.signature],
+                |r| r.get(0),
             )?;
             tx.commit()?;
             loop {
@@ -345,7 +365,7 @@ impl AuditExportStore for SqliteStore {
         self.run(move |c| {
             c.prepare_cached(
                 "INSERT INTO audit_export_cursors (sink, seq, at) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (sink) DO UPDATE SET seq = excluded.seq, at = excluded.at",
+                 ON CONFLICT (sink) DO UPDATE SET seq = MAX(seq, excluded.seq), at = excluded.at",
             )?
             .execute(params![sink, signed(seq), now_us])
             .map(drop)

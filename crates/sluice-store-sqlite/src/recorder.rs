@@ -205,13 +205,16 @@ fn filter_texts(batch: &mut [AuditRecord], texts: &mut TextFilter, last: &mut Op
         let text = match &mut record.event {
             AuditEvent::Action(action) => {
                 // A result's values reach the log as the client got them; the detectors look at
-                // them once more, as at the statement's text.
+                // them (and the column names) once more, as at the statement's text, before they
+                // are cut to their budget.
                 if let ActionDetail::Sql { result: Some(result), .. } = &mut action.detail {
+                    result.rename_columns(&mut *texts);
                     for value in result.values_mut() {
                         if let Some(masked) = texts(value) {
                             *value = masked;
                         }
                     }
+                    result.fit_budget();
                 }
                 &mut action.text
             }

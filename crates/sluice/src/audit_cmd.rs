@@ -43,9 +43,10 @@ pub enum AuditCommand {
     },
     /// Print the public key of the audit signing key (to keep with whoever verifies).
     PublicKey,
-    /// Replace the audit signing key with a new one. The old key is kept beside it
-    /// (`<key file>.retired-<key id>`) so that `verify` still checks the checkpoints it signed;
-    /// restart `sluice serve` to sign with the new one.
+    /// Replace the audit signing key with a new one (with `sluice serve` stopped). The old private
+    /// key is deleted; its public key is kept beside the new one (`<key file>.retired-<key id>.pub`)
+    /// with the last record it signed for, so that `verify` checks what it signed and nothing
+    /// later.
     RotateKey,
 }
 
@@ -59,7 +60,7 @@ pub async fn run(config_path: &Path, cmd: AuditCommand) -> Result<()> {
             })
         }
         AuditCommand::PublicKey => signing_key(&config, false).map(|k| println!("{}", k.public_key().to_hex())),
-        AuditCommand::RotateKey => rotate_key(&config),
+        AuditCommand::RotateKey => rotate_key(config_path, &config, &store).await,
         AuditCommand::Verify { from, public_keys } => verify(&config, &store, from, public_keys).await,
     };
     store.close().await;
@@ -72,17 +73,35 @@ async fn verify(
     from: u64,
     public_keys: Vec<String>,
 ) -> Result<()> {
-    let keys = match public_keys.is_empty() {
-        false => public_keys.iter().map(|hex| PublicKey::from_hex(hex)).collect::<Result<Vec<_>, _>>()?,
+    // Each key with the last record it may sign for (`None`: any).
+    let ranged: Vec<(PublicKey, Option<u64>)> = match public_keys.is_empty() {
+        false => public_keys.iter().map(|hex| Ok((PublicKey::from_hex(hex)?, None))).collect::<Result<_>>()?,
         true => {
-            let mut keys = vec![signing_key(config, false)?.public_key().clone()];
-            keys.extend(retired_keys(config)?);
+            let mut keys = vec![(signing_key(config, false)?.public_key().clone(), None)];
+            keys.extend(retired_keys(config)?.into_iter().map(|(key, through)| (key, Some(through))));
             keys
         }
+    };
+    let keys: Vec<PublicKey> = ranged.iter().map(|(key, _)| key.clone()).collect();
+    let signed_late = |key_id: &str, seq: u64| {
+        ranged.iter().find(|(key, _)| key.key_id() == key_id).and_then(|(_, through)| through.filter(|t| seq > *t))
     };
     let instance = store.audit_instance().await?;
     // Retention removed the records up to the latest anchor: what remains chains from its hash.
     let anchors = store.audit_anchors().await?;
+    let checkpoints = store.audit_checkpoints().await?;
+    // A retired key signs nothing after the record it was retired at.
+    let late = anchors
+        .iter()
+        .map(|a| (a.seq, &a.key_id, "retention anchor"))
+        .chain(checkpoints.iter().map(|c| (c.seq, &c.key_id, "checkpoint")))
+        .find_map(|(seq, key_id, what)| signed_late(key_id, seq).map(|through| (seq, key_id, what, through)));
+    if let Some((seq, key_id, what, through)) = late {
+        bail!(
+            "the audit log is not as it was written: record {seq}: its {what} is signed by key {key_id}, which was \
+             retired at record {through}: it was forged with the old key"
+        );
+    }
     for anchor in &anchors {
         let key = keys.iter().find(|k| k.key_id() == anchor.key_id);
         if !key.is_some_and(|key| key.verifies_anchor(&instance, anchor)) {
@@ -102,6 +121,14 @@ async fn verify(
     let from = from.max(removed_through + 1);
     // Records missing from the front, with no anchor to say retention removed them.
     let first = store.audit_first().await?;
+    // Retention always keeps the newest record: an anchor with nothing after it hides a deletion.
+    if removed_through > 0 && store.audit_head().await? <= removed_through {
+        bail!(
+            "the audit log is not as it was written: record {}: missing: retention removed records up to \
+             {removed_through} and always keeps the newest, but no record follows: they were deleted",
+            removed_through + 1
+        );
+    }
     if first > from {
         bail!(
             "the audit log is not as it was written: record {from}: missing: the log starts at record {first}, and no \
@@ -114,7 +141,6 @@ async fn verify(
         (n, Some(anchor)) if n == anchor.seq + 1 => anchor.hash,
         (n, _) => store.audit_hash(n - 1).await?.with_context(|| format!("the log has no record {}", n - 1))?,
     };
-    let checkpoints = store.audit_checkpoints().await?;
     let broken = |b: sluice_audit::Break| anyhow::anyhow!("the audit log is not as it was written: {b}");
     let mut verifier = Verifier::new(&instance, &keys, checkpoints, from, head_before).map_err(broken)?;
     let mut next = from;
@@ -178,42 +204,60 @@ pub fn signing_key(config: &Config, create: bool) -> Result<CheckpointSigner> {
     }
 }
 
-/// The public keys of the signing keys `rotate-key` replaced, kept beside the current one.
-fn retired_keys(config: &Config) -> Result<Vec<PublicKey>> {
+/// The keys `rotate-key` retired, each with the last record it signed for: public keys only,
+/// in files beside the current key.
+fn retired_keys(config: &Config) -> Result<Vec<(PublicKey, u64)>> {
     let path = config.audit.signing_key_path(&config.server);
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return Ok(Vec::new()) };
     let prefix = format!("{}.retired-", name.to_string_lossy());
     let mut keys = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
         let entry = entry?;
-        if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            let document =
-                std::fs::read(entry.path()).with_context(|| format!("cannot read {}", entry.path().display()))?;
-            let key =
-                CheckpointSigner::from_pkcs8(&document).with_context(|| format!("in {}", entry.path().display()))?;
-            keys.push(key.public_key().clone());
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if !(file.starts_with(&prefix) && file.ends_with(".pub")) {
+            continue;
         }
+        let text = std::fs::read_to_string(entry.path()).with_context(|| format!("cannot read {file}"))?;
+        let field = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)).map(str::trim);
+        let (Some(public), Some(through)) = (field("public_key="), field("valid_through=")) else {
+            bail!("{} is not a retired audit key (public_key= and valid_through= lines)", entry.path().display());
+        };
+        let through = through.parse().with_context(|| format!("valid_through in {file}"))?;
+        keys.push((PublicKey::from_hex(public).with_context(|| format!("in {file}"))?, through));
     }
     Ok(keys)
 }
 
-/// Replaces the signing key, keeping the old one beside it for verification.
-fn rotate_key(config: &Config) -> Result<()> {
+/// Replaces the signing key: the old private key is deleted, its public key kept with the last
+/// record it signed for.
+async fn rotate_key(config_path: &Path, config: &Config, store: &sluice_store_sqlite::SqliteStore) -> Result<()> {
+    if let Some(running) = crate::instance::of_config(config_path) {
+        bail!(
+            "sluice serve (pid {}) is running with this configuration and signs with the current key: stop it, \
+             rotate, and start it again",
+            running.pid
+        );
+    }
     let path = config.audit.signing_key_path(&config.server);
     let old = signing_key(config, false)?;
-    let retired = path.with_file_name(format!(
-        "{}.retired-{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        old.public_key().key_id()
-    ));
-    std::fs::rename(&path, &retired).with_context(|| format!("cannot move {} aside", path.display()))?;
-    let new = signing_key(config, true)?;
-    println!("audit signing key rotated: key {} replaces key {}", new.public_key().key_id(), old.public_key().key_id());
-    println!("new public key (keep it with the old one, away from this host): {}", new.public_key().to_hex());
-    println!(
-        "restart `sluice serve` to sign with it; `audit verify` checks the old checkpoints with {}",
-        retired.display()
+    let through = store.audit_head().await?;
+    let old_id = old.public_key().key_id();
+    let retired =
+        path.with_file_name(format!("{}.retired-{old_id}.pub", path.file_name().unwrap_or_default().to_string_lossy()));
+    let note = format!(
+        "# sluice audit signing key {old_id}, retired at record {through}: it verifies checkpoints and anchors up to \
+         there, and nothing later\npublic_key={}\nvalid_through={through}\n",
+        old.public_key().to_hex()
     );
+    write_private(&retired, note.as_bytes()).with_context(|| format!("cannot write {}", retired.display()))?;
+    std::fs::remove_file(&path).with_context(|| format!("cannot remove the old key {}", path.display()))?;
+    let new = signing_key(config, true)?;
+    println!(
+        "audit signing key rotated: key {} replaces key {old_id} (retired at record {through})",
+        new.public_key().key_id()
+    );
+    println!("new public key (keep it with the old one, away from this host): {}", new.public_key().to_hex());
+    println!("the old key's private half is deleted; its public half stays in {}", retired.display());
     Ok(())
 }
 

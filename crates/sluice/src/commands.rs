@@ -323,12 +323,16 @@ pub async fn sessions(config_path: &Path, cmd: SessionsCommand) -> Result<()> {
                     "client      {}{}{}",
                     session.client_addr,
                     if session.client_tls { ", TLS" } else { ", plaintext" },
-                    session.application_name.as_deref().map(|a| format!(", {a}")).unwrap_or_default()
+                    session.application_name.as_deref().map(|a| format!(", {}", one_line(a, 80))).unwrap_or_default()
                 );
                 out!("started     {}", timestamp(session.started_at));
                 match session.ended_at {
                     Some(at) => {
-                        out!("ended       {} ({})", timestamp(at), session.end_reason.as_deref().unwrap_or(""))
+                        out!(
+                            "ended       {} ({})",
+                            timestamp(at),
+                            one_line(session.end_reason.as_deref().unwrap_or(""), 200)
+                        )
                     }
                     None => out!("ended       (still open)"),
                 }
@@ -339,9 +343,11 @@ pub async fn sessions(config_path: &Path, cmd: SessionsCommand) -> Result<()> {
                         let outcome = match (&s.refused_by, &s.error_code) {
                             (Some(rule), _) => format!("refused by {rule}"),
                             (None, Some(code)) => {
-                                format!("error {code}: {}", s.error_message.as_deref().unwrap_or(""))
+                                format!("error {code}: {}", one_line(s.error_message.as_deref().unwrap_or(""), 200))
                             }
-                            (None, None) => s.tag.clone().or_else(|| s.error_message.clone()).unwrap_or_default(),
+                            (None, None) => {
+                                one_line(&s.tag.clone().or_else(|| s.error_message.clone()).unwrap_or_default(), 200)
+                            }
                         };
                         vec![
                             s.seq.to_string(),

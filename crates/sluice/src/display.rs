@@ -31,13 +31,31 @@ pub fn announce(line: std::fmt::Arguments<'_>) {
     let _ = stdout.write_fmt(line).and_then(|()| stdout.write_all(b"\n")).and_then(|()| stdout.flush());
 }
 
-/// A text on one line (whitespace runs folded), cut to `max` characters with an ellipsis.
+/// A text on one line (whitespace runs folded, control characters escaped), cut to `max`
+/// characters with an ellipsis.
 pub fn one_line(text: &str, max: usize) -> String {
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let flat = printable(&text.split_whitespace().collect::<Vec<_>>().join(" "));
     if flat.chars().count() <= max {
         return flat;
     }
     flat.chars().take(max.saturating_sub(1)).chain(std::iter::once('…')).collect()
+}
+
+/// `text` with its control characters (other than newline and tab) shown as `\u{1b}` escapes: a
+/// recorded text (a statement, a value, a client's name) is the caller's, and must not drive the
+/// reader's terminal (escape sequences that move the cursor, retitle the window, or write the
+/// clipboard).
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| match c {
+            '\n' | '\t' => c.to_string(),
+            c if c.is_control() => c.escape_unicode().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// Prints a value as indented JSON, its timestamps as RFC 3339 (see `with_rfc3339_times`).
@@ -111,8 +129,11 @@ pub fn print_list<T: serde::Serialize>(
     Ok(())
 }
 
-/// Prints rows under a header, each column as wide as its widest cell.
+/// Prints rows under a header, each column as wide as its widest cell (cells are recorded texts:
+/// their control characters escaped).
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows.iter().map(|row| row.iter().map(|cell| printable(cell)).collect()).collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -140,6 +161,8 @@ mod tests {
         assert_eq!(rfc3339(1_500_001), "1970-01-01T00:00:01.500001Z");
         assert_eq!(one_line("a\n  b", 10), "a b");
         assert_eq!(one_line("abcdef", 4), "abc…");
+        assert_eq!(one_line("a\u{1b}]52;c;x\u{7}b", 40), "a\\u{1b}]52;c;x\\u{7}b");
+        assert_eq!(printable("x\u{9b}y\n"), "x\\u{9b}y\n");
         assert_eq!(duration(500), "500µs");
         let doc = serde_json::json!({"at": 0, "started_at": 1, "expires_at_us": 2, "valid_until_us": null,
                                      "duration_us": 5, "nested": [{"ended_at": 3}]});

@@ -3,7 +3,7 @@
 //! recorded), and the reviews it asked for — printed at once, at the recorded pace (`--speed`),
 //! or as JSON.
 
-use crate::display::{duration, one_line, out, print_json, timestamp};
+use crate::display::{duration, one_line, out, print_json, printable, timestamp};
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
 use sluice_store_sqlite::{SessionRow, SqliteStore};
@@ -44,8 +44,9 @@ pub async fn replay(store: &SqliteStore, id: &str, playback: Playback) -> Result
     for event in &events {
         let offset = event["offset_us"].as_i64().unwrap_or(0);
         if let Some(speed) = playback.speed {
-            let gap = Duration::from_micros(u64::try_from(offset - last_offset).unwrap_or(0));
-            tokio::time::sleep(gap.div_f64(speed).min(playback.idle_limit)).await;
+            let gap = (offset - last_offset).max(0) as f64 / 1e6 / speed;
+            let pause = Duration::try_from_secs_f64(gap).unwrap_or(playback.idle_limit);
+            tokio::time::sleep(pause.min(playback.idle_limit)).await;
         }
         last_offset = offset;
         // The event's first line carries its time.
@@ -63,24 +64,27 @@ pub async fn replay(store: &SqliteStore, id: &str, playback: Playback) -> Result
 }
 
 fn header(session: &SessionRow) {
+    // Everything printed here came from the client at some point: escaped, like the events.
     out!(
         "session {} of {} (token {}) on {} ({})",
-        session.id,
-        session.identity,
-        session.credential_id,
-        session.connection,
-        session.protocol
+        printable(&session.id),
+        printable(&session.identity),
+        printable(&session.credential_id),
+        printable(&session.connection),
+        printable(&session.protocol)
     );
     let client = format!(
         "{}{}{}",
-        session.client_addr,
+        printable(&session.client_addr),
         if session.client_tls { ", TLS" } else { ", plaintext" },
-        session.application_name.as_deref().map(|a| format!(", {a}")).unwrap_or_default()
+        session.application_name.as_deref().map(|a| format!(", {}", one_line(a, 80))).unwrap_or_default()
     );
     let ended = match (session.ended_at, session.end_reason.as_deref()) {
-        (Some(at), reason) => {
-            format!("ended after {} ({})", duration(at - session.started_at), reason.unwrap_or("no reason recorded"))
-        }
+        (Some(at), reason) => format!(
+            "ended after {} ({})",
+            duration(at - session.started_at),
+            one_line(reason.unwrap_or("no reason recorded"), 200)
+        ),
         (None, _) => "still open".into(),
     };
     out!("client {client}; started {}, {ended}", timestamp(session.started_at));
@@ -94,11 +98,12 @@ fn seconds(us: i64) -> String {
 /// An event as lines of text: the first says what happened, the rest its outcome and result.
 fn lines(record: &Value) -> Vec<String> {
     let event = &record["event"];
-    let text = |key: &str| event[key].as_str().unwrap_or_default().to_string();
+    // Every text is the caller's or the server's: on one line, control characters escaped.
+    let text = |key: &str| one_line(event[key].as_str().unwrap_or_default(), 200);
     match event["kind"].as_str().unwrap_or_default() {
         "session_started" => vec![format!(
             "session started: {} from {}{}",
-            event["client_program"].as_str().unwrap_or("a client"),
+            one_line(event["client_program"].as_str().unwrap_or("a client"), 80),
             text("client_addr"),
             if event["client_tls"] == true { " over TLS" } else { "" }
         )],
@@ -112,7 +117,7 @@ fn lines(record: &Value) -> Vec<String> {
         "action" => action_lines(event),
         "review" => {
             let by = if record["session"].is_null() {
-                format!(" by {}", record["principal"]["name"].as_str().unwrap_or("?"))
+                format!(" by {}", one_line(record["principal"]["name"].as_str().unwrap_or("?"), 80))
             } else {
                 String::new()
             };
@@ -127,7 +132,7 @@ fn lines(record: &Value) -> Vec<String> {
 fn rule(event: &Value) -> String {
     match (event["rule"].as_str(), event["verdict"].as_str()) {
         (None, _) | (Some("default"), Some("allow")) => String::new(),
-        (Some(rule), _) => format!(" (rule {rule})"),
+        (Some(rule), _) => format!(" (rule {})", printable(rule)),
     }
 }
 
@@ -137,16 +142,18 @@ fn action_lines(event: &Value) -> Vec<String> {
     let mut lines = vec![format!(
         "#{} {}{}: {}",
         event["seq"],
-        if verdict == "allow" { "allow".to_string() } else { verdict.to_uppercase() },
+        if verdict == "allow" { "allow".to_string() } else { printable(&verdict.to_uppercase()) },
         rule(event),
         one_line(event["text"].as_str().unwrap_or_default(), 100)
     )];
     let took = duration(event["duration_us"].as_i64().unwrap_or(0));
     let outcome = match (detail["error_code"].as_str(), detail["tag"].as_str()) {
-        (Some(code), _) => {
-            format!("→ error {code}: {} ({took})", detail["error_message"].as_str().unwrap_or("refused by sluice"))
-        }
-        (None, Some(tag)) => format!("→ {tag}, {} rows ({took})", detail["rows"]),
+        (Some(code), _) => format!(
+            "→ error {}: {} ({took})",
+            printable(code),
+            one_line(detail["error_message"].as_str().unwrap_or("refused by sluice"), 200)
+        ),
+        (None, Some(tag)) => format!("→ {}, {} rows ({took})", printable(tag), detail["rows"]),
         (None, None) => format!("→ {} rows ({took})", detail["rows"]),
     };
     lines.push(outcome);

@@ -35,7 +35,7 @@ pub(super) fn shape(row_description: &[u8], last: &mut Option<Arc<Shape>>) -> Ar
 }
 
 /// Adds a DataRow to `excerpt` unless the limits are reached. A value is read no further than the
-/// byte budget (a binary one is only described).
+/// byte budget and its margin (a binary one is only described).
 pub(super) fn capture(excerpt: &mut ResultExcerpt, limits: ExcerptLimits, shape: Option<&Shape>, row: &[u8]) {
     if !excerpt.wants_row(limits) {
         return;
@@ -50,7 +50,7 @@ pub(super) fn capture(excerpt: &mut ResultExcerpt, limits: ExcerptLimits, shape:
         Some(Some(if binary(i) {
             format!("(binary, {len} bytes)")
         } else {
-            let cut = &bytes[..bytes.len().min(limits.bytes + 4)];
+            let cut = &bytes[..bytes.len().min(ResultExcerpt::read_limit(limits))];
             let mut text = String::from_utf8_lossy(cut).into_owned();
             if cut.len() < bytes.len() {
                 text.push('…');
@@ -94,14 +94,20 @@ mod tests {
         assert_eq!(*shape.binary, [false, true]);
         assert!(Arc::ptr_eq(&shape, &super::shape(&description, &mut last)), "the same description, the same shape");
         let limits = ExcerptLimits { rows: 2, bytes: 8 };
+        let margin = ResultExcerpt::read_limit(limits) - 8;
         let mut excerpt = ResultExcerpt::new(Arc::clone(&shape.names));
         capture(&mut excerpt, limits, Some(&shape), &row(&[Some(b"42"), None]));
-        capture(&mut excerpt, limits, Some(&shape), &row(&[Some("ééééééé".as_bytes()), Some(b"\x00\x01")]));
+        let long = "é".repeat(margin);
+        capture(&mut excerpt, limits, Some(&shape), &row(&[Some(long.as_bytes()), Some(b"\x00\x01")]));
         capture(&mut excerpt, limits, Some(&shape), &row(&[Some(b"3"), None]));
         let rows: Vec<_> = excerpt.rows().collect();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0], [Some("42".to_string()), None]);
-        assert_eq!(rows[1][0].as_deref(), Some("ééé…"), "cut where the 8 bytes run out");
+        assert!(rows[1][0].as_deref().is_some_and(|v| v.len() > 8 && v.ends_with('…')), "read into the margin");
         assert!(excerpt.truncated);
+        excerpt.fit_budget();
+        let rows: Vec<_> = excerpt.rows().collect();
+        assert_eq!(rows[1][0].as_deref(), Some("ééé…"), "cut where the 8 bytes run out, once masked");
+        assert_eq!(rows[1][1].as_deref(), Some("…"));
     }
 }
