@@ -131,6 +131,18 @@ fn validate(config: &Config, origin: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Whether an `http://` URL names this machine (its traffic never leaves it).
+fn loopback_url(url: &str) -> bool {
+    let rest = url.strip_prefix("http://").unwrap_or_default();
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A sink's settings that its type cannot check: the setting at fault and what is wrong.
 fn validate_sink(sink: &SinkConfig) -> Result<(), (&'static str, String)> {
     if sink.name.is_empty() || !sink.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
@@ -165,6 +177,14 @@ fn validate_sink(sink: &SinkConfig) -> Result<(), (&'static str, String)> {
         SinkKind::Http(http) => {
             if !(http.url.starts_with("http://") || http.url.starts_with("https://")) {
                 return Err(("url", "must be an http:// or https:// URL".into()));
+            }
+            if http.bearer_token_file.is_some() && !http.url.starts_with("https://") && !loopback_url(&http.url) {
+                return Err((
+                    "bearer_token_file",
+                    "a bearer token is sent over https://, or over http:// to this machine only (127.0.0.1, [::1], \
+                     localhost)"
+                        .into(),
+                ));
             }
             if http.batch_max == 0 {
                 return Err(("batch_max", "must be at least 1".into()));

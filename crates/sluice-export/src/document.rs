@@ -107,6 +107,14 @@ pub fn fit(json: &str, room: usize) -> std::borrow::Cow<'_, str> {
         {
             *text = cut(text, shortened.saturating_sub(room));
         }
+        // Kept result rows go before the document is cut blind (the log has them whole).
+        let still = serde_json::to_string(&doc).map(|s| s.len()).unwrap_or(json.len());
+        if still > room
+            && let Some(Value::Object(detail)) =
+                doc.get_mut("sluice").and_then(|s| s.get_mut("action")).and_then(|a| a.get_mut("detail"))
+        {
+            detail.remove("result");
+        }
         if let Some(Value::Object(sluice)) = doc.get_mut("sluice") {
             sluice.insert("truncated".into(), true.into());
         }

@@ -10,7 +10,25 @@ use std::time::Duration;
 pub(crate) struct HttpSender {
     client: reqwest::Client,
     url: String,
+    /// The URL as logged: without credentials or query (a secret-bearing ingest URL stays out
+    /// of sluice's log).
+    shown: String,
     bearer: Option<String>,
+}
+
+/// `url` without its user, password and query.
+fn shown(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            if parsed.query().is_some() {
+                parsed.set_query(Some("redacted"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "the configured URL".into(),
+    }
 }
 
 impl HttpSender {
@@ -34,7 +52,7 @@ impl HttpSender {
                     .to_string(),
             ),
         };
-        Ok(HttpSender { client, url: settings.url.clone(), bearer })
+        Ok(HttpSender { client, url: settings.url.clone(), shown: shown(&settings.url), bearer })
     }
 }
 
@@ -53,14 +71,27 @@ impl Transport for HttpSender {
         if let Some(token) = &self.bearer {
             request = request.bearer_auth(token);
         }
-        let response = request.send().await.map_err(|e| format!("POST {}: {}", self.url, error_chain(&e)))?;
+        let response =
+            request.send().await.map_err(|e| format!("POST {}: {}", self.shown, error_chain(&e.without_url())))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
         }
         let said = response.text().await.unwrap_or_default();
         let said: String = said.chars().take(200).collect();
-        Err(format!("POST {} answered {status}: {said}", self.url))
+        Err(format!("POST {} answered {status}: {said}", self.shown))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_logged_url_carries_no_credentials_or_query() {
+        assert_eq!(
+            super::shown("https://u:p@siem.example/ingest?api-key=s3cret"),
+            "https://siem.example/ingest?redacted"
+        );
+        assert_eq!(super::shown("http://127.0.0.1:9/x"), "http://127.0.0.1:9/x");
     }
 }
 

@@ -55,7 +55,7 @@ type Metric = (&'static str, &'static str, &'static str, fn(&SinkStatus) -> u64)
 /// The running exports.
 pub struct Exports {
     sinks: Vec<Arc<SinkStatus>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     stop: watch::Sender<bool>,
 }
 
@@ -100,7 +100,7 @@ impl Exports {
     ) -> Result<Exports, String> {
         let (stop, _) = watch::channel(false);
         let holds = Arc::new(Holds { reasons: Mutex::default(), refuse });
-        let mut exports = Exports { sinks: Vec::new(), tasks: Vec::new(), stop };
+        let mut exports = Exports { sinks: Vec::new(), tasks: Mutex::default(), stop };
         for sink in sinks {
             let transport = transport(&sink.kind).map_err(|e| format!("audit sink {:?}: {e}", sink.name))?;
             let status = Arc::new(SinkStatus {
@@ -120,7 +120,7 @@ impl Exports {
                 status: Arc::clone(&status),
                 holds: Arc::clone(&holds),
             };
-            exports.tasks.push(tokio::spawn(export.run(exports.stop.subscribe())));
+            exports.tasks.lock().push(tokio::spawn(export.run(exports.stop.subscribe())));
             exports.sinks.push(status);
         }
         Ok(exports)
@@ -166,10 +166,11 @@ impl Exports {
     }
 
     /// Stops the exports: each sink first delivers what the log holds, for up to `STOP_WITHIN`.
-    pub async fn finish(self) {
+    pub async fn finish(&self) {
         let _ = self.stop.send(true);
         let deadline = Instant::now() + STOP_WITHIN + Duration::from_secs(1);
-        for task in self.tasks {
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        for task in tasks {
             if tokio::time::timeout_at(deadline, task).await.is_err() {
                 tracing::warn!("an audit export did not stop in time");
             }
@@ -202,6 +203,8 @@ struct Progress {
     failed_in_a_row: u32,
     /// After a failed delivery: not tried again before this (the backlog is watched meanwhile).
     retry_at: Option<Instant>,
+    /// When skipping records for a full backlog was last logged.
+    dropped_logged_at: Instant,
     /// Set once the gateway stops: deliver what is there until then, then stop.
     stop_by: Option<Instant>,
 }
@@ -220,6 +223,7 @@ impl SinkExport {
             saved_at: Instant::now(),
             failed_in_a_row: 0,
             retry_at: None,
+            dropped_logged_at: Instant::now(),
             stop_by: None,
         };
         let within = STOP_WITHIN;
@@ -317,22 +321,30 @@ impl SinkExport {
         let full = backlog > cap;
         match self.config.on_backlog_full {
             BacklogFull::DropOldest => {
-                self.status.full.store(full, Ordering::Relaxed);
+                let was_full = self.status.full.swap(full, Ordering::Relaxed);
                 if full {
                     let skipped = backlog - cap;
-                    tracing::error!(
-                        sink = %name, skipped, max_backlog = cap,
-                        "audit export backlog is full: skipping the oldest records this sink has not received (they \
-                         stay in the log)"
-                    );
+                    // Loud when it starts; while it goes on, the metric counts (and the log says so
+                    // once a minute).
+                    if !was_full || progress.dropped_logged_at.elapsed() >= Duration::from_secs(60) {
+                        progress.dropped_logged_at = Instant::now();
+                        tracing::error!(
+                            sink = %name, skipped, max_backlog = cap,
+                            "audit export backlog is full: skipping the oldest records this sink has not received \
+                             (they stay in the log)"
+                        );
+                    }
                     self.status.dropped.fetch_add(skipped, Ordering::Relaxed);
                     progress.cursor = head - cap;
                     self.status.cursor.store(progress.cursor, Ordering::Relaxed);
                     backlog = cap;
                 }
             }
-            BacklogFull::RefuseSessions => match (full, self.status.full.swap(full, Ordering::Relaxed)) {
+            // Sessions are let in again once the backlog is down to half the cap, so that it does not
+            // flap at the cap (each refused attempt is a record too).
+            BacklogFull::RefuseSessions => match (full, self.status.full.load(Ordering::Relaxed)) {
                 (true, false) => {
+                    self.status.full.store(true, Ordering::Relaxed);
                     tracing::error!(
                         sink = %name, backlog, max_backlog = cap,
                         "audit export backlog is full: refusing new sessions until this sink catches up"
@@ -343,8 +355,9 @@ impl SinkExport {
                     );
                     self.holds.set(name, Some(reason));
                 }
-                (false, true) => {
-                    tracing::warn!(sink = %name, backlog, "audit export is below its backlog cap again; new sessions are accepted");
+                (false, true) if backlog <= cap / 2 => {
+                    self.status.full.store(false, Ordering::Relaxed);
+                    tracing::warn!(sink = %name, backlog, "audit export has caught up to half its backlog cap; new sessions are accepted");
                     self.holds.set(name, None);
                 }
                 _ => {}
@@ -376,7 +389,11 @@ impl SinkExport {
         self.status.delivered.fetch_add(docs.len() as u64, Ordering::Relaxed);
         progress.cursor = last;
         self.status.cursor.store(last, Ordering::Relaxed);
-        self.status.backlog.fetch_sub(docs.len() as u64, Ordering::Relaxed);
+        let delivered = docs.len() as u64;
+        let _ = self
+            .status
+            .backlog
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(delivered)));
         self.save_cursor(progress, false).await;
         Ok(())
     }

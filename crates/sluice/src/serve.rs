@@ -233,10 +233,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         tracing::error!("the recorder did not finish writing within {DRAIN:?}");
     }
     // Then the exports deliver what the log holds (what they cannot, the next start sends).
-    match Arc::try_unwrap(exports) {
-        Ok(exports) => exports.finish().await,
-        Err(_) => tracing::warn!("the audit exports are still in use; stopping without waiting for them"),
-    }
+    exports.finish().await;
     store.close().await;
     Ok(())
 }

@@ -51,11 +51,17 @@ pub(super) fn capture(excerpt: &mut ResultExcerpt, limits: ExcerptLimits, shape:
             format!("(binary, {len} bytes)")
         } else {
             let cut = &bytes[..bytes.len().min(ResultExcerpt::read_limit(limits))];
-            let mut text = String::from_utf8_lossy(cut).into_owned();
-            if cut.len() < bytes.len() {
-                text.push('…');
+            match std::str::from_utf8(cut) {
+                // Binary after all (a format the description did not say): described, not kept.
+                Err(e) if e.error_len().is_some() => format!("(binary, {len} bytes)"),
+                _ => {
+                    let mut text = String::from_utf8_lossy(cut).into_owned();
+                    if cut.len() < bytes.len() {
+                        text.push('…');
+                    }
+                    text
+                }
             }
-            text
         }))
     });
     excerpt.push_row(limits, values);
@@ -100,6 +106,9 @@ mod tests {
         let long = "é".repeat(margin);
         capture(&mut excerpt, limits, Some(&shape), &row(&[Some(long.as_bytes()), Some(b"\x00\x01")]));
         capture(&mut excerpt, limits, Some(&shape), &row(&[Some(b"3"), None]));
+        let mut unsaid = ResultExcerpt::new(Arc::clone(&shape.names));
+        capture(&mut unsaid, limits, None, &row(&[Some(b"\xff\x00\x01"), Some(b"ok")]));
+        assert_eq!(unsaid.rows().next().unwrap()[0].as_deref(), Some("(binary, 3 bytes)"));
         let rows: Vec<_> = excerpt.rows().collect();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0], [Some("42".to_string()), None]);

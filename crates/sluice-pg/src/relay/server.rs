@@ -244,7 +244,12 @@ impl<S: SessionGate> ServerSide<'_, '_, S> {
                 self.shape = None;
                 self.command_complete(cstr_prefix(body));
             }
-            b'I' | b's' => self.portal_done(),
+            b'I' | b's' => {
+                // A suspended portal's next Execute comes without a description: its rows go
+                // unnamed rather than named after another result.
+                self.shape = None;
+                self.portal_done();
+            }
             b'S' => {
                 let mut r = Reader::new(body);
                 if r.cstr() == Some(b"standard_conforming_strings") {
