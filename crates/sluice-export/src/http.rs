@@ -83,18 +83,6 @@ impl Transport for HttpSender {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_logged_url_carries_no_credentials_or_query() {
-        assert_eq!(
-            super::shown("https://u:p@siem.example/ingest?api-key=s3cret"),
-            "https://siem.example/ingest?redacted"
-        );
-        assert_eq!(super::shown("http://127.0.0.1:9/x"), "http://127.0.0.1:9/x");
-    }
-}
-
 /// An error with its causes (reqwest's own message is often just "error sending request").
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -105,4 +93,16 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_logged_url_carries_no_credentials_or_query() {
+        assert_eq!(
+            super::shown("https://u:p@siem.example/ingest?api-key=s3cret"),
+            "https://siem.example/ingest?redacted"
+        );
+        assert_eq!(super::shown("http://127.0.0.1:9/x"), "http://127.0.0.1:9/x");
+    }
 }
