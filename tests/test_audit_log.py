@@ -393,3 +393,22 @@ def test_a_rotated_signing_key_keeps_the_old_checkpoints_verifiable(pg):
         assert_broken(gw, f"record {last_old}: ", "retired at record")
     finally:
         gw.cleanup()
+
+
+def test_retention_removes_nothing_whose_chain_does_not_hold(pg):
+    gw = Sluice(pg, settings={"audit": {"retention": {"max_records": 4}}})
+    try:
+        gw.start()
+        assert psql(gw.dsn(gw.token()), "-c", "SELECT 1").returncode == 0
+        assert gw.stop() == 0
+        with db(gw) as conn:
+            conn.execute("UPDATE audit_log SET record = replace(record, '\"v\":1', '\"v\":1 ') WHERE seq = 2")
+        gw.start()
+        wait_for(lambda: "retention removes nothing: record 2: it does not chain" in gw.log(),
+                 what="retention refusing the tampered range")
+        assert gw.stop() == 0
+        assert rows(gw, "SELECT COUNT(*) FROM audit_anchors") == [(0,)]
+        assert rows(gw, "SELECT MIN(seq) FROM audit_log") == [(1,)], "the evidence is kept"
+        assert_broken(gw, "record 2: ")
+    finally:
+        gw.cleanup()

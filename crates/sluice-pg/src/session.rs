@@ -256,10 +256,13 @@ async fn authenticate<G: Gate>(
         }
         Err(OpenError::Refused(reason)) => {
             tracing::warn!(%peer, user, connection, reason, "new session refused");
+            // The client has not proven anything yet: it learns why in general, the log says which
+            // export and how far behind.
             let e = PgError::fatal(sqlstate::CANNOT_CONNECT, "sluice is not accepting new sessions right now")
-                .with_detail(reason)
+                .with_detail("the audit log cannot be exported as fast as it is written; sessions are refused until it catches up")
                 .with_hint(
-                    "sessions already open go on; retry later, and tell an operator: an audit export needs attention",
+                    "sessions already open go on; retry later, and tell an operator: sluice's log names the audit \
+                     export that is behind",
                 );
             return fail(&mut client, &e).await;
         }

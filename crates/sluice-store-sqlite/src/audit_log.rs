@@ -7,7 +7,7 @@ use crate::SqliteStore;
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use sluice_audit::{Anchor, Chain, Checkpoint, CheckpointSigner, GENESIS, Hash, StoredRecord};
 use sluice_core::AuditRecord;
-use sluice_store::{AuditExportStore, StoreResult};
+use sluice_store::{AuditExportStore, StoreError, StoreResult};
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -148,6 +148,38 @@ impl Signing {
     }
 }
 
+/// The chain's hash at record `through`, recomputed from `before` (the hash before record
+/// `first`); the inner error names the first record that does not chain.
+fn chained_head(
+    c: &rusqlite::Connection,
+    first: u64,
+    through: u64,
+    before: Hash,
+) -> rusqlite::Result<Result<Hash, String>> {
+    let mut head = before;
+    let mut expected = first;
+    let mut records = c.prepare("SELECT seq, record, hash FROM audit_log WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq")?;
+    let mut rows = records.query(params![signed(first), signed(through)])?;
+    while let Some(row) = rows.next()? {
+        let seq = unsigned(row.get(0)?);
+        let record: String = row.get(1)?;
+        head = sluice_audit::link(&head, record.as_bytes());
+        if seq != expected || head != to_hash(&row.get::<_, Vec<u8>>(2)?) {
+            return Ok(Err(chain_broken(expected, "it does not chain (run `sluice audit verify`)")));
+        }
+        expected += 1;
+    }
+    if expected != through + 1 {
+        return Ok(Err(chain_broken(expected, "it is missing")));
+    }
+    Ok(Ok(head))
+}
+
+/// Why retention refuses to remove records whose chain does not hold.
+fn chain_broken(seq: u64, why: &str) -> String {
+    format!("retention removes nothing: record {seq}: {why}; the audit log is not as it was written")
+}
+
 /// Records removed per transaction, so that the recorder's writes go on between them.
 const REMOVE_CHUNK: i64 = 20_000;
 
@@ -198,9 +230,9 @@ impl SqliteStore {
     ) -> StoreResult<Option<Removed>> {
         self.run(move |c| {
             let instance = instance(c)?;
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Read without the write lock: what is due, and whether its chain holds.
             let (first, head): (i64, i64) =
-                tx.query_row("SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM audit_log", [], |r| {
+                c.query_row("SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM audit_log", [], |r| {
                     Ok((r.get(0)?, r.get(1)?))
                 })?;
             let (first, head) = (unsigned(first), unsigned(head));
@@ -209,7 +241,7 @@ impl SqliteStore {
                 through = through.max(head.saturating_sub(keep));
             }
             if let Some(age) = retention.max_age_us {
-                let young: Option<i64> = tx
+                let young: Option<i64> = c
                     .query_row("SELECT seq FROM audit_log WHERE at >= ?1 ORDER BY seq LIMIT 1", [now_us - age], |r| {
                         r.get(0)
                     })
@@ -220,15 +252,38 @@ impl SqliteStore {
             // restart the chain at 1.
             through = through.min(retention.delivered_through).min(head.saturating_sub(1));
             // A run cut short (a crash between the anchor and the deletes) is finished first.
-            let anchored: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit_anchors", [], |r| r.get(0))?;
+            let (anchored, anchored_hash): (i64, Option<Vec<u8>>) = c.query_row(
+                "SELECT COALESCE(MAX(seq), 0), (SELECT hash FROM audit_anchors ORDER BY seq DESC LIMIT 1) FROM audit_anchors",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
             let anchored = unsigned(anchored);
             if head == 0 || (through < first && anchored < first) {
-                return Ok(None);
+                return Ok(Ok(None));
             }
-            if through > anchored {
+            let verified = if through > anchored {
+                // What is removed is checked first: evidence of tampering must not disappear behind
+                // a valid anchor.
+                let before = match (first, anchored_hash) {
+                    (1, _) => GENESIS,
+                    (n, Some(hash)) if n == anchored + 1 => to_hash(&hash),
+                    (n, _) => return Ok(Err(chain_broken(n, "records before it are missing and no anchor covers them"))),
+                };
+                match chained_head(c, first, through, before)? {
+                    Ok(head) => Some(head),
+                    Err(broken) => return Ok(Err(broken)),
+                }
+            } else {
+                None
+            };
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(head) = verified {
                 let hash: Vec<u8> =
                     tx.query_row("SELECT hash FROM audit_log WHERE seq = ?1", [signed(through)], |r| r.get(0))?;
-                let anchor = signer.sign_anchor(&instance, through, to_hash(&hash), now_us);
+                if to_hash(&hash) != head {
+                    return Ok(Err(chain_broken(through, "it changed while retention checked the records before it")));
+                }
+                let anchor = signer.sign_anchor(&instance, through, head, now_us);
                 tx.execute(
                     "INSERT INTO audit_anchors (seq, hash, at, key_id, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![signed(anchor.seq), &anchor.hash[..], anchor.at_us, anchor.key_id, anchor.signature],
@@ -259,9 +314,10 @@ impl SqliteStore {
             tx.execute("DELETE FROM auth_events WHERE at < ?1", [through_at])?;
             tx.execute("DELETE FROM admin_events WHERE at < ?1", [through_at])?;
             tx.commit()?;
-            Ok(Some(Removed { first, through }))
+            Ok(Ok(Some(Removed { first, through })))
         })
-        .await
+        .await?
+        .map_err(StoreError::Corrupt)
     }
 
     /// The chain identity of this store's audit log.
