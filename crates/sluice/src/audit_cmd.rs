@@ -5,7 +5,7 @@ use crate::commands::open_store;
 use crate::display::{print_list, timestamp};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use sluice_audit::{CheckpointSigner, GENESIS, PublicKey, Verifier, describe_keys};
+use sluice_audit::{Anchor, Checkpoint, CheckpointSigner, GENESIS, PublicKey, Verifier, describe_keys};
 use sluice_config::Config;
 use sluice_store::AuditExportStore;
 use sluice_store::vault::write_private;
@@ -73,54 +73,19 @@ async fn verify(
     from: u64,
     public_keys: Vec<String>,
 ) -> Result<()> {
-    // Each key with the last record it may sign for (`None`: any).
-    let ranged: Vec<(PublicKey, Option<u64>)> = match public_keys.is_empty() {
-        false => public_keys.iter().map(|hex| Ok((PublicKey::from_hex(hex)?, None))).collect::<Result<_>>()?,
-        true => {
-            let mut keys = vec![(signing_key(config, false)?.public_key().clone(), None)];
-            keys.extend(retired_keys(config)?.into_iter().map(|(key, through)| (key, Some(through))));
-            keys
-        }
-    };
-    let keys: Vec<PublicKey> = ranged.iter().map(|(key, _)| key.clone()).collect();
-    let signed_late = |key_id: &str, seq: u64| {
-        ranged.iter().find(|(key, _)| key.key_id() == key_id).and_then(|(_, through)| through.filter(|t| seq > *t))
-    };
+    let keys = verifying_keys(config, &public_keys)?;
     let instance = store.audit_instance().await?;
     // Retention removed the records up to the latest anchor: what remains chains from its hash.
     let anchors = store.audit_anchors().await?;
     let checkpoints = store.audit_checkpoints().await?;
-    // A retired key signs nothing after the record it was retired at.
-    let late = anchors
-        .iter()
-        .map(|a| (a.seq, &a.key_id, "retention anchor"))
-        .chain(checkpoints.iter().map(|c| (c.seq, &c.key_id, "checkpoint")))
-        .find_map(|(seq, key_id, what)| signed_late(key_id, seq).map(|through| (seq, key_id, what, through)));
-    if let Some((seq, key_id, what, through)) = late {
-        bail!(
-            "the audit log is not as it was written: record {seq}: its {what} is signed by key {key_id}, which was \
-             retired at record {through}: it was forged with the old key"
-        );
-    }
-    for anchor in &anchors {
-        let key = keys.iter().find(|k| k.key_id() == anchor.key_id);
-        if !key.is_some_and(|key| key.verifies_anchor(&instance, anchor)) {
-            bail!(
-                "the audit log is not as it was written: record {}: its retention anchor is not signed by the \
-                 verifying {}: the anchor was altered or forged",
-                anchor.seq,
-                describe_keys(&keys)
-            );
-        }
-    }
+    check_signers(&instance, &keys, &anchors, &checkpoints)?;
+    let keys: Vec<PublicKey> = keys.into_iter().map(|(key, _)| key).collect();
     let anchor = anchors.last();
     let removed_through = anchor.map_or(0, |a| a.seq);
     if from != 1 && from <= removed_through {
         bail!("records up to {removed_through} were removed by retention; verify from {} on", removed_through + 1);
     }
     let from = from.max(removed_through + 1);
-    // Records missing from the front, with no anchor to say retention removed them.
-    let first = store.audit_first().await?;
     // Retention always keeps the newest record: an anchor with nothing after it hides a deletion.
     if removed_through > 0 && store.audit_head().await? <= removed_through {
         bail!(
@@ -129,6 +94,8 @@ async fn verify(
             removed_through + 1
         );
     }
+    // Records missing from the front, with no anchor to say retention removed them.
+    let first = store.audit_first().await?;
     if first > from {
         bail!(
             "the audit log is not as it was written: record {from}: missing: the log starts at record {first}, and no \
@@ -202,6 +169,54 @@ pub fn signing_key(config: &Config, create: bool) -> Result<CheckpointSigner> {
         }
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
+}
+
+/// The keys to verify with, each with the last record it may sign for (`None`: any): those given,
+/// or the key file's and the retired ones beside it.
+fn verifying_keys(config: &Config, given: &[String]) -> Result<Vec<(PublicKey, Option<u64>)>> {
+    if !given.is_empty() {
+        return given.iter().map(|hex| Ok((PublicKey::from_hex(hex)?, None))).collect();
+    }
+    let mut keys = vec![(signing_key(config, false)?.public_key().clone(), None)];
+    keys.extend(retired_keys(config)?.into_iter().map(|(key, through)| (key, Some(through))));
+    Ok(keys)
+}
+
+/// Every anchor is signed by one of `keys`, and no retired key signed anything after it was
+/// retired (checkpoints' own signatures are the verifier's to check, in order).
+fn check_signers(
+    instance: &str,
+    keys: &[(PublicKey, Option<u64>)],
+    anchors: &[Anchor],
+    checkpoints: &[Checkpoint],
+) -> Result<()> {
+    let key_of = |key_id: &str| keys.iter().find(|(key, _)| key.key_id() == key_id);
+    let signed = anchors
+        .iter()
+        .map(|a| (a.seq, &a.key_id, "retention anchor"))
+        .chain(checkpoints.iter().map(|c| (c.seq, &c.key_id, "checkpoint")));
+    for (seq, key_id, what) in signed {
+        if let Some((_, Some(through))) = key_of(key_id)
+            && seq > *through
+        {
+            bail!(
+                "the audit log is not as it was written: record {seq}: its {what} is signed by key {key_id}, which \
+                 was retired at record {through}: it was forged with the old key"
+            );
+        }
+    }
+    for anchor in anchors {
+        if !key_of(&anchor.key_id).is_some_and(|(key, _)| key.verifies_anchor(instance, anchor)) {
+            let all: Vec<PublicKey> = keys.iter().map(|(key, _)| key.clone()).collect();
+            bail!(
+                "the audit log is not as it was written: record {}: its retention anchor is not signed by the \
+                 verifying {}: the anchor was altered or forged",
+                anchor.seq,
+                describe_keys(&all)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The keys `rotate-key` retired, each with the last record it signed for: public keys only,
