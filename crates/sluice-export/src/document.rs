@@ -101,19 +101,20 @@ pub fn fit(json: &str, room: usize) -> std::borrow::Cow<'_, str> {
         if let Some(Value::String(message)) = doc.get_mut("message") {
             *message = cut(message, message.len().min(overshoot));
         }
-        let shortened = serde_json::to_string(&doc).map(|s| s.len()).unwrap_or(json.len());
-        if let Some(Value::String(text)) =
-            doc.get_mut("sluice").and_then(|s| s.get_mut("action")).and_then(|a| a.get_mut("text"))
-        {
-            *text = cut(text, shortened.saturating_sub(room));
-        }
-        // Kept result rows go before the document is cut blind (the log has them whole).
-        let still = serde_json::to_string(&doc).map(|s| s.len()).unwrap_or(json.len());
-        if still > room
+        let length = |doc: &Map<String, Value>| serde_json::to_string(doc).map_or(json.len(), |s| s.len());
+        // Then the kept result rows (the log has them whole), then the statement's text.
+        if length(&doc) > room
             && let Some(Value::Object(detail)) =
                 doc.get_mut("sluice").and_then(|s| s.get_mut("action")).and_then(|a| a.get_mut("detail"))
         {
             detail.remove("result");
+        }
+        let over = length(&doc).saturating_sub(room);
+        if over > 0
+            && let Some(Value::String(text)) =
+                doc.get_mut("sluice").and_then(|s| s.get_mut("action")).and_then(|a| a.get_mut("text"))
+        {
+            *text = cut(text, over);
         }
         if let Some(Value::Object(sluice)) = doc.get_mut("sluice") {
             sluice.insert("truncated".into(), true.into());
@@ -417,6 +418,10 @@ mod tests {
         assert!(doc["sluice"]["action"]["text"].as_str().unwrap().starts_with("SELECT 'éé"));
         assert_eq!(doc["event"]["sequence"], 4);
         assert_eq!(fit(&full, full.len()), full.as_str());
+        // A little over: shortening the message is enough, and the statement stays whole.
+        let near: Value = serde_json::from_str(&fit(&full, full.len() - 10)).unwrap();
+        assert_eq!(near["sluice"]["action"]["text"], format!("SELECT '{long}'"));
+        assert!(near["message"].as_str().unwrap().ends_with('…'));
     }
 
     #[test]
