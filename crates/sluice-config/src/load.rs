@@ -90,7 +90,7 @@ fn validate(config: &Config, origin: &Path) -> Result<(), ConfigError> {
     }
     for (name, conn) in &config.connections {
         let key = |k: &str| format!("connections.{name}.{k}");
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        if !is_name(name) {
             return Err(invalid(
                 format!("connections.{name}"),
                 "a connection name uses letters, digits, `_` and `-`".into(),
@@ -131,6 +131,11 @@ fn validate(config: &Config, origin: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A name of the configuration's own (a connection's, a sink's): letters, digits, `_` and `-`.
+fn is_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// Whether an `http://` URL names this machine (its traffic never leaves it).
 fn loopback_url(url: &str) -> bool {
     let rest = url.strip_prefix("http://").unwrap_or_default();
@@ -145,7 +150,7 @@ fn loopback_url(url: &str) -> bool {
 
 /// A sink's settings that its type cannot check: the setting at fault and what is wrong.
 fn validate_sink(sink: &SinkConfig) -> Result<(), (&'static str, String)> {
-    if sink.name.is_empty() || !sink.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    if !is_name(&sink.name) {
         return Err(("name", "a sink name uses letters, digits, `_` and `-`".into()));
     }
     if sink.max_backlog == 0 {

@@ -36,7 +36,7 @@ pub struct DocumentError {
 pub fn document(record: &StoredRecord, format: ExportFormat) -> Result<Document, DocumentError> {
     let fail = |reason: String| DocumentError { seq: record.seq, reason };
     let parsed: Value = serde_json::from_str(&record.encoded).unwrap_or(Value::Null);
-    let at_us = parsed["at_us"].as_i64().unwrap_or_else(crate::now_us);
+    let at_us = parsed["at_us"].as_i64().unwrap_or_else(sluice_core::audit::now_us);
     let kind = parsed["event"]["kind"].as_str().unwrap_or("unknown").to_string();
     let (json, severity) = match format {
         ExportFormat::Ecs => {
@@ -59,7 +59,7 @@ pub(crate) fn unmapped(record: &StoredRecord, error: &DocumentError) -> Document
     let at_us = serde_json::from_str::<Value>(&record.encoded)
         .ok()
         .and_then(|r| r["at_us"].as_i64())
-        .unwrap_or_else(crate::now_us);
+        .unwrap_or_else(sluice_core::audit::now_us);
     let doc = json!({
         "@timestamp": timestamp(at_us),
         "ecs": {"version": ECS_VERSION},
@@ -94,32 +94,30 @@ pub fn fit(json: &str, room: usize) -> std::borrow::Cow<'_, str> {
     if json.len() <= room {
         return json.into();
     }
-    if let Ok(Value::Object(mut doc)) = serde_json::from_str::<Value>(json) {
+    if let Ok(mut doc @ Value::Object(_)) = serde_json::from_str::<Value>(json) {
         let overshoot = json.len() - room;
         // Room for the marker, the `truncated` flag and escapes the cut text may still need.
         let cut = |text: &str, by: usize| format!("{}…", prefix(text, text.len().saturating_sub(by + 64)));
         if let Some(Value::String(message)) = doc.get_mut("message") {
             *message = cut(message, message.len().min(overshoot));
         }
-        let length = |doc: &Map<String, Value>| serde_json::to_string(doc).map_or(json.len(), |s| s.len());
+        let over = |doc: &Value| doc.to_string().len().saturating_sub(room);
         // Then the kept result rows (the log has them whole), then the statement's text.
-        if length(&doc) > room
-            && let Some(Value::Object(detail)) =
-                doc.get_mut("sluice").and_then(|s| s.get_mut("action")).and_then(|a| a.get_mut("detail"))
+        if over(&doc) > 0
+            && let Some(Value::Object(detail)) = doc.pointer_mut("/sluice/action/detail")
         {
             detail.remove("result");
         }
-        let over = length(&doc).saturating_sub(room);
-        if over > 0
-            && let Some(Value::String(text)) =
-                doc.get_mut("sluice").and_then(|s| s.get_mut("action")).and_then(|a| a.get_mut("text"))
+        let by = over(&doc);
+        if by > 0
+            && let Some(Value::String(text)) = doc.pointer_mut("/sluice/action/text")
         {
-            *text = cut(text, over);
+            *text = cut(text, by);
         }
         if let Some(Value::Object(sluice)) = doc.get_mut("sluice") {
             sluice.insert("truncated".into(), true.into());
         }
-        let doc = Value::Object(doc).to_string();
+        let doc = doc.to_string();
         if doc.len() <= room {
             return doc.into();
         }
@@ -183,7 +181,8 @@ fn ecs(record: &StoredRecord, parsed: &Value, at_us: i64) -> Result<(Map<String,
         "session_id": parsed["session"],
     });
     let (category, kind_of_event, outcome, action, message): (&[&str], Vec<&str>, &str, String, String);
-    let mut extra = Map::new();
+    // Fields of `event` some kinds add (`reason`, `duration`).
+    let mut event_fields = Map::new();
     match kind {
         "authentication" => {
             let result = text("outcome");
@@ -193,7 +192,7 @@ fn ecs(record: &StoredRecord, parsed: &Value, at_us: i64) -> Result<(Map<String,
             outcome = if ok { "success" } else { "failure" };
             action = "authentication".into();
             if !ok {
-                extra.insert("event.reason".into(), result.clone().into());
+                event_fields.insert("reason".into(), result.clone().into());
             }
             source(&mut doc, &text("client_addr"));
             doc.insert("network".into(), json!({"protocol": event["protocol"]}));
@@ -219,7 +218,7 @@ fn ecs(record: &StoredRecord, parsed: &Value, at_us: i64) -> Result<(Map<String,
             kind_of_event = vec!["end"];
             outcome = "success";
             action = "session-ended".into();
-            extra.insert("event.reason".into(), event["reason"].clone());
+            event_fields.insert("reason".into(), event["reason"].clone());
             message = format!("session of {who} ended: {}", text("reason"));
         }
         "action" | "action_decided" => {
@@ -247,7 +246,7 @@ fn ecs(record: &StoredRecord, parsed: &Value, at_us: i64) -> Result<(Map<String,
                 doc.insert("error".into(), json!({"code": error_code, "message": message}));
             }
             if let Some(us) = event["duration_us"].as_i64() {
-                extra.insert("event.duration".into(), (us.saturating_mul(1000)).into());
+                event_fields.insert("duration".into(), (us.saturating_mul(1000)).into());
             }
             sluice["action"] = json!({
                 "text": event["text"],
@@ -300,10 +299,8 @@ fn ecs(record: &StoredRecord, parsed: &Value, at_us: i64) -> Result<(Map<String,
         "id": format!("{}:{}", parsed["instance"].as_str().unwrap_or_default(), record.seq),
         "hash": hex::encode(record.hash),
     });
-    for (key, value) in extra {
-        if let Some(field) = key.strip_prefix("event.") {
-            event_doc[field] = value;
-        }
+    if let Value::Object(fields) = &mut event_doc {
+        fields.extend(event_fields);
     }
     doc.insert("event".into(), event_doc);
     doc.insert("message".into(), message.into());

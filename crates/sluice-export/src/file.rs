@@ -89,7 +89,7 @@ impl Rotating {
     /// Renames the file to `<name>.<UTC time>` and deletes the oldest rotated files beyond `keep`.
     fn rotate(&self) -> std::io::Result<()> {
         let path = &self.settings.path;
-        let stamp = crate::document::timestamp(crate::now_us()).replace([':', '-'], "");
+        let stamp = crate::document::timestamp(sluice_core::audit::now_us()).replace([':', '-'], "");
         std::fs::rename(path, rotated_name(path, &stamp))?;
         let mut rotated = rotated_files(path)?;
         rotated.sort();

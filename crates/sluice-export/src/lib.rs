@@ -60,7 +60,7 @@ pub struct Exports {
 }
 
 /// What a sink has done so far (the metrics).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct SinkStatus {
     pub name: String,
     pub kind: &'static str,
@@ -103,16 +103,8 @@ impl Exports {
         let mut exports = Exports { sinks: Vec::new(), tasks: Mutex::default(), stop };
         for sink in sinks {
             let transport = transport(&sink.kind).map_err(|e| format!("audit sink {:?}: {e}", sink.name))?;
-            let status = Arc::new(SinkStatus {
-                name: sink.name.clone(),
-                kind: sink.kind.name(),
-                backlog: AtomicU64::new(0),
-                cursor: AtomicU64::new(0),
-                delivered: AtomicU64::new(0),
-                failures: AtomicU64::new(0),
-                dropped: AtomicU64::new(0),
-                full: AtomicBool::new(false),
-            });
+            let status =
+                Arc::new(SinkStatus { name: sink.name.clone(), kind: sink.kind.name(), ..SinkStatus::default() });
             let export = SinkExport {
                 store: Arc::clone(&store),
                 config: sink.clone(),
@@ -308,8 +300,7 @@ impl SinkExport {
     /// How far the sink is behind; applies `on_backlog_full` when that is too far.
     async fn backlog(&self, progress: &mut Progress) -> Result<u64, String> {
         let name = &self.config.name;
-        let head = self.store.audit_head().await.map_err(|e| e.to_string())?;
-        let first = self.store.audit_first().await.map_err(|e| e.to_string())?;
+        let (first, head) = self.store.audit_bounds().await.map_err(|e| e.to_string())?;
         if first > progress.cursor + 1 {
             let gone = first - 1 - progress.cursor;
             tracing::error!(sink = %name, gone, "audit records were removed by retention before this sink delivered them");
@@ -403,7 +394,7 @@ impl SinkExport {
         if progress.cursor == progress.saved || (!now && progress.saved_at.elapsed() < SAVE_CURSOR) {
             return;
         }
-        match self.store.set_export_cursor(&self.config.name, progress.cursor, now_us()).await {
+        match self.store.set_export_cursor(&self.config.name, progress.cursor, sluice_core::audit::now_us()).await {
             Ok(()) => (progress.saved, progress.saved_at) = (progress.cursor, Instant::now()),
             Err(e) => tracing::warn!(sink = %self.config.name, error = %e, "cannot save the audit export's cursor"),
         }
@@ -426,10 +417,6 @@ async fn pause(stop: &mut watch::Receiver<bool>, progress: &mut Progress, wait: 
 /// 250 ms after the first failure, doubling up to `MAX_BACKOFF`.
 fn backoff(failed_in_a_row: u32) -> Duration {
     Duration::from_millis(250u64.saturating_mul(1 << failed_in_a_row.saturating_sub(1).min(10))).min(MAX_BACKOFF)
-}
-
-pub(crate) fn now_us() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -148,6 +148,13 @@ impl Signing {
     }
 }
 
+/// The oldest and newest sequence numbers in the log (`(0, 0)`: none).
+fn bounds(c: &rusqlite::Connection) -> rusqlite::Result<(u64, u64)> {
+    c.query_row("SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM audit_log", [], |r| {
+        Ok((unsigned(r.get(0)?), unsigned(r.get(1)?)))
+    })
+}
+
 /// The chain's hash at record `through`, recomputed from `before` (the hash before record
 /// `first`); the inner error names the first record that does not chain.
 fn chained_head(
@@ -231,11 +238,7 @@ impl SqliteStore {
         self.run(move |c| {
             let instance = instance(c)?;
             // Read without the write lock: what is due, and whether its chain holds.
-            let (first, head): (i64, i64) =
-                c.query_row("SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM audit_log", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?;
-            let (first, head) = (unsigned(first), unsigned(head));
+            let (first, head) = bounds(c)?;
             let mut through = 0;
             if let Some(keep) = retention.max_records {
                 through = through.max(head.saturating_sub(keep));
@@ -398,12 +401,8 @@ impl AuditExportStore for SqliteStore {
         SqliteStore::audit_records(self, from, limit).await
     }
 
-    async fn audit_head(&self) -> StoreResult<u64> {
-        self.run(|c| c.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit_log", [], |r| r.get(0)).map(unsigned)).await
-    }
-
-    async fn audit_first(&self) -> StoreResult<u64> {
-        self.run(|c| c.query_row("SELECT COALESCE(MIN(seq), 0) FROM audit_log", [], |r| r.get(0)).map(unsigned)).await
+    async fn audit_bounds(&self) -> StoreResult<(u64, u64)> {
+        self.run(|c| bounds(c)).await
     }
 
     async fn export_cursor(&self, sink: &str) -> StoreResult<u64> {

@@ -160,15 +160,14 @@ pub trait ReviewStore: Send + Sync + 'static {
 pub trait AuditExportStore: Send + Sync + 'static {
     /// Up to `limit` records from sequence number `from` on, in order.
     async fn audit_records(&self, from: u64, limit: u64) -> StoreResult<Vec<StoredRecord>>;
-    /// The sequence number of the newest record (0: none yet).
-    async fn audit_head(&self) -> StoreResult<u64>;
-    /// The sequence number of the oldest record kept (retention drops older ones; 0: none).
-    async fn audit_first(&self) -> StoreResult<u64>;
+    /// The sequence numbers of the oldest record kept (retention drops older ones) and of the
+    /// newest, in one read (`(0, 0)`: none yet).
+    async fn audit_bounds(&self) -> StoreResult<(u64, u64)>;
     /// The last record `sink` delivered (0: none yet).
     async fn export_cursor(&self, sink: &str) -> StoreResult<u64>;
     async fn set_export_cursor(&self, sink: &str, seq: u64, now_us: i64) -> StoreResult<()>;
     /// Changes when records are appended by this process (its value: the newest sequence number
-    /// it appended); records appended by another process are found by asking `audit_head`.
+    /// it appended); records appended by another process are found by asking `audit_bounds`.
     fn appended(&self) -> tokio::sync::watch::Receiver<u64>;
 }
 

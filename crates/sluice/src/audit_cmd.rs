@@ -86,8 +86,9 @@ async fn verify(
         bail!("records up to {removed_through} were removed by retention; verify from {} on", removed_through + 1);
     }
     let from = from.max(removed_through + 1);
+    let (first, head) = store.audit_bounds().await?;
     // Retention always keeps the newest record: an anchor with nothing after it hides a deletion.
-    if removed_through > 0 && store.audit_head().await? <= removed_through {
+    if removed_through > 0 && head <= removed_through {
         bail!(
             "the audit log is not as it was written: record {}: missing: retention removed records up to \
              {removed_through} and always keeps the newest, but no record follows: they were deleted",
@@ -95,7 +96,6 @@ async fn verify(
         );
     }
     // Records missing from the front, with no anchor to say retention removed them.
-    let first = store.audit_first().await?;
     if first > from {
         bail!(
             "the audit log is not as it was written: record {from}: missing: the log starts at record {first}, and no \
@@ -255,7 +255,7 @@ async fn rotate_key(config_path: &Path, config: &Config, store: &sluice_store_sq
     }
     let path = config.audit.signing_key_path(&config.server);
     let old = signing_key(config, false)?;
-    let through = store.audit_head().await?;
+    let (_, through) = store.audit_bounds().await?;
     let old_id = old.public_key().key_id();
     let retired =
         path.with_file_name(format!("{}.retired-{old_id}.pub", path.file_name().unwrap_or_default().to_string_lossy()));
