@@ -6,6 +6,7 @@ pub mod action;
 pub mod advice;
 pub mod audit;
 pub mod glob;
+pub mod http;
 pub mod identity;
 pub mod ids;
 pub mod mask_spec;

@@ -5,6 +5,7 @@ use crate::review::ReviewRules;
 use crate::scope::RuleScope;
 use crate::sql::Kind;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -40,6 +41,10 @@ pub enum Preset {
     ReadOnly,
     /// Everything but schema changes, permission changes and server administration.
     NoDdl,
+    /// HTTP: everything but administrative endpoints (a path segment `admin`, `_admin`,
+    /// `internal`, `actuator` or `debug`, in any case; a GraphQL field whose name starts with
+    /// `admin`).
+    NoAdmin,
 }
 
 impl Preset {
@@ -47,6 +52,16 @@ impl Preset {
         match self {
             Preset::ReadOnly => "read-only",
             Preset::NoDdl => "no-ddl",
+            Preset::NoAdmin => "no-admin",
+        }
+    }
+
+    /// The kinds of request the preset has a meaning for.
+    pub fn protocols(self) -> &'static [RuleProtocol] {
+        match self {
+            Preset::ReadOnly => &[RuleProtocol::Sql, RuleProtocol::Http],
+            Preset::NoDdl => &[RuleProtocol::Sql],
+            Preset::NoAdmin => &[RuleProtocol::Http],
         }
     }
 }
@@ -144,6 +159,30 @@ pub struct RuleSpec {
     pub functions: Vec<String>,
     #[serde(default)]
     pub when: Vec<Condition>,
+    /// HTTP: the methods the rule matches (any case); empty: every method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// HTTP: path patterns, matched against the normalised path the upstream sees: `{name}` is
+    /// one segment, `*` any run within a segment, `**` any number of segments
+    /// (`/v1/customers/{id}`, `/admin/**`); empty: every path.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// HTTP: query parameters that must be present, each with a glob its value must match
+    /// (`"*"`: any value).
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// HTTP: request headers that must be present, each with a glob its value must match.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// HTTP: media types (globs, `application/*json`) the body must have.
+    #[serde(default)]
+    pub content_types: Vec<String>,
+    /// HTTP: conditions on the JSON body, all of which must hold.
+    #[serde(default)]
+    pub json: Vec<JsonCondition>,
+    /// HTTP: the GraphQL operation's kind and top-level fields.
+    #[serde(default)]
+    pub graphql: Option<GraphqlMatchSpec>,
     /// Shown to the client when the rule refuses.
     #[serde(default)]
     pub reason: Option<String>,
@@ -155,11 +194,38 @@ pub struct RuleSpec {
     pub review: Option<ReviewRules>,
 }
 
+/// A condition on a JSON request body, at a JSON pointer (`/amount`, `/items/0/sku`): give exactly
+/// one of `exists`, `equals`, `in`, `matches` (a regular expression the whole string matches).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonCondition {
+    pub pointer: String,
+    #[serde(default)]
+    pub exists: Option<bool>,
+    #[serde(default)]
+    pub equals: Option<serde_json::Value>,
+    #[serde(default, rename = "in")]
+    pub one_of: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    pub matches: Option<String>,
+}
+
+/// What a rule asks of a GraphQL operation; empty lists match anything.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphqlMatchSpec {
+    /// `query`, `mutation`, `subscription`.
+    #[serde(default)]
+    pub operations: Vec<crate::http::GraphqlKind>,
+    /// Top-level field name globs; the rule matches when the operation asks for any of them.
+    #[serde(default)]
+    pub fields: Vec<String>,
+}
+
 impl RuleSpec {
     /// The SQL matcher's keys this rule uses.
     pub fn sql_keys(&self) -> Vec<&'static str> {
         let used = [
-            ("preset", self.preset.is_some()),
             ("kinds", !self.kinds.is_empty()),
             ("objects", !self.objects.is_empty()),
             ("functions", !self.functions.is_empty()),
@@ -168,19 +234,49 @@ impl RuleSpec {
         used.into_iter().filter_map(|(key, set)| set.then_some(key)).collect()
     }
 
+    /// The HTTP matcher's keys this rule uses.
+    pub fn http_keys(&self) -> Vec<&'static str> {
+        let used = [
+            ("methods", !self.methods.is_empty()),
+            ("paths", !self.paths.is_empty()),
+            ("query", !self.query.is_empty()),
+            ("headers", !self.headers.is_empty()),
+            ("content_types", !self.content_types.is_empty()),
+            ("json", !self.json.is_empty()),
+            ("graphql", self.graphql.is_some()),
+        ];
+        used.into_iter().filter_map(|(key, set)| set.then_some(key)).collect()
+    }
+
     /// The kind of request the rule applies to (`None`: every kind), or why its keys contradict
-    /// its `protocol`.
+    /// its `protocol` (or each other). A preset rule without a protocol applies to each kind the
+    /// preset has a meaning for (see `Preset::protocols`).
     pub fn applies_to(&self) -> Result<Option<RuleProtocol>, String> {
-        let sql_keys = self.sql_keys();
-        match (self.protocol, sql_keys.is_empty()) {
-            (Some(RuleProtocol::Sql) | None, false) => Ok(Some(RuleProtocol::Sql)),
-            (protocol, true) => Ok(protocol),
-            (Some(other), false) => Err(format!(
-                "{} {} SQL's, and this rule is for protocol {}; SQL rules and {} rules are written separately",
-                sql_keys.join(", "),
-                if sql_keys.len() == 1 { "is" } else { "are" },
-                other.as_str(),
-                other.as_str()
+        let keyed = [(RuleProtocol::Sql, self.sql_keys()), (RuleProtocol::Http, self.http_keys())];
+        let mut by_keys = keyed.iter().filter(|(_, keys)| !keys.is_empty());
+        let first = by_keys.next();
+        if let (Some((a, a_keys)), Some((b, b_keys))) = (first, by_keys.next()) {
+            return Err(format!(
+                "{} {} {}'s and {} {}'s; write one rule for each",
+                a_keys.join(", "),
+                are(a_keys),
+                a.as_str(),
+                b_keys.join(", "),
+                b.as_str()
+            ));
+        }
+        match (self.protocol, first) {
+            (protocol, None) => Ok(protocol),
+            (None, Some((by_keys, _))) => Ok(Some(*by_keys)),
+            (Some(given), Some((by_keys, _))) if given == *by_keys => Ok(Some(given)),
+            (Some(given), Some((by_keys, keys))) => Err(format!(
+                "{} {} {}'s, and this rule is for protocol {}; {} rules and {} rules are written separately",
+                keys.join(", "),
+                are(keys),
+                upper(*by_keys),
+                given.as_str(),
+                upper(*by_keys),
+                given.as_str()
             )),
         }
     }
@@ -193,6 +289,15 @@ impl RuleSpec {
             groups: self.groups.clone(),
         }
     }
+}
+
+fn are(keys: &[&str]) -> &'static str {
+    if keys.len() == 1 { "is" } else { "are" }
+}
+
+/// A protocol's name as prose writes it.
+fn upper(protocol: RuleProtocol) -> String {
+    protocol.as_str().to_ascii_uppercase()
 }
 
 /// The `[policy]` section.
@@ -250,6 +355,8 @@ impl Default for BuiltinRules {
 #[derive(Clone, Debug)]
 pub struct ConnectionPolicy {
     pub name: String,
+    /// The kind of request the connection serves (what its preset means).
+    pub protocol: RuleProtocol,
     /// A preset for everyone on this connection.
     pub preset: Option<Preset>,
     /// Overrides the policy-wide default.

@@ -50,6 +50,7 @@ pub fn connection_policies(
             let facts = targets.describe(name, conn).map_err(|reason| TargetError { name: name.clone(), reason })?;
             Ok(ConnectionPolicy {
                 name: name.clone(),
+                protocol: sluice_policy::RuleProtocol::serving(facts.protocol),
                 preset: conn.policy,
                 default: conn.default,
                 search_path: facts.sql_search_path,

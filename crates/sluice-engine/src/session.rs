@@ -10,12 +10,13 @@ use sluice_core::{
     Protocol, Refusal, RefusalCause, ids,
 };
 use sluice_gate::{
-    Action, ClientInfo, Obligations, OpenRequest, Outcome, SessionGate, SessionLog, SqlAction, SqlLanguage, Standing,
+    Action, ClientInfo, HttpAction, Obligations, OpenRequest, Outcome, SessionGate, SessionLog, SqlAction, SqlLanguage, Standing,
     Target,
 };
 use sluice_mask::SessionMasking;
 use sluice_policy::Policy;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 
 /// Kept allows by address: looked up on every statement, so hashed with foldhash (several times
@@ -45,7 +46,7 @@ pub struct EngineSession {
     sql_language: Option<Arc<dyn SqlLanguage>>,
     /// The review a statement that can change state is held for, and its text: recorded durably
     /// when the approval arrives.
-    held_change: Option<(i64, Arc<str>)>,
+    held_change: Option<HeldChange>,
     /// The masking the session was opened with: its column rules decide what the lineage check
     /// of views and functions looks for.
     masking: Option<SessionMasking>,
@@ -54,6 +55,14 @@ pub struct EngineSession {
     kept: KeptAllows,
     started: bool,
     ended: bool,
+}
+
+/// An action that can change state, held for a review: recorded durably when approved.
+#[derive(Clone)]
+struct HeldChange {
+    review_id: i64,
+    kind: &'static str,
+    text: Arc<str>,
 }
 
 struct KeptAllow {
@@ -247,10 +256,10 @@ impl EngineSession {
         match (changes, watched) {
             (false, _) => decision,
             (true, Some(review_id)) => {
-                self.held_change = Some((review_id, Arc::from(sql.text)));
+                self.held_change = Some(HeldChange { review_id, kind: "sql", text: Arc::from(sql.text) });
                 decision
             }
-            (true, None) => Box::pin(self.record_durably(sql.text, decision)).await,
+            (true, None) => Box::pin(self.durable().record("sql", sql.text, decision)).await,
         }
     }
 
@@ -264,28 +273,42 @@ impl EngineSession {
         }
     }
 
-    /// Writes an allowed action's decision durably; if it cannot be, the action is refused.
-    async fn record_durably(&self, text: &str, decision: Decision) -> Decision {
-        let event = AuditEvent::ActionDecided {
-            action: "sql",
-            text: Arc::from(text),
-            verdict: decision.effect(),
-            rule: Some(Arc::from(decision.rule())),
+    /// Where an allowed change's decision is written durably.
+    fn durable(&self) -> Durable {
+        Durable {
+            audit: Arc::clone(&self.core.audit),
+            principal: Arc::clone(&self.principal),
+            session: Arc::clone(&self.id),
+        }
+    }
+
+    /// Decides an HTTP request by the HTTP rules; a request that can change state is let through
+    /// only once its decision is durable, as a SQL change is.
+    async fn decide_http(&mut self, http: &HttpAction) -> Decision {
+        let settings = self.core.settings.load_full();
+        let (policy, grant) = self.core.in_force(&settings, &self.identity, &self.target);
+        let decision = match policy.decide_http(&self.identity, &self.target, http) {
+            Decision::Review(refusal) => {
+                self.review(policy, &refusal, &http.review_text(), &http.canonical(), false).await
+            }
+            Decision::Allow { rule } if let Some((grant, _)) = grant => {
+                Decision::Allow { rule: Arc::from(format!("grant #{}: {rule}", grant.review_id)) }
+            }
+            other => other,
         };
-        let record = AuditRecord::now(Arc::clone(&self.principal), Some(Arc::clone(&self.id)), event);
-        match self.core.audit.record_durable(record).await {
-            Ok(()) => decision,
-            Err(reason) => Decision::Deny(Refusal {
-                rule: "audit".into(),
-                reason: "sluice forwards no change it cannot record, and the audit log cannot be written now".into(),
-                detail: Some(reason),
-                hint: Some(
-                    "send the statement again once the gateway's store is writable (an operator sees why in \
-                     sluice's log); reads still work"
-                        .into(),
-                ),
-                cause: RefusalCause::Policy,
-            }),
+        if http.reads_only() || !settings.changes_before_forwarding {
+            return decision;
+        }
+        match &decision {
+            Decision::Allow { .. } | Decision::Approved { .. } => {
+                Box::pin(self.durable().record("http", &http.summary(), decision)).await
+            }
+            Decision::Hold(hold) => {
+                let text = Arc::from(http.summary());
+                self.held_change = Some(HeldChange { review_id: hold.review_id, kind: "http", text });
+                decision
+            }
+            Decision::Review(_) | Decision::Deny(_) => decision,
         }
     }
 
@@ -340,17 +363,23 @@ impl SessionGate for EngineSession {
                 let decision = self.decide_sql(sql).await;
                 self.recorded_before_forwarding(sql, decision).await
             }
+            Action::Http(http) => self.decide_http(http).await,
             other => self.decide_unmatched(other).await,
         }
     }
 
-    async fn await_review(&self, hold: &Hold) -> Decision {
-        let decision = self.core.approvals.await_review(&self.id, hold).await;
-        match (&decision, &self.held_change) {
-            (Decision::Approved { .. }, Some((review_id, text))) if *review_id == hold.review_id => {
-                Box::pin(self.record_durably(text, decision)).await
+    fn await_review(&self, hold: &Hold) -> impl Future<Output = Decision> + Send + 'static {
+        let (approvals, id, hold) = (Arc::clone(&self.core.approvals), Arc::clone(&self.id), hold.clone());
+        let held = self.held_change.clone().filter(|h| h.review_id == hold.review_id);
+        let durable = self.durable();
+        async move {
+            let decision = approvals.await_review(&id, &hold).await;
+            match (&decision, held) {
+                (Decision::Approved { .. }, Some(held)) => {
+                    Box::pin(durable.record(held.kind, &held.text, decision)).await
+                }
+                _ => decision,
             }
-            _ => decision,
         }
     }
 
@@ -422,6 +451,40 @@ impl Drop for EngineSession {
     fn drop(&mut self) {
         if !self.ended {
             self.record_end("the adapter dropped the session without ending it".into());
+        }
+    }
+}
+
+/// Where a session writes the decision on a change before it is forwarded.
+struct Durable {
+    audit: Arc<dyn AuditSink>,
+    principal: Arc<Principal>,
+    session: Arc<str>,
+}
+
+impl Durable {
+    /// Writes an allowed action's decision durably; if it cannot be, the action is refused.
+    async fn record(&self, kind: &'static str, text: &str, decision: Decision) -> Decision {
+        let event = AuditEvent::ActionDecided {
+            action: kind,
+            text: Arc::from(text),
+            verdict: decision.effect(),
+            rule: Some(Arc::from(decision.rule())),
+        };
+        let record = AuditRecord::now(Arc::clone(&self.principal), Some(Arc::clone(&self.session)), event);
+        match self.audit.record_durable(record).await {
+            Ok(()) => decision,
+            Err(reason) => Decision::Deny(Refusal {
+                rule: "audit".into(),
+                reason: "sluice forwards no change it cannot record, and the audit log cannot be written now".into(),
+                detail: Some(reason),
+                hint: Some(
+                    "send it again once the gateway's store is writable (an operator sees why in sluice's log); \
+                     reads still work"
+                        .into(),
+                ),
+                cause: RefusalCause::Policy,
+            }),
         }
     }
 }

@@ -4,14 +4,13 @@
 
 pub mod action;
 pub mod grant;
-pub mod http;
 pub mod outcome;
 pub mod server;
 pub mod session;
 
 pub use action::{Action, ExecAction, KubeAction, SqlAction, SqlLanguage, ToolAction};
 pub use grant::{Obligations, SessionGrant, Target};
-pub use http::{HttpAction, HttpTargetError};
+pub use sluice_core::http::{self, BodySummary, GraphqlKind, GraphqlOperation, HttpAction, HttpTargetError};
 pub use outcome::{ActionDetail, Outcome};
 pub use server::{ServerAnswer, SqlServer};
 pub use session::{ClientInfo, Gate, OpenError, OpenRequest, Presented, SessionGate, SessionLog, Standing};

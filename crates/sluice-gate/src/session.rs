@@ -105,8 +105,9 @@ pub trait SessionGate: Send + Sync + 'static {
 
     /// Waits for the review a `Decision::Hold` named and answers with what to do now: allow (the
     /// approval is used up), or refuse (denied, or not decided within the hold's timeout). Dropping
-    /// the future stops the wait and leaves the review open.
-    fn await_review(&self, hold: &Hold) -> impl Future<Output = Decision> + Send;
+    /// the future stops the wait and leaves the review open. The future borrows nothing: a session
+    /// serving several requests at once (HTTP/2) decides others while one waits.
+    fn await_review(&self, hold: &Hold) -> impl Future<Output = Decision> + Send + 'static;
 
     /// Lets an adapter keep a decision it built on an allow (a prepared statement bound again):
     /// while this returns the same `Some(epoch)`, an allow the session was given stands. `None`:

@@ -8,6 +8,7 @@
 //! rules of scope only (`Policy::decide_unmatched`). The rule file's types are plain data in
 //! `sluice_core::policy`.
 
+mod http;
 mod lint;
 mod pg;
 mod policy;
@@ -19,6 +20,7 @@ pub use pg::{
     PROTECTED_SETTINGS, SIDE_EFFECT_FUNCTIONS, depends_on_column_masking, is_protected_setting, user_functions,
     volatile_call_refusal, volatility_unknown,
 };
+pub use http::ADMIN_SEGMENTS;
 pub use policy::Policy;
 pub use sluice_core::policy::*;
 pub use sql::Judgement;

@@ -68,6 +68,17 @@ impl Policy {
     }
 }
 
+/// Whether two rules ask the same of an HTTP request.
+fn same_http_keys(a: &RuleSpec, b: &RuleSpec) -> bool {
+    a.methods == b.methods
+        && a.paths == b.paths
+        && a.query == b.query
+        && a.headers == b.headers
+        && a.content_types == b.content_types
+        && a.json == b.json
+        && a.graphql == b.graphql
+}
+
 /// Whether rule `a` matches at least everything rule `b` matches (a conservative test: list
 /// patterns must be equal or absent).
 fn covers(a: &RuleSpec, b: &RuleSpec) -> bool {
@@ -87,6 +98,7 @@ fn covers(a: &RuleSpec, b: &RuleSpec) -> bool {
         && callers
         && kinds
         && wider(&a.objects, &b.objects)
+        && (a.http_keys().is_empty() || same_http_keys(a, b))
         && a.functions.is_empty() == b.functions.is_empty()
         && wider(&a.functions, &b.functions)
         && a.when.iter().all(|c| b.when.contains(c))

@@ -10,6 +10,7 @@ use sluice_core::policy::{BuiltinRules, ConnectionPolicy, Effect, PolicySpec, Ru
 use sluice_core::review::ReviewRules;
 use sluice_core::scope::RuleScope;
 use sluice_core::sql::Kind;
+use sluice_core::http::HttpAction;
 use sluice_core::{Decision, Identity, Refusal, RefusalCause};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -54,6 +55,7 @@ impl Policy {
             if let Some(preset) = conn.preset {
                 let spec = RuleSpec {
                     name: format!("connection {}: {}", conn.name, preset.as_str()),
+                    protocol: Some(conn.protocol),
                     connections: vec![conn.name.clone()],
                     preset: Some(preset),
                     ..RuleSpec::default()
@@ -134,17 +136,39 @@ impl Policy {
         self.rules.iter().any(|r| r.read_only && r.scope.contains(identity, connection))
     }
 
-    /// Decides an action of a kind other than SQL (`kind`: `exec`, `http`, `kube`, `tool`;
+    /// Decides an action of a kind other than SQL and HTTP (`kind`: `exec`, `kube`, `tool`;
     /// `summary` names it) by the rules for its protocol and the rules of scope only; where none
     /// is in scope, the connection's default applies, under the rule name `default`.
     pub fn decide_unmatched(&self, identity: &Identity, connection: &str, kind: &str, summary: &str) -> Decision {
-        // The rules for this kind of request and those of scope only; their matchers have no
-        // match keys yet, so each matches every such request in its scope. The strictest wins.
+        // Their matchers have no match keys yet, so each rule matches every such request in its
+        // scope.
+        self.decide_by(identity, connection, kind, summary, |_| true)
+    }
+
+    /// Decides an HTTP request by the HTTP rules in scope (and those of scope only).
+    pub fn decide_http(&self, identity: &Identity, connection: &str, action: &HttpAction) -> Decision {
+        let summary = action.summary();
+        self.decide_by(identity, connection, "http", &summary, |rule| {
+            rule.http.as_ref().is_none_or(|m| m.matches(action, rule.effect == Effect::Allow))
+        })
+    }
+
+    /// The strictest of the rules for `kind` (and of scope only) in scope that `matches`; where
+    /// none is, the connection's default.
+    fn decide_by(
+        &self,
+        identity: &Identity,
+        connection: &str,
+        kind: &str,
+        summary: &str,
+        matches: impl Fn(&Rule) -> bool,
+    ) -> Decision {
         let protocol = RuleProtocol::of_action(kind);
         let mut best: Option<&Rule> = None;
         let candidates = self.other_rules.iter().filter(|r| r.protocol == protocol);
         for rule in candidates.chain(self.rules.iter().filter(|r| r.protocol.is_none())) {
-            if rule.scope.contains(identity, connection) && best.is_none_or(|b| rule.effect > b.effect) {
+            if best.is_none_or(|b| rule.effect > b.effect) && rule.scope.contains(identity, connection) && matches(rule)
+            {
                 best = Some(rule);
             }
         }
@@ -167,7 +191,7 @@ impl Policy {
             Effect::Allow => return Decision::Allow { rule: Arc::clone(&self.default_rule) },
             Effect::Review => "this needs a human approval before it runs; it was not run".to_string(),
             Effect::Deny => format!(
-                "no rule covers {kind} requests for \"{}\" on connection \"{connection}\", and its default is deny; \
+                "no rule covers this {kind} request for \"{}\" on connection \"{connection}\", and its default is deny; \
                  an operator can add a rule",
                 identity.name
             ),
@@ -241,7 +265,13 @@ mod tests {
     }
 
     fn conn(name: &str, preset: Option<Preset>) -> ConnectionPolicy {
-        ConnectionPolicy { name: name.into(), preset, default: None, search_path: vec!["app".into(), "public".into()] }
+        ConnectionPolicy {
+            name: name.into(),
+            protocol: RuleProtocol::Sql,
+            preset,
+            default: None,
+            search_path: vec!["app".into(), "public".into()],
+        }
     }
 
     #[test]
@@ -253,7 +283,7 @@ mod tests {
         let denied = policy.decide_unmatched(&me, "shop", "http", "DELETE /users/1");
         let Decision::Deny(refusal) = &denied else { panic!("{denied:?}") };
         assert_eq!((refusal.rule.as_str(), refusal.detail.as_deref()), ("default", Some("DELETE /users/1")));
-        assert!(refusal.hint.as_deref().is_some_and(|h| h.contains("no rule covers http requests")), "{refusal:?}");
+        assert!(refusal.hint.as_deref().is_some_and(|h| h.contains("no rule covers this http request")), "{refusal:?}");
         assert_eq!(
             policy.decide_unmatched(&me, "open", "kube", "get pods"),
             Decision::Allow { rule: "default".into() }
@@ -297,7 +327,9 @@ mod tests {
         assert!(err.contains("kinds is SQL's, and this rule is for protocol http"), "{err}");
         let preset =
             RuleSpec { protocol: Some(RuleProtocol::Ssh), preset: Some(Preset::ReadOnly), ..rule("p", Effect::Deny) };
-        assert_eq!(preset.applies_to().unwrap_err().split(" is").next(), Some("preset"));
+        let spec = PolicySpec { rules: vec![RuleSpec { effect: None, ..preset }], ..PolicySpec::default() };
+        let err = Policy::compile(&spec, &[]).unwrap_err().to_string();
+        assert!(err.contains("the preset read-only has no meaning for protocol ssh"), "{err}");
         // The linter: a rule about a kind of request no connection in its scope serves.
         let spec = PolicySpec {
             rules: vec![

@@ -2,6 +2,7 @@
 //! (as a bit set), objects and functions by glob under the connection's search_path, conditions.
 
 use crate::PolicyError;
+use crate::http::HttpMatcher;
 use crate::pg::implicit_schemas;
 use sluice_core::glob::glob_match;
 use sluice_core::policy::{Condition, Effect, Preset, RuleProtocol, RuleSpec};
@@ -52,6 +53,8 @@ pub(crate) struct Rule {
     /// Compiled from the read-only preset: its callers get a read-only upstream session too.
     pub(crate) read_only: bool,
     pub(crate) review: Option<Arc<ReviewRules>>,
+    /// What an HTTP rule matches; `None`: every request in its scope.
+    pub(crate) http: Option<HttpMatcher>,
 }
 
 impl Rule {
@@ -99,11 +102,56 @@ pub(crate) fn preset_allows(preset: Preset) -> KindSet {
         Preset::ReadOnly => {
             KindSet::of(&[Kind::Read, Kind::CopyTo, Kind::Set, Kind::Transaction, Kind::Session, Kind::Listen])
         }
-        Preset::NoDdl => KindSet::ALL
+        // (No SQL rule is compiled from an HTTP preset: see `Preset::protocols`.)
+        Preset::NoDdl | Preset::NoAdmin => KindSet::ALL
             .without(&[Kind::Create, Kind::Alter, Kind::Drop, Kind::Truncate, Kind::Grant, Kind::Admin])
             .without(&[Kind::DynamicSql, Kind::AssumeRole]),
     }
 }
+
+/// A SQL preset's deny (of every kind it does not allow) and allow.
+fn sql_preset(preset: Preset, reason: Option<&String>, base: &Base<'_>) -> (Rule, Rule) {
+    let allowed = preset_allows(preset);
+    let reason = reason.cloned().unwrap_or_else(|| match preset {
+        Preset::ReadOnly => "this session is read-only".into(),
+        _ => "schema and permission changes are not allowed here".into(),
+    });
+    let mut deny = base(Effect::Deny, Some(allowed.complement()), reason);
+    deny.read_only = preset == Preset::ReadOnly;
+    if deny.hint.is_none() {
+        deny.hint = Some(match preset {
+            Preset::ReadOnly => "only statements that read are allowed (SELECT, SHOW, EXPLAIN, COPY … TO STDOUT); ask an operator for write access if the task needs it".into(),
+            _ => "data statements are allowed, schema changes are not; ask an operator to run the migration".into(),
+        });
+    }
+    (deny, base(Effect::Allow, Some(allowed), String::new()))
+}
+
+/// An HTTP preset's deny and allow.
+fn http_preset(preset: Preset, reason: Option<&String>, base: &Base<'_>) -> (Rule, Rule) {
+    let (refused, allowed) = match preset {
+        Preset::NoAdmin => (HttpMatcher::Admin(true), HttpMatcher::Admin(false)),
+        _ => (HttpMatcher::Reads(false), HttpMatcher::Reads(true)),
+    };
+    let reason = reason.cloned().unwrap_or_else(|| match preset {
+        Preset::NoAdmin => "administrative endpoints are not reachable here".into(),
+        _ => "this API is read-only here".into(),
+    });
+    let mut deny = Rule { http: Some(refused), ..base(Effect::Deny, None, reason) };
+    if deny.hint.is_none() {
+        deny.hint = Some(match preset {
+            Preset::NoAdmin => format!(
+                "paths with a segment {} and GraphQL fields starting with admin are refused; ask an operator if the task needs one",
+                crate::http::ADMIN_SEGMENTS.join(", ")
+            ),
+            _ => "only GET, HEAD, OPTIONS and GraphQL queries are allowed; ask an operator for write access if the task needs it".into(),
+        });
+    }
+    (deny, Rule { http: Some(allowed), ..base(Effect::Allow, None, String::new()) })
+}
+
+/// Builds a rule of the spec being compiled with an effect, kinds and reason.
+type Base<'a> = dyn Fn(Effect, Option<KindSet>, String) -> Rule + 'a;
 
 pub(crate) fn compile_rule(spec: &RuleSpec, out: &mut Vec<Rule>) -> Result<(), PolicyError> {
     let problem = |p: &str| PolicyError::Rule { rule: spec.name.clone(), problem: p.to_string() };
@@ -124,6 +172,7 @@ pub(crate) fn compile_rule(spec: &RuleSpec, out: &mut Vec<Rule>) -> Result<(), P
         hint: spec.hint.clone(),
         read_only: false,
         review: None,
+        http: None,
     };
     match (spec.preset, spec.effect) {
         (Some(_), Some(_)) => Err(problem("give either a preset or an effect, not both")),
@@ -132,23 +181,30 @@ pub(crate) fn compile_rule(spec: &RuleSpec, out: &mut Vec<Rule>) -> Result<(), P
                 "a preset rule can be scoped (connections, identities, groups, objects) but not given kinds, functions or conditions",
             ))
         }
+        (Some(_), None) if !spec.http_keys().is_empty() => Err(problem(&format!(
+            "a preset rule can be scoped (connections, identities, groups) but not given {}",
+            spec.http_keys().join(", ")
+        ))),
         (Some(preset), None) => {
-            let allowed = preset_allows(preset);
-            let reason = spec.reason.clone().unwrap_or_else(|| match preset {
-                Preset::ReadOnly => "this session is read-only".into(),
-                Preset::NoDdl => "schema and permission changes are not allowed here".into(),
-            });
-            let mut deny = base(Effect::Deny, Some(allowed.complement()), reason);
-            deny.read_only = preset == Preset::ReadOnly;
-            if deny.hint.is_none() {
-                deny.hint = Some(match preset {
-                    Preset::ReadOnly => "only statements that read are allowed (SELECT, SHOW, EXPLAIN, COPY … TO STDOUT); ask an operator for write access if the task needs it".into(),
-                    Preset::NoDdl => "data statements are allowed, schema changes are not; ask an operator to run the migration".into(),
-                });
+            let protocols = match protocol {
+                Some(p) if preset.protocols().contains(&p) => vec![p],
+                Some(p) => {
+                    return Err(problem(&format!(
+                        "the preset {} has no meaning for protocol {}",
+                        preset.as_str(),
+                        p.as_str()
+                    )));
+                }
+                None => preset.protocols().to_vec(),
+            };
+            for protocol in protocols {
+                let (deny, allow) = match protocol {
+                    RuleProtocol::Http => http_preset(preset, spec.reason.as_ref(), &base),
+                    _ => sql_preset(preset, spec.reason.as_ref(), &base),
+                };
+                out.push(Rule { protocol: Some(protocol), ..deny });
+                out.push(Rule { protocol: Some(protocol), ..allow });
             }
-            let allow = base(Effect::Allow, Some(allowed), String::new());
-            out.push(deny);
-            out.push(allow);
             Ok(())
         }
         (None, None) => Err(problem("give an effect (allow, review or deny) or a preset")),
@@ -156,6 +212,7 @@ pub(crate) fn compile_rule(spec: &RuleSpec, out: &mut Vec<Rule>) -> Result<(), P
             let kinds = if spec.kinds.is_empty() { None } else { Some(KindSet::of(&spec.kinds)) };
             let reason = spec.reason.clone().unwrap_or_else(|| format!("policy rule {}", spec.name));
             let mut rule = base(effect, kinds, reason);
+            rule.http = HttpMatcher::compile(spec)?;
             match (&spec.review, effect) {
                 (Some(_), Effect::Allow | Effect::Deny) => {
                     return Err(problem("only a rule with effect \"review\" can have review settings"));

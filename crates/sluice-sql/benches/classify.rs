@@ -82,6 +82,7 @@ fn policy_decision(bencher: Bencher) {
         ..PolicySpec::default()
     };
     let connection = ConnectionPolicy {
+        protocol: sluice_policy::RuleProtocol::Sql,
         name: "shop".into(),
         preset: None,
         default: None,

@@ -1,11 +1,12 @@
 //! An HTTP request as policy sees it: the method, the path in one canonical form, the query, the
-//! headers policy may look at and what the body is. Normalising is where HTTP gateways are
-//! bypassed (`/a/../admin`, `%2e%2e`, `//admin`, `/admin;x`), so a path that two servers could read
-//! two ways is refused rather than guessed at.
+//! headers policy may look at and what the body is (its JSON, its GraphQL operation). Normalising
+//! is where HTTP gateways are bypassed (`/a/../admin`, `%2e%2e`, `//admin`, `/admin;x`), so a path
+//! that two servers could read two ways is refused rather than guessed at.
 
+use std::sync::Arc;
 use thiserror::Error;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct HttpAction {
     /// Upper case, as sent (`GET`, `POST`).
     pub method: String,
@@ -19,10 +20,48 @@ pub struct HttpAction {
 }
 
 /// What the body is, without its bytes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct BodySummary {
+    /// The media type, lower case, without parameters (`application/json`).
     pub content_type: Option<String>,
     pub length: Option<u64>,
+    /// The body read as JSON, when it is JSON (whatever its declared type: servers that ignore
+    /// the type would read it so).
+    pub json: Option<Arc<serde_json::Value>>,
+    /// The GraphQL operation the body (or the query string) carries, on a GraphQL endpoint.
+    pub graphql: Option<GraphqlOperation>,
+    /// SHA-256 of the body's bytes (hex), when there is a body: what an approval is bound to.
+    pub digest: Option<String>,
+    /// The body's beginning as text, for a reviewer.
+    pub excerpt: Option<String>,
+}
+
+/// One GraphQL operation, as policy matches it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GraphqlOperation {
+    pub kind: GraphqlKind,
+    /// The operation's name, when it has one.
+    pub name: Option<String>,
+    /// The fields its top-level selection asks for (through fragments too), by name, not alias.
+    pub fields: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GraphqlKind {
+    Query,
+    Mutation,
+    Subscription,
+}
+
+impl GraphqlKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GraphqlKind::Query => "query",
+            GraphqlKind::Mutation => "mutation",
+            GraphqlKind::Subscription => "subscription",
+        }
+    }
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -58,7 +97,49 @@ impl HttpAction {
     }
 
     pub fn summary(&self) -> String {
-        format!("{} {}", self.method, self.path)
+        match &self.body.graphql {
+            Some(op) => format!("{} {} ({} {})", self.method, self.path, op.kind.as_str(), op.fields.join(", ")),
+            None => format!("{} {}", self.method, self.path),
+        }
+    }
+
+    /// The request as a reviewer reads it: method, path, query and the body's beginning.
+    pub fn review_text(&self) -> String {
+        let mut text = format!("{} {}", self.method, self.path);
+        for (i, (name, value)) in self.query.iter().enumerate() {
+            text.push(if i == 0 { '?' } else { '&' });
+            text.push_str(name);
+            if !value.is_empty() {
+                text.push('=');
+                text.push_str(value);
+            }
+        }
+        if let Some(excerpt) = &self.body.excerpt {
+            text.push_str("\n\n");
+            text.push_str(excerpt);
+        }
+        text
+    }
+
+    /// What an approval is bound to: the method, the path, the query pair by pair and the body's
+    /// digest; any change to one of them is another request.
+    pub fn canonical(&self) -> String {
+        let query: Vec<[&str; 2]> = self.query.iter().map(|(n, v)| [n.as_str(), v.as_str()]).collect();
+        let query = serde_json::to_string(&query).unwrap_or_default();
+        format!("{} {} {query} {}", self.method, self.path, self.body.digest.as_deref().unwrap_or("-"))
+    }
+
+    /// Whether the request only reads: a safe method, or a GraphQL query.
+    pub fn reads_only(&self) -> bool {
+        match &self.body.graphql {
+            Some(op) => op.kind == GraphqlKind::Query,
+            None => matches!(self.method.as_str(), "GET" | "HEAD" | "OPTIONS"),
+        }
+    }
+
+    /// The value of a header policy may see (`name` in lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 }
 

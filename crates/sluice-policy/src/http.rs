@@ -1,0 +1,382 @@
+//! The HTTP matcher: how one rule's keys (methods, path patterns, query, headers, content type,
+//! JSON body conditions, GraphQL operation) match one request, and the HTTP presets.
+//!
+//! Where a request can be read more than one way by the upstream (a repeated query parameter or
+//! header, a path whose case a server may ignore), a rule that refuses or reviews matches if any
+//! reading matches, and a rule that allows only if every reading does: an ambiguity never turns a
+//! deny into an allow.
+
+use crate::PolicyError;
+use regex::Regex;
+use sluice_core::glob::glob_match;
+use sluice_core::http::HttpAction;
+use sluice_core::policy::{GraphqlMatchSpec, JsonCondition, RuleSpec};
+
+/// Path segments that the `no-admin` preset refuses (compared without case).
+pub const ADMIN_SEGMENTS: [&str; 5] = ["admin", "_admin", "internal", "actuator", "debug"];
+
+#[derive(Debug)]
+pub(crate) enum HttpMatcher {
+    /// A rule's own keys.
+    Keys(Box<HttpKeys>),
+    /// The `read-only` preset: requests that only read (`true`) or the others (`false`).
+    Reads(bool),
+    /// The `no-admin` preset: administrative requests (`true`) or the others (`false`).
+    Admin(bool),
+}
+
+#[derive(Debug)]
+pub(crate) struct HttpKeys {
+    methods: Vec<String>,
+    paths: Vec<PathPattern>,
+    query: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+    content_types: Vec<String>,
+    json: Vec<JsonCheck>,
+    graphql: Option<GraphqlMatchSpec>,
+}
+
+#[derive(Debug)]
+enum JsonCheck {
+    Exists(String, bool),
+    Equals(String, serde_json::Value),
+    In(String, Vec<serde_json::Value>),
+    Matches(String, Regex),
+}
+
+/// A path pattern, segment by segment.
+#[derive(Debug)]
+struct PathPattern(Vec<Segment>);
+
+#[derive(Debug)]
+enum Segment {
+    /// `**`: any number of segments, none included.
+    Any,
+    /// `{name}`: exactly one segment.
+    One,
+    /// A glob within one segment.
+    Glob(String),
+}
+
+impl HttpMatcher {
+    pub(crate) fn compile(spec: &RuleSpec) -> Result<Option<HttpMatcher>, PolicyError> {
+        if spec.http_keys().is_empty() {
+            return Ok(None);
+        }
+        let problem = |p: String| PolicyError::Rule { rule: spec.name.clone(), problem: p };
+        let mut methods = Vec::new();
+        for method in &spec.methods {
+            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+                return Err(problem(format!("methods: {method:?} is not an HTTP method")));
+            }
+            methods.push(method.to_ascii_uppercase());
+        }
+        let paths = spec.paths.iter().map(|p| PathPattern::compile(p).map_err(&problem)).collect::<Result<_, _>>()?;
+        let json = spec.json.iter().map(|c| JsonCheck::compile(c).map_err(&problem)).collect::<Result<_, _>>()?;
+        Ok(Some(HttpMatcher::Keys(Box::new(HttpKeys {
+            methods,
+            paths,
+            query: spec.query.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            headers: spec.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
+            content_types: spec.content_types.iter().map(|c| c.to_ascii_lowercase()).collect(),
+            json,
+            graphql: spec.graphql.clone(),
+        }))))
+    }
+
+    /// Whether the request matches; `allows`: the rule allows (then every reading must match).
+    pub(crate) fn matches(&self, action: &HttpAction, allows: bool) -> bool {
+        match self {
+            HttpMatcher::Reads(reads) => action.reads_only() == *reads,
+            HttpMatcher::Admin(admin) => is_admin(action) == *admin,
+            HttpMatcher::Keys(keys) => keys.matches(action, allows),
+        }
+    }
+}
+
+/// Whether a request reaches an administrative endpoint (the `no-admin` preset).
+fn is_admin(action: &HttpAction) -> bool {
+    let admin_segment = action.path.split('/').any(|s| ADMIN_SEGMENTS.iter().any(|a| s.eq_ignore_ascii_case(a)));
+    let admin_field = action
+        .body
+        .graphql
+        .as_ref()
+        .is_some_and(|op| op.fields.iter().any(|f| f.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("admin"))));
+    admin_segment || admin_field
+}
+
+impl HttpKeys {
+    fn matches(&self, action: &HttpAction, allows: bool) -> bool {
+        // Any reading for a refusal, every reading for an allow.
+        let readings = |values: &mut dyn Iterator<Item = &str>, glob: &str| -> bool {
+            let mut seen = false;
+            for value in values {
+                seen = true;
+                if glob_match(glob, value) != allows {
+                    return !allows;
+                }
+            }
+            seen && allows
+        };
+        if !self.methods.is_empty() && !self.methods.contains(&action.method) {
+            return false;
+        }
+        if !self.paths.is_empty() && !self.paths.iter().any(|p| p.matches(&action.path, !allows)) {
+            return false;
+        }
+        for (name, glob) in &self.query {
+            let mut values = action.query.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str());
+            if !readings(&mut values, glob) {
+                return false;
+            }
+        }
+        for (name, glob) in &self.headers {
+            let mut values = action.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str());
+            if !readings(&mut values, glob) {
+                return false;
+            }
+        }
+        if !self.content_types.is_empty() {
+            let Some(ct) = action.body.content_type.as_deref() else { return false };
+            if !self.content_types.iter().any(|g| glob_match(g, ct)) {
+                return false;
+            }
+        }
+        if !self.json.is_empty() {
+            let Some(body) = action.body.json.as_deref() else { return false };
+            if !self.json.iter().all(|check| check.holds(body)) {
+                return false;
+            }
+        }
+        if let Some(graphql) = &self.graphql {
+            let Some(op) = &action.body.graphql else { return false };
+            if !graphql.operations.is_empty() && !graphql.operations.contains(&op.kind) {
+                return false;
+            }
+            if !graphql.fields.is_empty() {
+                let named = |f: &String| graphql.fields.iter().any(|g| glob_match(g, f));
+                let fields_ok = if allows { op.fields.iter().all(named) } else { op.fields.iter().any(named) };
+                if !fields_ok {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+impl JsonCheck {
+    fn compile(c: &JsonCondition) -> Result<JsonCheck, String> {
+        if !(c.pointer.is_empty() || c.pointer.starts_with('/')) {
+            return Err(format!("json: pointer {:?} must be empty or start with '/'", c.pointer));
+        }
+        let pointer = c.pointer.clone();
+        let given = [c.exists.is_some(), c.equals.is_some(), c.one_of.is_some(), c.matches.is_some()];
+        if given.iter().filter(|g| **g).count() != 1 {
+            return Err(format!("json: the condition on {:?} needs exactly one of exists, equals, in, matches", c.pointer));
+        }
+        Ok(match (c.exists, &c.equals, &c.one_of, &c.matches) {
+            (Some(exists), ..) => JsonCheck::Exists(pointer, exists),
+            (_, Some(value), ..) => JsonCheck::Equals(pointer, value.clone()),
+            (_, _, Some(values), _) => JsonCheck::In(pointer, values.clone()),
+            (_, _, _, Some(pattern)) => {
+                let regex = Regex::new(&format!("^(?:{pattern})$"))
+                    .map_err(|e| format!("json: matches {pattern:?} is not a regular expression: {e}"))?;
+                JsonCheck::Matches(pointer, regex)
+            }
+            _ => unreachable!("exactly one was given"),
+        })
+    }
+
+    fn holds(&self, body: &serde_json::Value) -> bool {
+        match self {
+            JsonCheck::Exists(pointer, exists) => body.pointer(pointer).is_some() == *exists,
+            JsonCheck::Equals(pointer, value) => body.pointer(pointer).is_some_and(|v| json_equal(v, value)),
+            JsonCheck::In(pointer, values) => {
+                body.pointer(pointer).is_some_and(|v| values.iter().any(|value| json_equal(v, value)))
+            }
+            JsonCheck::Matches(pointer, regex) => {
+                body.pointer(pointer).and_then(|v| v.as_str()).is_some_and(|s| regex.is_match(s))
+            }
+        }
+    }
+}
+
+/// Equality as JSON means it: `1` and `1.0` are the same number.
+fn json_equal(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) if a.is_number() && b.is_number() => x == y,
+        _ => a == b,
+    }
+}
+
+impl PathPattern {
+    fn compile(pattern: &str) -> Result<PathPattern, String> {
+        if !pattern.starts_with('/') {
+            return Err(format!("paths: {pattern:?} must start with '/'"));
+        }
+        let segments = pattern
+            .split('/')
+            .skip(1)
+            .filter(|s| !s.is_empty())
+            .map(|s| match s {
+                "**" => Ok(Segment::Any),
+                s if s.starts_with('{') && s.ends_with('}') => Ok(Segment::One),
+                s if s.contains(['{', '}']) => Err(format!("paths: {pattern:?}: a template must be a whole segment")),
+                s if s.contains("**") => Err(format!("paths: {pattern:?}: '**' must be a whole segment")),
+                s => Ok(Segment::Glob(s.to_string())),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if segments.iter().filter(|s| matches!(s, Segment::Any)).count() > 2 {
+            return Err(format!("paths: {pattern:?}: at most two '**' in a pattern"));
+        }
+        Ok(PathPattern(segments))
+    }
+
+    /// Whether the normalised `path` matches; `any_case`: letters match whatever their case (a
+    /// server may not tell `/Admin` from `/admin`).
+    fn matches(&self, path: &str, any_case: bool) -> bool {
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        if any_case {
+            let lower: Vec<String> = segments.iter().map(|s| s.to_lowercase()).collect();
+            let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
+            return match_segments(&self.0, &lower, true);
+        }
+        match_segments(&self.0, &segments, false)
+    }
+}
+
+fn match_segments(pattern: &[Segment], path: &[&str], lower: bool) -> bool {
+    match pattern.split_first() {
+        None => path.is_empty(),
+        Some((Segment::Any, rest)) => (0..=path.len()).any(|skip| match_segments(rest, &path[skip..], lower)),
+        Some((segment, rest)) => {
+            let Some((first, others)) = path.split_first() else { return false };
+            let ok = match segment {
+                Segment::One => true,
+                Segment::Glob(glob) if lower => glob_match(&glob.to_lowercase(), first),
+                Segment::Glob(glob) => glob_match(glob, first),
+                Segment::Any => unreachable!("handled above"),
+            };
+            ok && match_segments(rest, others, lower)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::http::{BodySummary, GraphqlKind, GraphqlOperation};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    fn request(method: &str, target: &str) -> HttpAction {
+        HttpAction::new(method, target).unwrap()
+    }
+
+    fn keys(spec: RuleSpec) -> HttpMatcher {
+        HttpMatcher::compile(&RuleSpec { name: "r".into(), ..spec }).unwrap().unwrap()
+    }
+
+    #[test]
+    fn path_templates_and_globs() {
+        let m = keys(RuleSpec { paths: vec!["/v1/customers/{id}".into(), "/admin/**".into()], ..Default::default() });
+        for (path, expected) in [
+            ("/v1/customers/42", true),
+            ("/v1/customers", false),
+            ("/v1/customers/42/orders", false),
+            ("/admin", true),
+            ("/admin/users/1", true),
+            ("/administrator", false),
+        ] {
+            assert_eq!(m.matches(&request("GET", path), true), expected, "{path}");
+        }
+        // A refusal matches whatever the case; an allow only the case written.
+        assert!(m.matches(&request("GET", "/ADMIN/users"), false));
+        assert!(!m.matches(&request("GET", "/ADMIN/users"), true));
+        let glob = keys(RuleSpec { paths: vec!["/v*/export-*".into()], ..Default::default() });
+        assert!(glob.matches(&request("GET", "/v2/export-all"), true));
+        assert!(HttpMatcher::compile(&RuleSpec { paths: vec!["/a/x{id}".into()], ..Default::default() }).is_err());
+        assert!(HttpMatcher::compile(&RuleSpec { paths: vec!["a".into()], ..Default::default() }).is_err());
+    }
+
+    #[test]
+    fn a_repeated_parameter_refuses_if_any_reading_does_and_allows_only_if_all_do() {
+        let m = keys(RuleSpec { query: BTreeMap::from([("force".into(), "true".into())]), ..Default::default() });
+        let both = request("POST", "/x?force=false&force=true");
+        assert!(m.matches(&both, false), "a deny sees the reading that matches");
+        assert!(!m.matches(&both, true), "an allow needs every reading");
+        assert!(m.matches(&request("POST", "/x?force=true"), true));
+        assert!(!m.matches(&request("POST", "/x"), false));
+    }
+
+    #[test]
+    fn methods_headers_and_content_types() {
+        let m = keys(RuleSpec {
+            methods: vec!["delete".into(), "post".into()],
+            headers: BTreeMap::from([("X-Env".into(), "prod*".into())]),
+            ..Default::default()
+        });
+        let mut delete = request("DELETE", "/x");
+        assert!(!m.matches(&delete, false), "the header is missing");
+        delete.headers.push(("x-env".into(), "production".into()));
+        assert!(m.matches(&delete, false));
+        delete.method = "GET".into();
+        assert!(!m.matches(&delete, false));
+        let ct = keys(RuleSpec { content_types: vec!["application/*json".into()], ..Default::default() });
+        let mut post = request("POST", "/x");
+        assert!(!ct.matches(&post, false));
+        post.body.content_type = Some("application/merge-patch+json".into());
+        assert!(ct.matches(&post, false));
+        assert!(HttpMatcher::compile(&RuleSpec { methods: vec!["GE T".into()], ..Default::default() }).is_err());
+    }
+
+    #[test]
+    fn json_conditions() {
+        let cond = |c: JsonCondition| keys(RuleSpec { json: vec![c], ..Default::default() });
+        let body = serde_json::json!({"amount": 5000.0, "role": "admin", "email": "a@corp.example", "items": [{"sku": "X"}]});
+        let mut post = request("POST", "/pay");
+        post.body = BodySummary { json: Some(Arc::new(body)), ..Default::default() };
+        let exists = cond(JsonCondition { pointer: "/items/0/sku".into(), exists: Some(true), ..Default::default() });
+        let absent = cond(JsonCondition { pointer: "/force".into(), exists: Some(false), ..Default::default() });
+        let equals =
+            cond(JsonCondition { pointer: "/amount".into(), equals: Some(serde_json::json!(5000)), ..Default::default() });
+        let one_of = cond(JsonCondition {
+            pointer: "/role".into(),
+            one_of: Some(vec![serde_json::json!("owner"), serde_json::json!("admin")]),
+            ..Default::default()
+        });
+        let matches =
+            cond(JsonCondition { pointer: "/email".into(), matches: Some(".*@corp\\.example".into()), ..Default::default() });
+        for m in [exists, absent, equals, one_of, matches] {
+            assert!(m.matches(&post, false), "{m:?}");
+        }
+        let no_match = cond(JsonCondition { pointer: "/email".into(), matches: Some("corp".into()), ..Default::default() });
+        assert!(!no_match.matches(&post, false), "matches is anchored");
+        assert!(!cond(JsonCondition { pointer: "/amount".into(), exists: Some(true), ..Default::default() })
+            .matches(&request("POST", "/pay"), false));
+        let two = JsonCondition { pointer: "/a".into(), exists: Some(true), matches: Some("x".into()), ..Default::default() };
+        assert!(HttpMatcher::compile(&RuleSpec { json: vec![two], ..Default::default() }).is_err());
+    }
+
+    #[test]
+    fn graphql_operations_and_fields() {
+        let m = keys(RuleSpec {
+            graphql: Some(GraphqlMatchSpec { operations: vec![GraphqlKind::Mutation], fields: vec!["delete*".into()] }),
+            ..Default::default()
+        });
+        let mut post = request("POST", "/graphql");
+        assert!(!m.matches(&post, false), "not GraphQL");
+        post.body.graphql = Some(GraphqlOperation {
+            kind: GraphqlKind::Mutation,
+            name: None,
+            fields: vec!["renameUser".into(), "deleteUser".into()],
+        });
+        assert!(m.matches(&post, false), "a deny matches any field");
+        assert!(!m.matches(&post, true), "an allow needs every field");
+        assert!(is_admin(&request("GET", "/v1/Internal/x")));
+        post.body.graphql.as_mut().unwrap().fields = vec!["adminResetAll".into()];
+        assert!(is_admin(&post));
+        assert!(!is_admin(&request("GET", "/v1/administrators")));
+    }
+}
