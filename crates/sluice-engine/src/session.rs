@@ -478,11 +478,11 @@ impl Durable {
                 rule: "audit".into(),
                 reason: "sluice forwards no change it cannot record, and the audit log cannot be written now".into(),
                 detail: Some(reason),
-                hint: Some(
-                    "send it again once the gateway's store is writable (an operator sees why in sluice's log); \
-                     reads still work"
-                        .into(),
-                ),
+                hint: Some(format!(
+                    "send the {} again once the gateway's store is writable (an operator sees why in sluice's \
+                     log); reads still work",
+                    if kind == "sql" { "statement" } else { "request" }
+                )),
                 cause: RefusalCause::Policy,
             }),
         }
