@@ -30,8 +30,11 @@ pub(crate) fn record(instance: &str, seq: u64, r: &AuditRecord) -> String {
 fn text_len(event: &AuditEvent) -> usize {
     match event {
         AuditEvent::Action(a) => {
-            let ActionDetail::Sql { result, .. } = &a.detail;
-            a.text.len() + result.as_ref().map_or(0, |r| 64 + r.columns.len() * 16 + r.rows().count() * 48)
+            let result = match &a.detail {
+                ActionDetail::Sql { result, .. } => result.as_ref(),
+                ActionDetail::Http { .. } => None,
+            };
+            a.text.len() + result.map_or(0, |r| 64 + r.columns.len() * 16 + r.rows().count() * 48)
         }
         AuditEvent::ActionDecided { text, .. } => text.len(),
         _ => 0,
@@ -84,7 +87,22 @@ fn action_record(out: &mut Json, a: &ActionRecord) {
     out.number(a.duration_us);
     out.field("verdict", a.verdict);
     out.optional("rule", a.rule.as_deref());
-    let ActionDetail::Sql { path, rows, tag, error_code, error_message, result } = &a.detail;
+    let (path, rows, tag, error_code, error_message, result) = match &a.detail {
+        ActionDetail::Sql { path, rows, tag, error_code, error_message, result } => {
+            (path, rows, tag, error_code, error_message, result)
+        }
+        ActionDetail::Http { status, request_bytes, response_bytes, error } => {
+            out.raw(",\"detail\":{\"protocol\":\"http\",\"status\":");
+            out.number(*status);
+            out.raw(",\"request_bytes\":");
+            out.number(*request_bytes);
+            out.raw(",\"response_bytes\":");
+            out.number(*response_bytes);
+            out.optional("error", error.as_deref());
+            out.raw("}");
+            return;
+        }
+    };
     out.raw(",\"detail\":{\"protocol\":\"sql\"");
     out.field("path", path);
     out.raw(",\"rows\":");
@@ -273,6 +291,22 @@ mod tests {
             action(Some("42501"), None),
             action(None, Some(excerpt)),
             action(None, Some(ResultExcerpt::default())),
+            AuditEvent::Action(ActionRecord {
+                seq: 1,
+                text: Arc::from(AWKWARD),
+                duration_us: 7,
+                verdict: "allow",
+                rule: None,
+                detail: ActionDetail::Http { status: 502, request_bytes: 0, response_bytes: u64::MAX, error: Some(AWKWARD.into()) },
+            }),
+            AuditEvent::Action(ActionRecord {
+                seq: 2,
+                text: Arc::from("GET /"),
+                duration_us: 7,
+                verdict: "allow",
+                rule: Some("r".into()),
+                detail: ActionDetail::Http { status: 200, request_bytes: 1, response_bytes: 2, error: None },
+            }),
             AuditEvent::ActionDecided { action: "sql", text: Arc::from(AWKWARD), verdict: "allow", rule: None },
             AuditEvent::ActionDecided { action: "sql", text: Arc::from("x"), verdict: "allow", rule: Some("r".into()) },
             AuditEvent::Review { review_id: -7, transition: "approved".into(), comment: Some(AWKWARD.into()) },

@@ -187,6 +187,15 @@ pub enum ActionDetail {
         #[serde(skip_serializing_if = "Option::is_none")]
         result: Option<Box<ResultExcerpt>>,
     },
+    /// An HTTP request.
+    Http {
+        /// The status the client got (sluice's own for a refusal or an upstream failure).
+        status: u16,
+        request_bytes: u64,
+        response_bytes: u64,
+        /// What went wrong, when sluice answered for the upstream.
+        error: Option<String>,
+    },
 }
 
 /// The first rows of an action's result as the client received them (masked), cut to a size:

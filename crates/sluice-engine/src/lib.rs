@@ -311,9 +311,12 @@ impl Gate for Engine {
 impl EngineCore {
     /// The identity the presented credential proves, or the recorded reason it proves none.
     async fn authenticate(&self, request: &OpenRequest<'_>) -> Result<Identity, OpenError> {
-        let Presented::Token { user, secret } = &request.presented;
+        let (user, secret) = match &request.presented {
+            Presented::Token { user, secret } => (Some(*user), secret),
+            Presented::Bearer { secret } => (None, secret),
+        };
         match self.tokens.identify(secret.expose()).await {
-            Ok(identity) if identity.name == *user => Ok(identity),
+            Ok(identity) if user.is_none_or(|user| identity.name == user) => Ok(identity),
             Ok(identity) => Err(self.refuse(request, AuthOutcome::IdentityMismatch, Some(identity.credential_id))),
             Err((outcome, id)) => Err(self.refuse(request, outcome, id)),
         }

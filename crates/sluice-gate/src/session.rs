@@ -15,6 +15,8 @@ use thiserror::Error;
 pub enum Presented<'a> {
     /// A sluice token, with the identity the client says it belongs to.
     Token { user: &'a str, secret: &'a Secret },
+    /// A sluice token alone (an HTTP bearer token): it names its identity itself.
+    Bearer { secret: &'a Secret },
 }
 
 impl Presented<'_> {
@@ -22,6 +24,7 @@ impl Presented<'_> {
     pub fn user(&self) -> &str {
         match self {
             Presented::Token { user, .. } => user,
+            Presented::Bearer { .. } => "(bearer token)",
         }
     }
 }
