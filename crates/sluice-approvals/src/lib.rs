@@ -250,7 +250,7 @@ impl Approvals {
                 self.notifier.review_url(review.id),
                 review.valid_for
             )),
-            cause: RefusalCause::Policy,
+            cause: RefusalCause::Pending { review_id: review.id },
         }
     }
 

@@ -15,6 +15,9 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub postgres: PostgresListener,
+    /// The HTTP listener (docs/http.md).
+    #[serde(default)]
+    pub http: HttpListener,
     #[serde(default)]
     pub recording: RecordingConfig,
     /// The audit log's integrity: its signing key and how often checkpoints are signed
@@ -211,6 +214,45 @@ impl Default for PostgresListener {
             max_sessions: 1000,
             max_unauthenticated: 512,
             max_unauthenticated_per_source: 128,
+        }
+    }
+}
+
+/// The listener agents reach HTTP connections on. It runs when at least one connection has
+/// `protocol = "http"` at start.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpListener {
+    pub enabled: bool,
+    pub listen: String,
+    /// `disable` (clear text; meant for a loopback address) or `require` (TLS only, with
+    /// `tls_cert`/`tls_key`, or the generated certificate the PostgreSQL listener uses).
+    pub tls: ClientTls,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The largest request body read; larger ones get 413.
+    pub max_request_body_bytes: usize,
+    /// The largest response body (decoded) passed on; a larger one is refused with 502, never
+    /// passed unmasked.
+    pub max_response_body_bytes: usize,
+    /// How long a client has to finish TLS and send a request head.
+    pub header_timeout_secs: u64,
+    /// Client connections served at once.
+    pub max_connections: usize,
+}
+
+impl Default for HttpListener {
+    fn default() -> Self {
+        HttpListener {
+            enabled: true,
+            listen: "127.0.0.1:6434".into(),
+            tls: ClientTls::Disable,
+            tls_cert: None,
+            tls_key: None,
+            max_request_body_bytes: 10 * 1024 * 1024,
+            max_response_body_bytes: 32 * 1024 * 1024,
+            header_timeout_secs: 10,
+            max_connections: 1000,
         }
     }
 }

@@ -85,6 +85,8 @@ impl Decision {
 pub enum RefusalCause {
     /// A policy rule or a built-in check refused it.
     Policy,
+    /// It needs the approval of review `review_id`, which is pending: re-run it once approved.
+    Pending { review_id: i64 },
     /// The request could not be parsed.
     Unparseable,
     /// The client withdrew it (cancelled while it was held for a review).

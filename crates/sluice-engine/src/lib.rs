@@ -267,6 +267,11 @@ impl Engine {
 impl Gate for Engine {
     type Session = EngineSession;
 
+    fn targets(&self, protocol: Protocol) -> Vec<Target> {
+        let settings = self.core.settings.load();
+        settings.connections.values().filter(|p| p.target.protocol == protocol).map(|p| p.target.clone()).collect()
+    }
+
     async fn open(&self, request: OpenRequest<'_>) -> Result<(SessionGrant, EngineSession), OpenError> {
         let core = &self.core;
         if let Some(reason) = core.refusing_sessions.load_full() {

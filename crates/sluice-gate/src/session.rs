@@ -2,7 +2,7 @@
 //! presented, then asks the session object to decide each action, and hands it what became of them.
 
 use crate::action::Action;
-use crate::grant::SessionGrant;
+use crate::grant::{SessionGrant, Target};
 use crate::outcome::Outcome;
 use sluice_core::advice::{Explanation, Permissions};
 use sluice_core::{AuthOutcome, Decision, Hold, Identity, Protocol, Secret};
@@ -85,6 +85,10 @@ pub trait Gate: Send + Sync + 'static {
         &self,
         request: OpenRequest<'_>,
     ) -> impl Future<Output = Result<(SessionGrant, Self::Session), OpenError>> + Send;
+
+    /// The targets of `protocol` as configured now (a reload changes them): for an adapter that
+    /// routes requests by something other than a target's name (HTTP: a path prefix, a host).
+    fn targets(&self, protocol: Protocol) -> Vec<Target>;
 }
 
 /// One open session. Owned by the adapter's task that reads the client: `&mut self` keeps the

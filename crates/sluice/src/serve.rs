@@ -12,8 +12,9 @@ use sluice_config::{ClientTls, Config, LogFormat};
 use sluice_core::AuditSink;
 use sluice_engine::{Engine, MASK_TOKEN_PURPOSE, Parts};
 use sluice_export::Exports;
+use sluice_http::{HttpAdapter, HttpListenerConfig};
 use sluice_pg::{ListenerConfig, PgAdapter, tls};
-use sluice_runtime::{Adapter, Runtime, Workers};
+use sluice_runtime::{Adapter, Limits, Runtime, Workers};
 use sluice_store::vault::{MasterKey, write_private};
 use sluice_store::{AuditExportStore, ReviewStore};
 use sluice_store_sqlite::{Recorder, Removed, Retention, SqliteStore};
@@ -71,7 +72,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         (None, Some(listener)) => format!("http://{}", listener.local_addr()?),
         _ => config.api.base_url(),
     };
-    let notifier = Notifier::new(config.approvals.webhooks.clone(), base_url, Arc::clone(&masking));
+    let notifier = Notifier::new(config.approvals.webhooks.clone(), base_url.clone(), Arc::clone(&masking));
     let audit: Arc<dyn AuditSink> = Arc::new(recorder);
     let approvals = Arc::new(
         Approvals::new(
@@ -121,7 +122,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let runtime = Runtime::new(workers.handles(), stop_rx.clone(), DRAIN);
     let mut listeners = Vec::new();
     let mut postgres_addr = None;
-    for (adapter, listen) in adapters(&config, &gateway)? {
+    let api_base = api_listener.as_ref().map(|_| base_url.clone());
+    for (adapter, listen) in adapters(&config, &gateway, api_base)? {
         let name = adapter.name();
         let listener =
             TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen} for {name}"))?;
@@ -293,13 +295,47 @@ fn check_state_is_private(config: &Config) -> Result<()> {
 }
 
 /// The adapters the configuration enables, each with the address it listens on.
-fn adapters(config: &Config, engine: &Arc<Engine>) -> Result<Vec<(Arc<dyn Adapter>, String)>> {
+fn adapters(
+    config: &Config,
+    engine: &Arc<Engine>,
+    api_url: Option<String>,
+) -> Result<Vec<(Arc<dyn Adapter>, String)>> {
     let mut adapters: Vec<(Arc<dyn Adapter>, String)> = Vec::new();
     if config.postgres.enabled {
         let pg = PgAdapter::new(Arc::clone(engine), pg_listener_config(config)?);
         adapters.push((Arc::new(pg), config.postgres.listen.clone()));
     }
+    if config.http.enabled && config.connections.values().any(|c| c.protocol == "http") {
+        let http = HttpAdapter::new(Arc::clone(engine), http_listener_config(config, api_url)?);
+        adapters.push((Arc::new(http), config.http.listen.clone()));
+    }
     Ok(adapters)
+}
+
+fn http_listener_config(config: &Config, api_url: Option<String>) -> Result<HttpListenerConfig> {
+    let http = &config.http;
+    let tls = match http.tls {
+        ClientTls::Disable => None,
+        ClientTls::Allow | ClientTls::Require => {
+            let (cert, key) = match (&http.tls_cert, &http.tls_key) {
+                (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+                _ => ensure_self_signed(&config.server.state_dir)?,
+            };
+            Some(tls::server_config(&cert, &key)?)
+        }
+    };
+    Ok(HttpListenerConfig {
+        tls,
+        max_request_body: http.max_request_body_bytes,
+        max_response_body: http.max_response_body_bytes,
+        header_timeout: Duration::from_secs(http.header_timeout_secs),
+        limits: Limits {
+            max_sessions: http.max_connections,
+            max_unauthenticated: http.max_connections,
+            max_unauthenticated_per_source: http.max_connections,
+        },
+        api_url,
+    })
 }
 
 fn pg_listener_config(config: &Config) -> Result<ListenerConfig> {
@@ -438,6 +474,7 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
     note(running.postgres.enabled != new.postgres.enabled, "postgres.enabled");
     note(running.postgres.tls != new.postgres.tls, "postgres.tls");
     note(running.postgres.max_sessions != new.postgres.max_sessions, "postgres.max_sessions");
+    note(running.http.listen != new.http.listen || running.http.tls != new.http.tls, "http");
     note(running.api.listen != new.api.listen || running.api.enabled != new.api.enabled, "api");
     note(running.recording.flush_interval_ms != new.recording.flush_interval_ms, "recording.flush_interval_ms");
     note(running.access.policies.len() != new.access.policies.len(), "access.policies");

@@ -5,6 +5,7 @@ use sluice_config::ConnectionConfig;
 use sluice_core::Protocol;
 use sluice_engine::{TargetFacts, TargetPreparer};
 use sluice_gate::Target;
+use sluice_http::{HttpConnectionOptions, HttpTarget};
 use sluice_pg::{PgConnectionOptions, PgTarget, PostgresSql};
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use std::sync::Arc;
 pub struct Targets;
 
 /// The protocols sluice serves, as `protocol = "…"` names them.
-const PROTOCOLS: &str = "postgres";
+const PROTOCOLS: &str = "postgres, http";
 
 impl TargetPreparer for Targets {
     fn describe(&self, name: &str, conn: &ConnectionConfig) -> Result<TargetFacts, String> {
@@ -25,6 +26,11 @@ impl TargetPreparer for Targets {
                     summary: options.summary(name),
                 })
             }
+            "http" => {
+                let options: HttpConnectionOptions = conn.options_as()?;
+                options.check(name)?;
+                Ok(TargetFacts { protocol: Protocol::Http, sql_search_path: Vec::new(), summary: options.summary(name) })
+            }
             other => Err(unserved(other)),
         }
     }
@@ -34,6 +40,10 @@ impl TargetPreparer for Targets {
             "postgres" => {
                 let target = PgTarget::prepare(name, &pg_options(conn)?)?;
                 Ok(Target::new(name, Protocol::Postgres, Arc::new(target)).with_sql(Arc::new(PostgresSql)))
+            }
+            "http" => {
+                let target = HttpTarget::prepare(name, &conn.options_as()?)?;
+                Ok(Target::new(name, Protocol::Http, Arc::new(target)))
             }
             other => Err(unserved(other)),
         }

@@ -26,7 +26,7 @@ pub(super) fn refusal_bytes(decision: &Decision, text: &str) -> Option<(Bytes, &
         }
     };
     let code = match refusal.cause {
-        RefusalCause::Policy => sqlstate::INSUFFICIENT_PRIVILEGE,
+        RefusalCause::Policy | RefusalCause::Pending { .. } => sqlstate::INSUFFICIENT_PRIVILEGE,
         RefusalCause::Unparseable => sqlstate::SYNTAX_ERROR,
         RefusalCause::Cancelled => sqlstate::QUERY_CANCELED,
         RefusalCause::Unsupported => sqlstate::FEATURE_NOT_SUPPORTED,

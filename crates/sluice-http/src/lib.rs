@@ -1,0 +1,79 @@
+//! The HTTP adapter: agents call internal HTTP APIs through sluice with their usual clients. Each
+//! request is read into an `HttpAction` (path normalised, JSON and GraphQL bodies parsed), decided
+//! by the engine, sent upstream with the held credential in place of the agent's token, and its
+//! response masked before it leaves. HTTP/1.1 and HTTP/2 (by ALPN, or prior knowledge in clear)
+//! towards clients; pooled connections upstream.
+
+mod forward;
+mod framing;
+mod graphql;
+mod mask;
+mod oauth;
+mod reply;
+mod request;
+mod service;
+mod target;
+
+pub use target::{HttpConnectionOptions, HttpTarget};
+
+use sluice_gate::Gate;
+use sluice_runtime::{Accepted, Adapter, Limits, Runtime};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// The listener's settings (`[http]`).
+pub struct HttpListenerConfig {
+    /// TLS towards clients (ALPN h2 and http/1.1 are set here); `None`: clear text.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The largest request body read (larger ones get 413).
+    pub max_request_body: usize,
+    /// The largest response body passed on (decoded); larger ones get 502.
+    pub max_response_body: usize,
+    /// How long a client has to send a request head (and finish TLS).
+    pub header_timeout: Duration,
+    pub limits: Limits,
+    /// Where a review is looked at (the API's base URL), for refusals.
+    pub api_url: Option<String>,
+}
+
+pub struct HttpAdapter<G: Gate> {
+    gate: Arc<G>,
+    config: Arc<HttpListenerConfig>,
+}
+
+impl<G: Gate> HttpAdapter<G> {
+    pub fn new(gate: Arc<G>, mut config: HttpListenerConfig) -> HttpAdapter<G> {
+        if let Some(tls) = config.tls.take() {
+            let mut tls = (*tls).clone();
+            tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            config.tls = Some(Arc::new(tls));
+        }
+        HttpAdapter { gate, config: Arc::new(config) }
+    }
+}
+
+impl<G: Gate> Adapter for HttpAdapter<G> {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn title(&self) -> &'static str {
+        "HTTP"
+    }
+
+    fn serve(self: Arc<Self>, listener: TcpListener, runtime: Runtime) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let limits = self.config.limits;
+            let adapter = Arc::clone(&self);
+            runtime
+                .accept("http", listener, limits, move |accepted: Accepted| {
+                    let (gate, config) = (Arc::clone(&adapter.gate), Arc::clone(&adapter.config));
+                    service::serve_connection(gate, config, accepted)
+                })
+                .await;
+        })
+    }
+}

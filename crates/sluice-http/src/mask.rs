@@ -1,0 +1,126 @@
+//! Masking of response bodies: JSON walked value by value (every string and number through the
+//! detectors, keys too; values under a sensitive key or pointer replaced whatever they hold), any
+//! other body scanned as text. A body sluice cannot decode to read it is not passed on.
+
+use serde_json::Value;
+use sluice_mask::Finding;
+use sluice_mask::value::ContentMasker;
+
+/// What a session's responses are masked with.
+pub struct BodyMasker<'a> {
+    pub content: Option<ContentMasker<'a>>,
+    /// Keys in lower case.
+    pub sensitive_keys: &'a [String],
+    /// Pointers as their reference tokens (`*`: any).
+    pub sensitive_pointers: &'a [Vec<String>],
+}
+
+impl BodyMasker<'_> {
+    pub fn active(&self) -> bool {
+        self.content.as_ref().is_some_and(|c| !c.scanner.is_empty())
+            || !self.sensitive_keys.is_empty()
+            || !self.sensitive_pointers.is_empty()
+    }
+
+    /// The body masked, or `None` when nothing in it had to change.
+    pub fn mask(&self, body: &[u8], json: bool) -> Option<Vec<u8>> {
+        if json && let Ok(mut value) = serde_json::from_slice::<Value>(body) {
+            let mut path = Vec::new();
+            let mut findings = Vec::new();
+            return self.walk(&mut value, &mut path, &mut findings).then(|| serde_json::to_vec(&value).unwrap_or_default());
+        }
+        // Not JSON (or not valid JSON): scanned as text, which masks what the detectors find
+        // wherever it is.
+        let content = self.content.as_ref()?;
+        content.mask_line(body, &mut Vec::new())
+    }
+
+    /// Masks `value` in place; whether anything changed.
+    fn walk(&self, value: &mut Value, path: &mut Vec<String>, findings: &mut Vec<Finding>) -> bool {
+        if self.sensitive_here(path) {
+            let label = path.last().map_or("value", String::as_str);
+            let mut out = Vec::new();
+            sluice_mask::action::redaction(label, &mut out);
+            *value = Value::String(String::from_utf8_lossy(&out).into_owned());
+            return true;
+        }
+        match value {
+            Value::String(s) => match self.content.as_ref().and_then(|c| c.mask_text(s, findings)) {
+                Some(masked) => {
+                    *s = masked;
+                    true
+                }
+                None => false,
+            },
+            Value::Number(n) => {
+                // A card or account number sent as a JSON number is still one.
+                let text = n.to_string();
+                match self.content.as_ref().and_then(|c| c.mask_text(&text, findings)) {
+                    Some(masked) => {
+                        *value = Value::String(masked);
+                        true
+                    }
+                    None => false,
+                }
+            }
+            Value::Array(items) => {
+                let mut changed = false;
+                for (i, item) in items.iter_mut().enumerate() {
+                    path.push(i.to_string());
+                    changed |= self.walk(item, path, findings);
+                    path.pop();
+                }
+                changed
+            }
+            Value::Object(map) => {
+                let mut changed = false;
+                // Keys can carry personal data too (an e-mail address as a key).
+                if let Some(content) = self.content.as_ref()
+                    && map.keys().any(|k| content.mask_text(k, findings).is_some())
+                {
+                    let old = std::mem::take(map);
+                    for (k, v) in old {
+                        let k = content.mask_text(&k, findings).unwrap_or(k);
+                        map.insert(k, v);
+                    }
+                    changed = true;
+                }
+                for (key, item) in map.iter_mut() {
+                    path.push(key.clone());
+                    changed |= self.walk(item, path, findings);
+                    path.pop();
+                }
+                changed
+            }
+            Value::Null | Value::Bool(_) => false,
+        }
+    }
+
+    fn sensitive_here(&self, path: &[String]) -> bool {
+        let key = path.last().is_some_and(|k| self.sensitive_keys.iter().any(|s| s.eq_ignore_ascii_case(k)));
+        key || self.sensitive_pointers.iter().any(|p| {
+            p.len() == path.len() && p.iter().zip(path).all(|(token, step)| token == "*" || token == step)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sensitive_keys_and_pointers_are_masked_whatever_they_hold() {
+        let keys = vec!["password".to_string()];
+        let pointers = vec![vec!["data".to_string(), "*".to_string(), "card".to_string()]];
+        let masker = BodyMasker { content: None, sensitive_keys: &keys, sensitive_pointers: &pointers };
+        assert!(masker.active());
+        let body = br#"{"user":{"Password":"hunter2","name":"x"},"data":[{"card":1234,"id":1}],"card":"kept"}"#;
+        let masked: Value = serde_json::from_slice(&masker.mask(body, true).unwrap()).unwrap();
+        assert_eq!(masked["user"]["Password"], "[redacted:Password]");
+        assert_eq!(masked["user"]["name"], "x");
+        assert_eq!(masked["data"][0]["card"], "[redacted:card]");
+        assert_eq!(masked["data"][0]["id"], 1);
+        assert_eq!(masked["card"], "kept");
+        assert_eq!(masker.mask(br#"{"a":1}"#, true), None);
+    }
+}

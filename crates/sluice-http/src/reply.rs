@@ -1,0 +1,91 @@
+//! sluice's own answers: a refusal or an error as JSON an agent can act on
+//! (`{error, rule, reason, detail, hint, review_id, review_url}`), with the status that says what
+//! kind of answer it is.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{self, HeaderValue};
+use hyper::{Response, StatusCode};
+use serde::Serialize;
+use sluice_core::{Refusal, RefusalCause};
+
+/// How long an agent is told to wait before asking again about a pending review.
+pub const RETRY_AFTER_S: u64 = 30;
+
+#[derive(Serialize)]
+pub struct Answer {
+    /// What happened, as a code: `denied`, `review_pending`, `bad_request`, `unauthenticated`,
+    /// `no_route`, `upstream_unavailable`, `upstream_timeout`, …
+    pub error: &'static str,
+    pub rule: Option<String>,
+    pub reason: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+    pub review_id: Option<i64>,
+    pub review_url: Option<String>,
+}
+
+impl Answer {
+    pub fn new(error: &'static str, reason: impl Into<String>, hint: impl Into<String>) -> Answer {
+        Answer {
+            error,
+            rule: None,
+            reason: reason.into(),
+            detail: None,
+            hint: Some(hint.into()),
+            review_id: None,
+            review_url: None,
+        }
+    }
+
+    /// A refusal by policy (or a pending review, with where to look at it).
+    pub fn refusal(refusal: &Refusal, api_url: Option<&str>) -> (StatusCode, Answer) {
+        let review_id = match refusal.cause {
+            RefusalCause::Pending { review_id } => Some(review_id),
+            _ => None,
+        };
+        let (status, error) = match (review_id, refusal.cause) {
+            (Some(_), _) => (StatusCode::PRECONDITION_REQUIRED, "review_pending"),
+            (None, RefusalCause::Unparseable) => (StatusCode::BAD_REQUEST, "unreadable"),
+            _ => (StatusCode::FORBIDDEN, "denied"),
+        };
+        let answer = Answer {
+            error,
+            rule: Some(refusal.rule.clone()),
+            reason: refusal.reason.clone(),
+            detail: refusal.detail.clone(),
+            hint: refusal.hint.clone(),
+            review_id,
+            review_url: review_id.zip(api_url).map(|(id, url)| format!("{url}/api/v1/reviews/{id}")),
+        };
+        (status, answer)
+    }
+
+    pub fn with_rule(mut self, rule: &str) -> Answer {
+        self.rule = Some(rule.to_string());
+        self
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Answer {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn into_response(self, status: StatusCode) -> Response<Full<Bytes>> {
+        let review = self.review_id;
+        let body = serde_json::to_vec_pretty(&self).unwrap_or_default();
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(id) = review {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
+            headers.insert("x-sluice-review", HeaderValue::from(id));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"sluice\""));
+        }
+        response
+    }
+}

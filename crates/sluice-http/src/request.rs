@@ -1,0 +1,181 @@
+//! A request's body read into what policy matches: its media type, its JSON (duplicate keys
+//! refused: two parsers would read two values), its GraphQL operation on a GraphQL endpoint, its
+//! digest and a beginning for reviewers.
+
+use crate::graphql::{self, Carrier};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use sluice_core::http::{BodySummary, HttpAction};
+use std::fmt;
+use std::sync::Arc;
+
+/// Bytes of a body shown to a reviewer.
+const EXCERPT: usize = 2048;
+
+/// Fills `action.body` from the body's bytes; the error says why the request is refused.
+pub fn read_body(
+    action: &mut HttpAction,
+    content_type: Option<&str>,
+    body: &[u8],
+    graphql_endpoint: bool,
+) -> Result<(), String> {
+    let media = content_type.map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let declared_json = media.as_deref().is_some_and(|m| m == "application/json" || m.ends_with("+json"));
+    let looks_json = body.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| matches!(b, b'{' | b'['));
+    let json = if declared_json || looks_json {
+        match strict_json(body) {
+            Ok(value) => Some(Arc::new(value)),
+            Err(e) if declared_json => return Err(format!("the body is declared JSON and is not: {e}")),
+            Err(e) if e.contains("twice") => return Err(format!("the body {e}")),
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    let graphql = match graphql_endpoint {
+        false => None,
+        true => {
+            let from_query = || {
+                let mut texts = action.query.iter().filter(|(n, _)| n == "query").map(|(_, v)| v.as_str());
+                match (texts.next(), texts.next()) {
+                    (Some(_), Some(_)) => Err("the query string carries \"query\" twice".to_string()),
+                    (text, _) => Ok(text),
+                }
+            };
+            let carrier = match (&json, media.as_deref()) {
+                (Some(value), _) => Some(Carrier::Json(value)),
+                (None, Some("application/graphql")) => Some(Carrier::Document(
+                    std::str::from_utf8(body).map_err(|_| "the GraphQL document is not UTF-8".to_string())?,
+                )),
+                (None, _) if body.is_empty() => from_query()?.map(Carrier::Query),
+                (None, _) => {
+                    return Err("a GraphQL request's body must be JSON or application/graphql".into());
+                }
+            };
+            match carrier {
+                Some(carrier) => Some(graphql::operation(carrier)?),
+                None => None,
+            }
+        }
+    };
+    action.body = BodySummary {
+        content_type: media,
+        length: Some(body.len() as u64),
+        json,
+        graphql,
+        digest: (!body.is_empty()).then(|| hex::encode(Sha256::digest(body))),
+        excerpt: (!body.is_empty()).then(|| excerpt(body)),
+    };
+    Ok(())
+}
+
+fn excerpt(body: &[u8]) -> String {
+    let cut = &body[..body.len().min(EXCERPT)];
+    let mut text = String::from_utf8_lossy(cut).into_owned();
+    if body.len() > EXCERPT {
+        text.push('…');
+    }
+    text
+}
+
+/// JSON with every object's keys distinct.
+pub fn strict_json(body: &[u8]) -> Result<Value, String> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = de.deserialize_any(StrictVisitor).map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())?;
+    Ok(value)
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Strict(value) = map.next_value()?;
+            if out.contains_key(&key) {
+                return Err(de::Error::custom(format!("has the key {key:?} twice in one object")));
+            }
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Strict, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_with_a_key_twice_is_refused_whatever_its_declared_type() {
+        assert!(strict_json(br#"{"a":{"b":1,"c":[1,{"d":2}]}}"#).is_ok());
+        let mut action = HttpAction::new("POST", "/x").unwrap();
+        let err = read_body(&mut action, Some("text/plain"), br#"{"role":"user","role":"admin"}"#, false).unwrap_err();
+        assert!(err.contains("\"role\" twice"), "{err}");
+        let err = read_body(&mut action, Some("application/json"), b"{nope", false).unwrap_err();
+        assert!(err.contains("declared JSON"), "{err}");
+        read_body(&mut action, Some("text/plain"), b"{not json, just text", false).unwrap();
+        assert_eq!(action.body.json, None);
+        read_body(&mut action, Some("application/json; charset=utf-8"), br#" {"force": true}"#, false).unwrap();
+        assert_eq!(action.body.json.as_deref(), Some(&serde_json::json!({"force": true})));
+        assert_eq!(action.body.content_type.as_deref(), Some("application/json"));
+        assert_eq!(action.body.digest.as_ref().map(String::len), Some(64));
+    }
+
+    #[test]
+    fn graphql_is_read_from_json_documents_and_the_query_string() {
+        let mut post = HttpAction::new("POST", "/graphql").unwrap();
+        read_body(&mut post, Some("application/json"), br#"{"query":"mutation { deleteUser(id: 1) }"}"#, true).unwrap();
+        assert_eq!(post.body.graphql.as_ref().unwrap().fields, ["deleteUser"]);
+        read_body(&mut post, Some("application/graphql"), b"{ invoices { id } }", true).unwrap();
+        assert_eq!(post.body.graphql.as_ref().unwrap().fields, ["invoices"]);
+        assert!(read_body(&mut post, Some("text/plain"), b"{ invoices }", true).is_err());
+        let mut get = HttpAction::new("GET", "/graphql?query=%7Bme%7Bid%7D%7D").unwrap();
+        read_body(&mut get, None, b"", true).unwrap();
+        assert_eq!(get.body.graphql.as_ref().unwrap().fields, ["me"]);
+        let mut twice = HttpAction::new("GET", "/graphql?query=%7Ba%7D&query=%7Bb%7D").unwrap();
+        assert!(read_body(&mut twice, None, b"", true).unwrap_err().contains("twice"));
+    }
+}

@@ -1,0 +1,542 @@
+//! One client connection: TLS, HTTP/1.1 or HTTP/2, and each request through the pipeline — framing
+//! verdict, routing, authentication, the session, reading the body, the engine's decision (waiting
+//! for a review where the rule says so), the upstream call, masking, the record.
+
+use crate::forward::{self, Decode};
+use crate::framing::{HeadVerdict, MAX_HEAD, Verdicts, Watched};
+use crate::mask::BodyMasker;
+use crate::reply::Answer;
+use crate::target::{HttpTarget, Presentation};
+use crate::{HttpListenerConfig, request};
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use sha2::{Digest, Sha256};
+use sluice_core::audit::now_us;
+use sluice_core::http::HttpAction;
+use sluice_core::{ActionDetail, Decision, Protocol, Secret};
+use sluice_gate::{ClientInfo, Gate, OpenError, OpenRequest, Outcome, Presented, SessionGate, SessionLog, Standing};
+use sluice_runtime::Accepted;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+type Reply = Response<Full<Bytes>>;
+
+/// The session a connection has open: on one target, for one token.
+struct Open<S: SessionGate> {
+    target: String,
+    token: [u8; 32],
+    session: S,
+    log: S::Log,
+    grant: sluice_gate::SessionGrant,
+    seq: u64,
+}
+
+struct Conn<G: Gate> {
+    gate: Arc<G>,
+    config: Arc<HttpListenerConfig>,
+    peer: String,
+    tls: bool,
+    verdicts: Verdicts,
+    open: tokio::sync::Mutex<Option<Open<G::Session>>>,
+}
+
+pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerConfig>, accepted: Accepted) {
+    let Accepted { tcp, peer, ticket, mut stop, slots } = accepted;
+    let _ = tcp.set_nodelay(true);
+    let Some(_slot) = slots.take() else {
+        tracing::warn!(%peer, "HTTP connection refused: max_sessions reached");
+        return;
+    };
+    let verdicts = Verdicts::default();
+    let conn = Arc::new(Conn {
+        gate,
+        config: Arc::clone(&config),
+        peer: peer.to_string(),
+        tls: config.tls.is_some(),
+        verdicts: verdicts.clone(),
+        open: tokio::sync::Mutex::new(None),
+    });
+    let service = {
+        let conn = Arc::clone(&conn);
+        hyper::service::service_fn(move |req| {
+            let conn = Arc::clone(&conn);
+            async move { Ok::<_, Infallible>(handle(&conn, req).await) }
+        })
+    };
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout)
+        .max_buf_size(MAX_HEAD.max(8192))
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(64);
+    let served = async {
+        match &config.tls {
+            Some(tls) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
+                let stream = match tokio::time::timeout(config.header_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                };
+                drop(ticket);
+                let io = TokioIo::new(Watched::new(stream, verdicts));
+                if let Err(e) = builder.serve_connection(io, service).await {
+                    tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+                }
+            }
+            None => {
+                drop(ticket);
+                let io = TokioIo::new(Watched::new(tcp, verdicts));
+                if let Err(e) = builder.serve_connection(io, service).await {
+                    tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = served => {}
+        _ = stop.signalled() => {}
+    }
+    if let Some(open) = conn.open.lock().await.take() {
+        open.session.end("the client closed the connection".into());
+    }
+}
+
+async fn handle<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Reply {
+    let api_url = conn.config.api_url.as_deref();
+    match pipeline(conn, req).await {
+        Ok(reply) => reply,
+        Err((status, answer)) => {
+            let close = status == StatusCode::BAD_REQUEST;
+            let mut reply = answer.into_response(status);
+            if close {
+                reply.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            let _ = api_url;
+            reply
+        }
+    }
+}
+
+type Refused = (StatusCode, Answer);
+
+fn bad_request(reason: impl Into<String>, hint: &str) -> Refused {
+    (StatusCode::BAD_REQUEST, Answer::new("bad_request", reason, hint))
+}
+
+async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Reply, Refused> {
+    let started = Instant::now();
+    let started_at_us = now_us();
+    if req.version() <= Version::HTTP_11 {
+        match conn.verdicts.take() {
+            Some(HeadVerdict::Clear) => {}
+            Some(HeadVerdict::Ambiguous(why)) => {
+                return Err(bad_request(
+                    format!("the request is framed ambiguously: {why}"),
+                    "send one Content-Length or Transfer-Encoding: chunked, never both and never twice",
+                ));
+            }
+            None => return Err(bad_request("the request's framing could not be checked", "send a plain HTTP/1.1 request")),
+        }
+    }
+    if matches!(*req.method(), Method::CONNECT | Method::TRACE) {
+        let answer = Answer::new(
+            "method_not_allowed",
+            format!("{} is not relayed by sluice", req.method()),
+            "sluice relays requests to configured APIs; it is not a tunnel",
+        );
+        return Err((StatusCode::METHOD_NOT_ALLOWED, answer));
+    }
+    if let Some(upgrade) = req.headers().get(header::UPGRADE)
+        && !upgrade.as_bytes().eq_ignore_ascii_case(b"h2c")
+    {
+        let answer = Answer::new(
+            "upgrade_not_relayed",
+            "protocol upgrades (WebSocket) are not relayed yet",
+            "call the API with plain HTTP requests",
+        );
+        return Err((StatusCode::NOT_IMPLEMENTED, answer));
+    }
+    let host = host_of(&req)?;
+    let raw_target = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let mut action = HttpAction::new(req.method().as_str(), &raw_target)
+        .map_err(|e| bad_request(format!("the request target is refused: {e}"), "send a plain path, without encoded slashes, '..' above the root or ';' parameters"))?;
+    let trailing_slash = raw_target.split('?').next().is_some_and(|p| p.len() > 1 && p.ends_with('/'));
+    let (target, path) = route(conn.gate.as_ref(), &host, &action.path)?;
+    let options = target.options::<HttpTarget>().ok_or_else(|| {
+        (StatusCode::INTERNAL_SERVER_ERROR, Answer::new("misconfigured", "the target is not an HTTP target", "tell an operator"))
+    })?;
+    action.path = path;
+    let presented = credential(&req)?;
+    let (mut open_guard, refused) = session(conn, &target.name, presented).await;
+    if let Some(refused) = refused {
+        return Err(refused);
+    }
+    let open = open_guard.as_mut().ok_or_else(|| bad_request("no session", "retry"))?;
+    match open.session.standing() {
+        Standing::Valid => {}
+        Standing::CredentialEnded | Standing::AccessEnded => {
+            let ended = open_guard.take();
+            if let Some(ended) = ended {
+                ended.session.end("its credential was revoked or expired".into());
+            }
+            let answer = Answer::new("unauthenticated", "the token was revoked or has expired", "ask an operator for a new token");
+            return Err((StatusCode::UNAUTHORIZED, answer));
+        }
+    }
+    // The body, whole, before deciding: its JSON and GraphQL are part of the request.
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, conn.config.max_request_body).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            let answer = Answer::new(
+                "body_too_large",
+                format!("the request body is larger than {} bytes", conn.config.max_request_body),
+                "send a smaller body; an operator sets http.max_request_body_bytes",
+            );
+            return Err((StatusCode::PAYLOAD_TOO_LARGE, answer));
+        }
+        Err(e) => return Err(bad_request(format!("the request body could not be read: {e}"), "send it again")),
+    };
+    let graphql_endpoint = options.graphql_paths.iter().any(|p| *p == action.path);
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if let Err(why) = request::read_body(&mut action, content_type, &body, graphql_endpoint) {
+        let answer = Answer::new("unreadable", format!("sluice cannot read this request: {why}"), "send a request sluice can check (fail closed)")
+            .with_rule("unreadable")
+            .with_detail(action.summary());
+        open.seq += 1;
+        let exchange = Exchange { action: &action, seq: open.seq, started_at_us, started, request_bytes: body.len() };
+        exchange.finish(&open.log, "deny", "unreadable", 400, 0, None);
+        return Err((StatusCode::BAD_REQUEST, answer));
+    }
+    action.headers = parts
+        .headers
+        .iter()
+        .filter(|(n, _)| !matches!(**n, header::AUTHORIZATION | header::PROXY_AUTHORIZATION | header::COOKIE))
+        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    open.seq += 1;
+    let exchange = Exchange { action: &action, seq: open.seq, started_at_us, started, request_bytes: body.len() };
+    let decision = open.session.decide(&sluice_gate::Action::Http(action.clone())).await;
+    let decision = match decision {
+        Decision::Hold(hold) => {
+            let waiting = open.session.await_review(&hold);
+            // Other requests of the connection go on while this one waits.
+            drop(open_guard);
+            let decided = waiting.await;
+            open_guard = conn.open.lock().await;
+            decided
+        }
+        other => other,
+    };
+    let Some(open) = open_guard.as_mut() else {
+        return Err((StatusCode::UNAUTHORIZED, Answer::new("unauthenticated", "the session ended", "send the request again")));
+    };
+    let rule = decision.rule().to_string();
+    match &decision {
+        Decision::Allow { .. } | Decision::Approved { .. } => {}
+        Decision::Review(refusal) | Decision::Deny(refusal) => {
+            let (status, answer) = Answer::refusal(refusal, conn.config.api_url.as_deref());
+            let verdict = decision.effect();
+            exchange.finish(&open.log, verdict, &rule, status.as_u16(), 0, None);
+            return Err((status, answer));
+        }
+        Decision::Hold(_) => {
+            let answer = Answer::new("review_pending", "the review was not decided", "send the request again");
+            return Err((StatusCode::FORBIDDEN, answer));
+        }
+    }
+    let credential = open.grant.credential.clone();
+    let log = open.log.clone();
+    drop(open_guard);
+    // Upstream.
+    let uri = forward::upstream_uri(options, &action, trailing_slash)
+        .map_err(|e| (StatusCode::BAD_GATEWAY, Answer::new("upstream_unavailable", e, "tell an operator")))?;
+    let mut headers = forward::request_headers(&parts.headers);
+    if let Err(e) = forward::present(options, credential.as_ref(), &mut headers).await {
+        let answer = Answer::new("upstream_unavailable", format!("connection {}: {e}", target.name), "tell an operator; the held credential could not be presented");
+        exchange.finish(&log, "allow", &rule, 502, 0, Some(e));
+        return Err((StatusCode::BAD_GATEWAY, answer));
+    }
+    let mut upstream = Request::new(Full::new(body.clone()));
+    *upstream.method_mut() = parts.method.clone();
+    *upstream.uri_mut() = uri;
+    *upstream.headers_mut() = headers;
+    let response = match tokio::time::timeout(options.timeout, options.client.request(upstream)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => {
+            let why = format!("connection {}: the upstream {} cannot be reached: {}", target.name, options.authority, error_chain(&e));
+            exchange.finish(&log, "allow", &rule, 502, 0, Some(why.clone()));
+            return Err((StatusCode::BAD_GATEWAY, Answer::new("upstream_unavailable", why, "try again later; if it persists, tell an operator")));
+        }
+        Err(_) => {
+            let why = format!("connection {}: the upstream {} did not answer within {:?}", target.name, options.authority, options.timeout);
+            exchange.finish(&log, "allow", &rule, 504, 0, Some(why.clone()));
+            return Err((StatusCode::GATEWAY_TIMEOUT, Answer::new("upstream_timeout", why, "try again later, or ask for less")));
+        }
+    };
+    let (head, upstream_body) = response.into_parts();
+    if head.status == StatusCode::UNAUTHORIZED && let Presentation::OAuth2(cache) = &options.presentation {
+        cache.forget().await;
+    }
+    let limit = conn.config.max_response_body;
+    let read = tokio::time::timeout(options.timeout, Limited::new(upstream_body, limit).collect()).await;
+    let raw = match read {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) => {
+            let why = match e.downcast_ref::<http_body_util::LengthLimitError>() {
+                Some(_) => format!("the response is larger than {limit} bytes, which sluice does not pass on unmasked"),
+                None => format!("the response could not be read: {e}"),
+            };
+            exchange.finish(&log, "allow", &rule, 502, 0, Some(why.clone()));
+            return Err((StatusCode::BAD_GATEWAY, Answer::new("upstream_response_refused", why, "ask for less (paging, filters)")));
+        }
+        Err(_) => {
+            let why = format!("the upstream did not finish its response within {:?}", options.timeout);
+            exchange.finish(&log, "allow", &rule, 504, 0, Some(why.clone()));
+            return Err((StatusCode::GATEWAY_TIMEOUT, Answer::new("upstream_timeout", why, "try again later, or ask for less")));
+        }
+    };
+    let encoding = head.headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+    let decoded = match forward::decode(encoding, &raw, limit) {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            let why = match e {
+                Decode::Unsupported(enc) => format!("the response is encoded with {enc}, which sluice cannot decode to mask"),
+                Decode::TooLarge => format!("the decoded response is larger than {limit} bytes"),
+                Decode::Corrupt(e) => format!("the response's encoding is corrupt: {e}"),
+            };
+            exchange.finish(&log, "allow", &rule, 502, 0, Some(why.clone()));
+            return Err((StatusCode::BAD_GATEWAY, Answer::new("upstream_response_refused", why, "tell an operator")));
+        }
+    };
+    let masking = open_masking(conn, &target.name).await;
+    let masker = BodyMasker {
+        content: masking.as_ref().map(|m| m.masking().content()),
+        sensitive_keys: &options.sensitive_keys,
+        sensitive_pointers: &options.sensitive_pointers,
+    };
+    let response_type = head.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let json = response_type.contains("json");
+    let out = match masker.active() {
+        true => masker.mask(&decoded, json).map_or_else(|| Bytes::from(decoded), Bytes::from),
+        false => Bytes::from(decoded),
+    };
+    let mut reply = Response::new(Full::new(out.clone()));
+    *reply.status_mut() = head.status;
+    *reply.headers_mut() = forward::response_headers(&head.headers);
+    reply.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+    exchange.finish(&log, "allow", &rule, head.status.as_u16(), out.len(), None);
+    Ok(reply)
+}
+
+/// The masking the connection's session was opened with.
+async fn open_masking<G: Gate>(conn: &Conn<G>, _target: &str) -> Option<sluice_mask::SessionMasking> {
+    conn.open.lock().await.as_ref().and_then(|o| o.grant.obligations.masking.clone())
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The host the client asked for, without its port, lower case.
+fn host_of(req: &Request<Incoming>) -> Result<String, Refused> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let header_host = match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err(bad_request("the request has more than one Host", "send one Host header")),
+        (Some(h), None) => Some(h.to_str().map_err(|_| bad_request("the Host header is not text", "send a host name"))?),
+        (None, _) => None,
+    };
+    let authority = req.uri().authority().map(|a| a.as_str());
+    let host = match (header_host, authority) {
+        (Some(h), Some(a)) if !h.eq_ignore_ascii_case(a) => {
+            return Err(bad_request("the Host header and the request target name different hosts", "send one host"));
+        }
+        (Some(h), _) => h,
+        (None, Some(a)) => a,
+        (None, None) => return Err(bad_request("the request names no host", "send a Host header")),
+    };
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(']') || name.starts_with('[') => name,
+        _ => host,
+    };
+    Ok(name.trim_end_matches('.').to_ascii_lowercase())
+}
+
+/// The target a request is for, and the path within it: by host name first, then by path prefix.
+fn route<G: Gate>(gate: &G, host: &str, path: &str) -> Result<(sluice_gate::Target, String), Refused> {
+    let targets = gate.targets(Protocol::Http);
+    let prepared = |t: &sluice_gate::Target| t.options::<HttpTarget>().map(|o| (t.clone(), o.prefix.clone(), o.hosts.clone()));
+    let mut best: Option<(sluice_gate::Target, String)> = None;
+    for (target, prefix, hosts) in targets.iter().filter_map(prepared) {
+        if hosts.iter().any(|h| h == host) {
+            return Ok((target, path.to_string()));
+        }
+        let rest = match path.strip_prefix(prefix.as_str()) {
+            Some("") => "/".to_string(),
+            Some(rest) if rest.starts_with('/') => rest.to_string(),
+            _ => continue,
+        };
+        if best.as_ref().is_none_or(|(_, r)| rest.len() < r.len()) {
+            best = Some((target, rest));
+        }
+    }
+    best.ok_or_else(|| {
+        let answer = Answer::new(
+            "no_route",
+            format!("no HTTP connection is reached at {path} on host {host}"),
+            "call an API as /<connection>/<its path> (or by a host name configured for it); ask an operator which connections you may use",
+        );
+        (StatusCode::NOT_FOUND, answer)
+    })
+}
+
+/// The sluice token the client presented: `Authorization: Bearer <token>`, or basic auth with
+/// the identity's name and the token as its password.
+fn credential(req: &Request<Incoming>) -> Result<Credential, Refused> {
+    let unauthenticated = |reason: &str| {
+        let answer = Answer::new(
+            "unauthenticated",
+            reason,
+            "send your sluice token: Authorization: Bearer <token> (or basic auth with your identity's name and the token as password)",
+        );
+        (StatusCode::UNAUTHORIZED, answer)
+    };
+    let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
+    let value = match (values.next(), values.next()) {
+        (Some(_), Some(_)) => return Err(bad_request("the request has more than one Authorization header", "send one")),
+        (Some(v), None) => v.to_str().map_err(|_| unauthenticated("the Authorization header is not text"))?,
+        (None, _) => return Err(unauthenticated("the request carries no sluice token")),
+    };
+    let (scheme, rest) = value.split_once(' ').ok_or_else(|| unauthenticated("the Authorization header has no scheme"))?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(Credential { user: None, secret: Secret::new(rest) });
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()
+            .and_then(|d| String::from_utf8(d).ok())
+            .ok_or_else(|| unauthenticated("the basic credentials are not base64 text"))?;
+        let (user, token) = decoded.split_once(':').ok_or_else(|| unauthenticated("the basic credentials have no ':'"))?;
+        return Ok(Credential { user: Some(user.to_string()), secret: Secret::new(token) });
+    }
+    Err(unauthenticated("the Authorization scheme is neither Bearer nor Basic"))
+}
+
+struct Credential {
+    user: Option<String>,
+    secret: Secret,
+}
+
+/// The connection's session for this target and token, opened (and the previous one ended)
+/// when either differs; the refusal when it cannot be opened.
+async fn session<'c, G: Gate>(
+    conn: &'c Conn<G>,
+    target: &str,
+    credential: Credential,
+) -> (tokio::sync::MutexGuard<'c, Option<Open<G::Session>>>, Option<Refused>) {
+    let token: [u8; 32] = Sha256::digest(credential.secret.expose().as_bytes()).into();
+    let mut guard = conn.open.lock().await;
+    if guard.as_ref().is_some_and(|o| o.target == target && o.token == token) {
+        return (guard, None);
+    }
+    if let Some(previous) = guard.take() {
+        previous.session.end("the connection went on with another target or token".into());
+    }
+    let presented = match &credential.user {
+        Some(user) => Presented::Token { user, secret: &credential.secret },
+        None => Presented::Bearer { secret: &credential.secret },
+    };
+    let request = OpenRequest {
+        presented,
+        target,
+        client: ClientInfo { protocol: Protocol::Http, addr: &conn.peer, tls: conn.tls, program: None },
+    };
+    match conn.gate.open(request).await {
+        Ok((grant, mut session)) => {
+            session.started();
+            let log = session.log();
+            *guard = Some(Open { target: target.to_string(), token, session, log, grant, seq: 0 });
+            (guard, None)
+        }
+        Err(e) => {
+            let refused = match e {
+                OpenError::Auth(outcome) => (
+                    StatusCode::UNAUTHORIZED,
+                    Answer::new(
+                        "unauthenticated",
+                        format!("authentication failed ({})", outcome.as_str()),
+                        "check the sluice token; `sluice token list` shows which are valid, and an operator can grant access to this connection",
+                    ),
+                ),
+                OpenError::Misconfigured { connection, reason } => (
+                    StatusCode::BAD_GATEWAY,
+                    Answer::new("misconfigured", format!("connection {connection} is misconfigured: {reason}"), "tell an operator"),
+                ),
+                OpenError::Store(reason) | OpenError::Refused(reason) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Answer::new("unavailable", format!("sluice cannot open a session now: {reason}"), "try again shortly"),
+                ),
+            };
+            (guard, Some(refused))
+        }
+    }
+}
+
+/// One request on its way, for its record.
+struct Exchange<'a> {
+    action: &'a HttpAction,
+    seq: u64,
+    started_at_us: i64,
+    started: Instant,
+    request_bytes: usize,
+}
+
+impl Exchange<'_> {
+    /// Hands what became of the request to the session's log.
+    fn finish<L: SessionLog>(&self, log: &L, verdict: &'static str, rule: &str, status: u16, response_bytes: usize, error: Option<String>) {
+        if !log.records_outcomes() {
+            return;
+        }
+        let mut text = self.action.summary();
+        for (i, (name, value)) in self.action.query.iter().enumerate() {
+            text.push(if i == 0 { '?' } else { '&' });
+            text.push_str(name);
+            text.push('=');
+            text.push_str(value);
+        }
+        log.finish(
+            self.seq,
+            Outcome {
+                text: Arc::from(text),
+                started_at_us: self.started_at_us,
+                duration_us: i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX),
+                decision: verdict,
+                rule: Some(Arc::from(rule)),
+                detail: ActionDetail::Http {
+                    status,
+                    request_bytes: self.request_bytes as u64,
+                    response_bytes: response_bytes as u64,
+                    error,
+                },
+            },
+        );
+    }
+}
