@@ -211,6 +211,13 @@ class Sluice:
             raise AssertionError(f"sluice did not start: {line!r}\n{self.log()}")
         self.port = int(line.rsplit(":", 1)[1])
         self.api_url = None
+        self.http_port = None
+        if any(c.get("protocol") == "http" for c in self.settings["connections"].values()):
+            line = self.announcement()
+            if "http listening on" not in line:
+                self.proc.kill()
+                raise AssertionError(f"sluice's HTTP listener did not start: {line!r}\n{self.log()}")
+            self.http_port = int(line.rsplit(":", 1)[1])
         if self.settings["api"].get("enabled", True):
             line = self.announcement()
             if "api listening on" not in line:

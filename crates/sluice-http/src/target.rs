@@ -98,8 +98,8 @@ impl HttpConnectionOptions {
         if uri.query().is_some() {
             return Err("url: a base URL cannot have a query".into());
         }
-        let prefix = self.prefix();
-        let prefix = prefix.as_deref().unwrap_or(name);
+        let prefix = self.prefix_or(name);
+        let prefix = prefix.as_str();
         if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
             return Err(format!("prefix: {prefix:?} must start with '/', name at least one segment, and not end with '/'"));
         }
@@ -152,14 +152,14 @@ impl HttpConnectionOptions {
         Ok(())
     }
 
-    /// The prefix as configured (`None`: the connection's name).
-    fn prefix(&self) -> Option<String> {
-        self.prefix.clone()
+    /// The path prefix agents use: as configured, or `/<connection name>`.
+    fn prefix_or(&self, name: &str) -> String {
+        self.prefix.clone().unwrap_or_else(|| format!("/{name}"))
     }
 
     /// One line for an operator.
     pub fn summary(&self, name: &str) -> String {
-        let prefix = self.prefix().unwrap_or_else(|| format!("/{name}"));
+        let prefix = self.prefix_or(name);
         let hosts = if self.hosts.is_empty() { String::new() } else { format!(" or host {}", self.hosts.join(", ")) };
         format!("http {} (agents: {prefix}/…{hosts}; credential: {})", self.url, self.auth)
     }
@@ -212,7 +212,7 @@ impl HttpTarget {
         };
         Ok(HttpTarget {
             name: name.to_string(),
-            prefix: options.prefix().unwrap_or_else(|| format!("/{name}")),
+            prefix: options.prefix_or(name),
             hosts: options.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
             scheme,
             authority,

@@ -169,4 +169,32 @@ CREATE TABLE audit_anchors (
     signature  BLOB NOT NULL
 );
 "#,
+    // HTTP exchanges are actions too: their protocol stands as the path, their status as the tag
+    // (`HTTP 200`), the error sluice answered with as the message.
+    r#"
+DROP VIEW statements;
+CREATE VIEW statements AS
+SELECT session_id,
+       json_extract(record, '$.event.seq') AS seq,
+       COALESCE(json_extract(record, '$.event.detail.path'), json_extract(record, '$.event.detail.protocol')) AS path,
+       json_extract(record, '$.event.text') AS text,
+       at AS started_at,
+       json_extract(record, '$.event.duration_us') AS duration_us,
+       COALESCE(json_extract(record, '$.event.detail.rows'), 0) AS rows,
+       COALESCE(json_extract(record, '$.event.detail.tag'),
+                'HTTP ' || json_extract(record, '$.event.detail.status')) AS tag,
+       json_extract(record, '$.event.detail.error_code') AS error_code,
+       COALESCE(json_extract(record, '$.event.detail.error_message'),
+                json_extract(record, '$.event.detail.error')) AS error_message,
+       CASE WHEN json_extract(record, '$.event.verdict') <> 'allow' THEN json_extract(record, '$.event.rule') END
+           AS refused_by,
+       json_extract(record, '$.event.verdict') AS decision,
+       json_extract(record, '$.event.rule') AS rule
+  FROM audit_log
+ WHERE kind = 'action'
+UNION ALL
+SELECT session_id, seq, path, text, started_at, duration_us, rows, tag, error_code, error_message, refused_by,
+       decision, rule
+  FROM statements_before_chain;
+"#,
 ];

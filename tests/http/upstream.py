@@ -1,0 +1,109 @@
+"""A small internal API for the HTTP tests: JSON resources, a GraphQL endpoint, compressed and
+text bodies, a slow endpoint, and an echo of what it received. Every call needs the upstream's
+own bearer token, so a test can tell that sluice injected the credential it holds."""
+
+import asyncio
+import gzip
+import os
+import sys
+
+import uvicorn
+from graphql import build_schema, graphql
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+TOKEN = os.environ.get("UPSTREAM_TOKEN", "upstream-secret")
+
+CUSTOMERS = [
+    {"id": 1, "name": "Ann", "email": "ann@example.com", "card": "4111 1111 1111 1111",
+     "profile": {"password": "hunter2", "ssn": "078-05-1120"}},
+    {"id": 2, "name": "Bob", "email": "bob@example.com", "card": 4242424242424242,
+     "profile": {"password": "swordfish", "ssn": "219-09-9999"}},
+]
+
+SCHEMA = build_schema("""
+type Invoice { id: Int! email: String! }
+type Query { invoices: [Invoice!]! me: String! }
+type Mutation { deleteInvoice(id: Int!): Boolean! adminReset: Boolean! }
+""")
+ROOT = {"invoices": [{"id": 7, "email": "billing@example.com"}], "me": "agent",
+        "deleteInvoice": lambda info, id: True, "adminReset": lambda info: True}
+
+
+def authorized(request: Request) -> bool:
+    return request.headers.get("authorization") == f"Bearer {TOKEN}"
+
+
+def guard(handler):
+    async def wrapped(request: Request):
+        if not authorized(request):
+            return JSONResponse({"error": "upstream: bad or missing credential",
+                                 "got": request.headers.get("authorization")}, status_code=401)
+        return await handler(request)
+    return wrapped
+
+
+async def customers(request):
+    return JSONResponse(CUSTOMERS)
+
+
+async def customer(request):
+    cid = int(request.path_params["id"])
+    if request.method == "DELETE":
+        return JSONResponse({"deleted": cid})
+    return JSONResponse(next((c for c in CUSTOMERS if c["id"] == cid), {}))
+
+
+async def payments(request):
+    return JSONResponse({"accepted": await request.json()}, status_code=201)
+
+
+async def echo(request):
+    body = await request.body()
+    return JSONResponse({"method": request.method, "path": request.url.path, "query": request.url.query,
+                         "headers": dict(request.headers), "body": body.decode(errors="replace")})
+
+
+async def compressed(request):
+    body = gzip.compress(b'{"key": "AKIAIOSFODNN7EXAMPLE", "email": "gz@example.com"}')
+    return Response(body, media_type="application/json", headers={"content-encoding": "gzip"})
+
+
+async def text(request):
+    return PlainTextResponse("contact carol@example.com, card 5555 5555 5555 4444\n")
+
+
+async def slow(request):
+    await asyncio.sleep(float(request.query_params.get("s", "5")))
+    return JSONResponse({"slow": True})
+
+
+async def admin(request):
+    return JSONResponse({"admin": True})
+
+
+async def graphql_endpoint(request):
+    payload = await request.json()
+    result = await graphql(SCHEMA, payload["query"], root_value=ROOT)
+    out = {"data": result.data}
+    if result.errors:
+        out["errors"] = [str(e) for e in result.errors]
+    return JSONResponse(out)
+
+
+app = Starlette(routes=[
+    Route("/api/v1/customers", guard(customers)),
+    Route("/api/v1/customers/{id}", guard(customer), methods=["GET", "DELETE"]),
+    Route("/api/v1/payments", guard(payments), methods=["POST"]),
+    Route("/api/echo/{rest:path}", guard(echo), methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+    Route("/api/gzip", guard(compressed)),
+    Route("/api/text", guard(text)),
+    Route("/api/slow", guard(slow)),
+    Route("/api/admin/users", guard(admin)),
+    Route("/api/graphql", guard(graphql_endpoint), methods=["POST"]),
+])
+
+if __name__ == "__main__":
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")

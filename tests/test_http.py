@@ -1,0 +1,293 @@
+"""Internal HTTP APIs through sluice (docs/http.md): real clients (curl, requests, httpx) against a
+real upstream (tests/http/upstream.py under uvicorn) that checks its own bearer token."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import requests
+
+from conftest import free_port, sluice_binary, wait_for
+
+UPSTREAM = Path(__file__).parent / "http" / "upstream.py"
+
+RULES = """
+[[policy.rules]]
+name = "no-customer-deletes"
+effect = "deny"
+methods = ["DELETE"]
+paths = ["/v1/customers/{id}"]
+reason = "customers are never deleted by agents"
+hint = "ask the billing team"
+
+[[policy.rules]]
+name = "admin-off"
+effect = "deny"
+paths = ["/admin/**"]
+
+[[policy.rules]]
+name = "big-payments-reviewed"
+effect = "review"
+methods = ["POST"]
+paths = ["/v1/payments"]
+json = [{ pointer = "/amount", matches = "[0-9]{4,}" }]
+
+[[policy.rules]]
+name = "no-graphql-mutations"
+effect = "deny"
+graphql = { operations = ["mutation"] }
+
+[[policy.rules]]
+name = "forced-echo-denied"
+effect = "deny"
+paths = ["/echo/**"]
+query = { force = "true" }
+"""
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(UPSTREAM), str(port)], stderr=subprocess.PIPE)
+
+    def up():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    wait_for(up, timeout=20, what="the upstream API")
+    yield port
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def api(pg, upstream):
+    from conftest import Sluice
+    connections = {
+        "billing": {"protocol": "http", "url": f"http://127.0.0.1:{upstream}/api", "password": "env:BILLING_TOKEN",
+                    "hosts": ["billing.sluice.internal"], "sensitive_keys": ["password"], "timeout_s": 2},
+        "billing_down": {"protocol": "http", "url": f"http://127.0.0.1:{free_port()}/api",
+                         "password": "env:BILLING_TOKEN"},
+    }
+    gw = Sluice(pg, extra_toml=RULES, settings={"connections": connections, "http": {"listen": "127.0.0.1:0"}},
+                env={"BILLING_TOKEN": "upstream-secret"})
+    gw.start()
+    gw.base = f"http://127.0.0.1:{gw.http_port}"
+    gw.agent_token = gw.token()
+    yield gw
+    code = gw.stop()
+    assert "panicked" not in gw.log(), gw.log()
+    assert code == 0, gw.log()[-3000:]
+
+
+def curl(*args, token=None):
+    cmd = ["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time", "20", *args]
+    if token:
+        cmd += ["-H", f"Authorization: Bearer {token}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    body, _, status = out.stdout.rpartition("\n")
+    return int(status or 0), body
+
+
+def test_an_allowed_call_gets_the_held_credential_and_a_masked_answer(api):
+    status, body = curl(f"{api.base}/billing/v1/customers", token=api.agent_token)
+    assert status == 200, body
+    customers = json.loads(body)
+    assert customers[0]["name"] == "Ann"
+    text = json.dumps(customers)
+    for secret in ["ann@example.com", "4111 1111 1111 1111", "4242424242424242", "078-05-1120", "hunter2"]:
+        assert secret not in text, f"{secret} leaked: {text}"
+    assert customers[0]["profile"]["password"].startswith("[redacted")
+
+
+def test_the_agents_token_never_reaches_the_upstream(api):
+    status, body = curl("-H", "Connection: x-hop", "-H", "X-Hop: 1", f"{api.base}/billing/echo/a?x=1",
+                        token=api.agent_token)
+    assert status == 200, body
+    seen = json.loads(body)
+    assert seen["headers"]["authorization"] == "Bearer upstream-secret"
+    assert api.agent_token not in body
+    assert "x-hop" not in seen["headers"]
+    assert seen["path"] == "/api/echo/a" and seen["query"] == "x=1"
+
+
+def test_missing_and_bad_tokens_get_401_with_the_next_step(api):
+    status, body = curl(f"{api.base}/billing/v1/customers")
+    assert status == 401
+    answer = json.loads(body)
+    assert answer["error"] == "unauthenticated" and "Bearer" in answer["hint"]
+    status, body = curl(f"{api.base}/billing/v1/customers", token="sluice_nope_nope")
+    assert status == 401, body
+
+
+def test_basic_auth_with_the_token_as_password_and_routing_by_host(api):
+    r = requests.get(f"{api.base}/v1/customers/1", auth=("agent", api.agent_token),
+                     headers={"Host": "billing.sluice.internal"}, timeout=20)
+    assert r.status_code == 200, r.text
+    assert r.json()["name"] == "Ann"
+
+
+def test_a_denied_call_says_which_rule_and_what_next(api):
+    status, body = curl("-X", "DELETE", f"{api.base}/billing/v1/customers/2", token=api.agent_token)
+    assert status == 403, body
+    answer = json.loads(body)
+    assert answer["rule"] == "no-customer-deletes"
+    assert answer["reason"] == "customers are never deleted by agents"
+    assert answer["hint"] == "ask the billing team"
+    assert answer["detail"] == "DELETE /v1/customers/2"
+
+
+@pytest.mark.parametrize("path", [
+    "/billing/admin/users", "/billing//admin/users", "/billing/v1/../admin/users", "/billing/%61dmin/users",
+    "/billing/ADMIN/users", "/billing/./admin/./users",
+])
+def test_paths_are_decided_as_the_upstream_sees_them(api, path):
+    status, body = curl("--path-as-is", f"{api.base}{path}", token=api.agent_token)
+    assert status == 403, (path, body)
+    assert json.loads(body)["rule"] == "admin-off"
+
+
+@pytest.mark.parametrize("path", ["/billing/admin%2fusers", "/billing/admin;x=1/users", "/billing/../../etc"])
+def test_paths_servers_read_differently_are_refused(api, path):
+    status, body = curl("--path-as-is", f"{api.base}{path}", token=api.agent_token)
+    assert status == 400, (path, body)
+    assert json.loads(body)["error"] == "bad_request"
+
+
+def test_a_repeated_query_parameter_cannot_hide_from_a_deny(api):
+    status, body = curl(f"{api.base}/billing/echo/x?force=false&force=true", token=api.agent_token)
+    assert status == 403, body
+
+
+def raw(api, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", api.http_port), timeout=10) as s:
+        s.sendall(request)
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out
+            out += chunk
+
+
+@pytest.mark.parametrize("framing", [
+    b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+    b"Transfer-Encoding: chunked\r\nContent-Length: 4\r\n",
+    b"Content-Length: 4\r\nContent-Length: 4\r\n",
+    b"Transfer-Encoding: gzip, chunked\r\n",
+])
+def test_ambiguously_framed_requests_are_refused_before_anything_is_forwarded(api, framing):
+    request = (b"POST /billing/echo/smuggle HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+               + api.agent_token.encode() + b"\r\n" + framing + b"\r\n0\r\n\r\n")
+    answer = raw(api, request)
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+
+
+def test_obs_fold_is_refused(api):
+    answer = raw(api, b"GET /billing/v1/customers HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n folded\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+
+
+def test_a_reviewed_call_is_refused_with_428_until_approved_then_runs_once(api):
+    pay = {"amount": "25000", "to": "acme"}
+    r = httpx.post(f"{api.base}/billing/v1/payments", json=pay,
+                   headers={"Authorization": f"Bearer {api.agent_token}"}, timeout=20)
+    assert r.status_code == 428, r.text
+    answer = r.json()
+    assert answer["error"] == "review_pending" and answer["rule"] == "big-payments-reviewed"
+    assert r.headers["retry-after"] == "30"
+    review_id = answer["review_id"]
+    assert answer["review_url"].endswith(f"/api/v1/reviews/{review_id}")
+    assert f"approve {review_id}" in answer["hint"]
+    approver = api.token("olga", "approvers")
+    env = dict(api.env, SLUICE_TOKEN=approver, SLUICE_URL=api.api_url)
+    subprocess.run([str(sluice_binary()), "--config", str(api.config), "review", "approve", str(review_id)],
+                   env=env, check=True, capture_output=True, timeout=60)
+    r = httpx.post(f"{api.base}/billing/v1/payments", json=pay,
+                   headers={"Authorization": f"Bearer {api.agent_token}"}, timeout=20)
+    assert r.status_code == 201, r.text
+    assert r.json()["accepted"] == pay
+    # A small payment is not reviewed; another body is another request.
+    r = httpx.post(f"{api.base}/billing/v1/payments", json={"amount": "12", "to": "acme"},
+                   headers={"Authorization": f"Bearer {api.agent_token}"}, timeout=20)
+    assert r.status_code == 201, r.text
+
+
+def gql(api, query, **kw):
+    return httpx.post(f"{api.base}/billing/graphql", headers={"Authorization": f"Bearer {api.agent_token}"},
+                      timeout=20, **({"json": {"query": query}} | kw))
+
+
+def test_graphql_queries_run_and_mutations_are_refused(api):
+    r = gql(api, "{ invoices { id email } }")
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["invoices"][0]["id"] == 7
+    assert "billing@example.com" not in r.text
+    r = gql(api, "mutation { deleteInvoice(id: 7) }")
+    assert r.status_code == 403 and r.json()["rule"] == "no-graphql-mutations", r.text
+    # Hidden behind a fragment, it is still a mutation.
+    r = gql(api, "mutation M { ...F } fragment F on Mutation { deleteInvoice(id: 7) }")
+    assert r.status_code == 403, r.text
+
+
+@pytest.mark.parametrize("payload", [
+    {"json": [{"query": "{ me }"}, {"query": "mutation { adminReset }"}]},
+    {"json": {"query": "query A { me } mutation B { adminReset }", "operationName": "A"}},
+    {"json": {"query": "{ me "}},
+    {"content": b'{"query": "{ me }", "query": "mutation { adminReset }"}', "headers": {"content-type": "application/json"}},
+])
+def test_graphql_that_is_not_one_readable_operation_is_refused(api, payload):
+    headers = {"Authorization": f"Bearer {api.agent_token}", **payload.pop("headers", {})}
+    r = httpx.post(f"{api.base}/billing/graphql", headers=headers, timeout=20, **payload)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] in ("unreadable", "bad_request"), r.text
+
+
+def test_compressed_and_text_bodies_are_masked(api):
+    r = requests.get(f"{api.base}/billing/gzip", headers={"Authorization": f"Bearer {api.agent_token}"}, timeout=20)
+    assert r.status_code == 200, r.text
+    assert "AKIAIOSFODNN7EXAMPLE" not in r.text and "gz@example.com" not in r.text
+    assert "content-encoding" not in r.headers
+    assert int(r.headers["content-length"]) == len(r.content)
+    status, body = curl("--compressed", f"{api.base}/billing/text", token=api.agent_token)
+    assert status == 200
+    assert "carol@example.com" not in body and "5555 5555 5555 4444" not in body
+
+
+def test_a_dead_or_slow_upstream_gets_a_clear_502_or_504_naming_the_target(api):
+    start = time.monotonic()
+    status, body = curl(f"{api.base}/billing_down/v1/customers", token=api.agent_token)
+    assert status == 502, body
+    assert "billing_down" in json.loads(body)["reason"]
+    status, body = curl(f"{api.base}/billing/slow?s=5", token=api.agent_token)
+    assert status == 504, body
+    assert "billing" in json.loads(body)["reason"]
+    assert time.monotonic() - start < 15
+    # And the gateway goes on serving.
+    assert curl(f"{api.base}/billing/v1/customers/1", token=api.agent_token)[0] == 200
+
+
+def test_http2_prior_knowledge_and_unknown_routes(api):
+    status, body = curl("--http2-prior-knowledge", f"{api.base}/billing/v1/customers/1", token=api.agent_token)
+    assert status == 200, body
+    status, body = curl(f"{api.base}/nothing/here", token=api.agent_token)
+    assert status == 404 and json.loads(body)["error"] == "no_route"
+
+
+def test_exchanges_are_recorded_with_status_and_verdict(api):
+    curl("-X", "DELETE", f"{api.base}/billing/v1/customers/1", token=api.agent_token)
+
+    def recorded(details):
+        seen = [(a["text"], a["decision"], a["tag"], a["path"]) for a in details["statements"]]
+        return ("DELETE /v1/customers/1", "deny", "HTTP 403", "http") in seen
+
+    # Sessions end with their connection; curl's connection is closed.
+    api.session_with(recorded, timeout=15)
