@@ -6,7 +6,8 @@
 #   scripts/setup.sh test         the above, pgbouncer (the benchmark's peer), a Python virtual
 #                                 environment in .venv with the end-to-end tests' drivers and pytest,
 #                                 pgjdbc with a JDK, node-postgres (npm ci in tests/drivers/node), and
-#                                 rsyslog with its TLS driver (the audit export's receiver)
+#                                 rsyslog with its TLS driver (the audit export's receiver), curl
+#                                 (an HTTP test client)
 #   scripts/setup.sh bench        the quick start's needs, pgbouncer, and the same .venv (the
 #                                 approval measurement drives psycopg)
 #
@@ -74,7 +75,8 @@ test)
   # pgjdbc and node-postgres join the driver tests; a JDK or Node.js already here (from elsewhere
   # than Debian, say) is used as it is.
   # rsyslog (with its TLS driver) receives the audit log's syslog export in the tests.
-  packages+=(pgbouncer python3 python3-venv libpostgresql-jdbc-java rsyslog rsyslog-gnutls)
+  # curl is one of the HTTP tests' clients (with HTTP/2).
+  packages+=(pgbouncer python3 python3-venv libpostgresql-jdbc-java rsyslog rsyslog-gnutls curl)
   command -v javac >/dev/null || packages+=(default-jdk-headless)
   command -v npm >/dev/null || packages+=(nodejs npm)
   ;;

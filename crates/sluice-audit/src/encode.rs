@@ -297,7 +297,12 @@ mod tests {
                 duration_us: 7,
                 verdict: "allow",
                 rule: None,
-                detail: ActionDetail::Http { status: 502, request_bytes: 0, response_bytes: u64::MAX, error: Some(AWKWARD.into()) },
+                detail: ActionDetail::Http {
+                    status: 502,
+                    request_bytes: 0,
+                    response_bytes: u64::MAX,
+                    error: Some(AWKWARD.into()),
+                },
             }),
             AuditEvent::Action(ActionRecord {
                 seq: 2,

@@ -10,8 +10,8 @@ use sluice_core::{
     Protocol, Refusal, RefusalCause, ids,
 };
 use sluice_gate::{
-    Action, ClientInfo, HttpAction, Obligations, OpenRequest, Outcome, SessionGate, SessionLog, SqlAction, SqlLanguage, Standing,
-    Target,
+    Action, ClientInfo, HttpAction, Obligations, OpenRequest, Outcome, SessionGate, SessionLog, SqlAction, SqlLanguage,
+    Standing, Target,
 };
 use sluice_mask::SessionMasking;
 use sluice_policy::Policy;

@@ -356,7 +356,7 @@ async fn an_allowed_session_is_audited_from_authentication_to_its_end_in_order()
     assert_eq!(events[0].session, None, "authentication comes before the session");
     assert!(events[1..].iter().all(|r| r.session.as_deref() == Some(id.as_str())));
     let AuditEvent::Action(action) = &events[2].event else { unreachable!() };
-    let ActionDetail::Sql { rows, .. } = action.detail;
+    let ActionDetail::Sql { rows, .. } = action.detail else { panic!("{:?}", action.detail) };
     assert_eq!((action.seq, &*action.text, rows), (1, "SELECT id FROM orders", 1));
     let AuditEvent::SessionEnded { reason } = &events[3].event else { unreachable!() };
     assert_eq!(reason, "client terminated");

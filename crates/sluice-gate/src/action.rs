@@ -1,8 +1,8 @@
 //! What a caller asks to do, reduced to what policy needs to know: one variant per kind of request
 //! sluice understands. Adapters build them; the engine decides on them.
 
-use sluice_core::http::HttpAction;
 use crate::server::SqlServer;
+use sluice_core::http::HttpAction;
 use sluice_core::sql::{SharedAnalysis, SqlAnalysis};
 use std::borrow::Cow;
 

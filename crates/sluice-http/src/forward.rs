@@ -13,8 +13,24 @@ use std::io::Read;
 
 /// Characters escaped in a path segment: everything but unreserved characters and sub-delims
 /// that mean nothing to a router (`!$'()*+,:@=&`).
-const SEGMENT: &AsciiSet =
-    &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'/').add(b';').add(b'<').add(b'>').add(b'?').add(b'[').add(b'\\').add(b']').add(b'^').add(b'`').add(b'{').add(b'|').add(b'}');
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b';')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
 /// Characters escaped in a query name or value.
 const QUERY: &AsciiSet = &SEGMENT.add(b'&').add(b'=').add(b'+').add(b'\'');
 
@@ -74,10 +90,7 @@ pub fn request_headers(from: &HeaderMap) -> HeaderMap {
     for (name, value) in from {
         let dropped = is_hop_by_hop(name)
             || named.iter().any(|n| n == name.as_str())
-            || matches!(
-                *name,
-                header::AUTHORIZATION | header::HOST | header::CONTENT_LENGTH | header::ACCEPT_ENCODING
-            )
+            || matches!(*name, header::AUTHORIZATION | header::HOST | header::CONTENT_LENGTH | header::ACCEPT_ENCODING)
             || name.as_str().starts_with("x-sluice-");
         if !dropped {
             out.append(name.clone(), value.clone());
@@ -88,18 +101,15 @@ pub fn request_headers(from: &HeaderMap) -> HeaderMap {
 }
 
 /// Adds the held credential as the target presents it.
-pub async fn present(
-    target: &HttpTarget,
-    credential: Option<&Secret>,
-    headers: &mut HeaderMap,
-) -> Result<(), String> {
+pub async fn present(target: &HttpTarget, credential: Option<&Secret>, headers: &mut HeaderMap) -> Result<(), String> {
     let Some(secret) = credential else {
         return match target.presentation {
             Presentation::None => Ok(()),
             _ => Err("the connection holds no credential".into()),
         };
     };
-    let value = |text: String| HeaderValue::from_str(&text).map_err(|_| "the held credential is not a valid header value");
+    let value =
+        |text: String| HeaderValue::from_str(&text).map_err(|_| "the held credential is not a valid header value");
     match &target.presentation {
         Presentation::None => {}
         Presentation::Bearer => {

@@ -28,7 +28,9 @@ pub fn operation(carrier: Carrier<'_>) -> Result<GraphqlOperation, String> {
     let text = match carrier {
         Carrier::Query(text) | Carrier::Document(text) => text,
         Carrier::Json(serde_json::Value::Array(_)) => {
-            return Err("a batch of GraphQL operations (a JSON array) is refused; send one operation per request".into());
+            return Err(
+                "a batch of GraphQL operations (a JSON array) is refused; send one operation per request".into()
+            );
         }
         Carrier::Json(body) => match body.get("query") {
             Some(serde_json::Value::String(text)) => text.as_str(),

@@ -27,7 +27,9 @@ impl BodyMasker<'_> {
         if json && let Ok(mut value) = serde_json::from_slice::<Value>(body) {
             let mut path = Vec::new();
             let mut findings = Vec::new();
-            return self.walk(&mut value, &mut path, &mut findings).then(|| serde_json::to_vec(&value).unwrap_or_default());
+            return self
+                .walk(&mut value, &mut path, &mut findings)
+                .then(|| serde_json::to_vec(&value).unwrap_or_default());
         }
         // Not JSON (or not valid JSON): scanned as text, which masks what the detectors find
         // wherever it is.
@@ -98,9 +100,10 @@ impl BodyMasker<'_> {
 
     fn sensitive_here(&self, path: &[String]) -> bool {
         let key = path.last().is_some_and(|k| self.sensitive_keys.iter().any(|s| s.eq_ignore_ascii_case(k)));
-        key || self.sensitive_pointers.iter().any(|p| {
-            p.len() == path.len() && p.iter().zip(path).all(|(token, step)| token == "*" || token == step)
-        })
+        key || self
+            .sensitive_pointers
+            .iter()
+            .any(|p| p.len() == path.len() && p.iter().zip(path).all(|(token, step)| token == "*" || token == step))
     }
 }
 

@@ -59,8 +59,11 @@ impl TokenCache {
             body.push_str(&form(&self.scope));
         }
         // client_secret_basic: the id and secret form-encoded, then base64 (RFC 6749 §2.3.1).
-        let basic = base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{}", form(&self.client_id), form(client_secret.expose())));
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            form(&self.client_id),
+            form(client_secret.expose())
+        ));
         let request = hyper::Request::post(&self.token_url)
             .header(hyper::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(hyper::header::ACCEPT, "application/json")

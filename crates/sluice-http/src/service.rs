@@ -2,6 +2,9 @@
 //! verdict, routing, authentication, the session, reading the body, the engine's decision (waiting
 //! for a review where the rule says so), the upstream call, masking, the record.
 
+// A refusal (status and answer) is large, and returned only on the cold path of a request.
+#![allow(clippy::result_large_err)]
+
 use crate::forward::{self, Decode};
 use crate::framing::{HeadVerdict, MAX_HEAD, Verdicts, Watched};
 use crate::mask::BodyMasker;
@@ -144,7 +147,9 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
                     "send one Content-Length or Transfer-Encoding: chunked, never both and never twice",
                 ));
             }
-            None => return Err(bad_request("the request's framing could not be checked", "send a plain HTTP/1.1 request")),
+            None => {
+                return Err(bad_request("the request's framing could not be checked", "send a plain HTTP/1.1 request"));
+            }
         }
     }
     if matches!(*req.method(), Method::CONNECT | Method::TRACE) {
@@ -167,12 +172,19 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
     }
     let host = host_of(&req)?;
     let raw_target = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
-    let mut action = HttpAction::new(req.method().as_str(), &raw_target)
-        .map_err(|e| bad_request(format!("the request target is refused: {e}"), "send a plain path, without encoded slashes, '..' above the root or ';' parameters"))?;
+    let mut action = HttpAction::new(req.method().as_str(), &raw_target).map_err(|e| {
+        bad_request(
+            format!("the request target is refused: {e}"),
+            "send a plain path, without encoded slashes, '..' above the root or ';' parameters",
+        )
+    })?;
     let trailing_slash = raw_target.split('?').next().is_some_and(|p| p.len() > 1 && p.ends_with('/'));
     let (target, path) = route(conn.gate.as_ref(), &host, &action.path)?;
     let options = target.options::<HttpTarget>().ok_or_else(|| {
-        (StatusCode::INTERNAL_SERVER_ERROR, Answer::new("misconfigured", "the target is not an HTTP target", "tell an operator"))
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Answer::new("misconfigured", "the target is not an HTTP target", "tell an operator"),
+        )
     })?;
     action.path = path;
     let presented = credential(&req)?;
@@ -188,7 +200,11 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
             if let Some(ended) = ended {
                 ended.session.end("its credential was revoked or expired".into());
             }
-            let answer = Answer::new("unauthenticated", "the token was revoked or has expired", "ask an operator for a new token");
+            let answer = Answer::new(
+                "unauthenticated",
+                "the token was revoked or has expired",
+                "ask an operator for a new token",
+            );
             return Err((StatusCode::UNAUTHORIZED, answer));
         }
     }
@@ -206,12 +222,16 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
         }
         Err(e) => return Err(bad_request(format!("the request body could not be read: {e}"), "send it again")),
     };
-    let graphql_endpoint = options.graphql_paths.iter().any(|p| *p == action.path);
+    let graphql_endpoint = options.graphql_paths.contains(&action.path);
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     if let Err(why) = request::read_body(&mut action, content_type, &body, graphql_endpoint) {
-        let answer = Answer::new("unreadable", format!("sluice cannot read this request: {why}"), "send a request sluice can check (fail closed)")
-            .with_rule("unreadable")
-            .with_detail(action.summary());
+        let answer = Answer::new(
+            "unreadable",
+            format!("sluice cannot read this request: {why}"),
+            "send a request sluice can check (fail closed)",
+        )
+        .with_rule("unreadable")
+        .with_detail(action.summary());
         open.seq += 1;
         let exchange = Exchange { action: &action, seq: open.seq, started_at_us, started, request_bytes: body.len() };
         exchange.finish(&open.log, "deny", "unreadable", 400, 0, None);
@@ -238,7 +258,10 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
         other => other,
     };
     let Some(open) = open_guard.as_mut() else {
-        return Err((StatusCode::UNAUTHORIZED, Answer::new("unauthenticated", "the session ended", "send the request again")));
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            Answer::new("unauthenticated", "the session ended", "send the request again"),
+        ));
     };
     let rule = decision.rule().to_string();
     match &decision {
@@ -262,7 +285,11 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
         .map_err(|e| (StatusCode::BAD_GATEWAY, Answer::new("upstream_unavailable", e, "tell an operator")))?;
     let mut headers = forward::request_headers(&parts.headers);
     if let Err(e) = forward::present(options, credential.as_ref(), &mut headers).await {
-        let answer = Answer::new("upstream_unavailable", format!("connection {}: {e}", target.name), "tell an operator; the held credential could not be presented");
+        let answer = Answer::new(
+            "upstream_unavailable",
+            format!("connection {}: {e}", target.name),
+            "tell an operator; the held credential could not be presented",
+        );
         exchange.finish(&log, "allow", &rule, 502, 0, Some(e));
         return Err((StatusCode::BAD_GATEWAY, answer));
     }
@@ -273,18 +300,34 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
     let response = match tokio::time::timeout(options.timeout, options.client.request(upstream)).await {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
-            let why = format!("connection {}: the upstream {} cannot be reached: {}", target.name, options.authority, error_chain(&e));
+            let why = format!(
+                "connection {}: the upstream {} cannot be reached: {}",
+                target.name,
+                options.authority,
+                error_chain(&e)
+            );
             exchange.finish(&log, "allow", &rule, 502, 0, Some(why.clone()));
-            return Err((StatusCode::BAD_GATEWAY, Answer::new("upstream_unavailable", why, "try again later; if it persists, tell an operator")));
+            return Err((
+                StatusCode::BAD_GATEWAY,
+                Answer::new("upstream_unavailable", why, "try again later; if it persists, tell an operator"),
+            ));
         }
         Err(_) => {
-            let why = format!("connection {}: the upstream {} did not answer within {:?}", target.name, options.authority, options.timeout);
+            let why = format!(
+                "connection {}: the upstream {} did not answer within {:?}",
+                target.name, options.authority, options.timeout
+            );
             exchange.finish(&log, "allow", &rule, 504, 0, Some(why.clone()));
-            return Err((StatusCode::GATEWAY_TIMEOUT, Answer::new("upstream_timeout", why, "try again later, or ask for less")));
+            return Err((
+                StatusCode::GATEWAY_TIMEOUT,
+                Answer::new("upstream_timeout", why, "try again later, or ask for less"),
+            ));
         }
     };
     let (head, upstream_body) = response.into_parts();
-    if head.status == StatusCode::UNAUTHORIZED && let Presentation::OAuth2(cache) = &options.presentation {
+    if head.status == StatusCode::UNAUTHORIZED
+        && let Presentation::OAuth2(cache) = &options.presentation
+    {
         cache.forget().await;
     }
     let limit = conn.config.max_response_body;
@@ -297,12 +340,18 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
                 None => format!("the response could not be read: {e}"),
             };
             exchange.finish(&log, "allow", &rule, 502, 0, Some(why.clone()));
-            return Err((StatusCode::BAD_GATEWAY, Answer::new("upstream_response_refused", why, "ask for less (paging, filters)")));
+            return Err((
+                StatusCode::BAD_GATEWAY,
+                Answer::new("upstream_response_refused", why, "ask for less (paging, filters)"),
+            ));
         }
         Err(_) => {
             let why = format!("the upstream did not finish its response within {:?}", options.timeout);
             exchange.finish(&log, "allow", &rule, 504, 0, Some(why.clone()));
-            return Err((StatusCode::GATEWAY_TIMEOUT, Answer::new("upstream_timeout", why, "try again later, or ask for less")));
+            return Err((
+                StatusCode::GATEWAY_TIMEOUT,
+                Answer::new("upstream_timeout", why, "try again later, or ask for less"),
+            ));
         }
     };
     let encoding = head.headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
@@ -310,7 +359,9 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
         Ok(decoded) => decoded,
         Err(e) => {
             let why = match e {
-                Decode::Unsupported(enc) => format!("the response is encoded with {enc}, which sluice cannot decode to mask"),
+                Decode::Unsupported(enc) => {
+                    format!("the response is encoded with {enc}, which sluice cannot decode to mask")
+                }
                 Decode::TooLarge => format!("the decoded response is larger than {limit} bytes"),
                 Decode::Corrupt(e) => format!("the response's encoding is corrupt: {e}"),
             };
@@ -359,7 +410,9 @@ fn host_of(req: &Request<Incoming>) -> Result<String, Refused> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let header_host = match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => return Err(bad_request("the request has more than one Host", "send one Host header")),
-        (Some(h), None) => Some(h.to_str().map_err(|_| bad_request("the Host header is not text", "send a host name"))?),
+        (Some(h), None) => {
+            Some(h.to_str().map_err(|_| bad_request("the Host header is not text", "send a host name"))?)
+        }
         (None, _) => None,
     };
     let authority = req.uri().authority().map(|a| a.as_str());
@@ -372,7 +425,11 @@ fn host_of(req: &Request<Incoming>) -> Result<String, Refused> {
         (None, None) => return Err(bad_request("the request names no host", "send a Host header")),
     };
     let name = match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(']') || name.starts_with('[') => name,
+        Some((name, port))
+            if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(']') || name.starts_with('[') =>
+        {
+            name
+        }
         _ => host,
     };
     Ok(name.trim_end_matches('.').to_ascii_lowercase())
@@ -381,7 +438,8 @@ fn host_of(req: &Request<Incoming>) -> Result<String, Refused> {
 /// The target a request is for, and the path within it: by host name first, then by path prefix.
 fn route<G: Gate>(gate: &G, host: &str, path: &str) -> Result<(sluice_gate::Target, String), Refused> {
     let targets = gate.targets(Protocol::Http);
-    let prepared = |t: &sluice_gate::Target| t.options::<HttpTarget>().map(|o| (t.clone(), o.prefix.clone(), o.hosts.clone()));
+    let prepared =
+        |t: &sluice_gate::Target| t.options::<HttpTarget>().map(|o| (t.clone(), o.prefix.clone(), o.hosts.clone()));
     let mut best: Option<(sluice_gate::Target, String)> = None;
     for (target, prefix, hosts) in targets.iter().filter_map(prepared) {
         if hosts.iter().any(|h| h == host) {
@@ -419,11 +477,14 @@ fn credential(req: &Request<Incoming>) -> Result<Credential, Refused> {
     };
     let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
     let value = match (values.next(), values.next()) {
-        (Some(_), Some(_)) => return Err(bad_request("the request has more than one Authorization header", "send one")),
+        (Some(_), Some(_)) => {
+            return Err(bad_request("the request has more than one Authorization header", "send one"));
+        }
         (Some(v), None) => v.to_str().map_err(|_| unauthenticated("the Authorization header is not text"))?,
         (None, _) => return Err(unauthenticated("the request carries no sluice token")),
     };
-    let (scheme, rest) = value.split_once(' ').ok_or_else(|| unauthenticated("the Authorization header has no scheme"))?;
+    let (scheme, rest) =
+        value.split_once(' ').ok_or_else(|| unauthenticated("the Authorization header has no scheme"))?;
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("bearer") {
         return Ok(Credential { user: None, secret: Secret::new(rest) });
@@ -434,7 +495,8 @@ fn credential(req: &Request<Incoming>) -> Result<Credential, Refused> {
             .ok()
             .and_then(|d| String::from_utf8(d).ok())
             .ok_or_else(|| unauthenticated("the basic credentials are not base64 text"))?;
-        let (user, token) = decoded.split_once(':').ok_or_else(|| unauthenticated("the basic credentials have no ':'"))?;
+        let (user, token) =
+            decoded.split_once(':').ok_or_else(|| unauthenticated("the basic credentials have no ':'"))?;
         return Ok(Credential { user: Some(user.to_string()), secret: Secret::new(token) });
     }
     Err(unauthenticated("the Authorization scheme is neither Bearer nor Basic"))
@@ -488,11 +550,19 @@ async fn session<'c, G: Gate>(
                 ),
                 OpenError::Misconfigured { connection, reason } => (
                     StatusCode::BAD_GATEWAY,
-                    Answer::new("misconfigured", format!("connection {connection} is misconfigured: {reason}"), "tell an operator"),
+                    Answer::new(
+                        "misconfigured",
+                        format!("connection {connection} is misconfigured: {reason}"),
+                        "tell an operator",
+                    ),
                 ),
                 OpenError::Store(reason) | OpenError::Refused(reason) => (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    Answer::new("unavailable", format!("sluice cannot open a session now: {reason}"), "try again shortly"),
+                    Answer::new(
+                        "unavailable",
+                        format!("sluice cannot open a session now: {reason}"),
+                        "try again shortly",
+                    ),
                 ),
             };
             (guard, Some(refused))
@@ -511,7 +581,15 @@ struct Exchange<'a> {
 
 impl Exchange<'_> {
     /// Hands what became of the request to the session's log.
-    fn finish<L: SessionLog>(&self, log: &L, verdict: &'static str, rule: &str, status: u16, response_bytes: usize, error: Option<String>) {
+    fn finish<L: SessionLog>(
+        &self,
+        log: &L,
+        verdict: &'static str,
+        rule: &str,
+        status: u16,
+        response_bytes: usize,
+        error: Option<String>,
+    ) {
         if !log.records_outcomes() {
             return;
         }

@@ -101,7 +101,9 @@ impl HttpConnectionOptions {
         let prefix = self.prefix_or(name);
         let prefix = prefix.as_str();
         if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
-            return Err(format!("prefix: {prefix:?} must start with '/', name at least one segment, and not end with '/'"));
+            return Err(format!(
+                "prefix: {prefix:?} must start with '/', name at least one segment, and not end with '/'"
+            ));
         }
         sluice_core::http::normalise_path(prefix)
             .ok()

@@ -173,7 +173,10 @@ impl JsonCheck {
         let pointer = c.pointer.clone();
         let given = [c.exists.is_some(), c.equals.is_some(), c.one_of.is_some(), c.matches.is_some()];
         if given.iter().filter(|g| **g).count() != 1 {
-            return Err(format!("json: the condition on {:?} needs exactly one of exists, equals, in, matches", c.pointer));
+            return Err(format!(
+                "json: the condition on {:?} needs exactly one of exists, equals, in, matches",
+                c.pointer
+            ));
         }
         Ok(match (c.exists, &c.equals, &c.one_of, &c.matches) {
             (Some(exists), ..) => JsonCheck::Exists(pointer, exists),
@@ -334,28 +337,39 @@ mod tests {
     #[test]
     fn json_conditions() {
         let cond = |c: JsonCondition| keys(RuleSpec { json: vec![c], ..Default::default() });
-        let body = serde_json::json!({"amount": 5000.0, "role": "admin", "email": "a@corp.example", "items": [{"sku": "X"}]});
+        let body =
+            serde_json::json!({"amount": 5000.0, "role": "admin", "email": "a@corp.example", "items": [{"sku": "X"}]});
         let mut post = request("POST", "/pay");
         post.body = BodySummary { json: Some(Arc::new(body)), ..Default::default() };
         let exists = cond(JsonCondition { pointer: "/items/0/sku".into(), exists: Some(true), ..Default::default() });
         let absent = cond(JsonCondition { pointer: "/force".into(), exists: Some(false), ..Default::default() });
-        let equals =
-            cond(JsonCondition { pointer: "/amount".into(), equals: Some(serde_json::json!(5000)), ..Default::default() });
+        let equals = cond(JsonCondition {
+            pointer: "/amount".into(),
+            equals: Some(serde_json::json!(5000)),
+            ..Default::default()
+        });
         let one_of = cond(JsonCondition {
             pointer: "/role".into(),
             one_of: Some(vec![serde_json::json!("owner"), serde_json::json!("admin")]),
             ..Default::default()
         });
-        let matches =
-            cond(JsonCondition { pointer: "/email".into(), matches: Some(".*@corp\\.example".into()), ..Default::default() });
+        let matches = cond(JsonCondition {
+            pointer: "/email".into(),
+            matches: Some(".*@corp\\.example".into()),
+            ..Default::default()
+        });
         for m in [exists, absent, equals, one_of, matches] {
             assert!(m.matches(&post, false), "{m:?}");
         }
-        let no_match = cond(JsonCondition { pointer: "/email".into(), matches: Some("corp".into()), ..Default::default() });
+        let no_match =
+            cond(JsonCondition { pointer: "/email".into(), matches: Some("corp".into()), ..Default::default() });
         assert!(!no_match.matches(&post, false), "matches is anchored");
-        assert!(!cond(JsonCondition { pointer: "/amount".into(), exists: Some(true), ..Default::default() })
-            .matches(&request("POST", "/pay"), false));
-        let two = JsonCondition { pointer: "/a".into(), exists: Some(true), matches: Some("x".into()), ..Default::default() };
+        assert!(
+            !cond(JsonCondition { pointer: "/amount".into(), exists: Some(true), ..Default::default() })
+                .matches(&request("POST", "/pay"), false)
+        );
+        let two =
+            JsonCondition { pointer: "/a".into(), exists: Some(true), matches: Some("x".into()), ..Default::default() };
         assert!(HttpMatcher::compile(&RuleSpec { json: vec![two], ..Default::default() }).is_err());
     }
 

@@ -16,11 +16,11 @@ mod rule;
 mod sql;
 mod volatile;
 
+pub use http::ADMIN_SEGMENTS;
 pub use pg::{
     PROTECTED_SETTINGS, SIDE_EFFECT_FUNCTIONS, depends_on_column_masking, is_protected_setting, user_functions,
     volatile_call_refusal, volatility_unknown,
 };
-pub use http::ADMIN_SEGMENTS;
 pub use policy::Policy;
 pub use sluice_core::policy::*;
 pub use sql::Judgement;

@@ -6,11 +6,11 @@
 use crate::PolicyError;
 use crate::pg::SIDE_EFFECT_FUNCTIONS;
 use crate::rule::{Rule, compile_rule};
+use sluice_core::http::HttpAction;
 use sluice_core::policy::{BuiltinRules, ConnectionPolicy, Effect, PolicySpec, RuleProtocol, RuleSpec};
 use sluice_core::review::ReviewRules;
 use sluice_core::scope::RuleScope;
 use sluice_core::sql::Kind;
-use sluice_core::http::HttpAction;
 use sluice_core::{Decision, Identity, Refusal, RefusalCause};
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -295,11 +295,7 @@ fn check_state_is_private(config: &Config) -> Result<()> {
 }
 
 /// The adapters the configuration enables, each with the address it listens on.
-fn adapters(
-    config: &Config,
-    engine: &Arc<Engine>,
-    api_url: Option<String>,
-) -> Result<Vec<(Arc<dyn Adapter>, String)>> {
+fn adapters(config: &Config, engine: &Arc<Engine>, api_url: Option<String>) -> Result<Vec<(Arc<dyn Adapter>, String)>> {
     let mut adapters: Vec<(Arc<dyn Adapter>, String)> = Vec::new();
     if config.postgres.enabled {
         let pg = PgAdapter::new(Arc::clone(engine), pg_listener_config(config)?);

@@ -29,7 +29,11 @@ impl TargetPreparer for Targets {
             "http" => {
                 let options: HttpConnectionOptions = conn.options_as()?;
                 options.check(name)?;
-                Ok(TargetFacts { protocol: Protocol::Http, sql_search_path: Vec::new(), summary: options.summary(name) })
+                Ok(TargetFacts {
+                    protocol: Protocol::Http,
+                    sql_search_path: Vec::new(),
+                    summary: options.summary(name),
+                })
             }
             other => Err(unserved(other)),
         }
