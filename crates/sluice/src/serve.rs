@@ -310,18 +310,8 @@ fn adapters(config: &Config, engine: &Arc<Engine>, api_url: Option<String>) -> R
 
 fn http_listener_config(config: &Config, api_url: Option<String>) -> Result<HttpListenerConfig> {
     let http = &config.http;
-    let tls = match http.tls {
-        ClientTls::Disable => None,
-        ClientTls::Allow | ClientTls::Require => {
-            let (cert, key) = match (&http.tls_cert, &http.tls_key) {
-                (Some(cert), Some(key)) => (cert.clone(), key.clone()),
-                _ => ensure_self_signed(&config.server.state_dir)?,
-            };
-            Some(tls::server_config(&cert, &key)?)
-        }
-    };
     Ok(HttpListenerConfig {
-        tls,
+        tls: client_tls(config, http.tls, &http.tls_cert, &http.tls_key)?,
         max_request_body: http.max_request_body_bytes,
         max_response_body: http.max_response_body_bytes,
         header_timeout: Duration::from_secs(http.header_timeout_secs),
@@ -336,18 +326,8 @@ fn http_listener_config(config: &Config, api_url: Option<String>) -> Result<Http
 
 fn pg_listener_config(config: &Config) -> Result<ListenerConfig> {
     let pg = &config.postgres;
-    let tls = match pg.tls {
-        ClientTls::Disable => None,
-        ClientTls::Allow | ClientTls::Require => {
-            let (cert, key) = match (&pg.tls_cert, &pg.tls_key) {
-                (Some(cert), Some(key)) => (cert.clone(), key.clone()),
-                _ => ensure_self_signed(&config.server.state_dir)?,
-            };
-            Some(tls::server_config(&cert, &key)?)
-        }
-    };
     Ok(ListenerConfig {
-        tls,
+        tls: client_tls(config, pg.tls, &pg.tls_cert, &pg.tls_key)?,
         require_tls: pg.tls == ClientTls::Require,
         max_message_bytes: pg.max_message_bytes as usize,
         connect_timeout: Duration::from_secs(pg.connect_timeout_secs),
@@ -356,6 +336,23 @@ fn pg_listener_config(config: &Config) -> Result<ListenerConfig> {
         max_unauthenticated: pg.max_unauthenticated,
         max_unauthenticated_per_source: pg.max_unauthenticated_per_source,
     })
+}
+
+/// A listener's TLS towards clients: its own certificate and key, or the generated pair.
+fn client_tls(
+    config: &Config,
+    mode: ClientTls,
+    cert: &Option<std::path::PathBuf>,
+    key: &Option<std::path::PathBuf>,
+) -> Result<Option<Arc<rustls::ServerConfig>>> {
+    if mode == ClientTls::Disable {
+        return Ok(None);
+    }
+    let (cert, key) = match (cert, key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => ensure_self_signed(&config.server.state_dir)?,
+    };
+    Ok(Some(tls::server_config(&cert, &key)?))
 }
 
 /// The generated certificate and key in the state directory, created on first start.
