@@ -106,6 +106,23 @@ impl HttpAction {
     /// The request as a reviewer reads it: method, path, query and the body's beginning.
     pub fn review_text(&self) -> String {
         let mut text = format!("{} {}", self.method, self.path);
+        self.push_query(&mut text);
+        if let Some(excerpt) = &self.body.excerpt {
+            text.push_str("\n\n");
+            text.push_str(excerpt);
+        }
+        text
+    }
+
+    /// The request as its record names it: the summary (with a GraphQL operation) and the query.
+    pub fn record_line(&self) -> String {
+        let mut text = self.summary();
+        self.push_query(&mut text);
+        text
+    }
+
+    /// Appends `?name=value&…` (a pair without a value as its name alone).
+    fn push_query(&self, text: &mut String) {
         for (i, (name, value)) in self.query.iter().enumerate() {
             text.push(if i == 0 { '?' } else { '&' });
             text.push_str(name);
@@ -114,11 +131,6 @@ impl HttpAction {
                 text.push_str(value);
             }
         }
-        if let Some(excerpt) = &self.body.excerpt {
-            text.push_str("\n\n");
-            text.push_str(excerpt);
-        }
-        text
     }
 
     /// What an approval is bound to: the method, the path, the query pair by pair and the body's

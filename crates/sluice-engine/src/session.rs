@@ -2,7 +2,7 @@
 //! audit events of its life (start, actions, end).
 
 use crate::{EngineCore, explanation};
-use sluice_approvals::StatementReview;
+use sluice_approvals::{ActiveGrant, StatementReview};
 use sluice_core::advice::{Explanation, Permissions};
 use sluice_core::sql::{SharedAnalysis, SqlAnalysis};
 use sluice_core::{
@@ -143,10 +143,7 @@ impl EngineSession {
                 };
                 self.review(policy, &refusal, sql.text, &canonical, sql.analysis.takes_parameters()).await
             }
-            Decision::Allow { rule } if let Some((grant, _)) = grant => {
-                Decision::Allow { rule: Arc::from(format!("grant #{}: {rule}", grant.review_id)) }
-            }
-            other => other,
+            other => under_grant(other, grant.as_ref().map(|(g, _)| g)),
         };
         if let (Some(shared), Some(e), Decision::Allow { rule }) = (keep, epoch, &decision)
             && self.core.decision_epoch(&self.identity, &self.target) == Some(e)
@@ -291,10 +288,7 @@ impl EngineSession {
             Decision::Review(refusal) => {
                 self.review(policy, &refusal, &http.review_text(), &http.canonical(), false).await
             }
-            Decision::Allow { rule } if let Some((grant, _)) = grant => {
-                Decision::Allow { rule: Arc::from(format!("grant #{}: {rule}", grant.review_id)) }
-            }
-            other => other,
+            other => under_grant(other, grant.as_ref().map(|(g, _)| g)),
         };
         if http.reads_only() || !settings.changes_before_forwarding {
             return decision;
@@ -452,6 +446,16 @@ impl Drop for EngineSession {
         if !self.ended {
             self.record_end("the adapter dropped the session without ending it".into());
         }
+    }
+}
+
+/// An allow given under an access grant names the grant.
+fn under_grant(decision: Decision, grant: Option<&ActiveGrant>) -> Decision {
+    match (decision, grant) {
+        (Decision::Allow { rule }, Some(grant)) => {
+            Decision::Allow { rule: Arc::from(format!("grant #{}: {rule}", grant.review_id)) }
+        }
+        (other, _) => other,
     }
 }
 

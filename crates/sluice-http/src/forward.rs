@@ -108,33 +108,21 @@ pub async fn present(target: &HttpTarget, credential: Option<&Secret>, headers: 
             _ => Err("the connection holds no credential".into()),
         };
     };
-    let value =
-        |text: String| HeaderValue::from_str(&text).map_err(|_| "the held credential is not a valid header value");
-    match &target.presentation {
-        Presentation::None => {}
-        Presentation::Bearer => {
-            let mut v = value(format!("Bearer {}", secret.expose()))?;
-            v.set_sensitive(true);
-            headers.insert(header::AUTHORIZATION, v);
-        }
+    let (name, text) = match &target.presentation {
+        Presentation::None => return Ok(()),
+        Presentation::Bearer => (header::AUTHORIZATION, format!("Bearer {}", secret.expose())),
         Presentation::Basic { username } => {
             let pair = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", secret.expose()));
-            let mut v = value(format!("Basic {pair}"))?;
-            v.set_sensitive(true);
-            headers.insert(header::AUTHORIZATION, v);
+            (header::AUTHORIZATION, format!("Basic {pair}"))
         }
-        Presentation::Header { name } => {
-            let mut v = value(secret.expose().to_string())?;
-            v.set_sensitive(true);
-            headers.insert(name.clone(), v);
-        }
+        Presentation::Header { name } => (name.clone(), secret.expose().to_string()),
         Presentation::OAuth2(cache) => {
-            let token = cache.token(secret).await?;
-            let mut v = value(format!("Bearer {}", token.expose()))?;
-            v.set_sensitive(true);
-            headers.insert(header::AUTHORIZATION, v);
+            (header::AUTHORIZATION, format!("Bearer {}", cache.token(secret).await?.expose()))
         }
-    }
+    };
+    let mut value = HeaderValue::from_str(&text).map_err(|_| "the held credential is not a valid header value")?;
+    value.set_sensitive(true);
+    headers.insert(name, value);
     Ok(())
 }
 

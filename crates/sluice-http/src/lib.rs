@@ -67,10 +67,9 @@ impl<G: Gate> Adapter for HttpAdapter<G> {
     fn serve(self: Arc<Self>, listener: TcpListener, runtime: Runtime) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(async move {
             let limits = self.config.limits;
-            let adapter = Arc::clone(&self);
             runtime
                 .accept("http", listener, limits, move |accepted: Accepted| {
-                    let (gate, config) = (Arc::clone(&adapter.gate), Arc::clone(&adapter.config));
+                    let (gate, config) = (Arc::clone(&self.gate), Arc::clone(&self.config));
                     service::serve_connection(gate, config, accepted)
                 })
                 .await;

@@ -27,6 +27,7 @@ use sluice_runtime::Accepted;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio_util::either::Either;
 
 type Reply = Response<Full<Bytes>>;
 
@@ -81,27 +82,21 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new()).max_concurrent_streams(64);
     let served = async {
-        match &config.tls {
+        let stream = match &config.tls {
             Some(tls) => {
                 let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
-                let stream = match tokio::time::timeout(config.header_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => stream,
+                match tokio::time::timeout(config.header_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => Either::Left(stream),
                     Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-                };
-                drop(ticket);
-                let io = TokioIo::new(Watched::new(stream, verdicts));
-                if let Err(e) = builder.serve_connection(io, service).await {
-                    tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
                 }
             }
-            None => {
-                drop(ticket);
-                let io = TokioIo::new(Watched::new(tcp, verdicts));
-                if let Err(e) = builder.serve_connection(io, service).await {
-                    tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
-                }
-            }
+            None => Either::Right(tcp),
+        };
+        drop(ticket);
+        let io = TokioIo::new(Watched::new(stream, verdicts));
+        if let Err(e) = builder.serve_connection(io, service).await {
+            tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
         }
     };
     tokio::select! {
@@ -114,16 +109,14 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
 }
 
 async fn handle<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Reply {
-    let api_url = conn.config.api_url.as_deref();
     match pipeline(conn, req).await {
         Ok(reply) => reply,
         Err((status, answer)) => {
-            let close = status == StatusCode::BAD_REQUEST;
             let mut reply = answer.into_response(status);
-            if close {
+            // After a request sluice could not read, nothing more on the connection is trusted.
+            if status == StatusCode::BAD_REQUEST {
                 reply.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            let _ = api_url;
             reply
         }
     }
@@ -188,10 +181,7 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
     })?;
     action.path = path;
     let presented = credential(&req)?;
-    let (mut open_guard, refused) = session(conn, &target.name, presented).await;
-    if let Some(refused) = refused {
-        return Err(refused);
-    }
+    let mut open_guard = session(conn, &target.name, presented).await?;
     let open = open_guard.as_mut().ok_or_else(|| bad_request("no session", "retry"))?;
     match open.session.standing() {
         Standing::Valid => {}
@@ -278,20 +268,25 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
         }
     }
     let credential = open.grant.credential.clone();
+    let masking = open.grant.obligations.masking.clone();
     let log = open.log.clone();
     drop(open_guard);
-    // Upstream.
+    // Upstream. A failure from here on is the upstream's: recorded as an allowed exchange that
+    // sluice answered for.
+    let upstream_failed = |status: StatusCode, error: &'static str, why: String, hint: &str| -> Refused {
+        exchange.finish(&log, "allow", &rule, status.as_u16(), 0, Some(why.clone()));
+        (status, Answer::new(error, why, hint))
+    };
     let uri = forward::upstream_uri(options, &action, trailing_slash)
         .map_err(|e| (StatusCode::BAD_GATEWAY, Answer::new("upstream_unavailable", e, "tell an operator")))?;
     let mut headers = forward::request_headers(&parts.headers);
     if let Err(e) = forward::present(options, credential.as_ref(), &mut headers).await {
-        let answer = Answer::new(
+        return Err(upstream_failed(
+            StatusCode::BAD_GATEWAY,
             "upstream_unavailable",
             format!("connection {}: {e}", target.name),
             "tell an operator; the held credential could not be presented",
-        );
-        exchange.finish(&log, "allow", &rule, 502, 0, Some(e));
-        return Err((StatusCode::BAD_GATEWAY, answer));
+        ));
     }
     let mut upstream = Request::new(Full::new(body.clone()));
     *upstream.method_mut() = parts.method.clone();
@@ -306,10 +301,11 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
                 options.authority,
                 error_chain(&e)
             );
-            exchange.finish(&log, "allow", &rule, 502, 0, Some(why.clone()));
-            return Err((
+            return Err(upstream_failed(
                 StatusCode::BAD_GATEWAY,
-                Answer::new("upstream_unavailable", why, "try again later; if it persists, tell an operator"),
+                "upstream_unavailable",
+                why,
+                "try again later; if it persists, tell an operator",
             ));
         }
         Err(_) => {
@@ -317,10 +313,11 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
                 "connection {}: the upstream {} did not answer within {:?}",
                 target.name, options.authority, options.timeout
             );
-            exchange.finish(&log, "allow", &rule, 504, 0, Some(why.clone()));
-            return Err((
+            return Err(upstream_failed(
                 StatusCode::GATEWAY_TIMEOUT,
-                Answer::new("upstream_timeout", why, "try again later, or ask for less"),
+                "upstream_timeout",
+                why,
+                "try again later, or ask for less",
             ));
         }
     };
@@ -339,18 +336,20 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
                 Some(_) => format!("the response is larger than {limit} bytes, which sluice does not pass on unmasked"),
                 None => format!("the response could not be read: {e}"),
             };
-            exchange.finish(&log, "allow", &rule, 502, 0, Some(why.clone()));
-            return Err((
+            return Err(upstream_failed(
                 StatusCode::BAD_GATEWAY,
-                Answer::new("upstream_response_refused", why, "ask for less (paging, filters)"),
+                "upstream_response_refused",
+                why,
+                "ask for less (paging, filters)",
             ));
         }
         Err(_) => {
             let why = format!("the upstream did not finish its response within {:?}", options.timeout);
-            exchange.finish(&log, "allow", &rule, 504, 0, Some(why.clone()));
-            return Err((
+            return Err(upstream_failed(
                 StatusCode::GATEWAY_TIMEOUT,
-                Answer::new("upstream_timeout", why, "try again later, or ask for less"),
+                "upstream_timeout",
+                why,
+                "try again later, or ask for less",
             ));
         }
     };
@@ -365,11 +364,9 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
                 Decode::TooLarge => format!("the decoded response is larger than {limit} bytes"),
                 Decode::Corrupt(e) => format!("the response's encoding is corrupt: {e}"),
             };
-            exchange.finish(&log, "allow", &rule, 502, 0, Some(why.clone()));
-            return Err((StatusCode::BAD_GATEWAY, Answer::new("upstream_response_refused", why, "tell an operator")));
+            return Err(upstream_failed(StatusCode::BAD_GATEWAY, "upstream_response_refused", why, "tell an operator"));
         }
     };
-    let masking = open_masking(conn, &target.name).await;
     let masker = BodyMasker {
         content: masking.as_ref().map(|m| m.masking().content()),
         sensitive_keys: &options.sensitive_keys,
@@ -387,11 +384,6 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
     reply.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
     exchange.finish(&log, "allow", &rule, head.status.as_u16(), out.len(), None);
     Ok(reply)
-}
-
-/// The masking the connection's session was opened with.
-async fn open_masking<G: Gate>(conn: &Conn<G>, _target: &str) -> Option<sluice_mask::SessionMasking> {
-    conn.open.lock().await.as_ref().and_then(|o| o.grant.obligations.masking.clone())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -513,11 +505,11 @@ async fn session<'c, G: Gate>(
     conn: &'c Conn<G>,
     target: &str,
     credential: Credential,
-) -> (tokio::sync::MutexGuard<'c, Option<Open<G::Session>>>, Option<Refused>) {
+) -> Result<tokio::sync::MutexGuard<'c, Option<Open<G::Session>>>, Refused> {
     let token: [u8; 32] = Sha256::digest(credential.secret.expose().as_bytes()).into();
     let mut guard = conn.open.lock().await;
     if guard.as_ref().is_some_and(|o| o.target == target && o.token == token) {
-        return (guard, None);
+        return Ok(guard);
     }
     if let Some(previous) = guard.take() {
         previous.session.end("the connection went on with another target or token".into());
@@ -536,37 +528,30 @@ async fn session<'c, G: Gate>(
             session.started();
             let log = session.log();
             *guard = Some(Open { target: target.to_string(), token, session, log, grant, seq: 0 });
-            (guard, None)
+            Ok(guard)
         }
-        Err(e) => {
-            let refused = match e {
-                OpenError::Auth(outcome) => (
-                    StatusCode::UNAUTHORIZED,
-                    Answer::new(
-                        "unauthenticated",
-                        format!("authentication failed ({})", outcome.as_str()),
-                        "check the sluice token; `sluice token list` shows which are valid, and an operator can grant access to this connection",
-                    ),
+        Err(e) => Err(match e {
+            OpenError::Auth(outcome) => (
+                StatusCode::UNAUTHORIZED,
+                Answer::new(
+                    "unauthenticated",
+                    format!("authentication failed ({})", outcome.as_str()),
+                    "check the sluice token; `sluice token list` shows which are valid, and an operator can grant access to this connection",
                 ),
-                OpenError::Misconfigured { connection, reason } => (
-                    StatusCode::BAD_GATEWAY,
-                    Answer::new(
-                        "misconfigured",
-                        format!("connection {connection} is misconfigured: {reason}"),
-                        "tell an operator",
-                    ),
+            ),
+            OpenError::Misconfigured { connection, reason } => (
+                StatusCode::BAD_GATEWAY,
+                Answer::new(
+                    "misconfigured",
+                    format!("connection {connection} is misconfigured: {reason}"),
+                    "tell an operator",
                 ),
-                OpenError::Store(reason) | OpenError::Refused(reason) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Answer::new(
-                        "unavailable",
-                        format!("sluice cannot open a session now: {reason}"),
-                        "try again shortly",
-                    ),
-                ),
-            };
-            (guard, Some(refused))
-        }
+            ),
+            OpenError::Store(reason) | OpenError::Refused(reason) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Answer::new("unavailable", format!("sluice cannot open a session now: {reason}"), "try again shortly"),
+            ),
+        }),
     }
 }
 
@@ -593,17 +578,10 @@ impl Exchange<'_> {
         if !log.records_outcomes() {
             return;
         }
-        let mut text = self.action.summary();
-        for (i, (name, value)) in self.action.query.iter().enumerate() {
-            text.push(if i == 0 { '?' } else { '&' });
-            text.push_str(name);
-            text.push('=');
-            text.push_str(value);
-        }
         log.finish(
             self.seq,
             Outcome {
-                text: Arc::from(text),
+                text: Arc::from(self.action.record_line()),
                 started_at_us: self.started_at_us,
                 duration_us: i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX),
                 decision: verdict,
