@@ -28,6 +28,8 @@ pub(crate) struct Scope<'a> {
 pub(crate) struct ConnectionRules {
     pub(crate) default: Effect,
     pub(crate) search_path: Vec<String>,
+    /// The kind of request the connection serves.
+    pub(crate) protocol: RuleProtocol,
 }
 
 /// The compiled policy.
@@ -77,8 +79,11 @@ impl Policy {
         let connections = connections
             .iter()
             .map(|c| {
-                let rules =
-                    ConnectionRules { default: c.default.unwrap_or(spec.default), search_path: c.search_path.clone() };
+                let rules = ConnectionRules {
+                    default: c.default.unwrap_or(spec.default),
+                    search_path: c.search_path.clone(),
+                    protocol: c.protocol,
+                };
                 (c.name.clone(), rules)
             })
             .collect();
@@ -131,9 +136,11 @@ impl Policy {
     }
 
     /// Whether `identity` may only read on `connection` (a read-only preset applies), in which
-    /// case the upstream session is opened read-only as a second line of defence.
+    /// case the upstream session is opened read-only as a second line of defence. Only a SQL
+    /// connection has such a session: on another, the preset's rules for its protocol decide.
     pub fn read_only(&self, identity: &Identity, connection: &str) -> bool {
-        self.rules.iter().any(|r| r.read_only && r.scope.contains(identity, connection))
+        self.connections.get(connection).is_none_or(|c| c.protocol == RuleProtocol::Sql)
+            && self.rules.iter().any(|r| r.read_only && r.scope.contains(identity, connection))
     }
 
     /// Decides an action of a kind other than SQL and HTTP (`kind`: `exec`, `kube`, `tool`;
@@ -316,6 +323,23 @@ mod tests {
         let write = statement(vec![op(Kind::Update, Some("orders"))]);
         assert_eq!(effect(&policy, &ann, "shop", &write), "allow");
         assert_eq!(policy.decide(&intern, "shop", &write).rule(), "interns-nowhere");
+    }
+
+    #[test]
+    fn a_read_only_preset_means_each_protocols_read_only_and_pins_only_sql_sessions() {
+        let preset = RuleSpec { preset: Some(Preset::ReadOnly), ..rule("everyone-reads", Effect::Deny) };
+        let spec = PolicySpec { rules: vec![RuleSpec { effect: None, ..preset }], ..PolicySpec::default() };
+        let api = ConnectionPolicy { protocol: RuleProtocol::Http, ..conn("api", None) };
+        let policy = Policy::compile(&spec, &[conn("shop", None), api]).unwrap();
+        let ann = identity("ann", &["agents"]);
+        assert!(policy.read_only(&ann, "shop"), "a SQL session is opened read-only");
+        assert!(!policy.read_only(&ann, "api"), "an HTTP connection has no read-only session to open");
+        let get = HttpAction::new("GET", "/v1/x").unwrap();
+        let post = HttpAction::new("POST", "/v1/x").unwrap();
+        assert_eq!(policy.decide_http(&ann, "api", &get).effect(), "allow");
+        let Decision::Deny(refusal) = policy.decide_http(&ann, "api", &post) else { panic!() };
+        assert_eq!(refusal.rule, "everyone-reads");
+        assert!(refusal.hint.unwrap().contains("only GET, HEAD, OPTIONS and GraphQL queries"));
     }
 
     #[test]

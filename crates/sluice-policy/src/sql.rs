@@ -12,7 +12,7 @@ use crate::pg::{
 use crate::policy::{ConnectionRules, Scope};
 use crate::rule::{Rule, object_matches};
 use serde::Serialize;
-use sluice_core::policy::Effect;
+use sluice_core::policy::{Effect, RuleProtocol};
 use sluice_core::sql::{Kind, ObjectName, Operation, SqlAnalysis, SqlStatement};
 use sluice_core::{Decision, Identity, Refusal, RefusalCause};
 use std::borrow::Cow;
@@ -227,7 +227,7 @@ impl Policy {
         statements: &'a [SqlStatement],
         mut each: impl FnMut(Judgement<'a>) -> bool,
     ) {
-        let fallback = ConnectionRules { default: self.default, search_path: Vec::new() };
+        let fallback = ConnectionRules { default: self.default, search_path: Vec::new(), protocol: RuleProtocol::Sql };
         let conn = self.connections.get(scope.connection).unwrap_or(&fallback);
         let multi = statements.len() > 1;
         for statement in statements {
