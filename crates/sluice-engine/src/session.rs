@@ -419,7 +419,10 @@ impl SessionGate for EngineSession {
             other => {
                 let settings = self.core.settings.load();
                 let (policy, _) = self.core.in_force(&settings, &self.identity, &self.target);
-                let decision = policy.decide_unmatched(&self.identity, &self.target, other.kind(), &other.summary());
+                let decision = match other {
+                    Action::Http(http) => policy.decide_http(&self.identity, &self.target, http),
+                    other => policy.decide_unmatched(&self.identity, &self.target, other.kind(), &other.summary()),
+                };
                 explanation(policy, &decision, false, Vec::new())
             }
         }

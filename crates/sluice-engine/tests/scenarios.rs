@@ -543,7 +543,7 @@ async fn a_revoked_token_ends_the_standing_of_sessions_opened_with_it() {
 }
 
 #[tokio::test]
-async fn actions_no_matcher_understands_yet_get_the_targets_default() {
+async fn http_actions_get_the_targets_default_or_their_rule_when_decided_and_explained() {
     let h = harness().await;
     let (_, mut session) = h.session("ann", &[], "shop").await;
     let http = Action::Http(HttpAction::new("DELETE", "/users/7").unwrap());
@@ -553,6 +553,16 @@ async fn actions_no_matcher_understands_yet_get_the_targets_default() {
     let Decision::Deny(refusal) = session.decide(&http).await else { panic!("allowed under a deny default") };
     assert_eq!((refusal.rule.as_str(), refusal.detail.as_deref()), ("default", Some("DELETE /users/7")));
     assert_eq!(session.explain(&http).await.decision, "deny");
+    // An HTTP rule decides it, and an explanation says so as the decision would.
+    let ruled = format!(
+        "{CONFIG}\n[[policy.rules]]\nname = \"no-user-deletes\"\neffect = \"deny\"\nmethods = [\"DELETE\"]\npaths = [\"/users/{{id}}\"]\n"
+    );
+    h.engine.reload(&config(&ruled)).unwrap();
+    let explained = session.explain(&http).await;
+    assert_eq!((explained.decision, explained.rule.as_str()), ("deny", "no-user-deletes"));
+    assert_eq!(session.decide(&http).await.rule(), "no-user-deletes");
+    let get = Action::Http(HttpAction::new("GET", "/users/7").unwrap());
+    assert_eq!(session.explain(&get).await.decision, "allow");
 }
 
 #[tokio::test]
