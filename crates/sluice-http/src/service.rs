@@ -416,15 +416,18 @@ fn host_of(req: &Request<Incoming>) -> Result<String, Refused> {
         (None, Some(a)) => a,
         (None, None) => return Err(bad_request("the request names no host", "send a Host header")),
     };
-    let name = match host.rsplit_once(':') {
-        Some((name, port))
-            if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(']') || name.starts_with('[') =>
-        {
-            name
-        }
-        _ => host,
-    };
-    Ok(name.trim_end_matches('.').to_ascii_lowercase())
+    host_name(host)
+        .ok_or_else(|| bad_request(format!("{host:?} is not a host"), "send a host name, with a port if any"))
+}
+
+/// A host as routing compares it: without its port, without a final dot, lower case (an IPv6
+/// address keeps its brackets).
+fn host_name(host: &str) -> Option<String> {
+    let authority: hyper::http::uri::Authority = host.parse().ok()?;
+    if authority.as_str().contains('@') {
+        return None;
+    }
+    Some(authority.host().trim_end_matches('.').to_ascii_lowercase())
 }
 
 /// The target a request is for, and the path within it: by host name first, then by path prefix.
@@ -594,5 +597,25 @@ impl Exchange<'_> {
                 },
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_name;
+
+    #[test]
+    fn a_host_is_compared_without_port_case_or_final_dot() {
+        for (host, name) in [
+            ("Billing.Sluice.Internal:6434", Some("billing.sluice.internal")),
+            ("billing.sluice.internal.", Some("billing.sluice.internal")),
+            ("127.0.0.1", Some("127.0.0.1")),
+            ("[::1]:6434", Some("[::1]")),
+            ("[::1]", Some("[::1]")),
+            ("user@billing", None),
+            ("bad host", None),
+        ] {
+            assert_eq!(host_name(host).as_deref(), name, "{host}");
+        }
     }
 }
