@@ -76,9 +76,11 @@ def api(pg, upstream):
                     "hosts": ["billing.sluice.internal"], "sensitive_keys": ["password"], "timeout_s": 2},
         "billing_down": {"protocol": "http", "url": f"http://127.0.0.1:{free_port()}/api",
                          "password": "env:BILLING_TOKEN"},
+        "billing_wrong": {"protocol": "http", "url": f"http://127.0.0.1:{upstream}/api",
+                          "password": "env:WRONG_TOKEN"},
     }
     gw = Sluice(pg, extra_toml=RULES, settings={"connections": connections, "http": {"listen": "127.0.0.1:0"}},
-                env={"BILLING_TOKEN": "upstream-secret"})
+                env={"BILLING_TOKEN": "upstream-secret", "WRONG_TOKEN": "not-the-upstream-secret"})
     gw.start()
     gw.base = f"http://127.0.0.1:{gw.http_port}"
     gw.agent_token = gw.token()
@@ -111,12 +113,28 @@ def test_an_allowed_call_gets_the_held_credential_and_a_masked_answer(api):
 def test_the_agents_token_never_reaches_the_upstream(api):
     status, body = curl("-H", "Connection: x-hop", "-H", "X-Hop: 1", f"{api.base}/billing/echo/a?x=1",
                         token=api.agent_token)
+    # The upstream answers only its own credential (see the wrong one below): sluice injected it.
     assert status == 200, body
     seen = json.loads(body)
-    assert seen["headers"]["authorization"] == "Bearer upstream-secret"
+    # ... and what the upstream repeats of it never reaches the agent.
+    assert seen["headers"]["authorization"] == "[redacted:held-credential]"
+    assert "upstream-secret" not in body
     assert api.agent_token not in body
     assert "x-hop" not in seen["headers"]
     assert seen["path"] == "/api/echo/a" and seen["query"] == "x=1"
+
+
+def test_the_held_credential_is_never_handed_back_in_a_header_or_an_error(api):
+    r = requests.get(f"{api.base}/billing/debug-headers", headers={"Authorization": f"Bearer {api.agent_token}"},
+                     timeout=20)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-debug-auth"] == "[redacted:held-credential]"
+    assert "dave@example.com" not in r.headers["x-contact"]
+    # A connection holding the wrong credential: the upstream refuses it, quoting what it got.
+    status, body = curl(f"{api.base}/billing_wrong/v1/customers", token=api.agent_token)
+    assert status == 401, body
+    assert json.loads(body)["got"] == "[redacted:held-credential]"
+    assert "not-the-upstream-secret" not in body
 
 
 def test_missing_and_bad_tokens_get_401_with_the_next_step(api):

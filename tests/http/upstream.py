@@ -66,6 +66,12 @@ async def echo(request):
                          "headers": dict(request.headers), "body": body.decode(errors="replace")})
 
 
+async def debug_headers(request):
+    # A debugging aid some APIs have: it repeats the request's credential in a response header.
+    return JSONResponse({"ok": True}, headers={"x-debug-auth": request.headers.get("authorization", ""),
+                                               "x-contact": "dave@example.com"})
+
+
 async def compressed(request):
     body = gzip.compress(b'{"key": "AKIAIOSFODNN7EXAMPLE", "email": "gz@example.com"}')
     return Response(body, media_type="application/json", headers={"content-encoding": "gzip"})
@@ -99,6 +105,7 @@ app = Starlette(routes=[
     Route("/api/v1/payments", guard(payments), methods=["POST"]),
     Route("/api/echo/{rest:path}", guard(echo), methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
     Route("/api/gzip", guard(compressed)),
+    Route("/api/debug-headers", guard(debug_headers)),
     Route("/api/text", guard(text)),
     Route("/api/slow", guard(slow)),
     Route("/api/admin/users", guard(admin)),

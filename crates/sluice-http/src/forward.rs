@@ -100,30 +100,82 @@ pub fn request_headers(from: &HeaderMap) -> HeaderMap {
     out
 }
 
-/// Adds the held credential as the target presents it.
-pub async fn present(target: &HttpTarget, credential: Option<&Secret>, headers: &mut HeaderMap) -> Result<(), String> {
+/// Adds the held credential as the target presents it, and says what of it went on the wire.
+pub async fn present(
+    target: &HttpTarget,
+    credential: Option<&Secret>,
+    headers: &mut HeaderMap,
+) -> Result<OnWire, String> {
     let Some(secret) = credential else {
         return match target.presentation {
-            Presentation::None => Ok(()),
+            Presentation::None => Ok(OnWire::default()),
             _ => Err("the connection holds no credential".into()),
         };
     };
+    let mut sent = vec![secret.expose().to_string()];
     let (name, text) = match &target.presentation {
-        Presentation::None => return Ok(()),
+        Presentation::None => return Ok(OnWire::default()),
         Presentation::Bearer => (header::AUTHORIZATION, format!("Bearer {}", secret.expose())),
         Presentation::Basic { username } => {
             let pair = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", secret.expose()));
+            sent.push(pair.clone());
             (header::AUTHORIZATION, format!("Basic {pair}"))
         }
         Presentation::Header { name } => (name.clone(), secret.expose().to_string()),
         Presentation::OAuth2(cache) => {
-            (header::AUTHORIZATION, format!("Bearer {}", cache.token(secret).await?.expose()))
+            let token = cache.token(secret).await?;
+            sent.push(token.expose().to_string());
+            (header::AUTHORIZATION, format!("Bearer {}", token.expose()))
         }
     };
     let mut value = HeaderValue::from_str(&text).map_err(|_| "the held credential is not a valid header value")?;
     value.set_sensitive(true);
     headers.insert(name, value);
-    Ok(())
+    sent.push(text);
+    Ok(OnWire::new(sent))
+}
+
+/// What of the held credential went upstream (the secret, the header value that carried it, an
+/// OAuth 2 access token): an upstream that repeats it in a response (an echo, a debug header, an
+/// error quoting the request) must not hand it to the caller.
+#[derive(Default)]
+pub struct OnWire(Vec<Vec<u8>>);
+
+/// Shorter pieces are not looked for: they would be found everywhere.
+const MIN_ON_WIRE: usize = 4;
+const SCRUBBED: &[u8] = b"[redacted:held-credential]";
+
+impl OnWire {
+    fn new(pieces: Vec<String>) -> OnWire {
+        let mut pieces: Vec<Vec<u8>> =
+            pieces.into_iter().map(String::into_bytes).filter(|p| p.len() >= MIN_ON_WIRE).collect();
+        // The longest first: a header value holds the secret.
+        pieces.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        pieces.dedup();
+        OnWire(pieces)
+    }
+
+    /// `bytes` with every copy of the credential replaced; `None` when it holds none.
+    pub fn scrub(&self, bytes: &[u8]) -> Option<Vec<u8>> {
+        let mut out: Option<Vec<u8>> = None;
+        for piece in &self.0 {
+            let current = out.as_deref().unwrap_or(bytes);
+            let finder = memchr::memmem::Finder::new(piece);
+            if finder.find(current).is_none() {
+                continue;
+            }
+            let mut next = Vec::with_capacity(current.len());
+            let mut at = 0;
+            for found in finder.find_iter(current) {
+                next.extend_from_slice(&current[at..found]);
+                next.extend_from_slice(SCRUBBED);
+                at = found + piece.len();
+            }
+            next.extend_from_slice(&current[at..]);
+            out = Some(next);
+        }
+        out
+    }
 }
 
 /// The response's headers as they go to the client: without hop-by-hop fields; the body's
@@ -174,6 +226,19 @@ pub enum Decode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_response_repeating_the_credential_has_every_copy_replaced() {
+        let wire = OnWire::new(vec!["s3cret-token".into(), "Bearer s3cret-token".into(), "abc".into()]);
+        let body = b"{\"got\":\"Bearer s3cret-token\",\"again\":\"s3cret-token\",\"abc\":1}";
+        let scrubbed = String::from_utf8(wire.scrub(body).unwrap()).unwrap();
+        assert_eq!(
+            scrubbed,
+            "{\"got\":\"[redacted:held-credential]\",\"again\":\"[redacted:held-credential]\",\"abc\":1}"
+        );
+        assert_eq!(wire.scrub(b"nothing here"), None);
+        assert_eq!(OnWire::default().scrub(body), None);
+    }
 
     #[test]
     fn the_client_credentials_and_connection_fields_never_go_upstream() {

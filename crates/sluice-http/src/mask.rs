@@ -33,8 +33,12 @@ impl BodyMasker<'_> {
         }
         // Not JSON (or not valid JSON): scanned as text, which masks what the detectors find
         // wherever it is.
-        let content = self.content.as_ref()?;
-        content.mask_line(body, &mut Vec::new())
+        self.mask_text(body)
+    }
+
+    /// Text masked by the detectors; `None` when they found nothing (or there are none).
+    pub fn mask_text(&self, text: &[u8]) -> Option<Vec<u8>> {
+        self.content.as_ref()?.mask_line(text, &mut Vec::new())
     }
 
     /// Masks `value` in place; whether anything changed.

@@ -280,14 +280,17 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
     let uri = forward::upstream_uri(options, &action, trailing_slash)
         .map_err(|e| (StatusCode::BAD_GATEWAY, Answer::new("upstream_unavailable", e, "tell an operator")))?;
     let mut headers = forward::request_headers(&parts.headers);
-    if let Err(e) = forward::present(options, credential.as_ref(), &mut headers).await {
-        return Err(upstream_failed(
-            StatusCode::BAD_GATEWAY,
-            "upstream_unavailable",
-            format!("connection {}: {e}", target.name),
-            "tell an operator; the held credential could not be presented",
-        ));
-    }
+    let on_wire = match forward::present(options, credential.as_ref(), &mut headers).await {
+        Ok(on_wire) => on_wire,
+        Err(e) => {
+            return Err(upstream_failed(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                format!("connection {}: {e}", target.name),
+                "tell an operator; the held credential could not be presented",
+            ));
+        }
+    };
     let mut upstream = Request::new(Full::new(body.clone()));
     *upstream.method_mut() = parts.method.clone();
     *upstream.uri_mut() = uri;
@@ -367,6 +370,8 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
             return Err(upstream_failed(StatusCode::BAD_GATEWAY, "upstream_response_refused", why, "tell an operator"));
         }
     };
+    // A response that repeats the held credential has it replaced, whatever masking is set.
+    let decoded = on_wire.scrub(&decoded).unwrap_or(decoded);
     let masker = BodyMasker {
         content: masking.as_ref().map(|m| m.masking().content()),
         sensitive_keys: &options.sensitive_keys,
@@ -381,9 +386,22 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
     let mut reply = Response::new(Full::new(out.clone()));
     *reply.status_mut() = head.status;
     *reply.headers_mut() = forward::response_headers(&head.headers);
+    clean_headers(reply.headers_mut(), &on_wire, &masker);
     reply.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
     exchange.finish(&log, "allow", &rule, head.status.as_u16(), out.len(), None);
     Ok(reply)
+}
+
+/// Response header values get what the body gets: the held credential replaced, the detectors'
+/// findings masked.
+fn clean_headers(headers: &mut hyper::HeaderMap, on_wire: &forward::OnWire, masker: &BodyMasker<'_>) {
+    for value in headers.values_mut() {
+        let scrubbed = on_wire.scrub(value.as_bytes());
+        let current = scrubbed.as_deref().unwrap_or(value.as_bytes());
+        if let Some(clean) = masker.mask_text(current).or(scrubbed) {
+            *value = HeaderValue::from_bytes(&clean).unwrap_or(HeaderValue::from_static("[redacted]"));
+        }
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
