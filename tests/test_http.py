@@ -180,6 +180,19 @@ def test_paths_servers_read_differently_are_refused(api, path):
     assert json.loads(body)["error"] == "bad_request"
 
 
+@pytest.mark.parametrize("override", [
+    ["-X", "POST", "-H", "X-HTTP-Method-Override: DELETE"],
+    ["-H", "X-Original-URL: /admin/users"],
+    ["-H", "X-Rewrite-URL: /admin/users"],
+    ["-X", "POST", "--url-query", "_method=DELETE"],
+])
+def test_method_and_path_overrides_are_refused(api, override):
+    status, body = curl(*override, f"{api.base}/billing/v1/customers/2", token=api.agent_token)
+    assert status == 400, body
+    answer = json.loads(body)
+    assert "another method" in answer["reason"] and answer["hint"]
+
+
 def test_a_repeated_query_parameter_cannot_hide_from_a_deny(api):
     status, body = curl(f"{api.base}/billing/echo/x?force=false&force=true", token=api.agent_token)
     assert status == 403, body

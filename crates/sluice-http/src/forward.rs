@@ -51,6 +51,22 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
+/// Fields through which frameworks let a request say it is another method or path than the one
+/// on its request line: policy decides the request line, so a request carrying one is refused.
+const OVERRIDES: [&str; 6] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-method",
+];
+
+/// The first field of `headers` that would override the method or path, if any.
+pub fn overriding_field(headers: &HeaderMap) -> Option<&'static str> {
+    OVERRIDES.into_iter().find(|name| headers.contains_key(*name))
+}
+
 /// The upstream URL for `action` (whose path is relative to the target); `trailing_slash`: the
 /// client's path ended with '/' (which normalising drops and some servers route on).
 pub fn upstream_uri(target: &HttpTarget, action: &HttpAction, trailing_slash: bool) -> Result<hyper::Uri, String> {

@@ -163,6 +163,14 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
         );
         return Err((StatusCode::NOT_IMPLEMENTED, answer));
     }
+    if let Some(field) = forward::overriding_field(req.headers()) {
+        return Err(bad_request(
+            format!(
+                "the request carries {field}, which would have the upstream run another method or path than policy decided"
+            ),
+            "send the method and path you mean on the request line, without override headers",
+        ));
+    }
     let host = host_of(&req)?;
     let raw_target = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
     let mut action = HttpAction::new(req.method().as_str(), &raw_target).map_err(|e| {
@@ -171,6 +179,12 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
             "send a plain path, without encoded slashes, '..' above the root or ';' parameters",
         )
     })?;
+    if action.query.iter().any(|(name, _)| name == "_method") {
+        return Err(bad_request(
+            "the query carries _method, which would have the upstream run another method than policy decided",
+            "send the method you mean on the request line",
+        ));
+    }
     let trailing_slash = raw_target.split('?').next().is_some_and(|p| p.len() > 1 && p.ends_with('/'));
     let (target, path) = route(conn.gate.as_ref(), &host, &action.path)?;
     let options = target.options::<HttpTarget>().ok_or_else(|| {
