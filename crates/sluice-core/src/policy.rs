@@ -129,8 +129,10 @@ pub enum Condition {
 pub struct RuleSpec {
     pub name: String,
     /// The kind of request the rule is about. Unset: the kind its match keys belong to (`kinds`,
-    /// `objects`, `functions`, `when` and the presets are SQL's), or, with none, every kind: a
-    /// rule of scope only (`connections`, `identities`, `groups`) applies to every request there.
+    /// `objects`, `functions`, `when` are SQL's; `methods`, `paths`, `query`, `headers`,
+    /// `content_types`, `json`, `graphql` HTTP's); for a preset, each kind it has a meaning for;
+    /// with neither, every kind: a rule of scope only (`connections`, `identities`, `groups`)
+    /// applies to every request there.
     #[serde(default)]
     pub protocol: Option<RuleProtocol>,
     /// Required unless `preset` is given (a preset carries its own allow and deny).
@@ -257,12 +259,13 @@ impl RuleSpec {
         let first = by_keys.next();
         if let (Some((a, a_keys)), Some((b, b_keys))) = (first, by_keys.next()) {
             return Err(format!(
-                "{} {} {}'s and {} {}'s; write one rule for each",
+                "{} {} {}'s and {} {} {}'s; write one rule for each",
                 a_keys.join(", "),
                 are(a_keys),
-                a.as_str(),
+                upper(*a),
                 b_keys.join(", "),
-                b.as_str()
+                are(b_keys),
+                upper(*b)
             ));
         }
         match (self.protocol, first) {

@@ -139,8 +139,10 @@ impl Policy {
     /// case the upstream session is opened read-only as a second line of defence. Only a SQL
     /// connection has such a session: on another, the preset's rules for its protocol decide.
     pub fn read_only(&self, identity: &Identity, connection: &str) -> bool {
-        self.connections.get(connection).is_none_or(|c| c.protocol == RuleProtocol::Sql)
-            && self.rules.iter().any(|r| r.read_only && r.scope.contains(identity, connection))
+        // Asked before each batch of a session's messages: the rules first, since almost always
+        // none is read-only.
+        self.rules.iter().any(|r| r.read_only && r.scope.contains(identity, connection))
+            && self.connections.get(connection).is_none_or(|c| c.protocol == RuleProtocol::Sql)
     }
 
     /// Decides an action of a kind other than SQL and HTTP (`kind`: `exec`, `kube`, `tool`;
@@ -349,6 +351,9 @@ mod tests {
         let spec = PolicySpec { rules: vec![mixed], ..PolicySpec::default() };
         let err = Policy::compile(&spec, &[]).unwrap_err().to_string();
         assert!(err.contains("kinds is SQL's, and this rule is for protocol http"), "{err}");
+        let both = RuleSpec { kinds: vec![Kind::Delete], methods: vec!["DELETE".into()], ..rule("b", Effect::Deny) };
+        let err = both.applies_to().unwrap_err();
+        assert_eq!(err, "kinds is SQL's and methods is HTTP's; write one rule for each");
         let preset =
             RuleSpec { protocol: Some(RuleProtocol::Ssh), preset: Some(Preset::ReadOnly), ..rule("p", Effect::Deny) };
         let spec = PolicySpec { rules: vec![RuleSpec { effect: None, ..preset }], ..PolicySpec::default() };
