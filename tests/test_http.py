@@ -222,6 +222,16 @@ def test_ambiguously_framed_requests_are_refused_before_anything_is_forwarded(ap
     assert answer.startswith(b"HTTP/1.1 400"), answer
 
 
+def test_a_trickled_body_is_cut_off_with_408(api):
+    request = (b"POST /billing/v1/payments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Authorization: Bearer " + api.agent_token.encode() + b"\r\nContent-Length: 50\r\n\r\n{\"am")
+    started = time.monotonic()
+    answer = raw(api, request)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b"request_timeout" in answer
+    assert time.monotonic() - started < 10
+
+
 def test_obs_fold_is_refused(api):
     answer = raw(api, b"GET /billing/v1/customers HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n folded\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400"), answer
@@ -291,6 +301,9 @@ def test_compressed_and_text_bodies_are_masked(api):
     status, body = curl("--compressed", f"{api.base}/billing/text", token=api.agent_token)
     assert status == 200
     assert "carol@example.com" not in body and "5555 5555 5555 4444" not in body
+    status, body = curl(f"{api.base}/billing/json-as-text", token=api.agent_token)
+    assert status == 200, body
+    assert json.loads(body)["user"]["password"] == "[redacted:password]"
 
 
 def test_a_dead_or_slow_upstream_gets_a_clear_502_or_504_naming_the_target(api):

@@ -81,6 +81,11 @@ async def text(request):
     return PlainTextResponse("contact carol@example.com, card 5555 5555 5555 4444\n")
 
 
+async def json_as_text(request):
+    # JSON declared as text: a client would still read it as JSON.
+    return PlainTextResponse('{"user": {"password": "opensesame"}}')
+
+
 async def slow(request):
     await asyncio.sleep(float(request.query_params.get("s", "5")))
     return JSONResponse({"slow": True})
@@ -107,6 +112,7 @@ app = Starlette(routes=[
     Route("/api/gzip", guard(compressed)),
     Route("/api/debug-headers", guard(debug_headers)),
     Route("/api/text", guard(text)),
+    Route("/api/json-as-text", guard(json_as_text)),
     Route("/api/slow", guard(slow)),
     Route("/api/admin/users", guard(admin)),
     Route("/api/graphql", guard(graphql_endpoint), methods=["POST"]),

@@ -25,3 +25,16 @@ pub use audit::{
 };
 pub use identity::Identity;
 pub use secret::Secret;
+
+/// An error with its causes, one after the other: a client library's own message is often just
+/// "error sending request", and the cause is what an operator needs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

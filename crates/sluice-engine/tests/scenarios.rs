@@ -546,7 +546,8 @@ async fn a_revoked_token_ends_the_standing_of_sessions_opened_with_it() {
 async fn http_actions_get_the_targets_default_or_their_rule_when_decided_and_explained() {
     let h = harness().await;
     let (_, mut session) = h.session("ann", &[], "shop").await;
-    let http = Action::Http(HttpAction::new("DELETE", "/users/7").unwrap());
+    let delete = HttpAction::new("DELETE", "/users/7").unwrap();
+    let http = Action::Http(&delete);
     assert_eq!(session.decide(&http).await, Decision::Allow { rule: "default".into() });
     let denying = CONFIG.replacen("password = \"none\"\n", "password = \"none\"\ndefault = \"deny\"\n", 1);
     h.engine.reload(&config(&denying)).unwrap();
@@ -561,7 +562,8 @@ async fn http_actions_get_the_targets_default_or_their_rule_when_decided_and_exp
     let explained = session.explain(&http).await;
     assert_eq!((explained.decision, explained.rule.as_str()), ("deny", "no-user-deletes"));
     assert_eq!(session.decide(&http).await.rule(), "no-user-deletes");
-    let get = Action::Http(HttpAction::new("GET", "/users/7").unwrap());
+    let get = HttpAction::new("GET", "/users/7").unwrap();
+    let get = Action::Http(&get);
     assert_eq!(session.explain(&get).await.decision, "allow");
 }
 

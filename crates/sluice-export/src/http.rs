@@ -71,8 +71,10 @@ impl Transport for HttpSender {
         if let Some(token) = &self.bearer {
             request = request.bearer_auth(token);
         }
-        let response =
-            request.send().await.map_err(|e| format!("POST {}: {}", self.shown, error_chain(&e.without_url())))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("POST {}: {}", self.shown, sluice_core::error_chain(&e.without_url())))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -81,18 +83,6 @@ impl Transport for HttpSender {
         let said: String = said.chars().take(200).collect();
         Err(format!("POST {} answered {status}: {said}", self.shown))
     }
-}
-
-/// An error with its causes (reqwest's own message is often just "error sending request").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@ pub enum Action<'a> {
     Sql(SqlAction<'a>),
     /// A command line run on a host (SSH `exec`, later a shell's lines).
     Exec(ExecAction),
-    /// A request to an internal HTTP API.
-    Http(HttpAction),
+    /// A request to an internal HTTP API (borrowed from the adapter: deciding copies nothing).
+    Http(&'a HttpAction),
     /// A request to the Kubernetes API.
     Kube(KubeAction),
     /// A call of an MCP tool.

@@ -22,9 +22,12 @@ impl BodyMasker<'_> {
             || !self.sensitive_pointers.is_empty()
     }
 
-    /// The body masked, or `None` when nothing in it had to change.
-    pub fn mask(&self, body: &[u8], json: bool) -> Option<Vec<u8>> {
-        if json && let Ok(mut value) = serde_json::from_slice::<Value>(body) {
+    /// The body masked, or `None` when nothing in it had to change. A body is walked as JSON
+    /// when it is JSON, whatever type it is declared (a client would read it so).
+    pub fn mask(&self, body: &[u8]) -> Option<Vec<u8>> {
+        if crate::request::looks_like_json(body)
+            && let Ok(mut value) = serde_json::from_slice::<Value>(body)
+        {
             let mut path = Vec::new();
             let mut findings = Vec::new();
             return self
@@ -122,12 +125,15 @@ mod tests {
         let masker = BodyMasker { content: None, sensitive_keys: &keys, sensitive_pointers: &pointers };
         assert!(masker.active());
         let body = br#"{"user":{"Password":"hunter2","name":"x"},"data":[{"card":1234,"id":1}],"card":"kept"}"#;
-        let masked: Value = serde_json::from_slice(&masker.mask(body, true).unwrap()).unwrap();
+        let masked: Value = serde_json::from_slice(&masker.mask(body).unwrap()).unwrap();
         assert_eq!(masked["user"]["Password"], "[redacted:Password]");
         assert_eq!(masked["user"]["name"], "x");
         assert_eq!(masked["data"][0]["card"], "[redacted:card]");
         assert_eq!(masked["data"][0]["id"], 1);
         assert_eq!(masked["card"], "kept");
-        assert_eq!(masker.mask(br#"{"a":1}"#, true), None);
+        assert_eq!(masker.mask(br#"{"a":1}"#), None);
+        // Declared or not, JSON is walked; what is not JSON is left to the detectors.
+        assert!(masker.mask(b" [{\"password\": 1}]").is_some());
+        assert_eq!(masker.mask(b"password: 1"), None);
     }
 }

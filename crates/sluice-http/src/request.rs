@@ -22,8 +22,7 @@ pub fn read_body(
 ) -> Result<(), String> {
     let media = content_type.map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
     let declared_json = media.as_deref().is_some_and(|m| m == "application/json" || m.ends_with("+json"));
-    let looks_json = body.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| matches!(b, b'{' | b'['));
-    let json = if declared_json || looks_json {
+    let json = if declared_json || looks_like_json(body) {
         match strict_json(body) {
             Ok(value) => Some(Arc::new(value)),
             Err(e) if declared_json => return Err(format!("the body is declared JSON and is not: {e}")),
@@ -68,6 +67,12 @@ pub fn read_body(
         excerpt: (!body.is_empty()).then(|| excerpt(body)),
     };
     Ok(())
+}
+
+/// Whether a body begins as a JSON object or array does (a server may read it as JSON whatever
+/// its declared type).
+pub fn looks_like_json(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| matches!(b, b'{' | b'['))
 }
 
 fn excerpt(body: &[u8]) -> String {

@@ -45,7 +45,6 @@ struct Conn<G: Gate> {
     gate: Arc<G>,
     config: Arc<HttpListenerConfig>,
     peer: String,
-    tls: bool,
     verdicts: Verdicts,
     open: tokio::sync::Mutex<Option<Open<G::Session>>>,
 }
@@ -62,7 +61,6 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
         gate,
         config: Arc::clone(&config),
         peer: peer.to_string(),
-        tls: config.tls.is_some(),
         verdicts: verdicts.clone(),
         open: tokio::sync::Mutex::new(None),
     });
@@ -113,8 +111,9 @@ async fn handle<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Reply {
         Ok(reply) => reply,
         Err((status, answer)) => {
             let mut reply = answer.into_response(status);
-            // After a request sluice could not read, nothing more on the connection is trusted.
-            if status == StatusCode::BAD_REQUEST {
+            // After a request sluice could not read (whole), nothing more on the connection is
+            // trusted.
+            if matches!(status, StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT) {
                 reply.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             reply
@@ -212,11 +211,24 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
             return Err((StatusCode::UNAUTHORIZED, answer));
         }
     }
-    // The body, whole, before deciding: its JSON and GraphQL are part of the request.
+    // The body, whole, before deciding: its JSON and GraphQL are part of the request. Read
+    // without holding the session, so that the connection's other requests go on, and within
+    // the target's time, so that a client trickling it cannot hold the connection.
+    let session_id = Arc::clone(open.session.id());
+    drop(open_guard);
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, conn.config.max_request_body).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+    let read = tokio::time::timeout(options.timeout, Limited::new(body, conn.config.max_request_body).collect());
+    let body = match read.await {
+        Err(_) => {
+            let answer = Answer::new(
+                "request_timeout",
+                format!("the request body did not arrive within {:?}", options.timeout),
+                "send the body at once, or a smaller one",
+            );
+            return Err((StatusCode::REQUEST_TIMEOUT, answer));
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             let answer = Answer::new(
                 "body_too_large",
                 format!("the request body is larger than {} bytes", conn.config.max_request_body),
@@ -224,8 +236,10 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
             );
             return Err((StatusCode::PAYLOAD_TOO_LARGE, answer));
         }
-        Err(e) => return Err(bad_request(format!("the request body could not be read: {e}"), "send it again")),
+        Ok(Err(e)) => return Err(bad_request(format!("the request body could not be read: {e}"), "send it again")),
     };
+    let mut open_guard = same_session(conn, &session_id).await?;
+    let open = open_guard.as_mut().ok_or_else(|| bad_request("no session", "retry"))?;
     let graphql_endpoint = options.graphql_paths.contains(&action.path);
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     if let Err(why) = request::read_body(&mut action, content_type, &body, graphql_endpoint) {
@@ -249,14 +263,14 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
         .collect();
     open.seq += 1;
     let exchange = Exchange { action: &action, seq: open.seq, started_at_us, started, request_bytes: body.len() };
-    let decision = open.session.decide(&sluice_gate::Action::Http(action.clone())).await;
+    let decision = open.session.decide(&sluice_gate::Action::Http(&action)).await;
     let decision = match decision {
         Decision::Hold(hold) => {
             let waiting = open.session.await_review(&hold);
             // Other requests of the connection go on while this one waits.
             drop(open_guard);
             let decided = waiting.await;
-            open_guard = conn.open.lock().await;
+            open_guard = same_session(conn, &session_id).await?;
             decided
         }
         other => other,
@@ -316,7 +330,7 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
                 "connection {}: the upstream {} cannot be reached: {}",
                 target.name,
                 options.authority,
-                error_chain(&e)
+                sluice_core::error_chain(&e)
             );
             return Err(upstream_failed(
                 StatusCode::BAD_GATEWAY,
@@ -391,10 +405,8 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
         sensitive_keys: &options.sensitive_keys,
         sensitive_pointers: &options.sensitive_pointers,
     };
-    let response_type = head.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let json = response_type.contains("json");
     let out = match masker.active() {
-        true => masker.mask(&decoded, json).map_or_else(|| Bytes::from(decoded), Bytes::from),
+        true => masker.mask(&decoded).map_or_else(|| Bytes::from(decoded), Bytes::from),
         false => Bytes::from(decoded),
     };
     let mut reply = Response::new(Full::new(out.clone()));
@@ -416,17 +428,6 @@ fn clean_headers(headers: &mut hyper::HeaderMap, on_wire: &forward::OnWire, mask
             *value = HeaderValue::from_bytes(&clean).unwrap_or(HeaderValue::from_static("[redacted]"));
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// The host the client asked for, without its port, lower case.
@@ -460,6 +461,25 @@ fn host_name(host: &str) -> Option<String> {
         return None;
     }
     Some(authority.host().trim_end_matches('.').to_ascii_lowercase())
+}
+
+/// The connection's session again, after a wait without it; refused when a request with another
+/// target or token replaced it meanwhile (this request must not go on with that session's
+/// credential).
+async fn same_session<'c, G: Gate>(
+    conn: &'c Conn<G>,
+    session_id: &Arc<str>,
+) -> Result<tokio::sync::MutexGuard<'c, Option<Open<G::Session>>>, Refused> {
+    let guard = conn.open.lock().await;
+    if guard.as_ref().is_some_and(|o| o.session.id() == session_id) {
+        return Ok(guard);
+    }
+    let answer = Answer::new(
+        "session_changed",
+        "the connection went on with another target or token while this request waited",
+        "send the request again (it may need approving again); keep one token and target per connection",
+    );
+    Err((StatusCode::CONFLICT, answer))
 }
 
 /// The target a request is for, and the path within it: by host name first, then by path prefix.
@@ -556,7 +576,12 @@ async fn session<'c, G: Gate>(
     let request = OpenRequest {
         presented,
         target,
-        client: ClientInfo { protocol: Protocol::Http, addr: &conn.peer, tls: conn.tls, program: None },
+        client: ClientInfo {
+            protocol: Protocol::Http,
+            addr: &conn.peer,
+            tls: conn.config.tls.is_some(),
+            program: None,
+        },
     };
     match conn.gate.open(request).await {
         Ok((grant, mut session)) => {
