@@ -181,7 +181,9 @@ impl<S: SessionGate> ServerSide<'_, '_, S> {
     }
 
     /// Masks one frame (other than a RowDescription) into `rewritten` where its shape says so;
-    /// `rewritten` stays empty when the frame goes out as it came.
+    /// `rewritten` stays empty when the frame goes out as it came. Called once per frame from the
+    /// relay loop: inlined there, as the compiler chose until the crate graph grew.
+    #[inline]
     fn mask_frame(&mut self, tag: u8, body: &[u8], rewritten: &mut BytesMut) {
         let Some(m) = self.masker.as_mut() else { return };
         match tag {
@@ -225,7 +227,9 @@ impl<S: SessionGate> ServerSide<'_, '_, S> {
 
     /// Matches one frame, as the client will see it (`rewritten` when masking rewrote it), to
     /// what is pending. True when the frame answers sluice's own message and must not reach the
-    /// client. An error may be swapped, in `rewritten`, for the refusal it stands for.
+    /// client. An error may be swapped, in `rewritten`, for the refusal it stands for. Called
+    /// once per frame: inlined into the relay loop.
+    #[inline]
     fn track(&mut self, tag: u8, original: &[u8], rewritten: &mut BytesMut) -> bool {
         let body = if rewritten.is_empty() { original } else { &rewritten[HEADER_LEN..] };
         match tag {
