@@ -79,7 +79,9 @@ def api(pg, upstream):
         "billing_wrong": {"protocol": "http", "url": f"http://127.0.0.1:{upstream}/api",
                           "password": "env:WRONG_TOKEN"},
     }
-    gw = Sluice(pg, extra_toml=RULES, settings={"connections": connections, "http": {"listen": "127.0.0.1:0"}},
+    gw = Sluice(pg, extra_toml=RULES, settings={"connections": connections,
+                                                         "http": {"listen": "127.0.0.1:0", "oversize": "truncate",
+                                                                  "max_response_body_bytes": 65536}},
                 env={"BILLING_TOKEN": "upstream-secret", "WRONG_TOKEN": "not-the-upstream-secret"})
     gw.start()
     gw.base = f"http://127.0.0.1:{gw.http_port}"
@@ -334,4 +336,108 @@ def test_exchanges_are_recorded_with_status_and_verdict(api):
         return ("DELETE /v1/customers/1", "deny", "HTTP 403", "http") in seen
 
     # Sessions end with their connection; curl's connection is closed.
+    api.session_with(recorded, timeout=15)
+
+
+def bearer(api):
+    return {"Authorization": f"Bearer {api.agent_token}"}
+
+
+@pytest.mark.parametrize("encoding", ["br", "zstd", "deflate"])
+def test_every_encoding_sluice_asks_for_is_decoded_and_masked(api, encoding):
+    r = requests.get(f"{api.base}/billing/encoded/{encoding}", headers=bearer(api), timeout=20)
+    assert r.status_code == 200, r.text
+    assert "AKIAIOSFODNN7EXAMPLE" not in r.text and "enc@example.com" not in r.text
+    assert "content-encoding" not in r.headers and int(r.headers["content-length"]) == len(r.content)
+
+
+def read_until(chunks, marker: str) -> str:
+    seen = ""
+    while marker not in seen:
+        seen += next(chunks)
+    return seen
+
+
+def test_server_sent_events_are_masked_event_by_event_as_they_come(api):
+    name = f"sse-{time.monotonic_ns()}"
+    with httpx.Client(timeout=20) as client:
+        with client.stream("GET", f"{api.base}/billing/events?id={name}", headers=bearer(api)) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            assert "content-length" not in r.headers
+            chunks = r.iter_text()
+            # The upstream holds the rest back until it is released: this event came on its own.
+            first = read_until(chunks, "\n\n")
+            assert first.startswith("event: update\nid: 1\ndata: {")
+            event = json.loads(first.split("data: ", 1)[1])
+            assert event["password"] == "[redacted:password]" and "first@example.com" not in first
+            assert requests.get(f"{api.base}/billing/release?id={name}", headers=bearer(api), timeout=20).ok
+            rest = "".join(chunks)
+    # A value over several data lines is read as one, and masked as one.
+    assert "4111 1111 1111 1111" not in rest and "erin@example.com" not in rest, rest
+    assert ": keep-alive\n\n" in rest and rest.endswith("\n\n")
+    assert json.loads(rest.split("data: ", 1)[1].split("\n", 1)[0])["n"] == 2
+
+
+def test_a_compressed_event_stream_is_decoded_and_masked(api):
+    status, body = curl("-N", f"{api.base}/billing/events?gzip=1", token=api.agent_token)
+    assert status == 200, body
+    assert body.count("\n\n") == 4, body
+    for secret in ["first@example.com", "t-first", "4111 1111 1111 1111", "erin@example.com"]:
+        assert secret not in body
+
+
+def test_json_lines_are_masked_line_by_line(api):
+    r = requests.get(f"{api.base}/billing/ndjson", headers=bearer(api), timeout=20)
+    assert r.status_code == 200
+    lines = [json.loads(line) for line in r.text.splitlines()]
+    assert [line["i"] for line in lines] == [0, 1, 2]
+    assert all(line["password"] == "[redacted:password]" and "@example.com" not in line["email"] for line in lines)
+
+
+def test_a_chunked_json_body_is_read_whole_and_walked(api):
+    r = requests.get(f"{api.base}/billing/chunked-json", headers=bearer(api), timeout=20)
+    assert r.status_code == 200, r.text
+    assert r.json()[0]["password"] == "[redacted:password]"
+    assert "chunked@example.com" not in r.text and int(r.headers["content-length"]) == len(r.content)
+
+
+def test_an_event_over_the_cap_ends_the_stream_without_passing_it_on(api):
+    received = ""
+    with pytest.raises(httpx.HTTPError):
+        with httpx.Client(timeout=20) as client:
+            with client.stream("GET", f"{api.base}/billing/events?huge=70000", headers=bearer(api)) as r:
+                assert r.status_code == 200
+                for text in r.iter_text():
+                    received += text
+    assert received.startswith("event: update") and "leaked@example.com" not in received
+    assert "xxxxxxxxxx" not in received
+    assert curl(f"{api.base}/billing/v1/customers/1", token=api.agent_token)[0] == 200
+
+
+def test_a_body_over_the_cap_is_cut_at_a_line_or_refused_when_json(api):
+    r = requests.get(f"{api.base}/billing/big?size=200000", headers=bearer(api), timeout=20)
+    assert r.status_code == 200
+    assert r.headers["x-sluice-truncated"] == "65536"
+    assert len(r.content) <= 65536 and r.text.endswith("\n") and "frank@example.com" not in r.text
+    status, body = curl(f"{api.base}/billing/big?size=200000&kind=json", token=api.agent_token)
+    assert status == 502, body
+    answer = json.loads(body)
+    assert answer["error"] == "upstream_response_refused" and "cut short" in answer["reason"]
+    assert "big@example.com" not in body
+
+
+def test_a_client_that_leaves_mid_stream_is_recorded_and_nothing_else_stops(api):
+    name = f"gone-{time.monotonic_ns()}"
+    client = httpx.Client(timeout=20)
+    with client.stream("GET", f"{api.base}/billing/events?id={name}", headers=bearer(api)) as r:
+        read_until(r.iter_text(), "\n\n")
+    client.close()
+    assert requests.get(f"{api.base}/billing/release?id={name}", headers=bearer(api), timeout=20).ok
+    assert curl(f"{api.base}/billing/v1/customers/1", token=api.agent_token)[0] == 200
+
+    def recorded(details):
+        return any(a["text"] == f"GET /events?id={name}" and "went away" in (a["error_message"] or "")
+                   for a in details["statements"])
+
     api.session_with(recorded, timeout=15)

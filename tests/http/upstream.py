@@ -4,14 +4,19 @@ own bearer token, so a test can tell that sluice injected the credential it hold
 
 import asyncio
 import gzip
+import json
 import os
 import sys
+import zlib
+
+import brotli
+import zstandard
 
 import uvicorn
 from graphql import build_schema, graphql
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 TOKEN = os.environ.get("UPSTREAM_TOKEN", "upstream-secret")
@@ -77,6 +82,80 @@ async def compressed(request):
     return Response(body, media_type="application/json", headers={"content-encoding": "gzip"})
 
 
+async def encoded(request):
+    # The same JSON in whichever encoding the path names.
+    raw = b'{"key": "AKIAIOSFODNN7EXAMPLE", "email": "enc@example.com"}'
+    encoding = request.path_params["encoding"]
+    body = {"br": brotli.compress, "zstd": lambda b: zstandard.ZstdCompressor().compress(b),
+            "deflate": zlib.compress}[encoding](raw)
+    return Response(body, media_type="application/json", headers={"content-encoding": encoding})
+
+
+# Streams that wait, between their first event and the rest, until the test releases them: a
+# client sees the first event before the stream ends only if the gateway passes events on as they
+# come.
+RELEASES: dict[str, asyncio.Event] = {}
+
+
+def release_of(name: str) -> asyncio.Event:
+    return RELEASES.setdefault(name, asyncio.Event())
+
+
+async def release(request):
+    release_of(request.query_params["id"]).set()
+    return JSONResponse({"released": True})
+
+
+async def events(request):
+    name = request.query_params.get("id", "")
+    gz = request.query_params.get("gzip") == "1"
+    huge = int(request.query_params.get("huge", "0"))
+    compressor = zlib.compressobj(wbits=31) if gz else None
+
+    def out(text: str) -> bytes:
+        data = text.encode()
+        return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH) if compressor else data
+
+    async def stream():
+        first = {"n": 1, "email": "first@example.com", "password": "t-first"}
+        yield out(f"event: update\nid: 1\ndata: {json.dumps(first)}\n\n")
+        if name:
+            await asyncio.wait_for(release_of(name).wait(), timeout=30)
+        if huge:
+            yield out("data: " + "x" * huge + " leaked@example.com\n\n")
+        # One value over several data lines, a comment, and text.
+        yield out('data: {"n": 2,\ndata: "card": "4111 1111 1111 1111"}\n\n')
+        yield out(": keep-alive\n\ndata: mail erin@example.com\n\n")
+        if compressor:
+            yield compressor.flush()
+
+    headers = {"content-encoding": "gzip"} if gz else {}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+async def ndjson(request):
+    async def stream():
+        for i in range(3):
+            yield json.dumps({"i": i, "email": f"user{i}@example.com", "password": f"t{i}"}) + "\n"
+    return StreamingResponse(stream(), media_type="application/x-ndjson")
+
+
+async def chunked_json(request):
+    # JSON sent in chunks, without a length: read whole, then walked.
+    async def stream():
+        yield '[{"email": "chunk'
+        yield 'ed@example.com", "password": "pw-in-chunks"}]'
+    return StreamingResponse(stream(), media_type="application/json")
+
+
+async def big(request):
+    size = int(request.query_params.get("size", "100000"))
+    if request.query_params.get("kind") == "json":
+        return JSONResponse({"filler": "x" * size, "email": "big@example.com"})
+    line = "row of text with frank@example.com and some filler to make it longer\n"
+    return PlainTextResponse(line * (size // len(line) + 1))
+
+
 async def text(request):
     return PlainTextResponse("contact carol@example.com, card 5555 5555 5555 4444\n")
 
@@ -113,6 +192,12 @@ app = Starlette(routes=[
     Route("/api/debug-headers", guard(debug_headers)),
     Route("/api/text", guard(text)),
     Route("/api/json-as-text", guard(json_as_text)),
+    Route("/api/encoded/{encoding}", guard(encoded)),
+    Route("/api/events", guard(events)),
+    Route("/api/release", guard(release)),
+    Route("/api/ndjson", guard(ndjson)),
+    Route("/api/chunked-json", guard(chunked_json)),
+    Route("/api/big", guard(big)),
     Route("/api/slow", guard(slow)),
     Route("/api/admin/users", guard(admin)),
     Route("/api/graphql", guard(graphql_endpoint), methods=["POST"]),

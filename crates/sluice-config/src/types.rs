@@ -232,9 +232,12 @@ pub struct HttpListener {
     pub tls_key: Option<PathBuf>,
     /// The largest request body read; larger ones get 413.
     pub max_request_body_bytes: usize,
-    /// The largest response body (decoded) passed on; a larger one is refused with 502, never
-    /// passed unmasked.
+    /// The largest response body (decoded) passed on, and the largest event of a stream; a larger
+    /// body is refused with 502 (or cut, see `oversize`), never passed unmasked.
     pub max_response_body_bytes: usize,
+    /// What becomes of a whole response body over `max_response_body_bytes`: `refuse` (502) or
+    /// `truncate` (its beginning, cut at a line's end; JSON is refused all the same).
+    pub oversize: Oversize,
     /// How long a client has to finish TLS and send a request head.
     pub header_timeout_secs: u64,
     /// Client connections served at once.
@@ -251,10 +254,18 @@ impl Default for HttpListener {
             tls_key: None,
             max_request_body_bytes: 10 * 1024 * 1024,
             max_response_body_bytes: 32 * 1024 * 1024,
+            oversize: Oversize::Refuse,
             header_timeout_secs: 10,
             max_connections: 1000,
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Oversize {
+    Refuse,
+    Truncate,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]

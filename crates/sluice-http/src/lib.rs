@@ -1,9 +1,10 @@
 //! The HTTP adapter: agents call internal HTTP APIs through sluice with their usual clients. Each
 //! request is read into an `HttpAction` (path normalised, JSON and GraphQL bodies parsed), decided
 //! by the engine, sent upstream with the held credential in place of the agent's token, and its
-//! response masked before it leaves. HTTP/1.1 and HTTP/2 (by ALPN, or prior knowledge in clear)
+//! response masked before it leaves (whole, or event by event for streams). HTTP/1.1 and HTTP/2 (by ALPN, or prior knowledge in clear)
 //! towards clients; pooled connections upstream.
 
+mod decode;
 mod forward;
 mod framing;
 mod graphql;
@@ -11,9 +12,11 @@ mod mask;
 mod oauth;
 mod reply;
 mod request;
+mod response;
 mod service;
 mod target;
 
+pub use response::Oversize;
 pub use target::{HttpConnectionOptions, HttpTarget};
 
 use sluice_gate::Gate;
@@ -30,8 +33,10 @@ pub struct HttpListenerConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The largest request body read (larger ones get 413).
     pub max_request_body: usize,
-    /// The largest response body passed on (decoded); larger ones get 502.
+    /// The largest response body passed on (decoded), and the largest event of a stream.
     pub max_response_body: usize,
+    /// What becomes of a whole body over `max_response_body`.
+    pub oversize: Oversize,
     /// How long a client has to send a request head (and finish TLS).
     pub header_timeout: Duration,
     pub limits: Limits,

@@ -5,17 +5,19 @@
 // A refusal (status and answer) is large, and returned only on the cold path of a request.
 #![allow(clippy::result_large_err)]
 
-use crate::forward::{self, Decode};
+use crate::decode::Decoder;
+use crate::forward;
 use crate::framing::{HeadVerdict, MAX_HEAD, Verdicts, Watched};
 use crate::mask::BodyMasker;
 use crate::reply::Answer;
+use crate::response::{self, BodyError, OnEnd, Shape, Streamed};
 use crate::target::{HttpTarget, Presentation};
 use crate::{HttpListenerConfig, request};
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sha2::{Digest, Sha256};
@@ -29,7 +31,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::either::Either;
 
-type Reply = Response<Full<Bytes>>;
+type Reply = Response<http_body_util::Either<Full<Bytes>, Streamed>>;
 
 /// The session a connection has open: on one target, for one token.
 struct Open<S: SessionGate> {
@@ -110,7 +112,7 @@ async fn handle<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Reply {
     match pipeline(conn, req).await {
         Ok(reply) => reply,
         Err((status, answer)) => {
-            let mut reply = answer.into_response(status);
+            let mut reply = answer.into_response(status).map(http_body_util::Either::Left);
             // After a request sluice could not read (whole), nothing more on the connection is
             // trusted.
             if matches!(status, StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT) {
@@ -251,7 +253,7 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
         .with_rule("unreadable")
         .with_detail(action.summary());
         open.seq += 1;
-        let exchange = Exchange { action: &action, seq: open.seq, started_at_us, started, request_bytes: body.len() };
+        let exchange = Exchange::new(&action, open.seq, started_at_us, started, body.len());
         exchange.finish(&open.log, "deny", "unreadable", 400, 0, None);
         return Err((StatusCode::BAD_REQUEST, answer));
     }
@@ -262,7 +264,7 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
         .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect();
     open.seq += 1;
-    let exchange = Exchange { action: &action, seq: open.seq, started_at_us, started, request_bytes: body.len() };
+    let exchange = Exchange::new(&action, open.seq, started_at_us, started, body.len());
     let decision = open.session.decide(&sluice_gate::Action::Http(&action)).await;
     let decision = match decision {
         Decision::Hold(hold) => {
@@ -359,76 +361,60 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
         cache.forget().await;
     }
     let limit = conn.config.max_response_body;
-    let read = tokio::time::timeout(options.timeout, Limited::new(upstream_body, limit).collect()).await;
-    let raw = match read {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) => {
-            let why = match e.downcast_ref::<http_body_util::LengthLimitError>() {
-                Some(_) => format!("the response is larger than {limit} bytes, which sluice does not pass on unmasked"),
-                None => format!("the response could not be read: {e}"),
-            };
-            return Err(upstream_failed(
-                StatusCode::BAD_GATEWAY,
-                "upstream_response_refused",
-                why,
-                "ask for less (paging, filters)",
-            ));
-        }
-        Err(_) => {
-            let why = format!("the upstream did not finish its response within {:?}", options.timeout);
-            return Err(upstream_failed(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                why,
-                "try again later, or ask for less",
-            ));
-        }
-    };
     let encoding = head.headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
-    let decoded = match forward::decode(encoding, &raw, limit) {
-        Ok(decoded) => decoded,
-        Err(e) => {
-            let why = match e {
-                Decode::Unsupported(enc) => {
-                    format!("the response is encoded with {enc}, which sluice cannot decode to mask")
-                }
-                Decode::TooLarge => format!("the decoded response is larger than {limit} bytes"),
-                Decode::Corrupt(e) => format!("the response's encoding is corrupt: {e}"),
-            };
-            return Err(upstream_failed(StatusCode::BAD_GATEWAY, "upstream_response_refused", why, "tell an operator"));
-        }
-    };
-    // A response that repeats the held credential has it replaced, whatever masking is set.
-    let decoded = on_wire.scrub(&decoded).unwrap_or(decoded);
-    let masker = BodyMasker {
-        content: masking.as_ref().map(|m| m.masking().content()),
-        sensitive_keys: &options.sensitive_keys,
-        sensitive_pointers: &options.sensitive_pointers,
-    };
-    let out = match masker.active() {
-        true => masker.mask(&decoded).map_or_else(|| Bytes::from(decoded), Bytes::from),
-        false => Bytes::from(decoded),
-    };
-    let mut reply = Response::new(Full::new(out.clone()));
-    *reply.status_mut() = head.status;
-    *reply.headers_mut() = forward::response_headers(&head.headers);
-    clean_headers(reply.headers_mut(), &on_wire, &masker);
-    reply.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-    exchange.finish(&log, "allow", &rule, head.status.as_u16(), out.len(), None);
-    Ok(reply)
-}
-
-/// Response header values get what the body gets: the held credential replaced, the detectors'
-/// findings masked.
-fn clean_headers(headers: &mut hyper::HeaderMap, on_wire: &forward::OnWire, masker: &BodyMasker<'_>) {
+    let decoder = Decoder::new(encoding, limit).map_err(|e| {
+        upstream_failed(StatusCode::BAD_GATEWAY, "upstream_response_refused", e.to_string(), "tell an operator")
+    })?;
+    let masker = BodyMasker::new(masking, Arc::clone(&options.sensitive), on_wire);
+    let mut headers = forward::response_headers(&head.headers);
     for value in headers.values_mut() {
-        let scrubbed = on_wire.scrub(value.as_bytes());
-        let current = scrubbed.as_deref().unwrap_or(value.as_bytes());
-        if let Some(clean) = masker.mask_text(current).or(scrubbed) {
+        if let Some(clean) = masker.clean_text(value.as_bytes()) {
             *value = HeaderValue::from_bytes(&clean).unwrap_or(HeaderValue::from_static("[redacted]"));
         }
     }
+    let shape = Shape::of(&head.headers);
+    if shape != Shape::Whole {
+        let status = head.status.as_u16();
+        let on_end: OnEnd = Box::new(move |sent, error| exchange.finish(&log, "allow", &rule, status, sent, error));
+        let body = Streamed::new(upstream_body, decoder, shape, masker, limit, on_end);
+        let mut reply = Response::new(http_body_util::Either::Right(body));
+        *reply.status_mut() = head.status;
+        *reply.headers_mut() = headers;
+        return Ok(reply);
+    }
+    let whole =
+        response::read_whole(upstream_body, decoder, &masker, limit, conn.config.oversize, options.timeout).await;
+    let whole = match whole {
+        Ok(whole) => whole,
+        Err(e) => {
+            let (status, error, hint) = match e {
+                BodyError::Timeout(_) => {
+                    (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "try again later, or ask for less")
+                }
+                BodyError::TooLarge(_) | BodyError::JsonTooLarge(_) => {
+                    (StatusCode::BAD_GATEWAY, "upstream_response_refused", "ask for less (paging, filters)")
+                }
+                _ => (StatusCode::BAD_GATEWAY, "upstream_response_refused", "tell an operator"),
+            };
+            return Err(upstream_failed(status, error, e.to_string(), hint));
+        }
+    };
+    let size = whole.body.len();
+    let mut reply = Response::new(http_body_util::Either::Left(Full::new(whole.body)));
+    *reply.status_mut() = head.status;
+    *reply.headers_mut() = headers;
+    reply.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    let mut cut = None;
+    if whole.truncated {
+        reply.headers_mut().insert(TRUNCATED, HeaderValue::from(limit));
+        cut = Some(format!("the response was cut at {limit} bytes (http.oversize = truncate)"));
+    }
+    exchange.finish(&log, "allow", &rule, head.status.as_u16(), size, cut);
+    Ok(reply)
 }
+
+/// Set on a response sluice cut at the cap, to the cap.
+const TRUNCATED: HeaderName = HeaderName::from_static("x-sluice-truncated");
 
 /// The host the client asked for, without its port, lower case.
 fn host_of(req: &Request<Incoming>) -> Result<String, Refused> {
@@ -616,15 +602,19 @@ async fn session<'c, G: Gate>(
 }
 
 /// One request on its way, for its record.
-struct Exchange<'a> {
-    action: &'a HttpAction,
+struct Exchange {
+    text: Arc<str>,
     seq: u64,
     started_at_us: i64,
     started: Instant,
     request_bytes: usize,
 }
 
-impl Exchange<'_> {
+impl Exchange {
+    fn new(action: &HttpAction, seq: u64, started_at_us: i64, started: Instant, request_bytes: usize) -> Exchange {
+        Exchange { text: Arc::from(action.record_line()), seq, started_at_us, started, request_bytes }
+    }
+
     /// Hands what became of the request to the session's log.
     fn finish<L: SessionLog>(
         &self,
@@ -641,7 +631,7 @@ impl Exchange<'_> {
         log.finish(
             self.seq,
             Outcome {
-                text: Arc::from(self.action.record_line()),
+                text: Arc::clone(&self.text),
                 started_at_us: self.started_at_us,
                 duration_us: i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX),
                 decision: verdict,

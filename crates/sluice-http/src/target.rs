@@ -2,6 +2,7 @@
 //! shares once prepared: the upstream's base URL, the pooled client with its TLS settings, how the
 //! held credential is presented, and what of a response is always masked.
 
+use crate::mask::Sensitive;
 use crate::oauth::TokenCache;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -180,8 +181,7 @@ pub struct HttpTarget {
     pub client: UpstreamClient,
     pub timeout: Duration,
     pub graphql_paths: Vec<String>,
-    pub sensitive_keys: Vec<String>,
-    pub sensitive_pointers: Vec<Vec<String>>,
+    pub sensitive: Arc<Sensitive>,
 }
 
 impl std::fmt::Debug for HttpTarget {
@@ -223,12 +223,14 @@ impl HttpTarget {
             client,
             timeout: Duration::from_secs(options.timeout_s),
             graphql_paths: options.graphql_paths.clone(),
-            sensitive_keys: options.sensitive_keys.iter().map(|k| k.to_ascii_lowercase()).collect(),
-            sensitive_pointers: options
-                .sensitive_pointers
-                .iter()
-                .map(|p| p.split('/').skip(1).map(|t| t.replace("~1", "/").replace("~0", "~")).collect())
-                .collect(),
+            sensitive: Arc::new(Sensitive {
+                keys: options.sensitive_keys.iter().map(|k| k.to_ascii_lowercase()).collect(),
+                pointers: options
+                    .sensitive_pointers
+                    .iter()
+                    .map(|p| p.split('/').skip(1).map(|t| t.replace("~1", "/").replace("~0", "~")).collect())
+                    .collect(),
+            }),
         })
     }
 }

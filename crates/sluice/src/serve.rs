@@ -12,7 +12,7 @@ use sluice_config::{ClientTls, Config, LogFormat};
 use sluice_core::AuditSink;
 use sluice_engine::{Engine, MASK_TOKEN_PURPOSE, Parts};
 use sluice_export::Exports;
-use sluice_http::{HttpAdapter, HttpListenerConfig};
+use sluice_http::{HttpAdapter, HttpListenerConfig, Oversize};
 use sluice_pg::{ListenerConfig, PgAdapter, tls};
 use sluice_runtime::{Adapter, Limits, Runtime, Workers};
 use sluice_store::vault::{MasterKey, write_private};
@@ -314,6 +314,10 @@ fn http_listener_config(config: &Config, api_url: Option<String>) -> Result<Http
         tls: client_tls(config, http.tls, &http.tls_cert, &http.tls_key)?,
         max_request_body: http.max_request_body_bytes,
         max_response_body: http.max_response_body_bytes,
+        oversize: match http.oversize {
+            sluice_config::Oversize::Refuse => Oversize::Refuse,
+            sluice_config::Oversize::Truncate => Oversize::Truncate,
+        },
         header_timeout: Duration::from_secs(http.header_timeout_secs),
         limits: Limits {
             max_sessions: http.max_connections,

@@ -1,0 +1,419 @@
+//! The upstream's response body on its way to the client: decoded and cleaned (the held
+//! credential replaced, the detectors' findings masked), either whole — read up to the cap, then
+//! cleaned at once — or, for streams (server-sent events, JSON lines), event by event as they
+//! arrive, without holding the whole body. Nothing leaves uncleaned: a body over the cap is
+//! refused (or, where the operator chose so, cut), an event over it ends the stream.
+
+use crate::decode::{DecodeError, Decoder};
+use crate::mask::BodyMasker;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::HeaderMap;
+use hyper::body::{Body, Frame, Incoming};
+use hyper::header;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+/// How a response body is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// Read whole, then cleaned.
+    Whole,
+    /// Server-sent events: cleaned event by event (the data lines of an event together).
+    Events,
+    /// JSON lines: cleaned line by line.
+    Lines,
+}
+
+impl Shape {
+    pub fn of(headers: &HeaderMap) -> Shape {
+        let Some(content_type) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+            return Shape::Whole;
+        };
+        let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        match essence.as_str() {
+            "text/event-stream" => Shape::Events,
+            "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonl"
+            | "application/x-jsonlines"
+            | "application/jsonlines" => Shape::Lines,
+            _ => Shape::Whole,
+        }
+    }
+}
+
+/// What sluice does with a whole body larger than the cap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Oversize {
+    /// 502: the client gets none of it.
+    #[default]
+    Refuse,
+    /// The beginning, up to the cap (at a line's end), cleaned; JSON is refused all the same (a
+    /// document cut short is not one).
+    Truncate,
+}
+
+/// Why a body could not be passed on.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("the response is larger than {0} bytes, which sluice does not pass on unmasked")]
+    TooLarge(usize),
+    #[error("a JSON response larger than {0} bytes cannot be cut short (it would not be JSON)")]
+    JsonTooLarge(usize),
+    #[error("an event of the stream is larger than {0} bytes")]
+    EventTooLarge(usize),
+    #[error("the upstream did not finish its response within {0:?}")]
+    Timeout(Duration),
+    #[error("the response could not be read: {0}")]
+    Read(String),
+}
+
+/// A whole body, cleaned.
+pub struct Whole {
+    pub body: Bytes,
+    /// Set when the body was cut at the cap (`Oversize::Truncate`).
+    pub truncated: bool,
+}
+
+/// Reads a body whole (decoded, at most `limit` bytes of it) within `timeout`, and cleans it.
+pub async fn read_whole(
+    mut body: Incoming,
+    mut decoder: Decoder,
+    masker: &BodyMasker,
+    limit: usize,
+    oversize: Oversize,
+    timeout: Duration,
+) -> Result<Whole, BodyError> {
+    let mut decoded = Vec::new();
+    let mut over = false;
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| BodyError::Read(sluice_core::error_chain(&e)))?;
+            let Ok(data) = frame.into_data() else { continue };
+            match decoder.feed(&data) {
+                Ok(out) => decoded.extend_from_slice(&out),
+                Err(DecodeError::TooLarge(_)) => over = true,
+                Err(e) => return Err(BodyError::from(e)),
+            }
+            if over || decoded.len() > limit {
+                return Ok(true);
+            }
+        }
+        match decoder.finish() {
+            Ok(out) => decoded.extend_from_slice(&out),
+            Err(DecodeError::TooLarge(_)) => return Ok(true),
+            Err(e) => return Err(BodyError::from(e)),
+        }
+        Ok(decoded.len() > limit)
+    };
+    let over = tokio::time::timeout(timeout, read).await.map_err(|_| BodyError::Timeout(timeout))??;
+    let truncated = over && oversize == Oversize::Truncate;
+    if over {
+        if oversize == Oversize::Refuse {
+            return Err(BodyError::TooLarge(limit));
+        }
+        if crate::request::looks_like_json(&decoded) {
+            return Err(BodyError::JsonTooLarge(limit));
+        }
+        // Cut at a line's end, so that no value (a card number, a key) is cut in two halves
+        // that the detectors would not know.
+        decoded.truncate(limit);
+        let keep = memchr::memrchr(b'\n', &decoded).map_or(decoded.len(), |at| at + 1);
+        decoded.truncate(keep);
+    }
+    let body = match masker.clean(&decoded) {
+        Some(clean) => Bytes::from(clean),
+        None => Bytes::from(decoded),
+    };
+    Ok(Whole { body, truncated })
+}
+
+/// What becomes of a stream is recorded once, when it ends or the client goes away: the bytes
+/// sent and what went wrong.
+pub type OnEnd = Box<dyn FnOnce(usize, Option<String>) + Send>;
+
+/// A streamed body, cleaned event by event as the upstream sends it.
+pub struct Streamed {
+    upstream: Incoming,
+    decoder: Decoder,
+    units: Units,
+    masker: BodyMasker,
+    sent: usize,
+    done: bool,
+    on_end: Option<OnEnd>,
+}
+
+impl Streamed {
+    pub fn new(
+        upstream: Incoming,
+        decoder: Decoder,
+        shape: Shape,
+        masker: BodyMasker,
+        limit: usize,
+        on_end: OnEnd,
+    ) -> Streamed {
+        Streamed {
+            upstream,
+            decoder,
+            units: Units { events: shape == Shape::Events, held: Vec::new(), resume: 0, limit },
+            masker,
+            sent: 0,
+            done: false,
+            on_end: Some(on_end),
+        }
+    }
+
+    fn end(&mut self, error: Option<String>) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end(self.sent, error);
+        }
+    }
+
+    fn fail(&mut self, error: BodyError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.done = true;
+        self.end(Some(error.to_string()));
+        Poll::Ready(Some(Err(error)))
+    }
+
+    fn emit(&mut self, out: Vec<u8>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.sent += out.len();
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
+    }
+}
+
+impl Body for Streamed {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        while !this.done {
+            let out = match ready!(Pin::new(&mut this.upstream).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    // Trailers are not passed on: nothing reads them, and they are not masked.
+                    let Ok(data) = frame.into_data() else { continue };
+                    match this.decoder.feed(&data) {
+                        Ok(decoded) => this.units.push(&decoded, &this.masker),
+                        Err(e) => Err(e.into()),
+                    }
+                }
+                Some(Err(e)) => Err(BodyError::Read(sluice_core::error_chain(&e))),
+                None => {
+                    this.done = true;
+                    let rest = this.decoder.finish();
+                    let out = rest.map_err(BodyError::from).and_then(|rest| {
+                        let mut out = this.units.push(&rest, &this.masker)?;
+                        out.extend(this.units.finish(&this.masker));
+                        Ok(out)
+                    });
+                    if out.is_ok() {
+                        this.end(None);
+                    }
+                    out
+                }
+            };
+            match out {
+                Ok(out) if out.is_empty() => {}
+                Ok(out) => return this.emit(out),
+                Err(e) => return this.fail(e),
+            }
+        }
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
+
+impl Drop for Streamed {
+    fn drop(&mut self) {
+        self.end(Some(format!("the client went away after {} bytes of the stream", self.sent)));
+    }
+}
+
+/// Splits a decoded stream into its events (or lines), held until each is complete.
+struct Units {
+    events: bool,
+    held: Vec<u8>,
+    /// Where in `held` the line not yet ended starts (what is before it was looked at).
+    resume: usize,
+    limit: usize,
+}
+
+impl Units {
+    /// Takes decoded bytes; returns the complete units among what is held, cleaned. Each byte is
+    /// looked at once, however small the pieces an event arrives in.
+    fn push(&mut self, bytes: &[u8], masker: &BodyMasker) -> Result<Vec<u8>, BodyError> {
+        self.held.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        let mut unit_start = 0;
+        let mut line_start = self.resume;
+        while let Some(newline) = memchr::memchr(b'\n', &self.held[line_start..]) {
+            let newline = line_start + newline;
+            let line = &self.held[line_start..newline];
+            // A line ends a unit; for events, the empty line after its fields does.
+            let ends_unit = !self.events || line.is_empty() || line == b"\r";
+            line_start = newline + 1;
+            if ends_unit {
+                if line_start - unit_start > self.limit {
+                    return Err(BodyError::EventTooLarge(self.limit));
+                }
+                self.clean_unit(unit_start, line_start, masker, &mut out);
+                unit_start = line_start;
+            }
+        }
+        self.held.drain(..unit_start);
+        self.resume = self.held.len().min(line_start - unit_start);
+        if self.held.len() > self.limit {
+            return Err(BodyError::EventTooLarge(self.limit));
+        }
+        Ok(out)
+    }
+
+    /// What is left when the stream ends: a last unit without its terminator.
+    fn finish(&mut self, masker: &BodyMasker) -> Vec<u8> {
+        let mut out = Vec::new();
+        if !self.held.is_empty() {
+            self.clean_unit(0, self.held.len(), masker, &mut out);
+            self.held.clear();
+        }
+        self.resume = 0;
+        out
+    }
+
+    fn clean_unit(&self, start: usize, end: usize, masker: &BodyMasker, out: &mut Vec<u8>) {
+        let unit = &self.held[start..end];
+        match self.events {
+            true => clean_event(unit, masker, out),
+            false => {
+                let body_end = unit.len() - line_ending(unit);
+                match masker.clean(&unit[..body_end]) {
+                    Some(clean) => {
+                        out.extend_from_slice(&clean);
+                        out.extend_from_slice(&unit[body_end..]);
+                    }
+                    None => out.extend_from_slice(unit),
+                }
+            }
+        }
+    }
+}
+
+/// How many bytes of `line`'s end are its line ending.
+fn line_ending(line: &[u8]) -> usize {
+    match line {
+        [.., b'\r', b'\n'] => 2,
+        [.., b'\n'] => 1,
+        _ => 0,
+    }
+}
+
+/// One event: its data lines are one value (joined by newlines, as a client reads them), cleaned
+/// as JSON or text and sent as data lines again; its other fields (and comments) as text.
+fn clean_event(event: &[u8], masker: &BodyMasker, out: &mut Vec<u8>) {
+    let mut data: Vec<&[u8]> = Vec::new();
+    let lines: Vec<&[u8]> = event.split_inclusive(|b| *b == b'\n').collect();
+    for line in &lines {
+        let text = &line[..line.len() - line_ending(line)];
+        if let Some(value) = text.strip_prefix(b"data:") {
+            data.push(value.strip_prefix(b" ").unwrap_or(value));
+        }
+    }
+    let joined = data.join(&b'\n');
+    let clean_data = match data.is_empty() {
+        true => None,
+        false => masker.clean(&joined),
+    };
+    let mut data_written = false;
+    for line in lines {
+        let ending = &line[line.len() - line_ending(line)..];
+        let text = &line[..line.len() - ending.len()];
+        if text.starts_with(b"data:") {
+            match &clean_data {
+                None => out.extend_from_slice(line),
+                Some(clean) if !data_written => {
+                    data_written = true;
+                    for value in clean.split(|b| *b == b'\n') {
+                        out.extend_from_slice(b"data: ");
+                        out.extend_from_slice(value.strip_suffix(b"\r").unwrap_or(value));
+                        out.extend_from_slice(if ending.is_empty() { b"\n" } else { ending });
+                    }
+                }
+                Some(_) => {}
+            }
+            continue;
+        }
+        match masker.clean_text(text) {
+            Some(clean) => {
+                out.extend_from_slice(&clean);
+                out.extend_from_slice(ending);
+            }
+            None => out.extend_from_slice(line),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forward::OnWire;
+    use crate::mask::Sensitive;
+    use std::sync::Arc;
+
+    fn masker() -> BodyMasker {
+        let sensitive = Sensitive { keys: vec!["token".into()], pointers: Vec::new() };
+        BodyMasker::new(None, Arc::new(sensitive), OnWire::default())
+    }
+
+    fn run(events: bool, pieces: &[&[u8]], limit: usize) -> Result<String, BodyError> {
+        let masker = masker();
+        let mut units = Units { events, held: Vec::new(), resume: 0, limit };
+        let mut out = Vec::new();
+        for piece in pieces {
+            out.extend(units.push(piece, &masker)?);
+        }
+        out.extend(units.finish(&masker));
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn events_are_cleaned_whole_whatever_the_pieces_they_arrive_in() {
+        let stream: &[u8] =
+            b"event: a\ndata: {\"token\":\"t1\",\ndata: \"n\":1}\n\n: comment\nid: 2\r\ndata: {\"token\":\"t2\"}\r\n\r\ndata: plain\n\n";
+        let expected = "event: a\ndata: {\"n\":1,\"token\":\"[redacted:token]\"}\n\n: comment\nid: 2\r\ndata: {\"token\":\"[redacted:token]\"}\r\n\r\ndata: plain\n\n";
+        for size in [1, 3, 10, stream.len()] {
+            let pieces: Vec<&[u8]> = stream.chunks(size).collect();
+            assert_eq!(run(true, &pieces, 1000).unwrap(), expected, "{size}");
+        }
+        // Nothing is sent of an event before its end.
+        let masker = masker();
+        let mut units = Units { events: true, held: Vec::new(), resume: 0, limit: 1000 };
+        assert!(units.push(b"data: {\"token\":\"t1\"}\n", &masker).unwrap().is_empty());
+        assert_eq!(units.push(b"\n", &masker).unwrap(), b"data: {\"token\":\"[redacted:token]\"}\n\n");
+    }
+
+    #[test]
+    fn lines_are_cleaned_one_by_one_and_a_unit_over_the_limit_ends_the_stream() {
+        let out = run(false, &[b"{\"token\":1}\n{\"a\"", b":2}\r\n{\"token\":3}"], 100).unwrap();
+        assert_eq!(out, "{\"token\":\"[redacted:token]\"}\n{\"a\":2}\r\n{\"token\":\"[redacted:token]\"}");
+        assert!(matches!(run(false, &[&[b'x'; 101]], 100), Err(BodyError::EventTooLarge(100))));
+        assert!(matches!(run(true, &[b"data: x\n", &[b'x'; 101]], 100), Err(BodyError::EventTooLarge(100))));
+    }
+
+    #[test]
+    fn shapes_follow_the_content_type() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(Shape::of(&headers), Shape::Whole);
+        headers.insert(header::CONTENT_TYPE, "Text/Event-Stream; charset=utf-8".parse().unwrap());
+        assert_eq!(Shape::of(&headers), Shape::Events);
+        headers.insert(header::CONTENT_TYPE, "application/x-ndjson".parse().unwrap());
+        assert_eq!(Shape::of(&headers), Shape::Lines);
+        headers.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        assert_eq!(Shape::of(&headers), Shape::Whole);
+    }
+}
