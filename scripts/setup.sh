@@ -76,11 +76,16 @@ test)
   # than Debian, say) is used as it is.
   # rsyslog (with its TLS driver) receives the audit log's syslog export in the tests.
   # curl is one of the HTTP tests' clients (with HTTP/2).
-  packages+=(pgbouncer python3 python3-venv libpostgresql-jdbc-java rsyslog rsyslog-gnutls curl)
+  # wrk and nginx run the HTTP benchmark's quick mode.
+  packages+=(pgbouncer python3 python3-venv libpostgresql-jdbc-java rsyslog rsyslog-gnutls curl wrk)
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || packages+=(nginx)
   command -v javac >/dev/null || packages+=(default-jdk-headless)
   command -v npm >/dev/null || packages+=(nodejs npm)
   ;;
-bench) packages+=(pgbouncer python3 python3-venv) ;;
+bench)
+  packages+=(pgbouncer python3 python3-venv curl wrk)
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || packages+=(nginx)
+  ;;
 esac
 
 if command -v dpkg-query >/dev/null; then

@@ -376,7 +376,9 @@ def test_server_sent_events_are_masked_event_by_event_as_they_come(api):
     # A value over several data lines is read as one, and masked as one.
     assert "4111 1111 1111 1111" not in rest and "erin@example.com" not in rest, rest
     assert ": keep-alive\n\n" in rest and rest.endswith("\n\n")
-    assert json.loads(rest.split("data: ", 1)[1].split("\n", 1)[0])["n"] == 2
+    second = rest.split("\n\n", 1)[0]
+    data = "\n".join(line[len("data: "):] for line in second.split("\n") if line.startswith("data: "))
+    assert json.loads(data) == {"n": 2, "card": "[redacted:credit-card]"}
 
 
 def test_a_compressed_event_stream_is_decoded_and_masked(api):
@@ -441,3 +443,30 @@ def test_a_client_that_leaves_mid_stream_is_recorded_and_nothing_else_stops(api)
                    for a in details["statements"])
 
     api.session_with(recorded, timeout=15)
+
+
+NODE_FETCH = r"""
+const [base, token] = process.argv.slice(1);
+const auth = { Authorization: `Bearer ${token}` };
+(async () => {
+  const ok = await fetch(`${base}/billing/v1/customers/1`, { headers: auth });
+  const denied = await fetch(`${base}/billing/v1/customers/2`, { method: "DELETE", headers: auth });
+  const gone = await fetch(`${base}/billing/v1/customers/1`);
+  console.log(JSON.stringify({
+    ok: { status: ok.status, body: await ok.json() },
+    denied: { status: denied.status, body: await denied.json() },
+    gone: { status: gone.status, body: await gone.json() },
+  }));
+})().catch((e) => { console.error(e); process.exit(1); });
+"""
+
+
+def test_node_fetch_works_unchanged(api):
+    out = subprocess.run(["node", "-e", NODE_FETCH, api.base, api.agent_token], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    assert seen["ok"]["status"] == 200 and seen["ok"]["body"]["name"] == "Ann"
+    assert "ann@example.com" not in json.dumps(seen["ok"]["body"])
+    assert seen["denied"]["status"] == 403 and seen["denied"]["body"]["rule"] == "no-customer-deletes"
+    assert seen["gone"]["status"] == 401 and seen["gone"]["body"]["error"] == "unauthenticated"

@@ -154,7 +154,7 @@ pub async fn present(
 /// OAuth 2 access token): an upstream that repeats it in a response (an echo, a debug header, an
 /// error quoting the request) must not hand it to the caller.
 #[derive(Default)]
-pub struct OnWire(Vec<Vec<u8>>);
+pub struct OnWire(Vec<memchr::memmem::Finder<'static>>);
 
 /// Shorter pieces are not looked for: they would be found everywhere.
 const MIN_ON_WIRE: usize = 4;
@@ -167,15 +167,15 @@ impl OnWire {
         // The longest first: a header value holds the secret.
         pieces.sort_by_key(|p| std::cmp::Reverse(p.len()));
         pieces.dedup();
-        OnWire(pieces)
+        // Built once per request: every header value and body piece is searched with them.
+        OnWire(pieces.iter().map(|p| memchr::memmem::Finder::new(p).into_owned()).collect())
     }
 
     /// `bytes` with every copy of the credential replaced; `None` when it holds none.
     pub fn scrub(&self, bytes: &[u8]) -> Option<Vec<u8>> {
         let mut out: Option<Vec<u8>> = None;
-        for piece in &self.0 {
+        for finder in &self.0 {
             let current = out.as_deref().unwrap_or(bytes);
-            let finder = memchr::memmem::Finder::new(piece);
             if finder.find(current).is_none() {
                 continue;
             }
@@ -184,7 +184,7 @@ impl OnWire {
             for found in finder.find_iter(current) {
                 next.extend_from_slice(&current[at..found]);
                 next.extend_from_slice(SCRUBBED);
-                at = found + piece.len();
+                at = found + finder.needle().len();
             }
             next.extend_from_slice(&current[at..]);
             out = Some(next);

@@ -66,6 +66,8 @@ pub enum BodyError {
     JsonTooLarge(usize),
     #[error("an event of the stream is larger than {0} bytes")]
     EventTooLarge(usize),
+    #[error(transparent)]
+    Unwalkable(#[from] crate::mask::Unwalkable),
     #[error("the upstream did not finish its response within {0:?}")]
     Timeout(Duration),
     #[error("the response could not be read: {0}")]
@@ -125,7 +127,7 @@ pub async fn read_whole(
         let keep = memchr::memrchr(b'\n', &decoded).map_or(decoded.len(), |at| at + 1);
         decoded.truncate(keep);
     }
-    let body = match masker.clean(&decoded) {
+    let body = match masker.clean(&decoded)? {
         Some(clean) => Bytes::from(clean),
         None => Bytes::from(decoded),
     };
@@ -207,7 +209,7 @@ impl Body for Streamed {
                     let rest = this.decoder.finish();
                     let out = rest.map_err(BodyError::from).and_then(|rest| {
                         let mut out = this.units.push(&rest, &this.masker)?;
-                        out.extend(this.units.finish(&this.masker));
+                        out.extend(this.units.finish(&this.masker)?);
                         Ok(out)
                     });
                     if out.is_ok() {
@@ -263,7 +265,7 @@ impl Units {
                 if line_start - unit_start > self.limit {
                     return Err(BodyError::EventTooLarge(self.limit));
                 }
-                self.clean_unit(unit_start, line_start, masker, &mut out);
+                self.clean_unit(unit_start, line_start, masker, &mut out)?;
                 unit_start = line_start;
             }
         }
@@ -276,31 +278,30 @@ impl Units {
     }
 
     /// What is left when the stream ends: a last unit without its terminator.
-    fn finish(&mut self, masker: &BodyMasker) -> Vec<u8> {
+    fn finish(&mut self, masker: &BodyMasker) -> Result<Vec<u8>, BodyError> {
         let mut out = Vec::new();
         if !self.held.is_empty() {
-            self.clean_unit(0, self.held.len(), masker, &mut out);
+            self.clean_unit(0, self.held.len(), masker, &mut out)?;
             self.held.clear();
         }
         self.resume = 0;
-        out
+        Ok(out)
     }
 
-    fn clean_unit(&self, start: usize, end: usize, masker: &BodyMasker, out: &mut Vec<u8>) {
+    fn clean_unit(&self, start: usize, end: usize, masker: &BodyMasker, out: &mut Vec<u8>) -> Result<(), BodyError> {
         let unit = &self.held[start..end];
-        match self.events {
-            true => clean_event(unit, masker, out),
-            false => {
-                let body_end = unit.len() - line_ending(unit);
-                match masker.clean(&unit[..body_end]) {
-                    Some(clean) => {
-                        out.extend_from_slice(&clean);
-                        out.extend_from_slice(&unit[body_end..]);
-                    }
-                    None => out.extend_from_slice(unit),
-                }
-            }
+        if self.events {
+            return clean_event(unit, masker, out);
         }
+        let body_end = unit.len() - line_ending(unit);
+        match masker.clean(&unit[..body_end])? {
+            Some(clean) => {
+                out.extend_from_slice(&clean);
+                out.extend_from_slice(&unit[body_end..]);
+            }
+            None => out.extend_from_slice(unit),
+        }
+        Ok(())
     }
 }
 
@@ -315,7 +316,7 @@ fn line_ending(line: &[u8]) -> usize {
 
 /// One event: its data lines are one value (joined by newlines, as a client reads them), cleaned
 /// as JSON or text and sent as data lines again; its other fields (and comments) as text.
-fn clean_event(event: &[u8], masker: &BodyMasker, out: &mut Vec<u8>) {
+fn clean_event(event: &[u8], masker: &BodyMasker, out: &mut Vec<u8>) -> Result<(), BodyError> {
     let mut data: Vec<&[u8]> = Vec::new();
     let lines: Vec<&[u8]> = event.split_inclusive(|b| *b == b'\n').collect();
     for line in &lines {
@@ -327,7 +328,7 @@ fn clean_event(event: &[u8], masker: &BodyMasker, out: &mut Vec<u8>) {
     let joined = data.join(&b'\n');
     let clean_data = match data.is_empty() {
         true => None,
-        false => masker.clean(&joined),
+        false => masker.clean(&joined)?,
     };
     let mut data_written = false;
     for line in lines {
@@ -356,6 +357,7 @@ fn clean_event(event: &[u8], masker: &BodyMasker, out: &mut Vec<u8>) {
             None => out.extend_from_slice(line),
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -377,7 +379,7 @@ mod tests {
         for piece in pieces {
             out.extend(units.push(piece, &masker)?);
         }
-        out.extend(units.finish(&masker));
+        out.extend(units.finish(&masker)?);
         Ok(String::from_utf8(out).unwrap())
     }
 
@@ -385,7 +387,7 @@ mod tests {
     fn events_are_cleaned_whole_whatever_the_pieces_they_arrive_in() {
         let stream: &[u8] =
             b"event: a\ndata: {\"token\":\"t1\",\ndata: \"n\":1}\n\n: comment\nid: 2\r\ndata: {\"token\":\"t2\"}\r\n\r\ndata: plain\n\n";
-        let expected = "event: a\ndata: {\"n\":1,\"token\":\"[redacted:token]\"}\n\n: comment\nid: 2\r\ndata: {\"token\":\"[redacted:token]\"}\r\n\r\ndata: plain\n\n";
+        let expected = "event: a\ndata: {\"token\":\"[redacted:token]\",\ndata: \"n\":1}\n\n: comment\nid: 2\r\ndata: {\"token\":\"[redacted:token]\"}\r\n\r\ndata: plain\n\n";
         for size in [1, 3, 10, stream.len()] {
             let pieces: Vec<&[u8]> = stream.chunks(size).collect();
             assert_eq!(run(true, &pieces, 1000).unwrap(), expected, "{size}");
