@@ -470,3 +470,42 @@ def test_node_fetch_works_unchanged(api):
     assert "ann@example.com" not in json.dumps(seen["ok"]["body"])
     assert seen["denied"]["status"] == 403 and seen["denied"]["body"]["rule"] == "no-customer-deletes"
     assert seen["gone"]["status"] == 401 and seen["gone"]["body"]["error"] == "unauthenticated"
+
+
+def test_a_session_exports_as_har(api, tmp_path):
+    # One connection, three exchanges: allowed with a query, denied, and GraphQL.
+    with httpx.Client(base_url=f"{api.base}/billing", headers=bearer(api), timeout=20) as client:
+        assert client.get("/v1/customers", params={"status": "open", "mail": "har@example.com"}).status_code == 200
+        assert client.delete("/v1/customers/9").status_code == 403
+        assert client.post("/graphql", json={"query": "{ invoices { id } }"}).status_code == 200
+
+    def recorded(details):
+        return any(a["text"] == "DELETE /v1/customers/9" for a in details["statements"])
+
+    details = api.session_with(recorded, timeout=15)
+    out = tmp_path / "session.har"
+    api.cli("sessions", "export", details["session"]["id"], "--har", "-o", str(out))
+    har = json.loads(out.read_text())["log"]
+    assert har["version"] == "1.2" and har["creator"]["name"] == "sluice"
+    entries = har["entries"]
+    assert [(e["request"]["method"], e["response"]["status"]) for e in entries] == [
+        ("GET", 200), ("DELETE", 403), ("POST", 200)]
+    first = entries[0]
+    assert first["request"]["url"].startswith(f"http://127.0.0.1:{api_upstream_port(api)}/api/v1/customers?status=open")
+    # The query is as recorded: masked.
+    assert "har@example.com" not in json.dumps(har)
+    assert first["response"]["bodySize"] > 0 and first["time"] > 0 and first["startedDateTime"].endswith("Z")
+    assert entries[1]["_sluice"] == {"seq": 2, "verdict": "deny", "rule": "no-customer-deletes",
+                                     "error": None, "graphql": None}
+    assert entries[2]["_sluice"]["graphql"] == "query invoices"
+    # Only HTTP sessions have exchanges to export.
+    import psycopg
+    with psycopg.connect(api.dsn(api.agent_token, sslmode="disable")) as conn:
+        conn.execute("SELECT 1")
+    pg = api.session_with(lambda d: d["session"]["protocol"] == "postgres", timeout=15)
+    result = api.cli("sessions", "export", pg["session"]["id"], "--har", check=False)
+    assert result.returncode != 0 and "HTTP" in result.stderr, result.stderr
+
+
+def api_upstream_port(api):
+    return int(api.settings["connections"]["billing"]["url"].split(":")[2].split("/")[0])

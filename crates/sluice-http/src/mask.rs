@@ -191,11 +191,19 @@ impl JsonWalk<'_> {
                 if depth >= MAX_DEPTH {
                     return Err("it is nested too deeply".into());
                 }
-                let mut before = jiter.current_index();
-                let mut key = jiter.known_object().map_err(|e| e.to_string())?.map(str::to_string);
-                while let Some(name) = key {
+                let body = self.body;
+                // Keys as their bytes in the body (read as text only where they have escapes).
+                let span_of = |raw: &[u8]| -> Result<(usize, usize), String> {
+                    let at = (raw.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+                    match at >= 1 && at + raw.len() < body.len() {
+                        true => Ok((at - 1, at + raw.len() + 1)),
+                        false => Err("a key is not where it was read".into()),
+                    }
+                };
+                let mut key = jiter.next_object_bytes().map_err(|e| e.to_string())?.map(span_of).transpose()?;
+                while let Some((key_start, key_end)) = key {
+                    let name = string_text(&body[key_start..key_end])?;
                     // Keys can carry personal data too (an e-mail address as a key).
-                    let (key_start, key_end) = key_span(self.body, before, jiter.current_index());
                     if self.may_hold_findings(key_start, key_end)
                         && let Some(content) = &self.content
                         && let Some(masked) = content.mask_text(&name, &mut self.findings)
@@ -204,17 +212,16 @@ impl JsonWalk<'_> {
                     }
                     let keep_path = !self.sensitive.pointers.is_empty();
                     if keep_path {
-                        self.path.push(name.clone());
+                        self.path.push(name.to_string());
                     }
                     let sensitive = self.sensitive.keys.iter().any(|k| k.eq_ignore_ascii_case(&name))
                         || (keep_path && self.pointer_here());
                     let peek = jiter.peek().map_err(|e| e.to_string())?;
-                    self.value(jiter, peek, sensitive.then_some(name.as_str()), depth + 1)?;
+                    self.value(jiter, peek, sensitive.then_some(&*name), depth + 1)?;
                     if keep_path {
                         self.path.pop();
                     }
-                    before = jiter.current_index();
-                    key = jiter.next_key().map_err(|e| e.to_string())?.map(str::to_string);
+                    key = jiter.next_key_bytes().map_err(|e| e.to_string())?.map(span_of).transpose()?;
                 }
             }
             _ if peek.is_num() => {
@@ -269,15 +276,6 @@ impl JsonWalk<'_> {
         out.extend_from_slice(&self.body[at..]);
         Some(out)
     }
-}
-
-/// The span of an object's key (with its quotes) in `body[from..to]`, which holds the key and
-/// nothing but `{` or `,`, whitespace and `:` around it.
-fn key_span(body: &[u8], from: usize, to: usize) -> (usize, usize) {
-    let region = &body[from..to];
-    let start = memchr::memchr(b'"', region).map_or(from, |at| from + at);
-    let end = memchr::memrchr(b'"', region).map_or(to, |at| from + at + 1);
-    (start, end)
 }
 
 /// The text of a JSON string token (with its quotes), as a JSON reader reads it.

@@ -14,7 +14,7 @@ use sluice_store::vault::MasterKey;
 use sluice_store::{CredentialVault, TokenRow, TokenStore};
 use sluice_store_sqlite::{SessionFilter, SessionRow, SqliteStore};
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How often `sessions list --follow` looks for new sessions.
@@ -120,6 +120,18 @@ pub enum SessionsCommand {
         /// While playing, the longest pause between two events, in seconds.
         #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
         idle_limit: f64,
+    },
+    /// An HTTP session's exchanges as a HAR 1.2 file (for browsers' developer tools and HTTP
+    /// debugging proxies), from the audit log.
+    Export {
+        /// The session's id, as `sessions list` shows it.
+        id: String,
+        /// Write HAR (the one format there is so far).
+        #[arg(long, required = true)]
+        har: bool,
+        /// Write to this file instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 
@@ -272,7 +284,7 @@ pub async fn credential(config_path: &Path, cmd: CredentialCommand) -> Result<()
 }
 
 pub async fn sessions(config_path: &Path, cmd: SessionsCommand) -> Result<()> {
-    let (_, store) = open_store(config_path).await?;
+    let (config, store) = open_store(config_path).await?;
     match cmd {
         SessionsCommand::List { json, limit, since, identity, connection, verdict, follow } => {
             let since_us = since.as_deref().map(since_to_us).transpose()?;
@@ -303,6 +315,9 @@ pub async fn sessions(config_path: &Path, cmd: SessionsCommand) -> Result<()> {
                     }
                 }
             }
+        }
+        SessionsCommand::Export { id, har: _, output } => {
+            crate::har::export(&store, &config, &id, output.as_deref()).await?;
         }
         SessionsCommand::Replay { id, json, speed, idle_limit } => {
             let idle_limit = Duration::try_from_secs_f64(idle_limit)

@@ -4,6 +4,7 @@
 mod audit_cmd;
 mod commands;
 mod display;
+mod har;
 mod instance;
 mod mask_cmd;
 mod policy_cmd;

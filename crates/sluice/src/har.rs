@@ -1,0 +1,161 @@
+//! `sluice sessions export ID --har`: an HTTP session's exchanges as a HAR 1.2 log — the format
+//! browsers' developer tools and HTTP debugging proxies open — read from the audit log. What the log
+//! holds is what the HAR holds: the method, the path and query as recorded (masked), the status,
+//! the sizes, the time taken, and sluice's verdict, rule and error on each entry (`_sluice`).
+//! Headers and bodies are not recorded, so the entries have none.
+
+use crate::display::timestamp;
+use anyhow::{Result, bail};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use serde_json::{Value, json};
+use sluice_config::Config;
+use sluice_store_sqlite::SqliteStore;
+use std::path::Path;
+
+/// What is escaped in a path segment and in a query name or value of the rebuilt URLs.
+const PATH: &AsciiSet =
+    &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'<').add(b'>').add(b'?').add(b'`').add(b'{').add(b'}');
+const QUERY: &AsciiSet = &PATH.add(b'&').add(b'=').add(b'+').add(b'/');
+
+pub async fn export(store: &SqliteStore, config: &Config, id: &str, out: Option<&Path>) -> Result<()> {
+    let Some((session, _)) = store.session(id).await? else {
+        bail!("no session {id}\nhint: `sluice sessions list` shows the recorded sessions and their ids");
+    };
+    if session.protocol != "http" {
+        bail!("session {id} is a {} session; a HAR file holds HTTP exchanges", session.protocol);
+    }
+    // The upstream's base URL as configured now; the connection's name where it is gone.
+    let base = config
+        .connections
+        .get(&session.connection)
+        .and_then(|c| c.options.get("url"))
+        .and_then(|u| u.as_str())
+        .map_or_else(|| format!("http://{}", session.connection), |u| u.trim_end_matches('/').to_string());
+    let mut entries = Vec::new();
+    for record in store.session_records(id).await? {
+        let record: Value = serde_json::from_str(&record.encoded).map_err(|e| {
+            anyhow::anyhow!("record {} in the audit log is not JSON ({e}); run `sluice audit verify`", record.seq)
+        })?;
+        if record["event"]["kind"] == "action" {
+            entries.push(entry(&base, &record));
+        }
+    }
+    let har = json!({
+        "log": {
+            "version": "1.2",
+            "creator": { "name": "sluice", "version": env!("CARGO_PKG_VERSION") },
+            "comment": format!(
+                "session {} of {} on {}, from the audit log: paths and queries as recorded (masked); headers and bodies are not recorded",
+                session.id, session.identity, session.connection
+            ),
+            "pages": [],
+            "entries": entries,
+        }
+    });
+    let text = serde_json::to_string_pretty(&har)?;
+    match out {
+        Some(path) => std::fs::write(path, text + "\n")?,
+        None => println!("{text}"),
+    }
+    Ok(())
+}
+
+/// One recorded exchange as a HAR entry.
+fn entry(base: &str, record: &Value) -> Value {
+    let event = &record["event"];
+    let detail = &event["detail"];
+    let request = Request::parse(event["text"].as_str().unwrap_or_default());
+    let time_ms = event["duration_us"].as_f64().unwrap_or(0.0) / 1000.0;
+    let query: Vec<Value> = request.query.iter().map(|(n, v)| json!({ "name": n, "value": v })).collect();
+    let mut url = format!("{base}{}", utf8_percent_encode(request.path, PATH));
+    for (i, (name, value)) in request.query.iter().enumerate() {
+        url.push(if i == 0 { '?' } else { '&' });
+        url.push_str(&utf8_percent_encode(name, QUERY).to_string());
+        if !value.is_empty() {
+            url.push('=');
+            url.push_str(&utf8_percent_encode(value, QUERY).to_string());
+        }
+    }
+    let response_bytes = detail["response_bytes"].as_i64().unwrap_or(-1);
+    json!({
+        "startedDateTime": timestamp(record["at_us"].as_i64().unwrap_or(0)),
+        "time": time_ms,
+        "request": {
+            "method": request.method,
+            "url": url,
+            "httpVersion": "HTTP/1.1",
+            "cookies": [],
+            "headers": [],
+            "queryString": query,
+            "headersSize": -1,
+            "bodySize": detail["request_bytes"].as_i64().unwrap_or(-1),
+        },
+        "response": {
+            "status": detail["status"].as_u64().unwrap_or(0),
+            "statusText": "",
+            "httpVersion": "HTTP/1.1",
+            "cookies": [],
+            "headers": [],
+            "content": { "size": response_bytes, "mimeType": "" },
+            "redirectURL": "",
+            "headersSize": -1,
+            "bodySize": response_bytes,
+        },
+        "cache": {},
+        "timings": { "send": 0, "wait": time_ms, "receive": 0 },
+        "_sluice": {
+            "seq": event["seq"],
+            "verdict": event["verdict"],
+            "rule": event["rule"],
+            "error": detail["error"],
+            "graphql": request.graphql,
+        },
+    })
+}
+
+/// A recorded request line: `METHOD /path[ (kind fields)][?query]`.
+struct Request<'a> {
+    method: &'a str,
+    path: &'a str,
+    graphql: Option<&'a str>,
+    query: Vec<(&'a str, &'a str)>,
+}
+
+impl Request<'_> {
+    fn parse(text: &str) -> Request<'_> {
+        let (method, rest) = text.split_once(' ').unwrap_or((text, "/"));
+        // A GraphQL request's line names its operation in parentheses before the query.
+        let (path, graphql, query) = match rest.split_once(" (").and_then(|(p, r)| Some((p, r.split_once(')')?))) {
+            Some((path, (operation, query))) => (path, Some(operation), query.strip_prefix('?').unwrap_or(query)),
+            None => {
+                let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+                (path, None, query)
+            }
+        };
+        let query = query.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, ""))).collect();
+        Request { method, path, graphql, query }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_lines_are_read_back_into_method_path_operation_and_query() {
+        let r = Request::parse("GET /v1/customers?status=open&flag");
+        assert_eq!((r.method, r.path, r.graphql), ("GET", "/v1/customers", None));
+        assert_eq!(r.query, [("status", "open"), ("flag", "")]);
+        let r = Request::parse("POST /graphql (query invoices, me)?trace=1");
+        assert_eq!((r.method, r.path, r.graphql), ("POST", "/graphql", Some("query invoices, me")));
+        assert_eq!(r.query, [("trace", "1")]);
+        let record = json!({"at_us": 1_700_000_000_000_000i64, "event": {"kind": "action", "seq": 3,
+            "text": "GET /a b?q=x y&r=1/2", "duration_us": 1500, "verdict": "allow", "rule": "reads",
+            "detail": {"protocol": "http", "status": 200, "request_bytes": 0, "response_bytes": 42}}});
+        let e = entry("https://billing.internal/api", &record);
+        assert_eq!(e["request"]["url"], "https://billing.internal/api/a%20b?q=x%20y&r=1%2F2");
+        assert_eq!(e["response"]["status"], 200);
+        assert_eq!(e["time"], 1.5);
+        assert_eq!(e["_sluice"]["rule"], "reads");
+    }
+}
