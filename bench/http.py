@@ -32,11 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 UPSTREAM_TOKEN = "bench-upstream-secret"
 WORKLOADS = {"small-get": "small.json", "json-64k": "large.json"}
-TARGETS = ["direct", "nginx", "tokio-relay", "sluice"]
+TARGETS = ["direct", "nginx", "tokio-relay", "sluice-bare", "sluice"]
 
 # sluice decides every request against a policy of the shape operators write (a default deny,
 # reads allowed, an admin area off limits, payments reviewed), masks with every built-in detector
-# and a sensitive key, and records every exchange.
+# and a sensitive key, and records every exchange. sluice-bare decides against an empty policy,
+# masks nothing and records only sessions: what the relay costs before sluice's work.
 SLUICE_POLICY = """
 [policy]
 default = "deny"
@@ -54,6 +55,12 @@ name = "payments-reviewed"
 effect = "review"
 methods = ["POST"]
 paths = ["/v1/payments"]
+"""
+BARE_SETTINGS = """
+[recording]
+statements = false
+[masking]
+enabled = false
 """
 
 
@@ -192,8 +199,8 @@ http {{
             raise SystemExit("bench: plain_relay did not start")
         self.relay = {"base": f"http://127.0.0.1:{port}/api", "token": UPSTREAM_TOKEN, "pids": lambda: [proc.pid]}
 
-    def start_sluice(self):
-        d = self.work / "sluice"
+    def start_sluice(self, name, bare):
+        d = self.work / name
         d.mkdir()
         config = d / "sluice.toml"
         config.write_text(f"""
@@ -207,12 +214,13 @@ listen = "127.0.0.1:0"
 tls = "disable"
 [http]
 listen = "127.0.0.1:0"
+{BARE_SETTINGS if bare else ""}
 [connections.billing]
 protocol = "http"
 url = "http://127.0.0.1:{self.upstream_port}/api"
 password = "env:BENCH_UPSTREAM_TOKEN"
-sensitive_keys = ["password"]
-{SLUICE_POLICY}
+{"" if bare else 'sensitive_keys = ["password"]'}
+{"" if bare else SLUICE_POLICY}
 """)
         env = dict(os.environ, BENCH_UPSTREAM_TOKEN=UPSTREAM_TOKEN)
         binary = os.environ["SLUICE_BIN"]
@@ -229,24 +237,27 @@ sensitive_keys = ["password"]
                 raise SystemExit(f"bench: sluice did not start:\n{(d / 'sluice.log').read_text()[-2000:]}")
             if "http listening on" in line:
                 port = int(line.rsplit(":", 1)[1])
-        self.sluice = {"base": f"http://127.0.0.1:{port}/billing", "token": token, "pids": lambda: [proc.pid]}
+        return {"base": f"http://127.0.0.1:{port}/billing", "token": token, "pids": lambda: [proc.pid]}
 
     def targets(self):
         return {
             "direct": {"base": f"http://127.0.0.1:{self.upstream_port}/api", "token": UPSTREAM_TOKEN, "pids": list},
             "nginx": self.nginx_proxy,
             "tokio-relay": self.relay,
+            "sluice-bare": self.sluice_bare,
             "sluice": self.sluice,
         }
 
     def check(self, name, target, path):
-        """One request through the target before measuring: it must answer 200, masked where sluice is."""
-        cmd = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", f"{target['base']}/{path}"]
+        """One request through the target before measuring: it must answer 200, and sluice's masked."""
+        cmd = ["curl", "-sS", "-w", "\n%{http_code}", f"{target['base']}/{path}"]
         if target["token"]:
             cmd += ["-H", f"Authorization: Bearer {target['token']}"]
-        status = subprocess.run(cmd, capture_output=True, text=True).stdout
+        body, _, status = subprocess.run(cmd, capture_output=True, text=True).stdout.rpartition("\n")
         if status != "200":
             raise SystemExit(f"bench: {name} answered {status} for {path}")
+        if (name == "sluice") == ("@example.com" in body):
+            raise SystemExit(f"bench: {name}'s answer to {path} is {'not ' if name == 'sluice' else ''}masked")
 
     def run_one(self, name, target, path):
         cmd = ["wrk", "-t", str(self.args.threads), "-c", str(self.args.connections), "-d", f"{self.args.duration}s",
@@ -275,10 +286,12 @@ sensitive_keys = ["password"]
         self.start_upstream()
         self.start_proxy_nginx()
         self.start_relay()
-        self.start_sluice()
+        self.sluice_bare = self.start_sluice("sluice-bare", bare=True)
+        self.sluice = self.start_sluice("sluice", bare=False)
         targets = self.targets()
         runs = []
-        for workload, path in WORKLOADS.items():
+        for workload in self.args.workloads:
+            path = WORKLOADS[workload]
             for name, target in targets.items():
                 self.check(name, target, path)
             for round_ in range(self.args.rounds):
@@ -305,7 +318,7 @@ sensitive_keys = ["password"]
 
 def summarise(runs):
     summary = {}
-    for workload in WORKLOADS:
+    for workload in dict.fromkeys(r["workload"] for r in runs):
         rows = [r for r in runs if r["workload"] == workload]
         rounds = {}
         for r in rows:
@@ -353,6 +366,7 @@ def main():
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
     if args.quick:

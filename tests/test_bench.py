@@ -37,3 +37,21 @@ def test_benchmark_quick_mode_runs_every_target_and_workload(tmp_path):
     assert set(report["peak_rss_kib"]) == {"pgbouncer", "tokio-relay", "sluice-bare", "sluice-full", "sluice-batched"}
     assert "| select-simple | sluice-full |" in (tmp_path / "latest.md").read_text()
     assert "Approve → release" in (tmp_path / "latest.md").read_text()
+
+
+def test_http_benchmark_quick_mode_runs_every_target_and_workload(tmp_path):
+    env = dict(os.environ, SLUICE_BIN=str(sluice_binary()))
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "http.py"), "--quick", "--out", str(tmp_path)],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "http-latest.json").read_text())
+    summary = report["summary"]
+    assert set(summary) == {"small-get", "json-64k"}
+    for workload, targets in summary.items():
+        assert set(targets) == {"direct", "nginx", "tokio-relay", "sluice-bare", "sluice"}
+        for name, entry in targets.items():
+            assert entry["failed"] == 0
+            assert entry["rps"] > 0 and entry["p99_ms"] > 0
+            if name != "direct":
+                assert entry["proxy_cpu_us_per_request"] > 0
+    assert "| json-64k | sluice |" in (tmp_path / "http-latest.md").read_text()
