@@ -325,7 +325,7 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
     *upstream.method_mut() = parts.method.clone();
     *upstream.uri_mut() = uri;
     *upstream.headers_mut() = headers;
-    let response = match tokio::time::timeout(options.timeout, options.client.request(upstream)).await {
+    let response = match tokio::time::timeout(options.timeout, options.client().request(upstream)).await {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
             let why = format!(

@@ -178,7 +178,11 @@ pub struct HttpTarget {
     /// The base URL's path, without a trailing '/'.
     pub base_path: String,
     pub presentation: Presentation,
+    /// The client the OAuth 2 token cache fetches with; requests use `client()`.
     pub client: UpstreamClient,
+    connector: HttpsConnector<HttpConnector>,
+    /// Which prepared target this is, for the per-thread pools.
+    id: u64,
     pub timeout: Duration,
     pub graphql_paths: Vec<String>,
     pub sensitive: Arc<Sensitive>,
@@ -196,7 +200,8 @@ impl HttpTarget {
         let uri: Uri = options.url.parse().map_err(|e| format!("url: {e}"))?;
         let scheme = uri.scheme().cloned().ok_or("url: no scheme")?;
         let authority = uri.authority().cloned().ok_or("url: no host")?;
-        let client = upstream_client(options)?;
+        let connector = upstream_connector(options)?;
+        let client = pooled(connector.clone());
         let presentation = match options.auth.as_str() {
             "bearer" => Presentation::Bearer,
             "basic" => Presentation::Basic { username: options.username.clone().unwrap_or_default() },
@@ -221,6 +226,8 @@ impl HttpTarget {
             base_path: uri.path().trim_end_matches('/').to_string(),
             presentation,
             client,
+            connector,
+            id: NEXT_TARGET_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             timeout: Duration::from_secs(options.timeout_s),
             graphql_paths: options.graphql_paths.clone(),
             sensitive: Arc::new(Sensitive {
@@ -235,8 +242,42 @@ impl HttpTarget {
     }
 }
 
-/// The pooled client to one upstream: HTTP/1.1 or HTTP/2 (by ALPN) over TLS, HTTP/1.1 in clear.
-fn upstream_client(options: &HttpConnectionOptions) -> Result<UpstreamClient, String> {
+static NEXT_TARGET_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+thread_local! {
+    /// Each session worker's own pooled clients, by target: a pooled connection's task runs on
+    /// the thread that opened it, so a pool shared between workers would hand requests across
+    /// threads (a wake-up each way, every request).
+    static CLIENTS: std::cell::RefCell<Vec<(u64, UpstreamClient)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Targets a worker keeps clients for; past it (after many reloads) the list starts again.
+const CLIENTS_PER_THREAD: usize = 256;
+
+impl HttpTarget {
+    /// This thread's pooled client to the upstream.
+    pub fn client(&self) -> UpstreamClient {
+        CLIENTS.with(|clients| {
+            let mut clients = clients.borrow_mut();
+            if let Some((_, client)) = clients.iter().find(|(id, _)| *id == self.id) {
+                return client.clone();
+            }
+            if clients.len() >= CLIENTS_PER_THREAD {
+                clients.clear();
+            }
+            let client = pooled(self.connector.clone());
+            clients.push((self.id, client.clone()));
+            client
+        })
+    }
+}
+
+fn pooled(connector: HttpsConnector<HttpConnector>) -> UpstreamClient {
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector)
+}
+
+/// The connector to one upstream: HTTP/1.1 or HTTP/2 (by ALPN) over TLS, HTTP/1.1 in clear.
+fn upstream_connector(options: &HttpConnectionOptions) -> Result<HttpsConnector<HttpConnector>, String> {
     let mut roots = rustls::RootCertStore::empty();
     match &options.ca_file {
         Some(path) => {
@@ -275,6 +316,5 @@ fn upstream_client(options: &HttpConnectionOptions) -> Result<UpstreamClient, St
         }
         None => builder,
     };
-    let connector = builder.enable_all_versions().wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector))
+    Ok(builder.enable_all_versions().wrap_connector(http))
 }
