@@ -43,6 +43,12 @@ effect = "deny"
 graphql = { operations = ["mutation"] }
 
 [[policy.rules]]
+name = "no-admin-sockets"
+effect = "deny"
+paths = ["/ws-admin"]
+reason = "the admin socket is off limits"
+
+[[policy.rules]]
 name = "forced-echo-denied"
 effect = "deny"
 paths = ["/echo/**"]
@@ -509,3 +515,48 @@ def test_a_session_exports_as_har(api, tmp_path):
 
 def api_upstream_port(api):
     return int(api.settings["connections"]["billing"]["url"].split(":")[2].split("/")[0])
+
+
+def test_a_websocket_is_decided_on_its_path_then_joined_masked_and_recorded(api):
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    url = f"ws://127.0.0.1:{api.base.rsplit(':', 1)[1]}/billing/ws?room=1"
+    with connect(url, additional_headers=bearer(api), open_timeout=20) as ws:
+        ws.send("hello from carol@example.com")
+        answer = json.loads(ws.recv(timeout=20))
+        ws.send("second")
+        second = json.loads(ws.recv(timeout=20))
+    # The upstream accepted the held credential; what it sends back (the address it echoes too)
+    # is masked like a response.
+    assert answer["echo"] == "hello from [redacted:email]" and second["echo"] == "second"
+    assert answer["contact"] == "[redacted:email]" and answer["password"] == "[redacted:password]"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url.replace("/ws?", "/ws-admin?"), additional_headers=bearer(api), open_timeout=20)
+    assert refused.value.response.status_code == 403
+    assert json.loads(refused.value.response.body)["rule"] == "no-admin-sockets"
+
+    def recorded(details):
+        texts = [a["text"] for a in details["statements"]]
+        return "GET /ws?room=1" in texts and any(t.startswith("WS /ws ended:") for t in texts)
+
+    texts = [(a["text"], a["tag"]) for a in api.session_with(recorded, timeout=15)["statements"]]
+    assert ("WS /ws → text hello from [redacted:email]", "HTTP 101") in texts
+    assert any(t.startswith("WS /ws ← text") and "ws@example.com" not in t and "[redacted" in t for t, _ in texts)
+    assert ("WS /ws → text second", "HTTP 101") in texts
+
+
+def test_a_websocket_ends_when_its_token_is_revoked(api):
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    token = api.token(identity="ws-revokee")
+    url = f"ws://127.0.0.1:{api.base.rsplit(':', 1)[1]}/billing/ws"
+    with connect(url, additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=20) as ws:
+        ws.send("before")
+        assert json.loads(ws.recv(timeout=20))["echo"] == "before"
+        api.cli("token", "revoke", token.split("_")[1])
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=15)
+    assert closed.value.rcvd.code == 1008 and "revoked" in closed.value.rcvd.reason

@@ -17,7 +17,8 @@ from graphql import build_schema, graphql
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 TOKEN = os.environ.get("UPSTREAM_TOKEN", "upstream-secret")
 
@@ -183,7 +184,24 @@ async def graphql_endpoint(request):
     return JSONResponse(out)
 
 
+async def ws_echo(websocket: WebSocket):
+    # Refuses a handshake without the upstream's own credential, then echoes each message with
+    # a contact address the gateway has to mask.
+    if websocket.headers.get("authorization") != f"Bearer {TOKEN}":
+        await websocket.close(code=4401)
+        return
+    await websocket.accept()
+    try:
+        while True:
+            text = await websocket.receive_text()
+            await websocket.send_text(json.dumps({"echo": text, "contact": "ws@example.com", "password": "pw"}))
+    except Exception:
+        pass
+
+
 app = Starlette(routes=[
+    WebSocketRoute("/api/ws", ws_echo),
+    WebSocketRoute("/api/ws-admin", ws_echo),
     Route("/api/v1/customers", guard(customers)),
     Route("/api/v1/customers/{id}", guard(customer), methods=["GET", "DELETE"]),
     Route("/api/v1/payments", guard(payments), methods=["POST"]),

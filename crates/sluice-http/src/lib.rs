@@ -15,6 +15,7 @@ mod request;
 mod response;
 mod service;
 mod target;
+mod websocket;
 
 pub use response::Oversize;
 pub use target::{HttpConnectionOptions, HttpTarget};

@@ -12,12 +12,14 @@ use crate::mask::BodyMasker;
 use crate::reply::Answer;
 use crate::response::{self, BodyError, OnEnd, Shape, Streamed};
 use crate::target::{HttpTarget, Presentation};
+use crate::websocket;
 use crate::{HttpListenerConfig, request};
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sha2::{Digest, Sha256};
@@ -49,6 +51,8 @@ struct Conn<G: Gate> {
     peer: String,
     verdicts: Verdicts,
     open: tokio::sync::Mutex<Option<Open<G::Session>>>,
+    /// The WebSocket the connection became, relayed by its own task.
+    websocket: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerConfig>, accepted: Accepted) {
@@ -65,6 +69,7 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
         peer: peer.to_string(),
         verdicts: verdicts.clone(),
         open: tokio::sync::Mutex::new(None),
+        websocket: parking_lot::Mutex::new(None),
     });
     let service = {
         let conn = Arc::clone(&conn);
@@ -95,20 +100,29 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
         };
         drop(ticket);
         let io = TokioIo::new(Watched::new(stream, verdicts));
-        if let Err(e) = builder.serve_connection(io, service).await {
+        if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
             tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+        }
+        // A connection that became a WebSocket lasts as long as it (and its session with it).
+        let joined = conn.websocket.lock().take();
+        if let Some(joined) = joined {
+            let _ = joined.await;
         }
     };
     tokio::select! {
         _ = served => {}
-        _ = stop.signalled() => {}
+        _ = stop.signalled() => {
+            if let Some(joined) = conn.websocket.lock().take() {
+                joined.abort();
+            }
+        }
     }
     if let Some(open) = conn.open.lock().await.take() {
         open.session.end("the client closed the connection".into());
     }
 }
 
-async fn handle<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Reply {
+async fn handle<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Reply {
     match pipeline(conn, req).await {
         Ok(reply) => reply,
         Err((status, answer)) => {
@@ -129,7 +143,7 @@ fn bad_request(reason: impl Into<String>, hint: &str) -> Refused {
     (StatusCode::BAD_REQUEST, Answer::new("bad_request", reason, hint))
 }
 
-async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Reply, Refused> {
+async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Result<Reply, Refused> {
     let started = Instant::now();
     let started_at_us = now_us();
     if req.version() <= Version::HTTP_11 {
@@ -154,13 +168,23 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
         );
         return Err((StatusCode::METHOD_NOT_ALLOWED, answer));
     }
-    if let Some(upgrade) = req.headers().get(header::UPGRADE)
+    // A WebSocket upgrade (HTTP/1.1 GET) is decided like any request and joined once the
+    // upstream switches; any other upgrade is not relayed.
+    let websocket = websocket::is_upgrade(req.headers());
+    if websocket && (req.method() != Method::GET || req.version() != Version::HTTP_11) {
+        return Err(bad_request(
+            "a WebSocket upgrade is an HTTP/1.1 GET",
+            "open the WebSocket with GET over HTTP/1.1 (sluice does not take WebSockets over HTTP/2)",
+        ));
+    }
+    if !websocket
+        && let Some(upgrade) = req.headers().get(header::UPGRADE)
         && !upgrade.as_bytes().eq_ignore_ascii_case(b"h2c")
     {
         let answer = Answer::new(
             "upgrade_not_relayed",
-            "protocol upgrades (WebSocket) are not relayed yet",
-            "call the API with plain HTTP requests",
+            "protocol upgrades other than WebSocket are not relayed",
+            "call the API with plain HTTP requests, or open a WebSocket",
         );
         return Err((StatusCode::NOT_IMPLEMENTED, answer));
     }
@@ -218,7 +242,7 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
     // the target's time, so that a client trickling it cannot hold the connection.
     let session_id = Arc::clone(open.session.id());
     drop(open_guard);
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let read = tokio::time::timeout(options.timeout, Limited::new(body, conn.config.max_request_body).collect());
     let body = match read.await {
         Err(_) => {
@@ -300,6 +324,9 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
     let credential = open.grant.credential.clone();
     let masking = open.grant.obligations.masking.clone();
     let log = open.log.clone();
+    // After an upgrade the connection carries nothing but the WebSocket, whose messages take
+    // the session's next sequence numbers.
+    let next_seq = open.seq + 1;
     drop(open_guard);
     // Upstream. A failure from here on is the upstream's: recorded as an allowed exchange that
     // sluice answered for.
@@ -310,6 +337,9 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
     let uri = forward::upstream_uri(options, &action, trailing_slash)
         .map_err(|e| (StatusCode::BAD_GATEWAY, Answer::new("upstream_unavailable", e, "tell an operator")))?;
     let mut headers = forward::request_headers(&parts.headers);
+    if websocket {
+        websocket::upstream_headers(&parts.headers, &mut headers);
+    }
     let on_wire = match forward::present(options, credential.as_ref(), &mut headers).await {
         Ok(on_wire) => on_wire,
         Err(e) => {
@@ -366,6 +396,38 @@ async fn pipeline<G: Gate>(conn: &Conn<G>, req: Request<Incoming>) -> Result<Rep
         upstream_failed(StatusCode::BAD_GATEWAY, "upstream_response_refused", e.to_string(), "tell an operator")
     })?;
     let masker = BodyMasker::new(masking, Arc::clone(&options.sensitive), on_wire);
+    if websocket && head.status == StatusCode::SWITCHING_PROTOCOLS {
+        let client_upgrade = parts.extensions.remove::<OnUpgrade>().ok_or_else(|| {
+            upstream_failed(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                "the client's connection cannot be upgraded".into(),
+                "open the WebSocket over HTTP/1.1",
+            )
+        })?;
+        let mut reply = Response::new(http_body_util::Either::Left(Full::new(Bytes::new())));
+        *reply.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        *reply.headers_mut() = websocket::client_headers(&head.headers);
+        let upstream_upgrade = hyper::upgrade::on(Response::from_parts(head, upstream_body));
+        exchange.finish(&log, "allow", &rule, 101, 0, None);
+        let recording =
+            websocket::Recording { log, next_seq, rule: Arc::from(rule.as_str()), path: action.path.clone() };
+        let standing = {
+            let conn = Arc::clone(conn);
+            move || {
+                let (conn, session_id) = (Arc::clone(&conn), Arc::clone(&session_id));
+                async move {
+                    let open = conn.open.lock().await;
+                    open.as_ref().is_some_and(|o| {
+                        *o.session.id() == session_id && matches!(o.session.standing(), Standing::Valid)
+                    })
+                }
+            }
+        };
+        let joined = websocket::relay(client_upgrade, upstream_upgrade, masker, limit, recording, standing);
+        *conn.websocket.lock() = Some(tokio::spawn(joined));
+        return Ok(reply);
+    }
     let mut headers = forward::response_headers(&head.headers);
     for value in headers.values_mut() {
         if let Some(clean) = masker.clean_text(value.as_bytes()) {

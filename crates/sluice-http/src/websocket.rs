@@ -1,0 +1,250 @@
+//! WebSocket upgrades: the upgrade request is decided like any request (on its method, path,
+//! query and headers) and sent upstream with the held credential; once the upstream switches
+//! protocols, the two connections are joined message by message — each message recorded (an
+//! excerpt, masked), the upstream's text and binary messages masked as response bodies are — until
+//! either side closes, the client's token stops being valid, or sluice stops.
+
+use crate::mask::BodyMasker;
+use futures_util::{SinkExt, StreamExt};
+use hyper::HeaderMap;
+use hyper::header::{self, HeaderValue};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use sluice_core::ActionDetail;
+use sluice_gate::{Outcome, SessionLog};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Bytes as WsBytes, Message, Utf8Bytes};
+
+/// How often a joined WebSocket checks that the client's token is still valid.
+const STANDING_CHECK: Duration = Duration::from_secs(2);
+/// How much of each message its record keeps.
+const EXCERPT_CHARS: usize = 200;
+
+/// Whether a request asks to become a WebSocket (`Upgrade: websocket`).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("websocket"))))
+}
+
+/// The upstream request's upgrade fields, on top of the cleaned request headers: the upgrade
+/// itself, and the client's key, version and subprotocols. Extensions are not passed: a
+/// compressed message could not be read to be recorded or masked.
+pub fn upstream_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    to.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    to.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    to.remove(header::SEC_WEBSOCKET_EXTENSIONS);
+    for name in [header::SEC_WEBSOCKET_KEY, header::SEC_WEBSOCKET_VERSION, header::SEC_WEBSOCKET_PROTOCOL] {
+        to.remove(&name);
+        for value in from.get_all(&name) {
+            to.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// The client's answer: the upstream's switch, with its accept key and chosen subprotocol.
+pub fn client_headers(upstream: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    out.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    out.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    for name in [header::SEC_WEBSOCKET_ACCEPT, header::SEC_WEBSOCKET_PROTOCOL] {
+        if let Some(value) = upstream.get(&name) {
+            out.insert(name, value.clone());
+        }
+    }
+    out
+}
+
+/// What a joined WebSocket records with.
+pub struct Recording<L: SessionLog> {
+    pub log: L,
+    /// The sequence number of the session's next action.
+    pub next_seq: u64,
+    pub rule: Arc<str>,
+    /// The upgrade's request line, which every message's record names.
+    pub path: String,
+}
+
+/// Joins the client's and the upstream's upgraded connections and relays messages until one side
+/// closes, `standing` says the session may not go on, or `stop` fires.
+pub async fn relay<L, S, F>(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    masker: BodyMasker,
+    max_message: usize,
+    mut recording: Recording<L>,
+    standing: S,
+) where
+    L: SessionLog,
+    S: Fn() -> F + Send,
+    F: Future<Output = bool> + Send,
+{
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(e) => {
+            let why = format!("the WebSocket could not be joined: {e}");
+            return recording.note(Direction::Ended, 0, &why, Some(why.clone()));
+        }
+    };
+    let config = WebSocketConfig::default().max_message_size(Some(max_message)).max_frame_size(Some(max_message));
+    let mut client = WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, Some(config)).await;
+    let mut upstream = WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, Some(config)).await;
+    let mut check = tokio::time::interval(STANDING_CHECK);
+    let ended = loop {
+        tokio::select! {
+            message = client.next() => match message {
+                Some(Ok(message)) => {
+                    let closing = message.is_close();
+                    recording.message(Direction::Up, &message, &masker);
+                    if let Err(e) = upstream.send(message).await {
+                        break format!("the upstream's side broke: {e}");
+                    }
+                    if closing {
+                        break "the client closed the WebSocket".into();
+                    }
+                }
+                Some(Err(e)) => break format!("the client's side broke: {e}"),
+                None => break "the client went away".into(),
+            },
+            message = upstream.next() => match message {
+                Some(Ok(message)) => {
+                    let closing = message.is_close();
+                    let message = clean(message, &masker);
+                    recording.message(Direction::Down, &message, &masker);
+                    if let Err(e) = client.send(message).await {
+                        break format!("the client's side broke: {e}");
+                    }
+                    if closing {
+                        break "the upstream closed the WebSocket".into();
+                    }
+                }
+                Some(Err(e)) => break format!("the upstream's side broke: {e}"),
+                None => break "the upstream went away".into(),
+            },
+            _ = check.tick() => {
+                if !standing().await {
+                    let close = Message::Close(Some(CloseFrame {
+                        code: CloseCode::Policy,
+                        reason: Utf8Bytes::from_static("sluice: the token was revoked or has expired"),
+                    }));
+                    let _ = client.send(close.clone()).await;
+                    let _ = upstream.send(close).await;
+                    break "the token was revoked or has expired".into();
+                }
+            }
+        }
+    };
+    let _ = client.close(None).await;
+    let _ = upstream.close(None).await;
+    recording.note(Direction::Ended, 0, &ended, None);
+}
+
+/// An upstream message as the client may have it: text and binary cleaned as response bodies are.
+fn clean(message: Message, masker: &BodyMasker) -> Message {
+    match message {
+        Message::Text(text) => match masker.clean(text.as_bytes()) {
+            Ok(None) => Message::Text(text),
+            Ok(Some(clean)) => Message::text(String::from_utf8_lossy(&clean).into_owned()),
+            Err(e) => Message::text(format!("[sluice: message withheld: {e}]")),
+        },
+        Message::Binary(data) => match masker.clean_text(&data) {
+            None => Message::Binary(data),
+            Some(clean) => Message::Binary(WsBytes::from(clean)),
+        },
+        other => other,
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Direction {
+    /// From the client to the upstream.
+    Up,
+    /// From the upstream to the client.
+    Down,
+    /// The WebSocket is over.
+    Ended,
+}
+
+impl<L: SessionLog> Recording<L> {
+    fn message(&mut self, direction: Direction, message: &Message, masker: &BodyMasker) {
+        if !self.log.records_outcomes() {
+            return;
+        }
+        let (what, size) = match message {
+            Message::Text(text) => {
+                let shown = masker.clean_text(text.as_bytes()).map(|c| String::from_utf8_lossy(&c).into_owned());
+                let shown = shown.as_deref().unwrap_or(text.as_str());
+                let cut: String = shown.chars().take(EXCERPT_CHARS).collect();
+                let more = if shown.chars().count() > EXCERPT_CHARS { "…" } else { "" };
+                (format!("text {cut}{more}"), text.len())
+            }
+            Message::Binary(data) => (format!("binary, {} bytes", data.len()), data.len()),
+            Message::Close(frame) => {
+                let why = frame.as_ref().map(|f| format!(" ({} {})", u16::from(f.code), f.reason)).unwrap_or_default();
+                (format!("close{why}"), 0)
+            }
+            // Pings and pongs keep the connection alive; they say nothing.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return,
+        };
+        self.note(direction, size, &what, None);
+    }
+
+    fn note(&mut self, direction: Direction, size: usize, what: &str, error: Option<String>) {
+        if !self.log.records_outcomes() {
+            return;
+        }
+        let arrow = match direction {
+            Direction::Up => "→",
+            Direction::Down => "←",
+            Direction::Ended => "ended:",
+        };
+        let (request_bytes, response_bytes) = match direction {
+            Direction::Up => (size as u64, 0),
+            _ => (0, size as u64),
+        };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let started = Instant::now();
+        self.log.finish(
+            seq,
+            Outcome {
+                text: Arc::from(format!("WS {} {arrow} {what}", self.path)),
+                started_at_us: sluice_core::audit::now_us(),
+                duration_us: i64::try_from(started.elapsed().as_micros()).unwrap_or(0),
+                decision: "allow",
+                rule: Some(Arc::clone(&self.rule)),
+                detail: ActionDetail::Http { status: 101, request_bytes, response_bytes, error },
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_websocket_upgrades_are_joined_and_extensions_never_go_upstream() {
+        let mut from = HeaderMap::new();
+        from.insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
+        from.insert(header::SEC_WEBSOCKET_KEY, HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="));
+        from.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        from.insert(header::SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_static("permessage-deflate"));
+        assert!(is_upgrade(&from));
+        let mut to = from.clone();
+        upstream_headers(&from, &mut to);
+        assert_eq!(to.get_all(header::SEC_WEBSOCKET_KEY).iter().count(), 1);
+        assert_eq!(to[header::UPGRADE], "websocket");
+        assert_eq!(to[header::SEC_WEBSOCKET_KEY], "dGhlIHNhbXBsZSBub25jZQ==");
+        assert!(to.get(header::SEC_WEBSOCKET_EXTENSIONS).is_none());
+        let mut other = HeaderMap::new();
+        other.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        assert!(!is_upgrade(&other));
+    }
+}
