@@ -17,4 +17,4 @@ if [ -z "${SLUICE_BIN:-}" ]; then
     export SLUICE_BIN="${CARGO_TARGET_DIR:-$(pwd)/target}/release/sluice"
   fi
 fi
-exec .venv/bin/python bench/http.py "$@"
+exec .venv/bin/python bench/http_bench.py "$@"

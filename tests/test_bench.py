@@ -41,7 +41,7 @@ def test_benchmark_quick_mode_runs_every_target_and_workload(tmp_path):
 
 def test_http_benchmark_quick_mode_runs_every_target_and_workload(tmp_path):
     env = dict(os.environ, SLUICE_BIN=str(sluice_binary()))
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "http.py"), "--quick", "--out", str(tmp_path)],
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "http_bench.py"), "--quick", "--out", str(tmp_path)],
                             capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "http-latest.json").read_text())
