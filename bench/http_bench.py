@@ -9,8 +9,8 @@ of customers whose e-mail addresses sluice masks (every string walked, the list 
 Runs are interleaved (for each workload, every target once per round); figures are medians, and
 ratios are medians of per-round ratios. CPU per request is the proxy's own (user + system, from
 /proc: every nginx process of the proxy instance, sluice's one process); latency added is the
-target's p99 minus direct's p99 in the same round. Called by bench/http.sh, which builds sluice
-first."""
+target's p99 minus direct's p99 in the same round. Called by `bench/run.sh http`, which builds
+sluice first."""
 
 import argparse
 import datetime
@@ -28,8 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run  # noqa: E402
+from run import ROOT, free_port  # noqa: E402
+
 UPSTREAM_TOKEN = "bench-upstream-secret"
 WORKLOADS = {"small-get": "small.json", "json-64k": "large.json"}
 TARGETS = ["direct", "nginx", "tokio-relay", "sluice-bare", "sluice"]
@@ -64,18 +66,8 @@ enabled = false
 """
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def cpu_seconds(pids):
-    total = 0.0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return total
+    return sum(sum(run.cpu_seconds(pid)) for pid in pids)
 
 
 def children(pid):
@@ -380,7 +372,7 @@ def main():
     meta = {
         "when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.release()}",
-        "command": "bench/http.sh " + " ".join(sys.argv[1:]),
+        "command": "bench/run.sh http " + " ".join(sys.argv[1:]),
         "rounds": args.rounds, "duration": args.duration, "connections": args.connections, "threads": args.threads,
     }
     out = Path(args.out)

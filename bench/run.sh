@@ -5,6 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh bench
+# `bench/run.sh http ...` runs the HTTP benchmark (bench/http_bench.py) instead.
+script=bench/run.py
+if [ "${1:-}" = http ]; then
+  shift
+  script=bench/http_bench.py
+fi
 quick=0
 for arg in "$@"; do [ "$arg" = "--quick" ] && quick=1; done
 if [ -z "${SLUICE_BIN:-}" ]; then
@@ -16,4 +22,4 @@ if [ -z "${SLUICE_BIN:-}" ]; then
     export SLUICE_BIN="${CARGO_TARGET_DIR:-$(pwd)/target}/release/sluice"
   fi
 fi
-exec .venv/bin/python bench/run.py "$@"
+exec .venv/bin/python "$script" "$@"
