@@ -86,6 +86,7 @@ def api(pg, upstream):
                           "password": "env:WRONG_TOKEN"},
     }
     gw = Sluice(pg, extra_toml=RULES, settings={"connections": connections,
+                                                "recording": {"result_rows": 5, "result_max_bytes": 120},
                                                          "http": {"listen": "127.0.0.1:0", "oversize": "truncate",
                                                                   "max_response_body_bytes": 65536}},
                 env={"BILLING_TOKEN": "upstream-secret", "WRONG_TOKEN": "not-the-upstream-secret"})
@@ -193,6 +194,9 @@ def test_paths_servers_read_differently_are_refused(api, path):
     ["-H", "X-Original-URL: /admin/users"],
     ["-H", "X-Rewrite-URL: /admin/users"],
     ["-X", "POST", "--url-query", "_method=DELETE"],
+    ["-d", "_method=DELETE"],
+    ["-F", "_method=DELETE"],
+    ["-H", "Content-Type: application/json", "-d", '{"_method": "DELETE"}'],
 ])
 def test_method_and_path_overrides_are_refused(api, override):
     status, body = curl(*override, f"{api.base}/billing/v1/customers/2", token=api.agent_token)
@@ -504,6 +508,13 @@ def test_a_session_exports_as_har(api, tmp_path):
     assert entries[1]["_sluice"] == {"seq": 2, "verdict": "deny", "rule": "no-customer-deletes",
                                      "error": None, "graphql": None}
     assert entries[2]["_sluice"]["graphql"] == "query invoices"
+    # The bodies' beginnings are kept ([recording] result_rows), masked and cut.
+    assert "invoices" in entries[2]["request"]["postData"]["text"]
+    content = first["response"]["content"]["text"]
+    assert content.startswith('[{"id":1,') and "[redacted:email]" in content and "ann@example.com" not in content
+    assert len(content) <= 121 and content.endswith("…")
+    replay = api.cli("sessions", "replay", details["session"]["id"]).stdout
+    assert "→ HTTP 403" in replay and "response: [{" in replay
     # Only HTTP sessions have exchanges to export.
     import psycopg
     with psycopg.connect(api.dsn(api.agent_token, sslmode="disable")) as conn:

@@ -30,11 +30,15 @@ pub(crate) fn record(instance: &str, seq: u64, r: &AuditRecord) -> String {
 fn text_len(event: &AuditEvent) -> usize {
     match event {
         AuditEvent::Action(a) => {
-            let result = match &a.detail {
-                ActionDetail::Sql { result, .. } => result.as_ref(),
-                ActionDetail::Http { .. } => None,
+            let extra = match &a.detail {
+                ActionDetail::Sql { result, .. } => {
+                    result.as_ref().map_or(0, |r| 64 + r.columns.len() * 16 + r.rows().count() * 48)
+                }
+                ActionDetail::Http { excerpts, .. } => excerpts.as_ref().map_or(0, |e| {
+                    64 + e.request.as_ref().map_or(0, String::len) + e.response.as_ref().map_or(0, String::len)
+                }),
             };
-            a.text.len() + result.map_or(0, |r| 64 + r.columns.len() * 16 + r.rows().count() * 48)
+            a.text.len() + extra
         }
         AuditEvent::ActionDecided { text, .. } => text.len(),
         _ => 0,
@@ -91,7 +95,7 @@ fn action_record(out: &mut Json, a: &ActionRecord) {
         ActionDetail::Sql { path, rows, tag, error_code, error_message, result } => {
             (path, rows, tag, error_code, error_message, result)
         }
-        ActionDetail::Http { status, request_bytes, response_bytes, error } => {
+        ActionDetail::Http { status, request_bytes, response_bytes, error, excerpts } => {
             out.raw(",\"detail\":{\"protocol\":\"http\",\"status\":");
             out.number(*status);
             out.raw(",\"request_bytes\":");
@@ -99,6 +103,15 @@ fn action_record(out: &mut Json, a: &ActionRecord) {
             out.raw(",\"response_bytes\":");
             out.number(*response_bytes);
             out.optional("error", error.as_deref());
+            if let Some(excerpts) = excerpts {
+                out.raw(",\"excerpts\":{\"request\":");
+                match &excerpts.request {
+                    Some(text) => out.string(text),
+                    None => out.raw("null"),
+                }
+                out.optional("response", excerpts.response.as_deref());
+                out.raw("}");
+            }
             out.raw("}");
             return;
         }
@@ -209,7 +222,7 @@ impl Json {
 mod tests {
     use super::*;
     use serde::Serialize;
-    use sluice_core::{AdminAction, AuthOutcome, ExcerptLimits, Principal, Protocol, ResultExcerpt};
+    use sluice_core::{AdminAction, AuthOutcome, ExcerptLimits, HttpExcerpts, Principal, Protocol, ResultExcerpt};
     use std::sync::Arc;
 
     /// The reference: the same envelope, through serde.
@@ -302,6 +315,7 @@ mod tests {
                     request_bytes: 0,
                     response_bytes: u64::MAX,
                     error: Some(AWKWARD.into()),
+                    excerpts: Some(Box::new(HttpExcerpts { request: None, response: Some(AWKWARD.into()) })),
                 },
             }),
             AuditEvent::Action(ActionRecord {
@@ -310,7 +324,27 @@ mod tests {
                 duration_us: 7,
                 verdict: "allow",
                 rule: Some("r".into()),
-                detail: ActionDetail::Http { status: 200, request_bytes: 1, response_bytes: 2, error: None },
+                detail: ActionDetail::Http {
+                    status: 200,
+                    request_bytes: 1,
+                    response_bytes: 2,
+                    error: None,
+                    excerpts: None,
+                },
+            }),
+            AuditEvent::Action(ActionRecord {
+                seq: 3,
+                text: Arc::from("POST /"),
+                duration_us: 7,
+                verdict: "allow",
+                rule: None,
+                detail: ActionDetail::Http {
+                    status: 201,
+                    request_bytes: 1,
+                    response_bytes: 2,
+                    error: None,
+                    excerpts: Some(Box::new(HttpExcerpts { request: Some(AWKWARD.into()), response: None })),
+                },
             }),
             AuditEvent::ActionDecided { action: "sql", text: Arc::from(AWKWARD), verdict: "allow", rule: None },
             AuditEvent::ActionDecided { action: "sql", text: Arc::from("x"), verdict: "allow", rule: Some("r".into()) },

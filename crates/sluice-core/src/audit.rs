@@ -195,7 +195,19 @@ pub enum ActionDetail {
         response_bytes: u64,
         /// What went wrong, when sluice answered for the upstream.
         error: Option<String>,
+        /// The beginnings of the request and response bodies, masked (`[recording] result_rows`
+        /// above 0); absent when none are kept.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        excerpts: Option<Box<HttpExcerpts>>,
     },
+}
+
+/// The beginnings of an HTTP exchange's bodies, masked and cut to `[recording]
+/// result_max_bytes` each.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HttpExcerpts {
+    pub request: Option<String>,
+    pub response: Option<String>,
 }
 
 /// The first rows of an action's result as the client received them (masked), cut to a size:

@@ -20,8 +20,8 @@ pub mod token;
 
 pub use action::{Decision, Hold, Protocol, Refusal, RefusalCause};
 pub use audit::{
-    ActionDetail, ActionRecord, AdminAction, AuditEvent, AuditRecord, AuditSink, AuthOutcome, ExcerptLimits, Principal,
-    ResultExcerpt,
+    ActionDetail, ActionRecord, AdminAction, AuditEvent, AuditRecord, AuditSink, AuthOutcome, ExcerptLimits,
+    HttpExcerpts, Principal, ResultExcerpt,
 };
 pub use identity::Identity;
 pub use secret::Secret;

@@ -32,6 +32,12 @@ pub fn read_body(
     } else {
         None
     };
+    if overrides_method(media.as_deref(), json.as_deref(), body) {
+        return Err(
+            "the body carries _method, which would have the upstream run another method than policy decided (Rack, Laravel and method-override read it)"
+                .into(),
+        );
+    }
     let graphql = match graphql_endpoint {
         false => None,
         true => {
@@ -67,6 +73,27 @@ pub fn read_body(
         excerpt: (!body.is_empty()).then(|| excerpt(body)),
     };
     Ok(())
+}
+
+/// Whether the body names a method to run in place of the request's: `_method` as a form field
+/// (a body with no declared type is read as a form too, as Rack does), as a multipart part, or as
+/// a top-level JSON key.
+fn overrides_method(media: Option<&str>, json: Option<&Value>, body: &[u8]) -> bool {
+    let is_override = |name: &str| name.trim().eq_ignore_ascii_case("_method");
+    if json.and_then(Value::as_object).is_some_and(|object| object.keys().any(|k| is_override(k))) {
+        return true;
+    }
+    match media {
+        None | Some("application/x-www-form-urlencoded") => {
+            form_urlencoded::parse(body).any(|(name, _)| is_override(&name))
+        }
+        Some("multipart/form-data") => {
+            // A part named _method, however its disposition is spelled.
+            let lower = body.to_ascii_lowercase();
+            memchr::memmem::find(&lower, b"_method\"").is_some() || memchr::memmem::find(&lower, b"=_method").is_some()
+        }
+        _ => false,
+    }
 }
 
 /// Whether a body begins as a JSON object or array does (a server may read it as JSON whatever
@@ -167,6 +194,28 @@ mod tests {
         assert_eq!(action.body.json.as_deref(), Some(&serde_json::json!({"force": true})));
         assert_eq!(action.body.content_type.as_deref(), Some("application/json"));
         assert_eq!(action.body.digest.as_ref().map(String::len), Some(64));
+    }
+
+    #[test]
+    fn a_method_named_in_the_body_is_refused() {
+        let mut action = HttpAction::new("POST", "/v1/customers/1").unwrap();
+        let form = Some("application/x-www-form-urlencoded");
+        for (media, body) in [
+            (form, &b"name=x&_method=DELETE"[..]),
+            (form, b"%5Fmethod=DELETE"),
+            (form, b"_METHOD=delete"),
+            (None, b"_method=DELETE"),
+            (Some("application/json"), br#"{"_method": "DELETE"}"#),
+            (
+                Some("multipart/form-data; boundary=b"),
+                b"--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--",
+            ),
+        ] {
+            let err = read_body(&mut action, media, body, false).unwrap_err();
+            assert!(err.contains("_method"), "{err}");
+        }
+        read_body(&mut action, form, b"name=x&method=card", false).unwrap();
+        read_body(&mut action, Some("application/json"), br#"{"a": {"_method": "kept"}}"#, false).unwrap();
     }
 
     #[test]

@@ -25,7 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sha2::{Digest, Sha256};
 use sluice_core::audit::now_us;
 use sluice_core::http::HttpAction;
-use sluice_core::{ActionDetail, Decision, Protocol, Secret};
+use sluice_core::{ActionDetail, Decision, HttpExcerpts, Protocol, Secret};
 use sluice_gate::{ClientInfo, Gate, OpenError, OpenRequest, Outcome, Presented, SessionGate, SessionLog, Standing};
 use sluice_runtime::Accepted;
 use std::convert::Infallible;
@@ -288,7 +288,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect();
     open.seq += 1;
-    let exchange = Exchange::new(&action, open.seq, started_at_us, started, body.len());
+    let mut exchange = Exchange::new(&action, open.seq, started_at_us, started, body.len());
     let decision = open.session.decide(&sluice_gate::Action::Http(&action)).await;
     let decision = match decision {
         Decision::Hold(hold) => {
@@ -436,6 +436,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     }
     let shape = Shape::of(&head.headers);
     if shape != Shape::Whole {
+        exchange.keep_excerpts(&log, &masker, &body, None);
         let status = head.status.as_u16();
         let on_end: OnEnd = Box::new(move |sent, error| exchange.finish(&log, "allow", &rule, status, sent, error));
         let body = Streamed::new(upstream_body, decoder, shape, masker, limit, on_end);
@@ -462,6 +463,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         }
     };
     let size = whole.body.len();
+    exchange.keep_excerpts(&log, &masker, &body, Some(&whole.body));
     let mut reply = Response::new(http_body_util::Either::Left(Full::new(whole.body)));
     *reply.status_mut() = head.status;
     *reply.headers_mut() = headers;
@@ -670,11 +672,25 @@ struct Exchange {
     started_at_us: i64,
     started: Instant,
     request_bytes: usize,
+    excerpts: Option<Box<HttpExcerpts>>,
 }
 
 impl Exchange {
     fn new(action: &HttpAction, seq: u64, started_at_us: i64, started: Instant, request_bytes: usize) -> Exchange {
-        Exchange { text: Arc::from(action.record_line()), seq, started_at_us, started, request_bytes }
+        Exchange { text: Arc::from(action.record_line()), seq, started_at_us, started, request_bytes, excerpts: None }
+    }
+
+    /// Keeps the beginnings of the bodies with the record, masked, where the log keeps results
+    /// (`[recording] result_rows`).
+    fn keep_excerpts<L: SessionLog>(&mut self, log: &L, masker: &BodyMasker, request: &[u8], response: Option<&[u8]>) {
+        let Some(limits) = log.result_excerpt() else { return };
+        let request = match masker.clean(request) {
+            _ if request.is_empty() => None,
+            Ok(clean) => Some(excerpt(clean.as_deref().unwrap_or(request), limits.bytes)),
+            Err(e) => Some(format!("[withheld: {e}]")),
+        };
+        let response = response.filter(|r| !r.is_empty()).map(|r| excerpt(r, limits.bytes));
+        self.excerpts = Some(Box::new(HttpExcerpts { request, response }));
     }
 
     /// Hands what became of the request to the session's log.
@@ -703,10 +719,22 @@ impl Exchange {
                     request_bytes: self.request_bytes as u64,
                     response_bytes: response_bytes as u64,
                     error,
+                    excerpts: self.excerpts.clone(),
                 },
             },
         );
     }
+}
+
+/// At most `max` bytes of `body` as text, cut at a character, with `…` when cut.
+fn excerpt(body: &[u8], max: usize) -> String {
+    if body.len() <= max {
+        return String::from_utf8_lossy(body).into_owned();
+    }
+    let cut = String::from_utf8_lossy(&body[..max]);
+    let mut text: String = cut.trim_end_matches('\u{fffd}').to_string();
+    text.push('…');
+    text
 }
 
 #[cfg(test)]

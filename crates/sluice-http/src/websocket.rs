@@ -219,7 +219,7 @@ impl<L: SessionLog> Recording<L> {
                 duration_us: i64::try_from(started.elapsed().as_micros()).unwrap_or(0),
                 decision: "allow",
                 rule: Some(Arc::clone(&self.rule)),
-                detail: ActionDetail::Http { status: 101, request_bytes, response_bytes, error },
+                detail: ActionDetail::Http { status: 101, request_bytes, response_bytes, error, excerpts: None },
             },
         );
     }

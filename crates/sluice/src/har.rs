@@ -1,8 +1,9 @@
 //! `sluice sessions export ID --har`: an HTTP session's exchanges as a HAR 1.2 log — the format
 //! browsers' developer tools and HTTP debugging proxies open — read from the audit log. What the log
 //! holds is what the HAR holds: the method, the path and query as recorded (masked), the status,
-//! the sizes, the time taken, and sluice's verdict, rule and error on each entry (`_sluice`).
-//! Headers and bodies are not recorded, so the entries have none.
+//! the sizes, the time taken, sluice's verdict, rule and error on each entry (`_sluice`), and the
+//! bodies' beginnings (masked) where the log keeps them (`[recording] result_rows`). Headers are
+//! not recorded, so the entries have none.
 
 use crate::display::timestamp;
 use anyhow::{Result, bail};
@@ -77,7 +78,8 @@ fn entry(base: &str, record: &Value) -> Value {
         }
     }
     let response_bytes = detail["response_bytes"].as_i64().unwrap_or(-1);
-    json!({
+    let excerpts = &detail["excerpts"];
+    let mut entry = json!({
         "startedDateTime": timestamp(record["at_us"].as_i64().unwrap_or(0)),
         "time": time_ms,
         "request": {
@@ -110,7 +112,15 @@ fn entry(base: &str, record: &Value) -> Value {
             "error": detail["error"],
             "graphql": request.graphql,
         },
-    })
+    });
+    // The bodies' beginnings, where the log keeps them ([recording] result_rows), masked.
+    if let Some(text) = excerpts["request"].as_str() {
+        entry["request"]["postData"] = json!({ "mimeType": "", "text": text });
+    }
+    if let Some(text) = excerpts["response"].as_str() {
+        entry["response"]["content"]["text"] = text.into();
+    }
+    entry
 }
 
 /// A recorded request line: `METHOD /path[ (kind fields)][?query]`.

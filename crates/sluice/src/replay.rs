@@ -147,6 +147,21 @@ fn action_lines(event: &Value) -> Vec<String> {
         one_line(event["text"].as_str().unwrap_or_default(), 100)
     )];
     let took = duration(event["duration_us"].as_i64().unwrap_or(0));
+    if detail["protocol"] == "http" {
+        lines.push(format!(
+            "→ HTTP {}, {} bytes in, {} bytes out ({took}){}",
+            detail["status"],
+            detail["request_bytes"],
+            detail["response_bytes"],
+            detail["error"].as_str().map(|e| format!(": {}", one_line(e, 200))).unwrap_or_default()
+        ));
+        for side in ["request", "response"] {
+            if let Some(text) = detail["excerpts"][side].as_str() {
+                lines.push(format!("  {side}: {}", one_line(text, 200)));
+            }
+        }
+        return lines;
+    }
     let outcome = match (detail["error_code"].as_str(), detail["tag"].as_str()) {
         (Some(code), _) => format!(
             "→ error {}: {} ({took})",
