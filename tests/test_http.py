@@ -571,3 +571,53 @@ def test_a_websocket_ends_when_its_token_is_revoked(api):
             while True:
                 ws.recv(timeout=15)
     assert closed.value.rcvd.code == 1008 and "revoked" in closed.value.rcvd.reason
+
+
+def test_a_request_that_waited_never_goes_on_with_another_tokens_session(api):
+    # One HTTP/2 connection (driven frame by frame with the h2 library), two tokens: while the
+    # first request's body is still coming, a request with another token takes the connection's
+    # session. The first must not be sent upstream with it.
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    other = api.token(identity="h2-other")
+    sock = socket.create_connection(("127.0.0.1", api.http_port), timeout=20)
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+
+    def headers(method, path, token, **extra):
+        return [(":method", method), (":path", f"/billing{path}"), (":scheme", "http"),
+                (":authority", f"127.0.0.1:{api.http_port}"), ("authorization", f"Bearer {token}"),
+                *extra.items()]
+
+    def responses(wanted):
+        got = {}
+        while not wanted <= {k for k, v in got.items() if v.get("ended")}:
+            for event in conn.receive_data(sock.recv(65536)):
+                if isinstance(event, h2.events.ResponseReceived):
+                    got.setdefault(event.stream_id, {})["status"] = dict(event.headers)[b":status"]
+                elif isinstance(event, h2.events.DataReceived):
+                    got.setdefault(event.stream_id, {}).setdefault("body", b"")
+                    got[event.stream_id]["body"] += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded):
+                    got.setdefault(event.stream_id, {})["ended"] = True
+            sock.sendall(conn.data_to_send())
+        return got
+
+    conn.send_headers(1, headers("POST", "/echo/waited", api.agent_token, **{"content-type": "application/json"}))
+    conn.send_data(1, b'{"amount":')
+    sock.sendall(conn.data_to_send())
+    time.sleep(0.3)
+    conn.send_headers(3, headers("GET", "/v1/customers/1", other), end_stream=True)
+    sock.sendall(conn.data_to_send())
+    second = responses({3})[3]
+    assert second["status"] == b"200", second
+    conn.send_data(1, b" 1}", end_stream=True)
+    sock.sendall(conn.data_to_send())
+    first = responses({1})[1]
+    sock.close()
+    assert first["status"] == b"409", first
+    assert json.loads(first["body"])["error"] == "session_changed"
