@@ -361,6 +361,13 @@ def test_every_encoding_sluice_asks_for_is_decoded_and_masked(api, encoding):
     assert "content-encoding" not in r.headers and int(r.headers["content-length"]) == len(r.content)
 
 
+def test_every_content_encoding_field_is_undone_before_masking(api):
+    r = requests.get(f"{api.base}/billing/two-encodings", headers=bearer(api), timeout=20)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"email": "[redacted:email]"}
+    assert "content-encoding" not in r.headers
+
+
 def read_until(chunks, marker: str) -> str:
     seen = ""
     while marker not in seen:

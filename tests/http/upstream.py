@@ -92,6 +92,15 @@ async def encoded(request):
     return Response(body, media_type="application/json", headers={"content-encoding": encoding})
 
 
+async def two_encodings(request):
+    # Content-Encoding twice: "identity", then "gzip". A gateway that reads only the first field
+    # would pass the compressed bytes on unread.
+    body = gzip.compress(b'{"email": "layered@example.com"}')
+    response = Response(body, media_type="application/json", headers={"content-encoding": "identity"})
+    response.raw_headers.append((b"content-encoding", b"gzip"))
+    return response
+
+
 # Streams that wait, between their first event and the rest, until the test releases them: a
 # client sees the first event before the stream ends only if the gateway passes events on as they
 # come.
@@ -211,6 +220,7 @@ app = Starlette(routes=[
     Route("/api/text", guard(text)),
     Route("/api/json-as-text", guard(json_as_text)),
     Route("/api/encoded/{encoding}", guard(encoded)),
+    Route("/api/two-encodings", guard(two_encodings)),
     Route("/api/events", guard(events)),
     Route("/api/release", guard(release)),
     Route("/api/ndjson", guard(ndjson)),

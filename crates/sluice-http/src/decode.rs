@@ -3,6 +3,8 @@
 //! to the cap: the decoders write into a sink that refuses to grow past it (a small body that
 //! decodes to gigabytes stops there).
 
+use hyper::HeaderMap;
+use hyper::header;
 use std::io::{self, Write};
 
 /// What `Accept-Encoding` sluice sends upstream: the encodings it can decode to mask.
@@ -36,8 +38,26 @@ enum Kind {
     Zstd(zstd::stream::write::Decoder<'static, Sink>),
 }
 
+/// Every coding still applied to a response's body, as one `Content-Encoding` value: all its
+/// `Content-Encoding` fields (an upstream may send several), and any transfer coding but
+/// `chunked`, which hyper leaves on the body. What cannot be read is named so that it is refused:
+/// a coding sluice did not undo would reach the client unmasked, one decompression away.
+pub fn coding(headers: &HeaderMap) -> String {
+    let fields = |name| headers.get_all(name).into_iter().map(|v| v.to_str().unwrap_or("unreadable"));
+    let content = fields(header::CONTENT_ENCODING).flat_map(|v| v.split(','));
+    let transfer = fields(header::TRANSFER_ENCODING)
+        .flat_map(|v| v.split(','))
+        .filter(|c| !c.trim().eq_ignore_ascii_case("chunked"));
+    let codings: Vec<&str> = content
+        .chain(transfer)
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+        .collect();
+    codings.join(", ")
+}
+
 impl Decoder {
-    /// The decoder for a response's `Content-Encoding`.
+    /// The decoder for a response's `Content-Encoding` (one coding; several are refused).
     pub fn new(encoding: Option<&str>, limit: usize) -> Result<Decoder, DecodeError> {
         let sink = Sink { out: Vec::new(), limit, over: false };
         let kind = match encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
@@ -202,6 +222,26 @@ mod tests {
             let short = decode_in_pieces(encoding, &body, text.len() / 4, body.len());
             assert!(matches!(short, Err(DecodeError::TooLarge(_))), "{encoding}: {:?}", short.map(|v| v.len()));
         }
+    }
+
+    #[test]
+    fn every_coding_field_is_read_and_only_chunked_is_left_to_hyper() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(coding(&headers), "");
+        headers.append(header::CONTENT_ENCODING, "identity".parse().unwrap());
+        headers.append(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        assert_eq!(coding(&headers), "");
+        // A second field, a transfer coding, a value that is not text: each is seen, and a
+        // decoder for what results is refused unless it is one coding it knows.
+        headers.append(header::CONTENT_ENCODING, "GZIP".parse().unwrap());
+        assert_eq!(coding(&headers), "GZIP");
+        assert!(Decoder::new(Some(&coding(&headers)), 1).is_ok());
+        headers.append(header::TRANSFER_ENCODING, "gzip, chunked".parse().unwrap());
+        assert_eq!(coding(&headers), "GZIP, gzip");
+        assert!(matches!(Decoder::new(Some(&coding(&headers)), 1), Err(DecodeError::Unsupported(_))));
+        let mut odd = HeaderMap::new();
+        odd.append(header::CONTENT_ENCODING, hyper::header::HeaderValue::from_bytes(b"g\xffzip").unwrap());
+        assert!(matches!(Decoder::new(Some(&coding(&odd)), 1), Err(DecodeError::Unsupported(_))));
     }
 
     #[test]

@@ -391,8 +391,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         cache.forget().await;
     }
     let limit = conn.config.max_response_body;
-    let encoding = head.headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
-    let decoder = Decoder::new(encoding, limit).map_err(|e| {
+    let decoder = Decoder::new(Some(&crate::decode::coding(&head.headers)), limit).map_err(|e| {
         upstream_failed(StatusCode::BAD_GATEWAY, "upstream_response_refused", e.to_string(), "tell an operator")
     })?;
     let masker = BodyMasker::new(masking, Arc::clone(&options.sensitive), on_wire);
