@@ -412,6 +412,12 @@ def test_json_lines_are_masked_line_by_line(api):
     lines = [json.loads(line) for line in r.text.splitlines()]
     assert [line["i"] for line in lines] == [0, 1, 2]
     assert all(line["password"] == "[redacted:password]" and "@example.com" not in line["email"] for line in lines)
+    # The stream's record counts every byte the client got, the last piece too.
+    session = api.session_with(lambda d: any(a["text"] == "GET /ndjson" for a in d["statements"]), timeout=15)
+    replay = json.loads(api.cli("sessions", "replay", session["session"]["id"], "--json").stdout)
+    sizes = [e["event"]["detail"]["response_bytes"] for e in replay["events"]
+             if e["event"]["kind"] == "action" and e["event"]["text"] == "GET /ndjson"]
+    assert sizes == [len(r.content)], sizes
 
 
 def test_a_chunked_json_body_is_read_whole_and_walked(api):

@@ -146,7 +146,8 @@ async def events(request):
 async def ndjson(request):
     async def stream():
         for i in range(3):
-            yield json.dumps({"i": i, "email": f"user{i}@example.com", "password": f"t{i}"}) + "\n"
+            # The last line without its newline: what is left when the stream ends goes too.
+            yield json.dumps({"i": i, "email": f"user{i}@example.com", "password": f"t{i}"}) + ("\n" if i < 2 else "")
     return StreamingResponse(stream(), media_type="application/x-ndjson")
 
 

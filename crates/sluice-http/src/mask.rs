@@ -151,6 +151,9 @@ impl JsonWalk<'_> {
             self.edits.push((start, jiter.current_index(), json_string(&out)));
             return Ok(());
         }
+        if matches!(peek, Peek::Array | Peek::Object) && depth >= MAX_DEPTH {
+            return Err("it is nested too deeply".into());
+        }
         match peek {
             Peek::String => {
                 jiter.known_skip(peek).map_err(|e| e.to_string())?;
@@ -165,9 +168,6 @@ impl JsonWalk<'_> {
                 }
             }
             Peek::Array => {
-                if depth >= MAX_DEPTH {
-                    return Err("it is nested too deeply".into());
-                }
                 let mut next = jiter.known_array().map_err(|e| e.to_string())?;
                 let mut index = 0usize;
                 while let Some(peek) = next {
@@ -188,9 +188,6 @@ impl JsonWalk<'_> {
                 }
             }
             Peek::Object => {
-                if depth >= MAX_DEPTH {
-                    return Err("it is nested too deeply".into());
-                }
                 let body = self.body;
                 // Keys as their bytes in the body (read as text only where they have escapes).
                 let span_of = |raw: &[u8]| -> Result<(usize, usize), String> {

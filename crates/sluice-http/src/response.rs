@@ -91,17 +91,17 @@ pub async fn read_whole(
     timeout: Duration,
 ) -> Result<Whole, BodyError> {
     let mut decoded = Vec::new();
-    let mut over = false;
+    // Whether the body is over the limit.
     let read = async {
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| BodyError::Read(sluice_core::error_chain(&e)))?;
             let Ok(data) = frame.into_data() else { continue };
             match decoder.feed(&data) {
                 Ok(out) => decoded.extend_from_slice(&out),
-                Err(DecodeError::TooLarge(_)) => over = true,
+                Err(DecodeError::TooLarge(_)) => return Ok(true),
                 Err(e) => return Err(BodyError::from(e)),
             }
-            if over || decoded.len() > limit {
+            if decoded.len() > limit {
                 return Ok(true);
             }
         }
@@ -212,8 +212,11 @@ impl Body for Streamed {
                         out.extend(this.units.finish(&this.masker)?);
                         Ok(out)
                     });
-                    if out.is_ok() {
+                    if let Ok(last) = out {
+                        // Recorded with the last piece counted, before it goes.
+                        this.sent += last.len();
                         this.end(None);
+                        return Poll::Ready((!last.is_empty()).then(|| Ok(Frame::data(Bytes::from(last)))));
                     }
                     out
                 }
