@@ -61,9 +61,7 @@ paths = ["/v1/payments"]
 BARE_SETTINGS = """
 [recording]
 statements = false
-[masking]
-enabled = false
-"""
+""" + run.BARE_MASKING
 
 
 def cpu_seconds(pids):
@@ -215,20 +213,9 @@ password = "env:BENCH_UPSTREAM_TOKEN"
 {"" if bare else SLUICE_POLICY}
 """)
         env = dict(os.environ, BENCH_UPSTREAM_TOKEN=UPSTREAM_TOKEN)
-        binary = os.environ["SLUICE_BIN"]
-        token = subprocess.run([binary, "--config", str(config), "token", "create", "--identity", "bench"],
-                               capture_output=True, text=True, check=True, env=env).stdout.strip()
-        proc = subprocess.Popen([binary, "--config", str(config), "serve"], stdout=subprocess.PIPE,
-                                stderr=open(d / "sluice.log", "w"), text=True, env=env)
+        proc, token = run.launch_sluice(os.environ["SLUICE_BIN"], config, env, d / "sluice.log")
         self.procs.append(proc)
-        port = None
-        deadline = time.time() + 30
-        while port is None and time.time() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                raise SystemExit(f"bench: sluice did not start:\n{(d / 'sluice.log').read_text()[-2000:]}")
-            if "http listening on" in line:
-                port = int(line.rsplit(":", 1)[1])
+        port = run.announced_port(proc, "http", d / "sluice.log")
         return {"base": f"http://127.0.0.1:{port}/billing", "token": token, "pids": lambda: [proc.pid]}
 
     def targets(self):

@@ -102,6 +102,24 @@ def peak_rss_kib(pid):
     return 0
 
 
+def launch_sluice(binary, config, env, log, wrapper=()):
+    """Mints a token for identity `bench` and starts `sluice serve` on `config` (through
+    `wrapper`, its log in `log`): the process, whose stdout announces its listeners, and the token."""
+    token = subprocess.run([binary, "--config", str(config), "token", "create", "--identity", "bench"],
+                           capture_output=True, text=True, check=True, env=env).stdout.strip()
+    proc = subprocess.Popen([*wrapper, binary, "--config", str(config), "serve"], stdout=subprocess.PIPE,
+                            stderr=open(log, "w"), text=True, env=env)
+    return proc, token
+
+
+def announced_port(proc, listener, log):
+    """The port sluice announces for `listener` (`postgres`, `http`) on its stdout."""
+    for line in proc.stdout:
+        if f"{listener} listening on" in line:
+            return int(line.rsplit(":", 1)[1])
+    raise SystemExit(f"bench: sluice did not start its {listener} listener:\n{Path(log).read_text()[-2000:]}")
+
+
 def as_postgres(cmd):
     return ["su", "postgres", "-s", "/bin/sh", "-c", cmd] if os.geteuid() == 0 else ["sh", "-c", cmd]
 
@@ -194,14 +212,9 @@ tls = "disable"
 {FULL_POLICY + FULL_MASKING if record_statements else BARE_MASKING}
 """)
         env = dict(os.environ, BENCH_PG_PASSWORD=self.app_pw)
-        binary = binary or os.environ["SLUICE_BIN"]
-        token = subprocess.run([binary, "--config", str(config), "token", "create", "--identity", "bench"],
-                               capture_output=True, text=True, check=True, env=env).stdout.strip()
-        proc = subprocess.Popen([*wrapper, binary, "--config", str(config), "serve"], stdout=subprocess.PIPE,
-                                stderr=open(d / "sluice.log", "w"), text=True, env=env)
+        proc, token = launch_sluice(binary or os.environ["SLUICE_BIN"], config, env, d / "sluice.log", wrapper)
         self.procs.append(proc)
-        line = proc.stdout.readline()
-        port = int(line.rsplit(":", 1)[1])
+        port = announced_port(proc, "postgres", d / "sluice.log")
         return {"dsn": f"postgresql://bench:{token}@127.0.0.1:{port}/bench?sslmode=disable", "pid": proc.pid,
                 "proc": proc, "dir": d}
 
