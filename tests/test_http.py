@@ -274,6 +274,17 @@ def test_a_reviewed_call_is_refused_with_428_until_approved_then_runs_once(api):
     assert r.status_code == 201, r.text
 
 
+def test_a_secret_in_json_is_known_by_the_key_it_is_assigned_to(api):
+    # "api_token" is not among the target's sensitive keys: the credential detector reads the key
+    # the value is assigned to, in JSON as in text; the value alone would look like any word.
+    secret = "Zq7vW2xR9kLm4pTb"
+    r = httpx.post(f"{api.base}/billing/v1/payments", json={"amount": "3", "api_token": secret, "note": secret[:6]},
+                   headers={"Authorization": f"Bearer {api.agent_token}"}, timeout=20)
+    assert r.status_code == 201, r.text
+    assert secret not in r.text
+    assert r.json()["accepted"] == {"amount": "3", "api_token": "[redacted:credential]", "note": secret[:6]}
+
+
 def gql(api, query, **kw):
     return httpx.post(f"{api.base}/billing/graphql", headers={"Authorization": f"Bearer {api.agent_token}"},
                       timeout=20, **({"json": {"query": query}} | kw))

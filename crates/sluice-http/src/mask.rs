@@ -13,9 +13,36 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 pub struct Sensitive {
     /// Keys in lower case.
-    pub keys: Vec<String>,
+    keys: Vec<String>,
     /// Pointers as their reference tokens (`*`: any).
-    pub pointers: Vec<Vec<String>>,
+    pointers: Vec<Vec<String>>,
+    /// Finds each key in a body written in lower case.
+    finders: Vec<memchr::memmem::Finder<'static>>,
+}
+
+impl Sensitive {
+    pub fn new(keys: Vec<String>, pointers: Vec<Vec<String>>) -> Sensitive {
+        let keys: Vec<String> = keys.iter().map(|k| k.to_ascii_lowercase()).collect();
+        let finders = keys.iter().map(|k| memchr::memmem::Finder::new(k.as_bytes()).into_owned()).collect();
+        Sensitive { keys, pointers, finders }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.pointers.is_empty()
+    }
+
+    /// Whether a body may hold a value under a sensitive key or pointer, so that it must be
+    /// walked. Without escapes a key's text is its bytes: a body none of the keys occurs in
+    /// holds none of them. Pointers may end in an index or `*`: a body is always walked for them.
+    fn may_apply(&self, body: &[u8], escapes: bool) -> bool {
+        !self.pointers.is_empty() || (!self.keys.is_empty() && (escapes || self.occurs_in(body)))
+    }
+
+    fn occurs_in(&self, body: &[u8]) -> bool {
+        // Lowering a copy and searching it is several times faster than a search that ignores case.
+        let lower = body.to_ascii_lowercase();
+        self.finders.iter().any(|f| f.find(&lower).is_some())
+    }
 }
 
 /// What a response is cleaned with: owned, so a stream carries it along.
@@ -35,9 +62,7 @@ impl BodyMasker {
     }
 
     fn active(&self) -> bool {
-        self.content().is_some_and(|c| !c.scanner.is_empty())
-            || !self.sensitive.keys.is_empty()
-            || !self.sensitive.pointers.is_empty()
+        self.content().is_some_and(|c| !c.scanner.is_empty()) || !self.sensitive.is_empty()
     }
 
     /// A body as the client may have it: the credential replaced, then masked (as JSON or as
@@ -57,8 +82,12 @@ impl BodyMasker {
         self.mask_text(scrubbed.as_deref().unwrap_or(text)).or(scrubbed)
     }
 
-    /// The body masked, or `None` when nothing in it had to change. A body is walked as JSON
-    /// when it is JSON, whatever type it is declared (a client would read it so).
+    /// The body masked, or `None` when nothing in it had to change. A body is read as JSON when
+    /// it is JSON, whatever type it is declared (a client would read it so).
+    ///
+    /// The detectors run once over the whole body, so that what a string means in its place
+    /// counts (`"password": "hunter2…"` is a credential; `"hunter2…"` alone is not), and each
+    /// finding is masked inside the string or number it lies in, keeping the JSON well formed.
     fn mask(&self, body: &[u8]) -> Result<Option<Vec<u8>>, Unwalkable> {
         if !crate::request::looks_like_json(body) {
             return Ok(self.mask_text(body));
@@ -68,24 +97,23 @@ impl BodyMasker {
         if let Some(content) = &content {
             content.scanner.scan(body, &mut hits);
         }
-        let by_key = !self.sensitive.keys.is_empty() || !self.sensitive.pointers.is_empty();
         let escapes = memchr::memchr(b'\\', body).is_some();
-        // Without escapes a string's text is its bytes, so what the detectors find in the whole
-        // body is where they can find anything in a string: nothing there, nothing anywhere.
-        if !by_key && !escapes && hits.is_empty() {
-            return Ok(None);
+        let by_key = self.sensitive.may_apply(body, escapes);
+        let mut tokens = Tokens { body, content, hits, next_hit: 0, edits: Vec::new(), findings: Vec::new() };
+        if !by_key && !escapes {
+            // Without escapes every quote opens or closes a string and a string's text is its
+            // bytes: the findings are placed without reading the document, unless one crosses
+            // a token's end (then the walk below splits it between the tokens it touches).
+            if tokens.hits.is_empty() {
+                return Ok(None);
+            }
+            if tokens.place_by_quotes() {
+                return Ok(tokens.apply());
+            }
+            tokens.edits.clear();
+            tokens.next_hit = 0;
         }
-        let mut walk = JsonWalk {
-            body,
-            content,
-            sensitive: &self.sensitive,
-            hits,
-            next_hit: 0,
-            escapes,
-            path: Vec::new(),
-            edits: Vec::new(),
-            findings: Vec::new(),
-        };
+        let mut walk = JsonWalk { tokens, sensitive: &self.sensitive, path: Vec::new() };
         let mut jiter = jiter::Jiter::new(body);
         let walked = jiter
             .peek()
@@ -93,7 +121,7 @@ impl BodyMasker {
             .and_then(|peek| walk.value(&mut jiter, peek, None, 0))
             .and_then(|()| jiter.finish().map_err(|e| e.to_string()));
         match walked {
-            Ok(()) => Ok(walk.apply()),
+            Ok(()) => Ok(walk.tokens.apply()),
             // Not JSON after all: the detectors find what they find in it as text; but keys
             // marked sensitive cannot be found in what cannot be read.
             Err(why) if by_key => Err(Unwalkable(why)),
@@ -114,24 +142,162 @@ pub struct Unwalkable(String);
 /// JSON nested deeper than this is not walked (and so not passed on where keys are sensitive).
 const MAX_DEPTH: usize = 128;
 
-/// One JSON body walked token by token, without building it: every string (keys too) and number
-/// that the detectors may have something in is read as a JSON reader reads it and masked; values
-/// under a sensitive key or pointer are replaced whole. The body goes out as it came, but for the
-/// tokens replaced.
-struct JsonWalk<'a> {
+/// The findings of a JSON body's detectors placed in its tokens: each string or number a finding
+/// touches is masked where the finding lies in it. Tokens come in order.
+struct Tokens<'a> {
     body: &'a [u8],
     content: Option<ContentMasker<'a>>,
-    sensitive: &'a Sensitive,
     /// What the detectors found in the whole body, in order.
     hits: Vec<Finding>,
     next_hit: usize,
-    /// Whether the body has escapes anywhere (then a string's bytes are not its text).
-    escapes: bool,
-    /// The keys and indexes down to the value being walked, when pointers are set.
-    path: Vec<String>,
     /// Spans of the body to replace, in order, with what replaces them.
     edits: Vec<(usize, usize, Vec<u8>)>,
     findings: Vec<Finding>,
+}
+
+impl Tokens<'_> {
+    /// The findings of a body without escapes placed by counting quotes; `false` when one does
+    /// not lie inside one string or number.
+    fn place_by_quotes(&mut self) -> bool {
+        let body = self.body;
+        let mut quotes = memchr::memchr_iter(b'"', body);
+        let (mut inside, mut last_quote, mut next_quote) = (false, None, quotes.next());
+        let mut i = 0;
+        while let Some(&hit) = self.hits.get(i) {
+            while let Some(q) = next_quote.filter(|&q| q < hit.start) {
+                inside = !inside;
+                last_quote = Some(q);
+                next_quote = quotes.next();
+            }
+            let token = match (inside, last_quote, next_quote) {
+                (true, Some(open), Some(close)) if hit.end <= close => (open, close + 1),
+                (true, ..) => return false,
+                (false, ..) => match number_around(body, hit.start) {
+                    Some((start, end)) if hit.end <= end => (start, end),
+                    _ => return false,
+                },
+            };
+            while self.hits.get(i).is_some_and(|h| h.start < token.1) {
+                if self.hits[i].end > token.1 {
+                    return false;
+                }
+                i += 1;
+            }
+            match body[token.0] {
+                b'"' => self.string(token.0, token.1),
+                _ => self.number(token.0, token.1),
+            }
+        }
+        true
+    }
+
+    /// Whether a finding touches `start..end`; passes those that end before it.
+    fn touches(&mut self, start: usize, end: usize) -> bool {
+        while self.hits.get(self.next_hit).is_some_and(|h| h.end <= start) {
+            self.next_hit += 1;
+        }
+        self.hits.get(self.next_hit).is_some_and(|h| h.start < end)
+    }
+
+    /// The findings overlapping `start..end`, cut to it; those that go on past `end` stay for
+    /// the next token.
+    fn overlapping(&mut self, start: usize, end: usize) -> Vec<Finding> {
+        self.touches(start, end);
+        self.hits[self.next_hit..]
+            .iter()
+            .take_while(|h| h.start < end)
+            .map(|h| Finding { detector: h.detector, start: h.start.max(start), end: h.end.min(end) })
+            .collect()
+    }
+
+    /// A string token (with its quotes) at `start..end`.
+    fn string(&mut self, start: usize, end: usize) {
+        let (inner_start, inner_end) = (start + 1, end.saturating_sub(1).max(start + 1));
+        let found = self.overlapping(inner_start, inner_end);
+        let Some(content) = &self.content else { return };
+        let inner = &self.body[inner_start..inner_end];
+        if memchr::memchr(b'\\', inner).is_none() {
+            // Its text is its bytes: each finding is replaced where it lies.
+            let mut with = Vec::new();
+            for f in found {
+                with.clear();
+                content.replacement(f.detector, &self.body[f.start..f.end], &mut with);
+                self.edits.push((f.start, f.end, escaped(&with)));
+            }
+            return;
+        }
+        // With escapes its text differs from its bytes (`ann\u0040example.com` is an address):
+        // read as a JSON reader reads it and scanned again; a finding of the whole body the text
+        // alone does not confirm takes the string whole.
+        let masked = match string_text(&self.body[start..end]) {
+            Ok(text) => content.mask_text(&text, &mut self.findings).map(|m| m.into_bytes()),
+            Err(_) => None,
+        };
+        let masked = masked.or_else(|| {
+            found.first().map(|f| {
+                let mut label = Vec::new();
+                sluice_mask::action::redaction(content.scanner.name(f.detector), &mut label);
+                label
+            })
+        });
+        if let Some(masked) = masked {
+            self.edits.push((start, end, json_string(&masked)));
+        }
+    }
+
+    /// A number token at `start..end`: a card or account number sent as a JSON number is still
+    /// one, sent on as a string with the finding masked.
+    fn number(&mut self, start: usize, end: usize) {
+        let found = self.overlapping(start, end);
+        let Some(content) = self.content.as_ref().filter(|_| !found.is_empty()) else { return };
+        let mut text = Vec::new();
+        let mut at = start;
+        for f in found {
+            text.extend_from_slice(&self.body[at..f.start]);
+            content.replacement(f.detector, &self.body[f.start..f.end], &mut text);
+            at = f.end;
+        }
+        text.extend_from_slice(&self.body[at..end]);
+        self.edits.push((start, end, json_string(&text)));
+    }
+
+    /// The body with the edits made; `None` when there are none.
+    fn apply(self) -> Option<Vec<u8>> {
+        if self.edits.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(self.body.len() + self.edits.len() * 16);
+        let mut at = 0;
+        for (start, end, with) in &self.edits {
+            out.extend_from_slice(&self.body[at..*start]);
+            out.extend_from_slice(with);
+            at = *end;
+        }
+        out.extend_from_slice(&self.body[at..]);
+        Some(out)
+    }
+}
+
+/// The number token around `at`, if `at` is in one.
+fn number_around(body: &[u8], at: usize) -> Option<(usize, usize)> {
+    let numeric = |c: &u8| c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E');
+    if !body.get(at).is_some_and(numeric) {
+        return None;
+    }
+    let start = body[..at].iter().rposition(|c| !numeric(c)).map_or(0, |i| i + 1);
+    let end = body[at..].iter().position(|c| !numeric(c)).map_or(body.len(), |i| at + i);
+    Some((start, end))
+}
+
+/// One JSON body walked token by token, without building it, where keys or pointers are marked
+/// sensitive or strings have escapes: values under a sensitive key or pointer are replaced
+/// whole, every string and number a finding touches (or that has escapes) is masked. The body
+/// goes out as it came, but for the tokens replaced.
+struct JsonWalk<'a> {
+    tokens: Tokens<'a>,
+    sensitive: &'a Sensitive,
+    /// The keys and indexes down to the value being walked, when pointers are set.
+    path: Vec<String>,
 }
 
 impl JsonWalk<'_> {
@@ -148,7 +314,7 @@ impl JsonWalk<'_> {
             jiter.known_skip(peek).map_err(|e| e.to_string())?;
             let mut out = Vec::new();
             sluice_mask::action::redaction(label, &mut out);
-            self.edits.push((start, jiter.current_index(), json_string(&out)));
+            self.tokens.edits.push((start, jiter.current_index(), json_string(&out)));
             return Ok(());
         }
         if matches!(peek, Peek::Array | Peek::Object) && depth >= MAX_DEPTH {
@@ -157,15 +323,7 @@ impl JsonWalk<'_> {
         match peek {
             Peek::String => {
                 jiter.known_skip(peek).map_err(|e| e.to_string())?;
-                let end = jiter.current_index();
-                if self.may_hold_findings(start, end) {
-                    let text = string_text(&self.body[start..end])?;
-                    if let Some(content) = &self.content
-                        && let Some(masked) = content.mask_text(&text, &mut self.findings)
-                    {
-                        self.edits.push((start, end, json_string(masked.as_bytes())));
-                    }
-                }
+                self.token(start, jiter.current_index());
             }
             Peek::Array => {
                 let mut next = jiter.known_array().map_err(|e| e.to_string())?;
@@ -188,7 +346,7 @@ impl JsonWalk<'_> {
                 }
             }
             Peek::Object => {
-                let body = self.body;
+                let body = self.tokens.body;
                 // Keys as their bytes in the body (read as text only where they have escapes).
                 let span_of = |raw: &[u8]| -> Result<(usize, usize), String> {
                     let at = (raw.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
@@ -199,22 +357,22 @@ impl JsonWalk<'_> {
                 };
                 let mut key = jiter.next_object_bytes().map_err(|e| e.to_string())?.map(span_of).transpose()?;
                 while let Some((key_start, key_end)) = key {
-                    let name = string_text(&body[key_start..key_end])?;
                     // Keys can carry personal data too (an e-mail address as a key).
-                    if self.may_hold_findings(key_start, key_end)
-                        && let Some(content) = &self.content
-                        && let Some(masked) = content.mask_text(&name, &mut self.findings)
-                    {
-                        self.edits.push((key_start, key_end, json_string(masked.as_bytes())));
-                    }
+                    self.token(key_start, key_end);
                     let keep_path = !self.sensitive.pointers.is_empty();
-                    if keep_path {
-                        self.path.push(name.to_string());
-                    }
-                    let sensitive = self.sensitive.keys.iter().any(|k| k.eq_ignore_ascii_case(&name))
-                        || (keep_path && self.pointer_here());
+                    let sensitive = match keep_path || !self.sensitive.keys.is_empty() {
+                        true => {
+                            let name = string_text(&body[key_start..key_end])?;
+                            if keep_path {
+                                self.path.push(name.to_string());
+                            }
+                            let by_key = self.sensitive.keys.iter().any(|k| k.eq_ignore_ascii_case(&name));
+                            (by_key || (keep_path && self.pointer_here())).then(|| name.into_owned())
+                        }
+                        false => None,
+                    };
                     let peek = jiter.peek().map_err(|e| e.to_string())?;
-                    self.value(jiter, peek, sensitive.then_some(&*name), depth + 1)?;
+                    self.value(jiter, peek, sensitive.as_deref(), depth + 1)?;
                     if keep_path {
                         self.path.pop();
                     }
@@ -222,32 +380,21 @@ impl JsonWalk<'_> {
                 }
             }
             _ if peek.is_num() => {
-                // A card or account number sent as a JSON number is still one.
                 jiter.known_skip(peek).map_err(|e| e.to_string())?;
-                let end = jiter.current_index();
-                if self.may_hold_findings(start, end)
-                    && let Some(content) = &self.content
-                    && let Some(masked) = content.mask_line(&self.body[start..end], &mut self.findings)
-                {
-                    self.edits.push((start, end, json_string(&masked)));
-                }
+                self.tokens.number(start, jiter.current_index());
             }
             _ => jiter.known_skip(peek).map_err(|e| e.to_string())?,
         }
         Ok(())
     }
 
-    /// Whether the token at `start..end` has to be read: it has escapes, or a finding of the
-    /// whole body touches it. Tokens come in order.
-    fn may_hold_findings(&mut self, start: usize, end: usize) -> bool {
-        if self.content.is_none() {
-            return false;
+    /// A string token (a value or a key) at `start..end`, masked if a finding touches it or it
+    /// has escapes (which may spell what the whole body's scan could not see).
+    fn token(&mut self, start: usize, end: usize) {
+        let t = &mut self.tokens;
+        if t.touches(start, end) || memchr::memchr(b'\\', &t.body[start..end]).is_some() {
+            t.string(start, end);
         }
-        while self.hits.get(self.next_hit).is_some_and(|h| h.end <= start) {
-            self.next_hit += 1;
-        }
-        self.hits.get(self.next_hit).is_some_and(|h| h.start < end)
-            || (self.escapes && memchr::memchr(b'\\', &self.body[start..end]).is_some())
     }
 
     fn pointer_here(&self) -> bool {
@@ -256,22 +403,6 @@ impl JsonWalk<'_> {
             .pointers
             .iter()
             .any(|p| p.len() == path.len() && p.iter().zip(path).all(|(token, step)| token == "*" || token == step))
-    }
-
-    /// The body with the edits made; `None` when there are none.
-    fn apply(self) -> Option<Vec<u8>> {
-        if self.edits.is_empty() {
-            return None;
-        }
-        let mut out = Vec::with_capacity(self.body.len() + self.edits.len() * 16);
-        let mut at = 0;
-        for (start, end, with) in &self.edits {
-            out.extend_from_slice(&self.body[at..*start]);
-            out.extend_from_slice(with);
-            at = *end;
-        }
-        out.extend_from_slice(&self.body[at..]);
-        Some(out)
     }
 }
 
@@ -285,9 +416,28 @@ fn string_text(token: &[u8]) -> Result<std::borrow::Cow<'_, str>, String> {
     reader.next_str().map(|s| std::borrow::Cow::Owned(s.to_string())).map_err(|e| e.to_string())
 }
 
+/// `text` as the inside of a JSON string: quotes, backslashes and control characters escaped.
+fn escaped(text: &[u8]) -> Vec<u8> {
+    if !text.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\') {
+        return text.to_vec();
+    }
+    let mut out = Vec::with_capacity(text.len() + 8);
+    for &c in text {
+        match c {
+            b'"' | b'\\' => out.extend_from_slice(&[b'\\', c]),
+            0..0x20 => out.extend_from_slice(format!("\\u{c:04x}").as_bytes()),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 /// `text` as a JSON string (quoted, escaped).
 fn json_string(text: &[u8]) -> Vec<u8> {
-    serde_json::to_vec(&String::from_utf8_lossy(text)).unwrap_or_else(|_| b"\"[redacted]\"".to_vec())
+    let mut out = vec![b'"'];
+    out.extend(escaped(text));
+    out.push(b'"');
+    out
 }
 
 #[cfg(test)]
@@ -297,10 +447,10 @@ mod tests {
     use sluice_mask::{MaskingSpec, TokenKey};
 
     fn masker(keys: &[&str], pointers: &[&[&str]], detectors: bool) -> BodyMasker {
-        let sensitive = Sensitive {
-            keys: keys.iter().map(|k| k.to_string()).collect(),
-            pointers: pointers.iter().map(|p| p.iter().map(|t| t.to_string()).collect()).collect(),
-        };
+        let sensitive = Sensitive::new(
+            keys.iter().map(|k| k.to_string()).collect(),
+            pointers.iter().map(|p| p.iter().map(|t| t.to_string()).collect()).collect(),
+        );
         let masking = detectors.then(|| {
             let masking = Arc::new(sluice_mask::compile(&MaskingSpec::default(), TokenKey::new([5; 32])).unwrap());
             masking.for_session(&Identity { name: "a".into(), groups: vec![], credential_id: "t".into() }, "c")
@@ -314,6 +464,7 @@ mod tests {
 
     #[test]
     fn sensitive_keys_and_pointers_are_masked_whatever_they_hold() {
+        let keys_only = masker(&["password"], &[], false);
         let masker = masker(&["password"], &[&["data", "*", "card"]], false);
         let body =
             r#"{"user":{"Password":{"old":"a","new":"b"},"name":"x"},"data":[{"card":1234,"id":1}],"card":"kept"}"#;
@@ -326,9 +477,83 @@ mod tests {
         assert_eq!(clean(&masker, " [{\"password\": 1}]").unwrap(), " [{\"password\": \"[redacted:password]\"}]");
         assert_eq!(clean(&masker, "password: 1"), None);
         // What starts as JSON but is not (nested too deeply, or with more after it) cannot be
-        // searched for its sensitive keys: it is not passed on.
-        assert!(masker.clean(format!("{}{}", "[".repeat(200), "]".repeat(200)).as_bytes()).is_err());
+        // searched for its sensitive keys: it is not passed on where one may be in it (its name
+        // is there, or escapes could spell it).
+        let deep = |inner: &str| format!("{}{inner}{}", "[".repeat(200), "]".repeat(200));
+        assert!(masker.clean(deep(r#"{"PassWord":1}"#).as_bytes()).is_err());
+        assert!(masker.clean(deep(r#"{"p\u0061ssword":1}"#).as_bytes()).is_err());
         assert!(masker.clean(br#"{"a":1} {"password":"x"}"#).is_err());
+        assert_eq!(keys_only.clean(deep(r#"{"user":1}"#).as_bytes()).unwrap(), None);
+        assert!(keys_only.clean(deep(r#"{"PassWord":1}"#).as_bytes()).is_err());
+        // Escapes spelling a sensitive key are read.
+        assert_eq!(clean(&masker, r#"{"p\u0061ssword":"x"}"#).unwrap(), r#"{"p\u0061ssword":"[redacted:password]"}"#);
+    }
+
+    #[test]
+    fn what_a_value_means_in_its_place_counts() {
+        let masker = masker(&[], &[], true);
+        // A credential is known by the name it is assigned to: the value alone would not be.
+        let body = r#"{"password": "hunter2secretX9", "user": "bob", "dsn": "postgres://bob:s3cretpassw0rd@db/x"}"#;
+        assert_eq!(
+            clean(&masker, body).unwrap(),
+            r#"{"password": "[redacted:credential]", "user": "bob", "dsn": "postgres://bob:[redacted:credential]@db/x"}"#
+        );
+        // The same with escapes elsewhere in the body (so that it is walked, not placed by quotes).
+        let walked = body.replace(r#""bob""#, r#""b\u006fb""#);
+        assert_eq!(
+            clean(&masker, &walked).unwrap(),
+            r#"{"password": "[redacted:credential]", "user": "b\u006fb", "dsn": "postgres://bob:[redacted:credential]@db/x"}"#
+        );
+    }
+
+    #[test]
+    fn findings_placed_by_quotes_match_the_walk() {
+        let plain = masker(&[], &[], true);
+        // A pointer that matches nothing makes every body walked.
+        let walking = masker(&[], &[&["nothing", "here"]], true);
+        let bodies = [
+            r#"{"customers":[{"id":1,"email":"a1@example.com","note":"call +1 415 555 0100"},{"id":2,"email":"b@ex.org"}]}"#,
+            r#"[4111111111111111, "4111 1111 1111 1111", {"ssn": "123-45-6789", "x": -4111111111111111e0}]"#,
+            r#"{"k": "AKIAIOSFODNN7EXAMPLE and sk_live_abcdefghijklmnopqrstu", "carol@example.com": [true, null]}"#,
+            r#"{"token": "ghp_abcdefghijklmnopqrstuvwxyz0123456789", "t": "xoxb-123456789012-abcdefghijkl"}"#,
+        ];
+        for body in bodies {
+            assert_eq!(clean(&plain, body), clean(&walking, body), "{body}");
+        }
+        assert!(clean(&plain, bodies[0]).unwrap().contains(r#""email":"[redacted:email]""#));
+        // What is not JSON after all is masked all the same.
+        for body in [r#"{"a": "x", "unterminated": "carol@example.com"#, r#"{"a": "x"} trailing carol@example.com"#] {
+            assert!(clean(&plain, body).unwrap().contains("[redacted:email]"), "{body}");
+        }
+    }
+
+    #[test]
+    fn a_finding_across_tokens_is_masked_in_each() {
+        let masker = masker(&[], &[], true);
+        let body = br#"{"a": "left", "b": "right", "n": 12}"#;
+        let content = masker.content().unwrap();
+        // One finding from inside "left" to inside "right", another from there into the number.
+        let at = |s: &str| body.windows(s.len()).position(|w| w == s.as_bytes()).unwrap();
+        let hits = vec![
+            Finding { detector: 0, start: at("eft"), end: at("ght") },
+            Finding { detector: 1, start: at("ht\""), end: at("2}") },
+        ];
+        let mut tokens = Tokens { body, content: Some(content), hits, next_hit: 0, edits: vec![], findings: vec![] };
+        assert!(!tokens.place_by_quotes());
+        tokens.edits.clear();
+        tokens.next_hit = 0;
+        let mut walk = JsonWalk { tokens, sensitive: &Sensitive::default(), path: vec![] };
+        let mut jiter = jiter::Jiter::new(body);
+        let peek = jiter.peek().unwrap();
+        walk.value(&mut jiter, peek, None, 0).unwrap();
+        let out = String::from_utf8(walk.tokens.apply().unwrap()).unwrap();
+        let (a, b) = (masker.content().unwrap().scanner.name(0).to_string(), masker.content().unwrap().scanner.name(1));
+        assert_eq!(
+            out,
+            format!(
+                r#"{{"a": "l[redacted:{a}]", "[redacted:{a}]": "[redacted:{a}]g[redacted:{b}]", "[redacted:{b}]": "[redacted:{b}]2"}}"#
+            )
+        );
     }
 
     #[test]

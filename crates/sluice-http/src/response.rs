@@ -371,7 +371,7 @@ mod tests {
     use std::sync::Arc;
 
     fn masker() -> BodyMasker {
-        let sensitive = Sensitive { keys: vec!["token".into()], pointers: Vec::new() };
+        let sensitive = Sensitive::new(vec!["token".into()], Vec::new());
         BodyMasker::new(None, Arc::new(sensitive), OnWire::default())
     }
 

@@ -230,14 +230,14 @@ impl HttpTarget {
             id: NEXT_TARGET_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             timeout: Duration::from_secs(options.timeout_s),
             graphql_paths: options.graphql_paths.clone(),
-            sensitive: Arc::new(Sensitive {
-                keys: options.sensitive_keys.iter().map(|k| k.to_ascii_lowercase()).collect(),
-                pointers: options
+            sensitive: Arc::new(Sensitive::new(
+                options.sensitive_keys.clone(),
+                options
                     .sensitive_pointers
                     .iter()
                     .map(|p| p.split('/').skip(1).map(|t| t.replace("~1", "/").replace("~0", "~")).collect())
                     .collect(),
-            }),
+            )),
         })
     }
 }

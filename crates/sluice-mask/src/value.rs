@@ -46,10 +46,7 @@ impl ContentMasker<'_> {
         let mut at = 0;
         for f in findings.iter() {
             out.extend_from_slice(&text[at..f.start]);
-            let label = self.scanner.name(f.detector);
-            if !render(self.action(f.detector), label, &text[f.start..f.end], self.key, &mut out) {
-                redaction(label, &mut out);
-            }
+            self.replacement(f.detector, &text[f.start..f.end], &mut out);
             at = f.end;
         }
         out.extend_from_slice(&text[at..]);
@@ -58,6 +55,15 @@ impl ContentMasker<'_> {
 
     pub fn mask_text(&self, text: &str, findings: &mut Vec<Finding>) -> Option<String> {
         self.mask_line(text.as_bytes(), findings).map(|out| String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// What stands for `matched`, found by `detector`, in a text: its action's rendering, or the
+    /// redaction label where the action needs a NULL no text can hold.
+    pub fn replacement(&self, detector: usize, matched: &[u8], out: &mut Vec<u8>) {
+        let label = self.scanner.name(detector);
+        if !render(self.action(detector), label, matched, self.key, out) {
+            redaction(label, out);
+        }
     }
 
     fn action(&self, detector: usize) -> MaskAction {
