@@ -5,6 +5,7 @@
 pub mod action;
 pub mod advice;
 pub mod audit;
+pub mod exec;
 pub mod glob;
 pub mod http;
 pub mod identity;

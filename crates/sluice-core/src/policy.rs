@@ -130,7 +130,7 @@ pub struct RuleSpec {
     pub name: String,
     /// The kind of request the rule is about. Unset: the kind its match keys belong to (`kinds`,
     /// `objects`, `functions`, `when` are SQL's; `methods`, `paths`, `query`, `headers`,
-    /// `content_types`, `json`, `graphql` HTTP's); for a preset, each kind it has a meaning for;
+    /// `content_types`, `json`, `graphql` HTTP's; `programs`, `args`, `writes`, `sudo` SSH's); for a preset, each kind it has a meaning for;
     /// with neither, every kind: a rule of scope only (`connections`, `identities`, `groups`)
     /// applies to every request there.
     #[serde(default)]
@@ -185,6 +185,24 @@ pub struct RuleSpec {
     /// HTTP: the GraphQL operation's kind and top-level fields.
     #[serde(default)]
     pub graphql: Option<GraphqlMatchSpec>,
+    /// SSH: program globs, matched against the program as written and its file name (`rm`,
+    /// `/usr/bin/*`); a refusing rule matches the wrappers that run a program too (`sudo`,
+    /// `xargs`).
+    #[serde(default)]
+    pub programs: Vec<String>,
+    /// SSH: argument globs. A refusing rule matches a command with any argument matching one (or
+    /// any argument an expansion decides); an allowing rule only one whose every argument does.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// SSH: path globs of files a redirection writes. A refusing rule matches a command writing
+    /// any of them; an allowing rule must list every file a command writes (an allowing rule
+    /// without `writes` matches only commands that write no file).
+    #[serde(default)]
+    pub writes: Vec<String>,
+    /// SSH: `true` matches only commands run as another user (`sudo`, `su`, `doas`, …), `false`
+    /// only the others. Unset: a refusing rule matches both, an allowing rule only the others.
+    #[serde(default)]
+    pub sudo: Option<bool>,
     /// Shown to the client when the rule refuses.
     #[serde(default)]
     pub reason: Option<String>,
@@ -250,11 +268,26 @@ impl RuleSpec {
         used.into_iter().filter_map(|(key, set)| set.then_some(key)).collect()
     }
 
+    /// The SSH matcher's keys this rule uses.
+    pub fn ssh_keys(&self) -> Vec<&'static str> {
+        let used = [
+            ("programs", !self.programs.is_empty()),
+            ("args", !self.args.is_empty()),
+            ("writes", !self.writes.is_empty()),
+            ("sudo", self.sudo.is_some()),
+        ];
+        used.into_iter().filter_map(|(key, set)| set.then_some(key)).collect()
+    }
+
     /// The kind of request the rule applies to (`None`: every kind), or why its keys contradict
     /// its `protocol` (or each other). A preset rule without a protocol applies to each kind the
     /// preset has a meaning for (see `Preset::protocols`).
     pub fn applies_to(&self) -> Result<Option<RuleProtocol>, String> {
-        let keyed = [(RuleProtocol::Sql, self.sql_keys()), (RuleProtocol::Http, self.http_keys())];
+        let keyed = [
+            (RuleProtocol::Sql, self.sql_keys()),
+            (RuleProtocol::Http, self.http_keys()),
+            (RuleProtocol::Ssh, self.ssh_keys()),
+        ];
         let mut by_keys = keyed.iter().filter(|(_, keys)| !keys.is_empty());
         let first = by_keys.next();
         if let (Some((a, a_keys)), Some((b, b_keys))) = (first, by_keys.next()) {

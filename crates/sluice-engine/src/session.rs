@@ -10,8 +10,8 @@ use sluice_core::{
     Protocol, Refusal, RefusalCause, ids,
 };
 use sluice_gate::{
-    Action, ClientInfo, HttpAction, Obligations, OpenRequest, Outcome, SessionGate, SessionLog, SqlAction, SqlLanguage,
-    Standing, Target,
+    Action, ClientInfo, ExecAction, HttpAction, Obligations, OpenRequest, Outcome, SessionGate, SessionLog, SqlAction,
+    SqlLanguage, Standing, Target,
 };
 use sluice_mask::SessionMasking;
 use sluice_policy::Policy;
@@ -306,6 +306,31 @@ impl EngineSession {
         }
     }
 
+    /// A command line: reviewed bound to its exact text (a command differing by one character is
+    /// another command), recorded durably before it runs (any command may change state).
+    async fn decide_exec(&mut self, exec: &ExecAction) -> Decision {
+        let settings = self.core.settings.load_full();
+        let (policy, grant) = self.core.in_force(&settings, &self.identity, &self.target);
+        let decision = match policy.decide_exec(&self.identity, &self.target, exec) {
+            Decision::Review(refusal) => self.review(policy, &refusal, &exec.line, &exec.line, false).await,
+            other => under_grant(other, grant.as_ref().map(|(g, _)| g)),
+        };
+        if !settings.changes_before_forwarding {
+            return decision;
+        }
+        match &decision {
+            Decision::Allow { .. } | Decision::Approved { .. } => {
+                Box::pin(self.durable().record("exec", &exec.line, decision)).await
+            }
+            Decision::Hold(hold) => {
+                let text = Arc::from(exec.line.as_str());
+                self.held_change = Some(HeldChange { review_id: hold.review_id, kind: "exec", text });
+                decision
+            }
+            Decision::Review(_) | Decision::Deny(_) => decision,
+        }
+    }
+
     fn record(&self, event: AuditEvent) {
         let session = Some(Arc::clone(&self.id));
         self.core.audit.record(AuditRecord::now(Arc::clone(&self.principal), session, event));
@@ -358,6 +383,7 @@ impl SessionGate for EngineSession {
                 self.recorded_before_forwarding(sql, decision).await
             }
             Action::Http(http) => self.decide_http(http).await,
+            Action::Exec(exec) => self.decide_exec(exec).await,
             other => self.decide_unmatched(other).await,
         }
     }
@@ -421,6 +447,7 @@ impl SessionGate for EngineSession {
                 let (policy, _) = self.core.in_force(&settings, &self.identity, &self.target);
                 let decision = match other {
                     Action::Http(http) => policy.decide_http(&self.identity, &self.target, http),
+                    Action::Exec(exec) => policy.decide_exec(&self.identity, &self.target, exec),
                     other => policy.decide_unmatched(&self.identity, &self.target, other.kind(), &other.summary()),
                 };
                 explanation(policy, &decision, false, Vec::new())

@@ -2,6 +2,7 @@
 //! sluice understands. Adapters build them; the engine decides on them.
 
 use crate::server::SqlServer;
+use sluice_core::exec::ExecAction;
 use sluice_core::http::HttpAction;
 use sluice_core::sql::{SharedAnalysis, SqlAnalysis};
 use std::borrow::Cow;
@@ -10,8 +11,9 @@ use std::borrow::Cow;
 pub enum Action<'a> {
     /// A statement for a SQL database (PostgreSQL now, MySQL later).
     Sql(SqlAction<'a>),
-    /// A command line run on a host (SSH `exec`, later a shell's lines).
-    Exec(ExecAction),
+    /// A command line run on a host (SSH `exec`, later a shell's lines), read into the commands
+    /// it runs (borrowed from the adapter).
+    Exec(&'a ExecAction),
     /// A request to an internal HTTP API (borrowed from the adapter: deciding copies nothing).
     Http(&'a HttpAction),
     /// A request to the Kubernetes API.
@@ -36,7 +38,7 @@ impl Action<'_> {
     pub fn summary(&self) -> Cow<'_, str> {
         match self {
             Action::Sql(sql) => Cow::Borrowed(sql.text),
-            Action::Exec(exec) => Cow::Borrowed(&exec.command_line),
+            Action::Exec(exec) => Cow::Borrowed(&exec.line),
             Action::Http(http) => Cow::Owned(http.summary()),
             Action::Kube(kube) => Cow::Owned(kube.summary()),
             Action::Tool(tool) => Cow::Owned(format!("{}({})", tool.name, tool.arguments)),
@@ -73,22 +75,6 @@ pub trait SqlLanguage: Send + Sync {
     /// The form a review's approval is bound to: the same statement however it is spaced,
     /// commented or cased where case does not matter, and a different one for any other change.
     fn canonical(&self, text: &str) -> String;
-}
-
-/// A command line, as the program and the arguments it will receive.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExecAction {
-    /// The line as the client sent it, for the record.
-    pub command_line: String,
-    /// The words the command line is made of, the program first; empty when the adapter could
-    /// not split it (policy then sees only the line).
-    pub argv: Vec<String>,
-}
-
-impl ExecAction {
-    pub fn program(&self) -> Option<&str> {
-        self.argv.first().map(String::as_str)
-    }
 }
 
 /// A Kubernetes API request in the API server's own terms.
@@ -150,20 +136,18 @@ mod tests {
             masked_columns_here: true,
             server: None,
         });
-        let exec = Action::Exec(ExecAction { command_line: "ls -l".into(), argv: vec!["ls".into(), "-l".into()] });
+        let line = ExecAction {
+            line: "ls -l".into(),
+            request: sluice_core::exec::ExecRequest::Command,
+            commands: Vec::new(),
+            opaque: None,
+        };
+        let exec = Action::Exec(&line);
         let tool = Action::Tool(ToolAction { name: "query".into(), arguments: serde_json::json!({"q": 1}) });
         assert_eq!([sql.kind(), exec.kind(), tool.kind()], ["sql", "exec", "tool"]);
         assert_eq!(sql.summary(), "select 1");
         assert_eq!(exec.summary(), "ls -l");
         assert_eq!(tool.summary(), r#"query({"q":1})"#);
-    }
-
-    #[test]
-    fn an_exec_action_names_its_program_when_the_line_was_split() {
-        let split = ExecAction { command_line: "ls -l".into(), argv: vec!["ls".into(), "-l".into()] };
-        let unsplit = ExecAction { command_line: "ls $(x)".into(), argv: Vec::new() };
-        assert_eq!(split.program(), Some("ls"));
-        assert_eq!(unsplit.program(), None);
     }
 
     #[test]

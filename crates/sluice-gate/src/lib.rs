@@ -8,11 +8,12 @@ pub mod outcome;
 pub mod server;
 pub mod session;
 
-pub use action::{Action, ExecAction, KubeAction, SqlAction, SqlLanguage, ToolAction};
+pub use action::{Action, KubeAction, SqlAction, SqlLanguage, ToolAction};
 pub use grant::{Obligations, SessionGrant, Target};
 pub use outcome::{ActionDetail, Outcome};
 pub use server::{ServerAnswer, SqlServer};
 pub use session::{ClientInfo, Gate, OpenError, OpenRequest, Presented, SessionGate, SessionLog, Standing};
 pub use sluice_core::advice::{Explanation, Permissions};
+pub use sluice_core::exec::{self, ExecAction};
 pub use sluice_core::http::{self, BodySummary, GraphqlKind, GraphqlOperation, HttpAction, HttpTargetError};
 pub use sluice_core::{AuthOutcome, Decision, Hold, Identity, Protocol, Refusal, RefusalCause, Secret};

@@ -3,11 +3,13 @@
 //! effect only — deny beats review beats allow — so a broad deny can never be undone by a narrower
 //! allow somewhere else in the file. `policy` is the rule engine every protocol shares (compiling,
 //! scope, precedence, presets, review settings, defaults; `lint` its checker); `sql` is the SQL
-//! matcher (with `rule`'s matching of one operation and PostgreSQL's own names in `pg`); actions
-//! of other protocols have no match keys yet and are decided by their protocol's rules and the
-//! rules of scope only (`Policy::decide_unmatched`). The rule file's types are plain data in
+//! matcher (with `rule`'s matching of one operation and PostgreSQL's own names in `pg`), `http` the
+//! HTTP matcher, `exec` the SSH command matcher; actions of other protocols have no match keys
+//! yet and are decided by their protocol's rules and the rules of scope only
+//! (`Policy::decide_unmatched`). The rule file's types are plain data in
 //! `sluice_core::policy`.
 
+mod exec;
 mod http;
 mod lint;
 mod pg;

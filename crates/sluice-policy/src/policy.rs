@@ -6,6 +6,7 @@
 use crate::PolicyError;
 use crate::pg::SIDE_EFFECT_FUNCTIONS;
 use crate::rule::{Rule, compile_rule};
+use sluice_core::exec::ExecAction;
 use sluice_core::http::HttpAction;
 use sluice_core::policy::{BuiltinRules, ConnectionPolicy, Effect, PolicySpec, RuleProtocol, RuleSpec};
 use sluice_core::review::ReviewRules;
@@ -14,6 +15,15 @@ use sluice_core::sql::Kind;
 use sluice_core::{Decision, Identity, Refusal, RefusalCause};
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// How strict a decision is: deny, then review, then allow.
+fn severity(decision: &Decision) -> u8 {
+    match decision {
+        Decision::Deny(_) => 3,
+        Decision::Review(_) => 2,
+        _ => 1,
+    }
+}
 
 /// Who is asking, and where.
 pub(crate) struct Scope<'a> {
@@ -160,6 +170,36 @@ impl Policy {
         self.decide_by(identity, connection, "http", &summary, |rule| {
             rule.http.as_ref().is_none_or(|m| m.matches(action, rule.effect == Effect::Allow))
         })
+    }
+
+    /// A command line: each command it runs is decided, and the line gets the strictest answer. A
+    /// line that cannot be read for certain is refused.
+    pub fn decide_exec(&self, identity: &Identity, connection: &str, action: &ExecAction) -> Decision {
+        if let Some(why) = &action.opaque {
+            return Decision::Deny(Refusal {
+                rule: "unreadable-command".into(),
+                reason: format!("sluice cannot tell for certain what this command line runs: {why}"),
+                detail: Some(action.line.clone()),
+                hint: Some(
+                    "write the command with its program and arguments spelled out (no variables, substitutions or \
+                     eval choosing what runs), or ask an operator to run it"
+                        .into(),
+                ),
+                cause: RefusalCause::Policy,
+            });
+        }
+        let mut strictest: Option<Decision> = None;
+        for command in &action.commands {
+            let decision = self.decide_by(identity, connection, "exec", &command.summary(), |rule| match &rule.exec {
+                Some(m) => m.matches(command, rule.effect == Effect::Allow),
+                None => rule.effect != Effect::Allow || crate::exec::plain_allow_matches(command),
+            });
+            if strictest.as_ref().is_none_or(|s| severity(&decision) > severity(s)) {
+                strictest = Some(decision);
+            }
+        }
+        // A line that runs nothing (assignments alone) is decided as the connection's default.
+        strictest.unwrap_or_else(|| self.decide_by(identity, connection, "exec", &action.line, |r| r.exec.is_none()))
     }
 
     /// The strictest of the rules for `kind` (and of scope only) in scope that `matches`; where

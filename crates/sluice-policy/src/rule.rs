@@ -2,6 +2,7 @@
 //! (as a bit set), objects and functions by glob under the connection's search_path, conditions.
 
 use crate::PolicyError;
+use crate::exec::ExecMatcher;
 use crate::http::HttpMatcher;
 use crate::pg::implicit_schemas;
 use sluice_core::glob::glob_match;
@@ -55,6 +56,8 @@ pub(crate) struct Rule {
     pub(crate) review: Option<Arc<ReviewRules>>,
     /// What an HTTP rule matches; `None`: every request in its scope.
     pub(crate) http: Option<HttpMatcher>,
+    /// What an SSH rule matches of each command; `None`: every command in its scope.
+    pub(crate) exec: Option<ExecMatcher>,
 }
 
 impl Rule {
@@ -173,6 +176,7 @@ pub(crate) fn compile_rule(spec: &RuleSpec, out: &mut Vec<Rule>) -> Result<(), P
         read_only: false,
         review: None,
         http: None,
+        exec: None,
     };
     match (spec.preset, spec.effect) {
         (Some(_), Some(_)) => Err(problem("give either a preset or an effect, not both")),
@@ -181,9 +185,9 @@ pub(crate) fn compile_rule(spec: &RuleSpec, out: &mut Vec<Rule>) -> Result<(), P
                 "a preset rule can be scoped (connections, identities, groups, objects) but not given kinds, functions or conditions",
             ))
         }
-        (Some(_), None) if !spec.http_keys().is_empty() => Err(problem(&format!(
+        (Some(_), None) if !spec.http_keys().is_empty() || !spec.ssh_keys().is_empty() => Err(problem(&format!(
             "a preset rule can be scoped (connections, identities, groups) but not given {}",
-            spec.http_keys().join(", ")
+            [spec.http_keys(), spec.ssh_keys()].concat().join(", ")
         ))),
         (Some(preset), None) => {
             let protocols = match protocol {
@@ -213,6 +217,7 @@ pub(crate) fn compile_rule(spec: &RuleSpec, out: &mut Vec<Rule>) -> Result<(), P
             let reason = spec.reason.clone().unwrap_or_else(|| format!("policy rule {}", spec.name));
             let mut rule = base(effect, kinds, reason);
             rule.http = HttpMatcher::compile(spec)?;
+            rule.exec = ExecMatcher::compile(spec);
             match (&spec.review, effect) {
                 (Some(_), Effect::Allow | Effect::Deny) => {
                     return Err(problem("only a rule with effect \"review\" can have review settings"));
