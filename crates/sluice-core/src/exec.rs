@@ -4,8 +4,10 @@
 //! read for certain (a program named by an expansion, `eval`, `sh -c "$X"`) is said so, and is
 //! never allowed.
 
+use serde::{Deserialize, Serialize};
+
 /// What an SSH client asked a channel to run.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExecRequest {
     /// `exec`: one command line.
     Command,
@@ -15,7 +17,7 @@ pub enum ExecRequest {
     Subsystem(String),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecAction {
     /// The line as the client sent it (for a shell or a subsystem, what it is).
     pub line: String,
@@ -28,7 +30,7 @@ pub struct ExecAction {
 }
 
 /// One program run with its arguments.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     /// The program as written (`rm`, `/bin/rm`), then its arguments, each after quote removal.
     /// A word with expansions in it is kept as written, and `literal` says which.
@@ -75,7 +77,7 @@ impl Command {
 }
 
 /// A file a redirection opens.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Redirect {
     /// Opened for writing (`>`, `>>`, `>|`, `&>`, `<>`), else for reading.
     pub writes: bool,

@@ -3,9 +3,13 @@
 //! process substitutions, here-documents — with its program, arguments and redirections, and the
 //! commands that wrappers run (`sudo`, `env`, `xargs`, `sh -c '…'`, `find -exec`: see
 //! `wrappers`). A word is kept literal only when no expansion can change it. Whatever cannot be
-//! read for certain makes the line opaque, which policy never allows.
+//! read for certain makes the line opaque, which policy never allows. A gateway reads lines with
+//! `IsolatedReader` (in worker processes), never with `analyze` in its own process.
 
+mod isolated;
 mod wrappers;
+
+pub use isolated::{IsolatedReader, worker_main};
 
 use brush_parser::ast::{self, CommandPrefixOrSuffixItem as Item};
 use brush_parser::word::{self, WordPiece};
@@ -17,7 +21,7 @@ use sluice_core::exec::{Command, ExecAction, ExecRequest, Redirect};
 const MAX_DEPTH: usize = 12;
 
 /// Longer lines are opaque.
-const MAX_LINE: usize = 16 * 1024;
+pub(crate) const MAX_LINE: usize = 16 * 1024;
 
 /// Reads an `exec` request's command line.
 pub fn analyze(line: &str) -> ExecAction {

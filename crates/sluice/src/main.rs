@@ -66,6 +66,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// sluice's own workers (not for people): `read-shell` reads command lines apart from the
+    /// gateway's process.
+    #[command(hide = true)]
+    Internal {
+        #[arg(value_parser = ["read-shell"])]
+        job: String,
+    },
 }
 
 /// Exit statuses beyond 0 (success) and 2 (a usage error, from clap): see docs/configuration.md.
@@ -90,6 +97,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Internal { .. } = cli.command {
+        // Before anything else: a worker needs no configuration, runtime or TLS.
+        sluice_shell::worker_main()?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = instance::resolve_config(cli.config, !matches!(cli.command, Command::Serve))?;
     // One TLS implementation for everything that speaks TLS without choosing (the webhook and
     // API clients); the PostgreSQL paths pass theirs explicitly.
@@ -111,6 +123,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Command::Review(cmd) => review_cmd::review(config, cmd).await,
             Command::Access(cmd) => review_cmd::access(config, cmd).await,
             Command::Check { json } => commands::check(config, json),
+            Command::Internal { .. } => Ok(()),
         };
         done.map(|()| ExitCode::SUCCESS)
     })
