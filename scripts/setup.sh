@@ -77,7 +77,9 @@ test)
   # rsyslog (with its TLS driver) receives the audit log's syslog export in the tests.
   # curl is one of the HTTP tests' clients (with HTTP/2).
   # wrk and nginx run the HTTP benchmark's quick mode.
+  # OpenSSH's sshd is the SSH tests' target host, its ssh the agent's client.
   packages+=(pgbouncer python3 python3-venv libpostgresql-jdbc-java rsyslog rsyslog-gnutls curl wrk)
+  packages+=(openssh-server openssh-client)
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || packages+=(nginx)
   command -v javac >/dev/null || packages+=(default-jdk-headless)
   command -v npm >/dev/null || packages+=(nodejs npm)

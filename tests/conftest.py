@@ -218,6 +218,13 @@ class Sluice:
                 self.proc.kill()
                 raise AssertionError(f"sluice's HTTP listener did not start: {line!r}\n{self.log()}")
             self.http_port = int(line.rsplit(":", 1)[1])
+        self.ssh_port = None
+        if any(c.get("protocol") == "ssh" for c in self.settings["connections"].values()):
+            line = self.announcement()
+            if "ssh listening on" not in line:
+                self.proc.kill()
+                raise AssertionError(f"sluice's SSH listener did not start: {line!r}\n{self.log()}")
+            self.ssh_port = int(line.rsplit(":", 1)[1])
         if self.settings["api"].get("enabled", True):
             line = self.announcement()
             if "api listening on" not in line:

@@ -37,6 +37,7 @@ fn text_len(event: &AuditEvent) -> usize {
                 ActionDetail::Http { excerpts, .. } => excerpts.as_ref().map_or(0, |e| {
                     64 + e.request.as_ref().map_or(0, String::len) + e.response.as_ref().map_or(0, String::len)
                 }),
+                ActionDetail::Exec { error, .. } => 64 + error.as_ref().map_or(0, String::len),
             };
             a.text.len() + extra
         }
@@ -112,6 +113,20 @@ fn action_record(out: &mut Json, a: &ActionRecord) {
                 out.optional("response", excerpts.response.as_deref());
                 out.raw("}");
             }
+            out.raw("}");
+            return;
+        }
+        ActionDetail::Exec { exit_status, input_bytes, output_bytes, error } => {
+            out.raw(",\"detail\":{\"protocol\":\"exec\",\"exit_status\":");
+            match exit_status {
+                Some(status) => out.number(*status),
+                None => out.raw("null"),
+            }
+            out.raw(",\"input_bytes\":");
+            out.number(*input_bytes);
+            out.raw(",\"output_bytes\":");
+            out.number(*output_bytes);
+            out.optional("error", error.as_deref());
             out.raw("}");
             return;
         }
@@ -317,6 +332,27 @@ mod tests {
                     error: Some(AWKWARD.into()),
                     excerpts: Some(Box::new(HttpExcerpts { request: None, response: Some(AWKWARD.into()) })),
                 },
+            }),
+            AuditEvent::Action(ActionRecord {
+                seq: 3,
+                text: Arc::from(AWKWARD),
+                duration_us: 9,
+                verdict: "allow",
+                rule: Some(Arc::from("web-reads")),
+                detail: ActionDetail::Exec {
+                    exit_status: Some(2),
+                    input_bytes: 0,
+                    output_bytes: u64::MAX,
+                    error: Some(AWKWARD.into()),
+                },
+            }),
+            AuditEvent::Action(ActionRecord {
+                seq: 4,
+                text: Arc::from("rm x"),
+                duration_us: 1,
+                verdict: "deny",
+                rule: None,
+                detail: ActionDetail::Exec { exit_status: None, input_bytes: 3, output_bytes: 0, error: None },
             }),
             AuditEvent::Action(ActionRecord {
                 seq: 2,

@@ -18,6 +18,9 @@ pub struct Config {
     /// The HTTP listener (docs/http.md).
     #[serde(default)]
     pub http: HttpListener,
+    /// The SSH listener (docs/ssh.md).
+    #[serde(default)]
+    pub ssh: SshListener,
     #[serde(default)]
     pub recording: RecordingConfig,
     /// The audit log's integrity: its signing key and how often checkpoints are signed
@@ -257,6 +260,45 @@ impl Default for HttpListener {
             oversize: Oversize::Refuse,
             header_timeout_secs: 10,
             max_connections: 1000,
+        }
+    }
+}
+
+/// The listener agents reach SSH connections on. It runs when at least one connection has
+/// `protocol = "ssh"` at start.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SshListener {
+    pub enabled: bool,
+    pub listen: String,
+    /// sluice's own host key (Ed25519, OpenSSH format), generated on first start; default
+    /// `ssh_host_ed25519_key` in the state directory.
+    pub host_key: Option<PathBuf>,
+    /// How long a client has to finish the handshake and authenticate.
+    pub auth_timeout_secs: u64,
+    /// Authentication attempts before the connection is closed.
+    pub max_auth_attempts: usize,
+    /// Clients not yet authenticated, in all and from one address.
+    pub max_unauthenticated: usize,
+    pub max_unauthenticated_per_source: usize,
+    /// Client connections served at once.
+    pub max_connections: usize,
+    /// How long reading one command line may take before it is refused.
+    pub read_timeout_ms: u64,
+}
+
+impl Default for SshListener {
+    fn default() -> Self {
+        SshListener {
+            enabled: true,
+            listen: "127.0.0.1:2222".into(),
+            host_key: None,
+            auth_timeout_secs: 20,
+            max_auth_attempts: 3,
+            max_unauthenticated: 64,
+            max_unauthenticated_per_source: 8,
+            max_connections: 1000,
+            read_timeout_ms: 2000,
         }
     }
 }

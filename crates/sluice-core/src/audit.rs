@@ -200,6 +200,17 @@ pub enum ActionDetail {
         #[serde(skip_serializing_if = "Option::is_none")]
         excerpts: Option<Box<HttpExcerpts>>,
     },
+    /// A command run on a host (SSH `exec`).
+    Exec {
+        /// The command's exit status; absent when it did not run to an end (refused, the host
+        /// unreachable, the client gone).
+        exit_status: Option<u32>,
+        /// What the client sent to its input, and what came back (output and errors, masked).
+        input_bytes: u64,
+        output_bytes: u64,
+        /// What went wrong, when sluice answered for the host.
+        error: Option<String>,
+    },
 }
 
 /// The beginnings of an HTTP exchange's bodies, masked and cut to `[recording]

@@ -15,6 +15,8 @@ use sluice_export::Exports;
 use sluice_http::{HttpAdapter, HttpListenerConfig, Oversize};
 use sluice_pg::{ListenerConfig, PgAdapter, tls};
 use sluice_runtime::{Adapter, Limits, Runtime, Workers};
+use sluice_shell::IsolatedReader;
+use sluice_ssh::{SshAdapter, SshListenerConfig};
 use sluice_store::vault::{MasterKey, write_private};
 use sluice_store::{AuditExportStore, ReviewStore};
 use sluice_store_sqlite::{Recorder, Removed, Retention, SqliteStore};
@@ -302,10 +304,38 @@ fn adapters(config: &Config, engine: &Arc<Engine>, api_url: Option<String>) -> R
         adapters.push((Arc::new(pg), config.postgres.listen.clone()));
     }
     if config.http.enabled && config.connections.values().any(|c| c.protocol == "http") {
-        let http = HttpAdapter::new(Arc::clone(engine), http_listener_config(config, api_url)?);
+        let http = HttpAdapter::new(Arc::clone(engine), http_listener_config(config, api_url.clone())?);
         adapters.push((Arc::new(http), config.http.listen.clone()));
     }
+    if config.ssh.enabled && config.connections.values().any(|c| c.protocol == "ssh") {
+        let ssh = SshAdapter::new(Arc::clone(engine), ssh_listener_config(config, api_url)?);
+        adapters.push((Arc::new(ssh), config.ssh.listen.clone()));
+    }
     Ok(adapters)
+}
+
+fn ssh_listener_config(config: &Config, api_url: Option<String>) -> Result<SshListenerConfig> {
+    let ssh = &config.ssh;
+    let path = ssh.host_key.clone().unwrap_or_else(|| config.server.state_dir.join("ssh_host_ed25519_key"));
+    let host_key = sluice_ssh::host_key(&path).map_err(|e| anyhow::anyhow!("ssh host key: {e}"))?;
+    let sluice = std::env::current_exe().context("cannot find sluice's own program to read command lines with")?;
+    let reader = IsolatedReader::new(
+        sluice,
+        vec!["internal".into(), "read-shell".into()],
+        Duration::from_millis(ssh.read_timeout_ms),
+    );
+    Ok(SshListenerConfig {
+        host_key,
+        reader: Arc::new(reader),
+        auth_timeout: Duration::from_secs(ssh.auth_timeout_secs),
+        max_auth_attempts: ssh.max_auth_attempts,
+        limits: Limits {
+            max_sessions: ssh.max_connections,
+            max_unauthenticated: ssh.max_unauthenticated,
+            max_unauthenticated_per_source: ssh.max_unauthenticated_per_source,
+        },
+        api_url,
+    })
 }
 
 fn http_listener_config(config: &Config, api_url: Option<String>) -> Result<HttpListenerConfig> {

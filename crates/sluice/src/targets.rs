@@ -7,13 +7,14 @@ use sluice_engine::{TargetFacts, TargetPreparer};
 use sluice_gate::Target;
 use sluice_http::{HttpConnectionOptions, HttpTarget};
 use sluice_pg::{PgConnectionOptions, PgTarget, PostgresSql};
+use sluice_ssh::{SshConnectionOptions, SshTarget};
 use std::sync::Arc;
 
 /// The adapters sluice has, as the engine prepares targets for them.
 pub struct Targets;
 
 /// The protocols sluice serves, as `protocol = "…"` names them.
-const PROTOCOLS: &str = "postgres, http";
+const PROTOCOLS: &str = "postgres, http, ssh";
 
 impl TargetPreparer for Targets {
     fn describe(&self, name: &str, conn: &ConnectionConfig) -> Result<TargetFacts, String> {
@@ -35,6 +36,11 @@ impl TargetPreparer for Targets {
                     summary: options.summary(name),
                 })
             }
+            "ssh" => {
+                let options: SshConnectionOptions = conn.options_as()?;
+                options.check()?;
+                Ok(TargetFacts { protocol: Protocol::Ssh, sql_search_path: Vec::new(), summary: options.summary(name) })
+            }
             other => Err(unserved(other)),
         }
     }
@@ -48,6 +54,10 @@ impl TargetPreparer for Targets {
             "http" => {
                 let target = HttpTarget::prepare(name, &conn.options_as()?)?;
                 Ok(Target::new(name, Protocol::Http, Arc::new(target)))
+            }
+            "ssh" => {
+                let target = SshTarget::prepare(name, &conn.options_as()?)?;
+                Ok(Target::new(name, Protocol::Ssh, Arc::new(Arc::new(target))))
             }
             other => Err(unserved(other)),
         }

@@ -1,0 +1,415 @@
+//! One client connection: authenticated by its sluice token (as the password, or the answer to a
+//! keyboard-interactive prompt) with the target in the user name (`agent+web1`), then each
+//! `exec` channel's command line read, decided, and run on the target in sluice's own session,
+//! its output masked on the way back. Everything else a client may ask for (shells, subsystems,
+//! forwarding, agent forwarding) is refused, saying so.
+
+use crate::SshListenerConfig;
+use crate::output::LineMasker;
+use crate::reply;
+use crate::target::SshTarget;
+use crate::upstream;
+use bytes::Bytes;
+use russh::server::{Auth, ChannelOpenHandle, Handle, Msg, Response, Session};
+use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure};
+use sluice_core::{ActionDetail, Decision, Protocol, Secret};
+use sluice_gate::{Action, ClientInfo, Gate, OpenRequest, Outcome, Presented, SessionGate, SessionGrant, SessionLog};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::mpsc;
+
+/// Exit status of a command sluice refused (denied, or waiting for a review): 126, the shell's
+/// "found but cannot be run".
+pub const REFUSED_STATUS: u32 = 126;
+
+/// What the client sends on a channel after its request.
+enum Input {
+    Data(Bytes),
+    Eof,
+}
+
+/// An authenticated client's session on its target.
+struct Opened<S: SessionGate> {
+    session: tokio::sync::Mutex<S>,
+    log: S::Log,
+    grant: SessionGrant,
+    target: Arc<SshTarget>,
+    /// The last command's number in the session's record.
+    seq: AtomicU64,
+}
+
+/// What became of one command, for the record.
+struct Run {
+    seq: u64,
+    started_at_us: i64,
+    started: std::time::Instant,
+    input_bytes: u64,
+    output_bytes: u64,
+}
+
+impl Run {
+    fn finish<L: SessionLog>(
+        &self,
+        log: &L,
+        line: &str,
+        decision: &Decision,
+        exit_status: Option<u32>,
+        error: Option<String>,
+    ) {
+        if !log.records_outcomes() {
+            return;
+        }
+        log.finish(
+            self.seq,
+            Outcome {
+                text: Arc::from(line),
+                started_at_us: self.started_at_us,
+                duration_us: i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX),
+                decision: decision.effect(),
+                rule: Some(Arc::from(decision.rule())),
+                detail: ActionDetail::Exec {
+                    exit_status,
+                    input_bytes: self.input_bytes,
+                    output_bytes: self.output_bytes,
+                    error,
+                },
+            },
+        );
+    }
+}
+
+pub struct Connection<G: Gate> {
+    gate: Arc<G>,
+    config: Arc<SshListenerConfig>,
+    peer: String,
+    opened: Option<Arc<Opened<G::Session>>>,
+    /// Where a running command's input goes.
+    inputs: HashMap<ChannelId, mpsc::UnboundedSender<Input>>,
+    /// Its place among clients still authenticating, given up once authenticated.
+    ticket: Option<sluice_runtime::Ticket>,
+}
+
+impl<G: Gate> Connection<G> {
+    pub fn new(gate: Arc<G>, config: Arc<SshListenerConfig>, peer: String, ticket: sluice_runtime::Ticket) -> Self {
+        Connection { gate, config, peer, opened: None, inputs: HashMap::new(), ticket: Some(ticket) }
+    }
+
+    /// Opens the session the user name asks for with the token presented.
+    async fn authenticate(&mut self, user: &str, token: &str) -> Auth {
+        let Some((identity, target)) = split_user(user) else { return Auth::reject() };
+        let secret = Secret::new(token);
+        let request = OpenRequest {
+            presented: Presented::Token { user: identity, secret: &secret },
+            target,
+            client: ClientInfo { protocol: Protocol::Ssh, addr: &self.peer, tls: true, program: None },
+        };
+        let Ok((grant, mut session)) = self.gate.open(request).await else { return Auth::reject() };
+        let Some(prepared) = grant.target.options::<Arc<SshTarget>>().cloned() else {
+            session.end(format!("connection {target} is not an SSH connection"));
+            return Auth::reject();
+        };
+        session.started();
+        let log = session.log();
+        let session = tokio::sync::Mutex::new(session);
+        self.opened = Some(Arc::new(Opened { session, log, grant, target: prepared, seq: AtomicU64::new(0) }));
+        self.ticket = None;
+        Auth::Accept
+    }
+}
+
+impl<G: Gate> Drop for Connection<G> {
+    fn drop(&mut self) {
+        // Commands still running end the session when they finish (the engine records it then).
+        if let Some(opened) = self.opened.take().and_then(|o| Arc::try_unwrap(o).ok()) {
+            opened.session.into_inner().end("the client disconnected".into());
+        }
+    }
+}
+
+/// `identity+target`: the target after the last `+`.
+pub fn split_user(user: &str) -> Option<(&str, &str)> {
+    let (identity, target) = user.rsplit_once('+')?;
+    (!identity.is_empty() && !target.is_empty()).then_some((identity, target))
+}
+
+impl<G: Gate> russh::server::Handler for Connection<G> {
+    type Error = russh::Error;
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        Ok(self.authenticate(user, password).await)
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        response: Option<Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        match response {
+            None => Ok(Auth::Partial {
+                name: "".into(),
+                instructions: "".into(),
+                prompts: vec![("sluice token: ".into(), false)].into(),
+            }),
+            Some(mut answers) => {
+                let token = answers.next().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                Ok(self.authenticate(user, &token).await)
+            }
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // What arrives on the channel comes through this handler's methods.
+        drop(channel);
+        match self.opened {
+            Some(_) => reply.accept().await,
+            None => reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await,
+        }
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        _host: &str,
+        _port: u32,
+        _originator: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        _address: &str,
+        _port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+
+    async fn agent_request(&mut self, _channel: ChannelId, _session: &mut Session) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _cols: u32,
+        _rows: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // A terminal is not forwarded: commands run without one (as `ssh -T`).
+        session.channel_failure(channel)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        _name: &str,
+        _value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Variables would change what a command does after it was decided.
+        session.channel_failure(channel)
+    }
+
+    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+        session.channel_success(channel)?;
+        refuse_now(session.handle(), channel, reply::not_served("interactive shells")).await;
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)?;
+        refuse_now(session.handle(), channel, reply::not_served(&format!("the {name} subsystem"))).await;
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(opened) = self.opened.clone() else { return session.channel_failure(channel) };
+        session.channel_success(channel)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.inputs.insert(channel, tx);
+        let line = String::from_utf8_lossy(data).into_owned();
+        let (handle, config) = (session.handle(), Arc::clone(&self.config));
+        tokio::spawn(run_command(opened, config, handle, channel, line, rx));
+        Ok(())
+    }
+
+    async fn data(&mut self, channel: ChannelId, data: &[u8], _session: &mut Session) -> Result<(), Self::Error> {
+        if let Some(input) = self.inputs.get(&channel) {
+            let _ = input.send(Input::Data(Bytes::copy_from_slice(data)));
+        }
+        Ok(())
+    }
+
+    async fn channel_eof(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
+        if let Some(input) = self.inputs.get(&channel) {
+            let _ = input.send(Input::Eof);
+        }
+        Ok(())
+    }
+
+    async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
+        self.inputs.remove(&channel);
+        Ok(())
+    }
+}
+
+/// Tells the client why on its standard error, and ends the channel with `REFUSED_STATUS`.
+async fn refuse_now(handle: Handle, channel: ChannelId, message: String) {
+    let _ = handle.extended_data(channel, 1, message.into_bytes()).await;
+    end(&handle, channel, REFUSED_STATUS).await;
+}
+
+async fn end(handle: &Handle, channel: ChannelId, status: u32) {
+    let _ = handle.exit_status_request(channel, status).await;
+    let _ = handle.eof(channel).await;
+    let _ = handle.close(channel).await;
+}
+
+/// One `exec` request, from its decision to its exit status.
+async fn run_command<S: SessionGate>(
+    opened: Arc<Opened<S>>,
+    config: Arc<SshListenerConfig>,
+    handle: Handle,
+    channel: ChannelId,
+    line: String,
+    mut input: mpsc::UnboundedReceiver<Input>,
+) {
+    let mut run = Run {
+        seq: opened.seq.fetch_add(1, Ordering::Relaxed) + 1,
+        started_at_us: sluice_core::audit::now_us(),
+        started: std::time::Instant::now(),
+        input_bytes: 0,
+        output_bytes: 0,
+    };
+    let action = config.reader.analyze(&line).await;
+    let mut decision = opened.session.lock().await.decide(&Action::Exec(&action)).await;
+    if let Decision::Hold(hold) = &decision {
+        let _ = handle.extended_data(channel, 1, reply::held(hold).into_bytes()).await;
+        let waiting = opened.session.lock().await.await_review(hold);
+        decision = waiting.await;
+    }
+    if !decision.allows() {
+        run.finish(&opened.log, &line, &decision, None, None);
+        return refuse_now(handle, channel, reply::refused(&decision, &config)).await;
+    }
+    let (status, error) = match relay(&opened, &handle, channel, &line, &mut input, &mut run).await {
+        Ok(status) => (status, None),
+        Err(e) => {
+            let message = format!("sluice: {e}\n");
+            let _ = handle.extended_data(channel, 1, message.into_bytes()).await;
+            (None, Some(e))
+        }
+    };
+    run.finish(&opened.log, &line, &decision, status, error);
+    end(&handle, channel, status.unwrap_or(REFUSED_STATUS)).await;
+}
+
+/// Runs an allowed command on the target: the client's input passed on, the output masked on its
+/// way back. Its exit status (255 for a signal, as ssh reports one); `Err` when it could not run.
+async fn relay<S: SessionGate>(
+    opened: &Opened<S>,
+    handle: &Handle,
+    channel: ChannelId,
+    line: &str,
+    input: &mut mpsc::UnboundedReceiver<Input>,
+    run: &mut Run,
+) -> Result<Option<u32>, String> {
+    let upstream =
+        upstream::connect(&opened.target, opened.grant.credential.as_ref()).await.map_err(|e| e.to_string())?;
+    let name = &opened.target.name;
+    let mut remote = upstream.channel_open_session().await.map_err(|e| format!("{name}: {e}"))?;
+    remote.exec(true, line.as_bytes()).await.map_err(|e| format!("{name}: {e}"))?;
+    let obligations = &opened.grant.obligations;
+    let (mut stdout, mut stderr) = (LineMasker::new(obligations), LineMasker::new(obligations));
+    let mut status = None;
+    let mut input_open = true;
+    loop {
+        tokio::select! {
+            message = remote.wait() => match message {
+                Some(ChannelMsg::Data { data }) => {
+                    let out = stdout.push(&data);
+                    run.output_bytes += out.len() as u64;
+                    if !out.is_empty() && handle.data(channel, out).await.is_err() {
+                        break;
+                    }
+                }
+                Some(ChannelMsg::ExtendedData { data, ext }) => {
+                    let out = stderr.push(&data);
+                    run.output_bytes += out.len() as u64;
+                    if !out.is_empty() && handle.extended_data(channel, ext, out).await.is_err() {
+                        break;
+                    }
+                }
+                Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
+                Some(ChannelMsg::ExitSignal { .. }) => status = status.or(Some(255)),
+                Some(ChannelMsg::Close) | None => break,
+                Some(_) => {}
+            },
+            piece = input.recv(), if input_open => match piece {
+                Some(Input::Data(data)) => {
+                    run.input_bytes += data.len() as u64;
+                    if remote.data_bytes(data).await.is_err() {
+                        input_open = false;
+                    }
+                }
+                Some(Input::Eof) | None => {
+                    input_open = false;
+                    let _ = remote.eof().await;
+                }
+            },
+        }
+    }
+    for (masker, ext) in [(&mut stdout, None), (&mut stderr, Some(1))] {
+        let rest = masker.finish();
+        run.output_bytes += rest.len() as u64;
+        if !rest.is_empty() {
+            let _ = match ext {
+                None => handle.data(channel, rest).await,
+                Some(ext) => handle.extended_data(channel, ext, rest).await,
+            };
+        }
+    }
+    let _ = upstream.disconnect(russh::Disconnect::ByApplication, "", "en").await;
+    Ok(status.or(Some(255)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_user;
+
+    #[test]
+    fn the_target_follows_the_last_plus() {
+        assert_eq!(split_user("agent+web1"), Some(("agent", "web1")));
+        assert_eq!(split_user("ci+bot+web1"), Some(("ci+bot", "web1")));
+        assert_eq!(split_user("agent"), None);
+        assert_eq!(split_user("+web1"), None);
+        assert_eq!(split_user("agent+"), None);
+    }
+}

@@ -1,0 +1,209 @@
+"""SSH through sluice: OpenSSH's sshd on 127.0.0.1 as the target host (its own config, host key and
+authorized_keys), OpenSSH's ssh as the agent's client, authenticating with its sluice token. sluice
+logs in to the host with a key the agent never sees, runs what policy allows, and masks what comes
+back."""
+
+import getpass
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port, wait_for
+
+RULES = """
+[[policy.rules]]
+name = "web-reads"
+effect = "allow"
+connections = ["web1*"]
+programs = ["echo", "cat", "printf", "whoami", "ls", "true", "grep", "wc"]
+
+[[policy.rules]]
+name = "web-deletes-reviewed"
+effect = "review"
+connections = ["web1*"]
+programs = ["rm"]
+
+[[policy.rules]]
+name = "web-no-root"
+effect = "deny"
+connections = ["web1*"]
+sudo = true
+reason = "agents do not run commands as another user"
+hint = "run it without sudo, or ask an operator"
+"""
+
+
+def sshd_path():
+    for path in ("/usr/sbin/sshd", shutil.which("sshd")):
+        if path and os.path.exists(path):
+            return path
+    pytest.fail("sshd is not installed: scripts/setup.sh test installs openssh-server")
+
+
+@pytest.fixture(scope="module")
+def host():
+    """An unprivileged sshd that lets in whoever holds sluice's key."""
+    d = Path(tempfile.mkdtemp(prefix="sluice-sshd-"))
+    os.chmod(d, 0o755)
+    for name in ("host_key", "sluice_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
+    (d / "authorized_keys").write_text((d / "sluice_key.pub").read_text())
+    port = free_port()
+    (d / "sshd_config").write_text(f"""
+Port {port}
+ListenAddress 127.0.0.1
+HostKey {d / "host_key"}
+AuthorizedKeysFile {d / "authorized_keys"}
+PidFile {d / "sshd.pid"}
+UsePAM no
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+AllowTcpForwarding no
+""")
+    if os.geteuid() == 0:
+        # sshd run by root wants its privilege separation directory.
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+    proc = subprocess.Popen([sshd_path(), "-D", "-e", "-f", str(d / "sshd_config")],
+                            stderr=open(d / "sshd.log", "w"))
+
+    def up():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    wait_for(up, timeout=15, what="sshd")
+    host = type("Host", (), {})()
+    host.dir, host.port, host.user = d, port, getpass.getuser()
+    host.host_key = (d / "host_key.pub").read_text().strip()
+    yield host
+    proc.terminate()
+    proc.wait(timeout=10)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def gw(pg, host):
+    from conftest import Sluice
+    other_key = host.dir / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key)], check=True)
+    web1 = {"protocol": "ssh", "default": "deny", "host": "127.0.0.1", "port": host.port, "user": host.user,
+            "host_key": f"[127.0.0.1]:{host.port} {host.host_key}", "password": f"file:{host.dir / 'sluice_key'}"}
+    connections = {
+        "web1": web1,
+        # The same host pinned to another key: a host key mismatch.
+        "web1_impostor": {**web1, "host_key": (host.dir / "other_key.pub").read_text().strip()},
+        "web1_down": {**web1, "port": free_port(), "connect_timeout_ms": 1000},
+    }
+    gw = Sluice(pg, extra_toml=RULES, settings={"connections": connections, "ssh": {"listen": "127.0.0.1:0"}})
+    gw.start()
+    gw.agent_token = gw.token()
+    yield gw
+    code = gw.stop()
+    assert "panicked" not in gw.log(), gw.log()
+    assert code == 0, gw.log()[-3000:]
+
+
+def ssh(gw, command, target="web1", token=None, stdin=None, extra=()):
+    """Runs `command` through sluice with the real ssh client, the token given by SSH_ASKPASS."""
+    askpass = Path(gw.dir) / "askpass.sh"
+    if not askpass.exists():
+        askpass.write_text("#!/bin/sh\nprintf '%s\\n' \"$SLUICE_TEST_TOKEN\"\n")
+        askpass.chmod(0o700)
+    env = dict(os.environ, SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force", DISPLAY="none",
+               SLUICE_TEST_TOKEN=token or gw.agent_token)
+    cmd = ["ssh", "-p", str(gw.ssh_port), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+           "-o", "LogLevel=ERROR", "-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1",
+           "-o", "PreferredAuthentications=password", *extra, f"agent+{target}@127.0.0.1"]
+    if command is not None:
+        cmd.append(command)
+    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=env, timeout=60,
+                          stdin=None if stdin is not None else subprocess.DEVNULL)
+
+
+def test_an_allowed_command_runs_on_the_host_with_the_held_key(gw, host):
+    r = ssh(gw, "whoami; echo hello from $(cat /etc/hostname | wc -c) bytes")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == host.user
+    assert lines[1].startswith("hello from ")
+    # The agent authenticated with its token; sluice's key to the host never left sluice.
+    assert "PRIVATE KEY" not in r.stdout + r.stderr
+
+
+def test_output_and_input_are_masked_and_passed(gw):
+    r = ssh(gw, "echo card 4111 1111 1111 1111; echo mail ann@example.com >&2")
+    assert r.returncode == 0, r.stderr
+    assert "4111" not in r.stdout and "[redacted:credit-card]" in r.stdout
+    assert "ann@example.com" not in r.stderr and "[redacted:email]" in r.stderr
+    r = ssh(gw, "cat", stdin="one line from the agent with bob@example.com\nand a second\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "one line from the agent with [redacted:email]\nand a second\n"
+
+
+def test_the_exit_status_comes_back(gw):
+    r = ssh(gw, "ls /nonexistent-dir")
+    assert r.returncode == 2, (r.returncode, r.stderr)
+
+
+def test_a_denied_command_says_which_rule_and_what_to_do(gw):
+    r = ssh(gw, "sudo ls /root")
+    assert r.returncode == 126
+    assert 'sluice: denied by rule "web-no-root": agents do not run commands as another user' in r.stderr
+    assert "next: run it without sudo" in r.stderr
+    r = ssh(gw, "curl http://example.com")
+    assert r.returncode == 126 and "denied by rule" in r.stderr
+
+
+def test_a_reviewed_command_names_its_review(gw):
+    r = ssh(gw, "rm -f /tmp/sluice-ssh-test-file")
+    assert r.returncode == 126
+    assert "approval #" in r.stderr and "pending" in r.stderr and "web-deletes-reviewed" in r.stderr
+    assert "re-run the same command once approved" in r.stderr
+
+
+def test_what_cannot_be_read_is_refused(gw):
+    for line in ['eval "$CMD"', "r''m -rf $'/'", "echo $(rm -rf /tmp/x)", "X=rm; $X -rf /tmp", "cat x | sh"]:
+        r = ssh(gw, line)
+        assert r.returncode == 126, (line, r.stdout, r.stderr)
+        assert r.stdout == "", line
+
+
+def test_a_host_key_mismatch_or_a_dead_host_is_told_clearly(gw):
+    r = ssh(gw, "true", target="web1_impostor")
+    assert r.returncode == 126
+    assert "not the one pinned for it" in r.stderr, r.stderr
+    r = ssh(gw, "true", target="web1_down")
+    assert r.returncode == 126
+    assert "cannot reach web1_down" in r.stderr, r.stderr
+
+
+def test_a_bad_token_is_refused_and_shells_and_forwarding_are_not_served(gw):
+    r = ssh(gw, "true", token="not-a-token")
+    assert r.returncode == 255 and "Permission denied" in r.stderr
+    r = ssh(gw, None, extra=("-T",))
+    assert r.returncode == 126 and "interactive shells are not served" in r.stderr
+    r = ssh(gw, None, extra=("-W", "127.0.0.1:22"))
+    assert r.returncode == 255
+
+
+def test_every_command_and_its_verdict_is_recorded(gw):
+    ssh(gw, "echo recorded-marker")
+    ssh(gw, "sudo echo refused-marker")
+    ran = gw.session_with(lambda d: "echo recorded-marker" in json.dumps(d))
+    refused = gw.session_with(lambda d: "sudo echo refused-marker" in json.dumps(d))
+    assert ran["session"]["protocol"] == "ssh" and ran["session"]["connection"] == "web1"
+    assert ran["session"]["end_reason"] == "the client disconnected"
+    statement = next(s for s in ran["statements"] if "recorded-marker" in s["text"])
+    assert statement["decision"] == "allow" and statement["rule"] == "web-reads"
+    statement = next(s for s in refused["statements"] if "refused-marker" in s["text"])
+    assert statement["decision"] == "deny" and statement["rule"] == "web-no-root"
