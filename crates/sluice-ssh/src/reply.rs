@@ -44,5 +44,5 @@ pub fn held(hold: &Hold) -> String {
 
 /// What this adapter does not serve yet.
 pub fn not_served(what: &str) -> String {
-    format!("sluice: {what} are not served through sluice; run commands one by one (`ssh HOST 'command'`)\n")
+    format!("sluice: {what} are not served through sluice yet; run commands one by one (`ssh HOST 'command'`)\n")
 }

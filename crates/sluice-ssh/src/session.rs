@@ -13,7 +13,9 @@ use bytes::Bytes;
 use russh::server::{Auth, ChannelOpenHandle, Handle, Msg, Response, Session};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure};
 use sluice_core::{ActionDetail, Decision, Protocol, Secret};
-use sluice_gate::{Action, ClientInfo, Gate, OpenRequest, Outcome, Presented, SessionGate, SessionGrant, SessionLog};
+use sluice_gate::{
+    Action, ClientInfo, Gate, OpenRequest, Outcome, Presented, SessionGate, SessionGrant, SessionLog, Standing,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,15 +25,22 @@ use tokio::sync::mpsc;
 /// "found but cannot be run".
 pub const REFUSED_STATUS: u32 = 126;
 
+/// Programs that move files over their standard streams: their data is not text to mask, and
+/// they are not read as transfers yet, so they are not run (rather than have a file altered).
+const TRANSFERS: [&str; 6] =
+    ["scp", "rsync", "sftp-server", "git-upload-pack", "git-receive-pack", "git-upload-archive"];
+
 /// What the client sends on a channel after its request.
 enum Input {
     Data(Bytes),
     Eof,
 }
 
-/// An authenticated client's session on its target.
+/// An authenticated client's session on its target, shared by the connection and its running
+/// commands; the last of them to let go ends it.
 struct Opened<S: SessionGate> {
-    session: tokio::sync::Mutex<S>,
+    /// `None` only once ended.
+    session: tokio::sync::Mutex<Option<S>>,
     log: S::Log,
     grant: SessionGrant,
     target: Arc<SshTarget>,
@@ -111,18 +120,17 @@ impl<G: Gate> Connection<G> {
         };
         session.started();
         let log = session.log();
-        let session = tokio::sync::Mutex::new(session);
+        let session = tokio::sync::Mutex::new(Some(session));
         self.opened = Some(Arc::new(Opened { session, log, grant, target: prepared, seq: AtomicU64::new(0) }));
         self.ticket = None;
         Auth::Accept
     }
 }
 
-impl<G: Gate> Drop for Connection<G> {
+impl<S: SessionGate> Drop for Opened<S> {
     fn drop(&mut self) {
-        // Commands still running end the session when they finish (the engine records it then).
-        if let Some(opened) = self.opened.take().and_then(|o| Arc::try_unwrap(o).ok()) {
-            opened.session.into_inner().end("the client disconnected".into());
+        if let Some(session) = self.session.get_mut().take() {
+            session.end("the client disconnected".into());
         }
     }
 }
@@ -308,12 +316,25 @@ async fn run_command<S: SessionGate>(
         input_bytes: 0,
         output_bytes: 0,
     };
+    if let Some(why) = ended(&opened).await {
+        let message = format!("sluice: this session can run no more commands: {why}; connect again\n");
+        return refuse_now(handle, channel, message).await;
+    }
     let action = config.reader.analyze(&line).await;
-    let mut decision = opened.session.lock().await.decide(&Action::Exec(&action)).await;
+    if let Some(program) = action.commands.iter().filter_map(|c| c.program_name()).find(|p| TRANSFERS.contains(p)) {
+        let refusal = reply::not_served(&format!("file transfers ({program})"));
+        return refuse_now(handle, channel, refusal).await;
+    }
+    let mut guard = opened.session.lock().await;
+    let Some(session) = guard.as_mut() else { return };
+    let mut decision = session.decide(&Action::Exec(&action)).await;
     if let Decision::Hold(hold) = &decision {
+        let waiting = session.await_review(hold);
+        drop(guard);
         let _ = handle.extended_data(channel, 1, reply::held(hold).into_bytes()).await;
-        let waiting = opened.session.lock().await.await_review(hold);
         decision = waiting.await;
+    } else {
+        drop(guard);
     }
     if !decision.allows() {
         run.finish(&opened.log, &line, &decision, None, None);
@@ -330,6 +351,20 @@ async fn run_command<S: SessionGate>(
     run.finish(&opened.log, &line, &decision, status, error);
     end(&handle, channel, status.unwrap_or(REFUSED_STATUS)).await;
 }
+
+/// Why the session may not go on (its token revoked or expired, its write access ended); `None`
+/// while it may.
+async fn ended<S: SessionGate>(opened: &Opened<S>) -> Option<&'static str> {
+    match opened.session.lock().await.as_ref().map(SessionGate::standing) {
+        Some(Standing::Valid) => None,
+        Some(Standing::CredentialEnded) => Some("its token was revoked or has expired"),
+        Some(Standing::AccessEnded) => Some("the write access it was opened with has ended"),
+        None => Some("the session has ended"),
+    }
+}
+
+/// How often a running command's session is checked (a revoked token stops it).
+const STANDING_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs an allowed command on the target: the client's input passed on, the output masked on its
 /// way back. Its exit status (255 for a signal, as ssh reports one); `Err` when it could not run.
@@ -350,13 +385,22 @@ async fn relay<S: SessionGate>(
     let (mut stdout, mut stderr) = (LineMasker::new(obligations), LineMasker::new(obligations));
     let mut status = None;
     let mut input_open = true;
+    let mut client_gone = false;
+    let mut stopped = None;
+    let mut check = tokio::time::interval(STANDING_EVERY);
+    check.tick().await;
     loop {
         tokio::select! {
+            _ = check.tick() => if let Some(why) = ended(opened).await {
+                stopped = Some(why);
+                break;
+            },
             message = remote.wait() => match message {
                 Some(ChannelMsg::Data { data }) => {
                     let out = stdout.push(&data);
                     run.output_bytes += out.len() as u64;
                     if !out.is_empty() && handle.data(channel, out).await.is_err() {
+                        client_gone = true;
                         break;
                     }
                 }
@@ -364,6 +408,7 @@ async fn relay<S: SessionGate>(
                     let out = stderr.push(&data);
                     run.output_bytes += out.len() as u64;
                     if !out.is_empty() && handle.extended_data(channel, ext, out).await.is_err() {
+                        client_gone = true;
                         break;
                     }
                 }
@@ -379,9 +424,14 @@ async fn relay<S: SessionGate>(
                         input_open = false;
                     }
                 }
-                Some(Input::Eof) | None => {
+                Some(Input::Eof) => {
                     input_open = false;
                     let _ = remote.eof().await;
+                }
+                // The client closed the channel or went away: the command is stopped with it.
+                None => {
+                    client_gone = true;
+                    break;
                 }
             },
         }
@@ -397,7 +447,13 @@ async fn relay<S: SessionGate>(
         }
     }
     let _ = upstream.disconnect(russh::Disconnect::ByApplication, "", "en").await;
-    Ok(status.or(Some(255)))
+    if let Some(why) = stopped {
+        return Err(format!("the command was stopped: {why}"));
+    }
+    match client_gone {
+        true => Err("the client went away before the command ended; it was stopped".into()),
+        false => Ok(status.or(Some(255))),
+    }
 }
 
 #[cfg(test)]
