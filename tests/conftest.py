@@ -61,6 +61,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_open(port) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
 def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
     """Polls until predicate() returns something truthy; returns it."""
     deadline = time.monotonic() + timeout
@@ -211,20 +219,8 @@ class Sluice:
             raise AssertionError(f"sluice did not start: {line!r}\n{self.log()}")
         self.port = int(line.rsplit(":", 1)[1])
         self.api_url = None
-        self.http_port = None
-        if any(c.get("protocol") == "http" for c in self.settings["connections"].values()):
-            line = self.announcement()
-            if "http listening on" not in line:
-                self.proc.kill()
-                raise AssertionError(f"sluice's HTTP listener did not start: {line!r}\n{self.log()}")
-            self.http_port = int(line.rsplit(":", 1)[1])
-        self.ssh_port = None
-        if any(c.get("protocol") == "ssh" for c in self.settings["connections"].values()):
-            line = self.announcement()
-            if "ssh listening on" not in line:
-                self.proc.kill()
-                raise AssertionError(f"sluice's SSH listener did not start: {line!r}\n{self.log()}")
-            self.ssh_port = int(line.rsplit(":", 1)[1])
+        self.http_port = self.listener_port("http", "HTTP")
+        self.ssh_port = self.listener_port("ssh", "SSH")
         if self.settings["api"].get("enabled", True):
             line = self.announcement()
             if "api listening on" not in line:
@@ -232,6 +228,17 @@ class Sluice:
                 raise AssertionError(f"sluice's API did not start: {line!r}\n{self.log()}")
             self.api_url = line.split("listening on", 1)[1].strip()
         return self
+
+    def listener_port(self, protocol, title):
+        """The port of the listener for `protocol`, which sluice starts (and announces) when a
+        connection has that protocol; `None` otherwise."""
+        if not any(c.get("protocol") == protocol for c in self.settings["connections"].values()):
+            return None
+        line = self.announcement()
+        if f"{protocol} listening on" not in line:
+            self.proc.kill()
+            raise AssertionError(f"sluice's {title} listener did not start: {line!r}\n{self.log()}")
+        return int(line.rsplit(":", 1)[1])
 
     def announcement(self):
         """The next line sluice announces on stdout; the JSON lines of a `stdout` audit sink,

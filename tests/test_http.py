@@ -12,7 +12,7 @@ import httpx
 import pytest
 import requests
 
-from conftest import free_port, sluice_binary, wait_for
+from conftest import free_port, port_open, sluice_binary, wait_for
 
 UPSTREAM = Path(__file__).parent / "http" / "upstream.py"
 
@@ -61,14 +61,7 @@ def upstream():
     port = free_port()
     proc = subprocess.Popen([sys.executable, str(UPSTREAM), str(port)], stderr=subprocess.PIPE)
 
-    def up():
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
-
-    wait_for(up, timeout=20, what="the upstream API")
+    wait_for(lambda: port_open(port), timeout=20, what="the upstream API")
     yield port
     proc.terminate()
     proc.wait(timeout=10)

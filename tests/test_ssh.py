@@ -6,8 +6,8 @@ back."""
 import getpass
 import json
 import os
+import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, wait_for
+from conftest import free_port, port_open, sluice_binary, wait_for
 
 RULES = """
 [[policy.rules]]
@@ -29,6 +29,13 @@ name = "web-deletes-reviewed"
 effect = "review"
 connections = ["web1*"]
 programs = ["rm"]
+
+[[policy.rules]]
+name = "web-touch-waits"
+effect = "review"
+connections = ["web1*"]
+programs = ["touch"]
+review = { mode = "wait", timeout = "1m" }
 
 [[policy.rules]]
 name = "web-no-root"
@@ -75,14 +82,7 @@ AllowTcpForwarding no
     proc = subprocess.Popen([sshd_path(), "-D", "-e", "-f", str(d / "sshd_config")],
                             stderr=open(d / "sshd.log", "w"))
 
-    def up():
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
-
-    wait_for(up, timeout=15, what="sshd")
+    wait_for(lambda: port_open(port), timeout=15, what="sshd")
     host = type("Host", (), {})()
     host.dir, host.port, host.user = d, port, getpass.getuser()
     host.host_key = (d / "host_key.pub").read_text().strip()
@@ -172,11 +172,46 @@ def test_a_denied_command_says_which_rule_and_what_to_do(gw):
     assert r.returncode == 126 and "denied by rule" in r.stderr
 
 
-def test_a_reviewed_command_names_its_review(gw):
-    r = ssh(gw, "rm -f /tmp/sluice-ssh-test-file")
+def approve(gw, review_id):
+    approver = gw.token("olga", "approvers")
+    env = dict(gw.env, SLUICE_TOKEN=approver, SLUICE_URL=gw.api_url)
+    subprocess.run([str(sluice_binary()), "--config", str(gw.config), "review", "approve", str(review_id)],
+                   env=env, check=True, capture_output=True, timeout=60)
+
+
+def test_a_reviewed_command_names_its_review_and_runs_once_approved(gw, host):
+    target = host.dir / "reviewed-file"
+    target.write_text("x")
+    line = f"rm -f {target}"
+    r = ssh(gw, line)
     assert r.returncode == 126
     assert "approval #" in r.stderr and "pending" in r.stderr and "web-deletes-reviewed" in r.stderr
     assert "re-run the same command once approved" in r.stderr
+    assert target.exists()
+    review_id = int(re.search(r"approval #(\d+)", r.stderr).group(1))
+    approve(gw, review_id)
+    # Another line is another command: the approval is bound to this one.
+    r = ssh(gw, line + " ")
+    assert r.returncode == 126 and f"approval #{review_id} " not in r.stderr, r.stderr
+    assert target.exists()
+    r = ssh(gw, line)
+    assert r.returncode == 0, r.stderr
+    assert not target.exists()
+    # Once: the same line again needs a new approval.
+    r = ssh(gw, line)
+    assert r.returncode == 126 and "pending" in r.stderr
+
+
+def test_a_command_in_wait_mode_is_held_then_runs_when_approved(gw, host):
+    target = host.dir / "waited-file"
+    client = subprocess.Popen(ssh_command(gw, f"touch {target}"), env=ssh_env(gw), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    notice = client.stderr.readline()
+    assert "approval #" in notice and "waiting" in notice, notice
+    assert not target.exists()
+    approve(gw, int(re.search(r"approval #(\d+)", notice).group(1)))
+    assert client.wait(timeout=30) == 0, client.stderr.read()
+    assert target.exists()
 
 
 def test_what_cannot_be_read_is_refused(gw):
