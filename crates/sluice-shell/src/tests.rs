@@ -69,6 +69,18 @@ fn what_an_expansion_decides_is_not_guessed() {
 
 #[test]
 fn wrappers_are_read_through() {
+    // Grouped short options, the last taking the next word as its value (getopt's rule).
+    for line in [
+        "sudo -nu root rm -rf /",
+        "sudo -n -u root rm -rf /",
+        "sudo -uroot rm -rf /",
+        "sudo --user=root rm -rf /",
+        "sudo --user root -- rm -rf /",
+    ] {
+        assert_eq!(readable(line).commands[0].argv, ["rm", "-rf", "/"], "{line:?}");
+    }
+    assert_eq!(programs(&readable("env ls -S")), ["ls"]);
+    opaque("env -iS 'rm x'");
     let a = readable("sudo -u root rm -rf /");
     assert_eq!(a.commands[0].argv, ["rm", "-rf", "/"]);
     assert!(a.commands[0].elevated);

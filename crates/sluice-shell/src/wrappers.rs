@@ -37,8 +37,9 @@ enum Inner {
 const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "posh", "yash", "fish", "rbash"];
 const ELEVATING: &[&str] = &["sudo", "doas", "su", "runuser", "pkexec"];
 
-/// The index of the first word after the options, given the options that take a value (which
-/// may also be attached: `-uroot`, `--user=root`); `--` ends the options.
+/// The index of the first word after the options, given the options that take a value. A value
+/// may be attached (`-uroot`, `--user=root`), and short options may be grouped as getopt groups
+/// them (`-nu root`: `-n`, then `-u` whose value is the next word); `--` ends the options.
 fn after_options(words: &[Word], with_value: &[&str]) -> usize {
     let mut i = 1;
     while let Some(w) = words.get(i) {
@@ -49,19 +50,28 @@ fn after_options(words: &[Word], with_value: &[&str]) -> usize {
         if !t.starts_with('-') || t == "-" {
             return i;
         }
-        let takes_value = with_value.contains(&t)
-            || (!t.starts_with("--") && t.len() == 2 && with_value.contains(&t))
-            || (t.starts_with("--") && !t.contains('=') && with_value.contains(&t));
-        i += if takes_value { 2 } else { 1 };
+        let takes_next = match t.strip_prefix("--") {
+            Some(_) => with_value.contains(&t),
+            // In a group, the first option that takes a value takes the rest of the group, or
+            // the next word when it ends the group.
+            None => t
+                .char_indices()
+                .skip(1)
+                .find(|(_, c)| with_value.iter().any(|v| v.len() == 2 && v.ends_with(*c) && v.starts_with('-')))
+                .is_some_and(|(at, c)| at + c.len_utf8() == t.len()),
+        };
+        i += if takes_next { 2 } else { 1 };
     }
     i
 }
 
+/// Whether `word` is a group of short options holding `c` (`-iS`).
+fn short_group_has(word: &str, c: char) -> bool {
+    word.starts_with('-') && !word.starts_with("--") && word[1..].contains(c)
+}
+
 fn has_flag(words: &[Word], end: usize, short: char, long: &str) -> bool {
-    words[1..end.min(words.len())].iter().any(|w| {
-        let t = w.text.as_str();
-        t == long || (t.starts_with('-') && !t.starts_with("--") && t[1..].contains(short))
-    })
+    words[1..end.min(words.len())].iter().any(|w| w.text == long || short_group_has(&w.text, short))
 }
 
 fn inner(name: &str, words: &[Word]) -> Inner {
@@ -119,10 +129,11 @@ fn inner(name: &str, words: &[Word]) -> Inner {
             }
         }
         "env" => {
-            if words.iter().skip(1).any(|w| w.text.starts_with("-S") || w.text.starts_with("--split-string")) {
+            let mut i = after_options(words, &["-u", "--unset", "-C", "--chdir"]);
+            let options = &words[1..i.min(words.len())];
+            if options.iter().any(|w| w.text.starts_with("--split-string") || short_group_has(&w.text, 'S')) {
                 return Inner::Opaque("env -S splits a string into a command line, which is not read");
             }
-            let mut i = after_options(words, &["-u", "--unset", "-C", "--chdir"]);
             while let Some((variable, _)) = words.get(i).and_then(|w| w.text.split_once('=')) {
                 if changes_what_runs(variable).is_some() {
                     return Inner::Opaque("it sets a variable (PATH, LD_PRELOAD, BASH_ENV, …) that changes what runs");
