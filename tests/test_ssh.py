@@ -297,3 +297,12 @@ def test_a_client_that_goes_away_stops_its_command(gw):
     details = gw.session_with(lambda d: any("sleep 60" in s["text"] for s in d["statements"]), timeout=20)
     assert time.monotonic() - started < 30
     assert details["session"]["end_reason"] == "the client disconnected"
+
+
+def test_input_and_output_in_bulk_both_ways_at_once(gw):
+    # `cat` sends everything back while its input still comes: neither direction may wait on the
+    # other, and nothing is lost or reordered on the way.
+    lines = "".join(f"line {i:07d} of the agent's input\n" for i in range(200_000))
+    r = ssh(gw, "cat", stdin=lines)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(r.stdout) == len(lines) and r.stdout == lines

@@ -30,6 +30,9 @@ pub const REFUSED_STATUS: u32 = 126;
 const TRANSFERS: [&str; 6] =
     ["scp", "rsync", "sftp-server", "git-upload-pack", "git-receive-pack", "git-upload-archive"];
 
+/// Pieces of a client's input queued for its command.
+const INPUT_QUEUE: usize = 64;
+
 /// What the client sends on a channel after its request.
 enum Input {
     Data(Bytes),
@@ -94,7 +97,7 @@ pub struct Connection<G: Gate> {
     peer: String,
     opened: Option<Arc<Opened<G::Session>>>,
     /// Where a running command's input goes.
-    inputs: HashMap<ChannelId, mpsc::UnboundedSender<Input>>,
+    inputs: HashMap<ChannelId, mpsc::Sender<Input>>,
     /// Its place among clients still authenticating, given up once authenticated.
     ticket: Option<sluice_runtime::Ticket>,
 }
@@ -258,9 +261,12 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let Some(opened) = self.opened.clone() else { return session.channel_failure(channel) };
+        // One request per channel: a second one is refused, not run beside the first.
+        let Some(opened) = self.opened.clone().filter(|_| !self.inputs.contains_key(&channel)) else {
+            return session.channel_failure(channel);
+        };
         session.channel_success(channel)?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(INPUT_QUEUE);
         self.inputs.insert(channel, tx);
         let line = String::from_utf8_lossy(data).into_owned();
         let (handle, config) = (session.handle(), Arc::clone(&self.config));
@@ -269,15 +275,17 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
     }
 
     async fn data(&mut self, channel: ChannelId, data: &[u8], _session: &mut Session) -> Result<(), Self::Error> {
+        // Waiting for room holds this client's connection back (TCP's own flow control) instead of
+        // queueing without bound while its command waits for a review or for the host.
         if let Some(input) = self.inputs.get(&channel) {
-            let _ = input.send(Input::Data(Bytes::copy_from_slice(data)));
+            let _ = input.send(Input::Data(Bytes::copy_from_slice(data))).await;
         }
         Ok(())
     }
 
     async fn channel_eof(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
         if let Some(input) = self.inputs.get(&channel) {
-            let _ = input.send(Input::Eof);
+            let _ = input.send(Input::Eof).await;
         }
         Ok(())
     }
@@ -307,7 +315,7 @@ async fn run_command<S: SessionGate>(
     handle: Handle,
     channel: ChannelId,
     line: String,
-    mut input: mpsc::UnboundedReceiver<Input>,
+    input: mpsc::Receiver<Input>,
 ) {
     let mut run = Run {
         seq: opened.seq.fetch_add(1, Ordering::Relaxed) + 1,
@@ -340,7 +348,7 @@ async fn run_command<S: SessionGate>(
         run.finish(&opened.log, &line, &decision, None, None);
         return refuse_now(handle, channel, reply::refused(&decision, &config)).await;
     }
-    let (status, error) = match relay(&opened, &handle, channel, &line, &mut input, &mut run).await {
+    let (status, error) = match relay(&opened, &handle, channel, &line, input, &mut run).await {
         Ok(status) => (status, None),
         Err(e) => {
             let message = format!("sluice: {e}\n");
@@ -350,6 +358,31 @@ async fn run_command<S: SessionGate>(
     };
     run.finish(&opened.log, &line, &decision, status, error);
     end(&handle, channel, status.unwrap_or(REFUSED_STATUS)).await;
+}
+
+/// The client's input passed to the host, until the client closes the channel or goes away
+/// (`true`: then the command is stopped) or the host stops taking it (`false`). With the bytes
+/// passed.
+async fn forward_input(
+    mut input: mpsc::Receiver<Input>,
+    to_host: russh::ChannelWriteHalf<russh::client::Msg>,
+) -> (u64, bool) {
+    let mut bytes = 0u64;
+    while let Some(piece) = input.recv().await {
+        match piece {
+            Input::Data(data) => {
+                bytes += data.len() as u64;
+                if to_host.data_bytes(data).await.is_err() {
+                    return (bytes, false);
+                }
+            }
+            // After its EOF a client waits for the output; its input ends when it closes.
+            Input::Eof => {
+                let _ = to_host.eof().await;
+            }
+        }
+    }
+    (bytes, true)
 }
 
 /// Why the session may not go on (its token revoked or expired, its write access ended); `None`
@@ -373,18 +406,21 @@ async fn relay<S: SessionGate>(
     handle: &Handle,
     channel: ChannelId,
     line: &str,
-    input: &mut mpsc::UnboundedReceiver<Input>,
+    input: mpsc::Receiver<Input>,
     run: &mut Run,
 ) -> Result<Option<u32>, String> {
     let upstream =
         upstream::connect(&opened.target, opened.grant.credential.as_ref()).await.map_err(|e| e.to_string())?;
     let name = &opened.target.name;
-    let mut remote = upstream.channel_open_session().await.map_err(|e| format!("{name}: {e}"))?;
+    let remote = upstream.channel_open_session().await.map_err(|e| format!("{name}: {e}"))?;
     remote.exec(true, line.as_bytes()).await.map_err(|e| format!("{name}: {e}"))?;
     let obligations = &opened.grant.obligations;
     let (mut stdout, mut stderr) = (LineMasker::new(obligations), LineMasker::new(obligations));
+    // The client's input goes to the host from a task of its own: a host slow to take it must
+    // never keep its output from being read (both directions full would wait on each other).
+    let (mut from_host, to_host) = remote.split();
+    let mut forwarding = Some(tokio::spawn(forward_input(input, to_host)));
     let mut status = None;
-    let mut input_open = true;
     let mut client_gone = false;
     let mut stopped = None;
     let mut check = tokio::time::interval(STANDING_EVERY);
@@ -395,7 +431,21 @@ async fn relay<S: SessionGate>(
                 stopped = Some(why);
                 break;
             },
-            message = remote.wait() => match message {
+            forwarded = async {
+                match forwarding.as_mut() {
+                    Some(task) => task.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                forwarding = None;
+                let (bytes, gone) = forwarded.unwrap_or((run.input_bytes, true));
+                run.input_bytes = bytes;
+                if gone {
+                    client_gone = true;
+                    break;
+                }
+            },
+            message = from_host.wait() => match message {
                 Some(ChannelMsg::Data { data }) => {
                     let out = stdout.push(&data);
                     run.output_bytes += out.len() as u64;
@@ -417,24 +467,10 @@ async fn relay<S: SessionGate>(
                 Some(ChannelMsg::Close) | None => break,
                 Some(_) => {}
             },
-            piece = input.recv(), if input_open => match piece {
-                Some(Input::Data(data)) => {
-                    run.input_bytes += data.len() as u64;
-                    if remote.data_bytes(data).await.is_err() {
-                        input_open = false;
-                    }
-                }
-                Some(Input::Eof) => {
-                    input_open = false;
-                    let _ = remote.eof().await;
-                }
-                // The client closed the channel or went away: the command is stopped with it.
-                None => {
-                    client_gone = true;
-                    break;
-                }
-            },
         }
+    }
+    if let Some(task) = forwarding {
+        task.abort();
     }
     for (masker, ext) in [(&mut stdout, None), (&mut stderr, Some(1))] {
         let rest = masker.finish();
