@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -105,7 +106,8 @@ def gw(pg, host):
         "web1_impostor": {**web1, "host_key": (host.dir / "other_key.pub").read_text().strip()},
         "web1_down": {**web1, "port": free_port(), "connect_timeout_ms": 1000},
     }
-    gw = Sluice(pg, extra_toml=RULES, settings={"connections": connections, "ssh": {"listen": "127.0.0.1:0"}})
+    gw = Sluice(pg, extra_toml=RULES, settings={"connections": connections,
+                                                         "ssh": {"listen": "127.0.0.1:0", "auth_timeout_secs": 3}})
     gw.start()
     gw.agent_token = gw.token()
     yield gw
@@ -306,3 +308,21 @@ def test_input_and_output_in_bulk_both_ways_at_once(gw):
     r = ssh(gw, "cat", stdin=lines)
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(r.stdout) == len(lines) and r.stdout == lines
+
+
+def test_a_client_that_does_not_authenticate_in_time_is_let_go(gw):
+    # Without a word after TCP's handshake.
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", gw.ssh_port), timeout=20) as s:
+        while s.recv(4096):
+            pass
+    assert time.monotonic() - started < 10
+    # After the SSH handshake, slow to give a token.
+    slow = Path(gw.dir) / "slow-askpass.sh"
+    slow.write_text("#!/bin/sh\nsleep 6\nprintf '%s\\n' \"$SLUICE_TEST_TOKEN\"\n")
+    slow.chmod(0o700)
+    env = dict(ssh_env(gw), SSH_ASKPASS=str(slow))
+    started = time.monotonic()
+    r = subprocess.run(ssh_command(gw, "echo too late"), env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 255 and "too late" not in r.stdout, (r.stdout, r.stderr)

@@ -98,26 +98,59 @@ impl<G: Gate> Adapter for SshAdapter<G> {
 }
 
 impl<G: Gate> SshAdapter<G> {
+    /// One client: it has `auth_timeout` from its first byte to authenticate, and until then its
+    /// place among unauthenticated clients may go to a newer one; then its session runs until
+    /// it ends or sluice stops.
     async fn connection(&self, accepted: Accepted) {
-        let Accepted { tcp, peer, ticket, mut stop, slots: _ } = accepted;
+        let Accepted { tcp, peer, ticket, mut stop, slots } = accepted;
+        let Some(_slot) = slots.take() else {
+            return tracing::warn!(%peer, "SSH connection refused: max_connections reached");
+        };
         let _ = tcp.set_nodelay(true);
+        let deadline = tokio::time::Instant::now() + self.config.auth_timeout;
+        let (authenticated, mut told) = tokio::sync::watch::channel(false);
         let handler =
-            session::Connection::new(Arc::clone(&self.gate), Arc::clone(&self.config), peer.to_string(), ticket);
-        let running = match tokio::time::timeout(
-            self.config.auth_timeout,
-            russh::server::run_stream(Arc::clone(&self.server), tcp, handler),
-        )
-        .await
-        {
+            session::Connection::new(Arc::clone(&self.gate), Arc::clone(&self.config), peer.to_string(), authenticated);
+        let handshake = russh::server::run_stream(Arc::clone(&self.server), tcp, handler);
+        let running = match tokio::time::timeout_at(deadline, handshake).await {
             Ok(Ok(running)) => running,
             Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "ssh handshake failed"),
             Err(_) => return tracing::debug!(%peer, "ssh handshake timed out"),
         };
+        // The session runs in a task of russh's own: it ends when told to, not when dropped.
+        let handle = running.handle();
+        let let_go = |reason: &'static str| async move {
+            let _ = handle.disconnect(russh::Disconnect::ByApplication, reason.into(), "en".into()).await;
+        };
+        tokio::pin!(running);
         tokio::select! {
-            done = running => if let Err(e) = done {
-                tracing::debug!(%peer, error = %e, "ssh connection ended");
+            done = &mut running => return ended(peer, done),
+            _ = stop.signalled() => return let_go("sluice is shutting down").await,
+            _ = ticket.evicted() => {
+                tracing::debug!(%peer, "ssh client evicted before authenticating");
+                return let_go("too many clients are authenticating; try again").await;
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::debug!(%peer, "ssh client did not authenticate in time");
+                return let_go("authentication took too long").await;
+            }
+            authenticated = async { told.wait_for(|done| *done).await.is_ok() } => if !authenticated {
+                return;
             },
-            _ = stop.signalled() => {}
         }
+        drop(ticket);
+        tokio::select! {
+            done = &mut running => ended(peer, done),
+            _ = stop.signalled() => {
+                let_go("sluice is shutting down").await;
+                let _ = tokio::time::timeout(Duration::from_secs(5), running).await;
+            }
+        }
+    }
+}
+
+fn ended(peer: std::net::SocketAddr, done: Result<(), russh::Error>) {
+    if let Err(e) = done {
+        tracing::debug!(%peer, error = %e, "ssh connection ended");
     }
 }

@@ -98,13 +98,18 @@ pub struct Connection<G: Gate> {
     opened: Option<Arc<Opened<G::Session>>>,
     /// Where a running command's input goes.
     inputs: HashMap<ChannelId, mpsc::Sender<Input>>,
-    /// Its place among clients still authenticating, given up once authenticated.
-    ticket: Option<sluice_runtime::Ticket>,
+    /// Told once the client has authenticated.
+    authenticated: tokio::sync::watch::Sender<bool>,
 }
 
 impl<G: Gate> Connection<G> {
-    pub fn new(gate: Arc<G>, config: Arc<SshListenerConfig>, peer: String, ticket: sluice_runtime::Ticket) -> Self {
-        Connection { gate, config, peer, opened: None, inputs: HashMap::new(), ticket: Some(ticket) }
+    pub fn new(
+        gate: Arc<G>,
+        config: Arc<SshListenerConfig>,
+        peer: String,
+        authenticated: tokio::sync::watch::Sender<bool>,
+    ) -> Self {
+        Connection { gate, config, peer, opened: None, inputs: HashMap::new(), authenticated }
     }
 
     /// Opens the session the user name asks for with the token presented.
@@ -125,7 +130,7 @@ impl<G: Gate> Connection<G> {
         let log = session.log();
         let session = tokio::sync::Mutex::new(Some(session));
         self.opened = Some(Arc::new(Opened { session, log, grant, target: prepared, seq: AtomicU64::new(0) }));
-        self.ticket = None;
+        self.authenticated.send_replace(true);
         Auth::Accept
     }
 }
