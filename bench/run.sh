@@ -5,12 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh bench
-# `bench/run.sh http ...` runs the HTTP benchmark (bench/http_bench.py) instead.
+# `bench/run.sh http ...` runs the HTTP benchmark (bench/http_bench.py) instead, `bench/run.sh
+# ssh ...` the SSH one (bench/ssh_bench.py).
 script=bench/run.py
-if [ "${1:-}" = http ]; then
-  shift
-  script=bench/http_bench.py
-fi
+case "${1:-}" in
+http) shift; script=bench/http_bench.py ;;
+ssh) shift; script=bench/ssh_bench.py ;;
+esac
 quick=0
 for arg in "$@"; do [ "$arg" = "--quick" ] && quick=1; done
 if [ -z "${SLUICE_BIN:-}" ]; then

@@ -85,7 +85,7 @@ test)
   command -v npm >/dev/null || packages+=(nodejs npm)
   ;;
 bench)
-  packages+=(pgbouncer python3 python3-venv curl wrk)
+  packages+=(pgbouncer python3 python3-venv curl wrk openssh-server openssh-client)
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || packages+=(nginx)
   ;;
 esac

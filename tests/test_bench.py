@@ -55,3 +55,17 @@ def test_http_benchmark_quick_mode_runs_every_target_and_workload(tmp_path):
             if name != "direct":
                 assert entry["proxy_cpu_us_per_request"] > 0
     assert "| json-64k | sluice |" in (tmp_path / "http-latest.md").read_text()
+
+
+def test_ssh_benchmark_quick_mode_runs_every_target(tmp_path):
+    env = dict(os.environ, SLUICE_BIN=str(sluice_binary()))
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "ssh_bench.py"), "--quick", "--out", str(tmp_path)],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "ssh-latest.json").read_text())["summary"]
+    assert set(summary) == {"direct", "jump-host", "sluice"}
+    for name, entry in summary.items():
+        assert entry["commands"] == 2 and entry["median_ms"] > 0
+        if name != "direct":
+            assert entry["proxy_cpu_ms_per_command"] > 0
+    assert "| sluice |" in (tmp_path / "ssh-latest.md").read_text()

@@ -1,0 +1,278 @@
+"""The SSH benchmark: short commands (`ssh HOST true`, one connection each, as an agent runs them)
+against one OpenSSH sshd on 127.0.0.1, reached directly, through an OpenSSH jump host (a second
+sshd, `ssh -J`: the peer operators would deploy instead) and through sluice with policy, masking
+and recording on. Rounds are interleaved (every target once per round, `--per-round` commands
+each); figures are medians of the per-command wall times, and ratios are medians of per-round
+ratios to the jump host. CPU per command is the proxy's own: sluice's process, or the jump
+sshd with the children it forked (counted once reaped). Called by `bench/run.sh ssh`.
+
+The agent authenticates to the host and to the jump host with a key, and to sluice with its token
+through SSH_ASKPASS (sluice has no per-identity keys yet): the askpass script's fork and exec are in
+sluice's figures. The 1 GiB scp of issue #27 waits for file transfers through sluice."""
+
+import argparse
+import datetime
+import getpass
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run  # noqa: E402
+from run import ROOT, free_port  # noqa: E402
+
+TARGETS = ["direct", "jump-host", "sluice"]
+
+POLICY = """
+[[policy.rules]]
+name = "probes"
+effect = "allow"
+programs = ["true", "uptime", "hostname"]
+"""
+
+
+def sshd_path():
+    for path in ("/usr/sbin/sshd", shutil.which("sshd")):
+        if path and os.path.exists(path):
+            return path
+    raise SystemExit("bench: sshd is missing (scripts/setup.sh bench installs openssh-server)")
+
+
+def cpu_with_children(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_port(port, what):
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"bench: {what} did not start")
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.work = Path(tempfile.mkdtemp(prefix="sluice-ssh-bench-"))
+        os.chmod(self.work, 0o755)
+        self.procs = []
+        self.user = getpass.getuser()
+
+    def keygen(self, name):
+        path = self.work / name
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+        return path
+
+    def sshd(self, name, forwarding):
+        d = self.work / name
+        d.mkdir()
+        host_key = self.keygen(f"{name}/host_key")
+        port = free_port()
+        (d / "sshd_config").write_text(f"""
+Port {port}
+ListenAddress 127.0.0.1
+HostKey {host_key}
+AuthorizedKeysFile {self.work / "authorized_keys"}
+PidFile {d / "sshd.pid"}
+UsePAM no
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+AllowTcpForwarding {"yes" if forwarding else "no"}
+MaxStartups 100
+""")
+        if os.geteuid() == 0:
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        proc = subprocess.Popen([sshd_path(), "-D", "-e", "-f", str(d / "sshd_config")],
+                                stderr=open(d / "sshd.log", "w"))
+        self.procs.append(proc)
+        wait_port(port, f"sshd {name}")
+        return proc, port, Path(f"{host_key}.pub").read_text().strip()
+
+    def start(self):
+        self.client_key = self.keygen("client_key")
+        sluice_key = self.keygen("sluice_key")
+        (self.work / "authorized_keys").write_text(
+            Path(f"{self.client_key}.pub").read_text() + Path(f"{sluice_key}.pub").read_text())
+        _, self.host_port, host_key = self.sshd("host", forwarding=False)
+        self.jump, self.jump_port, _ = self.sshd("jump", forwarding=True)
+        d = self.work / "sluice"
+        d.mkdir()
+        config = d / "sluice.toml"
+        config.write_text(f"""
+[server]
+state_dir = "state"
+log_level = "warn"
+[api]
+enabled = false
+[postgres]
+listen = "127.0.0.1:0"
+tls = "disable"
+[ssh]
+listen = "127.0.0.1:0"
+[connections.web1]
+protocol = "ssh"
+default = "deny"
+host = "127.0.0.1"
+port = {self.host_port}
+user = "{self.user}"
+host_key = "{host_key}"
+password = "file:{sluice_key}"
+{POLICY}
+""")
+        proc, self.token = run.launch_sluice(os.environ["SLUICE_BIN"], config, dict(os.environ), d / "sluice.log")
+        self.procs.append(proc)
+        self.sluice = proc
+        run.announced_port(proc, "postgres", d / "sluice.log")
+        self.sluice_port = run.announced_port(proc, "ssh", d / "sluice.log")
+        askpass = self.work / "askpass.sh"
+        askpass.write_text(f"#!/bin/sh\nprintf '%s\\n' '{self.token}'\n")
+        askpass.chmod(0o700)
+        self.askpass = askpass
+
+    def command(self, target):
+        common = ["ssh", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o",
+                  "LogLevel=ERROR", "-o", "BatchMode=no"]
+        if target == "sluice":
+            return [*common, "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password",
+                    "-p", str(self.sluice_port), "bench+web1@127.0.0.1", "true"]
+        keyed = [*common, "-o", "PasswordAuthentication=no", "-o", "IdentitiesOnly=yes", "-i", str(self.client_key)]
+        if target == "jump-host":
+            # ProxyJump's inner ssh gets the same options through ProxyCommand.
+            inner = " ".join([*keyed, "-W", "%h:%p", "-p", str(self.jump_port), f"{self.user}@127.0.0.1"])
+            return [*keyed, "-o", f"ProxyCommand={inner}", "-p", str(self.host_port), f"{self.user}@127.0.0.1",
+                    "true"]
+        return [*keyed, "-p", str(self.host_port), f"{self.user}@127.0.0.1", "true"]
+
+    def env(self):
+        return dict(os.environ, SSH_ASKPASS=str(self.askpass), SSH_ASKPASS_REQUIRE="force", DISPLAY="none")
+
+    def once(self, target):
+        started = time.perf_counter()
+        r = subprocess.run(self.command(target), env=self.env(), stdin=subprocess.DEVNULL, capture_output=True,
+                           text=True, timeout=60)
+        elapsed = time.perf_counter() - started
+        if r.returncode != 0:
+            raise SystemExit(f"bench: `ssh … true` through {target} failed ({r.returncode}): {r.stderr[-500:]}")
+        return elapsed
+
+    def cpu(self, target):
+        if target == "sluice":
+            return sum(run.cpu_seconds(self.sluice.pid))
+        if target == "jump-host":
+            return cpu_with_children(self.jump.pid)
+        return None
+
+    def run(self):
+        self.start()
+        for target in TARGETS:
+            self.once(target)
+        runs = []
+        for round_ in range(self.args.rounds):
+            for target in TARGETS:
+                before = self.cpu(target)
+                times = [self.once(target) for _ in range(self.args.per_round)]
+                after = self.cpu(target)
+                entry = {"target": target, "round": round_, "ms": [t * 1000 for t in times]}
+                if before is not None:
+                    entry["proxy_cpu_ms_per_command"] = (after - before) / len(times) * 1000
+                runs.append(entry)
+                print(f"bench: round {round_} {target:10} median {statistics.median(entry['ms']):.1f} ms"
+                      + (f"  {entry['proxy_cpu_ms_per_command']:.2f} ms CPU/command" if before is not None else ""),
+                      file=sys.stderr)
+        return runs
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def summarise(runs):
+    summary = {}
+    rounds = {}
+    for r in runs:
+        rounds.setdefault(r["round"], {})[r["target"]] = r
+    for target in TARGETS:
+        mine = [r for r in runs if r["target"] == target]
+        all_ms = [ms for r in mine for ms in r["ms"]]
+        entry = {
+            "commands": len(all_ms),
+            "median_ms": statistics.median(all_ms),
+            "p90_ms": statistics.quantiles(all_ms, n=10)[-1] if len(all_ms) >= 10 else max(all_ms),
+            "vs_jump_host": statistics.median(
+                statistics.median(b[target]["ms"]) / statistics.median(b["jump-host"]["ms"]) for b in rounds.values()),
+        }
+        cpu = [r["proxy_cpu_ms_per_command"] for r in mine if "proxy_cpu_ms_per_command" in r]
+        if cpu:
+            entry["proxy_cpu_ms_per_command"] = statistics.median(cpu)
+        summary[target] = entry
+    return summary
+
+
+def markdown(summary, meta):
+    lines = [
+        f"Run {meta['when']} on {meta['machine']}; `{meta['command']}` ({meta['rounds']} rounds × "
+        f"{meta['per_round']} commands per target, interleaved). Medians; the ratio is the median of per-round ratios.",
+        "",
+        "| target | commands | median ms | p90 ms | vs jump host | proxy CPU ms/command |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for target, e in summary.items():
+        cpu = f"{e['proxy_cpu_ms_per_command']:.2f}" if "proxy_cpu_ms_per_command" in e else "–"
+        lines.append(f"| {target} | {e['commands']} | {e['median_ms']:.1f} | {e['p90_ms']:.1f} | "
+                     f"{e['vs_jump_host']:.2f} | {cpu} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="one short round; checks that it all runs")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--per-round", type=int, default=20)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.per_round = 1, 2
+    bench = Bench(args)
+    try:
+        runs = bench.run()
+    finally:
+        bench.stop()
+    summary = summarise(runs)
+    meta = {
+        "when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.release()}",
+        "command": "bench/run.sh ssh " + " ".join(sys.argv[1:]),
+        "rounds": args.rounds, "per_round": args.per_round,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ssh-latest.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs}, indent=2))
+    table = markdown(summary, meta)
+    (out / "ssh-latest.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
