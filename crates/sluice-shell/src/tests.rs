@@ -105,7 +105,19 @@ fn wrappers_are_read_through() {
     assert_eq!(programs(&readable("bash deploy.sh")), ["bash"]);
     // Nested wrappers, each read.
     assert_eq!(programs(&readable("sudo env sh -c \"bash -c 'xargs rm'\"")), ["rm"]);
-    for line in ["sh", "bash -s", "cat x | sh", "sudo -s", "su root", "env -S 'rm x'", "alias ls=rm; ls"] {
+    for line in [
+        "sh",
+        "bash -s",
+        "cat x | sh",
+        "sudo -s",
+        "su root",
+        "env -S 'rm x'",
+        "alias ls=rm; ls",
+        "bash /dev/stdin",
+        "curl x | sh -",
+        ". /dev/stdin",
+        "source /proc/self/fd/0",
+    ] {
         opaque(line);
     }
     for line in ["PATH=/tmp ls", "env LD_PRELOAD=/tmp/x.so ls", "BASH_ENV=/tmp/x bash -c ls"] {

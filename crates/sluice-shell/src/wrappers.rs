@@ -65,6 +65,11 @@ fn after_options(words: &[Word], with_value: &[&str]) -> usize {
     i
 }
 
+/// Whether a script named so is the process's standard input.
+fn reads_stdin(word: &Word) -> bool {
+    matches!(word.text.as_str(), "-" | "/dev/stdin" | "/dev/fd/0" | "/proc/self/fd/0")
+}
+
 /// Whether `word` is a group of short options holding `c` (`-iS`).
 fn short_group_has(word: &str, c: char) -> bool {
     word.starts_with('-') && !word.starts_with("--") && word[1..].contains(c)
@@ -188,6 +193,9 @@ fn inner(name: &str, words: &[Word]) -> Inner {
             Some(w) if !w.text.starts_with('-') => Inner::Line(1),
             _ => Inner::Itself,
         },
+        "." | "source" if words.get(1).is_some_and(reads_stdin) => {
+            Inner::Opaque("sourcing standard input runs commands that are not on the line")
+        }
         "alias" if words.iter().skip(1).any(|w| w.text.contains('=')) => {
             Inner::Opaque("an alias changes what later words of the line run")
         }
@@ -201,7 +209,7 @@ fn inner(name: &str, words: &[Word]) -> Inner {
             if has_flag(words, i, 'c', "-c") {
                 return Inner::Line(skip + i);
             }
-            if i >= words.len() || has_flag(words, i, 's', "-s") {
+            if i >= words.len() || has_flag(words, i, 's', "-s") || reads_stdin(&words[i]) {
                 return Inner::Opaque("a shell without a script or -c reads its commands from standard input");
             }
             // A script file: the shell is the command, as policy sees it.
