@@ -235,6 +235,13 @@ def test_a_host_key_mismatch_or_a_dead_host_is_told_clearly(gw):
 def test_a_bad_token_is_refused_and_shells_and_forwarding_are_not_served(gw):
     r = ssh(gw, "true", token="not-a-token")
     assert r.returncode == 255 and "Permission denied" in r.stderr
+    # A user name without a target is refused too, and recorded like any attempt.
+    cmd = ssh_command(gw, "true")
+    cmd[-2] = "agent@127.0.0.1"
+    r = subprocess.run(cmd, env=ssh_env(gw), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 255 and "Permission denied" in r.stderr
+    outcomes = [(a["user"], a["outcome"]) for a in gw.auth_events()]
+    assert ("agent", "unknown_connection") in outcomes, outcomes[-5:]
     r = ssh(gw, None, extra=("-T",))
     assert r.returncode == 126 and "interactive shells are not served" in r.stderr
     r = ssh(gw, None, extra=("-W", "127.0.0.1:22"))
