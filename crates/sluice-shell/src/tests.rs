@@ -89,6 +89,9 @@ fn wrappers_are_read_through() {
     assert_eq!(programs(&a), ["rm", "ls"]);
     assert_eq!(a.commands[0].via, ["env", "sh -c"]);
     assert!(!a.commands[0].elevated);
+    let a = readable("sudo -e /etc/shadow");
+    assert_eq!(a.commands[0].program(), Some("sudo"));
+    assert!(a.commands[0].elevated, "sudo -e edits as root");
     let a = readable("sudo sh -c 'cat /etc/shadow'");
     assert!(a.commands[0].elevated, "{a:?}");
     assert_eq!(programs(&readable("nohup nice -n 5 timeout -s KILL 10 stdbuf -oL ionice -c 3 rm x")), ["rm"]);

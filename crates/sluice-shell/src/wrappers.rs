@@ -256,7 +256,13 @@ pub(crate) fn unwrap(r: &mut Reader, mut words: Vec<Word>, redirects: Vec<Redire
             Inner::Opaque(why) => return r.opaque(why),
         }
     }
-    let elevated = via.iter().any(|v| ELEVATING.contains(&v.split(' ').next().unwrap_or(v)));
+    // Run as another user: under an elevating wrapper, or by one run for itself (`sudo -e FILE`
+    // edits the file as root).
+    let name = |w: &str| w.rsplit('/').next().unwrap_or(w).to_string();
+    let elevated = via
+        .iter()
+        .chain(words.first().map(|w| &w.text))
+        .any(|v| ELEVATING.contains(&name(v.split(' ').next().unwrap_or(v)).as_str()));
     let literal = words.iter().map(|w| w.literal).collect();
     let argv = words.into_iter().map(|w| w.text).collect();
     r.commands.push(Command { argv, literal, redirects: redirects.unwrap_or_default(), via, elevated });
