@@ -19,8 +19,6 @@ import os
 import platform
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # noqa: E402
-from run import ROOT, free_port  # noqa: E402
+from run import ROOT, free_port, wait_port  # noqa: E402
 
 UPSTREAM_TOKEN = "bench-upstream-secret"
 WORKLOADS = {"small-get": "small.json", "json-64k": "large.json"}
@@ -72,16 +70,6 @@ def children(pid):
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
     return [int(p) for p in out]
 
-
-def wait_port(port, what, timeout=15):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"bench: {what} did not start")
 
 
 def large_json():
@@ -284,14 +272,7 @@ password = "env:BENCH_UPSTREAM_TOKEN"
         return runs
 
     def stop(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        run.stop_all(self.procs)
         shutil.rmtree(self.work, ignore_errors=True)
 
 

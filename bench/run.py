@@ -89,6 +89,30 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_port(port, what, timeout=15):
+    """Waits until something listens on 127.0.0.1:`port`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"bench: {what} did not start")
+
+
+def stop_all(procs):
+    """SIGTERM to every process still running, then a kill for any that does not end in 15 s."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def cpu_seconds(pid):
     """The process's CPU time so far, (user, system), in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -317,14 +341,7 @@ tls = "disable"
         return runs, rss, approval
 
     def stop(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(self.procs)
         if hasattr(self, "pg_dir"):
             subprocess.run([str(ROOT / "scripts" / "pg.sh"), "stop", str(self.pg_dir)], check=False)
         shutil.rmtree(self.work, ignore_errors=True)

@@ -17,8 +17,6 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # noqa: E402
-from run import ROOT, free_port  # noqa: E402
+from run import ROOT, free_port, wait_port  # noqa: E402
 
 TARGETS = ["direct", "jump-host", "sluice"]
 
@@ -51,16 +49,6 @@ def cpu_with_children(pid):
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
-
-def wait_port(port, what):
-    deadline = time.time() + 15
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"bench: {what} did not start")
 
 
 class Bench:
@@ -197,14 +185,7 @@ password = "file:{sluice_key}"
         return runs
 
     def stop(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        run.stop_all(self.procs)
         shutil.rmtree(self.work, ignore_errors=True)
 
 
