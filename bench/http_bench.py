@@ -13,17 +13,14 @@ target's p99 minus direct's p99 in the same round. Called by `bench/run.sh http`
 sluice first."""
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -337,18 +334,9 @@ def main():
     finally:
         bench.stop()
     summary = summarise(runs)
-    meta = {
-        "when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.release()}",
-        "command": "bench/run.sh http " + " ".join(sys.argv[1:]),
-        "rounds": args.rounds, "duration": args.duration, "connections": args.connections, "threads": args.threads,
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "http-latest.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs}, indent=2))
-    table = markdown(summary, meta)
-    (out / "http-latest.md").write_text(table)
-    print(table)
+    meta = run.run_meta("bench/run.sh http", rounds=args.rounds, duration=args.duration,
+                        connections=args.connections, threads=args.threads)
+    run.write_report(args.out, "http-latest", {"meta": meta, "summary": summary, "runs": runs}, markdown(summary, meta))
     failed = sum(r["failed"] for r in runs)
     if failed:
         raise SystemExit(f"bench: {failed} failed requests")

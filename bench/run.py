@@ -113,6 +113,25 @@ def stop_all(procs):
             p.kill()
 
 
+def run_meta(command, **settings):
+    """When, where and how a run was made, for its report."""
+    return {
+        "when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.release()}",
+        "command": command + " " + " ".join(sys.argv[1:]),
+        **settings,
+    }
+
+
+def write_report(out, name, report, table):
+    """The report as NAME.json and its table as NAME.md in `out`; the table printed too."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2))
+    (out / f"{name}.md").write_text(table)
+    print(table)
+
+
 def cpu_seconds(pid):
     """The process's CPU time so far, (user, system), in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -432,20 +451,12 @@ def main():
     finally:
         bench.stop()
     summary = summarise(runs, args.rounds)
-    meta = {
-        "when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.release()}",
-        "command": "bench/run.sh " + " ".join(sys.argv[1:]),
-        "rounds": args.rounds, "duration": args.duration, "clients": args.clients, "scale": args.scale,
-    }
+    meta = run_meta("bench/run.sh", rounds=args.rounds, duration=args.duration, clients=args.clients,
+                    scale=args.scale)
     failed = sum(r["failed"] for r in runs)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     report = {"meta": meta, "summary": summary, "peak_rss_kib": rss, "approval_release": approval, "runs": runs}
-    (out / "latest.json").write_text(json.dumps(report, indent=2))
     table = markdown(summary, rss, meta, approval)
-    (out / "latest.md").write_text(table)
-    print(table)
+    write_report(args.out, "latest", report, table)
     if args.update_benchmarks_md:
         path = ROOT / "BENCHMARKS.md"
         text = path.read_text()

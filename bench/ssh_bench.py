@@ -11,11 +11,8 @@ through SSH_ASKPASS (sluice has no per-identity keys yet): the askpass script's 
 sluice's figures. The 1 GiB scp of issue #27 waits for file transfers through sluice."""
 
 import argparse
-import datetime
 import getpass
-import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -38,13 +35,6 @@ programs = ["true", "uptime", "hostname"]
 """
 
 
-def sshd_path():
-    for path in ("/usr/sbin/sshd", shutil.which("sshd")):
-        if path and os.path.exists(path):
-            return path
-    raise SystemExit("bench: sshd is missing (scripts/setup.sh bench installs openssh-server)")
-
-
 def cpu_with_children(pid):
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
@@ -65,31 +55,15 @@ class Bench:
         return path
 
     def sshd(self, name, forwarding):
+        """An sshd (scripts/sshd.sh) letting in the client's and sluice's keys: its process, port
+        and host key."""
         d = self.work / name
-        d.mkdir()
-        host_key = self.keygen(f"{name}/host_key")
         port = free_port()
-        (d / "sshd_config").write_text(f"""
-Port {port}
-ListenAddress 127.0.0.1
-HostKey {host_key}
-AuthorizedKeysFile {self.work / "authorized_keys"}
-PidFile {d / "sshd.pid"}
-UsePAM no
-StrictModes no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-AllowTcpForwarding {"yes" if forwarding else "no"}
-MaxStartups 100
-""")
-        if os.geteuid() == 0:
-            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-        proc = subprocess.Popen([sshd_path(), "-D", "-e", "-f", str(d / "sshd_config")],
-                                stderr=open(d / "sshd.log", "w"))
+        cmd = [str(ROOT / "scripts" / "sshd.sh"), str(d), str(port), str(self.work / "authorized_keys")]
+        proc = subprocess.Popen(cmd + (["forwarding"] if forwarding else []))
         self.procs.append(proc)
         wait_port(port, f"sshd {name}")
-        return proc, port, Path(f"{host_key}.pub").read_text().strip()
+        return proc, port, (d / "host_key.pub").read_text().strip()
 
     def start(self):
         self.client_key = self.keygen("client_key")
@@ -245,18 +219,8 @@ def main():
     finally:
         bench.stop()
     summary = summarise(runs)
-    meta = {
-        "when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.release()}",
-        "command": "bench/run.sh ssh " + " ".join(sys.argv[1:]),
-        "rounds": args.rounds, "per_round": args.per_round, "kex": args.kex,
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "ssh-latest.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs}, indent=2))
-    table = markdown(summary, meta)
-    (out / "ssh-latest.md").write_text(table)
-    print(table)
+    meta = run.run_meta("bench/run.sh ssh", rounds=args.rounds, per_round=args.per_round, kex=args.kex)
+    run.write_report(args.out, "ssh-latest", {"meta": meta, "summary": summary, "runs": runs}, markdown(summary, meta))
 
 
 if __name__ == "__main__":

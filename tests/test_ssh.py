@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, port_open, sluice_binary, wait_for
+from conftest import ROOT, free_port, port_open, sluice_binary, wait_for
 
 RULES = """
 [[policy.rules]]
@@ -48,41 +48,15 @@ hint = "run it without sudo, or ask an operator"
 """
 
 
-def sshd_path():
-    for path in ("/usr/sbin/sshd", shutil.which("sshd")):
-        if path and os.path.exists(path):
-            return path
-    pytest.fail("sshd is not installed: scripts/setup.sh test installs openssh-server")
-
-
 @pytest.fixture(scope="module")
 def host():
-    """An unprivileged sshd that lets in whoever holds sluice's key."""
+    """An unprivileged sshd (scripts/sshd.sh) that lets in whoever holds sluice's key."""
     d = Path(tempfile.mkdtemp(prefix="sluice-sshd-"))
     os.chmod(d, 0o755)
-    for name in ("host_key", "sluice_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "sluice_key")], check=True)
     (d / "authorized_keys").write_text((d / "sluice_key.pub").read_text())
     port = free_port()
-    (d / "sshd_config").write_text(f"""
-Port {port}
-ListenAddress 127.0.0.1
-HostKey {d / "host_key"}
-AuthorizedKeysFile {d / "authorized_keys"}
-PidFile {d / "sshd.pid"}
-UsePAM no
-StrictModes no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-AllowTcpForwarding no
-""")
-    if os.geteuid() == 0:
-        # sshd run by root wants its privilege separation directory.
-        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-    proc = subprocess.Popen([sshd_path(), "-D", "-e", "-f", str(d / "sshd_config")],
-                            stderr=open(d / "sshd.log", "w"))
-
+    proc = subprocess.Popen([str(ROOT / "scripts" / "sshd.sh"), str(d), str(port), str(d / "authorized_keys")])
     wait_for(lambda: port_open(port), timeout=15, what="sshd")
     host = type("Host", (), {})()
     host.dir, host.port, host.user = d, port, getpass.getuser()
