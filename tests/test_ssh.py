@@ -223,6 +223,10 @@ def test_a_bad_token_is_refused_and_shells_and_forwarding_are_not_served(gw):
     # File transfers are not read as such yet: refused, rather than their data masked as text.
     r = ssh(gw, "scp -f /etc/hostname")
     assert r.returncode == 126 and "file transfers (scp) are not served" in r.stderr, r.stderr
+    # Refused before policy is asked, and recorded all the same.
+    details = gw.session_with(lambda d: any(s["text"] == "scp -f /etc/hostname" for s in d["statements"]))
+    statement = next(s for s in details["statements"] if s["text"] == "scp -f /etc/hostname")
+    assert statement["decision"] == "deny" and statement["rule"] == "not-served"
 
 
 def test_every_command_and_its_verdict_is_recorded(gw):

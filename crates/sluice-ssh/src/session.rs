@@ -65,7 +65,7 @@ impl Run {
         &self,
         log: &L,
         line: &str,
-        decision: &Decision,
+        (verdict, rule): (&'static str, &str),
         exit_status: Option<u32>,
         error: Option<String>,
     ) {
@@ -78,8 +78,8 @@ impl Run {
                 text: Arc::from(line),
                 started_at_us: self.started_at_us,
                 duration_us: i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX),
-                decision: decision.effect(),
-                rule: Some(Arc::from(decision.rule())),
+                decision: verdict,
+                rule: Some(Arc::from(rule)),
                 detail: ActionDetail::Exec {
                     exit_status,
                     input_bytes: self.input_bytes,
@@ -330,14 +330,17 @@ async fn run_command<S: SessionGate>(
         input_bytes: 0,
         output_bytes: 0,
     };
+    // What sluice refuses before policy is asked is recorded like what policy refuses.
     if let Some(why) = ended(&opened).await {
         let message = format!("sluice: this session can run no more commands: {why}; connect again\n");
+        run.finish(&opened.log, &line, ("deny", "session-ended"), None, Some(why.to_string()));
         return refuse_now(handle, channel, message).await;
     }
     let action = config.reader.analyze(&line).await;
     if let Some(program) = action.commands.iter().filter_map(|c| c.program_name()).find(|p| TRANSFERS.contains(p)) {
-        let refusal = reply::not_served(&format!("file transfers ({program})"));
-        return refuse_now(handle, channel, refusal).await;
+        let what = format!("file transfers ({program})");
+        run.finish(&opened.log, &line, ("deny", "not-served"), None, Some(format!("{what} are not served yet")));
+        return refuse_now(handle, channel, reply::not_served(&what)).await;
     }
     let mut guard = opened.session.lock().await;
     let Some(session) = guard.as_mut() else { return };
@@ -351,7 +354,7 @@ async fn run_command<S: SessionGate>(
         drop(guard);
     }
     if !decision.allows() {
-        run.finish(&opened.log, &line, &decision, None, None);
+        run.finish(&opened.log, &line, (decision.effect(), decision.rule()), None, None);
         return refuse_now(handle, channel, reply::refused(&decision, &config)).await;
     }
     let (status, error) = match relay(&opened, &handle, channel, &line, input, &mut run).await {
@@ -362,7 +365,7 @@ async fn run_command<S: SessionGate>(
             (None, Some(e))
         }
     };
-    run.finish(&opened.log, &line, &decision, status, error);
+    run.finish(&opened.log, &line, (decision.effect(), decision.rule()), status, error);
     end(&handle, channel, status.unwrap_or(REFUSED_STATUS)).await;
 }
 
