@@ -106,6 +106,12 @@ fn wrappers_are_read_through() {
     assert_eq!(programs(&readable("/usr/bin/sudo /bin/rm x")), ["/bin/rm"]);
     assert_eq!(programs(&readable("bash -ec 'rm x'")), ["rm"]);
     assert_eq!(programs(&readable("bash deploy.sh")), ["bash"]);
+    assert_eq!(programs(&readable("busybox rm -rf /srv")), ["rm"]);
+    assert_eq!(programs(&readable("chroot --userspec=app /srv/root rm x")), ["rm"]);
+    assert_eq!(programs(&readable("script -q -c 'rm x' /dev/null")), ["rm"]);
+    assert_eq!(programs(&readable("script -qc 'rm x' /dev/null")), ["rm"]);
+    assert_eq!(programs(&readable("su -lc 'rm x' root")), ["rm"]);
+    assert_eq!(programs(&readable("sg adm -c 'cat /var/log/auth.log'")), ["cat"]);
     // Nested wrappers, each read.
     assert_eq!(programs(&readable("sudo env sh -c \"bash -c 'xargs rm'\"")), ["rm"]);
     for line in [

@@ -65,6 +65,20 @@ fn after_options(words: &[Word], with_value: &[&str]) -> usize {
     i
 }
 
+/// The command line a wrapper takes with `-c`/`--command` (`su -c`, `flock -c`, `script -qc`):
+/// the word after that option, alone or ending a group of short options; `None` without one.
+/// Given twice, the wrapper would run one of them and sluice cannot tell which: opaque.
+fn command_line(words: &[Word]) -> Result<Option<Inner>, Inner> {
+    let is_command = |w: &Word| {
+        w.text == "--command" || (w.text.starts_with('-') && !w.text.starts_with("--") && w.text.ends_with('c'))
+    };
+    let mut found = words.iter().enumerate().filter(|(_, w)| is_command(w)).map(|(i, _)| i);
+    match (found.next(), found.next()) {
+        (Some(_), Some(_)) => Err(Inner::Opaque("a command line is given more than once (-c twice)")),
+        (at, _) => Ok(at.map(|i| Inner::Line(i + 1))),
+    }
+}
+
 /// Whether a script named so is the process's standard input.
 fn reads_stdin(word: &Word) -> bool {
     matches!(word.text.as_str(), "-" | "/dev/stdin" | "/dev/fd/0" | "/proc/self/fd/0")
@@ -128,9 +142,10 @@ fn inner(name: &str, words: &[Word]) -> Inner {
             if name == "runuser" && has_flag(words, words.len(), 'u', "--user") {
                 return at(after_options(words, &value));
             }
-            match words.iter().position(|w| w.text == "-c" || w.text == "--command") {
-                Some(i) => Inner::Line(i + 1),
-                None => Inner::Opaque("su without -c runs a shell that reads its commands from standard input"),
+            match command_line(words) {
+                Ok(Some(line)) => line,
+                Ok(None) => Inner::Opaque("su without -c runs a shell that reads its commands from standard input"),
+                Err(opaque) => opaque,
             }
         }
         "env" => {
@@ -159,9 +174,10 @@ fn inner(name: &str, words: &[Word]) -> Inner {
             }
             at(after_options(words, &[]) + 1)
         }
-        "flock" => match words.iter().position(|w| w.text == "-c" || w.text == "--command") {
-            Some(i) => Inner::Line(i + 1),
-            None => at(after_options(words, &["-w", "--timeout", "-E", "--conflict-exit-code"]) + 1),
+        "flock" => match command_line(words) {
+            Ok(Some(line)) => line,
+            Ok(None) => at(after_options(words, &["-w", "--timeout", "-E", "--conflict-exit-code"]) + 1),
+            Err(opaque) => opaque,
         },
         "command" => {
             let i = after_options(words, &[]);
@@ -196,6 +212,18 @@ fn inner(name: &str, words: &[Word]) -> Inner {
         "." | "source" if words.get(1).is_some_and(reads_stdin) => {
             Inner::Opaque("sourcing standard input runs commands that are not on the line")
         }
+        // Multi-call binaries: the applet named next is the program.
+        "busybox" | "toybox" if !words.get(1).is_some_and(|w| SHELLS.contains(&w.text.as_str())) => at(1),
+        "chroot" => at(after_options(words, &["--userspec", "--groups"]) + 1),
+        // Run a command line given with -c (script: inside a typescript; sg: as another group).
+        "script" | "sg" => match command_line(words) {
+            Ok(Some(line)) => line,
+            Ok(None) if name == "sg" => {
+                Inner::Opaque("sg without -c runs a shell that reads its commands from standard input")
+            }
+            Ok(None) => Inner::Itself,
+            Err(opaque) => opaque,
+        },
         "alias" if words.iter().skip(1).any(|w| w.text.contains('=')) => {
             Inner::Opaque("an alias changes what later words of the line run")
         }

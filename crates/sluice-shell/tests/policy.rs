@@ -125,6 +125,10 @@ fn evasions_do_not_turn_a_refusal_into_an_allow() {
         "trap 'rm -rf /srv' EXIT",
         "watch rm -rf /srv",
         "sh -c 'sh -c \"rm -rf /srv\"'",
+        "busybox rm -rf /srv",
+        "script -qc 'rm -rf /srv' /dev/null",
+        "strace -f rm -rf /srv",
+        "sudo -nu root rm -rf /srv",
         // Aliases, functions, variables choosing the program.
         "sh -c 'alias l=rm\nl -rf /srv'",
         "ls() { rm -rf /srv; }; ls",
