@@ -37,7 +37,10 @@ impl fmt::Display for Effect {
 #[serde(rename_all = "kebab-case")]
 pub enum Preset {
     /// Only statements that cannot change state or have side effects; the upstream session is
-    /// also opened with `default_transaction_read_only=on`.
+    /// also opened with `default_transaction_read_only=on`. HTTP: GET, HEAD, OPTIONS and GraphQL
+    /// queries. SSH: file transfers that read (SFTP reads, `scp` from the host, rsync from the
+    /// host, git fetch and clone) and nothing else: no command line, since whether a command
+    /// writes cannot be known.
     ReadOnly,
     /// Everything but schema changes, permission changes and server administration.
     NoDdl,
@@ -59,7 +62,7 @@ impl Preset {
     /// The kinds of request the preset has a meaning for.
     pub fn protocols(self) -> &'static [RuleProtocol] {
         match self {
-            Preset::ReadOnly => &[RuleProtocol::Sql, RuleProtocol::Http],
+            Preset::ReadOnly => &[RuleProtocol::Sql, RuleProtocol::Http, RuleProtocol::Ssh],
             Preset::NoDdl => &[RuleProtocol::Sql],
             Preset::NoAdmin => &[RuleProtocol::Http],
         }
@@ -130,7 +133,7 @@ pub struct RuleSpec {
     pub name: String,
     /// The kind of request the rule is about. Unset: the kind its match keys belong to (`kinds`,
     /// `objects`, `functions`, `when` are SQL's; `methods`, `paths`, `query`, `headers`,
-    /// `content_types`, `json`, `graphql` HTTP's; `programs`, `args`, `writes`, `sudo` SSH's); for a preset, each kind it has a meaning for;
+    /// `content_types`, `json`, `graphql` HTTP's; `programs`, `args`, `writes`, `sudo`, `operations`, `files` SSH's); for a preset, each kind it has a meaning for;
     /// with neither, every kind: a rule of scope only (`connections`, `identities`, `groups`)
     /// applies to every request there.
     #[serde(default)]
@@ -203,6 +206,16 @@ pub struct RuleSpec {
     /// only the others. Unset: a refusing rule matches both, an allowing rule only the others.
     #[serde(default)]
     pub sudo: Option<bool>,
+    /// SSH file transfers (SFTP, scp, rsync, git): the operations the rule matches (`read`,
+    /// `list`, `write`, `remove`, `rename`, `mkdir`, `rmdir`, `setstat`, `link`); empty: every
+    /// operation.
+    #[serde(default)]
+    pub operations: Vec<crate::exec::FileOp>,
+    /// SSH file transfers: path globs (`*` matches any run of characters, `/` included:
+    /// `/srv/app/*` is everything below /srv/app). A refusing rule matches an operation that may
+    /// reach one of them; an allowing rule only one whose every path is certainly in them.
+    #[serde(default)]
+    pub files: Vec<String>,
     /// Shown to the client when the rule refuses.
     #[serde(default)]
     pub reason: Option<String>,
@@ -276,6 +289,14 @@ impl RuleSpec {
             ("writes", !self.writes.is_empty()),
             ("sudo", self.sudo.is_some()),
         ];
+        let mut keys: Vec<&'static str> = used.into_iter().filter_map(|(key, set)| set.then_some(key)).collect();
+        keys.extend(self.file_keys());
+        keys
+    }
+
+    /// The keys of the SSH matcher for file transfers this rule uses (part of `ssh_keys`).
+    pub fn file_keys(&self) -> Vec<&'static str> {
+        let used = [("operations", !self.operations.is_empty()), ("files", !self.files.is_empty())];
         used.into_iter().filter_map(|(key, set)| set.then_some(key)).collect()
     }
 

@@ -141,6 +141,7 @@ mod tests {
             request: sluice_core::exec::ExecRequest::Command,
             commands: Vec::new(),
             opaque: None,
+            transfer: None,
         };
         let exec = Action::Exec(&line);
         let tool = Action::Tool(ToolAction { name: "query".into(), arguments: serde_json::json!({"q": 1}) });

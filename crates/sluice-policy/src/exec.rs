@@ -15,20 +15,31 @@ pub(crate) struct ExecMatcher {
     args: Vec<String>,
     writes: Vec<String>,
     sudo: Option<bool>,
+    /// Matches no command (a rule about file transfers).
+    never: bool,
 }
 
 impl ExecMatcher {
     pub(crate) fn compile(spec: &RuleSpec) -> Option<ExecMatcher> {
-        (!spec.ssh_keys().is_empty()).then(|| ExecMatcher {
+        let keys = spec.ssh_keys();
+        (!keys.is_empty()).then(|| ExecMatcher {
             programs: spec.programs.clone(),
             args: spec.args.clone(),
             writes: spec.writes.clone(),
             sudo: spec.sudo,
+            never: keys.len() == spec.file_keys().len(),
         })
+    }
+
+    pub(crate) fn never() -> ExecMatcher {
+        ExecMatcher { programs: Vec::new(), args: Vec::new(), writes: Vec::new(), sudo: None, never: true }
     }
 
     /// Whether `command` matches; `allows`: the rule allows.
     pub(crate) fn matches(&self, command: &Command, allows: bool) -> bool {
+        if self.never {
+            return false;
+        }
         let program_ok = self.programs.is_empty()
             || command.program().is_some_and(|p| self.program_matches(p))
             || (!allows && command.via.iter().any(|v| self.program_matches(v.split(' ').next().unwrap_or(v))));
@@ -77,7 +88,7 @@ mod tests {
 
     fn matcher(programs: &[&str], args: &[&str], writes: &[&str], sudo: Option<bool>) -> ExecMatcher {
         let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
-        ExecMatcher { programs: v(programs), args: v(args), writes: v(writes), sudo }
+        ExecMatcher { programs: v(programs), args: v(args), writes: v(writes), sudo, never: false }
     }
 
     #[test]

@@ -4,12 +4,13 @@
 //! allow somewhere else in the file. `policy` is the rule engine every protocol shares (compiling,
 //! scope, precedence, presets, review settings, defaults; `lint` its checker); `sql` is the SQL
 //! matcher (with `rule`'s matching of one operation and PostgreSQL's own names in `pg`), `http` the
-//! HTTP matcher, `exec` the SSH command matcher; actions of other protocols have no match keys
+//! HTTP matcher, `exec` the SSH command matcher, `files` the SSH matcher of file transfers; actions of other protocols have no match keys
 //! yet and are decided by their protocol's rules and the rules of scope only
 //! (`Policy::decide_unmatched`). The rule file's types are plain data in
 //! `sluice_core::policy`.
 
 mod exec;
+mod files;
 mod http;
 mod lint;
 mod pg;

@@ -6,7 +6,7 @@
 use crate::PolicyError;
 use crate::pg::SIDE_EFFECT_FUNCTIONS;
 use crate::rule::{Rule, compile_rule};
-use sluice_core::exec::ExecAction;
+use sluice_core::exec::{ExecAction, Transfer};
 use sluice_core::http::HttpAction;
 use sluice_core::policy::{BuiltinRules, ConnectionPolicy, Effect, PolicySpec, RuleProtocol, RuleSpec};
 use sluice_core::review::ReviewRules;
@@ -188,6 +188,9 @@ impl Policy {
                 cause: RefusalCause::Policy,
             });
         }
+        if let Some(transfer) = &action.transfer {
+            return self.decide_transfer(identity, connection, action, transfer);
+        }
         let mut strictest: Option<Decision> = None;
         for command in &action.commands {
             let decision = self.decide_by(identity, connection, "exec", &command.summary(), |rule| match &rule.exec {
@@ -200,6 +203,31 @@ impl Policy {
         }
         // A line that runs nothing (assignments alone) is decided as the connection's default.
         strictest.unwrap_or_else(|| self.decide_by(identity, connection, "exec", &action.line, |r| r.exec.is_none()))
+    }
+
+    /// A file transfer: each file operation is decided by the rules about files (and those of
+    /// scope only: an allow without keys allows reads), and the transfer gets the strictest answer.
+    fn decide_transfer(
+        &self,
+        identity: &Identity,
+        connection: &str,
+        action: &ExecAction,
+        transfer: &Transfer,
+    ) -> Decision {
+        let mut strictest: Option<Decision> = None;
+        for access in &transfer.files {
+            let summary = format!("{} {}", transfer.program, access.summary());
+            let decision = self.decide_by(identity, connection, "exec", &summary, |rule| match &rule.files {
+                Some(m) => m.matches(access, rule.effect == Effect::Allow),
+                None => rule.exec.is_none() && (rule.effect != Effect::Allow || access.op.reads()),
+            });
+            if strictest.as_ref().is_none_or(|s| severity(&decision) > severity(s)) {
+                strictest = Some(decision);
+            }
+        }
+        strictest.unwrap_or_else(|| {
+            self.decide_by(identity, connection, "exec", &action.line, |r| r.exec.is_none() && r.files.is_none())
+        })
     }
 
     /// The strictest of the rules for `kind` (and of scope only) in scope that `matches`; where
@@ -302,6 +330,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_core::exec::{Command, ExecRequest, FileAccess, FileOp};
     use sluice_core::policy::{Condition, Preset};
     use sluice_core::sql::{ObjectName, Operation, SqlAnalysis, SqlStatement};
 
@@ -395,10 +424,13 @@ mod tests {
         let err = both.applies_to().unwrap_err();
         assert_eq!(err, "kinds is SQL's and methods is HTTP's; write one rule for each");
         let preset =
-            RuleSpec { protocol: Some(RuleProtocol::Ssh), preset: Some(Preset::ReadOnly), ..rule("p", Effect::Deny) };
+            RuleSpec { protocol: Some(RuleProtocol::Ssh), preset: Some(Preset::NoDdl), ..rule("p", Effect::Deny) };
         let spec = PolicySpec { rules: vec![RuleSpec { effect: None, ..preset }], ..PolicySpec::default() };
         let err = Policy::compile(&spec, &[]).unwrap_err().to_string();
-        assert!(err.contains("the preset read-only has no meaning for protocol ssh"), "{err}");
+        assert!(err.contains("the preset no-ddl has no meaning for protocol ssh"), "{err}");
+        let both = RuleSpec { programs: vec!["rm".into()], files: vec!["/srv/*".into()], ..rule("f", Effect::Deny) };
+        let err = Policy::compile(&PolicySpec { rules: vec![both], ..PolicySpec::default() }, &[]).unwrap_err();
+        assert!(err.to_string().contains("write one rule for each"), "{err}");
         // The linter: a rule about a kind of request no connection in its scope serves.
         let spec = PolicySpec {
             rules: vec![
@@ -427,6 +459,89 @@ mod tests {
             None => ObjectName::bare(o),
         });
         Operation::new(kind, object)
+    }
+
+    fn transfer(program: &str, files: &[(FileOp, &str, bool)]) -> ExecAction {
+        let files = files
+            .iter()
+            .map(|(op, path, tree)| FileAccess { op: *op, path: path.to_string(), tree: *tree, literal: true })
+            .collect();
+        ExecAction {
+            line: format!("{program} …"),
+            request: ExecRequest::Command,
+            commands: Vec::new(),
+            opaque: None,
+            transfer: Some(Transfer { program: program.into(), files }),
+        }
+    }
+
+    fn rule_of(decision: Decision) -> String {
+        match decision {
+            Decision::Allow { rule } => format!("allow {rule}"),
+            Decision::Deny(r) => format!("deny {}", r.rule),
+            Decision::Review(r) => format!("review {}", r.rule),
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn read_only_on_a_host_allows_transfers_that_read_and_no_command() {
+        let host = ConnectionPolicy { protocol: RuleProtocol::Ssh, ..conn("web1", Some(Preset::ReadOnly)) };
+        let open = PolicySpec { default: Effect::Allow, ..PolicySpec::default() };
+        let policy = Policy::compile(&open, &[host]).unwrap();
+        let me = identity("ann", &[]);
+        let decide = |action: &ExecAction| rule_of(policy.decide_exec(&me, "web1", action));
+        let read_only = "connection web1: read-only";
+        assert_eq!(decide(&transfer("scp", &[(FileOp::Read, "/srv/a", false)])), format!("allow {read_only}"));
+        assert_eq!(decide(&transfer("git", &[(FileOp::Read, "/srv/r.git", true)])), format!("allow {read_only}"));
+        assert_eq!(
+            decide(&transfer("sftp", &[(FileOp::Read, "/a", false), (FileOp::Rename, "/b", false)])),
+            format!("deny {read_only}")
+        );
+        let ls = ExecAction {
+            commands: vec![Command { argv: vec!["ls".into()], literal: vec![true], ..Command::default() }],
+            transfer: None,
+            ..transfer("ls", &[])
+        };
+        assert_eq!(decide(&ls), format!("deny {read_only}"), "whether a command writes cannot be known");
+    }
+
+    #[test]
+    fn file_rules_decide_each_operation_by_its_path() {
+        let spec: PolicySpec = toml::from_str(
+            r#"
+            default = "deny"
+            [[rules]]
+            name = "uploads"
+            effect = "allow"
+            operations = ["write", "mkdir", "read", "list"]
+            files = ["/srv/up/*"]
+            [[rules]]
+            name = "no-keys"
+            effect = "deny"
+            operations = ["read"]
+            files = ["*.pem", "/home/*/.ssh/*"]
+            [[rules]]
+            name = "look"
+            effect = "allow"
+            programs = ["ls"]
+            "#,
+        )
+        .unwrap();
+        let host = ConnectionPolicy { protocol: RuleProtocol::Ssh, ..conn("web1", None) };
+        let policy = Policy::compile(&spec, &[host]).unwrap();
+        let me = identity("ann", &[]);
+        let decide = |action: &ExecAction| rule_of(policy.decide_exec(&me, "web1", action));
+        assert_eq!(decide(&transfer("sftp", &[(FileOp::Write, "/srv/up/a.txt", false)])), "allow uploads");
+        assert_eq!(decide(&transfer("rsync", &[(FileOp::Write, "/srv/up/site", true)])), "allow uploads");
+        assert_eq!(decide(&transfer("rsync", &[(FileOp::Read, "/srv/up/site", true)])), "deny no-keys", "*.pem may be below");
+        assert_eq!(decide(&transfer("sftp", &[(FileOp::Remove, "/srv/up/a.txt", false)])), "deny default");
+        assert_eq!(decide(&transfer("scp", &[(FileOp::Read, "/srv/up/tls.pem", false)])), "deny no-keys");
+        assert_eq!(decide(&transfer("rsync", &[(FileOp::Read, "/home", true)])), "deny no-keys");
+        assert_eq!(decide(&transfer("sftp", &[(FileOp::Read, "/etc/passwd", false)])), "deny default");
+        // A rule about commands says nothing of transfers.
+        let ls = transfer("sftp", &[(FileOp::List, "/srv", false)]);
+        assert_eq!(decide(&ls), "deny default");
     }
 
     fn rule(name: &str, effect: Effect) -> RuleSpec {

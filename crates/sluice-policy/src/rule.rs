@@ -3,6 +3,7 @@
 
 use crate::PolicyError;
 use crate::exec::ExecMatcher;
+use crate::files::FileMatcher;
 use crate::http::HttpMatcher;
 use crate::pg::implicit_schemas;
 use sluice_core::glob::glob_match;
@@ -58,6 +59,9 @@ pub(crate) struct Rule {
     pub(crate) http: Option<HttpMatcher>,
     /// What an SSH rule matches of each command; `None`: every command in its scope.
     pub(crate) exec: Option<ExecMatcher>,
+    /// What an SSH rule matches of each file operation of a transfer; `None`: those an allow
+    /// without keys allows (reads) or a refusal refuses (all).
+    pub(crate) files: Option<FileMatcher>,
 }
 
 impl Rule {
@@ -153,6 +157,27 @@ fn http_preset(preset: Preset, reason: Option<&String>, base: &Base<'_>) -> (Rul
     (deny, Rule { http: Some(allowed), ..base(Effect::Allow, None, String::new()) })
 }
 
+/// SSH's read-only preset: its deny refuses every command line and every file operation that
+/// writes; its allow allows the file operations that read.
+fn ssh_preset(reason: Option<&String>, base: &Base<'_>) -> (Rule, Rule) {
+    let reason = reason.cloned().unwrap_or_else(|| "this host is read-only here".into());
+    let mut deny = Rule { files: Some(FileMatcher::reads(false)), ..base(Effect::Deny, None, reason) };
+    if deny.hint.is_none() {
+        deny.hint = Some(
+            "only file transfers that read are allowed (sftp get, scp from the host, rsync from the host, git fetch and \
+             clone); commands are not, since what a command writes cannot be known; ask an operator for a rule if the \
+             task needs one"
+                .into(),
+        );
+    }
+    let allow = Rule {
+        exec: Some(ExecMatcher::never()),
+        files: Some(FileMatcher::reads(true)),
+        ..base(Effect::Allow, None, String::new())
+    };
+    (deny, allow)
+}
+
 /// Builds a rule of the spec being compiled with an effect, kinds and reason.
 type Base<'a> = dyn Fn(Effect, Option<KindSet>, String) -> Rule + 'a;
 
@@ -177,6 +202,7 @@ pub(crate) fn compile_rule(spec: &RuleSpec, out: &mut Vec<Rule>) -> Result<(), P
         review: None,
         http: None,
         exec: None,
+        files: None,
     };
     match (spec.preset, spec.effect) {
         (Some(_), Some(_)) => Err(problem("give either a preset or an effect, not both")),
@@ -204,6 +230,7 @@ pub(crate) fn compile_rule(spec: &RuleSpec, out: &mut Vec<Rule>) -> Result<(), P
             for protocol in protocols {
                 let (deny, allow) = match protocol {
                     RuleProtocol::Http => http_preset(preset, spec.reason.as_ref(), &base),
+                    RuleProtocol::Ssh => ssh_preset(spec.reason.as_ref(), &base),
                     _ => sql_preset(preset, spec.reason.as_ref(), &base),
                 };
                 out.push(Rule { protocol: Some(protocol), ..deny });
@@ -218,6 +245,17 @@ pub(crate) fn compile_rule(spec: &RuleSpec, out: &mut Vec<Rule>) -> Result<(), P
             let mut rule = base(effect, kinds, reason);
             rule.http = HttpMatcher::compile(spec)?;
             rule.exec = ExecMatcher::compile(spec);
+            rule.files = FileMatcher::compile(spec);
+            match (spec.file_keys().len(), spec.ssh_keys().len()) {
+                (0, _) => rule.files = rule.exec.as_ref().map(|_| FileMatcher::never()),
+                (files, all) if files < all => {
+                    return Err(problem(
+                        "programs, args, writes and sudo match commands, operations and files match file transfers; \
+                         write one rule for each",
+                    ));
+                }
+                _ => {}
+            }
             match (&spec.review, effect) {
                 (Some(_), Effect::Allow | Effect::Deny) => {
                     return Err(problem("only a rule with effect \"review\" can have review settings"));

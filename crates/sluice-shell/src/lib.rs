@@ -38,6 +38,7 @@ pub fn analyze(line: &str) -> ExecAction {
         request: ExecRequest::Command,
         commands: reader.commands,
         opaque: reader.opaque,
+        transfer: None,
     }
 }
 
