@@ -77,9 +77,10 @@ test)
   # rsyslog (with its TLS driver) receives the audit log's syslog export in the tests.
   # curl is one of the HTTP tests' clients (with HTTP/2).
   # wrk and nginx run the HTTP benchmark's quick mode.
-  # OpenSSH's sshd is the SSH tests' target host, its ssh the agent's client.
+  # OpenSSH's sshd is the SSH tests' target host, its ssh, scp and sftp the agent's clients, with rsync
+  # and git (file transfers through sluice).
   packages+=(pgbouncer python3 python3-venv libpostgresql-jdbc-java rsyslog rsyslog-gnutls curl wrk)
-  packages+=(openssh-server openssh-client)
+  packages+=(openssh-server openssh-client rsync git)
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || packages+=(nginx)
   command -v javac >/dev/null || packages+=(default-jdk-headless)
   command -v npm >/dev/null || packages+=(nodejs npm)

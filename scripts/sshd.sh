@@ -40,6 +40,7 @@ KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
 AllowTcpForwarding $forwarding
 MaxStartups 100
+Subsystem sftp internal-sftp
 CONFIG
 if [ "$(id -u)" = 0 ]; then
   mkdir -p /run/sshd

@@ -67,6 +67,34 @@ def host():
     shutil.rmtree(d, ignore_errors=True)
 
 
+def file_rules(d):
+    """Rules for file transfers on web1: the host's directory `pub` may be read, `up` read and
+    written; no .pem file is read anywhere."""
+    return f"""
+[[policy.rules]]
+name = "web-files-public"
+effect = "allow"
+connections = ["web1"]
+operations = ["read", "list"]
+files = ["{d}/pub", "{d}/pub/*"]
+
+[[policy.rules]]
+name = "web-files-uploads"
+effect = "allow"
+connections = ["web1"]
+operations = ["read", "list", "write", "mkdir", "rename", "remove", "setstat"]
+files = ["{d}/up", "{d}/up/*"]
+
+[[policy.rules]]
+name = "web-no-keys"
+effect = "deny"
+connections = ["web1"]
+operations = ["read"]
+files = ["*.pem"]
+reason = "private keys are not read by agents"
+"""
+
+
 @pytest.fixture(scope="module")
 def gw(pg, host):
     from conftest import Sluice
@@ -79,8 +107,9 @@ def gw(pg, host):
         # The same host pinned to another key: a host key mismatch.
         "web1_impostor": {**web1, "host_key": (host.dir / "other_key.pub").read_text().strip()},
         "web1_down": {**web1, "port": free_port(), "connect_timeout_ms": 1000},
+        "web1_ro": {**web1, "policy": "read-only"},
     }
-    gw = Sluice(pg, extra_toml=RULES, settings={"connections": connections,
+    gw = Sluice(pg, extra_toml=RULES + file_rules(host.dir), settings={"connections": connections,
                                                          "ssh": {"listen": "127.0.0.1:0", "auth_timeout_secs": 3}})
     gw.start()
     gw.agent_token = gw.token()
@@ -220,13 +249,13 @@ def test_a_bad_token_is_refused_and_shells_and_forwarding_are_not_served(gw):
     assert r.returncode == 126 and "interactive shells are not served" in r.stderr
     r = ssh(gw, None, extra=("-W", "127.0.0.1:22"))
     assert r.returncode == 255
-    # File transfers are not read as such yet: refused, rather than their data masked as text.
+    # A transfer is decided by the files it reaches (here by no rule: the default), and recorded.
     r = ssh(gw, "scp -f /etc/hostname")
-    assert r.returncode == 126 and "file transfers (scp) are not served" in r.stderr, r.stderr
-    # Refused before policy is asked, and recorded all the same.
+    assert r.returncode == 126 and 'denied by rule "default"' in r.stderr, r.stderr
+    assert "scp read /etc/hostname" in r.stderr, r.stderr
     details = gw.session_with(lambda d: any(s["text"] == "scp -f /etc/hostname" for s in d["statements"]))
     statement = next(s for s in details["statements"] if s["text"] == "scp -f /etc/hostname")
-    assert statement["decision"] == "deny" and statement["rule"] == "not-served"
+    assert statement["decision"] == "deny" and statement["rule"] == "default"
 
 
 def test_every_command_and_its_verdict_is_recorded(gw):

@@ -336,7 +336,8 @@ pub struct ConnectionConfig {
     pub allow_identities: Vec<String>,
     #[serde(default)]
     pub allow_groups: Vec<String>,
-    /// A policy preset for everyone on this connection: `read-only` or `no-ddl`.
+    /// A policy preset for everyone on this connection: `read-only`, `no-ddl` (SQL) or `no-admin`
+    /// (HTTP).
     pub policy: Option<Preset>,
     /// The effect when no rule matches, overriding `policy.default` for this connection.
     pub default: Option<Effect>,

@@ -315,7 +315,9 @@ impl EngineSession {
             Decision::Review(refusal) => self.review(policy, &refusal, &exec.line, &exec.line, false).await,
             other => under_grant(other, grant.as_ref().map(|(g, _)| g)),
         };
-        if !settings.changes_before_forwarding {
+        // A transfer that only reads changes nothing: it is recorded as reads are.
+        let reads = exec.transfer.as_ref().is_some_and(|t| t.files.iter().all(|f| f.op.reads()));
+        if !settings.changes_before_forwarding || reads {
             return decision;
         }
         match &decision {

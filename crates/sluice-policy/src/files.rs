@@ -54,7 +54,8 @@ impl FileMatcher {
 /// Whether every path `access` reaches matches `pattern`.
 fn covers(pattern: &str, access: &FileAccess) -> bool {
     // A trailing `*` that matches `dir/` matches whatever follows it too.
-    glob_match(pattern, &access.path) && (!access.tree || (pattern.ends_with('*') && glob_match(pattern, &below(access))))
+    glob_match(pattern, &access.path)
+        && (!access.tree || (pattern.ends_with('*') && glob_match(pattern, &below(access))))
 }
 
 /// Whether some path `access` reaches may match `pattern`.
@@ -91,7 +92,11 @@ mod tests {
     }
 
     fn matcher(operations: &[FileOp], files: &[&str]) -> FileMatcher {
-        FileMatcher { operations: operations.to_vec(), files: files.iter().map(|f| f.to_string()).collect(), never: false }
+        FileMatcher {
+            operations: operations.to_vec(),
+            files: files.iter().map(|f| f.to_string()).collect(),
+            never: false,
+        }
     }
 
     #[test]
@@ -103,7 +108,10 @@ mod tests {
         assert!(!uploads.matches(&access(FileOp::Read, "/srv/up/a.txt", false), true), "another operation");
         let texts = matcher(&[], &["/srv/*.txt"]);
         assert!(texts.matches(&access(FileOp::Read, "/srv/a.txt", false), true));
-        assert!(!texts.matches(&access(FileOp::Read, "/srv/d.txt", true), true), "a directory's files need not end in .txt");
+        assert!(
+            !texts.matches(&access(FileOp::Read, "/srv/d.txt", true), true),
+            "a directory's files need not end in .txt"
+        );
         let mut globbed = access(FileOp::Read, "/srv/up/*", false);
         globbed.literal = false;
         assert!(!uploads.matches(&globbed, true));

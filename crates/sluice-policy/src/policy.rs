@@ -534,7 +534,11 @@ mod tests {
         let decide = |action: &ExecAction| rule_of(policy.decide_exec(&me, "web1", action));
         assert_eq!(decide(&transfer("sftp", &[(FileOp::Write, "/srv/up/a.txt", false)])), "allow uploads");
         assert_eq!(decide(&transfer("rsync", &[(FileOp::Write, "/srv/up/site", true)])), "allow uploads");
-        assert_eq!(decide(&transfer("rsync", &[(FileOp::Read, "/srv/up/site", true)])), "deny no-keys", "*.pem may be below");
+        assert_eq!(
+            decide(&transfer("rsync", &[(FileOp::Read, "/srv/up/site", true)])),
+            "deny no-keys",
+            "*.pem may be below"
+        );
         assert_eq!(decide(&transfer("sftp", &[(FileOp::Remove, "/srv/up/a.txt", false)])), "deny default");
         assert_eq!(decide(&transfer("scp", &[(FileOp::Read, "/srv/up/tls.pem", false)])), "deny no-keys");
         assert_eq!(decide(&transfer("rsync", &[(FileOp::Read, "/home", true)])), "deny no-keys");

@@ -101,7 +101,13 @@ impl Worker {
 }
 
 fn opaque(line: &str, why: String) -> ExecAction {
-    ExecAction { line: line.to_string(), request: ExecRequest::Command, commands: Vec::new(), opaque: Some(why), transfer: None }
+    ExecAction {
+        line: line.to_string(),
+        request: ExecRequest::Command,
+        commands: Vec::new(),
+        opaque: Some(why),
+        transfer: None,
+    }
 }
 
 /// A worker's life: its memory limited, it reads one JSON string per line from standard input and

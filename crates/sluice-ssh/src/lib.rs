@@ -8,7 +8,9 @@
 mod output;
 mod reply;
 mod session;
+mod sftp;
 mod target;
+mod transfers;
 mod upstream;
 
 pub use session::REFUSED_STATUS;

@@ -8,6 +8,7 @@ use crate::SshListenerConfig;
 use crate::output::LineMasker;
 use crate::reply;
 use crate::target::SshTarget;
+use crate::transfers;
 use crate::upstream;
 use bytes::Bytes;
 use russh::server::{Auth, ChannelOpenHandle, Handle, Msg, Response, Session};
@@ -25,43 +26,49 @@ use tokio::sync::mpsc;
 /// "found but cannot be run".
 pub const REFUSED_STATUS: u32 = 126;
 
-/// Programs that move files over their standard streams: their data is not text to mask, and
-/// they are not read as transfers yet, so they are not run (rather than have a file altered).
-const TRANSFERS: [&str; 6] =
-    ["scp", "rsync", "sftp-server", "git-upload-pack", "git-receive-pack", "git-upload-archive"];
-
 /// Pieces of a client's input queued for its command.
 const INPUT_QUEUE: usize = 64;
 
 /// What the client sends on a channel after its request.
-enum Input {
+pub(crate) enum Input {
     Data(Bytes),
     Eof,
 }
 
 /// An authenticated client's session on its target, shared by the connection and its running
 /// commands; the last of them to let go ends it.
-struct Opened<S: SessionGate> {
+pub(crate) struct Opened<S: SessionGate> {
     /// `None` only once ended.
-    session: tokio::sync::Mutex<Option<S>>,
-    log: S::Log,
-    grant: SessionGrant,
-    target: Arc<SshTarget>,
+    pub(crate) session: tokio::sync::Mutex<Option<S>>,
+    pub(crate) log: S::Log,
+    pub(crate) grant: SessionGrant,
+    pub(crate) target: Arc<SshTarget>,
     /// The last command's number in the session's record.
     seq: AtomicU64,
 }
 
 /// What became of one command, for the record.
-struct Run {
+pub(crate) struct Run {
     seq: u64,
     started_at_us: i64,
     started: std::time::Instant,
-    input_bytes: u64,
-    output_bytes: u64,
+    pub(crate) input_bytes: u64,
+    pub(crate) output_bytes: u64,
 }
 
 impl Run {
-    fn finish<L: SessionLog>(
+    /// The next action of the session, starting now.
+    pub(crate) fn start<S: SessionGate>(opened: &Opened<S>) -> Run {
+        Run {
+            seq: opened.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            started_at_us: sluice_core::audit::now_us(),
+            started: std::time::Instant::now(),
+            input_bytes: 0,
+            output_bytes: 0,
+        }
+    }
+
+    pub(crate) fn finish<L: SessionLog>(
         &self,
         log: &L,
         line: &str,
@@ -141,6 +148,28 @@ impl<S: SessionGate> Drop for Opened<S> {
         if let Some(session) = self.session.get_mut().take() {
             session.end("the client disconnected".into());
         }
+    }
+}
+
+/// A channel's request taken: the session it runs in, and where the client's input for it arrives.
+type Taken<S> = (Arc<Opened<S>>, mpsc::Receiver<Input>);
+
+impl<G: Gate> Connection<G> {
+    /// Takes a channel's request (its first: a second one is refused, not run beside the first),
+    /// with where the client's input for it will arrive.
+    fn take_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<Option<Taken<G::Session>>, russh::Error> {
+        let Some(opened) = self.opened.clone().filter(|_| !self.inputs.contains_key(&channel)) else {
+            session.channel_failure(channel)?;
+            return Ok(None);
+        };
+        session.channel_success(channel)?;
+        let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+        self.inputs.insert(channel, tx);
+        Ok(Some((opened, rx)))
     }
 }
 
@@ -256,8 +285,14 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_success(channel)?;
-        refuse_now(session.handle(), channel, reply::not_served(&format!("the {name} subsystem"))).await;
+        if name != "sftp" {
+            session.channel_success(channel)?;
+            refuse_now(session.handle(), channel, reply::not_served(&format!("the {name} subsystem"))).await;
+            return Ok(());
+        }
+        let Some((opened, input)) = self.take_request(channel, session)? else { return Ok(()) };
+        let (handle, config) = (session.handle(), Arc::clone(&self.config));
+        tokio::spawn(run_sftp(opened, config, handle, channel, input));
         Ok(())
     }
 
@@ -267,16 +302,10 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // One request per channel: a second one is refused, not run beside the first.
-        let Some(opened) = self.opened.clone().filter(|_| !self.inputs.contains_key(&channel)) else {
-            return session.channel_failure(channel);
-        };
-        session.channel_success(channel)?;
-        let (tx, rx) = mpsc::channel(INPUT_QUEUE);
-        self.inputs.insert(channel, tx);
+        let Some((opened, input)) = self.take_request(channel, session)? else { return Ok(()) };
         let line = String::from_utf8_lossy(data).into_owned();
         let (handle, config) = (session.handle(), Arc::clone(&self.config));
-        tokio::spawn(run_command(opened, config, handle, channel, line, rx));
+        tokio::spawn(run_command(opened, config, handle, channel, line, input));
         Ok(())
     }
 
@@ -323,24 +352,33 @@ async fn run_command<S: SessionGate>(
     line: String,
     input: mpsc::Receiver<Input>,
 ) {
-    let mut run = Run {
-        seq: opened.seq.fetch_add(1, Ordering::Relaxed) + 1,
-        started_at_us: sluice_core::audit::now_us(),
-        started: std::time::Instant::now(),
-        input_bytes: 0,
-        output_bytes: 0,
-    };
+    let mut run = Run::start(&opened);
     // What sluice refuses before policy is asked is recorded like what policy refuses.
     if let Some(why) = ended(&opened).await {
         let message = format!("sluice: this session can run no more commands: {why}; connect again\n");
         run.finish(&opened.log, &line, ("deny", "session-ended"), None, Some(why.to_string()));
         return refuse_now(handle, channel, message).await;
     }
-    let action = config.reader.analyze(&line).await;
-    if let Some(program) = action.commands.iter().filter_map(|c| c.program_name()).find(|p| TRANSFERS.contains(p)) {
-        let what = format!("file transfers ({program})");
-        run.finish(&opened.log, &line, ("deny", "not-served"), None, Some(format!("{what} are not served yet")));
-        return refuse_now(handle, channel, reply::not_served(&what)).await;
+    let mut action = config.reader.analyze(&line).await;
+    let mut connected = None;
+    match transfers::recognise(&action) {
+        None => {}
+        Some(Err(why)) => action.opaque = Some(why),
+        Some(Ok(mut transfer)) => {
+            // Relative paths lead from the home directory of sluice's login: the host says which.
+            let mut home = "/".to_string();
+            if transfers::needs_home(&transfer) {
+                match connect_home(&opened).await {
+                    Ok((upstream, dir)) => (connected, home) = (Some(upstream), dir),
+                    Err(e) => {
+                        run.finish(&opened.log, &line, ("deny", "upstream"), None, Some(e.clone()));
+                        return refuse_now(handle, channel, format!("sluice: {e}\n")).await;
+                    }
+                }
+            }
+            transfers::resolve(&mut transfer, &home);
+            action.transfer = Some(transfer);
+        }
     }
     let mut guard = opened.session.lock().await;
     let Some(session) = guard.as_mut() else { return };
@@ -357,7 +395,8 @@ async fn run_command<S: SessionGate>(
         run.finish(&opened.log, &line, (decision.effect(), decision.rule()), None, None);
         return refuse_now(handle, channel, reply::refused(&decision, &config)).await;
     }
-    let (status, error) = match relay(&opened, &handle, channel, &line, input, &mut run).await {
+    let raw = action.transfer.is_some();
+    let (status, error) = match relay(&opened, &handle, channel, (&line, raw), connected, input, &mut run).await {
         Ok(status) => (status, None),
         Err(e) => {
             let message = format!("sluice: {e}\n");
@@ -366,6 +405,33 @@ async fn run_command<S: SessionGate>(
         }
     };
     run.finish(&opened.log, &line, (decision.effect(), decision.rule()), status, error);
+    end(&handle, channel, status.unwrap_or(REFUSED_STATUS)).await;
+}
+
+/// One `sftp` subsystem request: each operation decided as it comes (see `sftp`), the session
+/// recorded as a whole when it ends.
+async fn run_sftp<S: SessionGate>(
+    opened: Arc<Opened<S>>,
+    config: Arc<SshListenerConfig>,
+    handle: Handle,
+    channel: ChannelId,
+    input: mpsc::Receiver<Input>,
+) {
+    let line = "(subsystem sftp)";
+    let mut run = Run::start(&opened);
+    if let Some(why) = ended(&opened).await {
+        let message = format!("sluice: this session can run no more commands: {why}; connect again\n");
+        run.finish(&opened.log, line, ("deny", "session-ended"), None, Some(why.to_string()));
+        return refuse_now(handle, channel, message).await;
+    }
+    let (status, error) = match crate::sftp::serve(&opened, &config, &handle, channel, input, &mut run).await {
+        Ok(status) => (status, None),
+        Err(e) => {
+            let _ = handle.extended_data(channel, 1, format!("sluice: {e}\n").into_bytes()).await;
+            (None, Some(e))
+        }
+    };
+    run.finish(&opened.log, line, ("allow", "sftp"), status, error);
     end(&handle, channel, status.unwrap_or(REFUSED_STATUS)).await;
 }
 
@@ -396,7 +462,7 @@ async fn forward_input(
 
 /// Why the session may not go on (its token revoked or expired, its write access ended); `None`
 /// while it may.
-async fn ended<S: SessionGate>(opened: &Opened<S>) -> Option<&'static str> {
+pub(crate) async fn ended<S: SessionGate>(opened: &Opened<S>) -> Option<&'static str> {
     match opened.session.lock().await.as_ref().map(SessionGate::standing) {
         Some(Standing::Valid) => None,
         Some(Standing::CredentialEnded) => Some("its token was revoked or has expired"),
@@ -406,20 +472,32 @@ async fn ended<S: SessionGate>(opened: &Opened<S>) -> Option<&'static str> {
 }
 
 /// How often a running command's session is checked (a revoked token stops it).
-const STANDING_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+pub(crate) const STANDING_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Runs an allowed command on the target: the client's input passed on, the output masked on its
-/// way back. Its exit status (255 for a signal, as ssh reports one); `Err` when it could not run.
+/// sluice's session on the target, and the home directory its login starts in.
+async fn connect_home<S: SessionGate>(opened: &Opened<S>) -> Result<(upstream::Upstream, String), String> {
+    let upstream =
+        upstream::connect(&opened.target, opened.grant.credential.as_ref()).await.map_err(|e| e.to_string())?;
+    let home = upstream::home(&upstream, &opened.target.name).await.map_err(|e| e.to_string())?;
+    Ok((upstream, home))
+}
+
+/// Runs an allowed command on the target (on `connected`, or a session opened now): the client's
+/// input passed on, the output masked on its way back — a transfer's (`raw`) passed as it is.
+/// Its exit status (255 for a signal, as ssh reports one); `Err` when it could not run.
 async fn relay<S: SessionGate>(
     opened: &Opened<S>,
     handle: &Handle,
     channel: ChannelId,
-    line: &str,
+    (line, raw): (&str, bool),
+    connected: Option<upstream::Upstream>,
     input: mpsc::Receiver<Input>,
     run: &mut Run,
 ) -> Result<Option<u32>, String> {
-    let upstream =
-        upstream::connect(&opened.target, opened.grant.credential.as_ref()).await.map_err(|e| e.to_string())?;
+    let upstream = match connected {
+        Some(upstream) => upstream,
+        None => upstream::connect(&opened.target, opened.grant.credential.as_ref()).await.map_err(|e| e.to_string())?,
+    };
     let name = &opened.target.name;
     let remote = upstream.channel_open_session().await.map_err(|e| format!("{name}: {e}"))?;
     remote.exec(true, line.as_bytes()).await.map_err(|e| format!("{name}: {e}"))?;
@@ -456,7 +534,7 @@ async fn relay<S: SessionGate>(
             },
             message = from_host.wait() => match message {
                 Some(ChannelMsg::Data { data }) => {
-                    let out = stdout.push(&data);
+                    let out = if raw { data.to_vec() } else { stdout.push(&data) };
                     run.output_bytes += out.len() as u64;
                     if !out.is_empty() && handle.data(channel, out).await.is_err() {
                         client_gone = true;

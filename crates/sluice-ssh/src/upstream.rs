@@ -86,3 +86,24 @@ pub async fn connect(target: &Arc<SshTarget>, credential: Option<&Secret>) -> Re
     }
     Ok(handle)
 }
+
+/// The home directory sluice's login on the host starts in (where relative paths lead), asked of
+/// its login shell.
+pub async fn home(upstream: &Upstream, target: &str) -> Result<String, UpstreamError> {
+    let protocol = |e: String| UpstreamError::Protocol(e, target.to_string());
+    let mut channel = upstream.channel_open_session().await.map_err(|e| protocol(e.to_string()))?;
+    channel.exec(true, "pwd").await.map_err(|e| protocol(e.to_string()))?;
+    let mut out = Vec::new();
+    while let Some(message) = channel.wait().await {
+        match message {
+            russh::ChannelMsg::Data { data } if out.len() < 4096 => out.extend_from_slice(&data),
+            russh::ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    match text.lines().rev().find(|l| !l.trim().is_empty()).map(str::trim) {
+        Some(home) if home.starts_with('/') => Ok(home.to_string()),
+        _ => Err(protocol(format!("could not learn the home directory of sluice's login (pwd said {text:?})"))),
+    }
+}
