@@ -104,6 +104,15 @@ def test_sftp_reads_and_writes_where_rules_allow_and_nowhere_else(gw, tree, tmp_
     r = run(gw, ["rsync", "-a", "-e", ssh_transport(gw), remote("web1", f"{tree}/pub/"), str(tmp_path / "rs")])
     assert r.returncode != 0 and 'denied by rule "web-no-keys"' in r.stderr, r.stderr
     assert f"rsync read {tree}/pub/**" in r.stderr
+    # A symbolic link is decided where it leads too: one in an allowed directory opens no other.
+    (tree / "pub" / "door").symlink_to(tree / "secret")
+    try:
+        r = sftp(gw, f"-get {tree}/pub/door/plan.txt {tmp_path}/plan.txt\n-ls {tree}/pub/door\n")
+        listed = [line for line in r.stdout.splitlines() if not line.startswith("sftp>")]
+        assert not (tmp_path / "plan.txt").exists() and listed == [], r.stdout
+        assert f"what matched: sftp read {tree}/secret" in r.stderr, r.stderr
+    finally:
+        (tree / "pub" / "door").unlink()
     # Relative paths lead from the home directory, `..` and all: decided where they lead.
     r = sftp(gw, f"-get ../../../../../../../{tree}/secret/plan.txt {tmp_path}/plan.txt\n")
     assert not (tmp_path / "plan.txt").exists()

@@ -48,20 +48,16 @@ pub(crate) async fn serve<S: SessionGate>(
     let name = opened.target.name.clone();
     let upstream =
         upstream::connect(&opened.target, opened.grant.credential.as_ref()).await.map_err(|e| e.to_string())?;
+    let host_said = |e: &str| format!("{name}: the SFTP server {e}");
+    // sluice's own channel first: where relative paths lead, and where symbolic links do.
+    let mut resolver = Resolver::open(&upstream).await.map_err(|e| host_said(&e))?;
+    let home = resolver.realpath(".").await.ok_or_else(|| host_said("did not say where its home directory is"))?;
     let remote = upstream.channel_open_session().await.map_err(|e| format!("{name}: {e}"))?;
     remote.request_subsystem(true, "sftp").await.map_err(|e| format!("{name}: {e}"))?;
     let (mut from_host, to_host) = remote.split();
-    // sluice's own handshake first: the extensions the host has, and the directory relative
-    // paths lead from.
     let mut buf = BytesMut::new();
-    let host_said = |e: &str| format!("{name}: the SFTP server {e}");
     to_host.data_bytes(wire::init()).await.map_err(|e| host_said(&e.to_string()))?;
     let version = host_packet(&mut from_host, &mut buf).await.ok_or_else(|| host_said("did not answer"))?;
-    to_host.data_bytes(wire::realpath(0, ".")).await.map_err(|e| host_said(&e.to_string()))?;
-    let home = host_packet(&mut from_host, &mut buf)
-        .await
-        .and_then(|p| wire::first_name(&p))
-        .ok_or_else(|| host_said("did not say where its home directory is"))?;
     let extensions: Vec<(String, Bytes)> = wire::version_extensions(&version)
         .into_iter()
         .filter(|(name, _)| wire::EXTENSIONS.contains(&name.as_str()))
@@ -84,7 +80,7 @@ pub(crate) async fn serve<S: SessionGate>(
 
     let shared: Shared = Arc::default();
     let mut host_side = tokio::spawn(pass_to_client(from_host, handle.clone(), channel, Arc::clone(&shared)));
-    let mut relay = Relay { opened, config, handle, channel, home, shared, to_host, run };
+    let mut relay = Relay { opened, config, handle, channel, home, resolver, shared, to_host, run };
     let mut check = tokio::time::interval(STANDING_EVERY);
     check.tick().await;
     let mut client_done = false;
@@ -134,6 +130,36 @@ async fn host_packet(from_host: &mut russh::ChannelReadHalf, buf: &mut BytesMut)
             ChannelMsg::Close | ChannelMsg::Eof => return None,
             _ => {}
         }
+    }
+}
+
+/// sluice's own SFTP channel to the host, beside the client's: it asks the host where a path
+/// leads once its symbolic links are followed (REALPATH, which OpenSSH's server answers for a
+/// path whose last part does not exist yet too).
+struct Resolver {
+    from: russh::ChannelReadHalf,
+    to: russh::ChannelWriteHalf<russh::client::Msg>,
+    buf: BytesMut,
+    next_id: u32,
+}
+
+impl Resolver {
+    async fn open(upstream: &upstream::Upstream) -> Result<Resolver, String> {
+        let channel = upstream.channel_open_session().await.map_err(|e| e.to_string())?;
+        channel.request_subsystem(true, "sftp").await.map_err(|e| e.to_string())?;
+        let (from, to) = channel.split();
+        let mut resolver = Resolver { from, to, buf: BytesMut::new(), next_id: 0 };
+        resolver.to.data_bytes(wire::init()).await.map_err(|e| e.to_string())?;
+        host_packet(&mut resolver.from, &mut resolver.buf).await.ok_or("did not answer")?;
+        Ok(resolver)
+    }
+
+    /// Where `path` leads; `None` when the host cannot say (a directory on the way is missing).
+    async fn realpath(&mut self, path: &str) -> Option<String> {
+        self.next_id = self.next_id.wrapping_add(1);
+        self.to.data_bytes(wire::realpath(self.next_id, path)).await.ok()?;
+        let answer = host_packet(&mut self.from, &mut self.buf).await?;
+        wire::first_name(&answer).filter(|p| p.starts_with('/'))
     }
 }
 
@@ -236,6 +262,7 @@ struct Relay<'a, S: SessionGate> {
     handle: &'a Handle,
     channel: ChannelId,
     home: String,
+    resolver: Resolver,
     shared: Shared,
     to_host: russh::ChannelWriteHalf<russh::client::Msg>,
     run: &'a mut Run,
@@ -251,7 +278,7 @@ impl<S: SessionGate> Relay<'_, S> {
         let path = |p: &str| normalize_path(&self.home, p);
         let one = |op, p: &str| vec![FileAccess { op, path: path(p), tree: false, literal: true }];
         let mut opens = None;
-        let files = match request {
+        let mut files = match request {
             Request::Open { path: p, reads, writes } => {
                 let mut files = Vec::new();
                 if reads || !writes {
@@ -304,6 +331,15 @@ impl<S: SessionGate> Relay<'_, S> {
                 return self.answer(id, wire::FX_OP_UNSUPPORTED, &message).await;
             }
         };
+        // A path is decided where it is written and where its symbolic links lead (each must be
+        // allowed): a link inside an allowed directory does not open another.
+        for i in 0..files.len() {
+            if let Some(real) = self.resolver.realpath(&files[i].path).await
+                && real != files[i].path
+            {
+                files.push(FileAccess { path: real, ..files[i].clone() });
+            }
+        }
         let summary: Vec<String> = files.iter().map(FileAccess::summary).collect();
         let action = ExecAction {
             line: format!("sftp {}", summary.join(", ")),
