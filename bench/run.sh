@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh bench
 # `bench/run.sh http ...` runs the HTTP benchmark (bench/http_bench.py) instead, `bench/run.sh
-# ssh ...` the SSH one (bench/ssh_bench.py).
+# ssh ...` the SSH one (bench/ssh_bench.py: short commands and a large scp).
 script=bench/run.py
 case "${1:-}" in
 http) shift; script=bench/http_bench.py ;;

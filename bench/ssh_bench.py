@@ -8,7 +8,11 @@ sshd with the children it forked (counted once reaped). Called by `bench/run.sh 
 
 The agent authenticates to the host and to the jump host with a key, and to sluice with its token
 through SSH_ASKPASS (sluice has no per-identity keys yet): the askpass script's fork and exec are in
-sluice's figures. The 1 GiB scp of issue #27 waits for file transfers through sluice."""
+sluice's figures.
+
+Then the throughput of one large file copied with `scp HOST:FILE /dev/null` (over SFTP, as OpenSSH
+9's scp does) by the same three routes, interleaved over `--scp-rounds` rounds: MiB/s and the
+proxy's CPU per MiB, the ratio against the jump host per round."""
 
 import argparse
 import getpass
@@ -95,7 +99,16 @@ user = "{self.user}"
 host_key = "{host_key}"
 password = "file:{sluice_key}"
 {POLICY}
+[[policy.rules]]
+name = "downloads"
+effect = "allow"
+operations = ["read"]
+files = ["{self.work}/*"]
 """)
+        self.big = self.work / "big.bin"
+        with open(self.big, "wb") as f:
+            for _ in range(self.args.scp_mib):
+                f.write(os.urandom(1 << 20))
         proc, self.token = run.launch_sluice(os.environ["SLUICE_BIN"], config, dict(os.environ), d / "sluice.log")
         self.procs.append(proc)
         self.sluice = proc
@@ -106,19 +119,34 @@ password = "file:{sluice_key}"
         askpass.chmod(0o700)
         self.askpass = askpass
 
-    def command(self, target):
-        common = ["ssh", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o",
+    def route(self, target):
+        """How a client reaches the host by `target`: its options, the port and user@host."""
+        common = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o",
                   "LogLevel=ERROR", "-o", "BatchMode=no", "-o", f"KexAlgorithms={self.args.kex}"]
         if target == "sluice":
-            return [*common, "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password",
-                    "-p", str(self.sluice_port), "bench+web1@127.0.0.1", "true"]
+            return ([*common, "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password"],
+                    self.sluice_port, "bench+web1@127.0.0.1")
         keyed = [*common, "-o", "PasswordAuthentication=no", "-o", "IdentitiesOnly=yes", "-i", str(self.client_key)]
         if target == "jump-host":
             # ProxyJump's inner ssh gets the same options through ProxyCommand.
-            inner = " ".join([*keyed, "-W", "%h:%p", "-p", str(self.jump_port), f"{self.user}@127.0.0.1"])
-            return [*keyed, "-o", f"ProxyCommand={inner}", "-p", str(self.host_port), f"{self.user}@127.0.0.1",
-                    "true"]
-        return [*keyed, "-p", str(self.host_port), f"{self.user}@127.0.0.1", "true"]
+            inner = " ".join(["ssh", *keyed, "-W", "%h:%p", "-p", str(self.jump_port), f"{self.user}@127.0.0.1"])
+            return [*keyed, "-o", f"ProxyCommand={inner}"], self.host_port, f"{self.user}@127.0.0.1"
+        return keyed, self.host_port, f"{self.user}@127.0.0.1"
+
+    def command(self, target):
+        options, port, where = self.route(target)
+        return ["ssh", *options, "-p", str(port), where, "true"]
+
+    def scp(self, target):
+        """Copies the large file from the host by `target`: seconds."""
+        options, port, where = self.route(target)
+        started = time.perf_counter()
+        r = subprocess.run(["scp", "-q", *options, "-P", str(port), f"{where}:{self.big}", "/dev/null"],
+                           env=self.env(), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
+        elapsed = time.perf_counter() - started
+        if r.returncode != 0:
+            raise SystemExit(f"bench: scp through {target} failed ({r.returncode}): {r.stderr[-500:]}")
+        return elapsed
 
     def env(self):
         return dict(os.environ, SSH_ASKPASS=str(self.askpass), SSH_ASKPASS_REQUIRE="force", DISPLAY="none")
@@ -156,7 +184,21 @@ password = "file:{sluice_key}"
                 print(f"bench: round {round_} {target:10} median {statistics.median(entry['ms']):.1f} ms"
                       + (f"  {entry['proxy_cpu_ms_per_command']:.2f} ms CPU/command" if before is not None else ""),
                       file=sys.stderr)
-        return runs
+        copies = []
+        for round_ in range(self.args.scp_rounds):
+            for target in TARGETS:
+                before = self.cpu(target)
+                seconds = self.scp(target)
+                after = self.cpu(target)
+                entry = {"target": target, "round": round_, "seconds": seconds,
+                         "mib_per_s": self.args.scp_mib / seconds}
+                if before is not None:
+                    entry["proxy_cpu_ms_per_mib"] = (after - before) / self.args.scp_mib * 1000
+                copies.append(entry)
+                print(f"bench: scp round {round_} {target:10} {entry['mib_per_s']:.0f} MiB/s"
+                      + (f"  {entry['proxy_cpu_ms_per_mib']:.2f} ms CPU/MiB" if before is not None else ""),
+                      file=sys.stderr)
+        return runs, copies
 
     def stop(self):
         run.stop_all(self.procs)
@@ -185,7 +227,27 @@ def summarise(runs):
     return summary
 
 
-def markdown(summary, meta):
+def summarise_copies(copies):
+    rounds = {}
+    for c in copies:
+        rounds.setdefault(c["round"], {})[c["target"]] = c
+    summary = {}
+    for target in TARGETS:
+        mine = [c for c in copies if c["target"] == target]
+        entry = {
+            "copies": len(mine),
+            "median_mib_per_s": statistics.median(c["mib_per_s"] for c in mine),
+            "vs_jump_host": statistics.median(b[target]["mib_per_s"] / b["jump-host"]["mib_per_s"]
+                                              for b in rounds.values()),
+        }
+        cpu = [c["proxy_cpu_ms_per_mib"] for c in mine if "proxy_cpu_ms_per_mib" in c]
+        if cpu:
+            entry["proxy_cpu_ms_per_mib"] = statistics.median(cpu)
+        summary[target] = entry
+    return summary
+
+
+def markdown(summary, copies, meta):
     lines = [
         f"Run {meta['when']} on {meta['machine']}; `{meta['command']}` ({meta['rounds']} rounds × "
         f"{meta['per_round']} commands per target, interleaved; key exchange {meta['kex']} on every hop). Medians; "
@@ -198,6 +260,16 @@ def markdown(summary, meta):
         cpu = f"{e['proxy_cpu_ms_per_command']:.2f}" if "proxy_cpu_ms_per_command" in e else "–"
         lines.append(f"| {target} | {e['commands']} | {e['median_ms']:.1f} | {e['p90_ms']:.1f} | "
                      f"{e['vs_jump_host']:.2f} | {cpu} |")
+    lines += [
+        "",
+        f"`scp HOST:FILE /dev/null` of {meta['scp_mib']} MiB ({meta['scp_rounds']} rounds, interleaved):",
+        "",
+        "| target | copies | median MiB/s | vs jump host | proxy CPU ms/MiB |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for target, e in copies.items():
+        cpu = f"{e['proxy_cpu_ms_per_mib']:.2f}" if "proxy_cpu_ms_per_mib" in e else "–"
+        lines.append(f"| {target} | {e['copies']} | {e['median_mib_per_s']:.0f} | {e['vs_jump_host']:.2f} | {cpu} |")
     return "\n".join(lines) + "\n"
 
 
@@ -209,18 +281,22 @@ def main():
     # Every hop the same key exchange: OpenSSH 9.2 prefers the post-quantum sntrup761x25519, which
     # russh (sluice's side) does not offer, and it alone costs more than the rest of a short command.
     parser.add_argument("--kex", default="curve25519-sha256")
+    parser.add_argument("--scp-mib", type=int, default=1024, help="size of the file scp copies")
+    parser.add_argument("--scp-rounds", type=int, default=3)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.per_round = 1, 2
+        args.rounds, args.per_round, args.scp_mib, args.scp_rounds = 1, 2, 16, 1
     bench = Bench(args)
     try:
-        runs = bench.run()
+        runs, copies = bench.run()
     finally:
         bench.stop()
-    summary = summarise(runs)
-    meta = run.run_meta("bench/run.sh ssh", rounds=args.rounds, per_round=args.per_round, kex=args.kex)
-    run.write_report(args.out, "ssh-latest", {"meta": meta, "summary": summary, "runs": runs}, markdown(summary, meta))
+    summary, copied = summarise(runs), summarise_copies(copies)
+    meta = run.run_meta("bench/run.sh ssh", rounds=args.rounds, per_round=args.per_round, kex=args.kex,
+                        scp_mib=args.scp_mib, scp_rounds=args.scp_rounds)
+    report = {"meta": meta, "summary": summary, "runs": runs, "scp": copied, "copies": copies}
+    run.write_report(args.out, "ssh-latest", report, markdown(summary, copied, meta))
 
 
 if __name__ == "__main__":

@@ -68,4 +68,10 @@ def test_ssh_benchmark_quick_mode_runs_every_target(tmp_path):
         assert entry["commands"] == 2 and entry["median_ms"] > 0
         if name != "direct":
             assert entry["proxy_cpu_ms_per_command"] > 0
+    copies = json.loads((tmp_path / "ssh-latest.json").read_text())["scp"]
+    assert set(copies) == {"direct", "jump-host", "sluice"}
+    for name, entry in copies.items():
+        assert entry["copies"] == 1 and entry["median_mib_per_s"] > 0
+        if name != "direct":
+            assert entry["proxy_cpu_ms_per_mib"] > 0
     assert "| sluice |" in (tmp_path / "ssh-latest.md").read_text()

@@ -86,6 +86,12 @@ operations = ["read", "list", "write", "mkdir", "rename", "remove", "setstat"]
 files = ["{d}/up", "{d}/up/*"]
 
 [[policy.rules]]
+name = "web-shells"
+effect = "allow"
+connections = ["web1_sh"]
+shell = true
+
+[[policy.rules]]
 name = "web-no-keys"
 effect = "deny"
 connections = ["web1"]
@@ -108,6 +114,7 @@ def gw(pg, host):
         "web1_impostor": {**web1, "host_key": (host.dir / "other_key.pub").read_text().strip()},
         "web1_down": {**web1, "port": free_port(), "connect_timeout_ms": 1000},
         "web1_ro": {**web1, "policy": "read-only"},
+        "web1_sh": web1,
     }
     gw = Sluice(pg, extra_toml=RULES + file_rules(host.dir), settings={"connections": connections,
                                                          "ssh": {"listen": "127.0.0.1:0", "auth_timeout_secs": 3}})
@@ -245,8 +252,10 @@ def test_a_bad_token_is_refused_and_shells_and_forwarding_are_not_served(gw):
     assert r.returncode == 255 and "Permission denied" in r.stderr
     outcomes = [(a["user"], a["outcome"]) for a in gw.auth_events()]
     assert ("agent", "unknown_connection") in outcomes, outcomes[-5:]
+    # A shell needs a rule of its own (web1 has none).
     r = ssh(gw, None, extra=("-T",))
-    assert r.returncode == 126 and "interactive shells are not served" in r.stderr
+    assert r.returncode == 126 and 'denied by rule "default"' in r.stderr, r.stderr
+    assert "what matched: (interactive shell)" in r.stderr
     r = ssh(gw, None, extra=("-W", "127.0.0.1:22"))
     assert r.returncode == 255
     # A transfer is decided by the files it reaches (here by no rule: the default), and recorded.
@@ -340,3 +349,30 @@ def test_a_client_that_does_not_authenticate_in_time_is_let_go(gw):
     r = subprocess.run(ssh_command(gw, "echo too late"), env=env, stdin=subprocess.DEVNULL, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 255 and "too late" not in r.stdout, (r.stdout, r.stderr)
+
+
+def test_an_interactive_shell_runs_where_a_rule_allows_one_and_is_recorded_masked(gw):
+    typed = "echo shell-$((6*7))\necho card 4111 1111 1111 1111\nexit 3\n"
+    r = ssh(gw, None, target="web1_sh", stdin=typed, extra=("-tt",))
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    # The terminal echoes what is typed: masked on the way back like the output.
+    assert "shell-42" in r.stdout
+    assert "4111" not in r.stdout and "[redacted:credit-card]" in r.stdout
+    details = gw.session_with(lambda d: any(s["text"] == "echo shell-$((6*7))" for s in d["statements"]))
+    statements = {s["text"]: s for s in details["statements"]}
+    assert statements["(interactive shell)"]["decision"] == "allow"
+    assert statements["(interactive shell)"]["rule"] == "web-shells"
+    # Each typed line is recorded with what policy would say of it, as an audit aid.
+    assert statements["echo shell-$((6*7))"]["decision"] == "typed"
+    assert "4111" not in json.dumps(details)
+    session_id = details["session"]["id"]
+    cast = gw.cli("sessions", "replay", session_id, "--cast").stdout.splitlines()
+    header = json.loads(cast[0])
+    assert header["version"] == 2 and header["width"] > 0
+    output = "".join(json.loads(line)[2] for line in cast[1:] if json.loads(line)[1] == "o")
+    assert "shell-42" in output and "[redacted:credit-card]" in output and "4111" not in output
+    played = gw.cli("sessions", "replay", session_id, "--terminal").stdout
+    assert "shell-42" in played and "4111" not in played
+    # The read-only preset refuses shells.
+    r = ssh(gw, None, target="web1_ro", stdin="exit\n", extra=("-tt",))
+    assert r.returncode == 126 and "read-only" in r.stdout + r.stderr, (r.stdout, r.stderr)

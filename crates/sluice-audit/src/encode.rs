@@ -42,6 +42,7 @@ fn text_len(event: &AuditEvent) -> usize {
             a.text.len() + extra
         }
         AuditEvent::ActionDecided { text, .. } => text.len(),
+        AuditEvent::Terminal { events, .. } => events.len() + events.len() / 4,
         _ => 0,
     }
 }
@@ -69,6 +70,15 @@ fn event(out: &mut Json, event: &AuditEvent) {
             out.field("text", text);
             out.field("verdict", verdict);
             out.optional("rule", rule.as_deref());
+        }
+        AuditEvent::Terminal { terminal, width, height, events } => {
+            out.raw(",\"terminal\":");
+            out.number(*terminal);
+            out.raw(",\"width\":");
+            out.number(*width);
+            out.raw(",\"height\":");
+            out.number(*height);
+            out.field("events", events);
         }
         AuditEvent::Review { review_id, transition, comment } => {
             out.raw(",\"review_id\":");
@@ -385,6 +395,7 @@ mod tests {
             AuditEvent::ActionDecided { action: "sql", text: Arc::from(AWKWARD), verdict: "allow", rule: None },
             AuditEvent::ActionDecided { action: "sql", text: Arc::from("x"), verdict: "allow", rule: Some("r".into()) },
             AuditEvent::Review { review_id: -7, transition: "approved".into(), comment: Some(AWKWARD.into()) },
+            AuditEvent::Terminal { terminal: 3, width: 80, height: 24, events: format!("[0.5, \"o\", {AWKWARD:?}]\n") },
             AuditEvent::Review { review_id: i64::MAX, transition: "requested".into(), comment: None },
             AuditEvent::Admin { action: AdminAction::TokenMinted, subject: "t_1".into(), detail: Some(AWKWARD.into()) },
             AuditEvent::Admin { action: AdminAction::ApiAuthenticationFailed, subject: "GET /".into(), detail: None },

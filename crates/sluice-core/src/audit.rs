@@ -117,6 +117,17 @@ pub enum AuditEvent {
         verdict: &'static str,
         rule: Option<Arc<str>>,
     },
+    /// A stretch of an interactive terminal's output as the client saw it (masked), as asciicast
+    /// v2 event lines (`[seconds, "o", "text"]`, seconds from the terminal's start; `"r"` for a
+    /// resize): `sluice sessions replay --terminal` plays them, `--cast` writes them as a file.
+    Terminal {
+        /// The terminal's number in its session (the session's action that opened it).
+        terminal: u64,
+        /// Its size when it opened, in columns and rows.
+        width: u32,
+        height: u32,
+        events: String,
+    },
     /// A review requested, approved, denied, used, revoked, or waited on in vain.
     Review {
         review_id: i64,
@@ -140,6 +151,7 @@ impl AuditEvent {
             AuditEvent::SessionEnded { .. } => "session_ended",
             AuditEvent::Action(_) => "action",
             AuditEvent::ActionDecided { .. } => "action_decided",
+            AuditEvent::Terminal { .. } => "terminal",
             AuditEvent::Review { .. } => "review",
             AuditEvent::Admin { .. } => "admin",
         }

@@ -133,7 +133,7 @@ pub struct RuleSpec {
     pub name: String,
     /// The kind of request the rule is about. Unset: the kind its match keys belong to (`kinds`,
     /// `objects`, `functions`, `when` are SQL's; `methods`, `paths`, `query`, `headers`,
-    /// `content_types`, `json`, `graphql` HTTP's; `programs`, `args`, `writes`, `sudo`, `operations`, `files` SSH's); for a preset, each kind it has a meaning for;
+    /// `content_types`, `json`, `graphql` HTTP's; `programs`, `args`, `writes`, `sudo`, `shell`, `operations`, `files` SSH's); for a preset, each kind it has a meaning for;
     /// with neither, every kind: a rule of scope only (`connections`, `identities`, `groups`)
     /// applies to every request there.
     #[serde(default)]
@@ -206,6 +206,11 @@ pub struct RuleSpec {
     /// only the others. Unset: a refusing rule matches both, an allowing rule only the others.
     #[serde(default)]
     pub sudo: Option<bool>,
+    /// SSH: `true` matches interactive shells (`ssh host` without a command), `false` nothing.
+    /// Unset: a refusing rule about every command (no command keys) refuses shells too; an allowing
+    /// rule never allows one.
+    #[serde(default)]
+    pub shell: Option<bool>,
     /// SSH file transfers (SFTP, scp, rsync, git): the operations the rule matches (`read`,
     /// `list`, `write`, `remove`, `rename`, `mkdir`, `rmdir`, `setstat`, `link`); empty: every
     /// operation.
@@ -288,10 +293,22 @@ impl RuleSpec {
             ("args", !self.args.is_empty()),
             ("writes", !self.writes.is_empty()),
             ("sudo", self.sudo.is_some()),
+            ("shell", self.shell.is_some()),
         ];
         let mut keys: Vec<&'static str> = used.into_iter().filter_map(|(key, set)| set.then_some(key)).collect();
         keys.extend(self.file_keys());
         keys
+    }
+
+    /// The keys of the SSH matcher for commands this rule uses (part of `ssh_keys`).
+    pub fn command_keys(&self) -> Vec<&'static str> {
+        let used = [
+            ("programs", !self.programs.is_empty()),
+            ("args", !self.args.is_empty()),
+            ("writes", !self.writes.is_empty()),
+            ("sudo", self.sudo.is_some()),
+        ];
+        used.into_iter().filter_map(|(key, set)| set.then_some(key)).collect()
     }
 
     /// The keys of the SSH matcher for file transfers this rule uses (part of `ssh_keys`).

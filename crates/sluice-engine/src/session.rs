@@ -562,4 +562,11 @@ impl SessionLog for EngineLog {
         let at_us = outcome.started_at_us;
         self.audit.record(AuditRecord { at_us, principal, session, event: AuditEvent::Action(action) });
     }
+
+    fn terminal(&self, terminal: u64, (width, height): (u32, u32), events: String) {
+        // Recorded whatever `record_statements` says: a terminal is the session itself.
+        let event = AuditEvent::Terminal { terminal, width, height, events };
+        let session = Some(Arc::clone(&self.session_id));
+        self.audit.record(AuditRecord::now(Arc::clone(&self.principal), session, event));
+    }
 }

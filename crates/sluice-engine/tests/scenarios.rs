@@ -308,6 +308,7 @@ fn kinds(records: &[AuditRecord]) -> Vec<String> {
             }
             AuditEvent::Review { review_id, transition, .. } => format!("review #{review_id}:{transition}"),
             AuditEvent::Admin { action, .. } => format!("admin:{}", action.as_str()),
+            AuditEvent::Terminal { terminal, .. } => format!("terminal #{terminal}"),
         })
         .collect()
 }

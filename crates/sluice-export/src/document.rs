@@ -256,6 +256,20 @@ fn ecs(record: &StoredRecord, parsed: &Value, at_us: i64) -> Result<(Map<String,
             });
             message = format!("{who} {verdict}: {}", text("text"));
         }
+        "terminal" => {
+            category = &["session"];
+            kind_of_event = vec!["info"];
+            outcome = "success";
+            action = "terminal-output".into();
+            sluice["terminal"] = json!({
+                "terminal": event["terminal"],
+                "width": event["width"],
+                "height": event["height"],
+                "events": event["events"],
+            });
+            let bytes = event["events"].as_str().map_or(0, str::len);
+            message = format!("interactive terminal of {who}: {bytes} bytes of recording");
+        }
         "review" => {
             let transition = text("transition");
             category = &["iam"];

@@ -151,4 +151,8 @@ pub trait SessionLog: Clone + Send + Sync + 'static {
 
     /// How much of each action's result to keep for the record (`None`: none).
     fn result_excerpt(&self) -> Option<sluice_core::ExcerptLimits>;
+
+    /// A stretch of an interactive terminal's recording, masked (see `AuditEvent::Terminal`):
+    /// `terminal` is the action that opened it, `size` its columns and rows.
+    fn terminal(&self, terminal: u64, size: (u32, u32), events: String);
 }

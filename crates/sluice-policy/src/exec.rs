@@ -27,7 +27,7 @@ impl ExecMatcher {
             args: spec.args.clone(),
             writes: spec.writes.clone(),
             sudo: spec.sudo,
-            never: keys.len() == spec.file_keys().len(),
+            never: spec.command_keys().is_empty(),
         })
     }
 

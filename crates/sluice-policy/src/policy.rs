@@ -6,7 +6,7 @@
 use crate::PolicyError;
 use crate::pg::SIDE_EFFECT_FUNCTIONS;
 use crate::rule::{Rule, compile_rule};
-use sluice_core::exec::{ExecAction, Transfer};
+use sluice_core::exec::{ExecAction, ExecRequest, Transfer};
 use sluice_core::http::HttpAction;
 use sluice_core::policy::{BuiltinRules, ConnectionPolicy, Effect, PolicySpec, RuleProtocol, RuleSpec};
 use sluice_core::review::ReviewRules;
@@ -191,6 +191,12 @@ impl Policy {
         if let Some(transfer) = &action.transfer {
             return self.decide_transfer(identity, connection, action, transfer);
         }
+        if action.request == ExecRequest::Shell {
+            return self.decide_by(identity, connection, "exec", &action.line, |rule| match rule.shell {
+                Some(shell) => shell,
+                None => rule.exec.is_none() && rule.effect != Effect::Allow,
+            });
+        }
         let mut strictest: Option<Decision> = None;
         for command in &action.commands {
             let decision = self.decide_by(identity, connection, "exec", &command.summary(), |rule| match &rule.exec {
@@ -330,7 +336,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_core::exec::{Command, ExecRequest, FileAccess, FileOp};
+    use sluice_core::exec::{Command, FileAccess, FileOp};
     use sluice_core::policy::{Condition, Preset};
     use sluice_core::sql::{ObjectName, Operation, SqlAnalysis, SqlStatement};
 
@@ -504,6 +510,41 @@ mod tests {
             ..transfer("ls", &[])
         };
         assert_eq!(decide(&ls), format!("deny {read_only}"), "whether a command writes cannot be known");
+    }
+
+    #[test]
+    fn an_interactive_shell_needs_a_rule_of_its_own() {
+        let spec: PolicySpec = toml::from_str(
+            r#"
+            default = "allow"
+            [[rules]]
+            name = "ops-shells"
+            effect = "allow"
+            groups = ["ops"]
+            shell = true
+            [[rules]]
+            name = "look"
+            effect = "allow"
+            programs = ["ls"]
+            [[rules]]
+            name = "no-root"
+            effect = "deny"
+            sudo = true
+            "#,
+        )
+        .unwrap();
+        let ro = ConnectionPolicy { protocol: RuleProtocol::Ssh, ..conn("ro", Some(Preset::ReadOnly)) };
+        let host = ConnectionPolicy { protocol: RuleProtocol::Ssh, default: Some(Effect::Deny), ..conn("web1", None) };
+        let policy = Policy::compile(&spec, &[host, ro]).unwrap();
+        let shell = ExecAction::session(ExecRequest::Shell);
+        let (ops, agent) = (identity("olga", &["ops"]), identity("ann", &[]));
+        assert_eq!(rule_of(policy.decide_exec(&ops, "web1", &shell)), "allow ops-shells");
+        assert_eq!(
+            rule_of(policy.decide_exec(&agent, "web1", &shell)),
+            "deny default",
+            "a rule about ls allows no shell"
+        );
+        assert_eq!(rule_of(policy.decide_exec(&ops, "ro", &shell)), "deny connection ro: read-only");
     }
 
     #[test]

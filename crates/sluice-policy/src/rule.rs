@@ -62,6 +62,9 @@ pub(crate) struct Rule {
     /// What an SSH rule matches of each file operation of a transfer; `None`: those an allow
     /// without keys allows (reads) or a refusal refuses (all).
     pub(crate) files: Option<FileMatcher>,
+    /// Whether an SSH rule matches interactive shells; `None`: as a refusal about every command
+    /// does (see `RuleSpec::shell`).
+    pub(crate) shell: Option<bool>,
 }
 
 impl Rule {
@@ -203,6 +206,7 @@ pub(crate) fn compile_rule(spec: &RuleSpec, out: &mut Vec<Rule>) -> Result<(), P
         http: None,
         exec: None,
         files: None,
+        shell: None,
     };
     match (spec.preset, spec.effect) {
         (Some(_), Some(_)) => Err(problem("give either a preset or an effect, not both")),
@@ -246,15 +250,16 @@ pub(crate) fn compile_rule(spec: &RuleSpec, out: &mut Vec<Rule>) -> Result<(), P
             rule.http = HttpMatcher::compile(spec)?;
             rule.exec = ExecMatcher::compile(spec);
             rule.files = FileMatcher::compile(spec);
-            match (spec.file_keys().len(), spec.ssh_keys().len()) {
-                (0, _) => rule.files = rule.exec.as_ref().map(|_| FileMatcher::never()),
-                (files, all) if files < all => {
-                    return Err(problem(
-                        "programs, args, writes and sudo match commands, operations and files match file transfers; \
-                         write one rule for each",
-                    ));
-                }
-                _ => {}
+            rule.shell = spec.shell;
+            let kinds = [!spec.command_keys().is_empty(), !spec.file_keys().is_empty(), spec.shell.is_some()];
+            if kinds.iter().filter(|k| **k).count() > 1 {
+                return Err(problem(
+                    "programs, args, writes and sudo match commands, operations and files match file transfers, shell \
+                     matches interactive shells; write one rule for each",
+                ));
+            }
+            if rule.files.is_none() && rule.exec.is_some() {
+                rule.files = Some(FileMatcher::never());
             }
             match (&spec.review, effect) {
                 (Some(_), Effect::Allow | Effect::Deny) => {

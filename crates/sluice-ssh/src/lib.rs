@@ -9,7 +9,9 @@ mod output;
 mod reply;
 mod session;
 mod sftp;
+mod shell;
 mod target;
+mod terminal;
 mod transfers;
 mod upstream;
 

@@ -31,7 +31,12 @@ impl LineMasker {
         mask(masking, &ready)
     }
 
-    /// What is left when the stream ends, masked.
+    /// Whether part of a line is held, waiting for its end.
+    pub fn holds(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// What is left when the stream ends (or pauses), masked.
     pub fn finish(&mut self) -> Vec<u8> {
         let rest = std::mem::take(&mut self.held);
         match &self.masking {

@@ -7,12 +7,14 @@
 use crate::SshListenerConfig;
 use crate::output::LineMasker;
 use crate::reply;
+use crate::shell::{Terminal, run_shell};
 use crate::target::SshTarget;
 use crate::transfers;
 use crate::upstream;
 use bytes::Bytes;
 use russh::server::{Auth, ChannelOpenHandle, Handle, Msg, Response, Session};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure};
+use sluice_core::exec::ExecAction;
 use sluice_core::{ActionDetail, Decision, Protocol, Secret};
 use sluice_gate::{
     Action, ClientInfo, Gate, OpenRequest, Outcome, Presented, SessionGate, SessionGrant, SessionLog, Standing,
@@ -32,6 +34,11 @@ const INPUT_QUEUE: usize = 64;
 /// What the client sends on a channel after its request.
 pub(crate) enum Input {
     Data(Bytes),
+    /// The client's terminal changed size (columns, rows).
+    Resize {
+        cols: u32,
+        rows: u32,
+    },
     Eof,
 }
 
@@ -66,6 +73,11 @@ impl Run {
             input_bytes: 0,
             output_bytes: 0,
         }
+    }
+
+    /// The action's number in the session's record.
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
     }
 
     pub(crate) fn finish<L: SessionLog>(
@@ -105,6 +117,8 @@ pub struct Connection<G: Gate> {
     opened: Option<Arc<Opened<G::Session>>>,
     /// Where a running command's input goes.
     inputs: HashMap<ChannelId, mpsc::Sender<Input>>,
+    /// The terminals asked for, by channel, until its shell is.
+    terminals: HashMap<ChannelId, Terminal>,
     /// Told once the client has authenticated.
     authenticated: tokio::sync::watch::Sender<bool>,
 }
@@ -116,7 +130,15 @@ impl<G: Gate> Connection<G> {
         peer: String,
         authenticated: tokio::sync::watch::Sender<bool>,
     ) -> Self {
-        Connection { gate, config, peer, opened: None, inputs: HashMap::new(), authenticated }
+        Connection {
+            gate,
+            config,
+            peer,
+            opened: None,
+            inputs: HashMap::new(),
+            terminals: HashMap::new(),
+            authenticated,
+        }
     }
 
     /// Opens the session the user name asks for with the token presented.
@@ -250,16 +272,33 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
     async fn pty_request(
         &mut self,
         channel: ChannelId,
-        _term: &str,
-        _cols: u32,
-        _rows: u32,
+        term: &str,
+        cols: u32,
+        rows: u32,
         _pix_width: u32,
         _pix_height: u32,
-        _modes: &[(russh::Pty, u32)],
+        modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // A terminal is not forwarded: commands run without one (as `ssh -T`).
-        session.channel_failure(channel)
+        // Kept for a shell; a command runs without one (as with `ssh -T`).
+        let terminal = Terminal { term: term.chars().take(64).collect(), cols, rows, modes: modes.to_vec() };
+        self.terminals.insert(channel, terminal);
+        session.channel_success(channel)
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        cols: u32,
+        rows: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(input) = self.inputs.get(&channel) {
+            let _ = input.send(Input::Resize { cols, rows }).await;
+        }
+        Ok(())
     }
 
     async fn env_request(
@@ -274,8 +313,10 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
     }
 
     async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
-        session.channel_success(channel)?;
-        refuse_now(session.handle(), channel, reply::not_served("interactive shells")).await;
+        let terminal = self.terminals.remove(&channel);
+        let Some((opened, input)) = self.take_request(channel, session)? else { return Ok(()) };
+        let (handle, config) = (session.handle(), Arc::clone(&self.config));
+        tokio::spawn(run_shell(opened, config, handle, channel, terminal, input));
         Ok(())
     }
 
@@ -327,20 +368,55 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
 
     async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
         self.inputs.remove(&channel);
+        self.terminals.remove(&channel);
         Ok(())
     }
 }
 
 /// Tells the client why on its standard error, and ends the channel with `REFUSED_STATUS`.
-async fn refuse_now(handle: Handle, channel: ChannelId, message: String) {
+pub(crate) async fn refuse_now(handle: Handle, channel: ChannelId, message: String) {
     let _ = handle.extended_data(channel, 1, message.into_bytes()).await;
     end(&handle, channel, REFUSED_STATUS).await;
 }
 
-async fn end(handle: &Handle, channel: ChannelId, status: u32) {
+pub(crate) async fn end(handle: &Handle, channel: ChannelId, status: u32) {
     let _ = handle.exit_status_request(channel, status).await;
     let _ = handle.eof(channel).await;
     let _ = handle.close(channel).await;
+}
+
+/// The decision on `action`; one held for a review in wait mode is waited for, the client told
+/// which review on its standard error. `None` once the session has ended.
+pub(crate) async fn decide<S: SessionGate>(
+    opened: &Opened<S>,
+    handle: &Handle,
+    channel: ChannelId,
+    action: &ExecAction,
+) -> Option<Decision> {
+    let mut guard = opened.session.lock().await;
+    let session = guard.as_mut()?;
+    let decision = session.decide(&Action::Exec(action)).await;
+    let Decision::Hold(hold) = &decision else { return Some(decision) };
+    let waiting = session.await_review(hold);
+    drop(guard);
+    let _ = handle.extended_data(channel, 1, reply::held(hold).into_bytes()).await;
+    Some(waiting.await)
+}
+
+/// Refuses a request the session can no longer serve (its token revoked, say), recorded like any
+/// refusal; `true` when it did.
+pub(crate) async fn refused_as_ended<S: SessionGate>(
+    opened: &Opened<S>,
+    handle: &Handle,
+    channel: ChannelId,
+    run: &Run,
+    line: &str,
+) -> bool {
+    let Some(why) = ended(opened).await else { return false };
+    let message = format!("sluice: this session can run no more commands: {why}; connect again\n");
+    run.finish(&opened.log, line, ("deny", "session-ended"), None, Some(why.to_string()));
+    refuse_now(handle.clone(), channel, message).await;
+    true
 }
 
 /// One `exec` request, from its decision to its exit status.
@@ -354,10 +430,8 @@ async fn run_command<S: SessionGate>(
 ) {
     let mut run = Run::start(&opened);
     // What sluice refuses before policy is asked is recorded like what policy refuses.
-    if let Some(why) = ended(&opened).await {
-        let message = format!("sluice: this session can run no more commands: {why}; connect again\n");
-        run.finish(&opened.log, &line, ("deny", "session-ended"), None, Some(why.to_string()));
-        return refuse_now(handle, channel, message).await;
+    if refused_as_ended(&opened, &handle, channel, &run, &line).await {
+        return;
     }
     let mut action = config.reader.analyze(&line).await;
     let mut connected = None;
@@ -380,17 +454,7 @@ async fn run_command<S: SessionGate>(
             action.transfer = Some(transfer);
         }
     }
-    let mut guard = opened.session.lock().await;
-    let Some(session) = guard.as_mut() else { return };
-    let mut decision = session.decide(&Action::Exec(&action)).await;
-    if let Decision::Hold(hold) = &decision {
-        let waiting = session.await_review(hold);
-        drop(guard);
-        let _ = handle.extended_data(channel, 1, reply::held(hold).into_bytes()).await;
-        decision = waiting.await;
-    } else {
-        drop(guard);
-    }
+    let Some(decision) = decide(&opened, &handle, channel, &action).await else { return };
     if !decision.allows() {
         run.finish(&opened.log, &line, (decision.effect(), decision.rule()), None, None);
         return refuse_now(handle, channel, reply::refused(&decision, &config)).await;
@@ -419,10 +483,8 @@ async fn run_sftp<S: SessionGate>(
 ) {
     let line = "(subsystem sftp)";
     let mut run = Run::start(&opened);
-    if let Some(why) = ended(&opened).await {
-        let message = format!("sluice: this session can run no more commands: {why}; connect again\n");
-        run.finish(&opened.log, line, ("deny", "session-ended"), None, Some(why.to_string()));
-        return refuse_now(handle, channel, message).await;
+    if refused_as_ended(&opened, &handle, channel, &run, line).await {
+        return;
     }
     let (status, error) = match crate::sftp::serve(&opened, &config, &handle, channel, input, &mut run).await {
         Ok(status) => (status, None),
@@ -455,6 +517,7 @@ async fn forward_input(
             Input::Eof => {
                 let _ = to_host.eof().await;
             }
+            Input::Resize { .. } => {}
         }
     }
     (bytes, true)

@@ -127,7 +127,7 @@ impl EventWriter {
                 // Kept with the review itself, in the transaction that changed it (`review_events`).
                 AuditEvent::Review { .. } => {}
                 // Actions are in the chained log only (the `statements` view reads them there).
-                AuditEvent::Action(_) | AuditEvent::ActionDecided { .. } => {}
+                AuditEvent::Action(_) | AuditEvent::ActionDecided { .. } | AuditEvent::Terminal { .. } => {}
             }
         }
         let chain = audit_log::append(&tx, &self.instance, records)?;

@@ -120,6 +120,14 @@ pub enum SessionsCommand {
         /// While playing, the longest pause between two events, in seconds.
         #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
         idle_limit: f64,
+        /// Play the session's interactive terminal (an SSH shell) instead: its output, masked, as
+        /// the client saw it, escape sequences and all (at the recorded pace with --speed).
+        #[arg(long, conflicts_with = "json")]
+        terminal: bool,
+        /// Write the session's interactive terminal as an asciicast v2 file (for asciinema and
+        /// its web player) to standard output.
+        #[arg(long, conflicts_with_all = ["json", "terminal", "speed"])]
+        cast: bool,
     },
     /// An HTTP session's exchanges as a HAR 1.2 file (for browsers' developer tools and HTTP
     /// debugging proxies), from the audit log.
@@ -319,10 +327,14 @@ pub async fn sessions(config_path: &Path, cmd: SessionsCommand) -> Result<()> {
         SessionsCommand::Export { id, har: _, output } => {
             crate::har::export(&store, &config, &id, output.as_deref()).await?;
         }
-        SessionsCommand::Replay { id, json, speed, idle_limit } => {
+        SessionsCommand::Replay { id, json, speed, idle_limit, terminal, cast } => {
             let idle_limit = Duration::try_from_secs_f64(idle_limit)
                 .map_err(|_| anyhow::anyhow!("--idle-limit must be a number of seconds, 0 or more"))?;
-            crate::replay::replay(&store, &id, crate::replay::Playback { json, speed, idle_limit }).await?;
+            let playback = crate::replay::Playback { json, speed, idle_limit };
+            match (terminal, cast) {
+                (false, false) => crate::replay::replay(&store, &id, playback).await?,
+                (_, cast) => crate::replay::terminal(&store, &id, playback, cast).await?,
+            }
         }
         SessionsCommand::Show { id, json } => {
             let Some((session, statements)) = store.session(&id).await? else {

@@ -7,6 +7,7 @@ use crate::display::{duration, one_line, out, print_json, printable, timestamp};
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
 use sluice_store_sqlite::{SessionRow, SqliteStore};
+use std::io::Write;
 use std::time::Duration;
 
 /// How a replay is shown.
@@ -60,6 +61,76 @@ pub async fn replay(store: &SqliteStore, id: &str, playback: Playback) -> Result
         out!();
         out!("(the session is still open: replay it again later for the rest)");
     }
+    Ok(())
+}
+
+/// The session's interactive terminals, played to standard output (`cast`: written as one
+/// asciicast v2 file, later terminals following the first in time).
+pub async fn terminal(store: &SqliteStore, id: &str, playback: Playback, cast: bool) -> Result<()> {
+    if playback.speed.is_some_and(|s| !(s.is_finite() && s > 0.0)) {
+        bail!("--speed must be a number above 0");
+    }
+    let Some((session, _)) = store.session(id).await? else {
+        bail!("no session {id}\nhint: `sluice sessions list` shows the recorded sessions and their ids");
+    };
+    let mut stretches = Vec::new();
+    for record in store.session_records(id).await? {
+        let event: Value = serde_json::from_str(&record.encoded).map_err(|e| {
+            anyhow::anyhow!("record {} in the audit log is not JSON ({e}); run `sluice audit verify`", record.seq)
+        })?;
+        if event["event"]["kind"] == "terminal" {
+            stretches.push(event["event"].clone());
+        }
+    }
+    let Some(first) = stretches.first() else {
+        bail!(
+            "session {id} has no interactive terminal recorded\nhint: `sluice sessions replay {id}` shows what it did"
+        );
+    };
+    let mut stdout = std::io::stdout().lock();
+    if cast {
+        let header = json!({
+            "version": 2,
+            "width": first["width"],
+            "height": first["height"],
+            "timestamp": session.started_at / 1_000_000,
+            "title": format!("sluice session {} of {} on {}", session.id, session.identity, session.connection),
+        });
+        writeln!(stdout, "{header}")?;
+    }
+    // Each terminal's times start at 0: a later one follows the end of the one before.
+    let (mut base, mut terminal, mut last, mut played) = (0.0, None, 0.0f64, 0.0f64);
+    for stretch in &stretches {
+        if terminal != Some(stretch["terminal"].as_u64()) {
+            terminal = Some(stretch["terminal"].as_u64());
+            base = last;
+        }
+        for line in stretch["events"].as_str().unwrap_or_default().lines() {
+            let Ok(Value::Array(parts)) = serde_json::from_str::<Value>(line) else { continue };
+            let (Some(at), Some(kind), Some(data)) =
+                (parts.first().and_then(Value::as_f64), parts.get(1), parts.get(2))
+            else {
+                continue;
+            };
+            let at = base + at;
+            last = at;
+            if cast {
+                writeln!(stdout, "{}", json!([at, kind, data]))?;
+                continue;
+            }
+            if kind != "o" {
+                continue;
+            }
+            if let Some(speed) = playback.speed {
+                let pause = Duration::try_from_secs_f64(((at - played) / speed).max(0.0)).unwrap_or_default();
+                stdout.flush()?;
+                tokio::time::sleep(pause.min(playback.idle_limit)).await;
+            }
+            played = at;
+            stdout.write_all(data.as_str().unwrap_or_default().as_bytes())?;
+        }
+    }
+    stdout.flush()?;
     Ok(())
 }
 
@@ -124,6 +195,11 @@ fn lines(record: &Value) -> Vec<String> {
             let comment = event["comment"].as_str().map(|c| format!(": {c:?}")).unwrap_or_default();
             vec![format!("review #{} {}{by}{comment}", event["review_id"], text("transition"))]
         }
+        "terminal" => vec![format!(
+            "terminal of #{}: {} bytes of output recorded (`--terminal` plays it)",
+            event["terminal"],
+            event["events"].as_str().map_or(0, str::len)
+        )],
         other => vec![format!("{other}: {}", one_line(&event.to_string(), 120))],
     }
 }
@@ -147,6 +223,19 @@ fn action_lines(event: &Value) -> Vec<String> {
         one_line(event["text"].as_str().unwrap_or_default(), 100)
     )];
     let took = duration(event["duration_us"].as_i64().unwrap_or(0));
+    if detail["protocol"] == "exec" {
+        let status = match detail["exit_status"].as_u64() {
+            Some(status) => format!("exit status {status}"),
+            None => "no exit status".into(),
+        };
+        lines.push(format!(
+            "→ {status}, {} bytes in, {} bytes out ({took}){}",
+            detail["input_bytes"],
+            detail["output_bytes"],
+            detail["error"].as_str().map(|e| format!(": {}", one_line(e, 200))).unwrap_or_default()
+        ));
+        return lines;
+    }
     if detail["protocol"] == "http" {
         lines.push(format!(
             "→ HTTP {}, {} bytes in, {} bytes out ({took}){}",

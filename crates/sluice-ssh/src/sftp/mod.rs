@@ -8,14 +8,13 @@
 mod wire;
 
 use crate::reply;
-use crate::session::{Input, Opened, Run, STANDING_EVERY, ended};
+use crate::session::{Input, Opened, Run, STANDING_EVERY, decide, ended};
 use crate::upstream;
 use bytes::{Bytes, BytesMut};
 use russh::server::Handle;
 use russh::{ChannelId, ChannelMsg};
-use sluice_core::Decision;
 use sluice_core::exec::{ExecAction, ExecRequest, FileAccess, FileOp, Transfer, normalize_path};
-use sluice_gate::{Action, SessionGate};
+use sluice_gate::SessionGate;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -67,6 +66,7 @@ pub(crate) async fn serve<S: SessionGate>(
     let client_init = loop {
         match input.recv().await {
             Some(Input::Data(data)) => from_client.extend_from_slice(&data),
+            Some(Input::Resize { .. }) => {}
             Some(Input::Eof) | None => return Ok(None),
         }
         if let Some(packet) = wire::next_packet(&mut from_client, wire::MAX_CLIENT_PACKET).map_err(|e| e.to_string())? {
@@ -110,6 +110,7 @@ pub(crate) async fn serve<S: SessionGate>(
                         }
                     }
                 }
+                Some(Input::Resize { .. }) => {}
                 Some(Input::Eof) | None => {
                     client_done = true;
                     let _ = relay.to_host.eof().await;
@@ -348,7 +349,7 @@ impl<S: SessionGate> Relay<'_, S> {
             opaque: None,
             transfer: Some(Transfer { program: "sftp".into(), files }),
         };
-        let decision = self.decide(&action).await.ok_or("the session has ended")?;
+        let decision = decide(self.opened, self.handle, self.channel, &action).await.ok_or("the session has ended")?;
         Run::start(self.opened).finish(
             &self.opened.log,
             &action.line,
@@ -378,19 +379,6 @@ impl<S: SessionGate> Relay<'_, S> {
             }
         }
         self.forward(packet).await
-    }
-
-    /// The decision on `action` (once its review is done, if it is held); `None` once the session
-    /// has ended.
-    async fn decide(&mut self, action: &ExecAction) -> Option<Decision> {
-        let mut guard = self.opened.session.lock().await;
-        let session = guard.as_mut()?;
-        let decision = session.decide(&Action::Exec(action)).await;
-        let Decision::Hold(hold) = &decision else { return Some(decision) };
-        let waiting = session.await_review(hold);
-        drop(guard);
-        let _ = self.handle.extended_data(self.channel, 1, reply::held(hold).into_bytes()).await;
-        Some(waiting.await)
     }
 
     async fn forward(&mut self, packet: Bytes) -> Result<(), String> {

@@ -1,0 +1,201 @@
+//! Interactive shells (`ssh host` without a command): decided by policy as a whole (a rule with
+//! `shell = true` allows one; the read-only preset refuses them), then run on the host in a
+//! terminal of the client's size and type. The output is masked (a line held until it ends, or
+//! until the host pauses, so that prompts show) and recorded as asciicast v2 in the audit log; the
+//! lines typed are recorded with what policy would say of each as a command — an audit aid, not
+//! an enforcement: a terminal is not a security boundary.
+
+use crate::SshListenerConfig;
+use crate::output::LineMasker;
+use crate::reply;
+use crate::session::{Input, Opened, Run, STANDING_EVERY, decide, end, ended, refuse_now, refused_as_ended};
+use crate::terminal::{CastRecorder, TypedLines};
+use crate::upstream;
+use russh::server::Handle;
+use russh::{ChannelId, ChannelMsg};
+use sluice_core::exec::{ExecAction, ExecRequest};
+use sluice_gate::{Action, SessionGate, SessionLog};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How long output that does not end a line (a prompt) waits for the rest of its line.
+const PROMPT_WAIT: Duration = Duration::from_millis(40);
+/// How often the recording is handed to the log at the latest.
+const RECORD_EVERY: Duration = Duration::from_secs(1);
+
+/// The terminal the client asked for.
+#[derive(Clone, Debug)]
+pub struct Terminal {
+    pub term: String,
+    pub cols: u32,
+    pub rows: u32,
+    pub modes: Vec<(russh::Pty, u32)>,
+}
+
+/// One `shell` request, from its decision to its end.
+pub(crate) async fn run_shell<S: SessionGate>(
+    opened: Arc<Opened<S>>,
+    config: Arc<SshListenerConfig>,
+    handle: Handle,
+    channel: ChannelId,
+    terminal: Option<Terminal>,
+    input: mpsc::Receiver<Input>,
+) {
+    let action = ExecAction::session(ExecRequest::Shell);
+    let mut run = Run::start(&opened);
+    if refused_as_ended(&opened, &handle, channel, &run, &action.line).await {
+        return;
+    }
+    let Some(decision) = decide(&opened, &handle, channel, &action).await else { return };
+    if !decision.allows() {
+        run.finish(&opened.log, &action.line, (decision.effect(), decision.rule()), None, None);
+        return refuse_now(handle, channel, reply::refused(&decision, &config)).await;
+    }
+    let (status, error) = match relay(&opened, &config, &handle, channel, terminal, input, &mut run).await {
+        Ok(status) => (status, None),
+        Err(e) => {
+            let _ = handle.extended_data(channel, 1, format!("sluice: {e}\r\n").into_bytes()).await;
+            (None, Some(e))
+        }
+    };
+    run.finish(&opened.log, &action.line, (decision.effect(), decision.rule()), status, error);
+    end(&handle, channel, status.unwrap_or(crate::REFUSED_STATUS)).await;
+}
+
+async fn relay<S: SessionGate>(
+    opened: &Opened<S>,
+    config: &SshListenerConfig,
+    handle: &Handle,
+    channel: ChannelId,
+    terminal: Option<Terminal>,
+    mut input: mpsc::Receiver<Input>,
+    run: &mut Run,
+) -> Result<Option<u32>, String> {
+    let name = &opened.target.name;
+    let upstream =
+        upstream::connect(&opened.target, opened.grant.credential.as_ref()).await.map_err(|e| e.to_string())?;
+    let remote = upstream.channel_open_session().await.map_err(|e| format!("{name}: {e}"))?;
+    if let Some(t) = &terminal {
+        remote.request_pty(false, &t.term, t.cols, t.rows, 0, 0, &t.modes).await.map_err(|e| format!("{name}: {e}"))?;
+    }
+    remote.request_shell(true).await.map_err(|e| format!("{name}: {e}"))?;
+    let (mut from_host, to_host) = remote.split();
+    let mut masker = LineMasker::new(&opened.grant.obligations);
+    // A client without a terminal of its own (`ssh -tt` from a script) says 0 × 0.
+    let size = terminal.as_ref().map(|t| (t.cols, t.rows)).filter(|(c, r)| *c > 0 && *r > 0);
+    let mut cast = CastRecorder::new(size.unwrap_or((80, 24)));
+    let mut typed = TypedLines::default();
+    let (mut status, mut stopped, mut client_gone) = (None, None, false);
+    let mut check = tokio::time::interval(STANDING_EVERY);
+    let mut record = tokio::time::interval(RECORD_EVERY);
+    let prompt = tokio::time::sleep(Duration::MAX / 4);
+    tokio::pin!(prompt);
+    let mut prompt_armed = false;
+    loop {
+        tokio::select! {
+            _ = check.tick() => if let Some(why) = ended(opened).await {
+                stopped = Some(why);
+                break;
+            },
+            _ = record.tick() => hand_over(opened, run, &mut cast),
+            _ = &mut prompt, if prompt_armed => {
+                prompt_armed = false;
+                let out = masker.finish();
+                if send(handle, channel, &out, &mut cast, run).await.is_err() {
+                    client_gone = true;
+                    break;
+                }
+            },
+            piece = input.recv() => match piece {
+                Some(Input::Data(data)) => {
+                    run.input_bytes += data.len() as u64;
+                    for line in typed.push(&data) {
+                        typed_line(opened, config, &line).await;
+                    }
+                    // The host's shell reads the terminal whenever it likes: holding its input
+                    // back is the client's own flow control.
+                    if to_host.data_bytes(data).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Input::Resize { cols, rows }) => {
+                    cast.resize(cols, rows);
+                    let _ = to_host.window_change(cols, rows, 0, 0).await;
+                }
+                Some(Input::Eof) => {
+                    let _ = to_host.eof().await;
+                }
+                None => {
+                    client_gone = true;
+                    break;
+                }
+            },
+            message = from_host.wait() => match message {
+                Some(ChannelMsg::Data { data }) | Some(ChannelMsg::ExtendedData { data, .. }) => {
+                    let out = masker.push(&data);
+                    if send(handle, channel, &out, &mut cast, run).await.is_err() {
+                        client_gone = true;
+                        break;
+                    }
+                    if cast.full() {
+                        hand_over(opened, run, &mut cast);
+                    }
+                    prompt_armed = masker.holds();
+                    if prompt_armed {
+                        prompt.as_mut().reset(tokio::time::Instant::now() + PROMPT_WAIT);
+                    }
+                }
+                Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
+                Some(ChannelMsg::ExitSignal { .. }) => status = status.or(Some(255)),
+                Some(ChannelMsg::Close) | None => break,
+                Some(_) => {}
+            },
+        }
+    }
+    let rest = masker.finish();
+    let _ = send(handle, channel, &rest, &mut cast, run).await;
+    hand_over(opened, run, &mut cast);
+    let _ = upstream.disconnect(russh::Disconnect::ByApplication, "", "en").await;
+    match (stopped, client_gone) {
+        (Some(why), _) => Err(format!("the shell was stopped: {why}")),
+        (None, true) => Err("the client went away; the shell was ended".into()),
+        (None, false) => Ok(status.or(Some(255))),
+    }
+}
+
+/// Output to the client, as recorded.
+async fn send(
+    handle: &Handle,
+    channel: ChannelId,
+    out: &[u8],
+    cast: &mut CastRecorder,
+    run: &mut Run,
+) -> Result<(), ()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    run.output_bytes += out.len() as u64;
+    cast.output(out);
+    handle.data(channel, out.to_vec()).await.map_err(|_| ())
+}
+
+fn hand_over<S: SessionGate>(opened: &Opened<S>, run: &Run, cast: &mut CastRecorder) {
+    if let Some(events) = cast.take() {
+        opened.log.terminal(run.seq(), cast.size(), events);
+    }
+}
+
+/// A line typed into the shell, recorded with what policy would say of it as a command.
+async fn typed_line<S: SessionGate>(opened: &Opened<S>, config: &SshListenerConfig, line: &str) {
+    let action = config.reader.analyze(line).await;
+    let explanation = match opened.session.lock().await.as_ref() {
+        Some(session) => session.explain(&Action::Exec(&action)).await,
+        None => return,
+    };
+    let note = format!(
+        "typed in an interactive shell: as a command, policy would {} it (rule {}); recorded, not enforced",
+        explanation.decision, explanation.rule
+    );
+    Run::start(opened).finish(&opened.log, line, ("typed", &explanation.rule), None, Some(note));
+}
