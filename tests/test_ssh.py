@@ -56,7 +56,9 @@ def host():
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "sluice_key")], check=True)
     (d / "authorized_keys").write_text((d / "sluice_key.pub").read_text())
     port = free_port()
-    proc = subprocess.Popen([str(ROOT / "scripts" / "sshd.sh"), str(d), str(port), str(d / "authorized_keys")])
+    # TCP forwarding on: sluice's login may forward where a rule allows the agent to.
+    proc = subprocess.Popen([str(ROOT / "scripts" / "sshd.sh"), str(d), str(port), str(d / "authorized_keys"),
+                             "forwarding"])
     wait_for(lambda: port_open(port), timeout=15, what="sshd")
     host = type("Host", (), {})()
     host.dir, host.port, host.user = d, port, getpass.getuser()
@@ -67,10 +69,17 @@ def host():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def file_rules(d):
+def host_rules(host):
     """Rules for file transfers on web1: the host's directory `pub` may be read, `up` read and
-    written; no .pem file is read anywhere."""
+    written; no .pem file is read anywhere. Forwarding to the host's own sshd only."""
+    d = host.dir
     return f"""
+[[policy.rules]]
+name = "web-forwards"
+effect = "allow"
+connections = ["web1"]
+forwards = ["127.0.0.1:{host.port}"]
+
 [[policy.rules]]
 name = "web-files-public"
 effect = "allow"
@@ -116,7 +125,7 @@ def gw(pg, host):
         "web1_ro": {**web1, "policy": "read-only"},
         "web1_sh": web1,
     }
-    gw = Sluice(pg, extra_toml=RULES + file_rules(host.dir), settings={"connections": connections,
+    gw = Sluice(pg, extra_toml=RULES + host_rules(host), settings={"connections": connections,
                                                          "ssh": {"listen": "127.0.0.1:0", "auth_timeout_secs": 3}})
     gw.start()
     gw.agent_token = gw.token()
@@ -256,8 +265,6 @@ def test_a_bad_token_is_refused_and_shells_and_forwarding_are_not_served(gw):
     r = ssh(gw, None, extra=("-T",))
     assert r.returncode == 126 and 'denied by rule "default"' in r.stderr, r.stderr
     assert "what matched: (interactive shell)" in r.stderr
-    r = ssh(gw, None, extra=("-W", "127.0.0.1:22"))
-    assert r.returncode == 255
     # A transfer is decided by the files it reaches (here by no rule: the default), and recorded.
     r = ssh(gw, "scp -f /etc/hostname")
     assert r.returncode == 126 and 'denied by rule "default"' in r.stderr, r.stderr
@@ -376,3 +383,24 @@ def test_an_interactive_shell_runs_where_a_rule_allows_one_and_is_recorded_maske
     # The read-only preset refuses shells.
     r = ssh(gw, None, target="web1_ro", stdin="exit\n", extra=("-tt",))
     assert r.returncode == 126 and "read-only" in r.stdout + r.stderr, (r.stdout, r.stderr)
+
+
+def test_forwarding_reaches_what_a_rule_names_and_nothing_else(gw, host):
+    # ssh -W joins the client's stdin and stdout to a connection from the host: here to the host's
+    # own sshd, which greets with its banner.
+    client = subprocess.Popen(ssh_command(gw, None, extra=("-W", f"127.0.0.1:{host.port}")), env=ssh_env(gw),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    banner = client.stdout.readline()
+    client.stdin.close()
+    client.wait(timeout=30)
+    assert banner.startswith("SSH-2.0-OpenSSH"), (banner, client.stderr.read())
+    for elsewhere in ("127.0.0.1:22", "169.254.169.254:80", f"localhost:{host.port}"):
+        r = ssh(gw, None, stdin="", extra=("-W", elsewhere))
+        assert r.returncode == 255 and "forwarding failed" in r.stderr, (elsewhere, r.stderr)
+    # Recorded, allowed and refused.
+    details = gw.session_with(lambda d: any(s["text"] == "(forward to 169.254.169.254:80)" for s in d["statements"]))
+    statement = next(s for s in details["statements"] if s["text"] == "(forward to 169.254.169.254:80)")
+    assert statement["decision"] == "deny" and statement["rule"] == "default"
+    details = gw.session_with(lambda d: any(s["text"] == f"(forward to 127.0.0.1:{host.port})" for s in d["statements"]))
+    statement = next(s for s in details["statements"] if s["text"] == f"(forward to 127.0.0.1:{host.port})")
+    assert statement["decision"] == "allow" and statement["rule"] == "web-forwards"

@@ -15,6 +15,8 @@ pub enum ExecRequest {
     Shell,
     /// A subsystem (`sftp`).
     Subsystem(String),
+    /// A TCP connection from the host to `host:port` (`ssh -L`, `ssh -W`, `ProxyJump`).
+    Forward(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +200,7 @@ impl ExecAction {
             ExecRequest::Command => String::new(),
             ExecRequest::Shell => "(interactive shell)".into(),
             ExecRequest::Subsystem(name) => format!("(subsystem {name})"),
+            ExecRequest::Forward(to) => format!("(forward to {to})"),
         };
         ExecAction { line, request, commands: Vec::new(), opaque: None, transfer: None }
     }

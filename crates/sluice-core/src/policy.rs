@@ -133,7 +133,7 @@ pub struct RuleSpec {
     pub name: String,
     /// The kind of request the rule is about. Unset: the kind its match keys belong to (`kinds`,
     /// `objects`, `functions`, `when` are SQL's; `methods`, `paths`, `query`, `headers`,
-    /// `content_types`, `json`, `graphql` HTTP's; `programs`, `args`, `writes`, `sudo`, `shell`, `operations`, `files` SSH's); for a preset, each kind it has a meaning for;
+    /// `content_types`, `json`, `graphql` HTTP's; `programs`, `args`, `writes`, `sudo`, `shell`, `forwards`, `operations`, `files` SSH's); for a preset, each kind it has a meaning for;
     /// with neither, every kind: a rule of scope only (`connections`, `identities`, `groups`)
     /// applies to every request there.
     #[serde(default)]
@@ -211,6 +211,11 @@ pub struct RuleSpec {
     /// rule never allows one.
     #[serde(default)]
     pub shell: Option<bool>,
+    /// SSH: `host:port` globs a client may have the host connect to (`ssh -L`, `ssh -W`,
+    /// `ProxyJump`), as the client names them (`db.internal:5432`, `10.0.0.*:443`). Forwarding
+    /// matches no other rule that allows.
+    #[serde(default)]
+    pub forwards: Vec<String>,
     /// SSH file transfers (SFTP, scp, rsync, git): the operations the rule matches (`read`,
     /// `list`, `write`, `remove`, `rename`, `mkdir`, `rmdir`, `setstat`, `link`); empty: every
     /// operation.
@@ -294,6 +299,7 @@ impl RuleSpec {
             ("writes", !self.writes.is_empty()),
             ("sudo", self.sudo.is_some()),
             ("shell", self.shell.is_some()),
+            ("forwards", !self.forwards.is_empty()),
         ];
         let mut keys: Vec<&'static str> = used.into_iter().filter_map(|(key, set)| set.then_some(key)).collect();
         keys.extend(self.file_keys());

@@ -7,6 +7,7 @@ use crate::PolicyError;
 use crate::pg::SIDE_EFFECT_FUNCTIONS;
 use crate::rule::{Rule, compile_rule};
 use sluice_core::exec::{ExecAction, ExecRequest, Transfer};
+use sluice_core::glob::glob_match;
 use sluice_core::http::HttpAction;
 use sluice_core::policy::{BuiltinRules, ConnectionPolicy, Effect, PolicySpec, RuleProtocol, RuleSpec};
 use sluice_core::review::ReviewRules;
@@ -191,11 +192,22 @@ impl Policy {
         if let Some(transfer) = &action.transfer {
             return self.decide_transfer(identity, connection, action, transfer);
         }
-        if action.request == ExecRequest::Shell {
-            return self.decide_by(identity, connection, "exec", &action.line, |rule| match rule.shell {
-                Some(shell) => shell,
-                None => rule.exec.is_none() && rule.effect != Effect::Allow,
-            });
+        // A shell or a forward is decided as a whole, by the rules about it and the refusals of
+        // every command.
+        let refuses_all = |rule: &Rule| rule.exec.is_none() && rule.effect != Effect::Allow;
+        match &action.request {
+            ExecRequest::Shell => {
+                return self.decide_by(identity, connection, "exec", &action.line, |rule| {
+                    rule.shell.unwrap_or_else(|| refuses_all(rule))
+                });
+            }
+            ExecRequest::Forward(to) => {
+                return self.decide_by(identity, connection, "exec", &action.line, |rule| match &rule.forwards {
+                    Some(globs) => globs.iter().any(|g| glob_match(g, to)),
+                    None => refuses_all(rule),
+                });
+            }
+            ExecRequest::Command | ExecRequest::Subsystem(_) => {}
         }
         let mut strictest: Option<Decision> = None;
         for command in &action.commands {
@@ -336,7 +348,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_core::exec::{Command, FileAccess, FileOp};
+    use sluice_core::exec::{Command, ExecRequest, FileAccess, FileOp};
     use sluice_core::policy::{Condition, Preset};
     use sluice_core::sql::{ObjectName, Operation, SqlAnalysis, SqlStatement};
 
@@ -545,6 +557,33 @@ mod tests {
             "a rule about ls allows no shell"
         );
         assert_eq!(rule_of(policy.decide_exec(&ops, "ro", &shell)), "deny connection ro: read-only");
+    }
+
+    #[test]
+    fn forwarding_is_allowed_only_to_what_a_rule_names() {
+        let spec: PolicySpec = toml::from_str(
+            r#"
+            default = "allow"
+            [[rules]]
+            name = "to-the-database"
+            effect = "allow"
+            forwards = ["db.internal:5432", "10.0.0.*:443"]
+            [[rules]]
+            name = "look"
+            effect = "allow"
+            programs = ["ls"]
+            "#,
+        )
+        .unwrap();
+        let host = ConnectionPolicy { protocol: RuleProtocol::Ssh, default: Some(Effect::Deny), ..conn("web1", None) };
+        let policy = Policy::compile(&spec, &[host]).unwrap();
+        let me = identity("ann", &[]);
+        let forward =
+            |to: &str| rule_of(policy.decide_exec(&me, "web1", &ExecAction::session(ExecRequest::Forward(to.into()))));
+        assert_eq!(forward("db.internal:5432"), "allow to-the-database");
+        assert_eq!(forward("10.0.0.7:443"), "allow to-the-database");
+        assert_eq!(forward("db.internal:22"), "deny default");
+        assert_eq!(forward("169.254.169.254:80"), "deny default");
     }
 
     #[test]

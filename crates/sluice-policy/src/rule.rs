@@ -65,6 +65,8 @@ pub(crate) struct Rule {
     /// Whether an SSH rule matches interactive shells; `None`: as a refusal about every command
     /// does (see `RuleSpec::shell`).
     pub(crate) shell: Option<bool>,
+    /// The `host:port` globs an SSH rule matches forwarding to; `None`: as `shell`.
+    pub(crate) forwards: Option<Vec<String>>,
 }
 
 impl Rule {
@@ -207,6 +209,7 @@ pub(crate) fn compile_rule(spec: &RuleSpec, out: &mut Vec<Rule>) -> Result<(), P
         exec: None,
         files: None,
         shell: None,
+        forwards: None,
     };
     match (spec.preset, spec.effect) {
         (Some(_), Some(_)) => Err(problem("give either a preset or an effect, not both")),
@@ -251,11 +254,17 @@ pub(crate) fn compile_rule(spec: &RuleSpec, out: &mut Vec<Rule>) -> Result<(), P
             rule.exec = ExecMatcher::compile(spec);
             rule.files = FileMatcher::compile(spec);
             rule.shell = spec.shell;
-            let kinds = [!spec.command_keys().is_empty(), !spec.file_keys().is_empty(), spec.shell.is_some()];
+            rule.forwards = (!spec.forwards.is_empty()).then(|| spec.forwards.clone());
+            let kinds = [
+                !spec.command_keys().is_empty(),
+                !spec.file_keys().is_empty(),
+                spec.shell.is_some(),
+                !spec.forwards.is_empty(),
+            ];
             if kinds.iter().filter(|k| **k).count() > 1 {
                 return Err(problem(
                     "programs, args, writes and sudo match commands, operations and files match file transfers, shell \
-                     matches interactive shells; write one rule for each",
+                     matches interactive shells, forwards matches forwarding; write one rule for each",
                 ));
             }
             if rule.files.is_none() && rule.exec.is_some() {

@@ -3,8 +3,10 @@
 //! the agent by its sluice token, reads each `exec` request's command line with a shell parser
 //! (`sluice-shell`, in worker processes), asks the engine, and runs what is allowed on the target
 //! in its own session — the host's key pinned, the held credential never shown — masking the
-//! output on its way back. Shells, subsystems and forwarding are refused for now.
+//! output on its way back. File transfers (SFTP, scp, rsync, git) are decided per file operation,
+//! interactive shells and forwarding by rules of their own.
 
+mod forward;
 mod output;
 mod reply;
 mod session;

@@ -14,7 +14,7 @@ use crate::upstream;
 use bytes::Bytes;
 use russh::server::{Auth, ChannelOpenHandle, Handle, Msg, Response, Session};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure};
-use sluice_core::exec::ExecAction;
+use sluice_core::exec::{ExecAction, ExecRequest};
 use sluice_core::{ActionDetail, Decision, Protocol, Secret};
 use sluice_gate::{
     Action, ClientInfo, Gate, OpenRequest, Outcome, Presented, SessionGate, SessionGrant, SessionLog, Standing,
@@ -244,15 +244,39 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
 
     async fn channel_open_direct_tcpip(
         &mut self,
-        _channel: Channel<Msg>,
-        _host: &str,
-        _port: u32,
-        _originator: &str,
-        _originator_port: u32,
+        channel: Channel<Msg>,
+        host: &str,
+        port: u32,
+        originator: &str,
+        originator_port: u32,
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+        let Some(opened) = self.opened.clone() else {
+            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            return Ok(());
+        };
+        // Decided here, as the channel opens (a forward cannot wait for a review: one in wait
+        // mode is refused, and runs when asked again once approved).
+        let to = format!("{host}:{port}");
+        let action = ExecAction::session(ExecRequest::Forward(to.clone()));
+        let run = Run::start(&opened);
+        let decision = match opened.session.lock().await.as_mut() {
+            Some(session) if session.standing() == Standing::Valid => session.decide(&Action::Exec(&action)).await,
+            _ => {
+                reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+                return Ok(());
+            }
+        };
+        if !decision.allows() {
+            tracing::debug!(peer = %self.peer, %to, "forwarding refused");
+            run.finish(&opened.log, &action.line, (decision.effect(), decision.rule()), None, None);
+            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            return Ok(());
+        }
+        reply.accept().await;
+        let origin = (originator.to_string(), originator_port);
+        tokio::spawn(crate::forward::run(opened, channel, (host.to_string(), port), origin, run, decision));
         Ok(())
     }
 
