@@ -147,9 +147,10 @@ def ssh_env(gw, token=None):
 
 
 def ssh_command(gw, command, target="web1", token=None, extra=()):
-    cmd = ["ssh", "-p", str(gw.ssh_port), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-           "-o", "LogLevel=ERROR", "-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1",
-           "-o", "PreferredAuthentications=password", *extra, f"agent+{target}@127.0.0.1"]
+    # ssh keeps the first value it is given for an option: `extra` comes first to override.
+    cmd = ["ssh", *extra, "-p", str(gw.ssh_port), "-o", "StrictHostKeyChecking=no", "-o",
+           "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "PubkeyAuthentication=no", "-o",
+           "NumberOfPasswordPrompts=1", "-o", "PreferredAuthentications=password", f"agent+{target}@127.0.0.1"]
     return cmd + ([command] if command is not None else [])
 
 
@@ -404,3 +405,34 @@ def test_forwarding_reaches_what_a_rule_names_and_nothing_else(gw, host):
     details = gw.session_with(lambda d: any(s["text"] == f"(forward to 127.0.0.1:{host.port})" for s in d["statements"]))
     statement = next(s for s in details["statements"] if s["text"] == f"(forward to 127.0.0.1:{host.port})")
     assert statement["decision"] == "allow" and statement["rule"] == "web-forwards"
+
+
+def test_a_public_key_registered_to_the_identity_stands_for_its_token(gw, host, tmp_path):
+    key = tmp_path / "agent_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    stranger = tmp_path / "stranger_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    added = gw.cli("identity", "add-key", "--identity", "agent", "--description", "ci agent", f"{key}.pub")
+    key_id = re.search(r"as id ([0-9a-f]{12})", added.stderr).group(1)
+    with_key = ("-o", "PubkeyAuthentication=yes", "-o", "PreferredAuthentications=publickey,password",
+                "-o", "IdentitiesOnly=yes", "-i", str(stranger), "-i", str(key))
+    # The stranger's key is refused before it is used; the agent's logs in, no token asked.
+    r = ssh(gw, "echo by key", token="not-a-token", extra=with_key)
+    assert r.returncode == 0 and r.stdout == "by key\n", r.stderr
+    listed = gw.cli("token", "list").stdout
+    assert key_id in listed and "SHA256:" in listed
+    # The key proves `agent`, not another identity.
+    cmd = ssh_command(gw, "true", token="not-a-token", extra=with_key)
+    cmd[-2] = "olga+web1@127.0.0.1"
+    r = subprocess.run(cmd, env=ssh_env(gw, "not-a-token"), stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 255 and ("Permission denied" in r.stderr or "authentication attempts" in r.stderr)
+    # A private key is not taken for a public one, and one key is registered once.
+    assert gw.cli("identity", "add-key", "--identity", "agent", str(key), check=False).returncode != 0
+    assert gw.cli("identity", "add-key", "--identity", "x", f"{key}.pub", check=False).returncode != 0
+    # Revoked like a token: refused, and recorded as such.
+    gw.cli("token", "revoke", key_id)
+    r = ssh(gw, "true", token="not-a-token", extra=with_key)
+    assert r.returncode == 255 and ("Permission denied" in r.stderr or "authentication attempts" in r.stderr)
+    outcomes = [(a["user"], a["outcome"]) for a in gw.auth_events()]
+    assert ("olga", "identity_mismatch") in outcomes, outcomes[-5:]

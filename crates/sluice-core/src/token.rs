@@ -32,6 +32,23 @@ pub fn parse(presented: &str) -> Option<(&str, &str)> {
     (hexish(id, 12) && hexish(secret, 64)).then_some((id, secret))
 }
 
+/// How a public key registered to an identity is kept in place of a token's digest: its
+/// SHA-256 fingerprint (`SHA256:…`), marked so that no token can ever verify against it.
+pub fn key_digest(fingerprint: &str) -> String {
+    format!("ssh-key {fingerprint}")
+}
+
+/// Whether a stored digest is a registered public key's.
+pub fn is_key_digest(stored_digest: &str) -> bool {
+    stored_digest.starts_with("ssh-key ")
+}
+
+/// A fresh id for a credential other than a token (a registered key): shaped like a token's.
+pub fn new_id() -> String {
+    let id_bytes: [u8; 6] = rand::rng().random();
+    hex::encode(id_bytes)
+}
+
 pub fn digest(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }

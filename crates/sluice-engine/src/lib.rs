@@ -267,6 +267,10 @@ impl Engine {
 impl Gate for Engine {
     type Session = EngineSession;
 
+    async fn key_usable(&self, fingerprint: &str) -> bool {
+        self.core.tokens.identify_key(fingerprint).await.is_ok()
+    }
+
     fn targets(&self, protocol: Protocol) -> Vec<Target> {
         let settings = self.core.settings.load();
         settings.connections.values().filter(|p| p.target.protocol == protocol).map(|p| p.target.clone()).collect()
@@ -316,11 +320,12 @@ impl Gate for Engine {
 impl EngineCore {
     /// The identity the presented credential proves, or the recorded reason it proves none.
     async fn authenticate(&self, request: &OpenRequest<'_>) -> Result<Identity, OpenError> {
-        let (user, secret) = match &request.presented {
-            Presented::Token { user, secret } => (Some(*user), secret),
-            Presented::Bearer { secret } => (None, secret),
+        let (user, proven) = match &request.presented {
+            Presented::Token { user, secret } => (Some(*user), self.tokens.identify(secret.expose()).await),
+            Presented::Bearer { secret } => (None, self.tokens.identify(secret.expose()).await),
+            Presented::Key { user, fingerprint } => (Some(*user), self.tokens.identify_key(fingerprint).await),
         };
-        match self.tokens.identify(secret.expose()).await {
+        match proven {
             Ok(identity) if user.is_none_or(|user| identity.name == user) => Ok(identity),
             Ok(identity) => Err(self.refuse(request, AuthOutcome::IdentityMismatch, Some(identity.credential_id))),
             Err((outcome, id)) => Err(self.refuse(request, outcome, id)),

@@ -17,13 +17,16 @@ pub enum Presented<'a> {
     Token { user: &'a str, secret: &'a Secret },
     /// A sluice token alone (an HTTP bearer token): it names its identity itself.
     Bearer { secret: &'a Secret },
+    /// A public key registered to the identity (`sluice identity add-key`), its possession
+    /// proven to the adapter (an SSH signature): its SHA-256 fingerprint (`SHA256:…`).
+    Key { user: &'a str, fingerprint: &'a str },
 }
 
 impl Presented<'_> {
     /// The name the client gave, for the record.
     pub fn user(&self) -> &str {
         match self {
-            Presented::Token { user, .. } => user,
+            Presented::Token { user, .. } | Presented::Key { user, .. } => user,
             Presented::Bearer { .. } => "(bearer token)",
         }
     }
@@ -89,6 +92,11 @@ pub trait Gate: Send + Sync + 'static {
     /// The targets of `protocol` as configured now (a reload changes them): for an adapter that
     /// routes requests by something other than a target's name (HTTP: a path prefix, a host).
     fn targets(&self, protocol: Protocol) -> Vec<Target>;
+
+    /// Whether a public key (its `SHA256:` fingerprint) is registered to some identity and can be
+    /// used now: asked before a client proves it holds the key, so that one offering keys sluice
+    /// does not know is told so at once (nothing is recorded: `open` records the attempt).
+    fn key_usable(&self, fingerprint: &str) -> impl Future<Output = bool> + Send;
 }
 
 /// One open session. Owned by the adapter's task that reads the client: `&mut self` keeps the

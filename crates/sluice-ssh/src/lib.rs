@@ -47,6 +47,13 @@ pub struct SshListenerConfig {
     pub api_url: Option<String>,
 }
 
+/// The SHA-256 fingerprint (`SHA256:…`) of a public key in OpenSSH's one-line form
+/// (`ssh-ed25519 AAAA… comment`), as `sluice identity add-key` registers it.
+pub fn public_key_fingerprint(openssh: &str) -> Result<String, String> {
+    let key = russh::keys::PublicKey::from_openssh(openssh.trim()).map_err(|e| e.to_string())?;
+    Ok(key.fingerprint(russh::keys::HashAlg::Sha256).to_string())
+}
+
 /// sluice's host key, generated on first use and kept (0600) at `path`.
 pub fn host_key(path: &Path) -> Result<PrivateKey, String> {
     if path.exists() {
@@ -67,7 +74,9 @@ impl<G: Gate> SshAdapter<G> {
     pub fn new(gate: Arc<G>, config: SshListenerConfig) -> SshAdapter<G> {
         let server = russh::server::Config {
             keys: vec![config.host_key.clone()],
-            methods: MethodSet::from(&[MethodKind::Password, MethodKind::KeyboardInteractive][..]),
+            methods: MethodSet::from(
+                &[MethodKind::PublicKey, MethodKind::Password, MethodKind::KeyboardInteractive][..],
+            ),
             auth_rejection_time: Duration::from_secs(1),
             // OpenSSH asks with the "none" method first: answering it at once costs nothing.
             auth_rejection_time_initial: Some(Duration::ZERO),

@@ -12,7 +12,7 @@ use crate::target::SshTarget;
 use crate::transfers;
 use crate::upstream;
 use bytes::Bytes;
-use russh::server::{Auth, ChannelOpenHandle, Handle, Msg, Response, Session};
+use russh::server::{Auth, ChannelOpenHandle, Handle, Msg, PublicKeyOffer, Response, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure};
 use sluice_core::exec::{ExecAction, ExecRequest};
 use sluice_core::{ActionDetail, Decision, Protocol, Secret};
@@ -141,13 +141,18 @@ impl<G: Gate> Connection<G> {
         }
     }
 
-    /// Opens the session the user name asks for with the token presented.
-    async fn authenticate(&mut self, user: &str, token: &str) -> Auth {
+    /// Opens the session the user name asks for with the token presented, or the public key
+    /// whose possession the client proved (`Err(fingerprint)`).
+    async fn authenticate(&mut self, user: &str, proof: Result<&str, &str>) -> Auth {
         // A user name that names no target still goes to the engine, which records the attempt.
         let (identity, target) = split_user(user).unwrap_or((user, ""));
-        let secret = Secret::new(token);
+        let secret = Secret::new(proof.unwrap_or_default());
+        let presented = match proof {
+            Ok(_) => Presented::Token { user: identity, secret: &secret },
+            Err(fingerprint) => Presented::Key { user: identity, fingerprint },
+        };
         let request = OpenRequest {
-            presented: Presented::Token { user: identity, secret: &secret },
+            presented,
             target,
             client: ClientInfo { protocol: Protocol::Ssh, addr: &self.peer, tls: true, program: None },
         };
@@ -205,7 +210,25 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
     type Error = russh::Error;
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        Ok(self.authenticate(user, password).await)
+        Ok(self.authenticate(user, Ok(password)).await)
+    }
+
+    /// A key the client offers: one registered to no identity is refused before the client
+    /// signs with it (not counted as an attempt, so a client with many keys still reaches the
+    /// token prompt).
+    async fn auth_publickey_offered(&mut self, _user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
+        let fingerprint = offer.public_key.fingerprint(russh::keys::HashAlg::Sha256).to_string();
+        Ok(match self.gate.key_usable(&fingerprint).await {
+            true => Auth::Accept,
+            false => Auth::reject(),
+        })
+    }
+
+    /// Called once the client has signed with the key (russh checks the signature): a key
+    /// registered to the identity (`sluice identity add-key`) stands for its token.
+    async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+        let fingerprint = key.public_key.fingerprint(russh::keys::HashAlg::Sha256).to_string();
+        Ok(self.authenticate(user, Err(&fingerprint)).await)
     }
 
     async fn auth_keyboard_interactive<'a>(
@@ -222,7 +245,7 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
             }),
             Some(mut answers) => {
                 let token = answers.next().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-                Ok(self.authenticate(user, &token).await)
+                Ok(self.authenticate(user, Ok(&token)).await)
             }
         }
     }

@@ -89,6 +89,31 @@ pub trait TokenStore: Send + Sync + 'static {
         }
         Ok(Identity { name: row.identity, groups: row.groups, credential_id: row.id })
     }
+
+    /// The identity a public key registered to it proves (`fingerprint`: `SHA256:…`), or why it
+    /// proves none, as `identify` says for tokens.
+    async fn identify_key(&self, fingerprint: &str) -> Result<Identity, (AuthOutcome, Option<String>)> {
+        let digest = token::key_digest(fingerprint);
+        let rows = match self.tokens().await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(error = %e, "key lookup failed");
+                return Err((AuthOutcome::StoreUnavailable, None));
+            }
+        };
+        // The newest registration of the key decides (an older one may have been revoked).
+        let Some(row) = rows.into_iter().rev().find(|r| r.digest == digest) else {
+            return Err((AuthOutcome::UnknownToken, None));
+        };
+        let known = Some(row.id.clone());
+        if row.revoked_at.is_some() {
+            return Err((AuthOutcome::RevokedToken, known));
+        }
+        if row.expires_at.is_some_and(|at| at <= sluice_core::audit::now_us()) {
+            return Err((AuthOutcome::ExpiredToken, known));
+        }
+        Ok(Identity { name: row.identity, groups: row.groups, credential_id: row.id })
+    }
 }
 
 /// Held credentials, sealed under the master key (`vault::MasterKey`) by the caller: the store

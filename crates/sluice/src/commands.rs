@@ -162,38 +162,112 @@ pub async fn open_store(config_path: &Path) -> Result<(Config, SqliteStore)> {
     Ok((config, store))
 }
 
+/// A credential of an identity as the store keeps it (a token's digest, or a registered key's).
+fn credential_row(
+    id: String,
+    digest: String,
+    identity: String,
+    groups: Vec<String>,
+    ttl: Option<String>,
+    description: Option<String>,
+) -> Result<TokenRow> {
+    if identity.is_empty() || identity.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        bail!("an identity is a non-empty name without spaces");
+    }
+    let now = now_us();
+    let expires_at = match ttl {
+        Some(ttl) => {
+            let span = Span::parse(&ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+            if span.0.is_zero() {
+                bail!("--ttl must be longer than 0s");
+            }
+            Some(now + span.as_us())
+        }
+        None => None,
+    };
+    let groups = groups.into_iter().map(|g| g.trim().to_string()).filter(|g| !g.is_empty()).collect();
+    Ok(TokenRow {
+        id,
+        identity,
+        groups,
+        digest,
+        description,
+        created_at: now,
+        expires_at,
+        revoked_at: None,
+        last_used_at: None,
+    })
+}
+
+#[derive(Subcommand)]
+pub enum IdentityCommand {
+    /// Register an SSH public key to an identity: the agent then logs in to sluice's SSH listener
+    /// with the key instead of its token. Listed, revoked and expired like a token (`token list`,
+    /// `token revoke ID`).
+    AddKey {
+        /// The identity the key proves.
+        #[arg(long)]
+        identity: String,
+        /// The public key file (`id_ed25519.pub`), or `-` for standard input.
+        key: PathBuf,
+        /// Groups of the identity, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Lifetime such as 30d, 12h or 45m; without it the key works until revoked.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// A note for the listing (who it is for).
+        #[arg(long)]
+        description: Option<String>,
+    },
+}
+
+pub async fn identity(config_path: &Path, cmd: IdentityCommand) -> Result<()> {
+    let (_, store) = open_store(config_path).await?;
+    match cmd {
+        IdentityCommand::AddKey { identity, key, groups, ttl, description } => {
+            let text = match key.as_os_str() == "-" {
+                true => {
+                    let mut text = String::new();
+                    std::io::stdin().read_to_string(&mut text)?;
+                    text
+                }
+                false => std::fs::read_to_string(&key).with_context(|| format!("reading {}", key.display()))?,
+            };
+            if text.contains("PRIVATE KEY") {
+                bail!("{} is a private key: give the public one (the .pub file)", key.display());
+            }
+            let fingerprint = sluice_ssh::public_key_fingerprint(&text)
+                .map_err(|e| anyhow::anyhow!("{} is not an OpenSSH public key: {e}", key.display()))?;
+            let digest = token::key_digest(&fingerprint);
+            if let Some(held) = store
+                .tokens()
+                .await?
+                .into_iter()
+                .find(|t| t.digest == digest && t.revoked_at.is_none() && t.expires_at.is_none_or(|e| e > now_us()))
+            {
+                bail!(
+                    "the key {fingerprint} is already registered to {} (id {}); revoke that first",
+                    held.identity,
+                    held.id
+                );
+            }
+            let row = credential_row(token::new_id(), digest, identity, groups, ttl, description)?;
+            store.insert_token(&row).await?;
+            let detail = format!("ssh key {fingerprint} for {} ({})", row.identity, row.groups.join(","));
+            record_admin(&store, AdminAction::TokenMinted, &row.id, Some(detail)).await?;
+            eprintln!("key {fingerprint} registered to {} as id {}", row.identity, row.id);
+        }
+    }
+    Ok(())
+}
+
 pub async fn token(config_path: &Path, cmd: TokenCommand) -> Result<()> {
     let (_, store) = open_store(config_path).await?;
     match cmd {
         TokenCommand::Create { identity, groups, ttl, description } => {
-            if identity.is_empty() || identity.chars().any(|c| c.is_control() || c.is_whitespace()) {
-                bail!("an identity is a non-empty name without spaces");
-            }
-            let now = now_us();
-            let expires_at = match ttl {
-                Some(ttl) => {
-                    let span = Span::parse(&ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
-                    if span.0.is_zero() {
-                        bail!("--ttl must be longer than 0s");
-                    }
-                    Some(now + span.as_us())
-                }
-                None => None,
-            };
             let minted = token::mint();
-            let groups: Vec<String> =
-                groups.into_iter().map(|g| g.trim().to_string()).filter(|g| !g.is_empty()).collect();
-            let row = TokenRow {
-                id: minted.id.clone(),
-                identity,
-                groups,
-                digest: minted.digest.clone(),
-                description,
-                created_at: now,
-                expires_at,
-                revoked_at: None,
-                last_used_at: None,
-            };
+            let row = credential_row(minted.id.clone(), minted.digest.clone(), identity, groups, ttl, description)?;
             store.insert_token(&row).await?;
             let detail = format!("for {} ({})", row.identity, row.groups.join(","));
             record_admin(&store, AdminAction::TokenMinted, &row.id, Some(detail)).await?;
@@ -201,7 +275,8 @@ pub async fn token(config_path: &Path, cmd: TokenCommand) -> Result<()> {
             out!("{}", minted.clear);
         }
         TokenCommand::List { json } => {
-            let header = ["ID", "IDENTITY", "GROUPS", "STATE", "CREATED", "EXPIRES", "LAST USED", "DESCRIPTION"];
+            let header =
+                ["ID", "KIND", "IDENTITY", "GROUPS", "STATE", "CREATED", "EXPIRES", "LAST USED", "DESCRIPTION"];
             print_list(&store.tokens().await?, json, &header, |t| {
                 let state = if t.revoked_at.is_some() {
                     "revoked"
@@ -212,6 +287,10 @@ pub async fn token(config_path: &Path, cmd: TokenCommand) -> Result<()> {
                 };
                 vec![
                     t.id.clone(),
+                    match token::is_key_digest(&t.digest) {
+                        true => t.digest.trim_start_matches("ssh-key ").to_string(),
+                        false => "token".into(),
+                    },
                     t.identity.clone(),
                     t.groups.join(","),
                     state.into(),

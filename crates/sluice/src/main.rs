@@ -36,6 +36,9 @@ enum Command {
     /// Mint, list and revoke the tokens agents authenticate with.
     #[command(subcommand)]
     Token(commands::TokenCommand),
+    /// Identities' other credentials: SSH public keys.
+    #[command(subcommand)]
+    Identity(commands::IdentityCommand),
     /// Store a connection's upstream password, sealed under the master key.
     #[command(subcommand)]
     Credential(commands::CredentialCommand),
@@ -114,6 +117,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         let done = match cli.command {
             Command::Serve => serve::run(config).await,
             Command::Token(cmd) => commands::token(config, cmd).await,
+            Command::Identity(cmd) => commands::identity(config, cmd).await,
             Command::Credential(cmd) => commands::credential(config, cmd).await,
             Command::Sessions(cmd) => commands::sessions(config, cmd).await,
             Command::Auth(cmd) => commands::auth(config, cmd).await,
