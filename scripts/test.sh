@@ -17,6 +17,8 @@ cargo build --workspace --locked --bins --examples
 echo "== format and lints (cargo fmt --check, cargo clippy -D warnings)" >&2
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== supply chain (cargo audit against the RustSec advisory snapshot in third_party/)" >&2
+scripts/audit.sh
 echo "== unit tests" >&2
 cargo test --workspace --locked
 echo "== end-to-end tests" >&2
