@@ -104,15 +104,29 @@ def test_sftp_reads_and_writes_where_rules_allow_and_nowhere_else(gw, tree, tmp_
     r = run(gw, ["rsync", "-a", "-e", ssh_transport(gw), remote("web1", f"{tree}/pub/"), str(tmp_path / "rs")])
     assert r.returncode != 0 and 'denied by rule "web-no-keys"' in r.stderr, r.stderr
     assert f"rsync read {tree}/pub/**" in r.stderr
-    # A symbolic link is decided where it leads too: one in an allowed directory opens no other.
+    # A symbolic link is decided where it leads too: one in an allowed directory opens no other,
+    # and a `..` after a link goes up from where the link leads, not from the link.
+    (tree / "secret" / "inner").mkdir(exist_ok=True)
     (tree / "pub" / "door").symlink_to(tree / "secret")
+    (tree / "pub" / "hatch").symlink_to(tree / "secret" / "inner")
     try:
-        r = sftp(gw, f"-get {tree}/pub/door/plan.txt {tmp_path}/plan.txt\n-ls {tree}/pub/door\n")
+        r = sftp(gw, f"-get {tree}/pub/door/plan.txt {tmp_path}/plan.txt\n-ls {tree}/pub/door\n"
+                     f"-get {tree}/pub/hatch/../plan.txt {tmp_path}/plan.txt\n")
         listed = [line for line in r.stdout.splitlines() if not line.startswith("sftp>")]
         assert not (tmp_path / "plan.txt").exists() and listed == [], r.stdout
         assert f"what matched: sftp read {tree}/secret" in r.stderr, r.stderr
+        # The same for transfers run as commands (scp's original protocol, rsync).
+        for source in (f"{tree}/pub/door/plan.txt", f"{tree}/pub/hatch/../plan.txt"):
+            r = scp(gw, remote("web1", source), str(tmp_path / "plan.txt"), legacy=True)
+            assert r.returncode != 0 and f"scp read {tree}/secret" in r.stderr, (source, r.stderr)
+            r = run(gw, ["rsync", "-e", ssh_transport(gw), remote("web1", source), str(tmp_path / "plan.txt")])
+            # (rsync's paths are read as trees: web-no-keys, for the .pem in pub, may refuse first.)
+            assert r.returncode != 0 and "sluice: denied by rule" in r.stderr, (source, r.stderr)
+        assert not (tmp_path / "plan.txt").exists()
     finally:
         (tree / "pub" / "door").unlink()
+        (tree / "pub" / "hatch").unlink()
+        (tree / "secret" / "inner").rmdir()
     # Relative paths lead from the home directory, `..` and all: decided where they lead.
     r = sftp(gw, f"-get ../../../../../../../{tree}/secret/plan.txt {tmp_path}/plan.txt\n")
     assert not (tmp_path / "plan.txt").exists()

@@ -1,8 +1,9 @@
 //! One client connection: authenticated by its sluice token (as the password, or the answer to a
-//! keyboard-interactive prompt) with the target in the user name (`agent+web1`), then each
-//! `exec` channel's command line read, decided, and run on the target in sluice's own session,
-//! its output masked on the way back. Everything else a client may ask for (shells, subsystems,
-//! forwarding, agent forwarding) is refused, saying so.
+//! keyboard-interactive prompt) or a public key registered to its identity, with the target in
+//! the user name (`agent+web1`); then each channel's request: an `exec` line read, decided, and
+//! run on the target in sluice's own session, its output masked on the way back (a file transfer
+//! passed as it is); the `sftp` subsystem (see `sftp`), a shell (see `shell`) and forwarding (see
+//! `forward`). Other subsystems, environment variables, remote and agent forwarding are refused.
 
 use crate::SshListenerConfig;
 use crate::output::LineMasker;
@@ -141,15 +142,17 @@ impl<G: Gate> Connection<G> {
         }
     }
 
-    /// Opens the session the user name asks for with the token presented, or the public key
-    /// whose possession the client proved (`Err(fingerprint)`).
-    async fn authenticate(&mut self, user: &str, proof: Result<&str, &str>) -> Auth {
+    /// Opens the session the user name asks for with what the client proved.
+    async fn authenticate(&mut self, user: &str, proof: Proof<'_>) -> Auth {
         // A user name that names no target still goes to the engine, which records the attempt.
         let (identity, target) = split_user(user).unwrap_or((user, ""));
-        let secret = Secret::new(proof.unwrap_or_default());
+        let secret;
         let presented = match proof {
-            Ok(_) => Presented::Token { user: identity, secret: &secret },
-            Err(fingerprint) => Presented::Key { user: identity, fingerprint },
+            Proof::Token(token) => {
+                secret = Secret::new(token);
+                Presented::Token { user: identity, secret: &secret }
+            }
+            Proof::Key(fingerprint) => Presented::Key { user: identity, fingerprint },
         };
         let request = OpenRequest {
             presented,
@@ -176,6 +179,14 @@ impl<S: SessionGate> Drop for Opened<S> {
             session.end("the client disconnected".into());
         }
     }
+}
+
+/// What a client proved at login.
+enum Proof<'a> {
+    /// Its sluice token (the password, or the answer to the keyboard-interactive prompt).
+    Token(&'a str),
+    /// That it holds the private half of this public key (its `SHA256:` fingerprint).
+    Key(&'a str),
 }
 
 /// A channel's request taken: the session it runs in, and where the client's input for it arrives.
@@ -210,7 +221,7 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
     type Error = russh::Error;
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        Ok(self.authenticate(user, Ok(password)).await)
+        Ok(self.authenticate(user, Proof::Token(password)).await)
     }
 
     /// A key the client offers: one registered to no identity is refused before the client
@@ -228,7 +239,7 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
     /// registered to the identity (`sluice identity add-key`) stands for its token.
     async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
         let fingerprint = key.public_key.fingerprint(russh::keys::HashAlg::Sha256).to_string();
-        Ok(self.authenticate(user, Err(&fingerprint)).await)
+        Ok(self.authenticate(user, Proof::Key(&fingerprint)).await)
     }
 
     async fn auth_keyboard_interactive<'a>(
@@ -245,7 +256,7 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
             }),
             Some(mut answers) => {
                 let token = answers.next().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-                Ok(self.authenticate(user, Ok(&token)).await)
+                Ok(self.authenticate(user, Proof::Token(&token)).await)
             }
         }
     }
@@ -486,18 +497,18 @@ async fn run_command<S: SessionGate>(
         None => {}
         Some(Err(why)) => action.opaque = Some(why),
         Some(Ok(mut transfer)) => {
-            // Relative paths lead from the home directory of sluice's login: the host says which.
-            let mut home = "/".to_string();
-            if transfers::needs_home(&transfer) {
-                match connect_home(&opened).await {
-                    Ok((upstream, dir)) => (connected, home) = (Some(upstream), dir),
-                    Err(e) => {
-                        run.finish(&opened.log, &line, ("deny", "upstream"), None, Some(e.clone()));
-                        return refuse_now(handle, channel, format!("sluice: {e}\n")).await;
-                    }
+            // Relative paths lead from the home directory of sluice's login, and symbolic links
+            // where the host says: asked of the host before the decision.
+            let (upstream, home) = match connect_home(&opened).await {
+                Ok(connection) => connection,
+                Err(e) => {
+                    run.finish(&opened.log, &line, ("deny", "upstream"), None, Some(e.clone()));
+                    return refuse_now(handle, channel, format!("sluice: {e}\n")).await;
                 }
-            }
-            transfers::resolve(&mut transfer, &home);
+            };
+            let raws = transfers::resolve(&mut transfer, &home);
+            crate::sftp::resolve_links(&upstream, &mut transfer, &raws).await;
+            connected = Some(upstream);
             action.transfer = Some(transfer);
         }
     }

@@ -212,13 +212,11 @@ fn git(program: &str, words: &[(&str, bool)]) -> Result<Transfer, String> {
             None => return Err(format!("{program} is run with more than one repository")),
         }
     }
-    let repo = repo.ok_or_else(|| format!("{program} is run without a repository"))?;
-    Ok(transfer("git", vec![access(op, repo, true)]))
-}
-
-/// Whether a path needs the home directory to be made absolute.
-pub fn needs_home(transfer: &Transfer) -> bool {
-    transfer.files.iter().any(|f| !f.path.starts_with('/') && (f.literal || home_relative(&f.path).is_some()))
+    let (path, literal) = repo.ok_or_else(|| format!("{program} is run without a repository"))?;
+    // git takes `REPO.git` when `REPO` is not a repository (and `REPO/.git`, which is below it).
+    let dotted = format!("{}.git", path.trim_end_matches('/'));
+    let files = vec![access(op, (path, literal), true), access(op, (&dotted, literal), true)];
+    Ok(transfer("git", files))
 }
 
 /// `~` or `~/…` written without quotes: the rest after the `~`, when nothing else in the word may
@@ -231,21 +229,27 @@ fn home_relative(word: &str) -> Option<&str> {
 
 /// Makes every path the transfer names absolute (against the login's `home`) and normalised; a
 /// path the host would expand otherwise (a glob, `~user`) stays as written and not literal. The
-/// shell expands a `~/` written without quotes; git expands a quoted one itself.
-pub fn resolve(transfer: &mut Transfer, home: &str) {
+/// shell expands a `~/` written without quotes; git expands a quoted one itself. Returns, for each
+/// file, the absolute path as the host will take it (`..` not resolved: after a symbolic link it
+/// leads elsewhere than the text says), to be asked of the host; `None` where not literal.
+pub fn resolve(transfer: &mut Transfer, home: &str) -> Vec<Option<String>> {
     let git = transfer.program == "git";
+    let mut raws = Vec::with_capacity(transfer.files.len());
     for file in &mut transfer.files {
         let tilde = home_relative(&file.path).filter(|_| git || !file.literal);
         let relative = match (file.literal, tilde) {
-            (_, Some(rest)) => Some(format!(".{rest}")),
-            (true, None) => Some(file.path.clone()),
+            (_, Some(rest)) => Some(format!("{home}{rest}")),
+            (true, None) if file.path.starts_with('/') => Some(file.path.clone()),
+            (true, None) => Some(format!("{home}/{}", file.path)),
             (false, None) => None,
         };
-        if let Some(path) = relative {
-            file.path = normalize_path(home, &path);
+        if let Some(raw) = &relative {
+            file.path = normalize_path("/", raw);
             file.literal = true;
         }
+        raws.push(relative);
     }
+    raws
 }
 
 #[cfg(test)]
@@ -255,7 +259,7 @@ mod tests {
     fn of(line: &str) -> Result<Vec<String>, String> {
         let action = sluice_shell::analyze(line);
         let mut transfer = recognise(&action).ok_or("not a transfer")??;
-        resolve(&mut transfer, "/home/agent");
+        let _ = resolve(&mut transfer, "/home/agent");
         Ok(transfer.files.iter().map(|f| format!("{}{}", if f.literal { "" } else { "?" }, f.summary())).collect())
     }
 
@@ -298,10 +302,11 @@ mod tests {
 
     #[test]
     fn git_reads_to_fetch_and_writes_to_push() {
-        assert_eq!(of("git-upload-pack 'repo.git'"), Ok(vec!["read /home/agent/repo.git/**".into()]));
-        assert_eq!(of("git-upload-pack '~/repo.git'"), Ok(vec!["read /home/agent/repo.git/**".into()]));
-        assert_eq!(of("git-receive-pack '/srv/r.git'"), Ok(vec!["write /srv/r.git/**".into()]));
-        assert_eq!(of("git upload-pack /srv/r.git"), Ok(vec!["read /srv/r.git/**".into()]));
+        let repo = |op: &str, path: &str| Ok(vec![format!("{op} {path}/**"), format!("{op} {path}.git/**")]);
+        assert_eq!(of("git-upload-pack 'repo'"), repo("read", "/home/agent/repo"));
+        assert_eq!(of("git-upload-pack '~/repo.git'"), repo("read", "/home/agent/repo.git"));
+        assert_eq!(of("git-receive-pack '/srv/r.git/'"), repo("write", "/srv/r.git"));
+        assert_eq!(of("git upload-pack /srv/r.git"), repo("read", "/srv/r.git"));
         assert!(of("git-upload-pack --upload-pack=x /r").is_err());
         assert!(of("git-upload-pack a b").is_err());
         assert!(of("/usr/lib/openssh/sftp-server").is_err());

@@ -24,18 +24,8 @@ const FOLLOW_POLL: Duration = Duration::from_secs(1);
 pub enum TokenCommand {
     /// Mint a token; prints it, alone, on stdout. Only its digest is stored.
     Create {
-        /// The identity the token proves (the user name agents connect with).
-        #[arg(long)]
-        identity: String,
-        /// Groups of the identity, comma-separated.
-        #[arg(long, value_delimiter = ',')]
-        groups: Vec<String>,
-        /// Lifetime such as 30d, 12h or 45m; without it the token lives until revoked.
-        #[arg(long)]
-        ttl: Option<String>,
-        /// A note for the listing (who it is for).
-        #[arg(long)]
-        description: Option<String>,
+        #[command(flatten)]
+        of: CredentialArgs,
     },
     /// List tokens (never their secrets).
     List {
@@ -163,14 +153,8 @@ pub async fn open_store(config_path: &Path) -> Result<(Config, SqliteStore)> {
 }
 
 /// A credential of an identity as the store keeps it (a token's digest, or a registered key's).
-fn credential_row(
-    id: String,
-    digest: String,
-    identity: String,
-    groups: Vec<String>,
-    ttl: Option<String>,
-    description: Option<String>,
-) -> Result<TokenRow> {
+fn credential_row(id: String, digest: String, of: CredentialArgs) -> Result<TokenRow> {
+    let CredentialArgs { identity, groups, ttl, description } = of;
     if identity.is_empty() || identity.chars().any(|c| c.is_control() || c.is_whitespace()) {
         bail!("an identity is a non-empty name without spaces");
     }
@@ -205,27 +189,34 @@ pub enum IdentityCommand {
     /// with the key instead of its token. Listed, revoked and expired like a token (`token list`,
     /// `token revoke ID`).
     AddKey {
-        /// The identity the key proves.
-        #[arg(long)]
-        identity: String,
         /// The public key file (`id_ed25519.pub`), or `-` for standard input.
         key: PathBuf,
-        /// Groups of the identity, comma-separated.
-        #[arg(long, value_delimiter = ',')]
-        groups: Vec<String>,
-        /// Lifetime such as 30d, 12h or 45m; without it the key works until revoked.
-        #[arg(long)]
-        ttl: Option<String>,
-        /// A note for the listing (who it is for).
-        #[arg(long)]
-        description: Option<String>,
+        #[command(flatten)]
+        of: CredentialArgs,
     },
+}
+
+/// Whose a credential (a token, a registered key) is, and for how long.
+#[derive(clap::Args)]
+pub struct CredentialArgs {
+    /// The identity it proves (the user name agents connect with).
+    #[arg(long)]
+    identity: String,
+    /// Groups of the identity, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    groups: Vec<String>,
+    /// Lifetime such as 30d, 12h or 45m; without it, it works until revoked.
+    #[arg(long)]
+    ttl: Option<String>,
+    /// A note for the listing (who it is for).
+    #[arg(long)]
+    description: Option<String>,
 }
 
 pub async fn identity(config_path: &Path, cmd: IdentityCommand) -> Result<()> {
     let (_, store) = open_store(config_path).await?;
     match cmd {
-        IdentityCommand::AddKey { identity, key, groups, ttl, description } => {
+        IdentityCommand::AddKey { key, of } => {
             let text = match key.as_os_str() == "-" {
                 true => {
                     let mut text = String::new();
@@ -252,7 +243,7 @@ pub async fn identity(config_path: &Path, cmd: IdentityCommand) -> Result<()> {
                     held.id
                 );
             }
-            let row = credential_row(token::new_id(), digest, identity, groups, ttl, description)?;
+            let row = credential_row(token::new_id(), digest, of)?;
             store.insert_token(&row).await?;
             let detail = format!("ssh key {fingerprint} for {} ({})", row.identity, row.groups.join(","));
             record_admin(&store, AdminAction::TokenMinted, &row.id, Some(detail)).await?;
@@ -265,9 +256,9 @@ pub async fn identity(config_path: &Path, cmd: IdentityCommand) -> Result<()> {
 pub async fn token(config_path: &Path, cmd: TokenCommand) -> Result<()> {
     let (_, store) = open_store(config_path).await?;
     match cmd {
-        TokenCommand::Create { identity, groups, ttl, description } => {
+        TokenCommand::Create { of } => {
             let minted = token::mint();
-            let row = credential_row(minted.id.clone(), minted.digest.clone(), identity, groups, ttl, description)?;
+            let row = credential_row(minted.id.clone(), minted.digest.clone(), of)?;
             store.insert_token(&row).await?;
             let detail = format!("for {} ({})", row.identity, row.groups.join(","));
             record_admin(&store, AdminAction::TokenMinted, &row.id, Some(detail)).await?;

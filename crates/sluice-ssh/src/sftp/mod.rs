@@ -134,6 +134,27 @@ async fn host_packet(from_host: &mut russh::ChannelReadHalf, buf: &mut BytesMut)
     }
 }
 
+/// Adds to a transfer run as a command (scp, rsync, git) each path as the host resolves it
+/// (`raws`: the paths as the host will take them, from `transfers::resolve`). Where the host
+/// cannot be asked (it has no SFTP server), its paths are not certain: no allowing rule with
+/// `files` matches them.
+pub(crate) async fn resolve_links(upstream: &upstream::Upstream, transfer: &mut Transfer, raws: &[Option<String>]) {
+    let mut resolver = Resolver::open(upstream).await.ok();
+    let mut resolved = Vec::new();
+    for (file, raw) in transfer.files.iter_mut().zip(raws) {
+        let (Some(raw), true) = (raw, file.literal) else { continue };
+        match resolver.as_mut() {
+            Some(resolver) => {
+                if let Some(real) = resolver.realpath(raw).await.filter(|real| *real != file.path) {
+                    resolved.push(FileAccess { path: real, ..file.clone() });
+                }
+            }
+            None => file.literal = false,
+        }
+    }
+    transfer.files.extend(resolved);
+}
+
 /// sluice's own SFTP channel to the host, beside the client's: it asks the host where a path
 /// leads once its symbolic links are followed (REALPATH, which OpenSSH's server answers for a
 /// path whose last part does not exist yet too).
@@ -276,10 +297,19 @@ impl<S: SessionGate> Relay<'_, S> {
             Ok(request) => request,
             Err(e) => return self.answer(id, wire::FX_BAD_MESSAGE, &e.to_string()).await,
         };
-        let path = |p: &str| normalize_path(&self.home, p);
-        let one = |op, p: &str| vec![FileAccess { op, path: path(p), tree: false, literal: true }];
+        // Each path as the host's server will take it (relative ones lead from the home
+        // directory), and as policy reads it (`.` and `..` resolved).
+        let home = self.home.clone();
+        let absolute = move |p: &str| match p.starts_with('/') {
+            true => p.to_string(),
+            false => format!("{home}/{p}"),
+        };
+        let one = |op, p: &str| {
+            let raw = absolute(p);
+            vec![(FileAccess { op, path: normalize_path("/", &raw), tree: false, literal: true }, raw)]
+        };
         let mut opens = None;
-        let mut files = match request {
+        let found = match request {
             Request::Open { path: p, reads, writes } => {
                 let mut files = Vec::new();
                 if reads || !writes {
@@ -288,11 +318,11 @@ impl<S: SessionGate> Relay<'_, S> {
                 if writes {
                     files.extend(one(FileOp::Write, &p));
                 }
-                opens = Some(path(&p));
+                opens = Some(absolute(&p));
                 files
             }
             Request::OpenDir { path: p } => {
-                opens = Some(path(&p));
+                opens = Some(absolute(&p));
                 one(FileOp::List, &p)
             }
             Request::Inspect { path: p } => one(FileOp::Read, &p),
@@ -311,7 +341,7 @@ impl<S: SessionGate> Relay<'_, S> {
                     self.shared.lock().open.remove(&handle);
                 }
                 match setstat {
-                    true => vec![FileAccess { op: FileOp::Setstat, path: opened_on, tree: false, literal: true }],
+                    true => one(FileOp::Setstat, &opened_on),
                     false => return self.forward(packet).await,
                 }
             }
@@ -332,14 +362,16 @@ impl<S: SessionGate> Relay<'_, S> {
                 return self.answer(id, wire::FX_OP_UNSUPPORTED, &message).await;
             }
         };
-        // A path is decided where it is written and where its symbolic links lead (each must be
-        // allowed): a link inside an allowed directory does not open another.
-        for i in 0..files.len() {
-            if let Some(real) = self.resolver.realpath(&files[i].path).await
-                && real != files[i].path
-            {
-                files.push(FileAccess { path: real, ..files[i].clone() });
+        // A path is decided as written and where the host resolves it — its symbolic links
+        // followed, a `..` after a link going up from the link's target (each must be allowed): a
+        // link inside an allowed directory opens no other.
+        let mut files = Vec::with_capacity(found.len() * 2);
+        for (access, raw) in found {
+            let real = self.resolver.realpath(&raw).await.filter(|real| *real != access.path);
+            if let Some(real) = real {
+                files.push(FileAccess { path: real, ..access.clone() });
             }
+            files.push(access);
         }
         let summary: Vec<String> = files.iter().map(FileAccess::summary).collect();
         let action = ExecAction {

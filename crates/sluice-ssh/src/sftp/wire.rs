@@ -47,7 +47,7 @@ const READ_FLAG: u32 = 0x01;
 pub enum WireError {
     #[error("an SFTP packet of {0} bytes is longer than sluice accepts")]
     TooLong(usize),
-    #[error("an SFTP packet of type {0} ends early or holds a string that is not UTF-8")]
+    #[error("an SFTP packet of type {0} ends early or holds a name that is not UTF-8 or has a NUL in it")]
     Malformed(u8),
 }
 
@@ -204,8 +204,10 @@ fn bytes(body: &mut Bytes) -> Option<Bytes> {
     (body.remaining() >= len).then(|| body.split_to(len))
 }
 
+/// A name: UTF-8 without NUL (the host's server stops a name at a NUL, where sluice would read on:
+/// such a name is refused rather than decided as another).
 fn string(body: &mut Bytes) -> Option<String> {
-    String::from_utf8(bytes(body)?.to_vec()).ok()
+    String::from_utf8(bytes(body)?.to_vec()).ok().filter(|s| !s.contains('\0'))
 }
 
 /// The handle in a HANDLE reply.
@@ -325,5 +327,7 @@ mod tests {
         assert_eq!(request(&cut), Err(WireError::Malformed(REMOVE)));
         let not_utf8 = request_packet(MKDIR, 5, |p| put_str(p, &[0xff, 0xfe]));
         assert_eq!(request(&not_utf8), Err(WireError::Malformed(MKDIR)));
+        let cut_short = request_packet(OPENDIR, 6, |p| put_str(p, b"/etc\0/../srv/pub"));
+        assert_eq!(request(&cut_short), Err(WireError::Malformed(OPENDIR)));
     }
 }
