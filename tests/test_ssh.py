@@ -284,6 +284,10 @@ def test_every_command_and_its_verdict_is_recorded(gw):
     assert ran["session"]["end_reason"] == "the client disconnected"
     statement = next(s for s in ran["statements"] if "recorded-marker" in s["text"])
     assert statement["decision"] == "allow" and statement["rule"] == "web-reads"
+    # What the command printed is kept (masked) as a terminal's recording.
+    cast = gw.cli("sessions", "replay", ran["session"]["id"], "--cast").stdout.splitlines()
+    assert json.loads(cast[0])["version"] == 2
+    assert any(json.loads(line)[2] == "recorded-marker\r\n" for line in cast[1:]), cast
     statement = next(s for s in refused["statements"] if "refused-marker" in s["text"])
     assert statement["decision"] == "deny" and statement["rule"] == "web-no-root"
 

@@ -72,6 +72,10 @@ def test_environment_and_unknown_subsystems_are_refused(client):
     # A variable would change what runs after the decision: not passed on.
     channel.set_environment_variable("LD_PRELOAD", "/tmp/evil.so")
     assert run(channel, "echo ${LD_PRELOAD:-unset}")[:2] == (0, "unset\n")
+    # X11 forwarding: refused, answered (a client waits for the answer).
+    channel = client.get_transport().open_session()
+    with pytest.raises(paramiko.SSHException):
+        channel.request_x11(screen_number=0, auth_protocol="MIT-MAGIC-COOKIE-1", auth_cookie="00" * 16)
     channel = client.get_transport().open_session()
     channel.invoke_subsystem("netconf")
     assert channel.recv_exit_status() == 126

@@ -10,6 +10,7 @@ use crate::output::LineMasker;
 use crate::reply;
 use crate::shell::{Terminal, run_shell};
 use crate::target::SshTarget;
+use crate::terminal::CastRecorder;
 use crate::transfers;
 use crate::upstream;
 use bytes::Bytes;
@@ -327,6 +328,20 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
         Ok(false)
     }
 
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // The host's programs would reach the client's display: refused (and answered, or a
+        // client waiting for the answer would wait for ever).
+        session.channel_failure(channel)
+    }
+
     async fn pty_request(
         &mut self,
         channel: ChannelId,
@@ -595,6 +610,25 @@ pub(crate) async fn ended<S: SessionGate>(opened: &Opened<S>) -> Option<&'static
 /// How often a running command's session is checked (a revoked token stops it).
 pub(crate) const STANDING_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Output sent to the client, into the command's recording (handed to the log a stretch at a
+/// time).
+fn record_output<S: SessionGate>(opened: &Opened<S>, run: &Run, cast: Option<&mut CastRecorder>, out: &[u8]) {
+    let Some(cast) = cast.filter(|_| !out.is_empty()) else { return };
+    // Output and errors in the order the client received them, as a terminal shows both (a
+    // terminal's line ends are CR LF).
+    let mut shown = Vec::with_capacity(out.len() + out.len() / 16);
+    for &b in out {
+        if b == b'\n' {
+            shown.push(b'\r');
+        }
+        shown.push(b);
+    }
+    cast.output(&shown);
+    if cast.full() {
+        crate::shell::hand_over(opened, run, cast);
+    }
+}
+
 /// sluice's session on the target, and the home directory its login starts in.
 async fn connect_home<S: SessionGate>(opened: &Opened<S>) -> Result<(upstream::Upstream, String), String> {
     let upstream =
@@ -624,6 +658,9 @@ async fn relay<S: SessionGate>(
     remote.exec(true, line.as_bytes()).await.map_err(|e| format!("{name}: {e}"))?;
     let obligations = &opened.grant.obligations;
     let (mut stdout, mut stderr) = (LineMasker::new(obligations), LineMasker::new(obligations));
+    // What the client sees of a command is recorded as a terminal's output (a transfer's data is
+    // not text: its bytes are counted, not kept).
+    let mut cast = (!raw).then(|| CastRecorder::new((80, 24)));
     // The client's input goes to the host from a task of its own: a host slow to take it must
     // never keep its output from being read (both directions full would wait on each other).
     let (mut from_host, to_host) = remote.split();
@@ -657,6 +694,7 @@ async fn relay<S: SessionGate>(
                 Some(ChannelMsg::Data { data }) => {
                     let out = if raw { data.to_vec() } else { stdout.push(&data) };
                     run.output_bytes += out.len() as u64;
+                    record_output(opened, run, cast.as_mut(), &out);
                     if !out.is_empty() && handle.data(channel, out).await.is_err() {
                         client_gone = true;
                         break;
@@ -665,6 +703,7 @@ async fn relay<S: SessionGate>(
                 Some(ChannelMsg::ExtendedData { data, ext }) => {
                     let out = stderr.push(&data);
                     run.output_bytes += out.len() as u64;
+                    record_output(opened, run, cast.as_mut(), &out);
                     if !out.is_empty() && handle.extended_data(channel, ext, out).await.is_err() {
                         client_gone = true;
                         break;
@@ -683,12 +722,16 @@ async fn relay<S: SessionGate>(
     for (masker, ext) in [(&mut stdout, None), (&mut stderr, Some(1))] {
         let rest = masker.finish();
         run.output_bytes += rest.len() as u64;
+        record_output(opened, run, cast.as_mut(), &rest);
         if !rest.is_empty() {
             let _ = match ext {
                 None => handle.data(channel, rest).await,
                 Some(ext) => handle.extended_data(channel, ext, rest).await,
             };
         }
+    }
+    if let Some(cast) = cast.as_mut() {
+        crate::shell::hand_over(opened, run, cast);
     }
     let _ = upstream.disconnect(russh::Disconnect::ByApplication, "", "en").await;
     if let Some(why) = stopped {

@@ -180,7 +180,7 @@ async fn send(
     handle.data(channel, out.to_vec()).await.map_err(|_| ())
 }
 
-fn hand_over<S: SessionGate>(opened: &Opened<S>, run: &Run, cast: &mut CastRecorder) {
+pub(crate) fn hand_over<S: SessionGate>(opened: &Opened<S>, run: &Run, cast: &mut CastRecorder) {
     if let Some(events) = cast.take() {
         opened.log.terminal(run.seq(), cast.size(), events);
     }

@@ -1,5 +1,6 @@
-//! An interactive terminal's record: its output (masked, as the client saw it) as asciicast v2
-//! events handed to the session's log in stretches, and the lines typed into it pieced together
+//! A terminal's record — an interactive shell's, or a command's output — masked, as the client
+//! saw it, as asciicast v2 events handed to the session's log in stretches (the first MiB of
+//! each), and the lines typed into it pieced together
 //! from keystrokes — an audit aid only: line editing, completion and history make what a shell
 //! runs differ from what was typed, so a terminal is not a security boundary.
 
@@ -10,24 +11,37 @@ const STRETCH: usize = 32 * 1024;
 /// The longest typed line kept.
 const MAX_TYPED: usize = 4096;
 
+/// The most output of one command or shell kept in the record.
+const MAX_RECORDED: usize = 1024 * 1024;
+
 pub struct CastRecorder {
     started: Instant,
     size: (u32, u32),
     events: String,
+    /// Output recorded so far.
+    recorded: usize,
 }
 
 impl CastRecorder {
     pub fn new(size: (u32, u32)) -> CastRecorder {
-        CastRecorder { started: Instant::now(), size, events: String::new() }
+        CastRecorder { started: Instant::now(), size, events: String::new(), recorded: 0 }
     }
 
     pub fn size(&self) -> (u32, u32) {
         self.size
     }
 
-    /// Output the client was sent.
+    /// Output the client was sent (up to `MAX_RECORDED`; the record says where it stops).
     pub fn output(&mut self, bytes: &[u8]) {
-        self.event("o", &String::from_utf8_lossy(bytes));
+        if self.recorded >= MAX_RECORDED {
+            return;
+        }
+        let kept = bytes.len().min(MAX_RECORDED - self.recorded);
+        self.recorded += kept;
+        self.event("o", &String::from_utf8_lossy(&bytes[..kept]));
+        if self.recorded >= MAX_RECORDED {
+            self.event("o", "\r\n[sluice: the output goes on; the first 1 MiB is recorded]\r\n");
+        }
     }
 
     pub fn resize(&mut self, cols: u32, rows: u32) {
