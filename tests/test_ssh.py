@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import socket
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -62,6 +63,8 @@ def host():
     wait_for(lambda: port_open(port), timeout=15, what="sshd")
     host = type("Host", (), {})()
     host.dir, host.port, host.user = d, port, getpass.getuser()
+    # Where the host may listen for the agent (ssh -R), by rule.
+    host.listen_port = free_port()
     host.host_key = (d / "host_key.pub").read_text().strip()
     yield host
     proc.terminate()
@@ -79,6 +82,12 @@ name = "web-forwards"
 effect = "allow"
 connections = ["web1"]
 forwards = ["127.0.0.1:{host.port}"]
+
+[[policy.rules]]
+name = "web-listens"
+effect = "allow"
+connections = ["web1"]
+listens = ["127.0.0.1:{host.listen_port}"]
 
 [[policy.rules]]
 name = "web-files-public"
@@ -440,3 +449,45 @@ def test_a_public_key_registered_to_the_identity_stands_for_its_token(gw, host, 
     assert r.returncode == 255 and ("Permission denied" in r.stderr or "authentication attempts" in r.stderr)
     outcomes = [(a["user"], a["outcome"]) for a in gw.auth_events()]
     assert ("olga", "identity_mismatch") in outcomes, outcomes[-5:]
+
+
+def test_the_host_listens_for_the_agent_only_where_a_rule_allows(gw, host):
+    # The agent's side: a service that greets whoever connects.
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    local_port = server.getsockname()[1]
+    greeting = b"hello from the agent's side\n"
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.sendall(greeting)
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    forward = ("-N", "-o", "ExitOnForwardFailure=yes", "-R", f"127.0.0.1:{host.listen_port}:127.0.0.1:{local_port}")
+    client = subprocess.Popen(ssh_command(gw, None, extra=forward), env=ssh_env(gw), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # On the host, a connection to the port it listens on reaches the agent's service.
+        wait_for(lambda: port_open(host.listen_port), timeout=20, what="the host listening for the agent")
+        with socket.create_connection(("127.0.0.1", host.listen_port), timeout=10) as s:
+            assert s.recv(100) == greeting
+    finally:
+        client.terminate()
+        client.wait(timeout=10)
+        server.close()
+    # Nowhere else.
+    elsewhere = ("-N", "-o", "ExitOnForwardFailure=yes", "-R", f"127.0.0.1:{free_port()}:127.0.0.1:{local_port}")
+    r = ssh(gw, None, extra=elsewhere)
+    assert r.returncode == 255 and "forwarding failed" in r.stderr, r.stderr
+    details = gw.session_with(lambda d: any(s["text"] == f"(listen on 127.0.0.1:{host.listen_port})"
+                                            for s in d["statements"]))
+    statement = next(s for s in details["statements"] if s["text"] == f"(listen on 127.0.0.1:{host.listen_port})")
+    assert statement["decision"] == "allow" and statement["rule"] == "web-listens"
+    # Once the agent is gone, the host listens no more.
+    wait_for(lambda: not port_open(host.listen_port), timeout=10, what="the host to stop listening")

@@ -17,6 +17,9 @@ pub enum ExecRequest {
     Subsystem(String),
     /// A TCP connection from the host to `host:port` (`ssh -L`, `ssh -W`, `ProxyJump`).
     Forward(String),
+    /// The host listening on `address:port`, its connections passed back to the client
+    /// (`ssh -R`).
+    Listen(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,6 +204,7 @@ impl ExecAction {
             ExecRequest::Shell => "(interactive shell)".into(),
             ExecRequest::Subsystem(name) => format!("(subsystem {name})"),
             ExecRequest::Forward(to) => format!("(forward to {to})"),
+            ExecRequest::Listen(on) => format!("(listen on {on})"),
         };
         ExecAction { line, request, commands: Vec::new(), opaque: None, transfer: None }
     }

@@ -133,7 +133,7 @@ pub struct RuleSpec {
     pub name: String,
     /// The kind of request the rule is about. Unset: the kind its match keys belong to (`kinds`,
     /// `objects`, `functions`, `when` are SQL's; `methods`, `paths`, `query`, `headers`,
-    /// `content_types`, `json`, `graphql` HTTP's; `programs`, `args`, `writes`, `sudo`, `shell`, `forwards`, `operations`, `files` SSH's); for a preset, each kind it has a meaning for;
+    /// `content_types`, `json`, `graphql` HTTP's; `programs`, `args`, `writes`, `sudo`, `shell`, `forwards`, `listens`, `operations`, `files` SSH's); for a preset, each kind it has a meaning for;
     /// with neither, every kind: a rule of scope only (`connections`, `identities`, `groups`)
     /// applies to every request there.
     #[serde(default)]
@@ -216,6 +216,11 @@ pub struct RuleSpec {
     /// matches no other rule that allows.
     #[serde(default)]
     pub forwards: Vec<String>,
+    /// SSH: `address:port` globs the host may listen on for a client (`ssh -R`), its connections
+    /// passed back to the client (`127.0.0.1:8080`, `localhost:*`). Remote forwarding matches no
+    /// other rule that allows.
+    #[serde(default)]
+    pub listens: Vec<String>,
     /// SSH file transfers (SFTP, scp, rsync, git): the operations the rule matches (`read`,
     /// `list`, `write`, `remove`, `rename`, `mkdir`, `rmdir`, `setstat`, `link`); empty: every
     /// operation.
@@ -300,6 +305,7 @@ impl RuleSpec {
             ("sudo", self.sudo.is_some()),
             ("shell", self.shell.is_some()),
             ("forwards", !self.forwards.is_empty()),
+            ("listens", !self.listens.is_empty()),
         ];
         let mut keys: Vec<&'static str> = used.into_iter().filter_map(|(key, set)| set.then_some(key)).collect();
         keys.extend(self.file_keys());

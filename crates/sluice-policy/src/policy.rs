@@ -207,6 +207,12 @@ impl Policy {
                     None => refuses_all(rule),
                 });
             }
+            ExecRequest::Listen(on) => {
+                return self.decide_by(identity, connection, "exec", &action.line, |rule| match &rule.listens {
+                    Some(globs) => globs.iter().any(|g| glob_match(g, on)),
+                    None => refuses_all(rule),
+                });
+            }
             ExecRequest::Command | ExecRequest::Subsystem(_) => {}
         }
         let mut strictest: Option<Decision> = None;
@@ -584,6 +590,9 @@ mod tests {
         assert_eq!(forward("10.0.0.7:443"), "allow to-the-database");
         assert_eq!(forward("db.internal:22"), "deny default");
         assert_eq!(forward("169.254.169.254:80"), "deny default");
+        let listen =
+            |on: &str| rule_of(policy.decide_exec(&me, "web1", &ExecAction::session(ExecRequest::Listen(on.into()))));
+        assert_eq!(listen("db.internal:5432"), "deny default", "a rule about forwarding to allows no listening");
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub(crate) struct Rule {
     pub(crate) shell: Option<bool>,
     /// The `host:port` globs an SSH rule matches forwarding to; `None`: as `shell`.
     pub(crate) forwards: Option<Vec<String>>,
+    /// The `address:port` globs an SSH rule matches remote forwarding on; `None`: as `shell`.
+    pub(crate) listens: Option<Vec<String>>,
 }
 
 impl Rule {
@@ -210,6 +212,7 @@ pub(crate) fn compile_rule(spec: &RuleSpec, out: &mut Vec<Rule>) -> Result<(), P
         files: None,
         shell: None,
         forwards: None,
+        listens: None,
     };
     match (spec.preset, spec.effect) {
         (Some(_), Some(_)) => Err(problem("give either a preset or an effect, not both")),
@@ -255,16 +258,18 @@ pub(crate) fn compile_rule(spec: &RuleSpec, out: &mut Vec<Rule>) -> Result<(), P
             rule.files = FileMatcher::compile(spec);
             rule.shell = spec.shell;
             rule.forwards = (!spec.forwards.is_empty()).then(|| spec.forwards.clone());
+            rule.listens = (!spec.listens.is_empty()).then(|| spec.listens.clone());
             let kinds = [
                 !spec.command_keys().is_empty(),
                 !spec.file_keys().is_empty(),
                 spec.shell.is_some(),
                 !spec.forwards.is_empty(),
+                !spec.listens.is_empty(),
             ];
             if kinds.iter().filter(|k| **k).count() > 1 {
                 return Err(problem(
                     "programs, args, writes and sudo match commands, operations and files match file transfers, shell \
-                     matches interactive shells, forwards matches forwarding; write one rule for each",
+                     matches interactive shells, forwards and listens match forwarding; write one rule for each",
                 ));
             }
             if rule.files.is_none() && rule.exec.is_some() {

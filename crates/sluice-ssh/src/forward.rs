@@ -45,20 +45,7 @@ async fn relay<S: SessionGate>(
         .channel_open_direct_tcpip(host, port, originator, originator_port)
         .await
         .map_err(|e| format!("{name} could not connect to {host}:{port}: {e}"))?;
-    let (mut from_client, mut to_client) = tokio::io::split(client.into_stream());
-    let (mut from_host, mut to_host) = tokio::io::split(remote.into_stream());
-    // Each direction in a task of its own: one side slow to take bytes never keeps the other's
-    // from being read.
-    let mut up = tokio::spawn(async move {
-        let copied = tokio::io::copy(&mut from_client, &mut to_host).await.unwrap_or(0);
-        let _ = to_host.shutdown().await;
-        copied
-    });
-    let mut down = tokio::spawn(async move {
-        let copied = tokio::io::copy(&mut from_host, &mut to_client).await.unwrap_or(0);
-        let _ = to_client.shutdown().await;
-        copied
-    });
+    let (mut up, mut down) = both_ways(client, remote);
     let (mut up_bytes, mut down_bytes) = (None, None);
     let mut check = tokio::time::interval(STANDING_EVERY);
     let outcome = loop {
@@ -80,4 +67,32 @@ async fn relay<S: SessionGate>(
     run.output_bytes = down;
     let _ = upstream.disconnect(russh::Disconnect::ByApplication, "", "en").await;
     outcome
+}
+
+type Copying = tokio::task::JoinHandle<u64>;
+
+/// Copies a client's channel and the host's both ways, each direction in a task of its own (one
+/// side slow to take bytes never keeps the other's from being read); each task ends with the
+/// bytes it passed. Dropping the tasks does not stop them: abort them.
+fn both_ways(client: Channel<Msg>, host: Channel<russh::client::Msg>) -> (Copying, Copying) {
+    let (mut from_client, mut to_client) = tokio::io::split(client.into_stream());
+    let (mut from_host, mut to_host) = tokio::io::split(host.into_stream());
+    let up = tokio::spawn(async move {
+        let copied = tokio::io::copy(&mut from_client, &mut to_host).await.unwrap_or(0);
+        let _ = to_host.shutdown().await;
+        copied
+    });
+    let down = tokio::spawn(async move {
+        let copied = tokio::io::copy(&mut from_host, &mut to_client).await.unwrap_or(0);
+        let _ = to_client.shutdown().await;
+        copied
+    });
+    (up, down)
+}
+
+/// A connection to what the host listens on for the client (`ssh -R`), passed until both sides
+/// are done.
+pub(crate) async fn pass(from_host: Channel<russh::client::Msg>, to_client: Channel<Msg>) {
+    let (up, down) = both_ways(to_client, from_host);
+    let _ = tokio::join!(up, down);
 }

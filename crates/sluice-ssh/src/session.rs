@@ -3,7 +3,8 @@
 //! the user name (`agent+web1`); then each channel's request: an `exec` line read, decided, and
 //! run on the target in sluice's own session, its output masked on the way back (a file transfer
 //! passed as it is); the `sftp` subsystem (see `sftp`), a shell (see `shell`) and forwarding (see
-//! `forward`). Other subsystems, environment variables, remote and agent forwarding are refused.
+//! `forward`), remote forwarding by rule. Other subsystems, environment variables, agent and X11
+//! forwarding are refused.
 
 use crate::SshListenerConfig;
 use crate::output::LineMasker;
@@ -121,6 +122,8 @@ pub struct Connection<G: Gate> {
     inputs: HashMap<ChannelId, mpsc::Sender<Input>>,
     /// The terminals asked for, by channel, until its shell is.
     terminals: HashMap<ChannelId, Terminal>,
+    /// sluice's session on the target listening for the client (`ssh -R`), once asked for.
+    listening: Option<Arc<upstream::Upstream>>,
     /// Told once the client has authenticated.
     authenticated: tokio::sync::watch::Sender<bool>,
 }
@@ -139,6 +142,7 @@ impl<G: Gate> Connection<G> {
             opened: None,
             inputs: HashMap::new(),
             terminals: HashMap::new(),
+            listening: None,
             authenticated,
         }
     }
@@ -291,17 +295,12 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
             reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
             return Ok(());
         };
-        // Decided here, as the channel opens (a forward cannot wait for a review: one in wait
-        // mode is refused, and runs when asked again once approved).
         let to = format!("{host}:{port}");
         let action = ExecAction::session(ExecRequest::Forward(to.clone()));
         let run = Run::start(&opened);
-        let decision = match opened.session.lock().await.as_mut() {
-            Some(session) if session.standing() == Standing::Valid => session.decide(&Action::Exec(&action)).await,
-            _ => {
-                reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
-                return Ok(());
-            }
+        let Some(decision) = decide_at_once(&opened, &action).await else {
+            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            return Ok(());
         };
         if !decision.allows() {
             tracing::debug!(peer = %self.peer, %to, "forwarding refused");
@@ -315,13 +314,64 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
         Ok(())
     }
 
+    /// `ssh -R`: the host listens for the client where a rule allows it, on a session of sluice's
+    /// own that lasts as long as the client's connection and its standing.
     async fn tcpip_forward(
         &mut self,
-        _address: &str,
-        _port: &mut u32,
+        address: &str,
+        port: &mut u32,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Some(opened) = self.opened.clone() else { return Ok(false) };
+        let action = ExecAction::session(ExecRequest::Listen(format!("{address}:{port}")));
+        let run = Run::start(&opened);
+        let Some(decision) = decide_at_once(&opened, &action).await else { return Ok(false) };
+        let verdict = (decision.effect(), decision.rule());
+        if !decision.allows() {
+            run.finish(&opened.log, &action.line, verdict, None, None);
+            return Ok(false);
+        }
+        if self.listening.is_none() {
+            let back = Some(session.handle());
+            match upstream::connect_with(&opened.target, opened.grant.credential.as_ref(), back).await {
+                Ok(upstream) => {
+                    let upstream = Arc::new(upstream);
+                    tokio::spawn(end_with_standing(Arc::downgrade(&opened), Arc::clone(&upstream)));
+                    self.listening = Some(upstream);
+                }
+                Err(e) => {
+                    run.finish(&opened.log, &action.line, verdict, None, Some(e.to_string()));
+                    return Ok(false);
+                }
+            }
+        }
+        let Some(upstream) = &self.listening else { return Ok(false) };
+        match upstream.tcpip_forward(address, *port).await {
+            Ok(bound) => {
+                if *port == 0 {
+                    *port = bound;
+                }
+                run.finish(&opened.log, &action.line, verdict, None, None);
+                Ok(true)
+            }
+            Err(e) => {
+                let error = format!("{} would not listen on {address}:{port}: {e}", opened.target.name);
+                run.finish(&opened.log, &action.line, verdict, None, Some(error));
+                Ok(false)
+            }
+        }
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        Ok(false)
+        Ok(match &self.listening {
+            Some(upstream) => upstream.cancel_tcpip_forward(address, port).await.is_ok(),
+            None => false,
+        })
     }
 
     async fn agent_request(&mut self, _channel: ChannelId, _session: &mut Session) -> Result<bool, Self::Error> {
@@ -456,6 +506,29 @@ pub(crate) async fn end(handle: &Handle, channel: ChannelId, status: u32) {
     let _ = handle.exit_status_request(channel, status).await;
     let _ = handle.eof(channel).await;
     let _ = handle.close(channel).await;
+}
+
+/// The decision on a request that cannot wait (a forward, as its channel opens): a review in
+/// wait mode refuses it, and it goes through once approved and asked again. `None` once the
+/// session can go on no more.
+async fn decide_at_once<S: SessionGate>(opened: &Opened<S>, action: &ExecAction) -> Option<Decision> {
+    let mut guard = opened.session.lock().await;
+    let session = guard.as_mut().filter(|s| s.standing() == Standing::Valid)?;
+    Some(session.decide(&Action::Exec(action)).await)
+}
+
+/// Ends sluice's listening session on the target (`ssh -R`) when the client's session ends or
+/// may go on no more.
+async fn end_with_standing<S: SessionGate>(opened: std::sync::Weak<Opened<S>>, upstream: Arc<upstream::Upstream>) {
+    let mut check = tokio::time::interval(STANDING_EVERY);
+    loop {
+        check.tick().await;
+        let Some(opened) = opened.upgrade() else { break };
+        if ended(&opened).await.is_some() {
+            break;
+        }
+    }
+    let _ = upstream.disconnect(russh::Disconnect::ByApplication, "", "en").await;
 }
 
 /// The decision on `action`; one held for a review in wait mode is waited for, the client told

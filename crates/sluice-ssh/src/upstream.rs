@@ -2,8 +2,8 @@
 //! with the held credential (a private key, or a password), which the agent never sees.
 
 use crate::target::SshTarget;
-use russh::client;
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::{Channel, client};
 use sluice_core::Secret;
 use std::sync::Arc;
 
@@ -26,6 +26,8 @@ pub struct Pinned {
     target: Arc<SshTarget>,
     /// The key a host presented that was not the pinned one.
     mismatch: Arc<parking_lot::Mutex<Option<String>>>,
+    /// Where connections to what the host listens on for the client (`ssh -R`) are passed.
+    back: Option<russh::server::Handle>,
 }
 
 impl client::Handler for Pinned {
@@ -39,17 +41,56 @@ impl client::Handler for Pinned {
         }
         Ok(accepted)
     }
+
+    /// A connection to a port the host listens on for the client: passed back to the client as
+    /// SSH's forwarded-tcpip channel, bytes both ways.
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: Channel<client::Msg>,
+        connected_address: &str,
+        connected_port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        let Some(back) = self.back.clone() else {
+            reply.reject(russh::ChannelOpenFailure::AdministrativelyProhibited).await;
+            return Ok(());
+        };
+        reply.accept().await;
+        let (address, origin) = (connected_address.to_string(), originator_address.to_string());
+        tokio::spawn(async move {
+            let Ok(to_client) =
+                back.channel_open_forwarded_tcpip(address, connected_port, origin, originator_port).await
+            else {
+                return;
+            };
+            crate::forward::pass(channel, to_client).await;
+        });
+        Ok(())
+    }
 }
 
 pub type Upstream = client::Handle<Pinned>;
 
 /// Connects and logs in.
 pub async fn connect(target: &Arc<SshTarget>, credential: Option<&Secret>) -> Result<Upstream, UpstreamError> {
+    connect_with(target, credential, None).await
+}
+
+/// Connects and logs in, passing connections to what the host listens on for the client
+/// (`ssh -R`) back through `back`, the client's connection.
+pub async fn connect_with(
+    target: &Arc<SshTarget>,
+    credential: Option<&Secret>,
+    back: Option<russh::server::Handle>,
+) -> Result<Upstream, UpstreamError> {
     let addr = format!("{}:{}", target.host, target.port);
     let name = target.name.clone();
     let config = Arc::new(client::Config { inactivity_timeout: None, nodelay: true, ..client::Config::default() });
     let mismatch = Arc::new(parking_lot::Mutex::new(None));
-    let handler = Pinned { target: Arc::clone(target), mismatch: Arc::clone(&mismatch) };
+    let handler = Pinned { target: Arc::clone(target), mismatch: Arc::clone(&mismatch), back };
     let stream = tokio::time::timeout(target.connect_timeout, tokio::net::TcpStream::connect(&addr))
         .await
         .map_err(|_| UpstreamError::Unreachable {
