@@ -264,13 +264,14 @@ def test_a_host_key_mismatch_or_a_dead_host_is_told_clearly(gw):
 def test_a_bad_token_is_refused_and_shells_and_forwarding_are_not_served(gw):
     r = ssh(gw, "true", token="not-a-token")
     assert r.returncode == 255 and "Permission denied" in r.stderr
-    # A user name without a target is refused too, and recorded like any attempt.
+    # A user name without a connection, and none named by SetEnv: told how to name one, and
+    # recorded like any attempt.
     cmd = ssh_command(gw, "true")
     cmd[-2] = "agent@127.0.0.1"
     r = subprocess.run(cmd, env=ssh_env(gw), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 255 and "Permission denied" in r.stderr
-    outcomes = [(a["user"], a["outcome"]) for a in gw.auth_events()]
-    assert ("agent", "unknown_connection") in outcomes, outcomes[-5:]
+    assert r.returncode == 126 and "no connection named" in r.stderr and "SetEnv=SLUICE_TARGET" in r.stderr
+    wait_for(lambda: ("agent", "unknown_connection") in [(a["user"], a["outcome"]) for a in gw.auth_events()],
+             timeout=10, what="the attempt recorded")
     # A shell needs a rule of its own (web1 has none).
     r = ssh(gw, None, extra=("-T",))
     assert r.returncode == 126 and 'denied by rule "default"' in r.stderr, r.stderr
@@ -491,3 +492,20 @@ def test_the_host_listens_for_the_agent_only_where_a_rule_allows(gw, host):
     assert statement["decision"] == "allow" and statement["rule"] == "web-listens"
     # Once the agent is gone, the host listens no more.
     wait_for(lambda: not port_open(host.listen_port), timeout=10, what="the host to stop listening")
+
+
+def test_the_connection_may_be_named_with_setenv(gw):
+    def named(target, token=None):
+        cmd = ssh_command(gw, "echo named", token=token, extra=("-o", f"SetEnv=SLUICE_TARGET={target}"))
+        cmd[-2] = "agent@127.0.0.1"
+        return subprocess.run(cmd, env=ssh_env(gw, token), stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=60)
+    r = named("web1")
+    assert r.returncode == 0 and r.stdout == "named\n", r.stderr
+    # The token is checked when the connection is named: a bad one opens nothing.
+    r = named("web1", token="slu_000000000000_" + "0" * 64)
+    assert r.returncode != 0 and r.stdout == ""
+    r = named("no-such-connection")
+    assert r.returncode != 0 and r.stdout == ""
+    outcomes = [a["outcome"] for a in gw.auth_events() if a["user"] == "agent"]
+    assert "unknown_token" in outcomes and "unknown_connection" in outcomes, outcomes[-5:]

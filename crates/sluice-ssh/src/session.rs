@@ -124,6 +124,9 @@ pub struct Connection<G: Gate> {
     terminals: HashMap<ChannelId, Terminal>,
     /// sluice's session on the target listening for the client (`ssh -R`), once asked for.
     listening: Option<Arc<upstream::Upstream>>,
+    /// A login whose user name named no connection: the identity and its proof, until the client
+    /// names one (`SetEnv SLUICE_TARGET=…`).
+    named_later: Option<(String, Proof)>,
     /// Told once the client has authenticated.
     authenticated: tokio::sync::watch::Sender<bool>,
 }
@@ -143,20 +146,37 @@ impl<G: Gate> Connection<G> {
             inputs: HashMap::new(),
             terminals: HashMap::new(),
             listening: None,
+            named_later: None,
             authenticated,
         }
     }
 
-    /// Opens the session the user name asks for with what the client proved.
-    async fn authenticate(&mut self, user: &str, proof: Proof<'_>) -> Auth {
-        // A user name that names no target still goes to the engine, which records the attempt.
-        let (identity, target) = split_user(user).unwrap_or((user, ""));
-        let secret;
-        let presented = match proof {
-            Proof::Token(token) => {
-                secret = Secret::new(token);
-                Presented::Token { user: identity, secret: &secret }
+    /// Opens the session the user name asks for with what the client proved. A user name that
+    /// names no connection (`agent`) waits for the client to name one with `SetEnv
+    /// SLUICE_TARGET=…`: the proof is kept, and checked when it does (until then the client
+    /// counts as not authenticated: its time to authenticate runs on).
+    async fn authenticate(&mut self, user: &str, proof: Proof) -> Auth {
+        match split_user(user) {
+            Some((identity, target)) => match self.open(identity, &proof, target).await {
+                true => Auth::Accept,
+                false => Auth::reject(),
+            },
+            None if !user.is_empty() && !user.contains('+') => {
+                self.named_later = Some((user.to_string(), proof));
+                Auth::Accept
             }
+            // Recorded like any attempt (no such connection).
+            None => {
+                self.open(user, &proof, "").await;
+                Auth::reject()
+            }
+        }
+    }
+
+    /// Opens a session on `target`: `false` when the engine refused (it recorded why).
+    async fn open(&mut self, identity: &str, proof: &Proof, target: &str) -> bool {
+        let presented = match proof {
+            Proof::Token(secret) => Presented::Token { user: identity, secret },
             Proof::Key(fingerprint) => Presented::Key { user: identity, fingerprint },
         };
         let request = OpenRequest {
@@ -164,17 +184,47 @@ impl<G: Gate> Connection<G> {
             target,
             client: ClientInfo { protocol: Protocol::Ssh, addr: &self.peer, tls: true, program: None },
         };
-        let Ok((grant, mut session)) = self.gate.open(request).await else { return Auth::reject() };
+        let Ok((grant, mut session)) = self.gate.open(request).await else { return false };
         let Some(prepared) = grant.target.options::<Arc<SshTarget>>().cloned() else {
             session.end(format!("connection {target} is not an SSH connection"));
-            return Auth::reject();
+            return false;
         };
         session.started();
         let log = session.log();
         let session = tokio::sync::Mutex::new(Some(session));
         self.opened = Some(Arc::new(Opened { session, log, grant, target: prepared, seq: AtomicU64::new(0) }));
         self.authenticated.send_replace(true);
-        Auth::Accept
+        true
+    }
+
+    /// `SetEnv SLUICE_TARGET=…` from a client whose user name named no connection: the session
+    /// opens now, with the proof it gave at login.
+    async fn open_named(&mut self, target: &str) -> bool {
+        match (&self.opened, self.named_later.take()) {
+            (Some(opened), _) => opened.grant.target.name == target,
+            (None, Some((identity, proof))) => self.open(&identity, &proof, target).await,
+            (None, None) => false,
+        }
+    }
+}
+
+impl<G: Gate> Drop for Connection<G> {
+    fn drop(&mut self) {
+        // A client that logged in without naming a connection and left without naming one: its
+        // attempt is recorded all the same.
+        if let (None, Some((identity, proof))) = (&self.opened, self.named_later.take()) {
+            let (gate, peer) = (Arc::clone(&self.gate), self.peer.clone());
+            tokio::spawn(async move {
+                let presented = match &proof {
+                    Proof::Token(secret) => Presented::Token { user: &identity, secret },
+                    Proof::Key(fingerprint) => Presented::Key { user: &identity, fingerprint },
+                };
+                let client = ClientInfo { protocol: Protocol::Ssh, addr: &peer, tls: true, program: None };
+                if let Ok((_, session)) = gate.open(OpenRequest { presented, target: "", client }).await {
+                    session.end("the client named no connection".into());
+                }
+            });
+        }
     }
 }
 
@@ -187,12 +237,16 @@ impl<S: SessionGate> Drop for Opened<S> {
 }
 
 /// What a client proved at login.
-enum Proof<'a> {
+enum Proof {
     /// Its sluice token (the password, or the answer to the keyboard-interactive prompt).
-    Token(&'a str),
+    Token(Secret),
     /// That it holds the private half of this public key (its `SHA256:` fingerprint).
-    Key(&'a str),
+    Key(String),
 }
+
+/// The environment variable that names the connection when the user name does not
+/// (`ssh -o SetEnv=SLUICE_TARGET=web1 agent@sluice`).
+pub const TARGET_VARIABLE: &str = "SLUICE_TARGET";
 
 /// A channel's request taken: the session it runs in, and where the client's input for it arrives.
 type Taken<S> = (Arc<Opened<S>>, mpsc::Receiver<Input>);
@@ -205,6 +259,16 @@ impl<G: Gate> Connection<G> {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<Option<Taken<G::Session>>, russh::Error> {
+        if self.opened.is_none() && self.named_later.is_some() {
+            session.channel_success(channel)?;
+            let message = format!(
+                "sluice: no connection named: log in as IDENTITY+CONNECTION (`ssh agent+web1@sluice`) or name it \
+                 with `-o SetEnv={TARGET_VARIABLE}=web1`\n"
+            );
+            let handle = session.handle();
+            tokio::spawn(refuse_now(handle, channel, message));
+            return Ok(None);
+        }
         let Some(opened) = self.opened.clone().filter(|_| !self.inputs.contains_key(&channel)) else {
             session.channel_failure(channel)?;
             return Ok(None);
@@ -226,7 +290,7 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
     type Error = russh::Error;
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        Ok(self.authenticate(user, Proof::Token(password)).await)
+        Ok(self.authenticate(user, Proof::Token(Secret::new(password))).await)
     }
 
     /// A key the client offers: one registered to no identity is refused before the client
@@ -244,7 +308,7 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
     /// registered to the identity (`sluice identity add-key`) stands for its token.
     async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
         let fingerprint = key.public_key.fingerprint(russh::keys::HashAlg::Sha256).to_string();
-        Ok(self.authenticate(user, Proof::Key(&fingerprint)).await)
+        Ok(self.authenticate(user, Proof::Key(fingerprint)).await)
     }
 
     async fn auth_keyboard_interactive<'a>(
@@ -261,7 +325,7 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
             }),
             Some(mut answers) => {
                 let token = answers.next().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-                Ok(self.authenticate(user, Proof::Token(&token)).await)
+                Ok(self.authenticate(user, Proof::Token(Secret::new(token))).await)
             }
         }
     }
@@ -274,9 +338,9 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
     ) -> Result<(), Self::Error> {
         // What arrives on the channel comes through this handler's methods.
         drop(channel);
-        match self.opened {
-            Some(_) => reply.accept().await,
-            None => reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await,
+        match self.opened.is_some() || self.named_later.is_some() {
+            true => reply.accept().await,
+            false => reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await,
         }
         Ok(())
     }
@@ -427,11 +491,21 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
     async fn env_request(
         &mut self,
         channel: ChannelId,
-        _name: &str,
-        _value: &str,
+        name: &str,
+        value: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // Variables would change what a command does after it was decided.
+        if name == TARGET_VARIABLE {
+            if self.open_named(value).await {
+                return session.channel_success(channel);
+            }
+            if self.opened.is_none() {
+                // The proof was refused (recorded): nothing more on this connection.
+                session.channel_failure(channel)?;
+                return session.disconnect(russh::Disconnect::ByApplication, "sluice refused the login", "en");
+            }
+        }
+        // Other variables would change what a command does after it was decided.
         session.channel_failure(channel)
     }
 
