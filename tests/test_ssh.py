@@ -380,7 +380,7 @@ def test_an_interactive_shell_runs_where_a_rule_allows_one_and_is_recorded_maske
     # The terminal echoes what is typed: masked on the way back like the output.
     assert "shell-42" in r.stdout
     assert "4111" not in r.stdout and "[redacted:credit-card]" in r.stdout
-    details = gw.session_with(lambda d: any(s["text"] == "echo shell-$((6*7))" for s in d["statements"]))
+    details = gw.session_with(lambda d: any(s["text"] == "echo shell-$((6*7))" for s in d["statements"]), timeout=30)
     statements = {s["text"]: s for s in details["statements"]}
     assert statements["(interactive shell)"]["decision"] == "allow"
     assert statements["(interactive shell)"]["rule"] == "web-shells"
@@ -507,5 +507,8 @@ def test_the_connection_may_be_named_with_setenv(gw):
     assert r.returncode != 0 and r.stdout == ""
     r = named("no-such-connection")
     assert r.returncode != 0 and r.stdout == ""
-    outcomes = [a["outcome"] for a in gw.auth_events() if a["user"] == "agent"]
-    assert "unknown_token" in outcomes and "unknown_connection" in outcomes, outcomes[-5:]
+    def recorded():
+        outcomes = [a["outcome"] for a in gw.auth_events() if a["user"] == "agent"]
+        return "unknown_token" in outcomes and "unknown_connection" in outcomes
+
+    wait_for(recorded, timeout=10, what="the refused attempts recorded")

@@ -120,6 +120,8 @@ pub struct Connection<G: Gate> {
     opened: Option<Arc<Opened<G::Session>>>,
     /// Where a running command's input goes.
     inputs: HashMap<ChannelId, mpsc::Sender<Input>>,
+    /// Each open channel's way to the client, until its request takes it.
+    writers: HashMap<ChannelId, ToClient>,
     /// The terminals asked for, by channel, until its shell is.
     terminals: HashMap<ChannelId, Terminal>,
     /// sluice's session on the target listening for the client (`ssh -R`), once asked for.
@@ -144,6 +146,7 @@ impl<G: Gate> Connection<G> {
             peer,
             opened: None,
             inputs: HashMap::new(),
+            writers: HashMap::new(),
             terminals: HashMap::new(),
             listening: None,
             named_later: None,
@@ -248,8 +251,12 @@ enum Proof {
 /// (`ssh -o SetEnv=SLUICE_TARGET=web1 agent@sluice`).
 pub const TARGET_VARIABLE: &str = "SLUICE_TARGET";
 
-/// A channel's request taken: the session it runs in, and where the client's input for it arrives.
-type Taken<S> = (Arc<Opened<S>>, mpsc::Receiver<Input>);
+/// The way to the client on one channel: writes wait for the client's window.
+pub(crate) type ToClient = russh::ChannelWriteHalf<Msg>;
+
+/// A channel's request taken: the session it runs in, where the client's input for it arrives,
+/// and the way back to the client.
+type Taken<S> = (Arc<Opened<S>>, mpsc::Receiver<Input>, ToClient);
 
 impl<G: Gate> Connection<G> {
     /// Takes a channel's request (its first: a second one is refused, not run beside the first),
@@ -269,14 +276,14 @@ impl<G: Gate> Connection<G> {
             tokio::spawn(refuse_now(handle, channel, message));
             return Ok(None);
         }
-        let Some(opened) = self.opened.clone().filter(|_| !self.inputs.contains_key(&channel)) else {
+        let (Some(opened), Some(out)) = (self.opened.clone(), self.writers.remove(&channel)) else {
             session.channel_failure(channel)?;
             return Ok(None);
         };
         session.channel_success(channel)?;
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
         self.inputs.insert(channel, tx);
-        Ok(Some((opened, rx)))
+        Ok(Some((opened, rx, out)))
     }
 }
 
@@ -336,10 +343,16 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // What arrives on the channel comes through this handler's methods.
-        drop(channel);
         match self.opened.is_some() || self.named_later.is_some() {
-            true => reply.accept().await,
+            true => {
+                // What arrives on the channel comes through this handler's methods; what goes to
+                // the client goes through the channel's writer, which waits for the client's
+                // window (a client that reads slowly holds its command back, not sluice's memory).
+                let (reader, writer) = channel.split();
+                drop(reader);
+                self.writers.insert(writer.id(), writer);
+                reply.accept().await;
+            }
             false => reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await,
         }
         Ok(())
@@ -511,9 +524,9 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
 
     async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
         let terminal = self.terminals.remove(&channel);
-        let Some((opened, input)) = self.take_request(channel, session)? else { return Ok(()) };
+        let Some((opened, input, out)) = self.take_request(channel, session)? else { return Ok(()) };
         let (handle, config) = (session.handle(), Arc::clone(&self.config));
-        tokio::spawn(run_shell(opened, config, handle, channel, terminal, input));
+        tokio::spawn(run_shell(opened, config, handle, out, terminal, input));
         Ok(())
     }
 
@@ -528,9 +541,9 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
             refuse_now(session.handle(), channel, reply::not_served(&format!("the {name} subsystem"))).await;
             return Ok(());
         }
-        let Some((opened, input)) = self.take_request(channel, session)? else { return Ok(()) };
+        let Some((opened, input, out)) = self.take_request(channel, session)? else { return Ok(()) };
         let (handle, config) = (session.handle(), Arc::clone(&self.config));
-        tokio::spawn(run_sftp(opened, config, handle, channel, input));
+        tokio::spawn(run_sftp(opened, config, handle, out, input));
         Ok(())
     }
 
@@ -540,10 +553,10 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let Some((opened, input)) = self.take_request(channel, session)? else { return Ok(()) };
+        let Some((opened, input, out)) = self.take_request(channel, session)? else { return Ok(()) };
         let line = String::from_utf8_lossy(data).into_owned();
         let (handle, config) = (session.handle(), Arc::clone(&self.config));
-        tokio::spawn(run_command(opened, config, handle, channel, line, input));
+        tokio::spawn(run_command(opened, config, handle, out, line, input));
         Ok(())
     }
 
@@ -565,6 +578,7 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
 
     async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
         self.inputs.remove(&channel);
+        self.writers.remove(&channel);
         self.terminals.remove(&channel);
         Ok(())
     }
@@ -644,10 +658,11 @@ async fn run_command<S: SessionGate>(
     opened: Arc<Opened<S>>,
     config: Arc<SshListenerConfig>,
     handle: Handle,
-    channel: ChannelId,
+    out: ToClient,
     line: String,
     input: mpsc::Receiver<Input>,
 ) {
+    let channel = out.id();
     let mut run = Run::start(&opened);
     // What sluice refuses before policy is asked is recorded like what policy refuses.
     if refused_as_ended(&opened, &handle, channel, &run, &line).await {
@@ -680,7 +695,7 @@ async fn run_command<S: SessionGate>(
         return refuse_now(handle, channel, reply::refused(&decision, &config)).await;
     }
     let raw = action.transfer.is_some();
-    let (status, error) = match relay(&opened, &handle, channel, (&line, raw), connected, input, &mut run).await {
+    let (status, error) = match relay(&opened, &out, (&line, raw), connected, input, &mut run).await {
         Ok(status) => (status, None),
         Err(e) => {
             let message = format!("sluice: {e}\n");
@@ -698,15 +713,16 @@ async fn run_sftp<S: SessionGate>(
     opened: Arc<Opened<S>>,
     config: Arc<SshListenerConfig>,
     handle: Handle,
-    channel: ChannelId,
+    out: ToClient,
     input: mpsc::Receiver<Input>,
 ) {
+    let channel = out.id();
     let line = "(subsystem sftp)";
     let mut run = Run::start(&opened);
     if refused_as_ended(&opened, &handle, channel, &run, line).await {
         return;
     }
-    let (status, error) = match crate::sftp::serve(&opened, &config, &handle, channel, input, &mut run).await {
+    let (status, error) = match crate::sftp::serve(&opened, &config, &handle, out, input, &mut run).await {
         Ok(status) => (status, None),
         Err(e) => {
             let _ = handle.extended_data(channel, 1, format!("sluice: {e}\n").into_bytes()).await;
@@ -789,8 +805,7 @@ async fn connect_home<S: SessionGate>(opened: &Opened<S>) -> Result<(upstream::U
 /// Its exit status (255 for a signal, as ssh reports one); `Err` when it could not run.
 async fn relay<S: SessionGate>(
     opened: &Opened<S>,
-    handle: &Handle,
-    channel: ChannelId,
+    to_client: &ToClient,
     (line, raw): (&str, bool),
     connected: Option<upstream::Upstream>,
     input: mpsc::Receiver<Input>,
@@ -842,7 +857,7 @@ async fn relay<S: SessionGate>(
                     let out = if raw { data.to_vec() } else { stdout.push(&data) };
                     run.output_bytes += out.len() as u64;
                     record_output(opened, run, cast.as_mut(), &out);
-                    if !out.is_empty() && handle.data(channel, out).await.is_err() {
+                    if !out.is_empty() && to_client.data_bytes(out).await.is_err() {
                         client_gone = true;
                         break;
                     }
@@ -851,7 +866,7 @@ async fn relay<S: SessionGate>(
                     let out = stderr.push(&data);
                     run.output_bytes += out.len() as u64;
                     record_output(opened, run, cast.as_mut(), &out);
-                    if !out.is_empty() && handle.extended_data(channel, ext, out).await.is_err() {
+                    if !out.is_empty() && to_client.extended_data_bytes(ext, out).await.is_err() {
                         client_gone = true;
                         break;
                     }
@@ -872,8 +887,8 @@ async fn relay<S: SessionGate>(
         record_output(opened, run, cast.as_mut(), &rest);
         if !rest.is_empty() {
             let _ = match ext {
-                None => handle.data(channel, rest).await,
-                Some(ext) => handle.extended_data(channel, ext, rest).await,
+                None => to_client.data_bytes(rest).await,
+                Some(ext) => to_client.extended_data_bytes(ext, rest).await,
             };
         }
     }

@@ -8,11 +8,11 @@
 use crate::SshListenerConfig;
 use crate::output::LineMasker;
 use crate::reply;
-use crate::session::{Input, Opened, Run, STANDING_EVERY, decide, end, ended, refuse_now, refused_as_ended};
+use crate::session::{Input, Opened, Run, STANDING_EVERY, ToClient, decide, end, ended, refuse_now, refused_as_ended};
 use crate::terminal::{CastRecorder, TypedLines};
 use crate::upstream;
+use russh::ChannelMsg;
 use russh::server::Handle;
-use russh::{ChannelId, ChannelMsg};
 use sluice_core::exec::{ExecAction, ExecRequest};
 use sluice_gate::{Action, SessionGate, SessionLog};
 use std::sync::Arc;
@@ -38,10 +38,11 @@ pub(crate) async fn run_shell<S: SessionGate>(
     opened: Arc<Opened<S>>,
     config: Arc<SshListenerConfig>,
     handle: Handle,
-    channel: ChannelId,
+    out: ToClient,
     terminal: Option<Terminal>,
     input: mpsc::Receiver<Input>,
 ) {
+    let channel = out.id();
     let action = ExecAction::session(ExecRequest::Shell);
     let mut run = Run::start(&opened);
     if refused_as_ended(&opened, &handle, channel, &run, &action.line).await {
@@ -52,7 +53,7 @@ pub(crate) async fn run_shell<S: SessionGate>(
         run.finish(&opened.log, &action.line, (decision.effect(), decision.rule()), None, None);
         return refuse_now(handle, channel, reply::refused(&decision, &config)).await;
     }
-    let (status, error) = match relay(&opened, &config, &handle, channel, terminal, input, &mut run).await {
+    let (status, error) = match relay(&opened, &config, &out, terminal, input, &mut run).await {
         Ok(status) => (status, None),
         Err(e) => {
             let _ = handle.extended_data(channel, 1, format!("sluice: {e}\r\n").into_bytes()).await;
@@ -66,8 +67,7 @@ pub(crate) async fn run_shell<S: SessionGate>(
 async fn relay<S: SessionGate>(
     opened: &Opened<S>,
     config: &SshListenerConfig,
-    handle: &Handle,
-    channel: ChannelId,
+    to_client: &ToClient,
     terminal: Option<Terminal>,
     mut input: mpsc::Receiver<Input>,
     run: &mut Run,
@@ -102,7 +102,7 @@ async fn relay<S: SessionGate>(
             _ = &mut prompt, if prompt_armed => {
                 prompt_armed = false;
                 let out = masker.finish();
-                if send(handle, channel, &out, &mut cast, run).await.is_err() {
+                if send(to_client, &out, &mut cast, run).await.is_err() {
                     client_gone = true;
                     break;
                 }
@@ -134,7 +134,7 @@ async fn relay<S: SessionGate>(
             message = from_host.wait() => match message {
                 Some(ChannelMsg::Data { data }) | Some(ChannelMsg::ExtendedData { data, .. }) => {
                     let out = masker.push(&data);
-                    if send(handle, channel, &out, &mut cast, run).await.is_err() {
+                    if send(to_client, &out, &mut cast, run).await.is_err() {
                         client_gone = true;
                         break;
                     }
@@ -154,7 +154,7 @@ async fn relay<S: SessionGate>(
         }
     }
     let rest = masker.finish();
-    let _ = send(handle, channel, &rest, &mut cast, run).await;
+    let _ = send(to_client, &rest, &mut cast, run).await;
     hand_over(opened, run, &mut cast);
     let _ = upstream.disconnect(russh::Disconnect::ByApplication, "", "en").await;
     match (stopped, client_gone) {
@@ -165,19 +165,13 @@ async fn relay<S: SessionGate>(
 }
 
 /// Output to the client, as recorded.
-async fn send(
-    handle: &Handle,
-    channel: ChannelId,
-    out: &[u8],
-    cast: &mut CastRecorder,
-    run: &mut Run,
-) -> Result<(), ()> {
+async fn send(to_client: &ToClient, out: &[u8], cast: &mut CastRecorder, run: &mut Run) -> Result<(), ()> {
     if out.is_empty() {
         return Ok(());
     }
     run.output_bytes += out.len() as u64;
     cast.output(out);
-    handle.data(channel, out.to_vec()).await.map_err(|_| ())
+    to_client.data_bytes(out.to_vec()).await.map_err(|_| ())
 }
 
 pub(crate) fn hand_over<S: SessionGate>(opened: &Opened<S>, run: &Run, cast: &mut CastRecorder) {

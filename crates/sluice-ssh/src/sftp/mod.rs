@@ -8,7 +8,7 @@
 mod wire;
 
 use crate::reply;
-use crate::session::{Input, Opened, Run, STANDING_EVERY, decide, ended};
+use crate::session::{Input, Opened, Run, STANDING_EVERY, ToClient, decide, ended};
 use crate::upstream;
 use bytes::{Bytes, BytesMut};
 use russh::server::Handle;
@@ -19,6 +19,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use wire::Request;
+
+/// sluice's own answers waiting to be written to the client (then the client's requests wait).
+const ANSWERS_QUEUE: usize = 64;
 
 /// At most this many opens waiting for the host's answer (a client that sends more is told to
 /// wait for its answers first).
@@ -40,10 +43,11 @@ pub(crate) async fn serve<S: SessionGate>(
     opened: &Opened<S>,
     config: &crate::SshListenerConfig,
     handle: &Handle,
-    channel: ChannelId,
+    to_client: ToClient,
     mut input: mpsc::Receiver<Input>,
     run: &mut Run,
 ) -> Result<Option<u32>, String> {
+    let channel = to_client.id();
     let name = opened.target.name.clone();
     let upstream =
         upstream::connect(&opened.target, opened.grant.credential.as_ref()).await.map_err(|e| e.to_string())?;
@@ -76,11 +80,14 @@ pub(crate) async fn serve<S: SessionGate>(
     if wire::header(&client_init).map(|h| h.0) != Some(wire::INIT) {
         return Err("the client did not begin SFTP with INIT".into());
     }
-    handle.data(channel, wire::version(&extensions)).await.map_err(|_| "the client went away".to_string())?;
+    to_client.data_bytes(wire::version(&extensions)).await.map_err(|_| "the client went away".to_string())?;
 
     let shared: Shared = Arc::default();
-    let mut host_side = tokio::spawn(pass_to_client(from_host, handle.clone(), channel, Arc::clone(&shared)));
-    let mut relay = Relay { opened, config, handle, channel, home, resolver, shared, to_host, run };
+    // sluice's own answers go to the client by the task that passes the host's, between whole
+    // packets.
+    let (answers, answered) = mpsc::channel(ANSWERS_QUEUE);
+    let mut host_side = tokio::spawn(pass_to_client(from_host, to_client, answered, Arc::clone(&shared)));
+    let mut relay = Relay { opened, config, handle, channel, home, resolver, shared, to_host, answers, run };
     let mut check = tokio::time::interval(STANDING_EVERY);
     check.tick().await;
     let mut client_done = false;
@@ -185,37 +192,47 @@ impl Resolver {
     }
 }
 
-/// The host's answers passed to the client as they come, the handles it gives noted on the way.
-/// The host's exit status when it ends, and the bytes passed.
+/// The host's answers passed to the client as they come, the handles it gives noted on the way,
+/// and sluice's own answers (refusals) between them — a host's packet is never cut by one of
+/// sluice's, since the scanner knows where each ends. The host's exit status when it ends, and
+/// the bytes passed.
 async fn pass_to_client(
     mut from_host: russh::ChannelReadHalf,
-    handle: Handle,
-    channel: ChannelId,
+    to_client: ToClient,
+    mut answers: mpsc::Receiver<Bytes>,
     shared: Shared,
 ) -> (Option<u32>, u64) {
     let mut scanner = Scanner::default();
-    let (mut status, mut bytes) = (None, 0u64);
-    while let Some(message) = from_host.wait().await {
-        match message {
-            ChannelMsg::Data { data } => {
-                for (kind, id, packet) in scanner.feed(&data) {
-                    let mut handles = shared.lock();
-                    let Some(path) = handles.pending.remove(&id) else { continue };
-                    if let Some(opened) = (kind == wire::HANDLE).then(|| wire::handle_of(&packet)).flatten() {
-                        handles.open.insert(opened, path);
+    let (mut status, mut bytes, mut answering) = (None, 0u64, true);
+    loop {
+        tokio::select! {
+            answer = answers.recv(), if answering && scanner.between_packets() => match answer {
+                Some(answer) => if to_client.data_bytes(answer).await.is_err() {
+                    break;
+                },
+                None => answering = false,
+            },
+            message = from_host.wait() => match message {
+                Some(ChannelMsg::Data { data }) => {
+                    for (kind, id, packet) in scanner.feed(&data) {
+                        let mut handles = shared.lock();
+                        let Some(path) = handles.pending.remove(&id) else { continue };
+                        if let Some(opened) = (kind == wire::HANDLE).then(|| wire::handle_of(&packet)).flatten() {
+                            handles.open.insert(opened, path);
+                        }
+                    }
+                    bytes += data.len() as u64;
+                    if to_client.data_bytes(data).await.is_err() {
+                        break;
                     }
                 }
-                bytes += data.len() as u64;
-                if handle.data(channel, data.to_vec()).await.is_err() {
-                    break;
+                Some(ChannelMsg::ExtendedData { data, ext }) => {
+                    let _ = to_client.extended_data_bytes(ext, data).await;
                 }
-            }
-            ChannelMsg::ExtendedData { data, ext } => {
-                let _ = handle.extended_data(channel, ext, data.to_vec()).await;
-            }
-            ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
-            ChannelMsg::Close | ChannelMsg::Eof => break,
-            _ => {}
+                Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
+                Some(ChannelMsg::Close | ChannelMsg::Eof) | None => break,
+                Some(_) => {}
+            },
         }
     }
     (status, bytes)
@@ -235,6 +252,11 @@ struct Scanner {
 const KEPT_ANSWER: usize = 64 * 1024;
 
 impl Scanner {
+    /// Whether what was fed so far ends with a whole packet.
+    fn between_packets(&self) -> bool {
+        self.head.is_empty() && self.skip == 0
+    }
+
     fn feed(&mut self, mut data: &[u8]) -> Vec<(u8, u32, Bytes)> {
         let mut found = Vec::new();
         while !data.is_empty() {
@@ -287,6 +309,8 @@ struct Relay<'a, S: SessionGate> {
     resolver: Resolver,
     shared: Shared,
     to_host: russh::ChannelWriteHalf<russh::client::Msg>,
+    /// sluice's own answers, for the task that writes to the client.
+    answers: mpsc::Sender<Bytes>,
     run: &'a mut Run,
 }
 
@@ -418,7 +442,7 @@ impl<S: SessionGate> Relay<'_, S> {
     }
 
     async fn answer(&mut self, id: u32, code: u32, message: &str) -> Result<(), String> {
-        self.handle.data(self.channel, wire::status(id, code, message)).await.map_err(|_| "the client went away".into())
+        self.answers.send(wire::status(id, code, message)).await.map_err(|_| "the client went away".into())
     }
 }
 
