@@ -512,3 +512,29 @@ def test_the_connection_may_be_named_with_setenv(gw):
         return "unknown_token" in outcomes and "unknown_connection" in outcomes
 
     wait_for(recorded, timeout=10, what="the refused attempts recorded")
+
+
+def rss_mib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_client_that_reads_slowly_holds_its_command_back_not_sluices_memory(gw, host):
+    big = host.dir / "zeros.bin"
+    with open(big, "wb") as f:
+        f.truncate(512 * 1024 * 1024)
+    before = rss_mib(gw.proc.pid)
+    client = subprocess.Popen(ssh_command(gw, f"cat {big}"), env=ssh_env(gw), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert len(client.stdout.read(1024 * 1024)) == 1024 * 1024
+        # The host could send the rest in a second or two; the client takes no more for a while.
+        time.sleep(4)
+        grown = rss_mib(gw.proc.pid) - before
+        assert grown < 64, f"sluice grew by {grown:.0f} MiB for a client that does not read"
+    finally:
+        client.kill()
+        client.wait()
+        big.unlink()
