@@ -19,22 +19,31 @@ pub struct Playback {
     pub idle_limit: Duration,
 }
 
-pub async fn replay(store: &SqliteStore, id: &str, playback: Playback) -> Result<()> {
+/// The session and its audit records, each parsed, once the playback options are checked.
+async fn recorded(store: &SqliteStore, id: &str, playback: &Playback) -> Result<(SessionRow, Vec<(Value, String)>)> {
     if playback.speed.is_some_and(|s| !(s.is_finite() && s > 0.0)) {
         bail!("--speed must be a number above 0");
     }
     let Some((session, _)) = store.session(id).await? else {
         bail!("no session {id}\nhint: `sluice sessions list` shows the recorded sessions and their ids");
     };
-    let records = store.session_records(id).await?;
-    let mut events = Vec::with_capacity(records.len());
-    for record in &records {
-        let mut event: Value = serde_json::from_str(&record.encoded).map_err(|e| {
+    let mut records = Vec::new();
+    for record in store.session_records(id).await? {
+        let event: Value = serde_json::from_str(&record.encoded).map_err(|e| {
             anyhow::anyhow!("record {} in the audit log is not JSON ({e}); run `sluice audit verify`", record.seq)
         })?;
+        records.push((event, hex::encode(record.hash)));
+    }
+    Ok((session, records))
+}
+
+pub async fn replay(store: &SqliteStore, id: &str, playback: Playback) -> Result<()> {
+    let (session, records) = recorded(store, id, &playback).await?;
+    let mut events = Vec::with_capacity(records.len());
+    for (mut event, hash) in records {
         let offset = event["at_us"].as_i64().unwrap_or(session.started_at) - session.started_at;
         event["offset_us"] = offset.into();
-        event["hash"] = hex::encode(record.hash).into();
+        event["hash"] = hash.into();
         events.push(event);
     }
     if playback.json {
@@ -67,21 +76,12 @@ pub async fn replay(store: &SqliteStore, id: &str, playback: Playback) -> Result
 /// The session's interactive terminals, played to standard output (`cast`: written as one
 /// asciicast v2 file, later terminals following the first in time).
 pub async fn terminal(store: &SqliteStore, id: &str, playback: Playback, cast: bool) -> Result<()> {
-    if playback.speed.is_some_and(|s| !(s.is_finite() && s > 0.0)) {
-        bail!("--speed must be a number above 0");
-    }
-    let Some((session, _)) = store.session(id).await? else {
-        bail!("no session {id}\nhint: `sluice sessions list` shows the recorded sessions and their ids");
-    };
-    let mut stretches = Vec::new();
-    for record in store.session_records(id).await? {
-        let event: Value = serde_json::from_str(&record.encoded).map_err(|e| {
-            anyhow::anyhow!("record {} in the audit log is not JSON ({e}); run `sluice audit verify`", record.seq)
-        })?;
-        if event["event"]["kind"] == "terminal" {
-            stretches.push(event["event"].clone());
-        }
-    }
+    let (session, records) = recorded(store, id, &playback).await?;
+    let stretches: Vec<Value> = records
+        .into_iter()
+        .filter(|(record, _)| record["event"]["kind"] == "terminal")
+        .map(|(mut record, _)| record["event"].take())
+        .collect();
     let Some(first) = stretches.first() else {
         bail!(
             "session {id} has no interactive terminal recorded\nhint: `sluice sessions replay {id}` shows what it did"
