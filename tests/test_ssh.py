@@ -374,6 +374,7 @@ def test_a_client_that_does_not_authenticate_in_time_is_let_go(gw):
 
 
 def test_an_interactive_shell_runs_where_a_rule_allows_one_and_is_recorded_masked(gw):
+    # A line typed without echo (read -s, as a password prompt reads) is not recorded.
     typed = "echo shell-$((6*7))\necho card 4111 1111 1111 1111\nexit 3\n"
     r = ssh(gw, None, target="web1_sh", stdin=typed, extra=("-tt",))
     assert r.returncode == 3, (r.stdout, r.stderr)
@@ -387,6 +388,7 @@ def test_an_interactive_shell_runs_where_a_rule_allows_one_and_is_recorded_maske
     # Each typed line is recorded with what policy would say of it, as an audit aid.
     assert statements["echo shell-$((6*7))"]["decision"] == "typed"
     assert "4111" not in json.dumps(details)
+    assert "hunter2" not in json.dumps(details)
     session_id = details["session"]["id"]
     cast = gw.cli("sessions", "replay", session_id, "--cast").stdout.splitlines()
     header = json.loads(cast[0])
@@ -538,3 +540,22 @@ def test_a_client_that_reads_slowly_holds_its_command_back_not_sluices_memory(gw
         client.kill()
         client.wait()
         big.unlink()
+
+
+def test_a_line_typed_without_echo_is_not_recorded(gw):
+    client = subprocess.Popen(ssh_command(gw, None, target="web1_sh", extra=("-tt",)), env=ssh_env(gw),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # As a person types: a line, the prompt (read -s turns echo off), the password, then exit.
+    for line, pause in ((b"echo before-the-prompt\n", 1.5), (b"read -rs word\n", 1.5),
+                        (b"hunter2-typed-unseen\n", 1.5), (b"exit 4\n", 0)):
+        client.stdin.write(line)
+        client.stdin.flush()
+        time.sleep(pause)
+    out, _ = client.communicate(timeout=30)
+    assert client.returncode == 4, out
+    assert b"hunter2" not in out
+    details = gw.session_with(lambda d: any(s["text"] == "echo before-the-prompt" for s in d["statements"]),
+                              timeout=30)
+    texts = [s["text"] for s in details["statements"]]
+    assert "read -rs word" in texts and "(a line typed without echo)" in texts, texts
+    assert "hunter2" not in json.dumps(details)

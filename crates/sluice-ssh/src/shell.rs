@@ -9,7 +9,7 @@ use crate::SshListenerConfig;
 use crate::output::LineMasker;
 use crate::reply;
 use crate::session::{Input, Opened, Run, STANDING_EVERY, ToClient, decide, end, ended, refuse_now, refused_as_ended};
-use crate::terminal::{CastRecorder, TypedLines};
+use crate::terminal::{CastRecorder, EchoCheck, TypedLines};
 use crate::upstream;
 use russh::ChannelMsg;
 use russh::server::Handle;
@@ -21,6 +21,8 @@ use tokio::sync::mpsc;
 
 /// How long output that does not end a line (a prompt) waits for the rest of its line.
 const PROMPT_WAIT: Duration = Duration::from_millis(40);
+/// How long a typed line waits to be seen echoed before it counts as typed without echo.
+const ECHO_WAIT: Duration = Duration::from_millis(500);
 /// How often the recording is handed to the log at the latest.
 const RECORD_EVERY: Duration = Duration::from_secs(1);
 
@@ -85,7 +87,7 @@ async fn relay<S: SessionGate>(
     // A client without a terminal of its own (`ssh -tt` from a script) says 0 × 0.
     let size = terminal.as_ref().map(|t| (t.cols, t.rows)).filter(|(c, r)| *c > 0 && *r > 0);
     let mut cast = CastRecorder::new(size.unwrap_or((80, 24)));
-    let mut typed = TypedLines::default();
+    let (mut typed, mut echo) = (TypedLines::default(), EchoCheck::default());
     let (mut status, mut stopped, mut client_gone) = (None, None, false);
     let mut check = tokio::time::interval(STANDING_EVERY);
     let mut record = tokio::time::interval(RECORD_EVERY);
@@ -98,10 +100,16 @@ async fn relay<S: SessionGate>(
                 stopped = Some(why);
                 break;
             },
-            _ = record.tick() => hand_over(opened, run, &mut cast),
+            _ = record.tick() => {
+                hand_over(opened, run, &mut cast);
+                for (line, echoed) in echo.settled(ECHO_WAIT) {
+                    typed_line(opened, config, &line, echoed).await;
+                }
+            },
             _ = &mut prompt, if prompt_armed => {
                 prompt_armed = false;
                 let out = masker.finish();
+                echo.output(&out);
                 if send(to_client, &out, &mut cast, run).await.is_err() {
                     client_gone = true;
                     break;
@@ -111,7 +119,7 @@ async fn relay<S: SessionGate>(
                 Some(Input::Data(data)) => {
                     run.input_bytes += data.len() as u64;
                     for line in typed.push(&data) {
-                        typed_line(opened, config, &line).await;
+                        echo.typed(line);
                     }
                     // The host's shell reads the terminal whenever it likes: holding its input
                     // back is the client's own flow control.
@@ -134,6 +142,7 @@ async fn relay<S: SessionGate>(
             message = from_host.wait() => match message {
                 Some(ChannelMsg::Data { data }) | Some(ChannelMsg::ExtendedData { data, .. }) => {
                     let out = masker.push(&data);
+                    echo.output(&out);
                     if send(to_client, &out, &mut cast, run).await.is_err() {
                         client_gone = true;
                         break;
@@ -155,7 +164,11 @@ async fn relay<S: SessionGate>(
     }
     let rest = masker.finish();
     let _ = send(to_client, &rest, &mut cast, run).await;
+    echo.output(&rest);
     hand_over(opened, run, &mut cast);
+    for (line, echoed) in echo.settled(Duration::ZERO) {
+        typed_line(opened, config, &line, echoed).await;
+    }
     let _ = upstream.disconnect(russh::Disconnect::ByApplication, "", "en").await;
     match (stopped, client_gone) {
         (Some(why), _) => Err(format!("the shell was stopped: {why}")),
@@ -180,8 +193,19 @@ pub(crate) fn hand_over<S: SessionGate>(opened: &Opened<S>, run: &Run, cast: &mu
     }
 }
 
-/// A line typed into the shell, recorded with what policy would say of it as a command.
-async fn typed_line<S: SessionGate>(opened: &Opened<S>, config: &SshListenerConfig, line: &str) {
+/// A line typed into the shell, recorded with what policy would say of it as a command; one
+/// the terminal did not echo (a password at a prompt) only as such.
+async fn typed_line<S: SessionGate>(opened: &Opened<S>, config: &SshListenerConfig, line: &str, echoed: bool) {
+    if !echoed {
+        let note = "typed in an interactive shell without echo (a password at a prompt, say): not recorded";
+        return Run::start(opened).finish(
+            &opened.log,
+            "(a line typed without echo)",
+            ("typed", "-"),
+            None,
+            Some(note.into()),
+        );
+    }
     let action = config.reader.analyze(line).await;
     let explanation = match opened.session.lock().await.as_ref() {
         Some(session) => session.explain(&Action::Exec(&action)).await,

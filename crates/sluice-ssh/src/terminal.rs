@@ -105,6 +105,56 @@ impl TypedLines {
     }
 }
 
+/// Typed lines waiting to be seen echoed by the terminal. A line the terminal did not echo — a
+/// password typed at a prompt — is not to be recorded.
+#[derive(Default)]
+pub struct EchoCheck {
+    waiting: Vec<(String, Instant)>,
+    /// The output since the oldest line waiting was typed (its end, at most `MAX_TYPED` × 16).
+    seen: String,
+}
+
+impl EchoCheck {
+    pub fn typed(&mut self, line: String) {
+        self.waiting.push((line, Instant::now()));
+    }
+
+    /// Output the client was sent (masked: a line holding a secret is not found echoed, and so
+    /// is not recorded either).
+    pub fn output(&mut self, out: &[u8]) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        self.seen.push_str(&String::from_utf8_lossy(out));
+        let keep = MAX_TYPED * 16;
+        if self.seen.len() > keep {
+            let mut cut = self.seen.len() - keep;
+            while !self.seen.is_char_boundary(cut) {
+                cut += 1;
+            }
+            self.seen.drain(..cut);
+        }
+    }
+
+    /// The lines settled: seen echoed, or typed at least `after` ago; each with whether it was
+    /// echoed.
+    pub fn settled(&mut self, after: std::time::Duration) -> Vec<(String, bool)> {
+        let (seen, mut settled) = (&self.seen, Vec::new());
+        self.waiting.retain(|(line, at)| {
+            let echoed = seen.contains(line.as_str());
+            let done = echoed || at.elapsed() >= after;
+            if done {
+                settled.push((line.clone(), echoed));
+            }
+            !done
+        });
+        if self.waiting.is_empty() {
+            self.seen.clear();
+        }
+        settled
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +167,17 @@ mod tests {
         assert_eq!(typed.push(b"rm -rf /tmpx\x7f\r"), vec!["rm -rf /tmp".to_string()]);
         assert_eq!(typed.push(b"secret\x15whoami\x1b[A\r\r"), vec!["whoami".to_string()]);
         assert_eq!(typed.push(b"sleep 9\x03echo ok\n"), vec!["echo ok".to_string()]);
+    }
+
+    #[test]
+    fn a_line_the_terminal_did_not_echo_is_told_apart() {
+        let mut echo = EchoCheck::default();
+        echo.typed("sudo -v".into());
+        echo.output(b"sudo -v\r\n[sudo] password for ann: ");
+        echo.typed("hunter2".into());
+        echo.output(b"\r\n");
+        assert_eq!(echo.settled(std::time::Duration::from_secs(60)), vec![("sudo -v".to_string(), true)]);
+        assert_eq!(echo.settled(std::time::Duration::ZERO), vec![("hunter2".to_string(), false)]);
     }
 
     #[test]
