@@ -674,18 +674,21 @@ async fn run_command<S: SessionGate>(
         None => {}
         Some(Err(why)) => action.opaque = Some(why),
         Some(Ok(mut transfer)) => {
-            // Relative paths lead from the home directory of sluice's login, and symbolic links
-            // where the host says: asked of the host before the decision.
-            let (upstream, home) = match connect_home(&opened).await {
-                Ok(connection) => connection,
+            // Where the paths lead is asked of the host before the decision.
+            let prepared = async {
+                let upstream = upstream::connect(&opened.target, opened.grant.credential.as_ref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                crate::sftp::prepare_transfer(&upstream, &opened.target.name, &mut transfer).await?;
+                Ok::<_, String>(upstream)
+            };
+            match prepared.await {
+                Ok(upstream) => connected = Some(upstream),
                 Err(e) => {
                     run.finish(&opened.log, &line, ("deny", "upstream"), None, Some(e.clone()));
                     return refuse_now(handle, channel, format!("sluice: {e}\n")).await;
                 }
-            };
-            let raws = transfers::resolve(&mut transfer, &home);
-            crate::sftp::resolve_links(&upstream, &mut transfer, &raws).await;
-            connected = Some(upstream);
+            }
             action.transfer = Some(transfer);
         }
     }
@@ -790,14 +793,6 @@ fn record_output<S: SessionGate>(opened: &Opened<S>, run: &Run, cast: Option<&mu
     if cast.full() {
         crate::shell::hand_over(opened, run, cast);
     }
-}
-
-/// sluice's session on the target, and the home directory its login starts in.
-async fn connect_home<S: SessionGate>(opened: &Opened<S>) -> Result<(upstream::Upstream, String), String> {
-    let upstream =
-        upstream::connect(&opened.target, opened.grant.credential.as_ref()).await.map_err(|e| e.to_string())?;
-    let home = upstream::home(&upstream, &opened.target.name).await.map_err(|e| e.to_string())?;
-    Ok((upstream, home))
 }
 
 /// Runs an allowed command on the target (on `connected`, or a session opened now): the client's

@@ -9,6 +9,7 @@ mod wire;
 
 use crate::reply;
 use crate::session::{Input, Opened, Run, STANDING_EVERY, ToClient, decide, ended};
+use crate::transfers;
 use crate::upstream;
 use bytes::{Bytes, BytesMut};
 use russh::server::Handle;
@@ -141,14 +142,28 @@ async fn host_packet(from_host: &mut russh::ChannelReadHalf, buf: &mut BytesMut)
     }
 }
 
-/// Adds to a transfer run as a command (scp, rsync, git) each path as the host resolves it
-/// (`raws`: the paths as the host will take them, from `transfers::resolve`). Where the host
-/// cannot be asked (it has no SFTP server), its paths are not certain: no allowing rule with
-/// `files` matches them.
-pub(crate) async fn resolve_links(upstream: &upstream::Upstream, transfer: &mut Transfer, raws: &[Option<String>]) {
+/// Reads a transfer run as a command (scp, rsync, git) where the host will take it: its relative
+/// paths made absolute from the home directory of sluice's login, and each path added as the host
+/// resolves it (symbolic links followed, a `..` after one going up from where it leads), asked
+/// of the host's SFTP server. Where the host has none, the home directory is asked of its login
+/// shell, and the paths are not certain: no allowing rule with `files` matches them.
+pub(crate) async fn prepare_transfer(
+    upstream: &upstream::Upstream,
+    target: &str,
+    transfer: &mut Transfer,
+) -> Result<(), String> {
     let mut resolver = Resolver::open(upstream).await.ok();
+    let home = match resolver.as_mut() {
+        Some(resolver) => resolver.realpath(".").await,
+        None => None,
+    };
+    let home = match home {
+        Some(home) => home,
+        None => upstream::home(upstream, target).await.map_err(|e| e.to_string())?,
+    };
+    let raws = transfers::resolve(transfer, &home);
     let mut resolved = Vec::new();
-    for (file, raw) in transfer.files.iter_mut().zip(raws) {
+    for (file, raw) in transfer.files.iter_mut().zip(&raws) {
         let (Some(raw), true) = (raw, file.literal) else { continue };
         match resolver.as_mut() {
             Some(resolver) => {
@@ -160,6 +175,7 @@ pub(crate) async fn resolve_links(upstream: &upstream::Upstream, transfer: &mut 
         }
     }
     transfer.files.extend(resolved);
+    Ok(())
 }
 
 /// sluice's own SFTP channel to the host, beside the client's: it asks the host where a path
