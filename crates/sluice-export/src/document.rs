@@ -225,19 +225,30 @@ fn ecs(record: &StoredRecord, parsed: &Value, at_us: i64) -> Result<(Map<String,
             let verdict = text("verdict");
             let decided_only = kind == "action_decided";
             let error_code = &event["detail"]["error_code"];
-            category = &["database"];
-            // ECS's expected types for `database` are access, change, info and error: the
-            // verdict is the outcome (and `sluice.action.verdict`).
+            // The kind of request: an action's detail names its protocol, a decision its action.
+            let protocol = match decided_only {
+                true => text("action"),
+                false => event["detail"]["protocol"].as_str().unwrap_or("sql").to_string(),
+            };
+            let (ecs_category, done, decided): (&'static [&'static str], _, _) = match protocol.as_str() {
+                "http" => (&["web"], "http-request", "http-decided"),
+                "exec" => (&["process"], "ssh-command", "ssh-decided"),
+                _ => (&["database"], "sql-statement", "sql-decided"),
+            };
+            category = ecs_category;
+            // ECS's expected types for `database`, `web` and `process` all include access and
+            // info: the verdict is the outcome (and `sluice.action.verdict`).
             kind_of_event = match verdict.as_str() {
                 "review" => vec!["info"],
                 _ => vec!["access"],
             };
-            outcome = match (decided_only, verdict.as_str(), error_code.is_null()) {
+            let failed = !error_code.is_null() || event["detail"]["error"].is_string();
+            outcome = match (decided_only, verdict.as_str(), failed) {
                 (true, _, _) => "unknown",
-                (false, "allow", true) => "success",
+                (false, "allow", false) => "success",
                 _ => "failure",
             };
-            action = if decided_only { "sql-decided".into() } else { "sql-statement".into() };
+            action = if decided_only { decided.into() } else { done.into() };
             if !event["rule"].is_null() {
                 doc.insert("rule".into(), json!({"name": event["rule"]}));
             }
@@ -367,6 +378,29 @@ mod tests {
         assert_eq!(doc["sluice"]["action"]["text"], "DELETE FROM orders");
         assert_eq!(doc["sluice"]["session_id"], "s_1");
         assert_eq!(doc["event"]["hash"], hex::encode([7u8; 32]));
+    }
+
+    #[test]
+    fn each_protocols_actions_map_to_their_own_category() {
+        let command = ecs_of(
+            r#"{"kind":"action","seq":2,"text":"rm -rf /srv","duration_us":9,"verdict":"deny","rule":"no-rm","detail":{"protocol":"exec","exit_status":null,"input_bytes":0,"output_bytes":0}}"#,
+        );
+        assert_eq!(command["event"]["category"], json!(["process"]));
+        assert_eq!(
+            (command["event"]["action"].as_str(), command["event"]["outcome"].as_str()),
+            (Some("ssh-command"), Some("failure"))
+        );
+        let request = ecs_of(
+            r#"{"kind":"action","seq":3,"text":"GET /v1/x","duration_us":9,"verdict":"allow","detail":{"protocol":"http","status":502,"request_bytes":0,"response_bytes":0,"error":"upstream down"}}"#,
+        );
+        assert_eq!(request["event"]["category"], json!(["web"]));
+        assert_eq!(
+            (request["event"]["action"].as_str(), request["event"]["outcome"].as_str()),
+            (Some("http-request"), Some("failure"))
+        );
+        let decided = ecs_of(r#"{"kind":"action_decided","action":"exec","text":"touch x","verdict":"allow"}"#);
+        assert_eq!(decided["event"]["action"], "ssh-decided");
+        assert_eq!(decided["event"]["category"], json!(["process"]));
     }
 
     #[test]
