@@ -559,3 +559,19 @@ def test_a_line_typed_without_echo_is_not_recorded(gw):
     texts = [s["text"] for s in details["statements"]]
     assert "read -rs word" in texts and "(a line typed without echo)" in texts, texts
     assert "hunter2" not in json.dumps(details)
+
+
+def test_an_agent_can_read_the_rules_of_a_host_before_acting(gw, host):
+    from conftest import api_request
+    status, policy = api_request(gw.api_url, gw.agent_token, "GET", "/api/v1/connections/web1/policy")
+    assert status == 200, policy
+    rules = {r["name"]: r for r in policy["rules"]}
+    assert rules["web-reads"]["protocol"] == "ssh" and rules["web-reads"]["kinds"] == []
+    assert any(m.startswith('programs = ["echo"') for m in rules["web-reads"]["matches"]), rules["web-reads"]
+    assert rules["web-no-root"]["matches"] == ["sudo = true"]
+    assert rules["web-forwards"]["matches"] == [f'forwards = ["127.0.0.1:{host.port}"]']
+    # Only rules about what the connection serves (and those of scope only).
+    assert all(r["protocol"] in ("ssh", "any") for r in policy["rules"]), policy["rules"]
+    status, policy = api_request(gw.api_url, gw.agent_token, "GET", "/api/v1/connections/web1_ro/policy")
+    shown = {r["effect"]: r["matches"] for r in policy["rules"] if r["name"] == "connection web1_ro: read-only"}
+    assert "file operations that read" in shown["allow"][0] and "every command line" in shown["deny"][0], shown

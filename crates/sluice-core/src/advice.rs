@@ -12,6 +12,12 @@ use serde::Serialize;
 pub struct RuleView {
     pub name: String,
     pub effect: Effect,
+    /// The kind of request it is about (`sql`, `http`, `ssh`); `any` for a rule of scope only.
+    pub protocol: &'static str,
+    /// What it matches of an HTTP request or on an SSH host, as its keys are written
+    /// (`programs = ["ls", "cat"]`); SQL rules say it with the fields below.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<String>,
     /// The kinds of operation it covers; every kind but dynamic SQL when it names none.
     pub kinds: Vec<&'static str>,
     /// Objects it is limited to (globs); any object when empty.

@@ -309,14 +309,21 @@ impl Policy {
 
     /// The rules that apply to `identity` on `connection`, as it may read them.
     pub fn rules_for(&self, identity: &Identity, connection: &str) -> Vec<sluice_core::advice::RuleView> {
+        // The rules about what the connection serves, and those of scope only.
+        let serves = self.connections.get(connection).map_or(RuleProtocol::Sql, |c| c.protocol);
         self.rules
             .iter()
-            .filter(|r| r.scope.contains(identity, connection))
+            .chain(&self.other_rules)
+            .filter(|r| r.scope.contains(identity, connection) && r.protocol.is_none_or(|p| p == serves))
             .map(|r| sluice_core::advice::RuleView {
                 name: r.name.to_string(),
                 effect: r.effect,
-                // A rule that names functions and no kinds is about calls of them only.
+                protocol: r.protocol.map_or("any", RuleProtocol::as_str),
+                matches: r.shown.clone(),
+                // A rule that names functions and no kinds is about calls of them only; a rule
+                // about another kind of request has no SQL kinds.
                 kinds: match r.kinds {
+                    _ if r.protocol.is_some_and(|p| p != RuleProtocol::Sql) => Vec::new(),
                     None if !r.functions.is_empty() => vec![Kind::Function.as_str()],
                     kinds => Kind::ALL
                         .iter()
@@ -563,6 +570,50 @@ mod tests {
             "a rule about ls allows no shell"
         );
         assert_eq!(rule_of(policy.decide_exec(&ops, "ro", &shell)), "deny connection ro: read-only");
+    }
+
+    #[test]
+    fn a_caller_is_shown_the_rules_about_what_the_connection_serves() {
+        let spec: PolicySpec = toml::from_str(
+            r#"
+            [[rules]]
+            name = "no-deletes"
+            effect = "deny"
+            methods = ["DELETE"]
+            paths = ["/v1/customers/{id}"]
+            [[rules]]
+            name = "sql-only"
+            effect = "deny"
+            kinds = ["drop"]
+            [[rules]]
+            name = "look"
+            effect = "allow"
+            programs = ["ls"]
+            [[rules]]
+            name = "everyone-reviewed"
+            effect = "review"
+            identities = ["ann"]
+            "#,
+        )
+        .unwrap();
+        let api = ConnectionPolicy { protocol: RuleProtocol::Http, ..conn("api", Some(Preset::ReadOnly)) };
+        let policy = Policy::compile(&spec, &[api]).unwrap();
+        let shown: Vec<(String, &str, Vec<String>)> = policy
+            .rules_for(&identity("ann", &[]), "api")
+            .into_iter()
+            .map(|r| (r.name, r.protocol, r.matches))
+            .collect();
+        let names: Vec<&str> = shown.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["everyone-reviewed", "connection api: read-only", "connection api: read-only", "no-deletes"]
+        );
+        assert_eq!(shown[0].1, "any");
+        assert_eq!(
+            shown[3].2,
+            vec![r#"methods = ["DELETE"]"#.to_string(), r#"paths = ["/v1/customers/{id}"]"#.to_string()]
+        );
+        assert!(shown[1].2[0].contains("GET, HEAD, OPTIONS"), "{shown:?}");
     }
 
     #[test]

@@ -69,6 +69,33 @@ pub(crate) struct Rule {
     pub(crate) forwards: Option<Vec<String>>,
     /// The `address:port` globs an SSH rule matches remote forwarding on; `None`: as `shell`.
     pub(crate) listens: Option<Vec<String>>,
+    /// Its HTTP or SSH match keys as written, for the caller's view of the rules.
+    pub(crate) shown: Vec<String>,
+}
+
+/// A rule's HTTP and SSH match keys as written (`programs = ["ls"]`), or what its preset does.
+fn shown(spec: &RuleSpec) -> Vec<String> {
+    let value = |v: serde_json::Value| v.to_string();
+    let keys = [
+        ("methods", value(serde_json::json!(spec.methods))),
+        ("paths", value(serde_json::json!(spec.paths))),
+        ("query", value(serde_json::json!(spec.query))),
+        ("headers", value(serde_json::json!(spec.headers))),
+        ("content_types", value(serde_json::json!(spec.content_types))),
+        ("json", value(serde_json::json!(spec.json))),
+        ("graphql", value(serde_json::json!(spec.graphql))),
+        ("programs", value(serde_json::json!(spec.programs))),
+        ("args", value(serde_json::json!(spec.args))),
+        ("writes", value(serde_json::json!(spec.writes))),
+        ("sudo", value(serde_json::json!(spec.sudo))),
+        ("shell", value(serde_json::json!(spec.shell))),
+        ("forwards", value(serde_json::json!(spec.forwards))),
+        ("listens", value(serde_json::json!(spec.listens))),
+        ("operations", value(serde_json::json!(spec.operations))),
+        ("files", value(serde_json::json!(spec.files))),
+    ];
+    let used = [spec.http_keys(), spec.ssh_keys()].concat();
+    keys.into_iter().filter(|(key, _)| used.contains(key)).map(|(key, value)| format!("{key} = {value}")).collect()
 }
 
 impl Rule {
@@ -151,7 +178,11 @@ fn http_preset(preset: Preset, reason: Option<&String>, base: &Base<'_>) -> (Rul
         Preset::NoAdmin => "administrative endpoints are not reachable here".into(),
         _ => "this API is read-only here".into(),
     });
-    let mut deny = Rule { http: Some(refused), ..base(Effect::Deny, None, reason) };
+    let (refuses, allows) = match preset {
+        Preset::NoAdmin => ("administrative endpoints", "every other request"),
+        _ => ("every request but GET, HEAD, OPTIONS and GraphQL queries", "GET, HEAD, OPTIONS and GraphQL queries"),
+    };
+    let mut deny = Rule { http: Some(refused), shown: vec![refuses.into()], ..base(Effect::Deny, None, reason) };
     if deny.hint.is_none() {
         deny.hint = Some(match preset {
             Preset::NoAdmin => format!(
@@ -161,14 +192,18 @@ fn http_preset(preset: Preset, reason: Option<&String>, base: &Base<'_>) -> (Rul
             _ => "only GET, HEAD, OPTIONS and GraphQL queries are allowed; ask an operator for write access if the task needs it".into(),
         });
     }
-    (deny, Rule { http: Some(allowed), ..base(Effect::Allow, None, String::new()) })
+    (deny, Rule { http: Some(allowed), shown: vec![allows.into()], ..base(Effect::Allow, None, String::new()) })
 }
 
 /// SSH's read-only preset: its deny refuses every command line and every file operation that
 /// writes; its allow allows the file operations that read.
 fn ssh_preset(reason: Option<&String>, base: &Base<'_>) -> (Rule, Rule) {
     let reason = reason.cloned().unwrap_or_else(|| "this host is read-only here".into());
-    let mut deny = Rule { files: Some(FileMatcher::reads(false)), ..base(Effect::Deny, None, reason) };
+    let mut deny = Rule {
+        files: Some(FileMatcher::reads(false)),
+        shown: vec!["every command line, shell and forward; file operations that write".into()],
+        ..base(Effect::Deny, None, reason)
+    };
     if deny.hint.is_none() {
         deny.hint = Some(
             "only file transfers that read are allowed (sftp get, scp from the host, rsync from the host, git fetch and \
@@ -180,6 +215,7 @@ fn ssh_preset(reason: Option<&String>, base: &Base<'_>) -> (Rule, Rule) {
     let allow = Rule {
         exec: Some(ExecMatcher::never()),
         files: Some(FileMatcher::reads(true)),
+        shown: vec!["file operations that read (read, list), on any path".into()],
         ..base(Effect::Allow, None, String::new())
     };
     (deny, allow)
@@ -213,6 +249,7 @@ pub(crate) fn compile_rule(spec: &RuleSpec, out: &mut Vec<Rule>) -> Result<(), P
         shell: None,
         forwards: None,
         listens: None,
+        shown: shown(spec),
     };
     match (spec.preset, spec.effect) {
         (Some(_), Some(_)) => Err(problem("give either a preset or an effect, not both")),
