@@ -79,7 +79,7 @@ def test_environment_and_unknown_subsystems_are_refused(client):
     channel = client.get_transport().open_session()
     channel.invoke_subsystem("netconf")
     assert channel.recv_exit_status() == 126
-    assert b"netconf subsystem are not served" in channel.makefile_stderr("rb").read()
+    assert b"the netconf subsystem is not served through sluice (sftp is)" in channel.makefile_stderr("rb").read()
 
 
 def test_sftp_requests_are_answered_one_by_one(gw, host):

@@ -42,7 +42,9 @@ pub fn held(hold: &Hold) -> String {
     format!("sluice: {} (approval #{}); waiting — {}\n", hold.notice, hold.review_id, hold.hint)
 }
 
-/// What this adapter does not serve yet.
-pub fn not_served(what: &str) -> String {
-    format!("sluice: {what} are not served through sluice yet; run commands one by one (`ssh HOST 'command'`)\n")
+/// A subsystem this adapter does not serve.
+pub fn subsystem_not_served(name: &str) -> String {
+    format!(
+        "sluice: the {name} subsystem is not served through sluice (sftp is); run commands one by one (`ssh HOST 'command'`)\n"
+    )
 }

@@ -538,7 +538,7 @@ impl<G: Gate> russh::server::Handler for Connection<G> {
     ) -> Result<(), Self::Error> {
         if name != "sftp" {
             session.channel_success(channel)?;
-            refuse_now(session.handle(), channel, reply::not_served(&format!("the {name} subsystem"))).await;
+            refuse_now(session.handle(), channel, reply::subsystem_not_served(name)).await;
             return Ok(());
         }
         let Some((opened, input, out)) = self.take_request(channel, session)? else { return Ok(()) };
