@@ -64,7 +64,6 @@ def children(pid):
     return found
 
 
-
 class Bench:
     def __init__(self, args):
         self.args = args

@@ -26,6 +26,14 @@ fn severity(decision: &Decision) -> u8 {
     }
 }
 
+/// The strictest of several decisions (the first of them at its severity); `None` for none.
+fn strictest(decisions: impl Iterator<Item = Decision>) -> Option<Decision> {
+    decisions.fold(None, |strictest: Option<Decision>, decision| match &strictest {
+        Some(s) if severity(&decision) <= severity(s) => strictest,
+        _ => Some(decision),
+    })
+}
+
 /// Who is asking, and where.
 pub(crate) struct Scope<'a> {
     pub(crate) identity: &'a Identity,
@@ -215,18 +223,15 @@ impl Policy {
             }
             ExecRequest::Command | ExecRequest::Subsystem(_) => {}
         }
-        let mut strictest: Option<Decision> = None;
-        for command in &action.commands {
-            let decision = self.decide_by(identity, connection, "exec", &command.summary(), |rule| match &rule.exec {
+        let decisions = action.commands.iter().map(|command| {
+            self.decide_by(identity, connection, "exec", &command.summary(), |rule| match &rule.exec {
                 Some(m) => m.matches(command, rule.effect == Effect::Allow),
                 None => rule.effect != Effect::Allow || crate::exec::plain_allow_matches(command),
-            });
-            if strictest.as_ref().is_none_or(|s| severity(&decision) > severity(s)) {
-                strictest = Some(decision);
-            }
-        }
+            })
+        });
         // A line that runs nothing (assignments alone) is decided as the connection's default.
-        strictest.unwrap_or_else(|| self.decide_by(identity, connection, "exec", &action.line, |r| r.exec.is_none()))
+        strictest(decisions)
+            .unwrap_or_else(|| self.decide_by(identity, connection, "exec", &action.line, |r| r.exec.is_none()))
     }
 
     /// A file transfer: each file operation is decided by the rules about files (and those of
@@ -238,18 +243,14 @@ impl Policy {
         action: &ExecAction,
         transfer: &Transfer,
     ) -> Decision {
-        let mut strictest: Option<Decision> = None;
-        for access in &transfer.files {
+        let decisions = transfer.files.iter().map(|access| {
             let summary = format!("{} {}", transfer.program, access.summary());
-            let decision = self.decide_by(identity, connection, "exec", &summary, |rule| match &rule.files {
+            self.decide_by(identity, connection, "exec", &summary, |rule| match &rule.files {
                 Some(m) => m.matches(access, rule.effect == Effect::Allow),
                 None => rule.exec.is_none() && (rule.effect != Effect::Allow || access.op.reads()),
-            });
-            if strictest.as_ref().is_none_or(|s| severity(&decision) > severity(s)) {
-                strictest = Some(decision);
-            }
-        }
-        strictest.unwrap_or_else(|| {
+            })
+        });
+        strictest(decisions).unwrap_or_else(|| {
             self.decide_by(identity, connection, "exec", &action.line, |r| r.exec.is_none() && r.files.is_none())
         })
     }

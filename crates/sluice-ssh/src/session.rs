@@ -178,12 +178,8 @@ impl<G: Gate> Connection<G> {
 
     /// Opens a session on `target`: `false` when the engine refused (it recorded why).
     async fn open(&mut self, identity: &str, proof: &Proof, target: &str) -> bool {
-        let presented = match proof {
-            Proof::Token(secret) => Presented::Token { user: identity, secret },
-            Proof::Key(fingerprint) => Presented::Key { user: identity, fingerprint },
-        };
         let request = OpenRequest {
-            presented,
+            presented: proof.presented(identity),
             target,
             client: ClientInfo { protocol: Protocol::Ssh, addr: &self.peer, tls: true, program: None },
         };
@@ -218,10 +214,7 @@ impl<G: Gate> Drop for Connection<G> {
         if let (None, Some((identity, proof))) = (&self.opened, self.named_later.take()) {
             let (gate, peer) = (Arc::clone(&self.gate), self.peer.clone());
             tokio::spawn(async move {
-                let presented = match &proof {
-                    Proof::Token(secret) => Presented::Token { user: &identity, secret },
-                    Proof::Key(fingerprint) => Presented::Key { user: &identity, fingerprint },
-                };
+                let presented = proof.presented(&identity);
                 let client = ClientInfo { protocol: Protocol::Ssh, addr: &peer, tls: true, program: None };
                 if let Ok((_, session)) = gate.open(OpenRequest { presented, target: "", client }).await {
                     session.end("the client named no connection".into());
@@ -245,6 +238,16 @@ enum Proof {
     Token(Secret),
     /// That it holds the private half of this public key (its `SHA256:` fingerprint).
     Key(String),
+}
+
+impl Proof {
+    /// The proof as the engine takes it, for `identity`.
+    fn presented<'a>(&'a self, identity: &'a str) -> Presented<'a> {
+        match self {
+            Proof::Token(secret) => Presented::Token { user: identity, secret },
+            Proof::Key(fingerprint) => Presented::Key { user: identity, fingerprint },
+        }
+    }
 }
 
 /// The environment variable that names the connection when the user name does not
@@ -698,16 +701,31 @@ async fn run_command<S: SessionGate>(
         return refuse_now(handle, channel, reply::refused(&decision, &config)).await;
     }
     let raw = action.transfer.is_some();
-    let (status, error) = match relay(&opened, &out, (&line, raw), connected, input, &mut run).await {
+    let outcome = relay(&opened, &out, (&line, raw), connected, input, &mut run).await;
+    conclude(&opened, &handle, channel, &run, (&line, (decision.effect(), decision.rule())), outcome, "\n").await;
+}
+
+/// Ends a request that ran, or could not: what went wrong told on the client's standard error
+/// (`eol`: the line end its terminal expects), the outcome recorded with its verdict, the channel
+/// closed with the exit status (`REFUSED_STATUS` when there is none).
+pub(crate) async fn conclude<S: SessionGate>(
+    opened: &Opened<S>,
+    handle: &Handle,
+    channel: ChannelId,
+    run: &Run,
+    (line, verdict): (&str, (&'static str, &str)),
+    outcome: Result<Option<u32>, String>,
+    eol: &str,
+) {
+    let (status, error) = match outcome {
         Ok(status) => (status, None),
         Err(e) => {
-            let message = format!("sluice: {e}\n");
-            let _ = handle.extended_data(channel, 1, message.into_bytes()).await;
+            let _ = handle.extended_data(channel, 1, format!("sluice: {e}{eol}").into_bytes()).await;
             (None, Some(e))
         }
     };
-    run.finish(&opened.log, &line, (decision.effect(), decision.rule()), status, error);
-    end(&handle, channel, status.unwrap_or(REFUSED_STATUS)).await;
+    run.finish(&opened.log, line, verdict, status, error);
+    end(handle, channel, status.unwrap_or(REFUSED_STATUS)).await;
 }
 
 /// One `sftp` subsystem request: each operation decided as it comes (see `sftp`), the session
@@ -725,15 +743,8 @@ async fn run_sftp<S: SessionGate>(
     if refused_as_ended(&opened, &handle, channel, &run, line).await {
         return;
     }
-    let (status, error) = match crate::sftp::serve(&opened, &config, &handle, out, input, &mut run).await {
-        Ok(status) => (status, None),
-        Err(e) => {
-            let _ = handle.extended_data(channel, 1, format!("sluice: {e}\n").into_bytes()).await;
-            (None, Some(e))
-        }
-    };
-    run.finish(&opened.log, line, ("allow", "sftp"), status, error);
-    end(&handle, channel, status.unwrap_or(REFUSED_STATUS)).await;
+    let outcome = crate::sftp::serve(&opened, &config, &handle, out, input, &mut run).await;
+    conclude(&opened, &handle, channel, &run, (line, ("allow", "sftp")), outcome, "\n").await;
 }
 
 /// The client's input passed to the host, until the client closes the channel or goes away

@@ -8,7 +8,9 @@
 use crate::SshListenerConfig;
 use crate::output::LineMasker;
 use crate::reply;
-use crate::session::{Input, Opened, Run, STANDING_EVERY, ToClient, decide, end, ended, refuse_now, refused_as_ended};
+use crate::session::{
+    Input, Opened, Run, STANDING_EVERY, ToClient, conclude, decide, ended, refuse_now, refused_as_ended,
+};
 use crate::terminal::{CastRecorder, EchoCheck, TypedLines};
 use crate::upstream;
 use russh::ChannelMsg;
@@ -55,15 +57,9 @@ pub(crate) async fn run_shell<S: SessionGate>(
         run.finish(&opened.log, &action.line, (decision.effect(), decision.rule()), None, None);
         return refuse_now(handle, channel, reply::refused(&decision, &config)).await;
     }
-    let (status, error) = match relay(&opened, &config, &out, terminal, input, &mut run).await {
-        Ok(status) => (status, None),
-        Err(e) => {
-            let _ = handle.extended_data(channel, 1, format!("sluice: {e}\r\n").into_bytes()).await;
-            (None, Some(e))
-        }
-    };
-    run.finish(&opened.log, &action.line, (decision.effect(), decision.rule()), status, error);
-    end(&handle, channel, status.unwrap_or(crate::REFUSED_STATUS)).await;
+    let outcome = relay(&opened, &config, &out, terminal, input, &mut run).await;
+    let verdict = (decision.effect(), decision.rule());
+    conclude(&opened, &handle, channel, &run, (&action.line, verdict), outcome, "\r\n").await;
 }
 
 async fn relay<S: SessionGate>(

@@ -166,11 +166,7 @@ pub(crate) async fn prepare_transfer(
     for (file, raw) in transfer.files.iter_mut().zip(&raws) {
         let (Some(raw), true) = (raw, file.literal) else { continue };
         match resolver.as_mut() {
-            Some(resolver) => {
-                if let Some(real) = resolver.realpath(raw).await.filter(|real| *real != file.path) {
-                    resolved.push(FileAccess { path: real, ..file.clone() });
-                }
-            }
+            Some(resolver) => resolved.extend(resolver.resolved(file, raw).await),
             None => file.literal = false,
         }
     }
@@ -197,6 +193,13 @@ impl Resolver {
         resolver.to.data_bytes(wire::init()).await.map_err(|e| e.to_string())?;
         host_packet(&mut resolver.from, &mut resolver.buf).await.ok_or("did not answer")?;
         Ok(resolver)
+    }
+
+    /// `access` where the host resolves it (`raw`: its path as the host will take it), when that
+    /// is another path than the one it is decided for.
+    async fn resolved(&mut self, access: &FileAccess, raw: &str) -> Option<FileAccess> {
+        let real = self.realpath(raw).await.filter(|real| *real != access.path)?;
+        Some(FileAccess { path: real, ..access.clone() })
     }
 
     /// Where `path` leads; `None` when the host cannot say (a directory on the way is missing).
@@ -407,10 +410,7 @@ impl<S: SessionGate> Relay<'_, S> {
         // link inside an allowed directory opens no other.
         let mut files = Vec::with_capacity(found.len() * 2);
         for (access, raw) in found {
-            let real = self.resolver.realpath(&raw).await.filter(|real| *real != access.path);
-            if let Some(real) = real {
-                files.push(FileAccess { path: real, ..access.clone() });
-            }
+            files.extend(self.resolver.resolved(&access, &raw).await);
             files.push(access);
         }
         let summary: Vec<String> = files.iter().map(FileAccess::summary).collect();
