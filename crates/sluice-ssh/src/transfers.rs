@@ -73,11 +73,16 @@ fn scp(words: &[(&str, bool)]) -> Result<Transfer, String> {
     for &(word, literal) in words {
         match word {
             "--" if options => options = false,
-            _ if options && literal && is_flags(word) => flags.push_str(&word[1..]),
-            _ => {
-                options = false;
-                paths.push((word, literal));
+            _ if options && literal && is_flags(word) && paths.is_empty() => flags.push_str(&word[1..]),
+            // Whether a getopt reads it as an option or a path depends on how scp was built
+            // (glibc's takes options after the paths, OpenBSD's does not): either way it is not
+            // certain, so it is not read.
+            _ if options && word.starts_with('-') => {
+                return Err(format!(
+                    "scp is run with {word} after its paths, which scp may read as an option or a path"
+                ));
             }
+            _ => paths.push((word, literal)),
         }
     }
     if let Some(unknown) = flags.chars().find(|c| !"rpdvqtf".contains(*c)) {
@@ -149,6 +154,10 @@ fn rsync(words: &[(&str, bool)]) -> Result<Transfer, String> {
         return Err("rsync --server is run without its `.` argument".into());
     };
     let mut removes = false;
+    // After the `.`, a word like an option may be read as one or as a path: not certain.
+    if let Some(late) = words[dot + 1..].iter().find(|w| w.0.starts_with('-')) {
+        return Err(format!("rsync --server is run with {} after its paths, read as an option or a path", late.0));
+    }
     for &(word, literal) in &words[..dot] {
         if !literal {
             return Err(format!("rsync --server is run with the option {word}, which an expansion decides"));
@@ -274,6 +283,10 @@ mod tests {
         assert_eq!(of("scp -f ../../etc/shadow"), Ok(vec!["read /etc/shadow".into()]));
         assert_eq!(of("scp -f '~/x'"), Ok(vec!["read /home/agent/~/x".into()]), "scp does not expand a quoted ~");
         assert!(of("scp -t a b").is_err());
+        // An option after the paths is an option to one getopt and a path to another.
+        assert!(of("scp -f /srv/a -r").is_err());
+        assert!(of("scp -f /srv/a -t /etc").is_err());
+        assert_eq!(of("scp -f -- -r"), Ok(vec!["read /home/agent/-r".into()]));
         assert!(of("scp -S /tmp/x -f a").is_err(), "-S names a program");
         assert!(of("scp -f a; rm -rf /").is_err());
         assert!(of("sudo scp -f /etc/shadow").is_err());
@@ -296,6 +309,9 @@ mod tests {
         assert!(removing.is_err(), "a sender that removes what it sent is not a read: {removing:?}");
         assert!(of("rsync --server --sender -vlogDtpre.iLsfxCIvu --log-file=/etc/cron.d/x . src/").is_err());
         assert!(of("rsync --server -vslogDtpre.iLsfxCIvu . /srv/").is_err(), "-s hides the paths");
+        let late = of("rsync --server --sender -vlogDtpre.iLsfxCIvu . src/ --remove-source-files");
+        assert!(late.is_err(), "an option after the paths may be read as one: {late:?}");
+        assert!(of("rsync --server --sender -vlogDtpre.iLsfxCIvu . src/ -s").is_err());
         assert!(of("rsync --server --sender -vlogDtpre.iLsfxCIvu --files-from=/etc/list . /").is_err());
         assert_eq!(of("rsync -a /a /b"), Err("not a transfer".into()));
     }
