@@ -503,7 +503,8 @@ def test_a_session_exports_as_har(api, tmp_path):
     # One connection, three exchanges: allowed with a query, denied, and GraphQL.
     with httpx.Client(base_url=f"{api.base}/billing", headers=bearer(api), timeout=20) as client:
         assert client.get("/v1/customers", params={"status": "open", "mail": "har@example.com"}).status_code == 200
-        assert client.delete("/v1/customers/9").status_code == 403
+        refused = client.request("DELETE", "/v1/customers/9", json={"reason": "dup of ann@example.com"})
+        assert refused.status_code == 403
         assert client.post("/graphql", json={"query": "{ invoices { id } }"}).status_code == 200
 
     def recorded(details):
@@ -527,6 +528,8 @@ def test_a_session_exports_as_har(api, tmp_path):
     assert entries[2]["_sluice"]["graphql"] == "query invoices"
     # The bodies' beginnings are kept ([recording] result_rows), masked and cut.
     assert "invoices" in entries[2]["request"]["postData"]["text"]
+    # A refused request's body is kept too (what was refused is what a reviewer asks about), masked.
+    assert json.loads(entries[1]["request"]["postData"]["text"]) == {"reason": "dup of [redacted:email]"}
     content = first["response"]["content"]["text"]
     assert content.startswith('[{"id":1,') and "[redacted:email]" in content and "ann@example.com" not in content
     assert len(content) <= 121 and content.endswith("…")

@@ -96,6 +96,18 @@ impl Decoder {
         Ok(std::mem::take(&mut self.sink().out))
     }
 
+    /// As `feed`, appending what is decoded to `out`; a body sent as it is goes there without
+    /// passing through the decoder's buffer (`out` is the caller's to keep within the limit).
+    pub fn feed_into(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        if let Kind::Identity(_) = self.kind {
+            out.extend_from_slice(input);
+            return Ok(());
+        }
+        let mut decoded = self.feed(input)?;
+        out.append(&mut decoded);
+        Ok(())
+    }
+
     /// The end of the body: what the decoder still holds, or why the body was cut short.
     pub fn finish(&mut self) -> Result<Vec<u8>, DecodeError> {
         let flushed = match &mut self.kind {

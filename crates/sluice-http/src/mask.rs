@@ -99,7 +99,15 @@ impl BodyMasker {
         }
         let escapes = memchr::memchr(b'\\', body).is_some();
         let by_key = self.sensitive.may_apply(body, escapes);
-        let mut tokens = Tokens { body, content, hits, next_hit: 0, edits: Vec::new(), findings: Vec::new() };
+        let mut tokens = Tokens {
+            body,
+            content,
+            hits,
+            next_hit: 0,
+            edits: Edits::default(),
+            findings: Vec::new(),
+            scratch: Vec::new(),
+        };
         if !by_key && !escapes {
             // Without escapes every quote opens or closes a string and a string's text is its
             // bytes: the findings are placed without reading the document, unless one crosses
@@ -150,9 +158,56 @@ struct Tokens<'a> {
     /// What the detectors found in the whole body, in order.
     hits: Vec<Finding>,
     next_hit: usize,
-    /// Spans of the body to replace, in order, with what replaces them.
-    edits: Vec<(usize, usize, Vec<u8>)>,
+    edits: Edits,
     findings: Vec<Finding>,
+    /// A replacement as rendered, before it is escaped into `edits`.
+    scratch: Vec<u8>,
+}
+
+/// Spans of a body to replace, in order, with what replaces them: one buffer for all of them,
+/// since a large body may have hundreds.
+#[derive(Default)]
+struct Edits {
+    /// Start and end in the body, and where the replacement ends in `text` (it starts where
+    /// the one before ended).
+    spans: Vec<(usize, usize, usize)>,
+    text: Vec<u8>,
+}
+
+impl Edits {
+    /// `start..end` to be replaced by `with`, escaped for a JSON string; `quoted`: as a string
+    /// of its own.
+    fn push(&mut self, start: usize, end: usize, with: &[u8], quoted: bool) {
+        if quoted {
+            self.text.push(b'"');
+        }
+        escape_into(with, &mut self.text);
+        if quoted {
+            self.text.push(b'"');
+        }
+        self.spans.push((start, end, self.text.len()));
+    }
+
+    fn clear(&mut self) {
+        self.spans.clear();
+        self.text.clear();
+    }
+
+    /// `body` with the edits made; `None` when there are none.
+    fn apply(&self, body: &[u8]) -> Option<Vec<u8>> {
+        if self.spans.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(body.len() + self.text.len());
+        let (mut at, mut from) = (0, 0);
+        for &(start, end, to) in &self.spans {
+            out.extend_from_slice(&body[at..start]);
+            out.extend_from_slice(&self.text[from..to]);
+            (at, from) = (end, to);
+        }
+        out.extend_from_slice(&body[at..]);
+        Some(out)
+    }
 }
 
 impl Tokens<'_> {
@@ -160,22 +215,27 @@ impl Tokens<'_> {
     /// not lie inside one string or number.
     fn place_by_quotes(&mut self) -> bool {
         let body = self.body;
-        let mut quotes = memchr::memchr_iter(b'"', body);
-        let (mut inside, mut last_quote, mut next_quote) = (false, None, quotes.next());
+        // Quotes come every few bytes in JSON: they are counted (their parity says whether a
+        // finding is inside a string) rather than visited one by one.
+        let (mut counted_to, mut inside) = (0, false);
         let mut i = 0;
         while let Some(&hit) = self.hits.get(i) {
-            while let Some(q) = next_quote.filter(|&q| q < hit.start) {
-                inside = !inside;
-                last_quote = Some(q);
-                next_quote = quotes.next();
+            if hit.start > counted_to {
+                inside ^= odd_quotes(&body[counted_to..hit.start]);
+                counted_to = hit.start;
             }
-            let token = match (inside, last_quote, next_quote) {
-                (true, Some(open), Some(close)) if hit.end <= close => (open, close + 1),
-                (true, ..) => return false,
-                (false, ..) => match number_around(body, hit.start) {
+            let token = if inside {
+                let open = memchr::memrchr(b'"', &body[..hit.start]);
+                let close = memchr::memchr(b'"', &body[hit.start..]).map(|c| hit.start + c);
+                match (open, close) {
+                    (Some(open), Some(close)) if hit.end <= close => (open, close + 1),
+                    _ => return false,
+                }
+            } else {
+                match number_around(body, hit.start) {
                     Some((start, end)) if hit.end <= end => (start, end),
                     _ => return false,
-                },
+                }
             };
             while self.hits.get(i).is_some_and(|h| h.start < token.1) {
                 if self.hits[i].end > token.1 {
@@ -183,6 +243,9 @@ impl Tokens<'_> {
                 }
                 i += 1;
             }
+            // The token's closing quote, if any, is counted: counting resumes after it.
+            inside ^= odd_quotes(&body[counted_to..token.1]);
+            counted_to = token.1;
             match body[token.0] {
                 b'"' => self.string(token.0, token.1),
                 _ => self.number(token.0, token.1),
@@ -218,11 +281,10 @@ impl Tokens<'_> {
         let inner = &self.body[inner_start..inner_end];
         if memchr::memchr(b'\\', inner).is_none() {
             // Its text is its bytes: each finding is replaced where it lies.
-            let mut with = Vec::new();
             for f in found {
-                with.clear();
-                content.replacement(f.detector, &self.body[f.start..f.end], &mut with);
-                self.edits.push((f.start, f.end, escaped(&with)));
+                self.scratch.clear();
+                content.replacement(f.detector, &self.body[f.start..f.end], &mut self.scratch);
+                self.edits.push(f.start, f.end, &self.scratch, false);
             }
             return;
         }
@@ -241,7 +303,7 @@ impl Tokens<'_> {
             })
         });
         if let Some(masked) = masked {
-            self.edits.push((start, end, json_string(&masked)));
+            self.edits.push(start, end, &masked, true);
         }
     }
 
@@ -258,23 +320,12 @@ impl Tokens<'_> {
             at = f.end;
         }
         text.extend_from_slice(&self.body[at..end]);
-        self.edits.push((start, end, json_string(&text)));
+        self.edits.push(start, end, &text, true);
     }
 
     /// The body with the edits made; `None` when there are none.
     fn apply(self) -> Option<Vec<u8>> {
-        if self.edits.is_empty() {
-            return None;
-        }
-        let mut out = Vec::with_capacity(self.body.len() + self.edits.len() * 16);
-        let mut at = 0;
-        for (start, end, with) in &self.edits {
-            out.extend_from_slice(&self.body[at..*start]);
-            out.extend_from_slice(with);
-            at = *end;
-        }
-        out.extend_from_slice(&self.body[at..]);
-        Some(out)
+        self.edits.apply(self.body)
     }
 }
 
@@ -287,6 +338,22 @@ fn number_around(body: &[u8], at: usize) -> Option<(usize, usize)> {
     let start = body[..at].iter().rposition(|c| !numeric(c)).map_or(0, |i| i + 1);
     let end = body[at..].iter().position(|c| !numeric(c)).map_or(body.len(), |i| at + i);
     Some((start, end))
+}
+
+/// Whether `bytes` holds an odd number of `"`, eight bytes at a time.
+fn odd_quotes(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let mut words = bytes.chunks_exact(8);
+    let mut count = 0u32;
+    for word in &mut words {
+        let x = u64::from_le_bytes(word.try_into().unwrap_or_default()) ^ (ONES * u64::from(b'"'));
+        // A byte of `x` is zero (a quote) exactly when its high bit stays clear here; no carry
+        // crosses bytes, so the count is exact.
+        count += (!(((x & LOW7) + LOW7) | x | LOW7)).count_ones();
+    }
+    count += words.remainder().iter().filter(|&&b| b == b'"').count() as u32;
+    count % 2 == 1
 }
 
 /// One JSON body walked token by token, without building it, where keys or pointers are marked
@@ -314,7 +381,7 @@ impl JsonWalk<'_> {
             jiter.known_skip(peek).map_err(|e| e.to_string())?;
             let mut out = Vec::new();
             sluice_mask::action::redaction(label, &mut out);
-            self.tokens.edits.push((start, jiter.current_index(), json_string(&out)));
+            self.tokens.edits.push(start, jiter.current_index(), &out, true);
             return Ok(());
         }
         if matches!(peek, Peek::Array | Peek::Object) && depth >= MAX_DEPTH {
@@ -416,12 +483,13 @@ fn string_text(token: &[u8]) -> Result<std::borrow::Cow<'_, str>, String> {
     reader.next_str().map(|s| std::borrow::Cow::Owned(s.to_string())).map_err(|e| e.to_string())
 }
 
-/// `text` as the inside of a JSON string: quotes, backslashes and control characters escaped.
-fn escaped(text: &[u8]) -> Vec<u8> {
+/// Appends `text` as the inside of a JSON string: quotes, backslashes and control characters
+/// escaped.
+fn escape_into(text: &[u8], out: &mut Vec<u8>) {
     if !text.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\') {
-        return text.to_vec();
+        out.extend_from_slice(text);
+        return;
     }
-    let mut out = Vec::with_capacity(text.len() + 8);
     for &c in text {
         match c {
             b'"' | b'\\' => out.extend_from_slice(&[b'\\', c]),
@@ -429,15 +497,6 @@ fn escaped(text: &[u8]) -> Vec<u8> {
             _ => out.push(c),
         }
     }
-    out
-}
-
-/// `text` as a JSON string (quoted, escaped).
-fn json_string(text: &[u8]) -> Vec<u8> {
-    let mut out = vec![b'"'];
-    out.extend(escaped(text));
-    out.push(b'"');
-    out
 }
 
 #[cfg(test)]
@@ -460,6 +519,17 @@ mod tests {
 
     fn clean(masker: &BodyMasker, body: &str) -> Option<String> {
         masker.clean(body.as_bytes()).unwrap().map(|b| String::from_utf8(b).unwrap())
+    }
+
+    #[test]
+    fn quotes_are_counted_in_every_position_and_length() {
+        let text = r#"{"a":"x\"y","b":[1,"2"],"€":""}"#.as_bytes();
+        for start in 0..text.len() {
+            for end in start..=text.len() {
+                let naive = text[start..end].iter().filter(|&&b| b == b'"').count() % 2 == 1;
+                assert_eq!(odd_quotes(&text[start..end]), naive, "{start}..{end}");
+            }
+        }
     }
 
     #[test]
@@ -538,7 +608,15 @@ mod tests {
             Finding { detector: 0, start: at("eft"), end: at("ght") },
             Finding { detector: 1, start: at("ht\""), end: at("2}") },
         ];
-        let mut tokens = Tokens { body, content: Some(content), hits, next_hit: 0, edits: vec![], findings: vec![] };
+        let mut tokens = Tokens {
+            body,
+            content: Some(content),
+            hits,
+            next_hit: 0,
+            edits: Edits::default(),
+            findings: vec![],
+            scratch: vec![],
+        };
         assert!(!tokens.place_by_quotes());
         tokens.edits.clear();
         tokens.next_hit = 0;

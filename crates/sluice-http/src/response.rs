@@ -90,14 +90,16 @@ pub async fn read_whole(
     oversize: Oversize,
     timeout: Duration,
 ) -> Result<Whole, BodyError> {
-    let mut decoded = Vec::new();
+    // Sized for the body the upstream announces (never more than the cap): no copy as it grows.
+    let announced = body.size_hint().exact().and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
+    let mut decoded = Vec::with_capacity(announced.min(limit.saturating_add(1)));
     // Whether the body is over the limit.
     let read = async {
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| BodyError::Read(sluice_core::error_chain(&e)))?;
             let Ok(data) = frame.into_data() else { continue };
-            match decoder.feed(&data) {
-                Ok(out) => decoded.extend_from_slice(&out),
+            match decoder.feed_into(&data, &mut decoded) {
+                Ok(()) => {}
                 Err(DecodeError::TooLarge(_)) => return Ok(true),
                 Err(e) => return Err(BodyError::from(e)),
             }

@@ -7,8 +7,9 @@
 
 use crate::decode::Decoder;
 use crate::forward;
+use crate::forward::OnWire;
 use crate::framing::{HeadVerdict, MAX_HEAD, Verdicts, Watched};
-use crate::mask::BodyMasker;
+use crate::mask::{BodyMasker, Sensitive};
 use crate::reply::Answer;
 use crate::response::{self, BodyError, OnEnd, Shape, Streamed};
 use crate::target::{HttpTarget, Presentation};
@@ -27,6 +28,7 @@ use sluice_core::audit::now_us;
 use sluice_core::http::HttpAction;
 use sluice_core::{ActionDetail, Decision, HttpExcerpts, Protocol, Secret};
 use sluice_gate::{ClientInfo, Gate, OpenError, OpenRequest, Outcome, Presented, SessionGate, SessionLog, Standing};
+use sluice_mask::SessionMasking;
 use sluice_runtime::Accepted;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -277,7 +279,9 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         .with_rule("unreadable")
         .with_detail(action.summary());
         open.seq += 1;
-        let exchange = Exchange::new(&action, open.seq, started_at_us, started, body.len());
+        let mut exchange = Exchange::new(&action, open.seq, started_at_us, started, body.len());
+        let masking = open.grant.obligations.masking.clone();
+        exchange.keep_request_excerpt(&open.log, masking, &options.sensitive, &body);
         exchange.finish(&open.log, "deny", "unreadable", 400, 0, None);
         return Err((StatusCode::BAD_REQUEST, answer));
     }
@@ -308,6 +312,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         ));
     };
     let rule = decision.rule().to_string();
+    exchange.keep_request_excerpt(&open.log, open.grant.obligations.masking.clone(), &options.sensitive, &body);
     match &decision {
         Decision::Allow { .. } | Decision::Approved { .. } => {}
         Decision::Review(refusal) | Decision::Deny(refusal) => {
@@ -435,7 +440,6 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     }
     let shape = Shape::of(&head.headers);
     if shape != Shape::Whole {
-        exchange.keep_excerpts(&log, &masker, &body, None);
         let status = head.status.as_u16();
         let on_end: OnEnd = Box::new(move |sent, error| exchange.finish(&log, "allow", &rule, status, sent, error));
         let body = Streamed::new(upstream_body, decoder, shape, masker, limit, on_end);
@@ -462,7 +466,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         }
     };
     let size = whole.body.len();
-    exchange.keep_excerpts(&log, &masker, &body, Some(&whole.body));
+    exchange.keep_response_excerpt(&log, &whole.body);
     let mut reply = Response::new(http_body_util::Either::Left(Full::new(whole.body)));
     *reply.status_mut() = head.status;
     *reply.headers_mut() = headers;
@@ -533,24 +537,23 @@ async fn same_session<'c, G: Gate>(
 
 /// The target a request is for, and the path within it: by host name first, then by path prefix.
 fn route<G: Gate>(gate: &G, host: &str, path: &str) -> Result<(sluice_gate::Target, String), Refused> {
-    let targets = gate.targets(Protocol::Http);
-    let prepared =
-        |t: &sluice_gate::Target| t.options::<HttpTarget>().map(|o| (t.clone(), o.prefix.clone(), o.hosts.clone()));
-    let mut best: Option<(sluice_gate::Target, String)> = None;
-    for (target, prefix, hosts) in targets.iter().filter_map(prepared) {
-        if hosts.iter().any(|h| h == host) {
-            return Ok((target, path.to_string()));
+    let mut targets = gate.targets(Protocol::Http);
+    let mut best: Option<(usize, &str)> = None;
+    for (i, options) in targets.iter().enumerate().filter_map(|(i, t)| Some((i, t.options::<HttpTarget>()?))) {
+        if options.hosts.iter().any(|h| h == host) {
+            return Ok((targets.swap_remove(i), path.to_string()));
         }
-        let rest = match path.strip_prefix(prefix.as_str()) {
-            Some("") => "/".to_string(),
-            Some(rest) if rest.starts_with('/') => rest.to_string(),
+        let rest = match path.strip_prefix(options.prefix.as_str()) {
+            Some("") => "/",
+            Some(rest) if rest.starts_with('/') => rest,
             _ => continue,
         };
-        if best.as_ref().is_none_or(|(_, r)| rest.len() < r.len()) {
-            best = Some((target, rest));
+        if best.is_none_or(|(_, r)| rest.len() < r.len()) {
+            best = Some((i, rest));
         }
     }
-    best.ok_or_else(|| {
+    let best = best.map(|(i, rest)| (i, rest.to_string()));
+    best.map(|(i, rest)| (targets.swap_remove(i), rest)).ok_or_else(|| {
         let answer = Answer::new(
             "no_route",
             format!("no HTTP connection is reached at {path} on host {host}"),
@@ -679,17 +682,30 @@ impl Exchange {
         Exchange { text: Arc::from(action.record_line()), seq, started_at_us, started, request_bytes, excerpts: None }
     }
 
-    /// Keeps the beginnings of the bodies with the record, masked, where the log keeps results
-    /// (`[recording] result_rows`).
-    fn keep_excerpts<L: SessionLog>(&mut self, log: &L, masker: &BodyMasker, request: &[u8], response: Option<&[u8]>) {
+    /// Keeps the beginning of the request's body with the record, masked, where the log keeps
+    /// results (`[recording] result_rows`): for every exchange, refused ones included, since
+    /// what was refused is what a reviewer of the log asks about.
+    fn keep_request_excerpt<L: SessionLog>(
+        &mut self,
+        log: &L,
+        masking: Option<SessionMasking>,
+        sensitive: &Arc<Sensitive>,
+        request: &[u8],
+    ) {
         let Some(limits) = log.result_excerpt() else { return };
+        let masker = BodyMasker::new(masking, Arc::clone(sensitive), OnWire::default());
         let request = match masker.clean(request) {
             _ if request.is_empty() => None,
             Ok(clean) => Some(excerpt(clean.as_deref().unwrap_or(request), limits.bytes)),
             Err(e) => Some(format!("[withheld: {e}]")),
         };
-        let response = response.filter(|r| !r.is_empty()).map(|r| excerpt(r, limits.bytes));
-        self.excerpts = Some(Box::new(HttpExcerpts { request, response }));
+        self.excerpts = Some(Box::new(HttpExcerpts { request, response: None }));
+    }
+
+    /// Adds the beginning of the response's body (as the client got it) to the excerpts kept.
+    fn keep_response_excerpt<L: SessionLog>(&mut self, log: &L, response: &[u8]) {
+        let (Some(limits), Some(excerpts)) = (log.result_excerpt(), self.excerpts.as_mut()) else { return };
+        excerpts.response = (!response.is_empty()).then(|| excerpt(response, limits.bytes));
     }
 
     /// Hands what became of the request to the session's log.

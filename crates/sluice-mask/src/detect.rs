@@ -756,30 +756,47 @@ fn names_credential(hay: &[u8], sep: usize) -> bool {
     if end > 0 && matches!(hay[end - 1], b'"' | b'\'') {
         end -= 1;
     }
-    // Every keyword is 3+ letters and holds a `p`, `s`, `t` or `y` (`apikey`): most names fail
-    // on that, checked on the way back.
+    // Read back to the name's start, noting where a keyword's first two letters stand: most
+    // names (`"id":`, `"status":` in JSON, where every key has a separator) hold none.
     let mut start = end;
-    let mut hinted = false;
+    let mut starts = 0u64;
     while start > 0 && end - start < MAX_CREDENTIAL_NAME {
         let c = hay[start - 1];
         if !(c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.')) {
             break;
         }
-        hinted |= matches!(c | 0x20, b'p' | b's' | b't' | b'y');
         start -= 1;
+        if start + 1 < end && starts_keyword(c, hay[start + 1]) {
+            starts |= 1 << (start + MAX_CREDENTIAL_NAME - end);
+        }
     }
-    if !hinted || end - start < 3 {
+    if starts == 0 || end - start < 3 {
         return false;
     }
-    let mut lower = [0u8; MAX_CREDENTIAL_NAME];
-    let name = &mut lower[..end - start];
-    name.copy_from_slice(&hay[start..end]);
-    name.make_ascii_lowercase();
-    // Names are short: a plain search, starting only where a keyword's first letter is.
-    (0..name.len()).any(|i| {
-        matches!(name[i], b'p' | b's' | b't' | b'a' | b'c')
-            && CREDENTIAL_KEYWORDS.iter().any(|k| k[0] == name[i] && name[i..].starts_with(k))
+    let name = &hay[start..end];
+    let offset = start + MAX_CREDENTIAL_NAME - end;
+    (0..name.len()).filter(|i| starts >> (i + offset) & 1 == 1).any(|i| {
+        CREDENTIAL_KEYWORDS.iter().any(|k| name.get(i..i + k.len()).is_some_and(|w| w.eq_ignore_ascii_case(k)))
     })
+}
+
+/// For each first letter of a keyword, the second letters that follow it in one (bit per
+/// letter): a name is searched only at the pairs that begin a keyword.
+const KEYWORD_PAIRS: [u32; 26] = {
+    let mut table = [0u32; 26];
+    let mut k = 0;
+    while k < CREDENTIAL_KEYWORDS.len() {
+        let word = CREDENTIAL_KEYWORDS[k];
+        table[(word[0] - b'a') as usize] |= 1 << (word[1] - b'a');
+        k += 1;
+    }
+    table
+};
+
+/// Whether the letters `a` and `b`, in any case, begin a credential keyword.
+fn starts_keyword(a: u8, b: u8) -> bool {
+    let (a, b) = ((a | 0x20).wrapping_sub(b'a'), (b | 0x20).wrapping_sub(b'a'));
+    a < 26 && b < 26 && KEYWORD_PAIRS[a as usize] >> b & 1 == 1
 }
 
 /// From the separator at `i` (`=`, `:`, `:=`, `=>`; not `==`): an opening quote, then the value —
@@ -1058,6 +1075,12 @@ mod tests {
         one("client_secret => 'a1B2c3D4e5F6g7H8'", "credential", "a1B2c3D4e5F6g7H8");
         one("spring.datasource.password:=Sup3rS3cret!", "credential", "Sup3rS3cret!");
         one("db at postgres://app:s3cr3t-pw@db:5432/shop", "credential", "s3cr3t-pw");
+        // A keyword anywhere in the name, in any case, up to the longest name read.
+        one("X-Api-Key: Zx81Qw7eRt6yUi5o", "credential", "Zx81Qw7eRt6yUi5o");
+        one("pwd=Zx81Qw7eRt6y", "credential", "Zx81Qw7eRt6y");
+        let long = format!("{}PassPhrase: Zx81Qw7eRt6y", "a".repeat(54));
+        one(&long, "credential", "Zx81Qw7eRt6y");
+        assert_eq!(found(&format!("Token{}: Zx81Qw7eRt6y", "a".repeat(60))), vec![], "before the last 64 bytes");
         // With a host that reads as a mail domain, the email detector's wider span covers it.
         let both = found("postgres://app:s3cr3t-pw@db.internal:5432/shop");
         assert!(both.len() == 1 && both[0].1.starts_with("s3cr3t-pw"), "{both:?}");

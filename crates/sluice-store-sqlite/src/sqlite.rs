@@ -108,6 +108,9 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
 pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "synchronous", "normal")?;
+    // Statement journals (every insert of a batch, since foreign keys may abort it) and sorts
+    // stay in memory: on disk they cost the recorder a page write per recorded action.
+    conn.pragma_update(None, "temp_store", "memory")?;
     conn.pragma_update(None, "foreign_keys", true)
 }
 
