@@ -345,15 +345,17 @@ fn odd_quotes(bytes: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     let mut words = bytes.chunks_exact(8);
-    let mut count = 0u32;
+    // Only the parity counts, and the parity of a sum of bit counts is that of their XOR: the
+    // marks are XORed together and counted once.
+    let mut marks = 0u64;
     for word in &mut words {
         let x = u64::from_le_bytes(word.try_into().unwrap_or_default()) ^ (ONES * u64::from(b'"'));
         // A byte of `x` is zero (a quote) exactly when its high bit stays clear here; no carry
-        // crosses bytes, so the count is exact.
-        count += (!(((x & LOW7) + LOW7) | x | LOW7)).count_ones();
+        // crosses bytes, so each quote is marked exactly once.
+        marks ^= !(((x & LOW7) + LOW7) | x | LOW7);
     }
-    count += words.remainder().iter().filter(|&&b| b == b'"').count() as u32;
-    count % 2 == 1
+    let rest = words.remainder().iter().filter(|&&b| b == b'"').count() as u32;
+    (marks.count_ones() + rest) % 2 == 1
 }
 
 /// One JSON body walked token by token, without building it, where keys or pointers are marked
