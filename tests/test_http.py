@@ -402,6 +402,23 @@ def test_server_sent_events_are_masked_event_by_event_as_they_come(api):
     assert json.loads(data) == {"n": 2, "card": "[redacted:credit-card]"}
 
 
+def test_a_secret_a_stream_spells_across_events_is_masked(api):
+    # A model's answer, a few characters per event: no one event holds the card number or the
+    # key, the text the client joins does. Every event still arrives, as JSON where it was.
+    with httpx.Client(timeout=20) as client:
+        with client.stream("GET", f"{api.base}/billing/token-stream", headers=bearer(api)) as r:
+            assert r.status_code == 200
+            body = "".join(r.iter_text())
+    events = [e[len("data: "):] for e in body.split("\n\n") if e]
+    assert len(events) == 11 and events[-1] == "[DONE]", body
+    text = "".join(json.loads(e)["choices"][0]["delta"]["content"] for e in events[:8])
+    assert "4111" not in text.replace(" ", "") and "Zq7vK2m" not in text and "9xWp4LtR8sNb" not in text, text
+    assert "[redacted:credit-card]" in text and "[redacted:openai-key]" in text
+    assert text.endswith(". Anything else?"), "pieces no finding touches go as they came"
+    # The same across two text events.
+    assert events[8:10] == ["[redacted:credit-card]", "[redacted:credit-card]"], events
+
+
 def test_a_compressed_event_stream_is_decoded_and_masked(api):
     status, body = curl("-N", f"{api.base}/billing/events?gzip=1", token=api.agent_token)
     assert status == 200, body
@@ -558,10 +575,15 @@ def test_a_websocket_is_decided_on_its_path_then_joined_masked_and_recorded(api)
         answer = json.loads(ws.recv(timeout=20))
         ws.send("second")
         second = json.loads(ws.recv(timeout=20))
+        # A key the upstream spells over several messages: each message is masked in what the
+        # client joins, and every message still arrives.
+        ws.send("spell")
+        spelled = [ws.recv(timeout=20) for _ in range(4)]
     # The upstream accepted the held credential; what it sends back (the address it echoes too)
     # is masked like a response.
     assert answer["echo"] == "hello from [redacted:email]" and second["echo"] == "second"
     assert answer["contact"] == "[redacted:email]" and answer["password"] == "[redacted:password]"
+    assert spelled == ["[redacted:openai-key]"] * 3 + [" ok"], spelled
     with pytest.raises(InvalidStatus) as refused:
         connect(url.replace("/ws?", "/ws-admin?"), additional_headers=bearer(api), open_timeout=20)
     assert refused.value.response.status_code == 403

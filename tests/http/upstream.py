@@ -143,6 +143,25 @@ async def events(request):
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
 
+async def token_stream(request):
+    """A language model's answer as it streams: a few characters per event, 20 ms apart, with a
+    card number and an API key each spread over several events (OpenAI's chunk shape), then the
+    same card number split across two text events."""
+    pieces = ["Your card is 4111 ", "1111 11", "11 1111", " and your key is sk-", "proj-Zq7vK2m",
+              "9xWp4LtR8sNb", ". Anything else", "?"]
+
+    async def stream():
+        for piece in pieces:
+            chunk = {"id": "c1", "object": "chat.completion.chunk",
+                     "choices": [{"index": 0, "delta": {"content": piece}}]}
+            yield f"data: {json.dumps(chunk)}\n\n"
+            await asyncio.sleep(0.02)
+        yield "data: card 4111 1111\n\n"
+        yield "data:  1111 1111 thanks\n\n"
+        yield "data: [DONE]\n\n"
+    return StreamingResponse(stream(), media_type="text/event-stream")
+
+
 async def ndjson(request):
     async def stream():
         for i in range(3):
@@ -204,6 +223,11 @@ async def ws_echo(websocket: WebSocket):
     try:
         while True:
             text = await websocket.receive_text()
+            if text == "spell":
+                # A key a few characters per message, as a model streaming its answer sends it.
+                for piece in ["your key is sk-", "proj-Zq7vK2m", "9xWp4LtR8sNb", " ok"]:
+                    await websocket.send_text(piece)
+                continue
             await websocket.send_text(json.dumps({"echo": text, "contact": "ws@example.com", "password": "pw"}))
     except Exception:
         pass
@@ -223,6 +247,7 @@ app = Starlette(routes=[
     Route("/api/encoded/{encoding}", guard(encoded)),
     Route("/api/two-encodings", guard(two_encodings)),
     Route("/api/events", guard(events)),
+    Route("/api/token-stream", guard(token_stream)),
     Route("/api/release", guard(release)),
     Route("/api/ndjson", guard(ndjson)),
     Route("/api/chunked-json", guard(chunked_json)),

@@ -65,6 +65,26 @@ impl BodyMasker {
         self.content().is_some_and(|c| !c.scanner.is_empty()) || !self.sensitive.is_empty()
     }
 
+    /// Whether the detectors run at all (a stream's pieces are read across units only then).
+    pub fn detects(&self) -> bool {
+        self.content().is_some_and(|c| !c.scanner.is_empty())
+    }
+
+    /// The detectors' findings in `text`, each with the label that stands for what it found.
+    pub fn findings(&self, text: &[u8]) -> Vec<(usize, usize, Vec<u8>)> {
+        let Some(content) = self.content() else { return Vec::new() };
+        let mut found = Vec::new();
+        content.scanner.scan(text, &mut found);
+        found
+            .iter()
+            .map(|f| {
+                let mut label = Vec::new();
+                sluice_mask::action::redaction(content.scanner.name(f.detector), &mut label);
+                (f.start, f.end, label)
+            })
+            .collect()
+    }
+
     /// A body as the client may have it: the credential replaced, then masked (as JSON or as
     /// text); `None` when nothing had to change.
     pub fn clean(&self, body: &[u8]) -> Result<Option<Vec<u8>>, Unwalkable> {

@@ -4,6 +4,7 @@
 //! arrive, without holding the whole body. Nothing leaves uncleaned: a body over the cap is
 //! refused (or, where the operator chose so, cut), an event over it ends the stream.
 
+use crate::continuity::{Continuity, StreamPaths, event_data, line_ending, with_event_data};
 use crate::decode::{DecodeError, Decoder};
 use crate::mask::BodyMasker;
 use bytes::Bytes;
@@ -12,8 +13,10 @@ use hyper::HeaderMap;
 use hyper::body::{Body, Frame, Incoming};
 use hyper::header;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// How a response body is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,6 +152,8 @@ pub struct Streamed {
     sent: usize,
     done: bool,
     on_end: Option<OnEnd>,
+    /// Wakes the stream when a unit held for what follows it must leave.
+    timer: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Streamed {
@@ -158,16 +163,19 @@ impl Streamed {
         shape: Shape,
         masker: BodyMasker,
         limit: usize,
+        joined: Arc<StreamPaths>,
         on_end: OnEnd,
     ) -> Streamed {
+        let events = shape == Shape::Events;
         Streamed {
             upstream,
             decoder,
-            units: Units { events: shape == Shape::Events, held: Vec::new(), resume: 0, limit },
+            units: Units::new(events, limit, joined),
             masker,
             sent: 0,
             done: false,
             on_end: Some(on_end),
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
         }
     }
 
@@ -196,7 +204,19 @@ impl Body for Streamed {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         while !this.done {
-            let out = match ready!(Pin::new(&mut this.upstream).poll_frame(cx)) {
+            let polled = Pin::new(&mut this.upstream).poll_frame(cx);
+            let Poll::Ready(polled) = polled else {
+                // Nothing new: what has waited its time for what follows it leaves now.
+                let Some(deadline) = this.units.continuity.deadline() else { return Poll::Pending };
+                let due = this.units.continuity.release(Instant::now(), false);
+                if !due.is_empty() {
+                    return this.emit(due);
+                }
+                this.timer.as_mut().reset(deadline);
+                ready!(this.timer.as_mut().poll(cx));
+                continue;
+            };
+            let out = match polled {
                 Some(Ok(frame)) => {
                     // Trailers are not passed on: nothing reads them, and they are not masked.
                     let Ok(data) = frame.into_data() else { continue };
@@ -243,21 +263,27 @@ impl Drop for Streamed {
     }
 }
 
-/// Splits a decoded stream into its events (or lines), held until each is complete.
+/// Splits a decoded stream into its events (or lines), held until each is complete, cleans each
+/// and hands it to `continuity`, which says when it may leave.
 struct Units {
     events: bool,
     held: Vec<u8>,
     /// Where in `held` the line not yet ended starts (what is before it was looked at).
     resume: usize,
     limit: usize,
+    continuity: Continuity,
 }
 
 impl Units {
-    /// Takes decoded bytes; returns the complete units among what is held, cleaned. Each byte is
-    /// looked at once, however small the pieces an event arrives in.
+    fn new(events: bool, limit: usize, joined: Arc<StreamPaths>) -> Units {
+        Units { events, held: Vec::new(), resume: 0, limit, continuity: Continuity::new(events, joined) }
+    }
+
+    /// Takes decoded bytes; returns the cleaned units free to leave. Each byte is looked at once,
+    /// however small the pieces an event arrives in.
     fn push(&mut self, bytes: &[u8], masker: &BodyMasker) -> Result<Vec<u8>, BodyError> {
         self.held.extend_from_slice(bytes);
-        let mut out = Vec::new();
+        let now = Instant::now();
         let mut unit_start = 0;
         let mut line_start = self.resume;
         while let Some(newline) = memchr::memchr(b'\n', &self.held[line_start..]) {
@@ -270,7 +296,8 @@ impl Units {
                 if line_start - unit_start > self.limit {
                     return Err(BodyError::EventTooLarge(self.limit));
                 }
-                self.clean_unit(unit_start, line_start, masker, &mut out)?;
+                let unit = self.clean_unit(unit_start, line_start, masker)?;
+                self.continuity.add(unit, masker, now);
                 unit_start = line_start;
             }
         }
@@ -279,24 +306,27 @@ impl Units {
         if self.held.len() > self.limit {
             return Err(BodyError::EventTooLarge(self.limit));
         }
-        Ok(out)
+        Ok(self.continuity.release(now, false))
     }
 
-    /// What is left when the stream ends: a last unit without its terminator.
+    /// What is left when the stream ends: every unit held, and a last one without its terminator.
     fn finish(&mut self, masker: &BodyMasker) -> Result<Vec<u8>, BodyError> {
-        let mut out = Vec::new();
+        let now = Instant::now();
         if !self.held.is_empty() {
-            self.clean_unit(0, self.held.len(), masker, &mut out)?;
+            let unit = self.clean_unit(0, self.held.len(), masker)?;
+            self.continuity.add(unit, masker, now);
             self.held.clear();
         }
         self.resume = 0;
-        Ok(out)
+        Ok(self.continuity.release(now, true))
     }
 
-    fn clean_unit(&self, start: usize, end: usize, masker: &BodyMasker, out: &mut Vec<u8>) -> Result<(), BodyError> {
+    fn clean_unit(&self, start: usize, end: usize, masker: &BodyMasker) -> Result<Vec<u8>, BodyError> {
         let unit = &self.held[start..end];
+        let mut out = Vec::with_capacity(unit.len());
         if self.events {
-            return clean_event(unit, masker, out);
+            clean_event(unit, masker, &mut out)?;
+            return Ok(out);
         }
         let body_end = unit.len() - line_ending(unit);
         match masker.clean(&unit[..body_end])? {
@@ -306,61 +336,37 @@ impl Units {
             }
             None => out.extend_from_slice(unit),
         }
-        Ok(())
-    }
-}
-
-/// How many bytes of `line`'s end are its line ending.
-fn line_ending(line: &[u8]) -> usize {
-    match line {
-        [.., b'\r', b'\n'] => 2,
-        [.., b'\n'] => 1,
-        _ => 0,
+        Ok(out)
     }
 }
 
 /// One event: its data lines are one value (joined by newlines, as a client reads them), cleaned
 /// as JSON or text and sent as data lines again; its other fields (and comments) as text.
 fn clean_event(event: &[u8], masker: &BodyMasker, out: &mut Vec<u8>) -> Result<(), BodyError> {
-    let mut data: Vec<&[u8]> = Vec::new();
-    let lines: Vec<&[u8]> = event.split_inclusive(|b| *b == b'\n').collect();
-    for line in &lines {
-        let text = &line[..line.len() - line_ending(line)];
-        if let Some(value) = text.strip_prefix(b"data:") {
-            data.push(value.strip_prefix(b" ").unwrap_or(value));
-        }
-    }
-    let joined = data.join(&b'\n');
+    let data = event_data(event);
     let clean_data = match data.is_empty() {
         true => None,
-        false => masker.clean(&joined)?,
+        false => masker.clean(&data)?,
     };
-    let mut data_written = false;
-    for line in lines {
+    let mut fields = Vec::with_capacity(event.len());
+    for line in event.split_inclusive(|b| *b == b'\n') {
         let ending = &line[line.len() - line_ending(line)..];
         let text = &line[..line.len() - ending.len()];
         if text.starts_with(b"data:") {
-            match &clean_data {
-                None => out.extend_from_slice(line),
-                Some(clean) if !data_written => {
-                    data_written = true;
-                    for value in clean.split(|b| *b == b'\n') {
-                        out.extend_from_slice(b"data: ");
-                        out.extend_from_slice(value.strip_suffix(b"\r").unwrap_or(value));
-                        out.extend_from_slice(if ending.is_empty() { b"\n" } else { ending });
-                    }
-                }
-                Some(_) => {}
-            }
+            fields.extend_from_slice(line);
             continue;
         }
         match masker.clean_text(text) {
             Some(clean) => {
-                out.extend_from_slice(&clean);
-                out.extend_from_slice(ending);
+                fields.extend_from_slice(&clean);
+                fields.extend_from_slice(ending);
             }
-            None => out.extend_from_slice(line),
+            None => fields.extend_from_slice(line),
         }
+    }
+    match clean_data {
+        Some(clean) => with_event_data(&fields, &clean, out),
+        None => out.extend_from_slice(&fields),
     }
     Ok(())
 }
@@ -379,7 +385,7 @@ mod tests {
 
     fn run(events: bool, pieces: &[&[u8]], limit: usize) -> Result<String, BodyError> {
         let masker = masker();
-        let mut units = Units { events, held: Vec::new(), resume: 0, limit };
+        let mut units = Units::new(events, limit, Arc::default());
         let mut out = Vec::new();
         for piece in pieces {
             out.extend(units.push(piece, &masker)?);
@@ -399,7 +405,7 @@ mod tests {
         }
         // Nothing is sent of an event before its end.
         let masker = masker();
-        let mut units = Units { events: true, held: Vec::new(), resume: 0, limit: 1000 };
+        let mut units = Units::new(true, 1000, Arc::default());
         assert!(units.push(b"data: {\"token\":\"t1\"}\n", &masker).unwrap().is_empty());
         assert_eq!(units.push(b"\n", &masker).unwrap(), b"data: {\"token\":\"[redacted:token]\"}\n\n");
     }

@@ -428,7 +428,8 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
                 }
             }
         };
-        let joined = websocket::relay(client_upgrade, upstream_upgrade, masker, limit, recording, standing);
+        let paths = Arc::clone(&options.stream_text);
+        let joined = websocket::relay(client_upgrade, upstream_upgrade, masker, limit, paths, recording, standing);
         *conn.websocket.lock() = Some(tokio::spawn(joined));
         return Ok(reply);
     }
@@ -442,7 +443,8 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     if shape != Shape::Whole {
         let status = head.status.as_u16();
         let on_end: OnEnd = Box::new(move |sent, error| exchange.finish(&log, "allow", &rule, status, sent, error));
-        let body = Streamed::new(upstream_body, decoder, shape, masker, limit, on_end);
+        let joined = Arc::clone(&options.stream_text);
+        let body = Streamed::new(upstream_body, decoder, shape, masker, limit, joined, on_end);
         let mut reply = Response::new(http_body_util::Either::Right(body));
         *reply.status_mut() = head.status;
         *reply.headers_mut() = headers;

@@ -2,6 +2,7 @@
 //! shares once prepared: the upstream's base URL, the pooled client with its TLS settings, how the
 //! held credential is presented, and what of a response is always masked.
 
+use crate::continuity::StreamPaths;
 use crate::mask::Sensitive;
 use crate::oauth::TokenCache;
 use bytes::Bytes;
@@ -60,6 +61,27 @@ pub struct HttpConnectionOptions {
     /// JSON pointers masked in responses (`*` stands for any one key or index: `/data/*/card`).
     #[serde(default)]
     pub sensitive_pointers: Vec<String>,
+    /// JSON pointers whose strings continue one another from event to event of a stream (a
+    /// language model's text deltas): read joined, so that a secret split across events is found.
+    #[serde(default = "default_stream_text")]
+    pub stream_text: Vec<String>,
+}
+
+/// Where the streaming APIs agents call most put their text deltas: OpenAI's chat, completions
+/// and responses, Anthropic, Gemini, Ollama, Hugging Face's text generation.
+fn default_stream_text() -> Vec<String> {
+    [
+        "/choices/*/delta/content",
+        "/choices/*/text",
+        "/delta",
+        "/delta/text",
+        "/candidates/*/content/parts/*/text",
+        "/message/content",
+        "/response",
+        "/token/text",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn default_auth() -> String {
@@ -147,9 +169,9 @@ impl HttpConnectionOptions {
                 return Err(format!("graphql_paths: {path:?} must start with '/'"));
             }
         }
-        for pointer in &self.sensitive_pointers {
-            if !pointer.starts_with('/') {
-                return Err(format!("sensitive_pointers: {pointer:?} must start with '/'"));
+        for (key, pointers) in [("sensitive_pointers", &self.sensitive_pointers), ("stream_text", &self.stream_text)] {
+            if let Some(pointer) = pointers.iter().find(|p| !p.starts_with('/')) {
+                return Err(format!("{key}: {pointer:?} must start with '/'"));
             }
         }
         Ok(())
@@ -186,6 +208,8 @@ pub struct HttpTarget {
     pub timeout: Duration,
     pub graphql_paths: Vec<String>,
     pub sensitive: Arc<Sensitive>,
+    /// The pointers whose strings a stream's events continue (`stream_text`).
+    pub stream_text: Arc<StreamPaths>,
 }
 
 impl std::fmt::Debug for HttpTarget {
@@ -230,16 +254,15 @@ impl HttpTarget {
             id: NEXT_TARGET_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             timeout: Duration::from_secs(options.timeout_s),
             graphql_paths: options.graphql_paths.clone(),
-            sensitive: Arc::new(Sensitive::new(
-                options.sensitive_keys.clone(),
-                options
-                    .sensitive_pointers
-                    .iter()
-                    .map(|p| p.split('/').skip(1).map(|t| t.replace("~1", "/").replace("~0", "~")).collect())
-                    .collect(),
-            )),
+            sensitive: Arc::new(Sensitive::new(options.sensitive_keys.clone(), tokens(&options.sensitive_pointers))),
+            stream_text: Arc::new(tokens(&options.stream_text)),
         })
     }
+}
+
+/// JSON pointers as their reference tokens.
+fn tokens(pointers: &[String]) -> Vec<Vec<String>> {
+    pointers.iter().map(|p| p.split('/').skip(1).map(|t| t.replace("~1", "/").replace("~0", "~")).collect()).collect()
 }
 
 static NEXT_TARGET_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

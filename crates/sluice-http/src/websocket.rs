@@ -4,6 +4,7 @@
 //! excerpt, masked), the upstream's text and binary messages masked as response bodies are — until
 //! either side closes, the client's token stops being valid, or sluice stops.
 
+use crate::continuity::{Continuity, StreamPaths};
 use crate::mask::BodyMasker;
 use futures_util::{SinkExt, StreamExt};
 use hyper::HeaderMap;
@@ -78,6 +79,7 @@ pub async fn relay<L, S, F>(
     upstream: OnUpgrade,
     masker: BodyMasker,
     max_message: usize,
+    joined: Arc<StreamPaths>,
     mut recording: Recording<L>,
     standing: S,
 ) where
@@ -96,7 +98,11 @@ pub async fn relay<L, S, F>(
     let mut client = WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, Some(config)).await;
     let mut upstream = WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, Some(config)).await;
     let mut check = tokio::time::interval(STANDING_CHECK);
+    // The upstream's text messages wait briefly for those that follow (a secret split across
+    // messages); anything else it sends goes after every text message before it.
+    let mut held = Continuity::new(false, joined);
     let ended = loop {
+        let deadline = held.deadline();
         tokio::select! {
             message = client.next() => match message {
                 Some(Ok(message)) => {
@@ -115,9 +121,21 @@ pub async fn relay<L, S, F>(
             message = upstream.next() => match message {
                 Some(Ok(message)) => {
                     let closing = message.is_close();
-                    let message = clean(message, &masker);
-                    recording.message(Direction::Down, &message, &masker);
-                    if let Err(e) = client.send(message).await {
+                    let (text, other) = match clean(message, &masker) {
+                        Message::Text(text) => (Some(text), None),
+                        other => (None, Some(other)),
+                    };
+                    let now = tokio::time::Instant::now();
+                    if let Some(text) = text {
+                        held.add(text.as_bytes().to_vec(), &masker, now);
+                    }
+                    let mut out: Vec<Message> = held
+                        .release_units(now, other.is_some())
+                        .into_iter()
+                        .map(|unit| Message::text(String::from_utf8_lossy(&unit).into_owned()))
+                        .collect();
+                    out.extend(other);
+                    if let Err(e) = send_all(&mut client, out, &mut recording, &masker).await {
                         break format!("the client's side broke: {e}");
                     }
                     if closing {
@@ -126,6 +144,13 @@ pub async fn relay<L, S, F>(
                 }
                 Some(Err(e)) => break format!("the upstream's side broke: {e}"),
                 None => break "the upstream went away".into(),
+            },
+            () = sleep_until_some(deadline) => {
+                let due = held.release_units(tokio::time::Instant::now(), false);
+                let out = due.into_iter().map(|unit| Message::text(String::from_utf8_lossy(&unit).into_owned()));
+                if let Err(e) = send_all(&mut client, out.collect(), &mut recording, &masker).await {
+                    break format!("the client's side broke: {e}");
+                }
             },
             _ = check.tick() => {
                 if !standing().await {
@@ -143,6 +168,31 @@ pub async fn relay<L, S, F>(
     let _ = client.close(None).await;
     let _ = upstream.close(None).await;
     recording.note(Direction::Ended, 0, &ended, None);
+}
+
+/// Sends the upstream's messages to the client, each recorded as it goes.
+async fn send_all<L: SessionLog, C>(
+    client: &mut WebSocketStream<C>,
+    messages: Vec<Message>,
+    recording: &mut Recording<L>,
+    masker: &BodyMasker,
+) -> Result<(), tokio_tungstenite::tungstenite::Error>
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    for message in messages {
+        recording.message(Direction::Down, &message, masker);
+        client.send(message).await?;
+    }
+    Ok(())
+}
+
+/// Waits until `deadline`; for ever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// An upstream message as the client may have it: text and binary cleaned as response bodies are.
