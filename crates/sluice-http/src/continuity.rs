@@ -49,9 +49,22 @@ pub struct Continuity {
     events: bool,
     paths: std::sync::Arc<StreamPaths>,
     held: VecDeque<Held>,
-    /// The end of each stream of text already sent: a secret begun there is still found.
-    sent: Vec<(String, Vec<u8>)>,
+    /// Each stream of text: the end of what was already sent (as it read before any piece was
+    /// replaced whole), so that a secret begun there is still found.
+    sent: Vec<Sent>,
 }
+
+#[derive(Default)]
+struct Sent {
+    stream: String,
+    tail: Vec<u8>,
+    /// A finding reached the end of the stream's text so far: it may go on in the next piece (a
+    /// private key, a long token), so the tail is kept from where it began, up to `MAX_OPEN`.
+    open: bool,
+}
+
+/// The most text kept for a finding that may still go on (a PEM private key is a few KiB).
+const MAX_OPEN: usize = 16 * 1024;
 
 impl Continuity {
     pub fn new(events: bool, paths: std::sync::Arc<StreamPaths>) -> Continuity {
@@ -99,17 +112,11 @@ impl Continuity {
     fn send(&mut self, held: Held, out: &mut Vec<u8>) {
         let Held { unit, data, pieces, .. } = held;
         for piece in &pieces {
-            let text = piece.label.as_deref().unwrap_or(&piece.text);
-            let tail = match self.sent.iter_mut().find(|(s, _)| *s == piece.stream) {
-                Some((_, tail)) => tail,
-                None => {
-                    self.sent.push((piece.stream.clone(), Vec::new()));
-                    &mut self.sent.last_mut().expect("just pushed").1
-                }
-            };
-            tail.extend_from_slice(text);
-            let cut = tail.len().saturating_sub(WINDOW);
-            tail.drain(..cut);
+            let sent = self.sent_of(&piece.stream);
+            sent.tail.extend_from_slice(&piece.text);
+            let keep = if sent.open { MAX_OPEN } else { WINDOW };
+            let cut = sent.tail.len().saturating_sub(keep);
+            sent.tail.drain(..cut);
         }
         if pieces.iter().all(|p| p.label.is_none()) {
             out.extend_from_slice(&unit);
@@ -141,17 +148,20 @@ impl Continuity {
     /// Joins one stream's text — what was sent of it, then each held piece — and replaces the
     /// held pieces a finding touches.
     fn read_across(&mut self, stream: &str, masker: &BodyMasker) {
-        let mut joined = self.sent.iter().find(|(s, _)| s == stream).map(|(_, t)| t.clone()).unwrap_or_default();
+        let mut joined = self.sent_of(stream).tail.clone();
         // Where each held piece of the stream lies in `joined`.
         let mut placed = Vec::new();
         for (u, held) in self.held.iter().enumerate() {
             for (p, piece) in held.pieces.iter().enumerate().filter(|(_, p)| p.stream == stream) {
                 let start = joined.len();
-                joined.extend_from_slice(piece.label.as_deref().unwrap_or(&piece.text));
+                // As it read before any piece was replaced whole: a finding is read to its end.
+                joined.extend_from_slice(&piece.text);
                 placed.push((start, joined.len(), u, p));
             }
         }
-        for (start, end, label) in masker.findings(&joined) {
+        let findings = masker.findings(&joined);
+        self.sent_of(stream).open = findings.iter().any(|(_, end, _)| *end == joined.len());
+        for (start, end, label) in findings {
             for &(from, to, u, p) in &placed {
                 if from < end && start < to {
                     let piece = &mut self.held[u].pieces[p];
@@ -159,6 +169,17 @@ impl Continuity {
                 }
             }
         }
+    }
+
+    fn sent_of(&mut self, stream: &str) -> &mut Sent {
+        let at = match self.sent.iter().position(|s| s.stream == stream) {
+            Some(at) => at,
+            None => {
+                self.sent.push(Sent { stream: stream.to_string(), ..Sent::default() });
+                self.sent.len() - 1
+            }
+        };
+        &mut self.sent[at]
     }
 
     /// The pieces of a unit's data: the strings at the stream's pointers when it is JSON, the
@@ -340,6 +361,21 @@ mod tests {
         assert_eq!(contents[1], "[redacted:openai-key]");
         assert_eq!(contents[2], "[redacted:openai-key]");
         assert_eq!(contents[4], " Bye", "pieces no finding touches go as they came");
+    }
+
+    #[test]
+    fn a_private_key_longer_than_the_window_is_masked_to_its_end() {
+        let key = format!(
+            "Here: -----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\nDone, nothing more to add.",
+            "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC".repeat(40)
+        );
+        let pieces: Vec<String> = key.as_bytes().chunks(24).map(|c| String::from_utf8(c.to_vec()).unwrap()).collect();
+        let events: Vec<String> = pieces.iter().map(|p| format!("data: {}\n\n", p.replace('\n', " "))).collect();
+        let refs: Vec<&str> = events.iter().map(String::as_str).collect();
+        let out = through(true, &[], &refs);
+        assert!(!out.contains("MIIEvQ") && !out.contains("BgkqhkiG9w0BAQ"), "{out}");
+        let last = out.rsplit("\n\n").nth(1).unwrap();
+        assert_eq!(last, "data: e, nothing more to add.", "what follows the key goes as it came");
     }
 
     #[test]
