@@ -77,6 +77,8 @@ def api(pg, upstream):
                          "password": "env:BILLING_TOKEN"},
         "billing_wrong": {"protocol": "http", "url": f"http://127.0.0.1:{upstream}/api",
                           "password": "env:WRONG_TOKEN"},
+        "billing_ro": {"protocol": "http", "url": f"http://127.0.0.1:{upstream}/api", "password": "env:BILLING_TOKEN",
+                       "policy": "read-only"},
     }
     gw = Sluice(pg, extra_toml=RULES, settings={"connections": connections,
                                                 "recording": {"result_rows": 5, "result_max_bytes": 120},
@@ -597,6 +599,20 @@ def test_a_websocket_is_decided_on_its_path_then_joined_masked_and_recorded(api)
     assert ("WS /ws → text hello from [redacted:email]", "HTTP 101") in texts
     assert any(t.startswith("WS /ws ← text") and "ws@example.com" not in t and "[redacted" in t for t, _ in texts)
     assert ("WS /ws → text second", "HTTP 101") in texts
+
+
+def test_a_read_only_connection_opens_no_websocket(api):
+    # A WebSocket opens with a GET, but its messages go to the upstream unread: not a read.
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    assert requests.get(f"{api.base}/billing_ro/v1/customers", headers=bearer(api), timeout=20).status_code == 200
+    url = f"ws://127.0.0.1:{api.base.rsplit(':', 1)[1]}/billing_ro/ws"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, additional_headers=bearer(api), open_timeout=20)
+    assert refused.value.response.status_code == 403
+    answer = json.loads(refused.value.response.body)
+    assert "not WebSockets" in answer["hint"], answer
 
 
 def test_a_websocket_ends_when_its_token_is_revoked(api):

@@ -17,6 +17,8 @@ pub struct HttpAction {
     /// Headers policy may match on, names in lower case.
     pub headers: Vec<(String, String)>,
     pub body: BodySummary,
+    /// The request opens a WebSocket: a channel both ways whose messages policy does not read.
+    pub websocket: bool,
 }
 
 /// What the body is, without its bytes.
@@ -93,6 +95,7 @@ impl HttpAction {
             query: parse_query(query)?,
             headers: Vec::new(),
             body: BodySummary::default(),
+            websocket: false,
         })
     }
 
@@ -138,11 +141,16 @@ impl HttpAction {
     pub fn canonical(&self) -> String {
         let query: Vec<[&str; 2]> = self.query.iter().map(|(n, v)| [n.as_str(), v.as_str()]).collect();
         let query = serde_json::to_string(&query).unwrap_or_default();
-        format!("{} {} {query} {}", self.method, self.path, self.body.digest.as_deref().unwrap_or("-"))
+        let socket = if self.websocket { " websocket" } else { "" };
+        format!("{} {} {query} {}{socket}", self.method, self.path, self.body.digest.as_deref().unwrap_or("-"))
     }
 
-    /// Whether the request only reads: a safe method, or a GraphQL query.
+    /// Whether the request only reads: a safe method, or a GraphQL query; never a WebSocket,
+    /// whose messages may do anything the upstream takes.
     pub fn reads_only(&self) -> bool {
+        if self.websocket {
+            return false;
+        }
         match &self.body.graphql {
             Some(op) => op.kind == GraphqlKind::Query,
             None => matches!(self.method.as_str(), "GET" | "HEAD" | "OPTIONS"),

@@ -206,6 +206,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
             "send a plain path, without encoded slashes, '..' above the root or ';' parameters",
         )
     })?;
+    action.websocket = websocket;
     if action.query.iter().any(|(name, _)| name == "_method") {
         return Err(bad_request(
             "the query carries _method, which would have the upstream run another method than policy decided",

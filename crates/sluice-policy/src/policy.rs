@@ -443,6 +443,10 @@ mod tests {
         let Decision::Deny(refusal) = policy.decide_http(&ann, "api", &post) else { panic!() };
         assert_eq!(refusal.rule, "everyone-reads");
         assert!(refusal.hint.unwrap().contains("only GET, HEAD, OPTIONS and GraphQL queries"));
+        // A WebSocket opens with a GET, but its messages may do anything: not a read.
+        let socket = HttpAction { websocket: true, ..get };
+        let Decision::Deny(refusal) = policy.decide_http(&ann, "api", &socket) else { panic!() };
+        assert!(refusal.hint.unwrap().contains("not WebSockets"));
     }
 
     #[test]

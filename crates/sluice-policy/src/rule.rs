@@ -180,7 +180,10 @@ fn http_preset(preset: Preset, reason: Option<&String>, base: &Base<'_>) -> (Rul
     });
     let (refuses, allows) = match preset {
         Preset::NoAdmin => ("administrative endpoints", "every other request"),
-        _ => ("every request but GET, HEAD, OPTIONS and GraphQL queries", "GET, HEAD, OPTIONS and GraphQL queries"),
+        _ => (
+            "every request but GET, HEAD, OPTIONS and GraphQL queries (WebSockets too)",
+            "GET, HEAD, OPTIONS and GraphQL queries",
+        ),
     };
     let mut deny = Rule { http: Some(refused), shown: vec![refuses.into()], ..base(Effect::Deny, None, reason) };
     if deny.hint.is_none() {
@@ -189,7 +192,7 @@ fn http_preset(preset: Preset, reason: Option<&String>, base: &Base<'_>) -> (Rul
                 "paths with a segment {} and GraphQL fields starting with admin are refused; ask an operator if the task needs one",
                 crate::http::ADMIN_SEGMENTS.join(", ")
             ),
-            _ => "only GET, HEAD, OPTIONS and GraphQL queries are allowed; ask an operator for write access if the task needs it".into(),
+            _ => "only GET, HEAD, OPTIONS and GraphQL queries are allowed (not WebSockets, whose messages sluice does not read); ask an operator for write access if the task needs it".into(),
         });
     }
     (deny, Rule { http: Some(allowed), shown: vec![allows.into()], ..base(Effect::Allow, None, String::new()) })
