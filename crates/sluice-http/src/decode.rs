@@ -96,6 +96,11 @@ impl Decoder {
         Ok(std::mem::take(&mut self.sink().out))
     }
 
+    /// Whether the body is sent as it is (no coding to undo).
+    pub fn is_identity(&self) -> bool {
+        matches!(self.kind, Kind::Identity(_))
+    }
+
     /// As `feed`, appending what is decoded to `out`; a body sent as it is goes there without
     /// passing through the decoder's buffer (`out` is the caller's to keep within the limit).
     pub fn feed_into(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {

@@ -96,11 +96,20 @@ pub async fn read_whole(
     // Sized for the body the upstream announces (never more than the cap): no copy as it grows.
     let announced = body.size_hint().exact().and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
     let mut decoded = Vec::with_capacity(announced.min(limit.saturating_add(1)));
+    // A body sent as it is, in one piece, is kept as it came: not copied unless masked.
+    let mut single: Option<Bytes> = None;
     // Whether the body is over the limit.
     let read = async {
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| BodyError::Read(sluice_core::error_chain(&e)))?;
             let Ok(data) = frame.into_data() else { continue };
+            if decoder.is_identity() && decoded.is_empty() && single.is_none() && data.len() <= limit {
+                single = Some(data);
+                continue;
+            }
+            if let Some(first) = single.take() {
+                decoded.extend_from_slice(&first);
+            }
             match decoder.feed_into(&data, &mut decoded) {
                 Ok(()) => {}
                 Err(DecodeError::TooLarge(_)) => return Ok(true),
@@ -118,6 +127,10 @@ pub async fn read_whole(
         Ok(decoded.len() > limit)
     };
     let over = tokio::time::timeout(timeout, read).await.map_err(|_| BodyError::Timeout(timeout))??;
+    if let Some(single) = single {
+        let body = masker.clean(&single)?.map_or(single, Bytes::from);
+        return Ok(Whole { body, truncated: false });
+    }
     let truncated = over && oversize == Oversize::Truncate;
     if over {
         if oversize == Oversize::Refuse {

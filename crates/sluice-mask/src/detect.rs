@@ -742,6 +742,14 @@ const WORD: [bool; 256] = {
     table
 };
 
+/// The bytes of a name a credential is assigned to: letters, digits, `_`, `-` and `.`.
+const NAME: [bool; 256] = {
+    let mut table = WORD;
+    table[b'-' as usize] = true;
+    table[b'.' as usize] = true;
+    table
+};
+
 fn is_word(c: u8) -> bool {
     WORD[c as usize]
 }
@@ -762,7 +770,7 @@ fn names_credential(hay: &[u8], sep: usize) -> bool {
     let mut starts = 0u64;
     while start > 0 && end - start < MAX_CREDENTIAL_NAME {
         let c = hay[start - 1];
-        if !(c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.')) {
+        if !NAME[c as usize] {
             break;
         }
         start -= 1;
@@ -780,23 +788,34 @@ fn names_credential(hay: &[u8], sep: usize) -> bool {
     })
 }
 
-/// For each first letter of a keyword, the second letters that follow it in one (bit per
-/// letter): a name is searched only at the pairs that begin a keyword.
-const KEYWORD_PAIRS: [u32; 26] = {
-    let mut table = [0u32; 26];
+/// For each byte that may begin a keyword (either case), the letters that follow it in one, a
+/// bit per letter; `LETTER` is a byte's bit (0 for what is not a letter): one lookup each.
+const KEYWORD_PAIRS: [u32; 256] = {
+    let mut table = [0u32; 256];
     let mut k = 0;
     while k < CREDENTIAL_KEYWORDS.len() {
         let word = CREDENTIAL_KEYWORDS[k];
-        table[(word[0] - b'a') as usize] |= 1 << (word[1] - b'a');
+        table[word[0] as usize] |= 1 << (word[1] - b'a');
+        table[word[0].to_ascii_uppercase() as usize] |= 1 << (word[1] - b'a');
         k += 1;
+    }
+    table
+};
+
+const LETTER: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut c = 0;
+    while c < 26 {
+        table[b'a' as usize + c] = 1 << c;
+        table[b'A' as usize + c] = 1 << c;
+        c += 1;
     }
     table
 };
 
 /// Whether the letters `a` and `b`, in any case, begin a credential keyword.
 fn starts_keyword(a: u8, b: u8) -> bool {
-    let (a, b) = ((a | 0x20).wrapping_sub(b'a'), (b | 0x20).wrapping_sub(b'a'));
-    a < 26 && b < 26 && KEYWORD_PAIRS[a as usize] >> b & 1 == 1
+    KEYWORD_PAIRS[a as usize] & LETTER[b as usize] != 0
 }
 
 /// From the separator at `i` (`=`, `:`, `:=`, `=>`; not `==`): an opening quote, then the value —
