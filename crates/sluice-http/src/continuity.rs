@@ -92,7 +92,8 @@ impl Continuity {
     pub fn release_units(&mut self, now: Instant, all: bool) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         while let Some(front) = self.held.front() {
-            let after: usize = self.held.iter().skip(1).flat_map(|h| &h.pieces).map(|p| p.text.len()).sum();
+            // An empty piece counts as a byte: a stream of empty deltas moves the window too.
+            let after: usize = self.held.iter().skip(1).flat_map(|h| &h.pieces).map(|p| p.text.len().max(1)).sum();
             if !(all || front.pieces.is_empty() || after >= WINDOW || now >= front.arrived + HOLD) {
                 break;
             }

@@ -129,11 +129,7 @@ pub async fn relay<L, S, F>(
                     if let Some(text) = text {
                         held.add(text.as_bytes().to_vec(), &masker, now);
                     }
-                    let mut out: Vec<Message> = held
-                        .release_units(now, other.is_some())
-                        .into_iter()
-                        .map(|unit| Message::text(String::from_utf8_lossy(&unit).into_owned()))
-                        .collect();
+                    let mut out = texts(held.release_units(now, other.is_some()));
                     out.extend(other);
                     if let Err(e) = send_all(&mut client, out, &mut recording, &masker).await {
                         break format!("the client's side broke: {e}");
@@ -146,9 +142,8 @@ pub async fn relay<L, S, F>(
                 None => break "the upstream went away".into(),
             },
             () = sleep_until_some(deadline) => {
-                let due = held.release_units(tokio::time::Instant::now(), false);
-                let out = due.into_iter().map(|unit| Message::text(String::from_utf8_lossy(&unit).into_owned()));
-                if let Err(e) = send_all(&mut client, out.collect(), &mut recording, &masker).await {
+                let due = texts(held.release_units(tokio::time::Instant::now(), false));
+                if let Err(e) = send_all(&mut client, due, &mut recording, &masker).await {
                     break format!("the client's side broke: {e}");
                 }
             },
@@ -165,6 +160,9 @@ pub async fn relay<L, S, F>(
             }
         }
     };
+    // What the upstream sent before it went away still reaches a client that is there to read it.
+    let rest = texts(held.release_units(tokio::time::Instant::now(), true));
+    let _ = send_all(&mut client, rest, &mut recording, &masker).await;
     let _ = client.close(None).await;
     let _ = upstream.close(None).await;
     recording.note(Direction::Ended, 0, &ended, None);
@@ -185,6 +183,11 @@ where
         client.send(message).await?;
     }
     Ok(())
+}
+
+/// Text messages held for what followed them, as they leave.
+fn texts(units: Vec<Vec<u8>>) -> Vec<Message> {
+    units.into_iter().map(|unit| Message::text(String::from_utf8_lossy(&unit).into_owned())).collect()
 }
 
 /// Waits until `deadline`; for ever without one.
