@@ -280,6 +280,34 @@ def test_a_secret_in_json_is_known_by_the_key_it_is_assigned_to(api):
     assert r.json()["accepted"] == {"amount": "3", "api_token": "[redacted:credential]", "note": secret[:6]}
 
 
+def test_json_sluice_cannot_read_but_the_upstream_can_is_held_to_the_refusing_rules(api):
+    # The upstream reads a body as JSON whatever its declared type, in UTF-16 or behind a
+    # byte-order mark (Python's json.loads does): a payment spelled so must not pass the review
+    # that the same payment in UTF-8 gets.
+    pay = json.dumps({"amount": "25000", "to": "acme"})
+    for body in [pay.encode("utf-16-le"), pay.encode("utf-16"), b"\xef\xbb\xbf" + pay.encode()]:
+        r = httpx.post(f"{api.base}/billing/v1/payments", content=body, timeout=20,
+                       headers={"Authorization": f"Bearer {api.agent_token}", "Content-Type": "text/plain"})
+        assert r.status_code == 428, (body[:8], r.status_code, r.text)
+        answer = r.json()
+        assert answer["rule"] == "big-payments-reviewed" and "could not read the body as JSON" in answer["hint"]
+    # A body that reads as what it is declared goes on as before.
+    r = httpx.post(f"{api.base}/billing/v1/payments", json={"amount": "7"}, timeout=20,
+                   headers={"Authorization": f"Bearer {api.agent_token}"})
+    assert r.status_code == 201, r.text
+
+
+def test_a_response_in_an_encoding_the_detectors_cannot_read_is_refused(api):
+    for kind, named in [("utf-16", "UTF-16LE"), ("utf-7", "utf-7")]:
+        r = httpx.get(f"{api.base}/billing/wide/{kind}", headers={"Authorization": f"Bearer {api.agent_token}"},
+                      timeout=20)
+        assert r.status_code == 502, (kind, r.status_code, r.content[:80])
+        answer = r.json()
+        assert answer["error"] == "upstream_response_refused" and named in answer["reason"], answer
+        assert "Accept-Charset: utf-8" in answer["hint"]
+        assert b"4111" not in r.content and b"d\0o\0r\0a" not in r.content
+
+
 def gql(api, query, **kw):
     return httpx.post(f"{api.base}/billing/graphql", headers={"Authorization": f"Bearer {api.agent_token}"},
                       timeout=20, **({"json": {"query": query}} | kw))

@@ -195,6 +195,15 @@ async def json_as_text(request):
     return PlainTextResponse('{"user": {"password": "opensesame"}}')
 
 
+async def wide(request):
+    # Text the detectors would read as NULs between letters: JSON in UTF-16 (found by the NULs,
+    # as Python's json.loads and requests' .json() find it) or text declared UTF-7.
+    if request.path_params["kind"] == "utf-7":
+        return Response("card +ADQ-111 1111 1111 1111".encode(), media_type="text/plain; charset=utf-7")
+    body = json.dumps({"email": "dora@example.com", "card": "4111 1111 1111 1111"}).encode("utf-16-le")
+    return Response(body, media_type="application/json")
+
+
 async def slow(request):
     await asyncio.sleep(float(request.query_params.get("s", "5")))
     return JSONResponse({"slow": True})
@@ -253,6 +262,7 @@ app = Starlette(routes=[
     Route("/api/chunked-json", guard(chunked_json)),
     Route("/api/big", guard(big)),
     Route("/api/slow", guard(slow)),
+    Route("/api/wide/{kind}", guard(wide)),
     Route("/api/admin/users", guard(admin)),
     Route("/api/graphql", guard(graphql_endpoint), methods=["POST"]),
 ])

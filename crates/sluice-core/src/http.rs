@@ -30,6 +30,9 @@ pub struct BodySummary {
     /// The body read as JSON, when it is JSON (whatever its declared type: servers that ignore
     /// the type would read it so).
     pub json: Option<Arc<serde_json::Value>>,
+    /// Why a body that a server may read as JSON (it begins as JSON does, in some encoding) could
+    /// not be read as JSON by sluice. Rules that refuse by JSON conditions apply to it.
+    pub json_unread: Option<String>,
     /// The GraphQL operation the body (or the query string) carries, on a GraphQL endpoint.
     pub graphql: Option<GraphqlOperation>,
     /// SHA-256 of the body's bytes (hex), when there is a body: what an approval is bound to.

@@ -4,6 +4,7 @@
 //! response masked before it leaves (whole, or event by event for streams). HTTP/1.1 and HTTP/2 (by ALPN, or prior knowledge in clear)
 //! towards clients; pooled connections upstream.
 
+mod charset;
 mod continuity;
 mod decode;
 mod forward;

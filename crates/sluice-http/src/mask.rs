@@ -87,7 +87,10 @@ impl BodyMasker {
 
     /// A body as the client may have it: the credential replaced, then masked (as JSON or as
     /// text); `None` when nothing had to change.
-    pub fn clean(&self, body: &[u8]) -> Result<Option<Vec<u8>>, Unwalkable> {
+    pub fn clean(&self, body: &[u8]) -> Result<Option<Vec<u8>>, Unreadable> {
+        if let Some(encoding) = crate::charset::wide(body) {
+            return Err(Unreadable::Wide(encoding));
+        }
         let scrubbed = self.on_wire.scrub(body);
         if !self.active() {
             return Ok(scrubbed);
@@ -108,7 +111,7 @@ impl BodyMasker {
     /// The detectors run once over the whole body, so that what a string means in its place
     /// counts (`"password": "hunter2…"` is a credential; `"hunter2…"` alone is not), and each
     /// finding is masked inside the string or number it lies in, keeping the JSON well formed.
-    fn mask(&self, body: &[u8]) -> Result<Option<Vec<u8>>, Unwalkable> {
+    fn mask(&self, body: &[u8]) -> Result<Option<Vec<u8>>, Unreadable> {
         if !crate::request::looks_like_json(body) {
             return Ok(self.mask_text(body));
         }
@@ -152,7 +155,7 @@ impl BodyMasker {
             Ok(()) => Ok(walk.tokens.apply()),
             // Not JSON after all: the detectors find what they find in it as text; but keys
             // marked sensitive cannot be found in what cannot be read.
-            Err(why) if by_key => Err(Unwalkable(why)),
+            Err(why) if by_key => Err(Unreadable::Json(why)),
             Err(_) => Ok(self.mask_text(body)),
         }
     }
@@ -162,10 +165,18 @@ impl BodyMasker {
     }
 }
 
-/// A body that starts as JSON but cannot be read as JSON, where keys are marked sensitive.
+/// A body sluice cannot mask, so does not pass on.
 #[derive(Debug, thiserror::Error)]
-#[error("the response looks like JSON but cannot be read as JSON ({0}), so its sensitive keys cannot be found")]
-pub struct Unwalkable(String);
+pub enum Unreadable {
+    /// It starts as JSON but cannot be read as JSON, and keys are marked sensitive.
+    #[error("the response looks like JSON but cannot be read as JSON ({0}), so its sensitive keys cannot be found")]
+    Json(String),
+    /// It is UTF-16 or UTF-32 text, in which the detectors would find nothing.
+    #[error(
+        "the response is {0} text, which sluice's detectors cannot read (they read text that keeps ASCII as ASCII, as UTF-8 does)"
+    )]
+    Wide(&'static str),
+}
 
 /// JSON nested deeper than this is not walked (and so not passed on where keys are sensitive).
 const MAX_DEPTH: usize = 128;

@@ -66,6 +66,15 @@ impl Answer {
         self
     }
 
+    /// The hint with `more` after what it said.
+    pub fn with_more_hint(mut self, more: String) -> Answer {
+        self.hint = Some(match self.hint.take() {
+            Some(hint) => format!("{hint}; {more}"),
+            None => more,
+        });
+        self
+    }
+
     pub fn with_detail(mut self, detail: impl Into<String>) -> Answer {
         self.detail = Some(detail.into());
         self

@@ -22,12 +22,22 @@ pub fn read_body(
 ) -> Result<(), String> {
     let media = content_type.map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
     let declared_json = media.as_deref().is_some_and(|m| m == "application/json" || m.ends_with("+json"));
-    let json = if declared_json || looks_like_json(body) {
+    // A body sluice cannot read as JSON that a server may (behind a byte-order mark, in UTF-16):
+    // refusing rules about JSON apply to it, allowing ones do not.
+    let mut json_unread = None;
+    let json = if declared_json || looks_like_json(body) || crate::charset::json_in_another_encoding(body) {
         match strict_json(body) {
             Ok(value) => Some(Arc::new(value)),
             Err(e) if declared_json => return Err(format!("the body is declared JSON and is not: {e}")),
             Err(e) if e.contains("twice") => return Err(format!("the body {e}")),
-            Err(_) => None,
+            Err(e) => {
+                json_unread = Some(match crate::charset::wide(body) {
+                    Some(encoding) => format!("it is {encoding}, and sluice reads JSON in UTF-8"),
+                    None if body.starts_with(b"\xEF\xBB\xBF") => "it begins with a byte-order mark".to_string(),
+                    None => e,
+                });
+                None
+            }
         }
     } else {
         None
@@ -68,6 +78,7 @@ pub fn read_body(
         content_type: media,
         length: Some(body.len() as u64),
         json,
+        json_unread,
         graphql,
         digest: (!body.is_empty()).then(|| hex::encode(Sha256::digest(body))),
         excerpt: (!body.is_empty()).then(|| excerpt(body)),
@@ -190,6 +201,14 @@ mod tests {
         assert!(err.contains("declared JSON"), "{err}");
         read_body(&mut action, Some("text/plain"), b"{not json, just text", false).unwrap();
         assert_eq!(action.body.json, None);
+        assert!(action.body.json_unread.is_some(), "it looks like JSON: a server may think so too");
+        read_body(&mut action, Some("text/plain"), b"\xEF\xBB\xBF{\"force\": true}", false).unwrap();
+        assert_eq!(action.body.json_unread.as_deref(), Some("it begins with a byte-order mark"));
+        let utf16: Vec<u8> = "{\"force\": true}".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        read_body(&mut action, None, &utf16, false).unwrap();
+        assert_eq!(action.body.json_unread.as_deref(), Some("it is UTF-16LE, and sluice reads JSON in UTF-8"));
+        read_body(&mut action, Some("text/plain"), b"plain words", false).unwrap();
+        assert_eq!(action.body.json_unread, None);
         read_body(&mut action, Some("application/json; charset=utf-8"), br#" {"force": true}"#, false).unwrap();
         assert_eq!(action.body.json.as_deref(), Some(&serde_json::json!({"force": true})));
         assert_eq!(action.body.content_type.as_deref(), Some("application/json"));

@@ -70,7 +70,7 @@ pub enum BodyError {
     #[error("an event of the stream is larger than {0} bytes")]
     EventTooLarge(usize),
     #[error(transparent)]
-    Unwalkable(#[from] crate::mask::Unwalkable),
+    Unreadable(#[from] crate::mask::Unreadable),
     #[error("the upstream did not finish its response within {0:?}")]
     Timeout(Duration),
     #[error("the response could not be read: {0}")]

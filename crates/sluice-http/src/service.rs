@@ -5,11 +5,12 @@
 // A refusal (status and answer) is large, and returned only on the cold path of a request.
 #![allow(clippy::result_large_err)]
 
+use crate::charset;
 use crate::decode::Decoder;
 use crate::forward;
 use crate::forward::OnWire;
 use crate::framing::{HeadVerdict, MAX_HEAD, Verdicts, Watched};
-use crate::mask::{BodyMasker, Sensitive};
+use crate::mask::{BodyMasker, Sensitive, Unreadable};
 use crate::reply::Answer;
 use crate::response::{self, BodyError, OnEnd, Shape, Streamed};
 use crate::target::{HttpTarget, Presentation};
@@ -317,7 +318,13 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     match &decision {
         Decision::Allow { .. } | Decision::Approved { .. } => {}
         Decision::Review(refusal) | Decision::Deny(refusal) => {
-            let (status, answer) = Answer::refusal(refusal, conn.config.api_url.as_deref());
+            let (status, mut answer) = Answer::refusal(refusal, conn.config.api_url.as_deref());
+            if let Some(why) = &action.body.json_unread {
+                answer = answer.with_more_hint(format!(
+                    "sluice could not read the body as JSON ({why}), so rules that refuse by a JSON body's content apply \
+                     to it: send it as UTF-8 JSON without a byte-order mark"
+                ));
+            }
             let verdict = decision.effect();
             exchange.finish(&open.log, verdict, &rule, status.as_u16(), 0, None);
             return Err((status, answer));
@@ -440,6 +447,14 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
             *value = HeaderValue::from_bytes(&clean).unwrap_or(HeaderValue::from_static("[redacted]"));
         }
     }
+    if let Some(charset) =
+        head.headers.get(header::CONTENT_TYPE).and_then(|ct| charset::declared_unreadable(ct.as_bytes()))
+    {
+        let why = format!(
+            "the response is declared {charset:?} text, which sluice's detectors cannot read (they read text that keeps ASCII as ASCII, as UTF-8 does)"
+        );
+        return Err(upstream_failed(StatusCode::BAD_GATEWAY, "upstream_response_refused", why, WIDE_HINT));
+    }
     let shape = Shape::of(&head.headers);
     if shape != Shape::Whole {
         let status = head.status.as_u16();
@@ -463,6 +478,9 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
                 BodyError::TooLarge(_) | BodyError::JsonTooLarge(_) => {
                     (StatusCode::BAD_GATEWAY, "upstream_response_refused", "ask for less (paging, filters)")
                 }
+                BodyError::Unreadable(Unreadable::Wide(_)) => {
+                    (StatusCode::BAD_GATEWAY, "upstream_response_refused", WIDE_HINT)
+                }
                 _ => (StatusCode::BAD_GATEWAY, "upstream_response_refused", "tell an operator"),
             };
             return Err(upstream_failed(status, error, e.to_string(), hint));
@@ -482,6 +500,9 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     exchange.finish(&log, "allow", &rule, head.status.as_u16(), size, cut);
     Ok(reply)
 }
+
+/// What to do about a response in an encoding the detectors cannot read.
+const WIDE_HINT: &str = "ask the upstream for UTF-8 (send Accept-Charset: utf-8), or tell an operator";
 
 /// Set on a response sluice cut at the cap, to the cap.
 const TRUNCATED: HeaderName = HeaderName::from_static("x-sluice-truncated");

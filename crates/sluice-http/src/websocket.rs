@@ -206,6 +206,9 @@ fn clean(message: Message, masker: &BodyMasker) -> Message {
             Ok(Some(clean)) => Message::text(String::from_utf8_lossy(&clean).into_owned()),
             Err(e) => Message::text(format!("[sluice: message withheld: {e}]")),
         },
+        Message::Binary(data) if let Some(encoding) = crate::charset::wide(&data) => {
+            Message::text(format!("[sluice: message withheld: {}]", crate::mask::Unreadable::Wide(encoding)))
+        }
         Message::Binary(data) => match masker.clean_text(&data) {
             None => Message::Binary(data),
             Some(clean) => Message::Binary(WsBytes::from(clean)),

@@ -143,9 +143,13 @@ impl HttpKeys {
             }
         }
         if !self.json.is_empty() {
-            let Some(body) = action.body.json.as_deref() else { return false };
-            if !self.json.iter().all(|check| check.holds(body)) {
-                return false;
+            match action.body.json.as_deref() {
+                Some(body) if !self.json.iter().all(|check| check.holds(body)) => return false,
+                Some(_) => {}
+                // A body that may be JSON to the upstream but could not be read: its conditions
+                // may hold for all sluice knows, so a refusal applies and an allow does not.
+                None if action.body.json_unread.is_some() && !allows => {}
+                None => return false,
             }
         }
         if let Some(graphql) = &self.graphql {
@@ -368,6 +372,17 @@ mod tests {
             !cond(JsonCondition { pointer: "/amount".into(), exists: Some(true), ..Default::default() })
                 .matches(&request("POST", "/pay"), false)
         );
+        // A body a server may read as JSON but sluice could not: a refusal by its JSON applies,
+        // an allow by it does not.
+        let force = cond(JsonCondition {
+            pointer: "/force".into(),
+            equals: Some(serde_json::json!(true)),
+            ..Default::default()
+        });
+        let mut unread = request("POST", "/pay");
+        unread.body.json_unread = Some("it is UTF-16LE".into());
+        assert!(force.matches(&unread, false) && !force.matches(&unread, true));
+        assert!(!force.matches(&request("POST", "/pay"), false), "a body that is not JSON is not");
         let two =
             JsonCondition { pointer: "/a".into(), exists: Some(true), matches: Some("x".into()), ..Default::default() };
         assert!(HttpMatcher::compile(&RuleSpec { json: vec![two], ..Default::default() }).is_err());

@@ -1,0 +1,147 @@
+//! Text the detectors cannot read: the detectors look for ASCII (digits, `@`, key prefixes), so a
+//! body whose encoding does not keep ASCII as ASCII — UTF-16 or UTF-32 (known by a byte-order
+//! mark, or by the NULs beside ASCII characters that JSON readers guess the encoding from), or a
+//! declared charset such as UTF-7 or EBCDIC — would carry a card number past them. Such a
+//! response is refused; such a request body is not taken for "not JSON".
+
+/// Charsets in which every ASCII character is written as its ASCII byte, so what the detectors
+/// find is what a client decodes. Patterns end in `*` for a family; names are compared in lower
+/// case with `_` read as `-`. Any other declared charset is refused.
+const ASCII_COMPATIBLE: &[&str] = &[
+    "utf-8",
+    "utf8",
+    "us-ascii",
+    "ascii",
+    "ansi-x3.4-1968",
+    "binary",
+    "iso-8859-*",
+    "iso8859-*",
+    "latin1",
+    "latin-1",
+    "windows-125*",
+    "cp125*",
+    "x-cp125*",
+    "shift-jis",
+    "sjis",
+    "windows-31j",
+    "cp932",
+    "euc-jp",
+    "euc-kr",
+    "euc-cn",
+    "gb2312",
+    "gbk",
+    "cp936",
+    "gb18030",
+    "big5",
+    "big5-hkscs",
+    "cp949",
+    "cp950",
+    "ks-c-5601-1987",
+    "iso-2022-jp",
+    "iso-2022-kr",
+    "iso-2022-cn",
+    "koi8-r",
+    "koi8-u",
+    "tis-620",
+    "cp874",
+    "windows-874",
+    "macintosh",
+    "x-mac-*",
+];
+
+/// The charset a Content-Type declares, when it is one the detectors cannot read.
+pub fn declared_unreadable(content_type: &[u8]) -> Option<String> {
+    let content_type = String::from_utf8_lossy(content_type);
+    let charset = content_type.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim().eq_ignore_ascii_case("charset").then(|| value.trim().trim_matches('"').to_ascii_lowercase())
+    })?;
+    let name = charset.replace('_', "-");
+    let known = ASCII_COMPATIBLE.iter().any(|pattern| match pattern.strip_suffix('*') {
+        Some(family) => name.starts_with(family),
+        None => name == *pattern,
+    });
+    (!known).then_some(charset)
+}
+
+/// The wide encoding a body is in, by its byte-order mark or by the NULs its first characters
+/// come with (as JSON readers guess: `{\0"\0` is UTF-16LE); `None` for ASCII-compatible text.
+pub fn wide(body: &[u8]) -> Option<&'static str> {
+    match body {
+        [0, 0, 0xFE, 0xFF, ..] => return Some("UTF-32BE"),
+        [0xFF, 0xFE, 0, 0, ..] => return Some("UTF-32LE"),
+        [0xFE, 0xFF, ..] => return Some("UTF-16BE"),
+        [0xFF, 0xFE, ..] => return Some("UTF-16LE"),
+        _ => {}
+    }
+    // Two characters in UTF-32, four in UTF-16: printable ASCII each, so that binary formats
+    // beginning with NULs (sizes, version numbers) are not taken for text.
+    let head = body.get(..8)?;
+    let text = |b: u8| b == b'\t' || b == b'\n' || b == b'\r' || (0x20..0x7F).contains(&b);
+    let units = |width: usize, at: usize| {
+        head.chunks(width).all(|unit| unit.iter().enumerate().all(|(i, &b)| if i == at { text(b) } else { b == 0 }))
+    };
+    [(4, 3, "UTF-32BE"), (4, 0, "UTF-32LE"), (2, 1, "UTF-16BE"), (2, 0, "UTF-16LE")]
+        .into_iter()
+        .find(|&(width, at, _)| units(width, at))
+        .map(|(_, _, name)| name)
+}
+
+/// Whether a body in another encoding than UTF-8 (a UTF-8 byte-order mark before it, or UTF-16 or
+/// UTF-32) begins as a JSON object or array does: a server may read it as JSON (Python's
+/// `json.loads` takes all of these), though sluice reads only UTF-8 JSON.
+pub fn json_in_another_encoding(body: &[u8]) -> bool {
+    if let Some(rest) = body.strip_prefix(b"\xEF\xBB\xBF") {
+        return crate::request::looks_like_json(rest);
+    }
+    if wide(body).is_none() {
+        return false;
+    }
+    let narrow: Vec<u8> = body.iter().take(64).copied().filter(|&b| !matches!(b, 0 | 0xFE | 0xFF)).collect();
+    crate::request::looks_like_json(&narrow)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utf16le(text: &str) -> Vec<u8> {
+        text.encode_utf16().flat_map(u16::to_le_bytes).collect()
+    }
+
+    #[test]
+    fn wide_text_is_known_by_its_mark_or_its_nuls() {
+        assert_eq!(wide(&utf16le("{\"card\": \"4111 1111 1111 1111\"}")), Some("UTF-16LE"));
+        let be: Vec<u8> = "[1, 2]".encode_utf16().flat_map(u16::to_be_bytes).collect();
+        assert_eq!(wide(&be), Some("UTF-16BE"));
+        let utf32: Vec<u8> = "card 4111".chars().flat_map(|c| (c as u32).to_le_bytes()).collect();
+        assert_eq!(wide(&utf32), Some("UTF-32LE"));
+        assert_eq!(wide(b"\xFF\xFEh\0i\0"), Some("UTF-16LE"));
+        assert_eq!(wide(b"{\"card\": \"4111\"}"), None);
+        // Binary formats with NULs up front are not text: an MP4, a TrueType font, an icon.
+        assert_eq!(wide(b"\0\0\0\x20ftypisom"), None);
+        assert_eq!(wide(b"\0\x01\0\0\0\x0e\0\x80"), None);
+        assert_eq!(wide(b"\0\0\x01\0\x01\0\x10\x10"), None);
+        assert_eq!(wide(b"ab"), None);
+    }
+
+    #[test]
+    fn charsets_that_keep_ascii_pass_and_others_are_named() {
+        assert_eq!(declared_unreadable(b"application/json"), None);
+        assert_eq!(declared_unreadable(b"text/plain; charset=UTF-8"), None);
+        assert_eq!(declared_unreadable(b"text/html; charset=\"iso-8859-15\""), None);
+        assert_eq!(declared_unreadable(b"text/plain; charset=Shift_JIS"), None);
+        assert_eq!(declared_unreadable(b"application/json; charset=utf-16").as_deref(), Some("utf-16"));
+        assert_eq!(declared_unreadable(b"text/plain;CHARSET=UTF-7").as_deref(), Some("utf-7"));
+        assert_eq!(declared_unreadable(b"text/plain; charset=ibm037").as_deref(), Some("ibm037"));
+    }
+
+    #[test]
+    fn json_behind_a_mark_or_in_utf16_is_known_for_json() {
+        assert!(json_in_another_encoding(b"\xEF\xBB\xBF{\"force\": true}"));
+        assert!(json_in_another_encoding(&utf16le(" {\"force\": true}")));
+        assert!(json_in_another_encoding(&[b"\xFF\xFE".as_slice(), &utf16le("[1]")].concat()));
+        assert!(!json_in_another_encoding(b"{\"force\": true}"), "UTF-8 JSON is read as it is");
+        assert!(!json_in_another_encoding(&utf16le("hello")));
+    }
+}
