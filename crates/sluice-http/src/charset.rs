@@ -6,7 +6,9 @@
 
 /// Charsets in which every ASCII character is written as its ASCII byte, so what the detectors
 /// find is what a client decodes. Patterns end in `*` for a family; names are compared in lower
-/// case with `_` read as `-`. Any other declared charset is refused.
+/// case with `_` read as `-`. Any other declared charset is refused — the stateful ISO-2022 ones
+/// too: an escape sequence that changes nothing (`ESC ( B` inside ASCII) can split a card number
+/// for the detectors and not for the client.
 const ASCII_COMPATIBLE: &[&str] = &[
     "utf-8",
     "utf8",
@@ -37,9 +39,6 @@ const ASCII_COMPATIBLE: &[&str] = &[
     "cp949",
     "cp950",
     "ks-c-5601-1987",
-    "iso-2022-jp",
-    "iso-2022-kr",
-    "iso-2022-cn",
     "koi8-r",
     "koi8-u",
     "tis-620",
@@ -134,6 +133,7 @@ mod tests {
         assert_eq!(declared_unreadable(b"application/json; charset=utf-16").as_deref(), Some("utf-16"));
         assert_eq!(declared_unreadable(b"text/plain;CHARSET=UTF-7").as_deref(), Some("utf-7"));
         assert_eq!(declared_unreadable(b"text/plain; charset=ibm037").as_deref(), Some("ibm037"));
+        assert_eq!(declared_unreadable(b"text/plain; charset=ISO-2022-JP").as_deref(), Some("iso-2022-jp"));
     }
 
     #[test]
