@@ -33,6 +33,10 @@ pub struct BodySummary {
     /// Why a body that a server may read as JSON (it begins as JSON does, in some encoding) could
     /// not be read as JSON by sluice. Rules that refuse by JSON conditions apply to it.
     pub json_unread: Option<String>,
+    /// The body's form fields (`application/x-www-form-urlencoded`, or a body without a type
+    /// that is not JSON, read as a form as Rack does), decoded, in order: frameworks read them
+    /// as the same parameters as JSON fields.
+    pub form: Vec<(String, String)>,
     /// The GraphQL operation the body (or the query string) carries, on a GraphQL endpoint.
     pub graphql: Option<GraphqlOperation>,
     /// SHA-256 of the body's bytes (hex), when there is a body: what an approval is bound to.
@@ -69,7 +73,7 @@ impl GraphqlKind {
     }
 }
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum HttpTargetError {
     #[error("the method {0:?} is not an HTTP token")]
     Method(String),
@@ -166,6 +170,20 @@ impl HttpAction {
     }
 }
 
+/// A field or parameter name as the most lenient servers compare names: without case, and with
+/// the two non-ASCII letters that Unicode simple case folding (Go's `encoding/json`) takes for
+/// ASCII ones, `ſ` for `s` and the Kelvin sign for `k`.
+pub fn fold_name(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '\u{17F}' => 's',
+            '\u{212A}' => 'k',
+            c => c,
+        })
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
 /// The canonical form of a request path (see `HttpAction::path`).
 pub fn normalise_path(path: &str) -> Result<String, HttpTargetError> {
     if !path.starts_with('/') {
@@ -185,6 +203,11 @@ pub fn normalise_path(path: &str) -> Result<String, HttpTargetError> {
         }
         if decoded.chars().any(char::is_control) {
             return Err(HttpTargetError::Ambiguous("a control character"));
+        }
+        // `%252e` decodes to `%2e`: a server (or a framework behind it) that decodes again reads
+        // `.`, and `%252f` becomes a `/` the rules never saw.
+        if decoded.as_bytes().windows(3).any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit()) {
+            return Err(HttpTargetError::Ambiguous("an escape still encoded after decoding (double encoding)"));
         }
         match decoded.as_str() {
             "" | "." => {}
@@ -266,6 +289,10 @@ mod tests {
         assert_eq!(normalise_path("/a%zz"), Err(HttpTargetError::BadEscape));
         assert_eq!(normalise_path("/a%e2%28"), Err(HttpTargetError::NotUtf8));
         assert_eq!(normalise_path("admin"), Err(HttpTargetError::NotAPath));
+        let twice = HttpTargetError::Ambiguous("an escape still encoded after decoding (double encoding)");
+        assert_eq!(normalise_path("/x/%252e%252e/admin"), Err(twice.clone()));
+        assert_eq!(normalise_path("/a%252Fb"), Err(twice));
+        assert_eq!(normalise_path("/files/100%25").as_deref(), Ok("/files/100%"));
     }
 
     #[test]
@@ -278,6 +305,13 @@ mod tests {
             [("q".into(), "a b".into()), ("tag".into(), "A".into()), ("flag".into(), String::new())]
         );
         assert_eq!(action.summary(), "GET /search");
+    }
+
+    #[test]
+    fn names_fold_as_lenient_servers_fold_them() {
+        assert_eq!(fold_name("AMOUNT"), "amount");
+        assert_eq!(fold_name("\u{17F}tatus"), "status");
+        assert_eq!(fold_name("\u{212A}ey"), "key");
     }
 
     #[test]

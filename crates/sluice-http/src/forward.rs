@@ -93,7 +93,9 @@ pub fn upstream_uri(target: &HttpTarget, action: &HttpAction, trailing_slash: bo
 
 /// The client's headers as they go upstream: without hop-by-hop fields (and those the
 /// `Connection` field names), its credentials, `Host` (the client library sets the upstream's), a
-/// body length (recomputed) and `Accept-Encoding` (sluice asks for what it can decode).
+/// body length (recomputed), `Accept-Encoding` (sluice asks for what it can decode) and
+/// `Range`/`If-Range`: sluice masks whole bodies, and a part of one can hold a value without the
+/// key that marks it sensitive, or half a card number.
 pub fn request_headers(from: &HeaderMap) -> HeaderMap {
     let named: Vec<String> = from
         .get_all(header::CONNECTION)
@@ -105,7 +107,15 @@ pub fn request_headers(from: &HeaderMap) -> HeaderMap {
     for (name, value) in from {
         let dropped = is_hop_by_hop(name)
             || named.iter().any(|n| n == name.as_str())
-            || matches!(*name, header::AUTHORIZATION | header::HOST | header::CONTENT_LENGTH | header::ACCEPT_ENCODING)
+            || matches!(
+                *name,
+                header::AUTHORIZATION
+                    | header::HOST
+                    | header::CONTENT_LENGTH
+                    | header::ACCEPT_ENCODING
+                    | header::RANGE
+                    | header::IF_RANGE
+            )
             || name.as_str().starts_with("x-sluice-");
         if !dropped {
             out.append(name.clone(), value.clone());
@@ -166,10 +176,35 @@ pub struct OnWire {
 const MIN_ON_WIRE: usize = 4;
 const SCRUBBED: &[u8] = b"[redacted:held-credential]";
 
+/// What is escaped when a URL carries the credential: all but the unreserved characters, as
+/// `encodeURIComponent` and `urllib.parse.quote(safe="")` escape.
+const URL_COMPONENT: &AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// The ways an upstream may write a piece back: as sent, with `/` escaped as JSON writers
+/// (PHP's among them) escape it, percent-encoded in a URL (a `Location`, a link), and the
+/// secret's whole groups of three bytes in base64, standard or URL-safe (an upstream that encodes
+/// what it echoes).
+fn spellings(piece: &str) -> Vec<String> {
+    let whole = piece.len() / 3 * 3;
+    let head = &piece.as_bytes()[..whole];
+    vec![
+        piece.to_string(),
+        piece.replace('/', "\\/"),
+        utf8_percent_encode(piece, URL_COMPONENT).to_string(),
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(head),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(head),
+    ]
+}
+
 impl OnWire {
     fn new(pieces: Vec<String>) -> OnWire {
-        let mut pieces: Vec<Vec<u8>> =
-            pieces.into_iter().map(String::into_bytes).filter(|p| p.len() >= MIN_ON_WIRE).collect();
+        let mut pieces: Vec<Vec<u8>> = pieces
+            .iter()
+            .flat_map(|p| spellings(p))
+            .map(String::into_bytes)
+            .filter(|p| p.len() >= MIN_ON_WIRE)
+            .collect();
         pieces.sort_by_key(|p| std::cmp::Reverse(p.len()));
         pieces.dedup();
         let holds = |outer: &[u8], inner: &[u8]| memchr::memmem::find(outer, inner).is_some();
@@ -237,6 +272,12 @@ mod tests {
         let wire = OnWire::new(vec!["pass-word".into(), "Basic dXNlcjpwYXNzLXdvcmQ=".into()]);
         assert_eq!(wire.scrub(b"echo: Basic dXNlcjpwYXNzLXdvcmQ=").unwrap(), b"echo: [redacted:held-credential]");
         assert_eq!(wire.scrub(b"pw pass-word").unwrap(), b"pw [redacted:held-credential]");
+        // Written back escaped, percent-encoded or in base64.
+        let wire = OnWire::new(vec!["ab/cd+ef=gh".into()]);
+        for spelled in [&b"ab\\/cd+ef=gh"[..], b"ab%2Fcd%2Bef%3Dgh", b"YWIvY2QrZWY9", b"YWIvY2QrZWY9Z2g="] {
+            let scrubbed = wire.scrub(spelled).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(spelled)));
+            assert!(scrubbed.starts_with(SCRUBBED), "{}", String::from_utf8_lossy(&scrubbed));
+        }
     }
 
     #[test]

@@ -18,13 +18,41 @@ pub struct Sensitive {
     pointers: Vec<Vec<String>>,
     /// Finds each key in a body written in lower case.
     finders: Vec<memchr::memmem::Finder<'static>>,
+    /// The names of the keys and of the fields pointers end at, lower case, each with its finder:
+    /// what a body that is not JSON is searched for.
+    names: Vec<(String, memchr::memmem::Finder<'static>)>,
 }
 
 impl Sensitive {
     pub fn new(keys: Vec<String>, pointers: Vec<Vec<String>>) -> Sensitive {
         let keys: Vec<String> = keys.iter().map(|k| k.to_ascii_lowercase()).collect();
         let finders = keys.iter().map(|k| memchr::memmem::Finder::new(k.as_bytes()).into_owned()).collect();
-        Sensitive { keys, pointers, finders }
+        let mut names: Vec<String> = keys.clone();
+        for pointer in &pointers {
+            let named = pointer.iter().rev().find(|t| *t != "*" && t.parse::<usize>().is_err());
+            names.extend(named.map(|t| t.to_ascii_lowercase()));
+        }
+        names.sort();
+        names.dedup();
+        names.retain(|n| !n.is_empty());
+        let names = names
+            .into_iter()
+            .map(|n| {
+                let finder = memchr::memmem::Finder::new(n.as_bytes()).into_owned();
+                (n, finder)
+            })
+            .collect();
+        Sensitive { keys, pointers, finders, names }
+    }
+
+    /// The first sensitive field named in a body that is not JSON (XML, CSV, HTML, JSONP …),
+    /// where its value cannot be found by structure.
+    fn named_in(&self, body: &[u8]) -> Option<&str> {
+        if self.names.is_empty() {
+            return None;
+        }
+        let lower = body.to_ascii_lowercase();
+        self.names.iter().find(|(_, f)| f.find(&lower).is_some()).map(|(n, _)| n.as_str())
     }
 
     fn is_empty(&self) -> bool {
@@ -96,6 +124,21 @@ impl BodyMasker {
             return Ok(scrubbed);
         }
         Ok(self.mask(scrubbed.as_deref().unwrap_or(body))?.or(scrubbed))
+    }
+
+    /// A whole response body as the client may have it (`clean`), refused when it is not JSON
+    /// and names a field marked sensitive: such fields are found by JSON's structure, and the
+    /// same record as XML, CSV or an HTML page (an agent may ask for any) names them with nothing
+    /// sluice can follow. (A stream's events and a socket's messages are text more often than
+    /// records: they are masked by the detectors alone.)
+    pub fn clean_document(&self, body: &[u8]) -> Result<Option<Vec<u8>>, Unreadable> {
+        if !crate::request::looks_like_json(body)
+            && crate::charset::wide(body).is_none()
+            && let Some(name) = self.sensitive.named_in(body)
+        {
+            return Err(Unreadable::Keyed(name.to_string()));
+        }
+        self.clean(body)
     }
 
     /// A text (a header value, an event's field) as the client may have it: the credential
@@ -176,6 +219,11 @@ pub enum Unreadable {
         "the response is {0} text, which sluice's detectors cannot read (they read text that keeps ASCII as ASCII, as UTF-8 does)"
     )]
     Wide(&'static str),
+    /// It is not JSON and names a field marked sensitive.
+    #[error(
+        "the response is not JSON and names {0:?}, a field marked sensitive, whose value sluice finds only in JSON"
+    )]
+    Keyed(String),
 }
 
 /// JSON nested deeper than this is not walked (and so not passed on where keys are sensitive).

@@ -42,6 +42,22 @@ pub fn read_body(
     } else {
         None
     };
+    // Frameworks read form fields as the same parameters as JSON fields; a body whose fields
+    // sluice does not read may hold any of them.
+    let reads_as_form =
+        media.as_deref() == Some("application/x-www-form-urlencoded") || (media.is_none() && json.is_none());
+    let form: Vec<(String, String)> = if reads_as_form {
+        form_urlencoded::parse(body).map(|(n, v)| (n.into_owned(), v.into_owned())).collect()
+    } else {
+        Vec::new()
+    };
+    if json.is_none() && json_unread.is_none() && !body.is_empty() {
+        if let Some(kind) =
+            media.as_deref().filter(|m| *m == "multipart/form-data" || m.ends_with("/xml") || m.ends_with("+xml"))
+        {
+            json_unread = Some(format!("its fields are in {kind}, which sluice does not read"));
+        }
+    }
     if overrides_method(media.as_deref(), json.as_deref(), body) {
         return Err(
             "the body carries _method, which would have the upstream run another method than policy decided (Rack, Laravel and method-override read it)"
@@ -58,6 +74,12 @@ pub fn read_body(
                     (text, _) => Ok(text),
                 }
             };
+            if !body.is_empty() && action.query.iter().any(|(n, _)| n == "query") {
+                return Err(
+                    "the GraphQL document is both in the query string and in the body, and servers differ on which they run"
+                        .into(),
+                );
+            }
             let carrier = match (&json, media.as_deref()) {
                 (Some(value), _) => Some(Carrier::Json(value)),
                 (None, Some("application/graphql")) => Some(Carrier::Document(
@@ -79,6 +101,7 @@ pub fn read_body(
         length: Some(body.len() as u64),
         json,
         json_unread,
+        form,
         graphql,
         digest: (!body.is_empty()).then(|| hex::encode(Sha256::digest(body))),
         excerpt: (!body.is_empty()).then(|| excerpt(body)),
@@ -90,21 +113,31 @@ pub fn read_body(
 /// (a body with no declared type is read as a form too, as Rack does), as a multipart part, or as
 /// a top-level JSON key.
 fn overrides_method(media: Option<&str>, json: Option<&Value>, body: &[u8]) -> bool {
-    let is_override = |name: &str| name.trim().eq_ignore_ascii_case("_method");
-    if json.and_then(Value::as_object).is_some_and(|object| object.keys().any(|k| is_override(k))) {
+    if json.and_then(Value::as_object).is_some_and(|object| object.keys().any(|k| is_method_override(k))) {
         return true;
     }
     match media {
         None | Some("application/x-www-form-urlencoded") => {
-            form_urlencoded::parse(body).any(|(name, _)| is_override(&name))
+            form_urlencoded::parse(body).any(|(name, _)| is_method_override(&name))
         }
         Some("multipart/form-data") => {
-            // A part named _method, however its disposition is spelled.
+            // A part named _method (or a name PHP turns into it), however its disposition is spelled.
             let lower = body.to_ascii_lowercase();
-            memchr::memmem::find(&lower, b"_method\"").is_some() || memchr::memmem::find(&lower, b"=_method").is_some()
+            [b'_', b'.', b' ', b'['].iter().any(|&first| {
+                let quoted = [&[first][..], b"method\""].concat();
+                let bare = [&b"="[..], &[first], b"method"].concat();
+                memchr::memmem::find(&lower, &quoted).is_some() || memchr::memmem::find(&lower, &bare).is_some()
+            })
         }
         _ => false,
     }
+}
+
+/// Whether a parameter name is `_method` as a framework reads it: without case, and as PHP
+/// rewrites names (leading blanks dropped; a space, `.` or `[` made `_`).
+pub fn is_method_override(name: &str) -> bool {
+    let php: String = name.trim().chars().map(|c| if matches!(c, ' ' | '.' | '[') { '_' } else { c }).collect();
+    php.eq_ignore_ascii_case("_method")
 }
 
 /// Whether a body begins as a JSON object or array does (a server may read it as JSON whatever
@@ -168,10 +201,19 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
+        // Keys as servers that ignore case compare them (Go's encoding/json, Jackson's option):
+        // `amount` and `AMOUNT` are one field to them, two to a JSON pointer.
+        let mut folded = std::collections::HashMap::new();
         while let Some(key) = map.next_key::<String>()? {
             let Strict(value) = map.next_value()?;
-            if out.contains_key(&key) {
-                return Err(de::Error::custom(format!("has the key {key:?} twice in one object")));
+            if let Some(earlier) = folded.insert(sluice_core::http::fold_name(&key), key.clone()) {
+                return Err(de::Error::custom(if earlier == key {
+                    format!("has the key {key:?} twice in one object")
+                } else {
+                    format!(
+                        "has the keys {earlier:?} and {key:?} in one object: servers that ignore case read one key twice"
+                    )
+                }));
             }
             out.insert(key, value);
         }
@@ -229,12 +271,54 @@ mod tests {
                 Some("multipart/form-data; boundary=b"),
                 b"--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--",
             ),
+            // Names PHP rewrites to _method.
+            (form, b".method=DELETE"),
+            (form, b"_method%20=DELETE"),
+            (form, b"[method=DELETE"),
+            (
+                Some("multipart/form-data; boundary=b"),
+                b"--b\r\nContent-Disposition: form-data; name=\".method\"\r\n\r\nDELETE\r\n--b--",
+            ),
         ] {
             let err = read_body(&mut action, media, body, false).unwrap_err();
             assert!(err.contains("_method"), "{err}");
         }
         read_body(&mut action, form, b"name=x&method=card", false).unwrap();
         read_body(&mut action, Some("application/json"), br#"{"a": {"_method": "kept"}}"#, false).unwrap();
+    }
+
+    #[test]
+    fn keys_that_differ_only_in_case_are_one_key_twice() {
+        let mut action = HttpAction::new("POST", "/x").unwrap();
+        for body in [&br#"{"amount":"1","AMOUNT":"25000"}"#[..], br#"{"a":[{"Key":1,"\u212Aey":2}]}"#] {
+            let err = read_body(&mut action, Some("application/json"), body, false).unwrap_err();
+            assert!(err.contains("servers that ignore case"), "{err}");
+        }
+        read_body(&mut action, Some("application/json"), br#"{"a":{"k":1},"b":{"k":2}}"#, false).unwrap();
+    }
+
+    #[test]
+    fn form_fields_are_read_and_unread_fields_are_said_so() {
+        let mut action = HttpAction::new("POST", "/x").unwrap();
+        read_body(&mut action, Some("application/x-www-form-urlencoded"), b"amount=25000&note=a+b", false).unwrap();
+        assert_eq!(action.body.form, [("amount".into(), "25000".into()), ("note".into(), "a b".into())]);
+        read_body(&mut action, None, b"amount=1", false).unwrap();
+        assert_eq!(action.body.form, [("amount".into(), "1".into())]);
+        read_body(&mut action, Some("application/xml"), b"<p><amount>25000</amount></p>", false).unwrap();
+        assert!(action.body.form.is_empty());
+        assert!(action.body.json_unread.as_deref().is_some_and(|w| w.contains("application/xml")));
+        read_body(&mut action, Some("text/plain"), b"hello", false).unwrap();
+        assert_eq!(action.body.json_unread, None);
+    }
+
+    #[test]
+    fn a_graphql_document_in_the_url_and_the_body_is_refused() {
+        let mut action = HttpAction::new("POST", "/graphql?query=mutation%7Bdrop%7D").unwrap();
+        let err = read_body(&mut action, Some("application/json"), br#"{"query":"{me{id}}"}"#, true).unwrap_err();
+        assert!(err.contains("both in the query string and in the body"), "{err}");
+        let mut get = HttpAction::new("GET", "/graphql?query=%7Bme%7Bid%7D%7D").unwrap();
+        read_body(&mut get, None, b"", true).unwrap();
+        assert!(get.body.graphql.is_some());
     }
 
     #[test]

@@ -128,7 +128,7 @@ pub async fn read_whole(
     };
     let over = tokio::time::timeout(timeout, read).await.map_err(|_| BodyError::Timeout(timeout))??;
     if let Some(single) = single {
-        let body = masker.clean(&single)?.map_or(single, Bytes::from);
+        let body = masker.clean_document(&single)?.map_or(single, Bytes::from);
         return Ok(Whole { body, truncated: false });
     }
     let truncated = over && oversize == Oversize::Truncate;
@@ -145,7 +145,7 @@ pub async fn read_whole(
         let keep = memchr::memrchr(b'\n', &decoded).map_or(decoded.len(), |at| at + 1);
         decoded.truncate(keep);
     }
-    let body = match masker.clean(&decoded)? {
+    let body = match masker.clean_document(&decoded)? {
         Some(clean) => Bytes::from(clean),
         None => Bytes::from(decoded),
     };

@@ -191,6 +191,28 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         );
         return Err((StatusCode::NOT_IMPLEMENTED, answer));
     }
+    if let Some(name) = req.headers().keys().find(|n| n.as_str().contains('_')) {
+        return Err(bad_request(
+            format!(
+                "the header {name} has an underscore: servers behind CGI-style interfaces (WSGI, Rack) read it as {}, a header policy did not see",
+                name.as_str().replace('_', "-")
+            ),
+            "spell header names with hyphens",
+        ));
+    }
+    if let Some(coding) =
+        req.headers().get(header::CONTENT_ENCODING).filter(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        let answer = Answer::new(
+            "unsupported_media_type",
+            format!(
+                "the request body is sent with Content-Encoding {}, which sluice does not decode: what policy would read is not what the upstream reads",
+                String::from_utf8_lossy(coding.as_bytes())
+            ),
+            "send the body uncompressed",
+        );
+        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, answer));
+    }
     if let Some(field) = forward::overriding_field(req.headers()) {
         return Err(bad_request(
             format!(
@@ -208,7 +230,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         )
     })?;
     action.websocket = websocket;
-    if action.query.iter().any(|(name, _)| name == "_method") {
+    if action.query.iter().any(|(name, _)| request::is_method_override(name)) {
         return Err(bad_request(
             "the query carries _method, which would have the upstream run another method than policy decided",
             "send the method you mean on the request line",
@@ -270,7 +292,8 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     };
     let mut open_guard = same_session(conn, &session_id).await?;
     let open = open_guard.as_mut().ok_or_else(|| bad_request("no session", "retry"))?;
-    let graphql_endpoint = options.graphql_paths.contains(&action.path);
+    // Routers that ignore case (Express, ASP.NET) serve /GraphQL at /graphql.
+    let graphql_endpoint = options.graphql_paths.iter().any(|p| p.eq_ignore_ascii_case(&action.path));
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     if let Err(why) = request::read_body(&mut action, content_type, &body, graphql_endpoint) {
         let answer = Answer::new(
@@ -291,7 +314,8 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         .headers
         .iter()
         .filter(|(n, _)| !matches!(**n, header::AUTHORIZATION | header::PROXY_AUTHORIZATION | header::COOKIE))
-        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        // As Latin-1, as WSGI and Node read them: a byte past ASCII does not hide a header from policy.
+        .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().iter().map(|&b| char::from(b)).collect()))
         .collect();
     open.seq += 1;
     let mut exchange = Exchange::new(&action, open.seq, started_at_us, started, body.len());
@@ -481,6 +505,11 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
                 BodyError::Unreadable(Unreadable::Wide(_)) => {
                     (StatusCode::BAD_GATEWAY, "upstream_response_refused", WIDE_HINT)
                 }
+                BodyError::Unreadable(Unreadable::Keyed(_)) => (
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_response_refused",
+                    "ask for JSON (send Accept: application/json, without a format suffix or parameter), or tell an operator",
+                ),
                 _ => (StatusCode::BAD_GATEWAY, "upstream_response_refused", "tell an operator"),
             };
             return Err(upstream_failed(status, error, e.to_string(), hint));

@@ -198,7 +198,9 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// An upstream message as the client may have it: text and binary cleaned as response bodies are.
+/// An upstream message as the client may have it: text and binary cleaned as response bodies are
+/// (binary JSON walked as JSON), and what control frames carry (a close reason, a ping's data)
+/// as text.
 fn clean(message: Message, masker: &BodyMasker) -> Message {
     match message {
         Message::Text(text) => match masker.clean(text.as_bytes()) {
@@ -206,14 +208,45 @@ fn clean(message: Message, masker: &BodyMasker) -> Message {
             Ok(Some(clean)) => Message::text(String::from_utf8_lossy(&clean).into_owned()),
             Err(e) => Message::text(format!("[sluice: message withheld: {e}]")),
         },
-        Message::Binary(data) if let Some(encoding) = crate::charset::wide(&data) => {
-            Message::text(format!("[sluice: message withheld: {}]", crate::mask::Unreadable::Wide(encoding)))
-        }
-        Message::Binary(data) => match masker.clean_text(&data) {
-            None => Message::Binary(data),
-            Some(clean) => Message::Binary(WsBytes::from(clean)),
+        Message::Binary(data) => match masker.clean(&data) {
+            Ok(None) => Message::Binary(data),
+            Ok(Some(clean)) => Message::Binary(WsBytes::from(clean)),
+            Err(e) => Message::text(format!("[sluice: message withheld: {e}]")),
         },
+        Message::Ping(data) => Message::Ping(clean_control(data, masker)),
+        Message::Pong(data) => Message::Pong(clean_control(data, masker)),
+        Message::Close(Some(frame)) => {
+            Message::Close(Some(CloseFrame { reason: clean_reason(&frame.reason, masker), ..frame }))
+        }
         other => other,
+    }
+}
+
+/// Bytes a control frame may carry (RFC 6455 §5.5); a close frame's reason has two fewer.
+const CONTROL_PAYLOAD: usize = 125;
+
+/// A ping's or pong's data, cleaned as text (and cut to what a control frame holds).
+fn clean_control(data: WsBytes, masker: &BodyMasker) -> WsBytes {
+    match masker.clean_text(&data) {
+        Some(mut clean) => {
+            clean.truncate(CONTROL_PAYLOAD);
+            WsBytes::from(clean)
+        }
+        None => data,
+    }
+}
+
+/// A close frame's reason, cleaned as text (and cut, at a character, to what the frame holds).
+fn clean_reason(reason: &Utf8Bytes, masker: &BodyMasker) -> Utf8Bytes {
+    match masker.clean_text(reason.as_bytes()) {
+        Some(clean) => {
+            let mut text = String::from_utf8_lossy(&clean).into_owned();
+            while text.len() > CONTROL_PAYLOAD - 2 {
+                text.pop();
+            }
+            Utf8Bytes::from(text)
+        }
+        None => reason.clone(),
     }
 }
 
@@ -242,7 +275,10 @@ impl<L: SessionLog> Recording<L> {
             }
             Message::Binary(data) => (format!("binary, {} bytes", data.len()), data.len()),
             Message::Close(frame) => {
-                let why = frame.as_ref().map(|f| format!(" ({} {})", u16::from(f.code), f.reason)).unwrap_or_default();
+                let why = frame
+                    .as_ref()
+                    .map(|f| format!(" ({} {})", u16::from(f.code), clean_reason(&f.reason, masker)))
+                    .unwrap_or_default();
                 (format!("close{why}"), 0)
             }
             // Pings and pongs keep the connection alive; they say nothing.

@@ -9,7 +9,7 @@
 use crate::PolicyError;
 use regex::Regex;
 use sluice_core::glob::glob_match;
-use sluice_core::http::HttpAction;
+use sluice_core::http::{HttpAction, fold_name};
 use sluice_core::policy::{GraphqlMatchSpec, JsonCondition, RuleSpec};
 
 /// Path segments that the `no-admin` preset refuses (compared without case).
@@ -96,7 +96,9 @@ impl HttpMatcher {
 
 /// Whether a request reaches an administrative endpoint (the `no-admin` preset).
 fn is_admin(action: &HttpAction) -> bool {
-    let admin_segment = action.path.split('/').any(|s| ADMIN_SEGMENTS.iter().any(|a| s.eq_ignore_ascii_case(a)));
+    let is_admin_name = |s: &str| ADMIN_SEGMENTS.iter().any(|a| s.eq_ignore_ascii_case(a));
+    let admin_segment = action.path.split('/').any(is_admin_name)
+        || without_format(&action.path).is_some_and(|stem| stem.split('/').next_back().is_some_and(is_admin_name));
     let admin_field = action
         .body
         .graphql
@@ -107,12 +109,18 @@ fn is_admin(action: &HttpAction) -> bool {
 
 impl HttpKeys {
     fn matches(&self, action: &HttpAction, allows: bool) -> bool {
-        // Any reading for a refusal, every reading for an allow.
+        // Any reading for a refusal (compared without case, as lenient servers compare), every
+        // reading for an allow.
         let readings = |values: &mut dyn Iterator<Item = &str>, glob: &str| -> bool {
             let mut seen = false;
             for value in values {
                 seen = true;
-                if glob_match(glob, value) != allows {
+                let matched = if allows {
+                    glob_match(glob, value)
+                } else {
+                    glob_match(&glob.to_lowercase(), &value.to_lowercase())
+                };
+                if matched != allows {
                     return !allows;
                 }
             }
@@ -125,7 +133,13 @@ impl HttpKeys {
             return false;
         }
         for (name, glob) in &self.query {
-            let mut values = action.query.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str());
+            // `Force`, `force[]` and `force` are one parameter to some framework.
+            let wanted = fold_name(name);
+            let same = |n: &str| {
+                let n = fold_name(n);
+                n.strip_suffix("[]").unwrap_or(&n) == wanted
+            };
+            let mut values = action.query.iter().filter(|(n, _)| same(n)).map(|(_, v)| v.as_str());
             if !readings(&mut values, glob) {
                 return false;
             }
@@ -142,15 +156,8 @@ impl HttpKeys {
                 return false;
             }
         }
-        if !self.json.is_empty() {
-            match action.body.json.as_deref() {
-                Some(body) if !self.json.iter().all(|check| check.holds(body)) => return false,
-                Some(_) => {}
-                // A body that may be JSON to the upstream but could not be read: its conditions
-                // may hold for all sluice knows, so a refusal applies and an allow does not.
-                None if action.body.json_unread.is_some() && !allows => {}
-                None => return false,
-            }
+        if !self.json.is_empty() && !self.json_matches(action, allows) {
+            return false;
         }
         if let Some(graphql) = &self.graphql {
             let Some(op) = &action.body.graphql else { return false };
@@ -167,6 +174,76 @@ impl HttpKeys {
         }
         true
     }
+}
+
+impl HttpKeys {
+    /// The JSON conditions. Frameworks merge a request's parameters — JSON fields, form fields,
+    /// query parameters — and may compare names without case, so a condition on `/amount` is read
+    /// on each: a refusal applies if it holds on any of them, an allow only on a JSON body that
+    /// sluice read, with the condition holding on every other place the field is given too.
+    fn json_matches(&self, action: &HttpAction, allows: bool) -> bool {
+        let body = action.body.json.as_deref();
+        if allows {
+            let Some(body) = body else { return false };
+            return self.json.iter().all(|check| {
+                check.holds(body.pointer(check.pointer()), true)
+                    && parameters(action, check.pointer()).all(|v| check.holds(Some(&v), true))
+            });
+        }
+        // A body that may carry the fields but could not be read: its conditions may hold for
+        // all sluice knows.
+        if action.body.json_unread.is_some() {
+            return true;
+        }
+        self.json.iter().all(|check| {
+            let in_body = body.map(|b| lookup(b, check.pointer()));
+            let mut given = parameters(action, check.pointer()).peekable();
+            let absent = in_body.flatten().is_none() && given.peek().is_none();
+            in_body.flatten().is_some_and(|v| check.holds(Some(v), false))
+                || given.any(|v| check.holds(Some(&v), false))
+                || absent && check.holds(None, false)
+        })
+    }
+}
+
+/// The value at `pointer`, a key that differs only in case standing for the one named (servers
+/// that ignore case read it so; sluice refuses objects with two such keys).
+fn lookup<'a>(body: &'a serde_json::Value, pointer: &str) -> Option<&'a serde_json::Value> {
+    if let Some(exact) = body.pointer(pointer) {
+        return Some(exact);
+    }
+    let mut at = body;
+    for token in pointer.split('/').skip(1) {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        at = match at {
+            serde_json::Value::Object(map) => {
+                let wanted = fold_name(&token);
+                map.iter().find(|(k, _)| fold_name(k) == wanted).map(|(_, v)| v)?
+            }
+            serde_json::Value::Array(items) => items.get(token.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(at)
+}
+
+/// The values a form field or query parameter gives the field at `pointer`, as strings: `/a`
+/// is `a`, `a[]` too, and `/a/b` is `a[b]` (Rails, PHP, qs), names compared without case.
+fn parameters<'a>(action: &'a HttpAction, pointer: &str) -> impl Iterator<Item = serde_json::Value> + 'a {
+    let tokens: Vec<String> =
+        pointer.split('/').skip(1).map(|t| fold_name(&t.replace("~1", "/").replace("~0", "~"))).collect();
+    action.query.iter().chain(&action.body.form).filter_map(move |(name, value)| {
+        let name = fold_name(name);
+        let name = name.strip_suffix("[]").unwrap_or(&name);
+        let mut parts = name.split('[');
+        let first = parts.next()?;
+        let rest: Vec<&str> = parts.map(|p| p.strip_suffix(']').unwrap_or(p)).collect();
+        let named = !tokens.is_empty()
+            && tokens[0] == first
+            && tokens.len() == rest.len() + 1
+            && tokens[1..].iter().zip(&rest).all(|(t, r)| t == r);
+        named.then(|| serde_json::Value::String(value.clone()))
+    })
 }
 
 impl JsonCheck {
@@ -195,16 +272,26 @@ impl JsonCheck {
         })
     }
 
-    fn holds(&self, body: &serde_json::Value) -> bool {
+    fn pointer(&self) -> &str {
         match self {
-            JsonCheck::Exists(pointer, exists) => body.pointer(pointer).is_some() == *exists,
-            JsonCheck::Equals(pointer, value) => body.pointer(pointer).is_some_and(|v| json_equal(v, value)),
-            JsonCheck::In(pointer, values) => {
-                body.pointer(pointer).is_some_and(|v| values.iter().any(|value| json_equal(v, value)))
-            }
-            JsonCheck::Matches(pointer, regex) => {
-                body.pointer(pointer).and_then(|v| v.as_str()).is_some_and(|s| regex.is_match(s))
-            }
+            JsonCheck::Exists(p, _) | JsonCheck::Equals(p, _) | JsonCheck::In(p, _) | JsonCheck::Matches(p, _) => p,
+        }
+    }
+
+    /// Whether the condition holds on `value` (`None`: the field is absent). `strict`: for an
+    /// allow, values are equal as JSON; for a refusal, as lenient servers coerce them too (`"25000"`
+    /// and `25000`, `"TRUE"` and `true`), and `matches` reads a number or a boolean as its text.
+    fn holds(&self, value: Option<&serde_json::Value>, strict: bool) -> bool {
+        let equal = |a: &serde_json::Value, b: &serde_json::Value| json_equal(a, b) || !strict && loosely_equal(a, b);
+        match self {
+            JsonCheck::Exists(_, exists) => value.is_some() == *exists,
+            JsonCheck::Equals(_, expected) => value.is_some_and(|v| equal(v, expected)),
+            JsonCheck::In(_, values) => value.is_some_and(|v| values.iter().any(|expected| equal(v, expected))),
+            JsonCheck::Matches(_, regex) => match value {
+                Some(serde_json::Value::String(s)) => regex.is_match(s),
+                Some(other) if !strict => scalar_text(other).is_some_and(|s| regex.is_match(&s)),
+                _ => false,
+            },
         }
     }
 }
@@ -214,6 +301,23 @@ fn json_equal(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     match (a.as_f64(), b.as_f64()) {
         (Some(x), Some(y)) if a.is_number() && b.is_number() => x == y,
         _ => a == b,
+    }
+}
+
+/// Equality after the coercions lenient servers make: scalars compared as text without case, or
+/// as numbers when both read as one.
+fn loosely_equal(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    let (Some(x), Some(y)) = (scalar_text(a), scalar_text(b)) else { return false };
+    let (x, y) = (x.trim(), y.trim());
+    x.eq_ignore_ascii_case(y) || matches!((x.parse::<f64>(), y.parse::<f64>()), (Ok(p), Ok(q)) if p == q)
+}
+
+/// A string, number, boolean or null as text; `None` for an object or array.
+fn scalar_text(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(_) | serde_json::Value::Object(_) => None,
+        other => Some(other.to_string()),
     }
 }
 
@@ -245,12 +349,26 @@ impl PathPattern {
     fn matches(&self, path: &str, any_case: bool) -> bool {
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         if any_case {
+            // A refusal also reads the path without a format suffix (`/v1/payments.json`):
+            // Rails routes, Django REST framework's suffix patterns and older Spring serve it
+            // as `/v1/payments`.
+            if without_format(path).is_some_and(|stem| self.matches(stem, true)) {
+                return true;
+            }
             let lower: Vec<String> = segments.iter().map(|s| s.to_lowercase()).collect();
             let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
             return match_segments(&self.0, &lower, true);
         }
         match_segments(&self.0, &segments, false)
     }
+}
+
+/// The path without the format suffix of its last segment (`.json`, `.xml`: letters and digits
+/// after the last dot), when it has one.
+fn without_format(path: &str) -> Option<&str> {
+    let (stem, suffix) = path.rsplit_once('.')?;
+    let format = !suffix.is_empty() && suffix.len() <= 8 && suffix.bytes().all(|b| b.is_ascii_alphanumeric());
+    (format && !stem.ends_with('/') && !stem.is_empty()).then_some(stem)
 }
 
 fn match_segments(pattern: &[Segment], path: &[&str], lower: bool) -> bool {
@@ -386,6 +504,87 @@ mod tests {
         let two =
             JsonCondition { pointer: "/a".into(), exists: Some(true), matches: Some("x".into()), ..Default::default() };
         assert!(HttpMatcher::compile(&RuleSpec { json: vec![two], ..Default::default() }).is_err());
+    }
+
+    #[test]
+    fn a_json_condition_reads_the_field_wherever_a_framework_would_find_it() {
+        let big = keys(RuleSpec {
+            json: vec![JsonCondition {
+                pointer: "/amount".into(),
+                matches: Some("[0-9]{4,}".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let with_json = |body: serde_json::Value| {
+            let mut post = request("POST", "/pay");
+            post.body.json = Some(Arc::new(body));
+            post
+        };
+        // A number is read as its text by a refusal; an allow compares as JSON.
+        assert!(big.matches(&with_json(serde_json::json!({"amount": 25000})), false));
+        assert!(!big.matches(&with_json(serde_json::json!({"amount": 25000})), true));
+        assert!(big.matches(&with_json(serde_json::json!({"amount": "25000"})), true));
+        // A key in another case, as Go's encoding/json reads it.
+        assert!(big.matches(&with_json(serde_json::json!({"AMOUNT": "25000"})), false));
+        // The query and form fields are the same parameters to Rails, Laravel, Spring and DRF.
+        assert!(big.matches(&request("POST", "/pay?amount=25000"), false));
+        assert!(big.matches(&request("POST", "/pay?Amount%5B%5D=25000"), false));
+        let mut form = request("POST", "/pay");
+        form.body.form = vec![("amount".into(), "25000".into())];
+        assert!(big.matches(&form, false));
+        assert!(!big.matches(&form, true), "an allow needs a JSON body sluice read");
+        // Every place the field is given must satisfy an allow.
+        let mut both = request("POST", "/pay?amount=25000");
+        both.body.json = Some(Arc::new(serde_json::json!({"amount": "9999"})));
+        assert!(big.matches(&both, true));
+        both.query = vec![("amount".into(), "12".into())];
+        assert!(!big.matches(&both, true));
+        assert!(big.matches(&both, false), "the JSON reading refuses");
+        // Nested fields as Rails and PHP name them.
+        let nested = keys(RuleSpec {
+            json: vec![JsonCondition {
+                pointer: "/payment/amount".into(),
+                equals: Some(serde_json::json!(25000)),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        assert!(nested.matches(&request("POST", "/pay?payment[amount]=25000"), false));
+        assert!(!nested.matches(&request("POST", "/pay?payment[other]=25000"), false));
+        // Coercions lenient servers make, for a refusal only.
+        let forced = keys(RuleSpec {
+            json: vec![JsonCondition {
+                pointer: "/force".into(),
+                equals: Some(serde_json::json!(true)),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        assert!(forced.matches(&with_json(serde_json::json!({"force": "TRUE"})), false));
+        assert!(!forced.matches(&with_json(serde_json::json!({"force": "TRUE"})), true));
+        assert!(forced.matches(&request("DELETE", "/x?force=true"), false));
+        assert!(!forced.matches(&request("DELETE", "/x?force=false"), false));
+        // A body whose fields sluice does not read (multipart, XML): a refusal applies.
+        let mut multipart = request("POST", "/pay");
+        multipart.body.json_unread = Some("its fields are in multipart/form-data, which sluice does not read".into());
+        assert!(big.matches(&multipart, false) && !big.matches(&multipart, true));
+    }
+
+    #[test]
+    fn a_refusal_reads_a_path_with_a_format_suffix_and_parameters_in_any_case() {
+        let m = keys(RuleSpec { paths: vec!["/v1/payments".into()], ..Default::default() });
+        assert!(m.matches(&request("POST", "/v1/payments.json"), false));
+        assert!(m.matches(&request("POST", "/v1/Payments.XML"), false));
+        assert!(!m.matches(&request("POST", "/v1/payments.json"), true), "an allow reads the path as written");
+        assert!(!m.matches(&request("POST", "/v1/payments.json/x"), false));
+        assert!(is_admin(&request("GET", "/v1/admin.json")));
+        assert!(!is_admin(&request("GET", "/v1/administrators.json")));
+        let q = keys(RuleSpec { query: BTreeMap::from([("force".into(), "true".into())]), ..Default::default() });
+        for target in ["/x?Force=true", "/x?force[]=true", "/x?force=TRUE"] {
+            assert!(q.matches(&request("POST", target), false), "{target}");
+        }
+        assert!(!q.matches(&request("POST", "/x?force=TRUE"), true));
     }
 
     #[test]
