@@ -48,6 +48,22 @@ struct Open<S: SessionGate> {
     seq: u64,
 }
 
+impl<S: SessionGate> Open<S> {
+    /// Records a request sluice refused before deciding it (its shape, its body), with why.
+    fn record_refusal(
+        &mut self,
+        action: &HttpAction,
+        started: Instant,
+        started_at_us: i64,
+        status: StatusCode,
+        answer: &Answer,
+    ) {
+        self.seq += 1;
+        let exchange = Exchange::new(action, self.seq, started_at_us, started, 0);
+        exchange.finish(&self.log, "deny", answer.error, status.as_u16(), 0, Some(answer.reason.clone()));
+    }
+}
+
 struct Conn<G: Gate> {
     gate: Arc<G>,
     config: Arc<HttpListenerConfig>,
@@ -149,95 +165,48 @@ fn bad_request(reason: impl Into<String>, hint: &str) -> Refused {
 async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Result<Reply, Refused> {
     let started = Instant::now();
     let started_at_us = now_us();
-    if req.version() <= Version::HTTP_11 {
-        match conn.verdicts.take() {
-            Some(HeadVerdict::Clear) => {}
-            Some(HeadVerdict::Ambiguous(why)) => {
-                return Err(bad_request(
-                    format!("the request is framed ambiguously: {why}"),
-                    "send one Content-Length or Transfer-Encoding: chunked, never both and never twice",
-                ));
-            }
-            None => {
-                return Err(bad_request("the request's framing could not be checked", "send a plain HTTP/1.1 request"));
-            }
-        }
-    }
-    if matches!(*req.method(), Method::CONNECT | Method::TRACE) {
-        let answer = Answer::new(
-            "method_not_allowed",
-            format!("{} is not relayed by sluice", req.method()),
-            "sluice relays requests to configured APIs; it is not a tunnel",
-        );
-        return Err((StatusCode::METHOD_NOT_ALLOWED, answer));
-    }
-    // A WebSocket upgrade (HTTP/1.1 GET) is decided like any request and joined once the
-    // upstream switches; any other upgrade is not relayed.
     let websocket = websocket::is_upgrade(req.headers());
-    if websocket && (req.method() != Method::GET || req.version() != Version::HTTP_11) {
-        return Err(bad_request(
-            "a WebSocket upgrade is an HTTP/1.1 GET",
-            "open the WebSocket with GET over HTTP/1.1 (sluice does not take WebSockets over HTTP/2)",
-        ));
-    }
-    if !websocket
-        && let Some(upgrade) = req.headers().get(header::UPGRADE)
-        && !upgrade.as_bytes().eq_ignore_ascii_case(b"h2c")
-    {
-        let answer = Answer::new(
-            "upgrade_not_relayed",
-            "protocol upgrades other than WebSocket are not relayed",
-            "call the API with plain HTTP requests, or open a WebSocket",
-        );
-        return Err((StatusCode::NOT_IMPLEMENTED, answer));
-    }
-    if let Some(name) = req.headers().keys().find(|n| n.as_str().contains('_')) {
-        return Err(bad_request(
-            format!(
-                "the header {name} has an underscore: servers behind CGI-style interfaces (WSGI, Rack) read it as {}, a header policy did not see",
-                name.as_str().replace('_', "-")
-            ),
-            "spell header names with hyphens",
-        ));
-    }
-    if let Some(coding) =
-        req.headers().get(header::CONTENT_ENCODING).filter(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
-    {
-        let answer = Answer::new(
-            "unsupported_media_type",
-            format!(
-                "the request body is sent with Content-Encoding {}, which sluice does not decode: what policy would read is not what the upstream reads",
-                String::from_utf8_lossy(coding.as_bytes())
-            ),
-            "send the body uncompressed",
-        );
-        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, answer));
-    }
-    if let Some(field) = forward::overriding_field(req.headers()) {
-        return Err(bad_request(
-            format!(
-                "the request carries {field}, which would have the upstream run another method or path than policy decided"
-            ),
-            "send the method and path you mean on the request line, without override headers",
-        ));
-    }
+    // A request refused for its shape is still answered only once its caller is known, so that
+    // the refusal is recorded in the caller's session: probing for a way past the rules leaves
+    // a trace. (A caller sluice cannot identify gets the refusal unrecorded, as a failed login
+    // is recorded by the gate.)
+    let mut refused = shape_refusal(conn, &req, websocket);
     let host = host_of(&req)?;
     let raw_target = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
-    let mut action = HttpAction::new(req.method().as_str(), &raw_target).map_err(|e| {
-        bad_request(
-            format!("the request target is refused: {e}"),
-            "send a plain path, without encoded slashes, '..' above the root or ';' parameters",
-        )
-    })?;
+    let mut action = match HttpAction::new(req.method().as_str(), &raw_target) {
+        Ok(action) => action,
+        Err(e) => {
+            refused = refused.or_else(|| {
+                Some(bad_request(
+                    format!("the request target is refused: {e}"),
+                    "send a plain path, without encoded slashes, '..' above the root or ';' parameters",
+                ))
+            });
+            // Routed by the path as written, to find whose session records the refusal.
+            let path = raw_target.split('?').next().unwrap_or("/").to_string();
+            HttpAction {
+                method: req.method().as_str().to_ascii_uppercase(),
+                path,
+                query: Vec::new(),
+                headers: Vec::new(),
+                body: Default::default(),
+                websocket,
+            }
+        }
+    };
     action.websocket = websocket;
-    if action.query.iter().any(|(name, _)| request::is_method_override(name)) {
-        return Err(bad_request(
+    if refused.is_none() && action.query.iter().any(|(name, _)| request::is_method_override(name)) {
+        refused = Some(bad_request(
             "the query carries _method, which would have the upstream run another method than policy decided",
             "send the method you mean on the request line",
         ));
     }
     let trailing_slash = raw_target.split('?').next().is_some_and(|p| p.len() > 1 && p.ends_with('/'));
-    let (target, path) = route(conn.gate.as_ref(), &host, &action.path)?;
+    let routed = route(conn.gate.as_ref(), &host, &action.path);
+    if let Some(refusal) = refused {
+        return Err(record_refusal(conn, &req, routed, &action, refusal, started, started_at_us).await);
+    }
+    let (target, path) = routed?;
     let options = target.options::<HttpTarget>().ok_or_else(|| {
         (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -271,26 +240,36 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     let (mut parts, body) = req.into_parts();
     let read = tokio::time::timeout(options.timeout, Limited::new(body, conn.config.max_request_body).collect());
     let body = match read.await {
-        Err(_) => {
-            let answer = Answer::new(
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            Answer::new(
                 "request_timeout",
                 format!("the request body did not arrive within {:?}", options.timeout),
                 "send the body at once, or a smaller one",
-            );
-            return Err((StatusCode::REQUEST_TIMEOUT, answer));
-        }
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            let answer = Answer::new(
+            ),
+        )),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Answer::new(
                 "body_too_large",
                 format!("the request body is larger than {} bytes", conn.config.max_request_body),
                 "send a smaller body; an operator sets http.max_request_body_bytes",
-            );
-            return Err((StatusCode::PAYLOAD_TOO_LARGE, answer));
-        }
-        Ok(Err(e)) => return Err(bad_request(format!("the request body could not be read: {e}"), "send it again")),
+            ),
+        )),
+        Ok(Err(e)) => Err(bad_request(format!("the request body could not be read: {e}"), "send it again")),
     };
     let mut open_guard = same_session(conn, &session_id).await?;
+    let body = match body {
+        Ok(body) => body,
+        Err((status, answer)) => {
+            // Recorded like any refusal: a body too large or too slow is an attempt too.
+            if let Some(open) = open_guard.as_mut() {
+                open.record_refusal(&action, started, started_at_us, status, &answer);
+            }
+            return Err((status, answer));
+        }
+    };
     let open = open_guard.as_mut().ok_or_else(|| bad_request("no session", "retry"))?;
     // Routers that ignore case (Express, ASP.NET) serve /GraphQL at /graphql.
     let graphql_endpoint = options.graphql_paths.iter().any(|p| p.eq_ignore_ascii_case(&action.path));
@@ -537,6 +516,105 @@ const WIDE_HINT: &str = "ask the upstream for UTF-8 (send Accept-Charset: utf-8)
 const TRUNCATED: HeaderName = HeaderName::from_static("x-sluice-truncated");
 
 /// The host the client asked for, without its port, lower case.
+/// Why a request is refused for its shape alone, before anything else is read: framing two
+/// parsers could read differently, a method or upgrade sluice does not relay, header names and
+/// codings that would have the upstream read something policy did not, override fields.
+fn shape_refusal<G: Gate>(conn: &Conn<G>, req: &Request<Incoming>, websocket: bool) -> Option<Refused> {
+    if req.version() <= Version::HTTP_11 {
+        match conn.verdicts.take() {
+            Some(HeadVerdict::Clear) => {}
+            Some(HeadVerdict::Ambiguous(why)) => {
+                return Some(bad_request(
+                    format!("the request is framed ambiguously: {why}"),
+                    "send one Content-Length or Transfer-Encoding: chunked, never both and never twice",
+                ));
+            }
+            None => {
+                return Some(bad_request(
+                    "the request's framing could not be checked",
+                    "send a plain HTTP/1.1 request",
+                ));
+            }
+        }
+    }
+    if matches!(*req.method(), Method::CONNECT | Method::TRACE) {
+        let answer = Answer::new(
+            "method_not_allowed",
+            format!("{} is not relayed by sluice", req.method()),
+            "sluice relays requests to configured APIs; it is not a tunnel",
+        );
+        return Some((StatusCode::METHOD_NOT_ALLOWED, answer));
+    }
+    // A WebSocket upgrade (HTTP/1.1 GET) is decided like any request and joined once the
+    // upstream switches; any other upgrade is not relayed.
+    if websocket && (req.method() != Method::GET || req.version() != Version::HTTP_11) {
+        return Some(bad_request(
+            "a WebSocket upgrade is an HTTP/1.1 GET",
+            "open the WebSocket with GET over HTTP/1.1 (sluice does not take WebSockets over HTTP/2)",
+        ));
+    }
+    if !websocket
+        && let Some(upgrade) = req.headers().get(header::UPGRADE)
+        && !upgrade.as_bytes().eq_ignore_ascii_case(b"h2c")
+    {
+        let answer = Answer::new(
+            "upgrade_not_relayed",
+            "protocol upgrades other than WebSocket are not relayed",
+            "call the API with plain HTTP requests, or open a WebSocket",
+        );
+        return Some((StatusCode::NOT_IMPLEMENTED, answer));
+    }
+    if let Some(name) = req.headers().keys().find(|n| n.as_str().contains('_')) {
+        return Some(bad_request(
+            format!(
+                "the header {name} has an underscore: servers behind CGI-style interfaces (WSGI, Rack) read it as {}, a header policy did not see",
+                name.as_str().replace('_', "-")
+            ),
+            "spell header names with hyphens",
+        ));
+    }
+    if let Some(coding) =
+        req.headers().get(header::CONTENT_ENCODING).filter(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        let answer = Answer::new(
+            "unsupported_media_type",
+            format!(
+                "the request body is sent with Content-Encoding {}, which sluice does not decode: what policy would read is not what the upstream reads",
+                String::from_utf8_lossy(coding.as_bytes())
+            ),
+            "send the body uncompressed",
+        );
+        return Some((StatusCode::UNSUPPORTED_MEDIA_TYPE, answer));
+    }
+    forward::overriding_field(req.headers()).map(|field| {
+        bad_request(
+            format!(
+                "the request carries {field}, which would have the upstream run another method or path than policy decided"
+            ),
+            "send the method and path you mean on the request line, without override headers",
+        )
+    })
+}
+
+/// Records a request refused for its shape in its caller's session (opened for it when the
+/// request routes and its token is good) and gives the refusal back.
+async fn record_refusal<G: Gate>(
+    conn: &Conn<G>,
+    req: &Request<Incoming>,
+    routed: Result<(sluice_gate::Target, String), Refused>,
+    action: &HttpAction,
+    (status, answer): Refused,
+    started: Instant,
+    started_at_us: i64,
+) -> Refused {
+    let (Ok((target, _)), Ok(presented)) = (routed, credential(req)) else { return (status, answer) };
+    let Ok(mut guard) = session(conn, &target.name, presented).await else { return (status, answer) };
+    if let Some(open) = guard.as_mut() {
+        open.record_refusal(action, started, started_at_us, status, &answer);
+    }
+    (status, answer)
+}
+
 fn host_of(req: &Request<Incoming>) -> Result<String, Refused> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let header_host = match (hosts.next(), hosts.next()) {
