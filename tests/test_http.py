@@ -15,6 +15,7 @@ import requests
 from conftest import free_port, port_open, sluice_binary, wait_for
 
 UPSTREAM = Path(__file__).parent / "http" / "upstream.py"
+ODD_TOKEN = "up/str+eam?key>>1x"
 
 RULES = """
 [[policy.rules]]
@@ -79,12 +80,15 @@ def api(pg, upstream):
                           "password": "env:WRONG_TOKEN"},
         "billing_ro": {"protocol": "http", "url": f"http://127.0.0.1:{upstream}/api", "password": "env:BILLING_TOKEN",
                        "policy": "read-only"},
+        # A credential with characters a URL escapes and base64 groups that differ by alphabet.
+        "billing_odd": {"protocol": "http", "url": f"http://127.0.0.1:{upstream}/api", "password": "env:ODD_TOKEN"},
     }
     gw = Sluice(pg, extra_toml=RULES, settings={"connections": connections,
                                                 "recording": {"result_rows": 5, "result_max_bytes": 120},
                                                          "http": {"listen": "127.0.0.1:0", "oversize": "truncate",
                                                                   "max_response_body_bytes": 65536}},
-                env={"BILLING_TOKEN": "upstream-secret", "WRONG_TOKEN": "not-the-upstream-secret"})
+                env={"BILLING_TOKEN": "upstream-secret", "WRONG_TOKEN": "not-the-upstream-secret",
+                     "ODD_TOKEN": ODD_TOKEN})
     gw.start()
     gw.base = f"http://127.0.0.1:{gw.http_port}"
     gw.agent_token = gw.token()
@@ -707,3 +711,28 @@ def test_a_request_that_waited_never_goes_on_with_another_tokens_session(api):
     sock.close()
     assert first["status"] == b"409", first
     assert json.loads(first["body"])["error"] == "session_changed"
+
+
+def test_requests_refused_for_their_shape_are_recorded_in_the_callers_session(api):
+    probes = [
+        (["-H", "X-HTTP-Method-Override: DELETE"], "/billing/v1/customers/7", 400),
+        (["-H", "X_Env: prod"], "/billing/v1/customers/8", 400),
+        (["--path-as-is"], "/billing/v1/%252e%252e/admin", 400),
+        (["-X", "POST", "-H", "Content-Encoding: gzip", "--data-binary", "x"], "/billing/v1/payments", 415),
+    ]
+    for args, path, expected in probes:
+        status, body = curl(*args, f"{api.base}{path}", token=api.agent_token)
+        assert status == expected, (path, body)
+        assert json.loads(body)["hint"], body
+
+    # Each curl is a connection of its own, so a session of its own.
+    for text, tag in [
+        ("GET /v1/customers/7", "HTTP 400"),
+        ("GET /v1/customers/8", "HTTP 400"),
+        ("GET /v1/%252e%252e/admin", "HTTP 400"),
+        ("POST /v1/payments", "HTTP 415"),
+    ]:
+        api.session_with(
+            lambda details: (text, "deny", tag) in {(a["text"], a["decision"], a["tag"]) for a in details["statements"]},
+            timeout=15,
+        )

@@ -607,10 +607,12 @@ async fn record_refusal<G: Gate>(
     started: Instant,
     started_at_us: i64,
 ) -> Refused {
-    let (Ok((target, _)), Ok(presented)) = (routed, credential(req)) else { return (status, answer) };
+    let (Ok((target, path)), Ok(presented)) = (routed, credential(req)) else { return (status, answer) };
     let Ok(mut guard) = session(conn, &target.name, presented).await else { return (status, answer) };
     if let Some(open) = guard.as_mut() {
-        open.record_refusal(action, started, started_at_us, status, &answer);
+        // Named by its path within the target, as the requests it decides are.
+        let action = HttpAction { path, ..action.clone() };
+        open.record_refusal(&action, started, started_at_us, status, &answer);
     }
     (status, answer)
 }
