@@ -113,10 +113,17 @@ impl HttpAction {
         }
     }
 
-    /// The request as a reviewer reads it: method, path, query and the body's beginning.
+    /// The request as a reviewer reads it: method, path, query, the headers an approval is bound
+    /// to and the body's beginning.
     pub fn review_text(&self) -> String {
         let mut text = format!("{} {}", self.method, self.path);
         self.push_query(&mut text);
+        for (name, value) in self.bound_headers() {
+            text.push('\n');
+            text.push_str(name);
+            text.push_str(": ");
+            text.push_str(value);
+        }
         if let Some(excerpt) = &self.body.excerpt {
             text.push_str("\n\n");
             text.push_str(excerpt);
@@ -143,13 +150,26 @@ impl HttpAction {
         }
     }
 
-    /// What an approval is bound to: the method, the path, the query pair by pair and the body's
-    /// digest; any change to one of them is another request.
+    /// What an approval is bound to: the method, the path, the query pair by pair, the headers
+    /// that may change what the request does and the body's digest; any change to one of them is
+    /// another request.
     pub fn canonical(&self) -> String {
         let query: Vec<[&str; 2]> = self.query.iter().map(|(n, v)| [n.as_str(), v.as_str()]).collect();
         let query = serde_json::to_string(&query).unwrap_or_default();
+        let mut headers: Vec<[&str; 2]> = self.bound_headers().map(|(n, v)| [n, v]).collect();
+        headers.sort_unstable();
+        let headers = serde_json::to_string(&headers).unwrap_or_default();
         let socket = if self.websocket { " websocket" } else { "" };
-        format!("{} {} {query} {}{socket}", self.method, self.path, self.body.digest.as_deref().unwrap_or("-"))
+        let digest = self.body.digest.as_deref().unwrap_or("-");
+        format!("{} {} {query} {headers} {digest}{socket}", self.method, self.path)
+    }
+
+    /// The headers an approval is bound to: all that policy sees but those that describe the
+    /// client or the transfer rather than what is asked (a tenant, an account, a content type
+    /// are bound; a user agent, a trace id, an idempotency key that a client makes anew on each
+    /// try are not, so that the same request sent again after approval is the one approved).
+    fn bound_headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers.iter().filter(|(n, _)| !is_incidental_header(n)).map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
     /// Whether the request only reads: a safe method, or a GraphQL query; never a WebSocket,
@@ -168,6 +188,38 @@ impl HttpAction {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
+}
+
+/// Headers that say how a client asks, not what: left out of what an approval is bound to.
+fn is_incidental_header(name: &str) -> bool {
+    const INCIDENTAL: [&str; 20] = [
+        "accept",
+        "accept-charset",
+        "accept-encoding",
+        "accept-language",
+        "cache-control",
+        "connection",
+        "content-length",
+        "date",
+        "expect",
+        "host",
+        "idempotency-key",
+        "keep-alive",
+        "pragma",
+        "te",
+        "traceparent",
+        "tracestate",
+        "transfer-encoding",
+        "upgrade",
+        "user-agent",
+        "x-request-id",
+    ];
+    INCIDENTAL.contains(&name)
+        || name.starts_with("x-stainless-")
+        || name.starts_with("sec-websocket-")
+        || name.starts_with("x-amzn-trace")
+        || name.starts_with("x-b3-")
+        || name.starts_with("x-sluice-")
 }
 
 /// A field or parameter name as the most lenient servers compare names: without case, and with
@@ -305,6 +357,24 @@ mod tests {
             [("q".into(), "a b".into()), ("tag".into(), "A".into()), ("flag".into(), String::new())]
         );
         assert_eq!(action.summary(), "GET /search");
+    }
+
+    #[test]
+    fn an_approval_is_bound_to_the_headers_that_say_what_is_asked() {
+        let with = |headers: &[(&str, &str)]| {
+            let mut action = HttpAction::new("POST", "/v1/payments").unwrap();
+            action.headers = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+            action
+        };
+        let approved = with(&[("x-tenant-id", "acme"), ("user-agent", "curl/8"), ("content-type", "application/json")]);
+        let again =
+            with(&[("user-agent", "python-httpx"), ("content-type", "application/json"), ("x-tenant-id", "acme")]);
+        assert_eq!(approved.canonical(), again.canonical(), "incidental headers and order do not count");
+        let other_tenant = with(&[("x-tenant-id", "globex"), ("content-type", "application/json")]);
+        assert_ne!(approved.canonical(), other_tenant.canonical());
+        let form = with(&[("x-tenant-id", "acme"), ("content-type", "application/x-www-form-urlencoded")]);
+        assert_ne!(approved.canonical(), form.canonical());
+        assert!(approved.review_text().contains("x-tenant-id: acme"));
     }
 
     #[test]
