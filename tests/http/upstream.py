@@ -1,13 +1,16 @@
 """A small internal API for the HTTP tests: JSON resources, a GraphQL endpoint, compressed and
-text bodies, a slow endpoint, and an echo of what it received. Every call needs the upstream's
-own bearer token, so a test can tell that sluice injected the credential it holds."""
+text bodies, a slow endpoint, an echo of what it received, and a list of the requests that reached
+it. Every call needs the upstream's own bearer token, so a test can tell that sluice injected the
+credential it holds."""
 
 import asyncio
+import base64
 import gzip
 import json
 import os
 import sys
 import zlib
+from urllib.parse import quote
 
 import brotli
 import zstandard
@@ -204,6 +207,45 @@ async def wide(request):
     return Response(body, media_type="application/json")
 
 
+REPORTS = {
+    # Records as some APIs give them on request: XML or CSV, where a sensitive field is only a name.
+    "user.xml": ("application/xml", "<user><name>Ann</name><password>hunter2</password></user>"),
+    "users.csv": ("text/csv", "name,Password\nAnn,hunter2\n"),
+    "invoice.xml": ("application/xml", "<invoice><id>7</id><email>inv@example.com</email></invoice>"),
+}
+
+
+async def report(request):
+    media, body = REPORTS[request.path_params["name"]]
+    return Response(body, media_type=media)
+
+
+async def echo_auth(request):
+    # An upstream that writes back the credential it got encoded: in a link, and in base64.
+    # (Not guarded: a connection may hold a credential this upstream does not know.)
+    secret = request.headers.get("authorization", "").removeprefix("Bearer ").encode()
+    return JSONResponse({"link": f"/welcome?from={quote(secret, safe='')}",
+                         "base64": base64.b64encode(secret).decode(),
+                         "base64url": base64.urlsafe_b64encode(secret).decode()})
+
+
+# Every HTTP request the upstream received (method, path and query), so that a test can tell a
+# refused request never reached it: GET /api/seen?mark=X lists those holding X.
+SEEN: list[str] = []
+
+
+async def seen(request):
+    return JSONResponse([s for s in SEEN if request.query_params["mark"] in s])
+
+
+def recorded(inner):
+    async def app(scope, receive, send):
+        if scope["type"] == "http" and scope["path"] != "/api/seen":
+            SEEN.append(f"{scope['method']} {scope['path']}?{scope['query_string'].decode()}")
+        await inner(scope, receive, send)
+    return app
+
+
 async def slow(request):
     await asyncio.sleep(float(request.query_params.get("s", "5")))
     return JSONResponse({"slow": True})
@@ -242,7 +284,7 @@ async def ws_echo(websocket: WebSocket):
         pass
 
 
-app = Starlette(routes=[
+app = recorded(Starlette(routes=[
     WebSocketRoute("/api/ws", ws_echo),
     WebSocketRoute("/api/ws-admin", ws_echo),
     Route("/api/v1/customers", guard(customers)),
@@ -265,7 +307,10 @@ app = Starlette(routes=[
     Route("/api/wide/{kind}", guard(wide)),
     Route("/api/admin/users", guard(admin)),
     Route("/api/graphql", guard(graphql_endpoint), methods=["POST"]),
-])
+    Route("/api/report/{name}", guard(report)),
+    Route("/api/echo-auth", echo_auth),
+    Route("/api/seen", seen),
+]))
 
 if __name__ == "__main__":
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
