@@ -156,8 +156,7 @@ pub async fn present(
     let mut value = HeaderValue::from_str(&text).map_err(|_| "the held credential is not a valid header value")?;
     value.set_sensitive(true);
     headers.insert(name, value);
-    sent.push(text);
-    Ok(OnWire::new(sent))
+    Ok(OnWire::new(sent, text))
 }
 
 /// What of the held credential went upstream (the secret, the header value that carried it, an
@@ -198,14 +197,16 @@ fn spellings(piece: &str) -> Vec<String> {
 }
 
 impl OnWire {
-    fn new(pieces: Vec<String>) -> OnWire {
-        let mut pieces: Vec<Vec<u8>> = pieces
+    /// `secrets` are looked for in every spelling; `header_value`, the field as sent, as it is.
+    fn new(secrets: Vec<String>, header_value: String) -> OnWire {
+        let mut pieces: Vec<Vec<u8>> = secrets
             .iter()
             .flat_map(|p| spellings(p))
+            .chain([header_value])
             .map(String::into_bytes)
             .filter(|p| p.len() >= MIN_ON_WIRE)
             .collect();
-        pieces.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        pieces.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         pieces.dedup();
         let holds = |outer: &[u8], inner: &[u8]| memchr::memmem::find(outer, inner).is_some();
         let probes = (0..pieces.len())
@@ -259,7 +260,7 @@ mod tests {
 
     #[test]
     fn a_response_repeating_the_credential_has_every_copy_replaced() {
-        let wire = OnWire::new(vec!["s3cret-token".into(), "Bearer s3cret-token".into(), "abc".into()]);
+        let wire = OnWire::new(vec!["s3cret-token".into(), "abc".into()], "Bearer s3cret-token".into());
         let body = b"{\"got\":\"Bearer s3cret-token\",\"again\":\"s3cret-token\",\"abc\":1}";
         let scrubbed = String::from_utf8(wire.scrub(body).unwrap()).unwrap();
         assert_eq!(
@@ -269,11 +270,11 @@ mod tests {
         assert_eq!(wire.scrub(b"nothing here"), None);
         assert_eq!(OnWire::default().scrub(body), None);
         // A header value that does not spell the secret (basic auth's base64) is looked for too.
-        let wire = OnWire::new(vec!["pass-word".into(), "Basic dXNlcjpwYXNzLXdvcmQ=".into()]);
+        let wire = OnWire::new(vec!["pass-word".into()], "Basic dXNlcjpwYXNzLXdvcmQ=".into());
         assert_eq!(wire.scrub(b"echo: Basic dXNlcjpwYXNzLXdvcmQ=").unwrap(), b"echo: [redacted:held-credential]");
         assert_eq!(wire.scrub(b"pw pass-word").unwrap(), b"pw [redacted:held-credential]");
         // Written back escaped, percent-encoded or in base64.
-        let wire = OnWire::new(vec!["ab/cd+ef=gh".into()]);
+        let wire = OnWire::new(vec!["ab/cd+ef=gh".into()], "X ab/cd+ef=gh".into());
         for spelled in [&b"ab\\/cd+ef=gh"[..], b"ab%2Fcd%2Bef%3Dgh", b"YWIvY2QrZWY9", b"YWIvY2QrZWY9Z2g="] {
             let scrubbed = wire.scrub(spelled).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(spelled)));
             assert!(scrubbed.starts_with(SCRUBBED), "{}", String::from_utf8_lossy(&scrubbed));

@@ -573,8 +573,11 @@ fn shape_refusal<G: Gate>(conn: &Conn<G>, req: &Request<Incoming>, websocket: bo
             "spell header names with hyphens",
         ));
     }
-    if let Some(coding) =
-        req.headers().get(header::CONTENT_ENCODING).filter(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+    let bodiless = hyper::body::Body::size_hint(req.body()).exact() == Some(0);
+    if let Some(coding) = req
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .filter(|v| !bodiless && !v.as_bytes().eq_ignore_ascii_case(b"identity"))
     {
         let answer = Answer::new(
             "unsupported_media_type",

@@ -288,8 +288,10 @@ impl JsonCheck {
             JsonCheck::Equals(_, expected) => value.is_some_and(|v| equal(v, expected)),
             JsonCheck::In(_, values) => value.is_some_and(|v| values.iter().any(|expected| equal(v, expected))),
             JsonCheck::Matches(_, regex) => match value {
-                Some(serde_json::Value::String(s)) => regex.is_match(s),
-                Some(other) if !strict => scalar_text(other).is_some_and(|s| regex.is_match(&s)),
+                Some(serde_json::Value::String(s)) if strict => regex.is_match(s),
+                Some(other) if !strict => {
+                    scalar_text(other).is_some_and(|s| readings_of(&s).iter().any(|r| regex.is_match(r)))
+                }
                 _ => false,
             },
         }
@@ -310,6 +312,24 @@ fn loosely_equal(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     let (Some(x), Some(y)) = (scalar_text(a), scalar_text(b)) else { return false };
     let (x, y) = (x.trim(), y.trim());
     x.eq_ignore_ascii_case(y) || matches!((x.parse::<f64>(), y.parse::<f64>()), (Ok(p), Ok(q)) if p == q)
+}
+
+/// The texts a lenient server may take a scalar's text for: itself, without surrounding
+/// blanks, and, when it reads as a number, that number written plainly (`1e4`, `25000.0` and
+/// ` 25000` are 10000, 25000 and 25000 to `int()`, JavaScript and most JSON binders).
+fn readings_of(text: &str) -> Vec<String> {
+    let trimmed = text.trim();
+    let mut readings = vec![text.to_string(), trimmed.to_string()];
+    if let Ok(number) = trimmed.parse::<f64>()
+        && number.is_finite()
+    {
+        if number.fract() == 0.0 && number.abs() < 1e18 {
+            readings.push(format!("{number:.0}"));
+        } else {
+            readings.push(number.to_string());
+        }
+    }
+    readings
 }
 
 /// A string, number, boolean or null as text; `None` for an object or array.
@@ -521,8 +541,18 @@ mod tests {
             post.body.json = Some(Arc::new(body));
             post
         };
-        // A number is read as its text by a refusal; an allow compares as JSON.
+        // A number is read as its text by a refusal, as a server would write it too; an allow
+        // compares as JSON.
         assert!(big.matches(&with_json(serde_json::json!({"amount": 25000})), false));
+        for amount in [
+            serde_json::json!(1e4),
+            serde_json::json!(25000.0),
+            serde_json::json!(" 25000"),
+            serde_json::json!("2.5e4"),
+        ] {
+            assert!(big.matches(&with_json(serde_json::json!({ "amount": amount })), false), "{amount}");
+        }
+        assert!(!big.matches(&with_json(serde_json::json!({"amount": 12.5})), false));
         assert!(!big.matches(&with_json(serde_json::json!({"amount": 25000})), true));
         assert!(big.matches(&with_json(serde_json::json!({"amount": "25000"})), true));
         // A key in another case, as Go's encoding/json reads it.
