@@ -241,10 +241,15 @@ pub struct HttpListener {
     /// What becomes of a whole response body over `max_response_body_bytes`: `refuse` (502) or
     /// `truncate` (its beginning, cut at a line's end; JSON is refused all the same).
     pub oversize: Oversize,
-    /// How long a client has to finish TLS and send a request head.
+    /// How long a client has to finish TLS and send a request head, and a new connection to
+    /// make its first authenticated request.
     pub header_timeout_secs: u64,
-    /// Client connections served at once.
+    /// Authenticated client connections served at once.
     pub max_connections: usize,
+    /// Connections that have not yet made an authenticated request, in all and from one
+    /// address: when full, the oldest idle one is closed to admit a new one.
+    pub max_unauthenticated: usize,
+    pub max_unauthenticated_per_source: usize,
 }
 
 impl Default for HttpListener {
@@ -260,6 +265,8 @@ impl Default for HttpListener {
             oversize: Oversize::Refuse,
             header_timeout_secs: 10,
             max_connections: 1000,
+            max_unauthenticated: 512,
+            max_unauthenticated_per_source: 128,
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct GraphqlOperation {
     pub name: Option<String>,
     /// The fields its top-level selection asks for (through fragments too), by name, not alias.
     pub fields: Vec<String>,
+    /// The fields anywhere in the document that an alias gives another name in the response.
+    pub renamed: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

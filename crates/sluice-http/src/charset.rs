@@ -6,9 +6,11 @@
 
 /// Charsets in which every ASCII character is written as its ASCII byte, so what the detectors
 /// find is what a client decodes. Patterns end in `*` for a family; names are compared in lower
-/// case with `_` read as `-`. Any other declared charset is refused — the stateful ISO-2022 ones
-/// too: an escape sequence that changes nothing (`ESC ( B` inside ASCII) can split a card number
-/// for the detectors and not for the client.
+/// case with `_` read as `-`. Only single-byte charsets are: in a double-byte one (Shift_JIS,
+/// GBK, Big5, EUC) an ASCII letter may be the second byte of a character, so the detectors read a
+/// letter where the client reads a kana or a hanzi, and a card number after it for part of a word.
+/// The stateful ISO-2022 ones are refused too: an escape sequence that changes nothing (`ESC ( B`
+/// inside ASCII) can split a card number for the detectors and not for the client.
 const ASCII_COMPATIBLE: &[&str] = &[
     "utf-8",
     "utf8",
@@ -23,22 +25,6 @@ const ASCII_COMPATIBLE: &[&str] = &[
     "windows-125*",
     "cp125*",
     "x-cp125*",
-    "shift-jis",
-    "sjis",
-    "windows-31j",
-    "cp932",
-    "euc-jp",
-    "euc-kr",
-    "euc-cn",
-    "gb2312",
-    "gbk",
-    "cp936",
-    "gb18030",
-    "big5",
-    "big5-hkscs",
-    "cp949",
-    "cp950",
-    "ks-c-5601-1987",
     "koi8-r",
     "koi8-u",
     "tis-620",
@@ -49,18 +35,22 @@ const ASCII_COMPATIBLE: &[&str] = &[
 ];
 
 /// The charset a Content-Type declares, when it is one the detectors cannot read.
+/// Every `charset` parameter counts (a client may read any of them).
 pub fn declared_unreadable(content_type: &[u8]) -> Option<String> {
     let content_type = String::from_utf8_lossy(content_type);
-    let charset = content_type.split(';').skip(1).find_map(|param| {
+    content_type.split(';').skip(1).find_map(|param| {
         let (name, value) = param.split_once('=')?;
-        name.trim().eq_ignore_ascii_case("charset").then(|| value.trim().trim_matches('"').to_ascii_lowercase())
-    })?;
-    let name = charset.replace('_', "-");
-    let known = ASCII_COMPATIBLE.iter().any(|pattern| match pattern.strip_suffix('*') {
-        Some(family) => name.starts_with(family),
-        None => name == *pattern,
-    });
-    (!known).then_some(charset)
+        if !name.trim().eq_ignore_ascii_case("charset") {
+            return None;
+        }
+        let charset = value.trim().trim_matches('"').to_ascii_lowercase();
+        let name = charset.replace('_', "-");
+        let known = ASCII_COMPATIBLE.iter().any(|pattern| match pattern.strip_suffix('*') {
+            Some(family) => name.starts_with(family),
+            None => name == *pattern,
+        });
+        (!known).then_some(charset)
+    })
 }
 
 /// The wide encoding a body is in, by its byte-order mark or by the NULs its first characters
@@ -129,7 +119,10 @@ mod tests {
         assert_eq!(declared_unreadable(b"application/json"), None);
         assert_eq!(declared_unreadable(b"text/plain; charset=UTF-8"), None);
         assert_eq!(declared_unreadable(b"text/html; charset=\"iso-8859-15\""), None);
-        assert_eq!(declared_unreadable(b"text/plain; charset=Shift_JIS"), None);
+        assert_eq!(declared_unreadable(b"text/plain; charset=Shift_JIS").as_deref(), Some("shift_jis"));
+        assert_eq!(declared_unreadable(b"text/plain; charset=gbk").as_deref(), Some("gbk"));
+        assert_eq!(declared_unreadable(b"text/plain; charset=windows-1252"), None);
+        assert_eq!(declared_unreadable(b"text/plain; charset=utf-8; charset=utf-7").as_deref(), Some("utf-7"));
         assert_eq!(declared_unreadable(b"application/json; charset=utf-16").as_deref(), Some("utf-16"));
         assert_eq!(declared_unreadable(b"text/plain;CHARSET=UTF-7").as_deref(), Some("utf-7"));
         assert_eq!(declared_unreadable(b"text/plain; charset=ibm037").as_deref(), Some("ibm037"));

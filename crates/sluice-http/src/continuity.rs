@@ -63,6 +63,11 @@ struct Sent {
     open: bool,
 }
 
+/// The most units held: beyond it the first leaves, whatever follows it. Units without text
+/// (keep-alive comments, tool-call events) may crowd in behind one that waits; each unit added
+/// or sent looks at every unit held, so this keeps the work per unit bounded.
+const MAX_HELD: usize = 256;
+
 /// The most text kept for a finding that may still go on (a PEM private key is a few KiB).
 const MAX_OPEN: usize = 16 * 1024;
 
@@ -94,7 +99,8 @@ impl Continuity {
         while let Some(front) = self.held.front() {
             // An empty piece counts as a byte: a stream of empty deltas moves the window too.
             let after: usize = self.held.iter().skip(1).flat_map(|h| &h.pieces).map(|p| p.text.len().max(1)).sum();
-            if !(all || front.pieces.is_empty() || after >= WINDOW || now >= front.arrived + HOLD) {
+            let crowded = self.held.len() > MAX_HELD;
+            if !(all || crowded || front.pieces.is_empty() || after >= WINDOW || now >= front.arrived + HOLD) {
                 break;
             }
             let Some(held) = self.held.pop_front() else { break };

@@ -68,7 +68,12 @@ impl Decoder {
             Some("zstd") => {
                 Kind::Zstd(zstd::stream::write::Decoder::new(sink).map_err(|e| DecodeError::Corrupt(e.to_string()))?)
             }
-            Some(other) => return Err(DecodeError::Unsupported(other.to_string())),
+            // Named in the refusal and the record: only what a coding's name may hold, cut short
+            // (the field is the upstream's to fill, with anything).
+            Some(other) => {
+                let name = other.chars().filter(|c| c.is_ascii_alphanumeric() || " ,-_.".contains(*c)).take(40);
+                return Err(DecodeError::Unsupported(name.collect()));
+            }
         };
         Ok(Decoder { kind })
     }
@@ -141,7 +146,11 @@ impl Decoder {
     /// bytes a multiple of 31), and writes them to it.
     fn settle_deflate(&mut self) -> io::Result<()> {
         let Kind::DeflateUnknown(sink, held) = &mut self.kind else { return Ok(()) };
-        let zlib = held[0] & 0x0f == 8 && (u16::from(held[0]) << 8 | u16::from(held[1])) % 31 == 0;
+        // One byte alone cannot be a zlib header: it is read as raw deflate (and found corrupt).
+        let zlib = match held[..] {
+            [first, second, ..] => first & 0x0f == 8 && (u16::from(first) << 8 | u16::from(second)) % 31 == 0,
+            _ => false,
+        };
         let (sink, held) = (std::mem::take(sink), std::mem::take(held));
         self.kind = match zlib {
             true => Kind::Zlib(flate2::write::ZlibDecoder::new(sink)),
@@ -275,5 +284,7 @@ mod tests {
         ));
         assert!(matches!(Decoder::new(Some("compress"), 1), Err(DecodeError::Unsupported(_))));
         assert!(matches!(Decoder::new(Some("gzip, br"), 1), Err(DecodeError::Unsupported(_))));
+        // A deflate body of one byte: too short to tell zlib from raw deflate, and corrupt.
+        assert!(decode_in_pieces("deflate", b"x", 1000, 1).is_err());
     }
 }

@@ -94,6 +94,7 @@ pub fn upstream_uri(target: &HttpTarget, action: &HttpAction, trailing_slash: bo
 /// The client's headers as they go upstream: without hop-by-hop fields (and those the
 /// `Connection` field names), its credentials, `Host` (the client library sets the upstream's), a
 /// body length (recomputed), `Accept-Encoding` (sluice asks for what it can decode) and
+/// `Cookie` (the upstream knows the caller by the held credential alone), and
 /// `Range`/`If-Range`: sluice masks whole bodies, and a part of one can hold a value without the
 /// key that marks it sensitive, or half a card number.
 pub fn request_headers(from: &HeaderMap) -> HeaderMap {
@@ -110,6 +111,7 @@ pub fn request_headers(from: &HeaderMap) -> HeaderMap {
             || matches!(
                 *name,
                 header::AUTHORIZATION
+                    | header::COOKIE
                     | header::HOST
                     | header::CONTENT_LENGTH
                     | header::ACCEPT_ENCODING
@@ -242,12 +244,17 @@ impl OnWire {
     }
 }
 
-/// The response's headers as they go to the client: without hop-by-hop fields; the body's
-/// length and encoding are set again by the caller once the body is final.
+/// The response's headers as they go to the client: without hop-by-hop fields, without
+/// `Set-Cookie` (a session the upstream opens for the held credential is a credential of its
+/// own, which the caller must not hold) and without `X-Sluice-*` (which only sluice writes); the
+/// body's length and encoding are set again by the caller once the body is final.
 pub fn response_headers(from: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(from.len());
     for (name, value) in from {
-        if !is_hop_by_hop(name) && !matches!(*name, header::CONTENT_LENGTH | header::CONTENT_ENCODING) {
+        let dropped = is_hop_by_hop(name)
+            || matches!(*name, header::CONTENT_LENGTH | header::CONTENT_ENCODING | header::SET_COOKIE)
+            || name.as_str().starts_with("x-sluice-");
+        if !dropped {
             out.append(name.clone(), value.clone());
         }
     }
@@ -295,6 +302,7 @@ mod tests {
             ("x-sluice-review", "1"),
             ("accept-encoding", "br"),
             ("x-request-id", "abc"),
+            ("cookie", "JSESSIONID=agent-held"),
         ] {
             from.append(HeaderName::from_static(n), HeaderValue::from_static(v));
         }

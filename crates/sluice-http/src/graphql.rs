@@ -3,6 +3,7 @@
 //! exactly one operation (a syntax error, several operations, a batch, a persisted query sent by
 //! hash only) is refused: sluice does not guess what the server will run.
 
+use apollo_parser::cst::CstNode;
 use apollo_parser::{Parser, cst};
 use sluice_core::http::{GraphqlKind, GraphqlOperation};
 use std::collections::HashMap;
@@ -84,7 +85,21 @@ fn parse(text: &str) -> Result<GraphqlOperation, String> {
     if fields.is_empty() {
         return Err("the operation selects no field".into());
     }
-    Ok(GraphqlOperation { kind, name: op.name().map(|n| n.text().to_string()), fields })
+    // Every field an alias renames, at any depth: the response names it by the alias, where
+    // keys marked sensitive would not find it.
+    let mut renamed: Vec<String> = document
+        .syntax()
+        .descendants()
+        .filter_map(cst::Field::cast)
+        .filter_map(|field| {
+            let name = field.name()?.text().to_string();
+            let alias = field.alias()?.name()?.text().to_string();
+            (alias != name).then_some(name)
+        })
+        .collect();
+    renamed.sort();
+    renamed.dedup();
+    Ok(GraphqlOperation { kind, name: op.name().map(|n| n.text().to_string()), fields, renamed })
 }
 
 /// The fields of a selection set, through inline fragments and fragment spreads.
@@ -131,6 +146,15 @@ mod tests {
 
     fn read(text: &str) -> Result<GraphqlOperation, String> {
         operation(Carrier::Document(text))
+    }
+
+    #[test]
+    fn fields_an_alias_renames_are_named_at_any_depth() {
+        let op =
+            read("{ users { id pw: password card: ssn same: same } ...F } fragment F on Query { c: customers { id } }")
+                .unwrap();
+        assert_eq!(op.renamed, ["customers", "password", "ssn"]);
+        assert!(read("{ users { id password } }").unwrap().renamed.is_empty());
     }
 
     #[test]

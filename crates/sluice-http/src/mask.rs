@@ -59,6 +59,38 @@ impl Sensitive {
         self.keys.is_empty() && self.pointers.is_empty()
     }
 
+    /// A form body (`a=1&password=x`) with the values of sensitive keys replaced, for the
+    /// record of a request; `None` when it is not a form or holds none of them.
+    pub fn mask_form(&self, body: &[u8]) -> Option<Vec<u8>> {
+        if self.keys.is_empty() || crate::request::looks_like_json(body) || !body.contains(&b'=') {
+            return None;
+        }
+        let sensitive = |name: &str| self.keys.iter().any(|k| k.eq_ignore_ascii_case(name.trim()));
+        let pairs: Vec<_> = form_urlencoded::parse(body).collect();
+        if !pairs.iter().any(|(name, _)| sensitive(name)) {
+            return None;
+        }
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in &pairs {
+            if sensitive(name) {
+                let mut label = Vec::new();
+                sluice_mask::action::redaction(name, &mut label);
+                form.append_pair(name, &String::from_utf8_lossy(&label));
+            } else {
+                form.append_pair(name, value);
+            }
+        }
+        Some(form.finish().into_bytes())
+    }
+
+    /// Whether a field of this name is marked sensitive, or lies on the way to one (a token of a
+    /// pointer): renamed in a response (a GraphQL alias), its value would not be found.
+    pub fn names_field(&self, field: &str) -> bool {
+        let field = field.to_ascii_lowercase();
+        self.keys.contains(&field)
+            || (field != "*" && self.pointers.iter().flatten().any(|token| token.eq_ignore_ascii_case(&field)))
+    }
+
     /// Whether a body may hold a value under a sensitive key or pointer, so that it must be
     /// walked. Without escapes a key's text is its bytes: a body none of the keys occurs in
     /// holds none of them. Pointers may end in an index or `*`: a body is always walked for them.
@@ -600,6 +632,19 @@ mod tests {
 
     fn clean(masker: &BodyMasker, body: &str) -> Option<String> {
         masker.clean(body.as_bytes()).unwrap().map(|b| String::from_utf8(b).unwrap())
+    }
+
+    #[test]
+    fn a_form_keeps_its_sensitive_values_out_of_the_record() {
+        let sensitive = Sensitive::new(vec!["password".into()], Vec::new());
+        let masked = sensitive.mask_form(b"user=ann&Password=hunter2&x=a+b").unwrap();
+        assert_eq!(String::from_utf8(masked).unwrap(), "user=ann&Password=%5Bredacted%3APassword%5D&x=a+b");
+        assert_eq!(sensitive.mask_form(b"user=ann"), None);
+        assert_eq!(sensitive.mask_form(br#"{"password":"x"}"#), None);
+        assert!(sensitive.names_field("PASSWORD") && !sensitive.names_field("user"));
+        let by_pointer =
+            Sensitive::new(Vec::new(), vec![vec!["data".into(), "users".into(), "*".into(), "ssn".into()]]);
+        assert!(by_pointer.names_field("users") && by_pointer.names_field("ssn") && !by_pointer.names_field("*"));
     }
 
     #[test]

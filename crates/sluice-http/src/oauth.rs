@@ -13,13 +13,20 @@ use std::time::{Duration, Instant};
 const MARGIN: Duration = Duration::from_secs(30);
 /// Used when the server does not say how long a token lasts.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
+/// A token is kept at most this long, whatever the server says.
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// A token the upstream refused is forgotten only if it was fetched longer ago than this: an
+/// agent calling an endpoint that answers 401 for its own reasons must not make sluice hammer
+/// the token endpoint (which may throttle or lock the client out).
+const MIN_REFETCH: Duration = Duration::from_secs(10);
 
 pub struct TokenCache {
     token_url: String,
     client_id: String,
     scope: String,
     client: UpstreamClient,
-    current: tokio::sync::Mutex<Option<(Secret, Instant)>>,
+    /// The token, until when it is used, and when it was fetched.
+    current: tokio::sync::Mutex<Option<(Secret, Instant, Instant)>>,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -36,19 +43,23 @@ impl TokenCache {
     /// A valid access token, fetched with `client_secret` when none is kept.
     pub async fn token(&self, client_secret: &Secret) -> Result<Secret, String> {
         let mut current = self.current.lock().await;
-        if let Some((token, until)) = current.as_ref()
+        if let Some((token, until, _)) = current.as_ref()
             && Instant::now() < *until
         {
             return Ok(token.clone());
         }
         let (token, lifetime) = self.fetch(client_secret).await?;
-        *current = Some((token.clone(), Instant::now() + lifetime.saturating_sub(MARGIN)));
+        let now = Instant::now();
+        *current = Some((token.clone(), now + lifetime.min(MAX_LIFETIME).saturating_sub(MARGIN), now));
         Ok(token)
     }
 
-    /// Forgets the kept token (the upstream refused it).
+    /// Forgets the kept token (the upstream refused it), unless it was fetched just now.
     pub async fn forget(&self) {
-        *self.current.lock().await = None;
+        let mut current = self.current.lock().await;
+        if current.as_ref().is_some_and(|(_, _, fetched)| fetched.elapsed() >= MIN_REFETCH) {
+            *current = None;
+        }
     }
 
     async fn fetch(&self, client_secret: &Secret) -> Result<(Secret, Duration), String> {

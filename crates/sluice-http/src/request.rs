@@ -51,12 +51,13 @@ pub fn read_body(
     } else {
         Vec::new()
     };
-    if json.is_none() && json_unread.is_none() && !body.is_empty() {
-        if let Some(kind) =
+    if json.is_none()
+        && json_unread.is_none()
+        && !body.is_empty()
+        && let Some(kind) =
             media.as_deref().filter(|m| *m == "multipart/form-data" || m.ends_with("/xml") || m.ends_with("+xml"))
-        {
-            json_unread = Some(format!("its fields are in {kind}, which sluice does not read"));
-        }
+    {
+        json_unread = Some(format!("its fields are in {kind}, which sluice does not read"));
     }
     if overrides_method(media.as_deref(), json.as_deref(), body) {
         return Err(

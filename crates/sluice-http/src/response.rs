@@ -75,7 +75,22 @@ pub enum BodyError {
     Timeout(Duration),
     #[error("the response could not be read: {0}")]
     Read(String),
+    #[error("the stream was ended: the token was revoked or has expired")]
+    Revoked,
 }
+
+/// Whether the session a stream is sent in may go on: `false` once its token is revoked or has
+/// expired (or the connection went on with another).
+pub type Standing = Box<dyn Fn() -> bool + Send + Sync>;
+
+/// What a stream tells its session (how it ended) and asks of it (whether it may go on).
+pub struct StreamSession {
+    pub on_end: OnEnd,
+    pub standing: Standing,
+}
+
+/// How often a stream asks whether its session may go on.
+const STANDING_CHECK: Duration = Duration::from_secs(2);
 
 /// A whole body, cleaned.
 pub struct Whole {
@@ -141,9 +156,10 @@ pub async fn read_whole(
         }
         // Cut at a line's end, so that no value (a card number, a key) is cut in two halves
         // that the detectors would not know.
+        // Without a line's end to cut at, any cut may halve a value: the body is refused.
         decoded.truncate(limit);
-        let keep = memchr::memrchr(b'\n', &decoded).map_or(decoded.len(), |at| at + 1);
-        decoded.truncate(keep);
+        let Some(last_line_end) = memchr::memrchr(b'\n', &decoded) else { return Err(BodyError::TooLarge(limit)) };
+        decoded.truncate(last_line_end + 1);
     }
     let body = match masker.clean_document(&decoded)? {
         Some(clean) => Bytes::from(clean),
@@ -167,6 +183,9 @@ pub struct Streamed {
     on_end: Option<OnEnd>,
     /// Wakes the stream when a unit held for what follows it must leave.
     timer: Pin<Box<tokio::time::Sleep>>,
+    standing: Standing,
+    /// Wakes the stream to ask `standing` again, even while the upstream is silent.
+    check: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Streamed {
@@ -177,8 +196,9 @@ impl Streamed {
         masker: BodyMasker,
         limit: usize,
         joined: Arc<StreamPaths>,
-        on_end: OnEnd,
+        session: StreamSession,
     ) -> Streamed {
+        let StreamSession { on_end, standing } = session;
         let events = shape == Shape::Events;
         Streamed {
             upstream,
@@ -189,7 +209,20 @@ impl Streamed {
             done: false,
             on_end: Some(on_end),
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            standing,
+            check: Box::pin(tokio::time::sleep(STANDING_CHECK)),
         }
+    }
+
+    /// Whether the session may go on, asked every `STANDING_CHECK` (the timer registered again).
+    fn may_go_on(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.check.as_mut().poll(cx).is_ready() {
+            if !(self.standing)() {
+                return false;
+            }
+            self.check.as_mut().reset(tokio::time::Instant::now() + STANDING_CHECK);
+        }
+        true
     }
 
     fn end(&mut self, error: Option<String>) {
@@ -217,6 +250,9 @@ impl Body for Streamed {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         while !this.done {
+            if !this.may_go_on(cx) {
+                return this.fail(BodyError::Revoked);
+            }
             let polled = Pin::new(&mut this.upstream).poll_frame(cx);
             let Poll::Ready(polled) = polled else {
                 // Nothing new: what has waited its time for what follows it leaves now.
@@ -280,6 +316,11 @@ impl Drop for Streamed {
 /// and hands it to `continuity`, which says when it may leave.
 struct Units {
     events: bool,
+    /// Events: the last byte seen was a CR (read as a line's end), so an LF right after it
+    /// belongs to it.
+    after_cr: bool,
+    /// Events: the stream's first bytes are past (a byte-order mark is dropped only there).
+    begun: bool,
     held: Vec<u8>,
     /// Where in `held` the line not yet ended starts (what is before it was looked at).
     resume: usize,
@@ -289,13 +330,62 @@ struct Units {
 
 impl Units {
     fn new(events: bool, limit: usize, joined: Arc<StreamPaths>) -> Units {
-        Units { events, held: Vec::new(), resume: 0, limit, continuity: Continuity::new(events, joined) }
+        Units {
+            events,
+            after_cr: false,
+            begun: false,
+            held: Vec::new(),
+            resume: 0,
+            limit,
+            continuity: Continuity::new(events, joined),
+        }
+    }
+
+    /// Appends decoded bytes to what is held. An event stream's lines end at CR, LF or CRLF and
+    /// it may begin with a byte-order mark (as an `EventSource` reads it): a CR alone is written
+    /// LF and the mark dropped, so that events and their fields split where a client splits
+    /// them. (A CR is held as it came until the next byte says whether an LF follows it.)
+    fn take(&mut self, bytes: &[u8]) {
+        if !self.events {
+            self.held.extend_from_slice(bytes);
+            return;
+        }
+        if !self.after_cr && memchr::memchr(b'\r', bytes).is_none() {
+            self.held.extend_from_slice(bytes);
+        } else {
+            for &b in bytes {
+                if self.after_cr && b != b'\n' {
+                    self.lone_cr_ends_line();
+                }
+                self.held.push(b);
+                self.after_cr = b == b'\r';
+            }
+        }
+        if !self.begun {
+            // Decided once three bytes have come, or fewer that cannot begin a mark.
+            const MARK: &[u8] = b"\xEF\xBB\xBF";
+            let seen = self.held.len().min(MARK.len());
+            if self.held[..seen] != MARK[..seen] {
+                self.begun = true;
+            } else if seen == MARK.len() {
+                self.held.drain(..MARK.len());
+                self.begun = true;
+            }
+        }
+    }
+
+    /// The CR last held had no LF after it: it ends its line alone.
+    fn lone_cr_ends_line(&mut self) {
+        if let Some(last) = self.held.last_mut() {
+            *last = b'\n';
+        }
+        self.after_cr = false;
     }
 
     /// Takes decoded bytes; returns the cleaned units free to leave. Each byte is looked at once,
     /// however small the pieces an event arrives in.
     fn push(&mut self, bytes: &[u8], masker: &BodyMasker) -> Result<Vec<u8>, BodyError> {
-        self.held.extend_from_slice(bytes);
+        self.take(bytes);
         let now = Instant::now();
         let mut unit_start = 0;
         let mut line_start = self.resume;
@@ -325,6 +415,9 @@ impl Units {
     /// What is left when the stream ends: every unit held, and a last one without its terminator.
     fn finish(&mut self, masker: &BodyMasker) -> Result<Vec<u8>, BodyError> {
         let now = Instant::now();
+        if self.after_cr {
+            self.lone_cr_ends_line();
+        }
         if !self.held.is_empty() {
             let unit = self.clean_unit(0, self.held.len(), masker)?;
             self.continuity.add(unit, masker, now);
@@ -421,6 +514,17 @@ mod tests {
         let mut units = Units::new(true, 1000, Arc::default());
         assert!(units.push(b"data: {\"token\":\"t1\"}\n", &masker).unwrap().is_empty());
         assert_eq!(units.push(b"\n", &masker).unwrap(), b"data: {\"token\":\"[redacted:token]\"}\n\n");
+    }
+
+    #[test]
+    fn an_event_stream_splits_at_a_cr_alone_and_drops_a_leading_mark_as_clients_do() {
+        // A client reads two events here, the second JSON: its sensitive key is masked.
+        let stream: &[u8] = b"\xEF\xBB\xBFdata: hi\r\rdata: {\"token\":\"t1\"}\r\r";
+        let expected = "data: hi\n\ndata: {\"token\":\"[redacted:token]\"}\n\n";
+        for size in [1, 2, 5, stream.len()] {
+            let pieces: Vec<&[u8]> = stream.chunks(size).collect();
+            assert_eq!(run(true, &pieces, 1000).unwrap(), expected, "{size}");
+        }
     }
 
     #[test]

@@ -30,10 +30,10 @@ use sluice_core::http::HttpAction;
 use sluice_core::{ActionDetail, Decision, HttpExcerpts, Protocol, Secret};
 use sluice_gate::{ClientInfo, Gate, OpenError, OpenRequest, Outcome, Presented, SessionGate, SessionLog, Standing};
 use sluice_mask::SessionMasking;
-use sluice_runtime::Accepted;
+use sluice_runtime::{Accepted, SessionSlots};
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio_util::either::Either;
 
 type Reply = Response<http_body_util::Either<Full<Bytes>, Streamed>>;
@@ -72,15 +72,30 @@ struct Conn<G: Gate> {
     open: tokio::sync::Mutex<Option<Open<G::Session>>>,
     /// The WebSocket the connection became, relayed by its own task.
     websocket: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The listener's `max_connections` places: the connection takes one with its first
+    /// authenticated request, so clients that never authenticate cannot fill them.
+    slots: SessionSlots,
+    slot: parking_lot::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
+    /// Told when the connection takes its place.
+    authenticated: tokio::sync::Notify,
+}
+
+impl<G: Gate> Conn<G> {
+    /// Takes the connection's place among the authenticated ones (once); false when all are taken.
+    fn take_slot(&self) -> bool {
+        let mut slot = self.slot.lock();
+        if slot.is_none() {
+            let Some(permit) = self.slots.take() else { return false };
+            *slot = Some(permit);
+            self.authenticated.notify_one();
+        }
+        true
+    }
 }
 
 pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerConfig>, accepted: Accepted) {
     let Accepted { tcp, peer, ticket, mut stop, slots } = accepted;
     let _ = tcp.set_nodelay(true);
-    let Some(_slot) = slots.take() else {
-        tracing::warn!(%peer, "HTTP connection refused: max_sessions reached");
-        return;
-    };
     let verdicts = Verdicts::default();
     let conn = Arc::new(Conn {
         gate,
@@ -89,7 +104,25 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
         verdicts: verdicts.clone(),
         open: tokio::sync::Mutex::new(None),
         websocket: parking_lot::Mutex::new(None),
+        slots,
+        slot: parking_lot::Mutex::new(None),
+        authenticated: tokio::sync::Notify::new(),
     });
+    // Until its first authenticated request the connection holds only a place in the budget of
+    // unauthenticated clients: a newer client may evict it, and it has `header_timeout` to make
+    // that request.
+    let unauthenticated = async {
+        let authenticated = tokio::select! {
+            _ = ticket.evicted() => false,
+            _ = tokio::time::sleep(config.header_timeout) => false,
+            _ = conn.authenticated.notified() => true,
+        };
+        drop(ticket);
+        if authenticated {
+            std::future::pending::<()>().await;
+        }
+        tracing::debug!(%peer, "HTTP connection closed before an authenticated request (evicted or timed out)");
+    };
     let service = {
         let conn = Arc::clone(&conn);
         hyper::service::service_fn(move |req| {
@@ -104,7 +137,13 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
         .header_read_timeout(config.header_timeout)
         .max_buf_size(MAX_HEAD.max(8192))
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(64);
+    // Pings find a peer that went away without closing (its streams and place would stay).
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(64)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
     let served = async {
         let stream = match &config.tls {
             Some(tls) => {
@@ -117,7 +156,6 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
             }
             None => Either::Right(tcp),
         };
-        drop(ticket);
         let io = TokioIo::new(Watched::new(stream, verdicts));
         if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
             tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
@@ -130,6 +168,7 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
     };
     tokio::select! {
         _ = served => {}
+        _ = unauthenticated => {}
         _ = stop.signalled() => {
             if let Some(joined) = conn.websocket.lock().take() {
                 joined.abort();
@@ -274,7 +313,15 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     // Routers that ignore case (Express, ASP.NET) serve /GraphQL at /graphql.
     let graphql_endpoint = options.graphql_paths.iter().any(|p| p.eq_ignore_ascii_case(&action.path));
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    if let Err(why) = request::read_body(&mut action, content_type, &body, graphql_endpoint) {
+    let mut read = request::read_body(&mut action, content_type, &body, graphql_endpoint);
+    if let (Ok(()), Some(op)) = (&read, &action.body.graphql)
+        && let Some(field) = op.renamed.iter().find(|f| options.sensitive.names_field(f))
+    {
+        read = Err(format!(
+            "the document gives {field}, a field masked by its name (or on the way to one), another name with an alias, so its value would not be masked in the response; ask for it without an alias"
+        ));
+    }
+    if let Err(why) = read {
         let answer = Answer::new(
             "unreadable",
             format!("sluice cannot read this request: {why}"),
@@ -316,6 +363,17 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
             Answer::new("unauthenticated", "the session ended", "send the request again"),
         ));
     };
+    // A review may have waited long: the token must still be good for the request to go.
+    if !matches!(open.session.standing(), Standing::Valid) {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            Answer::new(
+                "unauthenticated",
+                "the token was revoked or has expired while the request waited",
+                "ask an operator for a new token",
+            ),
+        ));
+    }
     let rule = decision.rule().to_string();
     exchange.keep_request_excerpt(&open.log, open.grant.obligations.masking.clone(), &options.sensitive, &body);
     match &decision {
@@ -450,11 +508,14 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
             *value = HeaderValue::from_bytes(&clean).unwrap_or(HeaderValue::from_static("[redacted]"));
         }
     }
+    // Every Content-Type field counts: clients differ on which of several they read.
     if let Some(charset) =
-        head.headers.get(header::CONTENT_TYPE).and_then(|ct| charset::declared_unreadable(ct.as_bytes()))
+        head.headers.get_all(header::CONTENT_TYPE).iter().find_map(|ct| charset::declared_unreadable(ct.as_bytes()))
     {
+        let charset: String =
+            charset.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.:".contains(*c)).take(40).collect();
         let why = format!(
-            "the response is declared {charset:?} text, which sluice's detectors cannot read (they read text that keeps ASCII as ASCII, as UTF-8 does)"
+            "the response is declared {charset:?} text, which sluice's detectors cannot read (they read text in which an ASCII character is always its ASCII byte, as UTF-8 and single-byte charsets keep it)"
         );
         return Err(upstream_failed(StatusCode::BAD_GATEWAY, "upstream_response_refused", why, WIDE_HINT));
     }
@@ -463,7 +524,18 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         let status = head.status.as_u16();
         let on_end: OnEnd = Box::new(move |sent, error| exchange.finish(&log, "allow", &rule, status, sent, error));
         let joined = Arc::clone(&options.stream_text);
-        let body = Streamed::new(upstream_body, decoder, shape, masker, limit, joined, on_end);
+        let standing: response::Standing = {
+            let conn = Arc::clone(conn);
+            // Asked without waiting: while another request holds the session, it is not asked.
+            Box::new(move || match conn.open.try_lock() {
+                Ok(open) => open
+                    .as_ref()
+                    .is_some_and(|o| *o.session.id() == session_id && matches!(o.session.standing(), Standing::Valid)),
+                Err(_) => true,
+            })
+        };
+        let session = response::StreamSession { on_end, standing };
+        let body = Streamed::new(upstream_body, decoder, shape, masker, limit, joined, session);
         let mut reply = Response::new(http_body_util::Either::Right(body));
         *reply.status_mut() = head.status;
         *reply.headers_mut() = headers;
@@ -772,6 +844,17 @@ async fn session<'c, G: Gate>(
         },
     };
     match conn.gate.open(request).await {
+        Ok((_, session)) if !conn.take_slot() => {
+            session.end("sluice is serving its maximum of HTTP connections".into());
+            Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                Answer::new(
+                    "unavailable",
+                    "sluice is serving its maximum of HTTP connections",
+                    "try again later (Retry-After), reuse a connection, or ask an operator to raise http.max_connections",
+                ),
+            ))
+        }
         Ok((grant, mut session)) => {
             session.started();
             let log = session.log();
@@ -830,6 +913,8 @@ impl Exchange {
     ) {
         let Some(limits) = log.result_excerpt() else { return };
         let masker = BodyMasker::new(masking, Arc::clone(sensitive), OnWire::default());
+        let form = sensitive.mask_form(request);
+        let request = form.as_deref().unwrap_or(request);
         let request = match masker.clean(request) {
             _ if request.is_empty() => None,
             Ok(clean) => Some(excerpt(clean.as_deref().unwrap_or(request), limits.bytes)),

@@ -224,6 +224,11 @@ impl HttpTarget {
         let uri: Uri = options.url.parse().map_err(|e| format!("url: {e}"))?;
         let scheme = uri.scheme().cloned().ok_or("url: no scheme")?;
         let authority = uri.authority().cloned().ok_or("url: no host")?;
+        if authority.as_str().contains('@') {
+            return Err(
+                "url: a user name or password in the URL would be shown wherever the URL is (records, exports); hold the credential with auth and password".into(),
+            );
+        }
         let connector = upstream_connector(options)?;
         let client = pooled(connector.clone());
         let presentation = match options.auth.as_str() {

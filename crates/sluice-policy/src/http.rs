@@ -629,6 +629,7 @@ mod tests {
             kind: GraphqlKind::Mutation,
             name: None,
             fields: vec!["renameUser".into(), "deleteUser".into()],
+            renamed: Vec::new(),
         });
         assert!(m.matches(&post, false), "a deny matches any field");
         assert!(!m.matches(&post, true), "an allow needs every field");

@@ -351,8 +351,8 @@ fn http_listener_config(config: &Config, api_url: Option<String>) -> Result<Http
         header_timeout: Duration::from_secs(http.header_timeout_secs),
         limits: Limits {
             max_sessions: http.max_connections,
-            max_unauthenticated: http.max_connections,
-            max_unauthenticated_per_source: http.max_connections,
+            max_unauthenticated: http.max_unauthenticated,
+            max_unauthenticated_per_source: http.max_unauthenticated_per_source,
         },
         api_url,
     })
