@@ -48,6 +48,12 @@ struct Open<S: SessionGate> {
     seq: u64,
 }
 
+/// Whether the session `id` is still the connection's and its token still good: what a stream or
+/// a WebSocket asks to go on.
+fn still_standing<S: SessionGate>(open: &Option<Open<S>>, id: &Arc<str>) -> bool {
+    open.as_ref().is_some_and(|o| o.session.id() == id && matches!(o.session.standing(), Standing::Valid))
+}
+
 impl<S: SessionGate> Open<S> {
     /// Records a request sluice refused before deciding it (its shape, its body), with why.
     fn record_refusal(
@@ -489,12 +495,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
             let conn = Arc::clone(conn);
             move || {
                 let (conn, session_id) = (Arc::clone(&conn), Arc::clone(&session_id));
-                async move {
-                    let open = conn.open.lock().await;
-                    open.as_ref().is_some_and(|o| {
-                        *o.session.id() == session_id && matches!(o.session.standing(), Standing::Valid)
-                    })
-                }
+                async move { still_standing(&*conn.open.lock().await, &session_id) }
             }
         };
         let paths = Arc::clone(&options.stream_text);
@@ -527,12 +528,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         let standing: response::Standing = {
             let conn = Arc::clone(conn);
             // Asked without waiting: while another request holds the session, it is not asked.
-            Box::new(move || match conn.open.try_lock() {
-                Ok(open) => open
-                    .as_ref()
-                    .is_some_and(|o| *o.session.id() == session_id && matches!(o.session.standing(), Standing::Valid)),
-                Err(_) => true,
-            })
+            Box::new(move || conn.open.try_lock().map_or(true, |open| still_standing(&open, &session_id)))
         };
         let session = response::StreamSession { on_end, standing };
         let body = Streamed::new(upstream_body, decoder, shape, masker, limit, joined, session);

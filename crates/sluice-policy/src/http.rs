@@ -174,9 +174,7 @@ impl HttpKeys {
         }
         true
     }
-}
 
-impl HttpKeys {
     /// The JSON conditions. Frameworks merge a request's parameters — JSON fields, form fields,
     /// query parameters — and may compare names without case, so a condition on `/amount` is read
     /// on each: a refusal applies if it holds on any of them, an allow only on a JSON body that
@@ -196,12 +194,14 @@ impl HttpKeys {
             return true;
         }
         self.json.iter().all(|check| {
-            let in_body = body.map(|b| lookup(b, check.pointer()));
-            let mut given = parameters(action, check.pointer()).peekable();
-            let absent = in_body.flatten().is_none() && given.peek().is_none();
-            in_body.flatten().is_some_and(|v| check.holds(Some(v), false))
-                || given.any(|v| check.holds(Some(&v), false))
-                || absent && check.holds(None, false)
+            let given: Vec<serde_json::Value> = parameters(action, check.pointer()).collect();
+            // The JSON body is one reading (where the field may be absent); without one, a
+            // request that gives the field nowhere reads it as absent.
+            let in_body = match body {
+                Some(body) => check.holds(lookup(body, check.pointer()), false),
+                None => given.is_empty() && check.holds(None, false),
+            };
+            in_body || given.iter().any(|v| check.holds(Some(v), false))
         })
     }
 }
@@ -571,6 +571,16 @@ mod tests {
         both.query = vec![("amount".into(), "12".into())];
         assert!(!big.matches(&both, true));
         assert!(big.matches(&both, false), "the JSON reading refuses");
+        // Absent from the JSON body is a reading too, wherever else the field is given.
+        let keyless = keys(RuleSpec {
+            json: vec![JsonCondition { pointer: "/key".into(), exists: Some(false), ..Default::default() }],
+            ..Default::default()
+        });
+        let mut elsewhere = request("POST", "/pay?key=k1");
+        elsewhere.body.json = Some(Arc::new(serde_json::json!({"amount": 1})));
+        assert!(keyless.matches(&elsewhere, false));
+        assert!(!keyless.matches(&request("POST", "/pay?key=k1"), false), "given, and no JSON body");
+        assert!(keyless.matches(&request("POST", "/pay"), false));
         // Nested fields as Rails and PHP name them.
         let nested = keys(RuleSpec {
             json: vec![JsonCondition {
