@@ -46,13 +46,24 @@ impl Sensitive {
     }
 
     /// The first sensitive field named in a body that is not JSON (XML, CSV, HTML, JSONP …),
-    /// where its value cannot be found by structure.
+    /// where its value cannot be found by structure: its name as a whole word followed by what
+    /// marks a field (`<password>`, `password,`, `password:`, `password=`), not by a blank or a
+    /// full stop as in prose ("invalid password.").
     fn named_in(&self, body: &[u8]) -> Option<&str> {
         if self.names.is_empty() {
             return None;
         }
         let lower = body.to_ascii_lowercase();
-        self.names.iter().find(|(_, f)| f.find(&lower).is_some()).map(|(n, _)| n.as_str())
+        let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+        let as_field = |at: usize, len: usize| {
+            let before = at.checked_sub(1).map(|i| lower[i]);
+            let after = lower.get(at + len).copied();
+            !before.is_some_and(word) && after.is_none_or(|b| b"<>:=\"',;|\t\r\n}]/".contains(&b))
+        };
+        self.names
+            .iter()
+            .find(|(name, f)| f.find_iter(&lower).any(|at| as_field(at, name.len())))
+            .map(|(n, _)| n.as_str())
     }
 
     fn is_empty(&self) -> bool {
@@ -632,6 +643,19 @@ mod tests {
 
     fn clean(masker: &BodyMasker, body: &str) -> Option<String> {
         masker.clean(body.as_bytes()).unwrap().map(|b| String::from_utf8(b).unwrap())
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_names_a_sensitive_field_as_a_field_not_in_prose() {
+        let sensitive = Sensitive::new(vec!["password".into()], Vec::new());
+        for body in
+            [&b"<user><password>x</password></user>"[..], b"id,Password\n1,x", b"password: x", b"a=1&password=x"]
+        {
+            assert_eq!(sensitive.named_in(body), Some("password"), "{}", String::from_utf8_lossy(body));
+        }
+        for body in [&b"invalid password."[..], b"wrong password for ann", b"user_password,x", b"passwords: 3"] {
+            assert_eq!(sensitive.named_in(body), None, "{}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]
