@@ -5,6 +5,10 @@ response says in forms masking cannot follow."""
 
 import base64
 import gzip
+import json
+import re
+import socket
+import time
 from urllib.parse import quote
 
 import httpx
@@ -12,6 +16,7 @@ import pytest
 import requests
 
 from test_http import ODD_TOKEN, api, bearer, curl, upstream  # noqa: F401 (fixtures)
+from conftest import Sluice
 
 
 def send(api, method, path, mark, **kw):
@@ -144,3 +149,146 @@ def test_the_held_credential_echoed_percent_encoded_or_in_base64_is_redacted(api
                     base64.urlsafe_b64encode(secret.encode()).decode()]:
         assert spelled not in r.text
 
+
+
+@pytest.fixture(scope="module")
+def brisk(pg, upstream):
+    """A gateway in front of the same upstream with a 2-second header timeout."""
+    billing = {"protocol": "http", "url": f"http://127.0.0.1:{upstream}/api", "password": "env:BILLING_TOKEN"}
+    gw = Sluice(pg, settings={"connections": {"billing": billing},
+                              "http": {"listen": "127.0.0.1:0", "header_timeout_secs": 2}},
+                env={"BILLING_TOKEN": "upstream-secret"})
+    gw.start()
+    gw.base = f"http://127.0.0.1:{gw.http_port}"
+    yield gw
+    code = gw.stop()
+    assert "panicked" not in gw.log(), gw.log()
+    assert code == 0, gw.log()[-3000:]
+
+
+def seconds_until_closed(sock, limit, request=None):
+    """Sends `request` (if any) every half second, reading the answers, until the peer closes the
+    connection: the seconds that took, or None if it was still open after `limit`."""
+    started = time.monotonic()
+    sock.settimeout(0.5)
+    while time.monotonic() - started < limit:
+        try:
+            if request:
+                sock.sendall(request)
+            if not sock.recv(65536):
+                return time.monotonic() - started
+        except socket.timeout:
+            continue
+        except ConnectionError:
+            return time.monotonic() - started
+        if request:
+            time.sleep(0.5)
+    return None
+
+
+@pytest.mark.parametrize("request_sent", [None, b"GET /billing/v1/customers/1 HTTP/1.1\r\nHost: x\r\n\r\n"],
+                         ids=["silent", "unauthenticated-requests"])
+def test_a_connection_that_never_authenticates_is_closed_at_the_header_timeout(brisk, request_sent):
+    with socket.create_connection(("127.0.0.1", brisk.http_port), timeout=10) as sock:
+        took = seconds_until_closed(sock, 8, request_sent)
+    assert took is not None and took < 4, took
+
+
+def test_an_authenticated_connection_is_kept_past_the_header_timeout(brisk):
+    # A request a second on one connection, for twice the header timeout. (An idle connection
+    # still has the header timeout to send its next request head.)
+    addresses = set()
+    with httpx.Client(base_url=f"{brisk.base}/billing", headers={"Authorization": f"Bearer {brisk.token()}"},
+                      timeout=20) as client:
+        for _ in range(5):
+            r = client.get("/v1/customers/1")
+            assert r.status_code == 200, r.text
+            addresses.add(r.extensions["network_stream"].get_extra_info("client_addr"))
+            time.sleep(1)
+    # The same connection (the same local address) carried them all.
+    assert len(addresses) == 1, addresses
+
+
+def test_the_agents_cookie_never_reaches_the_upstream(api):
+    r = send(api, "GET", "/echo/cookie", "cookie", headers={"Cookie": "session=agent-held; theme=dark"})
+    assert r.status_code == 200, r.text
+    seen = r.json()["headers"]
+    assert "cookie" not in seen and "agent-held" not in r.text, seen
+
+
+def test_the_upstreams_set_cookie_and_x_sluice_headers_never_reach_the_agent(api):
+    with httpx.Client(headers=bearer(api), timeout=20) as client:
+        r = client.get(f"{api.base}/billing/set-cookie")
+        assert r.status_code == 200 and r.json() == {"ok": True}, r.text
+        assert "set-cookie" not in r.headers and "x-sluice-review" not in r.headers, r.headers
+        assert not client.cookies
+
+
+def test_a_graphql_alias_renaming_a_sensitive_field_is_refused(api):
+    r = send(api, "POST", "/graphql", "gql-alias", json={"query": "{ invoices { id pw: password } }"})
+    assert r.status_code == 400, r.text
+    answer = r.json()
+    assert answer["error"] == "unreadable" and "password" in answer["reason"], answer
+    assert "inv-pw-7" not in r.text
+    assert reached(api, "gql-alias") == []
+    # Without the alias the field goes, masked by its name.
+    r = send(api, "POST", "/graphql", "gql-plain", json={"query": "{ invoices { id password } }"})
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["invoices"] == [{"id": 7, "password": "[redacted:password]"}]
+
+
+@pytest.mark.parametrize("content_type", ["text/plain; charset=Shift_JIS", "text/plain; charset=utf-8; charset=utf-7"])
+def test_a_response_in_a_charset_where_ascii_is_not_always_ascii_is_refused(api, content_type):
+    r = httpx.get(f"{api.base}/billing/declared", params={"type": content_type}, headers=bearer(api), timeout=20)
+    assert r.status_code == 502, (r.status_code, r.content)
+    answer = r.json()
+    assert answer["error"] == "upstream_response_refused" and "Accept-Charset: utf-8" in answer["hint"], answer
+    assert b"carol@example.com" not in r.content
+
+
+def sse_events(text):
+    """The data of each event, as an EventSource reads it (lines end at CR, LF or CRLF)."""
+    events, data = [], []
+    for line in re.split(r"\r\n|\r|\n", text):
+        if line == "":
+            if data:
+                events.append("\n".join(data))
+            data = []
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+    return events
+
+
+def test_an_event_stream_with_cr_line_ends_is_masked_event_by_event(api):
+    with httpx.Client(timeout=20) as client:
+        with client.stream("GET", f"{api.base}/billing/cr-events", headers=bearer(api)) as r:
+            assert r.status_code == 200
+            body = r.read().decode()
+    assert "cr-secret-9" not in body, body
+    events = sse_events(body)
+    assert events[0] == "hi" and json.loads(events[1]) == {"password": "[redacted:password]"}, events
+
+
+def test_a_stream_ends_when_its_token_is_revoked(api):
+    token = api.token(identity="stream-revokee")
+    before, after, revoked_at = 0, 0, None
+    with httpx.Client(timeout=20) as client:
+        with client.stream("GET", f"{api.base}/billing/ticks", headers={"Authorization": f"Bearer {token}"}) as r:
+            assert r.status_code == 200
+            try:
+                for line in r.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    if revoked_at is None:
+                        before += 1
+                        if before == 3:
+                            api.cli("token", "revoke", token.split("_")[1])
+                            revoked_at = time.monotonic()
+                    else:
+                        after += 1
+            except httpx.HTTPError:
+                pass
+            ended_at = time.monotonic()
+    assert before == 3 and revoked_at is not None
+    # The stream (75 events over 15 s) was cut short soon after the revocation.
+    assert ended_at - revoked_at < 5, (ended_at - revoked_at, after)

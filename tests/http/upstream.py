@@ -33,11 +33,11 @@ CUSTOMERS = [
 ]
 
 SCHEMA = build_schema("""
-type Invoice { id: Int! email: String! }
+type Invoice { id: Int! email: String! password: String! }
 type Query { invoices: [Invoice!]! me: String! }
 type Mutation { deleteInvoice(id: Int!): Boolean! adminReset: Boolean! }
 """)
-ROOT = {"invoices": [{"id": 7, "email": "billing@example.com"}], "me": "agent",
+ROOT = {"invoices": [{"id": 7, "email": "billing@example.com", "password": "inv-pw-7"}], "me": "agent",
         "deleteInvoice": lambda info, id: True, "adminReset": lambda info: True}
 
 
@@ -229,6 +229,33 @@ async def echo_auth(request):
                          "base64url": base64.urlsafe_b64encode(secret).decode()})
 
 
+async def set_cookie(request):
+    # A session the upstream opens for whoever called it, and a header only sluice may write.
+    response = JSONResponse({"ok": True}, headers={"x-sluice-review": "approved"})
+    response.set_cookie("session", "upstream-session-1")
+    return response
+
+
+async def declared(request):
+    # Text in Shift_JIS, declared as the query's `type` says.
+    body = "連絡先 carol@example.com".encode("shift_jis")
+    return Response(body, headers={"content-type": request.query_params["type"]})
+
+
+async def cr_events(request):
+    # Server-sent events whose lines end with a CR alone, as the format allows.
+    return Response('data: hi\r\rdata: {"password":"cr-secret-9"}\r\r', media_type="text/event-stream")
+
+
+async def ticks(request):
+    # An event every 0.2 s for 15 s: a stream that is flowing when a test acts on it.
+    async def stream():
+        for i in range(75):
+            yield f"data: {json.dumps({'tick': i})}\n\n"
+            await asyncio.sleep(0.2)
+    return StreamingResponse(stream(), media_type="text/event-stream")
+
+
 # Every HTTP request the upstream received (method, path and query), so that a test can tell a
 # refused request never reached it: GET /api/seen?mark=X lists those holding X.
 SEEN: list[str] = []
@@ -309,6 +336,10 @@ app = recorded(Starlette(routes=[
     Route("/api/graphql", guard(graphql_endpoint), methods=["POST"]),
     Route("/api/report/{name}", guard(report)),
     Route("/api/echo-auth", echo_auth),
+    Route("/api/set-cookie", guard(set_cookie)),
+    Route("/api/declared", guard(declared)),
+    Route("/api/cr-events", guard(cr_events)),
+    Route("/api/ticks", guard(ticks)),
     Route("/api/seen", seen),
 ]))
 
