@@ -294,7 +294,7 @@ def test_json_sluice_cannot_read_but_the_upstream_can_is_held_to_the_refusing_ru
                        headers={"Authorization": f"Bearer {api.agent_token}", "Content-Type": "text/plain"})
         assert r.status_code == 428, (body[:8], r.status_code, r.text)
         answer = r.json()
-        assert answer["rule"] == "big-payments-reviewed" and "could not read the body as JSON" in answer["hint"]
+        assert answer["rule"] == "big-payments-reviewed" and "sluice could not read them" in answer["hint"]
     # A body that reads as what it is declared goes on as before.
     r = httpx.post(f"{api.base}/billing/v1/payments", json={"amount": "7"}, timeout=20,
                    headers={"Authorization": f"Bearer {api.agent_token}"})
@@ -520,7 +520,9 @@ def test_a_client_that_leaves_mid_stream_is_recorded_and_nothing_else_stops(api)
         return any(a["text"] == f"GET /events?id={name}" and "went away" in (a["error_message"] or "")
                    for a in details["statements"])
 
-    api.session_with(recorded, timeout=15)
+    # Generous: the stream is recorded once the upstream's next write finds the client gone, and
+    # the session once its connection closes; a loaded machine is slow at both.
+    api.session_with(recorded, timeout=30)
 
 
 NODE_FETCH = r"""

@@ -88,6 +88,13 @@ fn validate(config: &Config, origin: &Path) -> Result<(), ConfigError> {
     if pg.max_unauthenticated == 0 || pg.max_unauthenticated_per_source == 0 {
         return Err(invalid("postgres.max_unauthenticated".into(), "the handshake budgets must be at least 1".into()));
     }
+    let http = &config.http;
+    if http.max_connections == 0 || http.max_unauthenticated == 0 || http.max_unauthenticated_per_source == 0 {
+        return Err(invalid(
+            "http.max_connections".into(),
+            "max_connections, max_unauthenticated and max_unauthenticated_per_source must be at least 1".into(),
+        ));
+    }
     for (name, conn) in &config.connections {
         let key = |k: &str| format!("connections.{name}.{k}");
         if !is_name(name) {

@@ -194,11 +194,13 @@ impl HttpAction {
 
 /// Headers that say how a client asks, not what: left out of what an approval is bound to.
 fn is_incidental_header(name: &str) -> bool {
-    const INCIDENTAL: [&str; 20] = [
+    const INCIDENTAL: [&str; 25] = [
         "accept",
         "accept-charset",
         "accept-encoding",
         "accept-language",
+        "b3",
+        "baggage",
         "cache-control",
         "connection",
         "content-length",
@@ -212,8 +214,11 @@ fn is_incidental_header(name: &str) -> bool {
         "traceparent",
         "tracestate",
         "transfer-encoding",
+        "sentry-trace",
         "upgrade",
         "user-agent",
+        "x-cloud-trace-context",
+        "x-correlation-id",
         "x-request-id",
     ];
     INCIDENTAL.contains(&name)
@@ -221,6 +226,7 @@ fn is_incidental_header(name: &str) -> bool {
         || name.starts_with("sec-websocket-")
         || name.starts_with("x-amzn-trace")
         || name.starts_with("x-b3-")
+        || name.starts_with("x-datadog-")
         || name.starts_with("x-sluice-")
 }
 
@@ -236,6 +242,26 @@ pub fn fold_name(name: &str) -> String {
         })
         .flat_map(char::to_lowercase)
         .collect()
+}
+
+/// A query or form parameter's name as the most lenient frameworks read it: folded
+/// (`fold_name`), with PHP's rewriting (leading blanks dropped; a space, `.` or `[` left unclosed
+/// made `_`) and without a final `[]` (`force[]` is `force` to PHP, Rails and qs).
+pub fn parameter_name(name: &str) -> String {
+    let name = fold_name(name.trim_start());
+    let name = name.strip_suffix("[]").unwrap_or(&name);
+    // PHP rewrites only up to the first `[` that opens a subscript (`a[b]` stays nested).
+    let (head, rest) = match name.find('[') {
+        Some(open) if name[open..].contains(']') => name.split_at(open),
+        _ => (name, ""),
+    };
+    let head: String = head.chars().map(|c| if matches!(c, ' ' | '.' | '[') { '_' } else { c }).collect();
+    format!("{head}{rest}")
+}
+
+/// A JSON pointer's reference tokens, unescaped (`~1` is `/`, `~0` is `~`).
+pub fn pointer_tokens(pointer: &str) -> impl Iterator<Item = String> + '_ {
+    pointer.split('/').skip(1).map(|t| t.replace("~1", "/").replace("~0", "~"))
 }
 
 /// The canonical form of a request path (see `HttpAction::path`).
@@ -381,6 +407,11 @@ mod tests {
 
     #[test]
     fn names_fold_as_lenient_servers_fold_them() {
+        assert_eq!(parameter_name("Force[]"), "force");
+        assert_eq!(parameter_name(" pay.amount"), "pay_amount");
+        assert_eq!(parameter_name("[method"), "_method");
+        assert_eq!(parameter_name("payment[Amount]"), "payment[amount]");
+        assert_eq!(pointer_tokens("/a~1b/c~0d").collect::<Vec<_>>(), ["a/b", "c~d"]);
         assert_eq!(fold_name("AMOUNT"), "amount");
         assert_eq!(fold_name("\u{17F}tatus"), "status");
         assert_eq!(fold_name("\u{212A}ey"), "key");

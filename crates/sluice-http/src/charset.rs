@@ -31,7 +31,13 @@ const ASCII_COMPATIBLE: &[&str] = &[
     "cp874",
     "windows-874",
     "macintosh",
-    "x-mac-*",
+    "macroman",
+    "x-mac-roman",
+    "x-mac-ce",
+    "x-mac-cyrillic",
+    "x-mac-greek",
+    "x-mac-icelandic",
+    "x-mac-turkish",
 ];
 
 /// The charset a Content-Type declares, when it is one the detectors cannot read.

@@ -57,7 +57,8 @@ impl Sensitive {
         let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
         let as_field = |at: usize, len: usize| {
             let before = at.checked_sub(1).map(|i| lower[i]);
-            let after = lower.get(at + len).copied();
+            // Blanks between a name and what marks it a field (`password = x`, `<password >`).
+            let after = lower[at + len..].iter().copied().find(|&b| b != b' ');
             !before.is_some_and(word) && after.is_none_or(|b| b"<>:=\"',;|\t\r\n}]/".contains(&b))
         };
         self.names
@@ -648,9 +649,15 @@ mod tests {
     #[test]
     fn a_body_that_is_not_json_names_a_sensitive_field_as_a_field_not_in_prose() {
         let sensitive = Sensitive::new(vec!["password".into()], Vec::new());
-        for body in
-            [&b"<user><password>x</password></user>"[..], b"id,Password\n1,x", b"password: x", b"a=1&password=x"]
-        {
+        for body in [
+            &b"<user><password>x</password></user>"[..],
+            b"id,Password\n1,x",
+            b"password: x",
+            b"a=1&password=x",
+            b"password = x",
+            b"| id | password |",
+            b"<password >x</password >",
+        ] {
             assert_eq!(sensitive.named_in(body), Some("password"), "{}", String::from_utf8_lossy(body));
         }
         for body in [&b"invalid password."[..], b"wrong password for ann", b"user_password,x", b"passwords: 3"] {

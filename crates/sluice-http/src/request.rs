@@ -137,8 +137,8 @@ fn overrides_method(media: Option<&str>, json: Option<&Value>, body: &[u8]) -> b
 /// Whether a parameter name is `_method` as a framework reads it: without case, and as PHP
 /// rewrites names (leading blanks dropped; a space, `.` or `[` made `_`).
 pub fn is_method_override(name: &str) -> bool {
-    let php: String = name.trim().chars().map(|c| if matches!(c, ' ' | '.' | '[') { '_' } else { c }).collect();
-    php.eq_ignore_ascii_case("_method")
+    // Trailing blanks too: PHP makes them `_`, but a framework that trims reads `_method`.
+    sluice_core::http::parameter_name(name.trim_end()) == "_method"
 }
 
 /// Whether a body begins as a JSON object or array does (a server may read it as JSON whatever

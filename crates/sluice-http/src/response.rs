@@ -75,7 +75,9 @@ pub enum BodyError {
     Timeout(Duration),
     #[error("the response could not be read: {0}")]
     Read(String),
-    #[error("the stream was ended: the token was revoked or has expired")]
+    #[error(
+        "the stream was ended: its session ended (the token was revoked or has expired, or the connection went on with another target or token)"
+    )]
     Revoked,
 }
 

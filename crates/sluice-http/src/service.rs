@@ -371,14 +371,13 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     };
     // A review may have waited long: the token must still be good for the request to go.
     if !matches!(open.session.standing(), Standing::Valid) {
-        return Err((
-            StatusCode::UNAUTHORIZED,
-            Answer::new(
-                "unauthenticated",
-                "the token was revoked or has expired while the request waited",
-                "ask an operator for a new token",
-            ),
-        ));
+        let answer = Answer::new(
+            "unauthenticated",
+            "the token was revoked or has expired while the request waited",
+            "ask an operator for a new token",
+        );
+        open.record_refusal(&action, started, started_at_us, StatusCode::UNAUTHORIZED, &answer);
+        return Err((StatusCode::UNAUTHORIZED, answer));
     }
     let rule = decision.rule().to_string();
     exchange.keep_request_excerpt(&open.log, open.grant.obligations.masking.clone(), &options.sensitive, &body);
@@ -388,8 +387,8 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
             let (status, mut answer) = Answer::refusal(refusal, conn.config.api_url.as_deref());
             if let Some(why) = &action.body.json_unread {
                 answer = answer.with_more_hint(format!(
-                    "sluice could not read the body as JSON ({why}), so rules that refuse by a JSON body's content apply \
-                     to it: send it as UTF-8 JSON without a byte-order mark"
+                    "if a rule about the body's fields refused it: sluice could not read them ({why}), so such rules \
+                     apply as if they matched; send the fields as UTF-8 JSON without a byte-order mark"
                 ));
             }
             let verdict = decision.effect();
@@ -583,7 +582,6 @@ const WIDE_HINT: &str = "ask the upstream for UTF-8 (send Accept-Charset: utf-8)
 /// Set on a response sluice cut at the cap, to the cap.
 const TRUNCATED: HeaderName = HeaderName::from_static("x-sluice-truncated");
 
-/// The host the client asked for, without its port, lower case.
 /// Why a request is refused for its shape alone, before anything else is read: framing two
 /// parsers could read differently, a method or upgrade sluice does not relay, header names and
 /// codings that would have the upstream read something policy did not, override fields.
@@ -641,11 +639,13 @@ fn shape_refusal<G: Gate>(conn: &Conn<G>, req: &Request<Incoming>, websocket: bo
             "spell header names with hyphens",
         ));
     }
+    // Every field counts: a server may decode by any of them.
     let bodiless = hyper::body::Body::size_hint(req.body()).exact() == Some(0);
     if let Some(coding) = req
         .headers()
-        .get(header::CONTENT_ENCODING)
-        .filter(|v| !bodiless && !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .find(|v| !bodiless && !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"))
     {
         let answer = Answer::new(
             "unsupported_media_type",
@@ -688,6 +688,7 @@ async fn record_refusal<G: Gate>(
     (status, answer)
 }
 
+/// The host the client asked for, without its port, lower case.
 fn host_of(req: &Request<Incoming>) -> Result<String, Refused> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let header_host = match (hosts.next(), hosts.next()) {

@@ -9,7 +9,7 @@
 use crate::PolicyError;
 use regex::Regex;
 use sluice_core::glob::glob_match;
-use sluice_core::http::{HttpAction, fold_name};
+use sluice_core::http::{HttpAction, fold_name, parameter_name, pointer_tokens};
 use sluice_core::policy::{GraphqlMatchSpec, JsonCondition, RuleSpec};
 
 /// Path segments that the `no-admin` preset refuses (compared without case).
@@ -97,8 +97,11 @@ impl HttpMatcher {
 /// Whether a request reaches an administrative endpoint (the `no-admin` preset).
 fn is_admin(action: &HttpAction) -> bool {
     let is_admin_name = |s: &str| ADMIN_SEGMENTS.iter().any(|a| s.eq_ignore_ascii_case(a));
-    let admin_segment = action.path.split('/').any(is_admin_name)
-        || without_format(&action.path).is_some_and(|stem| stem.split('/').next_back().is_some_and(is_admin_name));
+    let last_stem = |path: &str| {
+        let last = path.rsplit('/').next().unwrap_or("");
+        last.split('.').next().unwrap_or(last).to_string()
+    };
+    let admin_segment = action.path.split('/').any(is_admin_name) || is_admin_name(&last_stem(&action.path));
     let admin_field = action
         .body
         .graphql
@@ -133,14 +136,12 @@ impl HttpKeys {
             return false;
         }
         for (name, glob) in &self.query {
-            // `Force`, `force[]` and `force` are one parameter to some framework.
-            let wanted = fold_name(name);
-            let same = |n: &str| {
-                let n = fold_name(n);
-                n.strip_suffix("[]").unwrap_or(&n) == wanted
-            };
-            let mut values = action.query.iter().filter(|(n, _)| same(n)).map(|(_, v)| v.as_str());
-            if !readings(&mut values, glob) {
+            // `Force`, `force[]` and `force` are one parameter to some framework: each is a
+            // reading. An allow also needs the name as written (a case-sensitive server sees no
+            // other).
+            let wanted = parameter_name(name);
+            let mut values = action.query.iter().filter(|(n, _)| parameter_name(n) == wanted).map(|(_, v)| v.as_str());
+            if !readings(&mut values, glob) || allows && !action.query.iter().any(|(n, _)| n == name) {
                 return false;
             }
         }
@@ -185,6 +186,7 @@ impl HttpKeys {
             let Some(body) = body else { return false };
             return self.json.iter().all(|check| {
                 check.holds(body.pointer(check.pointer()), true)
+                    && check.holds(lookup(body, check.pointer()), true)
                     && parameters(action, check.pointer()).all(|v| check.holds(Some(&v), true))
             });
         }
@@ -197,8 +199,12 @@ impl HttpKeys {
             let given: Vec<serde_json::Value> = parameters(action, check.pointer()).collect();
             // The JSON body is one reading (where the field may be absent); without one, a
             // request that gives the field nowhere reads it as absent.
+            // In the body, the key as written and a key in another case are two readings.
             let in_body = match body {
-                Some(body) => check.holds(lookup(body, check.pointer()), false),
+                Some(body) => {
+                    check.holds(body.pointer(check.pointer()), false)
+                        || check.holds(lookup(body, check.pointer()), false)
+                }
                 None => given.is_empty() && check.holds(None, false),
             };
             in_body || given.iter().any(|v| check.holds(Some(v), false))
@@ -213,8 +219,7 @@ fn lookup<'a>(body: &'a serde_json::Value, pointer: &str) -> Option<&'a serde_js
         return Some(exact);
     }
     let mut at = body;
-    for token in pointer.split('/').skip(1) {
-        let token = token.replace("~1", "/").replace("~0", "~");
+    for token in pointer_tokens(pointer) {
         at = match at {
             serde_json::Value::Object(map) => {
                 let wanted = fold_name(&token);
@@ -228,13 +233,11 @@ fn lookup<'a>(body: &'a serde_json::Value, pointer: &str) -> Option<&'a serde_js
 }
 
 /// The values a form field or query parameter gives the field at `pointer`, as strings: `/a`
-/// is `a`, `a[]` too, and `/a/b` is `a[b]` (Rails, PHP, qs), names compared without case.
+/// is `a`, `a[]` too, and `/a/b` is `a[b]` (Rails, PHP, qs), names read as `parameter_name`.
 fn parameters<'a>(action: &'a HttpAction, pointer: &str) -> impl Iterator<Item = serde_json::Value> + 'a {
-    let tokens: Vec<String> =
-        pointer.split('/').skip(1).map(|t| fold_name(&t.replace("~1", "/").replace("~0", "~"))).collect();
+    let tokens: Vec<String> = pointer_tokens(pointer).map(|t| parameter_name(&t)).collect();
     action.query.iter().chain(&action.body.form).filter_map(move |(name, value)| {
-        let name = fold_name(name);
-        let name = name.strip_suffix("[]").unwrap_or(&name);
+        let name = parameter_name(name);
         let mut parts = name.split('[');
         let first = parts.next()?;
         let rest: Vec<&str> = parts.map(|p| p.strip_suffix(']').unwrap_or(p)).collect();
@@ -311,23 +314,34 @@ fn json_equal(a: &serde_json::Value, b: &serde_json::Value) -> bool {
 fn loosely_equal(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     let (Some(x), Some(y)) = (scalar_text(a), scalar_text(b)) else { return false };
     let (x, y) = (x.trim(), y.trim());
-    x.eq_ignore_ascii_case(y) || matches!((x.parse::<f64>(), y.parse::<f64>()), (Ok(p), Ok(q)) if p == q)
+    let truth = |s: &str| match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "on" | "yes" | "y" | "t" => Some(true),
+        "false" | "0" | "off" | "no" | "n" | "f" => Some(false),
+        _ => None,
+    };
+    x.eq_ignore_ascii_case(y)
+        || matches!((x.parse::<f64>(), y.parse::<f64>()), (Ok(p), Ok(q)) if p == q)
+        || (truth(x).is_some() && truth(x) == truth(y))
 }
 
 /// The texts a lenient server may take a scalar's text for: itself, without surrounding
-/// blanks, and, when it reads as a number, that number written plainly (`1e4`, `25000.0` and
-/// ` 25000` are 10000, 25000 and 25000 to `int()`, JavaScript and most JSON binders).
+/// blanks, the number it reads as written plainly (`1e4`, `25000.0`, ` 25000` are 10000, 25000
+/// and 25000 to `int()`, JavaScript and most JSON binders) and cut to an integer (Jackson's
+/// float-as-int, PHP's `(int)`), and its leading digits (Ruby's `to_i`, PHP: `"25000abc"` is
+/// 25000).
 fn readings_of(text: &str) -> Vec<String> {
     let trimmed = text.trim();
     let mut readings = vec![text.to_string(), trimmed.to_string()];
     if let Ok(number) = trimmed.parse::<f64>()
         && number.is_finite()
     {
-        if number.fract() == 0.0 && number.abs() < 1e18 {
-            readings.push(format!("{number:.0}"));
-        } else {
-            readings.push(number.to_string());
-        }
+        readings.push(number.to_string());
+        readings.push(number.trunc().to_string());
+    }
+    let sign = usize::from(trimmed.starts_with(['-', '+']));
+    let digits = trimmed[sign..].bytes().take_while(u8::is_ascii_digit).count();
+    if digits > 0 {
+        readings.push(trimmed[..sign + digits].to_string());
     }
     readings
 }
@@ -383,12 +397,11 @@ impl PathPattern {
     }
 }
 
-/// The path without the format suffix of its last segment (`.json`, `.xml`: letters and digits
-/// after the last dot), when it has one.
+/// The path without the format suffix of its last segment (what follows its last dot, as
+/// Rails's `(.:format)` reads it), when it has one.
 fn without_format(path: &str) -> Option<&str> {
     let (stem, suffix) = path.rsplit_once('.')?;
-    let format = !suffix.is_empty() && suffix.len() <= 8 && suffix.bytes().all(|b| b.is_ascii_alphanumeric());
-    (format && !stem.ends_with('/') && !stem.is_empty()).then_some(stem)
+    (!suffix.is_empty() && !suffix.contains('/') && !stem.ends_with('/') && !stem.is_empty()).then_some(stem)
 }
 
 fn match_segments(pattern: &[Segment], path: &[&str], lower: bool) -> bool {
@@ -581,6 +594,12 @@ mod tests {
         assert!(keyless.matches(&elsewhere, false));
         assert!(!keyless.matches(&request("POST", "/pay?key=k1"), false), "given, and no JSON body");
         assert!(keyless.matches(&request("POST", "/pay"), false));
+        // The key as written and a key in another case are two readings of the body: a refusal
+        // matches on either, an allow needs both.
+        let mut upper = request("POST", "/pay");
+        upper.body.json = Some(Arc::new(serde_json::json!({"KEY": "k1"})));
+        assert!(keyless.matches(&upper, false), "a case-sensitive server sees no key");
+        assert!(!keyless.matches(&upper, true), "a server that folds case sees one");
         // Nested fields as Rails and PHP name them.
         let nested = keys(RuleSpec {
             json: vec![JsonCondition {
@@ -605,6 +624,14 @@ mod tests {
         assert!(!forced.matches(&with_json(serde_json::json!({"force": "TRUE"})), true));
         assert!(forced.matches(&request("DELETE", "/x?force=true"), false));
         assert!(!forced.matches(&request("DELETE", "/x?force=false"), false));
+        // Truthy spellings and the numbers servers cut or read from the front.
+        for (value, expected) in [("1", true), ("yes", true), ("on", true), ("0", false), ("maybe", false)] {
+            let target = format!("/x?force={value}");
+            assert_eq!(forced.matches(&request("DELETE", &target), false), expected, "{value}");
+        }
+        for amount in [serde_json::json!(25000.5), serde_json::json!("25000abc"), serde_json::json!("+25000")] {
+            assert!(big.matches(&with_json(serde_json::json!({ "amount": amount })), false), "{amount}");
+        }
         // A body whose fields sluice does not read (multipart, XML): a refusal applies.
         let mut multipart = request("POST", "/pay");
         multipart.body.json_unread = Some("its fields are in multipart/form-data, which sluice does not read".into());
@@ -625,6 +652,16 @@ mod tests {
             assert!(q.matches(&request("POST", target), false), "{target}");
         }
         assert!(!q.matches(&request("POST", "/x?force=TRUE"), true));
+        // An allow needs the name as written: a case-sensitive server sees no other.
+        assert!(q.matches(&request("POST", "/x?force=true"), true));
+        assert!(!q.matches(&request("POST", "/x?FORCE=true"), true));
+        assert!(!q.matches(&request("POST", "/x?force[]=true"), true));
+        assert!(!q.matches(&request("POST", "/x?force=true&Force=false"), true));
+        // Any suffix after the last dot of the last segment, as Rails reads a format.
+        for path in ["/v1/payments.x-y", "/v1/payments.abcdefghij", "/v1/payments.a.b"] {
+            assert!(m.matches(&request("POST", path), false), "{path}");
+        }
+        assert!(is_admin(&request("GET", "/admin.x_y")) && is_admin(&request("GET", "/v1/admin.a.b")));
     }
 
     #[test]
