@@ -77,7 +77,12 @@ impl Sensitive {
         if self.keys.is_empty() || crate::request::looks_like_json(body) || !body.contains(&b'=') {
             return None;
         }
-        let sensitive = |name: &str| self.keys.iter().any(|k| k.eq_ignore_ascii_case(name.trim()));
+        // A nested name counts by its innermost field (`user[password]`, `user.password`).
+        let sensitive = |name: &str| {
+            let innermost = name.trim().trim_end_matches("[]").trim_end_matches(']');
+            let innermost = innermost.rsplit(['[', '.']).next().unwrap_or(innermost);
+            self.keys.iter().any(|k| k.eq_ignore_ascii_case(innermost))
+        };
         let pairs: Vec<_> = form_urlencoded::parse(body).collect();
         if !pairs.iter().any(|(name, _)| sensitive(name)) {
             return None;
@@ -671,6 +676,8 @@ mod tests {
         let masked = sensitive.mask_form(b"user=ann&Password=hunter2&x=a+b").unwrap();
         assert_eq!(String::from_utf8(masked).unwrap(), "user=ann&Password=%5Bredacted%3APassword%5D&x=a+b");
         assert_eq!(sensitive.mask_form(b"user=ann"), None);
+        let nested = sensitive.mask_form(b"user%5Bpassword%5D=hunter2&u.password=x").unwrap();
+        assert!(!String::from_utf8(nested).unwrap().contains("hunter2"));
         assert_eq!(sensitive.mask_form(br#"{"password":"x"}"#), None);
         assert!(sensitive.names_field("PASSWORD") && !sensitive.names_field("user"));
         let by_pointer =

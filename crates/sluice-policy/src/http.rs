@@ -233,19 +233,19 @@ fn lookup<'a>(body: &'a serde_json::Value, pointer: &str) -> Option<&'a serde_js
 }
 
 /// The values a form field or query parameter gives the field at `pointer`, as strings: `/a`
-/// is `a`, `a[]` too, and `/a/b` is `a[b]` (Rails, PHP, qs), names read as `parameter_name`.
+/// is `a`, `a[]` too, and `/a/b` is `a[b]` (Rails, PHP, qs) or `a.b` (Spring), names read as
+/// `parameter_name`.
 fn parameters<'a>(action: &'a HttpAction, pointer: &str) -> impl Iterator<Item = serde_json::Value> + 'a {
     let tokens: Vec<String> = pointer_tokens(pointer).map(|t| parameter_name(&t)).collect();
     action.query.iter().chain(&action.body.form).filter_map(move |(name, value)| {
-        let name = parameter_name(name);
-        let mut parts = name.split('[');
-        let first = parts.next()?;
-        let rest: Vec<&str> = parts.map(|p| p.strip_suffix(']').unwrap_or(p)).collect();
-        let named = !tokens.is_empty()
-            && tokens[0] == first
-            && tokens.len() == rest.len() + 1
-            && tokens[1..].iter().zip(&rest).all(|(t, r)| t == r);
-        named.then(|| serde_json::Value::String(value.clone()))
+        // Rails, PHP and qs nest with brackets (`payment[amount]`), Spring with dots
+        // (`payment.amount`): either reading names the field.
+        let bracketed = parameter_name(name);
+        let bracketed: Vec<&str> = bracketed.split('[').map(|p| p.strip_suffix(']').unwrap_or(p)).collect();
+        let dotted = fold_name(name.trim());
+        let dotted: Vec<&str> = dotted.split('.').collect();
+        let named = |path: &[&str]| !tokens.is_empty() && tokens.iter().map(String::as_str).eq(path.iter().copied());
+        (named(&bracketed) || named(&dotted)).then(|| serde_json::Value::String(value.clone()))
     })
 }
 
@@ -610,6 +610,7 @@ mod tests {
             ..Default::default()
         });
         assert!(nested.matches(&request("POST", "/pay?payment[amount]=25000"), false));
+        assert!(nested.matches(&request("POST", "/pay?Payment.amount=25000"), false), "as Spring binds it");
         assert!(!nested.matches(&request("POST", "/pay?payment[other]=25000"), false));
         // Coercions lenient servers make, for a refusal only.
         let forced = keys(RuleSpec {
