@@ -94,6 +94,29 @@ pub struct StreamSession {
 /// How often a stream asks whether its session may go on.
 const STANDING_CHECK: Duration = Duration::from_secs(2);
 
+/// How much of a whole body is read, what becomes of more, and for how long.
+#[derive(Clone, Copy)]
+pub struct WholeLimits {
+    pub limit: usize,
+    pub oversize: Oversize,
+    pub timeout: Duration,
+}
+
+/// Whether a response's media type is binary (an image, a sound, a video, a font, an archive, a
+/// PDF, bytes): not a text in which fields are named.
+pub fn is_binary_media(content_type: Option<&[u8]>) -> bool {
+    let Some(content_type) = content_type else { return false };
+    let media = String::from_utf8_lossy(content_type);
+    let media = media.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let (kind, subtype) = media.split_once('/').unwrap_or((&media, ""));
+    matches!(kind, "image" | "audio" | "video" | "font")
+        || kind == "application"
+            && matches!(
+                subtype,
+                "octet-stream" | "pdf" | "zip" | "gzip" | "x-tar" | "x-7z-compressed" | "wasm" | "x-bzip2" | "zstd"
+            )
+}
+
 /// A whole body, cleaned.
 pub struct Whole {
     pub body: Bytes,
@@ -106,10 +129,13 @@ pub async fn read_whole(
     mut body: Incoming,
     mut decoder: Decoder,
     masker: &BodyMasker,
-    limit: usize,
-    oversize: Oversize,
-    timeout: Duration,
+    limits: WholeLimits,
+    binary: bool,
 ) -> Result<Whole, BodyError> {
+    let WholeLimits { limit, oversize, timeout } = limits;
+    // A record's fields are named in text; in an image or an archive a short key's letters may
+    // stand anywhere by chance.
+    let clean = |body: &[u8]| if binary { masker.clean(body) } else { masker.clean_document(body) };
     // Sized for the body the upstream announces (never more than the cap): no copy as it grows.
     let announced = body.size_hint().exact().and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
     let mut decoded = Vec::with_capacity(announced.min(limit.saturating_add(1)));
@@ -145,7 +171,7 @@ pub async fn read_whole(
     };
     let over = tokio::time::timeout(timeout, read).await.map_err(|_| BodyError::Timeout(timeout))??;
     if let Some(single) = single {
-        let body = masker.clean_document(&single)?.map_or(single, Bytes::from);
+        let body = clean(&single)?.map_or(single, Bytes::from);
         return Ok(Whole { body, truncated: false });
     }
     let truncated = over && oversize == Oversize::Truncate;
@@ -163,7 +189,7 @@ pub async fn read_whole(
         let Some(last_line_end) = memchr::memrchr(b'\n', &decoded) else { return Err(BodyError::TooLarge(limit)) };
         decoded.truncate(last_line_end + 1);
     }
-    let body = match masker.clean_document(&decoded)? {
+    let body = match clean(&decoded)? {
         Some(clean) => Bytes::from(clean),
         None => Bytes::from(decoded),
     };
@@ -535,6 +561,17 @@ mod tests {
         assert_eq!(out, "{\"token\":\"[redacted:token]\"}\n{\"a\":2}\r\n{\"token\":\"[redacted:token]\"}");
         assert!(matches!(run(false, &[&[b'x'; 101]], 100), Err(BodyError::EventTooLarge(100))));
         assert!(matches!(run(true, &[b"data: x\n", &[b'x'; 101]], 100), Err(BodyError::EventTooLarge(100))));
+    }
+
+    #[test]
+    fn binary_media_are_known_by_their_type() {
+        for binary in [&b"image/png"[..], b"application/pdf", b"application/octet-stream; x=1", b"Font/woff2"] {
+            assert!(is_binary_media(Some(binary)), "{}", String::from_utf8_lossy(binary));
+        }
+        for text in [&b"text/csv"[..], b"application/xml", b"application/json", b"text/html; charset=utf-8"] {
+            assert!(!is_binary_media(Some(text)), "{}", String::from_utf8_lossy(text));
+        }
+        assert!(!is_binary_media(None));
     }
 
     #[test]

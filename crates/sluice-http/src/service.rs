@@ -87,15 +87,22 @@ struct Conn<G: Gate> {
 }
 
 impl<G: Gate> Conn<G> {
-    /// Takes the connection's place among the authenticated ones (once); false when all are taken.
-    fn take_slot(&self) -> bool {
+    /// A place among the authenticated connections for this one, if it holds none yet (`Ok(None)`:
+    /// it holds one); `Err` when every place is taken.
+    fn reserve_slot(&self) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ()> {
+        if self.slot.lock().is_some() {
+            return Ok(None);
+        }
+        self.slots.take().map(Some).ok_or(())
+    }
+
+    /// Keeps the place reserved for the connection, now authenticated.
+    fn keep_slot(&self, place: tokio::sync::OwnedSemaphorePermit) {
         let mut slot = self.slot.lock();
         if slot.is_none() {
-            let Some(permit) = self.slots.take() else { return false };
-            *slot = Some(permit);
+            *slot = Some(place);
             self.authenticated.notify_one();
         }
-        true
     }
 }
 
@@ -536,8 +543,9 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         *reply.headers_mut() = headers;
         return Ok(reply);
     }
-    let whole =
-        response::read_whole(upstream_body, decoder, &masker, limit, conn.config.oversize, options.timeout).await;
+    let limits = response::WholeLimits { limit, oversize: conn.config.oversize, timeout: options.timeout };
+    let binary = response::is_binary_media(head.headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes));
+    let whole = response::read_whole(upstream_body, decoder, &masker, limits, binary).await;
     let whole = match whole {
         Ok(whole) => whole,
         Err(e) => {
@@ -840,19 +848,26 @@ async fn session<'c, G: Gate>(
             program: None,
         },
     };
-    match conn.gate.open(request).await {
-        Ok((_, session)) if !conn.take_slot() => {
-            session.end("sluice is serving its maximum of HTTP connections".into());
-            Err((
+    // A place among the authenticated connections is reserved before the token is checked, so
+    // that no session is opened (and recorded) only to be ended for want of one.
+    let reserved = match conn.reserve_slot() {
+        Ok(reserved) => reserved,
+        Err(()) => {
+            return Err((
                 StatusCode::SERVICE_UNAVAILABLE,
                 Answer::new(
                     "unavailable",
                     "sluice is serving its maximum of HTTP connections",
-                    "try again later (Retry-After), reuse a connection, or ask an operator to raise http.max_connections",
+                    "try again later, reuse a connection, or ask an operator to raise http.max_connections",
                 ),
-            ))
+            ));
         }
+    };
+    match conn.gate.open(request).await {
         Ok((grant, mut session)) => {
+            if let Some(place) = reserved {
+                conn.keep_slot(place);
+            }
             session.started();
             let log = session.log();
             *guard = Some(Open { target: target.to_string(), token, session, log, grant, seq: 0 });
