@@ -68,12 +68,7 @@ impl Decoder {
             Some("zstd") => {
                 Kind::Zstd(zstd::stream::write::Decoder::new(sink).map_err(|e| DecodeError::Corrupt(e.to_string()))?)
             }
-            // Named in the refusal and the record: only what a coding's name may hold, cut short
-            // (the field is the upstream's to fill, with anything).
-            Some(other) => {
-                let name = other.chars().filter(|c| c.is_ascii_alphanumeric() || " ,-_.".contains(*c)).take(40);
-                return Err(DecodeError::Unsupported(name.collect()));
-            }
+            Some(other) => return Err(DecodeError::Unsupported(crate::reply::quoted_name(other))),
         };
         Ok(Decoder { kind })
     }

@@ -12,6 +12,13 @@ use sluice_core::{Refusal, RefusalCause};
 /// How long an agent is told to wait before asking again about a pending review.
 pub const RETRY_AFTER_S: u64 = 30;
 
+/// A name the upstream wrote (a coding, a charset) as a refusal and its record quote it: only the
+/// characters such names are made of, at most 40 (the field is the upstream's to fill, with
+/// anything).
+pub fn quoted_name(value: &str) -> String {
+    value.chars().filter(|c| c.is_ascii_alphanumeric() || " ,-_.:".contains(*c)).take(40).collect()
+}
+
 #[derive(Serialize)]
 pub struct Answer {
     /// What happened, as a code: `denied`, `review_pending`, `bad_request`, `unauthenticated`,

@@ -20,7 +20,7 @@ pub fn read_body(
     body: &[u8],
     graphql_endpoint: bool,
 ) -> Result<(), String> {
-    let media = content_type.map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let media = content_type.map(crate::response::media_type);
     let declared_json = media.as_deref().is_some_and(|m| m == "application/json" || m.ends_with("+json"));
     // A body sluice cannot read as JSON that a server may (behind a byte-order mark, in UTF-16):
     // refusing rules about JSON apply to it, allowing ones do not.

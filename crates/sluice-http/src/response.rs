@@ -34,8 +34,7 @@ impl Shape {
         let Some(content_type) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
             return Shape::Whole;
         };
-        let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        match essence.as_str() {
+        match media_type(content_type).as_str() {
             "text/event-stream" => Shape::Events,
             "application/x-ndjson"
             | "application/ndjson"
@@ -102,12 +101,16 @@ pub struct WholeLimits {
     pub timeout: Duration,
 }
 
+/// A Content-Type's media type, lower case, without its parameters (`application/json`).
+pub fn media_type(content_type: &str) -> String {
+    content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+}
+
 /// Whether a response's media type is binary (an image, a sound, a video, a font, an archive, a
 /// PDF, bytes): not a text in which fields are named.
 pub fn is_binary_media(content_type: Option<&[u8]>) -> bool {
     let Some(content_type) = content_type else { return false };
-    let media = String::from_utf8_lossy(content_type);
-    let media = media.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media = media_type(&String::from_utf8_lossy(content_type));
     let (kind, subtype) = media.split_once('/').unwrap_or((&media, ""));
     matches!(kind, "image" | "audio" | "video" | "font")
         || kind == "application"

@@ -519,8 +519,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     if let Some(charset) =
         head.headers.get_all(header::CONTENT_TYPE).iter().find_map(|ct| charset::declared_unreadable(ct.as_bytes()))
     {
-        let charset: String =
-            charset.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.:".contains(*c)).take(40).collect();
+        let charset = crate::reply::quoted_name(&charset);
         let why = format!(
             "the response is declared {charset:?} text, which sluice's detectors cannot read (they read text in which an ASCII character is always its ASCII byte, as UTF-8 and single-byte charsets keep it)"
         );
