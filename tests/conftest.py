@@ -292,13 +292,19 @@ class Sluice:
         """The first ended, recorded session (with its statements) for which predicate(details)
         holds. Recording is asynchronous, so this polls."""
 
+        # An ended session's record is complete, so one that did not match is not read again: a
+        # pass over every session of a long module (a process per session) outlasts the timeout
+        # on a loaded machine, and the deadline is checked only between passes.
+        not_matching = set()
+
         def find():
             for s in self.sessions():
-                if s["ended_at"] is None:
+                if s["ended_at"] is None or s["id"] in not_matching:
                     continue
                 details = self.session(s["id"])
                 if predicate(details):
                     return details
+                not_matching.add(s["id"])
             return None
 
         return wait_for(find, timeout=timeout, what="a matching recorded session")
