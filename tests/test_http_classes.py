@@ -15,8 +15,8 @@ import httpx
 import pytest
 import requests
 
-from test_http import ODD_TOKEN, api, bearer, curl, upstream  # noqa: F401 (fixtures)
-from conftest import Sluice
+from test_http import ODD_TOKEN, api, bearer, curl, read_until, upstream  # noqa: F401 (fixtures)
+from conftest import Sluice, wait_for
 
 
 def send(api, method, path, mark, **kw):
@@ -292,3 +292,58 @@ def test_a_stream_ends_when_its_token_is_revoked(api):
     assert before == 3 and revoked_at is not None
     # The stream (75 events over 15 s) was cut short soon after the revocation.
     assert ended_at - revoked_at < 5, (ended_at - revoked_at, after)
+
+
+@pytest.fixture(scope="module")
+def tight(pg, upstream):
+    """A gateway that may hold 256 KiB of bodies at once, whose caps allow 200 KiB each."""
+    billing = {"protocol": "http", "url": f"http://127.0.0.1:{upstream}/api", "password": "env:BILLING_TOKEN"}
+    gw = Sluice(pg, settings={"connections": {"billing": billing},
+                              "http": {"listen": "127.0.0.1:0", "max_buffered_bytes": 262144,
+                                       "max_request_body_bytes": 204800, "max_response_body_bytes": 204800}},
+                env={"BILLING_TOKEN": "upstream-secret"})
+    gw.start()
+    gw.base = f"http://127.0.0.1:{gw.http_port}"
+    gw.agent_token = gw.token()
+    yield gw
+    code = gw.stop()
+    assert "panicked" not in gw.log(), gw.log()
+    assert code == 0, gw.log()[-3000:]
+
+
+def test_bodies_held_at_once_are_bounded_across_clients(tight):
+    """One stream holding 150 KB of an event not yet ended leaves no room for another 150 KB
+    body, sent or received: those get 503 `busy` (and small requests go on); once the stream
+    gives its share back, the same requests pass."""
+    name = f"held-{time.monotonic_ns()}"
+    payload = b'{"note": "' + b"z" * 150_000 + b'"}'
+
+    def post():
+        return requests.post(f"{tight.base}/billing/echo/held", data=payload, timeout=20,
+                             headers={**bearer(tight), "Content-Type": "application/json"})
+
+    with httpx.Client(timeout=20) as client:
+        url = f"{tight.base}/billing/events?id={name}&partial=150000"
+        with client.stream("GET", url, headers=bearer(tight)) as stream:
+            assert stream.status_code == 200
+            chunks = stream.iter_text()
+            read_until(chunks, "\n\n")
+            # The stream's 150 KB reach sluice soon after its first event.
+            # (A Response is falsy when its status is an error: it is returned in a list.)
+            [refused] = wait_for(lambda: [r for r in [post()] if r.status_code == 503], timeout=10,
+                                 what="a body refused for the budget")
+            answer = refused.json()
+            assert answer["error"] == "busy" and "max_buffered_bytes" in answer["reason"], answer
+            assert "retry" in answer["hint"], answer
+            big = requests.get(f"{tight.base}/billing/big?size=150000", headers=bearer(tight), timeout=20)
+            assert big.status_code == 503 and big.json()["error"] == "busy", big.text
+            assert curl(f"{tight.base}/billing/v1/customers/1", token=tight.agent_token)[0] == 200
+            assert requests.get(f"{tight.base}/billing/release?id={name}", headers=bearer(tight), timeout=20).ok
+            rest = "".join(chunks)
+    assert "y" * 1000 in rest and "4111 1111 1111 1111" not in rest
+    passed = post()
+    assert passed.status_code == 200 and len(passed.json()["body"]) == len(payload), passed.text[:200]
+    big = requests.get(f"{tight.base}/billing/big?size=150000", headers=bearer(tight), timeout=20)
+    assert big.status_code == 200 and len(big.content) > 140_000
+    tight.session_with(lambda d: any("max_buffered_bytes" in (a["error_message"] or "") for a in d["statements"]),
+                       timeout=30)

@@ -123,6 +123,8 @@ async def events(request):
     name = request.query_params.get("id", "")
     gz = request.query_params.get("gzip") == "1"
     huge = int(request.query_params.get("huge", "0"))
+    # An event begun (this many bytes of it) but not ended until the test releases the stream.
+    partial = int(request.query_params.get("partial", "0"))
     compressor = zlib.compressobj(wbits=31) if gz else None
 
     def out(text: str) -> bytes:
@@ -132,8 +134,12 @@ async def events(request):
     async def stream():
         first = {"n": 1, "email": "first@example.com", "password": "t-first"}
         yield out(f"event: update\nid: 1\ndata: {json.dumps(first)}\n\n")
+        if partial:
+            yield out("data: " + "y" * partial)
         if name:
             await asyncio.wait_for(release_of(name).wait(), timeout=30)
+        if partial:
+            yield out("\n\n")
         if huge:
             yield out("data: " + "x" * huge + " leaked@example.com\n\n")
         # One value over several data lines, a comment, and text.

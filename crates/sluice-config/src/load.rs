@@ -95,6 +95,13 @@ fn validate(config: &Config, origin: &Path) -> Result<(), ConfigError> {
             "max_connections, max_unauthenticated and max_unauthenticated_per_source must be at least 1".into(),
         ));
     }
+    if http.max_buffered_bytes < http.max_request_body_bytes.max(http.max_response_body_bytes) {
+        return Err(invalid(
+            "http.max_buffered_bytes".into(),
+            "must be at least max_request_body_bytes and max_response_body_bytes: a body the caps allow fits alone"
+                .into(),
+        ));
+    }
     for (name, conn) in &config.connections {
         let key = |k: &str| format!("connections.{name}.{k}");
         if !is_name(name) {
@@ -300,6 +307,21 @@ mod tests {
         assert!(parse_str("[postgres]\nlisten = \"nowhere\"").is_err());
         assert!(parse_str("[postgres]\nlisen = \"127.0.0.1:1\"").is_err());
         assert!(parse_str("[connections.\"a b\"]\nhost=\"h\"\nuser=\"u\"").is_err());
+    }
+
+    #[test]
+    fn the_http_budget_holds_at_least_one_body_of_each_cap() {
+        let base = "[connections.api]\nprotocol = \"http\"\nurl = \"http://127.0.0.1:9\"\n[http]\n";
+        let e = parse_str(&format!("{base}max_buffered_bytes = 1000\nmax_request_body_bytes = 2000\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http.max_buffered_bytes"), "{e}");
+        let c = parse_str(&format!(
+            "{base}max_buffered_bytes = 2000\nmax_request_body_bytes = 2000\nmax_response_body_bytes = 1000\n"
+        ))
+        .unwrap();
+        assert_eq!(c.http.max_buffered_bytes, 2000);
+        assert_eq!(parse_str(base).unwrap().http.max_buffered_bytes, 1 << 30);
     }
 
     #[test]

@@ -241,6 +241,9 @@ pub struct HttpListener {
     /// What becomes of a whole response body over `max_response_body_bytes`: `refuse` (502) or
     /// `truncate` (its beginning, cut at a line's end; JSON is refused all the same).
     pub oversize: Oversize,
+    /// The most bytes of bodies held at once across all clients (request bodies, whole response
+    /// bodies, a stream's held events); a body that would take more is refused with 503.
+    pub max_buffered_bytes: usize,
     /// How long a client has to finish TLS and send a request head, and a new connection to
     /// make its first authenticated request.
     pub header_timeout_secs: u64,
@@ -263,6 +266,7 @@ impl Default for HttpListener {
             max_request_body_bytes: 10 * 1024 * 1024,
             max_response_body_bytes: 32 * 1024 * 1024,
             oversize: Oversize::Refuse,
+            max_buffered_bytes: 1024 * 1024 * 1024,
             header_timeout_secs: 10,
             max_connections: 1000,
             max_unauthenticated: 512,

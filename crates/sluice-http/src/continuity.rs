@@ -111,6 +111,11 @@ impl Continuity {
         out
     }
 
+    /// The bytes of the units held.
+    pub fn held_bytes(&self) -> usize {
+        self.held.iter().map(|h| h.unit.len()).sum()
+    }
+
     /// When the first unit held must leave.
     pub fn deadline(&self) -> Option<Instant> {
         self.held.front().map(|h| h.arrived + HOLD)

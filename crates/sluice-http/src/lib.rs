@@ -4,6 +4,7 @@
 //! response masked before it leaves (whole, or event by event for streams). HTTP/1.1 and HTTP/2 (by ALPN, or prior knowledge in clear)
 //! towards clients; pooled connections upstream.
 
+mod budget;
 mod charset;
 mod continuity;
 mod decode;
@@ -19,6 +20,7 @@ mod service;
 mod target;
 mod websocket;
 
+pub use budget::Budget;
 pub use response::Oversize;
 pub use target::{HttpConnectionOptions, HttpTarget};
 
@@ -40,6 +42,8 @@ pub struct HttpListenerConfig {
     pub max_response_body: usize,
     /// What becomes of a whole body over `max_response_body`.
     pub oversize: Oversize,
+    /// The bytes of bodies held at once across all connections (`http.max_buffered_bytes`).
+    pub budget: Budget,
     /// How long a client has to send a request head (and finish TLS).
     pub header_timeout: Duration,
     pub limits: Limits,

@@ -4,6 +4,7 @@
 //! arrive, without holding the whole body. Nothing leaves uncleaned: a body over the cap is
 //! refused (or, where the operator chose so, cut), an event over it ends the stream.
 
+use crate::budget::Share;
 use crate::continuity::{Continuity, StreamPaths, event_data, line_ending, with_event_data};
 use crate::decode::{DecodeError, Decoder};
 use crate::mask::BodyMasker;
@@ -74,6 +75,8 @@ pub enum BodyError {
     Timeout(Duration),
     #[error("the response could not be read: {0}")]
     Read(String),
+    #[error(transparent)]
+    Busy(#[from] crate::budget::Exhausted),
     #[error(
         "the stream was ended: its session ended (the token was revoked or has expired, or the connection went on with another target or token)"
     )]
@@ -84,10 +87,12 @@ pub enum BodyError {
 /// expired (or the connection went on with another).
 pub type Standing = Box<dyn Fn() -> bool + Send + Sync>;
 
-/// What a stream tells its session (how it ended) and asks of it (whether it may go on).
+/// What a stream tells its session (how it ended) and asks of it (whether it may go on), and
+/// its share of the listener's budget for what it holds.
 pub struct StreamSession {
     pub on_end: OnEnd,
     pub standing: Standing,
+    pub share: Share,
 }
 
 /// How often a stream asks whether its session may go on.
@@ -127,13 +132,15 @@ pub struct Whole {
     pub truncated: bool,
 }
 
-/// Reads a body whole (decoded, at most `limit` bytes of it) within `timeout`, and cleans it.
+/// Reads a body whole (decoded, at most `limit` bytes of it) within `timeout`, and cleans it;
+/// what it holds meanwhile, and the cleaned body until it is sent, counts in `share`.
 pub async fn read_whole(
     mut body: Incoming,
     mut decoder: Decoder,
     masker: &BodyMasker,
     limits: WholeLimits,
     binary: bool,
+    mut share: Share,
 ) -> Result<Whole, BodyError> {
     let WholeLimits { limit, oversize, timeout } = limits;
     // A record's fields are named in text; in an image or an archive a short key's letters may
@@ -141,7 +148,9 @@ pub async fn read_whole(
     let clean = |body: &[u8]| if binary { masker.clean(body) } else { masker.clean_document(body) };
     // Sized for the body the upstream announces (never more than the cap): no copy as it grows.
     let announced = body.size_hint().exact().and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
-    let mut decoded = Vec::with_capacity(announced.min(limit.saturating_add(1)));
+    let capacity = announced.min(limit.saturating_add(1));
+    share.fit(capacity)?;
+    let mut decoded = Vec::with_capacity(capacity);
     // A body sent as it is, in one piece, is kept as it came: not copied unless masked.
     let mut single: Option<Bytes> = None;
     // Whether the body is over the limit.
@@ -150,6 +159,7 @@ pub async fn read_whole(
             let frame = frame.map_err(|e| BodyError::Read(sluice_core::error_chain(&e)))?;
             let Ok(data) = frame.into_data() else { continue };
             if decoder.is_identity() && decoded.is_empty() && single.is_none() && data.len() <= limit {
+                share.fit(capacity.max(data.len()))?;
                 single = Some(data);
                 continue;
             }
@@ -161,6 +171,7 @@ pub async fn read_whole(
                 Err(DecodeError::TooLarge(_)) => return Ok(true),
                 Err(e) => return Err(BodyError::from(e)),
             }
+            share.fit(decoded.capacity())?;
             if decoded.len() > limit {
                 return Ok(true);
             }
@@ -170,11 +181,15 @@ pub async fn read_whole(
             Err(DecodeError::TooLarge(_)) => return Ok(true),
             Err(e) => return Err(BodyError::from(e)),
         }
+        share.fit(decoded.capacity())?;
         Ok(decoded.len() > limit)
     };
     let over = tokio::time::timeout(timeout, read).await.map_err(|_| BodyError::Timeout(timeout))??;
     if let Some(single) = single {
-        let body = clean(&single)?.map_or(single, Bytes::from);
+        let body = match clean(&single)? {
+            Some(clean) => share.hold(clean),
+            None => share.hold(single),
+        };
         return Ok(Whole { body, truncated: false });
     }
     let truncated = over && oversize == Oversize::Truncate;
@@ -193,8 +208,8 @@ pub async fn read_whole(
         decoded.truncate(last_line_end + 1);
     }
     let body = match clean(&decoded)? {
-        Some(clean) => Bytes::from(clean),
-        None => Bytes::from(decoded),
+        Some(clean) => share.hold(clean),
+        None => share.hold(decoded),
     };
     Ok(Whole { body, truncated })
 }
@@ -217,6 +232,8 @@ pub struct Streamed {
     standing: Standing,
     /// Wakes the stream to ask `standing` again, even while the upstream is silent.
     check: Pin<Box<tokio::time::Sleep>>,
+    /// What the stream holds (an event not yet complete, events held for what follows them).
+    share: Share,
 }
 
 impl Streamed {
@@ -229,7 +246,7 @@ impl Streamed {
         joined: Arc<StreamPaths>,
         session: StreamSession,
     ) -> Streamed {
-        let StreamSession { on_end, standing } = session;
+        let StreamSession { on_end, standing, share } = session;
         let events = shape == Shape::Events;
         Streamed {
             upstream,
@@ -242,6 +259,7 @@ impl Streamed {
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             standing,
             check: Box::pin(tokio::time::sleep(STANDING_CHECK)),
+            share,
         }
     }
 
@@ -289,6 +307,8 @@ impl Body for Streamed {
                 // Nothing new: what has waited its time for what follows it leaves now.
                 let Some(deadline) = this.units.continuity.deadline() else { return Poll::Pending };
                 let due = this.units.continuity.release(Instant::now(), false);
+                // Shrinking a share always succeeds.
+                let _ = this.share.fit(this.units.held_bytes());
                 if !due.is_empty() {
                     return this.emit(due);
                 }
@@ -323,6 +343,10 @@ impl Body for Streamed {
                     out
                 }
             };
+            let out = out.and_then(|out| {
+                this.share.fit(this.units.held_bytes())?;
+                Ok(out)
+            });
             match out {
                 Ok(out) if out.is_empty() => {}
                 Ok(out) => return this.emit(out),
@@ -403,6 +427,11 @@ impl Units {
                 self.begun = true;
             }
         }
+    }
+
+    /// The bytes held: an event not yet complete, and events held for what follows them.
+    fn held_bytes(&self) -> usize {
+        self.held.len() + self.continuity.held_bytes()
     }
 
     /// The CR last held had no LF after it: it ends its line alone.

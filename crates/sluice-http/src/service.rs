@@ -5,6 +5,7 @@
 // A refusal (status and answer) is large, and returned only on the cold path of a request.
 #![allow(clippy::result_large_err)]
 
+use crate::budget::Exhausted;
 use crate::charset;
 use crate::decode::Decoder;
 use crate::forward;
@@ -19,7 +20,7 @@ use crate::{HttpListenerConfig, request};
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Version};
@@ -214,6 +215,44 @@ fn bad_request(reason: impl Into<String>, hint: &str) -> Refused {
     (StatusCode::BAD_REQUEST, Answer::new("bad_request", reason, hint))
 }
 
+/// A body sluice cannot hold now: the budget of bytes held at once is taken by other requests.
+fn busy(e: Exhausted) -> Refused {
+    (StatusCode::SERVICE_UNAVAILABLE, Answer::new("busy", e.to_string(), BUSY_HINT))
+}
+
+const BUSY_HINT: &str = "retry in a second or two, when requests in flight have finished";
+
+#[derive(Debug)]
+enum RequestBodyError {
+    TooLarge,
+    Busy(Exhausted),
+    Read(String),
+}
+
+/// Reads a request body whole, up to the cap, each byte counted against the listener's budget
+/// as it comes (an announced length at once, before any is read).
+async fn read_request_body(body: Incoming, config: &HttpListenerConfig) -> Result<Bytes, RequestBodyError> {
+    let max = config.max_request_body;
+    let announced = body.size_hint().exact().and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
+    if announced > max {
+        return Err(RequestBodyError::TooLarge);
+    }
+    let mut share = config.budget.share();
+    share.fit(announced).map_err(RequestBodyError::Busy)?;
+    let mut data = Vec::with_capacity(announced);
+    let mut body = Limited::new(body, max);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
+            Some(_) => RequestBodyError::TooLarge,
+            None => RequestBodyError::Read(e.to_string()),
+        })?;
+        let Ok(chunk) = frame.into_data() else { continue };
+        share.fit(data.len().saturating_add(chunk.len())).map_err(RequestBodyError::Busy)?;
+        data.extend_from_slice(&chunk);
+    }
+    Ok(share.hold(data))
+}
+
 async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Result<Reply, Refused> {
     let started = Instant::now();
     let started_at_us = now_us();
@@ -290,9 +329,9 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     let session_id = Arc::clone(open.session.id());
     drop(open_guard);
     let (mut parts, body) = req.into_parts();
-    let read = tokio::time::timeout(options.timeout, Limited::new(body, conn.config.max_request_body).collect());
+    let read = tokio::time::timeout(options.timeout, read_request_body(body, &conn.config));
     let body = match read.await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Ok(body)) => Ok(body),
         Err(_) => Err((
             StatusCode::REQUEST_TIMEOUT,
             Answer::new(
@@ -301,7 +340,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
                 "send the body at once, or a smaller one",
             ),
         )),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err((
+        Ok(Err(RequestBodyError::TooLarge)) => Err((
             StatusCode::PAYLOAD_TOO_LARGE,
             Answer::new(
                 "body_too_large",
@@ -309,7 +348,10 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
                 "send a smaller body; an operator sets http.max_request_body_bytes",
             ),
         )),
-        Ok(Err(e)) => Err(bad_request(format!("the request body could not be read: {e}"), "send it again")),
+        Ok(Err(RequestBodyError::Busy(e))) => Err(busy(e)),
+        Ok(Err(RequestBodyError::Read(e))) => {
+            Err(bad_request(format!("the request body could not be read: {e}"), "send it again"))
+        }
     };
     let mut open_guard = same_session(conn, &session_id).await?;
     let body = match body {
@@ -437,7 +479,9 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
             ));
         }
     };
-    let mut upstream = Request::new(Full::new(body.clone()));
+    // Moved, not copied: hyper drops it once sent, giving back its share of the budget before
+    // the response is read.
+    let mut upstream = Request::new(Full::new(body));
     *upstream.method_mut() = parts.method.clone();
     *upstream.uri_mut() = uri;
     *upstream.headers_mut() = headers;
@@ -535,7 +579,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
             // Asked without waiting: while another request holds the session, it is not asked.
             Box::new(move || conn.open.try_lock().map_or(true, |open| still_standing(&open, &session_id)))
         };
-        let session = response::StreamSession { on_end, standing };
+        let session = response::StreamSession { on_end, standing, share: conn.config.budget.share() };
         let body = Streamed::new(upstream_body, decoder, shape, masker, limit, joined, session);
         let mut reply = Response::new(http_body_util::Either::Right(body));
         *reply.status_mut() = head.status;
@@ -544,7 +588,8 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     }
     let limits = response::WholeLimits { limit, oversize: conn.config.oversize, timeout: options.timeout };
     let binary = response::is_binary_media(head.headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes));
-    let whole = response::read_whole(upstream_body, decoder, &masker, limits, binary).await;
+    let share = conn.config.budget.share();
+    let whole = response::read_whole(upstream_body, decoder, &masker, limits, binary, share).await;
     let whole = match whole {
         Ok(whole) => whole,
         Err(e) => {
@@ -552,6 +597,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
                 BodyError::Timeout(_) => {
                     (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "try again later, or ask for less")
                 }
+                BodyError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy", BUSY_HINT),
                 BodyError::TooLarge(_) | BodyError::JsonTooLarge(_) => {
                     (StatusCode::BAD_GATEWAY, "upstream_response_refused", "ask for less (paging, filters)")
                 }

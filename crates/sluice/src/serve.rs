@@ -344,6 +344,7 @@ fn http_listener_config(config: &Config, api_url: Option<String>) -> Result<Http
         tls: client_tls(config, http.tls, &http.tls_cert, &http.tls_key)?,
         max_request_body: http.max_request_body_bytes,
         max_response_body: http.max_response_body_bytes,
+        budget: sluice_http::Budget::new(http.max_buffered_bytes),
         oversize: match http.oversize {
             sluice_config::Oversize::Refuse => Oversize::Refuse,
             sluice_config::Oversize::Truncate => Oversize::Truncate,
