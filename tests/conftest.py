@@ -292,19 +292,21 @@ class Sluice:
         """The first ended, recorded session (with its statements) for which predicate(details)
         holds. Recording is asynchronous, so this polls."""
 
-        # An ended session's record is complete, so one that did not match is not read again: a
-        # pass over every session of a long module (a process per session) outlasts the timeout
-        # on a loaded machine, and the deadline is checked only between passes.
-        not_matching = set()
+        # A session seen ended, not matching, for a few seconds is not read again: a pass over
+        # every session of a long module (a process per session) outlasts the timeout on a
+        # loaded machine, and the deadline is checked only between passes. (A few seconds: what
+        # a stream recorded as its connection closed may land just after its session's end.)
+        first_seen_ended = {}
 
         def find():
+            now = time.monotonic()
             for s in self.sessions():
-                if s["ended_at"] is None or s["id"] in not_matching:
+                if s["ended_at"] is None or now - first_seen_ended.get(s["id"], now) > 5:
                     continue
                 details = self.session(s["id"])
                 if predicate(details):
                     return details
-                not_matching.add(s["id"])
+                first_seen_ended.setdefault(s["id"], now)
             return None
 
         return wait_for(find, timeout=timeout, what="a matching recorded session")

@@ -347,3 +347,32 @@ def test_bodies_held_at_once_are_bounded_across_clients(tight):
     assert big.status_code == 200 and len(big.content) > 140_000
     tight.session_with(lambda d: any("max_buffered_bytes" in (a["error_message"] or "") for a in d["statements"]),
                        timeout=30)
+
+
+@pytest.mark.parametrize("mark, method, kw", [
+    ("rename-postgrest", "GET", {"params": {"select": "id,pw:password"}}),
+    ("rename-odata", "GET", {"params": {"$apply": "compute(password as pw)"}}),
+    ("rename-directus", "GET", {"params": {"alias[pw]": "password", "fields": "pw"}}),
+    ("rename-sql-json", "POST", {"json": {"sql": "SELECT Password AS pw FROM users"}}),
+    ("rename-sql-form", "POST", {"data": {"q": "select id, password as pw from users"}}),
+    ("rename-sql-text", "POST", {"content": b"select password as \"pw\" from users",
+                                 "headers": {"Content-Type": "text/plain"}}),
+])
+def test_a_request_renaming_a_sensitive_field_is_refused(api, mark, method, kw):
+    r = send(api, method, "/echo/renamed", mark, **kw)
+    assert r.status_code == 400, r.text
+    answer = r.json()
+    assert answer["error"] == "unreadable" and '"password"' in answer["reason"], answer
+    assert "under its own name" in answer["reason"], answer
+    assert reached(api, mark) == []
+
+
+@pytest.mark.parametrize("mark, method, kw", [
+    ("named-select", "GET", {"params": {"select": "id,password"}}),
+    ("named-prose", "GET", {"params": {"q": "reset the password as soon as possible"}}),
+    ("named-json", "POST", {"json": {"note": "password", "how": "the password as given"}}),
+])
+def test_a_request_naming_a_sensitive_field_without_renaming_it_passes(api, mark, method, kw):
+    r = send(api, method, "/echo/named", mark, **kw)
+    assert r.status_code == 200, r.text
+    assert len(reached(api, mark)) == 1

@@ -13,6 +13,7 @@ mod framing;
 mod graphql;
 mod mask;
 mod oauth;
+mod rename;
 mod reply;
 mod request;
 mod response;

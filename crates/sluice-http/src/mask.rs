@@ -21,6 +21,9 @@ pub struct Sensitive {
     /// The names of the keys and of the fields pointers end at, lower case, each with its finder:
     /// what a body that is not JSON is searched for.
     names: Vec<(String, memchr::memmem::Finder<'static>)>,
+    /// Every name a renaming could hide: the keys and every named token of the pointers, lower
+    /// case.
+    fields: Vec<String>,
 }
 
 impl Sensitive {
@@ -32,9 +35,17 @@ impl Sensitive {
             let named = pointer.iter().rev().find(|t| *t != "*" && t.parse::<usize>().is_err());
             names.extend(named.map(|t| t.to_ascii_lowercase()));
         }
-        names.sort();
-        names.dedup();
-        names.retain(|n| !n.is_empty());
+        let mut fields: Vec<String> = keys.clone();
+        for token in pointers.iter().flatten() {
+            if token != "*" && token.parse::<usize>().is_err() {
+                fields.push(token.to_ascii_lowercase());
+            }
+        }
+        for list in [&mut names, &mut fields] {
+            list.sort();
+            list.dedup();
+            list.retain(|n| !n.is_empty());
+        }
         let names = names
             .into_iter()
             .map(|n| {
@@ -42,7 +53,7 @@ impl Sensitive {
                 (n, finder)
             })
             .collect();
-        Sensitive { keys, pointers, finders, names }
+        Sensitive { keys, pointers, finders, names, fields }
     }
 
     /// The first sensitive field named in a body that is not JSON (XML, CSV, HTML, JSONP …),
@@ -103,9 +114,12 @@ impl Sensitive {
     /// Whether a field of this name is marked sensitive, or lies on the way to one (a token of a
     /// pointer): renamed in a response (a GraphQL alias), its value would not be found.
     pub fn names_field(&self, field: &str) -> bool {
-        let field = field.to_ascii_lowercase();
-        self.keys.contains(&field)
-            || (field != "*" && self.pointers.iter().flatten().any(|token| token.eq_ignore_ascii_case(&field)))
+        self.fields.binary_search(&field.to_ascii_lowercase()).is_ok()
+    }
+
+    /// The names `names_field` holds, lower case.
+    pub fn field_names(&self) -> &[String] {
+        &self.fields
     }
 
     /// Whether a body may hold a value under a sensitive key or pointer, so that it must be

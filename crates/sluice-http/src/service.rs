@@ -375,6 +375,14 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         read = Err(format!(
             "the document gives {field}, a field masked by its name (or on the way to one), another name with an alias, so its value would not be masked in the response; ask for it without an alias"
         ));
+    } else if read.is_ok()
+        // A GraphQL document's aliases were read exactly, above.
+        && action.body.graphql.is_none()
+        && let Some(field) = crate::rename::renamed_field(&options.sensitive, &action, &body)
+    {
+        read = Err(format!(
+            "the request asks for {field:?}, a field masked by its name (or on the way to one), under another name (alias:{field}, {field} as alias, alias[…]={field}), so its value would not be masked in the response; ask for it under its own name"
+        ));
     }
     if let Err(why) = read {
         let answer = Answer::new(
