@@ -222,6 +222,31 @@ const CREDENTIAL_KEYWORDS: &[&[u8]] = &[
     b"private_key",
 ];
 
+/// The credentials assigned at separators `seps` (in order; a superset of those that hold one).
+fn credentials_at(hay: &[u8], seps: impl Iterator<Item = usize>, detector: usize, out: &mut Vec<Finding>) {
+    let mut pos = 0;
+    for sep in seps {
+        if sep < pos {
+            continue;
+        }
+        let found = if hay[sep..].starts_with(b"://") {
+            url_password(hay, sep + 3)
+        } else if names_credential(hay, sep) {
+            assigned_value(hay, sep)
+        } else {
+            None
+        };
+        if let Some((start, end)) = found {
+            out.push(Finding { detector, start, end });
+            pos = end;
+        }
+    }
+}
+
+/// Values at least this long are searched for the credential keywords first; shorter ones are
+/// read at every separator (the search's start costs more than reading a few names).
+const KEYWORD_SEARCH_FROM: usize = 512;
+
 /// The longest name before a separator that is read for a keyword.
 const MAX_CREDENTIAL_NAME: usize = 64;
 
@@ -250,6 +275,9 @@ pub struct Scanner {
     /// Key prefixes (`AKIA`, `ghp_`, `-----BEGIN `…); pattern `i` starts built-in `anchor_kinds[i]`.
     anchors: Option<AhoCorasick>,
     anchor_kinds: Vec<Builtin>,
+    /// The credential keywords (lower case): where a name may be assigned a credential.
+    keywords: AhoCorasick,
+    scheme_end: memchr::memmem::Finder<'static>,
     /// Which single bytes start a number or an email address, for the word-at-a-time pass.
     triggers: Triggers,
     token_regexes: Vec<(Builtin, Regex)>,
@@ -312,6 +340,10 @@ impl Scanner {
                 .build(&literals)
                 .expect("built-in anchors compile")
         });
+        let keywords = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostFirst)
+            .build(CREDENTIAL_KEYWORDS)
+            .expect("credential keywords compile");
         let numbers = [Builtin::CreditCard, Builtin::Ssn, Builtin::Phone, Builtin::Iban].into_iter().any(on);
         let triggers =
             Triggers { digits: if numbers { HIGH } else { 0 }, at: if on(Builtin::Email) { HIGH } else { 0 } };
@@ -328,6 +360,8 @@ impl Scanner {
             builtin,
             anchors,
             anchor_kinds,
+            keywords,
+            scheme_end: memchr::memmem::Finder::new(b"://").into_owned(),
             triggers,
             token_regexes,
             custom,
@@ -417,27 +451,43 @@ impl Scanner {
         end
     }
 
-    /// Values assigned to a credential's name, and passwords in URLs. Found from the separators
-    /// (`=`, `:`), which most values have few of, by reading the name just before each.
+    /// Values assigned to a credential's name, and passwords in URLs: read at the separators
+    /// (`=`, `:`) that may end a name holding a keyword, and at each `://`.
     fn credentials(&self, hay: &[u8], out: &mut Vec<Finding>) {
         let Some(detector) = self.id(Builtin::Credential) else { return };
-        let mut pos = 0;
-        for sep in memchr::memchr2_iter(b'=', b':', hay) {
-            if sep < pos {
-                continue;
+        // A short value is read at every separator; a long one (JSON, configuration: a
+        // separator every few bytes, keywords seldom) only where a keyword's name ends.
+        if hay.len() < KEYWORD_SEARCH_FROM {
+            credentials_at(hay, memchr::memchr2_iter(b'=', b':', hay), detector, out);
+        } else {
+            credentials_at(hay, self.keyword_separators(hay).into_iter(), detector, out);
+        }
+    }
+
+    /// In order, each `://` and each separator a name holding a keyword ends at (past a closing
+    /// quote and blanks, as `names_credential` reads back): every separator `names_credential`
+    /// may accept, found with one search for the keywords.
+    fn keyword_separators(&self, hay: &[u8]) -> Vec<usize> {
+        let mut seps: Vec<usize> = self.scheme_end.find_iter(hay).collect();
+        // Searched in a lower-case copy: a search that ignores case is several times slower.
+        let lower = hay.to_ascii_lowercase();
+        let mut at = 0;
+        while let Some(m) = self.keywords.find(aho_corasick::Input::new(&lower).span(at..hay.len())) {
+            // Every place a keyword starts (one may begin inside another).
+            at = m.start() + 1;
+            let name_end = m.end() + hay[m.end()..].iter().take_while(|&&c| NAME[c as usize]).count();
+            let mut i = name_end;
+            if matches!(hay.get(i), Some(b'"' | b'\'')) {
+                i += 1;
             }
-            let found = if hay[sep..].starts_with(b"://") {
-                url_password(hay, sep + 3)
-            } else if names_credential(hay, sep) {
-                assigned_value(hay, sep)
-            } else {
-                None
-            };
-            if let Some((start, end)) = found {
-                out.push(Finding { detector, start, end });
-                pos = end;
+            i += hay[i..].iter().take(3).take_while(|&&c| matches!(c, b' ' | b'\t')).count();
+            if matches!(hay.get(i), Some(b'=' | b':')) && seps.last() != Some(&i) {
+                seps.push(i);
             }
         }
+        seps.sort_unstable();
+        seps.dedup();
+        seps
     }
 
     /// `local@domain.tld` around an `@`.
@@ -1082,6 +1132,54 @@ mod tests {
         let hook = "hooks.slack.com/workflows/T01234567/A0123456789/123456789012345678/abcdefghij";
         one(&format!("https://{hook}"), "slack-token", hook);
         one("sk_prod_0123456789abc", "stripe-key", "sk_prod_0123456789abc");
+    }
+
+    /// The separators a long text is read at are found from its keywords: what is found there
+    /// is what reading every separator finds.
+    #[test]
+    fn keyword_separators_find_what_every_separator_finds() {
+        let s = all();
+        let detector = s.id(Builtin::Credential).unwrap();
+        let pieces = [
+            "password=Tr0ub4dor&3x",
+            "DB_PASSWORD = 'hK9#mQ2$vL7p'",
+            "Secret:\t9f8e7d6c5b4a3210ffee",
+            r#"{"api_key": "Zx81-Qw7e-Rt6y-Ui5o", "id": 7, "status": "ok"}"#,
+            "export AUTH_TOKEN=\"dGhpcyBpcyBhIHRva2Vu\"",
+            "client_secret => 'a1B2c3D4e5F6g7H8'",
+            "spring.datasource.password:=Sup3rS3cret!",
+            "db at postgres://app:s3cr3t-pw@db:5432/shop",
+            "X-Api-Key: Zx81Qw7eRt6yUi5o",
+            "pwd    =Zx81Qw7eRt6y",
+            "'token'   : 'Zx81Qw7eRt6yAb'",
+            "my-access.KEY-name: Zx81Qw7eRt6yAb",
+            "PassPhraseToken==Zx81Qw7eRt6y",
+            "passwordpassword: Zx81Qw7eRt6yCd",
+            "token",
+            ": = :: ==",
+            "note: the password is rotated weekly; secret santa: Dec 20",
+        ];
+        let long_name = format!("{}PassPhrase: Zx81Qw7eRt6y {}token: Zx81Qw7eRt6y", "a".repeat(54), "b".repeat(70));
+        let mut texts = vec![long_name];
+        for (i, _) in pieces.iter().enumerate() {
+            // Each piece among the others, in turn first, so every one meets every neighbour.
+            let mut text = String::new();
+            while text.len() < KEYWORD_SEARCH_FROM * 2 {
+                for piece in pieces.iter().cycle().skip(i).take(pieces.len()) {
+                    text.push_str(piece);
+                    text.push_str(if text.len().is_multiple_of(3) { "\n" } else { " " });
+                }
+            }
+            texts.push(text);
+        }
+        for text in texts {
+            let hay = text.as_bytes();
+            let (mut every, mut by_keyword) = (Vec::new(), Vec::new());
+            credentials_at(hay, memchr::memchr2_iter(b'=', b':', hay), detector, &mut every);
+            credentials_at(hay, s.keyword_separators(hay).into_iter(), detector, &mut by_keyword);
+            assert!(!every.is_empty());
+            assert_eq!(every, by_keyword, "{text}");
+        }
     }
 
     #[test]
