@@ -314,7 +314,6 @@ pub fn with_event_data(event: &[u8], data: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forward::OnWire;
     use crate::mask::Sensitive;
     use sluice_core::Identity;
     use sluice_mask::{MaskingSpec, TokenKey};
@@ -324,7 +323,7 @@ mod tests {
         let masking = Arc::new(sluice_mask::compile(&MaskingSpec::default(), TokenKey::new([5; 32])).unwrap());
         let session =
             masking.for_session(&Identity { name: "a".into(), groups: vec![], credential_id: "t".into() }, "c");
-        BodyMasker::new(Some(session), Arc::new(Sensitive::default()), OnWire::default())
+        BodyMasker::new(Some(session), Arc::new(Sensitive::default()), Arc::default())
     }
 
     fn paths(pointers: &[&str]) -> Arc<StreamPaths> {

@@ -7,8 +7,10 @@ use crate::target::{HttpTarget, Presentation};
 use base64::Engine;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use sha2::{Digest, Sha256};
 use sluice_core::Secret;
 use sluice_core::http::HttpAction;
+use std::sync::Arc;
 
 /// Characters escaped in a path segment: everything but unreserved characters and sub-delims
 /// that mean nothing to a router (`!$'()*+,:@=&`).
@@ -132,16 +134,16 @@ pub async fn present(
     target: &HttpTarget,
     credential: Option<&Secret>,
     headers: &mut HeaderMap,
-) -> Result<OnWire, String> {
+) -> Result<Arc<OnWire>, String> {
     let Some(secret) = credential else {
         return match target.presentation {
-            Presentation::None => Ok(OnWire::default()),
+            Presentation::None => Ok(Arc::default()),
             _ => Err("the connection holds no credential".into()),
         };
     };
     let mut sent = vec![secret.expose().to_string()];
     let (name, text) = match &target.presentation {
-        Presentation::None => return Ok(OnWire::default()),
+        Presentation::None => return Ok(Arc::default()),
         Presentation::Bearer => (header::AUTHORIZATION, format!("Bearer {}", secret.expose())),
         Presentation::Basic { username } => {
             let pair = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", secret.expose()));
@@ -158,7 +160,31 @@ pub async fn present(
     let mut value = HeaderValue::from_str(&text).map_err(|_| "the held credential is not a valid header value")?;
     value.set_sensitive(true);
     headers.insert(name, value);
-    Ok(OnWire::new(sent, text))
+    Ok(target.on_wire.get(sent, text))
+}
+
+/// The last `OnWire` a target built, by the digest of the pieces it was built from: building
+/// one (the spellings, their finders) costs more than the rest of a small request's checks.
+#[derive(Default)]
+pub struct OnWireCache(parking_lot::Mutex<Option<([u8; 32], Arc<OnWire>)>>);
+
+impl OnWireCache {
+    fn get(&self, secrets: Vec<String>, header_value: String) -> Arc<OnWire> {
+        let mut digest = Sha256::new();
+        for piece in secrets.iter().chain([&header_value]) {
+            digest.update((piece.len() as u64).to_le_bytes());
+            digest.update(piece.as_bytes());
+        }
+        let key: [u8; 32] = digest.finalize().into();
+        if let Some((cached, on_wire)) = &*self.0.lock()
+            && *cached == key
+        {
+            return Arc::clone(on_wire);
+        }
+        let on_wire = Arc::new(OnWire::new(secrets, header_value));
+        *self.0.lock() = Some((key, Arc::clone(&on_wire)));
+        on_wire
+    }
 }
 
 /// What of the held credential went upstream (the secret, the header value that carried it, an

@@ -140,11 +140,11 @@ impl Sensitive {
 pub struct BodyMasker {
     masking: Option<SessionMasking>,
     sensitive: Arc<Sensitive>,
-    on_wire: OnWire,
+    on_wire: Arc<OnWire>,
 }
 
 impl BodyMasker {
-    pub fn new(masking: Option<SessionMasking>, sensitive: Arc<Sensitive>, on_wire: OnWire) -> BodyMasker {
+    pub fn new(masking: Option<SessionMasking>, sensitive: Arc<Sensitive>, on_wire: Arc<OnWire>) -> BodyMasker {
         BodyMasker { masking, sensitive, on_wire }
     }
 
@@ -658,7 +658,7 @@ mod tests {
             let masking = Arc::new(sluice_mask::compile(&MaskingSpec::default(), TokenKey::new([5; 32])).unwrap());
             masking.for_session(&Identity { name: "a".into(), groups: vec![], credential_id: "t".into() }, "c")
         });
-        BodyMasker::new(masking, Arc::new(sensitive), OnWire::default())
+        BodyMasker::new(masking, Arc::new(sensitive), Arc::default())
     }
 
     fn clean(masker: &BodyMasker, body: &str) -> Option<String> {

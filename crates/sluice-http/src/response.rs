@@ -540,13 +540,12 @@ fn clean_event(event: &[u8], masker: &BodyMasker, out: &mut Vec<u8>) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forward::OnWire;
     use crate::mask::Sensitive;
     use std::sync::Arc;
 
     fn masker() -> BodyMasker {
         let sensitive = Sensitive::new(vec!["token".into()], Vec::new());
-        BodyMasker::new(None, Arc::new(sensitive), OnWire::default())
+        BodyMasker::new(None, Arc::new(sensitive), Arc::default())
     }
 
     fn run(events: bool, pieces: &[&[u8]], limit: usize) -> Result<String, BodyError> {

@@ -9,7 +9,6 @@ use crate::budget::Exhausted;
 use crate::charset;
 use crate::decode::Decoder;
 use crate::forward;
-use crate::forward::OnWire;
 use crate::framing::{HeadVerdict, MAX_HEAD, Verdicts, Watched};
 use crate::mask::{BodyMasker, Sensitive, Unreadable};
 use crate::reply::Answer;
@@ -977,7 +976,7 @@ impl Exchange {
         request: &[u8],
     ) {
         let Some(limits) = log.result_excerpt() else { return };
-        let masker = BodyMasker::new(masking, Arc::clone(sensitive), OnWire::default());
+        let masker = BodyMasker::new(masking, Arc::clone(sensitive), Arc::default());
         let form = sensitive.mask_form(request);
         let request = form.as_deref().unwrap_or(request);
         let request = match masker.clean(request) {

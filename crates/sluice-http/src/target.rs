@@ -210,6 +210,9 @@ pub struct HttpTarget {
     pub sensitive: Arc<Sensitive>,
     /// The pointers whose strings a stream's events continue (`stream_text`).
     pub stream_text: Arc<StreamPaths>,
+    /// What of the credential last went on the wire, by the digest of what it was built from:
+    /// the same for every request until the credential (or an OAuth 2 token) changes.
+    pub(crate) on_wire: crate::forward::OnWireCache,
 }
 
 impl std::fmt::Debug for HttpTarget {
@@ -261,6 +264,7 @@ impl HttpTarget {
             graphql_paths: options.graphql_paths.clone(),
             sensitive: Arc::new(Sensitive::new(options.sensitive_keys.clone(), tokens(&options.sensitive_pointers))),
             stream_text: Arc::new(tokens(&options.stream_text)),
+            on_wire: Default::default(),
         })
     }
 }
