@@ -4,7 +4,7 @@
 //! arrive, without holding the whole body. Nothing leaves uncleaned: a body over the cap is
 //! refused (or, where the operator chose so, cut), an event over it ends the stream.
 
-use crate::budget::Share;
+use crate::budget::{Budget, Share};
 use crate::continuity::{Continuity, StreamPaths, event_data, line_ending, with_event_data};
 use crate::decode::{DecodeError, Decoder};
 use crate::mask::BodyMasker;
@@ -88,11 +88,11 @@ pub enum BodyError {
 pub type Standing = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// What a stream tells its session (how it ended) and asks of it (whether it may go on), and
-/// its share of the listener's budget for what it holds.
+/// the listener's budget for what it holds.
 pub struct StreamSession {
     pub on_end: OnEnd,
     pub standing: Standing,
-    pub share: Share,
+    pub budget: Budget,
 }
 
 /// How often a stream asks whether its session may go on.
@@ -234,6 +234,8 @@ pub struct Streamed {
     check: Pin<Box<tokio::time::Sleep>>,
     /// What the stream holds (an event not yet complete, events held for what follows them).
     share: Share,
+    /// Where each piece passed on takes its share from.
+    budget: Budget,
 }
 
 impl Streamed {
@@ -246,7 +248,7 @@ impl Streamed {
         joined: Arc<StreamPaths>,
         session: StreamSession,
     ) -> Streamed {
-        let StreamSession { on_end, standing, share } = session;
+        let StreamSession { on_end, standing, budget } = session;
         let events = shape == Shape::Events;
         Streamed {
             upstream,
@@ -259,7 +261,8 @@ impl Streamed {
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             standing,
             check: Box::pin(tokio::time::sleep(STANDING_CHECK)),
-            share,
+            share: budget.share(),
+            budget,
         }
     }
 
@@ -286,9 +289,17 @@ impl Streamed {
         Poll::Ready(Some(Err(error)))
     }
 
+    /// Passes `out` on, holding its share of the budget until hyper has written it (a client
+    /// that reads slowly keeps what waits for it counted).
     fn emit(&mut self, out: Vec<u8>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        // What leaves is no longer held by the stream (shrinking always succeeds).
+        let _ = self.share.fit(self.units.held_bytes());
+        let mut share = self.budget.share();
+        if let Err(e) = share.fit(out.len()) {
+            return self.fail(e.into());
+        }
         self.sent += out.len();
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
+        Poll::Ready(Some(Ok(Frame::data(share.hold(out)))))
     }
 }
 
@@ -335,10 +346,15 @@ impl Body for Streamed {
                         Ok(out)
                     });
                     if let Ok(last) = out {
+                        let _ = this.share.fit(0);
+                        let mut share = this.budget.share();
+                        if let Err(e) = share.fit(last.len()) {
+                            return this.fail(e.into());
+                        }
                         // Recorded with the last piece counted, before it goes.
                         this.sent += last.len();
                         this.end(None);
-                        return Poll::Ready((!last.is_empty()).then(|| Ok(Frame::data(Bytes::from(last)))));
+                        return Poll::Ready((!last.is_empty()).then(|| Ok(Frame::data(share.hold(last)))));
                     }
                     out
                 }

@@ -229,7 +229,7 @@ enum RequestBodyError {
 }
 
 /// Reads a request body whole, up to the cap, each byte counted against the listener's budget
-/// as it comes (an announced length at once, before any is read).
+/// as it comes (not as announced: a client announcing much and sending nothing holds nothing).
 async fn read_request_body(body: Incoming, config: &HttpListenerConfig) -> Result<Bytes, RequestBodyError> {
     let max = config.max_request_body;
     let announced = body.size_hint().exact().and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
@@ -237,8 +237,7 @@ async fn read_request_body(body: Incoming, config: &HttpListenerConfig) -> Resul
         return Err(RequestBodyError::TooLarge);
     }
     let mut share = config.budget.share();
-    share.fit(announced).map_err(RequestBodyError::Busy)?;
-    let mut data = Vec::with_capacity(announced);
+    let mut data = Vec::new();
     let mut body = Limited::new(body, max);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
@@ -246,7 +245,9 @@ async fn read_request_body(body: Incoming, config: &HttpListenerConfig) -> Resul
             None => RequestBodyError::Read(e.to_string()),
         })?;
         let Ok(chunk) = frame.into_data() else { continue };
-        share.fit(data.len().saturating_add(chunk.len())).map_err(RequestBodyError::Busy)?;
+        // What is held is the buffer, which grows by doubling.
+        data.reserve(chunk.len());
+        share.fit(data.capacity()).map_err(RequestBodyError::Busy)?;
         data.extend_from_slice(&chunk);
     }
     Ok(share.hold(data))
@@ -380,7 +381,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         && let Some(field) = crate::rename::renamed_field(&options.sensitive, &action, &body)
     {
         read = Err(format!(
-            "the request asks for {field:?}, a field masked by its name (or on the way to one), under another name (alias:{field}, {field} as alias, alias[…]={field}), so its value would not be masked in the response; ask for it under its own name"
+            "the request names {field:?}, a field masked by its name (or on the way to one), where a selection could return it under another name (in the query string, or in SQL, other than as a bare item of a list: `alias:{field}`, `{field} as alias`, `f({field})`, `{field}.max()`; or as an alias's or a `$` path's target), so its value might not be masked in the response; ask for it under its own name (`select=id,{field}`), or leave it out"
         ));
     }
     if let Err(why) = read {
@@ -456,6 +457,10 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
             return Err((StatusCode::FORBIDDEN, answer));
         }
     }
+    // Decided: the body read as JSON or a form (many times its bytes, counted nowhere) is let
+    // go before the upstream is waited for.
+    action.body.json = None;
+    action.body.form = Vec::new();
     let credential = open.grant.credential.clone();
     let masking = open.grant.obligations.masking.clone();
     let log = open.log.clone();
@@ -586,7 +591,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
             // Asked without waiting: while another request holds the session, it is not asked.
             Box::new(move || conn.open.try_lock().map_or(true, |open| still_standing(&open, &session_id)))
         };
-        let session = response::StreamSession { on_end, standing, share: conn.config.budget.share() };
+        let session = response::StreamSession { on_end, standing, budget: conn.config.budget.clone() };
         let body = Streamed::new(upstream_body, decoder, shape, masker, limit, joined, session);
         let mut reply = Response::new(http_body_util::Either::Right(body));
         *reply.status_mut() = head.status;
