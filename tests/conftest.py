@@ -292,21 +292,20 @@ class Sluice:
         """The first ended, recorded session (with its statements) for which predicate(details)
         holds. Recording is asynchronous, so this polls."""
 
-        # A session seen ended, not matching, for a few seconds is not read again: a pass over
-        # every session of a long module (a process per session) outlasts the timeout on a
-        # loaded machine, and the deadline is checked only between passes. (A few seconds: what
-        # a stream recorded as its connection closed may land just after its session's end.)
-        first_seen_ended = {}
+        # A session read once is read again only when its statement count has changed: a pass
+        # over every session of a long module (a process per session) would outlast the timeout
+        # on a loaded machine, and what a stream records as its connection closes may land just
+        # after its session's end.
+        read_with = {}
 
         def find():
-            now = time.monotonic()
             for s in self.sessions():
-                if s["ended_at"] is None or now - first_seen_ended.get(s["id"], now) > 5:
+                if s["ended_at"] is None or read_with.get(s["id"]) == s["statements"]:
                     continue
                 details = self.session(s["id"])
                 if predicate(details):
                     return details
-                first_seen_ended.setdefault(s["id"], now)
+                read_with[s["id"]] = s["statements"]
             return None
 
         return wait_for(find, timeout=timeout, what="a matching recorded session")
