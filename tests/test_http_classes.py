@@ -349,40 +349,36 @@ def test_bodies_held_at_once_are_bounded_across_clients(tight):
                        timeout=30)
 
 
-@pytest.mark.parametrize("mark, method, kw", [
-    ("rename-postgrest", "GET", {"params": {"select": "id,pw:password"}}),
-    ("rename-postgrest-arrow", "GET", {"params": {"select": "id,x:data->>password"}}),
-    ("rename-postgrest-aggregate", "GET", {"params": {"select": "password.max()"}}),
-    ("rename-odata", "GET", {"params": {"$apply": "compute(tolower(password) as pw)"}}),
-    ("rename-directus", "GET", {"params": {"alias[pw]": "password", "fields": "pw"}}),
-    ("rename-in-a-name", "GET", {"params": {"select password as pw from users": ""}}),
-    ("rename-sql-json", "POST", {"json": {"sql": "SELECT Password AS pw FROM users"}}),
-    ("rename-sql-no-as", "POST", {"content": b"select password pw from users"}),
-    ("rename-sql-form", "POST", {"content": b"select upper(password) as pw from users",
-                                 "headers": {"Content-Type": "application/x-www-form-urlencoded"}}),
-    ("rename-sql-text", "POST", {"content": b"select password/**/as \"pw\" from users",
-                                 "headers": {"Content-Type": "text/plain"}}),
-    ("rename-mongo", "POST", {"json": {"pipeline": [{"$project": {"pw": "$password"}}]}}),
-    ("rename-alias-map", "POST", {"json": {"query": {"alias": {"pw": "password"}}}}),
+@pytest.mark.parametrize("mark, params", [
+    ("rename-postgrest", {"select": "id,pw:password"}),
+    ("rename-postgrest-arrow", {"select": "id,x:data->>password"}),
+    ("rename-postgrest-aggregate", {"select": "password.max()"}),
+    ("rename-odata", {"$apply": "compute(tolower(password) as pw)"}),
+    ("rename-directus", {"alias[pw]": "password", "fields": "pw"}),
+    ("rename-in-a-name", {"select password as pw from users": ""}),
+    ("rename-double-escaped", {"select": "id,pw:%70assword"}),
+    ("rename-other-word", {"select": "id,password pw"}),
 ])
-def test_a_request_that_may_rename_a_sensitive_field_is_refused(api, mark, method, kw):
-    r = send(api, method, "/echo/renamed", mark, **kw)
+def test_a_query_string_that_may_rename_a_sensitive_field_is_refused(api, mark, params):
+    r = send(api, "GET", "/echo/renamed", mark, params=params)
     assert r.status_code == 400, r.text
     answer = r.json()
     assert answer["error"] == "unreadable" and '"password"' in answer["reason"], answer
-    assert "under its own name" in answer["hint"] + answer["reason"], answer
+    assert "under its own name" in answer["reason"], answer
     assert reached(api, mark) == []
 
 
 @pytest.mark.parametrize("mark, method, kw", [
     ("named-select", "GET", {"params": {"select": "id,password", "password": "not.is.null"}}),
-    ("named-embedded", "GET", {"params": {"select": "id,profile(email,password)"}}),
-    ("named-sql", "POST", {"json": {"sql": "select id, u.password from users u"}}),
+    ("named-embedded", "GET", {"params": {"select": "id,profile(email,password)", "order": "password.desc"}}),
+    ("named-filters", "GET", {"params": {"or": "(password.is.null,id.eq.1)", "sort": "-password",
+                                         "filter[password]": "x", "next": "/account/password"}}),
+    ("named-odata", "GET", {"params": {"$expand": "Profile($select=Password)", "$select": "Profile/Password"}}),
     ("named-prose", "POST", {"json": {"note": "password", "how": "keep the password as is, thanks",
                                       "field": "input type: password"}}),
     ("named-form-prose", "POST", {"data": {"comment": "I reset the password as admin; done"}}),
 ])
-def test_a_request_naming_a_sensitive_field_under_its_own_name_passes(api, mark, method, kw):
+def test_a_request_naming_a_sensitive_field_where_it_keeps_its_name_passes(api, mark, method, kw):
     r = send(api, method, "/echo/named", mark, **kw)
     assert r.status_code == 200, r.text
     assert len(reached(api, mark)) == 1

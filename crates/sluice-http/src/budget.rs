@@ -70,6 +70,14 @@ impl Share {
         Ok(())
     }
 
+    /// Up to `bytes` of this share moved to a new one, without giving them back in between (so
+    /// that no other body can take them meanwhile).
+    pub fn split(&mut self, bytes: usize) -> Share {
+        let moved = bytes.min(self.held);
+        self.held -= moved;
+        Share { budget: self.budget.clone(), held: moved }
+    }
+
     /// `data` as `Bytes` that hold this share (fitted to its length) until the last of them is
     /// dropped: a body keeps its place in the budget until hyper has sent it.
     pub fn hold<T: AsRef<[u8]> + Send + 'static>(mut self, data: T) -> Bytes {
@@ -116,6 +124,11 @@ mod tests {
         assert_eq!(budget.used(), 100);
         drop(a);
         assert_eq!(budget.used(), 90);
+        let mut part = b.split(30);
+        assert_eq!((part.held, b.held), (30, 60));
+        assert_eq!(budget.used(), 90, "a split moves bytes, it takes and gives back none");
+        part.fit(0).unwrap();
+        assert_eq!(budget.used(), 60);
         let bytes = b.hold(vec![7; 5]);
         assert_eq!(budget.used(), 5, "held bytes keep only their length");
         let copy = bytes.clone();

@@ -232,10 +232,9 @@ pub struct Streamed {
     standing: Standing,
     /// Wakes the stream to ask `standing` again, even while the upstream is silent.
     check: Pin<Box<tokio::time::Sleep>>,
-    /// What the stream holds (an event not yet complete, events held for what follows them).
+    /// What the stream holds (an event not yet complete, events held for what follows them);
+    /// each piece passed on takes its part.
     share: Share,
-    /// Where each piece passed on takes its share from.
-    budget: Budget,
 }
 
 impl Streamed {
@@ -262,7 +261,6 @@ impl Streamed {
             standing,
             check: Box::pin(tokio::time::sleep(STANDING_CHECK)),
             share: budget.share(),
-            budget,
         }
     }
 
@@ -292,12 +290,13 @@ impl Streamed {
     /// Passes `out` on, holding its share of the budget until hyper has written it (a client
     /// that reads slowly keeps what waits for it counted).
     fn emit(&mut self, out: Vec<u8>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        // What leaves is no longer held by the stream (shrinking always succeeds).
-        let _ = self.share.fit(self.units.held_bytes());
-        let mut share = self.budget.share();
+        // What leaves takes its bytes from what the stream held (it was held there), so they
+        // are never given back and taken again; only what masking added is asked for.
+        let mut share = self.share.split(out.len());
         if let Err(e) = share.fit(out.len()) {
             return self.fail(e.into());
         }
+        let _ = self.share.fit(self.units.held_bytes());
         self.sent += out.len();
         Poll::Ready(Some(Ok(Frame::data(share.hold(out)))))
     }
@@ -346,8 +345,8 @@ impl Body for Streamed {
                         Ok(out)
                     });
                     if let Ok(last) = out {
+                        let mut share = this.share.split(last.len());
                         let _ = this.share.fit(0);
-                        let mut share = this.budget.share();
                         if let Err(e) = share.fit(last.len()) {
                             return this.fail(e.into());
                         }

@@ -245,8 +245,13 @@ async fn read_request_body(body: Incoming, config: &HttpListenerConfig) -> Resul
             None => RequestBodyError::Read(e.to_string()),
         })?;
         let Ok(chunk) = frame.into_data() else { continue };
-        // What is held is the buffer, which grows by doubling.
-        data.reserve(chunk.len());
+        // What is held is the buffer: sized to the announced length once bytes come (a client
+        // announcing much and sending nothing holds nothing), else grown by doubling.
+        if data.is_empty() && announced >= chunk.len() {
+            data.reserve_exact(announced);
+        } else {
+            data.reserve(chunk.len());
+        }
         share.fit(data.capacity()).map_err(RequestBodyError::Busy)?;
         data.extend_from_slice(&chunk);
     }
@@ -376,12 +381,10 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
             "the document gives {field}, a field masked by its name (or on the way to one), another name with an alias, so its value would not be masked in the response; ask for it without an alias"
         ));
     } else if read.is_ok()
-        // A GraphQL document's aliases were read exactly, above.
-        && action.body.graphql.is_none()
-        && let Some(field) = crate::rename::renamed_field(&options.sensitive, &action, &body)
+        && let Some(field) = crate::rename::renamed_field(&options.sensitive, &action)
     {
         read = Err(format!(
-            "the request names {field:?}, a field masked by its name (or on the way to one), where a selection could return it under another name (in the query string, or in SQL, other than as a bare item of a list: `alias:{field}`, `{field} as alias`, `f({field})`, `{field}.max()`; or as an alias's or a `$` path's target), so its value might not be masked in the response; ask for it under its own name (`select=id,{field}`), or leave it out"
+            "the query string names {field:?}, a field masked by its name (or on the way to one), where the response could carry it under another name (`alias:{field}`, `{field} as alias`, `f({field})`, `{field}.max()`, `alias[…]={field}`, or next to any other word), so its value might not be masked; ask for it under its own name (`select=id,{field}`), or leave it out"
         ));
     }
     if let Err(why) = read {
