@@ -89,6 +89,12 @@ def api(pg, upstream):
                                                                   "max_response_body_bytes": 65536}},
                 env={"BILLING_TOKEN": "upstream-secret", "WRONG_TOKEN": "not-the-upstream-secret",
                      "ODD_TOKEN": ODD_TOKEN})
+    yield from serving(gw)
+
+
+def serving(gw):
+    """Starts a gateway for a module's fixture (its HTTP base URL and an agent token set), yields
+    it, and stops it: it must stop cleanly, without a panic."""
     gw.start()
     gw.base = f"http://127.0.0.1:{gw.http_port}"
     gw.agent_token = gw.token()

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import requests
 
-from test_http import ODD_TOKEN, api, bearer, curl, read_until, upstream  # noqa: F401 (fixtures)
+from test_http import ODD_TOKEN, api, bearer, curl, read_until, serving, upstream  # noqa: F401 (fixtures)
 from conftest import Sluice, wait_for
 
 
@@ -158,12 +158,7 @@ def brisk(pg, upstream):
     gw = Sluice(pg, settings={"connections": {"billing": billing},
                               "http": {"listen": "127.0.0.1:0", "header_timeout_secs": 2}},
                 env={"BILLING_TOKEN": "upstream-secret"})
-    gw.start()
-    gw.base = f"http://127.0.0.1:{gw.http_port}"
-    yield gw
-    code = gw.stop()
-    assert "panicked" not in gw.log(), gw.log()
-    assert code == 0, gw.log()[-3000:]
+    yield from serving(gw)
 
 
 def seconds_until_closed(sock, limit, request=None):
@@ -302,13 +297,7 @@ def tight(pg, upstream):
                               "http": {"listen": "127.0.0.1:0", "max_buffered_bytes": 262144,
                                        "max_request_body_bytes": 204800, "max_response_body_bytes": 204800}},
                 env={"BILLING_TOKEN": "upstream-secret"})
-    gw.start()
-    gw.base = f"http://127.0.0.1:{gw.http_port}"
-    gw.agent_token = gw.token()
-    yield gw
-    code = gw.stop()
-    assert "panicked" not in gw.log(), gw.log()
-    assert code == 0, gw.log()[-3000:]
+    yield from serving(gw)
 
 
 def test_bodies_held_at_once_are_bounded_across_clients(tight):
