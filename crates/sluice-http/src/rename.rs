@@ -77,7 +77,7 @@ fn whole_word(text: &[u8], at: usize, len: usize) -> bool {
 /// - before it, the start, or what begins an item, a path step or a column reference: `,` `(`
 ///   `/` `=` `[` `-` (a descending sort), maybe with a qualifier (`u.password`) and quotes;
 /// - after it, the end, or what ends one: `,` `)` `(` (an embedded resource, `profile(email)`)
-///   `]` `/`, maybe with quotes, a cast (`::text`), or operators (`.desc`, `.is.null`,
+///   `]` `/` (a path's next step) `-` (a slug: `password-reset`), maybe with quotes, a cast (`::text`), or operators (`.desc`, `.is.null`,
 ///   `.eq.x`) — but not a call (`.max()`), an arrow, a colon, an `as`, or any other word;
 /// - and every group it is in ends as an item does (`tolower(password) as pw` renames).
 fn kept(text: &[u8], start: usize, end: usize) -> bool {
@@ -114,8 +114,9 @@ fn kept(text: &[u8], start: usize, end: usize) -> bool {
     let after = &after[after.iter().take_while(|b| blank(b)).count()..];
     let closes = match after.first() {
         None | Some(b',' | b'(' | b')' | b']') => true,
-        // A path's next step (not a comment's `/*`).
-        Some(b'/') => after.get(1).is_none_or(|&b| is_word(b)),
+        // A path's next step (not a comment's `/*`), or a slug going on (`password-reset`; not
+        // an arrow's `->`).
+        Some(b'/' | b'-') => after.get(1).is_none_or(|&b| is_word(b)),
         Some(_) => false,
     };
     opens && closes && groups_end_as_items(text, right)
@@ -169,6 +170,7 @@ mod tests {
             "(password.is.null,id.eq.1)",
             "password.eq.x",
             "/account/password",
+            "/password-reset?next=forgot-password",
             "profile($select=password)",
             "profile/password",
             "100%",
@@ -181,6 +183,7 @@ mod tests {
             "pé:password",
             "id,pw:\"password\"",
             "x:data->>password",
+            "password->>x",
             "password.max()",
             "...profile(email)",
             "compute(password as pw)",
