@@ -327,7 +327,7 @@ mod tests {
     }
 
     fn paths(pointers: &[&str]) -> Arc<StreamPaths> {
-        Arc::new(pointers.iter().map(|p| p.split('/').skip(1).map(String::from).collect()).collect())
+        Arc::new(pointers.iter().map(|p| sluice_core::http::pointer_tokens(p).collect()).collect())
     }
 
     /// The units through a stream that sees them all at once, then ends.

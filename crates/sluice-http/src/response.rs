@@ -287,18 +287,27 @@ impl Streamed {
         Poll::Ready(Some(Err(error)))
     }
 
-    /// Passes `out` on, holding its share of the budget until hyper has written it (a client
-    /// that reads slowly keeps what waits for it counted).
+    /// Passes `out` on (see `piece`).
     fn emit(&mut self, out: Vec<u8>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        // What leaves takes its bytes from what the stream held (it was held there), so they
-        // are never given back and taken again; only what masking added is asked for.
-        let mut share = self.share.split(out.len());
-        if let Err(e) = share.fit(out.len()) {
-            return self.fail(e.into());
+        match self.piece(out) {
+            Ok(piece) => {
+                self.sent += piece.len();
+                Poll::Ready(Some(Ok(Frame::data(piece))))
+            }
+            Err(e) => self.fail(e.into()),
         }
+    }
+
+    /// `out` as bytes that hold their share of the budget until hyper has written them (a
+    /// client that reads slowly keeps what waits for it counted). The share is taken from what
+    /// the stream held (`out` was held there), so those bytes are never given back and asked for
+    /// again; only what masking added is asked for.
+    fn piece(&mut self, out: Vec<u8>) -> Result<Bytes, crate::budget::Exhausted> {
+        let mut share = self.share.split(out.len());
+        // Shrinking always succeeds.
         let _ = self.share.fit(self.units.held_bytes());
-        self.sent += out.len();
-        Poll::Ready(Some(Ok(Frame::data(share.hold(out)))))
+        share.fit(out.len())?;
+        Ok(share.hold(out))
     }
 }
 
@@ -345,15 +354,14 @@ impl Body for Streamed {
                         Ok(out)
                     });
                     if let Ok(last) = out {
-                        let mut share = this.share.split(last.len());
-                        let _ = this.share.fit(0);
-                        if let Err(e) = share.fit(last.len()) {
-                            return this.fail(e.into());
-                        }
+                        let last = match this.piece(last) {
+                            Ok(last) => last,
+                            Err(e) => return this.fail(e.into()),
+                        };
                         // Recorded with the last piece counted, before it goes.
                         this.sent += last.len();
                         this.end(None);
-                        return Poll::Ready((!last.is_empty()).then(|| Ok(Frame::data(share.hold(last)))));
+                        return Poll::Ready((!last.is_empty()).then(|| Ok(Frame::data(last))));
                     }
                     out
                 }

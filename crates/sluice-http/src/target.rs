@@ -271,7 +271,7 @@ impl HttpTarget {
 
 /// JSON pointers as their reference tokens.
 fn tokens(pointers: &[String]) -> Vec<Vec<String>> {
-    pointers.iter().map(|p| p.split('/').skip(1).map(|t| t.replace("~1", "/").replace("~0", "~")).collect()).collect()
+    pointers.iter().map(|p| sluice_core::http::pointer_tokens(p).collect()).collect()
 }
 
 static NEXT_TARGET_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
