@@ -481,7 +481,7 @@ impl Scanner {
                 i += 1;
             }
             i += hay[i..].iter().take(3).take_while(|&&c| matches!(c, b' ' | b'\t')).count();
-            if matches!(hay.get(i), Some(b'=' | b':')) && seps.last() != Some(&i) {
+            if matches!(hay.get(i), Some(b'=' | b':')) {
                 seps.push(i);
             }
         }
