@@ -323,7 +323,7 @@ def test_bodies_held_at_once_are_bounded_across_clients(tight):
                                  what="a body refused for the budget")
             answer = refused.json()
             assert answer["error"] == "busy" and "max_buffered_bytes" in answer["reason"], answer
-            assert "retry" in answer["hint"], answer
+            assert "retry" in answer["hint"] and refused.headers["retry-after"] == "1", (answer, refused.headers)
             big = requests.get(f"{tight.base}/billing/big?size=150000", headers=bearer(tight), timeout=20)
             assert big.status_code == 503 and big.json()["error"] == "busy", big.text
             assert curl(f"{tight.base}/billing/v1/customers/1", token=tight.agent_token)[0] == 200

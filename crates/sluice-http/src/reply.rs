@@ -12,6 +12,11 @@ use sluice_core::{Refusal, RefusalCause};
 /// How long an agent is told to wait before asking again about a pending review.
 pub const RETRY_AFTER_S: u64 = 30;
 
+/// How long an agent is told to wait when sluice is busy (503): requests in flight finish in
+/// about that time, and clients that honour `Retry-After` (urllib3, the OpenAI and Anthropic SDKs)
+/// then back off instead of retrying at once.
+pub const BUSY_RETRY_AFTER_S: u64 = 1;
+
 /// A name the upstream wrote (a coding, a charset) as a refusal and its record quote it: only the
 /// characters such names are made of, at most 40 (the field is the upstream's to fill, with
 /// anything).
@@ -98,6 +103,8 @@ impl Answer {
         if let Some(id) = review {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
             headers.insert("x-sluice-review", HeaderValue::from(id));
+        } else if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(BUSY_RETRY_AFTER_S));
         }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"sluice\""));
