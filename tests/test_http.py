@@ -1,6 +1,7 @@
 """Internal HTTP APIs through sluice (docs/http.md): real clients (curl, requests, httpx) against a
 real upstream (tests/http/upstream.py under uvicorn) that checks its own bearer token."""
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -48,6 +49,20 @@ name = "no-admin-sockets"
 effect = "deny"
 paths = ["/ws-admin"]
 reason = "the admin socket is off limits"
+
+[[policy.rules]]
+name = "no-socket-drops"
+effect = "deny"
+paths = ["/ws"]
+json = [{ pointer = "/op", equals = "drop" }]
+reason = "tables are not dropped over the socket"
+hint = "ask the billing team"
+
+[[policy.rules]]
+name = "socket-refunds-reviewed"
+effect = "review"
+paths = ["/ws"]
+json = [{ pointer = "/op", equals = "refund" }]
 
 [[policy.rules]]
 name = "forced-echo-denied"
@@ -639,6 +654,111 @@ def test_a_websocket_is_decided_on_its_path_then_joined_masked_and_recorded(api)
     assert ("WS /ws → text hello from [redacted:email]", "HTTP 101") in texts
     assert any(t.startswith("WS /ws ← text") and "ws@example.com" not in t and "[redacted" in t for t, _ in texts)
     assert ("WS /ws → text second", "HTTP 101") in texts
+
+
+def ws_url(api, path):
+    return f"ws://127.0.0.1:{api.base.rsplit(':', 1)[1]}/billing{path}"
+
+
+def closed_by_sluice(ws, message):
+    """Sends `message` and returns the close frame sluice ends the socket with."""
+    from websockets.exceptions import ConnectionClosed
+
+    ws.send(message)
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            ws.recv(timeout=20)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008, closed.value
+    return closed.value.rcvd.reason
+
+
+def upstream_saw(api, mark):
+    return requests.get(f"http://127.0.0.1:{api_upstream_port(api)}/api/seen", params={"mark": mark}, timeout=10).json()
+
+
+def test_each_message_a_client_sends_on_a_websocket_is_decided_by_policy(api):
+    # The upgrade is allowed on its path; what each message asks is decided as that request with
+    # the message as its body, so a JSON rule refuses a message as it refuses a POST. A refused
+    # message never reaches the upstream: the socket is closed (1008) naming the rule.
+    from websockets.sync.client import connect
+
+    with connect(ws_url(api, "/ws"), additional_headers=bearer(api), open_timeout=20) as ws:
+        ws.send('{"op": "list", "mark": "ws-list-1"}')
+        assert json.loads(ws.recv(timeout=20))["echo"] == '{"op": "list", "mark": "ws-list-1"}'
+        reason = closed_by_sluice(ws, '{"op": "drop", "mark": "ws-drop-1"}')
+    assert "no-socket-drops" in reason and "tables are not dropped" in reason, reason
+    # The same refusal for the field in another case (as Go's encoding/json reads it) and for a
+    # binary message sluice cannot read as JSON (msgpack): refusing JSON rules hold for it.
+    for message in ['{"OP": "drop", "mark": "ws-drop-2"}', b"\x82\xa2op\xa4drop\xa4mark\xa9ws-drop-3"]:
+        with connect(ws_url(api, "/ws"), additional_headers=bearer(api), open_timeout=20) as ws:
+            assert "no-socket-drops" in closed_by_sluice(ws, message)
+    assert [s for s in upstream_saw(api, "ws-") if "drop" in s] == []
+    assert upstream_saw(api, "ws-list-1"), "an allowed message reaches the upstream"
+
+    def recorded(details):
+        return any("ws-drop-1" in a["text"] for a in details["statements"])
+
+    statements = api.session_with(recorded, timeout=15)["statements"]
+    [refused] = [a for a in statements if "ws-drop-1" in a["text"]]
+    assert refused["text"].startswith("WS /ws → text") and refused["decision"] == "deny", refused
+    assert any(a["text"].startswith("WS /ws ended: sluice refused") for a in statements)
+
+
+def test_a_reviewed_websocket_message_goes_once_approved(api):
+    from websockets.sync.client import connect
+
+    refund = '{"op": "refund", "amount": 5, "mark": "ws-refund-1"}'
+    with connect(ws_url(api, "/ws"), additional_headers=bearer(api), open_timeout=20) as ws:
+        reason = closed_by_sluice(ws, refund)
+    assert "approval #" in reason and "socket-refunds-reviewed" in reason and "same message" in reason, reason
+    review_id = reason.split("#")[1].split(" ")[0]
+    assert upstream_saw(api, "ws-refund-1") == []
+    approver = api.token("olga", "approvers")
+    env = dict(api.env, SLUICE_TOKEN=approver, SLUICE_URL=api.api_url)
+    subprocess.run([str(sluice_binary()), "--config", str(api.config), "review", "approve", review_id],
+                   env=env, check=True, capture_output=True, timeout=60)
+    with connect(ws_url(api, "/ws"), additional_headers=bearer(api), open_timeout=20) as ws:
+        ws.send(refund)
+        assert json.loads(ws.recv(timeout=20))["echo"] == refund
+    assert len(upstream_saw(api, "ws-refund-1")) == 1
+
+
+def test_a_graphql_operation_over_a_websocket_is_decided_as_over_http(api):
+    # graphql-ws (subscriptions and queries over a socket): each subscribe message's operation
+    # meets the GraphQL rules a POST to the same endpoint meets, aliases of masked fields included.
+    from websockets.sync.client import connect
+
+    @contextlib.contextmanager
+    def socket(path="/graphql"):
+        with connect(ws_url(api, path), additional_headers=bearer(api), open_timeout=20,
+                     subprotocols=["graphql-transport-ws"]) as ws:
+            ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+            assert json.loads(ws.recv(timeout=20))["type"] == "connection_ack"
+            yield ws
+
+    def subscribe(query, id="1"):
+        return json.dumps({"id": id, "type": "subscribe", "payload": {"query": query}})
+
+    with socket() as ws:
+        ws.send(subscribe("{ invoices { id email } }"))
+        answer = json.loads(ws.recv(timeout=20))
+        assert answer["type"] == "next" and answer["payload"]["data"]["invoices"][0]["email"] == "[redacted:email]"
+        assert json.loads(ws.recv(timeout=20))["type"] == "complete"
+        reason = closed_by_sluice(ws, subscribe("mutation { deleteInvoice(id: 7) }", "2"))
+    assert "no-graphql-mutations" in reason, reason
+    # Off the GraphQL endpoints too, once the upstream agreed to speak graphql-ws.
+    with socket("/subscriptions") as ws:
+        assert "no-graphql-mutations" in closed_by_sluice(ws, subscribe("mutation { deleteInvoice(id: 8) }"))
+    for message, why in [(subscribe("{ invoices { pw: password } }"), "alias"),
+                         (subscribe("{ me } { invoices { id } }"), "parse"),
+                         (json.dumps({"type": "execute", "query": "mutation { adminReset }"}), "execute"),
+                         ("mutation { adminReset }", "graphql-ws")]:
+        with socket() as ws:
+            reason = closed_by_sluice(ws, message)
+        assert reason.startswith("sluice refused (unreadable)"), (why, reason)
+    seen = upstream_saw(api, "WS /api/graphql")
+    assert any("subscribe { invoices { id email } }" in s for s in seen), seen
+    assert not any("deleteInvoice" in s or "password" in s or "adminReset" in s or "{ me }" in s for s in seen), seen
 
 
 def test_a_read_only_connection_opens_no_websocket(api):

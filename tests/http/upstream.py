@@ -306,7 +306,13 @@ async def ws_echo(websocket: WebSocket):
     await websocket.accept()
     try:
         while True:
-            text = await websocket.receive_text()
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                text = message["bytes"].decode("utf-8", "replace")
+            SEEN.append(f"WS {websocket.url.path} {text}")
             if text == "spell":
                 # A key a few characters per message, as a model streaming its answer sends it.
                 for piece in ["your key is sk-", "proj-Zq7vK2m", "9xWp4LtR8sNb", " ok"]:
@@ -317,7 +323,34 @@ async def ws_echo(websocket: WebSocket):
         pass
 
 
+async def graphql_ws(websocket: WebSocket):
+    # The graphql-transport-ws protocol (graphql-ws), as far as a client needs it: an ack, and
+    # each subscribe answered with its result and a complete. What arrives is noted in SEEN.
+    if websocket.headers.get("authorization") != f"Bearer {TOKEN}":
+        await websocket.close(code=4401)
+        return
+    await websocket.accept(subprotocol="graphql-transport-ws")
+    try:
+        while True:
+            message = json.loads(await websocket.receive_text())
+            query = (message.get("payload") or {}).get("query", "")
+            SEEN.append(f"WS {websocket.url.path} {message['type']} {query}")
+            if message["type"] == "connection_init":
+                await websocket.send_text(json.dumps({"type": "connection_ack"}))
+            elif message["type"] == "ping":
+                await websocket.send_text(json.dumps({"type": "pong"}))
+            elif message["type"] == "subscribe":
+                result = await graphql(SCHEMA, query, root_value=ROOT)
+                await websocket.send_text(json.dumps({"id": message["id"], "type": "next",
+                                                      "payload": {"data": result.data}}))
+                await websocket.send_text(json.dumps({"id": message["id"], "type": "complete"}))
+    except Exception:
+        pass
+
+
 app = recorded(Starlette(routes=[
+    WebSocketRoute("/api/graphql", graphql_ws),
+    WebSocketRoute("/api/subscriptions", graphql_ws),
     WebSocketRoute("/api/ws", ws_echo),
     WebSocketRoute("/api/ws-admin", ws_echo),
     Route("/api/v1/customers", guard(customers)),

@@ -17,8 +17,18 @@ pub struct HttpAction {
     /// Headers policy may match on, names in lower case.
     pub headers: Vec<(String, String)>,
     pub body: BodySummary,
-    /// The request opens a WebSocket: a channel both ways whose messages policy does not read.
-    pub websocket: bool,
+    /// The request opens a WebSocket, or is a message the client sends on one.
+    pub websocket: Option<WebSocket>,
+}
+
+/// What an action has to do with a WebSocket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebSocket {
+    /// The upgrade request that opens it.
+    Opening,
+    /// A text or binary message the client sends on it: decided as the upgrade's request (its
+    /// method, path, query and headers) with the message as its body.
+    Message,
 }
 
 /// What the body is, without its bytes.
@@ -104,21 +114,31 @@ impl HttpAction {
             query: parse_query(query)?,
             headers: Vec::new(),
             body: BodySummary::default(),
-            websocket: false,
+            websocket: None,
         })
     }
 
+    /// The same request as a message sent on the WebSocket it opened, without a body yet.
+    pub fn message_on_socket(&self) -> HttpAction {
+        HttpAction { body: BodySummary::default(), websocket: Some(WebSocket::Message), ..self.clone() }
+    }
+
     pub fn summary(&self) -> String {
+        let head = match self.websocket {
+            Some(WebSocket::Message) => format!("WS {} message", self.path),
+            _ => format!("{} {}", self.method, self.path),
+        };
         match &self.body.graphql {
-            Some(op) => format!("{} {} ({} {})", self.method, self.path, op.kind.as_str(), op.fields.join(", ")),
-            None => format!("{} {}", self.method, self.path),
+            Some(op) => format!("{head} ({} {})", op.kind.as_str(), op.fields.join(", ")),
+            None => head,
         }
     }
 
     /// The request as a reviewer reads it: method, path, query, the headers an approval is bound
     /// to and the body's beginning.
     pub fn review_text(&self) -> String {
-        let mut text = format!("{} {}", self.method, self.path);
+        let on = if self.websocket == Some(WebSocket::Message) { "WebSocket message on " } else { "" };
+        let mut text = format!("{on}{} {}", self.method, self.path);
         self.push_query(&mut text);
         for (name, value) in self.bound_headers() {
             text.push('\n');
@@ -161,7 +181,11 @@ impl HttpAction {
         let mut headers: Vec<[&str; 2]> = self.bound_headers().map(|(n, v)| [n, v]).collect();
         headers.sort_unstable();
         let headers = serde_json::to_string(&headers).unwrap_or_default();
-        let socket = if self.websocket { " websocket" } else { "" };
+        let socket = match self.websocket {
+            None => "",
+            Some(WebSocket::Opening) => " websocket",
+            Some(WebSocket::Message) => " websocket-message",
+        };
         let digest = self.body.digest.as_deref().unwrap_or("-");
         format!("{} {} {query} {headers} {digest}{socket}", self.method, self.path)
     }
@@ -174,15 +198,15 @@ impl HttpAction {
         self.headers.iter().filter(|(n, _)| !is_incidental_header(n)).map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
-    /// Whether the request only reads: a safe method, or a GraphQL query; never a WebSocket,
-    /// whose messages may do anything the upstream takes.
+    /// Whether the request only reads: a safe method, or a GraphQL query. Never the opening of a
+    /// WebSocket, whose messages may do anything the upstream takes; a message on one only when
+    /// it is a GraphQL query (its method is the upgrade's, which says nothing of what it does).
     pub fn reads_only(&self) -> bool {
-        if self.websocket {
-            return false;
-        }
-        match &self.body.graphql {
-            Some(op) => op.kind == GraphqlKind::Query,
-            None => matches!(self.method.as_str(), "GET" | "HEAD" | "OPTIONS"),
+        match (&self.body.graphql, self.websocket) {
+            (_, Some(WebSocket::Opening)) => false,
+            (Some(op), _) => op.kind == GraphqlKind::Query,
+            (None, Some(WebSocket::Message)) => false,
+            (None, None) => matches!(self.method.as_str(), "GET" | "HEAD" | "OPTIONS"),
         }
     }
 
@@ -340,6 +364,25 @@ fn percent_decode(s: &str, plus_is_space: bool) -> Result<String, HttpTargetErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_on_a_websocket_is_neither_its_opening_nor_a_read() {
+        let get = HttpAction::new("GET", "/ws?room=1").unwrap();
+        let opening = HttpAction { websocket: Some(WebSocket::Opening), ..get.clone() };
+        let mut message = opening.message_on_socket();
+        message.body.digest = Some("d".into());
+        let mut posted = HttpAction { method: "GET".into(), ..get.clone() };
+        posted.body.digest = Some("d".into());
+        // An approval of one is not an approval of another.
+        let canonicals = [&get, &opening, &message, &posted].map(HttpAction::canonical);
+        assert!(canonicals.iter().enumerate().all(|(i, c)| canonicals[..i].iter().all(|o| o != c)), "{canonicals:?}");
+        assert!(get.reads_only() && !opening.reads_only() && !message.reads_only());
+        message.body.graphql =
+            Some(GraphqlOperation { kind: GraphqlKind::Query, name: None, fields: vec![], renamed: vec![] });
+        assert!(message.reads_only(), "a GraphQL query is a read on a socket too");
+        assert_eq!(message.summary(), "WS /ws message (query )");
+        assert!(message.review_text().starts_with("WebSocket message on GET /ws?room=1"));
+    }
 
     #[test]
     fn dot_segments_and_repeated_slashes_resolve_to_one_path() {

@@ -110,6 +110,73 @@ pub fn read_body(
     Ok(())
 }
 
+/// The GraphQL-over-WebSocket messages a client sends that carry no operation, in the two
+/// protocols servers speak (graphql-ws's `graphql-transport-ws`, and Apollo's older
+/// `subscriptions-transport-ws`).
+const GRAPHQL_WS_CONTROL: [&str; 6] = ["connection_init", "ping", "pong", "complete", "stop", "connection_terminate"];
+
+/// Fills `action.body` from a message the client sends on a WebSocket, as a request's body is:
+/// its JSON (binary too), and on a GraphQL endpoint the operation a `subscribe` (or `start`)
+/// message carries. A message on a GraphQL endpoint that is not one of those protocols' is
+/// refused: sluice does not guess what the server will run.
+pub fn read_message(
+    action: &mut HttpAction,
+    message: &[u8],
+    binary: bool,
+    graphql_endpoint: bool,
+) -> Result<(), String> {
+    let mut json_unread = None;
+    let json = if looks_like_json(message) || crate::charset::json_in_another_encoding(message) {
+        match strict_json(message) {
+            Ok(value) => Some(Arc::new(value)),
+            Err(e) if e.contains("twice") => return Err(format!("the message {e}")),
+            Err(e) => {
+                json_unread = Some(match crate::charset::wide(message) {
+                    Some(encoding) => format!("it is {encoding}, and sluice reads JSON in UTF-8"),
+                    None => e,
+                });
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if binary && json.is_none() && json_unread.is_none() && !message.is_empty() {
+        json_unread = Some("it is a binary message that is not JSON, which sluice does not read".into());
+    }
+    let graphql = match (graphql_endpoint, json.as_deref()) {
+        (false, _) => None,
+        (true, Some(Value::Object(envelope))) => match envelope.get("type").and_then(Value::as_str) {
+            Some("subscribe" | "start") => match envelope.get("payload") {
+                Some(payload @ Value::Object(_)) => Some(graphql::operation(Carrier::Json(payload))?),
+                _ => return Err("a GraphQL subscribe message without a payload object".into()),
+            },
+            Some(kind) if GRAPHQL_WS_CONTROL.contains(&kind) => None,
+            Some(kind) => {
+                return Err(format!(
+                    "a GraphQL WebSocket message of type {:?}, which sluice does not know",
+                    crate::reply::quoted_name(kind)
+                ));
+            }
+            None => return Err("a message on a GraphQL endpoint without a \"type\" (graphql-ws protocol)".into()),
+        },
+        (true, _) => {
+            return Err("a message on a GraphQL endpoint must be a JSON object of the graphql-ws protocol".into());
+        }
+    };
+    action.body = BodySummary {
+        content_type: None,
+        length: Some(message.len() as u64),
+        json,
+        json_unread,
+        form: Vec::new(),
+        graphql,
+        digest: Some(hex::encode(Sha256::digest(message))),
+        excerpt: (!message.is_empty()).then(|| excerpt(message)),
+    };
+    Ok(())
+}
+
 /// Whether the body names a method to run in place of the request's: `_method` as a form field
 /// (a body with no declared type is read as a form too, as Rack does), as a multipart part, or as
 /// a top-level JSON key.
@@ -233,6 +300,37 @@ impl<'de> serde::Deserialize<'de> for Strict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_websocket_message_is_read_as_a_body_and_graphql_ws_envelopes_are_opened() {
+        use sluice_core::http::GraphqlKind;
+        let socket = HttpAction::new("GET", "/graphql").unwrap().message_on_socket();
+        let read = |message: &[u8], binary: bool, graphql: bool| {
+            let mut action = socket.clone();
+            read_message(&mut action, message, binary, graphql).map(|()| action.body)
+        };
+        let subscribe = br#"{"id":"1","type":"subscribe","payload":{"query":"mutation { a }"}}"#;
+        assert_eq!(read(subscribe, false, true).unwrap().graphql.unwrap().kind, GraphqlKind::Mutation);
+        let start = br#"{"id":"1","type":"start","payload":{"query":"subscription { a }"}}"#;
+        assert_eq!(read(start, true, true).unwrap().graphql.unwrap().kind, GraphqlKind::Subscription);
+        assert!(read(br#"{"type":"connection_init","payload":{}}"#, false, true).unwrap().graphql.is_none());
+        for refused in [
+            &br#"{"type":"execute","payload":{"query":"{ a }"}}"#[..],
+            br#"{"query":"mutation { a }"}"#,
+            br#"{"type":"subscribe","payload":[{"query":"{ a }"}]}"#,
+            br#"{"type":"subscribe","payload":{"query":"{ a } { b }"}}"#,
+            b"mutation { a }",
+        ] {
+            assert!(read(refused, false, true).is_err(), "{}", String::from_utf8_lossy(refused));
+        }
+        // Off a GraphQL endpoint: JSON is read, text is text (not a form), and a binary message
+        // that is not JSON is what refusing JSON rules hold to.
+        assert_eq!(read(br#"{"op":"drop"}"#, true, false).unwrap().json.unwrap()["op"], "drop");
+        let text = read(b"op=drop", false, false).unwrap();
+        assert!(text.json.is_none() && text.json_unread.is_none() && text.form.is_empty());
+        assert!(read(b"\x82\xa2op\xa4drop", true, false).unwrap().json_unread.is_some());
+        assert!(read(br#"{"op":"list","op":"drop"}"#, false, false).is_err());
+    }
 
     #[test]
     fn json_with_a_key_twice_is_refused_whatever_its_declared_type() {

@@ -26,7 +26,7 @@ use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sha2::{Digest, Sha256};
 use sluice_core::audit::now_us;
-use sluice_core::http::HttpAction;
+use sluice_core::http::{HttpAction, WebSocket};
 use sluice_core::{ActionDetail, Decision, HttpExcerpts, Protocol, Secret};
 use sluice_gate::{ClientInfo, Gate, OpenError, OpenRequest, Outcome, Presented, SessionGate, SessionLog, Standing};
 use sluice_mask::SessionMasking;
@@ -286,11 +286,11 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
                 query: Vec::new(),
                 headers: Vec::new(),
                 body: Default::default(),
-                websocket,
+                websocket: None,
             }
         }
     };
-    action.websocket = websocket;
+    action.websocket = websocket.then_some(WebSocket::Opening);
     if refused.is_none() && action.query.iter().any(|(name, _)| request::is_method_override(name)) {
         refused = Some(bad_request(
             "the query carries _method, which would have the upstream run another method than policy decided",
@@ -373,14 +373,9 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     // Routers that ignore case (Express, ASP.NET) serve /GraphQL at /graphql.
     let graphql_endpoint = options.graphql_paths.iter().any(|p| p.eq_ignore_ascii_case(&action.path));
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let mut read = request::read_body(&mut action, content_type, &body, graphql_endpoint);
-    if let (Ok(()), Some(op)) = (&read, &action.body.graphql)
-        && let Some(field) = op.renamed.iter().find(|f| options.sensitive.names_field(f))
-    {
-        read = Err(format!(
-            "the document gives {field}, a field masked by its name (or on the way to one), another name with an alias, so its value would not be masked in the response; ask for it without an alias"
-        ));
-    } else if read.is_ok()
+    let mut read = request::read_body(&mut action, content_type, &body, graphql_endpoint)
+        .and_then(|()| renamed_by_alias(&action, &options.sensitive));
+    if read.is_ok()
         && let Some(field) = crate::rename::renamed_field(&options.sensitive, &action)
     {
         read = Err(format!(
@@ -552,19 +547,40 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         let mut reply = Response::new(http_body_util::Either::Left(Full::new(Bytes::new())));
         *reply.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         *reply.headers_mut() = websocket::client_headers(&head.headers);
+        // A socket speaks GraphQL on a GraphQL endpoint, and wherever the upstream agreed to a
+        // GraphQL subprotocol: its operations then meet the GraphQL rules whatever the path.
+        let graphql_endpoint = options.graphql_paths.iter().any(|p| p.eq_ignore_ascii_case(&action.path))
+            || websocket::speaks_graphql(&head.headers);
         let upstream_upgrade = hyper::upgrade::on(Response::from_parts(head, upstream_body));
         exchange.finish(&log, "allow", &rule, 101, 0, None);
         let recording =
             websocket::Recording { log, next_seq, rule: Arc::from(rule.as_str()), path: action.path.clone() };
         let standing = {
-            let conn = Arc::clone(conn);
+            let (conn, session_id) = (Arc::clone(conn), Arc::clone(&session_id));
             move || {
                 let (conn, session_id) = (Arc::clone(&conn), Arc::clone(&session_id));
                 async move { still_standing(&*conn.open.lock().await, &session_id) }
             }
         };
+        let decide = {
+            let (conn, session_id, target) = (Arc::clone(conn), Arc::clone(&session_id), target.clone());
+            let socket = action.message_on_socket();
+            move |message: Bytes, binary: bool| {
+                let (conn, session_id, target, action) =
+                    (Arc::clone(&conn), Arc::clone(&session_id), target.clone(), socket.clone());
+                async move {
+                    let Some(options) = target.options::<HttpTarget>() else {
+                        let answer =
+                            Answer::new("misconfigured", "the target is not an HTTP target", "tell an operator");
+                        return websocket::Verdict::Refuse { effect: "deny", rule: Arc::from("misconfigured"), answer };
+                    };
+                    decide_message(&conn, &session_id, action, &message, binary, graphql_endpoint, options).await
+                }
+            }
+        };
         let paths = Arc::clone(&options.stream_text);
-        let joined = websocket::relay(client_upgrade, upstream_upgrade, masker, limit, paths, recording, standing);
+        let joined =
+            websocket::relay(client_upgrade, upstream_upgrade, masker, limit, paths, recording, standing, decide);
         *conn.websocket.lock() = Some(tokio::spawn(joined));
         return Ok(reply);
     }
@@ -642,6 +658,73 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     }
     exchange.finish(&log, "allow", &rule, head.status.as_u16(), size, cut);
     Ok(reply)
+}
+
+/// Refuses a GraphQL operation that gives a field masked by its name another name with an
+/// alias: its value would come back under a key masking does not know.
+fn renamed_by_alias(action: &HttpAction, sensitive: &Sensitive) -> Result<(), String> {
+    let renamed = action.body.graphql.as_ref().and_then(|op| op.renamed.iter().find(|f| sensitive.names_field(f)));
+    match renamed {
+        Some(field) => Err(format!(
+            "the document gives {field}, a field masked by its name (or on the way to one), another name with an alias, so its value would not be masked in the response; ask for it without an alias"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Decides a message the client sends on a WebSocket the session `session_id` opened, as the
+/// upgrade's request (`action`) with the message as its body; a review in `wait` mode is waited
+/// for here, holding the socket's messages back meanwhile.
+async fn decide_message<G: Gate>(
+    conn: &Conn<G>,
+    session_id: &Arc<str>,
+    mut action: HttpAction,
+    message: &[u8],
+    binary: bool,
+    graphql_endpoint: bool,
+    options: &HttpTarget,
+) -> websocket::Verdict {
+    let refuse =
+        |rule: &str, answer: Answer| websocket::Verdict::Refuse { effect: "deny", rule: Arc::from(rule), answer };
+    let read = request::read_message(&mut action, message, binary, graphql_endpoint)
+        .and_then(|()| renamed_by_alias(&action, &options.sensitive));
+    if let Err(why) = read {
+        let answer = Answer::new(
+            "unreadable",
+            format!("sluice cannot read this message: {why}"),
+            "send a message sluice can check (fail closed)",
+        );
+        return refuse("unreadable", answer);
+    }
+    let mut guard = match same_session(conn, session_id).await {
+        Ok(guard) => guard,
+        Err((_, answer)) => return refuse(answer.error, answer),
+    };
+    let Some(open) = guard.as_mut().filter(|o| matches!(o.session.standing(), Standing::Valid)) else {
+        let answer =
+            Answer::new("unauthenticated", "the token was revoked or has expired", "ask an operator for a new token");
+        return refuse("unauthenticated", answer);
+    };
+    let decision = match open.session.decide(&sluice_gate::Action::Http(&action)).await {
+        Decision::Hold(hold) => {
+            let waiting = open.session.await_review(&hold);
+            drop(guard);
+            waiting.await
+        }
+        other => other,
+    };
+    let rule: Arc<str> = Arc::from(decision.rule());
+    match &decision {
+        Decision::Allow { .. } | Decision::Approved { .. } => websocket::Verdict::Pass { rule },
+        Decision::Review(refusal) | Decision::Deny(refusal) => {
+            let (_, answer) = Answer::refusal(refusal, conn.config.api_url.as_deref());
+            websocket::Verdict::Refuse { effect: decision.effect(), rule, answer }
+        }
+        Decision::Hold(_) => {
+            let answer = Answer::new("review_pending", "the review was not decided", "send the message again");
+            websocket::Verdict::Refuse { effect: "review", rule, answer }
+        }
+    }
 }
 
 /// What to do about a response in an encoding the detectors cannot read.

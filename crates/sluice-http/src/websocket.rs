@@ -1,11 +1,13 @@
 //! WebSocket upgrades: the upgrade request is decided like any request (on its method, path,
 //! query and headers) and sent upstream with the held credential; once the upstream switches
-//! protocols, the two connections are joined message by message — each message recorded (an
-//! excerpt, masked), the upstream's text and binary messages masked as response bodies are — until
-//! either side closes, the client's token stops being valid, or sluice stops.
+//! protocols, the two connections are joined message by message — each text or binary message the
+//! client sends decided by policy before it goes (a refused one closes the socket), each message
+//! recorded (an excerpt, masked), the upstream's text and binary messages masked as response
+//! bodies are — until either side closes, the client's token stops being valid, or sluice stops.
 
 use crate::continuity::{Continuity, StreamPaths};
 use crate::mask::BodyMasker;
+use crate::reply::Answer;
 use futures_util::{SinkExt, StreamExt};
 use hyper::HeaderMap;
 use hyper::header::{self, HeaderValue};
@@ -49,6 +51,17 @@ pub fn upstream_headers(from: &HeaderMap, to: &mut HeaderMap) {
     }
 }
 
+/// Whether the upstream chose a GraphQL subprotocol for the socket: `graphql-transport-ws`
+/// (graphql-ws) or `graphql-ws` (Apollo's subscriptions-transport-ws).
+pub fn speaks_graphql(upstream: &HeaderMap) -> bool {
+    upstream.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|p| ["graphql-transport-ws", "graphql-ws"].iter().any(|g| p.trim().eq_ignore_ascii_case(g)))
+        })
+    })
+}
+
 /// The client's answer: the upstream's switch, with its accept key and chosen subprotocol.
 pub fn client_headers(upstream: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
@@ -72,9 +85,51 @@ pub struct Recording<L: SessionLog> {
     pub path: String,
 }
 
+/// What policy made of a message the client sent.
+pub enum Verdict {
+    /// It goes upstream; recorded under the rule that allowed it.
+    Pass { rule: Arc<str> },
+    /// It does not, and the socket is closed: recorded with the decision's effect (`deny`,
+    /// `review`), its rule and why.
+    Refuse { effect: &'static str, rule: Arc<str>, answer: Answer },
+}
+
+impl Verdict {
+    /// The reason of the close frame a refusal ends the socket with (1008, policy violation):
+    /// what refused the message and what to do next, in the 123 bytes a close frame holds. The
+    /// session's record keeps the whole refusal.
+    fn close_reason(&self) -> Option<Utf8Bytes> {
+        let Verdict::Refuse { rule, answer, .. } = self else { return None };
+        let text = match answer.review_id {
+            Some(id) => format!(
+                "sluice: approval #{id} pending (rule {rule}); send the same message on a new socket once approved"
+            ),
+            None if answer.error == "denied" => format!("sluice denied (rule {rule}): {}", answer.reason),
+            None => format!("sluice refused ({}): {}", answer.error, answer.reason),
+        };
+        Some(Utf8Bytes::from(cut_at_char(text, CONTROL_PAYLOAD - 2)))
+    }
+}
+
+/// `text` cut, at a character, to at most `max` bytes (with `…` when cut).
+fn cut_at_char(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
+}
+
 /// Joins the client's and the upstream's upgraded connections and relays messages until one side
-/// closes, `standing` says the session may not go on, or `stop` fires.
-pub async fn relay<L, S, F>(
+/// closes, policy refuses a message the client sends (`decide`), `standing` says the session may
+/// not go on, or `stop` fires.
+#[allow(clippy::too_many_arguments)]
+pub async fn relay<L, S, F, D, V>(
     client: OnUpgrade,
     upstream: OnUpgrade,
     masker: BodyMasker,
@@ -82,10 +137,13 @@ pub async fn relay<L, S, F>(
     joined: Arc<StreamPaths>,
     mut recording: Recording<L>,
     standing: S,
+    decide: D,
 ) where
     L: SessionLog,
     S: Fn() -> F + Send,
     F: Future<Output = bool> + Send,
+    D: Fn(WsBytes, bool) -> V + Send,
+    V: Future<Output = Verdict> + Send,
 {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(both) => both,
@@ -107,7 +165,19 @@ pub async fn relay<L, S, F>(
             message = client.next() => match message {
                 Some(Ok(message)) => {
                     let closing = message.is_close();
-                    recording.message(Direction::Up, &message, &masker);
+                    // Text and binary messages say what the upstream is to do: decided as the
+                    // upgrade's request with the message as its body. Control frames are not.
+                    let verdict = match &message {
+                        Message::Text(text) => Some(decide(WsBytes::from(text.clone()), false).await),
+                        Message::Binary(data) => Some(decide(data.clone(), true).await),
+                        _ => None,
+                    };
+                    recording.message(Direction::Up, &message, &masker, verdict.as_ref());
+                    if let Some(reason) = verdict.as_ref().and_then(Verdict::close_reason) {
+                        let close = Message::Close(Some(CloseFrame { code: CloseCode::Policy, reason }));
+                        let _ = client.send(close).await;
+                        break "sluice refused a message the client sent".into();
+                    }
                     if let Err(e) = upstream.send(message).await {
                         break format!("the upstream's side broke: {e}");
                     }
@@ -179,7 +249,7 @@ where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     for message in messages {
-        recording.message(Direction::Down, &message, masker);
+        recording.message(Direction::Down, &message, masker, None);
         client.send(message).await?;
     }
     Ok(())
@@ -261,7 +331,9 @@ enum Direction {
 }
 
 impl<L: SessionLog> Recording<L> {
-    fn message(&mut self, direction: Direction, message: &Message, masker: &BodyMasker) {
+    /// Records a message, under what policy made of it (one the client sent), else under the
+    /// upgrade's rule.
+    fn message(&mut self, direction: Direction, message: &Message, masker: &BodyMasker, verdict: Option<&Verdict>) {
         if !self.log.records_outcomes() {
             return;
         }
@@ -284,10 +356,31 @@ impl<L: SessionLog> Recording<L> {
             // Pings and pongs keep the connection alive; they say nothing.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return,
         };
-        self.note(direction, size, &what, None);
+        match verdict {
+            Some(Verdict::Refuse { effect, rule, answer }) => {
+                let why = Some(format!("{}: {}", answer.error, answer.reason));
+                self.record(direction, size, &what, why, effect, Arc::clone(rule));
+            }
+            Some(Verdict::Pass { rule }) => self.record(direction, size, &what, None, "allow", Arc::clone(rule)),
+            None => self.note(direction, size, &what, None),
+        }
     }
 
+    /// Records what happened on the socket under the upgrade's rule.
     fn note(&mut self, direction: Direction, size: usize, what: &str, error: Option<String>) {
+        let rule = Arc::clone(&self.rule);
+        self.record(direction, size, what, error, "allow", rule);
+    }
+
+    fn record(
+        &mut self,
+        direction: Direction,
+        size: usize,
+        what: &str,
+        error: Option<String>,
+        decision: &'static str,
+        rule: Arc<str>,
+    ) {
         if !self.log.records_outcomes() {
             return;
         }
@@ -309,8 +402,8 @@ impl<L: SessionLog> Recording<L> {
                 text: Arc::from(format!("WS {} {arrow} {what}", self.path)),
                 started_at_us: sluice_core::audit::now_us(),
                 duration_us: i64::try_from(started.elapsed().as_micros()).unwrap_or(0),
-                decision: "allow",
-                rule: Some(Arc::clone(&self.rule)),
+                decision,
+                rule: Some(rule),
                 detail: ActionDetail::Http { status: 101, request_bytes, response_bytes, error, excerpts: None },
             },
         );

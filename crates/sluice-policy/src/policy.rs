@@ -444,7 +444,7 @@ mod tests {
         assert_eq!(refusal.rule, "everyone-reads");
         assert!(refusal.hint.unwrap().contains("only GET, HEAD, OPTIONS and GraphQL queries"));
         // A WebSocket opens with a GET, but its messages may do anything: not a read.
-        let socket = HttpAction { websocket: true, ..get };
+        let socket = HttpAction { websocket: Some(sluice_core::http::WebSocket::Opening), ..get };
         let Decision::Deny(refusal) = policy.decide_http(&ann, "api", &socket) else { panic!() };
         assert!(refusal.hint.unwrap().contains("not WebSockets"));
     }

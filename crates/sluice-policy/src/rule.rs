@@ -192,7 +192,7 @@ fn http_preset(preset: Preset, reason: Option<&String>, base: &Base<'_>) -> (Rul
                 "paths with a segment {} and GraphQL fields starting with admin are refused; ask an operator if the task needs one",
                 crate::http::ADMIN_SEGMENTS.join(", ")
             ),
-            _ => "only GET, HEAD, OPTIONS and GraphQL queries are allowed (not WebSockets, whose messages sluice does not read); ask an operator for write access if the task needs it".into(),
+            _ => "only GET, HEAD, OPTIONS and GraphQL queries are allowed (not WebSockets, whose messages may do anything the upstream takes); ask an operator for write access if the task needs it".into(),
         });
     }
     (deny, Rule { http: Some(allowed), shown: vec![allows.into()], ..base(Effect::Allow, None, String::new()) })
