@@ -709,7 +709,17 @@ async fn decide_message<G: Gate>(
         Decision::Hold(hold) => {
             let waiting = open.session.await_review(&hold);
             drop(guard);
-            waiting.await
+            let decided = waiting.await;
+            // A review may have waited long: the token must still be good for the message to go.
+            if !still_standing(&*conn.open.lock().await, session_id) {
+                let answer = Answer::new(
+                    "unauthenticated",
+                    "the token was revoked or has expired while the message waited",
+                    "ask an operator for a new token",
+                );
+                return refuse("unauthenticated", answer);
+            }
+            decided
         }
         other => other,
     };
