@@ -53,7 +53,7 @@ reason = "the admin socket is off limits"
 [[policy.rules]]
 name = "no-socket-drops"
 effect = "deny"
-paths = ["/ws"]
+paths = ["/ws-ops"]
 json = [{ pointer = "/op", equals = "drop" }]
 reason = "tables are not dropped over the socket"
 hint = "ask the billing team"
@@ -61,8 +61,14 @@ hint = "ask the billing team"
 [[policy.rules]]
 name = "socket-refunds-reviewed"
 effect = "review"
-paths = ["/ws"]
+paths = ["/ws-ops"]
 json = [{ pointer = "/op", equals = "refund" }]
+
+[[policy.rules]]
+name = "no-big-invoice-ids"
+effect = "deny"
+paths = ["/graphql"]
+json = [{ pointer = "/variables/id", matches = "[0-9]{5,}" }]
 
 [[policy.rules]]
 name = "forced-echo-denied"
@@ -682,33 +688,40 @@ def test_each_message_a_client_sends_on_a_websocket_is_decided_by_policy(api):
     # message never reaches the upstream: the socket is closed (1008) naming the rule.
     from websockets.sync.client import connect
 
-    with connect(ws_url(api, "/ws"), additional_headers=bearer(api), open_timeout=20) as ws:
+    with connect(ws_url(api, "/ws-ops"), additional_headers=bearer(api), open_timeout=20) as ws:
         ws.send('{"op": "list", "mark": "ws-list-1"}')
         assert json.loads(ws.recv(timeout=20))["echo"] == '{"op": "list", "mark": "ws-list-1"}'
         reason = closed_by_sluice(ws, '{"op": "drop", "mark": "ws-drop-1"}')
     assert "no-socket-drops" in reason and "tables are not dropped" in reason, reason
-    # The same refusal for the field in another case (as Go's encoding/json reads it) and for a
-    # binary message sluice cannot read as JSON (msgpack): refusing JSON rules hold for it.
-    for message in ['{"OP": "drop", "mark": "ws-drop-2"}', b"\x82\xa2op\xa4drop\xa4mark\xa9ws-drop-3"]:
-        with connect(ws_url(api, "/ws"), additional_headers=bearer(api), open_timeout=20) as ws:
+    # The same refusal for the field in another case (as Go's encoding/json reads it), and for
+    # messages sluice cannot read as JSON, which a server may read in its own framing (Socket.IO's
+    # event frame, msgpack): refusing JSON rules hold for them.
+    for message in ['{"OP": "drop", "mark": "ws-drop-2"}', '42["op",{"op":"drop","mark":"ws-drop-3"}]',
+                    b"\x82\xa2op\xa4drop\xa4mark\xa9ws-drop-4"]:
+        with connect(ws_url(api, "/ws-ops"), additional_headers=bearer(api), open_timeout=20) as ws:
             assert "no-socket-drops" in closed_by_sluice(ws, message)
+    # A graphql-ws operation is GraphQL on any socket, whatever the upstream agreed to speak.
+    with connect(ws_url(api, "/ws-ops"), additional_headers=bearer(api), open_timeout=20) as ws:
+        start = {"id": "1", "type": "start", "payload": {"query": "mutation { deleteInvoice(id: 3) }"}}
+        assert "no-graphql-mutations" in closed_by_sluice(ws, json.dumps(start))
     assert [s for s in upstream_saw(api, "ws-") if "drop" in s] == []
     assert upstream_saw(api, "ws-list-1"), "an allowed message reaches the upstream"
+    assert not [s for s in upstream_saw(api, "WS /api/ws-ops") if "deleteInvoice" in s]
 
     def recorded(details):
         return any("ws-drop-1" in a["text"] for a in details["statements"])
 
     statements = api.session_with(recorded, timeout=15)["statements"]
     [refused] = [a for a in statements if "ws-drop-1" in a["text"]]
-    assert refused["text"].startswith("WS /ws → text") and refused["decision"] == "deny", refused
-    assert any(a["text"].startswith("WS /ws ended: sluice refused") for a in statements)
+    assert refused["text"].startswith("WS /ws-ops → text") and refused["decision"] == "deny", refused
+    assert any(a["text"].startswith("WS /ws-ops ended: sluice refused") for a in statements)
 
 
 def test_a_reviewed_websocket_message_goes_once_approved(api):
     from websockets.sync.client import connect
 
     refund = '{"op": "refund", "amount": 5, "mark": "ws-refund-1"}'
-    with connect(ws_url(api, "/ws"), additional_headers=bearer(api), open_timeout=20) as ws:
+    with connect(ws_url(api, "/ws-ops"), additional_headers=bearer(api), open_timeout=20) as ws:
         reason = closed_by_sluice(ws, refund)
     assert "approval #" in reason and "socket-refunds-reviewed" in reason and "same message" in reason, reason
     review_id = reason.split("#")[1].split(" ")[0]
@@ -717,7 +730,7 @@ def test_a_reviewed_websocket_message_goes_once_approved(api):
     env = dict(api.env, SLUICE_TOKEN=approver, SLUICE_URL=api.api_url)
     subprocess.run([str(sluice_binary()), "--config", str(api.config), "review", "approve", review_id],
                    env=env, check=True, capture_output=True, timeout=60)
-    with connect(ws_url(api, "/ws"), additional_headers=bearer(api), open_timeout=20) as ws:
+    with connect(ws_url(api, "/ws-ops"), additional_headers=bearer(api), open_timeout=20) as ws:
         ws.send(refund)
         assert json.loads(ws.recv(timeout=20))["echo"] == refund
     assert len(upstream_saw(api, "ws-refund-1")) == 1
@@ -746,9 +759,17 @@ def test_a_graphql_operation_over_a_websocket_is_decided_as_over_http(api):
         assert json.loads(ws.recv(timeout=20))["type"] == "complete"
         reason = closed_by_sluice(ws, subscribe("mutation { deleteInvoice(id: 7) }", "2"))
     assert "no-graphql-mutations" in reason, reason
-    # Off the GraphQL endpoints too, once the upstream agreed to speak graphql-ws.
+    # JSON rules read the operation's payload, as they read a POST's body.
+    with socket() as ws:
+        query = {"id": "3", "type": "subscribe",
+                 "payload": {"query": "query($id: Int!) { me }", "variables": {"id": 12345}}}
+        assert "no-big-invoice-ids" in closed_by_sluice(ws, json.dumps(query))
+    # On a path not listed as GraphQL, once the upstream agreed to speak graphql-ws, a message
+    # outside that protocol is refused too.
     with socket("/subscriptions") as ws:
         assert "no-graphql-mutations" in closed_by_sluice(ws, subscribe("mutation { deleteInvoice(id: 8) }"))
+    with socket("/subscriptions") as ws:
+        assert closed_by_sluice(ws, "mutation { adminReset }").startswith("sluice refused (unreadable)")
     for message, why in [(subscribe("{ invoices { pw: password } }"), "alias"),
                          (subscribe("{ me } { invoices { id } }"), "parse"),
                          (json.dumps({"type": "execute", "query": "mutation { adminReset }"}), "execute"),

@@ -353,6 +353,7 @@ app = recorded(Starlette(routes=[
     WebSocketRoute("/api/subscriptions", graphql_ws),
     WebSocketRoute("/api/ws", ws_echo),
     WebSocketRoute("/api/ws-admin", ws_echo),
+    WebSocketRoute("/api/ws-ops", ws_echo),
     Route("/api/v1/customers", guard(customers)),
     Route("/api/v1/customers/{id}", guard(customer), methods=["GET", "DELETE"]),
     Route("/api/v1/payments", guard(payments), methods=["POST"]),

@@ -116,53 +116,46 @@ pub fn read_body(
 const GRAPHQL_WS_CONTROL: [&str; 6] = ["connection_init", "ping", "pong", "complete", "stop", "connection_terminate"];
 
 /// Fills `action.body` from a message the client sends on a WebSocket, as a request's body is:
-/// its JSON (binary too), and on a GraphQL endpoint the operation a `subscribe` (or `start`)
-/// message carries. A message on a GraphQL endpoint that is not one of those protocols' is
-/// refused: sluice does not guess what the server will run.
-pub fn read_message(
-    action: &mut HttpAction,
-    message: &[u8],
-    binary: bool,
-    graphql_endpoint: bool,
-) -> Result<(), String> {
-    let mut json_unread = None;
-    let json = if looks_like_json(message) || crate::charset::json_in_another_encoding(message) {
-        match strict_json(message) {
-            Ok(value) => Some(Arc::new(value)),
-            Err(e) if e.contains("twice") => return Err(format!("the message {e}")),
-            Err(e) => {
-                json_unread = Some(match crate::charset::wide(message) {
-                    Some(encoding) => format!("it is {encoding}, and sluice reads JSON in UTF-8"),
-                    None => e,
-                });
-                None
-            }
-        }
-    } else {
-        None
+/// its JSON (any JSON value, text or binary). A message that is not JSON is unread: servers frame
+/// their own messages (Socket.IO's `42[…]`, STOMP, msgpack), so refusing JSON rules hold for it.
+/// A graphql-ws `subscribe` (or `start`) message is GraphQL on any socket: its operation meets the
+/// GraphQL rules and its `payload` (`query`, `variables`) the JSON ones, as a POST's body would.
+/// On a GraphQL socket (`graphql_socket`), a message that is not one of that protocol's is refused:
+/// sluice does not guess what the server will run.
+pub fn read_message(action: &mut HttpAction, message: &[u8], graphql_socket: bool) -> Result<(), String> {
+    let (json, json_unread) = match strict_json(message) {
+        Ok(value) => (Some(Arc::new(value)), None),
+        Err(e) if e.contains("twice") => return Err(format!("the message {e}")),
+        Err(_) if message.is_empty() => (None, None),
+        Err(e) => (
+            None,
+            Some(match crate::charset::wide(message) {
+                Some(encoding) => format!("it is {encoding}, and sluice reads JSON in UTF-8"),
+                None if looks_like_json(message) => e,
+                None => "it is not JSON, and sluice reads a message's fields only in JSON".to_string(),
+            }),
+        ),
     };
-    if binary && json.is_none() && json_unread.is_none() && !message.is_empty() {
-        json_unread = Some("it is a binary message that is not JSON, which sluice does not read".into());
-    }
-    let graphql = match (graphql_endpoint, json.as_deref()) {
-        (false, _) => None,
-        (true, Some(Value::Object(envelope))) => match envelope.get("type").and_then(Value::as_str) {
-            Some("subscribe" | "start") => match envelope.get("payload") {
-                Some(payload @ Value::Object(_)) => Some(graphql::operation(Carrier::Json(payload))?),
-                _ => return Err("a GraphQL subscribe message without a payload object".into()),
-            },
-            Some(kind) if GRAPHQL_WS_CONTROL.contains(&kind) => None,
-            Some(kind) => {
-                return Err(format!(
-                    "a GraphQL WebSocket message of type {:?}, which sluice does not know",
-                    crate::reply::quoted_name(kind)
-                ));
-            }
-            None => return Err("a message on a GraphQL endpoint without a \"type\" (graphql-ws protocol)".into()),
-        },
-        (true, _) => {
-            return Err("a message on a GraphQL endpoint must be a JSON object of the graphql-ws protocol".into());
+    let envelope = json.as_deref().and_then(Value::as_object);
+    let kind = envelope.and_then(|e| e.get("type")).and_then(Value::as_str);
+    let payload = envelope.and_then(|e| e.get("payload"));
+    let (graphql, json) = match (kind, payload) {
+        (Some("subscribe" | "start"), Some(payload @ Value::Object(_))) => {
+            (Some(graphql::operation(Carrier::Json(payload))?), Some(Arc::new(payload.clone())))
         }
+        (Some("subscribe" | "start"), _) if graphql_socket => {
+            return Err("a GraphQL subscribe message without a payload object".into());
+        }
+        (Some(kind), _) if graphql_socket && !GRAPHQL_WS_CONTROL.contains(&kind) => {
+            return Err(format!(
+                "a GraphQL WebSocket message of type {:?}, which sluice does not know",
+                crate::reply::quoted_name(kind)
+            ));
+        }
+        (None, _) if graphql_socket => {
+            return Err("a message on a GraphQL socket must be a graphql-ws JSON object with a \"type\"".into());
+        }
+        _ => (None, json),
     };
     action.body = BodySummary {
         content_type: None,
@@ -305,15 +298,19 @@ mod tests {
     fn a_websocket_message_is_read_as_a_body_and_graphql_ws_envelopes_are_opened() {
         use sluice_core::http::GraphqlKind;
         let socket = HttpAction::new("GET", "/graphql").unwrap().message_on_socket();
-        let read = |message: &[u8], binary: bool, graphql: bool| {
+        let read = |message: &[u8], graphql: bool| {
             let mut action = socket.clone();
-            read_message(&mut action, message, binary, graphql).map(|()| action.body)
+            read_message(&mut action, message, graphql).map(|()| action.body)
         };
-        let subscribe = br#"{"id":"1","type":"subscribe","payload":{"query":"mutation { a }"}}"#;
-        assert_eq!(read(subscribe, false, true).unwrap().graphql.unwrap().kind, GraphqlKind::Mutation);
+        let subscribe = br#"{"id":"1","type":"subscribe","payload":{"query":"mutation { a }","variables":{"n":9}}}"#;
+        let body = read(subscribe, true).unwrap();
+        assert_eq!(body.graphql.unwrap().kind, GraphqlKind::Mutation);
+        assert_eq!(body.json.unwrap()["variables"]["n"], 9, "JSON rules read the payload, as a POST's body");
+        // On any socket: the operation is GraphQL wherever graphql-ws is spoken.
         let start = br#"{"id":"1","type":"start","payload":{"query":"subscription { a }"}}"#;
-        assert_eq!(read(start, true, true).unwrap().graphql.unwrap().kind, GraphqlKind::Subscription);
-        assert!(read(br#"{"type":"connection_init","payload":{}}"#, false, true).unwrap().graphql.is_none());
+        assert_eq!(read(start, false).unwrap().graphql.unwrap().kind, GraphqlKind::Subscription);
+        assert!(read(br#"{"type":"start","payload":{"query":"{ a } { b }"}}"#, false).is_err());
+        assert!(read(br#"{"type":"connection_init","payload":{}}"#, true).unwrap().graphql.is_none());
         for refused in [
             &br#"{"type":"execute","payload":{"query":"{ a }"}}"#[..],
             br#"{"query":"mutation { a }"}"#,
@@ -321,15 +318,18 @@ mod tests {
             br#"{"type":"subscribe","payload":{"query":"{ a } { b }"}}"#,
             b"mutation { a }",
         ] {
-            assert!(read(refused, false, true).is_err(), "{}", String::from_utf8_lossy(refused));
+            assert!(read(refused, true).is_err(), "{}", String::from_utf8_lossy(refused));
         }
-        // Off a GraphQL endpoint: JSON is read, text is text (not a form), and a binary message
-        // that is not JSON is what refusing JSON rules hold to.
-        assert_eq!(read(br#"{"op":"drop"}"#, true, false).unwrap().json.unwrap()["op"], "drop");
-        let text = read(b"op=drop", false, false).unwrap();
-        assert!(text.json.is_none() && text.json_unread.is_none() && text.form.is_empty());
-        assert!(read(b"\x82\xa2op\xa4drop", true, false).unwrap().json_unread.is_some());
-        assert!(read(br#"{"op":"list","op":"drop"}"#, false, false).is_err());
+        // Off a GraphQL socket: any JSON value is read; what is not JSON, text or binary, is
+        // unread (refusing JSON rules hold for it), and is never read as a form.
+        assert_eq!(read(br#"{"op":"drop"}"#, false).unwrap().json.unwrap()["op"], "drop");
+        assert_eq!(*read(br#""drop""#, false).unwrap().json.unwrap(), "drop");
+        for unread in [&b"op=drop"[..], b"42[\"x\",{\"op\":\"drop\"}]", b"\x82\xa2op\xa4drop"] {
+            let body = read(unread, false).unwrap();
+            assert!(body.json.is_none() && body.json_unread.is_some() && body.form.is_empty());
+        }
+        assert!(read(b"", false).unwrap().json_unread.is_none());
+        assert!(read(br#"{"op":"list","op":"drop"}"#, false).is_err());
     }
 
     #[test]

@@ -549,7 +549,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         *reply.headers_mut() = websocket::client_headers(&head.headers);
         // A socket speaks GraphQL on a GraphQL endpoint, and wherever the upstream agreed to a
         // GraphQL subprotocol: its operations then meet the GraphQL rules whatever the path.
-        let graphql_endpoint = options.graphql_paths.iter().any(|p| p.eq_ignore_ascii_case(&action.path))
+        let graphql_socket = options.graphql_paths.iter().any(|p| p.eq_ignore_ascii_case(&action.path))
             || websocket::speaks_graphql(&head.headers);
         let upstream_upgrade = hyper::upgrade::on(Response::from_parts(head, upstream_body));
         exchange.finish(&log, "allow", &rule, 101, 0, None);
@@ -565,7 +565,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         let decide = {
             let (conn, session_id, target) = (Arc::clone(conn), Arc::clone(&session_id), target.clone());
             let socket = action.message_on_socket();
-            move |message: Bytes, binary: bool| {
+            move |message: Bytes| {
                 let (conn, session_id, target, action) =
                     (Arc::clone(&conn), Arc::clone(&session_id), target.clone(), socket.clone());
                 async move {
@@ -574,7 +574,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
                             Answer::new("misconfigured", "the target is not an HTTP target", "tell an operator");
                         return websocket::Verdict::Refuse { effect: "deny", rule: Arc::from("misconfigured"), answer };
                     };
-                    decide_message(&conn, &session_id, action, &message, binary, graphql_endpoint, options).await
+                    decide_message(&conn, &session_id, action, &message, graphql_socket, options).await
                 }
             }
         };
@@ -680,13 +680,12 @@ async fn decide_message<G: Gate>(
     session_id: &Arc<str>,
     mut action: HttpAction,
     message: &[u8],
-    binary: bool,
-    graphql_endpoint: bool,
+    graphql_socket: bool,
     options: &HttpTarget,
 ) -> websocket::Verdict {
     let refuse =
         |rule: &str, answer: Answer| websocket::Verdict::Refuse { effect: "deny", rule: Arc::from(rule), answer };
-    let read = request::read_message(&mut action, message, binary, graphql_endpoint)
+    let read = request::read_message(&mut action, message, graphql_socket)
         .and_then(|()| renamed_by_alias(&action, &options.sensitive));
     if let Err(why) = read {
         let answer = Answer::new(
@@ -727,7 +726,12 @@ async fn decide_message<G: Gate>(
     match &decision {
         Decision::Allow { .. } | Decision::Approved { .. } => websocket::Verdict::Pass { rule },
         Decision::Review(refusal) | Decision::Deny(refusal) => {
-            let (_, answer) = Answer::refusal(refusal, conn.config.api_url.as_deref());
+            let (_, mut answer) = Answer::refusal(refusal, conn.config.api_url.as_deref());
+            if let Some(why) = &action.body.json_unread {
+                answer = answer.with_more_hint(format!(
+                    "if a rule about the message's fields refused it: sluice could not read them ({why}), so such rules apply as if they matched; send the message as UTF-8 JSON"
+                ));
+            }
             websocket::Verdict::Refuse { effect: decision.effect(), rule, answer }
         }
         Decision::Hold(_) => {

@@ -142,7 +142,7 @@ pub async fn relay<L, S, F, D, V>(
     L: SessionLog,
     S: Fn() -> F + Send,
     F: Future<Output = bool> + Send,
-    D: Fn(WsBytes, bool) -> V + Send,
+    D: Fn(WsBytes) -> V + Send,
     V: Future<Output = Verdict> + Send,
 {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
@@ -168,8 +168,8 @@ pub async fn relay<L, S, F, D, V>(
                     // Text and binary messages say what the upstream is to do: decided as the
                     // upgrade's request with the message as its body. Control frames are not.
                     let verdict = match &message {
-                        Message::Text(text) => Some(decide(WsBytes::from(text.clone()), false).await),
-                        Message::Binary(data) => Some(decide(data.clone(), true).await),
+                        Message::Text(text) => Some(decide(WsBytes::from(text.clone())).await),
+                        Message::Binary(data) => Some(decide(data.clone()).await),
                         _ => None,
                     };
                     recording.message(Direction::Up, &message, &masker, verdict.as_ref());
@@ -358,7 +358,8 @@ impl<L: SessionLog> Recording<L> {
         };
         match verdict {
             Some(Verdict::Refuse { effect, rule, answer }) => {
-                let why = Some(format!("{}: {}", answer.error, answer.reason));
+                let hint = answer.hint.as_deref().map(|h| format!("; {h}")).unwrap_or_default();
+                let why = Some(format!("{}: {}{hint}", answer.error, answer.reason));
                 self.record(direction, size, &what, why, effect, Arc::clone(rule));
             }
             Some(Verdict::Pass { rule }) => self.record(direction, size, &what, None, "allow", Arc::clone(rule)),

@@ -15,11 +15,6 @@ mod targets;
 
 use anyhow::Result;
 
-/// mimalloc rather than glibc's malloc: every request allocates and frees a few dozen small
-/// buffers, and glibc's allocator took about a tenth of the HTTP gateway's CPU doing it.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
