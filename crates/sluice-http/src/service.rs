@@ -370,8 +370,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         }
     };
     let open = open_guard.as_mut().ok_or_else(|| bad_request("no session", "retry"))?;
-    // Routers that ignore case (Express, ASP.NET) serve /GraphQL at /graphql.
-    let graphql_endpoint = options.graphql_paths.iter().any(|p| p.eq_ignore_ascii_case(&action.path));
+    let graphql_endpoint = options.is_graphql_path(&action.path);
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let mut read = request::read_body(&mut action, content_type, &body, graphql_endpoint)
         .and_then(|()| renamed_by_alias(&action, &options.sensitive));
@@ -549,8 +548,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         *reply.headers_mut() = websocket::client_headers(&head.headers);
         // A socket speaks GraphQL on a GraphQL endpoint, and wherever the upstream agreed to a
         // GraphQL subprotocol: its operations then meet the GraphQL rules whatever the path.
-        let graphql_socket = options.graphql_paths.iter().any(|p| p.eq_ignore_ascii_case(&action.path))
-            || websocket::speaks_graphql(&head.headers);
+        let graphql_socket = options.is_graphql_path(&action.path) || websocket::speaks_graphql(&head.headers);
         let upstream_upgrade = hyper::upgrade::on(Response::from_parts(head, upstream_body));
         exchange.finish(&log, "allow", &rule, 101, 0, None);
         let recording =
@@ -568,14 +566,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
             move |message: Bytes| {
                 let (conn, session_id, target, action) =
                     (Arc::clone(&conn), Arc::clone(&session_id), target.clone(), socket.clone());
-                async move {
-                    let Some(options) = target.options::<HttpTarget>() else {
-                        let answer =
-                            Answer::new("misconfigured", "the target is not an HTTP target", "tell an operator");
-                        return websocket::Verdict::Refuse { effect: "deny", rule: Arc::from("misconfigured"), answer };
-                    };
-                    decide_message(&conn, &session_id, action, &message, graphql_socket, options).await
-                }
+                async move { decide_message(&conn, &session_id, action, &message, graphql_socket, &target).await }
             }
         };
         let paths = Arc::clone(&options.stream_text);
@@ -681,10 +672,16 @@ async fn decide_message<G: Gate>(
     mut action: HttpAction,
     message: &[u8],
     graphql_socket: bool,
-    options: &HttpTarget,
+    target: &sluice_gate::Target,
 ) -> websocket::Verdict {
     let refuse =
         |rule: &str, answer: Answer| websocket::Verdict::Refuse { effect: "deny", rule: Arc::from(rule), answer };
+    let Some(options) = target.options::<HttpTarget>() else {
+        return refuse(
+            "misconfigured",
+            Answer::new("misconfigured", "the target is not an HTTP target", "tell an operator"),
+        );
+    };
     let read = request::read_message(&mut action, message, graphql_socket)
         .and_then(|()| renamed_by_alias(&action, &options.sensitive));
     if let Err(why) = read {

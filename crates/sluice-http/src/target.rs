@@ -287,6 +287,12 @@ thread_local! {
 const CLIENTS_PER_THREAD: usize = 256;
 
 impl HttpTarget {
+    /// Whether `path` is a GraphQL endpoint of the target: compared without case, since routers
+    /// that ignore case (Express, ASP.NET) serve /GraphQL at /graphql.
+    pub fn is_graphql_path(&self, path: &str) -> bool {
+        self.graphql_paths.iter().any(|p| p.eq_ignore_ascii_case(path))
+    }
+
     /// This thread's pooled client to the upstream.
     pub fn client(&self) -> UpstreamClient {
         CLIENTS.with(|clients| {

@@ -107,22 +107,18 @@ impl Verdict {
             None if answer.error == "denied" => format!("sluice denied (rule {rule}): {}", answer.reason),
             None => format!("sluice refused ({}): {}", answer.error, answer.reason),
         };
-        Some(Utf8Bytes::from(cut_at_char(text, CONTROL_PAYLOAD - 2)))
+        Some(fitted_reason(text))
     }
 }
 
-/// `text` cut, at a character, to at most `max` bytes (with `…` when cut).
-fn cut_at_char(mut text: String, max: usize) -> String {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max - '…'.len_utf8();
+/// `text` as a close frame's reason: cut, at a character, to the 123 bytes the frame holds.
+fn fitted_reason(mut text: String) -> Utf8Bytes {
+    let mut end = text.len().min(CONTROL_PAYLOAD - 2);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
     text.truncate(end);
-    text.push('…');
-    text
+    Utf8Bytes::from(text)
 }
 
 /// Joins the client's and the upstream's upgraded connections and relays messages until one side
@@ -309,13 +305,7 @@ fn clean_control(data: WsBytes, masker: &BodyMasker) -> WsBytes {
 /// A close frame's reason, cleaned as text (and cut, at a character, to what the frame holds).
 fn clean_reason(reason: &Utf8Bytes, masker: &BodyMasker) -> Utf8Bytes {
     match masker.clean_text(reason.as_bytes()) {
-        Some(clean) => {
-            let mut text = String::from_utf8_lossy(&clean).into_owned();
-            while text.len() > CONTROL_PAYLOAD - 2 {
-                text.pop();
-            }
-            Utf8Bytes::from(text)
-        }
+        Some(clean) => fitted_reason(String::from_utf8_lossy(&clean).into_owned()),
         None => reason.clone(),
     }
 }

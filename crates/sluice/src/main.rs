@@ -14,7 +14,6 @@ mod serve;
 mod targets;
 
 use anyhow::Result;
-
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
