@@ -1,7 +1,9 @@
 """The HTTP benchmark: wrk against one upstream API, reached directly, through nginx as a reverse
 proxy (Debian's package, holding the upstream's credential as sluice does: the peer operators
 would deploy instead), through tokio-relay (crates/sluice/examples/plain_relay.rs: a TCP relay that
-only copies bytes, the floor any tokio proxy starts from) and through sluice with policy, masking
+only copies bytes, the floor any tokio proxy starts from), through hyper-relay
+(crates/sluice/examples/hyper_relay.rs: a reverse proxy on hyper, sluice's HTTP library, that only
+forwards: the floor any proxy parsing HTTP with hyper starts from) and through sluice with policy, masking
 and recording on. The upstream is nginx serving static JSON with a bearer-token check, so that it
 is never the bottleneck. Workloads: a small GET (a ~100-byte JSON object) and a 64 KB JSON list
 of customers whose e-mail addresses sluice masks (every string walked, the list re-written).
@@ -29,7 +31,7 @@ from run import ROOT, free_port, wait_port  # noqa: E402
 
 UPSTREAM_TOKEN = "bench-upstream-secret"
 WORKLOADS = {"small-get": "small.json", "json-64k": "large.json"}
-TARGETS = ["direct", "nginx", "tokio-relay", "sluice-bare", "sluice"]
+TARGETS = ["direct", "nginx", "tokio-relay", "hyper-relay", "sluice-bare", "sluice"]
 
 # sluice decides every request against a policy of the shape operators write (a default deny,
 # reads allowed, an admin area off limits, payments reviewed), masks with every built-in detector
@@ -174,6 +176,19 @@ http {{
             raise SystemExit("bench: plain_relay did not start")
         self.relay = {"base": f"http://127.0.0.1:{port}/api", "token": UPSTREAM_TOKEN, "pids": lambda: [proc.pid]}
 
+    def start_hyper_relay(self):
+        binary = str(Path(os.environ["SLUICE_BIN"]).parent / "examples" / "hyper_relay")
+        if not Path(binary).exists():
+            raise SystemExit(f"bench: {binary} is missing; build it with `cargo build -p sluice --example hyper_relay`")
+        port = free_port()
+        # Holding the upstream's credential, as nginx and sluice do; reached under the same prefix.
+        proc = subprocess.Popen([binary, f"127.0.0.1:{port}", f"http://127.0.0.1:{self.upstream_port}/api", "/billing",
+                                 UPSTREAM_TOKEN], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.procs.append(proc)
+        if proc.stdout.readline().strip() != "listening":
+            raise SystemExit("bench: hyper_relay did not start")
+        self.hyper_relay = {"base": f"http://127.0.0.1:{port}/billing", "token": None, "pids": lambda: [proc.pid]}
+
     def start_sluice(self, name, bare):
         d = self.work / name
         d.mkdir()
@@ -208,6 +223,7 @@ password = "env:BENCH_UPSTREAM_TOKEN"
             "direct": {"base": f"http://127.0.0.1:{self.upstream_port}/api", "token": UPSTREAM_TOKEN, "pids": list},
             "nginx": self.nginx_proxy,
             "tokio-relay": self.relay,
+            "hyper-relay": self.hyper_relay,
             "sluice-bare": self.sluice_bare,
             "sluice": self.sluice,
         }
@@ -250,6 +266,7 @@ password = "env:BENCH_UPSTREAM_TOKEN"
         self.start_upstream()
         self.start_proxy_nginx()
         self.start_relay()
+        self.start_hyper_relay()
         self.sluice_bare = self.start_sluice("sluice-bare", bare=True)
         self.sluice = self.start_sluice("sluice", bare=False)
         targets = self.targets()

@@ -16,10 +16,10 @@ quick=0
 for arg in "$@"; do [ "$arg" = "--quick" ] && quick=1; done
 if [ -z "${SLUICE_BIN:-}" ]; then
   if [ $quick = 1 ]; then
-    cargo build --locked -p sluice --bin sluice --example plain_relay >&2
+    cargo build --locked -p sluice --bin sluice --example plain_relay --example hyper_relay >&2
     export SLUICE_BIN="${CARGO_TARGET_DIR:-$(pwd)/target}/debug/sluice"
   else
-    cargo build --release --locked -p sluice --bin sluice --example plain_relay >&2
+    cargo build --release --locked -p sluice --bin sluice --example plain_relay --example hyper_relay >&2
     export SLUICE_BIN="${CARGO_TARGET_DIR:-$(pwd)/target}/release/sluice"
   fi
 fi

@@ -48,7 +48,7 @@ def test_http_benchmark_quick_mode_runs_every_target_and_workload(tmp_path):
     summary = report["summary"]
     assert set(summary) == {"small-get", "json-64k"}
     for workload, targets in summary.items():
-        assert set(targets) == {"direct", "nginx", "tokio-relay", "sluice-bare", "sluice"}
+        assert set(targets) == {"direct", "nginx", "tokio-relay", "hyper-relay", "sluice-bare", "sluice"}
         for name, entry in targets.items():
             assert entry["failed"] == 0
             assert entry["rps"] > 0 and entry["p99_ms"] > 0
