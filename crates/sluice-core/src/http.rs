@@ -3,6 +3,7 @@
 //! is where HTTP gateways are bypassed (`/a/../admin`, `%2e%2e`, `//admin`, `/admin;x`), so a path
 //! that two servers could read two ways is refused rather than guessed at.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -293,7 +294,10 @@ pub fn normalise_path(path: &str) -> Result<String, HttpTargetError> {
     if !path.starts_with('/') {
         return Err(HttpTargetError::NotAPath);
     }
-    let mut segments: Vec<String> = Vec::new();
+    // Built in place: each kept segment is appended with its '/', and `..` cuts back to the
+    // last one (where each segment starts is remembered).
+    let mut out = String::with_capacity(path.len());
+    let mut starts: Vec<usize> = Vec::new();
     for raw in path.split('/').skip(1) {
         if raw.contains('\\') {
             return Err(HttpTargetError::Ambiguous("a backslash"));
@@ -313,15 +317,23 @@ pub fn normalise_path(path: &str) -> Result<String, HttpTargetError> {
         if decoded.as_bytes().windows(3).any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit()) {
             return Err(HttpTargetError::Ambiguous("an escape still encoded after decoding (double encoding)"));
         }
-        match decoded.as_str() {
+        match &*decoded {
             "" | "." => {}
             ".." => {
-                segments.pop().ok_or(HttpTargetError::AboveRoot)?;
+                let start = starts.pop().ok_or(HttpTargetError::AboveRoot)?;
+                out.truncate(start);
             }
-            _ => segments.push(decoded),
+            segment => {
+                starts.push(out.len());
+                out.push('/');
+                out.push_str(segment);
+            }
         }
     }
-    Ok(format!("/{}", segments.join("/")))
+    if out.is_empty() {
+        out.push('/');
+    }
+    Ok(out)
 }
 
 fn parse_query(query: &str) -> Result<Vec<(String, String)>, HttpTargetError> {
@@ -330,14 +342,17 @@ fn parse_query(query: &str) -> Result<Vec<(String, String)>, HttpTargetError> {
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            Ok((percent_decode(name, true)?, percent_decode(value, true)?))
+            Ok((percent_decode(name, true)?.into_owned(), percent_decode(value, true)?.into_owned()))
         })
         .collect()
 }
 
 /// Decodes `%XX` escapes (and `+` as a space in a query).
-fn percent_decode(s: &str, plus_is_space: bool) -> Result<String, HttpTargetError> {
+fn percent_decode(s: &str, plus_is_space: bool) -> Result<Cow<'_, str>, HttpTargetError> {
     let bytes = s.as_bytes();
+    if !bytes.iter().any(|&b| b == b'%' || plus_is_space && b == b'+') {
+        return Ok(Cow::Borrowed(s));
+    }
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -358,7 +373,7 @@ fn percent_decode(s: &str, plus_is_space: bool) -> Result<String, HttpTargetErro
             }
         }
     }
-    String::from_utf8(out).map_err(|_| HttpTargetError::NotUtf8)
+    String::from_utf8(out).map(Cow::Owned).map_err(|_| HttpTargetError::NotUtf8)
 }
 
 #[cfg(test)]
@@ -395,6 +410,9 @@ mod tests {
             "/x/%2e%2e/admin/users",
         ] {
             assert_eq!(normalise_path(path).unwrap(), "/admin/users", "{path}");
+        }
+        for (path, normal) in [("/", "/"), ("//", "/"), ("/a/..", "/"), ("/a/b/..", "/a"), ("/a/b/../../c/", "/c")] {
+            assert_eq!(normalise_path(path).unwrap(), normal, "{path}");
         }
     }
 

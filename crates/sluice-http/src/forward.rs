@@ -7,7 +7,6 @@ use crate::target::{HttpTarget, Presentation};
 use base64::Engine;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
-use sha2::{Digest, Sha256};
 use sluice_core::Secret;
 use sluice_core::http::HttpAction;
 use std::sync::Arc;
@@ -54,18 +53,19 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Fields through which frameworks let a request say it is another method or path than the one
 /// on its request line: policy decides the request line, so a request carrying one is refused.
-const OVERRIDES: [&str; 6] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-original-method",
+static OVERRIDES: [HeaderName; 6] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-original-method"),
 ];
 
 /// The first field of `headers` that would override the method or path, if any.
 pub fn overriding_field(headers: &HeaderMap) -> Option<&'static str> {
-    OVERRIDES.into_iter().find(|name| headers.contains_key(*name))
+    // Looked up as names: a name given as text would be parsed again on every call.
+    OVERRIDES.iter().find(|name| headers.contains_key(*name)).map(HeaderName::as_str)
 }
 
 /// The upstream URL for `action` (whose path is relative to the target); `trailing_slash`: the
@@ -141,49 +141,70 @@ pub async fn present(
             _ => Err("the connection holds no credential".into()),
         };
     };
-    let mut sent = vec![secret.expose().to_string()];
-    let (name, text) = match &target.presentation {
+    let token = match &target.presentation {
         Presentation::None => return Ok(Arc::default()),
-        Presentation::Bearer => (header::AUTHORIZATION, format!("Bearer {}", secret.expose())),
-        Presentation::Basic { username } => {
-            let pair = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", secret.expose()));
-            sent.push(pair.clone());
-            (header::AUTHORIZATION, format!("Basic {pair}"))
-        }
-        Presentation::Header { name } => (name.clone(), secret.expose().to_string()),
-        Presentation::OAuth2(cache) => {
-            let token = cache.token(secret).await?;
-            sent.push(token.expose().to_string());
-            (header::AUTHORIZATION, format!("Bearer {}", token.expose()))
-        }
+        Presentation::OAuth2(cache) => Some(cache.token(secret).await?),
+        _ => None,
     };
-    let mut value = HeaderValue::from_str(&text).map_err(|_| "the held credential is not a valid header value")?;
-    value.set_sensitive(true);
-    headers.insert(name, value);
-    Ok(target.on_wire.get(sent, text))
+    let presented = target.on_wire.get(&target.presentation, secret, token.as_ref())?;
+    headers.insert(presented.name.clone(), presented.value.clone());
+    Ok(Arc::clone(&presented.on_wire))
 }
 
-/// The last `OnWire` a target built, by the digest of the pieces it was built from: building
-/// one (the spellings, their finders) costs more than the rest of a small request's checks.
+/// The held credential as a request carries it, and what of it goes on the wire.
+struct Presented {
+    secret: Secret,
+    token: Option<Secret>,
+    name: HeaderName,
+    value: HeaderValue,
+    on_wire: Arc<OnWire>,
+}
+
+impl Presented {
+    fn new(presentation: &Presentation, secret: &Secret, token: Option<&Secret>) -> Result<Presented, String> {
+        let mut sent = vec![secret.expose().to_string()];
+        let (name, text) = match (presentation, token) {
+            (Presentation::Basic { username }, _) => {
+                let pair = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", secret.expose()));
+                sent.push(pair.clone());
+                (header::AUTHORIZATION, format!("Basic {pair}"))
+            }
+            (Presentation::Header { name }, _) => (name.clone(), secret.expose().to_string()),
+            (_, Some(token)) => {
+                sent.push(token.expose().to_string());
+                (header::AUTHORIZATION, format!("Bearer {}", token.expose()))
+            }
+            _ => (header::AUTHORIZATION, format!("Bearer {}", secret.expose())),
+        };
+        let mut value = HeaderValue::from_str(&text).map_err(|_| "the held credential is not a valid header value")?;
+        value.set_sensitive(true);
+        let on_wire = Arc::new(OnWire::new(sent, text));
+        Ok(Presented { secret: secret.clone(), token: token.cloned(), name, value, on_wire })
+    }
+}
+
+/// The last credential a target presented, with its header and finders: building those (the
+/// spellings, their finders) costs more than the rest of a small request's checks, and the
+/// credential changes only when an operator rotates it (or an OAuth 2 token is renewed).
 #[derive(Default)]
-pub struct OnWireCache(parking_lot::Mutex<Option<([u8; 32], Arc<OnWire>)>>);
+pub struct OnWireCache(parking_lot::Mutex<Option<Arc<Presented>>>);
 
 impl OnWireCache {
-    fn get(&self, secrets: Vec<String>, header_value: String) -> Arc<OnWire> {
-        let mut digest = Sha256::new();
-        for piece in secrets.iter().chain([&header_value]) {
-            digest.update((piece.len() as u64).to_le_bytes());
-            digest.update(piece.as_bytes());
-        }
-        let key: [u8; 32] = digest.finalize().into();
-        if let Some((cached, on_wire)) = &*self.0.lock()
-            && *cached == key
+    fn get(
+        &self,
+        presentation: &Presentation,
+        secret: &Secret,
+        token: Option<&Secret>,
+    ) -> Result<Arc<Presented>, String> {
+        if let Some(cached) = &*self.0.lock()
+            && cached.secret == *secret
+            && cached.token.as_ref() == token
         {
-            return Arc::clone(on_wire);
+            return Ok(Arc::clone(cached));
         }
-        let on_wire = Arc::new(OnWire::new(secrets, header_value));
-        *self.0.lock() = Some((key, Arc::clone(&on_wire)));
-        on_wire
+        let presented = Arc::new(Presented::new(presentation, secret, token)?);
+        *self.0.lock() = Some(Arc::clone(&presented));
+        Ok(presented)
     }
 }
 
@@ -270,21 +291,21 @@ impl OnWire {
     }
 }
 
-/// The response's headers as they go to the client: without hop-by-hop fields, without
+/// Makes a response's headers those that go to the client: without hop-by-hop fields, without
 /// `Set-Cookie` (a session the upstream opens for the held credential is a credential of its
 /// own, which the caller must not hold) and without `X-Sluice-*` (which only sluice writes); the
 /// body's length and encoding are set again by the caller once the body is final.
-pub fn response_headers(from: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(from.len());
-    for (name, value) in from {
-        let dropped = is_hop_by_hop(name)
+pub fn strip_response_headers(headers: &mut HeaderMap) {
+    let dropped = |name: &HeaderName| {
+        is_hop_by_hop(name)
             || matches!(*name, header::CONTENT_LENGTH | header::CONTENT_ENCODING | header::SET_COOKIE)
-            || name.as_str().starts_with("x-sluice-");
-        if !dropped {
-            out.append(name.clone(), value.clone());
-        }
+            || name.as_str().starts_with("x-sluice-")
+    };
+    // Removed in place (the map is not built again): `remove` takes every field of a name.
+    let names: Vec<HeaderName> = headers.keys().filter(|n| dropped(n)).cloned().collect();
+    for name in names {
+        headers.remove(name);
     }
-    out
 }
 
 #[cfg(test)]

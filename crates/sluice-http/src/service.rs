@@ -65,7 +65,7 @@ impl<S: SessionGate> Open<S> {
         answer: &Answer,
     ) {
         self.seq += 1;
-        let exchange = Exchange::new(action, self.seq, started_at_us, started, 0);
+        let exchange = Exchange::new(&self.log, action, self.seq, started_at_us, started, 0);
         exchange.finish(&self.log, "deny", answer.error, status.as_u16(), 0, Some(answer.reason.clone()));
     }
 }
@@ -334,7 +334,13 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     let session_id = Arc::clone(open.session.id());
     drop(open_guard);
     let (mut parts, body) = req.into_parts();
-    let read = tokio::time::timeout(options.timeout, read_request_body(body, &conn.config));
+    // A request without a body (most reads) has nothing to wait for.
+    let read = async {
+        if body.is_end_stream() {
+            return Ok(Ok(Bytes::new()));
+        }
+        tokio::time::timeout(options.timeout, read_request_body(body, &conn.config)).await
+    };
     let body = match read.await {
         Ok(Ok(body)) => Ok(body),
         Err(_) => Err((
@@ -390,7 +396,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         .with_rule("unreadable")
         .with_detail(action.summary());
         open.seq += 1;
-        let mut exchange = Exchange::new(&action, open.seq, started_at_us, started, body.len());
+        let mut exchange = Exchange::new(&open.log, &action, open.seq, started_at_us, started, body.len());
         let masking = open.grant.obligations.masking.clone();
         exchange.keep_request_excerpt(&open.log, masking, &options.sensitive, &body);
         exchange.finish(&open.log, "deny", "unreadable", 400, 0, None);
@@ -404,7 +410,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().iter().map(|&b| char::from(b)).collect()))
         .collect();
     open.seq += 1;
-    let mut exchange = Exchange::new(&action, open.seq, started_at_us, started, body.len());
+    let mut exchange = Exchange::new(&open.log, &action, open.seq, started_at_us, started, body.len());
     let decision = open.session.decide(&sluice_gate::Action::Http(&action)).await;
     let decision = match decision {
         Decision::Hold(hold) => {
@@ -523,7 +529,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
             ));
         }
     };
-    let (head, upstream_body) = response.into_parts();
+    let (mut head, upstream_body) = response.into_parts();
     if head.status == StatusCode::UNAUTHORIZED
         && let Presentation::OAuth2(cache) = &options.presentation
     {
@@ -575,12 +581,6 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         *conn.websocket.lock() = Some(tokio::spawn(joined));
         return Ok(reply);
     }
-    let mut headers = forward::response_headers(&head.headers);
-    for value in headers.values_mut() {
-        if let Some(clean) = masker.clean_text(value.as_bytes()) {
-            *value = HeaderValue::from_bytes(&clean).unwrap_or(HeaderValue::from_static("[redacted]"));
-        }
-    }
     // Every Content-Type field counts: clients differ on which of several they read.
     if let Some(charset) =
         head.headers.get_all(header::CONTENT_TYPE).iter().find_map(|ct| charset::declared_unreadable(ct.as_bytes()))
@@ -592,6 +592,14 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         return Err(upstream_failed(StatusCode::BAD_GATEWAY, "upstream_response_refused", why, WIDE_HINT));
     }
     let shape = Shape::of(&head.headers);
+    let binary = response::is_binary_media(head.headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes));
+    let mut headers = std::mem::take(&mut head.headers);
+    forward::strip_response_headers(&mut headers);
+    for value in headers.values_mut() {
+        if let Some(clean) = masker.clean_text(value.as_bytes()) {
+            *value = HeaderValue::from_bytes(&clean).unwrap_or(HeaderValue::from_static("[redacted]"));
+        }
+    }
     if shape != Shape::Whole {
         let status = head.status.as_u16();
         let on_end: OnEnd = Box::new(move |sent, error| exchange.finish(&log, "allow", &rule, status, sent, error));
@@ -609,7 +617,6 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         return Ok(reply);
     }
     let limits = response::WholeLimits { limit, oversize: conn.config.oversize, timeout: options.timeout };
-    let binary = response::is_binary_media(head.headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes));
     let share = conn.config.budget.share();
     let whole = response::read_whole(upstream_body, decoder, &masker, limits, binary, share).await;
     let whole = match whole {
@@ -1054,7 +1061,8 @@ async fn session<'c, G: Gate>(
 
 /// One request on its way, for its record.
 struct Exchange {
-    text: Arc<str>,
+    /// The record's line, when the log records outcomes.
+    text: Option<Arc<str>>,
     seq: u64,
     started_at_us: i64,
     started: Instant,
@@ -1063,8 +1071,16 @@ struct Exchange {
 }
 
 impl Exchange {
-    fn new(action: &HttpAction, seq: u64, started_at_us: i64, started: Instant, request_bytes: usize) -> Exchange {
-        Exchange { text: Arc::from(action.record_line()), seq, started_at_us, started, request_bytes, excerpts: None }
+    fn new<L: SessionLog>(
+        log: &L,
+        action: &HttpAction,
+        seq: u64,
+        started_at_us: i64,
+        started: Instant,
+        request_bytes: usize,
+    ) -> Exchange {
+        let text = log.records_outcomes().then(|| Arc::from(action.record_line()));
+        Exchange { text, seq, started_at_us, started, request_bytes, excerpts: None }
     }
 
     /// Keeps the beginning of the request's body with the record, masked, where the log keeps
@@ -1105,13 +1121,11 @@ impl Exchange {
         response_bytes: usize,
         error: Option<String>,
     ) {
-        if !log.records_outcomes() {
-            return;
-        }
+        let Some(text) = &self.text else { return };
         log.finish(
             self.seq,
             Outcome {
-                text: Arc::clone(&self.text),
+                text: Arc::clone(text),
                 started_at_us: self.started_at_us,
                 duration_us: i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX),
                 decision: verdict,
