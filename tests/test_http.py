@@ -717,6 +717,40 @@ def test_each_message_a_client_sends_on_a_websocket_is_decided_by_policy(api):
     assert any(a["text"].startswith("WS /ws-ops ended: sluice refused") for a in statements)
 
 
+def test_a_websocket_message_over_a_cap_ends_the_socket_with_1009(api):
+    # A message the client sends is a request's body (max_request_body_bytes: 10 MiB here), one the
+    # upstream sends a response's (max_response_body_bytes: 64 KiB here). Over its cap, a message
+    # goes nowhere, in whole or in part: the socket ends with 1009 (message too big) saying which.
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    def close_after(message):
+        with connect(ws_url(api, "/ws-ops"), additional_headers=bearer(api), open_timeout=20, max_size=None) as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.send(message)
+                while True:
+                    ws.recv(timeout=20)
+        assert closed.value.rcvd is not None, closed.value
+        return closed.value.rcvd
+
+    # 100 KB: under the request cap, so it reaches the upstream; its echo is over the response cap.
+    frame = close_after(json.dumps({"op": "list", "mark": "ws-big-1", "pad": "x" * 100_000}))
+    assert frame.code == 1009 and "max_response_body_bytes" in frame.reason, frame
+    assert len(upstream_saw(api, "ws-big-1")) == 1
+    frame = close_after(json.dumps({"op": "list", "mark": "ws-huge-1", "pad": "x" * (10 * 1024 * 1024)}))
+    assert frame.code == 1009 and "10485760 bytes" in frame.reason and "max_request_body_bytes" in frame.reason, frame
+    assert upstream_saw(api, "ws-huge-1") == []
+
+    def recorded(details):
+        return any("over the cap" in a["text"] for a in details["statements"])
+
+    statements = api.session_with(recorded, timeout=15)["statements"]
+    refused = [a for a in statements if "over the cap" in a["text"]]
+    assert refused[0]["decision"] == "deny" and "max_request_body_bytes" in refused[0]["error_message"], refused
+    api.session_with(lambda d: any("over 65536 bytes (http.max_response_body_bytes)" in a["text"]
+                                   for a in d["statements"]), timeout=15)
+
+
 def test_a_reviewed_websocket_message_goes_once_approved(api):
     from websockets.sync.client import connect
 

@@ -248,7 +248,9 @@ fn is_incidental_header(name: &str) -> bool {
     ];
     INCIDENTAL.contains(&name)
         || name.starts_with("x-stainless-")
-        || name.starts_with("sec-websocket-")
+        // The key and version of a WebSocket handshake change with every socket; the subprotocol
+        // says how the upstream reads its messages, so an approval is bound to it.
+        || name.starts_with("sec-websocket-") && name != "sec-websocket-protocol"
         || name.starts_with("x-amzn-trace")
         || name.starts_with("x-b3-")
         || name.starts_with("x-datadog-")
@@ -397,6 +399,15 @@ mod tests {
         assert!(message.reads_only(), "a GraphQL query is a read on a socket too");
         assert_eq!(message.summary(), "WS /ws message (query )");
         assert!(message.review_text().starts_with("WebSocket message on GET /ws?room=1"));
+        // Bound to the subprotocol the socket asked for, not to its handshake's key.
+        let on = |protocol: &str, key: &str| {
+            let mut on = message.clone();
+            on.headers =
+                vec![("sec-websocket-protocol".into(), protocol.into()), ("sec-websocket-key".into(), key.into())];
+            on.canonical()
+        };
+        assert_eq!(on("graphql-transport-ws", "a"), on("graphql-transport-ws", "b"));
+        assert_ne!(on("graphql-transport-ws", "a"), on("stomp", "a"));
     }
 
     #[test]

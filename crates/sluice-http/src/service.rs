@@ -576,8 +576,13 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
             }
         };
         let paths = Arc::clone(&options.stream_text);
+        let caps = websocket::Caps {
+            from_client: conn.config.max_request_body,
+            from_upstream: limit,
+            budget: conn.config.budget.clone(),
+        };
         let joined =
-            websocket::relay(client_upgrade, upstream_upgrade, masker, limit, paths, recording, standing, decide);
+            websocket::relay(client_upgrade, upstream_upgrade, masker, caps, paths, recording, standing, decide);
         *conn.websocket.lock() = Some(tokio::spawn(joined));
         return Ok(reply);
     }

@@ -5,6 +5,7 @@
 //! recorded (an excerpt, masked), the upstream's text and binary messages masked as response
 //! bodies are — until either side closes, the client's token stops being valid, or sluice stops.
 
+use crate::budget::Budget;
 use crate::continuity::{Continuity, StreamPaths};
 use crate::mask::BodyMasker;
 use crate::reply::Answer;
@@ -19,9 +20,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Bytes as WsBytes, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Bytes as WsBytes, Error as WsError, Message, Utf8Bytes};
 
 /// How often a joined WebSocket checks that the client's token is still valid.
 const STANDING_CHECK: Duration = Duration::from_secs(2);
@@ -121,6 +123,21 @@ fn fitted_reason(mut text: String) -> Utf8Bytes {
     Utf8Bytes::from(text)
 }
 
+/// How large a message each side may send, and the listener's budget of bytes held at once,
+/// which a client's message takes its share of while it is decided and sent.
+pub struct Caps {
+    /// `http.max_request_body_bytes`: a message is a request's body.
+    pub from_client: usize,
+    /// `http.max_response_body_bytes`: a message is a response's body.
+    pub from_upstream: usize,
+    pub budget: Budget,
+}
+
+/// A message over a cap, as tungstenite reports it.
+fn too_large(e: &WsError) -> bool {
+    matches!(e, WsError::Capacity(CapacityError::MessageTooLong { .. }))
+}
+
 /// Joins the client's and the upstream's upgraded connections and relays messages until one side
 /// closes, policy refuses a message the client sends (`decide`), `standing` says the session may
 /// not go on, or `stop` fires.
@@ -129,7 +146,7 @@ pub async fn relay<L, S, F, D, V>(
     client: OnUpgrade,
     upstream: OnUpgrade,
     masker: BodyMasker,
-    max_message: usize,
+    caps: Caps,
     joined: Arc<StreamPaths>,
     mut recording: Recording<L>,
     standing: S,
@@ -148,9 +165,11 @@ pub async fn relay<L, S, F, D, V>(
             return recording.note(Direction::Ended, 0, &why, Some(why.clone()));
         }
     };
-    let config = WebSocketConfig::default().max_message_size(Some(max_message)).max_frame_size(Some(max_message));
-    let mut client = WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, Some(config)).await;
-    let mut upstream = WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, Some(config)).await;
+    let capped = |max| WebSocketConfig::default().max_message_size(Some(max)).max_frame_size(Some(max));
+    let mut client =
+        WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, Some(capped(caps.from_client))).await;
+    let mut upstream =
+        WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, Some(capped(caps.from_upstream))).await;
     let mut check = tokio::time::interval(STANDING_CHECK);
     // The upstream's text messages wait briefly for those that follow (a secret split across
     // messages); anything else it sends goes after every text message before it.
@@ -161,6 +180,17 @@ pub async fn relay<L, S, F, D, V>(
             message = client.next() => match message {
                 Some(Ok(message)) => {
                     let closing = message.is_close();
+                    // Held, while it is decided and sent, within the listener's budget.
+                    let mut share = caps.budget.share();
+                    if let Err(e) = share.fit(message.len()) {
+                        let why = format!("{e}; send the message again on a new socket in a second or two");
+                        let size = message.len();
+                        recording.record(Direction::Up, size, "a message", Some(why), "deny", Arc::from("busy"));
+                        let reason = fitted_reason(format!("sluice is busy ({e})"));
+                        let close = CloseFrame { code: CloseCode::Again, reason };
+                        let _ = client.send(Message::Close(Some(close))).await;
+                        break "sluice had no room to hold a message the client sent".into();
+                    }
                     // Text and binary messages say what the upstream is to do: decided as the
                     // upgrade's request with the message as its body. Control frames are not.
                     let verdict = match &message {
@@ -177,9 +207,25 @@ pub async fn relay<L, S, F, D, V>(
                     if let Err(e) = upstream.send(message).await {
                         break format!("the upstream's side broke: {e}");
                     }
+                    drop(share);
                     if closing {
                         break "the client closed the WebSocket".into();
                     }
+                }
+                Some(Err(e)) if too_large(&e) => {
+                    let why = format!(
+                        "a message over {} bytes (http.max_request_body_bytes) is refused: {e}; send smaller messages",
+                        caps.from_client
+                    );
+                    let rule = Arc::from("message_too_large");
+                    recording.record(Direction::Up, 0, "a message over the cap", Some(why), "deny", rule);
+                    let reason = fitted_reason(format!(
+                        "sluice refused a message over {} bytes (http.max_request_body_bytes); send smaller ones",
+                        caps.from_client
+                    ));
+                    let _ = client.send(Message::Close(Some(CloseFrame { code: CloseCode::Size, reason }))).await;
+                    linger(client.get_mut(), caps.from_client).await;
+                    break "the client sent a message over the cap".into();
                 }
                 Some(Err(e)) => break format!("the client's side broke: {e}"),
                 None => break "the client went away".into(),
@@ -203,6 +249,18 @@ pub async fn relay<L, S, F, D, V>(
                     if closing {
                         break "the upstream closed the WebSocket".into();
                     }
+                }
+                Some(Err(e)) if too_large(&e) => {
+                    // Never passed on in part: the client learns why the socket ends.
+                    let reason = fitted_reason(format!(
+                        "sluice: the upstream sent a message over {} bytes (max_response_body_bytes); ask for less",
+                        caps.from_upstream
+                    ));
+                    let _ = client.send(Message::Close(Some(CloseFrame { code: CloseCode::Size, reason }))).await;
+                    break format!(
+                        "the upstream sent a message over {} bytes (http.max_response_body_bytes), not passed on",
+                        caps.from_upstream
+                    );
                 }
                 Some(Err(e)) => break format!("the upstream's side broke: {e}"),
                 None => break "the upstream went away".into(),
@@ -233,6 +291,18 @@ pub async fn relay<L, S, F, D, V>(
     let _ = upstream.close(None).await;
     recording.note(Direction::Ended, 0, &ended, None);
 }
+
+/// Reads and drops what a client is still sending after sluice refused its message, for a while:
+/// closed with bytes unread, the connection would be reset, and the client could lose the close
+/// frame that says why before reading it.
+async fn linger<C: tokio::io::AsyncRead + Unpin>(client: &mut C, at_most: usize) {
+    use tokio::io::AsyncReadExt;
+    let mut rest = client.take(u64::try_from(at_most).unwrap_or(u64::MAX));
+    let _ = tokio::time::timeout(LINGER, tokio::io::copy(&mut rest, &mut tokio::io::sink())).await;
+}
+
+/// How long a refused client's remaining bytes are read (`linger`).
+const LINGER: Duration = Duration::from_secs(2);
 
 /// Sends the upstream's messages to the client, each recorded as it goes.
 async fn send_all<L: SessionLog, C>(
