@@ -15,7 +15,8 @@ import httpx
 import pytest
 import requests
 
-from test_http import ODD_TOKEN, api, bearer, curl, read_until, serving, upstream  # noqa: F401 (fixtures)
+from test_http import (  # noqa: F401 (fixtures)
+    ODD_TOKEN, api, bearer, closed_by_sluice, curl, read_until, serving, upstream, upstream_saw, ws_url)
 from conftest import Sluice, wait_for
 
 
@@ -371,3 +372,62 @@ def test_a_request_naming_a_sensitive_field_where_it_keeps_its_name_passes(api, 
     r = send(api, method, "/echo/named", mark, **kw)
     assert r.status_code == 200, r.text
     assert len(reached(api, mark)) == 1
+
+
+NARROW_SOCKETS = """
+[policy]
+default = "deny"
+
+[[policy.rules]]
+name = "plain-reads"
+effect = "allow"
+methods = ["GET"]
+websocket = "none"
+
+[[policy.rules]]
+name = "ops-socket-opens"
+effect = "allow"
+paths = ["/ws-ops"]
+websocket = "opening"
+
+[[policy.rules]]
+name = "ops-socket-lists"
+effect = "allow"
+paths = ["/ws-ops"]
+websocket = "message"
+json = [{ pointer = "/op", in = ["list", "get"] }]
+"""
+
+
+@pytest.fixture(scope="module")
+def narrow(pg, upstream):
+    """A gateway whose policy denies by default and allows a socket's messages by what they ask."""
+    billing = {"protocol": "http", "url": f"http://127.0.0.1:{upstream}/api", "password": "env:BILLING_TOKEN"}
+    gw = Sluice(pg, extra_toml=NARROW_SOCKETS, settings={"connections": {"billing": billing},
+                                                         "http": {"listen": "127.0.0.1:0"}},
+                env={"BILLING_TOKEN": "upstream-secret"})
+    yield from serving(gw)
+
+
+def test_allow_rules_can_narrow_what_a_websocket_carries(narrow):
+    # `websocket = "opening"` allows the socket and not its messages, `websocket = "message"`
+    # allows messages by what they ask, and `websocket = "none"` keeps a rule for plain GETs off
+    # sockets: under a default deny, a message no rule allows is refused.
+    from websockets.sync.client import connect
+
+    with connect(ws_url(narrow, "/ws-ops"), additional_headers=bearer(narrow), open_timeout=20) as ws:
+        ws.send('{"op": "list", "mark": "narrow-list"}')
+        assert json.loads(ws.recv(timeout=20))["echo"] == '{"op": "list", "mark": "narrow-list"}'
+        reason = closed_by_sluice(ws, '{"op": "rename", "mark": "narrow-rename"}')
+    assert "default" in reason, reason
+    for message in ['{"mark": "narrow-no-op"}', "not json narrow-text"]:
+        with connect(ws_url(narrow, "/ws-ops"), additional_headers=bearer(narrow), open_timeout=20) as ws:
+            closed_by_sluice(ws, message)
+    assert upstream_saw(narrow, "narrow-list") and upstream_saw(narrow, "narrow-rename") == []
+    assert upstream_saw(narrow, "narrow-no-op") == [] and upstream_saw(narrow, "narrow-text") == []
+    # A socket on another path is a GET no rule allows as an opening.
+    with pytest.raises(Exception) as refused:
+        with connect(ws_url(narrow, "/ws"), additional_headers=bearer(narrow), open_timeout=20):
+            pass
+    assert "403" in str(refused.value), refused.value
+    assert curl(f"{narrow.base}/billing/v1/customers/1", token=narrow.agent_token)[0] == 200

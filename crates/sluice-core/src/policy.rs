@@ -133,7 +133,7 @@ pub struct RuleSpec {
     pub name: String,
     /// The kind of request the rule is about. Unset: the kind its match keys belong to (`kinds`,
     /// `objects`, `functions`, `when` are SQL's; `methods`, `paths`, `query`, `headers`,
-    /// `content_types`, `json`, `graphql` HTTP's; `programs`, `args`, `writes`, `sudo`, `shell`, `forwards`, `listens`, `operations`, `files` SSH's); for a preset, each kind it has a meaning for;
+    /// `content_types`, `json`, `graphql`, `websocket` HTTP's; `programs`, `args`, `writes`, `sudo`, `shell`, `forwards`, `listens`, `operations`, `files` SSH's); for a preset, each kind it has a meaning for;
     /// with neither, every kind: a rule of scope only (`connections`, `identities`, `groups`)
     /// applies to every request there.
     #[serde(default)]
@@ -188,6 +188,10 @@ pub struct RuleSpec {
     /// HTTP: the GraphQL operation's kind and top-level fields.
     #[serde(default)]
     pub graphql: Option<GraphqlMatchSpec>,
+    /// HTTP: what the request has to do with a WebSocket: `none` (a plain request), `opening`
+    /// (the upgrade) or `message` (a message the client sends on one); unset: any of them.
+    #[serde(default)]
+    pub websocket: Option<WebSocketMatch>,
     /// SSH: program globs, matched against the program as written and its file name (`rm`,
     /// `/usr/bin/*`); a refusing rule matches the wrappers that run a program too (`sudo`,
     /// `xargs`).
@@ -258,6 +262,29 @@ pub struct JsonCondition {
     pub matches: Option<String>,
 }
 
+/// What an HTTP rule asks of a request's relation to a WebSocket (`websocket = "message"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebSocketMatch {
+    /// A request that neither opens a WebSocket nor is a message on one.
+    None,
+    /// The upgrade request that opens a WebSocket.
+    Opening,
+    /// A text or binary message the client sends on a WebSocket.
+    Message,
+}
+
+impl WebSocketMatch {
+    pub fn matches(self, websocket: Option<crate::http::WebSocket>) -> bool {
+        use crate::http::WebSocket;
+        match self {
+            WebSocketMatch::None => websocket.is_none(),
+            WebSocketMatch::Opening => websocket == Some(WebSocket::Opening),
+            WebSocketMatch::Message => websocket == Some(WebSocket::Message),
+        }
+    }
+}
+
 /// What a rule asks of a GraphQL operation; empty lists match anything.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -292,6 +319,7 @@ impl RuleSpec {
             ("content_types", !self.content_types.is_empty()),
             ("json", !self.json.is_empty()),
             ("graphql", self.graphql.is_some()),
+            ("websocket", self.websocket.is_some()),
         ];
         used.into_iter().filter_map(|(key, set)| set.then_some(key)).collect()
     }

@@ -10,7 +10,7 @@ use crate::PolicyError;
 use regex::Regex;
 use sluice_core::glob::glob_match;
 use sluice_core::http::{HttpAction, fold_name, parameter_name, pointer_tokens};
-use sluice_core::policy::{GraphqlMatchSpec, JsonCondition, RuleSpec};
+use sluice_core::policy::{GraphqlMatchSpec, JsonCondition, RuleSpec, WebSocketMatch};
 
 /// Path segments that the `no-admin` preset refuses (compared without case).
 pub const ADMIN_SEGMENTS: [&str; 5] = ["admin", "_admin", "internal", "actuator", "debug"];
@@ -34,6 +34,7 @@ pub(crate) struct HttpKeys {
     content_types: Vec<String>,
     json: Vec<JsonCheck>,
     graphql: Option<GraphqlMatchSpec>,
+    websocket: Option<WebSocketMatch>,
 }
 
 #[derive(Debug)]
@@ -81,6 +82,7 @@ impl HttpMatcher {
             content_types: spec.content_types.iter().map(|c| c.to_ascii_lowercase()).collect(),
             json,
             graphql: spec.graphql.clone(),
+            websocket: spec.websocket,
         }))))
     }
 
@@ -130,6 +132,9 @@ impl HttpKeys {
             seen && allows
         };
         if !self.methods.is_empty() && !self.methods.contains(&action.method) {
+            return false;
+        }
+        if self.websocket.is_some_and(|w| !w.matches(action.websocket)) {
             return false;
         }
         if !self.paths.is_empty() && !self.paths.iter().any(|p| p.matches(&action.path, !allows)) {
@@ -487,6 +492,28 @@ mod tests {
         post.body.content_type = Some("application/merge-patch+json".into());
         assert!(ct.matches(&post, false));
         assert!(HttpMatcher::compile(&RuleSpec { methods: vec!["GE T".into()], ..Default::default() }).is_err());
+    }
+
+    #[test]
+    fn the_websocket_key_tells_plain_requests_openings_and_messages_apart() {
+        use sluice_core::http::WebSocket;
+        let plain = request("GET", "/ws");
+        let opening = HttpAction { websocket: Some(WebSocket::Opening), ..plain.clone() };
+        let message = opening.message_on_socket();
+        for (want, matched) in [
+            (WebSocketMatch::None, [true, false, false]),
+            (WebSocketMatch::Opening, [false, true, false]),
+            (WebSocketMatch::Message, [false, false, true]),
+        ] {
+            let m = keys(RuleSpec { paths: vec!["/ws".into()], websocket: Some(want), ..Default::default() });
+            for (action, expected) in [&plain, &opening, &message].into_iter().zip(matched) {
+                assert_eq!(m.matches(action, true), expected, "{want:?} {:?}", action.websocket);
+                assert_eq!(m.matches(action, false), expected, "{want:?} {:?}", action.websocket);
+            }
+        }
+        // Without the key, a rule is about all three.
+        let any = keys(RuleSpec { paths: vec!["/ws".into()], ..Default::default() });
+        assert!([&plain, &opening, &message].iter().all(|a| any.matches(a, true)));
     }
 
     #[test]

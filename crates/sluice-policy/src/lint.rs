@@ -77,6 +77,7 @@ fn same_http_keys(a: &RuleSpec, b: &RuleSpec) -> bool {
         && a.content_types == b.content_types
         && a.json == b.json
         && a.graphql == b.graphql
+        && a.websocket == b.websocket
 }
 
 /// Whether rule `a` matches at least everything rule `b` matches (a conservative test: list

@@ -84,6 +84,7 @@ fn shown(spec: &RuleSpec) -> Vec<String> {
         ("content_types", value(serde_json::json!(spec.content_types))),
         ("json", value(serde_json::json!(spec.json))),
         ("graphql", value(serde_json::json!(spec.graphql))),
+        ("websocket", value(serde_json::json!(spec.websocket))),
         ("programs", value(serde_json::json!(spec.programs))),
         ("args", value(serde_json::json!(spec.args))),
         ("writes", value(serde_json::json!(spec.writes))),
