@@ -2,6 +2,7 @@
 real upstream (tests/http/upstream.py under uvicorn) that checks its own bearer token."""
 
 import contextlib
+import hashlib
 import json
 import socket
 import subprocess
@@ -711,10 +712,16 @@ def test_each_message_a_client_sends_on_a_websocket_is_decided_by_policy(api):
     def recorded(details):
         return any("ws-drop-1" in a["text"] for a in details["statements"])
 
-    statements = api.session_with(recorded, timeout=15)["statements"]
+    session = api.session_with(recorded, timeout=15)
+    statements = session["statements"]
     [refused] = [a for a in statements if "ws-drop-1" in a["text"]]
     assert refused["text"].startswith("WS /ws-ops → text") and refused["decision"] == "deny", refused
     assert any(a["text"].startswith("WS /ws-ops ended: sluice refused") for a in statements)
+    # The allowed message was recorded durably before it went, by its digest.
+    replay = json.loads(api.cli("sessions", "replay", session["session"]["id"], "--json").stdout)
+    digest = hashlib.sha256(b'{"op": "list", "mark": "ws-list-1"}').hexdigest()
+    decided = [e["event"]["text"] for e in replay["events"] if e["event"]["kind"] == "action_decided"]
+    assert f"WS /ws-ops message [body sha256 {digest}]" in decided, decided
 
 
 def test_a_websocket_message_over_a_cap_ends_the_socket_with_1009(api):

@@ -161,6 +161,19 @@ impl HttpAction {
         text
     }
 
+    /// The request as the durable record of its decision names it, before it is forwarded: the
+    /// record line and the body's digest, so that the record says which body (or WebSocket
+    /// message) was let through even when the exchange's own record never comes.
+    pub fn decided_line(&self) -> String {
+        let mut text = self.record_line();
+        if let Some(digest) = &self.body.digest {
+            text.push_str(" [body sha256 ");
+            text.push_str(digest);
+            text.push(']');
+        }
+        text
+    }
+
     /// Appends `?name=value&…` (a pair without a value as its name alone).
     fn push_query(&self, text: &mut String) {
         for (i, (name, value)) in self.query.iter().enumerate() {
@@ -399,6 +412,8 @@ mod tests {
         assert!(message.reads_only(), "a GraphQL query is a read on a socket too");
         assert_eq!(message.summary(), "WS /ws message (query )");
         assert!(message.review_text().starts_with("WebSocket message on GET /ws?room=1"));
+        assert_eq!(message.decided_line(), "WS /ws message (query )?room=1 [body sha256 d]");
+        assert_eq!(get.decided_line(), "GET /ws?room=1");
         // Bound to the subprotocol the socket asked for, not to its handshake's key.
         let on = |protocol: &str, key: &str| {
             let mut on = message.clone();

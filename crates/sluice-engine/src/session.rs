@@ -295,10 +295,10 @@ impl EngineSession {
         }
         match &decision {
             Decision::Allow { .. } | Decision::Approved { .. } => {
-                Box::pin(self.durable().record("http", &http.record_line(), decision)).await
+                Box::pin(self.durable().record("http", &http.decided_line(), decision)).await
             }
             Decision::Hold(hold) => {
-                let text = Arc::from(http.record_line());
+                let text = Arc::from(http.decided_line());
                 self.held_change = Some(HeldChange { review_id: hold.review_id, kind: "http", text });
                 decision
             }

@@ -304,7 +304,8 @@ async fn linger<C: tokio::io::AsyncRead + Unpin>(client: &mut C, at_most: usize)
 /// How long a refused client's remaining bytes are read (`linger`).
 const LINGER: Duration = Duration::from_secs(2);
 
-/// Sends the upstream's messages to the client, each recorded as it goes.
+/// Sends the upstream's messages to the client, each recorded once it went (after sluice closed
+/// the socket, what the upstream still sent goes nowhere, and is not recorded as sent).
 async fn send_all<L: SessionLog, C>(
     client: &mut WebSocketStream<C>,
     messages: Vec<Message>,
@@ -315,8 +316,8 @@ where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     for message in messages {
+        client.send(message.clone()).await?;
         recording.message(Direction::Down, &message, masker, None);
-        client.send(message).await?;
     }
     Ok(())
 }
