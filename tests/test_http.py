@@ -72,6 +72,12 @@ paths = ["/graphql"]
 json = [{ pointer = "/variables/id", matches = "[0-9]{5,}" }]
 
 [[policy.rules]]
+name = "no-report-runs"
+effect = "deny"
+methods = ["GET"]
+paths = ["/v1/reports/run"]
+
+[[policy.rules]]
 name = "forced-echo-denied"
 effect = "deny"
 paths = ["/echo/**"]

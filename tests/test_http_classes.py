@@ -17,6 +17,7 @@ import requests
 
 from test_http import (  # noqa: F401 (fixtures)
     ODD_TOKEN, api, bearer, closed_by_sluice, curl, read_until, serving, upstream, upstream_saw, ws_url)
+from test_http import raw as raw_http
 from conftest import Sluice, wait_for
 
 
@@ -218,6 +219,75 @@ def test_the_upstreams_set_cookie_and_x_sluice_headers_never_reach_the_agent(api
         assert r.status_code == 200 and r.json() == {"ok": True}, r.text
         assert "set-cookie" not in r.headers and "x-sluice-review" not in r.headers, r.headers
         assert not client.cookies
+    # A header named for a credential (or a sensitive key) is masked whatever its value looks like.
+    for name in ["x-auth-token", "x-subject-token", "access-token", "x-password-hint"]:
+        assert r.headers[name] == "[redacted:credential]", (name, r.headers)
+    assert r.headers["x-request-id"] == "req-42"
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/x-www-form-urlencoded, text/plain",   # Rack and PHP cut at ','
+    "application/x-www-form-urlencoded text/plain",    # PHP cuts at a space
+    "",
+])
+def test_a_content_type_that_is_not_one_media_type_is_refused(api, content_type):
+    r = send(api, "POST", "/echo/ct", f"ct-{len(content_type)}", content=b"_method=DELETE",
+             headers={"Content-Type": content_type})
+    assert r.status_code == 400 and "media type" in r.json()["reason"], r.text
+    assert reached(api, f"ct-{len(content_type)}") == []
+
+
+def test_two_content_types_are_refused(api):
+    # gunicorn keeps the last of several fields; sluice would read the first.
+    answer = raw_http(api, b"POST /billing/echo/two-ct?mark=two-ct HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                      + api.agent_token.encode() + b"\r\nContent-Type: application/json\r\n"
+                      b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 14\r\n\r\n_method=DELETE")
+    assert answer.startswith(b"HTTP/1.1 400") and b"more than one Content-Type" in answer, answer[:300]
+    assert reached(api, "two-ct") == []
+
+
+def test_a_parameter_name_php_would_cut_at_nul_is_refused(api):
+    r = send(api, "GET", "/echo/nul", "nul-query", params={"_method\x00x": "DELETE"})
+    assert r.status_code == 400 and "control character" in r.json()["reason"], r.text
+    r = send(api, "POST", "/echo/nul", "nul-form", content=b"_method%00=DELETE",
+             headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 400 and "control character" in r.json()["reason"], r.text
+    assert reached(api, "nul-query") == [] and reached(api, "nul-form") == []
+
+
+@pytest.mark.parametrize("path", ["/graphql/x", "/GraphQL/", "/graphql.json"])
+def test_a_graphql_endpoint_is_known_below_it_and_with_a_format_suffix(api, path):
+    # Apollo's and express-graphql's middleware answer below their mount point; Rails routes
+    # /graphql.json to /graphql.
+    r = send(api, "POST", path, "gql-under", json={"query": "mutation { deleteInvoice(id: 3) }"})
+    assert r.status_code == 403 and r.json()["rule"] == "no-graphql-mutations", r.text
+    r = send(api, "POST", path, "gql-under", json={"query": "{ invoices { id pw: password } }"})
+    assert r.status_code == 400, r.text
+
+
+def test_a_refusal_of_get_refuses_head_and_the_method_goes_as_decided(api):
+    # Frameworks answer HEAD with the GET handler.
+    r = send(api, "HEAD", "/v1/reports/run", "head-run")
+    assert r.status_code == 403, r.status_code
+    # A method in lower case is decided upper case, and goes so.
+    answer = raw_http(api, b"get /billing/echo/lower HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                      + api.agent_token.encode() + b"\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["method"] == "GET"
+
+
+def test_a_client_gone_before_the_answer_leaves_a_record(api):
+    # The upstream answers after 3 s; the client gives up after 0.5 s. The request went upstream,
+    # so it is recorded (499, as nginx logs it), not lost with the connection.
+    with pytest.raises(httpx.TimeoutException):
+        httpx.get(f"{api.base}/billing/slow", params={"s": "3", "mark": "gone-early"}, headers=bearer(api), timeout=0.5)
+
+    def recorded(details):
+        return any("gone-early" in a["text"] and a["tag"] == "HTTP 499" for a in details["statements"])
+
+    session = api.session_with(recorded, timeout=20)
+    [gone] = [a for a in session["statements"] if "gone-early" in a["text"]]
+    assert gone["decision"] == "allow" and "went away" in gone["error_message"], gone
 
 
 def test_a_graphql_alias_renaming_a_sensitive_field_is_refused(api):

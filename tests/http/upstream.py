@@ -237,7 +237,12 @@ async def echo_auth(request):
 
 async def set_cookie(request):
     # A session the upstream opens for whoever called it, and a header only sluice may write.
-    response = JSONResponse({"ok": True}, headers={"x-sluice-review": "approved"})
+    # Session tokens some frameworks give in headers of their own (Spring Session, Keystone,
+    # devise_token_auth): a bare UUID, a Fernet token, a password hint under a sensitive key.
+    response = JSONResponse({"ok": True}, headers={
+        "x-sluice-review": "approved", "x-auth-token": "3f2a9c1e-7b4d-4e8a-9c3f-2d1b0a9e8f7c",
+        "x-subject-token": "gAAAAABlxyz-upstream-subject", "access-token": "wK3pZr8vQ1",
+        "x-password-hint": "first pet", "x-request-id": "req-42"})
     response.set_cookie("session", "upstream-session-1")
     return response
 

@@ -357,9 +357,21 @@ fn parse_query(query: &str) -> Result<Vec<(String, String)>, HttpTargetError> {
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            Ok((percent_decode(name, true)?.into_owned(), percent_decode(value, true)?.into_owned()))
+            let (name, value) = (percent_decode(name, true)?, percent_decode(value, true)?);
+            if !is_plain_parameter(&name, &value) {
+                return Err(HttpTargetError::Ambiguous(
+                    "a control character in a query parameter's name, or NUL in its value",
+                ));
+            }
+            Ok((name.into_owned(), value.into_owned()))
         })
         .collect()
+}
+
+/// Whether a parameter (query or form) reads the same to every server: PHP cuts a name at NUL
+/// (`_method%00x` is `_method`), and C code cuts a value there.
+pub fn is_plain_parameter(name: &str, value: &str) -> bool {
+    !name.chars().any(char::is_control) && !value.contains('\0')
 }
 
 /// Decodes `%XX` escapes (and `+` as a space in a query).

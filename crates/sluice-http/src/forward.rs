@@ -62,6 +62,19 @@ static OVERRIDES: [HeaderName; 6] = [
     HeaderName::from_static("x-original-method"),
 ];
 
+/// Words in a response header's name that say its value is a credential: a token, a session,
+/// a key (Spring Session's `X-Auth-Token`, Keystone's `X-Subject-Token`, devise_token_auth's
+/// `access-token`, `X-Api-Key`, `X-CSRF-Token`). Its value is a credential the upstream gives
+/// for the held one, which the caller must not hold, whatever it looks like.
+const CREDENTIAL_WORDS: [&str; 10] =
+    ["token", "secret", "passw", "session", "apikey", "api-key", "credential", "auth", "jwt", "cookie"];
+
+/// Whether a response header's name says its value is a credential (`CREDENTIAL_WORDS`).
+pub fn names_credential(name: &HeaderName) -> bool {
+    let name = name.as_str().replace('_', "-");
+    CREDENTIAL_WORDS.iter().any(|word| name.contains(word))
+}
+
 /// The first field of `headers` that would override the method or path, if any.
 pub fn overriding_field(headers: &HeaderMap) -> Option<&'static str> {
     // Looked up as names: a name given as text would be parsed again on every call.
@@ -222,7 +235,8 @@ pub struct OnWire {
 
 /// Shorter pieces are not looked for: they would be found everywhere.
 const MIN_ON_WIRE: usize = 4;
-const SCRUBBED: &[u8] = b"[redacted:held-credential]";
+/// What replaces the held credential wherever it comes back.
+pub const SCRUBBED: &[u8] = b"[redacted:held-credential]";
 
 /// What is escaped when a URL carries the credential: all but the unreserved characters, as
 /// `encodeURIComponent` and `urllib.parse.quote(safe="")` escape.

@@ -117,6 +117,13 @@ impl Sensitive {
         self.fields.binary_search(&field.to_ascii_lowercase()).is_ok()
     }
 
+    /// Whether a header of this name carries a value under a sensitive key (`X-Password`, for
+    /// the key `password`; `-` and `_` alike).
+    pub fn names_header(&self, header: &str) -> bool {
+        let header = header.to_ascii_lowercase().replace('_', "-");
+        self.keys.iter().any(|k| header.contains(&k.replace('_', "-")))
+    }
+
     /// The names `names_field` holds, lower case.
     pub fn field_names(&self) -> &[String] {
         &self.fields

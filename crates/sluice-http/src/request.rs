@@ -51,6 +51,14 @@ pub fn read_body(
     } else {
         Vec::new()
     };
+    // A declared form is read by PHP too, which cuts a field's name at NUL.
+    if media.as_deref() == Some("application/x-www-form-urlencoded")
+        && form.iter().any(|(n, v)| !sluice_core::http::is_plain_parameter(n, v))
+    {
+        return Err(
+            "a form field's name carries a control character, or its value NUL, which servers read differently".into(),
+        );
+    }
     if json.is_none()
         && json_unread.is_none()
         && !body.is_empty()

@@ -66,7 +66,7 @@ impl<S: SessionGate> Open<S> {
     ) {
         self.seq += 1;
         let exchange = Exchange::new(&self.log, action, self.seq, started_at_us, started, 0);
-        exchange.finish(&self.log, "deny", answer.error, status.as_u16(), 0, Some(answer.reason.clone()));
+        exchange.finish("deny", answer.error, status.as_u16(), 0, Some(answer.reason.clone()));
     }
 }
 
@@ -398,8 +398,8 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         open.seq += 1;
         let mut exchange = Exchange::new(&open.log, &action, open.seq, started_at_us, started, body.len());
         let masking = open.grant.obligations.masking.clone();
-        exchange.keep_request_excerpt(&open.log, masking, &options.sensitive, &body);
-        exchange.finish(&open.log, "deny", "unreadable", 400, 0, None);
+        exchange.keep_request_excerpt(masking, &options.sensitive, &body);
+        exchange.finish("deny", "unreadable", 400, 0, None);
         return Err((StatusCode::BAD_REQUEST, answer));
     }
     action.headers = parts
@@ -440,7 +440,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         return Err((StatusCode::UNAUTHORIZED, answer));
     }
     let rule = decision.rule().to_string();
-    exchange.keep_request_excerpt(&open.log, open.grant.obligations.masking.clone(), &options.sensitive, &body);
+    exchange.keep_request_excerpt(open.grant.obligations.masking.clone(), &options.sensitive, &body);
     match &decision {
         Decision::Allow { .. } | Decision::Approved { .. } => {}
         Decision::Review(refusal) | Decision::Deny(refusal) => {
@@ -452,7 +452,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
                 ));
             }
             let verdict = decision.effect();
-            exchange.finish(&open.log, verdict, &rule, status.as_u16(), 0, None);
+            exchange.finish(verdict, &rule, status.as_u16(), 0, None);
             return Err((status, answer));
         }
         Decision::Hold(_) => {
@@ -460,6 +460,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
             return Err((StatusCode::FORBIDDEN, answer));
         }
     }
+    exchange.forwarding(&rule);
     // Decided: the body read as JSON or a form (many times its bytes, counted nowhere) is let
     // go before the upstream is waited for.
     action.body.json = None;
@@ -474,7 +475,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     // Upstream. A failure from here on is the upstream's: recorded as an allowed exchange that
     // sluice answered for.
     let upstream_failed = |status: StatusCode, error: &'static str, why: String, hint: &str| -> Refused {
-        exchange.finish(&log, "allow", &rule, status.as_u16(), 0, Some(why.clone()));
+        exchange.finish("allow", &rule, status.as_u16(), 0, Some(why.clone()));
         (status, Answer::new(error, why, hint))
     };
     let uri = forward::upstream_uri(options, &action, trailing_slash)
@@ -497,7 +498,8 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     // Moved, not copied: hyper drops it once sent, giving back its share of the budget before
     // the response is read.
     let mut upstream = Request::new(Full::new(body));
-    *upstream.method_mut() = parts.method.clone();
+    // The method policy decided (upper case), not the client's spelling of it.
+    *upstream.method_mut() = Method::from_bytes(action.method.as_bytes()).unwrap_or_else(|_| parts.method.clone());
     *upstream.uri_mut() = uri;
     *upstream.headers_mut() = headers;
     let response = match tokio::time::timeout(options.timeout, options.client().request(upstream)).await {
@@ -556,7 +558,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         // GraphQL subprotocol: its operations then meet the GraphQL rules whatever the path.
         let graphql_socket = options.is_graphql_path(&action.path) || websocket::speaks_graphql(&head.headers);
         let upstream_upgrade = hyper::upgrade::on(Response::from_parts(head, upstream_body));
-        exchange.finish(&log, "allow", &rule, 101, 0, None);
+        exchange.finish("allow", &rule, 101, 0, None);
         let recording =
             websocket::Recording { log, next_seq, rule: Arc::from(rule.as_str()), path: action.path.clone() };
         let standing = {
@@ -600,14 +602,22 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     let binary = response::is_binary_media(head.headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes));
     let mut headers = std::mem::take(&mut head.headers);
     forward::strip_response_headers(&mut headers);
-    for value in headers.values_mut() {
-        if let Some(clean) = masker.clean_text(value.as_bytes()) {
-            *value = HeaderValue::from_bytes(&clean).unwrap_or(HeaderValue::from_static("[redacted]"));
+    for (name, value) in headers.iter_mut() {
+        // A header named for a credential or a sensitive key is masked whatever its value looks
+        // like (a token may be a bare UUID no detector knows); one that is the held credential
+        // says so.
+        let named = forward::names_credential(name) || options.sensitive.names_header(name.as_str());
+        match masker.clean_text(value.as_bytes()) {
+            Some(clean) if !named || clean == forward::SCRUBBED => {
+                *value = HeaderValue::from_bytes(&clean).unwrap_or(HeaderValue::from_static("[redacted]"));
+            }
+            _ if named => *value = HeaderValue::from_static("[redacted:credential]"),
+            _ => {}
         }
     }
     if shape != Shape::Whole {
         let status = head.status.as_u16();
-        let on_end: OnEnd = Box::new(move |sent, error| exchange.finish(&log, "allow", &rule, status, sent, error));
+        let on_end: OnEnd = Box::new(move |sent, error| exchange.finish("allow", &rule, status, sent, error));
         let joined = Arc::clone(&options.stream_text);
         let standing: response::Standing = {
             let conn = Arc::clone(conn);
@@ -649,7 +659,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         }
     };
     let size = whole.body.len();
-    exchange.keep_response_excerpt(&log, &whole.body);
+    exchange.keep_response_excerpt(&whole.body);
     let mut reply = Response::new(http_body_util::Either::Left(Full::new(whole.body)));
     *reply.status_mut() = head.status;
     *reply.headers_mut() = headers;
@@ -659,7 +669,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         reply.headers_mut().insert(TRUNCATED, HeaderValue::from(limit));
         cut = Some(format!("the response was cut at {limit} bytes (http.oversize = truncate)"));
     }
-    exchange.finish(&log, "allow", &rule, head.status.as_u16(), size, cut);
+    exchange.finish("allow", &rule, head.status.as_u16(), size, cut);
     Ok(reply)
 }
 
@@ -812,6 +822,21 @@ fn shape_refusal<G: Gate>(conn: &Conn<G>, req: &Request<Incoming>, websocket: bo
             ),
             "spell header names with hyphens",
         ));
+    }
+    // One media type: frameworks cut a type at `,` or a space (Rack, PHP) or take the last of
+    // several fields (gunicorn), and would read a body sluice did not read as theirs.
+    let mut types = req.headers().get_all(header::CONTENT_TYPE).iter();
+    if let Some(first) = types.next() {
+        if types.next().is_some() {
+            return Some(bad_request("the request has more than one Content-Type", "send one Content-Type"));
+        }
+        let media = first.as_bytes().split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+        if media.is_empty() || media.iter().any(|&b| b == b',' || b.is_ascii_whitespace() || !b.is_ascii_graphic()) {
+            return Some(bad_request(
+                format!("the Content-Type {:?} is not one media type", String::from_utf8_lossy(first.as_bytes())),
+                "send one media type, such as application/json",
+            ));
+        }
     }
     // Every field counts: a server may decode by any of them.
     let bodiless = hyper::body::Body::size_hint(req.body()).exact() == Some(0);
@@ -1065,7 +1090,8 @@ async fn session<'c, G: Gate>(
 }
 
 /// One request on its way, for its record.
-struct Exchange {
+struct Exchange<L: SessionLog> {
+    log: L,
     /// The record's line, when the log records outcomes.
     text: Option<Arc<str>>,
     seq: u64,
@@ -1073,32 +1099,34 @@ struct Exchange {
     started: Instant,
     request_bytes: usize,
     excerpts: Option<Box<HttpExcerpts>>,
+    /// The rule that let the request go upstream, once it went: an exchange dropped before its
+    /// record (the client reset the stream or went away while the upstream answered) is recorded
+    /// then, since the upstream may have run it.
+    forwarded: Option<Arc<str>>,
+    finished: std::sync::atomic::AtomicBool,
 }
 
-impl Exchange {
-    fn new<L: SessionLog>(
-        log: &L,
-        action: &HttpAction,
-        seq: u64,
-        started_at_us: i64,
-        started: Instant,
-        request_bytes: usize,
-    ) -> Exchange {
+impl<L: SessionLog> Exchange<L> {
+    fn new(log: &L, action: &HttpAction, seq: u64, started_at_us: i64, started: Instant, request_bytes: usize) -> Self {
         let text = log.records_outcomes().then(|| Arc::from(action.record_line()));
-        Exchange { text, seq, started_at_us, started, request_bytes, excerpts: None }
+        Exchange {
+            log: log.clone(),
+            text,
+            seq,
+            started_at_us,
+            started,
+            request_bytes,
+            excerpts: None,
+            forwarded: None,
+            finished: Default::default(),
+        }
     }
 
     /// Keeps the beginning of the request's body with the record, masked, where the log keeps
     /// results (`[recording] result_rows`): for every exchange, refused ones included, since
     /// what was refused is what a reviewer of the log asks about.
-    fn keep_request_excerpt<L: SessionLog>(
-        &mut self,
-        log: &L,
-        masking: Option<SessionMasking>,
-        sensitive: &Arc<Sensitive>,
-        request: &[u8],
-    ) {
-        let Some(limits) = log.result_excerpt() else { return };
+    fn keep_request_excerpt(&mut self, masking: Option<SessionMasking>, sensitive: &Arc<Sensitive>, request: &[u8]) {
+        let Some(limits) = self.log.result_excerpt() else { return };
         let masker = BodyMasker::new(masking, Arc::clone(sensitive), Arc::default());
         let form = sensitive.mask_form(request);
         let request = form.as_deref().unwrap_or(request);
@@ -1111,23 +1139,24 @@ impl Exchange {
     }
 
     /// Adds the beginning of the response's body (as the client got it) to the excerpts kept.
-    fn keep_response_excerpt<L: SessionLog>(&mut self, log: &L, response: &[u8]) {
-        let (Some(limits), Some(excerpts)) = (log.result_excerpt(), self.excerpts.as_mut()) else { return };
+    fn keep_response_excerpt(&mut self, response: &[u8]) {
+        let (Some(limits), Some(excerpts)) = (self.log.result_excerpt(), self.excerpts.as_mut()) else { return };
         excerpts.response = (!response.is_empty()).then(|| excerpt(response, limits.bytes));
     }
 
-    /// Hands what became of the request to the session's log.
-    fn finish<L: SessionLog>(
-        &self,
-        log: &L,
-        verdict: &'static str,
-        rule: &str,
-        status: u16,
-        response_bytes: usize,
-        error: Option<String>,
-    ) {
+    /// The request goes upstream under `rule`: from now on it is recorded even if sluice never
+    /// answers it.
+    fn forwarding(&mut self, rule: &str) {
+        self.forwarded = Some(Arc::from(rule));
+    }
+
+    /// Hands what became of the request to the session's log (once).
+    fn finish(&self, verdict: &'static str, rule: &str, status: u16, response_bytes: usize, error: Option<String>) {
+        if self.finished.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let Some(text) = &self.text else { return };
-        log.finish(
+        self.log.finish(
             self.seq,
             Outcome {
                 text: Arc::clone(text),
@@ -1144,6 +1173,19 @@ impl Exchange {
                 },
             },
         );
+    }
+}
+
+/// The status an exchange is recorded with when the client went away before its answer (as
+/// nginx logs it).
+const CLIENT_WENT_AWAY: u16 = 499;
+
+impl<L: SessionLog> Drop for Exchange<L> {
+    fn drop(&mut self) {
+        if let Some(rule) = self.forwarded.take() {
+            let why = "the client went away before sluice answered; the upstream may have run the request";
+            self.finish("allow", &rule, CLIENT_WENT_AWAY, 0, Some(why.into()));
+        }
     }
 }
 

@@ -287,10 +287,20 @@ thread_local! {
 const CLIENTS_PER_THREAD: usize = 256;
 
 impl HttpTarget {
-    /// Whether `path` is a GraphQL endpoint of the target: compared without case, since routers
-    /// that ignore case (Express, ASP.NET) serve /GraphQL at /graphql.
+    /// Whether `path` is a GraphQL endpoint of the target, as routers read it: compared without
+    /// case (Express and ASP.NET serve /GraphQL at /graphql), below it (Apollo's and
+    /// express-graphql's middleware, mounted with `app.use`, answer /graphql/x) and with a format
+    /// suffix (Rails routes /graphql.json to /graphql).
     pub fn is_graphql_path(&self, path: &str) -> bool {
-        self.graphql_paths.iter().any(|p| p.eq_ignore_ascii_case(path))
+        let path = path.to_ascii_lowercase();
+        let unsuffixed = match path.rsplit_once('.') {
+            Some((stem, suffix)) if !suffix.contains('/') => stem,
+            _ => path.as_str(),
+        };
+        self.graphql_paths.iter().any(|p| {
+            let p = p.to_ascii_lowercase();
+            path == p || unsuffixed == p || path.strip_prefix(p.as_str()).is_some_and(|rest| rest.starts_with('/'))
+        })
     }
 
     /// This thread's pooled client to the upstream.

@@ -131,7 +131,9 @@ impl HttpKeys {
             }
             seen && allows
         };
-        if !self.methods.is_empty() && !self.methods.contains(&action.method) {
+        // Frameworks answer HEAD with the GET handler: a refusal of GET refuses HEAD too.
+        let head_as_get = !allows && action.method == "HEAD" && self.methods.iter().any(|m| m == "GET");
+        if !self.methods.is_empty() && !self.methods.contains(&action.method) && !head_as_get {
             return false;
         }
         if self.websocket.is_some_and(|w| !w.matches(action.websocket)) {
