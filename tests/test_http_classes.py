@@ -501,3 +501,27 @@ def test_allow_rules_can_narrow_what_a_websocket_carries(narrow):
             pass
     assert "403" in str(refused.value), refused.value
     assert curl(f"{narrow.base}/billing/v1/customers/1", token=narrow.agent_token)[0] == 200
+
+
+@pytest.mark.parametrize("how", [{"params": {"force": "on"}}, {"params": {"force[0]": "true"}},
+                                 {"data": {"force": "1"}}, {"params": {"FORCE": "Yes"}}])
+def test_a_query_rule_refuses_every_way_a_framework_reads_the_parameter(api, how):
+    # `forced-echo-denied` refuses force=true on /echo: Spring and pydantic read 1/on/yes as true,
+    # qs and Rails read force[0] as force, and Rails, Laravel, Flask and Spring merge form fields
+    # with the query's.
+    mark = f"force-{sorted(how)[0]}-{len(str(how))}"
+    r = send(api, "POST", "/echo/force", mark, **how)
+    assert r.status_code == 403 and r.json()["rule"] == "forced-echo-denied", r.text
+    assert reached(api, mark) == []
+
+
+def test_formats_whose_field_names_sluice_cannot_read_are_refused_where_keys_are_sensitive(api):
+    # Asked for (Spring answers CBOR or Smile when a client asks), or answered anyway.
+    for accept in ["application/cbor", "application/json;q=0.5, application/x-msgpack", "application/x-protobuf"]:
+        r = send(api, "GET", "/v1/customers/1", "accept-binary", headers={"Accept": accept})
+        assert r.status_code == 400 and "field names" in r.json()["reason"], (accept, r.text)
+        assert "Accept: application/json" in r.json()["reason"], r.text
+    assert send(api, "GET", "/v1/customers/1", "accept-json", headers={"Accept": "application/json, */*"}).status_code == 200
+    r = send(api, "GET", "/declared", "declared-cbor", params={"type": "application/cbor"})
+    assert r.status_code == 502 and "application/cbor" in r.json()["reason"], r.text
+    assert "Accept: application/json" in r.json()["hint"], r.text

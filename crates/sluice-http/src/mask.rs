@@ -117,6 +117,11 @@ impl Sensitive {
         self.fields.binary_search(&field.to_ascii_lowercase()).is_ok()
     }
 
+    /// Whether any key or pointer is marked sensitive.
+    pub fn any(&self) -> bool {
+        !self.fields.is_empty() || !self.pointers.is_empty()
+    }
+
     /// Whether a header of this name carries a value under a sensitive key (`X-Password`, for
     /// the key `password`; `-` and `_` alike).
     pub fn names_header(&self, header: &str) -> bool {

@@ -125,6 +125,54 @@ pub fn is_binary_media(content_type: Option<&[u8]>) -> bool {
             )
 }
 
+/// Whether a media type is a serialisation that writes field names in a binary form, or leaves
+/// them out (CBOR, MessagePack, Smile, BSON, Protocol Buffers, Avro, Ion, Thrift, Cap'n Proto,
+/// Parquet, Arrow; spreadsheets and office documents): sluice cannot find a sensitive key's
+/// value in it. Spring, ASP.NET and others answer in them when a client asks.
+pub fn is_structured_binary(media: &str) -> bool {
+    const TYPES: [&str; 30] = [
+        "cbor",
+        "msgpack",
+        "x-msgpack",
+        "vnd.msgpack",
+        "x-jackson-smile",
+        "smile",
+        "bson",
+        "x-bson",
+        "protobuf",
+        "x-protobuf",
+        "vnd.google.protobuf",
+        "x-google-protobuf",
+        "avro",
+        "avro-binary",
+        "x-avro-binary",
+        "vnd.apache.avro+binary",
+        "ion",
+        "x-amz-ion",
+        "x-thrift",
+        "vnd.apache.thrift.binary",
+        "vnd.apache.thrift.compact",
+        "capnp",
+        "x-capnp",
+        "x-parquet",
+        "vnd.apache.parquet",
+        "vnd.apache.arrow.stream",
+        "vnd.apache.arrow.file",
+        "vnd.ms-excel",
+        "x-hdf5",
+        "vnd.sqlite3",
+    ];
+    let media = media.trim().to_ascii_lowercase();
+    let (kind, subtype) = media.split_once('/').unwrap_or((&media, ""));
+    media == "avro/binary"
+        || kind == "application"
+            && (TYPES.contains(&subtype)
+                || subtype.starts_with("grpc")
+                || ["+cbor", "+msgpack", "+protobuf", "+avro", "+bson"].iter().any(|suffix| subtype.ends_with(suffix))
+                || subtype.starts_with("vnd.openxmlformats-officedocument.")
+                || subtype.starts_with("vnd.oasis.opendocument."))
+}
+
 /// A whole body, cleaned.
 pub struct Whole {
     pub body: Bytes,

@@ -387,6 +387,21 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
             "the query string names {field:?}, a field masked by its name (or on the way to one), where the response could carry it under another name (`alias:{field}`, `{field} as alias`, `f({field})`, `{field}.max()`, `alias[…]={field}`, or next to any other word), so its value might not be masked; ask for it under its own name (`select=id,{field}`), or leave it out"
         ));
     }
+    if read.is_ok()
+        && options.sensitive.any()
+        && let Some(media) = parts
+            .headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .flat_map(|v| {
+                String::from_utf8_lossy(v.as_bytes()).split(',').map(response::media_type).collect::<Vec<_>>()
+            })
+            .find(|media| response::is_structured_binary(media))
+    {
+        read = Err(format!(
+            "the request asks for {media}, a format whose field names sluice cannot read, so the connection's sensitive keys could not be masked in the answer; ask for JSON (Accept: application/json)"
+        ));
+    }
     if let Err(why) = read {
         let answer = Answer::new(
             "unreadable",
@@ -598,6 +613,20 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         );
         return Err(upstream_failed(StatusCode::BAD_GATEWAY, "upstream_response_refused", why, WIDE_HINT));
     }
+    // A format whose field names sluice cannot read could carry a sensitive key's value.
+    if options.sensitive.any()
+        && let Some(media) = head
+            .headers
+            .get_all(header::CONTENT_TYPE)
+            .iter()
+            .map(|ct| response::media_type(&String::from_utf8_lossy(ct.as_bytes())))
+            .find(|media| response::is_structured_binary(media))
+    {
+        let why = format!(
+            "the response is {media}, a format whose field names sluice cannot read, so the connection's sensitive keys could not be masked in it"
+        );
+        return Err(upstream_failed(StatusCode::BAD_GATEWAY, "upstream_response_refused", why, ASK_FOR_JSON));
+    }
     let shape = Shape::of(&head.headers);
     let binary = response::is_binary_media(head.headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes));
     let mut headers = std::mem::take(&mut head.headers);
@@ -759,6 +788,9 @@ async fn decide_message<G: Gate>(
         }
     }
 }
+
+/// What to do about a response in a format sluice cannot read the fields of.
+const ASK_FOR_JSON: &str = "ask for JSON (send Accept: application/json), or tell an operator";
 
 /// What to do about a response in an encoding the detectors cannot read.
 const WIDE_HINT: &str = "ask the upstream for UTF-8 (send Accept-Charset: utf-8), or tell an operator";

@@ -120,10 +120,14 @@ impl HttpKeys {
             let mut seen = false;
             for value in values {
                 seen = true;
+                // A refusal also reads a plain value as binders do (`1`, `on`, `yes` are `true`
+                // to Spring and pydantic; ` 25000` is `25000`).
                 let matched = if allows {
                     glob_match(glob, value)
                 } else {
                     glob_match(&glob.to_lowercase(), &value.to_lowercase())
+                        || !glob.contains(['*', '?', '['])
+                            && loosely_equal(&serde_json::Value::from(glob), &serde_json::Value::from(value))
                 };
                 if matched != allows {
                     return !allows;
@@ -145,9 +149,16 @@ impl HttpKeys {
         for (name, glob) in &self.query {
             // `Force`, `force[]` and `force` are one parameter to some framework: each is a
             // reading. An allow also needs the name as written (a case-sensitive server sees no
-            // other).
+            // other). A refusal also reads the form body's fields (Rails, Laravel, Flask's
+            // `request.values` and Spring's `@RequestParam` merge them with the query) and an
+            // indexed name (`force[0]` is a list holding the value to qs and Rails).
             let wanted = parameter_name(name);
-            let mut values = action.query.iter().filter(|(n, _)| parameter_name(n) == wanted).map(|(_, v)| v.as_str());
+            let form = action.body.form.iter().filter(|_| !allows);
+            let named = |n: &str| {
+                let n = parameter_name(n);
+                n == wanted || !allows && unindexed(&n) == wanted
+            };
+            let mut values = action.query.iter().chain(form).filter(|(n, _)| named(n)).map(|(_, v)| v.as_str());
             if !readings(&mut values, glob) || allows && !action.query.iter().any(|(n, _)| n == name) {
                 return false;
             }
@@ -216,6 +227,14 @@ impl HttpKeys {
             };
             in_body || given.iter().any(|v| check.holds(Some(v), false))
         })
+    }
+}
+
+/// A parameter name without a final numeric subscript (`force[0]` is `force`).
+fn unindexed(name: &str) -> &str {
+    match name.strip_suffix(']').and_then(|n| n.rsplit_once('[')) {
+        Some((head, index)) if !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()) => head,
+        _ => name,
     }
 }
 
@@ -473,6 +492,23 @@ mod tests {
         assert!(!m.matches(&both, true), "an allow needs every reading");
         assert!(m.matches(&request("POST", "/x?force=true"), true));
         assert!(!m.matches(&request("POST", "/x"), false));
+    }
+
+    #[test]
+    fn a_refusing_query_rule_reads_form_fields_indexed_names_and_loose_values() {
+        let m = keys(RuleSpec { query: BTreeMap::from([("force".into(), "true".into())]), ..Default::default() });
+        for target in ["/x?force=1", "/x?force=on", "/x?force[0]=true", "/x?Force=YES"] {
+            assert!(m.matches(&request("POST", target), false), "{target}");
+            assert!(!m.matches(&request("POST", target), true), "an allow stays strict: {target}");
+        }
+        assert!(!m.matches(&request("POST", "/x?force=0"), false));
+        let mut form = request("POST", "/x");
+        form.body.form = vec![("force".into(), "true".into())];
+        assert!(m.matches(&form, false), "a form field is a parameter too");
+        assert!(!m.matches(&form, true));
+        assert_eq!(unindexed("a[12]"), "a");
+        assert_eq!(unindexed("a[b]"), "a[b]");
+        assert_eq!(unindexed("a[]"), "a[]");
     }
 
     #[test]
