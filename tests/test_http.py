@@ -66,6 +66,13 @@ paths = ["/ws-ops"]
 json = [{ pointer = "/op", equals = "refund" }]
 
 [[policy.rules]]
+name = "socket-purges-wait"
+effect = "review"
+paths = ["/ws-ops"]
+json = [{ pointer = "/op", equals = "purge" }]
+review = { mode = "wait", timeout = "60s" }
+
+[[policy.rules]]
 name = "no-big-invoice-ids"
 effect = "deny"
 paths = ["/graphql"]
@@ -781,6 +788,38 @@ def test_a_reviewed_websocket_message_goes_once_approved(api):
         ws.send(refund)
         assert json.loads(ws.recv(timeout=20))["echo"] == refund
     assert len(upstream_saw(api, "ws-refund-1")) == 1
+
+
+def test_a_socket_goes_on_while_a_message_waits_for_review(api):
+    # In `wait` mode a message waits for its approval; the upstream's messages keep coming
+    # meanwhile, and the message goes once approved (the client's next ones after it).
+    from websockets.sync.client import connect
+
+    approver = api.token("olga", "approvers")
+    with connect(ws_url(api, "/ws-ops"), additional_headers=bearer(api), open_timeout=20) as ws:
+        ws.send('{"op": "ticks", "n": 8, "every": 0.5}')
+        purge = '{"op": "purge", "mark": "ws-purge-1"}'
+        ws.send(purge)
+        ws.send('{"op": "list", "mark": "ws-after-purge"}')
+        ticks = [json.loads(ws.recv(timeout=20)) for _ in range(3)]
+        assert [t.get("tick") for t in ticks] == [0, 1, 2], ticks
+        assert upstream_saw(api, "ws-purge-1") == [] and upstream_saw(api, "ws-after-purge") == []
+
+        def pending():
+            r = requests.get(f"{api.api_url}/api/v1/reviews", params={"status": "pending"},
+                             headers={"Authorization": f"Bearer {approver}"}, timeout=10)
+            return [v["id"] for v in r.json()["reviews"] if "ws-purge-1" in v["subject"].get("text", "")]
+
+        [review_id] = wait_for(pending, timeout=15, what="the purge's review")
+        env = dict(api.env, SLUICE_TOKEN=approver, SLUICE_URL=api.api_url)
+        subprocess.run([str(sluice_binary()), "--config", str(api.config), "review", "approve", str(review_id)],
+                       env=env, check=True, capture_output=True, timeout=60)
+        echoes = []
+        while len(echoes) < 2:
+            message = json.loads(ws.recv(timeout=20))
+            if "echo" in message:
+                echoes.append(json.loads(message["echo"])["mark"])
+    assert echoes == ["ws-purge-1", "ws-after-purge"], echoes
 
 
 def test_a_graphql_operation_over_a_websocket_is_decided_as_over_http(api):

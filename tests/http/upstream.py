@@ -318,6 +318,17 @@ async def ws_echo(websocket: WebSocket):
             if text is None:
                 text = message["bytes"].decode("utf-8", "replace")
             SEEN.append(f"WS {websocket.url.path} {text}")
+            if text.startswith('{"op": "ticks"'):
+                # Messages of its own, one every `every` seconds, while the client sends nothing.
+                ask = json.loads(text)
+
+                async def tick(n=ask["n"], every=ask["every"]):
+                    for i in range(n):
+                        await asyncio.sleep(every)
+                        await websocket.send_text(json.dumps({"tick": i}))
+
+                asyncio.ensure_future(tick())
+                continue
             if text == "spell":
                 # A key a few characters per message, as a model streaming its answer sends it.
                 for piece in ["your key is sk-", "proj-Zq7vK2m", "9xWp4LtR8sNb", " ok"]:

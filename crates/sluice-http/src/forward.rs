@@ -66,13 +66,13 @@ static OVERRIDES: [HeaderName; 6] = [
 /// a key (Spring Session's `X-Auth-Token`, Keystone's `X-Subject-Token`, devise_token_auth's
 /// `access-token`, `X-Api-Key`, `X-CSRF-Token`). Its value is a credential the upstream gives
 /// for the held one, which the caller must not hold, whatever it looks like.
-const CREDENTIAL_WORDS: [&str; 10] =
-    ["token", "secret", "passw", "session", "apikey", "api-key", "credential", "auth", "jwt", "cookie"];
+const CREDENTIAL_WORDS: [&str; 11] =
+    ["token", "secret", "passw", "session", "apikey", "api-key", "api_key", "credential", "auth", "jwt", "cookie"];
 
-/// Whether a response header's name says its value is a credential (`CREDENTIAL_WORDS`).
+/// Whether a response header's name (lower case, as every `HeaderName` is) says its value is a
+/// credential (`CREDENTIAL_WORDS`).
 pub fn names_credential(name: &HeaderName) -> bool {
-    let name = name.as_str().replace('_', "-");
-    CREDENTIAL_WORDS.iter().any(|word| name.contains(word))
+    CREDENTIAL_WORDS.iter().any(|word| name.as_str().contains(word))
 }
 
 /// The first field of `headers` that would override the method or path, if any.

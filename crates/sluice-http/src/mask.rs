@@ -24,6 +24,8 @@ pub struct Sensitive {
     /// Every name a renaming could hide: the keys and every named token of the pointers, lower
     /// case.
     fields: Vec<String>,
+    /// The keys as a header name would hold them: lower case, `_` as `-`.
+    header_keys: Vec<String>,
 }
 
 impl Sensitive {
@@ -53,7 +55,8 @@ impl Sensitive {
                 (n, finder)
             })
             .collect();
-        Sensitive { keys, pointers, finders, names, fields }
+        let header_keys = keys.iter().map(|k| k.replace('_', "-")).collect();
+        Sensitive { keys, pointers, finders, names, fields, header_keys }
     }
 
     /// The first sensitive field named in a body that is not JSON (XML, CSV, HTML, JSONP …),
@@ -125,8 +128,13 @@ impl Sensitive {
     /// Whether a header of this name carries a value under a sensitive key (`X-Password`, for
     /// the key `password`; `-` and `_` alike).
     pub fn names_header(&self, header: &str) -> bool {
-        let header = header.to_ascii_lowercase().replace('_', "-");
-        self.keys.iter().any(|k| header.contains(&k.replace('_', "-")))
+        if self.header_keys.is_empty() {
+            return false;
+        }
+        // Header names are lower case; one with `_` (rare) is read with `-`.
+        let dashed = header.contains('_').then(|| header.replace('_', "-"));
+        let header = dashed.as_deref().unwrap_or(header);
+        self.header_keys.iter().any(|k| header.contains(k.as_str()))
     }
 
     /// The names `names_field` holds, lower case.

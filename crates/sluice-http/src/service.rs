@@ -578,10 +578,9 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
             websocket::Recording { log, next_seq, rule: Arc::from(rule.as_str()), path: action.path.clone() };
         let standing = {
             let (conn, session_id) = (Arc::clone(conn), Arc::clone(&session_id));
-            move || {
-                let (conn, session_id) = (Arc::clone(&conn), Arc::clone(&session_id));
-                async move { still_standing(&*conn.open.lock().await, &session_id) }
-            }
+            // Asked without waiting, as a stream asks: the socket's own message may be holding
+            // the session while it is decided (the relay waits for neither).
+            move || conn.open.try_lock().map_or(true, |open| still_standing(&open, &session_id))
         };
         let decide = {
             let (conn, session_id, target) = (Arc::clone(conn), Arc::clone(&session_id), target.clone());

@@ -5,7 +5,7 @@
 //! recorded (an excerpt, masked), the upstream's text and binary messages masked as response
 //! bodies are — until either side closes, the client's token stops being valid, or sluice stops.
 
-use crate::budget::Budget;
+use crate::budget::{Budget, Share};
 use crate::continuity::{Continuity, StreamPaths};
 use crate::mask::BodyMasker;
 use crate::reply::Answer;
@@ -142,7 +142,7 @@ fn too_large(e: &WsError) -> bool {
 /// closes, policy refuses a message the client sends (`decide`), `standing` says the session may
 /// not go on, or `stop` fires.
 #[allow(clippy::too_many_arguments)]
-pub async fn relay<L, S, F, D, V>(
+pub async fn relay<L, S, D, V>(
     client: OnUpgrade,
     upstream: OnUpgrade,
     masker: BodyMasker,
@@ -153,8 +153,7 @@ pub async fn relay<L, S, F, D, V>(
     decide: D,
 ) where
     L: SessionLog,
-    S: Fn() -> F + Send,
-    F: Future<Output = bool> + Send,
+    S: Fn() -> bool + Send,
     D: Fn(WsBytes) -> V + Send,
     V: Future<Output = Verdict> + Send,
 {
@@ -174,10 +173,27 @@ pub async fn relay<L, S, F, D, V>(
     // The upstream's text messages wait briefly for those that follow (a secret split across
     // messages); anything else it sends goes after every text message before it.
     let mut held = Continuity::new(false, joined);
+    // A client message being decided (a review in `wait` mode may take minutes): the socket's
+    // other traffic goes on meanwhile (the upstream's messages, the token check), but the
+    // client's next message waits, so that messages reach the upstream in the order sent.
+    let mut deciding: Option<Deciding<V>> = None;
     let ended = loop {
         let deadline = held.deadline();
         tokio::select! {
-            message = client.next() => match message {
+            verdict = verdict_of(&mut deciding), if deciding.is_some() => {
+                let Some(Deciding { message, share, .. }) = deciding.take() else { continue };
+                recording.message(Direction::Up, &message, &masker, Some(&verdict));
+                if let Some(reason) = verdict.close_reason() {
+                    let close = Message::Close(Some(CloseFrame { code: CloseCode::Policy, reason }));
+                    let _ = client.send(close).await;
+                    break "sluice refused a message the client sent".into();
+                }
+                if let Err(e) = upstream.send(message).await {
+                    break format!("the upstream's side broke: {e}");
+                }
+                drop(share);
+            },
+            message = client.next(), if deciding.is_none() => match message {
                 Some(Ok(message)) => {
                     let closing = message.is_close();
                     // Held, while it is decided and sent, within the listener's budget.
@@ -193,17 +209,16 @@ pub async fn relay<L, S, F, D, V>(
                     }
                     // Text and binary messages say what the upstream is to do: decided as the
                     // upgrade's request with the message as its body. Control frames are not.
-                    let verdict = match &message {
-                        Message::Text(text) => Some(decide(WsBytes::from(text.clone())).await),
-                        Message::Binary(data) => Some(decide(data.clone()).await),
+                    let body = match &message {
+                        Message::Text(text) => Some(WsBytes::from(text.clone())),
+                        Message::Binary(data) => Some(data.clone()),
                         _ => None,
                     };
-                    recording.message(Direction::Up, &message, &masker, verdict.as_ref());
-                    if let Some(reason) = verdict.as_ref().and_then(Verdict::close_reason) {
-                        let close = Message::Close(Some(CloseFrame { code: CloseCode::Policy, reason }));
-                        let _ = client.send(close).await;
-                        break "sluice refused a message the client sent".into();
+                    if let Some(body) = body {
+                        deciding = Some(Deciding { message, share, verdict: Box::pin(decide(body)) });
+                        continue;
                     }
+                    recording.message(Direction::Up, &message, &masker, None);
                     if let Err(e) = upstream.send(message).await {
                         break format!("the upstream's side broke: {e}");
                     }
@@ -272,7 +287,7 @@ pub async fn relay<L, S, F, D, V>(
                 }
             },
             _ = check.tick() => {
-                if !standing().await {
+                if !standing() {
                     let close = Message::Close(Some(CloseFrame {
                         code: CloseCode::Policy,
                         reason: Utf8Bytes::from_static("sluice: the token was revoked or has expired"),
@@ -290,6 +305,21 @@ pub async fn relay<L, S, F, D, V>(
     let _ = client.close(None).await;
     let _ = upstream.close(None).await;
     recording.note(Direction::Ended, 0, &ended, None);
+}
+
+/// A message the client sent, waiting for policy's verdict, with its place in the budget.
+struct Deciding<V> {
+    message: Message,
+    share: Share,
+    verdict: std::pin::Pin<Box<V>>,
+}
+
+/// The verdict on the message being decided; never, without one.
+async fn verdict_of<V: Future<Output = Verdict>>(deciding: &mut Option<Deciding<V>>) -> Verdict {
+    match deciding {
+        Some(deciding) => deciding.verdict.as_mut().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Reads and drops what a client is still sending after sluice refused its message, for a while:
