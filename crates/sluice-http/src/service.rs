@@ -54,6 +54,14 @@ fn still_standing<S: SessionGate>(open: &Option<Open<S>>, id: &Arc<str>) -> bool
     open.as_ref().is_some_and(|o| o.session.id() == id && matches!(o.session.standing(), Standing::Valid))
 }
 
+/// `still_standing` as a stream or a WebSocket asks it on its own timer: without waiting for the
+/// session. While a request holds it (or the socket's own message, being decided), it is not
+/// asked, and the next check asks again.
+fn standing_check<G: Gate>(conn: &Arc<Conn<G>>, id: &Arc<str>) -> impl Fn() -> bool + Send + Sync + 'static {
+    let (conn, id) = (Arc::clone(conn), Arc::clone(id));
+    move || conn.open.try_lock().map_or(true, |open| still_standing(&open, &id))
+}
+
 impl<S: SessionGate> Open<S> {
     /// Records a request sluice refused before deciding it (its shape, its body), with why.
     fn record_refusal(
@@ -576,12 +584,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         exchange.finish("allow", &rule, 101, 0, None);
         let recording =
             websocket::Recording { log, next_seq, rule: Arc::from(rule.as_str()), path: action.path.clone() };
-        let standing = {
-            let (conn, session_id) = (Arc::clone(conn), Arc::clone(&session_id));
-            // Asked without waiting, as a stream asks: the socket's own message may be holding
-            // the session while it is decided (the relay waits for neither).
-            move || conn.open.try_lock().map_or(true, |open| still_standing(&open, &session_id))
-        };
+        let standing = standing_check(conn, &session_id);
         let decide = {
             let (conn, session_id, target) = (Arc::clone(conn), Arc::clone(&session_id), target.clone());
             let socket = action.message_on_socket();
@@ -647,11 +650,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         let status = head.status.as_u16();
         let on_end: OnEnd = Box::new(move |sent, error| exchange.finish("allow", &rule, status, sent, error));
         let joined = Arc::clone(&options.stream_text);
-        let standing: response::Standing = {
-            let conn = Arc::clone(conn);
-            // Asked without waiting: while another request holds the session, it is not asked.
-            Box::new(move || conn.open.try_lock().map_or(true, |open| still_standing(&open, &session_id)))
-        };
+        let standing: response::Standing = Box::new(standing_check(conn, &session_id));
         let session = response::StreamSession { on_end, standing, budget: conn.config.budget.clone() };
         let body = Streamed::new(upstream_body, decoder, shape, masker, limit, joined, session);
         let mut reply = Response::new(http_body_util::Either::Right(body));

@@ -13,6 +13,9 @@
 //! (`hyper_relay 127.0.0.1:7000 http://127.0.0.1:8000/api /billing secret`); prints `listening`
 //! once it accepts.
 
+#[path = "common/workers.rs"]
+mod workers;
+
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Full, combinators::BoxBody};
@@ -44,15 +47,7 @@ fn main() -> Result<()> {
         prefix,
         authorization: HeaderValue::from_str(&format!("Bearer {token}"))?,
     });
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let mut workers = Vec::with_capacity(cpus);
-    for index in 0..cpus {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        workers.push(runtime.handle().clone());
-        std::thread::Builder::new()
-            .name(format!("relay-worker-{index}"))
-            .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
-    }
+    let workers = workers::start()?;
     // One pool per worker, built on it: a request never crosses to the other worker's thread.
     let pools: Vec<Upstream> = workers
         .iter()

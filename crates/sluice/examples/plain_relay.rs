@@ -7,6 +7,9 @@
 //!
 //! Usage: `plain_relay LISTEN_ADDR UPSTREAM_ADDR`; prints `listening` once it accepts.
 
+#[path = "common/workers.rs"]
+mod workers;
+
 use anyhow::{Context, Result};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -15,15 +18,7 @@ fn main() -> Result<()> {
     let (Some(listen), Some(upstream)) = (args.next(), args.next()) else {
         anyhow::bail!("usage: plain_relay LISTEN_ADDR UPSTREAM_ADDR");
     };
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let mut workers = Vec::with_capacity(cpus);
-    for index in 0..cpus {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        workers.push(runtime.handle().clone());
-        std::thread::Builder::new()
-            .name(format!("relay-worker-{index}"))
-            .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
-    }
+    let workers = workers::start()?;
     let acceptor = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     acceptor.block_on(async move {
         let listener = TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
