@@ -549,7 +549,8 @@ def test_a_body_over_the_cap_is_cut_at_a_line_or_refused_when_json(api):
 
 
 def test_a_client_that_leaves_mid_stream_is_recorded_and_nothing_else_stops(api):
-    name = f"gone-{time.monotonic_ns()}"
+    # In letters: a run of digits in the record's line can pass for a card number and be masked.
+    name = "gone-" + "".join(chr(ord("a") + int(d)) for d in str(time.monotonic_ns()))
     client = httpx.Client(timeout=20)
     with client.stream("GET", f"{api.base}/billing/events?id={name}", headers=bearer(api)) as r:
         read_until(r.iter_text(), "\n\n")
