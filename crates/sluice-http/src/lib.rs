@@ -17,6 +17,7 @@ mod rename;
 mod reply;
 mod request;
 mod response;
+mod seen;
 mod service;
 mod target;
 mod websocket;

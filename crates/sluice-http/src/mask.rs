@@ -168,6 +168,12 @@ impl BodyMasker {
         BodyMasker { masking, sensitive, on_wire }
     }
 
+    /// The target's sensitive keys and the held credential this masker masks by (with the
+    /// session's detectors, the rest of what it is).
+    pub fn rules(&self) -> (&Arc<Sensitive>, &Arc<OnWire>) {
+        (&self.sensitive, &self.on_wire)
+    }
+
     fn content(&self) -> Option<ContentMasker<'_>> {
         self.masking.as_ref().map(|m| m.masking().content())
     }

@@ -125,7 +125,7 @@ pub fn is_binary_media(content_type: Option<&[u8]>) -> bool {
             )
 }
 
-/// Whether a media type is a serialisation that writes field names in a binary form, or leaves
+/// Whether a media type (parameters allowed, any case) is a serialisation that writes field names in a binary form, or leaves
 /// them out (CBOR, MessagePack, Smile, BSON, Protocol Buffers, Avro, Ion, Thrift, Cap'n Proto,
 /// Parquet, Arrow; spreadsheets and office documents): sluice cannot find a sensitive key's
 /// value in it. Spring, ASP.NET and others answer in them when a client asks.
@@ -162,7 +162,12 @@ pub fn is_structured_binary(media: &str) -> bool {
         "x-hdf5",
         "vnd.sqlite3",
     ];
-    let media = media.trim().to_ascii_lowercase();
+    // Asked of every response: most media types are lower case already and are not copied.
+    let media = media.split(';').next().unwrap_or_default().trim();
+    let media = match media.bytes().any(|b| b.is_ascii_uppercase()) {
+        true => std::borrow::Cow::Owned(media.to_ascii_lowercase()),
+        false => std::borrow::Cow::Borrowed(media),
+    };
     let (kind, subtype) = media.split_once('/').unwrap_or((&media, ""));
     media == "avro/binary"
         || kind == "application"

@@ -13,6 +13,7 @@ use crate::framing::{HeadVerdict, MAX_HEAD, Verdicts, Watched};
 use crate::mask::{BodyMasker, Sensitive, Unreadable};
 use crate::reply::Answer;
 use crate::response::{self, BodyError, OnEnd, Shape, Streamed};
+use crate::seen::SeenHeaders;
 use crate::target::{HttpTarget, Presentation};
 use crate::websocket;
 use crate::{HttpListenerConfig, request};
@@ -90,6 +91,7 @@ struct Conn<G: Gate> {
     /// authenticated request, so clients that never authenticate cannot fill them.
     slots: SessionSlots,
     slot: parking_lot::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
+    seen_headers: parking_lot::Mutex<SeenHeaders>,
     /// Told when the connection takes its place.
     authenticated: tokio::sync::Notify,
 }
@@ -127,6 +129,7 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
         websocket: parking_lot::Mutex::new(None),
         slots,
         slot: parking_lot::Mutex::new(None),
+        seen_headers: Default::default(),
         authenticated: tokio::sync::Notify::new(),
     });
     // Until its first authenticated request the connection holds only a place in the budget of
@@ -397,14 +400,12 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     }
     if read.is_ok()
         && options.sensitive.any()
-        && let Some(media) = parts
-            .headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .flat_map(|v| {
-                String::from_utf8_lossy(v.as_bytes()).split(',').map(response::media_type).collect::<Vec<_>>()
-            })
-            .find(|media| response::is_structured_binary(media))
+        && let Some(media) = parts.headers.get_all(header::ACCEPT).iter().find_map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .split(',')
+                .find(|m| response::is_structured_binary(m))
+                .map(response::media_type)
+        })
     {
         read = Err(format!(
             "the request asks for {media}, a format whose field names sluice cannot read, so the connection's sensitive keys could not be masked in the answer; ask for JSON (Accept: application/json)"
@@ -621,8 +622,9 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
             .headers
             .get_all(header::CONTENT_TYPE)
             .iter()
-            .map(|ct| response::media_type(&String::from_utf8_lossy(ct.as_bytes())))
+            .map(|ct| String::from_utf8_lossy(ct.as_bytes()))
             .find(|media| response::is_structured_binary(media))
+            .map(|media| response::media_type(&media))
     {
         let why = format!(
             "the response is {media}, a format whose field names sluice cannot read, so the connection's sensitive keys could not be masked in it"
@@ -633,19 +635,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     let binary = response::is_binary_media(head.headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes));
     let mut headers = std::mem::take(&mut head.headers);
     forward::strip_response_headers(&mut headers);
-    for (name, value) in headers.iter_mut() {
-        // A header named for a credential or a sensitive key is masked whatever its value looks
-        // like (a token may be a bare UUID no detector knows); one that is the held credential
-        // says so.
-        let named = forward::names_credential(name) || options.sensitive.names_header(name.as_str());
-        match masker.clean_text(value.as_bytes()) {
-            Some(clean) if !named || clean == forward::SCRUBBED => {
-                *value = HeaderValue::from_bytes(&clean).unwrap_or(HeaderValue::from_static("[redacted]"));
-            }
-            _ if named => *value = HeaderValue::from_static("[redacted:credential]"),
-            _ => {}
-        }
-    }
+    conn.seen_headers.lock().clean(&session_id, &masker, &mut headers);
     if shape != Shape::Whole {
         let status = head.status.as_u16();
         let on_end: OnEnd = Box::new(move |sent, error| exchange.finish("allow", &rule, status, sent, error));
