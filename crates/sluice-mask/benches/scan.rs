@@ -79,3 +79,35 @@ fn scan(bencher: Bencher, which: &str) {
         findings.len()
     });
 }
+
+/// The HTTP benchmark's bodies (bench/http_bench.py) scanned whole, as a JSON response is: one
+/// customer (`small`), and 64 KB of them, each with an e-mail address (`large`).
+#[divan::bench(args = ["small", "large"])]
+fn scan_json_body(bencher: Bencher, size: &str) {
+    let row = |i: usize| {
+        format!(
+            r#"{{"id": {i}, "name": "Customer {i}", "email": "customer{i}@example.com", "status": "active", "plan": "business", "note": "renewal due next quarter; prefers e-mail contact"}}"#
+        )
+    };
+    let body = match size {
+        "small" => r#"{"id": 1, "name": "Ann", "email": "ann@example.com", "status": "active", "plan": "business"}"#
+            .to_string(),
+        _ => {
+            let mut rows = Vec::new();
+            let mut len = 0;
+            while len < 64 * 1024 {
+                let r = row(rows.len());
+                len += r.len() + 2;
+                rows.push(r);
+            }
+            format!(r#"{{"customers": [{}]}}"#, rows.join(", "))
+        }
+    };
+    let scanner = subset("all");
+    let mut findings = Vec::new();
+    bencher.counter(BytesCount::new(body.len())).bench_local(|| {
+        findings.clear();
+        scanner.scan(black_box(body.as_bytes()), &mut findings);
+        findings.len()
+    });
+}

@@ -55,8 +55,8 @@ enum Segment {
     Any,
     /// `{name}`: exactly one segment.
     One,
-    /// A glob within one segment.
-    Glob(String),
+    /// A glob within one segment, as written and in lower case (what a refusal matches).
+    Glob { exact: String, lower: String },
 }
 
 impl HttpMatcher {
@@ -395,7 +395,7 @@ impl PathPattern {
                 s if s.starts_with('{') && s.ends_with('}') => Ok(Segment::One),
                 s if s.contains(['{', '}']) => Err(format!("paths: {pattern:?}: a template must be a whole segment")),
                 s if s.contains("**") => Err(format!("paths: {pattern:?}: '**' must be a whole segment")),
-                s => Ok(Segment::Glob(s.to_string())),
+                s => Ok(Segment::Glob { exact: s.to_string(), lower: s.to_lowercase() }),
             })
             .collect::<Result<Vec<_>, _>>()?;
         if segments.iter().filter(|s| matches!(s, Segment::Any)).count() > 2 {
@@ -407,7 +407,6 @@ impl PathPattern {
     /// Whether the normalised `path` matches; `any_case`: letters match whatever their case (a
     /// server may not tell `/Admin` from `/admin`).
     fn matches(&self, path: &str, any_case: bool) -> bool {
-        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         if any_case {
             // A refusal also reads the path without a format suffix (`/v1/payments.json`):
             // Rails routes, Django REST framework's suffix patterns and older Spring serve it
@@ -415,10 +414,15 @@ impl PathPattern {
             if without_format(path).is_some_and(|stem| self.matches(stem, true)) {
                 return true;
             }
-            let lower: Vec<String> = segments.iter().map(|s| s.to_lowercase()).collect();
-            let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
-            return match_segments(&self.0, &lower, true);
+            // Asked of every request: a path with nothing to lower (most) is not copied.
+            let lower = match path.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+                true => std::borrow::Cow::Borrowed(path),
+                false => std::borrow::Cow::Owned(path.to_lowercase()),
+            };
+            let segments: Vec<&str> = lower.split('/').filter(|s| !s.is_empty()).collect();
+            return match_segments(&self.0, &segments, true);
         }
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         match_segments(&self.0, &segments, false)
     }
 }
@@ -438,8 +442,8 @@ fn match_segments(pattern: &[Segment], path: &[&str], lower: bool) -> bool {
             let Some((first, others)) = path.split_first() else { return false };
             let ok = match segment {
                 Segment::One => true,
-                Segment::Glob(glob) if lower => glob_match(&glob.to_lowercase(), first),
-                Segment::Glob(glob) => glob_match(glob, first),
+                Segment::Glob { lower: glob, .. } if lower => glob_match(glob, first),
+                Segment::Glob { exact, .. } => glob_match(exact, first),
                 Segment::Any => unreachable!("handled above"),
             };
             ok && match_segments(rest, others, lower)
