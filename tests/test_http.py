@@ -697,6 +697,23 @@ def upstream_saw(api, mark):
     return requests.get(f"http://127.0.0.1:{api_upstream_port(api)}/api/seen", params={"mark": mark}, timeout=10).json()
 
 
+def test_a_clients_close_reason_never_reaches_the_upstream(api):
+    # A close frame's reason (and a ping's data) are bytes no policy reads: the upstream gets
+    # the close and its code, not the words.
+    from websockets.sync.client import connect
+
+    mark = f"closing-{time.monotonic_ns()}"
+    with connect(ws_url(api, "/ws"), additional_headers=bearer(api), open_timeout=20) as ws:
+        ws.send(mark)
+        assert json.loads(ws.recv(timeout=20))["echo"] == mark
+        # sluice answers a ping itself, with its data.
+        assert ws.ping(b"POST /v1/refunds " + mark.encode()).wait(timeout=20)
+        ws.close(code=4000, reason=f"POST /v1/refunds {mark}")
+    seen = wait_for(lambda: upstream_saw(api, "closed 4000"), timeout=15, what="the upstream to see the close")
+    assert all(s.endswith("reason=''") for s in seen), seen
+    assert not [s for s in upstream_saw(api, mark) if "refunds" in s]
+
+
 def test_each_message_a_client_sends_on_a_websocket_is_decided_by_policy(api):
     # The upgrade is allowed on its path; what each message asks is decided as that request with
     # the message as its body, so a JSON rule refuses a message as it refuses a POST. A refused

@@ -313,6 +313,8 @@ async def ws_echo(websocket: WebSocket):
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
+                # What a client's close frame brought: its code, and the reason sluice let through.
+                SEEN.append(f"WS {websocket.url.path} closed {message.get('code')} reason={message.get('reason')!r}")
                 return
             text = message.get("text")
             if text is None:

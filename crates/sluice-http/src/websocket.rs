@@ -219,7 +219,7 @@ pub async fn relay<L, S, D, V>(
                         continue;
                     }
                     recording.message(Direction::Up, &message, &masker, None);
-                    if let Err(e) = upstream.send(message).await {
+                    if let Err(e) = upstream.send(without_payload(message)).await {
                         break format!("the upstream's side broke: {e}");
                     }
                     drop(share);
@@ -389,6 +389,21 @@ fn clean(message: Message, masker: &BodyMasker) -> Message {
     }
 }
 
+/// A control frame the client sent, as it goes upstream: the signal without the words. A ping's
+/// data, a pong's and a close frame's reason are bytes the client chooses that no policy reads;
+/// the upstream still learns that the client is there, or that it closes and with which code.
+/// (sluice answers the client's pings itself, with their data.)
+fn without_payload(message: Message) -> Message {
+    match message {
+        Message::Ping(_) => Message::Ping(WsBytes::new()),
+        Message::Pong(_) => Message::Pong(WsBytes::new()),
+        Message::Close(Some(frame)) => {
+            Message::Close(Some(CloseFrame { code: frame.code, reason: Utf8Bytes::default() }))
+        }
+        other => other,
+    }
+}
+
 /// Bytes a control frame may carry (RFC 6455 §5.5); a close frame's reason has two fewer.
 const CONTROL_PAYLOAD: usize = 125;
 
@@ -523,5 +538,17 @@ mod tests {
         let mut other = HeaderMap::new();
         other.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
         assert!(!is_upgrade(&other));
+    }
+
+    #[test]
+    fn a_clients_control_frames_reach_the_upstream_without_their_payloads() {
+        let ping = without_payload(Message::Ping(WsBytes::from_static(b"DROP TABLE invoices")));
+        assert_eq!(ping, Message::Ping(WsBytes::new()));
+        let pong = without_payload(Message::Pong(WsBytes::from_static(b"rm -rf /")));
+        assert_eq!(pong, Message::Pong(WsBytes::new()));
+        let close = CloseFrame { code: CloseCode::Away, reason: Utf8Bytes::from_static("POST /v1/refunds") };
+        let expected = Message::Close(Some(CloseFrame { code: CloseCode::Away, reason: Utf8Bytes::default() }));
+        assert_eq!(without_payload(Message::Close(Some(close))), expected);
+        assert_eq!(without_payload(Message::Close(None)), Message::Close(None));
     }
 }
