@@ -232,7 +232,9 @@ async def echo_auth(request):
     secret = request.headers.get("authorization", "").removeprefix("Bearer ").encode()
     return JSONResponse({"link": f"/welcome?from={quote(secret, safe='')}",
                          "base64": base64.b64encode(secret).decode(),
-                         "base64url": base64.urlsafe_b64encode(secret).decode()})
+                         "base64url": base64.urlsafe_b64encode(secret).decode(),
+                         # Inside an encoded document: the secret falls anywhere among its bytes.
+                         "state": base64.b64encode(b'{"user": "svc", "token": "' + secret + b'"}').decode()})
 
 
 async def set_cookie(request):

@@ -254,15 +254,23 @@ const URL_COMPONENT: &AsciiSet =
 /// secret's whole groups of three bytes in base64, standard or URL-safe (an upstream that encodes
 /// what it echoes).
 fn spellings(piece: &str) -> Vec<String> {
-    let whole = piece.len() / 3 * 3;
-    let head = &piece.as_bytes()[..whole];
-    vec![
-        piece.to_string(),
-        piece.replace('/', "\\/"),
-        utf8_percent_encode(piece, URL_COMPONENT).to_string(),
-        base64::engine::general_purpose::STANDARD_NO_PAD.encode(head),
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(head),
-    ]
+    let mut spelled =
+        vec![piece.to_string(), piece.replace('/', "\\/"), utf8_percent_encode(piece, URL_COMPONENT).to_string()];
+    // Base64 writes three bytes as four characters, so the secret's characters depend on where
+    // it falls among the encoded bytes (`token=<secret>` encoded whole): from each of its first
+    // three bytes, its whole groups are one spelling, and one of them lines up wherever it falls.
+    let bytes = piece.as_bytes();
+    for skip in 0..3.min(bytes.len()) {
+        let rest = &bytes[skip..];
+        let whole = &rest[..rest.len() / 3 * 3];
+        // A shifted spelling of a few bytes would be found in unrelated base64.
+        if skip > 0 && whole.len() < 6 {
+            break;
+        }
+        spelled.push(base64::engine::general_purpose::STANDARD_NO_PAD.encode(whole));
+        spelled.push(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(whole));
+    }
+    spelled
 }
 
 impl OnWire {
@@ -354,6 +362,26 @@ mod tests {
         }
         for name in ["content-type", "date", "etag", "x-request-id", "x-tok", "server", "x-ap-ikey", "cache-control"] {
             assert!(!names_credential(&HeaderName::from_static(name)), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_credential_is_found_in_base64_wherever_it_falls_among_the_encoded_bytes() {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+        let secret = "s3cret-token-value?>";
+        let wire = OnWire::new(vec![secret.into()], format!("Bearer {secret}"));
+        for prefix in ["", "a", "ab", "token=", "{\"key\": \""] {
+            for encoded in [STANDARD.encode(format!("{prefix}{secret}")), URL_SAFE.encode(format!("{prefix}{secret}"))]
+            {
+                let scrubbed = wire.scrub(encoded.as_bytes()).expect(&encoded);
+                let scrubbed = String::from_utf8(scrubbed).unwrap();
+                // What is left is the prefix's characters and at most a group at either end.
+                let left = scrubbed.replace("[redacted:held-credential]", "");
+                assert!(
+                    scrubbed.contains("[redacted:held-credential]") && left.len() <= prefix.len() * 4 / 3 + 8,
+                    "{prefix:?} {scrubbed}"
+                );
+            }
         }
     }
 
