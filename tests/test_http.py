@@ -503,7 +503,8 @@ def test_a_compressed_event_stream_is_decoded_and_masked(api):
 
 
 def test_json_lines_are_masked_line_by_line(api):
-    r = requests.get(f"{api.base}/billing/ndjson", headers=bearer(api), timeout=20)
+    # Closed after the answer, so that the session ends (an idle connection would keep it open).
+    r = requests.get(f"{api.base}/billing/ndjson", headers={**bearer(api), "Connection": "close"}, timeout=20)
     assert r.status_code == 200
     lines = [json.loads(line) for line in r.text.splitlines()]
     assert [line["i"] for line in lines] == [0, 1, 2]

@@ -163,10 +163,11 @@ def test_the_held_credential_echoed_percent_encoded_or_in_base64_is_redacted(api
 
 @pytest.fixture(scope="module")
 def brisk(pg, upstream):
-    """A gateway in front of the same upstream with a 2-second header timeout."""
+    """A gateway in front of the same upstream with a 2-second header timeout and 5-second idle
+    timeout."""
     billing = {"protocol": "http", "url": f"http://127.0.0.1:{upstream}/api", "password": "env:BILLING_TOKEN"}
     gw = Sluice(pg, settings={"connections": {"billing": billing},
-                              "http": {"listen": "127.0.0.1:0", "header_timeout_secs": 2}},
+                              "http": {"listen": "127.0.0.1:0", "header_timeout_secs": 2, "idle_timeout_secs": 5}},
                 env={"BILLING_TOKEN": "upstream-secret"})
     yield from serving(gw)
 
@@ -200,8 +201,7 @@ def test_a_connection_that_never_authenticates_is_closed_at_the_header_timeout(b
 
 
 def test_an_authenticated_connection_is_kept_past_the_header_timeout(brisk):
-    # A request a second on one connection, for twice the header timeout. (An idle connection
-    # still has the header timeout to send its next request head.)
+    # A request a second on one connection, for twice the header timeout.
     addresses = set()
     with httpx.Client(base_url=f"{brisk.base}/billing", headers={"Authorization": f"Bearer {brisk.token()}"},
                       timeout=20) as client:
@@ -212,6 +212,66 @@ def test_an_authenticated_connection_is_kept_past_the_header_timeout(brisk):
             time.sleep(1)
     # The same connection (the same local address) carried them all.
     assert len(addresses) == 1, addresses
+
+
+def answered(sock, request):
+    """Sends `request` and reads its answer whole (by its Content-Length): the status code."""
+    sock.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before an answer: {data!r}"
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "closed mid-answer"
+        body += chunk
+    return int(head.split()[1])
+
+
+def authenticated_request(brisk):
+    return (f"GET /billing/v1/customers/1 HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {brisk.token()}\r\n\r\n").encode()
+
+
+def test_an_idle_connection_has_the_idle_timeout_not_the_header_timeout(brisk):
+    request = authenticated_request(brisk)
+    with socket.create_connection(("127.0.0.1", brisk.http_port), timeout=10) as sock:
+        assert answered(sock, request) == 200
+        # Idle longer than the header timeout (2 s), shorter than the idle timeout (5 s).
+        time.sleep(3.5)
+        assert answered(sock, request) == 200
+        # Then idle past the idle timeout: closed.
+        took = seconds_until_closed(sock, 12)
+    assert took is not None and 4 < took < 8, took
+
+
+def test_a_request_head_begun_on_an_authenticated_connection_has_the_header_timeout(brisk):
+    request = authenticated_request(brisk)
+    with socket.create_connection(("127.0.0.1", brisk.http_port), timeout=10) as sock:
+        assert answered(sock, request) == 200
+        # Half a head, then nothing (slowloris): closed at the header timeout, not the idle one.
+        sock.sendall(request[:30])
+        took = seconds_until_closed(sock, 12)
+    assert took is not None and took < 4, took
+
+
+def test_a_silent_stream_and_a_slow_answer_are_not_idle(brisk):
+    # Longer than the idle timeout (5 s) without a byte either way: a request is in flight.
+    headers = {"Authorization": f"Bearer {brisk.token()}"}
+    name = f"silent-{time.monotonic_ns()}"
+    with httpx.Client(timeout=30) as client:
+        with client.stream("GET", f"{brisk.base}/billing/events?id={name}", headers=headers) as r:
+            assert r.status_code == 200
+            chunks = r.iter_text()
+            assert read_until(chunks, "\n\n").startswith("event: update")
+            time.sleep(7)
+            assert requests.get(f"{brisk.base}/billing/release?id={name}", headers=headers, timeout=20).ok
+            assert "".join(chunks).endswith("\n\n")
+        r = client.get(f"{brisk.base}/billing/slow", params={"s": "7"}, headers=headers)
+        assert r.status_code == 200 and r.json() == {"slow": True}, r.text
 
 
 def test_the_agents_cookie_never_reaches_the_upstream(api):

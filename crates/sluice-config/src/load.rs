@@ -95,6 +95,13 @@ fn validate(config: &Config, origin: &Path) -> Result<(), ConfigError> {
             "max_connections, max_unauthenticated and max_unauthenticated_per_source must be at least 1".into(),
         ));
     }
+    if http.header_timeout_secs == 0 || http.idle_timeout_secs == 0 {
+        return Err(invalid(
+            "http.header_timeout_secs".into(),
+            "header_timeout_secs and idle_timeout_secs must be at least 1: with 0 no client could keep a connection"
+                .into(),
+        ));
+    }
     if http.max_buffered_bytes < http.max_request_body_bytes.max(http.max_response_body_bytes) {
         return Err(invalid(
             "http.max_buffered_bytes".into(),
@@ -322,6 +329,16 @@ mod tests {
         .unwrap();
         assert_eq!(c.http.max_buffered_bytes, 2000);
         assert_eq!(parse_str(base).unwrap().http.max_buffered_bytes, 1 << 30);
+    }
+
+    #[test]
+    fn the_http_timeouts_are_at_least_a_second() {
+        let base = "[http]\n";
+        for zero in ["header_timeout_secs = 0", "idle_timeout_secs = 0"] {
+            let e = parse_str(&format!("{base}{zero}\n")).unwrap_err().to_string();
+            assert!(e.contains("at least 1"), "{e}");
+        }
+        assert_eq!(parse_str(base).unwrap().http.idle_timeout_secs, 75);
     }
 
     #[test]

@@ -244,9 +244,12 @@ pub struct HttpListener {
     /// The most bytes of bodies held at once across all clients (request bodies, whole response
     /// bodies, a stream's held events); a body that would take more is refused with 503.
     pub max_buffered_bytes: usize,
-    /// How long a client has to finish TLS and send a request head, and a new connection to
-    /// make its first authenticated request.
+    /// How long a client has to finish TLS and to send a request head once it has begun, and a
+    /// new connection to make its first authenticated request.
     pub header_timeout_secs: u64,
+    /// How long an HTTP/1 connection may wait for its next request while nothing is in flight
+    /// (as nginx's `keepalive_timeout`, 75 s by default).
+    pub idle_timeout_secs: u64,
     /// Authenticated client connections served at once.
     pub max_connections: usize,
     /// Connections that have not yet made an authenticated request, in all and from one
@@ -268,6 +271,7 @@ impl Default for HttpListener {
             oversize: Oversize::Refuse,
             max_buffered_bytes: 1024 * 1024 * 1024,
             header_timeout_secs: 10,
+            idle_timeout_secs: 75,
             max_connections: 1000,
             max_unauthenticated: 512,
             max_unauthenticated_per_source: 128,

@@ -4,6 +4,7 @@
 //! verdict, queued in order; the handler takes one per request and answers 400 to an ambiguous
 //! one before anything is forwarded. The watcher never changes or fails a read: it only looks.
 
+use crate::idle::Clock;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::io;
@@ -58,16 +59,32 @@ enum Chunk {
     Trailers(Vec<u8>),
 }
 
-/// Wraps a client stream and watches its request framing.
+/// Wraps a client stream and watches its request framing (and, over HTTP/1, how long the
+/// client keeps it waiting).
 pub struct Watched<S> {
     inner: S,
     scan: Scan,
     verdicts: Verdicts,
+    clock: Option<Clock>,
+    http2: bool,
 }
 
 impl<S> Watched<S> {
     pub fn new(inner: S, verdicts: Verdicts) -> Watched<S> {
-        Watched { inner, scan: Scan::Start(Vec::new()), verdicts }
+        Watched { inner, scan: Scan::Start(Vec::new()), verdicts, clock: None, http2: false }
+    }
+
+    /// Also closes an HTTP/1 connection whose client is too slow with a head, or idle too long.
+    pub fn timed(self, clock: Clock) -> Watched<S> {
+        Watched { clock: Some(clock), ..self }
+    }
+
+    /// Whether a request head has begun and is not complete.
+    fn head_open(&self) -> bool {
+        match &self.scan {
+            Scan::Start(seen) | Scan::Head(seen) => !seen.is_empty(),
+            _ => false,
+        }
     }
 
     fn feed(&mut self, mut bytes: &[u8]) {
@@ -87,6 +104,7 @@ impl<S> Watched<S> {
                     } else if seen.len() == PREFACE.len() {
                         // The HTTP/2 preface: framed by HTTP/2, nothing to watch.
                         self.scan = Scan::Done;
+                        self.http2 = true;
                         return;
                     } else {
                         return;
@@ -239,9 +257,24 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            let this = &mut *self;
-            this.feed(&buf.filled()[before..]);
+        let this = &mut *self;
+        match &polled {
+            Poll::Ready(Ok(())) => {
+                this.feed(&buf.filled()[before..]);
+                let open = this.head_open();
+                if let Some(clock) = this.clock.as_mut().filter(|_| !this.http2) {
+                    clock.read(open);
+                }
+            }
+            // HTTP/2 keeps its own time (pings).
+            Poll::Pending => {
+                if let Some(clock) = this.clock.as_mut().filter(|_| !this.http2)
+                    && let Err(why) = clock.waiting(cx)
+                {
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)));
+                }
+            }
+            Poll::Ready(Err(_)) => {}
         }
         polled
     }

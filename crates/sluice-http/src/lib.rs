@@ -11,6 +11,7 @@ mod decode;
 mod forward;
 mod framing;
 mod graphql;
+mod idle;
 mod mask;
 mod oauth;
 mod rename;
@@ -46,8 +47,10 @@ pub struct HttpListenerConfig {
     pub oversize: Oversize,
     /// The bytes of bodies held at once across all connections (`http.max_buffered_bytes`).
     pub budget: Budget,
-    /// How long a client has to send a request head (and finish TLS).
+    /// How long a client has to send a request head once begun (and to finish TLS).
     pub header_timeout: Duration,
+    /// How long an HTTP/1 connection may wait for its next request with nothing in flight.
+    pub idle_timeout: Duration,
     pub limits: Limits,
     /// Where a review is looked at (the API's base URL), for refusals.
     pub api_url: Option<String>,

@@ -10,6 +10,7 @@ use crate::charset;
 use crate::decode::Decoder;
 use crate::forward;
 use crate::framing::{HeadVerdict, MAX_HEAD, Verdicts, Watched};
+use crate::idle::{Busy, Clock};
 use crate::mask::{BodyMasker, Sensitive, Unreadable};
 use crate::reply::Answer;
 use crate::response::{self, BodyError, OnEnd, Shape, Streamed};
@@ -92,6 +93,8 @@ struct Conn<G: Gate> {
     slots: SessionSlots,
     slot: parking_lot::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
     seen_headers: parking_lot::Mutex<SeenHeaders>,
+    /// Its requests, streams and socket in flight: while any is, the connection is not idle.
+    busy: Busy,
     /// Told when the connection takes its place.
     authenticated: tokio::sync::Notify,
 }
@@ -130,6 +133,7 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
         slots,
         slot: parking_lot::Mutex::new(None),
         seen_headers: Default::default(),
+        busy: Busy::default(),
         authenticated: tokio::sync::Notify::new(),
     });
     // Until its first authenticated request the connection holds only a place in the budget of
@@ -155,12 +159,7 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
         })
     };
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_timeout)
-        .max_buf_size(MAX_HEAD.max(8192))
-        .keep_alive(true);
+    builder.http1().timer(TokioTimer::new()).max_buf_size(MAX_HEAD.max(8192)).keep_alive(true);
     // Pings find a peer that went away without closing (its streams and place would stay).
     builder
         .http2()
@@ -180,7 +179,10 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
             }
             None => Either::Right(tcp),
         };
-        let io = TokioIo::new(Watched::new(stream, verdicts));
+        // The connection's reader keeps its time (hyper's header timer would also run while it
+        // is idle, and cost a timer for each request).
+        let clock = Clock::new(config.header_timeout, config.idle_timeout, conn.busy.clone());
+        let io = TokioIo::new(Watched::new(stream, verdicts).timed(clock));
         if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
             tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
         }
@@ -205,6 +207,7 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
 }
 
 async fn handle<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Reply {
+    let _in_flight = conn.busy.start();
     match pipeline(conn, req).await {
         Ok(reply) => reply,
         Err((status, answer)) => {
@@ -603,7 +606,11 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         };
         let joined =
             websocket::relay(client_upgrade, upstream_upgrade, masker, caps, paths, recording, standing, decide);
-        *conn.websocket.lock() = Some(tokio::spawn(joined));
+        let in_flight = conn.busy.start();
+        *conn.websocket.lock() = Some(tokio::spawn(async move {
+            joined.await;
+            drop(in_flight);
+        }));
         return Ok(reply);
     }
     // Every Content-Type field counts: clients differ on which of several they read.
@@ -638,7 +645,12 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     conn.seen_headers.lock().clean(&session_id, &masker, &mut headers);
     if shape != Shape::Whole {
         let status = head.status.as_u16();
-        let on_end: OnEnd = Box::new(move |sent, error| exchange.finish("allow", &rule, status, sent, error));
+        // A stream is in flight until it ends (or its client goes away): a silent one is not idle.
+        let in_flight = conn.busy.start();
+        let on_end: OnEnd = Box::new(move |sent, error| {
+            drop(in_flight);
+            exchange.finish("allow", &rule, status, sent, error)
+        });
         let joined = Arc::clone(&options.stream_text);
         let standing: response::Standing = Box::new(standing_check(conn, &session_id));
         let session = response::StreamSession { on_end, standing, budget: conn.config.budget.clone() };

@@ -350,6 +350,7 @@ fn http_listener_config(config: &Config, api_url: Option<String>) -> Result<Http
             sluice_config::Oversize::Truncate => Oversize::Truncate,
         },
         header_timeout: Duration::from_secs(http.header_timeout_secs),
+        idle_timeout: Duration::from_secs(http.idle_timeout_secs),
         limits: Limits {
             max_sessions: http.max_connections,
             max_unauthenticated: http.max_unauthenticated,
