@@ -197,7 +197,7 @@ impl Presented {
         };
         let mut value = HeaderValue::from_str(&text).map_err(|_| "the held credential is not a valid header value")?;
         value.set_sensitive(true);
-        let on_wire = Arc::new(OnWire::new(sent, text));
+        let on_wire = Arc::new(OnWire::new(sent, text)?);
         Ok(Presented { secret: secret.clone(), token: token.cloned(), name, value, on_wire })
     }
 }
@@ -234,9 +234,9 @@ impl OnWireCache {
 pub struct OnWire {
     /// Longest first, so that a header value is replaced whole before the secret inside it.
     finders: Vec<memchr::memmem::Finder<'static>>,
-    /// The pieces that hold no other piece: a body without any of them holds none of the rest
-    /// either, so it costs one search per probe (the secret alone, not also its header value).
-    probes: Vec<usize>,
+    /// The pieces that hold no other piece, searched for at once: a body without any of them
+    /// holds none of the rest either, so most bodies cost one pass (`None`: nothing to find).
+    probes: Option<aho_corasick::AhoCorasick>,
 }
 
 /// Shorter pieces are not looked for: they would be found everywhere.
@@ -275,7 +275,7 @@ fn spellings(piece: &str) -> Vec<String> {
 
 impl OnWire {
     /// `secrets` are looked for in every spelling; `header_value`, the field as sent, as it is.
-    pub(crate) fn new(secrets: Vec<String>, header_value: String) -> OnWire {
+    pub(crate) fn new(secrets: Vec<String>, header_value: String) -> Result<OnWire, String> {
         let mut pieces: Vec<Vec<u8>> = secrets
             .iter()
             .flat_map(|p| spellings(p))
@@ -286,17 +286,24 @@ impl OnWire {
         pieces.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         pieces.dedup();
         let holds = |outer: &[u8], inner: &[u8]| memchr::memmem::find(outer, inner).is_some();
-        let probes = (0..pieces.len())
+        let probes: Vec<&Vec<u8>> = (0..pieces.len())
             .filter(|&i| !pieces.iter().enumerate().any(|(j, other)| j != i && holds(&pieces[i], other)))
+            .map(|i| &pieces[i])
             .collect();
+        // Built from a few short pieces, it cannot fail; if it did, nothing would be scrubbed:
+        // the credential is then refused (fail closed).
+        let probes = match probes.is_empty() {
+            true => None,
+            false => Some(aho_corasick::AhoCorasick::new(probes).map_err(|e| e.to_string())?),
+        };
         // Built once per request: every header value and body piece is searched with them.
         let finders = pieces.iter().map(|p| memchr::memmem::Finder::new(p).into_owned()).collect();
-        OnWire { finders, probes }
+        Ok(OnWire { finders, probes })
     }
 
     /// `bytes` with every copy of the credential replaced; `None` when it holds none.
     pub fn scrub(&self, bytes: &[u8]) -> Option<Vec<u8>> {
-        if !self.probes.iter().any(|&i| self.finders[i].find(bytes).is_some()) {
+        if !self.probes.as_ref().is_some_and(|probes| probes.is_match(bytes)) {
             return None;
         }
         let mut out: Option<Vec<u8>> = None;
@@ -369,7 +376,7 @@ mod tests {
     fn the_credential_is_found_in_base64_wherever_it_falls_among_the_encoded_bytes() {
         use base64::engine::general_purpose::{STANDARD, URL_SAFE};
         let secret = "s3cret-token-value?>";
-        let wire = OnWire::new(vec![secret.into()], format!("Bearer {secret}"));
+        let wire = OnWire::new(vec![secret.into()], format!("Bearer {secret}")).unwrap();
         for prefix in ["", "a", "ab", "token=", "{\"key\": \""] {
             for encoded in [STANDARD.encode(format!("{prefix}{secret}")), URL_SAFE.encode(format!("{prefix}{secret}"))]
             {
@@ -387,7 +394,7 @@ mod tests {
 
     #[test]
     fn a_response_repeating_the_credential_has_every_copy_replaced() {
-        let wire = OnWire::new(vec!["s3cret-token".into(), "abc".into()], "Bearer s3cret-token".into());
+        let wire = OnWire::new(vec!["s3cret-token".into(), "abc".into()], "Bearer s3cret-token".into()).unwrap();
         let body = b"{\"got\":\"Bearer s3cret-token\",\"again\":\"s3cret-token\",\"abc\":1}";
         let scrubbed = String::from_utf8(wire.scrub(body).unwrap()).unwrap();
         assert_eq!(
@@ -397,11 +404,11 @@ mod tests {
         assert_eq!(wire.scrub(b"nothing here"), None);
         assert_eq!(OnWire::default().scrub(body), None);
         // A header value that does not spell the secret (basic auth's base64) is looked for too.
-        let wire = OnWire::new(vec!["pass-word".into()], "Basic dXNlcjpwYXNzLXdvcmQ=".into());
+        let wire = OnWire::new(vec!["pass-word".into()], "Basic dXNlcjpwYXNzLXdvcmQ=".into()).unwrap();
         assert_eq!(wire.scrub(b"echo: Basic dXNlcjpwYXNzLXdvcmQ=").unwrap(), b"echo: [redacted:held-credential]");
         assert_eq!(wire.scrub(b"pw pass-word").unwrap(), b"pw [redacted:held-credential]");
         // Written back escaped, percent-encoded or in base64.
-        let wire = OnWire::new(vec!["ab/cd+ef=gh".into()], "X ab/cd+ef=gh".into());
+        let wire = OnWire::new(vec!["ab/cd+ef=gh".into()], "X ab/cd+ef=gh".into()).unwrap();
         for spelled in [&b"ab\\/cd+ef=gh"[..], b"ab%2Fcd%2Bef%3Dgh", b"YWIvY2QrZWY9", b"YWIvY2QrZWY9Z2g="] {
             let scrubbed = wire.scrub(spelled).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(spelled)));
             assert!(scrubbed.starts_with(SCRUBBED), "{}", String::from_utf8_lossy(&scrubbed));

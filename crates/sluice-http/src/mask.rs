@@ -262,6 +262,7 @@ impl BodyMasker {
             edits: Edits::default(),
             findings: Vec::new(),
             scratch: Vec::new(),
+            alike: Vec::new(),
         };
         if !by_key && !escapes {
             // Without escapes every quote opens or closes a string and a string's text is its
@@ -330,6 +331,8 @@ struct Tokens<'a> {
     findings: Vec<Finding>,
     /// A replacement as rendered, before it is escaped into `edits`.
     scratch: Vec<u8>,
+    /// Per detector whose replacements are all alike, its replacement escaped, once rendered.
+    alike: Vec<Option<Vec<u8>>>,
 }
 
 /// Spans of a body to replace, in order, with what replaces them: one buffer for all of them,
@@ -353,6 +356,12 @@ impl Edits {
         if quoted {
             self.text.push(b'"');
         }
+        self.spans.push((start, end, self.text.len()));
+    }
+
+    /// `start..end` to be replaced by `escaped`, escaped already.
+    fn push_escaped(&mut self, start: usize, end: usize, escaped: &[u8]) {
+        self.text.extend_from_slice(escaped);
         self.spans.push((start, end, self.text.len()));
     }
 
@@ -434,6 +443,11 @@ impl Tokens<'_> {
     /// the next token.
     fn overlapping(&mut self, start: usize, end: usize) -> Vec<Finding> {
         self.touches(start, end);
+        self.cut_to(start, end)
+    }
+
+    /// `overlapping`, once `touches` passed those before `start`.
+    fn cut_to(&self, start: usize, end: usize) -> Vec<Finding> {
         self.hits[self.next_hit..]
             .iter()
             .take_while(|h| h.start < end)
@@ -444,18 +458,36 @@ impl Tokens<'_> {
     /// A string token (with its quotes) at `start..end`.
     fn string(&mut self, start: usize, end: usize) {
         let (inner_start, inner_end) = (start + 1, end.saturating_sub(1).max(start + 1));
-        let found = self.overlapping(inner_start, inner_end);
+        self.touches(inner_start, inner_end);
         let Some(content) = &self.content else { return };
         let inner = &self.body[inner_start..inner_end];
         if memchr::memchr(b'\\', inner).is_none() {
-            // Its text is its bytes: each finding is replaced where it lies.
-            for f in found {
+            // Its text is its bytes: each finding is replaced where it lies (read in place: a
+            // large body may have hundreds).
+            let overlapping = self.hits[self.next_hit..].iter().take_while(|h| h.start < inner_end);
+            for hit in overlapping {
+                let (from, to) = (hit.start.max(inner_start), hit.end.min(inner_end));
+                if content.replaces_alike(hit.detector) {
+                    if self.alike.len() <= hit.detector {
+                        self.alike.resize(hit.detector + 1, None);
+                    }
+                    let escaped = self.alike[hit.detector].get_or_insert_with(|| {
+                        let mut label = Vec::new();
+                        content.replacement(hit.detector, &self.body[from..to], &mut label);
+                        let mut escaped = Vec::new();
+                        escape_into(&label, &mut escaped);
+                        escaped
+                    });
+                    self.edits.push_escaped(from, to, escaped);
+                    continue;
+                }
                 self.scratch.clear();
-                content.replacement(f.detector, &self.body[f.start..f.end], &mut self.scratch);
-                self.edits.push(f.start, f.end, &self.scratch, false);
+                content.replacement(hit.detector, &self.body[from..to], &mut self.scratch);
+                self.edits.push(from, to, &self.scratch, false);
             }
             return;
         }
+        let found = self.cut_to(inner_start, inner_end);
         // With escapes its text differs from its bytes (`ann\u0040example.com` is an address):
         // read as a JSON reader reads it and scanned again; a finding of the whole body the text
         // alone does not confirm takes the string whole.
@@ -820,6 +852,7 @@ mod tests {
             edits: Edits::default(),
             findings: vec![],
             scratch: vec![],
+            alike: vec![],
         };
         assert!(!tokens.place_by_quotes());
         tokens.edits.clear();

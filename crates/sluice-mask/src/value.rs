@@ -66,6 +66,12 @@ impl ContentMasker<'_> {
         }
     }
 
+    /// Whether what stands for a finding of `detector` is the same whatever was matched (a
+    /// redaction label), so that it may be rendered once for many.
+    pub fn replaces_alike(&self, detector: usize) -> bool {
+        matches!(self.action(detector), MaskAction::Redact | MaskAction::Null)
+    }
+
     fn action(&self, detector: usize) -> MaskAction {
         self.actions.get(detector).copied().unwrap_or(MaskAction::Null)
     }
