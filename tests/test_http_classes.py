@@ -274,6 +274,25 @@ def test_a_silent_stream_and_a_slow_answer_are_not_idle(brisk):
         assert r.status_code == 200 and r.json() == {"slow": True}, r.text
 
 
+def test_a_slow_reader_of_a_large_answer_is_not_idle(brisk):
+    # An answer read over longer than the idle timeout (5 s) is in flight until written whole.
+    size = 12_000_000
+    request = (f"GET /billing/big?size={size}&kind=json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+               f"Authorization: Bearer {brisk.token()}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", brisk.http_port), timeout=20) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(request)
+        started, got = time.monotonic(), b""
+        while chunk := sock.recv(65536):
+            got += chunk
+            time.sleep(0.03)
+        took = time.monotonic() - started
+    head, body = got.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert len(body) == int(re.search(rb"(?i)content-length: *(\d+)", head).group(1)) > size, len(body)
+    assert took > 6, took
+
+
 def test_the_agents_cookie_never_reaches_the_upstream(api):
     r = send(api, "GET", "/echo/cookie", "cookie", headers={"Cookie": "session=agent-held; theme=dark"})
     assert r.status_code == 200, r.text

@@ -267,8 +267,16 @@ fn spellings(piece: &str) -> Vec<String> {
         if skip > 0 && whole.len() < 6 {
             break;
         }
-        spelled.push(base64::engine::general_purpose::STANDARD_NO_PAD.encode(whole));
+        let standard = base64::engine::general_purpose::STANDARD_NO_PAD.encode(whole);
         spelled.push(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(whole));
+        // Standard base64 as a JSON writer escaping `/` writes it, and in a URL.
+        if standard.contains('/') {
+            spelled.push(standard.replace('/', "\\/"));
+        }
+        if standard.contains(['/', '+']) {
+            spelled.push(utf8_percent_encode(&standard, URL_COMPONENT).to_string());
+        }
+        spelled.push(standard);
     }
     spelled
 }
@@ -375,17 +383,22 @@ mod tests {
     #[test]
     fn the_credential_is_found_in_base64_wherever_it_falls_among_the_encoded_bytes() {
         use base64::engine::general_purpose::{STANDARD, URL_SAFE};
-        let secret = "s3cret-token-value?>";
+        // Its base64 holds `/` wherever it falls.
+        let secret = "s3cret-token-value???>>>~~~";
         let wire = OnWire::new(vec![secret.into()], format!("Bearer {secret}")).unwrap();
         for prefix in ["", "a", "ab", "token=", "{\"key\": \""] {
-            for encoded in [STANDARD.encode(format!("{prefix}{secret}")), URL_SAFE.encode(format!("{prefix}{secret}"))]
-            {
+            let standard = STANDARD.encode(format!("{prefix}{secret}"));
+            // As a JSON writer escaping `/` writes it, and in a URL.
+            let escaped = standard.replace('/', "\\/");
+            let in_url = utf8_percent_encode(&standard, URL_COMPONENT).to_string();
+            for encoded in [URL_SAFE.encode(format!("{prefix}{secret}")), escaped, in_url, standard] {
                 let scrubbed = wire.scrub(encoded.as_bytes()).expect(&encoded);
                 let scrubbed = String::from_utf8(scrubbed).unwrap();
-                // What is left is the prefix's characters and at most a group at either end.
+                // What is left is the prefix's characters and at most a group at either end
+                // (escaped or percent-encoded: up to three times as long).
                 let left = scrubbed.replace("[redacted:held-credential]", "");
                 assert!(
-                    scrubbed.contains("[redacted:held-credential]") && left.len() <= prefix.len() * 4 / 3 + 8,
+                    scrubbed.contains("[redacted:held-credential]") && left.len() <= (prefix.len() * 4 / 3 + 8) * 3,
                     "{prefix:?} {scrubbed}"
                 );
             }

@@ -67,11 +67,13 @@ pub struct Watched<S> {
     verdicts: Verdicts,
     clock: Option<Clock>,
     http2: bool,
+    /// Request heads read whole so far.
+    heads: u64,
 }
 
 impl<S> Watched<S> {
     pub fn new(inner: S, verdicts: Verdicts) -> Watched<S> {
-        Watched { inner, scan: Scan::Start(Vec::new()), verdicts, clock: None, http2: false }
+        Watched { inner, scan: Scan::Start(Vec::new()), verdicts, clock: None, http2: false, heads: 0 }
     }
 
     /// Also closes an HTTP/1 connection whose client is too slow with a head, or idle too long.
@@ -128,6 +130,7 @@ impl<S> Watched<S> {
                             let used = end - before;
                             let head = std::mem::take(head);
                             self.scan = self.judge(&head[..end]);
+                            self.heads += 1;
                             bytes = &bytes[used..];
                         }
                         None if head.len() > MAX_HEAD => {
@@ -260,10 +263,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         let this = &mut *self;
         match &polled {
             Poll::Ready(Ok(())) => {
-                this.feed(&buf.filled()[before..]);
-                let open = this.head_open();
+                let (bytes, heads) = (&buf.filled()[before..], this.heads);
+                let got = !bytes.is_empty();
+                this.feed(bytes);
+                let (open, whole) = (this.head_open(), this.heads > heads);
                 if let Some(clock) = this.clock.as_mut().filter(|_| !this.http2) {
-                    clock.read(open);
+                    clock.read(got, open, whole);
                 }
             }
             // HTTP/2 keeps its own time (pings).

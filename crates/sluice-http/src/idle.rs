@@ -3,11 +3,12 @@
 //! (`idle_timeout_secs`). Kept by the connection's reader as bytes come, with one timer per
 //! connection that is moved only when a deadline comes nearer, not for each request.
 
+use hyper::body::{Body, Frame, SizeHint};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::Context;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
@@ -36,6 +37,36 @@ impl Drop for InFlight {
     }
 }
 
+/// A reply's body, holding its request in flight until hyper has written it (or dropped it): a
+/// client reading a large answer slowly is not idle.
+pub struct Held<B> {
+    body: B,
+    _in_flight: InFlight,
+}
+
+impl<B> Held<B> {
+    pub fn new(body: B, in_flight: InFlight) -> Held<B> {
+        Held { body, _in_flight: in_flight }
+    }
+}
+
+impl<B: Body + Unpin> Body for Held<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// A connection's deadlines.
 pub struct Clock {
     head: Duration,
@@ -54,13 +85,19 @@ impl Clock {
         Clock { head, idle, busy, head_since: None, idle_since: None, timer: None, armed: None }
     }
 
-    /// Bytes came; `head_open`: a request head has begun and is not complete.
-    pub fn read(&mut self, head_open: bool) {
-        self.idle_since = None;
-        match (head_open, self.head_since) {
-            (true, None) => self.head_since = Some(Instant::now()),
-            (false, Some(_)) => self.head_since = None,
-            _ => {}
+    /// A read returned: `got` bytes came, `head_open` a request head has begun and is not
+    /// complete, `whole` a head was completed (a request begins: the connection is not idle).
+    pub fn read(&mut self, got: bool, head_open: bool, whole: bool) {
+        if whole {
+            self.head_since = None;
+            self.idle_since = None;
+        }
+        // Any byte while nothing is in flight counts as a head begun (blank lines before one,
+        // what a client sends once the watcher no longer reads heads): it has the header timeout
+        // to become a request, and idle time runs from the last request, not the last byte.
+        let starts_head = head_open || got && !whole && !self.busy.any();
+        if starts_head && self.head_since.is_none() {
+            self.head_since = Some(Instant::now());
         }
     }
 
@@ -71,13 +108,15 @@ impl Clock {
         for _ in 0..2 {
             let now = Instant::now();
             let (deadline, why) = match self.head_since {
-                Some(since) => (since + self.head, Some(HEAD_TOO_SLOW)),
                 // Something is in flight (an answer being written, a stream, a socket, a review
                 // waited for): not idle; looked at again later.
-                None if self.busy.any() => {
+                _ if self.busy.any() => {
+                    // A head begun behind it (pipelined) is timed once it is answered.
+                    self.head_since = None;
                     self.idle_since = None;
                     (now + self.idle, None)
                 }
+                Some(since) => (since + self.head, Some(HEAD_TOO_SLOW)),
                 None => (*self.idle_since.get_or_insert(now) + self.idle, Some(IDLE)),
             };
             if let Some(why) = why.filter(|_| deadline <= now) {
@@ -122,13 +161,13 @@ mod tests {
         tokio::time::advance(Duration::from_secs(46)).await;
         assert_eq!(waiting(&mut clock), Err(IDLE));
         // A head begun is finished within 10 s.
-        clock.read(true);
+        clock.read(true, true, false);
         tokio::time::advance(Duration::from_secs(9)).await;
         assert_eq!(waiting(&mut clock), Ok(()));
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(waiting(&mut clock), Err(HEAD_TOO_SLOW));
         // A whole head, then a request in flight for longer than the idle timeout: not idle.
-        clock.read(false);
+        clock.read(true, false, true);
         let in_flight = busy.start();
         tokio::time::advance(Duration::from_secs(200)).await;
         assert_eq!(waiting(&mut clock), Ok(()));
@@ -139,5 +178,31 @@ mod tests {
         assert_eq!(waiting(&mut clock), Ok(()));
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(waiting(&mut clock), Err(IDLE));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_that_begin_no_request_do_not_keep_a_connection() {
+        // Blank lines (or anything the watcher no longer reads as heads), one now and then:
+        // they have the header timeout to become a request, and do not make the connection
+        // less idle.
+        let mut clock = Clock::new(Duration::from_secs(10), Duration::from_secs(75), Busy::default());
+        assert_eq!(waiting(&mut clock), Ok(()));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        clock.read(true, false, false);
+        assert_eq!(waiting(&mut clock), Ok(()));
+        tokio::time::advance(Duration::from_secs(6)).await;
+        clock.read(true, false, false);
+        assert_eq!(waiting(&mut clock), Ok(()));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(waiting(&mut clock), Err(HEAD_TOO_SLOW));
+        // A head completed in the read that begins the next: the next has its own time.
+        let mut clock = Clock::new(Duration::from_secs(10), Duration::from_secs(75), Busy::default());
+        clock.read(true, true, false);
+        tokio::time::advance(Duration::from_secs(9)).await;
+        clock.read(true, true, true);
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(waiting(&mut clock), Ok(()));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(waiting(&mut clock), Err(HEAD_TOO_SLOW));
     }
 }

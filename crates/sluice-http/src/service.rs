@@ -10,7 +10,7 @@ use crate::charset;
 use crate::decode::Decoder;
 use crate::forward;
 use crate::framing::{HeadVerdict, MAX_HEAD, Verdicts, Watched};
-use crate::idle::{Busy, Clock};
+use crate::idle::{Busy, Clock, Held};
 use crate::mask::{BodyMasker, Sensitive, Unreadable};
 use crate::reply::Answer;
 use crate::response::{self, BodyError, OnEnd, Shape, Streamed};
@@ -38,7 +38,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::either::Either;
 
-type Reply = Response<http_body_util::Either<Full<Bytes>, Streamed>>;
+type ReplyBody = http_body_util::Either<Full<Bytes>, Streamed>;
+type Reply = Response<ReplyBody>;
 
 /// The session a connection has open: on one target, for one token.
 struct Open<S: SessionGate> {
@@ -206,9 +207,10 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
     }
 }
 
-async fn handle<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Reply {
-    let _in_flight = conn.busy.start();
-    match pipeline(conn, req).await {
+/// A request's answer, in flight until written whole.
+async fn handle<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Response<Held<ReplyBody>> {
+    let in_flight = conn.busy.start();
+    let reply = match pipeline(conn, req).await {
         Ok(reply) => reply,
         Err((status, answer)) => {
             let mut reply = answer.into_response(status).map(http_body_util::Either::Left);
@@ -219,7 +221,8 @@ async fn handle<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Reply {
             }
             reply
         }
-    }
+    };
+    reply.map(|body| Held::new(body, in_flight))
 }
 
 type Refused = (StatusCode, Answer);
@@ -645,12 +648,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     conn.seen_headers.lock().clean(&session_id, &masker, &mut headers);
     if shape != Shape::Whole {
         let status = head.status.as_u16();
-        // A stream is in flight until it ends (or its client goes away): a silent one is not idle.
-        let in_flight = conn.busy.start();
-        let on_end: OnEnd = Box::new(move |sent, error| {
-            drop(in_flight);
-            exchange.finish("allow", &rule, status, sent, error)
-        });
+        let on_end: OnEnd = Box::new(move |sent, error| exchange.finish("allow", &rule, status, sent, error));
         let joined = Arc::clone(&options.stream_text);
         let standing: response::Standing = Box::new(standing_check(conn, &session_id));
         let session = response::StreamSession { on_end, standing, budget: conn.config.budget.clone() };
