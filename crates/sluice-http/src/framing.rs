@@ -2,7 +2,8 @@
 //! what a gateway must refuse (a Content-Length beside Transfer-Encoding is dropped, a repeated
 //! identical Content-Length is merged), so the handler could not tell. Each request head gets a
 //! verdict, queued in order; the handler takes one per request and answers 400 to an ambiguous
-//! one before anything is forwarded. The watcher never changes or fails a read: it only looks.
+//! one before anything is forwarded. The watcher never changes a read: it only looks, and fails
+//! one only when the client kept the connection waiting too long (`idle::Clock`).
 
 use crate::idle::Clock;
 use parking_lot::Mutex;
