@@ -640,6 +640,22 @@ def test_a_session_exports_as_har(api, tmp_path):
     assert result.returncode != 0 and "HTTP" in result.stderr, result.stderr
 
 
+def test_a_record_keeps_escaped_what_would_read_as_another_part(api, tmp_path):
+    # `%3F` in a segment is not a query, `%26` in a value not another pair, `%0A` not another
+    # line: the record line escapes them again, and the HAR reads them back as one part each.
+    request = (b"GET /billing/v1/customers/a%3Fadmin=1?note=x%26role%3Dadmin%0Aforged HTTP/1.1\r\n"
+               b"Host: x\r\nConnection: close\r\nAuthorization: Bearer " + api.agent_token.encode() + b"\r\n\r\n")
+    assert raw(api, request).startswith(b"HTTP/1.1 "), "no answer"
+    line = "GET /v1/customers/a%3Fadmin=1?note=x%26role=admin%0Aforged"
+
+    details = api.session_with(lambda d: any(a["text"] == line for a in d["statements"]), timeout=15)
+    out = tmp_path / "session.har"
+    api.cli("sessions", "export", details["session"]["id"], "--har", "-o", str(out))
+    [entry] = json.loads(out.read_text())["log"]["entries"]
+    assert entry["request"]["url"].endswith("/api/v1/customers/a%3Fadmin=1?note=x%26role%3Dadmin%0Aforged")
+    assert entry["request"]["queryString"] == [{"name": "note", "value": "x&role=admin\nforged"}]
+
+
 def api_upstream_port(api):
     return int(api.settings["connections"]["billing"]["url"].split(":")[2].split("/")[0])
 

@@ -126,8 +126,8 @@ impl HttpAction {
 
     pub fn summary(&self) -> String {
         let head = match self.websocket {
-            Some(WebSocket::Message) => format!("WS {} message", self.path),
-            _ => format!("{} {}", self.method, self.path),
+            Some(WebSocket::Message) => format!("WS {} message", self.shown_path()),
+            _ => format!("{} {}", self.method, self.shown_path()),
         };
         match &self.body.graphql {
             Some(op) => format!("{head} ({} {})", op.kind.as_str(), op.fields.join(", ")),
@@ -139,7 +139,7 @@ impl HttpAction {
     /// to and the body's beginning.
     pub fn review_text(&self) -> String {
         let on = if self.websocket == Some(WebSocket::Message) { "WebSocket message on " } else { "" };
-        let mut text = format!("{on}{} {}", self.method, self.path);
+        let mut text = format!("{on}{} {}", self.method, self.shown_path());
         self.push_query(&mut text);
         for (name, value) in self.bound_headers() {
             text.push('\n');
@@ -174,14 +174,29 @@ impl HttpAction {
         text
     }
 
-    /// Appends `?name=value&…` (a pair without a value as its name alone).
+    /// The path as records and reviewers read it: decoded, but with what would read as something
+    /// else escaped again (see `push_shown`), so that `/a%3Fb` is not shown as `/a?b`.
+    pub fn shown_path(&self) -> Cow<'_, str> {
+        let mut shown = String::new();
+        match push_shown(&mut shown, &self.path, &['?', '#']) {
+            true => Cow::Owned(shown),
+            false => Cow::Borrowed(&self.path),
+        }
+    }
+
+    /// Appends `?name=value&…` (a pair without a value as its name alone), each escaped as
+    /// `push_shown` says so that a name or value cannot read as another pair.
     fn push_query(&self, text: &mut String) {
         for (i, (name, value)) in self.query.iter().enumerate() {
             text.push(if i == 0 { '?' } else { '&' });
-            text.push_str(name);
+            if !push_shown(text, name, &['&', '=', '#']) {
+                text.push_str(name);
+            }
             if !value.is_empty() {
                 text.push('=');
-                text.push_str(value);
+                if !push_shown(text, value, &['&', '#']) {
+                    text.push_str(value);
+                }
             }
         }
     }
@@ -201,7 +216,7 @@ impl HttpAction {
             Some(WebSocket::Message) => " websocket-message",
         };
         let digest = self.body.digest.as_deref().unwrap_or("-");
-        format!("{} {} {query} {headers} {digest}{socket}", self.method, self.path)
+        format!("{} {} {query} {headers} {digest}{socket}", self.method, self.shown_path())
     }
 
     /// The headers an approval is bound to: all that policy sees but those that describe the
@@ -351,6 +366,39 @@ pub fn normalise_path(path: &str) -> Result<String, HttpTargetError> {
     Ok(out)
 }
 
+/// Appends `part` to `text` with `%`, the characters in `special`, controls, whitespace other than
+/// a space, and a space before `(` or `[` percent-encoded, and says so; appends nothing and returns
+/// false when `part` needs no escape. Those are what would make a decoded path or query read as
+/// another in a record line: `?` as a query, `&` as another pair, ` (query …)` as a GraphQL
+/// operation, ` [body sha256 …]` as a body's digest, a line break as another record. Everything
+/// else stays as decoded, so that the masking detectors read the line as the values were sent
+/// (a card number's spaces, an e-mail's `+`).
+fn push_shown(text: &mut String, part: &str, special: &[char]) -> bool {
+    let escapes = |(i, c): (usize, char)| {
+        c == '%'
+            || special.contains(&c)
+            || c.is_control()
+            || c.is_whitespace() && c != ' '
+            || c == ' ' && matches!(part.as_bytes().get(i + 1), Some(b'(' | b'['))
+    };
+    if !part.char_indices().any(escapes) {
+        return false;
+    }
+    text.reserve(part.len() + 8);
+    for (i, c) in part.char_indices() {
+        if escapes((i, c)) {
+            for b in c.encode_utf8(&mut [0; 4]).bytes() {
+                text.push('%');
+                text.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
+                text.push(char::from(b"0123456789ABCDEF"[usize::from(b & 15)]));
+            }
+        } else {
+            text.push(c);
+        }
+    }
+    true
+}
+
 fn parse_query(query: &str) -> Result<Vec<(String, String)>, HttpTargetError> {
     query
         .split('&')
@@ -435,6 +483,25 @@ mod tests {
         };
         assert_eq!(on("graphql-transport-ws", "a"), on("graphql-transport-ws", "b"));
         assert_ne!(on("graphql-transport-ws", "a"), on("stomp", "a"));
+    }
+
+    #[test]
+    fn a_record_line_shows_what_was_escaped_as_escaped() {
+        let line = |target: &str| HttpAction::new("GET", target).unwrap().record_line();
+        // Decoded where nothing reads differently; `%`, `?`, `#` in a segment escaped again.
+        assert_eq!(line("/caf%C3%A9/a%20b?q=x+y&e=a%2Bb%40example.com"), "GET /café/a b?q=x y&e=a+b@example.com");
+        assert_eq!(line("/a%3Fb%23c%25d"), "GET /a%3Fb%23c%25d");
+        // A name or value cannot read as another pair, a line break as another record.
+        assert_eq!(line("/?a%26b%3Dc=d%26e%3Df"), "GET /?a%26b%3Dc=d%26e=f");
+        assert_eq!(line("/?q=x%0Ay%E2%80%A8z"), "GET /?q=x%0Ay%E2%80%A8z");
+        // Nor as a GraphQL operation or a body's digest.
+        assert_eq!(line("/graphql%20(query%20me)"), "GET /graphql%20(query me)");
+        let mut post = HttpAction::new("POST", "/a?x=1%20[body%20sha256%20f]").unwrap();
+        assert_eq!(post.decided_line(), "POST /a?x=1%20[body sha256 f]");
+        post.body.digest = Some("d".into());
+        assert_eq!(post.decided_line(), "POST /a?x=1%20[body sha256 f] [body sha256 d]");
+        // What an approval is bound to is unchanged for a path with nothing to escape.
+        assert_eq!(HttpAction::new("GET", "/a/b?c=d").unwrap().canonical(), r#"GET /a/b [["c","d"]] [] -"#);
     }
 
     #[test]

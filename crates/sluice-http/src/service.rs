@@ -590,7 +590,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         let upstream_upgrade = hyper::upgrade::on(Response::from_parts(head, upstream_body));
         exchange.finish("allow", &rule, 101, 0, None);
         let recording =
-            websocket::Recording { log, next_seq, rule: Arc::from(rule.as_str()), path: action.path.clone() };
+            websocket::Recording { log, next_seq, rule: Arc::from(rule.as_str()), path: action.shown_path().into_owned() };
         let standing = standing_check(conn, &session_id);
         let decide = {
             let (conn, session_id, target) = (Arc::clone(conn), Arc::clone(&session_id), target.clone());

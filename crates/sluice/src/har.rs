@@ -7,7 +7,8 @@
 
 use crate::display::timestamp;
 use anyhow::{Result, bail};
-use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+use std::borrow::Cow;
 use serde_json::{Value, json};
 use sluice_config::Config;
 use sluice_store_sqlite::SqliteStore;
@@ -15,7 +16,7 @@ use std::path::Path;
 
 /// What is escaped in a path segment and in a query name or value of the rebuilt URLs.
 const PATH: &AsciiSet =
-    &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'<').add(b'>').add(b'?').add(b'`').add(b'{').add(b'}');
+    &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'<').add(b'>').add(b'?').add(b'`').add(b'{').add(b'}');
 const QUERY: &AsciiSet = &PATH.add(b'&').add(b'=').add(b'+').add(b'/');
 
 pub async fn export(store: &SqliteStore, config: &Config, id: &str, out: Option<&Path>) -> Result<()> {
@@ -68,7 +69,7 @@ fn entry(base: &str, record: &Value) -> Value {
     let request = Request::parse(event["text"].as_str().unwrap_or_default());
     let time_ms = event["duration_us"].as_f64().unwrap_or(0.0) / 1000.0;
     let query: Vec<Value> = request.query.iter().map(|(n, v)| json!({ "name": n, "value": v })).collect();
-    let mut url = format!("{base}{}", utf8_percent_encode(request.path, PATH));
+    let mut url = format!("{base}{}", utf8_percent_encode(&request.path, PATH));
     for (i, (name, value)) in request.query.iter().enumerate() {
         url.push(if i == 0 { '?' } else { '&' });
         url.push_str(&utf8_percent_encode(name, QUERY).to_string());
@@ -123,12 +124,13 @@ fn entry(base: &str, record: &Value) -> Value {
     entry
 }
 
-/// A recorded request line: `METHOD /path[ (kind fields)][?query]`.
+/// A recorded request line: `METHOD /path[ (kind fields)][?query]`, the path, names and values
+/// decoded but for the escapes that keep them apart (`%3F` in a path, `%26` in a value).
 struct Request<'a> {
     method: &'a str,
-    path: &'a str,
+    path: Cow<'a, str>,
     graphql: Option<&'a str>,
-    query: Vec<(&'a str, &'a str)>,
+    query: Vec<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
 impl Request<'_> {
@@ -142,9 +144,20 @@ impl Request<'_> {
                 (path, None, query)
             }
         };
-        let query = query.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, ""))).collect();
-        Request { method, path, graphql, query }
+        let query = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split_once('=').unwrap_or((p, "")))
+            .map(|(name, value)| (unescape(name), unescape(value)))
+            .collect();
+        Request { method, path: unescape(path), graphql, query }
     }
+}
+
+/// A part of a record line with its escapes undone (one that is not an escape stays as it is: a
+/// line recorded before they were written kept `%` as it was).
+fn unescape(part: &str) -> Cow<'_, str> {
+    percent_decode_str(part).decode_utf8_lossy()
 }
 
 #[cfg(test)]
@@ -154,11 +167,15 @@ mod tests {
     #[test]
     fn recorded_lines_are_read_back_into_method_path_operation_and_query() {
         let r = Request::parse("GET /v1/customers?status=open&flag");
-        assert_eq!((r.method, r.path, r.graphql), ("GET", "/v1/customers", None));
-        assert_eq!(r.query, [("status", "open"), ("flag", "")]);
+        assert_eq!((r.method, &*r.path, r.graphql), ("GET", "/v1/customers", None));
+        assert_eq!(r.query, [("status".into(), "open".into()), ("flag".into(), "".into())]);
         let r = Request::parse("POST /graphql (query invoices, me)?trace=1");
-        assert_eq!((r.method, r.path, r.graphql), ("POST", "/graphql", Some("query invoices, me")));
-        assert_eq!(r.query, [("trace", "1")]);
+        assert_eq!((r.method, &*r.path, r.graphql), ("POST", "/graphql", Some("query invoices, me")));
+        assert_eq!(r.query, [("trace".into(), "1".into())]);
+        // What the line escapes to keep parts apart is one part again.
+        let r = Request::parse("GET /a%3Fb%20(c)?x%26y=1%26z=2&w=100%");
+        assert_eq!((&*r.path, r.graphql), ("/a?b (c)", None));
+        assert_eq!(r.query, [("x&y".into(), "1&z=2".into()), ("w".into(), "100%".into())]);
         let record = json!({"at_us": 1_700_000_000_000_000i64, "event": {"kind": "action", "seq": 3,
             "text": "GET /a b?q=x y&r=1/2", "duration_us": 1500, "verdict": "allow", "rule": "reads",
             "detail": {"protocol": "http", "status": 200, "request_bytes": 0, "response_bytes": 42}}});
