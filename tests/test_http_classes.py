@@ -163,11 +163,11 @@ def test_the_held_credential_echoed_percent_encoded_or_in_base64_is_redacted(api
 
 @pytest.fixture(scope="module")
 def brisk(pg, upstream):
-    """A gateway in front of the same upstream with a 2-second header timeout and 5-second idle
-    timeout."""
+    """A gateway in front of the same upstream with a 2-second header timeout, a 5-second idle
+    timeout and a 3-second send timeout."""
     billing = {"protocol": "http", "url": f"http://127.0.0.1:{upstream}/api", "password": "env:BILLING_TOKEN"}
-    gw = Sluice(pg, settings={"connections": {"billing": billing},
-                              "http": {"listen": "127.0.0.1:0", "header_timeout_secs": 2, "idle_timeout_secs": 5}},
+    timeouts = {"header_timeout_secs": 2, "idle_timeout_secs": 5, "send_timeout_secs": 3}
+    gw = Sluice(pg, settings={"connections": {"billing": billing}, "http": {"listen": "127.0.0.1:0", **timeouts}},
                 env={"BILLING_TOKEN": "upstream-secret"})
     yield from serving(gw)
 
@@ -291,6 +291,39 @@ def test_a_slow_reader_of_a_large_answer_is_not_idle(brisk):
     assert head.startswith(b"HTTP/1.1 200"), head
     assert len(body) == int(re.search(rb"(?i)content-length: *(\d+)", head).group(1)) > size, len(body)
     assert took > 6, took
+
+
+def test_a_client_that_stops_reading_is_let_go_at_the_send_timeout(brisk):
+    # It asks for 12 MB and takes nothing for 9 s: once sluice's writes have waited 3 s the
+    # connection is closed, so it cannot hold its place, its buffers and its upstream request.
+    size = 12_000_000
+    request = (f"GET /billing/big?size={size}&kind=json&mark=stops-reading HTTP/1.1\r\nHost: x\r\n"
+               f"Connection: close\r\nAuthorization: Bearer {brisk.token()}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", brisk.http_port), timeout=20) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(request)
+        time.sleep(9)
+        got = b""
+        try:
+            while chunk := sock.recv(1 << 20):
+                got += chunk
+        except ConnectionError:
+            pass
+    head, body = got.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+    assert 0 < len(body) < length, (len(body), length)
+    # Recorded as cut short; everyone else is served.
+    with socket.create_connection(("127.0.0.1", brisk.http_port), timeout=10) as sock:
+        assert answered(sock, authenticated_request(brisk)) == 200
+
+    def recorded(details):
+        return any("stops-reading" in a["text"] for a in details["statements"])
+
+    # The answer was handed to the connection whole, so its record says 200; the session's end
+    # says what became of it.
+    details = brisk.session_with(recorded, timeout=20)
+    assert "send_timeout_secs" in details["session"]["end_reason"], details["session"]
 
 
 def test_the_agents_cookie_never_reaches_the_upstream(api):

@@ -95,10 +95,10 @@ fn validate(config: &Config, origin: &Path) -> Result<(), ConfigError> {
             "max_connections, max_unauthenticated and max_unauthenticated_per_source must be at least 1".into(),
         ));
     }
-    if http.header_timeout_secs == 0 || http.idle_timeout_secs == 0 {
+    if http.header_timeout_secs == 0 || http.idle_timeout_secs == 0 || http.send_timeout_secs == 0 {
         return Err(invalid(
             "http.header_timeout_secs".into(),
-            "header_timeout_secs and idle_timeout_secs must be at least 1: with 0 no client could keep a connection"
+            "header_timeout_secs, idle_timeout_secs and send_timeout_secs must be at least 1: with 0 no client could keep a connection"
                 .into(),
         ));
     }
@@ -334,11 +334,12 @@ mod tests {
     #[test]
     fn the_http_timeouts_are_at_least_a_second() {
         let base = "[http]\n";
-        for zero in ["header_timeout_secs = 0", "idle_timeout_secs = 0"] {
+        for zero in ["header_timeout_secs = 0", "idle_timeout_secs = 0", "send_timeout_secs = 0"] {
             let e = parse_str(&format!("{base}{zero}\n")).unwrap_err().to_string();
             assert!(e.contains("at least 1"), "{e}");
         }
         assert_eq!(parse_str(base).unwrap().http.idle_timeout_secs, 75);
+        assert_eq!(parse_str(base).unwrap().http.send_timeout_secs, 60);
     }
 
     #[test]

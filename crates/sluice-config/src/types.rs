@@ -250,6 +250,9 @@ pub struct HttpListener {
     /// How long an HTTP/1 connection may wait for its next request while nothing is in flight
     /// (as nginx's `keepalive_timeout`, 75 s by default).
     pub idle_timeout_secs: u64,
+    /// How long a client may leave sluice's writes to it waiting without taking a byte (as
+    /// nginx's `send_timeout`, 60 s by default): a client that stops reading is let go.
+    pub send_timeout_secs: u64,
     /// Authenticated client connections served at once.
     pub max_connections: usize,
     /// Connections that have not yet made an authenticated request, in all and from one
@@ -272,6 +275,7 @@ impl Default for HttpListener {
             max_buffered_bytes: 1024 * 1024 * 1024,
             header_timeout_secs: 10,
             idle_timeout_secs: 75,
+            send_timeout_secs: 60,
             max_connections: 1000,
             max_unauthenticated: 512,
             max_unauthenticated_per_source: 128,

@@ -2,10 +2,10 @@
 //! what a gateway must refuse (a Content-Length beside Transfer-Encoding is dropped, a repeated
 //! identical Content-Length is merged), so the handler could not tell. Each request head gets a
 //! verdict, queued in order; the handler takes one per request and answers 400 to an ambiguous
-//! one before anything is forwarded. The watcher never changes a read: it only looks, and fails
-//! one only when the client kept the connection waiting too long (`idle::Clock`).
+//! one before anything is forwarded. The watcher never changes a read or a write: it only looks,
+//! and fails one only when the client kept the connection waiting too long (`idle`).
 
-use crate::idle::Clock;
+use crate::idle::{Clock, SendClock};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::io;
@@ -67,6 +67,7 @@ pub struct Watched<S> {
     scan: Scan,
     verdicts: Verdicts,
     clock: Option<Clock>,
+    send: Option<SendClock>,
     http2: bool,
     /// Request heads read whole so far.
     heads: u64,
@@ -74,12 +75,28 @@ pub struct Watched<S> {
 
 impl<S> Watched<S> {
     pub fn new(inner: S, verdicts: Verdicts) -> Watched<S> {
-        Watched { inner, scan: Scan::Start(Vec::new()), verdicts, clock: None, http2: false, heads: 0 }
+        Watched { inner, scan: Scan::Start(Vec::new()), verdicts, clock: None, send: None, http2: false, heads: 0 }
     }
 
-    /// Also closes an HTTP/1 connection whose client is too slow with a head, or idle too long.
-    pub fn timed(self, clock: Clock) -> Watched<S> {
-        Watched { clock: Some(clock), ..self }
+    /// Also closes an HTTP/1 connection whose client is too slow with a head, or idle too long,
+    /// and any connection whose client leaves what is written to it waiting too long.
+    pub fn timed(self, clock: Clock, send: SendClock) -> Watched<S> {
+        Watched { clock: Some(clock), send: Some(send), ..self }
+    }
+
+    /// What a write (or flush) that took `taken` bytes, or waits, says of the client's reading.
+    fn sent<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>, taken: impl Fn(&T) -> bool) -> Poll<io::Result<T>> {
+        let Some(send) = self.send.as_mut() else { return polled };
+        match &polled {
+            Poll::Ready(Ok(done)) if taken(done) => send.wrote(),
+            Poll::Pending => {
+                if let Err(why) = send.waiting(cx) {
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)));
+                }
+            }
+            Poll::Ready(_) => {}
+        }
+        polled
     }
 
     /// Whether a request head has begun and is not complete.
@@ -288,15 +305,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.sent(cx, polled, |n| *n > 0)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.sent(cx, polled, |()| true)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        // TLS writes its close_notify here: a client that takes nothing holds it too.
+        let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.sent(cx, polled, |()| true)
     }
 
     fn poll_write_vectored(
@@ -304,7 +325,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.sent(cx, polled, |n| *n > 0)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -1,7 +1,8 @@
-//! How long an HTTP/1 client may keep a connection waiting: for the rest of a request head once
-//! it has begun (`header_timeout_secs`), and for its next request while none is in flight
-//! (`idle_timeout_secs`). Kept by the connection's reader as bytes come, with one timer per
-//! connection that is moved only when a deadline comes nearer, not for each request.
+//! How long a client may keep a connection waiting: over HTTP/1, for the rest of a request head
+//! once it has begun (`header_timeout_secs`) and for its next request while none is in flight
+//! (`idle_timeout_secs`), kept by the connection's reader as bytes come; and, over any protocol,
+//! for it to take what sluice writes (`send_timeout_secs`), kept by the writer. Each with one
+//! timer per connection, moved only when a deadline comes nearer, not for each request or write.
 
 use hyper::body::{Body, Frame, SizeHint};
 use std::future::Future;
@@ -138,6 +139,47 @@ impl Clock {
     }
 }
 
+/// How long the client has left a write waiting: a write that takes no byte starts the clock, one
+/// that takes any stops it (nginx's `send_timeout` reads the same way: between two writes, not for
+/// a whole answer).
+pub struct SendClock {
+    limit: Duration,
+    /// When the writes began waiting.
+    since: Option<Instant>,
+    /// Made with the first write that waits (a client that reads as it goes never needs one).
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl SendClock {
+    pub fn new(limit: Duration) -> SendClock {
+        SendClock { limit, since: None, timer: None }
+    }
+
+    /// A write took bytes.
+    pub fn wrote(&mut self) {
+        self.since = None;
+    }
+
+    /// A write took nothing for now: why the connection is to be closed, when the client has
+    /// left writes waiting too long; else the timer is set to wake the writer then.
+    pub fn waiting(&mut self, cx: &mut Context<'_>) -> Result<(), &'static str> {
+        let now = Instant::now();
+        let deadline = *self.since.get_or_insert(now) + self.limit;
+        if deadline <= now {
+            return Err(NOT_READING);
+        }
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Err(NOT_READING),
+            Poll::Pending => Ok(()),
+        }
+    }
+}
+
+const NOT_READING: &str = "the client took nothing that was written to it for http.send_timeout_secs";
 const HEAD_TOO_SLOW: &str = "the request head did not arrive within http.header_timeout_secs";
 const IDLE: &str = "the connection was idle for http.idle_timeout_secs";
 
@@ -178,6 +220,23 @@ mod tests {
         assert_eq!(waiting(&mut clock), Ok(()));
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(waiting(&mut clock), Err(IDLE));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_left_waiting_for_the_send_timeout_close_the_connection() {
+        let mut send = SendClock::new(Duration::from_secs(60));
+        let mut waiting = |send: &mut SendClock| send.waiting(&mut Context::from_waker(Waker::noop()));
+        // Waiting, then a byte taken: the clock starts again from the next wait.
+        assert_eq!(waiting(&mut send), Ok(()));
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(waiting(&mut send), Ok(()));
+        send.wrote();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(waiting(&mut send), Ok(()));
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(waiting(&mut send), Ok(()));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(waiting(&mut send), Err(NOT_READING));
     }
 
     #[tokio::test(start_paused = true)]

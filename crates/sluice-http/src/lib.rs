@@ -51,6 +51,8 @@ pub struct HttpListenerConfig {
     pub header_timeout: Duration,
     /// How long an HTTP/1 connection may wait for its next request with nothing in flight.
     pub idle_timeout: Duration,
+    /// How long a client may leave a write to it waiting without taking a byte.
+    pub send_timeout: Duration,
     pub limits: Limits,
     /// Where a review is looked at (the API's base URL), for refusals.
     pub api_url: Option<String>,

@@ -10,7 +10,7 @@ use crate::charset;
 use crate::decode::Decoder;
 use crate::forward;
 use crate::framing::{HeadVerdict, MAX_HEAD, Verdicts, Watched};
-use crate::idle::{Busy, Clock, Held};
+use crate::idle::{Busy, Clock, Held, SendClock};
 use crate::mask::{BodyMasker, Sensitive, Unreadable};
 use crate::reply::Answer;
 use crate::response::{self, BodyError, OnEnd, Shape, Streamed};
@@ -122,6 +122,8 @@ impl<G: Gate> Conn<G> {
 
 pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerConfig>, accepted: Accepted) {
     let Accepted { tcp, peer, ticket, mut stop, slots } = accepted;
+    // Why the connection ended, when sluice ended it for the client's time.
+    let ended = parking_lot::Mutex::new(None);
     let _ = tcp.set_nodelay(true);
     let verdicts = Verdicts::default();
     let conn = Arc::new(Conn {
@@ -183,9 +185,10 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
         // The connection's reader keeps its time (hyper's header timer would also run while it
         // is idle, and cost a timer for each request).
         let clock = Clock::new(config.header_timeout, config.idle_timeout, conn.busy.clone());
-        let io = TokioIo::new(Watched::new(stream, verdicts).timed(clock));
+        let io = TokioIo::new(Watched::new(stream, verdicts).timed(clock, SendClock::new(config.send_timeout)));
         if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
             tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            *ended.lock() = timed_out(&*e).map(|why| format!("sluice closed the connection: {why}"));
         }
         // A connection that became a WebSocket lasts as long as it (and its session with it).
         let joined = conn.websocket.lock().take();
@@ -203,8 +206,23 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
         }
     }
     if let Some(open) = conn.open.lock().await.take() {
-        open.session.end("the client closed the connection".into());
+        let why = ended.lock().take();
+        open.session.end(why.unwrap_or_else(|| "the client closed the connection".into()));
     }
+}
+
+/// The reason the connection's reader or writer gave for closing it (`idle`), when it did.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return Some(io.to_string());
+        }
+        cause = e.source();
+    }
+    None
 }
 
 /// A request's answer, in flight until written whole.

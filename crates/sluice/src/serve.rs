@@ -351,6 +351,7 @@ fn http_listener_config(config: &Config, api_url: Option<String>) -> Result<Http
         },
         header_timeout: Duration::from_secs(http.header_timeout_secs),
         idle_timeout: Duration::from_secs(http.idle_timeout_secs),
+        send_timeout: Duration::from_secs(http.send_timeout_secs),
         limits: Limits {
             max_sessions: http.max_connections,
             max_unauthenticated: http.max_unauthenticated,
