@@ -293,6 +293,25 @@ def test_a_slow_reader_of_a_large_answer_is_not_idle(brisk):
     assert took > 6, took
 
 
+def test_an_idle_http2_connection_is_closed_and_a_slow_request_on_one_is_not(brisk):
+    # HTTP/2 (prior knowledge) is timed by its requests in flight: one that takes 7 s keeps the
+    # connection past the idle timeout (5 s); 7 s with none closes it (GOAWAY), and the client
+    # goes on on a new one.
+    with httpx.Client(http1=False, http2=True, base_url=f"{brisk.base}/billing",
+                      headers={"Authorization": f"Bearer {brisk.token()}"}, timeout=30) as client:
+        r = client.get("/slow", params={"s": "7", "mark": "h2-idle"})
+        assert r.status_code == 200 and r.http_version == "HTTP/2", (r.http_version, r.text)
+        first = r.extensions["network_stream"].get_extra_info("client_addr")
+        time.sleep(7)
+        r = client.get("/v1/customers/1")
+        assert r.status_code == 200, r.text
+        second = r.extensions["network_stream"].get_extra_info("client_addr")
+    assert first != second
+
+    details = brisk.session_with(lambda d: any("h2-idle" in a["text"] for a in d["statements"]), timeout=20)
+    assert "HTTP/2 connection had no request in flight" in details["session"]["end_reason"], details["session"]
+
+
 def test_a_client_that_stops_reading_is_let_go_at_the_send_timeout(brisk):
     # It asks for 12 MB and takes nothing for 9 s: once sluice's writes have waited 3 s the
     # connection is closed, so it cannot hold its place, its buffers and its upstream request.

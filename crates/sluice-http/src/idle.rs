@@ -8,33 +8,72 @@ use hyper::body::{Body, Frame, SizeHint};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
-/// How many of a connection's requests (and streams, and sockets) are in flight.
-#[derive(Clone, Default)]
-pub struct Busy(Arc<AtomicUsize>);
+/// How many of a connection's requests (and streams, and sockets) are in flight, and since when
+/// none has been.
+#[derive(Clone)]
+pub struct Busy(Arc<InFlightCount>);
+
+struct InFlightCount {
+    count: AtomicUsize,
+    /// When the last one ended, in milliseconds from `born`.
+    none_since: AtomicU64,
+    born: Instant,
+}
+
+impl Default for Busy {
+    fn default() -> Busy {
+        Busy(Arc::new(InFlightCount { count: AtomicUsize::new(0), none_since: AtomicU64::new(0), born: Instant::now() }))
+    }
+}
 
 impl Busy {
     /// One more in flight, until the guard is dropped.
     pub fn start(&self) -> InFlight {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.0.count.fetch_add(1, Ordering::Relaxed);
         InFlight(Arc::clone(&self.0))
     }
 
     fn any(&self) -> bool {
-        self.0.load(Ordering::Relaxed) > 0
+        self.0.count.load(Ordering::Relaxed) > 0
+    }
+
+    /// How long nothing has been in flight; `None` while something is.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.any() {
+            return None;
+        }
+        let since = Duration::from_millis(self.0.none_since.load(Ordering::Relaxed));
+        Some(self.0.born.elapsed().saturating_sub(since))
+    }
+
+    /// Returns once nothing has been in flight for `limit` (HTTP/2, whose reader cannot tell a
+    /// request from a ping or a window update, is timed by this instead of by its reads).
+    pub async fn idle(&self, limit: Duration) {
+        loop {
+            let wait = match self.idle_for() {
+                Some(idle) if idle >= limit => return,
+                Some(idle) => limit - idle,
+                None => limit,
+            };
+            tokio::time::sleep(wait).await;
+        }
     }
 }
 
 /// A request, a stream or a socket in flight: the connection is not idle while it lasts.
-pub struct InFlight(Arc<AtomicUsize>);
+pub struct InFlight(Arc<InFlightCount>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if self.0.count.fetch_sub(1, Ordering::Relaxed) == 1 {
+            let now = u64::try_from(self.0.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.0.none_since.store(now, Ordering::Relaxed);
+        }
     }
 }
 
@@ -223,9 +262,33 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn nothing_in_flight_for_the_limit_is_idle() {
+        let busy = Busy::default();
+        let limit = Duration::from_secs(75);
+        let idle = |busy: &Busy| {
+            let busy = busy.clone();
+            tokio::spawn(async move { busy.idle(limit).await })
+        };
+        // A request in flight for 200 s, then 74 s without one: not idle yet.
+        let in_flight = busy.start();
+        let watch = idle(&busy);
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        assert!(!watch.is_finished());
+        drop(in_flight);
+        tokio::time::sleep(Duration::from_secs(74)).await;
+        assert!(!watch.is_finished());
+        // Another request, over at once: idle from its end.
+        drop(busy.start());
+        tokio::time::sleep(Duration::from_secs(74)).await;
+        assert!(!watch.is_finished());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(watch.is_finished());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn writes_left_waiting_for_the_send_timeout_close_the_connection() {
         let mut send = SendClock::new(Duration::from_secs(60));
-        let mut waiting = |send: &mut SendClock| send.waiting(&mut Context::from_waker(Waker::noop()));
+        let waiting = |send: &mut SendClock| send.waiting(&mut Context::from_waker(Waker::noop()));
         // Waiting, then a byte taken: the clock starts again from the next wait.
         assert_eq!(waiting(&mut send), Ok(()));
         tokio::time::advance(Duration::from_secs(59)).await;

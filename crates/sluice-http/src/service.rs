@@ -98,6 +98,9 @@ struct Conn<G: Gate> {
     busy: Busy,
     /// Told when the connection takes its place.
     authenticated: tokio::sync::Notify,
+    /// Told once, with the first request over HTTP/2.
+    speaks_http2: tokio::sync::Notify,
+    http2: std::sync::atomic::AtomicBool,
 }
 
 impl<G: Gate> Conn<G> {
@@ -138,6 +141,8 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
         seen_headers: Default::default(),
         busy: Busy::default(),
         authenticated: tokio::sync::Notify::new(),
+        speaks_http2: tokio::sync::Notify::new(),
+        http2: Default::default(),
     });
     // Until its first authenticated request the connection holds only a place in the budget of
     // unauthenticated clients: a newer client may evict it, and it has `header_timeout` to make
@@ -186,9 +191,27 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
         // is idle, and cost a timer for each request).
         let clock = Clock::new(config.header_timeout, config.idle_timeout, conn.busy.clone());
         let io = TokioIo::new(Watched::new(stream, verdicts).timed(clock, SendClock::new(config.send_timeout)));
-        if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
+        let serving = builder.serve_connection_with_upgrades(io, service);
+        tokio::pin!(serving);
+        // HTTP/2 is timed by its requests in flight, not by its reads: a client's pings and
+        // window updates are no request. Closed with GOAWAY, so a request crossing it is retried.
+        let idle_http2 = async {
+            conn.speaks_http2.notified().await;
+            conn.busy.idle(config.idle_timeout).await;
+        };
+        let served = tokio::select! {
+            served = serving.as_mut() => served,
+            () = idle_http2 => {
+                *ended.lock() = Some(format!("sluice closed the connection: {IDLE_HTTP2}"));
+                serving.as_mut().graceful_shutdown();
+                serving.await
+            }
+        };
+        if let Err(e) = served {
             tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
-            *ended.lock() = timed_out(&*e).map(|why| format!("sluice closed the connection: {why}"));
+            if let Some(why) = timed_out(&*e) {
+                *ended.lock() = Some(format!("sluice closed the connection: {why}"));
+            }
         }
         // A connection that became a WebSocket lasts as long as it (and its session with it).
         let joined = conn.websocket.lock().take();
@@ -211,6 +234,8 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
     }
 }
 
+const IDLE_HTTP2: &str = "the HTTP/2 connection had no request in flight for http.idle_timeout_secs";
+
 /// The reason the connection's reader or writer gave for closing it (`idle`), when it did.
 fn timed_out(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut cause = Some(e);
@@ -228,6 +253,9 @@ fn timed_out(e: &(dyn std::error::Error + 'static)) -> Option<String> {
 /// A request's answer, in flight until written whole.
 async fn handle<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Response<Held<ReplyBody>> {
     let in_flight = conn.busy.start();
+    if req.version() == hyper::Version::HTTP_2 && !conn.http2.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        conn.speaks_http2.notify_one();
+    }
     let reply = match pipeline(conn, req).await {
         Ok(reply) => reply,
         Err((status, answer)) => {
