@@ -274,6 +274,21 @@ def test_ambiguously_framed_requests_are_refused_before_anything_is_forwarded(ap
     assert answer.startswith(b"HTTP/1.1 400"), answer
 
 
+@pytest.mark.parametrize("head, status", [
+    (b"GET /billing/v1/customers/1 HTTP/1.1\r\nUpgrade: TLS/1.2\r\nConnection: Upgrade\r\n", b"501"),
+    (b"CONNECT 127.0.0.1:22 HTTP/1.1\r\n", b"400"),   # its authority is not the Host
+    (b"TRACE /billing/v1/customers/1 HTTP/1.1\r\n", b"405"),
+], ids=["upgrade", "connect", "trace"])
+def test_a_refused_upgrade_or_tunnel_closes_the_connection(api, head, status):
+    # What follows an upgrade or CONNECT is not HTTP/1 requests to sluice's framing watcher: the
+    # refusal ends the connection, and the request pipelined behind it is not answered.
+    auth = b"Host: x\r\nAuthorization: Bearer " + api.agent_token.encode() + b"\r\n\r\n"
+    after = b"GET /billing/v1/customers/1 HTTP/1.1\r\n" + auth
+    answer = raw(api, head + auth + after)
+    assert answer.startswith(b"HTTP/1.1 " + status), answer
+    assert answer.count(b"HTTP/1.1 ") == 1 and b"connection: close" in answer.lower(), answer
+
+
 def test_a_trickled_body_is_cut_off_with_408(api):
     request = (b"POST /billing/v1/payments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                b"Authorization: Bearer " + api.agent_token.encode() + b"\r\nContent-Length: 50\r\n\r\n{\"am")

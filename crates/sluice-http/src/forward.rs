@@ -156,18 +156,25 @@ pub async fn present(
 ) -> Result<Arc<OnWire>, String> {
     let Some(secret) = credential else {
         return match target.presentation {
-            Presentation::None => Ok(Arc::default()),
+            Presentation::None => Ok(nothing_on_wire()),
             _ => Err("the connection holds no credential".into()),
         };
     };
     let token = match &target.presentation {
-        Presentation::None => return Ok(Arc::default()),
+        Presentation::None => return Ok(nothing_on_wire()),
         Presentation::OAuth2(cache) => Some(cache.token(secret).await?),
         _ => None,
     };
     let presented = target.on_wire.get(&target.presentation, secret, token.as_ref())?;
     headers.insert(presented.name.clone(), presented.value.clone());
     Ok(Arc::clone(&presented.on_wire))
+}
+
+/// What a target that presents no credential puts on the wire: one for all of them, so that what
+/// is keyed by it (a connection's cleaned headers) is found again.
+fn nothing_on_wire() -> Arc<OnWire> {
+    static NOTHING: std::sync::LazyLock<Arc<OnWire>> = std::sync::LazyLock::new(Arc::default);
+    Arc::clone(&NOTHING)
 }
 
 /// The held credential as a request carries it, and what of it goes on the wire.

@@ -260,9 +260,16 @@ async fn handle<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Respons
         Ok(reply) => reply,
         Err((status, answer)) => {
             let mut reply = answer.into_response(status).map(http_body_util::Either::Left);
-            // After a request sluice could not read (whole), nothing more on the connection is
-            // trusted.
-            if matches!(status, StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT) {
+            // After a request sluice could not read (whole), or one after which the framing
+            // watcher reads no more heads (an upgrade, CONNECT), nothing more on the connection
+            // is trusted.
+            if matches!(
+                status,
+                StatusCode::BAD_REQUEST
+                    | StatusCode::REQUEST_TIMEOUT
+                    | StatusCode::NOT_IMPLEMENTED
+                    | StatusCode::METHOD_NOT_ALLOWED
+            ) {
                 reply.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             reply
