@@ -13,6 +13,9 @@ pub struct HttpAction {
     pub method: String,
     /// Percent-decoded, dot segments resolved, empty segments dropped; always starts with `/`.
     pub path: String,
+    /// The path is the one sent, undecoded: the target could not be read, and the action only
+    /// records its refusal.
+    pub path_as_sent: bool,
     /// The query's pairs, decoded, in order.
     pub query: Vec<(String, String)>,
     /// Headers policy may match on, names in lower case.
@@ -112,11 +115,26 @@ impl HttpAction {
         Ok(HttpAction {
             method: method.to_ascii_uppercase(),
             path: normalise_path(path)?,
+            path_as_sent: false,
             query: parse_query(query)?,
             headers: Vec::new(),
             body: BodySummary::default(),
             websocket: None,
         })
+    }
+
+    /// The action that records a request whose target was refused (`new` failed): its path as
+    /// sent, undecoded, and no query.
+    pub fn unreadable(method: &str, target: &str) -> HttpAction {
+        HttpAction {
+            method: method.to_ascii_uppercase(),
+            path: target.split('?').next().unwrap_or("/").to_string(),
+            path_as_sent: true,
+            query: Vec::new(),
+            headers: Vec::new(),
+            body: BodySummary::default(),
+            websocket: None,
+        }
     }
 
     /// The same request as a message sent on the WebSocket it opened, without a body yet.
@@ -177,8 +195,11 @@ impl HttpAction {
     /// The path as records and reviewers read it: decoded, but with what would read as something
     /// else escaped again (see `push_shown`), so that `/a%3Fb` is not shown as `/a?b`.
     pub fn shown_path(&self) -> Cow<'_, str> {
+        // A path as sent holds its escapes already (and no space, control, '?' or '#'), but may
+        // hold raw UTF-8.
+        let special: &[char] = if self.path_as_sent { &[] } else { &['%', '?', '#'] };
         let mut shown = String::new();
-        match push_shown(&mut shown, &self.path, &['?', '#']) {
+        match push_shown(&mut shown, &self.path, special) {
             true => Cow::Owned(shown),
             false => Cow::Borrowed(&self.path),
         }
@@ -189,12 +210,12 @@ impl HttpAction {
     fn push_query(&self, text: &mut String) {
         for (i, (name, value)) in self.query.iter().enumerate() {
             text.push(if i == 0 { '?' } else { '&' });
-            if !push_shown(text, name, &['&', '=', '#']) {
+            if !push_shown(text, name, &['%', '&', '=', '#']) {
                 text.push_str(name);
             }
             if !value.is_empty() {
                 text.push('=');
-                if !push_shown(text, value, &['&', '#']) {
+                if !push_shown(text, value, &['%', '&', '#']) {
                     text.push_str(value);
                 }
             }
@@ -366,18 +387,20 @@ pub fn normalise_path(path: &str) -> Result<String, HttpTargetError> {
     Ok(out)
 }
 
-/// Appends `part` to `text` with `%`, the characters in `special`, controls, whitespace other than
-/// a space, and a space before `(` or `[` percent-encoded, and says so; appends nothing and returns
-/// false when `part` needs no escape. Those are what would make a decoded path or query read as
-/// another in a record line: `?` as a query, `&` as another pair, ` (query …)` as a GraphQL
-/// operation, ` [body sha256 …]` as a body's digest, a line break as another record. Everything
-/// else stays as decoded, so that the masking detectors read the line as the values were sent
-/// (a card number's spaces, an e-mail's `+`).
+/// Appends `part` to `text` with the characters in `special` (`%` among them for a decoded part),
+/// controls, invisible formatting (bidirectional overrides, zero-width characters), whitespace
+/// other than a space, and a space before `(` or `[` percent-encoded, and says so; appends
+/// nothing and returns false when `part` needs no escape. Those are what would make a decoded
+/// path or query read as another in a record line: `?` as a query, `&` as another pair,
+/// ` (query …)` as a GraphQL operation, ` [body sha256 …]` as a body's digest, a line break as
+/// another record, a right-to-left override as text in another order. Everything else stays as
+/// decoded, so that the masking detectors read the line as the values were sent (a card number's
+/// spaces, an e-mail's `+`).
 fn push_shown(text: &mut String, part: &str, special: &[char]) -> bool {
     let escapes = |(i, c): (usize, char)| {
-        c == '%'
-            || special.contains(&c)
+        special.contains(&c)
             || c.is_control()
+            || is_invisible_format(c)
             || c.is_whitespace() && c != ' '
             || c == ' ' && matches!(part.as_bytes().get(i + 1), Some(b'(' | b'['))
     };
@@ -397,6 +420,13 @@ fn push_shown(text: &mut String, part: &str, special: &[char]) -> bool {
         }
     }
     true
+}
+
+/// Characters that change how text around them is shown without showing themselves (Unicode's
+/// format characters a terminal or a browser acts on).
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{AD}' | '\u{61C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
 }
 
 fn parse_query(query: &str) -> Result<Vec<(String, String)>, HttpTargetError> {
@@ -494,12 +524,19 @@ mod tests {
         // A name or value cannot read as another pair, a line break as another record.
         assert_eq!(line("/?a%26b%3Dc=d%26e%3Df"), "GET /?a%26b%3Dc=d%26e=f");
         assert_eq!(line("/?q=x%0Ay%E2%80%A8z"), "GET /?q=x%0Ay%E2%80%A8z");
+        // Nor show in another order, or hide a character.
+        assert_eq!(line("/files/%E2%80%AEtxt.exe?n=a%E2%80%8Bb"), "GET /files/%E2%80%AEtxt.exe?n=a%E2%80%8Bb");
         // Nor as a GraphQL operation or a body's digest.
         assert_eq!(line("/graphql%20(query%20me)"), "GET /graphql%20(query me)");
         let mut post = HttpAction::new("POST", "/a?x=1%20[body%20sha256%20f]").unwrap();
         assert_eq!(post.decided_line(), "POST /a?x=1%20[body sha256 f]");
         post.body.digest = Some("d".into());
         assert_eq!(post.decided_line(), "POST /a?x=1%20[body sha256 f] [body sha256 d]");
+        // A refused target is shown with the escapes it was sent with.
+        for raw in ["/v1/%252e%252e/admin", "/a%2fb", "/a%zz"] {
+            assert_eq!(HttpAction::unreadable("get", &format!("{raw}?q=1")).record_line(), format!("GET {raw}"));
+        }
+        assert_eq!(HttpAction::unreadable("GET", "/a%2f\u{202E}b").record_line(), "GET /a%2f%E2%80%AEb");
         // What an approval is bound to is unchanged for a path with nothing to escape.
         assert_eq!(HttpAction::new("GET", "/a/b?c=d").unwrap().canonical(), r#"GET /a/b [["c","d"]] [] -"#);
     }

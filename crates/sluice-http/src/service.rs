@@ -349,15 +349,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
                 ))
             });
             // Routed by the path as written, to find whose session records the refusal.
-            let path = raw_target.split('?').next().unwrap_or("/").to_string();
-            HttpAction {
-                method: req.method().as_str().to_ascii_uppercase(),
-                path,
-                query: Vec::new(),
-                headers: Vec::new(),
-                body: Default::default(),
-                websocket: None,
-            }
+            HttpAction::unreadable(req.method().as_str(), &raw_target)
         }
     };
     action.websocket = websocket.then_some(WebSocket::Opening);
