@@ -422,11 +422,15 @@ fn push_shown(text: &mut String, part: &str, special: &[char]) -> bool {
     true
 }
 
-/// Characters that change how text around them is shown without showing themselves (Unicode's
-/// format characters a terminal or a browser acts on).
+/// Characters that show as nothing, or change how the text around them is shown: Unicode's
+/// default-ignorable code points (zero-width characters, bidirectional overrides, variation
+/// selectors, tags), the interlinear annotation marks, and letters drawn blank (a braille blank,
+/// the Hangul fillers).
 fn is_invisible_format(c: char) -> bool {
-    matches!(c, '\u{AD}' | '\u{61C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
-        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+    matches!(c, '\u{AD}' | '\u{34F}' | '\u{61C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}'
+        | '\u{2800}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF0}'..='\u{FFFB}'
+        | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
 }
 
 fn parse_query(query: &str) -> Result<Vec<(String, String)>, HttpTargetError> {
@@ -463,8 +467,10 @@ fn percent_decode(s: &str, plus_is_space: bool) -> Result<Cow<'_, str>, HttpTarg
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3).ok_or(HttpTargetError::BadEscape)?;
-                let hex = std::str::from_utf8(hex).map_err(|_| HttpTargetError::BadEscape)?;
+                // Two hex digits, no more and no less (`from_str_radix` alone takes `%+9` as a tab,
+                // where a server leaves it as it is).
+                let hex = bytes.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit));
+                let hex = hex.and_then(|h| std::str::from_utf8(h).ok()).ok_or(HttpTargetError::BadEscape)?;
                 out.push(u8::from_str_radix(hex, 16).map_err(|_| HttpTargetError::BadEscape)?);
                 i += 3;
             }
@@ -570,6 +576,8 @@ mod tests {
         assert_eq!(normalise_path("/admin%00"), Err(HttpTargetError::Ambiguous("a control character")));
         assert_eq!(normalise_path("/../etc"), Err(HttpTargetError::AboveRoot));
         assert_eq!(normalise_path("/a%zz"), Err(HttpTargetError::BadEscape));
+        assert_eq!(normalise_path("/a%+9"), Err(HttpTargetError::BadEscape));
+        assert_eq!(HttpAction::new("GET", "/?v=%-1").map(|_| ()), Err(HttpTargetError::BadEscape));
         assert_eq!(normalise_path("/a%e2%28"), Err(HttpTargetError::NotUtf8));
         assert_eq!(normalise_path("admin"), Err(HttpTargetError::NotAPath));
         let twice = HttpTargetError::Ambiguous("an escape still encoded after decoding (double encoding)");

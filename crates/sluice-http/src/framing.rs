@@ -5,7 +5,7 @@
 //! one before anything is forwarded. The watcher never changes a read or a write: it only looks,
 //! and fails one only when the client kept the connection waiting too long (`idle`).
 
-use crate::idle::{Clock, SendClock};
+use crate::idle::{ClientTooSlow, Clock, SendClock};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::io;
@@ -91,7 +91,7 @@ impl<S> Watched<S> {
             Poll::Ready(Ok(done)) if taken(done) => send.wrote(),
             Poll::Pending => {
                 if let Err(why) = send.waiting(cx) {
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)));
+                    return Poll::Ready(Err(ClientTooSlow::io(why)));
                 }
             }
             Poll::Ready(_) => {}
@@ -268,7 +268,7 @@ fn framing(request: &httparse::Request<'_, '_>) -> Result<Scan, &'static str> {
 fn chunk_size(line: &[u8]) -> Option<u64> {
     let size = line.split(|b| *b == b';').next()?;
     let size = std::str::from_utf8(size).ok()?.trim_matches([' ', '\t']);
-    if size.is_empty() || size.len() > 15 {
+    if size.is_empty() || size.len() > 15 || !size.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     u64::from_str_radix(size, 16).ok()
@@ -294,7 +294,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
                 if let Some(clock) = this.clock.as_mut().filter(|_| !this.http2)
                     && let Err(why) = clock.waiting(cx)
                 {
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)));
+                    return Poll::Ready(Err(ClientTooSlow::io(why)));
                 }
             }
             Poll::Ready(Err(_)) => {}
@@ -376,6 +376,15 @@ mod tests {
                 "{:?}: {verdicts:?}",
                 String::from_utf8_lossy(head)
             );
+        }
+    }
+
+    #[test]
+    fn a_chunk_size_is_hex_digits_only() {
+        assert_eq!(chunk_size(b"1f;ext=1"), Some(31));
+        assert_eq!(chunk_size(b" 5 "), Some(5));
+        for bad in [&b"+5"[..], b"-0", b"0x5", b"", b"5 5"] {
+            assert_eq!(chunk_size(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
     }
 

@@ -218,6 +218,18 @@ impl SendClock {
     }
 }
 
+/// Why sluice closed a connection for its client's time: the error its reads or writes fail with
+/// (told apart from the system's own time-outs by its type).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ClientTooSlow(pub &'static str);
+
+impl ClientTooSlow {
+    pub fn io(why: &'static str) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::TimedOut, ClientTooSlow(why))
+    }
+}
+
 const NOT_READING: &str = "the client took nothing that was written to it for http.send_timeout_secs";
 const HEAD_TOO_SLOW: &str = "the request head did not arrive within http.header_timeout_secs";
 const IDLE: &str = "the connection was idle for http.idle_timeout_secs";

@@ -10,7 +10,7 @@ use crate::charset;
 use crate::decode::Decoder;
 use crate::forward;
 use crate::framing::{HeadVerdict, MAX_HEAD, Verdicts, Watched};
-use crate::idle::{Busy, Clock, Held, SendClock};
+use crate::idle::{Busy, ClientTooSlow, Clock, Held, SendClock};
 use crate::mask::{BodyMasker, Sensitive, Unreadable};
 use crate::reply::Answer;
 use crate::response::{self, BodyError, OnEnd, Shape, Streamed};
@@ -240,10 +240,10 @@ const IDLE_HTTP2: &str = "the HTTP/2 connection had no request in flight for htt
 fn timed_out(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut cause = Some(e);
     while let Some(e) = cause {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return Some(io.to_string());
+        // An io::Error's source is its inner error's source, not the inner error itself.
+        let inner = e.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref).map(|i| i as &dyn std::error::Error);
+        if let Some(slow) = inner.unwrap_or(e).downcast_ref::<ClientTooSlow>() {
+            return Some(slow.to_string());
         }
         cause = e.source();
     }
@@ -253,6 +253,10 @@ fn timed_out(e: &(dyn std::error::Error + 'static)) -> Option<String> {
 /// A request's answer, in flight until written whole.
 async fn handle<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Response<Held<ReplyBody>> {
     let in_flight = conn.busy.start();
+    // The framing watcher reads no heads after an upgrade or CONNECT: unless the protocol is
+    // switched, nothing more on the connection can be vouched for.
+    let ends_watch =
+        req.version() <= Version::HTTP_11 && (req.method() == Method::CONNECT || req.headers().contains_key(header::UPGRADE));
     if req.version() == hyper::Version::HTTP_2 && !conn.http2.swap(true, std::sync::atomic::Ordering::Relaxed) {
         conn.speaks_http2.notify_one();
     }
@@ -260,21 +264,18 @@ async fn handle<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Respons
         Ok(reply) => reply,
         Err((status, answer)) => {
             let mut reply = answer.into_response(status).map(http_body_util::Either::Left);
-            // After a request sluice could not read (whole), or one after which the framing
-            // watcher reads no more heads (an upgrade, CONNECT), nothing more on the connection
-            // is trusted.
-            if matches!(
-                status,
-                StatusCode::BAD_REQUEST
-                    | StatusCode::REQUEST_TIMEOUT
-                    | StatusCode::NOT_IMPLEMENTED
-                    | StatusCode::METHOD_NOT_ALLOWED
-            ) {
+            // After a request sluice could not read (whole), nothing more on the connection is
+            // trusted.
+            if matches!(status, StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT) {
                 reply.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             reply
         }
     };
+    let mut reply = reply;
+    if ends_watch && reply.status() != StatusCode::SWITCHING_PROTOCOLS {
+        reply.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     reply.map(|body| Held::new(body, in_flight))
 }
 
@@ -1277,7 +1278,19 @@ fn excerpt(body: &[u8], max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::host_name;
+    use super::{ClientTooSlow, host_name, timed_out};
+
+    #[test]
+    fn only_sluices_own_time_outs_are_said_to_close_the_connection() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("wrapped")]
+        struct Wrapped(#[source] std::io::Error);
+        let ours = Wrapped(ClientTooSlow::io("too slow"));
+        assert_eq!(timed_out(&ours).as_deref(), Some("too slow"));
+        assert_eq!(timed_out(&ClientTooSlow::io("too slow")).as_deref(), Some("too slow"));
+        // The system's own (a peer gone, TCP giving up) is not sluice closing it.
+        assert_eq!(timed_out(&Wrapped(std::io::ErrorKind::TimedOut.into())), None);
+    }
 
     #[test]
     fn a_host_is_compared_without_port_case_or_final_dot() {
