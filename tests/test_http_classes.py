@@ -306,10 +306,56 @@ def test_an_idle_http2_connection_is_closed_and_a_slow_request_on_one_is_not(bri
         r = client.get("/v1/customers/1")
         assert r.status_code == 200, r.text
         second = r.extensions["network_stream"].get_extra_info("client_addr")
+        # A large answer comes whole (handed over in slices), masked.
+        r = client.get("/big", params={"size": "3000000", "kind": "json"})
+        assert r.status_code == 200 and len(r.content) == int(r.headers["content-length"]) > 3_000_000
+        assert r.json()["email"] == "[redacted:email]" and len(r.json()["filler"]) == 3_000_000
     assert first != second
 
     details = brisk.session_with(lambda d: any("h2-idle" in a["text"] for a in d["statements"]), timeout=20)
     assert "HTTP/2 connection had no request in flight" in details["session"]["end_reason"], details["session"]
+
+
+def test_an_http2_client_that_grants_no_window_is_let_go_at_the_send_timeout(brisk):
+    # It reads every byte of the connection (and answers pings) but gives the stream no flow
+    # control window, so no write ever waits: the answer held back is what is timed.
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.settings
+
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    conn.send_headers(1, [(":method", "GET"), (":scheme", "http"), (":authority", "x"),
+                          (":path", "/billing/big?size=300000&kind=json&mark=no-window"),
+                          ("authorization", f"Bearer {brisk.token()}")], end_stream=True)
+    status, data, took = None, 0, None
+    with socket.create_connection(("127.0.0.1", brisk.http_port), timeout=20) as sock:
+        sock.sendall(conn.data_to_send())
+        sock.settimeout(0.5)
+        started = time.monotonic()
+        while time.monotonic() - started < 15:
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                continue
+            except ConnectionError:
+                chunk = b""
+            if not chunk:
+                took = time.monotonic() - started
+                break
+            for event in conn.receive_data(chunk):
+                if isinstance(event, h2.events.ResponseReceived):
+                    status = dict(event.headers)[b":status"]
+                elif isinstance(event, h2.events.DataReceived):
+                    data += len(event.data)
+            sock.sendall(conn.data_to_send())
+    assert status == b"200" and data == 0, (status, data)
+    assert took is not None and took < 12, took
+
+    details = brisk.session_with(lambda d: any("no-window" in a["text"] for a in d["statements"]), timeout=20)
+    assert "flow control" in details["session"]["end_reason"], details["session"]
 
 
 def test_a_client_that_stops_reading_is_let_go_at_the_send_timeout(brisk):

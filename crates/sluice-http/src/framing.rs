@@ -85,7 +85,12 @@ impl<S> Watched<S> {
     }
 
     /// What a write (or flush) that took `taken` bytes, or waits, says of the client's reading.
-    fn sent<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>, taken: impl Fn(&T) -> bool) -> Poll<io::Result<T>> {
+    fn sent<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+        taken: impl Fn(&T) -> bool,
+    ) -> Poll<io::Result<T>> {
         let Some(send) = self.send.as_mut() else { return polled };
         match &polled {
             Poll::Ready(Ok(done)) if taken(done) => send.wrote(),

@@ -4,6 +4,8 @@
 //! for it to take what sluice writes (`send_timeout_secs`), kept by the writer. Each with one
 //! timer per connection, moved only when a deadline comes nearer, not for each request or write.
 
+use crate::stall::{self, Stall};
+use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use std::future::Future;
 use std::pin::Pin;
@@ -27,7 +29,11 @@ struct InFlightCount {
 
 impl Default for Busy {
     fn default() -> Busy {
-        Busy(Arc::new(InFlightCount { count: AtomicUsize::new(0), none_since: AtomicU64::new(0), born: Instant::now() }))
+        Busy(Arc::new(InFlightCount {
+            count: AtomicUsize::new(0),
+            none_since: AtomicU64::new(0),
+            born: Instant::now(),
+        }))
     }
 }
 
@@ -78,28 +84,59 @@ impl Drop for InFlight {
 }
 
 /// A reply's body, holding its request in flight until hyper has written it (or dropped it): a
-/// client reading a large answer slowly is not idle.
+/// client reading a large answer slowly is not idle. On HTTP/2 it is also handed over in slices,
+/// each noted for the stall watch (`stall`).
 pub struct Held<B> {
     body: B,
     _in_flight: InFlight,
+    stall: Option<Stall>,
+    /// What is left of a piece handed over in slices.
+    rest: Option<Bytes>,
 }
 
 impl<B> Held<B> {
     pub fn new(body: B, in_flight: InFlight) -> Held<B> {
-        Held { body, _in_flight: in_flight }
+        Held { body, _in_flight: in_flight, stall: None, rest: None }
+    }
+
+    /// Handed over in slices, each noted in `stall`.
+    pub fn watched(self, stall: Stall) -> Held<B> {
+        Held { stall: Some(stall), ..self }
     }
 }
 
-impl<B: Body + Unpin> Body for Held<B> {
-    type Data = B::Data;
+impl<B: Body<Data = Bytes> + Unpin> Body for Held<B> {
+    type Data = Bytes;
     type Error = B::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        let Some(stall) = &this.stall else { return Pin::new(&mut this.body).poll_frame(cx) };
+        stall.asked();
+        let polled = match this.rest.take() {
+            Some(rest) => Poll::Ready(Some(Ok(Frame::data(rest)))),
+            // The body's source wakes hyper through the stall, which notes that it waits from then.
+            None => Pin::new(&mut this.body).poll_frame(&mut Context::from_waker(&stall.waker(cx.waker()))),
+        };
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                stall.handed();
+                let frame = match frame.into_data() {
+                    Ok(data) => {
+                        let (first, rest) = stall::slice(data);
+                        this.rest = rest;
+                        Frame::data(first)
+                    }
+                    Err(frame) => frame,
+                };
+                Poll::Ready(Some(Ok(frame)))
+            }
+            polled => polled,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rest.is_none() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -20,6 +20,7 @@ mod request;
 mod response;
 mod seen;
 mod service;
+mod stall;
 mod target;
 mod websocket;
 

@@ -15,6 +15,7 @@ use crate::mask::{BodyMasker, Sensitive, Unreadable};
 use crate::reply::Answer;
 use crate::response::{self, BodyError, OnEnd, Shape, Streamed};
 use crate::seen::SeenHeaders;
+use crate::stall::Stalls;
 use crate::target::{HttpTarget, Presentation};
 use crate::websocket;
 use crate::{HttpListenerConfig, request};
@@ -100,6 +101,8 @@ struct Conn<G: Gate> {
     authenticated: tokio::sync::Notify,
     /// Told once, with the first request over HTTP/2.
     speaks_http2: tokio::sync::Notify,
+    /// Its HTTP/2 answers, watched for a client holding them back.
+    stalls: Stalls,
     http2: std::sync::atomic::AtomicBool,
 }
 
@@ -142,6 +145,7 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
         busy: Busy::default(),
         authenticated: tokio::sync::Notify::new(),
         speaks_http2: tokio::sync::Notify::new(),
+        stalls: Stalls::default(),
         http2: Default::default(),
     });
     // Until its first authenticated request the connection holds only a place in the budget of
@@ -194,17 +198,25 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
         let serving = builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(serving);
         // HTTP/2 is timed by its requests in flight, not by its reads: a client's pings and
-        // window updates are no request. Closed with GOAWAY, so a request crossing it is retried.
-        let idle_http2 = async {
+        // window updates are no request. Idle, it is closed with GOAWAY (a request crossing it
+        // is retried); an answer it holds back with flow control closes it at once.
+        let watch_http2 = async {
             conn.speaks_http2.notified().await;
-            conn.busy.idle(config.idle_timeout).await;
+            tokio::select! {
+                () = conn.busy.idle(config.idle_timeout) => IDLE_HTTP2,
+                () = conn.stalls.stalled(config.send_timeout) => STALLED_HTTP2,
+            }
         };
         let served = tokio::select! {
             served = serving.as_mut() => served,
-            () = idle_http2 => {
-                *ended.lock() = Some(format!("sluice closed the connection: {IDLE_HTTP2}"));
-                serving.as_mut().graceful_shutdown();
-                serving.await
+            why = watch_http2 => {
+                *ended.lock() = Some(format!("sluice closed the connection: {why}"));
+                if why == IDLE_HTTP2 {
+                    serving.as_mut().graceful_shutdown();
+                    // Streams a client holds back would keep a graceful close waiting.
+                    let _ = tokio::time::timeout(config.send_timeout, serving.as_mut()).await;
+                }
+                Ok(())
             }
         };
         if let Err(e) = served {
@@ -234,6 +246,8 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
     }
 }
 
+const STALLED_HTTP2: &str =
+    "an HTTP/2 answer waited http.send_timeout_secs for the client to let it be sent (flow control)";
 const IDLE_HTTP2: &str = "the HTTP/2 connection had no request in flight for http.idle_timeout_secs";
 
 /// The reason the connection's reader or writer gave for closing it (`idle`), when it did.
@@ -241,7 +255,8 @@ fn timed_out(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut cause = Some(e);
     while let Some(e) = cause {
         // An io::Error's source is its inner error's source, not the inner error itself.
-        let inner = e.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref).map(|i| i as &dyn std::error::Error);
+        let inner =
+            e.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref).map(|i| i as &dyn std::error::Error);
         if let Some(slow) = inner.unwrap_or(e).downcast_ref::<ClientTooSlow>() {
             return Some(slow.to_string());
         }
@@ -255,9 +270,10 @@ async fn handle<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Respons
     let in_flight = conn.busy.start();
     // The framing watcher reads no heads after an upgrade or CONNECT: unless the protocol is
     // switched, nothing more on the connection can be vouched for.
-    let ends_watch =
-        req.version() <= Version::HTTP_11 && (req.method() == Method::CONNECT || req.headers().contains_key(header::UPGRADE));
-    if req.version() == hyper::Version::HTTP_2 && !conn.http2.swap(true, std::sync::atomic::Ordering::Relaxed) {
+    let ends_watch = req.version() <= Version::HTTP_11
+        && (req.method() == Method::CONNECT || req.headers().contains_key(header::UPGRADE));
+    let http2 = req.version() == Version::HTTP_2;
+    if http2 && !conn.http2.swap(true, std::sync::atomic::Ordering::Relaxed) {
         conn.speaks_http2.notify_one();
     }
     let reply = match pipeline(conn, req).await {
@@ -276,7 +292,14 @@ async fn handle<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Respons
     if ends_watch && reply.status() != StatusCode::SWITCHING_PROTOCOLS {
         reply.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    reply.map(|body| Held::new(body, in_flight))
+    let stall = http2.then(|| conn.stalls.track());
+    reply.map(|body| {
+        let held = Held::new(body, in_flight);
+        match stall {
+            Some(stall) => held.watched(stall),
+            None => held,
+        }
+    })
 }
 
 type Refused = (StatusCode, Answer);
@@ -635,8 +658,12 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         let graphql_socket = options.is_graphql_path(&action.path) || websocket::speaks_graphql(&head.headers);
         let upstream_upgrade = hyper::upgrade::on(Response::from_parts(head, upstream_body));
         exchange.finish("allow", &rule, 101, 0, None);
-        let recording =
-            websocket::Recording { log, next_seq, rule: Arc::from(rule.as_str()), path: action.shown_path().into_owned() };
+        let recording = websocket::Recording {
+            log,
+            next_seq,
+            rule: Arc::from(rule.as_str()),
+            path: action.shown_path().into_owned(),
+        };
         let standing = standing_check(conn, &session_id);
         let decide = {
             let (conn, session_id, target) = (Arc::clone(conn), Arc::clone(&session_id), target.clone());

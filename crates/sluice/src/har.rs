@@ -8,10 +8,10 @@
 use crate::display::timestamp;
 use anyhow::{Result, bail};
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
-use std::borrow::Cow;
 use serde_json::{Value, json};
 use sluice_config::Config;
 use sluice_store_sqlite::SqliteStore;
+use std::borrow::Cow;
 use std::path::Path;
 
 /// What is escaped in a path segment and in a query name or value of the rebuilt URLs.
