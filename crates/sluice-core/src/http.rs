@@ -142,10 +142,15 @@ impl HttpAction {
         HttpAction { body: BodySummary::default(), websocket: Some(WebSocket::Message), ..self.clone() }
     }
 
+    /// The method, the path and a GraphQL operation, as a refusal names the request.
     pub fn summary(&self) -> String {
+        self.summary_masked(UNMASKED)
+    }
+
+    fn summary_masked(&self, mask: MaskPart<'_>) -> String {
         let head = match self.websocket {
-            Some(WebSocket::Message) => format!("WS {} message", self.shown_path()),
-            _ => format!("{} {}", self.method, self.shown_path()),
+            Some(WebSocket::Message) => format!("WS {} message", self.shown_path(mask)),
+            _ => format!("{} {}", self.method, self.shown_path(mask)),
         };
         match &self.body.graphql {
             Some(op) => format!("{head} ({} {})", op.kind.as_str(), op.fields.join(", ")),
@@ -154,11 +159,11 @@ impl HttpAction {
     }
 
     /// The request as a reviewer reads it: method, path, query, the headers an approval is bound
-    /// to and the body's beginning.
-    pub fn review_text(&self) -> String {
+    /// to and the body's beginning. `mask` masks each part that is escaped (see `push_shown`).
+    pub fn review_text(&self, mask: MaskPart<'_>) -> String {
         let on = if self.websocket == Some(WebSocket::Message) { "WebSocket message on " } else { "" };
-        let mut text = format!("{on}{} {}", self.method, self.shown_path());
-        self.push_query(&mut text);
+        let mut text = format!("{on}{} {}", self.method, self.shown_path(mask));
+        self.push_query(&mut text, mask);
         for (name, value) in self.bound_headers() {
             text.push('\n');
             text.push_str(name);
@@ -173,17 +178,18 @@ impl HttpAction {
     }
 
     /// The request as its record names it: the summary (with a GraphQL operation) and the query.
-    pub fn record_line(&self) -> String {
-        let mut text = self.summary();
-        self.push_query(&mut text);
+    /// `mask` masks each part that is escaped (see `push_shown`).
+    pub fn record_line(&self, mask: MaskPart<'_>) -> String {
+        let mut text = self.summary_masked(mask);
+        self.push_query(&mut text, mask);
         text
     }
 
     /// The request as the durable record of its decision names it, before it is forwarded: the
     /// record line and the body's digest, so that the record says which body (or WebSocket
     /// message) was let through even when the exchange's own record never comes.
-    pub fn decided_line(&self) -> String {
-        let mut text = self.record_line();
+    pub fn decided_line(&self, mask: MaskPart<'_>) -> String {
+        let mut text = self.record_line(mask);
         if let Some(digest) = &self.body.digest {
             text.push_str(" [body sha256 ");
             text.push_str(digest);
@@ -194,28 +200,37 @@ impl HttpAction {
 
     /// The path as records and reviewers read it: decoded, but with what would read as something
     /// else escaped again (see `push_shown`), so that `/a%3Fb` is not shown as `/a?b`.
-    pub fn shown_path(&self) -> Cow<'_, str> {
+    /// `mask` masks the path first if it is escaped (see `push_shown`).
+    pub fn shown_path(&self, mask: MaskPart<'_>) -> Cow<'_, str> {
         // A path as sent holds its escapes already (and no space, control, '?' or '#'), but may
-        // hold raw UTF-8.
-        let special: &[char] = if self.path_as_sent { &[] } else { &['%', '?', '#'] };
+        // hold raw UTF-8. A space is escaped in a decoded one: the line's parts are separated by
+        // spaces (`WS /chat message` is a WebSocket message, not the request `WS /chat%20message`).
+        let special: &[char] = if self.path_as_sent { &[] } else { &['%', '?', '#', ' '] };
         let mut shown = String::new();
-        match push_shown(&mut shown, &self.path, special) {
+        match push_shown(&mut shown, &self.path, special, mask) {
             true => Cow::Owned(shown),
             false => Cow::Borrowed(&self.path),
         }
     }
 
+    /// The path and the query as a record line shows them (for a WebSocket's messages).
+    pub fn shown_target(&self, mask: MaskPart<'_>) -> String {
+        let mut text = self.shown_path(mask).into_owned();
+        self.push_query(&mut text, mask);
+        text
+    }
+
     /// Appends `?name=value&…` (a pair without a value as its name alone), each escaped as
     /// `push_shown` says so that a name or value cannot read as another pair.
-    fn push_query(&self, text: &mut String) {
+    fn push_query(&self, text: &mut String, mask: MaskPart<'_>) {
         for (i, (name, value)) in self.query.iter().enumerate() {
             text.push(if i == 0 { '?' } else { '&' });
-            if !push_shown(text, name, &['%', '&', '=', '#']) {
+            if !push_shown(text, name, &['%', '&', '=', '#'], mask) {
                 text.push_str(name);
             }
             if !value.is_empty() {
                 text.push('=');
-                if !push_shown(text, value, &['%', '&', '#']) {
+                if !push_shown(text, value, &['%', '&', '#'], mask) {
                     text.push_str(value);
                 }
             }
@@ -237,7 +252,7 @@ impl HttpAction {
             Some(WebSocket::Message) => " websocket-message",
         };
         let digest = self.body.digest.as_deref().unwrap_or("-");
-        format!("{} {} {query} {headers} {digest}{socket}", self.method, self.shown_path())
+        format!("{} {} {query} {headers} {digest}{socket}", self.method, self.shown_path(UNMASKED))
     }
 
     /// The headers an approval is bound to: all that policy sees but those that describe the
@@ -387,6 +402,28 @@ pub fn normalise_path(path: &str) -> Result<String, HttpTargetError> {
     Ok(out)
 }
 
+/// Text for a record line that is already masked (a WebSocket message's excerpt): `%`, controls,
+/// line breaks and invisible formatting escaped, as in the rest of the line.
+pub fn shown_text(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| c == '%' || is_unseen(c)) {
+        return Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c == '%' || is_unseen(c) {
+            true => push_escaped(&mut shown, c),
+            false => shown.push(c),
+        }
+    }
+    Cow::Owned(shown)
+}
+
+/// Masks a part of a record line before it is escaped; `None`: nothing to mask.
+pub type MaskPart<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// For lines no one keeps (a policy's own reading, what an approval is bound to).
+pub const UNMASKED: MaskPart<'static> = &|_| None;
+
 /// Appends `part` to `text` with the characters in `special` (`%` among them for a decoded part),
 /// controls, invisible formatting (bidirectional overrides, zero-width characters), whitespace
 /// other than a space, and a space before `(` or `[` percent-encoded, and says so; appends
@@ -394,32 +431,46 @@ pub fn normalise_path(path: &str) -> Result<String, HttpTargetError> {
 /// path or query read as another in a record line: `?` as a query, `&` as another pair,
 /// ` (query …)` as a GraphQL operation, ` [body sha256 …]` as a body's digest, a line break as
 /// another record, a right-to-left override as text in another order. Everything else stays as
-/// decoded, so that the masking detectors read the line as the values were sent (a card number's
-/// spaces, an e-mail's `+`).
-fn push_shown(text: &mut String, part: &str, special: &[char]) -> bool {
-    let escapes = |(i, c): (usize, char)| {
-        special.contains(&c)
-            || c.is_control()
-            || is_invisible_format(c)
-            || c.is_whitespace() && c != ' '
-            || c == ' ' && matches!(part.as_bytes().get(i + 1), Some(b'(' | b'['))
-    };
-    if !part.char_indices().any(escapes) {
+/// decoded, so that the masking detectors, which read the line when it is recorded, read the
+/// values as they were sent (a card number's spaces, an e-mail's `+`). A part that is escaped is
+/// first masked with `mask`: an escape ends in a letter or digit, which glued to what follows
+/// would hide it from the detectors (`%0A4111…` is no card number to them).
+fn push_shown(text: &mut String, part: &str, special: &[char], mask: MaskPart<'_>) -> bool {
+    if !needs_escape(part, special) {
         return false;
     }
+    let masked = mask(part);
+    let part = masked.as_deref().unwrap_or(part);
     text.reserve(part.len() + 8);
     for (i, c) in part.char_indices() {
-        if escapes((i, c)) {
-            for b in c.encode_utf8(&mut [0; 4]).bytes() {
-                text.push('%');
-                text.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
-                text.push(char::from(b"0123456789ABCDEF"[usize::from(b & 15)]));
-            }
-        } else {
-            text.push(c);
+        match escapes(part, special, i, c) {
+            true => push_escaped(text, c),
+            false => text.push(c),
         }
     }
     true
+}
+
+fn push_escaped(text: &mut String, c: char) {
+    for b in c.encode_utf8(&mut [0; 4]).bytes() {
+        text.push('%');
+        text.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
+        text.push(char::from(b"0123456789ABCDEF"[usize::from(b & 15)]));
+    }
+}
+
+fn needs_escape(part: &str, special: &[char]) -> bool {
+    part.char_indices().any(|(i, c)| escapes(part, special, i, c))
+}
+
+/// Whether the character `c` at `i` in `part` is escaped (see `push_shown`).
+fn escapes(part: &str, special: &[char], i: usize, c: char) -> bool {
+    special.contains(&c) || is_unseen(c) || c == ' ' && matches!(part.as_bytes().get(i + 1), Some(b'(' | b'['))
+}
+
+/// Controls, line breaks and whitespace other than a space, and what shows as nothing.
+fn is_unseen(c: char) -> bool {
+    c.is_control() || is_invisible_format(c) || c.is_whitespace() && c != ' '
 }
 
 /// Characters that show as nothing, or change how the text around them is shown: Unicode's
@@ -507,9 +558,9 @@ mod tests {
             Some(GraphqlOperation { kind: GraphqlKind::Query, name: None, fields: vec![], renamed: vec![] });
         assert!(message.reads_only(), "a GraphQL query is a read on a socket too");
         assert_eq!(message.summary(), "WS /ws message (query )");
-        assert!(message.review_text().starts_with("WebSocket message on GET /ws?room=1"));
-        assert_eq!(message.decided_line(), "WS /ws message (query )?room=1 [body sha256 d]");
-        assert_eq!(get.decided_line(), "GET /ws?room=1");
+        assert!(message.review_text(UNMASKED).starts_with("WebSocket message on GET /ws?room=1"));
+        assert_eq!(message.decided_line(UNMASKED), "WS /ws message (query )?room=1 [body sha256 d]");
+        assert_eq!(get.decided_line(UNMASKED), "GET /ws?room=1");
         // Bound to the subprotocol the socket asked for, not to its handshake's key.
         let on = |protocol: &str, key: &str| {
             let mut on = message.clone();
@@ -523,9 +574,11 @@ mod tests {
 
     #[test]
     fn a_record_line_shows_what_was_escaped_as_escaped() {
-        let line = |target: &str| HttpAction::new("GET", target).unwrap().record_line();
-        // Decoded where nothing reads differently; `%`, `?`, `#` in a segment escaped again.
-        assert_eq!(line("/caf%C3%A9/a%20b?q=x+y&e=a%2Bb%40example.com"), "GET /café/a b?q=x y&e=a+b@example.com");
+        let line = |target: &str| HttpAction::new("GET", target).unwrap().record_line(UNMASKED);
+        // Decoded where nothing reads differently; `%`, `?`, `#` and a space in a segment escaped
+        // again (a space separates the line's parts: `WS /chat message` is a WebSocket message).
+        assert_eq!(line("/caf%C3%A9/ab?q=x+y&e=a%2Bb%40example.com"), "GET /café/ab?q=x y&e=a+b@example.com");
+        assert_eq!(line("/chat%20message?x=1"), "GET /chat%20message?x=1");
         assert_eq!(line("/a%3Fb%23c%25d"), "GET /a%3Fb%23c%25d");
         // A name or value cannot read as another pair, a line break as another record.
         assert_eq!(line("/?a%26b%3Dc=d%26e%3Df"), "GET /?a%26b%3Dc=d%26e=f");
@@ -533,16 +586,28 @@ mod tests {
         // Nor show in another order, or hide a character.
         assert_eq!(line("/files/%E2%80%AEtxt.exe?n=a%E2%80%8Bb"), "GET /files/%E2%80%AEtxt.exe?n=a%E2%80%8Bb");
         // Nor as a GraphQL operation or a body's digest.
-        assert_eq!(line("/graphql%20(query%20me)"), "GET /graphql%20(query me)");
+        assert_eq!(line("/graphql%20(query%20me)"), "GET /graphql%20(query%20me)");
         let mut post = HttpAction::new("POST", "/a?x=1%20[body%20sha256%20f]").unwrap();
-        assert_eq!(post.decided_line(), "POST /a?x=1%20[body sha256 f]");
+        assert_eq!(post.decided_line(UNMASKED), "POST /a?x=1%20[body sha256 f]");
         post.body.digest = Some("d".into());
-        assert_eq!(post.decided_line(), "POST /a?x=1%20[body sha256 f] [body sha256 d]");
+        assert_eq!(post.decided_line(UNMASKED), "POST /a?x=1%20[body sha256 f] [body sha256 d]");
         // A refused target is shown with the escapes it was sent with.
         for raw in ["/v1/%252e%252e/admin", "/a%2fb", "/a%zz"] {
-            assert_eq!(HttpAction::unreadable("get", &format!("{raw}?q=1")).record_line(), format!("GET {raw}"));
+            assert_eq!(
+                HttpAction::unreadable("get", &format!("{raw}?q=1")).record_line(UNMASKED),
+                format!("GET {raw}")
+            );
         }
-        assert_eq!(HttpAction::unreadable("GET", "/a%2f\u{202E}b").record_line(), "GET /a%2f%E2%80%AEb");
+        assert_eq!(HttpAction::unreadable("GET", "/a%2f\u{202E}b").record_line(UNMASKED), "GET /a%2f%E2%80%AEb");
+        // A part that is escaped is masked first: the escape's last hex digit, glued to what
+        // follows, would hide it from the detectors the line meets when it is recorded.
+        let card = |part: &str| part.contains("4111111111111111").then(|| part.replace("4111111111111111", "[card]"));
+        let masked = |target: &str| HttpAction::new("GET", target).unwrap().record_line(&card);
+        assert_eq!(masked("/c/4111111111111111%3F?q=%0A4111111111111111"), "GET /c/[card]%3F?q=%0A[card]");
+        // Parts with nothing to escape are left to the recorder's own masking of the whole line.
+        assert_eq!(masked("/c/4111111111111111?q=4111111111111111"), "GET /c/4111111111111111?q=4111111111111111");
+        assert_eq!(shown_text("50% done\nnext [redacted:email]"), "50%25 done%0Anext [redacted:email]");
+        assert_eq!(HttpAction::new("GET", "/ws?room=a%26b").unwrap().shown_target(UNMASKED), "/ws?room=a%26b");
         // What an approval is bound to is unchanged for a path with nothing to escape.
         assert_eq!(HttpAction::new("GET", "/a/b?c=d").unwrap().canonical(), r#"GET /a/b [["c","d"]] [] -"#);
     }
@@ -613,7 +678,7 @@ mod tests {
         assert_ne!(approved.canonical(), other_tenant.canonical());
         let form = with(&[("x-tenant-id", "acme"), ("content-type", "application/x-www-form-urlencoded")]);
         assert_ne!(approved.canonical(), form.canonical());
-        assert!(approved.review_text().contains("x-tenant-id: acme"));
+        assert!(approved.review_text(UNMASKED).contains("x-tenant-id: acme"));
     }
 
     #[test]

@@ -284,9 +284,11 @@ impl EngineSession {
     async fn decide_http(&mut self, http: &HttpAction) -> Decision {
         let settings = self.core.settings.load_full();
         let (policy, grant) = self.core.in_force(&settings, &self.identity, &self.target);
+        // The parts of a line that are escaped are masked as they are (see `HttpAction::record_line`).
+        let mask = |part: &str| self.masking.as_ref().and_then(|m| m.masking().mask_text(part));
         let decision = match policy.decide_http(&self.identity, &self.target, http) {
             Decision::Review(refusal) => {
-                self.review(policy, &refusal, &http.review_text(), &http.canonical(), false).await
+                self.review(policy, &refusal, &http.review_text(&mask), &http.canonical(), false).await
             }
             other => under_grant(other, grant.as_ref().map(|(g, _)| g)),
         };
@@ -295,10 +297,10 @@ impl EngineSession {
         }
         match &decision {
             Decision::Allow { .. } | Decision::Approved { .. } => {
-                Box::pin(self.durable().record("http", &http.decided_line(), decision)).await
+                Box::pin(self.durable().record("http", &http.decided_line(&mask), decision)).await
             }
             Decision::Hold(hold) => {
-                let text = Arc::from(http.decided_line());
+                let text = Arc::from(http.decided_line(&mask));
                 self.held_change = Some(HeldChange { review_id: hold.review_id, kind: "http", text });
                 decision
             }

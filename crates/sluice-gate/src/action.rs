@@ -39,7 +39,7 @@ impl Action<'_> {
         match self {
             Action::Sql(sql) => Cow::Borrowed(sql.text),
             Action::Exec(exec) => Cow::Borrowed(&exec.line),
-            Action::Http(http) => Cow::Owned(http.record_line()),
+            Action::Http(http) => Cow::Owned(http.record_line(sluice_core::http::UNMASKED)),
             Action::Kube(kube) => Cow::Owned(kube.summary()),
             Action::Tool(tool) => Cow::Owned(format!("{}({})", tool.name, tool.arguments)),
         }

@@ -77,7 +77,8 @@ impl<S: SessionGate> Open<S> {
         answer: &Answer,
     ) {
         self.seq += 1;
-        let exchange = Exchange::new(&self.log, action, self.seq, started_at_us, started, 0);
+        let masking = self.grant.obligations.masking.as_ref();
+        let exchange = Exchange::new(&self.log, masking, action, self.seq, started_at_us, started, 0);
         exchange.finish("deny", answer.error, status.as_u16(), 0, Some(answer.reason.clone()));
     }
 }
@@ -495,7 +496,15 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         .with_rule("unreadable")
         .with_detail(action.summary());
         open.seq += 1;
-        let mut exchange = Exchange::new(&open.log, &action, open.seq, started_at_us, started, body.len());
+        let mut exchange = Exchange::new(
+            &open.log,
+            open.grant.obligations.masking.as_ref(),
+            &action,
+            open.seq,
+            started_at_us,
+            started,
+            body.len(),
+        );
         let masking = open.grant.obligations.masking.clone();
         exchange.keep_request_excerpt(masking, &options.sensitive, &body);
         exchange.finish("deny", "unreadable", 400, 0, None);
@@ -509,7 +518,15 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().iter().map(|&b| char::from(b)).collect()))
         .collect();
     open.seq += 1;
-    let mut exchange = Exchange::new(&open.log, &action, open.seq, started_at_us, started, body.len());
+    let mut exchange = Exchange::new(
+        &open.log,
+        open.grant.obligations.masking.as_ref(),
+        &action,
+        open.seq,
+        started_at_us,
+        started,
+        body.len(),
+    );
     let decision = open.session.decide(&sluice_gate::Action::Http(&action)).await;
     let decision = match decision {
         Decision::Hold(hold) => {
@@ -640,8 +657,11 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     let decoder = Decoder::new(Some(&crate::decode::coding(&head.headers)), limit).map_err(|e| {
         upstream_failed(StatusCode::BAD_GATEWAY, "upstream_response_refused", e.to_string(), "tell an operator")
     })?;
+    // A socket's messages are recorded under its path and query (their escaped parts masked).
+    let socket_target = (websocket && head.status == StatusCode::SWITCHING_PROTOCOLS)
+        .then(|| action.shown_target(&|part: &str| masking.as_ref().and_then(|m| m.masking().mask_text(part))));
     let masker = BodyMasker::new(masking, Arc::clone(&options.sensitive), on_wire);
-    if websocket && head.status == StatusCode::SWITCHING_PROTOCOLS {
+    if let Some(socket_target) = socket_target {
         let client_upgrade = parts.extensions.remove::<OnUpgrade>().ok_or_else(|| {
             upstream_failed(
                 StatusCode::BAD_GATEWAY,
@@ -658,12 +678,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         let graphql_socket = options.is_graphql_path(&action.path) || websocket::speaks_graphql(&head.headers);
         let upstream_upgrade = hyper::upgrade::on(Response::from_parts(head, upstream_body));
         exchange.finish("allow", &rule, 101, 0, None);
-        let recording = websocket::Recording {
-            log,
-            next_seq,
-            rule: Arc::from(rule.as_str()),
-            path: action.shown_path().into_owned(),
-        };
+        let recording = websocket::Recording { log, next_seq, rule: Arc::from(rule.as_str()), target: socket_target };
         let standing = standing_check(conn, &session_id);
         let decide = {
             let (conn, session_id, target) = (Arc::clone(conn), Arc::clone(&session_id), target.clone());
@@ -1210,8 +1225,18 @@ struct Exchange<L: SessionLog> {
 }
 
 impl<L: SessionLog> Exchange<L> {
-    fn new(log: &L, action: &HttpAction, seq: u64, started_at_us: i64, started: Instant, request_bytes: usize) -> Self {
-        let text = log.records_outcomes().then(|| Arc::from(action.record_line()));
+    fn new(
+        log: &L,
+        masking: Option<&SessionMasking>,
+        action: &HttpAction,
+        seq: u64,
+        started_at_us: i64,
+        started: Instant,
+        request_bytes: usize,
+    ) -> Self {
+        // The parts of the line that are escaped are masked as they are (see `record_line`).
+        let mask = |part: &str| masking.and_then(|m| m.masking().mask_text(part));
+        let text = log.records_outcomes().then(|| Arc::from(action.record_line(&mask)));
         Exchange {
             log: log.clone(),
             text,

@@ -83,8 +83,9 @@ pub struct Recording<L: SessionLog> {
     /// The sequence number of the session's next action.
     pub next_seq: u64,
     pub rule: Arc<str>,
-    /// The upgrade's request line, which every message's record names.
-    pub path: String,
+    /// The upgrade's path and query as a record line shows them, which every message's record
+    /// names.
+    pub target: String,
 }
 
 /// What policy made of a message the client sent.
@@ -506,7 +507,7 @@ impl<L: SessionLog> Recording<L> {
         self.log.finish(
             seq,
             Outcome {
-                text: Arc::from(format!("WS {} {arrow} {what}", self.path)),
+                text: Arc::from(format!("WS {} {arrow} {}", self.target, sluice_core::http::shown_text(what))),
                 started_at_us: sluice_core::audit::now_us(),
                 duration_us: i64::try_from(started.elapsed().as_micros()).unwrap_or(0),
                 decision,

@@ -1,9 +1,10 @@
 //! `sluice sessions export ID --har`: an HTTP session's exchanges as a HAR 1.2 log — the format
 //! browsers' developer tools and HTTP debugging proxies open — read from the audit log. What the log
 //! holds is what the HAR holds: the method, the path and query as recorded (masked), the status,
-//! the sizes, the time taken, sluice's verdict, rule and error on each entry (`_sluice`), and the
-//! bodies' beginnings (masked) where the log keeps them (`[recording] result_rows`). Headers are
-//! not recorded, so the entries have none.
+//! the sizes, the time taken, sluice's verdict, rule and error on each entry (`_sluice`), the
+//! bodies' beginnings (masked) where the log keeps them (`[recording] result_rows`), and a
+//! WebSocket's messages with its upgrade (`_webSocketMessages`, as Chromium writes them). Headers
+//! are not recorded, so the entries have none.
 
 use crate::display::timestamp;
 use anyhow::{Result, bail};
@@ -34,12 +35,35 @@ pub async fn export(store: &SqliteStore, config: &Config, id: &str, out: Option<
         .and_then(|u| u.as_str())
         .map_or_else(|| format!("http://{}", session.connection), |u| u.trim_end_matches('/').to_string());
     let mut entries = Vec::new();
+    // The WebSocket the session opened last: its entry, and the beginning of its messages' lines.
+    let mut socket: Option<(usize, String)> = None;
     for record in store.session_records(id).await? {
         let record: Value = serde_json::from_str(&record.encoded).map_err(|e| {
             anyhow::anyhow!("record {} in the audit log is not JSON ({e}); run `sluice audit verify`", record.seq)
         })?;
-        if record["event"]["kind"] == "action" {
-            entries.push(entry(&base, &record));
+        if record["event"]["kind"] != "action" {
+            continue;
+        }
+        let text = record["event"]["text"].as_str().unwrap_or_default();
+        match &socket {
+            Some((at, prefix)) if text.starts_with(prefix.as_str()) => {
+                let message = socket_message(&text[prefix.len()..], &record);
+                if let Some(messages) =
+                    entries.get_mut(*at).and_then(|e: &mut Value| e["_webSocketMessages"].as_array_mut())
+                {
+                    messages.push(message);
+                }
+            }
+            _ => {
+                let mut entry = entry(&base, &record);
+                if record["event"]["detail"]["status"] == 101 {
+                    // Its messages are recorded as `WS <path and query> → …`.
+                    let target = text.split_once(' ').map_or("", |(_, target)| target);
+                    socket = Some((entries.len(), format!("WS {target} ")));
+                    entry["_webSocketMessages"] = json!([]);
+                }
+                entries.push(entry);
+            }
         }
     }
     let har = json!({
@@ -124,6 +148,29 @@ fn entry(base: &str, record: &Value) -> Value {
     entry
 }
 
+/// A WebSocket message's record (its line past `WS <target> `: `→ text …`, `← binary, N bytes`,
+/// `ended: …`) as the developer tools' HAR files hold one.
+fn socket_message(line: &str, record: &Value) -> Value {
+    let (kind, rest) = match line.split_once(' ') {
+        Some(("→", rest)) => ("send", rest),
+        Some(("←", rest)) => ("receive", rest),
+        _ => ("receive", line.strip_prefix("ended: ").unwrap_or(line)),
+    };
+    let (opcode, data) = match rest.split_once(' ') {
+        _ if line.starts_with("ended: ") || rest.starts_with("close") => (8, rest),
+        Some(("text", data)) => (1, data),
+        _ if rest == "text" => (1, ""),
+        _ => (2, rest),
+    };
+    json!({
+        "type": kind,
+        "time": record["at_us"].as_i64().unwrap_or(0) as f64 / 1e6,
+        "opcode": opcode,
+        "data": unescape(data),
+        "_sluice": { "verdict": record["event"]["verdict"], "rule": record["event"]["rule"] },
+    })
+}
+
 /// A recorded request line: `METHOD /path[ (kind fields)][?query]`, the path, names and values
 /// decoded but for the escapes that keep them apart (`%3F` in a path, `%26` in a value).
 struct Request<'a> {
@@ -184,5 +231,20 @@ mod tests {
         assert_eq!(e["response"]["status"], 200);
         assert_eq!(e["time"], 1.5);
         assert_eq!(e["_sluice"]["rule"], "reads");
+    }
+
+    #[test]
+    fn websocket_message_lines_are_read_as_the_developer_tools_hold_them() {
+        let record = json!({"at_us": 1_500_000, "event": {"verdict": "allow", "rule": "sockets"}});
+        let m = socket_message("→ text hi%0Athere", &record);
+        assert_eq!(
+            (&m["type"], &m["opcode"], &m["data"], &m["time"]),
+            (&json!("send"), &json!(1), &json!("hi\nthere"), &json!(1.5))
+        );
+        let m = socket_message("← binary, 12 bytes", &record);
+        assert_eq!((&m["type"], &m["opcode"], &m["data"]), (&json!("receive"), &json!(2), &json!("binary, 12 bytes")));
+        assert_eq!(socket_message("→ close (1000 )", &record)["opcode"], 8);
+        let m = socket_message("ended: the client closed it", &record);
+        assert_eq!((&m["opcode"], &m["data"]), (&json!(8), &json!("the client closed it")));
     }
 }
