@@ -274,14 +274,19 @@ def test_a_silent_stream_and_a_slow_answer_are_not_idle(brisk):
         assert r.status_code == 200 and r.json() == {"slow": True}, r.text
 
 
+def asked_for_a_big_answer(brisk, size, mark):
+    """A connection with a small receive buffer that has asked for a JSON answer of `size` bytes."""
+    sock = socket.create_connection(("127.0.0.1", brisk.http_port), timeout=20)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.sendall((f"GET /billing/big?size={size}&kind=json&mark={mark} HTTP/1.1\r\nHost: x\r\n"
+                  f"Connection: close\r\nAuthorization: Bearer {brisk.token()}\r\n\r\n").encode())
+    return sock
+
+
 def test_a_slow_reader_of_a_large_answer_is_not_idle(brisk):
     # An answer read over longer than the idle timeout (5 s) is in flight until written whole.
     size = 12_000_000
-    request = (f"GET /billing/big?size={size}&kind=json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-               f"Authorization: Bearer {brisk.token()}\r\n\r\n").encode()
-    with socket.create_connection(("127.0.0.1", brisk.http_port), timeout=20) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        sock.sendall(request)
+    with asked_for_a_big_answer(brisk, size, "slow-reader") as sock:
         started, got = time.monotonic(), b""
         while chunk := sock.recv(65536):
             got += chunk
@@ -361,12 +366,7 @@ def test_an_http2_client_that_grants_no_window_is_let_go_at_the_send_timeout(bri
 def test_a_client_that_stops_reading_is_let_go_at_the_send_timeout(brisk):
     # It asks for 12 MB and takes nothing for 9 s: once sluice's writes have waited 3 s the
     # connection is closed, so it cannot hold its place, its buffers and its upstream request.
-    size = 12_000_000
-    request = (f"GET /billing/big?size={size}&kind=json&mark=stops-reading HTTP/1.1\r\nHost: x\r\n"
-               f"Connection: close\r\nAuthorization: Bearer {brisk.token()}\r\n\r\n").encode()
-    with socket.create_connection(("127.0.0.1", brisk.http_port), timeout=20) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        sock.sendall(request)
+    with asked_for_a_big_answer(brisk, 12_000_000, "stops-reading") as sock:
         time.sleep(9)
         got = b""
         try:

@@ -67,6 +67,19 @@ fn standing_check<G: Gate>(conn: &Arc<Conn<G>>, id: &Arc<str>) -> impl Fn() -> b
 }
 
 impl<S: SessionGate> Open<S> {
+    /// The session's next exchange, for `action`, recorded under the session's masking.
+    fn next_exchange(
+        &mut self,
+        action: &HttpAction,
+        started: Instant,
+        started_at_us: i64,
+        request_bytes: usize,
+    ) -> Exchange<S::Log> {
+        self.seq += 1;
+        let masking = self.grant.obligations.masking.as_ref();
+        Exchange::new(&self.log, masking, action, self.seq, started_at_us, started, request_bytes)
+    }
+
     /// Records a request sluice refused before deciding it (its shape, its body), with why.
     fn record_refusal(
         &mut self,
@@ -76,9 +89,7 @@ impl<S: SessionGate> Open<S> {
         status: StatusCode,
         answer: &Answer,
     ) {
-        self.seq += 1;
-        let masking = self.grant.obligations.masking.as_ref();
-        let exchange = Exchange::new(&self.log, masking, action, self.seq, started_at_us, started, 0);
+        let exchange = self.next_exchange(action, started, started_at_us, 0);
         exchange.finish("deny", answer.error, status.as_u16(), 0, Some(answer.reason.clone()));
     }
 }
@@ -100,11 +111,10 @@ struct Conn<G: Gate> {
     busy: Busy,
     /// Told when the connection takes its place.
     authenticated: tokio::sync::Notify,
-    /// Told once, with the first request over HTTP/2.
+    /// Told with each request over HTTP/2 (the watch waits for the first).
     speaks_http2: tokio::sync::Notify,
     /// Its HTTP/2 answers, watched for a client holding them back.
     stalls: Stalls,
-    http2: std::sync::atomic::AtomicBool,
 }
 
 impl<G: Gate> Conn<G> {
@@ -130,7 +140,7 @@ impl<G: Gate> Conn<G> {
 pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerConfig>, accepted: Accepted) {
     let Accepted { tcp, peer, ticket, mut stop, slots } = accepted;
     // Why the connection ended, when sluice ended it for the client's time.
-    let ended = parking_lot::Mutex::new(None);
+    let mut ended: Option<String> = None;
     let _ = tcp.set_nodelay(true);
     let verdicts = Verdicts::default();
     let conn = Arc::new(Conn {
@@ -147,7 +157,6 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
         authenticated: tokio::sync::Notify::new(),
         speaks_http2: tokio::sync::Notify::new(),
         stalls: Stalls::default(),
-        http2: Default::default(),
     });
     // Until its first authenticated request the connection holds only a place in the budget of
     // unauthenticated clients: a newer client may evict it, and it has `header_timeout` to make
@@ -211,7 +220,7 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
         let served = tokio::select! {
             served = serving.as_mut() => served,
             why = watch_http2 => {
-                *ended.lock() = Some(format!("sluice closed the connection: {why}"));
+                ended = Some(format!("sluice closed the connection: {why}"));
                 if why == IDLE_HTTP2 {
                     serving.as_mut().graceful_shutdown();
                     // Streams a client holds back would keep a graceful close waiting.
@@ -223,7 +232,7 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
         if let Err(e) = served {
             tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
             if let Some(why) = timed_out(&*e) {
-                *ended.lock() = Some(format!("sluice closed the connection: {why}"));
+                ended = Some(format!("sluice closed the connection: {why}"));
             }
         }
         // A connection that became a WebSocket lasts as long as it (and its session with it).
@@ -242,7 +251,7 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
         }
     }
     if let Some(open) = conn.open.lock().await.take() {
-        let why = ended.lock().take();
+        let why = ended.take();
         open.session.end(why.unwrap_or_else(|| "the client closed the connection".into()));
     }
 }
@@ -274,7 +283,7 @@ async fn handle<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Respons
     let ends_watch = req.version() <= Version::HTTP_11
         && (req.method() == Method::CONNECT || req.headers().contains_key(header::UPGRADE));
     let http2 = req.version() == Version::HTTP_2;
-    if http2 && !conn.http2.swap(true, std::sync::atomic::Ordering::Relaxed) {
+    if http2 {
         conn.speaks_http2.notify_one();
     }
     let reply = match pipeline(conn, req).await {
@@ -495,16 +504,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         )
         .with_rule("unreadable")
         .with_detail(action.summary());
-        open.seq += 1;
-        let mut exchange = Exchange::new(
-            &open.log,
-            open.grant.obligations.masking.as_ref(),
-            &action,
-            open.seq,
-            started_at_us,
-            started,
-            body.len(),
-        );
+        let mut exchange = open.next_exchange(&action, started, started_at_us, body.len());
         let masking = open.grant.obligations.masking.clone();
         exchange.keep_request_excerpt(masking, &options.sensitive, &body);
         exchange.finish("deny", "unreadable", 400, 0, None);
@@ -517,16 +517,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         // As Latin-1, as WSGI and Node read them: a byte past ASCII does not hide a header from policy.
         .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().iter().map(|&b| char::from(b)).collect()))
         .collect();
-    open.seq += 1;
-    let mut exchange = Exchange::new(
-        &open.log,
-        open.grant.obligations.masking.as_ref(),
-        &action,
-        open.seq,
-        started_at_us,
-        started,
-        body.len(),
-    );
+    let mut exchange = open.next_exchange(&action, started, started_at_us, body.len());
     let decision = open.session.decide(&sluice_gate::Action::Http(&action)).await;
     let decision = match decision {
         Decision::Hold(hold) => {
