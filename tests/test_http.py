@@ -675,8 +675,10 @@ def test_a_record_keeps_escaped_what_would_read_as_another_part(api, tmp_path):
 
 
 @pytest.mark.parametrize("target, mark", [
-    ("/billing/v1/customers?note=%0A4111111111111111&mark=glued", "glued"),
-    ("/billing/v1/customers/4111%201111%201111%201111?mark=spaced", "spaced"),
+    ("/billing/v1/customers?note=%0A4111111111111111&mark=glued", "mark=glued"),
+    ("/billing/v1/customers/4111%201111%201111%201111?mark=spaced", "mark=spaced"),
+    # A target sluice refuses is recorded as sent, unless what it decodes to has something to mask.
+    ("/billing/v1/refused-glued/%0A4111111111111111/%zz", "refused-glued"),
 ])
 def test_a_part_escaped_in_the_record_line_is_masked_as_it_was_sent(api, target, mark):
     # `%0A` glued to a card number, or a space escaped between its groups, would hide it from
@@ -684,8 +686,8 @@ def test_a_part_escaped_in_the_record_line_is_masked_as_it_was_sent(api, target,
     request = (f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                f"Authorization: Bearer {api.agent_token}\r\n\r\n").encode()
     assert raw(api, request).startswith(b"HTTP/1.1 "), "no answer"
-    details = api.session_with(lambda d: any(f"mark={mark}" in a["text"] for a in d["statements"]), timeout=15)
-    [line] = [a["text"] for a in details["statements"] if f"mark={mark}" in a["text"]]
+    details = api.session_with(lambda d: any(mark in a["text"] for a in d["statements"]), timeout=15)
+    [line] = [a["text"] for a in details["statements"] if mark in a["text"]]
     assert "4111" not in line and "[redacted:" in line, line
 
 

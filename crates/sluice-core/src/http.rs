@@ -202,12 +202,11 @@ impl HttpAction {
     /// else escaped again (see `push_shown`), so that `/a%3Fb` is not shown as `/a?b`.
     /// `mask` masks the path first if it is escaped (see `push_shown`).
     pub fn shown_path(&self, mask: MaskPart<'_>) -> Cow<'_, str> {
-        // A path as sent holds its escapes already (and no space, control, '?' or '#'), but may
-        // hold raw UTF-8. A space is escaped in a decoded one: the line's parts are separated by
-        // spaces (`WS /chat message` is a WebSocket message, not the request `WS /chat%20message`).
-        let special: &[char] = if self.path_as_sent { &[] } else { &['%', '?', '#', ' '] };
+        if self.path_as_sent {
+            return shown_as_sent(&self.path, mask);
+        }
         let mut shown = String::new();
-        match push_shown(&mut shown, &self.path, special, mask) {
+        match push_shown(&mut shown, &self.path, DECODED_PATH, mask) {
             true => Cow::Owned(shown),
             false => Cow::Borrowed(&self.path),
         }
@@ -225,12 +224,12 @@ impl HttpAction {
     fn push_query(&self, text: &mut String, mask: MaskPart<'_>) {
         for (i, (name, value)) in self.query.iter().enumerate() {
             text.push(if i == 0 { '?' } else { '&' });
-            if !push_shown(text, name, &['%', '&', '=', '#'], mask) {
+            if !push_shown(text, name, QUERY_NAME, mask) {
                 text.push_str(name);
             }
             if !value.is_empty() {
                 text.push('=');
-                if !push_shown(text, value, &['%', '&', '#'], mask) {
+                if !push_shown(text, value, QUERY_VALUE, mask) {
                     text.push_str(value);
                 }
             }
@@ -418,37 +417,71 @@ pub fn shown_text(text: &str) -> Cow<'_, str> {
     Cow::Owned(shown)
 }
 
+/// What is escaped in a decoded path: what would read as a query, a fragment or an escape, and a
+/// space, which separates a line's parts (`WS /chat message` is a WebSocket message, not the
+/// request `WS /chat%20message`).
+const DECODED_PATH: &[char] = &['%', '?', '#', ' '];
+
+/// What is escaped in a query's name and value: what would read as another pair, a fragment or an
+/// escape, and a space (`?room=1 → text hi` would read as a WebSocket message's line).
+const QUERY_NAME: &[char] = &['%', '&', '=', '#', ' '];
+const QUERY_VALUE: &[char] = &['%', '&', '#', ' '];
+
+/// A refused path as sent holds its escapes (and no space, control, '?' or '#'), but may hold raw
+/// UTF-8. It is shown as sent, unless what it decodes to holds something to mask: an escape's
+/// last hex digit glued to a card number hides it from the detectors (`%0A4111…`), and so do
+/// escaped spaces between its groups. Then it is shown as it decodes (as far as it does), masked,
+/// and escaped again as a decoded path is.
+fn shown_as_sent<'a>(path: &'a str, mask: MaskPart<'_>) -> Cow<'a, str> {
+    if path.contains('%')
+        && let Some(masked) = mask(&decode_lossy(path))
+    {
+        let mut shown = String::with_capacity(masked.len() + 8);
+        push_escaping(&mut shown, &masked, DECODED_PATH);
+        return Cow::Owned(shown);
+    }
+    let mut shown = String::new();
+    match push_shown(&mut shown, path, &[], mask) {
+        true => Cow::Owned(shown),
+        false => Cow::Borrowed(path),
+    }
+}
+
 /// Masks a part of a record line before it is escaped; `None`: nothing to mask.
 pub type MaskPart<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// For lines no one keeps (a policy's own reading, what an approval is bound to).
 pub const UNMASKED: MaskPart<'static> = &|_| None;
 
-/// Appends `part` to `text` with the characters in `special` (`%` among them for a decoded part),
-/// controls, invisible formatting (bidirectional overrides, zero-width characters), whitespace
-/// other than a space, and a space before `(` or `[` percent-encoded, and says so; appends
-/// nothing and returns false when `part` needs no escape. Those are what would make a decoded
-/// path or query read as another in a record line: `?` as a query, `&` as another pair,
-/// ` (query …)` as a GraphQL operation, ` [body sha256 …]` as a body's digest, a line break as
-/// another record, a right-to-left override as text in another order. Everything else stays as
-/// decoded, so that the masking detectors, which read the line when it is recorded, read the
-/// values as they were sent (a card number's spaces, an e-mail's `+`). A part that is escaped is
-/// first masked with `mask`: an escape ends in a letter or digit, which glued to what follows
-/// would hide it from the detectors (`%0A4111…` is no card number to them).
+/// Appends `part` to `text` with the characters in `special` (`%` and a space among them for a
+/// decoded part), controls, invisible formatting (bidirectional overrides, zero-width
+/// characters) and whitespace other than a space percent-encoded, and says so; appends nothing
+/// and returns false when `part` needs no escape. Those are what would make a decoded path or
+/// query read as another in a record line: `?` as a query, `&` as another pair, ` (query …)` as
+/// a GraphQL operation, ` [body sha256 …]` as a body's digest, ` → text …` as a WebSocket
+/// message, a line break as another record, a right-to-left override as text in another order.
+/// Everything else stays as decoded (an e-mail's `+`, a name in any script). A part that is
+/// escaped is first masked with `mask`, as it was sent: an escape ends in a letter or digit,
+/// which glued to what follows would hide it from the detectors that read the line when it is
+/// recorded (`%0A4111…` is no card number to them), and escaped spaces hide a card's groups.
 fn push_shown(text: &mut String, part: &str, special: &[char], mask: MaskPart<'_>) -> bool {
     if !needs_escape(part, special) {
         return false;
     }
     let masked = mask(part);
-    let part = masked.as_deref().unwrap_or(part);
+    push_escaping(text, masked.as_deref().unwrap_or(part), special);
+    true
+}
+
+/// Appends `part` with what `push_shown` says is escaped, escaped.
+fn push_escaping(text: &mut String, part: &str, special: &[char]) {
     text.reserve(part.len() + 8);
-    for (i, c) in part.char_indices() {
-        match escapes(part, special, i, c) {
+    for c in part.chars() {
+        match escapes(special, c) {
             true => push_escaped(text, c),
             false => text.push(c),
         }
     }
-    true
 }
 
 fn push_escaped(text: &mut String, c: char) {
@@ -460,12 +493,12 @@ fn push_escaped(text: &mut String, c: char) {
 }
 
 fn needs_escape(part: &str, special: &[char]) -> bool {
-    part.char_indices().any(|(i, c)| escapes(part, special, i, c))
+    part.chars().any(|c| escapes(special, c))
 }
 
-/// Whether the character `c` at `i` in `part` is escaped (see `push_shown`).
-fn escapes(part: &str, special: &[char], i: usize, c: char) -> bool {
-    special.contains(&c) || is_unseen(c) || c == ' ' && matches!(part.as_bytes().get(i + 1), Some(b'(' | b'['))
+/// Whether the character `c` is escaped (see `push_shown`).
+fn escapes(special: &[char], c: char) -> bool {
+    special.contains(&c) || is_unseen(c)
 }
 
 /// Controls, line breaks and whitespace other than a space, and what shows as nothing.
@@ -509,33 +542,50 @@ pub fn is_plain_parameter(name: &str, value: &str) -> bool {
 
 /// Decodes `%XX` escapes (and `+` as a space in a query).
 fn percent_decode(s: &str, plus_is_space: bool) -> Result<Cow<'_, str>, HttpTargetError> {
-    let bytes = s.as_bytes();
-    if !bytes.iter().any(|&b| b == b'%' || plus_is_space && b == b'+') {
+    if !s.bytes().any(|b| b == b'%' || plus_is_space && b == b'+') {
         return Ok(Cow::Borrowed(s));
     }
+    let out = decode_escapes(s, plus_is_space, true).ok_or(HttpTargetError::BadEscape)?;
+    String::from_utf8(out).map(Cow::Owned).map_err(|_| HttpTargetError::NotUtf8)
+}
+
+/// Decodes the escapes that are two hex digits, leaves the others as they are, and reads what is
+/// not UTF-8 as U+FFFD: a refused path, as far as it reads.
+fn decode_lossy(s: &str) -> String {
+    let out = decode_escapes(s, false, false).unwrap_or_default();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `%XX` escapes decoded; a `%` not followed by two hex digits is an error when `strict`, and
+/// left as it is when not.
+fn decode_escapes(s: &str, plus_is_space: bool, strict: bool) -> Option<Vec<u8>> {
+    let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                // Two hex digits, no more and no less (`from_str_radix` alone takes `%+9` as a tab,
-                // where a server leaves it as it is).
-                let hex = bytes.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit));
-                let hex = hex.and_then(|h| std::str::from_utf8(h).ok()).ok_or(HttpTargetError::BadEscape)?;
-                out.push(u8::from_str_radix(hex, 16).map_err(|_| HttpTargetError::BadEscape)?);
-                i += 3;
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
+        // Two hex digits, no more and no less (`from_str_radix` alone takes `%+9` as a tab,
+        // where a server leaves it as it is).
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| Some(hex_value(h[0])? << 4 | hex_value(h[1])?));
+        match (bytes[i], escaped) {
+            (b'%', Some(b)) => {
                 out.push(b);
-                i += 1;
+                i += 3;
+                continue;
             }
+            (b'%', None) if strict => return None,
+            (b'+', _) if plus_is_space => out.push(b' '),
+            (b, _) => out.push(b),
         }
+        i += 1;
     }
-    String::from_utf8(out).map(Cow::Owned).map_err(|_| HttpTargetError::NotUtf8)
+    Some(out)
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    char::from(digit).to_digit(16).and_then(|d| u8::try_from(d).ok())
 }
 
 #[cfg(test)]
@@ -575,9 +625,9 @@ mod tests {
     #[test]
     fn a_record_line_shows_what_was_escaped_as_escaped() {
         let line = |target: &str| HttpAction::new("GET", target).unwrap().record_line(UNMASKED);
-        // Decoded where nothing reads differently; `%`, `?`, `#` and a space in a segment escaped
-        // again (a space separates the line's parts: `WS /chat message` is a WebSocket message).
-        assert_eq!(line("/caf%C3%A9/ab?q=x+y&e=a%2Bb%40example.com"), "GET /café/ab?q=x y&e=a+b@example.com");
+        // Decoded where nothing reads differently; `%`, `?`, `#` and a space escaped again (a
+        // space separates the line's parts: `WS /chat message` is a WebSocket message).
+        assert_eq!(line("/caf%C3%A9/ab?q=x+y&e=a%2Bb%40example.com"), "GET /café/ab?q=x%20y&e=a+b@example.com");
         assert_eq!(line("/chat%20message?x=1"), "GET /chat%20message?x=1");
         assert_eq!(line("/a%3Fb%23c%25d"), "GET /a%3Fb%23c%25d");
         // A name or value cannot read as another pair, a line break as another record.
@@ -588,9 +638,14 @@ mod tests {
         // Nor as a GraphQL operation or a body's digest.
         assert_eq!(line("/graphql%20(query%20me)"), "GET /graphql%20(query%20me)");
         let mut post = HttpAction::new("POST", "/a?x=1%20[body%20sha256%20f]").unwrap();
-        assert_eq!(post.decided_line(UNMASKED), "POST /a?x=1%20[body sha256 f]");
+        assert_eq!(post.decided_line(UNMASKED), "POST /a?x=1%20[body%20sha256%20f]");
         post.body.digest = Some("d".into());
-        assert_eq!(post.decided_line(UNMASKED), "POST /a?x=1%20[body sha256 f] [body sha256 d]");
+        assert_eq!(post.decided_line(UNMASKED), "POST /a?x=1%20[body%20sha256%20f] [body sha256 d]");
+        // Nor a request as a WebSocket's message (whose line is `WS /ws?room=1 → text …`).
+        assert_eq!(
+            HttpAction::new("ws", "/ws?room=1%20%E2%86%92%20text%20hi").unwrap().record_line(UNMASKED),
+            "WS /ws?room=1%20→%20text%20hi"
+        );
         // A refused target is shown with the escapes it was sent with.
         for raw in ["/v1/%252e%252e/admin", "/a%2fb", "/a%zz"] {
             assert_eq!(
@@ -604,6 +659,13 @@ mod tests {
         let card = |part: &str| part.contains("4111111111111111").then(|| part.replace("4111111111111111", "[card]"));
         let masked = |target: &str| HttpAction::new("GET", target).unwrap().record_line(&card);
         assert_eq!(masked("/c/4111111111111111%3F?q=%0A4111111111111111"), "GET /c/[card]%3F?q=%0A[card]");
+        // A refused path as sent too, as far as it decodes: what it hides is masked, and it is
+        // then shown decoded and escaped again; with nothing to mask, it is shown as sent.
+        let refused = |target: &str| HttpAction::unreadable("GET", target).record_line(&card);
+        assert_eq!(refused("/c/%0A4111111111111111/%zz"), "GET /c/%0A[card]/%25zz");
+        assert_eq!(refused("/c/%0A4111/%zz"), "GET /c/%0A4111/%zz");
+        let spaced = |part: &str| part.contains("4111 1111").then(|| part.replace("4111 1111", "[card]"));
+        assert_eq!(HttpAction::unreadable("GET", "/c/4111%201111%FF").record_line(&spaced), "GET /c/[card]\u{FFFD}");
         // Parts with nothing to escape are left to the recorder's own masking of the whole line.
         assert_eq!(masked("/c/4111111111111111?q=4111111111111111"), "GET /c/4111111111111111?q=4111111111111111");
         assert_eq!(shown_text("50% done\nnext [redacted:email]"), "50%25 done%0Anext [redacted:email]");

@@ -3,7 +3,9 @@
 //! no window, and hyper then never asks the stream's body for more. Each answer's body notes
 //! since when hyper has owed it a look (`Stall`); the connection is closed when one has waited
 //! `send_timeout_secs` (`Stalls::stalled`). Bodies are also handed over in slices, so that what
-//! hyper has taken and cannot send is a slice, not a whole answer.
+//! hyper has taken and cannot send is a slice, not a whole answer, and each piece's last byte is
+//! handed alone: hyper asks for the next piece only once the stream's window has room again, so
+//! the body (and its watch) lives until what it handed before has gone, not just been queued.
 
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,15 +104,17 @@ impl Stall {
     /// body waits from then, before it wakes hyper.
     pub fn waker(&self, waker: &Waker) -> Waker {
         Waker::from(Arc::new(HandOnWake {
-            since: Arc::clone(&self.since),
+            since: Arc::downgrade(&self.since),
             tracked: Arc::clone(&self.tracked),
             waker: waker.clone(),
         }))
     }
 }
 
+/// Holds the note weakly: a source may keep a waker after the body is gone, and a note kept so
+/// would look to the watch like an answer waiting for ever.
 struct HandOnWake {
-    since: Arc<Since>,
+    since: Weak<Since>,
     tracked: Arc<Tracked>,
     waker: Waker,
 }
@@ -122,24 +126,35 @@ impl Wake for HandOnWake {
 
     fn wake_by_ref(self: &Arc<Self>) {
         // Only if hyper has not asked again meanwhile (a later poll clears or sets it itself).
-        let _ = self.since.0.compare_exchange(0, self.tracked.now(), Ordering::Relaxed, Ordering::Relaxed);
+        if let Some(since) = self.since.upgrade() {
+            let _ = since.0.compare_exchange(0, self.tracked.now(), Ordering::Relaxed, Ordering::Relaxed);
+        }
         self.waker.wake_by_ref();
     }
 }
 
-/// The first slice of `data` to hand over, and what is left. The last slice of a large body is a
-/// copy: hyper may hold it unsent for a client that grants no window, and it should not keep the
-/// whole body's buffer (and its place in the budget of bytes held) with it.
+/// The first piece of `data` to hand over, and what is left: at most `SLICE` bytes, and a piece's
+/// last byte alone. Hyper queues a piece whole for a stream with any window at all, and asks for
+/// the next only once the queue has gone out; the last byte handed alone (with the end of the
+/// stream) so keeps the body, and its watch, until the rest has been sent. The last slice of a
+/// large piece is a copy: hyper may hold it unsent for a client that grants no window, and it
+/// should not keep the whole piece's buffer (and its place in the budget of bytes held) with it.
 pub fn slice(mut data: Bytes) -> (Bytes, Option<Bytes>) {
-    if data.len() <= SLICE {
-        return (data, None);
+    match data.len() {
+        0 | 1 => (data, None),
+        n if n <= SLICE => {
+            let last = data.split_off(n - 1);
+            (data, Some(last))
+        }
+        _ => {
+            let first = data.split_to(SLICE);
+            let rest = match data.len() {
+                n if n <= SLICE => Bytes::copy_from_slice(&data),
+                _ => data,
+            };
+            (first, Some(rest))
+        }
     }
-    let first = data.split_to(SLICE);
-    let rest = match data.len() {
-        n if n <= SLICE => Bytes::copy_from_slice(&data),
-        _ => data,
-    };
-    (first, Some(rest))
 }
 
 #[cfg(test)]
@@ -178,15 +193,32 @@ mod tests {
     }
 
     #[test]
-    fn bodies_are_handed_over_in_slices_and_the_last_is_a_copy() {
+    fn bodies_are_handed_over_in_slices_the_last_a_copy_and_its_last_byte_alone() {
         let body = Bytes::from(vec![7u8; SLICE * 2 + 10]);
-        let (first, rest) = slice(body.clone());
-        assert_eq!(first.len(), SLICE);
-        let (second, rest) = slice(rest.unwrap());
-        let (last, none) = slice(rest.unwrap());
-        assert_eq!((second.len(), last.len(), none), (SLICE, 10, None));
-        assert!(!std::ptr::eq(last.as_ptr(), body[SLICE * 2..].as_ptr()), "the last slice is a copy");
+        let mut pieces = Vec::new();
+        let mut rest = Some(body.clone());
+        while let Some(left) = rest {
+            let (piece, more) = slice(left);
+            pieces.push(piece);
+            rest = more;
+        }
+        let lengths: Vec<usize> = pieces.iter().map(Bytes::len).collect();
+        assert_eq!(lengths, [SLICE, SLICE, 9, 1]);
+        assert!(!std::ptr::eq(pieces[2].as_ptr(), body[SLICE * 2..].as_ptr()), "the last slice is a copy");
         let small = Bytes::from_static(b"small");
-        assert_eq!(slice(small.clone()), (small, None));
+        assert_eq!(slice(small), (Bytes::from_static(b"smal"), Some(Bytes::from_static(b"l"))));
+        assert_eq!(slice(Bytes::from_static(b"l")), (Bytes::from_static(b"l"), None));
+        assert_eq!(slice(Bytes::new()), (Bytes::new(), None));
+    }
+
+    #[test]
+    fn a_waker_kept_after_its_body_is_gone_notes_nothing() {
+        let stalls = Stalls::default();
+        let stall = stalls.track();
+        stall.asked();
+        let waker = stall.waker(Waker::noop());
+        drop(stall);
+        waker.wake_by_ref();
+        assert_eq!(stalls.0.bodies.lock().iter().filter(|b| b.strong_count() > 0).count(), 0);
     }
 }
