@@ -86,8 +86,13 @@ def test_a_graphql_path_in_another_case_is_read_as_graphql(api):
     ("suffix-pay", "POST", "/v1/payments.json", {"json": {"amount": "25000"}}, 428, "big-payments-reviewed"),
     ("suffix-admin", "GET", "/admin.json", {}, 403, "admin-off"),
     ("suffix-socket", "GET", "/ws-admin.json", {}, 403, "no-admin-sockets"),
+    # Letters as .NET's case-insensitive routing folds them (`ı` is `I` upper-cased), segments
+    # as Windows servers trim them.
+    ("folded-admin", "GET", "/adm%C4%B1n/users", {}, 403, "admin-off"),
+    ("trimmed-admin", "GET", "/admin./users", {}, 403, "admin-off"),
+    ("trimmed-pay", "POST", "/v1/payments%20", {"json": {"amount": "25000"}}, 428, "big-payments-reviewed"),
 ])
-def test_a_refusing_path_rule_reads_a_format_suffix(api, mark, method, path, body, status, rule):
+def test_a_refusing_path_rule_reads_a_format_suffix_and_lenient_spellings(api, mark, method, path, body, status, rule):
     r = send(api, method, path, mark, **dict(body))
     assert r.status_code == status, r.text
     assert r.json()["rule"] == rule

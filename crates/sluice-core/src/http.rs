@@ -320,14 +320,16 @@ fn is_incidental_header(name: &str) -> bool {
         || name.starts_with("x-sluice-")
 }
 
-/// A field or parameter name as the most lenient servers compare names: without case, and with
-/// the two non-ASCII letters that Unicode simple case folding (Go's `encoding/json`) takes for
-/// ASCII ones, `ſ` for `s` and the Kelvin sign for `k`.
+/// A field or parameter name (or a path) as the most lenient servers compare names: without
+/// case, and with the non-ASCII letters that Unicode simple case folding (Go's `encoding/json`)
+/// or upper-casing (.NET's `OrdinalIgnoreCase`) takes for ASCII ones: `ſ` for `s`, the Kelvin
+/// sign for `k`, a dotless `ı` for `i`.
 pub fn fold_name(name: &str) -> String {
     name.chars()
         .map(|c| match c {
             '\u{17F}' => 's',
             '\u{212A}' => 'k',
+            '\u{131}' => 'i',
             c => c,
         })
         .flat_map(char::to_lowercase)
@@ -753,6 +755,7 @@ mod tests {
         assert_eq!(fold_name("AMOUNT"), "amount");
         assert_eq!(fold_name("\u{17F}tatus"), "status");
         assert_eq!(fold_name("\u{212A}ey"), "key");
+        assert_eq!(fold_name("adm\u{131}n"), "admin");
     }
 
     #[test]

@@ -98,12 +98,12 @@ impl HttpMatcher {
 
 /// Whether a request reaches an administrative endpoint (the `no-admin` preset).
 fn is_admin(action: &HttpAction) -> bool {
-    let is_admin_name = |s: &str| ADMIN_SEGMENTS.iter().any(|a| s.eq_ignore_ascii_case(a));
-    let last_stem = |path: &str| {
-        let last = path.rsplit('/').next().unwrap_or("");
-        last.split('.').next().unwrap_or(last).to_string()
-    };
-    let admin_segment = action.path.split('/').any(is_admin_name) || is_admin_name(&last_stem(&action.path));
+    // Read as a refusal reads paths (`PathPattern::matches`): folded, each segment trimmed, and
+    // the last also without its format suffix.
+    let folded = folded_path(&action.path);
+    let segments: Vec<&str> = folded.split('/').map(trimmed_segment).collect();
+    let last_stem = segments.last().and_then(|last| last.split('.').next()).unwrap_or("");
+    let admin_segment = segments.iter().chain([&last_stem]).any(|s| ADMIN_SEGMENTS.contains(s));
     let admin_field = action
         .body
         .graphql
@@ -395,7 +395,7 @@ impl PathPattern {
                 s if s.starts_with('{') && s.ends_with('}') => Ok(Segment::One),
                 s if s.contains(['{', '}']) => Err(format!("paths: {pattern:?}: a template must be a whole segment")),
                 s if s.contains("**") => Err(format!("paths: {pattern:?}: '**' must be a whole segment")),
-                s => Ok(Segment::Glob { exact: s.to_string(), lower: s.to_lowercase() }),
+                s => Ok(Segment::Glob { exact: s.to_string(), lower: fold_name(s) }),
             })
             .collect::<Result<Vec<_>, _>>()?;
         if segments.iter().filter(|s| matches!(s, Segment::Any)).count() > 2 {
@@ -414,16 +414,31 @@ impl PathPattern {
             if without_format(path).is_some_and(|stem| self.matches(stem, true)) {
                 return true;
             }
-            // Asked of every request: a path with nothing to lower (most) is not copied.
-            let lower = match path.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
-                true => std::borrow::Cow::Borrowed(path),
-                false => std::borrow::Cow::Owned(path.to_lowercase()),
-            };
-            let segments: Vec<&str> = lower.split('/').filter(|s| !s.is_empty()).collect();
+            let folded = folded_path(path);
+            let segments: Vec<&str> = folded.split('/').filter(|s| !s.is_empty()).map(trimmed_segment).collect();
             return match_segments(&self.0, &segments, true);
         }
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         match_segments(&self.0, &segments, false)
+    }
+}
+
+/// The path as lenient servers compare it (`fold_name`). Asked of every request: a path with
+/// nothing to fold (most) is not copied.
+fn folded_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match path.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        true => std::borrow::Cow::Borrowed(path),
+        false => std::borrow::Cow::Owned(fold_name(path)),
+    }
+}
+
+/// A segment as Windows servers (IIS, and file-backed routes) and Spring's suffix matching read
+/// it: without trailing dots and spaces (`/admin./x` is `/admin/x` to them). A segment of dots
+/// alone stays as it is.
+fn trimmed_segment(segment: &str) -> &str {
+    match segment.trim_end_matches(['.', ' ']) {
+        "" => segment,
+        trimmed => trimmed,
     }
 }
 
@@ -732,6 +747,14 @@ mod tests {
             assert!(m.matches(&request("POST", path), false), "{path}");
         }
         assert!(is_admin(&request("GET", "/admin.x_y")) && is_admin(&request("GET", "/v1/admin.a.b")));
+        // Letters as lenient servers fold them (.NET's OrdinalIgnoreCase upper-cases `ſ` and `ı`
+        // to `S` and `I`), and segments as Windows servers trim them.
+        for path in ["/v1/payment\u{17F}", "/v1/PAYMENTS", "/v1/payments.", "/v1./payments%20", "/v1/payments.%20."] {
+            assert!(m.matches(&request("POST", path), false), "{path}");
+            assert!(!m.matches(&request("POST", path), true), "an allow reads the path as written: {path}");
+        }
+        assert!(is_admin(&request("GET", "/\u{212A}eys/../adm\u{131}n/x")) && is_admin(&request("GET", "/admin../users")));
+        assert!(!m.matches(&request("POST", "/v1/.../payments"), false));
     }
 
     #[test]
