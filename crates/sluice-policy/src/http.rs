@@ -753,7 +753,9 @@ mod tests {
             assert!(m.matches(&request("POST", path), false), "{path}");
             assert!(!m.matches(&request("POST", path), true), "an allow reads the path as written: {path}");
         }
-        assert!(is_admin(&request("GET", "/\u{212A}eys/../adm\u{131}n/x")) && is_admin(&request("GET", "/admin../users")));
+        assert!(
+            is_admin(&request("GET", "/\u{212A}eys/../adm\u{131}n/x")) && is_admin(&request("GET", "/admin../users"))
+        );
         assert!(!m.matches(&request("POST", "/v1/.../payments"), false));
     }
 
