@@ -164,15 +164,18 @@ impl HttpAction {
         let on = if self.websocket == Some(WebSocket::Message) { "WebSocket message on " } else { "" };
         let mut text = format!("{on}{} {}", self.method, self.shown_path(mask));
         self.push_query(&mut text, mask);
+        // Header values and the body's beginning escaped as the rest, so that none shows as
+        // something else to the reviewer (a right-to-left override, a hidden character); the
+        // body keeps its line breaks and tabs, which are how it reads.
         for (name, value) in self.bound_headers() {
             text.push('\n');
             text.push_str(name);
             text.push_str(": ");
-            text.push_str(value);
+            text.push_str(&shown_text(value));
         }
         if let Some(excerpt) = &self.body.excerpt {
             text.push_str("\n\n");
-            text.push_str(excerpt);
+            text.push_str(&shown(excerpt, true));
         }
         text
     }
@@ -406,12 +409,19 @@ pub fn normalise_path(path: &str) -> Result<String, HttpTargetError> {
 /// Text for a record line that is already masked (a WebSocket message's excerpt): `%`, controls,
 /// line breaks and invisible formatting escaped, as in the rest of the line.
 pub fn shown_text(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(|c| c == '%' || is_unseen(c)) {
+    shown(text, false)
+}
+
+/// `text` with `%`, controls, whitespace other than a space and invisible formatting escaped;
+/// `lines`: line breaks and tabs kept as they are.
+fn shown(text: &str, lines: bool) -> Cow<'_, str> {
+    let escaped = |c: char| c == '%' || is_unseen(c) && !(lines && matches!(c, '\n' | '\t'));
+    if !text.chars().any(escaped) {
         return Cow::Borrowed(text);
     }
     let mut shown = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        match c == '%' || is_unseen(c) {
+        match escaped(c) {
             true => push_escaped(&mut shown, c),
             false => shown.push(c),
         }
@@ -516,7 +526,7 @@ fn is_invisible_format(c: char) -> bool {
     matches!(c, '\u{AD}' | '\u{34F}' | '\u{61C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
         | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}'
         | '\u{2800}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF0}'..='\u{FFFB}'
-        | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
+        | '\u{13430}'..='\u{1343F}' | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
 }
 
 fn parse_query(query: &str) -> Result<Vec<(String, String)>, HttpTargetError> {
@@ -743,6 +753,11 @@ mod tests {
         let form = with(&[("x-tenant-id", "acme"), ("content-type", "application/x-www-form-urlencoded")]);
         assert_ne!(approved.canonical(), form.canonical());
         assert!(approved.review_text(UNMASKED).contains("x-tenant-id: acme"));
+        // What a reviewer reads shows nothing as something else.
+        let mut hidden = with(&[("x-tenant-id", "acme\u{202E}emca")]);
+        hidden.body.excerpt = Some("{\n\t\"to\": \"ann\u{200B}\u{13430}\", \"pct\": \"5%\"\r}".into());
+        let text = hidden.review_text(UNMASKED);
+        assert!(text.ends_with("x-tenant-id: acme%E2%80%AEemca\n\n{\n\t\"to\": \"ann%E2%80%8B%F0%93%90%B0\", \"pct\": \"5%25\"%0D}"), "{text}");
     }
 
     #[test]
