@@ -732,3 +732,29 @@ def test_formats_whose_field_names_sluice_cannot_read_are_refused_where_keys_are
     r = send(api, "GET", "/declared", "declared-cbor", params={"type": "application/cbor"})
     assert r.status_code == 502 and "application/cbor" in r.json()["reason"], r.text
     assert "Accept: application/json" in r.json()["hint"], r.text
+
+
+def test_an_http2_connection_gone_mid_request_records_the_request_before_the_session_ends(api):
+    # HTTP/2 runs each request on its own task: one in flight when its connection drops (here
+    # waiting 2 s for the upstream) is recorded (499) before the session's end, not after it.
+    import h2.connection
+
+    conn = h2.connection.H2Connection()
+    conn.initiate_connection()
+    conn.send_headers(1, [(":method", "GET"), (":scheme", "http"), (":authority", "x"),
+                          (":path", "/billing/slow?s=2&mark=h2-gone"),
+                          ("authorization", f"Bearer {api.agent_token}")], end_stream=True)
+    with socket.create_connection(("127.0.0.1", int(api.base.rsplit(":", 1)[1])), timeout=20) as sock:
+        sock.sendall(conn.data_to_send())
+        time.sleep(0.5)
+
+    def recorded(details):
+        return any("h2-gone" in a["text"] for a in details["statements"])
+
+    session = api.session_with(recorded, timeout=20)
+    replay = json.loads(api.cli("sessions", "replay", session["session"]["id"], "--json").stdout)
+    kinds = [(e["event"]["kind"], e["event"].get("text", "")) for e in replay["events"]]
+    gone = [i for i, (kind, text) in enumerate(kinds) if "h2-gone" in text]
+    assert len(gone) == 1 and kinds[-1][0] == "session_ended" and gone[0] < len(kinds) - 1, kinds
+    [statement] = [a for a in session["statements"] if "h2-gone" in a["text"]]
+    assert statement["tag"] == "HTTP 499" and "went away" in statement["error_message"], statement

@@ -21,6 +21,7 @@ mod response;
 mod seen;
 mod service;
 mod stall;
+mod streams;
 mod target;
 mod websocket;
 

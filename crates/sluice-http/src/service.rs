@@ -16,6 +16,7 @@ use crate::reply::Answer;
 use crate::response::{self, BodyError, OnEnd, Shape, Streamed};
 use crate::seen::SeenHeaders;
 use crate::stall::Stalls;
+use crate::streams::StreamTasks;
 use crate::target::{HttpTarget, Presentation};
 use crate::websocket;
 use crate::{HttpListenerConfig, request};
@@ -26,7 +27,7 @@ use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Version};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use sha2::{Digest, Sha256};
 use sluice_core::audit::now_us;
 use sluice_core::http::{HttpAction, WebSocket};
@@ -180,7 +181,8 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
             async move { Ok::<_, Infallible>(handle(&conn, req).await) }
         })
     };
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let streams = StreamTasks::default();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(streams.clone());
     builder.http1().timer(TokioTimer::new()).max_buf_size(MAX_HEAD.max(8192)).keep_alive(true);
     // Pings find a peer that went away without closing (its streams and place would stay).
     builder
@@ -250,6 +252,8 @@ pub async fn serve_connection<G: Gate>(gate: Arc<G>, config: Arc<HttpListenerCon
             }
         }
     }
+    // HTTP/2 requests still running end now, each recorded before the session's end.
+    streams.end().await;
     if let Some(open) = conn.open.lock().await.take() {
         let why = ended.take();
         open.session.end(why.unwrap_or_else(|| "the client closed the connection".into()));
