@@ -757,7 +757,12 @@ mod tests {
         let mut hidden = with(&[("x-tenant-id", "acme\u{202E}emca")]);
         hidden.body.excerpt = Some("{\n\t\"to\": \"ann\u{200B}\u{13430}\", \"pct\": \"5%\"\r}".into());
         let text = hidden.review_text(UNMASKED);
-        assert!(text.ends_with("x-tenant-id: acme%E2%80%AEemca\n\n{\n\t\"to\": \"ann%E2%80%8B%F0%93%90%B0\", \"pct\": \"5%25\"%0D}"), "{text}");
+        assert!(
+            text.ends_with(
+                "x-tenant-id: acme%E2%80%AEemca\n\n{\n\t\"to\": \"ann%E2%80%8B%F0%93%90%B0\", \"pct\": \"5%25\"%0D}"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
