@@ -758,3 +758,28 @@ def test_an_http2_connection_gone_mid_request_records_the_request_before_the_ses
     assert len(gone) == 1 and kinds[-1][0] == "session_ended" and gone[0] < len(kinds) - 1, kinds
     [statement] = [a for a in session["statements"] if "h2-gone" in a["text"]]
     assert statement["tag"] == "HTTP 499" and "went away" in statement["error_message"], statement
+
+
+@pytest.mark.parametrize("connection, method, path, kw, rule", [
+    ("billing", "POST", "/echo/search", {"json": {"query": "mutation { adminReset }"}}, "no-graphql-mutations"),
+    ("billing", "GET", "/echo/gql", {"params": {"query": "# a comment\n, mutation { adminReset }"}},
+     "no-graphql-mutations"),
+    ("billing_ro", "GET", "/echo/gql", {"params": {"query": "mutation { adminReset }"}}, "read-only"),
+])
+def test_graphql_off_a_declared_graphql_path_meets_the_rules_that_refuse(api, connection, method, path, kw, rule):
+    # A server may answer GraphQL where the operator did not declare it: a document sent there is
+    # read as one (a mutation in a GET's query string is no read).
+    mark = f"off-gql-{connection}-{method}"
+    params = {**kw.pop("params", {}), "mark": mark}
+    r = httpx.request(method, f"{api.base}/{connection}{path}", params=params, headers=bearer(api), timeout=20, **kw)
+    assert r.status_code == 403, r.text
+    assert rule in r.json()["rule"], r.json()
+    assert reached(api, mark) == []
+
+
+def test_text_that_only_looks_like_a_query_off_a_graphql_path_goes(api):
+    for mark, kw in [("not-gql-text", {"params": {"query": "status:open"}}),
+                     ("not-gql-json", {"json": {"query": {"match": "mutation"}}})]:
+        r = send(api, "POST", "/echo/search", mark, **kw)
+        assert r.status_code == 200, r.text
+        assert len(reached(api, mark)) == 1

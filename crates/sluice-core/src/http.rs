@@ -69,6 +69,11 @@ pub struct GraphqlOperation {
     pub fields: Vec<String>,
     /// The fields anywhere in the document that an alias gives another name in the response.
     pub renamed: Vec<String>,
+    /// Sent to a path declared GraphQL (or on a socket speaking GraphQL). One found on another
+    /// path (a server may answer GraphQL where the operator did not say) meets the rules that
+    /// refuse, but makes nothing a read and satisfies no allow: there it may be a REST body's
+    /// field that only looks like GraphQL.
+    pub on_endpoint: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -271,9 +276,10 @@ impl HttpAction {
     pub fn reads_only(&self) -> bool {
         match (&self.body.graphql, self.websocket) {
             (_, Some(WebSocket::Opening)) => false,
-            (Some(op), _) => op.kind == GraphqlKind::Query,
-            (None, Some(WebSocket::Message)) => false,
-            (None, None) => matches!(self.method.as_str(), "GET" | "HEAD" | "OPTIONS"),
+            (Some(op), _) if op.kind != GraphqlKind::Query => false,
+            (Some(op), _) if op.on_endpoint => true,
+            (_, Some(WebSocket::Message)) => false,
+            (_, None) => matches!(self.method.as_str(), "GET" | "HEAD" | "OPTIONS"),
         }
     }
 
@@ -616,8 +622,13 @@ mod tests {
         let canonicals = [&get, &opening, &message, &posted].map(HttpAction::canonical);
         assert!(canonicals.iter().enumerate().all(|(i, c)| canonicals[..i].iter().all(|o| o != c)), "{canonicals:?}");
         assert!(get.reads_only() && !opening.reads_only() && !message.reads_only());
-        message.body.graphql =
-            Some(GraphqlOperation { kind: GraphqlKind::Query, name: None, fields: vec![], renamed: vec![] });
+        message.body.graphql = Some(GraphqlOperation {
+            kind: GraphqlKind::Query,
+            name: None,
+            fields: vec![],
+            renamed: vec![],
+            on_endpoint: true,
+        });
         assert!(message.reads_only(), "a GraphQL query is a read on a socket too");
         assert_eq!(message.summary(), "WS /ws message (query )");
         assert!(message.review_text(UNMASKED).starts_with("WebSocket message on GET /ws?room=1"));

@@ -1,7 +1,10 @@
 //! The GraphQL operation a request to a GraphQL endpoint carries, read with a real GraphQL parser:
 //! its kind and the fields of its top-level selection, through fragments. What cannot be read as
 //! exactly one operation (a syntax error, several operations, a batch, a persisted query sent by
-//! hash only) is refused: sluice does not guess what the server will run.
+//! hash only) is refused: sluice does not guess what the server will run. Off a GraphQL endpoint,
+//! a request's `query` parameter, JSON `query` string or `application/graphql` body that is a
+//! GraphQL document is read the same way (`off_endpoint`): a server may answer GraphQL on a path
+//! the operator did not declare.
 
 use apollo_parser::cst::CstNode;
 use apollo_parser::{Parser, cst};
@@ -44,11 +47,61 @@ pub fn operation(carrier: Carrier<'_>) -> Result<GraphqlOperation, String> {
     parse(text)
 }
 
-fn parse(text: &str) -> Result<GraphqlOperation, String> {
+/// What could carry a GraphQL document in a request to a path not declared GraphQL.
+pub struct OffEndpoint<'a> {
+    /// The values of the query string's `query` parameters.
+    pub query: Vec<&'a str>,
+    /// The body read as JSON.
+    pub json: Option<&'a serde_json::Value>,
+    /// The body, when declared `application/graphql`.
+    pub document: Option<&'a str>,
+}
+
+/// The operation a request off a GraphQL endpoint carries: `None` when none of its carriers is a
+/// GraphQL document (most are not: a search string, a REST body's field); else the operation,
+/// read as on an endpoint, or why it cannot be (several, a batch, a document in two places).
+pub fn off_endpoint<'a>(carriers: OffEndpoint<'a>) -> Option<Result<GraphqlOperation, String>> {
+    let in_json = |value: &'a serde_json::Value| value.get("query").and_then(serde_json::Value::as_str);
+    let batch = match carriers.json {
+        Some(serde_json::Value::Array(items)) => items.iter().filter_map(in_json).any(is_document),
+        _ => false,
+    };
+    let texts: Vec<&str> = carriers
+        .query
+        .into_iter()
+        .chain(carriers.json.and_then(in_json))
+        .chain(carriers.document)
+        .filter(|text| is_document(text))
+        .collect();
+    let read = match (texts.as_slice(), batch) {
+        ([], false) => return None,
+        (_, true) => {
+            Err("the body is a batch of GraphQL operations (a JSON array); send one operation per request".into())
+        }
+        ([text], false) => parse(text),
+        (_, false) => {
+            Err("GraphQL documents are in more than one place of the request, and servers differ on which they run"
+                .into())
+        }
+    };
+    Some(read.map(|op| GraphqlOperation { on_endpoint: false, ..op }))
+}
+
+/// Whether `text` is a GraphQL document by its syntax (what it asks is not looked at).
+fn is_document(text: &str) -> bool {
+    syntax(text).is_ok()
+}
+
+fn syntax(text: &str) -> Result<apollo_parser::SyntaxTree, String> {
     let tree = Parser::new(text).recursion_limit(RECURSION_LIMIT).token_limit(TOKEN_LIMIT).parse();
-    if let Some(error) = tree.errors().next() {
-        return Err(format!("the GraphQL document does not parse: {} (at {})", error.message(), error.index()));
+    match tree.errors().next() {
+        Some(error) => Err(format!("the GraphQL document does not parse: {} (at {})", error.message(), error.index())),
+        None => Ok(tree),
     }
+}
+
+fn parse(text: &str) -> Result<GraphqlOperation, String> {
+    let tree = syntax(text)?;
     let document = tree.document();
     let mut operations = Vec::new();
     let mut fragments = HashMap::new();
@@ -99,7 +152,7 @@ fn parse(text: &str) -> Result<GraphqlOperation, String> {
         .collect();
     renamed.sort();
     renamed.dedup();
-    Ok(GraphqlOperation { kind, name: op.name().map(|n| n.text().to_string()), fields, renamed })
+    Ok(GraphqlOperation { kind, name: op.name().map(|n| n.text().to_string()), fields, renamed, on_endpoint: true })
 }
 
 /// The fields of a selection set, through inline fragments and fragment spreads.

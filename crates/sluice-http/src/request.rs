@@ -74,7 +74,16 @@ pub fn read_body(
         );
     }
     let graphql = match graphql_endpoint {
-        false => None,
+        false => {
+            let carriers = graphql::OffEndpoint {
+                query: action.query.iter().filter(|(n, _)| n == "query").map(|(_, v)| v.as_str()).collect(),
+                json: json.as_deref(),
+                document: (media.as_deref() == Some("application/graphql"))
+                    .then(|| std::str::from_utf8(body).ok())
+                    .flatten(),
+            };
+            graphql::off_endpoint(carriers).transpose()?
+        }
         true => {
             let from_query = || {
                 let mut texts = action.query.iter().filter(|(n, _)| n == "query").map(|(_, v)| v.as_str());
@@ -426,6 +435,41 @@ mod tests {
         let mut get = HttpAction::new("GET", "/graphql?query=%7Bme%7Bid%7D%7D").unwrap();
         read_body(&mut get, None, b"", true).unwrap();
         assert!(get.body.graphql.is_some());
+    }
+
+    #[test]
+    fn graphql_off_an_endpoint_is_read_when_it_is_graphql() {
+        let read = |method: &str, target: &str, media: Option<&str>, body: &[u8]| {
+            let mut action = HttpAction::new(method, target).unwrap();
+            read_body(&mut action, media, body, false).map(|()| action)
+        };
+        // A mutation in a GET's query string is no read.
+        let get = read("GET", "/api/gql?query=%23c%0A,mutation%7BdropAll%7D", None, b"").unwrap();
+        let op = get.body.graphql.as_ref().unwrap();
+        assert_eq!(
+            (op.kind, op.on_endpoint, op.fields.as_slice()),
+            (sluice_core::http::GraphqlKind::Mutation, false, &["dropAll".to_string()][..])
+        );
+        assert!(!get.reads_only());
+        // A query found off an endpoint makes no other method a read.
+        let post = read("POST", "/v1/search", Some("application/json"), br#"{"query":"{ me { id } }"}"#).unwrap();
+        assert!(post.body.graphql.is_some() && !post.reads_only());
+        assert!(read("GET", "/v1/search?query=%7B%20me%20%7D", None, b"").unwrap().reads_only());
+        // Text that is not GraphQL is nothing to it.
+        for target in ["/v1/search?query=status:open", "/v1/search?query=hello%20world", "/v1/search?query="] {
+            assert!(read("GET", target, None, b"").unwrap().body.graphql.is_none(), "{target}");
+        }
+        let rest = read("POST", "/v1/search", Some("application/json"), br#"{"query":{"match":"x"}}"#).unwrap();
+        assert!(rest.body.graphql.is_none());
+        // What is GraphQL but not one readable operation is refused.
+        for (method, target, media, body, why) in [
+            ("GET", "/x?query=query%20a%7Bb%7D%20mutation%20c%7Bd%7D", None, &b""[..], "several operations"),
+            ("POST", "/x", Some("application/json"), br#"[{"query":"mutation { d }"}]"#, "batch"),
+            ("POST", "/x?query=%7Ba%7D", Some("application/graphql"), b"mutation { d }", "more than one place"),
+        ] {
+            let err = read(method, target, media, body).unwrap_err();
+            assert!(err.contains(why), "{target}: {err}");
+        }
     }
 
     #[test]

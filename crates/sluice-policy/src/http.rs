@@ -179,7 +179,8 @@ impl HttpKeys {
             return false;
         }
         if let Some(graphql) = &self.graphql {
-            let Some(op) = &action.body.graphql else { return false };
+            // An operation found off a GraphQL path may be a REST body's field: it satisfies no allow.
+            let Some(op) = action.body.graphql.as_ref().filter(|op| op.on_endpoint || !allows) else { return false };
             if !graphql.operations.is_empty() && !graphql.operations.contains(&op.kind) {
                 return false;
             }
@@ -772,9 +773,20 @@ mod tests {
             name: None,
             fields: vec!["renameUser".into(), "deleteUser".into()],
             renamed: Vec::new(),
+            on_endpoint: true,
         });
         assert!(m.matches(&post, false), "a deny matches any field");
         assert!(!m.matches(&post, true), "an allow needs every field");
+        let deletes = keys(RuleSpec {
+            graphql: Some(GraphqlMatchSpec { operations: vec![GraphqlKind::Mutation], fields: vec!["*".into()] }),
+            ..Default::default()
+        });
+        assert!(deletes.matches(&post, true));
+        post.body.graphql.as_mut().unwrap().on_endpoint = false;
+        assert!(
+            deletes.matches(&post, false) && !deletes.matches(&post, true),
+            "found off a GraphQL path: refusals only"
+        );
         assert!(is_admin(&request("GET", "/v1/Internal/x")));
         post.body.graphql.as_mut().unwrap().fields = vec!["adminResetAll".into()];
         assert!(is_admin(&post));
