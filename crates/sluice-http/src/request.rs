@@ -76,7 +76,14 @@ pub fn read_body(
     let graphql = match graphql_endpoint {
         false => {
             let carriers = graphql::OffEndpoint {
-                query: action.query.iter().filter(|(n, _)| n == "query").map(|(_, v)| v.as_str()).collect(),
+                // A form body's fields too: express-graphql reads a urlencoded POST's `query`.
+                query: action
+                    .query
+                    .iter()
+                    .chain(&form)
+                    .filter(|(n, _)| n == "query")
+                    .map(|(_, v)| v.as_str())
+                    .collect(),
                 json: json.as_deref(),
                 document: (media.as_deref() == Some("application/graphql"))
                     .then(|| std::str::from_utf8(body).ok())
@@ -451,6 +458,8 @@ mod tests {
             (sluice_core::http::GraphqlKind::Mutation, false, &["dropAll".to_string()][..])
         );
         assert!(!get.reads_only());
+        let form = read("POST", "/x", Some("application/x-www-form-urlencoded"), b"query=mutation%7Bd%7D").unwrap();
+        assert_eq!(form.body.graphql.map(|op| op.kind), Some(sluice_core::http::GraphqlKind::Mutation));
         // A query found off an endpoint makes no other method a read.
         let post = read("POST", "/v1/search", Some("application/json"), br#"{"query":"{ me { id } }"}"#).unwrap();
         assert!(post.body.graphql.is_some() && !post.reads_only());
@@ -466,6 +475,13 @@ mod tests {
             ("GET", "/x?query=query%20a%7Bb%7D%20mutation%20c%7Bd%7D", None, &b""[..], "several operations"),
             ("POST", "/x", Some("application/json"), br#"[{"query":"mutation { d }"}]"#, "batch"),
             ("POST", "/x?query=%7Ba%7D", Some("application/graphql"), b"mutation { d }", "more than one place"),
+            (
+                "POST",
+                "/x?query=%7Ba%7D",
+                Some("application/x-www-form-urlencoded"),
+                b"query=%7Bb%7D",
+                "more than one place",
+            ),
         ] {
             let err = read(method, target, media, body).unwrap_err();
             assert!(err.contains(why), "{target}: {err}");
