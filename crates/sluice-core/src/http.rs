@@ -69,6 +69,9 @@ pub struct GraphqlOperation {
     pub fields: Vec<String>,
     /// The fields anywhere in the document that an alias gives another name in the response.
     pub renamed: Vec<String>,
+    /// The names of every argument and input object field anywhere in the document (what its
+    /// fields are selected or filtered by: `where: {ssn: …}` names `where` and `ssn`).
+    pub argument_names: Vec<String>,
     /// Sent to a path declared GraphQL (or on a socket speaking GraphQL). One found on another
     /// path (a server may answer GraphQL where the operator did not say) meets the rules that
     /// refuse, but makes nothing a read and satisfies no allow: there it may be a REST body's
@@ -627,6 +630,7 @@ mod tests {
             name: None,
             fields: vec![],
             renamed: vec![],
+            argument_names: vec![],
             on_endpoint: true,
         });
         assert!(message.reads_only(), "a GraphQL query is a read on a socket too");

@@ -152,7 +152,21 @@ fn parse(text: &str) -> Result<GraphqlOperation, String> {
         .collect();
     renamed.sort();
     renamed.dedup();
-    Ok(GraphqlOperation { kind, name: op.name().map(|n| n.text().to_string()), fields, renamed, on_endpoint: true })
+    let arguments = document.syntax().descendants().filter_map(|node| match cst::Argument::cast(node.clone()) {
+        Some(argument) => argument.name(),
+        None => cst::ObjectField::cast(node)?.name(),
+    });
+    let mut argument_names: Vec<String> = arguments.map(|name| name.text().to_string()).collect();
+    argument_names.sort();
+    argument_names.dedup();
+    Ok(GraphqlOperation {
+        kind,
+        name: op.name().map(|n| n.text().to_string()),
+        fields,
+        renamed,
+        argument_names,
+        on_endpoint: true,
+    })
 }
 
 /// The fields of a selection set, through inline fragments and fragment spreads.
@@ -207,6 +221,10 @@ mod tests {
             read("{ users { id pw: password card: ssn same: same } ...F } fragment F on Query { c: customers { id } }")
                 .unwrap();
         assert_eq!(op.renamed, ["customers", "password", "ssn"]);
+        let op =
+            read("query($w: F = {ssn: {eq: \"1\"}}) { users(where: $w, first: 2) { id posts(by: {card: 1}) { id } } }")
+                .unwrap();
+        assert_eq!(op.argument_names, ["by", "card", "eq", "first", "ssn", "where"]);
         assert!(read("{ users { id password } }").unwrap().renamed.is_empty());
     }
 

@@ -14,6 +14,7 @@ mod graphql;
 mod idle;
 mod mask;
 mod oauth;
+mod oracle;
 mod rename;
 mod reply;
 mod request;

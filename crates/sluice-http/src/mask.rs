@@ -120,6 +120,12 @@ impl Sensitive {
         self.fields.binary_search(&field.to_ascii_lowercase()).is_ok()
     }
 
+    /// The names whose values are masked whatever they hold: the keys, and the fields pointers
+    /// end at (lower case).
+    pub fn value_names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(|(name, _)| name.as_str())
+    }
+
     /// Whether any key or pointer is marked sensitive.
     pub fn any(&self) -> bool {
         !self.fields.is_empty() || !self.pointers.is_empty()

@@ -31,7 +31,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use sha2::{Digest, Sha256};
 use sluice_core::audit::now_us;
 use sluice_core::http::{HttpAction, WebSocket};
-use sluice_core::{ActionDetail, Decision, HttpExcerpts, Protocol, Secret};
+use sluice_core::{ActionDetail, Decision, HttpExcerpts, Protocol, Refusal, RefusalCause, Secret};
 use sluice_gate::{ClientInfo, Gate, OpenError, OpenRequest, Outcome, Presented, SessionGate, SessionLog, Standing};
 use sluice_mask::SessionMasking;
 use sluice_runtime::{Accepted, SessionSlots};
@@ -513,6 +513,24 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         exchange.keep_request_excerpt(masking, &options.sensitive, &body);
         exchange.finish("deny", "unreadable", 400, 0, None);
         return Err((StatusCode::BAD_REQUEST, answer));
+    }
+    if let Some(field) = crate::oracle::filtered_field(&options.sensitive, &action) {
+        let refusal = Refusal {
+            rule: "sensitive-filter".into(),
+            reason: format!(
+                "the request filters by {field}, a field this connection masks by its name: whether rows come back would tell its value, one guess at a time"
+            ),
+            detail: Some(action.summary()),
+            hint: Some(format!(
+                "select by another field (an id); {field} may be asked for (select=id,{field}) and ordered by ({field}.desc), and comes back masked"
+            )),
+            cause: RefusalCause::Policy,
+        };
+        let (status, answer) = Answer::refusal(&refusal, None);
+        let mut exchange = open.next_exchange(&action, started, started_at_us, body.len());
+        exchange.keep_request_excerpt(open.grant.obligations.masking.clone(), &options.sensitive, &body);
+        exchange.finish("deny", &refusal.rule, status.as_u16(), 0, None);
+        return Err((status, answer));
     }
     action.headers = parts
         .headers

@@ -773,6 +773,7 @@ mod tests {
             name: None,
             fields: vec!["renameUser".into(), "deleteUser".into()],
             renamed: Vec::new(),
+            argument_names: Vec::new(),
             on_endpoint: true,
         });
         assert!(m.matches(&post, false), "a deny matches any field");
