@@ -937,6 +937,10 @@ def test_a_graphql_operation_over_a_websocket_is_decided_as_over_http(api):
         assert "no-graphql-mutations" in closed_by_sluice(ws, subscribe("mutation { deleteInvoice(id: 8) }"))
     with socket("/subscriptions") as ws:
         assert closed_by_sluice(ws, "mutation { adminReset }").startswith("sluice refused (unreadable)")
+    # A subscription filtering by a masked field would tell its value, one guess at a time.
+    with socket() as ws:
+        reason = closed_by_sluice(ws, subscribe('{ invoices(where: {password: {eq: "x"}}) { id } }'))
+        assert "sensitive-filter" in reason, reason
     for message, why in [(subscribe("{ invoices { pw: password } }"), "alias"),
                          (subscribe("{ me } { invoices { id } }"), "parse"),
                          (json.dumps({"type": "execute", "query": "mutation { adminReset }"}), "execute"),

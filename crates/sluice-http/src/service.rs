@@ -514,18 +514,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         exchange.finish("deny", "unreadable", 400, 0, None);
         return Err((StatusCode::BAD_REQUEST, answer));
     }
-    if let Some(field) = crate::oracle::filtered_field(&options.sensitive, &action) {
-        let refusal = Refusal {
-            rule: "sensitive-filter".into(),
-            reason: format!(
-                "the request filters by {field}, a field this connection masks by its name: whether rows come back would tell its value, one guess at a time"
-            ),
-            detail: Some(action.summary()),
-            hint: Some(format!(
-                "select by another field (an id); {field} may be asked for (select=id,{field}) and ordered by ({field}.desc), and comes back masked"
-            )),
-            cause: RefusalCause::Policy,
-        };
+    if let Some(refusal) = filter_refusal(&options.sensitive, &action) {
         let (status, answer) = Answer::refusal(&refusal, None);
         let mut exchange = open.next_exchange(&action, started, started_at_us, body.len());
         exchange.keep_request_excerpt(open.grant.obligations.masking.clone(), &options.sensitive, &body);
@@ -801,6 +790,23 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     Ok(reply)
 }
 
+/// Refuses a request (or a WebSocket message) that filters by a field masked by its name (see
+/// `oracle`).
+fn filter_refusal(sensitive: &Sensitive, action: &HttpAction) -> Option<Refusal> {
+    let field = crate::oracle::filtered_field(sensitive, action)?;
+    Some(Refusal {
+        rule: "sensitive-filter".into(),
+        reason: format!(
+            "the request filters by {field}, a field this connection masks by its name: whether rows come back would tell its value, one guess at a time"
+        ),
+        detail: Some(action.summary()),
+        hint: Some(format!(
+            "select by another field (an id); {field} may be asked for (select=id,{field}) and ordered by ({field}.desc), and comes back masked"
+        )),
+        cause: RefusalCause::Policy,
+    })
+}
+
 /// Refuses a GraphQL operation that gives a field masked by its name another name with an
 /// alias: its value would come back under a key masking does not know.
 fn renamed_by_alias(action: &HttpAction, sensitive: &Sensitive) -> Result<(), String> {
@@ -841,6 +847,9 @@ async fn decide_message<G: Gate>(
             "send a message sluice can check (fail closed)",
         );
         return refuse("unreadable", answer);
+    }
+    if let Some(refusal) = filter_refusal(&options.sensitive, &action) {
+        return refuse("sensitive-filter", Answer::refusal(&refusal, None).1);
     }
     let mut guard = match same_session(conn, session_id).await {
         Ok(guard) => guard,
