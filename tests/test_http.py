@@ -222,7 +222,8 @@ def test_paths_are_decided_as_the_upstream_sees_them(api, path):
     assert json.loads(body)["rule"] == "admin-off"
 
 
-@pytest.mark.parametrize("path", ["/billing/admin%2fusers", "/billing/admin;x=1/users", "/billing/../../etc"])
+@pytest.mark.parametrize("path", ["/billing/admin%2fusers", "/billing/admin;x=1/users", "/billing/../../etc",
+                                  "/billing/x/..%20/admin", "/billing/%EF%BC%8E%EF%BC%8E/admin"])
 def test_paths_servers_read_differently_are_refused(api, path):
     status, body = curl("--path-as-is", f"{api.base}{path}", token=api.agent_token)
     assert status == 400, (path, body)
@@ -679,6 +680,9 @@ def test_a_record_keeps_escaped_what_would_read_as_another_part(api, tmp_path):
     ("/billing/v1/customers/4111%201111%201111%201111?mark=spaced", "mark=spaced"),
     # A target sluice refuses is recorded as sent, unless what it decodes to has something to mask.
     ("/billing/v1/refused-glued/%0A4111111111111111/%zz", "refused-glued"),
+    # Its query is recorded as far as it decodes, masked the same way; an escape encoded twice too.
+    ("/billing/v1/refused-query/%zz?note=%0A4111111111111111", "refused-query"),
+    ("/billing/v1/refused-twice/x%250A4111111111111111/%zz", "refused-twice"),
 ])
 def test_a_part_escaped_in_the_record_line_is_masked_as_it_was_sent(api, target, mark):
     # `%0A` glued to a card number, or a space escaped between its groups, would hide it from

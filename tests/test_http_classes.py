@@ -90,6 +90,9 @@ def test_a_graphql_path_in_another_case_is_read_as_graphql(api):
     # as Windows servers trim them.
     ("folded-admin", "GET", "/adm%C4%B1n/users", {}, 403, "admin-off"),
     ("trimmed-admin", "GET", "/admin./users", {}, 403, "admin-off"),
+    ("dotted-i-admin", "GET", "/adm%C4%B0n/users", {}, 403, "admin-off"),
+    ("blank-admin", "GET", "/%20admin/users", {}, 403, "admin-off"),
+    ("fullwidth-admin", "GET", "/%EF%BD%81dmin/users", {}, 403, "admin-off"),
     ("trimmed-pay", "POST", "/v1/payments%20", {"json": {"amount": "25000"}}, 428, "big-payments-reviewed"),
 ])
 def test_a_refusing_path_rule_reads_a_format_suffix_and_lenient_spellings(api, mark, method, path, body, status, rule):

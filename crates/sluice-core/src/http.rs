@@ -132,13 +132,22 @@ impl HttpAction {
     }
 
     /// The action that records a request whose target was refused (`new` failed): its path as
-    /// sent, undecoded, and no query.
+    /// sent, undecoded, and its query's pairs as far as they decode.
     pub fn unreadable(method: &str, target: &str) -> HttpAction {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let lossy =
+            |part: &str| String::from_utf8_lossy(&decode_escapes(part, true, false).unwrap_or_default()).into_owned();
+        let query = query
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+            .map(|(name, value)| (lossy(name), lossy(value)))
+            .collect();
         HttpAction {
             method: method.to_ascii_uppercase(),
-            path: target.split('?').next().unwrap_or("/").to_string(),
+            path: path.to_string(),
             path_as_sent: true,
-            query: Vec::new(),
+            query,
             headers: Vec::new(),
             body: BodySummary::default(),
             websocket: None,
@@ -179,11 +188,11 @@ impl HttpAction {
             text.push('\n');
             text.push_str(name);
             text.push_str(": ");
-            text.push_str(&shown_text(value));
+            text.push_str(&shown(value, false, mask));
         }
         if let Some(excerpt) = &self.body.excerpt {
             text.push_str("\n\n");
-            text.push_str(&shown(excerpt, true));
+            text.push_str(&shown(excerpt, true, mask));
         }
         text
     }
@@ -332,19 +341,22 @@ fn is_incidental_header(name: &str) -> bool {
         || name.starts_with("x-sluice-")
 }
 
-/// A field or parameter name (or a path) as the most lenient servers compare names: without
-/// case, and with the non-ASCII letters that Unicode simple case folding (Go's `encoding/json`)
-/// or upper-casing (.NET's `OrdinalIgnoreCase`) takes for ASCII ones: `ſ` for `s`, the Kelvin
-/// sign for `k`, a dotless `ı` for `i`.
+/// A field or parameter name (or a path) as the most lenient servers compare names: in
+/// Unicode's compatibility form (NFKC: fullwidth `ａｄｍｉｎ` is `admin`, `ſ` is `s`, the Kelvin
+/// sign is `K`, as servers that normalise read them), without case, with the dotted and dotless
+/// `İ` and `ı` as `i` (Java's and .NET's case-insensitive comparisons) and a final `ς` as `σ`.
 pub fn fold_name(name: &str) -> String {
-    name.chars()
+    use unicode_normalization::UnicodeNormalization;
+    if name.is_ascii() {
+        return name.to_ascii_lowercase();
+    }
+    name.nfkc()
         .map(|c| match c {
-            '\u{17F}' => 's',
-            '\u{212A}' => 'k',
-            '\u{131}' => 'i',
+            '\u{130}' | '\u{131}' => 'i',
             c => c,
         })
         .flat_map(char::to_lowercase)
+        .map(|c| if c == '\u{3C2}' { '\u{3C3}' } else { c })
         .collect()
 }
 
@@ -391,6 +403,15 @@ pub fn normalise_path(path: &str) -> Result<String, HttpTargetError> {
         if decoded.chars().any(char::is_control) {
             return Err(HttpTargetError::Ambiguous("a control character"));
         }
+        // `.. `, ` `, `...`: Windows servers trim them to `..`, `.` or nothing.
+        if !matches!(&*decoded, "" | "." | "..") && decoded.chars().all(|c| c == '.' || c.is_whitespace()) {
+            return Err(HttpTargetError::Ambiguous("a segment of dots and blanks alone"));
+        }
+        if !decoded.is_ascii() && reads_as_delimiter(&decoded) {
+            return Err(HttpTargetError::Ambiguous(
+                "a character that Unicode's compatibility form reads as a path delimiter ('．', '／', '…')",
+            ));
+        }
         // `%252e` decodes to `%2e`: a server (or a framework behind it) that decodes again reads
         // `.`, and `%252f` becomes a `/` the rules never saw.
         if decoded.as_bytes().windows(3).any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit()) {
@@ -415,19 +436,32 @@ pub fn normalise_path(path: &str) -> Result<String, HttpTargetError> {
     Ok(out)
 }
 
+/// Whether a character of `segment` becomes `.`, `/`, `\\`, `%`, `;`, `?` or `#` in Unicode's
+/// compatibility form, which servers that normalise (and Windows's best-fit conversion) read.
+fn reads_as_delimiter(segment: &str) -> bool {
+    use unicode_normalization::UnicodeNormalization;
+    segment
+        .chars()
+        .filter(|c| !c.is_ascii())
+        .any(|c| std::iter::once(c).nfkc().any(|d| matches!(d, '.' | '/' | '\\' | '%' | ';' | '?' | '#')))
+}
+
 /// Text for a record line that is already masked (a WebSocket message's excerpt): `%`, controls,
 /// line breaks and invisible formatting escaped, as in the rest of the line.
 pub fn shown_text(text: &str) -> Cow<'_, str> {
-    shown(text, false)
+    shown(text, false, UNMASKED)
 }
 
 /// `text` with `%`, controls, whitespace other than a space and invisible formatting escaped;
-/// `lines`: line breaks and tabs kept as they are.
-fn shown(text: &str, lines: bool) -> Cow<'_, str> {
+/// `lines`: line breaks and tabs kept as they are. Text that is escaped is masked with `mask`
+/// first, as `push_shown` says.
+fn shown<'a>(text: &'a str, lines: bool, mask: MaskPart<'_>) -> Cow<'a, str> {
     let escaped = |c: char| c == '%' || is_unseen(c) && !(lines && matches!(c, '\n' | '\t'));
     if !text.chars().any(escaped) {
         return Cow::Borrowed(text);
     }
+    let masked = mask(text);
+    let text = masked.as_deref().unwrap_or(text);
     let mut shown = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         match escaped(c) {
@@ -449,23 +483,61 @@ const QUERY_NAME: &[char] = &['%', '&', '=', '#', ' '];
 const QUERY_VALUE: &[char] = &['%', '&', '#', ' '];
 
 /// A refused path as sent holds its escapes (and no space, control, '?' or '#'), but may hold raw
-/// UTF-8. It is shown as sent, unless what it decodes to holds something to mask: an escape's
-/// last hex digit glued to a card number hides it from the detectors (`%0A4111…`), and so do
-/// escaped spaces between its groups. Then it is shown as it decodes (as far as it does), masked,
-/// and escaped again as a decoded path is.
+/// UTF-8. It is shown as sent, but for a segment whose decoding (as far as it decodes, and
+/// decoded again while escapes are left: the target may have been refused for being encoded
+/// twice) holds something to mask: an escape's last hex digit glued to a card number hides it
+/// from the detectors (`%0A4111…`), and so do escaped spaces between its groups. That segment is
+/// shown decoded, masked and escaped again, with what its decoding made a `/`, `\` or `;`
+/// escaped too, so that it still reads as the one segment it was.
 fn shown_as_sent<'a>(path: &'a str, mask: MaskPart<'_>) -> Cow<'a, str> {
-    if path.contains('%')
-        && let Some(masked) = mask(&decode_lossy(path))
-    {
-        let mut shown = String::with_capacity(masked.len() + 8);
-        push_escaping(&mut shown, &masked, DECODED_PATH);
-        return Cow::Owned(shown);
+    if path.contains('%') {
+        let masked: Vec<Option<String>> = path
+            .split('/')
+            .map(|segment| segment.contains('%').then(|| mask_deep(&decode_lossy(segment), mask)).flatten())
+            .collect();
+        if masked.iter().any(Option::is_some) {
+            let mut shown = String::with_capacity(path.len() + 16);
+            for (i, (segment, masked)) in path.split('/').zip(masked).enumerate() {
+                if i > 0 {
+                    shown.push('/');
+                }
+                match masked {
+                    Some(masked) => push_escaping(&mut shown, &masked, DECODED_SEGMENT),
+                    None => shown.push_str(segment),
+                }
+            }
+            return Cow::Owned(shown);
+        }
     }
     let mut shown = String::new();
     match push_shown(&mut shown, path, &[], mask) {
         true => Cow::Owned(shown),
         false => Cow::Borrowed(path),
     }
+}
+
+/// What is escaped in one decoded segment of a refused path shown decoded.
+const DECODED_SEGMENT: &[char] = &['%', '?', '#', ' ', '/', '\\', ';'];
+
+/// `part` masked, or its decoding masked (up to three levels, while escapes are left) when only
+/// that holds something to mask: an escape encoded twice (`%250A4111…`) glues its hex digit to
+/// what follows at every level but the last. `None`: nothing to mask at any level.
+fn mask_deep(part: &str, mask: MaskPart<'_>) -> Option<String> {
+    let mut text = Cow::Borrowed(part);
+    for _ in 0..3 {
+        if let Some(masked) = mask(&text) {
+            return Some(masked);
+        }
+        if !text.contains('%') {
+            return None;
+        }
+        let deeper = decode_lossy(&text);
+        if deeper == *text {
+            return None;
+        }
+        text = Cow::Owned(deeper);
+    }
+    mask(&text)
 }
 
 /// Masks a part of a record line before it is escaped; `None`: nothing to mask.
@@ -489,7 +561,7 @@ fn push_shown(text: &mut String, part: &str, special: &[char], mask: MaskPart<'_
     if !needs_escape(part, special) {
         return false;
     }
-    let masked = mask(part);
+    let masked = mask_deep(part, mask);
     push_escaping(text, masked.as_deref().unwrap_or(part), special);
     true
 }
@@ -517,9 +589,11 @@ fn needs_escape(part: &str, special: &[char]) -> bool {
     part.chars().any(|c| escapes(special, c))
 }
 
-/// Whether the character `c` is escaped (see `push_shown`).
+/// Whether the character `c` is escaped (see `push_shown`): past ASCII, only letters and
+/// digits stay as they are (a look-alike `？`, an arrow, a symbol drawn blank would read as
+/// something else).
 fn escapes(special: &[char], c: char) -> bool {
-    special.contains(&c) || is_unseen(c)
+    special.contains(&c) || is_unseen(c) || !c.is_ascii() && !c.is_alphanumeric()
 }
 
 /// Controls, line breaks and whitespace other than a space, and what shows as nothing.
@@ -671,13 +745,13 @@ mod tests {
         // Nor a request as a WebSocket's message (whose line is `WS /ws?room=1 → text …`).
         assert_eq!(
             HttpAction::new("ws", "/ws?room=1%20%E2%86%92%20text%20hi").unwrap().record_line(UNMASKED),
-            "WS /ws?room=1%20→%20text%20hi"
+            "WS /ws?room=1%20%E2%86%92%20text%20hi"
         );
-        // A refused target is shown with the escapes it was sent with.
+        // A refused target is shown with the escapes it was sent with, its query as it decodes.
         for raw in ["/v1/%252e%252e/admin", "/a%2fb", "/a%zz"] {
             assert_eq!(
-                HttpAction::unreadable("get", &format!("{raw}?q=1")).record_line(UNMASKED),
-                format!("GET {raw}")
+                HttpAction::unreadable("get", &format!("{raw}?q=1&n=a%26b%zz")).record_line(UNMASKED),
+                format!("GET {raw}?q=1&n=a%26b%25zz")
             );
         }
         assert_eq!(HttpAction::unreadable("GET", "/a%2f\u{202E}b").record_line(UNMASKED), "GET /a%2f%E2%80%AEb");
@@ -689,10 +763,23 @@ mod tests {
         // A refused path as sent too, as far as it decodes: what it hides is masked, and it is
         // then shown decoded and escaped again; with nothing to mask, it is shown as sent.
         let refused = |target: &str| HttpAction::unreadable("GET", target).record_line(&card);
-        assert_eq!(refused("/c/%0A4111111111111111/%zz"), "GET /c/%0A[card]/%25zz");
+        assert_eq!(refused("/c/%0A4111111111111111/%zz"), "GET /c/%0A[card]/%zz");
         assert_eq!(refused("/c/%0A4111/%zz"), "GET /c/%0A4111/%zz");
+        // What the decoding made a delimiter stays escaped; an escape encoded twice is decoded
+        // as far as it hides something (a detector finds a card only apart from other digits and
+        // letters).
+        assert_eq!(refused("/v1/%2e%2e%2Fadmin%0A4111111111111111"), "GET /v1/..%2Fadmin%0A[card]");
+        let apart = |part: &str| {
+            let at = part.find("4111111111111111")?;
+            let glued = part[..at].chars().next_back().is_some_and(char::is_alphanumeric);
+            (!glued).then(|| part.replace("4111111111111111", "[card]"))
+        };
+        let refused_apart = |target: &str| HttpAction::unreadable("GET", target).record_line(&apart);
+        assert_eq!(refused_apart("/v1/x%250A4111111111111111"), "GET /v1/x%0A[card]");
+        let masked_apart = |target: &str| HttpAction::new("GET", target).unwrap().record_line(&apart);
+        assert_eq!(masked_apart("/c?q=%250A4111111111111111"), "GET /c?q=%0A[card]");
         let spaced = |part: &str| part.contains("4111 1111").then(|| part.replace("4111 1111", "[card]"));
-        assert_eq!(HttpAction::unreadable("GET", "/c/4111%201111%FF").record_line(&spaced), "GET /c/[card]\u{FFFD}");
+        assert_eq!(HttpAction::unreadable("GET", "/c/4111%201111%FF").record_line(&spaced), "GET /c/[card]%EF%BF%BD");
         // Parts with nothing to escape are left to the recorder's own masking of the whole line.
         assert_eq!(masked("/c/4111111111111111?q=4111111111111111"), "GET /c/4111111111111111?q=4111111111111111");
         assert_eq!(shown_text("50% done\nnext [redacted:email]"), "50%25 done%0Anext [redacted:email]");
@@ -738,6 +825,20 @@ mod tests {
         assert_eq!(normalise_path("/x/%252e%252e/admin"), Err(twice.clone()));
         assert_eq!(normalise_path("/a%252Fb"), Err(twice));
         assert_eq!(normalise_path("/files/100%25").as_deref(), Ok("/files/100%"));
+        for blank in ["/%20/admin", "/x/..%20/admin", "/x/.%20/admin", "/x/.../admin", "/x/%C2%A0/admin"] {
+            assert_eq!(
+                normalise_path(blank),
+                Err(HttpTargetError::Ambiguous("a segment of dots and blanks alone")),
+                "{blank}"
+            );
+        }
+        for lookalike in ["/x/%EF%BC%8E%EF%BC%8E/admin", "/admin%EF%BC%8Fx", "/x/%E2%80%A6/admin"] {
+            assert!(
+                matches!(normalise_path(lookalike), Err(HttpTargetError::Ambiguous(w)) if w.contains("compatibility")),
+                "{lookalike}"
+            );
+        }
+        assert_eq!(normalise_path("/caf%C3%A9/%EF%BD%81").as_deref(), Ok("/café/ａ"));
     }
 
     #[test]
@@ -771,6 +872,11 @@ mod tests {
         // What a reviewer reads shows nothing as something else.
         let mut hidden = with(&[("x-tenant-id", "acme\u{202E}emca")]);
         hidden.body.excerpt = Some("{\n\t\"to\": \"ann\u{200B}\u{13430}\", \"pct\": \"5%\"\r}".into());
+        // Masked before it is escaped (an escape glued to a card number hides it).
+        let mut glued = with(&[("x-tenant-id", "ref\u{AD}4111111111111111")]);
+        glued.body.excerpt = Some("ref\r4111111111111111".into());
+        let card = |part: &str| part.contains("4111111111111111").then(|| part.replace("4111111111111111", "[card]"));
+        assert!(glued.review_text(&card).ends_with("x-tenant-id: ref%C2%AD[card]\n\nref%0D[card]"));
         let text = hidden.review_text(UNMASKED);
         assert!(
             text.ends_with(
@@ -791,6 +897,9 @@ mod tests {
         assert_eq!(fold_name("\u{17F}tatus"), "status");
         assert_eq!(fold_name("\u{212A}ey"), "key");
         assert_eq!(fold_name("adm\u{131}n"), "admin");
+        assert_eq!(fold_name("ADM\u{130}N"), "admin");
+        assert_eq!(fold_name("\u{FF41}\u{FF44}\u{FF4D}\u{FF49}\u{FF4E}"), "admin");
+        assert_eq!(fold_name("\u{39F}\u{3A3}"), fold_name("\u{3BF}\u{3C2}"));
     }
 
     #[test]

@@ -98,12 +98,14 @@ impl HttpMatcher {
 
 /// Whether a request reaches an administrative endpoint (the `no-admin` preset).
 fn is_admin(action: &HttpAction) -> bool {
-    // Read as a refusal reads paths (`PathPattern::matches`): folded, each segment trimmed, and
-    // the last also without its format suffix.
+    // Read as a refusal reads paths (`PathPattern::matches`): folded, as it is and with each
+    // segment trimmed, and the last segment also without its format suffix.
     let folded = folded_path(&action.path);
-    let segments: Vec<&str> = folded.split('/').map(trimmed_segment).collect();
-    let last_stem = segments.last().and_then(|last| last.split('.').next()).unwrap_or("");
-    let admin_segment = segments.iter().chain([&last_stem]).any(|s| ADMIN_SEGMENTS.contains(s));
+    let admin_segment = [&*folded, &*trimmed_path(&folded)].into_iter().any(|reading| {
+        let segments: Vec<&str> = reading.split('/').collect();
+        let last_stem = segments.last().and_then(|last| last.split('.').next()).map(trimmed_segment);
+        segments.iter().copied().chain(last_stem).any(|s| ADMIN_SEGMENTS.contains(&s))
+    });
     let admin_field = action
         .body
         .graphql
@@ -408,19 +410,23 @@ impl PathPattern {
     /// Whether the normalised `path` matches; `any_case`: letters match whatever their case (a
     /// server may not tell `/Admin` from `/admin`).
     fn matches(&self, path: &str, any_case: bool) -> bool {
-        if any_case {
-            // A refusal also reads the path without a format suffix (`/v1/payments.json`):
-            // Rails routes, Django REST framework's suffix patterns and older Spring serve it
-            // as `/v1/payments`.
-            if without_format(path).is_some_and(|stem| self.matches(stem, true)) {
-                return true;
-            }
-            let folded = folded_path(path);
-            let segments: Vec<&str> = folded.split('/').filter(|s| !s.is_empty()).map(trimmed_segment).collect();
-            return match_segments(&self.0, &segments, true);
+        if !any_case {
+            return self.matches_segments(path, false);
         }
+        // A refusal reads the path folded, as it is and with each segment trimmed, and each of
+        // those also without a format suffix (`/v1/payments.json`): Rails routes, Django REST
+        // framework's suffix patterns and older Spring serve it as `/v1/payments`.
+        let folded = folded_path(path);
+        let trimmed = trimmed_path(&folded);
+        [&*folded, &*trimmed].into_iter().any(|reading| {
+            // `payments.a.b` is `payments.a` and `payments` to such routers.
+            std::iter::successors(Some(reading), |r| without_format(r)).any(|r| self.matches_segments(r, true))
+        })
+    }
+
+    fn matches_segments(&self, path: &str, folded: bool) -> bool {
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        match_segments(&self.0, &segments, false)
+        match_segments(&self.0, &segments, folded)
     }
 }
 
@@ -433,14 +439,20 @@ fn folded_path(path: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// A segment as Windows servers (IIS, and file-backed routes) and Spring's suffix matching read
-/// it: without trailing dots and spaces (`/admin./x` is `/admin/x` to them). A segment of dots
-/// alone stays as it is.
-fn trimmed_segment(segment: &str) -> &str {
-    match segment.trim_end_matches(['.', ' ']) {
-        "" => segment,
-        trimmed => trimmed,
+/// The path with each segment as Windows servers (IIS, file-backed routes), Spring's suffix
+/// matching and token-trimming routers read it: without blanks around it or dots after it
+/// (`/admin./x` and `/%20admin/x` are `/admin/x` to them). Borrowed when nothing is trimmed.
+fn trimmed_path(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.split('/').any(|s| trimmed_segment(s).len() != s.len()) {
+        return std::borrow::Cow::Borrowed(path);
     }
+    std::borrow::Cow::Owned(path.split('/').map(trimmed_segment).collect::<Vec<_>>().join("/"))
+}
+
+/// A segment without blanks around it and dots after it. (Segments of dots and blanks alone are
+/// refused before policy: `normalise_path`.)
+fn trimmed_segment(segment: &str) -> &str {
+    segment.trim_start_matches(char::is_whitespace).trim_end_matches(|c: char| c == '.' || c.is_whitespace())
 }
 
 /// The path without the format suffix of its last segment (what follows its last dot, as
@@ -757,7 +769,15 @@ mod tests {
         assert!(
             is_admin(&request("GET", "/\u{212A}eys/../adm\u{131}n/x")) && is_admin(&request("GET", "/admin../users"))
         );
-        assert!(!m.matches(&request("POST", "/v1/.../payments"), false));
+        for path in ["/adm%C4%B0n/x", "/%20admin/x", "/admin%C2%A0/x", "/admin%20.json", "/%EF%BD%81dmin"] {
+            assert!(is_admin(&request("GET", path)), "{path}");
+        }
+        assert!(m.matches(&request("POST", "/v1/payments.json."), false));
+        // Trimmed is one more reading, not the only one.
+        let any_char = keys(RuleSpec { paths: vec!["/v?".into()], ..Default::default() });
+        assert!(any_char.matches(&request("POST", "/v."), false));
+        let greek = keys(RuleSpec { paths: vec!["/\u{39F}\u{3A3}".into()], ..Default::default() });
+        assert!(greek.matches(&request("POST", "/%CE%BF%CF%82"), false));
     }
 
     #[test]

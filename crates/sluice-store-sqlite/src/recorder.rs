@@ -216,6 +216,16 @@ fn filter_texts(batch: &mut [AuditRecord], texts: &mut TextFilter, last: &mut Op
                     }
                     result.fit_budget();
                 }
+                // An error may quote what the client sent (a parser's unexpected token, a
+                // header's value): the detectors read it as they read the text.
+                let error = match &mut action.detail {
+                    ActionDetail::Sql { error_message: error, .. }
+                    | ActionDetail::Http { error, .. }
+                    | ActionDetail::Exec { error, .. } => error,
+                };
+                if let Some(masked) = error.as_deref().and_then(&mut *texts) {
+                    *error = Some(masked);
+                }
                 &mut action.text
             }
             AuditEvent::ActionDecided { text, .. } => text,
@@ -322,6 +332,25 @@ mod tests {
             AuditEvent::Action(a) => &a.text,
             _ => "",
         }
+    }
+
+    #[test]
+    fn an_error_quoting_what_the_client_sent_is_filtered_as_the_text_is() {
+        let mut filter: TextFilter = Box::new(|text| text.contains("4111").then(|| text.replace("4111", "[card]")));
+        let mut batch = vec![statement(&Arc::from("GET /x"))];
+        if let AuditEvent::Action(action) = &mut batch[0].event {
+            action.detail = ActionDetail::Http {
+                status: 400,
+                request_bytes: 0,
+                response_bytes: 0,
+                error: Some("expected R_PAREN, got 4111".into()),
+                excerpts: None,
+            };
+        }
+        filter_texts(&mut batch, &mut filter, &mut None);
+        let AuditEvent::Action(action) = &batch[0].event else { unreachable!() };
+        let ActionDetail::Http { error, .. } = &action.detail else { unreachable!() };
+        assert_eq!(error.as_deref(), Some("expected R_PAREN, got [card]"));
     }
 
     #[test]
