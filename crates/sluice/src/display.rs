@@ -41,19 +41,20 @@ pub fn one_line(text: &str, max: usize) -> String {
     flat.chars().take(max.saturating_sub(1)).chain(std::iter::once('…')).collect()
 }
 
-/// `text` with its control characters (other than newline and tab) shown as `\u{1b}` escapes: a
-/// recorded text (a statement, a value, a client's name) is the caller's, and must not drive the
-/// reader's terminal (escape sequences that move the cursor, retitle the window, or write the
-/// clipboard).
+/// `text` with its control characters (other than newline and tab) and invisible formatting
+/// characters shown as `\u{1b}` escapes: a recorded text (a statement, a value, a client's name,
+/// an error quoting what was sent) is the caller's, and must not drive the reader's terminal
+/// (escape sequences that move the cursor, retitle the window, or write the clipboard) nor show
+/// as other text (a right-to-left override redraws what follows it backwards).
 pub fn printable(text: &str) -> String {
-    if !text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    let escaped = |c: char| c.is_control() && c != '\n' && c != '\t' || sluice_core::http::is_invisible_format(c);
+    if !text.chars().any(escaped) {
         return text.to_string();
     }
     text.chars()
-        .map(|c| match c {
-            '\n' | '\t' => c.to_string(),
-            c if c.is_control() => c.escape_unicode().to_string(),
-            c => c.to_string(),
+        .map(|c| match escaped(c) {
+            true => c.escape_unicode().to_string(),
+            false => c.to_string(),
         })
         .collect()
 }
@@ -163,6 +164,7 @@ mod tests {
         assert_eq!(one_line("abcdef", 4), "abc…");
         assert_eq!(one_line("a\u{1b}]52;c;x\u{7}b", 40), "a\\u{1b}]52;c;x\\u{7}b");
         assert_eq!(printable("x\u{9b}y\n"), "x\\u{9b}y\n");
+        assert_eq!(printable("a\u{202E}b\u{200B}"), "a\\u{202e}b\\u{200b}");
         assert_eq!(duration(500), "500µs");
         let doc = serde_json::json!({"at": 0, "started_at": 1, "expires_at_us": 2, "valid_until_us": null,
                                      "duration_us": 5, "nested": [{"ended_at": 3}]});
