@@ -137,12 +137,7 @@ impl HttpAction {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let lossy =
             |part: &str| String::from_utf8_lossy(&decode_escapes(part, true, false).unwrap_or_default()).into_owned();
-        let query = query
-            .split('&')
-            .filter(|pair| !pair.is_empty())
-            .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
-            .map(|(name, value)| (lossy(name), lossy(value)))
-            .collect();
+        let query = query_pairs(query).map(|(name, value)| (lossy(name), lossy(value))).collect();
         HttpAction {
             method: method.to_ascii_uppercase(),
             path: path.to_string(),
@@ -613,11 +608,8 @@ pub fn is_invisible_format(c: char) -> bool {
 }
 
 fn parse_query(query: &str) -> Result<Vec<(String, String)>, HttpTargetError> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+    query_pairs(query)
+        .map(|(name, value)| {
             let (name, value) = (percent_decode(name, true)?, percent_decode(value, true)?);
             if !is_plain_parameter(&name, &value) {
                 return Err(HttpTargetError::Ambiguous(
@@ -627,6 +619,12 @@ fn parse_query(query: &str) -> Result<Vec<(String, String)>, HttpTargetError> {
             Ok((name.into_owned(), value.into_owned()))
         })
         .collect()
+}
+
+/// A query string's `name=value` pairs, undecoded (a pair without `=` is a name with an empty
+/// value; empty pairs are skipped).
+pub fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query.split('&').filter(|pair| !pair.is_empty()).map(|pair| pair.split_once('=').unwrap_or((pair, "")))
 }
 
 /// Whether a parameter (query or form) reads the same to every server: PHP cuts a name at NUL

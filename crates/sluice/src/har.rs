@@ -191,12 +191,8 @@ impl Request<'_> {
                 (path, None, query)
             }
         };
-        let query = query
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| p.split_once('=').unwrap_or((p, "")))
-            .map(|(name, value)| (unescape(name), unescape(value)))
-            .collect();
+        let query =
+            sluice_core::http::query_pairs(query).map(|(name, value)| (unescape(name), unescape(value))).collect();
         Request { method, path: unescape(path), graphql, query }
     }
 }
