@@ -117,6 +117,9 @@ def api(pg, upstream):
                        "policy": "read-only"},
         # A credential with characters a URL escapes and base64 groups that differ by alphabet.
         "billing_odd": {"protocol": "http", "url": f"http://127.0.0.1:{upstream}/api", "password": "env:ODD_TOKEN"},
+        # A connection that serves files: packed ones pass unopened.
+        "billing_files": {"protocol": "http", "url": f"http://127.0.0.1:{upstream}/api",
+                          "password": "env:BILLING_TOKEN", "archives": "pass"},
     }
     gw = Sluice(pg, extra_toml=RULES, settings={"connections": connections,
                                                 "recording": {"result_rows": 5, "result_max_bytes": 120},

@@ -805,3 +805,45 @@ def test_a_filter_on_a_masked_field_is_refused(api, mark, method, path, kw):
     assert answer["rule"] == "sensitive-filter" and "password" in answer["reason"], answer
     assert "select by another field" in answer["hint"], answer
     assert reached(api, mark) == []
+
+
+@pytest.mark.parametrize("kind, named", [
+    ("gzip", "gzip file"),
+    ("gzip-as-bytes", "gzip file"),
+    ("gzip-as-text", "gzip file"),
+    ("gzip-twice", "gzip file"),
+    ("zip", "zip archive"),
+    ("xlsx-download", "zip archive"),
+    ("pdf", "PDF"),
+    ("zstd", "zstd file"),
+    ("brotli", "brotli file"),
+    ("multipart", "a part of the response is a gzip file"),
+])
+def test_a_packed_export_is_refused_where_the_detectors_cannot_read_it(api, kind, named):
+    # The detectors would read only compressed bytes: the SSN and card inside would pass. Known by
+    # its first bytes whatever it is declared (octet-stream, text/csv), decoded once and still
+    # packed, or a part of a multipart answer.
+    r = httpx.get(f"{api.base}/billing/packed/{kind}", headers=bearer(api), timeout=20)
+    assert r.status_code == 502, r.text
+    answer = r.json()
+    assert answer["error"] == "upstream_response_refused" and named in answer["reason"], answer
+    assert 'archives = "pass"' in answer["hint"] and "uncompressed" in answer["hint"], answer
+
+
+def test_a_connection_that_serves_files_passes_packed_ones_unopened(api):
+    r = httpx.get(f"{api.base}/billing_files/packed/gzip", headers=bearer(api), timeout=20)
+    assert r.status_code == 200, r.text
+    assert gzip.decompress(r.content).startswith(b"name,ssn,card\nAnn,078-05-1120")
+    # Text on it is masked as on any other connection.
+    r = httpx.get(f"{api.base}/billing_files/v1/customers", headers=bearer(api), timeout=20)
+    assert r.status_code == 200 and "078-05-1120" not in r.text, r.text
+
+
+def test_a_packed_message_from_the_upstream_on_a_websocket_is_withheld(api):
+    from websockets.sync.client import connect
+
+    with connect(ws_url(api, "/ws"), additional_headers=bearer(api), open_timeout=20) as ws:
+        ws.send("packed")
+        message = ws.recv(timeout=20)
+    assert isinstance(message, str) and message.startswith("[sluice: message withheld:"), message
+    assert "gzip file" in message, message

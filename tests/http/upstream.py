@@ -6,9 +6,11 @@ credential it holds."""
 import asyncio
 import base64
 import gzip
+import io
 import json
 import os
 import sys
+import zipfile
 import zlib
 from urllib.parse import quote
 
@@ -226,6 +228,55 @@ async def report(request):
     return Response(body, media_type=media)
 
 
+# A customer export as a file: the records the detectors would mask, packed where they cannot
+# read them.
+EXPORT = b"name,ssn,card\nAnn,078-05-1120,4111 1111 1111 1111\n"
+
+
+def zipped(name: str, data: bytes) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(name, data)
+    return out.getvalue()
+
+
+def packed_export(kind: str) -> tuple[bytes, dict]:
+    """The export packed as `kind`, and the headers it is served with."""
+    gz = gzip.compress(EXPORT)
+    if kind == "gzip":
+        return gz, {"content-type": "application/gzip"}
+    if kind == "gzip-as-bytes":
+        return gz, {"content-type": "application/octet-stream"}
+    if kind == "gzip-as-text":
+        return gz, {"content-type": "text/csv"}
+    if kind == "gzip-twice":
+        # A .csv.gz sent with a Content-Encoding of its own: decoded once, it is still a gzip file.
+        return gzip.compress(gz), {"content-type": "application/gzip", "content-encoding": "gzip"}
+    if kind == "zip":
+        return zipped("customers.csv", EXPORT), {"content-type": "application/zip"}
+    if kind == "xlsx-download":
+        return zipped("xl/worksheets/sheet1.xml", EXPORT), {
+            "content-type": "application/octet-stream", "content-disposition": "attachment; filename=customers.xlsx"}
+    if kind == "pdf":
+        stream = zlib.compress(b"BT /F1 12 Tf (" + EXPORT + b") Tj ET")
+        head = b"%PDF-1.7\n1 0 obj << /Length " + str(len(stream)).encode() + b" /Filter /FlateDecode >>\nstream\n"
+        return head + stream + b"\nendstream\nendobj\n%%EOF\n", {"content-type": "application/pdf"}
+    if kind == "zstd":
+        return zstandard.ZstdCompressor().compress(EXPORT), {"content-type": "application/zstd"}
+    if kind == "brotli":
+        return brotli.compress(EXPORT), {"content-type": "application/x-brotli"}
+    if kind == "multipart":
+        body = (b"--part\r\nContent-Type: text/plain\r\n\r\nyour export\r\n--part\r\n"
+                b"Content-Type: application/gzip\r\n\r\n" + gz + b"\r\n--part--\r\n")
+        return body, {"content-type": "multipart/mixed; boundary=part"}
+    raise KeyError(kind)
+
+
+async def packed(request):
+    body, headers = packed_export(request.path_params["kind"])
+    return Response(body, headers=headers)
+
+
 async def echo_auth(request):
     # An upstream that writes back the credential it got encoded: in a link, and in base64.
     # (Not guarded: a connection may hold a credential this upstream does not know.)
@@ -333,6 +384,10 @@ async def ws_echo(websocket: WebSocket):
 
                 asyncio.ensure_future(tick())
                 continue
+            if text == "packed":
+                # The export as a binary message, gzipped by the application (not by the socket).
+                await websocket.send_bytes(gzip.compress(EXPORT))
+                continue
             if text == "spell":
                 # A key a few characters per message, as a model streaming its answer sends it.
                 for piece in ["your key is sk-", "proj-Zq7vK2m", "9xWp4LtR8sNb", " ok"]:
@@ -396,6 +451,7 @@ app = recorded(Starlette(routes=[
     Route("/api/graphql", guard(graphql_endpoint), methods=["POST"]),
     Route("/api/report/{name}", guard(report)),
     Route("/api/echo-auth", echo_auth),
+    Route("/api/packed/{kind}", guard(packed)),
     Route("/api/set-cookie", guard(set_cookie)),
     Route("/api/declared", guard(declared)),
     Route("/api/cr-events", guard(cr_events)),

@@ -4,6 +4,7 @@
 //! response masked before it leaves (whole, or event by event for streams). HTTP/1.1 and HTTP/2 (by ALPN, or prior knowledge in clear)
 //! towards clients; pooled connections upstream.
 
+mod archive;
 mod budget;
 mod charset;
 mod continuity;
@@ -26,6 +27,7 @@ mod streams;
 mod target;
 mod websocket;
 
+pub use archive::Archives;
 pub use budget::Budget;
 pub use response::Oversize;
 pub use target::{HttpConnectionOptions, HttpTarget};

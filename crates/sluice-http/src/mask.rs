@@ -3,6 +3,7 @@
 //! a sensitive key or pointer replaced whatever they hold), any other body scanned as text. A
 //! body sluice cannot decode to read it is not passed on.
 
+use crate::archive::Archives;
 use crate::forward::OnWire;
 use jiter::Peek;
 use sluice_mask::value::ContentMasker;
@@ -167,11 +168,23 @@ pub struct BodyMasker {
     masking: Option<SessionMasking>,
     sensitive: Arc<Sensitive>,
     on_wire: Arc<OnWire>,
+    archives: Archives,
 }
 
 impl BodyMasker {
     pub fn new(masking: Option<SessionMasking>, sensitive: Arc<Sensitive>, on_wire: Arc<OnWire>) -> BodyMasker {
-        BodyMasker { masking, sensitive, on_wire }
+        BodyMasker { masking, sensitive, on_wire, archives: Archives::Refuse }
+    }
+
+    /// The masker with the connection's choice for packed bodies (`archives`).
+    pub fn with_archives(self, archives: Archives) -> BodyMasker {
+        BodyMasker { archives, ..self }
+    }
+
+    /// Whether a packed body (an archive, a compressed file, a PDF) is refused: where anything
+    /// is masked, unless the connection passes them.
+    pub fn refuses_archives(&self) -> bool {
+        self.archives == Archives::Refuse && self.active()
     }
 
     /// The target's sensitive keys and the held credential this masker masks by (with the
@@ -213,6 +226,9 @@ impl BodyMasker {
     pub fn clean(&self, body: &[u8]) -> Result<Option<Vec<u8>>, Unreadable> {
         if let Some(encoding) = crate::charset::wide(body) {
             return Err(Unreadable::Wide(encoding));
+        }
+        if let Some(kind) = crate::archive::packed(body).filter(|_| self.refuses_archives()) {
+            return Err(Unreadable::Packed(kind));
         }
         let scrubbed = self.on_wire.scrub(body);
         if !self.active() {
@@ -320,6 +336,9 @@ pub enum Unreadable {
         "the response is not JSON and names {0:?}, a field marked sensitive, whose value sluice finds only in JSON"
     )]
     Keyed(String),
+    /// It is an archive, a compressed file or a PDF, and the connection masks.
+    #[error("the response is a {0}: sluice does not open it to read the text inside, so cannot mask it")]
+    Packed(&'static str),
 }
 
 /// JSON nested deeper than this is not walked (and so not passed on where keys are sensitive).

@@ -5,6 +5,7 @@
 // A refusal (status and answer) is large, and returned only on the cold path of a request.
 #![allow(clippy::result_large_err)]
 
+use crate::archive;
 use crate::budget::Exhausted;
 use crate::charset;
 use crate::decode::Decoder;
@@ -662,7 +663,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     // A socket's messages are recorded under its path and query (their escaped parts masked).
     let socket_target = (websocket && head.status == StatusCode::SWITCHING_PROTOCOLS)
         .then(|| action.shown_target(&|part: &str| masking.as_ref().and_then(|m| m.masking().mask_text(part))));
-    let masker = BodyMasker::new(masking, Arc::clone(&options.sensitive), on_wire);
+    let masker = BodyMasker::new(masking, Arc::clone(&options.sensitive), on_wire).with_archives(options.archives);
     if let Some(socket_target) = socket_target {
         let client_upgrade = parts.extensions.remove::<OnUpgrade>().ok_or_else(|| {
             upstream_failed(
@@ -731,6 +732,25 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         );
         return Err(upstream_failed(StatusCode::BAD_GATEWAY, "upstream_response_refused", why, ASK_FOR_JSON));
     }
+    // Formats with no signature to know them by when they arrive.
+    if masker.refuses_archives()
+        && let Some(kind) = head
+            .headers
+            .get_all(header::CONTENT_TYPE)
+            .iter()
+            .find_map(|ct| archive::declared(&String::from_utf8_lossy(ct.as_bytes())))
+    {
+        return Err(upstream_failed(
+            StatusCode::BAD_GATEWAY,
+            "upstream_response_refused",
+            Unreadable::Packed(kind).to_string(),
+            &archives_hint(&target.name),
+        ));
+    }
+    let multipart = head
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().to_ascii_lowercase().starts_with(b"multipart/"));
     let shape = Shape::of(&head.headers);
     let binary = response::is_binary_media(head.headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes));
     let mut headers = std::mem::take(&mut head.headers);
@@ -770,11 +790,32 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
                     "upstream_response_refused",
                     "ask for JSON (send Accept: application/json, without a format suffix or parameter), or tell an operator",
                 ),
+                BodyError::Unreadable(Unreadable::Packed(_)) => {
+                    return Err(upstream_failed(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_response_refused",
+                        e.to_string(),
+                        &archives_hint(&target.name),
+                    ));
+                }
                 _ => (StatusCode::BAD_GATEWAY, "upstream_response_refused", "tell an operator"),
             };
             return Err(upstream_failed(status, error, e.to_string(), hint));
         }
     };
+    // A part of a multipart response may be packed where the whole does not begin so.
+    if multipart
+        && masker.refuses_archives()
+        && let Some(kind) = archive::packed_inside(&whole.body)
+    {
+        let why = format!("a part of {}", Unreadable::Packed(kind));
+        return Err(upstream_failed(
+            StatusCode::BAD_GATEWAY,
+            "upstream_response_refused",
+            why,
+            &archives_hint(&target.name),
+        ));
+    }
     let size = whole.body.len();
     exchange.keep_response_excerpt(&whole.body);
     let mut reply = Response::new(http_body_util::Either::Left(Full::new(whole.body)));
@@ -899,6 +940,13 @@ async fn decide_message<G: Gate>(
 
 /// What to do about a response in a format sluice cannot read the fields of.
 const ASK_FOR_JSON: &str = "ask for JSON (send Accept: application/json), or tell an operator";
+
+/// What to do about a packed response on connection `name`.
+fn archives_hint(name: &str) -> String {
+    format!(
+        "ask for the content itself rather than a packed copy (uncompressed, as JSON or text); an operator can let connection {name:?} pass packed files unmasked (archives = \"pass\")"
+    )
+}
 
 /// What to do about a response in an encoding the detectors cannot read.
 const WIDE_HINT: &str = "ask the upstream for UTF-8 (send Accept-Charset: utf-8), or tell an operator";

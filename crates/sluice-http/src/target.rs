@@ -2,6 +2,7 @@
 //! shares once prepared: the upstream's base URL, the pooled client with its TLS settings, how the
 //! held credential is presented, and what of a response is always masked.
 
+use crate::archive::Archives;
 use crate::continuity::StreamPaths;
 use crate::mask::Sensitive;
 use crate::oauth::TokenCache;
@@ -65,6 +66,11 @@ pub struct HttpConnectionOptions {
     /// language model's text deltas): read joined, so that a secret split across events is found.
     #[serde(default = "default_stream_text")]
     pub stream_text: Vec<String>,
+    /// What becomes of a response that is an archive, a compressed file or a PDF where anything
+    /// is masked: `refuse` (502; the default: its text cannot be read to mask it) or `pass`
+    /// (unopened, so unmasked).
+    #[serde(default)]
+    pub archives: Archives,
 }
 
 /// Where the streaming APIs agents call most put their text deltas: OpenAI's chat, completions
@@ -210,6 +216,7 @@ pub struct HttpTarget {
     pub sensitive: Arc<Sensitive>,
     /// The pointers whose strings a stream's events continue (`stream_text`).
     pub stream_text: Arc<StreamPaths>,
+    pub archives: Archives,
     /// What of the credential last went on the wire, by the digest of what it was built from:
     /// the same for every request until the credential (or an OAuth 2 token) changes.
     pub(crate) on_wire: crate::forward::OnWireCache,
@@ -264,6 +271,7 @@ impl HttpTarget {
             graphql_paths: options.graphql_paths.clone(),
             sensitive: Arc::new(Sensitive::new(options.sensitive_keys.clone(), tokens(&options.sensitive_pointers))),
             stream_text: Arc::new(tokens(&options.stream_text)),
+            archives: options.archives,
             on_wire: Default::default(),
         })
     }
