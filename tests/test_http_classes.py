@@ -847,3 +847,23 @@ def test_a_packed_message_from_the_upstream_on_a_websocket_is_withheld(api):
         message = ws.recv(timeout=20)
     assert isinstance(message, str) and message.startswith("[sluice: message withheld:"), message
     assert "gzip file" in message, message
+
+
+def test_values_spelled_in_escapes_are_masked_in_responses(api):
+    r = httpx.get(f"{api.base}/billing/escaped/json", headers=bearer(api), timeout=20)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["next"] == "/v1/customers?email=[redacted:email]&page=2", answer
+    assert answer["pay"] == "/pay?card=[redacted:credit-card]", answer
+    assert "1120" not in answer["payload"] and "[redacted:ssn]" in answer["payload"], answer
+    r = httpx.get(f"{api.base}/billing/escaped/html", headers=bearer(api), timeout=20)
+    assert r.status_code == 200 and r.text == "<p>Contact: [redacted:email]</p>", r.text
+
+
+def test_a_file_in_base64_that_holds_a_finding_is_replaced_whole(api):
+    r = httpx.get(f"{api.base}/billing/escaped/file", headers=bearer(api), timeout=20)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["content"] == "[redacted:email]\n", answer
+    # What decodes to no text (a hash) is left as it is.
+    assert answer["sha"] == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4" and answer["name"] == ".env", answer

@@ -107,6 +107,33 @@ def test_psql_simple_protocol(gateway, token, people):
     assert "[redacted:credit-card]" in result.stdout and "[redacted:private-key]" in result.stdout
 
 
+def test_values_spelled_in_escapes_are_masked(gateway, token):
+    # A link, a page and an escaped document stored as text: the detectors read what the escapes
+    # spell, and mask the escaped bytes.
+    sql = ("SELECT 'https://crm/?email=ann%40example.com&page=2' AS link, "
+           "'<td>ann&#64;example&#x2e;com</td>' AS page, "
+           "'{\\\"card\\\": \\\"4111\\u00201111\\u00201111\\u00201111\\\"}' AS quoted, "
+           "'twice: 4111%25201111%25201111%25201111' AS twice")
+    result = psql(gateway.dsn(token), "-A", sql=sql)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for spelled in ["ann%40example.com", "ann&#64;example", "4111\\u00201111", "4111%25201111"]:
+        assert spelled not in out, out
+    assert "https://crm/?email=[redacted:email]&page=2" in out, out
+    assert "<td>[redacted:email]</td>" in out, out
+    assert out.count("[redacted:credit-card]") == 2, out
+
+
+def test_text_stored_in_base64_is_masked_whole(gateway, token):
+    sql = ("SELECT encode(convert_to('owner: ann@example.com', 'UTF8'), 'base64') AS text_file, "
+           "encode(sha256('ann@example.com'), 'base64') AS digest")
+    result = psql(gateway.dsn(token), "-A", "-t", sql=sql)
+    assert result.returncode == 0, result.stderr
+    text_file, digest = result.stdout.strip().split("|")
+    assert text_file == "[redacted:email]", result.stdout
+    assert len(digest) == 44 and digest.endswith("="), result.stdout
+
+
 def test_without_masking_the_same_query_leaks(make_gateway, people):
     """The control: the same fixture through a gateway with masking off shows the values, so the
     assertions above are about sluice's masking and nothing else."""

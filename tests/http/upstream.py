@@ -277,6 +277,22 @@ async def packed(request):
     return Response(body, headers=headers)
 
 
+async def escaped(request):
+    # Values spelled in escapes: a pagination link that repeats the filter, a page that hides an
+    # address from scrapers, a document quoted twice.
+    if request.path_params["kind"] == "file":
+        # A file as GitHub's contents API returns it: base64, wrapped at 60 characters.
+        encoded = base64.b64encode(b"DB_HOST=db.internal\nOWNER=ann@example.com\nSSN=078-05-1120\n").decode()
+        wrapped = "\n".join(encoded[i:i + 60] for i in range(0, len(encoded), 60)) + "\n"
+        return JSONResponse({"name": ".env", "encoding": "base64", "content": wrapped,
+                             "sha": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4"})
+    if request.path_params["kind"] == "html":
+        return Response("<p>Contact: ann&#64;example&#x2E;com</p>", media_type="text/html")
+    return JSONResponse({"next": "/v1/customers?email=ann%40example.com&page=2",
+                         "pay": "/pay?card=4111%201111%201111%201111",
+                         "payload": json.dumps({"ssn": "078-05-1120"}).replace("-", "\\u002d")})
+
+
 async def echo_auth(request):
     # An upstream that writes back the credential it got encoded: in a link, and in base64.
     # (Not guarded: a connection may hold a credential this upstream does not know.)
@@ -452,6 +468,7 @@ app = recorded(Starlette(routes=[
     Route("/api/report/{name}", guard(report)),
     Route("/api/echo-auth", echo_auth),
     Route("/api/packed/{kind}", guard(packed)),
+    Route("/api/escaped/{kind}", guard(escaped)),
     Route("/api/set-cookie", guard(set_cookie)),
     Route("/api/declared", guard(declared)),
     Route("/api/cr-events", guard(cr_events)),

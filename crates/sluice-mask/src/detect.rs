@@ -2,6 +2,8 @@
 //! `AKIA` or `-----BEGIN `), each anchor is confirmed by an anchored regex-automata search or a
 //! small scanner, and validators (Luhn, SSN rules, IBAN mod-97) drop what only looks right.
 
+use crate::encoded;
+use crate::escapes;
 use crate::validate;
 use aho_corasick::{AhoCorasick, MatchKind};
 use regex_automata::meta::Regex;
@@ -378,12 +380,61 @@ impl Scanner {
         self.names.get(detector).map_or("?", String::as_str)
     }
 
-    /// Appends the sensitive spans of `hay` to `out`, sorted and merged where they overlap.
+    /// Appends the sensitive spans of `hay` to `out`, sorted and merged where they overlap:
+    /// those in it as it is, and those in what its escapes spell (`ann%40example.com`).
     pub fn scan(&self, hay: &[u8], out: &mut Vec<Finding>) {
         let first = out.len();
         if hay.len() < self.min_len {
             return;
         }
+        self.scan_as_is(hay, out);
+        self.scan_escaped(hay, out);
+        self.scan_encoded(hay, out);
+        normalize(&mut out[first..]);
+        merge_from(out, first);
+    }
+
+    /// The findings in what the escapes of `hay` spell, decoded up to `escapes::LEVELS` times
+    /// around each escape, each as the escaped bytes it was read from. A finding that reaches
+    /// the edge of the part read does not count unless that is the edge of `hay`: the edge may
+    /// have cut a value into one that looks like something else.
+    fn scan_escaped(&self, hay: &[u8], out: &mut Vec<Finding>) {
+        let mut found = Vec::new();
+        for (start, end) in escapes::windows(hay) {
+            let mut text = std::borrow::Cow::Borrowed(&hay[start..end]);
+            let mut origin: Vec<usize> = (start..=end).collect();
+            for _ in 0..escapes::LEVELS {
+                let Some((decoded, from)) = escapes::decode(&text) else { break };
+                origin = from.iter().map(|&i| origin[i]).collect();
+                found.clear();
+                self.scan_as_is(&decoded, &mut found);
+                for f in &found {
+                    let (from, to) = (origin[f.start], origin[f.end]);
+                    if (from > start || start == 0) && (to < end || end == hay.len()) {
+                        out.push(Finding { detector: f.detector, start: from, end: to });
+                    }
+                }
+                text = std::borrow::Cow::Owned(decoded);
+            }
+        }
+    }
+
+    /// Each run of base64 whose text holds a finding, whole (what part of a run spells a
+    /// finding's bytes cannot be masked alone).
+    fn scan_encoded(&self, hay: &[u8], out: &mut Vec<Finding>) {
+        let mut found = Vec::new();
+        for (start, end) in encoded::runs(hay) {
+            let Some(text) = encoded::decode_text(&hay[start..end]) else { continue };
+            found.clear();
+            self.scan_as_is(&text, &mut found);
+            if let Some(f) = found.iter().min_by_key(|f| f.start) {
+                out.push(Finding { detector: f.detector, start, end });
+            }
+        }
+    }
+
+    /// The findings in `hay` read as it is, unsorted.
+    fn scan_as_is(&self, hay: &[u8], out: &mut Vec<Finding>) {
         // The built-in detectors read a space and the end of a value alike, and padding holds
         // nothing they find: they skip trailing blanks, so a blank char(n) value costs next to nothing.
         let text = without_trailing_blanks(hay);
@@ -399,8 +450,6 @@ impl Scanner {
                 out.push(Finding { detector, start: m.start(), end: m.end() });
             }
         }
-        normalize(&mut out[first..]);
-        merge_from(out, first);
     }
 
     fn scan_builtin(&self, hay: &[u8], out: &mut Vec<Finding>) {
@@ -1249,6 +1298,41 @@ mod tests {
         ] {
             assert_eq!(found(text), vec![], "in {text:?}");
         }
+    }
+
+    #[test]
+    fn values_spelled_in_escapes_are_found_as_their_escaped_bytes() {
+        one("next=/v1/customers?email=ann%40example.com&page=2", "email", "ann%40example.com");
+        one("card=4111%201111%201111%201111", "credit-card", "4111%201111%201111%201111");
+        one("twice: ann%2540example.com.", "email", "ann%2540example.com");
+        one("<a>ann&#64;example&#x2E;com</a>", "email", "ann&#64;example&#x2E;com");
+        one("<td>ann&commat;example&period;com</td>", "email", "ann&commat;example&period;com");
+        one(r#"{\"ssn\": \"078\u002d05\u002d1120\"}"#, "ssn", r"078\u002d05\u002d1120");
+        one("q=password%3Dhunter2-Zq7vW2xR", "credential", "hunter2-Zq7vW2xR");
+        // What is found as it is stays as found; escapes elsewhere change nothing.
+        assert_eq!(
+            found("50% of ann@example.com &amp; 4111 1111 1111 1111%20"),
+            found("50% of ann@example.com & 4111 1111 1111 1111 ")
+        );
+        assert!(found("path=%2Fhome%2Fann&x=%20&amp;&#64;").is_empty());
+    }
+
+    #[test]
+    fn base64_that_carries_a_finding_is_found_whole() {
+        // A file as an API returns it (GitHub's contents: wrapped at 60 with JSON's \n).
+        let file = "DB_HOST=db.internal\nDB_PASSWORD=Zq7vW2xR9kLm4Tp8\nOWNER=ann@example.com\n";
+        let encoded = b64(file);
+        let wrapped: Vec<&str> = encoded.as_bytes().chunks(60).map(|l| std::str::from_utf8(l).unwrap()).collect();
+        let body = format!(r#"{{"name": ".env", "content": "{}\n", "sha": "e3b0c44298fc1c14"}}"#, wrapped.join("\\n"));
+        let findings = found(&body);
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].1, wrapped.join("\\n"));
+        assert!(found(&b64("nothing to see in this text at all")).is_empty());
+    }
+
+    fn b64(text: &str) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(text)
     }
 
     #[test]

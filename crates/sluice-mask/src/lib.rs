@@ -4,6 +4,8 @@
 
 pub mod action;
 pub mod detect;
+mod encoded;
+mod escapes;
 mod lineage;
 pub use lineage::Problem as LineageProblem;
 mod objects;

@@ -1,0 +1,157 @@
+//! Text carried in base64 (a file's content in an API's JSON, a Kubernetes secret, a `data:`
+//! URL): runs of the base64 alphabet long enough to hold a finding, decoded where they decode to
+//! text, so that the detectors read what they carry. Lines wrapped as MIME and PEM wrap them (a
+//! break after a multiple of four characters, as a byte or as JSON's `\n`) continue a run.
+
+use base64::Engine;
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+
+/// The shortest run read: 16 characters are 12 bytes, room for an SSN with its dashes.
+pub const MIN_RUN: usize = 16;
+
+/// The spans of `text` that may be base64 (at least `MIN_RUN` characters of one alphabet, with
+/// their padding and wrapped lines), in order.
+pub fn runs(text: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    // Most text has no run this long: probing every `MIN_RUN`th byte skips it.
+    while i + MIN_RUN <= text.len() {
+        let probe = i + MIN_RUN - 1;
+        if !ALPHABET[usize::from(text[probe])] {
+            i = probe + 1;
+            continue;
+        }
+        let mut start = probe;
+        while start > i && ALPHABET[usize::from(text[start - 1])] {
+            start -= 1;
+        }
+        let end = run_end(text, start, probe);
+        if end - start >= MIN_RUN {
+            out.push((start, end));
+        }
+        i = end + 1;
+    }
+    out
+}
+
+/// Where the run from `start` (in the alphabet up to `at` at least) ends: past its padding, and
+/// past each line break that follows a whole number of four-character groups.
+fn run_end(text: &[u8], start: usize, at: usize) -> usize {
+    let mut line_start = start;
+    let mut end = at;
+    loop {
+        while end < text.len() && ALPHABET[usize::from(text[end])] {
+            end += 1;
+        }
+        let padding = text[end..].iter().take(2).take_while(|&&b| b == b'=').count();
+        if padding > 0 {
+            return end + padding;
+        }
+        let breaks = line_break(&text[end..]);
+        let next = end + breaks;
+        if breaks == 0
+            || !(end - line_start).is_multiple_of(4)
+            || !text.get(next).is_some_and(|&b| ALPHABET[usize::from(b)])
+        {
+            return end;
+        }
+        line_start = next;
+        end = next;
+    }
+}
+
+/// The length of the line break `rest` begins with: a CR, LF or CRLF, or the same as JSON
+/// escapes them.
+fn line_break(rest: &[u8]) -> usize {
+    [&b"\r\n"[..], b"\n", b"\r", b"\\r\\n", b"\\n", b"\\r"].iter().find(|b| rest.starts_with(b)).map_or(0, |b| b.len())
+}
+
+/// What `run` decodes to, when it is text (UTF-8 without controls but blanks and line ends).
+pub fn decode_text(run: &[u8]) -> Option<Vec<u8>> {
+    let mut clean = Vec::with_capacity(run.len());
+    let mut i = 0;
+    while i < run.len() {
+        match line_break(&run[i..]) {
+            0 => {
+                clean.push(run[i]);
+                i += 1;
+            }
+            n => i += n,
+        }
+    }
+    let url_safe = clean.iter().any(|&b| b == b'-' || b == b'_');
+    if url_safe && clean.iter().any(|&b| b == b'+' || b == b'/') {
+        return None;
+    }
+    let engine = if url_safe { &URL_SAFE } else { &STANDARD };
+    let decoded = engine.decode(&clean).ok()?;
+    let text = std::str::from_utf8(&decoded).ok()?;
+    text.chars().all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r')).then_some(decoded)
+}
+
+const INDIFFERENT: GeneralPurposeConfig =
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+const STANDARD: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, INDIFFERENT);
+const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, INDIFFERENT);
+
+/// Both alphabets' characters.
+const ALPHABET: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'-' | b'_');
+        b += 1;
+    }
+    table
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose;
+
+    fn b64(text: &str) -> String {
+        general_purpose::STANDARD.encode(text)
+    }
+
+    #[test]
+    fn runs_of_base64_text_decode() {
+        let body = format!(r#"{{"content": "{}", "id": "x"}}"#, b64("ssn: 078-05-1120"));
+        let found = runs(body.as_bytes());
+        assert_eq!(found.len(), 1);
+        let (start, end) = found[0];
+        assert_eq!(&body[start..end], b64("ssn: 078-05-1120"));
+        assert_eq!(decode_text(&body.as_bytes()[start..end]).unwrap(), b"ssn: 078-05-1120");
+        let url_safe = general_purpose::URL_SAFE_NO_PAD.encode("card?4111>1111 1111 1111");
+        assert_eq!(decode_text(url_safe.as_bytes()).unwrap(), b"card?4111>1111 1111 1111");
+    }
+
+    #[test]
+    fn wrapped_lines_continue_a_run() {
+        let text = "name: Ann\nssn: 078-05-1120\nemail: ann@example.com\n".repeat(3);
+        let wrapped: Vec<String> =
+            b64(&text).as_bytes().chunks(60).map(|l| String::from_utf8(l.to_vec()).unwrap()).collect();
+        for joiner in ["\n", "\r\n", "\\n"] {
+            let body = format!("\"{}{joiner}\"", wrapped.join(joiner));
+            let found = runs(body.as_bytes());
+            assert_eq!(found.len(), 1, "{joiner:?}: {found:?}");
+            assert_eq!(decode_text(&body.as_bytes()[found[0].0..found[0].1]).unwrap(), text.as_bytes());
+        }
+    }
+
+    #[test]
+    fn what_is_not_base64_text_is_left() {
+        for text in [
+            "an ordinary sentence with short words only",
+            "3f2a9c1e-7b4d-4e8a-9c3f-2d1b0a9e8f7c",
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            "/api/v1/customers/12345/invoices",
+            "ThisIsAVeryLongIdentifierName",
+        ] {
+            let decoded = runs(text.as_bytes()).into_iter().filter_map(|(s, e)| decode_text(&text.as_bytes()[s..e]));
+            assert_eq!(decoded.count(), 0, "{text}");
+        }
+    }
+}

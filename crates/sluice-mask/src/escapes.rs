@@ -1,0 +1,183 @@
+//! Text spelled in escapes — percent-encoding (`ann%40example.com` in a link), HTML character
+//! references (`ann&#64;example.com`), backslash escapes (`ann\u0040example.com` in JSON quoted
+//! inside a string) — decoded for the detectors, with where each decoded byte came from, so
+//! that a finding in the decoded text masks the escaped bytes it was read from.
+
+/// Levels of escaping undone (`%2540` is `%40` once decoded, `@` twice).
+pub const LEVELS: usize = 3;
+
+/// Bytes of context read on each side of an escape: a value spelled partly in escapes is read
+/// whole when it is at most this long.
+pub const CONTEXT: usize = 256;
+
+/// The parts of `text` around its escapes (merged where they overlap), in order.
+pub fn windows(text: &[u8]) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for i in memchr::memchr3_iter(b'%', b'\\', b'&', text) {
+        let Some((len, _)) = escape_at(text, i) else { continue };
+        let (start, end) = (i.saturating_sub(CONTEXT), (i + len + CONTEXT).min(text.len()));
+        match out.last_mut() {
+            Some(last) if start <= last.1 => last.1 = end,
+            _ => out.push((start, end)),
+        }
+    }
+    out
+}
+
+/// `text` with its escapes decoded once, and where each decoded byte's escape (or byte) starts
+/// in `text`, with `text.len()` after the last; `None` when it has none.
+pub fn decode(text: &[u8]) -> Option<(Vec<u8>, Vec<usize>)> {
+    let mut decoded = Vec::with_capacity(text.len());
+    let mut origin = Vec::with_capacity(text.len() + 1);
+    let (mut i, mut any) = (0, false);
+    while i < text.len() {
+        let escape = matches!(text[i], b'%' | b'\\' | b'&').then(|| escape_at(text, i)).flatten();
+        match escape {
+            Some((len, unit)) => {
+                for &b in unit.bytes() {
+                    decoded.push(b);
+                    origin.push(i);
+                }
+                i += len;
+                any = true;
+            }
+            None => {
+                decoded.push(text[i]);
+                origin.push(i);
+                i += 1;
+            }
+        }
+    }
+    origin.push(text.len());
+    any.then_some((decoded, origin))
+}
+
+/// What one escape decodes to: a character's UTF-8 bytes, or one byte.
+struct Unit {
+    bytes: [u8; 4],
+    len: usize,
+}
+
+impl Unit {
+    fn byte(b: u8) -> Unit {
+        Unit { bytes: [b, 0, 0, 0], len: 1 }
+    }
+
+    fn char(c: char) -> Unit {
+        let mut bytes = [0; 4];
+        let len = c.encode_utf8(&mut bytes).len();
+        Unit { bytes, len }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// The escape starting at `i`, if one does: its length and what it decodes to.
+fn escape_at(text: &[u8], i: usize) -> Option<(usize, Unit)> {
+    let rest = &text[i..];
+    match rest.first()? {
+        b'%' => Some((3, Unit::byte(hex(rest.get(1..3)?)? as u8))),
+        b'\\' => backslash(rest),
+        b'&' => reference(rest),
+        _ => None,
+    }
+}
+
+/// `\uXXXX` (a surrogate pair as two), `\xXX`, and the one-letter escapes of JSON and C.
+fn backslash(rest: &[u8]) -> Option<(usize, Unit)> {
+    Some(match rest.get(1)? {
+        b'u' => {
+            let unit = hex(rest.get(2..6)?)?;
+            if (0xD800..0xDC00).contains(&unit) {
+                // A high surrogate counts only with its low one after it.
+                let low = rest.get(6..12).filter(|r| r.starts_with(b"\\u")).and_then(|r| hex(&r[2..]))?;
+                let c = char::decode_utf16([unit as u16, low as u16]).next()?.ok()?;
+                return Some((12, Unit::char(c)));
+            }
+            (6, Unit::char(char::from_u32(unit)?))
+        }
+        b'x' => (4, Unit::byte(hex(rest.get(2..4)?)? as u8)),
+        b'n' => (2, Unit::byte(b'\n')),
+        b'r' => (2, Unit::byte(b'\r')),
+        b't' => (2, Unit::byte(b'\t')),
+        &c @ (b'\\' | b'"' | b'\'' | b'/') => (2, Unit::byte(c)),
+        _ => return None,
+    })
+}
+
+/// Named characters a value may be spelled with in HTML: the markup's own and the punctuation
+/// that joins the parts of an address, a number or an assignment.
+const NAMED: &[(&[u8], u8)] = &[
+    (b"amp", b'&'),
+    (b"lt", b'<'),
+    (b"gt", b'>'),
+    (b"quot", b'"'),
+    (b"apos", b'\''),
+    (b"commat", b'@'),
+    (b"period", b'.'),
+    (b"hyphen", b'-'),
+    (b"dash", b'-'),
+    (b"colon", b':'),
+    (b"equals", b'='),
+    (b"lowbar", b'_'),
+    (b"sol", b'/'),
+    (b"plus", b'+'),
+    (b"nbsp", b' '),
+];
+
+/// `&#64;`, `&#x40;`, `&commat;`.
+fn reference(rest: &[u8]) -> Option<(usize, Unit)> {
+    let end = rest.iter().take(10).position(|&b| b == b';')?;
+    let name = &rest[1..end];
+    let unit = match name {
+        [b'#', b'x' | b'X', digits @ ..] if !digits.is_empty() => Unit::char(char::from_u32(hex(digits)?)?),
+        [b'#', digits @ ..] if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) => {
+            Unit::char(char::from_u32(std::str::from_utf8(digits).ok()?.parse().ok()?)?)
+        }
+        _ => Unit::byte(NAMED.iter().find(|(n, _)| n.eq_ignore_ascii_case(name))?.1),
+    };
+    Some((end + 1, unit))
+}
+
+/// Hex digits as a number (at most eight).
+fn hex(digits: &[u8]) -> Option<u32> {
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    digits.iter().try_fold(0u32, |n, &d| Some(n << 4 | (d as char).to_digit(16)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn once(text: &str) -> String {
+        String::from_utf8(decode(text.as_bytes()).expect("escapes").0).unwrap()
+    }
+
+    #[test]
+    fn each_kind_of_escape_decodes() {
+        assert_eq!(once("ann%40example.com"), "ann@example.com");
+        assert_eq!(once("ann&#64;x&#x2E;com &commat; &AMP;"), "ann@x.com @ &");
+        assert_eq!(once(r#"ann\u0040x\x2Ecom \"q\" \/ \n"#), "ann@x.com \"q\" / \n");
+        assert_eq!(once(r"\ud83d\ude00"), "😀");
+        assert_eq!(once("%2540"), "%40");
+        assert!(decode(b"50% off, R&D, C:\\ok, &unknown; \\ud83d alone, %zz").is_none());
+    }
+
+    #[test]
+    fn each_decoded_byte_knows_where_it_came_from() {
+        let (decoded, origin) = decode(b"a%40b&#46;c").unwrap();
+        assert_eq!(decoded, b"a@b.c");
+        assert_eq!(origin, vec![0, 1, 4, 5, 10, 11]);
+    }
+
+    #[test]
+    fn windows_surround_escapes_and_merge() {
+        let text = [vec![b'x'; 1000], b"%40".to_vec(), vec![b'y'; 100], b"%40".to_vec(), vec![b'z'; 1000]].concat();
+        assert_eq!(windows(&text), vec![(1000 - CONTEXT, 1000 + 3 + 100 + 3 + CONTEXT)]);
+        assert!(windows(b"no escapes: 50% & more").is_empty());
+    }
+}
