@@ -10,16 +10,29 @@ pub const LEVELS: usize = 3;
 /// whole when it is at most this long.
 pub const CONTEXT: usize = 256;
 
-/// The parts of `text` around its escapes (merged where they overlap), in order.
+/// The longest part read at once: a body full of escapes is read in parts this long that
+/// overlap by twice `CONTEXT`, so that what is held to map findings back stays small.
+pub const MAX_WINDOW: usize = 64 * 1024;
+
+/// The parts of `text` around its escapes (merged where they overlap, cut where longer than
+/// `MAX_WINDOW`), in order.
 pub fn windows(text: &[u8]) -> Vec<(usize, usize)> {
-    let mut out: Vec<(usize, usize)> = Vec::new();
+    let mut merged: Vec<(usize, usize)> = Vec::new();
     for i in memchr::memchr3_iter(b'%', b'\\', b'&', text) {
         let Some((len, _)) = escape_at(text, i) else { continue };
         let (start, end) = (i.saturating_sub(CONTEXT), (i + len + CONTEXT).min(text.len()));
-        match out.last_mut() {
+        match merged.last_mut() {
             Some(last) if start <= last.1 => last.1 = end,
-            _ => out.push((start, end)),
+            _ => merged.push((start, end)),
         }
+    }
+    let mut out = Vec::with_capacity(merged.len());
+    for (mut start, end) in merged {
+        while end - start > MAX_WINDOW {
+            out.push((start, start + MAX_WINDOW));
+            start += MAX_WINDOW - 2 * CONTEXT;
+        }
+        out.push((start, end));
     }
     out
 }
@@ -179,5 +192,10 @@ mod tests {
         let text = [vec![b'x'; 1000], b"%40".to_vec(), vec![b'y'; 100], b"%40".to_vec(), vec![b'z'; 1000]].concat();
         assert_eq!(windows(&text), vec![(1000 - CONTEXT, 1000 + 3 + 100 + 3 + CONTEXT)]);
         assert!(windows(b"no escapes: 50% & more").is_empty());
+        let full = b"%41".repeat(MAX_WINDOW);
+        let parts = windows(&full);
+        assert!(parts.iter().all(|(s, e)| e - s <= MAX_WINDOW), "{parts:?}");
+        assert!(parts.windows(2).all(|p| p[0].1 - p[1].0 == 2 * CONTEXT), "{parts:?}");
+        assert_eq!((parts[0].0, parts.last().unwrap().1), (0, full.len()));
     }
 }
