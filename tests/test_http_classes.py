@@ -865,5 +865,8 @@ def test_a_file_in_base64_that_holds_a_finding_is_replaced_whole(api):
     assert r.status_code == 200, r.text
     answer = r.json()
     assert answer["content"] == "[redacted:email]\n", answer
+    # A packed file in base64 is content the detectors cannot read: replaced whole too.
+    r = httpx.get(f"{api.base}/billing/escaped/file-gz", headers=bearer(api), timeout=20)
+    assert r.status_code == 200 and r.json()["content"] == "[redacted:unreadable-content]", r.text
     # What decodes to no text (a hash) is left as it is.
     assert answer["sha"] == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4" and answer["name"] == ".env", answer

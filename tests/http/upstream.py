@@ -286,6 +286,10 @@ async def escaped(request):
         wrapped = "\n".join(encoded[i:i + 60] for i in range(0, len(encoded), 60)) + "\n"
         return JSONResponse({"name": ".env", "encoding": "base64", "content": wrapped,
                              "sha": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4"})
+    if request.path_params["kind"] == "file-gz":
+        # The export's .csv.gz through the same API: base64 of what the detectors cannot read.
+        return JSONResponse({"name": "customers.csv.gz", "encoding": "base64",
+                             "content": base64.b64encode(gzip.compress(EXPORT)).decode()})
     if request.path_params["kind"] == "html":
         return Response("<p>Contact: ann&#64;example&#x2E;com</p>", media_type="text/html")
     return JSONResponse({"next": "/v1/customers?email=ann%40example.com&page=2",

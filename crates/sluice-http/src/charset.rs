@@ -59,28 +59,7 @@ pub fn declared_unreadable(content_type: &[u8]) -> Option<String> {
     })
 }
 
-/// The wide encoding a body is in, by its byte-order mark or by the NULs its first characters
-/// come with (as JSON readers guess: `{\0"\0` is UTF-16LE); `None` for ASCII-compatible text.
-pub fn wide(body: &[u8]) -> Option<&'static str> {
-    match body {
-        [0, 0, 0xFE, 0xFF, ..] => return Some("UTF-32BE"),
-        [0xFF, 0xFE, 0, 0, ..] => return Some("UTF-32LE"),
-        [0xFE, 0xFF, ..] => return Some("UTF-16BE"),
-        [0xFF, 0xFE, ..] => return Some("UTF-16LE"),
-        _ => {}
-    }
-    // Two characters in UTF-32, four in UTF-16: printable ASCII each, so that binary formats
-    // beginning with NULs (sizes, version numbers) are not taken for text.
-    let head = body.get(..8)?;
-    let text = |b: u8| b == b'\t' || b == b'\n' || b == b'\r' || (0x20..0x7F).contains(&b);
-    let units = |width: usize, at: usize| {
-        head.chunks(width).all(|unit| unit.iter().enumerate().all(|(i, &b)| if i == at { text(b) } else { b == 0 }))
-    };
-    [(4, 3, "UTF-32BE"), (4, 0, "UTF-32LE"), (2, 1, "UTF-16BE"), (2, 0, "UTF-16LE")]
-        .into_iter()
-        .find(|&(width, at, _)| units(width, at))
-        .map(|(_, _, name)| name)
-}
+pub use sluice_mask::unreadable::wide;
 
 /// Whether a body in another encoding than UTF-8 (a UTF-8 byte-order mark before it, or UTF-16 or
 /// UTF-32) begins as a JSON object or array does: a server may read it as JSON (Python's
@@ -102,22 +81,6 @@ mod tests {
 
     fn utf16le(text: &str) -> Vec<u8> {
         text.encode_utf16().flat_map(u16::to_le_bytes).collect()
-    }
-
-    #[test]
-    fn wide_text_is_known_by_its_mark_or_its_nuls() {
-        assert_eq!(wide(&utf16le("{\"card\": \"4111 1111 1111 1111\"}")), Some("UTF-16LE"));
-        let be: Vec<u8> = "[1, 2]".encode_utf16().flat_map(u16::to_be_bytes).collect();
-        assert_eq!(wide(&be), Some("UTF-16BE"));
-        let utf32: Vec<u8> = "card 4111".chars().flat_map(|c| (c as u32).to_le_bytes()).collect();
-        assert_eq!(wide(&utf32), Some("UTF-32LE"));
-        assert_eq!(wide(b"\xFF\xFEh\0i\0"), Some("UTF-16LE"));
-        assert_eq!(wide(b"{\"card\": \"4111\"}"), None);
-        // Binary formats with NULs up front are not text: an MP4, a TrueType font, an icon.
-        assert_eq!(wide(b"\0\0\0\x20ftypisom"), None);
-        assert_eq!(wide(b"\0\x01\0\0\0\x0e\0\x80"), None);
-        assert_eq!(wide(b"\0\0\x01\0\x01\0\x10\x10"), None);
-        assert_eq!(wide(b"ab"), None);
     }
 
     #[test]

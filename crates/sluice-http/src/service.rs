@@ -747,10 +747,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
             &archives_hint(&target.name),
         ));
     }
-    let multipart = head
-        .headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|ct| ct.as_bytes().to_ascii_lowercase().starts_with(b"multipart/"));
+    let boundary = head.headers.get(header::CONTENT_TYPE).and_then(|ct| archive::boundary(ct.as_bytes()));
     let shape = Shape::of(&head.headers);
     let binary = response::is_binary_media(head.headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes));
     let mut headers = std::mem::take(&mut head.headers);
@@ -804,9 +801,9 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         }
     };
     // A part of a multipart response may be packed where the whole does not begin so.
-    if multipart
-        && masker.refuses_archives()
-        && let Some(kind) = archive::packed_inside(&whole.body)
+    if masker.refuses_archives()
+        && let Some(boundary) = &boundary
+        && let Some(kind) = archive::packed_part(&whole.body, boundary)
     {
         let why = format!("a part of {}", Unreadable::Packed(kind));
         return Err(upstream_failed(

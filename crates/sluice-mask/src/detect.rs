@@ -4,6 +4,7 @@
 
 use crate::encoded;
 use crate::escapes;
+use crate::unreadable;
 use crate::validate;
 use aho_corasick::{AhoCorasick, MatchKind};
 use regex_automata::meta::Regex;
@@ -377,7 +378,17 @@ impl Scanner {
     }
 
     pub fn name(&self, detector: usize) -> &str {
+        if detector == self.unreadable() {
+            return "unreadable-content";
+        }
         self.names.get(detector).map_or("?", String::as_str)
+    }
+
+    /// The detector of findings that are content the detectors cannot read, carried where they
+    /// read (base64 of a gzip file or of UTF-16 text): one past the configured ones, so that it
+    /// has no action of its own (it is redacted, or NULL where a value can be).
+    pub fn unreadable(&self) -> usize {
+        self.names.len()
     }
 
     /// Appends the sensitive spans of `hay` to `out`, sorted and merged where they overlap:
@@ -408,27 +419,52 @@ impl Scanner {
                 origin = from.iter().map(|&i| origin[i]).collect();
                 found.clear();
                 self.scan_as_is(&decoded, &mut found);
+                self.scan_encoded(&decoded, &mut found);
                 for f in &found {
-                    let (from, to) = (origin[f.start], origin[f.end]);
-                    if (from > start || start == 0) && (to < end || end == hay.len()) {
-                        out.push(Finding { detector: f.detector, start: from, end: to });
+                    let (from, mut to) = (origin[f.start], origin[f.end]);
+                    if to <= from {
+                        // Found inside one escape's bytes (a custom pattern): the escape whole.
+                        to = origin[f.end..].iter().copied().find(|&o| o > from).unwrap_or(end);
                     }
+                    if from == start && start != 0 {
+                        continue;
+                    }
+                    if to == end && end != hay.len() {
+                        // A private key runs to its end marker, which may lie past what was read.
+                        if self.id(Builtin::PrivateKey) != Some(f.detector) {
+                            continue;
+                        }
+                        to = private_key_end(hay, to);
+                    }
+                    out.push(Finding { detector: f.detector, start: from, end: to });
                 }
                 text = std::borrow::Cow::Owned(decoded);
             }
         }
     }
 
-    /// Each run of base64 whose text holds a finding, whole (what part of a run spells a
-    /// finding's bytes cannot be masked alone).
+    /// Each run of base64 whose content holds a finding, whole (a part of a run cannot be masked
+    /// alone): text with a finding, or content the detectors cannot read (an archive, UTF-16
+    /// text), as `unreadable()`.
     fn scan_encoded(&self, hay: &[u8], out: &mut Vec<Finding>) {
         let mut found = Vec::new();
         for (start, end) in encoded::runs(hay) {
-            let Some(text) = encoded::decode_text(&hay[start..end]) else { continue };
-            found.clear();
-            self.scan_as_is(&text, &mut found);
-            if let Some(f) = found.iter().min_by_key(|f| f.start) {
-                out.push(Finding { detector: f.detector, start, end });
+            for content in encoded::readings(&hay[start..end]) {
+                // Short content that begins like a packed format is more likely an identifier.
+                let unread = || unreadable::packed(&content).or_else(|| unreadable::wide(&content));
+                if content.len() >= MIN_PACKED && unread().is_some() {
+                    out.push(Finding { detector: self.unreadable(), start, end });
+                    break;
+                }
+                if !encoded::reads_as_text(&content) {
+                    continue;
+                }
+                found.clear();
+                self.scan_as_is(&content, &mut found);
+                if let Some(f) = found.iter().min_by_key(|f| f.start) {
+                    out.push(Finding { detector: f.detector, start, end });
+                    break;
+                }
             }
         }
     }
@@ -488,10 +524,7 @@ impl Scanner {
         let Some(m) = re.search(&Input::new(hay).range(at..).anchored(Anchored::Yes)) else { return at + 1 };
         let mut end = m.end();
         if b == Builtin::PrivateKey {
-            // Everything up to the end marker's closing dashes; to the end of the value without one.
-            end = find(&hay[end..], b"-----END ")
-                .and_then(|i| find(&hay[end + i + 9..], b"-----").map(|j| end + i + 9 + j + 5))
-                .unwrap_or(hay.len());
+            end = private_key_end(hay, end);
         } else if hay.get(end).is_some_and(|&c| c.is_ascii_alphanumeric()) {
             // The key's alphabet continues: a longer identifier, not this kind of key.
             return end;
@@ -1031,6 +1064,18 @@ fn skip_blanks(hay: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// The fewest decoded bytes of base64 read as a packed format: a compressed file of anything
+/// worth masking is longer, an identifier that happens to begin as one seldom is.
+const MIN_PACKED: usize = 24;
+
+/// Where a private key whose header ends at `from` ends: past its end marker's closing dashes;
+/// at the end of the value without one.
+fn private_key_end(hay: &[u8], from: usize) -> usize {
+    find(&hay[from..], b"-----END ")
+        .and_then(|i| find(&hay[from + i + 9..], b"-----").map(|j| from + i + 9 + j + 5))
+        .unwrap_or(hay.len())
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -1328,6 +1373,56 @@ mod tests {
         assert_eq!(findings.len(), 1, "{findings:?}");
         assert_eq!(findings[0].1, wrapped.join("\\n"));
         assert!(found(&b64("nothing to see in this text at all")).is_empty());
+    }
+
+    #[test]
+    fn base64_is_read_however_it_is_cut_glued_or_escaped() {
+        let ssn = b64("id?078-05-1120");
+        assert_eq!(ssn, "aWQ/MDc4LTA1LTExMjA=");
+        for text in [
+            "{\"v\":\"MDc4LTA1LTExMjA=\"}".to_string(),
+            "?blob=aWQ%2FMDc4LTA1LTExMjA%3D".to_string(),
+            "GET /files/aWQ/MDc4LTA1LTExMjA=".to_string(),
+            "ok\\nMDc4LTA1LTExMjA=".to_string(),
+            b64_bytes(b"Jos\xe9 078-05-1120"),
+            b64_bytes(b"\x1b[31m 078-05-1120\x1b[0m"),
+        ] {
+            let findings = found(&text);
+            assert_eq!(findings.iter().map(|(d, _)| d.as_str()).collect::<Vec<_>>(), ["ssn"], "{text}: {findings:?}");
+        }
+        assert!(found("4111&#160;1111&#160;1111&#160;1111").iter().any(|(d, _)| d == "credit-card"));
+    }
+
+    #[test]
+    fn base64_of_what_the_detectors_cannot_read_is_found_whole() {
+        let gzip = {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(b"ssn,078-05-1120").unwrap();
+            e.finish().unwrap()
+        };
+        let utf16: Vec<u8> = "ssn 078-05-1120".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        for content in [gzip, [&b"\xFF\xFE"[..], &utf16].concat()] {
+            let text = format!("{{\"content\": \"{}\"}}", b64_bytes(&content));
+            let findings = found(&text);
+            assert_eq!(findings.len(), 1, "{text}");
+            assert_eq!(findings[0].0, "unreadable-content");
+        }
+        // An identifier that begins as a zlib stream's base64 does is left.
+        assert!(found("id eJwAccount2024x").is_empty());
+    }
+
+    #[test]
+    fn a_private_key_spelled_in_escapes_runs_to_its_end_marker() {
+        let body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n".repeat(40);
+        let key = format!("-----BEGIN&#32;PRIVATE&#32;KEY-----\n{body}-----END PRIVATE KEY-----");
+        let text = format!("key: {key} done");
+        assert_eq!(found(&text), vec![("private-key".to_string(), key)]);
+    }
+
+    fn b64_bytes(bytes: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(bytes)
     }
 
     fn b64(text: &str) -> String {

@@ -18,13 +18,17 @@ pub fn runs(text: &[u8]) -> Vec<(usize, usize)> {
     let mut read_to = 0;
     for (from, to) in stretches(text) {
         let mut i = from.max(read_to);
-        while i + MIN_RUN <= to {
-            match text[i..i + MIN_RUN].iter().rposition(|&b| !ALPHABET[usize::from(b)]) {
+        // Padding counts toward a run's length: an SSN is 15 characters and `=`.
+        let core = MIN_RUN - 2;
+        while i + core <= to {
+            match text[i..i + core].iter().rposition(|&b| !ALPHABET[usize::from(b)]) {
                 Some(last) => i += last + 1,
                 None => {
                     // `i` follows a byte outside the alphabet (or is the start): a run starts here.
-                    let end = run_end(text, i, i + MIN_RUN);
-                    out.push((i, end));
+                    let end = run_end(text, i, i + core);
+                    if end - i >= MIN_RUN {
+                        out.push((i, end));
+                    }
                     i = end + 1;
                     read_to = i;
                 }
@@ -101,27 +105,48 @@ fn line_break(rest: &[u8]) -> usize {
     [&b"\r\n"[..], b"\n", b"\r", b"\\r\\n", b"\\n", b"\\r"].iter().find(|b| rest.starts_with(b)).map_or(0, |b| b.len())
 }
 
-/// What `run` decodes to, when it is text (UTF-8 without controls but blanks and line ends).
-pub fn decode_text(run: &[u8]) -> Option<Vec<u8>> {
-    let mut clean = Vec::with_capacity(run.len());
-    let mut i = 0;
-    while i < run.len() {
-        match line_break(&run[i..]) {
-            0 => {
-                clean.push(run[i]);
-                i += 1;
+/// What `run` may decode to, most likely first: the run whole, then from after each `/` or `+`
+/// in it (a path's segments, or base64 that was percent-encoded, glue pieces together), then
+/// from its second, third and fourth character (a letter of an escape before it, as the `n` of
+/// `\n`, shifts it). Only readings that decode at all, in the alphabet the reading uses.
+pub fn readings(run: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let clean: Vec<u8> = {
+        let mut clean = Vec::with_capacity(run.len());
+        let mut i = 0;
+        while i < run.len() {
+            match line_break(&run[i..]) {
+                0 => {
+                    clean.push(run[i]);
+                    i += 1;
+                }
+                n => i += n,
             }
-            n => i += n,
         }
+        clean
+    };
+    let after_separators = clean.iter().enumerate().filter(|(_, b)| matches!(b, b'/' | b'+')).map(|(i, _)| i + 1);
+    let starts: Vec<usize> = std::iter::once(0).chain(after_separators.take(8)).chain(1..4).collect();
+    starts.into_iter().filter_map(move |from| decode(clean.get(from..)?))
+}
+
+fn decode(clean: &[u8]) -> Option<Vec<u8>> {
+    if clean.len() < MIN_RUN - 2 {
+        return None;
     }
     let url_safe = clean.iter().any(|&b| b == b'-' || b == b'_');
     if url_safe && clean.iter().any(|&b| b == b'+' || b == b'/') {
         return None;
     }
     let engine = if url_safe { &URL_SAFE } else { &STANDARD };
-    let decoded = engine.decode(&clean).ok()?;
-    let text = std::str::from_utf8(&decoded).ok()?;
-    text.chars().all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r')).then_some(decoded)
+    engine.decode(clean).ok()
+}
+
+/// Whether decoded bytes read as text, in any charset that keeps ASCII: nine in ten printable
+/// ASCII or blanks (Latin-1 or UTF-8 letters, a colour code, are the rest), as few random bytes
+/// are.
+pub fn reads_as_text(bytes: &[u8]) -> bool {
+    let printable = bytes.iter().filter(|&&b| matches!(b, b'\t' | b'\n' | b'\r' | 0x20..=0x7E)).count();
+    printable * 10 >= bytes.len() * 9
 }
 
 const INDIFFERENT: GeneralPurposeConfig =
@@ -157,9 +182,12 @@ mod tests {
         assert_eq!(found.len(), 1);
         let (start, end) = found[0];
         assert_eq!(&body[start..end], b64("ssn: 078-05-1120"));
-        assert_eq!(decode_text(&body.as_bytes()[start..end]).unwrap(), b"ssn: 078-05-1120");
+        assert_eq!(first(&body.as_bytes()[start..end]), b"ssn: 078-05-1120");
         let url_safe = general_purpose::URL_SAFE_NO_PAD.encode("card?4111>1111 1111 1111");
-        assert_eq!(decode_text(url_safe.as_bytes()).unwrap(), b"card?4111>1111 1111 1111");
+        assert_eq!(first(url_safe.as_bytes()), b"card?4111>1111 1111 1111");
+        // Padding counts toward the length: an SSN alone is 15 characters and `=`.
+        let ssn = b64("078-05-1120");
+        assert_eq!(runs(format!("\"{ssn}\"").as_bytes()), vec![(1, 17)]);
     }
 
     #[test]
@@ -196,7 +224,16 @@ mod tests {
             let body = format!("\"{}{joiner}\"", wrapped.join(joiner));
             let found = runs(body.as_bytes());
             assert_eq!(found.len(), 1, "{joiner:?}: {found:?}");
-            assert_eq!(decode_text(&body.as_bytes()[found[0].0..found[0].1]).unwrap(), text.as_bytes());
+            assert_eq!(first(&body.as_bytes()[found[0].0..found[0].1]), text.as_bytes());
+        }
+    }
+
+    #[test]
+    fn glued_pieces_are_read_from_each_separator_and_alignment() {
+        let ssn = b64("id?078-05-1120");
+        for glued in [format!("files/aWQ/{ssn}"), format!("n{ssn}"), format!("2F{ssn}")] {
+            let read: Vec<Vec<u8>> = readings(glued.as_bytes()).collect();
+            assert!(read.iter().any(|r| r == b"id?078-05-1120"), "{glued}");
         }
     }
 
@@ -209,8 +246,16 @@ mod tests {
             "/api/v1/customers/12345/invoices",
             "ThisIsAVeryLongIdentifierName",
         ] {
-            let decoded = runs(text.as_bytes()).into_iter().filter_map(|(s, e)| decode_text(&text.as_bytes()[s..e]));
-            assert_eq!(decoded.count(), 0, "{text}");
+            let texts = runs(text.as_bytes())
+                .into_iter()
+                .flat_map(|(s, e)| readings(&text.as_bytes()[s..e]).collect::<Vec<_>>())
+                .filter(|r| reads_as_text(r));
+            assert_eq!(texts.count(), 0, "{text}");
         }
+        assert!(reads_as_text(b"Jos\xe9 078-05-1120") && reads_as_text(b"\x1b[31m078-05-1120\x1b[0m"));
+    }
+
+    fn first(run: &[u8]) -> Vec<u8> {
+        readings(run).next().unwrap()
     }
 }

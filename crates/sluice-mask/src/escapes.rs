@@ -76,7 +76,15 @@ impl Unit {
         Unit { bytes: [b, 0, 0, 0], len: 1 }
     }
 
+    /// A character as the detectors read it: a space or a dash of another width as the ASCII
+    /// one, a fullwidth form as its ASCII letter (`4111&#160;1111…` is a card number).
     fn char(c: char) -> Unit {
+        let c = match u32::from(c) {
+            0xA0 | 0x2000..=0x200A | 0x202F | 0x205F | 0x3000 => ' ',
+            0x2010..=0x2015 | 0x2212 | 0xFE63 => '-',
+            code @ 0xFF01..=0xFF5E => char::from_u32(code - 0xFEE0).unwrap_or(c),
+            _ => c,
+        };
         let mut bytes = [0; 4];
         let len = c.encode_utf8(&mut bytes).len();
         Unit { bytes, len }
@@ -177,6 +185,7 @@ mod tests {
         assert_eq!(once(r#"ann\u0040x\x2Ecom \"q\" \/ \n"#), "ann@x.com \"q\" / \n");
         assert_eq!(once(r"\ud83d\ude00"), "😀");
         assert_eq!(once("%2540"), "%40");
+        assert_eq!(once("4111&#160;1111&#x2011;1111\\u00a01111 &#xFF20;"), "4111 1111-1111 1111 @");
         assert!(decode(b"50% off, R&D, C:\\ok, &unknown; \\ud83d alone, %zz").is_none());
     }
 

@@ -10,6 +10,7 @@ mod lineage;
 pub use lineage::Problem as LineageProblem;
 mod objects;
 pub mod spec;
+pub mod unreadable;
 pub mod validate;
 pub mod value;
 
