@@ -7,6 +7,9 @@ use base64::Engine;
 use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 
+/// The longest run read from its separators too (`readings`).
+const GLUED_WITHIN: usize = 1024;
+
 /// The shortest run read: 16 characters are 12 bytes, room for an SSN with its dashes.
 pub const MIN_RUN: usize = 16;
 
@@ -124,8 +127,11 @@ pub fn readings(run: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
         }
         clean
     };
+    // Pieces are glued in paths and parameters, not in a file's content: a long run is read
+    // from its separators only as far as a path goes.
+    let pieces = if clean.len() <= GLUED_WITHIN { 8 } else { 0 };
     let after_separators = clean.iter().enumerate().filter(|(_, b)| matches!(b, b'/' | b'+')).map(|(i, _)| i + 1);
-    let starts: Vec<usize> = std::iter::once(0).chain(after_separators.take(8)).chain(1..4).collect();
+    let starts: Vec<usize> = std::iter::once(0).chain(after_separators.take(pieces)).chain(1..4).collect();
     starts.into_iter().filter_map(move |from| decode(clean.get(from..)?))
 }
 

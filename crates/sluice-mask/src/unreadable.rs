@@ -42,10 +42,8 @@ const SIGNATURES: &[(&[u8], &str)] = &[
     (b"\xFF\x06\x00\x00sNaPpY", "snappy file"),
     (b"\x89LZO\x00", "LZO file"),
     (b"\x5D\x00\x00", "LZMA file"),
-    (b"PAR1", "Parquet file (its columns are compressed)"),
     (b"Obj\x01", "Avro file"),
-    (b"ORC", "ORC file"),
-    (b"ARROW1", "Arrow file"),
+    (b"ARROW1\0\0", "Arrow file"),
     (b"!<arch>\n", "ar archive (a .deb)"),
     (b"\xED\xAB\xEE\xDB", "RPM package"),
     (b"\x28\xB5\x2F\xFD", "zstd file"),
@@ -73,7 +71,7 @@ pub fn packed(body: &[u8]) -> Option<&'static str> {
 }
 
 /// The format whose signature `bytes` begins with.
-pub fn signature(bytes: &[u8]) -> Option<&'static str> {
+fn signature(bytes: &[u8]) -> Option<&'static str> {
     if let Some(&(_, name)) = SIGNATURES.iter().find(|(magic, _)| bytes.starts_with(magic)) {
         return Some(name);
     }
@@ -82,6 +80,10 @@ pub fn signature(bytes: &[u8]) -> Option<&'static str> {
         [b'B', b'Z', b'h', b'1'..=b'9', rest @ ..] if rest.starts_with(b"1AY&SY") => Some("bzip2 file"),
         // A zlib stream: the header's check bits, with a second byte no text begins so.
         [0x78, second @ (0x01 | 0x9C | 0xDA), ..] if (0x7800 | u16::from(*second)) % 31 == 0 => Some("zlib stream"),
+        // Parquet's marker is text, and ends the file too.
+        [b'P', b'A', b'R', b'1', .., b'P', b'A', b'R', b'1'] if bytes.len() >= 12 => {
+            Some("Parquet file (its columns are compressed)")
+        }
         // zstd's skippable frames may come before its first frame.
         [0x50..=0x5F, 0x2A, 0x4D, 0x18, ..] => Some("zstd file"),
         _ => None,
@@ -132,6 +134,8 @@ mod tests {
             b"{\"mime\": \"application/gzip\"}",
             b"",
             b"LZIP is a compressor",
+            b"PAR1234 is a part number",
+            b"ORC files",
             b"{\"snippet\": \"valid files start with %PDF-1.7\"}",
         ] {
             assert_eq!(packed(text), None, "{}", String::from_utf8_lossy(text));
