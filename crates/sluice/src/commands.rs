@@ -377,10 +377,14 @@ pub async fn sessions(config_path: &Path, cmd: SessionsCommand) -> Result<()> {
                 // Newest first from the store; printed oldest first as they arrive.
                 filter.after_us = sessions.iter().map(|s| s.started_at).max().or(Some(now_us()));
                 filter.limit = 1_000;
+                // One listener for the whole loop: a new one each turn would miss a SIGINT that
+                // came while the store was read or a line printed, and the command would not stop.
+                let interrupted = tokio::signal::ctrl_c();
+                tokio::pin!(interrupted);
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep(FOLLOW_POLL) => {}
-                        _ = tokio::signal::ctrl_c() => break,
+                        _ = &mut interrupted => break,
                     }
                     let new = store.sessions(&filter).await?;
                     if let Some(latest) = new.iter().map(|s| s.started_at).max() {

@@ -440,9 +440,13 @@ async fn serve_until_stopped(signals: Signals, config_path: &Path, running: &Con
         let _ = tokio::signal::ctrl_c().await;
         return;
     };
+    // One listener for the whole run: a new one each turn would miss a SIGINT that came while
+    // a reload ran.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return,
+            _ = &mut interrupted => return,
             _ = term.recv() => return,
             _ = hup.recv() => reload(config_path, running, gateway),
         }
