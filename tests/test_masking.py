@@ -113,7 +113,8 @@ def test_values_spelled_in_escapes_are_masked(gateway, token):
     sql = ("SELECT 'https://crm/?email=ann%40example.com&page=2' AS link, "
            "'<td>ann&#64;example&#x2e;com</td>' AS page, "
            "'{\\\"card\\\": \\\"4111\\u00201111\\u00201111\\u00201111\\\"}' AS quoted, "
-           "'twice: 4111%25201111%25201111%25201111' AS twice")
+           "'twice: 4111%25201111%25201111%25201111' AS twice, "
+           "'/people?ssn=078+05+1120&page=2' AS plus")
     result = psql(gateway.dsn(token), "-A", sql=sql)
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -122,6 +123,7 @@ def test_values_spelled_in_escapes_are_masked(gateway, token):
     assert "https://crm/?email=[redacted:email]&page=2" in out, out
     assert "<td>[redacted:email]</td>" in out, out
     assert out.count("[redacted:credit-card]") == 2, out
+    assert "/people?ssn=[redacted:ssn]&page=2" in out and "078+05" not in out, out
 
 
 def test_text_stored_in_base64_is_masked_whole(gateway, token):

@@ -1354,6 +1354,9 @@ mod tests {
         one("<td>ann&commat;example&period;com</td>", "email", "ann&commat;example&period;com");
         one(r#"{\"ssn\": \"078\u002d05\u002d1120\"}"#, "ssn", r"078\u002d05\u002d1120");
         one("q=password%3Dhunter2-Zq7vW2xR", "credential", "hunter2-Zq7vW2xR");
+        one("/people?ssn=078+05+1120&page=2", "ssn", "078+05+1120");
+        one("card=4111+1111+1111+1111", "credit-card", "4111+1111+1111+1111");
+        assert!(found("2+2=4, C++ and 1+1").is_empty());
         // What is found as it is stays as found; escapes elsewhere change nothing.
         assert_eq!(
             found("50% of ann@example.com &amp; 4111 1111 1111 1111%20"),

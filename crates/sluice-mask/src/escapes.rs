@@ -1,7 +1,8 @@
 //! Text spelled in escapes — percent-encoding (`ann%40example.com` in a link), HTML character
 //! references (`ann&#64;example.com`), backslash escapes (`ann\u0040example.com` in JSON quoted
-//! inside a string) — decoded for the detectors, with where each decoded byte came from, so
-//! that a finding in the decoded text masks the escaped bytes it was read from.
+//! inside a string), a query string's `+` between digits — decoded for the detectors, with
+//! where each decoded byte came from, so that a finding in the decoded text masks the escaped
+//! bytes it was read from.
 
 /// Levels of escaping undone (`%2540` is `%40` once decoded, `@` twice).
 pub const LEVELS: usize = 3;
@@ -18,7 +19,10 @@ pub const MAX_WINDOW: usize = 64 * 1024;
 /// `MAX_WINDOW`), in order.
 pub fn windows(text: &[u8]) -> Vec<(usize, usize)> {
     let mut merged: Vec<(usize, usize)> = Vec::new();
-    for i in memchr::memchr3_iter(b'%', b'\\', b'&', text) {
+    let mut at: Vec<usize> = memchr::memchr3_iter(b'%', b'\\', b'&', text).collect();
+    at.extend(memchr::memchr_iter(b'+', text));
+    at.sort_unstable();
+    for i in at {
         let Some((len, _)) = escape_at(text, i) else { continue };
         let (start, end) = (i.saturating_sub(CONTEXT), (i + len + CONTEXT).min(text.len()));
         match merged.last_mut() {
@@ -44,7 +48,7 @@ pub fn decode(text: &[u8]) -> Option<(Vec<u8>, Vec<usize>)> {
     let mut origin = Vec::with_capacity(text.len() + 1);
     let (mut i, mut any) = (0, false);
     while i < text.len() {
-        let escape = matches!(text[i], b'%' | b'\\' | b'&').then(|| escape_at(text, i)).flatten();
+        let escape = matches!(text[i], b'%' | b'\\' | b'&' | b'+').then(|| escape_at(text, i)).flatten();
         match escape {
             Some((len, unit)) => {
                 for &b in unit.bytes() {
@@ -102,6 +106,12 @@ fn escape_at(text: &[u8], i: usize) -> Option<(usize, Unit)> {
         b'%' => Some((3, Unit::byte(hex(rest.get(1..3)?)? as u8))),
         b'\\' => backslash(rest),
         b'&' => reference(rest),
+        // A query string's space between digits (`ssn=078+05+1120`); elsewhere a plus is
+        // itself more often than a space.
+        b'+' => {
+            let digit_before = i.checked_sub(1).is_some_and(|b| text[b].is_ascii_digit());
+            (digit_before && rest.get(1).is_some_and(u8::is_ascii_digit)).then(|| (1, Unit::byte(b' ')))
+        }
         _ => None,
     }
 }
@@ -185,6 +195,7 @@ mod tests {
         assert_eq!(once(r#"ann\u0040x\x2Ecom \"q\" \/ \n"#), "ann@x.com \"q\" / \n");
         assert_eq!(once(r"\ud83d\ude00"), "😀");
         assert_eq!(once("%2540"), "%40");
+        assert_eq!(once("ssn=078+05+1120&q=a+b"), "ssn=078 05 1120&q=a+b");
         assert_eq!(once("4111&#160;1111&#x2011;1111\\u00a01111 &#xFF20;"), "4111 1111-1111 1111 @");
         assert!(decode(b"50% off, R&D, C:\\ok, &unknown; \\ud83d alone, %zz").is_none());
     }
