@@ -392,7 +392,8 @@ impl Scanner {
     }
 
     /// Appends the sensitive spans of `hay` to `out`, sorted and merged where they overlap:
-    /// those in it as it is, and those in what its escapes spell (`ann%40example.com`).
+    /// those in it as it is, those in what its escapes spell (`ann%40example.com`), and its
+    /// base64 runs that carry one (or content the detectors cannot read).
     pub fn scan(&self, hay: &[u8], out: &mut Vec<Finding>) {
         let first = out.len();
         if hay.len() < self.min_len {
