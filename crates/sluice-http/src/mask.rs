@@ -227,7 +227,7 @@ impl BodyMasker {
         if let Some(encoding) = crate::charset::wide(body) {
             return Err(Unreadable::Wide(encoding));
         }
-        if let Some(kind) = sluice_mask::unreadable::packed(body).filter(|_| self.refuses_archives()) {
+        if let Some(kind) = self.refuses_archives().then(|| sluice_mask::unreadable::packed(body)).flatten() {
             return Err(Unreadable::Packed(kind));
         }
         let scrubbed = self.on_wire.scrub(body);

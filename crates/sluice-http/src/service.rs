@@ -732,6 +732,10 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         );
         return Err(upstream_failed(StatusCode::BAD_GATEWAY, "upstream_response_refused", why, ASK_FOR_JSON));
     }
+    // A packed response (an archive, a compressed file, a PDF) where the connection masks.
+    let packed_refusal = |why: String| {
+        upstream_failed(StatusCode::BAD_GATEWAY, "upstream_response_refused", why, &archives_hint(&target.name))
+    };
     // Formats with no signature to know them by when they arrive.
     if masker.refuses_archives()
         && let Some(kind) = head
@@ -740,12 +744,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
             .iter()
             .find_map(|ct| archive::declared(&String::from_utf8_lossy(ct.as_bytes())))
     {
-        return Err(upstream_failed(
-            StatusCode::BAD_GATEWAY,
-            "upstream_response_refused",
-            Unreadable::Packed(kind).to_string(),
-            &archives_hint(&target.name),
-        ));
+        return Err(packed_refusal(Unreadable::Packed(kind).to_string()));
     }
     let boundary = head.headers.get(header::CONTENT_TYPE).and_then(|ct| archive::boundary(ct.as_bytes()));
     let shape = Shape::of(&head.headers);
@@ -788,12 +787,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
                     "ask for JSON (send Accept: application/json, without a format suffix or parameter), or tell an operator",
                 ),
                 BodyError::Unreadable(Unreadable::Packed(_)) => {
-                    return Err(upstream_failed(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_response_refused",
-                        e.to_string(),
-                        &archives_hint(&target.name),
-                    ));
+                    return Err(packed_refusal(e.to_string()));
                 }
                 _ => (StatusCode::BAD_GATEWAY, "upstream_response_refused", "tell an operator"),
             };
@@ -805,13 +799,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
         && let Some(boundary) = &boundary
         && let Some(kind) = archive::packed_part(&whole.body, boundary)
     {
-        let why = format!("a part of {}", Unreadable::Packed(kind));
-        return Err(upstream_failed(
-            StatusCode::BAD_GATEWAY,
-            "upstream_response_refused",
-            why,
-            &archives_hint(&target.name),
-        ));
+        return Err(packed_refusal(format!("a part of {}", Unreadable::Packed(kind))));
     }
     let size = whole.body.len();
     exchange.keep_response_excerpt(&whole.body);

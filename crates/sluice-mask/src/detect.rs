@@ -124,8 +124,9 @@ pub struct Finding {
     pub end: usize,
 }
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGH: u64 = 0x8080_8080_8080_8080;
+/// Each byte of a word one, and each byte's high bit: for reading eight bytes at a time.
+pub(crate) const ONES: u64 = 0x0101_0101_0101_0101;
+pub(crate) const HIGH: u64 = 0x8080_8080_8080_8080;
 
 /// Finds the next digit or `@` eight bytes at a time: most text has neither for long stretches,
 /// and where it has them (numbers in log lines and JSON) there is no per-match restart cost.

@@ -3,6 +3,7 @@
 //! text, so that the detectors read what they carry. Lines wrapped as MIME and PEM wrap them (a
 //! break after a multiple of four characters, as a byte or as JSON's `\n`) continue a run.
 
+use crate::detect::{HIGH, ONES};
 use base64::Engine;
 use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
@@ -66,8 +67,6 @@ fn stretches(text: &[u8]) -> Vec<(usize, usize)> {
 
 /// The high bit of each byte of `word` outside `+`..=`z`.
 fn outside_range(word: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     let low = word & !HIGH;
     // Per byte, with no carry between bytes (each sum stays under 0x100): its high bit set
     // where the low seven bits are at least `+`, and at least the byte after `z`.
