@@ -1396,6 +1396,11 @@ mod tests {
             assert_eq!(findings.iter().map(|(d, _)| d.as_str()).collect::<Vec<_>>(), ["ssn"], "{text}: {findings:?}");
         }
         assert!(found("4111&#160;1111&#160;1111&#160;1111").iter().any(|(d, _)| d == "credit-card"));
+        one(
+            "id=4111%E2%80%891111%E2%80%891111%E2%80%891111",
+            "credit-card",
+            "4111%E2%80%891111%E2%80%891111%E2%80%891111",
+        );
     }
 
     #[test]

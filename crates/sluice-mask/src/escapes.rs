@@ -103,7 +103,7 @@ impl Unit {
 fn escape_at(text: &[u8], i: usize) -> Option<(usize, Unit)> {
     let rest = &text[i..];
     match rest.first()? {
-        b'%' => Some((3, Unit::byte(hex(rest.get(1..3)?)? as u8))),
+        b'%' => percent(rest),
         b'\\' => backslash(rest),
         b'&' => reference(rest),
         // A query string's space between digits (`ssn=078+05+1120`); elsewhere a plus is
@@ -113,6 +113,27 @@ fn escape_at(text: &[u8], i: usize) -> Option<(usize, Unit)> {
             (digit_before && rest.get(1).is_some_and(u8::is_ascii_digit)).then(|| (1, Unit::byte(b' ')))
         }
         _ => None,
+    }
+}
+
+/// `%XX`; a character whose UTF-8 bytes are all escaped as one unit, so that it is read as a
+/// character (`%E2%80%89`, a thin space, as a space).
+fn percent(rest: &[u8]) -> Option<(usize, Unit)> {
+    let byte = |at: usize| -> Option<u8> {
+        let escape = rest.get(at..at + 3).filter(|e| e[0] == b'%')?;
+        Some(hex(&escape[1..])? as u8)
+    };
+    let first = byte(0)?;
+    let width = match first {
+        0xC2..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF4 => 4,
+        _ => return Some((3, Unit::byte(first))),
+    };
+    let bytes: Option<Vec<u8>> = (0..width).map(|k| byte(3 * k)).collect();
+    match bytes.as_deref().and_then(|b| std::str::from_utf8(b).ok()).and_then(|t| t.chars().next()) {
+        Some(c) => Some((3 * width, Unit::char(c))),
+        None => Some((3, Unit::byte(first))),
     }
 }
 
@@ -196,6 +217,9 @@ mod tests {
         assert_eq!(once(r"\ud83d\ude00"), "😀");
         assert_eq!(once("%2540"), "%40");
         assert_eq!(once("ssn=078+05+1120&q=a+b"), "ssn=078 05 1120&q=a+b");
+        assert_eq!(once("4111%E2%80%891111%C2%A01111 caf%C3%A9"), "4111 1111 1111 café");
+        // An incomplete character stays its bytes.
+        assert_eq!(decode(b"%E2%80 x").unwrap().0, b"\xE2\x80 x");
         assert_eq!(once("4111&#160;1111&#x2011;1111\\u00a01111 &#xFF20;"), "4111 1111-1111 1111 @");
         assert!(decode(b"50% off, R&D, C:\\ok, &unknown; \\ud83d alone, %zz").is_none());
     }
