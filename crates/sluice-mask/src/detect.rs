@@ -574,13 +574,21 @@ impl Scanner {
         seps
     }
 
-    /// `local@domain.tld` around an `@`.
+    /// `local@domain.tld` around an `@`; the local part and the domain may be written in
+    /// letters of any script (`josé@exämple.com`, `用户@例子.中国`), and the top-level domain
+    /// in its ASCII form (`xn--p1ai`).
     fn email(&self, hay: &[u8], at: usize, out: &mut Vec<Finding>) -> usize {
         let Some(detector) = self.id(Builtin::Email) else { return at + 1 };
         let local = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-');
         let mut start = at;
-        while start > 0 && local(hay[start - 1]) && at - start < 64 {
-            start -= 1;
+        while start > 0 && at - start < 64 {
+            if local(hay[start - 1]) {
+                start -= 1;
+            } else if let Some(from) = letter_before(hay, start) {
+                start = from;
+            } else {
+                break;
+            }
         }
         while start < at && hay[start] == b'.' {
             start += 1;
@@ -588,28 +596,40 @@ impl Scanner {
         if start == at || hay[at - 1] == b'.' {
             return at + 1;
         }
-        // Domain: labels of letters, digits and inner hyphens; at least two; an alphabetic TLD.
+        // Domain: labels of letters, digits and inner hyphens; at least two; a top-level domain
+        // of letters.
         let mut end = at + 1;
         let mut labels = 0;
         let mut last_label = (end, end);
         loop {
             let label_start = end;
-            while end < hay.len() && (hay[end].is_ascii_alphanumeric() || hay[end] == b'-') && end - label_start < 63 {
-                end += 1;
+            while end - label_start < 63 {
+                if end < hay.len() && (hay[end].is_ascii_alphanumeric() || hay[end] == b'-') {
+                    end += 1;
+                } else if let Some(next) = letter_at(hay, end) {
+                    end = next;
+                } else {
+                    break;
+                }
             }
             if end == label_start || hay[label_start] == b'-' || hay[end - 1] == b'-' {
                 break;
             }
             labels += 1;
             last_label = (label_start, end);
-            if end + 1 < hay.len() && hay[end] == b'.' && hay[end + 1].is_ascii_alphanumeric() {
+            if end + 1 < hay.len()
+                && hay[end] == b'.'
+                && (hay[end + 1].is_ascii_alphanumeric() || letter_at(hay, end + 1).is_some())
+            {
                 end += 1;
             } else {
                 break;
             }
         }
         let tld = &hay[last_label.0..last_label.1];
-        if labels < 2 || tld.len() < 2 || !tld.iter().all(u8::is_ascii_alphabetic) {
+        let letters = |t: &[u8]| t.len() >= 2 && t.iter().all(|&b| b.is_ascii_alphabetic() || b >= 0x80);
+        let ascii_form = |t: &[u8]| t.len() > 4 && t[..4].eq_ignore_ascii_case(b"xn--");
+        if labels < 2 || !(letters(tld) || ascii_form(tld)) {
             return at + 1;
         }
         out.push(Finding { detector, start, end: last_label.1 });
@@ -883,6 +903,25 @@ const NAME: [bool; 256] = {
     table[b'.' as usize] = true;
     table
 };
+
+/// Where the letter or digit of another script that ends just before `i` starts, if one does.
+fn letter_before(hay: &[u8], i: usize) -> Option<usize> {
+    let from = (i.saturating_sub(4)..i).rev().find(|&k| hay[k] >= 0xC0)?;
+    let c = std::str::from_utf8(&hay[from..i]).ok()?.chars().next()?;
+    (c.len_utf8() == i - from && c.is_alphanumeric()).then_some(from)
+}
+
+/// Where the letter or digit of another script that starts at `i` ends, if one does.
+fn letter_at(hay: &[u8], i: usize) -> Option<usize> {
+    let width = match *hay.get(i)? {
+        0xC2..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF4 => 4,
+        _ => return None,
+    };
+    let c = std::str::from_utf8(hay.get(i..i + width)?).ok()?.chars().next()?;
+    c.is_alphanumeric().then_some(i + width)
+}
 
 fn is_word(c: u8) -> bool {
     WORD[c as usize]
@@ -1365,6 +1404,28 @@ mod tests {
             found("50% of ann@example.com & 4111 1111 1111 1111 ")
         );
         assert!(found("path=%2Fhome%2Fann&x=%20&amp;&#64;").is_empty());
+    }
+
+    #[test]
+    fn values_shown_through_other_characters_are_found_as_they_show() {
+        // grep --color=always, as an agent's command over SSH prints it.
+        one("ssn:\x1b[01;31m\x1b[K078-05-1120\x1b[m\x1b[K ok", "ssn", "078-05-1120\x1b[m\x1b[K");
+        // man's bold, struck over with backspaces.
+        let bold: String = "078-05-1120".chars().map(|c| format!("{c}\x08{c}")).collect();
+        one(&format!("SSN: {bold}\n"), "ssn", &bold);
+        one("card 4111\u{a0}1111\u{a0}1111\u{a0}1111.", "credit-card", "4111\u{a0}1111\u{a0}1111\u{a0}1111");
+        one("card ４１１１ １１１１ １１１１ １１１１.", "credit-card", "４１１１ １１１１ １１１１ １１１１");
+        one("رقم ٠٧٨-٠٥-١١٢٠ هنا", "ssn", "٠٧٨-٠٥-١١٢٠");
+        one("ssn 078\u{2013}05\u{2013}1120.", "ssn", "078\u{2013}05\u{2013}1120");
+        one("mail ann\u{200b}@example\u{ad}.com.", "email", "ann\u{200b}@example\u{ad}.com");
+        one("ssn 0\u{332}7\u{332}8\u{332}-05-1120.", "ssn", "0\u{332}7\u{332}8\u{332}-05-1120");
+        one("ann&#64example.com", "email", "ann&#64example.com");
+        one("mail josé@exämple.com.", "email", "josé@exämple.com");
+        one("an jörg.öäü@bücher.de!", "email", "jörg.öäü@bücher.de");
+        one("邮箱：用户@例子.中国。", "email", "用户@例子.中国");
+        one("to ann@example.xn--p1ai now", "email", "ann@example.xn--p1ai");
+        // Text in other scripts and typography, with nothing hidden, finds nothing new.
+        assert!(found("Café “naïve” — 3–4 日本語のテキスト ١٢ كلمة").is_empty());
     }
 
     #[test]
