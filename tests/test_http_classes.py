@@ -860,6 +860,18 @@ def test_values_spelled_in_escapes_are_masked_in_responses(api):
     assert r.status_code == 200 and r.text == "<p>Contact: [redacted:email]</p>", r.text
 
 
+def test_values_shown_through_other_characters_are_masked_in_responses(api):
+    r = httpx.get(f"{api.base}/billing/escaped/shown", headers=bearer(api), timeout=20)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"card": "[redacted:credit-card]", "ssn": "[redacted:ssn]", "ssn_ar": "[redacted:ssn]",
+                        "email": "[redacted:email]", "owner": "[redacted:email]", "log": "ssn=\x1b[1m[redacted:ssn]",
+                        "note": "Café “naïve” — 3–4 日本語"}, r.text
+    r = httpx.get(f"{api.base}/billing/escaped/log", headers=bearer(api), timeout=20)
+    assert r.status_code == 200, r.text
+    assert "example.com" not in r.text and "1120" not in r.text, repr(r.text)
+    assert r.text.count("[redacted:") == 2 and r.text.startswith("\x1b[32mINFO\x1b[0m imported "), repr(r.text)
+
+
 def test_a_file_in_base64_that_holds_a_finding_is_replaced_whole(api):
     r = httpx.get(f"{api.base}/billing/escaped/file", headers=bearer(api), timeout=20)
     assert r.status_code == 200, r.text

@@ -126,6 +126,21 @@ def test_values_spelled_in_escapes_are_masked(gateway, token):
     assert "/people?ssn=[redacted:ssn]&page=2" in out and "078+05" not in out, out
 
 
+def test_values_shown_through_other_characters_are_masked(gateway, token):
+    # What a terminal or a browser shows as a number or an address, though its bytes are not
+    # the ASCII ones: a no-break space, fullwidth and Arabic-Indic digits, a zero-width space, a
+    # colour code inside the value, letters of other scripts.
+    sql = ("SELECT E'4111\\u00a01111\\u00a01111\\u00a01111' AS nbsp, '０７８－０５－１１２０' AS fullwidth, "
+           "'٠٧٨-٠٥-١١٢٠' AS arabic, E'ann\\u200b@example.com' AS zero_width, "
+           "E'ssn=\\x1b[1m078-05-1120\\x1b[0m' AS coloured, 'josé@exämple.com' AS idn, "
+           "'Café “naïve” — 3–4 日本語' AS prose")
+    result = psql(gateway.dsn(token), "-A", "-t", sql=sql)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().split("|") == [
+        "[redacted:credit-card]", "[redacted:ssn]", "[redacted:ssn]", "[redacted:email]", "ssn=\x1b[1m[redacted:ssn]",
+        "[redacted:email]", "Café “naïve” — 3–4 日本語"], result.stdout
+
+
 def test_text_stored_in_base64_is_masked_whole(gateway, token):
     sql = ("SELECT encode(convert_to('owner: ann@example.com', 'UTF8'), 'base64') AS text_file, "
            "encode(sha256('ann@example.com'), 'base64') AS digest")

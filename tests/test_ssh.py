@@ -189,6 +189,19 @@ def test_output_and_input_are_masked_and_passed(gw):
     assert r.stdout == "one line from the agent with [redacted:email]\nand a second\n"
 
 
+def test_values_a_terminal_shows_through_colours_or_other_characters_are_masked(gw, host):
+    # grep's colours split the number it matched from the rest; man's bold strikes each letter
+    # twice; a file may hold fullwidth digits and a zero-width space in an address.
+    bold = "".join(f"{c}\b{c}" for c in "078-05-1120")
+    f = host.dir / "shown.txt"
+    f.write_text(f"ssn 078-05-1120\nSSN: {bold}\nid ０７８－０５－１１２０\nmail ann\u200b@example.com\n", encoding="utf-8")
+    f.chmod(0o644)
+    r = ssh(gw, f"grep --color=always 078 {f}; cat {f}")
+    assert r.returncode == 0, r.stderr
+    assert "1120" not in r.stdout and "１１２０" not in r.stdout and "example.com" not in r.stdout, repr(r.stdout)
+    assert r.stdout.count("[redacted:ssn]") == 1 + 3 and r.stdout.count("[redacted:email]") == 1, repr(r.stdout)
+
+
 def test_the_exit_status_comes_back(gw):
     r = ssh(gw, "ls /nonexistent-dir")
     assert r.returncode == 2, (r.returncode, r.stderr)

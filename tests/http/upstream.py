@@ -292,6 +292,16 @@ async def escaped(request):
                              "content": base64.b64encode(gzip.compress(EXPORT)).decode()})
     if request.path_params["kind"] == "html":
         return Response("<p>Contact: ann&#64;example&#x2E;com</p>", media_type="text/html")
+    if request.path_params["kind"] == "shown":
+        # Values in characters that show as others or as nothing, sent as UTF-8 (not \u escapes).
+        values = {"card": "4111\u00a01111\u00a01111\u00a01111", "ssn": "０７８－０５－１１２０",
+                  "ssn_ar": "٠٧٨-٠٥-١١٢٠", "email": "ann\u200b@example.com", "owner": "josé@exämple.com",
+                  "log": "ssn=\x1b[1m078-05-1120\x1b[0m", "note": "Café “naïve” — 3–4 日本語"}
+        return Response(json.dumps(values, ensure_ascii=False).encode(), media_type="application/json")
+    if request.path_params["kind"] == "log":
+        # A CI job's log as its API returns it: coloured for a terminal.
+        return PlainTextResponse("\x1b[32mINFO\x1b[0m imported \x1b[1mann\x1b[0m@example.com, "
+                                 "ssn \x1b[31m078\x1b[0m-05-1120\n")
     return JSONResponse({"next": "/v1/customers?email=ann%40example.com&page=2",
                          "pay": "/pay?card=4111%201111%201111%201111",
                          "payload": json.dumps({"ssn": "078-05-1120"}).replace("-", "\\u002d")})
