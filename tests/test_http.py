@@ -189,6 +189,30 @@ def test_the_held_credential_is_never_handed_back_in_a_header_or_an_error(api):
     assert "not-the-upstream-secret" not in body
 
 
+def test_redirects_and_paging_links_keep_the_agent_on_sluice(api):
+    # curl -L and requests follow a redirect the upstream wrote with its own URL: through sluice,
+    # to the path the agent reaches it at, with the agent's token and the answer masked.
+    status, body = curl("-L", f"{api.base}/billing/moved/absolute", token=api.agent_token)
+    assert status == 200, body
+    assert json.loads(body)[0]["name"] == "Ann" and "ann@example.com" not in body, body
+    r = requests.get(f"{api.base}/billing/moved/path", headers=bearer(api), timeout=20)
+    assert r.status_code == 200 and r.url == f"{api.base}/billing/v1/customers/1", (r.url, r.text)
+    assert [h.headers["location"] for h in r.history] == ["/billing/v1/customers/1"]
+    r = requests.get(f"{api.base}/billing/moved/absolute", headers=bearer(api), allow_redirects=False, timeout=20)
+    assert r.status_code == 302 and r.headers["location"] == "/billing/v1/customers", r.headers
+    # Routed by host name, the path has no prefix.
+    r = requests.get(f"{api.base}/moved/path", headers={**bearer(api), "Host": "billing.sluice.internal"},
+                     allow_redirects=False, timeout=20)
+    assert r.status_code == 303 and r.headers["location"] == "/v1/customers/1", r.headers
+    # A next page, as GitHub's API links it.
+    r = requests.get(f"{api.base}/billing/moved/paged", headers=bearer(api), timeout=20)
+    assert r.links["next"]["url"] == "/billing/v1/customers?page=2", r.headers
+    assert r.links["last"]["url"] == "/billing/v1/customers?page=9", r.headers
+    # Elsewhere is left as it is.
+    r = requests.get(f"{api.base}/billing/moved/elsewhere", headers=bearer(api), allow_redirects=False, timeout=20)
+    assert r.headers["location"] == "https://docs.example.com/billing", r.headers
+
+
 def test_missing_and_bad_tokens_get_401_with_the_next_step(api):
     status, body = curl(f"{api.base}/billing/v1/customers")
     assert status == 401

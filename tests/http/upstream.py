@@ -307,6 +307,20 @@ async def escaped(request):
                          "payload": json.dumps({"ssn": "078-05-1120"}).replace("-", "\\u002d")})
 
 
+async def moved(request):
+    # Redirects and paging links written with the upstream's own URL, as frameworks write them.
+    own = str(request.base_url).rstrip("/")
+    kind = request.path_params["kind"]
+    if kind == "absolute":
+        return Response(status_code=302, headers={"Location": f"{own}/api/v1/customers"})
+    if kind == "path":
+        return Response(status_code=303, headers={"Location": "/api/v1/customers/1"})
+    if kind == "elsewhere":
+        return Response(status_code=302, headers={"Location": "https://docs.example.com/billing"})
+    return JSONResponse([], headers={"Link": f'<{own}/api/v1/customers?page=2>; rel="next", '
+                                             f'</api/v1/customers?page=9>; rel="last"'})
+
+
 async def echo_auth(request):
     # An upstream that writes back the credential it got encoded: in a link, and in base64.
     # (Not guarded: a connection may hold a credential this upstream does not know.)
@@ -481,6 +495,7 @@ app = recorded(Starlette(routes=[
     Route("/api/graphql", guard(graphql_endpoint), methods=["POST"]),
     Route("/api/report/{name}", guard(report)),
     Route("/api/echo-auth", echo_auth),
+    Route("/api/moved/{kind}", guard(moved)),
     Route("/api/packed/{kind}", guard(packed)),
     Route("/api/escaped/{kind}", guard(escaped)),
     Route("/api/set-cookie", guard(set_cookie)),

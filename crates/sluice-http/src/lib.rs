@@ -13,6 +13,7 @@ mod forward;
 mod framing;
 mod graphql;
 mod idle;
+mod location;
 mod mask;
 mod oauth;
 mod oracle;

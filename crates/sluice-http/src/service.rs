@@ -12,6 +12,7 @@ use crate::decode::Decoder;
 use crate::forward;
 use crate::framing::{HeadVerdict, MAX_HEAD, Verdicts, Watched};
 use crate::idle::{Busy, ClientTooSlow, Clock, Held, SendClock};
+use crate::location;
 use crate::mask::{BodyMasker, Sensitive, Unreadable};
 use crate::reply::Answer;
 use crate::response::{self, BodyError, OnEnd, Shape, Streamed};
@@ -751,6 +752,15 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     let binary = response::is_binary_media(head.headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes));
     let mut headers = std::mem::take(&mut head.headers);
     forward::strip_response_headers(&mut headers);
+    // A redirect or a next page's link keeps the agent on the path it came in on.
+    let agent_prefix = if options.hosts.contains(&host) { "" } else { options.prefix.as_str() };
+    let relocation = location::Relocation {
+        scheme: options.scheme.as_str(),
+        authority: options.authority.as_str(),
+        base_path: &options.base_path,
+        agent_prefix,
+    };
+    relocation.apply(&mut headers);
     conn.seen_headers.lock().clean(&session_id, &masker, &mut headers);
     if shape != Shape::Whole {
         let status = head.status.as_u16();
