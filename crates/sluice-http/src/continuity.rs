@@ -375,6 +375,29 @@ mod tests {
     }
 
     #[test]
+    fn tool_call_arguments_and_reasoning_are_joined_by_default() {
+        let pointers = crate::target::default_stream_text();
+        let pointers: Vec<&str> = pointers.iter().map(String::as_str).collect();
+        let call = |args: &str| {
+            format!(
+                "data: {{\"choices\":[{{\"delta\":{{\"tool_calls\":[{{\"index\":0,\"function\":{{\"arguments\":\"{args}\"}}}}]}}}}]}}\n\n"
+            )
+        };
+        let thinking = |text: &str| format!("data: {{\"type\":\"content_block_delta\",\"delta\":{{\"type\":\"thinking_delta\",\"thinking\":\"{text}\"}}}}\n\n");
+        let partial = |json: &str| format!("data: {{\"delta\":{{\"type\":\"input_json_delta\",\"partial_json\":\"{json}\"}}}}\n\n");
+        for units in [
+            [call("{\\\"card\\\": \\\"4111 1111"), call(" 1111 1111\\\"}")],
+            [thinking("the card is 4111 1111"), thinking(" 1111 1111, so")],
+            [partial("{\\\"card\\\": \\\"4111 1111"), partial(" 1111 1111\\\"}")],
+        ] {
+            let refs: Vec<&str> = units.iter().map(String::as_str).collect();
+            let out = through(true, &pointers, &refs);
+            assert!(!out.contains("1111"), "{out}");
+            assert_eq!(out.matches("[redacted:credit-card]").count(), 2, "{out}");
+        }
+    }
+
+    #[test]
     fn a_private_key_longer_than_the_window_is_masked_to_its_end() {
         let key = format!(
             "Here: -----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\nDone, nothing more to add.",

@@ -73,17 +73,29 @@ pub struct HttpConnectionOptions {
     pub archives: Archives,
 }
 
-/// Where the streaming APIs agents call most put their text deltas: OpenAI's chat, completions
-/// and responses, Anthropic, Gemini, Ollama, Hugging Face's text generation.
-fn default_stream_text() -> Vec<String> {
+/// Where the streaming APIs agents call most put their text deltas: OpenAI's chat (content,
+/// reasoning, refusal, tool-call arguments), completions and responses, Anthropic (text,
+/// thinking, a tool call's JSON), Gemini, Ollama (content, thinking), Hugging Face's text
+/// generation. A model's tool-call arguments and reasoning hold what it read as much as its
+/// answer does.
+pub(crate) fn default_stream_text() -> Vec<String> {
     [
         "/choices/*/delta/content",
+        "/choices/*/delta/reasoning_content",
+        "/choices/*/delta/reasoning",
+        "/choices/*/delta/refusal",
+        "/choices/*/delta/tool_calls/*/function/arguments",
+        "/choices/*/delta/function_call/arguments",
         "/choices/*/text",
         "/delta",
         "/delta/text",
+        "/delta/thinking",
+        "/delta/partial_json",
         "/candidates/*/content/parts/*/text",
         "/message/content",
+        "/message/thinking",
         "/response",
+        "/thinking",
         "/token/text",
     ]
     .map(String::from)
