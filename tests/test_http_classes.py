@@ -118,6 +118,44 @@ def test_a_header_name_with_an_underscore_is_refused(api):
     assert reached(api, "underscore") == []
 
 
+@pytest.mark.parametrize("header", ["Impersonate-User", "Impersonate-Group", "Impersonate-Extra-Scopes", "Sudo",
+                                    "es-security-runas-user", "X-Forwarded-User", "X-Remote-User", "Destination"])
+def test_a_request_acting_as_another_user_or_on_another_resource_is_refused(api, header):
+    mark = f"acting-{header.lower()}"
+    r = send(api, "GET", "/echo/acting", mark, headers={header: "system:admin"})
+    assert r.status_code == 400, r.text
+    answer = r.json()
+    assert header.lower() in answer["reason"] and "operator" in answer["hint"], answer
+    assert reached(api, mark) == []
+
+
+def test_gitlabs_sudo_parameter_is_refused_in_the_query_and_the_body(api):
+    r = send(api, "GET", "/echo/acting", "sudo-query", params={"sudo": "root"})
+    assert r.status_code == 400 and "sudo" in r.json()["reason"], r.text
+    r = send(api, "POST", "/echo/acting", "sudo-body", json={"name": "x", "sudo": "root"})
+    assert r.status_code == 400 and "sudo" in r.json()["reason"], r.text
+    assert reached(api, "sudo-query") == [] and reached(api, "sudo-body") == []
+
+
+def test_forwarding_fields_a_client_sends_do_not_reach_the_upstream(api):
+    forged = {"X-Forwarded-For": "10.0.0.1", "Forwarded": "for=10.0.0.1", "X-Real-IP": "10.0.0.1",
+              "X-Forwarded-Host": "admin.internal", "X-Forwarded-Prefix": "/admin", "X-Kept": "1"}
+    r = send(api, "GET", "/echo/forwarded", "forwarded", headers=forged)
+    assert r.status_code == 200, r.text
+    seen = {k.lower() for k in r.json()["headers"]}
+    assert "x-kept" in seen and not seen & {k.lower() for k in forged if k != "X-Kept"}, seen
+
+
+def test_a_request_body_in_a_charset_that_spells_ascii_otherwise_is_refused(api):
+    # UTF-7, as Express's body-parser decodes it: {"amount": 25000}, which a rule refuses.
+    for body in [b'{"+AGE-mount": 25000}', b'{"amount": "+ADI-5000"}']:
+        r = send(api, "POST", "/v1/payments", "utf-7", content=body,
+                 headers={"Content-Type": "application/json; charset=utf-7"})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"] == "unreadable" and "utf-7" in r.json()["reason"], r.text
+    assert reached(api, "utf-7") == []
+
+
 def test_a_compressed_request_body_is_refused_with_415(api):
     r = send(api, "POST", "/v1/payments", "gzip-body", content=gzip.compress(b'{"amount": "25000"}'),
              headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})

@@ -383,8 +383,14 @@ mod tests {
                 "data: {{\"choices\":[{{\"delta\":{{\"tool_calls\":[{{\"index\":0,\"function\":{{\"arguments\":\"{args}\"}}}}]}}}}]}}\n\n"
             )
         };
-        let thinking = |text: &str| format!("data: {{\"type\":\"content_block_delta\",\"delta\":{{\"type\":\"thinking_delta\",\"thinking\":\"{text}\"}}}}\n\n");
-        let partial = |json: &str| format!("data: {{\"delta\":{{\"type\":\"input_json_delta\",\"partial_json\":\"{json}\"}}}}\n\n");
+        let thinking = |text: &str| {
+            format!(
+                "data: {{\"type\":\"content_block_delta\",\"delta\":{{\"type\":\"thinking_delta\",\"thinking\":\"{text}\"}}}}\n\n"
+            )
+        };
+        let partial = |json: &str| {
+            format!("data: {{\"delta\":{{\"type\":\"input_json_delta\",\"partial_json\":\"{json}\"}}}}\n\n")
+        };
         for units in [
             [call("{\\\"card\\\": \\\"4111 1111"), call(" 1111 1111\\\"}")],
             [thinking("the card is 4111 1111"), thinking(" 1111 1111, so")],

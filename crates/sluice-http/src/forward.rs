@@ -62,6 +62,66 @@ static OVERRIDES: [HeaderName; 6] = [
     HeaderName::from_static("x-original-method"),
 ];
 
+/// Fields through which an upstream lets a request act as another principal than its
+/// credential's (Kubernetes' `Impersonate-*`, GitLab's `Sudo`, Elasticsearch's run-as, the
+/// user an authenticating proxy in front of an app vouches for), or on a second resource
+/// (WebDAV's `Destination` for COPY and MOVE, which no path rule decides). sluice's connection
+/// acts as its held credential on the path policy decided, so a request carrying one is refused.
+static ACTING_AS: [HeaderName; 16] = [
+    HeaderName::from_static("impersonate-user"),
+    HeaderName::from_static("impersonate-group"),
+    HeaderName::from_static("impersonate-uid"),
+    HeaderName::from_static("sudo"),
+    HeaderName::from_static("es-security-runas-user"),
+    HeaderName::from_static("x-forwarded-user"),
+    HeaderName::from_static("x-forwarded-email"),
+    HeaderName::from_static("x-forwarded-preferred-username"),
+    HeaderName::from_static("x-forwarded-groups"),
+    HeaderName::from_static("x-remote-user"),
+    HeaderName::from_static("x-remote-group"),
+    HeaderName::from_static("x-auth-request-user"),
+    HeaderName::from_static("x-auth-request-email"),
+    HeaderName::from_static("x-webauth-user"),
+    HeaderName::from_static("remote-user"),
+    HeaderName::from_static("destination"),
+];
+
+/// The first field of `headers` that would have the upstream act as another principal, or on
+/// another resource, than policy decided (`ACTING_AS`, and the prefixes of Kubernetes'
+/// impersonated and front-proxy extras).
+pub fn acting_as_field(headers: &HeaderMap) -> Option<&str> {
+    if let Some(name) = ACTING_AS.iter().find(|name| headers.contains_key(*name)) {
+        return Some(name.as_str());
+    }
+    headers
+        .keys()
+        .map(HeaderName::as_str)
+        .find(|name| name.starts_with("impersonate-extra-") || name.starts_with("x-remote-extra-"))
+}
+
+/// Fields in which proxies say where a request came from; the client's own say what it
+/// likes, so they do not go upstream, where an app may trust them (an allow-list by address, the
+/// links it writes).
+fn is_forwarding(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "forwarded"
+            | "x-forwarded-for"
+            | "x-forwarded-host"
+            | "x-forwarded-proto"
+            | "x-forwarded-port"
+            | "x-forwarded-prefix"
+            | "x-forwarded-server"
+            | "x-original-forwarded-for"
+            | "x-real-ip"
+            | "x-client-ip"
+            | "x-cluster-client-ip"
+            | "true-client-ip"
+            | "cf-connecting-ip"
+            | "fastly-client-ip"
+    )
+}
+
 /// Words in a response header's name that say its value is a credential: a token, a session,
 /// a key (Spring Session's `X-Auth-Token`, Keystone's `X-Subject-Token`, devise_token_auth's
 /// `access-token`, `X-Api-Key`, `X-CSRF-Token`). Its value is a credential the upstream gives
@@ -113,7 +173,8 @@ pub fn upstream_uri(target: &HttpTarget, action: &HttpAction, trailing_slash: bo
 }
 
 /// The client's headers as they go upstream: without hop-by-hop fields (and those the
-/// `Connection` field names), its credentials, `Host` (the client library sets the upstream's), a
+/// `Connection` field names), the forwarding fields a client may forge (`is_forwarding`), its
+/// credentials, `Host` (the client library sets the upstream's), a
 /// body length (recomputed), `Accept-Encoding` (sluice asks for what it can decode) and
 /// `Cookie` (the upstream knows the caller by the held credential alone), and
 /// `Range`/`If-Range`: sluice masks whole bodies, and a part of one can hold a value without the
@@ -139,6 +200,7 @@ pub fn request_headers(from: &HeaderMap) -> HeaderMap {
                     | header::RANGE
                     | header::IF_RANGE
             )
+            || is_forwarding(name)
             || name.as_str().starts_with("x-sluice-");
         if !dropped {
             out.append(name.clone(), value.clone());
@@ -361,6 +423,24 @@ pub fn strip_response_headers(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_that_act_as_another_are_found_and_forwarding_fields_dropped() {
+        for name in ["impersonate-user", "impersonate-extra-scopes", "x-remote-extra-team", "sudo", "destination"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_static("root"));
+            assert_eq!(acting_as_field(&headers), Some(name));
+        }
+        let mut headers = HeaderMap::new();
+        for name in ["x-forwarded-for", "forwarded", "x-real-ip", "x-request-id", "accept"] {
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_static("1.2.3.4"));
+        }
+        assert_eq!(acting_as_field(&headers), None);
+        let sent = request_headers(&headers);
+        let mut kept: Vec<&str> = sent.keys().map(HeaderName::as_str).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, ["accept", "accept-encoding", "x-request-id"]);
+    }
 
     #[test]
     fn a_header_named_for_a_credential_is_found_wherever_the_word_stands() {

@@ -20,6 +20,16 @@ pub fn read_body(
     body: &[u8],
     graphql_endpoint: bool,
 ) -> Result<(), String> {
+    // Body parsers decode a body in the charset it declares (Express's in any `utf-*`, UTF-7
+    // among them): where that charset writes ASCII otherwise, the fields the server reads are
+    // not those sluice reads (`{"+AGE-mount": 25000}` is `{"amount": 25000}` in UTF-7).
+    if !body.is_empty()
+        && let Some(charset) = content_type.and_then(|ct| crate::charset::declared_unreadable(ct.as_bytes()))
+    {
+        return Err(format!(
+            "the body is declared {charset:?} text, which a server decodes to other characters than sluice reads; send it in UTF-8"
+        ));
+    }
     let media = content_type.map(crate::response::media_type);
     let declared_json = media.as_deref().is_some_and(|m| m == "application/json" || m.ends_with("+json"));
     // A body sluice cannot read as JSON that a server may (behind a byte-order mark, in UTF-16):
@@ -66,6 +76,12 @@ pub fn read_body(
             media.as_deref().filter(|m| *m == "multipart/form-data" || m.ends_with("/xml") || m.ends_with("+xml"))
     {
         json_unread = Some(format!("its fields are in {kind}, which sluice does not read"));
+    }
+    if acts_as_another(media.as_deref(), json.as_deref(), body) {
+        return Err(
+            "the body carries sudo, which would have the upstream act as another user than the connection's credential (GitLab reads it)"
+                .into(),
+        );
     }
     if overrides_method(media.as_deref(), json.as_deref(), body) {
         return Err(
@@ -198,21 +214,37 @@ pub fn read_message(action: &mut HttpAction, message: &[u8], graphql_socket: boo
 /// (a body with no declared type is read as a form too, as Rack does), as a multipart part, or as
 /// a top-level JSON key.
 fn overrides_method(media: Option<&str>, json: Option<&Value>, body: &[u8]) -> bool {
-    if json.and_then(Value::as_object).is_some_and(|object| object.keys().any(|k| is_method_override(k))) {
+    // A part named _method (or a name PHP turns into it), however its disposition is spelled.
+    let names = [b'_', b'.', b' ', b'['].map(|first| [&[first][..], b"method"].concat());
+    let needles: Vec<Vec<u8>> =
+        names.iter().flat_map(|name| [[name, &b"\""[..]].concat(), [&b"="[..], name].concat()]).collect();
+    carries_field(media, json, body, is_method_override, &needles)
+}
+
+/// Whether the body names another user to act as (`sudo`, as a field of JSON, a form or a
+/// multipart body).
+fn acts_as_another(media: Option<&str>, json: Option<&Value>, body: &[u8]) -> bool {
+    let needles = [b"\"sudo\"".to_vec(), b"=sudo;".to_vec(), b"=sudo\r".to_vec(), b"=sudo\n".to_vec()];
+    carries_field(media, json, body, is_acting_as, &needles)
+}
+
+/// Whether the body has a field `is` reads as the one it means: a key of its JSON object, a
+/// form field, or a multipart part whose disposition (in lower case) holds one of `needles`.
+fn carries_field(
+    media: Option<&str>,
+    json: Option<&Value>,
+    body: &[u8],
+    is: fn(&str) -> bool,
+    needles: &[Vec<u8>],
+) -> bool {
+    if json.and_then(Value::as_object).is_some_and(|object| object.keys().any(|k| is(k))) {
         return true;
     }
     match media {
-        None | Some("application/x-www-form-urlencoded") => {
-            form_urlencoded::parse(body).any(|(name, _)| is_method_override(&name))
-        }
+        None | Some("application/x-www-form-urlencoded") => form_urlencoded::parse(body).any(|(name, _)| is(&name)),
         Some("multipart/form-data") => {
-            // A part named _method (or a name PHP turns into it), however its disposition is spelled.
             let lower = body.to_ascii_lowercase();
-            [b'_', b'.', b' ', b'['].iter().any(|&first| {
-                let quoted = [&[first][..], b"method\""].concat();
-                let bare = [&b"="[..], &[first], b"method"].concat();
-                memchr::memmem::find(&lower, &quoted).is_some() || memchr::memmem::find(&lower, &bare).is_some()
-            })
+            needles.iter().any(|needle| memchr::memmem::find(&lower, needle).is_some())
         }
         _ => false,
     }
@@ -223,6 +255,11 @@ fn overrides_method(media: Option<&str>, json: Option<&Value>, body: &[u8]) -> b
 pub fn is_method_override(name: &str) -> bool {
     // Trailing blanks too: PHP makes them `_`, but a framework that trims reads `_method`.
     sluice_core::http::parameter_name(name.trim_end()) == "_method"
+}
+
+/// Whether a query parameter names another user for the request to act as (GitLab's `sudo`).
+pub fn is_acting_as(name: &str) -> bool {
+    sluice_core::http::parameter_name(name.trim_end()) == "sudo"
 }
 
 /// Whether a body begins as a JSON object or array does (a server may read it as JSON whatever
@@ -378,6 +415,42 @@ mod tests {
         assert_eq!(action.body.json.as_deref(), Some(&serde_json::json!({"force": true})));
         assert_eq!(action.body.content_type.as_deref(), Some("application/json"));
         assert_eq!(action.body.digest.as_ref().map(String::len), Some(64));
+    }
+
+    #[test]
+    fn a_body_declared_in_a_charset_that_writes_ascii_otherwise_is_refused() {
+        let mut action = HttpAction::new("POST", "/v1/payments").unwrap();
+        for content_type in [
+            "application/json; charset=utf-7",
+            "application/x-www-form-urlencoded; charset=UTF-16",
+            "text/plain;charset=\"cp037\"",
+        ] {
+            let err = read_body(&mut action, Some(content_type), br#"{"+AGE-mount": 25000}"#, false).unwrap_err();
+            assert!(err.contains("send it in UTF-8"), "{content_type}: {err}");
+        }
+        for content_type in
+            ["application/json; charset=utf-8", "application/json; charset=ISO-8859-1", "application/json"]
+        {
+            read_body(&mut action, Some(content_type), br#"{"amount": 25000}"#, false).unwrap();
+        }
+        // A request without a body declares nothing it could spell.
+        read_body(&mut action, Some("text/plain; charset=utf-7"), b"", false).unwrap();
+    }
+
+    #[test]
+    fn another_user_named_in_the_body_is_refused() {
+        let mut action = HttpAction::new("POST", "/api/v4/projects").unwrap();
+        let multipart = b"--b\r\nContent-Disposition: form-data; name=\"sudo\"\r\n\r\nroot\r\n--b--\r\n";
+        for (content_type, body) in [
+            ("application/json", &br#"{"name": "x", "sudo": "root"}"#[..]),
+            ("application/x-www-form-urlencoded", b"name=x&SUDO=root"),
+            ("multipart/form-data; boundary=b", multipart),
+        ] {
+            let err = read_body(&mut action, Some(content_type), body, false).unwrap_err();
+            assert!(err.contains("sudo"), "{content_type}: {err}");
+        }
+        read_body(&mut action, Some("application/x-www-form-urlencoded"), b"pseudo=ann&sudoku=1", false).unwrap();
+        assert!(is_acting_as("sudo") && is_acting_as(" Sudo ") && !is_acting_as("pseudo"));
     }
 
     #[test]

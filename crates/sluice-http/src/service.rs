@@ -399,6 +399,12 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
             "send the method you mean on the request line",
         ));
     }
+    if refused.is_none() && action.query.iter().any(|(name, _)| request::is_acting_as(name)) {
+        refused = Some(bad_request(
+            "the query carries sudo, which would have the upstream act as another user than the connection's credential (GitLab reads it)",
+            "leave sudo out: the connection acts as its own credential; for another identity, ask an operator for a connection that holds it",
+        ));
+    }
     let trailing_slash = raw_target.split('?').next().is_some_and(|p| p.len() > 1 && p.ends_with('/'));
     let routed = route(conn.gate.as_ref(), &host, &action.path);
     if let Some(refusal) = refused {
@@ -1038,6 +1044,16 @@ fn shape_refusal<G: Gate>(conn: &Conn<G>, req: &Request<Incoming>, websocket: bo
             "send the body uncompressed",
         );
         return Some((StatusCode::UNSUPPORTED_MEDIA_TYPE, answer));
+    }
+    if let Some(field) = forward::acting_as_field(req.headers()) {
+        return Some(bad_request(
+            format!(
+                "the request carries {field}, which would have the upstream act as another user, or on another resource, than the connection's credential on the path policy decided"
+            ),
+            &format!(
+                "leave {field} out: the connection acts as its own credential; for another identity or resource, ask an operator for a connection that holds it"
+            ),
+        ));
     }
     forward::overriding_field(req.headers()).map(|field| {
         bad_request(
