@@ -68,6 +68,11 @@ impl Relocation<'_> {
         let end = path_and_rest.find(['?', '#']).unwrap_or(path_and_rest.len());
         let (path, rest) = path_and_rest.split_at(end);
         let below = path.strip_prefix(self.base_path).filter(|p| p.is_empty() || p.starts_with('/'))?;
+        // A dot segment would climb out of the prefix once the client resolves it.
+        let dot = |segment: &str| matches!(segment.to_ascii_lowercase().replace("%2e", ".").as_str(), "." | "..");
+        if below.split('/').any(dot) {
+            return None;
+        }
         let mut moved = format!("{}{below}", self.agent_prefix);
         if moved.is_empty() {
             moved.push('/');
@@ -154,6 +159,9 @@ mod tests {
             "relative/path",
             "?page=2",
             "mailto:ann@example.com",
+            "http://10.0.0.5:8080/api/../../admin",
+            "/api/x/%2E%2e/y",
+            "/api/./x",
         ] {
             assert_eq!(moved(r, url), None, "{url}");
         }
