@@ -199,6 +199,8 @@ def test_the_held_credential_echoed_percent_encoded_or_in_base64_is_redacted(api
     for spelled in [quote(secret, safe=""), base64.b64encode(secret.encode()).decode(),
                     base64.urlsafe_b64encode(secret.encode()).decode()]:
         assert spelled not in r.text
+    # Escaped as other encoders escape it, each copy is replaced whole.
+    assert answer["escaped"] == {k: redacted for k in answer["escaped"]}, answer["escaped"]
     # Wherever it fell among the encoded bytes, no run of base64 spelling its middle is left.
     middle = secret.encode()[3:-3]
     for skip in range(3):

@@ -6,9 +6,11 @@ credential it holds."""
 import asyncio
 import base64
 import gzip
+import html
 import io
 import json
 import os
+import re
 import sys
 import zipfile
 import zlib
@@ -329,7 +331,16 @@ async def echo_auth(request):
                          "base64": base64.b64encode(secret).decode(),
                          "base64url": base64.urlsafe_b64encode(secret).decode(),
                          # Inside an encoded document: the secret falls anywhere among its bytes.
-                         "state": base64.b64encode(b'{"user": "svc", "token": "' + secret + b'"}').decode()})
+                         "state": base64.b64encode(b'{"user": "svc", "token": "' + secret + b'"}').decode(),
+                         # As other encoders escape it: Python's quote() keeping '/', .NET's
+                         # lower-case escapes, HTML, Go's JSON (<, >, & as \u00XX), hex.
+                         "escaped": {
+                             "quote": quote(secret, safe="/"),
+                             "lower": re.sub("%[0-9A-F]{2}", lambda m: m.group(0).lower(), quote(secret, safe="")),
+                             "html": html.escape(secret.decode()),
+                             "go": secret.decode().replace("&", "\\u0026").replace("<", "\\u003c")
+                                   .replace(">", "\\u003e"),
+                             "hex": secret.hex()}})
 
 
 async def set_cookie(request):

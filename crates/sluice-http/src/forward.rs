@@ -298,18 +298,26 @@ impl OnWireCache {
 
 /// What of the held credential went upstream (the secret, the header value that carried it, an
 /// OAuth 2 access token): an upstream that repeats it in a response (an echo, a debug header, an
-/// error quoting the request) must not hand it to the caller.
+/// error quoting the request) must not hand it to the caller — whole, in the spellings encoders
+/// write (`spellings`), cut short after its first `LEAD` bytes (a log line, an error that
+/// truncates), or spelled in escapes (`%2b`, `&amp;`, `\u0026`, read as the detectors read them).
 #[derive(Default)]
 pub struct OnWire {
     /// Longest first, so that a header value is replaced whole before the secret inside it.
     finders: Vec<memchr::memmem::Finder<'static>>,
-    /// The pieces that hold no other piece, searched for at once: a body without any of them
-    /// holds none of the rest either, so most bodies cost one pass (`None`: nothing to find).
+    /// The pieces that hold no other piece, and each long piece's first `LEAD` bytes, searched
+    /// for at once: a body without any of them holds none of the rest either, so most bodies
+    /// cost one pass (`None`: nothing to find).
     probes: Option<aho_corasick::AhoCorasick>,
+    /// For each probe that is a beginning, the pieces it begins: a copy found runs as far as it
+    /// goes on matching one of them.
+    continues: Vec<Vec<Vec<u8>>>,
 }
 
 /// Shorter pieces are not looked for: they would be found everywhere.
 const MIN_ON_WIRE: usize = 4;
+/// A piece at least `2 * LEAD` long is also found cut short, from its first `LEAD` bytes on.
+const LEAD: usize = 12;
 /// What replaces the held credential wherever it comes back.
 pub const SCRUBBED: &[u8] = b"[redacted:held-credential]";
 
@@ -319,12 +327,18 @@ const URL_COMPONENT: &AsciiSet =
     &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// The ways an upstream may write a piece back: as sent, with `/` escaped as JSON writers
-/// (PHP's among them) escape it, percent-encoded in a URL (a `Location`, a link), and the
-/// secret's whole groups of three bytes in base64, standard or URL-safe (an upstream that encodes
-/// what it echoes).
+/// (PHP's among them) escape it, percent-encoded in a URL (a `Location`, a link), in hex, and
+/// the secret's whole groups of three bytes in base64, standard or URL-safe (an upstream that
+/// encodes what it echoes). Other escapes are read where they stand (`OnWire::scrub`).
 fn spellings(piece: &str) -> Vec<String> {
-    let mut spelled =
-        vec![piece.to_string(), piece.replace('/', "\\/"), utf8_percent_encode(piece, URL_COMPONENT).to_string()];
+    let hex = hex::encode(piece);
+    let mut spelled = vec![
+        piece.to_string(),
+        piece.replace('/', "\\/"),
+        utf8_percent_encode(piece, URL_COMPONENT).to_string(),
+        hex.to_ascii_uppercase(),
+        hex,
+    ];
     // Base64 writes three bytes as four characters, so the secret's characters depend on where
     // it falls among the encoded bytes (`token=<secret>` encoded whole): from each of its first
     // three bytes, its whole groups are one spelling, and one of them lines up wherever it falls.
@@ -362,27 +376,76 @@ impl OnWire {
             .collect();
         pieces.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         pieces.dedup();
+        // Each beginning with every piece it begins (`/` and `\/` spellings share theirs).
+        let mut leads: Vec<(Vec<u8>, Vec<Vec<u8>>)> = Vec::new();
+        for piece in pieces.iter().filter(|p| p.len() >= 2 * LEAD) {
+            match leads.iter_mut().find(|(lead, _)| *lead == piece[..LEAD]) {
+                Some((_, begun)) => begun.push(piece.clone()),
+                None => leads.push((piece[..LEAD].to_vec(), vec![piece.clone()])),
+            }
+        }
         let holds = |outer: &[u8], inner: &[u8]| memchr::memmem::find(outer, inner).is_some();
-        let probes: Vec<&Vec<u8>> = (0..pieces.len())
+        let mut probes: Vec<(&[u8], Vec<Vec<u8>>)> = (0..pieces.len())
             .filter(|&i| !pieces.iter().enumerate().any(|(j, other)| j != i && holds(&pieces[i], other)))
-            .map(|i| &pieces[i])
+            .filter(|&i| !leads.iter().any(|(lead, _)| holds(&pieces[i], lead)))
+            .map(|i| (pieces[i].as_slice(), Vec::new()))
             .collect();
+        probes.extend(leads.iter().map(|(lead, begun)| (lead.as_slice(), begun.clone())));
         // Built from a few short pieces, it cannot fail; if it did, nothing would be scrubbed:
         // the credential is then refused (fail closed).
-        let probes = match probes.is_empty() {
-            true => None,
-            false => Some(aho_corasick::AhoCorasick::new(probes).map_err(|e| e.to_string())?),
+        let (probes, continues) = match probes.is_empty() {
+            true => (None, Vec::new()),
+            false => {
+                let finder = aho_corasick::AhoCorasick::builder()
+                    .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                    .build(probes.iter().map(|(p, _)| p))
+                    .map_err(|e| e.to_string())?;
+                (Some(finder), probes.into_iter().map(|(_, s)| s).collect())
+            }
         };
         // Built once per request: every header value and body piece is searched with them.
         let finders = pieces.iter().map(|p| memchr::memmem::Finder::new(p).into_owned()).collect();
-        Ok(OnWire { finders, probes })
+        Ok(OnWire { finders, probes, continues })
     }
 
     /// `bytes` with every copy of the credential replaced; `None` when it holds none.
     pub fn scrub(&self, bytes: &[u8]) -> Option<Vec<u8>> {
-        if !self.probes.as_ref().is_some_and(|probes| probes.is_match(bytes)) {
-            return None;
+        let probes = self.probes.as_ref()?;
+        let seen = probes.is_match(bytes);
+        let whole = if seen { self.scrub_whole(bytes) } else { None };
+        let current = whole.as_deref().unwrap_or(bytes);
+        // What is left: copies cut short, and copies spelled in escapes.
+        let mut spans = Vec::new();
+        if seen {
+            self.copies(probes, current, &mut spans);
         }
+        sluice_mask::escapes::readings(current, |reading| {
+            let mut found = Vec::new();
+            self.copies(probes, reading.text, &mut found);
+            spans.extend(found.into_iter().map(|(from, to)| reading.source(from, to)));
+        });
+        if spans.is_empty() {
+            return whole;
+        }
+        spans.sort_unstable();
+        let mut out = Vec::with_capacity(current.len());
+        let mut at = 0;
+        for (from, to) in spans {
+            if to <= at {
+                continue;
+            }
+            out.extend_from_slice(&current[at..from.max(at)]);
+            if from >= at {
+                out.extend_from_slice(SCRUBBED);
+            }
+            at = to;
+        }
+        out.extend_from_slice(&current[at..]);
+        Some(out)
+    }
+
+    /// `bytes` with every copy of a whole piece replaced, the longest first.
+    fn scrub_whole(&self, bytes: &[u8]) -> Option<Vec<u8>> {
         let mut out: Option<Vec<u8>> = None;
         for finder in &self.finders {
             let current = out.as_deref().unwrap_or(bytes);
@@ -400,6 +463,16 @@ impl OnWire {
             out = Some(next);
         }
         out
+    }
+
+    /// Where `text` holds a probe; a piece's beginning as far as the piece goes on.
+    fn copies(&self, probes: &aho_corasick::AhoCorasick, text: &[u8], out: &mut Vec<(usize, usize)>) {
+        for m in probes.find_iter(text) {
+            let rest = &text[m.start()..];
+            let run = |piece: &Vec<u8>| rest.iter().zip(piece).take_while(|(a, b)| a == b).count();
+            let end = m.start() + self.continues[m.pattern().as_usize()].iter().map(run).max().unwrap_or(m.len());
+            out.push((m.start(), end));
+        }
     }
 }
 
@@ -490,6 +563,30 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_credential_is_found_escaped_as_any_encoder_escapes_it_or_cut_short() {
+        let secret = "s3cr3tKey+AbC/dEf=Gh&iJ0123";
+        let wire = OnWire::new(vec![secret.into()], format!("Bearer {secret}")).unwrap();
+        for spelled in [
+            "s3cr3tKey%2BAbC/dEf%3DGh%26iJ0123",   // Python's quote(), which keeps '/'
+            "s3cr3tKey%2bAbC%2fdEf%3dGh%26iJ0123", // lower-case escapes (.NET)
+            "s3cr3tKey+AbC/dEf=Gh&amp;iJ0123",     // HTML-escaped
+            "s3cr3tKey+AbC/dEf=Gh\\u0026iJ0123",   // Go's encoding/json
+            "s3cr3tKey&#43;AbC/dEf=Gh&amp;iJ0123", // Go's html/template
+            "73336372337454b65792b4162432f644566", // hex, cut short
+            "s3cr3tKey+AbC/dEf=Gh...",             // cut short
+        ] {
+            let body = format!("{{\"echo\": \"{spelled}\", \"n\": 1}}");
+            let scrubbed = String::from_utf8(wire.scrub(body.as_bytes()).expect(spelled)).unwrap();
+            assert!(scrubbed.contains("[redacted:held-credential]"), "{spelled}: {scrubbed}");
+            for piece in ["AbC", "dEf", "iJ0123", "Key"] {
+                assert!(!scrubbed.contains(piece), "{spelled}: {scrubbed}");
+            }
+            assert!(scrubbed.ends_with(", \"n\": 1}"), "{scrubbed}");
+        }
+        assert_eq!(wire.scrub(b"s3cr3tKey is a word; %41 &amp; 78-98"), None);
     }
 
     #[test]

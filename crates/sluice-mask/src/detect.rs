@@ -413,36 +413,25 @@ impl Scanner {
     /// have cut a value into one that looks like something else.
     fn scan_escaped(&self, hay: &[u8], out: &mut Vec<Finding>) {
         let mut found = Vec::new();
-        for (start, end) in escapes::windows(hay) {
-            let mut text = std::borrow::Cow::Borrowed(&hay[start..end]);
-            let mut origin: Vec<usize> = (start..=end).collect();
-            for _ in 0..escapes::LEVELS {
-                let Some((decoded, from)) = escapes::decode(&text) else { break };
-                origin = from.iter().map(|&i| origin[i]).collect();
-                found.clear();
-                self.scan_as_is(&decoded, &mut found);
-                self.scan_encoded(&decoded, &mut found);
-                for f in &found {
-                    let (from, mut to) = (origin[f.start], origin[f.end]);
-                    if to <= from {
-                        // Found inside one escape's bytes (a custom pattern): the escape whole.
-                        to = origin[f.end..].iter().copied().find(|&o| o > from).unwrap_or(end);
-                    }
-                    if from == start && start != 0 {
+        escapes::readings(hay, |reading| {
+            found.clear();
+            self.scan_as_is(reading.text, &mut found);
+            self.scan_encoded(reading.text, &mut found);
+            for f in &found {
+                let (from, mut to) = reading.source(f.start, f.end);
+                if from == reading.start && reading.start != 0 {
+                    continue;
+                }
+                if to == reading.end && reading.end != hay.len() {
+                    // A private key runs to its end marker, which may lie past what was read.
+                    if self.id(Builtin::PrivateKey) != Some(f.detector) {
                         continue;
                     }
-                    if to == end && end != hay.len() {
-                        // A private key runs to its end marker, which may lie past what was read.
-                        if self.id(Builtin::PrivateKey) != Some(f.detector) {
-                            continue;
-                        }
-                        to = private_key_end(hay, to);
-                    }
-                    out.push(Finding { detector: f.detector, start: from, end: to });
+                    to = private_key_end(hay, to);
                 }
-                text = std::borrow::Cow::Owned(decoded);
+                out.push(Finding { detector: f.detector, start: from, end: to });
             }
-        }
+        });
     }
 
     /// Each run of base64 whose content holds a finding, whole (a part of a run cannot be masked

@@ -54,6 +54,45 @@ pub fn windows(text: &[u8]) -> Vec<(usize, usize)> {
     out
 }
 
+/// One reading of a part of a text: what its escapes spell at one level of decoding, and where
+/// each byte of it came from.
+pub struct Reading<'a> {
+    /// What the part reads as.
+    pub text: &'a [u8],
+    origin: &'a [usize],
+    /// The part of the whole text read, `start..end`.
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Reading<'_> {
+    /// The bytes of the whole text that `text[from..to]` was read from: from where the first
+    /// one's escape starts to where the escape after the last starts (a span found inside one
+    /// escape's bytes is that escape whole).
+    pub fn source(&self, from: usize, to: usize) -> (usize, usize) {
+        let (start, mut end) = (self.origin[from], self.origin[to]);
+        if end <= start {
+            end = self.origin[to..].iter().copied().find(|&o| o > start).unwrap_or(self.end);
+        }
+        (start, end)
+    }
+}
+
+/// Each reading of `text` around its escapes: every part `windows` gives, decoded once, twice,
+/// … while escapes are left, up to `LEVELS` times, in order.
+pub fn readings(text: &[u8], mut each: impl FnMut(&Reading)) {
+    for (start, end) in windows(text) {
+        let mut part = std::borrow::Cow::Borrowed(&text[start..end]);
+        let mut origin: Vec<usize> = (start..=end).collect();
+        for _ in 0..LEVELS {
+            let Some((decoded, from)) = decode(&part) else { break };
+            origin = from.iter().map(|&i| origin[i]).collect();
+            each(&Reading { text: &decoded, origin: &origin, start, end });
+            part = std::borrow::Cow::Owned(decoded);
+        }
+    }
+}
+
 /// `text` with its escapes decoded once, and where each decoded byte's escape (or byte) starts
 /// in `text`, with `text.len()` after the last; `None` when it has none.
 pub fn decode(text: &[u8]) -> Option<(Vec<u8>, Vec<usize>)> {

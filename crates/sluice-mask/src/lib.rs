@@ -5,7 +5,7 @@
 pub mod action;
 pub mod detect;
 mod encoded;
-mod escapes;
+pub mod escapes;
 mod lineage;
 pub use lineage::Problem as LineageProblem;
 mod objects;
