@@ -361,6 +361,15 @@ async def declared(request):
     return Response(body, headers={"content-type": request.query_params["type"]})
 
 
+async def export_as(request):
+    # A CSV export, or pretty-printed JSON, under the type the query's `type` says.
+    if request.query_params.get("body") == "pretty":
+        body = json.dumps({"user": {"name": "Ann", "password": "pretty-secret-7"}}, indent=2) + "\n"
+    else:
+        body = "name,password\nAnn,csv-secret-7\n"
+    return Response(body.encode(), headers={"content-type": request.query_params["type"]})
+
+
 async def cr_events(request):
     # Server-sent events whose lines end with a CR alone, as the format allows.
     return Response('data: hi\r\rdata: {"password":"cr-secret-9"}\r\r', media_type="text/event-stream")
@@ -511,6 +520,7 @@ app = recorded(Starlette(routes=[
     Route("/api/escaped/{kind}", guard(escaped)),
     Route("/api/set-cookie", guard(set_cookie)),
     Route("/api/declared", guard(declared)),
+    Route("/api/export-as", guard(export_as)),
     Route("/api/cr-events", guard(cr_events)),
     Route("/api/ticks", guard(ticks)),
     Route("/api/seen", seen),

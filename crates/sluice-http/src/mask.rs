@@ -252,6 +252,24 @@ impl BodyMasker {
         self.clean(body)
     }
 
+    /// A stream's unit (an event's data, a JSON line) as the client may have it (`clean`),
+    /// refused when it is not JSON and names a field marked sensitive as a field
+    /// (`"password": "…"` of JSON written over several lines, `password=…`): its value could not
+    /// be found by structure. Prose that mentions a name ("wrong password.") is not refused.
+    pub fn clean_unit(&self, unit: &[u8]) -> Result<Option<Vec<u8>>, Unreadable> {
+        if !crate::request::looks_like_json(unit)
+            && let Some(name) = self.sensitive_named_in(unit)
+        {
+            return Err(Unreadable::Keyed(name.to_string()));
+        }
+        self.clean(unit)
+    }
+
+    /// The first field marked sensitive that `text` names as a field (`Sensitive::named_in`).
+    pub fn sensitive_named_in(&self, text: &[u8]) -> Option<&str> {
+        self.sensitive.named_in(text)
+    }
+
     /// A text (a header value, an event's field) as the client may have it: the credential
     /// replaced, the detectors' findings masked; `None` when nothing had to change.
     pub fn clean_text(&self, text: &[u8]) -> Option<Vec<u8>> {

@@ -197,8 +197,12 @@ pub async fn read_whole(
 ) -> Result<Whole, BodyError> {
     let WholeLimits { limit, oversize, timeout } = limits;
     // A record's fields are named in text; in an image or an archive a short key's letters may
-    // stand anywhere by chance.
-    let clean = |body: &[u8]| if binary { masker.clean(body) } else { masker.clean_document(body) };
+    // stand anywhere by chance. Binary by its bytes, not only its declared type: a CSV or XML
+    // export served as `application/octet-stream` is a document.
+    let clean = |body: &[u8]| match binary && std::str::from_utf8(body).is_err() {
+        true => masker.clean(body),
+        false => masker.clean_document(body),
+    };
     // Sized for the body the upstream announces (never more than the cap): no copy as it grows.
     let announced = body.size_hint().exact().and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
     let capacity = announced.min(limit.saturating_add(1));
@@ -571,8 +575,11 @@ impl Units {
             return Ok(out);
         }
         let body_end = unit.len() - line_ending(unit);
-        match masker.clean(&unit[..body_end])? {
+        // A JSON text sequence's record separator, or a byte-order mark, before a line's JSON.
+        let mark = [&b"\x1e"[..], b"\xEF\xBB\xBF"].into_iter().find(|m| unit.starts_with(m)).map_or(0, <[u8]>::len);
+        match masker.clean_unit(&unit[mark..body_end])? {
             Some(clean) => {
+                out.extend_from_slice(&unit[..mark]);
                 out.extend_from_slice(&clean);
                 out.extend_from_slice(&unit[body_end..]);
             }
@@ -588,7 +595,7 @@ fn clean_event(event: &[u8], masker: &BodyMasker, out: &mut Vec<u8>) -> Result<(
     let data = event_data(event);
     let clean_data = match data.is_empty() {
         true => None,
-        false => masker.clean(&data)?,
+        false => masker.clean_unit(&data)?,
     };
     let mut fields = Vec::with_capacity(event.len());
     for line in event.split_inclusive(|b| *b == b'\n') {
@@ -597,6 +604,12 @@ fn clean_event(event: &[u8], masker: &BodyMasker, out: &mut Vec<u8>) -> Result<(
         if text.starts_with(b"data:") {
             fields.extend_from_slice(line);
             continue;
+        }
+        // A line that is no field of the format (a client reading events skips it; one reading
+        // the bytes does not) is held to what a unit is.
+        let known = [&b"event:"[..], b"id:", b"retry:", b":"].iter().any(|f| text.starts_with(f));
+        if !known && let Some(name) = masker.sensitive_named_in(text) {
+            return Err(crate::mask::Unreadable::Keyed(name.to_string()).into());
         }
         match masker.clean_text(text) {
             Some(clean) => {
@@ -668,6 +681,21 @@ mod tests {
         assert_eq!(out, "{\"token\":\"[redacted:token]\"}\n{\"a\":2}\r\n{\"token\":\"[redacted:token]\"}");
         assert!(matches!(run(false, &[&[b'x'; 101]], 100), Err(BodyError::EventTooLarge(100))));
         assert!(matches!(run(true, &[b"data: x\n", &[b'x'; 101]], 100), Err(BodyError::EventTooLarge(100))));
+    }
+
+    #[test]
+    fn a_unit_naming_a_sensitive_field_outside_json_ends_the_stream() {
+        use crate::mask::Unreadable;
+        let keyed = |r: Result<String, BodyError>| matches!(r, Err(BodyError::Unreadable(Unreadable::Keyed(_))));
+        // Pretty-printed JSON sent as lines: a line is a field, not a record.
+        assert!(keyed(run(false, &[b"{\n  \"user\": {\n    \"token\": \"t1\"\n  }\n}\n"], 1000)));
+        assert!(keyed(run(true, &[b"data: token=t1\n\n"], 1000)));
+        assert!(keyed(run(true, &[b"  \"token\": \"t1\"\n\n"], 1000)));
+        // Prose that mentions the name is not a field.
+        assert_eq!(run(true, &[b"data: the token expired.\n\n"], 1000).unwrap(), "data: the token expired.\n\n");
+        // A JSON text sequence's separator, or a byte-order mark, before a line's JSON.
+        let out = run(false, &[b"\x1e{\"token\":1}\n\xEF\xBB\xBF{\"token\":2}\n"], 1000).unwrap();
+        assert_eq!(out, "\x1e{\"token\":\"[redacted:token]\"}\n\u{feff}{\"token\":\"[redacted:token]\"}\n");
     }
 
     #[test]
