@@ -829,6 +829,11 @@ def test_an_http2_connection_gone_mid_request_records_the_request_before_the_ses
     ("billing", "GET", "/echo/gql", {"params": {"query": "# a comment\n, mutation { adminReset }"}},
      "no-graphql-mutations"),
     ("billing_ro", "GET", "/echo/gql", {"params": {"query": "mutation { adminReset }"}}, "read-only"),
+    # The multipart request spec's operations field (GraphQL Yoga and Apollo take uploads so), and
+    # a multipart query field.
+    ("billing", "POST", "/echo/gql", {"files": {"operations": (None, '{"query": "mutation { adminReset }"}'),
+                                                "map": (None, "{}")}}, "no-graphql-mutations"),
+    ("billing", "PUT", "/echo/gql", {"files": {"query": (None, "mutation { adminReset }")}}, "no-graphql-mutations"),
 ])
 def test_graphql_off_a_declared_graphql_path_meets_the_rules_that_refuse(api, connection, method, path, kw, rule):
     # A server may answer GraphQL where the operator did not declare it: a document sent there is

@@ -4,7 +4,6 @@
 //! bytes (`sluice_mask::unreadable::packed`), the parts of a multipart body each by theirs, and
 //! the few formats without a signature by their declared type.
 
-use memchr::memmem;
 use serde::Deserialize;
 
 /// What a connection does with a packed response (`archives`).
@@ -30,31 +29,9 @@ pub fn declared(media: &str) -> Option<&'static str> {
     }
 }
 
-/// The boundary a multipart Content-Type declares (`multipart/mixed; boundary=part`).
-pub fn boundary(content_type: &[u8]) -> Option<String> {
-    let content_type = String::from_utf8_lossy(content_type);
-    let mut params = content_type.split(';');
-    if !params.next()?.trim().to_ascii_lowercase().starts_with("multipart/") {
-        return None;
-    }
-    params.find_map(|param| {
-        let (name, value) = param.split_once('=')?;
-        name.trim().eq_ignore_ascii_case("boundary").then(|| value.trim().trim_matches('"').to_string())
-    })
-}
-
 /// The packed format a part of a multipart body begins with, if one does.
 pub fn packed_part(body: &[u8], boundary: &str) -> Option<&'static str> {
-    let delimiter = format!("--{boundary}");
-    let starts: Vec<usize> = memmem::find_iter(body, delimiter.as_bytes()).collect();
-    starts.iter().enumerate().find_map(|(i, &at)| {
-        let part = &body[at + delimiter.len()..starts.get(i + 1).copied().unwrap_or(body.len())];
-        let content = match memmem::find(part, b"\r\n\r\n") {
-            Some(end) => end + 4,
-            None => memmem::find(part, b"\n\n")? + 2,
-        };
-        sluice_mask::unreadable::packed(&part[content..])
-    })
+    crate::multipart::parts(body, boundary).iter().find_map(|part| sluice_mask::unreadable::packed(part.content))
 }
 
 #[cfg(test)]
@@ -70,12 +47,11 @@ mod tests {
             b"\r\n--b--\r\n",
         ]
         .concat();
-        let declared = boundary(b"multipart/mixed; boundary=\"b\"").unwrap();
+        let declared = crate::multipart::boundary(b"multipart/mixed; boundary=\"b\"").unwrap();
         assert_eq!(packed_part(&body, &declared), Some("gzip file"));
         let text =
             b"--b\r\nContent-Type: text/plain\r\n\r\nabout %PDF-1.7 files\r\n--b\r\n\r\n\x89PNG\xFF\r\n--b--\r\n";
         assert_eq!(packed_part(text, "b"), None);
-        assert_eq!(boundary(b"application/json; boundary=b"), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod graphql;
 mod idle;
 mod location;
 mod mask;
+mod multipart;
 mod oauth;
 mod oracle;
 mod rename;

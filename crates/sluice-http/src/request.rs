@@ -83,6 +83,24 @@ pub fn read_body(
                 .into(),
         );
     }
+    // A multipart form's fields that carry GraphQL (the multipart request spec's `operations`,
+    // GraphQL Yoga's and Apollo's uploads; a `query` field): read as a JSON body's would be.
+    let (mut multipart_queries, mut operations) = (Vec::new(), None);
+    if media.as_deref() == Some("multipart/form-data")
+        && let Some(boundary) = content_type.and_then(|ct| crate::multipart::boundary(ct.as_bytes()))
+    {
+        for part in crate::multipart::parts(body, &boundary) {
+            match part.field_name().as_deref().map(str::to_ascii_lowercase).as_deref() {
+                Some("query") => multipart_queries.push(String::from_utf8_lossy(part.content).into_owned()),
+                Some("operations") => match strict_json(part.content) {
+                    Ok(value) if operations.is_none() => operations = Some(value),
+                    Ok(_) => return Err("the multipart body has more than one operations field".into()),
+                    Err(e) => return Err(format!("the multipart body's operations field is not JSON: {e}")),
+                },
+                _ => {}
+            }
+        }
+    }
     if overrides_method(media.as_deref(), json.as_deref(), body) {
         return Err(
             "the body carries _method, which would have the upstream run another method than policy decided (Rack, Laravel and method-override read it)"
@@ -99,8 +117,9 @@ pub fn read_body(
                     .chain(&form)
                     .filter(|(n, _)| n == "query")
                     .map(|(_, v)| v.as_str())
+                    .chain(multipart_queries.iter().map(String::as_str))
                     .collect(),
-                json: json.as_deref(),
+                json: json.as_deref().or(operations.as_ref()),
                 document: (media.as_deref() == Some("application/graphql"))
                     .then(|| std::str::from_utf8(body).ok())
                     .flatten(),
@@ -121,7 +140,10 @@ pub fn read_body(
                         .into(),
                 );
             }
-            let carrier = match (&json, media.as_deref()) {
+            if !multipart_queries.is_empty() {
+                return Err("the multipart body carries a query field; send the operation as JSON (or as the multipart request spec's operations field)".into());
+            }
+            let carrier = match (json.as_deref().or(operations.as_ref()), media.as_deref()) {
                 (Some(value), _) => Some(Carrier::Json(value)),
                 (None, Some("application/graphql")) => Some(Carrier::Document(
                     std::str::from_utf8(body).map_err(|_| "the GraphQL document is not UTF-8".to_string())?,
@@ -435,6 +457,34 @@ mod tests {
         }
         // A request without a body declares nothing it could spell.
         read_body(&mut action, Some("text/plain; charset=utf-7"), b"", false).unwrap();
+    }
+
+    #[test]
+    fn graphql_in_a_multipart_form_is_read_as_in_json() {
+        let form = |fields: &[(&str, &str)]| {
+            let mut body = String::new();
+            for (name, value) in fields {
+                body += &format!("--b\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n");
+            }
+            body + "--b\r\nContent-Disposition: form-data; name=\"0\"; filename=\"a.txt\"\r\n\r\nmutation { no }\r\n--b--\r\n"
+        };
+        let content_type = Some("multipart/form-data; boundary=b");
+        let mut action = HttpAction::new("POST", "/upload").unwrap();
+        let operations = r#"{"query": "mutation Up($f: Upload!) { upload(file: $f) }", "variables": {"f": null}}"#;
+        read_body(&mut action, content_type, form(&[("operations", operations), ("map", "{}")]).as_bytes(), false)
+            .unwrap();
+        let op = action.body.graphql.as_ref().expect("read off the endpoint");
+        assert_eq!((op.kind.as_str(), op.fields.clone()), ("mutation", vec!["upload".to_string()]));
+        read_body(&mut action, content_type, form(&[("query", "mutation { reset }")]).as_bytes(), false).unwrap();
+        assert_eq!(action.body.graphql.as_ref().map(|op| op.kind.as_str()), Some("mutation"));
+        // On a GraphQL endpoint, the upload is its operation.
+        read_body(&mut action, content_type, form(&[("operations", operations)]).as_bytes(), true).unwrap();
+        assert_eq!(action.body.graphql.as_ref().map(|op| op.fields.clone()), Some(vec!["upload".to_string()]));
+        let twice = form(&[("operations", operations), ("operations", operations)]);
+        assert!(read_body(&mut action, content_type, twice.as_bytes(), false).is_err());
+        // A file's content is no field: a document in it is not read.
+        read_body(&mut action, content_type, form(&[("name", "x")]).as_bytes(), false).unwrap();
+        assert!(action.body.graphql.is_none());
     }
 
     #[test]

@@ -753,7 +753,7 @@ async fn pipeline<G: Gate>(conn: &Arc<Conn<G>>, req: Request<Incoming>) -> Resul
     {
         return Err(packed_refusal(Unreadable::Packed(kind).to_string()));
     }
-    let boundary = head.headers.get(header::CONTENT_TYPE).and_then(|ct| archive::boundary(ct.as_bytes()));
+    let boundary = head.headers.get(header::CONTENT_TYPE).and_then(|ct| crate::multipart::boundary(ct.as_bytes()));
     let shape = Shape::of(&head.headers);
     let binary = response::is_binary_media(head.headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes));
     let mut headers = std::mem::take(&mut head.headers);
