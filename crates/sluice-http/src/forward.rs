@@ -421,12 +421,13 @@ impl OnWire {
         }
         // A credential (ASCII) is spelled in escapes only with `%`, `\` or `&`: a body without
         // them is not read again.
-        let escaped = memchr::memchr3(b'%', b'\\', b'&', current).is_some();
-        sluice_mask::escapes::readings(if escaped { current } else { &[] }, |reading| {
-            let mut found = Vec::new();
-            self.copies(probes, reading.text, &mut found);
-            spans.extend(found.into_iter().map(|(from, to)| reading.source(from, to)));
-        });
+        if memchr::memchr3(b'%', b'\\', b'&', current).is_some() {
+            sluice_mask::escapes::readings(current, |reading| {
+                let mut found = Vec::new();
+                self.copies(probes, reading.text, &mut found);
+                spans.extend(found.into_iter().map(|(from, to)| reading.source(from, to)));
+            });
+        }
         if spans.is_empty() {
             return whole;
         }
