@@ -896,19 +896,13 @@ const NAME: [bool; 256] = {
 /// Where the letter or digit of another script that ends just before `i` starts, if one does.
 fn letter_before(hay: &[u8], i: usize) -> Option<usize> {
     let from = (i.saturating_sub(4)..i).rev().find(|&k| hay[k] >= 0xC0)?;
-    let c = std::str::from_utf8(&hay[from..i]).ok()?.chars().next()?;
-    (c.len_utf8() == i - from && c.is_alphanumeric()).then_some(from)
+    let (c, width) = escapes::char_at(hay, from)?;
+    (width == i - from && c.is_alphanumeric()).then_some(from)
 }
 
 /// Where the letter or digit of another script that starts at `i` ends, if one does.
 fn letter_at(hay: &[u8], i: usize) -> Option<usize> {
-    let width = match *hay.get(i)? {
-        0xC2..=0xDF => 2,
-        0xE0..=0xEF => 3,
-        0xF0..=0xF4 => 4,
-        _ => return None,
-    };
-    let c = std::str::from_utf8(hay.get(i..i + width)?).ok()?.chars().next()?;
+    let (c, width) = escapes::char_at(hay, i)?;
     c.is_alphanumeric().then_some(i + width)
 }
 

@@ -126,29 +126,39 @@ const BACKSPACE: u8 = 0x08;
 
 /// The first bytes of the UTF-8 of every character `read_as` reads as another (a unit test
 /// holds the two together): a text without them has no such character.
-const LEAD: [bool; 256] = {
-    let mut table = [false; 256];
-    let leads = [0xC2, 0xCC, 0xCD, 0xD8, 0xD9, 0xDB, 0xDF, 0xE0, 0xE1, 0xE2, 0xE3, 0xEA, 0xEF, 0xF0, 0xF3];
-    let mut i = 0;
-    while i < leads.len() {
-        table[leads[i]] = true;
-        i += 1;
-    }
-    table
-};
+const LEAD: [bool; 256] =
+    marked([false; 256], &[0xC2, 0xCC, 0xCD, 0xD8, 0xD9, 0xDB, 0xDF, 0xE0, 0xE1, 0xE2, 0xE3, 0xEA, 0xEF, 0xF0, 0xF3]);
 
 /// The bytes an escape may start with (an overstrike starts with any character: it is known by
 /// the backspace after it).
-const STARTS: [bool; 256] = {
-    let mut table = LEAD;
-    let starts = [b'%', b'\\', b'&', b'+', ESC, BACKSPACE, 0];
+const STARTS: [bool; 256] = marked(LEAD, &[b'%', b'\\', b'&', b'+', ESC, BACKSPACE, 0]);
+
+/// `table` with `bytes` marked.
+const fn marked(mut table: [bool; 256], bytes: &[u8]) -> [bool; 256] {
     let mut i = 0;
-    while i < starts.len() {
-        table[starts[i] as usize] = true;
+    while i < bytes.len() {
+        table[bytes[i] as usize] = true;
         i += 1;
     }
     table
-};
+}
+
+/// How many bytes the UTF-8 character a byte starts is long, if it starts one.
+fn utf8_width(lead: u8) -> Option<usize> {
+    match lead {
+        0xC2..=0xDF => Some(2),
+        0xE0..=0xEF => Some(3),
+        0xF0..=0xF4 => Some(4),
+        _ => None,
+    }
+}
+
+/// The character that starts at `text[i]` (not ASCII), and its length in bytes.
+pub(crate) fn char_at(text: &[u8], i: usize) -> Option<(char, usize)> {
+    let width = utf8_width(*text.get(i)?)?;
+    let c = std::str::from_utf8(text.get(i..i + width)?).ok()?.chars().next()?;
+    Some((c, width))
+}
 
 /// What one escape decodes to: a character's UTF-8 bytes, one byte, or nothing.
 struct Unit {
@@ -255,12 +265,7 @@ fn escape_at(text: &[u8], i: usize) -> Option<(usize, Unit)> {
         // A lone backspace or NUL shows nothing.
         BACKSPACE | 0 => Some((1, Unit::NOTHING)),
         lead if LEAD[usize::from(lead)] => {
-            let width = match lead {
-                0xC2..=0xDF => 2,
-                0xE0..=0xEF => 3,
-                _ => 4,
-            };
-            let c = std::str::from_utf8(rest.get(..width)?).ok()?.chars().next()?;
+            let (c, width) = char_at(rest, 0)?;
             Some((width, read_as(c)?))
         }
         _ => None,
@@ -309,12 +314,7 @@ fn percent(rest: &[u8]) -> Option<(usize, Unit)> {
         Some(hex(&escape[1..])? as u8)
     };
     let first = byte(0)?;
-    let width = match first {
-        0xC2..=0xDF => 2,
-        0xE0..=0xEF => 3,
-        0xF0..=0xF4 => 4,
-        _ => return Some((3, Unit::byte(first))),
-    };
+    let Some(width) = utf8_width(first) else { return Some((3, Unit::byte(first))) };
     let bytes: Option<Vec<u8>> = (0..width).map(|k| byte(3 * k)).collect();
     match bytes.as_deref().and_then(|b| std::str::from_utf8(b).ok()).and_then(|t| t.chars().next()) {
         Some(c) => Some((3 * width, Unit::char(c))),
