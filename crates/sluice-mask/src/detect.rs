@@ -235,7 +235,7 @@ fn credentials_at(hay: &[u8], seps: impl Iterator<Item = usize>, detector: usize
         }
         let found = if hay[sep..].starts_with(b"://") {
             url_password(hay, sep + 3)
-        } else if names_credential(hay, sep) {
+        } else if names_credential(hay, sep) || crate::siblings::named_beside(hay, sep) {
             assigned_value(hay, sep)
         } else {
             None
@@ -246,6 +246,10 @@ fn credentials_at(hay: &[u8], seps: impl Iterator<Item = usize>, detector: usize
         }
     }
 }
+
+/// The key whose value a sibling may name (`{"name": "DB_PASSWORD", "value": …}`), searched for
+/// with the keywords, last.
+const VALUE_KEY: &[u8] = b"value";
 
 /// Values at least this long are searched for the credential keywords first; shorter ones are
 /// read at every separator (the search's start costs more than reading a few names).
@@ -279,7 +283,8 @@ pub struct Scanner {
     /// Key prefixes (`AKIA`, `ghp_`, `-----BEGIN `…); pattern `i` starts built-in `anchor_kinds[i]`.
     anchors: Option<AhoCorasick>,
     anchor_kinds: Vec<Builtin>,
-    /// The credential keywords (lower case): where a name may be assigned a credential.
+    /// The credential keywords (lower case): where a name may be assigned a credential; and
+    /// `value`, a key whose sibling may name it (`siblings`).
     keywords: AhoCorasick,
     scheme_end: memchr::memmem::Finder<'static>,
     /// Which single bytes start a number or an email address, for the word-at-a-time pass.
@@ -346,7 +351,7 @@ impl Scanner {
         });
         let keywords = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostFirst)
-            .build(CREDENTIAL_KEYWORDS)
+            .build(CREDENTIAL_KEYWORDS.iter().chain([&VALUE_KEY]))
             .expect("credential keywords compile");
         let numbers = [Builtin::CreditCard, Builtin::Ssn, Builtin::Phone, Builtin::Iban].into_iter().any(on);
         let triggers =
@@ -549,6 +554,11 @@ impl Scanner {
             // Every place a keyword starts (one may begin inside another).
             at = m.start() + 1;
             let name_end = m.end() + hay[m.end()..].iter().take_while(|&&c| NAME[c as usize]).count();
+            // `value` counts as a whole name only.
+            let value_key = m.pattern().as_usize() == CREDENTIAL_KEYWORDS.len();
+            if value_key && (name_end != m.end() || m.start() > 0 && NAME[hay[m.start() - 1] as usize]) {
+                continue;
+            }
             let mut i = name_end;
             if matches!(hay.get(i), Some(b'"' | b'\'')) {
                 i += 1;
@@ -886,7 +896,7 @@ const WORD: [bool; 256] = {
 };
 
 /// The bytes of a name a credential is assigned to: letters, digits, `_`, `-` and `.`.
-const NAME: [bool; 256] = {
+pub(crate) const NAME: [bool; 256] = {
     let mut table = WORD;
     table[b'-' as usize] = true;
     table[b'.' as usize] = true;
@@ -912,7 +922,7 @@ fn is_word(c: u8) -> bool {
 
 /// Whether the name just before the separator at `sep` (past blanks and a closing quote) holds
 /// a credential keyword, in any case: `DB_PASSWORD =`, `"client_secret":`, `auth-token:`.
-fn names_credential(hay: &[u8], sep: usize) -> bool {
+pub(crate) fn names_credential(hay: &[u8], sep: usize) -> bool {
     let mut end = sep;
     while end > 0 && sep - end < 3 && matches!(hay[end - 1], b' ' | b'\t') {
         end -= 1;
@@ -1276,6 +1286,10 @@ mod tests {
             "token",
             ": = :: ==",
             "note: the password is rotated weekly; secret santa: Dec 20",
+            r#"{"name": "DB_PASSWORD", "value": "hK9mQ2vL7pXw"}"#,
+            r#"{"Value": "hK9mQ2vL7pXw", "Type": "SecureString", "Name": "/prod/db/password"}"#,
+            "- name: API_TOKEN\n  value: Zx81Qw7eRt6yAb\n",
+            r#"{"name": "DB_HOST", "value": "db7.internal.example"}"#,
         ];
         let long_name = format!("{}PassPhrase: Zx81Qw7eRt6y {}token: Zx81Qw7eRt6y", "a".repeat(54), "b".repeat(70));
         let mut texts = vec![long_name];
@@ -1321,6 +1335,46 @@ mod tests {
         assert!(both.len() == 1 && both[0].1.starts_with("s3cr3t-pw"), "{both:?}");
         let both = found("https://deploy:ghX2aa@git.example.com/repo.git");
         assert!(both.len() == 1 && both[0].1.starts_with("ghX2aa"), "{both:?}");
+    }
+
+    #[test]
+    fn credentials_named_beside_their_value() {
+        // Kubernetes' environment, as JSON and as YAML, one pair or a list.
+        one(r#"{"name": "DB_PASSWORD", "value": "hK9mQ2vL7pXw"}"#, "credential", "hK9mQ2vL7pXw");
+        one(r#"{"name":"DB_PASSWORD","value":"hK9mQ2vL7pXw"}"#, "credential", "hK9mQ2vL7pXw");
+        let env = "env:\n- name: DB_HOST\n  value: db.internal\n- name: DB_PASSWORD\n  value: hK9mQ2vL7pXw\n";
+        one(env, "credential", "hK9mQ2vL7pXw");
+        one("    - name: API_TOKEN\r\n      value: \"Zx81Qw7eRt6yAb\"\r\n", "credential", "Zx81Qw7eRt6yAb");
+        // The value first, and pairs between (AWS's parameters), in any case.
+        one(r#"{"value": "hK9mQ2vL7pXw", "name": "smtp_secret"}"#, "credential", "hK9mQ2vL7pXw");
+        let ssm = r#"{"Parameter": {"Name": "/prod/db/password", "Type": "SecureString", "Value": "hK9mQ2vL7pXw", "Version": 3}}"#;
+        one(ssm, "credential", "hK9mQ2vL7pXw");
+        one("- value: hK9mQ2vL7pXw\n  kind: env\n  name: API_KEY\n", "credential", "hK9mQ2vL7pXw");
+        // A name with an escaped quote in a string between is still read past.
+        one(r#"{"name": "api_token", "note": "say \"hi\"", "value": "Zx81Qw7eRt6yAb"}"#, "credential", "Zx81Qw7eRt6yAb");
+        // A value in a long text (read where its key is found, not at every separator).
+        let long = format!(r#"{{"pad": "{}", "env": [{{"name": "DB_PASSWORD", "value": "hK9mQ2vL7pXw"}}]}}"#, "x".repeat(600));
+        one(&long, "credential", "hK9mQ2vL7pXw");
+    }
+
+    #[test]
+    fn values_beside_other_names_are_left_alone() {
+        for text in [
+            r#"{"name": "DB_HOST", "value": "db7.internal.example"}"#,
+            r#"{"name": "REPLICAS", "value": "Zx81Qw7eRt6yAb"}"#,
+            // A sibling in another object, or a key (not a value) that names a credential.
+            r#"[{"name": "DB_PASSWORD"}, {"value": "Zx81Qw7eRt6yAb"}]"#,
+            r#"{"password_policy": {"min": 8}, "value": "Zx81Qw7eRt6yAb"}"#,
+            // YAML: a sibling of another mapping, at another depth.
+            "- name: DB_PASSWORD\n- value: Zx81Qw7eRt6yAb\n",
+            "name: DB_PASSWORD\nspec:\n  value: Zx81Qw7eRt6yAb\n",
+            // Not the key `value`.
+            r#"{"name": "DB_PASSWORD", "default_value": "Zx81Qw7eRt6yAb"}"#,
+            // Too short to tell, as for `password: hunter2`.
+            r#"{"name": "DB_PASSWORD", "value": "hunter2"}"#,
+        ] {
+            assert_eq!(found(text), vec![], "in {text:?}");
+        }
     }
 
     #[test]

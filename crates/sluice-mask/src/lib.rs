@@ -9,6 +9,7 @@ pub mod escapes;
 mod lineage;
 pub use lineage::Problem as LineageProblem;
 mod objects;
+mod siblings;
 pub mod spec;
 pub mod unreadable;
 pub mod validate;
