@@ -938,6 +938,23 @@ def test_values_shown_through_other_characters_are_masked_in_responses(api):
     assert r.text.count("[redacted:") == 2 and r.text.startswith("\x1b[32mINFO\x1b[0m imported "), repr(r.text)
 
 
+def test_a_credential_named_beside_its_value_is_masked(api):
+    # Kubernetes' env and AWS's parameters name a value in a sibling ("name": "DB_PASSWORD"),
+    # under a key ("value") that says nothing.
+    r = httpx.get(f"{api.base}/billing/config/pod", headers=bearer(api), timeout=20)
+    assert r.status_code == 200, r.text
+    env = r.json()["spec"]["containers"][0]["env"]
+    assert env == [{"name": "DB_HOST", "value": "db7.internal"}, {"name": "DB_PASSWORD", "value": "[redacted:credential]"},
+                   {"name": "LOG_LEVEL", "value": "debug"}], env
+    r = httpx.get(f"{api.base}/billing/config/parameter", headers=bearer(api), timeout=20)
+    assert r.status_code == 200, r.text
+    assert r.json()["Parameter"]["Value"] == "[redacted:credential]", r.text
+    r = httpx.get(f"{api.base}/billing/config/yaml", headers=bearer(api), timeout=20)
+    assert r.status_code == 200, r.text
+    assert "hK9mQ2vL7pXwRt" not in r.text and "      value: [redacted:credential]\n" in r.text, r.text
+    assert "      value: db7.internal\n" in r.text, r.text
+
+
 def test_a_file_in_base64_that_holds_a_finding_is_replaced_whole(api):
     r = httpx.get(f"{api.base}/billing/escaped/file", headers=bearer(api), timeout=20)
     assert r.status_code == 200, r.text

@@ -202,6 +202,16 @@ def test_values_a_terminal_shows_through_colours_or_other_characters_are_masked(
     assert r.stdout.count("[redacted:ssn]") == 1 + 3 and r.stdout.count("[redacted:email]") == 1, repr(r.stdout)
 
 
+def test_a_credential_named_on_the_line_above_in_an_earlier_packet_is_masked(gw):
+    # `kubectl get pod -o yaml` names a variable on one line and gives its value on the next; the
+    # pause sends the two lines in separate packets.
+    r = ssh(gw, "printf -- '- name: DB_PASSWORD\\n'; sleep 0.5; printf -- '  value: hK9mQ2vL7pXwRt\\n'; "
+                "printf -- '- name: DB_HOST\\n  value: db7.internal\\n'")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ("- name: DB_PASSWORD\n  value: [redacted:credential]\n"
+                        "- name: DB_HOST\n  value: db7.internal\n"), repr(r.stdout)
+
+
 def test_the_exit_status_comes_back(gw):
     r = ssh(gw, "ls /nonexistent-dir")
     assert r.returncode == 2, (r.returncode, r.stderr)

@@ -309,6 +309,27 @@ async def escaped(request):
                          "payload": json.dumps({"ssn": "078-05-1120"}).replace("-", "\\u002d")})
 
 
+# Configuration as platforms' APIs return it: each value named by a sibling, not by its key.
+POD_ENV = [{"name": "DB_HOST", "value": "db7.internal"}, {"name": "DB_PASSWORD", "value": "hK9mQ2vL7pXwRt"},
+           {"name": "LOG_LEVEL", "value": "debug"}]
+
+
+async def config(request):
+    kind = request.path_params["kind"]
+    if kind == "pod":
+        # Kubernetes' pod, as `kubectl get pod -o json` reads it.
+        return JSONResponse({"kind": "Pod", "spec": {"containers": [{"name": "app", "env": POD_ENV}]}})
+    if kind == "parameter":
+        # AWS Systems Manager's GetParameter: the name, a pair between, then the value.
+        return JSONResponse({"Parameter": {"Name": "/prod/billing/stripe_api_key", "Type": "SecureString",
+                                           "Value": "rZ7tK2mQ9vXw4pLs", "Version": 4}})
+    # The same pod as YAML (`-o yaml`).
+    lines = ["kind: Pod", "spec:", "  containers:", "  - name: app", "    env:"]
+    for pair in POD_ENV:
+        lines += [f"    - name: {pair['name']}", f"      value: {pair['value']}"]
+    return PlainTextResponse("\n".join(lines) + "\n", media_type="application/yaml")
+
+
 async def moved(request):
     # Redirects and paging links written with the upstream's own URL, as frameworks write them.
     own = str(request.base_url).rstrip("/")
@@ -516,6 +537,7 @@ app = recorded(Starlette(routes=[
     Route("/api/report/{name}", guard(report)),
     Route("/api/echo-auth", echo_auth),
     Route("/api/moved/{kind}", guard(moved)),
+    Route("/api/config/{kind}", guard(config)),
     Route("/api/packed/{kind}", guard(packed)),
     Route("/api/escaped/{kind}", guard(escaped)),
     Route("/api/set-cookie", guard(set_cookie)),

@@ -53,6 +53,32 @@ impl ContentMasker<'_> {
         Some(out)
     }
 
+    /// `text` masked as `mask_line` does, read after `context` (what came just before it, passed
+    /// on already): a value may be named lines above it (`- name: DB_PASSWORD` over
+    /// `  value: …`). Only what lies in `text` is masked and returned.
+    pub fn mask_after(&self, context: &[u8], text: &[u8], findings: &mut Vec<Finding>) -> Option<Vec<u8>> {
+        if context.is_empty() {
+            return self.mask_line(text, findings);
+        }
+        let whole = [context, text].concat();
+        findings.clear();
+        self.scanner.scan(&whole, findings);
+        let from = context.len();
+        let mut out = Vec::with_capacity(text.len());
+        let mut at = from;
+        for f in findings.iter().filter(|f| f.end > from) {
+            let start = f.start.max(from);
+            out.extend_from_slice(&whole[at..start]);
+            self.replacement(f.detector, &whole[start..f.end], &mut out);
+            at = f.end;
+        }
+        if at == from {
+            return None;
+        }
+        out.extend_from_slice(&whole[at..]);
+        Some(out)
+    }
+
     pub fn mask_text(&self, text: &str, findings: &mut Vec<Finding>) -> Option<String> {
         self.mask_line(text.as_bytes(), findings).map(|out| String::from_utf8_lossy(&out).into_owned())
     }

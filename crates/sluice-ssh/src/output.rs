@@ -1,6 +1,8 @@
 //! A command's output masked line by line as it streams: what could be the start of a secret
 //! split between two packets is held until its line ends (or the stream does), so that the
 //! detectors always see whole lines. A line longer than the cap is masked and passed on in parts.
+//! The last lines passed on are read again before the next, unmasked, as context: a value may
+//! be named on a line above its own (YAML's `- name: DB_PASSWORD` over `  value: …`).
 
 use sluice_gate::Obligations;
 use sluice_mask::SessionMasking;
@@ -8,14 +10,20 @@ use sluice_mask::SessionMasking;
 /// The longest part of a line held back.
 const MAX_HELD: usize = 64 * 1024;
 
+/// How much of what was passed on is read again as context, at most: a few lines.
+const CONTEXT_LINES: usize = 6;
+const MAX_CONTEXT: usize = 1024;
+
 pub struct LineMasker {
     masking: Option<SessionMasking>,
     held: Vec<u8>,
+    /// The last lines passed on, as they came (before masking).
+    context: Vec<u8>,
 }
 
 impl LineMasker {
     pub fn new(obligations: &Obligations) -> LineMasker {
-        LineMasker { masking: obligations.masking.clone(), held: Vec::new() }
+        LineMasker { masking: obligations.masking.clone(), held: Vec::new(), context: Vec::new() }
     }
 
     /// What of `data` may be passed on now, masked.
@@ -28,7 +36,24 @@ impl LineMasker {
             None => return Vec::new(),
         };
         let ready: Vec<u8> = self.held.drain(..cut).collect();
-        mask(masking, &ready)
+        let out = mask(masking, &self.context, &ready);
+        self.remember(&ready);
+        out
+    }
+
+    /// Keeps the last lines of `passed` (with what came before them) as the next context.
+    fn remember(&mut self, passed: &[u8]) {
+        if passed.len() >= MAX_CONTEXT {
+            self.context.clear();
+        }
+        self.context.extend_from_slice(&passed[passed.len().saturating_sub(MAX_CONTEXT)..]);
+        let mut keep = self.context.len().saturating_sub(MAX_CONTEXT);
+        let body = self.context.strip_suffix(b"\n").unwrap_or(&self.context);
+        let mut newlines = body.iter().enumerate().rev().filter(|&(_, &c)| c == b'\n');
+        if let Some((start, _)) = newlines.nth(CONTEXT_LINES - 1) {
+            keep = keep.max(start + 1);
+        }
+        self.context.drain(..keep);
     }
 
     /// Whether part of a line is held, waiting for its end.
@@ -39,10 +64,12 @@ impl LineMasker {
     /// What is left when the stream ends (or pauses), masked.
     pub fn finish(&mut self) -> Vec<u8> {
         let rest = std::mem::take(&mut self.held);
-        match &self.masking {
-            Some(masking) => mask(masking, &rest),
-            None => rest,
-        }
+        let out = match &self.masking {
+            Some(masking) => mask(masking, &self.context, &rest),
+            None => return rest,
+        };
+        self.remember(&rest);
+        out
     }
 }
 
@@ -50,9 +77,9 @@ fn memchr_last_newline(data: &[u8]) -> Option<usize> {
     data.iter().rposition(|&b| b == b'\n')
 }
 
-fn mask(masking: &SessionMasking, text: &[u8]) -> Vec<u8> {
+fn mask(masking: &SessionMasking, context: &[u8], text: &[u8]) -> Vec<u8> {
     let content = masking.masking().content();
-    content.mask_line(text, &mut Vec::new()).unwrap_or_else(|| text.to_vec())
+    content.mask_after(context, text, &mut Vec::new()).unwrap_or_else(|| text.to_vec())
 }
 
 #[cfg(test)]
@@ -75,5 +102,28 @@ mod tests {
         seen.extend(out.finish());
         let seen = String::from_utf8(seen).unwrap();
         assert_eq!(seen, "user: [redacted:email]\ncard [redacted:credit-card]\nlast line [redacted:email]");
+    }
+
+    #[test]
+    fn a_value_named_lines_above_in_an_earlier_packet_is_masked() {
+        let masking = Arc::new(sluice_mask::compile(&MaskingSpec::default(), TokenKey::new([3; 32])).unwrap());
+        let who = Identity { name: "a".into(), groups: vec![], credential_id: "t".into() };
+        let obligations = Obligations { masking: Some(masking.for_session(&who, "web1")), read_only: false };
+        let mut out = LineMasker::new(&obligations);
+        let mut seen = Vec::new();
+        let pieces = ["env:\n", "- name: DB_PASSWORD\n", "  value: hK9mQ2vL7pXw\n", "- name: HOME\n  value: /h\n"];
+        for piece in pieces {
+            seen.extend(out.push(piece.as_bytes()));
+        }
+        seen.extend(out.finish());
+        let seen = String::from_utf8(seen).unwrap();
+        assert_eq!(seen, "env:\n- name: DB_PASSWORD\n  value: [redacted:credential]\n- name: HOME\n  value: /h\n");
+        // Only the last lines are kept: a name far above is not read (nor the text kept).
+        let mut out = LineMasker::new(&obligations);
+        out.push(b"- name: DB_PASSWORD\n");
+        for _ in 0..CONTEXT_LINES {
+            out.push(b"  x: 1\n");
+        }
+        assert!(out.context.len() <= MAX_CONTEXT && !out.context.starts_with(b"- name"));
     }
 }
