@@ -1351,9 +1351,14 @@ mod tests {
         one(ssm, "credential", "hK9mQ2vL7pXw");
         one("- value: hK9mQ2vL7pXw\n  kind: env\n  name: API_KEY\n", "credential", "hK9mQ2vL7pXw");
         // A name with an escaped quote in a string between is still read past.
-        one(r#"{"name": "api_token", "note": "say \"hi\"", "value": "Zx81Qw7eRt6yAb"}"#, "credential", "Zx81Qw7eRt6yAb");
+        one(
+            r#"{"name": "api_token", "note": "say \"hi\"", "value": "Zx81Qw7eRt6yAb"}"#,
+            "credential",
+            "Zx81Qw7eRt6yAb",
+        );
         // A value in a long text (read where its key is found, not at every separator).
-        let long = format!(r#"{{"pad": "{}", "env": [{{"name": "DB_PASSWORD", "value": "hK9mQ2vL7pXw"}}]}}"#, "x".repeat(600));
+        let long =
+            format!(r#"{{"pad": "{}", "env": [{{"name": "DB_PASSWORD", "value": "hK9mQ2vL7pXw"}}]}}"#, "x".repeat(600));
         one(&long, "credential", "hK9mQ2vL7pXw");
     }
 
