@@ -111,7 +111,27 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Held<B> {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = &mut *self;
-        let Some(stall) = &this.stall else { return Pin::new(&mut this.body).poll_frame(cx) };
+        let Some(stall) = &this.stall else {
+            // HTTP/1: a large piece is handed over in slices too. Hyper drops a body once it has
+            // taken the last frame, before writing it: handed whole, a large answer would leave
+            // its request in flight with megabytes still to write to a slow reader.
+            let polled = match this.rest.take() {
+                Some(rest) => Poll::Ready(Some(Ok(Frame::data(rest)))),
+                None => Pin::new(&mut this.body).poll_frame(cx),
+            };
+            return match polled {
+                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(match frame.into_data() {
+                    Ok(mut data) => {
+                        if data.len() > stall::SLICE {
+                            this.rest = Some(data.split_off(stall::SLICE));
+                        }
+                        Frame::data(data)
+                    }
+                    Err(frame) => frame,
+                }))),
+                polled => polled,
+            };
+        };
         stall.asked();
         let polled = match this.rest.take() {
             Some(rest) => Poll::Ready(Some(Ok(Frame::data(rest)))),
