@@ -89,11 +89,16 @@ mod tests {
     use sluice_mask::{MaskingSpec, TokenKey};
     use std::sync::Arc;
 
-    #[test]
-    fn a_secret_split_between_packets_is_masked_whole() {
+    /// A command's obligations with every built-in detector on.
+    fn masked() -> Obligations {
         let masking = Arc::new(sluice_mask::compile(&MaskingSpec::default(), TokenKey::new([3; 32])).unwrap());
         let who = Identity { name: "a".into(), groups: vec![], credential_id: "t".into() };
-        let obligations = Obligations { masking: Some(masking.for_session(&who, "web1")), read_only: false };
+        Obligations { masking: Some(masking.for_session(&who, "web1")), read_only: false }
+    }
+
+    #[test]
+    fn a_secret_split_between_packets_is_masked_whole() {
+        let obligations = masked();
         let mut out = LineMasker::new(&obligations);
         let mut seen = Vec::new();
         for piece in ["user: ann@exa", "mple.com\ncard 4111 1111 ", "1111 1111\nlast ", "line dave@example.com"] {
@@ -106,9 +111,7 @@ mod tests {
 
     #[test]
     fn a_value_named_lines_above_in_an_earlier_packet_is_masked() {
-        let masking = Arc::new(sluice_mask::compile(&MaskingSpec::default(), TokenKey::new([3; 32])).unwrap());
-        let who = Identity { name: "a".into(), groups: vec![], credential_id: "t".into() };
-        let obligations = Obligations { masking: Some(masking.for_session(&who, "web1")), read_only: false };
+        let obligations = masked();
         let mut out = LineMasker::new(&obligations);
         let mut seen = Vec::new();
         let pieces = ["env:\n", "- name: DB_PASSWORD\n", "  value: hK9mQ2vL7pXw\n", "- name: HOME\n  value: /h\n"];
