@@ -111,39 +111,35 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Held<B> {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = &mut *self;
-        let Some(stall) = &this.stall else {
-            // HTTP/1: a large piece is handed over in slices too. Hyper drops a body once it has
-            // taken the last frame, before writing it: handed whole, a large answer would leave
-            // its request in flight with megabytes still to write to a slow reader.
-            let polled = match this.rest.take() {
-                Some(rest) => Poll::Ready(Some(Ok(Frame::data(rest)))),
-                None => Pin::new(&mut this.body).poll_frame(cx),
-            };
-            return match polled {
-                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(match frame.into_data() {
-                    Ok(mut data) => {
-                        if data.len() > stall::SLICE {
-                            this.rest = Some(data.split_off(stall::SLICE));
-                        }
-                        Frame::data(data)
-                    }
-                    Err(frame) => frame,
-                }))),
-                polled => polled,
-            };
-        };
-        stall.asked();
-        let polled = match this.rest.take() {
-            Some(rest) => Poll::Ready(Some(Ok(Frame::data(rest)))),
+        if let Some(stall) = &this.stall {
+            stall.asked();
+        }
+        let polled = match (this.rest.take(), &this.stall) {
+            (Some(rest), _) => Poll::Ready(Some(Ok(Frame::data(rest)))),
             // The body's source wakes hyper through the stall, which notes that it waits from then.
-            None => Pin::new(&mut this.body).poll_frame(&mut Context::from_waker(&stall.waker(cx.waker()))),
+            (None, Some(stall)) => {
+                Pin::new(&mut this.body).poll_frame(&mut Context::from_waker(&stall.waker(cx.waker())))
+            }
+            (None, None) => Pin::new(&mut this.body).poll_frame(cx),
         };
         match polled {
             Poll::Ready(Some(Ok(frame))) => {
-                stall.handed();
+                if let Some(stall) = &this.stall {
+                    stall.handed();
+                }
                 let frame = match frame.into_data() {
-                    Ok(data) => {
-                        let (first, rest) = stall::slice(data);
+                    Ok(mut data) => {
+                        let (first, rest) = match this.stall {
+                            Some(_) => stall::slice(data),
+                            // HTTP/1: a large piece is handed over in slices too. Hyper drops a
+                            // body once it has taken the last frame, before writing it: handed
+                            // whole, a large answer would end its request's time in flight with
+                            // megabytes still to write to a slow reader.
+                            None => {
+                                let rest = (data.len() > stall::SLICE).then(|| data.split_off(stall::SLICE));
+                                (data, rest)
+                            }
+                        };
                         this.rest = rest;
                         Frame::data(first)
                     }

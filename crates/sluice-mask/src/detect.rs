@@ -923,13 +923,7 @@ fn is_word(c: u8) -> bool {
 /// Whether the name just before the separator at `sep` (past blanks and a closing quote) holds
 /// a credential keyword, in any case: `DB_PASSWORD =`, `"client_secret":`, `auth-token:`.
 pub(crate) fn names_credential(hay: &[u8], sep: usize) -> bool {
-    let mut end = sep;
-    while end > 0 && sep - end < 3 && matches!(hay[end - 1], b' ' | b'\t') {
-        end -= 1;
-    }
-    if end > 0 && matches!(hay[end - 1], b'"' | b'\'') {
-        end -= 1;
-    }
+    let (end, _) = name_end(hay, sep);
     // Read back to the name's start, noting where a keyword's first two letters stand: most
     // names (`"id":`, `"status":` in JSON, where every key has a separator) hold none.
     let mut start = end;
@@ -952,6 +946,19 @@ pub(crate) fn names_credential(hay: &[u8], sep: usize) -> bool {
     (0..name.len()).filter(|i| starts >> (i + offset) & 1 == 1).any(|i| {
         CREDENTIAL_KEYWORDS.iter().any(|k| name.get(i..i + k.len()).is_some_and(|w| w.eq_ignore_ascii_case(k)))
     })
+}
+
+/// Where the name before the separator at `sep` ends, back past up to three blanks and a
+/// closing quote; and that quote, if there is one.
+pub(crate) fn name_end(hay: &[u8], sep: usize) -> (usize, Option<u8>) {
+    let mut end = sep;
+    while end > 0 && sep - end < 3 && matches!(hay[end - 1], b' ' | b'\t') {
+        end -= 1;
+    }
+    match end.checked_sub(1).map(|i| hay[i]) {
+        Some(quote @ (b'"' | b'\'')) => (end - 1, Some(quote)),
+        _ => (end, None),
+    }
 }
 
 /// For each byte that may begin a keyword (either case), the letters that follow it in one, a

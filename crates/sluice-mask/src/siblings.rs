@@ -4,7 +4,7 @@
 //! `- name: DB_PASSWORD` over `  value: …`) and AWS writes parameters and tags
 //! (`{"Name": "/prod/db/password", "Type": "SecureString", "Value": "…"}`).
 
-use crate::detect::{NAME, names_credential};
+use crate::detect::{NAME, name_end, names_credential};
 
 /// How many sibling pairs are read on either side of `value` (AWS puts `Type` between).
 const SIBLINGS: usize = 4;
@@ -31,14 +31,7 @@ enum Key {
 
 /// The key `value` that ends at the separator `sep` (past blanks), if that is what ends there.
 fn value_key(hay: &[u8], sep: usize) -> Option<Key> {
-    let mut end = sep;
-    while end > 0 && sep - end < 3 && matches!(hay[end - 1], b' ' | b'\t') {
-        end -= 1;
-    }
-    let quote = end.checked_sub(1).map(|i| hay[i]).filter(|&c| c == b'"' || c == b'\'');
-    if quote.is_some() {
-        end -= 1;
-    }
+    let (end, quote) = name_end(hay, sep);
     let start = end.checked_sub(5)?;
     if !hay[start..end].eq_ignore_ascii_case(b"value") {
         return None;

@@ -37,33 +37,24 @@ impl ContentMasker<'_> {
     /// Text masked where NULL cannot stand (an error message, a recorded statement, a COPY line):
     /// findings whose action is NULL are redacted instead. `None` when nothing was found.
     pub fn mask_line(&self, text: &[u8], findings: &mut Vec<Finding>) -> Option<Vec<u8>> {
-        findings.clear();
-        self.scanner.scan(text, findings);
-        if findings.is_empty() {
-            return None;
-        }
-        let mut out = Vec::with_capacity(text.len());
-        let mut at = 0;
-        for f in findings.iter() {
-            out.extend_from_slice(&text[at..f.start]);
-            self.replacement(f.detector, &text[f.start..f.end], &mut out);
-            at = f.end;
-        }
-        out.extend_from_slice(&text[at..]);
-        Some(out)
+        self.mask_after(&[], text, findings)
     }
 
     /// `text` masked as `mask_line` does, read after `context` (what came just before it, passed
     /// on already): a value may be named lines above it (`- name: DB_PASSWORD` over
     /// `  value: …`). Only what lies in `text` is masked and returned.
     pub fn mask_after(&self, context: &[u8], text: &[u8], findings: &mut Vec<Finding>) -> Option<Vec<u8>> {
-        if context.is_empty() {
-            return self.mask_line(text, findings);
-        }
-        let whole = [context, text].concat();
+        let whole = match context.is_empty() {
+            true => std::borrow::Cow::Borrowed(text),
+            false => std::borrow::Cow::Owned([context, text].concat()),
+        };
         findings.clear();
         self.scanner.scan(&whole, findings);
         let from = context.len();
+        // Findings come in order: none reaches into `text` unless the last does.
+        if findings.last().is_none_or(|f| f.end <= from) {
+            return None;
+        }
         let mut out = Vec::with_capacity(text.len());
         let mut at = from;
         for f in findings.iter().filter(|f| f.end > from) {
@@ -71,9 +62,6 @@ impl ContentMasker<'_> {
             out.extend_from_slice(&whole[at..start]);
             self.replacement(f.detector, &whole[start..f.end], &mut out);
             at = f.end;
-        }
-        if at == from {
-            return None;
         }
         out.extend_from_slice(&whole[at..]);
         Some(out)
